@@ -1,0 +1,457 @@
+"""The admin agent: registry of workers, task state, routing of messages, assignment."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import zmq
+from loguru import logger
+
+from . import protocol
+from .agent import AgentBase, AgentDetail
+from .board import TaskBoard
+from .errors import ConfigError, RemoteProtocolError
+from .protocol import (
+    PROTOCOL_VERSION,
+    End,
+    Envelope,
+    Event,
+    Hello,
+    Kind,
+    Limits,
+    Reject,
+    Welcome,
+)
+from .scheduler import Blocked, WorkerSlot
+from .settings import DEFAULT_PORT, DEFAULT_WORKSPACE_ID, AdminSettings, env_default
+from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult
+from .transport import AdminSockets, peer_address
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+TICK = 0.25  # resolution of timers (heartbeats, liveness, unassignable timeout)
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    identity: bytes
+    detail: AgentDetail
+    last_seen: float
+
+
+class Admin(AgentBase):
+    """Coordinates a workspace. ``Admin(name, port)`` as in the tutorials; everything else has a
+    default taken from ``CEYLON_*`` environment variables, or pass ``settings``."""
+
+    def __init__(
+        self,
+        name: str = "admin",
+        port: int | None = None,
+        workspace_id: str | None = None,
+        *,
+        settings: AdminSettings | None = None,
+        **options: Any,
+    ) -> None:
+        if settings is None:
+            settings = AdminSettings(
+                name=name,
+                workspace=workspace_id or env_default("WORKSPACE", DEFAULT_WORKSPACE_ID),
+                port=env_default("PORT", DEFAULT_PORT, int) if port is None else port,
+                **options,
+            )
+        super().__init__(settings.name, settings.workspace)
+        self.settings = settings
+        self.limits = Limits(max_str_len=settings.max_message_bytes,
+                             max_bin_len=settings.max_message_bytes)
+        self.board = TaskBoard()
+        self.port = settings.port
+        self.pub_port = settings.pub_port or 0
+        self.bad_frames = 0
+        self.unassigned: list[TaskId] = []
+        self._workers: dict[bytes, WorkerRecord] = {}
+        self._by_name: dict[str, bytes] = {}
+        self._sockets: AdminSockets | None = None
+        self._loops: list[asyncio.Task] = []
+        self._stopped = asyncio.Event()
+        self._run_done = asyncio.Event()
+        self._assigning = settings.expect_workers == 0
+        self._warned_senders: set[bytes] = set()
+        self._warned_blocked: set[tuple[int, str | None]] = set()
+        self._blocked_since: float | None = None
+        self._last_progress: tuple[int, int, int] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Bind the ROUTER and PUB sockets and start serving."""
+        s = self.settings
+        self._sockets = AdminSockets(s.endpoint_host, s.max_message_bytes, s.workspace)
+        try:
+            self.port, self.pub_port = self._sockets.bind(s.port, s.pub_port)
+        except ConfigError:
+            self._sockets.close(0)
+            self._sockets = None
+            raise
+        logger.info("admin '{}' serving workspace '{}' on tcp://{}:{} (PUB {})",
+                    self.name, self.workspace_id, s.bind, self.port, self.pub_port)
+        self._loops = [asyncio.create_task(self._recv_loop(), name="admin-recv"),
+                       asyncio.create_task(self._tick_loop(), name="admin-tick")]
+
+    async def stop(self) -> None:
+        """Ask the admin to stop; :meth:`arun_admin` / :meth:`serve` then shut down."""
+        self._stopped.set()
+
+    async def serve(self) -> None:
+        """Run until :meth:`stop`."""
+        await self._stopped.wait()
+
+    async def close(self, reason: str = "admin stopped") -> None:
+        """Tell every worker the run is over, then close the sockets."""
+        if self._sockets is None:
+            return
+        for rec in list(self._workers.values()):
+            self._send(rec.identity, Kind.END, End(reason))
+        self._publish_event("admin_stopped", reason=reason)
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._cancel_handlers()
+        self._sockets.close()
+        self._sockets = None
+        logger.info("admin '{}' stopped: {}", self.name, reason)
+
+    async def arun_admin(self, inputs: bytes = b"", workers: Iterable[Worker] = ()) -> None:
+        """Start, run the given in-process workers against this admin over real loopback
+        sockets, and serve until :meth:`stop`. ``inputs`` is kept for the tutorials' sake."""
+        await self.start()
+        worker_tasks = [asyncio.create_task(w.arun_against(self), name=f"worker-{w.name}")
+                        for w in workers]
+        try:
+            await self.serve()
+        finally:
+            await self.close("run over")
+            await _finish(worker_tasks, timeout=5.0)
+
+    def run_admin(self, inputs: bytes = b"", workers: Iterable[Worker] = ()) -> None:
+        """Blocking form of :meth:`arun_admin`."""
+        asyncio.run(self.arun_admin(inputs, list(workers)))
+
+    # ------------------------------------------------------------------ tasks
+    def submit(self, tasks: Sequence[Task]) -> None:
+        """Queue tasks for the connected (and future) workers."""
+        self.board.add(list(tasks))
+        self._run_done.clear()
+        self._pump()
+
+    async def run_tasks(self, tasks: Sequence[Task]) -> RunReport:
+        """Submit ``tasks`` and wait until each has a result or is given up as unassignable."""
+        self.submit(tasks)
+        await self._run_done.wait()
+        return self.board.report(self.unassigned)
+
+    # ------------------------------------------------------------------ agents
+    def get_connected_agents(self) -> list[AgentDetail]:
+        return [rec.detail for rec in self._workers.values()]
+
+    async def on_agent_connected(self, topic: str, agent: AgentDetail) -> None:
+        """Called when a worker joins. Override it (the tutorials do)."""
+
+    async def on_task_result(self, result: TaskResult) -> None:
+        """Called for each accepted task result. Override it to react to results."""
+
+    # ------------------------------------------------------------------ receiving
+    async def _recv_loop(self) -> None:
+        assert self._sockets is not None
+        while True:
+            for frames in await self._sockets.recv_batch():
+                self._handle(frames)
+            self._pump()
+
+    def _handle(self, frames: list[zmq.Frame]) -> None:
+        identity = frames[0].bytes
+        try:
+            env = protocol.decode_frames([f.bytes for f in frames[1:]], self.limits)
+        except RemoteProtocolError as exc:
+            self._bad_frame(identity, frames[-1], str(exc))
+            return
+        rec = self._workers.get(identity)
+        if rec is not None:
+            rec.last_seen = time.monotonic()
+        try:
+            if env.kind == Kind.HELLO:
+                self._on_hello(identity, env, peer_address(frames[-1]))
+            elif rec is None:
+                self._on_stranger(identity, env)
+            elif env.kind == Kind.RESULT:
+                self._on_results(rec, env)
+            elif env.kind == Kind.BCAST:
+                self._on_broadcast(rec, env)
+            elif env.kind == Kind.DIRECT:
+                self._on_direct(rec, env)
+            elif env.kind == Kind.BYE:
+                self._drop_worker(identity, "said goodbye")
+            elif env.kind != Kind.HEARTBEAT:
+                raise RemoteProtocolError(f"{env.kind.decode()} is not for the admin")
+        except RemoteProtocolError as exc:
+            self._bad_frame(identity, frames[-1], str(exc))
+
+    def _bad_frame(self, identity: bytes, frame: zmq.Frame, reason: str) -> None:
+        self.bad_frames += 1
+        if identity not in self._warned_senders:
+            self._warned_senders.add(identity)
+            logger.warning("dropped a bad frame from {!r} ({}): {}; later ones from this sender "
+                           "are counted, not logged", identity, peer_address(frame) or "?", reason)
+
+    def _on_stranger(self, identity: bytes, env: Envelope) -> None:
+        # Heartbeats or results from a peer we do not know (we restarted, or it was declared
+        # lost): tell it to register again rather than silently ignoring it.
+        if env.kind in (Kind.HEARTBEAT, Kind.RESULT, Kind.BCAST, Kind.DIRECT):
+            self._send(identity, Kind.REJECT, Reject("not registered: send HELLO first"))
+        else:
+            raise RemoteProtocolError(f"{env.kind.decode()} from an unregistered peer")
+
+    def _on_hello(self, identity: bytes, env: Envelope, host: str) -> None:
+        h = env.header
+        if h.version != PROTOCOL_VERSION:
+            self._reject(identity, f"protocol version {h.version} != admin's {PROTOCOL_VERSION}")
+            return
+        try:
+            hello = protocol.unpack(Hello, env.payload, self.limits)
+        except RemoteProtocolError as exc:
+            self._reject(identity, f"bad HELLO: {exc}")
+            return
+        reason = self._hello_problem(identity, hello, h.workspace)
+        if reason:
+            self._reject(identity, reason)
+            return
+        if identity not in self._workers:
+            self._register(identity, hello, host)
+        self._send(identity, Kind.WELCOME, Welcome(hello.name, self.name, self.pub_port,
+                                                   self.settings.heartbeat,
+                                                   self.settings.liveness))
+
+    def _hello_problem(self, identity: bytes, hello: Hello, workspace: str) -> str | None:
+        if workspace != self.workspace_id:
+            return (f"worker '{hello.name}' rejected: workspace '{workspace}' != admin's "
+                    f"'{self.workspace_id}'")
+        if not 0 <= hello.skill <= 10 or not 1 <= hello.capacity <= 100_000:
+            return f"worker '{hello.name}' rejected: skill must be 0-10 and capacity >= 1"
+        if not hello.name or hello.name == self.name:
+            return f"worker name '{hello.name}' is reserved"
+        other = self._by_name.get(hello.name)
+        if other is not None and other != identity:
+            host = self._workers[other].detail.host or "?"
+            return (f"worker name '{hello.name}' is already connected (from {host}); "
+                    f"choose another --name")
+        return None
+
+    def _register(self, identity: bytes, hello: Hello, host: str) -> None:
+        detail = AgentDetail(hello.name, hello.name, hello.role, hello.skill, hello.capacity, host)
+        self._workers[identity] = WorkerRecord(identity, detail, time.monotonic())
+        self._by_name[hello.name] = identity
+        self.board.add_worker(WorkerSlot(hello.name, hello.skill, hello.role, hello.capacity))
+        self._warned_blocked.clear()
+        logger.info("worker '{}' joined from {} (role {}, skill {}, capacity {}); {} connected",
+                    hello.name, host or "?", hello.role, hello.skill, hello.capacity,
+                    len(self._workers))
+        self._publish_event("worker_joined", **protocol.to_wire(detail))
+        if not self._assigning and len(self._workers) >= self.settings.expect_workers:
+            self._assigning = True
+            logger.info("all {} expected workers connected: starting task distribution",
+                        self.settings.expect_workers)
+        self._spawn(self.on_agent_connected(self.workspace_id, detail),
+                    f"on_agent_connected({hello.name})")
+
+    def _reject(self, identity: bytes, reason: str) -> None:
+        logger.warning("rejected {!r}: {}", identity, reason)
+        self._send(identity, Kind.REJECT, Reject(reason))
+
+    def _on_results(self, rec: WorkerRecord, env: Envelope) -> None:
+        results = protocol.unpack_batch(TaskResult, env.payload, self.limits)
+        accepted = []
+        for result in results:
+            if result.worker != rec.detail.name:
+                raise RemoteProtocolError(f"result names worker '{result.worker}', "
+                                          f"sender is '{rec.detail.name}'")
+            if self.board.record(result) is None:
+                logger.debug("ignored stale result for task {!r} from {}", result.task_id,
+                             result.worker)
+                continue
+            accepted.append(result)
+            logger.debug("task {!r} done by {}: success={}", result.task_id, result.worker,
+                         result.success)
+            self._spawn(self.on_task_result(result), f"on_task_result({result.task_id!r})")
+        if accepted:
+            payload = env.payload if len(accepted) == len(results) else \
+                protocol.pack_batch(accepted)
+            self._publish(Kind.RESULT, "TaskResult", payload)
+        self._check_done()
+
+    def _on_broadcast(self, rec: WorkerRecord, env: Envelope) -> None:
+        env.header.sender = rec.detail.name  # a worker speaks for itself only
+        assert self._sockets is not None
+        self._sockets.publish(Kind.BCAST, protocol.encode_frames(Kind.BCAST, env.header,
+                                                                 env.payload)[1:])
+        self._deliver(env.header, env.payload, self.limits)
+
+    def _on_direct(self, rec: WorkerRecord, env: Envelope) -> None:
+        env.header.sender = rec.detail.name
+        to = env.header.to
+        if to in (None, self.name, self.id):
+            self._deliver(env.header, env.payload, self.limits)
+            return
+        target = self._by_name.get(to)
+        if target is None:
+            logger.warning("message from '{}' to unknown agent '{}' dropped", rec.detail.name, to)
+            return
+        frames = protocol.encode_frames(Kind.DIRECT, env.header, env.payload)
+        if not self._sockets or not self._sockets.send(target, frames):
+            logger.warning("message from '{}' to '{}' could not be delivered", rec.detail.name, to)
+
+    # ------------------------------------------------------------------ sending
+    async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
+        type_, payload = protocol.encode_payload(data)
+        if kind == Kind.BCAST:
+            self._publish(Kind.BCAST, type_, payload)
+            return
+        target = self._by_name.get(to or "")
+        if target is None:
+            raise ConfigError(f"no connected agent named '{to}'")
+        header = protocol.make_header(self.workspace_id, self.name, type_, to)
+        if not self._sockets or not self._sockets.send(
+                target, protocol.encode_frames(Kind.DIRECT, header, payload)):
+            raise ConfigError(f"agent '{to}' is not reachable")
+
+    def _send(self, identity: bytes, kind: bytes, msg: Any) -> bool:
+        if self._sockets is None:
+            return False
+        header = protocol.make_header(self.workspace_id, self.name, protocol.type_name(msg))
+        return self._sockets.send(identity, protocol.encode_frames(kind, header,
+                                                                   protocol.pack(msg)))
+
+    def _publish(self, kind: bytes, type_: str | None, payload: bytes) -> None:
+        if self._sockets is not None:
+            header = protocol.make_header(self.workspace_id, self.name, type_)
+            self._sockets.publish(kind, protocol.encode_frames(kind, header, payload))
+
+    def _publish_event(self, event: str, **data: Any) -> None:
+        self._publish(Kind.EVENT, "Event", protocol.pack(Event(event, data)))
+
+    # ------------------------------------------------------------------ assignment
+    def _pump(self) -> None:
+        """Give ready tasks to free slots; one ASSIGN frame per worker per round."""
+        if not self._assigning or self._sockets is None:
+            return
+        for worker, assignments in self.board.plan().items():
+            self._deliver_assignments(worker, assignments)
+
+    def _deliver_assignments(self, worker: str, assignments: list[TaskAssignment]) -> None:
+        assert self._sockets is not None
+        header = protocol.make_header(self.workspace_id, self.name, "TaskAssignment")
+        frames = protocol.encode_frames(Kind.ASSIGN, header, protocol.pack_batch(assignments))
+        identity = self._by_name.get(worker)
+        if identity is None or not self._sockets.send(identity, frames):
+            logger.warning("could not deliver {} task(s) to '{}'; requeued", len(assignments),
+                           worker)
+            self.board.unsent(worker, assignments)
+            return
+        self._sockets.publish(Kind.ASSIGN, frames)
+        for a in assignments:
+            logger.debug("assigned task {!r} (difficulty {}) to {}", a.task.id,
+                         a.task.difficulty, worker)
+
+    # ------------------------------------------------------------------ timers
+    async def _tick_loop(self) -> None:
+        next_beat = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.settings.heartbeat
+                self._heartbeat()
+                self._purge_lost(now)
+                self._log_progress()
+            self._check_blocked(now)
+            await asyncio.sleep(TICK)
+
+    def _heartbeat(self) -> None:
+        for rec in list(self._workers.values()):
+            self._send(rec.identity, Kind.HEARTBEAT, Event("heartbeat"))
+        self._publish(Kind.HEARTBEAT, None, b"")
+
+    def _purge_lost(self, now: float) -> None:
+        limit = self.settings.heartbeat * self.settings.liveness
+        for rec in list(self._workers.values()):
+            if now - rec.last_seen > limit:
+                self._drop_worker(rec.identity, f"lost: silent for {now - rec.last_seen:.1f} s")
+
+    def _drop_worker(self, identity: bytes, why: str) -> None:
+        rec = self._workers.pop(identity, None)
+        if rec is None:
+            return
+        self._by_name.pop(rec.detail.name, None)
+        requeued = self.board.remove_worker(rec.detail.name)
+        logger.warning("worker '{}' {}; {} task(s) back in the queue", rec.detail.name, why,
+                       len(requeued))
+        self._publish_event("worker_left", name=rec.detail.name, reason=why,
+                            requeued=list(requeued))
+        self._pump()
+
+    def _log_progress(self) -> None:
+        board = self.board
+        state = (len(board.finished_order), board.running, len(board.scheduler))
+        if state != self._last_progress and board.records:
+            self._last_progress = state
+            logger.info("progress: {}/{} done, {} running, {} queued, {} worker(s)", state[0],
+                        len(board.records), state[1], state[2], len(self._workers))
+
+    def _check_blocked(self, now: float) -> None:
+        if not self._assigning or not self._workers or not len(self.board.scheduler):
+            self._blocked_since = None
+            return
+        blocked = self.board.blocked()
+        for b in blocked:
+            if (b.difficulty, b.role) not in self._warned_blocked:
+                self._warned_blocked.add((b.difficulty, b.role))
+                logger.warning(self._describe_blocked(b))
+        stuck = sum(len(b.tasks) for b in blocked)
+        if not stuck or self.board.running or stuck != len(self.board.scheduler):
+            self._blocked_since = None
+            return
+        if self._blocked_since is None:
+            self._blocked_since = now
+            logger.warning("only unassignable tasks remain; giving up on them in {:g} s unless "
+                           "a capable worker joins", self.settings.unassignable_timeout)
+        elif now - self._blocked_since >= self.settings.unassignable_timeout:
+            ids = [t for b in blocked for t in b.tasks]
+            logger.error("giving up on {} unassignable task(s): {}", len(ids), ids)
+            self.unassigned.extend(ids)
+            self.board.give_up(ids)
+            self._check_done()
+
+    def _describe_blocked(self, b: Blocked) -> str:
+        task = self.board.records[b.tasks[0]].task
+        more = f" (and {len(b.tasks) - 1} more like it)" if len(b.tasks) > 1 else ""
+        head = f"task {task.id!r} '{task.description}'{more}"
+        if b.best_skill is None:
+            return f"{head} needs role '{b.role}'; no connected worker has it"
+        return f"{head} needs skill >= {b.difficulty}; best connected is {b.best_skill}"
+
+    def _check_done(self) -> None:
+        if self.board.records and self.board.open == 0 and not self._run_done.is_set():
+            self._run_done.set()
+            report = self.board.report(self.unassigned)
+            self._publish_event("run_finished", success_rate=report.success_rate,
+                                tasks=len(report.tasks), unassigned=len(report.unassigned))
+
+
+async def _finish(tasks: list[asyncio.Task], timeout: float) -> None:
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,209 @@
+"""Command-line entry points. They parse options, build settings and call the library.
+
+Every option can also come from a ``CEYLON_*`` environment variable (the option wins).
+Exit codes: 0 done, 1 runtime failure (rejected, unreachable), 2 bad configuration or input,
+3 some tasks could not be assigned to any worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from loguru import logger
+from rich.console import Console
+from rich.table import Table
+
+from .admin import Admin
+from .errors import AdminUnreachableError, ConfigError, RejectedError
+from .settings import AdminSettings, WorkerSettings
+from .tasks import RunReport, Task, load_tasks
+from .worker import Worker
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNASSIGNED = 0, 1, 2, 3
+TABLE_ROWS = 100
+
+
+def _opt(help_: str, env: str, **kw):
+    return typer.Option(help=help_, envvar=f"CEYLON_{env}", show_envvar=True, **kw)
+
+
+LogLevel = Annotated[str, _opt("Log level: TRACE, DEBUG, INFO, WARNING, ERROR.", "LOG_LEVEL")]
+LogJson = Annotated[bool, _opt("Log one JSON object per line (for log shippers).", "LOG_JSON")]
+Heartbeat = Annotated[float, _opt("Seconds between heartbeats.", "HEARTBEAT")]
+Liveness = Annotated[int, _opt("Missed heartbeats before a peer is declared lost.", "LIVENESS")]
+Workspace = Annotated[str, _opt("Workspace id; admin and workers must agree.", "WORKSPACE")]
+
+
+def configure_logging(level: str, as_json: bool) -> None:
+    logger.remove()
+    try:
+        logger.add(sys.stderr, level=level.upper(), serialize=as_json,
+                   format="{time:HH:mm:ss.SSS} | {level: <7} | {message}")
+    except ValueError:
+        logger.add(sys.stderr, level="INFO")
+        _fail(EXIT_CONFIG, f"unknown --log-level {level!r}")
+
+
+def _fail(code: int, message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------- ceylon-admin
+
+admin_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+@admin_app.command(help="Coordinate a workspace: accept workers, hand out tasks, relay "
+                        "broadcasts. With --tasks, run those tasks, print the results and exit; "
+                        "without, serve until SIGINT/SIGTERM.")
+def admin(
+    port: Annotated[int, _opt("ROUTER port workers connect to (0: any free port).", "PORT")]
+        = 8000,
+    pub_port: Annotated[int | None, _opt("PUB broadcast port [default: port+1].", "PUB_PORT")]
+        = None,
+    bind: Annotated[str, _opt("Address to bind (0.0.0.0: all interfaces).", "BIND")]
+        = "0.0.0.0",
+    workspace: Workspace = "default",
+    name: Annotated[str, _opt("The admin's agent name.", "ADMIN_NAME")] = "admin",
+    tasks: Annotated[Path | None, _opt("Tasks file (JSON or TOML) to run, then exit.", "TASKS")]
+        = None,
+    expect_workers: Annotated[int, _opt("Wait for this many workers before assigning "
+                                        "(0: assign as workers arrive).", "EXPECT_WORKERS")] = 0,
+    report_json: Annotated[Path | None, _opt("Write the run's report to this JSON file.",
+                                             "REPORT_JSON")] = None,
+    unassignable_timeout: Annotated[float, _opt(
+        "Seconds to keep tasks no connected worker can do, once all else is done.",
+        "UNASSIGNABLE_TIMEOUT")] = 10.0,
+    heartbeat: Heartbeat = 1.0,
+    liveness: Liveness = 3,
+    log_level: LogLevel = "INFO",
+    log_json: LogJson = False,
+) -> None:
+    configure_logging(log_level, log_json)
+    try:
+        settings = AdminSettings(name=name, workspace=workspace, bind=bind, port=port,
+                                 pub_port=pub_port, expect_workers=expect_workers,
+                                 unassignable_timeout=unassignable_timeout,
+                                 heartbeat=heartbeat, liveness=liveness)
+        task_list = load_tasks(tasks) if tasks is not None else None
+    except ConfigError as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    try:
+        report = asyncio.run(_run_admin(settings, task_list))
+    except ConfigError as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    if report is None:
+        return
+    print_report(report)
+    if report_json is not None:
+        report_json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    if report.unassigned:
+        raise typer.Exit(EXIT_UNASSIGNED)
+
+
+async def _run_admin(settings: AdminSettings, tasks: list[Task] | None) -> RunReport | None:
+    admin = Admin(settings=settings)
+    await admin.start()
+    _on_signals(admin.stop)
+    try:
+        if tasks is None:
+            await admin.serve()
+            return None
+        run = asyncio.create_task(admin.run_tasks(tasks))
+        stop = asyncio.create_task(admin.serve())
+        await asyncio.wait([run, stop], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not run.done():
+            run.cancel()
+            logger.warning("interrupted before the run finished")
+            return None
+        return run.result()
+    finally:
+        await admin.close("run over" if tasks is not None else "admin stopped")
+
+
+def _on_signals(callback) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(callback()))
+
+
+def print_report(report: RunReport) -> None:
+    console = Console(soft_wrap=True)
+    table = Table(title="Task results")
+    for col in ("task", "description", "difficulty", "worker", "success", "seconds"):
+        table.add_column(col, justify="right" if col in ("difficulty", "seconds") else "left")
+    for t in report.tasks[:TABLE_ROWS]:
+        table.add_row(str(t.id), t.description, str(t.difficulty), t.worker,
+                      "yes" if t.success else "no", f"{t.seconds:.3f}")
+    console.print(table)
+    if len(report.tasks) > TABLE_ROWS:
+        console.print(f"... and {len(report.tasks) - TABLE_ROWS} more (see --report-json)")
+    if report.unassigned:
+        console.print(f"Unassigned (no connected worker could take them): "
+                      f"{', '.join(map(str, report.unassigned))}")
+    console.print(f"Success rate: {report.success_rate:.2%} "
+                  f"({sum(t.success for t in report.tasks)}/{len(report.tasks)} tasks)")
+
+
+# ---------------------------------------------------------------------------- ceylon-worker
+
+worker_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+@worker_app.command(help="Join a workspace and run the tasks the admin assigns. Exits 0 when "
+                         "the admin ends the run or on SIGINT/SIGTERM.")
+def worker(
+    name: Annotated[str, _opt("Unique worker name in the workspace.", "NAME")],
+    admin_peer: Annotated[str, _opt("Host name or address of the admin.", "ADMIN_PEER")]
+        = "127.0.0.1",
+    port: Annotated[int, _opt("The admin's ROUTER port.", "PORT")] = 8000,
+    skill: Annotated[int, _opt("Skill 0-10; takes tasks of difficulty <= skill.", "SKILL")] = 10,
+    role: Annotated[str, _opt("Role; 'default' takes tasks of any role.", "ROLE")] = "default",
+    concurrency: Annotated[int, _opt("Tasks run at once (max_concurrent_tasks).",
+                                     "CONCURRENCY")] = 1,
+    workspace: Workspace = "default",
+    time_scale: Annotated[float, _opt("Seconds per difficulty point of the simulated task.",
+                                      "TIME_SCALE")] = 1.0,
+    connect_timeout: Annotated[float, _opt("Give up when no admin answers within this many "
+                                           "seconds.", "CONNECT_TIMEOUT")] = 30.0,
+    heartbeat: Heartbeat = 1.0,
+    liveness: Liveness = 3,
+    log_level: LogLevel = "INFO",
+    log_json: LogJson = False,
+) -> None:
+    configure_logging(log_level, log_json)
+    try:
+        settings = WorkerSettings(name=name, skill=skill, role=role, capacity=concurrency,
+                                  admin_peer=admin_peer, port=port, workspace=workspace,
+                                  time_scale=time_scale, connect_timeout=connect_timeout,
+                                  heartbeat=heartbeat, liveness=liveness)
+    except ConfigError as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    try:
+        asyncio.run(_run_worker(settings))
+    except RejectedError as exc:
+        _fail(EXIT_FAILED, f"rejected by the admin: {exc}")
+    except AdminUnreachableError as exc:
+        _fail(EXIT_FAILED, str(exc))
+
+
+async def _run_worker(settings: WorkerSettings) -> str:
+    w = Worker(settings.name, settings=settings)
+    _on_signals(w.stop)
+    return await w.arun()
+
+
+def admin_main() -> None:
+    admin_app()
+
+
+def worker_main() -> None:
+    worker_app()

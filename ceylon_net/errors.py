@@ -1,0 +1,35 @@
+"""One error hierarchy. Each class says whose fault it was."""
+
+from __future__ import annotations
+
+
+class CeylonError(Exception):
+    """Base of every error ceylon_net raises on purpose."""
+
+
+class ConfigError(CeylonError):
+    """The user's configuration is wrong (bad option, bad tasks file). CLIs exit 2."""
+
+
+class TaskFileError(ConfigError):
+    """A tasks file cannot be used; the message names the file, the task and the field."""
+
+
+class LocalProtocolError(CeylonError):
+    """We tried to send something the protocol cannot carry (our bug or the caller's misuse)."""
+
+
+class RemoteProtocolError(CeylonError):
+    """A peer sent a frame that does not decode or breaks the protocol. Dropped, never fatal."""
+
+
+class RejectedError(CeylonError):
+    """The admin refused this worker (wrong workspace, version, duplicate name...)."""
+
+
+class AdminUnreachableError(CeylonError):
+    """No admin answered within the connect timeout."""
+
+
+class TaskFailed(CeylonError):
+    """A task ended unsuccessfully; carries the remote error text when there is one."""

@@ -1,0 +1,434 @@
+"""The wire format, and the only module that touches raw frames or msgpack.
+
+A message on the wire is three frames: a short **kind** (``HELLO``, ``ASSIGN``...), a msgpack
+**header** (protocol version, workspace, message id, sender, timestamp, payload type, recipient)
+and an opaque **payload** the admin can relay without decoding. On PUB a topic frame (the
+workspace) goes first so subscribers filter by workspace.
+
+Typed payloads are dataclasses registered by name with :func:`message`. They travel as msgpack
+maps of their fields; decoding is strict about field types, ignores unknown fields and fills
+missing ones from defaults (so a new field with a default never breaks an older peer).
+Never pickle: :func:`dumps`/:func:`loads` are the safe replacement for the tutorials' pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import itertools
+import time
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgpack
+
+from .errors import LocalProtocolError, RemoteProtocolError
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
+
+
+class Kind:
+    """Frame kinds. A worker says HELLO, HEARTBEAT, RESULT, BCAST, DIRECT, BYE; the admin
+    answers WELCOME or REJECT and sends ASSIGN, DIRECT, HEARTBEAT, END. EVENT is PUB-only."""
+
+    HELLO = b"HELLO"
+    WELCOME = b"WELCOME"
+    REJECT = b"REJECT"
+    ASSIGN = b"ASSIGN"
+    RESULT = b"RESULT"
+    BCAST = b"BCAST"
+    DIRECT = b"DIRECT"
+    HEARTBEAT = b"HB"
+    BYE = b"BYE"
+    END = b"END"
+    EVENT = b"EVENT"
+
+
+KINDS = frozenset(v for k, v in vars(Kind).items() if k.isupper())
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds applied to every msgpack decode of data that came from the network."""
+
+    max_str_len: int = 1 << 20
+    max_bin_len: int = 1 << 20
+    max_array_len: int = 100_000
+    max_map_len: int = 10_000
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise RemoteProtocolError(f"msgpack extension type {code} is not allowed")
+
+
+def unpackb(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Decode msgpack from the network within ``limits``; any failure is RemoteProtocolError."""
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_reject_ext,
+            max_str_len=limits.max_str_len,
+            max_bin_len=limits.max_bin_len,
+            max_array_len=limits.max_array_len,
+            max_map_len=limits.max_map_len,
+            max_ext_len=0,
+        )
+    except RemoteProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises ValueError, TypeError, FormatError, StackError...
+        raise RemoteProtocolError(f"undecodable msgpack: {type(exc).__name__}: {exc}") from None
+
+
+def packb(obj: Any) -> bytes:
+    try:
+        return msgpack.packb(obj, use_bin_type=True)
+    except Exception as exc:
+        raise LocalProtocolError(f"cannot encode {type(obj).__name__}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- header / frames
+
+
+@dataclass(slots=True)
+class Header:
+    """Who sent what, when. ``type`` names the payload's registered message type (None: raw
+    bytes); ``to`` is the recipient agent id of a DIRECT message."""
+
+    workspace: str
+    sender: str
+    msg_id: int = 0
+    ts: float = 0.0
+    type: str | None = None
+    to: str | None = None
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(slots=True)
+class Envelope:
+    kind: bytes
+    header: Header
+    payload: bytes
+
+
+_msg_ids = itertools.count(1)
+
+
+def make_header(
+    workspace: str, sender: str, type: str | None = None, to: str | None = None
+) -> Header:
+    return Header(workspace, sender, next(_msg_ids), time.time(), type, to)
+
+
+def encode_header(h: Header) -> bytes:
+    return packb([h.version, h.workspace, h.msg_id, h.sender, h.ts, h.type, h.to])
+
+
+def decode_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Header:
+    raw = unpackb(data, limits)
+    # Protocol version first, so a future peer with a longer header still gets a clear answer.
+    if not isinstance(raw, list) or len(raw) < 7:
+        raise RemoteProtocolError("header is not a 7-element array")
+    version, workspace, msg_id, sender, ts, type_, to = raw[:7]
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise RemoteProtocolError("header version is not an int")
+    if not isinstance(workspace, str) or not isinstance(sender, str):
+        raise RemoteProtocolError("header workspace/sender must be strings")
+    if not isinstance(msg_id, int) or not isinstance(ts, int | float):
+        raise RemoteProtocolError("header msg_id/ts must be numbers")
+    if not (type_ is None or isinstance(type_, str)) or not (to is None or isinstance(to, str)):
+        raise RemoteProtocolError("header type/to must be strings or nil")
+    return Header(workspace, sender, msg_id, float(ts), type_, to, version)
+
+
+def encode_frames(kind: bytes, header: Header, payload: bytes = b"") -> list[bytes]:
+    return [kind, encode_header(header), payload]
+
+
+def decode_frames(frames: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> Envelope:
+    """Parse [kind, header, payload]. Raises RemoteProtocolError for anything else."""
+    if len(frames) != 3:
+        raise RemoteProtocolError(f"expected 3 frames, got {len(frames)}")
+    kind, header, payload = frames
+    if kind not in KINDS:
+        raise RemoteProtocolError(f"unknown kind {bytes(kind[:16])!r}")
+    return Envelope(bytes(kind), decode_header(header, limits), payload)
+
+
+def topic(workspace: str) -> bytes:
+    """PUB topic of a workspace; the NUL keeps 'prod' from matching 'production'."""
+    return workspace.encode() + b"\0"
+
+
+# --------------------------------------------------------------------------- typed messages
+
+_REGISTRY: dict[str, type] = {}
+_NAMES: dict[type, str] = {}
+_SCHEMAS: dict[type, list[tuple[str, Callable[[Any], Any], bool]]] = {}
+T = TypeVar("T")
+
+
+def message(cls: type[T] | None = None, *, name: str | None = None) -> Any:
+    """Register a dataclass as a message type (making it a dataclass if it is not one).
+
+    ``@message`` or ``@message(name="v2.Order")``. The name is what crosses the wire, so two
+    processes agree on a type by name, not by Python identity.
+    """
+
+    def register(c: type[T]) -> type[T]:
+        if not dataclasses.is_dataclass(c):
+            c = dataclass(c)
+        key = name or c.__name__
+        old = _REGISTRY.get(key)
+        if old is not None and old is not c and old.__qualname__ != c.__qualname__:
+            raise LocalProtocolError(f"message name {key!r} already registered by {old!r}")
+        _REGISTRY[key] = c
+        _NAMES[c] = key
+        _SCHEMAS.pop(c, None)
+        return c
+
+    return register(cls) if cls is not None else register
+
+
+def message_type(name: str) -> type:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise RemoteProtocolError(f"unknown message type {name!r}") from None
+
+
+def type_name(obj: Any) -> str:
+    cls = obj if isinstance(obj, type) else type(obj)
+    try:
+        return _NAMES[cls]
+    except KeyError:
+        raise LocalProtocolError(
+            f"{cls.__name__} is not a registered message type; decorate it with @message"
+        ) from None
+
+
+def is_message(obj: Any) -> bool:
+    return (obj if isinstance(obj, type) else type(obj)) in _NAMES
+
+
+def to_wire(obj: Any) -> Any:
+    """Plain msgpack-able form of a message (nested messages become maps, enums values)."""
+    cls = type(obj)
+    if cls in _NAMES:
+        return {f.name: to_wire(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if cls in (str, int, float, bool, bytes) or obj is None:
+        return obj
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, list | tuple):
+        return [to_wire(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_wire(v) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj):
+        raise LocalProtocolError(f"{cls.__name__} is not a registered message type")
+    return obj
+
+
+def from_wire(cls: type[T], data: Any) -> T:
+    """Build ``cls`` from its wire form, checking every field's type strictly."""
+    if not isinstance(data, dict):
+        raise RemoteProtocolError(f"{cls.__name__}: expected a map, got {type(data).__name__}")
+    schema = _SCHEMAS.get(cls) or _compile(cls)
+    kwargs = {}
+    for fname, convert, required in schema:
+        if fname in data:
+            try:
+                kwargs[fname] = convert(data[fname])
+            except _Mismatch as exc:
+                raise RemoteProtocolError(f"{cls.__name__}.{fname}: {exc}") from None
+        elif required:
+            raise RemoteProtocolError(f"{cls.__name__}: missing field {fname!r}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise RemoteProtocolError(f"{cls.__name__}: {exc}") from None
+
+
+def pack(obj: Any) -> bytes:
+    return packb(to_wire(obj))
+
+
+def unpack(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) -> T:
+    return from_wire(cls, unpackb(payload, limits))
+
+
+def pack_batch(objs: Sequence[Any]) -> bytes:
+    return packb([to_wire(o) for o in objs])
+
+
+def unpack_batch(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) -> list[T]:
+    raw = unpackb(payload, limits)
+    if not isinstance(raw, list):
+        raise RemoteProtocolError(f"{cls.__name__} batch: expected an array")
+    return [from_wire(cls, item) for item in raw]
+
+
+def dumps(obj: Any) -> bytes:
+    """Self-describing bytes for a registered message: the safe stand-in for pickle.dumps."""
+    return packb([type_name(obj), to_wire(obj)])
+
+
+def loads(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Inverse of :func:`dumps`; only registered types can come out, never arbitrary code."""
+    raw = unpackb(data, limits)
+    if not (isinstance(raw, list) and len(raw) == 2 and isinstance(raw[0], str)):
+        raise RemoteProtocolError("not a ceylon_net message (expected [type, fields])")
+    return from_wire(message_type(raw[0]), raw[1])
+
+
+def decode_payload(header: Header, payload: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """A BCAST/DIRECT payload as the receiver sees it: a message object, or raw bytes."""
+    if header.type is None:
+        return bytes(payload)
+    return unpack(message_type(header.type), payload, limits)
+
+
+def encode_payload(data: Any) -> tuple[str | None, bytes]:
+    """(type name, payload) for raw bytes or a registered message."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return None, bytes(data)
+    return type_name(data), pack(data)
+
+
+# --------------------------------------------------------------------------- field converters
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _compile(cls: type) -> list[tuple[str, Callable[[Any], Any], bool]]:
+    hints = typing.get_type_hints(cls)
+    schema = []
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        schema.append((f.name, _converter(hints.get(f.name, Any)), required))
+    _SCHEMAS[cls] = schema
+    return schema
+
+
+def _expect(kind: type | tuple[type, ...], label: str) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        if isinstance(v, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise _Mismatch(f"expected {label}, got bool")
+        if not isinstance(v, kind):
+            raise _Mismatch(f"expected {label}, got {type(v).__name__}")
+        return v
+
+    return check
+
+
+def _to_float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise _Mismatch(f"expected float, got {type(v).__name__}")
+    return float(v)
+
+
+def _converter(tp: Any) -> Callable[[Any], Any]:
+    if tp is Any or tp is object:
+        return lambda v: v
+    if tp is float:
+        return _to_float
+    if tp in (int, str, bool, bytes):
+        return _expect(tp, tp.__name__)
+    if isinstance(tp, type) and tp in _NAMES:
+        return lambda v: from_wire(tp, v)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return _enum_converter(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [_converter(a) for a in args if a is not type(None)]
+        return _union_converter(options, type(None) in args)
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+        item = _converter(args[0]) if args else (lambda v: v)
+        return lambda v: [item(x) for x in _expect(list, "array")(v)]
+    if origin is dict or tp is dict:
+        value = _converter(args[1]) if len(args) == 2 else (lambda v: v)
+        return lambda v: {k: value(x) for k, x in _expect(dict, "map")(v).items()}
+    return lambda v: v
+
+
+def _enum_converter(tp: type[enum.Enum]) -> Callable[[Any], Any]:
+    def convert(v: Any) -> Any:
+        try:
+            return tp(v)
+        except (ValueError, TypeError):
+            raise _Mismatch(f"{v!r} is not a {tp.__name__}") from None
+
+    return convert
+
+
+def _union_converter(options: list[Callable[[Any], Any]], optional: bool) -> Callable[[Any], Any]:
+    def convert(v: Any) -> Any:
+        if v is None and optional:
+            return None
+        for option in options:
+            try:
+                return option(v)
+            except (_Mismatch, RemoteProtocolError):
+                continue
+        raise _Mismatch(f"unexpected {type(v).__name__}")
+
+    return convert
+
+
+# --------------------------------------------------------------------------- control messages
+
+
+@message
+@dataclass(slots=True)
+class Hello:
+    """Worker -> admin: who I am. Protocol version and workspace travel in the header."""
+
+    name: str
+    role: str
+    skill: int
+    capacity: int
+
+
+@message
+@dataclass(slots=True)
+class Welcome:
+    """Admin -> worker: you are in; where the PUB bus is; how often we both heartbeat."""
+
+    agent_id: str
+    admin: str
+    pub_port: int
+    heartbeat: float
+    liveness: int
+
+
+@message
+@dataclass(slots=True)
+class Reject:
+    reason: str
+
+
+@message
+@dataclass(slots=True)
+class End:
+    """Admin -> workers: the run is over (or the admin is shutting down); exit cleanly."""
+
+    reason: str
+
+
+@message
+@dataclass(slots=True)
+class Event:
+    """A status event on the PUB bus: ``worker_joined``, ``worker_lost``, ``run_finished``..."""
+
+    event: str
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)

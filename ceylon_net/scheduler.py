@@ -1,0 +1,175 @@
+"""Which ready task goes to which worker. Pure: plain data in, decisions out, no I/O, no clock.
+
+Rules (DESIGN.md "Scheduling"):
+- ready tasks go by priority (higher first), then age (older first);
+- a worker is eligible when its role fits, its skill >= the task's difficulty and it has a free
+  slot; credit-based, so a worker never has more in flight than its capacity;
+- among eligible workers: best fit (least skilled that can do it), then least loaded, so
+  seniors stay free for the hard tasks.
+
+Ready tasks are kept in one heap per *class* (difficulty, role). There are few classes, so a
+decision costs O(classes + workers + log n) however many tasks are queued.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+
+from .tasks import DEFAULT_ROLE
+
+TaskKey = Hashable
+ClassKey = tuple[int, str | None]
+
+
+@dataclass(slots=True)
+class WorkerSlot:
+    """What the scheduler knows of a worker."""
+
+    name: str
+    skill: int
+    role: str = DEFAULT_ROLE
+    capacity: int = 1
+    running: int = 0
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.running
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """Queued tasks that no connected worker can ever take, whatever its load."""
+
+    difficulty: int
+    role: str | None
+    tasks: tuple[TaskKey, ...]  # in queue order
+    best_skill: int | None  # best skill among connected workers of a fitting role, if any
+
+
+def role_fits(worker_role: str, task_role: str | None) -> bool:
+    return task_role in (None, DEFAULT_ROLE) or worker_role in (DEFAULT_ROLE, task_role)
+
+
+def can_do(worker: WorkerSlot, difficulty: int, role: str | None) -> bool:
+    return worker.skill >= difficulty and role_fits(worker.role, role)
+
+
+def best_fit(workers: Iterable[WorkerSlot], difficulty: int, role: str | None = None):
+    """The eligible worker with a free slot that fits best, or None."""
+    best, best_key = None, None
+    for w in workers:
+        if w.running < w.capacity and can_do(w, difficulty, role):
+            key = (w.skill, w.running / w.capacity, w.name)
+            if best_key is None or key < best_key:
+                best, best_key = w, key
+    return best
+
+
+class Scheduler:
+    """Ready queue plus worker slots; :meth:`assign` makes the decisions."""
+
+    def __init__(self) -> None:
+        self._classes: dict[ClassKey, list[tuple[int, int, TaskKey]]] = {}
+        self._where: dict[TaskKey, ClassKey] = {}
+        self._workers: dict[str, WorkerSlot] = {}
+        self._seq = itertools.count()
+
+    # ---- workers
+    @property
+    def workers(self) -> dict[str, WorkerSlot]:
+        return self._workers
+
+    def add_worker(self, slot: WorkerSlot) -> None:
+        self._workers[slot.name] = slot
+
+    def remove_worker(self, name: str) -> WorkerSlot | None:
+        return self._workers.pop(name, None)
+
+    def release(self, worker: str, n: int = 1) -> None:
+        """``n`` tasks on ``worker`` ended: its slots are free again."""
+        slot = self._workers.get(worker)
+        if slot is not None:
+            slot.running = max(0, slot.running - n)
+
+    # ---- ready queue
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, task: TaskKey) -> bool:
+        return task in self._where
+
+    def push(
+        self, task: TaskKey, difficulty: int, role: str | None, priority: int = 0,
+        seq: int | None = None,
+    ) -> int:
+        """Queue a ready task; returns its age stamp (pass it back on requeue to keep its place)."""
+        if task in self._where:
+            raise ValueError(f"task {task!r} is already queued")
+        key = (difficulty, None if role == DEFAULT_ROLE else role)
+        seq = next(self._seq) if seq is None else seq
+        heapq.heappush(self._classes.setdefault(key, []), (-priority, seq, task))
+        self._where[task] = key
+        return seq
+
+    def discard(self, task: TaskKey) -> bool:
+        """Take a queued task out (cancelled). Lazy: its heap entry is skipped later."""
+        return self._where.pop(task, None) is not None
+
+    def assign(self) -> list[tuple[TaskKey, str]]:
+        """Fill free slots: [(task, worker name)], best task first. Marks the slots used."""
+        decisions: list[tuple[TaskKey, str]] = []
+        while True:
+            choice = self._next_placeable()
+            if choice is None:
+                return decisions
+            key, worker = choice
+            _, _, task = heapq.heappop(self._classes[key])
+            del self._where[task]
+            worker.running += 1
+            decisions.append((task, worker.name))
+
+    def _next_placeable(self) -> tuple[ClassKey, WorkerSlot] | None:
+        best: tuple[tuple[int, int, TaskKey], ClassKey, WorkerSlot] | None = None
+        for key in list(self._classes):
+            head = self._head(key)
+            if head is None or (best is not None and head >= best[0]):
+                continue
+            worker = best_fit(self._workers.values(), key[0], key[1])
+            if worker is not None:
+                best = (head, key, worker)
+        return None if best is None else (best[1], best[2])
+
+    def _head(self, key: ClassKey) -> tuple[int, int, TaskKey] | None:
+        heap = self._classes[key]
+        while heap and self._where.get(heap[0][2]) != key:
+            heapq.heappop(heap)  # discarded earlier
+        if not heap:
+            del self._classes[key]
+            return None
+        return heap[0]
+
+    def blocked(self) -> list[Blocked]:
+        """Classes of queued tasks that no connected worker can do, even when idle."""
+        out = []
+        for key in list(self._classes):
+            head = self._head(key)
+            if head is None:
+                continue
+            difficulty, role = key
+            if any(can_do(w, difficulty, role) for w in self._workers.values()):
+                continue
+            fitting = [w.skill for w in self._workers.values() if role_fits(w.role, role)]
+            tasks = tuple(t for _, _, t in sorted(self._live_entries(key)))
+            out.append(Blocked(difficulty, role, tasks, max(fitting, default=None)))
+        return out
+
+    def _live_entries(self, key: ClassKey) -> list[tuple[int, int, TaskKey]]:
+        return [e for e in self._classes.get(key, ()) if self._where.get(e[2]) == key]
+
+    def queued(self) -> list[TaskKey]:
+        """Queued tasks in the order they would go out (for status displays and reports)."""
+        entries = [e for key in self._classes for e in self._live_entries(key)]
+        return [task for _, _, task in sorted(entries)]

@@ -1,0 +1,121 @@
+"""Frozen settings for the admin and the worker.
+
+Precedence is CLI option > ``CEYLON_*`` environment variable > default. The CLIs get that from
+typer's ``envvar``; Python code gets it from :func:`env_default` for the connection settings
+a tutorial program leaves out (so ``Admin(port=None)`` honours ``CEYLON_PORT``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .errors import ConfigError
+from .protocol import DEFAULT_MAX_MESSAGE_BYTES
+from .tasks import DEFAULT_ROLE
+
+DEFAULT_WORKSPACE_ID = "default"
+DEFAULT_PORT = 8000
+
+
+def env_default(name: str, default, cast=str):
+    """Value of ``CEYLON_<NAME>`` cast with ``cast``, else ``default``."""
+    raw = os.environ.get(f"CEYLON_{name}")
+    if raw is None or raw == "":
+        return default
+    try:
+        return cast(raw)
+    except ValueError:
+        raise ConfigError(f"CEYLON_{name}={raw!r} is not a valid {cast.__name__}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    name: str = "admin"
+    workspace: str = DEFAULT_WORKSPACE_ID
+    bind: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    pub_port: int | None = None  # None: port + 1 (or random when port is 0)
+    expect_workers: int = 0
+    unassignable_timeout: float = 10.0
+    heartbeat: float = 1.0
+    liveness: int = 3
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+    def __post_init__(self) -> None:
+        _check_port("port", self.port)
+        if self.pub_port is not None:
+            _check_port("pub-port", self.pub_port)
+            if self.pub_port != 0 and self.pub_port == self.port:
+                raise ConfigError(f"--pub-port {self.pub_port} must differ from --port")
+        if self.port == 65535 and self.pub_port is None:
+            raise ConfigError("--port 65535 leaves no room for the default --pub-port (port+1)")
+        _check_positive("heartbeat", self.heartbeat)
+        if self.liveness < 1:
+            raise ConfigError("--liveness must be at least 1")
+        if self.expect_workers < 0:
+            raise ConfigError("--expect-workers must be >= 0")
+        if self.unassignable_timeout < 0:
+            raise ConfigError("--unassignable-timeout must be >= 0")
+        _check_name("workspace", self.workspace)
+
+    @property
+    def endpoint_host(self) -> str:
+        return "*" if self.bind in ("0.0.0.0", "*", "") else self.bind
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    name: str
+    skill: int = 10
+    role: str = DEFAULT_ROLE
+    capacity: int = 1
+    admin_peer: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    workspace: str = DEFAULT_WORKSPACE_ID
+    time_scale: float = 1.0
+    connect_timeout: float = 30.0
+    heartbeat: float = 1.0
+    liveness: int = 3
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+    def __post_init__(self) -> None:
+        _check_name("name", self.name)
+        _check_name("workspace", self.workspace)
+        _check_name("role", self.role)
+        if not 0 <= self.skill <= 10:
+            raise ConfigError(f"--skill must be 0-10, got {self.skill}")
+        if self.capacity < 1:
+            raise ConfigError(f"--concurrency must be at least 1, got {self.capacity}")
+        _check_port("port", self.port)
+        if self.port == 0:
+            raise ConfigError("--port 0 is not a port a worker can connect to")
+        if self.time_scale < 0:
+            raise ConfigError("--time-scale must be >= 0")
+        _check_positive("connect-timeout", self.connect_timeout)
+        _check_positive("heartbeat", self.heartbeat)
+        if not self.admin_peer:
+            raise ConfigError("--admin-peer is empty: give the admin's host name or address")
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://{_bracket(self.admin_peer)}:{self.port}"
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _check_port(label: str, port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--{label} must be 0-65535, got {port}")
+
+
+def _check_positive(label: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"--{label} must be > 0, got {value}")
+
+
+def _check_name(label: str, value: str) -> None:
+    if not value or len(value) > 200 or any(c in value for c in "\0\n\r"):
+        raise ConfigError(f"{label} {value!r} must be 1-200 printable characters")

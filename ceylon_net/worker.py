@@ -1,0 +1,319 @@
+"""The worker agent: handshake, heartbeats, running assigned tasks within its capacity."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from . import protocol
+from .agent import AgentBase, AgentDetail
+from .errors import AdminUnreachableError, RejectedError, RemoteProtocolError
+from .protocol import Envelope, Hello, Kind, Limits, Reject, Welcome
+from .settings import DEFAULT_PORT, DEFAULT_WORKSPACE_ID, WorkerSettings, env_default
+from .tasks import DEFAULT_ROLE, Task, TaskAssignment, TaskResult
+from .transport import WorkerSockets
+
+if TYPE_CHECKING:
+    from .admin import Admin
+
+
+class _Reconnect(Exception):
+    """The admin went silent or forgot us: register again."""
+
+
+class Worker(AgentBase):
+    """A worker agent. ``Worker(name, workspace_id, admin_peer, admin_port)`` as in the
+    tutorials, plus ``role``, ``skill`` and ``max_concurrent_tasks``. Override
+    :meth:`run_task` to do real work; the default is the tutorials' simulated task."""
+
+    def __init__(
+        self,
+        name: str,
+        workspace_id: str | None = None,
+        admin_peer: str | None = None,
+        admin_port: int | None = None,
+        *,
+        role: str | None = None,
+        skill: int | None = None,
+        max_concurrent_tasks: int | None = None,
+        settings: WorkerSettings | None = None,
+        **options: Any,
+    ) -> None:
+        if settings is None:
+            settings = WorkerSettings(
+                name=name,
+                workspace=workspace_id or env_default("WORKSPACE", DEFAULT_WORKSPACE_ID),
+                admin_peer=admin_peer or env_default("ADMIN_PEER", "127.0.0.1"),
+                port=admin_port or env_default("PORT", DEFAULT_PORT, int),
+                role=role or DEFAULT_ROLE,
+                skill=10 if skill is None else skill,
+                capacity=max_concurrent_tasks or 1,
+                **options,
+            )
+        super().__init__(settings.name, settings.workspace, settings.role)
+        self.settings = settings
+        self.skill = settings.skill
+        self.max_concurrent_tasks = settings.capacity
+        self.limits = Limits(max_str_len=settings.max_message_bytes,
+                             max_bin_len=settings.max_message_bytes)
+        self.active_tasks: dict[Any, asyncio.Task] = {}
+        self.tasks_run = 0
+        self._sockets: WorkerSockets | None = None
+        self._slots = asyncio.Semaphore(settings.capacity)
+        self._welcome: Welcome | None = None
+        self._unsent: list[TaskResult] = []
+        self._flush_scheduled = False
+        self._stop = asyncio.Event()
+        self._end_reason: str | None = None
+        self._admin_seen = 0.0
+
+    def details(self) -> AgentDetail:
+        s = self.settings
+        return AgentDetail(self.id, self.name, s.role, s.skill, s.capacity, "")
+
+    # ------------------------------------------------------------------ the task itself
+    async def run_task(self, task: Task) -> TaskResult:
+        """The tutorials' simulated task: take ``duration`` (or difficulty x time scale)
+        seconds, succeed when skill >= difficulty."""
+        seconds = task.duration if task.duration is not None \
+            else task.difficulty * self.settings.time_scale
+        await asyncio.sleep(seconds)
+        return TaskResult(task.id, self.name, self.skill >= task.difficulty)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def arun(self) -> str:
+        """Connect, register, serve until the admin ends the run or :meth:`stop`.
+
+        Returns the reason the run ended. Raises RejectedError when the admin refuses us and
+        AdminUnreachableError when nobody answers within the connect timeout.
+        """
+        s = self.settings
+        self._sockets = WorkerSockets(s.name, s.endpoint, s.max_message_bytes)
+        bus = asyncio.create_task(self._broadcast_loop(), name=f"{self.name}-bus")
+        beat = asyncio.create_task(self._heartbeat_loop(), name=f"{self.name}-heartbeat")
+        try:
+            while True:
+                await self._handshake()
+                try:
+                    await self._serve()
+                    break
+                except _Reconnect as why:
+                    self._welcome = None
+                    logger.warning("{}: {}; registering again", self.name, why)
+            return self._end_reason or "stopped"
+        finally:
+            await self._shutdown(bus, beat)
+
+    async def arun_against(self, admin: Admin) -> str:
+        """Run against an in-process admin (over loopback sockets, like any other worker)."""
+        host = admin.settings.bind if admin.settings.endpoint_host != "*" else "127.0.0.1"
+        self.settings = dataclasses.replace(self.settings, admin_peer=host, port=admin.port)
+        return await self.arun()
+
+    async def stop(self) -> None:
+        """Leave: tell the admin (its tasks go back to the queue) and return from arun()."""
+        self._end_reason = self._end_reason or "stopped"
+        self._stop.set()
+
+    async def _shutdown(self, *loops: asyncio.Task) -> None:
+        for task in self.active_tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.active_tasks.values(), return_exceptions=True)
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        await self._cancel_handlers()
+        if self._sockets is not None:
+            if self._welcome is not None and self._end_reason == "stopped":
+                await self._send(Kind.BYE, protocol.End("worker stopping"))
+            self._sockets.close()
+            self._sockets = None
+
+    # ------------------------------------------------------------------ handshake
+    async def _handshake(self) -> None:
+        assert self._sockets is not None
+        s = self.settings
+        hello = Hello(s.name, s.role, s.skill, s.capacity)
+        deadline = time.monotonic() + s.connect_timeout
+        delay, attempt = 0.25, 0
+        while True:
+            attempt += 1
+            await self._send(Kind.HELLO, hello)
+            welcome = await self._await_welcome(min(delay, max(0.0, deadline - time.monotonic())))
+            if welcome is not None:
+                self._on_welcome(welcome)
+                return
+            if time.monotonic() >= deadline:
+                raise AdminUnreachableError(
+                    f"no admin answered at {s.endpoint} within {s.connect_timeout:g} s "
+                    f"(is ceylon-admin running there, on that --port?)")
+            delay = min(delay * 2, 5.0)
+            logger.info("{}: waiting for the admin at {} (attempt {}, retrying in {:.1f} s)",
+                        self.name, s.endpoint, attempt, delay)
+
+    async def _await_welcome(self, timeout: float) -> Welcome | None:
+        assert self._sockets is not None
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            frames = await self._sockets.recv(left)
+            if frames is None:
+                return None
+            env = self._decode(frames)
+            if env is None:
+                continue
+            if env.kind == Kind.REJECT:
+                reason = protocol.unpack(Reject, env.payload, self.limits).reason
+                raise RejectedError(reason)
+            if env.kind == Kind.WELCOME:
+                return protocol.unpack(Welcome, env.payload, self.limits)
+        return None
+
+    def _on_welcome(self, welcome: Welcome) -> None:
+        assert self._sockets is not None
+        first = self._sockets.sub is None
+        self._welcome = welcome
+        self.id = welcome.agent_id
+        self._admin_seen = time.monotonic()
+        if first:
+            topic = protocol.topic(self.workspace_id)
+            self._sockets.subscribe(self.settings.admin_peer, welcome.pub_port,
+                                    [topic + Kind.BCAST])
+        logger.info("{}: registered with admin '{}' at {} (skill {}, role {}, capacity {})",
+                    self.name, welcome.admin, self.settings.endpoint, self.skill, self.role,
+                    self.max_concurrent_tasks)
+        self._schedule_flush()
+
+    # ------------------------------------------------------------------ serving
+    async def _serve(self) -> None:
+        assert self._sockets is not None and self._welcome is not None
+        silent_limit = self._welcome.heartbeat * self._welcome.liveness
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            while not self._stop.is_set():
+                recv = asyncio.ensure_future(self._sockets.recv(self._welcome.heartbeat))
+                await asyncio.wait([recv, stop], return_when=asyncio.FIRST_COMPLETED)
+                if not recv.done():
+                    recv.cancel()
+                    break
+                frames = recv.result()
+                if frames is not None:
+                    self._admin_seen = time.monotonic()
+                    if self._handle(frames):
+                        return
+                silent = time.monotonic() - self._admin_seen
+                if silent > silent_limit:
+                    raise _Reconnect(f"admin silent for {silent:.1f} s")
+        finally:
+            stop.cancel()
+
+    def _handle(self, frames: list[bytes]) -> bool:
+        """Handle one message from the admin; True when the run is over."""
+        env = self._decode(frames)
+        if env is None:
+            return False
+        if env.kind == Kind.ASSIGN:
+            try:
+                batch = protocol.unpack_batch(TaskAssignment, env.payload, self.limits)
+            except RemoteProtocolError as exc:
+                logger.warning("{}: dropped a bad assignment: {}", self.name, exc)
+                return False
+            for a in batch:
+                self._start(a)
+        elif env.kind == Kind.DIRECT:
+            self._deliver(env.header, env.payload, self.limits)
+        elif env.kind == Kind.END:
+            self._end_reason = protocol.unpack(protocol.End, env.payload, self.limits).reason
+            logger.info("{}: admin ended the run: {}", self.name, self._end_reason)
+            return True
+        elif env.kind == Kind.REJECT:
+            raise _Reconnect("admin does not know us any more")
+        return False
+
+    def _decode(self, frames: list[bytes]) -> Envelope | None:
+        try:
+            return protocol.decode_frames(frames, self.limits)
+        except RemoteProtocolError as exc:
+            logger.warning("{}: dropped a bad frame from the admin: {}", self.name, exc)
+            return None
+
+    async def _broadcast_loop(self) -> None:
+        while True:
+            if self._sockets is None or self._sockets.sub is None:
+                await asyncio.sleep(0.05)
+                continue
+            frames = await self._sockets.recv_broadcast()
+            env = self._decode(frames[1:])
+            if env is not None and env.kind == Kind.BCAST and env.header.sender != self.id:
+                self._deliver(env.header, env.payload, self.limits)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            interval = self._welcome.heartbeat if self._welcome else self.settings.heartbeat
+            await asyncio.sleep(interval)
+            if self._welcome is not None:
+                await self._send(Kind.HEARTBEAT, protocol.Event("heartbeat"))
+
+    # ------------------------------------------------------------------ tasks
+    def _start(self, a: TaskAssignment) -> None:
+        if a.task.id in self.active_tasks:
+            return  # a duplicate delivery of a task we are already running
+        task = asyncio.create_task(self._execute(a))
+        self.active_tasks[a.task.id] = task
+        task.add_done_callback(lambda _t, tid=a.task.id: self.active_tasks.pop(tid, None))
+
+    async def _execute(self, a: TaskAssignment) -> None:
+        async with self._slots:
+            started = time.perf_counter()
+            try:
+                result = await self.run_task(a.task)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("{}: task {!r} raised {}: {}", self.name, a.task.id,
+                               type(exc).__name__, exc)
+                result = TaskResult(a.task.id, self.name, False,
+                                    error="".join(traceback.format_exception(exc)))
+            self.tasks_run += 1
+            result.worker, result.attempt = self.name, a.attempt
+            if not result.seconds:
+                result.seconds = time.perf_counter() - started
+            self._unsent.append(result)
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        # Results finished in the same loop iteration leave in one frame; a lone result
+        # leaves at once (call_soon), so batching never delays it.
+        if not self._flush_scheduled and self._unsent:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._welcome is None or self._sockets is None or not self._unsent:
+            return
+        batch, self._unsent = self._unsent, []
+        header = protocol.make_header(self.workspace_id, self.name, "TaskResult")
+        self._sockets.dealer.send_multipart(
+            protocol.encode_frames(Kind.RESULT, header, protocol.pack_batch(batch)))
+
+    # ------------------------------------------------------------------ sending
+    async def _send(self, kind: bytes, msg: Any) -> None:
+        assert self._sockets is not None
+        header = protocol.make_header(self.workspace_id, self.name, protocol.type_name(msg))
+        await self._sockets.send(protocol.encode_frames(kind, header, protocol.pack(msg)))
+
+    async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
+        if self._sockets is None:
+            raise RuntimeError(f"worker '{self.name}' is not running")
+        type_, payload = protocol.encode_payload(data)
+        header = protocol.make_header(self.workspace_id, self.id, type_, to)
+        await self._sockets.send(protocol.encode_frames(kind, header, payload))
+
+
+Agent = Worker
+"""The tutorials' ``Agent``: a worker-side agent (connects to an admin)."""
