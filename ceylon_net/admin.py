@@ -14,7 +14,7 @@ from loguru import logger
 from . import protocol
 from .agent import AgentBase, AgentDetail
 from .board import TaskBoard
-from .errors import ConfigError, RemoteProtocolError
+from .errors import ConfigError, RemoteProtocolError, TaskFailed
 from .protocol import (
     PROTOCOL_VERSION,
     End,
@@ -84,6 +84,7 @@ class Admin(AgentBase):
         self._warned_blocked: set[tuple[int, str | None]] = set()
         self._blocked_since: float | None = None
         self._last_progress: tuple[int, int, int] | None = None
+        self._waiters: dict[TaskId, asyncio.Future[TaskResult]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -152,6 +153,17 @@ class Admin(AgentBase):
         self.submit(tasks)
         await self._run_done.wait()
         return self.board.report(self.unassigned)
+
+    async def execute(self, task: Task) -> TaskResult:
+        """Submit one task and wait for its result (a failed run is a result too)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters[task.id] = fut
+        try:
+            self.submit([task])
+        except BaseException:
+            self._waiters.pop(task.id, None)
+            raise
+        return await fut
 
     # ------------------------------------------------------------------ agents
     def get_connected_agents(self) -> list[AgentDetail]:
@@ -282,6 +294,9 @@ class Admin(AgentBase):
                              result.worker)
                 continue
             accepted.append(result)
+            waiter = self._waiters.pop(result.task_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(result)
             logger.debug("task {!r} done by {}: success={}", result.task_id, result.worker,
                          result.success)
             self._spawn(self.on_task_result(result), f"on_task_result({result.task_id!r})")
@@ -430,6 +445,10 @@ class Admin(AgentBase):
             logger.error("giving up on {} unassignable task(s): {}", len(ids), ids)
             self.unassigned.extend(ids)
             self.board.give_up(ids)
+            for task_id in ids:
+                waiter = self._waiters.pop(task_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(TaskFailed(f"task {task_id!r}: no worker can take it"))
             self._check_done()
 
     def _describe_blocked(self, b: Blocked) -> str:
