@@ -172,9 +172,6 @@ class Admin(AgentBase):
     async def on_agent_connected(self, topic: str, agent: AgentDetail) -> None:
         """Called when a worker joins. Override it (the tutorials do)."""
 
-    async def on_task_result(self, result: TaskResult) -> None:
-        """Called for each accepted task result. Override it to react to results."""
-
     # ------------------------------------------------------------------ receiving
     async def _recv_loop(self) -> None:
         assert self._sockets is not None
@@ -299,7 +296,6 @@ class Admin(AgentBase):
                 waiter.set_result(result)
             logger.debug("task {!r} done by {}: success={}", result.task_id, result.worker,
                          result.success)
-            self._spawn(self.on_task_result(result), f"on_task_result({result.task_id!r})")
         if accepted:
             payload = env.payload if len(accepted) == len(results) else \
                 protocol.pack_batch(accepted)
@@ -310,7 +306,7 @@ class Admin(AgentBase):
         env.header.sender = rec.detail.name  # a worker speaks for itself only
         assert self._sockets is not None
         self._sockets.publish(Kind.BCAST, protocol.encode_frames(Kind.BCAST, env.header,
-                                                                 env.payload)[1:])
+                                                                 env.payload))
         self._deliver(env.header, env.payload, self.limits)
 
     def _on_direct(self, rec: WorkerRecord, env: Envelope) -> None:

@@ -136,7 +136,8 @@ def _on_signals(callback) -> None:
 
 
 def print_report(report: RunReport) -> None:
-    console = Console(soft_wrap=True)
+    # Wide enough for long descriptions when piped (rich assumes 80 columns off a terminal).
+    console = Console(width=None if sys.stdout.isatty() else 120)
     table = Table(title="Task results")
     for col in ("task", "description", "difficulty", "worker", "success", "seconds"):
         table.add_column(col, justify="right" if col in ("difficulty", "seconds") else "left")

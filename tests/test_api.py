@@ -1,0 +1,119 @@
+"""The Python API the tutorials use, in one process over real loopback sockets."""
+
+import asyncio
+
+from conftest import run
+
+from ceylon_net import Admin, AdminSettings, Task, TaskResult, Worker, message, on_message
+from ceylon_net.testing import free_port, wait_until
+
+
+@message
+class Greeting:
+    text: str
+    n: int = 0
+
+
+def _admin(**kw):
+    return Admin(settings=AdminSettings(bind="127.0.0.1", port=free_port(), **kw))
+
+
+class Listener(Worker):
+    def __init__(self, name, **kw):
+        super().__init__(name, **kw)
+        self.greetings: list[tuple[str, str]] = []
+        self.raw: list[bytes] = []
+
+    @on_message(type=Greeting)
+    async def on_greeting(self, data: Greeting, agent_id: str, time: float):
+        self.greetings.append((agent_id, data.text))
+
+    async def on_message(self, agent_id, data, time):
+        self.raw.append(data)
+
+
+class Boss(Admin):
+    def __init__(self):
+        super().__init__(settings=AdminSettings(bind="127.0.0.1", port=free_port()))
+        self.greetings: list[str] = []
+        self.joined: list[str] = []
+
+    async def on_agent_connected(self, topic, agent):
+        self.joined.append(agent.name)
+
+    @on_message(type=Greeting)
+    async def on_greeting(self, data: Greeting):
+        self.greetings.append(data.text)
+        raise RuntimeError("a failing handler must not hurt the admin")
+
+
+def test_broadcast_send_and_handlers_across_agents():
+    async def body():
+        boss = Boss()
+        a, b = Listener("a"), Listener("b")
+        runner = asyncio.create_task(boss.arun_admin(b"", [a, b]))
+        await wait_until(lambda: len(boss.get_connected_agents()) == 2, 10, "two workers")
+        # SUB joins late: repeat the broadcast until it is seen, then check nothing else.
+        for i in range(100):
+            await a.broadcast_data(Greeting(f"hello {i}"))
+            await asyncio.sleep(0.02)
+            if b.greetings:
+                break
+        await b.send("a", Greeting("direct from b"))
+        await boss.send("b", b"raw bytes from the boss")
+        await boss.broadcast(b"raw broadcast")
+        await wait_until(lambda: ("b", "direct from b") in a.greetings, 10, "direct message")
+        await wait_until(lambda: b"raw bytes from the boss" in b.raw, 10, "admin direct")
+        await wait_until(lambda: b"raw broadcast" in a.raw, 10, "admin broadcast")
+        await wait_until(lambda: boss.greetings, 10, "admin handler")
+        agents = {d.name: d for d in boss.get_connected_agents()}
+        await boss.stop()
+        await asyncio.wait_for(runner, 10)
+        return boss, a, b, agents
+
+    boss, a, b, agents = run(body())
+    assert sorted(boss.joined) == ["a", "b"]
+    assert all(sender == "a" for sender, _ in b.greetings)
+    assert not any(sender == "a" for sender, _ in a.greetings)  # no echo of one's own broadcast
+    assert boss.greetings[0].startswith("hello")
+    assert agents["a"].host == "127.0.0.1"
+    assert agents["a"].skill == 10
+
+
+class Counting(Worker):
+    """Counts how many of its tasks run at once."""
+
+    def __init__(self, name, **kw):
+        super().__init__(name, **kw)
+        self.now = 0
+        self.peak = 0
+
+    async def run_task(self, task: Task) -> TaskResult:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            await asyncio.sleep(0.01)
+            return TaskResult(task.id, self.name, True)
+        finally:
+            self.now -= 1
+
+
+def test_run_tasks_respects_capacity_and_reports_every_task_once():
+    async def body():
+        admin = _admin()
+        workers = [Counting(f"w{i}", max_concurrent_tasks=2) for i in range(3)]
+        runner = asyncio.create_task(admin.arun_admin(b"", workers))
+        await wait_until(lambda: len(admin.get_connected_agents()) == 3, 10, "workers")
+        report = await asyncio.wait_for(
+            admin.run_tasks([Task(i, f"t{i}", 1 + i % 10) for i in range(60)]), 30)
+        single = await asyncio.wait_for(admin.execute(Task("one", "single", 3)), 10)
+        await admin.stop()
+        await asyncio.wait_for(runner, 10)
+        return report, single, workers
+
+    report, single, workers = run(body())
+    assert sorted(t.id for t in report.tasks) == list(range(60))
+    assert report.success_rate == 1.0
+    assert single.success and single.task_id == "one"
+    assert max(w.peak for w in workers) == 2
+    assert sum(w.tasks_run for w in workers) == 61

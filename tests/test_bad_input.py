@@ -1,0 +1,211 @@
+"""What bad input gets: clear errors, non-zero exits, and an admin that keeps serving."""
+
+import json
+import os
+import time
+
+import pytest
+import zmq
+from conftest import run
+
+from ceylon_net import protocol
+from ceylon_net.protocol import Hello, Kind, Reject
+from ceylon_net.testing import Cluster, free_port, wait_until
+
+SEED = [
+    {"id": 1, "description": "Simple calculation", "difficulty": 2},
+    {"id": 2, "description": "Data analysis", "difficulty": 5},
+]
+
+
+async def _serving_admin(c, *args):
+    admin = await c.admin(*args)
+    await wait_until(lambda: "serving workspace" in admin.stderr(), 15, "the admin to serve")
+    return admin
+
+
+def test_wrong_workspace_is_rejected_with_the_reason(tmp_path):
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _serving_admin(c)
+            w = await c.worker("Senior", "--workspace", "prod")
+            return await w.wait(20), w.stderr()
+
+    code, err = run(body())
+    assert code == 1
+    assert "rejected by the admin: worker 'Senior' rejected: workspace 'prod' != admin's " \
+           "'default'" in err
+
+
+def test_duplicate_worker_name_is_rejected(tmp_path):
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await _serving_admin(c)
+            first = await c.worker("Senior")
+            await wait_until(lambda: "worker 'Senior' joined" in admin.stderr(), 15, "join")
+            second = await c.worker("Senior", label="Senior-2")
+            return await second.wait(20), second.stderr(), first.returncode
+
+    code, err, first_code = run(body())
+    assert code == 1
+    assert "worker name 'Senior' is already connected (from 127.0.0.1" in err
+    assert first_code is None  # the first one is unharmed
+
+
+def test_protocol_version_mismatch_is_rejected(tmp_path):
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _serving_admin(c)
+            return _raw_hello(c.port, version=99)
+
+    assert run(body()) == "protocol version 99 != admin's 1"
+
+
+def _raw_hello(port, version):
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        header = protocol.make_header("default", "old-worker", "Hello")
+        header.version = version
+        hello = protocol.pack(Hello("old-worker", "default", 5, 1))
+        s.send_multipart(protocol.encode_frames(Kind.HELLO, header, hello))
+        assert s.poll(10_000), "no answer from the admin"
+        env = protocol.decode_frames(s.recv_multipart())
+        assert env.kind == Kind.REJECT
+        return protocol.unpack(Reject, env.payload).reason
+    finally:
+        s.close()
+        ctx.term()
+
+
+def test_unreachable_admin_gives_up_after_connect_timeout(tmp_path):
+    port = free_port()
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            c.port = port  # nothing listens there
+            started = time.monotonic()
+            w = await c.worker("Lonely", "--connect-timeout", "2")
+            code = await w.wait(20)
+            return code, time.monotonic() - started, w.stderr()
+
+    code, took, err = run(body())
+    assert code == 1
+    assert took < 10
+    assert f"waiting for the admin at tcp://127.0.0.1:{port}" in err
+    assert f"no admin answered at tcp://127.0.0.1:{port} within 2 s" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"tasks": [', "invalid JSON at line 1 column 12"),
+        (json.dumps([{"id": 1, "description": "x"}]),
+         "task #1 (id 1): missing field 'difficulty'"),
+        (json.dumps([{"id": 1, "description": "x", "difficulty": 11}]),
+         "task #1 (id 1): field 'difficulty' must be int 1-10, got 11"),
+        (json.dumps([{"id": 1, "description": "x", "difficulty": 0}]),
+         "field 'difficulty' must be int 1-10, got 0"),
+        (json.dumps([{"id": 7, "description": "a", "difficulty": 1},
+                     {"id": 7, "description": "b", "difficulty": 2}]),
+         "duplicate task id 7"),
+        (json.dumps([{"id": 1, "description": 5, "difficulty": 1}]),
+         "field 'description' must be string, got 5"),
+    ],
+)
+def test_malformed_tasks_file_exits_2_and_starts_nothing(tmp_path, tasks_file, content, expected):
+    path = tasks_file(content)
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path))
+            return await admin.wait(20), admin.stderr(), c.port
+
+    code, err, port = run(body())
+    assert code == 2
+    assert f"error: {path}: " in err
+    assert expected in err
+    assert "serving workspace" not in err
+    _assert_port_free(port)
+
+
+def _assert_port_free(port):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # raises if the admin had bound it
+
+
+def test_missing_tasks_file_exits_2(tmp_path):
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(tmp_path / "nope.json"))
+            return await admin.wait(20), admin.stderr()
+
+    code, err = run(body())
+    assert code == 2
+    assert "nope.json: cannot read: No such file or directory" in err
+
+
+def test_garbage_frames_are_dropped_logged_once_and_the_admin_keeps_serving(tmp_path, tasks_file):
+    path = tasks_file(SEED)
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await _serving_admin(c, "--tasks", str(path), "--expect-workers", "1")
+            _send_garbage(c.port, count=50)
+            await wait_until(lambda: "dropped a bad frame" in admin.stderr(), 15, "the log")
+            w = await c.worker("Senior", "--skill", "9", "--time-scale", "0.01")
+            code = await admin.wait(30)
+            await w.wait(15)
+            return code, admin.stdout(), admin.stderr()
+
+    code, out, err = run(body())
+    assert code == 0, err
+    assert "Success rate: 100.00% (2/2 tasks)" in out
+    assert err.count("dropped a bad frame from b'garbage-sender' (127.0.0.1)") == 1
+
+
+def _send_garbage(port, count):
+    import socket
+
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.IDENTITY, b"garbage-sender")
+    s.setsockopt(zmq.LINGER, 2000)
+    s.connect(f"tcp://127.0.0.1:{port}")
+    junk = [[os.urandom(n)] for n in range(1, count - 3)] + [
+        [b"ASSIGN", b"\xc1", b""],               # invalid msgpack header
+        [b"RESULT", protocol.packb([1, 2]), b""],  # short header
+        [b"HELLO"] * 5,                           # wrong frame count
+    ]
+    for frames in junk:
+        s.send_multipart(frames)
+    s.close()
+    ctx.term()
+    with socket.create_connection(("127.0.0.1", port)) as raw:  # not even ZMTP
+        raw.sendall(os.urandom(4096))
+
+
+def test_unassignable_task_is_reported_and_the_admin_exits_3(tmp_path, tasks_file):
+    path = tasks_file([*SEED, {"id": 3, "description": "ML training", "difficulty": 8}])
+    report = tmp_path / "report.json"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--unassignable-timeout", "1",
+                                  "--report-json", str(report))
+            w = await c.worker("Intermediate", "--skill", "6", "--time-scale", "0.01")
+            code = await admin.wait(30)
+            return code, admin.stdout(), admin.stderr(), await w.wait(15)
+
+    code, out, err, worker_code = run(body())
+    assert code == 3
+    assert worker_code == 0
+    assert err.count("task 3 'ML training' needs skill >= 8; best connected is 6") == 1
+    data = json.loads(report.read_text())
+    assert data["unassigned"] == [3]
+    assert sorted(t["id"] for t in data["tasks"]) == [1, 2]
+    assert "Unassigned (no connected worker could take them): 3" in out

@@ -1,0 +1,39 @@
+"""The ported tutorials and the demo run as a newcomer would run them."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from ceylon_net.testing import free_port
+
+
+def _run(argv, **env):
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=90,
+                          env={**os.environ, **env})
+
+
+@pytest.mark.parametrize("script", ["task_management.py", "task_management_typed.py"])
+def test_ported_tutorial_runs_skill_based_tasks(script):
+    proc = _run([sys.executable, f"examples/{script}"],
+                CEYLON_PORT=str(free_port()), CEYLON_TIME_SCALE="0.05")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-4:] == [
+        "task 1 -> Junior: success",
+        "task 2 -> Intermediate: success",
+        "task 3 -> Senior: success",
+        "All tasks completed. Success rate: 100.00%",
+    ]
+    assert "admin ended the run" in proc.stderr
+
+
+def test_demo_assigns_each_seed_task_to_its_best_fit_worker():
+    proc = _run([sys.executable, "-m", "ceylon_net.demo"])
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("│")[1].strip(): line for line in proc.stdout.splitlines()
+            if line.startswith("│") and line.split("│")[1].strip().isdigit()}
+    assert "Junior" in rows["1"] and "Intermediate" in rows["2"] and "Senior" in rows["3"]
+    assert "Success rate: 100.00% (3/3 tasks)" in proc.stdout
+    assert "all processes exited cleanly" in proc.stdout
