@@ -1,0 +1,76 @@
+"""CLI surface: help texts, environment configuration, JSON logs, port conflicts."""
+
+import json
+import os
+import socket
+import subprocess
+
+from conftest import run
+
+from ceylon_net.testing import Cluster, cli, wait_until
+
+
+def test_help_texts_name_every_option_and_its_environment_variable():
+    admin = subprocess.run([*cli("ceylon-admin"), "--help"], capture_output=True, text=True,
+                           env={**os.environ, "COLUMNS": "200"})
+    worker = subprocess.run([*cli("ceylon-worker"), "--help"], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert admin.returncode == worker.returncode == 0
+    for opt in ("--port", "--pub-port", "--bind", "--workspace", "--tasks", "--expect-workers",
+                "--report-json", "--unassignable-timeout", "--log-level", "--log-json",
+                "CEYLON_PORT"):
+        assert opt in admin.stdout, opt
+    for opt in ("--name", "--skill", "--role", "--concurrency", "--admin-peer", "--port",
+                "--workspace", "--time-scale", "--connect-timeout", "CEYLON_ADMIN_PEER"):
+        assert opt in worker.stdout, opt
+
+
+def test_worker_configured_only_through_environment_joins(tmp_path):
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin()
+            env = {"CEYLON_NAME": "EnvWorker", "CEYLON_SKILL": "7", "CEYLON_ROLE": "etl",
+                   "CEYLON_CONCURRENCY": "3", "CEYLON_PORT": str(c.port),
+                   "CEYLON_ADMIN_PEER": "localhost", "CEYLON_LOG_JSON": "1"}
+            w = await c.spawn("env-worker", cli("ceylon-worker"), env=env)
+            await wait_until(lambda: "worker 'EnvWorker' joined" in admin.stderr(), 15, "join")
+            return admin.stderr(), w
+
+    err, w = run(body())
+    assert "(role etl, skill 7, capacity 3)" in err
+    lines = [json.loads(line) for line in w.stderr().splitlines() if line.strip()]
+    assert any("registered with admin" in rec["text"] for rec in lines)
+
+
+def test_port_in_use_is_a_clear_config_error(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run([*cli("ceylon-admin"), "--bind", "127.0.0.1", "--port", str(port)],
+                              capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert f"cannot bind tcp://127.0.0.1:{port} for --port: Address already in use" in proc.stderr
+
+
+def test_bad_option_values_exit_2_with_the_option_named():
+    proc = subprocess.run([*cli("ceylon-worker"), "--name", "x", "--skill", "11"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "--skill must be 0-10, got 11" in proc.stderr
+
+
+def test_sigterm_on_a_serving_admin_ends_the_workers_cleanly(tmp_path):
+    import signal
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin()
+            w = await c.worker("Senior")
+            await wait_until(lambda: "worker 'Senior' joined" in admin.stderr(), 15, "join")
+            admin.signal(signal.SIGTERM)
+            return await admin.wait(15), await w.wait(15), w.stderr()
+
+    admin_code, worker_code, err = run(body())
+    assert (admin_code, worker_code) == (0, 0)
+    assert "admin ended the run: admin stopped" in err
