@@ -12,9 +12,10 @@ import zmq
 from loguru import logger
 
 from . import protocol
-from .agent import AgentBase, AgentDetail
+from .agent import AgentBase, AgentDetail, finish_tasks
 from .board import TaskBoard
 from .errors import ConfigError, RemoteProtocolError, TaskFailed
+from .groups import GroupEvent, TaskGroup, TaskManager
 from .protocol import (
     PROTOCOL_VERSION,
     End,
@@ -24,11 +25,13 @@ from .protocol import (
     Kind,
     Limits,
     Reject,
+    Status,
     Welcome,
 )
 from .scheduler import Blocked, WorkerSlot
 from .settings import DEFAULT_PORT, DEFAULT_WORKSPACE_ID, AdminSettings, env_default
-from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult
+from .status import snapshot
+from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult, TaskStatus
 from .transport import AdminSockets, peer_address
 
 if TYPE_CHECKING:
@@ -62,13 +65,15 @@ class Admin(AgentBase):
                 name=name,
                 workspace=workspace_id or env_default("WORKSPACE", DEFAULT_WORKSPACE_ID),
                 port=env_default("PORT", DEFAULT_PORT, int) if port is None else port,
-                **options,
+                **{"pub_port": env_default("PUB_PORT", None, int),
+                   "bind": env_default("BIND", "0.0.0.0"), **options},
             )
         super().__init__(settings.name, settings.workspace)
         self.settings = settings
         self.limits = Limits(max_str_len=settings.max_message_bytes,
                              max_bin_len=settings.max_message_bytes)
         self.board = TaskBoard()
+        self.task_manager = TaskManager()
         self.port = settings.port
         self.pub_port = settings.pub_port or 0
         self.bad_frames = 0
@@ -135,7 +140,7 @@ class Admin(AgentBase):
             await self.serve()
         finally:
             await self.close("run over")
-            await _finish(worker_tasks, timeout=5.0)
+            await finish_tasks(worker_tasks, timeout=5.0)
 
     def run_admin(self, inputs: bytes = b"", workers: Iterable[Worker] = ()) -> None:
         """Blocking form of :meth:`arun_admin`."""
@@ -143,16 +148,42 @@ class Admin(AgentBase):
 
     # ------------------------------------------------------------------ tasks
     def submit(self, tasks: Sequence[Task]) -> None:
-        """Queue tasks for the connected (and future) workers."""
+        """Queue tasks for the connected (and future) workers. Raises ConfigError (nothing
+        queued) for a duplicate id, an unknown dependency or a dependency cycle."""
         self.board.add(list(tasks))
-        self._run_done.clear()
-        self._pump()
+        self._submitted()
 
-    async def run_tasks(self, tasks: Sequence[Task]) -> RunReport:
-        """Submit ``tasks`` and wait until each has a result or is given up as unassignable."""
-        self.submit(tasks)
+    def submit_groups(self, groups: Sequence[TaskGroup]) -> None:
+        """Queue task groups (seed 000): their tasks, dependencies, priorities and goals."""
+        tasks, gates = self.task_manager.register(groups, self.board.records.keys())
+        self.board.add(tasks, gates)
+        self._submitted()
+
+    def _submitted(self) -> None:
+        self._run_done.clear()
+        self._settle()
+        self._pump()
+        self._check_done()
+
+    async def run_tasks(self, tasks: Sequence[Task] = (), groups: Sequence[TaskGroup] = ()
+                        ) -> RunReport:
+        """Submit tasks and groups, and wait until every task has a result, was cancelled, or
+        was given up as unassignable."""
+        if tasks:
+            self.submit(tasks)
+        if groups:
+            self.submit_groups(groups)
+        await self.wait_idle()
+        return self.report()
+
+    async def wait_idle(self) -> None:
+        """Wait until nothing submitted is left to run."""
         await self._run_done.wait()
-        return self.board.report(self.unassigned)
+
+    def report(self) -> RunReport:
+        report = self.board.report(self.unassigned)
+        report.groups = self.task_manager.summaries()
+        return report
 
     async def execute(self, task: Task) -> TaskResult:
         """Submit one task and wait for its result (a failed run is a result too)."""
@@ -178,6 +209,7 @@ class Admin(AgentBase):
         while True:
             for frames in await self._sockets.recv_batch():
                 self._handle(frames)
+            self._settle()
             self._pump()
 
     def _handle(self, frames: list[zmq.Frame]) -> None:
@@ -193,6 +225,8 @@ class Admin(AgentBase):
         try:
             if env.kind == Kind.HELLO:
                 self._on_hello(identity, env, peer_address(frames[-1]))
+            elif env.kind == Kind.STATUS:
+                self._on_status(identity, env)
             elif rec is None:
                 self._on_stranger(identity, env)
             elif env.kind == Kind.RESULT:
@@ -222,6 +256,17 @@ class Admin(AgentBase):
             self._send(identity, Kind.REJECT, Reject("not registered: send HELLO first"))
         else:
             raise RemoteProtocolError(f"{env.kind.decode()} from an unregistered peer")
+
+    def _on_status(self, identity: bytes, env: Envelope) -> None:
+        if env.header.workspace != self.workspace_id:
+            self._reject(identity, f"status for workspace '{env.header.workspace}' asked of "
+                                   f"admin of '{self.workspace_id}'")
+            return
+        self._send(identity, Kind.STATUS, Status(self.status()))
+
+    def status(self) -> dict[str, Any]:
+        """Workers, groups, queued tasks and counts (what ceylon-status prints)."""
+        return snapshot(self)
 
     def _on_hello(self, identity: bytes, env: Envelope, host: str) -> None:
         h = env.header
@@ -300,7 +345,6 @@ class Admin(AgentBase):
             payload = env.payload if len(accepted) == len(results) else \
                 protocol.pack_batch(accepted)
             self._publish(Kind.RESULT, "TaskResult", payload)
-        self._check_done()
 
     def _on_broadcast(self, rec: WorkerRecord, env: Envelope) -> None:
         env.header.sender = rec.detail.name  # a worker speaks for itself only
@@ -370,6 +414,9 @@ class Admin(AgentBase):
                            worker)
             self.board.unsent(worker, assignments)
             return
+        self.board.delivered(assignments)
+        if self.task_manager.task_groups:
+            self.task_manager.mark((a.task.id for a in assignments), TaskStatus.RUNNING)
         self._sockets.publish(Kind.ASSIGN, frames)
         for a in assignments:
             logger.debug("assigned task {!r} (difficulty {}) to {}", a.task.id,
@@ -405,6 +452,7 @@ class Admin(AgentBase):
             return
         self._by_name.pop(rec.detail.name, None)
         requeued = self.board.remove_worker(rec.detail.name)
+        self.task_manager.mark(requeued, TaskStatus.PENDING)
         logger.warning("worker '{}' {}; {} task(s) back in the queue", rec.detail.name, why,
                        len(requeued))
         self._publish_event("worker_left", name=rec.detail.name, reason=why,
@@ -413,11 +461,16 @@ class Admin(AgentBase):
 
     def _log_progress(self) -> None:
         board = self.board
-        state = (len(board.finished_order), board.running, len(board.scheduler))
+        state = (len(board.records) - board.open, board.running, len(board.scheduler))
         if state != self._last_progress and board.records:
             self._last_progress = state
-            logger.info("progress: {}/{} done, {} running, {} queued, {} worker(s)", state[0],
-                        len(board.records), state[1], state[2], len(self._workers))
+            waiting = f", {len(board.waiting)} waiting on dependencies" if board.waiting else ""
+            logger.info("progress: {}/{} done, {} running, {} queued{}, {} worker(s)", state[0],
+                        len(board.records), state[1], state[2], waiting, len(self._workers))
+            for g in self.task_manager.task_groups.values():
+                if g.status == TaskStatus.RUNNING:
+                    goal = f", goal '{g.goal.name}' {g.goal.status.value}" if g.goal else ""
+                    logger.info("group '{}': {}/{} done{}", g.name, g.finished, g.total, goal)
 
     def _check_blocked(self, now: float) -> None:
         if not self._assigning or not self._workers or not len(self.board.scheduler):
@@ -441,6 +494,7 @@ class Admin(AgentBase):
             logger.error("giving up on {} unassignable task(s): {}", len(ids), ids)
             self.unassigned.extend(ids)
             self.board.give_up(ids)
+            self._settle()
             for task_id in ids:
                 waiter = self._waiters.pop(task_id, None)
                 if waiter is not None and not waiter.done():
@@ -455,18 +509,28 @@ class Admin(AgentBase):
             return f"{head} needs role '{b.role}'; no connected worker has it"
         return f"{head} needs skill >= {b.difficulty}; best connected is {b.best_skill}"
 
+    def _settle(self) -> None:
+        """Follow up on finished tasks: groups, goals, dependents; then maybe the run's end."""
+        if not self.board.finished:
+            return
+        for event in self.task_manager.settle(self.board):
+            self._group_event(event)
+        self._check_done()
+
+    def _group_event(self, e: GroupEvent) -> None:
+        if e.kind == "group_progress":
+            logger.debug(e.message)
+        elif e.kind == "goal_failed":
+            logger.warning(e.message)
+        else:
+            logger.info(e.message)
+        self._publish_event(e.kind, group=e.group.name, message=e.message, **e.data)
+
     def _check_done(self) -> None:
         if self.board.records and self.board.open == 0 and not self._run_done.is_set():
             self._run_done.set()
-            report = self.board.report(self.unassigned)
-            self._publish_event("run_finished", success_rate=report.success_rate,
-                                tasks=len(report.tasks), unassigned=len(report.unassigned))
-
-
-async def _finish(tasks: list[asyncio.Task], timeout: float) -> None:
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=timeout)
-    for t in pending:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+            ran = len(self.board.finished_order)
+            # Counters, not a report: this runs after every execute() and must stay O(1).
+            self._publish_event("run_finished", tasks=ran, succeeded=self.board.succeeded,
+                                success_rate=self.board.succeeded / ran if ran else 0.0,
+                                unassigned=len(self.unassigned))

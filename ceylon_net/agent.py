@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -142,5 +141,11 @@ async def _guard(coro: Awaitable[Any], name: str, what: str) -> None:
         logger.exception("{}: {} raised", name, what)
 
 
-def now() -> float:
-    return time.monotonic()
+async def finish_tasks(tasks: list[asyncio.Task], timeout: float) -> None:
+    """Give ``tasks`` ``timeout`` seconds to end on their own, then cancel the rest."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,20 +1,32 @@
 """The admin's task bookkeeping: every task's state, who runs it, its result. No I/O.
 
 The board owns the scheduler's ready queue and worker slots, so "a result came in" and "a
-worker left" update both in one place, and a task is either queued, in flight on exactly one
-worker, or finished: never two of these, never none.
+worker left" update both in one place. A task is exactly one of: waiting (on dependencies),
+queued, in flight on one worker, or finished (completed, failed, cancelled).
+
+Dependencies are *gates*: a task waits until every gate it names is open. A task's own gate
+``("task", id)`` opens when it completes and fails when it fails or is cancelled; other gates
+(a whole group, say) are opened or failed by whoever owns them. A failed gate cancels what
+waits on it, and so on down the chain.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ConfigError
 from .scheduler import Blocked, Scheduler, WorkerSlot
 from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskOutcome, TaskResult, TaskStatus
 
-FINISHED = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+FINISHED = frozenset((TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED))
+Gate = Hashable
+
+
+def task_gate(task_id: TaskId) -> Gate:
+    return ("task", task_id)
 
 
 @dataclass(slots=True)
@@ -23,39 +35,73 @@ class TaskRecord:
     status: TaskStatus = TaskStatus.PENDING
     worker: str | None = None
     attempt: int = 0
-    seq: int = 0
+    seq: int | None = None  # age stamp in the queue, kept across requeues
     result: TaskResult | None = None
+    reason: str | None = None  # why it was cancelled
 
 
 class TaskBoard:
     def __init__(self) -> None:
         self.records: dict[TaskId, TaskRecord] = {}
         self.scheduler = Scheduler()
+        self.finished: list[TaskRecord] = []  # every finish, in order; consumers drain it
         self._in_flight: dict[str, set[TaskId]] = defaultdict(set)
-        self._open = 0  # tasks not finished yet
-        self.finished_order: list[TaskId] = []
+        self._waiting: dict[TaskId, set[Gate]] = {}
+        self._dependents: dict[Gate, set[TaskId]] = defaultdict(set)
+        self._opened: set[Gate] = set()
+        self._open = 0
+        self._ran: list[TaskId] = []  # tasks with a result, in the order results came
+        self.succeeded = 0
 
     # ---- tasks
-    def add(self, tasks: list[Task]) -> None:
-        """Queue new tasks. A duplicate id (in the batch or already known) is refused whole."""
-        ids = [t.id for t in tasks]
-        dup = next((i for i in ids if i in self.records), None)
-        if dup is None and len(set(ids)) != len(ids):
-            dup = next(i for i in ids if ids.count(i) > 1)
-        if dup is not None:
-            raise ConfigError(f"duplicate task id {dup!r}")
-        for task in tasks:
-            rec = TaskRecord(task)
-            self.records[task.id] = rec
-            self._enqueue(rec)
+    def add(self, tasks: list[Task], gates: Mapping[TaskId, Iterable[Gate]] | None = None) -> None:
+        """Queue new tasks; those with gates wait until all are open. A duplicate id (in the
+        batch or already known) refuses the whole batch."""
+        self._validate(tasks)
+        gates = {t.id: [*(gates or {}).get(t.id, ()), *map(task_gate, t.depends_on)]
+                 for t in tasks}
         self._open += len(tasks)
+        for task in tasks:
+            self.records[task.id] = TaskRecord(task)
+        for task in tasks:
+            pending = {g for g in gates.get(task.id, ()) if not self._is_open(g)}
+            if pending:
+                self._waiting[task.id] = pending
+                for g in pending:
+                    self._dependents[g].add(task.id)
+            else:
+                self._enqueue(self.records[task.id])
+        for task in tasks:  # a dependency that had already failed
+            for g in list(self._waiting.get(task.id, ())):
+                if self._is_failed(g):
+                    self.fail_gate(g, f"dependency {g[1]!r} did not complete")
+
+    def _validate(self, tasks: list[Task]) -> None:
+        """Duplicate ids, unknown dependencies and cycles are refused, naming the culprit."""
+        refuse_duplicates([t.id for t in tasks], set(self.records), "task id")
+        known = set(self.records) | {t.id for t in tasks}
+        for t in tasks:
+            unknown = next((d for d in t.depends_on if d not in known), None)
+            if unknown is not None:
+                raise ConfigError(f"task {t.id!r} depends on unknown task {unknown!r}")
+        refuse_cycles({f"task {t.id!r}": [f"task {d!r}" for d in t.depends_on] for t in tasks})
+
+    def _is_open(self, gate: Gate) -> bool:
+        if isinstance(gate, tuple) and gate[0] == "task" and gate[1] in self.records:
+            return self.records[gate[1]].status == TaskStatus.COMPLETED
+        return gate in self._opened
+
+    def _is_failed(self, gate: Gate) -> bool:
+        if isinstance(gate, tuple) and gate[0] == "task" and gate[1] in self.records:
+            rec = self.records[gate[1]]
+            return rec.status in (TaskStatus.FAILED, TaskStatus.CANCELLED)
+        return False
 
     def _enqueue(self, rec: TaskRecord) -> None:
         t = rec.task
         rec.status = TaskStatus.PENDING
         rec.worker = None
-        rec.seq = self.scheduler.push(t.id, t.difficulty, t.required_role, t.priority,
-                                      rec.seq if rec.attempt else None)
+        rec.seq = self.scheduler.push(t.id, t.difficulty, t.required_role, t.priority, rec.seq)
 
     @property
     def open(self) -> int:
@@ -65,8 +111,36 @@ class TaskBoard:
     def running(self) -> int:
         return sum(len(v) for v in self._in_flight.values())
 
+    @property
+    def waiting(self) -> dict[TaskId, set[Gate]]:
+        return self._waiting
+
     def in_flight(self, worker: str) -> set[TaskId]:
         return self._in_flight.get(worker, set())
+
+    # ---- gates
+    def open_gate(self, gate: Gate) -> None:
+        """``gate`` is satisfied: tasks waiting only on it become ready."""
+        if not (isinstance(gate, tuple) and gate[0] == "task"):
+            self._opened.add(gate)
+        for task_id in sorted(self._dependents.pop(gate, ()), key=str):
+            left = self._waiting.get(task_id)
+            if left is None:
+                continue
+            left.discard(gate)
+            if not left:
+                del self._waiting[task_id]
+                self._enqueue(self.records[task_id])
+
+    def fail_gate(self, gate: Gate, reason: str) -> None:
+        """``gate`` can never open: cancel everything waiting on it (and what waits on them)."""
+        todo = [(gate, reason)]
+        while todo:
+            g, why = todo.pop()
+            for task_id in sorted(self._dependents.pop(g, ()), key=str):
+                if self._waiting.pop(task_id, None) is not None:
+                    self._finish_cancelled(self.records[task_id], why)
+                    todo.append((task_gate(task_id), f"dependency {task_id!r} was cancelled"))
 
     # ---- workers
     def add_worker(self, slot: WorkerSlot) -> None:
@@ -75,7 +149,7 @@ class TaskBoard:
     def remove_worker(self, name: str) -> list[TaskId]:
         """The worker is gone: its in-flight tasks go back to the queue, oldest place kept."""
         self.scheduler.remove_worker(name)
-        lost = sorted(self._in_flight.pop(name, set()), key=lambda i: self.records[i].seq)
+        lost = sorted(self._in_flight.pop(name, set()), key=lambda i: self.records[i].seq or 0)
         for task_id in lost:
             self._enqueue(self.records[task_id])
         return lost
@@ -92,6 +166,13 @@ class TaskBoard:
             self._in_flight[worker].add(task_id)
             out[worker].append(TaskAssignment(rec.task, worker, rec.attempt))
         return out
+
+    def delivered(self, assignments: list[TaskAssignment]) -> None:
+        """The worker has the tasks: with a free slot waiting for each, they run now."""
+        for a in assignments:
+            rec = self.records[a.task.id]
+            if rec.status == TaskStatus.ASSIGNED:
+                rec.status = TaskStatus.RUNNING
 
     def unsent(self, worker: str, assignments: list[TaskAssignment]) -> None:
         """Assignments that could not be delivered go back to the queue."""
@@ -117,15 +198,39 @@ class TaskBoard:
         rec.status = TaskStatus.COMPLETED if result.success else TaskStatus.FAILED
         rec.result = result
         self._open -= 1
-        self.finished_order.append(rec.task.id)
+        self.succeeded += result.success
+        self._ran.append(rec.task.id)
+        self.finished.append(rec)
+        if result.success:
+            self.open_gate(task_gate(rec.task.id))
+        else:
+            self.fail_gate(task_gate(rec.task.id), f"dependency {rec.task.id!r} failed")
         return rec
 
-    def give_up(self, task_ids: list[TaskId]) -> None:
-        """Queued tasks that will not run (nobody can take them): out of the queue, unassigned."""
+    def cancel(self, task_ids: Iterable[TaskId], reason: str) -> list[TaskId]:
+        """Cancel tasks that have not started (queued or waiting); returns those cancelled.
+        Tasks already on a worker or finished are left alone."""
+        done = []
         for task_id in task_ids:
-            if self.scheduler.discard(task_id):
-                self.records[task_id].status = TaskStatus.CANCELLED
-                self._open -= 1
+            rec = self.records.get(task_id)
+            if rec is None or rec.status != TaskStatus.PENDING:
+                continue
+            if not self.scheduler.discard(task_id) and self._waiting.pop(task_id, None) is None:
+                continue
+            self._finish_cancelled(rec, reason)
+            self.fail_gate(task_gate(task_id), f"dependency {task_id!r} was cancelled")
+            done.append(task_id)
+        return done
+
+    def give_up(self, task_ids: Iterable[TaskId]) -> list[TaskId]:
+        """Queued tasks no worker can take: cancelled, to be reported as unassigned."""
+        return self.cancel(task_ids, "no connected worker can take it")
+
+    def _finish_cancelled(self, rec: TaskRecord, reason: str) -> None:
+        rec.status = TaskStatus.CANCELLED
+        rec.reason = reason
+        self._open -= 1
+        self.finished.append(rec)
 
     def blocked(self) -> list[Blocked]:
         return self.scheduler.blocked()
@@ -133,12 +238,55 @@ class TaskBoard:
     def queued(self) -> list[TaskId]:
         return self.scheduler.queued()
 
-    def report(self, unassigned: list[TaskId] | None = None) -> RunReport:
+    @property
+    def finished_order(self) -> list[TaskId]:
+        """Tasks that ran to a result, in the order the results came."""
+        return self._ran
+
+    def report(self, unassigned: Iterable[TaskId] = ()) -> RunReport:
         outcomes = []
-        for task_id in self.finished_order:
+        for task_id in self._ran:
             rec = self.records[task_id]
             res = rec.result
             assert res is not None
             outcomes.append(TaskOutcome(task_id, rec.task.description, rec.task.difficulty,
                                         res.worker, res.success, res.seconds, res.error))
-        return RunReport(outcomes, list(unassigned or []))
+        unassigned = list(unassigned)
+        skip = set(unassigned)
+        cancelled = {r.task.id: r.reason or "" for r in self.records.values()
+                     if r.status == TaskStatus.CANCELLED and r.task.id not in skip}
+        return RunReport(outcomes, unassigned, cancelled)
+
+
+def refuse_duplicates(new: list[Any], existing: set[Any], what: str) -> None:
+    seen = set(existing)
+    for x in new:
+        if x in seen:
+            raise ConfigError(f"duplicate {what} {x!r}")
+        seen.add(x)
+
+
+def refuse_cycles(graph: dict[str, list[str]]) -> None:
+    """ConfigError naming a cycle: "dependency cycle: group 'a' -> group 'b' -> group 'a'".
+    Nodes outside ``graph`` (registered earlier) cannot lead back into it."""
+    done: set[str] = set()
+    for start in graph:
+        if start in done:
+            continue
+        path, on_path = [start], {start}
+        stack = [iter(graph[start])]
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                stack.pop()
+                node = path.pop()
+                done.add(node)
+                on_path.discard(node)
+                continue
+            if nxt in on_path:
+                cycle = [*path[path.index(nxt):], nxt]
+                raise ConfigError(f"dependency cycle: {' -> '.join(cycle)}")
+            if nxt in graph and nxt not in done:
+                path.append(nxt)
+                on_path.add(nxt)
+                stack.append(iter(graph[nxt]))

@@ -175,8 +175,6 @@ def worker(
                                       "TIME_SCALE")] = 1.0,
     connect_timeout: Annotated[float, _opt("Give up when no admin answers within this many "
                                            "seconds.", "CONNECT_TIMEOUT")] = 30.0,
-    heartbeat: Heartbeat = 1.0,
-    liveness: Liveness = 3,
     log_level: LogLevel = "INFO",
     log_json: LogJson = False,
 ) -> None:
@@ -184,8 +182,7 @@ def worker(
     try:
         settings = WorkerSettings(name=name, skill=skill, role=role, capacity=concurrency,
                                   admin_peer=admin_peer, port=port, workspace=workspace,
-                                  time_scale=time_scale, connect_timeout=connect_timeout,
-                                  heartbeat=heartbeat, liveness=liveness)
+                                  time_scale=time_scale, connect_timeout=connect_timeout)
     except ConfigError as exc:
         _fail(EXIT_CONFIG, str(exc))
     try:

@@ -33,7 +33,9 @@ DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 
 class Kind:
     """Frame kinds. A worker says HELLO, HEARTBEAT, RESULT, BCAST, DIRECT, BYE; the admin
-    answers WELCOME or REJECT and sends ASSIGN, DIRECT, HEARTBEAT, END. EVENT is PUB-only."""
+    answers WELCOME or REJECT and sends ASSIGN, DIRECT, HEARTBEAT, END. EVENT is PUB-only.
+    STATUS is a question any client may ask over the ROUTER (no registration needed); the
+    admin answers STATUS with a Status message."""
 
     HELLO = b"HELLO"
     WELCOME = b"WELCOME"
@@ -46,6 +48,7 @@ class Kind:
     BYE = b"BYE"
     END = b"END"
     EVENT = b"EVENT"
+    STATUS = b"STATUS"
 
 
 KINDS = frozenset(v for k, v in vars(Kind).items() if k.isupper())
@@ -142,7 +145,8 @@ def decode_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Header:
         raise RemoteProtocolError("header version is not an int")
     if not isinstance(workspace, str) or not isinstance(sender, str):
         raise RemoteProtocolError("header workspace/sender must be strings")
-    if not isinstance(msg_id, int) or not isinstance(ts, int | float):
+    if isinstance(msg_id, bool) or isinstance(ts, bool) or not isinstance(msg_id, int) \
+            or not isinstance(ts, int | float):
         raise RemoteProtocolError("header msg_id/ts must be numbers")
     if not (type_ is None or isinstance(type_, str)) or not (to is None or isinstance(to, str)):
         raise RemoteProtocolError("header type/to must be strings or nil")
@@ -432,3 +436,11 @@ class Event:
 
     event: str
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@message
+@dataclass(slots=True)
+class Status:
+    """The admin's answer to STATUS: see ceylon_net.status.snapshot for the fields."""
+
+    snapshot: dict[str, Any]

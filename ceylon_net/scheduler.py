@@ -73,7 +73,8 @@ class Scheduler:
 
     def __init__(self) -> None:
         self._classes: dict[ClassKey, list[tuple[int, int, TaskKey]]] = {}
-        self._where: dict[TaskKey, ClassKey] = {}
+        # task -> (class, age stamp) of its live heap entry; other entries are stale
+        self._where: dict[TaskKey, tuple[ClassKey, int]] = {}
         self._workers: dict[str, WorkerSlot] = {}
         self._seq = itertools.count()
 
@@ -111,7 +112,7 @@ class Scheduler:
         key = (difficulty, None if role == DEFAULT_ROLE else role)
         seq = next(self._seq) if seq is None else seq
         heapq.heappush(self._classes.setdefault(key, []), (-priority, seq, task))
-        self._where[task] = key
+        self._where[task] = (key, seq)
         return seq
 
     def discard(self, task: TaskKey) -> bool:
@@ -144,7 +145,7 @@ class Scheduler:
 
     def _head(self, key: ClassKey) -> tuple[int, int, TaskKey] | None:
         heap = self._classes[key]
-        while heap and self._where.get(heap[0][2]) != key:
+        while heap and self._where.get(heap[0][2]) != (key, heap[0][1]):
             heapq.heappop(heap)  # discarded earlier
         if not heap:
             del self._classes[key]
@@ -167,7 +168,7 @@ class Scheduler:
         return out
 
     def _live_entries(self, key: ClassKey) -> list[tuple[int, int, TaskKey]]:
-        return [e for e in self._classes.get(key, ()) if self._where.get(e[2]) == key]
+        return [e for e in self._classes.get(key, ()) if self._where.get(e[2]) == (key, e[1])]
 
     def queued(self) -> list[TaskKey]:
         """Queued tasks in the order they would go out (for status displays and reports)."""

@@ -58,6 +58,7 @@ class AdminSettings:
         if self.unassignable_timeout < 0:
             raise ConfigError("--unassignable-timeout must be >= 0")
         _check_name("workspace", self.workspace)
+        _check_name("name", self.name)
 
     @property
     def endpoint_host(self) -> str:
@@ -75,8 +76,6 @@ class WorkerSettings:
     workspace: str = DEFAULT_WORKSPACE_ID
     time_scale: float = 1.0
     connect_timeout: float = 30.0
-    heartbeat: float = 1.0
-    liveness: int = 3
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
     def __post_init__(self) -> None:
@@ -93,7 +92,6 @@ class WorkerSettings:
         if self.time_scale < 0:
             raise ConfigError("--time-scale must be >= 0")
         _check_positive("connect-timeout", self.connect_timeout)
-        _check_positive("heartbeat", self.heartbeat)
         if not self.admin_peer:
             raise ConfigError("--admin-peer is empty: give the admin's host name or address")
 
@@ -112,10 +110,10 @@ def _check_port(label: str, port: int) -> None:
 
 
 def _check_positive(label: str, value: float) -> None:
-    if value <= 0:
+    if not value > 0:  # also refuses NaN
         raise ConfigError(f"--{label} must be > 0, got {value}")
 
 
 def _check_name(label: str, value: str) -> None:
-    if not value or len(value) > 200 or any(c in value for c in "\0\n\r"):
+    if not value or len(value) > 200 or not value.isprintable():
         raise ConfigError(f"{label} {value!r} must be 1-200 printable characters")

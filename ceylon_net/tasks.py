@@ -37,6 +37,7 @@ class Task:
     required_role: str | None = None
     priority: int = 0
     duration: float | None = None
+    depends_on: list[TaskId] = field(default_factory=list)
 
 
 @message
@@ -71,6 +72,7 @@ _TASK_FIELDS = {
     "required_role": "string",
     "priority": "int",
     "duration": "number >= 0",
+    "depends_on": "list of task ids",
 }
 
 
@@ -80,11 +82,7 @@ def load_tasks(path: str | Path) -> list[Task]:
     Raises TaskFileError naming the file, the task and the field when anything is off.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TaskFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    doc = _parse(path, text)
+    doc = parse_file(path)
     items = doc.get("tasks") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
         raise TaskFileError(f'{path}: expected a list of tasks or {{"tasks": [...]}}')
@@ -95,7 +93,14 @@ def load_tasks(path: str | Path) -> list[Task]:
     return tasks
 
 
-def _parse(path: Path, text: str) -> Any:
+def parse_file(path: Path) -> Any:
+    """The document in a JSON or TOML file; TaskFileError when it cannot be read or parsed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TaskFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise TaskFileError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     if path.suffix.lower() == ".toml":
         try:
             return tomllib.loads(text)
@@ -133,6 +138,9 @@ def task_from_dict(item: Any, where: str = "task") -> Task:
     _check(where, "priority", prio, _is_int(prio))
     dur = item.get("duration")
     _check(where, "duration", dur, dur is None or (_is_number(dur) and dur >= 0))
+    deps = item.get("depends_on", [])
+    _check(where, "depends_on", deps, isinstance(deps, list)
+           and all(_is_int(d) or isinstance(d, str) for d in deps))
     return Task(
         id=item["id"],
         description=item["description"],
@@ -140,6 +148,7 @@ def task_from_dict(item: Any, where: str = "task") -> Task:
         required_role=role,
         priority=prio,
         duration=None if dur is None else float(dur),
+        depends_on=list(deps),
     )
 
 
@@ -152,7 +161,8 @@ def check_unique_ids(tasks: list[Task], where: str) -> None:
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    # msgpack carries integers from -2**63 to 2**64-1; anything else could not be sent.
+    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**64
 
 
 def _is_number(v: Any) -> bool:
@@ -184,6 +194,8 @@ class RunReport:
 
     tasks: list[TaskOutcome] = field(default_factory=list)
     unassigned: list[TaskId] = field(default_factory=list)
+    cancelled: dict[TaskId, str] = field(default_factory=dict)  # task id -> why
+    groups: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def success_rate(self) -> float:
@@ -207,4 +219,6 @@ class RunReport:
                 for t in self.tasks
             ],
             "unassigned": list(self.unassigned),
+            "cancelled": [{"id": k, "reason": v} for k, v in self.cancelled.items()],
+            **({"groups": self.groups} if self.groups else {}),
         }

@@ -140,6 +140,19 @@ class WorkerSockets:
             return None
         return await self.dealer.recv_multipart()
 
+    async def recv_batch(self, timeout: float, limit: int = 512) -> list[list[bytes]]:
+        """Wait up to ``timeout`` s for a message from the admin, then take whatever else is
+        already queued (one wake-up for a burst). Empty on timeout."""
+        if await self.dealer.poll(int(timeout * 1000)) == 0:
+            return []
+        batch = []
+        while len(batch) < limit:
+            fut = self.dealer.recv_multipart(flags=zmq.DONTWAIT)
+            if fut.exception() is not None:
+                break
+            batch.append(fut.result())
+        return batch
+
     async def recv_broadcast(self) -> list[bytes]:
         assert self.sub is not None
         return await self.sub.recv_multipart()
@@ -148,6 +161,28 @@ class WorkerSockets:
         self.dealer.close(linger_ms)
         if self.sub is not None:
             self.sub.close(0)
+        self.ctx.term()
+
+
+class Client:
+    """A DEALER that asks the admin one question at a time (ceylon-status, ceylon-submit)."""
+
+    def __init__(self, endpoint: str, max_message_bytes: int) -> None:
+        self.ctx = _new_context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        self.sock.connect(endpoint)
+
+    async def ask(self, frames: Sequence[bytes], timeout: float) -> list[bytes] | None:
+        """Send ``frames``; the reply, or None when nothing came within ``timeout`` s."""
+        await self.sock.send_multipart(frames)
+        if await self.sock.poll(int(timeout * 1000)) == 0:
+            return None
+        return await self.sock.recv_multipart()
+
+    def close(self) -> None:
+        self.sock.close(0)
         self.ctx.term()
 
 

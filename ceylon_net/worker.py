@@ -61,16 +61,21 @@ class Worker(AgentBase):
         self.max_concurrent_tasks = settings.capacity
         self.limits = Limits(max_str_len=settings.max_message_bytes,
                              max_bin_len=settings.max_message_bytes)
-        self.active_tasks: dict[Any, asyncio.Task] = {}
+        # The seed's worker shape: a queue of assigned tasks and the ones running now. The
+        # admin never sends more than the free slots, so the queue is normally empty; at most
+        # ``capacity`` runners pull from it, so the limit holds whatever arrives.
+        self.task_queue: asyncio.Queue[TaskAssignment] = asyncio.Queue()
+        self.active_tasks: dict[Any, TaskAssignment] = {}
         self.tasks_run = 0
+        self._queued_ids: set[Any] = set()
         self._sockets: WorkerSockets | None = None
-        self._slots = asyncio.Semaphore(settings.capacity)
         self._welcome: Welcome | None = None
         self._unsent: list[TaskResult] = []
         self._flush_scheduled = False
         self._stop = asyncio.Event()
         self._end_reason: str | None = None
         self._admin_seen = 0.0
+        self._session: asyncio.Task | None = None
 
     def details(self) -> AgentDetail:
         s = self.settings
@@ -82,7 +87,8 @@ class Worker(AgentBase):
         seconds, succeed when skill >= difficulty."""
         seconds = task.duration if task.duration is not None \
             else task.difficulty * self.settings.time_scale
-        await asyncio.sleep(seconds)
+        if seconds > 0:
+            await asyncio.sleep(seconds)
         return TaskResult(task.id, self.name, self.skill >= task.difficulty)
 
     # ------------------------------------------------------------------ lifecycle
@@ -96,18 +102,28 @@ class Worker(AgentBase):
         self._sockets = WorkerSockets(s.name, s.endpoint, s.max_message_bytes)
         bus = asyncio.create_task(self._broadcast_loop(), name=f"{self.name}-bus")
         beat = asyncio.create_task(self._heartbeat_loop(), name=f"{self.name}-heartbeat")
+        runners = [asyncio.create_task(self._runner(), name=f"{self.name}-runner-{i}")
+                   for i in range(s.capacity)]
+        self._session = asyncio.create_task(self._connected_session(), name=f"{s.name}-session")
         try:
-            while True:
-                await self._handshake()
-                try:
-                    await self._serve()
-                    break
-                except _Reconnect as why:
-                    self._welcome = None
-                    logger.warning("{}: {}; registering again", self.name, why)
-            return self._end_reason or "stopped"
+            await self._session
+        except asyncio.CancelledError:
+            if not self._stop.is_set():
+                raise
         finally:
-            await self._shutdown(bus, beat)
+            await self._shutdown(*runners, bus, beat)
+        return self._end_reason or "stopped"
+
+    async def _connected_session(self) -> None:
+        """Register, serve; register again whenever the admin goes silent or forgets us."""
+        while True:
+            await self._handshake()
+            try:
+                await self._serve()
+                return
+            except _Reconnect as why:
+                self._welcome = None
+                logger.warning("{}: {}; registering again", self.name, why)
 
     async def arun_against(self, admin: Admin) -> str:
         """Run against an in-process admin (over loopback sockets, like any other worker)."""
@@ -119,11 +135,10 @@ class Worker(AgentBase):
         """Leave: tell the admin (its tasks go back to the queue) and return from arun()."""
         self._end_reason = self._end_reason or "stopped"
         self._stop.set()
+        if self._session is not None and not self._session.done():
+            self._session.cancel()
 
     async def _shutdown(self, *loops: asyncio.Task) -> None:
-        for task in self.active_tasks.values():
-            task.cancel()
-        await asyncio.gather(*self.active_tasks.values(), return_exceptions=True)
         for task in loops:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
@@ -192,24 +207,16 @@ class Worker(AgentBase):
     async def _serve(self) -> None:
         assert self._sockets is not None and self._welcome is not None
         silent_limit = self._welcome.heartbeat * self._welcome.liveness
-        stop = asyncio.ensure_future(self._stop.wait())
-        try:
-            while not self._stop.is_set():
-                recv = asyncio.ensure_future(self._sockets.recv(self._welcome.heartbeat))
-                await asyncio.wait([recv, stop], return_when=asyncio.FIRST_COMPLETED)
-                if not recv.done():
-                    recv.cancel()
-                    break
-                frames = recv.result()
-                if frames is not None:
-                    self._admin_seen = time.monotonic()
-                    if self._handle(frames):
-                        return
-                silent = time.monotonic() - self._admin_seen
-                if silent > silent_limit:
-                    raise _Reconnect(f"admin silent for {silent:.1f} s")
-        finally:
-            stop.cancel()
+        while True:
+            batch = await self._sockets.recv_batch(self._welcome.heartbeat)
+            now = time.monotonic()
+            if batch:
+                self._admin_seen = now
+            for frames in batch:
+                if self._handle(frames):
+                    return
+            if now - self._admin_seen > silent_limit:
+                raise _Reconnect(f"admin silent for {now - self._admin_seen:.1f} s")
 
     def _handle(self, frames: list[bytes]) -> bool:
         """Handle one message from the admin; True when the run is over."""
@@ -253,37 +260,46 @@ class Worker(AgentBase):
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            interval = self._welcome.heartbeat if self._welcome else self.settings.heartbeat
-            await asyncio.sleep(interval)
+            # The admin's WELCOME sets the pace for both sides; until then, a second.
+            await asyncio.sleep(self._welcome.heartbeat if self._welcome else 1.0)
             if self._welcome is not None:
                 await self._send(Kind.HEARTBEAT, protocol.Event("heartbeat"))
 
     # ------------------------------------------------------------------ tasks
     def _start(self, a: TaskAssignment) -> None:
-        if a.task.id in self.active_tasks:
-            return  # a duplicate delivery of a task we are already running
-        task = asyncio.create_task(self._execute(a))
-        self.active_tasks[a.task.id] = task
-        task.add_done_callback(lambda _t, tid=a.task.id: self.active_tasks.pop(tid, None))
+        if a.task.id in self.active_tasks or a.task.id in self._queued_ids:
+            return  # a duplicate delivery of a task we already hold
+        self._queued_ids.add(a.task.id)
+        self.task_queue.put_nowait(a)
 
-    async def _execute(self, a: TaskAssignment) -> None:
-        async with self._slots:
-            started = time.perf_counter()
+    async def _runner(self) -> None:
+        while True:
+            a = await self.task_queue.get()
+            self._queued_ids.discard(a.task.id)
+            self.active_tasks[a.task.id] = a
             try:
-                result = await self.run_task(a.task)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("{}: task {!r} raised {}: {}", self.name, a.task.id,
-                               type(exc).__name__, exc)
-                result = TaskResult(a.task.id, self.name, False,
-                                    error="".join(traceback.format_exception(exc)))
+                result = await self._execute(a)
+            finally:
+                del self.active_tasks[a.task.id]
             self.tasks_run += 1
-            result.worker, result.attempt = self.name, a.attempt
-            if not result.seconds:
-                result.seconds = time.perf_counter() - started
             self._unsent.append(result)
             self._schedule_flush()
+
+    async def _execute(self, a: TaskAssignment) -> TaskResult:
+        started = time.perf_counter()
+        try:
+            result = await self.run_task(a.task)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("{}: task {!r} raised {}: {}", self.name, a.task.id,
+                           type(exc).__name__, exc)
+            result = TaskResult(a.task.id, self.name, False,
+                                error="".join(traceback.format_exception(exc)))
+        result.worker, result.attempt = self.name, a.attempt
+        if not result.seconds:
+            result.seconds = time.perf_counter() - started
+        return result
 
     def _schedule_flush(self) -> None:
         # Results finished in the same loop iteration leave in one frame; a lone result

@@ -1,0 +1,120 @@
+"""Tasks files with groups: ``{"tasks": [...], "groups": [...]}`` (JSON or TOML).
+
+Callables cannot cross a file, so goals here are declarative:
+``{"kind": "at_least", "count": 5}``, ``{"kind": "all"}`` or ``{"kind": "fraction", "value": 0.8}``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, TaskFileError
+from .groups import (
+    AllTasks,
+    AtLeast,
+    Fraction,
+    OnGoal,
+    TaskGroup,
+    TaskGroupGoal,
+    TaskManager,
+    TaskMessage,
+)
+from .tasks import DEFAULT_ROLE, Task, check_unique_ids, parse_file, task_from_dict
+
+_GROUP_FIELDS = ("name", "description", "priority", "depends_on", "goal", "on_goal", "tasks")
+
+
+def load_work(path: str | Path) -> tuple[list[Task], list[TaskGroup]]:
+    """Plain tasks and task groups from one file. Raises TaskFileError naming the file, the
+    group or task, and the field."""
+    path = Path(path)
+    doc = parse_file(path)
+    if isinstance(doc, list):
+        doc = {"tasks": doc}
+    if not isinstance(doc, dict) or not ({"tasks", "groups"} & set(doc)):
+        raise TaskFileError(f'{path}: expected a list of tasks, {{"tasks": [...]}} or '
+                            f'{{"groups": [...]}}')
+    items, group_items = doc.get("tasks", []), doc.get("groups", [])
+    if not isinstance(items, list) or not isinstance(group_items, list):
+        raise TaskFileError(f"{path}: 'tasks' and 'groups' must be lists")
+    tasks = [task_from_dict(item, where=f"{path}: task #{i + 1}") for i, item in enumerate(items)]
+    groups = [_group(path, i, g) for i, g in enumerate(group_items)]
+    if not tasks and not any(g.subtasks for g in groups):
+        raise TaskFileError(f"{path}: no tasks in the file")
+    check_unique_ids(tasks + [_as_task(t) for g in groups for t in g.subtasks], str(path))
+    try:
+        TaskManager().register(groups, {t.id for t in tasks})
+    except ConfigError as exc:
+        raise TaskFileError(f"{path}: {exc}") from None
+    return tasks, groups
+
+
+def _group(path: Path, index: int, item: Any) -> TaskGroup:
+    where = f"{path}: group #{index + 1}"
+    if not isinstance(item, dict):
+        raise TaskFileError(f"{where}: expected an object")
+    if not isinstance(item.get("name"), str) or not item["name"]:
+        raise TaskFileError(f"{where}: missing field 'name' (string)")
+    name = item["name"]
+    where = f"{path}: group '{name}'"
+    unknown = sorted(set(item) - set(_GROUP_FIELDS))
+    if unknown:
+        raise TaskFileError(f"{where}: unknown field {unknown[0]!r}; allowed: "
+                            f"{', '.join(_GROUP_FIELDS)}")
+    priority = item.get("priority", 1)
+    deps = item.get("depends_on", [])
+    on_goal = item.get("on_goal", "continue")
+    raw_tasks = item.get("tasks")
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise TaskFileError(f"{where}: field 'priority' must be int, got {priority!r}")
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise TaskFileError(f"{where}: field 'depends_on' must be a list of group names")
+    if on_goal not in ("continue", "cancel_rest"):
+        raise TaskFileError(f"{where}: field 'on_goal' must be 'continue' or 'cancel_rest', "
+                            f"got {on_goal!r}")
+    if not isinstance(raw_tasks, list) or not raw_tasks:
+        raise TaskFileError(f"{where}: field 'tasks' must be a non-empty list")
+    subtasks = [_subtask(where, name, i, t) for i, t in enumerate(raw_tasks)]
+    goal = _goal(where, name, item["goal"]) if item.get("goal") is not None else None
+    return TaskManager.create_task_group(name, item.get("description", name), subtasks, goal,
+                                         priority, deps, OnGoal(on_goal), task_id=name)
+
+
+def _subtask(where: str, group: str, i: int, item: Any) -> TaskMessage:
+    if isinstance(item, dict):
+        item = {"id": f"{group}#{i + 1}", "difficulty": 1, **item}
+    task = task_from_dict(item, where=f"{where}: task #{i + 1}")
+    return TaskMessage(task.id, task.description, task.description,  # type: ignore[arg-type]
+                       task.duration if task.duration is not None else 0.0,
+                       task.required_role or DEFAULT_ROLE, difficulty=task.difficulty,
+                       depends_on=list(task.depends_on))
+
+
+def _as_task(t: TaskMessage) -> Task:
+    return Task(t.task_id, t.description)
+
+
+def _goal(where: str, group: str, spec: Any) -> TaskGroupGoal:
+    if not isinstance(spec, dict) or spec.get("kind") not in ("at_least", "all", "fraction"):
+        raise TaskFileError(f"{where}: field 'goal' must be {{\"kind\": \"at_least\", "
+                            f"\"count\": N}}, {{\"kind\": \"all\"}} or "
+                            f"{{\"kind\": \"fraction\", \"value\": 0.8}}")
+    kind = spec["kind"]
+    if kind == "at_least":
+        count = spec.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise TaskFileError(f"{where}: goal 'at_least' needs 'count' >= 1, got {count!r}")
+        check, text = AtLeast(count), f"at least {count} tasks completed"
+    elif kind == "fraction":
+        value = spec.get("value")
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
+            raise TaskFileError(f"{where}: goal 'fraction' needs 0 < 'value' <= 1, "
+                                f"got {value!r}")
+        check, text = Fraction(float(value)), f"{value:.0%} of the tasks completed"
+    else:
+        check, text = AllTasks(), "every task completed"
+    return TaskGroupGoal(
+        name=spec.get("name", f"{group}: {text}"), description=text, check_condition=check,
+        success_message=spec.get("success_message", f"{group}: {text}."),
+        failure_message=spec.get("failure_message", f"{group}: could not get {text}."))

@@ -1,0 +1,477 @@
+"""The admin's bookkeeping: a task is queued, in flight on exactly one worker, or finished.
+
+Results that arrive late, twice, or from the wrong worker are acknowledged and ignored; a worker
+that leaves gives its tasks back to the queue at their old place.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from ceylon_net.board import FINISHED, TaskBoard
+from ceylon_net.errors import ConfigError
+from ceylon_net.scheduler import Blocked, WorkerSlot
+from ceylon_net.tasks import Task, TaskAssignment, TaskResult, TaskStatus
+
+SIMPLE = Task(1, "Simple calculation", difficulty=2)
+ANALYSIS = Task(2, "Data analysis", difficulty=5)
+RESEARCH = Task(3, "Complex research", difficulty=8)
+
+
+def board(tasks=(), *workers: WorkerSlot) -> TaskBoard:
+    b = TaskBoard()
+    b.add(list(tasks))
+    for w in workers:
+        b.add_worker(w)
+    return b
+
+
+def done(task: Task, worker: str, attempt: int = 1, success: bool = True, **kw) -> TaskResult:
+    return TaskResult(task.id, worker, success, attempt=attempt, **kw)
+
+
+# --------------------------------------------------------------------------- add / plan / record
+
+
+def test_add_queues_tasks_as_pending():
+    b = board([SIMPLE, ANALYSIS])
+
+    assert b.open == 2
+    assert b.running == 0
+    assert b.queued() == [1, 2]
+    assert [r.status for r in b.records.values()] == [TaskStatus.PENDING] * 2
+
+
+def test_plan_assigns_and_groups_by_worker():
+    b = board([SIMPLE, ANALYSIS, RESEARCH], WorkerSlot("Junior", 3), WorkerSlot("Senior", 9))
+
+    plan = b.plan()
+
+    assert plan == {
+        "Junior": [TaskAssignment(SIMPLE, "Junior", 1)],
+        "Senior": [TaskAssignment(ANALYSIS, "Senior", 1)],
+    }
+    assert b.records[1].status is TaskStatus.ASSIGNED
+    assert (b.records[2].worker, b.records[2].attempt) == ("Senior", 1)
+    assert b.in_flight("Senior") == {2}
+    assert b.in_flight("nobody") == set()
+    assert b.running == 2
+    assert b.queued() == [3]
+    assert b.open == 3
+    assert b.plan() == {}  # every slot taken
+
+
+def test_record_completes_and_frees_the_slot():
+    b = board([ANALYSIS, RESEARCH], WorkerSlot("Senior", 9))
+    b.plan()
+
+    rec = b.record(done(ANALYSIS, "Senior", seconds=1.5))
+
+    assert rec is b.records[2]
+    assert rec.status is TaskStatus.COMPLETED
+    assert rec.result == done(ANALYSIS, "Senior", seconds=1.5)
+    assert b.open == 1
+    assert b.running == 0
+    assert b.scheduler.workers["Senior"].running == 0
+    assert b.plan() == {"Senior": [TaskAssignment(RESEARCH, "Senior", 1)]}
+
+
+def test_a_failed_result_finishes_the_task_as_failed():
+    b = board([SIMPLE], WorkerSlot("Junior", 3))
+    b.plan()
+
+    rec = b.record(done(SIMPLE, "Junior", success=False, error="ZeroDivisionError"))
+
+    assert rec.status is TaskStatus.FAILED
+    assert rec.result.error == "ZeroDivisionError"
+    assert b.open == 0
+
+
+def test_capacity_lets_a_worker_take_several_tasks():
+    b = board([SIMPLE, ANALYSIS, RESEARCH], WorkerSlot("Senior", 9, capacity=2))
+
+    assert [a.task.id for a in b.plan()["Senior"]] == [1, 2]
+    assert b.in_flight("Senior") == {1, 2}
+
+
+# --------------------------------------------------------------------------- duplicates
+
+
+def test_a_duplicate_id_already_known_is_refused():
+    b = board([SIMPLE])
+
+    with pytest.raises(ConfigError, match=r"^duplicate task id 1$"):
+        b.add([Task(9, "new"), Task(1, "again")])
+    assert list(b.records) == [1]  # refused whole: task 9 was not added either
+    assert b.queued() == [1]
+    assert b.open == 1
+
+
+def test_a_duplicate_id_within_a_batch_is_refused():
+    b = TaskBoard()
+
+    with pytest.raises(ConfigError, match=r"^duplicate task id 'b'$"):
+        b.add([Task("a", "x"), Task("b", "y"), Task("c", "z"), Task("b", "w")])
+    assert b.records == {}
+    assert b.open == 0
+
+
+def test_int_and_string_ids_are_different_tasks():
+    b = board([Task(1, "int"), Task("1", "str")])
+
+    assert b.queued() == [1, "1"]
+
+
+# --------------------------------------------------------------------------- stale results
+
+
+def test_results_for_unknown_tasks_are_ignored():
+    b = board([SIMPLE], WorkerSlot("Junior", 3))
+    b.plan()
+
+    assert b.record(TaskResult(99, "Junior", True)) is None
+    assert b.open == 1
+
+
+def test_a_result_from_the_wrong_worker_is_ignored():
+    b = board([SIMPLE], WorkerSlot("Junior", 3), WorkerSlot("Senior", 9))
+    b.plan()
+
+    assert b.record(done(SIMPLE, "Senior")) is None
+    assert b.records[1].status is TaskStatus.ASSIGNED
+    assert b.in_flight("Junior") == {1}
+    assert b.scheduler.workers["Junior"].running == 1
+    assert b.record(done(SIMPLE, "Junior")) is not None
+
+
+def test_a_result_for_another_attempt_is_ignored():
+    b = board([SIMPLE], WorkerSlot("Junior", 3))
+    b.plan()
+
+    assert b.record(done(SIMPLE, "Junior", attempt=2)) is None
+    assert b.record(done(SIMPLE, "Junior", attempt=0)) is None
+    assert b.records[1].status is TaskStatus.ASSIGNED
+    assert b.open == 1
+
+
+def test_a_result_for_a_queued_task_is_ignored():
+    b = board([SIMPLE])
+
+    assert b.record(done(SIMPLE, "Junior")) is None
+    assert b.records[1].status is TaskStatus.PENDING
+
+
+def test_a_second_result_does_not_count_twice():
+    b = board([SIMPLE, ANALYSIS], WorkerSlot("Senior", 9, capacity=2))
+    b.plan()
+
+    assert b.record(done(SIMPLE, "Senior")) is not None
+    assert b.record(done(SIMPLE, "Senior")) is None
+    assert b.record(done(SIMPLE, "Senior", success=False)) is None
+
+    assert b.records[1].status is TaskStatus.COMPLETED
+    assert b.open == 1
+    assert b.finished_order == [1]
+    assert b.scheduler.workers["Senior"].running == 1  # ANALYSIS still holds its slot
+    assert len(b.report().tasks) == 1
+
+
+# --------------------------------------------------------------------------- workers leaving
+
+
+def test_remove_worker_requeues_in_flight_tasks_at_their_place():
+    first, second, third = Task("a", "1"), Task("b", "2"), Task("c", "3")
+    b = board([first, second, third], WorkerSlot("Senior", 9, capacity=2))
+    b.plan()
+
+    assert b.remove_worker("Senior") == ["a", "b"]
+
+    assert b.queued() == ["a", "b", "c"]
+    for tid in ("a", "b"):
+        assert b.records[tid].status is TaskStatus.PENDING
+        assert b.records[tid].worker is None
+    assert b.running == 0
+    assert b.open == 3
+    assert "Senior" not in b.scheduler.workers
+
+
+def test_a_requeued_task_goes_before_younger_tasks_of_the_same_priority():
+    b = board([SIMPLE], WorkerSlot("Junior", 3))
+    b.plan()
+    b.add([Task(4, "later", difficulty=2)])
+
+    b.remove_worker("Junior")
+    b.add_worker(WorkerSlot("Other", 3))
+
+    assert b.plan() == {"Other": [TaskAssignment(SIMPLE, "Other", 2)]}
+
+
+def test_reassignment_increments_the_attempt_and_old_results_are_stale():
+    b = board([SIMPLE], WorkerSlot("Junior", 3))
+    b.plan()
+    b.remove_worker("Junior")
+    b.add_worker(WorkerSlot("Junior", 3))  # the same name comes back
+
+    assert b.plan() == {"Junior": [TaskAssignment(SIMPLE, "Junior", 2)]}
+    assert b.record(done(SIMPLE, "Junior", attempt=1)) is None
+    assert b.records[1].status is TaskStatus.ASSIGNED
+    assert b.record(done(SIMPLE, "Junior", attempt=2)).status is TaskStatus.COMPLETED
+
+
+def test_a_result_from_a_worker_that_left_is_ignored():
+    b = board([SIMPLE], WorkerSlot("Junior", 3))
+    b.plan()
+    b.remove_worker("Junior")
+
+    assert b.record(done(SIMPLE, "Junior")) is None
+    assert b.queued() == [1]
+    assert b.open == 1
+
+
+def test_removing_an_unknown_or_idle_worker_changes_nothing():
+    b = board([SIMPLE], WorkerSlot("Idle", 1))
+
+    assert b.remove_worker("Idle") == []
+    assert b.remove_worker("ghost") == []
+    assert b.queued() == [1]
+
+
+# --------------------------------------------------------------------------- undelivered
+
+
+def test_unsent_assignments_go_back_to_the_queue():
+    b = board([SIMPLE], WorkerSlot("Junior", 3))
+    plan = b.plan()
+
+    b.unsent("Junior", plan["Junior"])
+
+    rec = b.records[1]
+    assert (rec.status, rec.worker, rec.attempt) == (TaskStatus.PENDING, None, 0)
+    assert b.queued() == [1]
+    assert b.running == 0
+    assert b.scheduler.workers["Junior"].running == 0
+    assert b.plan() == plan  # the next try is attempt 1 again
+
+
+def test_unsent_assignments_keep_their_place():
+    first, second = Task("a", "1"), Task("b", "2")
+    b = board([first, second], WorkerSlot("w", 5))
+    plan = b.plan()
+
+    b.unsent("w", plan["w"])
+
+    assert b.queued() == ["a", "b"]
+    assert b.plan() == plan
+
+
+def test_unsent_keeps_the_place_of_a_reassigned_task():
+    first, second = Task("a", "1"), Task("b", "2")
+    b = board([first, second], WorkerSlot("w", 5))
+    b.plan()
+    b.remove_worker("w")
+    b.add_worker(WorkerSlot("w", 5))
+    plan = b.plan()
+    assert plan == {"w": [TaskAssignment(first, "w", 2)]}
+
+    b.unsent("w", plan["w"])
+
+    assert b.queued() == ["a", "b"]
+    assert b.records["a"].attempt == 1
+
+
+def test_unsent_ignores_assignments_no_longer_in_flight():
+    b = board([SIMPLE], WorkerSlot("Junior", 3))
+    plan = b.plan()
+    b.record(done(SIMPLE, "Junior"))
+
+    b.unsent("Junior", plan["Junior"])
+
+    assert b.records[1].status is TaskStatus.COMPLETED
+    assert b.queued() == []
+    assert b.open == 0
+
+
+# --------------------------------------------------------------------------- giving up
+
+
+def test_give_up_cancels_queued_tasks_nobody_can_take():
+    b = board([SIMPLE, RESEARCH], WorkerSlot("Junior", 3))
+    b.plan()
+    assert b.blocked() == [Blocked(8, None, (3,), 3)]
+
+    b.give_up([3])
+
+    assert b.records[3].status is TaskStatus.CANCELLED
+    assert b.queued() == []
+    assert b.blocked() == []
+    assert b.open == 1
+
+
+def test_give_up_ignores_tasks_in_flight_or_finished():
+    b = board([SIMPLE, ANALYSIS], WorkerSlot("Senior", 9, capacity=2))
+    b.plan()
+    b.record(done(SIMPLE, "Senior"))
+
+    b.give_up([1, 2, 2])
+
+    assert b.records[1].status is TaskStatus.COMPLETED
+    assert b.records[2].status is TaskStatus.ASSIGNED
+    assert b.open == 1
+
+
+def test_give_up_twice_counts_once():
+    b = board([SIMPLE, RESEARCH])
+
+    b.give_up([3])
+    b.give_up([3])
+
+    assert b.open == 1
+
+
+# --------------------------------------------------------------------------- report
+
+
+def test_report_lists_outcomes_in_the_order_they_finished():
+    b = board([SIMPLE, ANALYSIS, RESEARCH], WorkerSlot("Senior", 9, capacity=3))
+    b.plan()
+    b.record(done(RESEARCH, "Senior", seconds=3.0))
+    b.record(done(SIMPLE, "Senior", success=False, seconds=0.5, error="boom"))
+    b.record(done(ANALYSIS, "Senior", seconds=2.0))
+
+    report = b.report(unassigned=[7])
+
+    assert [(o.id, o.success, o.worker, o.seconds, o.error) for o in report.tasks] == [
+        (3, True, "Senior", 3.0, None),
+        (1, False, "Senior", 0.5, "boom"),
+        (2, True, "Senior", 2.0, None),
+    ]
+    first = report.tasks[0]
+    assert (first.description, first.difficulty) == ("Complex research", 8)
+    assert report.success_rate == pytest.approx(2 / 3)
+    assert report.unassigned == [7]
+
+
+def test_report_of_nothing():
+    report = board([SIMPLE]).report()
+
+    assert report.tasks == []
+    assert report.success_rate == 0.0
+    assert report.unassigned == []
+
+
+# --------------------------------------------------------------------------- any sequence
+
+
+class BoardMachine(RuleBasedStateMachine):
+    """Whatever happens, every task is in exactly one place and every count agrees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.b = TaskBoard()
+        self.next_id = 0
+        self.results: list[TaskResult] = []  # every result ever seen, for replays
+        self.recorded: set = set()
+
+    @rule(difficulty=st.integers(1, 10), role=st.sampled_from([None, "analyst"]),
+          priority=st.integers(0, 2), count=st.integers(1, 3))
+    def add(self, difficulty, role, priority, count):
+        tasks = []
+        for _ in range(count):
+            tasks.append(Task(self.next_id, "t", difficulty, role, priority))
+            self.next_id += 1
+        self.b.add(tasks)
+
+    @precondition(lambda self: self.b.records)
+    @rule(data=st.data())
+    def add_a_duplicate(self, data):
+        dup = data.draw(st.sampled_from(sorted(self.b.records)))
+        before = dict(self.b.records)
+        with pytest.raises(ConfigError):
+            self.b.add([Task(self.next_id, "new"), Task(dup, "again")])
+        assert self.b.records == before
+
+    @rule(name=st.sampled_from(["w0", "w1", "w2"]), skill=st.integers(1, 10),
+          role=st.sampled_from(["default", "analyst", "writer"]), capacity=st.integers(1, 3))
+    def join(self, name, skill, role, capacity):
+        if name not in self.b.scheduler.workers:
+            self.b.add_worker(WorkerSlot(name, skill, role, capacity))
+
+    @rule(name=st.sampled_from(["w0", "w1", "w2"]))
+    def leave(self, name):
+        flying = set(self.b.in_flight(name))
+        assert set(self.b.remove_worker(name)) == flying
+
+    @rule(data=st.data())
+    def plan(self, data):
+        plan = self.b.plan()
+        for worker, assignments in plan.items():
+            for a in assignments:
+                assert a.worker == worker
+                assert a.attempt == self.b.records[a.task.id].attempt
+        # Some deliveries fail (the worker's socket is gone): those go back to the queue.
+        failed = data.draw(st.sets(st.sampled_from(sorted(plan))) if plan else st.just(set()))
+        for worker, assignments in plan.items():
+            if worker in failed:
+                self.b.unsent(worker, assignments)
+                for a in assignments:
+                    assert self.b.records[a.task.id].attempt == a.attempt - 1
+            else:
+                self.b.delivered(assignments)
+                for a in assignments:
+                    assert self.b.records[a.task.id].status is TaskStatus.RUNNING
+
+    @precondition(lambda self: self.b.running)
+    @rule(data=st.data(), success=st.booleans())
+    def result(self, data, success):
+        flying = sorted((w, t) for w in self.b.scheduler.workers for t in self.b.in_flight(w))
+        worker, task_id = data.draw(st.sampled_from(flying))
+        res = TaskResult(task_id, worker, success, attempt=self.b.records[task_id].attempt)
+        self.results.append(res)
+        assert self.b.record(res) is self.b.records[task_id]
+        self.recorded.add(task_id)
+
+    @precondition(lambda self: self.results)
+    @rule(data=st.data())
+    def replay(self, data):
+        res = data.draw(st.sampled_from(self.results))
+        open_before = self.b.open
+        assert self.b.record(res) is None
+        assert self.b.open == open_before
+
+    @precondition(lambda self: self.b.blocked())
+    @rule()
+    def give_up_on_blocked(self):
+        self.b.give_up([t for blocked in self.b.blocked() for t in blocked.tasks])
+        assert self.b.blocked() == []
+
+    @invariant()
+    def every_task_is_in_exactly_one_place(self):
+        queued = self.b.queued()
+        assert len(queued) == len(set(queued))
+        flying = [t for w in self.b.scheduler.workers for t in self.b.in_flight(w)]
+        assert len(flying) == len(set(flying))
+        assert self.b.running == len(flying)  # nothing in flight on a worker that left
+        for task_id, rec in self.b.records.items():
+            places = [task_id in queued, task_id in flying, rec.status in FINISHED]
+            assert places.count(True) == 1, (task_id, rec.status, places)
+            if task_id in flying:
+                assert rec.status in (TaskStatus.ASSIGNED, TaskStatus.RUNNING)
+                assert task_id in self.b.in_flight(rec.worker)
+            if task_id in queued:
+                assert rec.status is TaskStatus.PENDING and rec.worker is None
+
+    @invariant()
+    def counts_agree(self):
+        unfinished = [r for r in self.b.records.values() if r.status not in FINISHED]
+        assert self.b.open == len(unfinished)
+        for name, slot in self.b.scheduler.workers.items():
+            assert slot.running == len(self.b.in_flight(name)) <= slot.capacity
+        assert set(self.b.finished_order) == self.recorded
+        assert len(self.b.finished_order) == len(self.recorded)
+
+
+BoardMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
+TestBoardRules = BoardMachine.TestCase

@@ -1,0 +1,802 @@
+"""The wire format: what round-trips, and what a peer's bad bytes get.
+
+A peer can send anything. Whatever it sends, decoding either returns a value or raises
+RemoteProtocolError ("the peer did it"); sending something the protocol cannot carry raises
+LocalProtocolError ("we did it").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import math
+import pickle
+from dataclasses import dataclass, field
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ceylon_net import protocol
+from ceylon_net.errors import LocalProtocolError, RemoteProtocolError
+from ceylon_net.protocol import (
+    KINDS,
+    End,
+    Envelope,
+    Event,
+    Header,
+    Hello,
+    Kind,
+    Limits,
+    Reject,
+    Welcome,
+    message,
+)
+from ceylon_net.tasks import Task, TaskAssignment, TaskResult
+
+PROPERTY = settings(max_examples=300, deadline=None)
+
+
+# --------------------------------------------------------------------------- test messages
+# Registered under test-only names so they cannot collide with anyone else's.
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+@message(name="test_protocol.Point")
+@dataclass(slots=True)
+class Point:
+    x: float
+    y: float
+
+
+@message(name="test_protocol.Shape")
+@dataclass(slots=True)
+class Shape:
+    name: str
+    points: list[Point]
+    colour: Colour = Colour.RED
+    level: Level = Level.LOW
+    label: str | None = None
+    tags: dict[str, int] = field(default_factory=dict)
+    blob: bytes = b""
+    centre: Point | None = None
+
+
+@message(name="test_protocol.Plain")
+class Plain:
+    """Not a dataclass: @message makes it one."""
+
+    a: int
+    b: str = "b"
+
+
+@dataclass
+class Unregistered:
+    a: int = 1
+
+
+def header(**changes) -> Header:
+    h = Header("default", "Senior", msg_id=7, ts=1700000000.5, type="TaskResult")
+    for name, value in changes.items():
+        setattr(h, name, value)
+    return h
+
+
+def raw_header(*fields) -> bytes:
+    return protocol.packb(list(fields))
+
+
+GOOD_HEADER = [1, "default", 7, "Senior", 1700000000.5, None, None]
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_frames_round_trip_for_every_kind(kind):
+    h = protocol.make_header("default", "Senior", "TaskResult", to="Junior")
+    frames = protocol.encode_frames(kind, h, b"payload")
+
+    assert len(frames) == 3
+    assert protocol.decode_frames(frames) == Envelope(kind, h, b"payload")
+
+
+def test_make_header_numbers_messages_and_stamps_the_time():
+    first = protocol.make_header("default", "Senior")
+    second = protocol.make_header("default", "Senior")
+
+    assert second.msg_id > first.msg_id
+    assert first.ts > 0
+    assert (first.type, first.to, first.version) == (None, None, protocol.PROTOCOL_VERSION)
+
+
+headers = st.builds(
+    Header,
+    workspace=st.text(),
+    sender=st.text(),
+    msg_id=st.integers(0, 2**64 - 1),
+    ts=st.floats(allow_nan=False),
+    type=st.none() | st.text(),
+    to=st.none() | st.text(),
+    version=st.integers(-(2**63), 2**63 - 1),
+)
+
+
+@PROPERTY
+@given(kind=st.sampled_from(sorted(KINDS)), h=headers, payload=st.binary())
+def test_any_header_round_trips(kind, h, payload):
+    assert protocol.decode_frames(protocol.encode_frames(kind, h, payload)) == Envelope(
+        kind, h, payload
+    )
+
+
+def test_header_with_extra_trailing_fields_still_decodes():
+    # A future peer may append header fields; the first seven still mean the same.
+    data = raw_header(*GOOD_HEADER, "future", 42)
+
+    assert protocol.decode_header(data) == Header("default", "Senior", 7, 1700000000.5)
+
+
+def test_integer_timestamp_decodes_as_float():
+    h = protocol.decode_header(raw_header(1, "default", 7, "Senior", 12, None, None))
+
+    assert h.ts == 12.0
+    assert isinstance(h.ts, float)
+
+
+def test_topic_keeps_prod_from_matching_production():
+    assert protocol.topic("prod") == b"prod\0"
+    assert not protocol.topic("production").startswith(protocol.topic("prod"))
+
+
+task = Task(7, "Data analysis", difficulty=5, required_role="analyst", priority=3, duration=0.5)
+CONTROL_MESSAGES = [
+    Hello("Senior", "analyst", 9, 4),
+    Welcome("Senior-1", "admin", 8001, 1.0, 3),
+    Reject("workspace 'prod' != admin's 'default'"),
+    End("run finished"),
+    Event("worker_joined", {"name": "Senior", "skill": 9, "nested": {"a": [1, 2]}}),
+    Event("run_finished"),
+    task,
+    Task("t-1", "Simple calculation"),
+    TaskAssignment(task, "Senior", 2),
+    TaskResult(7, "Senior", True, 1.25),
+    TaskResult("t-1", "Junior", False, 0.0, "Traceback: boom", attempt=3),
+    Shape(
+        "triangle",
+        [Point(0.0, 0.0), Point(1.0, 0.5), Point(-2.0, 3.25)],
+        Colour.BLUE,
+        Level.HIGH,
+        label="tri",
+        tags={"a": 1, "b": 2},
+        blob=b"\x00\xff",
+        centre=Point(0.5, 0.5),
+    ),
+    Shape("empty", []),
+    Plain(1),
+]
+
+
+@pytest.mark.parametrize("msg", CONTROL_MESSAGES, ids=lambda m: type(m).__name__)
+def test_registered_message_round_trips_with_pack(msg):
+    back = protocol.unpack(type(msg), protocol.pack(msg))
+
+    assert back == msg
+    assert type(back) is type(msg)
+
+
+@pytest.mark.parametrize("msg", CONTROL_MESSAGES, ids=lambda m: type(m).__name__)
+def test_registered_message_round_trips_with_dumps_and_loads(msg):
+    back = protocol.loads(protocol.dumps(msg))
+
+    assert back == msg
+    assert type(back) is type(msg)
+
+
+def test_enums_travel_as_their_values_and_come_back_as_members():
+    shape = Shape("s", [Point(1.0, 2.0)], Colour.BLUE, Level.HIGH)
+    wire = protocol.to_wire(shape)
+
+    assert wire["colour"] == "blue"
+    assert wire["level"] == 2
+    assert wire["points"] == [{"x": 1.0, "y": 2.0}]
+    back = protocol.unpack(Shape, protocol.pack(shape))
+    assert back.colour is Colour.BLUE
+    assert back.level is Level.HIGH
+    assert type(back.points[0]) is Point
+
+
+def test_message_names_cross_the_wire_not_python_identity():
+    assert protocol.type_name(Shape) == "test_protocol.Shape"
+    assert protocol.type_name(Task("x", "y")) == "Task"
+    assert protocol.message_type("test_protocol.Shape") is Shape
+    assert protocol.is_message(Shape) and protocol.is_message(task)
+    assert not protocol.is_message(Unregistered) and not protocol.is_message(b"raw")
+
+
+def test_message_makes_a_plain_class_a_dataclass():
+    assert Plain(5) == Plain(5, "b")
+    assert protocol.loads(protocol.dumps(Plain(5, "x"))) == Plain(5, "x")
+
+
+def test_float_field_accepts_an_int_and_returns_a_float():
+    data = protocol.packb({"agent_id": "a", "admin": "b", "pub_port": 1, "heartbeat": 2,
+                           "liveness": 3})
+    welcome = protocol.unpack(Welcome, data)
+
+    assert welcome.heartbeat == 2.0
+    assert isinstance(welcome.heartbeat, float)
+
+
+def test_batch_round_trip():
+    results = [TaskResult(i, f"w{i}", i % 2 == 0, i / 4, None if i else "err", i + 1)
+               for i in range(5)]
+
+    assert protocol.unpack_batch(TaskResult, protocol.pack_batch(results)) == results
+    assert protocol.unpack_batch(TaskResult, protocol.pack_batch([])) == []
+
+
+def test_assignment_batch_round_trip():
+    batch = [TaskAssignment(task, "Senior", 1), TaskAssignment(Task("b", "other"), "Junior")]
+
+    assert protocol.unpack_batch(TaskAssignment, protocol.pack_batch(batch)) == batch
+
+
+def test_payload_is_raw_bytes_or_a_registered_message():
+    assert protocol.encode_payload(b"hi") == (None, b"hi")
+    assert protocol.encode_payload(bytearray(b"hi")) == (None, b"hi")
+    assert protocol.encode_payload(memoryview(b"hi")) == (None, b"hi")
+    assert protocol.decode_payload(header(type=None), b"hi") == b"hi"
+
+    type_, payload = protocol.encode_payload(task)
+    assert type_ == "Task"
+    assert protocol.decode_payload(header(type=type_), payload) == task
+
+
+ids = st.integers(-(2**63), 2**64 - 1) | st.text()
+tasks = st.builds(
+    Task,
+    id=ids,
+    description=st.text(),
+    difficulty=st.integers(-(2**63), 2**63 - 1),
+    required_role=st.none() | st.text(),
+    priority=st.integers(-(2**63), 2**63 - 1),
+    duration=st.none() | st.floats(allow_nan=False),
+)
+results = st.builds(
+    TaskResult,
+    task_id=ids,
+    worker=st.text(),
+    success=st.booleans(),
+    seconds=st.floats(allow_nan=False),
+    error=st.none() | st.text(),
+    attempt=st.integers(0, 2**32),
+)
+
+
+@PROPERTY
+@given(t=tasks, worker=st.text(), attempt=st.integers(1, 2**32))
+def test_any_task_round_trips(t, worker, attempt):
+    assert protocol.loads(protocol.dumps(t)) == t
+    assignment = TaskAssignment(t, worker, attempt)
+    assert protocol.unpack(TaskAssignment, protocol.pack(assignment)) == assignment
+
+
+@PROPERTY
+@given(batch=st.lists(results, max_size=5))
+def test_any_result_batch_round_trips(batch):
+    assert protocol.unpack_batch(TaskResult, protocol.pack_batch(batch)) == batch
+
+
+# --------------------------------------------------------------------------- strict field types
+
+
+MISSING = object()
+
+
+def hello_wire(**changes) -> bytes:
+    fields = {"name": "Senior", "role": "default", "skill": 9, "capacity": 2}
+    fields.update(changes)
+    return protocol.packb({k: v for k, v in fields.items() if v is not MISSING})
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"skill": "9"}, "Hello.skill: expected int, got str"),
+        ({"skill": True}, "Hello.skill: expected int, got bool"),
+        ({"capacity": False}, "Hello.capacity: expected int, got bool"),
+        ({"skill": 9.0}, "Hello.skill: expected int, got float"),
+        ({"skill": None}, "Hello.skill: expected int, got NoneType"),
+        ({"name": 5}, "Hello.name: expected str, got int"),
+        ({"name": b"Senior"}, "Hello.name: expected str, got bytes"),
+        ({"role": ["a"]}, "Hello.role: expected str, got list"),
+        ({"capacity": MISSING}, "Hello: missing field 'capacity'"),
+        ({"name": MISSING}, "Hello: missing field 'name'"),
+    ],
+)
+def test_hello_fields_are_strictly_typed(changes, error):
+    with pytest.raises(RemoteProtocolError) as exc:
+        protocol.unpack(Hello, hello_wire(**changes))
+
+    assert str(exc.value) == error
+
+
+@pytest.mark.parametrize(
+    ("cls", "fields", "error"),
+    [
+        (Welcome, {"agent_id": "a", "admin": "b", "pub_port": 1, "heartbeat": True,
+                   "liveness": 3}, "Welcome.heartbeat: expected float, got bool"),
+        (Welcome, {"agent_id": "a", "admin": "b", "pub_port": 1, "heartbeat": "1",
+                   "liveness": 3}, "Welcome.heartbeat: expected float, got str"),
+        (Task, {"id": True, "description": "d"}, "Task.id: unexpected bool"),
+        (Task, {"id": 1.5, "description": "d"}, "Task.id: unexpected float"),
+        (Task, {"id": None, "description": "d"}, "Task.id: unexpected NoneType"),
+        (Task, {"id": 1, "description": "d", "required_role": 3},
+         "Task.required_role: unexpected int"),
+        (Task, {"id": 1, "description": "d", "duration": "5s"}, "Task.duration: unexpected str"),
+        (Task, {"id": 1, "description": "d", "difficulty": "5"},
+         "Task.difficulty: expected int, got str"),
+        (TaskResult, {"task_id": 1, "worker": "w", "success": 1},
+         "TaskResult.success: expected bool, got int"),
+        (TaskResult, {"task_id": 1, "worker": "w", "success": True, "attempt": True},
+         "TaskResult.attempt: expected int, got bool"),
+        (TaskResult, {"task_id": 1, "worker": "w"}, "TaskResult: missing field 'success'"),
+        (TaskAssignment, {"worker": "w"}, "TaskAssignment: missing field 'task'"),
+        (TaskAssignment, {"task": {"id": 1}}, "Task: missing field 'description'"),
+        (TaskAssignment, {"task": {"id": 1, "description": 2}},
+         "Task.description: expected str, got int"),
+        (TaskAssignment, {"task": "t"}, "Task: expected a map, got str"),
+        (Event, {"event": "e", "data": [1]}, "Event.data: expected map, got list"),
+        (Shape, {"name": "s", "points": {"x": 1.0}}, "Shape.points: expected array, got dict"),
+        (Shape, {"name": "s", "points": [{"x": "a", "y": 1}]},
+         "Point.x: expected float, got str"),
+        (Shape, {"name": "s", "points": [], "colour": "green"},
+         "Shape.colour: 'green' is not a Colour"),
+        (Shape, {"name": "s", "points": [], "level": 3}, "Shape.level: 3 is not a Level"),
+        (Shape, {"name": "s", "points": [], "colour": ["red"]},
+         "Shape.colour: ['red'] is not a Colour"),
+        (Shape, {"name": "s", "points": [], "tags": {"a": "1"}},
+         "Shape.tags: expected int, got str"),
+        (Shape, {"name": "s", "points": [], "blob": "text"}, "Shape.blob: expected bytes, got str"),
+        (Shape, {"name": "s", "points": [], "centre": 5}, "Shape.centre: unexpected int"),
+    ],
+)
+def test_message_fields_are_strictly_typed(cls, fields, error):
+    with pytest.raises(RemoteProtocolError) as exc:
+        protocol.unpack(cls, protocol.packb(fields))
+
+    assert str(exc.value) == error
+
+
+@pytest.mark.parametrize("data", [[1, 2], "Senior", 5, None, b"x"])
+def test_a_message_must_be_a_map(data):
+    with pytest.raises(RemoteProtocolError, match=r"^Hello: expected a map, got \w+$"):
+        protocol.unpack(Hello, protocol.packb(data))
+
+
+def test_unknown_fields_are_ignored():
+    assert protocol.unpack(Hello, hello_wire(zone="eu", version=2)) == Hello(
+        "Senior", "default", 9, 2
+    )
+
+
+def test_missing_fields_with_defaults_are_filled_in():
+    result = protocol.unpack(TaskResult, protocol.packb({"task_id": 1, "worker": "w",
+                                                          "success": True}))
+
+    assert result == TaskResult(1, "w", True, seconds=0.0, error=None, attempt=1)
+    first = protocol.unpack(Event, protocol.packb({"event": "e"}))
+    second = protocol.unpack(Event, protocol.packb({"event": "e"}))
+    assert first.data == {}
+    assert first.data is not second.data
+
+
+def test_optional_fields_accept_nil():
+    shape = protocol.unpack(Shape, protocol.packb({"name": "s", "points": [], "label": None,
+                                                   "centre": None}))
+
+    assert shape.label is None and shape.centre is None
+
+
+def test_one_bad_item_spoils_a_batch_and_names_the_field():
+    batch = [protocol.to_wire(TaskResult(1, "w", True)), {"task_id": 2, "worker": 3,
+                                                          "success": True}]
+
+    with pytest.raises(RemoteProtocolError, match=r"^TaskResult.worker: expected str, got int$"):
+        protocol.unpack_batch(TaskResult, protocol.packb(batch))
+
+
+@pytest.mark.parametrize("data", [{"task_id": 1}, "x", 1, None])
+def test_a_batch_must_be_an_array(data):
+    with pytest.raises(RemoteProtocolError, match=r"^TaskResult batch: expected an array$"):
+        protocol.unpack_batch(TaskResult, protocol.packb(data))
+
+
+# --------------------------------------------------------------------------- bad frames
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 4, 5])
+def test_wrong_frame_count(count):
+    frames = [Kind.HELLO, raw_header(*GOOD_HEADER), b"", b"extra", b"more"][:count]
+
+    with pytest.raises(RemoteProtocolError, match=rf"^expected 3 frames, got {count}$"):
+        protocol.decode_frames(frames)
+
+
+@pytest.mark.parametrize("kind", [b"NOPE", b"", b"hello", b"HELLO ", b"prod\0"])
+def test_unknown_kind(kind):
+    with pytest.raises(RemoteProtocolError) as exc:
+        protocol.decode_frames([kind, raw_header(*GOOD_HEADER), b""])
+
+    assert str(exc.value) == f"unknown kind {kind!r}"
+
+
+def test_unknown_kind_is_quoted_briefly():
+    with pytest.raises(RemoteProtocolError) as exc:
+        protocol.decode_frames([b"X" * 1000, raw_header(*GOOD_HEADER), b""])
+
+    assert str(exc.value) == f"unknown kind {b'X' * 16!r}"
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", "undecodable msgpack"),
+        (b"\xc1", "undecodable msgpack"),
+        (protocol.packb({"version": 1}), "header is not a 7-element array"),
+        (raw_header(*GOOD_HEADER[:6]), "header is not a 7-element array"),
+        (raw_header(), "header is not a 7-element array"),
+        (raw_header("1", *GOOD_HEADER[1:]), "header version is not an int"),
+        (raw_header(True, *GOOD_HEADER[1:]), "header version is not an int"),
+        (raw_header(1.0, *GOOD_HEADER[1:]), "header version is not an int"),
+        (raw_header(1, None, *GOOD_HEADER[2:]), "header workspace/sender must be strings"),
+        (raw_header(1, "default", 7, b"Senior", *GOOD_HEADER[4:]),
+         "header workspace/sender must be strings"),
+        (raw_header(1, "default", "7", *GOOD_HEADER[3:]), "header msg_id/ts must be numbers"),
+        (raw_header(1, "default", 7, "Senior", "now", None, None),
+         "header msg_id/ts must be numbers"),
+        (raw_header(*GOOD_HEADER[:5], 5, None), "header type/to must be strings or nil"),
+        (raw_header(*GOOD_HEADER[:6], [b"x"]), "header type/to must be strings or nil"),
+    ],
+)
+def test_bad_header(data, error):
+    with pytest.raises(RemoteProtocolError) as exc:
+        protocol.decode_frames([Kind.RESULT, data, b""])
+
+    assert str(exc.value).startswith(error)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [1, "default", True, "Senior", 1.0, None, None],
+        [1, "default", 7, "Senior", False, None, None],
+    ],
+)
+def test_bool_is_not_a_number_in_the_header(fields):
+    with pytest.raises(RemoteProtocolError, match="header msg_id/ts must be numbers"):
+        protocol.decode_header(raw_header(*fields))
+
+
+def test_unknown_message_type():
+    with pytest.raises(RemoteProtocolError, match=r"^unknown message type 'Nope'$"):
+        protocol.loads(protocol.packb(["Nope", {}]))
+    with pytest.raises(RemoteProtocolError, match=r"^unknown message type 'Nope'$"):
+        protocol.decode_payload(header(type="Nope"), protocol.packb({}))
+    with pytest.raises(RemoteProtocolError, match=r"^unknown message type 'Nope'$"):
+        protocol.message_type("Nope")
+
+
+@pytest.mark.parametrize(
+    "data", [{"type": "Task"}, ["Task"], ["Task", {}, "extra"], [1, {}], [b"Task", {}], "Task"]
+)
+def test_loads_wants_a_type_name_and_fields(data):
+    with pytest.raises(RemoteProtocolError, match=r"^not a ceylon_net message"):
+        protocol.loads(protocol.packb(data))
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        # Zero-length extension data reaches the hook that names the type...
+        (msgpack.packb(msgpack.ExtType(5, b"")), "msgpack extension type 5 is not allowed"),
+        # [1, {"a": ext8 of type -7, no data}], spelled out: msgpack.ExtType refuses codes < 0.
+        (b"\x92\x01\x81\xa1a\xc7\x00\xf9", "msgpack extension type -7 is not allowed"),
+        # ...anything longer is refused before it is even read.
+        (msgpack.packb(msgpack.ExtType(5, b"x")), "undecodable msgpack"),
+        (msgpack.packb(msgpack.ExtType(42, b"x" * 100)), "undecodable msgpack"),
+        (msgpack.packb(msgpack.Timestamp(1, 0)), "undecodable msgpack"),
+        (msgpack.packb({"created": msgpack.Timestamp(1, 0)}), "undecodable msgpack"),
+    ],
+)
+def test_msgpack_extension_types_are_refused(data, error):
+    with pytest.raises(RemoteProtocolError) as exc:
+        protocol.unpackb(data)
+
+    assert str(exc.value).startswith(error)
+
+
+def test_extension_types_are_refused_inside_messages_and_headers():
+    ext = msgpack.ExtType(1, b"")
+    with pytest.raises(RemoteProtocolError, match="extension type 1"):
+        protocol.loads(msgpack.packb(["Event", {"event": "e", "data": {"x": ext}}]))
+    with pytest.raises(RemoteProtocolError, match="extension type 1"):
+        protocol.decode_frames([Kind.HELLO, msgpack.packb([1, ext, 1, "s", 0, None, None]), b""])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        protocol.packb({1: "int key"}),
+        protocol.packb(1) + protocol.packb(2),  # trailing bytes
+        b"\x91" * 100_000 + b"\xc0",  # nested too deep
+        b"\xdd\xff\xff\xff\xff",  # array of 4 billion items, not sent
+        b"\xdb\xff\xff\xff\xff",  # string of 4 GiB, not sent
+    ],
+)
+def test_malformed_msgpack(data):
+    with pytest.raises(RemoteProtocolError, match=r"^undecodable msgpack: "):
+        protocol.unpackb(data)
+
+
+SMALL = Limits(max_str_len=8, max_bin_len=8, max_array_len=4, max_map_len=4)
+
+
+@pytest.mark.parametrize(
+    ("fits", "too_big", "limit"),
+    [
+        ("x" * 8, "x" * 9, "max_str_len"),
+        ("é" * 4, "é" * 5, "max_str_len"),  # bytes, not characters
+        (b"x" * 8, b"x" * 9, "max_bin_len"),
+        ([0] * 4, [0] * 5, "max_array_len"),
+        ({str(i): i for i in range(4)}, {str(i): i for i in range(5)}, "max_map_len"),
+        ([["x" * 8]], [["x" * 9]], "max_str_len"),
+    ],
+)
+def test_limits(fits, too_big, limit):
+    assert protocol.unpackb(protocol.packb(fits), SMALL) == fits
+    with pytest.raises(RemoteProtocolError, match=f"exceeds {limit}"):
+        protocol.unpackb(protocol.packb(too_big), SMALL)
+
+
+def test_limits_apply_to_headers_messages_and_batches():
+    long_header = protocol.encode_header(Header("workspace-name", "Senior"))
+    with pytest.raises(RemoteProtocolError, match="exceeds max_str_len"):
+        protocol.decode_frames([Kind.HELLO, long_header, b""], Limits(max_str_len=8))
+    with pytest.raises(RemoteProtocolError, match="exceeds max_str_len"):
+        protocol.unpack(Reject, protocol.pack(Reject("a long reason")), SMALL)
+    with pytest.raises(RemoteProtocolError, match="exceeds max_str_len"):
+        protocol.loads(protocol.dumps(Reject("a long reason")), SMALL)
+    batch = protocol.pack_batch([TaskResult(i, "w", True) for i in range(5)])
+    with pytest.raises(RemoteProtocolError, match="exceeds max_array_len"):
+        protocol.unpack_batch(TaskResult, batch, SMALL)
+    assert len(protocol.unpack_batch(TaskResult, batch)) == 5
+
+
+# --------------------------------------------------------------------------- local misuse
+
+
+def test_unregistered_dataclass_cannot_be_sent():
+    with pytest.raises(LocalProtocolError, match=r"^Unregistered is not a registered message "
+                                                 r"type; decorate it with @message$"):
+        protocol.dumps(Unregistered())
+    with pytest.raises(LocalProtocolError, match=r"^Unregistered is not a registered message"):
+        protocol.encode_payload(Unregistered())
+    with pytest.raises(LocalProtocolError, match=r"^Unregistered is not a registered message"):
+        protocol.pack(Unregistered())
+    with pytest.raises(LocalProtocolError, match=r"^Unregistered is not a registered message"):
+        protocol.type_name(Unregistered)
+
+
+def test_unregistered_dataclass_nested_in_a_message_cannot_be_sent():
+    with pytest.raises(LocalProtocolError, match=r"^Unregistered is not a registered message"):
+        protocol.pack(Event("e", {"x": Unregistered()}))
+    with pytest.raises(LocalProtocolError, match=r"^Unregistered is not a registered message"):
+        protocol.pack_batch([TaskResult(1, "w", True), Unregistered()])
+
+
+@pytest.mark.parametrize(
+    ("value", "name"), [({1, 2}, "set"), (2**64, "int"), (object(), "object")]
+)
+def test_values_msgpack_cannot_carry(value, name):
+    with pytest.raises(LocalProtocolError, match=f"^cannot encode {name}: "):
+        protocol.packb(value)
+    with pytest.raises(LocalProtocolError, match=r"^cannot encode dict: "):
+        protocol.pack(Event("e", {"x": value}))
+
+
+def test_a_message_name_cannot_be_taken_by_another_class():
+    class Impostor:
+        id: int
+
+    with pytest.raises(LocalProtocolError, match=r"^message name 'Task' already registered"):
+        message(Impostor, name="Task")
+    assert protocol.message_type("Task") is Task
+
+
+# --------------------------------------------------------------------------- never runs code
+
+ran: list[str] = []
+
+
+def _side_effect() -> list[str]:
+    ran.append("pwned")
+    return ran
+
+
+class Exploit:
+    def __reduce__(self):
+        return (_side_effect, ())
+
+
+@pytest.mark.parametrize("proto", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_loads_refuses_pickles_without_running_them(proto):
+    data = pickle.dumps(Exploit(), protocol=proto)
+
+    with pytest.raises(RemoteProtocolError):
+        protocol.loads(data)
+    assert ran == []
+
+
+@pytest.mark.parametrize("name", ["os.system", "builtins.eval", "subprocess.Popen", "Exploit"])
+def test_loads_only_builds_registered_types(name):
+    with pytest.raises(RemoteProtocolError, match=f"^unknown message type {name!r}$"):
+        protocol.loads(protocol.packb([name, {"args": ["touch", "/tmp/pwned"]}]))
+    assert ran == []
+
+
+# --------------------------------------------------------------------------- any bytes at all
+
+
+def returns_or_rejects(read, *args) -> None:
+    """``read(*args)`` may return or raise RemoteProtocolError; anything else fails the test."""
+    with contextlib.suppress(RemoteProtocolError):
+        read(*args)
+
+
+def read_all(data: bytes) -> None:
+    returns_or_rejects(protocol.unpackb, data)
+    returns_or_rejects(protocol.unpackb, data, SMALL)
+    returns_or_rejects(protocol.loads, data)
+    returns_or_rejects(protocol.unpack_batch, TaskResult, data)
+    returns_or_rejects(protocol.unpack_batch, TaskAssignment, data)
+    returns_or_rejects(protocol.decode_header, data)
+    for kind in (Kind.HELLO, Kind.RESULT):
+        returns_or_rejects(protocol.decode_frames, [kind, data, data])
+
+
+@PROPERTY
+@given(st.binary(max_size=300))
+def test_any_bytes_decode_or_raise_remote_protocol_error(data):
+    read_all(data)
+
+
+@PROPERTY
+@given(st.lists(st.binary(max_size=64) | st.sampled_from(sorted(KINDS)), max_size=5))
+def test_any_frames_decode_or_raise_remote_protocol_error(frames):
+    returns_or_rejects(protocol.decode_frames, frames)
+    returns_or_rejects(protocol.decode_frames, frames, SMALL)
+
+
+# Well-formed msgpack of the wrong shape gets much further into the decoders than noise does.
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=10)
+    | st.binary(max_size=10)
+    | st.sampled_from(["red", "blue", 1, 2, "Task", "TaskResult"])
+)
+field_names = st.sampled_from(
+    ["id", "description", "difficulty", "required_role", "priority", "duration", "task",
+     "worker", "attempt", "task_id", "success", "seconds", "error", "name", "role", "skill",
+     "capacity", "event", "data", "points", "colour", "level", "label", "tags", "blob",
+     "centre", "x", "y", "a", "b"]
+) | st.text(max_size=5)
+wire_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(field_names, inner, max_size=6),
+    max_leaves=12,
+)
+# Every registered type, including ones added later, plus names nobody registered.
+type_names = st.sampled_from(sorted(protocol._REGISTRY)) | st.text(max_size=8)
+
+
+@PROPERTY
+@given(name=type_names, fields=wire_values, batch=st.lists(wire_values, max_size=3))
+def test_any_well_formed_msgpack_decodes_or_raises_remote_protocol_error(name, fields, batch):
+    returns_or_rejects(protocol.loads, protocol.packb([name, fields]))
+    returns_or_rejects(protocol.unpack_batch, TaskResult, protocol.packb(batch))
+    returns_or_rejects(protocol.unpack_batch, TaskAssignment, protocol.packb(batch))
+    returns_or_rejects(protocol.decode_header, protocol.packb(batch))
+    returns_or_rejects(protocol.decode_header, protocol.packb([*GOOD_HEADER[:6], fields]))
+
+
+@PROPERTY
+@given(
+    base=st.sampled_from(CONTROL_MESSAGES),
+    changes=st.dictionaries(field_names, wire_values, max_size=3),
+    drop=st.sets(field_names, max_size=2),
+    name=type_names,
+)
+def test_damaged_messages_decode_or_raise_remote_protocol_error(base, changes, drop, name):
+    # Start from a valid message so the damage reaches every field's converter.
+    fields = protocol.to_wire(base)
+    fields.update(changes)
+    for key in drop:
+        fields.pop(key, None)
+
+    returns_or_rejects(protocol.loads, protocol.packb([protocol.type_name(base), fields]))
+    returns_or_rejects(protocol.loads, protocol.packb([name, fields]))
+    returns_or_rejects(protocol.unpack_batch, TaskResult, protocol.packb([fields, fields]))
+    returns_or_rejects(protocol.unpack_batch, TaskAssignment, protocol.packb([{"task": fields}]))
+
+
+def valid_frames(batch: list[TaskResult]) -> list[bytes]:
+    h = protocol.make_header("default", "Senior", "TaskResult")
+    return protocol.encode_frames(Kind.RESULT, h, protocol.pack_batch(batch))
+
+
+def mutate(data: bytes, how: str, at: int, value: int) -> bytes:
+    at = at % (len(data) + 1)
+    if how == "truncate":
+        return data[:at]
+    if how == "flip" and data:
+        at = min(at, len(data) - 1)
+        return data[:at] + bytes([data[at] ^ (value or 1)]) + data[at + 1:]
+    return data + bytes([value]) * (at % 8 + 1)
+
+
+mutations = st.lists(
+    st.tuples(
+        st.integers(0, 2),
+        st.sampled_from(["truncate", "flip", "append"]),
+        st.integers(0, 10_000),
+        st.integers(0, 255),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@PROPERTY
+@given(batch=st.lists(results, max_size=3), changes=mutations)
+def test_mutated_frames_only_raise_remote_protocol_error(batch, changes):
+    frames = valid_frames(batch)
+    for index, how, at, value in changes:
+        frames[index] = mutate(frames[index], how, at, value)
+
+    try:
+        env = protocol.decode_frames(frames)
+        protocol.unpack_batch(TaskResult, env.payload)
+        protocol.decode_payload(env.header, env.payload)
+    except RemoteProtocolError:
+        pass
+
+
+@PROPERTY
+@given(t=tasks, changes=mutations)
+def test_mutated_dumps_only_raise_remote_protocol_error(t, changes):
+    data = protocol.dumps(TaskAssignment(t, "Senior"))
+    for _, how, at, value in changes:
+        data = mutate(data, how, at, value)
+
+    returns_or_rejects(protocol.loads, data)
+
+
+def test_floats_survive_exactly():
+    for value in (0.1, -0.0, math.inf, 1e308, 5e-324):
+        assert protocol.unpack(TaskResult, protocol.pack(TaskResult(1, "w", True, value))) \
+            .seconds == value

@@ -1,0 +1,491 @@
+"""Which ready task goes to which worker: the scheduling rules, checked without a network.
+
+Ready tasks go by priority, then age; a worker is eligible when its role fits, its skill is at
+least the task's difficulty and it has a free slot; among eligible workers the least skilled
+wins (seniors stay free for hard tasks), then the least loaded.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    invariant,
+    precondition,
+    rule,
+)
+
+from ceylon_net.scheduler import Blocked, Scheduler, WorkerSlot, best_fit, can_do, role_fits
+
+
+def scheduler(*workers: WorkerSlot) -> Scheduler:
+    s = Scheduler()
+    for w in workers:
+        s.add_worker(w)
+    return s
+
+
+# --------------------------------------------------------------------------- best fit
+
+
+def test_least_skilled_capable_worker_wins():
+    s = scheduler(WorkerSlot("Senior", 9), WorkerSlot("Junior", 3))
+    s.push("sum", difficulty=2, role=None)
+
+    assert s.assign() == [("sum", "Junior")]
+
+
+def test_skill_equal_to_difficulty_is_enough():
+    s = scheduler(WorkerSlot("Senior", 9), WorkerSlot("Mid", 5))
+    s.push("t", difficulty=5, role=None)
+
+    assert s.assign() == [("t", "Mid")]
+
+
+def test_too_junior_worker_is_passed_over():
+    s = scheduler(WorkerSlot("Junior", 3), WorkerSlot("Senior", 9))
+    s.push("analysis", difficulty=5, role=None)
+
+    assert s.assign() == [("analysis", "Senior")]
+
+
+def test_seniors_stay_free_for_the_hard_tasks():
+    s = scheduler(WorkerSlot("Senior", 9), WorkerSlot("Junior", 3))
+    s.push("easy", 2, None)
+    s.push("hard", 8, None)
+
+    assert sorted(s.assign()) == [("easy", "Junior"), ("hard", "Senior")]
+
+
+def test_among_equally_skilled_the_least_loaded_wins():
+    busy = WorkerSlot("A", 5, capacity=4, running=2)  # half full
+    idle = WorkerSlot("B", 5, capacity=2, running=0)
+    assert best_fit([busy, idle], 3) is idle
+
+    almost_full = WorkerSlot("C", 5, capacity=4, running=3)
+    assert best_fit([almost_full, busy], 3) is busy
+
+
+def test_load_is_measured_as_a_fraction_of_capacity():
+    # 2 of 10 slots used is lighter than 1 of 2, even though it is more tasks.
+    big = WorkerSlot("Big", 5, capacity=10, running=2)
+    small = WorkerSlot("Small", 5, capacity=2, running=1)
+
+    assert best_fit([small, big], 1) is big
+
+
+def test_skill_beats_load():
+    loaded_junior = WorkerSlot("Junior", 3, capacity=4, running=3)
+    idle_senior = WorkerSlot("Senior", 9, capacity=4)
+
+    assert best_fit([idle_senior, loaded_junior], 2) is loaded_junior
+
+
+def test_name_breaks_exact_ties():
+    assert best_fit([WorkerSlot("b", 5), WorkerSlot("a", 5)], 1).name == "a"
+
+
+def test_full_or_incapable_workers_are_never_chosen():
+    full = WorkerSlot("Full", 3, capacity=2, running=2)
+    junior = WorkerSlot("Junior", 2)
+    analyst = WorkerSlot("Analyst", 9, role="analyst")
+
+    assert best_fit([full, junior], 3) is None
+    assert best_fit([analyst], 3, "writer") is None
+    assert best_fit([], 1) is None
+    assert best_fit([WorkerSlot("Zero", 9, capacity=0)], 1) is None
+
+
+# --------------------------------------------------------------------------- roles
+
+
+@pytest.mark.parametrize(
+    ("worker_role", "task_role", "fits"),
+    [
+        ("default", None, True),
+        ("default", "default", True),
+        ("default", "analyst", True),  # a default worker takes any role
+        ("analyst", None, True),  # a task without a role fits everybody
+        ("analyst", "default", True),
+        ("analyst", "analyst", True),
+        ("analyst", "writer", False),
+        ("writer", "analyst", False),
+        ("Analyst", "analyst", False),  # exact match
+        ("analyst", "analyst ", False),
+    ],
+)
+def test_role_fits(worker_role, task_role, fits):
+    assert role_fits(worker_role, task_role) is fits
+    assert can_do(WorkerSlot("w", 5, worker_role), 5, task_role) is fits
+    assert can_do(WorkerSlot("w", 4, worker_role), 5, task_role) is False
+
+
+def test_a_task_with_a_role_goes_to_that_role_even_if_more_skilled():
+    s = scheduler(WorkerSlot("Writer", 2, "writer"), WorkerSlot("Analyst", 9, "analyst"))
+    s.push("report", 1, "analyst")
+
+    assert s.assign() == [("report", "Analyst")]
+
+
+def test_a_default_worker_takes_a_role_nobody_else_has():
+    s = scheduler(WorkerSlot("Writer", 2, "writer"), WorkerSlot("Generalist", 9))
+    s.push("report", 1, "analyst")
+
+    assert s.assign() == [("report", "Generalist")]
+
+
+def test_role_default_and_no_role_are_the_same_class():
+    s = Scheduler()
+    s.push("a", 4, "default")
+    s.push("b", 4, None)
+
+    assert s.blocked() == [Blocked(4, None, ("a", "b"), None)]
+
+
+# --------------------------------------------------------------------------- order
+
+
+def test_priority_then_age_across_difficulty_classes():
+    s = scheduler(WorkerSlot("w", 10, capacity=10))
+    s.push("old-easy", 1, None, priority=0)
+    s.push("old-hard", 9, None, priority=0)
+    s.push("urgent-medium", 5, None, priority=2)
+    s.push("urgent-easy", 1, None, priority=2)
+    s.push("new-medium", 5, None, priority=0)
+    s.push("whenever", 3, None, priority=-1)
+    expected = ["urgent-medium", "urgent-easy", "old-easy", "old-hard", "new-medium", "whenever"]
+
+    assert s.queued() == expected
+    assert [task for task, _ in s.assign()] == expected
+
+
+def test_one_slot_goes_to_the_highest_priority_task_whatever_its_class():
+    s = scheduler(WorkerSlot("w", 10))
+    s.push("low", 1, None, priority=1)
+    s.push("high", 7, "analyst", priority=5)
+
+    assert s.assign() == [("high", "w")]
+    assert s.queued() == ["low"]
+
+
+def test_one_slot_goes_to_the_oldest_task_among_equal_priorities():
+    s = scheduler(WorkerSlot("w", 10))
+    s.push("first", 8, None)
+    s.push("second", 1, None)
+
+    assert s.assign() == [("first", "w")]
+
+
+def test_an_unplaceable_high_priority_task_does_not_block_the_rest():
+    s = scheduler(WorkerSlot("Junior", 3))
+    s.push("hard", 9, None, priority=10)
+    s.push("easy", 1, None, priority=0)
+
+    assert s.assign() == [("easy", "Junior")]
+    assert s.queued() == ["hard"]
+
+
+def test_a_task_waiting_for_a_busy_senior_does_not_block_a_free_junior():
+    s = scheduler(WorkerSlot("Senior", 9, running=1), WorkerSlot("Junior", 3))
+    s.push("hard", 8, None, priority=10)
+    s.push("easy", 2, None)
+
+    assert s.assign() == [("easy", "Junior")]
+    s.release("Senior")
+    assert s.assign() == [("hard", "Senior")]
+
+
+def test_a_role_task_without_its_worker_does_not_block_the_rest():
+    s = scheduler(WorkerSlot("Writer", 5, "writer"))
+    s.push("analysis", 1, "analyst", priority=3)
+    s.push("essay", 1, "writer")
+
+    assert s.assign() == [("essay", "Writer")]
+    assert s.queued() == ["analysis"]
+
+
+def test_requeue_with_the_age_stamp_keeps_the_place():
+    s = scheduler(WorkerSlot("w", 10))
+    stamp = s.push("a", 1, None)
+    s.push("b", 1, None)
+    assert s.assign() == [("a", "w")]
+
+    s.release("w")
+    s.push("a", 1, None, seq=stamp)  # the worker left: back to where it was
+    assert s.queued() == ["a", "b"]
+
+
+def test_queued_does_not_change_the_queue():
+    s = scheduler(WorkerSlot("w", 10, capacity=3))
+    for i, difficulty in enumerate([3, 1, 2]):
+        s.push(i, difficulty, None)
+
+    assert s.queued() == s.queued() == [0, 1, 2]
+    assert len(s) == 3
+    assert [t for t, _ in s.assign()] == [0, 1, 2]
+    assert s.queued() == []
+
+
+def test_mixed_int_and_string_ids_queue_together():
+    s = scheduler(WorkerSlot("w", 10, capacity=3))
+    s.push(1, 1, None)
+    s.push("1", 1, None)
+    s.push(2, 1, None)
+
+    assert s.queued() == [1, "1", 2]
+    assert s.assign() == [(1, "w"), ("1", "w"), (2, "w")]
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+def test_assign_fills_every_free_slot_and_no_more():
+    s = scheduler(WorkerSlot("A", 5, capacity=2), WorkerSlot("B", 5, capacity=3))
+    for i in range(10):
+        s.push(i, 1, None)
+
+    decisions = s.assign()
+    assert len(decisions) == 5
+    assert {w: sum(1 for _, n in decisions if n == w) for w in "AB"} == {"A": 2, "B": 3}
+    assert s.workers["A"].free == s.workers["B"].free == 0
+    assert s.assign() == []
+    assert len(s) == 5
+
+
+def test_release_frees_slots_and_never_goes_below_zero():
+    s = scheduler(WorkerSlot("w", 5, capacity=3, running=3))
+    s.release("w", 2)
+    assert s.workers["w"].running == 1
+    s.release("w", 5)
+    assert s.workers["w"].running == 0
+    s.release("gone")  # unknown worker: nothing to do
+    assert list(s.workers) == ["w"]
+
+
+def test_remove_worker():
+    slot = WorkerSlot("w", 5)
+    s = scheduler(slot)
+    s.push("t", 1, None)
+
+    assert s.remove_worker("w") is slot
+    assert s.remove_worker("w") is None
+    assert s.assign() == []
+    assert s.queued() == ["t"]
+
+
+# --------------------------------------------------------------------------- discard / push
+
+
+def test_discard():
+    s = scheduler(WorkerSlot("w", 10, capacity=5))
+    s.push("a", 1, None)
+    s.push("b", 2, None)
+    s.push("c", 1, None)
+
+    assert s.discard("a") is True
+    assert s.discard("a") is False
+    assert s.discard("never-queued") is False
+    assert "a" not in s and "b" in s
+    assert len(s) == 2
+    assert s.queued() == ["b", "c"]
+    assert s.assign() == [("b", "w"), ("c", "w")]
+
+
+def test_discarding_a_whole_class_removes_it_from_blocked():
+    s = scheduler(WorkerSlot("Junior", 3))
+    s.push("hard", 9, None)
+    assert [b.tasks for b in s.blocked()] == [("hard",)]
+
+    s.discard("hard")
+    assert s.blocked() == []
+    assert s.assign() == []
+
+
+def test_push_of_a_queued_task_raises():
+    s = Scheduler()
+    s.push("a", 1, None)
+
+    with pytest.raises(ValueError, match=r"^task 'a' is already queued$"):
+        s.push("a", 5, "analyst", priority=9)
+    assert s.queued() == ["a"]
+
+
+def test_a_task_can_be_queued_again_once_assigned():
+    s = scheduler(WorkerSlot("w", 5))
+    s.push("a", 1, None)
+    assert s.assign() == [("a", "w")]
+
+    s.push("a", 1, None)
+    assert s.queued() == ["a"]
+
+
+def test_a_discarded_task_queued_again_is_queued_once():
+    s = Scheduler()
+    s.push("a", 1, None)
+    s.discard("a")
+    s.push("a", 1, None)
+
+    assert len(s) == 1
+    assert s.queued() == ["a"]
+    assert s.blocked() == [Blocked(1, None, ("a",), None)]
+
+
+def test_a_discarded_task_queued_again_takes_its_new_priority():
+    s = scheduler(WorkerSlot("w", 5))
+    s.push("a", 1, None, priority=5)
+    s.push("b", 1, None, priority=1)
+    s.discard("a")
+    s.push("a", 1, None, priority=0)
+
+    assert s.queued() == ["b", "a"]
+    assert s.assign() == [("b", "w")]
+
+
+# --------------------------------------------------------------------------- blocked
+
+
+def test_blocked_reports_what_no_connected_worker_can_do():
+    s = scheduler(WorkerSlot("Writer", 3, "writer"), WorkerSlot("Analyst", 5, "analyst"))
+    s.push("x", 7, None)
+    s.push("ok", 1, None)
+    s.push("z", 2, "translator")
+    s.push("x2", 7, None)
+    s.push("y", 7, None, priority=1)
+    s.push("q", 9, "analyst")
+
+    assert sorted(s.blocked(), key=lambda b: b.difficulty) == [
+        Blocked(2, "translator", ("z",), None),  # nobody has the role
+        Blocked(7, None, ("y", "x", "x2"), 5),  # queue order; best skill of any role
+        Blocked(9, "analyst", ("q",), 5),  # best skill among analysts
+    ]
+
+
+def test_blocked_ignores_load():
+    s = scheduler(WorkerSlot("Senior", 9, running=1))
+    s.push("hard", 8, None)
+
+    assert s.assign() == []
+    assert s.blocked() == []
+
+
+def test_blocked_best_skill_counts_default_role_workers():
+    s = scheduler(WorkerSlot("Generalist", 4), WorkerSlot("Writer", 8, "writer"))
+    s.push("deep-analysis", 6, "analyst")
+
+    assert s.blocked() == [Blocked(6, "analyst", ("deep-analysis",), 4)]
+
+
+def test_everything_is_blocked_without_workers():
+    s = Scheduler()
+    s.push("a", 1, None)
+
+    assert s.blocked() == [Blocked(1, None, ("a",), None)]
+    s.add_worker(WorkerSlot("w", 1))
+    assert s.blocked() == []
+
+
+# --------------------------------------------------------------------------- any sequence
+
+
+NAMES = ["w0", "w1", "w2", "w3"]
+ROLES = [None, "default", "analyst", "writer"]
+WORKER_ROLES = ["default", "analyst", "writer"]
+
+
+class SchedulerMachine(RuleBasedStateMachine):
+    """Any mix of joins, leaves, pushes, discards, assigns and completions keeps the rules."""
+
+    tasks = Bundle("tasks")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = Scheduler()
+        self.queued: dict[int, tuple[int, str | None, int, int]] = {}  # id -> (d, role, p, seq)
+        self.running: dict[str, list[int]] = {}
+        self.next_id = 0
+
+    @rule(name=st.sampled_from(NAMES), skill=st.integers(0, 10),
+          role=st.sampled_from(WORKER_ROLES), capacity=st.integers(1, 3))
+    def join(self, name, skill, role, capacity):
+        if name not in self.running:
+            self.s.add_worker(WorkerSlot(name, skill, role, capacity))
+            self.running[name] = []
+
+    @rule(name=st.sampled_from(NAMES))
+    def leave(self, name):
+        slot = self.s.remove_worker(name)
+        assert (slot is None) == (name not in self.running)
+        self.running.pop(name, None)
+
+    @rule(target=tasks, difficulty=st.integers(1, 10), role=st.sampled_from(ROLES),
+          priority=st.integers(-2, 2))
+    def push(self, difficulty, role, priority):
+        task, self.next_id = self.next_id, self.next_id + 1
+        seq = self.s.push(task, difficulty, role, priority)
+        self.queued[task] = (difficulty, role, priority, seq)
+        return task
+
+    @rule(task=consumes(tasks))
+    def discard(self, task):
+        assert self.s.discard(task) == (task in self.queued)
+        self.queued.pop(task, None)
+
+    @precondition(lambda self: any(self.running.values()))
+    @rule(data=st.data())
+    def complete(self, data):
+        name = data.draw(st.sampled_from(sorted(n for n, r in self.running.items() if r)))
+        self.running[name].pop(0)
+        self.s.release(name)
+
+    @rule()
+    def assign(self):
+        before = {n: WorkerSlot(w.name, w.skill, w.role, w.capacity, w.running)
+                  for n, w in self.s.workers.items()}
+        decisions = self.s.assign()
+        order = []
+        for task, name in decisions:
+            difficulty, role, priority, seq = self.queued.pop(task)
+            assert best_fit(before.values(), difficulty, role) is before[name]
+            before[name].running += 1
+            self.running[name].append(task)
+            order.append((-priority, seq))
+        assert order == sorted(order), "decisions go best task first"
+        # Nothing placeable is left behind.
+        for task, (difficulty, role, _, _) in self.queued.items():
+            assert best_fit(self.s.workers.values(), difficulty, role) is None, task
+
+    @invariant()
+    def capacity_is_never_exceeded(self):
+        for name, slot in self.s.workers.items():
+            assert 0 <= slot.running <= slot.capacity
+            assert slot.running == len(self.running[name])
+
+    @invariant()
+    def queue_matches_the_model(self):
+        expected = sorted(self.queued, key=lambda t: (-self.queued[t][2], self.queued[t][3]))
+        assert self.s.queued() == expected
+        assert len(self.s) == len(self.queued)
+
+    @invariant()
+    def blocked_is_exactly_what_nobody_can_do(self):
+        workers = list(self.s.workers.values())
+        expected: dict[tuple[int, str | None], list[int]] = {}
+        for t in self.s.queued():
+            d, role, _, _ = self.queued[t]
+            if not any(can_do(w, d, role) for w in workers):
+                expected.setdefault((d, None if role == "default" else role), []).append(t)
+        got = {(b.difficulty, b.role): list(b.tasks) for b in self.s.blocked()}
+        assert got == expected
+        for b in self.s.blocked():
+            fitting = [w.skill for w in workers if role_fits(w.role, b.role)]
+            assert b.best_skill == max(fitting, default=None)
+
+
+SchedulerMachine.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=30, deadline=None
+)
+TestSchedulerRules = SchedulerMachine.TestCase

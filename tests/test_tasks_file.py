@@ -1,0 +1,431 @@
+"""Tasks files, run reports and settings: what a user writes, and the errors they get back.
+
+Every error names the file, the task and the field, so the user can fix it without guessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from ceylon_net.errors import ConfigError, TaskFileError
+from ceylon_net.settings import AdminSettings, WorkerSettings, env_default
+from ceylon_net.tasks import RunReport, Task, TaskOutcome, load_tasks
+
+SEED = [
+    {"id": 1, "description": "Simple calculation", "difficulty": 2},
+    {"id": 2, "description": "Data analysis", "difficulty": 5},
+    {"id": "research", "description": "Complex research", "difficulty": 8,
+     "required_role": "analyst", "priority": 3, "duration": 1.5},
+]
+SEED_TASKS = [
+    Task(1, "Simple calculation", 2),
+    Task(2, "Data analysis", 5),
+    Task("research", "Complex research", 8, required_role="analyst", priority=3, duration=1.5),
+]
+
+
+def write(tmp_path, text: str, name: str = "tasks.json"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(path) -> str:
+    with pytest.raises(TaskFileError) as exc:
+        load_tasks(path)
+    assert isinstance(exc.value, ConfigError)  # so the CLIs exit 2
+    return str(exc.value)
+
+
+# --------------------------------------------------------------------------- good files
+
+
+def test_json_list(tmp_path):
+    assert load_tasks(write(tmp_path, json.dumps(SEED))) == SEED_TASKS
+
+
+def test_json_object_with_tasks(tasks_file):
+    assert load_tasks(tasks_file(SEED)) == SEED_TASKS
+
+
+def test_a_str_path_works_too(tasks_file):
+    assert load_tasks(str(tasks_file(SEED))) == SEED_TASKS
+
+
+def test_toml_array_of_tables(tmp_path):
+    path = write(tmp_path, """
+[[tasks]]
+id = 1
+description = "Simple calculation"
+difficulty = 2
+
+[[tasks]]
+id = 2
+description = "Data analysis"
+difficulty = 5
+
+[[tasks]]
+id = "research"
+description = "Complex research"
+difficulty = 8
+required_role = "analyst"
+priority = 3
+duration = 1.5
+""", "tasks.toml")
+
+    assert load_tasks(path) == SEED_TASKS
+
+
+def test_toml_suffix_is_case_insensitive(tmp_path):
+    path = write(tmp_path, '[[tasks]]\nid = 1\ndescription = "x"\ndifficulty = 1\n', "T.TOML")
+
+    assert load_tasks(path) == [Task(1, "x", 1)]
+
+
+def test_defaults_and_integer_duration(tasks_file):
+    [task] = load_tasks(tasks_file([{"id": 1, "description": "x", "difficulty": 10,
+                                     "duration": 2}]))
+
+    assert (task.required_role, task.priority) == (None, 0)
+    assert task.duration == 2.0 and isinstance(task.duration, float)
+
+
+@pytest.mark.parametrize("difficulty", [1, 10])
+def test_difficulty_bounds_are_inclusive(tasks_file, difficulty):
+    [task] = load_tasks(tasks_file([{"id": 1, "description": "x", "difficulty": difficulty}]))
+
+    assert task.difficulty == difficulty
+
+
+def test_int_and_string_ids_do_not_clash(tasks_file):
+    tasks = load_tasks(tasks_file([{"id": 1, "description": "a", "difficulty": 1},
+                                   {"id": "1", "description": "b", "difficulty": 1}]))
+
+    assert [t.id for t in tasks] == [1, "1"]
+
+
+# --------------------------------------------------------------------------- bad files
+
+
+def test_bad_json_names_line_and_column(tmp_path):
+    path = write(tmp_path, '{"tasks": [\n  {"id": 1,}\n]}')
+
+    assert error_of(path) == (
+        f"{path}: invalid JSON at line 2 column 12: "
+        "Expecting property name enclosed in double quotes"
+    )
+
+
+def test_empty_json_file(tmp_path):
+    path = write(tmp_path, "")
+
+    assert error_of(path) == f"{path}: invalid JSON at line 1 column 1: Expecting value"
+
+
+def test_bad_toml(tmp_path):
+    path = write(tmp_path, "[[tasks]]\nid = \n", "tasks.toml")
+
+    assert error_of(path).startswith(f"{path}: invalid TOML: ")
+    assert "line 2" in error_of(path)
+
+
+@pytest.mark.parametrize(
+    ("item", "error"),
+    [
+        ({"id": 3, "difficulty": 2}, "task #1 (id 3): missing field 'description' (string)"),
+        ({"id": 3, "description": "x"}, "task #1 (id 3): missing field 'difficulty' (int 1-10)"),
+        ({"description": "x", "difficulty": 2}, "task #1: missing field 'id' (int or string)"),
+    ],
+)
+def test_missing_field(tasks_file, item, error):
+    path = tasks_file([item])
+
+    assert error_of(path) == f"{path}: {error}"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [("0", "0"), ("11", "11"), ("-1", "-1"), ('"5"', "'5'"), ("true", "True"),
+     ("2.5", "2.5"), ("5.0", "5.0"), ("null", "None"), ("[5]", "[5]")],
+)
+def test_difficulty_out_of_range(tmp_path, text, shown):
+    path = write(tmp_path, '[{"id": 1, "description": "ok", "difficulty": 3},\n'
+                           f' {{"id": 7, "description": "bad", "difficulty": {text}}}]')
+
+    assert error_of(path) == (
+        f"{path}: task #2 (id 7): field 'difficulty' must be int 1-10, got {shown}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"id": 1.5}, "task #1 (id 1.5): field 'id' must be int or string, got 1.5"),
+        ({"id": True}, "task #1 (id True): field 'id' must be int or string, got True"),
+        ({"id": None}, "task #1 (id None): field 'id' must be int or string, got None"),
+        ({"description": 5}, "task #1 (id 1): field 'description' must be string, got 5"),
+        ({"required_role": 3}, "task #1 (id 1): field 'required_role' must be string, got 3"),
+        ({"priority": "high"}, "task #1 (id 1): field 'priority' must be int, got 'high'"),
+        ({"priority": False}, "task #1 (id 1): field 'priority' must be int, got False"),
+        ({"priority": 1.0}, "task #1 (id 1): field 'priority' must be int, got 1.0"),
+        ({"duration": -1}, "task #1 (id 1): field 'duration' must be number >= 0, got -1"),
+        ({"duration": "5s"}, "task #1 (id 1): field 'duration' must be number >= 0, got '5s'"),
+        ({"duration": True}, "task #1 (id 1): field 'duration' must be number >= 0, got True"),
+    ],
+)
+def test_field_types(tasks_file, changes, error):
+    path = tasks_file([{"id": 1, "description": "x", "difficulty": 1, **changes}])
+
+    assert error_of(path) == f"{path}: {error}"
+
+
+def test_nan_duration_is_refused(tmp_path):
+    path = write(tmp_path, '[{"id": 1, "description": "x", "difficulty": 1, "duration": NaN}]')
+
+    assert error_of(path) == f"{path}: task #1 (id 1): field 'duration' must be number >= 0, " \
+                             "got nan"
+
+
+def test_duplicate_id(tasks_file):
+    path = tasks_file([{"id": 1, "description": "a", "difficulty": 1},
+                       {"id": 2, "description": "b", "difficulty": 1},
+                       {"id": 1, "description": "c", "difficulty": 1}])
+
+    assert error_of(path) == f"{path}: duplicate task id 1"
+
+
+def test_duplicate_string_id(tasks_file):
+    path = tasks_file([{"id": "x", "description": "a", "difficulty": 1},
+                       {"id": "x", "description": "b", "difficulty": 1}])
+
+    assert error_of(path) == f"{path}: duplicate task id 'x'"
+
+
+def test_unknown_field(tasks_file):
+    path = tasks_file([{"id": 1, "description": "a", "difficulty": 1},
+                       {"id": 2, "description": "b", "difficulty": 1, "prio": 3, "zone": "eu"}])
+
+    message = error_of(path)
+    prefix = f"{path}: task #2 (id 2): unknown field 'prio'; allowed: "
+    assert message.startswith(prefix)
+    allowed = message[len(prefix):].split(", ")
+    assert allowed[:6] == ["id", "description", "difficulty", "required_role", "priority",
+                           "duration"]
+
+
+@pytest.mark.parametrize("text", ["[]", '{"tasks": []}'])
+def test_no_tasks(tmp_path, text):
+    path = write(tmp_path, text)
+
+    assert error_of(path) == f"{path}: no tasks in the file"
+
+
+def test_toml_without_tasks(tmp_path):
+    path = write(tmp_path, 'title = "nothing to do"\n', "tasks.toml")
+
+    assert error_of(path) == f'{path}: expected a list of tasks or {{"tasks": [...]}}'
+
+
+@pytest.mark.parametrize("text", ['"tasks"', "5", "null", '{"task": []}', '{"tasks": {"id": 1}}'])
+def test_not_a_list_of_tasks(tmp_path, text):
+    path = write(tmp_path, text)
+
+    assert error_of(path) == f'{path}: expected a list of tasks or {{"tasks": [...]}}'
+
+
+@pytest.mark.parametrize(("item", "kind"), [("1", "int"), ('"do it"', "str"), ("[]", "list"),
+                                            ("null", "NoneType")])
+def test_a_task_must_be_an_object(tmp_path, item, kind):
+    path = write(tmp_path, f'[{{"id": 1, "description": "x", "difficulty": 1}}, {item}]')
+
+    assert error_of(path) == f"{path}: task #2: expected an object, got {kind}"
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.json"
+
+    assert error_of(path) == f"{path}: cannot read: No such file or directory"
+
+
+def test_a_directory_is_not_a_tasks_file(tmp_path):
+    assert error_of(tmp_path) == f"{tmp_path}: cannot read: Is a directory"
+
+
+def test_a_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "tasks.json"
+    path.write_bytes(b'[{"id": 1, "description": "caf\xe9", "difficulty": 1}]')  # latin-1
+
+    assert error_of(path) == f"{path}: not UTF-8 text (byte 30)"
+
+
+@pytest.mark.parametrize("field", ["id", "priority"])
+def test_integers_beyond_64_bits_are_refused(tasks_file, field):
+    path = tasks_file([{"id": 1, "description": "x", "difficulty": 1, field: 2**64}])
+
+    assert error_of(path).startswith(f"{path}: task #1 ")
+    assert f"field {field!r}" in error_of(path)
+
+
+# --------------------------------------------------------------------------- run reports
+
+
+def test_run_report_json_shape():
+    report = RunReport(
+        [
+            TaskOutcome(1, "Simple calculation", 2, "Junior", True, 0.1234567891),
+            TaskOutcome("r", "Complex research", 8, "Senior", False, 2.0, "Traceback: boom"),
+        ],
+        unassigned=[9, "x"],
+    )
+
+    data = report.to_json()
+
+    assert data["success_rate"] == 0.5
+    assert data["tasks"] == [
+        {"id": 1, "description": "Simple calculation", "difficulty": 2, "worker": "Junior",
+         "success": True, "seconds": 0.123457},
+        {"id": "r", "description": "Complex research", "difficulty": 8, "worker": "Senior",
+         "success": False, "seconds": 2.0, "error": "Traceback: boom"},
+    ]
+    assert data["unassigned"] == [9, "x"]
+    assert json.loads(json.dumps(data)) == data
+
+
+def test_run_report_json_of_an_empty_run():
+    data = RunReport().to_json()
+
+    assert (data["success_rate"], data["tasks"], data["unassigned"]) == (0.0, [], [])
+
+
+def test_run_report_json_does_not_share_its_lists():
+    report = RunReport(unassigned=[1])
+    report.to_json()["unassigned"].append(2)
+
+    assert report.unassigned == [1]
+
+
+@pytest.mark.parametrize(("successes", "rate"), [([True], 1.0), ([False], 0.0),
+                                                 ([True, False, True, True], 0.75)])
+def test_success_rate(successes, rate):
+    outcomes = [TaskOutcome(i, "t", 1, "w", ok, 0.0) for i, ok in enumerate(successes)]
+
+    assert RunReport(outcomes).success_rate == rate
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_default_settings_are_valid():
+    admin = AdminSettings()
+    worker = WorkerSettings("Senior")
+
+    assert (admin.port, admin.workspace, admin.endpoint_host) == (8000, "default", "*")
+    assert worker.endpoint == "tcp://127.0.0.1:8000"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        admin.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"port": -1}, "--port must be 0-65535, got -1"),
+        ({"port": 65536}, "--port must be 0-65535, got 65536"),
+        ({"pub_port": 70000}, "--pub-port must be 0-65535, got 70000"),
+        ({"pub_port": -5}, "--pub-port must be 0-65535, got -5"),
+        ({"port": 9000, "pub_port": 9000}, "--pub-port 9000 must differ from --port"),
+        ({"port": 65535}, "--port 65535 leaves no room for the default --pub-port (port+1)"),
+        ({"heartbeat": 0}, "--heartbeat must be > 0, got 0"),
+        ({"heartbeat": -0.5}, "--heartbeat must be > 0, got -0.5"),
+        ({"liveness": 0}, "--liveness must be at least 1"),
+        ({"expect_workers": -1}, "--expect-workers must be >= 0"),
+        ({"unassignable_timeout": -0.1}, "--unassignable-timeout must be >= 0"),
+        ({"workspace": ""}, "workspace '' must be 1-200 printable characters"),
+        ({"workspace": "a\nb"}, "workspace 'a\\nb' must be 1-200 printable characters"),
+        ({"workspace": "nul\0"}, "workspace 'nul\\x00' must be 1-200 printable characters"),
+        ({"workspace": "w" * 201}, f"workspace {'w' * 201!r} must be 1-200 printable characters"),
+    ],
+)
+def test_bad_admin_settings(options, error):
+    with pytest.raises(ConfigError) as exc:
+        AdminSettings(**options)
+
+    assert str(exc.value) == error
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"port": 0},
+        {"port": 0, "pub_port": 0},  # both random
+        {"port": 65535, "pub_port": 65534},
+        {"port": 65534},
+        {"workspace": "w" * 200},
+        {"unassignable_timeout": 0, "expect_workers": 0},
+        {"bind": "127.0.0.1"},
+    ],
+)
+def test_good_admin_settings(options):
+    AdminSettings(**options)
+
+
+def test_admin_endpoint_host():
+    assert AdminSettings(bind="0.0.0.0").endpoint_host == "*"
+    assert AdminSettings(bind="").endpoint_host == "*"
+    assert AdminSettings(bind="127.0.0.1").endpoint_host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"name": ""}, "name '' must be 1-200 printable characters"),
+        ({"name": "a\rb"}, "name 'a\\rb' must be 1-200 printable characters"),
+        ({"role": ""}, "role '' must be 1-200 printable characters"),
+        ({"workspace": "x" * 201}, f"workspace {'x' * 201!r} must be 1-200 printable characters"),
+        ({"skill": -1}, "--skill must be 0-10, got -1"),
+        ({"skill": 11}, "--skill must be 0-10, got 11"),
+        ({"capacity": 0}, "--concurrency must be at least 1, got 0"),
+        ({"port": 0}, "--port 0 is not a port a worker can connect to"),
+        ({"port": 65536}, "--port must be 0-65535, got 65536"),
+        ({"time_scale": -1}, "--time-scale must be >= 0"),
+        ({"connect_timeout": 0}, "--connect-timeout must be > 0, got 0"),
+        ({"admin_peer": ""}, "--admin-peer is empty: give the admin's host name or address"),
+    ],
+)
+def test_bad_worker_settings(options, error):
+    with pytest.raises(ConfigError) as exc:
+        WorkerSettings(**{"name": "Senior", **options})
+
+    assert str(exc.value) == error
+
+
+@pytest.mark.parametrize(
+    ("peer", "endpoint"),
+    [
+        ("127.0.0.1", "tcp://127.0.0.1:8000"),
+        ("admin.lan", "tcp://admin.lan:8000"),
+        ("::1", "tcp://[::1]:8000"),
+        ("[fe80::1]", "tcp://[fe80::1]:8000"),
+    ],
+)
+def test_worker_endpoint(peer, endpoint):
+    assert WorkerSettings("w", admin_peer=peer).endpoint == endpoint
+
+
+def test_worker_skill_bounds_are_inclusive():
+    assert WorkerSettings("w", skill=0).skill == 0
+    assert WorkerSettings("w", skill=10, time_scale=0).skill == 10
+
+
+def test_env_default(monkeypatch):
+    monkeypatch.delenv("CEYLON_PORT", raising=False)
+    assert env_default("PORT", 8000, int) == 8000
+    monkeypatch.setenv("CEYLON_PORT", "")
+    assert env_default("PORT", 8000, int) == 8000
+    monkeypatch.setenv("CEYLON_PORT", "9100")
+    assert env_default("PORT", 8000, int) == 9100
+    monkeypatch.setenv("CEYLON_PORT", "ninety")
+    with pytest.raises(ConfigError, match=r"^CEYLON_PORT='ninety' is not a valid int$"):
+        env_default("PORT", 8000, int)
