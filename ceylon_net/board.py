@@ -38,6 +38,7 @@ class TaskRecord:
     seq: int | None = None  # age stamp in the queue, kept across requeues
     result: TaskResult | None = None
     reason: str | None = None  # why it was cancelled
+    index: int = 0  # submission order: released dependents keep it
 
 
 class TaskBoard:
@@ -62,7 +63,7 @@ class TaskBoard:
                  for t in tasks}
         self._open += len(tasks)
         for task in tasks:
-            self.records[task.id] = TaskRecord(task)
+            self.records[task.id] = TaskRecord(task, index=len(self.records))
         for task in tasks:
             pending = {g for g in gates.get(task.id, ()) if not self._is_open(g)}
             if pending:
@@ -123,7 +124,7 @@ class TaskBoard:
         """``gate`` is satisfied: tasks waiting only on it become ready."""
         if not (isinstance(gate, tuple) and gate[0] == "task"):
             self._opened.add(gate)
-        for task_id in sorted(self._dependents.pop(gate, ()), key=str):
+        for task_id in self._in_order(self._dependents.pop(gate, ())):
             left = self._waiting.get(task_id)
             if left is None:
                 continue
@@ -137,10 +138,13 @@ class TaskBoard:
         todo = [(gate, reason)]
         while todo:
             g, why = todo.pop()
-            for task_id in sorted(self._dependents.pop(g, ()), key=str):
+            for task_id in self._in_order(self._dependents.pop(g, ())):
                 if self._waiting.pop(task_id, None) is not None:
                     self._finish_cancelled(self.records[task_id], why)
                     todo.append((task_gate(task_id), f"dependency {task_id!r} was cancelled"))
+
+    def _in_order(self, task_ids: Iterable[TaskId]) -> list[TaskId]:
+        return sorted(task_ids, key=lambda i: self.records[i].index)
 
     # ---- workers
     def add_worker(self, slot: WorkerSlot) -> None:

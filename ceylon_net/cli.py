@@ -19,11 +19,18 @@ from loguru import logger
 from rich.console import Console
 from rich.table import Table
 
+from . import protocol
 from .admin import Admin
 from .errors import AdminUnreachableError, ConfigError, RejectedError
+from .groups import TaskGroup
+from .progress import ProgressView
+from .protocol import DEFAULT_MAX_MESSAGE_BYTES, Kind
 from .settings import AdminSettings, WorkerSettings
-from .tasks import RunReport, Task, load_tasks
+from .status import render as render_status
+from .tasks import RunReport, Task
+from .transport import Client
 from .worker import Worker
+from .workfile import load_work
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNASSIGNED = 0, 1, 2, 3
 TABLE_ROWS = 100
@@ -43,7 +50,9 @@ Workspace = Annotated[str, _opt("Workspace id; admin and workers must agree.", "
 def configure_logging(level: str, as_json: bool) -> None:
     logger.remove()
     try:
-        logger.add(sys.stderr, level=level.upper(), serialize=as_json,
+        # A function sink looks sys.stderr up on every line, so a live progress display that
+        # redirects stderr prints log lines above its bars instead of through them.
+        logger.add(lambda line: sys.stderr.write(line), level=level.upper(), serialize=as_json,
                    format="{time:HH:mm:ss.SSS} | {level: <7} | {message}")
     except ValueError:
         logger.add(sys.stderr, level="INFO")
@@ -92,11 +101,11 @@ def admin(
                                  pub_port=pub_port, expect_workers=expect_workers,
                                  unassignable_timeout=unassignable_timeout,
                                  heartbeat=heartbeat, liveness=liveness)
-        task_list = load_tasks(tasks) if tasks is not None else None
+        work = load_work(tasks) if tasks is not None else None
     except ConfigError as exc:
         _fail(EXIT_CONFIG, str(exc))
     try:
-        report = asyncio.run(_run_admin(settings, task_list))
+        report = asyncio.run(_run_admin(settings, work))
     except ConfigError as exc:
         _fail(EXIT_CONFIG, str(exc))
     if report is None:
@@ -108,17 +117,19 @@ def admin(
         raise typer.Exit(EXIT_UNASSIGNED)
 
 
-async def _run_admin(settings: AdminSettings, tasks: list[Task] | None) -> RunReport | None:
+async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskGroup]] | None
+                     ) -> RunReport | None:
     admin = Admin(settings=settings)
     await admin.start()
     _on_signals(admin.stop)
     try:
-        if tasks is None:
+        if work is None:
             await admin.serve()
             return None
-        run = asyncio.create_task(admin.run_tasks(tasks))
+        run = asyncio.create_task(admin.run_tasks(*work))
         stop = asyncio.create_task(admin.serve())
-        await asyncio.wait([run, stop], return_when=asyncio.FIRST_COMPLETED)
+        async with ProgressView.for_terminal(admin):
+            await asyncio.wait([run, stop], return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
         if not run.done():
             run.cancel()
@@ -126,7 +137,7 @@ async def _run_admin(settings: AdminSettings, tasks: list[Task] | None) -> RunRe
             return None
         return run.result()
     finally:
-        await admin.close("run over" if tasks is not None else "admin stopped")
+        await admin.close("run over" if work is not None else "admin stopped")
 
 
 def _on_signals(callback) -> None:
@@ -147,6 +158,12 @@ def print_report(report: RunReport) -> None:
     console.print(table)
     if len(report.tasks) > TABLE_ROWS:
         console.print(f"... and {len(report.tasks) - TABLE_ROWS} more (see --report-json)")
+    for g in report.groups:
+        goal = f"; goal '{g['goal']}' {g['goal_status']}" if g["goal"] else ""
+        console.print(f"Group '{g['name']}': {g['status']}, {g['completed']}/{g['total']} "
+                      f"completed, {g['failed']} failed, {g['cancelled']} cancelled{goal}")
+    if report.cancelled:
+        console.print(f"Cancelled before they started: {len(report.cancelled)} task(s)")
     if report.unassigned:
         console.print(f"Unassigned (no connected worker could take them): "
                       f"{', '.join(map(str, report.unassigned))}")
@@ -199,9 +216,59 @@ async def _run_worker(settings: WorkerSettings) -> str:
     return await w.arun()
 
 
+# ---------------------------------------------------------------------------- ceylon-status
+
+status_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+@status_app.command(help="Ask a running admin for its workers, task groups and queued tasks.")
+def status(
+    admin_peer: Annotated[str, _opt("Host name or address of the admin.", "ADMIN_PEER")]
+        = "127.0.0.1",
+    port: Annotated[int, _opt("The admin's ROUTER port.", "PORT")] = 8000,
+    workspace: Workspace = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the snapshot as JSON.")] = False,
+    timeout: Annotated[float, _opt("Seconds to wait for the admin's answer.", "TIMEOUT")] = 5.0,
+    log_level: LogLevel = "WARNING",
+    log_json: LogJson = False,
+) -> None:
+    configure_logging(log_level, log_json)
+    try:
+        endpoint = WorkerSettings(name="status", admin_peer=admin_peer, port=port,
+                                  workspace=workspace).endpoint
+    except ConfigError as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    reply = asyncio.run(_ask_status(endpoint, workspace, timeout))
+    if isinstance(reply, str):
+        _fail(EXIT_FAILED, reply)
+    if as_json:
+        typer.echo(json.dumps(reply, indent=2, default=str))
+    else:
+        Console(width=None if sys.stdout.isatty() else 120).print(render_status(reply))
+
+
+async def _ask_status(endpoint: str, workspace: str, timeout: float) -> dict | str:
+    client = Client(endpoint, DEFAULT_MAX_MESSAGE_BYTES)
+    try:
+        header = protocol.make_header(workspace, "ceylon-status")
+        frames = await client.ask(protocol.encode_frames(Kind.STATUS, header), timeout)
+    finally:
+        client.close()
+    if frames is None:
+        return f"no admin answered at {endpoint} within {timeout:g} s"
+    env = protocol.decode_frames(frames)
+    if env.kind == Kind.REJECT:
+        return f"refused: {protocol.unpack(protocol.Reject, env.payload).reason}"
+    return protocol.unpack(protocol.Status, env.payload).snapshot
+
+
 def admin_main() -> None:
     admin_app()
 
 
 def worker_main() -> None:
     worker_app()
+
+
+def status_main() -> None:
+    status_app()

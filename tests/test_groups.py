@@ -1,0 +1,285 @@
+"""Task groups, goals and dependencies on the pure parts (board + TaskManager), no sockets."""
+
+import json
+
+import pytest
+
+from ceylon_net import (
+    AllTasks,
+    AtLeast,
+    ConfigError,
+    Fraction,
+    GoalStatus,
+    OnGoal,
+    TaskFileError,
+    TaskGroupGoal,
+    TaskManager,
+    TaskMessage,
+    TaskResult,
+    TaskStatus,
+)
+from ceylon_net.board import TaskBoard
+from ceylon_net.scheduler import WorkerSlot
+from ceylon_net.workfile import load_work
+
+
+def msgs(prefix, n, role="processor", **kw):
+    return [TaskMessage(f"{prefix}{i}", f"{prefix} {i}", f"task {i}", 0.0, role, **kw)
+            for i in range(n)]
+
+
+def goal(check, name="g"):
+    return TaskGroupGoal(name, "", check, "yes!", "no!")
+
+
+class Run:
+    """A board + manager with workers, stepped by hand: assign, then finish tasks."""
+
+    def __init__(self, *slots):
+        self.board = TaskBoard()
+        self.manager = TaskManager()
+        self.events = []
+        for s in slots:
+            self.board.add_worker(s)
+
+    def submit(self, *groups):
+        tasks, gates = self.manager.register(groups, self.board.records.keys())
+        self.board.add(tasks, gates)
+        self.settle()
+
+    def assign(self):
+        plan = self.board.plan()
+        out = [(a.task.id, w) for w, batch in plan.items() for a in batch]
+        for batch in plan.values():
+            self.board.delivered(batch)
+            self.manager.mark([a.task.id for a in batch], TaskStatus.RUNNING)
+        return out
+
+    def finish(self, task_id, success=True):
+        rec = self.board.records[task_id]
+        assert self.board.record(TaskResult(task_id, rec.worker, success, attempt=rec.attempt))
+        self.settle()
+
+    def settle(self):
+        self.events += self.manager.settle(self.board)
+
+    def kinds(self, kind):
+        return [e for e in self.events if e.kind == kind]
+
+
+def test_a_group_that_depends_on_another_waits_until_it_completed():
+    run = Run(WorkerSlot("w", 10, "processor", capacity=10))
+    first = TaskManager.create_task_group("first", "", msgs("a", 2))
+    second = TaskManager.create_task_group("second", "", msgs("b", 2), depends_on=["first"],
+                                           priority=99)
+    run.submit(first, second)
+    assert sorted(t for t, _ in run.assign()) == ["a0", "a1"]  # priority does not jump a dep
+    run.finish("a0")
+    assert run.assign() == []
+    run.finish("a1")
+    assert sorted(t for t, _ in run.assign()) == ["b0", "b1"]
+    assert first.status == TaskStatus.COMPLETED
+
+
+def test_a_failed_dependency_cancels_what_waits_on_it():
+    run = Run(WorkerSlot("w", 10, "processor", capacity=10))
+    first = TaskManager.create_task_group("first", "", msgs("a", 1))
+    second = TaskManager.create_task_group("second", "", msgs("b", 2), depends_on=[first.id])
+    run.submit(first, second)
+    run.assign()
+    run.finish("a0", success=False)
+    assert first.status == TaskStatus.FAILED
+    assert second.status == TaskStatus.FAILED and second.cancelled == 2
+    assert run.board.records["b0"].reason == "group 'first' did not complete"
+    assert run.board.open == 0
+
+
+def test_higher_priority_groups_go_first():
+    run = Run(WorkerSlot("w", 10, "processor", capacity=1))
+    low = TaskManager.create_task_group("low", "", msgs("l", 2), priority=1)
+    high = TaskManager.create_task_group("high", "", msgs("h", 2), priority=5)
+    run.submit(low, high)
+    order = []
+    for _ in range(4):
+        [(task, _)] = run.assign()
+        order.append(task)
+        run.finish(task)
+    assert order == ["h0", "h1", "l0", "l1"]
+
+
+def test_task_level_dependencies_inside_a_group():
+    run = Run(WorkerSlot("w", 10, "processor", capacity=5))
+    tasks = msgs("t", 3)
+    tasks[0].depends_on = ["t2"]
+    run.submit(TaskManager.create_task_group("g", "", tasks))
+    assert sorted(t for t, _ in run.assign()) == ["t1", "t2"]
+    run.finish("t2")
+    assert [t for t, _ in run.assign()] == ["t0"]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: [TaskManager.create_task_group("a", "", msgs("a", 1), depends_on=["b"]),
+                  TaskManager.create_task_group("b", "", msgs("b", 1), depends_on=["a"])],
+         "dependency cycle: group 'a' -> group 'b' -> group 'a'"),
+        (lambda: [TaskManager.create_task_group("a", "", msgs("a", 1), depends_on=["a"])],
+         "dependency cycle: group 'a' -> group 'a'"),
+        (lambda: [TaskManager.create_task_group(
+            "a", "", [TaskMessage("x", "x", "", 0, depends_on=["y"]),
+                      TaskMessage("y", "y", "", 0, depends_on=["x"])])],
+         "dependency cycle: task 'x' -> task 'y' -> task 'x'"),
+        (lambda: [TaskManager.create_task_group("a", "", msgs("a", 1), depends_on=["nope"])],
+         "group 'a' depends on unknown group 'nope'"),
+        (lambda: [TaskManager.create_task_group(
+            "a", "", [TaskMessage("x", "x", "", 0, depends_on=["ghost"])])],
+         "task 'x' depends on unknown task 'ghost'"),
+        (lambda: [TaskManager.create_task_group("a", "", msgs("a", 1)),
+                  TaskManager.create_task_group("a", "", msgs("b", 1))],
+         "duplicate group name 'a'"),
+    ],
+)
+def test_bad_dependencies_are_refused_at_creation_naming_the_problem(make, message):
+    manager = TaskManager()
+    with pytest.raises(ConfigError) as exc:
+        manager.register(make())
+    assert str(exc.value) == message
+    assert manager.task_groups == {}
+
+
+def test_a_cycle_through_a_task_and_a_group_is_refused():
+    a_tasks = [TaskMessage("a1", "a1", "", 0)]
+    b_tasks = [TaskMessage("b1", "b1", "", 0, depends_on=["a1"])]
+    a = TaskManager.create_task_group("a", "", a_tasks, depends_on=["b"])
+    b = TaskManager.create_task_group("b", "", b_tasks)
+    with pytest.raises(ConfigError, match=r"dependency cycle: .*task 'a1'"):
+        TaskManager().register([a, b])
+
+
+def test_the_goal_fires_once_and_the_rest_still_runs_by_default():
+    run = Run(WorkerSlot("w", 10, "processor", capacity=10))
+    calls = []
+
+    def check(groups, completed):
+        calls.append(len(completed))
+        return len(completed) >= 3
+
+    group = TaskManager.create_task_group("g", "", msgs("t", 6), goal=goal(check, "three"))
+    run.submit(group)
+    run.assign()
+    for i in range(6):
+        run.finish(f"t{i}")
+    achieved = run.kinds("goal_achieved")
+    assert len(achieved) == 1
+    assert achieved[0].message == "Goal 'three' achieved: 3/6. yes!"
+    assert calls == [1, 2, 3]  # checked after every result until it fired
+    assert group.goal.status == GoalStatus.ACHIEVED
+    assert group.status == TaskStatus.COMPLETED and group.completed == 6
+
+
+def test_cancel_rest_cancels_exactly_the_tasks_not_started():
+    run = Run(WorkerSlot("w", 10, "processor", capacity=3))
+    group = TaskManager.create_task_group("g", "", msgs("t", 8), goal=goal(AtLeast(2)),
+                                          on_goal=OnGoal.CANCEL_REST)
+    run.submit(group)
+    started = [t for t, _ in run.assign()]
+    assert started == ["t0", "t1", "t2"]
+    run.finish("t0")
+    started += [t for t, _ in run.assign()]  # t3 takes the free slot
+    run.finish("t1")  # goal reached: t4..t7 have not started
+    assert {t.task_id: t.status for t in group.subtasks} == {
+        "t0": TaskStatus.COMPLETED, "t1": TaskStatus.COMPLETED, "t2": TaskStatus.RUNNING,
+        "t3": TaskStatus.RUNNING, "t4": TaskStatus.CANCELLED, "t5": TaskStatus.CANCELLED,
+        "t6": TaskStatus.CANCELLED, "t7": TaskStatus.CANCELLED}
+    assert run.kinds("tasks_cancelled")[0].data["tasks"] == ["t4", "t5", "t6", "t7"]
+    run.finish("t2")
+    run.finish("t3")
+    assert group.status == TaskStatus.COMPLETED
+    assert (group.completed, group.cancelled) == (4, 4)
+    assert run.board.open == 0
+
+
+@pytest.mark.parametrize(
+    ("check", "failures_to_fail"),
+    [(AtLeast(4), 2), (AllTasks(), 1), (Fraction(0.6), 3)],
+)
+def test_a_goal_that_can_no_longer_be_met_fails_with_its_message(check, failures_to_fail):
+    run = Run(WorkerSlot("w", 10, "processor", capacity=10))
+    group = TaskManager.create_task_group("g", "", msgs("t", 5), goal=goal(check, "hard"))
+    run.submit(group)
+    run.assign()
+    for i in range(failures_to_fail):
+        assert group.goal.status != GoalStatus.FAILED
+        run.finish(f"t{i}", success=False)
+    assert group.goal.status == GoalStatus.FAILED
+    [failed] = run.kinds("goal_failed")
+    assert failed.message.startswith("Goal 'hard' failed: 0/5 completed")
+    assert failed.message.endswith("no!")
+
+
+def test_a_callable_goal_that_never_held_fails_when_the_group_ends():
+    run = Run(WorkerSlot("w", 10, "processor", capacity=10))
+    group = TaskManager.create_task_group("g", "", msgs("t", 2),
+                                          goal=goal(lambda g, c: False, "never"))
+    run.submit(group)
+    run.assign()
+    run.finish("t0")
+    assert group.goal.status == GoalStatus.IN_PROGRESS
+    run.finish("t1")
+    assert group.goal.status == GoalStatus.FAILED
+    assert group.status == TaskStatus.FAILED
+
+
+def test_the_seed_goal_checker_counts_the_groups_completed_tasks():
+    seed_checker = AtLeast(5)  # the same contract as the seed's create_goal_checker
+    group = TaskManager.create_task_group("g", "", msgs("t", 10))
+    completed = {t.task_id: t for t in group.subtasks[:5]}
+    assert seed_checker({group.id: group}, completed)
+    assert not seed_checker({"other": group}, completed)
+
+
+# --------------------------------------------------------------------------- groups files
+
+
+def test_groups_file_loads_groups_goals_and_dependencies(tmp_path):
+    path = tmp_path / "groups.json"
+    path.write_text(json.dumps({"groups": [
+        {"name": "A", "goal": {"kind": "all"}, "tasks": [{"description": "x"}]},
+        {"name": "B", "priority": 3, "depends_on": ["A"], "on_goal": "cancel_rest",
+         "goal": {"kind": "fraction", "value": 0.5},
+         "tasks": [{"id": "b1", "description": "y", "difficulty": 4, "required_role": "etl"}]},
+    ]}))
+    tasks, groups = load_work(path)
+    assert tasks == []
+    a, b = groups
+    assert a.subtasks[0].task_id == "A#1" and a.goal.check_condition == AllTasks()
+    assert b.depends_on == ["A"] and b.priority == 3 and b.on_goal == OnGoal.CANCEL_REST
+    assert b.goal.check_condition == Fraction(0.5)
+    assert (b.subtasks[0].difficulty, b.subtasks[0].required_role) == (4, "etl")
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        ([{"tasks": [{"description": "x"}]}], "group #1: missing field 'name'"),
+        ([{"name": "A", "tasks": []}], "group 'A': field 'tasks' must be a non-empty list"),
+        ([{"name": "A", "goal": {"kind": "most"}, "tasks": [{"description": "x"}]}],
+         "group 'A': field 'goal' must be"),
+        ([{"name": "A", "goal": {"kind": "at_least", "count": 0},
+           "tasks": [{"description": "x"}]}], "goal 'at_least' needs 'count' >= 1, got 0"),
+        ([{"name": "A", "on_goal": "stop", "tasks": [{"description": "x"}]}],
+         "field 'on_goal' must be 'continue' or 'cancel_rest', got 'stop'"),
+        ([{"name": "A", "depends_on": ["B"], "tasks": [{"description": "x"}]},
+          {"name": "B", "depends_on": ["A"], "tasks": [{"description": "y"}]}],
+         "dependency cycle: group 'A' -> group 'B' -> group 'A'"),
+        ([{"name": "A", "tasks": [{"description": "x", "difficulty": 12}]}],
+         "group 'A': task #1 (id 'A#1'): field 'difficulty' must be int 1-10, got 12"),
+    ],
+)
+def test_bad_groups_files_name_the_group_and_field(tmp_path, groups, message):
+    path = tmp_path / "groups.json"
+    path.write_text(json.dumps({"groups": groups}))
+    with pytest.raises(TaskFileError) as exc:
+        load_work(path)
+    assert str(exc.value).startswith(f"{path}: ")
+    assert message in str(exc.value)
