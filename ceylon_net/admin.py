@@ -13,11 +13,14 @@ from loguru import logger
 
 from . import protocol
 from .agent import AgentBase, AgentDetail, finish_tasks
+from .batches import Batch, Batches, batch_gate
 from .board import TaskBoard
 from .errors import ConfigError, RemoteProtocolError, TaskFailed
 from .groups import GroupEvent, TaskGroup, TaskManager
 from .protocol import (
     PROTOCOL_VERSION,
+    BatchProgress,
+    BatchReport,
     End,
     Envelope,
     Event,
@@ -26,6 +29,8 @@ from .protocol import (
     Limits,
     Reject,
     Status,
+    Submission,
+    Submitted,
     Welcome,
 )
 from .scheduler import Blocked, WorkerSlot
@@ -33,6 +38,7 @@ from .settings import DEFAULT_PORT, DEFAULT_WORKSPACE_ID, AdminSettings, env_def
 from .status import snapshot
 from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult, TaskStatus
 from .transport import AdminSockets, peer_address
+from .workfile import parse_work
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -74,6 +80,7 @@ class Admin(AgentBase):
                              max_bin_len=settings.max_message_bytes)
         self.board = TaskBoard()
         self.task_manager = TaskManager()
+        self.batches = Batches()
         self.port = settings.port
         self.pub_port = settings.pub_port or 0
         self.bad_frames = 0
@@ -150,20 +157,30 @@ class Admin(AgentBase):
     def submit(self, tasks: Sequence[Task]) -> None:
         """Queue tasks for the connected (and future) workers. Raises ConfigError (nothing
         queued) for a duplicate id, an unknown dependency or a dependency cycle."""
-        self.board.add(list(tasks))
-        self._submitted()
+        self.submit_work(tasks, ())
 
     def submit_groups(self, groups: Sequence[TaskGroup]) -> None:
         """Queue task groups (seed 000): their tasks, dependencies, priorities and goals."""
-        tasks, gates = self.task_manager.register(groups, self.board.records.keys())
-        self.board.add(tasks, gates)
-        self._submitted()
+        self.submit_work((), groups)
 
-    def _submitted(self) -> None:
+    def submit_work(self, tasks: Sequence[Task], groups: Sequence[TaskGroup],
+                    after: Any = None) -> list[TaskId]:
+        """Queue tasks and groups together, all of them waiting on gate ``after`` if given.
+        All or nothing: ConfigError leaves the admin as it was. Returns the task ids."""
+        group_tasks, gates = self.task_manager.register(groups, self.board.records.keys())
+        everything = [*tasks, *group_tasks]
+        if after is not None:
+            gates = {t.id: [*gates.get(t.id, ()), after] for t in everything}
+        try:
+            self.board.add(everything, gates)
+        except ConfigError:
+            self.task_manager.forget(groups)
+            raise
         self._run_done.clear()
         self._settle()
         self._pump()
         self._check_done()
+        return [t.id for t in everything]
 
     async def run_tasks(self, tasks: Sequence[Task] = (), groups: Sequence[TaskGroup] = ()
                         ) -> RunReport:
@@ -227,6 +244,8 @@ class Admin(AgentBase):
                 self._on_hello(identity, env, peer_address(frames[-1]))
             elif env.kind == Kind.STATUS:
                 self._on_status(identity, env)
+            elif env.kind == Kind.SUBMIT:
+                self._on_submit(identity, env, peer_address(frames[-1]))
             elif rec is None:
                 self._on_stranger(identity, env)
             elif env.kind == Kind.RESULT:
@@ -263,6 +282,28 @@ class Admin(AgentBase):
                                    f"admin of '{self.workspace_id}'")
             return
         self._send(identity, Kind.STATUS, Status(self.status()))
+
+    def _on_submit(self, identity: bytes, env: Envelope, host: str) -> None:
+        if env.header.workspace != self.workspace_id:
+            self._reject(identity, f"batch for workspace '{env.header.workspace}' sent to "
+                                   f"admin of '{self.workspace_id}'")
+            return
+        sub = protocol.unpack(Submission, env.payload, self.limits)
+        try:
+            tasks, groups = parse_work(sub.doc, "submission")
+            ids = [t.id for t in tasks] + [t.task_id for g in groups for t in g.subtasks]
+            batch, after = self.batches.start(identity, ids, sub.wait, sub.sequential)
+            try:
+                self.submit_work(tasks, groups, after)
+            except ConfigError:
+                del self.batches.open[batch.id]
+                raise
+        except ConfigError as exc:
+            self._reject(identity, str(exc))
+            return
+        logger.info("batch {} from {}: {} task(s){}", batch.id, host or "?", len(ids),
+                    ", after the previous batch" if after else "")
+        self._send(identity, Kind.SUBMIT, Submitted(batch.id, len(ids)))
 
     def status(self) -> dict[str, Any]:
         """Workers, groups, queued tasks and counts (what ceylon-status prints)."""
@@ -430,6 +471,7 @@ class Admin(AgentBase):
             if now >= next_beat:
                 next_beat = now + self.settings.heartbeat
                 self._heartbeat()
+                self._batch_progress()
                 self._purge_lost(now)
                 self._log_progress()
             self._check_blocked(now)
@@ -513,9 +555,27 @@ class Admin(AgentBase):
         """Follow up on finished tasks: groups, goals, dependents; then maybe the run's end."""
         if not self.board.finished:
             return
-        for event in self.task_manager.settle(self.board):
-            self._group_event(event)
+        while self.board.finished:
+            records, self.board.finished = self.board.finished, []
+            for event in self.task_manager.follow(records, self.board):
+                self._group_event(event)
+            for batch in self.batches.follow(records):
+                self._batch_done(batch)
         self._check_done()
+
+    def _batch_done(self, batch: Batch) -> None:
+        self.board.open_gate(batch_gate(batch.id))
+        logger.info("batch {} done: {}/{} succeeded", batch.id, batch.succeeded,
+                    len(batch.task_ids))
+        if batch.wait:
+            report = self.board.report(self.unassigned, only=batch.task_ids)
+            self._send(batch.client, Kind.REPORT, BatchReport(batch.id, report.to_json()))
+
+    def _batch_progress(self) -> None:
+        for b in self.batches.open.values():
+            if b.wait:
+                self._send(b.client, Kind.PROGRESS,
+                           BatchProgress(b.id, b.done, len(b.task_ids), b.succeeded))
 
     def _group_event(self, e: GroupEvent) -> None:
         if e.kind == "group_progress":

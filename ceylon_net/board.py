@@ -247,18 +247,24 @@ class TaskBoard:
         """Tasks that ran to a result, in the order the results came."""
         return self._ran
 
-    def report(self, unassigned: Iterable[TaskId] = ()) -> RunReport:
+    def report(self, unassigned: Iterable[TaskId] = (), only: Iterable[TaskId] | None = None
+               ) -> RunReport:
+        """Outcomes in the order results came; ``only`` limits it to some tasks (a batch)."""
+        keep = None if only is None else set(only)
         outcomes = []
         for task_id in self._ran:
+            if keep is not None and task_id not in keep:
+                continue
             rec = self.records[task_id]
             res = rec.result
             assert res is not None
             outcomes.append(TaskOutcome(task_id, rec.task.description, rec.task.difficulty,
                                         res.worker, res.success, res.seconds, res.error))
-        unassigned = list(unassigned)
+        unassigned = [t for t in unassigned if keep is None or t in keep]
         skip = set(unassigned)
         cancelled = {r.task.id: r.reason or "" for r in self.records.values()
-                     if r.status == TaskStatus.CANCELLED and r.task.id not in skip}
+                     if r.status == TaskStatus.CANCELLED and r.task.id not in skip
+                     and (keep is None or r.task.id in keep)}
         return RunReport(outcomes, unassigned, cancelled)
 
 

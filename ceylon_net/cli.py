@@ -19,18 +19,17 @@ from loguru import logger
 from rich.console import Console
 from rich.table import Table
 
-from . import protocol
 from .admin import Admin
+from .client import ask_status
+from .client import submit as submit_batch
 from .errors import AdminUnreachableError, ConfigError, RejectedError
 from .groups import TaskGroup
-from .progress import ProgressView
-from .protocol import DEFAULT_MAX_MESSAGE_BYTES, Kind
+from .progress import ProgressBarForBatch, ProgressView
 from .settings import AdminSettings, WorkerSettings
 from .status import render as render_status
-from .tasks import RunReport, Task
-from .transport import Client
+from .tasks import RunReport, Task, parse_file
 from .worker import Worker
-from .workfile import load_work
+from .workfile import load_work, parse_work
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNASSIGNED = 0, 1, 2, 3
 TABLE_ROWS = 100
@@ -238,28 +237,85 @@ def status(
                                   workspace=workspace).endpoint
     except ConfigError as exc:
         _fail(EXIT_CONFIG, str(exc))
-    reply = asyncio.run(_ask_status(endpoint, workspace, timeout))
-    if isinstance(reply, str):
-        _fail(EXIT_FAILED, reply)
+    try:
+        reply = asyncio.run(ask_status(endpoint, workspace, timeout))
+    except (AdminUnreachableError, RejectedError) as exc:
+        _fail(EXIT_FAILED, str(exc))
     if as_json:
         typer.echo(json.dumps(reply, indent=2, default=str))
     else:
         Console(width=None if sys.stdout.isatty() else 120).print(render_status(reply))
 
 
-async def _ask_status(endpoint: str, workspace: str, timeout: float) -> dict | str:
-    client = Client(endpoint, DEFAULT_MAX_MESSAGE_BYTES)
+# ---------------------------------------------------------------------------- ceylon-submit
+
+submit_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+EXIT_NO_ADMIN = 4
+
+
+@submit_app.command(help="Send tasks or groups (a tasks file) to a running admin. With --wait, "
+                         "follow the batch and print its results. Exit 0: all succeeded; 1: "
+                         "some failed; 2: bad file or refused; 3: some could "
+                         "not be assigned; 4: no admin answered, or it was lost.")
+def submit(
+    file: Annotated[Path, typer.Argument(help="Tasks file (JSON or TOML), as for ceylon-admin "
+                                              "--tasks.")],
+    admin_peer: Annotated[str, _opt("Host name or address of the admin.", "ADMIN_PEER")]
+        = "127.0.0.1",
+    port: Annotated[int, _opt("The admin's ROUTER port.", "PORT")] = 8000,
+    workspace: Workspace = "default",
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the results.")]
+        = False,
+    sequential: Annotated[bool, typer.Option(
+        "--sequential", help="Start only after the previously submitted batch finished "
+                             "(default: run side by side with it).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    connect_timeout: Annotated[float, _opt("Seconds to wait for the admin to answer.",
+                                           "CONNECT_TIMEOUT")] = 10.0,
+    log_level: LogLevel = "WARNING",
+    log_json: LogJson = False,
+) -> None:
+    configure_logging(log_level, log_json)
     try:
-        header = protocol.make_header(workspace, "ceylon-status")
-        frames = await client.ask(protocol.encode_frames(Kind.STATUS, header), timeout)
+        endpoint = WorkerSettings(name="submit", admin_peer=admin_peer, port=port,
+                                  workspace=workspace, connect_timeout=connect_timeout).endpoint
+        doc = parse_file(file)
+        parse_work(doc, str(file))  # refuse a bad file here, before anything is sent
+    except ConfigError as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    if isinstance(doc, list):
+        doc = {"tasks": doc}
+    try:
+        submitted, report = asyncio.run(_submit(endpoint, workspace, doc, wait, sequential,
+                                                connect_timeout))
+    except RejectedError as exc:
+        _fail(EXIT_CONFIG, f"the admin refused the batch: {exc}")
+    except AdminUnreachableError as exc:
+        _fail(EXIT_NO_ADMIN, str(exc))
+    if report is None:
+        typer.echo(f"submitted batch {submitted.batch}: {submitted.tasks} task(s)")
+        return
+    run = RunReport.from_json(report)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        print_report(run)
+    if run.unassigned:
+        raise typer.Exit(EXIT_UNASSIGNED)
+    if any(not t.success for t in run.tasks):
+        raise typer.Exit(EXIT_FAILED)
+
+
+async def _submit(endpoint: str, workspace: str, doc: dict, wait: bool, sequential: bool,
+                  connect_timeout: float):
+    bar = ProgressBarForBatch() if wait and sys.stderr.isatty() else None
+    try:
+        return await submit_batch(endpoint, workspace, doc, wait=wait, sequential=sequential,
+                                  connect_timeout=connect_timeout,
+                                  on_progress=bar.update if bar else None)
     finally:
-        client.close()
-    if frames is None:
-        return f"no admin answered at {endpoint} within {timeout:g} s"
-    env = protocol.decode_frames(frames)
-    if env.kind == Kind.REJECT:
-        return f"refused: {protocol.unpack(protocol.Reject, env.payload).reason}"
-    return protocol.unpack(protocol.Status, env.payload).snapshot
+        if bar is not None:
+            bar.close()
 
 
 def admin_main() -> None:
@@ -272,3 +328,7 @@ def worker_main() -> None:
 
 def status_main() -> None:
     status_app()
+
+
+def submit_main() -> None:
+    submit_app()

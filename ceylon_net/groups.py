@@ -260,16 +260,31 @@ class TaskManager:
                         group.goal.status = GoalStatus.IN_PROGRESS
 
     def settle(self, board: TaskBoard) -> list[GroupEvent]:
-        """Take every task the board finished since last time, one by one, in order: update
-        its group, check the goal, cancel or release what follows. Returns what happened."""
+        """Take every task the board finished since last time and :meth:`follow` it, until
+        nothing more finishes (cancellations cascade). Returns what happened."""
         events: list[GroupEvent] = []
         while board.finished:
             batch, board.finished = board.finished, []
-            for rec in batch:
-                t = self._by_task.get(rec.task.id)
-                if t is not None and t.group_id is not None:
-                    self._finished(self.task_groups[t.group_id], t, rec, board, events)
+            events += self.follow(batch, board)
         return events
+
+    def follow(self, records: Iterable[TaskRecord], board: TaskBoard) -> list[GroupEvent]:
+        """One by one, in order: update each finished task's group, check its goal, cancel or
+        release what follows (which may finish more tasks on the board)."""
+        events: list[GroupEvent] = []
+        for rec in records:
+            t = self._by_task.get(rec.task.id)
+            if t is not None and t.group_id is not None:
+                self._finished(self.task_groups[t.group_id], t, rec, board, events)
+        return events
+
+    def forget(self, groups: Iterable[TaskGroup]) -> None:
+        """Undo :meth:`register` (the board refused the tasks)."""
+        for g in groups:
+            self.task_groups.pop(g.id, None)
+            self._group_completed.pop(g.id, None)
+            for t in g.subtasks:
+                self._by_task.pop(t.task_id, None)
 
     def _finished(self, group: TaskGroup, t: TaskMessage, rec: TaskRecord, board: TaskBoard,
                   events: list[GroupEvent]) -> None:

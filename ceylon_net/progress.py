@@ -65,3 +65,22 @@ class ProgressView:
         if key not in self._bars:
             self._bars[key] = self.progress.add_task(label, total=max(total, 1), note=note)
         self.progress.update(self._bars[key], total=max(total, 1), completed=done, note=note)
+
+
+class ProgressBarForBatch:
+    """ceylon-submit --wait on a terminal: one bar for the batch, fed by the admin's PROGRESS."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(TextColumn("batch {task.fields[batch]}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                                 console=Console(stderr=True), transient=True)
+        self._bar: TaskID | None = None
+        self.progress.start()
+
+    def update(self, p: Any) -> None:
+        if self._bar is None:
+            self._bar = self.progress.add_task("batch", total=p.total, batch=p.batch)
+        self.progress.update(self._bar, completed=p.done, total=p.total)
+
+    def close(self) -> None:
+        self.progress.stop()

@@ -34,8 +34,9 @@ DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 class Kind:
     """Frame kinds. A worker says HELLO, HEARTBEAT, RESULT, BCAST, DIRECT, BYE; the admin
     answers WELCOME or REJECT and sends ASSIGN, DIRECT, HEARTBEAT, END. EVENT is PUB-only.
-    STATUS is a question any client may ask over the ROUTER (no registration needed); the
-    admin answers STATUS with a Status message."""
+    STATUS and SUBMIT come from clients over the ROUTER (no registration needed): the admin
+    answers STATUS with a Status, SUBMIT with a SUBMIT (Submitted) or a REJECT, then, when the
+    client waits, PROGRESS now and then and one REPORT when the batch is done."""
 
     HELLO = b"HELLO"
     WELCOME = b"WELCOME"
@@ -49,6 +50,9 @@ class Kind:
     END = b"END"
     EVENT = b"EVENT"
     STATUS = b"STATUS"
+    SUBMIT = b"SUBMIT"
+    PROGRESS = b"PROGRESS"
+    REPORT = b"REPORT"
 
 
 KINDS = frozenset(v for k, v in vars(Kind).items() if k.isupper())
@@ -444,3 +448,38 @@ class Status:
     """The admin's answer to STATUS: see ceylon_net.status.snapshot for the fields."""
 
     snapshot: dict[str, Any]
+
+
+@message
+@dataclass(slots=True)
+class Submission:
+    """A client's batch: ``doc`` is a tasks/groups document as in a tasks file."""
+
+    doc: dict[str, Any]
+    wait: bool = True
+    sequential: bool = False
+
+
+@message
+@dataclass(slots=True)
+class Submitted:
+    batch: int
+    tasks: int
+
+
+@message
+@dataclass(slots=True)
+class BatchProgress:
+    batch: int
+    done: int
+    total: int
+    succeeded: int
+
+
+@message
+@dataclass(slots=True)
+class BatchReport:
+    """The batch's run report, in the --report-json form."""
+
+    batch: int
+    report: dict[str, Any]

@@ -203,6 +203,16 @@ class RunReport:
             return 0.0
         return sum(t.success for t in self.tasks) / len(self.tasks)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunReport:
+        """Inverse of :meth:`to_json` (ceylon-submit rebuilds the admin's report)."""
+        return cls(
+            [TaskOutcome(t["id"], t["description"], t["difficulty"], t["worker"], t["success"],
+                         t["seconds"], t.get("error")) for t in data.get("tasks", [])],
+            list(data.get("unassigned", [])),
+            {c["id"]: c["reason"] for c in data.get("cancelled", [])},
+            list(data.get("groups", [])))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "success_rate": self.success_rate,

@@ -177,6 +177,10 @@ class Client:
     async def ask(self, frames: Sequence[bytes], timeout: float) -> list[bytes] | None:
         """Send ``frames``; the reply, or None when nothing came within ``timeout`` s."""
         await self.sock.send_multipart(frames)
+        return await self.receive(timeout)
+
+    async def receive(self, timeout: float) -> list[bytes] | None:
+        """The next message from the admin, or None after ``timeout`` s."""
         if await self.sock.poll(int(timeout * 1000)) == 0:
             return None
         return await self.sock.recv_multipart()

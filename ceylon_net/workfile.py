@@ -29,35 +29,41 @@ def load_work(path: str | Path) -> tuple[list[Task], list[TaskGroup]]:
     """Plain tasks and task groups from one file. Raises TaskFileError naming the file, the
     group or task, and the field."""
     path = Path(path)
-    doc = parse_file(path)
+    return parse_work(parse_file(path), str(path))
+
+
+def parse_work(doc: Any, source: str) -> tuple[list[Task], list[TaskGroup]]:
+    """Tasks and groups from a parsed document (a file's, or one sent to ceylon-submit);
+    errors start with ``source``."""
     if isinstance(doc, list):
         doc = {"tasks": doc}
     if not isinstance(doc, dict) or not ({"tasks", "groups"} & set(doc)):
-        raise TaskFileError(f'{path}: expected a list of tasks, {{"tasks": [...]}} or '
+        raise TaskFileError(f'{source}: expected a list of tasks, {{"tasks": [...]}} or '
                             f'{{"groups": [...]}}')
     items, group_items = doc.get("tasks", []), doc.get("groups", [])
     if not isinstance(items, list) or not isinstance(group_items, list):
-        raise TaskFileError(f"{path}: 'tasks' and 'groups' must be lists")
-    tasks = [task_from_dict(item, where=f"{path}: task #{i + 1}") for i, item in enumerate(items)]
-    groups = [_group(path, i, g) for i, g in enumerate(group_items)]
+        raise TaskFileError(f"{source}: 'tasks' and 'groups' must be lists")
+    tasks = [task_from_dict(item, where=f"{source}: task #{i + 1}")
+             for i, item in enumerate(items)]
+    groups = [_group(source, i, g) for i, g in enumerate(group_items)]
     if not tasks and not any(g.subtasks for g in groups):
-        raise TaskFileError(f"{path}: no tasks in the file")
-    check_unique_ids(tasks + [_as_task(t) for g in groups for t in g.subtasks], str(path))
+        raise TaskFileError(f"{source}: no tasks in the file")
+    check_unique_ids(tasks + [_as_task(t) for g in groups for t in g.subtasks], source)
     try:
         TaskManager().register(groups, {t.id for t in tasks})
     except ConfigError as exc:
-        raise TaskFileError(f"{path}: {exc}") from None
+        raise TaskFileError(f"{source}: {exc}") from None
     return tasks, groups
 
 
-def _group(path: Path, index: int, item: Any) -> TaskGroup:
-    where = f"{path}: group #{index + 1}"
+def _group(source: str, index: int, item: Any) -> TaskGroup:
+    where = f"{source}: group #{index + 1}"
     if not isinstance(item, dict):
         raise TaskFileError(f"{where}: expected an object")
     if not isinstance(item.get("name"), str) or not item["name"]:
         raise TaskFileError(f"{where}: missing field 'name' (string)")
     name = item["name"]
-    where = f"{path}: group '{name}'"
+    where = f"{source}: group '{name}'"
     unknown = sorted(set(item) - set(_GROUP_FIELDS))
     if unknown:
         raise TaskFileError(f"{where}: unknown field {unknown[0]!r}; allowed: "

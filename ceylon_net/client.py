@@ -1,0 +1,78 @@
+"""Clients of a running admin that are not workers: ask for status, submit a batch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import protocol
+from .errors import AdminUnreachableError, RejectedError
+from .protocol import DEFAULT_MAX_MESSAGE_BYTES, BatchProgress, Kind
+from .transport import Client
+
+
+async def ask_status(endpoint: str, workspace: str, timeout: float) -> dict[str, Any]:
+    """The admin's status snapshot. AdminUnreachableError / RejectedError otherwise."""
+    client = Client(endpoint, DEFAULT_MAX_MESSAGE_BYTES)
+    try:
+        header = protocol.make_header(workspace, "ceylon-status")
+        frames = await client.ask(protocol.encode_frames(Kind.STATUS, header), timeout)
+        env = _answer(frames, endpoint, timeout)
+        return protocol.unpack(protocol.Status, env.payload).snapshot
+    finally:
+        client.close()
+
+
+async def submit(
+    endpoint: str,
+    workspace: str,
+    doc: dict[str, Any],
+    *,
+    wait: bool,
+    sequential: bool,
+    connect_timeout: float,
+    silence_timeout: float = 10.0,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+) -> tuple[protocol.Submitted, dict[str, Any] | None]:
+    """Send a batch; with ``wait``, follow its progress and return its report too.
+
+    The admin sends progress every heartbeat while the batch runs; ``silence_timeout``
+    seconds without a word from it means it is gone (AdminUnreachableError).
+    """
+    client = Client(endpoint, DEFAULT_MAX_MESSAGE_BYTES)
+    try:
+        header = protocol.make_header(workspace, "ceylon-submit", "Submission")
+        payload = protocol.pack(protocol.Submission(doc, wait, sequential))
+        frames = await client.ask(protocol.encode_frames(Kind.SUBMIT, header, payload),
+                                  connect_timeout)
+        env = _answer(frames, endpoint, connect_timeout)
+        submitted = protocol.unpack(protocol.Submitted, env.payload)
+        if not wait:
+            return submitted, None
+        last_word = time.monotonic()
+        while True:
+            frames = await client.receive(1.0)
+            if frames is None:
+                if time.monotonic() - last_word > silence_timeout:
+                    raise AdminUnreachableError(
+                        f"lost the admin at {endpoint}: no word for {silence_timeout:g} s "
+                        f"while waiting for batch {submitted.batch}")
+                continue
+            last_word = time.monotonic()
+            env = protocol.decode_frames(frames)
+            if env.kind == Kind.PROGRESS and on_progress is not None:
+                on_progress(protocol.unpack(BatchProgress, env.payload))
+            elif env.kind == Kind.REPORT:
+                return submitted, protocol.unpack(protocol.BatchReport, env.payload).report
+    finally:
+        client.close()
+
+
+def _answer(frames: list[bytes] | None, endpoint: str, timeout: float) -> protocol.Envelope:
+    if frames is None:
+        raise AdminUnreachableError(f"no admin answered at {endpoint} within {timeout:g} s")
+    env = protocol.decode_frames(frames)
+    if env.kind == Kind.REJECT:
+        raise RejectedError(protocol.unpack(protocol.Reject, env.payload).reason)
+    return env

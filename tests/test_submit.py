@@ -1,0 +1,117 @@
+"""ceylon-submit against a serving admin: results, exit codes, batches in order or side by side."""
+
+import json
+import time
+
+from conftest import REPO, run
+
+from ceylon_net.testing import Cluster, EventLog, cli, free_port, wait_until
+
+SEED = str(REPO / "examples" / "seed_tasks.json")
+
+
+async def _serving(c, *admin_args, workers=(("Junior", 3), ("Senior", 9))):
+    admin = await c.admin(*admin_args)
+    for name, skill in workers:
+        await c.worker(name, "--skill", str(skill), "--time-scale", "0.05")
+    await wait_until(lambda: admin.stderr().count("joined from") == len(workers), 20, "workers")
+    return admin
+
+
+async def _submit(c, *args, label="submit"):
+    p = await c.spawn(label, [*cli("ceylon-submit"), *args, "--port", str(c.port)])
+    return await p.wait(60), p.stdout(), p.stderr()
+
+
+def test_submit_wait_prints_results_and_exits_0(tmp_path):
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _serving(c)
+            return await _submit(c, SEED, "--wait")
+
+    code, out, err = run(body())
+    assert code == 0, err
+    assert "Success rate: 100.00% (3/3 tasks)" in out
+    assert "Junior" in out and "Senior" in out
+
+
+def test_submit_json_and_unassignable_tasks_exit_3(tmp_path, tasks_file):
+    path = tasks_file([{"id": "easy", "description": "easy", "difficulty": 1},
+                       {"id": "hard", "description": "too hard", "difficulty": 10}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _serving(c, "--unassignable-timeout", "1")
+            return await _submit(c, str(path), "--wait", "--json")
+
+    code, out, _ = run(body())
+    assert code == 3
+    report = json.loads(out)
+    assert report["unassigned"] == ["hard"]
+    assert [t["id"] for t in report["tasks"]] == ["easy"]
+
+
+def test_without_wait_it_returns_at_once_and_a_duplicate_batch_is_refused(tmp_path):
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _serving(c)
+            first = await _submit(c, SEED, label="first")
+            second = await _submit(c, SEED, label="second")
+            return first, second
+
+    (code1, out1, _), (code2, _, err2) = run(body())
+    assert code1 == 0 and out1.startswith("submitted batch 1: 3 task(s)")
+    assert code2 == 2
+    assert "the admin refused the batch: duplicate task id 1" in err2
+
+
+def test_sequential_batches_run_one_after_another(tmp_path, tasks_file):
+    first = tasks_file([{"id": f"a{i}", "description": "a", "difficulty": 1, "duration": 0.3}
+                        for i in range(4)], name="a.json")
+    second = tasks_file([{"id": f"b{i}", "description": "b", "difficulty": 1, "duration": 0.05}
+                         for i in range(4)], name="b.json")
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _serving(c)
+            async with EventLog("127.0.0.1", c.pub_port) as bus:
+                await bus.wait_subscribed()
+                await _submit(c, str(first), label="a")
+                code, _, err = await _submit(c, str(second), "--wait", "--sequential",
+                                             label="b")
+                return code, err, bus
+
+    code, err, bus = run(body())
+    assert code == 0, err
+    order = [(e.kind, getattr(item, "task_id", None) or item.task.id)
+             for e in bus.events if e.kind in (b"ASSIGN", b"RESULT") for item in e.items]
+    last_a_result = max(i for i, (k, t) in enumerate(order) if k == b"RESULT" and t[0] == "a")
+    first_b_assign = min(i for i, (k, t) in enumerate(order) if k == b"ASSIGN" and t[0] == "b")
+    assert last_a_result < first_b_assign
+
+
+def test_submit_to_a_dead_admin_says_so_within_connect_timeout(tmp_path):
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            c.port = free_port()
+            started = time.monotonic()
+            result = await _submit(c, SEED, "--wait", "--connect-timeout", "2")
+            return result, time.monotonic() - started, c.port
+
+    (code, _, err), took, port = run(body())
+    assert code == 4
+    assert f"no admin answered at tcp://127.0.0.1:{port} within 2 s" in err
+    assert took < 8
+
+
+def test_a_bad_file_is_refused_before_anything_is_sent(tmp_path, tasks_file):
+    path = tasks_file([{"id": 1, "description": "x", "difficulty": 0}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            c.port = free_port()  # nothing listens: a bad file must not even try
+            return await _submit(c, str(path), "--wait")
+
+    code, _, err = run(body())
+    assert code == 2
+    assert "field 'difficulty' must be int 1-10, got 0" in err
