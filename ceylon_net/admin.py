@@ -19,8 +19,10 @@ from .errors import ConfigError, RemoteProtocolError, TaskFailed
 from .groups import GroupEvent, TaskGroup, TaskManager
 from .protocol import (
     PROTOCOL_VERSION,
+    Ack,
     BatchProgress,
     BatchReport,
+    Cancel,
     End,
     Envelope,
     Event,
@@ -78,7 +80,7 @@ class Admin(AgentBase):
         self.settings = settings
         self.limits = Limits(max_str_len=settings.max_message_bytes,
                              max_bin_len=settings.max_message_bytes)
-        self.board = TaskBoard()
+        self.board = TaskBoard(settings.max_attempts)
         self.task_manager = TaskManager()
         self.batches = Batches()
         self.port = settings.port
@@ -97,6 +99,7 @@ class Admin(AgentBase):
         self._blocked_since: float | None = None
         self._last_progress: tuple[int, int, int] | None = None
         self._waiters: dict[TaskId, asyncio.Future[TaskResult]] = {}
+        self._acks: dict[bytes, list[list[Any]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -169,6 +172,10 @@ class Admin(AgentBase):
         All or nothing: ConfigError leaves the admin as it was. Returns the task ids."""
         group_tasks, gates = self.task_manager.register(groups, self.board.records.keys())
         everything = [*tasks, *group_tasks]
+        if self.settings.task_timeout is not None:
+            for t in everything:
+                if t.timeout is None:
+                    t.timeout = self.settings.task_timeout
         if after is not None:
             gates = {t.id: [*gates.get(t.id, ()), after] for t in everything}
         try:
@@ -227,6 +234,7 @@ class Admin(AgentBase):
             for frames in await self._sockets.recv_batch():
                 self._handle(frames)
             self._settle()
+            self._flush_acks()
             self._pump()
 
     def _handle(self, frames: list[zmq.Frame]) -> None:
@@ -246,6 +254,8 @@ class Admin(AgentBase):
                 self._on_status(identity, env)
             elif env.kind == Kind.SUBMIT:
                 self._on_submit(identity, env, peer_address(frames[-1]))
+            elif env.kind == Kind.CANCEL and rec is None:
+                self._on_cancel_request(identity, env)
             elif rec is None:
                 self._on_stranger(identity, env)
             elif env.kind == Kind.RESULT:
@@ -255,7 +265,9 @@ class Admin(AgentBase):
             elif env.kind == Kind.DIRECT:
                 self._on_direct(rec, env)
             elif env.kind == Kind.BYE:
-                self._drop_worker(identity, "said goodbye")
+                self._drop_worker(identity, "left")
+            elif env.kind == Kind.DRAIN:
+                self._on_drain(rec)
             elif env.kind != Kind.HEARTBEAT:
                 raise RemoteProtocolError(f"{env.kind.decode()} is not for the admin")
         except RemoteProtocolError as exc:
@@ -328,6 +340,7 @@ class Admin(AgentBase):
         self._send(identity, Kind.WELCOME, Welcome(hello.name, self.name, self.pub_port,
                                                    self.settings.heartbeat,
                                                    self.settings.liveness))
+        self._reconcile(self._workers[identity], hello)
 
     def _hello_problem(self, identity: bytes, hello: Hello, workspace: str) -> str | None:
         if workspace != self.workspace_id:
@@ -339,10 +352,34 @@ class Admin(AgentBase):
             return f"worker name '{hello.name}' is reserved"
         other = self._by_name.get(hello.name)
         if other is not None and other != identity:
-            host = self._workers[other].detail.host or "?"
-            return (f"worker name '{hello.name}' is already connected (from {host}); "
-                    f"choose another --name")
+            old = self._workers[other]
+            if time.monotonic() - old.last_seen > self.settings.heartbeat:
+                # Silent for a heartbeat: most likely the same worker restarted. Take the new one.
+                self._drop_worker(other, "replaced by a new connection under its name")
+                return None
+            return (f"worker name '{hello.name}' is already connected (from "
+                    f"{old.detail.host or '?'}); choose another --name")
         return None
+
+    def _reconcile(self, rec: WorkerRecord, hello: Hello) -> None:
+        """A worker (re)registered telling what it still runs and which results we never
+        acknowledged: keep what is still its own, requeue what it lost, stop what is not
+        its any more, and take the results."""
+        try:
+            running = {tid: int(att) for tid, att in hello.running}
+            results = [protocol.from_wire(TaskResult, r) for r in hello.results]
+        except (ValueError, TypeError, RemoteProtocolError) as exc:
+            raise RemoteProtocolError(f"bad HELLO task lists: {exc}") from None
+        held = {**running, **{r.task_id: r.attempt for r in results}}
+        requeued, stale = self.board.reclaim(rec.detail.name, held)
+        if requeued:
+            logger.warning("worker '{}' came back without {} of its task(s); requeued",
+                           rec.detail.name, len(requeued))
+        cancel = [[t, running[t]] for t in stale if t in running]
+        if cancel:
+            self._send(rec.identity, Kind.CANCEL, Cancel(cancel, "reassigned while away"))
+        if results:
+            self._accept_results(rec, results)
 
     def _register(self, identity: bytes, hello: Hello, host: str) -> None:
         detail = AgentDetail(hello.name, hello.name, hello.role, hello.skill, hello.capacity, host)
@@ -367,8 +404,14 @@ class Admin(AgentBase):
 
     def _on_results(self, rec: WorkerRecord, env: Envelope) -> None:
         results = protocol.unpack_batch(TaskResult, env.payload, self.limits)
+        self._accept_results(rec, results, env.payload)
+
+    def _accept_results(self, rec: WorkerRecord, results: list[TaskResult],
+                        payload: bytes | None = None) -> None:
         accepted = []
+        acks = self._acks.setdefault(rec.identity, [])
         for result in results:
+            acks.append([result.task_id, result.attempt])
             if result.worker != rec.detail.name:
                 raise RemoteProtocolError(f"result names worker '{result.worker}', "
                                           f"sender is '{rec.detail.name}'")
@@ -383,9 +426,51 @@ class Admin(AgentBase):
             logger.debug("task {!r} done by {}: success={}", result.task_id, result.worker,
                          result.success)
         if accepted:
-            payload = env.payload if len(accepted) == len(results) else \
-                protocol.pack_batch(accepted)
+            if payload is None or len(accepted) != len(results):
+                payload = protocol.pack_batch(accepted)
             self._publish(Kind.RESULT, "TaskResult", payload)
+
+    def _flush_acks(self) -> None:
+        """Acknowledge the results handled this round (after they are recorded)."""
+        for identity, keys in self._acks.items():
+            if keys:
+                self._send(identity, Kind.ACK, Ack(keys))
+        self._acks.clear()
+
+    def _on_drain(self, rec: WorkerRecord) -> None:
+        slot = self.board.scheduler.workers.get(rec.detail.name)
+        if slot is not None:
+            slot.capacity = 0
+        logger.info("worker '{}' is draining: no new tasks for it", rec.detail.name)
+
+    def cancel(self, task_ids: Sequence[TaskId], reason: str = "cancelled by request"
+               ) -> dict[str, list[TaskId]]:
+        """Cancel tasks: queued or waiting ones at once, running ones by asking their worker
+        (they finish as CANCELLED when it answers). Returns what happened to each."""
+        out: dict[str, list[TaskId]] = {"cancelled": [], "stopping": [], "unknown": [],
+                                        "finished": []}
+        for task_id in task_ids:
+            rec = self.board.records.get(task_id)
+            if rec is None:
+                out["unknown"].append(task_id)
+            elif self.board.cancel([task_id], reason):
+                out["cancelled"].append(task_id)
+            elif rec.worker is not None and rec.worker in self._by_name and \
+                    rec.status in (TaskStatus.ASSIGNED, TaskStatus.RUNNING):
+                self._send(self._by_name[rec.worker], Kind.CANCEL,
+                           Cancel([[task_id, rec.attempt]], reason))
+                out["stopping"].append(task_id)
+            else:
+                out["finished"].append(task_id)
+        self._settle()
+        return out
+
+    def _on_cancel_request(self, identity: bytes, env: Envelope) -> None:
+        request = protocol.unpack(Cancel, env.payload, self.limits)
+        ids = [t[0] if isinstance(t, list) and t else t for t in request.tasks]
+        outcome = self.cancel(ids, request.reason or "cancelled by request")
+        logger.info("cancel request for {}: {}", ids, outcome)
+        self._send(identity, Kind.STATUS, Status({"cancel": outcome}))
 
     def _on_broadcast(self, rec: WorkerRecord, env: Envelope) -> None:
         env.header.sender = rec.detail.name  # a worker speaks for itself only

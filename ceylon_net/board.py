@@ -42,7 +42,8 @@ class TaskRecord:
 
 
 class TaskBoard:
-    def __init__(self) -> None:
+    def __init__(self, max_attempts: int = 3) -> None:
+        self.max_attempts = max_attempts
         self.records: dict[TaskId, TaskRecord] = {}
         self.scheduler = Scheduler()
         self.finished: list[TaskRecord] = []  # every finish, in order; consumers drain it
@@ -53,6 +54,7 @@ class TaskBoard:
         self._open = 0
         self._ran: list[TaskId] = []  # tasks with a result, in the order results came
         self.succeeded = 0
+        self.dead: list[TaskId] = []  # failed because attempts ran out
 
     # ---- tasks
     def add(self, tasks: list[Task], gates: Mapping[TaskId, Iterable[Gate]] | None = None) -> None:
@@ -150,13 +152,51 @@ class TaskBoard:
     def add_worker(self, slot: WorkerSlot) -> None:
         self.scheduler.add_worker(slot)
 
-    def remove_worker(self, name: str) -> list[TaskId]:
-        """The worker is gone: its in-flight tasks go back to the queue, oldest place kept."""
+    def remove_worker(self, name: str, why: str = "lost") -> list[TaskId]:
+        """The worker is gone: its in-flight tasks go back to the queue, oldest place kept; a
+        task lost ``max_attempts`` times fails instead (see :meth:`dead`)."""
         self.scheduler.remove_worker(name)
-        lost = sorted(self._in_flight.pop(name, set()), key=lambda i: self.records[i].seq or 0)
+        return self._lose(self._in_flight.pop(name, set()), name, why)
+
+    def _lose(self, task_ids: Iterable[TaskId], worker: str, why: str) -> list[TaskId]:
+        lost = sorted(task_ids, key=lambda i: self.records[i].seq or 0)
         for task_id in lost:
-            self._enqueue(self.records[task_id])
+            rec = self.records[task_id]
+            if rec.attempt >= self.max_attempts:
+                rec.result = TaskResult(task_id, worker, False, attempt=rec.attempt,
+                                        error=f"lost {rec.attempt} times, last with worker "
+                                              f"'{worker}' ({why}); giving up")
+                self._finish_failed(rec)
+            else:
+                self._enqueue(rec)
         return lost
+
+    def reclaim(self, worker: str, running: Mapping[TaskId, int]) -> tuple[list[TaskId],
+                                                                            list[TaskId]]:
+        """A worker (re)registered saying what it still runs ({task: attempt}). Tasks we had
+        on it that it no longer has go back to the queue; returns (requeued, to_cancel): the
+        second are ones it runs that are not its any more (done or given elsewhere)."""
+        flying = self._in_flight.get(worker, set())
+        gone = [t for t in flying if running.get(t) != self.records[t].attempt]
+        for t in gone:
+            flying.discard(t)
+            self.scheduler.release(worker)
+        requeued = self._lose(gone, worker, "not running it after reconnecting")
+        stale = [t for t, attempt in running.items()
+                 if t not in flying or self.records[t].attempt != attempt]
+        slot = self.scheduler.workers.get(worker)
+        if slot is not None:
+            slot.running = len(flying)
+        return requeued, stale
+
+    def _finish_failed(self, rec: TaskRecord) -> None:
+        rec.status = TaskStatus.FAILED
+        rec.worker = None
+        self._open -= 1
+        self._ran.append(rec.task.id)
+        self.dead.append(rec.task.id)
+        self.finished.append(rec)
+        self.fail_gate(task_gate(rec.task.id), f"dependency {rec.task.id!r} failed")
 
     # ---- decisions and results
     def plan(self) -> dict[str, list[TaskAssignment]]:
@@ -193,12 +233,22 @@ class TaskBoard:
         """Apply a worker's result. Returns the record, or None for a stale or unknown result
         (already finished, or the task is no longer on that worker): acknowledged and ignored."""
         rec = self.records.get(result.task_id)
-        if rec is None or rec.status in FINISHED or rec.worker != result.worker:
+        if rec is None or rec.status in FINISHED or result.attempt != rec.attempt:
             return None
-        if result.attempt != rec.attempt:
+        if rec.status == TaskStatus.PENDING and self.scheduler.discard(rec.task.id):
+            # Its worker was declared lost, yet finished it: take the result, skip a rerun.
+            rec.worker = result.worker
+            self._in_flight[result.worker].add(rec.task.id)
+            self.scheduler.release(result.worker, -1)
+        if rec.worker != result.worker:
             return None
         self._in_flight[result.worker].discard(rec.task.id)
         self.scheduler.release(result.worker)
+        if result.cancelled:
+            rec.result = None
+            self._finish_cancelled(rec, result.error or "cancelled")
+            self.fail_gate(task_gate(rec.task.id), f"dependency {rec.task.id!r} was cancelled")
+            return rec
         rec.status = TaskStatus.COMPLETED if result.success else TaskStatus.FAILED
         rec.result = result
         self._open -= 1
@@ -213,7 +263,7 @@ class TaskBoard:
 
     def cancel(self, task_ids: Iterable[TaskId], reason: str) -> list[TaskId]:
         """Cancel tasks that have not started (queued or waiting); returns those cancelled.
-        Tasks already on a worker or finished are left alone."""
+        Tasks already on a worker (ask the worker) or finished are left alone."""
         done = []
         for task_id in task_ids:
             rec = self.records.get(task_id)
@@ -265,7 +315,8 @@ class TaskBoard:
         cancelled = {r.task.id: r.reason or "" for r in self.records.values()
                      if r.status == TaskStatus.CANCELLED and r.task.id not in skip
                      and (keep is None or r.task.id in keep)}
-        return RunReport(outcomes, unassigned, cancelled)
+        dead = [t for t in self.dead if keep is None or t in keep]
+        return RunReport(outcomes, unassigned, cancelled, dead=dead)
 
 
 def refuse_duplicates(new: list[Any], existing: set[Any], what: str) -> None:

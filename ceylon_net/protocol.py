@@ -53,6 +53,9 @@ class Kind:
     SUBMIT = b"SUBMIT"
     PROGRESS = b"PROGRESS"
     REPORT = b"REPORT"
+    ACK = b"ACK"
+    CANCEL = b"CANCEL"
+    DRAIN = b"DRAIN"
 
 
 KINDS = frozenset(v for k, v in vars(Kind).items() if k.isupper())
@@ -405,6 +408,28 @@ class Hello:
     role: str
     skill: int
     capacity: int
+    # On registering again (after the admin went silent or restarted): what this worker is
+    # still running, as [task id, attempt], and the results the admin never acknowledged.
+    running: list[list[Any]] = dataclasses.field(default_factory=list)
+    results: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+@message
+@dataclass(slots=True)
+class Ack:
+    """Admin -> worker: these results ([task id, attempt]) are recorded (or were stale);
+    the worker may forget them."""
+
+    results: list[list[Any]]
+
+
+@message
+@dataclass(slots=True)
+class Cancel:
+    """Stop these tasks ([task id, attempt]); a worker reports each as a cancelled result."""
+
+    tasks: list[list[Any]]
+    reason: str = ""
 
 
 @message

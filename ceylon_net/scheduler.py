@@ -93,7 +93,7 @@ class Scheduler:
         """``n`` tasks on ``worker`` ended: its slots are free again."""
         slot = self._workers.get(worker)
         if slot is not None:
-            slot.running = max(0, slot.running - n)
+            slot.running = max(0, slot.running - n)  # n < 0 takes a slot
 
     # ---- ready queue
     def __len__(self) -> int:

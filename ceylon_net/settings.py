@@ -40,10 +40,16 @@ class AdminSettings:
     unassignable_timeout: float = 10.0
     heartbeat: float = 1.0
     liveness: int = 3
+    max_attempts: int = 3
+    task_timeout: float | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
     def __post_init__(self) -> None:
         _check_port("port", self.port)
+        if self.max_attempts < 1:
+            raise ConfigError("--max-attempts must be at least 1")
+        if self.task_timeout is not None:
+            _check_positive("task-timeout", self.task_timeout)
         if self.pub_port is not None:
             _check_port("pub-port", self.pub_port)
             if self.pub_port != 0 and self.pub_port == self.port:

@@ -38,6 +38,7 @@ class Task:
     priority: int = 0
     duration: float | None = None
     depends_on: list[TaskId] = field(default_factory=list)
+    timeout: float | None = None  # seconds; the worker stops the task after that
 
 
 @message
@@ -61,6 +62,7 @@ class TaskResult:
     seconds: float = 0.0
     error: str | None = None
     attempt: int = 1
+    cancelled: bool = False  # stopped on request, not failed
 
 
 # --------------------------------------------------------------------------- tasks files
@@ -73,6 +75,7 @@ _TASK_FIELDS = {
     "priority": "int",
     "duration": "number >= 0",
     "depends_on": "list of task ids",
+    "timeout": "number > 0",
 }
 
 
@@ -141,6 +144,8 @@ def task_from_dict(item: Any, where: str = "task") -> Task:
     deps = item.get("depends_on", [])
     _check(where, "depends_on", deps, isinstance(deps, list)
            and all(_is_int(d) or isinstance(d, str) for d in deps))
+    limit = item.get("timeout")
+    _check(where, "timeout", limit, limit is None or (_is_number(limit) and limit > 0))
     return Task(
         id=item["id"],
         description=item["description"],
@@ -149,6 +154,7 @@ def task_from_dict(item: Any, where: str = "task") -> Task:
         priority=prio,
         duration=None if dur is None else float(dur),
         depends_on=list(deps),
+        timeout=None if limit is None else float(limit),
     )
 
 
@@ -196,6 +202,7 @@ class RunReport:
     unassigned: list[TaskId] = field(default_factory=list)
     cancelled: dict[TaskId, str] = field(default_factory=dict)  # task id -> why
     groups: list[dict[str, Any]] = field(default_factory=list)
+    dead: list[TaskId] = field(default_factory=list)  # failed: lost with workers too often
 
     @property
     def success_rate(self) -> float:
@@ -211,7 +218,7 @@ class RunReport:
                          t["seconds"], t.get("error")) for t in data.get("tasks", [])],
             list(data.get("unassigned", [])),
             {c["id"]: c["reason"] for c in data.get("cancelled", [])},
-            list(data.get("groups", [])))
+            list(data.get("groups", [])), list(data.get("dead", [])))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -230,5 +237,6 @@ class RunReport:
             ],
             "unassigned": list(self.unassigned),
             "cancelled": [{"id": k, "reason": v} for k, v in self.cancelled.items()],
+            "dead": list(self.dead),
             **({"groups": self.groups} if self.groups else {}),
         }

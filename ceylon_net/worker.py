@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import traceback
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -13,7 +12,8 @@ from loguru import logger
 from . import protocol
 from .agent import AgentBase, AgentDetail
 from .errors import AdminUnreachableError, RejectedError, RemoteProtocolError
-from .protocol import Envelope, Hello, Kind, Limits, Reject, Welcome
+from .protocol import Ack, Cancel, Envelope, Hello, Kind, Limits, Reject, Welcome
+from .runner import TaskRunner
 from .settings import DEFAULT_PORT, DEFAULT_WORKSPACE_ID, WorkerSettings, env_default
 from .tasks import DEFAULT_ROLE, Task, TaskAssignment, TaskResult
 from .transport import WorkerSockets
@@ -61,21 +61,23 @@ class Worker(AgentBase):
         self.max_concurrent_tasks = settings.capacity
         self.limits = Limits(max_str_len=settings.max_message_bytes,
                              max_bin_len=settings.max_message_bytes)
-        # The seed's worker shape: a queue of assigned tasks and the ones running now. The
-        # admin never sends more than the free slots, so the queue is normally empty; at most
-        # ``capacity`` runners pull from it, so the limit holds whatever arrives.
-        self.task_queue: asyncio.Queue[TaskAssignment] = asyncio.Queue()
-        self.active_tasks: dict[Any, TaskAssignment] = {}
-        self.tasks_run = 0
-        self._queued_ids: set[Any] = set()
+        self.runner = TaskRunner(settings.name, settings.capacity, self.run_task,
+                                 self._schedule_flush)
+        # The seed's worker shape: its own queue and the tasks running now.
+        self.task_queue = self.runner.queue
+        self.active_tasks = self.runner.active
         self._sockets: WorkerSockets | None = None
         self._welcome: Welcome | None = None
-        self._unsent: list[TaskResult] = []
         self._flush_scheduled = False
+        self._draining = False
         self._stop = asyncio.Event()
         self._end_reason: str | None = None
         self._admin_seen = 0.0
         self._session: asyncio.Task | None = None
+
+    @property
+    def tasks_run(self) -> int:
+        return self.runner.runs
 
     def details(self) -> AgentDetail:
         s = self.settings
@@ -102,8 +104,7 @@ class Worker(AgentBase):
         self._sockets = WorkerSockets(s.name, s.endpoint, s.max_message_bytes)
         bus = asyncio.create_task(self._broadcast_loop(), name=f"{self.name}-bus")
         beat = asyncio.create_task(self._heartbeat_loop(), name=f"{self.name}-heartbeat")
-        runners = [asyncio.create_task(self._runner(), name=f"{self.name}-runner-{i}")
-                   for i in range(s.capacity)]
+        self.runner.start()
         self._session = asyncio.create_task(self._connected_session(), name=f"{s.name}-session")
         try:
             await self._session
@@ -111,7 +112,7 @@ class Worker(AgentBase):
             if not self._stop.is_set():
                 raise
         finally:
-            await self._shutdown(*runners, bus, beat)
+            await self._shutdown(bus, beat)
         return self._end_reason or "stopped"
 
     async def _connected_session(self) -> None:
@@ -132,16 +133,40 @@ class Worker(AgentBase):
         return await self.arun()
 
     async def stop(self) -> None:
-        """Leave: tell the admin (its tasks go back to the queue) and return from arun()."""
+        """Leave now: tell the admin (what ran here goes back to its queue), return from
+        arun()."""
         self._end_reason = self._end_reason or "stopped"
         self._stop.set()
         if self._session is not None and not self._session.done():
             self._session.cancel()
 
+    async def drain(self, timeout: float) -> bool:
+        """Graceful leave: take no new work, let running tasks finish (up to ``timeout`` s),
+        deliver their results, then leave. True when everything finished in time."""
+        if self._draining:
+            await self.stop()  # asked twice: stop now
+            return False
+        self._draining = True
+        logger.info("{}: draining: no new tasks; waiting up to {:g} s for {} running",
+                    self.name, timeout, len(self.runner.active) + self.runner.queue.qsize())
+        if self._welcome is not None and self._sockets is not None:
+            await self._send(Kind.DRAIN, protocol.End("draining"))
+        finished = await self.runner.drain(timeout)
+        deadline = time.monotonic() + min(timeout, 5.0)
+        while self.runner.undelivered() and time.monotonic() < deadline:
+            self._schedule_flush()
+            await asyncio.sleep(0.05)  # the acknowledgement arrives on the serving loop
+        if not finished:
+            logger.warning("{}: drain timeout: {} task(s) still running are given back",
+                           self.name, len(self.runner.active))
+        await self.stop()
+        return finished
+
     async def _shutdown(self, *loops: asyncio.Task) -> None:
         for task in loops:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
+        await self.runner.stop()
         await self._cancel_handlers()
         if self._sockets is not None:
             if self._welcome is not None and self._end_reason == "stopped":
@@ -153,11 +178,13 @@ class Worker(AgentBase):
     async def _handshake(self) -> None:
         assert self._sockets is not None
         s = self.settings
-        hello = Hello(s.name, s.role, s.skill, s.capacity)
         deadline = time.monotonic() + s.connect_timeout
         delay, attempt = 0.25, 0
         while True:
             attempt += 1
+            # Built anew each time: what we hold changes while we wait.
+            hello = Hello(s.name, s.role, s.skill, s.capacity, self.runner.holding(),
+                          [protocol.to_wire(r) for r in self.runner.undelivered()])
             await self._send(Kind.HELLO, hello)
             welcome = await self._await_welcome(min(delay, max(0.0, deadline - time.monotonic())))
             if welcome is not None:
@@ -201,6 +228,7 @@ class Worker(AgentBase):
         logger.info("{}: registered with admin '{}' at {} (skill {}, role {}, capacity {})",
                     self.name, welcome.admin, self.settings.endpoint, self.skill, self.role,
                     self.max_concurrent_tasks)
+        # Results that went with the HELLO may be sent again: the admin drops duplicates.
         self._schedule_flush()
 
     # ------------------------------------------------------------------ serving
@@ -230,7 +258,13 @@ class Worker(AgentBase):
                 logger.warning("{}: dropped a bad assignment: {}", self.name, exc)
                 return False
             for a in batch:
-                self._start(a)
+                self.runner.accept(a)
+        elif env.kind == Kind.ACK:
+            self.runner.acknowledge(protocol.unpack(Ack, env.payload, self.limits).results)
+        elif env.kind == Kind.CANCEL:
+            cancel = protocol.unpack(Cancel, env.payload, self.limits)
+            for task_id, attempt in cancel.tasks:
+                self.runner.cancel(task_id, attempt, cancel.reason)
         elif env.kind == Kind.DIRECT:
             self._deliver(env.header, env.payload, self.limits)
         elif env.kind == Kind.END:
@@ -265,54 +299,19 @@ class Worker(AgentBase):
             if self._welcome is not None:
                 await self._send(Kind.HEARTBEAT, protocol.Event("heartbeat"))
 
-    # ------------------------------------------------------------------ tasks
-    def _start(self, a: TaskAssignment) -> None:
-        if a.task.id in self.active_tasks or a.task.id in self._queued_ids:
-            return  # a duplicate delivery of a task we already hold
-        self._queued_ids.add(a.task.id)
-        self.task_queue.put_nowait(a)
-
-    async def _runner(self) -> None:
-        while True:
-            a = await self.task_queue.get()
-            self._queued_ids.discard(a.task.id)
-            self.active_tasks[a.task.id] = a
-            try:
-                result = await self._execute(a)
-            finally:
-                del self.active_tasks[a.task.id]
-            self.tasks_run += 1
-            self._unsent.append(result)
-            self._schedule_flush()
-
-    async def _execute(self, a: TaskAssignment) -> TaskResult:
-        started = time.perf_counter()
-        try:
-            result = await self.run_task(a.task)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            logger.warning("{}: task {!r} raised {}: {}", self.name, a.task.id,
-                           type(exc).__name__, exc)
-            result = TaskResult(a.task.id, self.name, False,
-                                error="".join(traceback.format_exception(exc)))
-        result.worker, result.attempt = self.name, a.attempt
-        if not result.seconds:
-            result.seconds = time.perf_counter() - started
-        return result
-
+    # ------------------------------------------------------------------ results
     def _schedule_flush(self) -> None:
         # Results finished in the same loop iteration leave in one frame; a lone result
         # leaves at once (call_soon), so batching never delays it.
-        if not self._flush_scheduled and self._unsent:
+        if not self._flush_scheduled and self.runner.unsent:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._welcome is None or self._sockets is None or not self._unsent:
+        if self._welcome is None or self._sockets is None or not self.runner.unsent:
             return
-        batch, self._unsent = self._unsent, []
+        batch = self.runner.take_unsent()
         header = protocol.make_header(self.workspace_id, self.name, "TaskResult")
         self._sockets.dealer.send_multipart(
             protocol.encode_frames(Kind.RESULT, header, protocol.pack_batch(batch)))

@@ -221,13 +221,27 @@ def test_reassignment_increments_the_attempt_and_old_results_are_stale():
     assert b.record(done(SIMPLE, "Junior", attempt=2)).status is TaskStatus.COMPLETED
 
 
-def test_a_result_from_a_worker_that_left_is_ignored():
+def test_a_late_result_for_a_lost_task_still_queued_is_taken_instead_of_a_rerun():
     b = board([SIMPLE], WorkerSlot("Junior", 3))
     b.plan()
     b.remove_worker("Junior")
+    assert b.queued() == [1]
+
+    assert b.record(done(SIMPLE, "Junior")).status is TaskStatus.COMPLETED
+    assert b.queued() == []
+    assert b.open == 0
+    assert b.plan() == {}
+
+
+def test_a_late_result_for_a_lost_task_given_to_another_worker_is_ignored():
+    b = board([SIMPLE], WorkerSlot("Junior", 3))
+    b.plan()
+    b.remove_worker("Junior")
+    b.add_worker(WorkerSlot("Senior", 9))
+    b.plan()
 
     assert b.record(done(SIMPLE, "Junior")) is None
-    assert b.queued() == [1]
+    assert b.records[1].worker == "Senior"
     assert b.open == 1
 
 
