@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .admin import Admin
-from .client import ask_status
+from .client import ask_status, cancel_tasks
 from .client import submit as submit_batch
 from .errors import AdminUnreachableError, ConfigError, RejectedError
 from .groups import TaskGroup
@@ -91,6 +91,11 @@ def admin(
         "UNASSIGNABLE_TIMEOUT")] = 10.0,
     heartbeat: Heartbeat = 1.0,
     liveness: Liveness = 3,
+    max_attempts: Annotated[int, _opt("A task lost with its worker this many times fails.",
+                                      "MAX_ATTEMPTS")] = 3,
+    task_timeout: Annotated[float | None, _opt(
+        "Seconds a task may run unless it sets its own 'timeout' [default: no limit].",
+        "TASK_TIMEOUT")] = None,
     log_level: LogLevel = "INFO",
     log_json: LogJson = False,
 ) -> None:
@@ -99,7 +104,8 @@ def admin(
         settings = AdminSettings(name=name, workspace=workspace, bind=bind, port=port,
                                  pub_port=pub_port, expect_workers=expect_workers,
                                  unassignable_timeout=unassignable_timeout,
-                                 heartbeat=heartbeat, liveness=liveness)
+                                 heartbeat=heartbeat, liveness=liveness,
+                                 max_attempts=max_attempts, task_timeout=task_timeout)
         work = load_work(tasks) if tasks is not None else None
     except ConfigError as exc:
         _fail(EXIT_CONFIG, str(exc))
@@ -161,8 +167,15 @@ def print_report(report: RunReport) -> None:
         goal = f"; goal '{g['goal']}' {g['goal_status']}" if g["goal"] else ""
         console.print(f"Group '{g['name']}': {g['status']}, {g['completed']}/{g['total']} "
                       f"completed, {g['failed']} failed, {g['cancelled']} cancelled{goal}")
+    failed = [t for t in report.tasks if not t.success and t.error]
+    for t in failed[:TABLE_ROWS // 5]:
+        console.print(f"task {t.id} failed: {t.error.strip().splitlines()[-1]}")
     if report.cancelled:
-        console.print(f"Cancelled before they started: {len(report.cancelled)} task(s)")
+        reasons = sorted(set(report.cancelled.values()))
+        console.print(f"Cancelled: {len(report.cancelled)} task(s) ({'; '.join(reasons)})")
+    if report.dead:
+        console.print(f"Dead (lost with their workers too often): "
+                      f"{', '.join(map(str, report.dead))}")
     if report.unassigned:
         console.print(f"Unassigned (no connected worker could take them): "
                       f"{', '.join(map(str, report.unassigned))}")
@@ -191,6 +204,8 @@ def worker(
                                       "TIME_SCALE")] = 1.0,
     connect_timeout: Annotated[float, _opt("Give up when no admin answers within this many "
                                            "seconds.", "CONNECT_TIMEOUT")] = 30.0,
+    drain_timeout: Annotated[float, _opt("On SIGTERM/SIGINT, seconds to let running tasks "
+                                         "finish before leaving.", "DRAIN_TIMEOUT")] = 30.0,
     log_level: LogLevel = "INFO",
     log_json: LogJson = False,
 ) -> None:
@@ -202,16 +217,17 @@ def worker(
     except ConfigError as exc:
         _fail(EXIT_CONFIG, str(exc))
     try:
-        asyncio.run(_run_worker(settings))
+        asyncio.run(_run_worker(settings, drain_timeout))
     except RejectedError as exc:
         _fail(EXIT_FAILED, f"rejected by the admin: {exc}")
     except AdminUnreachableError as exc:
         _fail(EXIT_FAILED, str(exc))
 
 
-async def _run_worker(settings: WorkerSettings) -> str:
+async def _run_worker(settings: WorkerSettings, drain_timeout: float) -> str:
     w = Worker(settings.name, settings=settings)
-    _on_signals(w.stop)
+    # First signal: finish running tasks, report, leave. A second one: leave now.
+    _on_signals(lambda: w.drain(drain_timeout))
     return await w.arun()
 
 
@@ -324,6 +340,55 @@ def admin_main() -> None:
 
 def worker_main() -> None:
     worker_app()
+
+
+# ---------------------------------------------------------------------------- ceylon-cancel
+
+cancel_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+@cancel_app.command(help="Cancel tasks on a running admin: queued ones at once, running ones "
+                         "are stopped by their worker. Exit 0 when every id was known.")
+def cancel(
+    task_ids: Annotated[list[str], typer.Argument(help="Task ids (numbers are tried as "
+                                                       "numbers too).")],
+    admin_peer: Annotated[str, _opt("Host name or address of the admin.", "ADMIN_PEER")]
+        = "127.0.0.1",
+    port: Annotated[int, _opt("The admin's ROUTER port.", "PORT")] = 8000,
+    workspace: Workspace = "default",
+    reason: Annotated[str, typer.Option(help="Why; shown in the report.")]
+        = "cancelled by ceylon-cancel",
+    timeout: Annotated[float, _opt("Seconds to wait for the admin's answer.", "TIMEOUT")] = 5.0,
+    log_level: LogLevel = "WARNING",
+    log_json: LogJson = False,
+) -> None:
+    configure_logging(log_level, log_json)
+    try:
+        endpoint = WorkerSettings(name="cancel", admin_peer=admin_peer, port=port,
+                                  workspace=workspace).endpoint
+    except ConfigError as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    ids: list[int | str] = []
+    for t in task_ids:
+        ids += [t, int(t)] if t.lstrip("-").isdigit() else [t]
+    try:
+        outcome = asyncio.run(cancel_tasks(endpoint, workspace, ids, reason, timeout))
+    except (AdminUnreachableError, RejectedError) as exc:
+        _fail(EXIT_FAILED, str(exc))
+    known = {str(t) for k in ("cancelled", "stopping", "finished") for t in outcome[k]}
+    for kind, label in (("cancelled", "cancelled"), ("stopping", "stopping (running)"),
+                        ("finished", "already finished")):
+        for t in outcome[kind]:
+            typer.echo(f"{t}: {label}")
+    missing = [t for t in task_ids if t not in known]
+    for t in missing:
+        typer.echo(f"{t}: unknown task", err=True)
+    if missing:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def cancel_main() -> None:
+    cancel_app()
 
 
 def status_main() -> None:

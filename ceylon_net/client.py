@@ -24,6 +24,21 @@ async def ask_status(endpoint: str, workspace: str, timeout: float) -> dict[str,
         client.close()
 
 
+async def cancel_tasks(endpoint: str, workspace: str, task_ids: list[Any], reason: str,
+                       timeout: float) -> dict[str, list[Any]]:
+    """Ask the admin to cancel tasks; returns {"cancelled", "stopping", "finished",
+    "unknown"} lists of ids."""
+    client = Client(endpoint, DEFAULT_MAX_MESSAGE_BYTES)
+    try:
+        header = protocol.make_header(workspace, "ceylon-cancel", "Cancel")
+        payload = protocol.pack(protocol.Cancel([[t, 0] for t in task_ids], reason))
+        frames = await client.ask(protocol.encode_frames(Kind.CANCEL, header, payload), timeout)
+        env = _answer(frames, endpoint, timeout)
+        return protocol.unpack(protocol.Status, env.payload).snapshot["cancel"]
+    finally:
+        client.close()
+
+
 async def submit(
     endpoint: str,
     workspace: str,
