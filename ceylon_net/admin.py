@@ -17,6 +17,7 @@ from .batches import Batch, Batches, batch_gate
 from .board import TaskBoard
 from .errors import ConfigError, RemoteProtocolError, TaskFailed
 from .groups import GroupEvent, TaskGroup, TaskManager
+from .journal import Journal
 from .protocol import (
     PROTOCOL_VERSION,
     Ack,
@@ -40,7 +41,7 @@ from .settings import DEFAULT_PORT, DEFAULT_WORKSPACE_ID, AdminSettings, env_def
 from .status import snapshot
 from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult, TaskStatus
 from .transport import AdminSockets, peer_address
-from .workfile import parse_work
+from .workfile import goal_from_spec, parse_work
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -100,11 +101,18 @@ class Admin(AgentBase):
         self._last_progress: tuple[int, int, int] | None = None
         self._waiters: dict[TaskId, asyncio.Future[TaskResult]] = {}
         self._acks: dict[bytes, list[list[Any]]] = {}
+        self.journal: Journal | None = None
+        self.resumed = False  # state came back from the journal
+        self._started_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Bind the ROUTER and PUB sockets and start serving."""
         s = self.settings
+        if s.journal is not None and self.journal is None:
+            self.journal = Journal(s.journal, s.workspace)  # JournalError: nothing started
+            self._resume()
+        self._started_at = time.monotonic()
         self._sockets = AdminSockets(s.endpoint_host, s.max_message_bytes, s.workspace)
         try:
             self.port, self.pub_port = self._sockets.bind(s.port, s.pub_port)
@@ -138,6 +146,10 @@ class Admin(AgentBase):
         await self._cancel_handlers()
         self._sockets.close()
         self._sockets = None
+        if self.journal is not None:
+            self._commit()
+            self.journal.close()
+            self.journal = None
         logger.info("admin '{}' stopped: {}", self.name, reason)
 
     async def arun_admin(self, inputs: bytes = b"", workers: Iterable[Worker] = ()) -> None:
@@ -183,6 +195,8 @@ class Admin(AgentBase):
         except ConfigError:
             self.task_manager.forget(groups)
             raise
+        if self.journal is not None:
+            self._journal_added(everything, groups)
         self._run_done.clear()
         self._settle()
         self._pump()
@@ -234,8 +248,9 @@ class Admin(AgentBase):
             for frames in await self._sockets.recv_batch():
                 self._handle(frames)
             self._settle()
-            self._flush_acks()
             self._pump()
+            self._commit()  # before the acks: an acknowledged result is on disk
+            self._flush_acks()
 
     def _handle(self, frames: list[zmq.Frame]) -> None:
         identity = frames[0].bytes
@@ -527,7 +542,10 @@ class Admin(AgentBase):
         """Give ready tasks to free slots; one ASSIGN frame per worker per round."""
         if not self._assigning or self._sockets is None:
             return
-        for worker, assignments in self.board.plan().items():
+        plan = self.board.plan()
+        if plan:
+            self._commit()  # journal the assignments before any worker can act on them
+        for worker, assignments in plan.items():
             self._deliver_assignments(worker, assignments)
 
     def _deliver_assignments(self, worker: str, assignments: list[TaskAssignment]) -> None:
@@ -557,9 +575,11 @@ class Admin(AgentBase):
                 next_beat = now + self.settings.heartbeat
                 self._heartbeat()
                 self._batch_progress()
-                self._purge_lost(now)
+                self._purge_orphans(now)
                 self._log_progress()
+            self._purge_lost(now)  # every tick: a lost worker is noticed within a tick
             self._check_blocked(now)
+            self._commit()
             await asyncio.sleep(TICK)
 
     def _heartbeat(self) -> None:
@@ -584,6 +604,71 @@ class Admin(AgentBase):
                        len(requeued))
         self._publish_event("worker_left", name=rec.detail.name, reason=why,
                             requeued=list(requeued))
+        self._pump()
+
+    # ------------------------------------------------------------------ journal
+    def _resume(self) -> None:
+        assert self.journal is not None
+        entries = self.journal.tasks()
+        if not entries:
+            self.board.dirty = set()
+            return
+        groups = self.journal.groups()
+        by_group: dict[str, list[Task]] = {}
+        for e in entries:
+            if e.group is not None:
+                by_group.setdefault(e.group, []).append(e.task)
+        specs = dict(groups)
+        gates = {t.id: [("group", self._group_ref(specs, d)) for d in specs[gid]["depends_on"]]
+                 for gid, tasks in by_group.items() for t in tasks}
+        self.board.restore(entries, gates)
+        self.task_manager.restore([(gid, spec, by_group.get(gid, [])) for gid, spec in groups],
+                                  self.board, goal_from_spec)
+        self.board.dirty = set()
+        self.resumed = True
+        self._check_done()
+        b = self.board
+        logger.info("resumed from journal {}: {} task(s), {} finished, {} were running "
+                    "(waiting for their workers), {} queued, {} waiting", self.journal.path,
+                    len(b.records), len(b.records) - b.open, b.running, len(b.scheduler),
+                    len(b.waiting))
+
+    @staticmethod
+    def _group_ref(specs: dict[str, dict[str, Any]], ref: str) -> str:
+        return ref if ref in specs else next(g for g, s in specs.items() if s["name"] == ref)
+
+    def _journal_added(self, tasks: list[Task], groups: Sequence[TaskGroup]) -> None:
+        assert self.journal is not None
+        if self.board.dirty is None:
+            self.board.dirty = set()
+        group_of = {t.task_id: g.id for g in groups for t in g.subtasks}
+        self.journal.add_tasks((self.board.records[t.id].index, t, group_of.get(t.id))
+                               for t in tasks)
+        order = list(self.task_manager.task_groups)
+        for g in groups:
+            self.journal.add_group(order.index(g.id), g.id, TaskManager.spec(g))
+
+    def _commit(self) -> None:
+        """Write what changed this round to the journal, in one transaction."""
+        if self.journal is None or not self.board.dirty:
+            return
+        records = self.board.records
+        rows = [(tid, r.status, r.attempt, r.worker, r.result, r.reason)
+                for tid in self.board.dirty for r in (records[tid],)]
+        self.board.dirty.clear()
+        self.journal.update(rows)
+        self.journal.commit()
+
+    def _purge_orphans(self, now: float) -> None:
+        """After a restart, tasks wait for the worker they were on; not for ever."""
+        grace = self.settings.heartbeat * self.settings.liveness * 2
+        if not self.resumed or now - self._started_at < grace:
+            return
+        for worker in list(self.board.orphans()):
+            lost = self.board.remove_worker(worker, "did not come back after the restart")
+            logger.warning("worker '{}' did not come back after the admin restarted; {} "
+                           "task(s) back in the queue", worker, len(lost))
+        self._settle()
         self._pump()
 
     def _log_progress(self) -> None:

@@ -55,6 +55,7 @@ class TaskBoard:
         self._ran: list[TaskId] = []  # tasks with a result, in the order results came
         self.succeeded = 0
         self.dead: list[TaskId] = []  # failed because attempts ran out
+        self.dirty: set[TaskId] | None = None  # a set when a journal wants the changes
 
     # ---- tasks
     def add(self, tasks: list[Task], gates: Mapping[TaskId, Iterable[Gate]] | None = None) -> None:
@@ -100,7 +101,12 @@ class TaskBoard:
             return rec.status in (TaskStatus.FAILED, TaskStatus.CANCELLED)
         return False
 
+    def _touch(self, rec: TaskRecord) -> None:
+        if self.dirty is not None:
+            self.dirty.add(rec.task.id)
+
     def _enqueue(self, rec: TaskRecord) -> None:
+        self._touch(rec)
         t = rec.task
         rec.status = TaskStatus.PENDING
         rec.worker = None
@@ -144,6 +150,51 @@ class TaskBoard:
                 if self._waiting.pop(task_id, None) is not None:
                     self._finish_cancelled(self.records[task_id], why)
                     todo.append((task_gate(task_id), f"dependency {task_id!r} was cancelled"))
+
+    def restore(self, entries: Iterable[Any], gates: Mapping[TaskId, Iterable[Gate]]) -> None:
+        """Rebuild from a journal (entries in submission order, with task, status, attempt,
+        worker, result, reason): finished tasks stay finished, tasks that were on a worker
+        stay in flight there (awaiting it), the rest wait or queue again."""
+        entries = list(entries)
+        for e in entries:
+            self.records[e.task.id] = TaskRecord(e.task, e.status, e.worker, e.attempt,
+                                                 result=e.result, reason=e.reason,
+                                                 index=len(self.records))
+        pending = []
+        for e in entries:
+            rec = self.records[e.task.id]
+            if rec.status in FINISHED:
+                if rec.result is not None and rec.status != TaskStatus.CANCELLED:
+                    self._ran.append(rec.task.id)
+                    self.succeeded += rec.result.success
+                    if not rec.result.success and (rec.result.error or "").startswith("lost"):
+                        self.dead.append(rec.task.id)
+            elif rec.worker is not None and rec.status != TaskStatus.PENDING:
+                rec.status = TaskStatus.RUNNING
+                self._in_flight[rec.worker].add(rec.task.id)
+                self._open += 1
+            else:
+                rec.worker = None
+                pending.append(rec)
+                self._open += 1
+        for rec in pending:
+            wanted = [*gates.get(rec.task.id, ()), *map(task_gate, rec.task.depends_on)]
+            if any(self._is_failed(g) for g in wanted):
+                self._finish_cancelled(rec, "a dependency did not complete")
+                continue
+            waiting = {g for g in wanted if not self._is_open(g)}
+            if waiting:
+                self._waiting[rec.task.id] = waiting
+                for g in waiting:
+                    self._dependents[g].add(rec.task.id)
+            else:
+                self._enqueue(rec)
+        self.finished.clear()
+
+    def orphans(self) -> dict[str, set[TaskId]]:
+        """In-flight tasks of workers the scheduler does not know (after a restore)."""
+        return {w: ids for w, ids in self._in_flight.items()
+                if ids and w not in self.scheduler.workers}
 
     def _in_order(self, task_ids: Iterable[TaskId]) -> list[TaskId]:
         return sorted(task_ids, key=lambda i: self.records[i].index)
@@ -190,6 +241,7 @@ class TaskBoard:
         return requeued, stale
 
     def _finish_failed(self, rec: TaskRecord) -> None:
+        self._touch(rec)
         rec.status = TaskStatus.FAILED
         rec.worker = None
         self._open -= 1
@@ -207,6 +259,7 @@ class TaskBoard:
             rec.status = TaskStatus.ASSIGNED
             rec.worker = worker
             rec.attempt += 1
+            self._touch(rec)
             self._in_flight[worker].add(task_id)
             out[worker].append(TaskAssignment(rec.task, worker, rec.attempt))
         return out
@@ -251,6 +304,7 @@ class TaskBoard:
             return rec
         rec.status = TaskStatus.COMPLETED if result.success else TaskStatus.FAILED
         rec.result = result
+        self._touch(rec)
         self._open -= 1
         self.succeeded += result.success
         self._ran.append(rec.task.id)
@@ -281,6 +335,7 @@ class TaskBoard:
         return self.cancel(task_ids, "no connected worker can take it")
 
     def _finish_cancelled(self, rec: TaskRecord, reason: str) -> None:
+        self._touch(rec)
         rec.status = TaskStatus.CANCELLED
         rec.reason = reason
         self._open -= 1

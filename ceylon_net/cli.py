@@ -96,12 +96,16 @@ def admin(
     task_timeout: Annotated[float | None, _opt(
         "Seconds a task may run unless it sets its own 'timeout' [default: no limit].",
         "TASK_TIMEOUT")] = None,
+    journal: Annotated[Path | None, _opt(
+        "Keep task state in this SQLite file; restarted on it, the admin resumes the run.",
+        "JOURNAL")] = None,
     log_level: LogLevel = "INFO",
     log_json: LogJson = False,
 ) -> None:
     configure_logging(log_level, log_json)
     try:
         settings = AdminSettings(name=name, workspace=workspace, bind=bind, port=port,
+                                 journal=None if journal is None else str(journal),
                                  pub_port=pub_port, expect_workers=expect_workers,
                                  unassignable_timeout=unassignable_timeout,
                                  heartbeat=heartbeat, liveness=liveness,
@@ -131,7 +135,11 @@ async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskG
         if work is None:
             await admin.serve()
             return None
-        run = asyncio.create_task(admin.run_tasks(*work))
+        if admin.resumed:
+            logger.info("the journal holds this run: --tasks file not read again")
+            run = asyncio.create_task(_wait_report(admin))
+        else:
+            run = asyncio.create_task(admin.run_tasks(*work))
         stop = asyncio.create_task(admin.serve())
         async with ProgressView.for_terminal(admin):
             await asyncio.wait([run, stop], return_when=asyncio.FIRST_COMPLETED)
@@ -143,6 +151,11 @@ async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskG
         return run.result()
     finally:
         await admin.close("run over" if work is not None else "admin stopped")
+
+
+async def _wait_report(admin: Admin) -> RunReport:
+    await admin.wait_idle()
+    return admin.report()
 
 
 def _on_signals(callback) -> None:

@@ -274,7 +274,12 @@ def ask_status(net: Network, admin: Service, deadline: float) -> dict[str, Any] 
                         timeout=_attempt_timeout(deadline))
     except subprocess.TimeoutExpired:
         return None
-    return json.loads(done.stdout) if done.returncode == 0 else None
+    if done.returncode != 0:
+        return None
+    try:
+        return json.loads(done.stdout)
+    except ValueError:
+        return None  # not a snapshot: treat like no answer, the deadline bounds it
 
 
 def _check_running(name: str, proc: subprocess.Popen[bytes]) -> None:
@@ -415,4 +420,4 @@ def logs_command(
 
 
 if __name__ == "__main__":
-    app()
+    app(prog_name="bin/cluster")

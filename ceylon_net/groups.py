@@ -348,5 +348,55 @@ class TaskManager:
         else:
             board.fail_gate(("group", group.id), f"group '{group.name}' did not complete")
 
+    # ---- journal
+    @staticmethod
+    def spec(group: TaskGroup) -> dict[str, Any]:
+        """What a journal keeps of a group. A goal that is a plain callable cannot be kept:
+        it comes back as None (the group still runs, its goal is not checked)."""
+        goal = group.goal
+        check = goal.check_condition if goal else None
+        kind: dict[str, Any] | None = None
+        if isinstance(check, AtLeast):
+            kind = {"kind": "at_least", "count": check.n}
+        elif isinstance(check, Fraction):
+            kind = {"kind": "fraction", "value": check.value}
+        elif isinstance(check, AllTasks):
+            kind = {"kind": "all"}
+        if kind is not None and goal is not None:
+            kind |= {"name": goal.name, "success_message": goal.success_message,
+                     "failure_message": goal.failure_message}
+        return {"name": group.name, "description": group.description,
+                "priority": group.priority, "depends_on": list(group.depends_on),
+                "on_goal": group.on_goal.value, "goal": kind}
+
+    def restore(self, groups: list[tuple[str, dict[str, Any], list[Task]]], board: TaskBoard,
+                goal_from_spec: Callable[[str, dict[str, Any]], TaskGroupGoal]) -> None:
+        """Rebuild groups from a journal after ``board.restore``: progress and goals are
+        replayed from the finished tasks, quietly (they were announced before the restart)."""
+        for gid, spec, tasks in groups:
+            subtasks = [TaskMessage(t.id, t.description, t.description, t.duration or 0.0,
+                                    t.required_role or DEFAULT_ROLE, difficulty=t.difficulty,
+                                    depends_on=list(t.depends_on), group_id=gid)
+                        for t in tasks]
+            goal = goal_from_spec(spec["name"], spec["goal"]) if spec.get("goal") else None
+            group = TaskGroup(gid, spec["name"], spec.get("description", ""), subtasks, goal,
+                              spec.get("priority", 1), depends_on=list(spec["depends_on"]),
+                              on_goal=OnGoal(spec.get("on_goal", "continue")))
+            self.task_groups[gid] = group
+            self._group_completed[gid] = {}
+            for t in subtasks:
+                self._by_task[t.task_id] = t
+        finished = []
+        for _, _, tasks in groups:
+            for t in tasks:
+                rec = board.records[t.id]
+                if rec.status in (TaskStatus.COMPLETED, TaskStatus.FAILED,
+                                  TaskStatus.CANCELLED):
+                    finished.append(rec)
+                elif rec.status == TaskStatus.RUNNING:
+                    self.mark([t.id], TaskStatus.RUNNING)
+        self.follow(sorted(finished, key=lambda r: r.index), board)
+        self.settle(board)
+
     def summaries(self) -> list[dict[str, Any]]:
         return [g.summary() for g in self.task_groups.values()]

@@ -114,6 +114,7 @@ class TaskRunner:
                 continue  # cancelled while queued
             del self._queued[tid]
             self.active[tid] = a
+            logger.debug("{}: running task {!r} (attempt {})", self.name, tid, a.attempt)
             execution = asyncio.create_task(self._execute(a))
             self._executions[tid] = execution
             try:

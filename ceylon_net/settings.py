@@ -42,6 +42,7 @@ class AdminSettings:
     liveness: int = 3
     max_attempts: int = 3
     task_timeout: float | None = None
+    journal: str | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
     def __post_init__(self) -> None:

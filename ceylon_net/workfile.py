@@ -82,7 +82,7 @@ def _group(source: str, index: int, item: Any) -> TaskGroup:
     if not isinstance(raw_tasks, list) or not raw_tasks:
         raise TaskFileError(f"{where}: field 'tasks' must be a non-empty list")
     subtasks = [_subtask(where, name, i, t) for i, t in enumerate(raw_tasks)]
-    goal = _goal(where, name, item["goal"]) if item.get("goal") is not None else None
+    goal = goal_from_spec(name, item["goal"], where) if item.get("goal") is not None else None
     return TaskManager.create_task_group(name, item.get("description", name), subtasks, goal,
                                          priority, deps, OnGoal(on_goal), task_id=name)
 
@@ -101,7 +101,8 @@ def _as_task(t: TaskMessage) -> Task:
     return Task(t.task_id, t.description)
 
 
-def _goal(where: str, group: str, spec: Any) -> TaskGroupGoal:
+def goal_from_spec(group: str, spec: Any, where: str = "journal") -> TaskGroupGoal:
+    """A declarative goal from its file form; TaskFileError naming ``where`` otherwise."""
     if not isinstance(spec, dict) or spec.get("kind") not in ("at_least", "all", "fraction"):
         raise TaskFileError(f"{where}: field 'goal' must be {{\"kind\": \"at_least\", "
                             f"\"count\": N}}, {{\"kind\": \"all\"}} or "
