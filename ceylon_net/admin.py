@@ -299,7 +299,8 @@ class Admin(AgentBase):
         # Heartbeats or results from a peer we do not know (we restarted, or it was declared
         # lost): tell it to register again rather than silently ignoring it.
         if env.kind in (Kind.HEARTBEAT, Kind.RESULT, Kind.BCAST, Kind.DIRECT):
-            self._send(identity, Kind.REJECT, Reject("not registered: send HELLO first"))
+            self._send(identity, Kind.REJECT, Reject("not registered: send HELLO first",
+                                                     retry=True))
         else:
             raise RemoteProtocolError(f"{env.kind.decode()} from an unregistered peer")
 

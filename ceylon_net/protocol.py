@@ -448,6 +448,9 @@ class Welcome:
 @dataclass(slots=True)
 class Reject:
     reason: str
+    # True: "I do not know you (I restarted, or declared you lost): say HELLO again", not a
+    # refusal. A worker that gets it while registering ignores it.
+    retry: bool = False
 
 
 @message

@@ -209,8 +209,10 @@ class Worker(AgentBase):
             if env is None:
                 continue
             if env.kind == Kind.REJECT:
-                reason = protocol.unpack(Reject, env.payload, self.limits).reason
-                raise RejectedError(reason)
+                reject = protocol.unpack(Reject, env.payload, self.limits)
+                if reject.retry:
+                    continue  # an answer to something we said before this HELLO
+                raise RejectedError(reject.reason)
             if env.kind == Kind.WELCOME:
                 return protocol.unpack(Welcome, env.payload, self.limits)
         return None

@@ -1,0 +1,156 @@
+"""Surviving failures with real processes: a worker killed mid-task, the admin killed and
+restarted on its journal, graceful drain, and journals that must be refused."""
+
+import hashlib
+import json
+import re
+import signal
+import sqlite3
+import time
+from collections import Counter
+
+from conftest import run
+
+from ceylon_net import Task
+from ceylon_net.journal import Journal
+from ceylon_net.testing import Cluster, EventLog, wait_until
+
+
+def _executions(procs):
+    """Task ids each worker started, from its own debug log (what ran, not what was said)."""
+    ran = Counter()
+    for p in procs:
+        for m in re.finditer(r"running task (.+?) \(attempt", p.stderr()):
+            ran[m.group(1)] += 1
+    return ran
+
+
+def test_a_worker_killed_mid_task_has_its_task_done_elsewhere_in_time(tmp_path, tasks_file):
+    path = tasks_file([{"id": i, "description": f"t{i}", "difficulty": 1, "duration": 1.5}
+                       for i in range(4)])
+    report_path = tmp_path / "report.json"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--expect-workers", "2",
+                                  "--report-json", str(report_path))
+            async with EventLog("127.0.0.1", c.pub_port) as bus:
+                await bus.wait_subscribed()
+                victim = await c.worker("victim", "--concurrency", "2")
+                await c.worker("survivor", "--concurrency", "4")
+                await wait_until(lambda: any(a.worker == "victim" for a in bus.of(b"ASSIGN")),
+                                 20, "a task on the victim")
+                mine = [a.task.id for a in bus.of(b"ASSIGN") if a.worker == "victim"]
+                victim.signal(signal.SIGKILL)
+                killed_at = time.monotonic()
+                await wait_until(
+                    lambda: all(any(a.task.id == t and a.worker == "survivor"
+                                    for a in bus.of(b"ASSIGN")) for t in mine),
+                    10, "the victim's tasks to be reassigned")
+                reassigned_after = time.monotonic() - killed_at
+                assert await admin.wait(30) == 0, admin.stderr()
+                return mine, reassigned_after, admin.stderr()
+
+    mine, took, err = run(body())
+    assert mine
+    assert took <= 1.0 * 3 + 1.0, f"reassigned {took:.2f} s after the kill"
+    assert "worker 'victim' lost: silent for" in err
+    report = json.loads(report_path.read_text())
+    assert sorted(t["id"] for t in report["tasks"]) == [0, 1, 2, 3]  # each exactly once
+    assert all(t["worker"] == "survivor" for t in report["tasks"] if t["id"] in mine)
+
+
+def test_admin_killed_and_restarted_on_its_journal_completes_without_rerunning(
+        tmp_path, tasks_file):
+    path = tasks_file([{"id": i, "description": f"t{i}", "difficulty": 1, "duration": 0.4}
+                       for i in range(24)])
+    journal = tmp_path / "state.db"
+    report_path = tmp_path / "report.json"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            args = ("--tasks", str(path), "--journal", str(journal), "--report-json",
+                    str(report_path))
+            first = await c.admin(*args, "--expect-workers", "3")
+            workers = [await c.worker(f"w{i}", "--concurrency", "2", "--log-level", "DEBUG")
+                       for i in range(3)]
+            await wait_until(lambda: len(re.findall(r"progress: ([6-9]|1\d)/24",
+                                                    first.stderr())) > 0, 30, "some progress")
+            first.signal(signal.SIGKILL)
+            assert await first.wait(10) == -signal.SIGKILL
+            second = await c.admin(*args, name="admin-2")
+            assert await second.wait(60) == 0, second.stderr()
+            codes = [await w.wait(15) for w in workers]
+            tails = [w.stderr()[-1500:] for w, code in zip(workers, codes, strict=True) if code]
+            return second.stderr(), codes, _executions(workers), tails
+
+    err, codes, ran, tails = run(body())
+    assert codes == [0, 0, 0], tails
+    assert "resumed from journal" in err
+    report = json.loads(report_path.read_text())
+    assert sorted(t["id"] for t in report["tasks"]) == list(range(24))  # each exactly once
+    assert report["success_rate"] == 1.0
+    assert sorted(ran) == sorted(str(i) for i in range(24))
+    assert max(ran.values()) == 1, f"ran again: {[t for t, n in ran.items() if n > 1]}"
+
+
+def test_sigterm_drains_a_worker_with_two_running_tasks(tmp_path, tasks_file):
+    path = tasks_file([{"id": i, "description": f"t{i}", "difficulty": 1, "duration": 1.0}
+                       for i in range(2)])
+    report_path = tmp_path / "report.json"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--report-json", str(report_path),
+                                  "--unassignable-timeout", "30")
+            w = await c.worker("drainer", "--concurrency", "2", "--log-level", "DEBUG")
+            await wait_until(lambda: w.stderr().count("running task") == 2, 20, "2 running")
+            w.signal(signal.SIGTERM)
+            code = await w.wait(20)
+            admin_code = await admin.wait(20)
+            return code, admin_code, w.stderr()
+
+    code, admin_code, err = run(body())
+    assert code == 0
+    assert admin_code == 0
+    assert "draining: no new tasks" in err
+    report = json.loads(report_path.read_text())
+    assert sorted((t["id"], t["worker"]) for t in report["tasks"]) == [(0, "drainer"),
+                                                                       (1, "drainer")]
+
+
+def _admin_on_journal(tmp_path, journal, *extra):
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--journal", str(journal), *extra)
+            return await admin.wait(20), admin.stderr()
+
+    return run(body())
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_journals_that_do_not_fit_are_refused_and_left_untouched(tmp_path):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database\n" * 100)
+    other = tmp_path / "other.db"
+    j = Journal(other, "other")
+    j.add_tasks([(0, Task(1, "x"), None)])
+    j.close()
+    newer = tmp_path / "newer.db"
+    newer.write_bytes(other.read_bytes())
+    with sqlite3.connect(newer) as db:
+        db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    for path, message in [
+        (garbage, "is not a ceylon_net journal (not an SQLite file); refusing to touch it"),
+        (other, "belongs to workspace 'other', not 'default'"),
+        (newer, "has schema version 99, newer than this ceylon_net (1)"),
+    ]:
+        before = _digest(path)
+        code, err = _admin_on_journal(tmp_path, path)
+        assert code == 2, err
+        assert f"error: journal {path} {message}" in err
+        assert _digest(path) == before
+
