@@ -28,6 +28,7 @@ from .groups import (
     TaskMessage,
     create_goal_checker,
 )
+from .handlers import handler
 from .playground import TaskExecutionAgent, TaskPlayGround
 from .protocol import PROTOCOL_VERSION, dumps, loads, message
 from .scheduler import Scheduler, WorkerSlot, best_fit
@@ -81,6 +82,7 @@ __all__ = [
     "best_fit",
     "create_goal_checker",
     "dumps",
+    "handler",
     "load_tasks",
     "loads",
     "message",

@@ -401,7 +401,8 @@ class Admin(AgentBase):
         detail = AgentDetail(hello.name, hello.name, hello.role, hello.skill, hello.capacity, host)
         self._workers[identity] = WorkerRecord(identity, detail, time.monotonic())
         self._by_name[hello.name] = identity
-        self.board.add_worker(WorkerSlot(hello.name, hello.skill, hello.role, hello.capacity))
+        self.board.add_worker(WorkerSlot(hello.name, hello.skill, hello.role, hello.capacity,
+                                         handlers=frozenset(hello.handlers)))
         self._warned_blocked.clear()
         logger.info("worker '{}' joined from {} (role {}, skill {}, capacity {}); {} connected",
                     hello.name, host or "?", hello.role, hello.skill, hello.capacity,
@@ -718,6 +719,8 @@ class Admin(AgentBase):
         task = self.board.records[b.tasks[0]].task
         more = f" (and {len(b.tasks) - 1} more like it)" if len(b.tasks) > 1 else ""
         head = f"task {task.id!r} '{task.description}'{more}"
+        if not b.has_handler:
+            return f"{head} needs handler '{b.handler}'; no connected worker has it"
         if b.best_skill is None:
             return f"{head} needs role '{b.role}'; no connected worker has it"
         return f"{head} needs skill >= {b.difficulty}; best connected is {b.best_skill}"

@@ -110,7 +110,8 @@ class TaskBoard:
         t = rec.task
         rec.status = TaskStatus.PENDING
         rec.worker = None
-        rec.seq = self.scheduler.push(t.id, t.difficulty, t.required_role, t.priority, rec.seq)
+        rec.seq = self.scheduler.push(t.id, t.difficulty, t.required_role, t.priority, rec.seq,
+                                      t.handler)
 
     @property
     def open(self) -> int:
@@ -364,7 +365,8 @@ class TaskBoard:
             res = rec.result
             assert res is not None
             outcomes.append(TaskOutcome(task_id, rec.task.description, rec.task.difficulty,
-                                        res.worker, res.success, res.seconds, res.error))
+                                        res.worker, res.success, res.seconds, res.error,
+                                        res.value))
         unassigned = [t for t in unassigned if keep is None or t in keep]
         skip = set(unassigned)
         cancelled = {r.task.id: r.reason or "" for r in self.records.values()

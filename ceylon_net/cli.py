@@ -24,6 +24,7 @@ from .client import ask_status, cancel_tasks
 from .client import submit as submit_batch
 from .errors import AdminUnreachableError, ConfigError, RejectedError
 from .groups import TaskGroup
+from .handlers import load_app
 from .progress import ProgressBarForBatch, ProgressView
 from .settings import AdminSettings, WorkerSettings
 from .status import render as render_status
@@ -219,6 +220,8 @@ def worker(
                                            "seconds.", "CONNECT_TIMEOUT")] = 30.0,
     drain_timeout: Annotated[float, _opt("On SIGTERM/SIGINT, seconds to let running tasks "
                                          "finish before leaving.", "DRAIN_TIMEOUT")] = 30.0,
+    app: Annotated[str | None, _opt("Python module to import whose @handler functions this "
+                                    "worker runs (e.g. mypkg.tasks).", "APP")] = None,
     log_level: LogLevel = "INFO",
     log_json: LogJson = False,
 ) -> None:
@@ -227,6 +230,10 @@ def worker(
         settings = WorkerSettings(name=name, skill=skill, role=role, capacity=concurrency,
                                   admin_peer=admin_peer, port=port, workspace=workspace,
                                   time_scale=time_scale, connect_timeout=connect_timeout)
+        if app is not None:
+            sys.path.insert(0, "")  # like python -m: modules of the current directory
+            names = load_app(app)
+            logger.info("--app {}: handlers {}", app, ", ".join(names) or "(none)")
     except ConfigError as exc:
         _fail(EXIT_CONFIG, str(exc))
     try:

@@ -412,6 +412,7 @@ class Hello:
     # still running, as [task id, attempt], and the results the admin never acknowledged.
     running: list[list[Any]] = dataclasses.field(default_factory=list)
     results: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    handlers: list[str] = dataclasses.field(default_factory=list)  # task handlers it has
 
 
 @message

@@ -7,7 +7,9 @@ Rules (DESIGN.md "Scheduling"):
 - among eligible workers: best fit (least skilled that can do it), then least loaded, so
   seniors stay free for the hard tasks.
 
-Ready tasks are kept in one heap per *class* (difficulty, role). There are few classes, so a
+A task naming a handler only goes to workers that have it.
+
+Ready tasks are kept in one heap per *class* (difficulty, role, handler). There are few, so a
 decision costs O(classes + workers + log n) however many tasks are queued.
 """
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from .tasks import DEFAULT_ROLE
 
 TaskKey = Hashable
-ClassKey = tuple[int, str | None]
+ClassKey = tuple[int, str | None, str | None]
 
 
 @dataclass(slots=True)
@@ -33,6 +35,7 @@ class WorkerSlot:
     role: str = DEFAULT_ROLE
     capacity: int = 1
     running: int = 0
+    handlers: frozenset[str] = frozenset()
 
     @property
     def free(self) -> int:
@@ -47,21 +50,26 @@ class Blocked:
     role: str | None
     tasks: tuple[TaskKey, ...]  # in queue order
     best_skill: int | None  # best skill among connected workers of a fitting role, if any
+    handler: str | None = None  # the handler the tasks need
+    has_handler: bool = True  # some connected worker has that handler
 
 
 def role_fits(worker_role: str, task_role: str | None) -> bool:
     return task_role in (None, DEFAULT_ROLE) or worker_role in (DEFAULT_ROLE, task_role)
 
 
-def can_do(worker: WorkerSlot, difficulty: int, role: str | None) -> bool:
-    return worker.skill >= difficulty and role_fits(worker.role, role)
+def can_do(worker: WorkerSlot, difficulty: int, role: str | None,
+           handler: str | None = None) -> bool:
+    return worker.skill >= difficulty and role_fits(worker.role, role) and \
+        (handler is None or handler in worker.handlers)
 
 
-def best_fit(workers: Iterable[WorkerSlot], difficulty: int, role: str | None = None):
+def best_fit(workers: Iterable[WorkerSlot], difficulty: int, role: str | None = None,
+             handler: str | None = None):
     """The eligible worker with a free slot that fits best, or None."""
     best, best_key = None, None
     for w in workers:
-        if w.running < w.capacity and can_do(w, difficulty, role):
+        if w.running < w.capacity and can_do(w, difficulty, role, handler):
             key = (w.skill, w.running / w.capacity, w.name)
             if best_key is None or key < best_key:
                 best, best_key = w, key
@@ -104,12 +112,12 @@ class Scheduler:
 
     def push(
         self, task: TaskKey, difficulty: int, role: str | None, priority: int = 0,
-        seq: int | None = None,
+        seq: int | None = None, handler: str | None = None,
     ) -> int:
         """Queue a ready task; returns its age stamp (pass it back on requeue to keep its place)."""
         if task in self._where:
             raise ValueError(f"task {task!r} is already queued")
-        key = (difficulty, None if role == DEFAULT_ROLE else role)
+        key = (difficulty, None if role == DEFAULT_ROLE else role, handler)
         seq = next(self._seq) if seq is None else seq
         heapq.heappush(self._classes.setdefault(key, []), (-priority, seq, task))
         self._where[task] = (key, seq)
@@ -138,7 +146,7 @@ class Scheduler:
             head = self._head(key)
             if head is None or (best is not None and head >= best[0]):
                 continue
-            worker = best_fit(self._workers.values(), key[0], key[1])
+            worker = best_fit(self._workers.values(), *key)
             if worker is not None:
                 best = (head, key, worker)
         return None if best is None else (best[1], best[2])
@@ -159,12 +167,16 @@ class Scheduler:
             head = self._head(key)
             if head is None:
                 continue
-            difficulty, role = key
-            if any(can_do(w, difficulty, role) for w in self._workers.values()):
+            difficulty, role, handler = key
+            if any(can_do(w, *key) for w in self._workers.values()):
                 continue
-            fitting = [w.skill for w in self._workers.values() if role_fits(w.role, role)]
+            fitting = [w for w in self._workers.values() if role_fits(w.role, role)]
+            has = handler is None or any(handler in w.handlers for w in fitting)
+            if handler is not None:
+                fitting = [w for w in fitting if handler in w.handlers]
             tasks = tuple(t for _, _, t in sorted(self._live_entries(key)))
-            out.append(Blocked(difficulty, role, tasks, max(fitting, default=None)))
+            out.append(Blocked(difficulty, role, tasks, max((w.skill for w in fitting),
+                                                            default=None), handler, has))
         return out
 
     def _live_entries(self, key: ClassKey) -> list[tuple[int, int, TaskKey]]:

@@ -39,6 +39,9 @@ class Task:
     duration: float | None = None
     depends_on: list[TaskId] = field(default_factory=list)
     timeout: float | None = None  # seconds; the worker stops the task after that
+    handler: str | None = None  # a registered handler's name; None: the simulated task
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @message
@@ -63,6 +66,7 @@ class TaskResult:
     error: str | None = None
     attempt: int = 1
     cancelled: bool = False  # stopped on request, not failed
+    value: Any = None  # what the handler returned
 
 
 # --------------------------------------------------------------------------- tasks files
@@ -76,6 +80,9 @@ _TASK_FIELDS = {
     "duration": "number >= 0",
     "depends_on": "list of task ids",
     "timeout": "number > 0",
+    "handler": "string (a handler name)",
+    "args": "list",
+    "kwargs": "object with string keys",
 }
 
 
@@ -146,6 +153,12 @@ def task_from_dict(item: Any, where: str = "task") -> Task:
            and all(_is_int(d) or isinstance(d, str) for d in deps))
     limit = item.get("timeout")
     _check(where, "timeout", limit, limit is None or (_is_number(limit) and limit > 0))
+    handler = item.get("handler")
+    _check(where, "handler", handler, handler is None or (isinstance(handler, str) and handler))
+    args, kwargs = item.get("args", []), item.get("kwargs", {})
+    _check(where, "args", args, isinstance(args, list))
+    _check(where, "kwargs", kwargs, isinstance(kwargs, dict)
+           and all(isinstance(k, str) for k in kwargs))
     return Task(
         id=item["id"],
         description=item["description"],
@@ -155,6 +168,9 @@ def task_from_dict(item: Any, where: str = "task") -> Task:
         duration=None if dur is None else float(dur),
         depends_on=list(deps),
         timeout=None if limit is None else float(limit),
+        handler=handler,
+        args=list(args),
+        kwargs=dict(kwargs),
     )
 
 
@@ -192,6 +208,7 @@ class TaskOutcome:
     success: bool
     seconds: float
     error: str | None = None
+    value: Any = None
 
 
 @dataclass(slots=True)
@@ -215,7 +232,8 @@ class RunReport:
         """Inverse of :meth:`to_json` (ceylon-submit rebuilds the admin's report)."""
         return cls(
             [TaskOutcome(t["id"], t["description"], t["difficulty"], t["worker"], t["success"],
-                         t["seconds"], t.get("error")) for t in data.get("tasks", [])],
+                         t["seconds"], t.get("error"), t.get("value"))
+             for t in data.get("tasks", [])],
             list(data.get("unassigned", [])),
             {c["id"]: c["reason"] for c in data.get("cancelled", [])},
             list(data.get("groups", [])), list(data.get("dead", [])))
@@ -232,6 +250,7 @@ class RunReport:
                     "success": t.success,
                     "seconds": round(t.seconds, 6),
                     **({"error": t.error} if t.error else {}),
+                    **({"value": t.value} if t.value is not None else {}),
                 }
                 for t in self.tasks
             ],

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from . import protocol
+from . import handlers, protocol
 from .agent import AgentBase, AgentDetail
 from .errors import AdminUnreachableError, RejectedError, RemoteProtocolError
 from .protocol import Ack, Cancel, Envelope, Hello, Kind, Limits, Reject, Welcome
@@ -85,8 +85,12 @@ class Worker(AgentBase):
 
     # ------------------------------------------------------------------ the task itself
     async def run_task(self, task: Task) -> TaskResult:
-        """The tutorials' simulated task: take ``duration`` (or difficulty x time scale)
-        seconds, succeed when skill >= difficulty."""
+        """A task naming a handler runs it (its return value is the result's ``value``).
+        Otherwise the tutorials' simulated task: take ``duration`` (or difficulty x time
+        scale) seconds, succeed when skill >= difficulty."""
+        if task.handler is not None:
+            value = await handlers.call(task.handler, task.args, task.kwargs)
+            return TaskResult(task.id, self.name, True, value=value)
         seconds = task.duration if task.duration is not None \
             else task.difficulty * self.settings.time_scale
         if seconds > 0:
@@ -184,7 +188,8 @@ class Worker(AgentBase):
             attempt += 1
             # Built anew each time: what we hold changes while we wait.
             hello = Hello(s.name, s.role, s.skill, s.capacity, self.runner.holding(),
-                          [protocol.to_wire(r) for r in self.runner.undelivered()])
+                          [protocol.to_wire(r) for r in self.runner.undelivered()],
+                          sorted(handlers.registered()))
             await self._send(Kind.HELLO, hello)
             welcome = await self._await_welcome(min(delay, max(0.0, deadline - time.monotonic())))
             if welcome is not None:

@@ -1,0 +1,43 @@
+"""Handlers the tests load with ceylon-worker --app demo_handlers."""
+
+import asyncio
+import hashlib
+import os
+import time
+
+from ceylon_net import handler
+
+
+@handler("sha256")
+def sha256_rounds(text: str, rounds: int) -> str:
+    """CPU-bound: hash ``rounds`` times."""
+    digest = text.encode()
+    for _ in range(rounds):
+        digest = hashlib.sha256(digest).digest()
+    return digest.hex()
+
+
+@handler("echo_later")
+async def echo_later(value, delay: float = 0.01):
+    await asyncio.sleep(delay)
+    return {"echo": value}
+
+
+@handler("busy")
+def busy(seconds: float) -> float:
+    """Blocks its thread for ``seconds`` (the event loop must keep heartbeating)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    return seconds
+
+
+@handler("boom")
+def boom(message: str) -> None:
+    raise ValueError(message)
+
+
+@handler("die")
+def die() -> None:
+    """Kills the worker process outright: a poison task."""
+    os._exit(17)

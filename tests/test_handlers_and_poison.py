@@ -1,0 +1,93 @@
+"""User handlers on worker processes, and a poison task that kills every worker it meets."""
+
+import hashlib
+import json
+import re
+
+from conftest import REPO, run
+
+from ceylon_net.testing import Cluster
+
+APP = ["--app", "demo_handlers"]
+APP_ENV = {"PYTHONPATH": str(REPO / "tests" / "apps")}
+
+
+async def _worker(c, name, *args):
+    return await c.spawn(name, [*_cli_worker(c, name), *APP, *args], env=APP_ENV)
+
+
+def _cli_worker(c, name):
+    from ceylon_net.testing import cli
+
+    return [*cli("ceylon-worker"), "--name", name, "--admin-peer", "127.0.0.1", "--port",
+            str(c.port)]
+
+
+def _expected_sha(text, rounds):
+    d = text.encode()
+    for _ in range(rounds):
+        d = hashlib.sha256(d).digest()
+    return d.hex()
+
+
+def test_handlers_return_values_errors_and_keep_heartbeats(tmp_path, tasks_file):
+    tasks = [{"id": f"h{i}", "description": "hash", "difficulty": 1, "handler": "sha256",
+              "args": [f"x{i}", 200]} for i in range(100)]
+    tasks += [{"id": f"e{i}", "description": "echo", "difficulty": 1, "handler": "echo_later",
+               "args": [i]} for i in range(100)]
+    tasks += [{"id": "bad", "description": "raises", "difficulty": 1, "handler": "boom",
+               "args": ["no good"]},
+              {"id": "long", "description": "3 s in a thread", "difficulty": 1,
+               "handler": "busy", "args": [3.0]}]
+    path = tasks_file(tasks)
+    report_path = tmp_path / "report.json"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--expect-workers", "2",
+                                  "--report-json", str(report_path))
+            workers = [await _worker(c, f"w{i}", "--concurrency", "4") for i in range(2)]
+            code = await admin.wait(90)
+            return code, admin.stderr(), [await w.wait(15) for w in workers]
+
+    code, err, worker_codes = run(body())
+    assert code == 0, err
+    assert worker_codes == [0, 0]
+    assert " lost: " not in err  # the 3-second sync task did not stop the heartbeats
+    report = json.loads(report_path.read_text())
+    by_id = {t["id"]: t for t in report["tasks"]}
+    assert len(by_id) == 202
+    assert report["success_rate"] == 201 / 202
+    assert not by_id["bad"]["success"]
+    assert "ValueError: no good" in by_id["bad"]["error"]
+    assert by_id["long"]["success"] and by_id["long"]["seconds"] >= 3.0
+    for i in range(100):
+        assert by_id[f"h{i}"]["value"] == _expected_sha(f"x{i}", 200)
+        assert by_id[f"e{i}"]["value"] == {"echo": i}
+
+
+def test_a_poison_task_fails_after_three_attempts_and_the_run_finishes(tmp_path, tasks_file):
+    tasks = [{"id": "poison", "description": "kills its worker", "difficulty": 1,
+              "handler": "die", "priority": 10}]
+    tasks += [{"id": i, "description": f"ok {i}", "difficulty": 1, "duration": 0.2}
+              for i in range(6)]
+    path = tasks_file(tasks)
+    report_path = tmp_path / "report.json"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--expect-workers", "4",
+                                  "--report-json", str(report_path))
+            workers = [await _worker(c, f"w{i}") for i in range(4)]
+            code = await admin.wait(90)
+            return code, admin.stderr(), [w.returncode for w in workers]
+
+    code, err, worker_codes = run(body())
+    assert code == 0, err
+    assert sorted(worker_codes, key=lambda x: (x is None, x)).count(17) == 3
+    report = json.loads(report_path.read_text())
+    assert report["dead"] == ["poison"]
+    poison = next(t for t in report["tasks"] if t["id"] == "poison")
+    assert not poison["success"]
+    assert re.match(r"lost 3 times, last with worker 'w\d'", poison["error"])
+    assert sorted(t["id"] for t in report["tasks"] if t["id"] != "poison") == list(range(6))
