@@ -27,6 +27,7 @@ from .protocol import (
     End,
     Envelope,
     Event,
+    Heartbeat,
     Hello,
     Kind,
     Limits,
@@ -283,7 +284,9 @@ class Admin(AgentBase):
                 self._drop_worker(identity, "left")
             elif env.kind == Kind.DRAIN:
                 self._on_drain(rec)
-            elif env.kind != Kind.HEARTBEAT:
+            elif env.kind == Kind.HEARTBEAT:
+                self._on_heartbeat(rec, env)
+            else:
                 raise RemoteProtocolError(f"{env.kind.decode()} is not for the admin")
         except RemoteProtocolError as exc:
             self._bad_frame(identity, frames[-1], str(exc))
@@ -387,7 +390,10 @@ class Admin(AgentBase):
         except (ValueError, TypeError, RemoteProtocolError) as exc:
             raise RemoteProtocolError(f"bad HELLO task lists: {exc}") from None
         held = {**running, **{r.task_id: r.attempt for r in results}}
-        requeued, stale = self.board.reclaim(rec.detail.name, held)
+        # Assignments younger than a heartbeat may be on their way (sent after this HELLO
+        # was written): the next heartbeat settles those.
+        requeued, stale = self.board.reclaim(rec.detail.name, held,
+                                             time.monotonic() - self.settings.heartbeat)
         if requeued:
             logger.warning("worker '{}' came back without {} of its task(s); requeued",
                            rec.detail.name, len(requeued))
@@ -446,6 +452,22 @@ class Admin(AgentBase):
             if payload is None or len(accepted) != len(results):
                 payload = protocol.pack_batch(accepted)
             self._publish(Kind.RESULT, "TaskResult", payload)
+
+    def _on_heartbeat(self, rec: WorkerRecord, env: Envelope) -> None:
+        beat = protocol.unpack(Heartbeat, env.payload, self.limits)
+        try:
+            holding = {tid: int(att) for tid, att in beat.holding}
+        except (ValueError, TypeError):
+            raise RemoteProtocolError("heartbeat: holding must be [task id, attempt] pairs") \
+                from None
+        # Anything assigned two heartbeats ago that the worker does not mention never
+        # reached it; what is younger may still be on its way.
+        cutoff = time.monotonic() - 2 * self.settings.heartbeat
+        requeued, _ = self.board.reclaim(rec.detail.name, holding, assigned_before=cutoff)
+        if requeued:
+            logger.warning("worker '{}' never got task(s) {}; requeued", rec.detail.name,
+                           requeued)
+            self.task_manager.mark(requeued, TaskStatus.PENDING)
 
     def _flush_acks(self) -> None:
         """Acknowledge the results handled this round (after they are recorded)."""
@@ -544,7 +566,7 @@ class Admin(AgentBase):
         """Give ready tasks to free slots; one ASSIGN frame per worker per round."""
         if not self._assigning or self._sockets is None:
             return
-        plan = self.board.plan()
+        plan = self.board.plan(time.monotonic())
         if plan:
             self._commit()  # journal the assignments before any worker can act on them
         for worker, assignments in plan.items():

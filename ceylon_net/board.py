@@ -38,6 +38,7 @@ class TaskRecord:
     seq: int | None = None  # age stamp in the queue, kept across requeues
     result: TaskResult | None = None
     reason: str | None = None  # why it was cancelled
+    assigned_at: float = 0.0  # monotonic time of the latest assignment
     index: int = 0  # submission order: released dependents keep it
 
 
@@ -223,13 +224,15 @@ class TaskBoard:
                 self._enqueue(rec)
         return lost
 
-    def reclaim(self, worker: str, running: Mapping[TaskId, int]) -> tuple[list[TaskId],
-                                                                            list[TaskId]]:
-        """A worker (re)registered saying what it still runs ({task: attempt}). Tasks we had
-        on it that it no longer has go back to the queue; returns (requeued, to_cancel): the
-        second are ones it runs that are not its any more (done or given elsewhere)."""
+    def reclaim(self, worker: str, running: Mapping[TaskId, int],
+                assigned_before: float | None = None) -> tuple[list[TaskId], list[TaskId]]:
+        """A worker said what it still holds ({task: attempt}). Tasks we had on it that it
+        no longer has (and, with ``assigned_before``, were assigned before that time, so not
+        still on their way) go back to the queue. Returns (requeued, to_cancel): the second
+        are ones it holds that are not its any more (done or given elsewhere)."""
         flying = self._in_flight.get(worker, set())
-        gone = [t for t in flying if running.get(t) != self.records[t].attempt]
+        gone = [t for t in flying if running.get(t) != self.records[t].attempt
+                and (assigned_before is None or self.records[t].assigned_at < assigned_before)]
         for t in gone:
             flying.discard(t)
             self.scheduler.release(worker)
@@ -252,11 +255,12 @@ class TaskBoard:
         self.fail_gate(task_gate(rec.task.id), f"dependency {rec.task.id!r} failed")
 
     # ---- decisions and results
-    def plan(self) -> dict[str, list[TaskAssignment]]:
+    def plan(self, now: float = 0.0) -> dict[str, list[TaskAssignment]]:
         """Fill free slots; returns assignments grouped by worker name."""
         out: dict[str, list[TaskAssignment]] = defaultdict(list)
         for task_id, worker in self.scheduler.assign():
             rec = self.records[task_id]
+            rec.assigned_at = now
             rec.status = TaskStatus.ASSIGNED
             rec.worker = worker
             rec.attempt += 1

@@ -417,6 +417,16 @@ class Hello:
 
 @message
 @dataclass(slots=True)
+class Heartbeat:
+    """Worker -> admin, every heartbeat: the tasks it holds and the results it has not had
+    acknowledged, as [task id, attempt]. An assignment the admin believes delivered but the
+    worker never got (a connection replaced mid-flight) is found this way and requeued."""
+
+    holding: list[list[Any]] = dataclasses.field(default_factory=list)
+
+
+@message
+@dataclass(slots=True)
 class Ack:
     """Admin -> worker: these results ([task id, attempt]) are recorded (or were stale);
     the worker may forget them."""

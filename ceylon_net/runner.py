@@ -39,6 +39,7 @@ class TaskRunner:
         self._queued: dict[TaskId, TaskAssignment] = {}
         self._executions: dict[TaskId, asyncio.Task] = {}
         self._cancel_reasons: dict[TaskId, str] = {}
+        self._newest: dict[TaskId, int] = {}  # attempt a running task now answers for
         self._runners: list[asyncio.Task] = []
         self._idle = asyncio.Event()
         self._idle.set()
@@ -55,9 +56,15 @@ class TaskRunner:
     # ---- what the admin says
     def accept(self, a: TaskAssignment) -> None:
         tid = a.task.id
-        if tid in self.active or tid in self._queued or (tid, a.attempt) in self.unacked:
-            return  # a duplicate delivery of something we already hold
-        self._queued[tid] = a
+        held = self.active.get(tid) or self._queued.get(tid)
+        if (held is not None and held.attempt >= a.attempt) or (tid, a.attempt) in self.unacked:
+            return  # a duplicate (or older) delivery of something we already hold
+        if tid in self.active:
+            # The admin gave it to us again (it thought we lost it) while we still run it:
+            # the run in progress answers for the newest attempt.
+            self._newest[tid] = a.attempt
+            return
+        self._queued[tid] = a  # a queued older attempt is skipped by its runner
         self._idle.clear()
         self.queue.put_nowait(a)
 
@@ -89,7 +96,13 @@ class TaskRunner:
 
     def holding(self) -> list[list[Any]]:
         """[task id, attempt] of every task queued or running here."""
-        return [[a.task.id, a.attempt] for a in [*self._queued.values(), *self.active.values()]]
+        return [[a.task.id, self._newest.get(a.task.id, a.attempt)]
+                for a in [*self._queued.values(), *self.active.values()]]
+
+    def accounted(self) -> list[list[Any]]:
+        """What a heartbeat tells the admin: held tasks and unacknowledged results."""
+        return [*self.holding(), *([t, att] for t, att in self.unacked),
+                *([r.task_id, r.attempt] for r in self.unsent)]
 
     def undelivered(self) -> list[TaskResult]:
         """Every result the admin has not acknowledged (sent or not)."""
@@ -129,6 +142,7 @@ class TaskRunner:
                                     a.attempt, cancelled=True)
             else:
                 result = execution.result()
+            result.attempt = max(result.attempt, self._newest.pop(tid, 0))
             self.runs += 1
             self._report(result)
             self._check_idle()

@@ -304,7 +304,7 @@ class Worker(AgentBase):
             # The admin's WELCOME sets the pace for both sides; until then, a second.
             await asyncio.sleep(self._welcome.heartbeat if self._welcome else 1.0)
             if self._welcome is not None:
-                await self._send(Kind.HEARTBEAT, protocol.Event("heartbeat"))
+                await self._send(Kind.HEARTBEAT, protocol.Heartbeat(self.runner.accounted()))
 
     # ------------------------------------------------------------------ results
     def _schedule_flush(self) -> None:
