@@ -4,7 +4,6 @@ a worker behind 10 % packet loss and 50 ms of delay. Root only; CI runs as root.
 import json
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -109,5 +108,4 @@ def test_200_tasks_complete_with_10_percent_loss_and_50_ms_delay_on_a_worker(tmp
     assert any(t["worker"] == "lossy" for t in report["tasks"])  # it did take part
     dropped = [int(line.split()[0]) for line in drops.stdout.splitlines()
                if "statistic" in line]
-    assert dropped and dropped[0] > 0  # the loss was real
-    assert subprocess.run(["true"]).returncode == 0
+    assert dropped and dropped[0] > 0, drops.stdout  # the loss was real
