@@ -17,6 +17,7 @@ from .batches import Batch, Batches, batch_gate
 from .board import TaskBoard
 from .errors import ConfigError, RemoteProtocolError, TaskFailed
 from .groups import GroupEvent, TaskGroup, TaskManager
+from .guard import PeerGuard, token_ok
 from .journal import Journal
 from .protocol import (
     PROTOCOL_VERSION,
@@ -41,7 +42,7 @@ from .scheduler import Blocked, WorkerSlot
 from .settings import DEFAULT_PORT, DEFAULT_WORKSPACE_ID, AdminSettings, env_default
 from .status import snapshot
 from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult, TaskStatus
-from .transport import AdminSockets, peer_address
+from .transport import AdminSockets, load_keys, peer_address
 from .workfile import goal_from_spec, parse_work
 
 if TYPE_CHECKING:
@@ -88,6 +89,9 @@ class Admin(AgentBase):
         self.port = settings.port
         self.pub_port = settings.pub_port or 0
         self.bad_frames = 0
+        self.dropped_hellos = 0
+        self.guard = PeerGuard(settings.bad_frame_limit, settings.bad_frame_window,
+                               settings.ban_seconds, settings.hello_rate)
         self.unassigned: list[TaskId] = []
         self._workers: dict[bytes, WorkerRecord] = {}
         self._by_name: dict[str, bytes] = {}
@@ -114,7 +118,9 @@ class Admin(AgentBase):
             self.journal = Journal(s.journal, s.workspace)  # JournalError: nothing started
             self._resume()
         self._started_at = time.monotonic()
-        self._sockets = AdminSockets(s.endpoint_host, s.max_message_bytes, s.workspace)
+        curve = load_keys(s.curve_secret) if s.curve_secret else None
+        self._sockets = AdminSockets(s.endpoint_host, s.max_message_bytes, s.workspace, curve,
+                                     s.authorized_keys)
         try:
             self.port, self.pub_port = self._sockets.bind(s.port, s.pub_port)
         except ConfigError:
@@ -123,6 +129,11 @@ class Admin(AgentBase):
             raise
         logger.info("admin '{}' serving workspace '{}' on tcp://{}:{} (PUB {})",
                     self.name, self.workspace_id, s.bind, self.port, self.pub_port)
+        if s.curve_secret is None and not _is_loopback(s.bind):
+            logger.warning("running open on {}: no CURVE keys{}, so anyone who can reach these "
+                           "ports can {} (see the README's Security section)", s.bind,
+                           "" if s.token else " and no token",
+                           "read the traffic" if s.token else "join, submit and read")
         self._loops = [asyncio.create_task(self._recv_loop(), name="admin-recv"),
                        asyncio.create_task(self._tick_loop(), name="admin-tick")]
 
@@ -255,6 +266,14 @@ class Admin(AgentBase):
 
     def _handle(self, frames: list[zmq.Frame]) -> None:
         identity = frames[0].bytes
+        now = time.monotonic()
+        if self.guard.banned and self.guard.is_banned(identity, now):
+            self.bad_frames += 1
+            return
+        if len(frames) > 1 and frames[1].bytes == Kind.HELLO and identity not in self._workers \
+                and not self.guard.allow_hello(peer_address(frames[-1]) or "?", now):
+            self.dropped_hellos += 1
+            return
         try:
             env = protocol.decode_frames([f.bytes for f in frames[1:]], self.limits)
         except RemoteProtocolError as exc:
@@ -264,14 +283,19 @@ class Admin(AgentBase):
         if rec is not None:
             rec.last_seen = time.monotonic()
         try:
-            if env.kind == Kind.HELLO:
-                self._on_hello(identity, env, peer_address(frames[-1]))
-            elif env.kind == Kind.STATUS:
-                self._on_status(identity, env)
-            elif env.kind == Kind.SUBMIT:
-                self._on_submit(identity, env, peer_address(frames[-1]))
-            elif env.kind == Kind.CANCEL and rec is None:
-                self._on_cancel_request(identity, env)
+            if env.kind in (Kind.HELLO, Kind.STATUS, Kind.SUBMIT) or \
+                    (env.kind == Kind.CANCEL and rec is None):
+                address = peer_address(frames[-1])
+                if not self._token_ok(identity, env, env.kind.decode(), address):
+                    return
+                if env.kind == Kind.HELLO:
+                    self._on_hello(identity, env, address)
+                elif env.kind == Kind.STATUS:
+                    self._on_status(identity, env)
+                elif env.kind == Kind.SUBMIT:
+                    self._on_submit(identity, env, address)
+                else:
+                    self._on_cancel_request(identity, env)
             elif rec is None:
                 self._on_stranger(identity, env)
             elif env.kind == Kind.RESULT:
@@ -290,13 +314,35 @@ class Admin(AgentBase):
                 raise RemoteProtocolError(f"{env.kind.decode()} is not for the admin")
         except RemoteProtocolError as exc:
             self._bad_frame(identity, frames[-1], str(exc))
+        except Exception as exc:
+            # Our bug, triggered by what this peer sent: log it with the traceback, drop the
+            # frame, and keep serving everyone else.
+            logger.opt(exception=exc).error("handling {} from {!r} failed; frame dropped",
+                                            env.kind.decode(), identity)
+            self._bad_frame(identity, frames[-1], f"{type(exc).__name__}: {exc}")
 
     def _bad_frame(self, identity: bytes, frame: zmq.Frame, reason: str) -> None:
         self.bad_frames += 1
+        address = peer_address(frame) or "?"
         if identity not in self._warned_senders:
             self._warned_senders.add(identity)
             logger.warning("dropped a bad frame from {!r} ({}): {}; later ones from this sender "
-                           "are counted, not logged", identity, peer_address(frame) or "?", reason)
+                           "are counted, not logged", identity, address, reason)
+        if self.guard.bad_frame(identity, time.monotonic()):
+            g = self.guard
+            logger.warning("peer {!r} ({}) sent more than {} bad frames in {:g} s: disconnected "
+                           "(everything it sends is dropped for {:g} s)", identity, address,
+                           g.limit, g.window, g.ban)
+            self._drop_worker(identity, "disconnected for sending bad frames")
+
+    def _token_ok(self, identity: bytes, env: Envelope, what: str, address: str) -> bool:
+        if token_ok(self.settings.token, env.header.token):
+            return True
+        logger.warning("refused {} from {!r} ({}): wrong or missing token", what, identity,
+                       address or "?")
+        self._send(identity, Kind.REJECT, Reject("wrong or missing token (--token / "
+                                                 "CEYLON_TOKEN)"))
+        return False
 
     def _on_stranger(self, identity: bytes, env: Envelope) -> None:
         # Heartbeats or results from a peer we do not know (we restarted, or it was declared
@@ -384,11 +430,8 @@ class Admin(AgentBase):
         """A worker (re)registered telling what it still runs and which results we never
         acknowledged: keep what is still its own, requeue what it lost, stop what is not
         its any more, and take the results."""
-        try:
-            running = {tid: int(att) for tid, att in hello.running}
-            results = [protocol.from_wire(TaskResult, r) for r in hello.results]
-        except (ValueError, TypeError, RemoteProtocolError) as exc:
-            raise RemoteProtocolError(f"bad HELLO task lists: {exc}") from None
+        running = protocol.task_pairs(hello.running, "HELLO running")
+        results = [protocol.from_wire(TaskResult, r) for r in hello.results]
         held = {**running, **{r.task_id: r.attempt for r in results}}
         # Assignments younger than a heartbeat may be on their way (sent after this HELLO
         # was written): the next heartbeat settles those.
@@ -455,11 +498,7 @@ class Admin(AgentBase):
 
     def _on_heartbeat(self, rec: WorkerRecord, env: Envelope) -> None:
         beat = protocol.unpack(Heartbeat, env.payload, self.limits)
-        try:
-            holding = {tid: int(att) for tid, att in beat.holding}
-        except (ValueError, TypeError):
-            raise RemoteProtocolError("heartbeat: holding must be [task id, attempt] pairs") \
-                from None
+        holding = protocol.task_pairs(beat.holding, "heartbeat")
         # Anything assigned two heartbeats ago that the worker does not mention never
         # reached it; what is younger may still be on its way.
         cutoff = time.monotonic() - 2 * self.settings.heartbeat
@@ -506,7 +545,7 @@ class Admin(AgentBase):
 
     def _on_cancel_request(self, identity: bytes, env: Envelope) -> None:
         request = protocol.unpack(Cancel, env.payload, self.limits)
-        ids = [t[0] if isinstance(t, list) and t else t for t in request.tasks]
+        ids = list(protocol.task_pairs(request.tasks, "cancel request"))
         outcome = self.cancel(ids, request.reason or "cancelled by request")
         logger.info("cancel request for {}: {}", ids, outcome)
         self._send(identity, Kind.STATUS, Status({"cancel": outcome}))
@@ -601,6 +640,7 @@ class Admin(AgentBase):
                 self._batch_progress()
                 self._purge_orphans(now)
                 self._log_progress()
+                self.guard.forget_idle(now)
             self._purge_lost(now)  # every tick: a lost worker is noticed within a tick
             self._check_blocked(now)
             self._commit()
@@ -790,3 +830,7 @@ class Admin(AgentBase):
             self._publish_event("run_finished", tasks=ran, succeeded=self.board.succeeded,
                                 success_rate=self.board.succeeded / ran if ran else 0.0,
                                 unassigned=len(self.unassigned))
+
+
+def _is_loopback(bind: str) -> bool:
+    return bind in ("127.0.0.1", "localhost", "::1") or bind.startswith("127.")

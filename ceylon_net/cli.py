@@ -11,6 +11,7 @@ import asyncio
 import json
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -26,9 +27,11 @@ from .errors import AdminUnreachableError, ConfigError, RejectedError
 from .groups import TaskGroup
 from .handlers import load_app
 from .progress import ProgressBarForBatch, ProgressView
+from .protocol import DEFAULT_MAX_MESSAGE_BYTES
 from .settings import AdminSettings, WorkerSettings
 from .status import render as render_status
 from .tasks import RunReport, Task, parse_file
+from .transport import CurveKeys, create_keypair, load_keys
 from .worker import Worker
 from .workfile import load_work, parse_work
 
@@ -45,6 +48,14 @@ LogJson = Annotated[bool, _opt("Log one JSON object per line (for log shippers).
 Heartbeat = Annotated[float, _opt("Seconds between heartbeats.", "HEARTBEAT")]
 Liveness = Annotated[int, _opt("Missed heartbeats before a peer is declared lost.", "LIVENESS")]
 Workspace = Annotated[str, _opt("Workspace id; admin and workers must agree.", "WORKSPACE")]
+Token = Annotated[str | None, _opt("Shared secret every worker and client must present "
+                                   "(checked on registration and requests).", "TOKEN")]
+MaxBytes = Annotated[int, _opt("Largest message accepted, in bytes (also ZMQ MAXMSGSIZE).",
+                               "MAX_MESSAGE_BYTES")]
+CurveSecret = Annotated[Path | None, _opt("Our CURVE secret key file (ceylon-keygen): "
+                                          "encrypts and authenticates.", "CURVE_SECRET")]
+AdminKey = Annotated[Path | None, _opt("The admin's CURVE public key file (with "
+                                       "--curve-secret).", "ADMIN_KEY")]
 
 
 def configure_logging(level: str, as_json: bool) -> None:
@@ -57,6 +68,31 @@ def configure_logging(level: str, as_json: bool) -> None:
     except ValueError:
         logger.add(sys.stderr, level="INFO")
         _fail(EXIT_CONFIG, f"unknown --log-level {level!r}")
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a client (status, submit, cancel) talks to, and with what credentials."""
+
+    endpoint: str
+    token: str | None
+    curve: CurveKeys | None
+
+
+def _target(admin_peer: str, port: int, workspace: str, token: str | None,
+            curve_secret: Path | None, admin_key: Path | None) -> _Target:
+    try:
+        s = WorkerSettings(name="client", admin_peer=admin_peer, port=port, workspace=workspace,
+                           token=token, curve_secret=_str(curve_secret),
+                           admin_key=_str(admin_key))
+        curve = load_keys(curve_secret, admin_key) if curve_secret else None
+    except ConfigError as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    return _Target(s.endpoint, token, curve)
 
 
 def _fail(code: int, message: str) -> None:
@@ -100,13 +136,22 @@ def admin(
     journal: Annotated[Path | None, _opt(
         "Keep task state in this SQLite file; restarted on it, the admin resumes the run.",
         "JOURNAL")] = None,
+    token: Token = None,
+    curve_secret: CurveSecret = None,
+    authorized_keys: Annotated[Path | None, _opt(
+        "Directory of public key files (ceylon-keygen) allowed in; with --curve-secret.",
+        "AUTHORIZED_KEYS")] = None,
+    max_message_bytes: MaxBytes = DEFAULT_MAX_MESSAGE_BYTES,
     log_level: LogLevel = "INFO",
     log_json: LogJson = False,
 ) -> None:
     configure_logging(log_level, log_json)
     try:
         settings = AdminSettings(name=name, workspace=workspace, bind=bind, port=port,
-                                 journal=None if journal is None else str(journal),
+                                 journal=_str(journal), token=token,
+                                 curve_secret=_str(curve_secret),
+                                 authorized_keys=_str(authorized_keys),
+                                 max_message_bytes=max_message_bytes,
                                  pub_port=pub_port, expect_workers=expect_workers,
                                  unassignable_timeout=unassignable_timeout,
                                  heartbeat=heartbeat, liveness=liveness,
@@ -222,6 +267,10 @@ def worker(
                                          "finish before leaving.", "DRAIN_TIMEOUT")] = 30.0,
     app: Annotated[str | None, _opt("Python module to import whose @handler functions this "
                                     "worker runs (e.g. mypkg.tasks).", "APP")] = None,
+    token: Token = None,
+    curve_secret: CurveSecret = None,
+    admin_key: AdminKey = None,
+    max_message_bytes: MaxBytes = DEFAULT_MAX_MESSAGE_BYTES,
     log_level: LogLevel = "INFO",
     log_json: LogJson = False,
 ) -> None:
@@ -229,7 +278,10 @@ def worker(
     try:
         settings = WorkerSettings(name=name, skill=skill, role=role, capacity=concurrency,
                                   admin_peer=admin_peer, port=port, workspace=workspace,
-                                  time_scale=time_scale, connect_timeout=connect_timeout)
+                                  time_scale=time_scale, connect_timeout=connect_timeout,
+                                  token=token, curve_secret=_str(curve_secret),
+                                  admin_key=_str(admin_key),
+                                  max_message_bytes=max_message_bytes)
         if app is not None:
             sys.path.insert(0, "")  # like python -m: modules of the current directory
             names = load_app(app)
@@ -264,17 +316,17 @@ def status(
     workspace: Workspace = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print the snapshot as JSON.")] = False,
     timeout: Annotated[float, _opt("Seconds to wait for the admin's answer.", "TIMEOUT")] = 5.0,
+    token: Token = None,
+    curve_secret: CurveSecret = None,
+    admin_key: AdminKey = None,
     log_level: LogLevel = "WARNING",
     log_json: LogJson = False,
 ) -> None:
     configure_logging(log_level, log_json)
+    target = _target(admin_peer, port, workspace, token, curve_secret, admin_key)
     try:
-        endpoint = WorkerSettings(name="status", admin_peer=admin_peer, port=port,
-                                  workspace=workspace).endpoint
-    except ConfigError as exc:
-        _fail(EXIT_CONFIG, str(exc))
-    try:
-        reply = asyncio.run(ask_status(endpoint, workspace, timeout))
+        reply = asyncio.run(ask_status(target.endpoint, workspace, timeout, target.token,
+                                       target.curve))
     except (AdminUnreachableError, RejectedError) as exc:
         _fail(EXIT_FAILED, str(exc))
     if as_json:
@@ -308,13 +360,15 @@ def submit(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     connect_timeout: Annotated[float, _opt("Seconds to wait for the admin to answer.",
                                            "CONNECT_TIMEOUT")] = 10.0,
+    token: Token = None,
+    curve_secret: CurveSecret = None,
+    admin_key: AdminKey = None,
     log_level: LogLevel = "WARNING",
     log_json: LogJson = False,
 ) -> None:
     configure_logging(log_level, log_json)
+    target = _target(admin_peer, port, workspace, token, curve_secret, admin_key)
     try:
-        endpoint = WorkerSettings(name="submit", admin_peer=admin_peer, port=port,
-                                  workspace=workspace, connect_timeout=connect_timeout).endpoint
         doc = parse_file(file)
         parse_work(doc, str(file))  # refuse a bad file here, before anything is sent
     except ConfigError as exc:
@@ -322,7 +376,7 @@ def submit(
     if isinstance(doc, list):
         doc = {"tasks": doc}
     try:
-        submitted, report = asyncio.run(_submit(endpoint, workspace, doc, wait, sequential,
+        submitted, report = asyncio.run(_submit(target, workspace, doc, wait, sequential,
                                                 connect_timeout))
     except RejectedError as exc:
         _fail(EXIT_CONFIG, f"the admin refused the batch: {exc}")
@@ -342,13 +396,14 @@ def submit(
         raise typer.Exit(EXIT_FAILED)
 
 
-async def _submit(endpoint: str, workspace: str, doc: dict, wait: bool, sequential: bool,
+async def _submit(target: _Target, workspace: str, doc: dict, wait: bool, sequential: bool,
                   connect_timeout: float):
     bar = ProgressBarForBatch() if wait and sys.stderr.isatty() else None
     try:
-        return await submit_batch(endpoint, workspace, doc, wait=wait, sequential=sequential,
-                                  connect_timeout=connect_timeout,
-                                  on_progress=bar.update if bar else None)
+        return await submit_batch(target.endpoint, workspace, doc, wait=wait,
+                                  sequential=sequential, connect_timeout=connect_timeout,
+                                  on_progress=bar.update if bar else None,
+                                  token=target.token, curve=target.curve)
     finally:
         if bar is not None:
             bar.close()
@@ -379,20 +434,20 @@ def cancel(
     reason: Annotated[str, typer.Option(help="Why; shown in the report.")]
         = "cancelled by ceylon-cancel",
     timeout: Annotated[float, _opt("Seconds to wait for the admin's answer.", "TIMEOUT")] = 5.0,
+    token: Token = None,
+    curve_secret: CurveSecret = None,
+    admin_key: AdminKey = None,
     log_level: LogLevel = "WARNING",
     log_json: LogJson = False,
 ) -> None:
     configure_logging(log_level, log_json)
-    try:
-        endpoint = WorkerSettings(name="cancel", admin_peer=admin_peer, port=port,
-                                  workspace=workspace).endpoint
-    except ConfigError as exc:
-        _fail(EXIT_CONFIG, str(exc))
+    target = _target(admin_peer, port, workspace, token, curve_secret, admin_key)
     ids: list[int | str] = []
     for t in task_ids:
         ids += [t, int(t)] if t.lstrip("-").isdigit() else [t]
     try:
-        outcome = asyncio.run(cancel_tasks(endpoint, workspace, ids, reason, timeout))
+        outcome = asyncio.run(cancel_tasks(target.endpoint, workspace, ids, reason, timeout,
+                                           target.token, target.curve))
     except (AdminUnreachableError, RejectedError) as exc:
         _fail(EXIT_FAILED, str(exc))
     known = {str(t) for k in ("cancelled", "stopping", "finished") for t in outcome[k]}
@@ -405,6 +460,29 @@ def cancel(
         typer.echo(f"{t}: unknown task", err=True)
     if missing:
         raise typer.Exit(EXIT_FAILED)
+
+
+# ---------------------------------------------------------------------------- ceylon-keygen
+
+keygen_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+@keygen_app.command(help="Write a CURVE keypair: DIR/NAME.key (public: give it to the other "
+                         "side) and DIR/NAME.key_secret (keep it; mode 600).")
+def keygen(
+    directory: Annotated[Path, typer.Argument(help="Where to write the two files.")],
+    name: Annotated[str, typer.Option(help="Base name of the files, e.g. admin or Senior.")],
+) -> None:
+    if not name or "/" in name or name.startswith("."):
+        _fail(EXIT_CONFIG, f"--name {name!r} must be a plain file name")
+    if (directory / f"{name}.key_secret").exists():
+        _fail(EXIT_CONFIG, f"{directory / (name + '.key_secret')} exists; not overwriting it")
+    public, secret = create_keypair(directory, name)
+    typer.echo(f"public key: {public}\nsecret key: {secret}")
+
+
+def keygen_main() -> None:
+    keygen_app()
 
 
 def cancel_main() -> None:

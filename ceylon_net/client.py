@@ -9,14 +9,15 @@ from typing import Any
 from . import protocol
 from .errors import AdminUnreachableError, RejectedError
 from .protocol import DEFAULT_MAX_MESSAGE_BYTES, BatchProgress, Kind
-from .transport import Client
+from .transport import Client, CurveKeys
 
 
-async def ask_status(endpoint: str, workspace: str, timeout: float) -> dict[str, Any]:
+async def ask_status(endpoint: str, workspace: str, timeout: float, token: str | None = None,
+                     curve: CurveKeys | None = None) -> dict[str, Any]:
     """The admin's status snapshot. AdminUnreachableError / RejectedError otherwise."""
-    client = Client(endpoint, DEFAULT_MAX_MESSAGE_BYTES)
+    client = Client(endpoint, DEFAULT_MAX_MESSAGE_BYTES, curve)
     try:
-        header = protocol.make_header(workspace, "ceylon-status")
+        header = protocol.make_header(workspace, "ceylon-status", token=token)
         frames = await client.ask(protocol.encode_frames(Kind.STATUS, header), timeout)
         env = _answer(frames, endpoint, timeout)
         return protocol.unpack(protocol.Status, env.payload).snapshot
@@ -25,12 +26,13 @@ async def ask_status(endpoint: str, workspace: str, timeout: float) -> dict[str,
 
 
 async def cancel_tasks(endpoint: str, workspace: str, task_ids: list[Any], reason: str,
-                       timeout: float) -> dict[str, list[Any]]:
+                       timeout: float, token: str | None = None,
+                       curve: CurveKeys | None = None) -> dict[str, list[Any]]:
     """Ask the admin to cancel tasks; returns {"cancelled", "stopping", "finished",
     "unknown"} lists of ids."""
-    client = Client(endpoint, DEFAULT_MAX_MESSAGE_BYTES)
+    client = Client(endpoint, DEFAULT_MAX_MESSAGE_BYTES, curve)
     try:
-        header = protocol.make_header(workspace, "ceylon-cancel", "Cancel")
+        header = protocol.make_header(workspace, "ceylon-cancel", "Cancel", token=token)
         payload = protocol.pack(protocol.Cancel([[t, 0] for t in task_ids], reason))
         frames = await client.ask(protocol.encode_frames(Kind.CANCEL, header, payload), timeout)
         env = _answer(frames, endpoint, timeout)
@@ -49,15 +51,17 @@ async def submit(
     connect_timeout: float,
     silence_timeout: float = 10.0,
     on_progress: Callable[[BatchProgress], None] | None = None,
+    token: str | None = None,
+    curve: CurveKeys | None = None,
 ) -> tuple[protocol.Submitted, dict[str, Any] | None]:
     """Send a batch; with ``wait``, follow its progress and return its report too.
 
     The admin sends progress every heartbeat while the batch runs; ``silence_timeout``
     seconds without a word from it means it is gone (AdminUnreachableError).
     """
-    client = Client(endpoint, DEFAULT_MAX_MESSAGE_BYTES)
+    client = Client(endpoint, DEFAULT_MAX_MESSAGE_BYTES, curve)
     try:
-        header = protocol.make_header(workspace, "ceylon-submit", "Submission")
+        header = protocol.make_header(workspace, "ceylon-submit", "Submission", token=token)
         payload = protocol.pack(protocol.Submission(doc, wait, sequential))
         frames = await client.ask(protocol.encode_frames(Kind.SUBMIT, header, payload),
                                   connect_timeout)

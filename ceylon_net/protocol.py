@@ -120,6 +120,7 @@ class Header:
     type: str | None = None
     to: str | None = None
     version: int = PROTOCOL_VERSION
+    token: str | None = None  # the workspace token, on HELLO and client requests only
 
 
 @dataclass(slots=True)
@@ -133,13 +134,15 @@ _msg_ids = itertools.count(1)
 
 
 def make_header(
-    workspace: str, sender: str, type: str | None = None, to: str | None = None
+    workspace: str, sender: str, type: str | None = None, to: str | None = None,
+    token: str | None = None,
 ) -> Header:
-    return Header(workspace, sender, next(_msg_ids), time.time(), type, to)
+    return Header(workspace, sender, next(_msg_ids), time.time(), type, to, token=token)
 
 
 def encode_header(h: Header) -> bytes:
-    return packb([h.version, h.workspace, h.msg_id, h.sender, h.ts, h.type, h.to])
+    fields = [h.version, h.workspace, h.msg_id, h.sender, h.ts, h.type, h.to]
+    return packb(fields if h.token is None else [*fields, h.token])
 
 
 def decode_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Header:
@@ -157,7 +160,10 @@ def decode_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Header:
         raise RemoteProtocolError("header msg_id/ts must be numbers")
     if not (type_ is None or isinstance(type_, str)) or not (to is None or isinstance(to, str)):
         raise RemoteProtocolError("header type/to must be strings or nil")
-    return Header(workspace, sender, msg_id, float(ts), type_, to, version)
+    token = raw[7] if len(raw) > 7 else None
+    if not (token is None or isinstance(token, str)):
+        raise RemoteProtocolError("header token must be a string or nil")
+    return Header(workspace, sender, msg_id, float(ts), type_, to, version, token)
 
 
 def encode_frames(kind: bytes, header: Header, payload: bytes = b"") -> list[bytes]:
@@ -172,6 +178,22 @@ def decode_frames(frames: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> E
     if kind not in KINDS:
         raise RemoteProtocolError(f"unknown kind {bytes(kind[:16])!r}")
     return Envelope(bytes(kind), decode_header(header, limits), payload)
+
+
+def task_pairs(raw: Any, what: str) -> dict[int | str, int]:
+    """{task id: attempt} from [[task id, attempt], ...] as peers send them; a task id is an
+    int or a string and an attempt an int, anything else is the peer's error."""
+    out: dict[int | str, int] = {}
+    for pair in raw if isinstance(raw, list) else [None]:
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise RemoteProtocolError(f"{what}: expected [task id, attempt] pairs")
+        task_id, attempt = pair
+        if isinstance(task_id, bool) or not isinstance(task_id, int | str):
+            raise RemoteProtocolError(f"{what}: a task id must be an int or a string")
+        if isinstance(attempt, bool) or not isinstance(attempt, int):
+            raise RemoteProtocolError(f"{what}: an attempt must be an int")
+        out[task_id] = attempt
+    return out
 
 
 def topic(workspace: str) -> bytes:

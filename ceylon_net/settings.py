@@ -44,9 +44,19 @@ class AdminSettings:
     task_timeout: float | None = None
     journal: str | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    token: str | None = None
+    curve_secret: str | None = None  # the admin's secret key file (ceylon-keygen)
+    authorized_keys: str | None = None  # directory of the public key files let in
+    bad_frame_limit: int = 100  # bad frames from one peer within bad_frame_window ...
+    bad_frame_window: float = 10.0  # ... get it disconnected (its frames dropped) ...
+    ban_seconds: float = 60.0  # ... for this long
+    hello_rate: float = 100.0  # registrations per second accepted from one address
 
     def __post_init__(self) -> None:
         _check_port("port", self.port)
+        _check_security(self.token, self.max_message_bytes)
+        if (self.curve_secret is None) != (self.authorized_keys is None):
+            raise ConfigError("--curve-secret and --authorized-keys go together")
         if self.max_attempts < 1:
             raise ConfigError("--max-attempts must be at least 1")
         if self.task_timeout is not None:
@@ -84,9 +94,15 @@ class WorkerSettings:
     time_scale: float = 1.0
     connect_timeout: float = 30.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    token: str | None = None
+    curve_secret: str | None = None  # this worker's secret key file (ceylon-keygen)
+    admin_key: str | None = None  # the admin's public key file
 
     def __post_init__(self) -> None:
         _check_name("name", self.name)
+        _check_security(self.token, self.max_message_bytes)
+        if (self.curve_secret is None) != (self.admin_key is None):
+            raise ConfigError("--curve-secret and --admin-key go together")
         _check_name("workspace", self.workspace)
         _check_name("role", self.role)
         if not 0 <= self.skill <= 10:
@@ -105,6 +121,13 @@ class WorkerSettings:
     @property
     def endpoint(self) -> str:
         return f"tcp://{_bracket(self.admin_peer)}:{self.port}"
+
+
+def _check_security(token: str | None, max_message_bytes: int) -> None:
+    if token is not None and not 8 <= len(token) <= 1024:
+        raise ConfigError("--token must be 8 to 1024 characters (use a long random string)")
+    if not 1024 <= max_message_bytes <= 1 << 30:
+        raise ConfigError(f"--max-message-bytes must be 1 KiB to 1 GiB, got {max_message_bytes}")
 
 
 def _bracket(host: str) -> str:

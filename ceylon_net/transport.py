@@ -9,14 +9,19 @@ which decides (requeue, drop), instead of stalling everyone else.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import socket
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 import zmq.asyncio
+import zmq.auth
+from zmq.auth.asyncio import AsyncioAuthenticator
 
 from .errors import ConfigError
 from .protocol import topic as workspace_topic
@@ -28,12 +33,73 @@ def _new_context() -> zmq.asyncio.Context:
     return zmq.asyncio.Context()
 
 
+# --------------------------------------------------------------------------- CURVE
+
+
+@dataclass(frozen=True, slots=True)
+class CurveKeys:
+    """Our keypair, and for a client the admin's public key."""
+
+    public: bytes
+    secret: bytes
+    server: bytes | None = None
+
+
+def create_keypair(directory: str | Path, name: str) -> tuple[Path, Path]:
+    """Write NAME.key (public: hand it out) and NAME.key_secret (keep it) into directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    public, secret = zmq.auth.create_certificates(str(directory), name)
+    Path(secret).chmod(0o600)
+    return Path(public), Path(secret)
+
+
+def _load(path: str | Path, what: str) -> tuple[bytes, bytes | None]:
+    try:
+        return zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{what} {path}: cannot load a key from it ({exc})") from None
+
+
+def load_keys(secret_file: str | Path, admin_key_file: str | Path | None = None) -> CurveKeys:
+    """Our keys from our secret key file; a client also names the admin's public key file."""
+    public, secret = _load(secret_file, "--curve-secret")
+    if secret is None:
+        raise ConfigError(f"--curve-secret {secret_file} holds no secret key (that is the "
+                          f"public .key file; give the .key_secret one)")
+    server = None if admin_key_file is None else _load(admin_key_file, "--admin-key")[0]
+    return CurveKeys(public, secret, server)
+
+
+def _as_server(sock: zmq.Socket, keys: CurveKeys) -> None:
+    sock.curve_secretkey = keys.secret
+    sock.curve_publickey = keys.public
+    sock.curve_server = True
+
+
+def _as_client(sock: zmq.Socket, keys: CurveKeys | None) -> None:
+    if keys is not None:
+        sock.curve_secretkey = keys.secret
+        sock.curve_publickey = keys.public
+        sock.curve_serverkey = keys.server
+
+
 class AdminSockets:
     """ROUTER + PUB, bound on ``host``."""
 
-    def __init__(self, host: str, max_message_bytes: int, workspace: str) -> None:
+    def __init__(self, host: str, max_message_bytes: int, workspace: str,
+                 curve: CurveKeys | None = None, authorized_keys: str | None = None) -> None:
         self.ctx = _new_context()
         self.host = host
+        self.auth: AsyncioAuthenticator | None = None
+        if curve is not None:
+            if authorized_keys is None or not Path(authorized_keys).is_dir():
+                raise ConfigError(f"--authorized-keys {authorized_keys}: not a directory")
+            # ZAP checks every new connection to any socket of this context (ROUTER and PUB)
+            # against the public keys in the directory.
+            self.auth = AsyncioAuthenticator(self.ctx)
+            self.auth.start()
+            self.auth.configure_curve(domain="*", location=authorized_keys)
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -44,6 +110,9 @@ class AdminSockets:
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, LINGER_MS)
         self.pub.setsockopt(zmq.SNDHWM, 100_000)
+        if curve is not None:
+            _as_server(self.router, curve)
+            _as_server(self.pub, curve)
         self.topic = workspace_topic(workspace)
 
     def bind(self, port: int, pub_port: int | None) -> tuple[int, int]:
@@ -96,6 +165,8 @@ class AdminSockets:
     def close(self, linger_ms: int = LINGER_MS) -> None:
         self.router.close(linger_ms)
         self.pub.close(linger_ms)
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
 
 
@@ -110,9 +181,11 @@ def peer_address(frame: zmq.Frame) -> str:
 class WorkerSockets:
     """DEALER to the admin's ROUTER; SUB to its PUB once the welcome says where."""
 
-    def __init__(self, name: str, endpoint: str, max_message_bytes: int) -> None:
+    def __init__(self, name: str, endpoint: str, max_message_bytes: int,
+                 curve: CurveKeys | None = None) -> None:
         self.ctx = _new_context()
         self.endpoint = endpoint
+        self.curve = curve
         # A unique identity per process: a restarted worker is a new peer to the ROUTER.
         self.identity = f"{name}/{uuid.uuid4().hex[:8]}".encode()
         self.dealer = self.ctx.socket(zmq.DEALER)
@@ -121,18 +194,26 @@ class WorkerSockets:
         self.dealer.setsockopt(zmq.LINGER, LINGER_MS)
         self.dealer.setsockopt(zmq.RECONNECT_IVL, 100)
         self.dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        _as_client(self.dealer, curve)
         self.dealer.connect(endpoint)
         self.sub: zmq.asyncio.Socket | None = None
 
     def subscribe(self, host: str, pub_port: int, topics: Sequence[bytes]) -> None:
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
+        _as_client(self.sub, self.curve)
         for t in topics:
             self.sub.setsockopt(zmq.SUBSCRIBE, t)
         self.sub.connect(f"tcp://{host}:{pub_port}")
 
-    async def send(self, frames: Sequence[bytes]) -> None:
-        await self.dealer.send_multipart(frames)
+    async def send(self, frames: Sequence[bytes], timeout: float | None = None) -> bool:
+        """Send to the admin; False when it could not leave within ``timeout`` s (no
+        connection: the admin is down, or it refused our keys)."""
+        try:
+            await asyncio.wait_for(self.dealer.send_multipart(frames), timeout)
+            return True
+        except TimeoutError:
+            return False
 
     async def recv(self, timeout: float | None) -> list[bytes] | None:
         """Next message from the admin, or None after ``timeout`` seconds."""
@@ -167,17 +248,25 @@ class WorkerSockets:
 class Client:
     """A DEALER that asks the admin one question at a time (ceylon-status, ceylon-submit)."""
 
-    def __init__(self, endpoint: str, max_message_bytes: int) -> None:
+    def __init__(self, endpoint: str, max_message_bytes: int,
+                 curve: CurveKeys | None = None) -> None:
         self.ctx = _new_context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        _as_client(self.sock, curve)
         self.sock.connect(endpoint)
 
     async def ask(self, frames: Sequence[bytes], timeout: float) -> list[bytes] | None:
-        """Send ``frames``; the reply, or None when nothing came within ``timeout`` s."""
-        await self.sock.send_multipart(frames)
-        return await self.receive(timeout)
+        """Send ``frames``; the reply, or None when nothing came within ``timeout`` s (also
+        when it could not even be sent: no connection, or our keys were refused)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            await asyncio.wait_for(self.sock.send_multipart(frames), timeout)
+        except TimeoutError:
+            return None
+        return await self.receive(max(0.0, deadline - loop.time()))
 
     async def receive(self, timeout: float) -> list[bytes] | None:
         """The next message from the admin, or None after ``timeout`` s."""
@@ -193,10 +282,12 @@ class Client:
 class Subscriber:
     """A read-only view of a workspace's PUB bus (observers, tests, status tools)."""
 
-    def __init__(self, host: str, pub_port: int, workspace: str, kinds: Sequence[bytes] = (b"",)):
+    def __init__(self, host: str, pub_port: int, workspace: str, kinds: Sequence[bytes] = (b"",),
+                 curve: CurveKeys | None = None):
         self.ctx = _new_context()
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
+        _as_client(self.sock, curve)
         base = workspace_topic(workspace)
         for kind in kinds:
             self.sock.setsockopt(zmq.SUBSCRIBE, base + kind)

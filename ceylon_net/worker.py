@@ -16,7 +16,7 @@ from .protocol import Ack, Cancel, Envelope, Hello, Kind, Limits, Reject, Welcom
 from .runner import TaskRunner
 from .settings import DEFAULT_PORT, DEFAULT_WORKSPACE_ID, WorkerSettings, env_default
 from .tasks import DEFAULT_ROLE, Task, TaskAssignment, TaskResult
-from .transport import WorkerSockets
+from .transport import WorkerSockets, load_keys
 
 if TYPE_CHECKING:
     from .admin import Admin
@@ -105,7 +105,8 @@ class Worker(AgentBase):
         AdminUnreachableError when nobody answers within the connect timeout.
         """
         s = self.settings
-        self._sockets = WorkerSockets(s.name, s.endpoint, s.max_message_bytes)
+        curve = load_keys(s.curve_secret, s.admin_key) if s.curve_secret else None
+        self._sockets = WorkerSockets(s.name, s.endpoint, s.max_message_bytes, curve)
         bus = asyncio.create_task(self._broadcast_loop(), name=f"{self.name}-bus")
         beat = asyncio.create_task(self._heartbeat_loop(), name=f"{self.name}-heartbeat")
         self.runner.start()
@@ -190,7 +191,8 @@ class Worker(AgentBase):
             hello = Hello(s.name, s.role, s.skill, s.capacity, self.runner.holding(),
                           [protocol.to_wire(r) for r in self.runner.undelivered()],
                           sorted(handlers.registered()))
-            await self._send(Kind.HELLO, hello)
+            timeout = max(0.05, min(delay, deadline - time.monotonic()))
+            await self._send(Kind.HELLO, hello, token=s.token, timeout=timeout)
             welcome = await self._await_welcome(min(delay, max(0.0, deadline - time.monotonic())))
             if welcome is not None:
                 self._on_welcome(welcome)
@@ -258,6 +260,14 @@ class Worker(AgentBase):
         env = self._decode(frames)
         if env is None:
             return False
+        try:
+            return self._dispatch(env)
+        except RemoteProtocolError as exc:
+            logger.warning("{}: dropped a bad {} from the admin: {}", self.name,
+                           env.kind.decode(), exc)
+            return False
+
+    def _dispatch(self, env: Envelope) -> bool:
         if env.kind == Kind.ASSIGN:
             try:
                 batch = protocol.unpack_batch(TaskAssignment, env.payload, self.limits)
@@ -267,10 +277,11 @@ class Worker(AgentBase):
             for a in batch:
                 self.runner.accept(a)
         elif env.kind == Kind.ACK:
-            self.runner.acknowledge(protocol.unpack(Ack, env.payload, self.limits).results)
+            acked = protocol.unpack(Ack, env.payload, self.limits).results
+            self.runner.acknowledge(list(protocol.task_pairs(acked, "ACK").items()))
         elif env.kind == Kind.CANCEL:
             cancel = protocol.unpack(Cancel, env.payload, self.limits)
-            for task_id, attempt in cancel.tasks:
+            for task_id, attempt in protocol.task_pairs(cancel.tasks, "CANCEL").items():
                 self.runner.cancel(task_id, attempt, cancel.reason)
         elif env.kind == Kind.DIRECT:
             self._deliver(env.header, env.payload, self.limits)
@@ -324,10 +335,15 @@ class Worker(AgentBase):
             protocol.encode_frames(Kind.RESULT, header, protocol.pack_batch(batch)))
 
     # ------------------------------------------------------------------ sending
-    async def _send(self, kind: bytes, msg: Any) -> None:
+    async def _send(self, kind: bytes, msg: Any, token: str | None = None,
+                    timeout: float = 1.0) -> bool:
+        """Send a control message; False if it could not leave within ``timeout`` s (then
+        the admin is unreachable, which the heartbeats notice)."""
         assert self._sockets is not None
-        header = protocol.make_header(self.workspace_id, self.name, protocol.type_name(msg))
-        await self._sockets.send(protocol.encode_frames(kind, header, protocol.pack(msg)))
+        header = protocol.make_header(self.workspace_id, self.name, protocol.type_name(msg),
+                                      token=token)
+        return await self._sockets.send(protocol.encode_frames(kind, header, protocol.pack(msg)),
+                                        timeout)
 
     async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
         if self._sockets is None:

@@ -5,7 +5,7 @@ import asyncio
 from conftest import run
 
 from ceylon_net import Admin, AdminSettings, Task, TaskResult, Worker, message, on_message
-from ceylon_net.testing import free_port, wait_until
+from ceylon_net.testing import wait_until
 
 
 @message
@@ -15,7 +15,7 @@ class Greeting:
 
 
 def _admin(**kw):
-    return Admin(settings=AdminSettings(bind="127.0.0.1", port=free_port(), **kw))
+    return Admin(settings=AdminSettings(bind="127.0.0.1", port=0, **kw))
 
 
 class Listener(Worker):
@@ -34,7 +34,7 @@ class Listener(Worker):
 
 class Boss(Admin):
     def __init__(self):
-        super().__init__(settings=AdminSettings(bind="127.0.0.1", port=free_port()))
+        super().__init__(settings=AdminSettings(bind="127.0.0.1", port=0))
         self.greetings: list[str] = []
         self.joined: list[str] = []
 

@@ -86,7 +86,7 @@ def test_a_worker_host_cut_off_for_5_s_loses_its_tasks_to_others_and_rejoins(tmp
 @needs_iptables
 @pytest.mark.timeout(180)
 def test_200_tasks_complete_with_10_percent_loss_and_50_ms_delay_on_a_worker(tmp_path):
-    tasks = _tasks(tmp_path, 200, 0.02)
+    tasks = _tasks(tmp_path, 200, 0.1)  # long enough for hundreds of packets on the bad link
     relay = str(REPO / "tests" / "tools" / "delay_relay.py")
     with netns.network(hosts=["admin", "lossy", "clean"]) as net:
         admin = _admin(net, tmp_path, tasks, "--expect-workers", "2")
@@ -98,14 +98,15 @@ def test_200_tasks_complete_with_10_percent_loss_and_50_ms_delay_on_a_worker(tmp
         for chain, iface in (("INPUT", "-i"), ("OUTPUT", "-o")):
             net.iptables("lossy", ["-A", chain, "!", iface, "lo", "-m", "statistic", "--mode",
                                    "random", "--probability", "0.1", "-j", "DROP"])
-        _worker(net, tmp_path, "lossy", "--concurrency", "4", peer="127.0.0.1")
-        _worker(net, tmp_path, "clean", "--concurrency", "4")
+        _worker(net, tmp_path, "lossy", "--concurrency", "6", peer="127.0.0.1")
+        _worker(net, tmp_path, "clean", "--concurrency", "2")
         assert admin.wait(150) == 0, _text(tmp_path / "admin.err")[-3000:]
         drops = net.call("lossy", ["iptables", "-L", "INPUT", "-v", "-n", "-x"], timeout=10)
+
     report = json.loads((tmp_path / "report.json").read_text())
     assert sorted(t["id"] for t in report["tasks"]) == list(range(200))
     assert report["success_rate"] == 1.0
-    assert any(t["worker"] == "lossy" for t in report["tasks"])  # it did take part
+    assert sum(t["worker"] == "lossy" for t in report["tasks"]) >= 50  # it did its share
     dropped = [int(line.split()[0]) for line in drops.stdout.splitlines()
                if "statistic" in line]
     assert dropped and dropped[0] > 0, drops.stdout  # the loss was real

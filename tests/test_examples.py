@@ -18,7 +18,8 @@ def _run(argv, **env):
 @pytest.mark.parametrize("script", ["task_management.py", "task_management_typed.py"])
 def test_ported_tutorial_runs_skill_based_tasks(script):
     proc = _run([sys.executable, f"examples/{script}"],
-                CEYLON_PORT=str(free_port()), CEYLON_TIME_SCALE="0.05")
+                CEYLON_PORT=str(free_port()), CEYLON_PUB_PORT=str(free_port()),
+                CEYLON_TIME_SCALE="0.05")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-4:] == [
         "task 1 -> Junior: success",

@@ -141,10 +141,20 @@ def test_any_header_round_trips(kind, h, payload):
 
 
 def test_header_with_extra_trailing_fields_still_decodes():
-    # A future peer may append header fields; the first seven still mean the same.
-    data = raw_header(*GOOD_HEADER, "future", 42)
+    # A future peer may append header fields; the first eight still mean the same.
+    data = raw_header(*GOOD_HEADER, "the-token", "future", 42)
 
-    assert protocol.decode_header(data) == Header("default", "Senior", 7, 1700000000.5)
+    assert protocol.decode_header(data) == Header("default", "Senior", 7, 1700000000.5,
+                                                  token="the-token")
+
+
+def test_the_token_travels_in_the_header_only_when_set():
+    with_token = protocol.make_header("default", "w", token="s3cret")
+    without = protocol.make_header("default", "w")
+
+    assert protocol.decode_header(protocol.encode_header(with_token)).token == "s3cret"
+    assert protocol.decode_header(protocol.encode_header(without)).token is None
+    assert len(protocol.unpackb(protocol.encode_header(without))) == 7
 
 
 def test_integer_timestamp_decodes_as_float():

@@ -37,7 +37,7 @@ class WatchedPlayground(TaskPlayGround):
 
 def test_seed_000_goal_fires_once_between_5_and_10_and_concurrency_stays_at_2(capsys):
     example = _load_example("task_groups")
-    pg = WatchedPlayground(port=free_port(), bind="127.0.0.1")
+    pg = WatchedPlayground(port=0, bind="127.0.0.1")
 
     async def body():
         await asyncio.wait_for(example.main(pg), 60)
@@ -63,7 +63,8 @@ def test_seed_000_goal_fires_once_between_5_and_10_and_concurrency_stays_at_2(ca
 def test_seed_000_example_runs_as_a_program():
     proc = subprocess.run([sys.executable, "examples/task_groups.py"], cwd=REPO, timeout=90,
                           capture_output=True, text=True,
-                          env={**os.environ, "CEYLON_PORT": str(free_port())})
+                          env={**os.environ, "CEYLON_PORT": str(free_port()),
+                               "CEYLON_PUB_PORT": str(free_port())})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("Goal Status: GoalStatus.ACHIEVED") == 1
     assert "Progress: 5/5 tasks completed" in proc.stdout

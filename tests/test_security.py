@@ -1,0 +1,150 @@
+"""CURVE keys and workspace tokens, as a user sets them up with the CLIs."""
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+
+import pytest
+from conftest import run
+
+from ceylon_net.testing import Cluster, cli, wait_until
+
+SECRET = "TOP-SECRET-DESCRIPTION-7f3a"
+
+
+def _keys(tmp_path, *names):
+    for name in names:
+        subprocess.run([*cli("ceylon-keygen"), str(tmp_path / "keys"), "--name", name],
+                       check=True, capture_output=True)
+    authorized = tmp_path / "authorized"
+    authorized.mkdir()
+    return tmp_path / "keys", authorized
+
+
+def _secret_tasks(tasks_file):
+    return tasks_file([{"id": i, "description": f"{SECRET} {i}", "difficulty": 1,
+                        "duration": 0.05} for i in range(3)])
+
+
+class Capture:
+    """tcpdump on loopback for two ports, while the body runs."""
+
+    def __init__(self, path, ports):
+        self.path, self.ports = path, ports
+
+    async def __aenter__(self):
+        flt = " or ".join(f"tcp port {p}" for p in self.ports)
+        self.proc = await asyncio.create_subprocess_exec(
+            "tcpdump", "--immediate-mode", "-i", "lo", "-U", "-s", "0", "-w", str(self.path), flt,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        line = await asyncio.wait_for(self.proc.stderr.readline(), 10)
+        assert b"listening on" in line, line
+        return self
+
+    async def __aexit__(self, *exc):
+        self.proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(self.proc.wait(), 10)
+
+    def bytes(self):
+        return self.path.read_bytes()
+
+
+needs_capture = pytest.mark.skipif(shutil.which("tcpdump") is None,
+                                   reason="needs tcpdump (bin/test installs it as root)")
+
+
+@needs_capture
+def test_curve_admin_lets_in_only_authorized_keys_and_encrypts(tmp_path, tasks_file):
+    keys, authorized = _keys(tmp_path, "admin", "good", "bad")
+    shutil.copy(keys / "good.key", authorized / "good.key")
+    tasks = _secret_tasks(tasks_file)
+    admin_secret, admin_public = keys / "admin.key_secret", keys / "admin.key"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            async with Capture(tmp_path / "curve.pcap", [c.port, c.pub_port]) as cap:
+                admin = await c.admin("--tasks", str(tasks), "--expect-workers", "1",
+                                      "--curve-secret", str(admin_secret),
+                                      "--authorized-keys", str(authorized))
+                await wait_until(lambda: "serving workspace" in admin.stderr(), 15, "admin")
+                bad = await c.worker("Bad", "--curve-secret", str(keys / "bad.key_secret"),
+                                     "--admin-key", str(admin_public), "--connect-timeout", "3")
+                plain = await c.worker("Plain", "--connect-timeout", "3")
+                status = await c.spawn("status", [*cli("ceylon-status"), "--port", str(c.port),
+                                                  "--timeout", "3"])
+                refused = [await p.wait(20) for p in (bad, plain, status)]
+                good = await c.worker("Good", "--curve-secret", str(keys / "good.key_secret"),
+                                      "--admin-key", str(admin_public))
+                code = await admin.wait(30)
+                await good.wait(15)
+            return refused, code, admin, bad, plain, status, cap.bytes()
+
+    refused, code, admin, bad, plain, status, captured = run(body())
+    assert refused == [1, 1, 1]
+    for p in (bad, plain):
+        assert "no admin answered" in p.stderr()
+    assert "no admin answered" in status.stderr()
+    assert code == 0, admin.stderr()
+    assert "Success rate: 100.00% (3/3 tasks)" in admin.stdout()
+    assert "worker 'Good' joined" in admin.stderr()
+    assert "'Bad'" not in admin.stderr() and "'Plain'" not in admin.stderr()
+    assert len(captured) > 1000  # the capture saw the traffic ...
+    assert SECRET.encode() not in captured  # ... and none of it in clear
+
+
+@needs_capture
+def test_without_curve_the_same_capture_does_show_the_descriptions(tmp_path, tasks_file):
+    tasks = _secret_tasks(tasks_file)
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            async with Capture(tmp_path / "plain.pcap", [c.port, c.pub_port]) as cap:
+                admin = await c.admin("--tasks", str(tasks), "--expect-workers", "1")
+                await c.worker("Plain")
+                assert await admin.wait(30) == 0
+            return cap.bytes()
+
+    assert SECRET.encode() in run(body())  # so the test above can fail
+
+
+def test_token_lets_in_the_right_workers_and_clients_only(tmp_path, tasks_file):
+    tasks = tasks_file([{"id": 1, "description": "x", "difficulty": 1, "duration": 0.05}])
+    token = "correct-horse-battery-staple"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(tasks), "--expect-workers", "1",
+                                  "--token", token)
+            await wait_until(lambda: "serving workspace" in admin.stderr(), 15, "admin")
+            wrong = await c.worker("Wrong", "--token", "not-the-token")
+            none = await c.worker("NoToken")
+            status = await c.spawn("status", [*cli("ceylon-status"), "--port", str(c.port),
+                                              "--json"])
+            refused = [await p.wait(20) for p in (wrong, none, status)]
+            good_status = await c.spawn("status-ok", [*cli("ceylon-status"), "--port",
+                                                      str(c.port), "--json"],
+                                        env={"CEYLON_TOKEN": token})
+            ok_status = await good_status.wait(20)
+            right = await c.worker("Right", "--token", token)
+            code = await admin.wait(30)
+            await right.wait(15)
+            return refused, ok_status, code, admin.stderr(), wrong, good_status
+
+    refused, ok_status, code, err, wrong, good_status = run(body())
+    assert refused == [1, 1, 1]
+    assert "rejected by the admin: wrong or missing token" in wrong.stderr()
+    assert err.count("wrong or missing token") == 3
+    assert "refused HELLO from b'Wrong/" in err and "(127.0.0.1)" in err
+    assert ok_status == 0 and json.loads(good_status.stdout())["admin"] == "admin"
+    assert code == 0
+
+
+def test_keygen_refuses_to_overwrite_a_secret_key(tmp_path):
+    args = [*cli("ceylon-keygen"), str(tmp_path), "--name", "admin"]
+    first = subprocess.run(args, capture_output=True, text=True)
+    second = subprocess.run(args, capture_output=True, text=True)
+    assert first.returncode == 0 and "secret key:" in first.stdout
+    assert (tmp_path / "admin.key_secret").stat().st_mode & 0o777 == 0o600
+    assert second.returncode == 2 and "not overwriting it" in second.stderr
