@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
 
 import zmq
 from loguru import logger
@@ -19,6 +20,7 @@ from .errors import ConfigError, RemoteProtocolError, TaskFailed
 from .groups import GroupEvent, TaskGroup, TaskManager
 from .guard import PeerGuard, token_ok
 from .journal import Journal
+from .metrics import Histogram, serve_metrics
 from .protocol import (
     PROTOCOL_VERSION,
     Ack,
@@ -49,6 +51,18 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 TICK = 0.25  # resolution of timers (heartbeats, liveness, unassignable timeout)
+
+
+@dataclass(slots=True)
+class AdminStats:
+    """Counters for the metrics endpoint (plain ints: cheap on the hot path)."""
+
+    assignments: int = 0
+    results: int = 0
+    reconnects: int = 0
+    lost: int = 0
+    run_seconds: Histogram = field(default_factory=Histogram)
+    wait_seconds: Histogram = field(default_factory=Histogram)
 
 
 @dataclass(slots=True)
@@ -83,7 +97,11 @@ class Admin(AgentBase):
         self.settings = settings
         self.limits = Limits(max_str_len=settings.max_message_bytes,
                              max_bin_len=settings.max_message_bytes)
-        self.board = TaskBoard(settings.max_attempts)
+        self.board = TaskBoard(settings.max_attempts, time.monotonic)
+        self.stats = AdminStats()
+        self._results_out: TextIO | None = None
+        self._result_lines: list[str] = []
+        self._seen_names: set[str] = set()
         self.task_manager = TaskManager()
         self.batches = Batches()
         self.port = settings.port
@@ -118,6 +136,16 @@ class Admin(AgentBase):
             self.journal = Journal(s.journal, s.workspace)  # JournalError: nothing started
             self._resume()
         self._started_at = time.monotonic()
+        if s.results_file is not None and self._results_out is None:
+            try:
+                self._results_out = open(s.results_file, "a", encoding="utf-8")  # noqa: SIM115
+            except OSError as exc:
+                raise ConfigError(f"--results {s.results_file}: {exc.strerror}") from None
+        if s.metrics_port is not None:
+            try:
+                serve_metrics(self, s.bind, s.metrics_port)
+            except OSError as exc:
+                raise ConfigError(f"--metrics-port {s.metrics_port}: {exc.strerror}") from None
         curve = load_keys(s.curve_secret) if s.curve_secret else None
         self._sockets = AdminSockets(s.endpoint_host, s.max_message_bytes, s.workspace, curve,
                                      s.authorized_keys)
@@ -158,10 +186,13 @@ class Admin(AgentBase):
         await self._cancel_handlers()
         self._sockets.close()
         self._sockets = None
+        self._commit()
         if self.journal is not None:
-            self._commit()
             self.journal.close()
             self.journal = None
+        if self._results_out is not None:
+            self._results_out.close()
+            self._results_out = None
         logger.info("admin '{}' stopped: {}", self.name, reason)
 
     async def arun_admin(self, inputs: bytes = b"", workers: Iterable[Worker] = ()) -> None:
@@ -401,6 +432,9 @@ class Admin(AgentBase):
             self._reject(identity, reason)
             return
         if identity not in self._workers:
+            if hello.name in self._seen_names:
+                self.stats.reconnects += 1
+            self._seen_names.add(hello.name)
             self._register(identity, hello, host)
         self._send(identity, Kind.WELCOME, Welcome(hello.name, self.name, self.pub_port,
                                                    self.settings.heartbeat,
@@ -486,6 +520,14 @@ class Admin(AgentBase):
                              result.worker)
                 continue
             accepted.append(result)
+            self.stats.results += 1
+            self.stats.run_seconds.observe(result.seconds)
+            if self._results_out is not None:
+                self._result_lines.append(json.dumps(
+                    {"task_id": result.task_id, "worker": result.worker,
+                     "success": result.success, "seconds": round(result.seconds, 6),
+                     "attempt": result.attempt, "error": result.error, "value": result.value,
+                     "at": time.time()}, default=repr))
             waiter = self._waiters.pop(result.task_id, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(result)
@@ -622,6 +664,10 @@ class Admin(AgentBase):
             self.board.unsent(worker, assignments)
             return
         self.board.delivered(assignments)
+        self.stats.assignments += len(assignments)
+        for a in assignments:
+            rec = self.board.records[a.task.id]
+            self.stats.wait_seconds.observe(max(0.0, rec.assigned_at - rec.ready_at))
         if self.task_manager.task_groups:
             self.task_manager.mark((a.task.id for a in assignments), TaskStatus.RUNNING)
         self._sockets.publish(Kind.ASSIGN, frames)
@@ -661,6 +707,7 @@ class Admin(AgentBase):
         rec = self._workers.pop(identity, None)
         if rec is None:
             return
+        self.stats.lost += why.startswith("lost")
         self._by_name.pop(rec.detail.name, None)
         requeued = self.board.remove_worker(rec.detail.name)
         self.task_manager.mark(requeued, TaskStatus.PENDING)
@@ -713,7 +760,12 @@ class Admin(AgentBase):
             self.journal.add_group(order.index(g.id), g.id, TaskManager.spec(g))
 
     def _commit(self) -> None:
-        """Write what changed this round to the journal, in one transaction."""
+        """Write what changed this round to the journal, in one transaction, and the round's
+        results to the --results file."""
+        if self._result_lines and self._results_out is not None:
+            self._results_out.write("\n".join(self._result_lines) + "\n")
+            self._results_out.flush()
+            self._result_lines.clear()
         if self.journal is None or not self.board.dirty:
             return
         records = self.board.records

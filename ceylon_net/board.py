@@ -39,12 +39,14 @@ class TaskRecord:
     result: TaskResult | None = None
     reason: str | None = None  # why it was cancelled
     assigned_at: float = 0.0  # monotonic time of the latest assignment
+    ready_at: float = 0.0  # when it last became ready (queued)
     index: int = 0  # submission order: released dependents keep it
 
 
 class TaskBoard:
-    def __init__(self, max_attempts: int = 3) -> None:
+    def __init__(self, max_attempts: int = 3, clock: Any = None) -> None:
         self.max_attempts = max_attempts
+        self._clock = clock or (lambda: 0.0)  # for queue-wait figures only
         self.records: dict[TaskId, TaskRecord] = {}
         self.scheduler = Scheduler()
         self.finished: list[TaskRecord] = []  # every finish, in order; consumers drain it
@@ -108,6 +110,7 @@ class TaskBoard:
 
     def _enqueue(self, rec: TaskRecord) -> None:
         self._touch(rec)
+        rec.ready_at = self._clock()
         t = rec.task
         rec.status = TaskStatus.PENDING
         rec.worker = None

@@ -102,7 +102,7 @@ def _fail(code: int, message: str) -> None:
 
 # ---------------------------------------------------------------------------- ceylon-admin
 
-admin_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+admin_app = typer.Typer(add_completion=True, rich_markup_mode=None)
 
 
 @admin_app.command(help="Coordinate a workspace: accept workers, hand out tasks, relay "
@@ -142,12 +142,18 @@ def admin(
         "Directory of public key files (ceylon-keygen) allowed in; with --curve-secret.",
         "AUTHORIZED_KEYS")] = None,
     max_message_bytes: MaxBytes = DEFAULT_MAX_MESSAGE_BYTES,
+    results: Annotated[Path | None, _opt("Append every task result to this file, one JSON "
+                                         "object per line.", "RESULTS")] = None,
+    metrics_port: Annotated[int | None, _opt("Serve Prometheus metrics on this port "
+                                             "(http://BIND:PORT/metrics).", "METRICS_PORT")]
+        = None,
     log_level: LogLevel = "INFO",
     log_json: LogJson = False,
 ) -> None:
     configure_logging(log_level, log_json)
     try:
-        settings = AdminSettings(name=name, workspace=workspace, bind=bind, port=port,
+        settings = AdminSettings(results_file=_str(results), metrics_port=metrics_port,
+                                 name=name, workspace=workspace, bind=bind, port=port,
                                  journal=_str(journal), token=token,
                                  curve_secret=_str(curve_secret),
                                  authorized_keys=_str(authorized_keys),
@@ -244,7 +250,7 @@ def print_report(report: RunReport) -> None:
 
 # ---------------------------------------------------------------------------- ceylon-worker
 
-worker_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+worker_app = typer.Typer(add_completion=True, rich_markup_mode=None)
 
 
 @worker_app.command(help="Join a workspace and run the tasks the admin assigns. Exits 0 when "
@@ -305,7 +311,7 @@ async def _run_worker(settings: WorkerSettings, drain_timeout: float) -> str:
 
 # ---------------------------------------------------------------------------- ceylon-status
 
-status_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+status_app = typer.Typer(add_completion=True, rich_markup_mode=None)
 
 
 @status_app.command(help="Ask a running admin for its workers, task groups and queued tasks.")
@@ -337,7 +343,7 @@ def status(
 
 # ---------------------------------------------------------------------------- ceylon-submit
 
-submit_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+submit_app = typer.Typer(add_completion=True, rich_markup_mode=None)
 EXIT_NO_ADMIN = 4
 
 
@@ -419,7 +425,7 @@ def worker_main() -> None:
 
 # ---------------------------------------------------------------------------- ceylon-cancel
 
-cancel_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+cancel_app = typer.Typer(add_completion=True, rich_markup_mode=None)
 
 
 @cancel_app.command(help="Cancel tasks on a running admin: queued ones at once, running ones "
@@ -464,7 +470,7 @@ def cancel(
 
 # ---------------------------------------------------------------------------- ceylon-keygen
 
-keygen_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+keygen_app = typer.Typer(add_completion=True, rich_markup_mode=None)
 
 
 @keygen_app.command(help="Write a CURVE keypair: DIR/NAME.key (public: give it to the other "

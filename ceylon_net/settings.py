@@ -51,6 +51,8 @@ class AdminSettings:
     bad_frame_window: float = 10.0  # ... get it disconnected (its frames dropped) ...
     ban_seconds: float = 60.0  # ... for this long
     hello_rate: float = 100.0  # registrations per second accepted from one address
+    results_file: str | None = None  # append every result as one JSON line
+    metrics_port: int | None = None  # serve Prometheus metrics on bind:metrics_port
 
     def __post_init__(self) -> None:
         _check_port("port", self.port)
