@@ -226,6 +226,7 @@ def message(cls: type[T] | None = None, *, name: str | None = None) -> Any:
         _REGISTRY[key] = c
         _NAMES[c] = key
         _SCHEMAS.pop(c, None)
+        _DEFAULTS.pop(c, None)
         return c
 
     return register(cls) if cls is not None else register
@@ -252,12 +253,40 @@ def is_message(obj: Any) -> bool:
     return (obj if isinstance(obj, type) else type(obj)) in _NAMES
 
 
+_PLAIN = (str, int, float, bool, bytes, type(None))
+_DEFAULTS: dict[type, list[tuple[str, Any]]] = {}
+_NO_DEFAULT = object()
+
+
+def _fields_and_defaults(cls: type) -> list[tuple[str, Any]]:
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = _NO_DEFAULT
+        out.append((f.name, default))
+    _DEFAULTS[cls] = out
+    return out
+
+
 def to_wire(obj: Any) -> Any:
-    """Plain msgpack-able form of a message (nested messages become maps, enums values)."""
+    """Plain msgpack-able form of a message (nested messages become maps, enums values).
+    Fields equal to their default are left out: the receiver fills them in again, which
+    keeps frames small (most tasks use few of their optional fields)."""
     cls = type(obj)
     if cls in _NAMES:
-        return {f.name: to_wire(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if cls in (str, int, float, bool, bytes) or obj is None:
+        out = {}
+        for name, default in _DEFAULTS.get(cls) or _fields_and_defaults(cls):
+            value = getattr(obj, name)
+            if value is default or (default is not _NO_DEFAULT and value == default
+                                    and type(value) is type(default)):
+                continue
+            out[name] = value if type(value) in _PLAIN else to_wire(value)
+        return out
+    if cls in _PLAIN:
         return obj
     if isinstance(obj, enum.Enum):
         return obj.value
