@@ -19,7 +19,7 @@ from .board import TaskBoard
 from .errors import ConfigError, RemoteProtocolError, TaskFailed
 from .groups import GroupEvent, TaskGroup, TaskManager
 from .guard import PeerGuard, token_ok
-from .journal import Journal
+from .journal import Journal, record_added, record_changes, restore_state
 from .metrics import Histogram, serve_metrics
 from .protocol import (
     PROTOCOL_VERSION,
@@ -45,7 +45,7 @@ from .settings import DEFAULT_PORT, DEFAULT_WORKSPACE_ID, AdminSettings, env_def
 from .status import snapshot
 from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult, TaskStatus
 from .transport import AdminSockets, load_keys, peer_address
-from .workfile import goal_from_spec, parse_work
+from .workfile import parse_work
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -239,7 +239,7 @@ class Admin(AgentBase):
             self.task_manager.forget(groups)
             raise
         if self.journal is not None:
-            self._journal_added(everything, groups)
+            record_added(self.journal, self.board, self.task_manager, everything, groups)
         self._run_done.clear()
         self._settle()
         self._pump()
@@ -720,44 +720,14 @@ class Admin(AgentBase):
     # ------------------------------------------------------------------ journal
     def _resume(self) -> None:
         assert self.journal is not None
-        entries = self.journal.tasks()
-        if not entries:
-            self.board.dirty = set()
-            return
-        groups = self.journal.groups()
-        by_group: dict[str, list[Task]] = {}
-        for e in entries:
-            if e.group is not None:
-                by_group.setdefault(e.group, []).append(e.task)
-        specs = dict(groups)
-        gates = {t.id: [("group", self._group_ref(specs, d)) for d in specs[gid]["depends_on"]]
-                 for gid, tasks in by_group.items() for t in tasks}
-        self.board.restore(entries, gates)
-        self.task_manager.restore([(gid, spec, by_group.get(gid, [])) for gid, spec in groups],
-                                  self.board, goal_from_spec)
-        self.board.dirty = set()
-        self.resumed = True
-        self._check_done()
-        b = self.board
-        logger.info("resumed from journal {}: {} task(s), {} finished, {} were running "
-                    "(waiting for their workers), {} queued, {} waiting", self.journal.path,
-                    len(b.records), len(b.records) - b.open, b.running, len(b.scheduler),
-                    len(b.waiting))
-
-    @staticmethod
-    def _group_ref(specs: dict[str, dict[str, Any]], ref: str) -> str:
-        return ref if ref in specs else next(g for g, s in specs.items() if s["name"] == ref)
-
-    def _journal_added(self, tasks: list[Task], groups: Sequence[TaskGroup]) -> None:
-        assert self.journal is not None
-        if self.board.dirty is None:
-            self.board.dirty = set()
-        group_of = {t.task_id: g.id for g in groups for t in g.subtasks}
-        self.journal.add_tasks((self.board.records[t.id].index, t, group_of.get(t.id))
-                               for t in tasks)
-        order = list(self.task_manager.task_groups)
-        for g in groups:
-            self.journal.add_group(order.index(g.id), g.id, TaskManager.spec(g))
+        self.resumed = restore_state(self.journal, self.board, self.task_manager)
+        if self.resumed:
+            self._check_done()
+            b = self.board
+            logger.info("resumed from journal {}: {} task(s), {} finished, {} were running "
+                        "(waiting for their workers), {} queued, {} waiting",
+                        self.journal.path, len(b.records), len(b.records) - b.open, b.running,
+                        len(b.scheduler), len(b.waiting))
 
     def _commit(self) -> None:
         """Write what changed this round to the journal, in one transaction, and the round's
@@ -766,14 +736,8 @@ class Admin(AgentBase):
             self._results_out.write("\n".join(self._result_lines) + "\n")
             self._results_out.flush()
             self._result_lines.clear()
-        if self.journal is None or not self.board.dirty:
-            return
-        records = self.board.records
-        rows = [(tid, r.status, r.attempt, r.worker, r.result, r.reason)
-                for tid in self.board.dirty for r in (records[tid],)]
-        self.board.dirty.clear()
-        self.journal.update(rows)
-        self.journal.commit()
+        if self.journal is not None:
+            record_changes(self.journal, self.board)
 
     def _purge_orphans(self, now: float) -> None:
         """After a restart, tasks wait for the worker they were on; not for ever."""

@@ -9,14 +9,18 @@ a file that does not fit is refused with a clear error and left exactly as it wa
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import protocol
 from .errors import ConfigError
 from .tasks import Task, TaskId, TaskResult, TaskStatus
+
+if TYPE_CHECKING:
+    from .board import TaskBoard
+    from .groups import TaskGroup, TaskManager
 
 SCHEMA_VERSION = 1
 _MAGIC = b"SQLite format 3\x00"
@@ -144,3 +148,53 @@ class Journal:
     def groups(self) -> list[tuple[str, dict[str, Any]]]:
         rows = self.db.execute("SELECT id, spec FROM groups ORDER BY idx").fetchall()
         return [(gid, protocol.unpackb(spec)) for gid, spec in rows]
+
+
+# --------------------------------------------------------------------------- admin state
+
+
+def record_added(journal: Journal, board: TaskBoard, manager: TaskManager,
+                 tasks: list[Task], groups: Sequence[TaskGroup]) -> None:
+    """New tasks and groups into the journal; the board starts tracking their changes."""
+    if board.dirty is None:
+        board.dirty = set()
+    group_of = {t.task_id: g.id for g in groups for t in g.subtasks}
+    journal.add_tasks((board.records[t.id].index, t, group_of.get(t.id)) for t in tasks)
+    order = list(manager.task_groups)
+    for g in groups:
+        journal.add_group(order.index(g.id), g.id, manager.spec(g))
+
+
+def record_changes(journal: Journal, board: TaskBoard) -> None:
+    """What changed on the board since last time, in one transaction."""
+    if not board.dirty:
+        return
+    records = board.records
+    journal.update((tid, r.status, r.attempt, r.worker, r.result, r.reason)
+                   for tid in board.dirty for r in (records[tid],))
+    board.dirty.clear()
+    journal.commit()
+
+
+def restore_state(journal: Journal, board: TaskBoard, manager: TaskManager) -> bool:
+    """Rebuild the board and the groups from the journal; False when it held nothing."""
+    from .workfile import goal_from_spec  # the goal kinds of tasks files
+
+    board.dirty = set()
+    entries = journal.tasks()
+    if not entries:
+        return False
+    groups = journal.groups()
+    by_group: dict[str, list[Task]] = {}
+    for e in entries:
+        if e.group is not None:
+            by_group.setdefault(e.group, []).append(e.task)
+    specs = dict(groups)
+    names = {s["name"]: gid for gid, s in specs.items()}
+    gates = {t.id: [("group", d if d in specs else names[d]) for d in specs[gid]["depends_on"]]
+             for gid, tasks in by_group.items() for t in tasks}
+    board.restore(entries, gates)
+    manager.restore([(gid, spec, by_group.get(gid, [])) for gid, spec in groups], board,
+                    goal_from_spec)
+    board.dirty = set()
+    return True
