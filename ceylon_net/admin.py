@@ -294,6 +294,9 @@ class Admin(AgentBase):
             self._pump()
             self._commit()  # before the acks: an acknowledged result is on disk
             self._flush_acks()
+            # A recv that is already complete does not yield: without this, a peer that
+            # never pauses would starve the timers (heartbeats, liveness) of the loop.
+            await asyncio.sleep(0)
 
     def _handle(self, frames: list[zmq.Frame]) -> None:
         identity = frames[0].bytes
@@ -386,15 +389,15 @@ class Admin(AgentBase):
 
     def _on_status(self, identity: bytes, env: Envelope) -> None:
         if env.header.workspace != self.workspace_id:
-            self._reject(identity, f"status for workspace '{env.header.workspace}' asked of "
-                                   f"admin of '{self.workspace_id}'")
+            self._reject(identity, f"status for workspace '{_clip(env.header.workspace)}' asked "
+                                   f"of admin of '{self.workspace_id}'")
             return
         self._send(identity, Kind.STATUS, Status(self.status()))
 
     def _on_submit(self, identity: bytes, env: Envelope, host: str) -> None:
         if env.header.workspace != self.workspace_id:
-            self._reject(identity, f"batch for workspace '{env.header.workspace}' sent to "
-                                   f"admin of '{self.workspace_id}'")
+            self._reject(identity, f"batch for workspace '{_clip(env.header.workspace)}' sent "
+                                   f"to admin of '{self.workspace_id}'")
             return
         sub = protocol.unpack(Submission, env.payload, self.limits)
         try:
@@ -442,6 +445,7 @@ class Admin(AgentBase):
         self._reconcile(self._workers[identity], hello)
 
     def _hello_problem(self, identity: bytes, hello: Hello, workspace: str) -> str | None:
+        hello.name, workspace = _clip(hello.name), _clip(workspace)  # quoted back below
         if workspace != self.workspace_id:
             return (f"worker '{hello.name}' rejected: workspace '{workspace}' != admin's "
                     f"'{self.workspace_id}'")
@@ -846,6 +850,11 @@ class Admin(AgentBase):
             self._publish_event("run_finished", tasks=ran, succeeded=self.board.succeeded,
                                 success_rate=self.board.succeeded / ran if ran else 0.0,
                                 unassigned=len(self.unassigned))
+
+
+def _clip(text: str, limit: int = 64) -> str:
+    """A peer's string as we quote it back (logs, REJECT reasons): bounded."""
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
 
 
 def _is_loopback(bind: str) -> bool:

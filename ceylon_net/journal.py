@@ -160,6 +160,11 @@ def record_added(journal: Journal, board: TaskBoard, manager: TaskManager,
         board.dirty = set()
     group_of = {t.task_id: g.id for g in groups for t in g.subtasks}
     journal.add_tasks((board.records[t.id].index, t, group_of.get(t.id)) for t in tasks)
+    # Just inserted as pending (or cancelled by a failed dependency: that change stays).
+    for t in tasks:
+        if board.records[t.id].status == TaskStatus.PENDING:
+            board.dirty.discard(t.id)
+    journal.commit()
     order = list(manager.task_groups)
     for g in groups:
         journal.add_group(order.index(g.id), g.id, manager.spec(g))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import itertools
+import reprlib
 import time
 import types
 import typing
@@ -372,6 +373,10 @@ class _Mismatch(Exception):
     pass
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 60, 60
+
+
 def _compile(cls: type) -> list[tuple[str, Callable[[Any], Any], bool]]:
     hints = typing.get_type_hints(cls)
     schema = []
@@ -428,7 +433,8 @@ def _enum_converter(tp: type[enum.Enum]) -> Callable[[Any], Any]:
         try:
             return tp(v)
         except (ValueError, TypeError):
-            raise _Mismatch(f"{v!r} is not a {tp.__name__}") from None
+            # A bounded repr: a deeply nested value must not blow the recursion limit.
+            raise _Mismatch(f"{_SHORT.repr(v)} is not a {tp.__name__}") from None
 
     return convert
 

@@ -105,8 +105,10 @@ class AdminSockets:
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.router.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self.router.setsockopt(zmq.LINGER, LINGER_MS)
-        self.router.setsockopt(zmq.SNDHWM, 100_000)
-        self.router.setsockopt(zmq.RCVHWM, 100_000)
+        # Per peer: a worker's traffic is batched, so a few thousand messages is plenty, and a
+        # flooding or non-reading peer cannot make the admin hold more than that for it.
+        self.router.setsockopt(zmq.SNDHWM, 10_000)
+        self.router.setsockopt(zmq.RCVHWM, 1_000)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, LINGER_MS)
         self.pub.setsockopt(zmq.SNDHWM, 100_000)
