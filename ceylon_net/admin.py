@@ -163,7 +163,9 @@ class Admin(AgentBase):
                            "" if s.token else " and no token",
                            "read the traffic" if s.token else "join, submit and read")
         self._loops = [asyncio.create_task(self._recv_loop(), name="admin-recv"),
-                       asyncio.create_task(self._tick_loop(), name="admin-tick")]
+                       asyncio.create_task(self._tick_loop(), name="admin-tick"),
+                       asyncio.create_task(self._sockets.follow_subscriptions(),
+                                           name="admin-subscriptions")]
 
     async def stop(self) -> None:
         """Ask the admin to stop; :meth:`arun_admin` / :meth:`serve` then shut down."""
@@ -537,7 +539,7 @@ class Admin(AgentBase):
                 waiter.set_result(result)
             logger.debug("task {!r} done by {}: success={}", result.task_id, result.worker,
                          result.success)
-        if accepted:
+        if accepted and self._wanted(Kind.RESULT):
             if payload is None or len(accepted) != len(results):
                 payload = protocol.pack_batch(accepted)
             self._publish(Kind.RESULT, "TaskResult", payload)
@@ -638,13 +640,17 @@ class Admin(AgentBase):
         return self._sockets.send(identity, protocol.encode_frames(kind, header,
                                                                    protocol.pack(msg)))
 
+    def _wanted(self, kind: bytes) -> bool:
+        return self._sockets is not None and self._sockets.wanted(kind)
+
     def _publish(self, kind: bytes, type_: str | None, payload: bytes) -> None:
-        if self._sockets is not None:
+        if self._sockets is not None and self._sockets.wanted(kind):
             header = protocol.make_header(self.workspace_id, self.name, type_)
             self._sockets.publish(kind, protocol.encode_frames(kind, header, payload))
 
     def _publish_event(self, event: str, **data: Any) -> None:
-        self._publish(Kind.EVENT, "Event", protocol.pack(Event(event, data)))
+        if self._wanted(Kind.EVENT):
+            self._publish(Kind.EVENT, "Event", protocol.pack(Event(event, data)))
 
     # ------------------------------------------------------------------ assignment
     def _pump(self) -> None:

@@ -109,8 +109,11 @@ class AdminSockets:
         # flooding or non-reading peer cannot make the admin hold more than that for it.
         self.router.setsockopt(zmq.SNDHWM, 10_000)
         self.router.setsockopt(zmq.RCVHWM, 1_000)
-        self.pub = self.ctx.socket(zmq.PUB)
+        # XPUB: a PUB that tells us what its subscribers want, so events nobody subscribed
+        # to are not even packed and sent (workers subscribe to broadcasts only).
+        self.pub = self.ctx.socket(zmq.XPUB)
         self.pub.setsockopt(zmq.LINGER, LINGER_MS)
+        self.subscriptions: set[bytes] = set()
         self.pub.setsockopt(zmq.SNDHWM, 100_000)
         if curve is not None:
             _as_server(self.router, curve)
@@ -158,7 +161,24 @@ class AdminSockets:
             return False
         raise exc
 
+    async def follow_subscriptions(self) -> None:
+        """Keep ``subscriptions`` current (XPUB reports a topic's first subscribe and its
+        last unsubscribe)."""
+        while True:
+            frame = await self.pub.recv()
+            if frame[:1] == b"\x01":
+                self.subscriptions.add(frame[1:])
+            elif frame[:1] == b"\x00":
+                self.subscriptions.discard(frame[1:])
+
+    def wanted(self, kind: bytes) -> bool:
+        """Does any subscriber want this kind of event?"""
+        topic = self.topic + kind
+        return any(topic.startswith(s) for s in self.subscriptions)
+
     def publish(self, kind: bytes, frames: Sequence[bytes]) -> None:
+        if not self.wanted(kind):
+            return
         fut = self.pub.send_multipart([self.topic + kind, *frames], flags=zmq.DONTWAIT)
         # PUB drops under pressure by design and nothing correct depends on it; reading the
         # outcome only marks it seen.
