@@ -37,7 +37,7 @@ class TaskRunner:
         self._run_task = run_task
         self._on_result = on_result
         self._queued: dict[TaskId, TaskAssignment] = {}
-        self._executions: dict[TaskId, asyncio.Task] = {}
+        self._runner_of: dict[TaskId, asyncio.Task] = {}
         self._cancel_reasons: dict[TaskId, str] = {}
         self._newest: dict[TaskId, int] = {}  # attempt a running task now answers for
         self._runners: list[asyncio.Task] = []
@@ -49,9 +49,9 @@ class TaskRunner:
                          for i in range(self.capacity)]
 
     async def stop(self) -> None:
-        for t in [*self._runners, *self._executions.values()]:
+        for t in self._runners:
             t.cancel()
-        await asyncio.gather(*self._runners, *self._executions.values(), return_exceptions=True)
+        await asyncio.gather(*self._runners, return_exceptions=True)
 
     # ---- what the admin says
     def accept(self, a: TaskAssignment) -> None:
@@ -80,7 +80,7 @@ class TaskRunner:
         running = self.active.get(task_id)
         if running is not None and running.attempt == attempt:
             self._cancel_reasons[task_id] = reason
-            self._executions[task_id].cancel()
+            self._runner_of[task_id].cancel()  # its runner reports it and goes on
 
     def acknowledge(self, keys: list[list[Any]]) -> None:
         for task_id, attempt in keys:
@@ -118,6 +118,8 @@ class TaskRunner:
 
     # ---- running
     async def _loop(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
         while True:
             a = await self.queue.get()
             tid = a.task.id
@@ -127,21 +129,19 @@ class TaskRunner:
                 continue  # cancelled while queued
             del self._queued[tid]
             self.active[tid] = a
+            self._runner_of[tid] = me
             logger.debug("{}: running task {!r} (attempt {})", self.name, tid, a.attempt)
-            execution = asyncio.create_task(self._execute(a))
-            self._executions[tid] = execution
             try:
-                await asyncio.wait([execution])
-            finally:
-                if not execution.done():
-                    execution.cancel()  # the runner itself is being stopped
-                del self.active[tid], self._executions[tid]
-            if execution.cancelled():
-                reason = self._cancel_reasons.pop(tid, "cancelled")
+                result = await self._execute(a)
+            except asyncio.CancelledError:
+                reason = self._cancel_reasons.pop(tid, None)
+                if reason is None or me.cancelling() > 1:
+                    raise  # the runner itself is being stopped
+                me.uncancel()  # only this task was: report it, take the next
                 result = TaskResult(tid, self.name, False, 0.0, f"cancelled: {reason}",
                                     a.attempt, cancelled=True)
-            else:
-                result = execution.result()
+            finally:
+                del self.active[tid], self._runner_of[tid]
             result.attempt = max(result.attempt, self._newest.pop(tid, 0))
             self.runs += 1
             self._report(result)

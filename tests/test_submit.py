@@ -115,3 +115,33 @@ def test_a_bad_file_is_refused_before_anything_is_sent(tmp_path, tasks_file):
     code, _, err = run(body())
     assert code == 2
     assert "field 'difficulty' must be int 1-10, got 0" in err
+
+
+def test_cancel_stops_a_running_task_and_drops_a_queued_one(tmp_path, tasks_file):
+    path = tasks_file([{"id": "long", "description": "long", "difficulty": 1, "duration": 30},
+                       {"id": "queued", "description": "waits", "difficulty": 1,
+                        "duration": 30},
+                       {"id": "quick", "description": "quick", "difficulty": 1,
+                        "duration": 0.05, "priority": -1}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await _serving(c, workers=(("Only", 9),))
+            waiting = await c.spawn("waiting", [*cli("ceylon-submit"), str(path), "--port",
+                                                str(c.port), "--wait", "--json"])
+            await wait_until(lambda: "batch 1 from" in admin.stderr(), 20, "the batch")
+            cancel = await c.spawn("cancel", [*cli("ceylon-cancel"), "long", "queued", "nope",
+                                              "--port", str(c.port), "--reason", "not needed"])
+            cancel_code = await cancel.wait(20)
+            code = await waiting.wait(30)
+            return cancel_code, cancel.stdout(), cancel.stderr(), code, waiting.stdout()
+
+    cancel_code, out, err, code, report = run(body())
+    assert cancel_code == 1  # 'nope' is unknown
+    assert "queued: cancelled" in out and "long: stopping (running)" in out
+    assert "nope: unknown task" in err
+    assert code == 0  # nothing failed: cancelled is not failed
+    data = json.loads(report)
+    assert [t["id"] for t in data["tasks"]] == ["quick"]
+    assert {c["id"]: c["reason"] for c in data["cancelled"]} == {
+        "long": "cancelled: not needed", "queued": "not needed"}
