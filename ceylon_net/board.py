@@ -41,6 +41,7 @@ class TaskRecord:
     assigned_at: float = 0.0  # monotonic time of the latest assignment
     ready_at: float = 0.0  # when it last became ready (queued)
     index: int = 0  # submission order: released dependents keep it
+    losses: int = 0  # times its worker was lost while holding it
 
 
 class TaskBoard:
@@ -214,13 +215,17 @@ class TaskBoard:
         self.scheduler.remove_worker(name)
         return self._lose(self._in_flight.pop(name, set()), name, why)
 
-    def _lose(self, task_ids: Iterable[TaskId], worker: str, why: str) -> list[TaskId]:
+    def _lose(self, task_ids: Iterable[TaskId], worker: str, why: str,
+              counts: bool = True) -> list[TaskId]:
+        """Requeue tasks a worker no longer has. ``counts``: the worker was lost with them
+        (toward max_attempts), rather than never having received them."""
         lost = sorted(task_ids, key=lambda i: self.records[i].seq or 0)
         for task_id in lost:
             rec = self.records[task_id]
-            if rec.attempt >= self.max_attempts:
+            rec.losses += counts
+            if rec.losses >= self.max_attempts:
                 rec.result = TaskResult(task_id, worker, False, attempt=rec.attempt,
-                                        error=f"lost {rec.attempt} times, last with worker "
+                                        error=f"lost {rec.losses} times, last with worker "
                                               f"'{worker}' ({why}); giving up")
                 self._finish_failed(rec)
             else:
@@ -239,7 +244,8 @@ class TaskBoard:
         for t in gone:
             flying.discard(t)
             self.scheduler.release(worker)
-        requeued = self._lose(gone, worker, "not running it after reconnecting")
+        requeued = self._lose(gone, worker, "it did not have it",
+                              counts=assigned_before is None)
         stale = [t for t, attempt in running.items()
                  if t not in flying or self.records[t].attempt != attempt]
         slot = self.scheduler.workers.get(worker)

@@ -81,16 +81,19 @@ def _reject_ext(code: int, data: bytes) -> Any:
 
 def unpackb(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
     """Decode msgpack from the network within ``limits``; any failure is RemoteProtocolError."""
+    # No container can hold more items than the data has bytes: capping the limits there
+    # stops a header that claims 100,000 items from pre-allocating them.
+    size = len(data)
     try:
         return msgpack.unpackb(
             data,
             raw=False,
             strict_map_key=True,
             ext_hook=_reject_ext,
-            max_str_len=limits.max_str_len,
-            max_bin_len=limits.max_bin_len,
-            max_array_len=limits.max_array_len,
-            max_map_len=limits.max_map_len,
+            max_str_len=min(limits.max_str_len, size),
+            max_bin_len=min(limits.max_bin_len, size),
+            max_array_len=min(limits.max_array_len, size),
+            max_map_len=min(limits.max_map_len, size // 2),
             max_ext_len=0,
         )
     except RemoteProtocolError:
@@ -430,6 +433,8 @@ def _converter(tp: Any) -> Callable[[Any], Any]:
 
 def _enum_converter(tp: type[enum.Enum]) -> Callable[[Any], Any]:
     def convert(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            raise _Mismatch(f"a {type(v).__name__} is not a {tp.__name__}")
         try:
             return tp(v)
         except (ValueError, TypeError):

@@ -375,7 +375,7 @@ def test_hello_fields_are_strictly_typed(changes, error):
          "Shape.colour: 'green' is not a Colour"),
         (Shape, {"name": "s", "points": [], "level": 3}, "Shape.level: 3 is not a Level"),
         (Shape, {"name": "s", "points": [], "colour": ["red"]},
-         "Shape.colour: ['red'] is not a Colour"),
+         "Shape.colour: a list is not a Colour"),
         (Shape, {"name": "s", "points": [], "tags": {"a": "1"}},
          "Shape.tags: expected int, got str"),
         (Shape, {"name": "s", "points": [], "blob": "text"}, "Shape.blob: expected bytes, got str"),
