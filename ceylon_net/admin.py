@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 TICK = 0.25  # resolution of timers (heartbeats, liveness, unassignable timeout)
+RECV_BATCH = 256  # messages handled per round before the timers get a turn
 
 
 @dataclass(slots=True)
@@ -290,15 +291,17 @@ class Admin(AgentBase):
     async def _recv_loop(self) -> None:
         assert self._sockets is not None
         while True:
-            for frames in await self._sockets.recv_batch():
+            batch = await self._sockets.recv_batch(RECV_BATCH)
+            for frames in batch:
                 self._handle(frames)
             self._settle()
             self._pump()
             self._commit()  # before the acks: an acknowledged result is on disk
             self._flush_acks()
-            # A recv that is already complete does not yield: without this, a peer that
-            # never pauses would starve the timers (heartbeats, liveness) of the loop.
-            await asyncio.sleep(0)
+            if len(batch) == RECV_BATCH:
+                # More is waiting, and a recv that is already complete does not yield: a peer
+                # that never pauses would starve the timers (heartbeats, liveness).
+                await asyncio.sleep(0)
 
     def _handle(self, frames: list[zmq.Frame]) -> None:
         identity = frames[0].bytes

@@ -13,7 +13,7 @@ waits on it, and so on down the chain.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Container, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,13 +86,16 @@ class TaskBoard:
 
     def _validate(self, tasks: list[Task]) -> None:
         """Duplicate ids, unknown dependencies and cycles are refused, naming the culprit."""
-        refuse_duplicates([t.id for t in tasks], set(self.records), "task id")
-        known = set(self.records) | {t.id for t in tasks}
+        refuse_duplicates([t.id for t in tasks], self.records, "task id")
+        new = {t.id for t in tasks}
         for t in tasks:
-            unknown = next((d for d in t.depends_on if d not in known), None)
+            unknown = next((d for d in t.depends_on if d not in new and d not in self.records),
+                           None)
             if unknown is not None:
                 raise ConfigError(f"task {t.id!r} depends on unknown task {unknown!r}")
-        refuse_cycles({f"task {t.id!r}": [f"task {d!r}" for d in t.depends_on] for t in tasks})
+        if any(t.depends_on for t in tasks):
+            refuse_cycles({f"task {t.id!r}": [f"task {d!r}" for d in t.depends_on]
+                           for t in tasks})
 
     def _is_open(self, gate: Gate) -> bool:
         if isinstance(gate, tuple) and gate[0] == "task" and gate[1] in self.records:
@@ -389,10 +392,12 @@ class TaskBoard:
         return RunReport(outcomes, unassigned, cancelled, dead=dead)
 
 
-def refuse_duplicates(new: list[Any], existing: set[Any], what: str) -> None:
-    seen = set(existing)
+def refuse_duplicates(new: list[Any], existing: Container[Any], what: str) -> None:
+    """ConfigError naming the first id that is in ``existing`` or twice in ``new``. Only
+    ``new`` is copied: a submit costs its own size, not the admin's whole history."""
+    seen: set[Any] = set()
     for x in new:
-        if x in seen:
+        if x in seen or x in existing:
             raise ConfigError(f"duplicate {what} {x!r}")
         seen.add(x)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import math
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,11 +193,13 @@ class TaskManager:
         return group
 
     # ---- registering groups
-    def register(self, groups: Sequence[TaskGroup], known_tasks: Iterable[TaskId] = ()
+    def register(self, groups: Sequence[TaskGroup], known_tasks: Container[TaskId] = ()
                  ) -> tuple[list[Task], dict[TaskId, list[Any]]]:
         """Check the groups (ids, dependencies, cycles) and turn them into tasks and gates
         for the board. Raises ConfigError, registering nothing, when anything is off."""
-        self._validate(groups, set(known_tasks))
+        if not groups:
+            return [], {}
+        self._validate(groups, known_tasks)
         tasks: list[Task] = []
         gates: dict[TaskId, list[Any]] = {}
         for group in groups:
@@ -221,14 +223,14 @@ class TaskManager:
                 return g.id
         raise ConfigError(f"unknown group {ref!r}")
 
-    def _validate(self, groups: Sequence[TaskGroup], known_tasks: set[TaskId]) -> None:
+    def _validate(self, groups: Sequence[TaskGroup], known_tasks: Container[TaskId]) -> None:
         old = list(self.task_groups.values())
         refuse_duplicates([g.id for g in groups], {g.id for g in old}, "group id")
         refuse_duplicates([g.name for g in groups], {g.name for g in old}, "group name")
         task_ids = [t.task_id for g in groups for t in g.subtasks]
         refuse_duplicates(task_ids, known_tasks, "task id")
         refs = {ref: g for g in [*old, *groups] for ref in (g.id, g.name)}
-        all_tasks = known_tasks | set(task_ids)
+        new_tasks = set(task_ids)
         group_graph: dict[str, list[str]] = {}
         full_graph: dict[str, list[str]] = {}
         for g in groups:
@@ -239,7 +241,8 @@ class TaskManager:
             group_graph[f"group '{g.name}'"] = after
             full_graph[f"group '{g.name}'"] = [f"task {t.task_id!r}" for t in g.subtasks]
             for t in g.subtasks:
-                unknown = next((d for d in t.depends_on if d not in all_tasks), None)
+                unknown = next((d for d in t.depends_on
+                                if d not in new_tasks and d not in known_tasks), None)
                 if unknown is not None:
                     raise ConfigError(f"task {t.task_id!r} depends on unknown task {unknown!r}")
                 full_graph[f"task {t.task_id!r}"] = after + [f"task {d!r}" for d in t.depends_on]
