@@ -48,6 +48,8 @@ LogJson = Annotated[bool, _opt("Log one JSON object per line (for log shippers).
 Heartbeat = Annotated[float, _opt("Seconds between heartbeats.", "HEARTBEAT")]
 Liveness = Annotated[int, _opt("Missed heartbeats before a peer is declared lost.", "LIVENESS")]
 Workspace = Annotated[str, _opt("Workspace id; admin and workers must agree.", "WORKSPACE")]
+AdminPeer = Annotated[str, _opt("Host name or address of the admin.", "ADMIN_PEER")]
+AdminPort = Annotated[int, _opt("The admin's ROUTER port.", "PORT")]
 Token = Annotated[str | None, _opt("Shared secret every worker and client must present "
                                    "(checked on registration and requests).", "TOKEN")]
 MaxBytes = Annotated[int, _opt("Largest message accepted, in bytes (also ZMQ MAXMSGSIZE).",
@@ -257,9 +259,8 @@ worker_app = typer.Typer(add_completion=True, rich_markup_mode=None)
                          "the admin ends the run or on SIGINT/SIGTERM.")
 def worker(
     name: Annotated[str, _opt("Unique worker name in the workspace.", "NAME")],
-    admin_peer: Annotated[str, _opt("Host name or address of the admin.", "ADMIN_PEER")]
-        = "127.0.0.1",
-    port: Annotated[int, _opt("The admin's ROUTER port.", "PORT")] = 8000,
+    admin_peer: AdminPeer = "127.0.0.1",
+    port: AdminPort = 8000,
     skill: Annotated[int, _opt("Skill 0-10; takes tasks of difficulty <= skill.", "SKILL")] = 10,
     role: Annotated[str, _opt("Role; 'default' takes tasks of any role.", "ROLE")] = "default",
     concurrency: Annotated[int, _opt("Tasks run at once (max_concurrent_tasks).",
@@ -316,9 +317,8 @@ status_app = typer.Typer(add_completion=True, rich_markup_mode=None)
 
 @status_app.command(help="Ask a running admin for its workers, task groups and queued tasks.")
 def status(
-    admin_peer: Annotated[str, _opt("Host name or address of the admin.", "ADMIN_PEER")]
-        = "127.0.0.1",
-    port: Annotated[int, _opt("The admin's ROUTER port.", "PORT")] = 8000,
+    admin_peer: AdminPeer = "127.0.0.1",
+    port: AdminPort = 8000,
     workspace: Workspace = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print the snapshot as JSON.")] = False,
     timeout: Annotated[float, _opt("Seconds to wait for the admin's answer.", "TIMEOUT")] = 5.0,
@@ -354,9 +354,8 @@ EXIT_NO_ADMIN = 4
 def submit(
     file: Annotated[Path, typer.Argument(help="Tasks file (JSON or TOML), as for ceylon-admin "
                                               "--tasks.")],
-    admin_peer: Annotated[str, _opt("Host name or address of the admin.", "ADMIN_PEER")]
-        = "127.0.0.1",
-    port: Annotated[int, _opt("The admin's ROUTER port.", "PORT")] = 8000,
+    admin_peer: AdminPeer = "127.0.0.1",
+    port: AdminPort = 8000,
     workspace: Workspace = "default",
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the results.")]
         = False,
@@ -433,9 +432,8 @@ cancel_app = typer.Typer(add_completion=True, rich_markup_mode=None)
 def cancel(
     task_ids: Annotated[list[str], typer.Argument(help="Task ids (numbers are tried as "
                                                        "numbers too).")],
-    admin_peer: Annotated[str, _opt("Host name or address of the admin.", "ADMIN_PEER")]
-        = "127.0.0.1",
-    port: Annotated[int, _opt("The admin's ROUTER port.", "PORT")] = 8000,
+    admin_peer: AdminPeer = "127.0.0.1",
+    port: AdminPort = 8000,
     workspace: Workspace = "default",
     reason: Annotated[str, typer.Option(help="Why; shown in the report.")]
         = "cancelled by ceylon-cancel",

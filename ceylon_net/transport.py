@@ -237,11 +237,9 @@ class WorkerSockets:
         except TimeoutError:
             return False
 
-    async def recv(self, timeout: float | None) -> list[bytes] | None:
+    async def recv(self, timeout: float) -> list[bytes] | None:
         """Next message from the admin, or None after ``timeout`` seconds."""
-        if await self.dealer.poll(None if timeout is None else int(timeout * 1000)) == 0:
-            return None
-        return await self.dealer.recv_multipart()
+        return await _recv_within(self.dealer, timeout)
 
     async def recv_batch(self, timeout: float, limit: int = 512) -> list[list[bytes]]:
         """Wait up to ``timeout`` s for a message from the admin, then take whatever else is
@@ -292,9 +290,7 @@ class Client:
 
     async def receive(self, timeout: float) -> list[bytes] | None:
         """The next message from the admin, or None after ``timeout`` s."""
-        if await self.sock.poll(int(timeout * 1000)) == 0:
-            return None
-        return await self.sock.recv_multipart()
+        return await _recv_within(self.sock, timeout)
 
     def close(self) -> None:
         self.sock.close(0)
@@ -316,13 +312,18 @@ class Subscriber:
         self.sock.connect(f"tcp://{host}:{pub_port}")
 
     async def recv(self, timeout: float) -> list[bytes] | None:
-        if await self.sock.poll(int(timeout * 1000)) == 0:
-            return None
-        return await self.sock.recv_multipart()
+        return await _recv_within(self.sock, timeout)
 
     def close(self) -> None:
         self.sock.close(0)
         self.ctx.term()
+
+
+async def _recv_within(sock: zmq.asyncio.Socket, timeout: float) -> list[bytes] | None:
+    """The next message on ``sock``, or None after ``timeout`` seconds."""
+    if await sock.poll(int(timeout * 1000)) == 0:
+        return None
+    return await sock.recv_multipart()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
