@@ -589,11 +589,6 @@ async def hostile_run(tmp_path: Path) -> Outcome:
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the admin's RSS grows by 100-130 MB (limit 50): it queues whatever a flood sends "
-    "faster than it decodes. The ROUTER's RCVHWM (now 1,000) is per peer, and a fresh identity "
-    "(a new pipe, which also escapes the per-identity ban) costs the attacker nothing, so "
-    "nothing bounds the total; refused HELLOs with long lists are fully decoded first"))
 def test_admin_runs_the_honest_batch_through_10000_hostile_frames(tmp_path):
     out = run(hostile_run(tmp_path))
 
@@ -610,7 +605,11 @@ def test_admin_runs_the_honest_batch_through_10000_hostile_frames(tmp_path):
     assert (report["unassigned"], report["cancelled"], report["dead"]) == ([], [], [])
     assert out.worker_codes == [0, 0, 0]
     assert out.status_answers > 0
-    assert out.memory.grown <= RSS_SLACK, out.memory.describe()
+    if out.memory.grown > RSS_SLACK:
+        # Known and open (issue 5, acceptance 3): the admin queues whatever a flood sends
+        # faster than it decodes; the ROUTER's RCVHWM is per peer and a fresh identity costs
+        # the attacker nothing. Everything above must hold regardless.
+        pytest.xfail(f"BUG: admin RSS over the 50 MB bound: {out.memory.describe()}")
 
 
 # --------------------------------------------------------------------------- single frames
