@@ -121,11 +121,13 @@ class Cluster:
                 str(self.pub_port), "--bind", "127.0.0.1", *args]
         return await self.spawn(name, argv)
 
-    async def worker(self, name: str, *args: str, label: str | None = None) -> Proc:
-        """Start ``ceylon-worker --name NAME``; ``label`` names its log files (default NAME)."""
+    async def worker(self, name: str, *args: str, label: str | None = None,
+                     env: dict[str, str] | None = None) -> Proc:
+        """Start ``ceylon-worker --name NAME``; ``label`` names its log files (default NAME),
+        ``env`` adds environment variables."""
         argv = [*cli("ceylon-worker"), "--name", name, "--admin-peer", "127.0.0.1",
                 "--port", str(self.port), *args]
-        return await self.spawn(label or name, argv)
+        return await self.spawn(label or name, argv, env)
 
     async def stop_all(self, grace: float = 5.0) -> None:
         for p in self.procs:

@@ -13,14 +13,7 @@ APP_ENV = {"PYTHONPATH": str(REPO / "tests" / "apps")}
 
 
 async def _worker(c, name, *args):
-    return await c.spawn(name, [*_cli_worker(c, name), *APP, *args], env=APP_ENV)
-
-
-def _cli_worker(c, name):
-    from ceylon_net.testing import cli
-
-    return [*cli("ceylon-worker"), "--name", name, "--admin-peer", "127.0.0.1", "--port",
-            str(c.port)]
+    return await c.worker(name, *APP, *args, env=APP_ENV)
 
 
 def _expected_sha(text, rounds):
