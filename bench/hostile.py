@@ -42,6 +42,9 @@ from pathlib import Path
 import zmq
 from loguru import logger
 
+# The suite's own process helpers (this directory is on sys.path when run as a script).
+from run import check_alive, close_admin
+
 from ceylon_net import protocol
 from ceylon_net.admin import Admin
 from ceylon_net.errors import ConfigError
@@ -52,7 +55,6 @@ from ceylon_net.testing import Cluster, Proc, free_port, wait_until
 
 CONNECT_TIMEOUT = 30.0  # seconds for the workers (and the stalled reader) to register
 RUN_TIMEOUT = 120.0  # seconds for one honest batch
-CLOSE_TIMEOUT = 10.0
 SCENARIOS = ("unloaded", "stalled", "silent", "flood")
 LABELS = {
     "unloaded": "unloaded",
@@ -201,7 +203,7 @@ class Bench:
             try:
                 m = await self._measure(scenario, cluster, admin)
             finally:
-                await _close(admin)
+                await close_admin(admin)
         if not ports_free([cluster.port, cluster.pub_port]):
             print(f"warning: port {cluster.port} or {cluster.pub_port} still in use after the "
                   f"admin closed", flush=True)
@@ -244,19 +246,10 @@ class Bench:
 
 async def _wait_registered(admin: Admin, procs: list[Proc], names: set[str]) -> None:
     def ready() -> bool:
-        for p in procs:
-            if p.returncode is not None:
-                raise RuntimeError(f"{p.name} exited with {p.returncode}:\n{tail(p.stderr())}")
+        check_alive(procs)
         return names <= {a.name for a in admin.get_connected_agents()}
 
     await wait_until(ready, CONNECT_TIMEOUT, f"{', '.join(sorted(names))} to register")
-
-
-async def _close(admin: Admin) -> None:
-    try:
-        await asyncio.wait_for(admin.close("benchmark over"), CLOSE_TIMEOUT)
-    except TimeoutError:
-        print(f"warning: admin.close() took over {CLOSE_TIMEOUT:g} s", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------- driver
