@@ -58,12 +58,15 @@ class AgentBase:
         self.role = role
         self.id = name
         self._handler_tasks: set[asyncio.Task] = set()
-        self._typed: dict[type, Callable[..., Any]] = {}
+        # type -> (bound handler, whether it also takes agent_id and time): the signature is
+        # read once here, not on every message
+        self._typed: dict[type, tuple[Callable[..., Any], bool]] = {}
         for attr in dir(type(self)):
             fn = getattr(type(self), attr, None)
             handles = getattr(fn, _HANDLES, None) if callable(fn) else None
             if handles is not None:
-                self._typed[handles] = getattr(self, attr)
+                bound = getattr(self, attr)
+                self._typed[handles] = (bound, _positional_count(bound) >= 3)
 
     def details(self) -> AgentDetail:
         return AgentDetail(self.id, self.name, self.role)
@@ -95,11 +98,13 @@ class AgentBase:
         except RemoteProtocolError as exc:
             logger.warning("{}: dropped message from {}: {}", self.name, header.sender, exc)
             return
-        handler = self._typed.get(type(data))
-        if handler is not None:
-            coro = _call(handler, data, header.sender, header.ts)
+        typed = self._typed.get(type(data))
+        if typed is None:
+            coro = _call(self.on_message, header.sender, data, header.ts)
+        elif typed[1]:
+            coro = _call(typed[0], data, header.sender, header.ts)
         else:
-            coro = _call(self.on_message, header.sender, data, header.ts, raw=True)
+            coro = _call(typed[0], data)
         self._spawn(coro, f"handler for {type(data).__name__} from {header.sender}")
 
     def _spawn(self, coro: Awaitable[Any], what: str) -> None:
@@ -114,9 +119,7 @@ class AgentBase:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _call(fn: Callable[..., Any], *args: Any, raw: bool = False) -> None:
-    if not raw and _positional_count(fn) < 3:
-        args = args[:1]
+async def _call(fn: Callable[..., Any], *args: Any) -> None:
     result = fn(*args)
     if inspect.isawaitable(result):
         await result
