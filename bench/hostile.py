@@ -6,7 +6,7 @@ the batch is due to the last result (wall clock: the admin shares the driver's e
 time it spends unable to take the batch counts), in four conditions:
 
 - **unloaded**;
-- **stalled reader**: a DEALER registers as a worker (HELLO, skill 10, capacity 100,000: the
+- **stalled reader**: a DEALER registers as a worker (HELLO, skill 10, capacity 10,000: the
   largest the admin takes) and then never reads (RCVHWM 1, RCVBUF 4 KiB, so its queue is full
   at once); it keeps sending heartbeats, as a process whose reading side is stuck would;
 - **stalled reader, silent**: the same without heartbeats (a hung process);
@@ -85,7 +85,7 @@ def attack_stalled(port: int, heartbeats: bool) -> None:
     s.setsockopt(zmq.RCVBUF, 4096)
     s.setsockopt(zmq.LINGER, 0)
     s.connect(f"tcp://127.0.0.1:{port}")
-    s.send_multipart(_hello_frames(STALLED_NAME, "default", 100_000, 0))
+    s.send_multipart(_hello_frames(STALLED_NAME, "default", protocol.MAX_CAPACITY, 0))
     print("registering", flush=True)
     try:
         while True:

@@ -22,6 +22,7 @@ from .guard import PeerGuard, token_ok
 from .journal import Journal, record_added, record_changes, restore_state
 from .metrics import Histogram, serve_metrics
 from .protocol import (
+    MAX_CAPACITY,
     PROTOCOL_VERSION,
     Ack,
     BatchProgress,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 TICK = 0.25  # resolution of timers (heartbeats, liveness, unassignable timeout)
+PROBATION = 0.2  # least seconds a new worker has to confirm its first task
 RECV_BATCH = 256  # messages handled per round before the timers get a turn
 
 
@@ -430,12 +432,16 @@ class Admin(AgentBase):
         if h.version != PROTOCOL_VERSION:
             self._reject(identity, f"protocol version {h.version} != admin's {PROTOCOL_VERSION}")
             return
+        if h.workspace != self.workspace_id:  # known from the header: the payload stays unread
+            self._reject(identity, f"worker '{_clip(h.sender)}' rejected: workspace "
+                                   f"'{_clip(h.workspace)}' != admin's '{self.workspace_id}'")
+            return
         try:
             hello = protocol.unpack(Hello, env.payload, self.limits)
         except RemoteProtocolError as exc:
             self._reject(identity, f"bad HELLO: {exc}")
             return
-        reason = self._hello_problem(identity, hello, h.workspace)
+        reason = self._hello_problem(identity, hello)
         if reason:
             self._reject(identity, reason)
             return
@@ -449,13 +455,11 @@ class Admin(AgentBase):
                                                    self.settings.liveness))
         self._reconcile(self._workers[identity], hello)
 
-    def _hello_problem(self, identity: bytes, hello: Hello, workspace: str) -> str | None:
-        hello.name, workspace = _clip(hello.name), _clip(workspace)  # quoted back below
-        if workspace != self.workspace_id:
-            return (f"worker '{hello.name}' rejected: workspace '{workspace}' != admin's "
-                    f"'{self.workspace_id}'")
-        if not 0 <= hello.skill <= 10 or not 1 <= hello.capacity <= 100_000:
-            return f"worker '{hello.name}' rejected: skill must be 0-10 and capacity >= 1"
+    def _hello_problem(self, identity: bytes, hello: Hello) -> str | None:
+        hello.name = _clip(hello.name)  # quoted back below
+        if not 0 <= hello.skill <= 10 or not 1 <= hello.capacity <= MAX_CAPACITY:
+            return (f"worker '{hello.name}' rejected: skill must be 0-10 and capacity "
+                    f"1-{MAX_CAPACITY}")
         if not hello.name or hello.name == self.name:
             return f"worker name '{hello.name}' is reserved"
         other = self._by_name.get(hello.name)
@@ -480,6 +484,7 @@ class Admin(AgentBase):
         # was written): the next heartbeat settles those.
         requeued, stale = self.board.reclaim(rec.detail.name, held,
                                              time.monotonic() - self.settings.heartbeat)
+        self.board.confirm(rec.detail.name, running)
         if requeued:
             logger.warning("worker '{}' came back without {} of its task(s); requeued",
                            rec.detail.name, len(requeued))
@@ -494,7 +499,7 @@ class Admin(AgentBase):
         self._workers[identity] = WorkerRecord(identity, detail, time.monotonic())
         self._by_name[hello.name] = identity
         self.board.add_worker(WorkerSlot(hello.name, hello.skill, hello.role, hello.capacity,
-                                         handlers=frozenset(hello.handlers)))
+                                         handlers=frozenset(hello.handlers)), probation=True)
         self._warned_blocked.clear()
         logger.info("worker '{}' joined from {} (role {}, skill {}, capacity {}); {} connected",
                     hello.name, host or "?", hello.role, hello.skill, hello.capacity,
@@ -519,6 +524,7 @@ class Admin(AgentBase):
                         payload: bytes | None = None) -> None:
         accepted = []
         acks = self._acks.setdefault(rec.identity, [])
+        self.board.trust(rec.detail.name)  # it reads what it is sent
         for result in results:
             acks.append([result.task_id, result.attempt])
             if result.worker != rec.detail.name:
@@ -554,6 +560,7 @@ class Admin(AgentBase):
         # reached it; what is younger may still be on its way.
         cutoff = time.monotonic() - 2 * self.settings.heartbeat
         requeued, _ = self.board.reclaim(rec.detail.name, holding, assigned_before=cutoff)
+        self.board.confirm(rec.detail.name, holding)
         if requeued:
             logger.warning("worker '{}' never got task(s) {}; requeued", rec.detail.name,
                            requeued)
@@ -677,6 +684,8 @@ class Admin(AgentBase):
             self.board.unsent(worker, assignments)
             return
         self.board.delivered(assignments)
+        if assignments[0].confirm:  # on probation: it has a moment to say it has them
+            asyncio.get_running_loop().call_later(self._probation, self._steal)
         self.stats.assignments += len(assignments)
         for a in assignments:
             rec = self.board.records[a.task.id]
@@ -687,6 +696,29 @@ class Admin(AgentBase):
         for a in assignments:
             logger.debug("assigned task {!r} (difficulty {}) to {}", a.task.id,
                          a.task.difficulty, worker)
+
+    @property
+    def _probation(self) -> float:
+        """Seconds a worker on probation has to confirm an assignment."""
+        return max(PROBATION, self.settings.heartbeat / 5)
+
+    def _steal(self) -> None:
+        """Take back what workers on probation did not confirm in time (see board.steal)."""
+        if self._sockets is None:
+            return
+        taken = self.board.steal(time.monotonic() - self._probation + 0.005)  # timers run early
+        for worker, tasks in taken.items():
+            logger.warning("worker '{}' did not confirm task(s) {} within {:g} s: it is not "
+                           "reading; requeued, and it gets no more until it does", worker,
+                           [t for t, _ in tasks], self._probation)
+            self.task_manager.mark((t for t, _ in tasks), TaskStatus.PENDING)
+            identity = self._by_name.get(worker)
+            if identity is not None:
+                self._send(identity, Kind.CANCEL, Cancel([[t, a] for t, a in tasks],
+                                                         "not confirmed in time; reassigned"))
+        if taken:
+            self._pump()
+            self._commit()
 
     # ------------------------------------------------------------------ timers
     async def _tick_loop(self) -> None:

@@ -42,6 +42,7 @@ class TaskRecord:
     ready_at: float = 0.0  # when it last became ready (queued)
     index: int = 0  # submission order: released dependents keep it
     losses: int = 0  # times its worker was lost while holding it
+    confirmed: bool = False  # its worker said it holds the latest assignment
 
 
 class TaskBoard:
@@ -209,8 +210,60 @@ class TaskBoard:
         return sorted(task_ids, key=lambda i: self.records[i].index)
 
     # ---- workers
-    def add_worker(self, slot: WorkerSlot) -> None:
+    def add_worker(self, slot: WorkerSlot, probation: bool = False) -> None:
+        """With ``probation`` (what the admin does for every new connection) the worker gets
+        one task in flight until it shows it reads what it is sent (a result, or a heartbeat
+        that lists the task), so a peer that registers a large capacity and never reads
+        cannot swallow the queue."""
+        slot.limit = 1 if probation else None
         self.scheduler.add_worker(slot)
+
+    def probation(self, worker: str) -> None:
+        """One task at a time again until the worker shows it reads what it is sent."""
+        slot = self.scheduler.workers.get(worker)
+        if slot is not None and slot.limit is None:
+            slot.limit = 1
+
+    def trust(self, worker: str) -> None:
+        """The worker reads what it is sent: up to its capacity from now on."""
+        slot = self.scheduler.workers.get(worker)
+        if slot is not None:
+            slot.limit = None
+
+    def confirm(self, worker: str, held: Mapping[TaskId, int]) -> None:
+        """The worker says it holds these ({task: attempt}): they reached it."""
+        flying = self._in_flight.get(worker)
+        if not flying or not held:
+            return
+        got = False
+        for task_id, attempt in held.items():
+            rec = self.records.get(task_id)
+            if rec is not None and task_id in flying and rec.attempt == attempt:
+                rec.confirmed = got = True
+        if got:
+            self.trust(worker)
+
+    def steal(self, assigned_before: float) -> dict[str, list[tuple[TaskId, int]]]:
+        """Take back tasks sent to workers on probation before ``assigned_before`` that they
+        never confirmed: a worker that does not read its queue keeps them from everyone. They
+        go back to the queue in their old place, and the worker gets nothing more until it
+        shows it reads. Returns {worker: [(task, attempt)]}, for cancelling there."""
+        out: dict[str, list[tuple[TaskId, int]]] = {}
+        for slot in self.scheduler.workers.values():
+            if slot.limit is None:
+                continue
+            flying = self._in_flight.get(slot.name)
+            taken = [t for t in flying or () if not self.records[t].confirmed
+                     and self.records[t].assigned_at < assigned_before]
+            if not taken:
+                continue
+            out[slot.name] = [(t, self.records[t].attempt) for t in taken]
+            for t in taken:
+                flying.discard(t)  # type: ignore[union-attr]
+            self.scheduler.release(slot.name, len(taken))
+            self._lose(taken, slot.name, "it did not take it", counts=False)
+            slot.limit = 0
+        return out
 
     def remove_worker(self, name: str, why: str = "lost") -> list[TaskId]:
         """The worker is gone: its in-flight tasks go back to the queue, oldest place kept; a
@@ -249,6 +302,8 @@ class TaskBoard:
             self.scheduler.release(worker)
         requeued = self._lose(gone, worker, "it did not have it",
                               counts=assigned_before is None)
+        if gone and assigned_before is not None:
+            self.probation(worker)  # tasks sent a while ago never reached it
         stale = [t for t, attempt in running.items()
                  if t not in flying or self.records[t].attempt != attempt]
         slot = self.scheduler.workers.get(worker)
@@ -270,15 +325,18 @@ class TaskBoard:
     def plan(self, now: float = 0.0) -> dict[str, list[TaskAssignment]]:
         """Fill free slots; returns assignments grouped by worker name."""
         out: dict[str, list[TaskAssignment]] = defaultdict(list)
+        slots = self.scheduler.workers
         for task_id, worker in self.scheduler.assign():
             rec = self.records[task_id]
             rec.assigned_at = now
+            rec.confirmed = False
             rec.status = TaskStatus.ASSIGNED
             rec.worker = worker
             rec.attempt += 1
             self._touch(rec)
             self._in_flight[worker].add(task_id)
-            out[worker].append(TaskAssignment(rec.task, worker, rec.attempt))
+            out[worker].append(TaskAssignment(rec.task, worker, rec.attempt,
+                                              slots[worker].limit is not None))
         return out
 
     def delivered(self, assignments: list[TaskAssignment]) -> None:

@@ -62,6 +62,11 @@ class Kind:
 KINDS = frozenset(v for k, v in vars(Kind).items() if k.isupper())
 
 
+MAX_CAPACITY = 10_000  # tasks one worker may run at once (its --concurrency)
+MAX_HELD = MAX_CAPACITY  # tasks a worker can hold, running or with results unacknowledged
+MAX_HANDLERS = 1_000  # task handler names one worker can announce
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Bounds applied to every msgpack decode of data that came from the network."""
@@ -84,6 +89,8 @@ def unpackb(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
     # No container can hold more items than the data has bytes: capping the limits there
     # stops a header that claims 100,000 items from pre-allocating them.
     size = len(data)
+    if _has_long_containers(data):
+        _check_complete(data, size)
     try:
         return msgpack.unpackb(
             data,
@@ -100,6 +107,33 @@ def unpackb(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
         raise
     except Exception as exc:  # msgpack raises ValueError, TypeError, FormatError, StackError...
         raise RemoteProtocolError(f"undecodable msgpack: {type(exc).__name__}: {exc}") from None
+
+
+def _has_long_containers(data: bytes) -> bool:
+    """Could ``data`` hold an array or map header of more than 15 items (array 16/32, map
+    16/32)? Shorter ones, even nested to msgpack's depth limit, pre-allocate little."""
+    return b"\xdc" in data or b"\xdd" in data or b"\xde" in data or b"\xdf" in data
+
+
+def _check_complete(data: bytes, size: int) -> None:
+    """msgpack allocates each container at its header's claimed length before reading the
+    items. Nested headers that each claim nearly the whole input would together allocate many
+    times its size (900 headers claiming 2,304 items in 2.7 KB: 16.8 MB) before the decoder
+    finds the items missing. Skipping the data first, which builds no objects, proves every
+    claimed item is present, so the decode that follows allocates in proportion to the
+    input."""
+    unpacker = msgpack.Unpacker(max_buffer_size=max(size, 1), max_ext_len=0)
+    unpacker.feed(data)
+    try:
+        unpacker.skip()
+    except msgpack.OutOfData:
+        raise RemoteProtocolError("undecodable msgpack: truncated (a container claims more "
+                                  "items than the data holds)") from None
+    except Exception as exc:
+        raise RemoteProtocolError(f"undecodable msgpack: {type(exc).__name__}: {exc}") from None
+    if unpacker.tell() != size:
+        raise RemoteProtocolError(f"undecodable msgpack: {size - unpacker.tell()} byte(s) of "
+                                  "extra data after the value")
 
 
 def packb(obj: Any) -> bytes:
@@ -385,7 +419,11 @@ def _compile(cls: type) -> list[tuple[str, Callable[[Any], Any], bool]]:
     schema = []
     for f in dataclasses.fields(cls):
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        schema.append((f.name, _converter(hints.get(f.name, Any)), required))
+        convert = _converter(hints.get(f.name, Any))
+        most = f.metadata.get("max_items")
+        if most is not None:
+            convert = _at_most(most, convert)
+        schema.append((f.name, convert, required))
     _SCHEMAS[cls] = schema
     return schema
 
@@ -407,9 +445,23 @@ def _to_float(v: Any) -> float:
     return float(v)
 
 
+def _at_most(most: int, convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A field's declared bound, checked before any of its items is converted."""
+    def check(v: Any) -> Any:
+        if isinstance(v, list | dict) and len(v) > most:
+            raise _Mismatch(f"{len(v)} items, more than the {most} allowed")
+        return convert(v)
+
+    return check
+
+
+def _identity(v: Any) -> Any:
+    return v
+
+
 def _converter(tp: Any) -> Callable[[Any], Any]:
     if tp is Any or tp is object:
-        return lambda v: v
+        return _identity
     if tp is float:
         return _to_float
     if tp in (int, str, bool, bytes):
@@ -423,12 +475,22 @@ def _converter(tp: Any) -> Callable[[Any], Any]:
         options = [_converter(a) for a in args if a is not type(None)]
         return _union_converter(options, type(None) in args)
     if origin in (list, tuple, Sequence) or tp in (list, tuple):
-        item = _converter(args[0]) if args else (lambda v: v)
+        item = _converter(args[0]) if args else _identity
+        if item is _identity:
+            return _expect(list, "array")  # decoded lists are fresh: nothing to copy
         return lambda v: [item(x) for x in _expect(list, "array")(v)]
     if origin is dict or tp is dict:
-        value = _converter(args[1]) if len(args) == 2 else (lambda v: v)
+        value = _converter(args[1]) if len(args) == 2 else _identity
+        if value is _identity:
+            return _plain_map
         return lambda v: {k: value(x) for k, x in _expect(dict, "map")(v).items()}
-    return lambda v: v
+    return _identity
+
+
+def _plain_map(v: Any) -> Any:
+    if not isinstance(v, dict):
+        raise _Mismatch(f"expected map, got {type(v).__name__}")
+    return v
 
 
 def _enum_converter(tp: type[enum.Enum]) -> Callable[[Any], Any]:
@@ -472,9 +534,13 @@ class Hello:
     capacity: int
     # On registering again (after the admin went silent or restarted): what this worker is
     # still running, as [task id, attempt], and the results the admin never acknowledged.
-    running: list[list[Any]] = dataclasses.field(default_factory=list)
-    results: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    handlers: list[str] = dataclasses.field(default_factory=list)  # task handlers it has
+    # A worker holds at most its capacity of tasks, so these are bounded before conversion.
+    running: list[list[Any]] = dataclasses.field(default_factory=list,
+                                                 metadata={"max_items": MAX_HELD})
+    results: list[dict[str, Any]] = dataclasses.field(default_factory=list,
+                                                      metadata={"max_items": MAX_HELD})
+    handlers: list[str] = dataclasses.field(default_factory=list,  # task handlers it has
+                                            metadata={"max_items": MAX_HANDLERS})
 
 
 @message
@@ -484,7 +550,8 @@ class Heartbeat:
     acknowledged, as [task id, attempt]. An assignment the admin believes delivered but the
     worker never got (a connection replaced mid-flight) is found this way and requeued."""
 
-    holding: list[list[Any]] = dataclasses.field(default_factory=list)
+    holding: list[list[Any]] = dataclasses.field(default_factory=list,
+                                                 metadata={"max_items": 2 * MAX_HELD})
 
 
 @message

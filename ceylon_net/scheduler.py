@@ -36,10 +36,18 @@ class WorkerSlot:
     capacity: int = 1
     running: int = 0
     handlers: frozenset[str] = frozenset()
+    # On probation: at most this many in flight until the worker shows it reads what it is
+    # sent (None: trusted, up to its capacity). See TaskBoard.add_worker.
+    limit: int | None = None
 
     @property
     def free(self) -> int:
-        return self.capacity - self.running
+        return self.room - self.running
+
+    @property
+    def room(self) -> int:
+        """In flight allowed now: the capacity, or less on probation."""
+        return self.capacity if self.limit is None else min(self.limit, self.capacity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +77,8 @@ def best_fit(workers: Iterable[WorkerSlot], difficulty: int, role: str | None = 
     """The eligible worker with a free slot that fits best, or None."""
     best, best_key = None, None
     for w in workers:
-        if w.running < w.capacity and can_do(w, difficulty, role, handler):
+        if w.running < (w.capacity if w.limit is None else min(w.limit, w.capacity)) and \
+                can_do(w, difficulty, role, handler):
             key = (w.skill, w.running / w.capacity, w.name)
             if best_key is None or key < best_key:
                 best, best_key = w, key

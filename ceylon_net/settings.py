@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .protocol import DEFAULT_MAX_MESSAGE_BYTES
+from .protocol import DEFAULT_MAX_MESSAGE_BYTES, MAX_CAPACITY
 from .tasks import DEFAULT_ROLE
 
 DEFAULT_WORKSPACE_ID = "default"
@@ -109,8 +109,8 @@ class WorkerSettings:
         _check_name("role", self.role)
         if not 0 <= self.skill <= 10:
             raise ConfigError(f"--skill must be 0-10, got {self.skill}")
-        if self.capacity < 1:
-            raise ConfigError(f"--concurrency must be at least 1, got {self.capacity}")
+        if not 1 <= self.capacity <= MAX_CAPACITY:
+            raise ConfigError(f"--concurrency must be 1-{MAX_CAPACITY}, got {self.capacity}")
         _check_port("port", self.port)
         if self.port == 0:
             raise ConfigError("--port 0 is not a port a worker can connect to")

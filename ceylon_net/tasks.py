@@ -47,11 +47,13 @@ class Task:
 @message
 @dataclass(slots=True)
 class TaskAssignment:
-    """The admin gives ``task`` to ``worker`` (its name); ``attempt`` counts from 1."""
+    """The admin gives ``task`` to ``worker`` (its name); ``attempt`` counts from 1.
+    ``confirm``: the worker is on probation, and answers at once with a heartbeat."""
 
     task: Task
     worker: str = ""
     attempt: int = 1
+    confirm: bool = False
 
 
 @message

@@ -276,6 +276,9 @@ class Worker(AgentBase):
                 return False
             for a in batch:
                 self.runner.accept(a)
+            if any(a.confirm for a in batch) and self._sockets is not None:
+                # On probation: say at once that we have them.
+                self._sockets.dealer.send_multipart(self._heartbeat_frames())
         elif env.kind == Kind.ACK:
             acked = protocol.unpack(Ack, env.payload, self.limits).results
             self.runner.acknowledge(list(protocol.task_pairs(acked, "ACK").items()))
@@ -314,8 +317,13 @@ class Worker(AgentBase):
         while True:
             # The admin's WELCOME sets the pace for both sides; until then, a second.
             await asyncio.sleep(self._welcome.heartbeat if self._welcome else 1.0)
-            if self._welcome is not None:
-                await self._send(Kind.HEARTBEAT, protocol.Heartbeat(self.runner.accounted()))
+            if self._welcome is not None and self._sockets is not None:
+                await self._sockets.send(self._heartbeat_frames(), 1.0)
+
+    def _heartbeat_frames(self) -> list[bytes]:
+        header = protocol.make_header(self.workspace_id, self.name, "Heartbeat")
+        return protocol.encode_frames(Kind.HEARTBEAT, header,
+                                      protocol.pack(protocol.Heartbeat(self.runner.accounted())))
 
     # ------------------------------------------------------------------ results
     def _schedule_flush(self) -> None:

@@ -489,3 +489,92 @@ class BoardMachine(RuleBasedStateMachine):
 
 BoardMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
 TestBoardRules = BoardMachine.TestCase
+
+
+# --------------------------------------------------------------------------- probation
+
+
+def tasks(n: int) -> list[Task]:
+    return [Task(i, f"t{i}") for i in range(n)]
+
+
+def test_a_worker_on_probation_gets_one_task_asking_for_confirmation_until_it_reads():
+    b = TaskBoard()
+    b.add(tasks(6))
+    b.add_worker(WorkerSlot("new", 5, capacity=4), probation=True)
+
+    assert b.plan(now=0.0) == {"new": [TaskAssignment(tasks(1)[0], "new", 1, confirm=True)]}
+    assert b.plan(now=0.0) == {}  # one in flight is all it gets
+
+    b.confirm("new", {0: 1})  # a heartbeat listed it: it reads
+
+    assert [a.task.id for a in b.plan(now=0.0)["new"]] == [1, 2, 3]
+    assert b.records[1].confirmed is False  # confirmation is per assignment
+
+
+def test_a_heartbeat_naming_an_older_attempt_does_not_confirm():
+    b = TaskBoard()
+    b.add(tasks(3))
+    b.add_worker(WorkerSlot("new", 5, capacity=4), probation=True)
+    b.plan(now=0.0)
+
+    b.confirm("new", {0: 0, 99: 1})
+
+    assert b.plan(now=0.0) == {}
+    assert b.records[0].confirmed is False
+
+
+def test_a_result_ends_probation():
+    b = TaskBoard()
+    b.add(tasks(4))
+    b.add_worker(WorkerSlot("new", 5, capacity=2), probation=True)
+    b.plan(now=0.0)
+    b.record(TaskResult(0, "new", True, attempt=1))
+    b.trust("new")
+
+    assert [a.task.id for a in b.plan(now=0.0)["new"]] == [1, 2]
+    assert all(not a.confirm for a in b.plan(now=0.0).get("new", []))
+
+
+def test_steal_takes_back_an_unconfirmed_task_and_gives_the_thief_nothing_more():
+    b = TaskBoard()
+    b.add(tasks(3))
+    b.add_worker(WorkerSlot("stalled", 9, capacity=100), probation=True)
+    b.plan(now=0.0)  # stalled gets task 0 (best fit: it is the only worker)
+    b.add_worker(WorkerSlot("honest", 9, capacity=1))
+
+    assert b.steal(assigned_before=0.0) == {}  # not overdue yet
+    assert b.steal(assigned_before=0.5) == {"stalled": [(0, 1)]}
+
+    assert b.queued()[0] == 0  # back in its old place, ahead of the rest
+    assert b.in_flight("stalled") == set()
+    assert b.records[0].losses == 0  # not a loss: it never started
+    assert b.plan(now=1.0) == {"honest": [TaskAssignment(tasks(1)[0], "honest", 2)]}
+    # The stalled worker's late result for attempt 1 is stale now.
+    assert b.record(TaskResult(0, "stalled", True, attempt=1)) is None
+    b.trust("stalled")  # ... but it shows that it reads again
+    assert [a.task.id for a in b.plan(now=1.0)["stalled"]] == [1, 2]
+
+
+def test_steal_leaves_confirmed_tasks_and_trusted_workers_alone():
+    b = TaskBoard()
+    b.add(tasks(3))
+    b.add_worker(WorkerSlot("slow", 9, capacity=2), probation=True)
+    b.add_worker(WorkerSlot("old", 9, capacity=1))
+    b.plan(now=0.0)
+    b.confirm("slow", {b.in_flight("slow").copy().pop(): 1})
+
+    assert b.steal(assigned_before=10.0) == {}
+
+
+def test_reclaiming_tasks_a_trusted_worker_never_got_puts_it_back_on_probation():
+    b = TaskBoard()
+    b.add(tasks(5))
+    b.add_worker(WorkerSlot("w", 9, capacity=3))
+    b.plan(now=0.0)
+
+    requeued, _ = b.reclaim("w", {}, assigned_before=1.0)  # a heartbeat that lists nothing
+
+    assert sorted(requeued) == [0, 1, 2]
+    plan = b.plan(now=2.0)["w"]
+    assert [(a.task.id, a.confirm) for a in plan] == [(0, True)]

@@ -141,8 +141,7 @@ HUGE_CLAIMS = [
 ]
 HELLO_FIELDS = b"\x85\xa4name\xa1n\xa4role\xa7default\xa5skill\x05\xa8capacity\x01"
 # Places a value can sit in something a decoder otherwise accepts, so the value reaches the
-# field's converter. Not Hello.results: 64 KiB of empty maps there cost 50-90 ms, too close to
-# the budget to say (see test_the_largest_hello_...), and not an enum field (see the last test).
+# field's converter. Not an enum field (see the last test).
 CONTAINERS = [
     b"",
     b"\x92" + protocol.packb("Hello"),  # loads: [type name, <here>]
@@ -150,6 +149,7 @@ CONTAINERS = [
     b"\x84\xa4name",  # a message map: {"name": <here>...}
     HELLO_FIELDS + b"\xa7running",
     HELLO_FIELDS + b"\xa8handlers",
+    HELLO_FIELDS + b"\xa7results",
     b"\x81\xa7holding",  # Heartbeat
     b"\x81\xa5tasks",  # Cancel
     b"\x81\xa3doc",  # Submission
@@ -214,14 +214,10 @@ def repeated(draw) -> bytes:
 # --------------------------------------------------------------------------- properties
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: msgpack pre-allocates each array header's claimed length; with the limits capped "
-    "at the input's size (fixed: 100,000-item claims), 900 nested headers each claiming "
-    "2,304 items in 2,724 bytes still allocate ~16.8 MB, over the 16 MiB budget"))
 @BUDGET
 @given(st.binary(max_size=MAX_INPUT) | repeated())
 @example(b"\xdd\x00\x01\x86\xa0" * 1000)  # found by this property: fixed
-@example(b"\xdc\t\x00" * 908)  # found by this property: still over budget
+@example(b"\xdc\t\x00" * 908)  # found by this property: nested claims, 16.8 MB: fixed
 def test_any_bytes_decode_within_budget(data):
     within_budget(data)
 
@@ -272,25 +268,34 @@ def test_long_lists_of_small_items_decode_within_budget(data):
     within_budget(data)
 
 
-LARGEST_HELLO_LISTS = {  # as many items as the limits allow (max_array_len 100,000)
-    "results": b"\xdd\x00\x01\x86\xa0" + b"\x80" * 100_000,  # empty maps: 100 KB
-    "running": b"\xdd\x00\x01\x86\xa0" + b"\x92\x00\x00" * 100_000,  # [0, 0] pairs: 300 KB
-}
+def hello_with(field: str, item: bytes, count: int) -> bytes:
+    return HELLO_FIELDS + bytes([0xA0 + len(field)]) + field.encode() + b"\xdd" + \
+        count.to_bytes(4, "big") + item * count
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a HELLO's lists are bounded only by max_array_len (100,000) and converted item by "
-    "item before anything is checked: the largest allowed take ~135 ms of CPU each (100,000 "
-    "empty results, 100 KB; 100,000 running pairs, 300 KB), and the admin decodes every "
-    "HELLO its rate limit (100/s per address) lets through; bench/hostile.py --hello-results "
-    "100000 --flood-rate 20 leaves the honest run at ~0.02 of its unloaded throughput"))
-@pytest.mark.parametrize("field", sorted(LARGEST_HELLO_LISTS))
+HELLO_LIST_ITEMS = {"results": b"\x80", "running": b"\x92\x00\x00"}  # {}, [0, 0]
+
+
+@pytest.mark.parametrize("field", sorted(HELLO_LIST_ITEMS))
 def test_the_largest_hello_the_limits_allow_decodes_within_budget(field):
-    data = HELLO_FIELDS + bytes([0xA0 + len(field)]) + field.encode() + LARGEST_HELLO_LISTS[field]
+    data = hello_with(field, HELLO_LIST_ITEMS[field], protocol.MAX_HELD)
 
     seconds = least_cpu_seconds(lambda d: protocol.unpack(Hello, d), data)
 
     assert seconds < TIME_BUDGET, f"{seconds * 1000:.1f} ms for a {len(data)}-byte HELLO"
+    assert len(getattr(protocol.unpack(Hello, data), field)) == protocol.MAX_HELD
+
+
+@pytest.mark.parametrize("field", sorted(HELLO_LIST_ITEMS))
+def test_a_hello_holding_more_than_a_worker_can_is_refused_before_conversion(field):
+    data = hello_with(field, HELLO_LIST_ITEMS[field], 100_000)  # max_array_len allows it
+
+    seconds = least_cpu_seconds(lambda d: protocol.unpack(Hello, d), data)
+
+    assert seconds < TIME_BUDGET, f"{seconds * 1000:.1f} ms for a {len(data)}-byte HELLO"
+    with pytest.raises(RemoteProtocolError,
+                       match=rf"^Hello\.{field}: 100000 items, more than the 10000 allowed$"):
+        protocol.unpack(Hello, data)
 
 
 # --------------------------------------------------------------------------- enum fields
