@@ -300,7 +300,7 @@ class Admin(AgentBase):
             self._pump()
             self._commit()  # before the acks: an acknowledged result is on disk
             self._flush_acks()
-            if len(batch) == RECV_BATCH:
+            if self._sockets.more:
                 # More is waiting, and a recv that is already complete does not yield: a peer
                 # that never pauses would starve the timers (heartbeats, liveness).
                 await asyncio.sleep(0)
