@@ -43,6 +43,7 @@ class TaskRecord:
     index: int = 0  # submission order: released dependents keep it
     losses: int = 0  # times its worker was lost while holding it
     confirmed: bool = False  # its worker said it holds the latest assignment
+    stolen: bool = False  # taken back from a worker on probation: trusted workers only since
 
 
 class TaskBoard:
@@ -53,6 +54,7 @@ class TaskBoard:
         self.scheduler = Scheduler()
         self.finished: list[TaskRecord] = []  # every finish, in order; consumers drain it
         self._in_flight: dict[str, set[TaskId]] = defaultdict(set)
+        self._stolen: dict[str, set[TaskId]] = {}  # worker on probation -> taken back from it
         self._waiting: dict[TaskId, set[Gate]] = {}
         self._dependents: dict[Gate, set[TaskId]] = defaultdict(set)
         self._opened: set[Gate] = set()
@@ -120,7 +122,7 @@ class TaskBoard:
         rec.status = TaskStatus.PENDING
         rec.worker = None
         rec.seq = self.scheduler.push(t.id, t.difficulty, t.required_role, t.priority, rec.seq,
-                                      t.handler)
+                                      t.handler, rec.stolen)
 
     @property
     def open(self) -> int:
@@ -227,8 +229,9 @@ class TaskBoard:
     def trust(self, worker: str) -> None:
         """The worker reads what it is sent: up to its capacity from now on."""
         slot = self.scheduler.workers.get(worker)
-        if slot is not None:
+        if slot is not None and slot.limit is not None:
             slot.limit = None
+            self._stolen.pop(worker, None)  # it was slow, not gone: no losses
 
     def confirm(self, worker: str, held: Mapping[TaskId, int]) -> None:
         """The worker says it holds these ({task: attempt}): they reached it."""
@@ -247,7 +250,10 @@ class TaskBoard:
         """Take back tasks sent to workers on probation before ``assigned_before`` that they
         never confirmed: a worker that does not read its queue keeps them from everyone. They
         go back to the queue in their old place, and the worker gets nothing more until it
-        shows it reads. Returns {worker: [(task, attempt)]}, for cancelling there."""
+        shows it reads; they go only to trusted workers from now on (a task that kills whoever
+        runs it must not take down every new worker before the first is found lost). If the
+        worker turns out to be gone, each counts as lost with it. Returns
+        {worker: [(task, attempt)]}, for cancelling there."""
         out: dict[str, list[tuple[TaskId, int]]] = {}
         for slot in self.scheduler.workers.values():
             if slot.limit is None:
@@ -261,6 +267,9 @@ class TaskBoard:
             for t in taken:
                 flying.discard(t)  # type: ignore[union-attr]
             self.scheduler.release(slot.name, len(taken))
+            for t in taken:
+                self.records[t].stolen = True
+            self._stolen.setdefault(slot.name, set()).update(taken)
             self._lose(taken, slot.name, "it did not take it", counts=False)
             slot.limit = 0
         return out
@@ -269,6 +278,13 @@ class TaskBoard:
         """The worker is gone: its in-flight tasks go back to the queue, oldest place kept; a
         task lost ``max_attempts`` times fails instead (see :meth:`dead`)."""
         self.scheduler.remove_worker(name)
+        for task_id in self._stolen.pop(name, ()):
+            rec = self.records[task_id]
+            if rec.status in FINISHED:
+                continue
+            rec.losses += 1  # it was gone, not slow: the attempt counts
+            if rec.losses >= self.max_attempts and self.scheduler.discard(task_id):
+                self._give_up_lost(rec, name, why)
         return self._lose(self._in_flight.pop(name, set()), name, why)
 
     def _lose(self, task_ids: Iterable[TaskId], worker: str, why: str,
@@ -280,10 +296,7 @@ class TaskBoard:
             rec = self.records[task_id]
             rec.losses += counts
             if rec.losses >= self.max_attempts:
-                rec.result = TaskResult(task_id, worker, False, attempt=rec.attempt,
-                                        error=f"lost {rec.losses} times, last with worker "
-                                              f"'{worker}' ({why}); giving up")
-                self._finish_failed(rec)
+                self._give_up_lost(rec, worker, why)
             else:
                 self._enqueue(rec)
         return lost
@@ -310,6 +323,12 @@ class TaskBoard:
         if slot is not None:
             slot.running = len(flying)
         return requeued, stale
+
+    def _give_up_lost(self, rec: TaskRecord, worker: str, why: str) -> None:
+        rec.result = TaskResult(rec.task.id, worker, False, attempt=rec.attempt,
+                                error=f"lost {rec.losses} times, last with worker '{worker}' "
+                                      f"({why}); giving up")
+        self._finish_failed(rec)
 
     def _finish_failed(self, rec: TaskRecord) -> None:
         self._touch(rec)

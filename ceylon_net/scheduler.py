@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from .tasks import DEFAULT_ROLE
 
 TaskKey = Hashable
-ClassKey = tuple[int, str | None, str | None]
+ClassKey = tuple[int, str | None, str | None, bool]  # difficulty, role, handler, trusted only
 
 
 @dataclass(slots=True)
@@ -73,12 +73,14 @@ def can_do(worker: WorkerSlot, difficulty: int, role: str | None,
 
 
 def best_fit(workers: Iterable[WorkerSlot], difficulty: int, role: str | None = None,
-             handler: str | None = None):
-    """The eligible worker with a free slot that fits best, or None."""
+             handler: str | None = None, trusted: bool = False):
+    """The eligible worker with a free slot that fits best, or None. ``trusted``: only
+    workers off probation."""
     best, best_key = None, None
     for w in workers:
-        if w.running < (w.capacity if w.limit is None else min(w.limit, w.capacity)) and \
-                can_do(w, difficulty, role, handler):
+        if w.limit is not None and (trusted or w.running >= w.limit):
+            continue
+        if w.running < w.capacity and can_do(w, difficulty, role, handler):
             key = (w.skill, w.running / w.capacity, w.name)
             if best_key is None or key < best_key:
                 best, best_key = w, key
@@ -121,12 +123,13 @@ class Scheduler:
 
     def push(
         self, task: TaskKey, difficulty: int, role: str | None, priority: int = 0,
-        seq: int | None = None, handler: str | None = None,
+        seq: int | None = None, handler: str | None = None, trusted: bool = False,
     ) -> int:
-        """Queue a ready task; returns its age stamp (pass it back on requeue to keep its place)."""
+        """Queue a ready task; returns its age stamp (pass it back on requeue to keep its place).
+        ``trusted``: it goes only to a worker off probation."""
         if task in self._where:
             raise ValueError(f"task {task!r} is already queued")
-        key = (difficulty, None if role == DEFAULT_ROLE else role, handler)
+        key = (difficulty, None if role == DEFAULT_ROLE else role, handler, trusted)
         seq = next(self._seq) if seq is None else seq
         heapq.heappush(self._classes.setdefault(key, []), (-priority, seq, task))
         self._where[task] = (key, seq)
@@ -176,8 +179,8 @@ class Scheduler:
             head = self._head(key)
             if head is None:
                 continue
-            difficulty, role, handler = key
-            if any(can_do(w, *key) for w in self._workers.values()):
+            difficulty, role, handler, _ = key  # a worker on probation earns trust: not blocked
+            if any(can_do(w, difficulty, role, handler) for w in self._workers.values()):
                 continue
             fitting = [w for w in self._workers.values() if role_fits(w.role, role)]
             has = handler is None or any(handler in w.handlers for w in fitting)

@@ -256,9 +256,10 @@ class WorkerSockets:
     async def recv_batch(self, timeout: float, limit: int = 512) -> list[list[bytes]]:
         """Wait up to ``timeout`` s for a message from the admin, then take whatever else is
         already queued (one wake-up for a burst). Empty on timeout."""
-        if await self.dealer.poll(int(timeout * 1000)) == 0:
+        first = await _recv_within(self.dealer, timeout)
+        if first is None:
             return []
-        batch = []
+        batch = [first]
         while len(batch) < limit:
             fut = self.dealer.recv_multipart(flags=zmq.DONTWAIT)
             if fut.exception() is not None:
@@ -332,10 +333,23 @@ class Subscriber:
 
 
 async def _recv_within(sock: zmq.asyncio.Socket, timeout: float) -> list[bytes] | None:
-    """The next message on ``sock``, or None after ``timeout`` seconds."""
-    if await sock.poll(int(timeout * 1000)) == 0:
+    """The next message on ``sock``, or None after ``timeout`` seconds.
+
+    A recv future with a timer that cancels it: half the cost of ``poll`` then ``recv`` (a
+    poller and its futures each time), and a cancelled recv takes no message with it."""
+    fut = sock.recv_multipart()
+    if fut.done():
+        return fut.result()
+    timer = asyncio.get_running_loop().call_later(timeout, fut.cancel)
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled, not timed out
         return None
-    return await sock.recv_multipart()
+    finally:
+        timer.cancel()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -252,6 +252,8 @@ class Worker(AgentBase):
             for frames in batch:
                 if self._handle(frames):
                     return
+            if self.runner.queue.qsize():
+                await asyncio.sleep(0)  # the runners start on them before we wait again
             if now - self._admin_seen > silent_limit:
                 raise _Reconnect(f"admin silent for {now - self._admin_seen:.1f} s")
 
@@ -327,11 +329,16 @@ class Worker(AgentBase):
 
     # ------------------------------------------------------------------ results
     def _schedule_flush(self) -> None:
-        # Results finished in the same loop iteration leave in one frame; a lone result
-        # leaves at once (call_soon), so batching never delays it.
-        if not self._flush_scheduled and self.runner.unsent:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        # Results finished in the same loop iteration leave in one frame (call_soon), so
+        # batching never delays them. With nothing else queued or running no other result
+        # can join it: it leaves now, a loop turn sooner.
+        if self._flush_scheduled or not self.runner.unsent:
+            return
+        if not self.runner.active and not self.runner.queue.qsize():
+            self._flush()
+            return
+        self._flush_scheduled = True
+        asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -578,3 +578,47 @@ def test_reclaiming_tasks_a_trusted_worker_never_got_puts_it_back_on_probation()
     assert sorted(requeued) == [0, 1, 2]
     plan = b.plan(now=2.0)["w"]
     assert [(a.task.id, a.confirm) for a in plan] == [(0, True)]
+
+
+def test_a_stolen_task_goes_only_to_a_trusted_worker():
+    b = TaskBoard()
+    b.add(tasks(2))
+    b.add_worker(WorkerSlot("first", 9), probation=True)
+    b.plan(now=0.0)
+    b.steal(assigned_before=1.0)
+    b.add_worker(WorkerSlot("second", 9, capacity=2), probation=True)
+
+    assert [a.task.id for a in b.plan(now=1.0)["second"]] == [1]  # not 0: stolen
+    assert b.blocked() == []  # a worker on probation earns trust: task 0 is not blocked
+    b.trust("second")
+    assert [a.task.id for a in b.plan(now=1.0)["second"]] == [0]
+
+
+def test_tasks_stolen_from_a_worker_that_turns_out_gone_count_as_lost_with_it():
+    b = TaskBoard(max_attempts=2)
+    b.add(tasks(1))
+    b.add_worker(WorkerSlot("dead", 9), probation=True)
+    b.plan(now=0.0)
+    b.steal(assigned_before=1.0)
+    b.add_worker(WorkerSlot("also-dead", 9))
+    b.plan(now=1.0)
+    b.remove_worker("dead")
+    assert b.records[0].losses == 1 and b.records[0].status is TaskStatus.ASSIGNED
+
+    b.remove_worker("also-dead")
+
+    assert b.dead == [0]
+    assert b.records[0].result.error.startswith("lost 2 times, last with worker 'also-dead'")
+
+
+def test_a_worker_that_was_slow_not_gone_costs_its_stolen_tasks_nothing():
+    b = TaskBoard()
+    b.add(tasks(1))
+    b.add_worker(WorkerSlot("slow", 9), probation=True)
+    b.plan(now=0.0)
+    b.steal(assigned_before=1.0)
+    b.trust("slow")  # its late (stale) result came
+
+    b.remove_worker("slow")
+
+    assert b.records[0].losses == 0
