@@ -77,6 +77,7 @@ class WorkerRecord:
     identity: bytes
     detail: AgentDetail
     last_seen: float
+    hears_pub: bool = False  # it gets our heartbeats on PUB (its last heartbeat said so)
 
 
 class Admin(AgentBase):
@@ -570,6 +571,7 @@ class Admin(AgentBase):
 
     def _on_heartbeat(self, rec: WorkerRecord, env: Envelope) -> None:
         beat = protocol.unpack(Heartbeat, env.payload, self.limits)
+        rec.hears_pub = beat.pub
         holding = protocol.task_pairs(beat.holding, "heartbeat")
         # Anything assigned two heartbeats ago that the worker does not mention never
         # reached it; what is younger may still be on its way.
@@ -757,9 +759,13 @@ class Admin(AgentBase):
             await asyncio.sleep(TICK)
 
     def _heartbeat(self) -> None:
-        for rec in list(self._workers.values()):
-            self._send(rec.identity, Kind.HEARTBEAT, Event("heartbeat"))
+        # One heartbeat on PUB for everyone; over the ROUTER only to workers that do not hear
+        # it (just joined, or their PUB connection is blocked): 1,000 idle workers cost 1,000
+        # sends a second otherwise.
         self._publish(Kind.HEARTBEAT, None, b"")
+        for rec in list(self._workers.values()):
+            if not rec.hears_pub:
+                self._send(rec.identity, Kind.HEARTBEAT, Event("heartbeat"))
 
     def _purge_lost(self, now: float) -> None:
         limit = self.settings.heartbeat * self.settings.liveness

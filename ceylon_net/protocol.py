@@ -552,6 +552,8 @@ class Heartbeat:
 
     holding: list[list[Any]] = dataclasses.field(default_factory=list,
                                                  metadata={"max_items": 2 * MAX_HELD})
+    # The worker hears the admin's heartbeats on PUB: the admin need not send it its own.
+    pub: bool = False
 
 
 @message

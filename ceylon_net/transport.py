@@ -102,6 +102,9 @@ class AdminSockets:
             self.auth.configure_curve(domain="*", location=authorized_keys)
         self.more = False  # the last recv_batch stopped at its limit (more may be queued)
         self.router = self.ctx.socket(zmq.ROUTER)
+        # The same socket, blocking API: for reads that cannot wait (DONTWAIT). The next await
+        # on ``router`` looks at the socket's events again, so nothing is missed.
+        self._router_now = zmq.Socket.shadow(self.router.underlying)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.router.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
@@ -154,10 +157,10 @@ class AdminSockets:
         first = await self.router.recv_multipart(copy=False)
         batch, size = [first], sum(len(f) for f in first)
         while len(batch) < limit and size < max_bytes:
-            fut = self.router.recv_multipart(flags=zmq.DONTWAIT, copy=False)
-            if fut.exception() is not None:
+            try:  # what is queued already, without a future per message
+                frames = self._router_now.recv_multipart(zmq.DONTWAIT, copy=False)
+            except zmq.Again:
                 break
-            frames = fut.result()
             batch.append(frames)
             size += sum(len(f) for f in frames)
         self.more = len(batch) >= limit or size >= max_bytes  # may be: it stopped looking
@@ -223,6 +226,7 @@ class WorkerSockets:
         # A unique identity per process: a restarted worker is a new peer to the ROUTER.
         self.identity = f"{name}/{uuid.uuid4().hex[:8]}".encode()
         self.dealer = self.ctx.socket(zmq.DEALER)
+        self._dealer_now = zmq.Socket.shadow(self.dealer.underlying)  # see AdminSockets
         self.dealer.setsockopt(zmq.IDENTITY, self.identity)
         self.dealer.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self.dealer.setsockopt(zmq.LINGER, LINGER_MS)
@@ -261,10 +265,10 @@ class WorkerSockets:
             return []
         batch = [first]
         while len(batch) < limit:
-            fut = self.dealer.recv_multipart(flags=zmq.DONTWAIT)
-            if fut.exception() is not None:
+            try:
+                batch.append(self._dealer_now.recv_multipart(zmq.DONTWAIT))
+            except zmq.Again:
                 break
-            batch.append(fut.result())
         return batch
 
     async def recv_broadcast(self) -> list[bytes]:

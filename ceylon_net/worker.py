@@ -73,6 +73,7 @@ class Worker(AgentBase):
         self._stop = asyncio.Event()
         self._end_reason: str | None = None
         self._admin_seen = 0.0
+        self._pub_beat = 0.0  # when the admin's last heartbeat came on PUB
         self._session: asyncio.Task | None = None
 
     @property
@@ -233,7 +234,7 @@ class Worker(AgentBase):
         if first:
             topic = protocol.topic(self.workspace_id)
             self._sockets.subscribe(self.settings.admin_peer, welcome.pub_port,
-                                    [topic + Kind.BCAST])
+                                    [topic + Kind.BCAST, topic + Kind.HEARTBEAT])
         logger.info("{}: registered with admin '{}' at {} (skill {}, role {}, capacity {})",
                     self.name, welcome.admin, self.settings.endpoint, self.skill, self.role,
                     self.max_concurrent_tasks)
@@ -312,7 +313,11 @@ class Worker(AgentBase):
                 continue
             frames = await self._sockets.recv_broadcast()
             env = self._decode(frames[1:])
-            if env is not None and env.kind == Kind.BCAST and env.header.sender != self.id:
+            if env is None:
+                continue
+            if env.kind == Kind.HEARTBEAT:
+                self._admin_seen = self._pub_beat = time.monotonic()
+            elif env.kind == Kind.BCAST and env.header.sender != self.id:
                 self._deliver(env.header, env.payload, self.limits)
 
     async def _heartbeat_loop(self) -> None:
@@ -324,8 +329,10 @@ class Worker(AgentBase):
 
     def _heartbeat_frames(self) -> list[bytes]:
         header = protocol.make_header(self.workspace_id, self.name, "Heartbeat")
-        return protocol.encode_frames(Kind.HEARTBEAT, header,
-                                      protocol.pack(protocol.Heartbeat(self.runner.accounted())))
+        interval = self._welcome.heartbeat if self._welcome else 1.0
+        hears_pub = time.monotonic() - self._pub_beat < 2 * interval
+        beat = protocol.Heartbeat(self.runner.accounted(), pub=hears_pub)
+        return protocol.encode_frames(Kind.HEARTBEAT, header, protocol.pack(beat))
 
     # ------------------------------------------------------------------ results
     def _schedule_flush(self) -> None:
