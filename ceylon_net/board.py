@@ -218,6 +218,7 @@ class TaskBoard:
         that lists the task), so a peer that registers a large capacity and never reads
         cannot swallow the queue."""
         slot.limit = 1 if probation else None
+        self.scheduler.touch()
         self.scheduler.add_worker(slot)
 
     def probation(self, worker: str) -> None:
@@ -225,12 +226,14 @@ class TaskBoard:
         slot = self.scheduler.workers.get(worker)
         if slot is not None and slot.limit is None:
             slot.limit = 1
+            self.scheduler.touch()
 
     def trust(self, worker: str) -> None:
         """The worker reads what it is sent: up to its capacity from now on."""
         slot = self.scheduler.workers.get(worker)
         if slot is not None and slot.limit is not None:
             slot.limit = None
+            self.scheduler.touch()
             self._stolen.pop(worker, None)  # it was slow, not gone: no losses
 
     def confirm(self, worker: str, held: Mapping[TaskId, int]) -> None:
@@ -272,6 +275,7 @@ class TaskBoard:
             self._stolen.setdefault(slot.name, set()).update(taken)
             self._lose(taken, slot.name, "it did not take it", counts=False)
             slot.limit = 0
+            self.scheduler.touch()
         return out
 
     def remove_worker(self, name: str, why: str = "lost") -> list[TaskId]:
@@ -320,8 +324,9 @@ class TaskBoard:
         stale = [t for t, attempt in running.items()
                  if t not in flying or self.records[t].attempt != attempt]
         slot = self.scheduler.workers.get(worker)
-        if slot is not None:
+        if slot is not None and slot.running != len(flying):
             slot.running = len(flying)
+            self.scheduler.touch()
         return requeued, stale
 
     def _give_up_lost(self, rec: TaskRecord, worker: str, why: str) -> None:

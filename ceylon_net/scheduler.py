@@ -96,6 +96,13 @@ class Scheduler:
         self._where: dict[TaskKey, tuple[ClassKey, int]] = {}
         self._workers: dict[str, WorkerSlot] = {}
         self._seq = itertools.count()
+        # Changes whenever the queue, the workers or their slots do (call touch() after
+        # changing a WorkerSlot from outside); assign() does nothing while it is unchanged.
+        self.version = 0
+        self._settled = -1  # the version at which assign() last found nothing to place
+
+    def touch(self) -> None:
+        self.version += 1
 
     # ---- workers
     @property
@@ -103,15 +110,18 @@ class Scheduler:
         return self._workers
 
     def add_worker(self, slot: WorkerSlot) -> None:
+        self.version += 1
         self._workers[slot.name] = slot
 
     def remove_worker(self, name: str) -> WorkerSlot | None:
+        self.version += 1
         return self._workers.pop(name, None)
 
     def release(self, worker: str, n: int = 1) -> None:
         """``n`` tasks on ``worker`` ended: its slots are free again."""
         slot = self._workers.get(worker)
         if slot is not None:
+            self.version += 1
             slot.running = max(0, slot.running - n)  # n < 0 takes a slot
 
     # ---- ready queue
@@ -131,24 +141,30 @@ class Scheduler:
             raise ValueError(f"task {task!r} is already queued")
         key = (difficulty, None if role == DEFAULT_ROLE else role, handler, trusted)
         seq = next(self._seq) if seq is None else seq
+        self.version += 1
         heapq.heappush(self._classes.setdefault(key, []), (-priority, seq, task))
         self._where[task] = (key, seq)
         return seq
 
     def discard(self, task: TaskKey) -> bool:
         """Take a queued task out (cancelled). Lazy: its heap entry is skipped later."""
+        self.version += 1
         return self._where.pop(task, None) is not None
 
     def assign(self) -> list[tuple[TaskKey, str]]:
         """Fill free slots: [(task, worker name)], best task first. Marks the slots used."""
         decisions: list[tuple[TaskKey, str]] = []
+        if self.version == self._settled:
+            return decisions  # nothing changed since nothing could be placed
         while True:
             choice = self._next_placeable()
             if choice is None:
+                self._settled = self.version
                 return decisions
             key, worker = choice
             _, _, task = heapq.heappop(self._classes[key])
             del self._where[task]
+            self.version += 1
             worker.running += 1
             decisions.append((task, worker.name))
 
