@@ -25,6 +25,7 @@ import itertools
 import json
 import math
 import random
+import re
 import socket
 import sys
 import threading
@@ -775,3 +776,61 @@ def test_a_garbage_flood_from_one_peer_does_not_stop_the_admins_heartbeats(tmp_p
     points = run(body())
     gap = max(later - earlier for earlier, later in itertools.pairwise(points))
     assert gap < 3.0, f"{gap:.1f} s without a heartbeat on the PUB bus during the flood"
+
+
+# --------------------------------------------------------------------------- stalled reader
+
+
+def _stalled_reader(port: int, stop: threading.Event) -> None:
+    """Register with the largest capacity, never read, keep sending empty heartbeats: a worker
+    whose reading side is stuck, or a peer out to swallow the queue."""
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.IDENTITY, b"stalled")
+    s.setsockopt(zmq.RCVHWM, 1)
+    s.setsockopt(zmq.RCVBUF, 4096)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        s.send_multipart(encode(Kind.HELLO, "Hello", protocol.to_wire(
+            Hello("stalled", "default", 10, protocol.MAX_CAPACITY))))
+        while not stop.wait(0.3):
+            s.send_multipart(_heartbeat([]))
+    finally:
+        s.close()
+        ctx.term()
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_that_registers_and_never_reads_does_not_hold_the_run(tmp_path):
+    tasks = [{"id": i, "description": "no-op", "difficulty": 1, "duration": 0}
+             for i in range(30)]
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps({"tasks": tasks}))
+
+    async def body():
+        stop = threading.Event()
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await serving_admin(c, "--tasks", str(path), "--expect-workers", "2",
+                                        "--report-json", str(tmp_path / "report.json"))
+            stalled = asyncio.create_task(asyncio.to_thread(_stalled_reader, c.port, stop))
+            try:
+                await wait_until(lambda: "worker 'stalled' joined" in admin.stderr(), 15,
+                                 "the stalled reader to register")
+                # As skilled, so the stalled reader, far less loaded by its claimed capacity,
+                # is where the tasks would go.
+                await c.worker("honest", "--skill", "10", "--time-scale", "0")
+                code = await admin.wait(60)
+            finally:
+                stop.set()
+                await stalled
+            return code, admin.stdout(), admin.stderr()
+
+    code, out, err = run(body())
+    assert code == 0, tail(err)
+    assert "Success rate: 100.00% (30/30 tasks)" in out, tail(out)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert sorted(t["id"] for t in report["tasks"]) == list(range(30))
+    assert {t["worker"] for t in report["tasks"]} == {"honest"}
+    assert re.search(r"worker 'stalled' did not confirm task\(s\) \[\d+\] within 0\.2 s", err), \
+        tail(err)
