@@ -58,7 +58,6 @@ PROBATION = 0.2  # least seconds a new worker has to confirm its first task
 # fewer sends under load. A worker only forgets acknowledged results, so nothing is at risk.
 ACK_DELAY = 0.01
 RECV_BATCH = 256  # messages handled per round before the timers get a turn
-IDLE_COALESCE = 0.01  # seconds; see _recv_loop
 
 
 @dataclass(slots=True)
@@ -322,12 +321,6 @@ class Admin(AgentBase):
                 # More is waiting, and a recv that is already complete does not yield: a peer
                 # that never pauses would starve the timers (heartbeats, liveness).
                 await asyncio.sleep(0)
-            elif not self.board.running and all(f[1].bytes == Kind.HEARTBEAT
-                                                for f in batch if len(f) > 1):
-                # Nothing in flight and only heartbeats came: let the next ones gather for a
-                # moment (interrupt coalescing). 1,000 idle workers otherwise wake the admin
-                # 1,000 times a second, each wake-up costing more than the heartbeat itself.
-                await asyncio.sleep(IDLE_COALESCE)
 
     def _handle(self, frames: list[zmq.Frame]) -> None:
         identity = frames[0].bytes
