@@ -263,7 +263,7 @@ def worker(
     port: AdminPort = 8000,
     skill: Annotated[int, _opt("Skill 0-10; takes tasks of difficulty <= skill.", "SKILL")] = 10,
     role: Annotated[str, _opt("Role; 'default' takes tasks of any role.", "ROLE")] = "default",
-    concurrency: Annotated[int, _opt("Tasks run at once (max_concurrent_tasks).",
+    concurrency: Annotated[int, _opt("Tasks run at once, 1-10000 (max_concurrent_tasks).",
                                      "CONCURRENCY")] = 1,
     workspace: Workspace = "default",
     time_scale: Annotated[float, _opt("Seconds per difficulty point of the simulated task.",
