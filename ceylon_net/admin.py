@@ -136,6 +136,8 @@ class Admin(AgentBase):
         self._acks: dict[bytes, list[list[Any]]] = {}
         self._ack_timer: asyncio.TimerHandle | None = None
         self._woke_waiters = False
+        self._steal_timers: set[asyncio.TimerHandle] = set()
+        self._closing = False
         self.journal: Journal | None = None
         self.resumed = False  # state came back from the journal
         self._started_at = 0.0
@@ -191,6 +193,10 @@ class Admin(AgentBase):
         """Tell every worker the run is over, then close the sockets."""
         if self._sockets is None:
             return
+        self._closing = True
+        for timer in self._steal_timers:
+            timer.cancel()
+        self._steal_timers.clear()
         self._flush_acks()
         for rec in list(self._workers.values()):
             self._send(rec.identity, Kind.END, End(reason))
@@ -541,7 +547,6 @@ class Admin(AgentBase):
                         payload: bytes | None = None) -> None:
         accepted = []
         acks = self._acks.setdefault(rec.identity, [])
-        self.board.trust(rec.detail.name)  # it reads what it is sent
         for result in results:
             acks.append([result.task_id, result.attempt])
             if result.worker != rec.detail.name:
@@ -709,7 +714,8 @@ class Admin(AgentBase):
             return
         self.board.delivered(assignments)
         if assignments[0].confirm:  # on probation: it has a moment to say it has them
-            asyncio.get_running_loop().call_later(self._probation, self._steal)
+            self._steal_timers.add(asyncio.get_running_loop().call_later(self._probation,
+                                                                         self._steal))
         self.stats.assignments += len(assignments)
         for a in assignments:
             rec = self.board.records[a.task.id]
@@ -728,7 +734,9 @@ class Admin(AgentBase):
 
     def _steal(self) -> None:
         """Take back what workers on probation did not confirm in time (see board.steal)."""
-        if self._sockets is None:
+        now = asyncio.get_running_loop().time()
+        self._steal_timers = {t for t in self._steal_timers if t.when() > now}
+        if self._sockets is None or self._closing:
             return
         taken = self.board.steal(time.monotonic() - self._probation + 0.005)  # timers run early
         for worker, tasks in taken.items():
@@ -782,7 +790,7 @@ class Admin(AgentBase):
             return
         self.stats.lost += why.startswith("lost")
         self._by_name.pop(rec.detail.name, None)
-        requeued = self.board.remove_worker(rec.detail.name)
+        requeued = self.board.remove_worker(rec.detail.name, why)
         self.task_manager.mark(requeued, TaskStatus.PENDING)
         logger.warning("worker '{}' {}; {} task(s) back in the queue", rec.detail.name, why,
                        len(requeued))

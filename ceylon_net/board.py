@@ -43,6 +43,7 @@ class TaskRecord:
     index: int = 0  # submission order: released dependents keep it
     losses: int = 0  # times its worker was lost while holding it
     confirmed: bool = False  # its worker said it holds the latest assignment
+    asked: bool = False  # the latest assignment asked its worker (on probation) to confirm
     stolen: bool = False  # taken back from a worker on probation: trusted workers only since
 
 
@@ -262,7 +263,8 @@ class TaskBoard:
             if slot.limit is None:
                 continue
             flying = self._in_flight.get(slot.name)
-            taken = [t for t in flying or () if not self.records[t].confirmed
+            taken = [t for t in flying or () if self.records[t].asked
+                     and not self.records[t].confirmed
                      and self.records[t].assigned_at < assigned_before]
             if not taken:
                 continue
@@ -282,7 +284,8 @@ class TaskBoard:
         """The worker is gone: its in-flight tasks go back to the queue, oldest place kept; a
         task lost ``max_attempts`` times fails instead (see :meth:`dead`)."""
         self.scheduler.remove_worker(name)
-        for task_id in self._stolen.pop(name, ()):
+        stolen = self._stolen.pop(name, ())
+        for task_id in stolen if why != "left" else ():
             rec = self.records[task_id]
             if rec.status in FINISHED:
                 continue
@@ -354,13 +357,13 @@ class TaskBoard:
             rec = self.records[task_id]
             rec.assigned_at = now
             rec.confirmed = False
+            rec.asked = slots[worker].limit is not None
             rec.status = TaskStatus.ASSIGNED
             rec.worker = worker
             rec.attempt += 1
             self._touch(rec)
             self._in_flight[worker].add(task_id)
-            out[worker].append(TaskAssignment(rec.task, worker, rec.attempt,
-                                              slots[worker].limit is not None))
+            out[worker].append(TaskAssignment(rec.task, worker, rec.attempt, rec.asked))
         return out
 
     def delivered(self, assignments: list[TaskAssignment]) -> None:
@@ -385,8 +388,13 @@ class TaskBoard:
         """Apply a worker's result. Returns the record, or None for a stale or unknown result
         (already finished, or the task is no longer on that worker): acknowledged and ignored."""
         rec = self.records.get(result.task_id)
+        if rec is not None and (rec.task.id in self._in_flight.get(result.worker, ())
+                                or rec.task.id in self._stolen.get(result.worker, ())):
+            self.trust(result.worker)  # an answer about a task it was sent: it reads
         if rec is None or rec.status in FINISHED or result.attempt != rec.attempt:
             return None
+        if rec.status == TaskStatus.PENDING and result.cancelled:
+            return None  # the answer to our CANCEL of a task taken back from it: queued again
         if rec.status == TaskStatus.PENDING and self.scheduler.discard(rec.task.id):
             # Its worker was declared lost, yet finished it: take the result, skip a rerun.
             rec.worker = result.worker

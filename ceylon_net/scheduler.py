@@ -175,9 +175,22 @@ class Scheduler:
             if head is None or (best is not None and head >= best[0]):
                 continue
             worker = best_fit(self._workers.values(), *key)
+            if worker is None and key[3]:
+                worker = self._untrusted_fallback(key)
             if worker is not None:
                 best = (head, key, worker)
         return None if best is None else (best[1], best[2])
+
+    def _untrusted_fallback(self, key: ClassKey) -> WorkerSlot | None:
+        """A task for trusted workers only, and none that could ever take it: an idle worker
+        on probation may (it earns trust by this very task), rather than the task waiting
+        for ever."""
+        difficulty, role, handler, _ = key
+        if any(w.limit is None and can_do(w, difficulty, role, handler)
+               for w in self._workers.values()):
+            return None  # a trusted one will, when it has room
+        idle = (w for w in self._workers.values() if w.running == 0)
+        return best_fit(idle, difficulty, role, handler)
 
     def _head(self, key: ClassKey) -> tuple[int, int, TaskKey] | None:
         heap = self._classes[key]

@@ -244,6 +244,15 @@ class WorkerSockets:
             self.sub.setsockopt(zmq.SUBSCRIBE, t)
         self.sub.connect(f"tcp://{host}:{pub_port}")
 
+    def send_soon(self, frames: Sequence[bytes]) -> None:
+        """Send to the admin without waiting: at once, or queued in order behind earlier sends
+        while the connection is down (what does not leave is found by the heartbeats)."""
+        fut = self.dealer.send_multipart(frames)
+        if fut.done():
+            fut.exception()  # seen, so never logged as unretrieved
+        else:
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
     async def send(self, frames: Sequence[bytes], timeout: float | None = None) -> bool:
         """Send to the admin; False when it could not leave within ``timeout`` s (no
         connection: the admin is down, or it refused our keys)."""

@@ -281,7 +281,7 @@ class Worker(AgentBase):
                 self.runner.accept(a)
             if any(a.confirm for a in batch) and self._sockets is not None:
                 # On probation: say at once that we have them.
-                self._sockets.dealer.send_multipart(self._heartbeat_frames())
+                self._sockets.send_soon(self._heartbeat_frames())
         elif env.kind == Kind.ACK:
             acked = protocol.unpack(Ack, env.payload, self.limits).results
             self.runner.acknowledge(list(protocol.task_pairs(acked, "ACK").items()))
@@ -353,7 +353,7 @@ class Worker(AgentBase):
             return
         batch = self.runner.take_unsent()
         header = protocol.make_header(self.workspace_id, self.name, "TaskResult")
-        self._sockets.dealer.send_multipart(
+        self._sockets.send_soon(
             protocol.encode_frames(Kind.RESULT, header, protocol.pack_batch(batch)))
 
     # ------------------------------------------------------------------ sending

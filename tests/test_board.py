@@ -580,18 +580,68 @@ def test_reclaiming_tasks_a_trusted_worker_never_got_puts_it_back_on_probation()
     assert [(a.task.id, a.confirm) for a in plan] == [(0, True)]
 
 
-def test_a_stolen_task_goes_only_to_a_trusted_worker():
+def test_a_stolen_task_waits_for_a_trusted_worker_when_there_is_one():
     b = TaskBoard()
-    b.add(tasks(2))
+    b.add(tasks(3))
     b.add_worker(WorkerSlot("first", 9), probation=True)
-    b.plan(now=0.0)
+    b.plan(now=0.0)  # first gets 0
     b.steal(assigned_before=1.0)
+    b.add_worker(WorkerSlot("old", 9))  # trusted, and it takes 0 at once
+    assert b.plan(now=1.0) == {"old": [TaskAssignment(tasks(1)[0], "old", 2)]}
+    b.record(TaskResult(0, "old", True, attempt=2))
+    b.add(tasks(5)[3:])
+    b.plan(now=1.0)  # old takes 1
+    b.steal(assigned_before=1.0)  # nothing: old is trusted
     b.add_worker(WorkerSlot("second", 9, capacity=2), probation=True)
 
-    assert [a.task.id for a in b.plan(now=1.0)["second"]] == [1]  # not 0: stolen
-    assert b.blocked() == []  # a worker on probation earns trust: task 0 is not blocked
-    b.trust("second")
-    assert [a.task.id for a in b.plan(now=1.0)["second"]] == [0]
+    plan = b.plan(now=1.0)
+
+    assert [a.task.id for a in plan["second"]] == [2]
+
+
+def test_a_stolen_task_goes_to_an_idle_worker_on_probation_when_no_trusted_one_can_take_it():
+    b = TaskBoard()
+    b.add(tasks(2))
+    b.add_worker(WorkerSlot("stalled", 9), probation=True)
+    b.plan(now=0.0)
+    b.steal(assigned_before=1.0)  # 0 is for trusted workers now; there are none
+    b.add_worker(WorkerSlot("honest", 9, capacity=2), probation=True)
+
+    plan = b.plan(now=1.0)
+
+    assert [(a.task.id, a.confirm) for a in plan["honest"]] == [(0, True)]  # not stuck
+    assert b.blocked() == []
+
+
+def test_the_cancelled_answer_to_our_cancel_of_a_stolen_task_leaves_it_queued():
+    b = TaskBoard()
+    b.add(tasks(1))
+    b.add_worker(WorkerSlot("slow", 9), probation=True)
+    b.plan(now=0.0)
+    b.steal(assigned_before=1.0)  # the admin sends CANCEL [0, 1] to slow
+
+    late = b.record(TaskResult(0, "slow", False, error="cancelled: reassigned", attempt=1,
+                               cancelled=True))
+
+    assert late is None
+    assert b.records[0].status is TaskStatus.PENDING and b.queued() == [0]
+    assert b.scheduler.workers["slow"].limit is None  # it answered: it reads
+
+
+def test_only_a_result_about_a_task_it_was_sent_ends_probation():
+    b = TaskBoard()
+    b.add(tasks(3))
+    b.add_worker(WorkerSlot("new", 9, capacity=3), probation=True)
+    b.add_worker(WorkerSlot("other", 1))
+    plan = b.plan(now=0.0)
+    (mine,), (theirs,) = plan["new"], plan["other"]
+
+    b.record(TaskResult(theirs.task.id, "new", True, attempt=1))  # a task it was not sent
+    b.record(TaskResult(99, "new", True, attempt=1))  # no such task
+
+    assert b.scheduler.workers["new"].limit == 1
+    b.record(TaskResult(mine.task.id, "new", True, attempt=1))
+    assert b.scheduler.workers["new"].limit is None
 
 
 def test_tasks_stolen_from_a_worker_that_turns_out_gone_count_as_lost_with_it():
