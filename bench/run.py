@@ -76,6 +76,7 @@ class Sizes:
     w1_tasks: tuple[int, ...] = (10_000, 100_000)
     w1_workers: tuple[int, ...] = (1, 2, 4)
     window: int = 8
+    prefetch: int = 0  # W1/W5: the admin's --prefetch
     w2_count: int = 2000
     w2_warmup: int = 100
     w3_tasks: int = 200
@@ -300,12 +301,13 @@ def _kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
         os.killpg(pid, sig)
 
 
-async def start_admin(cluster: Cluster, journal: Path | None = None) -> Admin:
+async def start_admin(cluster: Cluster, journal: Path | None = None, prefetch: int = 0
+                      ) -> Admin:
     """An in-process admin on the cluster's ports (picking new ones if they were taken)."""
     for attempt in range(5):
         admin = Admin(settings=AdminSettings(
             bind="127.0.0.1", port=cluster.port, pub_port=cluster.pub_port,
-            journal=None if journal is None else str(journal)))
+            journal=None if journal is None else str(journal), prefetch=prefetch))
         try:
             await admin.start()
             return admin
@@ -367,11 +369,11 @@ def report_logs(procs: Sequence[Proc]) -> None:
 
 async def w1_once(tasks: int, workers: int, window: int, workdir: Path,
                   journal: Path | None = None, res: Results | None = None, run: int = 0,
-                  what: str = "W1") -> float:
+                  what: str = "W1", prefetch: int = 0) -> float:
     """tasks/s of one run_tasks() of ``tasks`` no-ops over ``workers`` fresh processes, from
     submit to the last result."""
     async with Cluster(workdir=workdir) as cluster:
-        admin = await start_admin(cluster, journal)
+        admin = await start_admin(cluster, journal, prefetch)
         procs: list[Proc] = []
         try:
             procs = await spawn_workers(cluster, workers, window)
@@ -403,9 +405,10 @@ async def run_w1(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> 
     for n in sz.w1_tasks:
         for k in sz.w1_workers:
             tps = await w1_once(n, k, sz.window, workdir, res=res, run=run,
-                                what=f"W1 N={n:,} K={k}")
+                                what=f"W1 N={n:,} K={k}", prefetch=sz.prefetch)
             res.put(w1_key(n, k), run, tps, "W1 throughput, tasks/s (no-op, submit to last "
-                    f"result, concurrency {sz.window})",
+                    f"result, concurrency {sz.window}"
+                    f"{f', --prefetch {sz.prefetch}' if sz.prefetch else ''})",
                     f"N={n:,}, {k} worker process{'es' if k > 1 else ''}")
             print(f"{tag} W1 N={n:,} K={k}: {tps:,.0f} tasks/s", flush=True)
 
@@ -415,12 +418,13 @@ async def run_w5(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> 
     section = f"W5 durability (N={n:,}, 4 worker processes)"
     base = res.get(w1_key(n, k), run)
     if base is None:  # W1 did not measure this size in this run: measure the baseline here
-        base = await w1_once(n, k, sz.window, workdir, res=res, run=run, what="W5 baseline")
+        base = await w1_once(n, k, sz.window, workdir, res=res, run=run, what="W5 baseline",
+                             prefetch=sz.prefetch)
         res.put(w1_key(n, k), run, base, section, "without journal, tasks/s")
     path = workdir / f"journal-{run}.sqlite"
     try:
         tps = await w1_once(n, k, sz.window, workdir, journal=path, res=res, run=run,
-                            what="W5 journal")
+                            what="W5 journal", prefetch=sz.prefetch)
     finally:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -1031,6 +1035,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
                    help="W1 worker processes (default 1,2,4)")
     p.add_argument("--window", "--concurrency", type=int, metavar="W",
                    help="W1/W5: each worker's --concurrency, its credit window (default 8)")
+    p.add_argument("--prefetch", type=int, metavar="P",
+                   help="W1/W5: the admin's --prefetch, tasks each worker holds queued beyond "
+                        "its concurrency (default 0)")
     p.add_argument("--w2-count", "--rtt-count", type=int, metavar="N",
                    help="W2: measured round trips (default 2000)")
     p.add_argument("--w2-warmup", "--warmup", type=int, metavar="N",
@@ -1062,6 +1069,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
             if value < (0 if name == "w2_warmup" else 1):
                 p.error(f"--{name.replace('_', '-')} is too small: {value}")
             changes[key] = value
+    if args.prefetch is not None:
+        if args.prefetch < 0:
+            p.error(f"--prefetch is too small: {args.prefetch}")
+        changes["prefetch"] = args.prefetch
     if args.w4_agents is not None:
         if args.w4_agents < 1:
             p.error("--w4-agents must be at least 1")

@@ -521,7 +521,10 @@ class Admin(AgentBase):
         detail = AgentDetail(hello.name, hello.name, hello.role, hello.skill, hello.capacity, host)
         self._workers[identity] = WorkerRecord(identity, detail, time.monotonic())
         self._by_name[hello.name] = identity
-        self.board.add_worker(WorkerSlot(hello.name, hello.skill, hello.role, hello.capacity,
+        # With --prefetch the admin keeps that many more on the worker than it runs at once
+        # (its runner still runs at most --concurrency; the rest wait in its queue).
+        held = min(hello.capacity + self.settings.prefetch, MAX_CAPACITY)
+        self.board.add_worker(WorkerSlot(hello.name, hello.skill, hello.role, held,
                                          handlers=frozenset(hello.handlers)), probation=True)
         self._warned_blocked.clear()
         logger.info("worker '{}' joined from {} (role {}, skill {}, capacity {}); {} connected",

@@ -135,6 +135,10 @@ def admin(
     task_timeout: Annotated[float | None, _opt(
         "Seconds a task may run unless it sets its own 'timeout' [default: no limit].",
         "TASK_TIMEOUT")] = None,
+    prefetch: Annotated[int, _opt(
+        "Tasks each worker may hold queued beyond its --concurrency, so it starts the next "
+        "without waiting for the admin (more throughput for short tasks; a lost worker's "
+        "queued tasks count as lost with it).", "PREFETCH")] = 0,
     journal: Annotated[Path | None, _opt(
         "Keep task state in this SQLite file; restarted on it, the admin resumes the run.",
         "JOURNAL")] = None,
@@ -163,7 +167,8 @@ def admin(
                                  pub_port=pub_port, expect_workers=expect_workers,
                                  unassignable_timeout=unassignable_timeout,
                                  heartbeat=heartbeat, liveness=liveness,
-                                 max_attempts=max_attempts, task_timeout=task_timeout)
+                                 max_attempts=max_attempts, task_timeout=task_timeout,
+                                 prefetch=prefetch)
         work = load_work(tasks) if tasks is not None else None
     except ConfigError as exc:
         _fail(EXIT_CONFIG, str(exc))

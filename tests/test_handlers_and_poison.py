@@ -6,7 +6,7 @@ import re
 
 from conftest import REPO, run
 
-from ceylon_net.testing import Cluster
+from ceylon_net.testing import Cluster, EventLog
 
 APP = ["--app", "demo_handlers"]
 APP_ENV = {"PYTHONPATH": str(REPO / "tests" / "apps")}
@@ -84,3 +84,29 @@ def test_a_poison_task_fails_after_three_attempts_and_the_run_finishes(tmp_path,
     assert not poison["success"]
     assert re.match(r"lost 3 times, last with worker 'w\d'", poison["error"])
     assert sorted(t["id"] for t in report["tasks"] if t["id"] != "poison") == list(range(6))
+
+
+def test_prefetch_queues_tasks_on_the_worker_but_it_never_runs_more_than_its_concurrency(
+        tmp_path, tasks_file):
+    tasks = [{"id": i, "description": f"overlap {i}", "difficulty": 1, "handler": "overlap",
+              "kwargs": {"delay": 0.05}} for i in range(24)]
+    path = tasks_file(tasks)
+    report_path = tmp_path / "report.json"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--expect-workers", "1",
+                                  "--prefetch", "3", "--report-json", str(report_path))
+            async with EventLog("127.0.0.1", c.pub_port) as bus:
+                await bus.wait_subscribed()
+                worker = await _worker(c, "w", "--concurrency", "2")
+                assert await admin.wait(60) == 0, admin.stderr()
+                assert await worker.wait(15) == 0
+            return bus
+
+    bus = run(body())
+    report = json.loads(report_path.read_text())
+    assert report["success_rate"] == 1.0
+    assert sorted(t["id"] for t in report["tasks"]) == list(range(24))
+    assert max(t["value"] for t in report["tasks"]) == 2  # the most it ever ran at once
+    assert bus.max_in_flight() == {"w": 5}  # 2 running and 3 queued on the worker

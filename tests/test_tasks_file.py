@@ -342,6 +342,7 @@ def test_default_settings_are_valid():
         ({"liveness": 0}, "--liveness must be at least 1"),
         ({"expect_workers": -1}, "--expect-workers must be >= 0"),
         ({"unassignable_timeout": -0.1}, "--unassignable-timeout must be >= 0"),
+        ({"prefetch": -1}, "--prefetch must be 0-10000, got -1"),
         ({"workspace": ""}, "workspace '' must be 1-200 printable characters"),
         ({"workspace": "a\nb"}, "workspace 'a\\nb' must be 1-200 printable characters"),
         ({"workspace": "nul\0"}, "workspace 'nul\\x00' must be 1-200 printable characters"),

@@ -41,3 +41,20 @@ def boom(message: str) -> None:
 def die() -> None:
     """Kills the worker process outright: a poison task."""
     os._exit(17)
+
+
+_running = 0
+_peak = 0
+
+
+@handler("overlap")
+async def overlap(delay: float = 0.05) -> int:
+    """Sleeps ``delay`` s; returns the most of these this worker has had running at once."""
+    global _running, _peak
+    _running += 1
+    _peak = max(_peak, _running)
+    try:
+        await asyncio.sleep(delay)
+    finally:
+        _running -= 1
+    return _peak
