@@ -30,7 +30,6 @@ import os
 import platform
 import resource
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -43,7 +42,7 @@ import zmq
 from loguru import logger
 
 # The suite's own process helpers (this directory is on sys.path when run as a script).
-from run import check_alive, close_admin
+from run import check_alive, close_admin, port_free
 
 from ceylon_net import protocol
 from ceylon_net.admin import Admin
@@ -348,14 +347,7 @@ def run_attacker(args: argparse.Namespace) -> int:
 
 def ports_free(ports: Sequence[int]) -> bool:
     """Nobody listens on these ports any more (connections in TIME_WAIT do not count)."""
-    for port in ports:
-        with contextlib.closing(socket.socket()) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
+    return all(port_free(port) for port in ports)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -219,7 +219,6 @@ class TaskBoard:
         that lists the task), so a peer that registers a large capacity and never reads
         cannot swallow the queue."""
         slot.limit = 1 if probation else None
-        self.scheduler.touch()
         self.scheduler.add_worker(slot)
 
     def probation(self, worker: str) -> None:
@@ -271,9 +270,8 @@ class TaskBoard:
             out[slot.name] = [(t, self.records[t].attempt) for t in taken]
             for t in taken:
                 flying.discard(t)  # type: ignore[union-attr]
-            self.scheduler.release(slot.name, len(taken))
-            for t in taken:
                 self.records[t].stolen = True
+            self.scheduler.release(slot.name, len(taken))
             self._stolen.setdefault(slot.name, set()).update(taken)
             self._lose(taken, slot.name, "it did not take it", counts=False)
             slot.limit = 0

@@ -482,15 +482,9 @@ def _converter(tp: Any) -> Callable[[Any], Any]:
     if origin is dict or tp is dict:
         value = _converter(args[1]) if len(args) == 2 else _identity
         if value is _identity:
-            return _plain_map
+            return _expect(dict, "map")  # decoded maps are fresh: nothing to copy
         return lambda v: {k: value(x) for k, x in _expect(dict, "map")(v).items()}
     return _identity
-
-
-def _plain_map(v: Any) -> Any:
-    if not isinstance(v, dict):
-        raise _Mismatch(f"expected map, got {type(v).__name__}")
-    return v
 
 
 def _enum_converter(tp: type[enum.Enum]) -> Callable[[Any], Any]:

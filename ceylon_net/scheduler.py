@@ -78,9 +78,9 @@ def best_fit(workers: Iterable[WorkerSlot], difficulty: int, role: str | None = 
     workers off probation."""
     best, best_key = None, None
     for w in workers:
-        if w.limit is not None and (trusted or w.running >= w.limit):
+        if trusted and w.limit is not None:
             continue
-        if w.running < w.capacity and can_do(w, difficulty, role, handler):
+        if w.running < w.room and can_do(w, difficulty, role, handler):
             key = (w.skill, w.running / w.capacity, w.name)
             if best_key is None or key < best_key:
                 best, best_key = w, key

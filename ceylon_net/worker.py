@@ -328,11 +328,10 @@ class Worker(AgentBase):
                 await self._sockets.send(self._heartbeat_frames(), 1.0)
 
     def _heartbeat_frames(self) -> list[bytes]:
-        header = protocol.make_header(self.workspace_id, self.name, "Heartbeat")
         interval = self._welcome.heartbeat if self._welcome else 1.0
         hears_pub = time.monotonic() - self._pub_beat < 2 * interval
-        beat = protocol.Heartbeat(self.runner.accounted(), pub=hears_pub)
-        return protocol.encode_frames(Kind.HEARTBEAT, header, protocol.pack(beat))
+        return self._frames(Kind.HEARTBEAT,
+                            protocol.Heartbeat(self.runner.accounted(), pub=hears_pub))
 
     # ------------------------------------------------------------------ results
     def _schedule_flush(self) -> None:
@@ -362,10 +361,13 @@ class Worker(AgentBase):
         """Send a control message; False if it could not leave within ``timeout`` s (then
         the admin is unreachable, which the heartbeats notice)."""
         assert self._sockets is not None
+        return await self._sockets.send(self._frames(kind, msg, token), timeout)
+
+    def _frames(self, kind: bytes, msg: Any, token: str | None = None) -> list[bytes]:
+        """A control message to the admin, ready to send."""
         header = protocol.make_header(self.workspace_id, self.name, protocol.type_name(msg),
                                       token=token)
-        return await self._sockets.send(protocol.encode_frames(kind, header, protocol.pack(msg)),
-                                        timeout)
+        return protocol.encode_frames(kind, header, protocol.pack(msg))
 
     async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
         if self._sockets is None:
