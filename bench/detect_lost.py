@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ceylon_net.testing import Cluster, EventLog, wait_until
+from ceylon_net.dev.testing import Cluster, EventLog, wait_until
 
 
 async def one_run(workdir: Path) -> tuple[float, float]:

@@ -44,13 +44,13 @@ from loguru import logger
 # The suite's own process helpers (this directory is on sys.path when run as a script).
 from run import check_alive, close_admin, port_free
 
-from ceylon_net import protocol
-from ceylon_net.admin import Admin
+from ceylon_net import wire
+from ceylon_net.core.tasks import Task
+from ceylon_net.dev.testing import Cluster, Proc, free_port, wait_until
+from ceylon_net.edge.admin import Admin
 from ceylon_net.errors import ConfigError
-from ceylon_net.protocol import Heartbeat, Hello, Kind
 from ceylon_net.settings import AdminSettings
-from ceylon_net.tasks import Task
-from ceylon_net.testing import Cluster, Proc, free_port, wait_until
+from ceylon_net.wire import Heartbeat, Hello, Kind
 
 CONNECT_TIMEOUT = 30.0  # seconds for the workers (and the stalled reader) to register
 RUN_TIMEOUT = 120.0  # seconds for one honest batch
@@ -70,9 +70,9 @@ TARGET = 0.5
 
 
 def _hello_frames(name: str, workspace: str, capacity: int, results: int) -> list[bytes]:
-    header = protocol.make_header(workspace, name, "Hello")
+    header = wire.make_header(workspace, name, "Hello")
     hello = Hello(name, "default", 10, capacity, results=[{}] * results)
-    return protocol.encode_frames(Kind.HELLO, header, protocol.pack(hello))
+    return wire.encode_frames(Kind.HELLO, header, wire.pack(hello))
 
 
 def attack_stalled(port: int, heartbeats: bool) -> None:
@@ -84,15 +84,15 @@ def attack_stalled(port: int, heartbeats: bool) -> None:
     s.setsockopt(zmq.RCVBUF, 4096)
     s.setsockopt(zmq.LINGER, 0)
     s.connect(f"tcp://127.0.0.1:{port}")
-    s.send_multipart(_hello_frames(STALLED_NAME, "default", protocol.MAX_CAPACITY, 0))
+    s.send_multipart(_hello_frames(STALLED_NAME, "default", wire.MAX_CAPACITY, 0))
     print("registering", flush=True)
     try:
         while True:
             time.sleep(1.0)
             if heartbeats:
-                header = protocol.make_header("default", STALLED_NAME, "Heartbeat")
-                s.send_multipart(protocol.encode_frames(Kind.HEARTBEAT, header,
-                                                        protocol.pack(Heartbeat([]))))
+                header = wire.make_header("default", STALLED_NAME, "Heartbeat")
+                s.send_multipart(wire.encode_frames(Kind.HEARTBEAT, header,
+                                                        wire.pack(Heartbeat([]))))
     finally:
         s.close()
         ctx.term()

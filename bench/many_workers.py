@@ -22,8 +22,8 @@ import time
 
 from loguru import logger
 
+from ceylon_net.edge.worker import Worker
 from ceylon_net.settings import WorkerSettings
-from ceylon_net.worker import Worker
 
 
 def raise_fd_limit() -> int:

@@ -44,12 +44,12 @@ from typing import Any
 
 from loguru import logger
 
-from ceylon_net.admin import Admin
-from ceylon_net.client import ask_status, submit
+from ceylon_net.core.tasks import Task
+from ceylon_net.dev.testing import Cluster, Proc, free_port, wait_until
+from ceylon_net.edge.admin import Admin
+from ceylon_net.edge.client import ask_status, submit
 from ceylon_net.errors import AdminUnreachableError, ConfigError
 from ceylon_net.settings import AdminSettings
-from ceylon_net.tasks import Task
-from ceylon_net.testing import Cluster, Proc, free_port, wait_until
 
 BENCH = Path(__file__).resolve().parent
 REPO_ROOT = BENCH.parent

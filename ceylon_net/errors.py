@@ -20,7 +20,7 @@ class LocalProtocolError(CeylonError):
 
 
 class RemoteProtocolError(CeylonError):
-    """A peer sent a frame that does not decode or breaks the protocol. Dropped, never fatal."""
+    """A peer sent a frame that does not decode or breaks the wire. Dropped, never fatal."""
 
 
 class RejectedError(CeylonError):
@@ -32,4 +32,11 @@ class AdminUnreachableError(CeylonError):
 
 
 class TaskFailed(CeylonError):
-    """A task ended unsuccessfully; carries the remote error text when there is one."""
+    """A task ended without a result (cancelled, a dependency cancelled, lost with its workers
+    too often, no worker could take it, the admin stopped), or unsuccessfully. ``reason`` says
+    why; for a failed run it is the remote error text (a traceback for an exception)."""
+
+    def __init__(self, message: str, task_id: object = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.reason = reason

@@ -9,10 +9,10 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from .admin import Admin
-from .agent import finish_tasks
-from .groups import TaskGroup, TaskManager
-from .worker import Worker
+from .core.groups import TaskGroup, TaskManager
+from .edge.admin import Admin
+from .edge.agent import finish_tasks
+from .edge.worker import Worker
 
 
 class TaskExecutionAgent(Worker):

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .core.tasks import DEFAULT_ROLE
 from .errors import ConfigError
-from .protocol import DEFAULT_MAX_MESSAGE_BYTES, MAX_CAPACITY
-from .tasks import DEFAULT_ROLE
+from .wire import DEFAULT_MAX_MESSAGE_BYTES, MAX_CAPACITY
 
 DEFAULT_WORKSPACE_ID = "default"
 DEFAULT_PORT = 8000

@@ -5,7 +5,7 @@ import asyncio
 from conftest import run
 
 from ceylon_net import Admin, AdminSettings, Task, TaskResult, Worker, message, on_message
-from ceylon_net.testing import wait_until
+from ceylon_net.dev.testing import wait_until
 
 
 @message

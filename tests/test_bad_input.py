@@ -8,9 +8,9 @@ import pytest
 import zmq
 from conftest import run
 
-from ceylon_net import protocol
-from ceylon_net.protocol import Hello, Kind, Reject
-from ceylon_net.testing import Cluster, free_port, wait_until
+from ceylon_net import wire
+from ceylon_net.dev.testing import Cluster, free_port, wait_until
+from ceylon_net.wire import Hello, Kind, Reject
 
 SEED = [
     {"id": 1, "description": "Simple calculation", "difficulty": 2},
@@ -67,14 +67,14 @@ def _raw_hello(port, version):
     s.setsockopt(zmq.LINGER, 0)
     s.connect(f"tcp://127.0.0.1:{port}")
     try:
-        header = protocol.make_header("default", "old-worker", "Hello")
+        header = wire.make_header("default", "old-worker", "Hello")
         header.version = version
-        hello = protocol.pack(Hello("old-worker", "default", 5, 1))
-        s.send_multipart(protocol.encode_frames(Kind.HELLO, header, hello))
+        hello = wire.pack(Hello("old-worker", "default", 5, 1))
+        s.send_multipart(wire.encode_frames(Kind.HELLO, header, hello))
         assert s.poll(10_000), "no answer from the admin"
-        env = protocol.decode_frames(s.recv_multipart())
+        env = wire.decode_frames(s.recv_multipart())
         assert env.kind == Kind.REJECT
-        return protocol.unpack(Reject, env.payload).reason
+        return wire.unpack(Reject, env.payload).reason
     finally:
         s.close()
         ctx.term()
@@ -178,7 +178,7 @@ def _send_garbage(port, count):
     s.connect(f"tcp://127.0.0.1:{port}")
     junk = [[os.urandom(n)] for n in range(1, count - 3)] + [
         [b"ASSIGN", b"\xc1", b""],               # invalid msgpack header
-        [b"RESULT", protocol.packb([1, 2]), b""],  # short header
+        [b"RESULT", wire.packb([1, 2]), b""],  # short header
         [b"HELLO"] * 5,                           # wrong frame count
     ]
     for frames in junk:

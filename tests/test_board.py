@@ -11,10 +11,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from ceylon_net.board import FINISHED, TaskBoard
+from ceylon_net.core.board import FINISHED, TaskBoard
+from ceylon_net.core.scheduler import Blocked, WorkerSlot
+from ceylon_net.core.tasks import Task, TaskAssignment, TaskResult, TaskStatus
+from ceylon_net.core.workers import WorkerState
 from ceylon_net.errors import ConfigError
-from ceylon_net.scheduler import Blocked, WorkerSlot
-from ceylon_net.tasks import Task, TaskAssignment, TaskResult, TaskStatus
 
 SIMPLE = Task(1, "Simple calculation", difficulty=2)
 ANALYSIS = Task(2, "Data analysis", difficulty=5)
@@ -625,7 +626,7 @@ def test_the_cancelled_answer_to_our_cancel_of_a_stolen_task_leaves_it_queued():
 
     assert late is None
     assert b.records[0].status is TaskStatus.PENDING and b.queued() == [0]
-    assert b.scheduler.workers["slow"].limit is None  # it answered: it reads
+    assert b.scheduler.workers["slow"].state is WorkerState.TRUSTED  # it answered: it reads
 
 
 def test_only_a_result_about_a_task_it_was_sent_ends_probation():
@@ -639,9 +640,9 @@ def test_only_a_result_about_a_task_it_was_sent_ends_probation():
     b.record(TaskResult(theirs.task.id, "new", True, attempt=1))  # a task it was not sent
     b.record(TaskResult(99, "new", True, attempt=1))  # no such task
 
-    assert b.scheduler.workers["new"].limit == 1
+    assert b.scheduler.workers["new"].state is WorkerState.PROBATION
     b.record(TaskResult(mine.task.id, "new", True, attempt=1))
-    assert b.scheduler.workers["new"].limit is None
+    assert b.scheduler.workers["new"].state is WorkerState.TRUSTED
 
 
 def test_tasks_stolen_from_a_worker_that_turns_out_gone_count_as_lost_with_it():

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from ceylon_net import netns
-from ceylon_net.testing import cli
+from ceylon_net.dev import netns
+from ceylon_net.dev.testing import cli
 
 needs_netns = pytest.mark.skipif(not netns.is_available(),
                                  reason=f"needs network namespaces: {netns.unavailable_reason()}")

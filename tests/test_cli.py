@@ -7,7 +7,7 @@ import subprocess
 
 from conftest import run
 
-from ceylon_net.testing import Cluster, cli, wait_until
+from ceylon_net.dev.testing import Cluster, cli, wait_until
 
 
 def test_help_texts_name_every_option_and_its_environment_variable():

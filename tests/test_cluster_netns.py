@@ -16,8 +16,8 @@ import pytest
 import yaml
 from conftest import REPO, run
 
-from ceylon_net import cluster, netns
-from ceylon_net.testing import cli, wait_until
+from ceylon_net.dev import cluster, netns
+from ceylon_net.dev.testing import cli, wait_until
 
 needs_netns = pytest.mark.skipif(not netns.is_available(),
                                  reason=f"needs network namespaces: {netns.unavailable_reason()}")

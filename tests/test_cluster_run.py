@@ -6,7 +6,7 @@ import json
 
 from conftest import run
 
-from ceylon_net.testing import Cluster, EventLog
+from ceylon_net.dev.testing import Cluster, EventLog
 
 SKILLS = {"Junior": 3, "Intermediate": 6, "Senior": 9}
 

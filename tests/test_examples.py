@@ -7,7 +7,7 @@ import sys
 import pytest
 from conftest import REPO
 
-from ceylon_net.testing import free_port
+from ceylon_net.dev.testing import free_port
 
 
 def _run(argv, **env):
@@ -31,7 +31,7 @@ def test_ported_tutorial_runs_skill_based_tasks(script):
 
 
 def test_demo_assigns_each_seed_task_to_its_best_fit_worker():
-    proc = _run([sys.executable, "-m", "ceylon_net.demo"])
+    proc = _run([sys.executable, "-m", "ceylon_net.dev.demo"])
     assert proc.returncode == 0, proc.stderr
     rows = {line.split("│")[1].strip(): line for line in proc.stdout.splitlines()
             if line.startswith("│") and line.split("│")[1].strip().isdigit()}

@@ -27,9 +27,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ceylon_net import protocol
+from ceylon_net import wire
+from ceylon_net.core.tasks import TaskAssignment, TaskResult
 from ceylon_net.errors import RemoteProtocolError
-from ceylon_net.protocol import (
+from ceylon_net.wire import (
     Cancel,
     Header,
     Heartbeat,
@@ -38,7 +39,6 @@ from ceylon_net.protocol import (
     Submission,
     message,
 )
-from ceylon_net.tasks import TaskAssignment, TaskResult
 
 MAX_INPUT = 64 * 1024
 TIME_BUDGET = 0.05  # seconds of CPU per decode of at most MAX_INPUT bytes
@@ -61,21 +61,21 @@ class Flagged:
 
 
 def _frames(data: bytes) -> Any:
-    return protocol.decode_frames([Kind.HELLO, data, data])
+    return wire.decode_frames([Kind.HELLO, data, data])
 
 
 DECODERS: dict[str, Callable[[bytes], Any]] = {
-    "unpackb": protocol.unpackb,
-    "loads": protocol.loads,
-    "decode_header": protocol.decode_header,
+    "unpackb": wire.unpackb,
+    "loads": wire.loads,
+    "decode_header": wire.decode_header,
     "decode_frames": _frames,
-    "Hello": lambda d: protocol.unpack(Hello, d),
-    "Heartbeat": lambda d: protocol.unpack(Heartbeat, d),
-    "Cancel": lambda d: protocol.unpack(Cancel, d),
-    "Submission": lambda d: protocol.unpack(Submission, d),
-    "TaskResult batch": lambda d: protocol.unpack_batch(TaskResult, d),
-    "TaskAssignment batch": lambda d: protocol.unpack_batch(TaskAssignment, d),
-    "Event payload": lambda d: protocol.decode_payload(Header("w", "s", type="Event"), d),
+    "Hello": lambda d: wire.unpack(Hello, d),
+    "Heartbeat": lambda d: wire.unpack(Heartbeat, d),
+    "Cancel": lambda d: wire.unpack(Cancel, d),
+    "Submission": lambda d: wire.unpack(Submission, d),
+    "TaskResult batch": lambda d: wire.unpack_batch(TaskResult, d),
+    "TaskAssignment batch": lambda d: wire.unpack_batch(TaskAssignment, d),
+    "Event payload": lambda d: wire.decode_payload(Header("w", "s", type="Event"), d),
 }
 
 
@@ -144,7 +144,7 @@ HELLO_FIELDS = b"\x85\xa4name\xa1n\xa4role\xa7default\xa5skill\x05\xa8capacity\x
 # field's converter. Not an enum field (see the last test).
 CONTAINERS = [
     b"",
-    b"\x92" + protocol.packb("Hello"),  # loads: [type name, <here>]
+    b"\x92" + wire.packb("Hello"),  # loads: [type name, <here>]
     b"\x97\x01",  # a header: [version, <here>...]
     b"\x84\xa4name",  # a message map: {"name": <here>...}
     HELLO_FIELDS + b"\xa7running",
@@ -182,7 +182,7 @@ def wide_maps(draw) -> bytes:
     body = bytearray()
     for i in range(count):
         key = {"distinct": f"k{i}", "same": "k", "fields": fields[i % len(fields)]}[keys]
-        body += protocol.packb(key) + value
+        body += wire.packb(key) + value
         if len(body) > MAX_INPUT:
             break
     head = b"\xde" + min(count, 0xFFFF).to_bytes(2, "big") if count < 0x10000 else \
@@ -227,7 +227,7 @@ def test_any_bytes_decode_within_budget(data):
 @example(b"\x91" * 1000 + b"\xc0")  # arrays 1000 deep
 @example(b"\x81\xa1k" * 1000 + b"\xc0")  # maps 1000 deep
 @example(b"\x91" * 20_000 + b"\xc0")  # past msgpack's depth limit
-@example(b"\x92" + protocol.packb("Event") + b"\x82\xa5event\xa1e\xa4data" +
+@example(b"\x92" + wire.packb("Event") + b"\x82\xa5event\xa1e\xa4data" +
          b"\x81\xa1k" * 1000 + b"\xc0")
 def test_deep_nesting_decodes_within_budget(data):
     within_budget(data)
@@ -235,7 +235,7 @@ def test_deep_nesting_decodes_within_budget(data):
 
 @BUDGET
 @given(wide_maps())
-@example(b"\xde\x23\x28" + b"".join(protocol.packb(f"k{i}") + b"\xc0" for i in range(9000)))
+@example(b"\xde\x23\x28" + b"".join(wire.packb(f"k{i}") + b"\xc0" for i in range(9000)))
 def test_maps_with_many_keys_decode_within_budget(data):
     within_budget(data)
 
@@ -278,41 +278,41 @@ HELLO_LIST_ITEMS = {"results": b"\x80", "running": b"\x92\x00\x00"}  # {}, [0, 0
 
 @pytest.mark.parametrize("field", sorted(HELLO_LIST_ITEMS))
 def test_the_largest_hello_the_limits_allow_decodes_within_budget(field):
-    data = hello_with(field, HELLO_LIST_ITEMS[field], protocol.MAX_HELD)
+    data = hello_with(field, HELLO_LIST_ITEMS[field], wire.MAX_HELD)
 
-    seconds = least_cpu_seconds(lambda d: protocol.unpack(Hello, d), data)
+    seconds = least_cpu_seconds(lambda d: wire.unpack(Hello, d), data)
 
     assert seconds < TIME_BUDGET, f"{seconds * 1000:.1f} ms for a {len(data)}-byte HELLO"
-    assert len(getattr(protocol.unpack(Hello, data), field)) == protocol.MAX_HELD
+    assert len(getattr(wire.unpack(Hello, data), field)) == wire.MAX_HELD
 
 
 @pytest.mark.parametrize("field", sorted(HELLO_LIST_ITEMS))
 def test_a_hello_holding_more_than_a_worker_can_is_refused_before_conversion(field):
     data = hello_with(field, HELLO_LIST_ITEMS[field], 100_000)  # max_array_len allows it
 
-    seconds = least_cpu_seconds(lambda d: protocol.unpack(Hello, d), data)
+    seconds = least_cpu_seconds(lambda d: wire.unpack(Hello, d), data)
 
     assert seconds < TIME_BUDGET, f"{seconds * 1000:.1f} ms for a {len(data)}-byte HELLO"
     with pytest.raises(RemoteProtocolError,
                        match=rf"^Hello\.{field}: 100000 items, more than the 10000 allowed$"):
-        protocol.unpack(Hello, data)
+        wire.unpack(Hello, data)
 
 
 # --------------------------------------------------------------------------- enum fields
 
 
 def test_an_enum_field_takes_its_values_and_refuses_others():
-    assert protocol.loads(protocol.dumps(Flagged(Colour.BLUE))) == Flagged(Colour.BLUE)
+    assert wire.loads(wire.dumps(Flagged(Colour.BLUE))) == Flagged(Colour.BLUE)
     with pytest.raises(RemoteProtocolError, match=r"^Flagged\.colour: .*not a Colour"):
-        protocol.loads(protocol.packb(["test_fuzz_decoder_budget.Flagged", {"colour": "green"}]))
+        wire.loads(wire.packb(["test_fuzz_decoder_budget.Flagged", {"colour": "green"}]))
 
 
 # Not a hypothesis property: hypothesis raises the recursion limit while it runs a test,
 # which hides exactly this.
 @pytest.mark.parametrize("depth", [1000, 1020])
 def test_a_deeply_nested_value_in_an_enum_field_is_a_remote_protocol_error(depth):
-    data = protocol.packb(["test_fuzz_decoder_budget.Flagged", {}])[:-1] + b"\x81\xa6colour" + \
+    data = wire.packb(["test_fuzz_decoder_budget.Flagged", {}])[:-1] + b"\x81\xa6colour" + \
         b"\x91" * depth + b"\xc0"
 
     with pytest.raises(RemoteProtocolError):
-        protocol.loads(data)
+        wire.loads(data)

@@ -18,9 +18,9 @@ from ceylon_net import (
     TaskResult,
     TaskStatus,
 )
-from ceylon_net.board import TaskBoard
-from ceylon_net.scheduler import WorkerSlot
-from ceylon_net.workfile import load_work
+from ceylon_net.core.board import TaskBoard
+from ceylon_net.core.scheduler import WorkerSlot
+from ceylon_net.core.workfile import load_work
 
 
 def msgs(prefix, n, role="processor", **kw):

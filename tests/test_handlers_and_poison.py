@@ -6,7 +6,7 @@ import re
 
 from conftest import REPO, run
 
-from ceylon_net.testing import Cluster, EventLog
+from ceylon_net.dev.testing import Cluster, EventLog
 
 APP = ["--app", "demo_handlers"]
 APP_ENV = {"PYTHONPATH": str(REPO / "tests" / "apps")}

@@ -40,9 +40,12 @@ import zmq
 import zmq.asyncio
 from conftest import run
 
-from ceylon_net import protocol
+from ceylon_net import wire
+from ceylon_net.core.tasks import Task, TaskAssignment, TaskResult
+from ceylon_net.core.workfile import parse_work
+from ceylon_net.dev.testing import Cluster, EventLog, Proc, wait_until
 from ceylon_net.errors import ConfigError, RemoteProtocolError
-from ceylon_net.protocol import (
+from ceylon_net.wire import (
     KINDS,
     Ack,
     BatchProgress,
@@ -57,9 +60,6 @@ from ceylon_net.protocol import (
     Submission,
     Welcome,
 )
-from ceylon_net.tasks import Task, TaskAssignment, TaskResult
-from ceylon_net.testing import Cluster, EventLog, Proc, wait_until
-from ceylon_net.workfile import parse_work
 
 SEED = 20_050_003  # issue 5, acceptance 3
 FRAMES = 10_000
@@ -105,27 +105,27 @@ def wire_templates() -> dict[bytes, tuple[str | None, Any]]:
     result = TaskResult("honest-001", "intruder", True, 0.25)
     task = Task("hostile", "x", 1)
     return {
-        Kind.HELLO: ("Hello", protocol.to_wire(Hello(
-            "intruder", "default", 5, 2, [["honest-001", 1]], [protocol.to_wire(result)],
+        Kind.HELLO: ("Hello", wire.to_wire(Hello(
+            "intruder", "default", 5, 2, [["honest-001", 1]], [wire.to_wire(result)],
             ["handler"]))),
-        Kind.HEARTBEAT: ("Heartbeat", protocol.to_wire(Heartbeat([["honest-002", 1]]))),
-        Kind.RESULT: ("TaskResult", [protocol.to_wire(result)]),
-        Kind.CANCEL: ("Cancel", protocol.to_wire(Cancel([["no-such-task", 0]], "hostile"))),
-        Kind.SUBMIT: ("Submission", protocol.to_wire(Submission(
+        Kind.HEARTBEAT: ("Heartbeat", wire.to_wire(Heartbeat([["honest-002", 1]]))),
+        Kind.RESULT: ("TaskResult", [wire.to_wire(result)]),
+        Kind.CANCEL: ("Cancel", wire.to_wire(Cancel([["no-such-task", 0]], "hostile"))),
+        Kind.SUBMIT: ("Submission", wire.to_wire(Submission(
             {"tasks": [{"id": "hostile", "description": "x", "difficulty": 1}]}))),
         Kind.STATUS: (None, b""),
-        Kind.BCAST: ("Event", protocol.to_wire(Event("e", {"a": [1, 2]}))),
-        Kind.DIRECT: ("Event", protocol.to_wire(Event("e", {"a": 1}))),
-        Kind.BYE: ("End", protocol.to_wire(End("bye"))),
-        Kind.DRAIN: ("End", protocol.to_wire(End("draining"))),
-        Kind.WELCOME: ("Welcome", protocol.to_wire(Welcome("a", "admin", 1, 1.0, 3))),
-        Kind.REJECT: ("Reject", protocol.to_wire(Reject("no"))),
-        Kind.ASSIGN: ("TaskAssignment", [protocol.to_wire(TaskAssignment(task, "w"))]),
-        Kind.END: ("End", protocol.to_wire(End("over"))),
-        Kind.EVENT: ("Event", protocol.to_wire(Event("e"))),
-        Kind.PROGRESS: ("BatchProgress", protocol.to_wire(BatchProgress(1, 1, 2, 1))),
-        Kind.REPORT: ("BatchReport", protocol.to_wire(BatchReport(1, {"tasks": []}))),
-        Kind.ACK: ("Ack", protocol.to_wire(Ack([["honest-003", 1]]))),
+        Kind.BCAST: ("Event", wire.to_wire(Event("e", {"a": [1, 2]}))),
+        Kind.DIRECT: ("Event", wire.to_wire(Event("e", {"a": 1}))),
+        Kind.BYE: ("End", wire.to_wire(End("bye"))),
+        Kind.DRAIN: ("End", wire.to_wire(End("draining"))),
+        Kind.WELCOME: ("Welcome", wire.to_wire(Welcome("a", "admin", 1, 1.0, 3))),
+        Kind.REJECT: ("Reject", wire.to_wire(Reject("no"))),
+        Kind.ASSIGN: ("TaskAssignment", [wire.to_wire(TaskAssignment(task, "w"))]),
+        Kind.END: ("End", wire.to_wire(End("over"))),
+        Kind.EVENT: ("Event", wire.to_wire(Event("e"))),
+        Kind.PROGRESS: ("BatchProgress", wire.to_wire(BatchProgress(1, 1, 2, 1))),
+        Kind.REPORT: ("BatchReport", wire.to_wire(BatchReport(1, {"tasks": []}))),
+        Kind.ACK: ("Ack", wire.to_wire(Ack([["honest-003", 1]]))),
     }
 
 
@@ -134,12 +134,12 @@ ALL_KINDS = sorted(KINDS)
 
 
 def header_fields(type_: str | None) -> list[Any]:
-    return [protocol.PROTOCOL_VERSION, WORKSPACE, 7, "hostile", 1.7e9, type_, None]
+    return [wire.PROTOCOL_VERSION, WORKSPACE, 7, "hostile", 1.7e9, type_, None]
 
 
-def encode(kind: bytes, type_: str | None, wire: Any) -> list[bytes]:
-    payload = wire if isinstance(wire, bytes) else protocol.packb(wire)
-    return [kind, protocol.packb(header_fields(type_)), payload]
+def encode(kind: bytes, type_: str | None, form: Any) -> list[bytes]:
+    payload = form if isinstance(form, bytes) else wire.packb(form)
+    return [kind, wire.packb(header_fields(type_)), payload]
 
 
 def valid_frames(rng: random.Random) -> list[bytes]:
@@ -204,7 +204,7 @@ def mutated(rng: random.Random) -> list[bytes]:
 
 def wrong_header_field(rng: random.Random) -> list[bytes]:
     kind = rng.choice(ALL_KINDS)
-    type_, wire = TEMPLATES[kind]
+    type_, form = TEMPLATES[kind]
     fields = header_fields(type_)
     how = rng.randrange(4)
     if how <= 1:
@@ -215,16 +215,16 @@ def wrong_header_field(rng: random.Random) -> list[bytes]:
             [*fields, *rng.sample(WRONG, 5)]
     else:
         header = rng.choice(WRONG)  # not an array at all
-    payload = wire if isinstance(wire, bytes) else protocol.packb(wire)
-    return [kind, protocol.packb(header), payload]
+    payload = form if isinstance(form, bytes) else wire.packb(form)
+    return [kind, wire.packb(header), payload]
 
 
 def wrong_payload_field(rng: random.Random) -> list[bytes]:
     kind = rng.choice(ALL_KINDS)
-    type_, wire = TEMPLATES[kind]
-    if isinstance(wire, bytes):
-        wire = {}
-    return encode(kind, type_, replace_somewhere(rng, wire))
+    type_, form = TEMPLATES[kind]
+    if isinstance(form, bytes):
+        form = {}
+    return encode(kind, type_, replace_somewhere(rng, form))
 
 
 def garbage_payload(rng: random.Random) -> list[bytes]:
@@ -233,7 +233,7 @@ def garbage_payload(rng: random.Random) -> list[bytes]:
     junk = rng.randbytes(rng.randint(0, 4096))
     if rng.random() < 0.3:  # msgpack-looking garbage: a valid prefix, then noise
         junk = rng.choice([b"\x84", b"\x93", b"\xde\x00\x10", b"\xdc\x01\x00"]) + junk
-    return [kind, protocol.packb(header_fields(type_)), junk]
+    return [kind, wire.packb(header_fields(type_)), junk]
 
 
 def deep_nesting(rng: random.Random) -> list[bytes]:
@@ -245,14 +245,14 @@ def deep_nesting(rng: random.Random) -> list[bytes]:
     if where == 0:
         return [kind, data, b""]
     if where == 1:
-        return [kind, protocol.packb(header_fields(TEMPLATES[kind][0])), data]
-    return [kind, b"\x97\x01" + data + protocol.packb(header_fields(None))[3:], b""]
+        return [kind, wire.packb(header_fields(TEMPLATES[kind][0])), data]
+    return [kind, b"\x97\x01" + data + wire.packb(header_fields(None))[3:], b""]
 
 
 def huge_lengths(rng: random.Random) -> list[bytes]:
     claim = rng.choice(HUGE_HEADERS) + rng.randbytes(rng.randint(0, 64))
     kind = rng.choice(ALL_KINDS)
-    header = protocol.packb(header_fields(TEMPLATES[kind][0]))
+    header = wire.packb(header_fields(TEMPLATES[kind][0]))
     where = rng.randrange(4)
     if where == 0:
         return [kind, claim, b""]
@@ -276,29 +276,29 @@ ABSURD_HELLO_FIELDS: list[dict[str, Any]] = [
 
 
 def absurd_hello(rng: random.Random) -> list[bytes]:
-    fields = protocol.to_wire(Hello(f"intruder-{rng.randrange(10**6)}", "default", 5, 1))
+    fields = wire.to_wire(Hello(f"intruder-{rng.randrange(10**6)}", "default", 5, 1))
     fields.update(rng.choice(ABSURD_HELLO_FIELDS))
     header = header_fields("Hello")
     if rng.random() < 0.2:
         header[rng.choice([0, 1])] = rng.choice([2**63 - 1, -1, "w" * 50_000, "prod"])
-    return [Kind.HELLO, protocol.packb(header), protocol.packb(fields)]
+    return [Kind.HELLO, wire.packb(header), wire.packb(fields)]
 
 
 def oversized(rng: random.Random) -> list[bytes]:
     """One frame just under or just over 1 MiB (the default --max-message-bytes)."""
     size = MiB + rng.choice([-4096, -64, -17, -1, 1, 64, 4096])
     kind = rng.choice(ALL_KINDS)
-    header = protocol.packb(header_fields(TEMPLATES[kind][0]))
+    header = wire.packb(header_fields(TEMPLATES[kind][0]))
     style = rng.randrange(4)
     if style == 0:
         return [kind, header, rng.randbytes(size)]
     if style == 1:  # a header whose workspace string fills the frame
         fields = header_fields("Hello")
         fields[1] = "w" * (size - 40)
-        return [Kind.HELLO, protocol.packb(fields), b""]
+        return [Kind.HELLO, wire.packb(fields), b""]
     if style == 2:  # a payload that is one big string
-        return [kind, header, protocol.packb("s" * (size - 5))]
-    return [kind, header, protocol.packb({"name": "n" * (size - 60), "skill": 99})]
+        return [kind, header, wire.packb("s" * (size - 5))]
+    return [kind, header, wire.packb({"name": "n" * (size - 60), "skill": 99})]
 
 
 CATEGORIES: list[tuple[Callable[[random.Random], list[bytes]], int]] = [
@@ -312,24 +312,24 @@ def would_change_the_run(frames: list[bytes]) -> bool:
     """True for what an unauthenticated peer may legitimately do to the run: register as a
     worker, submit tasks, or cancel one of them. Those are impostors, not hostile noise."""
     try:
-        env = protocol.decode_frames(frames)
+        env = wire.decode_frames(frames)
     except RemoteProtocolError:
         return False
-    if env.header.workspace != WORKSPACE or env.header.version != protocol.PROTOCOL_VERSION:
+    if env.header.workspace != WORKSPACE or env.header.version != wire.PROTOCOL_VERSION:
         return False
     try:
         if env.kind == Kind.HELLO:
-            raw = protocol.unpackb(env.payload)
+            raw = wire.unpackb(env.payload)
             if not (isinstance(raw, dict) and _within(raw.get("skill"), 0, 10)
                     and _within(raw.get("capacity"), 1, 100_000)):
                 return False  # refused whatever else it says
-            protocol.unpack(Hello, env.payload)
+            wire.unpack(Hello, env.payload)
             return True
         if env.kind == Kind.SUBMIT:
-            parse_work(protocol.unpack(Submission, env.payload).doc, "hostile")
+            parse_work(wire.unpack(Submission, env.payload).doc, "hostile")
             return True
         if env.kind == Kind.CANCEL:
-            ids = [t[0] for t in protocol.unpack(Cancel, env.payload).tasks if t]
+            ids = [t[0] for t in wire.unpack(Cancel, env.payload).tasks if t]
             return any(_names_honest_task(i) for i in ids)
     except (RemoteProtocolError, ConfigError):
         return False
@@ -501,8 +501,8 @@ async def keep_asking_status(port: int, admin: Proc, interval: float = 1.0) -> i
     answers = 0
     try:
         while admin.returncode is None:
-            header = protocol.make_header(WORKSPACE, "status-probe")
-            await s.send_multipart(protocol.encode_frames(Kind.STATUS, header))
+            header = wire.make_header(WORKSPACE, "status-probe")
+            await s.send_multipart(wire.encode_frames(Kind.STATUS, header))
             asked = time.monotonic()
             while not await s.poll(100):
                 if admin.returncode is not None:
@@ -511,7 +511,7 @@ async def keep_asking_status(port: int, admin: Proc, interval: float = 1.0) -> i
                     raise AssertionError(f"the admin did not answer STATUS within "
                                          f"{STATUS_TIMEOUT:g} s (after {answers} answers)")
             while await s.poll(0):
-                env = protocol.decode_frames(await s.recv_multipart())
+                env = wire.decode_frames(await s.recv_multipart())
                 assert env.kind == Kind.STATUS, env.kind
                 answers += 1
             await asyncio.sleep(interval)
@@ -641,22 +641,22 @@ def _status_answered(port: int, timeout: float = 5.0) -> bool:
     s.setsockopt(zmq.LINGER, 0)
     s.connect(f"tcp://127.0.0.1:{port}")
     try:
-        s.send_multipart(protocol.encode_frames(Kind.STATUS,
-                                                protocol.make_header(WORKSPACE, "probe")))
+        s.send_multipart(wire.encode_frames(Kind.STATUS,
+                                                wire.make_header(WORKSPACE, "probe")))
         if not s.poll(int(timeout * 1000)):
             return False
-        return protocol.decode_frames(s.recv_multipart()).kind == Kind.STATUS
+        return wire.decode_frames(s.recv_multipart()).kind == Kind.STATUS
     finally:
         s.close()
         ctx.term()
 
 
 def _hello(name: str, running: list[list[Any]]) -> list[bytes]:
-    return encode(Kind.HELLO, "Hello", protocol.to_wire(Hello(name, "default", 5, 1, running)))
+    return encode(Kind.HELLO, "Hello", wire.to_wire(Hello(name, "default", 5, 1, running)))
 
 
 def _heartbeat(holding: list[list[Any]]) -> list[bytes]:
-    return encode(Kind.HEARTBEAT, "Heartbeat", protocol.to_wire(Heartbeat(holding)))
+    return encode(Kind.HEARTBEAT, "Heartbeat", wire.to_wire(Heartbeat(holding)))
 
 
 # Each of these once stopped the admin's receive loop (an exception other than
@@ -689,11 +689,11 @@ def _quoting(kind: bytes, size: int) -> list[bytes]:
     header = header_fields("Hello" if kind == Kind.HELLO else None)
     if kind == Kind.HELLO and size < 0:  # the name, not the workspace
         hello = Hello("n" * -size, "default", 99, 1)
-        return [kind, protocol.packb(header), protocol.packb(protocol.to_wire(hello))]
+        return [kind, wire.packb(header), wire.packb(wire.to_wire(hello))]
     header[1] = "w" * size
     hello = Hello("intruder", "default", 5, 1)
-    payload = protocol.packb(protocol.to_wire(hello)) if kind == Kind.HELLO else b""
-    return [kind, protocol.packb(header), payload]
+    payload = wire.packb(wire.to_wire(hello)) if kind == Kind.HELLO else b""
+    return [kind, wire.packb(header), payload]
 
 
 def _refusals(port: int, requests: list[list[bytes]]) -> list[int]:
@@ -708,7 +708,7 @@ def _refusals(port: int, requests: list[list[bytes]]) -> list[int]:
             s.send_multipart(frames)
             assert s.poll(10_000), "no answer from the admin"
             reply = s.recv_multipart()
-            assert protocol.decode_frames(reply).kind == Kind.REJECT
+            assert wire.decode_frames(reply).kind == Kind.REJECT
             sizes.append(sum(len(f) for f in reply))
     finally:
         s.close()
@@ -792,8 +792,8 @@ def _stalled_reader(port: int, stop: threading.Event) -> None:
     s.setsockopt(zmq.LINGER, 0)
     s.connect(f"tcp://127.0.0.1:{port}")
     try:
-        s.send_multipart(encode(Kind.HELLO, "Hello", protocol.to_wire(
-            Hello("stalled", "default", 10, protocol.MAX_CAPACITY))))
+        s.send_multipart(encode(Kind.HELLO, "Hello", wire.to_wire(
+            Hello("stalled", "default", 10, wire.MAX_CAPACITY))))
         while not stop.wait(0.3):
             s.send_multipart(_heartbeat([]))
     finally:

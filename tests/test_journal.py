@@ -1,10 +1,11 @@
 """The journal on its own: what goes in comes back after a crash (no sockets)."""
 
 from ceylon_net import AtLeast, GoalStatus, Task, TaskGroupGoal, TaskManager, TaskMessage
-from ceylon_net.board import TaskBoard
-from ceylon_net.journal import Journal, record_added, record_changes, restore_state
-from ceylon_net.scheduler import WorkerSlot
-from ceylon_net.tasks import TaskResult, TaskStatus
+from ceylon_net.core.board import TaskBoard
+from ceylon_net.core.restore import restore
+from ceylon_net.core.scheduler import WorkerSlot
+from ceylon_net.core.tasks import TaskResult, TaskStatus
+from ceylon_net.edge.journal import Journal, record_added, record_changes
 
 
 def _groups():
@@ -43,7 +44,7 @@ def test_a_crash_mid_run_comes_back_as_it_was(tmp_path):
 
     journal2 = Journal(path, "default")
     board2, manager2 = TaskBoard(), TaskManager()
-    assert restore_state(journal2, board2, manager2)
+    assert restore(board2, manager2, journal2.tasks(), journal2.groups())
     status = {t: r.status for t, r in board2.records.items()}
     assert status == {"p0": TaskStatus.COMPLETED, "p1": TaskStatus.PENDING,
                       "a0": TaskStatus.COMPLETED, "a1": TaskStatus.COMPLETED,

@@ -18,9 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ceylon_net import protocol
+from ceylon_net import wire
+from ceylon_net.core.tasks import Task, TaskAssignment, TaskResult
 from ceylon_net.errors import LocalProtocolError, RemoteProtocolError
-from ceylon_net.protocol import (
+from ceylon_net.wire import (
     KINDS,
     End,
     Envelope,
@@ -32,8 +33,8 @@ from ceylon_net.protocol import (
     Reject,
     Welcome,
     message,
+    schema,
 )
-from ceylon_net.tasks import Task, TaskAssignment, TaskResult
 
 PROPERTY = settings(max_examples=300, deadline=None)
 
@@ -93,7 +94,7 @@ def header(**changes) -> Header:
 
 
 def raw_header(*fields) -> bytes:
-    return protocol.packb(list(fields))
+    return wire.packb(list(fields))
 
 
 GOOD_HEADER = [1, "default", 7, "Senior", 1700000000.5, None, None]
@@ -104,20 +105,20 @@ GOOD_HEADER = [1, "default", 7, "Senior", 1700000000.5, None, None]
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_frames_round_trip_for_every_kind(kind):
-    h = protocol.make_header("default", "Senior", "TaskResult", to="Junior")
-    frames = protocol.encode_frames(kind, h, b"payload")
+    h = wire.make_header("default", "Senior", "TaskResult", to="Junior")
+    frames = wire.encode_frames(kind, h, b"payload")
 
     assert len(frames) == 3
-    assert protocol.decode_frames(frames) == Envelope(kind, h, b"payload")
+    assert wire.decode_frames(frames) == Envelope(kind, h, b"payload")
 
 
 def test_make_header_numbers_messages_and_stamps_the_time():
-    first = protocol.make_header("default", "Senior")
-    second = protocol.make_header("default", "Senior")
+    first = wire.make_header("default", "Senior")
+    second = wire.make_header("default", "Senior")
 
     assert second.msg_id > first.msg_id
     assert first.ts > 0
-    assert (first.type, first.to, first.version) == (None, None, protocol.PROTOCOL_VERSION)
+    assert (first.type, first.to, first.version) == (None, None, wire.PROTOCOL_VERSION)
 
 
 headers = st.builds(
@@ -135,7 +136,7 @@ headers = st.builds(
 @PROPERTY
 @given(kind=st.sampled_from(sorted(KINDS)), h=headers, payload=st.binary())
 def test_any_header_round_trips(kind, h, payload):
-    assert protocol.decode_frames(protocol.encode_frames(kind, h, payload)) == Envelope(
+    assert wire.decode_frames(wire.encode_frames(kind, h, payload)) == Envelope(
         kind, h, payload
     )
 
@@ -144,29 +145,29 @@ def test_header_with_extra_trailing_fields_still_decodes():
     # A future peer may append header fields; the first eight still mean the same.
     data = raw_header(*GOOD_HEADER, "the-token", "future", 42)
 
-    assert protocol.decode_header(data) == Header("default", "Senior", 7, 1700000000.5,
+    assert wire.decode_header(data) == Header("default", "Senior", 7, 1700000000.5,
                                                   token="the-token")
 
 
 def test_the_token_travels_in_the_header_only_when_set():
-    with_token = protocol.make_header("default", "w", token="s3cret")
-    without = protocol.make_header("default", "w")
+    with_token = wire.make_header("default", "w", token="s3cret")
+    without = wire.make_header("default", "w")
 
-    assert protocol.decode_header(protocol.encode_header(with_token)).token == "s3cret"
-    assert protocol.decode_header(protocol.encode_header(without)).token is None
-    assert len(protocol.unpackb(protocol.encode_header(without))) == 7
+    assert wire.decode_header(wire.encode_header(with_token)).token == "s3cret"
+    assert wire.decode_header(wire.encode_header(without)).token is None
+    assert len(wire.unpackb(wire.encode_header(without))) == 7
 
 
 def test_integer_timestamp_decodes_as_float():
-    h = protocol.decode_header(raw_header(1, "default", 7, "Senior", 12, None, None))
+    h = wire.decode_header(raw_header(1, "default", 7, "Senior", 12, None, None))
 
     assert h.ts == 12.0
     assert isinstance(h.ts, float)
 
 
 def test_topic_keeps_prod_from_matching_production():
-    assert protocol.topic("prod") == b"prod\0"
-    assert not protocol.topic("production").startswith(protocol.topic("prod"))
+    assert wire.topic("prod") == b"prod\0"
+    assert not wire.topic("production").startswith(wire.topic("prod"))
 
 
 task = Task(7, "Data analysis", difficulty=5, required_role="analyst", priority=3, duration=0.5)
@@ -199,7 +200,7 @@ CONTROL_MESSAGES = [
 
 @pytest.mark.parametrize("msg", CONTROL_MESSAGES, ids=lambda m: type(m).__name__)
 def test_registered_message_round_trips_with_pack(msg):
-    back = protocol.unpack(type(msg), protocol.pack(msg))
+    back = wire.unpack(type(msg), wire.pack(msg))
 
     assert back == msg
     assert type(back) is type(msg)
@@ -207,7 +208,7 @@ def test_registered_message_round_trips_with_pack(msg):
 
 @pytest.mark.parametrize("msg", CONTROL_MESSAGES, ids=lambda m: type(m).__name__)
 def test_registered_message_round_trips_with_dumps_and_loads(msg):
-    back = protocol.loads(protocol.dumps(msg))
+    back = wire.loads(wire.dumps(msg))
 
     assert back == msg
     assert type(back) is type(msg)
@@ -215,34 +216,34 @@ def test_registered_message_round_trips_with_dumps_and_loads(msg):
 
 def test_enums_travel_as_their_values_and_come_back_as_members():
     shape = Shape("s", [Point(1.0, 2.0)], Colour.BLUE, Level.HIGH)
-    wire = protocol.to_wire(shape)
+    form = wire.to_wire(shape)
 
-    assert wire["colour"] == "blue"
-    assert wire["level"] == 2
-    assert wire["points"] == [{"x": 1.0, "y": 2.0}]
-    back = protocol.unpack(Shape, protocol.pack(shape))
+    assert form["colour"] == "blue"
+    assert form["level"] == 2
+    assert form["points"] == [{"x": 1.0, "y": 2.0}]
+    back = wire.unpack(Shape, wire.pack(shape))
     assert back.colour is Colour.BLUE
     assert back.level is Level.HIGH
     assert type(back.points[0]) is Point
 
 
 def test_message_names_cross_the_wire_not_python_identity():
-    assert protocol.type_name(Shape) == "test_protocol.Shape"
-    assert protocol.type_name(Task("x", "y")) == "Task"
-    assert protocol.message_type("test_protocol.Shape") is Shape
-    assert protocol.is_message(Shape) and protocol.is_message(task)
-    assert not protocol.is_message(Unregistered) and not protocol.is_message(b"raw")
+    assert wire.type_name(Shape) == "test_protocol.Shape"
+    assert wire.type_name(Task("x", "y")) == "Task"
+    assert wire.message_type("test_protocol.Shape") is Shape
+    assert wire.is_message(Shape) and wire.is_message(task)
+    assert not wire.is_message(Unregistered) and not wire.is_message(b"raw")
 
 
 def test_message_makes_a_plain_class_a_dataclass():
     assert Plain(5) == Plain(5, "b")
-    assert protocol.loads(protocol.dumps(Plain(5, "x"))) == Plain(5, "x")
+    assert wire.loads(wire.dumps(Plain(5, "x"))) == Plain(5, "x")
 
 
 def test_float_field_accepts_an_int_and_returns_a_float():
-    data = protocol.packb({"agent_id": "a", "admin": "b", "pub_port": 1, "heartbeat": 2,
+    data = wire.packb({"agent_id": "a", "admin": "b", "pub_port": 1, "heartbeat": 2,
                            "liveness": 3})
-    welcome = protocol.unpack(Welcome, data)
+    welcome = wire.unpack(Welcome, data)
 
     assert welcome.heartbeat == 2.0
     assert isinstance(welcome.heartbeat, float)
@@ -252,25 +253,25 @@ def test_batch_round_trip():
     results = [TaskResult(i, f"w{i}", i % 2 == 0, i / 4, None if i else "err", i + 1)
                for i in range(5)]
 
-    assert protocol.unpack_batch(TaskResult, protocol.pack_batch(results)) == results
-    assert protocol.unpack_batch(TaskResult, protocol.pack_batch([])) == []
+    assert wire.unpack_batch(TaskResult, wire.pack_batch(results)) == results
+    assert wire.unpack_batch(TaskResult, wire.pack_batch([])) == []
 
 
 def test_assignment_batch_round_trip():
     batch = [TaskAssignment(task, "Senior", 1), TaskAssignment(Task("b", "other"), "Junior")]
 
-    assert protocol.unpack_batch(TaskAssignment, protocol.pack_batch(batch)) == batch
+    assert wire.unpack_batch(TaskAssignment, wire.pack_batch(batch)) == batch
 
 
 def test_payload_is_raw_bytes_or_a_registered_message():
-    assert protocol.encode_payload(b"hi") == (None, b"hi")
-    assert protocol.encode_payload(bytearray(b"hi")) == (None, b"hi")
-    assert protocol.encode_payload(memoryview(b"hi")) == (None, b"hi")
-    assert protocol.decode_payload(header(type=None), b"hi") == b"hi"
+    assert wire.encode_payload(b"hi") == (None, b"hi")
+    assert wire.encode_payload(bytearray(b"hi")) == (None, b"hi")
+    assert wire.encode_payload(memoryview(b"hi")) == (None, b"hi")
+    assert wire.decode_payload(header(type=None), b"hi") == b"hi"
 
-    type_, payload = protocol.encode_payload(task)
+    type_, payload = wire.encode_payload(task)
     assert type_ == "Task"
-    assert protocol.decode_payload(header(type=type_), payload) == task
+    assert wire.decode_payload(header(type=type_), payload) == task
 
 
 ids = st.integers(-(2**63), 2**64 - 1) | st.text()
@@ -297,15 +298,15 @@ results = st.builds(
 @PROPERTY
 @given(t=tasks, worker=st.text(), attempt=st.integers(1, 2**32))
 def test_any_task_round_trips(t, worker, attempt):
-    assert protocol.loads(protocol.dumps(t)) == t
+    assert wire.loads(wire.dumps(t)) == t
     assignment = TaskAssignment(t, worker, attempt)
-    assert protocol.unpack(TaskAssignment, protocol.pack(assignment)) == assignment
+    assert wire.unpack(TaskAssignment, wire.pack(assignment)) == assignment
 
 
 @PROPERTY
 @given(batch=st.lists(results, max_size=5))
 def test_any_result_batch_round_trips(batch):
-    assert protocol.unpack_batch(TaskResult, protocol.pack_batch(batch)) == batch
+    assert wire.unpack_batch(TaskResult, wire.pack_batch(batch)) == batch
 
 
 # --------------------------------------------------------------------------- strict field types
@@ -317,7 +318,7 @@ MISSING = object()
 def hello_wire(**changes) -> bytes:
     fields = {"name": "Senior", "role": "default", "skill": 9, "capacity": 2}
     fields.update(changes)
-    return protocol.packb({k: v for k, v in fields.items() if v is not MISSING})
+    return wire.packb({k: v for k, v in fields.items() if v is not MISSING})
 
 
 @pytest.mark.parametrize(
@@ -337,7 +338,7 @@ def hello_wire(**changes) -> bytes:
 )
 def test_hello_fields_are_strictly_typed(changes, error):
     with pytest.raises(RemoteProtocolError) as exc:
-        protocol.unpack(Hello, hello_wire(**changes))
+        wire.unpack(Hello, hello_wire(**changes))
 
     assert str(exc.value) == error
 
@@ -384,7 +385,7 @@ def test_hello_fields_are_strictly_typed(changes, error):
 )
 def test_message_fields_are_strictly_typed(cls, fields, error):
     with pytest.raises(RemoteProtocolError) as exc:
-        protocol.unpack(cls, protocol.packb(fields))
+        wire.unpack(cls, wire.packb(fields))
 
     assert str(exc.value) == error
 
@@ -392,45 +393,45 @@ def test_message_fields_are_strictly_typed(cls, fields, error):
 @pytest.mark.parametrize("data", [[1, 2], "Senior", 5, None, b"x"])
 def test_a_message_must_be_a_map(data):
     with pytest.raises(RemoteProtocolError, match=r"^Hello: expected a map, got \w+$"):
-        protocol.unpack(Hello, protocol.packb(data))
+        wire.unpack(Hello, wire.packb(data))
 
 
 def test_unknown_fields_are_ignored():
-    assert protocol.unpack(Hello, hello_wire(zone="eu", version=2)) == Hello(
+    assert wire.unpack(Hello, hello_wire(zone="eu", version=2)) == Hello(
         "Senior", "default", 9, 2
     )
 
 
 def test_missing_fields_with_defaults_are_filled_in():
-    result = protocol.unpack(TaskResult, protocol.packb({"task_id": 1, "worker": "w",
+    result = wire.unpack(TaskResult, wire.packb({"task_id": 1, "worker": "w",
                                                           "success": True}))
 
     assert result == TaskResult(1, "w", True, seconds=0.0, error=None, attempt=1)
-    first = protocol.unpack(Event, protocol.packb({"event": "e"}))
-    second = protocol.unpack(Event, protocol.packb({"event": "e"}))
+    first = wire.unpack(Event, wire.packb({"event": "e"}))
+    second = wire.unpack(Event, wire.packb({"event": "e"}))
     assert first.data == {}
     assert first.data is not second.data
 
 
 def test_optional_fields_accept_nil():
-    shape = protocol.unpack(Shape, protocol.packb({"name": "s", "points": [], "label": None,
+    shape = wire.unpack(Shape, wire.packb({"name": "s", "points": [], "label": None,
                                                    "centre": None}))
 
     assert shape.label is None and shape.centre is None
 
 
 def test_one_bad_item_spoils_a_batch_and_names_the_field():
-    batch = [protocol.to_wire(TaskResult(1, "w", True)), {"task_id": 2, "worker": 3,
+    batch = [wire.to_wire(TaskResult(1, "w", True)), {"task_id": 2, "worker": 3,
                                                           "success": True}]
 
     with pytest.raises(RemoteProtocolError, match=r"^TaskResult.worker: expected str, got int$"):
-        protocol.unpack_batch(TaskResult, protocol.packb(batch))
+        wire.unpack_batch(TaskResult, wire.packb(batch))
 
 
 @pytest.mark.parametrize("data", [{"task_id": 1}, "x", 1, None])
 def test_a_batch_must_be_an_array(data):
     with pytest.raises(RemoteProtocolError, match=r"^TaskResult batch: expected an array$"):
-        protocol.unpack_batch(TaskResult, protocol.packb(data))
+        wire.unpack_batch(TaskResult, wire.packb(data))
 
 
 # --------------------------------------------------------------------------- bad frames
@@ -441,20 +442,20 @@ def test_wrong_frame_count(count):
     frames = [Kind.HELLO, raw_header(*GOOD_HEADER), b"", b"extra", b"more"][:count]
 
     with pytest.raises(RemoteProtocolError, match=rf"^expected 3 frames, got {count}$"):
-        protocol.decode_frames(frames)
+        wire.decode_frames(frames)
 
 
 @pytest.mark.parametrize("kind", [b"NOPE", b"", b"hello", b"HELLO ", b"prod\0"])
 def test_unknown_kind(kind):
     with pytest.raises(RemoteProtocolError) as exc:
-        protocol.decode_frames([kind, raw_header(*GOOD_HEADER), b""])
+        wire.decode_frames([kind, raw_header(*GOOD_HEADER), b""])
 
     assert str(exc.value) == f"unknown kind {kind!r}"
 
 
 def test_unknown_kind_is_quoted_briefly():
     with pytest.raises(RemoteProtocolError) as exc:
-        protocol.decode_frames([b"X" * 1000, raw_header(*GOOD_HEADER), b""])
+        wire.decode_frames([b"X" * 1000, raw_header(*GOOD_HEADER), b""])
 
     assert str(exc.value) == f"unknown kind {b'X' * 16!r}"
 
@@ -464,7 +465,7 @@ def test_unknown_kind_is_quoted_briefly():
     [
         (b"", "undecodable msgpack"),
         (b"\xc1", "undecodable msgpack"),
-        (protocol.packb({"version": 1}), "header is not a 7-element array"),
+        (wire.packb({"version": 1}), "header is not a 7-element array"),
         (raw_header(*GOOD_HEADER[:6]), "header is not a 7-element array"),
         (raw_header(), "header is not a 7-element array"),
         (raw_header("1", *GOOD_HEADER[1:]), "header version is not an int"),
@@ -482,7 +483,7 @@ def test_unknown_kind_is_quoted_briefly():
 )
 def test_bad_header(data, error):
     with pytest.raises(RemoteProtocolError) as exc:
-        protocol.decode_frames([Kind.RESULT, data, b""])
+        wire.decode_frames([Kind.RESULT, data, b""])
 
     assert str(exc.value).startswith(error)
 
@@ -496,16 +497,16 @@ def test_bad_header(data, error):
 )
 def test_bool_is_not_a_number_in_the_header(fields):
     with pytest.raises(RemoteProtocolError, match="header msg_id/ts must be numbers"):
-        protocol.decode_header(raw_header(*fields))
+        wire.decode_header(raw_header(*fields))
 
 
 def test_unknown_message_type():
     with pytest.raises(RemoteProtocolError, match=r"^unknown message type 'Nope'$"):
-        protocol.loads(protocol.packb(["Nope", {}]))
+        wire.loads(wire.packb(["Nope", {}]))
     with pytest.raises(RemoteProtocolError, match=r"^unknown message type 'Nope'$"):
-        protocol.decode_payload(header(type="Nope"), protocol.packb({}))
+        wire.decode_payload(header(type="Nope"), wire.packb({}))
     with pytest.raises(RemoteProtocolError, match=r"^unknown message type 'Nope'$"):
-        protocol.message_type("Nope")
+        wire.message_type("Nope")
 
 
 @pytest.mark.parametrize(
@@ -513,7 +514,7 @@ def test_unknown_message_type():
 )
 def test_loads_wants_a_type_name_and_fields(data):
     with pytest.raises(RemoteProtocolError, match=r"^not a ceylon_net message"):
-        protocol.loads(protocol.packb(data))
+        wire.loads(wire.packb(data))
 
 
 @pytest.mark.parametrize(
@@ -532,7 +533,7 @@ def test_loads_wants_a_type_name_and_fields(data):
 )
 def test_msgpack_extension_types_are_refused(data, error):
     with pytest.raises(RemoteProtocolError) as exc:
-        protocol.unpackb(data)
+        wire.unpackb(data)
 
     assert str(exc.value).startswith(error)
 
@@ -540,16 +541,16 @@ def test_msgpack_extension_types_are_refused(data, error):
 def test_extension_types_are_refused_inside_messages_and_headers():
     ext = msgpack.ExtType(1, b"")
     with pytest.raises(RemoteProtocolError, match="extension type 1"):
-        protocol.loads(msgpack.packb(["Event", {"event": "e", "data": {"x": ext}}]))
+        wire.loads(msgpack.packb(["Event", {"event": "e", "data": {"x": ext}}]))
     with pytest.raises(RemoteProtocolError, match="extension type 1"):
-        protocol.decode_frames([Kind.HELLO, msgpack.packb([1, ext, 1, "s", 0, None, None]), b""])
+        wire.decode_frames([Kind.HELLO, msgpack.packb([1, ext, 1, "s", 0, None, None]), b""])
 
 
 @pytest.mark.parametrize(
     "data",
     [
-        protocol.packb({1: "int key"}),
-        protocol.packb(1) + protocol.packb(2),  # trailing bytes
+        wire.packb({1: "int key"}),
+        wire.packb(1) + wire.packb(2),  # trailing bytes
         b"\x91" * 100_000 + b"\xc0",  # nested too deep
         b"\xdd\xff\xff\xff\xff",  # array of 4 billion items, not sent
         b"\xdb\xff\xff\xff\xff",  # string of 4 GiB, not sent
@@ -557,7 +558,7 @@ def test_extension_types_are_refused_inside_messages_and_headers():
 )
 def test_malformed_msgpack(data):
     with pytest.raises(RemoteProtocolError, match=r"^undecodable msgpack: "):
-        protocol.unpackb(data)
+        wire.unpackb(data)
 
 
 SMALL = Limits(max_str_len=8, max_bin_len=8, max_array_len=4, max_map_len=4)
@@ -575,23 +576,23 @@ SMALL = Limits(max_str_len=8, max_bin_len=8, max_array_len=4, max_map_len=4)
     ],
 )
 def test_limits(fits, too_big, limit):
-    assert protocol.unpackb(protocol.packb(fits), SMALL) == fits
+    assert wire.unpackb(wire.packb(fits), SMALL) == fits
     with pytest.raises(RemoteProtocolError, match=f"exceeds {limit}"):
-        protocol.unpackb(protocol.packb(too_big), SMALL)
+        wire.unpackb(wire.packb(too_big), SMALL)
 
 
 def test_limits_apply_to_headers_messages_and_batches():
-    long_header = protocol.encode_header(Header("workspace-name", "Senior"))
+    long_header = wire.encode_header(Header("workspace-name", "Senior"))
     with pytest.raises(RemoteProtocolError, match="exceeds max_str_len"):
-        protocol.decode_frames([Kind.HELLO, long_header, b""], Limits(max_str_len=8))
+        wire.decode_frames([Kind.HELLO, long_header, b""], Limits(max_str_len=8))
     with pytest.raises(RemoteProtocolError, match="exceeds max_str_len"):
-        protocol.unpack(Reject, protocol.pack(Reject("a long reason")), SMALL)
+        wire.unpack(Reject, wire.pack(Reject("a long reason")), SMALL)
     with pytest.raises(RemoteProtocolError, match="exceeds max_str_len"):
-        protocol.loads(protocol.dumps(Reject("a long reason")), SMALL)
-    batch = protocol.pack_batch([TaskResult(i, "w", True) for i in range(5)])
+        wire.loads(wire.dumps(Reject("a long reason")), SMALL)
+    batch = wire.pack_batch([TaskResult(i, "w", True) for i in range(5)])
     with pytest.raises(RemoteProtocolError, match="exceeds max_array_len"):
-        protocol.unpack_batch(TaskResult, batch, SMALL)
-    assert len(protocol.unpack_batch(TaskResult, batch)) == 5
+        wire.unpack_batch(TaskResult, batch, SMALL)
+    assert len(wire.unpack_batch(TaskResult, batch)) == 5
 
 
 # --------------------------------------------------------------------------- local misuse
@@ -600,20 +601,20 @@ def test_limits_apply_to_headers_messages_and_batches():
 def test_unregistered_dataclass_cannot_be_sent():
     with pytest.raises(LocalProtocolError, match=r"^Unregistered is not a registered message "
                                                  r"type; decorate it with @message$"):
-        protocol.dumps(Unregistered())
+        wire.dumps(Unregistered())
     with pytest.raises(LocalProtocolError, match=r"^Unregistered is not a registered message"):
-        protocol.encode_payload(Unregistered())
+        wire.encode_payload(Unregistered())
     with pytest.raises(LocalProtocolError, match=r"^Unregistered is not a registered message"):
-        protocol.pack(Unregistered())
+        wire.pack(Unregistered())
     with pytest.raises(LocalProtocolError, match=r"^Unregistered is not a registered message"):
-        protocol.type_name(Unregistered)
+        wire.type_name(Unregistered)
 
 
 def test_unregistered_dataclass_nested_in_a_message_cannot_be_sent():
     with pytest.raises(LocalProtocolError, match=r"^Unregistered is not a registered message"):
-        protocol.pack(Event("e", {"x": Unregistered()}))
+        wire.pack(Event("e", {"x": Unregistered()}))
     with pytest.raises(LocalProtocolError, match=r"^Unregistered is not a registered message"):
-        protocol.pack_batch([TaskResult(1, "w", True), Unregistered()])
+        wire.pack_batch([TaskResult(1, "w", True), Unregistered()])
 
 
 @pytest.mark.parametrize(
@@ -621,9 +622,9 @@ def test_unregistered_dataclass_nested_in_a_message_cannot_be_sent():
 )
 def test_values_msgpack_cannot_carry(value, name):
     with pytest.raises(LocalProtocolError, match=f"^cannot encode {name}: "):
-        protocol.packb(value)
+        wire.packb(value)
     with pytest.raises(LocalProtocolError, match=r"^cannot encode dict: "):
-        protocol.pack(Event("e", {"x": value}))
+        wire.pack(Event("e", {"x": value}))
 
 
 def test_a_message_name_cannot_be_taken_by_another_class():
@@ -632,7 +633,7 @@ def test_a_message_name_cannot_be_taken_by_another_class():
 
     with pytest.raises(LocalProtocolError, match=r"^message name 'Task' already registered"):
         message(Impostor, name="Task")
-    assert protocol.message_type("Task") is Task
+    assert wire.message_type("Task") is Task
 
 
 # --------------------------------------------------------------------------- never runs code
@@ -655,14 +656,14 @@ def test_loads_refuses_pickles_without_running_them(proto):
     data = pickle.dumps(Exploit(), protocol=proto)
 
     with pytest.raises(RemoteProtocolError):
-        protocol.loads(data)
+        wire.loads(data)
     assert ran == []
 
 
 @pytest.mark.parametrize("name", ["os.system", "builtins.eval", "subprocess.Popen", "Exploit"])
 def test_loads_only_builds_registered_types(name):
     with pytest.raises(RemoteProtocolError, match=f"^unknown message type {name!r}$"):
-        protocol.loads(protocol.packb([name, {"args": ["touch", "/tmp/pwned"]}]))
+        wire.loads(wire.packb([name, {"args": ["touch", "/tmp/pwned"]}]))
     assert ran == []
 
 
@@ -676,14 +677,14 @@ def returns_or_rejects(read, *args) -> None:
 
 
 def read_all(data: bytes) -> None:
-    returns_or_rejects(protocol.unpackb, data)
-    returns_or_rejects(protocol.unpackb, data, SMALL)
-    returns_or_rejects(protocol.loads, data)
-    returns_or_rejects(protocol.unpack_batch, TaskResult, data)
-    returns_or_rejects(protocol.unpack_batch, TaskAssignment, data)
-    returns_or_rejects(protocol.decode_header, data)
+    returns_or_rejects(wire.unpackb, data)
+    returns_or_rejects(wire.unpackb, data, SMALL)
+    returns_or_rejects(wire.loads, data)
+    returns_or_rejects(wire.unpack_batch, TaskResult, data)
+    returns_or_rejects(wire.unpack_batch, TaskAssignment, data)
+    returns_or_rejects(wire.decode_header, data)
     for kind in (Kind.HELLO, Kind.RESULT):
-        returns_or_rejects(protocol.decode_frames, [kind, data, data])
+        returns_or_rejects(wire.decode_frames, [kind, data, data])
 
 
 @PROPERTY
@@ -695,8 +696,8 @@ def test_any_bytes_decode_or_raise_remote_protocol_error(data):
 @PROPERTY
 @given(st.lists(st.binary(max_size=64) | st.sampled_from(sorted(KINDS)), max_size=5))
 def test_any_frames_decode_or_raise_remote_protocol_error(frames):
-    returns_or_rejects(protocol.decode_frames, frames)
-    returns_or_rejects(protocol.decode_frames, frames, SMALL)
+    returns_or_rejects(wire.decode_frames, frames)
+    returns_or_rejects(wire.decode_frames, frames, SMALL)
 
 
 # Well-formed msgpack of the wrong shape gets much further into the decoders than noise does.
@@ -721,17 +722,17 @@ wire_values = st.recursive(
     max_leaves=12,
 )
 # Every registered type, including ones added later, plus names nobody registered.
-type_names = st.sampled_from(sorted(protocol._REGISTRY)) | st.text(max_size=8)
+type_names = st.sampled_from(sorted(schema._REGISTRY)) | st.text(max_size=8)
 
 
 @PROPERTY
 @given(name=type_names, fields=wire_values, batch=st.lists(wire_values, max_size=3))
 def test_any_well_formed_msgpack_decodes_or_raises_remote_protocol_error(name, fields, batch):
-    returns_or_rejects(protocol.loads, protocol.packb([name, fields]))
-    returns_or_rejects(protocol.unpack_batch, TaskResult, protocol.packb(batch))
-    returns_or_rejects(protocol.unpack_batch, TaskAssignment, protocol.packb(batch))
-    returns_or_rejects(protocol.decode_header, protocol.packb(batch))
-    returns_or_rejects(protocol.decode_header, protocol.packb([*GOOD_HEADER[:6], fields]))
+    returns_or_rejects(wire.loads, wire.packb([name, fields]))
+    returns_or_rejects(wire.unpack_batch, TaskResult, wire.packb(batch))
+    returns_or_rejects(wire.unpack_batch, TaskAssignment, wire.packb(batch))
+    returns_or_rejects(wire.decode_header, wire.packb(batch))
+    returns_or_rejects(wire.decode_header, wire.packb([*GOOD_HEADER[:6], fields]))
 
 
 @PROPERTY
@@ -743,20 +744,20 @@ def test_any_well_formed_msgpack_decodes_or_raises_remote_protocol_error(name, f
 )
 def test_damaged_messages_decode_or_raise_remote_protocol_error(base, changes, drop, name):
     # Start from a valid message so the damage reaches every field's converter.
-    fields = protocol.to_wire(base)
+    fields = wire.to_wire(base)
     fields.update(changes)
     for key in drop:
         fields.pop(key, None)
 
-    returns_or_rejects(protocol.loads, protocol.packb([protocol.type_name(base), fields]))
-    returns_or_rejects(protocol.loads, protocol.packb([name, fields]))
-    returns_or_rejects(protocol.unpack_batch, TaskResult, protocol.packb([fields, fields]))
-    returns_or_rejects(protocol.unpack_batch, TaskAssignment, protocol.packb([{"task": fields}]))
+    returns_or_rejects(wire.loads, wire.packb([wire.type_name(base), fields]))
+    returns_or_rejects(wire.loads, wire.packb([name, fields]))
+    returns_or_rejects(wire.unpack_batch, TaskResult, wire.packb([fields, fields]))
+    returns_or_rejects(wire.unpack_batch, TaskAssignment, wire.packb([{"task": fields}]))
 
 
 def valid_frames(batch: list[TaskResult]) -> list[bytes]:
-    h = protocol.make_header("default", "Senior", "TaskResult")
-    return protocol.encode_frames(Kind.RESULT, h, protocol.pack_batch(batch))
+    h = wire.make_header("default", "Senior", "TaskResult")
+    return wire.encode_frames(Kind.RESULT, h, wire.pack_batch(batch))
 
 
 def mutate(data: bytes, how: str, at: int, value: int) -> bytes:
@@ -789,9 +790,9 @@ def test_mutated_frames_only_raise_remote_protocol_error(batch, changes):
         frames[index] = mutate(frames[index], how, at, value)
 
     try:
-        env = protocol.decode_frames(frames)
-        protocol.unpack_batch(TaskResult, env.payload)
-        protocol.decode_payload(env.header, env.payload)
+        env = wire.decode_frames(frames)
+        wire.unpack_batch(TaskResult, env.payload)
+        wire.decode_payload(env.header, env.payload)
     except RemoteProtocolError:
         pass
 
@@ -799,14 +800,14 @@ def test_mutated_frames_only_raise_remote_protocol_error(batch, changes):
 @PROPERTY
 @given(t=tasks, changes=mutations)
 def test_mutated_dumps_only_raise_remote_protocol_error(t, changes):
-    data = protocol.dumps(TaskAssignment(t, "Senior"))
+    data = wire.dumps(TaskAssignment(t, "Senior"))
     for _, how, at, value in changes:
         data = mutate(data, how, at, value)
 
-    returns_or_rejects(protocol.loads, data)
+    returns_or_rejects(wire.loads, data)
 
 
 def test_floats_survive_exactly():
     for value in (0.1, -0.0, math.inf, 1e308, 5e-324):
-        assert protocol.unpack(TaskResult, protocol.pack(TaskResult(1, "w", True, value))) \
+        assert wire.unpack(TaskResult, wire.pack(TaskResult(1, "w", True, value))) \
             .seconds == value

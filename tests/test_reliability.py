@@ -12,8 +12,8 @@ from collections import Counter
 from conftest import run
 
 from ceylon_net import Task
-from ceylon_net.journal import Journal
-from ceylon_net.testing import Cluster, EventLog, wait_until
+from ceylon_net.dev.testing import Cluster, EventLog, wait_until
+from ceylon_net.edge.journal import Journal
 
 
 def _executions(procs):

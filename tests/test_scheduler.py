@@ -19,7 +19,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from ceylon_net.scheduler import Blocked, Scheduler, WorkerSlot, best_fit, can_do, role_fits
+from ceylon_net.core.scheduler import Blocked, Scheduler, WorkerSlot, best_fit, can_do, role_fits
 
 
 def scheduler(*workers: WorkerSlot) -> Scheduler:

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from conftest import run
 
-from ceylon_net.testing import Cluster, cli, wait_until
+from ceylon_net.dev.testing import Cluster, cli, wait_until
 
 SECRET = "TOP-SECRET-DESCRIPTION-7f3a"
 

@@ -5,7 +5,7 @@ import time
 
 from conftest import REPO, run
 
-from ceylon_net.testing import Cluster, EventLog, cli, free_port, wait_until
+from ceylon_net.dev.testing import Cluster, EventLog, cli, free_port, wait_until
 
 SEED = str(REPO / "examples" / "seed_tasks.json")
 

@@ -14,8 +14,8 @@ import pytest
 from conftest import REPO, run
 
 from ceylon_net import TaskPlayGround
-from ceylon_net.protocol import Event
-from ceylon_net.testing import Cluster, EventLog, cli, free_port, wait_until
+from ceylon_net.dev.testing import Cluster, EventLog, cli, free_port, wait_until
+from ceylon_net.wire import Event
 
 
 def _load_example(name):

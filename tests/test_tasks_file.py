@@ -10,9 +10,10 @@ import json
 
 import pytest
 
+from ceylon_net.core.tasks import RunReport, Task, TaskOutcome
+from ceylon_net.core.workfile import load_tasks
 from ceylon_net.errors import ConfigError, TaskFileError
 from ceylon_net.settings import AdminSettings, WorkerSettings, env_default
-from ceylon_net.tasks import RunReport, Task, TaskOutcome, load_tasks
 
 SEED = [
     {"id": 1, "description": "Simple calculation", "difficulty": 2},

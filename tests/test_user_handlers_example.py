@@ -8,7 +8,7 @@ import urllib.request
 
 from conftest import REPO, run
 
-from ceylon_net.testing import Cluster, cli, free_port, wait_until
+from ceylon_net.dev.testing import Cluster, cli, free_port, wait_until
 
 EXAMPLE = REPO / "examples" / "user_handlers"
 

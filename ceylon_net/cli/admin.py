@@ -1,0 +1,143 @@
+"""``ceylon-admin``: coordinate a workspace; with ``--tasks``, run a file's tasks and exit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from loguru import logger
+
+from ..core.groups import TaskGroup
+from ..core.tasks import RunReport, Task
+from ..core.workfile import load_work
+from ..edge.admin import Admin
+from ..errors import ConfigError
+from ..settings import AdminSettings
+from ..wire import DEFAULT_MAX_MESSAGE_BYTES
+from .common import (
+    EXIT_CONFIG,
+    EXIT_UNASSIGNED,
+    CurveSecret,
+    Heartbeat,
+    Liveness,
+    LogJson,
+    LogLevel,
+    MaxBytes,
+    Token,
+    Workspace,
+    app,
+    configure_logging,
+    fail,
+    on_signals,
+    opt,
+    path_str,
+)
+from .progress import ProgressView
+from .render import print_report
+
+Port = Annotated[int, opt("ROUTER port workers connect to (0: any free port).", "PORT")]
+PubPort = Annotated[int | None, opt("PUB broadcast port [default: port+1].", "PUB_PORT")]
+Bind = Annotated[str, opt("Address to bind (0.0.0.0: all interfaces).", "BIND")]
+Name = Annotated[str, opt("The admin's agent name.", "ADMIN_NAME")]
+Tasks = Annotated[Path | None, opt("Tasks file (JSON or TOML) to run, then exit.", "TASKS")]
+Expect = Annotated[int, opt("Wait for this many workers before assigning (0: assign as "
+                            "workers arrive).", "EXPECT_WORKERS")]
+ReportJson = Annotated[Path | None, opt("Write the run's report to this JSON file.",
+                                        "REPORT_JSON")]
+Unassignable = Annotated[float, opt("Seconds to keep tasks no connected worker can do, once "
+                                    "all else is done.", "UNASSIGNABLE_TIMEOUT")]
+MaxAttempts = Annotated[int, opt("A task lost with its worker this many times fails.",
+                                 "MAX_ATTEMPTS")]
+TaskTimeout = Annotated[float | None, opt("Seconds a task may run unless it sets its own "
+                                          "'timeout' [default: no limit].", "TASK_TIMEOUT")]
+Prefetch = Annotated[int, opt(
+    "Tasks each worker may hold queued beyond its --concurrency, so it starts the next without "
+    "waiting for the admin (more throughput for short tasks; a lost worker's queued tasks "
+    "count as lost with it).", "PREFETCH")]
+JournalPath = Annotated[Path | None, opt("Keep task state in this SQLite file; restarted on "
+                                         "it, the admin resumes the run.", "JOURNAL")]
+AuthorizedKeys = Annotated[Path | None, opt("Directory of public key files (ceylon-keygen) "
+                                            "allowed in; with --curve-secret.",
+                                            "AUTHORIZED_KEYS")]
+Results = Annotated[Path | None, opt("Append every task result to this file, one JSON object "
+                                     "per line.", "RESULTS")]
+MetricsPort = Annotated[int | None, opt("Serve Prometheus metrics on this port "
+                                        "(http://BIND:PORT/metrics).", "METRICS_PORT")]
+
+admin_app = app()
+
+
+@admin_app.command(help="Coordinate a workspace: accept workers, hand out tasks, relay "
+                        "broadcasts. With --tasks, run those tasks, print the results and exit; "
+                        "without, serve until SIGINT/SIGTERM.")
+def admin(
+    port: Port = 8000, pub_port: PubPort = None, bind: Bind = "0.0.0.0",
+    workspace: Workspace = "default", name: Name = "admin", tasks: Tasks = None,
+    expect_workers: Expect = 0, report_json: ReportJson = None,
+    unassignable_timeout: Unassignable = 10.0, heartbeat: Heartbeat = 1.0,
+    liveness: Liveness = 3, max_attempts: MaxAttempts = 3, task_timeout: TaskTimeout = None,
+    prefetch: Prefetch = 0, journal: JournalPath = None, token: Token = None,
+    curve_secret: CurveSecret = None, authorized_keys: AuthorizedKeys = None,
+    max_message_bytes: MaxBytes = DEFAULT_MAX_MESSAGE_BYTES, results: Results = None,
+    metrics_port: MetricsPort = None, log_level: LogLevel = "INFO", log_json: LogJson = False,
+) -> None:
+    configure_logging(log_level, log_json)
+    try:
+        settings = AdminSettings(
+            name=name, workspace=workspace, bind=bind, port=port, pub_port=pub_port,
+            expect_workers=expect_workers, unassignable_timeout=unassignable_timeout,
+            heartbeat=heartbeat, liveness=liveness, max_attempts=max_attempts,
+            task_timeout=task_timeout, prefetch=prefetch, journal=path_str(journal),
+            token=token, curve_secret=path_str(curve_secret),
+            authorized_keys=path_str(authorized_keys), max_message_bytes=max_message_bytes,
+            results_file=path_str(results), metrics_port=metrics_port)
+        work = load_work(tasks) if tasks is not None else None
+        report = asyncio.run(_run_admin(settings, work))
+    except ConfigError as exc:
+        fail(EXIT_CONFIG, str(exc))
+    if report is None:
+        return
+    print_report(report)
+    if report_json is not None:
+        report_json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    if report.unassigned:
+        raise typer.Exit(EXIT_UNASSIGNED)
+
+
+async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskGroup]] | None
+                     ) -> RunReport | None:
+    admin = Admin(settings=settings)
+    await admin.start()
+    on_signals(admin.stop)
+    try:
+        if work is None:
+            await admin.serve()
+            return None
+        if admin.resumed:
+            logger.info("the journal holds this run: --tasks file not read again")
+            run = asyncio.create_task(_wait_report(admin))
+        else:
+            run = asyncio.create_task(admin.run_tasks(*work))
+        stop = asyncio.create_task(admin.serve())
+        async with ProgressView.for_terminal(admin):
+            await asyncio.wait([run, stop], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not run.done():
+            run.cancel()
+            logger.warning("interrupted before the run finished")
+            return None
+        return run.result()
+    finally:
+        await admin.close("run over" if work is not None else "admin stopped")
+
+
+async def _wait_report(admin: Admin) -> RunReport:
+    await admin.wait_idle()
+    return admin.report()
+
+
+def main() -> None:
+    admin_app()

@@ -1,0 +1,196 @@
+"""The client programs of a running admin: ``ceylon-status``, ``ceylon-submit``,
+``ceylon-cancel``; and ``ceylon-keygen`` for CURVE keys."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from ..core.tasks import RunReport
+from ..core.workfile import parse_file, parse_work
+from ..edge.client import ask_status, cancel_tasks
+from ..edge.client import submit as submit_batch
+from ..edge.transport import create_keypair
+from ..errors import AdminUnreachableError, ConfigError, RejectedError
+from ..wire import Submitted
+from .common import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_NO_ADMIN,
+    EXIT_UNASSIGNED,
+    AdminKey,
+    AdminPeer,
+    AdminPort,
+    CurveSecret,
+    LogJson,
+    LogLevel,
+    Target,
+    Timeout,
+    Token,
+    Workspace,
+    app,
+    configure_logging,
+    fail,
+    opt,
+    target,
+)
+from .progress import ProgressBarForBatch
+from .render import print_report
+from .render import render as render_status
+
+AsJson = Annotated[bool, typer.Option("--json", help="Print it as JSON.")]
+File = Annotated[Path, typer.Argument(help="Tasks file (JSON or TOML), as for ceylon-admin "
+                                           "--tasks.")]
+Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the results.")]
+Sequential = Annotated[bool, typer.Option(
+    "--sequential", help="Start only after the previously submitted batch finished (default: "
+                         "run side by side with it).")]
+ConnectTimeout = Annotated[float, opt("Seconds to wait for the admin to answer.",
+                                      "CONNECT_TIMEOUT")]
+TaskIds = Annotated[list[str], typer.Argument(help="Task ids (numbers are tried as numbers "
+                                                   "too).")]
+Reason = Annotated[str, typer.Option(help="Why; shown in the report.")]
+
+status_app, submit_app, cancel_app, keygen_app = app(), app(), app(), app()
+
+
+@status_app.command(help="Ask a running admin for its workers, task groups and queued tasks.")
+def status(
+    admin_peer: AdminPeer = "127.0.0.1", port: AdminPort = 8000,
+    workspace: Workspace = "default", as_json: AsJson = False, timeout: Timeout = 5.0,
+    token: Token = None, curve_secret: CurveSecret = None, admin_key: AdminKey = None,
+    log_level: LogLevel = "WARNING", log_json: LogJson = False,
+) -> None:
+    configure_logging(log_level, log_json)
+    to = target(admin_peer, port, workspace, token, curve_secret, admin_key)
+    try:
+        reply = asyncio.run(ask_status(to.endpoint, workspace, timeout, to.token, to.curve))
+    except (AdminUnreachableError, RejectedError) as exc:
+        fail(EXIT_FAILED, str(exc))
+    if as_json:
+        typer.echo(json.dumps(reply, indent=2, default=str))
+    else:
+        Console(width=None if sys.stdout.isatty() else 120).print(render_status(reply))
+
+
+@submit_app.command(help="Send tasks or groups (a tasks file) to a running admin. With --wait, "
+                         "follow the batch and print its results. Exit 0: all succeeded; 1: "
+                         "some failed; 2: bad file or refused; 3: some could "
+                         "not be assigned; 4: no admin answered, or it was lost.")
+def submit(
+    file: File, admin_peer: AdminPeer = "127.0.0.1", port: AdminPort = 8000,
+    workspace: Workspace = "default", wait: Wait = False, sequential: Sequential = False,
+    as_json: AsJson = False, connect_timeout: ConnectTimeout = 10.0, token: Token = None,
+    curve_secret: CurveSecret = None, admin_key: AdminKey = None,
+    log_level: LogLevel = "WARNING", log_json: LogJson = False,
+) -> None:
+    configure_logging(log_level, log_json)
+    to = target(admin_peer, port, workspace, token, curve_secret, admin_key)
+    try:
+        doc = parse_file(file)
+        parse_work(doc, str(file))  # refuse a bad file here, before anything is sent
+    except ConfigError as exc:
+        fail(EXIT_CONFIG, str(exc))
+    try:
+        submitted, report = asyncio.run(_submit(to, doc if isinstance(doc, dict)
+                                                else {"tasks": doc}, wait, sequential,
+                                                connect_timeout))
+    except RejectedError as exc:
+        fail(EXIT_CONFIG, f"the admin refused the batch: {exc}")
+    except AdminUnreachableError as exc:
+        fail(EXIT_NO_ADMIN, str(exc))
+    if report is None:
+        typer.echo(f"submitted batch {submitted.batch}: {submitted.tasks} task(s)")
+        return
+    _print_batch(report, as_json)
+
+
+def _print_batch(report: dict[str, Any], as_json: bool) -> None:
+    run = RunReport.from_json(report)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        print_report(run)
+    if run.unassigned:
+        raise typer.Exit(EXIT_UNASSIGNED)
+    if any(not t.success for t in run.tasks):
+        raise typer.Exit(EXIT_FAILED)
+
+
+async def _submit(to: Target, doc: dict[str, Any], wait: bool, sequential: bool,
+                  connect_timeout: float) -> tuple[Submitted, dict[str, Any] | None]:
+    bar = ProgressBarForBatch() if wait and sys.stderr.isatty() else None
+    try:
+        return await submit_batch(to.endpoint, to.workspace, doc, wait=wait,
+                                  sequential=sequential, connect_timeout=connect_timeout,
+                                  on_progress=bar.update if bar else None,
+                                  token=to.token, curve=to.curve)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+@cancel_app.command(help="Cancel tasks on a running admin: queued ones at once, running ones "
+                         "are stopped by their worker. Exit 0 when every id was known.")
+def cancel(
+    task_ids: TaskIds, admin_peer: AdminPeer = "127.0.0.1", port: AdminPort = 8000,
+    workspace: Workspace = "default", reason: Reason = "cancelled by ceylon-cancel",
+    timeout: Timeout = 5.0, token: Token = None, curve_secret: CurveSecret = None,
+    admin_key: AdminKey = None, log_level: LogLevel = "WARNING", log_json: LogJson = False,
+) -> None:
+    configure_logging(log_level, log_json)
+    to = target(admin_peer, port, workspace, token, curve_secret, admin_key)
+    ids: list[int | str] = []
+    for t in task_ids:
+        ids += [t, int(t)] if t.lstrip("-").isdigit() else [t]
+    try:
+        outcome = asyncio.run(cancel_tasks(to.endpoint, workspace, ids, reason, timeout,
+                                           to.token, to.curve))
+    except (AdminUnreachableError, RejectedError) as exc:
+        fail(EXIT_FAILED, str(exc))
+    known = {str(t) for k in ("cancelled", "stopping", "finished") for t in outcome[k]}
+    for kind, label in (("cancelled", "cancelled"), ("stopping", "stopping (running)"),
+                        ("finished", "already finished")):
+        for t in outcome[kind]:
+            typer.echo(f"{t}: {label}")
+    missing = [t for t in task_ids if t not in known]
+    for t in missing:
+        typer.echo(f"{t}: unknown task", err=True)
+    if missing:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@keygen_app.command(help="Write a CURVE keypair: DIR/NAME.key (public: give it to the other "
+                         "side) and DIR/NAME.key_secret (keep it; mode 600).")
+def keygen(
+    directory: Annotated[Path, typer.Argument(help="Where to write the two files.")],
+    name: Annotated[str, typer.Option(help="Base name of the files, e.g. admin or Senior.")],
+) -> None:
+    if not name or "/" in name or name.startswith("."):
+        fail(EXIT_CONFIG, f"--name {name!r} must be a plain file name")
+    if (directory / f"{name}.key_secret").exists():
+        fail(EXIT_CONFIG, f"{directory / (name + '.key_secret')} exists; not overwriting it")
+    public, secret = create_keypair(directory, name)
+    typer.echo(f"public key: {public}\nsecret key: {secret}")
+
+
+def status_main() -> None:
+    status_app()
+
+
+def submit_main() -> None:
+    submit_app()
+
+
+def cancel_main() -> None:
+    cancel_app()
+
+
+def keygen_main() -> None:
+    keygen_app()

@@ -1,0 +1,99 @@
+"""What every command-line program shares: option types, logging, signals, exit codes, and
+where a client talks to. Every option can also come from a ``CEYLON_*`` environment variable
+(the option wins)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from loguru import logger
+
+from ..edge.transport import CurveKeys, load_keys
+from ..errors import ConfigError
+from ..settings import WorkerSettings
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNASSIGNED, EXIT_NO_ADMIN = 0, 1, 2, 3, 4
+
+
+def opt(help_: str, env: str, **kw: Any) -> Any:
+    return typer.Option(help=help_, envvar=f"CEYLON_{env}", show_envvar=True, **kw)
+
+
+LogLevel = Annotated[str, opt("Log level: TRACE, DEBUG, INFO, WARNING, ERROR.", "LOG_LEVEL")]
+LogJson = Annotated[bool, opt("Log one JSON object per line (for log shippers).", "LOG_JSON")]
+Heartbeat = Annotated[float, opt("Seconds between heartbeats.", "HEARTBEAT")]
+Liveness = Annotated[int, opt("Missed heartbeats before a peer is declared lost.", "LIVENESS")]
+Workspace = Annotated[str, opt("Workspace id; admin and workers must agree.", "WORKSPACE")]
+AdminPeer = Annotated[str, opt("Host name or address of the admin.", "ADMIN_PEER")]
+AdminPort = Annotated[int, opt("The admin's ROUTER port.", "PORT")]
+Token = Annotated[str | None, opt("Shared secret every worker and client must present "
+                                  "(checked on registration and requests).", "TOKEN")]
+MaxBytes = Annotated[int, opt("Largest message accepted, in bytes (also ZMQ MAXMSGSIZE).",
+                              "MAX_MESSAGE_BYTES")]
+CurveSecret = Annotated[Path | None, opt("Our CURVE secret key file (ceylon-keygen): "
+                                         "encrypts and authenticates.", "CURVE_SECRET")]
+AdminKey = Annotated[Path | None, opt("The admin's CURVE public key file (with "
+                                      "--curve-secret).", "ADMIN_KEY")]
+Timeout = Annotated[float, opt("Seconds to wait for the admin's answer.", "TIMEOUT")]
+
+
+def app() -> typer.Typer:
+    """A one-command program."""
+    return typer.Typer(add_completion=True, rich_markup_mode=None)
+
+
+def configure_logging(level: str, as_json: bool) -> None:
+    logger.remove()
+    try:
+        # A function sink looks sys.stderr up on every line, so a live progress display that
+        # redirects stderr prints log lines above its bars instead of through them.
+        logger.add(lambda line: sys.stderr.write(line), level=level.upper(), serialize=as_json,
+                   format="{time:HH:mm:ss.SSS} | {level: <7} | {message}")
+    except ValueError:
+        logger.add(sys.stderr, level="INFO")
+        fail(EXIT_CONFIG, f"unknown --log-level {level!r}")
+
+
+def fail(code: int, message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def path_str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def on_signals(callback: Callable[[], Awaitable[Any]]) -> None:
+    """SIGINT and SIGTERM run ``callback`` on the event loop."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(callback()))
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a client (status, submit, cancel) talks to, and with what credentials."""
+
+    endpoint: str
+    workspace: str
+    token: str | None
+    curve: CurveKeys | None
+
+
+def target(admin_peer: str, port: int, workspace: str, token: str | None,
+           curve_secret: Path | None, admin_key: Path | None) -> Target:
+    try:
+        s = WorkerSettings(name="client", admin_peer=admin_peer, port=port, workspace=workspace,
+                           token=token, curve_secret=path_str(curve_secret),
+                           admin_key=path_str(admin_key))
+        curve = load_keys(curve_secret, admin_key) if curve_secret else None
+    except ConfigError as exc:
+        fail(EXIT_CONFIG, str(exc))
+    return Target(s.endpoint, workspace, token, curve)

@@ -1,0 +1,81 @@
+"""What the CLIs print: the run report's table, and ``ceylon-status``'s tables."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+
+from ..core.tasks import RunReport
+
+TABLE_ROWS = 100
+
+
+def print_report(report: RunReport) -> None:
+    """The results table, then groups, failures, cancellations and the success rate."""
+    # Wide enough for long descriptions when piped (rich assumes 80 columns off a terminal).
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    table = Table(title="Task results")
+    for col in ("task", "description", "difficulty", "worker", "success", "seconds"):
+        table.add_column(col, justify="right" if col in ("difficulty", "seconds") else "left")
+    for t in report.tasks[:TABLE_ROWS]:
+        table.add_row(str(t.id), t.description, str(t.difficulty), t.worker,
+                      "yes" if t.success else "no", f"{t.seconds:.3f}")
+    console.print(table)
+    if len(report.tasks) > TABLE_ROWS:
+        console.print(f"... and {len(report.tasks) - TABLE_ROWS} more (see --report-json)")
+    for line in _report_notes(report):
+        console.print(line)
+    console.print(f"Success rate: {report.success_rate:.2%} "
+                  f"({sum(t.success for t in report.tasks)}/{len(report.tasks)} tasks)")
+
+
+def _report_notes(report: RunReport) -> list[str]:
+    lines = []
+    for g in report.groups:
+        goal = f"; goal '{g['goal']}' {g['goal_status']}" if g["goal"] else ""
+        lines.append(f"Group '{g['name']}': {g['status']}, {g['completed']}/{g['total']} "
+                     f"completed, {g['failed']} failed, {g['cancelled']} cancelled{goal}")
+    failed = [t for t in report.tasks if not t.success and t.error]
+    lines += [f"task {t.id} failed: {t.error.strip().splitlines()[-1]}"
+              for t in failed[:TABLE_ROWS // 5] if t.error]
+    if report.cancelled:
+        reasons = sorted(set(report.cancelled.values()))
+        lines.append(f"Cancelled: {len(report.cancelled)} task(s) ({'; '.join(reasons)})")
+    if report.dead:
+        lines.append(f"Dead (lost with their workers too often): "
+                     f"{', '.join(map(str, report.dead))}")
+    if report.unassigned:
+        lines.append(f"Unassigned (no connected worker could take them): "
+                     f"{', '.join(map(str, report.unassigned))}")
+    return lines
+
+
+def render(data: dict[str, Any]) -> Group:
+    """Rich tables for a snapshot (ceylon-status prints them)."""
+    c = data["counts"]
+    workers = Table(title=f"Workers of admin '{data['admin']}' (workspace '{data['workspace']}')")
+    for col in ("name", "role", "skill", "host", "running/capacity"):
+        workers.add_column(col)
+    for w in data["workers"]:
+        workers.add_row(w["name"], w["role"], str(w["skill"]), w["host"] or "?",
+                        f"{w['running']}/{w['capacity']}")
+    groups = Table(title="Task groups")
+    for col in ("group", "progress", "status", "goal", "goal status"):
+        groups.add_column(col)
+    for g in data["groups"]:
+        groups.add_row(g["name"], f"{g['completed'] + g['failed'] + g['cancelled']}/{g['total']}",
+                       g["status"], g["goal"] or "-", g["goal_status"] or "-")
+    queued = Table(title=f"Queued tasks ({c['queued']} queued, {c['waiting']} waiting on "
+                         f"dependencies)")
+    for col in ("task", "description", "difficulty", "role", "priority"):
+        queued.add_column(col)
+    for q in data["queued"]:
+        queued.add_row(str(q["id"]), q["description"], str(q["difficulty"]), q["role"] or "-",
+                       str(q["priority"]))
+    summary = (f"tasks: {c['done']}/{c['total']} done ({c['succeeded']} succeeded), "
+               f"{c['running']} running, {c['queued']} queued, {c['waiting']} waiting, "
+               f"{c['unassigned']} unassigned")
+    return Group(workers, groups, queued, summary)

@@ -1,0 +1,534 @@
+"""Every decision of the admin, with no I/O: the sans-IO core the ``Admin`` shell drives.
+
+As in h11 and dask's scheduler state: inputs are method calls, with the time passed in, and
+each returns the commands (:mod:`ceylon_net.core.commands`) the network edge carries out::
+
+    st = AdminState(AdminSettings(), now=0.0)
+    cmds = st.receive(peer, frames, address, now=0.1)    # a message from a worker or client
+    cmds = st.tick(now=3.1)                               # timers: heartbeats, liveness...
+    cmds = st.submit([Task(1, "x")], now=3.2)             # the admin's own API
+    cmds = st.cancel([1], "no longer needed", now=3.3)
+    cmds = st.undelivered(peer, worker, assignments, now) # an Assign that could not be sent
+
+It imports neither zmq nor asyncio and reads no clock. A task's end, whatever its cause, comes
+out as one :class:`~ceylon_net.core.commands.Finished`.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .. import wire
+from ..errors import ConfigError, RemoteProtocolError
+from ..settings import AdminSettings
+from ..wire import Envelope, Kind, Limits
+from .batches import Batch, Batches, batch_gate
+from .board import TaskBoard, TaskRecord, TaskState
+from .commands import (
+    Acknowledge,
+    Assign,
+    Command,
+    Deliver,
+    Finished,
+    Forward,
+    NewWork,
+    Outbox,
+    WakeAt,
+)
+from .groups import GroupEvent, TaskGroup, TaskManager
+from .guard import PeerGuard, token_ok
+from .membership import Membership, clip
+from .restore import restore
+from .snapshot import snapshot
+from .stats import AdminStats
+from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult, TaskStatus
+from .unassignable import Unassignable
+from .workers import WorkerRecord
+from .workfile import parse_work
+
+PROBATION = 0.2  # least seconds a worker on probation has to confirm its first task
+TIMER_SLACK = 0.005  # timers may fire this much early
+CLIENT_KINDS = frozenset((Kind.HELLO, Kind.STATUS, Kind.SUBMIT))
+LOG_LEVEL_OF_GROUP_EVENT = {"group_progress": "DEBUG", "goal_failed": "WARNING"}
+
+
+def finished(rec: TaskRecord) -> Finished:
+    """The one command for a task's end."""
+    if rec.state is TaskState.CANCELLED or rec.dead:
+        return Finished(rec.task.id, rec.status, None, rec.reason)
+    return Finished(rec.task.id, rec.status, rec.result)
+
+
+class AdminState:
+    def __init__(self, settings: AdminSettings, now: float = 0.0) -> None:
+        s = self.settings = settings
+        self.name, self.workspace = s.name, s.workspace
+        self.limits = Limits(max_str_len=s.max_message_bytes, max_bin_len=s.max_message_bytes)
+        self.out = Outbox()
+        self.stats = AdminStats()
+        self.board = TaskBoard(s.max_attempts)
+        self.task_manager = TaskManager()
+        self.batches = Batches()
+        self.guard = PeerGuard(s.bad_frame_limit, s.bad_frame_window, s.ban_seconds,
+                               s.hello_rate)
+        self.members = Membership(s, self.board, self.out, self.stats, self.limits)
+        self.unassignable = Unassignable(s.unassignable_timeout)
+        self.unassigned: list[TaskId] = []  # given up: no connected worker could take them
+        self.port = s.port
+        self.assigning = s.expect_workers == 0  # --expect-workers holds assignment back
+        self.started_at = self._next_beat = now
+        self.resumed = False  # state came back from a journal
+        self.closing = False
+        self._run_announced = False
+        self._last_progress: tuple[int, int, int] | None = None
+        self._warned_senders: set[bytes] = set()
+
+    def started(self, now: float, port: int, pub_port: int) -> None:
+        """The edge bound its sockets: the ports to announce, and the start of the clock."""
+        self.started_at = self._next_beat = now
+        self.port, self.members.pub_port = port, pub_port
+
+    @property
+    def probation(self) -> float:
+        """Seconds a worker on probation has to confirm an assignment."""
+        return max(PROBATION, self.settings.heartbeat / 5)
+
+    @property
+    def idle(self) -> bool:
+        """Everything submitted has finished (and something was)."""
+        return bool(self.board.records) and self.board.open == 0
+
+    # ------------------------------------------------------------------ inputs
+    def receive(self, peer: bytes, frames: Sequence[bytes], address: str = "",
+                now: float = 0.0) -> list[Command]:
+        """A message from a peer (ROUTER identity ``peer``, remote ``address``)."""
+        return self.receive_many([(peer, frames, address)], now)
+
+    def receive_many(self, messages: Iterable[tuple[bytes, Sequence[bytes], str]],
+                     now: float) -> list[Command]:
+        """Messages that arrived together: one round, so assignments and results go out
+        batched per worker."""
+        self.board.now = now
+        for peer, frames, address in messages:
+            self._receive(peer, frames, address, now)
+        return self._end_round(now)
+
+    def tick(self, now: float) -> list[Command]:
+        """Timers: heartbeats out, lost workers, probation deadlines, unassignable tasks,
+        orphans after a restart, progress lines."""
+        self.board.now = now
+        if now >= self._next_beat:
+            self._next_beat = now + self.settings.heartbeat
+            self.members.beat()
+            self._batch_progress()
+            self._purge_orphans(now)
+            self._log_progress()
+            self.guard.forget_idle(now)
+        self.members.purge_lost(now)
+        self._steal(now)
+        self._give_up_unassignable(now)
+        return self._end_round(now)
+
+    def submit(self, tasks: Sequence[Task] = (), groups: Sequence[TaskGroup] = (),
+               now: float = 0.0, after: Any = None) -> list[Command]:
+        """Queue tasks and groups, all waiting on gate ``after`` if given. All or nothing:
+        ConfigError (a duplicate id, an unknown dependency, a cycle) leaves the state as it
+        was."""
+        self.board.now = now
+        self._submit(tasks, groups, after)
+        return self._end_round(now)
+
+    def cancel(self, task_ids: Sequence[TaskId], reason: str = "cancelled by request",
+               now: float = 0.0) -> tuple[dict[str, list[TaskId]], list[Command]]:
+        """Cancel tasks: queued or waiting ones at once, running ones by asking their worker
+        (they finish as cancelled when it answers, or at once if it is lost meanwhile).
+        Returns what happened to each, and the commands."""
+        self.board.now = now
+        outcome = self._cancel(task_ids, reason)
+        return outcome, self._end_round(now)
+
+    def undelivered(self, peer: bytes, worker: str, assignments: list[TaskAssignment],
+                    now: float) -> list[Command]:
+        """An :class:`Assign` could not be sent (the worker is gone or its queue is full):
+        its tasks go back to the queue, for the next round."""
+        self.board.now = now
+        self.out.log("WARNING", f"could not deliver {len(assignments)} task(s) to "
+                                f"'{worker}'; requeued")
+        self.board.unsent(worker, assignments)
+        return self._end_round(now, assign=False)
+
+    def close(self, reason: str) -> list[Command]:
+        """The admin stops: every worker is told the run is over."""
+        self.closing = True
+        self.members.end(reason)
+        self.out.event("admin_stopped", reason=reason)
+        return self.out.take()
+
+    def resume(self, entries: list[Any], groups: list[tuple[str, dict[str, Any]]],
+               now: float) -> bool:
+        """Rebuild from a journal's tasks and groups (and keep track of changes from now on,
+        for it); False when it held nothing."""
+        self.board.dirty = set()
+        self.resumed = restore(self.board, self.task_manager, entries, groups)
+        self.started_at = now
+        if self.resumed:
+            self.board.moved = [] if self.task_manager.task_groups else None
+            self._run_announced = self.idle
+        return self.resumed
+
+    # ------------------------------------------------------------------ views
+    def report(self, only: Iterable[TaskId] | None = None) -> RunReport:
+        report = self.board.report(self.unassigned, only)
+        if only is None:
+            report.groups = self.task_manager.summaries()
+        return report
+
+    def peer_of(self, name: str) -> bytes | None:
+        """The ROUTER identity of a registered agent (by name), or None."""
+        return self.members.registry.by_name.get(name)
+
+    def workers(self) -> list[WorkerRecord]:
+        return list(self.members.registry.by_peer.values())
+
+    def validate(self) -> None:
+        """Check the state's invariants (AssertionError otherwise): the board's, and that the
+        registered workers are exactly the scheduler's."""
+        self.board.validate()
+        names = set(self.members.registry.by_name)
+        assert names == set(self.board.scheduler.workers), "registry and scheduler differ"
+
+    # ------------------------------------------------------------------ one message
+    def _receive(self, peer: bytes, frames: Sequence[bytes], address: str, now: float) -> None:
+        if self.guard.banned and self.guard.is_banned(peer, now):
+            self.stats.bad_frames += 1
+            return
+        if frames and frames[0] == Kind.HELLO and peer not in self.members.registry \
+                and not self.guard.allow_hello(address or "?", now):
+            self.stats.dropped_hellos += 1
+            return
+        try:
+            env = wire.decode_frames(frames, self.limits)
+        except RemoteProtocolError as exc:
+            self._bad_frame(peer, address, str(exc), now)
+            return
+        try:
+            self._dispatch(peer, env, address, now)
+        except RemoteProtocolError as exc:
+            self._bad_frame(peer, address, str(exc), now)
+        except Exception as exc:
+            # Our bug, triggered by what this peer sent: log it with the traceback, drop the
+            # frame, and keep serving everyone else.
+            self.out.log("ERROR", f"handling {env.kind.decode()} from {peer!r} failed; frame "
+                                  f"dropped\n{''.join(traceback.format_exception(exc))}")
+            self._bad_frame(peer, address, f"{type(exc).__name__}: {exc}", now)
+
+    def _dispatch(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
+        rec = self.members.registry.get(peer)
+        if rec is not None:
+            rec.last_seen = now
+        kind = env.kind
+        if kind in CLIENT_KINDS or (kind == Kind.CANCEL and rec is None):
+            if self._token_ok(peer, env, address):
+                self._client_request(peer, env, address, now)
+        elif rec is None:
+            self._stranger(peer, env)
+        elif kind == Kind.RESULT:
+            self._accept(rec, wire.unpack_batch(TaskResult, env.payload, self.limits),
+                         env.payload)
+        elif kind == Kind.HEARTBEAT:
+            self.members.heartbeat(rec, env, now)
+        else:
+            self._from_worker(rec, env)
+
+    def _from_worker(self, rec: WorkerRecord, env: Envelope) -> None:
+        kind = env.kind
+        if kind == Kind.BCAST:
+            env.header.sender = rec.name  # a worker speaks for itself only
+            self.out.add(Forward(None, Kind.BCAST, env.header, env.payload))
+            self.out.add(Deliver(env.header, env.payload))
+        elif kind == Kind.DIRECT:
+            self._direct(rec, env)
+        elif kind == Kind.BYE:
+            self.members.leave(rec.peer, "left")
+        elif kind == Kind.DRAIN:
+            self.members.drain(rec)
+        else:
+            raise RemoteProtocolError(f"{kind.decode()} is not for the admin")
+
+    def _direct(self, rec: WorkerRecord, env: Envelope) -> None:
+        env.header.sender = rec.name
+        to = env.header.to
+        if to in (None, self.name):
+            self.out.add(Deliver(env.header, env.payload))
+            return
+        target = self.peer_of(to)
+        if target is None:
+            self.out.log("WARNING", f"message from '{rec.name}' to unknown agent "
+                                    f"'{clip(to)}' dropped")
+            return
+        self.out.add(Forward(target, Kind.DIRECT, env.header, env.payload))
+
+    def _stranger(self, peer: bytes, env: Envelope) -> None:
+        # Heartbeats or results from a peer we do not know (we restarted, or it was declared
+        # lost): tell it to register again rather than silently ignoring it.
+        if env.kind not in (Kind.HEARTBEAT, Kind.RESULT, Kind.BCAST, Kind.DIRECT):
+            raise RemoteProtocolError(f"{env.kind.decode()} from an unregistered peer")
+        self.out.send(peer, Kind.REJECT, wire.Reject("not registered: send HELLO first",
+                                                     retry=True))
+
+    def _bad_frame(self, peer: bytes, address: str, reason: str, now: float) -> None:
+        self.stats.bad_frames += 1
+        if peer not in self._warned_senders:
+            self._warned_senders.add(peer)
+            self.out.log("WARNING", f"dropped a bad frame from {peer!r} ({address or '?'}): "
+                                    f"{reason}; later ones from this sender are counted, not "
+                                    f"logged")
+        if self.guard.bad_frame(peer, now):
+            g = self.guard
+            self.out.log("WARNING", f"peer {peer!r} ({address or '?'}) sent more than "
+                                    f"{g.limit} bad frames in {g.window:g} s: disconnected "
+                                    f"(everything it sends is dropped for {g.ban:g} s)")
+            self.members.leave(peer, "disconnected for sending bad frames")
+
+    # ------------------------------------------------------------------ clients
+    def _token_ok(self, peer: bytes, env: Envelope, address: str) -> bool:
+        if token_ok(self.settings.token, env.header.token):
+            return True
+        self.out.log("WARNING", f"refused {env.kind.decode()} from {peer!r} ({address or '?'}):"
+                                f" wrong or missing token")
+        self.out.send(peer, Kind.REJECT, wire.Reject("wrong or missing token (--token / "
+                                                     "CEYLON_TOKEN)"))
+        return False
+
+    def _client_request(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
+        if env.kind == Kind.HELLO:
+            self._hello(peer, env, address, now)
+        elif env.header.workspace != self.workspace:
+            what = {Kind.STATUS: "status", Kind.SUBMIT: "batch"}.get(env.kind, "cancel")
+            self.members.reject(peer, f"{what} for workspace '{clip(env.header.workspace)}' "
+                                      f"sent to admin of '{self.workspace}'")
+        elif env.kind == Kind.STATUS:
+            self.out.send(peer, Kind.STATUS, wire.Status(snapshot(self)))
+        elif env.kind == Kind.SUBMIT:
+            self._submission(peer, env, address)
+        else:
+            request = wire.unpack(wire.Cancel, env.payload, self.limits)
+            ids = list(wire.task_pairs(request.tasks, "cancel request"))
+            outcome = self._cancel(ids, request.reason or "cancelled by request")
+            self.out.log("INFO", f"cancel request for {ids}: {outcome}")
+            self.out.send(peer, Kind.STATUS, wire.Status({"cancel": outcome}))
+
+    def _hello(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
+        results = self.members.hello(peer, env, address, now)
+        if results is None:
+            return
+        if results:
+            self._accept(self.members.registry.by_peer[peer], results)
+        expected = self.settings.expect_workers
+        if not self.assigning and len(self.members.registry) >= expected:
+            self.assigning = True
+            self.out.log("INFO", f"all {expected} expected workers connected: starting task "
+                                 f"distribution")
+
+    def _submission(self, peer: bytes, env: Envelope, address: str) -> None:
+        sub = wire.unpack(wire.Submission, env.payload, self.limits)
+        try:
+            tasks, groups = parse_work(sub.doc, "submission")
+            ids = [t.id for t in tasks] + [t.task_id for g in groups for t in g.subtasks]
+            batch, after = self.batches.start(peer, ids, sub.wait, sub.sequential)
+            try:
+                self._submit(tasks, groups, after)
+            except ConfigError:
+                del self.batches.open[batch.id]
+                raise
+        except ConfigError as exc:
+            self.members.reject(peer, str(exc))
+            return
+        self.out.log("INFO", f"batch {batch.id} from {address or '?'}: {len(ids)} task(s)"
+                             f"{', after the previous batch' if after else ''}")
+        self.out.send(peer, Kind.SUBMIT, wire.Submitted(batch.id, len(ids)))
+
+    # ------------------------------------------------------------------ tasks
+    def _submit(self, tasks: Sequence[Task], groups: Sequence[TaskGroup], after: Any) -> None:
+        group_tasks, gates = self.task_manager.register(groups, self.board.records.keys())
+        everything = [*tasks, *group_tasks]
+        if self.settings.task_timeout is not None:
+            for t in everything:
+                if t.timeout is None:
+                    t.timeout = self.settings.task_timeout
+        if after is not None:
+            gates = {t.id: [*gates.get(t.id, ()), after] for t in everything}
+        try:
+            self.board.add(everything, gates)
+        except ConfigError:
+            self.task_manager.forget(groups)
+            raise
+        if groups and self.board.moved is None:
+            self.board.moved = []  # groups show their tasks' live status
+        self._run_announced = False
+        self.out.add(NewWork(everything, list(groups)))
+
+    def _cancel(self, task_ids: Sequence[TaskId], reason: str) -> dict[str, list[TaskId]]:
+        out: dict[str, list[TaskId]] = {"cancelled": [], "stopping": [], "unknown": [],
+                                        "finished": []}
+        for task_id in task_ids:
+            if task_id not in self.board.records:
+                out["unknown"].append(task_id)
+            elif self.board.cancel([task_id], reason):
+                out["cancelled"].append(task_id)
+            elif (on := self.board.stop(task_id, reason)) is not None:
+                peer = self.peer_of(on[0])
+                if peer is not None:
+                    self.out.send(peer, Kind.CANCEL, wire.Cancel([[task_id, on[1]]], reason))
+                out["stopping"].append(task_id)
+            else:
+                out["finished"].append(task_id)
+        return out
+
+    def _accept(self, rec: WorkerRecord, results: list[TaskResult],
+                payload: bytes | None = None) -> None:
+        keys, accepted = [], []
+        try:
+            for result in results:
+                if result.worker != rec.name:
+                    raise RemoteProtocolError(f"result names worker '{clip(result.worker)}', "
+                                              f"sender is '{rec.name}'")
+                keys.append([result.task_id, result.attempt])
+                if self.board.record(result) is not None:
+                    accepted.append(result)
+                    self.stats.run_seconds.observe(result.seconds)
+        finally:
+            if keys:
+                self.out.add(Acknowledge(rec.peer, keys))
+            self.stats.results += len(accepted)
+            if accepted:  # relayed as it came, when every result counted
+                whole = payload is not None and len(accepted) == len(results)
+                self.out.publish(Kind.RESULT, payload if whole else accepted, "TaskResult")
+
+    # ------------------------------------------------------------------ the round's end
+    def _end_round(self, now: float, assign: bool = True) -> list[Command]:
+        self._settle()
+        if assign and self.assigning and not self.closing:
+            self._assign(now)
+        self._follow_moves()
+        if self.idle and not self._run_announced:
+            self._run_announced = True
+            ran, b = len(self.board.finished_order), self.board
+            # Counters, not a report: this runs after every execute() and must stay O(1).
+            self.out.event("run_finished", tasks=ran, succeeded=b.succeeded,
+                           success_rate=b.succeeded / ran if ran else 0.0,
+                           unassigned=len(self.unassigned))
+        return self.out.take()
+
+    def _settle(self) -> None:
+        """Follow up on finished tasks, in order: groups and goals, batches, then one
+        Finished each (cancellations may cascade: until nothing more finishes)."""
+        board = self.board
+        while board.finished:
+            records, board.finished = board.finished, []
+            for event in self.task_manager.follow(records, board):
+                self._group_event(event)
+            for batch in self.batches.follow(records):
+                self._batch_done(batch)
+            for rec in records:
+                self.out.add(finished(rec))
+
+    def _assign(self, now: float) -> None:
+        """Give ready tasks to free slots; one Assign per worker per round."""
+        board, stats = self.board, self.stats
+        for worker, assignments in board.plan(now).items():
+            peer = self.peer_of(worker)
+            if peer is None:
+                board.unsent(worker, assignments)
+                continue
+            board.delivered(assignments)
+            self.out.add(Assign(peer, worker, assignments))
+            stats.assignments += len(assignments)
+            for a in assignments:
+                rec = board.records[a.task.id]
+                stats.wait_seconds.observe(max(0.0, rec.assigned_at - rec.ready_at))
+            if assignments[0].confirm:  # on probation: it has a moment to say it has them
+                self.out.add(WakeAt(now + self.probation))
+
+    def _follow_moves(self) -> None:
+        """Group tasks show their live status (running, or back to pending)."""
+        moved = self.board.moved
+        if moved:
+            records = self.board.records
+            for task_id in moved:
+                running = records[task_id].state is TaskState.RUNNING
+                self.task_manager.mark((task_id,), TaskStatus.RUNNING if running
+                                       else TaskStatus.PENDING)
+            moved.clear()
+
+    def _group_event(self, e: GroupEvent) -> None:
+        self.out.log(LOG_LEVEL_OF_GROUP_EVENT.get(e.kind, "INFO"), e.message)
+        self.out.event(e.kind, group=e.group.name, message=e.message, **e.data)
+
+    def _batch_done(self, batch: Batch) -> None:
+        self.board.open_gate(batch_gate(batch.id))
+        self.out.log("INFO", f"batch {batch.id} done: {batch.succeeded}/{len(batch.task_ids)} "
+                             f"succeeded")
+        if batch.wait:
+            report = self.report(only=batch.task_ids)
+            self.out.send(batch.client, Kind.REPORT, wire.BatchReport(batch.id,
+                                                                     report.to_json()))
+
+    # ------------------------------------------------------------------ timers
+    def _steal(self, now: float) -> None:
+        """Take back what workers on probation did not confirm in time (see board.steal)."""
+        if self.closing:
+            return
+        taken = self.board.steal(now - self.probation + TIMER_SLACK)
+        for worker, tasks in taken.items():
+            self.out.log("WARNING", f"worker '{worker}' did not confirm task(s) "
+                                    f"{[t for t, _ in tasks]} within {self.probation:g} s: it "
+                                    f"is not reading; requeued, and it gets no more until it "
+                                    f"does")
+            peer = self.peer_of(worker)
+            if peer is not None:
+                self.out.send(peer, Kind.CANCEL, wire.Cancel([[t, a] for t, a in tasks],
+                                                             "not confirmed in time; "
+                                                             "reassigned"))
+
+    def _give_up_unassignable(self, now: float) -> None:
+        if not self.assigning:
+            return
+        ids = self.unassignable.check(self.board, len(self.members.registry),
+                                      self.members.joined, now, self.out)
+        if ids:
+            self.unassigned.extend(ids)
+            self.board.give_up(ids)
+
+    def _purge_orphans(self, now: float) -> None:
+        """After a restart, tasks wait for the worker they were on; not for ever."""
+        grace = self.settings.heartbeat * self.settings.liveness * 2
+        if not self.resumed or now - self.started_at < grace:
+            return
+        for worker in list(self.board.orphans()):
+            lost = self.board.remove_worker(worker, "did not come back after the restart")
+            self.out.log("WARNING", f"worker '{worker}' did not come back after the admin "
+                                    f"restarted; {len(lost)} task(s) back in the queue")
+
+    def _batch_progress(self) -> None:
+        for b in self.batches.open.values():
+            if b.wait:
+                self.out.send(b.client, Kind.PROGRESS,
+                              wire.BatchProgress(b.id, b.done, len(b.task_ids), b.succeeded))
+
+    def _log_progress(self) -> None:
+        board = self.board
+        state = (len(board.records) - board.open, board.running, len(board.scheduler))
+        if state == self._last_progress or not board.records:
+            return
+        self._last_progress = state
+        waiting = f", {len(board.waiting)} waiting on dependencies" if board.waiting else ""
+        self.out.log("INFO", f"progress: {state[0]}/{len(board.records)} done, {state[1]} "
+                             f"running, {state[2]} queued{waiting}, "
+                             f"{len(self.members.registry)} worker(s)")
+        for g in self.task_manager.task_groups.values():
+            if g.status == TaskStatus.RUNNING:
+                goal = f", goal '{g.goal.name}' {g.goal.status.value}" if g.goal else ""
+                self.out.log("INFO", f"group '{g.name}': {g.finished}/{g.total} done{goal}")

@@ -1,0 +1,585 @@
+"""The admin's task bookkeeping: every task's state, who runs it, its result. No I/O, no clock
+of its own (``now`` is the time of the input being handled, set by the caller).
+
+The board owns the scheduler's ready queue and worker slots, so "a result came in" and "a
+worker left" update both in one place. A task is in exactly one :class:`TaskState`, and moves
+only along :data:`TASK_TRANSITIONS`: waiting (on dependencies), queued, in flight on one worker
+(assigned, then running once sent), or finished (completed, failed, cancelled).
+
+Dependencies are *gates*: a task waits until every gate it names is open. A task's own gate
+``("task", id)`` opens when it completes and fails when it fails or is cancelled; other gates
+(a whole group, say) are opened or failed by whoever owns them. A failed gate cancels what
+waits on it, and so on down the chain.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+from .checks import refuse_cycles, refuse_duplicates
+from .scheduler import Blocked, Scheduler, WorkerSlot
+from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskOutcome, TaskResult, TaskStatus
+from .workers import WorkerEvent, WorkerState, next_state
+
+FINISHED = frozenset((TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED))
+Gate = Hashable
+
+
+class TaskState(enum.Enum):
+    WAITING = "waiting"  # on dependencies (gates)
+    QUEUED = "queued"  # ready, in the scheduler's queue
+    ASSIGNED = "assigned"  # given to a worker, not yet sent
+    RUNNING = "running"  # sent to its worker
+    COMPLETED = "completed"
+    FAILED = "failed"  # a failed result, or lost with its workers max_attempts times (dead)
+    CANCELLED = "cancelled"  # on request, by a goal, a failed dependency, or unassignable
+
+
+W, Q, A, R = TaskState.WAITING, TaskState.QUEUED, TaskState.ASSIGNED, TaskState.RUNNING
+C, F, X = TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED
+# Every legal move of a task; anything else is a bug here and raises.
+TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    W: frozenset((Q, X)),
+    # A queued task that its lost worker finished after all takes that result (C, F, X).
+    Q: frozenset((A, C, F, X)),
+    A: frozenset((R, Q, C, F, X)),  # Q: not sent, lost, taken back, or never reached it
+    R: frozenset((Q, C, F, X)),
+    C: frozenset(), F: frozenset(), X: frozenset(),
+}
+STATUS_OF = {W: TaskStatus.PENDING, Q: TaskStatus.PENDING, A: TaskStatus.ASSIGNED,
+             R: TaskStatus.RUNNING, C: TaskStatus.COMPLETED, F: TaskStatus.FAILED,
+             X: TaskStatus.CANCELLED}
+IN_FLIGHT = frozenset((A, R))
+# A journal keeps public statuses: a task that was on a worker is taken to be running there;
+# a pending one is placed again (waiting or queued) as the board is rebuilt.
+_RESTORED = {TaskStatus.PENDING: W, TaskStatus.ASSIGNED: R, TaskStatus.RUNNING: R,
+             TaskStatus.COMPLETED: C, TaskStatus.FAILED: F, TaskStatus.CANCELLED: X}
+
+
+class IllegalTransition(AssertionError):
+    """The board tried to move a task along a path TASK_TRANSITIONS does not have (our bug)."""
+
+
+def task_gate(task_id: TaskId) -> Gate:
+    return ("task", task_id)
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    task: Task
+    state: TaskState = TaskState.WAITING
+    worker: str | None = None
+    attempt: int = 0
+    seq: int | None = None  # age stamp in the queue, kept across requeues
+    result: TaskResult | None = None
+    reason: str | None = None  # why it ended without a result (cancelled, dead)
+    assigned_at: float = 0.0  # monotonic time of the latest assignment
+    ready_at: float = 0.0  # when it last became ready (queued)
+    index: int = 0  # submission order: released dependents keep it
+    losses: int = 0  # times its worker was lost while holding it
+    confirmed: bool = False  # its worker said it holds the latest assignment
+    asked: bool = False  # the latest assignment asked its worker (on probation) to confirm
+    stolen: bool = False  # taken back from a worker on probation: trusted workers only since
+    stopping: str | None = None  # asked its worker to cancel it: if it comes back, it ends
+
+    @property
+    def status(self) -> TaskStatus:
+        """The public status (TaskStatus): waiting and queued are both PENDING."""
+        return STATUS_OF[self.state]
+
+    @property
+    def dead(self) -> bool:
+        """Failed without a result of its own: lost with its workers too often."""
+        return self.state is TaskState.FAILED and self.reason is not None
+
+
+class TaskBoard:
+    def __init__(self, max_attempts: int = 3) -> None:
+        self.max_attempts = max_attempts
+        self.now = 0.0  # the time of the input being handled (queue-wait figures)
+        self.records: dict[TaskId, TaskRecord] = {}
+        self.scheduler = Scheduler()
+        self.finished: list[TaskRecord] = []  # every finish, in order; consumers drain it
+        self._in_flight: dict[str, set[TaskId]] = defaultdict(set)
+        self._stolen: dict[str, set[TaskId]] = {}  # worker on probation -> taken back from it
+        self._waiting: dict[TaskId, set[Gate]] = {}
+        self._dependents: dict[Gate, set[TaskId]] = defaultdict(set)
+        self._opened: set[Gate] = set()
+        self._open = 0
+        self._ran: list[TaskId] = []  # tasks with a result, in the order results came
+        self.succeeded = 0
+        self.dead: list[TaskId] = []  # failed because attempts ran out
+        self.dirty: set[TaskId] | None = None  # a set when a journal wants the changes
+        # Tasks that went back to the queue or out to a worker, when someone follows them
+        # (task groups show their tasks' live status): a list, drained by the follower.
+        self.moved: list[TaskId] | None = None
+
+    # ---- tasks
+    def add(self, tasks: list[Task], gates: Mapping[TaskId, Iterable[Gate]] | None = None) -> None:
+        """Queue new tasks; those with gates wait until all are open. A duplicate id (in the
+        batch or already known) refuses the whole batch."""
+        self._validate(tasks)
+        gates = {t.id: [*(gates or {}).get(t.id, ()), *map(task_gate, t.depends_on)]
+                 for t in tasks}
+        self._open += len(tasks)
+        for task in tasks:
+            self.records[task.id] = TaskRecord(task, index=len(self.records))
+        for task in tasks:
+            pending = {g for g in gates.get(task.id, ()) if not self._is_open(g)}
+            if pending:
+                self._waiting[task.id] = pending
+                for g in pending:
+                    self._dependents[g].add(task.id)
+            else:
+                self._enqueue(self.records[task.id])
+        for task in tasks:  # a dependency that had already failed
+            for g in list(self._waiting.get(task.id, ())):
+                if self._is_failed(g):
+                    self.fail_gate(g, f"dependency {g[1]!r} did not complete")
+
+    def _validate(self, tasks: list[Task]) -> None:
+        """Duplicate ids, unknown dependencies and cycles are refused, naming the culprit."""
+        refuse_duplicates([t.id for t in tasks], self.records, "task id")
+        new = {t.id for t in tasks}
+        for t in tasks:
+            unknown = next((d for d in t.depends_on if d not in new and d not in self.records),
+                           None)
+            if unknown is not None:
+                raise ConfigError(f"task {t.id!r} depends on unknown task {unknown!r}")
+        if any(t.depends_on for t in tasks):
+            refuse_cycles({f"task {t.id!r}": [f"task {d!r}" for d in t.depends_on]
+                           for t in tasks})
+
+    def _is_open(self, gate: Gate) -> bool:
+        if isinstance(gate, tuple) and gate[0] == "task" and gate[1] in self.records:
+            return self.records[gate[1]].status == TaskStatus.COMPLETED
+        return gate in self._opened
+
+    def _is_failed(self, gate: Gate) -> bool:
+        if isinstance(gate, tuple) and gate[0] == "task" and gate[1] in self.records:
+            rec = self.records[gate[1]]
+            return rec.status in (TaskStatus.FAILED, TaskStatus.CANCELLED)
+        return False
+
+    def _move(self, rec: TaskRecord, state: TaskState) -> None:
+        """The one place a task changes state."""
+        if state not in TASK_TRANSITIONS[rec.state]:
+            raise IllegalTransition(f"task {rec.task.id!r}: {rec.state.value} -> {state.value}")
+        rec.state = state
+        if self.dirty is not None:
+            self.dirty.add(rec.task.id)
+        if self.moved is not None and state in (Q, R):
+            self.moved.append(rec.task.id)
+
+    def _enqueue(self, rec: TaskRecord) -> None:
+        rec.ready_at = self.now
+        t = rec.task
+        self._move(rec, Q)
+        rec.worker = None
+        rec.seq = self.scheduler.push(t.id, t.difficulty, t.required_role, t.priority, rec.seq,
+                                      t.handler, rec.stolen)
+
+    @property
+    def open(self) -> int:
+        return self._open
+
+    @property
+    def running(self) -> int:
+        return sum(len(v) for v in self._in_flight.values())
+
+    @property
+    def waiting(self) -> dict[TaskId, set[Gate]]:
+        return self._waiting
+
+    def in_flight(self, worker: str) -> set[TaskId]:
+        return self._in_flight.get(worker, set())
+
+    # ---- gates
+    def open_gate(self, gate: Gate) -> None:
+        """``gate`` is satisfied: tasks waiting only on it become ready."""
+        if not (isinstance(gate, tuple) and gate[0] == "task"):
+            self._opened.add(gate)
+        for task_id in self._in_order(self._dependents.pop(gate, ())):
+            left = self._waiting.get(task_id)
+            if left is None:
+                continue
+            left.discard(gate)
+            if not left:
+                del self._waiting[task_id]
+                self._enqueue(self.records[task_id])
+
+    def fail_gate(self, gate: Gate, reason: str) -> None:
+        """``gate`` can never open: cancel everything waiting on it (and what waits on them)."""
+        todo = [(gate, reason)]
+        while todo:
+            g, why = todo.pop()
+            for task_id in self._in_order(self._dependents.pop(g, ())):
+                if self._waiting.pop(task_id, None) is not None:
+                    self._finish_cancelled(self.records[task_id], why)
+                    todo.append((task_gate(task_id), f"dependency {task_id!r} was cancelled"))
+
+    def restore(self, entries: Iterable[Any], gates: Mapping[TaskId, Iterable[Gate]]) -> None:
+        """Rebuild from a journal (entries in submission order, with task, status, attempt,
+        worker, result, reason): finished tasks stay finished, tasks that were on a worker
+        stay in flight there (awaiting it), the rest wait or queue again."""
+        entries = list(entries)
+        for e in entries:
+            self.records[e.task.id] = TaskRecord(e.task, _RESTORED[e.status], e.worker,
+                                                 e.attempt, result=e.result, reason=e.reason,
+                                                 index=len(self.records))
+        pending = []
+        for e in entries:
+            rec = self.records[e.task.id]
+            if rec.status in FINISHED:
+                self._restore_finished(rec)
+            elif rec.worker is not None and rec.state is R:
+                self._in_flight[rec.worker].add(rec.task.id)
+                self._open += 1
+            else:
+                rec.state, rec.worker = W, None
+                pending.append(rec)
+                self._open += 1
+        for rec in pending:
+            wanted = [*gates.get(rec.task.id, ()), *map(task_gate, rec.task.depends_on)]
+            if any(self._is_failed(g) for g in wanted):
+                self._finish_cancelled(rec, "a dependency did not complete")
+                continue
+            waiting = {g for g in wanted if not self._is_open(g)}
+            if waiting:
+                self._waiting[rec.task.id] = waiting
+                for g in waiting:
+                    self._dependents[g].add(rec.task.id)
+            else:
+                self._enqueue(rec)
+        self.finished.clear()
+
+    def _restore_finished(self, rec: TaskRecord) -> None:
+        if rec.result is not None and rec.state is not X:
+            self._ran.append(rec.task.id)
+            self.succeeded += rec.result.success
+            if not rec.result.success and (rec.result.error or "").startswith("lost"):
+                self.dead.append(rec.task.id)
+                rec.reason = rec.reason or rec.result.error
+
+    def orphans(self) -> dict[str, set[TaskId]]:
+        """In-flight tasks of workers the scheduler does not know (after a restore)."""
+        return {w: ids for w, ids in self._in_flight.items()
+                if ids and w not in self.scheduler.workers}
+
+    def _in_order(self, task_ids: Iterable[TaskId]) -> list[TaskId]:
+        return sorted(task_ids, key=lambda i: self.records[i].index)
+
+    # ---- workers
+    def add_worker(self, slot: WorkerSlot, probation: bool = False) -> None:
+        """With ``probation`` (what the admin does for every new connection) the worker gets
+        one task in flight until it shows it reads what it is sent (a result, or a heartbeat
+        that lists the task), so a peer that registers a large capacity and never reads
+        cannot swallow the queue."""
+        slot.state = WorkerState.PROBATION if probation else WorkerState.TRUSTED
+        self.scheduler.add_worker(slot)
+
+    def worker_event(self, worker: str, event: WorkerEvent) -> WorkerState | None:
+        """Move a worker along its life (ceylon_net.core.workers.TRANSITIONS); returns its
+        state, None for a worker the board does not know."""
+        slot = self.scheduler.workers.get(worker)
+        if slot is None:
+            return None
+        new = next_state(slot.state, event)
+        if new is not slot.state:
+            if new is WorkerState.TRUSTED:
+                self._stolen.pop(worker, None)  # it was slow, not gone: no losses
+            slot.state = new
+            self.scheduler.touch()
+        return new
+
+    def probation(self, worker: str) -> None:
+        """One task at a time again until the worker shows it reads what it is sent."""
+        self.worker_event(worker, WorkerEvent.MISSED)
+
+    def trust(self, worker: str) -> None:
+        """The worker reads what it is sent: up to its capacity from now on."""
+        self.worker_event(worker, WorkerEvent.READS)
+
+    def drain(self, worker: str) -> None:
+        """The worker is leaving: it gets nothing new; what it runs finishes."""
+        self.worker_event(worker, WorkerEvent.DRAIN)
+
+    def confirm(self, worker: str, held: Mapping[TaskId, int]) -> None:
+        """The worker says it holds these ({task: attempt}): they reached it."""
+        flying = self._in_flight.get(worker)
+        if not flying or not held:
+            return
+        got = False
+        for task_id, attempt in held.items():
+            rec = self.records.get(task_id)
+            if rec is not None and task_id in flying and rec.attempt == attempt:
+                rec.confirmed = got = True
+        if got:
+            self.trust(worker)
+
+    def steal(self, assigned_before: float) -> dict[str, list[tuple[TaskId, int]]]:
+        """Take back tasks sent to workers on probation before ``assigned_before`` that they
+        never confirmed: a worker that does not read its queue keeps them from everyone. They
+        go back to the queue in their old place, and the worker gets nothing more until it
+        shows it reads; they go only to trusted workers from now on (a task that kills whoever
+        runs it must not take down every new worker before the first is found lost). If the
+        worker turns out to be gone, each counts as lost with it. Returns
+        {worker: [(task, attempt)]}, for cancelling there."""
+        out: dict[str, list[tuple[TaskId, int]]] = {}
+        for slot in self.scheduler.workers.values():
+            if slot.state is not WorkerState.PROBATION and slot.state is not WorkerState.STALLED:
+                continue
+            flying = self._in_flight.get(slot.name)
+            taken = [t for t in flying or () if self.records[t].asked
+                     and not self.records[t].confirmed
+                     and self.records[t].assigned_at < assigned_before]
+            if not taken:
+                continue
+            out[slot.name] = [(t, self.records[t].attempt) for t in taken]
+            for t in taken:
+                flying.discard(t)  # type: ignore[union-attr]
+                self.records[t].stolen = True
+            self.scheduler.release(slot.name, len(taken))
+            self._stolen.setdefault(slot.name, set()).update(taken)
+            self._lose(taken, slot.name, "it did not take it", counts=False)
+            self.worker_event(slot.name, WorkerEvent.UNCONFIRMED)
+        return out
+
+    def remove_worker(self, name: str, why: str = "lost") -> list[TaskId]:
+        """The worker is gone: its in-flight tasks go back to the queue, oldest place kept; a
+        task lost ``max_attempts`` times fails instead (see :meth:`dead`)."""
+        self.scheduler.remove_worker(name)
+        stolen = self._stolen.pop(name, ())
+        for task_id in stolen if why != "left" else ():
+            rec = self.records[task_id]
+            if rec.status in FINISHED:
+                continue
+            rec.losses += 1  # it was gone, not slow: the attempt counts
+            if rec.losses >= self.max_attempts and self.scheduler.discard(task_id):
+                self._give_up_lost(rec, name, why)
+        return self._lose(self._in_flight.pop(name, set()), name, why)
+
+    def _lose(self, task_ids: Iterable[TaskId], worker: str, why: str,
+              counts: bool = True) -> list[TaskId]:
+        """Requeue tasks a worker no longer has. ``counts``: the worker was lost with them
+        (toward max_attempts), rather than never having received them."""
+        lost = sorted(task_ids, key=lambda i: self.records[i].seq or 0)
+        for task_id in lost:
+            rec = self.records[task_id]
+            rec.losses += counts
+            if rec.losses >= self.max_attempts:
+                self._give_up_lost(rec, worker, why)
+            else:
+                self._requeue(rec)
+        return lost
+
+    def _requeue(self, rec: TaskRecord) -> None:
+        """A task its worker no longer has goes back to the queue, unless it was being
+        cancelled: then it ends here (its worker cannot answer for it any more)."""
+        if rec.stopping is not None:
+            rec.worker = None
+            self._finish_cancelled(rec, rec.stopping)
+            self.fail_gate(task_gate(rec.task.id), f"dependency {rec.task.id!r} was cancelled")
+        else:
+            self._enqueue(rec)
+
+    def reclaim(self, worker: str, running: Mapping[TaskId, int],
+                assigned_before: float | None = None) -> tuple[list[TaskId], list[TaskId]]:
+        """A worker said what it still holds ({task: attempt}). Tasks we had on it that it
+        no longer has (and, with ``assigned_before``, were assigned before that time, so not
+        still on their way) go back to the queue. Returns (requeued, to_cancel): the second
+        are ones it holds that are not its any more (done or given elsewhere)."""
+        flying = self._in_flight.get(worker, set())
+        gone = [t for t in flying if running.get(t) != self.records[t].attempt
+                and (assigned_before is None or self.records[t].assigned_at < assigned_before)]
+        for t in gone:
+            flying.discard(t)
+            self.scheduler.release(worker)
+        requeued = self._lose(gone, worker, "it did not have it",
+                              counts=assigned_before is None)
+        if gone and assigned_before is not None:
+            self.probation(worker)  # tasks sent a while ago never reached it
+        stale = [t for t, attempt in running.items()
+                 if t not in flying or self.records[t].attempt != attempt]
+        slot = self.scheduler.workers.get(worker)
+        if slot is not None and slot.running != len(flying):
+            slot.running = len(flying)
+            self.scheduler.touch()
+        return requeued, stale
+
+    def _give_up_lost(self, rec: TaskRecord, worker: str, why: str) -> None:
+        rec.reason = f"lost {rec.losses} times, last with worker '{worker}' ({why}); giving up"
+        rec.result = TaskResult(rec.task.id, worker, False, attempt=rec.attempt,
+                                error=rec.reason)
+        self._finish_dead(rec)
+
+    def _finish_dead(self, rec: TaskRecord) -> None:
+        self._move(rec, F)
+        rec.worker = None
+        self._open -= 1
+        self._ran.append(rec.task.id)
+        self.dead.append(rec.task.id)
+        self.finished.append(rec)
+        self.fail_gate(task_gate(rec.task.id), f"dependency {rec.task.id!r} failed")
+
+    # ---- decisions and results
+    def plan(self, now: float = 0.0) -> dict[str, list[TaskAssignment]]:
+        """Fill free slots; returns assignments grouped by worker name."""
+        out: dict[str, list[TaskAssignment]] = defaultdict(list)
+        slots = self.scheduler.workers
+        for task_id, worker in self.scheduler.assign():
+            rec = self.records[task_id]
+            rec.assigned_at = now
+            rec.confirmed = False
+            rec.asked = not slots[worker].trusted
+            self._move(rec, A)
+            rec.worker = worker
+            rec.attempt += 1
+            self._in_flight[worker].add(task_id)
+            out[worker].append(TaskAssignment(rec.task, worker, rec.attempt, rec.asked))
+        return out
+
+    def delivered(self, assignments: list[TaskAssignment]) -> None:
+        """The worker has the tasks: with a free slot waiting for each, they run now."""
+        for a in assignments:
+            rec = self.records[a.task.id]
+            if rec.state is A:
+                self._move(rec, R)
+
+    def unsent(self, worker: str, assignments: list[TaskAssignment]) -> None:
+        """Assignments that could not be delivered go back to the queue."""
+        flying = self._in_flight[worker]
+        for a in assignments:
+            if a.task.id in flying:
+                flying.discard(a.task.id)
+                rec = self.records[a.task.id]
+                rec.attempt -= 1
+                self.scheduler.release(worker)
+                self._requeue(rec)
+
+    def record(self, result: TaskResult) -> TaskRecord | None:
+        """Apply a worker's result. Returns the record, or None for a stale or unknown result
+        (already finished, or the task is no longer on that worker): acknowledged and ignored."""
+        rec = self.records.get(result.task_id)
+        if rec is not None and (rec.task.id in self._in_flight.get(result.worker, ())
+                                or rec.task.id in self._stolen.get(result.worker, ())):
+            self.trust(result.worker)  # an answer about a task it was sent: it reads
+        if rec is None or rec.status in FINISHED or result.attempt != rec.attempt:
+            return None
+        if rec.state is Q and result.cancelled:
+            return None  # the answer to our CANCEL of a task taken back from it: queued again
+        if rec.state is Q and self.scheduler.discard(rec.task.id):
+            # Its worker was declared lost, yet finished it: take the result, skip a rerun.
+            rec.worker = result.worker
+            self._in_flight[result.worker].add(rec.task.id)
+            self.scheduler.release(result.worker, -1)
+        if rec.worker != result.worker:
+            return None
+        self._in_flight[result.worker].discard(rec.task.id)
+        self.scheduler.release(result.worker)
+        if result.cancelled:
+            rec.result = None
+            self._finish_cancelled(rec, result.error or "cancelled")
+            self.fail_gate(task_gate(rec.task.id), f"dependency {rec.task.id!r} was cancelled")
+            return rec
+        self._move(rec, C if result.success else F)
+        rec.result = result
+        self._open -= 1
+        self.succeeded += result.success
+        self._ran.append(rec.task.id)
+        self.finished.append(rec)
+        if result.success:
+            self.open_gate(task_gate(rec.task.id))
+        else:
+            self.fail_gate(task_gate(rec.task.id), f"dependency {rec.task.id!r} failed")
+        return rec
+
+    def cancel(self, task_ids: Iterable[TaskId], reason: str) -> list[TaskId]:
+        """Cancel tasks that have not started (queued or waiting); returns those cancelled.
+        Tasks already on a worker (ask the worker) or finished are left alone."""
+        done = []
+        for task_id in task_ids:
+            rec = self.records.get(task_id)
+            if rec is None or (rec.state is not Q and rec.state is not W):
+                continue
+            if not self.scheduler.discard(task_id) and self._waiting.pop(task_id, None) is None:
+                continue
+            self._finish_cancelled(rec, reason)
+            self.fail_gate(task_gate(task_id), f"dependency {task_id!r} was cancelled")
+            done.append(task_id)
+        return done
+
+    def give_up(self, task_ids: Iterable[TaskId]) -> list[TaskId]:
+        """Queued tasks no worker can take: cancelled, to be reported as unassigned."""
+        return self.cancel(task_ids, "no connected worker can take it")
+
+    def stop(self, task_id: TaskId, reason: str) -> tuple[str, int] | None:
+        """A task on a worker is to be cancelled: returns (worker, attempt) to ask, or None
+        when it is not on a worker. If it comes back to the queue before the worker answers
+        (its worker is lost, say), it ends as cancelled instead of running again."""
+        rec = self.records.get(task_id)
+        if rec is None or rec.state not in IN_FLIGHT or rec.worker is None:
+            return None
+        rec.stopping = reason
+        return rec.worker, rec.attempt
+
+    def _finish_cancelled(self, rec: TaskRecord, reason: str) -> None:
+        self._move(rec, X)
+        rec.reason = reason
+        self._open -= 1
+        self.finished.append(rec)
+
+    def blocked(self) -> list[Blocked]:
+        return self.scheduler.blocked()
+
+    def queued(self) -> list[TaskId]:
+        return self.scheduler.queued()
+
+    @property
+    def finished_order(self) -> list[TaskId]:
+        """Tasks that ran to a result, in the order the results came."""
+        return self._ran
+
+    def validate(self) -> None:
+        """Check that every task is where its state says, and the counts agree; raises
+        AssertionError naming what is off (tests call it after every step)."""
+        holder = {t: w for w, ids in self._in_flight.items() for t in ids}
+        assert sum(map(len, self._in_flight.values())) == len(holder), "a task on two workers"
+        unfinished = 0
+        for task_id, rec in self.records.items():
+            where = (task_id in self._waiting, task_id in self.scheduler, task_id in holder)
+            expected = (rec.state is W, rec.state is Q, rec.state in IN_FLIGHT)
+            assert where == expected, f"task {task_id!r} is {rec.state.value}, found at {where}"
+            assert rec.state not in IN_FLIGHT or holder[task_id] == rec.worker, task_id
+            unfinished += rec.status not in FINISHED
+        assert self._open == unfinished, f"open {self._open} != {unfinished} unfinished"
+        for name, slot in self.scheduler.workers.items():
+            held = len(self._in_flight.get(name, ()))
+            assert slot.running == held <= slot.capacity, f"{name}: {slot.running}/{held}"
+
+    def report(self, unassigned: Iterable[TaskId] = (), only: Iterable[TaskId] | None = None
+               ) -> RunReport:
+        """Outcomes in the order results came; ``only`` limits it to some tasks (a batch)."""
+        keep = None if only is None else set(only)
+        outcomes = []
+        for task_id in self._ran:
+            if keep is not None and task_id not in keep:
+                continue
+            rec = self.records[task_id]
+            res = rec.result
+            assert res is not None
+            outcomes.append(TaskOutcome(task_id, rec.task.description, rec.task.difficulty,
+                                        res.worker, res.success, res.seconds, res.error,
+                                        res.value))
+        unassigned = [t for t in unassigned if keep is None or t in keep]
+        skip = set(unassigned)
+        cancelled = {r.task.id: r.reason or "" for r in self.records.values()
+                     if r.status == TaskStatus.CANCELLED and r.task.id not in skip
+                     and (keep is None or r.task.id in keep)}
+        dead = [t for t in self.dead if keep is None or t in keep]
+        return RunReport(outcomes, unassigned, cancelled, dead=dead)

@@ -1,0 +1,151 @@
+"""What :class:`~ceylon_net.core.admin_state.AdminState` asks the network edge to do: plain,
+comparable values, so a test says ``assert Send(peer, Kind.WELCOME, welcome) in cmds``.
+
+The edge carries them out in order, after it has written the journal: a task is on disk
+before its assignment leaves, and a result before its acknowledgement does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..wire import Event, Header, Kind
+from .tasks import Task, TaskAssignment, TaskId, TaskResult, TaskStatus
+from .workers import AgentDetail
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A message to one peer over the ROUTER (best effort: a peer that is gone or full is
+    found by the heartbeats). ``msg`` is a registered message, or a list sent as one batch."""
+
+    peer: bytes
+    kind: bytes
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    """Tasks for one worker: send them in one frame and publish them on PUB. If they cannot be
+    sent, tell the state (:meth:`AdminState.undelivered`) so they go back to the queue."""
+
+    peer: bytes
+    worker: str
+    assignments: list[TaskAssignment]
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A peer's frame passed on as it came (its header names the sender): to one peer, or on
+    PUB when ``peer`` is None."""
+
+    peer: bytes | None
+    kind: bytes
+    header: Header
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """On the PUB bus, for observers; nothing correct depends on it. ``msg`` as for
+    :class:`Send`, or bytes already encoded (then ``type`` names their message type)."""
+
+    kind: bytes
+    msg: Any
+    type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledge:
+    """These results ([task id, attempt]) are recorded: tell their worker, once the journal
+    holds them (the edge sends acknowledgements a moment later, several in one frame)."""
+
+    peer: bytes
+    results: list[list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class WakeAt:
+    """Call :meth:`AdminState.tick` at ``at`` (same clock as ``now``), not only on the regular
+    tick: a probation deadline."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A task ended, whatever the reason: every waiter, report line, metric and event follows
+    from this one command. ``result`` is its worker's answer (success or failure); a task that
+    ended without one (cancelled, a dependency cancelled, lost too often, unassignable) has
+    ``result`` None and ``reason`` saying why."""
+
+    task_id: TaskId
+    status: TaskStatus
+    result: TaskResult | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewWork:
+    """Tasks and groups were queued: the journal (when there is one) records them, before
+    anything else of the round goes out."""
+
+    tasks: list[Task]
+    groups: list[Any]  # TaskGroup
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """A broadcast or direct message for the admin's own handlers (``@on_message``)."""
+
+    header: Header
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """A worker joined: run the admin's ``on_agent_connected``."""
+
+    agent: AgentDetail
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """A line for the admin's log (the core has no logger of its own)."""
+
+    level: str  # TRACE, DEBUG, INFO, WARNING, ERROR
+    message: str
+
+
+Command = Send | Assign | Forward | Publish | Acknowledge | WakeAt | Finished | NewWork | \
+    Deliver | Connected | Log
+
+
+class Outbox:
+    """The commands of the input being handled, in the order they arose."""
+
+    __slots__ = ("commands",)
+
+    def __init__(self) -> None:
+        self.commands: list[Command] = []
+
+    def send(self, peer: bytes, kind: bytes, msg: Any) -> None:
+        self.commands.append(Send(peer, kind, msg))
+
+    def publish(self, kind: bytes, msg: Any, type: str | None = None) -> None:
+        self.commands.append(Publish(kind, msg, type))
+
+    def event(self, name: str, /, **data: Any) -> None:
+        """A status event on PUB (``worker_joined``, ``run_finished``...)."""
+        self.commands.append(Publish(Kind.EVENT, Event(name, data)))
+
+    def log(self, level: str, message: str) -> None:
+        self.commands.append(Log(level, message))
+
+    def add(self, command: Command) -> None:
+        self.commands.append(command)
+
+    def take(self) -> list[Command]:
+        out, self.commands = self.commands, []
+        return out

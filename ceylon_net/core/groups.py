@@ -1,0 +1,406 @@
+"""Task groups with goals (seed 000): the data, the goal checkers, and the TaskManager that
+keeps groups, progress and goals up to date as results come in. No I/O.
+
+The manager turns groups into plain tasks plus dependency gates for the board
+(``("group", id)`` for a group dependency, ``("task", id)`` for a task dependency), and after
+every finished task it updates the group, checks its goal once per result, and tells the board
+what to cancel or release.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import uuid
+from collections.abc import Callable, Container, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+from .board import TaskBoard, TaskRecord
+from .checks import refuse_cycles, refuse_duplicates
+from .tasks import DEFAULT_ROLE, Task, TaskId, TaskResult, TaskStatus
+
+
+class GoalStatus(enum.Enum):
+    NOT_STARTED = "not_started"
+    IN_PROGRESS = "in_progress"
+    ACHIEVED = "achieved"
+    FAILED = "failed"
+
+
+@dataclass(eq=False)
+class TaskMessage:
+    """One task of a group, as in the seed. ``difficulty`` and ``depends_on`` (task ids) are
+    optional extras; ``group_id`` is set when the task joins a group."""
+
+    task_id: str
+    name: str
+    description: str
+    duration: float
+    required_role: str = DEFAULT_ROLE
+    status: TaskStatus = TaskStatus.PENDING
+    difficulty: int = 1
+    depends_on: list[TaskId] = field(default_factory=list)
+    group_id: str | None = None
+    result: TaskResult | None = None
+
+
+@dataclass(eq=False)
+class TaskGroupGoal:
+    """``check_condition(task_groups, completed_tasks) -> bool`` is called after every result
+    of the group with ``{group.id: group}`` and the group's completed tasks by id."""
+
+    name: str
+    description: str
+    check_condition: Callable[[dict[str, TaskGroup], dict[str, TaskMessage]], bool]
+    success_message: str
+    failure_message: str
+    status: GoalStatus = GoalStatus.NOT_STARTED
+
+
+class OnGoal(enum.Enum):
+    CONTINUE = "continue"  # the seed's default: the remaining tasks still run
+    CANCEL_REST = "cancel_rest"  # tasks not started yet are cancelled
+
+
+@dataclass(eq=False)
+class TaskGroup:
+    task_id: str
+    name: str
+    description: str
+    subtasks: list[TaskMessage]
+    goal: TaskGroupGoal | None = None
+    priority: int = 1
+    status: TaskStatus = TaskStatus.PENDING
+    depends_on: list[str] = field(default_factory=list)  # ids or names of other groups
+    on_goal: OnGoal = OnGoal.CONTINUE
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.task_id
+
+    @property
+    def total(self) -> int:
+        return len(self.subtasks)
+
+    @property
+    def finished(self) -> int:
+        return self.completed + self.failed + self.cancelled
+
+    def summary(self) -> dict[str, Any]:
+        goal = self.goal
+        return {"id": self.id, "name": self.name, "status": self.status.value,
+                "priority": self.priority, "total": self.total, "completed": self.completed,
+                "failed": self.failed, "cancelled": self.cancelled,
+                "goal": goal.name if goal else None,
+                "goal_status": goal.status.value if goal else None}
+
+
+# --------------------------------------------------------------------------- goal checkers
+
+
+class _Counted:
+    """Base of the declarative goals: callable as the seed's check_condition, and able to say
+    when the goal can no longer be met."""
+
+    def count(self, task_groups: dict[str, TaskGroup], completed: dict[str, TaskMessage]) -> int:
+        return sum(1 for t in completed.values() if t.group_id in task_groups)
+
+    def needed(self, group: TaskGroup) -> int:
+        raise NotImplementedError
+
+    def __call__(self, task_groups: dict[str, TaskGroup], completed: dict[str, TaskMessage]
+                 ) -> bool:
+        group = next(iter(task_groups.values()))
+        return self.count(task_groups, completed) >= self.needed(group)
+
+    def still_possible(self, group: TaskGroup) -> bool:
+        return group.total - group.failed - group.cancelled >= self.needed(group)
+
+
+@dataclass(frozen=True)
+class AtLeast(_Counted):
+    n: int
+
+    def needed(self, group: TaskGroup) -> int:
+        return self.n
+
+
+@dataclass(frozen=True)
+class AllTasks(_Counted):
+    def needed(self, group: TaskGroup) -> int:
+        return group.total
+
+
+@dataclass(frozen=True)
+class Fraction(_Counted):
+    value: float
+
+    def needed(self, group: TaskGroup) -> int:
+        return math.ceil(self.value * group.total - 1e-9)
+
+
+def create_goal_checker(required_tasks: int) -> AtLeast:
+    """The seed's helper: achieved once ``required_tasks`` tasks of the group completed."""
+    return AtLeast(required_tasks)
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class GroupEvent:
+    """Something a user wants to see: ``goal_achieved``, ``goal_failed``, ``group_finished``,
+    ``group_progress``, ``tasks_cancelled``."""
+
+    kind: str
+    group: TaskGroup
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- manager
+
+
+class TaskManager:
+    """Tracks task groups and their completed tasks; checks goals after every result."""
+
+    def __init__(self) -> None:
+        self.task_groups: dict[str, TaskGroup] = {}
+        self.completed_tasks: dict[str, TaskMessage] = {}
+        self._by_task: dict[TaskId, TaskMessage] = {}
+        self._group_completed: dict[str, dict[str, TaskMessage]] = {}
+
+    @staticmethod
+    def create_task_group(
+        name: str,
+        description: str,
+        subtasks: Sequence[TaskMessage],
+        goal: TaskGroupGoal | None = None,
+        priority: int = 1,
+        depends_on: Iterable[str] = (),
+        on_goal: OnGoal | str = OnGoal.CONTINUE,
+        task_id: str | None = None,
+    ) -> TaskGroup:
+        """A new group (id generated unless given); its subtasks learn their group id."""
+        group = TaskGroup(task_id or str(uuid.uuid4()), name, description, list(subtasks),
+                          goal, priority, depends_on=list(depends_on), on_goal=OnGoal(on_goal))
+        for t in group.subtasks:
+            t.group_id = group.id
+        return group
+
+    # ---- registering groups
+    def register(self, groups: Sequence[TaskGroup], known_tasks: Container[TaskId] = ()
+                 ) -> tuple[list[Task], dict[TaskId, list[Any]]]:
+        """Check the groups (ids, dependencies, cycles) and turn them into tasks and gates
+        for the board. Raises ConfigError, registering nothing, when anything is off."""
+        if not groups:
+            return [], {}
+        self._validate(groups, known_tasks)
+        tasks: list[Task] = []
+        gates: dict[TaskId, list[Any]] = {}
+        for group in groups:
+            self.task_groups[group.id] = group
+            self._group_completed[group.id] = {}
+            deps = [("group", self._resolve(d)) for d in group.depends_on]
+            for t in group.subtasks:
+                t.group_id = group.id
+                self._by_task[t.task_id] = t
+                tasks.append(Task(t.task_id, t.name or t.description, t.difficulty,
+                                  t.required_role, group.priority, t.duration,
+                                  list(t.depends_on)))
+                gates[t.task_id] = deps
+        return tasks, gates
+
+    def _resolve(self, ref: str) -> str:
+        if ref in self.task_groups:
+            return ref
+        for g in self.task_groups.values():
+            if g.name == ref:
+                return g.id
+        raise ConfigError(f"unknown group {ref!r}")
+
+    def _validate(self, groups: Sequence[TaskGroup], known_tasks: Container[TaskId]) -> None:
+        old = list(self.task_groups.values())
+        refuse_duplicates([g.id for g in groups], {g.id for g in old}, "group id")
+        refuse_duplicates([g.name for g in groups], {g.name for g in old}, "group name")
+        task_ids = [t.task_id for g in groups for t in g.subtasks]
+        refuse_duplicates(task_ids, known_tasks, "task id")
+        refs = {ref: g for g in [*old, *groups] for ref in (g.id, g.name)}
+        new_tasks = set(task_ids)
+        group_graph: dict[str, list[str]] = {}
+        full_graph: dict[str, list[str]] = {}
+        for g in groups:
+            unknown = next((d for d in g.depends_on if d not in refs), None)
+            if unknown is not None:
+                raise ConfigError(f"group '{g.name}' depends on unknown group {unknown!r}")
+            after = [f"group '{refs[d].name}'" for d in g.depends_on]
+            group_graph[f"group '{g.name}'"] = after
+            full_graph[f"group '{g.name}'"] = [f"task {t.task_id!r}" for t in g.subtasks]
+            for t in g.subtasks:
+                unknown = next((d for d in t.depends_on
+                                if d not in new_tasks and d not in known_tasks), None)
+                if unknown is not None:
+                    raise ConfigError(f"task {t.task_id!r} depends on unknown task {unknown!r}")
+                full_graph[f"task {t.task_id!r}"] = after + [f"task {d!r}" for d in t.depends_on]
+        refuse_cycles(group_graph)  # first, so a group-level cycle is named in group terms
+        refuse_cycles(full_graph)
+
+    # ---- following the run
+    def mark(self, task_ids: Iterable[TaskId], status: TaskStatus) -> None:
+        """Live status of group tasks (RUNNING when delivered, PENDING when requeued)."""
+        for task_id in task_ids:
+            t = self._by_task.get(task_id)
+            if t is not None:
+                t.status = status
+                group = self.task_groups[t.group_id] if t.group_id else None
+                if group is not None and group.status == TaskStatus.PENDING:
+                    group.status = TaskStatus.RUNNING
+                    if group.goal and group.goal.status == GoalStatus.NOT_STARTED:
+                        group.goal.status = GoalStatus.IN_PROGRESS
+
+    def settle(self, board: TaskBoard) -> list[GroupEvent]:
+        """Take every task the board finished since last time and :meth:`follow` it, until
+        nothing more finishes (cancellations cascade). Returns what happened."""
+        events: list[GroupEvent] = []
+        while board.finished:
+            batch, board.finished = board.finished, []
+            events += self.follow(batch, board)
+        return events
+
+    def follow(self, records: Iterable[TaskRecord], board: TaskBoard) -> list[GroupEvent]:
+        """One by one, in order: update each finished task's group, check its goal, cancel or
+        release what follows (which may finish more tasks on the board)."""
+        events: list[GroupEvent] = []
+        for rec in records:
+            t = self._by_task.get(rec.task.id)
+            if t is not None and t.group_id is not None:
+                self._finished(self.task_groups[t.group_id], t, rec, board, events)
+        return events
+
+    def forget(self, groups: Iterable[TaskGroup]) -> None:
+        """Undo :meth:`register` (the board refused the tasks)."""
+        for g in groups:
+            self.task_groups.pop(g.id, None)
+            self._group_completed.pop(g.id, None)
+            for t in g.subtasks:
+                self._by_task.pop(t.task_id, None)
+
+    def _finished(self, group: TaskGroup, t: TaskMessage, rec: TaskRecord, board: TaskBoard,
+                  events: list[GroupEvent]) -> None:
+        t.status, t.result = rec.status, rec.result
+        if rec.status == TaskStatus.COMPLETED:
+            group.completed += 1
+            self.completed_tasks[t.task_id] = t
+            self._group_completed[group.id][t.task_id] = t
+        elif rec.status == TaskStatus.FAILED:
+            group.failed += 1
+        else:
+            group.cancelled += 1
+        if group.status == TaskStatus.PENDING:
+            group.status = TaskStatus.RUNNING
+        events.append(GroupEvent("group_progress", group,
+                                 f"group '{group.name}': {group.finished}/{group.total} done",
+                                 group.summary()))
+        self._check_goal(group, board, events)
+        if group.finished == group.total:
+            self._close(group, board, events)
+
+    def _check_goal(self, group: TaskGroup, board: TaskBoard, events: list[GroupEvent]) -> None:
+        goal = group.goal
+        if goal is None or goal.status in (GoalStatus.ACHIEVED, GoalStatus.FAILED):
+            return
+        goal.status = GoalStatus.IN_PROGRESS
+        if goal.check_condition({group.id: group}, self._group_completed[group.id]):
+            goal.status = GoalStatus.ACHIEVED
+            events.append(GroupEvent(
+                "goal_achieved", group,
+                f"Goal '{goal.name}' achieved: {group.completed}/{group.total}. "
+                f"{goal.success_message}", group.summary()))
+            if group.on_goal == OnGoal.CANCEL_REST:
+                pending = [t.task_id for t in group.subtasks if t.status == TaskStatus.PENDING]
+                cancelled = board.cancel(pending, f"goal '{goal.name}' achieved")
+                if cancelled:
+                    events.append(GroupEvent(
+                        "tasks_cancelled", group,
+                        f"group '{group.name}': cancelled {len(cancelled)} task(s) not started "
+                        f"yet", {"tasks": cancelled}))
+            return
+        possible = getattr(goal.check_condition, "still_possible", None)
+        if group.finished == group.total or (possible is not None and not possible(group)):
+            goal.status = GoalStatus.FAILED
+            events.append(GroupEvent(
+                "goal_failed", group,
+                f"Goal '{goal.name}' failed: {group.completed}/{group.total} completed, "
+                f"{group.failed} failed, {group.cancelled} cancelled. {goal.failure_message}",
+                group.summary()))
+
+    def _close(self, group: TaskGroup, board: TaskBoard, events: list[GroupEvent]) -> None:
+        ok = group.goal.status == GoalStatus.ACHIEVED if group.goal else group.failed == 0 \
+            and group.cancelled == 0
+        group.status = TaskStatus.COMPLETED if ok else TaskStatus.FAILED
+        events.append(GroupEvent("group_finished", group,
+                                 f"group '{group.name}' {group.status.value}: "
+                                 f"{group.completed}/{group.total} completed",
+                                 group.summary()))
+        if ok:
+            board.open_gate(("group", group.id))
+        else:
+            board.fail_gate(("group", group.id), f"group '{group.name}' did not complete")
+
+    # ---- journal
+    @staticmethod
+    def spec(group: TaskGroup) -> dict[str, Any]:
+        """What a journal keeps of a group. A goal that is a plain callable cannot be kept:
+        it comes back as None (the group still runs, its goal is not checked)."""
+        goal = group.goal
+        check = goal.check_condition if goal else None
+        kind: dict[str, Any] | None = None
+        if isinstance(check, AtLeast):
+            kind = {"kind": "at_least", "count": check.n}
+        elif isinstance(check, Fraction):
+            kind = {"kind": "fraction", "value": check.value}
+        elif isinstance(check, AllTasks):
+            kind = {"kind": "all"}
+        if kind is not None and goal is not None:
+            kind |= {"name": goal.name, "success_message": goal.success_message,
+                     "failure_message": goal.failure_message}
+        return {"name": group.name, "description": group.description,
+                "priority": group.priority, "depends_on": list(group.depends_on),
+                "on_goal": group.on_goal.value, "goal": kind}
+
+    def restore(self, groups: list[tuple[str, dict[str, Any], list[Task]]], board: TaskBoard,
+                goal_from_spec: Callable[[str, dict[str, Any]], TaskGroupGoal]) -> None:
+        """Rebuild groups from a journal after ``board.restore``: progress and goals are
+        replayed from the finished tasks, quietly (they were announced before the restart)."""
+        for gid, spec, tasks in groups:
+            subtasks = [TaskMessage(t.id, t.description, t.description, t.duration or 0.0,
+                                    t.required_role or DEFAULT_ROLE, difficulty=t.difficulty,
+                                    depends_on=list(t.depends_on), group_id=gid)
+                        for t in tasks]
+            goal = goal_from_spec(spec["name"], spec["goal"]) if spec.get("goal") else None
+            group = TaskGroup(gid, spec["name"], spec.get("description", ""), subtasks, goal,
+                              spec.get("priority", 1), depends_on=list(spec["depends_on"]),
+                              on_goal=OnGoal(spec.get("on_goal", "continue")))
+            self.task_groups[gid] = group
+            self._group_completed[gid] = {}
+            for t in subtasks:
+                self._by_task[t.task_id] = t
+        finished = []
+        for _, _, tasks in groups:
+            for t in tasks:
+                rec = board.records[t.id]
+                if rec.status in (TaskStatus.COMPLETED, TaskStatus.FAILED,
+                                  TaskStatus.CANCELLED):
+                    finished.append(rec)
+                elif rec.status == TaskStatus.RUNNING:
+                    self.mark([t.id], TaskStatus.RUNNING)
+        self.follow(sorted(finished, key=lambda r: r.index), board)
+        self.settle(board)
+
+    def summaries(self) -> list[dict[str, Any]]:
+        return [g.summary() for g in self.task_groups.values()]

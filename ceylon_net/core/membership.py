@@ -1,0 +1,179 @@
+"""Worker membership: who may register, what a (re)registering worker still holds, heartbeats
+both ways, drain, leave, and who is lost. Pure: ``now`` is an argument, effects are commands.
+"""
+
+from __future__ import annotations
+
+from .. import wire
+from ..errors import RemoteProtocolError
+from ..settings import AdminSettings
+from ..wire import MAX_CAPACITY, PROTOCOL_VERSION, Envelope, Hello, Kind
+from .board import TaskBoard
+from .commands import Connected, Outbox
+from .scheduler import WorkerSlot
+from .stats import AdminStats
+from .tasks import TaskResult
+from .workers import AgentDetail, Registry, WorkerRecord
+
+
+def clip(text: str, limit: int = 64) -> str:
+    """A peer's string as we quote it back (logs, REJECT reasons): bounded."""
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
+
+
+class Membership:
+    def __init__(self, settings: AdminSettings, board: TaskBoard, out: Outbox,
+                 stats: AdminStats, limits: wire.Limits) -> None:
+        self.settings = settings
+        self.board = board
+        self.out = out
+        self.stats = stats
+        self.limits = limits
+        self.registry = Registry()
+        self.joined = 0  # registrations so far (watchers compare it to notice a new worker)
+        self.pub_port = 0  # announced in WELCOME
+        self._seen_names: set[str] = set()
+
+    # ---- registering
+    def hello(self, peer: bytes, env: Envelope, address: str, now: float
+              ) -> list[TaskResult] | None:
+        """Register (or re-register) the sender and welcome it; None when it is refused.
+        Returns the results it carried (ones the admin never acknowledged)."""
+        hello = self._admissible(peer, env, now)
+        if hello is None:
+            return None
+        if peer not in self.registry:
+            if hello.name in self._seen_names:
+                self.stats.reconnects += 1
+            self._seen_names.add(hello.name)
+            self._register(peer, hello, address, now)
+        s = self.settings
+        self.out.send(peer, Kind.WELCOME, wire.Welcome(hello.name, s.name, self.pub_port,
+                                                       s.heartbeat, s.liveness))
+        return self._reconcile(self.registry.by_peer[peer], hello, now)
+
+    def reject(self, peer: bytes, reason: str) -> None:
+        self.out.log("WARNING", f"rejected {peer!r}: {reason}")
+        self.out.send(peer, Kind.REJECT, wire.Reject(reason))
+
+    def _admissible(self, peer: bytes, env: Envelope, now: float) -> Hello | None:
+        h, workspace = env.header, self.settings.workspace
+        if h.version != PROTOCOL_VERSION:
+            self.reject(peer, f"protocol version {h.version} != admin's {PROTOCOL_VERSION}")
+            return None
+        if h.workspace != workspace:  # known from the header: the payload stays unread
+            self.reject(peer, f"worker '{clip(h.sender)}' rejected: workspace "
+                              f"'{clip(h.workspace)}' != admin's '{workspace}'")
+            return None
+        try:
+            hello = wire.unpack(Hello, env.payload, self.limits)
+        except RemoteProtocolError as exc:
+            self.reject(peer, f"bad HELLO: {exc}")
+            return None
+        reason = self._problem(peer, hello, now)
+        if reason:
+            self.reject(peer, reason)
+            return None
+        return hello
+
+    def _problem(self, peer: bytes, hello: Hello, now: float) -> str | None:
+        hello.name = clip(hello.name)  # quoted back below
+        if not 0 <= hello.skill <= 10 or not 1 <= hello.capacity <= MAX_CAPACITY:
+            return (f"worker '{hello.name}' rejected: skill must be 0-10 and capacity "
+                    f"1-{MAX_CAPACITY}")
+        if not hello.name or hello.name == self.settings.name:
+            return f"worker name '{hello.name}' is reserved"
+        old = self.registry.named(hello.name)
+        if old is not None and old.peer != peer:
+            if now - old.last_seen > self.settings.heartbeat:
+                # Silent for a heartbeat: most likely the same worker restarted. Take the new one.
+                self.leave(old.peer, "replaced by a new connection under its name")
+                return None
+            return (f"worker name '{hello.name}' is already connected (from "
+                    f"{old.detail.host or '?'}); choose another --name")
+        return None
+
+    def _register(self, peer: bytes, hello: Hello, host: str, now: float) -> None:
+        detail = AgentDetail(hello.name, hello.name, hello.role, hello.skill, hello.capacity,
+                             host)
+        self.registry.add(WorkerRecord(peer, detail, now))
+        self.joined += 1
+        # With --prefetch the admin keeps that many more on the worker than it runs at once
+        # (its runner still runs at most --concurrency; the rest wait in its queue).
+        held = min(hello.capacity + self.settings.prefetch, MAX_CAPACITY)
+        self.board.add_worker(WorkerSlot(hello.name, hello.skill, hello.role, held,
+                                         handlers=frozenset(hello.handlers)), probation=True)
+        self.out.log("INFO", f"worker '{hello.name}' joined from {host or '?'} (role "
+                             f"{hello.role}, skill {hello.skill}, capacity {hello.capacity}); "
+                             f"{len(self.registry)} connected")
+        self.out.event("worker_joined", **wire.to_wire(detail))
+        self.out.add(Connected(detail))
+
+    def _reconcile(self, rec: WorkerRecord, hello: Hello, now: float) -> list[TaskResult]:
+        """A worker (re)registered telling what it still runs and which results we never
+        acknowledged: keep what is still its own, requeue what it lost, stop what is not
+        its any more; return the results."""
+        running = wire.task_pairs(hello.running, "HELLO running")
+        results = [wire.from_wire(TaskResult, r) for r in hello.results]
+        held = {**running, **{r.task_id: r.attempt for r in results}}
+        # Assignments younger than a heartbeat may be on their way (sent after this HELLO
+        # was written): the next heartbeat settles those.
+        requeued, stale = self.board.reclaim(rec.name, held, now - self.settings.heartbeat)
+        self.board.confirm(rec.name, running)
+        if requeued:
+            self.out.log("WARNING", f"worker '{rec.name}' came back without {len(requeued)} "
+                                    f"of its task(s); requeued")
+        cancel = [[t, running[t]] for t in stale if t in running]
+        if cancel:
+            self.out.send(rec.peer, Kind.CANCEL, wire.Cancel(cancel, "reassigned while away"))
+        return results
+
+    # ---- while registered
+    def heartbeat(self, rec: WorkerRecord, env: Envelope, now: float) -> None:
+        beat = wire.unpack(wire.Heartbeat, env.payload, self.limits)
+        rec.hears_pub = beat.pub
+        holding = wire.task_pairs(beat.holding, "heartbeat")
+        # Anything assigned two heartbeats ago that the worker does not mention never
+        # reached it; what is younger may still be on its way.
+        cutoff = now - 2 * self.settings.heartbeat
+        requeued, _ = self.board.reclaim(rec.name, holding, assigned_before=cutoff)
+        self.board.confirm(rec.name, holding)
+        if requeued:
+            self.out.log("WARNING", f"worker '{rec.name}' never got task(s) {requeued}; "
+                                    f"requeued")
+
+    def drain(self, rec: WorkerRecord) -> None:
+        self.board.drain(rec.name)
+        self.out.log("INFO", f"worker '{rec.name}' is draining: no new tasks for it")
+
+    def leave(self, peer: bytes, why: str) -> None:
+        """The worker is gone (left, lost, replaced, cut off): its tasks go back to the
+        queue."""
+        rec = self.registry.remove(peer)
+        if rec is None:
+            return
+        self.stats.lost += why.startswith("lost")
+        requeued = self.board.remove_worker(rec.name, why)
+        self.out.log("WARNING", f"worker '{rec.name}' {why}; {len(requeued)} task(s) back in "
+                                f"the queue")
+        self.out.event("worker_left", name=rec.name, reason=why, requeued=list(requeued))
+
+    def purge_lost(self, now: float) -> None:
+        """Declare lost every worker silent for ``liveness`` heartbeats."""
+        s = self.settings
+        for rec in self.registry.silent_since(now - s.heartbeat * s.liveness):
+            self.leave(rec.peer, f"lost: silent for {now - rec.last_seen:.1f} s")
+
+    def beat(self) -> None:
+        """The admin's heartbeat: once on PUB for everyone; over the ROUTER only to workers
+        that do not hear it (just joined, or their PUB connection is blocked): 1,000 idle
+        workers would cost 1,000 sends a second otherwise."""
+        self.out.publish(Kind.HEARTBEAT, b"")
+        for rec in self.registry.by_peer.values():
+            if not rec.hears_pub:
+                self.out.send(rec.peer, Kind.HEARTBEAT, wire.Event("heartbeat"))
+
+    def end(self, reason: str) -> None:
+        """The run is over: tell every worker."""
+        for rec in self.registry.by_peer.values():
+            self.out.send(rec.peer, Kind.END, wire.End(reason))

@@ -1,0 +1,233 @@
+"""Which ready task goes to which worker. Pure: plain data in, decisions out, no I/O, no clock.
+
+Rules (DESIGN.md "Scheduling"):
+- ready tasks go by priority (higher first), then age (older first);
+- a worker is eligible when its role fits, its skill >= the task's difficulty and it has a free
+  slot; credit-based, so a worker never has more in flight than its capacity;
+- among eligible workers: best fit (least skilled that can do it), then least loaded, so
+  seniors stay free for the hard tasks.
+
+A task naming a handler only goes to workers that have it.
+
+Ready tasks are kept in one heap per *class* (difficulty, role, handler). There are few, so a
+decision costs O(classes + workers + log n) however many tasks are queued.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+
+from .tasks import DEFAULT_ROLE
+from .workers import WorkerState, room
+
+TaskKey = Hashable
+ClassKey = tuple[int, str | None, str | None, bool]  # difficulty, role, handler, trusted only
+
+
+@dataclass(slots=True)
+class WorkerSlot:
+    """What the scheduler knows of a worker."""
+
+    name: str
+    skill: int
+    role: str = DEFAULT_ROLE
+    capacity: int = 1
+    running: int = 0
+    handlers: frozenset[str] = frozenset()
+    # Where the worker is in its life (ceylon_net.core.workers): how much it may hold now.
+    state: WorkerState = WorkerState.TRUSTED
+
+    @property
+    def free(self) -> int:
+        return self.room - self.running
+
+    @property
+    def room(self) -> int:
+        """In flight allowed now: the capacity when trusted, one on probation, else none."""
+        return room(self.state, self.capacity)
+
+    @property
+    def trusted(self) -> bool:
+        return self.state is WorkerState.TRUSTED
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """Queued tasks that no connected worker can ever take, whatever its load."""
+
+    difficulty: int
+    role: str | None
+    tasks: tuple[TaskKey, ...]  # in queue order
+    best_skill: int | None  # best skill among connected workers of a fitting role, if any
+    handler: str | None = None  # the handler the tasks need
+    has_handler: bool = True  # some connected worker has that handler
+
+
+def role_fits(worker_role: str, task_role: str | None) -> bool:
+    return task_role in (None, DEFAULT_ROLE) or worker_role in (DEFAULT_ROLE, task_role)
+
+
+def can_do(worker: WorkerSlot, difficulty: int, role: str | None,
+           handler: str | None = None) -> bool:
+    return worker.skill >= difficulty and role_fits(worker.role, role) and \
+        (handler is None or handler in worker.handlers)
+
+
+def best_fit(workers: Iterable[WorkerSlot], difficulty: int, role: str | None = None,
+             handler: str | None = None, trusted: bool = False):
+    """The eligible worker with a free slot that fits best, or None. ``trusted``: only
+    workers off probation."""
+    best, best_key = None, None
+    for w in workers:
+        if trusted and w.state is not WorkerState.TRUSTED:
+            continue
+        if w.running < w.room and can_do(w, difficulty, role, handler):
+            key = (w.skill, w.running / w.capacity, w.name)
+            if best_key is None or key < best_key:
+                best, best_key = w, key
+    return best
+
+
+class Scheduler:
+    """Ready queue plus worker slots; :meth:`assign` makes the decisions."""
+
+    def __init__(self) -> None:
+        self._classes: dict[ClassKey, list[tuple[int, int, TaskKey]]] = {}
+        # task -> (class, age stamp) of its live heap entry; other entries are stale
+        self._where: dict[TaskKey, tuple[ClassKey, int]] = {}
+        self._workers: dict[str, WorkerSlot] = {}
+        self._seq = itertools.count()
+        # Changes whenever the queue, the workers or their slots do (call touch() after
+        # changing a WorkerSlot from outside); assign() does nothing while it is unchanged.
+        self.version = 0
+        self._settled = -1  # the version at which assign() last found nothing to place
+
+    def touch(self) -> None:
+        self.version += 1
+
+    # ---- workers
+    @property
+    def workers(self) -> dict[str, WorkerSlot]:
+        return self._workers
+
+    def add_worker(self, slot: WorkerSlot) -> None:
+        self.version += 1
+        self._workers[slot.name] = slot
+
+    def remove_worker(self, name: str) -> WorkerSlot | None:
+        self.version += 1
+        return self._workers.pop(name, None)
+
+    def release(self, worker: str, n: int = 1) -> None:
+        """``n`` tasks on ``worker`` ended: its slots are free again."""
+        slot = self._workers.get(worker)
+        if slot is not None:
+            self.version += 1
+            slot.running = max(0, slot.running - n)  # n < 0 takes a slot
+
+    # ---- ready queue
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, task: TaskKey) -> bool:
+        return task in self._where
+
+    def push(
+        self, task: TaskKey, difficulty: int, role: str | None, priority: int = 0,
+        seq: int | None = None, handler: str | None = None, trusted: bool = False,
+    ) -> int:
+        """Queue a ready task; returns its age stamp (pass it back on requeue to keep its place).
+        ``trusted``: it goes only to a worker off probation."""
+        if task in self._where:
+            raise ValueError(f"task {task!r} is already queued")
+        key = (difficulty, None if role == DEFAULT_ROLE else role, handler, trusted)
+        seq = next(self._seq) if seq is None else seq
+        self.version += 1
+        heapq.heappush(self._classes.setdefault(key, []), (-priority, seq, task))
+        self._where[task] = (key, seq)
+        return seq
+
+    def discard(self, task: TaskKey) -> bool:
+        """Take a queued task out (cancelled). Lazy: its heap entry is skipped later."""
+        self.version += 1
+        return self._where.pop(task, None) is not None
+
+    def assign(self) -> list[tuple[TaskKey, str]]:
+        """Fill free slots: [(task, worker name)], best task first. Marks the slots used."""
+        decisions: list[tuple[TaskKey, str]] = []
+        if self.version == self._settled:
+            return decisions  # nothing changed since nothing could be placed
+        while True:
+            choice = self._next_placeable()
+            if choice is None:
+                self._settled = self.version
+                return decisions
+            key, worker = choice
+            _, _, task = heapq.heappop(self._classes[key])
+            del self._where[task]
+            self.version += 1
+            worker.running += 1
+            decisions.append((task, worker.name))
+
+    def _next_placeable(self) -> tuple[ClassKey, WorkerSlot] | None:
+        best: tuple[tuple[int, int, TaskKey], ClassKey, WorkerSlot] | None = None
+        for key in list(self._classes):
+            head = self._head(key)
+            if head is None or (best is not None and head >= best[0]):
+                continue
+            worker = best_fit(self._workers.values(), *key)
+            if worker is None and key[3]:
+                worker = self._untrusted_fallback(key)
+            if worker is not None:
+                best = (head, key, worker)
+        return None if best is None else (best[1], best[2])
+
+    def _untrusted_fallback(self, key: ClassKey) -> WorkerSlot | None:
+        """A task for trusted workers only, and none that could ever take it: an idle worker
+        on probation may (it earns trust by this very task), rather than the task waiting
+        for ever."""
+        difficulty, role, handler, _ = key
+        if any(w.trusted and can_do(w, difficulty, role, handler)
+               for w in self._workers.values()):
+            return None  # a trusted one will, when it has room
+        idle = (w for w in self._workers.values() if w.running == 0)
+        return best_fit(idle, difficulty, role, handler)
+
+    def _head(self, key: ClassKey) -> tuple[int, int, TaskKey] | None:
+        heap = self._classes[key]
+        while heap and self._where.get(heap[0][2]) != (key, heap[0][1]):
+            heapq.heappop(heap)  # discarded earlier
+        if not heap:
+            del self._classes[key]
+            return None
+        return heap[0]
+
+    def blocked(self) -> list[Blocked]:
+        """Classes of queued tasks that no connected worker can do, even when idle."""
+        out = []
+        for key in list(self._classes):
+            head = self._head(key)
+            if head is None:
+                continue
+            difficulty, role, handler, _ = key  # a worker on probation earns trust: not blocked
+            if any(can_do(w, difficulty, role, handler) for w in self._workers.values()):
+                continue
+            fitting = [w for w in self._workers.values() if role_fits(w.role, role)]
+            has = handler is None or any(handler in w.handlers for w in fitting)
+            if handler is not None:
+                fitting = [w for w in fitting if handler in w.handlers]
+            tasks = tuple(t for _, _, t in sorted(self._live_entries(key)))
+            out.append(Blocked(difficulty, role, tasks, max((w.skill for w in fitting),
+                                                            default=None), handler, has))
+        return out
+
+    def _live_entries(self, key: ClassKey) -> list[tuple[int, int, TaskKey]]:
+        return [e for e in self._classes.get(key, ()) if self._where.get(e[2]) == (key, e[1])]
+
+    def queued(self) -> list[TaskKey]:
+        """Queued tasks in the order they would go out (for status displays and reports)."""
+        entries = [e for key in self._classes for e in self._live_entries(key)]
+        return [task for _, _, task in sorted(entries)]

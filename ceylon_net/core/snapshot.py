@@ -1,0 +1,76 @@
+"""What the admin shows of itself, as plain msgpack/JSON-able data read off its state:
+``ceylon-status``'s snapshot, the metrics endpoint's figures, the progress display's counts."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .board import TaskBoard
+from .groups import TaskManager
+from .membership import Membership
+from .stats import AdminStats
+from .tasks import TaskId, TaskStatus
+from .workers import WorkerState
+
+QUEUED_SHOWN = 100
+
+
+class AdminState(Protocol):
+    """What these views read (ceylon_net.core.admin_state.AdminState has it)."""
+
+    name: str
+    workspace: str
+    port: int
+    board: TaskBoard
+    members: Membership
+    task_manager: TaskManager
+    stats: AdminStats
+    unassigned: list[TaskId]
+
+
+def counts(st: AdminState) -> dict[str, int]:
+    board = st.board
+    return {"total": len(board.records), "done": len(board.records) - board.open,
+            "succeeded": board.succeeded, "running": board.running,
+            "queued": len(board.scheduler), "waiting": len(board.waiting),
+            "unassigned": len(st.unassigned)}
+
+
+def snapshot(st: AdminState) -> dict[str, Any]:
+    """Workers, groups, queued tasks and counts (what ceylon-status prints)."""
+    board = st.board
+    workers = []
+    for d in st.members.registry.details():
+        slot = board.scheduler.workers.get(d.name)
+        workers.append({"name": d.name, "role": d.role, "skill": d.skill, "host": d.host,
+                        "running": slot.running if slot else 0, "capacity": d.capacity,
+                        "state": slot.state.value if slot else WorkerState.GONE.value})
+    queued = []
+    for task_id in board.queued()[:QUEUED_SHOWN]:
+        t = board.records[task_id].task
+        queued.append({"id": t.id, "description": t.description, "difficulty": t.difficulty,
+                       "role": t.required_role, "priority": t.priority})
+    return {"admin": st.name, "workspace": st.workspace,
+            "ports": {"router": st.port, "pub": st.members.pub_port},
+            "workers": workers, "groups": st.task_manager.summaries(), "queued": queued,
+            "counts": counts(st)}
+
+
+def metrics(st: AdminState) -> dict[str, Any]:
+    """Figures for the Prometheus endpoint."""
+    board, s = st.board, st.stats
+    tasks = dict.fromkeys((status.value for status in TaskStatus), 0)
+    for rec in list(board.records.values()):
+        tasks[rec.status.value] += 1
+    tasks |= {"waiting_on_dependencies": len(board.waiting), "dead": len(board.dead),
+              "unassigned": len(st.unassigned)}
+    slots = list(board.scheduler.workers.values())
+    workers = {"connected": len(st.members.registry),
+               **{state.value: sum(1 for w in slots if w.state is state)
+                  for state in WorkerState if state is not WorkerState.GONE},
+               "busy": sum(1 for w in slots if w.running > 0)}
+    counters = {"assignments": s.assignments, "results": s.results,
+                "bad_frames": s.bad_frames, "dropped_hellos": s.dropped_hellos,
+                "reconnects": s.reconnects, "workers_lost": s.lost}
+    return {"tasks": tasks, "workers": workers, "counters": counters,
+            "histograms": {"task_seconds": s.run_seconds, "queue_wait_seconds": s.wait_seconds}}

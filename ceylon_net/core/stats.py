@@ -1,0 +1,42 @@
+"""Counters and histograms of the admin, as plain data: the metrics endpoint and ceylon-status
+read them; on the hot path they cost an integer increment."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
+
+
+class Histogram:
+    """Cumulative-bucket histogram kept as plain ints (observed once per result)."""
+
+    def __init__(self, bounds: Sequence[float] = SECONDS_BUCKETS) -> None:
+        self.bounds = list(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, int]]:
+        out, running = [], 0
+        for bound, count in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
+
+
+@dataclass(slots=True)
+class AdminStats:
+    assignments: int = 0  # task assignments sent
+    results: int = 0  # results recorded
+    reconnects: int = 0  # workers that registered again under a name seen before
+    lost: int = 0  # workers declared lost
+    bad_frames: int = 0  # frames dropped as malformed or hostile
+    dropped_hellos: int = 0  # registrations dropped by the rate limit
+    run_seconds: Histogram = field(default_factory=Histogram)  # a task's time on its worker
+    wait_seconds: Histogram = field(default_factory=Histogram)  # ready to assigned

@@ -1,0 +1,132 @@
+"""Tasks as plain data: the seeds' Task / TaskAssignment / TaskResult, statuses, run reports."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..wire import message
+
+TaskId = int | str
+DEFAULT_ROLE = "default"
+
+
+class TaskStatus(enum.Enum):
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@message
+@dataclass(slots=True)
+class Task:
+    """A unit of work. ``difficulty`` 1-10 is matched against a worker's skill; a task with a
+    ``required_role`` only goes to workers of that role (or of the default role)."""
+
+    id: TaskId
+    description: str
+    difficulty: int = 1
+    required_role: str | None = None
+    priority: int = 0
+    duration: float | None = None
+    depends_on: list[TaskId] = field(default_factory=list)
+    timeout: float | None = None  # seconds; the worker stops the task after that
+    handler: str | None = None  # a registered handler's name; None: the simulated task
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@message
+@dataclass(slots=True)
+class TaskAssignment:
+    """The admin gives ``task`` to ``worker`` (its name); ``attempt`` counts from 1.
+    ``confirm``: the worker is on probation, and answers at once with a heartbeat."""
+
+    task: Task
+    worker: str = ""
+    attempt: int = 1
+    confirm: bool = False
+
+
+@message
+@dataclass(slots=True)
+class TaskResult:
+    """What a worker reports back for one attempt at a task."""
+
+    task_id: TaskId
+    worker: str
+    success: bool
+    seconds: float = 0.0
+    error: str | None = None
+    attempt: int = 1
+    cancelled: bool = False  # stopped on request, not failed
+    value: Any = None  # what the handler returned
+
+
+# --------------------------------------------------------------------------- run reports
+
+
+@dataclass(slots=True)
+class TaskOutcome:
+    id: TaskId
+    description: str
+    difficulty: int
+    worker: str
+    success: bool
+    seconds: float
+    error: str | None = None
+    value: Any = None
+
+
+@dataclass(slots=True)
+class RunReport:
+    """The end of a run: one outcome per finished task, and the tasks nobody could take."""
+
+    tasks: list[TaskOutcome] = field(default_factory=list)
+    unassigned: list[TaskId] = field(default_factory=list)
+    cancelled: dict[TaskId, str] = field(default_factory=dict)  # task id -> why
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    dead: list[TaskId] = field(default_factory=list)  # failed: lost with workers too often
+
+    @property
+    def success_rate(self) -> float:
+        if not self.tasks:
+            return 0.0
+        return sum(t.success for t in self.tasks) / len(self.tasks)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunReport:
+        """Inverse of :meth:`to_json` (ceylon-submit rebuilds the admin's report)."""
+        return cls(
+            [TaskOutcome(t["id"], t["description"], t["difficulty"], t["worker"], t["success"],
+                         t["seconds"], t.get("error"), t.get("value"))
+             for t in data.get("tasks", [])],
+            list(data.get("unassigned", [])),
+            {c["id"]: c["reason"] for c in data.get("cancelled", [])},
+            list(data.get("groups", [])), list(data.get("dead", [])))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "success_rate": self.success_rate,
+            "tasks": [
+                {
+                    "id": t.id,
+                    "description": t.description,
+                    "difficulty": t.difficulty,
+                    "worker": t.worker,
+                    "success": t.success,
+                    "seconds": round(t.seconds, 6),
+                    **({"error": t.error} if t.error else {}),
+                    **({"value": t.value} if t.value is not None else {}),
+                }
+                for t in self.tasks
+            ],
+            "unassigned": list(self.unassigned),
+            "cancelled": [{"id": k, "reason": v} for k, v in self.cancelled.items()],
+            "dead": list(self.dead),
+            **({"groups": self.groups} if self.groups else {}),
+        }

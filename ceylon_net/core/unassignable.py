@@ -1,0 +1,68 @@
+"""Tasks no connected worker can take: said once, plainly, and given up after a while when
+nothing else is left, so a run ends instead of hanging. Pure: ``now`` is an argument."""
+
+from __future__ import annotations
+
+from .board import TaskBoard
+from .commands import Outbox
+from .scheduler import Blocked
+from .tasks import TaskId
+
+
+def describe(board: TaskBoard, b: Blocked) -> str:
+    """'task 3 'ML training' needs skill >= 8; best connected is 6'."""
+    task = board.records[b.tasks[0]].task
+    more = f" (and {len(b.tasks) - 1} more like it)" if len(b.tasks) > 1 else ""
+    head = f"task {task.id!r} '{task.description}'{more}"
+    if not b.has_handler:
+        return f"{head} needs handler '{b.handler}'; no connected worker has it"
+    if b.best_skill is None:
+        return f"{head} needs role '{b.role}'; no connected worker has it"
+    return f"{head} needs skill >= {b.difficulty}; best connected is {b.best_skill}"
+
+
+class Unassignable:
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._since: float | None = None  # when only unassignable tasks were left
+        self._warned: set[tuple[int, str | None]] = set()
+        self._joined = 0  # registrations seen: a new worker may change what is possible
+        self._version: tuple[int, int] | None = None
+        self._blocked: list[Blocked] = []
+
+    def check(self, board: TaskBoard, workers: int, joined: int, now: float, out: Outbox
+              ) -> list[TaskId]:
+        """Warn once per kind of blocked task; returns the tasks to give up on now (only
+        unassignable ones are left, nothing runs, and that has lasted ``timeout``)."""
+        if not workers or not len(board.scheduler):
+            self._since = None
+            return []
+        blocked = self._current(board, joined)
+        for b in blocked:
+            if (b.difficulty, b.role) not in self._warned:
+                self._warned.add((b.difficulty, b.role))
+                out.log("WARNING", describe(board, b))
+        stuck = sum(len(b.tasks) for b in blocked)
+        if not stuck or board.running or stuck != len(board.scheduler):
+            self._since = None
+            return []
+        if self._since is None:
+            self._since = now
+            out.log("WARNING", f"only unassignable tasks remain; giving up on them in "
+                               f"{self.timeout:g} s unless a capable worker joins")
+            return []
+        if now - self._since < self.timeout:
+            return []
+        ids = [t for b in blocked for t in b.tasks]
+        out.log("ERROR", f"giving up on {len(ids)} unassignable task(s): {ids}")
+        return ids
+
+    def _current(self, board: TaskBoard, joined: int) -> list[Blocked]:
+        if joined != self._joined:  # a worker joined: say again what it cannot do either
+            self._joined = joined
+            self._warned.clear()
+        version = (board.scheduler.version, board.running)
+        if version != self._version:  # 100,000 queued tasks: not sorted every tick
+            self._version = version
+            self._blocked = board.blocked()
+        return self._blocked

@@ -1,0 +1,131 @@
+"""Who the workers are and where each is in its life. Pure: no I/O, the clock is a parameter.
+
+A worker's life, in one table (:data:`TRANSITIONS`):
+
+- ``PROBATION``: just registered (or found to miss what it was sent): one task at a time, sent
+  asking for confirmation, until it shows it reads its queue;
+- ``TRUSTED``: it reads what it is sent: up to its capacity;
+- ``STALLED``: it did not confirm a task in time; the task was taken back, and it gets nothing
+  until it answers about a task it was sent;
+- ``DRAINING``: it is leaving (SIGTERM): no new tasks, its running ones finish;
+- ``GONE``: it left, was lost, or was replaced.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from ..wire import message
+from .tasks import DEFAULT_ROLE
+
+
+@message
+@dataclass(slots=True)
+class AgentDetail:
+    """Who an agent is. ``id`` is unique in the workspace; ``host`` is the address the admin
+    saw the agent connect from."""
+
+    id: str
+    name: str
+    role: str = DEFAULT_ROLE
+    skill: int = 0
+    capacity: int = 1
+    host: str = ""
+
+
+class WorkerState(enum.Enum):
+    PROBATION = "probation"
+    TRUSTED = "trusted"
+    STALLED = "stalled"
+    DRAINING = "draining"
+    GONE = "gone"
+
+
+class WorkerEvent(enum.Enum):
+    READS = "reads"  # it answered about a task it was sent: it reads its queue
+    UNCONFIRMED = "unconfirmed"  # it did not confirm a task in time: taken back
+    MISSED = "missed"  # its heartbeat did not list tasks sent to it a while ago
+    DRAIN = "drain"  # it is leaving: finish what you run, take nothing new
+    GONE = "gone"  # it left, was lost, or was replaced
+
+
+P, T, S, D, G = (WorkerState.PROBATION, WorkerState.TRUSTED, WorkerState.STALLED,
+                 WorkerState.DRAINING, WorkerState.GONE)
+E = WorkerEvent
+
+# (state, event) -> next state. An event not listed for a state leaves it as it is: a draining
+# worker that returns a result is still draining; a trusted one that confirms stays trusted.
+TRANSITIONS: dict[tuple[WorkerState, WorkerEvent], WorkerState] = {
+    (P, E.READS): T, (S, E.READS): T,
+    (P, E.UNCONFIRMED): S,
+    (T, E.MISSED): P,
+    (P, E.DRAIN): D, (T, E.DRAIN): D, (S, E.DRAIN): D,
+    (P, E.GONE): G, (T, E.GONE): G, (S, E.GONE): G, (D, E.GONE): G,
+}
+
+
+def next_state(state: WorkerState, event: WorkerEvent) -> WorkerState:
+    return TRANSITIONS.get((state, event), state)
+
+
+def room(state: WorkerState, capacity: int) -> int:
+    """Tasks a worker in ``state`` may have in flight."""
+    if state is WorkerState.TRUSTED:
+        return capacity
+    if state is WorkerState.PROBATION:
+        return min(1, capacity)
+    return 0
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    """A registered worker as the admin knows it: its ROUTER identity, who it is, when it was
+    last heard from, and whether it hears the admin's heartbeats on PUB."""
+
+    peer: bytes
+    detail: AgentDetail
+    last_seen: float
+    hears_pub: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.detail.name
+
+
+class Registry:
+    """Registered workers by ROUTER identity and by name (names are unique)."""
+
+    def __init__(self) -> None:
+        self.by_peer: dict[bytes, WorkerRecord] = {}
+        self.by_name: dict[str, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_peer)
+
+    def __contains__(self, peer: bytes) -> bool:
+        return peer in self.by_peer
+
+    def get(self, peer: bytes) -> WorkerRecord | None:
+        return self.by_peer.get(peer)
+
+    def named(self, name: str) -> WorkerRecord | None:
+        peer = self.by_name.get(name)
+        return None if peer is None else self.by_peer[peer]
+
+    def add(self, rec: WorkerRecord) -> None:
+        self.by_peer[rec.peer] = rec
+        self.by_name[rec.name] = rec.peer
+
+    def remove(self, peer: bytes) -> WorkerRecord | None:
+        rec = self.by_peer.pop(peer, None)
+        if rec is not None:
+            self.by_name.pop(rec.name, None)
+        return rec
+
+    def silent_since(self, before: float) -> list[WorkerRecord]:
+        """Workers not heard from since ``before``."""
+        return [r for r in self.by_peer.values() if r.last_seen < before]
+
+    def details(self) -> list[AgentDetail]:
+        return [r.detail for r in self.by_peer.values()]

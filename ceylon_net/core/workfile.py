@@ -1,0 +1,255 @@
+"""Tasks files: ``[...]``, ``{"tasks": [...], "groups": [...]}`` (JSON or TOML), checked field
+by field; errors name the file, the task or group, and the field.
+
+Callables cannot cross a file, so goals here are declarative:
+``{"kind": "at_least", "count": 5}``, ``{"kind": "all"}`` or ``{"kind": "fraction", "value": 0.8}``.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, TaskFileError
+from .groups import (
+    AllTasks,
+    AtLeast,
+    Fraction,
+    OnGoal,
+    TaskGroup,
+    TaskGroupGoal,
+    TaskManager,
+    TaskMessage,
+)
+from .tasks import DEFAULT_ROLE, Task, TaskId
+
+_TASK_FIELDS = {
+    "id": "int or string",
+    "description": "string",
+    "difficulty": "int 1-10",
+    "required_role": "string",
+    "priority": "int",
+    "duration": "number >= 0",
+    "depends_on": "list of task ids",
+    "timeout": "number > 0",
+    "handler": "string (a handler name)",
+    "args": "list",
+    "kwargs": "object with string keys",
+}
+
+
+def load_tasks(path: str | Path) -> list[Task]:
+    """Read a JSON or TOML tasks file: a list, ``{"tasks": [...]}`` or TOML ``[[tasks]]``.
+
+    Raises TaskFileError naming the file, the task and the field when anything is off.
+    """
+    path = Path(path)
+    doc = parse_file(path)
+    items = doc.get("tasks") if isinstance(doc, dict) else doc
+    if not isinstance(items, list):
+        raise TaskFileError(f'{path}: expected a list of tasks or {{"tasks": [...]}}')
+    if not items:
+        raise TaskFileError(f"{path}: no tasks in the file")
+    tasks = [task_from_dict(item, where=f"{path}: task #{i + 1}") for i, item in enumerate(items)]
+    check_unique_ids(tasks, str(path))
+    return tasks
+
+
+def parse_file(path: Path) -> Any:
+    """The document in a JSON or TOML file; TaskFileError when it cannot be read or parsed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TaskFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise TaskFileError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    if path.suffix.lower() == ".toml":
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise TaskFileError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TaskFileError(
+            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+
+
+def task_from_dict(item: Any, where: str = "task") -> Task:
+    """Validate one task mapping; errors name ``where``, the task id and the field."""
+    if not isinstance(item, dict):
+        raise TaskFileError(f"{where}: expected an object, got {type(item).__name__}")
+    if "id" in item:
+        where = f"{where} (id {item['id']!r})"
+    unknown = sorted(set(item) - set(_TASK_FIELDS))
+    if unknown:
+        raise TaskFileError(
+            f"{where}: unknown field {unknown[0]!r}; allowed: {', '.join(_TASK_FIELDS)}"
+        )
+    for name in ("id", "description", "difficulty"):
+        if name not in item:
+            raise TaskFileError(f"{where}: missing field {name!r} ({_TASK_FIELDS[name]})")
+    _check(where, "id", item["id"], _is_int(item["id"]) or isinstance(item["id"], str))
+    _check(where, "description", item["description"], isinstance(item["description"], str))
+    diff = item["difficulty"]
+    _check(where, "difficulty", diff, _is_int(diff) and 1 <= diff <= 10)
+    role = item.get("required_role")
+    _check(where, "required_role", role, role is None or isinstance(role, str))
+    prio = item.get("priority", 0)
+    _check(where, "priority", prio, _is_int(prio))
+    dur = item.get("duration")
+    _check(where, "duration", dur, dur is None or (_is_number(dur) and dur >= 0))
+    deps = item.get("depends_on", [])
+    _check(where, "depends_on", deps, isinstance(deps, list)
+           and all(_is_int(d) or isinstance(d, str) for d in deps))
+    limit = item.get("timeout")
+    _check(where, "timeout", limit, limit is None or (_is_number(limit) and limit > 0))
+    handler = item.get("handler")
+    _check(where, "handler", handler, handler is None or (isinstance(handler, str) and handler))
+    args, kwargs = item.get("args", []), item.get("kwargs", {})
+    _check(where, "args", args, isinstance(args, list))
+    _check(where, "kwargs", kwargs, isinstance(kwargs, dict)
+           and all(isinstance(k, str) for k in kwargs))
+    return Task(
+        id=item["id"],
+        description=item["description"],
+        difficulty=diff,
+        required_role=role,
+        priority=prio,
+        duration=None if dur is None else float(dur),
+        depends_on=list(deps),
+        timeout=None if limit is None else float(limit),
+        handler=handler,
+        args=list(args),
+        kwargs=dict(kwargs),
+    )
+
+
+def check_unique_ids(tasks: list[Task], where: str) -> None:
+    seen: set[TaskId] = set()
+    for task in tasks:
+        if task.id in seen:
+            raise TaskFileError(f"{where}: duplicate task id {task.id!r}")
+        seen.add(task.id)
+
+
+def _is_int(v: Any) -> bool:
+    # msgpack carries integers from -2**63 to 2**64-1; anything else could not be sent.
+    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**64
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _check(where: str, name: str, value: Any, ok: bool) -> None:
+    if not ok:
+        raise TaskFileError(f"{where}: field {name!r} must be {_TASK_FIELDS[name]}, got {value!r}")
+
+
+_GROUP_FIELDS = ("name", "description", "priority", "depends_on", "goal", "on_goal", "tasks")
+
+
+def load_work(path: str | Path) -> tuple[list[Task], list[TaskGroup]]:
+    """Plain tasks and task groups from one file. Raises TaskFileError naming the file, the
+    group or task, and the field."""
+    path = Path(path)
+    return parse_work(parse_file(path), str(path))
+
+
+def parse_work(doc: Any, source: str) -> tuple[list[Task], list[TaskGroup]]:
+    """Tasks and groups from a parsed document (a file's, or one sent to ceylon-submit);
+    errors start with ``source``."""
+    if isinstance(doc, list):
+        doc = {"tasks": doc}
+    if not isinstance(doc, dict) or not ({"tasks", "groups"} & set(doc)):
+        raise TaskFileError(f'{source}: expected a list of tasks, {{"tasks": [...]}} or '
+                            f'{{"groups": [...]}}')
+    items, group_items = doc.get("tasks", []), doc.get("groups", [])
+    if not isinstance(items, list) or not isinstance(group_items, list):
+        raise TaskFileError(f"{source}: 'tasks' and 'groups' must be lists")
+    tasks = [task_from_dict(item, where=f"{source}: task #{i + 1}")
+             for i, item in enumerate(items)]
+    groups = [_group(source, i, g) for i, g in enumerate(group_items)]
+    if not tasks and not any(g.subtasks for g in groups):
+        raise TaskFileError(f"{source}: no tasks in the file")
+    check_unique_ids(tasks + [_as_task(t) for g in groups for t in g.subtasks], source)
+    try:
+        TaskManager().register(groups, {t.id for t in tasks})
+    except ConfigError as exc:
+        raise TaskFileError(f"{source}: {exc}") from None
+    return tasks, groups
+
+
+def _group(source: str, index: int, item: Any) -> TaskGroup:
+    where = f"{source}: group #{index + 1}"
+    if not isinstance(item, dict):
+        raise TaskFileError(f"{where}: expected an object")
+    if not isinstance(item.get("name"), str) or not item["name"]:
+        raise TaskFileError(f"{where}: missing field 'name' (string)")
+    name = item["name"]
+    where = f"{source}: group '{name}'"
+    unknown = sorted(set(item) - set(_GROUP_FIELDS))
+    if unknown:
+        raise TaskFileError(f"{where}: unknown field {unknown[0]!r}; allowed: "
+                            f"{', '.join(_GROUP_FIELDS)}")
+    priority = item.get("priority", 1)
+    deps = item.get("depends_on", [])
+    on_goal = item.get("on_goal", "continue")
+    raw_tasks = item.get("tasks")
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise TaskFileError(f"{where}: field 'priority' must be int, got {priority!r}")
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise TaskFileError(f"{where}: field 'depends_on' must be a list of group names")
+    if on_goal not in ("continue", "cancel_rest"):
+        raise TaskFileError(f"{where}: field 'on_goal' must be 'continue' or 'cancel_rest', "
+                            f"got {on_goal!r}")
+    if not isinstance(raw_tasks, list) or not raw_tasks:
+        raise TaskFileError(f"{where}: field 'tasks' must be a non-empty list")
+    subtasks = [_subtask(where, name, i, t) for i, t in enumerate(raw_tasks)]
+    goal = goal_from_spec(name, item["goal"], where) if item.get("goal") is not None else None
+    return TaskManager.create_task_group(name, item.get("description", name), subtasks, goal,
+                                         priority, deps, OnGoal(on_goal), task_id=name)
+
+
+def _subtask(where: str, group: str, i: int, item: Any) -> TaskMessage:
+    if isinstance(item, dict):
+        item = {"id": f"{group}#{i + 1}", "difficulty": 1, **item}
+    task = task_from_dict(item, where=f"{where}: task #{i + 1}")
+    return TaskMessage(task.id, task.description, task.description,  # type: ignore[arg-type]
+                       task.duration if task.duration is not None else 0.0,
+                       task.required_role or DEFAULT_ROLE, difficulty=task.difficulty,
+                       depends_on=list(task.depends_on))
+
+
+def _as_task(t: TaskMessage) -> Task:
+    return Task(t.task_id, t.description)
+
+
+def goal_from_spec(group: str, spec: Any, where: str = "journal") -> TaskGroupGoal:
+    """A declarative goal from its file form; TaskFileError naming ``where`` otherwise."""
+    if not isinstance(spec, dict) or spec.get("kind") not in ("at_least", "all", "fraction"):
+        raise TaskFileError(f"{where}: field 'goal' must be {{\"kind\": \"at_least\", "
+                            f"\"count\": N}}, {{\"kind\": \"all\"}} or "
+                            f"{{\"kind\": \"fraction\", \"value\": 0.8}}")
+    kind = spec["kind"]
+    if kind == "at_least":
+        count = spec.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise TaskFileError(f"{where}: goal 'at_least' needs 'count' >= 1, got {count!r}")
+        check, text = AtLeast(count), f"at least {count} tasks completed"
+    elif kind == "fraction":
+        value = spec.get("value")
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
+            raise TaskFileError(f"{where}: goal 'fraction' needs 0 < 'value' <= 1, "
+                                f"got {value!r}")
+        check, text = Fraction(float(value)), f"{value:.0%} of the tasks completed"
+    else:
+        check, text = AllTasks(), "every task completed"
+    return TaskGroupGoal(
+        name=spec.get("name", f"{group}: {text}"), description=text, check_condition=check,
+        success_message=spec.get("success_message", f"{group}: {text}."),
+        failure_message=spec.get("failure_message", f"{group}: could not get {text}."))

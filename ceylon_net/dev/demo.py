@@ -1,0 +1,36 @@
+"""The demo behind ``bin/demo``: one admin and three workers as separate processes on free
+loopback ports run the tutorial's three tasks (seed 001) and print the admin's results."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from .testing import Cluster
+
+SEED_TASKS = Path(__file__).resolve().parents[2] / "examples" / "seed_tasks.json"
+WORKERS = (("Junior", 3), ("Intermediate", 6), ("Senior", 9))
+TIME_SCALE = "0.2"  # seconds per difficulty point: the 8-point task takes 1.6 s
+
+
+async def main() -> int:
+    async with Cluster() as cluster:
+        admin = await cluster.admin("--tasks", str(SEED_TASKS), "--expect-workers", "3")
+        print(f"admin on 127.0.0.1:{cluster.port} (PUB {cluster.pub_port}); starting workers "
+              + ", ".join(f"{n} (skill {s})" for n, s in WORKERS), flush=True)
+        workers = [await cluster.worker(n, "--skill", str(s), "--time-scale", TIME_SCALE)
+                   for n, s in WORKERS]
+        code = await admin.wait(120)
+        print(admin.stdout(), end="", flush=True)
+        worker_codes = [await w.wait(30) for w in workers]
+        if code != 0 or any(worker_codes):
+            print(f"admin exited {code}; workers exited {worker_codes}", file=sys.stderr)
+            print(admin.stderr(), file=sys.stderr)
+            return 1
+        print("all processes exited cleanly (admin 0, workers 0 0 0)")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,431 @@
+"""The admin's network edge: the shell around :class:`~ceylon_net.core.admin_state.AdminState`.
+
+It owns the sockets, the receive and tick loops, the timers the state asks for, the ack delay,
+the journal and the results file, and the user's API; it decides nothing. Every input goes to
+the state with the time, and the commands that come back are carried out in order, after the
+journal has the round (a task is on disk before its assignment leaves, a result before its
+acknowledgement).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+from loguru import logger
+
+from .. import wire
+from ..core import commands as c
+from ..core.admin_state import AdminState
+from ..core.groups import TaskGroup, TaskManager
+from ..core.snapshot import metrics, snapshot
+from ..core.tasks import RunReport, Task, TaskId, TaskResult
+from ..core.workers import AgentDetail
+from ..errors import ConfigError, TaskFailed
+from ..settings import DEFAULT_PORT, DEFAULT_WORKSPACE_ID, AdminSettings, env_default
+from ..wire import Kind
+from .agent import AgentBase, finish_tasks
+from .journal import Journal, record_added, record_changes
+from .metrics import serve_metrics
+from .transport import AdminSockets, load_keys, peer_address
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+TICK = 0.25  # resolution of the regular timers (heartbeats, liveness, unassignable timeout)
+# Results are acknowledged this long after they are recorded, several in one ACK: off the
+# round trip of the next task (an ACK sent at once delayed the next ASSIGN by a send), and
+# fewer sends under load. A worker only forgets acknowledged results, so nothing is at risk.
+ACK_DELAY = 0.01
+RECV_BATCH = 256  # messages handled per round before the timers get a turn
+
+
+def _settings(name: str, port: int | None, workspace_id: str | None,
+              options: dict[str, Any]) -> AdminSettings:
+    """What ``Admin(name, port, workspace_id)`` leaves out comes from ``CEYLON_*``."""
+    return AdminSettings(
+        name=name, workspace=workspace_id or env_default("WORKSPACE", DEFAULT_WORKSPACE_ID),
+        port=env_default("PORT", DEFAULT_PORT, int) if port is None else port,
+        **{"pub_port": env_default("PUB_PORT", None, int), "bind": env_default("BIND", "0.0.0.0"),
+           **options})
+
+
+class Admin(AgentBase):
+    """Coordinates a workspace. ``Admin(name, port)`` as in the tutorials; everything else has a
+    default taken from ``CEYLON_*`` environment variables, or pass ``settings``."""
+
+    def __init__(self, name: str = "admin", port: int | None = None,
+                 workspace_id: str | None = None, *, settings: AdminSettings | None = None,
+                 **options: Any) -> None:
+        settings = settings or _settings(name, port, workspace_id, options)
+        super().__init__(settings.name, settings.workspace)
+        self.settings = settings
+        self.state = AdminState(settings, time.monotonic())
+        self.limits = self.state.limits
+        self.port, self.pub_port = settings.port, settings.pub_port or 0
+        self.journal: Journal | None = None
+        self._sockets: AdminSockets | None = None
+        self._loops: list[asyncio.Task] = []
+        self._stopped, self._idle = asyncio.Event(), asyncio.Event()
+        self._waiters: dict[TaskId, asyncio.Future[TaskResult]] = {}
+        self._acks: dict[bytes, list[list[Any]]] = {}
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._results_out: TextIO | None = None
+        self._result_lines: list[str] = []
+        self._woke_waiters = False
+        self._carry_out = {c.Send: self._send_cmd, c.Assign: self._assign, c.Log: _log,
+                           c.Forward: self._forward, c.Publish: self._publish,
+                           c.Acknowledge: self._acknowledge, c.WakeAt: self._wake_at,
+                           c.Finished: self._finished, c.NewWork: _nothing,
+                           c.Deliver: lambda d: self._deliver(d.header, d.payload, self.limits),
+                           c.Connected: self._connected}
+
+    @property
+    def task_manager(self) -> TaskManager:
+        """Task groups and their live status (seed 000)."""
+        return self.state.task_manager
+
+    @property
+    def resumed(self) -> bool:
+        """The state came back from the journal."""
+        return self.state.resumed
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Bind the ROUTER and PUB sockets and start serving."""
+        s = self.settings
+        if s.journal is not None and self.journal is None:
+            self.journal = Journal(s.journal, s.workspace)  # JournalError: nothing started
+            self._resume()
+        self._open_outputs()
+        curve = load_keys(s.curve_secret) if s.curve_secret else None
+        self._sockets = AdminSockets(s.endpoint_host, s.max_message_bytes, s.workspace, curve,
+                                     s.authorized_keys)
+        try:
+            self.port, self.pub_port = self._sockets.bind(s.port, s.pub_port)
+        except ConfigError:
+            self._sockets.close(0)
+            self._sockets = None
+            raise
+        self.state.started(time.monotonic(), self.port, self.pub_port)
+        logger.info("admin '{}' serving workspace '{}' on tcp://{}:{} (PUB {})", self.name,
+                    self.workspace_id, s.bind, self.port, self.pub_port)
+        _warn_if_open(s)
+        self._loops = [asyncio.create_task(self._recv_loop(), name="admin-recv"),
+                       asyncio.create_task(self._tick_loop(), name="admin-tick"),
+                       asyncio.create_task(self._sockets.follow_subscriptions(),
+                                           name="admin-subscriptions")]
+
+    def _open_outputs(self) -> None:
+        s = self.settings
+        if s.results_file is not None and self._results_out is None:
+            try:
+                self._results_out = open(s.results_file, "a", encoding="utf-8")  # noqa: SIM115
+            except OSError as exc:
+                raise ConfigError(f"--results {s.results_file}: {exc.strerror}") from None
+        if s.metrics_port is not None:
+            try:
+                serve_metrics(lambda: metrics(self.state), s.bind, s.metrics_port)
+            except OSError as exc:
+                raise ConfigError(f"--metrics-port {s.metrics_port}: {exc.strerror}") from None
+
+    def _resume(self) -> None:
+        assert self.journal is not None
+        if self.state.resume(self.journal.tasks(), self.journal.groups(), time.monotonic()):
+            b = self.state.board
+            logger.info("resumed from journal {}: {} task(s), {} finished, {} were running "
+                        "(waiting for their workers), {} queued, {} waiting",
+                        self.journal.path, len(b.records), len(b.records) - b.open, b.running,
+                        len(b.scheduler), len(b.waiting))
+            self._sync_idle()
+
+    async def stop(self) -> None:
+        """Ask the admin to stop; :meth:`arun_admin` / :meth:`serve` then shut down."""
+        self._stopped.set()
+
+    async def serve(self) -> None:
+        """Run until :meth:`stop`."""
+        await self._stopped.wait()
+
+    async def close(self, reason: str = "admin stopped") -> None:
+        """Tell every worker the run is over, then close the sockets. Whoever still waits for
+        a task (:meth:`execute`) gets TaskFailed."""
+        if self._sockets is None:
+            return
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self._flush_acks()
+        self._apply(self.state.close(reason))
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._cancel_handlers()
+        self._sockets.close()
+        self._sockets = None
+        for task_id, fut in self._waiters.items():
+            if not fut.done():
+                fut.set_exception(TaskFailed(f"task {task_id!r}: the admin stopped ({reason}) "
+                                             f"before it finished", task_id, reason))
+        self._waiters.clear()
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+        if self._results_out is not None:
+            self._results_out.close()
+            self._results_out = None
+        logger.info("admin '{}' stopped: {}", self.name, reason)
+
+    async def arun_admin(self, inputs: bytes = b"", workers: Iterable[Worker] = ()) -> None:
+        """Start, run the given in-process workers against this admin over real loopback
+        sockets, and serve until :meth:`stop`. ``inputs`` is kept for the tutorials' sake."""
+        await self.start()
+        runs = [asyncio.create_task(w.arun_against(self), name=f"worker-{w.name}")
+                for w in workers]
+        try:
+            await self.serve()
+        finally:
+            await self.close("run over")
+            await finish_tasks(runs, timeout=5.0)
+
+    def run_admin(self, inputs: bytes = b"", workers: Iterable[Worker] = ()) -> None:
+        """Blocking form of :meth:`arun_admin`."""
+        asyncio.run(self.arun_admin(inputs, list(workers)))
+
+    # ------------------------------------------------------------------ tasks
+    def submit(self, tasks: Sequence[Task]) -> None:
+        """Queue tasks for the connected (and future) workers. Raises ConfigError (nothing
+        queued) for a duplicate id, an unknown dependency or a dependency cycle."""
+        self.submit_work(tasks, ())
+
+    def submit_groups(self, groups: Sequence[TaskGroup]) -> None:
+        """Queue task groups (seed 000): their tasks, dependencies, priorities and goals."""
+        self.submit_work((), groups)
+
+    def submit_work(self, tasks: Sequence[Task], groups: Sequence[TaskGroup],
+                    after: Any = None) -> list[TaskId]:
+        """Queue tasks and groups together, all of them waiting on gate ``after`` if given.
+        All or nothing: ConfigError leaves the admin as it was. Returns the task ids."""
+        self._apply(self.state.submit(tasks, groups, time.monotonic(), after))
+        return [t.id for t in tasks] + [t.task_id for g in groups for t in g.subtasks]
+
+    async def run_tasks(self, tasks: Sequence[Task] = (), groups: Sequence[TaskGroup] = ()
+                        ) -> RunReport:
+        """Submit tasks and groups, and wait until every task has a result, was cancelled, or
+        was given up as unassignable."""
+        self.submit_work(tasks, groups)
+        await self.wait_idle()
+        return self.report()
+
+    async def wait_idle(self) -> None:
+        """Wait until nothing submitted is left to run."""
+        await self._idle.wait()
+
+    def report(self) -> RunReport:
+        return self.state.report()
+
+    async def execute(self, task: Task) -> TaskResult:
+        """Submit one task and wait for its result (a failed run is a result too). A task
+        that ends without one (cancelled, a dependency cancelled, lost too often, no worker
+        can take it, the admin stopped) raises TaskFailed saying why."""
+        if task.id in self._waiters:
+            raise ConfigError(f"duplicate task id {task.id!r}")
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters[task.id] = fut
+        try:
+            self.submit([task])
+        except BaseException:
+            self._waiters.pop(task.id, None)
+            raise
+        return await fut
+
+    def cancel(self, task_ids: Sequence[TaskId], reason: str = "cancelled by request"
+               ) -> dict[str, list[TaskId]]:
+        """Cancel tasks: queued or waiting ones at once, running ones by asking their worker
+        (they finish as CANCELLED when it answers). Returns what happened to each."""
+        outcome, cmds = self.state.cancel(task_ids, reason, time.monotonic())
+        self._apply(cmds)
+        return outcome
+
+    def status(self) -> dict[str, Any]:
+        """Workers, groups, queued tasks and counts (what ceylon-status prints)."""
+        return snapshot(self.state)
+
+    # ------------------------------------------------------------------ agents
+    def get_connected_agents(self) -> list[AgentDetail]:
+        return [rec.detail for rec in self.state.workers()]
+
+    async def on_agent_connected(self, topic: str, agent: AgentDetail) -> None:
+        """Called when a worker joins. Override it (the tutorials do)."""
+
+    async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
+        type_, payload = wire.encode_payload(data)
+        header = wire.make_header(self.workspace_id, self.name, type_,
+                                  None if kind == Kind.BCAST else to)
+        frames = wire.encode_frames(kind, header, payload)
+        if kind == Kind.BCAST:
+            if self._sockets is not None:
+                self._sockets.publish(kind, frames)
+            return
+        peer = self.state.peer_of(to or "")
+        if peer is None:
+            raise ConfigError(f"no connected agent named '{to}'")
+        if self._sockets is None or not self._sockets.send(peer, frames):
+            raise ConfigError(f"agent '{to}' is not reachable")
+
+    # ------------------------------------------------------------------ loops
+    async def _recv_loop(self) -> None:
+        sockets = self._sockets
+        assert sockets is not None
+        while True:
+            batch = await sockets.recv_batch(RECV_BATCH)
+            messages = [(f[0].bytes, [x.bytes for x in f[1:]], peer_address(f[-1]))
+                        for f in batch]
+            self._apply(self.state.receive_many(messages, time.monotonic()))
+            if self._woke_waiters or sockets.more:
+                # Someone awaits one of these results (execute()): let it go first, so what it
+                # submits next leaves before we read on. And a recv that is already complete
+                # does not yield: a peer that never pauses would starve the timers.
+                self._woke_waiters = False
+                await asyncio.sleep(0)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            self._apply(self.state.tick(time.monotonic()))
+            await asyncio.sleep(TICK)
+
+    def _on_timer(self) -> None:
+        now = asyncio.get_running_loop().time()
+        self._timers = {t for t in self._timers if t.when() > now}
+        if self._sockets is not None:
+            self._apply(self.state.tick(time.monotonic()))
+
+    # ------------------------------------------------------------------ carrying out
+    def _apply(self, cmds: list[c.Command]) -> None:
+        """The journal first, then every command in order."""
+        if self.journal is not None:
+            self._journal(cmds)
+        carry_out = self._carry_out
+        for cmd in cmds:
+            carry_out[type(cmd)](cmd)
+        if self._result_lines and self._results_out is not None:
+            self._results_out.write("\n".join(self._result_lines) + "\n")
+            self._results_out.flush()
+            self._result_lines.clear()
+        self._sync_idle()
+
+    def _journal(self, cmds: list[c.Command]) -> None:
+        assert self.journal is not None
+        st = self.state
+        for cmd in cmds:
+            if isinstance(cmd, c.NewWork):
+                record_added(self.journal, st.board, st.task_manager, cmd.tasks, cmd.groups)
+        record_changes(self.journal, st.board)
+
+    def _sync_idle(self) -> None:
+        if self.state.idle:
+            self._idle.set()
+        elif self._idle.is_set():
+            self._idle.clear()
+
+    def _send(self, peer: bytes, kind: bytes, type_: str | None, payload: bytes) -> bool:
+        if self._sockets is None:
+            return False
+        header = wire.make_header(self.workspace_id, self.name, type_)
+        return self._sockets.send(peer, wire.encode_frames(kind, header, payload))
+
+    def _send_cmd(self, cmd: c.Send) -> None:
+        self._send(cmd.peer, cmd.kind, *_encode(cmd.msg))
+
+    def _assign(self, cmd: c.Assign) -> None:
+        header = wire.make_header(self.workspace_id, self.name, "TaskAssignment")
+        frames = wire.encode_frames(Kind.ASSIGN, header, wire.pack_batch(cmd.assignments))
+        if self._sockets is None or not self._sockets.send(cmd.peer, frames):
+            self._apply(self.state.undelivered(cmd.peer, cmd.worker, cmd.assignments,
+                                               time.monotonic()))
+            return
+        self._sockets.publish(Kind.ASSIGN, frames)
+
+    def _forward(self, cmd: c.Forward) -> None:
+        if self._sockets is None:
+            return
+        frames = wire.encode_frames(cmd.kind, cmd.header, cmd.payload)
+        if cmd.peer is None:
+            self._sockets.publish(cmd.kind, frames)
+        elif not self._sockets.send(cmd.peer, frames):
+            logger.warning("message from '{}' to '{}' could not be delivered",
+                           cmd.header.sender, cmd.header.to)
+
+    def _publish(self, cmd: c.Publish) -> None:
+        if self._sockets is not None and self._sockets.wanted(cmd.kind):
+            type_, payload = (cmd.type, cmd.msg) if isinstance(cmd.msg, bytes) \
+                else _encode(cmd.msg)
+            header = wire.make_header(self.workspace_id, self.name, type_)
+            self._sockets.publish(cmd.kind, wire.encode_frames(cmd.kind, header, payload))
+
+    def _acknowledge(self, cmd: c.Acknowledge) -> None:
+        self._acks.setdefault(cmd.peer, []).extend(cmd.results)
+        if self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        """Acknowledge the results recorded since the last time (the journal has them)."""
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        for peer, keys in self._acks.items():
+            self._send(peer, Kind.ACK, "Ack", wire.pack(wire.Ack(keys)))
+        self._acks.clear()
+
+    def _wake_at(self, cmd: c.WakeAt) -> None:
+        delay = max(0.0, cmd.at - time.monotonic())
+        self._timers.add(asyncio.get_running_loop().call_later(delay, self._on_timer))
+
+    def _finished(self, f: c.Finished) -> None:
+        if self._waiters:
+            fut = self._waiters.pop(f.task_id, None)
+            if fut is not None and not fut.done():
+                if f.result is not None:
+                    fut.set_result(f.result)
+                else:
+                    fut.set_exception(TaskFailed(f"task {f.task_id!r} {f.status.value}: "
+                                                 f"{f.reason}", f.task_id, f.reason))
+                self._woke_waiters = True
+        r = f.result
+        if r is not None and self._results_out is not None:
+            self._result_lines.append(json.dumps(
+                {"task_id": r.task_id, "worker": r.worker, "success": r.success,
+                 "seconds": round(r.seconds, 6), "attempt": r.attempt, "error": r.error,
+                 "value": r.value, "at": time.time()}, default=repr))
+
+    def _connected(self, cmd: c.Connected) -> None:
+        self._spawn(self.on_agent_connected(self.workspace_id, cmd.agent),
+                    f"on_agent_connected({cmd.agent.name})")
+
+
+def _encode(msg: Any) -> tuple[str, bytes]:
+    """(type name, payload) of a message, or of a list of them sent as one batch."""
+    if isinstance(msg, list):
+        return wire.type_name(msg[0]), wire.pack_batch(msg)
+    return wire.type_name(msg), wire.pack(msg)
+
+
+def _log(cmd: c.Log) -> None:
+    logger.log(cmd.level, cmd.message)
+
+
+def _nothing(cmd: c.Command) -> None:
+    """Carried out before the rest (NewWork: the journal)."""
+
+
+def _warn_if_open(s: AdminSettings) -> None:
+    loopback = s.bind in ("127.0.0.1", "localhost", "::1") or s.bind.startswith("127.")
+    if s.curve_secret is None and not loopback:
+        logger.warning("running open on {}: no CURVE keys{}, so anyone who can reach these "
+                       "ports can {} (see the README's Security section)", s.bind,
+                       "" if s.token else " and no token",
+                       "read the traffic" if s.token else "join, submit and read")

@@ -1,0 +1,140 @@
+"""The surface every agent shares (admin and workers): identity, message handlers, broadcast
+and direct sends. Subclasses provide the transport through :meth:`AgentBase._transmit`."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from loguru import logger
+
+from .. import wire
+from ..core.tasks import DEFAULT_ROLE
+from ..core.workers import AgentDetail
+from ..errors import RemoteProtocolError
+from ..wire import Header, Kind, Limits
+
+_HANDLES = "__ceylon_handles__"
+
+
+def on_message(type: type | None = None) -> Callable[[Callable], Callable]:
+    """Mark a method as the handler of messages of ``type`` (a registered message class).
+
+    The handler is ``async def h(self, data)`` or ``async def h(self, data, agent_id, time)``;
+    plain functions work too. Messages with no typed handler go to ``on_message(agent_id,
+    data, time)``, the raw handler, as bytes or decoded object.
+    """
+
+    def mark(fn: Callable) -> Callable:
+        setattr(fn, _HANDLES, type)
+        return fn
+
+    return mark
+
+
+class AgentBase:
+    """Handlers, broadcast and send. Handlers run as their own asyncio tasks, so a slow handler
+    (the tutorials sleep in theirs) never blocks heartbeats or other messages."""
+
+    def __init__(self, name: str, workspace_id: str, role: str = DEFAULT_ROLE) -> None:
+        self.name = name
+        self.workspace_id = workspace_id
+        self.role = role
+        self.id = name
+        self._handler_tasks: set[asyncio.Task] = set()
+        # type -> (bound handler, whether it also takes agent_id and time): the signature is
+        # read once here, not on every message
+        self._typed: dict[type, tuple[Callable[..., Any], bool]] = {}
+        for attr in dir(type(self)):
+            fn = getattr(type(self), attr, None)
+            handles = getattr(fn, _HANDLES, None) if callable(fn) else None
+            if handles is not None:
+                bound = getattr(self, attr)
+                self._typed[handles] = (bound, _positional_count(bound) >= 3)
+
+    def details(self) -> AgentDetail:
+        return AgentDetail(self.id, self.name, self.role)
+
+    # ---- sending
+    async def broadcast(self, data: bytes) -> None:
+        """Send raw bytes to every agent in the workspace."""
+        await self._transmit(Kind.BCAST, None, data)
+
+    async def broadcast_data(self, obj: Any) -> None:
+        """Send a registered message object to every agent in the workspace."""
+        await self._transmit(Kind.BCAST, None, obj)
+
+    async def send(self, agent_id: str, data: Any) -> None:
+        """Send bytes or a registered message object to one agent (by id or name)."""
+        await self._transmit(Kind.DIRECT, agent_id, data)
+
+    async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
+        raise NotImplementedError
+
+    # ---- receiving
+    async def on_message(self, agent_id: str, data: Any, time: float) -> None:
+        """Raw handler: messages no typed handler took. Override it (seed 001 style)."""
+
+    def _deliver(self, header: Header, payload: bytes, limits: Limits) -> None:
+        """Decode a BCAST/DIRECT payload and start its handler. Bad payloads are dropped."""
+        try:
+            data = wire.decode_payload(header, payload, limits)
+        except RemoteProtocolError as exc:
+            logger.warning("{}: dropped message from {}: {}", self.name, header.sender, exc)
+            return
+        typed = self._typed.get(type(data))
+        if typed is None:
+            coro = _call(self.on_message, header.sender, data, header.ts)
+        elif typed[1]:
+            coro = _call(typed[0], data, header.sender, header.ts)
+        else:
+            coro = _call(typed[0], data)
+        self._spawn(coro, f"handler for {type(data).__name__} from {header.sender}")
+
+    def _spawn(self, coro: Awaitable[Any], what: str) -> None:
+        task = asyncio.ensure_future(_guard(coro, self.name, what))
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
+
+    async def _cancel_handlers(self) -> None:
+        tasks = list(self._handler_tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> None:
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        await result
+
+
+def _positional_count(fn: Callable[..., Any]) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 3
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+async def _guard(coro: Awaitable[Any], name: str, what: str) -> None:
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("{}: {} raised", name, what)
+
+
+async def finish_tasks(tasks: list[asyncio.Task], timeout: float) -> None:
+    """Give ``tasks`` ``timeout`` seconds to end on their own, then cancel the rest."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,180 @@
+"""A worker's task runner: its queue, the tasks running now, time limits, cancellation, and
+results kept until the admin acknowledges them. No sockets: the worker moves the messages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from loguru import logger
+
+from ..core.tasks import Task, TaskAssignment, TaskId, TaskResult
+
+ResultKey = tuple[Any, int]  # (task id, attempt)
+
+
+class _TimedOut(Exception):
+    """The task's own time limit ran out (told apart from a TimeoutError the task raised)."""
+
+
+class TaskRunner:
+    """At most ``capacity`` tasks run at once, pulled from ``queue`` (the admin never sends
+    more than the free slots, so the queue is normally empty; the limit holds regardless)."""
+
+    def __init__(self, name: str, capacity: int,
+                 run_task: Callable[[Task], Awaitable[TaskResult]],
+                 on_result: Callable[[], None]) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.queue: asyncio.Queue[TaskAssignment] = asyncio.Queue()
+        self.active: dict[TaskId, TaskAssignment] = {}
+        self.runs = 0
+        self.unsent: list[TaskResult] = []
+        self.unacked: dict[ResultKey, TaskResult] = {}
+        self._run_task = run_task
+        self._on_result = on_result
+        self._queued: dict[TaskId, TaskAssignment] = {}
+        self._runner_of: dict[TaskId, asyncio.Task] = {}
+        self._cancel_reasons: dict[TaskId, str] = {}
+        self._newest: dict[TaskId, int] = {}  # attempt a running task now answers for
+        self._runners: list[asyncio.Task] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def start(self) -> None:
+        self._runners = [asyncio.create_task(self._loop(), name=f"{self.name}-runner-{i}")
+                         for i in range(self.capacity)]
+
+    async def stop(self) -> None:
+        for t in self._runners:
+            t.cancel()
+        await asyncio.gather(*self._runners, return_exceptions=True)
+
+    # ---- what the admin says
+    def accept(self, a: TaskAssignment) -> None:
+        tid = a.task.id
+        held = self.active.get(tid) or self._queued.get(tid)
+        if (held is not None and held.attempt >= a.attempt) or (tid, a.attempt) in self.unacked:
+            return  # a duplicate (or older) delivery of something we already hold
+        if tid in self.active:
+            # The admin gave it to us again (it thought we lost it) while we still run it:
+            # the run in progress answers for the newest attempt.
+            self._newest[tid] = a.attempt
+            return
+        self._queued[tid] = a  # a queued older attempt is skipped by its runner
+        self._idle.clear()
+        self.queue.put_nowait(a)
+
+    def cancel(self, task_id: TaskId, attempt: int, reason: str) -> None:
+        """Stop a task (queued or running); it is reported as a cancelled result."""
+        queued = self._queued.get(task_id)
+        if queued is not None and queued.attempt == attempt:
+            del self._queued[task_id]  # its runner skips it and reports it cancelled
+            self._cancel_reasons[task_id] = reason
+            self._report(TaskResult(task_id, self.name, False, 0.0, f"cancelled: {reason}",
+                                    attempt, cancelled=True))
+            return
+        running = self.active.get(task_id)
+        if running is not None and running.attempt == attempt:
+            self._cancel_reasons[task_id] = reason
+            self._runner_of[task_id].cancel()  # its runner reports it and goes on
+
+    def acknowledge(self, keys: list[list[Any]]) -> None:
+        for task_id, attempt in keys:
+            self.unacked.pop((task_id, attempt), None)
+
+    # ---- what the worker tells the admin
+    def take_unsent(self) -> list[TaskResult]:
+        """Results to send now; they stay in ``unacked`` until acknowledged."""
+        batch, self.unsent = self.unsent, []
+        for r in batch:
+            self.unacked[(r.task_id, r.attempt)] = r
+        return batch
+
+    def holding(self) -> list[list[Any]]:
+        """[task id, attempt] of every task queued or running here."""
+        return [[a.task.id, self._newest.get(a.task.id, a.attempt)]
+                for a in [*self._queued.values(), *self.active.values()]]
+
+    def accounted(self) -> list[list[Any]]:
+        """What a heartbeat tells the admin: held tasks and unacknowledged results."""
+        return [*self.holding(), *([t, att] for t, att in self.unacked),
+                *([r.task_id, r.attempt] for r in self.unsent)]
+
+    def undelivered(self) -> list[TaskResult]:
+        """Every result the admin has not acknowledged (sent or not)."""
+        return [*self.unacked.values(), *self.unsent]
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until nothing is queued or running; False if that took longer than timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    # ---- running
+    async def _loop(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        while True:
+            a = await self.queue.get()
+            tid = a.task.id
+            if self._queued.get(tid) is not a:
+                self._cancel_reasons.pop(tid, None)
+                self._check_idle()
+                continue  # cancelled while queued
+            del self._queued[tid]
+            self.active[tid] = a
+            self._runner_of[tid] = me
+            logger.debug("{}: running task {!r} (attempt {})", self.name, tid, a.attempt)
+            try:
+                result = await self._execute(a)
+            except asyncio.CancelledError:
+                reason = self._cancel_reasons.pop(tid, None)
+                if reason is None or me.cancelling() > 1:
+                    raise  # the runner itself is being stopped
+                me.uncancel()  # only this task was: report it, take the next
+                result = TaskResult(tid, self.name, False, 0.0, f"cancelled: {reason}",
+                                    a.attempt, cancelled=True)
+            finally:
+                del self.active[tid], self._runner_of[tid]
+            result.attempt = max(result.attempt, self._newest.pop(tid, 0))
+            self.runs += 1
+            self._report(result)
+            self._check_idle()
+
+    def _check_idle(self) -> None:
+        if not self.active and not self._queued:
+            self._idle.set()
+
+    async def _execute(self, a: TaskAssignment) -> TaskResult:
+        task = a.task
+        started = time.perf_counter()
+        try:
+            if task.timeout is not None:
+                try:
+                    result = await asyncio.wait_for(self._run_task(task), task.timeout)
+                except TimeoutError:
+                    raise _TimedOut from None
+            else:
+                result = await self._run_task(task)
+        except _TimedOut:
+            result = TaskResult(task.id, self.name, False,
+                                error=f"timed out after {task.timeout:g} s")
+        except Exception as exc:
+            logger.warning("{}: task {!r} raised {}: {}", self.name, task.id,
+                           type(exc).__name__, exc)
+            result = TaskResult(task.id, self.name, False,
+                                error="".join(traceback.format_exception(exc)))
+        result.worker, result.attempt = self.name, a.attempt
+        if not result.seconds:
+            result.seconds = time.perf_counter() - started
+        return result
+
+    def _report(self, result: TaskResult) -> None:
+        self.unsent.append(result)
+        self._on_result()

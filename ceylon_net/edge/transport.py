@@ -1,0 +1,373 @@
+"""Sockets, and the only module that imports zmq.
+
+Admin: a ROUTER (everything a worker says, and everything addressed to one worker) and a PUB
+(the workspace's broadcast bus, topic = workspace + NUL + kind, so a subscriber takes only the
+kinds it wants and the publisher filters for it). Worker: a DEALER to the ROUTER and a SUB to
+the PUB. Sends on ROUTER and PUB never block: a full or vanished peer is reported to the caller,
+which decides (requeue, drop), instead of stalling everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+import zmq.auth
+from zmq.auth.asyncio import AsyncioAuthenticator
+
+from ..errors import ConfigError
+from ..wire import topic as workspace_topic
+
+LINGER_MS = 1000
+
+
+def _new_context() -> zmq.asyncio.Context:
+    return zmq.asyncio.Context()
+
+
+# --------------------------------------------------------------------------- CURVE
+
+
+@dataclass(frozen=True, slots=True)
+class CurveKeys:
+    """Our keypair, and for a client the admin's public key."""
+
+    public: bytes
+    secret: bytes
+    server: bytes | None = None
+
+
+def create_keypair(directory: str | Path, name: str) -> tuple[Path, Path]:
+    """Write NAME.key (public: hand it out) and NAME.key_secret (keep it) into directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    public, secret = zmq.auth.create_certificates(str(directory), name)
+    Path(secret).chmod(0o600)
+    return Path(public), Path(secret)
+
+
+def _load(path: str | Path, what: str) -> tuple[bytes, bytes | None]:
+    try:
+        return zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{what} {path}: cannot load a key from it ({exc})") from None
+
+
+def load_keys(secret_file: str | Path, admin_key_file: str | Path | None = None) -> CurveKeys:
+    """Our keys from our secret key file; a client also names the admin's public key file."""
+    public, secret = _load(secret_file, "--curve-secret")
+    if secret is None:
+        raise ConfigError(f"--curve-secret {secret_file} holds no secret key (that is the "
+                          f"public .key file; give the .key_secret one)")
+    server = None if admin_key_file is None else _load(admin_key_file, "--admin-key")[0]
+    return CurveKeys(public, secret, server)
+
+
+def _as_server(sock: zmq.Socket, keys: CurveKeys) -> None:
+    sock.curve_secretkey = keys.secret
+    sock.curve_publickey = keys.public
+    sock.curve_server = True
+
+
+def _as_client(sock: zmq.Socket, keys: CurveKeys | None) -> None:
+    if keys is not None:
+        sock.curve_secretkey = keys.secret
+        sock.curve_publickey = keys.public
+        sock.curve_serverkey = keys.server
+
+
+class AdminSockets:
+    """ROUTER + PUB, bound on ``host``."""
+
+    def __init__(self, host: str, max_message_bytes: int, workspace: str,
+                 curve: CurveKeys | None = None, authorized_keys: str | None = None) -> None:
+        self.ctx = _new_context()
+        self.host = host
+        self.auth: AsyncioAuthenticator | None = None
+        if curve is not None:
+            if authorized_keys is None or not Path(authorized_keys).is_dir():
+                raise ConfigError(f"--authorized-keys {authorized_keys}: not a directory")
+            # ZAP checks every new connection to any socket of this context (ROUTER and PUB)
+            # against the public keys in the directory.
+            self.auth = AsyncioAuthenticator(self.ctx)
+            self.auth.start()
+            self.auth.configure_curve(domain="*", location=authorized_keys)
+        self.more = False  # the last recv_batch stopped at its limit (more may be queued)
+        self.router = self.ctx.socket(zmq.ROUTER)
+        # The same socket, blocking API: for reads that cannot wait (DONTWAIT). The next await
+        # on ``router`` looks at the socket's events again, so nothing is missed.
+        self._router_now = zmq.Socket.shadow(self.router.underlying)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.router.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        self.router.setsockopt(zmq.LINGER, LINGER_MS)
+        # Per peer. Sending: a worker's traffic is batched, so a few thousand messages is
+        # plenty, and a non-reading peer cannot make the admin hold more than that for it.
+        # Receiving: ZeroMQ reads every connection into its queue ahead of us, and a flood
+        # from many short-lived connections (each a new queue) grew the admin by 290 MB at
+        # 1,000; at 8 a peer that sends faster than we read is pushed back over TCP instead,
+        # and honest throughput is unchanged (results travel in batches).
+        self.router.setsockopt(zmq.SNDHWM, 10_000)
+        self.router.setsockopt(zmq.RCVHWM, 8)
+        # XPUB: a PUB that tells us what its subscribers want, so events nobody subscribed
+        # to are not even packed and sent (workers subscribe to broadcasts only).
+        self.pub = self.ctx.socket(zmq.XPUB)
+        self.pub.setsockopt(zmq.LINGER, LINGER_MS)
+        self.subscriptions: set[bytes] = set()
+        self.pub.setsockopt(zmq.SNDHWM, 100_000)
+        if curve is not None:
+            _as_server(self.router, curve)
+            _as_server(self.pub, curve)
+        self.topic = workspace_topic(workspace)
+
+    def bind(self, port: int, pub_port: int | None) -> tuple[int, int]:
+        """Bind both sockets; port 0 picks a free port. Returns (port, pub_port)."""
+        if pub_port is None:
+            pub_port = 0 if port == 0 else port + 1
+        port = self._bind(self.router, port, "--port")
+        pub_port = self._bind(self.pub, pub_port, "--pub-port")
+        return port, pub_port
+
+    def _bind(self, sock: zmq.asyncio.Socket, port: int, option: str) -> int:
+        url = f"tcp://{self.host}"
+        try:
+            if port == 0:
+                return sock.bind_to_random_port(url, min_port=20000, max_port=60000)
+            sock.bind(f"{url}:{port}")
+            return port
+        except zmq.ZMQError as exc:
+            hint = " (is another admin running? choose another port)" \
+                if exc.errno == errno.EADDRINUSE else ""
+            raise ConfigError(f"cannot bind {url}:{port} for {option}: {exc.strerror}{hint}") \
+                from None
+
+    async def recv_batch(self, limit: int = 512,
+                         max_bytes: int = 4 << 20) -> list[list[zmq.Frame]]:
+        """Wait for one message on the ROUTER, then take whatever else is already queued, up
+        to ``limit`` messages or ``max_bytes`` (what stays queued is held by ZeroMQ within its
+        high-water mark, not copied into Python all at once)."""
+        first = await self.router.recv_multipart(copy=False)
+        batch, size = [first], sum(len(f) for f in first)
+        while len(batch) < limit and size < max_bytes:
+            try:  # what is queued already, without a future per message
+                frames = self._router_now.recv_multipart(zmq.DONTWAIT, copy=False)
+            except zmq.Again:
+                break
+            batch.append(frames)
+            size += sum(len(f) for f in frames)
+        self.more = len(batch) >= limit or size >= max_bytes  # may be: it stopped looking
+        return batch
+
+    def send(self, identity: bytes, frames: Sequence[bytes]) -> bool:
+        """Send to one worker without blocking; False when it is gone or its queue is full."""
+        fut = self.router.send_multipart([identity, *frames], flags=zmq.DONTWAIT)
+        exc = fut.exception()
+        if exc is None:
+            return True
+        if isinstance(exc, zmq.Again | zmq.ZMQError):
+            return False
+        raise exc
+
+    async def follow_subscriptions(self) -> None:
+        """Keep ``subscriptions`` current (XPUB reports a topic's first subscribe and its
+        last unsubscribe)."""
+        while True:
+            frame = await self.pub.recv()
+            if frame[:1] == b"\x01":
+                self.subscriptions.add(frame[1:])
+            elif frame[:1] == b"\x00":
+                self.subscriptions.discard(frame[1:])
+
+    def wanted(self, kind: bytes) -> bool:
+        """Does any subscriber want this kind of event?"""
+        topic = self.topic + kind
+        return any(topic.startswith(s) for s in self.subscriptions)
+
+    def publish(self, kind: bytes, frames: Sequence[bytes]) -> None:
+        if not self.wanted(kind):
+            return
+        fut = self.pub.send_multipart([self.topic + kind, *frames], flags=zmq.DONTWAIT)
+        # PUB drops under pressure by design and nothing correct depends on it; reading the
+        # outcome only marks it seen.
+        fut.exception()
+
+    def close(self, linger_ms: int = LINGER_MS) -> None:
+        self.router.close(linger_ms)
+        self.pub.close(linger_ms)
+        if self.auth is not None:
+            self.auth.stop()
+        self.ctx.term()
+
+
+def peer_address(frame: zmq.Frame) -> str:
+    """The remote address a frame came from, as libzmq saw it ('' when unknown)."""
+    try:
+        return frame.get("Peer-Address") or ""
+    except (zmq.ZMQError, AttributeError):
+        return ""
+
+
+class WorkerSockets:
+    """DEALER to the admin's ROUTER; SUB to its PUB once the welcome says where."""
+
+    def __init__(self, name: str, endpoint: str, max_message_bytes: int,
+                 curve: CurveKeys | None = None) -> None:
+        self.ctx = _new_context()
+        self.endpoint = endpoint
+        self.curve = curve
+        # A unique identity per process: a restarted worker is a new peer to the ROUTER.
+        self.identity = f"{name}/{uuid.uuid4().hex[:8]}".encode()
+        self.dealer = self.ctx.socket(zmq.DEALER)
+        self._dealer_now = zmq.Socket.shadow(self.dealer.underlying)  # see AdminSockets
+        self.dealer.setsockopt(zmq.IDENTITY, self.identity)
+        self.dealer.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        self.dealer.setsockopt(zmq.LINGER, LINGER_MS)
+        self.dealer.setsockopt(zmq.RECONNECT_IVL, 100)
+        self.dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        _as_client(self.dealer, curve)
+        self.dealer.connect(endpoint)
+        self.sub: zmq.asyncio.Socket | None = None
+
+    def subscribe(self, host: str, pub_port: int, topics: Sequence[bytes]) -> None:
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        _as_client(self.sub, self.curve)
+        for t in topics:
+            self.sub.setsockopt(zmq.SUBSCRIBE, t)
+        self.sub.connect(f"tcp://{host}:{pub_port}")
+
+    def send_soon(self, frames: Sequence[bytes]) -> None:
+        """Send to the admin without waiting: at once, or queued in order behind earlier sends
+        while the connection is down (what does not leave is found by the heartbeats)."""
+        fut = self.dealer.send_multipart(frames)
+        if fut.done():
+            fut.exception()  # seen, so never logged as unretrieved
+        else:
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def send(self, frames: Sequence[bytes], timeout: float | None = None) -> bool:
+        """Send to the admin; False when it could not leave within ``timeout`` s (no
+        connection: the admin is down, or it refused our keys)."""
+        try:
+            await asyncio.wait_for(self.dealer.send_multipart(frames), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def recv(self, timeout: float) -> list[bytes] | None:
+        """Next message from the admin, or None after ``timeout`` seconds."""
+        return await _recv_within(self.dealer, timeout)
+
+    async def recv_batch(self, timeout: float, limit: int = 512) -> list[list[bytes]]:
+        """Wait up to ``timeout`` s for a message from the admin, then take whatever else is
+        already queued (one wake-up for a burst). Empty on timeout."""
+        first = await _recv_within(self.dealer, timeout)
+        if first is None:
+            return []
+        batch = [first]
+        while len(batch) < limit:
+            try:
+                batch.append(self._dealer_now.recv_multipart(zmq.DONTWAIT))
+            except zmq.Again:
+                break
+        return batch
+
+    async def recv_broadcast(self) -> list[bytes]:
+        assert self.sub is not None
+        return await self.sub.recv_multipart()
+
+    def close(self, linger_ms: int = LINGER_MS) -> None:
+        self.dealer.close(linger_ms)
+        if self.sub is not None:
+            self.sub.close(0)
+        self.ctx.term()
+
+
+class Client:
+    """A DEALER that asks the admin one question at a time (ceylon-status, ceylon-submit)."""
+
+    def __init__(self, endpoint: str, max_message_bytes: int,
+                 curve: CurveKeys | None = None) -> None:
+        self.ctx = _new_context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        _as_client(self.sock, curve)
+        self.sock.connect(endpoint)
+
+    async def ask(self, frames: Sequence[bytes], timeout: float) -> list[bytes] | None:
+        """Send ``frames``; the reply, or None when nothing came within ``timeout`` s (also
+        when it could not even be sent: no connection, or our keys were refused)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            await asyncio.wait_for(self.sock.send_multipart(frames), timeout)
+        except TimeoutError:
+            return None
+        return await self.receive(max(0.0, deadline - loop.time()))
+
+    async def receive(self, timeout: float) -> list[bytes] | None:
+        """The next message from the admin, or None after ``timeout`` s."""
+        return await _recv_within(self.sock, timeout)
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+
+class Subscriber:
+    """A read-only view of a workspace's PUB bus (observers, tests, status tools)."""
+
+    def __init__(self, host: str, pub_port: int, workspace: str, kinds: Sequence[bytes] = (b"",),
+                 curve: CurveKeys | None = None):
+        self.ctx = _new_context()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        _as_client(self.sock, curve)
+        base = workspace_topic(workspace)
+        for kind in kinds:
+            self.sock.setsockopt(zmq.SUBSCRIBE, base + kind)
+        self.sock.connect(f"tcp://{host}:{pub_port}")
+
+    async def recv(self, timeout: float) -> list[bytes] | None:
+        return await _recv_within(self.sock, timeout)
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+
+async def _recv_within(sock: zmq.asyncio.Socket, timeout: float) -> list[bytes] | None:
+    """The next message on ``sock``, or None after ``timeout`` seconds.
+
+    A recv future with a timer that cancels it: half the cost of ``poll`` then ``recv`` (a
+    poller and its futures each time), and a cancelled recv takes no message with it."""
+    fut = sock.recv_multipart()
+    if fut.done():
+        return fut.result()
+    timer = asyncio.get_running_loop().call_later(timeout, fut.cancel)
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled, not timed out
+        return None
+    finally:
+        timer.cancel()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (for tests and the demo)."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+

@@ -1,0 +1,382 @@
+"""The worker agent: handshake, heartbeats, running assigned tasks within its capacity."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from .. import wire
+from ..core.tasks import DEFAULT_ROLE, Task, TaskAssignment, TaskResult
+from ..errors import AdminUnreachableError, RejectedError, RemoteProtocolError
+from ..settings import DEFAULT_PORT, DEFAULT_WORKSPACE_ID, WorkerSettings, env_default
+from ..wire import Ack, Cancel, Envelope, Hello, Kind, Limits, Reject, Welcome
+from . import handlers
+from .agent import AgentBase, AgentDetail
+from .runner import TaskRunner
+from .transport import WorkerSockets, load_keys
+
+if TYPE_CHECKING:
+    from .admin import Admin
+
+
+class _Reconnect(Exception):
+    """The admin went silent or forgot us: register again."""
+
+
+class Worker(AgentBase):
+    """A worker agent. ``Worker(name, workspace_id, admin_peer, admin_port)`` as in the
+    tutorials, plus ``role``, ``skill`` and ``max_concurrent_tasks``. Override
+    :meth:`run_task` to do real work; the default is the tutorials' simulated task."""
+
+    def __init__(
+        self,
+        name: str,
+        workspace_id: str | None = None,
+        admin_peer: str | None = None,
+        admin_port: int | None = None,
+        *,
+        role: str | None = None,
+        skill: int | None = None,
+        max_concurrent_tasks: int | None = None,
+        settings: WorkerSettings | None = None,
+        **options: Any,
+    ) -> None:
+        if settings is None:
+            settings = WorkerSettings(
+                name=name,
+                workspace=workspace_id or env_default("WORKSPACE", DEFAULT_WORKSPACE_ID),
+                admin_peer=admin_peer or env_default("ADMIN_PEER", "127.0.0.1"),
+                port=admin_port or env_default("PORT", DEFAULT_PORT, int),
+                role=role or DEFAULT_ROLE,
+                skill=10 if skill is None else skill,
+                capacity=max_concurrent_tasks or 1,
+                **options,
+            )
+        super().__init__(settings.name, settings.workspace, settings.role)
+        self.settings = settings
+        self.skill = settings.skill
+        self.max_concurrent_tasks = settings.capacity
+        self.limits = Limits(max_str_len=settings.max_message_bytes,
+                             max_bin_len=settings.max_message_bytes)
+        self.runner = TaskRunner(settings.name, settings.capacity, self.run_task,
+                                 self._schedule_flush)
+        # The seed's worker shape: its own queue and the tasks running now.
+        self.task_queue = self.runner.queue
+        self.active_tasks = self.runner.active
+        self._sockets: WorkerSockets | None = None
+        self._welcome: Welcome | None = None
+        self._flush_scheduled = False
+        self._draining = False
+        self._stop = asyncio.Event()
+        self._end_reason: str | None = None
+        self._admin_seen = 0.0
+        self._pub_beat = 0.0  # when the admin's last heartbeat came on PUB
+        self._session: asyncio.Task | None = None
+
+    @property
+    def tasks_run(self) -> int:
+        return self.runner.runs
+
+    def details(self) -> AgentDetail:
+        s = self.settings
+        return AgentDetail(self.id, self.name, s.role, s.skill, s.capacity, "")
+
+    # ------------------------------------------------------------------ the task itself
+    async def run_task(self, task: Task) -> TaskResult:
+        """A task naming a handler runs it (its return value is the result's ``value``).
+        Otherwise the tutorials' simulated task: take ``duration`` (or difficulty x time
+        scale) seconds, succeed when skill >= difficulty."""
+        if task.handler is not None:
+            value = await handlers.call(task.handler, task.args, task.kwargs)
+            return TaskResult(task.id, self.name, True, value=value)
+        seconds = task.duration if task.duration is not None \
+            else task.difficulty * self.settings.time_scale
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+        return TaskResult(task.id, self.name, self.skill >= task.difficulty)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def arun(self) -> str:
+        """Connect, register, serve until the admin ends the run or :meth:`stop`.
+
+        Returns the reason the run ended. Raises RejectedError when the admin refuses us and
+        AdminUnreachableError when nobody answers within the connect timeout.
+        """
+        s = self.settings
+        curve = load_keys(s.curve_secret, s.admin_key) if s.curve_secret else None
+        self._sockets = WorkerSockets(s.name, s.endpoint, s.max_message_bytes, curve)
+        bus = asyncio.create_task(self._broadcast_loop(), name=f"{self.name}-bus")
+        beat = asyncio.create_task(self._heartbeat_loop(), name=f"{self.name}-heartbeat")
+        self.runner.start()
+        self._session = asyncio.create_task(self._connected_session(), name=f"{s.name}-session")
+        try:
+            await self._session
+        except asyncio.CancelledError:
+            if not self._stop.is_set():
+                raise
+        finally:
+            await self._shutdown(bus, beat)
+        return self._end_reason or "stopped"
+
+    async def _connected_session(self) -> None:
+        """Register, serve; register again whenever the admin goes silent or forgets us."""
+        while True:
+            await self._handshake()
+            try:
+                await self._serve()
+                return
+            except _Reconnect as why:
+                self._welcome = None
+                logger.warning("{}: {}; registering again", self.name, why)
+
+    async def arun_against(self, admin: Admin) -> str:
+        """Run against an in-process admin (over loopback sockets, like any other worker)."""
+        host = admin.settings.bind if admin.settings.endpoint_host != "*" else "127.0.0.1"
+        self.settings = dataclasses.replace(self.settings, admin_peer=host, port=admin.port)
+        return await self.arun()
+
+    async def stop(self) -> None:
+        """Leave now: tell the admin (what ran here goes back to its queue), return from
+        arun()."""
+        self._end_reason = self._end_reason or "stopped"
+        self._stop.set()
+        if self._session is not None and not self._session.done():
+            self._session.cancel()
+
+    async def drain(self, timeout: float) -> bool:
+        """Graceful leave: take no new work, let running tasks finish (up to ``timeout`` s),
+        deliver their results, then leave. True when everything finished in time."""
+        if self._draining:
+            await self.stop()  # asked twice: stop now
+            return False
+        self._draining = True
+        logger.info("{}: draining: no new tasks; waiting up to {:g} s for {} running",
+                    self.name, timeout, len(self.runner.active) + self.runner.queue.qsize())
+        if self._welcome is not None and self._sockets is not None:
+            await self._send(Kind.DRAIN, wire.End("draining"))
+        finished = await self.runner.drain(timeout)
+        deadline = time.monotonic() + min(timeout, 5.0)
+        while self.runner.undelivered() and time.monotonic() < deadline:
+            self._schedule_flush()
+            await asyncio.sleep(0.05)  # the acknowledgement arrives on the serving loop
+        if not finished:
+            logger.warning("{}: drain timeout: {} task(s) still running are given back",
+                           self.name, len(self.runner.active))
+        await self.stop()
+        return finished
+
+    async def _shutdown(self, *loops: asyncio.Task) -> None:
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        await self.runner.stop()
+        await self._cancel_handlers()
+        if self._sockets is not None:
+            if self._welcome is not None and self._end_reason == "stopped":
+                await self._send(Kind.BYE, wire.End("worker stopping"))
+            self._sockets.close()
+            self._sockets = None
+
+    # ------------------------------------------------------------------ handshake
+    async def _handshake(self) -> None:
+        assert self._sockets is not None
+        s = self.settings
+        deadline = time.monotonic() + s.connect_timeout
+        delay, attempt = 0.25, 0
+        while True:
+            attempt += 1
+            # Built anew each time: what we hold changes while we wait.
+            hello = Hello(s.name, s.role, s.skill, s.capacity, self.runner.holding(),
+                          [wire.to_wire(r) for r in self.runner.undelivered()],
+                          sorted(handlers.registered()))
+            timeout = max(0.05, min(delay, deadline - time.monotonic()))
+            await self._send(Kind.HELLO, hello, token=s.token, timeout=timeout)
+            welcome = await self._await_welcome(min(delay, max(0.0, deadline - time.monotonic())))
+            if welcome is not None:
+                self._on_welcome(welcome)
+                return
+            if time.monotonic() >= deadline:
+                raise AdminUnreachableError(
+                    f"no admin answered at {s.endpoint} within {s.connect_timeout:g} s "
+                    f"(is ceylon-admin running there, on that --port?)")
+            delay = min(delay * 2, 5.0)
+            logger.info("{}: waiting for the admin at {} (attempt {}, retrying in {:.1f} s)",
+                        self.name, s.endpoint, attempt, delay)
+
+    async def _await_welcome(self, timeout: float) -> Welcome | None:
+        assert self._sockets is not None
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            frames = await self._sockets.recv(left)
+            if frames is None:
+                return None
+            env = self._decode(frames)
+            if env is None:
+                continue
+            if env.kind == Kind.REJECT:
+                reject = wire.unpack(Reject, env.payload, self.limits)
+                if reject.retry:
+                    continue  # an answer to something we said before this HELLO
+                raise RejectedError(reject.reason)
+            if env.kind == Kind.WELCOME:
+                return wire.unpack(Welcome, env.payload, self.limits)
+        return None
+
+    def _on_welcome(self, welcome: Welcome) -> None:
+        assert self._sockets is not None
+        first = self._sockets.sub is None
+        self._welcome = welcome
+        self.id = welcome.agent_id
+        self._admin_seen = time.monotonic()
+        if first:
+            topic = wire.topic(self.workspace_id)
+            self._sockets.subscribe(self.settings.admin_peer, welcome.pub_port,
+                                    [topic + Kind.BCAST, topic + Kind.HEARTBEAT])
+        logger.info("{}: registered with admin '{}' at {} (skill {}, role {}, capacity {})",
+                    self.name, welcome.admin, self.settings.endpoint, self.skill, self.role,
+                    self.max_concurrent_tasks)
+        # Results that went with the HELLO may be sent again: the admin drops duplicates.
+        self._schedule_flush()
+
+    # ------------------------------------------------------------------ serving
+    async def _serve(self) -> None:
+        assert self._sockets is not None and self._welcome is not None
+        silent_limit = self._welcome.heartbeat * self._welcome.liveness
+        while True:
+            batch = await self._sockets.recv_batch(self._welcome.heartbeat)
+            now = time.monotonic()
+            if batch:
+                self._admin_seen = now
+            for frames in batch:
+                if self._handle(frames):
+                    return
+            if self.runner.queue.qsize():
+                await asyncio.sleep(0)  # the runners start on them before we wait again
+            if now - self._admin_seen > silent_limit:
+                raise _Reconnect(f"admin silent for {now - self._admin_seen:.1f} s")
+
+    def _handle(self, frames: list[bytes]) -> bool:
+        """Handle one message from the admin; True when the run is over."""
+        env = self._decode(frames)
+        if env is None:
+            return False
+        try:
+            return self._dispatch(env)
+        except RemoteProtocolError as exc:
+            logger.warning("{}: dropped a bad {} from the admin: {}", self.name,
+                           env.kind.decode(), exc)
+            return False
+
+    def _dispatch(self, env: Envelope) -> bool:
+        if env.kind == Kind.ASSIGN:
+            try:
+                batch = wire.unpack_batch(TaskAssignment, env.payload, self.limits)
+            except RemoteProtocolError as exc:
+                logger.warning("{}: dropped a bad assignment: {}", self.name, exc)
+                return False
+            for a in batch:
+                self.runner.accept(a)
+            if any(a.confirm for a in batch) and self._sockets is not None:
+                # On probation: say at once that we have them.
+                self._sockets.send_soon(self._heartbeat_frames())
+        elif env.kind == Kind.ACK:
+            acked = wire.unpack(Ack, env.payload, self.limits).results
+            self.runner.acknowledge(list(wire.task_pairs(acked, "ACK").items()))
+        elif env.kind == Kind.CANCEL:
+            cancel = wire.unpack(Cancel, env.payload, self.limits)
+            for task_id, attempt in wire.task_pairs(cancel.tasks, "CANCEL").items():
+                self.runner.cancel(task_id, attempt, cancel.reason)
+        elif env.kind == Kind.DIRECT:
+            self._deliver(env.header, env.payload, self.limits)
+        elif env.kind == Kind.END:
+            self._end_reason = wire.unpack(wire.End, env.payload, self.limits).reason
+            logger.info("{}: admin ended the run: {}", self.name, self._end_reason)
+            return True
+        elif env.kind == Kind.REJECT:
+            raise _Reconnect("admin does not know us any more")
+        return False
+
+    def _decode(self, frames: list[bytes]) -> Envelope | None:
+        try:
+            return wire.decode_frames(frames, self.limits)
+        except RemoteProtocolError as exc:
+            logger.warning("{}: dropped a bad frame from the admin: {}", self.name, exc)
+            return None
+
+    async def _broadcast_loop(self) -> None:
+        while True:
+            if self._sockets is None or self._sockets.sub is None:
+                await asyncio.sleep(0.05)
+                continue
+            frames = await self._sockets.recv_broadcast()
+            env = self._decode(frames[1:])
+            if env is None:
+                continue
+            if env.kind == Kind.HEARTBEAT:
+                self._admin_seen = self._pub_beat = time.monotonic()
+            elif env.kind == Kind.BCAST and env.header.sender != self.id:
+                self._deliver(env.header, env.payload, self.limits)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            # The admin's WELCOME sets the pace for both sides; until then, a second.
+            await asyncio.sleep(self._welcome.heartbeat if self._welcome else 1.0)
+            if self._welcome is not None and self._sockets is not None:
+                await self._sockets.send(self._heartbeat_frames(), 1.0)
+
+    def _heartbeat_frames(self) -> list[bytes]:
+        interval = self._welcome.heartbeat if self._welcome else 1.0
+        hears_pub = time.monotonic() - self._pub_beat < 2 * interval
+        return self._frames(Kind.HEARTBEAT,
+                            wire.Heartbeat(self.runner.accounted(), pub=hears_pub))
+
+    # ------------------------------------------------------------------ results
+    def _schedule_flush(self) -> None:
+        # Results finished in the same loop iteration leave in one frame (call_soon), so
+        # batching never delays them. With nothing else queued or running no other result
+        # can join it: it leaves now, a loop turn sooner.
+        if self._flush_scheduled or not self.runner.unsent:
+            return
+        if not self.runner.active and not self.runner.queue.qsize():
+            self._flush()
+            return
+        self._flush_scheduled = True
+        asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._welcome is None or self._sockets is None or not self.runner.unsent:
+            return
+        batch = self.runner.take_unsent()
+        header = wire.make_header(self.workspace_id, self.name, "TaskResult")
+        self._sockets.send_soon(
+            wire.encode_frames(Kind.RESULT, header, wire.pack_batch(batch)))
+
+    # ------------------------------------------------------------------ sending
+    async def _send(self, kind: bytes, msg: Any, token: str | None = None,
+                    timeout: float = 1.0) -> bool:
+        """Send a control message; False if it could not leave within ``timeout`` s (then
+        the admin is unreachable, which the heartbeats notice)."""
+        assert self._sockets is not None
+        return await self._sockets.send(self._frames(kind, msg, token), timeout)
+
+    def _frames(self, kind: bytes, msg: Any, token: str | None = None) -> list[bytes]:
+        """A control message to the admin, ready to send."""
+        header = wire.make_header(self.workspace_id, self.name, wire.type_name(msg),
+                                      token=token)
+        return wire.encode_frames(kind, header, wire.pack(msg))
+
+    async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
+        if self._sockets is None:
+            raise RuntimeError(f"worker '{self.name}' is not running")
+        type_, payload = wire.encode_payload(data)
+        header = wire.make_header(self.workspace_id, self.id, type_, to)
+        await self._sockets.send(wire.encode_frames(kind, header, payload))
+
+
+Agent = Worker
+"""The tutorials' ``Agent``: a worker-side agent (connects to an admin)."""

@@ -1,0 +1,169 @@
+"""Bytes on the wire: bounded msgpack, the header, the three frames of a message, and the
+[task id, attempt] pairs peers send. Anything malformed is a RemoteProtocolError."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from ..errors import LocalProtocolError, RemoteProtocolError
+from .kinds import DEFAULT_LIMITS, KINDS, PROTOCOL_VERSION, Limits
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise RemoteProtocolError(f"msgpack extension type {code} is not allowed")
+
+
+def unpackb(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Decode msgpack from the network within ``limits``; any failure is RemoteProtocolError."""
+    # No container can hold more items than the data has bytes: capping the limits there
+    # stops a header that claims 100,000 items from pre-allocating them.
+    size = len(data)
+    if _has_long_containers(data):
+        _check_complete(data, size)
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_reject_ext,
+            max_str_len=min(limits.max_str_len, size),
+            max_bin_len=min(limits.max_bin_len, size),
+            max_array_len=min(limits.max_array_len, size),
+            max_map_len=min(limits.max_map_len, size // 2),
+            max_ext_len=0,
+        )
+    except RemoteProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises ValueError, TypeError, FormatError, StackError...
+        raise RemoteProtocolError(f"undecodable msgpack: {type(exc).__name__}: {exc}") from None
+
+
+def _has_long_containers(data: bytes) -> bool:
+    """Could ``data`` hold an array or map header of more than 15 items (array 16/32, map
+    16/32)? Shorter ones, even nested to msgpack's depth limit, pre-allocate little."""
+    return b"\xdc" in data or b"\xdd" in data or b"\xde" in data or b"\xdf" in data
+
+
+def _check_complete(data: bytes, size: int) -> None:
+    """msgpack allocates each container at its header's claimed length before reading the
+    items. Nested headers that each claim nearly the whole input would together allocate many
+    times its size (900 headers claiming 2,304 items in 2.7 KB: 16.8 MB) before the decoder
+    finds the items missing. Skipping the data first, which builds no objects, proves every
+    claimed item is present, so the decode that follows allocates in proportion to the
+    input."""
+    unpacker = msgpack.Unpacker(max_buffer_size=max(size, 1), max_ext_len=0)
+    unpacker.feed(data)
+    try:
+        unpacker.skip()
+    except msgpack.OutOfData:
+        raise RemoteProtocolError("undecodable msgpack: truncated (a container claims more "
+                                  "items than the data holds)") from None
+    except Exception as exc:
+        raise RemoteProtocolError(f"undecodable msgpack: {type(exc).__name__}: {exc}") from None
+    if unpacker.tell() != size:
+        raise RemoteProtocolError(f"undecodable msgpack: {size - unpacker.tell()} byte(s) of "
+                                  "extra data after the value")
+
+
+def packb(obj: Any) -> bytes:
+    try:
+        return msgpack.packb(obj, use_bin_type=True)
+    except Exception as exc:
+        raise LocalProtocolError(f"cannot encode {type(obj).__name__}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- header / frames
+
+
+@dataclass(slots=True)
+class Header:
+    """Who sent what, when. ``type`` names the payload's registered message type (None: raw
+    bytes); ``to`` is the recipient agent id of a DIRECT message."""
+
+    workspace: str
+    sender: str
+    msg_id: int = 0
+    ts: float = 0.0
+    type: str | None = None
+    to: str | None = None
+    version: int = PROTOCOL_VERSION
+    token: str | None = None  # the workspace token, on HELLO and client requests only
+
+
+@dataclass(slots=True)
+class Envelope:
+    kind: bytes
+    header: Header
+    payload: bytes
+
+
+_msg_ids = itertools.count(1)
+
+
+def make_header(
+    workspace: str, sender: str, type: str | None = None, to: str | None = None,
+    token: str | None = None,
+) -> Header:
+    return Header(workspace, sender, next(_msg_ids), time.time(), type, to, token=token)
+
+
+def encode_header(h: Header) -> bytes:
+    fields = [h.version, h.workspace, h.msg_id, h.sender, h.ts, h.type, h.to]
+    return packb(fields if h.token is None else [*fields, h.token])
+
+
+def decode_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Header:
+    raw = unpackb(data, limits)
+    # Protocol version first, so a future peer with a longer header still gets a clear answer.
+    if not isinstance(raw, list) or len(raw) < 7:
+        raise RemoteProtocolError("header is not a 7-element array")
+    version, workspace, msg_id, sender, ts, type_, to = raw[:7]
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise RemoteProtocolError("header version is not an int")
+    if not isinstance(workspace, str) or not isinstance(sender, str):
+        raise RemoteProtocolError("header workspace/sender must be strings")
+    if isinstance(msg_id, bool) or isinstance(ts, bool) or not isinstance(msg_id, int) \
+            or not isinstance(ts, int | float):
+        raise RemoteProtocolError("header msg_id/ts must be numbers")
+    if not (type_ is None or isinstance(type_, str)) or not (to is None or isinstance(to, str)):
+        raise RemoteProtocolError("header type/to must be strings or nil")
+    token = raw[7] if len(raw) > 7 else None
+    if not (token is None or isinstance(token, str)):
+        raise RemoteProtocolError("header token must be a string or nil")
+    return Header(workspace, sender, msg_id, float(ts), type_, to, version, token)
+
+
+def encode_frames(kind: bytes, header: Header, payload: bytes = b"") -> list[bytes]:
+    return [kind, encode_header(header), payload]
+
+
+def decode_frames(frames: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> Envelope:
+    """Parse [kind, header, payload]. Raises RemoteProtocolError for anything else."""
+    if len(frames) != 3:
+        raise RemoteProtocolError(f"expected 3 frames, got {len(frames)}")
+    kind, header, payload = frames
+    if kind not in KINDS:
+        raise RemoteProtocolError(f"unknown kind {bytes(kind[:16])!r}")
+    return Envelope(bytes(kind), decode_header(header, limits), payload)
+
+
+def task_pairs(raw: Any, what: str) -> dict[int | str, int]:
+    """{task id: attempt} from [[task id, attempt], ...] as peers send them; a task id is an
+    int or a string and an attempt an int, anything else is the peer's error."""
+    out: dict[int | str, int] = {}
+    for pair in raw if isinstance(raw, list) else [None]:
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise RemoteProtocolError(f"{what}: expected [task id, attempt] pairs")
+        task_id, attempt = pair
+        if isinstance(task_id, bool) or not isinstance(task_id, int | str):
+            raise RemoteProtocolError(f"{what}: a task id must be an int or a string")
+        if isinstance(attempt, bool) or not isinstance(attempt, int):
+            raise RemoteProtocolError(f"{what}: an attempt must be an int")
+        out[task_id] = attempt
+    return out

@@ -1,0 +1,62 @@
+"""Message kinds, protocol version and the bounds every decoder applies. No code, only facts
+both sides agree on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
+
+
+class Kind:
+    """Frame kinds. A worker says HELLO, HEARTBEAT, RESULT, BCAST, DIRECT, BYE; the admin
+    answers WELCOME or REJECT and sends ASSIGN, DIRECT, HEARTBEAT, END. EVENT is PUB-only.
+    STATUS and SUBMIT come from clients over the ROUTER (no registration needed): the admin
+    answers STATUS with a Status, SUBMIT with a SUBMIT (Submitted) or a REJECT, then, when the
+    client waits, PROGRESS now and then and one REPORT when the batch is done."""
+
+    HELLO = b"HELLO"
+    WELCOME = b"WELCOME"
+    REJECT = b"REJECT"
+    ASSIGN = b"ASSIGN"
+    RESULT = b"RESULT"
+    BCAST = b"BCAST"
+    DIRECT = b"DIRECT"
+    HEARTBEAT = b"HB"
+    BYE = b"BYE"
+    END = b"END"
+    EVENT = b"EVENT"
+    STATUS = b"STATUS"
+    SUBMIT = b"SUBMIT"
+    PROGRESS = b"PROGRESS"
+    REPORT = b"REPORT"
+    ACK = b"ACK"
+    CANCEL = b"CANCEL"
+    DRAIN = b"DRAIN"
+
+
+KINDS = frozenset(v for k, v in vars(Kind).items() if k.isupper())
+
+
+MAX_CAPACITY = 10_000  # tasks one worker may run at once (its --concurrency)
+MAX_HELD = MAX_CAPACITY  # tasks a worker can hold, running or with results unacknowledged
+MAX_HANDLERS = 1_000  # task handler names one worker can announce
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds applied to every msgpack decode of data that came from the network."""
+
+    max_str_len: int = 1 << 20
+    max_bin_len: int = 1 << 20
+    max_array_len: int = 100_000
+    max_map_len: int = 10_000
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def topic(workspace: str) -> bytes:
+    """PUB topic of a workspace; the NUL keeps 'prod' from matching 'production'."""
+    return workspace.encode() + b"\0"

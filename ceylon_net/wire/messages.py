@@ -1,0 +1,143 @@
+"""The control messages of the protocol (HELLO, WELCOME, heartbeats, acks, client requests).
+The seeds' Task, TaskAssignment and TaskResult live with the task model (ceylon_net.core.tasks)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .kinds import MAX_HANDLERS, MAX_HELD
+from .schema import message
+
+
+@message
+@dataclass(slots=True)
+class Hello:
+    """Worker -> admin: who I am. Protocol version and workspace travel in the header."""
+
+    name: str
+    role: str
+    skill: int
+    capacity: int
+    # On registering again (after the admin went silent or restarted): what this worker is
+    # still running, as [task id, attempt], and the results the admin never acknowledged.
+    # A worker holds at most its capacity of tasks, so these are bounded before conversion.
+    running: list[list[Any]] = dataclasses.field(default_factory=list,
+                                                 metadata={"max_items": MAX_HELD})
+    results: list[dict[str, Any]] = dataclasses.field(default_factory=list,
+                                                      metadata={"max_items": MAX_HELD})
+    handlers: list[str] = dataclasses.field(default_factory=list,  # task handlers it has
+                                            metadata={"max_items": MAX_HANDLERS})
+
+
+@message
+@dataclass(slots=True)
+class Heartbeat:
+    """Worker -> admin, every heartbeat: the tasks it holds and the results it has not had
+    acknowledged, as [task id, attempt]. An assignment the admin believes delivered but the
+    worker never got (a connection replaced mid-flight) is found this way and requeued."""
+
+    holding: list[list[Any]] = dataclasses.field(default_factory=list,
+                                                 metadata={"max_items": 2 * MAX_HELD})
+    # The worker hears the admin's heartbeats on PUB: the admin need not send it its own.
+    pub: bool = False
+
+
+@message
+@dataclass(slots=True)
+class Ack:
+    """Admin -> worker: these results ([task id, attempt]) are recorded (or were stale);
+    the worker may forget them."""
+
+    results: list[list[Any]]
+
+
+@message
+@dataclass(slots=True)
+class Cancel:
+    """Stop these tasks ([task id, attempt]); a worker reports each as a cancelled result."""
+
+    tasks: list[list[Any]]
+    reason: str = ""
+
+
+@message
+@dataclass(slots=True)
+class Welcome:
+    """Admin -> worker: you are in; where the PUB bus is; how often we both heartbeat."""
+
+    agent_id: str
+    admin: str
+    pub_port: int
+    heartbeat: float
+    liveness: int
+
+
+@message
+@dataclass(slots=True)
+class Reject:
+    reason: str
+    # True: "I do not know you (I restarted, or declared you lost): say HELLO again", not a
+    # refusal. A worker that gets it while registering ignores it.
+    retry: bool = False
+
+
+@message
+@dataclass(slots=True)
+class End:
+    """Admin -> workers: the run is over (or the admin is shutting down); exit cleanly."""
+
+    reason: str
+
+
+@message
+@dataclass(slots=True)
+class Event:
+    """A status event on the PUB bus: ``worker_joined``, ``worker_lost``, ``run_finished``..."""
+
+    event: str
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@message
+@dataclass(slots=True)
+class Status:
+    """The admin's answer to STATUS: see ceylon_net.status.snapshot for the fields."""
+
+    snapshot: dict[str, Any]
+
+
+@message
+@dataclass(slots=True)
+class Submission:
+    """A client's batch: ``doc`` is a tasks/groups document as in a tasks file."""
+
+    doc: dict[str, Any]
+    wait: bool = True
+    sequential: bool = False
+
+
+@message
+@dataclass(slots=True)
+class Submitted:
+    batch: int
+    tasks: int
+
+
+@message
+@dataclass(slots=True)
+class BatchProgress:
+    batch: int
+    done: int
+    total: int
+    succeeded: int
+
+
+@message
+@dataclass(slots=True)
+class BatchReport:
+    """The batch's run report, in the --report-json form."""
+
+    batch: int
+    report: dict[str, Any]

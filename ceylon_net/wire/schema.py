@@ -1,0 +1,294 @@
+"""Typed messages: dataclasses registered by name with :func:`message`, their strict wire
+form, and :func:`dumps`/:func:`loads`, the safe replacement for the tutorials' pickle.
+
+They travel as msgpack maps of their fields; decoding is strict about field types, ignores
+unknown fields and fills missing ones from defaults (so a new field with a default never breaks
+an older peer). Only registered types can ever come out of a decode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import reprlib
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..errors import LocalProtocolError, RemoteProtocolError
+from .codec import Header, packb, unpackb
+from .kinds import DEFAULT_LIMITS, Limits
+
+_REGISTRY: dict[str, type] = {}
+_NAMES: dict[type, str] = {}
+_SCHEMAS: dict[type, list[tuple[str, Callable[[Any], Any], bool]]] = {}
+T = TypeVar("T")
+
+
+def message(cls: type[T] | None = None, *, name: str | None = None) -> Any:
+    """Register a dataclass as a message type (making it a dataclass if it is not one).
+
+    ``@message`` or ``@message(name="v2.Order")``. The name is what crosses the wire, so two
+    processes agree on a type by name, not by Python identity.
+    """
+
+    def register(c: type[T]) -> type[T]:
+        if not dataclasses.is_dataclass(c):
+            c = dataclass(c)
+        key = name or c.__name__
+        old = _REGISTRY.get(key)
+        if old is not None and old is not c and old.__qualname__ != c.__qualname__:
+            raise LocalProtocolError(f"message name {key!r} already registered by {old!r}")
+        _REGISTRY[key] = c
+        _NAMES[c] = key
+        _SCHEMAS.pop(c, None)
+        _DEFAULTS.pop(c, None)
+        return c
+
+    return register(cls) if cls is not None else register
+
+
+def message_type(name: str) -> type:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise RemoteProtocolError(f"unknown message type {name!r}") from None
+
+
+def type_name(obj: Any) -> str:
+    cls = obj if isinstance(obj, type) else type(obj)
+    try:
+        return _NAMES[cls]
+    except KeyError:
+        raise LocalProtocolError(
+            f"{cls.__name__} is not a registered message type; decorate it with @message"
+        ) from None
+
+
+def is_message(obj: Any) -> bool:
+    return (obj if isinstance(obj, type) else type(obj)) in _NAMES
+
+
+_PLAIN = (str, int, float, bool, bytes, type(None))
+_DEFAULTS: dict[type, list[tuple[str, Any]]] = {}
+_NO_DEFAULT = object()
+
+
+def _fields_and_defaults(cls: type) -> list[tuple[str, Any]]:
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = _NO_DEFAULT
+        out.append((f.name, default))
+    _DEFAULTS[cls] = out
+    return out
+
+
+def to_wire(obj: Any) -> Any:
+    """Plain msgpack-able form of a message (nested messages become maps, enums values).
+    Fields equal to their default are left out: the receiver fills them in again, which
+    keeps frames small (most tasks use few of their optional fields)."""
+    cls = type(obj)
+    if cls in _NAMES:
+        out = {}
+        for name, default in _DEFAULTS.get(cls) or _fields_and_defaults(cls):
+            value = getattr(obj, name)
+            if value is default or (default is not _NO_DEFAULT and value == default
+                                    and type(value) is type(default)):
+                continue
+            out[name] = value if type(value) in _PLAIN else to_wire(value)
+        return out
+    if cls in _PLAIN:
+        return obj
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, list | tuple):
+        return [to_wire(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_wire(v) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj):
+        raise LocalProtocolError(f"{cls.__name__} is not a registered message type")
+    return obj
+
+
+def from_wire(cls: type[T], data: Any) -> T:
+    """Build ``cls`` from its wire form, checking every field's type strictly."""
+    if not isinstance(data, dict):
+        raise RemoteProtocolError(f"{cls.__name__}: expected a map, got {type(data).__name__}")
+    schema = _SCHEMAS.get(cls) or _compile(cls)
+    kwargs = {}
+    for fname, convert, required in schema:
+        if fname in data:
+            try:
+                kwargs[fname] = convert(data[fname])
+            except _Mismatch as exc:
+                raise RemoteProtocolError(f"{cls.__name__}.{fname}: {exc}") from None
+        elif required:
+            raise RemoteProtocolError(f"{cls.__name__}: missing field {fname!r}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise RemoteProtocolError(f"{cls.__name__}: {exc}") from None
+
+
+def pack(obj: Any) -> bytes:
+    return packb(to_wire(obj))
+
+
+def unpack(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) -> T:
+    return from_wire(cls, unpackb(payload, limits))
+
+
+def pack_batch(objs: Sequence[Any]) -> bytes:
+    return packb([to_wire(o) for o in objs])
+
+
+def unpack_batch(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) -> list[T]:
+    raw = unpackb(payload, limits)
+    if not isinstance(raw, list):
+        raise RemoteProtocolError(f"{cls.__name__} batch: expected an array")
+    return [from_wire(cls, item) for item in raw]
+
+
+def dumps(obj: Any) -> bytes:
+    """Self-describing bytes for a registered message: the safe stand-in for pickle.dumps."""
+    return packb([type_name(obj), to_wire(obj)])
+
+
+def loads(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Inverse of :func:`dumps`; only registered types can come out, never arbitrary code."""
+    raw = unpackb(data, limits)
+    if not (isinstance(raw, list) and len(raw) == 2 and isinstance(raw[0], str)):
+        raise RemoteProtocolError("not a ceylon_net message (expected [type, fields])")
+    return from_wire(message_type(raw[0]), raw[1])
+
+
+def decode_payload(header: Header, payload: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """A BCAST/DIRECT payload as the receiver sees it: a message object, or raw bytes."""
+    if header.type is None:
+        return bytes(payload)
+    return unpack(message_type(header.type), payload, limits)
+
+
+def encode_payload(data: Any) -> tuple[str | None, bytes]:
+    """(type name, payload) for raw bytes or a registered message."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return None, bytes(data)
+    return type_name(data), pack(data)
+
+
+# --------------------------------------------------------------------------- field converters
+
+
+class _Mismatch(Exception):
+    pass
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 60, 60
+
+
+def _compile(cls: type) -> list[tuple[str, Callable[[Any], Any], bool]]:
+    hints = typing.get_type_hints(cls)
+    schema = []
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        convert = _converter(hints.get(f.name, Any))
+        most = f.metadata.get("max_items")
+        if most is not None:
+            convert = _at_most(most, convert)
+        schema.append((f.name, convert, required))
+    _SCHEMAS[cls] = schema
+    return schema
+
+
+def _expect(kind: type | tuple[type, ...], label: str) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        if isinstance(v, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise _Mismatch(f"expected {label}, got bool")
+        if not isinstance(v, kind):
+            raise _Mismatch(f"expected {label}, got {type(v).__name__}")
+        return v
+
+    return check
+
+
+def _to_float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise _Mismatch(f"expected float, got {type(v).__name__}")
+    return float(v)
+
+
+def _at_most(most: int, convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A field's declared bound, checked before any of its items is converted."""
+    def check(v: Any) -> Any:
+        if isinstance(v, list | dict) and len(v) > most:
+            raise _Mismatch(f"{len(v)} items, more than the {most} allowed")
+        return convert(v)
+
+    return check
+
+
+def _identity(v: Any) -> Any:
+    return v
+
+
+def _converter(tp: Any) -> Callable[[Any], Any]:
+    if tp is Any or tp is object:
+        return _identity
+    if tp is float:
+        return _to_float
+    if tp in (int, str, bool, bytes):
+        return _expect(tp, tp.__name__)
+    if isinstance(tp, type) and tp in _NAMES:
+        return lambda v: from_wire(tp, v)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return _enum_converter(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [_converter(a) for a in args if a is not type(None)]
+        return _union_converter(options, type(None) in args)
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+        item = _converter(args[0]) if args else _identity
+        if item is _identity:
+            return _expect(list, "array")  # decoded lists are fresh: nothing to copy
+        return lambda v: [item(x) for x in _expect(list, "array")(v)]
+    if origin is dict or tp is dict:
+        value = _converter(args[1]) if len(args) == 2 else _identity
+        if value is _identity:
+            return _expect(dict, "map")  # decoded maps are fresh: nothing to copy
+        return lambda v: {k: value(x) for k, x in _expect(dict, "map")(v).items()}
+    return _identity
+
+
+def _enum_converter(tp: type[enum.Enum]) -> Callable[[Any], Any]:
+    def convert(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            raise _Mismatch(f"a {type(v).__name__} is not a {tp.__name__}")
+        try:
+            return tp(v)
+        except (ValueError, TypeError):
+            # A bounded repr: a deeply nested value must not blow the recursion limit.
+            raise _Mismatch(f"{_SHORT.repr(v)} is not a {tp.__name__}") from None
+
+    return convert
+
+
+def _union_converter(options: list[Callable[[Any], Any]], optional: bool) -> Callable[[Any], Any]:
+    def convert(v: Any) -> Any:
+        if v is None and optional:
+            return None
+        for option in options:
+            try:
+                return option(v)
+            except (_Mismatch, RemoteProtocolError):
+                continue
+        raise _Mismatch(f"unexpected {type(v).__name__}")
+
+    return convert

@@ -1,0 +1,163 @@
+"""Driving AdminState without sockets, as the edge would: frames in, commands out.
+
+``Sim`` holds the state and a fake clock; ``SimWorker`` is a worker as the admin sees it over
+the wire: it registers, holds what it is sent, answers, heartbeats. Nothing sleeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ceylon_net import wire
+from ceylon_net.core import commands as c
+from ceylon_net.core.admin_state import AdminState
+from ceylon_net.core.tasks import Task, TaskResult
+from ceylon_net.settings import AdminSettings
+from ceylon_net.wire import Hello, Kind
+
+WORKSPACE = "default"
+
+
+def frames(kind: bytes, msg: Any = None, sender: str = "peer", workspace: str = WORKSPACE,
+           token: str | None = None, version: int | None = None) -> list[bytes]:
+    """A message as a peer puts it on the wire."""
+    if isinstance(msg, list):
+        type_, payload = wire.type_name(msg[0]) if msg else None, wire.pack_batch(msg)
+    elif msg is None:
+        type_, payload = None, b""
+    else:
+        type_, payload = wire.type_name(msg), wire.pack(msg)
+    header = wire.make_header(workspace, sender, type_, token=token)
+    if version is not None:
+        header.version = version
+    return wire.encode_frames(kind, header, payload)
+
+
+def of(cmds: list[Any], kind: type) -> list[Any]:
+    return [x for x in cmds if isinstance(x, kind)]
+
+
+def sends(cmds: list[Any], kind: bytes, peer: bytes | None = None) -> list[Any]:
+    """The messages of the Send commands of ``kind`` (to ``peer``)."""
+    return [x.msg for x in of(cmds, c.Send) if x.kind == kind and peer in (None, x.peer)]
+
+
+def assigned(cmds: list[Any]) -> dict[str, list[Any]]:
+    """{worker: [task id, ...]} of the Assign commands."""
+    out: dict[str, list[Any]] = {}
+    for a in of(cmds, c.Assign):
+        out.setdefault(a.worker, []).extend(x.task.id for x in a.assignments)
+    return out
+
+
+def logs(cmds: list[Any], level: str | None = None) -> list[str]:
+    return [x.message for x in of(cmds, c.Log) if level in (None, x.level)]
+
+
+def noop(i: Any, difficulty: int = 1, **kw: Any) -> Task:
+    return Task(i, f"task {i}", difficulty, **kw)
+
+
+@dataclass
+class SimWorker:
+    """A worker process as the admin knows it: what it was sent, what it answered."""
+
+    sim: Sim
+    name: str
+    peer: bytes
+    skill: int = 10
+    role: str = "default"
+    capacity: int = 1
+    held: dict[Any, int] = field(default_factory=dict)  # task -> attempt
+    unacked: dict[tuple[Any, int], TaskResult] = field(default_factory=dict)
+
+    def say(self, kind: bytes, msg: Any = None, **kw: Any) -> list[Any]:
+        return self.sim.receive(self.peer, frames(kind, msg, sender=self.name, **kw))
+
+    def hello(self, **kw: Any) -> list[Any]:
+        hello = Hello(self.name, self.role, self.skill, self.capacity,
+                      [[t, a] for t, a in self.held.items()],
+                      [wire.to_wire(r) for r in self.unacked.values()])
+        return self.say(Kind.HELLO, hello, **kw)
+
+    def heartbeat(self, pub: bool = True) -> list[Any]:
+        holding = [[t, a] for t, a in self.held.items()] + [[t, a] for t, a in self.unacked]
+        return self.say(Kind.HEARTBEAT, wire.Heartbeat(holding, pub))
+
+    def finish(self, task_id: Any, success: bool = True, **kw: Any) -> list[Any]:
+        """Report a held task's result (it stays unacknowledged until an ACK)."""
+        attempt = self.held.pop(task_id)
+        result = TaskResult(task_id, self.name, success, 0.001, attempt=attempt, **kw)
+        self.unacked[(task_id, attempt)] = result
+        return self.say(Kind.RESULT, [result])
+
+    def finish_all(self) -> list[Any]:
+        out: list[Any] = []
+        for task_id in list(self.held):
+            out += self.finish(task_id)
+        return out
+
+
+class Sim:
+    """An AdminState, a fake clock, and the workers it talks to. Commands are carried out as
+    a perfect network would: assignments reach their worker, acknowledgements too (a CANCEL is
+    the test's to answer); ``every`` keeps all commands seen."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.now = 0.0
+        self.st = AdminState(AdminSettings(**{"port": 0, **settings}), self.now)
+        self.st.started(self.now, 8000, 8001)
+        self.workers: dict[bytes, SimWorker] = {}
+        self.every: list[Any] = []
+        self._peers = 0
+
+    def worker(self, name: str, **kw: Any) -> SimWorker:
+        self._peers += 1
+        w = SimWorker(self, name, f"{name}/{self._peers}".encode(), **kw)
+        self.workers[w.peer] = w
+        return w
+
+    def join(self, name: str, **kw: Any) -> SimWorker:
+        """A worker that registers and heartbeats at once (so it confirms the probation task it
+        got, if there was one to give, and is trusted)."""
+        w = self.worker(name, **kw)
+        w.hello()
+        w.heartbeat()
+        return w
+
+    def receive(self, peer: bytes, msg: list[bytes], address: str = "127.0.0.1") -> list[Any]:
+        return self.carry(self.st.receive(peer, msg, address, self.now))
+
+    def tick(self, at: float | None = None) -> list[Any]:
+        if at is not None:
+            self.now = at
+        return self.carry(self.st.tick(self.now))
+
+    def submit(self, *tasks: Task, **kw: Any) -> list[Any]:
+        return self.carry(self.st.submit(list(tasks), now=self.now, **kw))
+
+    def cancel(self, *ids: Any, reason: str = "cancelled by request") -> list[Any]:
+        _, cmds = self.st.cancel(list(ids), reason, self.now)
+        return self.carry(cmds)
+
+    def carry(self, cmds: list[Any]) -> list[Any]:
+        self.every += cmds
+        for cmd in cmds:
+            w = self.workers.get(getattr(cmd, "peer", None) or b"")
+            if w is None:
+                continue
+            if isinstance(cmd, c.Assign):
+                for a in cmd.assignments:
+                    w.held[a.task.id] = max(a.attempt, w.held.get(a.task.id, 0))
+            elif isinstance(cmd, c.Acknowledge):
+                for t, a in cmd.results:
+                    w.unacked.pop((t, a), None)
+        return cmds
+
+    def finished(self) -> dict[Any, c.Finished]:
+        out: dict[Any, c.Finished] = {}
+        for f in of(self.every, c.Finished):
+            assert f.task_id not in out, f"task {f.task_id!r} finished twice"
+            out[f.task_id] = f
+        return out

@@ -1,0 +1,413 @@
+"""The admin's policy, driven without sockets or sleeps: messages and clock ticks in, commands
+out (h11 / dask style). Each test reads as what a worker or a user did and what the admin
+decided."""
+
+from __future__ import annotations
+
+from kit import Sim, assigned, frames, logs, noop, of, sends
+
+from ceylon_net import wire
+from ceylon_net.core import commands as c
+from ceylon_net.core.board import TaskState
+from ceylon_net.core.restore import JournaledTask
+from ceylon_net.core.tasks import Task, TaskResult, TaskStatus
+from ceylon_net.core.workers import WorkerState
+from ceylon_net.wire import Kind
+
+# --------------------------------------------------------------------------- registration
+
+
+def test_a_worker_says_hello_and_is_welcomed_on_probation():
+    sim = Sim()
+    w = sim.worker("Senior", skill=9, capacity=4)
+
+    cmds = w.hello()
+
+    (welcome,) = sends(cmds, Kind.WELCOME, w.peer)
+    assert (welcome.agent_id, welcome.pub_port, welcome.heartbeat) == ("Senior", 8001, 1.0)
+    (joined,) = of(cmds, c.Connected)
+    assert (joined.agent.name, joined.agent.skill, joined.agent.capacity) == ("Senior", 9, 4)
+    assert c.Publish(Kind.EVENT, wire.Event("worker_joined", wire.to_wire(joined.agent))) in cmds
+    assert sim.st.board.scheduler.workers["Senior"].state is WorkerState.PROBATION
+
+
+def test_registrations_that_do_not_fit_are_rejected_with_the_reason():
+    sim = Sim(token="sesame-sesame")
+    cases = [
+        (dict(workspace="prod", token="sesame-sesame"),
+         "worker 'w' rejected: workspace 'prod' != admin's 'default'"),
+        (dict(token="wrong-token!"), "wrong or missing token (--token / CEYLON_TOKEN)"),
+        (dict(token="sesame-sesame", version=99), "protocol version 99 != admin's 1"),
+    ]
+    for kw, reason in cases:
+        w = sim.worker("w")
+        assert sends(w.hello(**kw), Kind.REJECT, w.peer) == [wire.Reject(reason)]
+    too_skilled = sim.worker("x", skill=11)
+    (reject,) = sends(too_skilled.hello(token="sesame-sesame"), Kind.REJECT)
+    assert reject.reason == "worker 'x' rejected: skill must be 0-10 and capacity 1-10000"
+    assert sim.st.workers() == []
+
+
+def test_a_second_worker_under_a_live_name_is_refused_a_silent_one_replaced():
+    sim = Sim()
+    first = sim.join("Senior")
+    second = sim.worker("Senior")
+
+    (reject,) = sends(second.hello(), Kind.REJECT)
+    assert reject.reason.startswith("worker name 'Senior' is already connected")
+
+    sim.now = 1.5  # the first has been silent for more than a heartbeat: restarted, surely
+    cmds = second.hello()
+    assert sends(cmds, Kind.WELCOME, second.peer)
+    assert "worker 'Senior' replaced by a new connection under its name; 0 task(s) back in " \
+           "the queue" in logs(cmds)
+    assert [r.peer for r in sim.st.workers()] == [second.peer]
+    assert first.peer not in [r.peer for r in sim.st.workers()]
+
+
+def test_expect_workers_holds_assignment_until_enough_have_joined():
+    sim = Sim(expect_workers=2)
+    sim.submit(noop(1), noop(2))
+    a = sim.worker("a")
+    assert assigned(a.hello()) == {}
+    b = sim.worker("b")
+    cmds = b.hello()
+    assert "all 2 expected workers connected: starting task distribution" in logs(cmds)
+    assert assigned(cmds) == {"a": [1], "b": [2]}  # one each: both on probation
+
+
+# --------------------------------------------------------------------------- probation
+
+
+def test_a_new_worker_gets_one_task_asking_to_confirm_then_its_capacity_once_it_reads():
+    sim = Sim()
+    sim.submit(*[noop(i) for i in range(5)])
+    w = sim.worker("w", capacity=3)
+
+    cmds = w.hello()
+    (assign,) = of(cmds, c.Assign)
+    assert [(a.task.id, a.confirm) for a in assign.assignments] == [(0, True)]
+    assert c.WakeAt(sim.st.probation) in cmds
+
+    cmds = w.heartbeat()  # lists task 0: it reads what it is sent
+    assert sim.st.board.scheduler.workers["w"].state is WorkerState.TRUSTED
+    assert assigned(cmds) == {"w": [1, 2]}
+    assert all(not a.confirm for x in of(cmds, c.Assign) for a in x.assignments)
+
+
+def test_a_task_not_confirmed_in_time_is_taken_back_and_goes_to_a_trusted_worker():
+    sim = Sim()
+    trusted = sim.join("trusted")
+    sim.submit(noop("busy"))  # keeps the trusted worker busy
+    mute = sim.worker("mute")
+    mute.hello()
+    cmds = sim.submit(noop("t"))
+    assert assigned(cmds) == {"mute": ["t"]}
+
+    assert sends(sim.tick(at=0.1), Kind.CANCEL) == []  # still within its probation
+    cmds = sim.tick(at=sim.st.probation)
+    assert sends(cmds, Kind.CANCEL, mute.peer) == [
+        wire.Cancel([["t", 1]], "not confirmed in time; reassigned")]
+    assert sim.st.board.scheduler.workers["mute"].state is WorkerState.STALLED
+    assert sim.st.board.records["t"].state is TaskState.QUEUED
+
+    cmds = trusted.finish("busy")
+    assert assigned(cmds) == {"trusted": ["t"]}
+    assert trusted.held == {"t": 2}
+
+
+# --------------------------------------------------------------------------- liveness
+
+
+def test_a_silent_worker_is_lost_at_3_1_s_and_its_tasks_go_to_another():
+    sim = Sim()  # heartbeat 1 s x liveness 3
+    sim.submit(noop(1), noop(2))
+    victim = sim.join("victim", capacity=2)
+    assert victim.held == {1: 1, 2: 1}
+    sim.submit(noop("warm-up"))
+    other = sim.join("other", capacity=2)
+    other.finish("warm-up")  # it reads: trusted with its full capacity
+
+    sim.now = 2.0
+    other.heartbeat()
+    assert of(sim.tick(at=3.0), c.Assign) == []  # silent for 3.0 s: not yet
+    sim.now = 3.0
+    other.heartbeat()
+
+    cmds = sim.tick(at=3.1)
+    assert "worker 'victim' lost: silent for 3.1 s; 2 task(s) back in the queue" in logs(cmds)
+    assert assigned(cmds) == {"other": [1, 2]}
+    assert [a.attempt for x in of(cmds, c.Assign) for a in x.assignments] == [2, 2]
+    assert sim.st.stats.lost == 1
+
+
+def test_a_task_lost_max_attempts_times_is_dead_and_finished_without_a_result():
+    sim = Sim(max_attempts=2)
+    sim.submit(noop("poison"))
+    for i, at in enumerate((0.0, 10.0)):
+        sim.now = at
+        sim.join(f"w{i}")
+        sim.tick(at=at + 3.5)
+
+    finished = sim.finished()["poison"]
+    assert finished.status is TaskStatus.FAILED and finished.result is None
+    assert finished.reason == ("lost 2 times, last with worker 'w1' (lost: silent for 3.5 s); "
+                               "giving up")
+    assert sim.st.report().dead == ["poison"]
+
+
+# --------------------------------------------------------------------------- drain, leave
+
+
+def test_a_draining_worker_gets_nothing_new_and_its_running_task_finishes():
+    sim = Sim()
+    w = sim.join("w", capacity=2)
+    sim.submit(noop(1))
+    w.say(Kind.DRAIN, wire.End("draining"))
+    cmds = sim.submit(noop(2))
+
+    assert assigned(cmds) == {}
+    assert sim.st.board.scheduler.workers["w"].state is WorkerState.DRAINING
+    w.finish(1)
+    assert sim.finished()[1].result.success
+    cmds = w.say(Kind.BYE, wire.End("worker stopping"))
+    assert "worker 'w' left; 0 task(s) back in the queue" in logs(cmds)
+    assert sim.st.board.records[2].state is TaskState.QUEUED
+
+
+# --------------------------------------------------------------------------- cancel
+
+
+def test_cancel_ends_a_queued_task_at_once_and_asks_the_worker_for_a_running_one():
+    sim = Sim()
+    w = sim.join("w")
+    sim.submit(noop("running"), noop("queued"))
+    outcome, cmds = sim.st.cancel(["running", "queued", "nope"], "changed my mind", sim.now)
+
+    assert outcome == {"cancelled": ["queued"], "stopping": ["running"], "unknown": ["nope"],
+                       "finished": []}
+    assert c.Finished("queued", TaskStatus.CANCELLED, None, "changed my mind") in cmds
+    assert sends(cmds, Kind.CANCEL, w.peer) == [wire.Cancel([["running", 1]],
+                                                            "changed my mind")]
+    w.finish("running", success=False, cancelled=True, error="cancelled: changed my mind")
+    assert sim.finished()["running"] == c.Finished("running", TaskStatus.CANCELLED, None,
+                                                   "cancelled: changed my mind")
+
+
+def test_a_running_task_being_cancelled_ends_when_its_worker_is_lost_instead_of_rerunning():
+    sim = Sim()
+    sim.join("w")
+    sim.submit(noop("t"))
+    sim.cancel("t", reason="stop it")
+    sim.join("other")
+
+    cmds = sim.tick(at=3.5)
+
+    assert assigned(cmds) == {}
+    assert sim.finished()["t"] == c.Finished("t", TaskStatus.CANCELLED, None, "stop it")
+
+
+def test_cancelling_a_task_cancels_what_depends_on_it_each_finished_once():
+    sim = Sim()
+    sim.submit(noop("a", 9), Task("b", "after a", depends_on=["a"]),
+               Task("c", "after b", depends_on=["b"]))
+    sim.cancel("a")
+
+    done = sim.finished()
+    assert [(t, f.status, f.reason) for t, f in done.items()] == [
+        ("a", TaskStatus.CANCELLED, "cancelled by request"),
+        ("b", TaskStatus.CANCELLED, "dependency 'a' was cancelled"),
+        ("c", TaskStatus.CANCELLED, "dependency 'b' was cancelled")]
+    assert sim.st.idle
+
+
+def test_a_goal_that_cancels_the_rest_finishes_each_remaining_task_once():
+    from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
+
+    sim = Sim()
+    w = sim.join("w", capacity=1)
+    group = TaskManager.create_task_group(
+        "g", "", [TaskMessage(f"i{n}", f"i{n}", "", 0.0) for n in range(4)],
+        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"), on_goal="cancel_rest")
+    sim.carry(sim.st.submit(groups=[group], now=sim.now))
+    w.finish("i0")
+
+    done = sim.finished()
+    assert done["i0"].status is TaskStatus.COMPLETED
+    assert {t: f.status for t, f in done.items() if t != "i0"} == dict.fromkeys(
+        ("i1", "i2", "i3"), TaskStatus.CANCELLED)
+    assert sim.st.task_manager.task_groups[group.id].goal.status.value == "achieved"
+
+
+# --------------------------------------------------------------------------- unassignable
+
+
+def test_a_task_nobody_can_take_is_said_once_then_given_up_after_the_timeout():
+    sim = Sim(unassignable_timeout=5)
+    w = sim.join("Junior", skill=3)
+    sim.submit(Task(3, "ML training", 8))
+
+    cmds = sim.tick(at=0.5)
+    assert "task 3 'ML training' needs skill >= 8; best connected is 3" in logs(cmds, "WARNING")
+    assert "only unassignable tasks remain; giving up on them in 5 s unless a capable worker " \
+           "joins" in logs(cmds)
+    for at in (1.0, 2.0, 3.0, 4.0, 5.0, 5.4):
+        sim.now = at
+        w.heartbeat()
+        assert "needs skill" not in " ".join(logs(sim.tick()))  # said once
+    assert 3 not in sim.finished()
+    cmds = sim.tick(at=5.5)
+    assert c.Finished(3, TaskStatus.CANCELLED, None, "no connected worker can take it") in cmds
+    assert sim.st.unassigned == [3] and sim.st.idle
+
+
+# --------------------------------------------------------------------------- restart
+
+
+def _journal(*rows):
+    return [JournaledTask(Task(t, t), None, status, attempt, worker, None, None)
+            for t, status, attempt, worker in rows]
+
+
+def test_after_a_restart_a_worker_that_comes_back_keeps_its_task_and_hands_in_its_result():
+    sim = Sim()
+    sim.st.resume(_journal(("kept", TaskStatus.RUNNING, 1, "w"),
+                           ("done", TaskStatus.RUNNING, 1, "w"),
+                           ("lost", TaskStatus.RUNNING, 1, "w")), [], sim.now)
+    w = sim.worker("w", capacity=3)
+    w.held = {"kept": 1}
+    w.unacked = {("done", 1): TaskResult("done", "w", True, attempt=1)}
+    sim.now = 2.0  # the HELLO was written after those assignments: "lost" really is lost
+
+    cmds = w.hello()
+    assert sim.finished()["done"].result.success
+    assert c.Acknowledge(w.peer, [["done", 1]]) in cmds
+    assert "worker 'w' came back without 1 of its task(s); requeued" in logs(cmds)
+    assert sim.st.board.records["kept"].state is TaskState.RUNNING
+    # It holds what it was sent (it reads): trusted, and the lost task goes out again.
+    assert sim.st.board.scheduler.workers["w"].state is WorkerState.TRUSTED
+    assert assigned(cmds) == {"w": ["lost"]} and w.held == {"kept": 1, "lost": 2}
+
+
+def test_a_worker_that_holds_a_task_meanwhile_given_elsewhere_is_told_to_stop_it():
+    sim = Sim()
+    sim.st.resume(_journal(("t", TaskStatus.RUNNING, 2, "other")), [], sim.now)
+    w = sim.worker("w")
+    w.held = {"t": 1}  # an older attempt
+
+    cmds = w.hello()
+
+    assert sends(cmds, Kind.CANCEL, w.peer) == [wire.Cancel([["t", 1]], "reassigned while away")]
+
+
+def test_orphans_of_a_restart_wait_for_their_worker_then_go_back_to_the_queue():
+    sim = Sim()
+    sim.st.resume(_journal(("t", TaskStatus.RUNNING, 1, "gone")), [], sim.now)
+    sim.join("here")
+    assert assigned(sim.tick(at=5.0)) == {}  # grace: 2 x heartbeat x liveness = 6 s
+    sim.join("here-too")
+    cmds = sim.tick(at=6.0)
+    assert "worker 'gone' did not come back after the admin restarted; 1 task(s) back in " \
+           "the queue" in logs(cmds)
+    assert [t for ids in assigned(cmds).values() for t in ids] == ["t"]
+
+
+# --------------------------------------------------------------------------- the rest
+
+
+def test_results_are_acknowledged_recorded_once_and_published():
+    sim = Sim()
+    w = sim.join("w")
+    sim.submit(noop(1))
+    cmds = w.finish(1)
+    assert c.Acknowledge(w.peer, [[1, 1]]) in cmds
+    assert of(cmds, c.Publish)[0].kind == Kind.RESULT
+    cmds = w.say(Kind.RESULT, [TaskResult(1, "w", True, attempt=1)])  # a duplicate
+    assert c.Acknowledge(w.peer, [[1, 1]]) in cmds and of(cmds, c.Finished) == []
+    assert sim.st.stats.results == 1
+
+
+def test_a_result_naming_another_worker_is_a_bad_frame_and_changes_nothing():
+    sim = Sim()
+    w = sim.join("w")
+    sim.submit(noop(1))
+    cmds = w.say(Kind.RESULT, [TaskResult(1, "someone-else", True)])
+    assert sim.st.stats.bad_frames == 1 and of(cmds, c.Finished) == []
+    assert "result names worker 'someone-else', sender is 'w'" in logs(cmds)[0]
+
+
+def test_a_stranger_is_asked_to_register_and_garbage_is_counted():
+    sim = Sim()
+    cmds = sim.receive(b"ghost", frames(Kind.HEARTBEAT, wire.Heartbeat([])))
+    assert sends(cmds, Kind.REJECT) == [wire.Reject("not registered: send HELLO first",
+                                                    retry=True)]
+    sim.receive(b"ghost", [b"nonsense"])
+    assert sim.st.stats.bad_frames == 1
+
+
+def test_a_flood_of_bad_frames_bans_the_peer_and_drops_its_worker():
+    sim = Sim(bad_frame_limit=3)
+    w = sim.join("w")
+    for _ in range(4):
+        cmds = sim.receive(w.peer, [b"RESULT", b"\xc1", b""])
+    assert "worker 'w' disconnected for sending bad frames; 0 task(s) back in the queue" \
+        in logs(cmds)
+    assert sim.st.workers() == []
+    w.hello()  # banned: unread
+    assert sim.st.workers() == [] and sim.st.stats.bad_frames == 5
+
+
+def test_a_broadcast_is_relayed_on_pub_and_delivered_to_the_admin_under_its_sender():
+    sim = Sim()
+    w = sim.join("w")
+    cmds = w.say(Kind.BCAST, wire.Event("hi"), )
+    (fwd,) = of(cmds, c.Forward)
+    (deliver,) = of(cmds, c.Deliver)
+    assert fwd.peer is None and fwd.kind == Kind.BCAST and fwd.header.sender == "w"
+    assert wire.decode_payload(deliver.header, deliver.payload) == wire.Event("hi")
+
+
+def test_a_submitted_batch_is_answered_followed_and_reported_when_done():
+    sim = Sim()
+    w = sim.join("w")
+    client = b"client-1"
+    doc = {"tasks": [{"id": 1, "description": "x", "difficulty": 1}]}
+    cmds = sim.receive(client, frames(Kind.SUBMIT, wire.Submission(doc, wait=True)))
+    assert sends(cmds, Kind.SUBMIT, client) == [wire.Submitted(1, 1)]
+    assert of(cmds, c.NewWork)[0].tasks[0].id == 1
+    assert sends(sim.tick(at=1.0), Kind.PROGRESS, client) == [wire.BatchProgress(1, 0, 1, 0)]
+    (report,) = sends(w.finish(1), Kind.REPORT, client)
+    assert report.report["success_rate"] == 1.0
+
+
+def test_an_assignment_that_cannot_be_sent_goes_back_and_out_again_next_round():
+    sim = Sim()
+    w = sim.join("w")
+    cmds = sim.submit(noop(1))
+    (assign,) = of(cmds, c.Assign)
+    cmds = sim.st.undelivered(w.peer, "w", assign.assignments, sim.now)
+    assert of(cmds, c.Assign) == []  # not straight back to the same worker
+    assert sim.st.board.records[1].state is TaskState.QUEUED
+    assert assigned(sim.tick(at=0.25)) == {"w": [1]}
+    assert sim.st.board.records[1].attempt == 1
+
+
+def test_the_admin_heartbeats_on_pub_and_over_the_router_only_to_who_does_not_hear_pub():
+    sim = Sim()
+    deaf = sim.worker("deaf")
+    deaf.hello()
+    deaf.heartbeat(pub=False)
+    hearing = sim.join("hearing")
+    cmds = sim.tick(at=0.0)
+    assert c.Publish(Kind.HEARTBEAT, b"") in cmds
+    assert [x.peer for x in of(cmds, c.Send) if x.kind == Kind.HEARTBEAT] == [deaf.peer]
+    assert hearing.peer not in [x.peer for x in of(cmds, c.Send)]
+
+
+def test_closing_tells_every_worker_the_run_is_over():
+    sim = Sim()
+    a, b = sim.join("a"), sim.join("b")
+    cmds = sim.st.close("bye now")
+    assert sends(cmds, Kind.END) == [wire.End("bye now"), wire.End("bye now")]
+    assert {x.peer for x in of(cmds, c.Send)} == {a.peer, b.peer}
+    assert sim.submit(noop(1)) and of(sim.every[-3:], c.Assign) == []

@@ -1,0 +1,175 @@
+"""Any sequence of events, from workers, clients, the clock and the network, leaves the admin's
+state consistent: each task in exactly one state, never more in flight on a worker than its
+capacity, and every submitted task finishes exactly once (hypothesis, stateful)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from kit import Sim, SimWorker
+
+from ceylon_net import wire
+from ceylon_net.core import commands as c
+from ceylon_net.core.tasks import Task, TaskResult
+from ceylon_net.wire import Kind
+
+NAMES = ("w0", "w1", "w2", "w3")
+
+
+class AdminMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sim = Sim(max_attempts=2, unassignable_timeout=2.0, prefetch=0)
+        self.sim.carry = self.carry  # type: ignore[method-assign]
+        self.submitted: list[Any] = []
+        self.finished: Counter[Any] = Counter()
+        self.silent: set[bytes] = set()  # processes gone quiet (dead, or their host cut off)
+        self.unreachable: set[bytes] = set()  # sends to them fail
+        self.pending: dict[bytes, list[TaskResult]] = {}  # answers to CANCELs, not sent yet
+
+    # ---- the world's side of the commands
+    def carry(self, cmds: list[Any]) -> list[Any]:
+        for cmd in cmds:
+            if isinstance(cmd, c.Log):
+                assert cmd.level != "ERROR" or "unassignable" in cmd.message, cmd.message
+            elif isinstance(cmd, c.Finished):
+                self.finished[cmd.task_id] += 1
+                assert self.finished[cmd.task_id] == 1, f"{cmd.task_id!r} finished twice"
+        for cmd in cmds:
+            w = self.sim.workers.get(getattr(cmd, "peer", None) or b"")
+            if isinstance(cmd, c.Assign):
+                self._assign(cmd, w)
+            elif w is None:
+                continue
+            elif isinstance(cmd, c.Acknowledge):
+                for t, a in cmd.results:
+                    w.unacked.pop((t, a), None)
+            elif isinstance(cmd, c.Send) and cmd.kind == Kind.CANCEL:
+                self._cancel(w, cmd.msg)
+        return cmds
+
+    def _assign(self, cmd: c.Assign, w: SimWorker | None) -> None:
+        if w is None or w.peer in self.unreachable:
+            self.carry(self.sim.st.undelivered(cmd.peer, cmd.worker, cmd.assignments,
+                                               self.sim.now))
+            return
+        for a in cmd.assignments:
+            w.held[a.task.id] = max(a.attempt, w.held.get(a.task.id, 0))
+
+    def _cancel(self, w: SimWorker, cancel: wire.Cancel) -> None:
+        for t, a in cancel.tasks:
+            if w.held.get(t) == a:  # as the runner does: stop it, report it cancelled
+                del w.held[t]
+                result = TaskResult(t, w.name, False, error="cancelled", attempt=a,
+                                    cancelled=True)
+                w.unacked[(t, a)] = result
+                self.pending.setdefault(w.peer, []).append(result)
+
+    def talking(self) -> list[SimWorker]:
+        return [w for w in self.sim.workers.values() if w.peer not in self.silent]
+
+    def holding(self) -> list[tuple[SimWorker, Any]]:
+        return [(w, t) for w in self.talking() for t in sorted(w.held, key=str)]
+
+    # ---- rules
+    @rule(name=st.sampled_from(NAMES), skill=st.integers(1, 10),
+          role=st.sampled_from(["default", "a"]), capacity=st.integers(1, 3))
+    def join(self, name: str, skill: int, role: str, capacity: int) -> None:
+        self.sim.worker(name, skill=skill, role=role, capacity=capacity).hello()
+
+    @precondition(lambda self: self.sim.workers)
+    @rule(data=st.data())
+    def restart_with_a_new_connection(self, data: st.DataObject) -> None:
+        old = data.draw(st.sampled_from(sorted(self.sim.workers.values(), key=lambda w: w.peer)))
+        del self.sim.workers[old.peer]
+        new = self.sim.worker(old.name, skill=old.skill, role=old.role, capacity=old.capacity)
+        new.held, new.unacked = old.held, old.unacked
+        self.pending.pop(old.peer, None)
+        new.hello()
+
+    @rule(count=st.integers(1, 3), difficulty=st.integers(1, 10),
+          role=st.sampled_from([None, "a", "nobody"]), data=st.data())
+    def submit(self, count: int, difficulty: int, role: str | None, data: st.DataObject) -> None:
+        tasks = []
+        for _ in range(count):
+            deps = data.draw(st.lists(st.sampled_from(self.submitted), max_size=1)) \
+                if self.submitted else []
+            tasks.append(Task(len(self.submitted), "t", difficulty, role, depends_on=deps))
+            self.submitted.append(tasks[-1].id)
+        self.sim.submit(*tasks)
+
+    @precondition(lambda self: self.holding())
+    @rule(data=st.data(), success=st.booleans())
+    def finish(self, data: st.DataObject, success: bool) -> None:
+        w, task_id = data.draw(st.sampled_from(self.holding()))
+        w.finish(task_id, success=success)
+
+    @precondition(lambda self: self.talking())
+    @rule(data=st.data(), pub=st.booleans())
+    def heartbeat(self, data: st.DataObject, pub: bool) -> None:
+        w = data.draw(st.sampled_from(self.talking()))
+        for result in self.pending.pop(w.peer, []):
+            w.say(Kind.RESULT, [result])
+        w.heartbeat(pub)
+
+    @precondition(lambda self: self.talking())
+    @rule(data=st.data(), what=st.sampled_from(["silent", "leave", "drain", "cut", "heal",
+                                                "garbage"]))
+    def something_happens_to_a_worker(self, data: st.DataObject, what: str) -> None:
+        w = data.draw(st.sampled_from(self.talking()))
+        if what == "silent":
+            self.silent.add(w.peer)
+        elif what == "leave":
+            w.say(Kind.BYE, wire.End("worker stopping"))
+            del self.sim.workers[w.peer]
+        elif what == "drain":
+            w.say(Kind.DRAIN, wire.End("draining"))
+        elif what in ("cut", "heal"):
+            (self.unreachable.add if what == "cut" else self.unreachable.discard)(w.peer)
+        else:
+            self.sim.receive(w.peer, [Kind.RESULT, b"\xc1", b""])
+
+    @precondition(lambda self: self.submitted)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        self.sim.cancel(data.draw(st.sampled_from(self.submitted)))
+
+    @rule(dt=st.sampled_from([0.05, 0.25, 1.0, 3.5]))
+    def time_passes(self, dt: float) -> None:
+        self.sim.tick(at=self.sim.now + dt)
+
+    # ---- what must always hold
+    @invariant()
+    def state_is_consistent(self) -> None:
+        self.sim.st.validate()
+
+    def teardown(self) -> None:
+        """Everyone still talking does its work; time passes: every task must end once."""
+        sim = self.sim
+        self.unreachable.clear()
+        sim.worker("closer", skill=10, capacity=50).hello()
+        for _ in range(100):
+            if all(t in self.finished for t in self.submitted):
+                break
+            for w in self.talking():
+                if sim.st.peer_of(w.name) != w.peer:
+                    w.hello()  # rejected earlier (its name was taken): try again
+                    continue
+                for result in self.pending.pop(w.peer, []):
+                    w.say(Kind.RESULT, [result])
+                w.finish_all()
+                w.heartbeat()
+            sim.tick(at=sim.now + 1.0)
+            sim.st.validate()
+        assert set(self.finished) == set(self.submitted), \
+            sorted(set(self.submitted) - set(self.finished))
+        assert all(n == 1 for n in self.finished.values())
+
+
+AdminMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40,
+                                          deadline=None)
+TestAdminStateMachine = AdminMachine.TestCase
