@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
-from loguru import logger
 
 # The suite's own process helpers (this directory is on sys.path when run as a script).
-from run import check_alive, close_admin, port_free
+from harness import check_alive, close_admin, port_free
+from loguru import logger
 
 from ceylon_net import wire
 from ceylon_net.core.tasks import Task

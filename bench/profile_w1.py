@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import run as bench  # bench/run.py: the same W1 as the suite
+import harness as bench  # the suite's harness: the same W1 as bench/run.py
 from loguru import logger
 
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
@@ -102,7 +102,7 @@ async def profile_w1(args: argparse.Namespace, outdir: Path) -> None:
                 spy = await asyncio.create_subprocess_exec(
                     *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                     stderr=asyncio.subprocess.PIPE, start_new_session=True)
-                bench._STARTED.append((spy.pid, True))
+                bench.STARTED.append((spy.pid, True))
                 await asyncio.sleep(1.0)  # attached and sampling
                 if spy.returncode is not None:
                     err = (await spy.stderr.read()).decode(errors="replace")
@@ -178,7 +178,7 @@ def main() -> int:
             print(f"profile failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             code = 1
         finally:
-            bench._reap_leftovers()
+            bench.reap_leftovers()
         if args.out:
             print(f"\nraw profile kept in {outdir}")
     return code

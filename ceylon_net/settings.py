@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from .core.tasks import DEFAULT_ROLE
 from .errors import ConfigError
@@ -86,6 +87,29 @@ class AdminSettings:
     def endpoint_host(self) -> str:
         return "*" if self.bind in ("0.0.0.0", "*", "") else self.bind
 
+    @property
+    def exposure(self) -> str | None:
+        """What a stranger could do to an admin bound this way, when it is not loopback and
+        not encrypted (said once at start)."""
+        loopback = self.bind in ("127.0.0.1", "localhost", "::1") or self.bind.startswith("127.")
+        if self.curve_secret is not None or loopback:
+            return None
+        return (f"running open on {self.bind}: no CURVE keys{'' if self.token else ' and no token'}"
+                f", so anyone who can reach these ports can "
+                f"{'read the traffic' if self.token else 'join, submit and read'} (see the "
+                f"README's Security section)")
+
+    @classmethod
+    def of(cls, name: str, port: int | None, workspace: str | None,
+           options: dict[str, Any]) -> AdminSettings:
+        """Settings for ``Admin(name, port, workspace_id, **options)``: what a tutorial leaves
+        out comes from ``CEYLON_*`` variables, then the defaults."""
+        return cls(name=name, workspace=workspace or env_default("WORKSPACE",
+                                                                 DEFAULT_WORKSPACE_ID),
+                   port=env_default("PORT", DEFAULT_PORT, int) if port is None else port,
+                   **{"pub_port": env_default("PUB_PORT", None, int),
+                      "bind": env_default("BIND", "0.0.0.0"), **options})
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
@@ -126,6 +150,19 @@ class WorkerSettings:
     @property
     def endpoint(self) -> str:
         return f"tcp://{_bracket(self.admin_peer)}:{self.port}"
+
+    @classmethod
+    def of(cls, name: str, workspace: str | None, admin_peer: str | None, port: int | None,
+           role: str | None, skill: int | None, capacity: int | None,
+           options: dict[str, Any]) -> WorkerSettings:
+        """Settings for ``Worker(name, workspace_id, admin_peer, admin_port, ...)``: what a
+        tutorial leaves out comes from ``CEYLON_*`` variables, then the defaults."""
+        return cls(name=name,
+                   workspace=workspace or env_default("WORKSPACE", DEFAULT_WORKSPACE_ID),
+                   admin_peer=admin_peer or env_default("ADMIN_PEER", "127.0.0.1"),
+                   port=port or env_default("PORT", DEFAULT_PORT, int),
+                   role=role or DEFAULT_ROLE, skill=10 if skill is None else skill,
+                   capacity=capacity or 1, **options)
 
 
 def _check_security(token: str | None, max_message_bytes: int) -> None:

@@ -24,26 +24,26 @@ from .. import wire
 from ..errors import ConfigError, RemoteProtocolError
 from ..settings import AdminSettings
 from ..wire import Envelope, Kind, Limits
-from .batches import Batch, Batches, batch_gate
-from .board import TaskBoard, TaskRecord, TaskState
+from .batches import Batches
+from .board import TaskBoard
 from .commands import (
     Acknowledge,
     Assign,
     Command,
     Deliver,
-    Finished,
     Forward,
     NewWork,
     Outbox,
     WakeAt,
 )
-from .groups import GroupEvent, TaskGroup, TaskManager
+from .followup import Followup
+from .groups import TaskGroup, TaskManager
 from .guard import PeerGuard, token_ok
 from .membership import Membership, clip
 from .restore import restore
 from .snapshot import snapshot
 from .stats import AdminStats
-from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult, TaskStatus
+from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult
 from .unassignable import Unassignable
 from .workers import WorkerRecord
 from .workfile import parse_work
@@ -51,17 +51,14 @@ from .workfile import parse_work
 PROBATION = 0.2  # least seconds a worker on probation has to confirm its first task
 TIMER_SLACK = 0.005  # timers may fire this much early
 CLIENT_KINDS = frozenset((Kind.HELLO, Kind.STATUS, Kind.SUBMIT))
-LOG_LEVEL_OF_GROUP_EVENT = {"group_progress": "DEBUG", "goal_failed": "WARNING"}
-
-
-def finished(rec: TaskRecord) -> Finished:
-    """The one command for a task's end."""
-    if rec.state is TaskState.CANCELLED or rec.dead:
-        return Finished(rec.task.id, rec.status, None, rec.reason)
-    return Finished(rec.task.id, rec.status, rec.result)
 
 
 class AdminState:
+    """The admin's whole state and policy. Parts: the task board (with the scheduler), task
+    groups, client batches, worker membership, the hostile-peer guard, the unassignable
+    watcher and the follow-up of finished tasks; this class routes inputs to them and ends
+    each round (follow-ups, assignments, the run's end)."""
+
     def __init__(self, settings: AdminSettings, now: float = 0.0) -> None:
         s = self.settings = settings
         self.name, self.workspace = s.name, s.workspace
@@ -76,13 +73,13 @@ class AdminState:
         self.members = Membership(s, self.board, self.out, self.stats, self.limits)
         self.unassignable = Unassignable(s.unassignable_timeout)
         self.unassigned: list[TaskId] = []  # given up: no connected worker could take them
+        self.followup = Followup(self.board, self.task_manager, self.batches, self.out,
+                                 self.unassigned)
         self.port = s.port
         self.assigning = s.expect_workers == 0  # --expect-workers holds assignment back
         self.started_at = self._next_beat = now
         self.resumed = False  # state came back from a journal
         self.closing = False
-        self._run_announced = False
-        self._last_progress: tuple[int, int, int] | None = None
         self._warned_senders: set[bytes] = set()
 
     def started(self, now: float, port: int, pub_port: int) -> None:
@@ -118,16 +115,18 @@ class AdminState:
     def tick(self, now: float) -> list[Command]:
         """Timers: heartbeats out, lost workers, probation deadlines, unassignable tasks,
         orphans after a restart, progress lines."""
-        self.board.now = now
+        self.board.now, s = now, self.settings
         if now >= self._next_beat:
-            self._next_beat = now + self.settings.heartbeat
+            self._next_beat = now + s.heartbeat
             self.members.beat()
-            self._batch_progress()
-            self._purge_orphans(now)
-            self._log_progress()
+            self.followup.batch_progress()
+            if self.resumed and now - self.started_at >= 2 * s.heartbeat * s.liveness:
+                self.members.purge_orphans()  # after a restart: they had their chance
+            self.followup.log_progress(len(self.members.registry))
             self.guard.forget_idle(now)
         self.members.purge_lost(now)
-        self._steal(now)
+        if not self.closing:
+            self.members.steal(now - self.probation + TIMER_SLACK, self.probation)
         self._give_up_unassignable(now)
         return self._end_round(now)
 
@@ -175,7 +174,7 @@ class AdminState:
         self.started_at = now
         if self.resumed:
             self.board.moved = [] if self.task_manager.task_groups else None
-            self._run_announced = self.idle
+            self.followup.run_announced = self.idle
         return self.resumed
 
     # ------------------------------------------------------------------ views
@@ -367,7 +366,7 @@ class AdminState:
             raise
         if groups and self.board.moved is None:
             self.board.moved = []  # groups show their tasks' live status
-        self._run_announced = False
+        self.followup.run_announced = False
         self.out.add(NewWork(everything, list(groups)))
 
     def _cancel(self, task_ids: Sequence[TaskId], reason: str) -> dict[str, list[TaskId]]:
@@ -409,31 +408,14 @@ class AdminState:
 
     # ------------------------------------------------------------------ the round's end
     def _end_round(self, now: float, assign: bool = True) -> list[Command]:
-        self._settle()
+        """What follows from the round's inputs: finished tasks followed up, free slots
+        filled, the run's end announced; the round's commands, in order."""
+        self.followup.settle()
         if assign and self.assigning and not self.closing:
             self._assign(now)
-        self._follow_moves()
-        if self.idle and not self._run_announced:
-            self._run_announced = True
-            ran, b = len(self.board.finished_order), self.board
-            # Counters, not a report: this runs after every execute() and must stay O(1).
-            self.out.event("run_finished", tasks=ran, succeeded=b.succeeded,
-                           success_rate=b.succeeded / ran if ran else 0.0,
-                           unassigned=len(self.unassigned))
+        self.followup.follow_moves()
+        self.followup.announce_run_end()
         return self.out.take()
-
-    def _settle(self) -> None:
-        """Follow up on finished tasks, in order: groups and goals, batches, then one
-        Finished each (cancellations may cascade: until nothing more finishes)."""
-        board = self.board
-        while board.finished:
-            records, board.finished = board.finished, []
-            for event in self.task_manager.follow(records, board):
-                self._group_event(event)
-            for batch in self.batches.follow(records):
-                self._batch_done(batch)
-            for rec in records:
-                self.out.add(finished(rec))
 
     def _assign(self, now: float) -> None:
         """Give ready tasks to free slots; one Assign per worker per round."""
@@ -452,47 +434,7 @@ class AdminState:
             if assignments[0].confirm:  # on probation: it has a moment to say it has them
                 self.out.add(WakeAt(now + self.probation))
 
-    def _follow_moves(self) -> None:
-        """Group tasks show their live status (running, or back to pending)."""
-        moved = self.board.moved
-        if moved:
-            records = self.board.records
-            for task_id in moved:
-                running = records[task_id].state is TaskState.RUNNING
-                self.task_manager.mark((task_id,), TaskStatus.RUNNING if running
-                                       else TaskStatus.PENDING)
-            moved.clear()
-
-    def _group_event(self, e: GroupEvent) -> None:
-        self.out.log(LOG_LEVEL_OF_GROUP_EVENT.get(e.kind, "INFO"), e.message)
-        self.out.event(e.kind, group=e.group.name, message=e.message, **e.data)
-
-    def _batch_done(self, batch: Batch) -> None:
-        self.board.open_gate(batch_gate(batch.id))
-        self.out.log("INFO", f"batch {batch.id} done: {batch.succeeded}/{len(batch.task_ids)} "
-                             f"succeeded")
-        if batch.wait:
-            report = self.report(only=batch.task_ids)
-            self.out.send(batch.client, Kind.REPORT, wire.BatchReport(batch.id,
-                                                                     report.to_json()))
-
     # ------------------------------------------------------------------ timers
-    def _steal(self, now: float) -> None:
-        """Take back what workers on probation did not confirm in time (see board.steal)."""
-        if self.closing:
-            return
-        taken = self.board.steal(now - self.probation + TIMER_SLACK)
-        for worker, tasks in taken.items():
-            self.out.log("WARNING", f"worker '{worker}' did not confirm task(s) "
-                                    f"{[t for t, _ in tasks]} within {self.probation:g} s: it "
-                                    f"is not reading; requeued, and it gets no more until it "
-                                    f"does")
-            peer = self.peer_of(worker)
-            if peer is not None:
-                self.out.send(peer, Kind.CANCEL, wire.Cancel([[t, a] for t, a in tasks],
-                                                             "not confirmed in time; "
-                                                             "reassigned"))
-
     def _give_up_unassignable(self, now: float) -> None:
         if not self.assigning:
             return
@@ -502,33 +444,3 @@ class AdminState:
             self.unassigned.extend(ids)
             self.board.give_up(ids)
 
-    def _purge_orphans(self, now: float) -> None:
-        """After a restart, tasks wait for the worker they were on; not for ever."""
-        grace = self.settings.heartbeat * self.settings.liveness * 2
-        if not self.resumed or now - self.started_at < grace:
-            return
-        for worker in list(self.board.orphans()):
-            lost = self.board.remove_worker(worker, "did not come back after the restart")
-            self.out.log("WARNING", f"worker '{worker}' did not come back after the admin "
-                                    f"restarted; {len(lost)} task(s) back in the queue")
-
-    def _batch_progress(self) -> None:
-        for b in self.batches.open.values():
-            if b.wait:
-                self.out.send(b.client, Kind.PROGRESS,
-                              wire.BatchProgress(b.id, b.done, len(b.task_ids), b.succeeded))
-
-    def _log_progress(self) -> None:
-        board = self.board
-        state = (len(board.records) - board.open, board.running, len(board.scheduler))
-        if state == self._last_progress or not board.records:
-            return
-        self._last_progress = state
-        waiting = f", {len(board.waiting)} waiting on dependencies" if board.waiting else ""
-        self.out.log("INFO", f"progress: {state[0]}/{len(board.records)} done, {state[1]} "
-                             f"running, {state[2]} queued{waiting}, "
-                             f"{len(self.members.registry)} worker(s)")
-        for g in self.task_manager.task_groups.values():
-            if g.status == TaskStatus.RUNNING:
-                goal = f", goal '{g.goal.name}' {g.goal.status.value}" if g.goal else ""
-                self.out.log("INFO", f"group '{g.name}': {g.finished}/{g.total} done{goal}")

@@ -164,6 +164,26 @@ class Membership:
         for rec in self.registry.silent_since(now - s.heartbeat * s.liveness):
             self.leave(rec.peer, f"lost: silent for {now - rec.last_seen:.1f} s")
 
+    def steal(self, assigned_before: float, within: float) -> None:
+        """Take back what workers on probation did not confirm (sent before
+        ``assigned_before``, ``within`` seconds ago or more): see TaskBoard.steal."""
+        for worker, tasks in self.board.steal(assigned_before).items():
+            self.out.log("WARNING", f"worker '{worker}' did not confirm task(s) "
+                                    f"{[t for t, _ in tasks]} within {within:g} s: it is not "
+                                    f"reading; requeued, and it gets no more until it does")
+            peer = self.registry.by_name.get(worker)
+            if peer is not None:
+                self.out.send(peer, Kind.CANCEL, wire.Cancel([[t, a] for t, a in tasks],
+                                                             "not confirmed in time; "
+                                                             "reassigned"))
+
+    def purge_orphans(self) -> None:
+        """Tasks waiting since a restart for a worker that did not come back: requeued."""
+        for worker in list(self.board.orphans()):
+            lost = self.board.remove_worker(worker, "did not come back after the restart")
+            self.out.log("WARNING", f"worker '{worker}' did not come back after the admin "
+                                    f"restarted; {len(lost)} task(s) back in the queue")
+
     def beat(self) -> None:
         """The admin's heartbeat: once on PUB for everyone; over the ROUTER only to workers
         that do not hear it (just joined, or their PUB connection is blocked): 1,000 idle

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,32 @@ _TASK_FIELDS = {
     "args": "list",
     "kwargs": "object with string keys",
 }
+
+
+def _is_int(v: Any) -> bool:
+    # msgpack carries integers from -2**63 to 2**64-1; anything else could not be sent.
+    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**64
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+_VALID: dict[str, Callable[[Any], bool]] = {
+    "id": lambda v: _is_int(v) or isinstance(v, str),
+    "description": lambda v: isinstance(v, str),
+    "difficulty": lambda v: _is_int(v) and 1 <= v <= 10,
+    "required_role": lambda v: v is None or isinstance(v, str),
+    "priority": _is_int,
+    "duration": lambda v: v is None or (_is_number(v) and v >= 0),
+    "depends_on": lambda v: isinstance(v, list) and all(_is_int(d) or isinstance(d, str)
+                                                         for d in v),
+    "timeout": lambda v: v is None or (_is_number(v) and v > 0),
+    "handler": lambda v: v is None or (isinstance(v, str) and bool(v)),
+    "args": lambda v: isinstance(v, list),
+    "kwargs": lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+}
+_FIELD_ORDER = {name: i for i, name in enumerate(_TASK_FIELDS)}
 
 
 def load_tasks(path: str | Path) -> list[Task]:
@@ -92,40 +119,17 @@ def task_from_dict(item: Any, where: str = "task") -> Task:
     for name in ("id", "description", "difficulty"):
         if name not in item:
             raise TaskFileError(f"{where}: missing field {name!r} ({_TASK_FIELDS[name]})")
-    _check(where, "id", item["id"], _is_int(item["id"]) or isinstance(item["id"], str))
-    _check(where, "description", item["description"], isinstance(item["description"], str))
-    diff = item["difficulty"]
-    _check(where, "difficulty", diff, _is_int(diff) and 1 <= diff <= 10)
-    role = item.get("required_role")
-    _check(where, "required_role", role, role is None or isinstance(role, str))
-    prio = item.get("priority", 0)
-    _check(where, "priority", prio, _is_int(prio))
-    dur = item.get("duration")
-    _check(where, "duration", dur, dur is None or (_is_number(dur) and dur >= 0))
-    deps = item.get("depends_on", [])
-    _check(where, "depends_on", deps, isinstance(deps, list)
-           and all(_is_int(d) or isinstance(d, str) for d in deps))
-    limit = item.get("timeout")
-    _check(where, "timeout", limit, limit is None or (_is_number(limit) and limit > 0))
-    handler = item.get("handler")
-    _check(where, "handler", handler, handler is None or (isinstance(handler, str) and handler))
-    args, kwargs = item.get("args", []), item.get("kwargs", {})
-    _check(where, "args", args, isinstance(args, list))
-    _check(where, "kwargs", kwargs, isinstance(kwargs, dict)
-           and all(isinstance(k, str) for k in kwargs))
-    return Task(
-        id=item["id"],
-        description=item["description"],
-        difficulty=diff,
-        required_role=role,
-        priority=prio,
-        duration=None if dur is None else float(dur),
-        depends_on=list(deps),
-        timeout=None if limit is None else float(limit),
-        handler=handler,
-        args=list(args),
-        kwargs=dict(kwargs),
-    )
+    for name, value in sorted(item.items(), key=lambda kv: _FIELD_ORDER[kv[0]]):
+        if not _VALID[name](value):
+            raise TaskFileError(f"{where}: field {name!r} must be {_TASK_FIELDS[name]}, "
+                                f"got {value!r}")
+    dur, limit = item.get("duration"), item.get("timeout")
+    return Task(id=item["id"], description=item["description"], difficulty=item["difficulty"],
+                required_role=item.get("required_role"), priority=item.get("priority", 0),
+                duration=None if dur is None else float(dur),
+                depends_on=list(item.get("depends_on", [])),
+                timeout=None if limit is None else float(limit), handler=item.get("handler"),
+                args=list(item.get("args", [])), kwargs=dict(item.get("kwargs", {})))
 
 
 def check_unique_ids(tasks: list[Task], where: str) -> None:
@@ -135,19 +139,6 @@ def check_unique_ids(tasks: list[Task], where: str) -> None:
             raise TaskFileError(f"{where}: duplicate task id {task.id!r}")
         seen.add(task.id)
 
-
-def _is_int(v: Any) -> bool:
-    # msgpack carries integers from -2**63 to 2**64-1; anything else could not be sent.
-    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**64
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _check(where: str, name: str, value: Any, ok: bool) -> None:
-    if not ok:
-        raise TaskFileError(f"{where}: field {name!r} must be {_TASK_FIELDS[name]}, got {value!r}")
 
 
 _GROUP_FIELDS = ("name", "description", "priority", "depends_on", "goal", "on_goal", "tasks")

@@ -10,10 +10,9 @@ acknowledgement).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -25,11 +24,12 @@ from ..core.snapshot import metrics, snapshot
 from ..core.tasks import RunReport, Task, TaskId, TaskResult
 from ..core.workers import AgentDetail
 from ..errors import ConfigError, TaskFailed
-from ..settings import DEFAULT_PORT, DEFAULT_WORKSPACE_ID, AdminSettings, env_default
+from ..settings import AdminSettings
 from ..wire import Kind
 from .agent import AgentBase, finish_tasks
-from .journal import Journal, record_added, record_changes
+from .journal import Journal, ResultsFile, record_added, record_changes
 from .metrics import serve_metrics
+from .outlet import Outlet
 from .transport import AdminSockets, load_keys, peer_address
 
 if TYPE_CHECKING:
@@ -43,16 +43,6 @@ ACK_DELAY = 0.01
 RECV_BATCH = 256  # messages handled per round before the timers get a turn
 
 
-def _settings(name: str, port: int | None, workspace_id: str | None,
-              options: dict[str, Any]) -> AdminSettings:
-    """What ``Admin(name, port, workspace_id)`` leaves out comes from ``CEYLON_*``."""
-    return AdminSettings(
-        name=name, workspace=workspace_id or env_default("WORKSPACE", DEFAULT_WORKSPACE_ID),
-        port=env_default("PORT", DEFAULT_PORT, int) if port is None else port,
-        **{"pub_port": env_default("PUB_PORT", None, int), "bind": env_default("BIND", "0.0.0.0"),
-           **options})
-
-
 class Admin(AgentBase):
     """Coordinates a workspace. ``Admin(name, port)`` as in the tutorials; everything else has a
     default taken from ``CEYLON_*`` environment variables, or pass ``settings``."""
@@ -60,7 +50,7 @@ class Admin(AgentBase):
     def __init__(self, name: str = "admin", port: int | None = None,
                  workspace_id: str | None = None, *, settings: AdminSettings | None = None,
                  **options: Any) -> None:
-        settings = settings or _settings(name, port, workspace_id, options)
+        settings = settings or AdminSettings.of(name, port, workspace_id, options)
         super().__init__(settings.name, settings.workspace)
         self.settings = settings
         self.state = AdminState(settings, time.monotonic())
@@ -68,16 +58,16 @@ class Admin(AgentBase):
         self.port, self.pub_port = settings.port, settings.pub_port or 0
         self.journal: Journal | None = None
         self._sockets: AdminSockets | None = None
+        self._out: Outlet | None = None
         self._loops: list[asyncio.Task] = []
         self._stopped, self._idle = asyncio.Event(), asyncio.Event()
         self._waiters: dict[TaskId, asyncio.Future[TaskResult]] = {}
         self._acks: dict[bytes, list[list[Any]]] = {}
         self._ack_timer: asyncio.TimerHandle | None = None
         self._timers: set[asyncio.TimerHandle] = set()
-        self._results_out: TextIO | None = None
-        self._result_lines: list[str] = []
+        self._results: ResultsFile | None = None
         self._woke_waiters = False
-        self._carry_out = {c.Send: self._send_cmd, c.Assign: self._assign, c.Log: _log,
+        self._carry_out = {c.Send: self._send, c.Assign: self._assign, c.Log: _log,
                            c.Forward: self._forward, c.Publish: self._publish,
                            c.Acknowledge: self._acknowledge, c.WakeAt: self._wake_at,
                            c.Finished: self._finished, c.NewWork: _nothing,
@@ -111,10 +101,12 @@ class Admin(AgentBase):
             self._sockets.close(0)
             self._sockets = None
             raise
+        self._out = Outlet(self._sockets, s.workspace, s.name)
         self.state.started(time.monotonic(), self.port, self.pub_port)
         logger.info("admin '{}' serving workspace '{}' on tcp://{}:{} (PUB {})", self.name,
                     self.workspace_id, s.bind, self.port, self.pub_port)
-        _warn_if_open(s)
+        if s.exposure:
+            logger.warning(s.exposure)
         self._loops = [asyncio.create_task(self._recv_loop(), name="admin-recv"),
                        asyncio.create_task(self._tick_loop(), name="admin-tick"),
                        asyncio.create_task(self._sockets.follow_subscriptions(),
@@ -122,11 +114,8 @@ class Admin(AgentBase):
 
     def _open_outputs(self) -> None:
         s = self.settings
-        if s.results_file is not None and self._results_out is None:
-            try:
-                self._results_out = open(s.results_file, "a", encoding="utf-8")  # noqa: SIM115
-            except OSError as exc:
-                raise ConfigError(f"--results {s.results_file}: {exc.strerror}") from None
+        if s.results_file is not None and self._results is None:
+            self._results = ResultsFile(s.results_file)
         if s.metrics_port is not None:
             try:
                 serve_metrics(lambda: metrics(self.state), s.bind, s.metrics_port)
@@ -166,18 +155,16 @@ class Admin(AgentBase):
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self._cancel_handlers()
         self._sockets.close()
-        self._sockets = None
+        self._sockets = self._out = None
         for task_id, fut in self._waiters.items():
             if not fut.done():
                 fut.set_exception(TaskFailed(f"task {task_id!r}: the admin stopped ({reason}) "
                                              f"before it finished", task_id, reason))
         self._waiters.clear()
-        if self.journal is not None:
-            self.journal.close()
-            self.journal = None
-        if self._results_out is not None:
-            self._results_out.close()
-            self._results_out = None
+        for output in (self.journal, self._results):
+            if output is not None:
+                output.close()
+        self.journal = self._results = None
         logger.info("admin '{}' stopped: {}", self.name, reason)
 
     async def arun_admin(self, inputs: bytes = b"", workers: Iterable[Worker] = ()) -> None:
@@ -263,18 +250,14 @@ class Admin(AgentBase):
         """Called when a worker joins. Override it (the tutorials do)."""
 
     async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
-        type_, payload = wire.encode_payload(data)
-        header = wire.make_header(self.workspace_id, self.name, type_,
-                                  None if kind == Kind.BCAST else to)
-        frames = wire.encode_frames(kind, header, payload)
         if kind == Kind.BCAST:
-            if self._sockets is not None:
-                self._sockets.publish(kind, frames)
+            if self._out is not None:
+                self._out.user_message(None, kind, None, data)
             return
         peer = self.state.peer_of(to or "")
         if peer is None:
             raise ConfigError(f"no connected agent named '{to}'")
-        if self._sockets is None or not self._sockets.send(peer, frames):
+        if self._out is None or not self._out.user_message(peer, kind, to, data):
             raise ConfigError(f"agent '{to}' is not reachable")
 
     # ------------------------------------------------------------------ loops
@@ -312,10 +295,8 @@ class Admin(AgentBase):
         carry_out = self._carry_out
         for cmd in cmds:
             carry_out[type(cmd)](cmd)
-        if self._result_lines and self._results_out is not None:
-            self._results_out.write("\n".join(self._result_lines) + "\n")
-            self._results_out.flush()
-            self._result_lines.clear()
+        if self._results is not None:
+            self._results.flush()
         self._sync_idle()
 
     def _journal(self, cmds: list[c.Command]) -> None:
@@ -332,40 +313,24 @@ class Admin(AgentBase):
         elif self._idle.is_set():
             self._idle.clear()
 
-    def _send(self, peer: bytes, kind: bytes, type_: str | None, payload: bytes) -> bool:
-        if self._sockets is None:
-            return False
-        header = wire.make_header(self.workspace_id, self.name, type_)
-        return self._sockets.send(peer, wire.encode_frames(kind, header, payload))
-
-    def _send_cmd(self, cmd: c.Send) -> None:
-        self._send(cmd.peer, cmd.kind, *_encode(cmd.msg))
+    def _send(self, cmd: c.Send) -> None:
+        if self._out is not None:
+            self._out.send(cmd.peer, cmd.kind, cmd.msg)
 
     def _assign(self, cmd: c.Assign) -> None:
-        header = wire.make_header(self.workspace_id, self.name, "TaskAssignment")
-        frames = wire.encode_frames(Kind.ASSIGN, header, wire.pack_batch(cmd.assignments))
-        if self._sockets is None or not self._sockets.send(cmd.peer, frames):
+        if self._out is None or not self._out.assign(cmd.peer, cmd.assignments):
             self._apply(self.state.undelivered(cmd.peer, cmd.worker, cmd.assignments,
                                                time.monotonic()))
-            return
-        self._sockets.publish(Kind.ASSIGN, frames)
 
     def _forward(self, cmd: c.Forward) -> None:
-        if self._sockets is None:
-            return
-        frames = wire.encode_frames(cmd.kind, cmd.header, cmd.payload)
-        if cmd.peer is None:
-            self._sockets.publish(cmd.kind, frames)
-        elif not self._sockets.send(cmd.peer, frames):
+        if self._out is not None and not self._out.forward(cmd.peer, cmd.kind, cmd.header,
+                                                           cmd.payload):
             logger.warning("message from '{}' to '{}' could not be delivered",
                            cmd.header.sender, cmd.header.to)
 
     def _publish(self, cmd: c.Publish) -> None:
-        if self._sockets is not None and self._sockets.wanted(cmd.kind):
-            type_, payload = (cmd.type, cmd.msg) if isinstance(cmd.msg, bytes) \
-                else _encode(cmd.msg)
-            header = wire.make_header(self.workspace_id, self.name, type_)
-            self._sockets.publish(cmd.kind, wire.encode_frames(cmd.kind, header, payload))
+        if self._out is not None:
+            self._out.publish(cmd.kind, cmd.msg, cmd.type)
 
     def _acknowledge(self, cmd: c.Acknowledge) -> None:
         self._acks.setdefault(cmd.peer, []).extend(cmd.results)
@@ -377,8 +342,9 @@ class Admin(AgentBase):
         if self._ack_timer is not None:
             self._ack_timer.cancel()
             self._ack_timer = None
-        for peer, keys in self._acks.items():
-            self._send(peer, Kind.ACK, "Ack", wire.pack(wire.Ack(keys)))
+        if self._out is not None:
+            for peer, keys in self._acks.items():
+                self._out.send(peer, Kind.ACK, wire.Ack(keys))
         self._acks.clear()
 
     def _wake_at(self, cmd: c.WakeAt) -> None:
@@ -395,23 +361,12 @@ class Admin(AgentBase):
                     fut.set_exception(TaskFailed(f"task {f.task_id!r} {f.status.value}: "
                                                  f"{f.reason}", f.task_id, f.reason))
                 self._woke_waiters = True
-        r = f.result
-        if r is not None and self._results_out is not None:
-            self._result_lines.append(json.dumps(
-                {"task_id": r.task_id, "worker": r.worker, "success": r.success,
-                 "seconds": round(r.seconds, 6), "attempt": r.attempt, "error": r.error,
-                 "value": r.value, "at": time.time()}, default=repr))
+        if f.result is not None and self._results is not None:
+            self._results.add(f.result)
 
     def _connected(self, cmd: c.Connected) -> None:
         self._spawn(self.on_agent_connected(self.workspace_id, cmd.agent),
                     f"on_agent_connected({cmd.agent.name})")
-
-
-def _encode(msg: Any) -> tuple[str, bytes]:
-    """(type name, payload) of a message, or of a list of them sent as one batch."""
-    if isinstance(msg, list):
-        return wire.type_name(msg[0]), wire.pack_batch(msg)
-    return wire.type_name(msg), wire.pack(msg)
 
 
 def _log(cmd: c.Log) -> None:
@@ -420,12 +375,3 @@ def _log(cmd: c.Log) -> None:
 
 def _nothing(cmd: c.Command) -> None:
     """Carried out before the rest (NewWork: the journal)."""
-
-
-def _warn_if_open(s: AdminSettings) -> None:
-    loopback = s.bind in ("127.0.0.1", "localhost", "::1") or s.bind.startswith("127.")
-    if s.curve_secret is None and not loopback:
-        logger.warning("running open on {}: no CURVE keys{}, so anyone who can reach these "
-                       "ports can {} (see the README's Security section)", s.bind,
-                       "" if s.token else " and no token",
-                       "read the traffic" if s.token else "join, submit and read")

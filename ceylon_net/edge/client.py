@@ -69,23 +69,29 @@ async def submit(
         submitted = wire.unpack(wire.Submitted, env.payload)
         if not wait:
             return submitted, None
-        last_word = time.monotonic()
-        while True:
-            frames = await client.receive(1.0)
-            if frames is None:
-                if time.monotonic() - last_word > silence_timeout:
-                    raise AdminUnreachableError(
-                        f"lost the admin at {endpoint}: no word for {silence_timeout:g} s "
-                        f"while waiting for batch {submitted.batch}")
-                continue
-            last_word = time.monotonic()
-            env = wire.decode_frames(frames)
-            if env.kind == Kind.PROGRESS and on_progress is not None:
-                on_progress(wire.unpack(BatchProgress, env.payload))
-            elif env.kind == Kind.REPORT:
-                return submitted, wire.unpack(wire.BatchReport, env.payload).report
+        what = f"lost the admin at {endpoint}: no word for {silence_timeout:g} s while " \
+               f"waiting for batch {submitted.batch}"
+        return submitted, await _follow(client, silence_timeout, what, on_progress)
     finally:
         client.close()
+
+
+async def _follow(client: Client, silence_timeout: float, what: str,
+                  on_progress: Callable[[BatchProgress], None] | None) -> dict[str, Any]:
+    """A batch's progress until its report; AdminUnreachableError(what) on silence."""
+    last_word = time.monotonic()
+    while True:
+        frames = await client.receive(1.0)
+        if frames is None:
+            if time.monotonic() - last_word > silence_timeout:
+                raise AdminUnreachableError(what)
+            continue
+        last_word = time.monotonic()
+        env = wire.decode_frames(frames)
+        if env.kind == Kind.PROGRESS and on_progress is not None:
+            on_progress(wire.unpack(BatchProgress, env.payload))
+        elif env.kind == Kind.REPORT:
+            return wire.unpack(wire.BatchReport, env.payload).report
 
 
 def _answer(frames: list[bytes] | None, endpoint: str, timeout: float) -> wire.Envelope:

@@ -8,7 +8,9 @@ a file that does not fit is refused with a clear error and left exactly as it wa
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -166,3 +168,30 @@ def record_changes(journal: Journal, board: TaskBoard) -> None:
                    for tid in board.dirty for r in (records[tid],))
     board.dirty.clear()
     journal.commit()
+
+
+class ResultsFile:
+    """``--results FILE``: every task result appended as one JSON line, written once a round."""
+
+    def __init__(self, path: str) -> None:
+        try:
+            self.out = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(f"--results {path}: {exc.strerror}") from None
+        self.lines: list[str] = []
+
+    def add(self, r: TaskResult) -> None:
+        self.lines.append(json.dumps(
+            {"task_id": r.task_id, "worker": r.worker, "success": r.success,
+             "seconds": round(r.seconds, 6), "attempt": r.attempt, "error": r.error,
+             "value": r.value, "at": time.time()}, default=repr))
+
+    def flush(self) -> None:
+        if self.lines:
+            self.out.write("\n".join(self.lines) + "\n")
+            self.out.flush()
+            self.lines.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self.out.close()

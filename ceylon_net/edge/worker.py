@@ -5,22 +5,27 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from loguru import logger
 
 from .. import wire
-from ..core.tasks import DEFAULT_ROLE, Task, TaskAssignment, TaskResult
+from ..core.tasks import Task, TaskAssignment, TaskResult
+from ..core.workers import AgentDetail
 from ..errors import AdminUnreachableError, RejectedError, RemoteProtocolError
-from ..settings import DEFAULT_PORT, DEFAULT_WORKSPACE_ID, WorkerSettings, env_default
+from ..settings import AdminSettings, WorkerSettings
 from ..wire import Ack, Cancel, Envelope, Hello, Kind, Limits, Reject, Welcome
 from . import handlers
-from .agent import AgentBase, AgentDetail
+from .agent import AgentBase
 from .runner import TaskRunner
 from .transport import WorkerSockets, load_keys
 
-if TYPE_CHECKING:
-    from .admin import Admin
+
+class Serving(Protocol):
+    """An admin running in this process (what :meth:`Worker.arun_against` needs of it)."""
+
+    settings: AdminSettings
+    port: int
 
 
 class _Reconnect(Exception):
@@ -45,17 +50,8 @@ class Worker(AgentBase):
         settings: WorkerSettings | None = None,
         **options: Any,
     ) -> None:
-        if settings is None:
-            settings = WorkerSettings(
-                name=name,
-                workspace=workspace_id or env_default("WORKSPACE", DEFAULT_WORKSPACE_ID),
-                admin_peer=admin_peer or env_default("ADMIN_PEER", "127.0.0.1"),
-                port=admin_port or env_default("PORT", DEFAULT_PORT, int),
-                role=role or DEFAULT_ROLE,
-                skill=10 if skill is None else skill,
-                capacity=max_concurrent_tasks or 1,
-                **options,
-            )
+        settings = settings or WorkerSettings.of(name, workspace_id, admin_peer, admin_port, role,
+                                                 skill, max_concurrent_tasks, options)
         super().__init__(settings.name, settings.workspace, settings.role)
         self.settings = settings
         self.skill = settings.skill
@@ -133,7 +129,7 @@ class Worker(AgentBase):
                 self._welcome = None
                 logger.warning("{}: {}; registering again", self.name, why)
 
-    async def arun_against(self, admin: Admin) -> str:
+    async def arun_against(self, admin: Serving) -> str:
         """Run against an in-process admin (over loopback sockets, like any other worker)."""
         host = admin.settings.bind if admin.settings.endpoint_host != "*" else "127.0.0.1"
         self.settings = dataclasses.replace(self.settings, admin_peer=host, port=admin.port)

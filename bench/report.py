@@ -1,0 +1,138 @@
+"""The report: ratios taken within each run, the targets checked on the medians, the table,
+and the JSON file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import Results, Sizes, fmt_num, fmt_one, fmt_pct, fmt_ratio
+from workloads import w1_key
+
+
+def add_ratios(sz: Sizes, res: Results) -> None:
+    n = max(sz.w1_tasks)
+    ours = w1_key(n, 4)
+    sec = f"Ratios (ours / theirs, per run; W1 = N={n:,}, 4 worker processes)"
+    res.ratio("r.ceiling", ours, "ceiling.async", sec, "W1 / ceiling asyncio 1 task/message")
+    res.ratio("r.ceiling_sync", ours, "ceiling.sync", sec,
+              "W1 / ceiling blocking 1 task/message")
+    res.ratio("r.ceiling_batch", ours, "ceiling.batch16", sec, "W1 / ceiling 16 tasks/message")
+    res.ratio("r.dask", ours, "dask.w1", sec, f"W1 / Dask (Dask at N={sz.peer_tasks:,})")
+    res.ratio("r.celery", ours, "celery.w1", sec,
+              f"W1 / Celery (Celery at N={sz.peer_tasks:,})")
+    res.ratio("r.w2_ceiling", "w2.p50", "ceiling.rtt", sec,
+              "W2 p50 / ceiling round trip (lower is better)")
+    res.ratio("r.w2_dask", "w2.p50", "dask.p50", sec, "W2 p50 / Dask p50 (lower is better)")
+    res.ratio("r.w2_celery", "w2.p50", "celery.p50", sec,
+              "W2 p50 / Celery p50 (lower is better)")
+
+
+@dataclass
+class Target:
+    text: str
+    value: float | None
+    ok: bool | None  # None: not measured
+    shown: str
+
+
+def targets(sz: Sizes, res: Results) -> list[Target]:
+    """The issue's targets, checked on this run's medians."""
+    n = max(sz.w1_tasks)
+    out: list[Target] = []
+
+    def check(text: str, key: str, op: str, limit: float | None,
+              fmt: Callable[[float], str]) -> None:
+        v = res.median(key)
+        if v is None or limit is None:
+            out.append(Target(text, None, None, "not measured"))
+            return
+        ok = v >= limit if op == ">=" else v <= limit
+        out.append(Target(text, v, ok, fmt(v)))
+
+    w1 = f"W1 N={n:,}, 4 workers"
+    check(f"{w1} >= 30,000 tasks/s", w1_key(n, 4), ">=", 30_000, fmt_num)
+    check(f"{w1} >= 30 x Dask", "r.dask", ">=", 30, fmt_ratio)
+    check(f"{w1} >= 0.5 x ceiling (asyncio, 1 task/message)", "r.ceiling", ">=", 0.5, fmt_ratio)
+    rtt = res.median("ceiling.rtt")
+    if rtt is None:
+        check("W2 p50 <= 500 µs (2 x ceiling round trip: not measured, issue's estimate)",
+              "w2.p50", "<=", 500, fmt_num)
+    else:
+        check(f"W2 p50 <= 2 x ceiling round trip ({2 * rtt:,.0f} µs)", "w2.p50", "<=",
+              2 * rtt, fmt_num)
+    check("W2 p99 <= 2,000 µs", "w2.p99", "<=", 2000, fmt_num)
+    check("W3 wall <= 1.1 x ideal", "w3.ratio", "<=", 1.1, fmt_ratio)
+    check(f"W4 idle admin CPU <= 10 % of a core, {sz.w4_workers:,} agents", "w4.idle_cpu",
+          "<=", 10, fmt_pct)
+    check(f"W4 admin RSS <= 150 MiB, {sz.w4_queued:,} queued", "w4.rss_queued", "<=", 150,
+          fmt_one)
+    check("W5 journal >= 0.5 x W1", "w5.ratio", ">=", 0.5, fmt_ratio)
+    check(f"{w1} >= 10 x Celery (issue: 'an order of magnitude ahead of the peers')",
+          "r.celery", ">=", 10, fmt_ratio)
+    return out
+
+
+def print_table(res: Results, tgts: list[Target]) -> None:
+    if not res.figures:
+        print("\nno figures measured")
+        for note in res.notes:
+            print(f"note: {note}")
+        return
+    rows: list[tuple[str, str, str]] = []
+    section = None
+    runs_seen = sorted({r for f in res.figures.values() for r in f.runs})
+    for fig in res.figures.values():
+        if fig.section != section:
+            section = fig.section
+            rows.append((section, "", ""))
+        each = ", ".join(fig.fmt(fig.runs[r]) if r in fig.runs else "-" for r in runs_seen)
+        median = fig.median
+        rows.append((f"  {fig.label}", "" if median is None else fig.fmt(median), each))
+    header = ("figure", "median", f"each run ({', '.join(map(str, runs_seen))})")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(2)]
+    line = "-" * (widths[0] + widths[1] + 40)
+    print()
+    print(f"{header[0]:<{widths[0]}}  {header[1]:>{widths[1]}}  {header[2]}")
+    print(line)
+    for name, median, each in rows:
+        if not median and not each:
+            print(name)
+        else:
+            print(f"{name:<{widths[0]}}  {median:>{widths[1]}}  {each}")
+    print(line)
+    if tgts:
+        print()
+        w = max(len(t.text) for t in tgts)
+        v = max(len(t.shown) for t in tgts)
+        print(f"{'target (issue 7), on the medians':<{w}}  {'median':>{v}}  verdict")
+        print("-" * (w + v + 12))
+        for t in tgts:
+            verdict = "n/a" if t.ok is None else ("PASS" if t.ok else "MISS")
+            print(f"{t.text:<{w}}  {t.shown:>{v}}  {verdict}")
+        print("-" * (w + v + 12))
+    for note in res.notes:
+        print(f"note: {note}")
+
+
+def write_json(path: str, args: argparse.Namespace, sz: Sizes, res: Results,
+               tgts: list[Target], info: dict[str, Any]) -> None:
+    doc = {
+        "machine": info,
+        "runs": args.runs,
+        "quick": args.quick,
+        "sizes": {k: getattr(sz, k) for k in sz.__dataclass_fields__},
+        "figures": {f.key: {"section": f.section, "label": f.label, "median": f.median,
+                            "runs": [f.runs.get(r) for r in range(1, args.runs + 1)]}
+                    for f in res.figures.values()},
+        "targets": [{"target": t.text, "median": t.value,
+                     "verdict": None if t.ok is None else ("PASS" if t.ok else "MISS")}
+                    for t in tgts],
+        "notes": res.notes,
+        "foreign_load": res.foreign_load,
+    }
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n")

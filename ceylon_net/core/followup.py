@@ -1,0 +1,105 @@
+"""What follows from tasks finishing or moving: group progress and goals, client batches, one
+:class:`~ceylon_net.core.commands.Finished` per task, the run's end, and the progress the
+admin reports. Pure: effects are commands."""
+
+from __future__ import annotations
+
+from .. import wire
+from ..wire import Kind
+from .batches import Batch, Batches, batch_gate
+from .board import TaskBoard, TaskRecord, TaskState
+from .commands import Finished, Outbox
+from .groups import GroupEvent, TaskManager
+from .tasks import TaskId, TaskStatus
+
+LOG_LEVEL_OF_GROUP_EVENT = {"group_progress": "DEBUG", "goal_failed": "WARNING"}
+
+
+def finished(rec: TaskRecord) -> Finished:
+    """The one command for a task's end."""
+    if rec.state is TaskState.CANCELLED or rec.dead:
+        return Finished(rec.task.id, rec.status, None, rec.reason)
+    return Finished(rec.task.id, rec.status, rec.result)
+
+
+class Followup:
+    def __init__(self, board: TaskBoard, task_manager: TaskManager, batches: Batches,
+                 out: Outbox, unassigned: list[TaskId]) -> None:
+        self.board = board
+        self.task_manager = task_manager
+        self.batches = batches
+        self.out = out
+        self.unassigned = unassigned
+        self.run_announced = False  # run_finished was published for what is submitted now
+        self._last_progress: tuple[int, int, int] | None = None
+
+    def settle(self) -> None:
+        """Follow up on finished tasks, in order: groups and goals, batches, then one
+        Finished each (cancellations may cascade: until nothing more finishes)."""
+        board = self.board
+        while board.finished:
+            records, board.finished = board.finished, []
+            for event in self.task_manager.follow(records, board):
+                self._group_event(event)
+            for batch in self.batches.follow(records):
+                self._batch_done(batch)
+            for rec in records:
+                self.out.add(finished(rec))
+
+    def follow_moves(self) -> None:
+        """Group tasks show their live status (running, or back to pending)."""
+        moved = self.board.moved
+        if moved:
+            records = self.board.records
+            for task_id in moved:
+                running = records[task_id].state is TaskState.RUNNING
+                self.task_manager.mark((task_id,), TaskStatus.RUNNING if running
+                                       else TaskStatus.PENDING)
+            moved.clear()
+
+    def announce_run_end(self) -> None:
+        """Everything submitted has finished: say so once on PUB."""
+        b = self.board
+        if self.run_announced or not b.records or b.open:
+            return
+        self.run_announced = True
+        ran = len(b.finished_order)
+        # Counters, not a report: this runs after every execute() and must stay O(1).
+        self.out.event("run_finished", tasks=ran, succeeded=b.succeeded,
+                       success_rate=b.succeeded / ran if ran else 0.0,
+                       unassigned=len(self.unassigned))
+
+    def _group_event(self, e: GroupEvent) -> None:
+        self.out.log(LOG_LEVEL_OF_GROUP_EVENT.get(e.kind, "INFO"), e.message)
+        self.out.event(e.kind, group=e.group.name, message=e.message, **e.data)
+
+    def _batch_done(self, batch: Batch) -> None:
+        self.board.open_gate(batch_gate(batch.id))
+        self.out.log("INFO", f"batch {batch.id} done: {batch.succeeded}/{len(batch.task_ids)} "
+                             f"succeeded")
+        if batch.wait:
+            report = self.board.report(self.unassigned, only=batch.task_ids)
+            self.out.send(batch.client, Kind.REPORT, wire.BatchReport(batch.id,
+                                                                     report.to_json()))
+
+    def batch_progress(self) -> None:
+        """Clients waiting for a batch hear how far it got."""
+        for b in self.batches.open.values():
+            if b.wait:
+                self.out.send(b.client, Kind.PROGRESS,
+                              wire.BatchProgress(b.id, b.done, len(b.task_ids), b.succeeded))
+
+    def log_progress(self, workers: int) -> None:
+        """A progress line when something moved since the last one."""
+        board = self.board
+        state = (len(board.records) - board.open, board.running, len(board.scheduler))
+        if state == self._last_progress or not board.records:
+            return
+        self._last_progress = state
+        waiting = f", {len(board.waiting)} waiting on dependencies" if board.waiting else ""
+        self.out.log("INFO", f"progress: {state[0]}/{len(board.records)} done, {state[1]} "
+                             f"running, {state[2]} queued{waiting}, {workers} worker(s)")
+        for g in self.task_manager.task_groups.values():
+            if g.status == TaskStatus.RUNNING:
+                goal = f", goal '{g.goal.name}' {g.goal.status.value}" if g.goal else ""
+                self.out.log("INFO", f"group '{g.name}': {g.finished}/{g.total} done{goal}")

@@ -1,0 +1,64 @@
+"""The admin's messages on their way out: encoded once, sent to one peer over the ROUTER or
+published on PUB. Nothing here decides; a send that fails says so (False)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import wire
+from ..core.tasks import TaskAssignment
+from ..wire import Header, Kind
+from .transport import AdminSockets
+
+
+def encode(msg: Any) -> tuple[str, bytes]:
+    """(type name, payload) of a message, or of a list of them sent as one batch."""
+    if isinstance(msg, list):
+        return wire.type_name(msg[0]), wire.pack_batch(msg)
+    return wire.type_name(msg), wire.pack(msg)
+
+
+class Outlet:
+    def __init__(self, sockets: AdminSockets, workspace: str, sender: str) -> None:
+        self.sockets = sockets
+        self.workspace = workspace
+        self.sender = sender
+
+    def _frames(self, kind: bytes, type_: str | None, payload: bytes,
+                to: str | None = None) -> list[bytes]:
+        return wire.encode_frames(kind, wire.make_header(self.workspace, self.sender, type_, to),
+                                  payload)
+
+    def send(self, peer: bytes, kind: bytes, msg: Any) -> bool:
+        return self.sockets.send(peer, self._frames(kind, *encode(msg)))
+
+    def assign(self, peer: bytes, assignments: list[TaskAssignment]) -> bool:
+        """Send the assignments in one frame and, once they left, publish that frame."""
+        frames = self._frames(Kind.ASSIGN, "TaskAssignment", wire.pack_batch(assignments))
+        if not self.sockets.send(peer, frames):
+            return False
+        self.sockets.publish(Kind.ASSIGN, frames)
+        return True
+
+    def forward(self, peer: bytes | None, kind: bytes, header: Header, payload: bytes) -> bool:
+        """A peer's message passed on as it came: to ``peer``, or on PUB (None)."""
+        frames = wire.encode_frames(kind, header, payload)
+        if peer is None:
+            self.sockets.publish(kind, frames)
+            return True
+        return self.sockets.send(peer, frames)
+
+    def publish(self, kind: bytes, msg: Any, type_: str | None = None) -> None:
+        """On PUB, if anyone listens for ``kind``; ``msg`` may be a payload already encoded."""
+        if self.sockets.wanted(kind):
+            if not isinstance(msg, bytes):
+                type_, msg = encode(msg)
+            self.sockets.publish(kind, self._frames(kind, type_, msg))
+
+    def user_message(self, peer: bytes | None, kind: bytes, to: str | None, data: Any) -> bool:
+        """The admin's own broadcast (``peer`` None) or direct message: bytes or a message."""
+        frames = self._frames(kind, *wire.encode_payload(data), to)
+        if peer is None:
+            self.sockets.publish(kind, frames)
+            return True
+        return self.sockets.send(peer, frames)

@@ -1,0 +1,179 @@
+"""``await admin.execute(task)`` returns or raises on every way a task can end: a result, a
+cancel, a dependency cancelled, lost with its worker too often, nobody able to take it, the
+admin stopping. Real admin, real workers (in-process over loopback, or a killed process)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+from conftest import run
+
+from ceylon_net import Admin, AdminSettings, Task, TaskFailed, TaskResult, Worker
+from ceylon_net.dev.testing import Cluster, cli, wait_until
+
+
+def _admin(**kw) -> Admin:
+    return Admin(settings=AdminSettings(bind="127.0.0.1", port=0, **kw))
+
+
+class Sleeper(Worker):
+    """Runs each task for its ``duration`` (the built-in task), and says when it starts."""
+
+    def __init__(self, name, **kw):
+        super().__init__(name, **kw)
+        self.started: list = []
+
+    async def run_task(self, task: Task) -> TaskResult:
+        self.started.append(task.id)
+        if task.description == "boom":
+            raise ValueError("boom")
+        return await super().run_task(task)
+
+
+async def _with_worker(admin: Admin, body, *workers: Worker):
+    serving = asyncio.create_task(admin.arun_admin(b"", list(workers)))
+    try:
+        await wait_until(lambda: len(admin.get_connected_agents()) == len(workers), 10,
+                         "the workers to join")
+        return await body()
+    finally:
+        await admin.stop()
+        await asyncio.wait_for(serving, 10)
+
+
+def test_execute_returns_a_result_and_a_failed_run_is_a_result_too():
+    admin, w = _admin(), Sleeper("w", skill=3)
+
+    async def body():
+        ok = await asyncio.wait_for(admin.execute(Task("ok", "easy", 2, duration=0)), 10)
+        boom = await asyncio.wait_for(admin.execute(Task("boom", "boom", duration=0)), 10)
+        return ok, boom
+
+    ok, boom = run(_with_worker(admin, body, w))
+    assert ok.success and ok.worker == "w"
+    assert not boom.success and "ValueError: boom" in boom.error  # the remote traceback
+
+
+def test_execute_of_a_cancelled_queued_task_raises_instead_of_hanging():
+    admin = _admin()
+
+    async def body():
+        pending = asyncio.create_task(admin.execute(Task("t", "too hard for junior", 9)))
+        await wait_until(lambda: "t" in admin.state.board.records, 5, "the task queued")
+        assert admin.cancel(["t"], "no longer wanted")["cancelled"] == ["t"]
+        with pytest.raises(TaskFailed) as failed:
+            await asyncio.wait_for(pending, 5)
+        return failed.value
+
+    err = run(_with_worker(admin, body, Sleeper("junior", skill=3)))
+    assert str(err) == "task 't' cancelled: no longer wanted"
+    assert (err.task_id, err.reason) == ("t", "no longer wanted")
+
+
+def test_execute_of_a_running_task_cancelled_raises_once_its_worker_stops_it():
+    admin, w = _admin(), Sleeper("w")
+
+    async def body():
+        pending = asyncio.create_task(admin.execute(Task("long", "long", duration=30)))
+        await wait_until(lambda: w.started == ["long"], 10, "the task to start")
+        assert admin.cancel(["long"], "stop")["stopping"] == ["long"]
+        with pytest.raises(TaskFailed) as failed:
+            await asyncio.wait_for(pending, 10)
+        return failed.value
+
+    err = run(_with_worker(admin, body, w))
+    assert err.reason == "cancelled: stop"
+
+
+def test_execute_of_a_task_whose_dependency_was_cancelled_raises():
+    admin = _admin()
+
+    async def body():
+        admin.submit([Task("first", "too hard for junior", 9)])
+        pending = asyncio.create_task(admin.execute(Task("second", "after first",
+                                                         depends_on=["first"])))
+        await wait_until(lambda: "second" in admin.state.board.records, 5, "queued")
+        admin.cancel(["first"])
+        with pytest.raises(TaskFailed) as failed:
+            await asyncio.wait_for(pending, 5)
+        return failed.value
+
+    err = run(_with_worker(admin, body, Sleeper("junior", skill=3)))
+    assert err.reason == "dependency 'first' was cancelled"
+
+
+def test_execute_of_a_task_no_worker_can_take_raises_after_the_unassignable_timeout():
+    admin = _admin(unassignable_timeout=0.5)
+
+    async def body():
+        with pytest.raises(TaskFailed) as failed:
+            await asyncio.wait_for(admin.execute(Task("ml", "ML training", 8)), 10)
+        return failed.value
+
+    err = run(_with_worker(admin, body, Sleeper("junior", skill=3)))
+    assert err.reason == "no connected worker can take it"
+    assert admin.report().unassigned == ["ml"]
+
+
+def test_execute_of_a_task_lost_with_its_worker_max_attempts_times_raises(tmp_path):
+    admin = _admin(max_attempts=1, heartbeat=0.2, liveness=2)
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            victim = await c.spawn("victim", [*_worker_cli(), "--name", "victim", "--port",
+                                              str(admin.port), "--log-level", "DEBUG"])
+            await wait_until(lambda: admin.get_connected_agents(), 20, "the worker to join")
+            pending = asyncio.create_task(admin.execute(Task("doomed", "sleeps", duration=30)))
+            await wait_until(lambda: "running task 'doomed'" in victim.stderr(), 20,
+                             "the task to start")
+            victim.signal(signal.SIGKILL)
+            with pytest.raises(TaskFailed) as failed:
+                await asyncio.wait_for(pending, 10)
+            return failed.value
+
+    async def main():
+        await admin.start()
+        try:
+            return await body()
+        finally:
+            await admin.close()
+
+    err = run(main())
+    assert err.reason.startswith("lost 1 times, last with worker 'victim' (lost: silent for")
+    assert admin.report().dead == ["doomed"]
+
+
+def test_execute_raises_when_the_admin_stops_before_the_task_ends():
+    admin = _admin()
+
+    async def main():
+        await admin.start()
+        pending = asyncio.create_task(admin.execute(Task("t", "nobody here")))
+        await wait_until(lambda: "t" in admin.state.board.records, 5, "queued")
+        await admin.close("shutting down")
+        with pytest.raises(TaskFailed) as failed:
+            await asyncio.wait_for(pending, 5)
+        return failed.value
+
+    err = run(main())
+    assert "the admin stopped (shutting down) before it finished" in str(err)
+
+
+def test_execute_twice_with_the_same_id_is_refused_and_the_first_still_resolves():
+    admin = _admin()
+
+    async def body():
+        first = asyncio.create_task(admin.execute(Task("same", "x", duration=0.2)))
+        await wait_until(lambda: "same" in admin.state.board.records, 5, "queued")
+        with pytest.raises(Exception, match="duplicate task id 'same'"):
+            await admin.execute(Task("same", "again"))
+        return await asyncio.wait_for(first, 10)
+
+    result = run(_with_worker(admin, body, Sleeper("w")))
+    assert result.success
+
+
+def _worker_cli():
+    return [*cli("ceylon-worker"), "--admin-peer", "127.0.0.1"]
