@@ -110,6 +110,7 @@ class Sim:
         self.st.started(self.now, 8000, 8001)
         self.workers: dict[bytes, SimWorker] = {}
         self.every: list[Any] = []
+        self.timers: list[c.Timer] = []  # asked for, not run yet
         self._peers = 0
 
     def worker(self, name: str, **kw: Any) -> SimWorker:
@@ -141,8 +142,15 @@ class Sim:
         _, cmds = self.st.cancel(list(ids), reason, self.now)
         return self.carry(cmds)
 
+    def fire(self, timer: c.Timer | None = None) -> list[Any]:
+        """Run a timer the state asked for (the oldest by default), at the current time."""
+        timer = timer or self.timers[0]
+        self.timers.remove(timer)
+        return self.carry(self.st.timer(timer.key, self.now))
+
     def carry(self, cmds: list[Any]) -> list[Any]:
         self.every += cmds
+        self.timers += of(cmds, c.Timer)
         for cmd in cmds:
             w = self.workers.get(getattr(cmd, "peer", None) or b"")
             if w is None:

@@ -87,7 +87,8 @@ def test_a_new_worker_gets_one_task_asking_to_confirm_then_its_capacity_once_it_
     cmds = w.hello()
     (assign,) = of(cmds, c.Assign)
     assert [(a.task.id, a.confirm) for a in assign.assignments] == [(0, True)]
-    assert c.WakeAt(sim.st.probation) in cmds
+    # Its time to confirm runs from when the assignment has left (the edge starts the timer).
+    assert c.Timer(("probation", "w", ((0, 1),)), sim.st.probation) in cmds
 
     cmds = w.heartbeat()  # lists task 0: it reads what it is sent
     assert sim.st.board.scheduler.workers["w"].state is WorkerState.TRUSTED
@@ -97,15 +98,16 @@ def test_a_new_worker_gets_one_task_asking_to_confirm_then_its_capacity_once_it_
 
 def test_a_task_not_confirmed_in_time_is_taken_back_and_goes_to_a_trusted_worker():
     sim = Sim()
-    trusted = sim.join("trusted")
     sim.submit(noop("busy"))  # keeps the trusted worker busy
+    trusted = sim.join("trusted")  # and it confirms it: trusted
+    sim.fire()  # its probation timer: nothing to take back
     mute = sim.worker("mute")
     mute.hello()
     cmds = sim.submit(noop("t"))
     assert assigned(cmds) == {"mute": ["t"]}
 
-    assert sends(sim.tick(at=0.1), Kind.CANCEL) == []  # still within its probation
-    cmds = sim.tick(at=sim.st.probation)
+    assert sends(sim.tick(at=0.1), Kind.CANCEL) == []  # the clock alone takes nothing back
+    cmds = sim.fire()  # its time to confirm ran out
     assert sends(cmds, Kind.CANCEL, mute.peer) == [
         wire.Cancel([["t", 1]], "not confirmed in time; reassigned")]
     assert sim.st.board.scheduler.workers["mute"].state is WorkerState.STALLED

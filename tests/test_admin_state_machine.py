@@ -142,6 +142,11 @@ class AdminMachine(RuleBasedStateMachine):
     def time_passes(self, dt: float) -> None:
         self.sim.tick(at=self.sim.now + dt)
 
+    @precondition(lambda self: self.sim.timers)
+    @rule(data=st.data())
+    def a_timer_runs_out(self, data: st.DataObject) -> None:
+        self.sim.fire(data.draw(st.sampled_from(self.sim.timers)))
+
     # ---- what must always hold
     @invariant()
     def state_is_consistent(self) -> None:
@@ -164,6 +169,8 @@ class AdminMachine(RuleBasedStateMachine):
                 w.finish_all()
                 w.heartbeat()
             sim.tick(at=sim.now + 1.0)
+            while sim.timers:
+                sim.fire()
             sim.st.validate()
         assert set(self.finished) == set(self.submitted), \
             sorted(set(self.submitted) - set(self.finished))

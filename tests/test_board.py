@@ -544,8 +544,9 @@ def test_steal_takes_back_an_unconfirmed_task_and_gives_the_thief_nothing_more()
     b.plan(now=0.0)  # stalled gets task 0 (best fit: it is the only worker)
     b.add_worker(WorkerSlot("honest", 9, capacity=1))
 
-    assert b.steal(assigned_before=0.0) == {}  # not overdue yet
-    assert b.steal(assigned_before=0.5) == {"stalled": [(0, 1)]}
+    assert b.steal("honest", [(0, 1)]) == []  # not its task
+    assert b.steal("stalled", [(0, 2)]) == []  # another attempt
+    assert b.steal("stalled", [(0, 1)]) == [(0, 1)]
 
     assert b.queued()[0] == 0  # back in its old place, ahead of the rest
     assert b.in_flight("stalled") == set()
@@ -563,9 +564,12 @@ def test_steal_leaves_confirmed_tasks_and_trusted_workers_alone():
     b.add_worker(WorkerSlot("slow", 9, capacity=2), probation=True)
     b.add_worker(WorkerSlot("old", 9, capacity=1))
     b.plan(now=0.0)
-    b.confirm("slow", {b.in_flight("slow").copy().pop(): 1})
+    (mine,) = b.in_flight("slow")
+    b.confirm("slow", {mine: 1})
 
-    assert b.steal(assigned_before=10.0) == {}
+    assert b.steal("slow", [(mine, 1)]) == []
+    (theirs,) = b.in_flight("old")
+    assert b.steal("old", [(theirs, 1)]) == []  # trusted
 
 
 def test_reclaiming_tasks_a_trusted_worker_never_got_puts_it_back_on_probation():
@@ -586,13 +590,13 @@ def test_a_stolen_task_waits_for_a_trusted_worker_when_there_is_one():
     b.add(tasks(3))
     b.add_worker(WorkerSlot("first", 9), probation=True)
     b.plan(now=0.0)  # first gets 0
-    b.steal(assigned_before=1.0)
+    b.steal("first", [(0, 1)])
     b.add_worker(WorkerSlot("old", 9))  # trusted, and it takes 0 at once
     assert b.plan(now=1.0) == {"old": [TaskAssignment(tasks(1)[0], "old", 2)]}
     b.record(TaskResult(0, "old", True, attempt=2))
     b.add(tasks(5)[3:])
     b.plan(now=1.0)  # old takes 1
-    b.steal(assigned_before=1.0)  # nothing: old is trusted
+    assert b.steal("old", [(1, 1)]) == []  # nothing: old is trusted
     b.add_worker(WorkerSlot("second", 9, capacity=2), probation=True)
 
     plan = b.plan(now=1.0)
@@ -605,7 +609,7 @@ def test_a_stolen_task_goes_to_an_idle_worker_on_probation_when_no_trusted_one_c
     b.add(tasks(2))
     b.add_worker(WorkerSlot("stalled", 9), probation=True)
     b.plan(now=0.0)
-    b.steal(assigned_before=1.0)  # 0 is for trusted workers now; there are none
+    b.steal("stalled", [(0, 1)])  # 0 is for trusted workers now; there are none
     b.add_worker(WorkerSlot("honest", 9, capacity=2), probation=True)
 
     plan = b.plan(now=1.0)
@@ -619,7 +623,7 @@ def test_the_cancelled_answer_to_our_cancel_of_a_stolen_task_leaves_it_queued():
     b.add(tasks(1))
     b.add_worker(WorkerSlot("slow", 9), probation=True)
     b.plan(now=0.0)
-    b.steal(assigned_before=1.0)  # the admin sends CANCEL [0, 1] to slow
+    b.steal("slow", [(0, 1)])  # the admin sends CANCEL [0, 1] to slow
 
     late = b.record(TaskResult(0, "slow", False, error="cancelled: reassigned", attempt=1,
                                cancelled=True))
@@ -650,7 +654,7 @@ def test_tasks_stolen_from_a_worker_that_turns_out_gone_count_as_lost_with_it():
     b.add(tasks(1))
     b.add_worker(WorkerSlot("dead", 9), probation=True)
     b.plan(now=0.0)
-    b.steal(assigned_before=1.0)
+    b.steal("dead", [(0, 1)])
     b.add_worker(WorkerSlot("also-dead", 9))
     b.plan(now=1.0)
     b.remove_worker("dead")
@@ -667,7 +671,7 @@ def test_a_worker_that_was_slow_not_gone_costs_its_stolen_tasks_nothing():
     b.add(tasks(1))
     b.add_worker(WorkerSlot("slow", 9), probation=True)
     b.plan(now=0.0)
-    b.steal(assigned_before=1.0)
+    b.steal("slow", [(0, 1)])
     b.trust("slow")  # its late (stale) result came
 
     b.remove_worker("slow")

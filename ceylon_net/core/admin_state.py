@@ -9,6 +9,7 @@ each returns the commands (:mod:`ceylon_net.core.commands`) the network edge car
     cmds = st.submit([Task(1, "x")], now=3.2)             # the admin's own API
     cmds = st.cancel([1], "no longer needed", now=3.3)
     cmds = st.undelivered(peer, worker, assignments, now) # an Assign that could not be sent
+    cmds = st.timer(key, now)                             # a Timer it asked for ran out
 
 It imports neither zmq nor asyncio and reads no clock. A task's end, whatever its cause, comes
 out as one :class:`~ceylon_net.core.commands.Finished`.
@@ -34,7 +35,7 @@ from .commands import (
     Forward,
     NewWork,
     Outbox,
-    WakeAt,
+    Timer,
 )
 from .followup import Followup
 from .groups import TaskGroup, TaskManager
@@ -49,7 +50,6 @@ from .workers import WorkerRecord
 from .workfile import parse_work
 
 PROBATION = 0.2  # least seconds a worker on probation has to confirm its first task
-TIMER_SLACK = 0.005  # timers may fire this much early
 CLIENT_KINDS = frozenset((Kind.HELLO, Kind.STATUS, Kind.SUBMIT))
 
 
@@ -125,8 +125,6 @@ class AdminState:
             self.followup.log_progress(len(self.members.registry))
             self.guard.forget_idle(now)
         self.members.purge_lost(now)
-        if not self.closing:
-            self.members.steal(now - self.probation + TIMER_SLACK, self.probation)
         self._give_up_unassignable(now)
         return self._end_round(now)
 
@@ -157,6 +155,14 @@ class AdminState:
                                 f"'{worker}'; requeued")
         self.board.unsent(worker, assignments)
         return self._end_round(now, assign=False)
+
+    def timer(self, key: tuple[Any, ...], now: float) -> list[Command]:
+        """A :class:`Timer` ran out: ``("probation", worker, ((task, attempt), ...))``, the
+        time a worker on probation had to confirm those assignments."""
+        self.board.now = now
+        if key[0] == "probation" and not self.closing:
+            self.members.steal(key[1], key[2], self.probation)
+        return self._end_round(now)
 
     def close(self, reason: str) -> list[Command]:
         """The admin stops: every worker is told the run is over."""
@@ -432,7 +438,8 @@ class AdminState:
                 rec = board.records[a.task.id]
                 stats.wait_seconds.observe(max(0.0, rec.assigned_at - rec.ready_at))
             if assignments[0].confirm:  # on probation: it has a moment to say it has them
-                self.out.add(WakeAt(now + self.probation))
+                sent = tuple((a.task.id, a.attempt) for a in assignments)
+                self.out.add(Timer(("probation", worker, sent), self.probation))
 
     # ------------------------------------------------------------------ timers
     def _give_up_unassignable(self, now: float) -> None:

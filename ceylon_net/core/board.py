@@ -322,33 +322,30 @@ class TaskBoard:
         if got:
             self.trust(worker)
 
-    def steal(self, assigned_before: float) -> dict[str, list[tuple[TaskId, int]]]:
-        """Take back tasks sent to workers on probation before ``assigned_before`` that they
-        never confirmed: a worker that does not read its queue keeps them from everyone. They
-        go back to the queue in their old place, and the worker gets nothing more until it
-        shows it reads; they go only to trusted workers from now on (a task that kills whoever
-        runs it must not take down every new worker before the first is found lost). If the
-        worker turns out to be gone, each counts as lost with it. Returns
-        {worker: [(task, attempt)]}, for cancelling there."""
-        out: dict[str, list[tuple[TaskId, int]]] = {}
-        for slot in self.scheduler.workers.values():
-            if slot.state is not WorkerState.PROBATION and slot.state is not WorkerState.STALLED:
-                continue
-            flying = self._in_flight.get(slot.name)
-            taken = [t for t in flying or () if self.records[t].asked
-                     and not self.records[t].confirmed
-                     and self.records[t].assigned_at < assigned_before]
-            if not taken:
-                continue
-            out[slot.name] = [(t, self.records[t].attempt) for t in taken]
-            for t in taken:
-                flying.discard(t)  # type: ignore[union-attr]
-                self.records[t].stolen = True
-            self.scheduler.release(slot.name, len(taken))
-            self._stolen.setdefault(slot.name, set()).update(taken)
-            self._lose(taken, slot.name, "it did not take it", counts=False)
-            self.worker_event(slot.name, WorkerEvent.UNCONFIRMED)
-        return out
+    def steal(self, worker: str, sent: Iterable[tuple[TaskId, int]]) -> list[tuple[TaskId, int]]:
+        """The worker, on probation, had its time to confirm these assignments ([(task,
+        attempt)]): take back those it did not confirm. A worker that does not read its queue
+        keeps them from everyone. They go back to the queue in their old place, and the worker
+        gets nothing more until it shows it reads; they go only to trusted workers from now on
+        (a task that kills whoever runs it must not take down every new worker before the
+        first is found lost). If the worker turns out to be gone, each counts as lost with it.
+        Returns the (task, attempt) taken back, for cancelling there."""
+        slot = self.scheduler.workers.get(worker)
+        flying = self._in_flight.get(worker)
+        if slot is None or not flying or slot.state not in (WorkerState.PROBATION,
+                                                            WorkerState.STALLED):
+            return []
+        taken = [t for t, attempt in sent if t in flying and self.records[t].attempt == attempt
+                 and self.records[t].asked and not self.records[t].confirmed]
+        for t in taken:
+            flying.discard(t)
+            self.records[t].stolen = True
+        if taken:
+            self.scheduler.release(worker, len(taken))
+            self._stolen.setdefault(worker, set()).update(taken)
+            self._lose(taken, worker, "it did not take it", counts=False)
+            self.worker_event(worker, WorkerEvent.UNCONFIRMED)
+        return [(t, self.records[t].attempt) for t in taken]
 
     def remove_worker(self, name: str, why: str = "lost") -> list[TaskId]:
         """The worker is gone: its in-flight tasks go back to the queue, oldest place kept; a

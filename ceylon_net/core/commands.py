@@ -66,11 +66,13 @@ class Acknowledge:
 
 
 @dataclass(frozen=True, slots=True)
-class WakeAt:
-    """Call :meth:`AdminState.tick` at ``at`` (same clock as ``now``), not only on the regular
-    tick: a probation deadline."""
+class Timer:
+    """Call :meth:`AdminState.timer` with ``key`` once ``after`` seconds have passed since this
+    command was carried out (a deadline that starts when what it is about has left: a worker on
+    probation has ``after`` seconds from the moment its task was sent to confirm it)."""
 
-    at: float
+    key: tuple[Any, ...]
+    after: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +120,7 @@ class Log:
     message: str
 
 
-Command = Send | Assign | Forward | Publish | Acknowledge | WakeAt | Finished | NewWork | \
+Command = Send | Assign | Forward | Publish | Acknowledge | Timer | Finished | NewWork | \
     Deliver | Connected | Log
 
 

@@ -4,6 +4,8 @@ both ways, drain, leave, and who is lost. Pure: ``now`` is an argument, effects 
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import wire
 from ..errors import RemoteProtocolError
 from ..settings import AdminSettings
@@ -164,18 +166,19 @@ class Membership:
         for rec in self.registry.silent_since(now - s.heartbeat * s.liveness):
             self.leave(rec.peer, f"lost: silent for {now - rec.last_seen:.1f} s")
 
-    def steal(self, assigned_before: float, within: float) -> None:
-        """Take back what workers on probation did not confirm (sent before
-        ``assigned_before``, ``within`` seconds ago or more): see TaskBoard.steal."""
-        for worker, tasks in self.board.steal(assigned_before).items():
-            self.out.log("WARNING", f"worker '{worker}' did not confirm task(s) "
-                                    f"{[t for t, _ in tasks]} within {within:g} s: it is not "
-                                    f"reading; requeued, and it gets no more until it does")
-            peer = self.registry.by_name.get(worker)
-            if peer is not None:
-                self.out.send(peer, Kind.CANCEL, wire.Cancel([[t, a] for t, a in tasks],
-                                                             "not confirmed in time; "
-                                                             "reassigned"))
+    def steal(self, worker: str, sent: tuple[tuple[Any, int], ...], within: float) -> None:
+        """A worker on probation had ``within`` seconds to confirm ``sent``: take back what it
+        did not confirm (see TaskBoard.steal) and tell it to drop those."""
+        tasks = self.board.steal(worker, sent)
+        if not tasks:
+            return
+        self.out.log("WARNING", f"worker '{worker}' did not confirm task(s) "
+                                f"{[t for t, _ in tasks]} within {within:g} s: it is not "
+                                f"reading; requeued, and it gets no more until it does")
+        peer = self.registry.by_name.get(worker)
+        if peer is not None:
+            self.out.send(peer, Kind.CANCEL, wire.Cancel([[t, a] for t, a in tasks],
+                                                         "not confirmed in time; reassigned"))
 
     def purge_orphans(self) -> None:
         """Tasks waiting since a restart for a worker that did not come back: requeued."""

@@ -69,7 +69,7 @@ class Admin(AgentBase):
         self._woke_waiters = False
         self._carry_out = {c.Send: self._send, c.Assign: self._assign, c.Log: _log,
                            c.Forward: self._forward, c.Publish: self._publish,
-                           c.Acknowledge: self._acknowledge, c.WakeAt: self._wake_at,
+                           c.Acknowledge: self._acknowledge, c.Timer: self._timer,
                            c.Finished: self._finished, c.NewWork: _nothing,
                            c.Deliver: lambda d: self._deliver(d.header, d.payload, self.limits),
                            c.Connected: self._connected}
@@ -281,11 +281,11 @@ class Admin(AgentBase):
             self._apply(self.state.tick(time.monotonic()))
             await asyncio.sleep(TICK)
 
-    def _on_timer(self) -> None:
+    def _on_timer(self, key: tuple[Any, ...]) -> None:
         now = asyncio.get_running_loop().time()
         self._timers = {t for t in self._timers if t.when() > now}
         if self._sockets is not None:
-            self._apply(self.state.tick(time.monotonic()))
+            self._apply(self.state.timer(key, time.monotonic()))
 
     # ------------------------------------------------------------------ carrying out
     def _apply(self, cmds: list[c.Command]) -> None:
@@ -347,9 +347,9 @@ class Admin(AgentBase):
                 self._out.send(peer, Kind.ACK, wire.Ack(keys))
         self._acks.clear()
 
-    def _wake_at(self, cmd: c.WakeAt) -> None:
-        delay = max(0.0, cmd.at - time.monotonic())
-        self._timers.add(asyncio.get_running_loop().call_later(delay, self._on_timer))
+    def _timer(self, cmd: c.Timer) -> None:
+        self._timers.add(asyncio.get_running_loop().call_later(cmd.after, self._on_timer,
+                                                               cmd.key))
 
     def _finished(self, f: c.Finished) -> None:
         if self._waiters:
