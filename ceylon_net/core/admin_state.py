@@ -416,11 +416,15 @@ class AdminState:
     def _end_round(self, now: float, assign: bool = True) -> list[Command]:
         """What follows from the round's inputs: finished tasks followed up, free slots
         filled, the run's end announced; the round's commands, in order."""
-        self.followup.settle()
+        followup, board = self.followup, self.board
+        if board.finished:
+            followup.settle()
         if assign and self.assigning and not self.closing:
             self._assign(now)
-        self.followup.follow_moves()
-        self.followup.announce_run_end()
+        if board.moved:
+            followup.follow_moves()
+        if not followup.run_announced:
+            followup.announce_run_end()
         return self.out.take()
 
     def _assign(self, now: float) -> None:

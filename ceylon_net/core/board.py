@@ -30,14 +30,17 @@ FINISHED = frozenset((TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCEL
 Gate = Hashable
 
 
-class TaskState(enum.Enum):
-    WAITING = "waiting"  # on dependencies (gates)
-    QUEUED = "queued"  # ready, in the scheduler's queue
-    ASSIGNED = "assigned"  # given to a worker, not yet sent
-    RUNNING = "running"  # sent to its worker
-    COMPLETED = "completed"
-    FAILED = "failed"  # a failed result, or lost with its workers max_attempts times (dead)
-    CANCELLED = "cancelled"  # on request, by a goal, a failed dependency, or unassignable
+class TaskState(enum.IntEnum):  # an int: hashed on every move, and int's hash is C
+    WAITING = 1  # on dependencies (gates)
+    QUEUED = 2  # ready, in the scheduler's queue
+    ASSIGNED = 3  # given to a worker, not yet sent
+    RUNNING = 4  # sent to its worker
+    COMPLETED = 5
+    FAILED = 6  # a failed result, or lost with its workers max_attempts times (dead)
+    CANCELLED = 7  # on request, by a goal, a failed dependency, or unassignable
+
+    def __str__(self) -> str:
+        return self.name.lower()
 
 
 W, Q, A, R = TaskState.WAITING, TaskState.QUEUED, TaskState.ASSIGNED, TaskState.RUNNING
@@ -55,6 +58,7 @@ STATUS_OF = {W: TaskStatus.PENDING, Q: TaskStatus.PENDING, A: TaskStatus.ASSIGNE
              R: TaskStatus.RUNNING, C: TaskStatus.COMPLETED, F: TaskStatus.FAILED,
              X: TaskStatus.CANCELLED}
 IN_FLIGHT = frozenset((A, R))
+ENDED = frozenset((C, F, X))
 # A journal keeps public statuses: a task that was on a worker is taken to be running there;
 # a pending one is placed again (waiting or queued) as the board is rebuilt.
 _RESTORED = {TaskStatus.PENDING: W, TaskStatus.ASSIGNED: R, TaskStatus.RUNNING: R,
@@ -169,7 +173,7 @@ class TaskBoard:
     def _move(self, rec: TaskRecord, state: TaskState) -> None:
         """The one place a task changes state."""
         if state not in TASK_TRANSITIONS[rec.state]:
-            raise IllegalTransition(f"task {rec.task.id!r}: {rec.state.value} -> {state.value}")
+            raise IllegalTransition(f"task {rec.task.id!r}: {rec.state} -> {state}")
         rec.state = state
         if self.dirty is not None:
             self.dirty.add(rec.task.id)
@@ -235,7 +239,7 @@ class TaskBoard:
         pending = []
         for e in entries:
             rec = self.records[e.task.id]
-            if rec.status in FINISHED:
+            if rec.state in ENDED:
                 self._restore_finished(rec)
             elif rec.worker is not None and rec.state is R:
                 self._in_flight[rec.worker].add(rec.task.id)
@@ -303,7 +307,9 @@ class TaskBoard:
 
     def trust(self, worker: str) -> None:
         """The worker reads what it is sent: up to its capacity from now on."""
-        self.worker_event(worker, WorkerEvent.READS)
+        slot = self.scheduler.workers.get(worker)
+        if slot is not None and slot.state is not WorkerState.TRUSTED:  # after every result
+            self.worker_event(worker, WorkerEvent.READS)
 
     def drain(self, worker: str) -> None:
         """The worker is leaving: it gets nothing new; what it runs finishes."""
@@ -354,7 +360,7 @@ class TaskBoard:
         stolen = self._stolen.pop(name, ())
         for task_id in stolen if why != "left" else ():
             rec = self.records[task_id]
-            if rec.status in FINISHED:
+            if rec.state in ENDED:
                 continue
             rec.losses += 1  # it was gone, not slow: the attempt counts
             if rec.losses >= self.max_attempts and self.scheduler.discard(task_id):
@@ -427,9 +433,12 @@ class TaskBoard:
     # ---- decisions and results
     def plan(self, now: float = 0.0) -> dict[str, list[TaskAssignment]]:
         """Fill free slots; returns assignments grouped by worker name."""
+        decisions = self.scheduler.assign()
+        if not decisions:
+            return {}
         out: dict[str, list[TaskAssignment]] = defaultdict(list)
         slots = self.scheduler.workers
-        for task_id, worker in self.scheduler.assign():
+        for task_id, worker in decisions:
             rec = self.records[task_id]
             rec.assigned_at = now
             rec.confirmed = False
@@ -466,7 +475,7 @@ class TaskBoard:
         if rec is not None and (rec.task.id in self._in_flight.get(result.worker, ())
                                 or rec.task.id in self._stolen.get(result.worker, ())):
             self.trust(result.worker)  # an answer about a task it was sent: it reads
-        if rec is None or rec.status in FINISHED or result.attempt != rec.attempt:
+        if rec is None or rec.state in ENDED or result.attempt != rec.attempt:
             return None
         if rec.state is Q and result.cancelled:
             return None  # the answer to our CANCEL of a task taken back from it: queued again
@@ -551,9 +560,9 @@ class TaskBoard:
         for task_id, rec in self.records.items():
             where = (task_id in self._waiting, task_id in self.scheduler, task_id in holder)
             expected = (rec.state is W, rec.state is Q, rec.state in IN_FLIGHT)
-            assert where == expected, f"task {task_id!r} is {rec.state.value}, found at {where}"
+            assert where == expected, f"task {task_id!r} is {rec.state}, found at {where}"
             assert rec.state not in IN_FLIGHT or holder[task_id] == rec.worker, task_id
-            unfinished += rec.status not in FINISHED
+            unfinished += rec.state not in ENDED
         assert self._open == unfinished, f"open {self._open} != {unfinished} unfinished"
         for name, slot in self.scheduler.workers.items():
             held = len(self._in_flight.get(name, ()))

@@ -224,7 +224,7 @@ class Admin(AgentBase):
         fut = asyncio.get_running_loop().create_future()
         self._waiters[task.id] = fut
         try:
-            self.submit([task])
+            self._apply(self.state.submit((task,), (), time.monotonic()))
         except BaseException:
             self._waiters.pop(task.id, None)
             raise

@@ -84,6 +84,18 @@ def _as_client(sock: zmq.Socket, keys: CurveKeys | None) -> None:
         sock.curve_serverkey = keys.server
 
 
+def _authenticator(ctx: zmq.asyncio.Context, authorized_keys: str | None
+                   ) -> AsyncioAuthenticator:
+    """ZAP checks every new connection to any socket of this context (ROUTER and PUB)
+    against the public keys in the directory."""
+    if authorized_keys is None or not Path(authorized_keys).is_dir():
+        raise ConfigError(f"--authorized-keys {authorized_keys}: not a directory")
+    auth = AsyncioAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=authorized_keys)
+    return auth
+
+
 class AdminSockets:
     """ROUTER + PUB, bound on ``host``."""
 
@@ -91,15 +103,7 @@ class AdminSockets:
                  curve: CurveKeys | None = None, authorized_keys: str | None = None) -> None:
         self.ctx = _new_context()
         self.host = host
-        self.auth: AsyncioAuthenticator | None = None
-        if curve is not None:
-            if authorized_keys is None or not Path(authorized_keys).is_dir():
-                raise ConfigError(f"--authorized-keys {authorized_keys}: not a directory")
-            # ZAP checks every new connection to any socket of this context (ROUTER and PUB)
-            # against the public keys in the directory.
-            self.auth = AsyncioAuthenticator(self.ctx)
-            self.auth.start()
-            self.auth.configure_curve(domain="*", location=authorized_keys)
+        self.auth = None if curve is None else _authenticator(self.ctx, authorized_keys)
         self.more = False  # the last recv_batch stopped at its limit (more may be queued)
         self.router = self.ctx.socket(zmq.ROUTER)
         # The same socket, blocking API: for reads that cannot wait (DONTWAIT). The next await
@@ -122,6 +126,7 @@ class AdminSockets:
         self.pub = self.ctx.socket(zmq.XPUB)
         self.pub.setsockopt(zmq.LINGER, LINGER_MS)
         self.subscriptions: set[bytes] = set()
+        self._wanted: dict[bytes, bool] = {}  # kind -> does anyone subscribe to it
         self.pub.setsockopt(zmq.SNDHWM, 100_000)
         if curve is not None:
             _as_server(self.router, curve)
@@ -185,11 +190,16 @@ class AdminSockets:
                 self.subscriptions.add(frame[1:])
             elif frame[:1] == b"\x00":
                 self.subscriptions.discard(frame[1:])
+            self._wanted.clear()
 
     def wanted(self, kind: bytes) -> bool:
-        """Does any subscriber want this kind of event?"""
-        topic = self.topic + kind
-        return any(topic.startswith(s) for s in self.subscriptions)
+        """Does any subscriber want this kind of event? (Asked several times a message;
+        the answer changes only when a subscription does.)"""
+        known = self._wanted.get(kind)
+        if known is None:
+            topic = self.topic + kind
+            known = self._wanted[kind] = any(topic.startswith(s) for s in self.subscriptions)
+        return known
 
     def publish(self, kind: bytes, frames: Sequence[bytes]) -> None:
         if not self.wanted(kind):
