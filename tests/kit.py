@@ -71,6 +71,9 @@ class SimWorker:
     capacity: int = 1
     held: dict[Any, int] = field(default_factory=dict)  # task -> attempt
     unacked: dict[tuple[Any, int], TaskResult] = field(default_factory=dict)
+    heard: int = -1  # broadcasts: hearing after this number (-1: not hearing PUB yet)
+    delivered: int = 0
+    missing: list[list[int]] = field(default_factory=list)
 
     def say(self, kind: bytes, msg: Any = None, **kw: Any) -> list[Any]:
         return self.sim.receive(self.peer, frames(kind, msg, sender=self.name, **kw))
@@ -83,7 +86,9 @@ class SimWorker:
 
     def heartbeat(self, pub: bool = True) -> list[Any]:
         holding = [[t, a] for t, a in self.held.items()] + [[t, a] for t, a in self.unacked]
-        return self.say(Kind.HEARTBEAT, wire.Heartbeat(holding, pub))
+        return self.say(Kind.HEARTBEAT, wire.Heartbeat(holding, pub, self.heard,
+                                                       max(self.delivered, self.heard),
+                                                       self.missing))
 
     def finish(self, task_id: Any, success: bool = True, **kw: Any) -> list[Any]:
         """Report a held task's result (it stays unacknowledged until an ACK)."""
@@ -120,10 +125,12 @@ class Sim:
         return w
 
     def join(self, name: str, **kw: Any) -> SimWorker:
-        """A worker that registers and heartbeats at once (so it confirms the probation task it
-        got, if there was one to give, and is trusted)."""
+        """A worker that registers, hears the admin's PUB heartbeat and heartbeats at once
+        (so it is connected, and confirms the probation task it got, if there was one to give,
+        and is trusted)."""
         w = self.worker(name, **kw)
         w.hello()
+        w.heard = self.st.broadcasts.seq
         w.heartbeat()
         return w
 
@@ -142,9 +149,11 @@ class Sim:
         _, cmds = self.st.cancel(list(ids), reason, self.now)
         return self.carry(cmds)
 
-    def fire(self, timer: c.Timer | None = None) -> list[Any]:
-        """Run a timer the state asked for (the oldest by default), at the current time."""
-        timer = timer or self.timers[0]
+    def fire(self, timer: c.Timer | str | None = None) -> list[Any]:
+        """Run a timer the state asked for, at the current time: the oldest, or the oldest of
+        a kind ("probation", "sync")."""
+        if not isinstance(timer, c.Timer):
+            timer = next(x for x in self.timers if timer in (None, x.key[0]))
         self.timers.remove(timer)
         return self.carry(self.st.timer(timer.key, self.now))
 

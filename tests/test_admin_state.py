@@ -17,7 +17,7 @@ from ceylon_net.wire import Kind
 # --------------------------------------------------------------------------- registration
 
 
-def test_a_worker_says_hello_and_is_welcomed_on_probation():
+def test_a_worker_says_hello_is_welcomed_on_probation_and_connected_once_it_hears_pub():
     sim = Sim()
     w = sim.worker("Senior", skill=9, capacity=4)
 
@@ -25,10 +25,21 @@ def test_a_worker_says_hello_and_is_welcomed_on_probation():
 
     (welcome,) = sends(cmds, Kind.WELCOME, w.peer)
     assert (welcome.agent_id, welcome.pub_port, welcome.heartbeat) == ("Senior", 8001, 1.0)
-    (joined,) = of(cmds, c.Connected)
-    assert (joined.agent.name, joined.agent.skill, joined.agent.capacity) == ("Senior", 9, 4)
-    assert c.Publish(Kind.EVENT, wire.Event("worker_joined", wire.to_wire(joined.agent))) in cmds
     assert sim.st.board.scheduler.workers["Senior"].state is WorkerState.PROBATION
+    joined = sim.st.workers()[0].detail
+    assert (joined.name, joined.skill, joined.capacity) == ("Senior", 9, 4)
+    assert c.Publish(Kind.EVENT, wire.Event("worker_joined", wire.to_wire(joined))) in cmds
+    # Not connected yet: it cannot hear a broadcast until its subscription works. The admin
+    # heartbeats on PUB, with the broadcast count, until it says it hears them.
+    assert of(cmds, c.Connected) == [] and sim.st.connected() == []
+    assert c.Publish(Kind.HEARTBEAT, b"", seq=0) in cmds
+    assert c.Timer(("sync",), 0.02) in cmds
+    assert c.Publish(Kind.HEARTBEAT, b"", seq=0) in sim.fire("sync")
+    w.heard = 0
+    cmds = w.heartbeat()
+    assert of(cmds, c.Connected) == [c.Connected(joined)]
+    assert [r.name for r in sim.st.connected()] == ["Senior"]
+    assert of(sim.fire("sync"), c.Publish) == []  # everyone hears: no more sync heartbeats
 
 
 def test_registrations_that_do_not_fit_are_rejected_with_the_reason():
@@ -37,7 +48,7 @@ def test_registrations_that_do_not_fit_are_rejected_with_the_reason():
         (dict(workspace="prod", token="sesame-sesame"),
          "worker 'w' rejected: workspace 'prod' != admin's 'default'"),
         (dict(token="wrong-token!"), "wrong or missing token (--token / CEYLON_TOKEN)"),
-        (dict(token="sesame-sesame", version=99), "protocol version 99 != admin's 1"),
+        (dict(token="sesame-sesame", version=99), "protocol version 99 != admin's 2"),
     ]
     for kw, reason in cases:
         w = sim.worker("w")
@@ -100,14 +111,14 @@ def test_a_task_not_confirmed_in_time_is_taken_back_and_goes_to_a_trusted_worker
     sim = Sim()
     sim.submit(noop("busy"))  # keeps the trusted worker busy
     trusted = sim.join("trusted")  # and it confirms it: trusted
-    sim.fire()  # its probation timer: nothing to take back
+    sim.fire("probation")  # its probation timer: nothing to take back
     mute = sim.worker("mute")
     mute.hello()
     cmds = sim.submit(noop("t"))
     assert assigned(cmds) == {"mute": ["t"]}
 
     assert sends(sim.tick(at=0.1), Kind.CANCEL) == []  # the clock alone takes nothing back
-    cmds = sim.fire()  # its time to confirm ran out
+    cmds = sim.fire("probation")  # its time to confirm ran out
     assert sends(cmds, Kind.CANCEL, mute.peer) == [
         wire.Cancel([["t", 1]], "not confirmed in time; reassigned")]
     assert sim.st.board.scheduler.workers["mute"].state is WorkerState.STALLED
@@ -401,7 +412,7 @@ def test_the_admin_heartbeats_on_pub_and_over_the_router_only_to_who_does_not_he
     deaf.heartbeat(pub=False)
     hearing = sim.join("hearing")
     cmds = sim.tick(at=0.0)
-    assert c.Publish(Kind.HEARTBEAT, b"") in cmds
+    assert c.Publish(Kind.HEARTBEAT, b"", seq=0) in cmds
     assert [x.peer for x in of(cmds, c.Send) if x.kind == Kind.HEARTBEAT] == [deaf.peer]
     assert hearing.peer not in [x.peer for x in of(cmds, c.Send)]
 

@@ -30,6 +30,25 @@ def test_ported_tutorial_runs_skill_based_tasks(script):
     assert "admin ended the run" in proc.stderr
 
 
+@pytest.mark.parametrize("script", ["task_management_literal.py",
+                                    "task_management_typed_literal.py"])
+def test_literal_tutorial_ports_run_their_broadcasts_to_the_end(script):
+    """The tutorials as written (broadcast_data from on_agent_connected): every worker hears
+    every assignment, so each of the three runs task 1 (seed 001: the first it hears; seed 003:
+    all three, and the manager stops after the first three results, task 1's)."""
+    proc = _run([sys.executable, f"examples/{script}"],
+                CEYLON_PORT=str(free_port()), CEYLON_PUB_PORT=str(free_port()),
+                CEYLON_TIME_SCALE="0.05")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-4:] == [
+        "task 1 -> Intermediate: success",
+        "task 1 -> Junior: success",
+        "task 1 -> Senior: success",
+        "All tasks completed. Success rate: 100.00%",
+    ]
+    assert "admin ended the run" in proc.stderr
+
+
 def test_demo_assigns_each_seed_task_to_its_best_fit_worker():
     proc = _run([sys.executable, "-m", "ceylon_net.dev.demo"])
     assert proc.returncode == 0, proc.stderr

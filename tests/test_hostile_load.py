@@ -57,6 +57,7 @@ from ceylon_net.wire import (
     Hello,
     Kind,
     Reject,
+    Skip,
     Submission,
     Welcome,
 )
@@ -126,6 +127,7 @@ def wire_templates() -> dict[bytes, tuple[str | None, Any]]:
         Kind.PROGRESS: ("BatchProgress", wire.to_wire(BatchProgress(1, 1, 2, 1))),
         Kind.REPORT: ("BatchReport", wire.to_wire(BatchReport(1, {"tasks": []}))),
         Kind.ACK: ("Ack", wire.to_wire(Ack([["honest-003", 1]]))),
+        Kind.SKIP: ("Skip", wire.to_wire(Skip(1, 2))),
     }
 
 

@@ -142,11 +142,20 @@ def test_any_header_round_trips(kind, h, payload):
 
 
 def test_header_with_extra_trailing_fields_still_decodes():
-    # A future peer may append header fields; the first eight still mean the same.
-    data = raw_header(*GOOD_HEADER, "the-token", "future", 42)
+    # A future peer may append header fields; the first nine still mean the same.
+    data = raw_header(*GOOD_HEADER, "the-token", 12, "future", 42)
 
     assert wire.decode_header(data) == Header("default", "Senior", 7, 1700000000.5,
-                                                  token="the-token")
+                                                  version=1, token="the-token", seq=12)
+
+
+def test_a_broadcast_number_travels_in_the_header_and_must_be_a_count():
+    numbered = wire.make_header("default", "w")
+    numbered.seq = 5
+    assert wire.decode_header(wire.encode_header(numbered)).seq == 5
+    for bad in ("5", -1, 1.5, True):
+        with pytest.raises(RemoteProtocolError, match="header seq"):
+            wire.decode_header(raw_header(*GOOD_HEADER, None, bad))
 
 
 def test_the_token_travels_in_the_header_only_when_set():

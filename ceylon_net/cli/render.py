@@ -77,5 +77,8 @@ def render(data: dict[str, Any]) -> Group:
                        str(q["priority"]))
     summary = (f"tasks: {c['done']}/{c['total']} done ({c['succeeded']} succeeded), "
                f"{c['running']} running, {c['queued']} queued, {c['waiting']} waiting, "
-               f"{c['unassigned']} unassigned")
+               f"{c['unassigned']} unassigned\n"
+               f"broadcasts: {c.get('broadcasts', 0)} sent, {c.get('broadcasts_lost', 0)} "
+               f"lost to an agent that fell too far behind, "
+               f"{c.get('broadcasts_unconfirmed', 0)} unconfirmed by agents that left")
     return Group(workers, groups, queued, summary)

@@ -10,6 +10,7 @@ each returns the commands (:mod:`ceylon_net.core.commands`) the network edge car
     cmds = st.cancel([1], "no longer needed", now=3.3)
     cmds = st.undelivered(peer, worker, assignments, now) # an Assign that could not be sent
     cmds = st.timer(key, now)                             # a Timer it asked for ran out
+    cmds = st.broadcast(header, payload, now)             # the admin's own broadcast
 
 It imports neither zmq nor asyncio and reads no clock. A task's end, whatever its cause, comes
 out as one :class:`~ceylon_net.core.commands.Finished`.
@@ -24,9 +25,10 @@ from typing import Any
 from .. import wire
 from ..errors import ConfigError, RemoteProtocolError
 from ..settings import AdminSettings
-from ..wire import Envelope, Kind, Limits
+from ..wire import Envelope, Header, Kind, Limits
 from .batches import Batches
 from .board import TaskBoard
+from .broadcasts import BroadcastLog
 from .commands import (
     Acknowledge,
     Assign,
@@ -50,6 +52,7 @@ from .workers import WorkerRecord
 from .workfile import parse_work
 
 PROBATION = 0.2  # least seconds a worker on probation has to confirm its first task
+SYNC_EVERY = 0.02  # seconds between PUB heartbeats while a new worker does not hear them yet
 CLIENT_KINDS = frozenset((Kind.HELLO, Kind.STATUS, Kind.SUBMIT))
 
 
@@ -70,7 +73,9 @@ class AdminState:
         self.batches = Batches()
         self.guard = PeerGuard(s.bad_frame_limit, s.bad_frame_window, s.ban_seconds,
                                s.hello_rate)
-        self.members = Membership(s, self.board, self.out, self.stats, self.limits)
+        self.broadcasts = BroadcastLog()
+        self.members = Membership(s, self.board, self.out, self.stats, self.limits,
+                                  self.broadcasts)
         self.unassignable = Unassignable(s.unassignable_timeout)
         self.unassigned: list[TaskId] = []  # given up: no connected worker could take them
         self.followup = Followup(self.board, self.task_manager, self.batches, self.out,
@@ -80,12 +85,14 @@ class AdminState:
         self.started_at = self._next_beat = now
         self.resumed = False  # state came back from a journal
         self.closing = False
+        self._syncing = False  # a sync Timer is pending
         self._warned_senders: set[bytes] = set()
 
-    def started(self, now: float, port: int, pub_port: int) -> None:
-        """The edge bound its sockets: the ports to announce, and the start of the clock."""
+    def started(self, now: float, port: int, pub_port: int, epoch: int = 0) -> None:
+        """The edge bound its sockets: the ports to announce, the start of the clock, and
+        this process's broadcast epoch (a random number: agents start counting afresh)."""
         self.started_at = self._next_beat = now
-        self.port, self.members.pub_port = port, pub_port
+        self.port, self.members.pub_port, self.members.epoch = port, pub_port, epoch
 
     @property
     def probation(self) -> float:
@@ -125,6 +132,7 @@ class AdminState:
             self.followup.log_progress(len(self.members.registry))
             self.guard.forget_idle(now)
         self.members.purge_lost(now)
+        self.members.still_deaf(now)
         self._give_up_unassignable(now)
         return self._end_round(now)
 
@@ -162,6 +170,16 @@ class AdminState:
         self.board.now = now
         if key[0] == "probation" and not self.closing:
             self.members.steal(key[1], key[2], self.probation)
+        elif key[0] == "sync":
+            self._syncing = False
+            self._sync()
+        return self._end_round(now)
+
+    def broadcast(self, header: Header, payload: bytes, now: float) -> list[Command]:
+        """The admin's own broadcast (``header`` names the admin as its sender): numbered,
+        kept for repairs, published."""
+        self.board.now = now
+        self._broadcast(header, payload, deliver=False)
         return self._end_round(now)
 
     def close(self, reason: str) -> list[Command]:
@@ -196,6 +214,10 @@ class AdminState:
 
     def workers(self) -> list[WorkerRecord]:
         return list(self.members.registry.by_peer.values())
+
+    def connected(self) -> list[WorkerRecord]:
+        """Workers that hear broadcasts: what the user sees as connected agents."""
+        return self.members.registry.hearing()
 
     def validate(self) -> None:
         """Check the state's invariants (AssertionError otherwise): the board's, and that the
@@ -251,8 +273,7 @@ class AdminState:
         kind = env.kind
         if kind == Kind.BCAST:
             env.header.sender = rec.name  # a worker speaks for itself only
-            self.out.add(Forward(None, Kind.BCAST, env.header, env.payload))
-            self.out.add(Deliver(env.header, env.payload))
+            self._broadcast(env.header, env.payload, deliver=True)
         elif kind == Kind.DIRECT:
             self._direct(rec, env)
         elif kind == Kind.BYE:
@@ -261,6 +282,20 @@ class AdminState:
             self.members.drain(rec)
         else:
             raise RemoteProtocolError(f"{kind.decode()} is not for the admin")
+
+    def _broadcast(self, header: Header, payload: bytes, deliver: bool) -> None:
+        """Number a broadcast, keep it for repairs, publish it (and hand it to the admin's own
+        handlers when a worker sent it)."""
+        header.seq = self.broadcasts.append((header, payload), len(payload))
+        self.out.add(Forward(None, Kind.BCAST, header, payload))
+        if deliver:
+            self.out.add(Deliver(header, payload))
+
+    def _sync(self) -> None:
+        """PUB heartbeats every SYNC_EVERY while a new worker does not hear them yet."""
+        if not self._syncing and self.members.sync():
+            self._syncing = True
+            self.out.add(Timer(("sync",), SYNC_EVERY))
 
     def _direct(self, rec: WorkerRecord, env: Envelope) -> None:
         env.header.sender = rec.name
@@ -329,6 +364,7 @@ class AdminState:
         results = self.members.hello(peer, env, address, now)
         if results is None:
             return
+        self._sync()
         if results:
             self._accept(self.members.registry.by_peer[peer], results)
         expected = self.settings.expect_workers

@@ -49,11 +49,13 @@ class Forward:
 @dataclass(frozen=True, slots=True)
 class Publish:
     """On the PUB bus, for observers; nothing correct depends on it. ``msg`` as for
-    :class:`Send`, or bytes already encoded (then ``type`` names their message type)."""
+    :class:`Send`, or bytes already encoded (then ``type`` names their message type). ``seq``
+    goes in the header (the admin's heartbeat: how many broadcasts there were)."""
 
     kind: bytes
     msg: Any
     type: str | None = None
+    seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,7 @@ class Deliver:
 
 @dataclass(frozen=True, slots=True)
 class Connected:
-    """A worker joined: run the admin's ``on_agent_connected``."""
+    """A worker joined and hears broadcasts: run the admin's ``on_agent_connected``."""
 
     agent: AgentDetail
 
@@ -135,8 +137,9 @@ class Outbox:
     def send(self, peer: bytes, kind: bytes, msg: Any) -> None:
         self.commands.append(Send(peer, kind, msg))
 
-    def publish(self, kind: bytes, msg: Any, type: str | None = None) -> None:
-        self.commands.append(Publish(kind, msg, type))
+    def publish(self, kind: bytes, msg: Any, type: str | None = None,
+                seq: int | None = None) -> None:
+        self.commands.append(Publish(kind, msg, type, seq))
 
     def event(self, name: str, /, **data: Any) -> None:
         """A status event on PUB (``worker_joined``, ``run_finished``...)."""

@@ -1,5 +1,6 @@
 """Worker membership: who may register, what a (re)registering worker still holds, heartbeats
-both ways, drain, leave, and who is lost. Pure: ``now`` is an argument, effects are commands.
+both ways, whether it hears broadcasts (and what it missed of them), drain, leave, and who is
+lost. Pure: ``now`` is an argument, effects are commands.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from ..errors import RemoteProtocolError
 from ..settings import AdminSettings
 from ..wire import MAX_CAPACITY, PROTOCOL_VERSION, Envelope, Hello, Kind
 from .board import TaskBoard
-from .commands import Connected, Outbox
+from .broadcasts import BroadcastLog
+from .commands import Connected, Forward, Outbox
 from .scheduler import WorkerSlot
 from .stats import AdminStats
 from .tasks import TaskResult
@@ -25,15 +27,18 @@ def clip(text: str, limit: int = 64) -> str:
 
 class Membership:
     def __init__(self, settings: AdminSettings, board: TaskBoard, out: Outbox,
-                 stats: AdminStats, limits: wire.Limits) -> None:
+                 stats: AdminStats, limits: wire.Limits, broadcasts: BroadcastLog) -> None:
         self.settings = settings
         self.board = board
         self.out = out
         self.stats = stats
         self.limits = limits
+        self.broadcasts = broadcasts
         self.registry = Registry()
         self.joined = 0  # registrations so far (watchers compare it to notice a new worker)
         self.pub_port = 0  # announced in WELCOME
+        self.epoch = 0  # this admin's broadcast sequence, announced in WELCOME
+        self.deaf: dict[bytes, float] = {}  # registered, not hearing broadcasts yet: since
         self._seen_names: set[str] = set()
 
     # ---- registering
@@ -51,7 +56,7 @@ class Membership:
             self._register(peer, hello, address, now)
         s = self.settings
         self.out.send(peer, Kind.WELCOME, wire.Welcome(hello.name, s.name, self.pub_port,
-                                                       s.heartbeat, s.liveness))
+                                                       s.heartbeat, s.liveness, self.epoch))
         return self._reconcile(self.registry.by_peer[peer], hello, now)
 
     def reject(self, peer: bytes, reason: str) -> None:
@@ -98,7 +103,8 @@ class Membership:
     def _register(self, peer: bytes, hello: Hello, host: str, now: float) -> None:
         detail = AgentDetail(hello.name, hello.name, hello.role, hello.skill, hello.capacity,
                              host)
-        self.registry.add(WorkerRecord(peer, detail, now))
+        self.registry.add(WorkerRecord(peer, detail, now, registered_at=now))
+        self.deaf[peer] = now
         self.joined += 1
         # With --prefetch the admin keeps that many more on the worker than it runs at once
         # (its runner still runs at most --concurrency; the rest wait in its queue).
@@ -109,7 +115,6 @@ class Membership:
                              f"{hello.role}, skill {hello.skill}, capacity {hello.capacity}); "
                              f"{len(self.registry)} connected")
         self.out.event("worker_joined", **wire.to_wire(detail))
-        self.out.add(Connected(detail))
 
     def _reconcile(self, rec: WorkerRecord, hello: Hello, now: float) -> list[TaskResult]:
         """A worker (re)registered telling what it still runs and which results we never
@@ -134,6 +139,9 @@ class Membership:
     def heartbeat(self, rec: WorkerRecord, env: Envelope, now: float) -> None:
         beat = wire.unpack(wire.Heartbeat, env.payload, self.limits)
         rec.hears_pub = beat.pub
+        if beat.heard >= 0:
+            self._hears(rec, beat.heard, beat.delivered)
+            self._repair(rec, beat.missing)
         holding = wire.task_pairs(beat.holding, "heartbeat")
         # Anything assigned two heartbeats ago that the worker does not mention never
         # reached it; what is younger may still be on its way.
@@ -154,6 +162,8 @@ class Membership:
         rec = self.registry.remove(peer)
         if rec is None:
             return
+        self.deaf.pop(peer, None)
+        self._unconfirmed(rec)
         self.stats.lost += why.startswith("lost")
         requeued = self.board.remove_worker(rec.name, why)
         self.out.log("WARNING", f"worker '{rec.name}' {why}; {len(requeued)} task(s) back in "
@@ -188,10 +198,11 @@ class Membership:
                                     f"restarted; {len(lost)} task(s) back in the queue")
 
     def beat(self) -> None:
-        """The admin's heartbeat: once on PUB for everyone; over the ROUTER only to workers
-        that do not hear it (just joined, or their PUB connection is blocked): 1,000 idle
-        workers would cost 1,000 sends a second otherwise."""
-        self.out.publish(Kind.HEARTBEAT, b"")
+        """The admin's heartbeat: once on PUB for everyone, with the number of broadcasts
+        sent; over the ROUTER only to workers that do not hear it (just joined, or their PUB
+        connection is blocked): 1,000 idle workers would cost 1,000 sends a second
+        otherwise."""
+        self.out.publish(Kind.HEARTBEAT, b"", seq=self.broadcasts.seq)
         for rec in self.registry.by_peer.values():
             if not rec.hears_pub:
                 self.out.send(rec.peer, Kind.HEARTBEAT, wire.Event("heartbeat"))
@@ -200,3 +211,61 @@ class Membership:
         """The run is over: tell every worker."""
         for rec in self.registry.by_peer.values():
             self.out.send(rec.peer, Kind.END, wire.End(reason))
+
+    # ---- hearing broadcasts
+    def sync(self) -> bool:
+        """A heartbeat on PUB for workers that do not hear broadcasts yet: the first one that
+        reaches a worker tells it where it starts (and it says so at once). True while some
+        joined recently and still do not hear; one that never does (its PUB port blocked)
+        is said once, and waits for the regular heartbeat."""
+        if not self.deaf:
+            return False
+        self.out.publish(Kind.HEARTBEAT, b"", seq=self.broadcasts.seq)
+        return True
+
+    def still_deaf(self, now: float) -> bool:
+        """Workers registered a while ago that still hear nothing on PUB are named, once."""
+        limit = self.settings.heartbeat * self.settings.liveness
+        for peer, since in list(self.deaf.items()):
+            if now - since >= limit:
+                del self.deaf[peer]
+                rec = self.registry.by_peer[peer]
+                self.out.log("WARNING", f"worker '{rec.name}' does not hear the PUB port "
+                                        f"{self.pub_port} after {limit:g} s (is it blocked?): "
+                                        f"it takes tasks, but no broadcast can reach it")
+        return bool(self.deaf)
+
+    def _hears(self, rec: WorkerRecord, heard: int, delivered: int) -> None:
+        rec.delivered = max(rec.delivered, delivered)
+        if rec.heard is None:
+            rec.heard = heard
+            self.deaf.pop(rec.peer, None)
+            self.out.add(Connected(rec.detail))
+
+    def _repair(self, rec: WorkerRecord, missing: list[list[int]]) -> None:
+        """Send again what it missed; what the ring no longer holds, it is told to skip."""
+        log, after = self.broadcasts, rec.heard or 0
+        for pair in missing:
+            if not (len(pair) == 2 and all(type(n) is int for n in pair)):
+                raise RemoteProtocolError("heartbeat missing: expected [first, last] numbers")
+            first, last = max(pair[0], after + 1), min(pair[1], log.seq)
+            kept, _ = log.get(first, last)
+            for sent in kept:
+                self.out.add(Forward(rec.peer, Kind.BCAST, *sent.item))
+            gone_last = min(last, log.oldest - 1)
+            if gone_last >= first:
+                self.stats.broadcasts_lost += gone_last - first + 1
+                self.out.log("WARNING", f"worker '{rec.name}' missed {gone_last - first + 1} "
+                                        f"broadcast(s) the admin no longer keeps (it fell more "
+                                        f"than {log.capacity} behind): lost to it")
+                self.out.send(rec.peer, Kind.SKIP, wire.Skip(first, gone_last))
+
+    def _unconfirmed(self, rec: WorkerRecord) -> None:
+        """A worker that leaves without having confirmed every broadcast: counted, said."""
+        if rec.heard is None:
+            return
+        missed = self.broadcasts.seq - max(rec.delivered, rec.heard)
+        if missed > 0:
+            self.stats.broadcasts_unconfirmed += missed
+            self.out.log("WARNING", f"worker '{rec.name}' left without confirming the last "
+                                    f"{missed} broadcast(s)")

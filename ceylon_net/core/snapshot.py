@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from .board import TaskBoard
+from .broadcasts import BroadcastLog
 from .groups import TaskManager
 from .membership import Membership
 from .stats import AdminStats
@@ -26,25 +27,31 @@ class AdminState(Protocol):
     task_manager: TaskManager
     stats: AdminStats
     unassigned: list[TaskId]
+    broadcasts: BroadcastLog
 
 
 def counts(st: AdminState) -> dict[str, int]:
-    board = st.board
+    board, s = st.board, st.stats
     return {"total": len(board.records), "done": len(board.records) - board.open,
             "succeeded": board.succeeded, "running": board.running,
             "queued": len(board.scheduler), "waiting": len(board.waiting),
-            "unassigned": len(st.unassigned)}
+            "unassigned": len(st.unassigned), "broadcasts": st.broadcasts.seq,
+            "broadcasts_lost": s.broadcasts_lost,
+            "broadcasts_unconfirmed": s.broadcasts_unconfirmed}
 
 
 def snapshot(st: AdminState) -> dict[str, Any]:
     """Workers, groups, queued tasks and counts (what ceylon-status prints)."""
     board = st.board
     workers = []
-    for d in st.members.registry.details():
+    for rec in st.members.registry.by_peer.values():
+        d = rec.detail
         slot = board.scheduler.workers.get(d.name)
         workers.append({"name": d.name, "role": d.role, "skill": d.skill, "host": d.host,
                         "running": slot.running if slot else 0, "capacity": d.capacity,
-                        "state": slot.state.value if slot else WorkerState.GONE.value})
+                        "state": slot.state.value if slot else WorkerState.GONE.value,
+                        "hears_broadcasts": rec.heard is not None,
+                        "broadcasts_delivered": rec.delivered})
     queued = []
     for task_id in board.queued()[:QUEUED_SHOWN]:
         t = board.records[task_id].task
@@ -71,6 +78,8 @@ def metrics(st: AdminState) -> dict[str, Any]:
                "busy": sum(1 for w in slots if w.running > 0)}
     counters = {"assignments": s.assignments, "results": s.results,
                 "bad_frames": s.bad_frames, "dropped_hellos": s.dropped_hellos,
-                "reconnects": s.reconnects, "workers_lost": s.lost}
+                "reconnects": s.reconnects, "workers_lost": s.lost,
+                "broadcasts": st.broadcasts.seq, "broadcasts_lost": s.broadcasts_lost,
+                "broadcasts_unconfirmed": s.broadcasts_unconfirmed}
     return {"tasks": tasks, "workers": workers, "counters": counters,
             "histograms": {"task_seconds": s.run_seconds, "queue_wait_seconds": s.wait_seconds}}

@@ -38,5 +38,7 @@ class AdminStats:
     lost: int = 0  # workers declared lost
     bad_frames: int = 0  # frames dropped as malformed or hostile
     dropped_hellos: int = 0  # registrations dropped by the rate limit
+    broadcasts_lost: int = 0  # broadcasts an agent missed that the ring no longer held
+    broadcasts_unconfirmed: int = 0  # broadcasts an agent left without confirming
     run_seconds: Histogram = field(default_factory=Histogram)  # a task's time on its worker
     wait_seconds: Histogram = field(default_factory=Histogram)  # ready to assigned

@@ -81,12 +81,16 @@ def room(state: WorkerState, capacity: int) -> int:
 @dataclass(slots=True)
 class WorkerRecord:
     """A registered worker as the admin knows it: its ROUTER identity, who it is, when it was
-    last heard from, and whether it hears the admin's heartbeats on PUB."""
+    last heard from, whether it hears the admin's heartbeats on PUB, and from which broadcast
+    on it hears broadcasts (None: not yet; until then it is not "connected" to the user)."""
 
     peer: bytes
     detail: AgentDetail
     last_seen: float
     hears_pub: bool = False
+    heard: int | None = None  # it receives every broadcast numbered after this
+    delivered: int = 0  # the last broadcast it confirmed, in order
+    registered_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -129,3 +133,7 @@ class Registry:
 
     def details(self) -> list[AgentDetail]:
         return [r.detail for r in self.by_peer.values()]
+
+    def hearing(self) -> list[WorkerRecord]:
+        """Workers that hear broadcasts (for the user: the connected agents)."""
+        return [r for r in self.by_peer.values() if r.heard is not None]

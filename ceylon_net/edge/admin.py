@@ -10,6 +10,7 @@ acknowledgement).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -102,7 +103,8 @@ class Admin(AgentBase):
             self._sockets = None
             raise
         self._out = Outlet(self._sockets, s.workspace, s.name)
-        self.state.started(time.monotonic(), self.port, self.pub_port)
+        self.state.started(time.monotonic(), self.port, self.pub_port,
+                           int.from_bytes(os.urandom(8), "big") >> 1)
         logger.info("admin '{}' serving workspace '{}' on tcp://{}:{} (PUB {})", self.name,
                     self.workspace_id, s.bind, self.port, self.pub_port)
         if s.exposure:
@@ -244,20 +246,23 @@ class Admin(AgentBase):
 
     # ------------------------------------------------------------------ agents
     def get_connected_agents(self) -> list[AgentDetail]:
-        return [rec.detail for rec in self.state.workers()]
+        """Agents registered and hearing broadcasts (on_agent_connected has fired for each)."""
+        return [rec.detail for rec in self.state.connected()]
 
     async def on_agent_connected(self, topic: str, agent: AgentDetail) -> None:
-        """Called when a worker joins. Override it (the tutorials do)."""
+        """Called when a worker has joined and hears broadcasts: a broadcast sent from here
+        reaches it. Override it (the tutorials do)."""
 
     async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
         if kind == Kind.BCAST:
-            if self._out is not None:
-                self._out.user_message(None, kind, None, data)
+            type_, payload = wire.encode_payload(data)
+            header = wire.make_header(self.workspace_id, self.name, type_)
+            self._apply(self.state.broadcast(header, payload, time.monotonic()))
             return
         peer = self.state.peer_of(to or "")
         if peer is None:
             raise ConfigError(f"no connected agent named '{to}'")
-        if self._out is None or not self._out.user_message(peer, kind, to, data):
+        if self._out is None or not self._out.direct(peer, to or "", data):
             raise ConfigError(f"agent '{to}' is not reachable")
 
     # ------------------------------------------------------------------ loops
@@ -330,7 +335,7 @@ class Admin(AgentBase):
 
     def _publish(self, cmd: c.Publish) -> None:
         if self._out is not None:
-            self._out.publish(cmd.kind, cmd.msg, cmd.type)
+            self._out.publish(cmd.kind, cmd.msg, cmd.type, cmd.seq)
 
     def _acknowledge(self, cmd: c.Acknowledge) -> None:
         self._acks.setdefault(cmd.peer, []).extend(cmd.results)

@@ -17,6 +17,11 @@ COUNTERS = {
     "dropped_hellos": ("ceylon_dropped_hellos", "Registrations dropped by the rate limit"),
     "reconnects": ("ceylon_reconnects", "Workers that registered again"),
     "workers_lost": ("ceylon_workers_lost", "Workers declared lost"),
+    "broadcasts": ("ceylon_broadcasts", "Broadcasts sent (numbered)"),
+    "broadcasts_lost": ("ceylon_broadcasts_lost",
+                        "Broadcasts an agent missed that the admin no longer kept"),
+    "broadcasts_unconfirmed": ("ceylon_broadcasts_unconfirmed",
+                               "Broadcasts an agent left without confirming"),
 }
 HISTOGRAMS = {
     "task_seconds": ("ceylon_task_seconds", "Time a task ran on its worker"),

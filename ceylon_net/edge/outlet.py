@@ -24,10 +24,14 @@ class Outlet:
         self.workspace = workspace
         self.sender = sender
 
+    def header(self, type_: str | None = None, to: str | None = None) -> wire.Header:
+        return wire.make_header(self.workspace, self.sender, type_, to)
+
     def _frames(self, kind: bytes, type_: str | None, payload: bytes,
-                to: str | None = None) -> list[bytes]:
-        return wire.encode_frames(kind, wire.make_header(self.workspace, self.sender, type_, to),
-                                  payload)
+                to: str | None = None, seq: int | None = None) -> list[bytes]:
+        header = self.header(type_, to)
+        header.seq = seq
+        return wire.encode_frames(kind, header, payload)
 
     def send(self, peer: bytes, kind: bytes, msg: Any) -> bool:
         return self.sockets.send(peer, self._frames(kind, *encode(msg)))
@@ -48,17 +52,15 @@ class Outlet:
             return True
         return self.sockets.send(peer, frames)
 
-    def publish(self, kind: bytes, msg: Any, type_: str | None = None) -> None:
+    def publish(self, kind: bytes, msg: Any, type_: str | None = None,
+                seq: int | None = None) -> None:
         """On PUB, if anyone listens for ``kind``; ``msg`` may be a payload already encoded."""
         if self.sockets.wanted(kind):
             if not isinstance(msg, bytes):
                 type_, msg = encode(msg)
-            self.sockets.publish(kind, self._frames(kind, type_, msg))
+            self.sockets.publish(kind, self._frames(kind, type_, msg, seq=seq))
 
-    def user_message(self, peer: bytes | None, kind: bytes, to: str | None, data: Any) -> bool:
-        """The admin's own broadcast (``peer`` None) or direct message: bytes or a message."""
-        frames = self._frames(kind, *wire.encode_payload(data), to)
-        if peer is None:
-            self.sockets.publish(kind, frames)
-            return True
-        return self.sockets.send(peer, frames)
+    def direct(self, peer: bytes, to: str, data: Any) -> bool:
+        """The admin's own direct message to one agent: bytes or a registered message."""
+        return self.sockets.send(peer, self._frames(Kind.DIRECT, *wire.encode_payload(data),
+                                                    to))

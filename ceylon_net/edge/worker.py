@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from loguru import logger
 
 from .. import wire
+from ..core.broadcasts import BroadcastInbox
 from ..core.tasks import Task, TaskAssignment, TaskResult
 from ..core.workers import AgentDetail
 from ..errors import AdminUnreachableError, RejectedError, RemoteProtocolError
@@ -71,6 +72,9 @@ class Worker(AgentBase):
         self._end_reason: str | None = None
         self._admin_seen = 0.0
         self._pub_beat = 0.0  # when the admin's last heartbeat came on PUB
+        self._inbox = BroadcastInbox()  # numbered broadcasts, delivered once and in order
+        self._epoch: int | None = None  # the admin process the inbox counts for
+        self._asked_upto = 0  # missed broadcasts up to here were asked for at once
         self._session: asyncio.Task | None = None
 
     @property
@@ -173,6 +177,7 @@ class Worker(AgentBase):
         await self._cancel_handlers()
         if self._sockets is not None:
             if self._welcome is not None and self._end_reason == "stopped":
+                self._sockets.send_soon(self._heartbeat_frames())  # what it heard, last
                 await self._send(Kind.BYE, wire.End("worker stopping"))
             self._sockets.close()
             self._sockets = None
@@ -226,6 +231,8 @@ class Worker(AgentBase):
         assert self._sockets is not None
         first = self._sockets.sub is None
         self._welcome = welcome
+        if welcome.epoch != self._epoch:  # a new admin process: its broadcasts count from 1
+            self._inbox, self._epoch, self._asked_upto = BroadcastInbox(), welcome.epoch, 0
         self.id = welcome.agent_id
         self._admin_seen = time.monotonic()
         if first:
@@ -288,6 +295,10 @@ class Worker(AgentBase):
                 self.runner.cancel(task_id, attempt, cancel.reason)
         elif env.kind == Kind.DIRECT:
             self._deliver(env.header, env.payload, self.limits)
+        elif env.kind == Kind.BCAST:  # one it missed on PUB, sent again
+            self._numbered(env)
+        elif env.kind == Kind.SKIP:
+            self._skip(wire.unpack(wire.Skip, env.payload, self.limits))
         elif env.kind == Kind.END:
             self._end_reason = wire.unpack(wire.End, env.payload, self.limits).reason
             logger.info("{}: admin ended the run: {}", self.name, self._end_reason)
@@ -314,8 +325,41 @@ class Worker(AgentBase):
                 continue
             if env.kind == Kind.HEARTBEAT:
                 self._admin_seen = self._pub_beat = time.monotonic()
-            elif env.kind == Kind.BCAST and env.header.sender != self.id:
-                self._deliver(env.header, env.payload, self.limits)
+                if env.header.seq is not None and self._welcome is not None:
+                    self._heard(self._inbox.hear(env.header.seq))
+            elif env.kind == Kind.BCAST:
+                try:
+                    self._numbered(env)
+                except RemoteProtocolError as exc:
+                    logger.warning("{}: dropped a bad broadcast: {}", self.name, exc)
+
+    def _numbered(self, env: Envelope) -> None:
+        """A broadcast, from PUB or sent again: delivered once, in the admin's order (one
+        of our own is counted, not delivered)."""
+        if env.header.seq is None:
+            raise RemoteProtocolError("a broadcast without its number")
+        first = self._inbox.heard is None
+        for header, payload in self._inbox.accept(env.header.seq, (env.header, env.payload)):
+            if header.sender != self.id:
+                self._deliver(header, payload, self.limits)
+        self._heard(first)
+
+    def _skip(self, skip: wire.Skip) -> None:
+        before = self._inbox.skipped
+        for header, payload in self._inbox.skip(skip.first, skip.last):
+            if header.sender != self.id:
+                self._deliver(header, payload, self.limits)
+        logger.warning("{}: {} broadcast(s) were lost to us: we fell further behind than the "
+                       "admin keeps", self.name, self._inbox.skipped - before)
+
+    def _heard(self, first: bool) -> None:
+        """Tell the admin at once when we start hearing broadcasts (it then counts us as
+        connected), and when we notice ones we missed (it sends them again)."""
+        missing = self._inbox.missing()
+        fresh = bool(missing) and missing[-1][1] > self._asked_upto
+        if (first or fresh) and self._sockets is not None and self._welcome is not None:
+            self._asked_upto = self._inbox.top
+            self._sockets.send_soon(self._heartbeat_frames())
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -327,8 +371,11 @@ class Worker(AgentBase):
     def _heartbeat_frames(self) -> list[bytes]:
         interval = self._welcome.heartbeat if self._welcome else 1.0
         hears_pub = time.monotonic() - self._pub_beat < 2 * interval
-        return self._frames(Kind.HEARTBEAT,
-                            wire.Heartbeat(self.runner.accounted(), pub=hears_pub))
+        inbox = self._inbox
+        return self._frames(Kind.HEARTBEAT, wire.Heartbeat(
+            self.runner.accounted(), pub=hears_pub,
+            heard=-1 if inbox.heard is None else inbox.heard, delivered=inbox.delivered,
+            missing=inbox.missing()))
 
     # ------------------------------------------------------------------ results
     def _schedule_flush(self) -> None:

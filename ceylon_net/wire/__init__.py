@@ -32,6 +32,7 @@ from .kinds import (
     MAX_CAPACITY,
     MAX_HANDLERS,
     MAX_HELD,
+    MAX_RANGES,
     PROTOCOL_VERSION,
     Kind,
     Limits,
@@ -47,6 +48,7 @@ from .messages import (
     Heartbeat,
     Hello,
     Reject,
+    Skip,
     Status,
     Submission,
     Submitted,
@@ -71,10 +73,11 @@ from .schema import (
 
 __all__ = [
     "DEFAULT_LIMITS", "DEFAULT_MAX_MESSAGE_BYTES", "KINDS", "MAX_CAPACITY", "MAX_HANDLERS",
-    "MAX_HELD", "PROTOCOL_VERSION", "Ack", "BatchProgress", "BatchReport", "Cancel", "End",
-    "Envelope", "Event", "Header", "Heartbeat", "Hello", "Kind", "Limits", "Reject", "Status",
-    "Submission", "Submitted", "Welcome", "decode_frames", "decode_header", "decode_payload",
-    "dumps", "encode_frames", "encode_header", "encode_payload", "from_wire", "is_message",
-    "loads", "make_header", "message", "message_type", "pack", "pack_batch", "packb",
-    "task_pairs", "to_wire", "topic", "type_name", "unpack", "unpack_batch", "unpackb",
+    "MAX_HELD", "MAX_RANGES", "PROTOCOL_VERSION", "Ack", "BatchProgress", "BatchReport",
+    "Cancel", "End", "Envelope", "Event", "Header", "Heartbeat", "Hello", "Kind", "Limits",
+    "Reject", "Skip", "Status", "Submission", "Submitted", "Welcome", "decode_frames",
+    "decode_header", "decode_payload", "dumps", "encode_frames", "encode_header",
+    "encode_payload", "from_wire", "is_message", "loads", "make_header", "message",
+    "message_type", "pack", "pack_batch", "packb", "task_pairs", "to_wire", "topic",
+    "type_name", "unpack", "unpack_batch", "unpackb",
 ]

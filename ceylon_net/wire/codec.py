@@ -84,7 +84,8 @@ def packb(obj: Any) -> bytes:
 @dataclass(slots=True)
 class Header:
     """Who sent what, when. ``type`` names the payload's registered message type (None: raw
-    bytes); ``to`` is the recipient agent id of a DIRECT message."""
+    bytes); ``to`` is the recipient agent id of a DIRECT message; ``seq`` numbers a broadcast
+    (the admin's sequence) and, on the admin's PUB heartbeat, says how many there were."""
 
     workspace: str
     sender: str
@@ -94,6 +95,7 @@ class Header:
     to: str | None = None
     version: int = PROTOCOL_VERSION
     token: str | None = None  # the workspace token, on HELLO and client requests only
+    seq: int | None = None  # a broadcast's number in the admin's sequence
 
 
 @dataclass(slots=True)
@@ -115,6 +117,8 @@ def make_header(
 
 def encode_header(h: Header) -> bytes:
     fields = [h.version, h.workspace, h.msg_id, h.sender, h.ts, h.type, h.to]
+    if h.seq is not None:
+        return packb([*fields, h.token, h.seq])
     return packb(fields if h.token is None else [*fields, h.token])
 
 
@@ -136,7 +140,10 @@ def decode_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Header:
     token = raw[7] if len(raw) > 7 else None
     if not (token is None or isinstance(token, str)):
         raise RemoteProtocolError("header token must be a string or nil")
-    return Header(workspace, sender, msg_id, float(ts), type_, to, version, token)
+    seq = raw[8] if len(raw) > 8 else None
+    if not (seq is None or (isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0)):
+        raise RemoteProtocolError("header seq must be an int >= 0 or nil")
+    return Header(workspace, sender, msg_id, float(ts), type_, to, version, token, seq)
 
 
 def encode_frames(kind: bytes, header: Header, payload: bytes = b"") -> list[bytes]:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: numbered broadcasts, with repairs
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 
 
 class Kind:
     """Frame kinds. A worker says HELLO, HEARTBEAT, RESULT, BCAST, DIRECT, BYE; the admin
     answers WELCOME or REJECT and sends ASSIGN, DIRECT, HEARTBEAT, END. EVENT is PUB-only.
+    BCAST goes out numbered on PUB; a broadcast an agent missed comes again over its DEALER,
+    or a SKIP says the admin no longer has it.
     STATUS and SUBMIT come from clients over the ROUTER (no registration needed): the admin
     answers STATUS with a Status, SUBMIT with a SUBMIT (Submitted) or a REJECT, then, when the
     client waits, PROGRESS now and then and one REPORT when the batch is done."""
@@ -34,6 +36,7 @@ class Kind:
     ACK = b"ACK"
     CANCEL = b"CANCEL"
     DRAIN = b"DRAIN"
+    SKIP = b"SKIP"
 
 
 KINDS = frozenset(v for k, v in vars(Kind).items() if k.isupper())
@@ -42,6 +45,7 @@ KINDS = frozenset(v for k, v in vars(Kind).items() if k.isupper())
 MAX_CAPACITY = 10_000  # tasks one worker may run at once (its --concurrency)
 MAX_HELD = MAX_CAPACITY  # tasks a worker can hold, running or with results unacknowledged
 MAX_HANDLERS = 1_000  # task handler names one worker can announce
+MAX_RANGES = 32  # ranges of missed broadcasts one heartbeat may name
 
 
 @dataclass(frozen=True, slots=True)

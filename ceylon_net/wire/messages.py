@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .kinds import MAX_HANDLERS, MAX_HELD
+from .kinds import MAX_HANDLERS, MAX_HELD, MAX_RANGES
 from .schema import message
 
 
@@ -42,6 +42,12 @@ class Heartbeat:
                                                  metadata={"max_items": 2 * MAX_HELD})
     # The worker hears the admin's heartbeats on PUB: the admin need not send it its own.
     pub: bool = False
+    # Broadcasts: the number it started hearing after (-1: it hears none yet), the last one
+    # it delivered in order, and [first, last] ranges it knows it missed (sent again to it).
+    heard: int = -1
+    delivered: int = 0
+    missing: list[list[int]] = dataclasses.field(default_factory=list,
+                                                 metadata={"max_items": MAX_RANGES})
 
 
 @message
@@ -72,6 +78,7 @@ class Welcome:
     pub_port: int
     heartbeat: float
     liveness: int
+    epoch: int = 0  # this admin process's broadcast sequence: a new one restarts the numbers
 
 
 @message
@@ -81,6 +88,16 @@ class Reject:
     # True: "I do not know you (I restarted, or declared you lost): say HELLO again", not a
     # refusal. A worker that gets it while registering ignores it.
     retry: bool = False
+
+
+@message
+@dataclass(slots=True)
+class Skip:
+    """Admin -> agent: broadcasts ``first``..``last`` it asked for are no longer kept (it fell
+    behind by more than the admin's ring): go on without them."""
+
+    first: int
+    last: int
 
 
 @message

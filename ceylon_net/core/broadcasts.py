@@ -1,0 +1,141 @@
+"""Broadcasts that arrive: every user broadcast gets a sequence number from the admin, goes out
+once on PUB, and is kept in a bounded ring; a subscriber delivers in sequence order, notices
+what it missed (a gap before a later message, or behind the admin's heartbeat) and asks for it
+over its DEALER. This is the ZeroMQ guide's Clone pattern, with the admin as the one sequencer
+(a worker's broadcast reaches the admin over its DEALER, in order, and is sequenced there, so
+every sender's order is kept). Pure: no sockets, no clock.
+
+- :class:`BroadcastLog` (admin): the sequence and the ring of recent broadcasts.
+- :class:`BroadcastInbox` (each agent): what it has, in order; what it misses.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..wire import MAX_RANGES
+
+RING = 10_000  # broadcasts the admin keeps for repairs
+RING_BYTES = 64 << 20  # ... and at most this many payload bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    seq: int
+    item: Any  # what the admin relays: (header, payload)
+    size: int
+
+
+class BroadcastLog:
+    """The admin's side: numbers broadcasts from 1 and keeps the latest ones."""
+
+    def __init__(self, capacity: int = RING, max_bytes: int = RING_BYTES) -> None:
+        self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.seq = 0  # the latest broadcast's number
+        self._ring: deque[Sent] = deque()
+        self._bytes = 0
+
+    def append(self, item: Any, size: int) -> int:
+        """Keep a new broadcast; returns its number."""
+        self.seq += 1
+        self._ring.append(Sent(self.seq, item, size))
+        self._bytes += size
+        while self._ring and (len(self._ring) > self.capacity or self._bytes > self.max_bytes):
+            self._bytes -= self._ring.popleft().size
+        return self.seq
+
+    @property
+    def oldest(self) -> int:
+        """The oldest number still kept (seq + 1 when none is)."""
+        return self._ring[0].seq if self._ring else self.seq + 1
+
+    def get(self, first: int, last: int) -> tuple[list[Sent], int]:
+        """Broadcasts ``first``..``last`` still kept, and how many of them are not (gone from
+        the ring, or never sent)."""
+        first, last = max(first, 1), min(last, self.seq)
+        if last < first:
+            return [], 0
+        start = max(first, self.oldest)
+        kept = [self._ring[s - self.oldest] for s in range(start, last + 1)] \
+            if start <= last else []
+        return kept, (last - first + 1) - len(kept)
+
+
+class BroadcastInbox:
+    """An agent's side: broadcasts come in by number, possibly out of order or twice (PUB,
+    repairs over the DEALER); they come out once each, in order. ``heard`` is None until the
+    first numbered message: from then on everything after it is this agent's to receive."""
+
+    def __init__(self, capacity: int = RING) -> None:
+        self.capacity = capacity
+        self.heard: int | None = None  # the number it started hearing after
+        self.next = 0  # the next number to deliver (valid once heard)
+        self.top = 0  # the highest number known to exist (broadcast or heartbeat)
+        self.skipped = 0  # broadcasts the admin no longer had: lost to this agent
+        self._held: dict[int, Any] = {}  # arrived ahead of a gap
+
+    def hear(self, seq: int) -> bool:
+        """The admin's heartbeat says broadcasts up to ``seq`` exist. True the first time:
+        from now on this agent hears everything after ``seq``."""
+        if self.heard is None:
+            self.heard, self.next = seq, seq + 1
+            self.top = seq
+            return True
+        self.top = max(self.top, seq)
+        return False
+
+    def accept(self, seq: int, item: Any) -> Iterator[Any]:
+        """A numbered broadcast arrived; yields those now deliverable, in order."""
+        if self.heard is None:
+            self.hear(seq - 1)
+        self.top = max(self.top, seq)
+        if seq < self.next or seq in self._held:
+            return  # a duplicate (a repair that crossed the original)
+        if len(self._held) >= self.capacity and seq != self.next:
+            return  # too far ahead to hold: asked for again later
+        self._held[seq] = item
+        yield from self._ready()
+
+    def skip(self, first: int, last: int) -> Iterator[Any]:
+        """The admin no longer has ``first``..``last``: count them lost and go on."""
+        for seq in range(max(first, self.next), last + 1):
+            if seq not in self._held:
+                self._held[seq] = _SKIPPED
+        yield from self._ready()
+
+    def _ready(self) -> Iterator[Any]:
+        while self.next in self._held:
+            item = self._held.pop(self.next)
+            self.next += 1
+            if item is _SKIPPED:
+                self.skipped += 1
+            else:
+                yield item
+
+    @property
+    def delivered(self) -> int:
+        """The last number delivered (or skipped) in order."""
+        return self.next - 1
+
+    def missing(self) -> list[list[int]]:
+        """[first, last] ranges known to exist but not here (bounded)."""
+        if self.heard is None:
+            return []
+        out: list[list[int]] = []
+        seq = self.next
+        for held in sorted(self._held):
+            if held > seq:
+                out.append([seq, held - 1])
+            seq = held + 1
+            if len(out) >= MAX_RANGES:
+                return out
+        if seq <= self.top:
+            out.append([seq, self.top])
+        return out[:MAX_RANGES]
+
+
+_SKIPPED = object()

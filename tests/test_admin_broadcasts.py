@@ -1,0 +1,104 @@
+"""Broadcasts in the admin's policy, without sockets: numbered, published once, kept in a ring,
+sent again to whoever missed them, and every loss counted and said."""
+
+from __future__ import annotations
+
+from kit import Sim, logs, of, sends
+
+from ceylon_net import wire
+from ceylon_net.core import commands as c
+from ceylon_net.wire import Kind
+
+
+def _numbers(cmds, peer=None):
+    return [f.header.seq for f in of(cmds, c.Forward) if f.kind == Kind.BCAST
+            and f.peer == peer]
+
+
+def test_a_workers_broadcast_is_numbered_published_and_given_to_the_admins_handlers():
+    sim = Sim()
+    w = sim.join("w")
+    cmds = w.say(Kind.BCAST, wire.Event("one"))
+    cmds += w.say(Kind.BCAST, wire.Event("two"))
+    assert _numbers(cmds) == [1, 2]  # on PUB, in the sender's order
+    assert [wire.decode_payload(d.header, d.payload).event for d in of(cmds, c.Deliver)] == [
+        "one", "two"]
+    assert all(f.header.sender == "w" for f in of(cmds, c.Forward))
+
+
+def test_the_admins_own_broadcast_is_numbered_and_not_delivered_to_itself():
+    sim = Sim()
+    header = wire.make_header("default", "admin", "Event")
+    cmds = sim.carry(sim.st.broadcast(header, wire.pack(wire.Event("hi")), sim.now))
+    assert _numbers(cmds) == [1] and of(cmds, c.Deliver) == []
+
+
+def test_the_admins_heartbeat_says_how_many_broadcasts_there_were():
+    sim = Sim()
+    sim.carry(sim.st.broadcast(wire.make_header("default", "admin"), b"x", sim.now))
+    assert c.Publish(Kind.HEARTBEAT, b"", seq=1) in sim.tick(at=0.0)
+
+
+def test_what_a_worker_missed_is_sent_to_it_again_in_order():
+    sim = Sim()
+    w = sim.join("w")
+    for i in range(5):
+        sim.carry(sim.st.broadcast(wire.make_header("default", "admin"), bytes([i]), sim.now))
+    w.delivered, w.missing = 1, [[2, 3], [5, 5]]
+    cmds = w.heartbeat()
+    assert _numbers(cmds, w.peer) == [2, 3, 5]
+    assert [f.payload for f in of(cmds, c.Forward)] == [b"\x01", b"\x02", b"\x04"]
+
+
+def test_what_the_ring_no_longer_holds_is_skipped_counted_and_said():
+    sim = Sim()
+    sim.st.broadcasts.capacity = 3
+    w = sim.join("w")
+    for i in range(6):
+        sim.carry(sim.st.broadcast(wire.make_header("default", "admin"), bytes([i]), sim.now))
+    w.missing = [[1, 6]]
+    cmds = w.heartbeat()
+    assert _numbers(cmds, w.peer) == [4, 5, 6]
+    assert sends(cmds, Kind.SKIP, w.peer) == [wire.Skip(1, 3)]
+    assert sim.st.stats.broadcasts_lost == 3
+    assert "worker 'w' missed 3 broadcast(s) the admin no longer keeps (it fell more than 3 " \
+           "behind): lost to it" in logs(cmds)
+
+
+def test_a_worker_cannot_ask_for_what_came_before_it_heard_or_was_never_sent():
+    sim = Sim()
+    for i in range(3):
+        sim.carry(sim.st.broadcast(wire.make_header("default", "admin"), bytes([i]), sim.now))
+    w = sim.join("w")  # hears from 3 on
+    w.missing = [[1, 9]]
+    cmds = w.heartbeat()
+    assert _numbers(cmds, w.peer) == [] and sends(cmds, Kind.SKIP) == []
+
+
+def test_a_worker_that_leaves_without_confirming_broadcasts_is_counted():
+    sim = Sim()
+    w = sim.join("w")
+    for i in range(4):
+        sim.carry(sim.st.broadcast(wire.make_header("default", "admin"), bytes([i]), sim.now))
+    w.delivered = 1
+    w.heartbeat()
+    cmds = w.say(Kind.BYE, wire.End("bye"))
+    assert "worker 'w' left without confirming the last 3 broadcast(s)" in logs(cmds)
+    assert sim.st.stats.broadcasts_unconfirmed == 3
+
+
+def test_a_worker_that_never_hears_pub_is_named_and_the_sync_heartbeats_stop():
+    sim = Sim()
+    w = sim.worker("deaf")
+    w.hello()
+    for at in (0.5, 1.0, 1.5, 2.0, 2.5):
+        sim.now = at
+        w.heartbeat()
+        sim.tick()
+    assert sim.st.connected() == []
+    sim.now = 3.0
+    w.heartbeat()
+    cmds = sim.tick()
+    assert "worker 'deaf' does not hear the PUB port 8001 after 3 s (is it blocked?): it " \
+           "takes tasks, but no broadcast can reach it" in logs(cmds)
+    assert of(sim.fire("sync"), c.Publish) == []

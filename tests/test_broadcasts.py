@@ -1,0 +1,83 @@
+"""Numbered broadcasts, without sockets: the admin's ring and an agent's inbox deliver every
+broadcast once, in order, whatever PUB drops and however repairs cross the originals."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ceylon_net.core.broadcasts import BroadcastInbox, BroadcastLog
+
+
+def test_the_log_numbers_from_one_and_keeps_a_bounded_ring():
+    log = BroadcastLog(capacity=3)
+    assert [log.append(f"m{i}", 10) for i in range(5)] == [1, 2, 3, 4, 5]
+    kept, gone = log.get(1, 5)
+    assert [s.seq for s in kept] == [3, 4, 5] and gone == 2
+    assert log.get(6, 9) == ([], 0)  # not sent yet: nothing, nothing gone
+
+
+def test_the_log_also_bounds_the_bytes_it_keeps():
+    log = BroadcastLog(capacity=100, max_bytes=25)
+    for i in range(5):
+        log.append(i, 10)
+    assert log.oldest == 4
+
+
+def test_an_inbox_delivers_in_order_holds_what_comes_early_and_drops_duplicates():
+    inbox = BroadcastInbox()
+    assert inbox.hear(10) is True  # from now on: 11 and later
+    assert list(inbox.accept(12, "b")) == []
+    assert inbox.missing() == [[11, 11]]
+    assert list(inbox.accept(11, "a")) == ["a", "b"]
+    assert list(inbox.accept(11, "a")) == []  # the repair crossed the original
+    assert inbox.missing() == [] and inbox.delivered == 12
+
+
+def test_a_heartbeat_beyond_what_arrived_shows_a_lost_tail():
+    inbox = BroadcastInbox()
+    inbox.hear(0)
+    list(inbox.accept(1, "x"))
+    inbox.hear(3)  # broadcasts 2 and 3 were sent before this beat, and never came
+    assert inbox.missing() == [[2, 3]]
+
+
+def test_what_the_admin_no_longer_has_is_counted_and_skipped():
+    inbox = BroadcastInbox()
+    inbox.hear(0)
+    list(inbox.accept(3, "c"))
+    assert list(inbox.skip(1, 2)) == ["c"]
+    assert inbox.skipped == 2 and inbox.delivered == 3
+
+
+def test_the_first_broadcast_heard_starts_the_inbox_there():
+    inbox = BroadcastInbox()
+    assert list(inbox.accept(7, "g")) == ["g"]
+    assert inbox.heard == 6
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(1, 60), data=st.data())
+def test_whatever_pub_drops_repairs_bring_every_broadcast_once_in_order(n, data):
+    """PUB delivers in order but may drop any; the inbox asks for what it misses and the
+    admin's ring answers (in any order, possibly twice): in the end all arrive once."""
+    log = BroadcastLog(capacity=1000)
+    for i in range(1, n + 1):
+        log.append(i, 1)
+    inbox = BroadcastInbox()
+    inbox.hear(0)
+    dropped = data.draw(st.sets(st.integers(1, n)))
+    got = []
+    for seq in range(1, n + 1):
+        if seq not in dropped:
+            got += inbox.accept(seq, seq)
+    inbox.hear(log.seq)  # the admin's heartbeat
+    for _ in range(10):
+        wanted = inbox.missing()
+        if not wanted:
+            break
+        repairs = [s for first, last in wanted for s in log.get(first, last)[0]]
+        repairs = data.draw(st.permutations(repairs + repairs[:1]))
+        for sent in repairs:
+            got += inbox.accept(sent.seq, sent.item)
+    assert got == list(range(1, n + 1))
