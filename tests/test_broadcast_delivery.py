@@ -160,6 +160,33 @@ def test_a_worker_joining_mid_stream_gets_every_broadcast_after_it_connected_onc
     assert total - connected_at >= 10_000
 
 
+@pytest.mark.timeout(120)
+def test_a_worker_stalled_for_4_s_under_50000_broadcasts_gets_them_all_once_in_order(tmp_path):
+    """A worker whose handler blocks its loop for 4 s on the first of 50,000 notes sent at
+    once: everything arrives, once, in order, and nothing is counted lost."""
+    count = 50_000
+    admin = Announcer(1, count)
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await admin.start()
+            try:
+                (slow,) = await _listeners(c, admin.port, ["slow"], stall=4.0,
+                                           log_level="DEBUG")
+                await wait_until(lambda: admin.sent, 20, "the broadcasts")
+                await wait_until(lambda: any(s["broadcasts_delivered"] >= count
+                                             for s in admin.status()["workers"]), 60,
+                                 "the slow worker to confirm them all")
+            finally:
+                await admin.close("done")
+            assert await slow.wait(10) == 0, slow.stderr()
+            return _notes(c, "slow"), admin.status()["counts"], slow.stderr()
+
+    notes, counts, _ = run(body())
+    assert notes == list(range(count))
+    assert counts["broadcasts_lost"] == 0
+
+
 needs_netns = pytest.mark.skipif(not netns.is_available(),
                                  reason=f"needs network namespaces: {netns.unavailable_reason()}")
 needs_iptables = pytest.mark.skipif(shutil.which("iptables") is None,

@@ -36,10 +36,11 @@ def test_a_worker_killed_mid_task_has_its_task_done_elsewhere_in_time(tmp_path, 
                                   "--report-json", str(report_path))
             async with EventLog("127.0.0.1", c.pub_port) as bus:
                 await bus.wait_subscribed()
-                victim = await c.worker("victim", "--concurrency", "2")
+                victim = await c.worker("victim", "--concurrency", "2", "--log-level", "DEBUG")
                 await c.worker("survivor", "--concurrency", "4")
-                await wait_until(lambda: any(a.worker == "victim" for a in bus.of(b"ASSIGN")),
-                                 20, "a task on the victim")
+                # Killed mid-task: once it runs one (and so has confirmed it to the admin).
+                await wait_until(lambda: "running task" in victim.stderr(), 20,
+                                 "a task running on the victim")
                 mine = [a.task.id for a in bus.of(b"ASSIGN") if a.worker == "victim"]
                 victim.signal(signal.SIGKILL)
                 killed_at = time.monotonic()

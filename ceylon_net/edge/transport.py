@@ -127,7 +127,10 @@ class AdminSockets:
         self.pub.setsockopt(zmq.LINGER, LINGER_MS)
         self.subscriptions: set[bytes] = set()
         self._wanted: dict[bytes, bool] = {}  # kind -> does anyone subscribe to it
-        self.pub.setsockopt(zmq.SNDHWM, 100_000)
+        # Per subscriber: as many as the admin keeps for repairs (core/broadcasts.py RING). A
+        # subscriber further behind than that could not be repaired anyway, and 1,000 slow
+        # ones must not make the admin hold 100,000 messages each.
+        self.pub.setsockopt(zmq.SNDHWM, 10_000)
         if curve is not None:
             _as_server(self.router, curve)
             _as_server(self.pub, curve)

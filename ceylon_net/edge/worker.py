@@ -358,6 +358,9 @@ class Worker(AgentBase):
         missing = self._inbox.missing()
         fresh = bool(missing) and missing[-1][1] > self._asked_upto
         if (first or fresh) and self._sockets is not None and self._welcome is not None:
+            if fresh:
+                logger.debug("{}: missed broadcasts {}; asking the admin for them", self.name,
+                             missing)
             self._asked_upto = self._inbox.top
             self._sockets.send_soon(self._heartbeat_frames())
 

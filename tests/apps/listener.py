@@ -11,6 +11,7 @@ import asyncio
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 
 from loguru import logger
@@ -20,17 +21,21 @@ from ceylon_net import Worker, on_message
 
 
 class Listener(Worker):
-    def __init__(self, name: str, **kw) -> None:
+    def __init__(self, name: str, stall: float = 0.0, **kw) -> None:
         super().__init__(name, **kw)
         self.notes: list[int] = []
+        self.stall = stall
 
     @on_message(type=Note)
     async def on_note(self, note: Note) -> None:
         self.notes.append(note.n)
+        if self.stall:
+            time.sleep(self.stall)  # blocks the loop once, on purpose: its queues overflow
+            self.stall = 0.0
 
 
 async def main(args: argparse.Namespace) -> int:
-    w = Listener(args.name, admin_peer=args.admin_peer, admin_port=args.port,
+    w = Listener(args.name, args.stall, admin_peer=args.admin_peer, admin_port=args.port,
                  workspace_id=args.workspace, connect_timeout=args.connect_timeout)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -50,6 +55,8 @@ if __name__ == "__main__":
     p.add_argument("--workspace", default="default")
     p.add_argument("--connect-timeout", type=float, default=30.0)
     p.add_argument("--out", required=True)
+    p.add_argument("--stall", type=float, default=0.0,
+                   help="seconds the first note blocks the worker (its queues overflow)")
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args()
     logger.remove()

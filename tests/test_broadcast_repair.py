@@ -1,0 +1,113 @@
+"""A worker's side of broadcast repair, over real sockets, against a scripted admin (bare
+pyzmq) that drops chosen broadcasts from PUB on purpose: the worker notices each gap, asks for
+it in a heartbeat, takes the resend over its DEALER, skips what the admin says is gone, and
+delivers everything else once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import zmq
+import zmq.asyncio
+from conftest import REPO, run
+
+from ceylon_net import Worker, on_message, wire
+from ceylon_net.dev.testing import wait_until
+from ceylon_net.wire import Kind
+
+sys.path.insert(0, str(REPO / "tests" / "apps"))
+from notes import Note  # the apps' message type
+
+
+class Listener(Worker):
+    def __init__(self, name: str, **kw) -> None:
+        super().__init__(name, **kw)
+        self.notes: list[int] = []
+
+    @on_message(type=Note)
+    async def on_note(self, note: Note) -> None:
+        self.notes.append(note.n)
+
+
+class ScriptedAdmin:
+    """Just enough of an admin: welcomes, publishes numbered notes, answers repair asks."""
+
+    def __init__(self) -> None:
+        self.ctx = zmq.asyncio.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.port = self.router.bind_to_random_port("tcp://127.0.0.1")
+        self.pub_port = self.pub.bind_to_random_port("tcp://127.0.0.1")
+        self.peer = b""
+        self.asked: list[list[int]] = []
+        self.heard = -1
+
+    def frames(self, kind: bytes, msg: object = None, seq: int | None = None) -> list[bytes]:
+        type_, payload = (None, b"") if msg is None else wire.encode_payload(msg)
+        header = wire.make_header("default", "admin", type_)
+        header.seq = seq
+        return wire.encode_frames(kind, header, payload)
+
+    async def serve(self) -> None:
+        while True:
+            peer, *frames = await self.router.recv_multipart()
+            env = wire.decode_frames(frames)
+            if env.kind == Kind.HELLO:
+                self.peer = peer
+                await self.router.send_multipart([peer, *self.frames(
+                    Kind.WELCOME, wire.Welcome("w", "admin", self.pub_port, 1.0, 3, 7))])
+            elif env.kind == Kind.HEARTBEAT:
+                beat = wire.unpack(wire.Heartbeat, env.payload)
+                self.heard = beat.heard
+                self.asked += beat.missing
+
+    async def publish(self, seq: int) -> None:
+        await self.pub.send_multipart([wire.topic("default") + Kind.BCAST,
+                                       *self.frames(Kind.BCAST, Note(seq), seq)])
+
+    async def resend(self, seq: int) -> None:
+        await self.router.send_multipart([self.peer, *self.frames(Kind.BCAST, Note(seq), seq)])
+
+    def close(self) -> None:
+        self.router.close(0)
+        self.pub.close(0)
+        self.ctx.term()
+
+
+def test_a_worker_asks_for_what_pub_dropped_takes_resends_and_skips_what_is_gone():
+    admin = ScriptedAdmin()
+    w = Listener("w", admin_port=admin.port)
+
+    async def body():
+        serving = asyncio.create_task(admin.serve())
+        running = asyncio.create_task(w.arun())
+        try:
+            async def hears() -> bool:  # PUB heartbeats until the worker says it hears them
+                await admin.pub.send_multipart([wire.topic("default") + Kind.HEARTBEAT,
+                                                *admin.frames(Kind.HEARTBEAT, seq=0)])
+                return admin.heard == 0
+
+            await wait_until(hears, 10, "the worker to hear PUB", interval=0.02)
+            for seq in (1, 2, 3, 5, 6, 9, 10):  # 4, 7 and 8 "dropped"
+                await admin.publish(seq)
+            await wait_until(lambda: [4, 4] in admin.asked and [7, 8] in admin.asked, 10,
+                             "the worker to ask for 4 and 7-8")
+            assert w.notes == [1, 2, 3]  # held back: 5, 6, 9 and 10 wait for the gaps
+            await admin.resend(4)
+            await wait_until(lambda: w.notes == [1, 2, 3, 4, 5, 6], 10, "4, then 5 and 6")
+            await admin.router.send_multipart([admin.peer, *admin.frames(
+                Kind.SKIP, wire.Skip(7, 8))])  # gone from the admin's ring
+            await wait_until(lambda: w.notes == [1, 2, 3, 4, 5, 6, 9, 10], 10, "9 and 10")
+            await admin.resend(8)  # a late resend of what was skipped: not delivered twice
+            await admin.publish(11)
+            await wait_until(lambda: w.notes[-1] == 11, 10, "11")
+        finally:
+            await w.stop()
+            await asyncio.gather(running, return_exceptions=True)
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            admin.close()
+        return w.notes
+
+    assert run(body()) == [1, 2, 3, 4, 5, 6, 9, 10, 11]
