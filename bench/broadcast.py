@@ -45,6 +45,13 @@ class Note:
 # ---------------------------------------------------------------------------- subscribers
 
 
+def report_done(out: str, got: int) -> None:
+    """When this subscriber had them all (written whole: the bench polls for the file)."""
+    tmp = Path(out + ".tmp")
+    tmp.write_text(json.dumps({"done": time.monotonic(), "got": got}))
+    tmp.rename(out)
+
+
 def raw_subscriber(port: int, count: int, out: str, kind: int = zmq.SUB) -> None:
     ctx = zmq.Context()
     sub = ctx.socket(kind)
@@ -62,7 +69,7 @@ def raw_subscriber(port: int, count: int, out: str, kind: int = zmq.SUB) -> None
             continue
         got += 1
         if got == count:
-            Path(out).write_text(json.dumps({"done": time.monotonic(), "got": got}))
+            report_done(out, got)
             return
 
 
@@ -75,7 +82,7 @@ class Counter(Worker):
     async def on_note(self, note: Note) -> None:
         self.got += 1
         if self.got == self.count:
-            Path(self.out).write_text(json.dumps({"done": time.monotonic(), "got": self.got}))
+            report_done(self.out, self.got)
 
 
 def ceylon_subscriber(port: int, count: int, out: str) -> None:

@@ -180,7 +180,7 @@ class AdminState:
         kept for repairs, published."""
         self.board.now = now
         self._broadcast(header, payload, deliver=False)
-        return self._end_round(now)
+        return self._end_round(now, assign=False)  # no task changed
 
     def close(self, reason: str) -> list[Command]:
         """The admin stops: every worker is told the run is over."""

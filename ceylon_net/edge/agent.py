@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from loguru import logger
@@ -86,15 +86,18 @@ class AgentBase:
             return
         typed = self._typed.get(type(data))
         if typed is None:
-            coro = _call(self.on_message, header.sender, data, header.ts)
+            call = (self.on_message, header.sender, data, header.ts)
         elif typed[1]:
-            coro = _call(typed[0], data, header.sender, header.ts)
+            call = (typed[0], data, header.sender, header.ts)
         else:
-            coro = _call(typed[0], data)
-        self._spawn(coro, f"handler for {type(data).__name__} from {header.sender}")
+            call = (typed[0], data)
+        self._start(_handle(self.name, header.sender, data, call))
 
     def _spawn(self, coro: Awaitable[Any], what: str) -> None:
-        task = asyncio.ensure_future(_guard(coro, self.name, what))
+        self._start(_guard(coro, self.name, what))
+
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._handler_tasks.add(task)
         task.add_done_callback(self._handler_tasks.discard)
 
@@ -105,10 +108,19 @@ class AgentBase:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _call(fn: Callable[..., Any], *args: Any) -> None:
-    result = fn(*args)
-    if inspect.isawaitable(result):
-        await result
+async def _handle(name: str, sender: str, data: Any, call: tuple[Any, ...]) -> None:
+    """Run a message handler (``call`` is the function and its arguments): an exception is
+    logged, never fatal. One coroutine per message, as cheap as it gets: broadcasts come by
+    the thousand."""
+    try:
+        result = call[0](*call[1:])
+        if inspect.isawaitable(result):
+            await result
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("{}: handler for {} from {} raised", name, type(data).__name__,
+                         sender)
 
 
 def _positional_count(fn: Callable[..., Any]) -> int:

@@ -248,9 +248,11 @@ class WorkerSockets:
         _as_client(self.dealer, curve)
         self.dealer.connect(endpoint)
         self.sub: zmq.asyncio.Socket | None = None
+        self._sub_now: zmq.Socket | None = None
 
     def subscribe(self, host: str, pub_port: int, topics: Sequence[bytes]) -> None:
         self.sub = self.ctx.socket(zmq.SUB)
+        self._sub_now = zmq.Socket.shadow(self.sub.underlying)  # see AdminSockets
         self.sub.setsockopt(zmq.LINGER, 0)
         _as_client(self.sub, self.curve)
         for t in topics:
@@ -293,9 +295,17 @@ class WorkerSockets:
                 break
         return batch
 
-    async def recv_broadcast(self) -> list[bytes]:
-        assert self.sub is not None
-        return await self.sub.recv_multipart()
+    async def recv_broadcasts(self, limit: int = 256) -> list[list[bytes]]:
+        """Wait for a message on the PUB bus, then take what else is queued, up to
+        ``limit``."""
+        assert self.sub is not None and self._sub_now is not None
+        batch = [await self.sub.recv_multipart()]
+        while len(batch) < limit:
+            try:
+                batch.append(self._sub_now.recv_multipart(zmq.DONTWAIT))
+            except zmq.Again:
+                break
+        return batch
 
     def close(self, linger_ms: int = LINGER_MS) -> None:
         self.dealer.close(linger_ms)

@@ -29,6 +29,9 @@ class Serving(Protocol):
     port: int
 
 
+RECV_BATCH = 512  # messages from the admin handled before the worker's other loops get a turn
+
+
 class _Reconnect(Exception):
     """The admin went silent or forgot us: register again."""
 
@@ -250,15 +253,17 @@ class Worker(AgentBase):
         assert self._sockets is not None and self._welcome is not None
         silent_limit = self._welcome.heartbeat * self._welcome.liveness
         while True:
-            batch = await self._sockets.recv_batch(self._welcome.heartbeat)
+            batch = await self._sockets.recv_batch(self._welcome.heartbeat, RECV_BATCH)
             now = time.monotonic()
             if batch:
                 self._admin_seen = now
             for frames in batch:
                 if self._handle(frames):
                     return
-            if self.runner.queue.qsize():
-                await asyncio.sleep(0)  # the runners start on them before we wait again
+            if self.runner.queue.qsize() or len(batch) >= RECV_BATCH:
+                # The runners start on what came before we wait again; and a full batch means
+                # more is queued, whose recv would not yield: the heartbeats get a turn.
+                await asyncio.sleep(0)
             if now - self._admin_seen > silent_limit:
                 raise _Reconnect(f"admin silent for {now - self._admin_seen:.1f} s")
 
@@ -319,19 +324,26 @@ class Worker(AgentBase):
             if self._sockets is None or self._sockets.sub is None:
                 await asyncio.sleep(0.05)
                 continue
-            frames = await self._sockets.recv_broadcast()
-            env = self._decode(frames[1:])
-            if env is None:
-                continue
-            if env.kind == Kind.HEARTBEAT:
-                self._admin_seen = self._pub_beat = time.monotonic()
-                if env.header.seq is not None and self._welcome is not None:
-                    self._heard(self._inbox.hear(env.header.seq))
-            elif env.kind == Kind.BCAST:
-                try:
-                    self._numbered(env)
-                except RemoteProtocolError as exc:
-                    logger.warning("{}: dropped a bad broadcast: {}", self.name, exc)
+            for frames in await self._sockets.recv_broadcasts():
+                self._on_bus(frames)
+            # A recv that is already complete does not yield: under a flood of broadcasts the
+            # heartbeats (and the admin's messages) would starve, and the admin would call us
+            # lost.
+            await asyncio.sleep(0)
+
+    def _on_bus(self, frames: list[bytes]) -> None:
+        env = self._decode(frames[1:])
+        if env is None:
+            return
+        if env.kind == Kind.HEARTBEAT:
+            self._admin_seen = self._pub_beat = time.monotonic()
+            if env.header.seq is not None and self._welcome is not None:
+                self._heard(self._inbox.hear(env.header.seq))
+        elif env.kind == Kind.BCAST:
+            try:
+                self._numbered(env)
+            except RemoteProtocolError as exc:
+                logger.warning("{}: dropped a bad broadcast: {}", self.name, exc)
 
     def _numbered(self, env: Envelope) -> None:
         """A broadcast, from PUB or sent again: delivered once, in the admin's order (one
