@@ -94,6 +94,11 @@ class AdminState:
         self.started_at = self._next_beat = now
         self.port, self.members.pub_port, self.members.epoch = port, pub_port, epoch
 
+    def pub_listeners(self, kinds: frozenset[bytes]) -> None:
+        """Which kinds anyone subscribes to on PUB now (the edge says so whenever that
+        changes): events and records nobody would hear are not made."""
+        self.out.listening = kinds
+
     @property
     def probation(self) -> float:
         """Seconds a worker on probation has to confirm an assignment."""

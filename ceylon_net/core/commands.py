@@ -127,23 +127,28 @@ Command = Send | Assign | Forward | Publish | Acknowledge | Timer | Finished | N
 
 
 class Outbox:
-    """The commands of the input being handled, in the order they arose."""
+    """The commands of the input being handled, in the order they arose. ``listening``: the
+    kinds someone subscribes to on PUB (None: not known, so all); what nobody would hear is
+    not even made."""
 
-    __slots__ = ("commands",)
+    __slots__ = ("commands", "listening")
 
     def __init__(self) -> None:
         self.commands: list[Command] = []
+        self.listening: frozenset[bytes] | None = None
 
     def send(self, peer: bytes, kind: bytes, msg: Any) -> None:
         self.commands.append(Send(peer, kind, msg))
 
     def publish(self, kind: bytes, msg: Any, type: str | None = None,
                 seq: int | None = None) -> None:
-        self.commands.append(Publish(kind, msg, type, seq))
+        if self.listening is None or kind in self.listening:
+            self.commands.append(Publish(kind, msg, type, seq))
 
     def event(self, name: str, /, **data: Any) -> None:
         """A status event on PUB (``worker_joined``, ``run_finished``...)."""
-        self.commands.append(Publish(Kind.EVENT, Event(name, data)))
+        if self.listening is None or Kind.EVENT in self.listening:
+            self.commands.append(Publish(Kind.EVENT, Event(name, data)))
 
     def log(self, level: str, message: str) -> None:
         self.commands.append(Log(level, message))

@@ -67,7 +67,6 @@ class Admin(AgentBase):
         self._ack_timer: asyncio.TimerHandle | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._results: ResultsFile | None = None
-        self._woke_waiters = False
         self._carry_out = {c.Send: self._send, c.Assign: self._assign, c.Log: _log,
                            c.Forward: self._forward, c.Publish: self._publish,
                            c.Acknowledge: self._acknowledge, c.Timer: self._timer,
@@ -103,6 +102,8 @@ class Admin(AgentBase):
             self._sockets = None
             raise
         self._out = Outlet(self._sockets, s.workspace, s.name)
+        self._sockets.on_subscriptions = self.state.pub_listeners
+        self.state.pub_listeners(frozenset())  # nobody yet
         self.state.started(time.monotonic(), self.port, self.pub_port,
                            int.from_bytes(os.urandom(8), "big") >> 1)
         logger.info("admin '{}' serving workspace '{}' on tcp://{}:{} (PUB {})", self.name,
@@ -273,12 +274,15 @@ class Admin(AgentBase):
             batch = await sockets.recv_batch(RECV_BATCH)
             messages = [(f[0].bytes, [x.bytes for x in f[1:]], peer_address(f[-1]))
                         for f in batch]
-            self._apply(self.state.receive_many(messages, time.monotonic()))
-            if self._woke_waiters or sockets.more:
-                # Someone awaits one of these results (execute()): let it go first, so what it
-                # submits next leaves before we read on. And a recv that is already complete
-                # does not yield: a peer that never pauses would starve the timers.
-                self._woke_waiters = False
+            cmds = self.state.receive_many(messages, time.monotonic())
+            if self._waiters and self._wake(cmds):
+                # Someone awaits one of these tasks (execute()): it goes first, so what it
+                # submits next leaves before this round's bookkeeping.
+                await asyncio.sleep(0)
+            self._apply(cmds)
+            if sockets.more:
+                # A recv that is already complete does not yield: a peer that never pauses
+                # would starve the timers.
                 await asyncio.sleep(0)
 
     async def _tick_loop(self) -> None:
@@ -356,16 +360,28 @@ class Admin(AgentBase):
         self._timers.add(asyncio.get_running_loop().call_later(cmd.after, self._on_timer,
                                                                cmd.key))
 
+    def _wake(self, cmds: list[c.Command]) -> bool:
+        """Resolve the execute() waiters of the round's Finished commands; True if any."""
+        woke = False
+        for cmd in cmds:
+            if type(cmd) is c.Finished and self._resolve(cmd):
+                woke = True
+        return woke
+
+    def _resolve(self, f: c.Finished) -> bool:
+        fut = self._waiters.pop(f.task_id, None)
+        if fut is None or fut.done():
+            return False
+        if f.result is not None:
+            fut.set_result(f.result)
+        else:
+            fut.set_exception(TaskFailed(f"task {f.task_id!r} {f.status.value}: {f.reason}",
+                                         f.task_id, f.reason))
+        return True
+
     def _finished(self, f: c.Finished) -> None:
         if self._waiters:
-            fut = self._waiters.pop(f.task_id, None)
-            if fut is not None and not fut.done():
-                if f.result is not None:
-                    fut.set_result(f.result)
-                else:
-                    fut.set_exception(TaskFailed(f"task {f.task_id!r} {f.status.value}: "
-                                                 f"{f.reason}", f.task_id, f.reason))
-                self._woke_waiters = True
+            self._resolve(f)
         if f.result is not None and self._results is not None:
             self._results.add(f.result)
 

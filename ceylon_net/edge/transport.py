@@ -14,7 +14,7 @@ import contextlib
 import errno
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import zmq.auth
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from ..errors import ConfigError
+from ..wire import KINDS
 from ..wire import topic as workspace_topic
 
 LINGER_MS = 1000
@@ -127,6 +128,8 @@ class AdminSockets:
         self.pub.setsockopt(zmq.LINGER, LINGER_MS)
         self.subscriptions: set[bytes] = set()
         self._wanted: dict[bytes, bool] = {}  # kind -> does anyone subscribe to it
+        # told the kinds anyone subscribes to, whenever that changes
+        self.on_subscriptions: Callable[[frozenset[bytes]], None] | None = None
         # Per subscriber: as many as the admin keeps for repairs (core/broadcasts.py RING). A
         # subscriber further behind than that could not be repaired anyway, and 1,000 slow
         # ones must not make the admin hold 100,000 messages each.
@@ -194,6 +197,8 @@ class AdminSockets:
             elif frame[:1] == b"\x00":
                 self.subscriptions.discard(frame[1:])
             self._wanted.clear()
+            if self.on_subscriptions is not None:
+                self.on_subscriptions(frozenset(k for k in KINDS if self.wanted(k)))
 
     def wanted(self, kind: bytes) -> bool:
         """Does any subscriber want this kind of event? (Asked several times a message;
