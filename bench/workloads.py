@@ -33,7 +33,7 @@ from harness import (
 
 from ceylon_net.core.tasks import Task
 from ceylon_net.dev.testing import Cluster, Proc, wait_until
-from ceylon_net.edge.client import ask_status, submit
+from ceylon_net.edge.client import AsyncClient
 from ceylon_net.errors import AdminUnreachableError
 
 MANY_WORKERS = BENCH / "many_workers.py"
@@ -177,8 +177,9 @@ async def run_w3(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> 
           f"{wall / ideal:.3f} x ideal", flush=True)
 
 
-async def _status(endpoint: str, timeout: float = 10.0) -> dict[str, Any]:
-    return await ask_status(endpoint, "default", timeout)
+async def _status(address: str, timeout: float = 10.0) -> dict[str, Any]:
+    async with AsyncClient(address, timeout=timeout) as c:
+        return await c.status()
 
 
 async def run_w4(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> None:
@@ -191,7 +192,7 @@ async def run_w4(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> 
         STARTED.append((admin.process.pid, True))
         procs = [admin]
         try:
-            endpoint = f"tcp://127.0.0.1:{cluster.port}"
+            endpoint = f"127.0.0.1:{cluster.port}"
 
             async def answering() -> bool:
                 check_alive(procs)
@@ -236,8 +237,8 @@ async def run_w4(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> 
                 doc = {"tasks": [{"id": i, "description": "queued", "difficulty": 1,
                                   "required_role": "nobody"}
                                  for i in range(start, min(start + SUBMIT_CHUNK, sz.w4_queued))]}
-                await submit(endpoint, "default", doc, wait=False, sequential=False,
-                             connect_timeout=60)
+                async with AsyncClient(endpoint, timeout=60) as c:
+                    await c.submit_batch(doc, wait=False)
             submit_s = time.monotonic() - ts
             await asyncio.sleep(2.0)
             counts = (await _status(endpoint, 30))["counts"]

@@ -35,6 +35,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("AgentBase", "on_message"), "ceylon_net.edge.agent"),
     **dict.fromkeys(("Agent", "Worker"), "ceylon_net.edge.worker"),
     "handler": "ceylon_net.edge.handlers",
+    **dict.fromkeys(("Client", "as_completed"), "ceylon_net.edge.sync_client"),
+    "AsyncClient": "ceylon_net.edge.client",
     **dict.fromkeys(("AdminUnreachableError", "CeylonError", "ConfigError",
                      "LocalProtocolError", "RejectedError", "RemoteProtocolError", "TaskFailed",
                      "TaskFileError"), "ceylon_net.errors"),

@@ -55,6 +55,7 @@ class AdminSettings:
     hello_rate: float = 100.0  # registrations per second accepted from one address
     results_file: str | None = None  # append every result as one JSON line
     metrics_port: int | None = None  # serve Prometheus metrics on bind:metrics_port
+    dashboard_port: int | None = None  # serve the web dashboard on bind:dashboard_port
 
     def __post_init__(self) -> None:
         _check_port("port", self.port)

@@ -6,16 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from ..core.tasks import RunReport
 from ..core.workfile import parse_file, parse_work
-from ..edge.client import ask_status, cancel_tasks
-from ..edge.client import submit as submit_batch
+from ..edge.client import AsyncClient
 from ..edge.transport import create_keypair
 from ..errors import AdminUnreachableError, ConfigError, RejectedError
 from ..wire import Submitted
@@ -30,15 +30,14 @@ from .common import (
     CurveSecret,
     LogJson,
     LogLevel,
-    Target,
     Timeout,
     Token,
     Workspace,
     app,
+    client,
     configure_logging,
     fail,
     opt,
-    target,
 )
 from .progress import ProgressBarForBatch
 from .render import print_report
@@ -57,6 +56,7 @@ TaskIds = Annotated[list[str], typer.Argument(help="Task ids (numbers are tried 
                                                    "too).")]
 Reason = Annotated[str, typer.Option(help="Why; shown in the report.")]
 
+T = TypeVar("T")
 status_app, submit_app, cancel_app, keygen_app = app(), app(), app(), app()
 
 
@@ -68,9 +68,9 @@ def status(
     log_level: LogLevel = "WARNING", log_json: LogJson = False,
 ) -> None:
     configure_logging(log_level, log_json)
-    to = target(admin_peer, port, workspace, token, curve_secret, admin_key)
+    c = client(admin_peer, port, workspace, token, curve_secret, admin_key, timeout)
     try:
-        reply = asyncio.run(ask_status(to.endpoint, workspace, timeout, to.token, to.curve))
+        reply = asyncio.run(_ask(c, lambda: c.status()))
     except (AdminUnreachableError, RejectedError) as exc:
         fail(EXIT_FAILED, str(exc))
     if as_json:
@@ -91,16 +91,16 @@ def submit(
     log_level: LogLevel = "WARNING", log_json: LogJson = False,
 ) -> None:
     configure_logging(log_level, log_json)
-    to = target(admin_peer, port, workspace, token, curve_secret, admin_key)
+    c = client(admin_peer, port, workspace, token, curve_secret, admin_key, connect_timeout,
+               gone_after=10.0)
     try:
         doc = parse_file(file)
         parse_work(doc, str(file))  # refuse a bad file here, before anything is sent
     except ConfigError as exc:
         fail(EXIT_CONFIG, str(exc))
     try:
-        submitted, report = asyncio.run(_submit(to, doc if isinstance(doc, dict)
-                                                else {"tasks": doc}, wait, sequential,
-                                                connect_timeout))
+        submitted, report = asyncio.run(_submit(c, doc if isinstance(doc, dict)
+                                                else {"tasks": doc}, wait, sequential))
     except RejectedError as exc:
         fail(EXIT_CONFIG, f"the admin refused the batch: {exc}")
     except AdminUnreachableError as exc:
@@ -123,17 +123,21 @@ def _print_batch(report: dict[str, Any], as_json: bool) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
-async def _submit(to: Target, doc: dict[str, Any], wait: bool, sequential: bool,
-                  connect_timeout: float) -> tuple[Submitted, dict[str, Any] | None]:
+async def _submit(c: AsyncClient, doc: dict[str, Any], wait: bool, sequential: bool
+                  ) -> tuple[Submitted, dict[str, Any] | None]:
     bar = ProgressBarForBatch() if wait and sys.stderr.isatty() else None
     try:
-        return await submit_batch(to.endpoint, to.workspace, doc, wait=wait,
-                                  sequential=sequential, connect_timeout=connect_timeout,
-                                  on_progress=bar.update if bar else None,
-                                  token=to.token, curve=to.curve)
+        return await _ask(c, lambda: c.submit_batch(doc, wait=wait, sequential=sequential,
+                                                    on_progress=bar.update if bar else None))
     finally:
         if bar is not None:
             bar.close()
+
+
+async def _ask(c: AsyncClient, request: Callable[[], Awaitable[T]]) -> T:
+    """Connect, make one request, close."""
+    async with c:
+        return await request()
 
 
 @cancel_app.command(help="Cancel tasks on a running admin: queued ones at once, running ones "
@@ -145,13 +149,12 @@ def cancel(
     admin_key: AdminKey = None, log_level: LogLevel = "WARNING", log_json: LogJson = False,
 ) -> None:
     configure_logging(log_level, log_json)
-    to = target(admin_peer, port, workspace, token, curve_secret, admin_key)
+    c = client(admin_peer, port, workspace, token, curve_secret, admin_key, timeout)
     ids: list[int | str] = []
     for t in task_ids:
         ids += [t, int(t)] if t.lstrip("-").isdigit() else [t]
     try:
-        outcome = asyncio.run(cancel_tasks(to.endpoint, workspace, ids, reason, timeout,
-                                           to.token, to.curve))
+        outcome = asyncio.run(_ask(c, lambda: c.cancel(ids, reason)))
     except (AdminUnreachableError, RejectedError) as exc:
         fail(EXIT_FAILED, str(exc))
     known = {str(t) for k in ("cancelled", "stopping", "finished") for t in outcome[k]}

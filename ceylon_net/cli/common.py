@@ -8,16 +8,14 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from loguru import logger
 
-from ..edge.transport import CurveKeys, load_keys
+from ..edge.client import AsyncClient
 from ..errors import ConfigError
-from ..settings import WorkerSettings
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNASSIGNED, EXIT_NO_ADMIN = 0, 1, 2, 3, 4
 
@@ -77,23 +75,16 @@ def on_signals(callback: Callable[[], Awaitable[Any]]) -> None:
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(callback()))
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where a client (status, submit, cancel) talks to, and with what credentials."""
-
-    endpoint: str
-    workspace: str
-    token: str | None
-    curve: CurveKeys | None
-
-
-def target(admin_peer: str, port: int, workspace: str, token: str | None,
-           curve_secret: Path | None, admin_key: Path | None) -> Target:
+def client(admin_peer: str, port: int, workspace: str, token: str | None,
+           curve_secret: Path | None, admin_key: Path | None, timeout: float,
+           gone_after: float = 30.0) -> AsyncClient:
+    """A client of the admin at ADMIN_PEER:PORT with these credentials; a bad option (or
+    key file) is exit 2."""
+    host = f"[{admin_peer}]" if ":" in admin_peer and not admin_peer.startswith("[") \
+        else admin_peer
     try:
-        s = WorkerSettings(name="client", admin_peer=admin_peer, port=port, workspace=workspace,
-                           token=token, curve_secret=path_str(curve_secret),
-                           admin_key=path_str(admin_key))
-        curve = load_keys(curve_secret, admin_key) if curve_secret else None
+        return AsyncClient(f"{host}:{port}", workspace=workspace, token=token,
+                           curve_secret=path_str(curve_secret), admin_key=path_str(admin_key),
+                           timeout=timeout, gone_after=gone_after)
     except ConfigError as exc:
         fail(EXIT_CONFIG, str(exc))
-    return Target(s.endpoint, workspace, token, curve)

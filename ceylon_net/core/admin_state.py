@@ -48,12 +48,14 @@ from .snapshot import snapshot
 from .stats import AdminStats
 from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult
 from .unassignable import Unassignable
+from .watchers import Watchers
 from .workers import WorkerRecord
 from .workfile import parse_work
 
 PROBATION = 0.2  # least seconds a worker on probation has to confirm its first task
 SYNC_EVERY = 0.02  # seconds between PUB heartbeats while a new worker does not hear them yet
-CLIENT_KINDS = frozenset((Kind.HELLO, Kind.STATUS, Kind.SUBMIT))
+CLIENT_KINDS = frozenset((Kind.HELLO, Kind.STATUS, Kind.SUBMIT, Kind.WATCH))
+REQUESTS = {Kind.STATUS: "status", Kind.SUBMIT: "batch", Kind.WATCH: "watch"}  # named back
 
 
 class AdminState:
@@ -78,8 +80,9 @@ class AdminState:
                                   self.broadcasts)
         self.unassignable = Unassignable(s.unassignable_timeout)
         self.unassigned: list[TaskId] = []  # given up: no connected worker could take them
+        self.watchers = Watchers(self.board, self.out)  # clients' futures
         self.followup = Followup(self.board, self.task_manager, self.batches, self.out,
-                                 self.unassigned)
+                                 self.unassigned, self.watchers)
         self.port = s.port
         self.assigning = s.expect_workers == 0  # --expect-workers holds assignment back
         self.started_at = self._next_beat = now
@@ -132,6 +135,7 @@ class AdminState:
             self._next_beat = now + s.heartbeat
             self.members.beat()
             self.followup.batch_progress()
+            self._beat_clients()
             if self.resumed and now - self.started_at >= 2 * s.heartbeat * s.liveness:
                 self.members.purge_orphans()  # after a restart: they had their chance
             self.followup.log_progress(len(self.members.registry))
@@ -351,13 +355,15 @@ class AdminState:
         if env.kind == Kind.HELLO:
             self._hello(peer, env, address, now)
         elif env.header.workspace != self.workspace:
-            what = {Kind.STATUS: "status", Kind.SUBMIT: "batch"}.get(env.kind, "cancel")
+            what = REQUESTS.get(env.kind, "cancel")
             self.members.reject(peer, f"{what} for workspace '{clip(env.header.workspace)}' "
                                       f"sent to admin of '{self.workspace}'")
         elif env.kind == Kind.STATUS:
             self.out.send(peer, Kind.STATUS, wire.Status(snapshot(self)))
         elif env.kind == Kind.SUBMIT:
             self._submission(peer, env, address)
+        elif env.kind == Kind.WATCH:
+            self.watchers.watch(peer, wire.unpack(wire.Watch, env.payload, self.limits).tasks)
         else:
             request = wire.unpack(wire.Cancel, env.payload, self.limits)
             ids = list(wire.task_pairs(request.tasks, "cancel request"))
@@ -395,6 +401,10 @@ class AdminState:
         self.out.log("INFO", f"batch {batch.id} from {address or '?'}: {len(ids)} task(s)"
                              f"{', after the previous batch' if after else ''}")
         self.out.send(peer, Kind.SUBMIT, wire.Submitted(batch.id, len(ids)))
+        if sub.follow:
+            for group in groups:
+                self.watchers.watch_group(peer, group.id)
+            self.watchers.watch(peer, ids)
 
     # ------------------------------------------------------------------ tasks
     def _submit(self, tasks: Sequence[Task], groups: Sequence[TaskGroup], after: Any) -> None:
@@ -445,6 +455,8 @@ class AdminState:
                 if self.board.record(result) is not None:
                     accepted.append(result)
                     self.stats.run_seconds.observe(result.seconds)
+                    if not result.success and not result.cancelled:
+                        self._failed(result)
         finally:
             if keys:
                 self.out.add(Acknowledge(rec.peer, keys))
@@ -452,6 +464,13 @@ class AdminState:
             if accepted:  # relayed as it came, when every result counted
                 whole = payload is not None and len(accepted) == len(results)
                 self.out.publish(Kind.RESULT, payload if whole else accepted, "TaskResult")
+
+    def _failed(self, result: TaskResult) -> None:
+        """Kept for the dashboard: the latest failures, with the last line of their error."""
+        lines = (result.error or "failed").strip().splitlines()
+        self.stats.failed += 1
+        self.stats.recent_failures.append((result.task_id, result.worker, lines[-1][:300],
+                                           self.board.now))
 
     # ------------------------------------------------------------------ the round's end
     def _end_round(self, now: float, assign: bool = True) -> list[Command]:
@@ -487,6 +506,13 @@ class AdminState:
                 self.out.add(Timer(("probation", worker, sent), self.probation))
 
     # ------------------------------------------------------------------ timers
+    def _beat_clients(self) -> None:
+        """Clients waiting on tasks hear the admin every heartbeat (silence: it is gone), with
+        its epoch (a new one: it restarted, and they WATCH their tasks again)."""
+        for peer in self.watchers.clients():
+            self.out.send(peer, Kind.HEARTBEAT, wire.Event("heartbeat",
+                                                           {"epoch": self.members.epoch}))
+
     def _give_up_unassignable(self, now: float) -> None:
         if not self.assigning:
             return

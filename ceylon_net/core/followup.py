@@ -11,6 +11,7 @@ from .board import TaskBoard, TaskRecord, TaskState
 from .commands import Finished, Outbox
 from .groups import GroupEvent, TaskManager
 from .tasks import TaskId, TaskStatus
+from .watchers import Watchers
 
 LOG_LEVEL_OF_GROUP_EVENT = {"group_progress": "DEBUG", "goal_failed": "WARNING"}
 
@@ -24,10 +25,11 @@ def finished(rec: TaskRecord) -> Finished:
 
 class Followup:
     def __init__(self, board: TaskBoard, task_manager: TaskManager, batches: Batches,
-                 out: Outbox, unassigned: list[TaskId]) -> None:
+                 out: Outbox, unassigned: list[TaskId], watchers: Watchers) -> None:
         self.board = board
         self.task_manager = task_manager
         self.batches = batches
+        self.watchers = watchers
         self.out = out
         self.unassigned = unassigned
         self.run_announced = False  # run_finished was published for what is submitted now
@@ -45,6 +47,9 @@ class Followup:
                 self._batch_done(batch)
             for rec in records:
                 self.out.add(finished(rec))
+            if self.watchers.tasks:
+                for rec in records:
+                    self.watchers.ended(rec)
 
     def follow_moves(self) -> None:
         """Group tasks show their live status (running, or back to pending)."""
@@ -72,6 +77,10 @@ class Followup:
     def _group_event(self, e: GroupEvent) -> None:
         self.out.log(LOG_LEVEL_OF_GROUP_EVENT.get(e.kind, "INFO"), e.message)
         self.out.event(e.kind, group=e.group.name, message=e.message, **e.data)
+        if self.watchers.groups:
+            self.watchers.group_news(e.group.id, wire.GroupNews(e.group.name, e.kind, e.message,
+                                                                e.data),
+                                     finished=e.kind == "group_finished")
 
     def _batch_done(self, batch: Batch) -> None:
         self.board.open_gate(batch_gate(batch.id))

@@ -83,3 +83,23 @@ def metrics(st: AdminState) -> dict[str, Any]:
                 "broadcasts_unconfirmed": s.broadcasts_unconfirmed}
     return {"tasks": tasks, "workers": workers, "counters": counters,
             "histograms": {"task_seconds": s.run_seconds, "queue_wait_seconds": s.wait_seconds}}
+
+
+def dashboard(st: AdminState, now: float) -> dict[str, Any]:
+    """What the web dashboard shows: workers with their last heartbeat, groups, counts,
+    running totals (the page draws rates from them), the latest failures."""
+    board, s = st.board, st.stats
+    workers = []
+    for rec in st.members.registry.by_peer.values():
+        slot = board.scheduler.workers.get(rec.name)
+        d = rec.detail
+        workers.append({"name": d.name, "role": d.role, "skill": d.skill, "host": d.host,
+                        "running": slot.running if slot else 0, "capacity": d.capacity,
+                        "state": slot.state.value if slot else "gone",
+                        "seen": round(max(0.0, now - rec.last_seen), 1)})
+    return {"admin": st.name, "workspace": st.workspace, "workers": workers,
+            "groups": st.task_manager.summaries(), "counts": counts(st),
+            "totals": {"results": s.results, "failed": s.failed,
+                       "run_seconds": round(s.run_seconds.total, 6)},
+            "failures": [{"task": t, "worker": w, "error": e, "ago": round(now - at, 1)}
+                         for t, w, e, at in reversed(s.recent_failures)]}

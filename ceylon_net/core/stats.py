@@ -4,9 +4,12 @@ read them; on the hot path they cost an integer increment."""
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+RECENT_FAILURES = 20
 SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
 
 
@@ -40,5 +43,9 @@ class AdminStats:
     dropped_hellos: int = 0  # registrations dropped by the rate limit
     broadcasts_lost: int = 0  # broadcasts an agent missed that the ring no longer held
     broadcasts_unconfirmed: int = 0  # broadcasts an agent left without confirming
+    failed: int = 0  # results that were failures
     run_seconds: Histogram = field(default_factory=Histogram)  # a task's time on its worker
     wait_seconds: Histogram = field(default_factory=Histogram)  # ready to assigned
+    # the latest failed results: (task id, worker, last line of its error, when, in `now`)
+    recent_failures: deque[tuple[Any, str, str, float]] = field(
+        default_factory=lambda: deque(maxlen=RECENT_FAILURES))

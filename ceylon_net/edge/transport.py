@@ -320,16 +320,29 @@ class WorkerSockets:
 
 
 class Client:
-    """A DEALER that asks the admin one question at a time (ceylon-status, ceylon-submit)."""
+    """A client's DEALER to the admin's ROUTER (ceylon-status, ceylon-submit, a Client's
+    futures). ``identity`` keeps its name across reconnects (the admin restarted)."""
 
     def __init__(self, endpoint: str, max_message_bytes: int,
-                 curve: CurveKeys | None = None) -> None:
+                 curve: CurveKeys | None = None, identity: bytes | None = None) -> None:
         self.ctx = _new_context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        self.sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        if identity is not None:
+            self.sock.setsockopt(zmq.IDENTITY, identity)
         _as_client(self.sock, curve)
         self.sock.connect(endpoint)
+
+    def send_soon(self, frames: Sequence[bytes]) -> None:
+        """Send without waiting: at once, or queued in order while the admin is away."""
+        fut = self.sock.send_multipart(frames)
+        if fut.done():
+            fut.exception()
+        else:
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def ask(self, frames: Sequence[bytes], timeout: float) -> list[bytes] | None:
         """Send ``frames``; the reply, or None when nothing came within ``timeout`` s (also

@@ -33,6 +33,7 @@ from .kinds import (
     MAX_HANDLERS,
     MAX_HELD,
     MAX_RANGES,
+    MAX_WATCH,
     PROTOCOL_VERSION,
     Kind,
     Limits,
@@ -45,6 +46,7 @@ from .messages import (
     Cancel,
     End,
     Event,
+    GroupNews,
     Heartbeat,
     Hello,
     Reject,
@@ -52,6 +54,8 @@ from .messages import (
     Status,
     Submission,
     Submitted,
+    TaskDone,
+    Watch,
     Welcome,
 )
 from .schema import (
@@ -73,11 +77,11 @@ from .schema import (
 
 __all__ = [
     "DEFAULT_LIMITS", "DEFAULT_MAX_MESSAGE_BYTES", "KINDS", "MAX_CAPACITY", "MAX_HANDLERS",
-    "MAX_HELD", "MAX_RANGES", "PROTOCOL_VERSION", "Ack", "BatchProgress", "BatchReport",
-    "Cancel", "End", "Envelope", "Event", "Header", "Heartbeat", "Hello", "Kind", "Limits",
-    "Reject", "Skip", "Status", "Submission", "Submitted", "Welcome", "decode_frames",
-    "decode_header", "decode_payload", "dumps", "encode_frames", "encode_header",
-    "encode_payload", "from_wire", "is_message", "loads", "make_header", "message",
-    "message_type", "pack", "pack_batch", "packb", "task_pairs", "to_wire", "topic",
-    "type_name", "unpack", "unpack_batch", "unpackb",
+    "MAX_HELD", "MAX_RANGES", "MAX_WATCH", "PROTOCOL_VERSION", "Ack", "BatchProgress",
+    "BatchReport", "Cancel", "End", "Envelope", "Event", "GroupNews", "Header", "Heartbeat",
+    "Hello", "Kind", "Limits", "Reject", "Skip", "Status", "Submission", "Submitted",
+    "TaskDone", "Watch", "Welcome", "decode_frames", "decode_header", "decode_payload", "dumps",
+    "encode_frames", "encode_header", "encode_payload", "from_wire", "is_message", "loads",
+    "make_header", "message", "message_type", "pack", "pack_batch", "packb", "task_pairs",
+    "to_wire", "topic", "type_name", "unpack", "unpack_batch", "unpackb",
 ]

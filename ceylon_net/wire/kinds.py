@@ -13,7 +13,9 @@ class Kind:
     """Frame kinds. A worker says HELLO, HEARTBEAT, RESULT, BCAST, DIRECT, BYE; the admin
     answers WELCOME or REJECT and sends ASSIGN, DIRECT, HEARTBEAT, END. EVENT is PUB-only.
     BCAST goes out numbered on PUB; a broadcast an agent missed comes again over its DEALER,
-    or a SKIP says the admin no longer has it.
+    or a SKIP says the admin no longer has it. A client (futures) submits with ``follow``, or
+    sends WATCH for tasks it waits on (again after the admin restarted), and gets one DONE per
+    task as it ends, and GROUP news of the groups it submitted.
     STATUS and SUBMIT come from clients over the ROUTER (no registration needed): the admin
     answers STATUS with a Status, SUBMIT with a SUBMIT (Submitted) or a REJECT, then, when the
     client waits, PROGRESS now and then and one REPORT when the batch is done."""
@@ -37,6 +39,9 @@ class Kind:
     CANCEL = b"CANCEL"
     DRAIN = b"DRAIN"
     SKIP = b"SKIP"
+    WATCH = b"WATCH"
+    DONE = b"DONE"
+    GROUP = b"GROUP"
 
 
 KINDS = frozenset(v for k, v in vars(Kind).items() if k.isupper())
@@ -46,6 +51,7 @@ MAX_CAPACITY = 10_000  # tasks one worker may run at once (its --concurrency)
 MAX_HELD = MAX_CAPACITY  # tasks a worker can hold, running or with results unacknowledged
 MAX_HANDLERS = 1_000  # task handler names one worker can announce
 MAX_RANGES = 32  # ranges of missed broadcasts one heartbeat may name
+MAX_WATCH = 100_000  # task ids one WATCH may name
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .kinds import MAX_HANDLERS, MAX_HELD, MAX_RANGES
+from .kinds import MAX_HANDLERS, MAX_HELD, MAX_RANGES, MAX_WATCH
 from .schema import message
 
 
@@ -128,11 +128,49 @@ class Status:
 @message
 @dataclass(slots=True)
 class Submission:
-    """A client's batch: ``doc`` is a tasks/groups document as in a tasks file."""
+    """A client's batch: ``doc`` is a tasks/groups document as in a tasks file. ``wait``:
+    progress now and then and a REPORT at the end; ``follow``: a DONE as each task ends, and
+    GROUP news of its groups (what futures need)."""
 
     doc: dict[str, Any]
     wait: bool = True
     sequential: bool = False
+    follow: bool = False
+
+
+@message
+@dataclass(slots=True)
+class Watch:
+    """Client -> admin: send a DONE for each of these tasks when it ends (at once for those
+    that have): how a client picks its tasks up again after the admin restarted."""
+
+    tasks: list[Any] = dataclasses.field(default_factory=list,
+                                         metadata={"max_items": MAX_WATCH})
+
+
+@message
+@dataclass(slots=True)
+class TaskDone:
+    """Admin -> client: a task ended. ``status`` is completed, failed or cancelled (or
+    unknown: the admin has no such task); ``result`` the worker's TaskResult in its wire form
+    when one came; ``reason`` why it ended without one."""
+
+    task_id: Any
+    status: str
+    result: dict[str, Any] | None = None
+    reason: str | None = None
+
+
+@message
+@dataclass(slots=True)
+class GroupNews:
+    """Admin -> client: something happened to a group it submitted (goal_achieved,
+    goal_failed, group_progress, tasks_cancelled, group_finished)."""
+
+    group: str
+    event: str
+    message: str
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @message

@@ -1,0 +1,75 @@
+"""Clients waiting on tasks and groups (a ``Client``'s futures): who to tell when one ends, and
+what to tell them. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .. import wire
+from ..wire import Kind
+from .board import FINISHED, TaskBoard, TaskRecord
+from .commands import Outbox
+from .tasks import TaskId, TaskStatus
+
+
+def task_done(rec: TaskRecord) -> wire.TaskDone:
+    """What a client hears of an ended task: the worker's result when one came, or why not."""
+    if rec.dead or rec.result is None or rec.status is TaskStatus.CANCELLED:
+        return wire.TaskDone(rec.task.id, rec.status.value, None, rec.reason)
+    return wire.TaskDone(rec.task.id, rec.status.value, wire.to_wire(rec.result))
+
+
+class Watchers:
+    def __init__(self, board: TaskBoard, out: Outbox) -> None:
+        self.board = board
+        self.out = out
+        self.tasks: dict[TaskId, set[bytes]] = {}  # task -> clients waiting for it
+        self.groups: dict[str, set[bytes]] = {}  # group id -> clients that submitted it
+        self._load: dict[bytes, int] = {}  # client -> how many tasks it waits for
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks) or bool(self.groups)
+
+    def watch(self, peer: bytes, task_ids: Iterable[TaskId]) -> None:
+        """``peer`` waits for these tasks: a DONE now for those that ended (or are unknown),
+        later for the rest."""
+        records = self.board.records
+        for task_id in task_ids:
+            rec = records.get(task_id)
+            if rec is None:
+                self.out.send(peer, Kind.DONE, wire.TaskDone(
+                    task_id, "unknown", None, "the admin has no such task (it restarted "
+                    "without its journal, or the id is wrong)"))
+            elif rec.status in FINISHED:
+                self.out.send(peer, Kind.DONE, task_done(rec))
+            elif peer not in self.tasks.setdefault(task_id, set()):
+                self.tasks[task_id].add(peer)
+                self._load[peer] = self._load.get(peer, 0) + 1
+
+    def watch_group(self, peer: bytes, group_id: str) -> None:
+        self.groups.setdefault(group_id, set()).add(peer)
+        self._load.setdefault(peer, 0)
+
+    def ended(self, rec: TaskRecord) -> None:
+        """A task ended: tell who waits for it."""
+        peers = self.tasks.pop(rec.task.id, None)
+        if peers:
+            done = task_done(rec)
+            for peer in peers:
+                self.out.send(peer, Kind.DONE, done)
+                self._load[peer] -= 1
+
+    def group_news(self, group_id: str, news: wire.GroupNews, finished: bool) -> None:
+        peers = self.groups.pop(group_id, None) if finished else self.groups.get(group_id)
+        for peer in peers or ():
+            self.out.send(peer, Kind.GROUP, news)
+
+    def clients(self) -> list[bytes]:
+        """Clients still waiting for something (they get the admin's heartbeat)."""
+        waiting = {p for peers in self.groups.values() for p in peers}
+        for peer, load in list(self._load.items()):
+            if load > 0:
+                waiting.add(peer)
+            elif peer not in waiting:
+                del self._load[peer]
+        return sorted(waiting)

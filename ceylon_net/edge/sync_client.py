@@ -1,0 +1,148 @@
+"""``Client``: the :class:`~ceylon_net.edge.client.AsyncClient` for programs without asyncio.
+Its event loop runs in a thread of its own; futures are ``concurrent.futures.Future`` s, so
+``concurrent.futures.as_completed`` and ``wait`` work on them (``ceylon_net.as_completed``).
+
+    from ceylon_net import Client, as_completed
+
+    with Client("coordinator:8000") as c:
+        f = c.submit("sha256", "x", 1000, difficulty=3)
+        print(f.result(timeout=60))
+        for done in as_completed(c.map("sha256", ["a", "b"], [10, 20])):
+            print(done.result())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeVar
+
+from .. import wire
+from .client import AsyncClient
+
+T = TypeVar("T")
+as_completed = concurrent.futures.as_completed
+
+
+class Future(concurrent.futures.Future):
+    """A task's future: ``result(timeout=)``, ``exception()``, ``done()``,
+    ``add_done_callback()``; ``cancel()`` cancels the task on the cluster too. ``key`` is its
+    task id."""
+
+    def __init__(self, key: Any, inner: asyncio.Future, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.key = key
+        self._inner, self._loop = inner, loop
+        inner.add_done_callback(self._copy)
+
+    def _copy(self, inner: asyncio.Future) -> None:
+        if inner.cancelled():
+            super().cancel()
+            self.set_running_or_notify_cancel()
+        elif inner.exception() is not None:
+            self.set_exception(inner.exception())
+        else:
+            self.set_result(inner.result())
+
+    def cancel(self) -> bool:
+        if self.done():
+            return False
+        self._loop.call_soon_threadsafe(self._inner.cancel)
+        return super().cancel()
+
+
+class GroupFuture(Future):
+    """A task group: resolves to its summary; ``tasks`` maps task keys to their futures."""
+
+    def __init__(self, inner: Any, loop: asyncio.AbstractEventLoop,
+                 tasks: dict[Any, Future]) -> None:
+        super().__init__(inner.name, inner, loop)
+        self.name = inner.name
+        self.tasks = tasks
+
+
+class Client:
+    """``Client("coordinator:8000", token=..., curve_secret=..., admin_key=...)``: submit tasks
+    and groups to a running admin from any Python program and get futures back. See
+    :class:`~ceylon_net.edge.client.AsyncClient` for the options."""
+
+    def __init__(self, address: str = "127.0.0.1:8000", **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ceylon-client",
+                                        daemon=True)
+        self._thread.start()
+        self._client = AsyncClient(address, **options)
+        try:
+            self._run(self._client.connect())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def _in_loop(self, fn: Callable[[], T]) -> T:
+        async def call() -> T:
+            return fn()
+
+        return self._run(call())
+
+    # ---- futures
+    def submit(self, handler: str, *args: Any, **options: Any) -> Future:
+        """Run ``handler(*args)`` on a worker that has it (see AsyncClient.submit)."""
+        return self._in_loop(lambda: self._wrap(self._client.submit(handler, *args, **options)))
+
+    def map(self, handler: str, *iterables: Iterable[Any], **options: Any) -> list[Future]:
+        """One future per tuple of items, submitted as one batch."""
+        return self._in_loop(lambda: [self._wrap(f) for f in self._client.map(
+            handler, *iterables, **options)])
+
+    def gather(self, futures: Iterable[concurrent.futures.Future],
+               timeout: float | None = None) -> list[Any]:
+        """The futures' results, in order; the first failure raises."""
+        return [f.result(timeout) for f in futures]
+
+    def submit_group(self, name: str, tasks: Iterable[dict[str, Any]],
+                     on_event: Callable[[wire.GroupNews], Any] | None = None,
+                     **options: Any) -> GroupFuture:
+        """A task group with its goal (see AsyncClient.submit_group); ``on_event`` is called
+        (in the client's thread) with each of the group's events."""
+        def make() -> GroupFuture:
+            inner = self._client.submit_group(name, list(tasks), on_event=on_event, **options)
+            return GroupFuture(inner, self._loop, {k: self._wrap(f)
+                                                   for k, f in inner.tasks.items()})
+
+        return self._in_loop(make)
+
+    def _wrap(self, inner: Any) -> Future:
+        return Future(inner.key, inner, self._loop)
+
+    # ---- requests
+    def status(self) -> dict[str, Any]:
+        """The admin's status snapshot (what ceylon-status prints)."""
+        return self._run(self._client.status())
+
+    def cancel(self, tasks: Iterable[Any], reason: str = "cancelled by the client"
+               ) -> dict[str, list[Any]]:
+        """Cancel tasks (futures or keys); returns what happened to each."""
+        keys = [t.key if isinstance(t, Future) else t for t in tasks]
+        return self._run(self._client.cancel(keys, reason))
+
+    # ---- lifetime
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._run(self._client.close())
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,169 @@
+"""ceylon_net.Client / AsyncClient against real admin and worker processes: futures from
+another program, gathered; a cancelled future; a failing handler's traceback; a group with
+its goal; the admin killed and restarted on its journal while a client waits."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import signal
+import sys
+
+import pytest
+from conftest import REPO, run
+
+from ceylon_net import AsyncClient, Client, TaskFailed
+from ceylon_net.dev.testing import Cluster, free_port, wait_until
+from ceylon_net.errors import AdminUnreachableError
+
+APP = ["--app", "demo_handlers"]
+APP_ENV = {"PYTHONPATH": str(REPO / "tests" / "apps")}
+JOB = str(REPO / "tests" / "apps" / "client_job.py")
+
+
+async def _cluster(c: Cluster, *admin_args: str, workers: int = 2):
+    admin = await c.admin(*admin_args)
+    procs = [await c.worker(f"w{i}", *APP, "--concurrency", "4", env=APP_ENV)
+             for i in range(workers)]
+    return admin, procs
+
+
+async def _connected(port: int, workers: int) -> None:
+    async def ready() -> bool:
+        try:
+            async with AsyncClient(f"127.0.0.1:{port}", timeout=2) as c:
+                return len((await c.status())["workers"]) >= workers
+        except AdminUnreachableError:
+            return False
+
+    await wait_until(ready, 30, f"{workers} workers to join", interval=0.2)
+
+
+@pytest.mark.timeout(180)
+def test_1000_futures_from_a_client_in_another_process_are_gathered_with_the_right_values(
+        tmp_path):
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c)
+            await _connected(c.port, 2)
+            job = await c.spawn("job", [sys.executable, JOB, str(c.port), "1000"])
+            assert await job.wait(150) == 0, job.stderr()
+            return json.loads(job.stdout())
+
+    assert run(body()) == {"n": 1000, "right": 1000, "completed": 1000}
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_handler_raises_task_failed_with_the_remote_traceback(tmp_path):
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            await _connected(c.port, 1)
+            async with AsyncClient(f"127.0.0.1:{c.port}") as client:
+                fut = client.submit("boom", "bad news", key="boom-1")
+                with pytest.raises(TaskFailed) as failed:
+                    await asyncio.wait_for(fut, 30)
+                ok = await asyncio.wait_for(client.submit("echo_later", 7), 30)
+            return failed.value, ok
+
+    err, ok = run(body())
+    assert ok == {"echo": 7}
+    assert str(err).startswith("task 'boom-1' failed on worker 'w0': ValueError: bad news")
+    assert "Traceback (most recent call last)" in err.reason
+    assert 'raise ValueError(message)' in err.reason
+
+
+@pytest.mark.timeout(120)
+def test_a_cancelled_future_is_cancelled_on_the_cluster_too(tmp_path):
+    def body(port: int) -> tuple:
+        with Client(f"127.0.0.1:{port}") as client:
+            running = client.submit("echo_later", "never", 30.0, key="slow")
+            queued = client.submit("echo_later", "nobody", key="queued", role="nobody")
+            assert running.cancel() and queued.cancel()
+            concurrent.futures.wait([running, queued], timeout=10)
+            counts = _wait_for(lambda: client.status()["counts"], lambda n: n["done"] == 2)
+            return running.cancelled(), queued.cancelled(), counts
+
+    async def main():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            await _connected(c.port, 1)
+            return await asyncio.to_thread(body, c.port)
+
+    running, queued, counts = run(main())
+    assert running and queued
+    assert counts["done"] == 2 and counts["succeeded"] == 0  # both cancelled, neither ran on
+
+
+def _wait_for(get, ok, tries: int = 100):
+    for _ in range(tries):
+        value = get()
+        if ok(value):
+            return value
+        concurrent.futures.wait([concurrent.futures.Future()], timeout=0.1)
+    raise TimeoutError(f"still {value}")
+
+
+@pytest.mark.timeout(120)
+def test_a_group_future_hears_its_goal_and_resolves_to_its_summary(tmp_path):
+    events: list[str] = []
+
+    def body(port: int) -> tuple:
+        with Client(f"127.0.0.1:{port}") as client:
+            group = client.submit_group(
+                "items", [{"handler": "echo_later", "args": [i, 0.05]} for i in range(6)],
+                goal={"kind": "at_least", "count": 3, "name": "half done"},
+                on_event=lambda news: events.append(news.event))
+            summary = group.result(timeout=60)
+            values = sorted(f.result()["echo"] for f in group.tasks.values())
+            return summary, values
+
+    async def main():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            await _connected(c.port, 1)
+            return await asyncio.to_thread(body, c.port)
+
+    summary, values = run(main())
+    assert values == list(range(6))
+    assert (summary["status"], summary["completed"], summary["goal_status"]) == (
+        "completed", 6, "achieved")
+    assert events.count("goal_achieved") == 1 and events[-1] == "group_finished"
+
+
+@pytest.mark.timeout(180)
+def test_futures_resolve_once_across_an_admin_killed_and_restarted_on_its_journal(tmp_path):
+    journal = tmp_path / "state.db"
+    n = 60
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin, _ = await _cluster(c, "--journal", str(journal))
+            await _connected(c.port, 2)
+            async with AsyncClient(f"127.0.0.1:{c.port}", gone_after=60) as client:
+                futures = [client.submit("echo_later", i, 0.3, key=f"t{i}") for i in range(n)]
+                resolved: list = []
+                for f in futures:
+                    f.add_done_callback(resolved.append)
+                await wait_until(lambda: len(resolved) >= 5, 30, "some results")
+                admin.signal(signal.SIGKILL)
+                assert await admin.wait(10) == -signal.SIGKILL
+                await c.admin("--journal", str(journal), name="admin-2")
+                values = await asyncio.wait_for(asyncio.gather(*futures), 120)
+                return values, len(resolved), sorted(id(f) for f in resolved)
+
+    values, times, ids = run(body())
+    assert values == [{"echo": i} for i in range(n)]
+    assert times == n and len(set(ids)) == n  # each future resolved exactly once
+
+
+def test_a_client_says_clearly_when_no_admin_answers():
+    port = free_port()
+
+    async def body():
+        with pytest.raises(AdminUnreachableError, match=f"no admin answered at "
+                                                        f"tcp://127.0.0.1:{port} within 1 s"):
+            await AsyncClient(f"127.0.0.1:{port}", timeout=1).connect()
+
+    run(body())
