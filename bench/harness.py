@@ -39,12 +39,19 @@ CLOSE_TIMEOUT = 10.0  # seconds for admin.close()
 STARTED: list[tuple[int, bool]] = []
 
 
+# A dashboard page left open: reads the admin's event stream until it is killed.
+PAGE_OPEN = ("import sys, urllib.request\n"
+             "with urllib.request.urlopen(sys.argv[1]) as stream:\n"
+             "    for _ in stream: pass\n")
+
+
 @dataclass(frozen=True)
 class Sizes:
     w1_tasks: tuple[int, ...] = (10_000, 100_000)
     w1_workers: tuple[int, ...] = (1, 2, 4)
     window: int = 8
     prefetch: int = 0  # W1/W5: the admin's --prefetch
+    dashboard: bool = False  # W1: also with the web dashboard open
     w2_count: int = 2000
     w2_warmup: int = 100
     w3_tasks: int = 200
@@ -261,13 +268,15 @@ def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
         os.killpg(pid, sig)
 
 
-async def start_admin(cluster: Cluster, journal: Path | None = None, prefetch: int = 0
-                      ) -> Admin:
-    """An in-process admin on the cluster's ports (picking new ones if they were taken)."""
+async def start_admin(cluster: Cluster, journal: Path | None = None, prefetch: int = 0,
+                      dashboard: bool = False) -> Admin:
+    """An in-process admin on the cluster's ports (picking new ones if they were taken);
+    ``dashboard``: with its web dashboard on a free port."""
     for attempt in range(5):
         admin = Admin(settings=AdminSettings(
             bind="127.0.0.1", port=cluster.port, pub_port=cluster.pub_port,
-            journal=None if journal is None else str(journal), prefetch=prefetch))
+            journal=None if journal is None else str(journal), prefetch=prefetch,
+            dashboard_port=0 if dashboard else None))
         try:
             await admin.start()
             return admin

@@ -138,6 +138,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
     p.add_argument("--prefetch", type=int, metavar="P",
                    help="W1/W5: the admin's --prefetch, tasks each worker holds queued beyond "
                         "its concurrency (default 0)")
+    p.add_argument("--dashboard", action="store_true",
+                   help="W1: also measure the largest size with a dashboard page open")
     p.add_argument("--w2-count", "--rtt-count", type=int, metavar="N",
                    help="W2: measured round trips (default 2000)")
     p.add_argument("--w2-warmup", "--warmup", type=int, metavar="N",
@@ -169,6 +171,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
             if value < (0 if name == "w2_warmup" else 1):
                 p.error(f"--{name.replace('_', '-')} is too small: {value}")
             changes[key] = value
+    if args.dashboard:
+        changes["dashboard"] = True
     if args.prefetch is not None:
         if args.prefetch < 0:
             p.error(f"--prefetch is too small: {args.prefetch}")

@@ -11,6 +11,7 @@ from typing import Any
 
 from harness import (
     BENCH,
+    PAGE_OPEN,
     STARTED,
     ForeignLoad,
     Results,
@@ -42,15 +43,22 @@ SUBMIT_CHUNK = 10_000  # tasks per ceylon-submit message (the admin takes frames
 
 async def w1_once(tasks: int, workers: int, window: int, workdir: Path,
                   journal: Path | None = None, res: Results | None = None, run: int = 0,
-                  what: str = "W1", prefetch: int = 0) -> float:
+                  what: str = "W1", prefetch: int = 0, dashboard: bool = False) -> float:
     """tasks/s of one run_tasks() of ``tasks`` no-ops over ``workers`` fresh processes, from
-    submit to the last result."""
+    submit to the last result; ``dashboard``: with a dashboard page open meanwhile."""
     async with Cluster(workdir=workdir) as cluster:
-        admin = await start_admin(cluster, journal, prefetch)
+        admin = await start_admin(cluster, journal, prefetch, dashboard)
         procs: list[Proc] = []
         try:
-            procs = await spawn_workers(cluster, workers, window)
+            if dashboard:
+                url = f"http://127.0.0.1:{admin.dashboard_port}/api/stream"
+                procs.append(await spawn(cluster, "page", [sys.executable, "-c", PAGE_OPEN,
+                                                           url]))
+            procs += await spawn_workers(cluster, workers, window)
             await wait_connected(admin, procs, workers)
+            if dashboard:
+                await wait_until(lambda: admin.dashboard and admin.dashboard.streams, 10,
+                                 "the dashboard page to be open")
             batch = [noop(i) for i in range(tasks)]
             load = ForeignLoad([os.getpid(), *(p.process.pid for p in procs)])
             t0 = time.perf_counter()
@@ -84,6 +92,18 @@ async def run_w1(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> 
                     f"{f', --prefetch {sz.prefetch}' if sz.prefetch else ''})",
                     f"N={n:,}, {k} worker process{'es' if k > 1 else ''}")
             print(f"{tag} W1 N={n:,} K={k}: {tps:,.0f} tasks/s", flush=True)
+    if sz.dashboard:
+        n, k = max(sz.w1_tasks), max(sz.w1_workers)
+        tps = await w1_once(n, k, sz.window, workdir, res=res, run=run,
+                            what=f"W1 N={n:,} K={k} dashboard open", prefetch=sz.prefetch,
+                            dashboard=True)
+        section = f"W1 with the dashboard open (N={n:,}, {k} worker processes)"
+        res.put("w1.dashboard", run, tps, section, "tasks/s")
+        base = res.get(w1_key(n, k), run)
+        if base:
+            res.put("w1.dashboard_ratio", run, tps / base, section, "share of W1 without it",
+                    fmt_ratio)
+        print(f"{tag} W1 N={n:,} K={k} with the dashboard open: {tps:,.0f} tasks/s", flush=True)
 
 
 async def run_w5(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> None:

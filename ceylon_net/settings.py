@@ -68,6 +68,10 @@ class AdminSettings:
             raise ConfigError(f"--prefetch must be 0-{MAX_CAPACITY}, got {self.prefetch}")
         if self.task_timeout is not None:
             _check_positive("task-timeout", self.task_timeout)
+        for label, port in (("metrics-port", self.metrics_port),
+                            ("dashboard-port", self.dashboard_port)):
+            if port is not None:
+                _check_port(label, port)
         if self.pub_port is not None:
             _check_port("pub-port", self.pub_port)
             if self.pub_port != 0 and self.pub_port == self.port:

@@ -66,6 +66,9 @@ Results = Annotated[Path | None, opt("Append every task result to this file, one
                                      "per line.", "RESULTS")]
 MetricsPort = Annotated[int | None, opt("Serve Prometheus metrics on this port "
                                         "(http://BIND:PORT/metrics).", "METRICS_PORT")]
+DashboardPort = Annotated[int | None, opt(
+    "Serve the live web dashboard on this port (http://BIND:PORT/, read-only; with --token "
+    "it wants ?token=...) [default: off].", "DASHBOARD_PORT")]
 
 admin_app = app()
 
@@ -82,7 +85,8 @@ def admin(
     prefetch: Prefetch = 0, journal: JournalPath = None, token: Token = None,
     curve_secret: CurveSecret = None, authorized_keys: AuthorizedKeys = None,
     max_message_bytes: MaxBytes = DEFAULT_MAX_MESSAGE_BYTES, results: Results = None,
-    metrics_port: MetricsPort = None, log_level: LogLevel = "INFO", log_json: LogJson = False,
+    metrics_port: MetricsPort = None, dashboard_port: DashboardPort = None,
+    log_level: LogLevel = "INFO", log_json: LogJson = False,
 ) -> None:
     configure_logging(log_level, log_json)
     try:
@@ -93,7 +97,8 @@ def admin(
             task_timeout=task_timeout, prefetch=prefetch, journal=path_str(journal),
             token=token, curve_secret=path_str(curve_secret),
             authorized_keys=path_str(authorized_keys), max_message_bytes=max_message_bytes,
-            results_file=path_str(results), metrics_port=metrics_port)
+            results_file=path_str(results), metrics_port=metrics_port,
+            dashboard_port=dashboard_port)
         work = load_work(tasks) if tasks is not None else None
         report = asyncio.run(_run_admin(settings, work))
     except ConfigError as exc:

@@ -12,6 +12,9 @@ argument). It decides; the network edge (:mod:`ceylon_net.edge`) carries the dec
 - :mod:`.membership`     registration, reconciliation, heartbeats, drain, leave, lost
 - :mod:`.guard`          hostile peers: bad-frame bans, HELLO rate limits, token checks
 - :mod:`.unassignable`   tasks no connected worker can take: said once, given up in time
+- :mod:`.followup`       what follows a task's end: groups, batches, Finished, the run's end
+- :mod:`.broadcasts`     numbered broadcasts: the admin's ring, an agent's in-order inbox
+- :mod:`.watchers`       clients waiting on tasks and groups (futures)
 - :mod:`.restore`        state rebuilt from a journal's rows
 - :mod:`.commands`       what the admin state asks the edge to do (Send, Assign, Finished...)
 - :mod:`.admin_state`    AdminState: every decision of the admin

@@ -7,7 +7,10 @@
 - :mod:`.worker`     Worker: handshake, heartbeats, credit, results until acknowledged
 - :mod:`.runner`     a worker's task runner: queue, concurrency, time limits, cancellation
 - :mod:`.handlers`   user task handlers (``@handler``, ``--app``)
-- :mod:`.client`     status, submit and cancel requests to a running admin
+- :mod:`.outlet`     the admin's messages encoded and sent or published
+- :mod:`.client`     AsyncClient: futures, groups, status, cancel, batches
+- :mod:`.sync_client`  Client: the same without asyncio
+- :mod:`.dashboard`  the web dashboard
 - :mod:`.journal`    SQLite persistence of the admin's state
 - :mod:`.metrics`    the Prometheus endpoint
 """

@@ -21,13 +21,14 @@ from .. import wire
 from ..core import commands as c
 from ..core.admin_state import AdminState
 from ..core.groups import TaskGroup, TaskManager
-from ..core.snapshot import metrics, snapshot
+from ..core.snapshot import dashboard, metrics, snapshot
 from ..core.tasks import RunReport, Task, TaskId, TaskResult
 from ..core.workers import AgentDetail
 from ..errors import ConfigError, TaskFailed
 from ..settings import AdminSettings
 from ..wire import Kind
 from .agent import AgentBase, finish_tasks
+from .dashboard import Dashboard, log_address
 from .journal import Journal, ResultsFile, record_added, record_changes
 from .metrics import serve_metrics
 from .outlet import Outlet
@@ -67,6 +68,8 @@ class Admin(AgentBase):
         self._ack_timer: asyncio.TimerHandle | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._results: ResultsFile | None = None
+        self.dashboard: Dashboard | None = None
+        self.dashboard_port = 0
         self._carry_out = {c.Send: self._send, c.Assign: self._assign, c.Log: _log,
                            c.Forward: self._forward, c.Publish: self._publish,
                            c.Acknowledge: self._acknowledge, c.Timer: self._timer,
@@ -104,6 +107,7 @@ class Admin(AgentBase):
         self._out = Outlet(self._sockets, s.workspace, s.name)
         self._sockets.on_subscriptions = self.state.pub_listeners
         self.state.pub_listeners(frozenset())  # nobody yet
+        await self._start_dashboard()
         self.state.started(time.monotonic(), self.port, self.pub_port,
                            int.from_bytes(os.urandom(8), "big") >> 1)
         logger.info("admin '{}' serving workspace '{}' on tcp://{}:{} (PUB {})", self.name,
@@ -114,6 +118,13 @@ class Admin(AgentBase):
                        asyncio.create_task(self._tick_loop(), name="admin-tick"),
                        asyncio.create_task(self._sockets.follow_subscriptions(),
                                            name="admin-subscriptions")]
+
+    async def _start_dashboard(self) -> None:
+        s = self.settings
+        if s.dashboard_port is not None and self.dashboard is None:
+            self.dashboard = Dashboard(lambda now: dashboard(self.state, now), s.token)
+            self.dashboard_port = await self.dashboard.start(s.bind, s.dashboard_port)
+            log_address(s.bind, self.dashboard_port, s.token)
 
     def _open_outputs(self) -> None:
         s = self.settings
@@ -157,6 +168,9 @@ class Admin(AgentBase):
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self._cancel_handlers()
+        if self.dashboard is not None:
+            await self.dashboard.close()
+            self.dashboard = None
         self._sockets.close()
         self._sockets = self._out = None
         for task_id, fut in self._waiters.items():

@@ -1,0 +1,118 @@
+"""The web dashboard in a real browser (headless Chromium, Debian's package, driven by
+Playwright): during a run of examples/groups.json it shows the workers, a group's progress
+moving, and the goal becoming ACHIEVED. The test saves a screenshot (the README's picture)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+
+import pytest
+from conftest import REPO, run
+
+from ceylon_net.dev.testing import Cluster, free_port, wait_until
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# The README's picture: CEYLON_SCREENSHOT=tests/artifacts/dashboard.png bin/test -k browser
+KEEP = os.environ.get("CEYLON_SCREENSHOT")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian package "
+                                    "'chromium'; bin/test installs it as root)")
+GROUPS = str(REPO / "examples" / "groups.json")
+TOKEN = "dashboard-secret"
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@needs_chromium
+@pytest.mark.timeout(120)
+def test_the_dashboard_shows_workers_progress_and_the_goal_in_a_browser(tmp_path):
+    from playwright.async_api import async_playwright
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c, async_playwright() as pw:
+            admin = await c.admin("--tasks", GROUPS, "--expect-workers", "2", "--token", TOKEN,
+                                  "--dashboard-port", str(port))
+            await wait_until(lambda: _reachable(base), 20, "the dashboard")
+            refused = _get(base + "api/state")
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run", "--disable-sync"])
+            page = await browser.new_page(viewport={"width": 1280, "height": 860})
+            await page.goto(f"{base}?token={TOKEN}")
+            await page.wait_for_selector("#live:has-text('live')", timeout=10_000)
+            for name in ("worker1", "worker2"):
+                await c.worker(name, "--role", "processor", "--concurrency", "2",
+                               env={"CEYLON_TOKEN": TOKEN})
+            await page.wait_for_selector("#workers >> text=worker2", timeout=20_000)
+            workers = await page.inner_text("#workers")
+            seen = set()
+            async def achieved() -> bool:
+                seen.add(await page.inner_text("#groups tr:nth-child(2) td:nth-child(2)"))
+                return "ACHIEVED" in await page.inner_text("#groups tr:nth-child(2)")
+            await wait_until(achieved, 40, "the goal to be achieved", interval=0.05)
+            groups = await page.inner_text("#groups")
+            shot = tmp_path / "dashboard.png"
+            await page.screenshot(path=str(shot), full_page=True)
+            if KEEP:
+                shutil.copy(shot, REPO / KEEP)
+            await browser.close()
+            assert await admin.wait(30) == 0, admin.stderr()
+            return refused, workers, seen, groups
+
+    refused, workers, seen, groups = run(body())
+    assert refused[0] == 401 and "token" in refused[1]
+    assert "worker1" in workers and "worker2" in workers and "processor" in workers
+    progress = sorted({s.split("/")[0].strip()[-2:] for s in seen if "/10" in s}, key=int)
+    assert len(progress) >= 3, seen  # it moved while we looked: 0, a few, more...
+    assert "Partial Processing Complete: ACHIEVED" in groups
+    assert "Ingest" in groups
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+
+
+def _reachable(url: str) -> bool:
+    try:
+        _get(url)
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(60)
+def test_the_dashboard_is_read_only_and_its_data_is_json(tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await c.admin("--dashboard-port", str(port))
+            await wait_until(lambda: _reachable(base), 20, "the dashboard")
+            state = _get(base + "api/state")
+            request = urllib.request.Request(base, data=b"x", method="POST")
+            try:
+                urllib.request.urlopen(request, timeout=5)
+                post = 200
+            except urllib.error.HTTPError as e:
+                post = e.code
+            page = _get(base)
+            return state, post, page
+
+    (code, text), post, page = run(body())
+    assert code == 200
+    data = json.loads(text)
+    assert data["workers"] == [] and data["counts"]["total"] == 0
+    assert post == 405
+    assert page[0] == 200 and "<title>ceylon_net</title>" in page[1]
+    assert "http" not in page[1].split("<script>")[1].split("</script>")[0].replace(
+        "http://www.w3.org/2000/svg", "")  # nothing fetched from elsewhere: works offline
