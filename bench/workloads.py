@@ -51,7 +51,7 @@ async def w1_once(tasks: int, workers: int, window: int, workdir: Path,
         procs: list[Proc] = []
         try:
             if dashboard:
-                url = f"http://127.0.0.1:{admin.dashboard_port}/api/stream"
+                url = f"http://127.0.0.1:{admin.dashboard.port}/api/stream"
                 procs.append(await spawn(cluster, "page", [sys.executable, "-c", PAGE_OPEN,
                                                            url]))
             procs += await spawn_workers(cluster, workers, window)

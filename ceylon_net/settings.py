@@ -170,6 +170,24 @@ class WorkerSettings:
                    capacity=capacity or 1, **options)
 
 
+def client_settings(address: str | None, workspace: str | None, token: str | None,
+                    curve_secret: str | None, admin_key: str | None) -> WorkerSettings:
+    """Where a Client talks to and how: ``address`` is ``host:port`` (``[v6]:port``; no port:
+    8000); what is left out comes from ``CEYLON_*`` variables as for the CLIs, then defaults."""
+    if address is None:
+        address = f"{env_default('ADMIN_PEER', '127.0.0.1')}:{env_default('PORT', DEFAULT_PORT)}"
+    host, _, port = address.rpartition(":") if ":" in address.strip("[]") else (address, "", "")
+    try:
+        number = int(port) if port else DEFAULT_PORT
+    except ValueError:
+        raise ConfigError(f"client address {address!r}: the port must be a number") from None
+    return WorkerSettings(name="client", admin_peer=host.strip("[]") or "127.0.0.1", port=number,
+                          workspace=workspace or env_default("WORKSPACE", DEFAULT_WORKSPACE_ID),
+                          token=token if token is not None else env_default("TOKEN", None),
+                          curve_secret=curve_secret or env_default("CURVE_SECRET", None),
+                          admin_key=admin_key or env_default("ADMIN_KEY", None))
+
+
 def _check_security(token: str | None, max_message_bytes: int) -> None:
     if token is not None and not 8 <= len(token) <= 1024:
         raise ConfigError("--token must be 8 to 1024 characters (use a long random string)")

@@ -53,6 +53,19 @@ def test_port_in_use_is_a_clear_config_error(tmp_path):
     assert f"cannot bind tcp://127.0.0.1:{port} for --port: Address already in use" in proc.stderr
 
 
+def test_a_busy_metrics_or_dashboard_port_is_a_clear_config_error():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        procs = {opt: subprocess.run([*cli("ceylon-admin"), "--bind", "127.0.0.1", "--port", "0",
+                                      opt, str(port)], capture_output=True, text=True, timeout=30)
+                 for opt in ("--metrics-port", "--dashboard-port")}
+    for opt, proc in procs.items():
+        assert proc.returncode == 2, proc.stderr
+        assert f"error: {opt} {port}: Address already in use" in proc.stderr
+
+
 def test_bad_option_values_exit_2_with_the_option_named():
     proc = subprocess.run([*cli("ceylon-worker"), "--name", "x", "--skill", "11"],
                           capture_output=True, text=True, timeout=30)

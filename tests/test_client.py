@@ -167,3 +167,29 @@ def test_a_client_says_clearly_when_no_admin_answers():
             await AsyncClient(f"127.0.0.1:{port}", timeout=1).connect()
 
     run(body())
+
+
+def test_the_readme_client_example_runs_as_written(tmp_path):
+    """examples/client: its README's commands, the worker options taken from the environment
+    the way a user's shell would give them (CEYLON_PORT, CEYLON_TOKEN for admin, workers and
+    the job alike)."""
+    example = REPO / "examples" / "client"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            env = {"CEYLON_TOKEN": "readme-example-token"}
+            await c.admin("--token", env["CEYLON_TOKEN"])
+            for name in ("cpu-1", "cpu-2"):
+                await c.worker(name, "--app", "handlers", "--concurrency", "2",
+                               env={**env, "PYTHONPATH": str(example)})
+            job = await c.spawn("job", [sys.executable, str(example / "job.py")],
+                                env={**env, "CEYLON_PORT": str(c.port)})
+            assert await job.wait(120) == 0, job.stderr()
+            return job.stdout()
+
+    out = run(body())
+    assert "sha256 of x, 1000 rounds: " in out
+    assert out.count("done: sha256-") == 3 and "gathered: 3 values" in out
+    assert "group event: " in out and "ACHIEVED" in out.upper()
+    assert "'completed': 10" in out and "'goal_status': 'achieved'" in out
+    assert "boom failed: ValueError: bad news" in out

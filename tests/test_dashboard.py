@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -55,29 +56,38 @@ def test_the_dashboard_shows_workers_progress_and_the_goal_in_a_browser(tmp_path
             for name in ("worker1", "worker2"):
                 await c.worker(name, "--role", "processor", "--concurrency", "2",
                                env={"CEYLON_TOKEN": TOKEN})
-            await page.wait_for_selector("#workers >> text=worker2", timeout=20_000)
+            for name in ("worker1", "worker2"):
+                await page.wait_for_selector(f"#workers >> text={name}", timeout=20_000)
             workers = await page.inner_text("#workers")
-            seen = set()
+            seen: list[tuple[int, bool]] = []  # (tasks done of "Data Processing", goal shown)
             async def achieved() -> bool:
-                seen.add(await page.inner_text("#groups tr:nth-child(2) td:nth-child(2)"))
-                return "ACHIEVED" in await page.inner_text("#groups tr:nth-child(2)")
+                row = await page.inner_text("#groups tr:nth-child(2)")
+                done = re.search(r"(\d+)/10", row)
+                seen.append((int(done.group(1)) if done else -1, "ACHIEVED" in row))
+                return seen[-1][1]
             await wait_until(achieved, 40, "the goal to be achieved", interval=0.05)
             groups = await page.inner_text("#groups")
             shot = tmp_path / "dashboard.png"
-            await page.screenshot(path=str(shot), full_page=True)
+            await page.screenshot(path=str(shot), full_page=True)  # while the run is live
             if KEEP:
                 shutil.copy(shot, REPO / KEEP)
+            await page.wait_for_selector("#throughput-now:has-text('tasks/s')", timeout=10_000)
+            charts = (await page.inner_text("#throughput-now"),
+                      await page.get_attribute("#throughput polyline", "points"))
             await browser.close()
             assert await admin.wait(30) == 0, admin.stderr()
-            return refused, workers, seen, groups
+            return refused, workers, seen, groups, charts
 
-    refused, workers, seen, groups = run(body())
+    refused, workers, seen, groups, charts = run(body())
     assert refused[0] == 401 and "token" in refused[1]
     assert "worker1" in workers and "worker2" in workers and "processor" in workers
-    progress = sorted({s.split("/")[0].strip()[-2:] for s in seen if "/10" in s}, key=int)
-    assert len(progress) >= 3, seen  # it moved while we looked: 0, a few, more...
+    before = sorted({done for done, goal in seen if not goal})
+    assert len(before) >= 2 and before[0] < before[-1] < 5, seen  # it moved while we looked
+    assert seen[-1][1] and seen[-1][0] >= 5, seen  # and the goal (5 of 10) came with it
     assert "Partial Processing Complete: ACHIEVED" in groups
     assert "Ingest" in groups
+    assert charts[0].startswith("now ") and "peak" in charts[0]
+    assert len(charts[1].split()) >= 2  # a line with points: the admin sampled the run
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
 
 
@@ -116,3 +126,19 @@ def test_the_dashboard_is_read_only_and_its_data_is_json(tmp_path):
     assert page[0] == 200 and "<title>ceylon_net</title>" in page[1]
     assert "http" not in page[1].split("<script>")[1].split("</script>")[0].replace(
         "http://www.w3.org/2000/svg", "")  # nothing fetched from elsewhere: works offline
+
+
+def test_the_charts_trend_is_one_point_a_second_from_the_totals():
+    from ceylon_net.core.stats import Trend
+
+    trend = Trend(every=1.0, keep=3)
+    trend.sample(100.0, 0, 0.0)
+    trend.sample(100.5, 10, 1.0)  # under a second since the last point: not a point yet
+    trend.sample(101.0, 20, 2.0)  # 20 results in 1 s, 2 s of task time: 100 ms each
+    trend.sample(103.0, 20, 2.0)  # nothing finished for 2 s
+    trend.sample(104.0, 24, 2.4)
+    assert list(trend.points) == [(101.0, 20.0, 100.0), (103.0, 0.0, 0.0), (104.0, 4.0, 100.0)]
+    trend.sample(105.0, 25, 2.5)  # keeps the newest three
+    assert [p[0] for p in trend.points] == [103.0, 104.0, 105.0]
+    assert trend.since(103.5) == [(104.0, 4.0, 100.0), (105.0, 1.0, 100.0)]
+    assert trend.since(0) == list(trend.points)

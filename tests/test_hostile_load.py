@@ -53,12 +53,15 @@ from ceylon_net.wire import (
     Cancel,
     End,
     Event,
+    GroupNews,
     Heartbeat,
     Hello,
     Kind,
     Reject,
     Skip,
     Submission,
+    TaskDone,
+    Watch,
     Welcome,
 )
 
@@ -128,11 +131,20 @@ def wire_templates() -> dict[bytes, tuple[str | None, Any]]:
         Kind.REPORT: ("BatchReport", wire.to_wire(BatchReport(1, {"tasks": []}))),
         Kind.ACK: ("Ack", wire.to_wire(Ack([["honest-003", 1]]))),
         Kind.SKIP: ("Skip", wire.to_wire(Skip(1, 2))),
+        Kind.WATCH: ("Watch", wire.to_wire(Watch(["honest-004", "no-such-task"]))),
+        Kind.DONE: ("TaskDone", wire.to_wire(TaskDone("honest-005", "completed",
+                                                       wire.to_wire(result)))),
+        Kind.GROUP: ("GroupNews", wire.to_wire(GroupNews("g", "group_progress", "1/2 done",
+                                                         {"done": 1}))),
     }
 
 
 TEMPLATES = wire_templates()
 ALL_KINDS = sorted(KINDS)
+
+
+def test_every_kind_of_frame_has_a_well_behaved_template():
+    assert sorted(TEMPLATES) == ALL_KINDS  # a new kind gets a template, so the flood uses it
 
 
 def header_fields(type_: str | None) -> list[Any]:

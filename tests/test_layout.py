@@ -172,3 +172,6 @@ def test_a_plain_install_imports_every_shipped_module(tmp_path):
     shipped_files = sorted(str(p.relative_to(site)) for p in (site / "ceylon_net").rglob("*.py"))
     in_repo = sorted(str(p.relative_to(REPO)) for p in PACKAGE.rglob("*.py"))
     assert shipped_files == in_repo  # every module of the checkout is in the wheel
+    # and its data: the dashboard page is served from the installed package
+    page = site / "ceylon_net" / "edge" / "dashboard.html"
+    assert page.read_bytes() == (PACKAGE / "edge" / "dashboard.html").read_bytes()

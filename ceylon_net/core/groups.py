@@ -31,8 +31,9 @@ class GoalStatus(enum.Enum):
 
 @dataclass(eq=False)
 class TaskMessage:
-    """One task of a group, as in the seed. ``difficulty`` and ``depends_on`` (task ids) are
-    optional extras; ``group_id`` is set when the task joins a group."""
+    """One task of a group, as in the seed. ``difficulty``, ``depends_on`` (task ids) and a
+    user handler to run (``handler``, ``args``, ``kwargs``, ``timeout``) are optional extras;
+    ``group_id`` is set when the task joins a group."""
 
     task_id: str
     name: str
@@ -44,6 +45,26 @@ class TaskMessage:
     depends_on: list[TaskId] = field(default_factory=list)
     group_id: str | None = None
     result: TaskResult | None = None
+    handler: str | None = None
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+
+    def as_task(self, priority: int) -> Task:
+        """The plain task the board runs for it."""
+        return Task(self.task_id, self.name or self.description, self.difficulty,
+                    self.required_role, priority, self.duration, list(self.depends_on),
+                    self.timeout, self.handler, list(self.args), dict(self.kwargs))
+
+    @classmethod
+    def of(cls, task: Task, group_id: str | None = None) -> TaskMessage:
+        """A group's task from a plain task (a tasks file's, a journal's)."""
+        return cls(task.id, task.description, task.description,  # type: ignore[arg-type]
+                   task.duration if task.duration is not None else 0.0,
+                   task.required_role or DEFAULT_ROLE, difficulty=task.difficulty,
+                   depends_on=list(task.depends_on), group_id=group_id,
+                   handler=task.handler, args=list(task.args), kwargs=dict(task.kwargs),
+                   timeout=task.timeout)
 
 
 @dataclass(eq=False)
@@ -210,9 +231,7 @@ class TaskManager:
             for t in group.subtasks:
                 t.group_id = group.id
                 self._by_task[t.task_id] = t
-                tasks.append(Task(t.task_id, t.name or t.description, t.difficulty,
-                                  t.required_role, group.priority, t.duration,
-                                  list(t.depends_on)))
+                tasks.append(t.as_task(group.priority))
                 gates[t.task_id] = deps
         return tasks, gates
 
@@ -378,10 +397,7 @@ class TaskManager:
         """Rebuild groups from a journal after ``board.restore``: progress and goals are
         replayed from the finished tasks, quietly (they were announced before the restart)."""
         for gid, spec, tasks in groups:
-            subtasks = [TaskMessage(t.id, t.description, t.description, t.duration or 0.0,
-                                    t.required_role or DEFAULT_ROLE, difficulty=t.difficulty,
-                                    depends_on=list(t.depends_on), group_id=gid)
-                        for t in tasks]
+            subtasks = [TaskMessage.of(t, gid) for t in tasks]
             goal = goal_from_spec(spec["name"], spec["goal"]) if spec.get("goal") else None
             group = TaskGroup(gid, spec["name"], spec.get("description", ""), subtasks, goal,
                               spec.get("priority", 1), depends_on=list(spec["depends_on"]),

@@ -85,9 +85,22 @@ def metrics(st: AdminState) -> dict[str, Any]:
             "histograms": {"task_seconds": s.run_seconds, "queue_wait_seconds": s.wait_seconds}}
 
 
+def totals(st: AdminState) -> tuple[int, float]:
+    """Results so far and their seconds of task time: the dashboard's charts sample these."""
+    return st.stats.results, st.stats.run_seconds.total
+
+
+def pulse(st: AdminState) -> tuple[int, ...]:
+    """Changes whenever what the dashboard shows of tasks and workers changes; O(1), so an
+    open page can watch it often and redraw only then."""
+    board = st.board
+    return (len(board.records), board.open, board.running, st.stats.assignments,
+            len(st.members.registry.by_peer))
+
+
 def dashboard(st: AdminState, now: float) -> dict[str, Any]:
     """What the web dashboard shows: workers with their last heartbeat, groups, counts,
-    running totals (the page draws rates from them), the latest failures."""
+    totals, the latest failures."""
     board, s = st.board, st.stats
     workers = []
     for rec in st.members.registry.by_peer.values():
@@ -97,9 +110,9 @@ def dashboard(st: AdminState, now: float) -> dict[str, Any]:
                         "running": slot.running if slot else 0, "capacity": d.capacity,
                         "state": slot.state.value if slot else "gone",
                         "seen": round(max(0.0, now - rec.last_seen), 1)})
+    workers.sort(key=lambda w: w["name"])
     return {"admin": st.name, "workspace": st.workspace, "workers": workers,
             "groups": st.task_manager.summaries(), "counts": counts(st),
-            "totals": {"results": s.results, "failed": s.failed,
-                       "run_seconds": round(s.run_seconds.total, 6)},
+            "totals": {"results": s.results, "failed": s.failed},
             "failures": [{"task": t, "worker": w, "error": e, "ago": round(now - at, 1)}
                          for t, w, e, at in reversed(s.recent_failures)]}

@@ -49,3 +49,28 @@ class AdminStats:
     # the latest failed results: (task id, worker, last line of its error, when, in `now`)
     recent_failures: deque[tuple[Any, str, str, float]] = field(
         default_factory=lambda: deque(maxlen=RECENT_FAILURES))
+
+
+class Trend:
+    """Throughput and mean task time over the last minutes, one point per ``every`` seconds,
+    drawn from the running totals the caller samples (``at`` is the caller's clock)."""
+
+    def __init__(self, every: float = 1.0, keep: int = 300) -> None:
+        self.every = every
+        self.points: deque[tuple[float, float, float]] = deque(maxlen=keep)  # (at, /s, ms)
+        self._last: tuple[float, int, float] | None = None
+
+    def sample(self, at: float, results: int, run_seconds: float) -> None:
+        last = self._last
+        if last is not None:
+            dt = at - last[0]
+            if dt < self.every:
+                return
+            done = results - last[1]
+            ms = 1000 * (run_seconds - last[2]) / done if done > 0 else 0.0
+            self.points.append((round(at, 3), round(done / dt, 3), round(ms, 3)))
+        self._last = (at, results, run_seconds)
+
+    def since(self, at: float) -> list[tuple[float, float, float]]:
+        """The points after ``at`` (all of them for ``at`` = 0), oldest first."""
+        return [p for p in self.points if p[0] > at]

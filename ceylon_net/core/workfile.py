@@ -24,7 +24,7 @@ from .groups import (
     TaskManager,
     TaskMessage,
 )
-from .tasks import DEFAULT_ROLE, Task, TaskId
+from .tasks import Task, TaskId
 
 _TASK_FIELDS = {
     "id": "int or string",
@@ -209,11 +209,7 @@ def _group(source: str, index: int, item: Any) -> TaskGroup:
 def _subtask(where: str, group: str, i: int, item: Any) -> TaskMessage:
     if isinstance(item, dict):
         item = {"id": f"{group}#{i + 1}", "difficulty": 1, **item}
-    task = task_from_dict(item, where=f"{where}: task #{i + 1}")
-    return TaskMessage(task.id, task.description, task.description,  # type: ignore[arg-type]
-                       task.duration if task.duration is not None else 0.0,
-                       task.required_role or DEFAULT_ROLE, difficulty=task.difficulty,
-                       depends_on=list(task.depends_on))
+    return TaskMessage.of(task_from_dict(item, where=f"{where}: task #{i + 1}"))
 
 
 def _as_task(t: TaskMessage) -> Task:

@@ -21,14 +21,14 @@ from .. import wire
 from ..core import commands as c
 from ..core.admin_state import AdminState
 from ..core.groups import TaskGroup, TaskManager
-from ..core.snapshot import dashboard, metrics, snapshot
+from ..core.snapshot import metrics, snapshot
 from ..core.tasks import RunReport, Task, TaskId, TaskResult
 from ..core.workers import AgentDetail
 from ..errors import ConfigError, TaskFailed
 from ..settings import AdminSettings
 from ..wire import Kind
 from .agent import AgentBase, finish_tasks
-from .dashboard import Dashboard, log_address
+from .dashboard import Dashboard
 from .journal import Journal, ResultsFile, record_added, record_changes
 from .metrics import serve_metrics
 from .outlet import Outlet
@@ -69,7 +69,6 @@ class Admin(AgentBase):
         self._timers: set[asyncio.TimerHandle] = set()
         self._results: ResultsFile | None = None
         self.dashboard: Dashboard | None = None
-        self.dashboard_port = 0
         self._carry_out = {c.Send: self._send, c.Assign: self._assign, c.Log: _log,
                            c.Forward: self._forward, c.Publish: self._publish,
                            c.Acknowledge: self._acknowledge, c.Timer: self._timer,
@@ -94,20 +93,21 @@ class Admin(AgentBase):
         if s.journal is not None and self.journal is None:
             self.journal = Journal(s.journal, s.workspace)  # JournalError: nothing started
             self._resume()
-        self._open_outputs()
         curve = load_keys(s.curve_secret) if s.curve_secret else None
         self._sockets = AdminSockets(s.endpoint_host, s.max_message_bytes, s.workspace, curve,
                                      s.authorized_keys)
         try:
             self.port, self.pub_port = self._sockets.bind(s.port, s.pub_port)
+            await self._open_outputs()
         except ConfigError:
             self._sockets.close(0)
             self._sockets = None
+            if self.dashboard is not None:
+                await self.dashboard.close()
             raise
         self._out = Outlet(self._sockets, s.workspace, s.name)
         self._sockets.on_subscriptions = self.state.pub_listeners
         self.state.pub_listeners(frozenset())  # nobody yet
-        await self._start_dashboard()
         self.state.started(time.monotonic(), self.port, self.pub_port,
                            int.from_bytes(os.urandom(8), "big") >> 1)
         logger.info("admin '{}' serving workspace '{}' on tcp://{}:{} (PUB {})", self.name,
@@ -119,22 +119,14 @@ class Admin(AgentBase):
                        asyncio.create_task(self._sockets.follow_subscriptions(),
                                            name="admin-subscriptions")]
 
-    async def _start_dashboard(self) -> None:
+    async def _open_outputs(self) -> None:
         s = self.settings
         if s.dashboard_port is not None and self.dashboard is None:
-            self.dashboard = Dashboard(lambda now: dashboard(self.state, now), s.token)
-            self.dashboard_port = await self.dashboard.start(s.bind, s.dashboard_port)
-            log_address(s.bind, self.dashboard_port, s.token)
-
-    def _open_outputs(self) -> None:
-        s = self.settings
+            self.dashboard = await Dashboard.serve(self.state, s.bind, s.dashboard_port, s.token)
+        if s.metrics_port is not None:
+            serve_metrics(lambda: metrics(self.state), s.bind, s.metrics_port)
         if s.results_file is not None and self._results is None:
             self._results = ResultsFile(s.results_file)
-        if s.metrics_port is not None:
-            try:
-                serve_metrics(lambda: metrics(self.state), s.bind, s.metrics_port)
-            except OSError as exc:
-                raise ConfigError(f"--metrics-port {s.metrics_port}: {exc.strerror}") from None
 
     def _resume(self) -> None:
         assert self.journal is not None

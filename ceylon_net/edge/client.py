@@ -21,7 +21,7 @@ from typing import Any
 from .. import wire
 from ..core.tasks import TaskResult
 from ..errors import AdminUnreachableError, ConfigError, RejectedError, TaskFailed
-from ..settings import DEFAULT_PORT, WorkerSettings
+from ..settings import client_settings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES, Kind
 from .transport import Client as Dealer
 from .transport import CurveKeys, load_keys
@@ -67,28 +67,23 @@ class GroupFuture(asyncio.Future):
             self.set_result(news.data)
 
 
-def _address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":") if ":" in address.strip("[]") else (address, "", "")
-    return host.strip("[]") or "127.0.0.1", int(port) if port else DEFAULT_PORT
-
-
 class AsyncClient:
     """``async with AsyncClient("coordinator:8000") as c: f = c.submit("sha256", "x", 1000)``.
 
-    ``token`` and CURVE keys (``curve_secret``, ``admin_key``) as for the CLIs; ``timeout``
+    ``address`` is ``host:port``; ``workspace``, ``token`` and CURVE keys (``curve_secret``,
+    ``admin_key``) as for the CLIs, and like them taken from ``CEYLON_ADMIN_PEER``,
+    ``CEYLON_PORT``, ``CEYLON_WORKSPACE``, ``CEYLON_TOKEN``, ... when left out; ``timeout``
     bounds each request; ``gone_after`` is how long the admin may stay silent (restarting, say)
     before pending futures fail with AdminUnreachableError."""
 
-    def __init__(self, address: str = "127.0.0.1:8000", *, workspace: str = "default",
+    def __init__(self, address: str | None = None, *, workspace: str | None = None,
                  token: str | None = None, curve_secret: str | None = None,
                  admin_key: str | None = None, timeout: float = 10.0,
                  gone_after: float = 30.0) -> None:
-        host, port = _address(address)
-        s = WorkerSettings(name="client", admin_peer=host, port=port, workspace=workspace,
-                           token=token, curve_secret=curve_secret, admin_key=admin_key)
-        self.endpoint, self.workspace, self.token = s.endpoint, workspace, token
-        self.curve: CurveKeys | None = load_keys(curve_secret, admin_key) \
-            if curve_secret else None
+        s = client_settings(address, workspace, token, curve_secret, admin_key)
+        self.endpoint, self.workspace, self.token = s.endpoint, s.workspace, s.token
+        self.curve: CurveKeys | None = load_keys(s.curve_secret, s.admin_key) \
+            if s.curve_secret else None
         self.timeout, self.gone_after = timeout, gone_after
         self.loop: asyncio.AbstractEventLoop | None = None
         self.identity = f"client/{uuid.uuid4().hex[:12]}".encode()

@@ -4,14 +4,21 @@ only, and with ``--token`` it wants ``?token=...`` on every request.
 
 - ``/``            the page (workers, groups and goals, counts, throughput and latency charts,
                    recent failures)
-- ``/api/state``   the same data once, as JSON
-- ``/api/stream``  the data every half second, as server-sent events
+- ``/api/state``   the same data once, as JSON, with the charts' last five minutes
+- ``/api/stream``  the data as server-sent events, within a tenth of a second of a change
+                   (a task assigned or finished, a worker in or out) and at least once a
+                   second; the first with the charts' last five minutes, then each with the
+                   points that are new
+
+The admin samples its totals once a second while the dashboard is on, so a page opened late
+still shows the minutes before it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,23 +27,46 @@ from urllib.parse import parse_qs, urlsplit
 
 from loguru import logger
 
+from ..core import snapshot
 from ..core.guard import token_ok
+from ..core.stats import Trend
 from ..errors import ConfigError
 
 PAGE = Path(__file__).with_name("dashboard.html")
-STREAM_EVERY = 0.5  # seconds between two updates of an open page
+WATCH_EVERY = 0.1  # seconds between two looks at the admin's pulse for an open page
+QUIET_EVERY = 1.0  # seconds between two updates of an open page when nothing changed
 MAX_STREAMS = 32  # pages open at once
 MAX_REQUEST = 16 << 10  # bytes of request line and headers
 READ_TIMEOUT = 10.0
+SAMPLE_EVERY = 1.0  # seconds between two points of the charts
 
 
 class Dashboard:
-    def __init__(self, view: Callable[[float], dict[str, Any]], token: str | None) -> None:
+    def __init__(self, view: Callable[[float], dict[str, Any]],
+                 totals: Callable[[], tuple[int, float]], pulse: Callable[[], Any],
+                 token: str | None) -> None:
         self.view = view  # the data, at the given monotonic time
+        self.totals = totals  # (results so far, seconds of task time so far), cheap
+        self.pulse = pulse  # a cheap value that changes when the view does
         self.token = token
         self.server: asyncio.Server | None = None
+        self.port = 0
         self.streams = 0
+        self.trend = Trend(SAMPLE_EVERY)
+        self._sampler: asyncio.Task[None] | None = None
         self._page = PAGE.read_bytes()
+
+    @classmethod
+    async def serve(cls, state: snapshot.AdminState, host: str, port: int,
+                    token: str | None) -> Dashboard:
+        """The dashboard of an admin's state, serving on host:port (0: any free port)."""
+        board = cls(lambda now: snapshot.dashboard(state, now), lambda: snapshot.totals(state),
+                    lambda: snapshot.pulse(state), token)
+        board.port = await board.start(host, port)
+        shown = "127.0.0.1" if host in ("0.0.0.0", "*", "") else host
+        logger.info("dashboard on http://{}:{}/{}", shown, board.port,
+                    "?token=..." if token else "")
+        return board
 
     async def start(self, host: str, port: int) -> int:
         """Serve on host:port (0: any free port); returns the port."""
@@ -44,10 +74,20 @@ class Dashboard:
             self.server = await asyncio.start_server(self._serve, host, port,
                                                      limit=MAX_REQUEST)
         except OSError as exc:
-            raise ConfigError(f"--dashboard-port {port}: {exc.strerror}") from None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConfigError(f"--dashboard-port {port}: {reason}") from None
+        self._sampler = asyncio.create_task(self._sample(), name="dashboard-sampler")
         return self.server.sockets[0].getsockname()[1]
 
+    async def _sample(self) -> None:
+        while True:
+            self.trend.sample(time.time(), *self.totals())
+            await asyncio.sleep(SAMPLE_EVERY)
+
     async def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
@@ -78,9 +118,9 @@ class Dashboard:
             return await self._stream(writer)
         await _send(writer, 404, "text/plain", b"not found\n")
 
-    def _json(self) -> bytes:
-        return json.dumps({"at": time.time(), **self.view(time.monotonic())},
-                          default=str).encode()
+    def _json(self, since: float = 0.0) -> bytes:
+        return json.dumps({"at": time.time(), **self.view(time.monotonic()),
+                           "trend": self.trend.since(since)}, default=str).encode()
 
     async def _stream(self, writer: asyncio.StreamWriter) -> None:
         if self.streams >= MAX_STREAMS:
@@ -89,10 +129,15 @@ class Dashboard:
         try:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                          b"Cache-Control: no-cache\r\nConnection: keep-alive\r\n\r\n")
+            since, shown, sent = 0.0, None, 0.0
             while True:
-                writer.write(b"data: " + self._json() + b"\n\n")
-                await writer.drain()
-                await asyncio.sleep(STREAM_EVERY)
+                pulse, now = self.pulse(), time.monotonic()
+                if pulse != shown or now - sent >= QUIET_EVERY:
+                    writer.write(b"data: " + self._json(since) + b"\n\n")
+                    since = self.trend.points[-1][0] if self.trend.points else since
+                    shown, sent = pulse, now
+                    await writer.drain()
+                await asyncio.sleep(WATCH_EVERY)
         finally:
             self.streams -= 1
 
@@ -111,8 +156,3 @@ async def _send(writer: asyncio.StreamWriter, status: int, kind: str, body: byte
     writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: "
                  f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
     await writer.drain()
-
-
-def log_address(host: str, port: int, token: str | None) -> None:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "*", "") else host
-    logger.info("dashboard on http://{}:{}/{}", shown, port, "?token=..." if token else "")

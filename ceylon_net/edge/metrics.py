@@ -10,6 +10,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from ..errors import ConfigError
+
 COUNTERS = {
     "assignments": ("ceylon_assignments", "Task assignments sent"),
     "results": ("ceylon_results", "Task results recorded"),
@@ -53,7 +55,11 @@ class AdminCollector:
 
 
 def serve_metrics(view: Callable[[], dict[str, Any]], host: str, port: int) -> None:
-    """Serve http://HOST:PORT/metrics from ``view()`` (called at each scrape)."""
+    """Serve http://HOST:PORT/metrics from ``view()`` (called at each scrape). ConfigError
+    when the port cannot be had."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AdminCollector(view))
-    start_http_server(port, addr=host, registry=registry)
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise ConfigError(f"--metrics-port {port}: {exc.strerror}") from None

@@ -68,7 +68,7 @@ class Client:
     and groups to a running admin from any Python program and get futures back. See
     :class:`~ceylon_net.edge.client.AsyncClient` for the options."""
 
-    def __init__(self, address: str = "127.0.0.1:8000", **options: Any) -> None:
+    def __init__(self, address: str | None = None, **options: Any) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ceylon-client",
                                         daemon=True)
