@@ -4,6 +4,8 @@ decided."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from kit import Sim, assigned, frames, logs, noop, of, sends
 
 from ceylon_net import wire
@@ -391,6 +393,55 @@ def test_a_submitted_batch_is_answered_followed_and_reported_when_done():
     assert sends(sim.tick(at=1.0), Kind.PROGRESS, client) == [wire.BatchProgress(1, 0, 1, 0)]
     (report,) = sends(w.finish(1), Kind.REPORT, client)
     assert report.report["success_rate"] == 1.0
+
+
+def test_every_answer_to_a_client_names_its_request_even_a_refusal_or_a_bad_one():
+    sim = Sim()
+    client = b"client-7"
+
+    def ask(kind: bytes, msg: Any = None) -> tuple[int, list[Any]]:
+        msg_frames = frames(kind, msg)
+        return wire.decode_header(msg_frames[1]).msg_id, sim.receive(client, msg_frames)
+
+    def answers(cmds: list[Any]) -> list[tuple[bytes, int | None]]:
+        return [(x.kind, x.answers) for x in of(cmds, c.Send) if x.peer == client]
+
+    asked, cmds = ask(Kind.STATUS)
+    assert answers(cmds) == [(Kind.STATUS, asked)]
+    doc = {"tasks": [{"id": 1, "description": "x", "difficulty": 1}]}
+    asked, cmds = ask(Kind.SUBMIT, wire.Submission(doc))
+    assert answers(cmds) == [(Kind.SUBMIT, asked)]
+    asked, cmds = ask(Kind.SUBMIT, wire.Submission(doc))  # task 1 again: refused
+    assert answers(cmds) == [(Kind.REJECT, asked)]
+    assert "duplicate task id 1" in sends(cmds, Kind.REJECT)[0].reason
+    asked, cmds = ask(Kind.SUBMIT, wire.Event("not a submission"))  # undecodable as one
+    assert answers(cmds) == [(Kind.REJECT, asked)]
+    assert sends(cmds, Kind.REJECT)[0].reason.startswith("bad request: ")
+    asked, cmds = ask(Kind.CANCEL, wire.Cancel([[1, 0]], "no more"))
+    assert answers(cmds) == [(Kind.STATUS, asked)]
+
+
+def test_a_client_watching_groups_again_hears_of_finished_unknown_and_running_ones():
+    from ceylon_net.core.workfile import parse_work
+
+    sim = Sim()
+    w = sim.join("w")
+    _, groups = parse_work({"groups": [
+        {"name": "done", "tasks": [{"id": "d1", "description": "x", "difficulty": 1}]},
+        {"name": "open", "tasks": [{"id": "o1", "description": "x", "difficulty": 1},
+                                   {"id": "o2", "description": "x", "difficulty": 1}]}]}, "t")
+    sim.carry(sim.st.submit((), groups, sim.now))
+    w.finish("d1")
+    w.finish("o1")
+    client = b"client-8"
+    cmds = sim.receive(client, frames(Kind.WATCH, wire.Watch(["o2"], ["done", "open", "gone"])))
+    news = {n.group: n for n in sends(cmds, Kind.GROUP, client)}
+    assert sorted(news) == ["done", "gone"]  # "open" is still running: later
+    assert news["done"].event == "group_finished" and news["done"].data["completed"] == 1
+    assert news["gone"].event == "group_unknown" and "no group 'gone'" in news["gone"].message
+    cmds = w.finish("o2")
+    assert [n.event for n in sends(cmds, Kind.GROUP, client)][-1] == "group_finished"
+    assert [d.task_id for d in sends(cmds, Kind.DONE, client)] == ["o2"]
 
 
 def test_an_assignment_that_cannot_be_sent_goes_back_and_out_again_next_round():

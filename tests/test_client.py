@@ -143,19 +143,27 @@ def test_futures_resolve_once_across_an_admin_killed_and_restarted_on_its_journa
             await _connected(c.port, 2)
             async with AsyncClient(f"127.0.0.1:{c.port}", gone_after=60) as client:
                 futures = [client.submit("echo_later", i, 0.3, key=f"t{i}") for i in range(n)]
+                news: list[str] = []
+                group = client.submit_group(
+                    "late", [{"handler": "echo_later", "args": [i, 0.3]}
+                             for i in range(10)], priority=0,
+                    goal={"kind": "at_least", "count": 8}, on_event=lambda e: news.append(e.event))
                 resolved: list = []
-                for f in futures:
+                for f in [*futures, *group.tasks.values(), group]:
                     f.add_done_callback(resolved.append)
                 await wait_until(lambda: len(resolved) >= 5, 30, "some results")
                 admin.signal(signal.SIGKILL)
                 assert await admin.wait(10) == -signal.SIGKILL
                 await c.admin("--journal", str(journal), name="admin-2")
                 values = await asyncio.wait_for(asyncio.gather(*futures), 120)
-                return values, len(resolved), sorted(id(f) for f in resolved)
+                summary = await asyncio.wait_for(group, 120)
+                return values, summary, news, len(resolved), sorted(id(f) for f in resolved)
 
-    values, times, ids = run(body())
+    values, summary, news, times, ids = run(body())
     assert values == [{"echo": i} for i in range(n)]
-    assert times == n and len(set(ids)) == n  # each future resolved exactly once
+    assert times == n + 11 and len(set(ids)) == n + 11  # each future resolved exactly once
+    assert (summary["completed"], summary["goal_status"]) == (10, "achieved")
+    assert news.count("group_finished") == 1
 
 
 def test_a_client_says_clearly_when_no_admin_answers():
@@ -193,3 +201,78 @@ def test_the_readme_client_example_runs_as_written(tmp_path):
     assert "group event: " in out and "ACHIEVED" in out.upper()
     assert "'completed': 10" in out and "'goal_status': 'achieved'" in out
     assert "boom failed: ValueError: bad news" in out
+
+
+@pytest.mark.timeout(120)
+def test_callbacks_may_submit_more_but_not_wait_on_the_admin(tmp_path):
+    def body(port: int) -> tuple:
+        with Client(f"127.0.0.1:{port}") as client:
+            chained: list = []
+            refused: list = []
+
+            def then(f):
+                chained.append(client.submit("echo_later", f.result()["echo"] + 1))
+                try:
+                    client.status()
+                except RuntimeError as exc:
+                    refused.append(str(exc))
+
+            first = client.submit("echo_later", 1)
+            first.add_done_callback(then)
+            first.result(timeout=30)
+            _wait_for(lambda: chained, bool)
+            return chained[0].result(timeout=30), refused
+
+    async def main():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            await _connected(c.port, 1)
+            return await asyncio.to_thread(body, c.port)
+
+    second, refused = run(main())
+    assert second == {"echo": 2}
+    assert refused and "call it outside add_done_callback and on_event callbacks" in refused[0]
+
+
+@pytest.mark.timeout(120)
+def test_what_cannot_be_sent_fails_at_the_call_and_big_batches_are_split(tmp_path):
+    from ceylon_net.errors import ConfigError, LocalProtocolError
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=2)
+            await _connected(c.port, 2)
+            async with AsyncClient(f"127.0.0.1:{c.port}") as client:
+                with pytest.raises(LocalProtocolError):
+                    client.submit("echo_later", object())
+                with pytest.raises(ConfigError, match="bytes encoded; a submission may be"):
+                    client.submit("echo_later", "x" * 600_000)
+                # 3 MB of arguments in one loop turn: several SUBMIT frames, all answered
+                big = client.map("echo_later", [f"{i:04d}" + "y" * 1000 for i in range(3000)],
+                                 [0.0] * 3000)
+                values = await asyncio.wait_for(client.gather(big), 90)
+                gone = client.submit("echo_later", "never", key="gone")
+                gone.cancel()  # before it left: it never reaches the admin
+                await asyncio.wait_for(client.submit("echo_later", "ok", key="dup"), 30)
+                again = client.submit("echo_later", "again", key="dup")
+                with pytest.raises(ConfigError, match="the admin refused the batch: "
+                                                      "duplicate task id 'dup'"):
+                    await asyncio.wait_for(again, 30)
+                status = await client.status()  # answers still match their requests
+            return values, status
+
+    values, status = run(body())
+    assert [v["echo"][:4] for v in values] == [f"{i:04d}" for i in range(3000)]
+    assert status["counts"]["total"] == 3001  # the map and "dup"; "gone" never left
+
+
+@pytest.mark.timeout(60)
+def test_a_sync_client_with_a_bad_option_leaves_no_thread_behind():
+    import threading
+
+    from ceylon_net.errors import ConfigError
+
+    before = threading.active_count()
+    with pytest.raises(ConfigError, match="the port must be a number"):
+        Client("127.0.0.1:http")
+    assert threading.active_count() == before

@@ -142,3 +142,30 @@ def test_the_charts_trend_is_one_point_a_second_from_the_totals():
     assert [p[0] for p in trend.points] == [103.0, 104.0, 105.0]
     assert trend.since(103.5) == [(104.0, 4.0, 100.0), (105.0, 1.0, 100.0)]
     assert trend.since(0) == list(trend.points)
+
+
+@pytest.mark.timeout(60)
+def test_an_open_page_does_not_hold_the_admin_up_when_it_stops(tmp_path):
+    import signal
+    import socket
+
+    port = free_port()
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--dashboard-port", str(port))
+            await wait_until(lambda: _reachable(f"http://127.0.0.1:{port}/"), 20, "dashboard")
+            page = socket.create_connection(("127.0.0.1", port), timeout=10)
+            page.sendall(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = page.recv(65536)
+            admin.signal(signal.SIGTERM)
+            code = await admin.wait(15)
+            rest = b""
+            while chunk := page.recv(65536):  # the admin closed the stream: EOF, not a hang
+                rest += chunk
+            page.close()
+            return first, code
+
+    first, code = run(body())
+    assert first.startswith(b"HTTP/1.1 200 OK") and b"text/event-stream" in first
+    assert code == 0

@@ -56,6 +56,7 @@ PROBATION = 0.2  # least seconds a worker on probation has to confirm its first 
 SYNC_EVERY = 0.02  # seconds between PUB heartbeats while a new worker does not hear them yet
 CLIENT_KINDS = frozenset((Kind.HELLO, Kind.STATUS, Kind.SUBMIT, Kind.WATCH))
 REQUESTS = {Kind.STATUS: "status", Kind.SUBMIT: "batch", Kind.WATCH: "watch"}  # named back
+ANSWERED = frozenset((Kind.STATUS, Kind.SUBMIT, Kind.CANCEL))  # a client awaits an answer
 
 
 class AdminState:
@@ -252,6 +253,10 @@ class AdminState:
         try:
             self._dispatch(peer, env, address, now)
         except RemoteProtocolError as exc:
+            if env.kind in ANSWERED and peer not in self.members.registry:
+                # A client waits for the answer to this request: say what was wrong with it.
+                self.out.send(peer, Kind.REJECT, wire.Reject(f"bad request: {clip(str(exc))}"),
+                              env.header.msg_id)
             self._bad_frame(peer, address, str(exc), now)
         except Exception as exc:
             # Our bug, triggered by what this peer sent: log it with the traceback, drop the
@@ -348,28 +353,31 @@ class AdminState:
         self.out.log("WARNING", f"refused {env.kind.decode()} from {peer!r} ({address or '?'}):"
                                 f" wrong or missing token")
         self.out.send(peer, Kind.REJECT, wire.Reject("wrong or missing token (--token / "
-                                                     "CEYLON_TOKEN)"))
+                                                     "CEYLON_TOKEN)"), env.header.msg_id)
         return False
 
     def _client_request(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
+        ask = env.header.msg_id  # every answer names the request it answers
         if env.kind == Kind.HELLO:
             self._hello(peer, env, address, now)
         elif env.header.workspace != self.workspace:
             what = REQUESTS.get(env.kind, "cancel")
             self.members.reject(peer, f"{what} for workspace '{clip(env.header.workspace)}' "
-                                      f"sent to admin of '{self.workspace}'")
+                                      f"sent to admin of '{self.workspace}'", ask)
         elif env.kind == Kind.STATUS:
-            self.out.send(peer, Kind.STATUS, wire.Status(snapshot(self)))
+            self.out.send(peer, Kind.STATUS, wire.Status(snapshot(self)), ask)
         elif env.kind == Kind.SUBMIT:
             self._submission(peer, env, address)
         elif env.kind == Kind.WATCH:
-            self.watchers.watch(peer, wire.unpack(wire.Watch, env.payload, self.limits).tasks)
+            watch = wire.unpack(wire.Watch, env.payload, self.limits)
+            self.watchers.watch(peer, watch.tasks)
+            self.watchers.watch_groups(peer, watch.groups, self.task_manager)
         else:
             request = wire.unpack(wire.Cancel, env.payload, self.limits)
             ids = list(wire.task_pairs(request.tasks, "cancel request"))
             outcome = self._cancel(ids, request.reason or "cancelled by request")
             self.out.log("INFO", f"cancel request for {ids}: {outcome}")
-            self.out.send(peer, Kind.STATUS, wire.Status({"cancel": outcome}))
+            self.out.send(peer, Kind.STATUS, wire.Status({"cancel": outcome}), ask)
 
     def _hello(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
         results = self.members.hello(peer, env, address, now)
@@ -396,11 +404,11 @@ class AdminState:
                 del self.batches.open[batch.id]
                 raise
         except ConfigError as exc:
-            self.members.reject(peer, str(exc))
+            self.members.reject(peer, str(exc), env.header.msg_id)
             return
         self.out.log("INFO", f"batch {batch.id} from {address or '?'}: {len(ids)} task(s)"
                              f"{', after the previous batch' if after else ''}")
-        self.out.send(peer, Kind.SUBMIT, wire.Submitted(batch.id, len(ids)))
+        self.out.send(peer, Kind.SUBMIT, wire.Submitted(batch.id, len(ids)), env.header.msg_id)
         if sub.follow:
             for group in groups:
                 self.watchers.watch_group(peer, group.id)
@@ -467,9 +475,9 @@ class AdminState:
 
     def _failed(self, result: TaskResult) -> None:
         """Kept for the dashboard: the latest failures, with the last line of their error."""
-        lines = (result.error or "failed").strip().splitlines()
+        last = (result.error or "").strip().splitlines()[-1:] or ["failed"]
         self.stats.failed += 1
-        self.stats.recent_failures.append((result.task_id, result.worker, lines[-1][:300],
+        self.stats.recent_failures.append((result.task_id, result.worker, last[0][:300],
                                            self.board.now))
 
     # ------------------------------------------------------------------ the round's end

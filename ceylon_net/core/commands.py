@@ -23,6 +23,7 @@ class Send:
     peer: bytes
     kind: bytes
     msg: Any
+    answers: int | None = None  # the msg_id of the client request this answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +138,8 @@ class Outbox:
         self.commands: list[Command] = []
         self.listening: frozenset[bytes] | None = None
 
-    def send(self, peer: bytes, kind: bytes, msg: Any) -> None:
-        self.commands.append(Send(peer, kind, msg))
+    def send(self, peer: bytes, kind: bytes, msg: Any, answers: int | None = None) -> None:
+        self.commands.append(Send(peer, kind, msg, answers))
 
     def publish(self, kind: bytes, msg: Any, type: str | None = None,
                 seq: int | None = None) -> None:

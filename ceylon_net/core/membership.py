@@ -59,9 +59,10 @@ class Membership:
                                                        s.heartbeat, s.liveness, self.epoch))
         return self._reconcile(self.registry.by_peer[peer], hello, now)
 
-    def reject(self, peer: bytes, reason: str) -> None:
+    def reject(self, peer: bytes, reason: str, answers: int | None = None) -> None:
+        """Refuse a peer's HELLO or request (``answers``: the request's msg_id)."""
         self.out.log("WARNING", f"rejected {peer!r}: {reason}")
-        self.out.send(peer, Kind.REJECT, wire.Reject(reason))
+        self.out.send(peer, Kind.REJECT, wire.Reject(reason), answers)
 
     def _admissible(self, peer: bytes, env: Envelope, now: float) -> Hello | None:
         h, workspace = env.header, self.settings.workspace

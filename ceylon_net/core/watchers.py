@@ -9,6 +9,7 @@ from .. import wire
 from ..wire import Kind
 from .board import FINISHED, TaskBoard, TaskRecord
 from .commands import Outbox
+from .groups import TaskManager
 from .tasks import TaskId, TaskStatus
 
 
@@ -49,6 +50,23 @@ class Watchers:
     def watch_group(self, peer: bytes, group_id: str) -> None:
         self.groups.setdefault(group_id, set()).add(peer)
         self._load.setdefault(peer, 0)
+
+    def watch_groups(self, peer: bytes, names: Iterable[str], groups: TaskManager) -> None:
+        """``peer`` waits for these groups again (by name): their news from now on, and at
+        once the summary of those that finished, or that the admin has no such group."""
+        by_name = {g.name: g for g in groups.task_groups.values()}
+        for name in names:
+            group = by_name.get(name)
+            if group is None:
+                self.out.send(peer, Kind.GROUP, wire.GroupNews(
+                    name, "group_unknown", f"the admin has no group {name!r} (it restarted "
+                    "without its journal, or the name is wrong)"))
+            elif group.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+                self.out.send(peer, Kind.GROUP, wire.GroupNews(
+                    name, "group_finished", f"group '{name}' {group.status.value}: "
+                    f"{group.completed}/{group.total} completed", group.summary()))
+            else:
+                self.watch_group(peer, group.id)
 
     def ended(self, rec: TaskRecord) -> None:
         """A task ended: tell who waits for it."""

@@ -330,7 +330,7 @@ class Admin(AgentBase):
 
     def _send(self, cmd: c.Send) -> None:
         if self._out is not None:
-            self._out.send(cmd.peer, cmd.kind, cmd.msg)
+            self._out.send(cmd.peer, cmd.kind, cmd.msg, cmd.answers)
 
     def _assign(self, cmd: c.Assign) -> None:
         if self._out is None or not self._out.assign(cmd.peer, cmd.assignments):

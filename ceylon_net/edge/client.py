@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from loguru import logger
 
 from .. import wire
 from ..core.tasks import TaskResult
@@ -27,6 +28,8 @@ from .transport import Client as Dealer
 from .transport import CurveKeys, load_keys
 
 SILENCE = 2.0  # seconds without a word from the admin before pending tasks are watched again
+BATCH_BYTES = DEFAULT_MAX_MESSAGE_BYTES // 2  # one SUBMIT stays well inside the message limit
+WATCH_CHUNK = 10_000  # task ids per WATCH frame (well inside the admin's message size limit)
 TASK_OPTIONS = ("difficulty", "role", "priority", "timeout", "description", "duration")
 
 
@@ -58,13 +61,32 @@ class GroupFuture(asyncio.Future):
         self.tasks: dict[Any, TaskFuture] = {}
         self.events: list[wire.GroupNews] = []
         self._on_event = on_event
+        self._client = client
 
     def news(self, news: wire.GroupNews) -> None:
         self.events.append(news)
+        if not self.done():
+            if news.event == "group_finished":
+                self.set_result(news.data)
+            elif news.event == "group_unknown":
+                self.set_exception(TaskFailed(news.message, self.name, news.message))
         if self._on_event is not None:
-            self._on_event(news)
-        if news.event == "group_finished" and not self.done():
-            self.set_result(news.data)
+            try:
+                self._on_event(news)
+            except Exception:
+                logger.exception("client: the on_event callback of group '{}' failed",
+                                 self.name)
+
+    def cancel(self, msg: Any = None) -> bool:
+        """Cancel the group's tasks that have not ended, on the cluster too."""
+        if self.done():
+            return False
+        pending = [f for f in self.tasks.values() if not f.done()]
+        if pending:
+            self._client.cancel_soon([f.key for f in pending])
+        for fut in pending:
+            asyncio.Future.cancel(fut, msg)
+        return super().cancel(msg)
 
 
 class AsyncClient:
@@ -88,13 +110,14 @@ class AsyncClient:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.identity = f"client/{uuid.uuid4().hex[:12]}".encode()
         self._dealer: Dealer | None = None
-        self._requests: deque[asyncio.Future[wire.Envelope]] = deque()
+        self._requests: dict[int, asyncio.Future[wire.Envelope]] = {}  # by the request's msg_id
         self._futures: dict[Any, TaskFuture] = {}
         self._groups: dict[str, GroupFuture] = {}
         self._batches: dict[int, tuple[asyncio.Future[dict[str, Any]],
                                        Callable[[wire.BatchProgress], None] | None]] = {}
-        self._queued: list[dict[str, Any]] = []  # tasks submitted this loop turn
-        self._queued_groups: list[tuple[dict[str, Any], GroupFuture]] = []
+        # submitted this loop turn: (task or group document, its size encoded, the group's
+        # future for a group)
+        self._queued: list[tuple[dict[str, Any], int, GroupFuture | None]] = []
         self._last_word = 0.0
         self._epoch: int | None = None
         self._loops: list[asyncio.Task] = []
@@ -132,24 +155,41 @@ class AsyncClient:
         await self.close()
 
     # ------------------------------------------------------------------ requests
-    def _send(self, kind: bytes, msg: Any = None) -> None:
-        if self._dealer is None:
-            raise ConfigError("the client is not connected (use `async with` or connect())")
+    def _send(self, kind: bytes, msg: Any = None) -> int:
+        """Send a request; its msg_id (the admin's answer names it)."""
+        self._connected()
+        assert self._dealer is not None
         type_, payload = (None, b"") if msg is None else (wire.type_name(msg), wire.pack(msg))
         header = wire.make_header(self.workspace, "client", type_, token=self.token)
         self._dealer.send_soon(wire.encode_frames(kind, header, payload))
+        return header.msg_id
 
-    async def _ask(self, kind: bytes, msg: Any = None) -> wire.Envelope:
-        """A request and its answer (the admin answers in order); RejectedError on REJECT."""
+    def _connected(self) -> None:
+        if self._dealer is None:
+            raise ConfigError("the client is not connected (use `async with` or connect(); "
+                              "a closed client stays closed)")
+
+    def _request(self, kind: bytes, msg: Any = None) -> int:
+        """Send a request now; its msg_id, under which its answer will wait."""
         assert self.loop is not None
-        answer: asyncio.Future[wire.Envelope] = self.loop.create_future()
-        self._requests.append(answer)
-        self._send(kind, msg)
+        msg_id = self._send(kind, msg)
+        self._requests[msg_id] = self.loop.create_future()
+        return msg_id
+
+    async def _ask(self, kind: bytes, msg: Any = None, timeout: float | None = None
+                   ) -> wire.Envelope:
+        """A request and its answer; RejectedError on REJECT."""
+        return await self._answer(self._request(kind, msg), timeout or self.timeout)
+
+    async def _answer(self, msg_id: int, timeout: float) -> wire.Envelope:
+        """The answer to request ``msg_id`` (AdminUnreachableError after ``timeout``)."""
         try:
-            env = await asyncio.wait_for(asyncio.shield(answer), self.timeout)
+            env = await asyncio.wait_for(self._requests[msg_id], timeout)
         except TimeoutError:
             raise AdminUnreachableError(f"no admin answered at {self.endpoint} within "
-                                        f"{self.timeout:g} s") from None
+                                        f"{timeout:g} s") from None
+        finally:
+            self._requests.pop(msg_id, None)
         if env.kind == Kind.REJECT:
             raise RejectedError(wire.unpack(wire.Reject, env.payload).reason)
         return env
@@ -162,14 +202,24 @@ class AsyncClient:
                      ) -> dict[str, list[Any]]:
         """Cancel tasks (futures or ids): queued ones at once, running ones by their worker.
         Returns what happened to each (cancelled, stopping, finished, unknown)."""
-        ids = [t.key if isinstance(t, TaskFuture) else t for t in tasks]
+        ids = [getattr(t, "key", t) for t in tasks]  # futures or keys
         env = await self._ask(Kind.CANCEL, wire.Cancel([[t, 0] for t in ids], reason))
         return wire.unpack(wire.Status, env.payload).snapshot["cancel"]
 
     def cancel_soon(self, ids: list[Any]) -> None:
+        """Cancel these tasks (their futures are being cancelled here): those not sent yet are
+        dropped from the batch, the others cancelled on the cluster in the background."""
         assert self.loop is not None
-        task = self.loop.create_task(self.cancel(ids))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        for key in ids:
+            self._futures.pop(key, None)
+        unsent = {d["id"] for d, _, g in self._queued if g is None} & set(ids)
+        if unsent:
+            self._queued = [q for q in self._queued if q[2] is not None
+                            or q[0]["id"] not in unsent]
+        sent = [k for k in ids if k not in unsent]
+        if sent and self._dealer is not None:
+            task = self.loop.create_task(self.cancel(sent))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def submit_batch(self, doc: dict[str, Any], *, wait: bool, sequential: bool = False,
                            on_progress: Callable[[wire.BatchProgress], None] | None = None
@@ -195,9 +245,11 @@ class AsyncClient:
         value. ``key`` names the task (default: handler and a random suffix); options:
         difficulty, role, priority, timeout, description, duration; ``depends_on``: futures
         or keys that must complete first."""
+        self._connected()
         task = _task_doc(handler, args, kwargs, key, depends_on, options)
+        size = _encoded_size(task, f"task {task['id']!r}")
         fut = self._future(task["id"])
-        self._queued.append(task)
+        self._queued.append((task, size, None))
         self._flush_soon()
         return fut
 
@@ -217,7 +269,10 @@ class AsyncClient:
                      = None) -> GroupFuture:
         """A task group (seed 000) as in a tasks file: ``tasks`` are task mappings (handler,
         args, duration, role...), ``goal`` e.g. ``{"kind": "at_least", "count": 5}``."""
-        assert self.loop is not None, "connect() first"
+        self._connected()
+        assert self.loop is not None
+        if name in self._groups:
+            raise ConfigError(f"duplicate group name {name!r}")
         group = GroupFuture(name, self, on_event)
         items = []
         for i, item in enumerate(tasks):
@@ -227,8 +282,15 @@ class AsyncClient:
         doc = {"name": name, "description": description or name, "priority": priority,
                "depends_on": list(depends_on), "on_goal": on_goal, "tasks": items,
                **({"goal": goal} if goal is not None else {})}
+        try:
+            size = _encoded_size(doc, f"group {name!r}")
+        except BaseException:
+            for key in group.tasks:
+                self._futures.pop(key, None)
+            raise
         self._groups[name] = group
-        self._queued_groups.append((doc, group))
+        group.add_done_callback(lambda g: self._groups.pop(name, None))
+        self._queued.append((doc, size, group))
         self._flush_soon()
         return group
 
@@ -241,31 +303,56 @@ class AsyncClient:
     def _flush_soon(self) -> None:
         """Submissions of this loop turn leave together, right after it."""
         assert self.loop is not None, "connect() first"
-        if len(self._queued) + len(self._queued_groups) == 1:
+        if len(self._queued) == 1:
             self.loop.call_soon(self._start_flush)
 
     def _start_flush(self) -> None:
-        assert self.loop is not None
-        self._loops.append(self.loop.create_task(self._flush()))
-        self._loops = [t for t in self._loops if not t.done()]
+        """Send what was submitted this loop turn, in batches of at most BATCH_BYTES, now (so
+        a cancel that follows reaches the admin after them)."""
+        queued, self._queued = self._queued, []
+        batch: list[tuple[dict[str, Any], int, GroupFuture | None]] = []
+        size = 0
+        for item in queued:
+            if batch and size + item[1] > BATCH_BYTES:
+                self._send_batch(batch)
+                batch, size = [], 0
+            batch.append(item)
+            size += item[1]
+        if batch:
+            self._send_batch(batch)
 
-    async def _flush(self) -> None:
-        """Everything submitted this loop turn, as one batch."""
-        tasks, self._queued = self._queued, []
-        groups, self._queued_groups = self._queued_groups, []
-        if not tasks and not groups:
-            return
-        doc = {"tasks": tasks, "groups": [g for g, _ in groups]}
+    def _send_batch(self, items: list[tuple[dict[str, Any], int, GroupFuture | None]]) -> None:
+        """One SUBMIT; the admin's word on it is awaited in the background."""
+        tasks = [d for d, _, g in items if g is None]
+        groups = [(d, g) for d, _, g in items if g is not None]
+        doc = {"tasks": tasks, "groups": [d for d, _ in groups]}
+        keys = [t["id"] for t in tasks] + [k for _, g in groups for k in g.tasks]
         try:
-            await self._ask(Kind.SUBMIT, wire.Submission(doc, wait=False, follow=True))
-        except (RejectedError, AdminUnreachableError) as exc:
-            err = exc if isinstance(exc, AdminUnreachableError) else \
-                ConfigError(f"the admin refused the batch: {exc}")
-            keys = [t["id"] for t in tasks] + [k for _, g in groups for k in g.tasks]
-            for key in keys:
-                self._resolve_error(key, err)
-            for _, group in groups:
-                _fail(group, err)
+            msg_id = self._request(Kind.SUBMIT, wire.Submission(doc, wait=False, follow=True))
+        except Exception as exc:  # not connected any more, or cannot be encoded
+            self._batch_failed(keys, groups, exc)
+            return
+        assert self.loop is not None
+        self._loops = [t for t in self._loops if not t.done()]
+        self._loops.append(self.loop.create_task(self._accepted(msg_id, keys, groups)))
+
+    async def _accepted(self, msg_id: int, keys: list[Any],
+                        groups: list[tuple[dict[str, Any], GroupFuture]]) -> None:
+        """The admin's word on a batch: its futures fail if it refused it. It may take as long
+        as an admin restart (``gone_after``): a batch sent meanwhile is queued, not lost."""
+        try:
+            await self._answer(msg_id, self.gone_after)
+        except Exception as exc:
+            self._batch_failed(keys, groups, exc)
+
+    def _batch_failed(self, keys: list[Any], groups: list[tuple[dict[str, Any], GroupFuture]],
+                      exc: Exception) -> None:
+        if isinstance(exc, RejectedError):
+            exc = ConfigError(f"the admin refused the batch: {exc}")
+        for key in keys:
+            self._resolve_error(key, exc)
+        for _, group in groups:
+            _fail(group, exc)
 
     # ------------------------------------------------------------------ what comes in
     async def _read(self) -> None:
@@ -283,10 +370,11 @@ class AsyncClient:
     def _on_message(self, env: wire.Envelope) -> None:
         kind = env.kind
         if kind in (Kind.STATUS, Kind.SUBMIT, Kind.REJECT):
-            if self._requests:
-                answer = self._requests.popleft()
-                if not answer.done():
-                    answer.set_result(env)
+            # The admin names the request it answers; an answer to a request given up on
+            # (timed out) finds nobody waiting and is dropped.
+            answer = self._requests.get(env.header.seq) if env.header.seq is not None else None
+            if answer is not None and not answer.done():
+                answer.set_result(env)
         elif kind == Kind.DONE:
             self._done(wire.unpack(wire.TaskDone, env.payload))
         elif kind == Kind.GROUP:
@@ -343,8 +431,9 @@ class AsyncClient:
                 self._watch_again()
 
     def _watch_again(self) -> None:
-        if self._futures:
-            self._send(Kind.WATCH, wire.Watch(list(self._futures)))
+        keys, names = list(self._futures), [n for n, g in self._groups.items() if not g.done()]
+        for i in range(0, max(len(keys), len(names)), WATCH_CHUNK):
+            self._send(Kind.WATCH, wire.Watch(keys[i:i + WATCH_CHUNK], names[i:i + WATCH_CHUNK]))
 
     def _resolve_error(self, key: Any, exc: BaseException) -> None:
         fut = self._futures.pop(key, None)
@@ -359,8 +448,8 @@ class AsyncClient:
         self._groups.clear()
         for report, _ in self._batches.values():
             _fail(report, exc)
-        while self._requests:
-            _fail(self._requests.popleft(), exc)
+        for answer in self._requests.values():
+            _fail(answer, exc)  # whoever awaits it takes it out
 
 
 def _fail(fut: asyncio.Future, exc: BaseException) -> None:
@@ -378,13 +467,21 @@ def _task_doc(handler: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None
             "description": options.pop("description", handler), "handler": handler,
             "args": list(args), "kwargs": dict(kwargs or {}),
             "difficulty": options.pop("difficulty", 1),
-            "depends_on": [d.key if isinstance(d, TaskFuture) else d for d in depends_on]}
+            "depends_on": [getattr(d, "key", d) for d in depends_on]}  # futures or keys
     if "role" in options:
         task["required_role"] = options.pop("role")
     return {**task, **{k: v for k, v in options.items() if v is not None}}
 
 
-def _log_dropped(exc: Exception) -> None:
-    from loguru import logger
+def _encoded_size(doc: dict[str, Any], what: str) -> int:
+    """Bytes of ``doc`` encoded: LocalProtocolError (here, at the call) for what cannot be
+    sent, ConfigError for what would not fit in a message."""
+    size = len(wire.packb(doc))
+    if size > BATCH_BYTES:
+        raise ConfigError(f"{what} is {size} bytes encoded; a submission may be at most "
+                          f"{BATCH_BYTES} (pass large data by reference: a path, a URL)")
+    return size
 
+
+def _log_dropped(exc: Exception) -> None:
     logger.warning("client: dropped a message from the admin: {}: {}", type(exc).__name__, exc)

@@ -37,7 +37,9 @@ WATCH_EVERY = 0.1  # seconds between two looks at the admin's pulse for an open 
 QUIET_EVERY = 1.0  # seconds between two updates of an open page when nothing changed
 MAX_STREAMS = 32  # pages open at once
 MAX_REQUEST = 16 << 10  # bytes of request line and headers
-READ_TIMEOUT = 10.0
+READ_TIMEOUT = 10.0  # seconds a browser may take to send its request
+WRITE_TIMEOUT = 10.0  # seconds a browser may take to read what we send
+MAX_CONNECTIONS = 64  # connections at once, streams included
 SAMPLE_EVERY = 1.0  # seconds between two points of the charts
 
 
@@ -52,6 +54,7 @@ class Dashboard:
         self.server: asyncio.Server | None = None
         self.port = 0
         self.streams = 0
+        self._connections: set[asyncio.Task[Any]] = set()
         self.trend = Trend(SAMPLE_EVERY)
         self._sampler: asyncio.Task[None] | None = None
         self._page = PAGE.read_bytes()
@@ -81,26 +84,35 @@ class Dashboard:
 
     async def _sample(self) -> None:
         while True:
-            self.trend.sample(time.time(), *self.totals())
+            self.trend.sample(time.monotonic(), *self.totals())
             await asyncio.sleep(SAMPLE_EVERY)
 
     async def close(self) -> None:
+        """Stop serving: open pages (their streams) are closed too."""
         if self._sampler is not None:
             self._sampler.cancel()
             self._sampler = None
         if self.server is not None:
             self.server.close()
+            for task in self._connections:
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
             await self.server.wait_closed()
             self.server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
         try:
-            method, target = await asyncio.wait_for(_request(reader), READ_TIMEOUT)
-            await self._answer(method, target, writer)
+            if len(self._connections) <= MAX_CONNECTIONS:
+                method, target = await asyncio.wait_for(_request(reader), READ_TIMEOUT)
+                await self._answer(method, target, writer)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
                 ConnectionError, ValueError):
-            pass  # a broken or slow request: nothing to answer
+            pass  # a broken, slow or stalled browser: nothing more to say to it
         finally:
+            self._connections.discard(task)
             writer.close()
 
     async def _answer(self, method: str, target: str, writer: asyncio.StreamWriter) -> None:
@@ -136,7 +148,7 @@ class Dashboard:
                     writer.write(b"data: " + self._json(since) + b"\n\n")
                     since = self.trend.points[-1][0] if self.trend.points else since
                     shown, sent = pulse, now
-                    await writer.drain()
+                    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
                 await asyncio.sleep(WATCH_EVERY)
         finally:
             self.streams -= 1
@@ -155,4 +167,4 @@ async def _send(writer: asyncio.StreamWriter, status: int, kind: str, body: byte
               503: "Service Unavailable"}[status]
     writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: "
                  f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-    await writer.drain()
+    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)

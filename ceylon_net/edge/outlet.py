@@ -33,8 +33,9 @@ class Outlet:
         header.seq = seq
         return wire.encode_frames(kind, header, payload)
 
-    def send(self, peer: bytes, kind: bytes, msg: Any) -> bool:
-        return self.sockets.send(peer, self._frames(kind, *encode(msg)))
+    def send(self, peer: bytes, kind: bytes, msg: Any, answers: int | None = None) -> bool:
+        """``answers``: the msg_id of the client request this answers (in the header's seq)."""
+        return self.sockets.send(peer, self._frames(kind, *encode(msg), seq=answers))
 
     def assign(self, peer: bytes, assignments: list[TaskAssignment]) -> bool:
         """Send the assignments in one frame and, once they left, publish that frame."""

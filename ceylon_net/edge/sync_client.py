@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
@@ -35,22 +36,29 @@ class Future(concurrent.futures.Future):
         super().__init__()
         self.key = key
         self._inner, self._loop = inner, loop
+        self._settle = threading.RLock()  # the loop's outcome and the user's cancel() race
         inner.add_done_callback(self._copy)
 
     def _copy(self, inner: asyncio.Future) -> None:
-        if inner.cancelled():
-            super().cancel()
-            self.set_running_or_notify_cancel()
-        elif inner.exception() is not None:
-            self.set_exception(inner.exception())
-        else:
-            self.set_result(inner.result())
+        with self._settle:
+            if self.done():
+                return  # cancelled by the user meanwhile
+            if inner.cancelled():
+                super().cancel()
+                self.set_running_or_notify_cancel()
+            elif inner.exception() is not None:
+                self.set_exception(inner.exception())
+            else:
+                self.set_result(inner.result())
 
     def cancel(self) -> bool:
-        if self.done():
-            return False
+        with self._settle:
+            if self.done():
+                return False
+            super().cancel()
+            self.set_running_or_notify_cancel()  # wait() and as_completed() see it
         self._loop.call_soon_threadsafe(self._inner.cancel)
-        return super().cancel()
+        return True
 
 
 class GroupFuture(Future):
@@ -69,11 +77,11 @@ class Client:
     :class:`~ceylon_net.edge.client.AsyncClient` for the options."""
 
     def __init__(self, address: str | None = None, **options: Any) -> None:
+        self._client = AsyncClient(address, **options)  # a bad option: nothing started yet
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ceylon-client",
                                         daemon=True)
         self._thread.start()
-        self._client = AsyncClient(address, **options)
         try:
             self._run(self._client.connect())
         except BaseException:
@@ -81,9 +89,18 @@ class Client:
             raise
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("this Client call waits for the admin, and callbacks run in "
+                               "the client's own thread: call it outside add_done_callback "
+                               "and on_event callbacks (submit, map and submit_group work "
+                               "there)")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def _in_loop(self, fn: Callable[[], T]) -> T:
+        if threading.current_thread() is self._thread:
+            return fn()  # from a callback: already in the loop
+
         async def call() -> T:
             return fn()
 
@@ -101,8 +118,11 @@ class Client:
 
     def gather(self, futures: Iterable[concurrent.futures.Future],
                timeout: float | None = None) -> list[Any]:
-        """The futures' results, in order; the first failure raises."""
-        return [f.result(timeout) for f in futures]
+        """The futures' results, in order; the first failure raises; ``timeout`` bounds the
+        whole wait (TimeoutError)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return [f.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                for f in futures]
 
     def submit_group(self, name: str, tasks: Iterable[dict[str, Any]],
                      on_event: Callable[[wire.GroupNews], Any] | None = None,
@@ -132,6 +152,7 @@ class Client:
 
     # ---- lifetime
     def close(self) -> None:
+        """Close the connection; futures still pending fail (ConfigError)."""
         if self._loop.is_running():
             self._run(self._client.close())
             self._stop_loop()

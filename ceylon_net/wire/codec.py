@@ -85,7 +85,9 @@ def packb(obj: Any) -> bytes:
 class Header:
     """Who sent what, when. ``type`` names the payload's registered message type (None: raw
     bytes); ``to`` is the recipient agent id of a DIRECT message; ``seq`` numbers a broadcast
-    (the admin's sequence) and, on the admin's PUB heartbeat, says how many there were."""
+    (the admin's sequence) and, on the admin's PUB heartbeat, says how many there were; on the
+    admin's answer to a client request (STATUS, SUBMIT, REJECT) it is that request's msg_id,
+    so a client matches answers to requests even when one went unanswered."""
 
     workspace: str
     sender: str
@@ -95,7 +97,7 @@ class Header:
     to: str | None = None
     version: int = PROTOCOL_VERSION
     token: str | None = None  # the workspace token, on HELLO and client requests only
-    seq: int | None = None  # a broadcast's number in the admin's sequence
+    seq: int | None = None  # a broadcast's number, or the msg_id an answer answers
 
 
 @dataclass(slots=True)

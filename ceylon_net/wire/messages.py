@@ -142,10 +142,13 @@ class Submission:
 @dataclass(slots=True)
 class Watch:
     """Client -> admin: send a DONE for each of these tasks when it ends (at once for those
-    that have): how a client picks its tasks up again after the admin restarted."""
+    that have), and GROUP news of these groups (by name; at once the summary of those that
+    finished): how a client picks its work up again after the admin restarted."""
 
     tasks: list[Any] = dataclasses.field(default_factory=list,
                                          metadata={"max_items": MAX_WATCH})
+    groups: list[str] = dataclasses.field(default_factory=list,
+                                          metadata={"max_items": MAX_WATCH})
 
 
 @message
