@@ -23,9 +23,11 @@ JOB = str(REPO / "tests" / "apps" / "client_job.py")
 
 
 async def _cluster(c: Cluster, *admin_args: str, workers: int = 2):
+    """An admin and ``workers`` workers with the demo handlers, all joined."""
     admin = await c.admin(*admin_args)
     procs = [await c.worker(f"w{i}", *APP, "--concurrency", "4", env=APP_ENV)
              for i in range(workers)]
+    await _connected(c.port, workers)
     return admin, procs
 
 
@@ -46,7 +48,6 @@ def test_1000_futures_from_a_client_in_another_process_are_gathered_with_the_rig
     async def body():
         async with Cluster(workdir=tmp_path) as c:
             await _cluster(c)
-            await _connected(c.port, 2)
             job = await c.spawn("job", [sys.executable, JOB, str(c.port), "1000"])
             assert await job.wait(150) == 0, job.stderr()
             return json.loads(job.stdout())
@@ -59,7 +60,6 @@ def test_a_failing_handler_raises_task_failed_with_the_remote_traceback(tmp_path
     async def body():
         async with Cluster(workdir=tmp_path) as c:
             await _cluster(c, workers=1)
-            await _connected(c.port, 1)
             async with AsyncClient(f"127.0.0.1:{c.port}") as client:
                 fut = client.submit("boom", "bad news", key="boom-1")
                 with pytest.raises(TaskFailed) as failed:
@@ -88,7 +88,6 @@ def test_a_cancelled_future_is_cancelled_on_the_cluster_too(tmp_path):
     async def main():
         async with Cluster(workdir=tmp_path) as c:
             await _cluster(c, workers=1)
-            await _connected(c.port, 1)
             return await asyncio.to_thread(body, c.port)
 
     running, queued, counts = run(main())
@@ -122,7 +121,6 @@ def test_a_group_future_hears_its_goal_and_resolves_to_its_summary(tmp_path):
     async def main():
         async with Cluster(workdir=tmp_path) as c:
             await _cluster(c, workers=1)
-            await _connected(c.port, 1)
             return await asyncio.to_thread(body, c.port)
 
     summary, values = run(main())
@@ -140,7 +138,6 @@ def test_futures_resolve_once_across_an_admin_killed_and_restarted_on_its_journa
     async def body():
         async with Cluster(workdir=tmp_path) as c:
             admin, _ = await _cluster(c, "--journal", str(journal))
-            await _connected(c.port, 2)
             async with AsyncClient(f"127.0.0.1:{c.port}", gone_after=60) as client:
                 futures = [client.submit("echo_later", i, 0.3, key=f"t{i}") for i in range(n)]
                 news: list[str] = []
@@ -226,7 +223,6 @@ def test_callbacks_may_submit_more_but_not_wait_on_the_admin(tmp_path):
     async def main():
         async with Cluster(workdir=tmp_path) as c:
             await _cluster(c, workers=1)
-            await _connected(c.port, 1)
             return await asyncio.to_thread(body, c.port)
 
     second, refused = run(main())
@@ -241,7 +237,6 @@ def test_what_cannot_be_sent_fails_at_the_call_and_big_batches_are_split(tmp_pat
     async def body():
         async with Cluster(workdir=tmp_path) as c:
             await _cluster(c, workers=2)
-            await _connected(c.port, 2)
             async with AsyncClient(f"127.0.0.1:{c.port}") as client:
                 with pytest.raises(LocalProtocolError):
                     client.submit("echo_later", object())

@@ -164,8 +164,9 @@ def test_an_open_page_does_not_hold_the_admin_up_when_it_stops(tmp_path):
             while chunk := page.recv(65536):  # the admin closed the stream: EOF, not a hang
                 rest += chunk
             page.close()
-            return first, code
+            return first, code, admin.stderr()
 
-    first, code = run(body())
+    first, code, err = run(body())
     assert first.startswith(b"HTTP/1.1 200 OK") and b"text/event-stream" in first
     assert code == 0
+    assert "Traceback" not in err and "admin 'admin' stopped" in err, err

@@ -111,6 +111,8 @@ class Dashboard:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
                 ConnectionError, ValueError):
             pass  # a broken, slow or stalled browser: nothing more to say to it
+        except asyncio.CancelledError:
+            pass  # close(): the dashboard stops (asyncio's server wants no cancelled task)
         finally:
             self._connections.discard(task)
             writer.close()
