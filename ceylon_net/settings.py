@@ -43,7 +43,9 @@ class AdminSettings:
     liveness: int = 3
     max_attempts: int = 3
     task_timeout: float | None = None
-    prefetch: int = 0  # tasks a worker may hold queued beyond its concurrency
+    # Tasks a worker may hold queued beyond its concurrency; None: as many as cover a round
+    # trip at its measured pace (ceylon_net.core.pacing); 0: none (no pipelining).
+    prefetch: int | None = None
     journal: str | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     token: str | None = None
@@ -64,7 +66,7 @@ class AdminSettings:
             raise ConfigError("--curve-secret and --authorized-keys go together")
         if self.max_attempts < 1:
             raise ConfigError("--max-attempts must be at least 1")
-        if not 0 <= self.prefetch <= MAX_CAPACITY:
+        if self.prefetch is not None and not 0 <= self.prefetch <= MAX_CAPACITY:
             raise ConfigError(f"--prefetch must be 0-{MAX_CAPACITY}, got {self.prefetch}")
         if self.task_timeout is not None:
             _check_positive("task-timeout", self.task_timeout)

@@ -90,12 +90,22 @@ class SimWorker:
                                                        max(self.delivered, self.heard),
                                                        self.missing))
 
-    def finish(self, task_id: Any, success: bool = True, **kw: Any) -> list[Any]:
+    def finish(self, task_id: Any, success: bool = True, seconds: float = 0.001,
+               **kw: Any) -> list[Any]:
         """Report a held task's result (it stays unacknowledged until an ACK)."""
         attempt = self.held.pop(task_id)
-        result = TaskResult(task_id, self.name, success, 0.001, attempt=attempt, **kw)
+        result = TaskResult(task_id, self.name, success, seconds, attempt=attempt, **kw)
         self.unacked[(task_id, attempt)] = result
         return self.say(Kind.RESULT, [result])
+
+    def start(self, *task_ids: Any) -> list[Any]:
+        """Say these held tasks started."""
+        return self.say(Kind.STARTED, wire.Started([[t, self.held[t]] for t in task_ids]))
+
+    def give_back(self, *task_ids: Any) -> list[Any]:
+        """Answer a RELEASE: these held tasks had not started; they are given back."""
+        pairs = [[t, self.held.pop(t)] for t in task_ids]
+        return self.say(Kind.STARTED, wire.Started([], pairs))
 
     def finish_all(self) -> list[Any]:
         out: list[Any] = []
@@ -111,7 +121,9 @@ class Sim:
 
     def __init__(self, **settings: Any) -> None:
         self.now = 0.0
-        self.st = AdminState(AdminSettings(**{"port": 0, **settings}), self.now)
+        # No pipelining unless asked (prefetch=None: adaptive): most tests count exactly
+        # what goes to whom.
+        self.st = AdminState(AdminSettings(**{"port": 0, "prefetch": 0, **settings}), self.now)
         self.st.started(self.now, 8000, 8001)
         self.workers: dict[bytes, SimWorker] = {}
         self.every: list[Any] = []

@@ -50,7 +50,7 @@ def test_registrations_that_do_not_fit_are_rejected_with_the_reason():
         (dict(workspace="prod", token="sesame-sesame"),
          "worker 'w' rejected: workspace 'prod' != admin's 'default'"),
         (dict(token="wrong-token!"), "wrong or missing token (--token / CEYLON_TOKEN)"),
-        (dict(token="sesame-sesame", version=99), "protocol version 99 != admin's 2"),
+        (dict(token="sesame-sesame", version=99), "protocol version 99 != admin's 3"),
     ]
     for kw, reason in cases:
         w = sim.worker("w")

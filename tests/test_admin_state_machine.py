@@ -21,15 +21,19 @@ NAMES = ("w0", "w1", "w2", "w3")
 
 
 class AdminMachine(RuleBasedStateMachine):
+    PREFETCH: int | None = 0  # no pipelining: exactly the capacity in flight
+
     def __init__(self) -> None:
         super().__init__()
-        self.sim = Sim(max_attempts=2, unassignable_timeout=2.0, prefetch=0)
+        self.sim = Sim(max_attempts=2, unassignable_timeout=2.0, prefetch=self.PREFETCH)
         self.sim.carry = self.carry  # type: ignore[method-assign]
         self.submitted: list[Any] = []
         self.finished: Counter[Any] = Counter()
         self.silent: set[bytes] = set()  # processes gone quiet (dead, or their host cut off)
         self.unreachable: set[bytes] = set()  # sends to them fail
         self.pending: dict[bytes, list[TaskResult]] = {}  # answers to CANCELs, not sent yet
+        self.started: dict[bytes, dict[Any, int]] = {}  # what each worker started
+        self.given_back: dict[bytes, list[list[Any]]] = {}  # answers to RELEASEs, not sent yet
 
     # ---- the world's side of the commands
     def carry(self, cmds: list[Any]) -> list[Any]:
@@ -50,7 +54,16 @@ class AdminMachine(RuleBasedStateMachine):
                     w.unacked.pop((t, a), None)
             elif isinstance(cmd, c.Send) and cmd.kind == Kind.CANCEL:
                 self._cancel(w, cmd.msg)
+            elif isinstance(cmd, c.Send) and cmd.kind == Kind.RELEASE:
+                self._release(w, cmd.msg)
         return cmds
+
+    def _release(self, w: SimWorker, release: wire.Release) -> None:
+        started = self.started.get(w.peer, {})
+        for t, a in release.tasks:
+            if w.held.get(t) == a and started.get(t) != a:  # queued: given back
+                del w.held[t]
+                self.given_back.setdefault(w.peer, []).append([t, a])
 
     def _assign(self, cmd: c.Assign, w: SimWorker | None) -> None:
         if w is None or w.peer in self.unreachable:
@@ -112,9 +125,23 @@ class AdminMachine(RuleBasedStateMachine):
     @rule(data=st.data(), pub=st.booleans())
     def heartbeat(self, data: st.DataObject, pub: bool) -> None:
         w = data.draw(st.sampled_from(self.talking()))
+        self._answer(w)
+        w.heartbeat(pub)
+
+    def _answer(self, w: SimWorker) -> None:
+        """What the worker answered and the admin did not hear yet arrives now."""
+        back = self.given_back.pop(w.peer, [])
+        if back:
+            w.say(Kind.STARTED, wire.Started([], back))
         for result in self.pending.pop(w.peer, []):
             w.say(Kind.RESULT, [result])
-        w.heartbeat(pub)
+
+    @precondition(lambda self: self.holding())
+    @rule(data=st.data())
+    def start(self, data: st.DataObject) -> None:
+        w, task_id = data.draw(st.sampled_from(self.holding()))
+        self.started.setdefault(w.peer, {})[task_id] = w.held[task_id]
+        w.start(task_id)
 
     @precondition(lambda self: self.talking())
     @rule(data=st.data(), what=st.sampled_from(["silent", "leave", "drain", "cut", "heal",
@@ -152,6 +179,14 @@ class AdminMachine(RuleBasedStateMachine):
     def state_is_consistent(self) -> None:
         self.sim.st.validate()
 
+    @invariant()
+    def nothing_runs_on_two_workers_at_once(self) -> None:
+        running: Counter[Any] = Counter()
+        for w in self.talking():
+            started = self.started.get(w.peer, {})
+            running.update(t for t, a in w.held.items() if started.get(t) == a)
+        assert all(n == 1 for n in running.values()), running
+
     def teardown(self) -> None:
         """Everyone still talking does its work; time passes: every task must end once."""
         sim = self.sim
@@ -164,8 +199,7 @@ class AdminMachine(RuleBasedStateMachine):
                 if sim.st.peer_of(w.name) != w.peer:
                     w.hello()  # rejected earlier (its name was taken): try again
                     continue
-                for result in self.pending.pop(w.peer, []):
-                    w.say(Kind.RESULT, [result])
+                self._answer(w)
                 w.finish_all()
                 w.heartbeat()
             sim.tick(at=sim.now + 1.0)
@@ -180,3 +214,15 @@ class AdminMachine(RuleBasedStateMachine):
 AdminMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40,
                                           deadline=None)
 TestAdminStateMachine = AdminMachine.TestCase
+
+
+class PipelinedMachine(AdminMachine):
+    """The same, with pipelining as by default: workers fed ahead of their slots, queued tasks
+    asked back for idle workers, starts reported."""
+
+    PREFETCH = None
+
+
+PipelinedMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40,
+                                              deadline=None)
+TestPipelinedStateMachine = PipelinedMachine.TestCase

@@ -3,6 +3,7 @@ loopback port run 30 tasks; everything is done by a capable worker within its co
 every assignment and result also appears on the PUB bus."""
 
 import json
+import re
 
 from conftest import run
 
@@ -26,9 +27,9 @@ def test_thirty_tasks_on_three_worker_processes(tmp_path, tasks_file):
                                           "--time-scale", "0.02") for n, s in SKILLS.items()]
                 assert await admin.wait(60) == 0, admin.stderr()
                 assert [await w.wait(15) for w in workers] == [0, 0, 0]
-            return admin, bus
+            return admin, bus, workers
 
-    admin, bus = run(body())
+    admin, bus, workers = run(body())
     report = json.loads(report_path.read_text())
     assert report["success_rate"] == 1.0
     assert report["unassigned"] == []
@@ -39,9 +40,12 @@ def test_thirty_tasks_on_three_worker_processes(tmp_path, tasks_file):
 
     assigned = bus.of(b"ASSIGN")
     results = bus.of(b"RESULT")
-    assert sorted(a.task.id for a in assigned) == list(range(30))
+    # Every task went out (one queued behind a long one may have gone out again to an idle
+    # worker after its first worker gave it back) and came back once.
+    assert {a.task.id for a in assigned} == set(range(30))
     assert sorted(r.task_id for r in results) == list(range(30))
     assert all(a.worker in SKILLS for a in assigned)
-    peaks = bus.max_in_flight()
-    assert set(peaks) == set(SKILLS)
-    assert max(peaks.values()) <= 2, peaks
+    assert {a.worker for a in assigned} == set(SKILLS)
+    for w in workers:  # tasks queue on a worker beyond its concurrency; 2 run at most
+        ran = re.search(r"ran (\d+) task\(s\), at most (\d+) at once", w.stderr())
+        assert ran is not None and 1 <= int(ran[2]) <= 2, w.stderr()[-2000:]

@@ -58,7 +58,9 @@ from ceylon_net.wire import (
     Hello,
     Kind,
     Reject,
+    Release,
     Skip,
+    Started,
     Submission,
     TaskDone,
     Watch,
@@ -134,6 +136,8 @@ def wire_templates() -> dict[bytes, tuple[str | None, Any]]:
         Kind.WATCH: ("Watch", wire.to_wire(Watch(["honest-004", "no-such-task"]))),
         Kind.DONE: ("TaskDone", wire.to_wire(TaskDone("honest-005", "completed",
                                                        wire.to_wire(result)))),
+        Kind.STARTED: ("Started", wire.to_wire(Started([["honest-006", 1]], [["honest-007", 1]]))),
+        Kind.RELEASE: ("Release", wire.to_wire(Release([["honest-008", 1]]))),
         Kind.GROUP: ("GroupNews", wire.to_wire(GroupNews("g", "group_progress", "1/2 done",
                                                          {"done": 1}))),
     }

@@ -28,6 +28,10 @@ def _load_example(name):
 class WatchedPlayground(TaskPlayGround):
     """The tutorial's playground, with an observer on the PUB bus before any task goes out."""
 
+    def play(self, workers=None):
+        self.workers = workers
+        return super().play(workers=workers)
+
     async def assign_task_groups(self, groups):
         self.bus = EventLog("127.0.0.1", self.admin.pub_port)
         await self.bus.__aenter__()
@@ -54,7 +58,7 @@ def test_seed_000_goal_fires_once_between_5_and_10_and_concurrency_stays_at_2(ca
     results_before = sum(len(e.items) for e in events[:goal_at[0]] if e.kind == b"RESULT")
     assert 5 <= results_before < 10
     assert len(pg.bus.of(b"RESULT")) == 10  # the rest still completed
-    assert pg.bus.max_in_flight() == {"worker1": 2, "worker2": 2}
+    assert {w.name: w.runner.peak for w in pg.workers} == {"worker1": 2, "worker2": 2}
     assert "Goal achieved! System can stop while tasks continue." in out
     assert "Final Statistics: 10/10 tasks completed by ['worker1', 'worker2']; group " \
            "completed, goal achieved" in out

@@ -53,10 +53,11 @@ MaxAttempts = Annotated[int, opt("A task lost with its worker this many times fa
                                  "MAX_ATTEMPTS")]
 TaskTimeout = Annotated[float | None, opt("Seconds a task may run unless it sets its own "
                                           "'timeout' [default: no limit].", "TASK_TIMEOUT")]
-Prefetch = Annotated[int, opt(
+Prefetch = Annotated[int | None, opt(
     "Tasks each worker may hold queued beyond its --concurrency, so it starts the next without "
-    "waiting for the admin (more throughput for short tasks; a lost worker's queued tasks "
-    "count as lost with it).", "PREFETCH")]
+    "waiting for the admin; 0 turns this pipelining off [default: adaptive, enough to cover a "
+    "round trip at each worker's measured pace; queued tasks go to idle workers when one is "
+    "free, and only started ones count as lost with a worker].", "PREFETCH")]
 JournalPath = Annotated[Path | None, opt("Keep task state in this SQLite file; restarted on "
                                          "it, the admin resumes the run.", "JOURNAL")]
 AuthorizedKeys = Annotated[Path | None, opt("Directory of public key files (ceylon-keygen) "
@@ -82,7 +83,7 @@ def admin(
     expect_workers: Expect = 0, report_json: ReportJson = None,
     unassignable_timeout: Unassignable = 10.0, heartbeat: Heartbeat = 1.0,
     liveness: Liveness = 3, max_attempts: MaxAttempts = 3, task_timeout: TaskTimeout = None,
-    prefetch: Prefetch = 0, journal: JournalPath = None, token: Token = None,
+    prefetch: Prefetch = None, journal: JournalPath = None, token: Token = None,
     curve_secret: CurveSecret = None, authorized_keys: AuthorizedKeys = None,
     max_message_bytes: MaxBytes = DEFAULT_MAX_MESSAGE_BYTES, results: Results = None,
     metrics_port: MetricsPort = None, dashboard_port: DashboardPort = None,

@@ -61,7 +61,8 @@ def render(data: dict[str, Any]) -> Group:
         workers.add_column(col)
     for w in data["workers"]:
         workers.add_row(w["name"], w["role"], str(w["skill"]), w["host"] or "?",
-                        f"{w['running']}/{w['capacity']}")
+                        f"{w['running']}/{w['capacity']}"
+                        + (f" (+{w['queued']} queued)" if w.get("queued") else ""))
     groups = Table(title="Task groups")
     for col in ("group", "progress", "status", "goal", "goal status"):
         groups.add_column(col)

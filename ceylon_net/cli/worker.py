@@ -86,7 +86,10 @@ async def _run_worker(settings: WorkerSettings, drain_timeout: float) -> str:
     w = Worker(settings.name, settings=settings)
     # First signal: finish running tasks, report, leave. A second one: leave now.
     on_signals(lambda: w.drain(drain_timeout))
-    return await w.arun()
+    reason = await w.arun()
+    logger.info("{}: ran {} task(s), at most {} at once (--concurrency {})", w.name,
+                w.tasks_run, w.runner.peak, settings.capacity)
+    return reason
 
 
 def main() -> None:

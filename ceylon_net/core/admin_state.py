@@ -43,6 +43,7 @@ from .followup import Followup
 from .groups import TaskGroup, TaskManager
 from .guard import PeerGuard, token_ok
 from .membership import Membership, clip
+from .pacing import Pace
 from .restore import restore
 from .snapshot import snapshot
 from .stats import AdminStats
@@ -77,8 +78,9 @@ class AdminState:
         self.guard = PeerGuard(s.bad_frame_limit, s.bad_frame_window, s.ban_seconds,
                                s.hello_rate)
         self.broadcasts = BroadcastLog()
+        self.pace = Pace(s.prefetch)  # how far ahead of its slots each worker is fed
         self.members = Membership(s, self.board, self.out, self.stats, self.limits,
-                                  self.broadcasts)
+                                  self.broadcasts, self.pace)
         self.unassignable = Unassignable(s.unassignable_timeout)
         self.unassigned: list[TaskId] = []  # given up: no connected worker could take them
         self.watchers = Watchers(self.board, self.out)  # clients' futures
@@ -280,6 +282,8 @@ class AdminState:
                          env.payload)
         elif kind == Kind.HEARTBEAT:
             self.members.heartbeat(rec, env, now)
+        elif kind == Kind.STARTED:
+            self.members.started(rec, wire.unpack(wire.Started, env.payload, self.limits))
         else:
             self._from_worker(rec, env)
 
@@ -454,20 +458,25 @@ class AdminState:
     def _accept(self, rec: WorkerRecord, results: list[TaskResult],
                 payload: bytes | None = None) -> None:
         keys, accepted = [], []
+        rtt = None  # a round trip, measured on a task sent to a free slot
         try:
             for result in results:
                 if result.worker != rec.name:
                     raise RemoteProtocolError(f"result names worker '{clip(result.worker)}', "
                                               f"sender is '{rec.name}'")
                 keys.append([result.task_id, result.attempt])
-                if self.board.record(result) is not None:
+                if (task := self.board.record(result)) is not None:
                     accepted.append(result)
                     self.stats.run_seconds.observe(result.seconds)
+                    if rtt is None and not task.ahead:
+                        rtt = self.board.now - task.assigned_at - result.seconds
                     if not result.success and not result.cancelled:
                         self._failed(result)
         finally:
             if keys:
                 self.out.add(Acknowledge(rec.peer, keys))
+            if accepted:
+                self.members.paced(rec.name, accepted, rtt)
             self.stats.results += len(accepted)
             if accepted:  # relayed as it came, when every result counted
                 whole = payload is not None and len(accepted) == len(results)
@@ -489,6 +498,8 @@ class AdminState:
             followup.settle()
         if assign and self.assigning and not self.closing:
             self._assign(now)
+            if self.pace.fixed != 0:
+                self.members.steal_back(now)
         if board.moved:
             followup.follow_moves()
         if not followup.run_announced:

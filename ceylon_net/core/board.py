@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, KeysView, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
 from .checks import refuse_cycles, refuse_duplicates
-from .scheduler import Blocked, Scheduler, WorkerSlot
+from .scheduler import Blocked, Scheduler, WorkerSlot, can_do
 from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskOutcome, TaskResult, TaskStatus
 from .workers import WorkerEvent, WorkerState, next_state
 
@@ -65,6 +65,17 @@ _RESTORED = {TaskStatus.PENDING: W, TaskStatus.ASSIGNED: R, TaskStatus.RUNNING: 
              TaskStatus.COMPLETED: C, TaskStatus.FAILED: F, TaskStatus.CANCELLED: X}
 
 
+class Held(dict):
+    """A worker's tasks in flight, in the order they were sent (its queue is first in, first
+    out): an ordered set."""
+
+    def add(self, task_id: TaskId) -> None:
+        self[task_id] = None
+
+    def discard(self, task_id: TaskId) -> None:
+        self.pop(task_id, None)
+
+
 class IllegalTransition(AssertionError):
     """The board tried to move a task along a path TASK_TRANSITIONS does not have (our bug)."""
 
@@ -90,6 +101,9 @@ class TaskRecord:
     asked: bool = False  # the latest assignment asked its worker (on probation) to confirm
     stolen: bool = False  # taken back from a worker on probation: trusted workers only since
     stopping: str | None = None  # asked its worker to cancel it: if it comes back, it ends
+    started: bool = False  # its worker said it started the latest assignment
+    ahead: bool = False  # the latest assignment was queued behind a full worker's slots
+    front: bool = False  # lost where it may not have started: next time, a free slot only
 
     @property
     def status(self) -> TaskStatus:
@@ -109,7 +123,8 @@ class TaskBoard:
         self.records: dict[TaskId, TaskRecord] = {}
         self.scheduler = Scheduler()
         self.finished: list[TaskRecord] = []  # every finish, in order; consumers drain it
-        self._in_flight: dict[str, set[TaskId]] = defaultdict(set)
+        self._in_flight: dict[str, Held] = defaultdict(Held)
+        self._stealing: dict[TaskId, str] = {}  # asked back from its worker: for whom
         self._stolen: dict[str, set[TaskId]] = {}  # worker on probation -> taken back from it
         self._waiting: dict[TaskId, set[Gate]] = {}
         self._dependents: dict[Gate, set[TaskId]] = defaultdict(set)
@@ -186,7 +201,7 @@ class TaskBoard:
         self._move(rec, Q)
         rec.worker = None
         rec.seq = self.scheduler.push(t.id, t.difficulty, t.required_role, t.priority, rec.seq,
-                                      t.handler, rec.stolen)
+                                      t.handler, rec.stolen, rec.front)
 
     @property
     def open(self) -> int:
@@ -200,8 +215,9 @@ class TaskBoard:
     def waiting(self) -> dict[TaskId, set[Gate]]:
         return self._waiting
 
-    def in_flight(self, worker: str) -> set[TaskId]:
-        return self._in_flight.get(worker, set())
+    def in_flight(self, worker: str) -> KeysView[TaskId]:
+        """The worker's tasks in flight, in the order they were sent."""
+        return self._in_flight.get(worker, Held()).keys()
 
     # ---- gates
     def open_gate(self, gate: Gate) -> None:
@@ -272,7 +288,7 @@ class TaskBoard:
 
     def orphans(self) -> dict[str, set[TaskId]]:
         """In-flight tasks of workers the scheduler does not know (after a restore)."""
-        return {w: ids for w, ids in self._in_flight.items()
+        return {w: set(ids) for w, ids in self._in_flight.items()
                 if ids and w not in self.scheduler.workers}
 
     def _in_order(self, task_ids: Iterable[TaskId]) -> list[TaskId]:
@@ -328,6 +344,90 @@ class TaskBoard:
         if got:
             self.trust(worker)
 
+    def started(self, worker: str, held: Mapping[TaskId, int]) -> None:
+        """The worker started these ({task: attempt}): from now on they count as lost with
+        it, and are not taken back (a RELEASE for them came too late)."""
+        flying = self._in_flight.get(worker)
+        if not flying:
+            return
+        got = False
+        for task_id, attempt in held.items():
+            rec = self.records.get(task_id)
+            if rec is not None and task_id in flying and rec.attempt == attempt:
+                rec.started = rec.confirmed = got = True
+                self._stealing.pop(task_id, None)
+        if got:
+            self.trust(worker)
+
+    def released(self, worker: str, held: Mapping[TaskId, int]) -> list[TaskId]:
+        """The worker gave back these tasks ({task: attempt}), which it had not started: they
+        go back to the queue, in their old place, no attempt counted. Returns them."""
+        flying = self._in_flight.get(worker)
+        back = []
+        for task_id, attempt in held.items():
+            rec = self.records.get(task_id)
+            self._stealing.pop(task_id, None)
+            if rec is None or not flying or task_id not in flying or rec.attempt != attempt \
+                    or rec.started:
+                continue
+            flying.discard(task_id)
+            self.scheduler.release(worker)
+            back.append(task_id)
+            self._requeue(rec)
+        return back
+
+    def steals(self, now: float, patience: float) -> dict[str, list[tuple[TaskId, int]]]:
+        """Work stealing. A worker with a free slot that the queue cannot fill is idle: ask
+        back for it tasks queued on other workers, not started, and waiting there longer than
+        ``patience`` seconds (a few round trips: sooner, they start there as soon as a RELEASE
+        would get back), the last sent first. Returns {worker: [(task, attempt)]} to ask back;
+        they stay there until it gives them back."""
+        workers = self.scheduler.workers
+        idle = [w for w in workers.values() if w.running < min(w.room, w.slots)]
+        if not idle:
+            return {}
+        victims = sorted((w for w in workers.values() if w.running > w.slots),
+                         key=lambda w: w.slots - w.running)
+        if not victims:
+            return {}
+        for task_id in [t for t, _ in self._stealing.items()
+                        if self.records[t].state not in IN_FLIGHT]:
+            del self._stealing[task_id]
+        promised = defaultdict(int)
+        for thief in self._stealing.values():
+            promised[thief] += 1
+        asks: dict[str, list[tuple[TaskId, int]]] = defaultdict(list)
+        for thief in idle:
+            want = min(thief.room, thief.slots) - thief.running - promised[thief.name]
+            for victim in victims:
+                if want <= 0:
+                    break
+                want -= self._steal_from(victim, thief, want, now - patience, asks)
+        return dict(asks)
+
+    def _steal_from(self, victim: WorkerSlot, thief: WorkerSlot, want: int, before: float,
+                    asks: dict[str, list[tuple[TaskId, int]]]) -> int:
+        """Up to ``want`` of the tasks queued on ``victim`` beyond its slots that ``thief``
+        can take, sent before ``before``; returns how many were asked back."""
+        flying = self._in_flight.get(victim.name)
+        if not flying:
+            return 0
+        taken, looked = 0, 0
+        surplus = len(flying) - victim.slots
+        for task_id in reversed(flying):
+            looked += 1
+            if taken >= want or looked > surplus:
+                break
+            rec = self.records[task_id]
+            t = rec.task
+            if rec.started or task_id in self._stealing or rec.assigned_at > before \
+                    or not can_do(thief, t.difficulty, t.required_role, t.handler):
+                continue
+            self._stealing[task_id] = thief.name
+            asks[victim.name].append((task_id, rec.attempt))
+            taken += 1
+        return taken
+
     def steal(self, worker: str, sent: Iterable[tuple[TaskId, int]]) -> list[tuple[TaskId, int]]:
         """The worker, on probation, had its time to confirm these assignments ([(task,
         attempt)]): take back those it did not confirm. A worker that does not read its queue
@@ -355,8 +455,13 @@ class TaskBoard:
 
     def remove_worker(self, name: str, why: str = "lost") -> list[TaskId]:
         """The worker is gone: its in-flight tasks go back to the queue, oldest place kept; a
-        task lost ``max_attempts`` times fails instead (see :meth:`dead`)."""
-        self.scheduler.remove_worker(name)
+        task lost ``max_attempts`` times fails instead (see :meth:`dead`). Only tasks that may
+        have started there count as lost with it: those it said started, and, first sent
+        first, as many others as it had slots not taken by those (a task that crashed it as
+        it started may never have been said to start). The rest waited in its queue: they go
+        back without a loss, to a free slot only next time (so if one crashes a worker again,
+        it counts)."""
+        slot = self.scheduler.remove_worker(name)
         stolen = self._stolen.pop(name, ())
         for task_id in stolen if why != "left" else ():
             rec = self.records[task_id]
@@ -365,7 +470,23 @@ class TaskBoard:
             rec.losses += 1  # it was gone, not slow: the attempt counts
             if rec.losses >= self.max_attempts and self.scheduler.discard(task_id):
                 self._give_up_lost(rec, name, why)
-        return self._lose(self._in_flight.pop(name, set()), name, why)
+        flying = self._in_flight.pop(name, Held())
+        started = sum(self.records[t].started for t in flying)
+        budget = (slot.slots if slot is not None else len(flying)) - started
+        counted, waited = [], []
+        for task_id in flying:  # in the order they were sent: the worker's queue order
+            rec = self.records[task_id]
+            if rec.started:
+                counted.append(task_id)
+            elif budget > 0:
+                budget -= 1
+                counted.append(task_id)
+            else:
+                rec.front = True
+                waited.append(task_id)
+        lost = self._lose(counted, name, why)
+        return sorted([*lost, *self._lose(waited, name, why, counts=False)],
+                      key=lambda i: self.records[i].seq or 0)
 
     def _lose(self, task_ids: Iterable[TaskId], worker: str, why: str,
               counts: bool = True) -> list[TaskId]:
@@ -397,7 +518,7 @@ class TaskBoard:
         no longer has (and, with ``assigned_before``, were assigned before that time, so not
         still on their way) go back to the queue. Returns (requeued, to_cancel): the second
         are ones it holds that are not its any more (done or given elsewhere)."""
-        flying = self._in_flight.get(worker, set())
+        flying = self._in_flight.get(worker, Held())
         gone = [t for t in flying if running.get(t) != self.records[t].attempt
                 and (assigned_before is None or self.records[t].assigned_at < assigned_before)]
         for t in gone:
@@ -440,13 +561,16 @@ class TaskBoard:
         slots = self.scheduler.workers
         for task_id, worker in decisions:
             rec = self.records[task_id]
+            slot = slots[worker]
             rec.assigned_at = now
-            rec.confirmed = False
-            rec.asked = not slots[worker].trusted
+            rec.confirmed = rec.started = rec.front = False
+            rec.asked = not slot.trusted
             self._move(rec, A)
             rec.worker = worker
             rec.attempt += 1
-            self._in_flight[worker].add(task_id)
+            flying = self._in_flight[worker]
+            rec.ahead = len(flying) >= slot.slots
+            flying.add(task_id)
             out[worker].append(TaskAssignment(rec.task, worker, rec.attempt, rec.asked))
         return out
 
@@ -566,7 +690,7 @@ class TaskBoard:
         assert self._open == unfinished, f"open {self._open} != {unfinished} unfinished"
         for name, slot in self.scheduler.workers.items():
             held = len(self._in_flight.get(name, ()))
-            assert slot.running == held <= slot.capacity, f"{name}: {slot.running}/{held}"
+            assert slot.running == held, f"{name}: {slot.running}/{held}"
 
     def report(self, unassigned: Iterable[TaskId] = (), only: Iterable[TaskId] | None = None
                ) -> RunReport:

@@ -14,6 +14,7 @@ from ..wire import MAX_CAPACITY, PROTOCOL_VERSION, Envelope, Hello, Kind
 from .board import TaskBoard
 from .broadcasts import BroadcastLog
 from .commands import Connected, Forward, Outbox
+from .pacing import Pace
 from .scheduler import WorkerSlot
 from .stats import AdminStats
 from .tasks import TaskResult
@@ -27,8 +28,10 @@ def clip(text: str, limit: int = 64) -> str:
 
 class Membership:
     def __init__(self, settings: AdminSettings, board: TaskBoard, out: Outbox,
-                 stats: AdminStats, limits: wire.Limits, broadcasts: BroadcastLog) -> None:
+                 stats: AdminStats, limits: wire.Limits, broadcasts: BroadcastLog,
+                 pace: Pace | None = None) -> None:
         self.settings = settings
+        self.pace = pace or Pace(settings.prefetch)
         self.board = board
         self.out = out
         self.stats = stats
@@ -107,11 +110,13 @@ class Membership:
         self.registry.add(WorkerRecord(peer, detail, now, registered_at=now))
         self.deaf[peer] = now
         self.joined += 1
-        # With --prefetch the admin keeps that many more on the worker than it runs at once
-        # (its runner still runs at most --concurrency; the rest wait in its queue).
-        held = min(hello.capacity + self.settings.prefetch, MAX_CAPACITY)
+        # The admin keeps some more on the worker than it runs at once (pipelining: its
+        # runner still runs at most --concurrency; the rest wait in its queue).
+        slots = hello.capacity
+        held = min(slots + self.pace.credit(hello.name, slots), MAX_CAPACITY)
         self.board.add_worker(WorkerSlot(hello.name, hello.skill, hello.role, held,
-                                         handlers=frozenset(hello.handlers)), probation=True)
+                                         handlers=frozenset(hello.handlers), slots=slots),
+                              probation=True)
         self.out.log("INFO", f"worker '{hello.name}' joined from {host or '?'} (role "
                              f"{hello.role}, skill {hello.skill}, capacity {hello.capacity}); "
                              f"{len(self.registry)} connected")
@@ -153,6 +158,40 @@ class Membership:
             self.out.log("WARNING", f"worker '{rec.name}' never got task(s) {requeued}; "
                                     f"requeued")
 
+    def started(self, rec: WorkerRecord, news: wire.Started) -> None:
+        """What started on the worker, and what it gave back on a RELEASE."""
+        if news.started:
+            self.board.started(rec.name, wire.task_pairs(news.started, "STARTED started"))
+        if news.released:
+            back = self.board.released(rec.name, wire.task_pairs(news.released,
+                                                                  "STARTED released"))
+            self.stats.stolen += len(back)
+            if back:
+                self.out.log("DEBUG", f"worker '{rec.name}' gave back {len(back)} queued "
+                                      f"task(s) for idle workers")
+
+    def paced(self, worker: str, results: list[TaskResult], rtt: float | None) -> None:
+        """Results came from ``worker``: measure, and feed it as far ahead as that calls
+        for."""
+        pace = self.pace
+        pace.ran(worker, sum(r.seconds for r in results) / len(results), len(results))
+        if rtt is not None:
+            pace.round_trip(rtt)
+        slot = self.board.scheduler.workers.get(worker)
+        if slot is not None:
+            held = min(slot.slots + pace.credit(worker, slot.slots), MAX_CAPACITY)
+            if held != slot.capacity:
+                slot.capacity = held
+                self.board.scheduler.touch()
+
+    def steal_back(self, now: float) -> None:
+        """Idle workers, and tasks waiting in other workers' queues: ask for those back."""
+        patience = 3 * self.pace.rtt
+        for worker, tasks in self.board.steals(now, patience).items():
+            peer = self.registry.by_name.get(worker)
+            if peer is not None:
+                self.out.send(peer, Kind.RELEASE, wire.Release([[t, a] for t, a in tasks]))
+
     def drain(self, rec: WorkerRecord) -> None:
         self.board.drain(rec.name)
         self.out.log("INFO", f"worker '{rec.name}' is draining: no new tasks for it")
@@ -164,6 +203,7 @@ class Membership:
         if rec is None:
             return
         self.deaf.pop(peer, None)
+        self.pace.forget(rec.name)
         self._unconfirmed(rec)
         self.stats.lost += why.startswith("lost")
         requeued = self.board.remove_worker(rec.name, why)

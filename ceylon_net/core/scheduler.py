@@ -2,10 +2,14 @@
 
 Rules (DESIGN.md "Scheduling"):
 - ready tasks go by priority (higher first), then age (older first);
-- a worker is eligible when its role fits, its skill >= the task's difficulty and it has a free
-  slot; credit-based, so a worker never has more in flight than its capacity;
-- among eligible workers: best fit (least skilled that can do it), then least loaded, so
-  seniors stay free for the hard tasks.
+- a worker is eligible when its role fits, its skill >= the task's difficulty and it has
+  room; credit-based, so a worker never has more in flight than its ``capacity``: its
+  ``slots`` (what it runs at once) plus the credit it is fed ahead (pipelining, see
+  :mod:`ceylon_net.core.pacing`);
+- among eligible workers: one with a free slot before one that would only queue the task
+  (a task never waits behind another while a slot is free), then best fit (least skilled that
+  can do it), then least loaded, so seniors stay free for the hard tasks;
+- a task marked ``front`` (lost once where it may not have started) goes only to a free slot.
 
 A task naming a handler only goes to workers that have it.
 
@@ -24,7 +28,8 @@ from .tasks import DEFAULT_ROLE
 from .workers import WorkerState, room
 
 TaskKey = Hashable
-ClassKey = tuple[int, str | None, str | None, bool]  # difficulty, role, handler, trusted only
+# difficulty, role, handler, trusted workers only, free slots only
+ClassKey = tuple[int, str | None, str | None, bool, bool]
 
 
 @dataclass(slots=True)
@@ -34,11 +39,16 @@ class WorkerSlot:
     name: str
     skill: int
     role: str = DEFAULT_ROLE
-    capacity: int = 1
-    running: int = 0
+    capacity: int = 1  # in flight at most: slots plus the credit fed ahead
+    running: int = 0  # in flight: sent (queued or running there) and not finished
     handlers: frozenset[str] = frozenset()
     # Where the worker is in its life (ceylon_net.core.workers): how much it may hold now.
     state: WorkerState = WorkerState.TRUSTED
+    slots: int = 0  # tasks it runs at once (its --concurrency); 0: the capacity
+
+    def __post_init__(self) -> None:
+        if not self.slots:
+            self.slots = self.capacity
 
     @property
     def free(self) -> int:
@@ -77,15 +87,16 @@ def can_do(worker: WorkerSlot, difficulty: int, role: str | None,
 
 
 def best_fit(workers: Iterable[WorkerSlot], difficulty: int, role: str | None = None,
-             handler: str | None = None, trusted: bool = False):
-    """The eligible worker with a free slot that fits best, or None. ``trusted``: only
-    workers off probation."""
+             handler: str | None = None, trusted: bool = False, front: bool = False):
+    """The eligible worker with room that fits best, or None. ``trusted``: only workers off
+    probation; ``front``: only a free slot (not a place in a worker's queue)."""
     best, best_key = None, None
     for w in workers:
         if trusted and w.state is not WorkerState.TRUSTED:
             continue
-        if w.running < w.room and can_do(w, difficulty, role, handler):
-            key = (w.skill, w.running / w.capacity, w.name)
+        limit = min(w.room, w.slots) if front else w.room
+        if w.running < limit and can_do(w, difficulty, role, handler):
+            key = (w.running >= w.slots, w.skill, w.running / w.capacity, w.name)
             if best_key is None or key < best_key:
                 best, best_key = w, key
     return best
@@ -138,12 +149,13 @@ class Scheduler:
     def push(
         self, task: TaskKey, difficulty: int, role: str | None, priority: int = 0,
         seq: int | None = None, handler: str | None = None, trusted: bool = False,
+        front: bool = False,
     ) -> int:
         """Queue a ready task; returns its age stamp (pass it back on requeue to keep its place).
-        ``trusted``: it goes only to a worker off probation."""
+        ``trusted``: it goes only to a worker off probation; ``front``: only to a free slot."""
         if task in self._where:
             raise ValueError(f"task {task!r} is already queued")
-        key = (difficulty, None if role == DEFAULT_ROLE else role, handler, trusted)
+        key = (difficulty, None if role == DEFAULT_ROLE else role, handler, trusted, front)
         seq = next(self._seq) if seq is None else seq
         self.version += 1
         heapq.heappush(self._classes.setdefault(key, []), (-priority, seq, task))
@@ -189,12 +201,12 @@ class Scheduler:
         """A task for trusted workers only, and none that could ever take it: an idle worker
         on probation may (it earns trust by this very task), rather than the task waiting
         for ever."""
-        difficulty, role, handler, _ = key
+        difficulty, role, handler, _, front = key
         if any(w.trusted and can_do(w, difficulty, role, handler)
                for w in self._workers.values()):
             return None  # a trusted one will, when it has room
         idle = (w for w in self._workers.values() if w.running == 0)
-        return best_fit(idle, difficulty, role, handler)
+        return best_fit(idle, difficulty, role, handler, front=front)
 
     def _head(self, key: ClassKey) -> tuple[int, int, TaskKey] | None:
         heap = self._classes[key]
@@ -212,7 +224,7 @@ class Scheduler:
             head = self._head(key)
             if head is None:
                 continue
-            difficulty, role, handler, _ = key  # a worker on probation earns trust: not blocked
+            difficulty, role, handler, _, _ = key  # a worker on probation earns trust: not blocked
             if any(can_do(w, difficulty, role, handler) for w in self._workers.values()):
                 continue
             fitting = [w for w in self._workers.values() if role_fits(w.role, role)]

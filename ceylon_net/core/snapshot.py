@@ -9,6 +9,7 @@ from .board import TaskBoard
 from .broadcasts import BroadcastLog
 from .groups import TaskManager
 from .membership import Membership
+from .scheduler import WorkerSlot
 from .stats import AdminStats
 from .tasks import TaskId, TaskStatus
 from .workers import WorkerState
@@ -32,12 +33,24 @@ class AdminState(Protocol):
 
 def counts(st: AdminState) -> dict[str, int]:
     board, s = st.board, st.stats
+    # Running: on a worker, within its slots; queued: in the admin's queue or a worker's.
+    held = sum(max(0, w.running - w.slots) for w in board.scheduler.workers.values())
+    running = board.running - held
     return {"total": len(board.records), "done": len(board.records) - board.open,
-            "succeeded": board.succeeded, "running": board.running,
-            "queued": len(board.scheduler), "waiting": len(board.waiting),
+            "succeeded": board.succeeded, "running": running,
+            "queued": len(board.scheduler) + held,
+            "waiting": len(board.waiting),
             "unassigned": len(st.unassigned), "broadcasts": st.broadcasts.seq,
             "broadcasts_lost": s.broadcasts_lost,
             "broadcasts_unconfirmed": s.broadcasts_unconfirmed}
+
+
+def _load(slot: WorkerSlot | None) -> dict[str, int]:
+    """What a worker runs (as many of its tasks as it has slots, first sent first) and what
+    waits in its queue (pipelining)."""
+    held = slot.running if slot else 0
+    running = min(held, slot.slots) if slot else 0
+    return {"running": running, "queued": held - running}
 
 
 def snapshot(st: AdminState) -> dict[str, Any]:
@@ -48,7 +61,7 @@ def snapshot(st: AdminState) -> dict[str, Any]:
         d = rec.detail
         slot = board.scheduler.workers.get(d.name)
         workers.append({"name": d.name, "role": d.role, "skill": d.skill, "host": d.host,
-                        "running": slot.running if slot else 0, "capacity": d.capacity,
+                        **_load(slot), "capacity": d.capacity,
                         "state": slot.state.value if slot else WorkerState.GONE.value,
                         "hears_broadcasts": rec.heard is not None,
                         "broadcasts_delivered": rec.delivered})
@@ -107,7 +120,7 @@ def dashboard(st: AdminState, now: float) -> dict[str, Any]:
         slot = board.scheduler.workers.get(rec.name)
         d = rec.detail
         workers.append({"name": d.name, "role": d.role, "skill": d.skill, "host": d.host,
-                        "running": slot.running if slot else 0, "capacity": d.capacity,
+                        **_load(slot), "capacity": d.capacity,
                         "state": slot.state.value if slot else "gone",
                         "seen": round(max(0.0, now - rec.last_seen), 1)})
     workers.sort(key=lambda w: w["name"])

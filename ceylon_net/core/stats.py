@@ -44,6 +44,7 @@ class AdminStats:
     broadcasts_lost: int = 0  # broadcasts an agent missed that the ring no longer held
     broadcasts_unconfirmed: int = 0  # broadcasts an agent left without confirming
     failed: int = 0  # results that were failures
+    stolen: int = 0  # queued tasks given back by a worker for an idle one (work stealing)
     run_seconds: Histogram = field(default_factory=Histogram)  # a task's time on its worker
     wait_seconds: Histogram = field(default_factory=Histogram)  # ready to assigned
     # the latest failed results: (task id, worker, last line of its error, when, in `now`)

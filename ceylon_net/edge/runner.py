@@ -21,8 +21,10 @@ class _TimedOut(Exception):
 
 
 class TaskRunner:
-    """At most ``capacity`` tasks run at once, pulled from ``queue`` (the admin never sends
-    more than the free slots, so the queue is normally empty; the limit holds regardless)."""
+    """At most ``capacity`` tasks run at once, pulled from ``queue`` in the order they came
+    (the admin keeps a few more queued here than run at once, so the next one starts without
+    waiting for it). Which queued tasks started, and which were given back on a RELEASE, is
+    told to the admin with the next results (:meth:`take_news`)."""
 
     def __init__(self, name: str, capacity: int,
                  run_task: Callable[[Task], Awaitable[TaskResult]],
@@ -32,7 +34,10 @@ class TaskRunner:
         self.queue: asyncio.Queue[TaskAssignment] = asyncio.Queue()
         self.active: dict[TaskId, TaskAssignment] = {}
         self.runs = 0
+        self.peak = 0  # the most tasks that ran here at once
         self.unsent: list[TaskResult] = []
+        self.starts: list[ResultKey] = []  # started since the last report
+        self.released: list[ResultKey] = []  # given back since the last report
         self.unacked: dict[ResultKey, TaskResult] = {}
         self._run_task = run_task
         self._on_result = on_result
@@ -82,6 +87,18 @@ class TaskRunner:
             self._cancel_reasons[task_id] = reason
             self._runner_of[task_id].cancel()  # its runner reports it and goes on
 
+    def release(self, task_id: TaskId, attempt: int) -> bool:
+        """Give a task back if it is still queued (another worker will run it); a task that
+        started runs on. True when given back."""
+        queued = self._queued.get(task_id)
+        if queued is None or queued.attempt != attempt:
+            return False
+        del self._queued[task_id]  # its runner skips it
+        self.released.append((task_id, attempt))
+        self._check_idle()
+        self._on_result()
+        return True
+
     def acknowledge(self, keys: list[list[Any]]) -> None:
         for task_id, attempt in keys:
             self.unacked.pop((task_id, attempt), None)
@@ -93,6 +110,21 @@ class TaskRunner:
         for r in batch:
             self.unacked[(r.task_id, r.attempt)] = r
         return batch
+
+    @property
+    def news(self) -> bool:
+        """Something to tell the admin: results, starts, tasks given back."""
+        return bool(self.unsent or self.starts or self.released)
+
+    def take_news(self) -> tuple[list[list[Any]], list[list[Any]]]:
+        """(started, released) to report now, as [task id, attempt]; a start whose result goes
+        out with it is left out (the result says more)."""
+        starts, released = self.starts, self.released
+        self.starts, self.released = [], []
+        if starts and self.unsent:
+            done = {(r.task_id, r.attempt) for r in self.unsent}
+            starts = [k for k in starts if k not in done]
+        return [[t, a] for t, a in starts], [[t, a] for t, a in released]
 
     def holding(self) -> list[list[Any]]:
         """[task id, attempt] of every task queued or running here."""
@@ -129,7 +161,10 @@ class TaskRunner:
                 continue  # cancelled while queued
             del self._queued[tid]
             self.active[tid] = a
+            self.peak = max(self.peak, len(self.active))
             self._runner_of[tid] = me
+            self.starts.append((tid, a.attempt))
+            self._on_result()
             logger.debug("{}: running task {!r} (attempt {})", self.name, tid, a.attempt)
             try:
                 result = await self._execute(a)

@@ -298,6 +298,10 @@ class Worker(AgentBase):
             cancel = wire.unpack(Cancel, env.payload, self.limits)
             for task_id, attempt in wire.task_pairs(cancel.tasks, "CANCEL").items():
                 self.runner.cancel(task_id, attempt, cancel.reason)
+        elif env.kind == Kind.RELEASE:
+            asked = wire.unpack(wire.Release, env.payload, self.limits).tasks
+            for task_id, attempt in wire.task_pairs(asked, "RELEASE").items():
+                self.runner.release(task_id, attempt)
         elif env.kind == Kind.DIRECT:
             self._deliver(env.header, env.payload, self.limits)
         elif env.kind == Kind.BCAST:  # one it missed on PUB, sent again
@@ -397,7 +401,7 @@ class Worker(AgentBase):
         # Results finished in the same loop iteration leave in one frame (call_soon), so
         # batching never delays them. With nothing else queued or running no other result
         # can join it: it leaves now, a loop turn sooner.
-        if self._flush_scheduled or not self.runner.unsent:
+        if self._flush_scheduled or not self.runner.news:
             return
         if not self.runner.active and not self.runner.queue.qsize():
             self._flush()
@@ -407,12 +411,16 @@ class Worker(AgentBase):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._welcome is None or self._sockets is None or not self.runner.unsent:
+        runner = self.runner
+        if self._welcome is None or self._sockets is None or not runner.news:
             return
-        batch = self.runner.take_unsent()
-        header = wire.make_header(self.workspace_id, self.name, "TaskResult")
-        self._sockets.send_soon(
-            wire.encode_frames(Kind.RESULT, header, wire.pack_batch(batch)))
+        started, released = runner.take_news()
+        if started or released:
+            self._sockets.send_soon(self._frames(Kind.STARTED, wire.Started(started, released)))
+        if runner.unsent:
+            header = wire.make_header(self.workspace_id, self.name, "TaskResult")
+            self._sockets.send_soon(
+                wire.encode_frames(Kind.RESULT, header, wire.pack_batch(runner.take_unsent())))
 
     # ------------------------------------------------------------------ sending
     async def _send(self, kind: bytes, msg: Any, token: str | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = 2  # 2: numbered broadcasts, with repairs
+PROTOCOL_VERSION = 3  # 2: numbered broadcasts, with repairs; 3: STARTED and RELEASE (pipelining)
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 
 
@@ -42,6 +42,11 @@ class Kind:
     WATCH = b"WATCH"
     DONE = b"DONE"
     GROUP = b"GROUP"
+    # Pipelining: a worker says which queued tasks started (only those can be lost with it),
+    # and the admin may ask for queued ones back (RELEASE: work stealing); the worker gives
+    # back those not started yet, in a STARTED's ``released``.
+    STARTED = b"STARTED"
+    RELEASE = b"RELEASE"
 
 
 KINDS = frozenset(v for k, v in vars(Kind).items() if k.isupper())

@@ -70,6 +70,28 @@ class Cancel:
 
 @message
 @dataclass(slots=True)
+class Release:
+    """Admin -> worker: give back these tasks ([task id, attempt]) if they have not started
+    (another worker is idle); one that started runs on here."""
+
+    tasks: list[list[Any]] = dataclasses.field(default_factory=list,
+                                               metadata={"max_items": MAX_HELD})
+
+
+@message
+@dataclass(slots=True)
+class Started:
+    """Worker -> admin: tasks ([task id, attempt]) that started since the last report (not
+    those whose result goes with it), and tasks given back on a RELEASE."""
+
+    started: list[list[Any]] = dataclasses.field(default_factory=list,
+                                                 metadata={"max_items": MAX_HELD})
+    released: list[list[Any]] = dataclasses.field(default_factory=list,
+                                                  metadata={"max_items": MAX_HELD})
+
+
+@message
+@dataclass(slots=True)
 class Welcome:
     """Admin -> worker: you are in; where the PUB bus is; how often we both heartbeat."""
 

@@ -1,0 +1,58 @@
+"""How far ahead of its free slots the admin feeds each worker: pipelining. Pure: the times
+are measured by the caller and passed in.
+
+A worker that finishes a task waits a round trip (its result to the admin, the next task
+back) before it can start another, unless the next one is already in its queue. So the admin
+keeps ``credit`` tasks queued on each worker beyond its slots: enough to cover a round trip
+at the pace the worker goes through them, ``slots x rtt / run time``, from measured figures
+(as Dask's work stealing weighs measured durations against latency). For long tasks that is
+one; for no-op tasks it is a few hundred.
+
+A task queued on a worker behind a long one could wait while another worker sits idle: the
+admin takes such tasks back (work stealing, :meth:`TaskBoard.steals`), and only tasks that
+started count when a worker is lost with them.
+"""
+
+from __future__ import annotations
+
+import math
+
+DEFAULT_RTT = 0.002  # seconds, until measured: a loopback round trip through two event loops
+MIN_RTT, MAX_RTT = 0.0001, 1.0
+MAX_CREDIT = 256  # tasks queued on one worker beyond its slots, at most (adaptive)
+SMOOTHING = 0.2  # weight of a new sample in the moving averages
+
+
+class Pace:
+    """The measured round trip and each worker's task run time; the credit they call for.
+    ``fixed`` (the admin's --prefetch) replaces the adaptive credit: 0 turns pipelining
+    off."""
+
+    def __init__(self, fixed: int | None = None) -> None:
+        self.fixed = fixed
+        self.rtt = DEFAULT_RTT
+        self.run: dict[str, float] = {}  # worker -> moving average of its tasks' run time
+
+    def credit(self, worker: str, slots: int) -> int:
+        """Tasks to keep queued on ``worker`` beyond its ``slots``."""
+        if self.fixed is not None:
+            return self.fixed
+        run = self.run.get(worker)
+        if run is None:
+            return slots  # nothing measured yet: one round of its slots ahead
+        want = math.ceil(slots * self.rtt / max(run, 1e-6))
+        return max(1, min(MAX_CREDIT, want))
+
+    def ran(self, worker: str, seconds: float, count: int = 1) -> None:
+        """``count`` tasks took ``seconds`` on ``worker`` on average."""
+        old = self.run.get(worker)
+        weight = 1 - (1 - SMOOTHING) ** min(count, 50)
+        self.run[worker] = seconds if old is None else old + weight * (seconds - old)
+
+    def round_trip(self, seconds: float) -> None:
+        """From a task sent to a free slot: its turnaround less its run time."""
+        seconds = min(MAX_RTT, max(MIN_RTT, seconds))
+        self.rtt += SMOOTHING * (seconds - self.rtt)
+
+    def forget(self, worker: str) -> None:
+        self.run.pop(worker, None)

@@ -1,0 +1,203 @@
+"""Pipelined dispatch and work stealing in the admin's pure core (issue 15), driven by events
+with a fake clock: how far ahead each worker is fed, what an idle worker takes back from a busy
+one, what counts as lost with a killed worker, and a steal that races a start."""
+
+from __future__ import annotations
+
+from kit import Sim, assigned, noop, of, sends
+
+from ceylon_net import wire
+from ceylon_net.core import commands as c
+from ceylon_net.core.pacing import DEFAULT_RTT, MAX_CREDIT, Pace
+from ceylon_net.core.tasks import TaskResult, TaskStatus
+from ceylon_net.wire import Kind
+
+
+def releases(cmds: list, peer: bytes) -> list[list]:
+    """[task, attempt] pairs a RELEASE to ``peer`` asks back."""
+    return [pair for m in sends(cmds, Kind.RELEASE, peer) for pair in m.tasks]
+
+
+# --------------------------------------------------------------------------- the credit
+def test_credit_covers_a_round_trip_at_the_measured_pace():
+    pace = Pace()
+    assert pace.credit("w", 8) == 8  # nothing measured: one round of its slots ahead
+    pace.ran("w", 0.010, count=50)  # 10 ms tasks: a 2 ms round trip is a fifth of one
+    assert pace.credit("w", 8) == 2
+    pace.ran("w", 2.0, count=50)  # long tasks: one queued is enough
+    assert pace.credit("w", 8) == 1
+    pace.ran("w", 0.000_01, count=50)  # no-op tasks: as many as allowed
+    assert pace.credit("w", 8) == MAX_CREDIT
+    assert Pace(fixed=0).credit("w", 8) == 0 and Pace(fixed=5).credit("w", 8) == 5
+    assert pace.rtt == DEFAULT_RTT
+    pace.round_trip(0.0005)
+    assert pace.rtt < DEFAULT_RTT
+
+
+def test_a_worker_is_fed_beyond_its_slots_by_default_and_more_once_tasks_prove_short():
+    sim = Sim(prefetch=None)
+    sim.submit(*[noop(i) for i in range(600)])
+    w = sim.join("w", capacity=4)
+    w.heartbeat()
+    assert len(w.held) == 4 + 4  # its slots, and as many queued behind them
+    sim.now += 0.003
+    for task_id in sorted(w.held)[:4]:  # 0.1 ms tasks, 3 ms after they were sent
+        w.finish(task_id, seconds=0.000_1)
+    # A round trip (about 3 ms) is worth many of them: it holds more, queued.
+    assert 4 + 60 <= len(w.held) <= 4 + MAX_CREDIT
+
+
+def test_prefetch_0_turns_pipelining_off_and_a_fixed_prefetch_holds():
+    for prefetch, held in ((0, 2), (3, 5)):
+        sim = Sim(prefetch=prefetch)
+        sim.submit(*[noop(i) for i in range(20)])
+        w = sim.join("w", capacity=2)
+        w.finish_all()
+        assert len(w.held) == held, prefetch
+
+
+def test_a_task_goes_to_a_free_slot_rather_than_behind_a_better_fitting_worker():
+    sim = Sim(prefetch=4)
+    sim.submit(noop("warm-up"))
+    junior = sim.join("junior", skill=3, capacity=1)
+    senior = sim.join("senior", skill=9, capacity=1)
+    assert junior.held == {"warm-up": 1}  # best fit: the least skilled that can do it
+    cmds = sim.submit(noop("next"))
+    assert assigned(cmds) == {"senior": ["next"]}  # not queued behind the junior's task
+    assert senior.held == {"next": 1}
+
+
+# --------------------------------------------------------------------------- stealing
+def busy_and_idle(**settings) -> tuple[Sim, object, object]:
+    """'busy' runs a long task with two short ones queued behind it; 'idle' then joins."""
+    sim = Sim(**{"prefetch": 2, **settings})
+    sim.submit(noop("long"), noop("short-1"), noop("short-2"))
+    busy = sim.join("busy", capacity=1)
+    assert list(busy.held) == ["long", "short-1", "short-2"]
+    busy.start("long")
+    sim.now = 1.0  # the queued ones have waited a while
+    idle = sim.join("idle", capacity=1)
+    return sim, busy, idle
+
+
+def test_an_idle_worker_takes_tasks_queued_behind_a_long_one():
+    sim, busy, idle = busy_and_idle()
+    asked = releases(sim.every, busy.peer)
+    assert asked == [["short-2", 1]]  # the last sent first, as many as the idle one has slots
+    assert idle.held == {}  # nothing moves until the busy worker gives it back
+
+    cmds = busy.give_back("short-2")
+    assert assigned(cmds) == {"idle": ["short-2"]}
+    rec = sim.st.board.records["short-2"]
+    assert (rec.attempt, rec.losses, rec.worker) == (2, 0, "idle")
+    assert sim.st.stats.stolen == 1
+
+    idle.finish("short-2")  # its slot is free again: the other queued one follows
+    assert releases(sim.every, busy.peer)[-1] == ["short-1", 1]
+    busy.give_back("short-1")
+    idle.finish("short-1")
+    busy.finish("long")
+    assert {t: f.status for t, f in sim.finished().items()} == {
+        "long": TaskStatus.COMPLETED, "short-1": TaskStatus.COMPLETED,
+        "short-2": TaskStatus.COMPLETED}
+    sim.st.validate()
+
+
+def test_nothing_is_asked_back_while_it_would_start_there_as_soon():
+    sim = Sim(prefetch=2)
+    sim.submit(noop("a"), noop("b"))
+    busy = sim.join("busy", capacity=1)
+    busy.start("a")
+    sim.join("idle", capacity=1)  # at once: "b" has waited less than a few round trips
+    assert releases(sim.every, busy.peer) == []
+
+
+def test_a_worker_that_cannot_do_a_queued_task_does_not_take_it():
+    sim = Sim(prefetch=2)
+    sim.submit(noop("long"), noop("hard", difficulty=9))
+    busy = sim.join("busy", skill=9, capacity=1)
+    busy.start("long")
+    sim.now = 1.0
+    sim.join("junior", skill=3, capacity=1)
+    assert releases(sim.every, busy.peer) == []
+
+
+def test_a_steal_that_races_the_start_leaves_the_task_where_it_runs():
+    sim, busy, idle = busy_and_idle()
+    assert releases(sim.every, busy.peer) == [["short-2", 1]]
+    # The busy worker started it before the RELEASE arrived: it says so, gives nothing back.
+    busy.start("short-2")
+    assert sim.st.board.records["short-2"].worker == "busy"
+    assert idle.held == {}
+    busy.finish("short-2")
+    busy.say(Kind.STARTED, wire.Started([], []))  # an empty answer changes nothing
+    finished = sim.finished()["short-2"]
+    assert finished.status is TaskStatus.COMPLETED and finished.result.worker == "busy"
+    assert sum(isinstance(x, c.Assign) and any(a.task.id == "short-2" for a in x.assignments)
+               for x in sim.every) == 1  # sent once: never run anywhere else
+    sim.st.validate()
+
+
+def test_a_give_back_that_comes_after_the_result_is_stale_and_ignored():
+    sim, busy, _ = busy_and_idle()
+    busy.finish("short-2")  # it ran it before the RELEASE came
+    cmds = busy.say(Kind.STARTED, wire.Started([], [["short-2", 1]]))
+    assert of(cmds, c.Assign) == []
+    assert sim.finished()["short-2"].result.worker == "busy"
+    sim.st.validate()
+
+
+def test_the_stolen_task_s_old_result_is_ignored_after_it_ran_elsewhere():
+    sim, busy, idle = busy_and_idle()
+    busy.give_back("short-2")
+    idle.finish("short-2")
+    stale = TaskResult("short-2", "busy", True, attempt=1)
+    cmds = busy.say(Kind.RESULT, [stale])
+    assert of(cmds, c.Finished) == []
+    assert sim.finished()["short-2"].result.worker == "idle"
+
+
+# --------------------------------------------------------------------------- losses
+def test_a_killed_worker_s_queued_tasks_go_back_without_an_attempt_counted():
+    sim = Sim(prefetch=3, max_attempts=1)
+    sim.submit(*[noop(i) for i in range(4)])
+    victim = sim.join("victim", capacity=1)
+    assert list(victim.held) == [0, 1, 2, 3]
+    victim.start(0)
+
+    cmds = sim.tick(at=3.5)  # silent: lost
+    assert "worker 'victim' lost" in " ".join(x.message for x in of(cmds, c.Log))
+    finished = sim.finished()
+    assert list(finished) == [0] and finished[0].status is TaskStatus.FAILED  # it started
+    board = sim.st.board
+    assert [board.records[i].losses for i in (1, 2, 3)] == [0, 0, 0]
+    assert [board.records[i].status for i in (1, 2, 3)] == [TaskStatus.PENDING] * 3
+
+    other = sim.join("other", capacity=1)
+    assert list(other.held) == [1]  # waited there: now only to a free slot, not queued
+    other.finish_all()
+    assert set(sim.finished()) == {0, 1}
+
+
+def test_a_task_not_said_started_counts_when_it_was_within_the_worker_s_slots():
+    # A task that crashes its worker as it starts may never be said to have started: the
+    # first tasks sent, as many as it has slots, count anyway.
+    sim = Sim(prefetch=2, max_attempts=1)
+    sim.submit(noop("poison"), noop("queued"))
+    sim.join("w", capacity=1)
+    sim.tick(at=3.5)
+    finished = sim.finished()
+    assert list(finished) == ["poison"] and finished["poison"].status is TaskStatus.FAILED
+    assert sim.st.board.records["queued"].losses == 0
+
+
+def test_a_lost_task_that_waited_is_counted_next_time_it_is_lost():
+    sim = Sim(prefetch=1, max_attempts=1)
+    sim.submit(noop("first"), noop("second"))
+    w0 = sim.join("w0", capacity=1)
+    w0.start("first")
+    sim.tick(at=3.5)  # "second" waited: not counted, back to a free slot only
+    assert "second" not in sim.finished()
+    sim.join("w1", capacity=1)
+    sim.tick(at=7.5)  # it went to a free slot there: it may have started: counted
+    assert sim.finished()["second"].status is TaskStatus.FAILED
