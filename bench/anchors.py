@@ -1,5 +1,5 @@
-"""The anchors, run in the same invocation as our figures: the raw pyzmq ceiling, Dask and
-Celery (../shared/anchors/), each in a process group of its own that is gone when it is done."""
+"""The anchors, run in the same invocation as our figures: the raw pyzmq ceiling, Dask, Celery
+and Ray (../shared/anchors/), each in a process group of its own that is gone when it is done."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class Anchors:
     python: str  # interpreter for the Dask and Celery scripts
     has_dask: bool = False
     has_celery: bool = False
+    has_ray: bool = False
     redis: str | None = None
 
 
@@ -61,6 +62,10 @@ def find_anchors(args: argparse.Namespace, res: Results) -> Anchors | None:
     elif a.redis is None:
         a.has_celery = False
         res.note("Celery skipped: no redis-server on PATH (apt-get install redis-server)")
+    a.has_ray = (directory / "bench_ray.py").exists() and _has_module(python, "ray")
+    if not a.has_ray:
+        res.note(f"Ray skipped: 'ray' is not installed for {python} (see bench/README.md, "
+                 f"--anchors-python)")
     return a
 
 
@@ -135,6 +140,18 @@ async def run_dask(sz: Sizes, a: Anchors, res: Results, run: int, tag: str) -> N
     res.put("dask.p50", run, p50, section, "W2 p50, µs (500 round trips)")
     res.put("dask.p99", run, p99, section, "W2 p99, µs")
     print(f"{tag} Dask: {tps:,.0f} tasks/s, p50 {p50:,.0f} µs, p99 {p99:,.0f} µs", flush=True)
+
+
+async def run_ray(sz: Sizes, a: Anchors, res: Results, run: int, tag: str) -> None:
+    what = "bench_ray.py"
+    text = await run_script([a.python, str(a.directory / "bench_ray.py"), str(sz.peer_tasks),
+                             "4"], a.directory, what)
+    section = f"Ray (bench_ray.py {sz.peer_tasks} 4)"
+    tps, p50, p99 = (_field(text, f, what) for f in ("tasks_per_s", "p50_us", "p99_us"))
+    res.put("ray.w1", run, tps, section, f"W1 N={sz.peer_tasks:,}, 4 worker CPUs, tasks/s")
+    res.put("ray.p50", run, p50, section, "W2 p50, µs (500 round trips)")
+    res.put("ray.p99", run, p99, section, "W2 p99, µs")
+    print(f"{tag} Ray: {tps:,.0f} tasks/s, p50 {p50:,.0f} µs, p99 {p99:,.0f} µs", flush=True)
 
 
 async def _wait_redis(port: int, proc: asyncio.subprocess.Process, timeout: float) -> None:

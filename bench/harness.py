@@ -50,7 +50,7 @@ class Sizes:
     w1_tasks: tuple[int, ...] = (10_000, 100_000)
     w1_workers: tuple[int, ...] = (1, 2, 4)
     window: int = 8
-    prefetch: int = 0  # W1/W5: the admin's --prefetch
+    prefetch: int | None = None  # W1/W5: the admin's --prefetch (None: adaptive, the default)
     dashboard: bool = False  # W1: also with the web dashboard open
     w2_count: int = 2000
     w2_warmup: int = 100
@@ -58,6 +58,10 @@ class Sizes:
     w3_seconds: float = 0.01
     w3_workers: int = 4
     w3_concurrency: int = 8
+    w3b_long: int = 8  # W3b: long tasks first ...
+    w3b_long_seconds: float = 1.0
+    w3b_short: int = 200  # ... then short ones, on w3_workers x w3b_concurrency
+    w3b_concurrency: int = 2
     w4_procs: int = 4
     w4_per_proc: int = 250
     w4_idle: float = 10.0
@@ -268,7 +272,7 @@ def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
         os.killpg(pid, sig)
 
 
-async def start_admin(cluster: Cluster, journal: Path | None = None, prefetch: int = 0,
+async def start_admin(cluster: Cluster, journal: Path | None = None, prefetch: int | None = None,
                       dashboard: bool = False) -> Admin:
     """An in-process admin on the cluster's ports (picking new ones if they were taken);
     ``dashboard``: with its web dashboard on a free port."""

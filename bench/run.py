@@ -1,4 +1,4 @@
-"""The ceylon_net benchmark suite (issue 7): W1-W5, and with --compare the anchors beside them.
+"""The ceylon_net benchmark suite (issues 7 and 15): W1-W5, and with --compare the anchors beside them.
 
     .venv/bin/python bench/run.py --compare          # everything, 3 runs, medians + each run
     .venv/bin/python bench/run.py --quick --runs 1   # a smoke run with small sizes
@@ -6,14 +6,16 @@
 
 W1 throughput  no-op tasks through an in-process Admin and K ``ceylon-worker`` processes.
 W2 latency     sequential ``await admin.execute(no-op)`` round trips: p50 / p99 / p99.9.
-W3 sleep       200 tasks of 10 ms on 4 workers x concurrency 8: wall time over the ideal.
+W3 sleep       200 tasks of 10 ms on 4 workers x concurrency 8: wall time over the ideal;
+               W3b: 8 tasks of 1 s, then 200 of 10 ms, on 4 workers x concurrency 2.
 W4 scale       1,000 worker agents (bench/many_workers.py) on a ``ceylon-admin`` process:
                its CPU while idle, then its RSS with 100,000 tasks queued that no one can take.
 W5 durability  W1 (4 workers) with the SQLite journal on, as a fraction of W1 without it.
 
 Every figure is taken ``--runs`` times on fresh processes; the table shows the median and each
 run. ``--compare`` runs ../shared/anchors (the raw pyzmq ceiling; Dask and Celery where
-installed) in the same invocation, prints ours / theirs, and checks the issue's targets.
+installed; Ray too) in the same invocation, prints ours / theirs, and checks issue 15's
+targets, each PASS or MISS.
 Every process started here is gone when this script ends, also on Ctrl-C or SIGTERM.
 """
 
@@ -31,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from anchors import Anchors, find_anchors, run_ceiling, run_celery, run_dask
+from anchors import Anchors, find_anchors, run_ceiling, run_celery, run_dask, run_ray
 from harness import (
     DEFAULT_ANCHORS,
     FULL,
@@ -46,7 +48,7 @@ from harness import (
 )
 from loguru import logger
 from report import add_ratios, print_table, targets, write_json
-from workloads import run_w1, run_w2, run_w3, run_w4, run_w5
+from workloads import run_w1, run_w2, run_w3, run_w3b, run_w4, run_w5
 
 WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
 
@@ -80,6 +82,7 @@ async def run_all(args: argparse.Namespace, sz: Sizes, only: set[str], res: Resu
                 await _guarded(res, "W2", run, run_w2(sz, res, run, tag, workdir))
             if "w3" in only:
                 await _guarded(res, "W3", run, run_w3(sz, res, run, tag, workdir))
+                await _guarded(res, "W3b", run, run_w3b(sz, res, run, tag, workdir))
             if "w4" in only:
                 await _guarded(res, "W4", run, run_w4(sz, res, run, tag, workdir))
             if anchors is None:
@@ -92,6 +95,8 @@ async def run_all(args: argparse.Namespace, sz: Sizes, only: set[str], res: Resu
             if (want_w1 or want_w2) and anchors.has_celery:
                 await _guarded(res, "Celery", run,
                                run_celery(sz, anchors, res, run, tag, workdir))
+            if (want_w1 or want_w2) and anchors.has_ray:
+                await _guarded(res, "Ray", run, run_ray(sz, anchors, res, run, tag))
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -119,7 +124,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
                         "queued, W5 5k)")
     p.add_argument("--compare", action="store_true",
                    help="also run the anchors: bench_zmq_ceiling.py, and bench_dask.py / "
-                        "bench_celery.py where installed")
+                        "bench_celery.py / bench_ray.py where installed")
     p.add_argument("--json", metavar="FILE", help="write every figure and verdict to FILE")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                    help="before each run, wait up to SECONDS for the CPUs to be < 15%% busy "
@@ -127,8 +132,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
     p.add_argument("--anchors", default=str(DEFAULT_ANCHORS), metavar="DIR",
                    help="directory of the anchor scripts (default: %(default)s)")
     p.add_argument("--anchors-python", metavar="PYTHON",
-                   help="interpreter with distributed and celery[redis] for the Dask and Celery "
-                        "scripts (default: $CEYLON_BENCH_ANCHORS_PYTHON, else this one)")
+                   help="interpreter with distributed, celery[redis] and ray for the Dask, "
+                        "Celery and Ray scripts (default: $CEYLON_BENCH_ANCHORS_PYTHON, else "
+                        "this one)")
     p.add_argument("--w1-tasks", "--tasks", type=_ints, metavar="N,N",
                    help="W1 task counts (default 10000,100000)")
     p.add_argument("--w1-workers", "--workers", type=_ints, metavar="K,K",
@@ -137,7 +143,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
                    help="W1/W5: each worker's --concurrency, its credit window (default 8)")
     p.add_argument("--prefetch", type=int, metavar="P",
                    help="W1/W5: the admin's --prefetch, tasks each worker holds queued beyond "
-                        "its concurrency (default 0)")
+                        "its concurrency (default: the admin's default, adaptive; 0: off)")
     p.add_argument("--dashboard", action="store_true",
                    help="W1: also measure the largest size with a dashboard page open")
     p.add_argument("--w2-count", "--rtt-count", type=int, metavar="N",

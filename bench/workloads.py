@@ -43,7 +43,8 @@ SUBMIT_CHUNK = 10_000  # tasks per ceylon-submit message (the admin takes frames
 
 async def w1_once(tasks: int, workers: int, window: int, workdir: Path,
                   journal: Path | None = None, res: Results | None = None, run: int = 0,
-                  what: str = "W1", prefetch: int = 0, dashboard: bool = False) -> float:
+                  what: str = "W1", prefetch: int | None = None, dashboard: bool = False
+                  ) -> float:
     """tasks/s of one run_tasks() of ``tasks`` no-ops over ``workers`` fresh processes, from
     submit to the last result; ``dashboard``: with a dashboard page open meanwhile."""
     async with Cluster(workdir=workdir) as cluster:
@@ -89,7 +90,7 @@ async def run_w1(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> 
                                 what=f"W1 N={n:,} K={k}", prefetch=sz.prefetch)
             res.put(w1_key(n, k), run, tps, "W1 throughput, tasks/s (no-op, submit to last "
                     f"result, concurrency {sz.window}"
-                    f"{f', --prefetch {sz.prefetch}' if sz.prefetch else ''})",
+                    f"{'' if sz.prefetch is None else f', --prefetch {sz.prefetch}'})",
                     f"N={n:,}, {k} worker process{'es' if k > 1 else ''}")
             print(f"{tag} W1 N={n:,} K={k}: {tps:,.0f} tasks/s", flush=True)
     if sz.dashboard:
@@ -162,8 +163,10 @@ async def run_w2(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> 
           f"p99.9 {values[2]:,.0f} µs", flush=True)
 
 
-async def run_w3(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> None:
-    k, c, n, d = sz.w3_workers, sz.w3_concurrency, sz.w3_tasks, sz.w3_seconds
+async def sleep_run(durations: list[float], k: int, c: int, workdir: Path, res: Results,
+                    run: int, what: str) -> float:
+    """Wall seconds of one run_tasks() of sleep tasks of these durations (in this order) on
+    ``k`` fresh worker processes of concurrency ``c``, after a warm-up."""
     async with Cluster(workdir=workdir) as cluster:
         admin = await start_admin(cluster)
         procs: list[Proc] = []
@@ -173,27 +176,52 @@ async def run_w3(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> 
             # Warm-up: every worker has taken tasks before the clock starts.
             await asyncio.wait_for(admin.run_tasks([noop(-1 - i) for i in range(k * c)]), 60)
             batch = [Task(id=i, description="sleep", difficulty=1, duration=d)
-                     for i in range(n)]
+                     for i, d in enumerate(durations)]
             load = ForeignLoad([os.getpid(), *(p.process.pid for p in procs)])
             t0 = time.perf_counter()
-            report = await asyncio.wait_for(admin.run_tasks(batch), 60 + n * d)
+            report = await asyncio.wait_for(admin.run_tasks(batch), 60 + sum(durations))
             wall = time.perf_counter() - t0
-            res.foreign(run, "W3", load.stop())
+            res.foreign(run, what, load.stop())
         except BaseException:
             report_logs(procs)
             raise
         finally:
             await close_admin(admin)
     succeeded = {t.id for t in report.tasks if t.success}
-    missing = [i for i in range(n) if i not in succeeded]
+    missing = [i for i in range(len(durations)) if i not in succeeded]
     if missing:
-        raise RuntimeError(f"{len(missing)} of {n} sleep tasks did not succeed")
+        raise RuntimeError(f"{what}: {len(missing)} of {len(durations)} sleep tasks did not "
+                           f"succeed")
+    return wall
+
+
+async def run_w3(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> None:
+    k, c, n, d = sz.w3_workers, sz.w3_concurrency, sz.w3_tasks, sz.w3_seconds
+    wall = await sleep_run([d] * n, k, c, workdir, res, run, "W3")
     ideal = n * d / (k * c)
     section = f"W3 sleep tasks ({n} x {d * 1000:g} ms, {k} workers x concurrency {c})"
     res.put("w3.wall", run, wall * 1000, section, "wall time, ms", fmt_one)
     res.put("w3.ideal", run, ideal * 1000, section, "ideal, ms", fmt_one)
     res.put("w3.ratio", run, wall / ideal, section, "wall / ideal", fmt_ratio)
     print(f"{tag} W3: {wall * 1000:,.1f} ms, ideal {ideal * 1000:.1f} ms: "
+          f"{wall / ideal:.3f} x ideal", flush=True)
+
+
+async def run_w3b(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> None:
+    """Long tasks, then many short ones behind them: no short one may wait behind a long one
+    while a slot is free (pipelining with work stealing)."""
+    k, c = sz.w3_workers, sz.w3b_concurrency
+    longs, long_s, shorts, short_s = (sz.w3b_long, sz.w3b_long_seconds, sz.w3b_short,
+                                      sz.w3_seconds)
+    wall = await sleep_run([long_s] * longs + [short_s] * shorts, k, c, workdir, res, run,
+                           "W3b")
+    ideal = max(long_s, (longs * long_s + shorts * short_s) / (k * c))
+    section = (f"W3b long then short ({longs} x {long_s:g} s, then {shorts} x "
+               f"{short_s * 1000:g} ms, {k} workers x concurrency {c})")
+    res.put("w3b.wall", run, wall * 1000, section, "wall time, ms", fmt_one)
+    res.put("w3b.ideal", run, ideal * 1000, section, "ideal, ms", fmt_one)
+    res.put("w3b.ratio", run, wall / ideal, section, "wall / ideal", fmt_ratio)
+    print(f"{tag} W3b: {wall * 1000:,.1f} ms, ideal {ideal * 1000:.1f} ms: "
           f"{wall / ideal:.3f} x ideal", flush=True)
 
 

@@ -117,7 +117,7 @@ def test_a_bad_file_is_refused_before_anything_is_sent(tmp_path, tasks_file):
     assert "field 'difficulty' must be int 1-10, got 0" in err
 
 
-def test_cancel_stops_a_running_task_and_drops_a_queued_one(tmp_path, tasks_file):
+def test_cancel_stops_a_running_task_and_one_queued_on_its_worker(tmp_path, tasks_file):
     path = tasks_file([{"id": "long", "description": "long", "difficulty": 1, "duration": 30},
                        {"id": "queued", "description": "waits", "difficulty": 1,
                         "duration": 30},
@@ -138,10 +138,12 @@ def test_cancel_stops_a_running_task_and_drops_a_queued_one(tmp_path, tasks_file
 
     cancel_code, out, err, code, report = run(body())
     assert cancel_code == 1  # 'nope' is unknown
-    assert "queued: cancelled" in out and "long: stopping (running)" in out
+    # The worker runs one at a time, and holds the next queued behind it (pipelining): both
+    # are stopped there; the low-priority one waits at the admin and runs.
+    assert "long: stopping (on its worker)" in out and "queued: stopping (on its worker)" in out
     assert "nope: unknown task" in err
     assert code == 0  # nothing failed: cancelled is not failed
     data = json.loads(report)
     assert [t["id"] for t in data["tasks"]] == ["quick"]
     assert {c["id"]: c["reason"] for c in data["cancelled"]} == {
-        "long": "cancelled: not needed", "queued": "not needed"}
+        "long": "cancelled: not needed", "queued": "cancelled: not needed"}

@@ -158,7 +158,7 @@ def cancel(
     except (AdminUnreachableError, RejectedError) as exc:
         fail(EXIT_FAILED, str(exc))
     known = {str(t) for k in ("cancelled", "stopping", "finished") for t in outcome[k]}
-    for kind, label in (("cancelled", "cancelled"), ("stopping", "stopping (running)"),
+    for kind, label in (("cancelled", "cancelled"), ("stopping", "stopping (on its worker)"),
                         ("finished", "already finished")):
         for t in outcome[kind]:
             typer.echo(f"{t}: {label}")

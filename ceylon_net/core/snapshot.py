@@ -42,7 +42,7 @@ def counts(st: AdminState) -> dict[str, int]:
             "waiting": len(board.waiting),
             "unassigned": len(st.unassigned), "broadcasts": st.broadcasts.seq,
             "broadcasts_lost": s.broadcasts_lost,
-            "broadcasts_unconfirmed": s.broadcasts_unconfirmed}
+            "broadcasts_unconfirmed": s.broadcasts_unconfirmed, "stolen": s.stolen}
 
 
 def _load(slot: WorkerSlot | None) -> dict[str, int]:
