@@ -1,4 +1,4 @@
-"""The ceylon_net benchmark suite (issues 7, 15): W1-W5, and with --compare the anchors beside.
+"""The ceylon_net benchmark suite (issues 7, 15): W1-W5; with --compare, the anchors too.
 
     .venv/bin/python bench/run.py --compare          # everything, 3 runs, medians + each run
     .venv/bin/python bench/run.py --quick --runs 1   # a smoke run with small sizes

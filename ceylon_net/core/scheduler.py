@@ -168,34 +168,55 @@ class Scheduler:
         return self._where.pop(task, None) is not None
 
     def assign(self) -> list[tuple[TaskKey, str]]:
-        """Fill free slots: [(task, worker name)], best task first. Marks the slots used."""
+        """Fill free slots: [(task, worker name)], best task first. Marks the slots used.
+
+        Tasks of one class go to the chosen worker in a run, as long as each is still the
+        best task anywhere: up to its free slots when it has some (the next choice then goes
+        to another worker with free slots), else up to its room."""
         decisions: list[tuple[TaskKey, str]] = []
         if self.version == self._settled:
             return decisions  # nothing changed since nothing could be placed
+        classes, where = self._classes, self._where
         while True:
             choice = self._next_placeable()
             if choice is None:
                 self._settled = self.version
                 return decisions
-            key, worker = choice
-            _, _, task = heapq.heappop(self._classes[key])
-            del self._where[task]
+            key, worker, rival = choice
+            heap = classes[key]
+            room = min(worker.room, worker.slots) if key[4] else worker.room
+            free = min(room, worker.slots) - worker.running
+            run = free if free > 0 else room - worker.running
             self.version += 1
-            worker.running += 1
-            decisions.append((task, worker.name))
+            for _ in range(max(1, run)):
+                head = self._head(key)
+                if head is None or (rival is not None and head > rival):
+                    break
+                task = heapq.heappop(heap)[2]
+                del where[task]
+                worker.running += 1
+                decisions.append((task, worker.name))
 
-    def _next_placeable(self) -> tuple[ClassKey, WorkerSlot] | None:
+    def _next_placeable(self) -> tuple[ClassKey, WorkerSlot, tuple | None] | None:
+        """The class whose head is the best task some worker can take now, that worker, and
+        the best head among the other classes some worker can take (None: none)."""
         best: tuple[tuple[int, int, TaskKey], ClassKey, WorkerSlot] | None = None
+        rival = None
         for key in list(self._classes):
             head = self._head(key)
-            if head is None or (best is not None and head >= best[0]):
+            if head is None or (rival is not None and head >= rival):
                 continue
             worker = best_fit(self._workers.values(), *key)
             if worker is None and key[3]:
                 worker = self._untrusted_fallback(key)
-            if worker is not None:
+            if worker is None:
+                continue
+            if best is None or head < best[0]:
+                rival = None if best is None else best[0]
                 best = (head, key, worker)
-        return None if best is None else (best[1], best[2])
+            else:
+                rival = head
+        return None if best is None else (best[1], best[2], rival)
 
     def _untrusted_fallback(self, key: ClassKey) -> WorkerSlot | None:
         """A task for trusted workers only, and none that could ever take it: an idle worker

@@ -45,6 +45,8 @@ def message(cls: type[T] | None = None, *, name: str | None = None) -> Any:
         _NAMES[c] = key
         _SCHEMAS.pop(c, None)
         _DEFAULTS.pop(c, None)
+        _ENCODERS.pop(c, None)
+        _DECODERS.pop(c, None)
         return c
 
     return register(cls) if cls is not None else register
@@ -95,15 +97,11 @@ def to_wire(obj: Any) -> Any:
     Fields equal to their default are left out: the receiver fills them in again, which
     keeps frames small (most tasks use few of their optional fields)."""
     cls = type(obj)
+    encode = _ENCODERS.get(cls)
+    if encode is not None:
+        return encode(obj)
     if cls in _NAMES:
-        out = {}
-        for name, default in _DEFAULTS.get(cls) or _fields_and_defaults(cls):
-            value = getattr(obj, name)
-            if value is default or (default is not _NO_DEFAULT and value == default
-                                    and type(value) is type(default)):
-                continue
-            out[name] = value if type(value) in _PLAIN else to_wire(value)
-        return out
+        return _encoder(cls)(obj)
     if cls in _PLAIN:
         return obj
     if isinstance(obj, enum.Enum):
@@ -119,6 +117,14 @@ def to_wire(obj: Any) -> Any:
 
 def from_wire(cls: type[T], data: Any) -> T:
     """Build ``cls`` from its wire form, checking every field's type strictly."""
+    decode = _DECODERS.get(cls)
+    if decode is not None:
+        return decode(data)
+    return _decoder(cls)(data)
+
+
+def _from_wire_slowly(cls: type[T], data: Any) -> T:
+    """What the compiled decoders do, field by field (the reference they are tested on)."""
     if not isinstance(data, dict):
         raise RemoteProtocolError(f"{cls.__name__}: expected a map, got {type(data).__name__}")
     schema = _SCHEMAS.get(cls) or _compile(cls)
@@ -181,6 +187,94 @@ def encode_payload(data: Any) -> tuple[str | None, bytes]:
     if isinstance(data, bytes | bytearray | memoryview):
         return None, bytes(data)
     return type_name(data), pack(data)
+
+
+# --------------------------------------------------------------------------- compiled codecs
+# Every task crosses the wire twice (its assignment, its result): each registered type gets an
+# encoder and a decoder of its own, generated once, with one line per field instead of a loop
+# over field descriptions (what dataclasses does for __init__). They do exactly what the
+# descriptions say: the slow path stays as the reference (_from_wire_slowly).
+
+_ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
+_DECODERS: dict[type, Callable[[Any], Any]] = {}
+_MISSING = object()
+
+
+def _encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
+    env: dict[str, Any] = {"_PLAIN": _PLAIN, "to_wire": to_wire}
+    lines = ["def encode(obj):", "    out = {}"]
+    for i, (name, default) in enumerate(_DEFAULTS.get(cls) or _fields_and_defaults(cls)):
+        lines.append(f"    v = obj.{name}")
+        put = f"out[{name!r}] = v if type(v) in _PLAIN else to_wire(v)"
+        if default is _NO_DEFAULT:
+            lines.append(f"    {put}")
+        else:
+            env[f"d{i}"] = default
+            lines.append(f"    if not (v is d{i} or (v == d{i} and type(v) is type(d{i}))):")
+            lines.append(f"        {put}")
+    lines.append("    return out")
+    exec("\n".join(lines), env)
+    _ENCODERS[cls] = env["encode"]
+    return env["encode"]
+
+
+def _fast_check(tp: Any) -> str | None:
+    """An expression true of ``v`` when it needs no conversion (the usual case), or None."""
+    if tp is Any or tp is object:
+        return "True"
+    if tp in (str, int, float, bool, bytes):
+        return f"type(v) is {tp.__name__}"
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        plain = [a for a in args if a is not type(None)]
+        if all(a in (str, int, float, bool, bytes) for a in plain):
+            checks = [f"type(v) is {a.__name__}" for a in plain]
+            if type(None) in args:
+                checks.insert(0, "v is None")
+            return " or ".join(checks)
+    return None
+
+
+def _decoder(cls: type) -> Callable[[Any], Any]:
+    hints = typing.get_type_hints(cls)
+    env: dict[str, Any] = {"cls": cls, "_MISSING": _MISSING, "_convert": _convert,
+                           "RemoteProtocolError": RemoteProtocolError}
+    label = cls.__name__
+    lines = ["def decode(data):",
+             "    if not isinstance(data, dict):",
+             f"        raise RemoteProtocolError(f'{label}: expected a map, got "
+             "{type(data).__name__}')",
+             "    kwargs = {}"]
+    for i, (name, convert, required) in enumerate(_SCHEMAS.get(cls) or _compile(cls)):
+        env[f"c{i}"] = convert
+        field = next(f for f in dataclasses.fields(cls) if f.name == name)
+        fast = None if field.metadata.get("max_items") else _fast_check(hints.get(name, Any))
+        lines.append(f"    v = data.get({name!r}, _MISSING)")
+        lines.append("    if v is not _MISSING:")
+        if fast is None:
+            lines.append(f"        v = _convert(c{i}, v, {label + '.' + name!r})")
+        elif fast != "True":
+            lines.append(f"        if not ({fast}):")
+            lines.append(f"            v = _convert(c{i}, v, {label + '.' + name!r})")
+        lines.append(f"        kwargs[{name!r}] = v")
+        if required:
+            lines.append("    else:")
+            missing = f"{label}: missing field {name!r}"
+            lines.append(f"        raise RemoteProtocolError({missing!r})")
+    lines += ["    try:",
+              "        return cls(**kwargs)",
+              "    except (TypeError, ValueError) as exc:",
+              f"        raise RemoteProtocolError(f'{label}: {{exc}}') from None"]
+    exec("\n".join(lines), env)
+    _DECODERS[cls] = env["decode"]
+    return env["decode"]
+
+
+def _convert(convert: Callable[[Any], Any], v: Any, where: str) -> Any:
+    try:
+        return convert(v)
+    except _Mismatch as exc:
+        raise RemoteProtocolError(f"{where}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- field converters
