@@ -131,7 +131,7 @@ async def profile_w1(args: argparse.Namespace, outdir: Path) -> None:
                 await spy.wait()
             await bench.close_admin(admin)
     done = sum(t.success for t in report.tasks)
-    prefetch = f", --prefetch {args.prefetch}" if args.prefetch else ""
+    prefetch = "" if args.prefetch is None else f", --prefetch {args.prefetch}"
     print(f"W1 N={args.tasks:,} K={args.workers} concurrency {args.window}{prefetch}: "
           f"{wall:.2f} s, "
           f"{args.tasks / wall:,.0f} tasks/s ({done} succeeded) under {args.tool}")
@@ -154,7 +154,8 @@ def main() -> int:
     p.add_argument("--tasks", type=int, default=100_000)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--window", type=int, default=8, help="each worker's --concurrency")
-    p.add_argument("--prefetch", type=int, default=0, help="the admin's --prefetch")
+    p.add_argument("--prefetch", type=int, default=None,
+                   help="the admin's --prefetch (default: its default, adaptive; 0: off)")
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--blocking", action="store_true",
                    help="py-spy pauses the process per sample (exact, slower)")

@@ -457,30 +457,29 @@ class AdminState:
 
     def _accept(self, rec: WorkerRecord, results: list[TaskResult],
                 payload: bytes | None = None) -> None:
-        keys, accepted = [], []
-        rtt = None  # a round trip, measured on a task sent to a free slot
-        try:
-            for result in results:
-                if result.worker != rec.name:
-                    raise RemoteProtocolError(f"result names worker '{clip(result.worker)}', "
-                                              f"sender is '{rec.name}'")
-                keys.append([result.task_id, result.attempt])
-                if (task := self.board.record(result)) is not None:
-                    accepted.append(result)
-                    self.stats.run_seconds.observe(result.seconds)
-                    if rtt is None and not task.ahead:
-                        rtt = self.board.now - task.assigned_at - result.seconds
-                    if not result.success and not result.cancelled:
-                        self._failed(result)
-        finally:
-            if keys:
-                self.out.add(Acknowledge(rec.peer, keys))
-            if accepted:
-                self.members.paced(rec.name, accepted, rtt)
-            self.stats.results += len(accepted)
-            if accepted:  # relayed as it came, when every result counted
-                whole = payload is not None and len(accepted) == len(results)
-                self.out.publish(Kind.RESULT, payload if whole else accepted, "TaskResult")
+        name = rec.name
+        for result in results:
+            if result.worker != name:
+                raise RemoteProtocolError(f"result names worker '{clip(result.worker)}', "
+                                          f"sender is '{name}'")
+        self.out.add(Acknowledge(rec.peer, [[r.task_id, r.attempt] for r in results]))
+        recorded = self.board.record_many(name, results)
+        accepted = [r for r, task in zip(results, recorded, strict=True) if task is not None]
+        if not accepted:
+            return
+        stats = self.stats
+        stats.results += len(accepted)
+        stats.run_seconds.observe_many([r.seconds for r in accepted])
+        # A round trip, measured on a task that was sent to a free slot.
+        rtt = next((self.board.now - task.assigned_at - r.seconds
+                    for r, task in zip(results, recorded, strict=True)
+                    if task is not None and not task.ahead), None)
+        self.members.paced(name, accepted, rtt)
+        for r in accepted:
+            if not r.success and not r.cancelled:
+                self._failed(r)
+        whole = payload is not None and len(accepted) == len(results)
+        self.out.publish(Kind.RESULT, payload if whole else accepted, "TaskResult")
 
     def _failed(self, result: TaskResult) -> None:
         """Kept for the dashboard: the latest failures, with the last line of their error."""
@@ -509,7 +508,8 @@ class AdminState:
     def _assign(self, now: float) -> None:
         """Give ready tasks to free slots; one Assign per worker per round."""
         board, stats = self.board, self.stats
-        for worker, assignments in board.plan(now).items():
+        waits: list[float] = []
+        for worker, assignments in board.plan(now, waits).items():
             peer = self.peer_of(worker)
             if peer is None:
                 board.unsent(worker, assignments)
@@ -517,12 +517,10 @@ class AdminState:
             board.delivered(assignments)
             self.out.add(Assign(peer, worker, assignments))
             stats.assignments += len(assignments)
-            for a in assignments:
-                rec = board.records[a.task.id]
-                stats.wait_seconds.observe(max(0.0, rec.assigned_at - rec.ready_at))
             if assignments[0].confirm:  # on probation: it has a moment to say it has them
                 sent = tuple((a.task.id, a.attempt) for a in assignments)
                 self.out.add(Timer(("probation", worker, sent), self.probation))
+        stats.wait_seconds.observe_many(waits)
 
     # ------------------------------------------------------------------ timers
     def _beat_clients(self) -> None:

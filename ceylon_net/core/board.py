@@ -58,6 +58,7 @@ STATUS_OF = {W: TaskStatus.PENDING, Q: TaskStatus.PENDING, A: TaskStatus.ASSIGNE
              R: TaskStatus.RUNNING, C: TaskStatus.COMPLETED, F: TaskStatus.FAILED,
              X: TaskStatus.CANCELLED}
 IN_FLIGHT = frozenset((A, R))
+TRUSTED = WorkerState.TRUSTED
 ENDED = frozenset((C, F, X))
 # A journal keeps public statuses: a task that was on a worker is taken to be running there;
 # a pending one is placed again (waiting or queued) as the board is rebuilt.
@@ -143,11 +144,17 @@ class TaskBoard:
         """Queue new tasks; those with gates wait until all are open. A duplicate id (in the
         batch or already known) refuses the whole batch."""
         self._validate(tasks)
+        self._open += len(tasks)
+        records = self.records
+        if not gates and not any(t.depends_on for t in tasks):
+            for task in tasks:  # nothing to wait for: straight to the queue
+                rec = records[task.id] = TaskRecord(task, index=len(records))
+                self._enqueue(rec)
+            return
         gates = {t.id: [*(gates or {}).get(t.id, ()), *map(task_gate, t.depends_on)]
                  for t in tasks}
-        self._open += len(tasks)
         for task in tasks:
-            self.records[task.id] = TaskRecord(task, index=len(self.records))
+            records[task.id] = TaskRecord(task, index=len(records))
         for task in tasks:
             pending = {g for g in gates.get(task.id, ()) if not self._is_open(g)}
             if pending:
@@ -192,7 +199,7 @@ class TaskBoard:
         rec.state = state
         if self.dirty is not None:
             self.dirty.add(rec.task.id)
-        if self.moved is not None and state in (Q, R):
+        if self.moved is not None and (state is Q or state is R):
             self.moved.append(rec.task.id)
 
     def _enqueue(self, rec: TaskRecord) -> None:
@@ -202,6 +209,20 @@ class TaskBoard:
         rec.worker = None
         rec.seq = self.scheduler.push(t.id, t.difficulty, t.required_role, t.priority, rec.seq,
                                       t.handler, rec.stolen, rec.front)
+
+    def _opens(self, task_id: TaskId) -> None:
+        """The task completed: what waits on it may go."""
+        if self._dependents:
+            gate = task_gate(task_id)
+            if gate in self._dependents:
+                self.open_gate(gate)
+
+    def _fails(self, task_id: TaskId, reason: str) -> None:
+        """The task failed or was cancelled: what waits on it is cancelled."""
+        if self._dependents:
+            gate = task_gate(task_id)
+            if gate in self._dependents:
+                self.fail_gate(gate, reason)
 
     @property
     def open(self) -> int:
@@ -324,7 +345,7 @@ class TaskBoard:
     def trust(self, worker: str) -> None:
         """The worker reads what it is sent: up to its capacity from now on."""
         slot = self.scheduler.workers.get(worker)
-        if slot is not None and slot.state is not WorkerState.TRUSTED:  # after every result
+        if slot is not None and slot.state is not TRUSTED:  # after every result
             self.worker_event(worker, WorkerEvent.READS)
 
     def drain(self, worker: str) -> None:
@@ -552,34 +573,40 @@ class TaskBoard:
         self.fail_gate(task_gate(rec.task.id), f"dependency {rec.task.id!r} failed")
 
     # ---- decisions and results
-    def plan(self, now: float = 0.0) -> dict[str, list[TaskAssignment]]:
-        """Fill free slots; returns assignments grouped by worker name."""
+    def plan(self, now: float = 0.0, waits: list[float] | None = None
+             ) -> dict[str, list[TaskAssignment]]:
+        """Fill free slots; returns assignments grouped by worker name. ``waits``: each
+        assigned task's time in the queue is appended to it."""
         decisions = self.scheduler.assign()
         if not decisions:
             return {}
         out: dict[str, list[TaskAssignment]] = defaultdict(list)
-        slots = self.scheduler.workers
+        slots, records, in_flight = self.scheduler.workers, self.records, self._in_flight
+        move = self._move
         for task_id, worker in decisions:
-            rec = self.records[task_id]
+            rec = records[task_id]
             slot = slots[worker]
             rec.assigned_at = now
             rec.confirmed = rec.started = rec.front = False
-            rec.asked = not slot.trusted
-            self._move(rec, A)
+            asked = rec.asked = slot.state is not TRUSTED
+            move(rec, A)
             rec.worker = worker
-            rec.attempt += 1
-            flying = self._in_flight[worker]
+            attempt = rec.attempt = rec.attempt + 1
+            flying = in_flight[worker]
             rec.ahead = len(flying) >= slot.slots
-            flying.add(task_id)
-            out[worker].append(TaskAssignment(rec.task, worker, rec.attempt, rec.asked))
+            flying[task_id] = None
+            out[worker].append(TaskAssignment(rec.task, worker, attempt, asked))
+            if waits is not None:
+                waits.append(now - rec.ready_at)
         return out
 
     def delivered(self, assignments: list[TaskAssignment]) -> None:
-        """The worker has the tasks: with a free slot waiting for each, they run now."""
+        """The worker has the tasks (they are sent): queued there or running."""
+        records, move = self.records, self._move
         for a in assignments:
-            rec = self.records[a.task.id]
+            rec = records[a.task.id]
             if rec.state is A:
-                self._move(rec, R)
+                move(rec, R)
 
     def unsent(self, worker: str, assignments: list[TaskAssignment]) -> None:
         """Assignments that could not be delivered go back to the queue."""
@@ -595,39 +622,82 @@ class TaskBoard:
     def record(self, result: TaskResult) -> TaskRecord | None:
         """Apply a worker's result. Returns the record, or None for a stale or unknown result
         (already finished, or the task is no longer on that worker): acknowledged and ignored."""
-        rec = self.records.get(result.task_id)
-        if rec is not None and (rec.task.id in self._in_flight.get(result.worker, ())
-                                or rec.task.id in self._stolen.get(result.worker, ())):
-            self.trust(result.worker)  # an answer about a task it was sent: it reads
-        if rec is None or rec.state in ENDED or result.attempt != rec.attempt:
+        task_id, worker = result.task_id, result.worker
+        rec = self.records.get(task_id)
+        if rec is None:
             return None
-        if rec.state is Q and result.cancelled:
-            return None  # the answer to our CANCEL of a task taken back from it: queued again
-        if rec.state is Q and self.scheduler.discard(rec.task.id):
-            # Its worker was declared lost, yet finished it: take the result, skip a rerun.
-            rec.worker = result.worker
-            self._in_flight[result.worker].add(rec.task.id)
-            self.scheduler.release(result.worker, -1)
-        if rec.worker != result.worker:
+        flying = self._in_flight.get(worker)
+        if (flying is not None and task_id in flying) \
+                or task_id in self._stolen.get(worker, ()):
+            self.trust(worker)  # an answer about a task it was sent: it reads
+        state = rec.state
+        if state in ENDED or result.attempt != rec.attempt:
             return None
-        self._in_flight[result.worker].discard(rec.task.id)
-        self.scheduler.release(result.worker)
+        if state is Q:
+            if result.cancelled:
+                return None  # the answer to our CANCEL of a task taken back from it: queued
+            if self.scheduler.discard(task_id):
+                # Its worker was declared lost, yet finished it: take the result, no rerun.
+                rec.worker = worker
+                self._in_flight[worker].add(task_id)
+                self.scheduler.release(worker, -1)
+        if rec.worker != worker:
+            return None
+        self._in_flight[worker].discard(task_id)
+        self.scheduler.release(worker)
         if result.cancelled:
             rec.result = None
             self._finish_cancelled(rec, result.error or "cancelled")
-            self.fail_gate(task_gate(rec.task.id), f"dependency {rec.task.id!r} was cancelled")
+            self._fails(task_id, f"dependency {task_id!r} was cancelled")
             return rec
         self._move(rec, C if result.success else F)
         rec.result = result
         self._open -= 1
         self.succeeded += result.success
-        self._ran.append(rec.task.id)
+        self._ran.append(task_id)
         self.finished.append(rec)
         if result.success:
-            self.open_gate(task_gate(rec.task.id))
+            self._opens(task_id)
         else:
-            self.fail_gate(task_gate(rec.task.id), f"dependency {rec.task.id!r} failed")
+            self._fails(task_id, f"dependency {task_id!r} failed")
         return rec
+
+    def record_many(self, worker: str, results: list[TaskResult]) -> list[TaskRecord | None]:
+        """:meth:`record` for a batch from one trusted worker: its results for tasks in flight
+        on it, this attempt, in one tight loop (the hot path: every task comes back this way);
+        anything else through :meth:`record`."""
+        slot = self.scheduler.workers.get(worker)
+        flying = self._in_flight.get(worker)
+        if slot is None or slot.state is not TRUSTED or not flying:
+            return [self.record(r) for r in results]
+        records, finished, ran = self.records, self.finished, self._ran
+        out: list[TaskRecord | None] = []
+        done = 0
+        for r in results:
+            task_id = r.task_id
+            rec = records.get(task_id)
+            if rec is None or task_id not in flying or rec.attempt != r.attempt \
+                    or r.cancelled or rec.worker != worker:
+                out.append(self.record(r))
+                continue
+            del flying[task_id]
+            done += 1
+            rec.result = r
+            if r.success:
+                self._move(rec, C)
+                self.succeeded += 1
+                if self._dependents:
+                    self._opens(task_id)
+            else:
+                self._move(rec, F)
+                self._fails(task_id, f"dependency {task_id!r} failed")
+            ran.append(task_id)
+            finished.append(rec)
+            out.append(rec)
+        self._open -= done
+        if done:
+            self.scheduler.release(worker, done)
+        return out
 
     def cancel(self, task_ids: Iterable[TaskId], reason: str) -> list[TaskId]:
         """Cancel tasks that have not started (queued or waiting); returns those cancelled.

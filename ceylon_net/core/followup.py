@@ -18,7 +18,10 @@ LOG_LEVEL_OF_GROUP_EVENT = {"group_progress": "DEBUG", "goal_failed": "WARNING"}
 
 def finished(rec: TaskRecord) -> Finished:
     """The one command for a task's end."""
-    if rec.state is TaskState.CANCELLED or rec.dead:
+    state = rec.state
+    if state is TaskState.COMPLETED:  # the common case first
+        return Finished(rec.task.id, TaskStatus.COMPLETED, rec.result)
+    if state is TaskState.CANCELLED or rec.dead:
         return Finished(rec.task.id, rec.status, None, rec.reason)
     return Finished(rec.task.id, rec.status, rec.result)
 

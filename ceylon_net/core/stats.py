@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,14 @@ class Histogram:
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        counts, bounds, where = self.counts, self.bounds, bisect.bisect_left
+        total = 0.0
+        for value in values:
+            counts[where(bounds, value)] += 1
+            total += value
+        self.total += total
 
     def buckets(self) -> list[tuple[str, int]]:
         out, running = [], 0

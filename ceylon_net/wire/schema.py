@@ -107,7 +107,7 @@ def to_wire(obj: Any) -> Any:
     if isinstance(obj, enum.Enum):
         return obj.value
     if isinstance(obj, list | tuple):
-        return [to_wire(v) for v in obj]
+        return [v if type(v) in _PLAIN else to_wire(v) for v in obj]
     if isinstance(obj, dict):
         return {k: to_wire(v) for k, v in obj.items()}
     if dataclasses.is_dataclass(obj):
