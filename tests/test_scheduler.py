@@ -8,7 +8,7 @@ wins (seniors stay free for hard tasks), then the least loaded.
 from __future__ import annotations
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -489,3 +489,28 @@ SchedulerMachine.TestCase.settings = settings(
     max_examples=100, stateful_step_count=30, deadline=None
 )
 TestSchedulerRules = SchedulerMachine.TestCase
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches=st.lists(st.lists(st.tuples(st.integers(1, 3), st.sampled_from([None, "a"]),
+                                           st.integers(-1, 1)), max_size=12), max_size=5),
+       dropped=st.sets(st.integers(0, 60)))
+def test_queueing_many_new_tasks_at_once_is_the_same_as_one_by_one(batches, dropped):
+    """push_new (a large submission) and push (one task) leave the same queue: the same
+    tasks go to the same workers in the same order."""
+    one, many = Scheduler(), Scheduler()
+    n = 0
+    for batch in batches:
+        items = []
+        for difficulty, role, priority in batch:
+            one.push(n, difficulty, role, priority)
+            items.append((n, difficulty, role, priority, None))
+            n += 1
+        many.push_new(items)
+    for task in dropped:
+        assert one.discard(task) == many.discard(task)
+    assert one.queued() == many.queued()
+    for s in (one, many):
+        s.add_worker(WorkerSlot("a", 3, "a", capacity=7, slots=2))
+        s.add_worker(WorkerSlot("b", 2, capacity=5))
+    assert one.assign() == many.assign()

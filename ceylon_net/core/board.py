@@ -147,9 +147,7 @@ class TaskBoard:
         self._open += len(tasks)
         records = self.records
         if not gates and not any(t.depends_on for t in tasks):
-            for task in tasks:  # nothing to wait for: straight to the queue
-                rec = records[task.id] = TaskRecord(task, index=len(records))
-                self._enqueue(rec)
+            self._enqueue_new(tasks)  # nothing to wait for: straight to the queue
             return
         gates = {t.id: [*(gates or {}).get(t.id, ()), *map(task_gate, t.depends_on)]
                  for t in tasks}
@@ -209,6 +207,23 @@ class TaskBoard:
         rec.worker = None
         rec.seq = self.scheduler.push(t.id, t.difficulty, t.required_role, t.priority, rec.seq,
                                       t.handler, rec.stolen, rec.front)
+
+    def _enqueue_new(self, tasks: list[Task]) -> None:
+        """New tasks, none waiting on anything: recorded and queued in one go."""
+        records, now, index = self.records, self.now, len(self.records)
+        new = []
+        for task in tasks:
+            rec = records[task.id] = TaskRecord(task, Q, index=index, ready_at=now)
+            index += 1
+            new.append(rec)
+        seqs = self.scheduler.push_new([(t.id, t.difficulty, t.required_role, t.priority,
+                                         t.handler) for t in tasks])
+        for rec, seq in zip(new, seqs, strict=True):
+            rec.seq = seq
+        if self.dirty is not None:
+            self.dirty.update(t.id for t in tasks)
+        if self.moved is not None:
+            self.moved.extend(t.id for t in tasks)
 
     def _opens(self, task_id: TaskId) -> None:
         """The task completed: what waits on it may go."""

@@ -30,6 +30,7 @@ from .workers import WorkerState, room
 TaskKey = Hashable
 # difficulty, role, handler, trusted workers only, free slots only
 ClassKey = tuple[int, str | None, str | None, bool, bool]
+Entry = tuple[int, int, TaskKey]  # (-priority, age stamp, task): heap order is queue order
 
 
 @dataclass(slots=True)
@@ -106,9 +107,9 @@ class Scheduler:
     """Ready queue plus worker slots; :meth:`assign` makes the decisions."""
 
     def __init__(self) -> None:
-        self._classes: dict[ClassKey, list[tuple[int, int, TaskKey]]] = {}
-        # task -> (class, age stamp) of its live heap entry; other entries are stale
-        self._where: dict[TaskKey, tuple[ClassKey, int]] = {}
+        self._classes: dict[ClassKey, list[Entry]] = {}
+        # task -> its live heap entry (the very tuple); other entries of it are stale
+        self._where: dict[TaskKey, Entry] = {}
         self._workers: dict[str, WorkerSlot] = {}
         self._seq = itertools.count()
         # Changes whenever the queue, the workers or their slots do (call touch() after
@@ -158,9 +159,42 @@ class Scheduler:
         key = (difficulty, None if role == DEFAULT_ROLE else role, handler, trusted, front)
         seq = next(self._seq) if seq is None else seq
         self.version += 1
-        heapq.heappush(self._classes.setdefault(key, []), (-priority, seq, task))
-        self._where[task] = (key, seq)
+        entry = (-priority, seq, task)
+        heapq.heappush(self._classes.setdefault(key, []), entry)
+        self._where[task] = entry
         return seq
+
+    def push_new(self, tasks: Iterable[tuple[TaskKey, int, str | None, int, str | None]]
+                 ) -> list[int]:
+        """Queue many new tasks at once: (task, difficulty, role, priority, handler) each, in
+        submission order; returns their age stamps. The same as push() one by one, at a
+        fraction of the cost for a large submission."""
+        where, classes, stamps = self._where, self._classes, self._seq
+        grown: dict[ClassKey, int] = {}  # class -> its size before
+        seqs = []
+        for task, difficulty, role, priority, handler in tasks:
+            if task in where:
+                raise ValueError(f"task {task!r} is already queued")
+            key = (difficulty, None if role == DEFAULT_ROLE else role, handler, False, False)
+            heap = classes.get(key)
+            if heap is None:
+                heap = classes[key] = []
+            if key not in grown:
+                grown[key] = len(heap)
+            seq = next(stamps)
+            entry = (-priority, seq, task)
+            heap.append(entry)
+            where[task] = entry
+            seqs.append(seq)
+        for key, before in grown.items():
+            heap = classes[key]
+            if len(heap) - before >= before:
+                heapq.heapify(heap)  # O(size): no more than pushing the new ones
+            else:
+                for i in range(before, len(heap)):
+                    heapq._siftdown(heap, 0, i)  # what heappush does after its append
+        self.version += 1
+        return seqs
 
     def discard(self, task: TaskKey) -> bool:
         """Take a queued task out (cancelled). Lazy: its heap entry is skipped later."""
@@ -186,16 +220,22 @@ class Scheduler:
             heap = classes[key]
             room = min(worker.room, worker.slots) if key[4] else worker.room
             free = min(room, worker.slots) - worker.running
-            run = free if free > 0 else room - worker.running
+            run = max(1, free if free > 0 else room - worker.running)
             self.version += 1
-            for _ in range(max(1, run)):
-                head = self._head(key)
-                if head is None or (rival is not None and head > rival):
+            name, pop, taken = worker.name, heapq.heappop, 0
+            while taken < run and heap:
+                entry = heap[0]
+                task = entry[2]
+                if where.get(task) is not entry:
+                    pop(heap)  # discarded earlier
+                    continue
+                if rival is not None and entry > rival:
                     break
-                task = heapq.heappop(heap)[2]
+                pop(heap)
                 del where[task]
-                worker.running += 1
-                decisions.append((task, worker.name))
+                decisions.append((task, name))
+                taken += 1
+            worker.running += taken
 
     def _next_placeable(self) -> tuple[ClassKey, WorkerSlot, tuple | None] | None:
         """The class whose head is the best task some worker can take now, that worker, and
@@ -229,9 +269,9 @@ class Scheduler:
         idle = (w for w in self._workers.values() if w.running == 0)
         return best_fit(idle, difficulty, role, handler, front=front)
 
-    def _head(self, key: ClassKey) -> tuple[int, int, TaskKey] | None:
-        heap = self._classes[key]
-        while heap and self._where.get(heap[0][2]) != (key, heap[0][1]):
+    def _head(self, key: ClassKey) -> Entry | None:
+        heap, where = self._classes[key], self._where
+        while heap and where.get(heap[0][2]) is not heap[0]:
             heapq.heappop(heap)  # discarded earlier
         if not heap:
             del self._classes[key]
@@ -258,7 +298,7 @@ class Scheduler:
         return out
 
     def _live_entries(self, key: ClassKey) -> list[tuple[int, int, TaskKey]]:
-        return [e for e in self._classes.get(key, ()) if self._where.get(e[2]) == (key, e[1])]
+        return [e for e in self._classes.get(key, ()) if self._where.get(e[2]) is e]
 
     def queued(self) -> list[TaskKey]:
         """Queued tasks in the order they would go out (for status displays and reports)."""
