@@ -126,6 +126,8 @@ class TaskBoard:
         self.finished: list[TaskRecord] = []  # every finish, in order; consumers drain it
         self._in_flight: dict[str, Held] = defaultdict(Held)
         self._stealing: dict[TaskId, str] = {}  # asked back from its worker: for whom
+        # steals() has nothing to do until the scheduler changes or this time comes
+        self._steal_seen, self._steal_due = -1, 0.0
         self._stolen: dict[str, set[TaskId]] = {}  # worker on probation -> taken back from it
         self._waiting: dict[TaskId, set[Gate]] = {}
         self._dependents: dict[Gate, set[TaskId]] = defaultdict(set)
@@ -418,6 +420,10 @@ class TaskBoard:
         ``patience`` seconds (a few round trips: sooner, they start there as soon as a RELEASE
         would get back), the last sent first. Returns {worker: [(task, attempt)]} to ask back;
         they stay there until it gives them back."""
+        version = self.scheduler.version
+        if version == self._steal_seen and now < self._steal_due:
+            return {}  # nothing changed, and nothing waited long enough yet
+        self._steal_seen, self._steal_due = version, float("inf")
         workers = self.scheduler.workers
         idle = [w for w in workers.values() if w.running < min(w.room, w.slots)]
         if not idle:
@@ -438,13 +444,13 @@ class TaskBoard:
             for victim in victims:
                 if want <= 0:
                     break
-                want -= self._steal_from(victim, thief, want, now - patience, asks)
+                want -= self._steal_from(victim, thief, want, now, patience, asks)
         return dict(asks)
 
-    def _steal_from(self, victim: WorkerSlot, thief: WorkerSlot, want: int, before: float,
-                    asks: dict[str, list[tuple[TaskId, int]]]) -> int:
+    def _steal_from(self, victim: WorkerSlot, thief: WorkerSlot, want: int, now: float,
+                    patience: float, asks: dict[str, list[tuple[TaskId, int]]]) -> int:
         """Up to ``want`` of the tasks queued on ``victim`` beyond its slots that ``thief``
-        can take, sent before ``before``; returns how many were asked back."""
+        can take, sent ``patience`` seconds ago or more; returns how many were asked back."""
         flying = self._in_flight.get(victim.name)
         if not flying:
             return 0
@@ -456,8 +462,11 @@ class TaskBoard:
                 break
             rec = self.records[task_id]
             t = rec.task
-            if rec.started or task_id in self._stealing or rec.assigned_at > before \
+            if rec.started or task_id in self._stealing \
                     or not can_do(thief, t.difficulty, t.required_role, t.handler):
+                continue
+            if rec.assigned_at > now - patience:  # it may start there soon: look again then
+                self._steal_due = min(self._steal_due, rec.assigned_at + patience)
                 continue
             self._stealing[task_id] = thief.name
             asks[victim.name].append((task_id, rec.attempt))

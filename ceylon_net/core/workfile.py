@@ -26,6 +26,9 @@ from .groups import (
 )
 from .tasks import Task, TaskId
 
+_NONE: list[Any] = []  # a parsed task without depends_on / args
+_NO_KW: dict[str, Any] = {}  # ... without kwargs
+
 _TASK_FIELDS = {
     "id": "int or string",
     "description": "string",
@@ -124,12 +127,15 @@ def task_from_dict(item: Any, where: str = "task") -> Task:
             raise TaskFileError(f"{where}: field {name!r} must be {_TASK_FIELDS[name]}, "
                                 f"got {value!r}")
     dur, limit = item.get("duration"), item.get("timeout")
+    deps, args, kwargs = item.get("depends_on"), item.get("args"), item.get("kwargs")
+    # Most tasks have none of these: they share one empty container each (nothing changes a
+    # task's lists once parsed), which saves a queued task 176 bytes in the admin.
     return Task(id=item["id"], description=item["description"], difficulty=item["difficulty"],
                 required_role=item.get("required_role"), priority=item.get("priority", 0),
                 duration=None if dur is None else float(dur),
-                depends_on=list(item.get("depends_on", [])),
+                depends_on=list(deps) if deps else _NONE,
                 timeout=None if limit is None else float(limit), handler=item.get("handler"),
-                args=list(item.get("args", [])), kwargs=dict(item.get("kwargs", {})))
+                args=list(args) if args else _NONE, kwargs=dict(kwargs) if kwargs else _NO_KW)
 
 
 def check_unique_ids(tasks: list[Task], where: str) -> None:
