@@ -279,20 +279,7 @@ async def run_w4(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> 
             check_alive(procs)
             still = len((await _status(endpoint))["workers"])
 
-            # 100k tasks for a role no agent has: all stay queued, none is ever assigned.
-            ts = time.monotonic()
-            for start in range(0, sz.w4_queued, SUBMIT_CHUNK):
-                doc = {"tasks": [{"id": i, "description": "queued", "difficulty": 1,
-                                  "required_role": "nobody"}
-                                 for i in range(start, min(start + SUBMIT_CHUNK, sz.w4_queued))]}
-                async with AsyncClient(endpoint, timeout=60) as c:
-                    await c.submit_batch(doc, wait=False)
-            submit_s = time.monotonic() - ts
-            await asyncio.sleep(2.0)
-            counts = (await _status(endpoint, 30))["counts"]
-            if counts["queued"] != sz.w4_queued:
-                raise RuntimeError(f"W4: {counts['queued']} tasks queued, expected "
-                                   f"{sz.w4_queued}: {counts}")
+            submit_s = await _queue_unassignable(endpoint, sz.w4_queued)
             cpu0, t0 = proc_cpu_seconds(pid), time.monotonic()
             await asyncio.sleep(min(5.0, sz.w4_idle))
             cpu1, t1 = proc_cpu_seconds(pid), time.monotonic()
@@ -315,6 +302,62 @@ async def run_w4(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> 
     res.put("w4.rss_queued", run, rss_queued, section,
             f"admin RSS with {sz.w4_queued:,} queued, MiB", fmt_one)
     res.put("w4.rss_peak", run, peak, section, "admin peak RSS (VmHWM), MiB", fmt_one)
+    res.put("w4.per_task", run, (rss_queued - rss_idle) * 1024 / sz.w4_queued, section,
+            "RSS per queued task, KiB", fmt_ratio)
     print(f"{tag} W4: {still}/{total} agents (joined in {join_s:.1f} s), idle CPU "
           f"{idle_cpu:.1f} %, RSS {rss_idle:.1f} MiB; {sz.w4_queued:,} queued: RSS "
           f"{rss_queued:.1f} MiB, CPU {queued_cpu:.1f} %", flush=True)
+    await run_w4_queue_alone(sz, res, run, tag, workdir)
+
+
+async def _queue_unassignable(endpoint: str, count: int) -> float:
+    """Submit ``count`` tasks for a role no agent has (all stay queued, none is ever
+    assigned), 10,000 a batch; seconds it took. Checks they are all queued."""
+    ts = time.monotonic()
+    for start in range(0, count, SUBMIT_CHUNK):
+        doc = {"tasks": [{"id": i, "description": "queued", "difficulty": 1,
+                          "required_role": "nobody"}
+                         for i in range(start, min(start + SUBMIT_CHUNK, count))]}
+        async with AsyncClient(endpoint, timeout=60) as c:
+            await c.submit_batch(doc, wait=False)
+    took = time.monotonic() - ts
+    await asyncio.sleep(2.0)
+    counts = (await _status(endpoint, 30))["counts"]
+    if counts["queued"] != count:
+        raise RuntimeError(f"W4: {counts['queued']} tasks queued, expected {count}: {counts}")
+    return took
+
+
+async def run_w4_queue_alone(sz: Sizes, res: Results, run: int, tag: str,
+                             workdir: Path) -> None:
+    """A fresh ceylon-admin with no agents: its RSS, then with ``w4_queued`` tasks queued
+    (what the queue costs, without ZeroMQ's buffers for 2,000 connections beside it)."""
+    section = f"W4 queue alone ({sz.w4_queued:,} tasks queued, no agent connected)"
+    async with Cluster(workdir=workdir) as cluster:
+        admin = await cluster.admin("--log-level", "WARNING", "--unassignable-timeout",
+                                    "86400", name="w4q-admin")
+        STARTED.append((admin.process.pid, True))
+        try:
+            endpoint = f"127.0.0.1:{cluster.port}"
+
+            async def answering() -> bool:
+                check_alive([admin])
+                try:
+                    await _status(endpoint, 1.0)
+                    return True
+                except AdminUnreachableError:
+                    return False
+
+            await wait_until(answering, 30, "ceylon-admin to answer", interval=0.1)
+            await asyncio.sleep(1.0)
+            rss_empty = proc_rss_mib(admin.process.pid)
+            await _queue_unassignable(endpoint, sz.w4_queued)
+            rss = proc_rss_mib(admin.process.pid)
+        except BaseException:
+            report_logs([admin])
+            raise
+    res.put("w4.rss_alone_empty", run, rss_empty, section, "admin RSS before, MiB", fmt_one)
+    res.put("w4.rss_alone", run, rss, section, f"admin RSS with {sz.w4_queued:,} queued, MiB",
+            fmt_one)
+    print(f"{tag} W4 queue alone: RSS {rss_empty:.1f} MiB empty, {rss:.1f} MiB with "
+          f"{sz.w4_queued:,} queued", flush=True)

@@ -270,7 +270,7 @@ class AdminState:
     def _dispatch(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
         rec = self.members.registry.get(peer)
         if rec is not None:
-            rec.last_seen = now
+            self.members.registry.heard_from(rec, now)
         kind = env.kind
         if kind in CLIENT_KINDS or (kind == Kind.CANCEL and rec is None):
             if self._token_ok(peer, env, address):

@@ -674,17 +674,24 @@ class TaskBoard:
             self._finish_cancelled(rec, result.error or "cancelled")
             self._fails(task_id, f"dependency {task_id!r} was cancelled")
             return rec
-        self._move(rec, C if result.success else F)
-        rec.result = result
         self._open -= 1
-        self.succeeded += result.success
+        self._ended(rec, result)
+        return rec
+
+    def _ended(self, rec: TaskRecord, result: TaskResult) -> None:
+        """A task ran to a result (the caller counts it out of ``open``)."""
+        task_id = rec.task.id
+        rec.result = result
+        if result.success:
+            self._move(rec, C)
+            self.succeeded += 1
+            if self._dependents:
+                self._opens(task_id)
+        else:
+            self._move(rec, F)
+            self._fails(task_id, f"dependency {task_id!r} failed")
         self._ran.append(task_id)
         self.finished.append(rec)
-        if result.success:
-            self._opens(task_id)
-        else:
-            self._fails(task_id, f"dependency {task_id!r} failed")
-        return rec
 
     def record_many(self, worker: str, results: list[TaskResult]) -> list[TaskRecord | None]:
         """:meth:`record` for a batch from one trusted worker: its results for tasks in flight
@@ -694,7 +701,7 @@ class TaskBoard:
         flying = self._in_flight.get(worker)
         if slot is None or slot.state is not TRUSTED or not flying:
             return [self.record(r) for r in results]
-        records, finished, ran = self.records, self.finished, self._ran
+        records, ended = self.records, self._ended
         out: list[TaskRecord | None] = []
         done = 0
         for r in results:
@@ -706,17 +713,7 @@ class TaskBoard:
                 continue
             del flying[task_id]
             done += 1
-            rec.result = r
-            if r.success:
-                self._move(rec, C)
-                self.succeeded += 1
-                if self._dependents:
-                    self._opens(task_id)
-            else:
-                self._move(rec, F)
-                self._fails(task_id, f"dependency {task_id!r} failed")
-            ran.append(task_id)
-            finished.append(rec)
+            ended(rec, r)
             out.append(rec)
         self._open -= done
         if done:

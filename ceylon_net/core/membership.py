@@ -144,7 +144,7 @@ class Membership:
     # ---- while registered
     def heartbeat(self, rec: WorkerRecord, env: Envelope, now: float) -> None:
         beat = wire.unpack(wire.Heartbeat, env.payload, self.limits)
-        rec.hears_pub = beat.pub
+        self.registry.hears(rec, beat.pub)
         if beat.heard >= 0:
             self._hears(rec, beat.heard, beat.delivered)
             self._repair(rec, beat.missing)
@@ -244,9 +244,8 @@ class Membership:
         connection is blocked): 1,000 idle workers would cost 1,000 sends a second
         otherwise."""
         self.out.publish(Kind.HEARTBEAT, b"", seq=self.broadcasts.seq)
-        for rec in self.registry.by_peer.values():
-            if not rec.hears_pub:
-                self.out.send(rec.peer, Kind.HEARTBEAT, wire.Event("heartbeat"))
+        for peer in self.registry.unheard:
+            self.out.send(peer, Kind.HEARTBEAT, wire.Event("heartbeat"))
 
     def end(self, reason: str) -> None:
         """The run is over: tell every worker."""

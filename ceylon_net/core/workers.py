@@ -98,11 +98,15 @@ class WorkerRecord:
 
 
 class Registry:
-    """Registered workers by ROUTER identity and by name (names are unique)."""
+    """Registered workers by ROUTER identity and by name (names are unique); also in the order
+    they were last heard from, and which do not hear the admin's PUB heartbeat, so the
+    periodic checks cost what changed, not the number of workers."""
 
     def __init__(self) -> None:
         self.by_peer: dict[bytes, WorkerRecord] = {}
         self.by_name: dict[str, bytes] = {}
+        self._by_seen: dict[bytes, None] = {}  # least recently heard from first
+        self.unheard: set[bytes] = set()  # not hearing the PUB heartbeat
 
     def __len__(self) -> int:
         return len(self.by_peer)
@@ -120,16 +124,39 @@ class Registry:
     def add(self, rec: WorkerRecord) -> None:
         self.by_peer[rec.peer] = rec
         self.by_name[rec.name] = rec.peer
+        self._by_seen[rec.peer] = None
+        if not rec.hears_pub:
+            self.unheard.add(rec.peer)
 
     def remove(self, peer: bytes) -> WorkerRecord | None:
         rec = self.by_peer.pop(peer, None)
         if rec is not None:
             self.by_name.pop(rec.name, None)
+            self._by_seen.pop(peer, None)
+            self.unheard.discard(peer)
         return rec
 
+    def heard_from(self, rec: WorkerRecord, now: float) -> None:
+        rec.last_seen = now
+        seen = self._by_seen
+        del seen[rec.peer]
+        seen[rec.peer] = None  # to the end: the order stays by last_seen
+
+    def hears(self, rec: WorkerRecord, pub: bool) -> None:
+        """Whether the worker says it hears the admin's heartbeat on PUB."""
+        rec.hears_pub = pub
+        (self.unheard.discard if pub else self.unheard.add)(rec.peer)
+
     def silent_since(self, before: float) -> list[WorkerRecord]:
-        """Workers not heard from since ``before``."""
-        return [r for r in self.by_peer.values() if r.last_seen < before]
+        """Workers not heard from since ``before`` (looking no further than the first that
+        was)."""
+        out = []
+        for peer in self._by_seen:
+            rec = self.by_peer[peer]
+            if rec.last_seen >= before:
+                break
+            out.append(rec)
+        return out
 
     def details(self) -> list[AgentDetail]:
         return [r.detail for r in self.by_peer.values()]
