@@ -92,6 +92,11 @@ class TaskRunner:
         started runs on. True when given back."""
         queued = self._queued.get(task_id)
         if queued is None or queued.attempt != attempt:
+            running = self.active.get(task_id)
+            if running is not None and running.attempt == attempt \
+                    and (task_id, attempt) not in self.starts:
+                self.starts.append((task_id, attempt))  # too late: say it started, now
+                self._on_result()
             return False
         del self._queued[task_id]  # its runner skips it
         self.released.append((task_id, attempt))
@@ -163,8 +168,9 @@ class TaskRunner:
             self.active[tid] = a
             self.peak = max(self.peak, len(self.active))
             self._runner_of[tid] = me
+            # Said with the next results (or heartbeat), not on its own: a no-op task's
+            # start and result leave together, and a lone one is never held up.
             self.starts.append((tid, a.attempt))
-            self._on_result()
             logger.debug("{}: running task {!r} (attempt {})", self.name, tid, a.attempt)
             try:
                 result = await self._execute(a)

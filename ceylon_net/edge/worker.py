@@ -385,6 +385,8 @@ class Worker(AgentBase):
             # The admin's WELCOME sets the pace for both sides; until then, a second.
             await asyncio.sleep(self._welcome.heartbeat if self._welcome else 1.0)
             if self._welcome is not None and self._sockets is not None:
+                if self.runner.starts:
+                    self._flush()  # tasks that started since the last results
                 await self._sockets.send(self._heartbeat_frames(), 1.0)
 
     def _heartbeat_frames(self) -> list[bytes]:
