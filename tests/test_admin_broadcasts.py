@@ -102,3 +102,22 @@ def test_a_worker_that_never_hears_pub_is_named_and_the_sync_heartbeats_stop():
     assert "worker 'deaf' does not hear the PUB port 8001 after 3 s (is it blocked?): it " \
            "takes tasks, but no broadcast can reach it" in logs(cmds)
     assert of(sim.fire("sync"), c.Publish) == []
+
+
+def test_sync_heartbeats_slow_down_with_many_agents_so_a_crowd_joining_is_not_flooded():
+    sim = Sim()
+    first = sim.worker("first")
+    (timer,) = [t for t in of(first.hello(), c.Timer) if t.key == ("sync",)]
+    assert timer.after == 0.02  # a few agents: the new one hears PUB within 20 ms
+    for i in range(199):
+        sim.now += 0.011  # within the registrations an address may make a second
+        sim.worker(f"w{i}").hello()
+    sim.fire("sync")  # the next one is timed for 200 agents: each costs all of them one
+    (timer,) = [t for t in sim.timers if t.key == ("sync",)]
+    assert timer.after == 0.08
+    for i in range(800):
+        sim.now += 0.011
+        sim.worker(f"more{i}").hello()
+    sim.fire("sync")
+    (timer,) = [t for t in sim.timers if t.key == ("sync",)]
+    assert timer.after == 0.4

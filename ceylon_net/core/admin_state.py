@@ -55,6 +55,7 @@ from .workfile import parse_work
 
 PROBATION = 0.2  # least seconds a worker on probation has to confirm its first task
 SYNC_EVERY = 0.02  # seconds between PUB heartbeats while a new worker does not hear them yet
+SYNC_FANOUT = 50  # ... for up to this many agents; more agents, proportionally slower
 CLIENT_KINDS = frozenset((Kind.HELLO, Kind.STATUS, Kind.SUBMIT, Kind.WATCH))
 REQUESTS = {Kind.STATUS: "status", Kind.SUBMIT: "batch", Kind.WATCH: "watch"}  # named back
 ANSWERED = frozenset((Kind.STATUS, Kind.SUBMIT, Kind.CANCEL))  # a client awaits an answer
@@ -310,10 +311,15 @@ class AdminState:
             self.out.add(Deliver(header, payload))
 
     def _sync(self) -> None:
-        """PUB heartbeats every SYNC_EVERY while a new worker does not hear them yet."""
+        """PUB heartbeats every SYNC_EVERY while a new worker does not hear them yet. Each
+        reaches every agent, so with many connected they go out less often (at most a
+        heartbeat apart): 1,000 agents joining at once must not be flooded with 50,000
+        messages a second, fall behind on their own heartbeats and be taken for lost."""
         if not self._syncing and self.members.sync():
             self._syncing = True
-            self.out.add(Timer(("sync",), SYNC_EVERY))
+            agents = len(self.members.registry)
+            every = min(self.settings.heartbeat, SYNC_EVERY * max(1.0, agents / SYNC_FANOUT))
+            self.out.add(Timer(("sync",), every))
 
     def _direct(self, rec: WorkerRecord, env: Envelope) -> None:
         env.header.sender = rec.name
