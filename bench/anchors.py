@@ -130,28 +130,28 @@ async def run_ceiling(sz: Sizes, a: Anchors, res: Results, run: int, tag: str,
               flush=True)
 
 
+async def _run_peer(a: Anchors, res: Results, run: int, tag: str, script: str, key: str,
+                    name: str, size: int, workers: str) -> None:
+    """A peer's script run as ``script N 4``: its throughput and 500 round trips."""
+    text = await run_script([a.python, str(a.directory / script), str(size), "4"],
+                            a.directory, script)
+    section = f"{name} ({script} {size} 4)"
+    tps, p50, p99 = (_field(text, f, script) for f in ("tasks_per_s", "p50_us", "p99_us"))
+    res.put(f"{key}.w1", run, tps, section, f"W1 N={size:,}, 4 {workers}, tasks/s")
+    res.put(f"{key}.p50", run, p50, section, "W2 p50, µs (500 round trips)")
+    res.put(f"{key}.p99", run, p99, section, "W2 p99, µs")
+    print(f"{tag} {name.split()[0]}: {tps:,.0f} tasks/s, p50 {p50:,.0f} µs, p99 {p99:,.0f} µs",
+          flush=True)
+
+
 async def run_dask(sz: Sizes, a: Anchors, res: Results, run: int, tag: str) -> None:
-    what = "bench_dask.py"
-    text = await run_script([a.python, str(a.directory / "bench_dask.py"), str(sz.peer_tasks),
-                             "4"], a.directory, what)
-    section = f"Dask distributed (bench_dask.py {sz.peer_tasks} 4)"
-    tps, p50, p99 = (_field(text, f, what) for f in ("tasks_per_s", "p50_us", "p99_us"))
-    res.put("dask.w1", run, tps, section, f"W1 N={sz.peer_tasks:,}, 4 processes, tasks/s")
-    res.put("dask.p50", run, p50, section, "W2 p50, µs (500 round trips)")
-    res.put("dask.p99", run, p99, section, "W2 p99, µs")
-    print(f"{tag} Dask: {tps:,.0f} tasks/s, p50 {p50:,.0f} µs, p99 {p99:,.0f} µs", flush=True)
+    await _run_peer(a, res, run, tag, "bench_dask.py", "dask", "Dask distributed",
+                    sz.peer_tasks, "processes")
 
 
 async def run_ray(sz: Sizes, a: Anchors, res: Results, run: int, tag: str) -> None:
-    what = "bench_ray.py"
-    text = await run_script([a.python, str(a.directory / "bench_ray.py"), str(sz.peer_tasks),
-                             "4"], a.directory, what)
-    section = f"Ray (bench_ray.py {sz.peer_tasks} 4)"
-    tps, p50, p99 = (_field(text, f, what) for f in ("tasks_per_s", "p50_us", "p99_us"))
-    res.put("ray.w1", run, tps, section, f"W1 N={sz.peer_tasks:,}, 4 worker CPUs, tasks/s")
-    res.put("ray.p50", run, p50, section, "W2 p50, µs (500 round trips)")
-    res.put("ray.p99", run, p99, section, "W2 p99, µs")
-    print(f"{tag} Ray: {tps:,.0f} tasks/s, p50 {p50:,.0f} µs, p99 {p99:,.0f} µs", flush=True)
+    await _run_peer(a, res, run, tag, "bench_ray.py", "ray", "Ray", sz.peer_tasks,
+                    "worker CPUs")
 
 
 async def _wait_redis(port: int, proc: asyncio.subprocess.Process, timeout: float) -> None:

@@ -241,16 +241,7 @@ async def run_w4(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> 
         procs = [admin]
         try:
             endpoint = f"127.0.0.1:{cluster.port}"
-
-            async def answering() -> bool:
-                check_alive(procs)
-                try:
-                    await _status(endpoint, 1.0)
-                    return True
-                except AdminUnreachableError:
-                    return False
-
-            await wait_until(answering, 30, "ceylon-admin to answer", interval=0.1)
+            await _answering(endpoint, procs)
             t_join = time.monotonic()
             for i in range(sz.w4_procs):
                 procs.append(await spawn(cluster, f"w4-helper{i}", [
@@ -310,6 +301,19 @@ async def run_w4(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> 
     await run_w4_queue_alone(sz, res, run, tag, workdir)
 
 
+async def _answering(endpoint: str, procs: list[Proc]) -> None:
+    """Wait (30 s at most) until the ceylon-admin at ``endpoint`` answers a status request."""
+    async def answers() -> bool:
+        check_alive(procs)
+        try:
+            await _status(endpoint, 1.0)
+            return True
+        except AdminUnreachableError:
+            return False
+
+    await wait_until(answers, 30, "ceylon-admin to answer", interval=0.1)
+
+
 async def _queue_unassignable(endpoint: str, count: int) -> float:
     """Submit ``count`` tasks for a role no agent has (all stay queued, none is ever
     assigned), 10,000 a batch; seconds it took. Checks they are all queued."""
@@ -339,16 +343,7 @@ async def run_w4_queue_alone(sz: Sizes, res: Results, run: int, tag: str,
         STARTED.append((admin.process.pid, True))
         try:
             endpoint = f"127.0.0.1:{cluster.port}"
-
-            async def answering() -> bool:
-                check_alive([admin])
-                try:
-                    await _status(endpoint, 1.0)
-                    return True
-                except AdminUnreachableError:
-                    return False
-
-            await wait_until(answering, 30, "ceylon-admin to answer", interval=0.1)
+            await _answering(endpoint, [admin])
             await asyncio.sleep(1.0)
             rss_empty = proc_rss_mib(admin.process.pid)
             await _queue_unassignable(endpoint, sz.w4_queued)
