@@ -685,8 +685,7 @@ class TaskBoard:
         if result.success:
             self._move(rec, C)
             self.succeeded += 1
-            if self._dependents:
-                self._opens(task_id)
+            self._opens(task_id)
         else:
             self._move(rec, F)
             self._fails(task_id, f"dependency {task_id!r} failed")

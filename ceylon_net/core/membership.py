@@ -113,8 +113,8 @@ class Membership:
         # The admin keeps some more on the worker than it runs at once (pipelining: its
         # runner still runs at most --concurrency; the rest wait in its queue).
         slots = hello.capacity
-        held = min(slots + self.pace.credit(hello.name, slots), MAX_CAPACITY)
-        self.board.add_worker(WorkerSlot(hello.name, hello.skill, hello.role, held,
+        self.board.add_worker(WorkerSlot(hello.name, hello.skill, hello.role,
+                                         self._held(hello.name, slots),
                                          handlers=frozenset(hello.handlers), slots=slots),
                               probation=True)
         self.out.log("INFO", f"worker '{hello.name}' joined from {host or '?'} (role "
@@ -179,10 +179,14 @@ class Membership:
             pace.round_trip(rtt)
         slot = self.board.scheduler.workers.get(worker)
         if slot is not None:
-            held = min(slot.slots + pace.credit(worker, slot.slots), MAX_CAPACITY)
+            held = self._held(worker, slot.slots)
             if held != slot.capacity:
                 slot.capacity = held
                 self.board.scheduler.touch()
+
+    def _held(self, worker: str, slots: int) -> int:
+        """Tasks a worker may have in flight: its slots and the credit fed ahead of them."""
+        return min(slots + self.pace.credit(worker, slots), MAX_CAPACITY)
 
     def steal_back(self, now: float) -> None:
         """Idle workers, and tasks waiting in other workers' queues: ask for those back."""

@@ -77,6 +77,12 @@ class Blocked:
     has_handler: bool = True  # some connected worker has that handler
 
 
+def class_key(difficulty: int, role: str | None, handler: str | None, trusted: bool = False,
+              front: bool = False) -> ClassKey:
+    """The class a ready task is queued in: tasks of one class suit the same workers."""
+    return difficulty, None if role == DEFAULT_ROLE else role, handler, trusted, front
+
+
 def role_fits(worker_role: str, task_role: str | None) -> bool:
     return task_role in (None, DEFAULT_ROLE) or worker_role in (DEFAULT_ROLE, task_role)
 
@@ -156,7 +162,7 @@ class Scheduler:
         ``trusted``: it goes only to a worker off probation; ``front``: only to a free slot."""
         if task in self._where:
             raise ValueError(f"task {task!r} is already queued")
-        key = (difficulty, None if role == DEFAULT_ROLE else role, handler, trusted, front)
+        key = class_key(difficulty, role, handler, trusted, front)
         seq = next(self._seq) if seq is None else seq
         self.version += 1
         entry = (-priority, seq, task)
@@ -175,7 +181,7 @@ class Scheduler:
         for task, difficulty, role, priority, handler in tasks:
             if task in where:
                 raise ValueError(f"task {task!r} is already queued")
-            key = (difficulty, None if role == DEFAULT_ROLE else role, handler, False, False)
+            key = class_key(difficulty, role, handler)
             heap = classes.get(key)
             if heap is None:
                 heap = classes[key] = []
@@ -191,8 +197,10 @@ class Scheduler:
             if len(heap) - before >= before:
                 heapq.heapify(heap)  # O(size): no more than pushing the new ones
             else:
-                for i in range(before, len(heap)):
-                    heapq._siftdown(heap, 0, i)  # what heappush does after its append
+                new = heap[before:]
+                del heap[before:]
+                for entry in new:
+                    heapq.heappush(heap, entry)
         self.version += 1
         return seqs
 
@@ -223,17 +231,13 @@ class Scheduler:
             run = max(1, free if free > 0 else room - worker.running)
             self.version += 1
             name, pop, taken = worker.name, heapq.heappop, 0
-            while taken < run and heap:
-                entry = heap[0]
-                task = entry[2]
-                if where.get(task) is not entry:
-                    pop(heap)  # discarded earlier
-                    continue
-                if rival is not None and entry > rival:
+            while taken < run:
+                entry = self._head(key)
+                if entry is None or (rival is not None and entry > rival):
                     break
                 pop(heap)
-                del where[task]
-                decisions.append((task, name))
+                del where[entry[2]]
+                decisions.append((entry[2], name))
                 taken += 1
             worker.running += taken
 
