@@ -201,23 +201,3 @@ def test_a_lost_task_that_waited_is_counted_next_time_it_is_lost():
     sim.join("w1", capacity=1)
     sim.tick(at=7.5)  # it went to a free slot there: it may have started: counted
     assert sim.finished()["second"].status is TaskStatus.FAILED
-
-
-
-def test_a_task_lost_with_a_worker_never_waits_in_a_worker_s_queue_again():
-    # Queued behind another, a task that crashes its worker as it starts may be lost before
-    # its start is said (the other's result dies with the worker too). So once a task was
-    # with a worker that died, it waits at the admin for a free slot: each crash counts.
-    sim = Sim(prefetch=2, max_attempts=3)
-    sim.submit(noop("poison", priority=1))
-    sim.join("w0", capacity=1)
-    busy = sim.join("busy", capacity=1)
-    sim.submit(noop("long"))  # to the free slot
-    assert list(busy.held) == ["long"]
-    sim.now = 3.0
-    busy.heartbeat()
-    sim.tick(at=3.5)  # w0 is lost with the poison task
-    assert sim.st.board.records["poison"].losses == 1
-    assert list(busy.held) == ["long"]  # room in its queue, but no free slot: not sent
-    busy.finish("long")
-    assert busy.held == {"poison": 2}  # now into the free slot

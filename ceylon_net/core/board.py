@@ -104,9 +104,7 @@ class TaskRecord:
     stopping: str | None = None  # asked its worker to cancel it: if it comes back, it ends
     started: bool = False  # its worker said it started the latest assignment
     ahead: bool = False  # the latest assignment was queued behind a full worker's slots
-    # It was with a worker that died: from then on it goes only to a free slot, never into a
-    # worker's queue, so if it is what kills workers, the admin knows it started each time.
-    front: bool = False
+    front: bool = False  # lost where it may not have started: next time, a free slot only
 
     @property
     def status(self) -> TaskStatus:
@@ -506,8 +504,8 @@ class TaskBoard:
         have started there count as lost with it: those it said started, and, first sent
         first, as many others as it had slots not taken by those (a task that crashed it as
         it started may never have been said to start). The rest waited in its queue: they go
-        back without a loss. Either way they go only to a free slot from now on, where a start
-        always counts: a task that crashes every worker it starts on is caught."""
+        back without a loss, to a free slot only next time (so if one crashes a worker again,
+        it counts)."""
         slot = self.scheduler.remove_worker(name)
         stolen = self._stolen.pop(name, ())
         for task_id in stolen if why != "left" else ():
@@ -543,7 +541,6 @@ class TaskBoard:
         for task_id in lost:
             rec = self.records[task_id]
             rec.losses += counts
-            rec.front = rec.front or counts  # see TaskRecord.front
             if rec.losses >= self.max_attempts:
                 self._give_up_lost(rec, worker, why)
             else:
@@ -614,7 +611,7 @@ class TaskBoard:
             rec = records[task_id]
             slot = slots[worker]
             rec.assigned_at = now
-            rec.confirmed = rec.started = False
+            rec.confirmed = rec.started = rec.front = False
             asked = rec.asked = slot.state is not TRUSTED
             move(rec, A)
             rec.worker = worker

@@ -9,7 +9,7 @@ Rules (DESIGN.md "Scheduling"):
 - among eligible workers: one with a free slot before one that would only queue the task
   (a task never waits behind another while a slot is free), then best fit (least skilled that
   can do it), then least loaded, so seniors stay free for the hard tasks;
-- a task marked ``front`` (it was with a worker that died) goes only to a free slot.
+- a task marked ``front`` (lost once where it may not have started) goes only to a free slot.
 
 A task naming a handler only goes to workers that have it.
 
