@@ -558,6 +558,24 @@ def test_steal_takes_back_an_unconfirmed_task_and_gives_the_thief_nothing_more()
     assert [a.task.id for a in b.plan(now=1.0)["stalled"]] == [1, 2]
 
 
+def test_a_task_its_worker_did_not_take_goes_only_to_a_free_slot_afterwards():
+    # It may be what stopped that worker (a task that kills whoever starts it): queued behind
+    # another on the next worker, its crash could take the other's result along and never be
+    # said. So it waits for a free slot, and the worker that could give one gets no more
+    # queued meanwhile.
+    b = TaskBoard()
+    b.add(tasks(1))
+    b.add_worker(WorkerSlot("stalled", 9, capacity=1), probation=True)
+    b.plan(now=0.0)
+    b.add_worker(WorkerSlot("busy", 9, capacity=3, slots=1, running=1))
+    b.steal("stalled", [(0, 1)])
+    b.add(tasks(3)[1:])
+
+    assert b.plan(now=1.0) == {}
+    b.scheduler.release("busy")
+    assert [a.task.id for a in b.plan(now=2.0)["busy"]] == [0, 1, 2]
+
+
 def test_steal_leaves_confirmed_tasks_and_trusted_workers_alone():
     b = TaskBoard()
     b.add(tasks(3))

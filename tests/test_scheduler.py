@@ -199,6 +199,32 @@ def test_a_task_waiting_for_a_busy_senior_does_not_block_a_free_junior():
     assert s.assign() == [("hard", "Senior")]
 
 
+def test_a_task_that_needs_a_free_slot_holds_the_workers_that_could_give_it_one():
+    # A "front" task (it was with a worker that died) goes only to a free slot. Younger tasks
+    # do not queue on the workers that could take it, so their queues drain and a slot frees
+    # for it; workers that could not take it are fed as usual.
+    s = scheduler(WorkerSlot("Senior", 9, capacity=3, slots=1, running=1),
+                  WorkerSlot("Junior", 3, capacity=3, slots=1, running=1))
+    s.push("lost", 8, None, front=True)
+    for task in ("next-hard", "easy-1", "easy-2"):
+        s.push(task, 8 if task == "next-hard" else 2, None)
+
+    assert s.assign() == [("easy-1", "Junior"), ("easy-2", "Junior")]
+    s.release("Senior")
+    assert s.assign() == [("lost", "Senior"), ("next-hard", "Senior")]
+
+
+def test_a_task_ahead_of_the_reserving_one_may_still_queue_on_its_worker():
+    s = scheduler(WorkerSlot("w", 5, capacity=3, slots=1, running=1))
+    s.push("lost", 1, None, front=True)
+    s.push("later", 1, None)
+    s.push("urgent", 1, None, priority=5)
+
+    assert s.assign() == [("urgent", "w")]  # ahead of "lost": queued as ever
+    s.release("w", 2)
+    assert s.assign() == [("lost", "w"), ("later", "w")]
+
+
 def test_a_role_task_without_its_worker_does_not_block_the_rest():
     s = scheduler(WorkerSlot("Writer", 5, "writer"))
     s.push("analysis", 1, "analyst", priority=3)

@@ -104,7 +104,9 @@ class TaskRecord:
     stopping: str | None = None  # asked its worker to cancel it: if it comes back, it ends
     started: bool = False  # its worker said it started the latest assignment
     ahead: bool = False  # the latest assignment was queued behind a full worker's slots
-    front: bool = False  # lost where it may not have started: next time, a free slot only
+    # It was with a worker that died or did not answer: from then on it goes only to a free
+    # slot, never into a worker's queue, so if it is what kills workers, each crash counts.
+    front: bool = False
 
     @property
     def status(self) -> TaskStatus:
@@ -479,7 +481,7 @@ class TaskBoard:
         keeps them from everyone. They go back to the queue in their old place, and the worker
         gets nothing more until it shows it reads; they go only to trusted workers from now on
         (a task that kills whoever runs it must not take down every new worker before the
-        first is found lost). If the worker turns out to be gone, each counts as lost with it.
+        first is found lost), and only to a free slot (see TaskRecord.front). If the worker turns out to be gone, each counts as lost with it.
         Returns the (task, attempt) taken back, for cancelling there."""
         slot = self.scheduler.workers.get(worker)
         flying = self._in_flight.get(worker)
@@ -490,7 +492,7 @@ class TaskBoard:
                  and self.records[t].asked and not self.records[t].confirmed]
         for t in taken:
             flying.discard(t)
-            self.records[t].stolen = True
+            self.records[t].stolen = self.records[t].front = True
         if taken:
             self.scheduler.release(worker, len(taken))
             self._stolen.setdefault(worker, set()).update(taken)
@@ -504,8 +506,8 @@ class TaskBoard:
         have started there count as lost with it: those it said started, and, first sent
         first, as many others as it had slots not taken by those (a task that crashed it as
         it started may never have been said to start). The rest waited in its queue: they go
-        back without a loss, to a free slot only next time (so if one crashes a worker again,
-        it counts)."""
+        back without a loss. Either way they go only to a free slot from now on, where a start
+        always counts: a task that crashes every worker it starts on is caught."""
         slot = self.scheduler.remove_worker(name)
         stolen = self._stolen.pop(name, ())
         for task_id in stolen if why != "left" else ():
@@ -521,13 +523,13 @@ class TaskBoard:
         counted, waited = [], []
         for task_id in flying:  # in the order they were sent: the worker's queue order
             rec = self.records[task_id]
+            rec.front = True  # see TaskRecord.front
             if rec.started:
                 counted.append(task_id)
             elif budget > 0:
                 budget -= 1
                 counted.append(task_id)
             else:
-                rec.front = True
                 waited.append(task_id)
         lost = self._lose(counted, name, why)
         return sorted([*lost, *self._lose(waited, name, why, counts=False)],
@@ -611,7 +613,7 @@ class TaskBoard:
             rec = records[task_id]
             slot = slots[worker]
             rec.assigned_at = now
-            rec.confirmed = rec.started = rec.front = False
+            rec.confirmed = rec.started = False
             asked = rec.asked = slot.state is not TRUSTED
             move(rec, A)
             rec.worker = worker

@@ -9,7 +9,9 @@ Rules (DESIGN.md "Scheduling"):
 - among eligible workers: one with a free slot before one that would only queue the task
   (a task never waits behind another while a slot is free), then best fit (least skilled that
   can do it), then least loaded, so seniors stay free for the hard tasks;
-- a task marked ``front`` (lost once where it may not have started) goes only to a free slot.
+- a task marked ``front`` (it was with a worker that died) goes only to a free slot; while it
+  waits for one, the workers that could take it get no younger task into their queues, so
+  their queues drain and a slot frees for it (a reservation: it is not starved).
 
 A task naming a handler only goes to workers that have it.
 
@@ -94,12 +96,14 @@ def can_do(worker: WorkerSlot, difficulty: int, role: str | None,
 
 
 def best_fit(workers: Iterable[WorkerSlot], difficulty: int, role: str | None = None,
-             handler: str | None = None, trusted: bool = False, front: bool = False):
+             handler: str | None = None, trusted: bool = False, front: bool = False,
+             reserved: frozenset[str] | set[str] = frozenset()):
     """The eligible worker with room that fits best, or None. ``trusted``: only workers off
-    probation; ``front``: only a free slot (not a place in a worker's queue)."""
+    probation; ``front``: only a free slot (not a place in a worker's queue); ``reserved``:
+    workers not to use."""
     best, best_key = None, None
     for w in workers:
-        if trusted and w.state is not WorkerState.TRUSTED:
+        if (trusted and w.state is not WorkerState.TRUSTED) or w.name in reserved:
             continue
         limit = min(w.room, w.slots) if front else w.room
         if w.running < limit and can_do(w, difficulty, role, handler):
@@ -243,16 +247,18 @@ class Scheduler:
 
     def _next_placeable(self) -> tuple[ClassKey, WorkerSlot, tuple | None] | None:
         """The class whose head is the best task some worker can take now, that worker, and
-        the best head among the other classes some worker can take (None: none)."""
+        the best head among the other classes some worker can take, or that a reservation on
+        that worker stops at (None: none)."""
         best: tuple[tuple[int, int, TaskKey], ClassKey, WorkerSlot] | None = None
         rival = None
+        reservations = self._reservations()
         for key in list(self._classes):
             head = self._head(key)
             if head is None or (rival is not None and head >= rival):
                 continue
-            worker = best_fit(self._workers.values(), *key)
-            if worker is None and key[3]:
-                worker = self._untrusted_fallback(key)
+            reserved = {n for n, h in reservations.items() if h < head} \
+                if reservations else frozenset()
+            worker = self._taker(key, reserved)
             if worker is None:
                 continue
             if best is None or head < best[0]:
@@ -260,7 +266,36 @@ class Scheduler:
                 best = (head, key, worker)
             else:
                 rival = head
-        return None if best is None else (best[1], best[2], rival)
+        if best is None:
+            return None
+        held = reservations.get(best[2].name)
+        if held is not None and (rival is None or held < rival):
+            rival = held  # younger tasks stop short of the reservation's
+        return best[1], best[2], rival
+
+    def _reservations(self) -> dict[str, Entry]:
+        """Workers held for a task that waits for a free slot (a ``front`` class head no free
+        slot takes now): worker name -> the best such head it could take. Only tasks ahead of
+        that head may still be queued on it."""
+        out: dict[str, Entry] = {}
+        for key in [k for k in self._classes if k[4]]:
+            head = self._head(key)
+            if head is None or self._taker(key) is not None:
+                continue  # placeable now: assign() takes it in its turn
+            difficulty, role, handler, trusted, _ = key
+            for w in self._workers.values():
+                if (w.trusted or not trusted) and can_do(w, difficulty, role, handler) \
+                        and w.room > 0 and (w.name not in out or head < out[w.name]):
+                    out[w.name] = head
+        return out
+
+    def _taker(self, key: ClassKey, reserved: frozenset[str] | set[str] = frozenset()
+               ) -> WorkerSlot | None:
+        """The worker the head of class ``key`` would go to now, or None."""
+        worker = best_fit(self._workers.values(), *key, reserved=reserved)
+        if worker is None and key[3]:
+            worker = self._untrusted_fallback(key)
+        return worker
 
     def _untrusted_fallback(self, key: ClassKey) -> WorkerSlot | None:
         """A task for trusted workers only, and none that could ever take it: an idle worker
