@@ -418,7 +418,10 @@ def test_every_answer_to_a_client_names_its_request_even_a_refusal_or_a_bad_one(
     assert answers(cmds) == [(Kind.REJECT, asked)]
     assert sends(cmds, Kind.REJECT)[0].reason.startswith("bad request: ")
     asked, cmds = ask(Kind.CANCEL, wire.Cancel([[1, 0]], "no more"))
-    assert answers(cmds) == [(Kind.STATUS, asked)]
+    # The answer, then the report of the first batch, whose one task ended: it answers no
+    # request (the refused second batch did not take task 1 from the first).
+    assert answers(cmds) == [(Kind.STATUS, asked), (Kind.REPORT, None)]
+    assert sends(cmds, Kind.REPORT)[0].batch == 1
 
 
 def test_a_client_watching_groups_again_hears_of_finished_unknown_and_running_ones():

@@ -432,3 +432,16 @@ def test_env_default(monkeypatch):
     monkeypatch.setenv("CEYLON_PORT", "ninety")
     with pytest.raises(ConfigError, match=r"^CEYLON_PORT='ninety' is not a valid int$"):
         env_default("PORT", 8000, int)
+
+
+def test_parsed_tasks_share_their_role_and_handler_strings():
+    # Decoded from the wire, each task's strings are copies; a role or handler names one of a
+    # few, so 100,000 queued tasks of one role hold one string, not 100,000.
+    from ceylon_net.core.workfile import parse_work
+
+    doc = json.loads(json.dumps({"tasks": [
+        {"id": i, "description": "d", "difficulty": 1, "required_role": "gpu-" + "x" * 30,
+         "handler": "resize-" + "y" * 30} for i in range(2)]}))
+    a, b = parse_work(doc, "submission")[0]
+    assert a.required_role == "gpu-" + "x" * 30 and a.handler == "resize-" + "y" * 30
+    assert a.required_role is b.required_role and a.handler is b.handler

@@ -413,6 +413,7 @@ class AdminState:
             except ConfigError:
                 del self.batches.open[batch.id]
                 raise
+            self.batches.mark(batch, self.board.records)
         except ConfigError as exc:
             self.members.reject(peer, str(exc), env.header.msg_id)
             return

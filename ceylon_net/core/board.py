@@ -107,6 +107,7 @@ class TaskRecord:
     # It was with a worker that died or did not answer: from then on it goes only to a free
     # slot, never into a worker's queue, so if it is what kills workers, each crash counts.
     front: bool = False
+    batch: int = 0  # the client's batch (ceylon_net.core.batches) it came in, while open
 
     @property
     def status(self) -> TaskStatus:
@@ -481,8 +482,9 @@ class TaskBoard:
         keeps them from everyone. They go back to the queue in their old place, and the worker
         gets nothing more until it shows it reads; they go only to trusted workers from now on
         (a task that kills whoever runs it must not take down every new worker before the
-        first is found lost), and only to a free slot (see TaskRecord.front). If the worker turns out to be gone, each counts as lost with it.
-        Returns the (task, attempt) taken back, for cancelling there."""
+        first is found lost), and only to a free slot (see TaskRecord.front). If the worker
+        turns out to be gone, each counts as lost with it. Returns the (task, attempt) taken
+        back, for cancelling there."""
         slot = self.scheduler.workers.get(worker)
         flying = self._in_flight.get(worker)
         if slot is None or not flying or slot.state not in (WorkerState.PROBATION,

@@ -8,6 +8,7 @@ Callables cannot cross a file, so goals here are declarative:
 from __future__ import annotations
 
 import json
+import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -130,11 +131,16 @@ def task_from_dict(item: Any, where: str = "task") -> Task:
     deps, args, kwargs = item.get("depends_on"), item.get("args"), item.get("kwargs")
     # Most tasks have none of these: they share one empty container each (nothing changes a
     # task's lists once parsed), which saves a queued task 176 bytes in the admin.
+    # A role or handler names one of a few: many tasks share one string (decoded from the
+    # wire, each would be its own copy).
+    role, handler = item.get("required_role"), item.get("handler")
     return Task(id=item["id"], description=item["description"], difficulty=item["difficulty"],
-                required_role=item.get("required_role"), priority=item.get("priority", 0),
+                required_role=None if role is None else sys.intern(role),
+                priority=item.get("priority", 0),
                 duration=None if dur is None else float(dur),
                 depends_on=list(deps) if deps else _NONE,
-                timeout=None if limit is None else float(limit), handler=item.get("handler"),
+                timeout=None if limit is None else float(limit),
+                handler=None if handler is None else sys.intern(handler),
                 args=list(args) if args else _NONE, kwargs=dict(kwargs) if kwargs else _NO_KW)
 
 
