@@ -232,8 +232,9 @@ async def _status(address: str, timeout: float = 10.0) -> dict[str, Any]:
 
 async def run_w4(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> None:
     total = sz.w4_workers
-    section = (f"W4 scale ({total:,} worker agents in {sz.w4_procs} processes, heartbeat 1 s; "
-               f"ceylon-admin process)")
+    pace = max(1, -(-total // 200))  # ceylon-admin's defaults: --heartbeat 1, 200 beats/s
+    section = (f"W4 scale ({total:,} worker agents in {sz.w4_procs} processes, each beating "
+               f"every {pace} s at the admin's default pace; ceylon-admin process)")
     async with Cluster(workdir=workdir) as cluster:
         admin = await cluster.admin("--log-level", "WARNING", "--unassignable-timeout",
                                     "86400", name="w4-admin")

@@ -41,6 +41,9 @@ class AdminSettings:
     unassignable_timeout: float = 10.0
     heartbeat: float = 1.0
     liveness: int = 3
+    # Worker heartbeats a second the admin takes at most: with more workers than this times
+    # the heartbeat, everyone's heartbeat slows in proportion (ceylon_net.core.pacing.Pulse).
+    beats_per_second: float = 200.0
     max_attempts: int = 3
     task_timeout: float | None = None
     # Tasks a worker may hold queued beyond its concurrency; None: as many as cover a round
@@ -81,6 +84,7 @@ class AdminSettings:
         if self.port == 65535 and self.pub_port is None:
             raise ConfigError("--port 65535 leaves no room for the default --pub-port (port+1)")
         _check_positive("heartbeat", self.heartbeat)
+        _check_positive("beats_per_second", self.beats_per_second)
         if self.liveness < 1:
             raise ConfigError("--liveness must be at least 1")
         if self.expect_workers < 0:

@@ -17,6 +17,7 @@ from ceylon_net.settings import AdminSettings
 from ceylon_net.wire import Hello, Kind
 
 WORKSPACE = "default"
+BEAT = wire.Event("heartbeat", {"every": 1.0})  # the admin's heartbeat, at the default pace
 
 
 def frames(kind: bytes, msg: Any = None, sender: str = "peer", workspace: str = WORKSPACE,

@@ -3,7 +3,7 @@ sent again to whoever missed them, and every loss counted and said."""
 
 from __future__ import annotations
 
-from kit import Sim, logs, of, sends
+from kit import BEAT, Sim, logs, of, sends
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
@@ -36,7 +36,7 @@ def test_the_admins_own_broadcast_is_numbered_and_not_delivered_to_itself():
 def test_the_admins_heartbeat_says_how_many_broadcasts_there_were():
     sim = Sim()
     sim.carry(sim.st.broadcast(wire.make_header("default", "admin"), b"x", sim.now))
-    assert c.Publish(Kind.HEARTBEAT, b"", seq=1) in sim.tick(at=0.0)
+    assert c.Publish(Kind.HEARTBEAT, BEAT, seq=1) in sim.tick(at=0.0)
 
 
 def test_what_a_worker_missed_is_sent_to_it_again_in_order():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kit import Sim, assigned, frames, logs, noop, of, sends
+from kit import BEAT, Sim, assigned, frames, logs, noop, of, sends
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
@@ -34,9 +34,9 @@ def test_a_worker_says_hello_is_welcomed_on_probation_and_connected_once_it_hear
     # Not connected yet: it cannot hear a broadcast until its subscription works. The admin
     # heartbeats on PUB, with the broadcast count, until it says it hears them.
     assert of(cmds, c.Connected) == [] and sim.st.connected() == []
-    assert c.Publish(Kind.HEARTBEAT, b"", seq=0) in cmds
+    assert c.Publish(Kind.HEARTBEAT, BEAT, seq=0) in cmds
     assert c.Timer(("sync",), 0.02) in cmds
-    assert c.Publish(Kind.HEARTBEAT, b"", seq=0) in sim.fire("sync")
+    assert c.Publish(Kind.HEARTBEAT, BEAT, seq=0) in sim.fire("sync")
     w.heard = 0
     cmds = w.heartbeat()
     assert of(cmds, c.Connected) == [c.Connected(joined)]
@@ -466,7 +466,7 @@ def test_the_admin_heartbeats_on_pub_and_over_the_router_only_to_who_does_not_he
     deaf.heartbeat(pub=False)
     hearing = sim.join("hearing")
     cmds = sim.tick(at=0.0)
-    assert c.Publish(Kind.HEARTBEAT, b"", seq=0) in cmds
+    assert c.Publish(Kind.HEARTBEAT, BEAT, seq=0) in cmds
     assert [x.peer for x in of(cmds, c.Send) if x.kind == Kind.HEARTBEAT] == [deaf.peer]
     assert hearing.peer not in [x.peer for x in of(cmds, c.Send)]
 

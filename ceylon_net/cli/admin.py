@@ -53,6 +53,11 @@ MaxAttempts = Annotated[int, opt("A task lost with its worker this many times fa
                                  "MAX_ATTEMPTS")]
 TaskTimeout = Annotated[float | None, opt("Seconds a task may run unless it sets its own "
                                           "'timeout' [default: no limit].", "TASK_TIMEOUT")]
+BeatsPerSecond = Annotated[float, opt(
+    "Worker heartbeats a second the admin takes at most: with more workers than this times "
+    "--heartbeat, every heartbeat slows in proportion (in whole steps of --heartbeat), so "
+    "1,000 workers beat every 5 s by default and a lost one is noticed in --liveness of "
+    "those.", "BEATS_PER_SECOND")]
 Prefetch = Annotated[int | None, opt(
     "Tasks each worker may hold queued beyond its --concurrency, so it starts the next without "
     "waiting for the admin; 0 turns this pipelining off [default: adaptive, enough to cover a "
@@ -82,8 +87,9 @@ def admin(
     workspace: Workspace = "default", name: Name = "admin", tasks: Tasks = None,
     expect_workers: Expect = 0, report_json: ReportJson = None,
     unassignable_timeout: Unassignable = 10.0, heartbeat: Heartbeat = 1.0,
-    liveness: Liveness = 3, max_attempts: MaxAttempts = 3, task_timeout: TaskTimeout = None,
-    prefetch: Prefetch = None, journal: JournalPath = None, token: Token = None,
+    liveness: Liveness = 3, beats_per_second: BeatsPerSecond = 200.0,
+    max_attempts: MaxAttempts = 3, task_timeout: TaskTimeout = None, prefetch: Prefetch = None,
+    journal: JournalPath = None, token: Token = None,
     curve_secret: CurveSecret = None, authorized_keys: AuthorizedKeys = None,
     max_message_bytes: MaxBytes = DEFAULT_MAX_MESSAGE_BYTES, results: Results = None,
     metrics_port: MetricsPort = None, dashboard_port: DashboardPort = None,
@@ -94,7 +100,8 @@ def admin(
         settings = AdminSettings(
             name=name, workspace=workspace, bind=bind, port=port, pub_port=pub_port,
             expect_workers=expect_workers, unassignable_timeout=unassignable_timeout,
-            heartbeat=heartbeat, liveness=liveness, max_attempts=max_attempts,
+            heartbeat=heartbeat, liveness=liveness, beats_per_second=beats_per_second,
+            max_attempts=max_attempts,
             task_timeout=task_timeout, prefetch=prefetch, journal=path_str(journal),
             token=token, curve_secret=path_str(curve_secret),
             authorized_keys=path_str(authorized_keys), max_message_bytes=max_message_bytes,

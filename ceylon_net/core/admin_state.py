@@ -89,7 +89,7 @@ class AdminState:
                                  self.unassigned, self.watchers)
         self.port = s.port
         self.assigning = s.expect_workers == 0  # --expect-workers holds assignment back
-        self.started_at = self._next_beat = now
+        self.started_at = self._next_beat = self._next_pulse = now
         self.resumed = False  # state came back from a journal
         self.closing = False
         self._syncing = False  # a sync Timer is pending
@@ -98,7 +98,7 @@ class AdminState:
     def started(self, now: float, port: int, pub_port: int, epoch: int = 0) -> None:
         """The edge bound its sockets: the ports to announce, the start of the clock, and
         this process's broadcast epoch (a random number: agents start counting afresh)."""
-        self.started_at = self._next_beat = now
+        self.started_at = self._next_beat = self._next_pulse = now
         self.port, self.members.pub_port, self.members.epoch = port, pub_port, epoch
 
     def pub_listeners(self, kinds: frozenset[bytes]) -> None:
@@ -135,9 +135,14 @@ class AdminState:
         """Timers: heartbeats out, lost workers, probation deadlines, unassignable tasks,
         orphans after a restart, progress lines."""
         self.board.now, s = now, self.settings
+        pulse = self.members.pulse
+        if pulse.update(len(self.members.registry), now):
+            self._next_pulse = min(self._next_pulse, now + pulse.every)
+        if now >= self._next_pulse:  # the workers' heartbeat: slower with many workers
+            self._next_pulse = now + pulse.every
+            self.members.beat()
         if now >= self._next_beat:
             self._next_beat = now + s.heartbeat
-            self.members.beat()
             self.followup.batch_progress()
             self._beat_clients()
             if self.resumed and now - self.started_at >= 2 * s.heartbeat * s.liveness:
@@ -318,7 +323,7 @@ class AdminState:
         if not self._syncing and self.members.sync():
             self._syncing = True
             agents = len(self.members.registry)
-            every = min(self.settings.heartbeat, SYNC_EVERY * max(1.0, agents / SYNC_FANOUT))
+            every = min(self.members.pulse.every, SYNC_EVERY * max(1.0, agents / SYNC_FANOUT))
             self.out.add(Timer(("sync",), every))
 
     def _direct(self, rec: WorkerRecord, env: Envelope) -> None:

@@ -14,7 +14,7 @@ from ..wire import MAX_CAPACITY, PROTOCOL_VERSION, Envelope, Hello, Kind
 from .board import TaskBoard
 from .broadcasts import BroadcastLog
 from .commands import Connected, Forward, Outbox
-from .pacing import Pace
+from .pacing import Pace, Pulse
 from .scheduler import WorkerSlot
 from .stats import AdminStats
 from .tasks import TaskResult
@@ -32,6 +32,7 @@ class Membership:
                  pace: Pace | None = None) -> None:
         self.settings = settings
         self.pace = pace or Pace(settings.prefetch)
+        self.pulse = Pulse(settings.heartbeat, settings.liveness, settings.beats_per_second)
         self.board = board
         self.out = out
         self.stats = stats
@@ -58,8 +59,10 @@ class Membership:
             self._seen_names.add(hello.name)
             self._register(peer, hello, address, now)
         s = self.settings
+        self.pulse.update(len(self.registry), now)  # the others hear it on the next beat
         self.out.send(peer, Kind.WELCOME, wire.Welcome(hello.name, s.name, self.pub_port,
-                                                       s.heartbeat, s.liveness, self.epoch))
+                                                       self.pulse.every, s.liveness,
+                                                       self.epoch))
         return self._reconcile(self.registry.by_peer[peer], hello, now)
 
     def reject(self, peer: bytes, reason: str, answers: int | None = None) -> None:
@@ -96,7 +99,7 @@ class Membership:
             return f"worker name '{hello.name}' is reserved"
         old = self.registry.named(hello.name)
         if old is not None and old.peer != peer:
-            if now - old.last_seen > self.settings.heartbeat:
+            if now - old.last_seen > self.pulse.every:
                 # Silent for a heartbeat: most likely the same worker restarted. Take the new one.
                 self.leave(old.peer, "replaced by a new connection under its name")
                 return None
@@ -217,8 +220,7 @@ class Membership:
 
     def purge_lost(self, now: float) -> None:
         """Declare lost every worker silent for ``liveness`` heartbeats."""
-        s = self.settings
-        for rec in self.registry.silent_since(now - s.heartbeat * s.liveness):
+        for rec in self.registry.silent_since(now - self.pulse.silent_limit(now)):
             self.leave(rec.peer, f"lost: silent for {now - rec.last_seen:.1f} s")
 
     def steal(self, worker: str, sent: tuple[tuple[Any, int], ...], within: float) -> None:
@@ -246,10 +248,14 @@ class Membership:
         """The admin's heartbeat: once on PUB for everyone, with the number of broadcasts
         sent; over the ROUTER only to workers that do not hear it (just joined, or their PUB
         connection is blocked): 1,000 idle workers would cost 1,000 sends a second
-        otherwise."""
-        self.out.publish(Kind.HEARTBEAT, b"", seq=self.broadcasts.seq)
+        otherwise. Each says how often the workers are to beat now (see Pulse)."""
+        beat = self._beat()
+        self.out.publish(Kind.HEARTBEAT, beat, seq=self.broadcasts.seq)
         for peer in self.registry.unheard:
-            self.out.send(peer, Kind.HEARTBEAT, wire.Event("heartbeat"))
+            self.out.send(peer, Kind.HEARTBEAT, beat)
+
+    def _beat(self) -> wire.Event:
+        return wire.Event("heartbeat", {"every": self.pulse.every})
 
     def end(self, reason: str) -> None:
         """The run is over: tell every worker."""
@@ -264,12 +270,12 @@ class Membership:
         is said once, and waits for the regular heartbeat."""
         if not self.deaf:
             return False
-        self.out.publish(Kind.HEARTBEAT, b"", seq=self.broadcasts.seq)
+        self.out.publish(Kind.HEARTBEAT, self._beat(), seq=self.broadcasts.seq)
         return True
 
     def still_deaf(self, now: float) -> bool:
         """Workers registered a while ago that still hear nothing on PUB are named, once."""
-        limit = self.settings.heartbeat * self.settings.liveness
+        limit = self.pulse.every * self.settings.liveness
         for peer, since in list(self.deaf.items()):
             if now - since >= limit:
                 del self.deaf[peer]

@@ -56,3 +56,37 @@ class Pace:
 
     def forget(self, worker: str) -> None:
         self.run.pop(worker, None)
+
+
+class Pulse:
+    """How often the workers and the admin heartbeat each other. ``base`` (--heartbeat) up to
+    ``per_second`` x base workers; beyond, in proportion to the number of workers, in whole
+    steps of ``base``, so the admin takes at most about ``per_second`` heartbeats a second
+    however many connect (Dask's scheduler scales its workers' heartbeat interval with their
+    number the same way). A lost worker is then noticed later: ``liveness`` intervals.
+
+    The admin tells the workers the interval on each of its heartbeats. When it shortens,
+    workers still beat at the old pace until they hear the new one: the old, longer silence
+    limit holds for a while."""
+
+    def __init__(self, base: float, liveness: int, per_second: float) -> None:
+        self.base, self.liveness, self.per_second = base, liveness, per_second
+        self.every = base
+        self._was, self._was_until = base, 0.0  # a longer interval that still applies
+
+    def update(self, workers: int, now: float) -> bool:
+        """``workers`` are connected: True when the interval changed."""
+        steps = max(1, math.ceil(workers / (self.per_second * self.base)))
+        every = self.base * steps
+        if every == self.every:
+            return False
+        if every < self.every:
+            self._was = max(self.every, self._was if now < self._was_until else 0.0)
+            self._was_until = now + self._was * (self.liveness + 1)
+        self.every = every
+        return True
+
+    def silent_limit(self, now: float) -> float:
+        """A worker silent this long is lost."""
+        every = max(self.every, self._was) if now < self._was_until else self.every
+        return every * self.liveness

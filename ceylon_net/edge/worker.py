@@ -30,6 +30,7 @@ class Serving(Protocol):
 
 
 RECV_BATCH = 512  # messages from the admin handled before the worker's other loops get a turn
+MAX_BEAT = 600.0  # seconds: a heartbeat interval the admin asks for beyond this is refused
 
 
 class _Reconnect(Exception):
@@ -251,9 +252,9 @@ class Worker(AgentBase):
     # ------------------------------------------------------------------ serving
     async def _serve(self) -> None:
         assert self._sockets is not None and self._welcome is not None
-        silent_limit = self._welcome.heartbeat * self._welcome.liveness
+        welcome = self._welcome
         while True:
-            batch = await self._sockets.recv_batch(self._welcome.heartbeat, RECV_BATCH)
+            batch = await self._sockets.recv_batch(welcome.heartbeat, RECV_BATCH)
             now = time.monotonic()
             if batch:
                 self._admin_seen = now
@@ -264,7 +265,7 @@ class Worker(AgentBase):
                 # The runners start on what came before we wait again; and a full batch means
                 # more is queued, whose recv would not yield: the heartbeats get a turn.
                 await asyncio.sleep(0)
-            if now - self._admin_seen > silent_limit:
+            if now - self._admin_seen > welcome.heartbeat * welcome.liveness:
                 raise _Reconnect(f"admin silent for {now - self._admin_seen:.1f} s")
 
     def _handle(self, frames: list[bytes]) -> bool:
@@ -314,7 +315,20 @@ class Worker(AgentBase):
             return True
         elif env.kind == Kind.REJECT:
             raise _Reconnect("admin does not know us any more")
+        elif env.kind == Kind.HEARTBEAT:  # the admin's, to us alone: we do not hear PUB
+            self._paced(env)
         return False
+
+    def _paced(self, env: Envelope) -> None:
+        """The admin's heartbeat says how often both sides beat now: slower when many
+        workers are connected (ceylon_net.core.pacing.Pulse)."""
+        if not env.payload or self._welcome is None:
+            return
+        every = wire.unpack(wire.Event, env.payload, self.limits).data.get("every")
+        if type(every) in (int, float) and 0 < every <= MAX_BEAT \
+                and every != self._welcome.heartbeat:
+            logger.debug("{}: the admin asks for a heartbeat every {:g} s", self.name, every)
+            self._welcome.heartbeat = float(every)
 
     def _decode(self, frames: list[bytes]) -> Envelope | None:
         try:
@@ -343,6 +357,10 @@ class Worker(AgentBase):
             self._admin_seen = self._pub_beat = time.monotonic()
             if env.header.seq is not None and self._welcome is not None:
                 self._heard(self._inbox.hear(env.header.seq))
+            try:
+                self._paced(env)
+            except RemoteProtocolError as exc:
+                logger.warning("{}: dropped a bad heartbeat: {}", self.name, exc)
         elif env.kind == Kind.BCAST:
             try:
                 self._numbered(env)

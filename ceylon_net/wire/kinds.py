@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = 3  # 2: numbered broadcasts, with repairs; 3: STARTED and RELEASE (pipelining)
+PROTOCOL_VERSION = 4  # 2: numbered broadcasts, with repairs; 3: STARTED and RELEASE (pipelining);
+# 4: the admin's heartbeat sets the pace (slower with many workers)
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 
 

@@ -1,0 +1,102 @@
+"""The heartbeat's pace with many workers (ceylon_net.core.pacing.Pulse): the admin takes at
+most about --beats-per-second worker heartbeats a second; beyond, everyone beats slower, is
+told so on the admin's heartbeat, and a lost worker is noticed in --liveness of the longer
+intervals. Driven with a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+from conftest import run
+from kit import Sim, logs, of
+
+from ceylon_net import wire
+from ceylon_net.core import commands as c
+from ceylon_net.core.pacing import Pulse
+from ceylon_net.dev.testing import Cluster, wait_until
+from ceylon_net.edge.client import AsyncClient
+from ceylon_net.wire import Kind
+
+
+def test_the_heartbeat_slows_in_whole_steps_beyond_the_admin_s_beats_per_second():
+    pulse = Pulse(1.0, liveness=3, per_second=200)
+    assert pulse.update(200, now=0.0) is False and pulse.every == 1.0
+    assert pulse.update(201, now=0.0) is True and pulse.every == 2.0
+    assert pulse.update(1000, now=0.0) is True and pulse.every == 5.0
+    assert pulse.silent_limit(now=0.0) == 15.0
+    assert Pulse(0.5, 3, 200).update(150, 0.0) and Pulse(0.5, 3, 200).every == 0.5
+
+
+def test_when_the_heartbeat_quickens_the_longer_silence_limit_holds_until_workers_heard():
+    # Workers beat at the old, slower pace until the admin's next heartbeat tells them.
+    pulse = Pulse(1.0, liveness=3, per_second=200)
+    pulse.update(1000, now=0.0)
+    assert pulse.update(10, now=100.0) and pulse.every == 1.0
+    assert pulse.silent_limit(now=100.0) == 15.0
+    assert pulse.silent_limit(now=119.9) == 15.0  # 4 old intervals
+    assert pulse.silent_limit(now=120.1) == 3.0
+
+
+def beats(cmds: list) -> list[float]:
+    """The pace each of the admin's heartbeats on PUB asks for."""
+    return [p.msg.data["every"] for p in of(cmds, c.Publish) if p.kind == Kind.HEARTBEAT]
+
+
+def test_many_workers_are_told_to_beat_slower_and_are_lost_only_after_the_longer_silence():
+    sim = Sim(beats_per_second=2.0)  # 2 workers at 1 s; 3 to 4 at 2 s
+    quiet = sim.join("quiet")
+    sim.join("w1")
+    assert beats(sim.tick(at=1.0)) == [1.0]
+    late = sim.join("late")
+    (welcome,) = [s.msg for s in of(late.hello(), c.Send) if s.kind == Kind.WELCOME]
+    assert welcome.heartbeat == 2.0  # it joins at the slower pace
+    assert beats(sim.tick(at=2.0)) == [2.0]  # the others hear it on the next heartbeat
+    assert beats(sim.tick(at=3.0)) == []  # and it comes every 2 s now
+    for t in (4.0, 6.0):
+        sim.now = t
+        for w in sim.workers.values():
+            if w is not quiet:
+                w.heartbeat()
+        assert not any("lost" in line for line in logs(sim.tick()))
+    sim.now = 6.5  # quiet last beat at 0.0: 6 s is 3 of the 2 s intervals
+    assert any("worker 'quiet' lost" in line for line in logs(sim.tick()))
+
+
+def test_a_worker_that_does_not_hear_pub_is_told_the_pace_directly():
+    sim = Sim(beats_per_second=1.0)
+    deaf = sim.worker("deaf")
+    deaf.hello()
+    deaf.heartbeat(pub=False)
+    sim.join("other")
+    cmds = sim.tick(at=2.0)
+    direct = [s.msg for s in of(cmds, c.Send) if s.peer == deaf.peer and s.kind == Kind.HEARTBEAT]
+    assert direct == [wire.Event("heartbeat", {"every": 2.0})]
+
+
+def test_worker_processes_beat_at_the_pace_the_admin_asks_and_stay_connected(tmp_path):
+    # 5 heartbeats a second at most, 0.2 s apart, lost after 2: the first worker, alone, is
+    # welcomed at 0.2 s; with 3, all beat every 0.6 s. Had it kept its 0.2 s pace, it would
+    # take the admin's 0.6 s silences for its loss (after 0.4 s) and reconnect again and again.
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--heartbeat", "0.2", "--liveness", "2",
+                                  "--beats-per-second", "5")
+            first = await c.worker("w0", "--log-level", "DEBUG")
+            await wait_until(lambda: "registered with admin" in first.stderr(), 20,
+                             "the first worker to register")
+            workers = [first, await c.worker("w1"), await c.worker("w2")]
+            await wait_until(lambda: "heartbeat every 0.6 s" in first.stderr(), 20,
+                             "the first worker to hear the 0.6 s pace")
+            await asyncio.sleep(3.0)  # what is observed: 5 of the admin's heartbeats
+            async with AsyncClient(f"127.0.0.1:{c.port}") as client:
+                doc = {"tasks": [{"id": "after", "description": "x", "difficulty": 1}]}
+                _, report = await client.submit_batch(doc, wait=True)
+                status = await client.status()
+            return admin.stderr(), [w.stderr() for w in workers], report, status
+
+    admin_err, worker_errs, report, status = run(body())
+    assert report["success_rate"] == 1.0, report
+    assert sorted(w["name"] for w in status["workers"]) == ["w0", "w1", "w2"]
+    assert " lost: " not in admin_err and "replaced" not in admin_err
+    for err in worker_errs:
+        assert "admin silent" not in err and err.count("registered with admin") == 1
