@@ -50,7 +50,8 @@ def test_registrations_that_do_not_fit_are_rejected_with_the_reason():
         (dict(workspace="prod", token="sesame-sesame"),
          "worker 'w' rejected: workspace 'prod' != admin's 'default'"),
         (dict(token="wrong-token!"), "wrong or missing token (--token / CEYLON_TOKEN)"),
-        (dict(token="sesame-sesame", version=99), "protocol version 99 != admin's 3"),
+        (dict(token="sesame-sesame", version=99),
+             f"protocol version 99 != admin's {wire.PROTOCOL_VERSION}"),
     ]
     for kw, reason in cases:
         w = sim.worker("w")

@@ -58,7 +58,7 @@ def test_protocol_version_mismatch_is_rejected(tmp_path):
             await _serving_admin(c)
             return _raw_hello(c.port, version=99)
 
-    assert run(body()) == "protocol version 99 != admin's 3"
+    assert run(body()) == f"protocol version 99 != admin's {wire.PROTOCOL_VERSION}"
 
 
 def _raw_hello(port, version):

@@ -7,6 +7,8 @@ wins (seniors stay free for hard tasks), then the least loaded.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -197,6 +199,18 @@ def test_a_task_waiting_for_a_busy_senior_does_not_block_a_free_junior():
     assert s.assign() == [("easy", "Junior")]
     s.release("Senior")
     assert s.assign() == [("hard", "Senior")]
+
+
+def test_tasks_that_can_only_wait_in_queues_are_split_evenly_among_equal_workers():
+    # No free slot anywhere: each worker queues its share, not the first one all of them
+    # (tasks queued behind one worker's running ones while another could start them as soon).
+    s = scheduler(*[WorkerSlot(f"w{i}", 5, capacity=100, slots=2, running=2) for i in range(4)])
+    for i in range(40):
+        s.push(i, 1, None)
+
+    placed = s.assign()
+    assert len(placed) == 40
+    assert sorted(Counter(w for _, w in placed).values()) == [10, 10, 10, 10]
 
 
 def test_a_task_that_needs_a_free_slot_holds_the_workers_that_could_give_it_one():

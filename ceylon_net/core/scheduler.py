@@ -218,7 +218,9 @@ class Scheduler:
 
         Tasks of one class go to the chosen worker in a run, as long as each is still the
         best task anywhere: up to its free slots when it has some (the next choice then goes
-        to another worker with free slots), else up to its room."""
+        to another worker with free slots), else up to its room, but no more than its share
+        of the class's queue (so equally fit workers queue equal parts: one worker's queue
+        must not take what the others could start as soon)."""
         decisions: list[tuple[TaskKey, str]] = []
         if self.version == self._settled:
             return decisions  # nothing changed since nothing could be placed
@@ -232,7 +234,8 @@ class Scheduler:
             heap = classes[key]
             room = min(worker.room, worker.slots) if key[4] else worker.room
             free = min(room, worker.slots) - worker.running
-            run = max(1, free if free > 0 else room - worker.running)
+            run = free if free > 0 else \
+                max(1, min(room - worker.running, self._share(key, len(heap))))
             self.version += 1
             name, pop, taken = worker.name, heapq.heappop, 0
             while taken < run:
@@ -272,6 +275,15 @@ class Scheduler:
         if held is not None and (rival is None or held < rival):
             rival = held  # younger tasks stop short of the reservation's
         return best[1], best[2], rival
+
+    def _share(self, key: ClassKey, queued: int) -> int:
+        """A worker's part of ``queued`` tasks of class ``key``, split among the workers
+        with room that could take them."""
+        difficulty, role, handler, trusted, _ = key
+        takers = sum(1 for w in self._workers.values()
+                     if w.running < w.room and (w.trusted or not trusted)
+                     and can_do(w, difficulty, role, handler))
+        return -(-queued // max(1, takers))
 
     def _reservations(self) -> dict[str, Entry]:
         """Workers held for a task that waits for a free slot (a ``front`` class head no free
