@@ -72,12 +72,21 @@ def test_among_equally_skilled_the_least_loaded_wins():
     assert best_fit([almost_full, busy], 3) is busy
 
 
-def test_load_is_measured_as_a_fraction_of_capacity():
+def test_load_is_measured_as_a_fraction_of_slots():
     # 2 of 10 slots used is lighter than 1 of 2, even though it is more tasks.
     big = WorkerSlot("Big", 5, capacity=10, running=2)
     small = WorkerSlot("Small", 5, capacity=2, running=1)
 
     assert best_fit([small, big], 1) is big
+
+
+def test_a_queue_is_measured_in_rounds_of_slots_not_in_the_credit_fed_ahead():
+    # Both full, 12 in flight on 8 slots each: a task queued on either starts after the same
+    # wait, whatever credit each has (it differs with their measured pace).
+    deep = WorkerSlot("A", 5, capacity=264, slots=8, running=12)
+    shallow = WorkerSlot("B", 5, capacity=16, slots=8, running=11)
+
+    assert best_fit([deep, shallow], 1) is shallow
 
 
 def test_skill_beats_load():

@@ -107,7 +107,7 @@ def best_fit(workers: Iterable[WorkerSlot], difficulty: int, role: str | None = 
             continue
         limit = min(w.room, w.slots) if front else w.room
         if w.running < limit and can_do(w, difficulty, role, handler):
-            key = (w.running >= w.slots, w.skill, w.running / w.capacity, w.name)
+            key = (w.running >= w.slots, w.skill, w.running / w.slots, w.name)
             if best_key is None or key < best_key:
                 best, best_key = w, key
     return best
