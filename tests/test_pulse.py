@@ -74,20 +74,20 @@ def test_a_worker_that_does_not_hear_pub_is_told_the_pace_directly():
 
 
 def test_worker_processes_beat_at_the_pace_the_admin_asks_and_stay_connected(tmp_path):
-    # 5 heartbeats a second at most, 0.2 s apart, lost after 2: the first worker, alone, is
-    # welcomed at 0.2 s; with 3, all beat every 0.6 s. Had it kept its 0.2 s pace, it would
-    # take the admin's 0.6 s silences for its loss (after 0.4 s) and reconnect again and again.
+    # 2 heartbeats a second at most, 0.5 s apart, lost after 2: the first worker, alone, is
+    # welcomed at 0.5 s; with 3, all beat every 1.5 s. Had it kept its 0.5 s pace, it would
+    # take the admin's 1.5 s silences for its loss (after 1 s) and reconnect again and again.
     async def body():
         async with Cluster(workdir=tmp_path) as c:
-            admin = await c.admin("--heartbeat", "0.2", "--liveness", "2",
-                                  "--beats-per-second", "5")
+            admin = await c.admin("--heartbeat", "0.5", "--liveness", "2",
+                                  "--beats-per-second", "2")
             first = await c.worker("w0", "--log-level", "DEBUG")
             await wait_until(lambda: "registered with admin" in first.stderr(), 20,
                              "the first worker to register")
             workers = [first, await c.worker("w1"), await c.worker("w2")]
-            await wait_until(lambda: "heartbeat every 0.6 s" in first.stderr(), 20,
-                             "the first worker to hear the 0.6 s pace")
-            await asyncio.sleep(3.0)  # what is observed: 5 of the admin's heartbeats
+            await wait_until(lambda: "heartbeat every 1.5 s" in first.stderr(), 20,
+                             "the first worker to hear the 1.5 s pace")
+            await asyncio.sleep(4.5)  # what is observed: 3 of the admin's heartbeats
             async with AsyncClient(f"127.0.0.1:{c.port}") as client:
                 doc = {"tasks": [{"id": "after", "description": "x", "difficulty": 1}]}
                 _, report = await client.submit_batch(doc, wait=True)
