@@ -26,7 +26,8 @@ def test_credit_covers_a_round_trip_at_the_measured_pace():
     assert pace.credit("w", 8) == 2
     pace.ran("w", 2.0, count=50)  # long tasks: one queued is enough
     assert pace.credit("w", 8) == 1
-    pace.ran("w", 0.000_01, count=50)  # no-op tasks: as many as allowed
+    for _ in range(3):
+        pace.ran("w", 0.000_01, count=50)  # no-op tasks: as many as allowed
     assert pace.credit("w", 8) == MAX_CREDIT
     assert Pace(fixed=0).credit("w", 8) == 0 and Pace(fixed=5).credit("w", 8) == 5
     assert pace.rtt == DEFAULT_RTT

@@ -854,3 +854,12 @@ def test_the_compiled_decoders_do_exactly_what_the_field_descriptions_say(name, 
             return f"error: {exc}"
 
     assert outcome(wire.from_wire) == outcome(wire.schema._from_wire_slowly)
+
+
+@given(st.lists(st.binary(max_size=300), max_size=60), st.integers(min_value=64, max_value=4000))
+def test_batches_are_split_into_frames_within_the_limit_in_order(blobs, limit):
+    parts = list(wire.packed_batches(blobs, limit))
+    assert [b for part, _ in parts for b in part] == blobs  # nothing lost, nothing reordered
+    for part, payload in parts:
+        assert wire.unpackb(payload) == list(part)
+        assert len(payload) <= limit or len(part) == 1  # one over the limit goes alone

@@ -6,7 +6,7 @@ back) before it can start another, unless the next one is already in its queue. 
 keeps ``credit`` tasks queued on each worker beyond its slots: enough to cover a round trip
 at the pace the worker goes through them, ``slots x rtt / run time``, from measured figures
 (as Dask's work stealing weighs measured durations against latency). For long tasks that is
-one; for no-op tasks it is a few hundred.
+one; for no-op tasks it is as many as allowed (MAX_CREDIT).
 
 A task queued on a worker behind a long one could wait while another worker sits idle: the
 admin takes such tasks back (work stealing, :meth:`TaskBoard.steals`), and only tasks that
@@ -19,7 +19,7 @@ import math
 
 DEFAULT_RTT = 0.002  # seconds, until measured: a loopback round trip through two event loops
 MIN_RTT, MAX_RTT = 0.0001, 1.0
-MAX_CREDIT = 256  # tasks queued on one worker beyond its slots, at most (adaptive)
+MAX_CREDIT = 1024  # tasks queued on one worker beyond its slots, at most (adaptive)
 SMOOTHING = 0.2  # weight of a new sample in the moving averages
 
 

@@ -37,13 +37,17 @@ class Outlet:
         """``answers``: the msg_id of the client request this answers (in the header's seq)."""
         return self.sockets.send(peer, self._frames(kind, *encode(msg), seq=answers))
 
-    def assign(self, peer: bytes, assignments: list[TaskAssignment]) -> bool:
-        """Send the assignments in one frame and, once they left, publish that frame."""
-        frames = self._frames(Kind.ASSIGN, "TaskAssignment", wire.pack_batch(assignments))
-        if not self.sockets.send(peer, frames):
-            return False
-        self.sockets.publish(Kind.ASSIGN, frames)
-        return True
+    def assign(self, peer: bytes, assignments: list[TaskAssignment]) -> list[TaskAssignment]:
+        """Send the assignments in as few frames as the message limit allows and, once each
+        left, publish it. Returns those that could not be sent."""
+        limit, sent = self.sockets.max_message_bytes - wire.FRAME_SLACK, 0
+        for part, payload in wire.packed_batches(assignments, limit):
+            frames = self._frames(Kind.ASSIGN, "TaskAssignment", payload)
+            if not self.sockets.send(peer, frames):
+                return assignments[sent:]
+            self.sockets.publish(Kind.ASSIGN, frames)
+            sent += len(part)
+        return []
 
     def forward(self, peer: bytes | None, kind: bytes, header: Header, payload: bytes) -> bool:
         """A peer's message passed on as it came: to ``peer``, or on PUB (None)."""

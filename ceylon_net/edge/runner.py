@@ -14,6 +14,8 @@ from loguru import logger
 from ..core.tasks import Task, TaskAssignment, TaskId, TaskResult
 
 ResultKey = tuple[Any, int]  # (task id, attempt)
+YIELD_EVERY = 32  # tasks run back to back before the runners give the event loop a turn
+
 
 
 class _TimedOut(Exception):
@@ -187,6 +189,12 @@ class TaskRunner:
             self.runs += 1
             self._report(result)
             self._check_idle()
+            if self.runs % YIELD_EVERY == 0:
+                # A task that does not await (and a queue that has the next one) never gives
+                # the loop a turn: results would leave only once the whole queue is done, and
+                # the admin would wait for them while we ran. Now and then, let them out (and
+                # new assignments in), so both sides work at once.
+                await asyncio.sleep(0)
 
     def _check_idle(self) -> None:
         if not self.active and not self._queued:

@@ -104,6 +104,7 @@ class AdminSockets:
                  curve: CurveKeys | None = None, authorized_keys: str | None = None) -> None:
         self.ctx = _new_context()
         self.host = host
+        self.max_message_bytes = max_message_bytes
         self.auth = None if curve is None else _authenticator(self.ctx, authorized_keys)
         self.more = False  # the last recv_batch stopped at its limit (more may be queued)
         self.router = self.ctx.socket(zmq.ROUTER)

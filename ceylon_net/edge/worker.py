@@ -439,8 +439,9 @@ class Worker(AgentBase):
             self._sockets.send_soon(self._frames(Kind.STARTED, wire.Started(started, released)))
         if runner.unsent:
             header = wire.make_header(self.workspace_id, self.name, "TaskResult")
-            self._sockets.send_soon(
-                wire.encode_frames(Kind.RESULT, header, wire.pack_batch(runner.take_unsent())))
+            limit = self.settings.max_message_bytes - wire.FRAME_SLACK
+            for _, payload in wire.packed_batches(runner.take_unsent(), limit):
+                self._sockets.send_soon(wire.encode_frames(Kind.RESULT, header, payload))
 
     # ------------------------------------------------------------------ sending
     async def _send(self, kind: bytes, msg: Any, token: str | None = None,

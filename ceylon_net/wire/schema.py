@@ -13,7 +13,7 @@ import enum
 import reprlib
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -153,6 +153,22 @@ def unpack(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) -> T:
 
 def pack_batch(objs: Sequence[Any]) -> bytes:
     return packb([to_wire(o) for o in objs])
+
+
+FRAME_SLACK = 1024  # bytes of a frame's limit kept free for what goes around a payload
+
+
+def packed_batches(objs: Sequence[Any], limit: int) -> Iterator[tuple[Sequence[Any], bytes]]:
+    """``objs`` as pack_batch payloads of at most ``limit`` bytes each, in order: (the part,
+    its payload). Halved until they fit: a receiver's socket drops a connection that sends
+    more than its --max-message-bytes. One message over the limit still goes alone."""
+    payload = pack_batch(objs)
+    if len(payload) <= limit or len(objs) <= 1:
+        yield objs, payload
+        return
+    half = len(objs) // 2
+    yield from packed_batches(objs[:half], limit)
+    yield from packed_batches(objs[half:], limit)
 
 
 def unpack_batch(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) -> list[T]:
