@@ -333,9 +333,8 @@ class Admin(AgentBase):
             self._out.send(cmd.peer, cmd.kind, cmd.msg, cmd.answers)
 
     def _assign(self, cmd: c.Assign) -> None:
-        unsent = cmd.assignments if self._out is None else \
-            self._out.assign(cmd.peer, cmd.assignments)
-        if unsent:
+        if unsent := cmd.assignments if self._out is None else \
+                self._out.assign(cmd.peer, cmd.assignments):
             self._apply(self.state.undelivered(cmd.peer, cmd.worker, unsent, time.monotonic()))
 
     def _forward(self, cmd: c.Forward) -> None:
