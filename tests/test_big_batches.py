@@ -2,12 +2,19 @@
 ahead the admin feeds it: fast tasks with large arguments must not be batched into a frame the
 worker's socket refuses (its connection would drop, and the same batch would be sent again)."""
 
+import asyncio
 import json
 
+import zmq
+import zmq.asyncio
 from conftest import run
 from test_handlers_and_poison import APP, APP_ENV
 
-from ceylon_net.dev.testing import Cluster
+from ceylon_net import Worker, handler, wire
+from ceylon_net.core.tasks import Task, TaskAssignment, TaskResult
+from ceylon_net.dev.testing import Cluster, wait_until
+from ceylon_net.settings import WorkerSettings
+from ceylon_net.wire import Kind
 
 
 def test_fast_tasks_with_large_arguments_are_sent_in_frames_within_the_limit(tmp_path,
@@ -34,3 +41,72 @@ def test_fast_tasks_with_large_arguments_are_sent_in_frames_within_the_limit(tmp
     assert report["success_rate"] == 1.0
     assert all(t["value"] == {"echo": blob} for t in report["tasks"])
     assert "registering again" not in worker_err and "never got" not in admin_err
+
+
+BIG = "x" * 65_536
+
+
+@handler("big_result")
+def big_result(i: int) -> str:
+    return BIG
+
+
+class ForgetfulAdmin:
+    """A scripted admin (bare pyzmq, a 1 MiB message limit like ceylon-admin's) that never
+    acknowledges a result, and then forgets the worker: it must register again holding them."""
+
+    def __init__(self) -> None:
+        self.ctx = zmq.asyncio.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.MAXMSGSIZE, wire.DEFAULT_MAX_MESSAGE_BYTES)
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.port = self.router.bind_to_random_port("tcp://127.0.0.1")
+        self.pub_port = self.pub.bind_to_random_port("tcp://127.0.0.1")
+        self.peer, self.hellos, self.results = b"", [], []
+
+    async def send(self, kind: bytes, type_: str, payload: bytes) -> None:
+        header = wire.make_header("default", "admin", type_)
+        await self.router.send_multipart([self.peer, *wire.encode_frames(kind, header, payload)])
+
+    async def serve(self) -> None:
+        while True:
+            peer, *frames = await self.router.recv_multipart()
+            env = wire.decode_frames(frames)
+            if env.kind == Kind.HELLO:
+                self.peer = peer
+                self.hellos.append(wire.unpack(wire.Hello, env.payload))
+                await self.send(Kind.WELCOME, *wire.encode_payload(  # slow heartbeats: none due
+                    wire.Welcome("w", "admin", self.pub_port, 30.0, 3, 7)))
+            elif env.kind == Kind.RESULT:
+                self.results += [r.task_id for r in wire.unpack_batch(TaskResult, env.payload)]
+
+
+def test_a_worker_holding_more_results_than_a_message_holds_registers_again():
+    async def body():
+        admin = ForgetfulAdmin()
+        serving = asyncio.create_task(admin.serve())
+        worker = Worker("w", settings=WorkerSettings(name="w", capacity=8, port=admin.port))
+        running = asyncio.create_task(worker.arun())
+        try:
+            await wait_until(lambda: admin.hellos, 10, "the worker's HELLO")
+            tasks = [TaskAssignment(Task(i, "big", 1, handler="big_result", args=[i]), "w", 1)
+                     for i in range(24)]  # 24 x 64 KiB results: 1.5 MiB
+            await admin.send(Kind.ASSIGN, "TaskAssignment", wire.pack_batch(tasks))
+            await wait_until(lambda: len(admin.results) == 24, 20, "24 results, never acked")
+            admin.results.clear()
+            await admin.send(Kind.REJECT, *wire.encode_payload(wire.Reject("who are you?")))
+            await wait_until(lambda: len(admin.hellos) == 2 and len(admin.results) >= 1, 20,
+                             "the worker to register again and send what did not fit")
+            await wait_until(lambda: len(admin.results) + len(admin.hellos[1].results) >= 24,
+                             10, "every result again")
+            return admin.hellos[1], admin.results
+        finally:
+            await worker.stop()
+            for t in (running, serving):
+                t.cancel()
+            admin.ctx.destroy(linger=0)
+
+    hello, after = run(body())
+    in_hello = [wire.from_wire(TaskResult, r).task_id for r in hello.results]
+    assert 0 < len(in_hello) < 24 and sorted(in_hello + after) == list(range(24))
+    assert {t for t, _ in hello.running} >= set(after)  # held, so not requeued meanwhile

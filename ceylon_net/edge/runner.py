@@ -118,6 +118,11 @@ class TaskRunner:
             self.unacked[(r.task_id, r.attempt)] = r
         return batch
 
+    def resend(self, keys: list[ResultKey]) -> None:
+        """Send these unacknowledged results again (with the next ones)."""
+        again = [r for k in keys if (r := self.unacked.pop(k, None)) is not None]
+        self.unsent[:0] = again
+
     @property
     def news(self) -> bool:
         """Something to tell the admin: results, starts, tasks given back."""

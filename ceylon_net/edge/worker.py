@@ -76,6 +76,7 @@ class Worker(AgentBase):
         self._end_reason: str | None = None
         self._admin_seen = 0.0
         self._pub_beat = 0.0  # when the admin's last heartbeat came on PUB
+        self._after_hello: list[tuple[Any, int]] = []  # results the last HELLO had no room for
         self._inbox = BroadcastInbox()  # numbered broadcasts, delivered once and in order
         self._epoch: int | None = None  # the admin process the inbox counts for
         self._asked_upto = 0  # missed broadcasts up to here were asked for at once
@@ -194,10 +195,7 @@ class Worker(AgentBase):
         delay, attempt = 0.25, 0
         while True:
             attempt += 1
-            # Built anew each time: what we hold changes while we wait.
-            hello = Hello(s.name, s.role, s.skill, s.capacity, self.runner.holding(),
-                          [wire.to_wire(r) for r in self.runner.undelivered()],
-                          sorted(handlers.registered()))
+            hello = self._hello()  # built anew each time: what we hold changes
             timeout = max(0.05, min(delay, deadline - time.monotonic()))
             await self._send(Kind.HELLO, hello, token=s.token, timeout=timeout)
             welcome = await self._await_welcome(min(delay, max(0.0, deadline - time.monotonic())))
@@ -231,6 +229,25 @@ class Worker(AgentBase):
                 return wire.unpack(Welcome, env.payload, self.limits)
         return None
 
+    def _hello(self) -> Hello:
+        """What we hold, and the results the admin never acknowledged, as many as fit in
+        half a message (the admin's socket drops a larger one, and we could never register
+        again): the others it is told we hold, and they follow the WELCOME as results."""
+        s = self.settings
+        budget = (s.max_message_bytes - wire.FRAME_SLACK) // 2
+        results, self._after_hello = [], []
+        for r in self.runner.undelivered():
+            raw = wire.to_wire(r)
+            size = len(wire.packb(raw))
+            if size <= budget:
+                results.append(raw)
+                budget -= size
+            else:
+                self._after_hello.append((r.task_id, r.attempt))
+        holding = self.runner.holding() + [[t, a] for t, a in self._after_hello]
+        return Hello(s.name, s.role, s.skill, s.capacity, holding, results,
+                     sorted(handlers.registered()))
+
     def _on_welcome(self, welcome: Welcome) -> None:
         assert self._sockets is not None
         first = self._sockets.sub is None
@@ -247,6 +264,7 @@ class Worker(AgentBase):
                     self.name, welcome.admin, self.settings.endpoint, self.skill, self.role,
                     self.max_concurrent_tasks)
         # Results that went with the HELLO may be sent again: the admin drops duplicates.
+        self.runner.resend(self._after_hello)
         self._schedule_flush()
 
     # ------------------------------------------------------------------ serving
