@@ -9,9 +9,9 @@ Rules (DESIGN.md "Scheduling"):
 - among eligible workers: one with a free slot before one that would only queue the task
   (a task never waits behind another while a slot is free), then best fit (least skilled that
   can do it), then least loaded, so seniors stay free for the hard tasks;
-- a task marked ``front`` (it was with a worker that died) goes only to a free slot; while it
-  waits for one, the workers that could take it get no younger task into their queues, so
-  their queues drain and a slot frees for it (a reservation: it is not starved).
+- a task marked ``front`` (it was with a worker that died or did not answer) goes only to a
+  free slot; while it waits for one, the workers that could take it get no younger task into
+  their queues, so their queues drain and a slot frees for it (a reservation: not starved).
 
 A task naming a handler only goes to workers that have it.
 
@@ -93,6 +93,12 @@ def can_do(worker: WorkerSlot, difficulty: int, role: str | None,
            handler: str | None = None) -> bool:
     return worker.skill >= difficulty and role_fits(worker.role, role) and \
         (handler is None or handler in worker.handlers)
+
+
+def fits(worker: WorkerSlot, key: ClassKey) -> bool:
+    """The worker could take tasks of class ``key`` (room aside)."""
+    difficulty, role, handler, trusted, _ = key
+    return (worker.trusted or not trusted) and can_do(worker, difficulty, role, handler)
 
 
 def best_fit(workers: Iterable[WorkerSlot], difficulty: int, role: str | None = None,
@@ -279,10 +285,7 @@ class Scheduler:
     def _share(self, key: ClassKey, queued: int) -> int:
         """A worker's part of ``queued`` tasks of class ``key``, split among the workers
         with room that could take them."""
-        difficulty, role, handler, trusted, _ = key
-        takers = sum(1 for w in self._workers.values()
-                     if w.running < w.room and (w.trusted or not trusted)
-                     and can_do(w, difficulty, role, handler))
+        takers = sum(1 for w in self._workers.values() if w.running < w.room and fits(w, key))
         return -(-queued // max(1, takers))
 
     def _reservations(self) -> dict[str, Entry]:
@@ -294,10 +297,8 @@ class Scheduler:
             head = self._head(key)
             if head is None or self._taker(key) is not None:
                 continue  # placeable now: assign() takes it in its turn
-            difficulty, role, handler, trusted, _ = key
             for w in self._workers.values():
-                if (w.trusted or not trusted) and can_do(w, difficulty, role, handler) \
-                        and w.room > 0 and (w.name not in out or head < out[w.name]):
+                if w.room > 0 and fits(w, key) and (w.name not in out or head < out[w.name]):
                     out[w.name] = head
         return out
 
