@@ -6,8 +6,8 @@ import asyncio
 import json
 
 import zmq
-import zmq.asyncio
 from conftest import run
+from test_broadcast_repair import ScriptedAdmin
 from test_handlers_and_poison import APP, APP_ENV
 
 from ceylon_net import Worker, handler, wire
@@ -51,34 +51,25 @@ def big_result(i: int) -> str:
     return BIG
 
 
-class ForgetfulAdmin:
-    """A scripted admin (bare pyzmq, a 1 MiB message limit like ceylon-admin's) that never
-    acknowledges a result, and then forgets the worker: it must register again holding them."""
+class ForgetfulAdmin(ScriptedAdmin):
+    """A scripted admin with ceylon-admin's 1 MiB message limit that never acknowledges a
+    result, and then forgets the worker: it must register again holding them."""
+
+    beat = 30.0  # no heartbeat falls due while the test runs
 
     def __init__(self) -> None:
-        self.ctx = zmq.asyncio.Context()
-        self.router = self.ctx.socket(zmq.ROUTER)
+        super().__init__()
         self.router.setsockopt(zmq.MAXMSGSIZE, wire.DEFAULT_MAX_MESSAGE_BYTES)
-        self.pub = self.ctx.socket(zmq.PUB)
-        self.port = self.router.bind_to_random_port("tcp://127.0.0.1")
-        self.pub_port = self.pub.bind_to_random_port("tcp://127.0.0.1")
-        self.peer, self.hellos, self.results = b"", [], []
+        self.results: list[int] = []
 
-    async def send(self, kind: bytes, type_: str, payload: bytes) -> None:
-        header = wire.make_header("default", "admin", type_)
-        await self.router.send_multipart([self.peer, *wire.encode_frames(kind, header, payload)])
+    def heard_from(self, env: wire.Envelope) -> None:
+        if env.kind == Kind.RESULT:
+            self.results += [r.task_id for r in wire.unpack_batch(TaskResult, env.payload)]
 
-    async def serve(self) -> None:
-        while True:
-            peer, *frames = await self.router.recv_multipart()
-            env = wire.decode_frames(frames)
-            if env.kind == Kind.HELLO:
-                self.peer = peer
-                self.hellos.append(wire.unpack(wire.Hello, env.payload))
-                await self.send(Kind.WELCOME, *wire.encode_payload(  # slow heartbeats: none due
-                    wire.Welcome("w", "admin", self.pub_port, 30.0, 3, 7)))
-            elif env.kind == Kind.RESULT:
-                self.results += [r.task_id for r in wire.unpack_batch(TaskResult, env.payload)]
+    async def assign(self, tasks: list[TaskAssignment]) -> None:
+        header = wire.make_header("default", "admin", "TaskAssignment")
+        await self.router.send_multipart(
+            [self.peer, *wire.encode_frames(Kind.ASSIGN, header, wire.pack_batch(tasks))])
 
 
 def test_a_worker_holding_more_results_than_a_message_holds_registers_again():
@@ -91,10 +82,11 @@ def test_a_worker_holding_more_results_than_a_message_holds_registers_again():
             await wait_until(lambda: admin.hellos, 10, "the worker's HELLO")
             tasks = [TaskAssignment(Task(i, "big", 1, handler="big_result", args=[i]), "w", 1)
                      for i in range(24)]  # 24 x 64 KiB results: 1.5 MiB
-            await admin.send(Kind.ASSIGN, "TaskAssignment", wire.pack_batch(tasks))
+            await admin.assign(tasks)
             await wait_until(lambda: len(admin.results) == 24, 20, "24 results, never acked")
             admin.results.clear()
-            await admin.send(Kind.REJECT, *wire.encode_payload(wire.Reject("who are you?")))
+            await admin.router.send_multipart(
+                [admin.peer, *admin.frames(Kind.REJECT, wire.Reject("who are you?"))])
             await wait_until(lambda: len(admin.hellos) == 2 and len(admin.results) >= 1, 20,
                              "the worker to register again and send what did not fit")
             await wait_until(lambda: len(admin.results) + len(admin.hellos[1].results) >= 24,
@@ -104,7 +96,7 @@ def test_a_worker_holding_more_results_than_a_message_holds_registers_again():
             await worker.stop()
             for t in (running, serving):
                 t.cancel()
-            admin.ctx.destroy(linger=0)
+            admin.close()
 
     hello, after = run(body())
     in_hello = [wire.from_wire(TaskResult, r).task_id for r in hello.results]

@@ -33,6 +33,8 @@ class Listener(Worker):
 class ScriptedAdmin:
     """Just enough of an admin: welcomes, publishes numbered notes, answers repair asks."""
 
+    beat = 1.0  # the heartbeat its WELCOME asks for
+
     def __init__(self) -> None:
         self.ctx = zmq.asyncio.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
@@ -40,6 +42,7 @@ class ScriptedAdmin:
         self.port = self.router.bind_to_random_port("tcp://127.0.0.1")
         self.pub_port = self.pub.bind_to_random_port("tcp://127.0.0.1")
         self.peer = b""
+        self.hellos: list[wire.Hello] = []
         self.asked: list[list[int]] = []
         self.heard = -1
 
@@ -55,12 +58,18 @@ class ScriptedAdmin:
             env = wire.decode_frames(frames)
             if env.kind == Kind.HELLO:
                 self.peer = peer
+                self.hellos.append(wire.unpack(wire.Hello, env.payload))
                 await self.router.send_multipart([peer, *self.frames(
-                    Kind.WELCOME, wire.Welcome("w", "admin", self.pub_port, 1.0, 3, 7))])
-            elif env.kind == Kind.HEARTBEAT:
-                beat = wire.unpack(wire.Heartbeat, env.payload)
-                self.heard = beat.heard
-                self.asked += beat.missing
+                    Kind.WELCOME, wire.Welcome("w", "admin", self.pub_port, self.beat, 3, 7))])
+            else:
+                self.heard_from(env)
+
+    def heard_from(self, env: wire.Envelope) -> None:
+        """Anything but a HELLO from the worker."""
+        if env.kind == Kind.HEARTBEAT:
+            beat = wire.unpack(wire.Heartbeat, env.payload)
+            self.heard = beat.heard
+            self.asked += beat.missing
 
     async def publish(self, seq: int) -> None:
         await self.pub.send_multipart([wire.topic("default") + Kind.BCAST,
