@@ -448,6 +448,23 @@ def test_a_client_watching_groups_again_hears_of_finished_unknown_and_running_on
     assert [d.task_id for d in sends(cmds, Kind.DONE, client)] == ["o2"]
 
 
+def test_a_client_hears_of_every_task_before_the_group_or_batch_they_end():
+    sim = Sim()
+    w = sim.join("w")
+    client = b"client-9"
+    doc = {"groups": [{"name": "g", "tasks": [
+        {"id": i, "description": "x", "difficulty": 1} for i in ("a", "b")]}]}
+    cmds = sim.receive(client, frames(Kind.SUBMIT, wire.Submission(doc, wait=True, follow=True)))
+    for _ in range(4):  # the worker finishes what it holds until nothing is left
+        cmds += w.finish_all()
+    said = [(x.kind, getattr(x.msg, "event", None)) for x in of(cmds, c.Send) if x.peer == client]
+    done = [i for i, (kind, _) in enumerate(said) if kind == Kind.DONE]
+    assert len(done) == 2
+    # A future on the group (or the batch) must not resolve while one of its tasks' has not.
+    assert said[-2:] == [(Kind.GROUP, "group_finished"), (Kind.REPORT, None)]
+    assert max(done) < said.index((Kind.GROUP, "group_finished"))
+
+
 def test_an_assignment_that_cannot_be_sent_goes_back_and_out_again_next_round():
     sim = Sim()
     w = sim.join("w")

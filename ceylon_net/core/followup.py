@@ -40,19 +40,26 @@ class Followup:
 
     def settle(self) -> None:
         """Follow up on finished tasks, in order: groups and goals, batches, then one
-        Finished each (cancellations may cascade: until nothing more finishes)."""
+        Finished each (cancellations may cascade: until nothing more finishes). A client
+        hears of each task before the group or batch it ends: a future on the whole never
+        resolves while one on a part is still waiting."""
         board = self.board
         while board.finished:
             records, board.finished = board.finished, []
-            for event in self.task_manager.follow(records, board):
+            events = self.task_manager.follow(records, board)
+            for event in events:
                 self._group_event(event)
-            for batch in self.batches.follow(records):
-                self._batch_done(batch)
+            ended = self.batches.follow(records)
             for rec in records:
                 self.out.add(finished(rec))
             if self.watchers.tasks:
                 for rec in records:
                     self.watchers.ended(rec)
+            if self.watchers.groups:
+                for event in events:
+                    self._group_news(event)
+            for batch in ended:
+                self._batch_done(batch)
 
     def follow_moves(self) -> None:
         """Group tasks show their live status (running, or back to pending)."""
@@ -80,10 +87,11 @@ class Followup:
     def _group_event(self, e: GroupEvent) -> None:
         self.out.log(LOG_LEVEL_OF_GROUP_EVENT.get(e.kind, "INFO"), e.message)
         self.out.event(e.kind, group=e.group.name, message=e.message, **e.data)
-        if self.watchers.groups:
-            self.watchers.group_news(e.group.id, wire.GroupNews(e.group.name, e.kind, e.message,
-                                                                e.data),
-                                     finished=e.kind == "group_finished")
+
+    def _group_news(self, e: GroupEvent) -> None:
+        self.watchers.group_news(e.group.id, wire.GroupNews(e.group.name, e.kind, e.message,
+                                                            e.data),
+                                 finished=e.kind == "group_finished")
 
     def _batch_done(self, batch: Batch) -> None:
         self.board.open_gate(batch_gate(batch.id))
