@@ -286,9 +286,9 @@ class Admin(AgentBase):
                 # submits next leaves before this round's bookkeeping.
                 await asyncio.sleep(0)
             self._apply(cmds)
-            if sockets.more:
-                # A recv that is already complete does not yield: a peer that never pauses
-                # would starve the timers.
+            if sockets.busy:
+                # A recv that is already complete does not yield: while messages keep coming
+                # the timers (acknowledgements, heartbeats, liveness) would never run.
                 await asyncio.sleep(0)
 
     async def _tick_loop(self) -> None:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -106,7 +107,9 @@ class AdminSockets:
         self.host = host
         self.max_message_bytes = max_message_bytes
         self.auth = None if curve is None else _authenticator(self.ctx, authorized_keys)
-        self.more = False  # the last recv_batch stopped at its limit (more may be queued)
+        # The last recv_batch did not wait (its first message was there already) or stopped
+        # at its limit: the event loop got no turn, and the caller should give it one.
+        self.busy = False
         self.router = self.ctx.socket(zmq.ROUTER)
         # The same socket, blocking API: for reads that cannot wait (DONTWAIT). The next await
         # on ``router`` looks at the socket's events again, so nothing is missed.
@@ -166,7 +169,9 @@ class AdminSockets:
         """Wait for one message on the ROUTER, then take whatever else is already queued, up
         to ``limit`` messages or ``max_bytes`` (what stays queued is held by ZeroMQ within its
         high-water mark, not copied into Python all at once)."""
-        first = await self.router.recv_multipart(copy=False)
+        fut = self.router.recv_multipart(copy=False)
+        waited = not fut.done()  # awaiting a done future does not yield
+        first = await fut
         batch, size = [first], sum(len(f) for f in first)
         while len(batch) < limit and size < max_bytes:
             try:  # what is queued already, without a future per message
@@ -175,7 +180,7 @@ class AdminSockets:
                 break
             batch.append(frames)
             size += sum(len(f) for f in frames)
-        self.more = len(batch) >= limit or size >= max_bytes  # may be: it stopped looking
+        self.busy = not waited or len(batch) >= limit or size >= max_bytes
         return batch
 
     def send(self, identity: bytes, frames: Sequence[bytes]) -> bool:
@@ -246,6 +251,7 @@ class WorkerSockets:
         self.identity = f"{name}/{uuid.uuid4().hex[:8]}".encode()
         self.dealer = self.ctx.socket(zmq.DEALER)
         self._dealer_now = zmq.Socket.shadow(self.dealer.underlying)  # see AdminSockets
+        self.busy = False  # as AdminSockets.busy
         self.dealer.setsockopt(zmq.IDENTITY, self.identity)
         self.dealer.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self.dealer.setsockopt(zmq.LINGER, LINGER_MS)
@@ -290,7 +296,9 @@ class WorkerSockets:
     async def recv_batch(self, timeout: float, limit: int = 512) -> list[list[bytes]]:
         """Wait up to ``timeout`` s for a message from the admin, then take whatever else is
         already queued (one wake-up for a burst). Empty on timeout."""
-        first = await _recv_within(self.dealer, timeout)
+        fut = self.dealer.recv_multipart()
+        self.busy = fut.done()  # it did not wait: the event loop got no turn
+        first = await _within(fut, timeout)
         if first is None:
             return []
         batch = [first]
@@ -388,11 +396,15 @@ class Subscriber:
 
 
 async def _recv_within(sock: zmq.asyncio.Socket, timeout: float) -> list[bytes] | None:
-    """The next message on ``sock``, or None after ``timeout`` seconds.
+    """The next message on ``sock``, or None after ``timeout`` seconds."""
+    return await _within(sock.recv_multipart(), timeout)
 
-    A recv future with a timer that cancels it: half the cost of ``poll`` then ``recv`` (a
-    poller and its futures each time), and a cancelled recv takes no message with it."""
-    fut = sock.recv_multipart()
+
+async def _within(fut: asyncio.Future, timeout: float) -> Any:
+    """A recv future's message, or None after ``timeout`` seconds.
+
+    A timer that cancels the future: half the cost of ``poll`` then ``recv`` (a poller and its
+    futures each time), and a cancelled recv takes no message with it."""
     if fut.done():
         return fut.result()
     timer = asyncio.get_running_loop().call_later(timeout, fut.cancel)

@@ -279,9 +279,9 @@ class Worker(AgentBase):
             for frames in batch:
                 if self._handle(frames):
                     return
-            if self.runner.queue.qsize() or len(batch) >= RECV_BATCH:
-                # The runners start on what came before we wait again; and a full batch means
-                # more is queued, whose recv would not yield: the heartbeats get a turn.
+            if self.runner.queue.qsize() or len(batch) >= RECV_BATCH or self._sockets.busy:
+                # The runners start on what came before we wait again; and a recv that did
+                # not wait did not yield: the runners and heartbeats get a turn.
                 await asyncio.sleep(0)
             if now - self._admin_seen > welcome.heartbeat * welcome.liveness:
                 raise _Reconnect(f"admin silent for {now - self._admin_seen:.1f} s")

@@ -1,0 +1,74 @@
+"""The sockets' receive loops: a receive whose message was already queued does not yield to
+the event loop (awaiting a finished future does not), so it says so, and the admin's and the
+worker's loops then give the loop a turn. Once only a full batch did: under steady load (W1)
+the admin's acknowledgement timer waited for seconds, and its workers' heartbeats named
+8,000 unacknowledged results where the credit allows about 1,000 tasks in flight."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import zmq
+import zmq.asyncio
+from conftest import run
+
+from ceylon_net.edge.transport import AdminSockets, WorkerSockets
+
+
+async def _queued(sock: zmq.asyncio.Socket) -> None:
+    """Until a message waits on ``sock`` (nothing read)."""
+    assert await sock.poll(10_000, zmq.POLLIN), "no message came"
+
+
+@pytest.mark.timeout(30)
+def test_an_admin_receive_that_did_not_wait_asks_for_a_turn_of_the_loop():
+    async def body() -> list[tuple[list[bytes], bool]]:
+        admin = AdminSockets("127.0.0.1", 1 << 20, "default")
+        port, _ = admin.bind(0, 0)
+        ctx = zmq.asyncio.Context()
+        peer = ctx.socket(zmq.DEALER)
+        peer.connect(f"tcp://127.0.0.1:{port}")
+        seen = []
+        try:
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.05, peer.send, b"late")  # nothing queued yet: it waits
+            batch = await asyncio.wait_for(admin.recv_batch(), 10)
+            seen.append(([f[-1].bytes for f in batch], admin.busy))
+            await peer.send(b"early")
+            await _queued(admin.router)
+            batch = await asyncio.wait_for(admin.recv_batch(), 10)
+            seen.append(([f[-1].bytes for f in batch], admin.busy))
+        finally:
+            peer.close(0)
+            ctx.term()
+            admin.close(0)
+        return seen
+
+    assert run(body()) == [([b"late"], False), ([b"early"], True)]
+
+
+@pytest.mark.timeout(30)
+def test_a_worker_receive_that_did_not_wait_asks_for_a_turn_of_the_loop():
+    async def body() -> list[tuple[list[list[bytes]], bool]]:
+        ctx = zmq.asyncio.Context()
+        router = ctx.socket(zmq.ROUTER)
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        worker = WorkerSockets("w", f"tcp://127.0.0.1:{port}", 1 << 20)
+        seen = []
+        try:
+            await worker.dealer.send(b"hello")
+            identity, _ = await router.recv_multipart()
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.05, router.send_multipart, [identity, b"late"])
+            seen.append((await worker.recv_batch(10), worker.busy))
+            await router.send_multipart([identity, b"early"])
+            await _queued(worker.dealer)
+            seen.append((await worker.recv_batch(10), worker.busy))
+        finally:
+            worker.close(0)
+            router.close(0)
+            ctx.term()
+        return seen
+
+    assert run(body()) == [([[b"late"]], False), ([[b"early"]], True)]
