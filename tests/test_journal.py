@@ -1,11 +1,19 @@
 """The journal on its own: what goes in comes back after a crash (no sockets)."""
 
-from ceylon_net import AtLeast, GoalStatus, Task, TaskGroupGoal, TaskManager, TaskMessage
+import sqlite3
+
+from ceylon_net import AtLeast, GoalStatus, Task, TaskGroupGoal, TaskManager, TaskMessage, wire
 from ceylon_net.core.board import TaskBoard
 from ceylon_net.core.restore import restore
 from ceylon_net.core.scheduler import WorkerSlot
 from ceylon_net.core.tasks import TaskResult, TaskStatus
-from ceylon_net.edge.journal import Journal, record_added, record_changes
+from ceylon_net.edge.journal import (
+    CHUNK_BYTES,
+    SCHEMA_VERSION,
+    Journal,
+    record_added,
+    record_changes,
+)
 
 
 def _groups():
@@ -60,3 +68,91 @@ def test_a_crash_mid_run_comes_back_as_it_was(tmp_path):
     manager2.settle(board2)
     assert "b0" in board2.queued()  # 'first' completed: 'second' goes
     assert board2.report().success_rate == 1.0
+
+
+def test_groups_are_in_the_journal_as_soon_as_their_tasks(tmp_path):
+    path = tmp_path / "state.db"
+    journal, _, _ = _live(path)
+    journal.db.close()  # a crash before any task moved: nothing else committed
+
+    journal2 = Journal(path, "default")
+    board2, manager2 = TaskBoard(), TaskManager()
+    assert restore(board2, manager2, journal2.tasks(), journal2.groups())
+    assert sorted(g.name for g in manager2.task_groups.values()) == ["first", "second"]
+    assert sorted(board2.queued()) == ["a0", "a1", "a2", "p0"]
+
+
+def _entries(journal):
+    return [(e.task.id, e.status, e.attempt, e.worker, e.result, e.reason)
+            for e in journal.tasks()]
+
+
+def test_the_log_replayed_is_rewritten_as_one_snapshot_that_reads_the_same(tmp_path):
+    path = tmp_path / "state.db"
+    journal, board, _ = _live(path)
+    board.plan()
+    board.record(TaskResult("p0", "w", True, attempt=1, value={"v": 1}))
+    record_changes(journal, board)
+    board.record(TaskResult("a0", "w", False, attempt=1, error="boom"))
+    record_changes(journal, board)
+    journal.close()
+    rows = sqlite3.connect(path).execute("SELECT count(*) FROM log").fetchone()[0]
+    assert rows == 3  # added; assigned and p0 done; a0 failed: a row per round
+
+    first = _entries(Journal(path, "default"))
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM log").fetchone()[0] == 1
+    assert _entries(Journal(path, "default")) == first
+    done = {tid: (st, res) for tid, st, _, _, res, _ in first}
+    assert done["p0"] == (TaskStatus.COMPLETED, TaskResult("p0", "w", True, attempt=1,
+                                                           value={"v": 1}))
+    assert done["a0"][0] is TaskStatus.FAILED and done["a0"][1].error == "boom"
+    assert done["a1"][0] is TaskStatus.ASSIGNED and done["p1"][0] is TaskStatus.PENDING
+
+
+def test_a_round_larger_than_a_log_row_is_split_and_read_back_whole(tmp_path):
+    path = tmp_path / "state.db"
+    journal = Journal(path, "default")
+    big = "x" * (CHUNK_BYTES // 2)
+    journal.add_tasks((Task(i, "big", args=[big, i]), None) for i in range(5))
+    journal.commit()
+    journal.db.close()
+    rows = sqlite3.connect(path).execute("SELECT count(*) FROM log").fetchone()[0]
+    assert rows == 3  # two tasks of half a row each fill one
+    assert [(e.task.id, e.task.args[1]) for e in Journal(path, "default").tasks()] == [
+        (i, i) for i in range(5)]
+
+
+VERSION_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tasks (id BLOB PRIMARY KEY, idx INTEGER NOT NULL, task BLOB NOT NULL, grp TEXT,
+    status TEXT NOT NULL, attempt INTEGER NOT NULL, worker TEXT, result BLOB, reason TEXT);
+CREATE TABLE groups (id TEXT PRIMARY KEY, idx INTEGER NOT NULL, spec BLOB NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '1'), ('workspace', 'default');
+"""
+
+
+def test_a_journal_of_schema_version_1_is_converted_once_and_keeps_every_task(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(VERSION_1)
+        done = TaskResult("t1", "w", True, 0.5, attempt=2, value=[1, 2])
+        db.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            (wire.packb("t1"), 1, wire.pack(Task("t1", "done")), None, "completed", 2, "w",
+             wire.pack(done), None),
+            (wire.packb(0), 0, wire.pack(Task(0, "running", difficulty=7)), "g", "running", 1,
+             "w", None, None),
+            (wire.packb("t2"), 2, wire.pack(Task("t2", "gone")), None, "cancelled", 0, None,
+             None, "cancelled by request")])
+    db.close()
+
+    assert _entries(Journal(path, "default")) == [
+        (0, TaskStatus.RUNNING, 1, "w", None, None),
+        ("t1", TaskStatus.COMPLETED, 2, "w", done, None),
+        ("t2", TaskStatus.CANCELLED, 0, None, None, "cancelled by request")]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == \
+            (str(SCHEMA_VERSION),)
+        assert db.execute("SELECT name FROM sqlite_master WHERE name='tasks'").fetchall() == []
+    db.close()
+    journal = Journal(path, "default")  # version 2 now: opened as it is
+    assert [e.task.difficulty for e in journal.tasks()] == [7, 1, 1]

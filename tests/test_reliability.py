@@ -138,7 +138,7 @@ def test_journals_that_do_not_fit_are_refused_and_left_untouched(tmp_path):
     garbage.write_bytes(b"this is not a database\n" * 100)
     other = tmp_path / "other.db"
     j = Journal(other, "other")
-    j.add_tasks([(0, Task(1, "x"), None)])
+    j.add_tasks([(Task(1, "x"), None)])
     j.close()
     newer = tmp_path / "newer.db"
     newer.write_bytes(other.read_bytes())
@@ -147,7 +147,7 @@ def test_journals_that_do_not_fit_are_refused_and_left_untouched(tmp_path):
     for path, message in [
         (garbage, "is not a ceylon_net journal (not an SQLite file); refusing to touch it"),
         (other, "belongs to workspace 'other', not 'default'"),
-        (newer, "has schema version 99, newer than this ceylon_net (1)"),
+        (newer, "has schema version 99, newer than this ceylon_net (2)"),
     ]:
         before = _digest(path)
         code, err = _admin_on_journal(tmp_path, path)

@@ -1,9 +1,15 @@
 """Durable admin state: every task, its state and result, and the groups, in SQLite.
 
-WAL mode, one transaction per admin loop round (results are acknowledged to workers only after
-the round is committed, so a result is either in the journal or still held by its worker).
+The tasks are a log: each admin loop round appends one row (or a few, for a large round) of
+msgpack holding what it added or changed, in one transaction; results are acknowledged to
+workers only after the round is committed, so a result is either in the journal or still held
+by its worker. One row per round instead of one SQLite row per task and change: a task cost
+the admin 48 µs of journal (an insert and two updates), now a few µs of packing. On start the
+log is replayed, last change wins, and rewritten as a snapshot. WAL mode.
+
 A journal is opened read-only first and checked (SQLite at all, schema version, workspace):
-a file that does not fit is refused with a clear error and left exactly as it was.
+a file that does not fit is refused with a clear error and left exactly as it was. A journal
+of schema version 1 (a row per task) is converted once, in one transaction.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from .. import wire
 from ..core.board import TaskBoard
 from ..core.groups import TaskGroup, TaskManager
@@ -22,24 +30,19 @@ from ..core.restore import JournaledTask
 from ..core.tasks import Task, TaskId, TaskResult, TaskStatus
 from ..errors import ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE tasks (
-    id BLOB PRIMARY KEY,      -- msgpack of the task id (int or str)
-    idx INTEGER NOT NULL,     -- submission order
-    task BLOB NOT NULL,       -- msgpack of the Task
-    grp TEXT,                 -- group id, if any
-    status TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    worker TEXT,
-    result BLOB,              -- msgpack of the TaskResult
-    reason TEXT
-);
+-- kind 'put': rows [task, group, status, attempt, worker, result, reason], a task as a whole
+-- kind 'set': rows [task id, status, attempt, worker, result, reason], a task's new state
+-- (task and result as their msgpack maps); each blob a msgpack array of rows.
+CREATE TABLE log (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, rows BLOB NOT NULL);
 CREATE TABLE groups (id TEXT PRIMARY KEY, idx INTEGER NOT NULL, spec BLOB NOT NULL);
 """
+CHUNK_BYTES = 4 << 20  # a log row holds about this much at most (a huge round takes several)
+PUT, SET = "put", "set"
 
 
 class JournalError(ConfigError):
@@ -51,8 +54,7 @@ class Journal:
         self.path = Path(path)
         self.workspace = workspace
         existed = self.path.exists() and self.path.stat().st_size > 0
-        if existed:
-            self._check()
+        version = self._check() if existed else SCHEMA_VERSION
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -62,12 +64,14 @@ class Journal:
                 self.db.executemany("INSERT INTO meta VALUES (?, ?)",
                                     [("schema_version", str(SCHEMA_VERSION)),
                                      ("workspace", workspace)])
+            elif version == 1:
+                self._from_version_1()
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: {exc}") from None
         self._in_tx = False
 
-    def _check(self) -> None:
-        """Refuse a file that is not our journal, without writing to it."""
+    def _check(self) -> int:
+        """Refuse a file that is not our journal, without writing to it; its schema version."""
         with self.path.open("rb") as f:
             if f.read(len(_MAGIC)) != _MAGIC:
                 raise JournalError(f"journal {self.path} is not a ceylon_net journal (not an "
@@ -90,13 +94,31 @@ class Journal:
         if meta.get("workspace") != self.workspace:
             raise JournalError(f"journal {self.path} belongs to workspace "
                                f"'{meta.get('workspace')}', not '{self.workspace}'")
+        return version
+
+    def _from_version_1(self) -> None:
+        """A row per task (version 1) into the log, in one transaction."""
+        db = self.db
+        db.execute("BEGIN")
+        rows = db.execute("SELECT task, grp, status, attempt, worker, result, reason "
+                          "FROM tasks ORDER BY idx").fetchall()
+        db.execute("CREATE TABLE log (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
+                   "rows BLOB NOT NULL)")
+        self._in_tx = True
+        path = self.path
+        self._append(PUT, (_packed([_load(task, path), grp, status, attempt, worker,
+                                    None if res is None else _load(res, path), reason])
+                           for task, grp, status, attempt, worker, res, reason in rows))
+        db.execute("DROP TABLE tasks")
+        db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+        self.commit()
 
     # ---- writing
-    def add_tasks(self, tasks: Iterable[tuple[int, Task, str | None]]) -> None:
-        self._begin()
-        self.db.executemany(
-            "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, 'pending', 0, NULL, NULL, NULL)",
-            [(wire.packb(t.id), idx, wire.pack(t), grp) for idx, t, grp in tasks])
+    def add_tasks(self, tasks: Iterable[tuple[Task, str | None]]) -> None:
+        """New tasks (pending), in submission order, with their group's id."""
+        to_wire = wire.to_wire
+        self._append(PUT, (_packed([to_wire(t), grp, "pending", 0, None, None, None])
+                           for t, grp in tasks))
 
     def add_group(self, idx: int, group_id: str, spec: dict[str, Any]) -> None:
         self._begin()
@@ -105,11 +127,29 @@ class Journal:
 
     def update(self, rows: Iterable[tuple[TaskId, TaskStatus, int, str | None,
                                           TaskResult | None, str | None]]) -> None:
+        """Tasks' new states."""
+        to_wire = wire.to_wire
+        self._append(SET, (_packed([tid, st.value, att, worker,
+                                    None if res is None else to_wire(res), reason])
+                           for tid, st, att, worker, res, reason in rows))
+
+    def _append(self, kind: str, rows: Iterable[bytes]) -> None:
         self._begin()
-        self.db.executemany(
-            "UPDATE tasks SET status=?, attempt=?, worker=?, result=?, reason=? WHERE id=?",
-            [(st.value, att, worker, None if res is None else wire.pack(res), reason,
-              wire.packb(tid)) for tid, st, att, worker, res, reason in rows])
+        chunk: list[bytes] = []
+        size = 0
+        for row in rows:
+            chunk.append(row)
+            size += len(row)
+            if size >= CHUNK_BYTES:
+                self._insert(kind, chunk)
+                chunk, size = [], 0
+        if chunk:
+            self._insert(kind, chunk)
+
+    def _insert(self, kind: str, rows: list[bytes]) -> None:
+        # A msgpack array (array 32 header) of rows packed one by one.
+        blob = b"\xdd" + len(rows).to_bytes(4, "big") + b"".join(rows)
+        self.db.execute("INSERT INTO log (kind, rows) VALUES (?, ?)", (kind, blob))
 
     def commit(self) -> None:
         if self._in_tx:
@@ -127,16 +167,57 @@ class Journal:
 
     # ---- reading
     def tasks(self) -> list[JournaledTask]:
-        rows = self.db.execute("SELECT task, grp, status, attempt, worker, result, reason "
-                               "FROM tasks ORDER BY idx").fetchall()
-        return [JournaledTask(wire.unpack(Task, task), grp, TaskStatus(status), attempt,
-                              worker, None if res is None else wire.unpack(TaskResult, res),
-                              reason)
-                for task, grp, status, attempt, worker, res, reason in rows]
+        """Every task as the log leaves it, in submission order. Then the log is rewritten
+        as one snapshot of them (its changes folded in)."""
+        state: dict[Any, list[Any]] = {}
+        rows = 0
+        for kind, blob in self.db.execute("SELECT kind, rows FROM log ORDER BY seq"):
+            rows += 1
+            items = _load(blob, self.path)
+            if kind == PUT:
+                for item in items:
+                    state[item[0]["id"]] = item
+            elif kind == SET:
+                for tid, *fields in items:
+                    row = state.get(tid)
+                    if row is None:
+                        raise JournalError(f"journal {self.path} changes task {tid!r}, which it "
+                                           f"never added; refusing to guess")
+                    row[2:] = fields
+            else:
+                raise JournalError(f"journal {self.path}: unknown log entry {kind!r}")
+        try:
+            entries = [JournaledTask(wire.from_wire(Task, task), grp, TaskStatus(status),
+                                     attempt, worker,
+                                     None if res is None else wire.from_wire(TaskResult, res),
+                                     reason)
+                       for task, grp, status, attempt, worker, res, reason in state.values()]
+        except (ValueError, TypeError) as exc:
+            raise JournalError(f"journal {self.path} holds a task it cannot read ({exc})") \
+                from None
+        if rows > 1:
+            self._begin()
+            self.db.execute("DELETE FROM log")
+            self._append(PUT, map(_packed, state.values()))
+            self.commit()
+        return entries
 
     def groups(self) -> list[tuple[str, dict[str, Any]]]:
         rows = self.db.execute("SELECT id, spec FROM groups ORDER BY idx").fetchall()
         return [(gid, wire.unpackb(spec)) for gid, spec in rows]
+
+
+def _packed(row: list[Any]) -> bytes:
+    return msgpack.packb(row, use_bin_type=True)
+
+
+def _load(blob: bytes, path: Path) -> Any:
+    """Our own bytes back (the journal is not network input: no size limits)."""
+    try:
+        return msgpack.unpackb(blob, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise JournalError(f"journal {path} holds an unreadable entry ({type(exc).__name__}: "
+                           f"{exc}); refusing to guess") from None
 
 
 # --------------------------------------------------------------------------- admin state
@@ -148,15 +229,15 @@ def record_added(journal: Journal, board: TaskBoard, manager: TaskManager,
     if board.dirty is None:
         board.dirty = set()
     group_of = {t.task_id: g.id for g in groups for t in g.subtasks}
-    journal.add_tasks((board.records[t.id].index, t, group_of.get(t.id)) for t in tasks)
-    # Just inserted as pending (or cancelled by a failed dependency: that change stays).
+    journal.add_tasks((t, group_of.get(t.id)) for t in tasks)
+    # Just added as pending (or cancelled by a failed dependency: that change stays).
     for t in tasks:
         if board.records[t.id].status == TaskStatus.PENDING:
             board.dirty.discard(t.id)
-    journal.commit()
     order = list(manager.task_groups)
     for g in groups:
         journal.add_group(order.index(g.id), g.id, manager.spec(g))
+    journal.commit()  # the groups with their tasks (a round with no change commits nothing)
 
 
 def record_changes(journal: Journal, board: TaskBoard) -> None:
