@@ -107,9 +107,7 @@ class AdminSockets:
         self.host = host
         self.max_message_bytes = max_message_bytes
         self.auth = None if curve is None else _authenticator(self.ctx, authorized_keys)
-        # The last recv_batch did not wait (its first message was there already) or stopped
-        # at its limit: the event loop got no turn, and the caller should give it one.
-        self.busy = False
+        self.busy = False  # the last recv_batch gave the event loop no turn (see recv_batch)
         self.router = self.ctx.socket(zmq.ROUTER)
         # The same socket, blocking API: for reads that cannot wait (DONTWAIT). The next await
         # on ``router`` looks at the socket's events again, so nothing is missed.
@@ -168,7 +166,9 @@ class AdminSockets:
                          max_bytes: int = 4 << 20) -> list[list[zmq.Frame]]:
         """Wait for one message on the ROUTER, then take whatever else is already queued, up
         to ``limit`` messages or ``max_bytes`` (what stays queued is held by ZeroMQ within its
-        high-water mark, not copied into Python all at once)."""
+        high-water mark, not copied into Python all at once). ``busy`` afterwards: it did not
+        wait (its first message was there already) or stopped at its limit, so the event loop
+        got no turn, and the caller should give it one."""
         fut = self.router.recv_multipart(copy=False)
         waited = not fut.done()  # awaiting a done future does not yield
         first = await fut
