@@ -863,3 +863,17 @@ def test_batches_are_split_into_frames_within_the_limit_in_order(blobs, limit):
     for part, payload in parts:
         assert wire.unpackb(payload) == list(part)
         assert len(payload) <= limit or len(part) == 1  # one over the limit goes alone
+
+
+def test_a_field_is_left_out_only_when_it_is_its_default_in_the_defaults_type():
+    plain = wire.to_wire(Task(1, "t"))
+    assert plain == {"id": 1, "description": "t"}
+    # Equal to the default but of another type: sent, so the receiver can refuse it.
+    odd = wire.to_wire(Task(1, "t", difficulty=True, priority=0.0, depends_on=(),  # type: ignore[arg-type]
+                            kwargs={}, args=[]))
+    assert odd == {"id": 1, "description": "t", "difficulty": True, "priority": 0.0,
+                   "depends_on": []}
+    shape = wire.to_wire(Shape("s", [Point(0.0, 1.0)], blob=b"", label=None, tags={"a": 1}))
+    assert shape == {"name": "s", "points": [{"x": 0.0, "y": 1.0}], "tags": {"a": 1}}
+    assert wire.to_wire(Shape("s", [], colour=Colour.BLUE, centre=Point(1, 2))) == {
+        "name": "s", "points": [], "colour": Colour.BLUE.value, "centre": {"x": 1, "y": 2}}

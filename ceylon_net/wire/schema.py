@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import reprlib
 import types
 import typing
@@ -73,7 +74,7 @@ def is_message(obj: Any) -> bool:
     return (obj if isinstance(obj, type) else type(obj)) in _NAMES
 
 
-_PLAIN = (str, int, float, bool, bytes, type(None))
+_PLAIN = frozenset((str, int, float, bool, bytes, type(None)))
 _DEFAULTS: dict[type, list[tuple[str, Any]]] = {}
 _NO_DEFAULT = object()
 
@@ -100,6 +101,10 @@ def to_wire(obj: Any) -> Any:
     encode = _ENCODERS.get(cls)
     if encode is not None:
         return encode(obj)
+    if cls is list:  # the usual containers first: a task's args, say
+        return [v if type(v) in _PLAIN else to_wire(v) for v in obj]
+    if cls is dict:
+        return {k: v if type(v) in _PLAIN else to_wire(v) for k, v in obj.items()}
     if cls in _NAMES:
         return _encoder(cls)(obj)
     if cls in _PLAIN:
@@ -224,14 +229,28 @@ def _encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
         put = f"out[{name!r}] = v if type(v) in _PLAIN else to_wire(v)"
         if default is _NO_DEFAULT:
             lines.append(f"    {put}")
-        else:
-            env[f"d{i}"] = default
-            lines.append(f"    if not (v is d{i} or (v == d{i} and type(v) is type(d{i}))):")
-            lines.append(f"        {put}")
+            continue
+        env[f"d{i}"] = default
+        lines.append(f"    if {_differs(default, f'd{i}')}:")
+        lines.append(f"        {put}")
     lines.append("    return out")
     exec("\n".join(lines), env)
     _ENCODERS[cls] = env["encode"]
     return env["encode"]
+
+
+def _differs(default: Any, name: str) -> str:
+    """An expression true of ``v`` when it is not the field's default (equal and of the same
+    type), spelled for the default at hand: a message has many fields, most of them left at
+    their defaults, and each is looked at on every send."""
+    kind = type(default)
+    if default is None:
+        return "v is not None"
+    if kind in (list, dict) and not default:
+        return f"v or type(v) is not {kind.__name__}"  # an empty one, exactly
+    if kind in (bool, int, str) or (kind is float and math.isfinite(default)):
+        return f"v != {default!r} or type(v) is not {kind.__name__}"
+    return f"not (v is {name} or (v == {name} and type(v) is type({name})))"
 
 
 def _fast_check(tp: Any) -> str | None:
