@@ -112,12 +112,12 @@ def test_the_log_replayed_is_rewritten_as_one_snapshot_that_reads_the_same(tmp_p
 def test_a_round_larger_than_a_log_row_is_split_and_read_back_whole(tmp_path):
     path = tmp_path / "state.db"
     journal = Journal(path, "default")
-    big = "x" * (CHUNK_BYTES // 2)
+    big = "x" * (CHUNK_BYTES // 3)
     journal.add_tasks((Task(i, "big", args=[big, i]), None) for i in range(5))
     journal.commit()
     journal.db.close()
-    rows = sqlite3.connect(path).execute("SELECT count(*) FROM log").fetchone()[0]
-    assert rows == 3  # two tasks of half a row each fill one
+    sizes = [n for (n,) in sqlite3.connect(path).execute("SELECT length(rows) FROM log")]
+    assert len(sizes) > 1 and max(sizes) <= CHUNK_BYTES
     assert [(e.task.id, e.task.args[1]) for e in Journal(path, "default").tasks()] == [
         (i, i) for i in range(5)]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE log (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, rows BLOB NOT NULL);
 CREATE TABLE groups (id TEXT PRIMARY KEY, idx INTEGER NOT NULL, spec BLOB NOT NULL);
 """
-CHUNK_BYTES = 4 << 20  # a log row holds about this much at most (a huge round takes several)
+CHUNK_BYTES = 4 << 20  # a log row holds at most this much (a huge round takes several)
 PUT, SET = "put", "set"
 
 
@@ -106,9 +106,9 @@ class Journal:
                    "rows BLOB NOT NULL)")
         self._in_tx = True
         path = self.path
-        self._append(PUT, (_packed([_load(task, path), grp, status, attempt, worker,
-                                    None if res is None else _load(res, path), reason])
-                           for task, grp, status, attempt, worker, res, reason in rows))
+        self._append(PUT, [[_load(task, path), grp, status, attempt, worker,
+                            None if res is None else _load(res, path), reason]
+                           for task, grp, status, attempt, worker, res, reason in rows])
         db.execute("DROP TABLE tasks")
         db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
         self.commit()
@@ -117,8 +117,8 @@ class Journal:
     def add_tasks(self, tasks: Iterable[tuple[Task, str | None]]) -> None:
         """New tasks (pending), in submission order, with their group's id."""
         to_wire = wire.to_wire
-        self._append(PUT, (_packed([to_wire(t), grp, "pending", 0, None, None, None])
-                           for t, grp in tasks))
+        self._append(PUT, [[to_wire(t), grp, "pending", 0, None, None, None]
+                           for t, grp in tasks])
 
     def add_group(self, idx: int, group_id: str, spec: dict[str, Any]) -> None:
         self._begin()
@@ -129,27 +129,13 @@ class Journal:
                                           TaskResult | None, str | None]]) -> None:
         """Tasks' new states."""
         to_wire = wire.to_wire
-        self._append(SET, (_packed([tid, st.value, att, worker,
-                                    None if res is None else to_wire(res), reason])
-                           for tid, st, att, worker, res, reason in rows))
+        self._append(SET, [[tid, st.value, att, worker, None if res is None else to_wire(res),
+                            reason] for tid, st, att, worker, res, reason in rows])
 
-    def _append(self, kind: str, rows: Iterable[bytes]) -> None:
+    def _append(self, kind: str, rows: list[list[Any]]) -> None:
         self._begin()
-        chunk: list[bytes] = []
-        size = 0
-        for row in rows:
-            chunk.append(row)
-            size += len(row)
-            if size >= CHUNK_BYTES:
-                self._insert(kind, chunk)
-                chunk, size = [], 0
-        if chunk:
-            self._insert(kind, chunk)
-
-    def _insert(self, kind: str, rows: list[bytes]) -> None:
-        # A msgpack array (array 32 header) of rows packed one by one.
-        blob = b"\xdd" + len(rows).to_bytes(4, "big") + b"".join(rows)
-        self.db.execute("INSERT INTO log (kind, rows) VALUES (?, ?)", (kind, blob))
+        for blob in _packed(rows):
+            self.db.execute("INSERT INTO log (kind, rows) VALUES (?, ?)", (kind, blob))
 
     def commit(self) -> None:
         if self._in_tx:
@@ -198,7 +184,7 @@ class Journal:
         if rows > 1:
             self._begin()
             self.db.execute("DELETE FROM log")
-            self._append(PUT, map(_packed, state.values()))
+            self._append(PUT, list(state.values()))
             self.commit()
         return entries
 
@@ -207,8 +193,16 @@ class Journal:
         return [(gid, wire.unpackb(spec)) for gid, spec in rows]
 
 
-def _packed(row: list[Any]) -> bytes:
-    return msgpack.packb(row, use_bin_type=True)
+def _packed(rows: list[list[Any]]) -> Iterator[bytes]:
+    """``rows`` as msgpack arrays of at most CHUNK_BYTES each (halved until they fit; a row
+    larger than that goes alone)."""
+    blob = msgpack.packb(rows, use_bin_type=True)
+    if len(blob) <= CHUNK_BYTES or len(rows) <= 1:
+        yield blob
+        return
+    half = len(rows) // 2
+    yield from _packed(rows[:half])
+    yield from _packed(rows[half:])
 
 
 def _load(blob: bytes, path: Path) -> Any:
