@@ -2,6 +2,8 @@
 
 import sqlite3
 
+import pytest
+
 from ceylon_net import AtLeast, GoalStatus, Task, TaskGroupGoal, TaskManager, TaskMessage, wire
 from ceylon_net.core.board import TaskBoard
 from ceylon_net.core.restore import restore
@@ -11,6 +13,7 @@ from ceylon_net.edge.journal import (
     CHUNK_BYTES,
     SCHEMA_VERSION,
     Journal,
+    JournalError,
     record_added,
     record_changes,
 )
@@ -156,3 +159,25 @@ def test_a_journal_of_schema_version_1_is_converted_once_and_keeps_every_task(tm
     db.close()
     journal = Journal(path, "default")  # version 2 now: opened as it is
     assert [e.task.difficulty for e in journal.tasks()] == [7, 1, 1]
+
+
+def test_a_change_of_a_task_the_journal_never_held_is_skipped_not_fatal(tmp_path):
+    path = tmp_path / "state.db"
+    journal = Journal(path, "default")
+    journal.add_tasks([(Task("kept", "x"), None)])
+    journal.update([("never-added", TaskStatus.CANCELLED, 0, None, None, "gone"),
+                    ("kept", TaskStatus.ASSIGNED, 1, "w", None, None)])
+    journal.close()
+    assert _entries(Journal(path, "default")) == [
+        ("kept", TaskStatus.ASSIGNED, 1, "w", None, None)]
+
+
+def test_a_journal_entry_that_is_not_a_task_is_a_clear_error(tmp_path):
+    path = tmp_path / "state.db"
+    journal = Journal(path, "default")
+    journal.add_tasks([(Task("t", "x"), None)])
+    journal.db.execute("UPDATE log SET rows=?", (wire.packb([[{"id": "t"}, None, "pending", 0,
+                                                               None, None, None]]),))
+    journal.close()
+    with pytest.raises(JournalError, match=r"holds a task it cannot read.*'description'"):
+        Journal(path, "default").tasks()

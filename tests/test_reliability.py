@@ -9,9 +9,11 @@ import sqlite3
 import time
 from collections import Counter
 
+import pytest
 from conftest import run
 
 from ceylon_net import Task
+from ceylon_net.core.tasks import TaskStatus
 from ceylon_net.dev.testing import Cluster, EventLog, wait_until
 from ceylon_net.edge.journal import Journal
 
@@ -155,3 +157,22 @@ def test_journals_that_do_not_fit_are_refused_and_left_untouched(tmp_path):
         assert f"error: journal {path} {message}" in err
         assert _digest(path) == before
 
+
+
+@pytest.mark.timeout(60)
+def test_tasks_submitted_before_start_are_journaled_at_start(tmp_path):
+    from ceylon_net.edge.admin import Admin
+    from ceylon_net.settings import AdminSettings
+
+    path = tmp_path / "state.db"
+
+    async def body():
+        admin = Admin(settings=AdminSettings(bind="127.0.0.1", port=0, journal=str(path)))
+        admin.submit([Task("early", "x"), Task("later", "y")])
+        await admin.start()
+        admin.cancel(["later"])
+        await admin.close()
+
+    run(body())
+    tasks = {e.task.id: e.status for e in Journal(path, "default").tasks()}
+    assert tasks == {"early": TaskStatus.PENDING, "later": TaskStatus.CANCELLED}

@@ -130,6 +130,9 @@ class Admin(AgentBase):
 
     def _resume(self) -> None:
         assert self.journal is not None
+        st = self.state
+        early = [r.task for r in st.board.records.values()]  # submitted before start()
+        groups = list(st.task_manager.task_groups.values())
         if self.state.resume(self.journal.tasks(), self.journal.groups(), time.monotonic()):
             b = self.state.board
             logger.info("resumed from journal {}: {} task(s), {} finished, {} were running "
@@ -137,6 +140,10 @@ class Admin(AgentBase):
                         self.journal.path, len(b.records), len(b.records) - b.open, b.running,
                         len(b.scheduler), len(b.waiting))
             self._sync_idle()
+        if early:  # into the journal now, as they stand
+            record_added(self.journal, st.board, st.task_manager, early, groups)
+            st.board.dirty.update(t.id for t in early)
+            record_changes(self.journal, st.board)
 
     async def stop(self) -> None:
         """Ask the admin to stop; :meth:`arun_admin` / :meth:`serve` then shut down."""

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+from loguru import logger
 
 from .. import wire
 from ..core.board import TaskBoard
 from ..core.groups import TaskGroup, TaskManager
 from ..core.restore import JournaledTask
 from ..core.tasks import Task, TaskId, TaskResult, TaskStatus
-from ..errors import ConfigError
+from ..errors import ConfigError, LocalProtocolError, RemoteProtocolError
 
 SCHEMA_VERSION = 2
 _MAGIC = b"SQLite format 3\x00"
@@ -156,31 +157,36 @@ class Journal:
         """Every task as the log leaves it, in submission order. Then the log is rewritten
         as one snapshot of them (its changes folded in)."""
         state: dict[Any, list[Any]] = {}
-        rows = 0
-        for kind, blob in self.db.execute("SELECT kind, rows FROM log ORDER BY seq"):
-            rows += 1
-            items = _load(blob, self.path)
-            if kind == PUT:
-                for item in items:
-                    state[item[0]["id"]] = item
-            elif kind == SET:
-                for tid, *fields in items:
-                    row = state.get(tid)
-                    if row is None:
-                        raise JournalError(f"journal {self.path} changes task {tid!r}, which it "
-                                           f"never added; refusing to guess")
-                    row[2:] = fields
-            else:
-                raise JournalError(f"journal {self.path}: unknown log entry {kind!r}")
+        rows = strays = 0
         try:
+            for kind, blob in self.db.execute("SELECT kind, rows FROM log ORDER BY seq"):
+                rows += 1
+                items = _load(blob, self.path)
+                if kind == PUT:
+                    for item in items:
+                        state[item[0]["id"]] = item
+                elif kind == SET:
+                    for tid, *fields in items:
+                        row = state.get(tid)
+                        if row is None:
+                            strays += 1  # a task the journal never had (see below)
+                        else:
+                            row[2:] = fields
+                else:
+                    raise JournalError(f"journal {self.path}: unknown log entry {kind!r}")
             entries = [JournaledTask(wire.from_wire(Task, task), grp, TaskStatus(status),
                                      attempt, worker,
                                      None if res is None else wire.from_wire(TaskResult, res),
                                      reason)
                        for task, grp, status, attempt, worker, res, reason in state.values()]
-        except (ValueError, TypeError) as exc:
-            raise JournalError(f"journal {self.path} holds a task it cannot read ({exc})") \
-                from None
+        except (ValueError, TypeError, KeyError, IndexError, RemoteProtocolError) as exc:
+            raise JournalError(f"journal {self.path} holds a task it cannot read "
+                               f"({type(exc).__name__}: {exc})") from None
+        if strays:
+            # Changes of tasks that were never written (one that could not be encoded, say):
+            # the journal cannot bring them back, and must not keep the admin from starting.
+            logger.warning("journal {}: skipped {} change(s) of task(s) it never held",
+                           self.path, strays)
         if rows > 1:
             self._begin()
             self.db.execute("DELETE FROM log")
@@ -196,7 +202,11 @@ class Journal:
 def _packed(rows: list[list[Any]]) -> Iterator[bytes]:
     """``rows`` as msgpack arrays of at most CHUNK_BYTES each (halved until they fit; a row
     larger than that goes alone)."""
-    blob = msgpack.packb(rows, use_bin_type=True)
+    try:
+        blob = msgpack.packb(rows, use_bin_type=True)
+    except Exception as exc:
+        raise LocalProtocolError(f"cannot journal these tasks: {type(exc).__name__}: {exc}") \
+            from None
     if len(blob) <= CHUNK_BYTES or len(rows) <= 1:
         yield blob
         return
