@@ -29,7 +29,7 @@ from ..settings import AdminSettings
 from ..wire import Kind
 from .agent import AgentBase, finish_tasks
 from .dashboard import Dashboard
-from .journal import Journal, ResultsFile, record_added, record_changes
+from .journal import Journal, ResultsFile, record_added, record_changes, resume
 from .metrics import serve_metrics
 from .outlet import Outlet
 from .transport import AdminSockets, load_keys, peer_address
@@ -130,20 +130,8 @@ class Admin(AgentBase):
 
     def _resume(self) -> None:
         assert self.journal is not None
-        st = self.state
-        early = [r.task for r in st.board.records.values()]  # submitted before start()
-        groups = list(st.task_manager.task_groups.values())
-        if self.state.resume(self.journal.tasks(), self.journal.groups(), time.monotonic()):
-            b = self.state.board
-            logger.info("resumed from journal {}: {} task(s), {} finished, {} were running "
-                        "(waiting for their workers), {} queued, {} waiting",
-                        self.journal.path, len(b.records), len(b.records) - b.open, b.running,
-                        len(b.scheduler), len(b.waiting))
+        if resume(self.journal, self.state, time.monotonic()):
             self._sync_idle()
-        if early:  # into the journal now, as they stand
-            record_added(self.journal, st.board, st.task_manager, early, groups)
-            st.board.dirty.update(t.id for t in early)
-            record_changes(self.journal, st.board)
 
     async def stop(self) -> None:
         """Ask the admin to stop; :meth:`arun_admin` / :meth:`serve` then shut down."""

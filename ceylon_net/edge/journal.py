@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 from loguru import logger
@@ -30,6 +30,9 @@ from ..core.groups import TaskGroup, TaskManager
 from ..core.restore import JournaledTask
 from ..core.tasks import Task, TaskId, TaskResult, TaskStatus
 from ..errors import ConfigError, LocalProtocolError, RemoteProtocolError
+
+if TYPE_CHECKING:
+    from ..core.admin_state import AdminState
 
 SCHEMA_VERSION = 2
 _MAGIC = b"SQLite format 3\x00"
@@ -242,6 +245,27 @@ def record_added(journal: Journal, board: TaskBoard, manager: TaskManager,
     for g in groups:
         journal.add_group(order.index(g.id), g.id, manager.spec(g))
     journal.commit()  # the groups with their tasks (a round with no change commits nothing)
+
+
+def resume(journal: Journal, state: AdminState, now: float) -> bool:
+    """The admin's state back from the journal (True when it held anything). Tasks submitted
+    before the journal was open (``Admin.submit`` before ``start``) go into it as they stand:
+    else their later changes would change tasks the journal never held."""
+    board, manager = state.board, state.task_manager
+    early = [r.task for r in board.records.values()]
+    groups = list(manager.task_groups.values())
+    resumed = state.resume(journal.tasks(), journal.groups(), now)
+    if resumed:
+        logger.info("resumed from journal {}: {} task(s), {} finished, {} were running "
+                    "(waiting for their workers), {} queued, {} waiting", journal.path,
+                    len(board.records), len(board.records) - board.open, board.running,
+                    len(board.scheduler), len(board.waiting))
+    if early:
+        record_added(journal, board, manager, early, groups)
+        assert board.dirty is not None
+        board.dirty.update(t.id for t in early)
+        record_changes(journal, board)
+    return resumed
 
 
 def record_changes(journal: Journal, board: TaskBoard) -> None:
