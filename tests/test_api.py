@@ -117,3 +117,23 @@ def test_run_tasks_respects_capacity_and_reports_every_task_once():
     assert single.success and single.task_id == "one"
     assert max(w.peak for w in workers) == 2
     assert sum(w.tasks_run for w in workers) == 61
+
+
+def test_a_task_no_worker_could_be_sent_is_refused_at_submission_and_nothing_is_queued():
+    import pytest
+
+    from ceylon_net.errors import ConfigError
+
+    admin = Admin(settings=AdminSettings(bind="127.0.0.1", port=0))
+    bad = Task("bad", "a set is not on the wire", args=[{1, 2}])
+    with pytest.raises(ConfigError, match=r"task 'bad' cannot be sent to a worker: .*'set'"):
+        admin.submit([Task("good", "x"), bad])
+    assert admin.status()["counts"]["total"] == 0  # all or nothing
+    admin.submit([Task("good", "x", args=[Task("nested", "messages travel")])])
+    assert admin.status()["counts"]["total"] == 1
+
+    async def execute() -> None:
+        await admin.execute(bad)
+
+    with pytest.raises(ConfigError, match="task 'bad' cannot be sent"):
+        run(execute())

@@ -24,7 +24,7 @@ from ..core.groups import TaskGroup, TaskManager
 from ..core.snapshot import metrics, snapshot
 from ..core.tasks import RunReport, Task, TaskId, TaskResult
 from ..core.workers import AgentDetail
-from ..errors import ConfigError, TaskFailed
+from ..errors import ConfigError, LocalProtocolError, TaskFailed
 from ..settings import AdminSettings
 from ..wire import Kind
 from .agent import AgentBase, finish_tasks
@@ -201,6 +201,7 @@ class Admin(AgentBase):
                     after: Any = None) -> list[TaskId]:
         """Queue tasks and groups together, all of them waiting on gate ``after`` if given.
         All or nothing: ConfigError leaves the admin as it was. Returns the task ids."""
+        check_sendable(tasks)
         self._apply(self.state.submit(tasks, groups, time.monotonic(), after))
         return [t.id for t in tasks] + [t.task_id for g in groups for t in g.subtasks]
 
@@ -225,6 +226,7 @@ class Admin(AgentBase):
         can take it, the admin stopped) raises TaskFailed saying why."""
         if task.id in self._waiters:
             raise ConfigError(f"duplicate task id {task.id!r}")
+        check_sendable((task,))
         fut = asyncio.get_running_loop().create_future()
         self._waiters[task.id] = fut
         try:
@@ -389,6 +391,22 @@ class Admin(AgentBase):
     def _connected(self, cmd: c.Connected) -> None:
         self._spawn(self.on_agent_connected(self.workspace_id, cmd.agent),
                     f"on_agent_connected({cmd.agent.name})")
+
+
+def check_sendable(tasks: Sequence[Task]) -> None:
+    """Refuse, before anything is queued, a task no worker could be sent: its args hold
+    something the wire cannot carry (a set, an open file). Submitted over the wire it could
+    not; submitted here, it once stopped the admin's receive loop when it was assigned."""
+    try:
+        wire.packb([(t.id, t.description, t.args, t.kwargs) for t in tasks])
+        return  # the usual case, checked in one call; else find which, with nested messages
+    except LocalProtocolError:
+        pass
+    for t in tasks:
+        try:
+            wire.pack(t)
+        except LocalProtocolError as exc:
+            raise ConfigError(f"task {t.id!r} cannot be sent to a worker: {exc}") from None
 
 
 def _log(cmd: c.Log) -> None:
