@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ from ..core.board import TaskBoard
 from ..core.groups import TaskGroup, TaskManager
 from ..core.restore import JournaledTask
 from ..core.tasks import Task, TaskId, TaskResult, TaskStatus
-from ..errors import ConfigError, LocalProtocolError, RemoteProtocolError
+from ..errors import ConfigError, RemoteProtocolError
 
 if TYPE_CHECKING:
     from ..core.admin_state import AdminState
@@ -37,12 +37,14 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 2
 _MAGIC = b"SQLite format 3\x00"
 
-_SCHEMA = """
+_LOG_TABLE = ("CREATE TABLE log (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
+              "rows BLOB NOT NULL);")
+_SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- kind 'put': rows [task, group, status, attempt, worker, result, reason], a task as a whole
 -- kind 'set': rows [task id, status, attempt, worker, result, reason], a task's new state
 -- (task and result as their msgpack maps); each blob a msgpack array of rows.
-CREATE TABLE log (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, rows BLOB NOT NULL);
+{_LOG_TABLE}
 CREATE TABLE groups (id TEXT PRIMARY KEY, idx INTEGER NOT NULL, spec BLOB NOT NULL);
 """
 CHUNK_BYTES = 4 << 20  # a log row holds at most this much (a huge round takes several)
@@ -106,8 +108,7 @@ class Journal:
         db.execute("BEGIN")
         rows = db.execute("SELECT task, grp, status, attempt, worker, result, reason "
                           "FROM tasks ORDER BY idx").fetchall()
-        db.execute("CREATE TABLE log (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
-                   "rows BLOB NOT NULL)")
+        db.execute(_LOG_TABLE)
         self._in_tx = True
         path = self.path
         self._append(PUT, [[_load(task, path), grp, status, attempt, worker,
@@ -138,7 +139,7 @@ class Journal:
 
     def _append(self, kind: str, rows: list[list[Any]]) -> None:
         self._begin()
-        for blob in _packed(rows):
+        for _, blob in wire.packed_batches(rows, CHUNK_BYTES, wire.packb):
             self.db.execute("INSERT INTO log (kind, rows) VALUES (?, ?)", (kind, blob))
 
     def commit(self) -> None:
@@ -200,22 +201,6 @@ class Journal:
     def groups(self) -> list[tuple[str, dict[str, Any]]]:
         rows = self.db.execute("SELECT id, spec FROM groups ORDER BY idx").fetchall()
         return [(gid, wire.unpackb(spec)) for gid, spec in rows]
-
-
-def _packed(rows: list[list[Any]]) -> Iterator[bytes]:
-    """``rows`` as msgpack arrays of at most CHUNK_BYTES each (halved until they fit; a row
-    larger than that goes alone)."""
-    try:
-        blob = msgpack.packb(rows, use_bin_type=True)
-    except Exception as exc:
-        raise LocalProtocolError(f"cannot journal these tasks: {type(exc).__name__}: {exc}") \
-            from None
-    if len(blob) <= CHUNK_BYTES or len(rows) <= 1:
-        yield blob
-        return
-    half = len(rows) // 2
-    yield from _packed(rows[:half])
-    yield from _packed(rows[half:])
 
 
 def _load(blob: bytes, path: Path) -> Any:

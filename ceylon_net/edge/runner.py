@@ -17,7 +17,6 @@ ResultKey = tuple[Any, int]  # (task id, attempt)
 YIELD_EVERY = 32  # tasks run back to back before the runners give the event loop a turn
 
 
-
 class _TimedOut(Exception):
     """The task's own time limit ran out (told apart from a TimeoutError the task raised)."""
 

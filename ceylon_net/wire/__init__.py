@@ -81,13 +81,12 @@ from .schema import (
 
 __all__ = [
     "DEFAULT_LIMITS", "DEFAULT_MAX_MESSAGE_BYTES", "FRAME_SLACK", "KINDS", "MAX_CAPACITY",
-    "MAX_HANDLERS",
-    "MAX_HELD", "MAX_RANGES", "MAX_WATCH", "PROTOCOL_VERSION", "Ack", "BatchProgress",
-    "BatchReport", "Cancel", "End", "Envelope", "Event", "GroupNews", "Header", "Heartbeat",
-    "Hello", "Kind", "Limits", "Reject", "Release", "Skip", "Started", "Status", "Submission",
-    "Submitted",
-    "TaskDone", "Watch", "Welcome", "decode_frames", "decode_header", "decode_payload", "dumps",
-    "encode_frames", "encode_header", "encode_payload", "from_wire", "is_message", "loads",
-    "make_header", "message", "message_type", "pack", "pack_batch", "packb", "packed_batches",
-    "task_pairs", "to_wire", "topic", "type_name", "unpack", "unpack_batch", "unpackb",
+    "MAX_HANDLERS", "MAX_HELD", "MAX_RANGES", "MAX_WATCH", "PROTOCOL_VERSION", "Ack",
+    "BatchProgress", "BatchReport", "Cancel", "End", "Envelope", "Event", "GroupNews", "Header",
+    "Heartbeat", "Hello", "Kind", "Limits", "Reject", "Release", "Skip", "Started", "Status",
+    "Submission", "Submitted", "TaskDone", "Watch", "Welcome", "decode_frames", "decode_header",
+    "decode_payload", "dumps", "encode_frames", "encode_header", "encode_payload", "from_wire",
+    "is_message", "loads", "make_header", "message", "message_type", "pack", "pack_batch", "packb",
+    "packed_batches", "task_pairs", "to_wire", "topic", "type_name", "unpack", "unpack_batch",
+    "unpackb",
 ]

@@ -101,7 +101,7 @@ def to_wire(obj: Any) -> Any:
     encode = _ENCODERS.get(cls)
     if encode is not None:
         return encode(obj)
-    if cls is list:  # the usual containers first: a task's args, say
+    if cls is list:  # exactly a list or a map (a task's args, say): first, and cheap to tell
         return [v if type(v) in _PLAIN else to_wire(v) for v in obj]
     if cls is dict:
         return {k: v if type(v) in _PLAIN else to_wire(v) for k, v in obj.items()}
@@ -111,7 +111,7 @@ def to_wire(obj: Any) -> Any:
         return obj
     if isinstance(obj, enum.Enum):
         return obj.value
-    if isinstance(obj, list | tuple):
+    if isinstance(obj, list | tuple):  # tuples and subclasses (after enums: a tuple enum)
         return [v if type(v) in _PLAIN else to_wire(v) for v in obj]
     if isinstance(obj, dict):
         return {k: to_wire(v) for k, v in obj.items()}
@@ -163,17 +163,20 @@ def pack_batch(objs: Sequence[Any]) -> bytes:
 FRAME_SLACK = 1024  # bytes of a frame's limit kept free for what goes around a payload
 
 
-def packed_batches(objs: Sequence[Any], limit: int) -> Iterator[tuple[Sequence[Any], bytes]]:
-    """``objs`` as pack_batch payloads of at most ``limit`` bytes each, in order: (the part,
+def packed_batches(objs: Sequence[Any], limit: int,
+                   pack: Callable[[Sequence[Any]], bytes] = pack_batch
+                   ) -> Iterator[tuple[Sequence[Any], bytes]]:
+    """``objs`` as ``pack`` payloads of at most ``limit`` bytes each, in order: (the part,
     its payload). Halved until they fit: a receiver's socket drops a connection that sends
-    more than its --max-message-bytes. One message over the limit still goes alone."""
-    payload = pack_batch(objs)
+    more than its --max-message-bytes. One message over the limit still goes alone.
+    ``pack``: of messages, pack_batch; of plain values, packb."""
+    payload = pack(objs)
     if len(payload) <= limit or len(objs) <= 1:
         yield objs, payload
         return
     half = len(objs) // 2
-    yield from packed_batches(objs[:half], limit)
-    yield from packed_batches(objs[half:], limit)
+    yield from packed_batches(objs[:half], limit, pack)
+    yield from packed_batches(objs[half:], limit, pack)
 
 
 def unpack_batch(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) -> list[T]:
