@@ -37,7 +37,7 @@ _EXPORTS: dict[str, str] = {
     "handler": "ceylon_net.edge.handlers",
     **dict.fromkeys(("Client", "as_completed"), "ceylon_net.edge.sync_client"),
     "AsyncClient": "ceylon_net.edge.client",
-    **dict.fromkeys(("AdminUnreachableError", "CeylonError", "ConfigError",
+    **dict.fromkeys(("AdminUnreachableError", "CeylonError", "ConfigError", "Crashed",
                      "LocalProtocolError", "RejectedError", "RemoteProtocolError", "TaskFailed",
                      "TaskFileError"), "ceylon_net.errors"),
     **dict.fromkeys(("AllTasks", "AtLeast", "Fraction", "GoalStatus", "OnGoal", "TaskGroup",

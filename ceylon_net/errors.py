@@ -31,6 +31,12 @@ class AdminUnreachableError(CeylonError):
     """No admin answered within the connect timeout."""
 
 
+class Crashed(CeylonError):
+    """One of the program's own loops raised unexpectedly: a bug, whose traceback is in the
+    log. The program stops (the CLIs exit 1) instead of hanging, and whoever waits on it gets
+    this error (``__cause__`` is the original)."""
+
+
 class TaskFailed(CeylonError):
     """A task ended without a result (cancelled, a dependency cancelled, lost with its workers
     too often, no worker could take it, the admin stopped), or unsuccessfully. ``reason`` says

@@ -14,11 +14,12 @@ from ..core.groups import TaskGroup
 from ..core.tasks import RunReport, Task
 from ..core.workfile import load_work
 from ..edge.admin import Admin
-from ..errors import ConfigError
+from ..errors import ConfigError, Crashed
 from ..settings import AdminSettings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES
 from .common import (
     EXIT_CONFIG,
+    EXIT_FAILED,
     EXIT_UNASSIGNED,
     CurveSecret,
     Heartbeat,
@@ -111,6 +112,8 @@ def admin(
         report = asyncio.run(_run_admin(settings, work))
     except ConfigError as exc:
         fail(EXIT_CONFIG, str(exc))
+    except Crashed as exc:
+        fail(EXIT_FAILED, str(exc))
     if report is None:
         return
     print_report(report)
@@ -137,6 +140,10 @@ async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskG
         stop = asyncio.create_task(admin.serve())
         async with ProgressView.for_terminal(admin):
             await asyncio.wait([run, stop], return_when=asyncio.FIRST_COMPLETED)
+        if admin.failure is not None:
+            run.cancel()
+            await asyncio.gather(run, stop, return_exceptions=True)
+            raise admin.failure
         stop.cancel()
         if not run.done():
             run.cancel()

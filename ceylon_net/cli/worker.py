@@ -10,7 +10,7 @@ from loguru import logger
 
 from ..edge.handlers import load_app
 from ..edge.worker import Worker
-from ..errors import AdminUnreachableError, ConfigError, RejectedError
+from ..errors import AdminUnreachableError, ConfigError, Crashed, RejectedError
 from ..settings import WorkerSettings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES
 from .common import (
@@ -78,7 +78,7 @@ def worker(
         asyncio.run(_run_worker(settings, drain_timeout))
     except RejectedError as exc:
         fail(EXIT_FAILED, f"rejected by the admin: {exc}")
-    except AdminUnreachableError as exc:
+    except (AdminUnreachableError, Crashed) as exc:
         fail(EXIT_FAILED, str(exc))
 
 

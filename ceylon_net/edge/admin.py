@@ -24,10 +24,10 @@ from ..core.groups import TaskGroup, TaskManager
 from ..core.snapshot import metrics, snapshot
 from ..core.tasks import RunReport, Task, TaskId, TaskResult
 from ..core.workers import AgentDetail
-from ..errors import ConfigError, LocalProtocolError, TaskFailed
+from ..errors import ConfigError, Crashed, LocalProtocolError, TaskFailed
 from ..settings import AdminSettings
 from ..wire import Kind
-from .agent import AgentBase, finish_tasks
+from .agent import AgentBase, finish_tasks, guarded, supervised
 from .dashboard import Dashboard
 from .journal import Journal, ResultsFile, record_added, record_changes, resume
 from .metrics import serve_metrics
@@ -63,10 +63,13 @@ class Admin(AgentBase):
         self._out: Outlet | None = None
         self._loops: list[asyncio.Task] = []
         self._stopped, self._idle = asyncio.Event(), asyncio.Event()
-        self._waiters: dict[TaskId, asyncio.Future[TaskResult]] = {}
+        self._waiters = Waiters()
+        self.failure: Crashed | None = None  # why the admin stopped on its own
         self._acks: dict[bytes, list[list[Any]]] = {}
         self._ack_timer: asyncio.TimerHandle | None = None
         self._timers: set[asyncio.TimerHandle] = set()
+        self._timed = {f: guarded(f, "an admin timer", self._crashed)
+                       for f in (self._on_timer, self._flush_acks)}
         self._results: ResultsFile | None = None
         self.dashboard: Dashboard | None = None
         self._carry_out = {c.Send: self._send, c.Assign: self._assign, c.Log: _log,
@@ -114,10 +117,11 @@ class Admin(AgentBase):
                     self.workspace_id, s.bind, self.port, self.pub_port)
         if s.exposure:
             logger.warning(s.exposure)
-        self._loops = [asyncio.create_task(self._recv_loop(), name="admin-recv"),
-                       asyncio.create_task(self._tick_loop(), name="admin-tick"),
-                       asyncio.create_task(self._sockets.follow_subscriptions(),
-                                           name="admin-subscriptions")]
+        self._loops = [supervised(loop, f"the admin's {what} loop", self._crashed)
+                       for loop, what in ((self._recv_loop(), "receive"),
+                                          (self._tick_loop(), "tick"),
+                                          (self._sockets.follow_subscriptions(),
+                                           "subscriptions"))]
 
     async def _open_outputs(self) -> None:
         s = self.settings
@@ -138,18 +142,30 @@ class Admin(AgentBase):
         self._stopped.set()
 
     async def serve(self) -> None:
-        """Run until :meth:`stop`."""
+        """Run until :meth:`stop`. Raises Crashed if the admin stopped on an error of its own."""
         await self._stopped.wait()
+        if self.failure is not None:
+            raise self.failure
+
+    def _crashed(self, crash: Crashed) -> None:
+        """A loop died: stop, and fail whoever waits rather than let them hang."""
+        self.failure = self.failure or crash
+        self._waiters.fail_all(str(crash))
+        self._stopped.set()
+        self._idle.set()
 
     async def close(self, reason: str = "admin stopped") -> None:
         """Tell every worker the run is over, then close the sockets. Whoever still waits for
         a task (:meth:`execute`) gets TaskFailed."""
         if self._sockets is None:
             return
+        reason = reason if self.failure is None else f"the admin failed: {self.failure}"
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
-        self._flush_acks()
+        if self.failure is None:  # else the edge may be what broke; an ACK only lets a
+            # worker forget a result the admin already has
+            self._flush_acks()
         self._apply(self.state.close(reason))
         for task in self._loops:
             task.cancel()
@@ -160,11 +176,7 @@ class Admin(AgentBase):
             self.dashboard = None
         self._sockets.close()
         self._sockets = self._out = None
-        for task_id, fut in self._waiters.items():
-            if not fut.done():
-                fut.set_exception(TaskFailed(f"task {task_id!r}: the admin stopped ({reason}) "
-                                             f"before it finished", task_id, reason))
-        self._waiters.clear()
+        self._waiters.fail_all(reason)
         for output in (self.journal, self._results):
             if output is not None:
                 output.close()
@@ -214,8 +226,11 @@ class Admin(AgentBase):
         return self.report()
 
     async def wait_idle(self) -> None:
-        """Wait until nothing submitted is left to run."""
+        """Wait until nothing submitted is left to run. Raises Crashed if the admin stops on an
+        error of its own first."""
         await self._idle.wait()
+        if self.failure is not None:
+            raise self.failure
 
     def report(self) -> RunReport:
         return self.state.report()
@@ -224,15 +239,14 @@ class Admin(AgentBase):
         """Submit one task and wait for its result (a failed run is a result too). A task
         that ends without one (cancelled, a dependency cancelled, lost too often, no worker
         can take it, the admin stopped) raises TaskFailed saying why."""
-        if task.id in self._waiters:
-            raise ConfigError(f"duplicate task id {task.id!r}")
+        if self.failure is not None:
+            raise self.failure
         check_sendable((task,))
-        fut = asyncio.get_running_loop().create_future()
-        self._waiters[task.id] = fut
+        fut = self._waiters.add(task.id)
         try:
             self._apply(self.state.submit((task,), (), time.monotonic()))
         except BaseException:
-            self._waiters.pop(task.id, None)
+            self._waiters.discard(task.id)
             raise
         return await fut
 
@@ -278,7 +292,7 @@ class Admin(AgentBase):
             messages = [(f[0].bytes, [x.bytes for x in f[1:]], peer_address(f[-1]))
                         for f in batch]
             cmds = self.state.receive_many(messages, time.monotonic())
-            if self._waiters and self._wake(cmds):
+            if self._waiters and self._waiters.wake(cmds):
                 # Someone awaits one of these tasks (execute()): it goes first, so what it
                 # submits next leaves before this round's bookkeeping.
                 await asyncio.sleep(0)
@@ -320,7 +334,7 @@ class Admin(AgentBase):
         record_changes(self.journal, st.board)
 
     def _sync_idle(self) -> None:
-        if self.state.idle:
+        if self.state.idle or self.failure is not None:
             self._idle.set()
         elif self._idle.is_set():
             self._idle.clear()
@@ -347,7 +361,8 @@ class Admin(AgentBase):
     def _acknowledge(self, cmd: c.Acknowledge) -> None:
         self._acks.setdefault(cmd.peer, []).extend(cmd.results)
         if self._ack_timer is None:
-            self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._flush_acks)
+            self._ack_timer = asyncio.get_running_loop().call_later(
+                ACK_DELAY, self._timed[self._flush_acks])
 
     def _flush_acks(self) -> None:
         """Acknowledge the results recorded since the last time (the journal has them)."""
@@ -360,19 +375,48 @@ class Admin(AgentBase):
         self._acks.clear()
 
     def _timer(self, cmd: c.Timer) -> None:
-        self._timers.add(asyncio.get_running_loop().call_later(cmd.after, self._on_timer,
-                                                               cmd.key))
+        self._timers.add(asyncio.get_running_loop().call_later(
+            cmd.after, self._timed[self._on_timer], cmd.key))
 
-    def _wake(self, cmds: list[c.Command]) -> bool:
-        """Resolve the execute() waiters of the round's Finished commands; True if any."""
+    def _finished(self, f: c.Finished) -> None:
+        if self._waiters:
+            self._waiters.resolve(f)
+        if f.result is not None and self._results is not None:
+            self._results.add(f.result)
+
+    def _connected(self, cmd: c.Connected) -> None:
+        self._spawn(self.on_agent_connected(self.workspace_id, cmd.agent),
+                    f"on_agent_connected({cmd.agent.name})")
+
+
+class Waiters:
+    """The futures of :meth:`Admin.execute` calls, by task id."""
+
+    def __init__(self) -> None:
+        self._futures: dict[TaskId, asyncio.Future[TaskResult]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._futures)
+
+    def add(self, task_id: TaskId) -> asyncio.Future[TaskResult]:
+        if task_id in self._futures:
+            raise ConfigError(f"duplicate task id {task_id!r}")
+        fut = self._futures[task_id] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def discard(self, task_id: TaskId) -> None:
+        self._futures.pop(task_id, None)
+
+    def wake(self, cmds: list[c.Command]) -> bool:
+        """Resolve the waiters of the round's Finished commands; True if any."""
         woke = False
         for cmd in cmds:
-            if type(cmd) is c.Finished and self._resolve(cmd):
+            if type(cmd) is c.Finished and self.resolve(cmd):
                 woke = True
         return woke
 
-    def _resolve(self, f: c.Finished) -> bool:
-        fut = self._waiters.pop(f.task_id, None)
+    def resolve(self, f: c.Finished) -> bool:
+        fut = self._futures.pop(f.task_id, None)
         if fut is None or fut.done():
             return False
         if f.result is not None:
@@ -382,15 +426,13 @@ class Admin(AgentBase):
                                          f.task_id, f.reason))
         return True
 
-    def _finished(self, f: c.Finished) -> None:
-        if self._waiters:
-            self._resolve(f)
-        if f.result is not None and self._results is not None:
-            self._results.add(f.result)
-
-    def _connected(self, cmd: c.Connected) -> None:
-        self._spawn(self.on_agent_connected(self.workspace_id, cmd.agent),
-                    f"on_agent_connected({cmd.agent.name})")
+    def fail_all(self, reason: str) -> None:
+        """The admin stopped: every waiter gets TaskFailed saying why."""
+        for task_id, fut in self._futures.items():
+            if not fut.done():
+                fut.set_exception(TaskFailed(f"task {task_id!r}: the admin stopped ({reason}) "
+                                             f"before it finished", task_id, reason))
+        self._futures.clear()
 
 
 def check_sendable(tasks: Sequence[Task]) -> None:

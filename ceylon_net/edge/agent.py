@@ -13,7 +13,7 @@ from loguru import logger
 from .. import wire
 from ..core.tasks import DEFAULT_ROLE
 from ..core.workers import AgentDetail
-from ..errors import RemoteProtocolError
+from ..errors import Crashed, RemoteProtocolError
 from ..wire import Header, Kind, Limits
 
 _HANDLES = "__ceylon_handles__"
@@ -140,6 +140,43 @@ async def _guard(coro: Awaitable[Any], name: str, what: str) -> None:
         raise
     except Exception:
         logger.exception("{}: {} raised", name, what)
+
+
+def supervised(coro: Coroutine[Any, Any, Any], name: str,
+               on_crash: Callable[[Crashed], None]) -> asyncio.Task:
+    """Run one of a program's own loops as a task. If it ever raises, the traceback is logged
+    and ``on_crash`` gets a :class:`Crashed` naming the loop, so the program stops with an error
+    instead of living on without it (an unwatched task dies without a word)."""
+
+    def watch(task: asyncio.Task) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            _crash(name, exc, on_crash)
+
+    task = asyncio.create_task(coro, name=name)
+    task.add_done_callback(watch)
+    return task
+
+
+def guarded(fn: Callable[..., None], name: str, on_crash: Callable[[Crashed], None]
+            ) -> Callable[..., None]:
+    """``fn`` for ``loop.call_later``: an error in it stops the program as a loop's does
+    (:func:`supervised`), where asyncio would only log it and carry on."""
+
+    def call(*args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            _crash(name, exc, on_crash)
+
+    return call
+
+
+def _crash(name: str, exc: BaseException, on_crash: Callable[[Crashed], None]) -> None:
+    logger.opt(exception=exc).critical("{} stopped on an unexpected error: {!r}", name, exc)
+    crash = Crashed(f"{name} stopped on an unexpected error: {exc!r} (a bug: the log has the "
+                    f"traceback)")
+    crash.__cause__ = exc
+    on_crash(crash)
 
 
 async def finish_tasks(tasks: list[asyncio.Task], timeout: float) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 from loguru import logger
 
 from ..core.tasks import Task, TaskAssignment, TaskId, TaskResult
+from ..errors import Crashed
+from .agent import supervised
 
 ResultKey = tuple[Any, int]  # (task id, attempt)
 YIELD_EVERY = 32  # tasks run back to back before the runners give the event loop a turn
@@ -50,8 +52,9 @@ class TaskRunner:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def start(self) -> None:
-        self._runners = [asyncio.create_task(self._loop(), name=f"{self.name}-runner-{i}")
+    def start(self, on_crash: Callable[[Crashed], None]) -> None:
+        """Start a runner per slot; ``on_crash`` hears of one that dies of a bug."""
+        self._runners = [supervised(self._loop(), f"{self.name}'s runner {i}", on_crash)
                          for i in range(self.capacity)]
 
     async def stop(self) -> None:

@@ -13,11 +13,11 @@ from .. import wire
 from ..core.broadcasts import BroadcastInbox
 from ..core.tasks import Task, TaskAssignment, TaskResult
 from ..core.workers import AgentDetail
-from ..errors import AdminUnreachableError, RejectedError, RemoteProtocolError
+from ..errors import AdminUnreachableError, Crashed, RejectedError, RemoteProtocolError
 from ..settings import AdminSettings, WorkerSettings
 from ..wire import Ack, Cancel, Envelope, Hello, Kind, Limits, Reject, Welcome
 from . import handlers
-from .agent import AgentBase
+from .agent import AgentBase, guarded, supervised
 from .runner import TaskRunner
 from .transport import WorkerSockets, load_keys
 
@@ -70,10 +70,11 @@ class Worker(AgentBase):
         self.active_tasks = self.runner.active
         self._sockets: WorkerSockets | None = None
         self._welcome: Welcome | None = None
-        self._flush_scheduled = False
-        self._draining = False
+        self._flush_scheduled = self._draining = False
+        self._flush_soon = guarded(self._flush, f"{self.name}'s result flush", self._crashed)
         self._stop = asyncio.Event()
         self._end_reason: str | None = None
+        self._failure: Crashed | None = None
         self._admin_seen = 0.0
         self._pub_beat = 0.0  # when the admin's last heartbeat came on PUB
         self._after_hello: list[tuple[Any, int]] = []  # results the last HELLO had no room for
@@ -114,9 +115,9 @@ class Worker(AgentBase):
         s = self.settings
         curve = load_keys(s.curve_secret, s.admin_key) if s.curve_secret else None
         self._sockets = WorkerSockets(s.name, s.endpoint, s.max_message_bytes, curve)
-        bus = asyncio.create_task(self._broadcast_loop(), name=f"{self.name}-bus")
-        beat = asyncio.create_task(self._heartbeat_loop(), name=f"{self.name}-heartbeat")
-        self.runner.start()
+        bus = supervised(self._broadcast_loop(), f"{self.name}'s broadcast loop", self._crashed)
+        beat = supervised(self._heartbeat_loop(), f"{self.name}'s heartbeat loop", self._crashed)
+        self.runner.start(self._crashed)
         self._session = asyncio.create_task(self._connected_session(), name=f"{s.name}-session")
         try:
             await self._session
@@ -125,6 +126,8 @@ class Worker(AgentBase):
                 raise
         finally:
             await self._shutdown(bus, beat)
+        if self._failure is not None:
+            raise self._failure
         return self._end_reason or "stopped"
 
     async def _connected_session(self) -> None:
@@ -147,6 +150,14 @@ class Worker(AgentBase):
     async def stop(self) -> None:
         """Leave now: tell the admin (what ran here goes back to its queue), return from
         arun()."""
+        self._leave()
+
+    def _crashed(self, crash: Crashed) -> None:
+        """One of our loops died: leave (arun() raises it) rather than run on without it."""
+        self._failure = self._failure or crash
+        self._leave()
+
+    def _leave(self) -> None:
         self._end_reason = self._end_reason or "stopped"
         self._stop.set()
         if self._session is not None and not self._session.done():
@@ -445,7 +456,7 @@ class Worker(AgentBase):
             self._flush()
             return
         self._flush_scheduled = True
-        asyncio.get_running_loop().call_soon(self._flush)
+        asyncio.get_running_loop().call_soon(self._flush_soon)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
