@@ -28,6 +28,7 @@ from ..errors import ConfigError, Crashed, LocalProtocolError, TaskFailed
 from ..settings import AdminSettings
 from ..wire import Kind
 from .agent import AgentBase, finish_tasks, guarded, supervised
+from .collector import FullCollections
 from .dashboard import Dashboard
 from .journal import Journal, ResultsFile, record_added, record_changes, resume
 from .metrics import serve_metrics
@@ -71,6 +72,7 @@ class Admin(AgentBase):
         self._timed = {f: guarded(f, "an admin timer", self._crashed)
                        for f in (self._on_timer, self._flush_acks)}
         self._results: ResultsFile | None = None
+        self._gc = FullCollections()
         self.dashboard: Dashboard | None = None
         self._carry_out = {c.Send: self._send, c.Assign: self._assign, c.Log: _log,
                            c.Forward: self._forward, c.Publish: self._publish,
@@ -117,6 +119,7 @@ class Admin(AgentBase):
                     self.workspace_id, s.bind, self.port, self.pub_port)
         if s.exposure:
             logger.warning(s.exposure)
+        self._gc.install()
         self._loops = [supervised(loop, f"the admin's {what} loop", self._crashed)
                        for loop, what in ((self._recv_loop(), "receive"),
                                           (self._tick_loop(), "tick"),
@@ -176,6 +179,7 @@ class Admin(AgentBase):
             self.dashboard = None
         self._sockets.close()
         self._sockets = self._out = None
+        self._gc.uninstall()
         self._waiters.fail_all(reason)
         for output in (self.journal, self._results):
             if output is not None:
@@ -305,6 +309,7 @@ class Admin(AgentBase):
     async def _tick_loop(self) -> None:
         while True:
             self._apply(self.state.tick(time.monotonic()))
+            self._gc.tick(time.monotonic(), not self.state.board.open)
             await asyncio.sleep(TICK)
 
     def _on_timer(self, key: tuple[Any, ...]) -> None:
