@@ -256,25 +256,31 @@ def _differs(default: Any, name: str) -> str:
     return f"not (v is {name} or (v == {name} and type(v) is type({name})))"
 
 
-def _fast_check(tp: Any) -> str | None:
-    """An expression true of ``v`` when it needs no conversion (the usual case), or None."""
+def _fast_check(tp: Any, v: str = "v") -> str | None:
+    """An expression true of variable ``v`` when it needs no conversion (the usual case),
+    or None."""
     if tp is Any or tp is object:
         return "True"
     if tp in (str, int, float, bool, bytes):
-        return f"type(v) is {tp.__name__}"
+        return f"type({v}) is {tp.__name__}"
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         plain = [a for a in args if a is not type(None)]
         if all(a in (str, int, float, bool, bytes) for a in plain):
-            checks = [f"type(v) is {a.__name__}" for a in plain]
+            checks = [f"type({v}) is {a.__name__}" for a in plain]
             if type(None) in args:
-                checks.insert(0, "v is None")
+                checks.insert(0, f"{v} is None")
             return " or ".join(checks)
     return None
 
 
 def _decoder(cls: type) -> Callable[[Any], Any]:
     hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    # Every field passed by position, a missing one as its default: no keyword map to build
+    # and unpack (a third of a result's decoding). A class whose __init__ does not take every
+    # field in order gets the keywords.
+    positional = all(f.init and not f.kw_only for f in fields.values())
     env: dict[str, Any] = {"cls": cls, "_MISSING": _MISSING, "_convert": _convert,
                            "RemoteProtocolError": RemoteProtocolError}
     label = cls.__name__
@@ -282,25 +288,38 @@ def _decoder(cls: type) -> Callable[[Any], Any]:
              "    if not isinstance(data, dict):",
              f"        raise RemoteProtocolError(f'{label}: expected a map, got "
              "{type(data).__name__}')",
-             "    kwargs = {}"]
+             "    get = data.get"] + ([] if positional else ["    kwargs = {}"])
+    names = []
     for i, (name, convert, required) in enumerate(_SCHEMAS.get(cls) or _compile(cls)):
         env[f"c{i}"] = convert
-        field = next(f for f in dataclasses.fields(cls) if f.name == name)
-        fast = None if field.metadata.get("max_items") else _fast_check(hints.get(name, Any))
-        lines.append(f"    v = data.get({name!r}, _MISSING)")
-        lines.append("    if v is not _MISSING:")
-        if fast is None:
-            lines.append(f"        v = _convert(c{i}, v, {label + '.' + name!r})")
-        elif fast != "True":
-            lines.append(f"        if not ({fast}):")
-            lines.append(f"            v = _convert(c{i}, v, {label + '.' + name!r})")
-        lines.append(f"        kwargs[{name!r}] = v")
+        field = fields[name]
+        fast = None if field.metadata.get("max_items") else \
+            _fast_check(hints.get(name, Any), f"v{i}")
+        lines.append(f"    v{i} = get({name!r}, _MISSING)")
+        where = label + "." + name
+        present = [] if fast == "True" else \
+            [f"v{i} = _convert(c{i}, v{i}, {where!r})"] if fast is None else \
+            [f"if not ({fast}):", f"    v{i} = _convert(c{i}, v{i}, {where!r})"]
+        if not positional:
+            present.append(f"kwargs[{name!r}] = v{i}")
+        absent = []
         if required:
-            lines.append("    else:")
-            missing = f"{label}: missing field {name!r}"
-            lines.append(f"        raise RemoteProtocolError({missing!r})")
+            absent = [f"raise RemoteProtocolError({label + ': missing field ' + repr(name)!r})"]
+        elif positional and field.default is not dataclasses.MISSING:
+            env[f"d{i}"] = field.default
+            absent = [f"v{i} = d{i}"]
+        elif positional:
+            env[f"f{i}"] = field.default_factory
+            absent = [f"v{i} = f{i}()"]
+        if present:
+            lines += [f"    if v{i} is not _MISSING:", *(" " * 8 + x for x in present)]
+            lines += ["    else:", *(" " * 8 + x for x in absent)] if absent else []
+        elif absent:
+            lines += [f"    if v{i} is _MISSING:", *(" " * 8 + x for x in absent)]
+        names.append(f"v{i}")
+    call = f"cls({', '.join(names)})" if positional else "cls(**kwargs)"
     lines += ["    try:",
-              "        return cls(**kwargs)",
+              f"        return {call}",
               "    except (TypeError, ValueError) as exc:",
               f"        raise RemoteProtocolError(f'{label}: {{exc}}') from None"]
     exec("\n".join(lines), env)
