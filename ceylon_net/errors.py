@@ -33,8 +33,15 @@ class AdminUnreachableError(CeylonError):
 
 class Crashed(CeylonError):
     """One of the program's own loops raised unexpectedly: a bug, whose traceback is in the
-    log. The program stops (the CLIs exit 1) instead of hanging, and whoever waits on it gets
-    this error (``__cause__`` is the original)."""
+    log. The program stops (the CLIs exit 1) instead of hanging; whoever waits on it hears
+    why: this error (``__cause__`` is the original), or TaskFailed for an awaited task."""
+
+    def again(self) -> Crashed:
+        """The same error to raise once more (a fresh one: each raise would otherwise add
+        its frames to this one's traceback)."""
+        fresh = Crashed(*self.args)
+        fresh.__cause__ = self.__cause__
+        return fresh
 
 
 class TaskFailed(CeylonError):

@@ -38,18 +38,20 @@ def test_full_collections_are_left_to_the_admin_and_python_s_setting_comes_back(
 
 
 def test_the_tick_collects_once_a_quiet_spell_and_once_a_minute_while_busy():
-    c = FullCollections(every=60.0)
+    c = FullCollections(every=60.0, gap=5.0)
     c.install()
     try:
         c.last = 0.0
         assert [c.tick(t, quiet=False) for t in (1.0, 30.0, 59.0)] == [False, False, False]
         assert c.tick(61.0, quiet=False)  # busy for a minute
-        assert c.tick(62.0, quiet=True)  # it went quiet: once
-        assert not c.tick(63.0, quiet=True)
-        assert not c.tick(64.0, quiet=False)
-        assert c.tick(65.0, quiet=True)  # quiet again after some work
+        assert not c.tick(62.0, quiet=True)  # quiet, but it just collected
+        assert c.tick(66.0, quiet=True)  # quiet, 5 s on: once
+        assert not c.tick(67.0, quiet=True)
+        assert not c.tick(68.0, quiet=False)
+        assert not c.tick(69.0, quiet=True)  # a trickle of work: not twice in 5 s
+        assert c.tick(71.0, quiet=True)
         assert not c.tick(100.0, quiet=True)
-        assert c.tick(126.0, quiet=True)  # a minute of quiet
+        assert c.tick(131.0, quiet=True)  # a minute of quiet
     finally:
         c.uninstall()
     assert not c.tick(500.0, quiet=True)  # not installed: Python's own collections
@@ -63,7 +65,7 @@ def test_cyclic_garbage_in_the_oldest_generation_is_freed_by_the_tick():
         gc.collect(1)  # what Python still runs on its own: the young generations
         assert ref() is not None
         c.last = 0.0
-        assert c.tick(1.0, quiet=True)
+        assert c.tick(c.gap, quiet=True)
         assert ref() is None
     finally:
         c.uninstall()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 
 import pytest
@@ -107,14 +108,14 @@ def test_the_admin_program_exits_1_on_a_bug_and_tells_its_workers(tmp_path, task
 def test_a_bug_in_a_worker_makes_it_leave_with_exit_1_and_its_tasks_run_elsewhere(
         tmp_path, tasks_file):
     path = tasks_file([{"id": i, "description": "nap", "difficulty": 1,
-                          "duration": 0.05} for i in range(4)])
+                        "duration": 0.05} for i in range(4)])
     report = tmp_path / "report.json"
 
     async def body():
         async with Cluster(workdir=tmp_path, env={"PYTHONPATH": str(APPS)}) as c:
             admin = await c.admin("--tasks", str(path), "--expect-workers", "1",
                                   "--report-json", str(report))
-            buggy = await c.worker("buggy", "--app", "bug_in_worker")
+            buggy = await c.worker("buggy", "--app", "bug_in_worker", "--concurrency", "4")
             buggy_code = await buggy.wait(20)
             good = await c.worker("good")
             return (await admin.wait(60), admin.stderr(), buggy_code, buggy.stderr(),
@@ -122,8 +123,11 @@ def test_a_bug_in_a_worker_makes_it_leave_with_exit_1_and_its_tasks_run_elsewher
 
     code, err, buggy_code, buggy_err, good_code = run(body())
     assert buggy_code == 1, buggy_err
-    assert "error: buggy's broadcast loop stopped on an unexpected error: " \
-           "RuntimeError('a planted bug')" in buggy_err
+    assert re.search(r"error: buggy's runner \d stopped on an unexpected error: "
+                     r"RuntimeError\('a planted bug'\)", buggy_err), buggy_err
+    # It said goodbye: the tasks it held went back at once, not when it fell silent.
+    assert re.search(r"worker 'buggy' left; [1-4] task\(s\) back in the queue", err), err
+    assert "worker 'buggy' lost" not in err
     assert code == 0, err
     assert good_code == 0
     tasks = json.loads(report.read_text())["tasks"]

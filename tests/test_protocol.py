@@ -11,7 +11,7 @@ import contextlib
 import enum
 import math
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import msgpack
 import pytest
@@ -871,14 +871,36 @@ class Keyworded:
     derived: int = field(default=0, init=False)
 
 
+@message(name="test_protocol.Scaled")
+@dataclass
+class Scaled:
+    n: int
+    scale: InitVar[int] = 1
+    items: list[int] = field(default_factory=list)
+
+    def __post_init__(self, scale: int) -> None:
+        self.n *= scale
+
+
+@message(name="test_protocol.Reordered")
+@dataclass(init=False)
+class Reordered:
+    n: int
+    items: list[int] = field(default_factory=list)
+
+    def __init__(self, items: list[int] | None = None, n: int = 0) -> None:
+        self.n, self.items = n, items or []
+
+
 @pytest.mark.parametrize("raw", [{}, {"n": 1}, {"n": 1, "items": [2, 3]}, {"n": "1"},
                                  {"n": 1, "label": "y"}, {"n": 1, "label": 2},
                                  {"n": 1, "derived": 5}, {"items": []}])
-@pytest.mark.parametrize("cls", [Listed, Keyworded])
+@pytest.mark.parametrize("cls", [Listed, Keyworded, Scaled, Reordered])
 def test_decoders_pass_fields_by_position_only_where_init_takes_them_so(cls, raw):
     """Fields go to __init__ by position (faster), except for a class whose __init__ does
-    not take them all in order (keyword-only, init=False): the same outcome as the reference
-    either way, and a missing field's default made fresh each time."""
+    not take exactly them, in order (keyword-only, init=False, an InitVar, its own
+    __init__): the same outcome as the reference either way, and a missing field's default
+    made fresh each time."""
 
     def outcome(decode):
         try:

@@ -143,7 +143,7 @@ async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskG
         if admin.failure is not None:
             run.cancel()
             await asyncio.gather(run, stop, return_exceptions=True)
-            raise admin.failure
+            raise admin.failure.again()
         stop.cancel()
         if not run.done():
             run.cancel()

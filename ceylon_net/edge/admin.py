@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -66,17 +66,16 @@ class Admin(AgentBase):
         self._stopped, self._idle = asyncio.Event(), asyncio.Event()
         self._waiters = Waiters()
         self.failure: Crashed | None = None  # why the admin stopped on its own
-        self._acks: dict[bytes, list[list[Any]]] = {}
-        self._ack_timer: asyncio.TimerHandle | None = None
+        self._acks = Acks(self._send_ack, self._crashed)
         self._timers: set[asyncio.TimerHandle] = set()
-        self._timed = {f: guarded(f, "an admin timer", self._crashed)
-                       for f in (self._on_timer, self._flush_acks)}
+        self._on_timer_guarded = guarded(self._on_timer, "an admin timer", self._crashed)
         self._results: ResultsFile | None = None
         self._gc = FullCollections()
         self.dashboard: Dashboard | None = None
         self._carry_out = {c.Send: self._send, c.Assign: self._assign, c.Log: _log,
                            c.Forward: self._forward, c.Publish: self._publish,
-                           c.Acknowledge: self._acknowledge, c.Timer: self._timer,
+                           c.Acknowledge: lambda a: self._acks.add(a.peer, a.results),
+                           c.Timer: self._timer,
                            c.Finished: self._finished, c.NewWork: _nothing,
                            c.Deliver: lambda d: self._deliver(d.header, d.payload, self.limits),
                            c.Connected: self._connected}
@@ -148,7 +147,7 @@ class Admin(AgentBase):
         """Run until :meth:`stop`. Raises Crashed if the admin stopped on an error of its own."""
         await self._stopped.wait()
         if self.failure is not None:
-            raise self.failure
+            raise self.failure.again()
 
     def _crashed(self, crash: Crashed) -> None:
         """A loop died: stop, and fail whoever waits rather than let them hang."""
@@ -163,29 +162,40 @@ class Admin(AgentBase):
         if self._sockets is None:
             return
         reason = reason if self.failure is None else f"the admin failed: {self.failure}"
+        try:
+            self._say_goodbye(reason)
+            for task in self._loops:
+                task.cancel()
+            await asyncio.gather(*self._loops, return_exceptions=True)
+            await self._cancel_handlers()
+        finally:  # whatever failed above, nothing is left open
+            if self.dashboard is not None:
+                await self.dashboard.close()
+                self.dashboard = None
+            self._sockets.close()
+            self._sockets = self._out = None
+            self._gc.uninstall()
+            self._waiters.fail_all(reason)
+            for output in (self.journal, self._results):
+                if output is not None:
+                    output.close()
+            self.journal = self._results = None
+        logger.info("admin '{}' stopped: {}", self.name, reason)
+
+    def _say_goodbye(self, reason: str) -> None:
+        """Acknowledge what is recorded, tell every worker the run is over. After a crash the
+        edge may be what broke: then an error here is logged, not raised."""
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
-        if self.failure is None:  # else the edge may be what broke; an ACK only lets a
-            # worker forget a result the admin already has
-            self._flush_acks()
-        self._apply(self.state.close(reason))
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        await self._cancel_handlers()
-        if self.dashboard is not None:
-            await self.dashboard.close()
-            self.dashboard = None
-        self._sockets.close()
-        self._sockets = self._out = None
-        self._gc.uninstall()
-        self._waiters.fail_all(reason)
-        for output in (self.journal, self._results):
-            if output is not None:
-                output.close()
-        self.journal = self._results = None
-        logger.info("admin '{}' stopped: {}", self.name, reason)
+        try:
+            if self.failure is None:  # an ACK only lets a worker forget a result we have
+                self._acks.flush()
+            self._apply(self.state.close(reason))
+        except Exception:
+            if self.failure is None:
+                raise
+            logger.exception("admin '{}': saying goodbye failed too", self.name)
 
     async def arun_admin(self, inputs: bytes = b"", workers: Iterable[Worker] = ()) -> None:
         """Start, run the given in-process workers against this admin over real loopback
@@ -234,7 +244,7 @@ class Admin(AgentBase):
         error of its own first."""
         await self._idle.wait()
         if self.failure is not None:
-            raise self.failure
+            raise self.failure.again()
 
     def report(self) -> RunReport:
         return self.state.report()
@@ -244,7 +254,7 @@ class Admin(AgentBase):
         that ends without one (cancelled, a dependency cancelled, lost too often, no worker
         can take it, the admin stopped) raises TaskFailed saying why."""
         if self.failure is not None:
-            raise self.failure
+            raise self.failure.again()
         check_sendable((task,))
         fut = self._waiters.add(task.id)
         try:
@@ -363,25 +373,13 @@ class Admin(AgentBase):
         if self._out is not None:
             self._out.publish(cmd.kind, cmd.msg, cmd.type, cmd.seq)
 
-    def _acknowledge(self, cmd: c.Acknowledge) -> None:
-        self._acks.setdefault(cmd.peer, []).extend(cmd.results)
-        if self._ack_timer is None:
-            self._ack_timer = asyncio.get_running_loop().call_later(
-                ACK_DELAY, self._timed[self._flush_acks])
-
-    def _flush_acks(self) -> None:
-        """Acknowledge the results recorded since the last time (the journal has them)."""
-        if self._ack_timer is not None:
-            self._ack_timer.cancel()
-            self._ack_timer = None
+    def _send_ack(self, peer: bytes, keys: list[list[Any]]) -> None:
         if self._out is not None:
-            for peer, keys in self._acks.items():
-                self._out.send(peer, Kind.ACK, wire.Ack(keys))
-        self._acks.clear()
+            self._out.send(peer, Kind.ACK, wire.Ack(keys))
 
     def _timer(self, cmd: c.Timer) -> None:
         self._timers.add(asyncio.get_running_loop().call_later(
-            cmd.after, self._timed[self._on_timer], cmd.key))
+            cmd.after, self._on_timer_guarded, cmd.key))
 
     def _finished(self, f: c.Finished) -> None:
         if self._waiters:
@@ -392,6 +390,32 @@ class Admin(AgentBase):
     def _connected(self, cmd: c.Connected) -> None:
         self._spawn(self.on_agent_connected(self.workspace_id, cmd.agent),
                     f"on_agent_connected({cmd.agent.name})")
+
+
+class Acks:
+    """Results are acknowledged ACK_DELAY after they are recorded, several in one ACK per
+    worker (see ACK_DELAY)."""
+
+    def __init__(self, send: Callable[[bytes, list[list[Any]]], None],
+                 on_crash: Callable[[Crashed], None]) -> None:
+        self._send = send
+        self._pending: dict[bytes, list[list[Any]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._flush_later = guarded(self.flush, "an admin timer", on_crash)
+
+    def add(self, peer: bytes, keys: list[list[Any]]) -> None:
+        self._pending.setdefault(peer, []).extend(keys)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._flush_later)
+
+    def flush(self) -> None:
+        """Acknowledge the results recorded since the last time (the journal has them)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, {}
+        for peer, keys in pending.items():
+            self._send(peer, keys)
 
 
 class Waiters:

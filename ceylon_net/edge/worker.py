@@ -127,7 +127,7 @@ class Worker(AgentBase):
         finally:
             await self._shutdown(bus, beat)
         if self._failure is not None:
-            raise self._failure
+            raise self._failure.again()
         return self._end_reason or "stopped"
 
     async def _connected_session(self) -> None:
@@ -191,10 +191,19 @@ class Worker(AgentBase):
         await asyncio.gather(*loops, return_exceptions=True)
         await self.runner.stop()
         await self._cancel_handlers()
-        if self._sockets is not None:
+        if self._sockets is None:
+            return
+        try:
             if self._welcome is not None and self._end_reason == "stopped":
                 self._sockets.send_soon(self._heartbeat_frames())  # what it heard, last
                 await self._send(Kind.BYE, wire.End("worker stopping"))
+        except Exception:
+            if self._failure is None:
+                raise
+            # After a crash the goodbye may run into the same bug: the admin then finds us
+            # gone by our silence instead.
+            logger.exception("{}: saying goodbye failed too", self.name)
+        finally:
             self._sockets.close()
             self._sockets = None
 

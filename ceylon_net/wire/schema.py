@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
 import math
 import reprlib
 import types
@@ -278,9 +279,10 @@ def _decoder(cls: type) -> Callable[[Any], Any]:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     # Every field passed by position, a missing one as its default: no keyword map to build
-    # and unpack (a third of a result's decoding). A class whose __init__ does not take every
-    # field in order gets the keywords.
-    positional = all(f.init and not f.kw_only for f in fields.values())
+    # and unpack (a third of a result's decoding). A class whose __init__ does not take
+    # exactly its fields, in order, by position (kw_only, init=False, an InitVar, its own
+    # __init__) gets the keywords.
+    positional = _takes_fields_in_order(cls, list(fields))
     env: dict[str, Any] = {"cls": cls, "_MISSING": _MISSING, "_convert": _convert,
                            "RemoteProtocolError": RemoteProtocolError}
     label = cls.__name__
@@ -292,30 +294,9 @@ def _decoder(cls: type) -> Callable[[Any], Any]:
     names = []
     for i, (name, convert, required) in enumerate(_SCHEMAS.get(cls) or _compile(cls)):
         env[f"c{i}"] = convert
-        field = fields[name]
-        fast = None if field.metadata.get("max_items") else \
+        fast = None if fields[name].metadata.get("max_items") else \
             _fast_check(hints.get(name, Any), f"v{i}")
-        lines.append(f"    v{i} = get({name!r}, _MISSING)")
-        where = label + "." + name
-        present = [] if fast == "True" else \
-            [f"v{i} = _convert(c{i}, v{i}, {where!r})"] if fast is None else \
-            [f"if not ({fast}):", f"    v{i} = _convert(c{i}, v{i}, {where!r})"]
-        if not positional:
-            present.append(f"kwargs[{name!r}] = v{i}")
-        absent = []
-        if required:
-            absent = [f"raise RemoteProtocolError({label + ': missing field ' + repr(name)!r})"]
-        elif positional and field.default is not dataclasses.MISSING:
-            env[f"d{i}"] = field.default
-            absent = [f"v{i} = d{i}"]
-        elif positional:
-            env[f"f{i}"] = field.default_factory
-            absent = [f"v{i} = f{i}()"]
-        if present:
-            lines += [f"    if v{i} is not _MISSING:", *(" " * 8 + x for x in present)]
-            lines += ["    else:", *(" " * 8 + x for x in absent)] if absent else []
-        elif absent:
-            lines += [f"    if v{i} is _MISSING:", *(" " * 8 + x for x in absent)]
+        lines += _field_lines(i, fields[name], fast, required, positional, label, env)
         names.append(f"v{i}")
     call = f"cls({', '.join(names)})" if positional else "cls(**kwargs)"
     lines += ["    try:",
@@ -325,6 +306,44 @@ def _decoder(cls: type) -> Callable[[Any], Any]:
     exec("\n".join(lines), env)
     _DECODERS[cls] = env["decode"]
     return env["decode"]
+
+
+def _field_lines(i: int, field: dataclasses.Field, fast: str | None, required: bool,
+                 positional: bool, label: str, env: dict[str, Any]) -> list[str]:
+    """The decoder's lines for field ``i``: into ``v{i}``, converted if it needs it; missing,
+    an error, or its default (positional) or left out (keywords)."""
+    name = field.name
+    where = label + "." + name
+    present = [] if fast == "True" else \
+        [f"v{i} = _convert(c{i}, v{i}, {where!r})"] if fast is None else \
+        [f"if not ({fast}):", f"    v{i} = _convert(c{i}, v{i}, {where!r})"]
+    if not positional:
+        present.append(f"kwargs[{name!r}] = v{i}")
+    absent = []
+    if required:
+        absent = [f"raise RemoteProtocolError({label + ': missing field ' + repr(name)!r})"]
+    elif positional and field.default is not dataclasses.MISSING:
+        env[f"d{i}"] = field.default
+        absent = [f"v{i} = d{i}"]
+    elif positional:
+        env[f"f{i}"] = field.default_factory
+        absent = [f"v{i} = f{i}()"]
+    lines = [f"    v{i} = get({name!r}, _MISSING)"]
+    if present:
+        lines += [f"    if v{i} is not _MISSING:", *(" " * 8 + x for x in present)]
+        lines += ["    else:", *(" " * 8 + x for x in absent)] if absent else []
+    elif absent:
+        lines += [f"    if v{i} is _MISSING:", *(" " * 8 + x for x in absent)]
+    return lines
+
+
+def _takes_fields_in_order(cls: type, names: list[str]) -> bool:
+    try:
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # no self
+    except (TypeError, ValueError):
+        return False
+    return [p.name for p in params] == names and \
+        all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
 
 
 def _convert(convert: Callable[[Any], Any], v: Any, where: str) -> Any:

@@ -1,11 +1,11 @@
-"""``ceylon-worker --app bug_in_worker``: a worker with a bug planted in its broadcast loop
-(the first broadcast it hears raises)."""
+"""``ceylon-worker --app bug_in_worker``: a worker with a bug planted in its task runner (the
+first task it starts raises inside the runner itself, not in the task)."""
 
-from ceylon_net.edge.worker import Worker
+from ceylon_net.edge.runner import TaskRunner
 
 
-def _on_bus(self, frames):
+async def _execute(self, assignment):
     raise RuntimeError("a planted bug")
 
 
-Worker._on_bus = _on_bus
+TaskRunner._execute = _execute
