@@ -831,6 +831,14 @@ _ANY_VALUE = st.recursive(
     max_leaves=6)
 
 
+def _decoded(decode, cls, raw):
+    """What a decoder makes of ``raw``: the object, or the error it says."""
+    try:
+        return decode(cls, raw)
+    except RemoteProtocolError as exc:
+        return f"error: {exc}"
+
+
 @settings(max_examples=300, deadline=None)
 @given(name=st.sampled_from(sorted(n for n in wire.schema._REGISTRY
                                    if not n.startswith("test"))),
@@ -847,13 +855,7 @@ def test_the_compiled_decoders_do_exactly_what_the_field_descriptions_say(name, 
         st.builds(lambda t, w: wire.to_wire(TaskAssignment(t, w)), tasks, st.text())
         if name == "TaskAssignment" else st.nothing()))
 
-    def outcome(decode):
-        try:
-            return decode(cls, raw)
-        except RemoteProtocolError as exc:
-            return f"error: {exc}"
-
-    assert outcome(wire.from_wire) == outcome(wire.schema._from_wire_slowly)
+    assert _decoded(wire.from_wire, cls, raw) == _decoded(wire.schema._from_wire_slowly, cls, raw)
 
 
 @message(name="test_protocol.Listed")
@@ -902,13 +904,7 @@ def test_decoders_pass_fields_by_position_only_where_init_takes_them_so(cls, raw
     __init__): the same outcome as the reference either way, and a missing field's default
     made fresh each time."""
 
-    def outcome(decode):
-        try:
-            return decode(cls, raw)
-        except RemoteProtocolError as exc:
-            return f"error: {exc}"
-
-    assert outcome(wire.from_wire) == outcome(wire.schema._from_wire_slowly)
+    assert _decoded(wire.from_wire, cls, raw) == _decoded(wire.schema._from_wire_slowly, cls, raw)
     if cls is Listed and raw == {"n": 1}:
         assert wire.from_wire(Listed, raw).items is not wire.from_wire(Listed, raw).items
 
