@@ -3,8 +3,10 @@
 import sqlite3
 
 import pytest
+from loguru import logger
 
 from ceylon_net import AtLeast, GoalStatus, Task, TaskGroupGoal, TaskManager, TaskMessage, wire
+from ceylon_net.core.admin_state import AdminState
 from ceylon_net.core.board import TaskBoard
 from ceylon_net.core.restore import restore
 from ceylon_net.core.scheduler import WorkerSlot
@@ -16,7 +18,9 @@ from ceylon_net.edge.journal import (
     JournalError,
     record_added,
     record_changes,
+    resume,
 )
+from ceylon_net.settings import AdminSettings
 
 
 def _groups():
@@ -159,6 +163,29 @@ def test_a_journal_of_schema_version_1_is_converted_once_and_keeps_every_task(tm
     db.close()
     journal = Journal(path, "default")  # version 2 now: opened as it is
     assert [e.task.difficulty for e in journal.tasks()] == [7, 1, 1]
+
+
+def test_a_version_1_journal_missing_a_group_row_restores_its_tasks_as_plain_ones(tmp_path):
+    """Version 1 wrote a submission's groups after its tasks: a crash between left tasks
+    naming a group the journal lacks. They come back (as plain tasks), with a warning."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(VERSION_1)
+        db.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            (wire.packb(i), i, wire.pack(Task(i, f"in g {i}")), "g", "pending", 0, None,
+             None, None) for i in range(3)])
+    db.close()
+    state = AdminState(AdminSettings(port=0), now=0.0)
+    warned: list = []
+    sink = logger.add(warned.append, level="WARNING")
+    try:
+        assert resume(Journal(path, "default"), state, now=1.0)
+    finally:
+        logger.remove(sink)
+    assert sorted(state.board.records) == [0, 1, 2]
+    assert len(state.board.scheduler) == 3  # queued again, nothing waits on a lost group
+    assert state.task_manager.task_groups == {}
+    assert any("3 task(s) name group(s) it does not hold (g)" in m for m in warned)
 
 
 def test_a_change_of_a_task_the_journal_never_held_is_skipped_not_fatal(tmp_path):

@@ -32,11 +32,11 @@ def restore(board: TaskBoard, manager: TaskManager, entries: list[JournaledTask]
     wait or queue again."""
     if not entries:
         return False
+    specs = dict(groups)
     by_group: dict[str, list[Task]] = {}
     for e in entries:
-        if e.group is not None:
+        if e.group in specs:  # a group the journal lacks: see missing_groups
             by_group.setdefault(e.group, []).append(e.task)
-    specs = dict(groups)
     names = {s["name"]: gid for gid, s in specs.items()}
     gates = {t.id: [("group", d if d in specs else names[d]) for d in specs[gid]["depends_on"]]
              for gid, tasks in by_group.items() for t in tasks}
@@ -45,3 +45,16 @@ def restore(board: TaskBoard, manager: TaskManager, entries: list[JournaledTask]
                     goal_from_spec)
     board.dirty = set()
     return True
+
+
+def missing_groups(entries: list[JournaledTask], groups: list[tuple[str, dict[str, Any]]]
+                   ) -> dict[str, int]:
+    """Groups the journal's tasks name but it does not hold, with their task counts. A
+    version-1 journal can have them (its writer committed a submission's groups after its
+    tasks): :func:`restore` brings those tasks back as plain tasks."""
+    held = {gid for gid, _ in groups}
+    missing: dict[str, int] = {}
+    for e in entries:
+        if e.group is not None and e.group not in held:
+            missing[e.group] = missing.get(e.group, 0) + 1
+    return missing

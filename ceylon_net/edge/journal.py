@@ -27,7 +27,7 @@ from loguru import logger
 from .. import wire
 from ..core.board import TaskBoard
 from ..core.groups import TaskGroup, TaskManager
-from ..core.restore import JournaledTask
+from ..core.restore import JournaledTask, missing_groups
 from ..core.tasks import Task, TaskId, TaskResult, TaskStatus
 from ..errors import ConfigError, RemoteProtocolError
 
@@ -239,7 +239,13 @@ def resume(journal: Journal, state: AdminState, now: float) -> bool:
     board, manager = state.board, state.task_manager
     early = [r.task for r in board.records.values()]
     groups = list(manager.task_groups.values())
-    resumed = state.resume(journal.tasks(), journal.groups(), now)
+    entries, held = journal.tasks(), journal.groups()
+    if lacking := missing_groups(entries, held):
+        logger.warning("journal {}: {} task(s) name group(s) it does not hold ({}), written "
+                       "by an older ceylon_net: they run on as plain tasks, without their "
+                       "group's goal", journal.path, sum(lacking.values()),
+                       ", ".join(sorted(lacking)))
+    resumed = state.resume(entries, held, now)
     if resumed:
         logger.info("resumed from journal {}: {} task(s), {} finished, {} were running "
                     "(waiting for their workers), {} queued, {} waiting", journal.path,
