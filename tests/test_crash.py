@@ -13,7 +13,16 @@ import pytest
 from conftest import REPO, run
 from loguru import logger
 
-from ceylon_net import Admin, AdminSettings, Crashed, Task, TaskFailed, Worker
+from ceylon_net import (
+    Admin,
+    AdminSettings,
+    AsyncClient,
+    ConfigError,
+    Crashed,
+    Task,
+    TaskFailed,
+    Worker,
+)
 from ceylon_net.dev.testing import Cluster, wait_until
 from ceylon_net.wire import Kind
 
@@ -79,6 +88,33 @@ def test_a_bug_in_an_admin_timer_stops_it_too():
         return result
 
     assert run(body()).success
+
+
+def test_a_bug_in_the_client_fails_its_futures_at_once_and_closes_it():
+    """Not after ``gone_after`` of silence (here an hour): at once, saying why."""
+
+    async def body():
+        admin = _admin()
+        await admin.start()
+        try:
+            client = await AsyncClient(f"127.0.0.1:{admin.port}", gone_after=3600).connect()
+            waiting = client.submit("nobody_has_this_handler")
+            dealer = client._dealer
+
+            async def receive(timeout):
+                raise RuntimeError("a planted bug")
+
+            dealer.receive = receive
+            await client.status()  # its answer takes the receive loop round to the bug
+            with pytest.raises(Crashed, match=r"client's receive loop .*a planted bug"):
+                await asyncio.wait_for(waiting, 5)
+            with pytest.raises(ConfigError, match="not connected"):
+                client.submit("more")
+            await client.close()
+        finally:
+            await admin.close()
+
+    run(body())
 
 
 def test_the_admin_program_exits_1_on_a_bug_and_tells_its_workers(tmp_path, tasks_file):

@@ -21,9 +21,10 @@ from loguru import logger
 
 from .. import wire
 from ..core.tasks import TaskResult
-from ..errors import AdminUnreachableError, ConfigError, RejectedError, TaskFailed
+from ..errors import AdminUnreachableError, ConfigError, Crashed, RejectedError, TaskFailed
 from ..settings import client_settings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES, Kind
+from .agent import supervised
 from .transport import Client as Dealer
 from .transport import CurveKeys, load_keys
 
@@ -129,8 +130,8 @@ class AsyncClient:
         self.loop = asyncio.get_running_loop()
         self._dealer = Dealer(self.endpoint, DEFAULT_MAX_MESSAGE_BYTES, self.curve,
                               self.identity)
-        self._loops = [asyncio.create_task(self._read(), name="client-read"),
-                       asyncio.create_task(self._watchdog(), name="client-watchdog")]
+        self._loops = [supervised(self._read(), "the client's receive loop", self._crashed),
+                       supervised(self._watchdog(), "the client's watchdog", self._crashed)]
         try:
             await self.status()
         except BaseException:
@@ -144,6 +145,15 @@ class AsyncClient:
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops = []
         self._fail_all(ConfigError("the client was closed"))
+        if self._dealer is not None:
+            self._dealer.close()
+            self._dealer = None
+
+    def _crashed(self, crash: Crashed) -> None:
+        """A loop of ours died: whoever waits hears why now, and the client is closed."""
+        self._fail_all(crash)
+        for task in self._loops:
+            task.cancel()
         if self._dealer is not None:
             self._dealer.close()
             self._dealer = None
