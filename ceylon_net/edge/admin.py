@@ -318,8 +318,9 @@ class Admin(AgentBase):
 
     async def _tick_loop(self) -> None:
         while True:
-            self._apply(self.state.tick(time.monotonic()))
-            self._gc.tick(time.monotonic(), not self.state.board.open)
+            now = time.monotonic()
+            self._apply(self.state.tick(now))
+            self._gc.tick(now, not self.state.board.open)
             await asyncio.sleep(TICK)
 
     def _on_timer(self, key: tuple[Any, ...]) -> None:
