@@ -13,6 +13,7 @@ from loguru import logger
 from ..core.groups import TaskGroup
 from ..core.tasks import RunReport, Task
 from ..core.workfile import load_work
+from ..edge import loop
 from ..edge.admin import Admin
 from ..errors import ConfigError, Crashed
 from ..settings import AdminSettings
@@ -109,7 +110,7 @@ def admin(
             results_file=path_str(results), metrics_port=metrics_port,
             dashboard_port=dashboard_port)
         work = load_work(tasks) if tasks is not None else None
-        report = asyncio.run(_run_admin(settings, work))
+        report = loop.run(_run_admin(settings, work))
     except ConfigError as exc:
         fail(EXIT_CONFIG, str(exc))
     except Crashed as exc:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import Annotated
 
 from loguru import logger
 
+from ..edge import loop
 from ..edge.handlers import load_app
 from ..edge.worker import Worker
 from ..errors import AdminUnreachableError, ConfigError, Crashed, RejectedError
@@ -75,7 +75,7 @@ def worker(
     except ConfigError as exc:
         fail(EXIT_CONFIG, str(exc))
     try:
-        asyncio.run(_run_worker(settings, drain_timeout))
+        loop.run(_run_worker(settings, drain_timeout))
     except RejectedError as exc:
         fail(EXIT_FAILED, f"rejected by the admin: {exc}")
     except (AdminUnreachableError, Crashed) as exc:

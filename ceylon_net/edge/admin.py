@@ -27,6 +27,7 @@ from ..core.workers import AgentDetail
 from ..errors import ConfigError, Crashed, LocalProtocolError, TaskFailed
 from ..settings import AdminSettings
 from ..wire import Kind
+from . import loop
 from .agent import AgentBase, finish_tasks, guarded, supervised
 from .collector import FullCollections
 from .dashboard import Dashboard
@@ -119,8 +120,8 @@ class Admin(AgentBase):
         if s.exposure:
             logger.warning(s.exposure)
         self._gc.install()
-        self._loops = [supervised(loop, f"the admin's {what} loop", self._crashed)
-                       for loop, what in ((self._recv_loop(), "receive"),
+        self._loops = [supervised(coro, f"the admin's {what} loop", self._crashed)
+                       for coro, what in ((self._recv_loop(), "receive"),
                                           (self._tick_loop(), "tick"),
                                           (self._sockets.follow_subscriptions(),
                                            "subscriptions"))]
@@ -211,7 +212,7 @@ class Admin(AgentBase):
 
     def run_admin(self, inputs: bytes = b"", workers: Iterable[Worker] = ()) -> None:
         """Blocking form of :meth:`arun_admin`."""
-        asyncio.run(self.arun_admin(inputs, list(workers)))
+        loop.run(self.arun_admin(inputs, list(workers)))
 
     # ------------------------------------------------------------------ tasks
     def submit(self, tasks: Sequence[Task]) -> None:

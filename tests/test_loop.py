@@ -1,0 +1,112 @@
+"""The programs' event loop: epoll's events, with the timeout handed to select() unrounded."""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+import socket
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from ceylon_net.edge import loop
+from ceylon_net.edge.loop import PreciseSelector
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every timeout the selector hands to select()."""
+    seen: list[float] = []
+    real = loop.select.select
+
+    def select(r, w, x, timeout):
+        seen.append(timeout)
+        return real(r, w, x, timeout)
+
+    monkeypatch.setattr(loop.select, "select", select)
+    return seen
+
+
+def test_reports_what_epoll_reports(pair):
+    a, b = pair
+    precise, plain = PreciseSelector(), selectors.EpollSelector()
+    try:
+        for sel in (precise, plain):
+            sel.register(a, selectors.EVENT_READ | selectors.EVENT_WRITE, "a")
+        b.send(b"x")
+        for timeout in (None, 0, 0.5):
+            got = [(k.data, ev) for k, ev in precise.select(timeout)]
+            assert got == [(k.data, ev) for k, ev in plain.select(timeout)]
+            assert got == [("a", selectors.EVENT_READ | selectors.EVENT_WRITE)]
+    finally:
+        precise.close()
+        plain.close()
+
+
+def test_a_sub_millisecond_timeout_reaches_select_unrounded(pair, monkeypatch):
+    """epoll would wait 11 ms for 10.4; select() is asked for 10.4 exactly, and nothing
+    ready is nothing reported."""
+    a, _ = pair
+    seen = _waits(monkeypatch)
+    sel = PreciseSelector()
+    try:
+        sel.register(a, selectors.EVENT_READ)
+        assert sel.select(0.0104) == []
+        assert seen == [0.0104]
+        assert sel.select(0) == []
+        assert seen == [0.0104]  # no wait, no select()
+    finally:
+        sel.close()
+
+
+def test_a_descriptor_beyond_select_keeps_plain_epoll(pair, monkeypatch):
+    """A loop made after the process opened FD_SETSIZE files: select() cannot take its
+    descriptor, so it waits in epoll alone, and still reports the events."""
+    a, b = pair
+    monkeypatch.setattr(loop, "FD_SETSIZE", 0)
+    seen = _waits(monkeypatch)
+    sel = PreciseSelector()
+    try:
+        assert not sel.precise
+        sel.register(a, selectors.EVENT_READ, "a")
+        assert sel.select(0.001) == []
+        b.send(b"x")
+        assert [k.data for k, _ in sel.select(0.5)] == ["a"]
+        assert seen == []
+    finally:
+        sel.close()
+
+
+def test_run_serves_zmq_and_timers_on_the_precise_loop(monkeypatch):
+    """loop.run: the coroutine's result, on a loop whose waits go through select(), with
+    zmq.asyncio sockets and timers working together."""
+    seen = _waits(monkeypatch)
+
+    async def echo() -> tuple[bytes, type]:
+        ctx = zmq.asyncio.Context()
+        a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+        try:
+            port = a.bind_to_random_port("tcp://127.0.0.1")
+            b.connect(f"tcp://127.0.0.1:{port}")
+            later = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(0.005, later.set_result, b"tick")
+            await b.send(await later)
+            got = await asyncio.wait_for(a.recv(), 5)
+            return got, type(asyncio.get_running_loop()._selector)  # type: ignore[attr-defined]
+        finally:
+            a.close(0)
+            b.close(0)
+            ctx.term()
+
+    got, selector = loop.run(echo())
+    assert got == b"tick"
+    assert selector is PreciseSelector
+    assert any(0 < t < 1 for t in seen)
