@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import selectors
+import signal
 import socket
+import threading
+import time
 
 import pytest
 import zmq
@@ -49,6 +53,24 @@ def test_reports_what_epoll_reports(pair):
     finally:
         precise.close()
         plain.close()
+
+
+def test_a_wait_ends_when_a_descriptor_becomes_ready(pair):
+    """A long wait ends when another thread makes the socket readable, with its key: the
+    select() on epoll's descriptor is woken by what epoll watches."""
+    a, b = pair
+    sel = PreciseSelector()
+    writer = threading.Timer(0.05, b.send, (b"x",))
+    try:
+        sel.register(a, selectors.EVENT_READ, "a")
+        t0 = time.monotonic()
+        writer.start()
+        got = sel.select(30)
+        assert [(k.data, ev) for k, ev in got] == [("a", selectors.EVENT_READ)]
+        assert time.monotonic() - t0 < 10  # woken by the write, not by the 30 s timeout
+    finally:
+        writer.cancel()
+        sel.close()
 
 
 def test_a_sub_millisecond_timeout_reaches_select_unrounded(pair, monkeypatch):
@@ -109,4 +131,48 @@ def test_run_serves_zmq_and_timers_on_the_precise_loop(monkeypatch):
     got, selector = loop.run(echo())
     assert got == b"tick"
     assert selector is PreciseSelector
-    assert any(0 < t < 1 for t in seen)
+    assert seen and all(t > 0 for t in seen)
+
+
+def test_a_signal_wakes_a_long_wait():
+    """asyncio's signal handlers (its self-pipe, watched by epoll) end a wait on a timer an
+    hour away."""
+
+    async def wait_for_signal() -> float:
+        heard = asyncio.Event()
+        running = asyncio.get_running_loop()
+        running.add_signal_handler(signal.SIGUSR1, heard.set)
+        try:
+            t0 = time.monotonic()
+            running.call_later(3600, heard.set)
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+            await asyncio.wait_for(heard.wait(), 30)
+            return time.monotonic() - t0
+        finally:
+            running.remove_signal_handler(signal.SIGUSR1)
+
+    assert loop.run(wait_for_signal()) < 10
+
+
+def test_a_policy_the_program_installed_is_kept():
+    """Under an event loop policy of the program's own (uvloop's, say) the loop is the
+    policy's, as with asyncio.run."""
+
+    class Mine(asyncio.DefaultEventLoopPolicy):
+        pass
+
+    before = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(Mine())
+    try:
+        made = loop.new_event_loop()
+        try:
+            assert not isinstance(made._selector, PreciseSelector)  # type: ignore[attr-defined]
+        finally:
+            made.close()
+    finally:
+        asyncio.set_event_loop_policy(before)
+    made = loop.new_event_loop()
+    try:
+        assert isinstance(made._selector, PreciseSelector)  # type: ignore[attr-defined]
+    finally:
+        made.close()
