@@ -1,0 +1,86 @@
+"""The admin's own cost of a one-task round, as in W2 (one ``execute()`` at a time), without
+sockets: AdminState driven by one simulated worker in this process, timing the submit (with
+encoding the assignment) and the receive of the result (with encoding the acknowledgement).
+Full garbage collections are held off as the running admin holds them off
+(``ceylon_net/edge/collector.py``).
+
+    .venv/bin/python bench/core_w2.py                  # 5 runs of 5,000 rounds
+    .venv/bin/python bench/core_w2.py --rounds 20000 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core_w1 import frames
+
+from ceylon_net import wire
+from ceylon_net.core import commands as c
+from ceylon_net.core.admin_state import AdminState
+from ceylon_net.core.tasks import Task, TaskAssignment, TaskResult
+from ceylon_net.edge.collector import FullCollections
+from ceylon_net.settings import AdminSettings
+from ceylon_net.wire import Hello, Kind
+
+
+def one_run(rounds: int) -> tuple[float, float]:
+    """Seconds a round spent in (submit, receive), averaged over ``rounds``."""
+    st = AdminState(AdminSettings(port=0), 0.0)
+    st.started(0.0, 8000, 8001)
+    now, peer = 0.0, b"w0"
+    st.receive(peer, frames(Kind.HELLO, Hello("w0", "default", 10, 1), "w0"), "", now)
+    st.receive(peer, frames(Kind.HEARTBEAT, wire.Heartbeat([], True, 0, 0, []), "w0"), "", now)
+    header = wire.make_header("default", "admin", "TaskAssignment")
+    submit = receive = 0.0
+    for i in range(rounds):
+        now += 0.0005
+        t0 = time.perf_counter()
+        payload = None
+        for cmd in st.submit([Task(i, "noop", 1)], now=now):
+            if type(cmd) is c.Assign:
+                payload = wire.pack_batch(cmd.assignments)
+                wire.encode_frames(Kind.ASSIGN, header, payload)
+        submit += time.perf_counter() - t0
+        if payload is None:
+            raise RuntimeError(f"round {i}: the task was not assigned")
+        got = wire.unpack_batch(TaskAssignment, payload)[0]  # the worker (not timed)
+        result = frames(Kind.RESULT, [TaskResult(got.task.id, "w0", True, 0.00002,
+                                                 attempt=got.attempt)], "w0")
+        now += 0.0005
+        t0 = time.perf_counter()
+        for cmd in st.receive_many([(peer, result, "")], now):
+            if type(cmd) is c.Acknowledge:
+                wire.pack(wire.Ack(cmd.results))
+        receive += time.perf_counter() - t0
+    return submit / rounds, receive / rounds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=5000)
+    p.add_argument("--runs", type=int, default=5)
+    args = p.parse_args()
+    collections = FullCollections()
+    collections.install()
+    try:
+        runs = [one_run(args.rounds) for _ in range(args.runs)]
+    finally:
+        collections.uninstall()
+        gc.collect()
+    subs = [s * 1e6 for s, _ in runs]
+    recs = [r * 1e6 for _, r in runs]
+    both = [s + r for s, r in zip(subs, recs, strict=True)]
+    print(f"admin core, one task a round: median {statistics.median(both):.1f} µs a round "
+          f"(submit {statistics.median(subs):.1f}, receive {statistics.median(recs):.1f}); "
+          f"runs: {', '.join(f'{x:.1f}' for x in both)}")
+
+
+if __name__ == "__main__":
+    main()
