@@ -31,16 +31,42 @@ def frames(kind: bytes, msg, sender: str) -> list[bytes]:
     return wire.encode_frames(kind, wire.make_header("default", sender, type_), payload)
 
 
-def one_run(tasks: int, workers: int, window: int, prefetch: int | None) -> float:
-    """Seconds the admin spent on ``tasks`` no-op tasks, from submit to the last result."""
+def registered(workers: int, window: int, prefetch: int | None = None
+               ) -> tuple[AdminState, dict[str, bytes]]:
+    """An admin state with ``workers`` simulated workers of concurrency ``window`` registered
+    and heard from: the state, and each worker's peer by name."""
     st = AdminState(AdminSettings(port=0, prefetch=prefetch), 0.0)
     st.started(0.0, 8000, 8001)
-    now = 0.0
     peers = {f"w{i}": f"w{i}".encode() for i in range(workers)}
     for name, peer in peers.items():
-        st.receive(peer, frames(Kind.HELLO, Hello(name, "default", 10, window), name), "", now)
+        st.receive(peer, frames(Kind.HELLO, Hello(name, "default", 10, window), name), "", 0.0)
         st.receive(peer, frames(Kind.HEARTBEAT, wire.Heartbeat([], True, 0, 0, []), name), "",
-                   now)
+                   0.0)
+    return st, peers
+
+
+def carry_out(cmds: list[c.Command]) -> tuple[list[tuple[bytes, bytes]], int]:
+    """What the edge does with the admin's commands that costs it: encode the assignments
+    (as sent) and acknowledgements. Returns the assignments sent, as (peer, payload), and
+    how many tasks finished."""
+    sent, finished = [], 0
+    for cmd in cmds:
+        if type(cmd) is c.Assign:
+            payload = wire.pack_batch(cmd.assignments)
+            wire.encode_frames(Kind.ASSIGN, wire.make_header("default", "admin",
+                                                             "TaskAssignment"), payload)
+            sent.append((cmd.peer, payload))
+        elif type(cmd) is c.Acknowledge:
+            wire.pack(wire.Ack(cmd.results))
+        elif type(cmd) is c.Finished:
+            finished += 1
+    return sent, finished
+
+
+def one_run(tasks: int, workers: int, window: int, prefetch: int | None) -> float:
+    """Seconds the admin spent on ``tasks`` no-op tasks, from submit to the last result."""
+    st, _ = registered(workers, window, prefetch)
+    now = 0.0
     batch = [Task(i, "noop", 1) for i in range(tasks)]
     spent = 0.0
     t0 = time.perf_counter()
@@ -50,17 +76,8 @@ def one_run(tasks: int, workers: int, window: int, prefetch: int | None) -> floa
     done = 0
     while done < tasks:
         t0 = time.perf_counter()
-        sent = []
-        for cmd in cmds:  # what the edge does with them: encode, send
-            if type(cmd) is c.Assign:
-                payload = wire.pack_batch(cmd.assignments)
-                wire.encode_frames(Kind.ASSIGN, wire.make_header("default", "admin",
-                                                                 "TaskAssignment"), payload)
-                sent.append((cmd.peer, payload))
-            elif type(cmd) is c.Acknowledge:
-                wire.pack(wire.Ack(cmd.results))
-            elif type(cmd) is c.Finished:
-                done += 1
+        sent, finished = carry_out(cmds)
+        done += finished
         spent += time.perf_counter() - t0
         for peer, payload in sent:  # the workers (not timed): run them, report
             got = wire.unpack_batch(TaskAssignment, payload)

@@ -19,45 +19,32 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core_w1 import frames
+from core_w1 import carry_out, frames, registered
 
 from ceylon_net import wire
-from ceylon_net.core import commands as c
-from ceylon_net.core.admin_state import AdminState
 from ceylon_net.core.tasks import Task, TaskAssignment, TaskResult
 from ceylon_net.edge.collector import FullCollections
-from ceylon_net.settings import AdminSettings
-from ceylon_net.wire import Hello, Kind
+from ceylon_net.wire import Kind
 
 
 def one_run(rounds: int) -> tuple[float, float]:
     """Seconds a round spent in (submit, receive), averaged over ``rounds``."""
-    st = AdminState(AdminSettings(port=0), 0.0)
-    st.started(0.0, 8000, 8001)
-    now, peer = 0.0, b"w0"
-    st.receive(peer, frames(Kind.HELLO, Hello("w0", "default", 10, 1), "w0"), "", now)
-    st.receive(peer, frames(Kind.HEARTBEAT, wire.Heartbeat([], True, 0, 0, []), "w0"), "", now)
-    header = wire.make_header("default", "admin", "TaskAssignment")
+    st, peers = registered(1, 1)
+    peer, now = peers["w0"], 0.0
     submit = receive = 0.0
     for i in range(rounds):
         now += 0.0005
         t0 = time.perf_counter()
-        payload = None
-        for cmd in st.submit([Task(i, "noop", 1)], now=now):
-            if type(cmd) is c.Assign:
-                payload = wire.pack_batch(cmd.assignments)
-                wire.encode_frames(Kind.ASSIGN, header, payload)
+        sent, _ = carry_out(st.submit([Task(i, "noop", 1)], now=now))
         submit += time.perf_counter() - t0
-        if payload is None:
+        if not sent:
             raise RuntimeError(f"round {i}: the task was not assigned")
-        got = wire.unpack_batch(TaskAssignment, payload)[0]  # the worker (not timed)
+        got = wire.unpack_batch(TaskAssignment, sent[0][1])[0]  # the worker (not timed)
         result = frames(Kind.RESULT, [TaskResult(got.task.id, "w0", True, 0.00002,
                                                  attempt=got.attempt)], "w0")
         now += 0.0005
         t0 = time.perf_counter()
-        for cmd in st.receive_many([(peer, result, "")], now):
-            if type(cmd) is c.Acknowledge:
-                wire.pack(wire.Ack(cmd.results))
+        carry_out(st.receive_many([(peer, result, "")], now))
         receive += time.perf_counter() - t0
     return submit / rounds, receive / rounds
 
