@@ -28,11 +28,12 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 FD_SETSIZE = 1024  # select()'s limit on Linux (glibc)
+EPOLL = hasattr(selectors, "EpollSelector")  # not on macOS, BSD, Windows
 
 T = TypeVar("T")
 
 
-if hasattr(selectors, "EpollSelector"):
+if EPOLL:
 
     class PreciseSelector(selectors.EpollSelector):
         """epoll, with the wait's timeout passed on to the microsecond."""
@@ -54,8 +55,7 @@ if hasattr(selectors, "EpollSelector"):
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """An asyncio event loop whose timers fire close to their time (see the module's note);
     the policy's own loop without epoll or under a policy the program installed."""
-    if not hasattr(selectors, "EpollSelector") \
-            or type(asyncio.get_event_loop_policy()) is not asyncio.DefaultEventLoopPolicy:
+    if not EPOLL or type(asyncio.get_event_loop_policy()) is not asyncio.DefaultEventLoopPolicy:
         return asyncio.new_event_loop()
     return asyncio.SelectorEventLoop(PreciseSelector())
 
