@@ -34,6 +34,9 @@ def test_worker_configured_only_through_environment_joins(tmp_path):
                    "CEYLON_ADMIN_PEER": "localhost", "CEYLON_LOG_JSON": "1"}
             w = await c.spawn("env-worker", cli("ceylon-worker"), env=env)
             await wait_until(lambda: "worker 'EnvWorker' joined" in admin.stderr(), 15, "join")
+            # The worker logs its side once the admin's WELCOME reaches it, a moment after the
+            # admin logged the join: wait for that line too before reading its log.
+            await wait_until(lambda: "registered with admin" in w.stderr(), 15, "welcome")
             return admin.stderr(), w
 
     err, w = run(body())
