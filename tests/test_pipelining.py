@@ -113,6 +113,31 @@ def test_nothing_is_asked_back_while_it_would_start_there_as_soon():
     assert releases(sim.every, busy.peer) == []
 
 
+def test_a_task_stays_queued_where_a_slot_frees_sooner_than_a_steal_and_moves_once_late():
+    sim = Sim(prefetch=1)
+    sim.submit(noop("first"), noop("second"), noop("third"))
+    busy = sim.join("busy", capacity=1)
+    busy.start("first")
+    sim.now = 0.021
+    busy.finish("first", seconds=0.020)  # its tasks take 20 ms; "third" is queued behind
+    busy.start("second")
+    assert list(busy.held) == ["second", "third"]
+    patience = 3 * sim.st.pace.rtt  # a steal costs about a round trip
+    # "second" is due to end within less than a steal would take: "third" starts there first,
+    # though it has waited there longer than a few round trips.
+    sim.now += 0.020 - patience / 2
+    assert sim.now - 0.021 > patience
+    idle = sim.join("idle", capacity=1)
+    assert releases(sim.every, busy.peer) == []
+    # "second" runs late, by more than a steal takes: it may run long. "third" moves.
+    sim.now = 0.021 + 0.020 + patience + 0.001
+    idle.heartbeat()
+    assert releases(sim.every, busy.peer) == [["third", 1]]
+    busy.give_back("third")
+    assert idle.held == {"third": 2}
+    sim.st.validate()
+
+
 def test_a_worker_that_cannot_do_a_queued_task_does_not_take_it():
     sim = Sim(prefetch=2)
     sim.submit(noop("long"), noop("hard", difficulty=9))

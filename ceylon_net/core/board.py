@@ -18,6 +18,7 @@ import enum
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, KeysView, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from ..errors import ConfigError
@@ -68,7 +69,8 @@ _RESTORED = {TaskStatus.PENDING: W, TaskStatus.ASSIGNED: R, TaskStatus.RUNNING: 
 
 class Held(dict):
     """A worker's tasks in flight, in the order they were sent (its queue is first in, first
-    out): an ordered set."""
+    out): an ordered set, each with the time its worker was heard to start it (None: not
+    yet)."""
 
     def add(self, task_id: TaskId) -> None:
         self[task_id] = None
@@ -396,6 +398,8 @@ class TaskBoard:
             rec = self.records.get(task_id)
             if rec is not None and task_id in flying and rec.attempt == attempt:
                 rec.started = rec.confirmed = got = True
+                if flying[task_id] is None:
+                    flying[task_id] = self.now
                 self._stealing.pop(task_id, None)
         if got:
             self.trust(worker)
@@ -417,12 +421,15 @@ class TaskBoard:
             self._requeue(rec)
         return back
 
-    def steals(self, now: float, patience: float) -> dict[str, list[tuple[TaskId, int]]]:
+    def steals(self, now: float, patience: float, run: Mapping[str, float] | None = None
+               ) -> dict[str, list[tuple[TaskId, int]]]:
         """Work stealing. A worker with a free slot that the queue cannot fill is idle: ask
         back for it tasks queued on other workers, not started, and waiting there longer than
         ``patience`` seconds (a few round trips: sooner, they start there as soon as a RELEASE
-        would get back), the last sent first. Returns {worker: [(task, attempt)]} to ask back;
-        they stay there until it gives them back."""
+        would get back), the last sent first. Nor is a task asked back that its worker will
+        start within ``patience``: one of its running tasks is due to end by then, by
+        ``run``, each worker's measured run time (see :meth:`_freeing_soon`). Returns
+        {worker: [(task, attempt)]} to ask back; they stay there until it gives them back."""
         version = self.scheduler.version
         if version == self._steal_seen and now < self._steal_due:
             return {}  # nothing changed, and nothing waited long enough yet
@@ -447,18 +454,22 @@ class TaskBoard:
             for victim in victims:
                 if want <= 0:
                     break
-                want -= self._steal_from(victim, thief, want, now, patience, asks)
+                want -= self._steal_from(victim, thief, want, now, patience, asks,
+                                         (run or {}).get(victim.name))
         return dict(asks)
 
     def _steal_from(self, victim: WorkerSlot, thief: WorkerSlot, want: int, now: float,
-                    patience: float, asks: dict[str, list[tuple[TaskId, int]]]) -> int:
+                    patience: float, asks: dict[str, list[tuple[TaskId, int]]],
+                    run: float | None) -> int:
         """Up to ``want`` of the tasks queued on ``victim`` beyond its slots that ``thief``
-        can take, sent ``patience`` seconds ago or more; returns how many were asked back."""
+        can take, sent ``patience`` seconds ago or more and not due to start there within
+        ``patience``; returns how many were asked back."""
         flying = self._in_flight.get(victim.name)
         if not flying:
             return 0
         taken, looked = 0, 0
-        surplus = len(flying) - victim.slots
+        surplus = len(flying) - victim.slots - self._freeing_soon(flying, victim.slots, run, now,
+                                                                  patience)
         for task_id in reversed(flying):
             looked += 1
             if taken >= want or looked > surplus:
@@ -475,6 +486,28 @@ class TaskBoard:
             asks[victim.name].append((task_id, rec.attempt))
             taken += 1
         return taken
+
+    def _freeing_soon(self, flying: Held, slots: int, run: float | None, now: float,
+                      patience: float) -> int:
+        """How many of a worker's running tasks are due to end within ``patience``: the
+        first tasks queued behind them start there no later than a steal could start them
+        elsewhere (taking them would only cost a round trip). ``run`` is the worker's
+        measured run time (None: not measured, none is due). A task is due ``run`` after it
+        was heard to start; one running past that is expected to run as long again as it
+        has (a long one among short ones must not keep its queue from being stolen). They
+        run in the order they were sent: the running ones are among the first ``slots``."""
+        if run is None:
+            return 0
+        soon = 0
+        for started in islice(flying.values(), slots):
+            if started is None:
+                continue
+            elapsed = now - started
+            if (run - elapsed if elapsed < run else elapsed) <= patience:
+                soon += 1
+                # No longer due soon from then on: look again.
+                self._steal_due = min(self._steal_due, started + max(run, patience))
+        return soon
 
     def steal(self, worker: str, sent: Iterable[tuple[TaskId, int]]) -> list[tuple[TaskId, int]]:
         """The worker, on probation, had its time to confirm these assignments ([(task,

@@ -194,7 +194,7 @@ class Membership:
     def steal_back(self, now: float) -> None:
         """Idle workers, and tasks waiting in other workers' queues: ask for those back."""
         patience = 3 * self.pace.rtt
-        for worker, tasks in self.board.steals(now, patience).items():
+        for worker, tasks in self.board.steals(now, patience, self.pace.run).items():
             peer = self.registry.by_name.get(worker)
             if peer is not None:
                 self.out.send(peer, Kind.RELEASE, wire.Release([[t, a] for t, a in tasks]))
