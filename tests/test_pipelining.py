@@ -113,21 +113,32 @@ def test_nothing_is_asked_back_while_it_would_start_there_as_soon():
     assert releases(sim.every, busy.peer) == []
 
 
-def test_a_task_stays_queued_where_a_slot_frees_sooner_than_a_steal_and_moves_once_late():
+def busy_with_one_queued(seconds: float) -> tuple[Sim, object]:
+    """'busy' (1 slot) has shown its tasks take ``seconds``; it started "second" at 0.021,
+    "third" waits in its queue."""
     sim = Sim(prefetch=1)
     sim.submit(noop("first"), noop("second"), noop("third"))
     busy = sim.join("busy", capacity=1)
     busy.start("first")
     sim.now = 0.021
-    busy.finish("first", seconds=0.020)  # its tasks take 20 ms; "third" is queued behind
+    busy.finish("first", seconds=seconds)
     busy.start("second")
     assert list(busy.held) == ["second", "third"]
+    return sim, busy
+
+
+def test_a_task_stays_queued_where_a_slot_frees_sooner_than_a_steal_and_moves_once_late():
+    sim, busy = busy_with_one_queued(0.020)  # its tasks take 20 ms
     patience = 3 * sim.st.pace.rtt  # a steal costs about a round trip
     # "second" is due to end within less than a steal would take: "third" starts there first,
     # though it has waited there longer than a few round trips.
     sim.now += 0.020 - patience / 2
     assert sim.now - 0.021 > patience
     idle = sim.join("idle", capacity=1)
+    assert releases(sim.every, busy.peer) == []
+    # Just past its usual time (its result may be on the way): still left there.
+    sim.now = 0.021 + 0.020 + 0.000_001
+    idle.heartbeat()
     assert releases(sim.every, busy.peer) == []
     # "second" runs late, by more than a steal takes: it may run long. "third" moves.
     sim.now = 0.021 + 0.020 + patience + 0.001
@@ -136,6 +147,20 @@ def test_a_task_stays_queued_where_a_slot_frees_sooner_than_a_steal_and_moves_on
     busy.give_back("third")
     assert idle.held == {"third": 2}
     sim.st.validate()
+
+
+def test_a_run_time_that_is_no_duration_is_not_taken_and_stealing_goes_on():
+    sim, busy = busy_with_one_queued(float("nan"))  # a worker's word, off the wire
+    assert "busy" not in sim.st.pace.run
+    sim.now = 0.021 + 3 * sim.st.pace.rtt
+    idle = sim.join("idle", capacity=1)
+    sim.tick(100.0)
+    idle.heartbeat()
+    assert releases(sim.every, busy.peer) == [["third", 1]]
+    pace = Pace()
+    for bad in (float("nan"), float("inf"), -1.0):
+        pace.ran("w", bad)
+    assert pace.run == {} and pace.credit("w", 8) == 8
 
 
 def test_a_worker_that_cannot_do_a_queued_task_does_not_take_it():

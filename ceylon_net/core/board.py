@@ -15,6 +15,7 @@ waits on it, and so on down the chain.
 from __future__ import annotations
 
 import enum
+import math
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, KeysView, Mapping
 from dataclasses import dataclass
@@ -493,20 +494,20 @@ class TaskBoard:
         first tasks queued behind them start there no later than a steal could start them
         elsewhere (taking them would only cost a round trip). ``run`` is the worker's
         measured run time (None: not measured, none is due). A task is due ``run`` after it
-        was heard to start; one running past that is expected to run as long again as it
-        has (a long one among short ones must not keep its queue from being stolen). They
-        run in the order they were sent: the running ones are among the first ``slots``."""
-        if run is None:
+        was heard to start, give or take ``patience`` (its start and its result are both
+        heard a little late); one running later than that may run long, and its queue may
+        be stolen. They run in the order they were sent: the running ones are among the
+        first ``slots``."""
+        if run is None or not math.isfinite(run):
             return 0
         soon = 0
         for started in islice(flying.values(), slots):
             if started is None:
                 continue
-            elapsed = now - started
-            if (run - elapsed if elapsed < run else elapsed) <= patience:
+            if run - patience <= now - started <= run + patience:
                 soon += 1
-                # No longer due soon from then on: look again.
-                self._steal_due = min(self._steal_due, started + max(run, patience))
+                # Late from then on: look again.
+                self._steal_due = min(self._steal_due, started + run + patience)
         return soon
 
     def steal(self, worker: str, sent: Iterable[tuple[TaskId, int]]) -> list[tuple[TaskId, int]]:

@@ -44,7 +44,10 @@ class Pace:
         return max(1, min(MAX_CREDIT, want))
 
     def ran(self, worker: str, seconds: float, count: int = 1) -> None:
-        """``count`` tasks took ``seconds`` on ``worker`` on average."""
+        """``count`` tasks took ``seconds`` on ``worker`` on average. A figure that cannot be
+        a duration (negative, infinite, NaN: the worker's own word) is not taken."""
+        if not 0 <= seconds < math.inf:
+            return
         old = self.run.get(worker)
         weight = 1 - (1 - SMOOTHING) ** min(count, 50)
         self.run[worker] = seconds if old is None else old + weight * (seconds - old)
