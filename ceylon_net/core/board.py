@@ -15,7 +15,6 @@ waits on it, and so on down the chain.
 from __future__ import annotations
 
 import enum
-import math
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, KeysView, Mapping
 from dataclasses import dataclass
@@ -498,7 +497,7 @@ class TaskBoard:
         heard a little late); one running later than that may run long, and its queue may
         be stolen. They run in the order they were sent: the running ones are among the
         first ``slots``."""
-        if run is None or not math.isfinite(run):
+        if run is None:
             return 0
         soon = 0
         for started in islice(flying.values(), slots):
