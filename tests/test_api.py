@@ -131,6 +131,13 @@ def test_a_task_no_worker_could_be_sent_is_refused_at_submission_and_nothing_is_
     assert admin.status()["counts"]["total"] == 0  # all or nothing
     admin.submit([Task("good", "x", args=[Task("nested", "messages travel")])])
     assert admin.status()["counts"]["total"] == 1
+    # Tasks without arguments are not packed to check, but an odd one still is: an empty set
+    # for args, an object for a description, among many plain tasks.
+    plain = [Task(f"p{i}", "x") for i in range(1000)]
+    for odd in (Task("empty set", "x", args=set()), Task("object", object())):  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match=f"task '{odd.id}' cannot be sent to a worker"):
+            admin.submit([*plain, odd])
+    assert admin.status()["counts"]["total"] == 1
 
     async def execute() -> None:
         await admin.execute(bad)

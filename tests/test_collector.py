@@ -1,14 +1,17 @@
-"""The admin's full garbage collections: Python never starts one on its own while an admin
-runs; the admin's tick does, when nothing is in flight or once a minute, and cyclic garbage is
-still freed. Python's setting is back when the last admin stops."""
+"""The admin's and the workers' garbage collections: Python never starts a full one on its
+own while an admin or a worker runs, and a young one only after many more objects; their tick
+does a full one when nothing is in flight or once a minute, once for the whole process, and
+cyclic garbage is still freed. Python's setting is back when the last one stops."""
 
+import asyncio
 import gc
 import weakref
 
 from conftest import run
 
-from ceylon_net import Admin, AdminSettings
-from ceylon_net.edge.collector import FullCollections
+from ceylon_net import Admin, AdminSettings, Worker, WorkerSettings
+from ceylon_net.dev.testing import free_port, wait_until
+from ceylon_net.edge.collector import YOUNG, FullCollections
 
 
 class Node:
@@ -29,7 +32,8 @@ def test_full_collections_are_left_to_the_admin_and_python_s_setting_comes_back(
     one, two = FullCollections(), FullCollections()
     one.install()
     two.install()
-    assert gc.get_threshold()[:2] == before[:2]
+    assert gc.get_threshold()[1] == before[1]
+    assert gc.get_threshold()[0] == max(before[0], YOUNG) > 700  # young ones: less often
     assert gc.get_threshold()[2] > 10**8  # never reached: no automatic full collection
     one.uninstall()
     assert gc.get_threshold()[2] > 10**8  # the other admin still runs
@@ -55,6 +59,26 @@ def test_the_tick_collects_once_a_quiet_spell_and_once_a_minute_while_busy():
     finally:
         c.uninstall()
     assert not c.tick(500.0, quiet=True)  # not installed: Python's own collections
+
+
+def test_many_programs_in_one_process_collect_once_for_a_quiet_spell():
+    """250 workers in one process (as bench/many_workers.py runs them) going quiet together:
+    one full collection, not 250; the next spell gets its own."""
+    programs = [FullCollections(every=60.0, gap=5.0) for _ in range(250)]
+    for p in programs:
+        p.install()
+    try:
+        programs[0].last = 0.0
+        for t in (1.0, 2.0):
+            assert not any(p.tick(t, quiet=False) for p in programs)
+        assert sum(p.tick(10.0, quiet=True) for p in programs) == 1
+        assert sum(p.tick(t, quiet=True) for t in (16.0, 30.0, 50.0) for p in programs) == 0
+        for p in programs:
+            p.tick(51.0, quiet=False)  # work again, then quiet again
+        assert sum(p.tick(t, quiet=True) for t in (52.0, 57.0) for p in programs) == 1
+    finally:
+        for p in programs:
+            p.uninstall()
 
 
 def test_cyclic_garbage_in_the_oldest_generation_is_freed_by_the_tick():
@@ -83,4 +107,22 @@ def test_an_admin_installs_it_while_it_runs():
             await admin.close()
 
     assert run(body())[2] > 10**8
+    assert gc.get_threshold() == before
+
+
+def test_a_worker_installs_it_while_it_runs():
+    """A worker holding many tasks ahead grows its heap as an admin does."""
+    before = gc.get_threshold()
+
+    async def body():
+        worker = Worker("w", settings=WorkerSettings(name="w", port=free_port()))
+        running = asyncio.create_task(worker.arun())  # nobody answers: it keeps trying
+        try:
+            await wait_until(lambda: gc.get_threshold()[2] > 10**8, 10, "the worker to start")
+            return gc.get_threshold()
+        finally:
+            await worker.stop()
+            await asyncio.wait_for(running, 10)
+
+    assert run(body())[0] == max(before[0], YOUNG)
     assert gc.get_threshold() == before

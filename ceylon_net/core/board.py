@@ -176,15 +176,17 @@ class TaskBoard:
     def _validate(self, tasks: list[Task]) -> None:
         """Duplicate ids, unknown dependencies and cycles are refused, naming the culprit."""
         refuse_duplicates([t.id for t in tasks], self.records, "task id")
+        dependent = [t for t in tasks if t.depends_on]
+        if not dependent:
+            return  # the usual batch: nothing more to look at
         new = {t.id for t in tasks}
-        for t in tasks:
+        for t in dependent:
             unknown = next((d for d in t.depends_on if d not in new and d not in self.records),
                            None)
             if unknown is not None:
                 raise ConfigError(f"task {t.id!r} depends on unknown task {unknown!r}")
-        if any(t.depends_on for t in tasks):
-            refuse_cycles({f"task {t.id!r}": [f"task {d!r}" for d in t.depends_on]
-                           for t in tasks})
+        refuse_cycles({f"task {t.id!r}": [f"task {d!r}" for d in t.depends_on]
+                       for t in dependent})
 
     def _is_open(self, gate: Gate) -> bool:
         if isinstance(gate, tuple) and gate[0] == "task" and gate[1] in self.records:

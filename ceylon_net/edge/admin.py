@@ -466,16 +466,24 @@ class Waiters:
         self._futures.clear()
 
 
+_PLAIN_IDS = (int, str)
+
+
 def check_sendable(tasks: Sequence[Task]) -> None:
     """Refuse, before anything is queued, a task no worker could be sent: its args hold
     something the wire cannot carry (a set, an open file). Submitted over the wire it could
     not; submitted here, it once stopped the admin's receive loop when it was assigned."""
+    # Only what could hold such a thing is packed to see: a task with arguments, or an id or
+    # description of another type than the usual (most tasks of a large batch have neither).
+    odd = [t for t in tasks if t.args or t.kwargs or type(t.args) is not list
+           or type(t.kwargs) is not dict or type(t.id) not in _PLAIN_IDS
+           or type(t.description) is not str]
     try:
-        wire.packb([(t.id, t.description, t.args, t.kwargs) for t in tasks])
+        wire.packb([(t.id, t.description, t.args, t.kwargs) for t in odd])
         return  # the usual case, checked in one call; else find which, with nested messages
     except LocalProtocolError:
         pass
-    for t in tasks:
+    for t in odd:
         try:
             wire.pack(t)
         except LocalProtocolError as exc:

@@ -203,6 +203,11 @@ class TaskRunner:
                 # new assignments in), so both sides work at once.
                 await asyncio.sleep(0)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or running here."""
+        return self._idle.is_set()
+
     def _check_idle(self) -> None:
         if not self.active and not self._queued:
             self._idle.set()

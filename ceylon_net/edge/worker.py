@@ -18,6 +18,7 @@ from ..settings import AdminSettings, WorkerSettings
 from ..wire import Ack, Cancel, Envelope, Hello, Kind, Limits, Reject, Welcome
 from . import handlers
 from .agent import AgentBase, guarded, supervised
+from .collector import FullCollections
 from .runner import TaskRunner
 from .transport import WorkerSockets, load_keys
 
@@ -75,13 +76,13 @@ class Worker(AgentBase):
         self._stop = asyncio.Event()
         self._end_reason: str | None = None
         self._failure: Crashed | None = None
-        self._admin_seen = 0.0
-        self._pub_beat = 0.0  # when the admin's last heartbeat came on PUB
+        self._admin_seen = self._pub_beat = 0.0  # admin last heard; its last beat on PUB
         self._after_hello: list[tuple[Any, int]] = []  # results the last HELLO had no room for
         self._inbox = BroadcastInbox()  # numbered broadcasts, delivered once and in order
         self._epoch: int | None = None  # the admin process the inbox counts for
         self._asked_upto = 0  # missed broadcasts up to here were asked for at once
         self._session: asyncio.Task | None = None
+        self._gc = FullCollections()
 
     @property
     def tasks_run(self) -> int:
@@ -118,6 +119,7 @@ class Worker(AgentBase):
         bus = supervised(self._broadcast_loop(), f"{self.name}'s broadcast loop", self._crashed)
         beat = supervised(self._heartbeat_loop(), f"{self.name}'s heartbeat loop", self._crashed)
         self.runner.start(self._crashed)
+        self._gc.install()
         self._session = asyncio.create_task(self._connected_session(), name=f"{s.name}-session")
         try:
             await self._session
@@ -125,7 +127,10 @@ class Worker(AgentBase):
             if not self._stop.is_set():
                 raise
         finally:
-            await self._shutdown(bus, beat)
+            try:
+                await self._shutdown(bus, beat)
+            finally:
+                self._gc.uninstall()
         if self._failure is not None:
             raise self._failure.again()
         return self._end_reason or "stopped"
@@ -440,6 +445,7 @@ class Worker(AgentBase):
         while True:
             # The admin's WELCOME sets the pace for both sides; until then, a second.
             await asyncio.sleep(self._welcome.heartbeat if self._welcome else 1.0)
+            self._gc.tick(time.monotonic(), self.runner.idle)
             if self._welcome is not None and self._sockets is not None:
                 if self.runner.starts:
                     self._flush()  # tasks that started since the last results
