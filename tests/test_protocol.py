@@ -930,3 +930,24 @@ def test_a_field_is_left_out_only_when_it_is_its_default_in_the_defaults_type():
     assert shape == {"name": "s", "points": [{"x": 0.0, "y": 1.0}], "tags": {"a": 1}}
     assert wire.to_wire(Shape("s", [], colour=Colour.BLUE, centre=Point(1, 2))) == {
         "name": "s", "points": [], "colour": Colour.BLUE.value, "centre": {"x": 1, "y": 2}}
+
+
+@pytest.mark.parametrize("raw, error", [
+    ({"1": 1}, r"expected \[task id, attempt\] pairs"),
+    ([[1, 1], [2]], r"expected \[task id, attempt\] pairs"),
+    ([[1, 1, 1]], r"expected \[task id, attempt\] pairs"),
+    ([(1, 1)], r"expected \[task id, attempt\] pairs"),
+    ([[True, 1]], "a task id must be an int or a string"),
+    ([[1.5, 1]], "a task id must be an int or a string"),
+    ([[None, 1]], "a task id must be an int or a string"),
+    ([[1, True]], "an attempt must be an int"),
+    ([["a", "1"]], "an attempt must be an int"),
+])
+def test_task_pairs_from_a_peer_are_refused_saying_what_is_wrong(raw, error):
+    with pytest.raises(RemoteProtocolError, match=f"ACK: {error}"):
+        wire.task_pairs(raw, "ACK")
+
+
+def test_task_pairs_from_a_peer_come_out_as_a_map():
+    assert wire.task_pairs([[1, 2], ["b", 1], [3, 0]], "ACK") == {1: 2, "b": 1, 3: 0}
+    assert wire.task_pairs([], "ACK") == {}

@@ -838,7 +838,7 @@ class TaskBoard:
         unassigned = [t for t in unassigned if keep is None or t in keep]
         skip = set(unassigned)
         cancelled = {r.task.id: r.reason or "" for r in self.records.values()
-                     if r.status == TaskStatus.CANCELLED and r.task.id not in skip
+                     if r.state is X and r.task.id not in skip
                      and (keep is None or r.task.id in keep)}
         dead = [t for t in self.dead if keep is None or t in keep]
         return RunReport(outcomes, unassigned, cancelled, dead=dead)

@@ -78,12 +78,13 @@ class Timer:
     after: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finished:
     """A task ended, whatever the reason: every waiter, report line, metric and event follows
     from this one command. ``result`` is its worker's answer (success or failure); a task that
     ended without one (cancelled, a dependency cancelled, lost too often, unassignable) has
-    ``result`` None and ``reason`` saying why."""
+    ``result`` None and ``reason`` saying why. (Not frozen as the other commands are: there
+    is one per task, and a frozen dataclass takes 0.56 µs to build here against 0.15.)"""
 
     task_id: TaskId
     status: TaskStatus

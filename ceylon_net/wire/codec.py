@@ -166,13 +166,19 @@ def task_pairs(raw: Any, what: str) -> dict[int | str, int]:
     """{task id: attempt} from [[task id, attempt], ...] as peers send them; a task id is an
     int or a string and an attempt an int, anything else is the peer's error."""
     out: dict[int | str, int] = {}
-    for pair in raw if isinstance(raw, list) else [None]:
+    # Exact types (what msgpack decodes to): a bool is not an int here. One test for the
+    # usual pair, the reasons only for a bad one (an ACK holds a pair per result).
+    for pair in raw if type(raw) is list else [None]:
+        if type(pair) is list and len(pair) == 2 and type(pair[0]) in _TASK_IDS \
+                and type(pair[1]) is int:
+            out[pair[0]] = pair[1]
+            continue
         if not (isinstance(pair, list) and len(pair) == 2):
             raise RemoteProtocolError(f"{what}: expected [task id, attempt] pairs")
-        task_id, attempt = pair
-        if isinstance(task_id, bool) or not isinstance(task_id, int | str):
+        if type(pair[0]) not in _TASK_IDS:
             raise RemoteProtocolError(f"{what}: a task id must be an int or a string")
-        if isinstance(attempt, bool) or not isinstance(attempt, int):
-            raise RemoteProtocolError(f"{what}: an attempt must be an int")
-        out[task_id] = attempt
+        raise RemoteProtocolError(f"{what}: an attempt must be an int")
     return out
+
+
+_TASK_IDS = (int, str)

@@ -158,7 +158,11 @@ def unpack(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) -> T:
 
 
 def pack_batch(objs: Sequence[Any]) -> bytes:
-    return packb([to_wire(o) for o in objs])
+    if not objs:
+        return packb([])
+    cls = type(objs[0])  # a batch is of one type: its encoder looked up once
+    encode = _ENCODERS.get(cls) or (_encoder(cls) if cls in _NAMES else to_wire)
+    return packb([encode(o) if type(o) is cls else to_wire(o) for o in objs])
 
 
 FRAME_SLACK = 1024  # bytes of a frame's limit kept free for what goes around a payload
@@ -184,7 +188,8 @@ def unpack_batch(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) 
     raw = unpackb(payload, limits)
     if not isinstance(raw, list):
         raise RemoteProtocolError(f"{cls.__name__} batch: expected an array")
-    return [from_wire(cls, item) for item in raw]
+    decode = _DECODERS.get(cls) or _decoder(cls)
+    return [decode(item) for item in raw]
 
 
 def dumps(obj: Any) -> bytes:
@@ -225,12 +230,40 @@ _DECODERS: dict[type, Callable[[Any], Any]] = {}
 _MISSING = object()
 
 
+_BUILDING: set[tuple[str, type]] = set()  # codecs being generated now
+
+
+def _nested(cls: type, what: str) -> dict[str, type]:
+    """Fields declared as another registered message (a TaskAssignment's task): their
+    compiled codec (``what``: encoder or decoder) is called directly, without looking it up
+    for every value. A type that holds itself, or one being built (types that hold each
+    other), is left to the lookup."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+            if hints.get(f.name) in _NAMES and hints[f.name] is not cls
+            and (what, hints[f.name]) not in _BUILDING}
+
+
+def _building(what: str, cls: type, build: Callable[[], Any]) -> Any:
+    _BUILDING.add((what, cls))
+    try:
+        return build()
+    finally:
+        _BUILDING.discard((what, cls))
+
+
 def _encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
     env: dict[str, Any] = {"_PLAIN": _PLAIN, "to_wire": to_wire}
     lines = ["def encode(obj):", "    out = {}"]
+    nested = _building("encoder", cls, lambda: {
+        name: (tp, _ENCODERS.get(tp) or _encoder(tp)) for name, tp in
+        _nested(cls, "encoder").items()})
     for i, (name, default) in enumerate(_DEFAULTS.get(cls) or _fields_and_defaults(cls)):
         lines.append(f"    v = obj.{name}")
         put = f"out[{name!r}] = v if type(v) in _PLAIN else to_wire(v)"
+        if name in nested:
+            env[f"t{i}"], env[f"e{i}"] = nested[name]
+            put = f"out[{name!r}] = e{i}(v) if type(v) is t{i} else to_wire(v)"
         if default is _NO_DEFAULT:
             lines.append(f"    {put}")
             continue
@@ -292,10 +325,13 @@ def _decoder(cls: type) -> Callable[[Any], Any]:
              "{type(data).__name__}')",
              "    get = data.get"] + ([] if positional else ["    kwargs = {}"])
     names = []
+    nested = _building("decoder", cls, lambda: {
+        name: _DECODERS.get(tp) or _decoder(tp) for name, tp in
+        _nested(cls, "decoder").items() if not fields[name].metadata.get("max_items")})
     for i, (name, convert, required) in enumerate(_SCHEMAS.get(cls) or _compile(cls)):
-        env[f"c{i}"] = convert
-        fast = None if fields[name].metadata.get("max_items") else \
-            _fast_check(hints.get(name, Any), f"v{i}")
+        env[f"c{i}"] = nested.get(name, convert)
+        fast = _DIRECT if name in nested else None if fields[name].metadata.get("max_items") \
+            else _fast_check(hints.get(name, Any), f"v{i}")
         lines += _field_lines(i, fields[name], fast, required, positional, label, env)
         names.append(f"v{i}")
     call = f"cls({', '.join(names)})" if positional else "cls(**kwargs)"
@@ -308,6 +344,11 @@ def _decoder(cls: type) -> Callable[[Any], Any]:
     return env["decode"]
 
 
+# A nested message's own decoder, called as it is: it raises RemoteProtocolError itself, with
+# its own type's name, as the lookup through _convert did.
+_DIRECT = "direct"
+
+
 def _field_lines(i: int, field: dataclasses.Field, fast: str | None, required: bool,
                  positional: bool, label: str, env: dict[str, Any]) -> list[str]:
     """The decoder's lines for field ``i``: into ``v{i}``, converted if it needs it; missing,
@@ -315,6 +356,7 @@ def _field_lines(i: int, field: dataclasses.Field, fast: str | None, required: b
     name = field.name
     where = label + "." + name
     present = [] if fast == "True" else \
+        [f"v{i} = c{i}(v{i})"] if fast is _DIRECT else \
         [f"v{i} = _convert(c{i}, v{i}, {where!r})"] if fast is None else \
         [f"if not ({fast}):", f"    v{i} = _convert(c{i}, v{i}, {where!r})"]
     if not positional:
