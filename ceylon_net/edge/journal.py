@@ -25,7 +25,7 @@ import msgpack
 from loguru import logger
 
 from .. import wire
-from ..core.board import TaskBoard
+from ..core.board import STATUS_OF, TaskBoard
 from ..core.groups import TaskGroup, TaskManager
 from ..core.restore import JournaledTask, missing_groups
 from ..core.tasks import Task, TaskId, TaskResult, TaskStatus
@@ -47,6 +47,8 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 {_LOG_TABLE}
 CREATE TABLE groups (id TEXT PRIMARY KEY, idx INTEGER NOT NULL, spec BLOB NOT NULL);
 """
+# A status as written: an enum's .value is a descriptor call, and there are two per task.
+_VALUE = {s: s.value for s in TaskStatus}
 CHUNK_BYTES = 4 << 20  # a log row holds at most this much (a huge round takes several)
 PUT, SET = "put", "set"
 
@@ -133,8 +135,8 @@ class Journal:
     def update(self, rows: Iterable[tuple[TaskId, TaskStatus, int, str | None,
                                           TaskResult | None, str | None]]) -> None:
         """Tasks' new states."""
-        to_wire = wire.to_wire
-        self._append(SET, [[tid, st.value, att, worker, None if res is None else to_wire(res),
+        to_wire, value = wire.to_wire, _VALUE
+        self._append(SET, [[tid, value[st], att, worker, None if res is None else to_wire(res),
                             reason] for tid, st, att, worker, res, reason in rows])
 
     def _append(self, kind: str, rows: list[list[Any]]) -> None:
@@ -223,9 +225,8 @@ def record_added(journal: Journal, board: TaskBoard, manager: TaskManager,
     group_of = {t.task_id: g.id for g in groups for t in g.subtasks}
     journal.add_tasks((t, group_of.get(t.id)) for t in tasks)
     # Just added as pending (or cancelled by a failed dependency: that change stays).
-    for t in tasks:
-        if board.records[t.id].status == TaskStatus.PENDING:
-            board.dirty.discard(t.id)
+    records, status, pending = board.records, STATUS_OF, TaskStatus.PENDING
+    board.dirty.difference_update(t.id for t in tasks if status[records[t.id].state] is pending)
     order = list(manager.task_groups)
     for g in groups:
         journal.add_group(order.index(g.id), g.id, manager.spec(g))
@@ -263,8 +264,8 @@ def record_changes(journal: Journal, board: TaskBoard) -> None:
     """What changed on the board since last time, in one transaction."""
     if not board.dirty:
         return
-    records = board.records
-    journal.update((tid, r.status, r.attempt, r.worker, r.result, r.reason)
+    records, status = board.records, STATUS_OF
+    journal.update((tid, status[r.state], r.attempt, r.worker, r.result, r.reason)
                    for tid in board.dirty for r in (records[tid],))
     board.dirty.clear()
     journal.commit()
