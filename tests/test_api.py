@@ -1,6 +1,7 @@
 """The Python API the tutorials use, in one process over real loopback sockets."""
 
 import asyncio
+import re
 
 from conftest import run
 
@@ -131,13 +132,18 @@ def test_a_task_no_worker_could_be_sent_is_refused_at_submission_and_nothing_is_
     assert admin.status()["counts"]["total"] == 0  # all or nothing
     admin.submit([Task("good", "x", args=[Task("nested", "messages travel")])])
     assert admin.status()["counts"]["total"] == 1
-    # Tasks without arguments are not packed to check, but an odd one still is: an empty set
-    # for args, an object for a description, among many plain tasks.
+    # Tasks without arguments are not packed to check, but an odd one still is, among many
+    # plain tasks: an empty set for args, an object for a description, and values of plain
+    # types that msgpack cannot carry (an int out of its range, a lone surrogate).
     plain = [Task(f"p{i}", "x") for i in range(1000)]
-    for odd in (Task("empty set", "x", args=set()), Task("object", object())):  # type: ignore[arg-type]
-        with pytest.raises(ConfigError, match=f"task '{odd.id}' cannot be sent to a worker"):
+    for odd in (Task("empty set", "x", args=set()), Task("object", object()),  # type: ignore[arg-type]
+                Task(2**64, "x"), Task(-(2**63) - 1, "x"), Task("\ud800", "x"),
+                Task("surrogate", "bad \udcff name")):
+        with pytest.raises(ConfigError, match=f"task {re.escape(repr(odd.id))} cannot be sent "
+                                              f"to a worker"):
             admin.submit([*plain, odd])
-    assert admin.status()["counts"]["total"] == 1
+    admin.submit([Task("ünïcode", "déscription")])  # not ASCII, but fine: packed, and taken
+    assert admin.status()["counts"]["total"] == 2
 
     async def execute() -> None:
         await admin.execute(bad)

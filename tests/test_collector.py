@@ -62,23 +62,60 @@ def test_the_tick_collects_once_a_quiet_spell_and_once_a_minute_while_busy():
 
 
 def test_many_programs_in_one_process_collect_once_for_a_quiet_spell():
-    """250 workers in one process (as bench/many_workers.py runs them) going quiet together:
-    one full collection, not 250; the next spell gets its own."""
+    """250 workers in one process (as bench/many_workers.py runs them), their ticks spread
+    over each second, going quiet together: one full collection, not one each; the next
+    spell gets its own."""
     programs = [FullCollections(every=60.0, gap=5.0) for _ in range(250)]
     for p in programs:
         p.install()
+
+    def second(start: float, quiet: bool) -> int:
+        return sum(p.tick(start + i / 250, quiet) for i, p in enumerate(programs))
+
     try:
         programs[0].last = 0.0
-        for t in (1.0, 2.0):
-            assert not any(p.tick(t, quiet=False) for p in programs)
-        assert sum(p.tick(10.0, quiet=True) for p in programs) == 1
-        assert sum(p.tick(t, quiet=True) for t in (16.0, 30.0, 50.0) for p in programs) == 0
-        for p in programs:
-            p.tick(51.0, quiet=False)  # work again, then quiet again
-        assert sum(p.tick(t, quiet=True) for t in (52.0, 57.0) for p in programs) == 1
+        assert second(1.0, quiet=False) == 0
+        assert [second(t, quiet=True) for t in range(10, 40)] == [1] + [0] * 29
+        assert second(41.0, quiet=False) == 0  # work again, then quiet again
+        assert sum(second(t, quiet=True) for t in range(42, 80)) == 1
     finally:
         for p in programs:
             p.uninstall()
+
+
+def test_a_quiet_worker_does_not_collect_while_the_admin_beside_it_is_busy():
+    """An admin and its workers in one process (arun_admin): a collection covers the whole
+    process, so one idle worker is not a quiet spell; the admin busy, only the minute's."""
+    admin, worker = FullCollections(every=60.0, gap=5.0), FullCollections(every=60.0, gap=5.0)
+    admin.install()
+    worker.install()
+    try:
+        admin.last = 0.0
+        collected = []
+        for tenth in range(1, 1300):  # 130 s: the admin ticks every 0.1 s, the worker each 1 s
+            now = tenth / 10
+            if admin.tick(now, quiet=False):
+                collected.append(now)
+            if tenth % 10 == 0 and worker.tick(now, quiet=tenth % 20 == 0):
+                collected.append(now)
+        assert collected == [60.0, 120.0]
+        assert [admin.tick(t, quiet=True) for t in (131.0, 136.0)] == [False, False]  # worker busy
+        assert worker.tick(137.0, quiet=True)  # now the whole process is quiet
+    finally:
+        worker.uninstall()
+        admin.uninstall()
+
+
+def test_a_process_that_turned_automatic_collection_off_keeps_it_off():
+    before = gc.get_threshold()
+    gc.set_threshold(0, before[1], before[2])
+    c = FullCollections()
+    try:
+        c.install()
+        assert gc.get_threshold()[0] == 0
+    finally:
+        c.uninstall()
+        gc.set_threshold(*before)
 
 
 def test_cyclic_garbage_in_the_oldest_generation_is_freed_by_the_tick():

@@ -466,7 +466,12 @@ class Waiters:
         self._futures.clear()
 
 
-_PLAIN_IDS = (int, str)
+def _plain(v: Any) -> bool:
+    """Sendable at a glance: an int msgpack carries, or an ASCII string (one with a lone
+    surrogate, say from os.fsdecode, cannot be encoded; isascii() is O(1)). Anything else is
+    packed to see."""
+    t = type(v)
+    return (t is str and v.isascii()) or (t is int and -(2**63) <= v < 2**64)
 
 
 def check_sendable(tasks: Sequence[Task]) -> None:
@@ -474,10 +479,9 @@ def check_sendable(tasks: Sequence[Task]) -> None:
     something the wire cannot carry (a set, an open file). Submitted over the wire it could
     not; submitted here, it once stopped the admin's receive loop when it was assigned."""
     # Only what could hold such a thing is packed to see: a task with arguments, or an id or
-    # description of another type than the usual (most tasks of a large batch have neither).
+    # description that is not plainly sendable (most tasks of a large batch have neither).
     odd = [t for t in tasks if t.args or t.kwargs or type(t.args) is not list
-           or type(t.kwargs) is not dict or type(t.id) not in _PLAIN_IDS
-           or type(t.description) is not str]
+           or type(t.kwargs) is not dict or not _plain(t.id) or not _plain(t.description)]
     try:
         wire.packb([(t.id, t.description, t.args, t.kwargs) for t in odd])
         return  # the usual case, checked in one call; else find which, with nested messages

@@ -173,11 +173,11 @@ def task_pairs(raw: Any, what: str) -> dict[int | str, int]:
                 and type(pair[1]) is int:
             out[pair[0]] = pair[1]
             continue
-        if not (isinstance(pair, list) and len(pair) == 2):
+        if not (type(pair) is list and len(pair) == 2):
             raise RemoteProtocolError(f"{what}: expected [task id, attempt] pairs")
         if type(pair[0]) not in _TASK_IDS:
             raise RemoteProtocolError(f"{what}: a task id must be an int or a string")
-        raise RemoteProtocolError(f"{what}: an attempt must be an int")
+        raise RemoteProtocolError(f"{what}: an attempt must be an int")  # all that is left
     return out
 
 

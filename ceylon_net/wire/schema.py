@@ -158,6 +158,8 @@ def unpack(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) -> T:
 
 
 def pack_batch(objs: Sequence[Any]) -> bytes:
+    if not isinstance(objs, list | tuple):
+        objs = list(objs)  # any iterable, as before
     if not objs:
         return packb([])
     cls = type(objs[0])  # a batch is of one type: its encoder looked up once
@@ -188,6 +190,8 @@ def unpack_batch(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) 
     raw = unpackb(payload, limits)
     if not isinstance(raw, list):
         raise RemoteProtocolError(f"{cls.__name__} batch: expected an array")
+    if not raw:
+        return []
     decode = _DECODERS.get(cls) or _decoder(cls)
     return [decode(item) for item in raw]
 
@@ -238,10 +242,25 @@ def _nested(cls: type, what: str) -> dict[str, type]:
     compiled codec (``what``: encoder or decoder) is called directly, without looking it up
     for every value. A type that holds itself, or one being built (types that hold each
     other), is left to the lookup."""
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation that does not resolve here (NameError, ...)
+        return {}  # encoding never needed them: every field by the lookup, as before
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)
             if hints.get(f.name) in _NAMES and hints[f.name] is not cls
             and (what, hints[f.name]) not in _BUILDING}
+
+
+def _codecs_of(cls: type, what: str, build: Callable[[type], Any]) -> dict[str, Any]:
+    """{field: the nested type's compiled ``what``} for :func:`_nested`'s fields whose codec
+    can be built; one that cannot (its own annotations do not resolve) keeps the lookup."""
+    out = {}
+    for name, tp in _building(what, cls, lambda: _nested(cls, what)).items():
+        try:
+            out[name] = _building(what, cls, lambda tp=tp: build(tp))
+        except Exception:  # the lookup raises it when such a value comes
+            continue
+    return out
 
 
 def _building(what: str, cls: type, build: Callable[[], Any]) -> Any:
@@ -255,9 +274,7 @@ def _building(what: str, cls: type, build: Callable[[], Any]) -> Any:
 def _encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
     env: dict[str, Any] = {"_PLAIN": _PLAIN, "to_wire": to_wire}
     lines = ["def encode(obj):", "    out = {}"]
-    nested = _building("encoder", cls, lambda: {
-        name: (tp, _ENCODERS.get(tp) or _encoder(tp)) for name, tp in
-        _nested(cls, "encoder").items()})
+    nested = _codecs_of(cls, "encoder", lambda tp: (tp, _ENCODERS.get(tp) or _encoder(tp)))
     for i, (name, default) in enumerate(_DEFAULTS.get(cls) or _fields_and_defaults(cls)):
         lines.append(f"    v = obj.{name}")
         put = f"out[{name!r}] = v if type(v) in _PLAIN else to_wire(v)"
@@ -325,9 +342,9 @@ def _decoder(cls: type) -> Callable[[Any], Any]:
              "{type(data).__name__}')",
              "    get = data.get"] + ([] if positional else ["    kwargs = {}"])
     names = []
-    nested = _building("decoder", cls, lambda: {
-        name: _DECODERS.get(tp) or _decoder(tp) for name, tp in
-        _nested(cls, "decoder").items() if not fields[name].metadata.get("max_items")})
+    nested = {name: dec for name, dec in
+              _codecs_of(cls, "decoder", lambda tp: _DECODERS.get(tp) or _decoder(tp)).items()
+              if not fields[name].metadata.get("max_items")}
     for i, (name, convert, required) in enumerate(_SCHEMAS.get(cls) or _compile(cls)):
         env[f"c{i}"] = nested.get(name, convert)
         fast = _DIRECT if name in nested else None if fields[name].metadata.get("max_items") \
