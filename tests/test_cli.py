@@ -76,6 +76,19 @@ def test_bad_option_values_exit_2_with_the_option_named():
     assert "--skill must be 0-10, got 11" in proc.stderr
 
 
+def test_parsing_the_options_loads_no_validation_framework():
+    # typer 0.29 builds a pydantic validator for every option: 8 MiB more in every admin and
+    # worker process and 50 ms more to start each. typer is pinned below it (pyproject.toml);
+    # this fails if a newer pin brings that back.
+    proc = subprocess.run([*cli("ceylon-worker"), "--name", "x", "--skill", "11",
+                           "--concurrency", "2", "--time-scale", "0.5"],
+                          capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert proc.returncode == 2 and "--skill must be 0-10" in proc.stderr
+    assert "| typer" in proc.stderr  # the import list is there
+    assert "pydantic" not in proc.stderr
+
+
 def test_sigterm_on_a_serving_admin_ends_the_workers_cleanly(tmp_path):
     import signal
 
