@@ -22,6 +22,7 @@ from harness import STARTED, Results, Sizes, kill_group, port_free, tail
 CEILING_PORT = 7461  # fixed in bench_zmq_ceiling.py
 REDIS_PORT = 6390  # fixed in celery_app.py
 ANCHOR_TIMEOUT = 900.0  # seconds for one anchor script
+ECHO = Path(__file__).resolve().parent / "echo.py"
 
 
 @dataclass
@@ -128,6 +129,16 @@ async def run_ceiling(sz: Sizes, a: Anchors, res: Results, run: int, tag: str,
                 f"{' '.join(argv)}: round trip, µs")
         print(f"{tag} ceiling {' '.join(argv)}: {1e6 / tps:,.0f} µs per round trip",
               flush=True)
+        # Our worker is an asyncio program, the ceiling's is not: the same round trip with
+        # asyncio on both sides and nothing else is the floor under W2.
+        count = str(max(sz.ceiling_rtt // 5, 600))
+        what = f"bench/echo.py --count {count} --runs 1"
+        text = await run_script([sys.executable, str(ECHO), "--count", count, "--runs", "1"],
+                                ECHO.parent, what)
+        echo = _field(text, "rtt_p50_us", what)
+        res.put("echo.rtt", run, echo, section,
+                "floor: bench/echo.py, asyncio on both sides: round trip p50, µs")
+        print(f"{tag} bare zmq.asyncio echo: {echo:,.0f} µs per round trip", flush=True)
 
 
 async def _run_peer(a: Anchors, res: Results, run: int, tag: str, script: str, key: str,

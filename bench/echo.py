@@ -88,7 +88,7 @@ def main() -> None:
     sends = [s * 1e6 for _, s in runs]
     print(f"bare zmq.asyncio echo: round trip p50 {statistics.median(rtts):.0f} µs (runs: "
           f"{', '.join(f'{x:.0f}' for x in rtts)}); the worker's send p50 "
-          f"{statistics.median(sends):.1f} µs")
+          f"{statistics.median(sends):.1f} µs; rtt_p50_us={statistics.median(rtts):.1f}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ def add_ratios(sz: Sizes, res: Results) -> None:
                   f"W1 / {name} ({name} at N={sz.peer_tasks:,})")
     res.ratio("r.w2_ceiling", "w2.p50", "ceiling.rtt", sec,
               "W2 p50 / ceiling round trip (lower is better)")
+    res.ratio("r.echo_ceiling", "echo.rtt", "ceiling.rtt", sec,
+              "floor under W2 (bare asyncio echo) / ceiling round trip")
     for peer, name in (("dask", "Dask"), ("celery", "Celery"), ("ray", "Ray")):
         res.ratio(f"r.w2_{peer}", "w2.p50", f"{peer}.p50", sec,
                   f"W2 p50 / {name} p50 (lower is better)")
