@@ -128,31 +128,31 @@ async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskG
                      ) -> RunReport | None:
     admin = Admin(settings=settings)
     await admin.start()
-    on_signals(admin.stop)
-    try:
-        if work is None:
-            await admin.serve()
-            return None
-        if admin.resumed:
-            logger.info("the journal holds this run: --tasks file not read again")
-            run = asyncio.create_task(_wait_report(admin))
-        else:
-            run = asyncio.create_task(admin.run_tasks(*work))
-        stop = asyncio.create_task(admin.serve())
-        async with ProgressView.for_terminal(admin):
-            await asyncio.wait([run, stop], return_when=asyncio.FIRST_COMPLETED)
-        if admin.failure is not None:
-            run.cancel()
-            await asyncio.gather(run, stop, return_exceptions=True)
-            raise admin.failure.again()
-        stop.cancel()
-        if not run.done():
-            run.cancel()
-            logger.warning("interrupted before the run finished")
-            return None
-        return run.result()
-    finally:
-        await admin.close("run over" if work is not None else "admin stopped")
+    async with on_signals(admin.stop):
+        try:
+            if work is None:
+                await admin.serve()
+                return None
+            if admin.resumed:
+                logger.info("the journal holds this run: --tasks file not read again")
+                run = asyncio.create_task(_wait_report(admin))
+            else:
+                run = asyncio.create_task(admin.run_tasks(*work))
+            stop = asyncio.create_task(admin.serve())
+            async with ProgressView.for_terminal(admin):
+                await asyncio.wait([run, stop], return_when=asyncio.FIRST_COMPLETED)
+            if admin.failure is not None:
+                run.cancel()
+                await asyncio.gather(run, stop, return_exceptions=True)
+                raise admin.failure.again()
+            stop.cancel()
+            if not run.done():
+                run.cancel()
+                logger.warning("interrupted before the run finished")
+                return None
+            return run.result()
+        finally:
+            await admin.close("run over" if work is not None else "admin stopped")
 
 
 async def _wait_report(admin: Admin) -> RunReport:

@@ -5,9 +5,11 @@ where a client talks to. Every option can also come from a ``CEYLON_*`` environm
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -48,6 +50,9 @@ def app() -> typer.Typer:
 
 
 def configure_logging(level: str, as_json: bool) -> None:
+    """Our log lines on stderr, at ``level``, as text or one JSON object a line; what Python
+    itself or a library logs with the standard ``logging`` module (asyncio's warnings, say)
+    goes the same way, so ``--log-json`` output stays JSON."""
     logger.remove()
     try:
         # A function sink looks sys.stderr up on every line, so a live progress display that
@@ -57,6 +62,21 @@ def configure_logging(level: str, as_json: bool) -> None:
     except ValueError:
         logger.add(sys.stderr, level="INFO")
         fail(EXIT_CONFIG, f"unknown --log-level {level!r}")
+    logging.basicConfig(handlers=[_ToLoguru()], level=logger.level(level.upper()).no,
+                        force=True)
+    logging.captureWarnings(True)
+
+
+class _ToLoguru(logging.Handler):
+    """A standard-library log record, passed on to loguru at its own level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(exception=record.exc_info).log(level, "{}: {}", record.name,
+                                                  record.getMessage())
 
 
 def fail(code: int, message: str) -> NoReturn:
@@ -68,11 +88,36 @@ def path_str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-def on_signals(callback: Callable[[], Awaitable[Any]]) -> None:
-    """SIGINT and SIGTERM run ``callback`` on the event loop."""
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.asynccontextmanager
+async def on_signals(callback: Callable[[], Awaitable[Any]]) -> AsyncIterator[None]:
+    """While the block runs, SIGINT and SIGTERM run ``callback`` on the event loop. When it
+    ends, a callback still running is cancelled and awaited (none is left pending when the
+    loop closes), and a signal that arrives as the program winds down is ignored: it is
+    stopping already."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(callback()))
+    running: set[asyncio.Task[Any]] = set()
+
+    def run_callback() -> None:
+        task = loop.create_task(callback())
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    def stopping_already() -> None:
+        logger.debug("a signal while stopping: ignored")
+
+    for sig in SIGNALS:
+        loop.add_signal_handler(sig, run_callback)
+    try:
+        yield
+    finally:
+        for sig in SIGNALS:
+            loop.add_signal_handler(sig, stopping_already)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
 
 def client(admin_peer: str, port: int, workspace: str, token: str | None,

@@ -85,8 +85,8 @@ def worker(
 async def _run_worker(settings: WorkerSettings, drain_timeout: float) -> str:
     w = Worker(settings.name, settings=settings)
     # First signal: finish running tasks, report, leave. A second one: leave now.
-    on_signals(lambda: w.drain(drain_timeout))
-    reason = await w.arun()
+    async with on_signals(lambda: w.drain(drain_timeout)):
+        reason = await w.arun()
     logger.info("{}: ran {} task(s), at most {} at once (--concurrency {})", w.name,
                 w.tasks_run, w.runner.peak, settings.capacity)
     return reason

@@ -1,0 +1,86 @@
+"""The command-line programs' signals and log lines at the end of a run: a SIGTERM that lands
+while a program is already stopping (the admin ended the run; compose or a test harness stops
+everything at once) leaves nothing pending, and with --log-json every line on stderr is JSON,
+also what Python's own ``logging`` says (asyncio's warnings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+SIGNAL_AT_THE_END = textwrap.dedent("""
+    import asyncio, os, signal
+    from loguru import logger
+    from ceylon_net.cli.common import configure_logging, on_signals
+    from ceylon_net.edge import loop
+
+    configure_logging("DEBUG", True)
+    seen = []
+    logger.add(lambda m: seen.append(m.record["message"]), level="DEBUG")
+    calls = []
+
+    async def on_signal():
+        calls.append(1)
+        await asyncio.Event().wait()  # still running when the program ends
+
+    async def until(done):
+        for _ in range(1000):
+            if done():
+                return True
+            await asyncio.sleep(0)
+        return False
+
+    async def main():
+        async with on_signals(on_signal):
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert await until(lambda: calls), "the signal never ran its callback"
+        os.kill(os.getpid(), signal.SIGTERM)  # as the program winds down
+        ignored = await until(lambda: any("while stopping" in m for m in seen))
+        return f"callbacks={len(calls)} late_signal_ignored={ignored}"
+
+    print(loop.run(main()))
+""")
+
+STDLIB_LOGGING = textwrap.dedent("""
+    import logging, warnings
+    from ceylon_net.cli.common import configure_logging
+
+    configure_logging("INFO", True)
+    logging.getLogger("asyncio").error("Task was destroyed but it is pending!")
+    logging.getLogger("somelib").debug("below the level: not shown")
+    warnings.warn("an old API")
+""")
+
+
+def _python(script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+
+
+def _json_lines(stderr: str) -> list[dict]:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        assert line.startswith("{"), f"not JSON: {line!r}\n{stderr}"
+    return [json.loads(line) for line in lines]
+
+
+def test_a_signal_while_stopping_leaves_nothing_pending():
+    proc = _python(SIGNAL_AT_THE_END)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "callbacks=1 late_signal_ignored=True"
+    # The callback still running at the end was cancelled and awaited, not left for the
+    # closing loop to destroy ("Task was destroyed but it is pending!").
+    assert "destroyed" not in proc.stderr
+    _json_lines(proc.stderr)
+
+
+def test_python_logging_goes_out_as_json_lines():
+    proc = _python(STDLIB_LOGGING)
+    assert proc.returncode == 0, proc.stderr
+    records = [r["record"] for r in _json_lines(proc.stderr)]
+    texts = [(r["level"]["name"], r["message"]) for r in records]
+    assert ("ERROR", "asyncio: Task was destroyed but it is pending!") in texts
+    assert not any("below the level" in m for _, m in texts)
+    assert any(level == "WARNING" and "an old API" in m for level, m in texts), texts
