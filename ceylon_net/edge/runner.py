@@ -46,8 +46,10 @@ class TaskRunner:
         self._on_result = on_result
         self._queued: dict[TaskId, TaskAssignment] = {}
         self._runner_of: dict[TaskId, asyncio.Task] = {}
-        self._cancel_reasons: dict[TaskId, str] = {}
+        self._cancel_reasons: dict[TaskId, str] = {}  # running tasks asked to stop: why
         self._newest: dict[TaskId, int] = {}  # attempt a running task now answers for
+        # Given to us again while its run here was being stopped: runs once that one ended.
+        self._after: dict[TaskId, TaskAssignment] = {}
         self._runners: list[asyncio.Task] = []
         self._idle = asyncio.Event()
         self._idle.set()
@@ -65,6 +67,15 @@ class TaskRunner:
     # ---- what the admin says
     def accept(self, a: TaskAssignment) -> None:
         tid = a.task.id
+        if tid in self._cancel_reasons:
+            # Its run here is being stopped (the admin cancelled the copy we held, as when we
+            # came back from a partition or it is another admin process, and gave the task
+            # to us again): a run of its own once that one has ended.
+            waiting = self._after.get(tid)
+            if waiting is None or waiting.attempt < a.attempt:
+                self._after[tid] = a
+                self._idle.clear()
+            return
         held = self.active.get(tid) or self._queued.get(tid)
         if (held is not None and held.attempt >= a.attempt) or (tid, a.attempt) in self.unacked:
             return  # a duplicate (or older) delivery of something we already hold
@@ -81,28 +92,39 @@ class TaskRunner:
         """Stop a task (queued or running); it is reported as a cancelled result."""
         queued = self._queued.get(task_id)
         if queued is not None and queued.attempt == attempt:
-            del self._queued[task_id]  # its runner skips it and reports it cancelled
-            self._cancel_reasons[task_id] = reason
-            self._report(TaskResult(task_id, self.name, False, 0.0, f"cancelled: {reason}",
-                                    attempt, cancelled=True))
+            del self._queued[task_id]  # its runner skips it
+        elif (after := self._after.get(task_id)) is not None and after.attempt == attempt:
+            del self._after[task_id]
+        else:
+            if self._runs(task_id, attempt) and task_id not in self._cancel_reasons:
+                # (asked twice, it is cancelled once: a second cancel() of the runner would
+                # read as the runner itself being stopped)
+                self._cancel_reasons[task_id] = reason
+                self._runner_of[task_id].cancel()  # its runner reports it and goes on
             return
+        self._report(TaskResult(task_id, self.name, False, 0.0, f"cancelled: {reason}",
+                                attempt, cancelled=True))
+        self._check_idle()
+
+    def _runs(self, task_id: TaskId, attempt: int) -> bool:
+        """Is this attempt running here (its own run, or one it was given again during)?"""
         running = self.active.get(task_id)
-        if running is not None and running.attempt == attempt:
-            self._cancel_reasons[task_id] = reason
-            self._runner_of[task_id].cancel()  # its runner reports it and goes on
+        return running is not None \
+            and running.attempt <= attempt <= self._newest.get(task_id, running.attempt)
 
     def release(self, task_id: TaskId, attempt: int) -> bool:
         """Give a task back if it is still queued (another worker will run it); a task that
         started runs on. True when given back."""
         queued = self._queued.get(task_id)
-        if queued is None or queued.attempt != attempt:
-            running = self.active.get(task_id)
-            if running is not None and running.attempt == attempt \
-                    and (task_id, attempt) not in self.starts:
+        if queued is not None and queued.attempt == attempt:
+            del self._queued[task_id]  # its runner skips it
+        elif (after := self._after.get(task_id)) is not None and after.attempt == attempt:
+            del self._after[task_id]
+        else:
+            if self._runs(task_id, attempt) and (task_id, attempt) not in self.starts:
                 self.starts.append((task_id, attempt))  # too late: say it started, now
                 self._on_result()
             return False
-        del self._queued[task_id]  # its runner skips it
         self.released.append((task_id, attempt))
         self._check_idle()
         self._on_result()
@@ -143,7 +165,9 @@ class TaskRunner:
     def holding(self) -> list[list[Any]]:
         """[task id, attempt] of every task queued or running here."""
         return [[a.task.id, self._newest.get(a.task.id, a.attempt)]
-                for a in [*self._queued.values(), *self.active.values()]]
+                for a in [*self._queued.values(), *self.active.values()]
+                if a.task.id not in self._after] \
+            + [[t, a.attempt] for t, a in self._after.items()]
 
     def accounted(self) -> list[list[Any]]:
         """What a heartbeat tells the admin: held tasks and unacknowledged results."""
@@ -170,9 +194,8 @@ class TaskRunner:
             a = await self.queue.get()
             tid = a.task.id
             if self._queued.get(tid) is not a:
-                self._cancel_reasons.pop(tid, None)
                 self._check_idle()
-                continue  # cancelled while queued
+                continue  # cancelled or given back while queued
             del self._queued[tid]
             self.active[tid] = a
             self.peak = max(self.peak, len(self.active))
@@ -192,6 +215,15 @@ class TaskRunner:
                                     a.attempt, cancelled=True)
             finally:
                 del self.active[tid], self._runner_of[tid]
+                self._cancel_reasons.pop(tid, None)  # a cancel that came as it finished
+            again = self._after.pop(tid, None)
+            if again is not None:
+                # Given to us again while this run was stopped: that assignment runs now, and
+                # this run's answer, which would be taken for the new one's, is not sent.
+                self._newest.pop(tid, None)
+                self._queued[tid] = again
+                self.queue.put_nowait(again)
+                continue
             result.attempt = max(result.attempt, self._newest.pop(tid, 0))
             self.runs += 1
             self._report(result)
@@ -209,7 +241,7 @@ class TaskRunner:
         return self._idle.is_set()
 
     def _check_idle(self) -> None:
-        if not self.active and not self._queued:
+        if not self.active and not self._queued and not self._after:
             self._idle.set()
 
     async def _execute(self, a: TaskAssignment) -> TaskResult:

@@ -1,0 +1,182 @@
+"""A worker's TaskRunner against what the admin says, message by message: cancels asked twice,
+attempts given again while a run goes on, and the admin cancelling the copy a worker held
+while it gives it the task again (a worker back from a partition; a new admin process that
+reuses the task ids). Driven with a real runner; the admin's side is the pure AdminState
+(tests/kit.py), with no sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from conftest import run
+from kit import Sim, noop
+
+from ceylon_net.core import commands as c
+from ceylon_net.core.board import TaskState
+from ceylon_net.core.tasks import Task, TaskAssignment, TaskResult
+from ceylon_net.dev.testing import wait_until
+from ceylon_net.edge.runner import TaskRunner
+from ceylon_net.wire import Kind
+
+
+class Gated:
+    """A run_task whose tasks wait until released (``open``), recording each start."""
+
+    def __init__(self) -> None:
+        self.gates: dict[Any, asyncio.Event] = {}
+        self.started: list[Any] = []
+
+    async def __call__(self, task: Task) -> TaskResult:
+        self.started.append(task.id)
+        await self.gates.setdefault(task.id, asyncio.Event()).wait()
+        return TaskResult(task.id, "w", True)
+
+    def open(self, task_id: Any) -> None:
+        self.gates.setdefault(task_id, asyncio.Event()).set()
+
+
+def _runner(capacity: int = 1) -> tuple[TaskRunner, Gated, list[Any]]:
+    tasks, crashes = Gated(), []
+    runner = TaskRunner("w", capacity, tasks, lambda: None)
+    runner.start(crashes.append)
+    return runner, tasks, crashes
+
+
+def _answers(runner: TaskRunner) -> list[tuple[Any, int, bool]]:
+    return [(r.task_id, r.attempt, r.cancelled) for r in runner.take_unsent()]
+
+
+def test_a_task_cancelled_twice_is_cancelled_once_and_its_slot_runs_the_next():
+    async def body():
+        runner, tasks, crashes = _runner(capacity=1)
+        runner.accept(TaskAssignment(Task("T", "t", 1), "w", 1))
+        await wait_until(lambda: tasks.started == ["T"], 5, "T to start")
+        # The user cancelled twice: two CANCELs, handled before the runner resumes.
+        runner.cancel("T", 1, "cancelled by request")
+        runner.cancel("T", 1, "cancelled by request")
+        runner.accept(TaskAssignment(Task("U", "u", 1), "w", 1))
+        await wait_until(lambda: tasks.started == ["T", "U"], 5, "U to start on the one slot")
+        tasks.open("U")
+        await wait_until(lambda: len(runner.unsent) == 2, 5, "both answers")
+        assert _answers(runner) == [("T", 1, True), ("U", 1, False)]
+        assert not crashes and all(not r.done() for r in runner._runners)
+        await runner.stop()
+
+    run(body())
+
+
+def test_the_attempt_a_running_task_answers_for_can_be_cancelled_and_asked_back():
+    async def body():
+        runner, tasks, _ = _runner(capacity=1)
+        t = Task("T", "t", 1)
+        runner.accept(TaskAssignment(t, "w", 1))
+        await wait_until(lambda: tasks.started == ["T"], 5, "T to start")
+        runner.accept(TaskAssignment(t, "w", 2))  # given again while it runs: merged
+        assert runner.holding() == [["T", 2]]
+        # Asked back as attempt 2: too late, it started (said as attempt 2).
+        assert runner.release("T", 2) is False
+        assert ("T", 2) in runner.starts
+        runner.cancel("T", 2, "cancelled by request")
+        await wait_until(lambda: runner.unsent, 5, "the cancelled answer")
+        assert _answers(runner) == [("T", 2, True)]
+        assert tasks.started == ["T"]
+        await runner.stop()
+
+    run(body())
+
+
+def _carry_to(runner: TaskRunner, peer: bytes, cmds: list[Any]) -> None:
+    """What the worker does with the admin's commands to it, in the order they were sent."""
+    for cmd in cmds:
+        if getattr(cmd, "peer", None) != peer:
+            continue
+        if isinstance(cmd, c.Send) and cmd.kind == Kind.CANCEL:
+            for task_id, attempt in cmd.msg.tasks:
+                runner.cancel(task_id, attempt, cmd.msg.reason)
+        elif isinstance(cmd, c.Assign):
+            for a in cmd.assignments:
+                runner.accept(a)
+
+
+def test_a_worker_back_from_a_partition_runs_its_task_again_not_cancelled():
+    async def body():
+        sim = Sim(max_attempts=3)
+        sim.submit(noop("T"))
+        w = sim.join("w", capacity=1)
+        runner, tasks, _ = _runner(capacity=1)
+        runner.accept(TaskAssignment(sim.st.board.records["T"].task, "w", 1))
+        await wait_until(lambda: tasks.started == ["T"], 5, "T to start")
+        w.start("T")
+        sim.tick(at=10.0)  # silent too long: declared lost, T back in the queue
+        assert sim.st.board.records["T"].state is TaskState.QUEUED
+        # It comes back (a new connection) saying it still runs T, attempt 1. The admin
+        # cancels that copy and gives T to it again, in the same round.
+        w.held, w.peer = dict(runner.holding()), b"w/back"
+        sim.workers[w.peer] = w
+        cmds = w.hello()
+        assert [m.msg.tasks for m in cmds if isinstance(m, c.Send) and m.kind == Kind.CANCEL] \
+            == [[["T", 1]]]
+        _carry_to(runner, w.peer, cmds)
+        await wait_until(lambda: tasks.started == ["T", "T"], 5, "T to run again")
+        tasks.open("T")
+        await wait_until(lambda: runner.unsent, 5, "T's result")
+        results = runner.take_unsent()
+        assert [(r.task_id, r.attempt, r.cancelled) for r in results] == [("T", 2, False)]
+        w.say(Kind.RESULT, results)
+        assert sim.st.board.records["T"].state is TaskState.COMPLETED
+        await runner.stop()
+
+    run(body())
+
+
+def test_a_new_admin_process_reusing_task_ids_gets_its_own_task_run():
+    async def body():
+        old = Sim()
+        old.submit(noop(1), noop(2))
+        runner, tasks, _ = _runner(capacity=1)
+        old.join("w", capacity=1)
+        runner.accept(TaskAssignment(old.st.board.records[1].task, "w", 1))
+        await wait_until(lambda: tasks.started == [1], 5, "task 1 to start")
+        # That admin is gone; a new one (no journal) runs the same tasks. The worker tells
+        # it what it holds: task 1, attempt 1, which the new admin cancels as not its own
+        # while it gives its own task 1, also attempt 1, to the same worker.
+        new = Sim()
+        new.submit(noop(1), noop(2))
+        w = new.worker("w", capacity=1)
+        w.held = dict(runner.holding())
+        _carry_to(runner, w.peer, w.hello())
+        await wait_until(lambda: tasks.started == [1, 1], 5, "the new task 1 to run")
+        tasks.open(1)
+        await wait_until(lambda: runner.unsent, 5, "task 1's result")
+        results = runner.take_unsent()
+        assert [(r.task_id, r.cancelled) for r in results] == [(1, False)]
+        w.say(Kind.RESULT, results)
+        assert new.st.board.records[1].state is TaskState.COMPLETED
+        await runner.stop()
+
+    run(body())
+
+
+def test_given_back_or_cancelled_while_waiting_for_its_old_run_to_stop():
+    async def body():
+        runner, tasks, _ = _runner(capacity=1)
+        t = Task("T", "t", 1)
+        runner.accept(TaskAssignment(t, "w", 1))
+        await wait_until(lambda: tasks.started == ["T"], 5, "T to start")
+        runner.cancel("T", 1, "not yours any more")
+        runner.accept(TaskAssignment(t, "w", 2))  # waits for the old run to stop
+        assert runner.holding() == [["T", 2]]
+        assert runner.release("T", 2) is True  # not started: given back
+        await wait_until(lambda: runner.idle, 5, "the runner to be idle")
+        assert runner.released == [("T", 2)] and tasks.started == ["T"]
+        assert _answers(runner) == [("T", 1, True)]  # the old run's answer, nothing else
+        runner.accept(TaskAssignment(Task("U", "u", 1), "w", 1))
+        runner.cancel("U", 1, "stop")
+        runner.accept(TaskAssignment(Task("U", "u", 1), "w", 2))
+        runner.cancel("U", 2, "stop again")  # the waiting one is cancelled at once
+        await wait_until(lambda: runner.idle, 5, "the runner to be idle again")
+        assert ("U", 2, True) in _answers(runner)
+        await runner.stop()
+
+    run(body())
