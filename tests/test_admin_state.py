@@ -496,3 +496,52 @@ def test_closing_tells_every_worker_the_run_is_over():
     assert sends(cmds, Kind.END) == [wire.End("bye now"), wire.End("bye now")]
     assert {x.peer for x in of(cmds, c.Send)} == {a.peer, b.peer}
     assert sim.submit(noop(1)) and of(sim.every[-3:], c.Assign) == []
+
+
+def test_a_goal_that_cancels_the_rest_asks_back_what_waits_on_workers_unstarted():
+    from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
+
+    sim = Sim(prefetch=2)  # pipelining: tasks wait in a worker's queue behind its slot
+    w = sim.join("w", capacity=1)
+    group = TaskManager.create_task_group(
+        "g", "", [TaskMessage(f"i{n}", f"i{n}", "", 0.0) for n in range(5)],
+        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"), on_goal="cancel_rest")
+    sim.carry(sim.st.submit(groups=[group], now=sim.now))
+    w.heartbeat()  # it confirmed its first task: trusted, fed ahead
+    assert list(w.held) == ["i0", "i1", "i2"]
+    w.start("i0", "i1")  # i1 started too (the worker's slot freed early, say)
+    cmds = w.finish("i0")  # the goal is met
+
+    # i3 and i4 never left the admin: cancelled at once. i2 waits on the worker, not
+    # started: asked back. i1 started: it runs on.
+    assert [m.tasks for m in sends(cmds, Kind.RELEASE, w.peer)] == [[["i2", 1]]]
+    assert not sends(cmds, Kind.CANCEL, w.peer)
+    assert "asked 1 more back from workers" in " ".join(logs(cmds))
+    w.give_back("i2")  # it had not started: given back
+    w.finish("i1")
+    done = sim.finished()
+    assert {t: f.status for t, f in done.items()} == {
+        "i0": TaskStatus.COMPLETED, "i1": TaskStatus.COMPLETED, "i2": TaskStatus.CANCELLED,
+        "i3": TaskStatus.CANCELLED, "i4": TaskStatus.CANCELLED}
+    assert done["i2"].reason == "goal 'one' achieved"
+    assert sim.st.idle
+
+
+def test_a_task_asked_back_for_a_goal_that_had_started_runs_on_and_counts():
+    from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
+
+    sim = Sim(prefetch=2)
+    w = sim.join("w", capacity=1)
+    group = TaskManager.create_task_group(
+        "g", "", [TaskMessage(f"i{n}", f"i{n}", "", 0.0) for n in range(3)],
+        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"), on_goal="cancel_rest")
+    sim.carry(sim.st.submit(groups=[group], now=sim.now))
+    w.heartbeat()
+    w.start("i0")
+    cmds = w.finish("i0")
+    assert [m.tasks for m in sends(cmds, Kind.RELEASE, w.peer)] == [[["i1", 1], ["i2", 1]]]
+    w.start("i1", "i2")  # too late: both had started by then
+    w.finish_all()
+    done = sim.finished()
+    assert {t: f.status for t, f in done.items()} == dict.fromkeys(
+        ("i0", "i1", "i2"), TaskStatus.COMPLETED)

@@ -507,6 +507,9 @@ class AdminState:
         followup, board = self.followup, self.board
         if board.finished:
             followup.settle()
+        if board.to_release:
+            asks, board.to_release = board.to_release, {}
+            self.members.ask_back(asks)
         if assign and self.assigning and not self.closing:
             self._assign(now)
             if self.pace.fixed != 0:

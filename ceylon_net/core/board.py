@@ -131,6 +131,10 @@ class TaskBoard:
         self.finished: list[TaskRecord] = []  # every finish, in order; consumers drain it
         self._in_flight: dict[str, Held] = defaultdict(Held)
         self._stealing: dict[TaskId, str] = {}  # asked back from its worker: for whom
+        # On a worker, not started, and to end cancelled rather than run (a goal was met):
+        # why. to_release: {worker: [(task, attempt)]} to ask back for that, not asked yet.
+        self._unless_started: dict[TaskId, str] = {}
+        self.to_release: dict[str, list[tuple[TaskId, int]]] = {}
         # steals() has nothing to do until the scheduler changes or this time comes
         self._steal_seen, self._steal_due = -1, 0.0
         self._stolen: dict[str, set[TaskId]] = {}  # worker on probation -> taken back from it
@@ -403,6 +407,7 @@ class TaskBoard:
                 if flying[task_id] is None:
                     flying[task_id] = self.now
                 self._stealing.pop(task_id, None)
+                self._unless_started.pop(task_id, None)
         if got:
             self.trust(worker)
 
@@ -588,10 +593,14 @@ class TaskBoard:
 
     def _requeue(self, rec: TaskRecord) -> None:
         """A task its worker no longer has goes back to the queue, unless it was being
-        cancelled: then it ends here (its worker cannot answer for it any more)."""
-        if rec.stopping is not None:
+        cancelled, or was to be unless it started: then it ends here (its worker cannot
+        answer for it any more)."""
+        reason = rec.stopping
+        if self._unless_started:
+            reason = self._unless_started.pop(rec.task.id, None) or reason
+        if reason is not None:
             rec.worker = None
-            self._finish_cancelled(rec, rec.stopping)
+            self._finish_cancelled(rec, reason)
             self.fail_gate(task_gate(rec.task.id), f"dependency {rec.task.id!r} was cancelled")
         else:
             self._enqueue(rec)
@@ -721,6 +730,8 @@ class TaskBoard:
         """A task ran to a result (the caller counts it out of ``open``)."""
         task_id = rec.task.id
         rec.result = result
+        if self._unless_started:
+            self._unless_started.pop(task_id, None)
         if result.success:
             self._move(rec, C)
             self.succeeded += 1
@@ -772,6 +783,21 @@ class TaskBoard:
             self.fail_gate(task_gate(task_id), f"dependency {task_id!r} was cancelled")
             done.append(task_id)
         return done
+
+    def cancel_unstarted(self, task_ids: Iterable[TaskId], reason: str) -> list[TaskId]:
+        """Tasks on a worker that have not started (as far as we have heard) are to be
+        cancelled rather than run: each is asked back from its worker (``to_release``); given
+        back, or back in the queue any other way before it starts, it ends cancelled. One
+        that started runs on. Returns those asked back."""
+        asked = []
+        for task_id in task_ids:
+            rec = self.records.get(task_id)
+            if rec is None or rec.state not in IN_FLIGHT or rec.worker is None or rec.started:
+                continue
+            self._unless_started[task_id] = reason
+            self.to_release.setdefault(rec.worker, []).append((task_id, rec.attempt))
+            asked.append(task_id)
+        return asked
 
     def give_up(self, task_ids: Iterable[TaskId]) -> list[TaskId]:
         """Queued tasks no worker can take: cancelled, to be reported as unassigned."""

@@ -341,13 +341,20 @@ class TaskManager:
                 f"Goal '{goal.name}' achieved: {group.completed}/{group.total}. "
                 f"{goal.success_message}", group.summary()))
             if group.on_goal == OnGoal.CANCEL_REST:
+                reason = f"goal '{goal.name}' achieved"
                 pending = [t.task_id for t in group.subtasks if t.status == TaskStatus.PENDING]
-                cancelled = board.cancel(pending, f"goal '{goal.name}' achieved")
-                if cancelled:
+                cancelled = board.cancel(pending, reason)
+                # Sent to a worker but not started there (queued behind its running tasks):
+                # asked back, they end cancelled too.
+                asked = board.cancel_unstarted(
+                    [t.task_id for t in group.subtasks if t.status == TaskStatus.RUNNING], reason)
+                if cancelled or asked:
                     events.append(GroupEvent(
                         "tasks_cancelled", group,
                         f"group '{group.name}': cancelled {len(cancelled)} task(s) not started "
-                        f"yet", {"tasks": cancelled}))
+                        f"yet" + (f"; asked {len(asked)} more back from workers, to cancel "
+                                  f"those not started there" if asked else ""),
+                        {"tasks": cancelled, "asked_back": asked}))
             return
         possible = getattr(goal.check_condition, "still_possible", None)
         if group.finished == group.total or (possible is not None and not possible(group)):

@@ -5,6 +5,7 @@ lost. Pure: ``now`` is an argument, effects are commands.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .. import wire
@@ -17,7 +18,7 @@ from .commands import Connected, Forward, Outbox
 from .pacing import Pace, Pulse
 from .scheduler import WorkerSlot
 from .stats import AdminStats
-from .tasks import TaskResult
+from .tasks import TaskId, TaskResult
 from .workers import AgentDetail, Registry, WorkerRecord
 
 
@@ -194,7 +195,12 @@ class Membership:
     def steal_back(self, now: float) -> None:
         """Idle workers, and tasks waiting in other workers' queues: ask for those back."""
         patience = 3 * self.pace.rtt
-        for worker, tasks in self.board.steals(now, patience, self.pace.run).items():
+        self.ask_back(self.board.steals(now, patience, self.pace.run))
+
+    def ask_back(self, asks: Mapping[str, list[tuple[TaskId, int]]]) -> None:
+        """Ask each worker to give back these tasks ({worker: [(task, attempt)]}) if they
+        have not started there (RELEASE)."""
+        for worker, tasks in asks.items():
             peer = self.registry.by_name.get(worker)
             if peer is not None:
                 self.out.send(peer, Kind.RELEASE, wire.Release([[t, a] for t, a in tasks]))
