@@ -180,3 +180,60 @@ def test_given_back_or_cancelled_while_waiting_for_its_old_run_to_stop():
         await runner.stop()
 
     run(body())
+
+
+def test_a_sync_handler_that_outlives_its_time_limit_keeps_its_slot():
+    import threading
+
+    from loguru import logger
+
+    from ceylon_net.edge import handlers
+
+    lock, release = threading.Lock(), threading.Event()
+    entered: list[str] = []
+    inside = [0, 0]  # now, most at once
+
+    def work(name: str) -> str:
+        with lock:
+            entered.append(name)
+            inside[0] += 1
+            inside[1] = max(inside)
+        if name == "slow":
+            release.wait(10)  # runs on past its task's time limit: a thread cannot be stopped
+        with lock:
+            inside[0] -= 1
+        return name
+
+    handlers.handler("test_runner.work")(work)
+    warned: list[str] = []
+    sink = logger.add(lambda m: warned.append(m.record["message"]), level="WARNING")
+
+    async def run_task(task: Task) -> TaskResult:
+        value = await handlers.call(task.handler, task.args, task.kwargs)
+        return TaskResult(task.id, "w", True, value=value)
+
+    async def body():
+        runner = TaskRunner("w", 1, run_task, lambda: None)
+        runner.start(lambda crash: None)
+        for name, timeout in (("slow", 0.05), ("next", None)):
+            runner.accept(TaskAssignment(Task(name, name, 1, handler="test_runner.work",
+                                              args=[name], timeout=timeout), "w", 1))
+        await wait_until(lambda: runner.unsent, 5, "slow to time out")
+        assert [(r.task_id, r.success, r.error) for r in runner.take_unsent()] == [
+            ("slow", False, "timed out after 0.05 s")]
+        # Either the next task starts beside the thread still running, or the slot waits.
+        await wait_until(lambda: "next" in entered or any("one slot waits" in m for m in warned),
+                         5, "the runner to go on")
+        release.set()
+        await wait_until(lambda: runner.unsent, 5, "next's result")
+        assert [(r.task_id, r.value) for r in runner.take_unsent()] == [("next", "next")]
+        await runner.stop()
+
+    try:
+        run(body())
+    finally:
+        release.set()
+        logger.remove(sink)
+        handlers._HANDLERS.pop("test_runner.work", None)
+    assert entered == ["slow", "next"]
+    assert inside[1] == 1, f"{inside[1]} handlers ran at once on a worker of concurrency 1"

@@ -19,11 +19,18 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from ..errors import ConfigError
 
 _HANDLERS: dict[str, Callable[..., Any]] = {}
+
+# A thread cannot be stopped: a sync handler whose task was cancelled or ran out of time runs
+# on. Its runner (ceylon_net.edge.runner) keeps the slot until the thread ends, or the worker
+# would run more at once than its --concurrency; here is where the runner hears of it.
+THREADS_LEFT: ContextVar[list[asyncio.Future[Any]] | None] = ContextVar(
+    "ceylon_net_threads_left", default=None)
 
 
 def handler(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -62,5 +69,12 @@ async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         raise LookupError(f"no handler {name!r} on this worker")
     if inspect.iscoroutinefunction(fn):
         return await fn(*args, **kwargs)
-    return await asyncio.get_running_loop().run_in_executor(
+    thread = asyncio.get_running_loop().run_in_executor(
         None, functools.partial(fn, *args, **kwargs))
+    try:
+        return await asyncio.shield(thread)
+    except asyncio.CancelledError:
+        left = THREADS_LEFT.get()
+        if left is not None and not thread.done():
+            left.append(thread)
+        raise

@@ -14,6 +14,7 @@ from loguru import logger
 from ..core.tasks import Task, TaskAssignment, TaskId, TaskResult
 from ..errors import Crashed
 from .agent import supervised
+from .handlers import THREADS_LEFT
 
 ResultKey = tuple[Any, int]  # (task id, attempt)
 YIELD_EVERY = 32  # tasks run back to back before the runners give the event loop a turn
@@ -190,6 +191,8 @@ class TaskRunner:
     async def _loop(self) -> None:
         me = asyncio.current_task()
         assert me is not None
+        threads_left: list[asyncio.Future[Any]] = []
+        THREADS_LEFT.set(threads_left)  # this runner's own context
         while True:
             a = await self.queue.get()
             tid = a.task.id
@@ -227,6 +230,8 @@ class TaskRunner:
             result.attempt = max(result.attempt, self._newest.pop(tid, 0))
             self.runs += 1
             self._report(result)
+            if threads_left:
+                await self._keep_slot(tid, threads_left)
             self._check_idle()
             if self.runs % YIELD_EVERY == 0:
                 # A task that does not await (and a queue that has the next one) never gives
@@ -234,6 +239,18 @@ class TaskRunner:
                 # the admin would wait for them while we ran. Now and then, let them out (and
                 # new assignments in), so both sides work at once.
                 await asyncio.sleep(0)
+
+    async def _keep_slot(self, tid: TaskId, threads: list[asyncio.Future[Any]]) -> None:
+        """The task ended (timed out, cancelled) while its handler's thread runs on: this
+        slot takes nothing else until the thread is done, so no more run at once than the
+        capacity."""
+        logger.warning("{}: task {!r} ended, but its handler still runs in a thread (a "
+                       "thread cannot be stopped): one slot waits for it", self.name, tid)
+        await asyncio.wait(threads)
+        for thread in threads:
+            if not thread.cancelled():
+                thread.exception()  # seen: its task was answered already
+        threads.clear()
 
     @property
     def idle(self) -> bool:
