@@ -199,14 +199,7 @@ class TaskRunner:
             if self._queued.get(tid) is not a:
                 self._check_idle()
                 continue  # cancelled or given back while queued
-            del self._queued[tid]
-            self.active[tid] = a
-            self.peak = max(self.peak, len(self.active))
-            self._runner_of[tid] = me
-            # Said with the next results (or heartbeat), not on its own: a no-op task's
-            # start and result leave together, and a lone one is never held up.
-            self.starts.append((tid, a.attempt))
-            logger.debug("{}: running task {!r} (attempt {})", self.name, tid, a.attempt)
+            self._start(a, me)
             try:
                 result = await self._execute(a)
             except asyncio.CancelledError:
@@ -219,17 +212,8 @@ class TaskRunner:
             finally:
                 del self.active[tid], self._runner_of[tid]
                 self._cancel_reasons.pop(tid, None)  # a cancel that came as it finished
-            again = self._after.pop(tid, None)
-            if again is not None:
-                # Given to us again while this run was stopped: that assignment runs now, and
-                # this run's answer, which would be taken for the new one's, is not sent.
-                self._newest.pop(tid, None)
-                self._queued[tid] = again
-                self.queue.put_nowait(again)
+            if not self._answer(tid, result):
                 continue
-            result.attempt = max(result.attempt, self._newest.pop(tid, 0))
-            self.runs += 1
-            self._report(result)
             if threads_left:
                 await self._keep_slot(tid, threads_left)
             self._check_idle()
@@ -239,6 +223,32 @@ class TaskRunner:
                 # the admin would wait for them while we ran. Now and then, let them out (and
                 # new assignments in), so both sides work at once.
                 await asyncio.sleep(0)
+
+    def _start(self, a: TaskAssignment, runner: asyncio.Task[None]) -> None:
+        tid = a.task.id
+        del self._queued[tid]
+        self.active[tid] = a
+        self.peak = max(self.peak, len(self.active))
+        self._runner_of[tid] = runner
+        # Said with the next results (or heartbeat), not on its own: a no-op task's start and
+        # result leave together, and a lone one is never held up.
+        self.starts.append((tid, a.attempt))
+        logger.debug("{}: running task {!r} (attempt {})", self.name, tid, a.attempt)
+
+    def _answer(self, tid: TaskId, result: TaskResult) -> bool:
+        """A run ended: report its result, unless the task was given to us again while it
+        was being stopped (then that assignment runs now, and this run's answer, which would
+        be taken for the new one's, is not sent). True when reported."""
+        again = self._after.pop(tid, None)
+        if again is not None:
+            self._newest.pop(tid, None)
+            self._queued[tid] = again
+            self.queue.put_nowait(again)
+            return False
+        result.attempt = max(result.attempt, self._newest.pop(tid, 0))
+        self.runs += 1
+        self._report(result)
+        return True
 
     async def _keep_slot(self, tid: TaskId, threads: list[asyncio.Future[Any]]) -> None:
         """The task ended (timed out, cancelled) while its handler's thread runs on: this
