@@ -210,6 +210,22 @@ def test_cancel_ends_a_queued_task_at_once_and_asks_the_worker_for_a_running_one
                                                    "cancelled: changed my mind")
 
 
+def test_a_worker_that_registers_again_still_running_a_cancelled_task_is_asked_again():
+    sim = Sim()
+    w = sim.join("w")
+    sim.submit(noop("t"), noop("u"))
+    w2 = sim.join("w2")
+    assert set(w.held) | set(w2.held) == {"t", "u"}
+    who = w if "t" in w.held else w2
+    sim.cancel("t", reason="stop it")  # the CANCEL is lost: it was registering again
+    cmds = who.hello()  # it comes back saying it still runs t
+
+    assert sends(cmds, Kind.CANCEL, who.peer) == [wire.Cancel([["t", 1]], "stop it")]
+    who.finish("t", success=False, cancelled=True, error="cancelled: stop it")
+    assert sim.finished()["t"].status is TaskStatus.CANCELLED
+    assert not sends(who.hello(), Kind.CANCEL, who.peer)  # answered: not asked again
+
+
 def test_a_running_task_being_cancelled_ends_when_its_worker_is_lost_instead_of_rerunning():
     sim = Sim()
     sim.join("w")

@@ -143,7 +143,20 @@ class Membership:
         cancel = [[t, running[t]] for t in stale if t in running]
         if cancel:
             self.out.send(rec.peer, Kind.CANCEL, wire.Cancel(cancel, "reassigned while away"))
+        self._cancel_again(rec, running)
         return results
+
+    def _cancel_again(self, rec: WorkerRecord, running: dict[Any, int]) -> None:
+        """Tasks we asked this worker to cancel that it still runs: the CANCEL may not have
+        reached it (it was away, or registering again, when we sent it). Asked again."""
+        why: dict[str, list[list[Any]]] = {}
+        records = self.board.records
+        for t in self.board.in_flight(rec.name):
+            task = records[t]
+            if task.stopping is not None and running.get(t) == task.attempt:
+                why.setdefault(task.stopping, []).append([t, task.attempt])
+        for reason, tasks in why.items():
+            self.out.send(rec.peer, Kind.CANCEL, wire.Cancel(tasks, reason))
 
     # ---- while registered
     def heartbeat(self, rec: WorkerRecord, env: Envelope, now: float) -> None:
