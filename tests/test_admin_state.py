@@ -543,6 +543,28 @@ def test_a_goal_that_cancels_the_rest_asks_back_what_waits_on_workers_unstarted(
     assert sim.st.idle
 
 
+def test_a_goal_s_ask_back_lost_while_its_worker_registers_again_is_asked_again():
+    from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
+
+    sim = Sim(prefetch=2)
+    w = sim.join("w", capacity=1)
+    group = TaskManager.create_task_group(
+        "g", "", [TaskMessage(f"i{n}", f"i{n}", "", 0.0) for n in range(5)],
+        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"), on_goal="cancel_rest")
+    sim.carry(sim.st.submit(groups=[group], now=sim.now))
+    w.heartbeat()
+    w.start("i0")
+    cmds = w.finish("i0")  # the goal is met: i1, i2 (queued there, not started) asked back
+    assert [m.tasks for m in sends(cmds, Kind.RELEASE, w.peer)] == [[["i1", 1], ["i2", 1]]]
+    # The RELEASE is lost (it was registering again); its HELLO says it holds both.
+    cmds = w.hello()
+    assert [m.tasks for m in sends(cmds, Kind.RELEASE, w.peer)] == [[["i1", 1], ["i2", 1]]]
+    w.give_back("i1", "i2")
+    assert {t: f.status for t, f in sim.finished().items()} == {
+        "i0": TaskStatus.COMPLETED, **dict.fromkeys(("i1", "i2", "i3", "i4"),
+                                                    TaskStatus.CANCELLED)}
+
+
 def test_a_task_asked_back_for_a_goal_that_had_started_runs_on_and_counts():
     from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
 

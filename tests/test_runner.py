@@ -237,3 +237,80 @@ def test_a_sync_handler_that_outlives_its_time_limit_keeps_its_slot():
         handlers._HANDLERS.pop("test_runner.work", None)
     assert entered == ["slow", "next"]
     assert inside[1] == 1, f"{inside[1]} handlers ran at once on a worker of concurrency 1"
+
+
+def test_a_task_given_again_while_its_sync_handler_outlives_the_cancel_waits_for_the_thread():
+    import threading
+
+    from loguru import logger
+
+    from ceylon_net.edge import handlers
+
+    lock, release = threading.Lock(), threading.Event()
+    inside, entered = [0, 0], []
+
+    def work(name: str) -> str:
+        with lock:
+            entered.append(name)
+            inside[0] += 1
+            inside[1] = max(inside)
+        release.wait(10)
+        with lock:
+            inside[0] -= 1
+        return name
+
+    handlers.handler("test_runner.again")(work)
+    warned: list[str] = []
+    sink = logger.add(lambda m: warned.append(m.record["message"]), level="WARNING")
+
+    async def run_task(task: Task) -> TaskResult:
+        value = await handlers.call(task.handler, task.args, task.kwargs)
+        return TaskResult(task.id, "w", True, value=value)
+
+    async def body():
+        runner = TaskRunner("w", 1, run_task, lambda: None)
+        runner.start(lambda crash: None)
+        t = Task("T", "t", 1, handler="test_runner.again", args=["T"])
+        runner.accept(TaskAssignment(t, "w", 1))
+        await wait_until(lambda: entered == ["T"], 5, "T's thread to start")
+        # The admin cancels the copy held here and gives the task again, in one round.
+        runner.cancel("T", 1, "reassigned while away")
+        runner.accept(TaskAssignment(t, "w", 2))
+        await wait_until(lambda: len(entered) == 2 or any("one slot waits" in m for m in warned),
+                         5, "the runner to go on")
+        release.set()
+        await wait_until(lambda: runner.unsent, 5, "T's answer")
+        assert [(r.task_id, r.attempt, r.cancelled) for r in runner.take_unsent()] == [
+            ("T", 2, False)]
+        await runner.stop()
+
+    try:
+        run(body())
+    finally:
+        release.set()
+        logger.remove(sink)
+        handlers._HANDLERS.pop("test_runner.again", None)
+    assert inside[1] == 1, f"{inside[1]} handlers ran at once on a worker of concurrency 1"
+
+
+def test_a_cancel_that_comes_as_a_timed_task_ends_does_not_leave_its_runner_to_die():
+    async def body():
+        runner, tasks, crashes = _runner(capacity=1)
+        runner.accept(TaskAssignment(Task("A", "a", 1, timeout=30), "w", 1))
+        await wait_until(lambda: tasks.started == ["A"], 5, "A to start")
+        tasks.open("A")  # A finishes ...
+        runner.cancel("A", 1, "cancelled by request")  # ... as its cancel comes in
+        await wait_until(lambda: runner.unsent, 5, "A's answer")
+        runner.take_unsent()  # (wait_for returned A's result: it completed)
+        runner.accept(TaskAssignment(Task("B", "b", 1), "w", 1))
+        await wait_until(lambda: tasks.started == ["A", "B"], 5, "B to start")
+        runner.cancel("B", 1, "cancelled by request")
+        await wait_until(lambda: runner.unsent or runner._runners[0].done(), 5,
+                         "B's answer, or the runner's end")
+        assert _answers(runner) == [("B", 1, True)]
+        assert not runner._runners[0].done() and not crashes
+        runner.accept(TaskAssignment(Task("C", "c", 1), "w", 1))
+        await wait_until(lambda: tasks.started == ["A", "B", "C"], 5, "C to start")
+        await runner.stop()
+
+    run(body())

@@ -799,6 +799,13 @@ class TaskBoard:
             asked.append(task_id)
         return asked
 
+    def asked_back(self, worker: str) -> list[tuple[TaskId, int]]:
+        """(task, attempt) on this worker that :meth:`cancel_unstarted` asked back and that
+        have not started (as far as we have heard): the ask may not have reached it."""
+        records = self.records
+        return [(t, records[t].attempt) for t in self.in_flight(worker)
+                if t in self._unless_started and not records[t].started]
+
     def give_up(self, task_ids: Iterable[TaskId]) -> list[TaskId]:
         """Queued tasks no worker can take: cancelled, to be reported as unassigned."""
         return self.cancel(task_ids, "no connected worker can take it")

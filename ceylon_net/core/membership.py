@@ -143,12 +143,13 @@ class Membership:
         cancel = [[t, running[t]] for t in stale if t in running]
         if cancel:
             self.out.send(rec.peer, Kind.CANCEL, wire.Cancel(cancel, "reassigned while away"))
-        self._cancel_again(rec, running)
+        self._ask_again(rec, running)
         return results
 
-    def _cancel_again(self, rec: WorkerRecord, running: dict[Any, int]) -> None:
-        """Tasks we asked this worker to cancel that it still runs: the CANCEL may not have
-        reached it (it was away, or registering again, when we sent it). Asked again."""
+    def _ask_again(self, rec: WorkerRecord, running: dict[Any, int]) -> None:
+        """Tasks we asked this worker to cancel, or to give back unstarted, that it still
+        holds: the CANCEL or RELEASE may not have reached it (it was away, or registering
+        again, when we sent it). Asked again."""
         why: dict[str, list[list[Any]]] = {}
         records = self.board.records
         for t in self.board.in_flight(rec.name):
@@ -157,6 +158,9 @@ class Membership:
                 why.setdefault(task.stopping, []).append([t, task.attempt])
         for reason, tasks in why.items():
             self.out.send(rec.peer, Kind.CANCEL, wire.Cancel(tasks, reason))
+        back = [[t, a] for t, a in self.board.asked_back(rec.name) if running.get(t) == a]
+        if back:
+            self.out.send(rec.peer, Kind.RELEASE, wire.Release(back))
 
     # ---- while registered
     def heartbeat(self, rec: WorkerRecord, env: Envelope, now: float) -> None:

@@ -202,6 +202,8 @@ class TaskRunner:
             self._start(a, me)
             try:
                 result = await self._execute(a)
+                if tid in self._cancel_reasons and me.cancelling():
+                    me.uncancel()  # its cancel came as it ended, and wait_for swallowed it
             except asyncio.CancelledError:
                 reason = self._cancel_reasons.pop(tid, None)
                 if reason is None or me.cancelling() > 1:
@@ -212,10 +214,11 @@ class TaskRunner:
             finally:
                 del self.active[tid], self._runner_of[tid]
                 self._cancel_reasons.pop(tid, None)  # a cancel that came as it finished
-            if not self._answer(tid, result):
-                continue
-            if threads_left:
+            answered = self._answer(tid, result)
+            if threads_left:  # (answered or not: the slot is the thread's until it ends)
                 await self._keep_slot(tid, threads_left)
+            if not answered:
+                continue
             self._check_idle()
             if self.runs % YIELD_EVERY == 0:
                 # A task that does not await (and a queue that has the next one) never gives
