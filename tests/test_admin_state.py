@@ -514,17 +514,25 @@ def test_closing_tells_every_worker_the_run_is_over():
     assert sim.submit(noop(1)) and of(sim.every[-3:], c.Assign) == []
 
 
-def test_a_goal_that_cancels_the_rest_asks_back_what_waits_on_workers_unstarted():
+def _cancel_rest_group(tasks: int) -> tuple[Sim, Any]:
+    """A group of ``tasks`` whose goal (one completed) cancels the rest, submitted with
+    pipelining on (tasks wait in a worker's queue behind its one slot), and its worker,
+    trusted (it confirmed its first task), holding i0, i1, i2."""
     from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
 
-    sim = Sim(prefetch=2)  # pipelining: tasks wait in a worker's queue behind its slot
+    sim = Sim(prefetch=2)
     w = sim.join("w", capacity=1)
     group = TaskManager.create_task_group(
-        "g", "", [TaskMessage(f"i{n}", f"i{n}", "", 0.0) for n in range(5)],
+        "g", "", [TaskMessage(f"i{n}", f"i{n}", "", 0.0) for n in range(tasks)],
         goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"), on_goal="cancel_rest")
     sim.carry(sim.st.submit(groups=[group], now=sim.now))
-    w.heartbeat()  # it confirmed its first task: trusted, fed ahead
+    w.heartbeat()
     assert list(w.held) == ["i0", "i1", "i2"]
+    return sim, w
+
+
+def test_a_goal_that_cancels_the_rest_asks_back_what_waits_on_workers_unstarted():
+    sim, w = _cancel_rest_group(5)
     w.start("i0", "i1")  # i1 started too (the worker's slot freed early, say)
     cmds = w.finish("i0")  # the goal is met
 
@@ -544,15 +552,7 @@ def test_a_goal_that_cancels_the_rest_asks_back_what_waits_on_workers_unstarted(
 
 
 def test_a_goal_s_ask_back_lost_while_its_worker_registers_again_is_asked_again():
-    from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
-
-    sim = Sim(prefetch=2)
-    w = sim.join("w", capacity=1)
-    group = TaskManager.create_task_group(
-        "g", "", [TaskMessage(f"i{n}", f"i{n}", "", 0.0) for n in range(5)],
-        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"), on_goal="cancel_rest")
-    sim.carry(sim.st.submit(groups=[group], now=sim.now))
-    w.heartbeat()
+    sim, w = _cancel_rest_group(5)
     w.start("i0")
     cmds = w.finish("i0")  # the goal is met: i1, i2 (queued there, not started) asked back
     assert [m.tasks for m in sends(cmds, Kind.RELEASE, w.peer)] == [[["i1", 1], ["i2", 1]]]
@@ -566,15 +566,7 @@ def test_a_goal_s_ask_back_lost_while_its_worker_registers_again_is_asked_again(
 
 
 def test_a_task_asked_back_for_a_goal_that_had_started_runs_on_and_counts():
-    from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
-
-    sim = Sim(prefetch=2)
-    w = sim.join("w", capacity=1)
-    group = TaskManager.create_task_group(
-        "g", "", [TaskMessage(f"i{n}", f"i{n}", "", 0.0) for n in range(3)],
-        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"), on_goal="cancel_rest")
-    sim.carry(sim.st.submit(groups=[group], now=sim.now))
-    w.heartbeat()
+    sim, w = _cancel_rest_group(3)
     w.start("i0")
     cmds = w.finish("i0")
     assert [m.tasks for m in sends(cmds, Kind.RELEASE, w.peer)] == [[["i1", 1], ["i2", 1]]]

@@ -7,15 +7,18 @@ reuses the task ids). Driven with a real runner; the admin's side is the pure Ad
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from conftest import run
 from kit import Sim, noop
+from loguru import logger
 
 from ceylon_net.core import commands as c
 from ceylon_net.core.board import TaskState
 from ceylon_net.core.tasks import Task, TaskAssignment, TaskResult
 from ceylon_net.dev.testing import wait_until
+from ceylon_net.edge import handlers
 from ceylon_net.edge.runner import TaskRunner
 from ceylon_net.wire import Kind
 
@@ -43,15 +46,21 @@ def _runner(capacity: int = 1) -> tuple[TaskRunner, Gated, list[Any]]:
     return runner, tasks, crashes
 
 
+async def _running(task: Task) -> tuple[TaskRunner, Gated, list[Any]]:
+    """A runner of one slot, running ``task`` (attempt 1)."""
+    runner, tasks, crashes = _runner(capacity=1)
+    runner.accept(TaskAssignment(task, "w", 1))
+    await wait_until(lambda: tasks.started == [task.id], 5, f"{task.id} to start")
+    return runner, tasks, crashes
+
+
 def _answers(runner: TaskRunner) -> list[tuple[Any, int, bool]]:
     return [(r.task_id, r.attempt, r.cancelled) for r in runner.take_unsent()]
 
 
 def test_a_task_cancelled_twice_is_cancelled_once_and_its_slot_runs_the_next():
     async def body():
-        runner, tasks, crashes = _runner(capacity=1)
-        runner.accept(TaskAssignment(Task("T", "t", 1), "w", 1))
-        await wait_until(lambda: tasks.started == ["T"], 5, "T to start")
+        runner, tasks, crashes = await _running(Task("T", "t", 1))
         # The user cancelled twice: two CANCELs, handled before the runner resumes.
         runner.cancel("T", 1, "cancelled by request")
         runner.cancel("T", 1, "cancelled by request")
@@ -68,10 +77,8 @@ def test_a_task_cancelled_twice_is_cancelled_once_and_its_slot_runs_the_next():
 
 def test_the_attempt_a_running_task_answers_for_can_be_cancelled_and_asked_back():
     async def body():
-        runner, tasks, _ = _runner(capacity=1)
         t = Task("T", "t", 1)
-        runner.accept(TaskAssignment(t, "w", 1))
-        await wait_until(lambda: tasks.started == ["T"], 5, "T to start")
+        runner, tasks, _ = await _running(t)
         runner.accept(TaskAssignment(t, "w", 2))  # given again while it runs: merged
         assert runner.holding() == [["T", 2]]
         # Asked back as attempt 2: too late, it started (said as attempt 2).
@@ -160,10 +167,8 @@ def test_a_new_admin_process_reusing_task_ids_gets_its_own_task_run():
 
 def test_given_back_or_cancelled_while_waiting_for_its_old_run_to_stop():
     async def body():
-        runner, tasks, _ = _runner(capacity=1)
         t = Task("T", "t", 1)
-        runner.accept(TaskAssignment(t, "w", 1))
-        await wait_until(lambda: tasks.started == ["T"], 5, "T to start")
+        runner, tasks, _ = await _running(t)
         runner.cancel("T", 1, "not yours any more")
         runner.accept(TaskAssignment(t, "w", 2))  # waits for the old run to stop
         assert runner.holding() == [["T", 2]]
@@ -182,122 +187,97 @@ def test_given_back_or_cancelled_while_waiting_for_its_old_run_to_stop():
     run(body())
 
 
-def test_a_sync_handler_that_outlives_its_time_limit_keeps_its_slot():
-    import threading
+class Threaded:
+    """A sync handler registered as ``name`` while in a ``with`` block: its first run holds
+    its thread until ``release`` (a thread cannot be stopped, so it outlives its task); it
+    counts how many run at once, and keeps the runner's warnings."""
 
-    from loguru import logger
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lock, self.release = threading.Lock(), threading.Event()
+        self.entered: list[str] = []
+        self.inside = self.most = 0
+        self.warned: list[str] = []
 
-    from ceylon_net.edge import handlers
+    def work(self, key: str) -> str:
+        with self.lock:
+            first = not self.entered
+            self.entered.append(key)
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        if first:
+            self.release.wait(10)
+        with self.lock:
+            self.inside -= 1
+        return key
 
-    lock, release = threading.Lock(), threading.Event()
-    entered: list[str] = []
-    inside = [0, 0]  # now, most at once
-
-    def work(name: str) -> str:
-        with lock:
-            entered.append(name)
-            inside[0] += 1
-            inside[1] = max(inside)
-        if name == "slow":
-            release.wait(10)  # runs on past its task's time limit: a thread cannot be stopped
-        with lock:
-            inside[0] -= 1
-        return name
-
-    handlers.handler("test_runner.work")(work)
-    warned: list[str] = []
-    sink = logger.add(lambda m: warned.append(m.record["message"]), level="WARNING")
-
-    async def run_task(task: Task) -> TaskResult:
+    async def run_task(self, task: Task) -> TaskResult:
         value = await handlers.call(task.handler, task.args, task.kwargs)
         return TaskResult(task.id, "w", True, value=value)
 
-    async def body():
-        runner = TaskRunner("w", 1, run_task, lambda: None)
+    def went_on(self) -> bool:
+        """The runner took its next step: the next run entered, or the slot waits."""
+        return len(self.entered) > 1 or any("one slot waits" in m for m in self.warned)
+
+    def __enter__(self) -> Threaded:
+        handlers.handler(self.name)(self.work)
+        self._sink = logger.add(lambda m: self.warned.append(m.record["message"]),
+                                level="WARNING")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        logger.remove(self._sink)
+        handlers._HANDLERS.pop(self.name, None)
+
+
+def test_a_sync_handler_that_outlives_its_time_limit_keeps_its_slot():
+    async def body(th: Threaded):
+        runner = TaskRunner("w", 1, th.run_task, lambda: None)
         runner.start(lambda crash: None)
         for name, timeout in (("slow", 0.05), ("next", None)):
-            runner.accept(TaskAssignment(Task(name, name, 1, handler="test_runner.work",
-                                              args=[name], timeout=timeout), "w", 1))
+            runner.accept(TaskAssignment(Task(name, name, 1, handler=th.name, args=[name],
+                                              timeout=timeout), "w", 1))
         await wait_until(lambda: runner.unsent, 5, "slow to time out")
         assert [(r.task_id, r.success, r.error) for r in runner.take_unsent()] == [
             ("slow", False, "timed out after 0.05 s")]
-        # Either the next task starts beside the thread still running, or the slot waits.
-        await wait_until(lambda: "next" in entered or any("one slot waits" in m for m in warned),
-                         5, "the runner to go on")
-        release.set()
+        await wait_until(th.went_on, 5, "the runner to go on")
+        th.release.set()
         await wait_until(lambda: runner.unsent, 5, "next's result")
         assert [(r.task_id, r.value) for r in runner.take_unsent()] == [("next", "next")]
         await runner.stop()
 
-    try:
-        run(body())
-    finally:
-        release.set()
-        logger.remove(sink)
-        handlers._HANDLERS.pop("test_runner.work", None)
-    assert entered == ["slow", "next"]
-    assert inside[1] == 1, f"{inside[1]} handlers ran at once on a worker of concurrency 1"
+    with Threaded("test_runner.slow") as th:
+        run(body(th))
+    assert th.entered == ["slow", "next"]
+    assert th.most == 1, f"{th.most} handlers ran at once on a worker of concurrency 1"
 
 
 def test_a_task_given_again_while_its_sync_handler_outlives_the_cancel_waits_for_the_thread():
-    import threading
-
-    from loguru import logger
-
-    from ceylon_net.edge import handlers
-
-    lock, release = threading.Lock(), threading.Event()
-    inside, entered = [0, 0], []
-
-    def work(name: str) -> str:
-        with lock:
-            entered.append(name)
-            inside[0] += 1
-            inside[1] = max(inside)
-        release.wait(10)
-        with lock:
-            inside[0] -= 1
-        return name
-
-    handlers.handler("test_runner.again")(work)
-    warned: list[str] = []
-    sink = logger.add(lambda m: warned.append(m.record["message"]), level="WARNING")
-
-    async def run_task(task: Task) -> TaskResult:
-        value = await handlers.call(task.handler, task.args, task.kwargs)
-        return TaskResult(task.id, "w", True, value=value)
-
-    async def body():
-        runner = TaskRunner("w", 1, run_task, lambda: None)
+    async def body(th: Threaded):
+        runner = TaskRunner("w", 1, th.run_task, lambda: None)
         runner.start(lambda crash: None)
-        t = Task("T", "t", 1, handler="test_runner.again", args=["T"])
+        t = Task("T", "t", 1, handler=th.name, args=["T"])
         runner.accept(TaskAssignment(t, "w", 1))
-        await wait_until(lambda: entered == ["T"], 5, "T's thread to start")
+        await wait_until(lambda: th.entered == ["T"], 5, "T's thread to start")
         # The admin cancels the copy held here and gives the task again, in one round.
         runner.cancel("T", 1, "reassigned while away")
         runner.accept(TaskAssignment(t, "w", 2))
-        await wait_until(lambda: len(entered) == 2 or any("one slot waits" in m for m in warned),
-                         5, "the runner to go on")
-        release.set()
+        await wait_until(th.went_on, 5, "the runner to go on")
+        th.release.set()
         await wait_until(lambda: runner.unsent, 5, "T's answer")
         assert [(r.task_id, r.attempt, r.cancelled) for r in runner.take_unsent()] == [
             ("T", 2, False)]
         await runner.stop()
 
-    try:
-        run(body())
-    finally:
-        release.set()
-        logger.remove(sink)
-        handlers._HANDLERS.pop("test_runner.again", None)
-    assert inside[1] == 1, f"{inside[1]} handlers ran at once on a worker of concurrency 1"
+    with Threaded("test_runner.again") as th:
+        run(body(th))
+    assert th.most == 1, f"{th.most} handlers ran at once on a worker of concurrency 1"
 
 
 def test_a_cancel_that_comes_as_a_timed_task_ends_does_not_leave_its_runner_to_die():
     async def body():
-        runner, tasks, crashes = _runner(capacity=1)
-        runner.accept(TaskAssignment(Task("A", "a", 1, timeout=30), "w", 1))
-        await wait_until(lambda: tasks.started == ["A"], 5, "A to start")
+        runner, tasks, crashes = await _running(Task("A", "a", 1, timeout=30))
         tasks.open("A")  # A finishes ...
         runner.cancel("A", 1, "cancelled by request")  # ... as its cancel comes in
         await wait_until(lambda: runner.unsent, 5, "A's answer")
