@@ -575,3 +575,20 @@ def test_a_task_asked_back_for_a_goal_that_had_started_runs_on_and_counts():
     done = sim.finished()
     assert {t: f.status for t, f in done.items()} == dict.fromkeys(
         ("i0", "i1", "i2"), TaskStatus.COMPLETED)
+
+
+def test_a_goal_met_in_the_round_a_task_came_back_to_the_queue_cancels_it():
+    sim, w = _cancel_rest_group(3)
+    w.start("i0")
+    # One batch from the worker, so one round: it gives back i2 (asked back by a steal,
+    # say; the group still says it runs there) and i0's result meets the goal.
+    i0 = TaskResult("i0", "w", True, 0.001, attempt=w.held.pop("i0"))
+    back = [["i2", w.held.pop("i2")]]
+    sim.carry(sim.st.receive_many([
+        (w.peer, frames(Kind.STARTED, wire.Started([], back), sender="w"), "127.0.0.1"),
+        (w.peer, frames(Kind.RESULT, [i0], sender="w"), "127.0.0.1")], sim.now))
+    w.give_back("i1")
+    done = sim.finished()
+    assert {t: f.status for t, f in done.items()} == {
+        "i0": TaskStatus.COMPLETED, "i1": TaskStatus.CANCELLED, "i2": TaskStatus.CANCELLED}
+    assert sim.st.idle

@@ -80,6 +80,9 @@ class TaskGroupGoal:
     status: GoalStatus = GoalStatus.NOT_STARTED
 
 
+UNFINISHED = frozenset((TaskStatus.PENDING, TaskStatus.ASSIGNED, TaskStatus.RUNNING))
+
+
 class OnGoal(enum.Enum):
     CONTINUE = "continue"  # the seed's default: the remaining tasks still run
     CANCEL_REST = "cancel_rest"  # tasks not started yet are cancelled
@@ -342,12 +345,13 @@ class TaskManager:
                 f"{goal.success_message}", group.summary()))
             if group.on_goal == OnGoal.CANCEL_REST:
                 reason = f"goal '{goal.name}' achieved"
-                pending = [t.task_id for t in group.subtasks if t.status == TaskStatus.PENDING]
-                cancelled = board.cancel(pending, reason)
-                # Sent to a worker but not started there (queued behind its running tasks):
-                # asked back, they end cancelled too.
-                asked = board.cancel_unstarted(
-                    [t.task_id for t in group.subtasks if t.status == TaskStatus.RUNNING], reason)
+                # By the board's state of each (a subtask's status follows at the round's
+                # end): those waiting or queued here are cancelled; those sent to a worker
+                # but not started there (queued behind its running tasks) are asked back,
+                # to end cancelled too.
+                rest = [t.task_id for t in group.subtasks if t.status in UNFINISHED]
+                cancelled = board.cancel(rest, reason)
+                asked = board.cancel_unstarted(rest, reason)
                 if cancelled or asked:
                     events.append(GroupEvent(
                         "tasks_cancelled", group,
