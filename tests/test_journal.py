@@ -208,3 +208,86 @@ def test_a_journal_entry_that_is_not_a_task_is_a_clear_error(tmp_path):
     journal.close()
     with pytest.raises(JournalError, match=r"holds a task it cannot read.*'description'"):
         Journal(path, "default").tasks()
+
+
+def test_a_round_that_wakes_an_execute_caller_is_journaled_before_the_caller_goes_on(tmp_path):
+    """One receive batch: x's result (someone awaits it in execute()) and a client's task y,
+    which goes to the worker in that round. The execute() caller submits z at once, before
+    the round is carried out. Killed then, the journal must hold y as running on its worker
+    (it was sent), not pending: else the restarted admin cancels it there and runs it again."""
+    import asyncio
+
+    from kit import frames
+
+    from ceylon_net.dev.testing import wait_until
+    from ceylon_net.edge.admin import Admin
+    from ceylon_net.settings import AdminSettings
+    from ceylon_net.wire import Hello, Kind
+
+    class Frame:
+        def __init__(self, b: bytes) -> None:
+            self.bytes = b
+
+    class Sockets:  # what the receive loop reads
+        busy = False
+
+        def __init__(self) -> None:
+            self.batches: asyncio.Queue = asyncio.Queue()
+
+        async def recv_batch(self, limit: int) -> list:
+            return await self.batches.get()
+
+    class Out:  # what the admin sends: only assignments matter here
+        def __init__(self) -> None:
+            self.assigned: list = []
+
+        def send(self, *a, **k) -> bool:
+            return True
+
+        def assign(self, peer, assignments) -> list:
+            self.assigned += [a.task.id for a in assignments]
+            return []
+
+        def publish(self, *a, **k) -> None:
+            pass
+
+    path = tmp_path / "j.db"
+    settings = AdminSettings(port=0, prefetch=0, journal=str(path))
+
+    async def run() -> None:
+        admin = Admin(settings=settings)
+        admin.journal = Journal(path, settings.workspace)
+        admin._resume()
+        admin._sockets, admin._out = Sockets(), Out()
+        st, peer = admin.state, b"w/1"
+        admin._apply(st.receive(peer, frames(Kind.HELLO, Hello("w", "default", 10, 2, [], []),
+                                              sender="w")))
+        admin._apply(st.receive(peer, frames(Kind.HEARTBEAT,
+                                              wire.Heartbeat([], True, 0, 0, []), sender="w")))
+
+        async def program() -> None:
+            await admin.execute(Task("x", "x"))
+            admin.submit([Task("z", "next")])  # the program goes on at once
+
+        user = asyncio.create_task(program())
+        await wait_until(lambda: "x" in admin._out.assigned, 5, "x to be sent")
+        recv = asyncio.create_task(admin._recv_loop())
+        sub = wire.Submission({"tasks": [{"id": "y", "description": "y", "difficulty": 1}]},
+                              wait=False)
+        await admin._sockets.batches.put([
+            [Frame(peer), *map(Frame, frames(Kind.RESULT,
+                                             [TaskResult("x", "w", True, 0.001, attempt=1)],
+                                             sender="w"))],
+            [Frame(b"client/1"), *map(Frame, frames(Kind.SUBMIT, sub))]])
+        await asyncio.wait_for(user, 5)
+        await wait_until(lambda: "y" in admin._out.assigned, 5, "y to be sent")
+        recv.cancel()
+        admin.journal.db.close()  # killed now: y runs on w
+        if admin._acks._timer is not None:
+            admin._acks._timer.cancel()
+
+    asyncio.run(run())
+    again = AdminState(AdminSettings(port=0), now=0.0)
+    resume(Journal(path, "default"), again, 0.0)
+    y = again.board.records["y"]
+    assert (y.status, y.worker, y.attempt) == (TaskStatus.RUNNING, "w", 1)

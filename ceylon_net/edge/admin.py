@@ -307,11 +307,16 @@ class Admin(AgentBase):
             messages = [(f[0].bytes, [x.bytes for x in f[1:]], peer_address(f[-1]))
                         for f in batch]
             cmds = self.state.receive_many(messages, time.monotonic())
+            journaled = False
             if self._waiters and self._waiters.wake(cmds):
                 # Someone awaits one of these tasks (execute()): it goes first, so what it
-                # submits next leaves before this round's bookkeeping.
+                # submits next leaves before this round's bookkeeping. The round is in the
+                # journal before it: what it does then writes its own changes, not ours.
+                if self.journal is not None:
+                    self._journal(cmds)
+                    journaled = True
                 await asyncio.sleep(0)
-            self._apply(cmds)
+            self._apply(cmds, journaled)
             if sockets.busy:
                 # A recv that is already complete does not yield: while messages keep coming
                 # the timers (acknowledgements, heartbeats, liveness) would never run.
@@ -331,9 +336,9 @@ class Admin(AgentBase):
             self._apply(self.state.timer(key, time.monotonic()))
 
     # ------------------------------------------------------------------ carrying out
-    def _apply(self, cmds: list[c.Command]) -> None:
-        """The journal first, then every command in order."""
-        if self.journal is not None:
+    def _apply(self, cmds: list[c.Command], journaled: bool = False) -> None:
+        """The journal first (unless ``journaled`` already), then every command in order."""
+        if self.journal is not None and not journaled:
             self._journal(cmds)
         carry_out = self._carry_out
         for cmd in cmds:
