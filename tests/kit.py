@@ -191,3 +191,30 @@ class Sim:
             assert f.task_id not in out, f"task {f.task_id!r} finished twice"
             out[f.task_id] = f
         return out
+
+
+class JSim(Sim):
+    """A Sim whose every round goes into a real journal first, as Admin._apply does;
+    ``restart()`` is a kill (nothing more is written) and a new admin state from the file."""
+
+    def __init__(self, path: Any, **settings: Any) -> None:
+        from ceylon_net.edge.journal import Journal, resume
+
+        super().__init__(**settings)
+        self.path, self.settings = path, settings
+        self.journal = Journal(path, "default")
+        resume(self.journal, self.st, self.now)
+
+    def carry(self, cmds: list[Any]) -> list[Any]:
+        from ceylon_net.edge.journal import record_added, record_changes
+
+        st = self.st
+        for cmd in cmds:
+            if isinstance(cmd, c.NewWork):
+                record_added(self.journal, st.board, st.task_manager, cmd.tasks, cmd.groups)
+        record_changes(self.journal, st.board)
+        return super().carry(cmds)
+
+    def restart(self) -> JSim:
+        self.journal.db.close()
+        return JSim(self.path, **self.settings)

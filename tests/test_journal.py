@@ -291,3 +291,64 @@ def test_a_round_that_wakes_an_execute_caller_is_journaled_before_the_caller_goe
     resume(Journal(path, "default"), again, 0.0)
     y = again.board.records["y"]
     assert (y.status, y.worker, y.attempt) == (TaskStatus.RUNNING, "w", 1)
+
+
+def test_a_failure_whose_error_says_lost_is_not_taken_for_a_dead_task_after_a_restart(tmp_path):
+    from kit import JSim, noop
+
+    sim = JSim(tmp_path / "j.db")
+    w = sim.join("w")
+    sim.submit(noop("t"))
+    w.finish("t", success=False, error="lost the connection to the database")
+    before = sim.st.report()
+    assert before.dead == [] and [(t.id, t.success) for t in before.tasks] == [("t", False)]
+    after = sim.restart().st.report()
+    assert (after.dead, after.tasks) == (before.dead, before.tasks)
+
+
+def test_tasks_given_up_as_unassignable_stay_so_after_a_restart(tmp_path):
+    from kit import JSim, noop
+
+    sim = JSim(tmp_path / "j.db", unassignable_timeout=1.0)
+    w = sim.join("w", skill=5)
+    sim.submit(noop("easy"), noop("hard", difficulty=9))
+    w.finish("easy")
+    w.heartbeat()
+    sim.tick(0.5)
+    sim.now = 2.0
+    w.heartbeat()
+    sim.tick()
+    before = sim.st.report()
+    assert before.unassigned == ["hard"]  # ceylon-admin --tasks: exit 3
+    after = sim.restart().st.report()
+    assert (after.unassigned, after.cancelled) == (before.unassigned, before.cancelled)
+
+
+def _damaged(path):
+    """A journal whose log pages are overwritten half way in (its first page intact)."""
+    j = Journal(path, "default")
+    for k in range(20):
+        j.add_tasks((Task(f"{k}-{i}", "x" * 200), None) for i in range(200))
+        j.commit()
+    j.close()
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(size // 2)
+        f.write(b"\xa5" * 4096)
+    return path
+
+
+def test_a_journal_damaged_past_its_first_page_is_refused_untouched(tmp_path):
+    import subprocess
+
+    from ceylon_net.dev.testing import cli
+
+    path = _damaged(tmp_path / "j.db")
+    before = path.read_bytes()
+    with pytest.raises(JournalError, match="corrupt"):
+        Journal(path, "default")
+    p = subprocess.run([*cli("ceylon-admin"), "--journal", str(path), "--port", "0", "--bind",
+                        "127.0.0.1"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert "corrupt" in p.stderr and "Traceback" not in p.stderr
+    assert path.read_bytes() == before

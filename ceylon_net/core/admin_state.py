@@ -27,7 +27,7 @@ from ..errors import ConfigError, RemoteProtocolError
 from ..settings import AdminSettings
 from ..wire import Envelope, Header, Kind, Limits
 from .batches import Batches
-from .board import TaskBoard
+from .board import UNASSIGNABLE, TaskBoard, TaskState
 from .broadcasts import BroadcastLog
 from .commands import (
     Acknowledge,
@@ -214,6 +214,9 @@ class AdminState:
         self.board.dirty = set()
         self.resumed = restore(self.board, self.task_manager, entries, groups)
         self.started_at = now
+        # Given up as unassignable (reported apart from cancellations): by their reason.
+        self.unassigned[:] = [t for t, rec in self.board.records.items()
+                              if rec.state is TaskState.CANCELLED and rec.reason == UNASSIGNABLE]
         if self.resumed:
             self.board.moved = [] if self.task_manager.task_groups else None
             self.followup.run_announced = self.idle

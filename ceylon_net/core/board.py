@@ -59,6 +59,7 @@ STATUS_OF = {W: TaskStatus.PENDING, Q: TaskStatus.PENDING, A: TaskStatus.ASSIGNE
              R: TaskStatus.RUNNING, C: TaskStatus.COMPLETED, F: TaskStatus.FAILED,
              X: TaskStatus.CANCELLED}
 IN_FLIGHT = frozenset((A, R))
+UNASSIGNABLE = "no connected worker can take it"  # the reason a given-up task ends with
 TRUSTED = WorkerState.TRUSTED
 ENDED = frozenset((C, F, X))
 # A journal keeps public statuses: a task that was on a worker is taken to be running there;
@@ -331,9 +332,8 @@ class TaskBoard:
         if rec.result is not None and rec.state is not X:
             self._ran.append(rec.task.id)
             self.succeeded += rec.result.success
-            if not rec.result.success and (rec.result.error or "").startswith("lost"):
+            if rec.dead:  # its reason says why it failed without a result of its own
                 self.dead.append(rec.task.id)
-                rec.reason = rec.reason or rec.result.error
 
     def orphans(self) -> dict[str, set[TaskId]]:
         """In-flight tasks of workers the scheduler does not know (after a restore)."""
@@ -808,7 +808,7 @@ class TaskBoard:
 
     def give_up(self, task_ids: Iterable[TaskId]) -> list[TaskId]:
         """Queued tasks no worker can take: cancelled, to be reported as unassigned."""
-        return self.cancel(task_ids, "no connected worker can take it")
+        return self.cancel(task_ids, UNASSIGNABLE)
 
     def stop(self, task_id: TaskId, reason: str) -> tuple[str, int] | None:
         """A task on a worker is to be cancelled: returns (worker, attempt) to ask, or None

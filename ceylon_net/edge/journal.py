@@ -88,11 +88,16 @@ class Journal:
             ro = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
             try:
                 meta = dict(ro.execute("SELECT key, value FROM meta").fetchall())
+                # Damage further in (the meta page intact) shows only when the log is read.
+                problems = [row[0] for row in ro.execute("PRAGMA quick_check")]
             finally:
                 ro.close()
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path} is unreadable or corrupt ({exc}); "
                                f"refusing to touch it") from None
+        if problems != ["ok"]:
+            raise JournalError(f"journal {self.path} is corrupt ({'; '.join(problems[:3])}); "
+                               f"refusing to touch it")
         version = int(meta.get("schema_version", "0") or 0)
         if version > SCHEMA_VERSION:
             raise JournalError(f"journal {self.path} has schema version {version}, newer than "
@@ -188,6 +193,9 @@ class Journal:
         except (ValueError, TypeError, KeyError, IndexError, RemoteProtocolError) as exc:
             raise JournalError(f"journal {self.path} holds a task it cannot read "
                                f"({type(exc).__name__}: {exc})") from None
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path} is unreadable or corrupt ({exc}); "
+                               f"refusing to go on") from None
         if strays:
             # Changes of tasks that were never written (one that could not be encoded, say):
             # the journal cannot bring them back, and must not keep the admin from starting.
