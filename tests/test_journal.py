@@ -192,8 +192,8 @@ def test_a_change_of_a_task_the_journal_never_held_is_skipped_not_fatal(tmp_path
     path = tmp_path / "state.db"
     journal = Journal(path, "default")
     journal.add_tasks([(Task("kept", "x"), None)])
-    journal.update([("never-added", TaskStatus.CANCELLED, 0, None, None, "gone"),
-                    ("kept", TaskStatus.ASSIGNED, 1, "w", None, None)])
+    journal.update([("never-added", TaskStatus.CANCELLED, 0, None, None, "gone", 0, None),
+                    ("kept", TaskStatus.ASSIGNED, 1, "w", None, None, 0, None)])
     journal.close()
     assert _entries(Journal(path, "default")) == [
         ("kept", TaskStatus.ASSIGNED, 1, "w", None, None)]
@@ -352,3 +352,73 @@ def test_a_journal_damaged_past_its_first_page_is_refused_untouched(tmp_path):
     assert p.returncode == 2, p.stderr
     assert "corrupt" in p.stderr and "Traceback" not in p.stderr
     assert path.read_bytes() == before
+
+
+def _cancel_then_kill(tmp_path):
+    """t runs on w; the user cancels it (w is asked); the admin is killed before w answers."""
+    from kit import JSim, noop, sends
+
+    from ceylon_net.wire import Kind
+
+    sim = JSim(tmp_path / "j.db")
+    w = sim.join("w")
+    sim.submit(noop("t"))
+    w.start("t")
+    outcome, cmds = sim.st.cancel(["t"], "not wanted", sim.now)
+    sim.carry(cmds)
+    assert outcome["stopping"] == ["t"] and sends(cmds, Kind.CANCEL)
+    return sim.restart(), w
+
+
+def test_a_cancel_under_way_is_asked_again_of_a_worker_back_after_a_restart(tmp_path):
+    from kit import sends
+
+    from ceylon_net.wire import Kind
+
+    sim, w = _cancel_then_kill(tmp_path)
+    back = sim.worker("w", held=dict(w.held))  # the CANCEL never reached it
+    assert sends(back.hello(), Kind.CANCEL, back.peer) == [wire.Cancel([["t", 1]],
+                                                                       "not wanted")]
+
+
+def test_a_cancel_under_way_is_not_undone_by_a_restart_when_its_worker_is_gone(tmp_path):
+    sim, _ = _cancel_then_kill(tmp_path)
+    other = sim.join("other")
+    sim.now = 7.0  # w never came back: its tasks are taken back as orphans
+    other.heartbeat()
+    sim.tick()
+    assert "t" not in other.held
+    assert sim.finished()["t"].status is TaskStatus.CANCELLED
+
+
+def test_losses_before_a_restart_still_count_toward_max_attempts(tmp_path):
+    from kit import JSim, noop
+
+    sim = JSim(tmp_path / "j.db", max_attempts=2)
+    w1 = sim.join("w1")
+    sim.submit(noop("poison"))
+    w1.start("poison")
+    sim.tick(at=5.0)  # w1 silent: lost with the task (1 of 2)
+    w2 = sim.join("w2")
+    w2.start("poison")
+    sim = sim.restart()  # and w2 dies with it meanwhile
+    sim.tick(at=7.0)
+    assert sim.finished()["poison"].status is TaskStatus.FAILED  # lost twice: dead
+
+
+def test_a_version_2_journal_is_read_and_labelled_version_3(tmp_path):
+    path = tmp_path / "j.db"
+    j = Journal(path, "default")
+    j.db.execute("BEGIN")
+    j.db.execute("INSERT INTO log (kind, rows) VALUES ('put', ?)",
+                 (wire.packb([[wire.to_wire(Task("t", "old")), None, "running", 1, "w", None,
+                               None]]),))  # a row as version 2 wrote it
+    j.db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    j.db.execute("COMMIT")
+    j.close()
+    again = Journal(path, "default")
+    [t] = again.tasks()
+    assert (t.task.id, t.status, t.worker, t.losses, t.stopping) == (
+        "t", TaskStatus.RUNNING, "w", 0, None)
+    assert again.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() \
+        == ("3",)

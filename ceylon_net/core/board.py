@@ -301,6 +301,7 @@ class TaskBoard:
         for e in entries:
             self.records[e.task.id] = TaskRecord(e.task, _RESTORED[e.status], e.worker,
                                                  e.attempt, result=e.result, reason=e.reason,
+                                                 losses=e.losses, stopping=e.stopping,
                                                  index=len(self.records))
         pending = []
         for e in entries:
@@ -818,6 +819,8 @@ class TaskBoard:
         if rec is None or rec.state not in IN_FLIGHT or rec.worker is None:
             return None
         rec.stopping = reason
+        if self.dirty is not None:
+            self.dirty.add(task_id)  # journaled: a restarted admin asks it again
         return rec.worker, rec.attempt
 
     def _finish_cancelled(self, rec: TaskRecord, reason: str) -> None:

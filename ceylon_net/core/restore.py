@@ -23,6 +23,8 @@ class JournaledTask:
     worker: str | None
     result: TaskResult | None
     reason: str | None
+    losses: int = 0  # lost with a worker so often (it fails at max_attempts)
+    stopping: str | None = None  # on a worker, asked to cancel it: why
 
 
 def restore(board: TaskBoard, manager: TaskManager, entries: list[JournaledTask],

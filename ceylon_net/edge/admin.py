@@ -307,14 +307,11 @@ class Admin(AgentBase):
             messages = [(f[0].bytes, [x.bytes for x in f[1:]], peer_address(f[-1]))
                         for f in batch]
             cmds = self.state.receive_many(messages, time.monotonic())
-            journaled = False
-            if self._waiters and self._waiters.wake(cmds):
+            journaled = bool(self._waiters) and self._waiters.wake(cmds)
+            if journaled:
                 # Someone awaits one of these tasks (execute()): it goes first, so what it
-                # submits next leaves before this round's bookkeeping. The round is in the
-                # journal before it: what it does then writes its own changes, not ours.
-                if self.journal is not None:
-                    self._journal(cmds)
-                    journaled = True
+                # submits next leaves before this round's bookkeeping, and after its journal.
+                self._journal(cmds)
                 await asyncio.sleep(0)
             self._apply(cmds, journaled)
             if sockets.busy:
@@ -338,7 +335,7 @@ class Admin(AgentBase):
     # ------------------------------------------------------------------ carrying out
     def _apply(self, cmds: list[c.Command], journaled: bool = False) -> None:
         """The journal first (unless ``journaled`` already), then every command in order."""
-        if self.journal is not None and not journaled:
+        if not journaled:
             self._journal(cmds)
         carry_out = self._carry_out
         for cmd in cmds:
@@ -348,7 +345,8 @@ class Admin(AgentBase):
         self._sync_idle()
 
     def _journal(self, cmds: list[c.Command]) -> None:
-        assert self.journal is not None
+        if self.journal is None:
+            return
         st = self.state
         for cmd in cmds:
             if isinstance(cmd, c.NewWork):

@@ -34,15 +34,17 @@ from ..errors import ConfigError, RemoteProtocolError
 if TYPE_CHECKING:
     from ..core.admin_state import AdminState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: rows end with losses and stopping (version 2's rows lack them)
 _MAGIC = b"SQLite format 3\x00"
 
 _LOG_TABLE = ("CREATE TABLE log (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
               "rows BLOB NOT NULL);")
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
--- kind 'put': rows [task, group, status, attempt, worker, result, reason], a task as a whole
--- kind 'set': rows [task id, status, attempt, worker, result, reason], a task's new state
+-- kind 'put': rows [task, group, status, attempt, worker, result, reason, losses, stopping],
+--   a task as a whole
+-- kind 'set': rows [task id, status, attempt, worker, result, reason, losses, stopping], a
+--   task's new state
 -- (task and result as their msgpack maps); each blob a msgpack array of rows.
 {_LOG_TABLE}
 CREATE TABLE groups (id TEXT PRIMARY KEY, idx INTEGER NOT NULL, spec BLOB NOT NULL);
@@ -74,6 +76,9 @@ class Journal:
                                      ("workspace", workspace)])
             elif version == 1:
                 self._from_version_1()
+            elif version < SCHEMA_VERSION:  # its rows are read as they are, and ours longer
+                self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'",
+                                (str(SCHEMA_VERSION),))
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: {exc}") from None
         self._in_tx = False
@@ -129,7 +134,7 @@ class Journal:
     def add_tasks(self, tasks: Iterable[tuple[Task, str | None]]) -> None:
         """New tasks (pending), in submission order, with their group's id."""
         to_wire = wire.to_wire
-        self._append(PUT, [[to_wire(t), grp, "pending", 0, None, None, None]
+        self._append(PUT, [[to_wire(t), grp, "pending", 0, None, None, None, 0, None]
                            for t, grp in tasks])
 
     def add_group(self, idx: int, group_id: str, spec: dict[str, Any]) -> None:
@@ -138,11 +143,13 @@ class Journal:
                         (group_id, idx, wire.packb(spec)))
 
     def update(self, rows: Iterable[tuple[TaskId, TaskStatus, int, str | None,
-                                          TaskResult | None, str | None]]) -> None:
+                                          TaskResult | None, str | None, int, str | None]]
+               ) -> None:
         """Tasks' new states."""
         to_wire, value = wire.to_wire, _VALUE
         self._append(SET, [[tid, value[st], att, worker, None if res is None else to_wire(res),
-                            reason] for tid, st, att, worker, res, reason in rows])
+                            reason, losses, stopping]
+                           for tid, st, att, worker, res, reason, losses, stopping in rows])
 
     def _append(self, kind: str, rows: list[list[Any]]) -> None:
         self._begin()
@@ -185,11 +192,7 @@ class Journal:
                             row[2:] = fields
                 else:
                     raise JournalError(f"journal {self.path}: unknown log entry {kind!r}")
-            entries = [JournaledTask(wire.from_wire(Task, task), grp, TaskStatus(status),
-                                     attempt, worker,
-                                     None if res is None else wire.from_wire(TaskResult, res),
-                                     reason)
-                       for task, grp, status, attempt, worker, res, reason in state.values()]
+            entries = [_entry(row) for row in state.values()]
         except (ValueError, TypeError, KeyError, IndexError, RemoteProtocolError) as exc:
             raise JournalError(f"journal {self.path} holds a task it cannot read "
                                f"({type(exc).__name__}: {exc})") from None
@@ -211,6 +214,13 @@ class Journal:
     def groups(self) -> list[tuple[str, dict[str, Any]]]:
         rows = self.db.execute("SELECT id, spec FROM groups ORDER BY idx").fetchall()
         return [(gid, wire.unpackb(spec)) for gid, spec in rows]
+
+
+def _entry(row: list[Any]) -> JournaledTask:
+    task, grp, status, attempt, worker, res, reason, *later = row  # version 2 ends at reason
+    return JournaledTask(wire.from_wire(Task, task), grp, TaskStatus(status), attempt, worker,
+                         None if res is None else wire.from_wire(TaskResult, res), reason,
+                         *later)
 
 
 def _load(blob: bytes, path: Path) -> Any:
@@ -273,8 +283,8 @@ def record_changes(journal: Journal, board: TaskBoard) -> None:
     if not board.dirty:
         return
     records, status = board.records, STATUS_OF
-    journal.update((tid, status[r.state], r.attempt, r.worker, r.result, r.reason)
-                   for tid in board.dirty for r in (records[tid],))
+    journal.update((tid, status[r.state], r.attempt, r.worker, r.result, r.reason, r.losses,
+                    r.stopping) for tid in board.dirty for r in (records[tid],))
     board.dirty.clear()
     journal.commit()
 
