@@ -206,18 +206,21 @@ def test_callbacks_may_submit_more_but_not_wait_on_the_admin(tmp_path):
         with Client(f"127.0.0.1:{port}") as client:
             chained: list = []
             refused: list = []
+            later = client.submit("echo_later", "later", 1.0)  # still running in then()
 
             def then(f):
                 chained.append(client.submit("echo_later", f.result()["echo"] + 1))
-                try:
-                    client.status()
-                except RuntimeError as exc:
-                    refused.append(str(exc))
+                for wait in (client.status, later.result, lambda: client.gather([later])):
+                    try:
+                        wait()
+                    except RuntimeError as exc:
+                        refused.append(str(exc))
 
             first = client.submit("echo_later", 1)
             first.add_done_callback(then)
             first.result(timeout=30)
             _wait_for(lambda: chained, bool)
+            assert later.result(timeout=30) == {"echo": "later"}  # nothing deadlocked
             return chained[0].result(timeout=30), refused
 
     async def main():
@@ -227,7 +230,48 @@ def test_callbacks_may_submit_more_but_not_wait_on_the_admin(tmp_path):
 
     second, refused = run(main())
     assert second == {"echo": 2}
-    assert refused and "call it outside add_done_callback and on_event callbacks" in refused[0]
+    assert len(refused) == 3, refused
+    assert "call it outside add_done_callback and on_event callbacks" in refused[0]
+    assert all("waiting for a future in a callback" in r for r in refused[1:])
+
+
+def test_a_future_cannot_be_cancelled_once_its_result_has_arrived():
+    import threading
+
+    from ceylon_net.edge.sync_client import Future
+
+    loop = asyncio.new_event_loop()
+    try:
+        inner = loop.create_future()
+        fut = Future("t", inner, loop, threading.current_thread())
+        inner.set_result({"echo": 1})  # the DONE was handled; the copy to fut waits its turn
+        assert fut.cancel() is False  # too late: it ran, and its result is here
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert (fut.cancelled(), fut.result()) == (False, {"echo": 1})
+    finally:
+        loop.close()
+
+
+def test_the_futures_are_watched_again_in_messages_the_admin_accepts_whatever_the_keys():
+    from ceylon_net import wire
+    from ceylon_net.settings import DEFAULT_MAX_MESSAGE_BYTES
+    from ceylon_net.wire import Kind
+
+    client = AsyncClient("127.0.0.1:1")  # not connected: what it would send is kept
+    sent: list = []
+    client._send = lambda kind, msg: sent.append((kind, msg))
+    loop = asyncio.new_event_loop()
+    try:
+        keys = [f"{'k' * 114}-{i:05d}" for i in range(10_000)]  # 1.2 MB of task ids
+        for key in keys:
+            client._futures[key] = loop.create_future()
+        client._watch_again()
+    finally:
+        loop.close()
+    assert {kind for kind, _ in sent} == {Kind.WATCH}
+    assert [k for _, w in sent for k in w.tasks] == keys
+    assert max(len(wire.pack(w)) for _, w in sent) < DEFAULT_MAX_MESSAGE_BYTES - wire.FRAME_SLACK
 
 
 @pytest.mark.timeout(120)

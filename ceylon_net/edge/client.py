@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from loguru import logger
@@ -23,14 +23,13 @@ from .. import wire
 from ..core.tasks import TaskResult
 from ..errors import AdminUnreachableError, ConfigError, Crashed, RejectedError, TaskFailed
 from ..settings import client_settings
-from ..wire import DEFAULT_MAX_MESSAGE_BYTES, Kind
+from ..wire import DEFAULT_MAX_MESSAGE_BYTES, MAX_WATCH, Kind
 from .agent import supervised
 from .transport import Client as Dealer
 from .transport import CurveKeys, load_keys
 
 SILENCE = 2.0  # seconds without a word from the admin before pending tasks are watched again
 BATCH_BYTES = DEFAULT_MAX_MESSAGE_BYTES // 2  # one SUBMIT stays well inside the message limit
-WATCH_CHUNK = 10_000  # task ids per WATCH frame (well inside the admin's message size limit)
 TASK_OPTIONS = ("difficulty", "role", "priority", "timeout", "description", "duration")
 
 
@@ -441,9 +440,13 @@ class AsyncClient:
                 self._watch_again()
 
     def _watch_again(self) -> None:
-        keys, names = list(self._futures), [n for n, g in self._groups.items() if not g.done()]
-        for i in range(0, max(len(keys), len(names)), WATCH_CHUNK):
-            self._send(Kind.WATCH, wire.Watch(keys[i:i + WATCH_CHUNK], names[i:i + WATCH_CHUNK]))
+        """Ask again for every task and group we wait on, in WATCHes of at most BATCH_BYTES
+        (however long the keys); the groups after the tasks, so that a group's news never
+        comes before its tasks' (the admin answers in order)."""
+        for keys in _by_size(self._futures):
+            self._send(Kind.WATCH, wire.Watch(keys, []))
+        for names in _by_size(n for n, g in self._groups.items() if not g.done()):
+            self._send(Kind.WATCH, wire.Watch([], names))
 
     def _resolve_error(self, key: Any, exc: BaseException) -> None:
         fut = self._futures.pop(key, None)
@@ -460,6 +463,20 @@ class AsyncClient:
             _fail(report, exc)
         for answer in self._requests.values():
             _fail(answer, exc)  # whoever awaits it takes it out
+
+
+def _by_size(items: Iterable[Any]) -> Iterator[list[Any]]:
+    """``items`` in lists of at most BATCH_BYTES encoded and MAX_WATCH long."""
+    chunk, size = [], 0
+    for item in items:
+        n = len(wire.packb(item))
+        if chunk and (size + n > BATCH_BYTES or len(chunk) == MAX_WATCH):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += n
+    if chunk:
+        yield chunk
 
 
 def _fail(fut: asyncio.Future, exc: BaseException) -> None:

@@ -32,12 +32,29 @@ class Future(concurrent.futures.Future):
     ``add_done_callback()``; ``cancel()`` cancels the task on the cluster too. ``key`` is its
     task id."""
 
-    def __init__(self, key: Any, inner: asyncio.Future, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, key: Any, inner: asyncio.Future, loop: asyncio.AbstractEventLoop,
+                 thread: threading.Thread) -> None:
         super().__init__()
         self.key = key
-        self._inner, self._loop = inner, loop
+        self._inner, self._loop, self._thread = inner, loop, thread
         self._settle = threading.RLock()  # the loop's outcome and the user's cancel() race
         inner.add_done_callback(self._copy)
+
+    def result(self, timeout: float | None = None) -> Any:
+        self._not_in_callback()
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._not_in_callback()
+        return super().exception(timeout)
+
+    def _not_in_callback(self) -> None:
+        """Waiting for a result in a callback would wait for ever: callbacks run in the
+        client's thread, the one that receives results."""
+        if not self.done() and threading.current_thread() is self._thread:
+            raise RuntimeError("waiting for a future in a callback: callbacks run in the "
+                               "client's own thread, which receives the results, so it would "
+                               "wait for ever; chain another add_done_callback instead")
 
     def _copy(self, inner: asyncio.Future) -> None:
         with self._settle:
@@ -55,6 +72,9 @@ class Future(concurrent.futures.Future):
         with self._settle:
             if self.done():
                 return False
+            if self._inner.done():  # its outcome is here, only not copied yet: too late
+                self._copy(self._inner)
+                return self.cancelled()
             super().cancel()
             self.set_running_or_notify_cancel()  # wait() and as_completed() see it
         self._loop.call_soon_threadsafe(self._inner.cancel)
@@ -64,9 +84,9 @@ class Future(concurrent.futures.Future):
 class GroupFuture(Future):
     """A task group: resolves to its summary; ``tasks`` maps task keys to their futures."""
 
-    def __init__(self, inner: Any, loop: asyncio.AbstractEventLoop,
+    def __init__(self, inner: Any, loop: asyncio.AbstractEventLoop, thread: threading.Thread,
                  tasks: dict[Any, Future]) -> None:
-        super().__init__(inner.name, inner, loop)
+        super().__init__(inner.name, inner, loop, thread)
         self.name = inner.name
         self.tasks = tasks
 
@@ -131,13 +151,13 @@ class Client:
         (in the client's thread) with each of the group's events."""
         def make() -> GroupFuture:
             inner = self._client.submit_group(name, list(tasks), on_event=on_event, **options)
-            return GroupFuture(inner, self._loop, {k: self._wrap(f)
+            return GroupFuture(inner, self._loop, self._thread, {k: self._wrap(f)
                                                    for k, f in inner.tasks.items()})
 
         return self._in_loop(make)
 
     def _wrap(self, inner: Any) -> Future:
-        return Future(inner.key, inner, self._loop)
+        return Future(inner.key, inner, self._loop, self._thread)
 
     # ---- requests
     def status(self) -> dict[str, Any]:
