@@ -256,8 +256,7 @@ def test_a_round_that_wakes_an_execute_caller_is_journaled_before_the_caller_goe
 
     async def run() -> None:
         admin = Admin(settings=settings)
-        admin.journal = Journal(path, settings.workspace)
-        admin._resume()
+        admin._resume(Journal(path, settings.workspace))
         admin._sockets, admin._out = Sockets(), Out()
         st, peer = admin.state, b"w/1"
         admin._apply(st.receive(peer, frames(Kind.HELLO, Hello("w", "default", 10, 2, [], []),
@@ -422,3 +421,31 @@ def test_a_version_2_journal_is_read_and_labelled_version_3(tmp_path):
         "t", TaskStatus.RUNNING, "w", 0, None)
     assert again.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() \
         == ("3",)
+
+
+def test_tasks_submitted_before_start_against_a_journal_holding_a_run_are_refused(tmp_path):
+    """The same program run again after a crash: it submits, then starts on its journal.
+    Folding both in would submit its tasks twice (and undo what finished): refused, with
+    what to do instead, and nothing started."""
+    import asyncio
+
+    from kit import JSim, noop
+
+    from ceylon_net.edge.admin import Admin
+    from ceylon_net.settings import AdminSettings
+
+    path = tmp_path / "j.db"
+    sim = JSim(path)
+    w = sim.join("w")
+    sim.submit(noop("a"), noop("b"))
+    w.finish("a")
+    sim.journal.close()
+
+    admin = Admin(settings=AdminSettings(bind="127.0.0.1", port=0, journal=str(path)))
+    admin.submit([noop("a"), noop("b")])
+    with pytest.raises(JournalError, match=r"2 task\(s\) were submitted before start\(\)"):
+        asyncio.run(admin.start())
+    assert admin.journal is None and admin._sockets is None
+    again = AdminState(AdminSettings(port=0), now=0.0)
+    resume(Journal(path, "default"), again, 0.0)  # the journal as it was
+    assert again.board.records["a"].status is TaskStatus.COMPLETED

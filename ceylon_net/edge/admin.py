@@ -96,8 +96,7 @@ class Admin(AgentBase):
         """Bind the ROUTER and PUB sockets and start serving."""
         s = self.settings
         if s.journal is not None and self.journal is None:
-            self.journal = Journal(s.journal, s.workspace)  # JournalError: nothing started
-            self._resume()
+            self._resume(Journal(s.journal, s.workspace))  # JournalError: nothing started
         curve = load_keys(s.curve_secret) if s.curve_secret else None
         self._sockets = AdminSockets(s.endpoint_host, s.max_message_bytes, s.workspace, curve,
                                      s.authorized_keys)
@@ -135,10 +134,10 @@ class Admin(AgentBase):
         if s.results_file is not None and self._results is None:
             self._results = ResultsFile(s.results_file)
 
-    def _resume(self) -> None:
-        assert self.journal is not None
-        if resume(self.journal, self.state, time.monotonic()):
+    def _resume(self, journal: Journal) -> None:
+        if resume(journal, self.state, time.monotonic()):  # (refusing, it closes the file)
             self._sync_idle()
+        self.journal = journal
 
     async def stop(self) -> None:
         """Ask the admin to stop; :meth:`arun_admin` / :meth:`serve` then shut down."""

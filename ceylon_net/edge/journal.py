@@ -211,6 +211,9 @@ class Journal:
             self.commit()
         return entries
 
+    def holds_tasks(self) -> bool:
+        return self.db.execute("SELECT 1 FROM log LIMIT 1").fetchone() is not None
+
     def groups(self) -> list[tuple[str, dict[str, Any]]]:
         rows = self.db.execute("SELECT id, spec FROM groups ORDER BY idx").fetchall()
         return [(gid, wire.unpackb(spec)) for gid, spec in rows]
@@ -257,6 +260,12 @@ def resume(journal: Journal, state: AdminState, now: float) -> bool:
     else their later changes would change tasks the journal never held."""
     board, manager = state.board, state.task_manager
     early = [r.task for r in board.records.values()]
+    if early and journal.holds_tasks():
+        journal.close()
+        raise JournalError(
+            f"journal {journal.path} holds a run to resume, and {len(early)} task(s) were "
+            f"submitted before start(): they would be submitted twice. Submit after "
+            f"start(), and only when admin.resumed is False (ceylon-admin --tasks does so)")
     groups = list(manager.task_groups.values())
     entries, held = journal.tasks(), journal.groups()
     if lacking := missing_groups(entries, held):
