@@ -315,3 +315,41 @@ def test_a_sync_client_with_a_bad_option_leaves_no_thread_behind():
     with pytest.raises(ConfigError, match="the port must be a number"):
         Client("127.0.0.1:http")
     assert threading.active_count() == before
+
+
+@pytest.mark.timeout(120)
+def test_a_done_lost_while_the_client_reconnects_is_asked_for_again(tmp_path):
+    """The client's connection drops for a moment (ZeroMQ makes it again by itself) as one of
+    its tasks ends: the admin cannot route that DONE. The admin goes on beating (another task
+    is pending), so no silence shows it; the future resolves all the same."""
+    from ceylon_net.edge.client import REWATCH
+
+    async def status(c: AsyncClient) -> dict:
+        return (await c.status())["counts"]
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            addr = f"127.0.0.1:{c.port}"
+            async with AsyncClient(addr, timeout=2) as probe, \
+                    AsyncClient(addr, gone_after=60) as client:
+                long = client.submit("echo_later", "long", 60.0, key="long")
+                short = client.submit("echo_later", "short", 1.0, key="short")
+
+                async def both_running() -> bool:
+                    return (await status(probe))["running"] >= 2
+
+                async def short_done() -> bool:
+                    return (await status(probe))["done"] >= 1
+
+                await wait_until(both_running, 20, "both to run")
+                sock = client._dealer.sock
+                sock.disconnect(f"tcp://{addr}")  # the blip
+                await wait_until(short_done, 10, "short to end")
+                sock.connect(f"tcp://{addr}")
+                try:
+                    return await asyncio.wait_for(short, REWATCH + 10)
+                finally:
+                    long.cancel()
+
+    assert run(body()) == {"echo": "short"}

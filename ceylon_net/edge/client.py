@@ -29,6 +29,9 @@ from .transport import Client as Dealer
 from .transport import CurveKeys, load_keys
 
 SILENCE = 2.0  # seconds without a word from the admin before pending tasks are watched again
+# ... and every so often anyway: a DONE the admin could not route (our connection was being
+# re-made, or our queue was full) is lost, and heartbeats would hide it.
+REWATCH = 10.0
 BATCH_BYTES = DEFAULT_MAX_MESSAGE_BYTES // 2  # one SUBMIT stays well inside the message limit
 TASK_OPTIONS = ("difficulty", "role", "priority", "timeout", "description", "duration")
 
@@ -427,17 +430,20 @@ class AsyncClient:
     async def _watchdog(self) -> None:
         """Silence: watch pending tasks again now and then (the admin may be restarting);
         too long: fail them, saying the admin is gone."""
+        watched = time.monotonic()
         while True:
             await asyncio.sleep(1.0)
+            now = time.monotonic()
             if not self._futures and not self._groups and not self._batches:
-                self._last_word = time.monotonic()
+                self._last_word = watched = now
                 continue
-            silent = time.monotonic() - self._last_word
+            silent = now - self._last_word
             if silent > self.gone_after:
                 self._fail_all(AdminUnreachableError(
                     f"lost the admin at {self.endpoint}: no word for {silent:.0f} s"))
-            elif silent > SILENCE:
+            elif silent > SILENCE or now - watched > REWATCH:
                 self._watch_again()
+                watched = now
 
     def _watch_again(self) -> None:
         """Ask again for every task and group we wait on, in WATCHes of at most BATCH_BYTES
