@@ -353,3 +353,28 @@ def test_a_done_lost_while_the_client_reconnects_is_asked_for_again(tmp_path):
                     long.cancel()
 
     assert run(body()) == {"echo": "short"}
+
+
+@pytest.mark.timeout(120)
+def test_a_refused_submission_fails_alone_not_those_sent_beside_it(tmp_path):
+    async def outcome(fut: asyncio.Future) -> str:
+        try:
+            return repr(await asyncio.wait_for(fut, 30))
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            async with AsyncClient(f"127.0.0.1:{c.port}") as client:
+                await client.submit("echo_later", "first", key="report-1")
+                # One loop turn, so one batch: a fresh task, and a retry of a done one.
+                fresh = client.submit("echo_later", "fresh", key="report-2")
+                again = client.submit("echo_later", "again", key="report-1")
+                after = client.submit("echo_later", "after", key="report-3",
+                                      depends_on=[fresh])
+                return await outcome(fresh), await outcome(again), await outcome(after)
+
+    fresh, again, after = run(body())
+    assert (fresh, after) == ("{'echo': 'fresh'}", "{'echo': 'after'}")
+    assert "ConfigError: the admin refused the batch: duplicate task id 'report-1'" in again

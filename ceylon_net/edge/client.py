@@ -346,14 +346,24 @@ class AsyncClient:
             return
         assert self.loop is not None
         self._loops = [t for t in self._loops if not t.done()]
-        self._loops.append(self.loop.create_task(self._accepted(msg_id, keys, groups)))
+        self._loops.append(self.loop.create_task(self._accepted(msg_id, items, keys, groups)))
 
-    async def _accepted(self, msg_id: int, keys: list[Any],
-                        groups: list[tuple[dict[str, Any], GroupFuture]]) -> None:
+    async def _accepted(self, msg_id: int,
+                        items: list[tuple[dict[str, Any], int, GroupFuture | None]],
+                        keys: list[Any], groups: list[tuple[dict[str, Any], GroupFuture]]
+                        ) -> None:
         """The admin's word on a batch: its futures fail if it refused it. It may take as long
-        as an admin restart (``gone_after``): a batch sent meanwhile is queued, not lost."""
+        as an admin restart (``gone_after``): a batch sent meanwhile is queued, not lost. The
+        admin takes a batch whole or not at all, and a batch is only what was submitted in one
+        loop turn: refused, its submissions go again one by one, so that only those at fault
+        fail (in order: one that depends on an earlier one still finds it)."""
         try:
             await self._answer(msg_id, self.gone_after)
+        except RejectedError as exc:
+            if len(items) == 1:
+                self._batch_failed(keys, groups, exc)
+            for item in items if len(items) > 1 else ():
+                self._send_batch([item])
         except Exception as exc:
             self._batch_failed(keys, groups, exc)
 
