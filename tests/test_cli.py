@@ -103,3 +103,22 @@ def test_sigterm_on_a_serving_admin_ends_the_workers_cleanly(tmp_path):
     admin_code, worker_code, err = run(body())
     assert (admin_code, worker_code) == (0, 0)
     assert "admin ended the run: admin stopped" in err
+
+
+def test_submit_wait_keeps_waiting_on_an_admin_with_a_slow_heartbeat(tmp_path, tasks_file):
+    """An admin with --heartbeat 12 says how the batch goes once a beat: ceylon-submit --wait
+    must not take 10 s without a word for a lost admin."""
+    path = tasks_file([{"id": "long", "description": "long", "difficulty": 1,
+                        "duration": 15}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--heartbeat", "12")
+            await c.worker("w0")
+            await wait_until(lambda: "joined from" in admin.stderr(), 30, "the worker")
+            p = await c.spawn("submit", [*cli("ceylon-submit"), str(path), "--wait",
+                                         "--port", str(c.port)])
+            return await p.wait(90), p.stderr()
+
+    code, err = run(body())
+    assert code == 0, err.strip().splitlines()[-1:]

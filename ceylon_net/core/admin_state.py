@@ -542,11 +542,14 @@ class AdminState:
 
     # ------------------------------------------------------------------ timers
     def _beat_clients(self) -> None:
-        """Clients waiting on tasks hear the admin every heartbeat (silence: it is gone), with
-        its epoch (a new one: it restarted, and they WATCH their tasks again)."""
-        for peer in self.watchers.clients():
-            self.out.send(peer, Kind.HEARTBEAT, wire.Event("heartbeat",
-                                                           {"epoch": self.members.epoch}))
+        """Clients waiting on tasks or a batch hear the admin every heartbeat (silence: it is
+        gone), with its epoch (a new one: it restarted, and they WATCH their tasks again) and
+        how often it beats (how long a silence may last)."""
+        beat = wire.Event("heartbeat", {"epoch": self.members.epoch,
+                                        "every": self.settings.heartbeat})
+        waiting = {b.client for b in self.batches.open.values() if b.wait}
+        for peer in waiting.union(self.watchers.clients()):
+            self.out.send(peer, Kind.HEARTBEAT, beat)
 
     def _give_up_unassignable(self, now: float) -> None:
         if not self.assigning:

@@ -72,6 +72,7 @@ def snapshot(st: AdminState) -> dict[str, Any]:
                        "role": t.required_role, "priority": t.priority})
     return {"admin": st.name, "workspace": st.workspace,
             "ports": {"router": st.port, "pub": st.members.pub_port},
+            "heartbeat": st.settings.heartbeat,
             "workers": workers, "groups": st.task_manager.summaries(), "queued": queued,
             "counts": counts(st)}
 

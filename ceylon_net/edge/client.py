@@ -110,6 +110,7 @@ class AsyncClient:
         self.curve: CurveKeys | None = load_keys(s.curve_secret, s.admin_key) \
             if s.curve_secret else None
         self.timeout, self.gone_after = timeout, gone_after
+        self._every = 0.0  # how often the admin says it beats (0: not heard yet)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.identity = f"client/{uuid.uuid4().hex[:12]}".encode()
         self._dealer: Dealer | None = None
@@ -135,7 +136,7 @@ class AsyncClient:
         self._loops = [supervised(self._read(), "the client's receive loop", self._crashed),
                        supervised(self._watchdog(), "the client's watchdog", self._crashed)]
         try:
-            await self.status()
+            self._heard_every((await self.status()).get("heartbeat"))
         except BaseException:
             await self.close()
             raise
@@ -432,10 +433,16 @@ class AsyncClient:
                                      done.task_id, reason))
 
     def _heartbeat(self, beat: wire.Event) -> None:
+        self._heard_every(beat.data.get("every"))
         epoch = beat.data.get("epoch")
         if self._epoch is not None and epoch != self._epoch:
             self._watch_again()  # the admin restarted: it knows our tasks from its journal
         self._epoch = epoch
+
+    def _heard_every(self, every: Any) -> None:
+        """How often the admin beats: a silence of a few beats is no sign of trouble."""
+        if type(every) in (int, float) and 0 < every < 3600:
+            self._every = every
 
     async def _watchdog(self) -> None:
         """Silence: watch pending tasks again now and then (the admin may be restarting);
@@ -448,10 +455,10 @@ class AsyncClient:
                 self._last_word = watched = now
                 continue
             silent = now - self._last_word
-            if silent > self.gone_after:
+            if silent > max(self.gone_after, 3 * self._every):
                 self._fail_all(AdminUnreachableError(
                     f"lost the admin at {self.endpoint}: no word for {silent:.0f} s"))
-            elif silent > SILENCE or now - watched > REWATCH:
+            elif silent > max(SILENCE, 2 * self._every) or now - watched > REWATCH:
                 self._watch_again()
                 watched = now
 
