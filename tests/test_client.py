@@ -378,3 +378,21 @@ def test_a_refused_submission_fails_alone_not_those_sent_beside_it(tmp_path):
     fresh, again, after = run(body())
     assert (fresh, after) == ("{'echo': 'fresh'}", "{'echo': 'after'}")
     assert "ConfigError: the admin refused the batch: duplicate task id 'report-1'" in again
+
+
+def test_a_map_or_group_that_cannot_be_sent_whole_submits_nothing():
+    """map() and submit_group() are one batch each: an item that cannot be sent (or a
+    repeated id) raises at the call, and no future or queued task is left behind."""
+    from ceylon_net.errors import ConfigError, LocalProtocolError
+
+    async def body():
+        client = AsyncClient("127.0.0.1:1")
+        client.loop, client._dealer = asyncio.get_running_loop(), object()  # as if connected
+        with pytest.raises(LocalProtocolError):
+            client.map("echo_later", [1, 2, object()])  # the third cannot be encoded
+        with pytest.raises(ConfigError, match="duplicate task id 'g/dup'"):
+            client.submit_group("g", [{"handler": "echo_later"}, {"id": "g/dup"},
+                                      {"id": "g/dup"}])
+        return client._futures, client._queued, client._groups
+
+    assert run(body()) == ({}, [], {})

@@ -266,10 +266,20 @@ class AsyncClient:
         self._flush_soon()
         return fut
 
-    def map(self, handler: str, *iterables: Iterable[Any], **options: Any) -> list[TaskFuture]:
-        """``submit(handler, *items)`` for each tuple of items, in one batch."""
-        return [self.submit(handler, *items, **options) for items in zip(*iterables,
-                                                                           strict=True)]
+    def map(self, handler: str, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
+            depends_on: Iterable[Any] = (), **options: Any) -> list[TaskFuture]:
+        """``submit(handler, *items)`` for each tuple of items, in one batch: all or none (an
+        item that cannot be sent raises here, and nothing is submitted)."""
+        self._connected()
+        depends_on = list(depends_on)
+        docs = [_task_doc(handler, items, kwargs, None, depends_on, dict(options))
+                for items in zip(*iterables, strict=True)]
+        sizes = [_encoded_size(t, f"task {t['id']!r}") for t in docs]
+        futures = self._new_futures([t["id"] for t in docs])
+        self._queued.extend((t, size, None) for t, size in zip(docs, sizes, strict=True))
+        if docs:
+            self._flush_soon(len(docs))
+        return futures
 
     async def gather(self, futures: Iterable[asyncio.Future]) -> list[Any]:
         """The futures' results, in order (the first failure raises)."""
@@ -286,21 +296,15 @@ class AsyncClient:
         assert self.loop is not None
         if name in self._groups:
             raise ConfigError(f"duplicate group name {name!r}")
-        group = GroupFuture(name, self, on_event)
-        items = []
-        for i, item in enumerate(tasks):
-            item = {"id": f"{name}/{i}", "description": f"{name} #{i}", "difficulty": 1, **item}
-            group.tasks[item["id"]] = self._future(item["id"])
-            items.append(item)
+        items = [{"id": f"{name}/{i}", "description": f"{name} #{i}", "difficulty": 1, **item}
+                 for i, item in enumerate(tasks)]
         doc = {"name": name, "description": description or name, "priority": priority,
                "depends_on": list(depends_on), "on_goal": on_goal, "tasks": items,
                **({"goal": goal} if goal is not None else {})}
-        try:
-            size = _encoded_size(doc, f"group {name!r}")
-        except BaseException:
-            for key in group.tasks:
-                self._futures.pop(key, None)
-            raise
+        size = _encoded_size(doc, f"group {name!r}")
+        group = GroupFuture(name, self, on_event)
+        keys = [item["id"] for item in items]
+        group.tasks.update(zip(keys, self._new_futures(keys), strict=True))
         self._groups[name] = group
         group.add_done_callback(lambda g: self._groups.pop(name, None))
         self._queued.append((doc, size, group))
@@ -308,15 +312,25 @@ class AsyncClient:
         return group
 
     def _future(self, key: Any) -> TaskFuture:
-        if key in self._futures:
-            raise ConfigError(f"duplicate task id {key!r}")
-        fut = self._futures[key] = TaskFuture(key, self)
-        return fut
+        return self._new_futures([key])[0]
 
-    def _flush_soon(self) -> None:
-        """Submissions of this loop turn leave together, right after it."""
+    def _new_futures(self, keys: list[Any]) -> list[TaskFuture]:
+        """A future for each key, all or none: a key this client waits on already, or one
+        given twice, raises and nothing is registered."""
+        seen: set[Any] = set()
+        for key in keys:
+            if key in self._futures or key in seen:
+                raise ConfigError(f"duplicate task id {key!r}")
+            seen.add(key)
+        futures = [TaskFuture(key, self) for key in keys]
+        self._futures.update(zip(keys, futures, strict=True))
+        return futures
+
+    def _flush_soon(self, added: int = 1) -> None:
+        """Submissions of this loop turn leave together, right after it (``added``: how many
+        were just queued)."""
         assert self.loop is not None, "connect() first"
-        if len(self._queued) == 1:
+        if len(self._queued) == added:
             self.loop.call_soon(self._start_flush)
 
     def _start_flush(self) -> None:
