@@ -396,3 +396,37 @@ def test_a_map_or_group_that_cannot_be_sent_whole_submits_nothing():
         return client._futures, client._queued, client._groups
 
     assert run(body()) == ({}, [], {})
+
+
+@pytest.mark.timeout(120)
+def test_a_refused_batch_resends_neither_what_was_cancelled_nor_races_a_watch(tmp_path):
+    """Resent one by one after a refusal, a batch leaves out what the user cancelled
+    meanwhile; and a WATCH that crosses the refused SUBMIT does not fail a task that then
+    runs (the watchdog does not ask for tasks whose submission is unanswered)."""
+    async def outcome(fut: asyncio.Future) -> str:
+        try:
+            return repr(await asyncio.wait_for(fut, 30))
+        except asyncio.CancelledError:
+            return "cancelled"
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            addr = f"127.0.0.1:{c.port}"
+            async with AsyncClient(addr) as client, AsyncClient(addr) as probe:
+                await client.submit("echo_later", "first", key="report-1")
+                dropped = client.submit("echo_later", "dropped", key="dropped")
+                fresh = client.submit("echo_later", "fresh", key="fresh")
+                again = client.submit("echo_later", "again", key="report-1")
+                await asyncio.sleep(0)  # the batch leaves: one loop turn
+                assert dropped.cancel()
+                client._watch_again()  # what the watchdog does at a REWATCH tick
+                got = await outcome(fresh), await outcome(again)
+                return got, await probe.cancel(["dropped"])
+
+    (fresh, again), gone = run(body())
+    assert fresh == "{'echo': 'fresh'}"
+    assert "duplicate task id 'report-1'" in again
+    assert gone["unknown"] == ["dropped"]  # never submitted again: it was cancelled

@@ -122,6 +122,7 @@ class AsyncClient:
         # submitted this loop turn: (task or group document, its size encoded, the group's
         # future for a group)
         self._queued: list[tuple[dict[str, Any], int, GroupFuture | None]] = []
+        self._unanswered: set[Any] = set()  # keys and group names of a SUBMIT not answered yet
         self._last_word = 0.0
         self._epoch: int | None = None
         self._loops: list[asyncio.Task] = []
@@ -360,6 +361,8 @@ class AsyncClient:
             self._batch_failed(keys, groups, exc)
             return
         assert self.loop is not None
+        self._unanswered.update(keys)
+        self._unanswered.update(d["name"] for d, _ in groups)
         self._loops = [t for t in self._loops if not t.done()]
         self._loops.append(self.loop.create_task(self._accepted(msg_id, items, keys, groups)))
 
@@ -373,12 +376,18 @@ class AsyncClient:
         loop turn: refused, its submissions go again one by one, so that only those at fault
         fail (in order: one that depends on an earlier one still finds it)."""
         try:
-            await self._answer(msg_id, self.gone_after)
+            try:
+                await self._answer(msg_id, self.gone_after)
+            finally:
+                self._unanswered.difference_update(keys)
+                self._unanswered.difference_update(d["name"] for d, _ in groups)
         except RejectedError as exc:
             if len(items) == 1:
                 self._batch_failed(keys, groups, exc)
             for item in items if len(items) > 1 else ():
-                self._send_batch([item])
+                d, _, g = item
+                if (d["id"] in self._futures) if g is None else not g.done():
+                    self._send_batch([item])  # not one cancelled meanwhile
         except Exception as exc:
             self._batch_failed(keys, groups, exc)
 
@@ -480,9 +489,10 @@ class AsyncClient:
         """Ask again for every task and group we wait on, in WATCHes of at most BATCH_BYTES
         (however long the keys); the groups after the tasks, so that a group's news never
         comes before its tasks' (the admin answers in order)."""
-        for keys in _by_size(self._futures):
+        for keys in _by_size(k for k in self._futures if k not in self._unanswered):
             self._send(Kind.WATCH, wire.Watch(keys, []))
-        for names in _by_size(n for n, g in self._groups.items() if not g.done()):
+        for names in _by_size(n for n, g in self._groups.items()
+                              if not g.done() and n not in self._unanswered):
             self._send(Kind.WATCH, wire.Watch([], names))
 
     def _resolve_error(self, key: Any, exc: BaseException) -> None:

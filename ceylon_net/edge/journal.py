@@ -76,12 +76,12 @@ class Journal:
                                      ("workspace", workspace)])
             elif version == 1:
                 self._from_version_1()
-            elif version < SCHEMA_VERSION:  # its rows are read as they are, and ours longer
-                self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'",
-                                (str(SCHEMA_VERSION),))
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: {exc}") from None
         self._in_tx = False
+        # An older journal is read as it is and labelled ours with the first row we write
+        # (ours are longer): refused before that, it stays as its ceylon_net left it.
+        self._relabel = 1 < version < SCHEMA_VERSION
 
     def _check(self) -> int:
         """Refuse a file that is not our journal, without writing to it; its schema version."""
@@ -165,6 +165,10 @@ class Journal:
         if not self._in_tx:
             self.db.execute("BEGIN")
             self._in_tx = True
+            if self._relabel:
+                self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'",
+                                (str(SCHEMA_VERSION),))
+                self._relabel = False
 
     def close(self) -> None:
         self.commit()

@@ -52,6 +52,9 @@ class Future(concurrent.futures.Future):
         """Waiting for a result in a callback would wait for ever: callbacks run in the
         client's thread, the one that receives results."""
         if not self.done() and threading.current_thread() is self._thread:
+            if self._inner.done():  # here already, its copy not made yet: take it
+                self._copy(self._inner)
+                return
             raise RuntimeError("waiting for a future in a callback: callbacks run in the "
                                "client's own thread, which receives the results, so it would "
                                "wait for ever; chain another add_done_callback instead")
