@@ -357,12 +357,6 @@ def test_a_done_lost_while_the_client_reconnects_is_asked_for_again(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_a_refused_submission_fails_alone_not_those_sent_beside_it(tmp_path):
-    async def outcome(fut: asyncio.Future) -> str:
-        try:
-            return repr(await asyncio.wait_for(fut, 30))
-        except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
-
     async def body():
         async with Cluster(workdir=tmp_path) as c:
             await _cluster(c, workers=1)
@@ -373,7 +367,7 @@ def test_a_refused_submission_fails_alone_not_those_sent_beside_it(tmp_path):
                 again = client.submit("echo_later", "again", key="report-1")
                 after = client.submit("echo_later", "after", key="report-3",
                                       depends_on=[fresh])
-                return await outcome(fresh), await outcome(again), await outcome(after)
+                return await _outcome(fresh), await _outcome(again), await _outcome(after)
 
     fresh, again, after = run(body())
     assert (fresh, after) == ("{'echo': 'fresh'}", "{'echo': 'after'}")
@@ -403,14 +397,6 @@ def test_a_refused_batch_resends_neither_what_was_cancelled_nor_races_a_watch(tm
     """Resent one by one after a refusal, a batch leaves out what the user cancelled
     meanwhile; and a WATCH that crosses the refused SUBMIT does not fail a task that then
     runs (the watchdog does not ask for tasks whose submission is unanswered)."""
-    async def outcome(fut: asyncio.Future) -> str:
-        try:
-            return repr(await asyncio.wait_for(fut, 30))
-        except asyncio.CancelledError:
-            return "cancelled"
-        except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
-
     async def body():
         async with Cluster(workdir=tmp_path) as c:
             await _cluster(c, workers=1)
@@ -423,10 +409,20 @@ def test_a_refused_batch_resends_neither_what_was_cancelled_nor_races_a_watch(tm
                 await asyncio.sleep(0)  # the batch leaves: one loop turn
                 assert dropped.cancel()
                 client._watch_again()  # what the watchdog does at a REWATCH tick
-                got = await outcome(fresh), await outcome(again)
+                got = await _outcome(fresh), await _outcome(again)
                 return got, await probe.cancel(["dropped"])
 
     (fresh, again), gone = run(body())
     assert fresh == "{'echo': 'fresh'}"
     assert "duplicate task id 'report-1'" in again
     assert gone["unknown"] == ["dropped"]  # never submitted again: it was cancelled
+
+
+async def _outcome(fut: asyncio.Future) -> str:
+    """How a future ended, as text: its value, or the exception's type and message."""
+    try:
+        return repr(await asyncio.wait_for(fut, 30))
+    except asyncio.CancelledError:
+        return "cancelled"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
