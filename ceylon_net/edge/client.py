@@ -260,12 +260,7 @@ class AsyncClient:
         difficulty, role, priority, timeout, description, duration; ``depends_on``: futures
         or keys that must complete first."""
         self._connected()
-        task = _task_doc(handler, args, kwargs, key, depends_on, options)
-        size = _encoded_size(task, f"task {task['id']!r}")
-        fut = self._future(task["id"])
-        self._queued.append((task, size, None))
-        self._flush_soon()
-        return fut
+        return self._queue_tasks([_task_doc(handler, args, kwargs, key, depends_on, options)])[0]
 
     def map(self, handler: str, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
             depends_on: Iterable[Any] = (), **options: Any) -> list[TaskFuture]:
@@ -273,8 +268,13 @@ class AsyncClient:
         item that cannot be sent raises here, and nothing is submitted)."""
         self._connected()
         depends_on = list(depends_on)
-        docs = [_task_doc(handler, items, kwargs, None, depends_on, dict(options))
-                for items in zip(*iterables, strict=True)]
+        return self._queue_tasks([_task_doc(handler, items, kwargs, None, depends_on,
+                                            dict(options))
+                                  for items in zip(*iterables, strict=True)])
+
+    def _queue_tasks(self, docs: list[dict[str, Any]]) -> list[TaskFuture]:
+        """Queue these task documents, all or none: each is checked (it can be sent, it
+        fits, its id is new) before any future is registered."""
         sizes = [_encoded_size(t, f"task {t['id']!r}") for t in docs]
         futures = self._new_futures([t["id"] for t in docs])
         self._queued.extend((t, size, None) for t, size in zip(docs, sizes, strict=True))
@@ -311,9 +311,6 @@ class AsyncClient:
         self._queued.append((doc, size, group))
         self._flush_soon()
         return group
-
-    def _future(self, key: Any) -> TaskFuture:
-        return self._new_futures([key])[0]
 
     def _new_futures(self, keys: list[Any]) -> list[TaskFuture]:
         """A future for each key, all or none: a key this client waits on already, or one
@@ -384,9 +381,10 @@ class AsyncClient:
         except RejectedError as exc:
             if len(items) == 1:
                 self._batch_failed(keys, groups, exc)
-            for item in items if len(items) > 1 else ():
-                d, _, g = item
-                if (d["id"] in self._futures) if g is None else not g.done():
+                return
+            for item in items:
+                doc, _, group = item
+                if (doc["id"] in self._futures) if group is None else not group.done():
                     self._send_batch([item])  # not one cancelled meanwhile
         except Exception as exc:
             self._batch_failed(keys, groups, exc)
