@@ -17,7 +17,8 @@ from ceylon_net.settings import AdminSettings
 from ceylon_net.wire import Hello, Kind
 
 WORKSPACE = "default"
-BEAT = wire.Event("heartbeat", {"every": 1.0})  # the admin's heartbeat, at the default pace
+EPOCH = 7  # the simulated admin process's broadcast epoch
+BEAT = wire.Event("heartbeat", {"every": 1.0, "epoch": EPOCH})  # at the default pace
 
 
 def frames(kind: bytes, msg: Any = None, sender: str = "peer", workspace: str = WORKSPACE,
@@ -125,7 +126,7 @@ class Sim:
         # No pipelining unless asked (prefetch=None: adaptive): most tests count exactly
         # what goes to whom.
         self.st = AdminState(AdminSettings(**{"port": 0, "prefetch": 0, **settings}), self.now)
-        self.st.started(self.now, 8000, 8001)
+        self.st.started(self.now, 8000, 8001, EPOCH)
         self.workers: dict[bytes, SimWorker] = {}
         self.every: list[Any] = []
         self.timers: list[c.Timer] = []  # asked for, not run yet

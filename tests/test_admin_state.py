@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kit import BEAT, Sim, assigned, frames, logs, noop, of, sends
+from kit import BEAT, EPOCH, Sim, assigned, frames, logs, noop, of, sends
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
@@ -396,6 +396,8 @@ def test_a_broadcast_is_relayed_on_pub_and_delivered_to_the_admin_under_its_send
     (fwd,) = of(cmds, c.Forward)
     (deliver,) = of(cmds, c.Deliver)
     assert fwd.peer is None and fwd.kind == Kind.BCAST and fwd.header.sender == "w"
+    # Numbered in this admin process: a restarted one numbers from 1 again.
+    assert (fwd.header.seq, fwd.header.epoch) == (1, EPOCH)
     assert wire.decode_payload(deliver.header, deliver.payload) == wire.Event("hi")
 
 

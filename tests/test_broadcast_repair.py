@@ -36,6 +36,8 @@ class ScriptedAdmin:
     beat = 1.0  # the heartbeat its WELCOME asks for
 
     def __init__(self) -> None:
+        self.epoch = 7  # this admin process: its broadcasts and PUB heartbeats say so
+        self.answer = True  # welcome a HELLO
         self.ctx = zmq.asyncio.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
         self.pub = self.ctx.socket(zmq.PUB)
@@ -50,6 +52,8 @@ class ScriptedAdmin:
         type_, payload = (None, b"") if msg is None else wire.encode_payload(msg)
         header = wire.make_header("default", "admin", type_)
         header.seq = seq
+        if kind == Kind.BCAST:
+            header.epoch = self.epoch
         return wire.encode_frames(kind, header, payload)
 
     async def serve(self) -> None:
@@ -59,10 +63,20 @@ class ScriptedAdmin:
             if env.kind == Kind.HELLO:
                 self.peer = peer
                 self.hellos.append(wire.unpack(wire.Hello, env.payload))
-                await self.router.send_multipart([peer, *self.frames(
-                    Kind.WELCOME, wire.Welcome("w", "admin", self.pub_port, self.beat, 3, 7))])
+                if self.answer:
+                    await self.welcome()
             else:
                 self.heard_from(env)
+
+    async def welcome(self) -> None:
+        await self.router.send_multipart([self.peer, *self.frames(
+            Kind.WELCOME, wire.Welcome("w", "admin", self.pub_port, self.beat, 3, self.epoch))])
+
+    async def pub_beat(self, seq: int) -> None:
+        """The PUB heartbeat: how many broadcasts this admin process has numbered."""
+        beat = wire.Event("heartbeat", {"every": self.beat, "epoch": self.epoch})
+        await self.pub.send_multipart([wire.topic("default") + Kind.HEARTBEAT,
+                                       *self.frames(Kind.HEARTBEAT, beat, seq)])
 
     def heard_from(self, env: wire.Envelope) -> None:
         """Anything but a HELLO from the worker."""
@@ -71,9 +85,11 @@ class ScriptedAdmin:
             self.heard = beat.heard
             self.asked += beat.missing
 
-    async def publish(self, seq: int) -> None:
+    async def publish(self, seq: int, n: int | None = None) -> None:
+        """Broadcast ``seq`` on PUB: the note ``n`` (``seq`` unless said)."""
         await self.pub.send_multipart([wire.topic("default") + Kind.BCAST,
-                                       *self.frames(Kind.BCAST, Note(seq), seq)])
+                                       *self.frames(Kind.BCAST, Note(seq if n is None else n),
+                                                    seq)])
 
     async def resend(self, seq: int) -> None:
         await self.router.send_multipart([self.peer, *self.frames(Kind.BCAST, Note(seq), seq)])
@@ -84,6 +100,15 @@ class ScriptedAdmin:
         self.ctx.term()
 
 
+async def hearing(admin: ScriptedAdmin) -> None:
+    """PUB heartbeats until the worker says it hears them."""
+    async def hears() -> bool:
+        await admin.pub_beat(0)
+        return admin.heard == 0
+
+    await wait_until(hears, 10, "the worker to hear PUB", interval=0.02)
+
+
 def test_a_worker_asks_for_what_pub_dropped_takes_resends_and_skips_what_is_gone():
     admin = ScriptedAdmin()
     w = Listener("w", admin_port=admin.port)
@@ -92,12 +117,7 @@ def test_a_worker_asks_for_what_pub_dropped_takes_resends_and_skips_what_is_gone
         serving = asyncio.create_task(admin.serve())
         running = asyncio.create_task(w.arun())
         try:
-            async def hears() -> bool:  # PUB heartbeats until the worker says it hears them
-                await admin.pub.send_multipart([wire.topic("default") + Kind.HEARTBEAT,
-                                                *admin.frames(Kind.HEARTBEAT, seq=0)])
-                return admin.heard == 0
-
-            await wait_until(hears, 10, "the worker to hear PUB", interval=0.02)
+            await hearing(admin)
             for seq in (1, 2, 3, 5, 6, 9, 10):  # 4, 7 and 8 "dropped"
                 await admin.publish(seq)
             await wait_until(lambda: [4, 4] in admin.asked and [7, 8] in admin.asked, 10,
@@ -120,3 +140,56 @@ def test_a_worker_asks_for_what_pub_dropped_takes_resends_and_skips_what_is_gone
         return w.notes
 
     assert run(body()) == [1, 2, 3, 4, 5, 6, 9, 10, 11]
+
+
+def test_a_restarted_admins_broadcasts_are_not_taken_for_the_old_ones():
+    """The admin restarts (a new process: a new epoch, numbering from 1 again). The worker's
+    SUB reconnects to the new PUB before the worker is welcomed again, so it hears the new
+    admin's first broadcasts and heartbeats while its inbox still counts the old one's. They
+    must not be delivered in part: the new numbers 1..3 look like the old ones already
+    delivered, and 4 and 5 would arrive with 1..3 silently missing."""
+    admin = ScriptedAdmin()
+    w = Listener("w", admin_port=admin.port)
+
+    async def body():
+        serving = asyncio.create_task(admin.serve())
+        running = asyncio.create_task(w.arun())
+        try:
+            await hearing(admin)
+            for seq in (1, 2, 3):  # the old admin's broadcasts
+                await admin.publish(seq)
+            await wait_until(lambda: w.notes == [1, 2, 3], 10, "1, 2, 3")
+
+            # The restart: the new process does not know the worker and does not welcome it
+            # yet, while it already publishes.
+            admin.answer, admin.epoch = False, 8
+            hellos = len(admin.hellos)
+            await admin.router.send_multipart([admin.peer, *admin.frames(
+                Kind.REJECT, wire.Reject("not registered: send HELLO first", retry=True))])
+            await wait_until(lambda: len(admin.hellos) > hellos, 10, "a new HELLO")
+            for seq in range(1, 6):
+                await admin.publish(seq, 100 + seq)
+            await admin.pub_beat(5)
+            hellos = len(admin.hellos)
+            await wait_until(lambda: len(admin.hellos) > hellos, 10, "the HELLO sent again")
+            admin.answer = True
+            await admin.welcome()
+            admin.heard = -1
+            async def hears_new() -> bool:
+                await admin.pub_beat(5)
+                return admin.heard == 5
+
+            await wait_until(hears_new, 10, "the worker to hear the new admin", interval=0.02)
+            await admin.publish(6, 106)
+            await wait_until(lambda: 106 in w.notes, 10, "106")
+        finally:
+            await w.stop()
+            await asyncio.gather(running, return_exceptions=True)
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            admin.close()
+        return w.notes
+
+    # Broadcasts sent before the worker was registered are not its to receive, as for any
+    # worker that joins; after that, everything, in order.
+    assert run(body()) == [1, 2, 3, 106]

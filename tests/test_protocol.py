@@ -130,6 +130,9 @@ headers = st.builds(
     type=st.none() | st.text(),
     to=st.none() | st.text(),
     version=st.integers(-(2**63), 2**63 - 1),
+    token=st.none() | st.text(),
+    seq=st.none() | st.integers(0, 2**64 - 1),
+    epoch=st.none() | st.integers(0, 2**64 - 1),
 )
 
 
@@ -142,11 +145,11 @@ def test_any_header_round_trips(kind, h, payload):
 
 
 def test_header_with_extra_trailing_fields_still_decodes():
-    # A future peer may append header fields; the first nine still mean the same.
-    data = raw_header(*GOOD_HEADER, "the-token", 12, "future", 42)
+    # A future peer may append header fields; the first ten still mean the same.
+    data = raw_header(*GOOD_HEADER, "the-token", 12, 3, "future", 42)
 
     assert wire.decode_header(data) == Header("default", "Senior", 7, 1700000000.5,
-                                                  version=1, token="the-token", seq=12)
+                                              version=1, token="the-token", seq=12, epoch=3)
 
 
 def test_a_broadcast_number_travels_in_the_header_and_must_be_a_count():
@@ -156,6 +159,16 @@ def test_a_broadcast_number_travels_in_the_header_and_must_be_a_count():
     for bad in ("5", -1, 1.5, True):
         with pytest.raises(RemoteProtocolError, match="header seq"):
             wire.decode_header(raw_header(*GOOD_HEADER, None, bad))
+
+
+def test_an_admin_epoch_travels_in_the_header_and_must_be_a_count():
+    numbered = wire.make_header("default", "w")
+    numbered.seq, numbered.epoch = 5, 2**63 - 1
+    decoded = wire.decode_header(wire.encode_header(numbered))
+    assert (decoded.seq, decoded.epoch) == (5, 2**63 - 1)
+    for bad in ("5", -1, 1.5, True):
+        with pytest.raises(RemoteProtocolError, match="header epoch"):
+            wire.decode_header(raw_header(*GOOD_HEADER, None, 5, bad))
 
 
 def test_the_token_travels_in_the_header_only_when_set():

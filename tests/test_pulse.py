@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from conftest import run
-from kit import Sim, logs, of
+from kit import EPOCH, Sim, logs, of
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
@@ -70,7 +70,7 @@ def test_a_worker_that_does_not_hear_pub_is_told_the_pace_directly():
     sim.join("other")
     cmds = sim.tick(at=2.0)
     direct = [s.msg for s in of(cmds, c.Send) if s.peer == deaf.peer and s.kind == Kind.HEARTBEAT]
-    assert direct == [wire.Event("heartbeat", {"every": 2.0})]
+    assert direct == [wire.Event("heartbeat", {"every": 2.0, "epoch": EPOCH})]
 
 
 def test_worker_processes_beat_at_the_pace_the_admin_asks_and_stay_connected(tmp_path):

@@ -314,6 +314,7 @@ class AdminState:
         """Number a broadcast, keep it for repairs, publish it (and hand it to the admin's own
         handlers when a worker sent it)."""
         header.seq = self.broadcasts.append((header, payload), len(payload))
+        header.epoch = self.members.epoch
         self.out.add(Forward(None, Kind.BCAST, header, payload))
         if deliver:
             self.out.add(Deliver(header, payload))

@@ -278,7 +278,7 @@ class Membership:
             self.out.send(peer, Kind.HEARTBEAT, beat)
 
     def _beat(self) -> wire.Event:
-        return wire.Event("heartbeat", {"every": self.pulse.every})
+        return wire.Event("heartbeat", {"every": self.pulse.every, "epoch": self.epoch})
 
     def end(self, reason: str) -> None:
         """The run is over: tell every worker."""

@@ -359,15 +359,29 @@ class Worker(AgentBase):
         elif env.kind == Kind.REJECT:
             raise _Reconnect("admin does not know us any more")
         elif env.kind == Kind.HEARTBEAT:  # the admin's, to us alone: we do not hear PUB
-            self._paced(env)
+            self._paced(self._beat_data(env))
         return False
 
-    def _paced(self, env: Envelope) -> None:
+    def _beat_data(self, env: Envelope) -> dict[str, Any]:
+        """What the admin's heartbeat says (an older admin's may say nothing)."""
+        return wire.unpack(wire.Event, env.payload, self.limits).data if env.payload else {}
+
+    def _ours(self, epoch: Any) -> bool:
+        """Is PUB traffic numbered by ``epoch`` from the admin process we registered with?
+        After a restart our SUB reconnects to the new admin's PUB before we are welcomed
+        again: its broadcasts count from 1 again and would be taken for the old ones."""
+        if epoch is None or epoch == self._epoch:
+            return True
+        logger.debug("{}: ignored PUB traffic of another admin process (epoch {})",
+                     self.name, epoch)
+        return False
+
+    def _paced(self, data: dict[str, Any]) -> None:
         """The admin's heartbeat says how often both sides beat now: slower when many
         workers are connected (ceylon_net.core.pacing.Pulse)."""
-        if not env.payload or self._welcome is None:
+        if self._welcome is None:
             return
-        every = wire.unpack(wire.Event, env.payload, self.limits).data.get("every")
+        every = data.get("every")
         if type(every) in (int, float) and 0 < every <= MAX_BEAT \
                 and every != self._welcome.heartbeat:
             logger.debug("{}: the admin asks for a heartbeat every {:g} s", self.name, every)
@@ -397,13 +411,17 @@ class Worker(AgentBase):
         if env is None:
             return
         if env.kind == Kind.HEARTBEAT:
+            try:
+                data = self._beat_data(env)
+            except RemoteProtocolError as exc:
+                logger.warning("{}: dropped a bad heartbeat: {}", self.name, exc)
+                return
+            if not self._ours(data.get("epoch")):
+                return
             self._admin_seen = self._pub_beat = time.monotonic()
             if env.header.seq is not None and self._welcome is not None:
                 self._heard(self._inbox.hear(env.header.seq))
-            try:
-                self._paced(env)
-            except RemoteProtocolError as exc:
-                logger.warning("{}: dropped a bad heartbeat: {}", self.name, exc)
+            self._paced(data)
         elif env.kind == Kind.BCAST:
             try:
                 self._numbered(env)
@@ -415,6 +433,8 @@ class Worker(AgentBase):
         of our own is counted, not delivered)."""
         if env.header.seq is None:
             raise RemoteProtocolError("a broadcast without its number")
+        if not self._ours(env.header.epoch):
+            return
         first = self._inbox.heard is None
         for header, payload in self._inbox.accept(env.header.seq, (env.header, env.payload)):
             if header.sender != self.id:

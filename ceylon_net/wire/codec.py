@@ -87,7 +87,9 @@ class Header:
     bytes); ``to`` is the recipient agent id of a DIRECT message; ``seq`` numbers a broadcast
     (the admin's sequence) and, on the admin's PUB heartbeat, says how many there were; on the
     admin's answer to a client request (STATUS, SUBMIT, REJECT) it is that request's msg_id,
-    so a client matches answers to requests even when one went unanswered."""
+    so a client matches answers to requests even when one went unanswered. ``epoch`` names
+    the admin process a broadcast's number counts in: a restarted admin numbers from 1
+    again, and its broadcasts must not be taken for the old one's."""
 
     workspace: str
     sender: str
@@ -98,6 +100,7 @@ class Header:
     version: int = PROTOCOL_VERSION
     token: str | None = None  # the workspace token, on HELLO and client requests only
     seq: int | None = None  # a broadcast's number, or the msg_id an answer answers
+    epoch: int | None = None  # on a broadcast: the admin process that numbered it
 
 
 @dataclass(slots=True)
@@ -119,6 +122,8 @@ def make_header(
 
 def encode_header(h: Header) -> bytes:
     fields = [h.version, h.workspace, h.msg_id, h.sender, h.ts, h.type, h.to]
+    if h.epoch is not None:
+        return packb([*fields, h.token, h.seq, h.epoch])
     if h.seq is not None:
         return packb([*fields, h.token, h.seq])
     return packb(fields if h.token is None else [*fields, h.token])
@@ -145,7 +150,10 @@ def decode_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Header:
     seq = raw[8] if len(raw) > 8 else None
     if not (seq is None or (isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0)):
         raise RemoteProtocolError("header seq must be an int >= 0 or nil")
-    return Header(workspace, sender, msg_id, float(ts), type_, to, version, token, seq)
+    epoch = raw[9] if len(raw) > 9 else None
+    if not (epoch is None or (type(epoch) is int and epoch >= 0)):
+        raise RemoteProtocolError("header epoch must be an int >= 0 or nil")
+    return Header(workspace, sender, msg_id, float(ts), type_, to, version, token, seq, epoch)
 
 
 def encode_frames(kind: bytes, header: Header, payload: bytes = b"") -> list[bytes]:
