@@ -207,13 +207,9 @@ class JSim(Sim):
         resume(self.journal, self.st, self.now)
 
     def carry(self, cmds: list[Any]) -> list[Any]:
-        from ceylon_net.edge.journal import record_added, record_changes
+        from ceylon_net.edge.journal import record_round
 
-        st = self.st
-        for cmd in cmds:
-            if isinstance(cmd, c.NewWork):
-                record_added(self.journal, st.board, st.task_manager, cmd.tasks, cmd.groups)
-        record_changes(self.journal, st.board)
+        record_round(self.journal, self.st, cmds)
         return super().carry(cmds)
 
     def restart(self) -> JSim:

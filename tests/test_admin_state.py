@@ -407,7 +407,7 @@ def test_a_submitted_batch_is_answered_followed_and_reported_when_done():
     client = b"client-1"
     doc = {"tasks": [{"id": 1, "description": "x", "difficulty": 1}]}
     cmds = sim.receive(client, frames(Kind.SUBMIT, wire.Submission(doc, wait=True)))
-    assert sends(cmds, Kind.SUBMIT, client) == [wire.Submitted(1, 1)]
+    assert sends(cmds, Kind.SUBMIT, client) == [wire.Submitted(1, 1, sim.st.run)]
     assert of(cmds, c.NewWork)[0].tasks[0].id == 1
     assert sends(sim.tick(at=1.0), Kind.PROGRESS, client) == [wire.BatchProgress(1, 0, 1, 0)]
     (report,) = sends(w.finish(1), Kind.REPORT, client)

@@ -405,7 +405,7 @@ def test_losses_before_a_restart_still_count_toward_max_attempts(tmp_path):
     assert sim.finished()["poison"].status is TaskStatus.FAILED  # lost twice: dead
 
 
-def test_a_version_2_journal_is_read_and_labelled_version_3(tmp_path):
+def test_a_version_2_journal_is_read_and_made_the_current_version_when_written(tmp_path):
     path = tmp_path / "j.db"
     j = Journal(path, "default")
     j.db.execute("BEGIN")
@@ -413,23 +413,31 @@ def test_a_version_2_journal_is_read_and_labelled_version_3(tmp_path):
                  (wire.packb([[wire.to_wire(Task("t", "old")), None, "running", 1, "w", None,
                                None]]),))  # a row as version 2 wrote it
     j.db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    j.db.execute("DELETE FROM meta WHERE key='run'")  # versions before 4 had no batches
+    j.db.execute("DROP TABLE batches")
     j.db.execute("COMMIT")
     j.close()
-    def label() -> str:
+    def label() -> tuple[str, bool, bool]:
         with sqlite3.connect(path) as db:
-            return db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+            version = db.execute("SELECT value FROM meta WHERE key='schema_version'")
+            run = db.execute("SELECT value FROM meta WHERE key='run'").fetchone()
+            batches = db.execute("SELECT 1 FROM sqlite_master WHERE name='batches'").fetchone()
+            return version.fetchone()[0], run is not None, batches is not None
 
     again = Journal(path, "default")
     [t] = again.tasks()
     assert (t.task.id, t.status, t.worker, t.losses, t.stopping) == (
         "t", TaskStatus.RUNNING, "w", 0, None)
+    assert again.batches() == []
     # Read, it is still the file its ceylon_net wrote (refused at start(), it stays so);
     # with our first row, it is ours.
-    assert label() == "2"
+    assert label() == ("2", False, False)
     again.add_tasks([(Task("u", "new"), None)])
     again.commit()
-    assert label() == "3"
+    assert label() == (str(SCHEMA_VERSION), True, True)
+    run = again.run
     again.close()
+    assert Journal(path, "default").run == run  # the run keeps its name
 
 
 def test_tasks_submitted_before_start_against_a_journal_holding_a_run_are_refused(tmp_path):
@@ -458,3 +466,91 @@ def test_tasks_submitted_before_start_against_a_journal_holding_a_run_are_refuse
     again = AdminState(AdminSettings(port=0), now=0.0)
     resume(Journal(path, "default"), again, 0.0)  # the journal as it was
     assert again.board.records["a"].status is TaskStatus.COMPLETED
+
+
+# ---- client batches (ceylon-submit) across a restart
+
+CLIENT = b"client-1"
+
+
+def _batch(sim, *ids, sequential=False, wait=True):
+    """A client's batch of no-op tasks; its Submitted answer."""
+    from kit import frames, sends
+
+    from ceylon_net.wire import Kind
+
+    doc = {"tasks": [{"id": i, "description": "x", "difficulty": 1} for i in ids]}
+    cmds = sim.receive(CLIENT, frames(Kind.SUBMIT, wire.Submission(doc, wait, sequential)))
+    (submitted,) = sends(cmds, Kind.SUBMIT, CLIENT)
+    return submitted
+
+
+def _watch_batches(sim, *pairs, client=CLIENT):
+    from kit import frames
+
+    from ceylon_net.wire import Kind
+
+    return sim.receive(client, frames(Kind.WATCH, wire.Watch([], [], [list(p) for p in pairs])))
+
+
+def test_a_sequential_batch_still_waits_for_the_one_before_after_a_restart(tmp_path):
+    from kit import JSim, assigned
+
+    sim = JSim(tmp_path / "j.db")
+    w = sim.join("w", capacity=4)
+    first = _batch(sim, 1, 2)
+    second = _batch(sim, 3, 4, sequential=True)
+    assert (first.batch, second.batch) == (1, 2)
+    w.heartbeat()  # it has its first task: off probation
+    assert sorted(w.held) == [1, 2]  # 3 and 4 wait for batch 1
+    w.finish(1)
+    sim = sim.restart()
+    back = sim.worker("w", capacity=4, held=dict(w.held))
+    assert assigned(back.hello()) == {}  # 2 still runs on it: 3 and 4 still wait
+    cmds = back.finish(2)
+    assert sorted(assigned(cmds)["w"]) == [3, 4]  # batch 1 done: batch 2 starts
+    # Numbering goes on after the batches the journal kept.
+    assert _batch(sim, 5).batch == 3
+
+
+def test_a_batch_waited_for_is_picked_up_again_after_a_restart_and_reported(tmp_path):
+    from kit import JSim, sends
+
+    from ceylon_net.wire import Kind
+
+    sim = JSim(tmp_path / "j.db")
+    w = sim.join("w", capacity=2)
+    submitted = _batch(sim, 1, 2)
+    assert submitted.run == sim.journal.run != ""
+    w.heartbeat()
+    assert sorted(w.held) == [1, 2]
+    w.finish(1)
+    sim = sim.restart()
+    back = sim.worker("w", capacity=2, held=dict(w.held))
+    back.hello()
+    assert sends(sim.tick(at=1.0), Kind.PROGRESS) == []  # nobody waits for it yet
+    again = b"client-1-again"  # the same client, heard from anew
+    assert _watch_batches(sim, (1, submitted.run), client=again) == []
+    assert sends(sim.tick(at=2.0), Kind.PROGRESS, again) == [wire.BatchProgress(1, 1, 2, 1)]
+    (report,) = sends(back.finish(2), Kind.REPORT, again)
+    assert report.error is None and report.report["success_rate"] == 1.0
+    assert sorted(t["id"] for t in report.report["tasks"]) == [1, 2]
+    # Asked again once done (its report was lost on the way, say): at once.
+    (report,) = sends(_watch_batches(sim, (1, submitted.run)), Kind.REPORT, CLIENT)
+    assert report.report["success_rate"] == 1.0
+
+
+def test_a_batch_of_another_run_is_said_to_be_unknown_not_taken_for_another(tmp_path):
+    from kit import JSim, Sim, sends
+
+    from ceylon_net.wire import Kind
+
+    sim = JSim(tmp_path / "j.db")
+    sim.join("w")
+    submitted = _batch(sim, 1)
+    fresh = Sim()  # restarted without the journal: its own batch 1 is another one
+    fresh.join("w")
+    _batch(fresh, 7)
+    (report,) = sends(_watch_batches(fresh, (1, submitted.run)), Kind.REPORT, CLIENT)
+    assert report.batch == 1 and report.report == {}
+    assert "restarted without its journal" in report.error

@@ -1,8 +1,11 @@
-"""ceylon-submit against a serving admin: results, exit codes, batches in order or side by side."""
+"""ceylon-submit against a serving admin: results, exit codes, batches in order or side by
+side, and across an admin restarted on its journal (or without one)."""
 
 import json
+import signal
 import time
 
+import pytest
 from conftest import REPO, run
 
 from ceylon_net.dev.testing import Cluster, EventLog, cli, free_port, wait_until
@@ -10,10 +13,10 @@ from ceylon_net.dev.testing import Cluster, EventLog, cli, free_port, wait_until
 SEED = str(REPO / "examples" / "seed_tasks.json")
 
 
-async def _serving(c, *admin_args, workers=(("Junior", 3), ("Senior", 9))):
+async def _serving(c, *admin_args, workers=(("Junior", 3), ("Senior", 9)), time_scale="0.05"):
     admin = await c.admin(*admin_args)
     for name, skill in workers:
-        await c.worker(name, "--skill", str(skill), "--time-scale", "0.05")
+        await c.worker(name, "--skill", str(skill), "--time-scale", time_scale)
     await wait_until(lambda: admin.stderr().count("joined from") == len(workers), 20, "workers")
     return admin
 
@@ -147,3 +150,69 @@ def test_cancel_stops_a_running_task_and_one_queued_on_its_worker(tmp_path, task
     assert [t["id"] for t in data["tasks"]] == ["quick"]
     assert {c["id"]: c["reason"] for c in data["cancelled"]} == {
         "long": "cancelled: not needed", "queued": "cancelled: not needed"}
+
+
+@pytest.mark.timeout(120)
+def test_batches_waited_for_survive_an_admin_killed_and_restarted_on_its_journal(
+        tmp_path, tasks_file):
+    """ceylon-submit --wait, and a --sequential batch behind it, while the admin is killed
+    and started again on its journal: both end with their full report, and the second still
+    starts only once the first is done."""
+    first = tasks_file([{"id": f"a{i}", "description": "a", "difficulty": 1, "duration": 0.4}
+                        for i in range(6)], name="a.json")
+    second = tasks_file([{"id": f"b{i}", "description": "b", "difficulty": 1, "duration": 0.05}
+                         for i in range(3)], name="b.json")
+    journal, results = tmp_path / "state.db", tmp_path / "results.jsonl"
+    admin_args = ("--journal", str(journal), "--results", str(results))
+
+    async def submit(c, path, *args, label):
+        return await c.spawn(label, [*cli("ceylon-submit"), str(path), "--wait", *args,
+                                     "--port", str(c.port)])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await _serving(c, *admin_args, workers=(("w1", 5), ("w2", 5)),
+                                   time_scale="1")
+            a = await submit(c, first, label="a")
+            await wait_until(lambda: "batch 1 from" in admin.stderr(), 20, "batch 1")
+            b = await submit(c, second, "--sequential", label="b")
+            await wait_until(lambda: "batch 2 from" in admin.stderr(), 20, "batch 2")
+            await wait_until(lambda: results.exists() and results.read_text().count("\n") >= 2,
+                             20, "two results")
+            admin.signal(signal.SIGKILL)
+            assert await admin.wait(10) == -signal.SIGKILL
+            again = await c.admin(*admin_args, name="admin-2")
+            ends = [await a.wait(60), await b.wait(60)]
+            return ends, a.stdout() + a.stderr(), b.stdout() + b.stderr(), again.stderr()
+
+    (code_a, code_b), out_a, out_b, log = run(body())
+    assert "resumed from journal" in log
+    assert code_a == 0 and "Success rate: 100.00% (6/6 tasks)" in out_a, out_a
+    assert code_b == 0 and "Success rate: 100.00% (3/3 tasks)" in out_b, out_b
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    last_a = max(r["at"] for r in rows if r["task_id"].startswith("a"))
+    first_b = min(r["at"] - r["seconds"] for r in rows if r["task_id"].startswith("b"))
+    assert first_b > last_a - 0.01, rows  # b's tasks started after a's last ended
+
+
+@pytest.mark.timeout(60)
+def test_a_batch_waited_for_is_said_lost_when_the_admin_restarts_without_a_journal(
+        tmp_path, tasks_file):
+    path = tasks_file([{"id": f"a{i}", "description": "a", "difficulty": 1, "duration": 5}
+                       for i in range(2)])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await _serving(c, workers=(("w1", 5),), time_scale="1")
+            p = await c.spawn("submit", [*cli("ceylon-submit"), str(path), "--wait",
+                                         "--port", str(c.port)])
+            await wait_until(lambda: "batch 1 from" in admin.stderr(), 20, "batch 1")
+            admin.signal(signal.SIGKILL)
+            assert await admin.wait(10) == -signal.SIGKILL
+            await c.admin(name="admin-2")
+            return await p.wait(30), p.stderr()
+
+    code, err = run(body())
+    assert code == 4
+    # Told so by the new admin (not left to give up after 10 s without a word).
+    assert "lost batch 1" in err and "restarted without its journal" in err, err

@@ -80,9 +80,10 @@ def status(
 
 
 @submit_app.command(help="Send tasks or groups (a tasks file) to a running admin. With --wait, "
-                         "follow the batch and print its results. Exit 0: all succeeded; 1: "
-                         "some failed; 2: bad file or refused; 3: some could "
-                         "not be assigned; 4: no admin answered, or it was lost.")
+                         "follow the batch and print its results (across an admin restarted "
+                         "on its --journal). Exit 0: all succeeded; 1: some failed; 2: bad "
+                         "file or refused; 3: some could not be assigned; 4: no admin "
+                         "answered, it was lost, or it restarted without the batch.")
 def submit(
     file: File, admin_peer: AdminPeer = "127.0.0.1", port: AdminPort = 8000,
     workspace: Workspace = "default", wait: Wait = False, sequential: Sequential = False,

@@ -26,7 +26,7 @@ from .. import wire
 from ..errors import ConfigError, RemoteProtocolError
 from ..settings import AdminSettings
 from ..wire import Envelope, Header, Kind, Limits
-from .batches import Batches
+from .batches import Batch, Batches
 from .board import UNASSIGNABLE, TaskBoard, TaskState
 from .broadcasts import BroadcastLog
 from .commands import (
@@ -91,15 +91,20 @@ class AdminState:
         self.assigning = s.expect_workers == 0  # --expect-workers holds assignment back
         self.started_at = self._next_beat = self._next_pulse = now
         self.resumed = False  # state came back from a journal
+        # This run's name (kept in its journal): a client WATCHing a batch names the run it
+        # was submitted to, so another run's batch of the same number is not taken for it.
+        self.run = ""
         self.closing = False
         self._syncing = False  # a sync Timer is pending
         self._warned_senders: set[bytes] = set()
 
     def started(self, now: float, port: int, pub_port: int, epoch: int = 0) -> None:
         """The edge bound its sockets: the ports to announce, the start of the clock, and
-        this process's broadcast epoch (a random number: agents start counting afresh)."""
+        this process's broadcast epoch (a random number: agents start counting afresh; it
+        names the run too, unless a journal named it)."""
         self.started_at = self._next_beat = self._next_pulse = now
         self.port, self.members.pub_port, self.members.epoch = port, pub_port, epoch
+        self.run = self.run or f"{epoch:x}"
 
     def pub_listeners(self, kinds: frozenset[bytes]) -> None:
         """Which kinds anyone subscribes to on PUB now (the edge says so whenever that
@@ -208,11 +213,15 @@ class AdminState:
         return self.out.take()
 
     def resume(self, entries: list[Any], groups: list[tuple[str, dict[str, Any]]],
-               now: float) -> bool:
-        """Rebuild from a journal's tasks and groups (and keep track of changes from now on,
-        for it); False when it held nothing."""
+               now: float, batches: Sequence[tuple[int, list[Any]]] = ()) -> bool:
+        """Rebuild from a journal's tasks, groups and client batches (and keep track of
+        changes from now on, for it); False when it held nothing."""
         self.board.dirty = set()
-        self.resumed = restore(self.board, self.task_manager, entries, groups)
+        self.resumed = restore(self.board, self.task_manager, entries, groups,
+                               Batches.gates(batches))
+        if self.resumed:
+            for gate in self.batches.restore(batches, self.board.records):
+                self.board.open_gate(gate)
         self.started_at = now
         # Given up as unassignable (reported apart from cancellations): by their reason.
         self.unassigned[:] = [t for t, rec in self.board.records.items()
@@ -391,12 +400,27 @@ class AdminState:
             watch = wire.unpack(wire.Watch, env.payload, self.limits)
             self.watchers.watch(peer, watch.tasks)
             self.watchers.watch_groups(peer, watch.groups, self.task_manager)
+            for batch_id, run in wire.batch_pairs(watch.batches):
+                self._watch_batch(peer, batch_id, run)
         else:
             request = wire.unpack(wire.Cancel, env.payload, self.limits)
             ids = list(wire.task_pairs(request.tasks, "cancel request"))
             outcome = self._cancel(ids, request.reason or "cancelled by request")
             self.out.log("INFO", f"cancel request for {ids}: {outcome}")
             self.out.send(peer, Kind.STATUS, wire.Status({"cancel": outcome}), ask)
+
+    def _watch_batch(self, peer: bytes, batch_id: int, run: str) -> None:
+        """A client waits for its batch again (the admin restarted on its journal): it hears
+        the batch's progress from now on, and its report at once if it is done."""
+        batch = self.batches.known.get(batch_id) if run == self.run else None
+        if batch is None:
+            self.out.send(peer, Kind.REPORT, wire.BatchReport(batch_id, {}, (
+                "the admin has no such batch: it restarted without its journal (or with "
+                "another one), and the batch's tasks are gone with it")))
+        elif batch.id in self.batches.open:
+            batch.client, batch.wait = peer, True
+        else:
+            self.out.send(peer, Kind.REPORT, self.followup.batch_report(batch))
 
     def _hello(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
         results = self.members.hello(peer, env, address, now)
@@ -418,9 +442,9 @@ class AdminState:
             ids = [t.id for t in tasks] + [t.task_id for g in groups for t in g.subtasks]
             batch, after = self.batches.start(peer, ids, sub.wait, sub.sequential)
             try:
-                self._submit(tasks, groups, after)
+                self._submit(tasks, groups, after, batch)
             except ConfigError:
-                del self.batches.open[batch.id]
+                self.batches.drop(batch)
                 raise
             self.batches.mark(batch, self.board.records)
         except ConfigError as exc:
@@ -428,14 +452,16 @@ class AdminState:
             return
         self.out.log("INFO", f"batch {batch.id} from {address or '?'}: {len(ids)} task(s)"
                              f"{', after the previous batch' if after else ''}")
-        self.out.send(peer, Kind.SUBMIT, wire.Submitted(batch.id, len(ids)), env.header.msg_id)
+        self.out.send(peer, Kind.SUBMIT, wire.Submitted(batch.id, len(ids), self.run),
+                      env.header.msg_id)
         if sub.follow:
             for group in groups:
                 self.watchers.watch_group(peer, group.id)
             self.watchers.watch(peer, ids)
 
     # ------------------------------------------------------------------ tasks
-    def _submit(self, tasks: Sequence[Task], groups: Sequence[TaskGroup], after: Any) -> None:
+    def _submit(self, tasks: Sequence[Task], groups: Sequence[TaskGroup], after: Any,
+                batch: Batch | None = None) -> None:
         group_tasks, gates = self.task_manager.register(groups, self.board.records.keys())
         everything = [*tasks, *group_tasks]
         if self.settings.task_timeout is not None:
@@ -452,7 +478,7 @@ class AdminState:
         if groups and self.board.moved is None:
             self.board.moved = []  # groups show their tasks' live status
         self.followup.run_announced = False
-        self.out.add(NewWork(everything, list(groups)))
+        self.out.add(NewWork(everything, list(groups), batch))
 
     def _cancel(self, task_ids: Sequence[TaskId], reason: str) -> dict[str, list[TaskId]]:
         out: dict[str, list[TaskId]] = {"cancelled": [], "stopping": [], "unknown": [],
@@ -548,7 +574,7 @@ class AdminState:
         how often it beats (how long a silence may last)."""
         beat = wire.Event("heartbeat", {"epoch": self.members.epoch,
                                         "every": self.settings.heartbeat})
-        waiting = {b.client for b in self.batches.open.values() if b.wait}
+        waiting = {b.client for b in self.batches.open.values() if b.wait and b.client}
         for peer in waiting.union(self.watchers.clients()):
             self.out.send(peer, Kind.HEARTBEAT, beat)
 

@@ -1,13 +1,15 @@
 """Batches submitted by clients (ceylon-submit) to a serving admin: which tasks each holds,
-who is waiting for it, and when it is done. No I/O."""
+who is waiting for it, and when it is done; after a restart on a journal, the same again from
+what the journal kept (a waiting client picks its batch up with a WATCH). No I/O."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from .board import TaskRecord
+from .board import FINISHED, TaskRecord
 from .tasks import TaskId, TaskStatus
 
 
@@ -18,12 +20,18 @@ def batch_gate(batch_id: int) -> tuple[str, int]:
 @dataclass(slots=True)
 class Batch:
     id: int
-    client: bytes  # the submitting client's ROUTER identity
+    client: bytes  # the waiting client's ROUTER identity (b"": none known, after a restart)
     task_ids: list[TaskId]
     wait: bool
     remaining: int
     succeeded: int = 0
     finished_ids: set[TaskId] = field(default_factory=set)
+    after: int | None = None  # the batch it started after (--sequential)
+
+    def journal_row(self) -> list[Any]:
+        """What a journal keeps of it: [wait, after, task ids] (the client is not kept: it
+        WATCHes its batch again from a new connection)."""
+        return [self.wait, self.after, self.task_ids]
 
     @property
     def done(self) -> int:
@@ -33,6 +41,7 @@ class Batch:
 class Batches:
     def __init__(self) -> None:
         self.open: dict[int, Batch] = {}
+        self.known: dict[int, Batch] = {}  # every batch, open or done (a client may ask)
         self._ids = itertools.count(1)
         self._last: int | None = None
 
@@ -40,12 +49,49 @@ class Batches:
               ) -> tuple[Batch, tuple[str, int] | None]:
         """A new batch; with ``sequential``, also the gate its tasks must wait on (the
         previous batch's), or None when nothing is still running before it. Once its tasks
-        are recorded, :meth:`mark` them."""
-        batch = Batch(next(self._ids), client, task_ids, wait, len(task_ids))
+        are recorded, :meth:`mark` them (or :meth:`drop` it, refused)."""
         after = self._last if sequential and self._last in self.open else None
-        self.open[batch.id] = batch
+        batch = Batch(next(self._ids), client, task_ids, wait, len(task_ids), after=after)
+        self.open[batch.id] = self.known[batch.id] = batch
         self._last = batch.id
         return batch, None if after is None else batch_gate(after)
+
+    def drop(self, batch: Batch) -> None:
+        """A batch the admin refused after all."""
+        del self.open[batch.id], self.known[batch.id]
+
+    @staticmethod
+    def gates(rows: Iterable[tuple[int, list[Any]]]) -> dict[TaskId, list[tuple[str, int]]]:
+        """The gates the tasks of journaled --sequential batches wait on (see :meth:`restore`
+        for which are open)."""
+        return {t: [batch_gate(after)] for _, (_, after, task_ids) in rows if after is not None
+                for t in task_ids}
+
+    def restore(self, rows: Iterable[tuple[int, list[Any]]],
+                records: Mapping[TaskId, TaskRecord]) -> list[tuple[str, int]]:
+        """The batches a journal kept (by id, as :meth:`Batch.journal_row`), counted again
+        from their tasks' records once the board is restored; numbering goes on after the
+        last. Returns the gates to open: those of batches that are done (or were never kept),
+        that a later --sequential batch waits on."""
+        afters = set()
+        for batch_id, (wait, after, task_ids) in rows:
+            held = [records[t] for t in task_ids if t in records]
+            batch = Batch(batch_id, b"", [r.task.id for r in held], bool(wait), 0, after=after)
+            for rec in held:
+                if rec.status in FINISHED:
+                    batch.succeeded += rec.status == TaskStatus.COMPLETED
+                else:
+                    batch.remaining += 1
+                    rec.batch = batch_id
+            self.known[batch_id] = batch
+            if batch.remaining:
+                self.open[batch_id] = batch
+            if after is not None:
+                afters.add(after)
+            self._last = batch_id
+        if self.known:
+            self._ids = itertools.count(max(self.known) + 1)
+        return [batch_gate(a) for a in sorted(afters) if a not in self.open]
 
     @staticmethod
     def mark(batch: Batch, records: dict[TaskId, TaskRecord]) -> None:

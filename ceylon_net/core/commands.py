@@ -99,6 +99,7 @@ class NewWork:
 
     tasks: list[Task]
     groups: list[Any]  # TaskGroup
+    batch: Any = None  # the client's Batch they came in (ceylon_net.core.batches)
 
 
 @dataclass(frozen=True, slots=True)

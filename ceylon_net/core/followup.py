@@ -97,15 +97,18 @@ class Followup:
         self.board.open_gate(batch_gate(batch.id))
         self.out.log("INFO", f"batch {batch.id} done: {batch.succeeded}/{len(batch.task_ids)} "
                              f"succeeded")
-        if batch.wait:
-            report = self.board.report(self.unassigned, only=batch.task_ids)
-            self.out.send(batch.client, Kind.REPORT, wire.BatchReport(batch.id,
-                                                                     report.to_json()))
+        if batch.wait and batch.client:
+            self.out.send(batch.client, Kind.REPORT, self.batch_report(batch))
+
+    def batch_report(self, batch: Batch) -> wire.BatchReport:
+        report = self.board.report(self.unassigned, only=batch.task_ids)
+        return wire.BatchReport(batch.id, report.to_json())
 
     def batch_progress(self) -> None:
-        """Clients waiting for a batch hear how far it got."""
+        """Clients waiting for a batch hear how far it got (one restored from a journal,
+        once its client WATCHes it again)."""
         for b in self.batches.open.values():
-            if b.wait:
+            if b.wait and b.client:
                 self.out.send(b.client, Kind.PROGRESS,
                               wire.BatchProgress(b.id, b.done, len(b.task_ids), b.succeeded))
 

@@ -3,12 +3,13 @@ rows come in as plain data."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .board import TaskBoard
+from .board import Gate, TaskBoard
 from .groups import TaskManager
-from .tasks import Task, TaskResult, TaskStatus
+from .tasks import Task, TaskId, TaskResult, TaskStatus
 from .workfile import goal_from_spec
 
 
@@ -28,10 +29,11 @@ class JournaledTask:
 
 
 def restore(board: TaskBoard, manager: TaskManager, entries: list[JournaledTask],
-            groups: list[tuple[str, dict[str, Any]]]) -> bool:
+            groups: list[tuple[str, dict[str, Any]]],
+            more_gates: Mapping[TaskId, list[Gate]] | None = None) -> bool:
     """Rebuild the board and the groups (in submission order); False when there was
     nothing. Finished tasks stay finished, tasks that were on a worker wait for it, the rest
-    wait or queue again."""
+    wait or queue again (on their groups' dependencies, and on ``more_gates``)."""
     if not entries:
         return False
     specs = dict(groups)
@@ -40,8 +42,11 @@ def restore(board: TaskBoard, manager: TaskManager, entries: list[JournaledTask]
         if e.group in specs:  # a group the journal lacks: see missing_groups
             by_group.setdefault(e.group, []).append(e.task)
     names = {s["name"]: gid for gid, s in specs.items()}
-    gates = {t.id: [("group", d if d in specs else names[d]) for d in specs[gid]["depends_on"]]
-             for gid, tasks in by_group.items() for t in tasks}
+    gates: dict[TaskId, list[Gate]] = {
+        t.id: [("group", d if d in specs else names[d]) for d in specs[gid]["depends_on"]]
+        for gid, tasks in by_group.items() for t in tasks}
+    for task_id, more in (more_gates or {}).items():
+        gates[task_id] = [*gates.get(task_id, ()), *more]
     board.restore(entries, gates)
     manager.restore([(gid, spec, by_group.get(gid, [])) for gid, spec in groups], board,
                     goal_from_spec)

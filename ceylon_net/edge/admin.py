@@ -31,7 +31,7 @@ from . import loop
 from .agent import AgentBase, finish_tasks, guarded, supervised
 from .collector import FullCollections
 from .dashboard import Dashboard
-from .journal import Journal, ResultsFile, record_added, record_changes, resume
+from .journal import Journal, ResultsFile, record_round, resume
 from .metrics import serve_metrics
 from .outlet import Outlet
 from .transport import AdminSockets, load_keys, peer_address
@@ -344,13 +344,8 @@ class Admin(AgentBase):
         self._sync_idle()
 
     def _journal(self, cmds: list[c.Command]) -> None:
-        if self.journal is None:
-            return
-        st = self.state
-        for cmd in cmds:
-            if isinstance(cmd, c.NewWork):
-                record_added(self.journal, st.board, st.task_manager, cmd.tasks, cmd.groups)
-        record_changes(self.journal, st.board)
+        if self.journal is not None:
+            record_round(self.journal, self.state, cmds)
 
     def _sync_idle(self) -> None:
         if self.state.idle or self.failure is not None:

@@ -4,7 +4,8 @@ tasks and groups and returns futures, asks for status, cancels; the sync ``Clien
 
 Over the admin's ROUTER, with the same token and CURVE keys as any client: a SUBMIT with
 ``follow`` gets one DONE per task as it ends; a WATCH picks tasks up again after the admin
-restarted on its journal (its heartbeats carry an epoch that changes then); and when the
+restarted on its journal (its heartbeats carry an epoch that changes then), and a batch
+waited for too (by its number and the admin run it went to); and when the
 admin stays silent for ``gone_after`` seconds, every pending future fails with
 AdminUnreachableError instead of waiting for ever.
 """
@@ -15,7 +16,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from loguru import logger
 
@@ -92,6 +93,14 @@ class GroupFuture(asyncio.Future):
         return super().cancel(msg)
 
 
+class _Waited(NamedTuple):
+    """A batch a client waits for (``ceylon-submit --wait``), and the admin run it went to."""
+
+    report: asyncio.Future[dict[str, Any]]
+    on_progress: Callable[[wire.BatchProgress], None] | None
+    run: str
+
+
 class AsyncClient:
     """``async with AsyncClient("coordinator:8000") as c: f = c.submit("sha256", "x", 1000)``.
 
@@ -117,8 +126,7 @@ class AsyncClient:
         self._requests: dict[int, asyncio.Future[wire.Envelope]] = {}  # by the request's msg_id
         self._futures: dict[Any, TaskFuture] = {}
         self._groups: dict[str, GroupFuture] = {}
-        self._batches: dict[int, tuple[asyncio.Future[dict[str, Any]],
-                                       Callable[[wire.BatchProgress], None] | None]] = {}
+        self._batches: dict[int, _Waited] = {}  # batches waited for, by number
         # submitted this loop turn: (task or group document, its size encoded, the group's
         # future for a group)
         self._queued: list[tuple[dict[str, Any], int, GroupFuture | None]] = []
@@ -246,7 +254,7 @@ class AsyncClient:
             return submitted, None
         assert self.loop is not None
         report: asyncio.Future[dict[str, Any]] = self.loop.create_future()
-        self._batches[submitted.batch] = (report, on_progress)
+        self._batches[submitted.batch] = _Waited(report, on_progress, submitted.run)
         try:
             return submitted, await report
         finally:
@@ -430,14 +438,11 @@ class AsyncClient:
             self._heartbeat(wire.unpack(wire.Event, env.payload))
         elif kind == Kind.PROGRESS:
             progress = wire.unpack(wire.BatchProgress, env.payload)
-            report, on_progress = self._batches.get(progress.batch, (None, None))
-            if on_progress is not None:
-                on_progress(progress)
+            waited = self._batches.get(progress.batch)
+            if waited is not None and waited.on_progress is not None:
+                waited.on_progress(progress)
         elif kind == Kind.REPORT:
-            done = wire.unpack(wire.BatchReport, env.payload)
-            report, _ = self._batches.get(done.batch, (None, None))
-            if report is not None and not report.done():
-                report.set_result(done.report)
+            self._report(wire.unpack(wire.BatchReport, env.payload))
 
     def _done(self, done: wire.TaskDone) -> None:
         fut = self._futures.pop(done.task_id, None)
@@ -452,6 +457,16 @@ class AsyncClient:
         last = (reason or "").strip().splitlines()[-1:] or [done.status]
         fut.set_exception(TaskFailed(f"task {done.task_id!r} {done.status}{where}: {last[0]}",
                                      done.task_id, reason))
+
+    def _report(self, done: wire.BatchReport) -> None:
+        waited = self._batches.get(done.batch)
+        if waited is None or waited.report.done():
+            return
+        if done.error is not None:
+            waited.report.set_exception(AdminUnreachableError(
+                f"lost batch {done.batch} at {self.endpoint}: {done.error}"))
+        else:
+            waited.report.set_result(done.report)
 
     def _heartbeat(self, beat: wire.Event) -> None:
         self._heard_every(beat.data.get("every"))
@@ -492,6 +507,9 @@ class AsyncClient:
         for names in _by_size(n for n, g in self._groups.items()
                               if not g.done() and n not in self._unanswered):
             self._send(Kind.WATCH, wire.Watch([], names))
+        for batches in _by_size([n, w.run] for n, w in self._batches.items()
+                                if not w.report.done()):
+            self._send(Kind.WATCH, wire.Watch([], [], batches))
 
     def _resolve_error(self, key: Any, exc: BaseException) -> None:
         fut = self._futures.pop(key, None)
@@ -504,8 +522,8 @@ class AsyncClient:
         for group in self._groups.values():
             _fail(group, exc)
         self._groups.clear()
-        for report, _ in self._batches.values():
-            _fail(report, exc)
+        for waited in self._batches.values():
+            _fail(waited.report, exc)
         for answer in self._requests.values():
             _fail(answer, exc)  # whoever awaits it takes it out
 

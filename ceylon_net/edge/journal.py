@@ -15,6 +15,7 @@ of schema version 1 (a row per task) is converted once, in one transaction.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -25,7 +26,9 @@ import msgpack
 from loguru import logger
 
 from .. import wire
+from ..core.batches import Batch
 from ..core.board import STATUS_OF, TaskBoard
+from ..core.commands import NewWork
 from ..core.groups import TaskGroup, TaskManager
 from ..core.restore import JournaledTask, missing_groups
 from ..core.tasks import Task, TaskId, TaskResult, TaskStatus
@@ -34,11 +37,15 @@ from ..errors import ConfigError, RemoteProtocolError
 if TYPE_CHECKING:
     from ..core.admin_state import AdminState
 
-SCHEMA_VERSION = 3  # 3: rows end with losses and stopping (version 2's rows lack them)
+# 3: rows end with losses and stopping (version 2's rows lack them); 4: client batches, and
+# the run's name in meta (version 3 lacks them)
+SCHEMA_VERSION = 4
 _MAGIC = b"SQLite format 3\x00"
 
 _LOG_TABLE = ("CREATE TABLE log (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
               "rows BLOB NOT NULL);")
+# A client batch (ceylon-submit) as msgpack [wait, after, task ids]: see Batch.journal_row.
+_BATCHES_TABLE = "CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, spec BLOB NOT NULL);"
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- kind 'put': rows [task, group, status, attempt, worker, result, reason, losses, stopping],
@@ -48,6 +55,7 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- (task and result as their msgpack maps); each blob a msgpack array of rows.
 {_LOG_TABLE}
 CREATE TABLE groups (id TEXT PRIMARY KEY, idx INTEGER NOT NULL, spec BLOB NOT NULL);
+{_BATCHES_TABLE}
 """
 # A status as written: an enum's .value is a descriptor call, and there are two per task.
 _VALUE = {s: s.value for s in TaskStatus}
@@ -69,19 +77,24 @@ class Journal:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            self._in_tx = False
+            # The run this journal holds: a client names it when it WATCHes a batch again.
+            self.run = os.urandom(8).hex()
             if not existed:
                 self.db.executescript(_SCHEMA)
                 self.db.executemany("INSERT INTO meta VALUES (?, ?)",
                                     [("schema_version", str(SCHEMA_VERSION)),
-                                     ("workspace", workspace)])
-            elif version == 1:
+                                     ("workspace", workspace), ("run", self.run)])
+            else:
+                row = self.db.execute("SELECT value FROM meta WHERE key='run'").fetchone()
+                self.run = row[0] if row else self.run
+            # An older journal is read as it is and made ours with the first row we write:
+            # refused before that, it stays as its ceylon_net left it.
+            self._upgrade = version < SCHEMA_VERSION
+            if version == 1:
                 self._from_version_1()
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: {exc}") from None
-        self._in_tx = False
-        # An older journal is read as it is and labelled ours with the first row we write
-        # (ours are longer): refused before that, it stays as its ceylon_net left it.
-        self._relabel = 1 < version < SCHEMA_VERSION
 
     def _check(self) -> int:
         """Refuse a file that is not our journal, without writing to it; its schema version."""
@@ -117,17 +130,15 @@ class Journal:
     def _from_version_1(self) -> None:
         """A row per task (version 1) into the log, in one transaction."""
         db = self.db
-        db.execute("BEGIN")
+        self._begin()  # (made version 4 in it)
         rows = db.execute("SELECT task, grp, status, attempt, worker, result, reason "
                           "FROM tasks ORDER BY idx").fetchall()
         db.execute(_LOG_TABLE)
-        self._in_tx = True
         path = self.path
         self._append(PUT, [[_load(task, path), grp, status, attempt, worker,
                             None if res is None else _load(res, path), reason]
                            for task, grp, status, attempt, worker, res, reason in rows])
         db.execute("DROP TABLE tasks")
-        db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
         self.commit()
 
     # ---- writing
@@ -136,6 +147,12 @@ class Journal:
         to_wire = wire.to_wire
         self._append(PUT, [[to_wire(t), grp, "pending", 0, None, None, None, 0, None]
                            for t, grp in tasks])
+
+    def add_batch(self, batch_id: int, row: list[Any]) -> None:
+        """A client's batch (its tasks are added with it)."""
+        self._begin()
+        self.db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?)",
+                        (batch_id, wire.packb(row)))
 
     def add_group(self, idx: int, group_id: str, spec: dict[str, Any]) -> None:
         self._begin()
@@ -165,10 +182,12 @@ class Journal:
         if not self._in_tx:
             self.db.execute("BEGIN")
             self._in_tx = True
-            if self._relabel:
-                self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'",
-                                (str(SCHEMA_VERSION),))
-                self._relabel = False
+            if self._upgrade:
+                self.db.execute(_BATCHES_TABLE)
+                self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                    [("schema_version", str(SCHEMA_VERSION)),
+                                     ("run", self.run)])
+                self._upgrade = False
 
     def close(self) -> None:
         self.commit()
@@ -222,6 +241,20 @@ class Journal:
         rows = self.db.execute("SELECT id, spec FROM groups ORDER BY idx").fetchall()
         return [(gid, wire.unpackb(spec)) for gid, spec in rows]
 
+    def batches(self) -> list[tuple[int, list[Any]]]:
+        """Client batches by number, as :meth:`add_batch` wrote them (none in a journal older
+        than version 4)."""
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='batches'").fetchone():
+            return []
+        out = []
+        for batch_id, spec in self.db.execute("SELECT id, spec FROM batches ORDER BY id"):
+            row = _load(spec, self.path)
+            if not (type(row) is list and len(row) == 3 and type(row[2]) is list):
+                raise JournalError(f"journal {self.path} holds a batch it cannot read "
+                                   f"({batch_id}: {row!r:.80})")
+            out.append((batch_id, row))
+        return out
+
 
 def _entry(row: list[Any]) -> JournaledTask:
     task, grp, status, attempt, worker, res, reason, *later = row  # version 2 ends at reason
@@ -243,8 +276,10 @@ def _load(blob: bytes, path: Path) -> Any:
 
 
 def record_added(journal: Journal, board: TaskBoard, manager: TaskManager,
-                 tasks: list[Task], groups: Sequence[TaskGroup]) -> None:
-    """New tasks and groups into the journal; the board starts tracking their changes."""
+                 tasks: list[Task], groups: Sequence[TaskGroup], batch: Batch | None = None
+                 ) -> None:
+    """New tasks and groups (and the client batch they came in) into the journal; the board
+    starts tracking their changes."""
     if board.dirty is None:
         board.dirty = set()
     group_of = {t.task_id: g.id for g in groups for t in g.subtasks}
@@ -255,7 +290,19 @@ def record_added(journal: Journal, board: TaskBoard, manager: TaskManager,
     order = list(manager.task_groups)
     for g in groups:
         journal.add_group(order.index(g.id), g.id, manager.spec(g))
+    if batch is not None:
+        journal.add_batch(batch.id, batch.journal_row())
     journal.commit()  # the groups with their tasks (a round with no change commits nothing)
+
+
+def record_round(journal: Journal, state: AdminState, cmds: Iterable[Any]) -> None:
+    """What a round of the admin added (its NewWork commands) and changed, in one
+    transaction each."""
+    for cmd in cmds:
+        if isinstance(cmd, NewWork):
+            record_added(journal, state.board, state.task_manager, cmd.tasks, cmd.groups,
+                         cmd.batch)
+    record_changes(journal, state.board)
 
 
 def resume(journal: Journal, state: AdminState, now: float) -> bool:
@@ -277,7 +324,8 @@ def resume(journal: Journal, state: AdminState, now: float) -> bool:
                        "by an older ceylon_net: they run on as plain tasks, without their "
                        "group's goal", journal.path, sum(lacking.values()),
                        ", ".join(sorted(lacking)))
-    resumed = state.resume(entries, held, now)
+    state.run = journal.run
+    resumed = state.resume(entries, held, now, journal.batches())
     if resumed:
         logger.info("resumed from journal {}: {} task(s), {} finished, {} were running "
                     "(waiting for their workers), {} queued, {} waiting", journal.path,

@@ -16,6 +16,7 @@ Never pickle: :func:`dumps`/:func:`loads` are the safe replacement for the tutor
 from .codec import (
     Envelope,
     Header,
+    batch_pairs,
     decode_frames,
     decode_header,
     encode_frames,
@@ -84,9 +85,9 @@ __all__ = [
     "MAX_HANDLERS", "MAX_HELD", "MAX_RANGES", "MAX_WATCH", "PROTOCOL_VERSION", "Ack",
     "BatchProgress", "BatchReport", "Cancel", "End", "Envelope", "Event", "GroupNews", "Header",
     "Heartbeat", "Hello", "Kind", "Limits", "Reject", "Release", "Skip", "Started", "Status",
-    "Submission", "Submitted", "TaskDone", "Watch", "Welcome", "decode_frames", "decode_header",
-    "decode_payload", "dumps", "encode_frames", "encode_header", "encode_payload", "from_wire",
-    "is_message", "loads", "make_header", "message", "message_type", "pack", "pack_batch", "packb",
-    "packed_batches", "task_pairs", "to_wire", "topic", "type_name", "unpack", "unpack_batch",
-    "unpackb",
+    "Submission", "Submitted", "TaskDone", "Watch", "Welcome", "batch_pairs", "decode_frames",
+    "decode_header", "decode_payload", "dumps", "encode_frames", "encode_header",
+    "encode_payload", "from_wire", "is_message", "loads", "make_header", "message",
+    "message_type", "pack", "pack_batch", "packb", "packed_batches", "task_pairs", "to_wire",
+    "topic", "type_name", "unpack", "unpack_batch", "unpackb",
 ]

@@ -190,3 +190,14 @@ def task_pairs(raw: Any, what: str) -> dict[int | str, int]:
 
 
 _TASK_IDS = (int, str)
+
+
+def batch_pairs(raw: Any) -> list[tuple[int, str]]:
+    """[(batch, run)] from [[batch, run], ...] as a client's WATCH names its batches."""
+    out = []
+    for pair in raw if type(raw) is list else [None]:
+        if not (type(pair) is list and len(pair) == 2 and type(pair[0]) is int
+                and type(pair[1]) is str):
+            raise RemoteProtocolError("WATCH batches: expected [batch number, run] pairs")
+        out.append((pair[0], pair[1]))
+    return out

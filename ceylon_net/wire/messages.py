@@ -171,6 +171,10 @@ class Watch:
                                          metadata={"max_items": MAX_WATCH})
     groups: list[str] = dataclasses.field(default_factory=list,
                                           metadata={"max_items": MAX_WATCH})
+    # [batch, run] of batches waited for (as Submitted named them): their PROGRESS from now
+    # on and their REPORT (at once for one that is done, with ``error`` for one unknown).
+    batches: list[Any] = dataclasses.field(default_factory=list,
+                                           metadata={"max_items": MAX_WATCH})
 
 
 @message
@@ -203,6 +207,7 @@ class GroupNews:
 class Submitted:
     batch: int
     tasks: int
+    run: str = ""  # the admin's run (kept in its journal): a WATCH of the batch names it
 
 
 @message
@@ -221,3 +226,4 @@ class BatchReport:
 
     batch: int
     report: dict[str, Any]
+    error: str | None = None  # no report: why (the admin does not know the batch)
