@@ -176,3 +176,29 @@ def test_tasks_submitted_before_start_are_journaled_at_start(tmp_path):
     run(body())
     tasks = {e.task.id: e.status for e in Journal(path, "default").tasks()}
     assert tasks == {"early": TaskStatus.PENDING, "later": TaskStatus.CANCELLED}
+
+
+@pytest.mark.timeout(90)
+def test_a_journal_of_another_run_is_refused_with_tasks_it_does_not_hold(tmp_path, tasks_file):
+    """ceylon-admin --tasks on a journal left by another job: running and reporting that job
+    instead of this one, silently, would be a nasty surprise. The same command again resumes
+    its own run (done: it reports at once)."""
+    journal = tmp_path / "state.db"
+    first = tasks_file([{"id": "a", "description": "a", "difficulty": 1}], name="a.json")
+    other = tasks_file([{"id": "a", "description": "a", "difficulty": 1},
+                        {"id": "b", "description": "b", "difficulty": 1}], name="b.json")
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(first), "--journal", str(journal))
+            await c.worker("w", "--time-scale", "0")
+            return await admin.wait(30), admin.stderr()
+
+    code, err = run(body())
+    assert code == 0, err
+    code, err = _admin_on_journal(tmp_path, journal, "--tasks", str(other))
+    assert code == 2, err
+    assert f"error: journal {journal} holds another run: 1 of the 2 task(s) in --tasks " \
+           f"{other} are not in it ('b')" in err
+    code, err = _admin_on_journal(tmp_path, journal, "--tasks", str(first))
+    assert code == 0 and "the journal holds this run" in err, err
