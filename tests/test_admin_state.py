@@ -414,6 +414,43 @@ def test_a_submitted_batch_is_answered_followed_and_reported_when_done():
     assert report.report["success_rate"] == 1.0
 
 
+def _batch_of(sim: Sim, client: bytes, *ids: Any, sequential: bool = False) -> Any:
+    """A client's batch of no-op tasks, waited for; the admin's answer to it."""
+    doc = {"tasks": [{"id": i, "description": "x", "difficulty": 1} for i in ids]}
+    cmds = sim.receive(client, frames(Kind.SUBMIT, wire.Submission(doc, True, sequential)))
+    return [*sends(cmds, Kind.SUBMIT, client), *sends(cmds, Kind.REJECT, client)][0]
+
+
+def test_a_batch_refused_does_not_break_the_chain_of_sequential_batches():
+    sim = Sim()
+    w = sim.join("w", capacity=4)
+    assert _batch_of(sim, b"c", 1, 2).batch == 1
+    w.heartbeat()
+    refused = _batch_of(sim, b"c", 1, sequential=True)  # task 1 again: refused
+    assert isinstance(refused, wire.Reject)
+    assert _batch_of(sim, b"c", 3, sequential=True).batch == 3
+    w.heartbeat()
+    assert sorted(w.held) == [1, 2]  # 3 waits for batch 1, still running
+    w.finish(1)
+    assert assigned(w.finish(2)) == {"w": [3]}
+
+
+def test_every_client_waiting_for_a_batch_hears_its_progress_and_report():
+    sim = Sim()
+    w = sim.join("w", capacity=2)
+    submitted = _batch_of(sim, b"submitter", 1, 2)
+    w.heartbeat()
+    watch = wire.Watch([], [], [[1, submitted.run]])
+    assert sim.receive(b"watcher", frames(Kind.WATCH, watch)) == []
+    progress = sim.tick(at=1.0)
+    for client in (b"submitter", b"watcher"):
+        assert sends(progress, Kind.PROGRESS, client) == [wire.BatchProgress(1, 0, 2, 0)]
+    w.finish(1)
+    cmds = w.finish(2)
+    assert [r.batch for r in sends(cmds, Kind.REPORT, b"submitter")] == [1]
+    assert [r.batch for r in sends(cmds, Kind.REPORT, b"watcher")] == [1]
+
+
 def test_every_answer_to_a_client_names_its_request_even_a_refusal_or_a_bad_one():
     sim = Sim()
     client = b"client-7"

@@ -554,3 +554,50 @@ def test_a_batch_of_another_run_is_said_to_be_unknown_not_taken_for_another(tmp_
     (report,) = sends(_watch_batches(fresh, (1, submitted.run)), Kind.REPORT, CLIENT)
     assert report.batch == 1 and report.report == {}
     assert "restarted without its journal" in report.error
+
+
+def test_watches_queued_while_the_admin_was_down_get_one_report_a_heartbeat(tmp_path):
+    from kit import JSim, sends
+
+    from ceylon_net.wire import Kind
+
+    sim = JSim(tmp_path / "j.db")
+    w = sim.join("w", capacity=2)
+    submitted = _batch(sim, 1, 2)
+    w.heartbeat()
+    w.finish(1)
+    w.finish(2)
+    sim = sim.restart()
+    # The client asked once a second while the admin was down: they all arrive together.
+    burst = [_watch_batches(sim, (1, submitted.run), (1, submitted.run)) for _ in range(8)]
+    assert len([r for cmds in burst for r in sends(cmds, Kind.REPORT)]) == 1
+    sim.now += 1.0  # a heartbeat later (its report was lost, say): again
+    assert len(sends(_watch_batches(sim, (1, submitted.run)), Kind.REPORT)) == 1
+
+
+def test_a_restored_batch_someone_waited_for_keeps_the_admin_busy_until_claimed(tmp_path):
+    """An admin run with --tasks ends when it is idle: a batch that finished as its workers
+    came back, before its client WATCHed it again, must not end it without that report."""
+    from kit import JSim, sends
+
+    from ceylon_net.wire import Kind
+
+    sim = JSim(tmp_path / "j.db")
+    w = sim.join("w", capacity=2)
+    submitted = _batch(sim, 1, 2)
+    w.heartbeat()
+    w.finish(1)
+    sim = sim.restart()
+    back = sim.worker("w", capacity=2, held=dict(w.held))
+    back.hello()
+    back.finish(2)
+    assert not sim.st.batches.open and not sim.st.idle
+    (report,) = sends(_watch_batches(sim, (1, submitted.run)), Kind.REPORT, CLIENT)
+    assert report.report["success_rate"] == 1.0 and sim.st.idle
+    # Nobody comes back for it: the admin waits as long as for a lost worker, no longer.
+    sim = sim.restart()
+    assert not sim.st.idle
+    sim.tick(at=5.0)
+    assert not sim.st.idle
+    sim.tick(at=6.0)  # 2 x heartbeat x liveness
+    assert sim.st.idle

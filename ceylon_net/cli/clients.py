@@ -93,7 +93,7 @@ def submit(
 ) -> None:
     configure_logging(log_level, log_json)
     c = client(admin_peer, port, workspace, token, curve_secret, admin_key, connect_timeout,
-               gone_after=10.0)
+               gone_after=30.0)
     try:
         doc = parse_file(file)
         parse_work(doc, str(file))  # refuse a bad file here, before anything is sent

@@ -18,6 +18,7 @@ out as one :class:`~ceylon_net.core.commands.Finished`.
 
 from __future__ import annotations
 
+import math
 import traceback
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -118,8 +119,9 @@ class AdminState:
 
     @property
     def idle(self) -> bool:
-        """Everything submitted has finished (and something was)."""
-        return bool(self.board.records) and self.board.open == 0
+        """Everything submitted has finished (and something was), and no client that waited
+        for a batch before a restart is still to pick it up."""
+        return bool(self.board.records) and self.board.open == 0 and not self.batches.unclaimed
 
     # ------------------------------------------------------------------ inputs
     def receive(self, peer: bytes, frames: Sequence[bytes], address: str = "",
@@ -152,6 +154,7 @@ class AdminState:
             self._beat_clients()
             if self.resumed and now - self.started_at >= 2 * s.heartbeat * s.liveness:
                 self.members.purge_orphans()  # after a restart: they had their chance
+                self.batches.unclaimed.clear()  # (and the clients that waited, theirs)
             self.followup.log_progress(len(self.members.registry))
             self.guard.forget_idle(now)
         self.members.purge_lost(now)
@@ -400,8 +403,8 @@ class AdminState:
             watch = wire.unpack(wire.Watch, env.payload, self.limits)
             self.watchers.watch(peer, watch.tasks)
             self.watchers.watch_groups(peer, watch.groups, self.task_manager)
-            for batch_id, run in wire.batch_pairs(watch.batches):
-                self._watch_batch(peer, batch_id, run)
+            for batch_id, run in dict.fromkeys(wire.batch_pairs(watch.batches)):
+                self._watch_batch(peer, batch_id, run, now)
         else:
             request = wire.unpack(wire.Cancel, env.payload, self.limits)
             ids = list(wire.task_pairs(request.tasks, "cancel request"))
@@ -409,17 +412,19 @@ class AdminState:
             self.out.log("INFO", f"cancel request for {ids}: {outcome}")
             self.out.send(peer, Kind.STATUS, wire.Status({"cancel": outcome}), ask)
 
-    def _watch_batch(self, peer: bytes, batch_id: int, run: str) -> None:
-        """A client waits for its batch again (the admin restarted on its journal): it hears
-        the batch's progress from now on, and its report at once if it is done."""
-        batch = self.batches.known.get(batch_id) if run == self.run else None
+    def _watch_batch(self, peer: bytes, batch_id: int, run: str, now: float) -> None:
+        """A client waits for a batch (again: the admin restarted on its journal, or it
+        heard nothing for a while): it hears the batch's progress from now on, and its
+        report once it is done; at once if it is, but once a heartbeat (the WATCHes a client
+        sent while the admin was down arrive together)."""
+        batch = self.batches.claim(peer, batch_id) if run == self.run else None
         if batch is None:
             self.out.send(peer, Kind.REPORT, wire.BatchReport(batch_id, {}, (
                 "the admin has no such batch: it restarted without its journal (or with "
                 "another one), and the batch's tasks are gone with it")))
-        elif batch.id in self.batches.open:
-            batch.client, batch.wait = peer, True
-        else:
+        elif batch.id not in self.batches.open and \
+                now - batch.answered.get(peer, -math.inf) >= self.settings.heartbeat:
+            batch.answered[peer] = now
             self.out.send(peer, Kind.REPORT, self.followup.batch_report(batch))
 
     def _hello(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
@@ -574,7 +579,7 @@ class AdminState:
         how often it beats (how long a silence may last)."""
         beat = wire.Event("heartbeat", {"epoch": self.members.epoch,
                                         "every": self.settings.heartbeat})
-        waiting = {b.client for b in self.batches.open.values() if b.wait and b.client}
+        waiting = {c for b in self.batches.open.values() for c in b.waiters}
         for peer in waiting.union(self.watchers.clients()):
             self.out.send(peer, Kind.HEARTBEAT, beat)
 

@@ -20,17 +20,19 @@ def batch_gate(batch_id: int) -> tuple[str, int]:
 @dataclass(slots=True)
 class Batch:
     id: int
-    client: bytes  # the waiting client's ROUTER identity (b"": none known, after a restart)
     task_ids: list[TaskId]
-    wait: bool
+    wait: bool  # someone waits for it: its progress and its report go to ``waiters``
     remaining: int
     succeeded: int = 0
-    finished_ids: set[TaskId] = field(default_factory=set)
     after: int | None = None  # the batch it started after (--sequential)
+    # The ROUTER identities of the clients waiting for it: its submitter (with --wait) and
+    # any that WATCHes it (after a restart, only those).
+    waiters: set[bytes] = field(default_factory=set)
+    answered: dict[bytes, float] = field(default_factory=dict)  # done: report sent to, when
 
     def journal_row(self) -> list[Any]:
-        """What a journal keeps of it: [wait, after, task ids] (the client is not kept: it
-        WATCHes its batch again from a new connection)."""
+        """What a journal keeps of it: [wait, after, task ids] (not its clients: they WATCH
+        it again, over a new connection)."""
         return [self.wait, self.after, self.task_ids]
 
     @property
@@ -42,6 +44,10 @@ class Batches:
     def __init__(self) -> None:
         self.open: dict[int, Batch] = {}
         self.known: dict[int, Batch] = {}  # every batch, open or done (a client may ask)
+        # Restored batches someone waited for, until a client WATCHes them (or the admin
+        # stops waiting for that): the admin is not idle meanwhile, or an admin run with
+        # --tasks could end before such a client had its report.
+        self.unclaimed: set[int] = set()
         self._ids = itertools.count(1)
         self._last: int | None = None
 
@@ -51,14 +57,27 @@ class Batches:
         previous batch's), or None when nothing is still running before it. Once its tasks
         are recorded, :meth:`mark` them (or :meth:`drop` it, refused)."""
         after = self._last if sequential and self._last in self.open else None
-        batch = Batch(next(self._ids), client, task_ids, wait, len(task_ids), after=after)
+        batch = Batch(next(self._ids), task_ids, wait, len(task_ids), after=after,
+                      waiters={client} if wait else set())
         self.open[batch.id] = self.known[batch.id] = batch
         self._last = batch.id
         return batch, None if after is None else batch_gate(after)
 
     def drop(self, batch: Batch) -> None:
-        """A batch the admin refused after all."""
+        """A batch the admin refused after all (a --sequential one goes after the last
+        batch it took)."""
         del self.open[batch.id], self.known[batch.id]
+        self._last = max(self.known, default=None)
+
+    def claim(self, client: bytes, batch_id: int) -> Batch | None:
+        """``client`` WATCHes a batch: if open, it waits for it from now on."""
+        batch = self.known.get(batch_id)
+        if batch is not None:
+            self.unclaimed.discard(batch_id)
+            if batch_id in self.open:
+                batch.waiters.add(client)
+                batch.wait = True
+        return batch
 
     @staticmethod
     def gates(rows: Iterable[tuple[int, list[Any]]]) -> dict[TaskId, list[tuple[str, int]]]:
@@ -76,7 +95,7 @@ class Batches:
         afters = set()
         for batch_id, (wait, after, task_ids) in rows:
             held = [records[t] for t in task_ids if t in records]
-            batch = Batch(batch_id, b"", [r.task.id for r in held], bool(wait), 0, after=after)
+            batch = Batch(batch_id, [r.task.id for r in held], bool(wait), 0, after=after)
             for rec in held:
                 if rec.status in FINISHED:
                     batch.succeeded += rec.status == TaskStatus.COMPLETED
@@ -84,6 +103,8 @@ class Batches:
                     batch.remaining += 1
                     rec.batch = batch_id
             self.known[batch_id] = batch
+            if batch.wait:
+                self.unclaimed.add(batch_id)
             if batch.remaining:
                 self.open[batch_id] = batch
             if after is not None:

@@ -97,8 +97,10 @@ class Followup:
         self.board.open_gate(batch_gate(batch.id))
         self.out.log("INFO", f"batch {batch.id} done: {batch.succeeded}/{len(batch.task_ids)} "
                              f"succeeded")
-        if batch.wait and batch.client:
-            self.out.send(batch.client, Kind.REPORT, self.batch_report(batch))
+        if batch.waiters:
+            report = self.batch_report(batch)
+            for client in batch.waiters:
+                self.out.send(client, Kind.REPORT, report)
 
     def batch_report(self, batch: Batch) -> wire.BatchReport:
         report = self.board.report(self.unassigned, only=batch.task_ids)
@@ -108,9 +110,10 @@ class Followup:
         """Clients waiting for a batch hear how far it got (one restored from a journal,
         once its client WATCHes it again)."""
         for b in self.batches.open.values():
-            if b.wait and b.client:
-                self.out.send(b.client, Kind.PROGRESS,
-                              wire.BatchProgress(b.id, b.done, len(b.task_ids), b.succeeded))
+            if b.waiters:
+                progress = wire.BatchProgress(b.id, b.done, len(b.task_ids), b.succeeded)
+                for client in b.waiters:
+                    self.out.send(client, Kind.PROGRESS, progress)
 
     def log_progress(self, workers: int) -> None:
         """A progress line when something moved since the last one."""
