@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 
 import zmq
 import zmq.asyncio
@@ -100,16 +101,18 @@ class ScriptedAdmin:
         self.ctx.term()
 
 
-async def hearing(admin: ScriptedAdmin) -> None:
-    """PUB heartbeats until the worker says it hears them."""
+async def hearing(admin: ScriptedAdmin, seq: int = 0) -> None:
+    """PUB heartbeats (``seq`` broadcasts so far) until the worker says it hears them."""
     async def hears() -> bool:
-        await admin.pub_beat(0)
-        return admin.heard == 0
+        await admin.pub_beat(seq)
+        return admin.heard == seq
 
     await wait_until(hears, 10, "the worker to hear PUB", interval=0.02)
 
 
-def test_a_worker_asks_for_what_pub_dropped_takes_resends_and_skips_what_is_gone():
+def scripted(script: Callable[[ScriptedAdmin, Listener], Awaitable[None]]) -> list[int]:
+    """Run ``script`` with a scripted admin and a worker that hears its PUB; the notes the
+    worker delivered, in order."""
     admin = ScriptedAdmin()
     w = Listener("w", admin_port=admin.port)
 
@@ -118,19 +121,7 @@ def test_a_worker_asks_for_what_pub_dropped_takes_resends_and_skips_what_is_gone
         running = asyncio.create_task(w.arun())
         try:
             await hearing(admin)
-            for seq in (1, 2, 3, 5, 6, 9, 10):  # 4, 7 and 8 "dropped"
-                await admin.publish(seq)
-            await wait_until(lambda: [4, 4] in admin.asked and [7, 8] in admin.asked, 10,
-                             "the worker to ask for 4 and 7-8")
-            assert w.notes == [1, 2, 3]  # held back: 5, 6, 9 and 10 wait for the gaps
-            await admin.resend(4)
-            await wait_until(lambda: w.notes == [1, 2, 3, 4, 5, 6], 10, "4, then 5 and 6")
-            await admin.router.send_multipart([admin.peer, *admin.frames(
-                Kind.SKIP, wire.Skip(7, 8))])  # gone from the admin's ring
-            await wait_until(lambda: w.notes == [1, 2, 3, 4, 5, 6, 9, 10], 10, "9 and 10")
-            await admin.resend(8)  # a late resend of what was skipped: not delivered twice
-            await admin.publish(11)
-            await wait_until(lambda: w.notes[-1] == 11, 10, "11")
+            await script(admin, w)
         finally:
             await w.stop()
             await asyncio.gather(running, return_exceptions=True)
@@ -139,7 +130,26 @@ def test_a_worker_asks_for_what_pub_dropped_takes_resends_and_skips_what_is_gone
             admin.close()
         return w.notes
 
-    assert run(body()) == [1, 2, 3, 4, 5, 6, 9, 10, 11]
+    return run(body())
+
+
+def test_a_worker_asks_for_what_pub_dropped_takes_resends_and_skips_what_is_gone():
+    async def script(admin: ScriptedAdmin, w: Listener) -> None:
+        for seq in (1, 2, 3, 5, 6, 9, 10):  # 4, 7 and 8 "dropped"
+            await admin.publish(seq)
+        await wait_until(lambda: [4, 4] in admin.asked and [7, 8] in admin.asked, 10,
+                         "the worker to ask for 4 and 7-8")
+        assert w.notes == [1, 2, 3]  # held back: 5, 6, 9 and 10 wait for the gaps
+        await admin.resend(4)
+        await wait_until(lambda: w.notes == [1, 2, 3, 4, 5, 6], 10, "4, then 5 and 6")
+        await admin.router.send_multipart([admin.peer, *admin.frames(
+            Kind.SKIP, wire.Skip(7, 8))])  # gone from the admin's ring
+        await wait_until(lambda: w.notes == [1, 2, 3, 4, 5, 6, 9, 10], 10, "9 and 10")
+        await admin.resend(8)  # a late resend of what was skipped: not delivered twice
+        await admin.publish(11)
+        await wait_until(lambda: w.notes[-1] == 11, 10, "11")
+
+    assert scripted(script) == [1, 2, 3, 4, 5, 6, 9, 10, 11]
 
 
 def test_a_restarted_admins_broadcasts_are_not_taken_for_the_old_ones():
@@ -148,48 +158,29 @@ def test_a_restarted_admins_broadcasts_are_not_taken_for_the_old_ones():
     admin's first broadcasts and heartbeats while its inbox still counts the old one's. They
     must not be delivered in part: the new numbers 1..3 look like the old ones already
     delivered, and 4 and 5 would arrive with 1..3 silently missing."""
-    admin = ScriptedAdmin()
-    w = Listener("w", admin_port=admin.port)
-
-    async def body():
-        serving = asyncio.create_task(admin.serve())
-        running = asyncio.create_task(w.arun())
-        try:
-            await hearing(admin)
-            for seq in (1, 2, 3):  # the old admin's broadcasts
-                await admin.publish(seq)
-            await wait_until(lambda: w.notes == [1, 2, 3], 10, "1, 2, 3")
-
-            # The restart: the new process does not know the worker and does not welcome it
-            # yet, while it already publishes.
-            admin.answer, admin.epoch = False, 8
-            hellos = len(admin.hellos)
-            await admin.router.send_multipart([admin.peer, *admin.frames(
-                Kind.REJECT, wire.Reject("not registered: send HELLO first", retry=True))])
-            await wait_until(lambda: len(admin.hellos) > hellos, 10, "a new HELLO")
-            for seq in range(1, 6):
-                await admin.publish(seq, 100 + seq)
-            await admin.pub_beat(5)
-            hellos = len(admin.hellos)
-            await wait_until(lambda: len(admin.hellos) > hellos, 10, "the HELLO sent again")
-            admin.answer = True
-            await admin.welcome()
-            admin.heard = -1
-            async def hears_new() -> bool:
-                await admin.pub_beat(5)
-                return admin.heard == 5
-
-            await wait_until(hears_new, 10, "the worker to hear the new admin", interval=0.02)
-            await admin.publish(6, 106)
-            await wait_until(lambda: 106 in w.notes, 10, "106")
-        finally:
-            await w.stop()
-            await asyncio.gather(running, return_exceptions=True)
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
-            admin.close()
-        return w.notes
+    async def script(admin: ScriptedAdmin, w: Listener) -> None:
+        for seq in (1, 2, 3):  # the old admin's broadcasts
+            await admin.publish(seq)
+        await wait_until(lambda: w.notes == [1, 2, 3], 10, "1, 2, 3")
+        # The restart: the new process does not know the worker and does not welcome it
+        # yet, while it already publishes.
+        admin.answer, admin.epoch = False, 8
+        hellos = len(admin.hellos)
+        await admin.router.send_multipart([admin.peer, *admin.frames(
+            Kind.REJECT, wire.Reject("not registered: send HELLO first", retry=True))])
+        await wait_until(lambda: len(admin.hellos) > hellos, 10, "a new HELLO")
+        for seq in range(1, 6):
+            await admin.publish(seq, 100 + seq)
+        await admin.pub_beat(5)
+        hellos = len(admin.hellos)
+        await wait_until(lambda: len(admin.hellos) > hellos, 10, "the HELLO sent again")
+        admin.answer = True
+        await admin.welcome()
+        admin.heard = -1
+        await hearing(admin, 5)
+        await admin.publish(6, 106)
+        await wait_until(lambda: 106 in w.notes, 10, "106")
 
     # Broadcasts sent before the worker was registered are not its to receive, as for any
     # worker that joins; after that, everything, in order.
-    assert run(body()) == [1, 2, 3, 106]
+    assert scripted(script) == [1, 2, 3, 106]
