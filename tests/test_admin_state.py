@@ -187,7 +187,8 @@ def test_a_draining_worker_gets_nothing_new_and_its_running_task_finishes():
     w.finish(1)
     assert sim.finished()[1].result.success
     cmds = w.say(Kind.BYE, wire.End("worker stopping"))
-    assert "worker 'w' left; 0 task(s) back in the queue" in logs(cmds)
+    # Said as news, not as a warning: it left cleanly, nothing left behind.
+    assert logs(cmds, "INFO") == ["worker 'w' left; 0 task(s) back in the queue"]
     assert sim.st.board.records[2].state is TaskState.QUEUED
 
 
@@ -375,6 +376,22 @@ def test_a_stranger_is_asked_to_register_and_garbage_is_counted():
                                                     retry=True)]
     sim.receive(b"ghost", [b"nonsense"])
     assert sim.st.stats.bad_frames == 1
+
+
+def test_what_a_busy_worker_sent_before_an_admin_restart_is_not_taken_for_garbage():
+    """Its DEALER delivers what it held to the new admin ahead of its HELLO: starts and
+    results of a busy worker, hundreds of them, then a BYE if it was leaving."""
+    sim = Sim(bad_frame_limit=3)
+    ghost = sim.worker("w")
+    for i in range(10):
+        cmds = ghost.say(Kind.STARTED, wire.Started([[i, 1]]))
+        assert sends(cmds, Kind.REJECT) == [wire.Reject("not registered: send HELLO first",
+                                                        retry=True)]
+        ghost.say(Kind.RESULT, [TaskResult(i, "w", True, attempt=1)])
+    assert ghost.say(Kind.DRAIN) == [] and ghost.say(Kind.BYE) == []
+    assert sim.st.stats.bad_frames == 0
+    ghost.hello()
+    assert [r.name for r in sim.st.workers()] == ["w"]  # not banned
 
 
 def test_a_flood_of_bad_frames_bans_the_peer_and_drops_its_worker():

@@ -196,9 +196,11 @@ def test_a_journal_of_another_run_is_refused_with_tasks_it_does_not_hold(tmp_pat
 
     code, err = run(body())
     assert code == 0, err
+    before = _digest(journal)
     code, err = _admin_on_journal(tmp_path, journal, "--tasks", str(other))
     assert code == 2, err
     assert f"error: journal {journal} holds another run: 1 of the 2 task(s) in --tasks " \
            f"{other} are not in it ('b')" in err
+    assert "serving" not in err and _digest(journal) == before  # refused before anything
     code, err = _admin_on_journal(tmp_path, journal, "--tasks", str(first))
-    assert code == 0 and "the journal holds this run" in err, err
+    assert code == 0 and "the journal holds this run: resuming it" in err, err

@@ -15,7 +15,7 @@ from ..core.tasks import RunReport, Task
 from ..core.workfile import load_work
 from ..edge import loop
 from ..edge.admin import Admin
-from ..edge.journal import JournalError
+from ..edge.journal import Journal, JournalError
 from ..errors import ConfigError, Crashed
 from ..settings import AdminSettings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES
@@ -111,7 +111,9 @@ def admin(
             results_file=path_str(results), metrics_port=metrics_port,
             dashboard_port=dashboard_port)
         work = load_work(tasks) if tasks is not None else None
-        report = loop.run(_run_admin(settings, work, tasks))
+        if work is not None and settings.journal is not None:
+            _same_run(Path(settings.journal), settings.workspace, work, tasks)
+        report = loop.run(_run_admin(settings, work))
     except ConfigError as exc:
         fail(EXIT_CONFIG, str(exc))
     except Crashed as exc:
@@ -125,8 +127,8 @@ def admin(
         raise typer.Exit(EXIT_UNASSIGNED)
 
 
-async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskGroup]] | None,
-                     tasks: Path | None = None) -> RunReport | None:
+async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskGroup]] | None
+                     ) -> RunReport | None:
     admin = Admin(settings=settings)
     await admin.start()
     async with on_signals(admin.stop):
@@ -135,8 +137,8 @@ async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskG
                 await admin.serve()
                 return None
             if admin.resumed:
-                _same_run(admin, work, tasks)
-                logger.info("the journal holds this run: --tasks file not read again")
+                logger.info("the journal holds this run: resuming it (the --tasks file's "
+                            "tasks are in it already)")
                 run = asyncio.create_task(_wait_report(admin))
             else:
                 run = asyncio.create_task(admin.run_tasks(*work))
@@ -157,20 +159,26 @@ async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskG
             await admin.close("run over" if work is not None else "admin stopped")
 
 
-def _same_run(admin: Admin, work: tuple[list[Task], list[TaskGroup]], tasks: Path | None
-              ) -> None:
-    """A journal resumed with --tasks must hold that file's run: one holding other tasks
-    (a journal left from another job) would run and report those instead, silently."""
-    records = admin.state.board.records
+def _same_run(path: Path, workspace: str, work: tuple[list[Task], list[TaskGroup]],
+              tasks: Path | None) -> None:
+    """A journal holding a run, with --tasks, must hold every task of that file: one left
+    from another job would run and report its own tasks instead, silently. Checked before
+    anything starts, the file left as it was."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    journal = Journal(path, workspace)
+    try:
+        held = journal.task_ids()
+    finally:
+        journal.close()
     ids = [t.id for t in work[0]] + [t.task_id for g in work[1] for t in g.subtasks]
-    missing = [i for i in ids if i not in records]
+    missing = [i for i in ids if i not in held] if held else []
     if missing:
         shown = ", ".join(repr(i) for i in missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise JournalError(
-            f"journal {admin.settings.journal} holds another run: {len(missing)} of the "
-            f"{len(ids)} task(s) in --tasks {tasks} are not in it ({shown}). Resume a run "
-            f"with the --tasks file it started with; to start a new run, remove the journal "
-            f"or name another one")
+            f"journal {path} holds another run: {len(missing)} of the {len(ids)} task(s) in "
+            f"--tasks {tasks} are not in it ({shown}). Resume a run with the --tasks file it "
+            f"started with; to start a new run, remove the journal or name another one")
 
 
 async def _wait_report(admin: Admin) -> RunReport:

@@ -43,7 +43,9 @@ from .progress import ProgressBarForBatch
 from .render import print_report
 from .render import render as render_status
 
-AsJson = Annotated[bool, typer.Option("--json", help="Print it as JSON.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the status (ceylon-status) or the "
+                                                    "batch's report (ceylon-submit --wait) as "
+                                                    "JSON.")]
 File = Annotated[Path, typer.Argument(help="Tasks file (JSON or TOML), as for ceylon-admin "
                                            "--tasks.")]
 Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the results.")]

@@ -60,6 +60,9 @@ SYNC_FANOUT = 50  # ... for up to this many agents; more agents, proportionally 
 CLIENT_KINDS = frozenset((Kind.HELLO, Kind.STATUS, Kind.SUBMIT, Kind.WATCH))
 REQUESTS = {Kind.STATUS: "status", Kind.SUBMIT: "batch", Kind.WATCH: "watch"}  # named back
 ANSWERED = frozenset((Kind.STATUS, Kind.SUBMIT, Kind.CANCEL))  # a client awaits an answer
+# What a worker sends while registered, so what an admin that restarted may get from it first.
+STRANGERS_MAY_SEND = frozenset((Kind.HEARTBEAT, Kind.RESULT, Kind.STARTED, Kind.BCAST,
+                                Kind.DIRECT))
 
 
 class AdminState:
@@ -356,9 +359,12 @@ class AdminState:
         self.out.add(Forward(target, Kind.DIRECT, env.header, env.payload))
 
     def _stranger(self, peer: bytes, env: Envelope) -> None:
-        # Heartbeats or results from a peer we do not know (we restarted, or it was declared
-        # lost): tell it to register again rather than silently ignoring it.
-        if env.kind not in (Kind.HEARTBEAT, Kind.RESULT, Kind.BCAST, Kind.DIRECT):
+        # A worker's message from a peer we do not know (we restarted, and its DEALER still
+        # held what it sent before; or it was declared lost): tell it to register again
+        # rather than silently ignoring it. Not garbage: a busy worker may hold hundreds.
+        if env.kind in (Kind.BYE, Kind.DRAIN):
+            return  # leaving or draining: nothing to register for
+        if env.kind not in STRANGERS_MAY_SEND:
             raise RemoteProtocolError(f"{env.kind.decode()} from an unregistered peer")
         self.out.send(peer, Kind.REJECT, wire.Reject("not registered: send HELLO first",
                                                      retry=True))

@@ -237,8 +237,10 @@ class Membership:
         self._unconfirmed(rec)
         self.stats.lost += why.startswith("lost")
         requeued = self.board.remove_worker(rec.name, why)
-        self.out.log("WARNING", f"worker '{rec.name}' {why}; {len(requeued)} task(s) back in "
-                                f"the queue")
+        # A worker that said goodbye with nothing left behind is news, not trouble.
+        level = "INFO" if why == "left" and not requeued else "WARNING"
+        self.out.log(level, f"worker '{rec.name}' {why}; {len(requeued)} task(s) back in the "
+                            f"queue")
         self.out.event("worker_left", name=rec.name, reason=why, requeued=list(requeued))
 
     def purge_lost(self, now: float) -> None:
