@@ -468,6 +468,21 @@ def test_every_client_waiting_for_a_batch_hears_its_progress_and_report():
     assert [r.batch for r in sends(cmds, Kind.REPORT, b"watcher")] == [1]
 
 
+def test_an_admin_stopping_without_a_journal_tells_its_waiting_clients():
+    """Nothing they wait for will come; with a journal it may come back, and they wait."""
+    for durable in (False, True):
+        sim = Sim()
+        w = sim.join("w")
+        _batch_of(sim, b"waiter", 1)
+        watch = wire.Watch([1], [])
+        sim.receive(b"watcher", frames(Kind.WATCH, watch))
+        w.heartbeat()
+        cmds = sim.carry(sim.st.close("admin stopped", durable=durable))
+        told = sorted(x.peer for x in of(cmds, c.Send) if x.kind == Kind.END)
+        workers = [w.peer]  # workers hear it either way
+        assert told == (workers if durable else sorted([w.peer, b"waiter", b"watcher"]))
+
+
 def test_every_answer_to_a_client_names_its_request_even_a_refusal_or_a_bad_one():
     sim = Sim()
     client = b"client-7"

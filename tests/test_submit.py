@@ -216,3 +216,22 @@ def test_a_batch_waited_for_is_said_lost_when_the_admin_restarts_without_a_journ
     assert code == 4
     # Told so by the new admin (not left to give up after 10 s without a word).
     assert "lost batch 1" in err and "restarted without its journal" in err, err
+
+
+@pytest.mark.timeout(60)
+def test_an_admin_stopped_without_a_journal_ends_a_waiting_submit_at_once(tmp_path, tasks_file):
+    path = tasks_file([{"id": "long", "description": "a", "difficulty": 1, "duration": 30}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await _serving(c, workers=(("w1", 5),), time_scale="1")
+            p = await c.spawn("submit", [*cli("ceylon-submit"), str(path), "--wait",
+                                         "--port", str(c.port)])
+            await wait_until(lambda: "batch 1 from" in admin.stderr(), 20, "batch 1")
+            admin.signal(signal.SIGTERM)
+            return await p.wait(20), p.stderr()
+
+    code, err = run(body())
+    assert code == 4
+    # Told by the admin as it stopped, not left to give up after 30 s without a word.
+    assert "stopped (admin stopped) without a journal" in err, err

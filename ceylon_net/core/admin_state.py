@@ -211,10 +211,15 @@ class AdminState:
         self._broadcast(header, payload, deliver=False)
         return self._end_round(now, assign=False)  # no task changed
 
-    def close(self, reason: str) -> list[Command]:
-        """The admin stops: every worker is told the run is over."""
+    def close(self, reason: str, durable: bool = False) -> list[Command]:
+        """The admin stops: every worker is told the run is over; and unless its state is
+        ``durable`` (a journal: it may come back with it), every client waiting for tasks or
+        a batch too, since nothing it waits for will come."""
         self.closing = True
         self.members.end(reason)
+        if not durable:
+            for peer in self._waiting_clients():
+                self.out.send(peer, Kind.END, wire.End(reason))
         self.out.event("admin_stopped", reason=reason)
         return self.out.take()
 
@@ -585,9 +590,12 @@ class AdminState:
         how often it beats (how long a silence may last)."""
         beat = wire.Event("heartbeat", {"epoch": self.members.epoch,
                                         "every": self.settings.heartbeat})
-        waiting = {c for b in self.batches.open.values() for c in b.waiters}
-        for peer in waiting.union(self.watchers.clients()):
+        for peer in self._waiting_clients():
             self.out.send(peer, Kind.HEARTBEAT, beat)
+
+    def _waiting_clients(self) -> set[bytes]:
+        waiting = {c for b in self.batches.open.values() for c in b.waiters}
+        return waiting.union(self.watchers.clients())
 
     def _give_up_unassignable(self, now: float) -> None:
         if not self.assigning:

@@ -191,7 +191,7 @@ class Admin(AgentBase):
         try:
             if self.failure is None:  # an ACK only lets a worker forget a result we have
                 self._acks.flush()
-            self._apply(self.state.close(reason))
+            self._apply(self.state.close(reason, durable=self.journal is not None))
         except Exception:
             if self.failure is None:
                 raise

@@ -429,6 +429,11 @@ class AsyncClient:
                 answer.set_result(env)
         elif kind == Kind.DONE:
             self._done(wire.unpack(wire.TaskDone, env.payload))
+        elif kind == Kind.END:  # it stopped without a journal: nothing we wait for will come
+            reason = wire.unpack(wire.End, env.payload).reason
+            self._fail_all(AdminUnreachableError(
+                f"the admin at {self.endpoint} stopped ({reason}) without a journal: what "
+                f"it was running for us is gone"))
         elif kind == Kind.GROUP:
             news = wire.unpack(wire.GroupNews, env.payload)
             group = self._groups.get(news.group)
