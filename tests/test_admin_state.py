@@ -483,6 +483,30 @@ def test_an_admin_stopping_without_a_journal_tells_its_waiting_clients():
         assert told == (workers if durable else sorted([w.peer, b"waiter", b"watcher"]))
 
 
+def test_an_assignment_that_arrives_after_its_task_went_elsewhere_is_cancelled():
+    """A heartbeat written before an assignment arrived reaches the admin late (a network
+    stall): the task goes to another worker, and when the first one gets the assignment
+    after all it must drop it, not run the task a second time."""
+    sim = Sim()
+    a = sim.join("a", skill=10)
+    sim.submit(noop(1))
+    assert a.held == {1: 1}
+    a.held.clear()  # the ASSIGN is still on its way
+    b = sim.join("b", skill=5)
+    sim.now = 2.5
+    a.heartbeat()  # written before it arrived: taken back, given to b
+    assert b.held == {1: 2}
+    a.held[1] = 1  # now it arrives
+    cmds = a.heartbeat()
+    assert [m.tasks for m in sends(cmds, Kind.CANCEL, a.peer)] == [[[1, 1]]]
+    assert sends(cmds, Kind.ACK, a.peer) == []  # (not finished: nothing to acknowledge)
+    b.finish(1)
+    a.held.clear()
+    a.unacked[(1, 1)] = TaskResult(1, "a", True, attempt=1)  # it ran before the CANCEL
+    cmds = a.heartbeat()  # its result (ignored: not its attempt) is acknowledged again
+    assert [m.results for m in sends(cmds, Kind.ACK, a.peer)] == [[[1, 1]]]
+
+
 def test_every_answer_to_a_client_names_its_request_even_a_refusal_or_a_bad_one():
     sim = Sim()
     client = b"client-7"

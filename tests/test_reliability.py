@@ -1,6 +1,7 @@
 """Surviving failures with real processes: a worker killed mid-task, the admin killed and
 restarted on its journal, graceful drain, and journals that must be refused."""
 
+import asyncio
 import hashlib
 import json
 import re
@@ -12,7 +13,7 @@ from collections import Counter
 import pytest
 from conftest import run
 
-from ceylon_net import Task
+from ceylon_net import Admin, AdminSettings, Task, Worker
 from ceylon_net.core.tasks import TaskStatus
 from ceylon_net.dev.testing import Cluster, EventLog, wait_until
 from ceylon_net.edge.journal import SCHEMA_VERSION, Journal
@@ -204,3 +205,39 @@ def test_a_journal_of_another_run_is_refused_with_tasks_it_does_not_hold(tmp_pat
     assert "serving" not in err and _digest(journal) == before  # refused before anything
     code, err = _admin_on_journal(tmp_path, journal, "--tasks", str(first))
     assert code == 0 and "the journal holds this run: resuming it" in err, err
+
+
+class _LosesFirstResult(Worker):
+    """A worker whose first RESULT frame is lost on the wire (a connection reset shorter
+    than the admin's liveness: nobody is called lost)."""
+
+    lost = 0
+
+    def _flush(self) -> None:
+        if not self.lost and self.runner.unsent and self._welcome is not None:
+            self.lost = len(self.runner.take_unsent())  # "sent": it never arrives
+            self._flush_scheduled = False
+            return
+        super()._flush()
+
+
+@pytest.mark.timeout(60)
+def test_a_result_lost_on_the_wire_is_sent_again():
+    """The worker keeps it unacknowledged and says so in every heartbeat, which the admin
+    takes for 'still running': without a resend the task never ends."""
+    admin = Admin(settings=AdminSettings(bind="127.0.0.1", port=0, heartbeat=0.5))
+    w = _LosesFirstResult("w")
+
+    async def main():
+        serving = asyncio.create_task(admin.arun_admin(b"", [w]))
+        try:
+            await wait_until(lambda: len(admin.get_connected_agents()) == 1, 10, "to join")
+            result = await asyncio.wait_for(admin.execute(Task("t", "x", 1, duration=0)), 30)
+            await wait_until(lambda: not w.runner.unacked, 10, "its ACK, this time")
+            return result, w.lost
+        finally:
+            await admin.stop()
+            await asyncio.wait_for(serving, 10)
+
+    result, lost = run(main())
+    assert lost == 1 and result.success and result.worker == "w"

@@ -12,7 +12,7 @@ from .. import wire
 from ..errors import RemoteProtocolError
 from ..settings import AdminSettings
 from ..wire import MAX_CAPACITY, PROTOCOL_VERSION, Envelope, Hello, Kind
-from .board import TaskBoard
+from .board import FINISHED, TaskBoard
 from .broadcasts import BroadcastLog
 from .commands import Connected, Forward, Outbox
 from .pacing import Pace, Pulse
@@ -173,11 +173,25 @@ class Membership:
         # Anything assigned two heartbeats ago that the worker does not mention never
         # reached it; what is younger may still be on its way.
         cutoff = now - 2 * self.settings.heartbeat
-        requeued, _ = self.board.reclaim(rec.name, holding, assigned_before=cutoff)
+        requeued, stale = self.board.reclaim(rec.name, holding, assigned_before=cutoff)
         self.board.confirm(rec.name, holding)
         if requeued:
             self.out.log("WARNING", f"worker '{rec.name}' never got task(s) {requeued}; "
                                     f"requeued")
+        if stale:
+            self._settle(rec, [[t, holding[t]] for t in stale])
+
+    def _settle(self, rec: WorkerRecord, stale: list[list[Any]]) -> None:
+        """What a worker holds that is not its own any more: an assignment that reached it
+        after we had given the task to another worker (a heartbeat of before it arrived
+        came late), or a result we recorded whose ACK was lost. Each is cancelled (a task
+        must not run twice), a finished one acknowledged again too."""
+        records = self.board.records
+        done = [p for p in stale if p[0] in records and records[p[0]].status in FINISHED]
+        if done:
+            self.out.send(rec.peer, Kind.ACK, wire.Ack(done))
+        self.out.send(rec.peer, Kind.CANCEL, wire.Cancel(stale, "not yours any more: "
+                                                                "finished, or given elsewhere"))
 
     def started(self, rec: WorkerRecord, news: wire.Started) -> None:
         """What started on the worker, and what it gave back on a RELEASE."""

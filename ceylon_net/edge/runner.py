@@ -43,6 +43,7 @@ class TaskRunner:
         self.starts: list[ResultKey] = []  # started since the last report
         self.released: list[ResultKey] = []  # given back since the last report
         self.unacked: dict[ResultKey, TaskResult] = {}
+        self._sent_at: dict[ResultKey, float] = {}  # when each unacknowledged result left
         self._run_task = run_task
         self._on_result = on_result
         self._queued: dict[TaskId, TaskAssignment] = {}
@@ -134,19 +135,34 @@ class TaskRunner:
     def acknowledge(self, keys: list[list[Any]]) -> None:
         for task_id, attempt in keys:
             self.unacked.pop((task_id, attempt), None)
+            self._sent_at.pop((task_id, attempt), None)
 
     # ---- what the worker tells the admin
     def take_unsent(self) -> list[TaskResult]:
         """Results to send now; they stay in ``unacked`` until acknowledged."""
         batch, self.unsent = self.unsent, []
+        now = time.monotonic()
         for r in batch:
-            self.unacked[(r.task_id, r.attempt)] = r
+            key = (r.task_id, r.attempt)
+            self.unacked[key] = r
+            self._sent_at[key] = now
         return batch
 
     def resend(self, keys: list[ResultKey]) -> None:
         """Send these unacknowledged results again (with the next ones)."""
         again = [r for k in keys if (r := self.unacked.pop(k, None)) is not None]
+        for k in keys:
+            self._sent_at.pop(k, None)
         self.unsent[:0] = again
+
+    def resend_unacknowledged(self, sent_before: float) -> int:
+        """Results sent before ``sent_before`` (monotonic) and still not acknowledged: the
+        RESULT or its ACK was lost on the way (a connection reset), and the admin would wait
+        for it for ever. Sent again with the next ones (the admin acknowledges a duplicate
+        without counting it); returns how many."""
+        old = [k for k, at in self._sent_at.items() if at < sent_before]
+        self.resend(old)
+        return len(old)
 
     @property
     def news(self) -> bool:

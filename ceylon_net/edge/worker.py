@@ -467,8 +467,13 @@ class Worker(AgentBase):
             await asyncio.sleep(self._welcome.heartbeat if self._welcome else 1.0)
             self._gc.tick(time.monotonic(), self.runner.idle)
             if self._welcome is not None and self._sockets is not None:
-                if self.runner.starts:
-                    self._flush()  # tasks that started since the last results
+                every = self._welcome.heartbeat
+                lost = self.runner.resend_unacknowledged(time.monotonic() - 2 * every)
+                if lost:
+                    logger.warning("{}: {} result(s) not acknowledged after {:g} s: sending "
+                                   "them again", self.name, lost, 2 * every)
+                if self.runner.starts or lost:
+                    self._flush()  # tasks that started since the last results, results again
                 await self._sockets.send(self._heartbeat_frames(), 1.0)
 
     def _heartbeat_frames(self) -> list[bytes]:
