@@ -507,6 +507,31 @@ def test_an_assignment_that_arrives_after_its_task_went_elsewhere_is_cancelled()
     assert [m.results for m in sends(cmds, Kind.ACK, a.peer)] == [[[1, 1]]]
 
 
+def test_a_worker_with_a_long_name_has_its_results_taken():
+    """Names of up to 200 characters are allowed; they are shortened only where quoted."""
+    sim = Sim()
+    w = sim.join("w" * 200)
+    sim.submit(noop(1))
+    w.finish(1)
+    assert sim.finished()[1].result.success
+    cmds = sim.worker("x" * 201).hello()
+    assert "is longer than 200 characters" in sends(cmds, Kind.REJECT)[0].reason
+
+
+def test_a_worker_restarted_under_its_name_is_asked_to_retry_then_taken():
+    """A supervisor restarts a crashed worker at once: its old self still looks alive for a
+    moment. The new one is refused for now (it may retry), and taken once the old one has
+    been silent for a heartbeat."""
+    sim = Sim()
+    sim.join("w")
+    sim.now = 0.5
+    new = sim.worker("w")
+    (refused,) = sends(new.hello(), Kind.REJECT, new.peer)
+    assert refused.retry and "already connected" in refused.reason
+    sim.now = 1.6
+    assert sends(new.hello(), Kind.WELCOME, new.peer)
+
+
 def test_every_answer_to_a_client_names_its_request_even_a_refusal_or_a_bad_one():
     sim = Sim()
     client = b"client-7"

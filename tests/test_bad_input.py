@@ -43,12 +43,15 @@ def test_duplicate_worker_name_is_rejected(tmp_path):
             admin = await _serving_admin(c)
             first = await c.worker("Senior")
             await wait_until(lambda: "worker 'Senior' joined" in admin.stderr(), 15, "join")
-            second = await c.worker("Senior", label="Senior-2")
+            # It may be the first one restarted (taken once that one is lost): it asks
+            # again until its --connect-timeout, then says why it gave up.
+            second = await c.worker("Senior", "--connect-timeout", "3", label="Senior-2")
             return await second.wait(20), second.stderr(), first.returncode
 
     code, err, first_code = run(body())
     assert code == 1
     assert "worker name 'Senior' is already connected (from 127.0.0.1" in err
+    assert "(still after 3 s)" in err
     assert first_code is None  # the first one is unharmed
 
 

@@ -21,6 +21,9 @@ from .stats import AdminStats
 from .tasks import TaskId, TaskResult
 from .workers import AgentDetail, Registry, WorkerRecord
 
+MAX_NAME = 200  # a worker's name, as ceylon_net.settings allows it
+NAME_TAKEN = "; choose another --name (or wait: it is taken once the other one is lost)"
+
 
 def clip(text: str, limit: int = 64) -> str:
     """A peer's string as we quote it back (logs, REJECT reasons): bounded."""
@@ -66,10 +69,12 @@ class Membership:
                                                        self.epoch))
         return self._reconcile(self.registry.by_peer[peer], hello, now)
 
-    def reject(self, peer: bytes, reason: str, answers: int | None = None) -> None:
-        """Refuse a peer's HELLO or request (``answers``: the request's msg_id)."""
+    def reject(self, peer: bytes, reason: str, answers: int | None = None,
+               retry: bool = False) -> None:
+        """Refuse a peer's HELLO or request (``answers``: the request's msg_id; ``retry``:
+        it may ask again, as the answer may change)."""
         self.out.log("WARNING", f"rejected {peer!r}: {reason}")
-        self.out.send(peer, Kind.REJECT, wire.Reject(reason), answers)
+        self.out.send(peer, Kind.REJECT, wire.Reject(reason, retry=retry), answers)
 
     def _admissible(self, peer: bytes, env: Envelope, now: float) -> Hello | None:
         h, workspace = env.header, self.settings.workspace
@@ -87,25 +92,29 @@ class Membership:
             return None
         reason = self._problem(peer, hello, now)
         if reason:
-            self.reject(peer, reason)
+            # Its name taken by a worker that may be its old self, restarted: that one is
+            # called lost soon, and this one is taken then.
+            self.reject(peer, reason, retry=reason.endswith(NAME_TAKEN))
             return None
         return hello
 
     def _problem(self, peer: bytes, hello: Hello, now: float) -> str | None:
-        hello.name = clip(hello.name)  # quoted back below
+        name = clip(hello.name)  # as quoted back (the name itself is what its results say)
         if not 0 <= hello.skill <= 10 or not 1 <= hello.capacity <= MAX_CAPACITY:
-            return (f"worker '{hello.name}' rejected: skill must be 0-10 and capacity "
+            return (f"worker '{name}' rejected: skill must be 0-10 and capacity "
                     f"1-{MAX_CAPACITY}")
         if not hello.name or hello.name == self.settings.name:
-            return f"worker name '{hello.name}' is reserved"
+            return f"worker name '{name}' is reserved"
+        if len(hello.name) > MAX_NAME:
+            return f"worker name '{name}' is longer than {MAX_NAME} characters"
         old = self.registry.named(hello.name)
         if old is not None and old.peer != peer:
             if now - old.last_seen > self.pulse.every:
                 # Silent for a heartbeat: most likely the same worker restarted. Take the new one.
                 self.leave(old.peer, "replaced by a new connection under its name")
                 return None
-            return (f"worker name '{hello.name}' is already connected (from "
-                    f"{old.detail.host or '?'}); choose another --name")
+            return (f"worker name '{name}' is already connected (from "
+                    f"{old.detail.host or '?'}){NAME_TAKEN}")
         return None
 
     def _register(self, peer: bytes, hello: Hello, host: str, now: float) -> None:

@@ -72,6 +72,7 @@ class Worker(AgentBase):
         self._sockets: WorkerSockets | None = None
         self._welcome: Welcome | None = None
         self._flush_scheduled = self._draining = False
+        self._refused: str | None = None  # the admin's last refusal that may change
         self._flush_soon = guarded(self._flush, f"{self.name}'s result flush", self._crashed)
         self._stop = asyncio.Event()
         self._end_reason: str | None = None
@@ -228,6 +229,9 @@ class Worker(AgentBase):
                 self._on_welcome(welcome)
                 return
             if time.monotonic() >= deadline:
+                if self._refused is not None:
+                    raise RejectedError(f"{self._refused} (still after {s.connect_timeout:g} "
+                                        f"s)")
                 raise AdminUnreachableError(
                     f"no admin answered at {s.endpoint} within {s.connect_timeout:g} s "
                     f"(is ceylon-admin running there, on that --port?)")
@@ -248,7 +252,11 @@ class Worker(AgentBase):
             if env.kind == Kind.REJECT:
                 reject = wire.unpack(Reject, env.payload, self.limits)
                 if reject.retry:
-                    continue  # an answer to something we said before this HELLO
+                    # An answer to something we said before this HELLO, or a refusal that
+                    # may change (our name is taken by a worker about to be called lost).
+                    self._refused = reject.reason if reject.reason.startswith("worker name") \
+                        else self._refused
+                    continue
                 raise RejectedError(reject.reason)
             if env.kind == Kind.WELCOME:
                 return wire.unpack(Welcome, env.payload, self.limits)
@@ -291,6 +299,8 @@ class Worker(AgentBase):
         # Results that went with the HELLO may be sent again: the admin drops duplicates.
         self.runner.resend(self._after_hello)
         self._schedule_flush()
+        if self._draining:  # said to the admin before (or to another admin process)
+            self._sockets.send_soon(self._frames(Kind.DRAIN, wire.End("draining")))
 
     # ------------------------------------------------------------------ serving
     async def _serve(self) -> None:
