@@ -532,6 +532,30 @@ def test_a_worker_restarted_under_its_name_is_asked_to_retry_then_taken():
     assert sends(new.hello(), Kind.WELCOME, new.peer)
 
 
+def test_a_stalled_worker_whose_first_assignment_was_lost_is_tried_again():
+    """On probation, its first ASSIGN is lost (a connection reset): the task is taken back
+    and the worker stalled. It heartbeats on, listing nothing of it: it never got it (it did
+    not ignore it), so it is on probation again and gets a task."""
+    sim = Sim()
+    w = sim.worker("w")
+    w.hello()
+    w.heard = sim.st.broadcasts.seq
+    w.heartbeat()
+    sim.submit(noop(1), noop(2), noop(3))
+    assert w.held == {1: 1}
+    w.held.clear()  # lost with the connection
+    sim.now = 0.3
+    sim.fire("probation")
+    assert sim.st.board.scheduler.workers["w"].state is WorkerState.STALLED
+    sim.now = 1.0
+    w.heartbeat()  # too soon to tell
+    assert sim.st.board.scheduler.workers["w"].state is WorkerState.STALLED and not w.held
+    sim.now = 2.5
+    w.heartbeat()
+    assert sim.st.board.scheduler.workers["w"].state is WorkerState.PROBATION
+    assert len(w.held) == 1
+
+
 def test_every_answer_to_a_client_names_its_request_even_a_refusal_or_a_bad_one():
     sim = Sim()
     client = b"client-7"

@@ -139,6 +139,7 @@ class TaskBoard:
         # steals() has nothing to do until the scheduler changes or this time comes
         self._steal_seen, self._steal_due = -1, 0.0
         self._stolen: dict[str, set[TaskId]] = {}  # worker on probation -> taken back from it
+        self._stalled_at: dict[str, float] = {}  # ... when
         self._waiting: dict[TaskId, set[Gate]] = {}
         self._dependents: dict[Gate, set[TaskId]] = defaultdict(set)
         self._opened: set[Gate] = set()
@@ -363,9 +364,24 @@ class TaskBoard:
         if new is not slot.state:
             if new is WorkerState.TRUSTED:
                 self._stolen.pop(worker, None)  # it was slow, not gone: no losses
+                self._stalled_at.pop(worker, None)
             slot.state = new
             self.scheduler.touch()
         return new
+
+    def unstall(self, worker: str, held: Mapping[TaskId, int], stalled_before: float) -> None:
+        """A stalled worker's heartbeat lists none of the tasks taken back from it, though
+        they were sent long enough ago (it stalled before ``stalled_before``): they never
+        reached it (lost with its connection); it did not ignore them. On probation again,
+        one task to show it reads; and what was taken back was never its to lose."""
+        slot = self.scheduler.workers.get(worker)
+        stolen = self._stolen.get(worker)
+        if slot is None or slot.state is not WorkerState.STALLED or not stolen \
+                or self._stalled_at.get(worker, stalled_before) >= stalled_before \
+                or any(t in held for t in stolen):
+            return
+        del self._stolen[worker]
+        self.worker_event(worker, WorkerEvent.MISSED)
 
     def probation(self, worker: str) -> None:
         """One task at a time again until the worker shows it reads what it is sent."""
@@ -539,6 +555,7 @@ class TaskBoard:
         if taken:
             self.scheduler.release(worker, len(taken))
             self._stolen.setdefault(worker, set()).update(taken)
+            self._stalled_at[worker] = self.now
             self._lose(taken, worker, "it did not take it", counts=False)
             self.worker_event(worker, WorkerEvent.UNCONFIRMED)
         return [(t, self.records[t].attempt) for t in taken]
@@ -553,6 +570,7 @@ class TaskBoard:
         always counts: a task that crashes every worker it starts on is caught."""
         slot = self.scheduler.remove_worker(name)
         stolen = self._stolen.pop(name, ())
+        self._stalled_at.pop(name, None)
         for task_id in stolen if why != "left" else ():
             rec = self.records[task_id]
             if rec.state in ENDED:

@@ -184,6 +184,7 @@ class Membership:
         cutoff = now - 2 * self.settings.heartbeat
         requeued, stale = self.board.reclaim(rec.name, holding, assigned_before=cutoff)
         self.board.confirm(rec.name, holding)
+        self.board.unstall(rec.name, holding, stalled_before=cutoff)
         if requeued:
             self.out.log("WARNING", f"worker '{rec.name}' never got task(s) {requeued}; "
                                     f"requeued")

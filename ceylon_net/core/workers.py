@@ -59,7 +59,7 @@ E = WorkerEvent
 TRANSITIONS: dict[tuple[WorkerState, WorkerEvent], WorkerState] = {
     (P, E.READS): T, (S, E.READS): T,
     (P, E.UNCONFIRMED): S,
-    (T, E.MISSED): P,
+    (T, E.MISSED): P, (S, E.MISSED): P,
     (P, E.DRAIN): D, (T, E.DRAIN): D, (S, E.DRAIN): D,
     (P, E.GONE): G, (T, E.GONE): G, (S, E.GONE): G, (D, E.GONE): G,
 }
