@@ -11,7 +11,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import run
+from conftest import REPO, run
 
 from ceylon_net import Admin, AdminSettings, Task, Worker
 from ceylon_net.core.tasks import TaskStatus
@@ -121,6 +121,31 @@ def test_sigterm_drains_a_worker_with_two_running_tasks(tmp_path, tasks_file):
     report = json.loads(report_path.read_text())
     assert sorted((t["id"], t["worker"]) for t in report["tasks"]) == [(0, "drainer"),
                                                                        (1, "drainer")]
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_drained_past_a_hung_sync_handler_exits(tmp_path, tasks_file):
+    """Its handler's thread cannot be stopped, and Python would wait for it at exit for
+    ever: the worker gives the task back, says goodbye and exits without it."""
+    path = tasks_file([{"id": "stuck", "description": "hangs", "difficulty": 1,
+                        "handler": "hang", "args": [3600]}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path, env={"PYTHONPATH": str(REPO / "tests" / "apps")}
+                           ) as c:
+            admin = await c.admin("--tasks", str(path), "--unassignable-timeout", "60")
+            w = await c.worker("w", "--app", "demo_handlers", "--drain-timeout", "1",
+                               "--log-level", "DEBUG")
+            await wait_until(lambda: "running task" in w.stderr(), 20, "the task to start")
+            w.signal(signal.SIGTERM)
+            code = await w.wait(20)
+            await wait_until(lambda: "worker 'w' left" in admin.stderr(), 10, "its goodbye")
+            return code, w.stderr()
+
+    code, err = run(body())
+    assert code == 0, err
+    assert "1 handler thread(s) still running (a thread cannot be stopped): exiting without " \
+           "waiting for them" in err
 
 
 def _admin_on_journal(tmp_path, journal, *extra):

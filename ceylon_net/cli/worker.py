@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
+import typer
 from loguru import logger
 
-from ..edge import loop
+from ..edge import handlers, loop
 from ..edge.handlers import load_app
 from ..edge.worker import Worker
 from ..errors import AdminUnreachableError, ConfigError, Crashed, RejectedError
@@ -16,6 +18,7 @@ from ..wire import DEFAULT_MAX_MESSAGE_BYTES
 from .common import (
     EXIT_CONFIG,
     EXIT_FAILED,
+    EXIT_OK,
     AdminKey,
     AdminPeer,
     AdminPort,
@@ -77,9 +80,27 @@ def worker(
     try:
         loop.run(_run_worker(settings, drain_timeout))
     except RejectedError as exc:
-        fail(EXIT_FAILED, f"rejected by the admin: {exc}")
+        _leave(EXIT_FAILED, f"rejected by the admin: {exc}")
     except (AdminUnreachableError, Crashed) as exc:
-        fail(EXIT_FAILED, str(exc))
+        _leave(EXIT_FAILED, str(exc))
+    _leave(EXIT_OK)
+
+
+def _leave(code: int, error: str | None = None) -> None:
+    """Exit with ``code`` (and ``error`` said). A sync handler still running in its thread
+    (it hung, and outlived its task's time limit or the drain) cannot be stopped, and Python
+    would wait for it at exit for ever: the worker has said goodbye, so it exits without it."""
+    if handlers.running():
+        logger.warning("{} handler thread(s) still running (a thread cannot be stopped): "
+                       "exiting without waiting for them", handlers.running())
+        if error is not None:
+            typer.echo(f"error: {error}", err=True)
+        logger.complete()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    if error is not None:
+        fail(code, error)
 
 
 async def _run_worker(settings: WorkerSettings, drain_timeout: float) -> str:

@@ -18,7 +18,9 @@ import asyncio
 import functools
 import importlib
 import inspect
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any
 
@@ -31,6 +33,39 @@ _HANDLERS: dict[str, Callable[..., Any]] = {}
 # would run more at once than its --concurrency; here is where the runner hears of it.
 THREADS_LEFT: ContextVar[list[asyncio.Future[Any]] | None] = ContextVar(
     "ceylon_net_threads_left", default=None)
+
+# Sync handlers run on a pool of our own, not the event loop's default one: asyncio waits for
+# the default pool's threads when the loop closes, so one hung handler would keep a worker
+# that has drained and left from ever exiting (ceylon-worker then exits without it, see
+# running()). Threads are made as calls come, up to many more than any --concurrency.
+_POOL: ThreadPoolExecutor | None = None
+_running = 0  # sync handler calls whose thread has not returned
+_counting = threading.Lock()
+
+
+def running() -> int:
+    """Sync handler calls still running in their threads (a thread cannot be stopped)."""
+    return _running
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=1024, thread_name_prefix="ceylon-handler")
+    return _POOL
+
+
+def _count(step: int) -> None:
+    global _running
+    with _counting:
+        _running += step
+
+
+def _in_thread(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    finally:
+        _count(-1)
 
 
 def handler(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -69,8 +104,13 @@ async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         raise LookupError(f"no handler {name!r} on this worker")
     if inspect.iscoroutinefunction(fn):
         return await fn(*args, **kwargs)
-    thread = asyncio.get_running_loop().run_in_executor(
-        None, functools.partial(fn, *args, **kwargs))
+    _count(1)
+    try:
+        thread = asyncio.get_running_loop().run_in_executor(
+            _pool(), _in_thread, functools.partial(fn, *args, **kwargs))
+    except BaseException:
+        _count(-1)
+        raise
     try:
         return await asyncio.shield(thread)
     except asyncio.CancelledError:

@@ -32,6 +32,13 @@ def busy(seconds: float) -> float:
     return seconds
 
 
+@handler("hang")
+def hang(seconds: float) -> float:
+    """Blocks its thread, idle, for ``seconds`` (a hung call: a thread cannot be stopped)."""
+    time.sleep(seconds)
+    return seconds
+
+
 @handler("boom")
 def boom(message: str) -> None:
     raise ValueError(message)
