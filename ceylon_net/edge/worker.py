@@ -72,7 +72,6 @@ class Worker(AgentBase):
         self._sockets: WorkerSockets | None = None
         self._welcome: Welcome | None = None
         self._flush_scheduled = self._draining = False
-        self._refused: str | None = None  # the admin's last refusal that may change
         self._flush_soon = guarded(self._flush, f"{self.name}'s result flush", self._crashed)
         self._stop = asyncio.Event()
         self._end_reason: str | None = None
@@ -219,6 +218,7 @@ class Worker(AgentBase):
         s = self.settings
         deadline = time.monotonic() + s.connect_timeout
         delay, attempt = 0.25, 0
+        self._refused: str | None = None  # the admin's last refusal that may change
         while True:
             attempt += 1
             hello = self._hello()  # built anew each time: what we hold changes
