@@ -195,6 +195,16 @@ def test_batches_waited_for_survive_an_admin_killed_and_restarted_on_its_journal
     assert first_b > last_a - 0.01, rows  # b's tasks started after a's last ended
 
 
+async def _waiting_submit(c, path):
+    """A serving admin (no journal) with one worker, and ceylon-submit --wait of ``path``
+    whose batch it has taken: (admin, submit)."""
+    admin = await _serving(c, workers=(("w1", 5),), time_scale="1")
+    p = await c.spawn("submit", [*cli("ceylon-submit"), str(path), "--wait", "--port",
+                                 str(c.port)])
+    await wait_until(lambda: "batch 1 from" in admin.stderr(), 20, "batch 1")
+    return admin, p
+
+
 @pytest.mark.timeout(60)
 def test_a_batch_waited_for_is_said_lost_when_the_admin_restarts_without_a_journal(
         tmp_path, tasks_file):
@@ -203,10 +213,7 @@ def test_a_batch_waited_for_is_said_lost_when_the_admin_restarts_without_a_journ
 
     async def body():
         async with Cluster(workdir=tmp_path) as c:
-            admin = await _serving(c, workers=(("w1", 5),), time_scale="1")
-            p = await c.spawn("submit", [*cli("ceylon-submit"), str(path), "--wait",
-                                         "--port", str(c.port)])
-            await wait_until(lambda: "batch 1 from" in admin.stderr(), 20, "batch 1")
+            admin, p = await _waiting_submit(c, path)
             admin.signal(signal.SIGKILL)
             assert await admin.wait(10) == -signal.SIGKILL
             await c.admin(name="admin-2")
@@ -214,7 +221,7 @@ def test_a_batch_waited_for_is_said_lost_when_the_admin_restarts_without_a_journ
 
     code, err = run(body())
     assert code == 4
-    # Told so by the new admin (not left to give up after 10 s without a word).
+    # Told so by the new admin (not left to give up after 30 s without a word).
     assert "lost batch 1" in err and "restarted without its journal" in err, err
 
 
@@ -224,10 +231,7 @@ def test_an_admin_stopped_without_a_journal_ends_a_waiting_submit_at_once(tmp_pa
 
     async def body():
         async with Cluster(workdir=tmp_path) as c:
-            admin = await _serving(c, workers=(("w1", 5),), time_scale="1")
-            p = await c.spawn("submit", [*cli("ceylon-submit"), str(path), "--wait",
-                                         "--port", str(c.port)])
-            await wait_until(lambda: "batch 1 from" in admin.stderr(), 20, "batch 1")
+            admin, p = await _waiting_submit(c, path)
             admin.signal(signal.SIGTERM)
             return await p.wait(20), p.stderr()
 
