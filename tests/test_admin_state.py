@@ -394,6 +394,18 @@ def test_what_a_busy_worker_sent_before_an_admin_restart_is_not_taken_for_garbag
     assert [r.name for r in sim.st.workers()] == ["w"]  # not banned
 
 
+def test_peers_that_sent_garbage_once_are_forgotten_in_time():
+    """A ROUTER gives each new connection a new identity: a hostile peer reconnecting would
+    otherwise grow what the admin remembers of bad senders without end."""
+    sim = Sim()
+    for i in range(500):
+        cmds = sim.receive(f"anon{i}".encode(), [b"garbage"])
+        assert len(logs(cmds, "WARNING")) == 1  # each said once
+    sim.tick(at=30.0)
+    assert sim.st._warned_senders == set()
+    assert sim.st.stats.bad_frames == 500
+
+
 def test_a_flood_of_bad_frames_bans_the_peer_and_drops_its_worker():
     sim = Sim(bad_frame_limit=3)
     w = sim.join("w")

@@ -160,6 +160,8 @@ class AdminState:
                 self.batches.unclaimed.clear()  # (and the clients that waited, theirs)
             self.followup.log_progress(len(self.members.registry))
             self.guard.forget_idle(now)
+            # (a hostile peer reconnecting gets a new identity each time: forget the old)
+            self._warned_senders = {p for p in self._warned_senders if self.guard.counting(p)}
         self.members.purge_lost(now)
         self.members.still_deaf(now)
         self._give_up_unassignable(now)

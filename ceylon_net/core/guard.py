@@ -63,6 +63,10 @@ class PeerGuard:
         self._buckets[address] = (tokens - 1.0, now)
         return True
 
+    def counting(self, identity: bytes) -> bool:
+        """Are bad frames of this peer still counted (recent ones, or it is banned)?"""
+        return identity in self._bad or identity in self.banned
+
     def forget_idle(self, now: float) -> None:
         """Drop bookkeeping nobody needs any more (called now and then)."""
         for ident in [i for i, t in self._bad.items() if not t or t[-1] < now - self.window]:
