@@ -12,7 +12,7 @@ from loguru import logger
 
 from ..core.groups import TaskGroup
 from ..core.tasks import RunReport, Task
-from ..core.workfile import load_work
+from ..core.workfile import load_work, work_ids
 from ..edge import loop
 from ..edge.admin import Admin
 from ..edge.journal import Journal, JournalError
@@ -171,7 +171,7 @@ def _same_run(path: Path, workspace: str, work: tuple[list[Task], list[TaskGroup
         held = journal.task_ids()
     finally:
         journal.close()
-    ids = [t.id for t in work[0]] + [t.task_id for g in work[1] for t in g.subtasks]
+    ids = work_ids(*work)
     missing = [i for i in ids if i not in held] if held else []
     if missing:
         shown = ", ".join(repr(i) for i in missing[:3]) + (", ..." if len(missing) > 3 else "")

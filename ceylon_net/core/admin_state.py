@@ -52,7 +52,7 @@ from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult
 from .unassignable import Unassignable
 from .watchers import Watchers
 from .workers import WorkerRecord
-from .workfile import parse_work
+from .workfile import parse_work, work_ids
 
 PROBATION = 0.2  # least seconds a worker on probation has to confirm its first task
 SYNC_EVERY = 0.02  # seconds between PUB heartbeats while a new worker does not hear them yet
@@ -457,7 +457,7 @@ class AdminState:
         sub = wire.unpack(wire.Submission, env.payload, self.limits)
         try:
             tasks, groups = parse_work(sub.doc, "submission")
-            ids = [t.id for t in tasks] + [t.task_id for g in groups for t in g.subtasks]
+            ids = work_ids(tasks, groups)
             batch, after = self.batches.start(peer, ids, sub.wait, sub.sequential)
             try:
                 self._submit(tasks, groups, after, batch)

@@ -21,7 +21,7 @@ def batch_gate(batch_id: int) -> tuple[str, int]:
 class Batch:
     id: int
     task_ids: list[TaskId]
-    wait: bool  # someone waits for it: its progress and its report go to ``waiters``
+    wait: bool  # submitted with --wait (journaled: after a restart, see Batches.unclaimed)
     remaining: int
     succeeded: int = 0
     after: int | None = None  # the batch it started after (--sequential)
@@ -76,7 +76,6 @@ class Batches:
             self.unclaimed.discard(batch_id)
             if batch_id in self.open:
                 batch.waiters.add(client)
-                batch.wait = True
         return batch
 
     @staticmethod

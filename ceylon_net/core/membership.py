@@ -22,7 +22,6 @@ from .tasks import TaskId, TaskResult
 from .workers import AgentDetail, Registry, WorkerRecord
 
 MAX_NAME = 200  # a worker's name, as ceylon_net.settings allows it
-NAME_TAKEN = "; choose another --name (or wait: it is taken once the other one is lost)"
 
 
 def clip(text: str, limit: int = 64) -> str:
@@ -90,31 +89,32 @@ class Membership:
         except RemoteProtocolError as exc:
             self.reject(peer, f"bad HELLO: {exc}")
             return None
-        reason = self._problem(peer, hello, now)
-        if reason:
-            # Its name taken by a worker that may be its old self, restarted: that one is
-            # called lost soon, and this one is taken then.
-            self.reject(peer, reason, retry=reason.endswith(NAME_TAKEN))
+        refusal = self._problem(peer, hello, now)
+        if refusal is not None:
+            self.reject(peer, refusal.reason, retry=refusal.retry)
             return None
         return hello
 
-    def _problem(self, peer: bytes, hello: Hello, now: float) -> str | None:
+    def _problem(self, peer: bytes, hello: Hello, now: float) -> wire.Reject | None:
         name = clip(hello.name)  # as quoted back (the name itself is what its results say)
         if not 0 <= hello.skill <= 10 or not 1 <= hello.capacity <= MAX_CAPACITY:
-            return (f"worker '{name}' rejected: skill must be 0-10 and capacity "
-                    f"1-{MAX_CAPACITY}")
+            return wire.Reject(f"worker '{name}' rejected: skill must be 0-10 and capacity "
+                               f"1-{MAX_CAPACITY}")
         if not hello.name or hello.name == self.settings.name:
-            return f"worker name '{name}' is reserved"
+            return wire.Reject(f"worker name '{name}' is reserved")
         if len(hello.name) > MAX_NAME:
-            return f"worker name '{name}' is longer than {MAX_NAME} characters"
+            return wire.Reject(f"worker name '{name}' is longer than {MAX_NAME} characters")
         old = self.registry.named(hello.name)
         if old is not None and old.peer != peer:
             if now - old.last_seen > self.pulse.every:
                 # Silent for a heartbeat: most likely the same worker restarted. Take the new one.
                 self.leave(old.peer, "replaced by a new connection under its name")
                 return None
-            return (f"worker name '{name}' is already connected (from "
-                    f"{old.detail.host or '?'}){NAME_TAKEN}")
+            # It may be this worker's old self, restarted: called lost soon, and this one is
+            # taken then. It may ask again.
+            return wire.Reject(f"worker name '{name}' is already connected (from "
+                               f"{old.detail.host or '?'}); choose another --name (or wait: "
+                               f"it is taken once the other one is lost)", retry=True)
         return None
 
     def _register(self, peer: bytes, hello: Hello, host: str, now: float) -> None:

@@ -163,6 +163,11 @@ def load_work(path: str | Path) -> tuple[list[Task], list[TaskGroup]]:
     return parse_work(parse_file(path), str(path))
 
 
+def work_ids(tasks: list[Task], groups: list[TaskGroup]) -> list[TaskId]:
+    """The ids of a piece of work's tasks: its own, then its groups' subtasks."""
+    return [t.id for t in tasks] + [t.task_id for g in groups for t in g.subtasks]
+
+
 def parse_work(doc: Any, source: str) -> tuple[list[Task], list[TaskGroup]]:
     """Tasks and groups from a parsed document (a file's, or one sent to ceylon-submit);
     errors start with ``source``."""

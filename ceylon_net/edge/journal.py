@@ -14,11 +14,12 @@ of schema version 1 (a row per task) is converted once, in one transaction.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -199,7 +200,7 @@ class Journal:
         as one snapshot of them (its changes folded in)."""
         state: dict[Any, list[Any]] = {}
         rows = strays = 0
-        try:
+        with self._reading():
             for kind, blob in self.db.execute("SELECT kind, rows FROM log ORDER BY seq"):
                 rows += 1
                 items = _load(blob, self.path)
@@ -216,12 +217,6 @@ class Journal:
                 else:
                     raise JournalError(f"journal {self.path}: unknown log entry {kind!r}")
             entries = [_entry(row) for row in state.values()]
-        except (ValueError, TypeError, KeyError, IndexError, RemoteProtocolError) as exc:
-            raise JournalError(f"journal {self.path} holds a task it cannot read "
-                               f"({type(exc).__name__}: {exc})") from None
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path} is unreadable or corrupt ({exc}); "
-                               f"refusing to go on") from None
         if strays:
             # Changes of tasks that were never written (one that could not be encoded, say):
             # the journal cannot bring them back, and must not keep the admin from starting.
@@ -238,16 +233,23 @@ class Journal:
         """The ids of the tasks it holds, read without folding the log (as :meth:`tasks`
         does): a look that leaves the file as it was."""
         ids: set[Any] = set()
-        try:
+        with self._reading():
             for (blob,) in self.db.execute("SELECT rows FROM log WHERE kind=?", (PUT,)):
                 ids.update(item[0]["id"] for item in _load(blob, self.path))
-        except (TypeError, KeyError, IndexError) as exc:
+        return ids
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Reading the log: a row it cannot make sense of, or damage SQLite finds only
+        now, is a JournalError saying so."""
+        try:
+            yield
+        except (ValueError, TypeError, KeyError, IndexError, RemoteProtocolError) as exc:
             raise JournalError(f"journal {self.path} holds a task it cannot read "
                                f"({type(exc).__name__}: {exc})") from None
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path} is unreadable or corrupt ({exc}); "
                                f"refusing to go on") from None
-        return ids
 
     def holds_tasks(self) -> bool:
         return self.db.execute("SELECT 1 FROM log LIMIT 1").fetchone() is not None
