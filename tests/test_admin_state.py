@@ -10,6 +10,7 @@ from kit import BEAT, EPOCH, Sim, assigned, frames, logs, noop, of, sends
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
+from ceylon_net.core import membership
 from ceylon_net.core.board import TaskState
 from ceylon_net.core.restore import JournaledTask
 from ceylon_net.core.tasks import Task, TaskResult, TaskStatus
@@ -190,6 +191,28 @@ def test_a_draining_worker_gets_nothing_new_and_its_running_task_finishes():
     # Said as news, not as a warning: it left cleanly, nothing left behind.
     assert logs(cmds, "INFO") == ["worker 'w' left; 0 task(s) back in the queue"]
     assert sim.st.board.records[2].state is TaskState.QUEUED
+
+
+def test_a_worker_back_under_its_name_counts_as_a_reconnect_among_the_latest_names_gone(
+        monkeypatch):
+    """The admin remembers the names of workers gone to count one that comes back, but only
+    the latest few: workers with names of their own each time (host and pid) would grow that
+    memory for ever."""
+    monkeypatch.setattr(membership, "REMEMBER_LEFT", 3)
+    sim = Sim()
+
+    def come_and_go(name: str) -> None:
+        sim.join(name).say(Kind.BYE, wire.End("worker stopping"))
+
+    come_and_go("a")
+    come_and_go("a")
+    assert sim.st.stats.reconnects == 1
+    for name in ("b", "c", "d"):
+        come_and_go(name)
+    come_and_go("a")  # three others left after it: forgotten, so a newcomer
+    come_and_go("d")
+    assert sim.st.stats.reconnects == 2
+    assert len(sim.st.members._left) <= 3
 
 
 # --------------------------------------------------------------------------- cancel
@@ -538,8 +561,12 @@ def test_a_worker_restarted_under_its_name_is_asked_to_retry_then_taken():
     sim.join("w")
     sim.now = 0.5
     new = sim.worker("w")
-    (refused,) = sends(new.hello(), Kind.REJECT, new.peer)
-    assert refused.retry and "already connected" in refused.reason
+    hello = frames(Kind.HELLO, wire.Hello("w", "default", 10, 1, [], []), sender="w")
+    (refused,) = [x for x in of(sim.receive(new.peer, hello), c.Send) if x.kind == Kind.REJECT]
+    assert refused.msg.retry and "already connected" in refused.msg.reason
+    # It names the HELLO it answers: the worker tells a refusal of its name (worth reporting
+    # if it never changes) from an answer to something it said before.
+    assert refused.answers == wire.decode_header(hello[1]).msg_id
     sim.now = 1.6
     assert sends(new.hello(), Kind.WELCOME, new.peer)
 

@@ -92,6 +92,12 @@ class ScriptedAdmin:
                                        *self.frames(Kind.BCAST, Note(seq if n is None else n),
                                                     seq)])
 
+    def move_pub(self) -> None:
+        """A new PUB on another port (the admin restarted with another --pub-port)."""
+        self.pub.close(0)
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub_port = self.pub.bind_to_random_port("tcp://127.0.0.1")
+
     async def resend(self, seq: int) -> None:
         await self.router.send_multipart([self.peer, *self.frames(Kind.BCAST, Note(seq), seq)])
 
@@ -184,3 +190,25 @@ def test_a_restarted_admins_broadcasts_are_not_taken_for_the_old_ones():
     # Broadcasts sent before the worker was registered are not its to receive, as for any
     # worker that joins; after that, everything, in order.
     assert scripted(script) == [1, 2, 3, 106]
+
+
+def test_a_worker_follows_a_restarted_admins_pub_to_its_new_port():
+    """The admin restarts on another --pub-port: the WELCOME that registers the worker again
+    names it, and the worker's SUB moves there (it would hear nothing, for ever, on the old
+    one)."""
+    async def script(admin: ScriptedAdmin, w: Listener) -> None:
+        await admin.publish(1)
+        await wait_until(lambda: w.notes == [1], 10, "1")
+        admin.answer, admin.epoch = False, 8
+        admin.move_pub()
+        hellos = len(admin.hellos)
+        await admin.router.send_multipart([admin.peer, *admin.frames(
+            Kind.REJECT, wire.Reject("not registered: send HELLO first", retry=True))])
+        await wait_until(lambda: len(admin.hellos) > hellos, 10, "a new HELLO")
+        await admin.welcome()
+        admin.heard = -1
+        await hearing(admin)
+        await admin.publish(1, 101)
+        await wait_until(lambda: 101 in w.notes, 10, "101")
+
+    assert scripted(script) == [1, 101]

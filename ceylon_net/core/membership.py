@@ -22,6 +22,7 @@ from .tasks import TaskId, TaskResult
 from .workers import AgentDetail, Registry, WorkerRecord
 
 MAX_NAME = 200  # a worker's name, as ceylon_net.settings allows it
+REMEMBER_LEFT = 10_000  # names of workers gone, kept to count one that comes back
 
 
 def clip(text: str, limit: int = 64) -> str:
@@ -46,7 +47,9 @@ class Membership:
         self.pub_port = 0  # announced in WELCOME
         self.epoch = 0  # this admin's broadcast sequence, announced in WELCOME
         self.deaf: dict[bytes, float] = {}  # registered, not hearing broadcasts yet: since
-        self._seen_names: set[str] = set()
+        # Names of workers that left, newest last, to count one coming back as a reconnect;
+        # only the latest REMEMBER_LEFT, so names that never return cost nothing for ever.
+        self._left: dict[str, None] = {}
 
     # ---- registering
     def hello(self, peer: bytes, env: Envelope, address: str, now: float
@@ -57,9 +60,9 @@ class Membership:
         if hello is None:
             return None
         if peer not in self.registry:
-            if hello.name in self._seen_names:
+            if hello.name in self._left:
+                del self._left[hello.name]
                 self.stats.reconnects += 1
-            self._seen_names.add(hello.name)
             self._register(peer, hello, address, now)
         s = self.settings
         self.pulse.update(len(self.registry), now)  # the others hear it on the next beat
@@ -70,28 +73,30 @@ class Membership:
 
     def reject(self, peer: bytes, reason: str, answers: int | None = None,
                retry: bool = False) -> None:
-        """Refuse a peer's HELLO or request (``answers``: the request's msg_id; ``retry``:
-        it may ask again, as the answer may change)."""
+        """Refuse a peer's HELLO or request (``answers``: its msg_id, so the peer knows which
+        of its messages this answers; ``retry``: it may ask again, as the answer may
+        change)."""
         self.out.log("WARNING", f"rejected {peer!r}: {reason}")
         self.out.send(peer, Kind.REJECT, wire.Reject(reason, retry=retry), answers)
 
     def _admissible(self, peer: bytes, env: Envelope, now: float) -> Hello | None:
         h, workspace = env.header, self.settings.workspace
         if h.version != PROTOCOL_VERSION:
-            self.reject(peer, f"protocol version {h.version} != admin's {PROTOCOL_VERSION}")
+            self.reject(peer, f"protocol version {h.version} != admin's {PROTOCOL_VERSION}",
+                        h.msg_id)
             return None
         if h.workspace != workspace:  # known from the header: the payload stays unread
             self.reject(peer, f"worker '{clip(h.sender)}' rejected: workspace "
-                              f"'{clip(h.workspace)}' != admin's '{workspace}'")
+                              f"'{clip(h.workspace)}' != admin's '{workspace}'", h.msg_id)
             return None
         try:
             hello = wire.unpack(Hello, env.payload, self.limits)
         except RemoteProtocolError as exc:
-            self.reject(peer, f"bad HELLO: {exc}")
+            self.reject(peer, f"bad HELLO: {exc}", h.msg_id)
             return None
         refusal = self._problem(peer, hello, now)
         if refusal is not None:
-            self.reject(peer, refusal.reason, retry=refusal.retry)
+            self.reject(peer, refusal.reason, h.msg_id, refusal.retry)
             return None
         return hello
 
@@ -258,6 +263,8 @@ class Membership:
             return
         self.deaf.pop(peer, None)
         self.pace.forget(rec.name)
+        self._forget_oldest_left()
+        self._left[rec.name] = None
         self._unconfirmed(rec)
         self.stats.lost += why.startswith("lost")
         requeued = self.board.remove_worker(rec.name, why)
@@ -266,6 +273,10 @@ class Membership:
         self.out.log(level, f"worker '{rec.name}' {why}; {len(requeued)} task(s) back in the "
                             f"queue")
         self.out.event("worker_left", name=rec.name, reason=why, requeued=list(requeued))
+
+    def _forget_oldest_left(self) -> None:
+        while len(self._left) >= REMEMBER_LEFT:
+            del self._left[next(iter(self._left))]
 
     def purge_lost(self, now: float) -> None:
         """Declare lost every worker silent for ``liveness`` heartbeats."""

@@ -260,16 +260,27 @@ class WorkerSockets:
         _as_client(self.dealer, curve)
         self.dealer.connect(endpoint)
         self.sub: zmq.asyncio.Socket | None = None
+        self.sub_endpoint = ""
         self._sub_now: zmq.Socket | None = None
 
-    def subscribe(self, host: str, pub_port: int, topics: Sequence[bytes]) -> None:
-        self.sub = self.ctx.socket(zmq.SUB)
-        self._sub_now = zmq.Socket.shadow(self.sub.underlying)  # see AdminSockets
-        self.sub.setsockopt(zmq.LINGER, 0)
-        _as_client(self.sub, self.curve)
-        for t in topics:
-            self.sub.setsockopt(zmq.SUBSCRIBE, t)
-        self.sub.connect(f"tcp://{host}:{pub_port}")
+    def subscribe(self, host: str, pub_port: int, topics: Sequence[bytes]) -> bool:
+        """Hear the admin's PUB at ``pub_port``; called again with another port (a restarted
+        admin moved its PUB), the SUB moves there. True when it connected somewhere new."""
+        endpoint = f"tcp://{host}:{pub_port}"
+        if self.sub is None:
+            self.sub = self.ctx.socket(zmq.SUB)
+            self._sub_now = zmq.Socket.shadow(self.sub.underlying)  # see AdminSockets
+            self.sub.setsockopt(zmq.LINGER, 0)
+            _as_client(self.sub, self.curve)
+            for t in topics:
+                self.sub.setsockopt(zmq.SUBSCRIBE, t)
+        elif endpoint == self.sub_endpoint:
+            return False
+        else:
+            self.sub.disconnect(self.sub_endpoint)
+        self.sub.connect(endpoint)
+        self.sub_endpoint = endpoint
+        return True
 
     def send_soon(self, frames: Sequence[bytes]) -> None:
         """Send to the admin without waiting: at once, or queued in order behind earlier sends

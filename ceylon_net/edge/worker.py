@@ -219,12 +219,16 @@ class Worker(AgentBase):
         deadline = time.monotonic() + s.connect_timeout
         delay, attempt = 0.25, 0
         self._refused: str | None = None  # the admin's last refusal that may change
+        hellos: set[int] = set()  # msg_ids of our HELLOs: the admin names one it refuses
         while True:
             attempt += 1
             hello = self._hello()  # built anew each time: what we hold changes
-            timeout = max(0.05, min(delay, deadline - time.monotonic()))
-            await self._send(Kind.HELLO, hello, token=s.token, timeout=timeout)
-            welcome = await self._await_welcome(min(delay, max(0.0, deadline - time.monotonic())))
+            header = wire.make_header(self.workspace_id, self.name, "Hello", token=s.token)
+            hellos.add(header.msg_id)
+            await self._sockets.send(wire.encode_frames(Kind.HELLO, header, wire.pack(hello)),
+                                     max(0.05, min(delay, deadline - time.monotonic())))
+            welcome = await self._await_welcome(min(delay, max(0.0, deadline - time.monotonic())),
+                                                hellos)
             if welcome is not None:
                 self._on_welcome(welcome)
                 return
@@ -239,7 +243,7 @@ class Worker(AgentBase):
             logger.info("{}: waiting for the admin at {} (attempt {}, retrying in {:.1f} s)",
                         self.name, s.endpoint, attempt, delay)
 
-    async def _await_welcome(self, timeout: float) -> Welcome | None:
+    async def _await_welcome(self, timeout: float, hellos: set[int]) -> Welcome | None:
         assert self._sockets is not None
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
@@ -252,10 +256,10 @@ class Worker(AgentBase):
             if env.kind == Kind.REJECT:
                 reject = wire.unpack(Reject, env.payload, self.limits)
                 if reject.retry:
-                    # An answer to something we said before this HELLO, or a refusal that
-                    # may change (our name is taken by a worker about to be called lost).
-                    self._refused = reject.reason if reject.reason.startswith("worker name") \
-                        else self._refused
+                    # A refusal of a HELLO that may change (our name is taken by a worker
+                    # about to be called lost), or an answer to something we said before.
+                    if env.header.seq in hellos:
+                        self._refused = reject.reason
                     continue
                 raise RejectedError(reject.reason)
             if env.kind == Kind.WELCOME:
@@ -283,16 +287,17 @@ class Worker(AgentBase):
 
     def _on_welcome(self, welcome: Welcome) -> None:
         assert self._sockets is not None
-        first = self._sockets.sub is None
         self._welcome = welcome
         if welcome.epoch != self._epoch:  # a new admin process: its broadcasts count from 1
             self._inbox, self._epoch, self._asked_upto = BroadcastInbox(), welcome.epoch, 0
         self.id = welcome.agent_id
         self._admin_seen = time.monotonic()
-        if first:
-            topic = wire.topic(self.workspace_id)
-            self._sockets.subscribe(self.settings.admin_peer, welcome.pub_port,
-                                    [topic + Kind.BCAST, topic + Kind.HEARTBEAT])
+        topic = wire.topic(self.workspace_id)
+        moved = self._sockets.sub is not None
+        if self._sockets.subscribe(self.settings.admin_peer, welcome.pub_port,
+                                   [topic + Kind.BCAST, topic + Kind.HEARTBEAT]) and moved:
+            logger.info("{}: the admin's broadcasts are now on port {}", self.name,
+                        welcome.pub_port)
         logger.info("{}: registered with admin '{}' at {} (skill {}, role {}, capacity {})",
                     self.name, welcome.admin, self.settings.endpoint, self.skill, self.role,
                     self.max_concurrent_tasks)
