@@ -775,3 +775,16 @@ def test_a_goal_met_in_the_round_a_task_came_back_to_the_queue_cancels_it():
     assert {t: f.status for t, f in done.items()} == {
         "i0": TaskStatus.COMPLETED, "i1": TaskStatus.CANCELLED, "i2": TaskStatus.CANCELLED}
     assert sim.st.idle
+
+
+def test_the_progress_line_counts_tasks_sent_ahead_as_queued_not_running():
+    """Pipelining: a worker of 2 slots holds 2 tasks more in its queue. They wait there: the
+    progress line does not call them running."""
+    sim = Sim(prefetch=2)
+    w = sim.join("w", capacity=2)
+    sim.submit(*[noop(i) for i in range(10)])
+    w.heartbeat()
+    assert len(w.held) == 4
+
+    assert [line for line in logs(sim.tick(1.0)) if line.startswith("progress")] == [
+        "progress: 0/10 done, 2 running, 8 queued, 1 worker(s)"]

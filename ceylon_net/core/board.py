@@ -260,7 +260,13 @@ class TaskBoard:
 
     @property
     def running(self) -> int:
+        """Tasks on workers: running there, or queued there (pipelining)."""
         return sum(len(v) for v in self._in_flight.values())
+
+    @property
+    def queued_on_workers(self) -> int:
+        """Of ``running``, those beyond their worker's slots: they wait in its queue."""
+        return sum(max(0, w.running - w.slots) for w in self.scheduler.workers.values())
 
     @property
     def waiting(self) -> dict[TaskId, set[Gate]]:

@@ -123,8 +123,10 @@ class Followup:
             return
         self._last_progress = state
         waiting = f", {len(board.waiting)} waiting on dependencies" if board.waiting else ""
-        self.out.log("INFO", f"progress: {state[0]}/{len(board.records)} done, {state[1]} "
-                             f"running, {state[2]} queued{waiting}, {workers} worker(s)")
+        held = board.queued_on_workers  # sent ahead (pipelining): queued there, not running
+        self.out.log("INFO", f"progress: {state[0]}/{len(board.records)} done, "
+                             f"{state[1] - held} running, {state[2] + held} queued{waiting}, "
+                             f"{workers} worker(s)")
         for g in self.task_manager.task_groups.values():
             if g.status == TaskStatus.RUNNING:
                 goal = f", goal '{g.goal.name}' {g.goal.status.value}" if g.goal else ""

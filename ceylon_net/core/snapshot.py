@@ -34,7 +34,7 @@ class AdminState(Protocol):
 def counts(st: AdminState) -> dict[str, int]:
     board, s = st.board, st.stats
     # Running: on a worker, within its slots; queued: in the admin's queue or a worker's.
-    held = sum(_load(w)["queued"] for w in board.scheduler.workers.values())
+    held = board.queued_on_workers
     running = board.running - held
     return {"total": len(board.records), "done": len(board.records) - board.open,
             "succeeded": board.succeeded, "running": running,
