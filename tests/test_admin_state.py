@@ -788,3 +788,31 @@ def test_the_progress_line_counts_tasks_sent_ahead_as_queued_not_running():
 
     assert [line for line in logs(sim.tick(1.0)) if line.startswith("progress")] == [
         "progress: 0/10 done, 2 running, 8 queued, 1 worker(s)"]
+
+
+def test_a_submitted_group_may_depend_on_groups_and_tasks_submitted_before():
+    """ceylon-submit / Client: a second batch's group names a group (and its task a task)
+    that an earlier batch brought: they are on the admin, so the batch is taken."""
+    sim = Sim()
+    w = sim.join("w", capacity=4)
+    client = b"client-1"
+
+    def submit(doc: dict[str, Any]) -> list[Any]:
+        return sim.receive(client, frames(Kind.SUBMIT, wire.Submission(doc, wait=False)))
+
+    first = {"groups": [{"name": "Ingest", "tasks": [{"id": "a1", "description": "a"}]}]}
+    assert sends(submit(first), Kind.SUBMIT, client)
+    second = {"groups": [{"name": "Process", "depends_on": ["Ingest"],
+                          "tasks": [{"id": "p1", "description": "p", "depends_on": ["a1"]}]}]}
+    cmds = submit(second)
+    assert sends(cmds, Kind.REJECT, client) == []
+    assert sends(cmds, Kind.SUBMIT, client)[0].tasks == 1
+    assert sim.st.board.records["p1"].state is TaskState.WAITING
+    w.finish_all()  # a1: Ingest completes, and p1 goes out
+    w.finish_all()
+    assert sim.finished()["p1"].status == TaskStatus.COMPLETED
+    # A group that names none on the admin is still refused, saying which.
+    cmds = submit({"groups": [{"name": "X", "depends_on": ["nope"],
+                               "tasks": [{"id": "x1", "description": "x"}]}]})
+    assert sends(cmds, Kind.REJECT, client)[0].reason == \
+        "group 'X' depends on unknown group 'nope'"

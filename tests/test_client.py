@@ -95,6 +95,27 @@ def test_a_cancelled_future_is_cancelled_on_the_cluster_too(tmp_path):
     assert counts["done"] == 2 and counts["succeeded"] == 0  # both cancelled, neither ran on
 
 
+@pytest.mark.timeout(120)
+def test_cancel_given_a_group_future_cancels_the_groups_tasks(tmp_path):
+    def body(port: int) -> tuple:
+        with Client(f"127.0.0.1:{port}") as client:
+            group = client.submit_group(
+                "slow", [{"handler": "echo_later", "args": [i, 30.0]} for i in range(3)])
+            _wait_for(lambda: client.status()["counts"], lambda n: n["running"] >= 1)
+            outcome = client.cancel([group])
+            return outcome, group.result(timeout=30)
+
+    async def main():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            return await asyncio.to_thread(body, c.port)
+
+    outcome, summary = run(main())
+    assert sorted(outcome["cancelled"] + outcome["stopping"]) == ["slow/0", "slow/1", "slow/2"]
+    assert outcome["unknown"] == []
+    assert (summary["status"], summary["cancelled"]) == ("failed", 3)
+
+
 def _wait_for(get, ok, tries: int = 100):
     for _ in range(tries):
         value = get()

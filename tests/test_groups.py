@@ -94,6 +94,50 @@ def test_a_failed_dependency_cancels_what_waits_on_it():
     assert run.board.open == 0
 
 
+def test_a_group_submitted_after_its_dependency_failed_is_cancelled_at_once():
+    run = Run(WorkerSlot("w", 10, "processor", capacity=10))
+    first = TaskManager.create_task_group("first", "", msgs("a", 1))
+    run.submit(first)
+    run.assign()
+    run.finish("a0", success=False)
+    assert first.status == TaskStatus.FAILED
+
+    late = TaskManager.create_task_group("late", "", msgs("b", 2), depends_on=["first"])
+    run.submit(late)  # it would wait for ever for a group that ended long ago
+    assert late.status == TaskStatus.FAILED and late.cancelled == 2
+    assert run.board.records["b0"].reason == "group 'first' did not complete"
+    assert run.board.open == 0
+
+
+def test_groups_may_come_in_any_order_of_their_dependencies():
+    run = Run(WorkerSlot("w", 10, "processor", capacity=10))
+    process = TaskManager.create_task_group("Process", "", msgs("p", 1), depends_on=["Ingest"])
+    ingest = TaskManager.create_task_group("Ingest", "", msgs("i", 1))
+    run.submit(process, ingest)
+    assert [t for t, _ in run.assign()] == ["i0"]
+    run.finish("i0")
+    assert [t for t, _ in run.assign()] == ["p0"]
+
+
+def test_a_goal_whose_check_raises_fails_that_goal_and_the_run_goes_on():
+    def broken(groups, completed):
+        return 1 / 0
+
+    run = Run(WorkerSlot("w", 10, "processor", capacity=10))
+    g = TaskManager.create_task_group("g", "", msgs("a", 2), goal=goal(broken, "broken"))
+    other = TaskManager.create_task_group("other", "", msgs("b", 1))
+    run.submit(g, other)
+    run.assign()
+    run.finish("a0")
+    assert g.goal.status == GoalStatus.FAILED
+    (failed,) = run.kinds("goal_failed")
+    assert "its check raised ZeroDivisionError: division by zero" in failed.message
+    run.finish("a1")
+    run.finish("b0")
+    assert (g.status, other.status) == (TaskStatus.FAILED, TaskStatus.COMPLETED)
+    assert g.completed == 2 and run.board.open == 0
+
+
 def test_higher_priority_groups_go_first():
     run = Run(WorkerSlot("w", 10, "processor", capacity=1))
     low = TaskManager.create_task_group("low", "", msgs("l", 2), priority=1)
@@ -137,6 +181,8 @@ def test_task_level_dependencies_inside_a_group():
         (lambda: [TaskManager.create_task_group("a", "", msgs("a", 1)),
                   TaskManager.create_task_group("a", "", msgs("b", 1))],
          "duplicate group name 'a'"),
+        (lambda: [TaskManager.create_task_group("empty", "", [])],
+         "group 'empty' has no tasks"),
     ],
 )
 def test_bad_dependencies_are_refused_at_creation_naming_the_problem(make, message):
@@ -274,6 +320,21 @@ def test_groups_file_loads_groups_goals_and_dependencies(tmp_path):
          "dependency cycle: group 'A' -> group 'B' -> group 'A'"),
         ([{"name": "A", "tasks": [{"description": "x", "difficulty": 12}]}],
          "group 'A': task #1 (id 'A#1'): field 'difficulty' must be int 1-10, got 12"),
+        ([{"name": "A", "priority": 2**70, "tasks": [{"description": "x"}]}],
+         f"group 'A': field 'priority' must be int, got {2**70}"),
+        ([{"name": "A", "tasks": [{"description": "x", "priority": 5}]}],
+         "group 'A': task #1: field 'priority' is the group's: set it on the group"),
+        ([{"name": "A", "goal": {"kind": "at_least", "count": 3},
+           "tasks": [{"description": "x"}, {"description": "y"}]}],
+         "group 'A': goal 'at_least' needs 'count' <= the group's 2 task(s), got 3"),
+        ([{"name": "A", "goal": {"kind": "all", "sucess_message": "yay"},
+           "tasks": [{"description": "x"}]}],
+         "group 'A': goal 'all': unknown field 'sucess_message'; allowed: failure_message, "
+         "kind, name, success_message"),
+        ([{"name": "A", "goal": {"kind": "all", "count": 1}, "tasks": [{"description": "x"}]}],
+         "group 'A': goal 'all': unknown field 'count'"),
+        ([{"name": "A", "goal": {"kind": "all", "name": ["x"]}, "tasks": [{"description": "x"}]}],
+         "group 'A': goal field 'name' must be a string, got ['x']"),
     ],
 )
 def test_bad_groups_files_name_the_group_and_field(tmp_path, groups, message):
@@ -283,3 +344,41 @@ def test_bad_groups_files_name_the_group_and_field(tmp_path, groups, message):
         load_work(path)
     assert str(exc.value).startswith(f"{path}: ")
     assert message in str(exc.value)
+
+
+def test_a_groups_file_may_list_a_group_before_the_one_it_depends_on(tmp_path):
+    path = tmp_path / "order.json"
+    path.write_text(json.dumps({"groups": [
+        {"name": "Process", "depends_on": ["Ingest"], "tasks": [{"description": "p"}]},
+        {"name": "Ingest", "tasks": [{"description": "i"}]}]}))
+    _, groups = load_work(path)
+    assert [g.name for g in groups] == ["Process", "Ingest"]
+
+
+@pytest.mark.parametrize(
+    ("tasks", "message"),
+    [
+        ([{"id": 1, "description": "x", "difficulty": 1, "depends_on": [2]},
+          {"id": 2, "description": "y", "difficulty": 1, "depends_on": [1]}],
+         "dependency cycle: task 1 -> task 2 -> task 1"),
+        ([{"id": 1, "description": "x", "difficulty": 1, "depends_on": ["ghost"]}],
+         "task 1 depends on unknown task 'ghost'"),
+    ],
+)
+def test_a_tasks_file_with_bad_dependencies_is_refused_naming_the_file(tmp_path, tasks,
+                                                                       message):
+    """Before anything starts (ceylon-admin --tasks reads the file first)."""
+    path = tmp_path / "deps.json"
+    path.write_text(json.dumps({"tasks": tasks, "groups": []}))
+    with pytest.raises(TaskFileError) as exc:
+        load_work(path)
+    assert str(exc.value) == f"{path}: {message}"
+
+
+def test_group_tasks_without_a_duration_are_simulated_by_their_difficulty(tmp_path):
+    """As plain tasks are (difficulty x --time-scale): not run for 0 s."""
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps({"groups": [{"name": "A", "tasks": [
+        {"description": "x", "difficulty": 5}, {"description": "y", "duration": 0.5}]}]}))
+    _, [group] = load_work(path)
+    assert [t.as_task(1).duration for t in group.subtasks] == [None, 0.5]

@@ -456,7 +456,7 @@ class AdminState:
     def _submission(self, peer: bytes, env: Envelope, address: str) -> None:
         sub = wire.unpack(wire.Submission, env.payload, self.limits)
         try:
-            tasks, groups = parse_work(sub.doc, "submission")
+            tasks, groups = parse_work(sub.doc, "submission", standalone=False)
             ids = work_ids(tasks, groups)
             batch, after = self.batches.start(peer, ids, sub.wait, sub.sequential)
             try:

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from ..errors import ConfigError
-from .checks import refuse_cycles, refuse_duplicates
+from .checks import refuse_bad_dependencies, refuse_duplicates
 from .scheduler import Blocked, Scheduler, WorkerSlot, can_do
 from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskOutcome, TaskResult, TaskStatus
 from .workers import WorkerEvent, WorkerState, next_state
@@ -143,6 +142,8 @@ class TaskBoard:
         self._waiting: dict[TaskId, set[Gate]] = {}
         self._dependents: dict[Gate, set[TaskId]] = defaultdict(set)
         self._opened: set[Gate] = set()
+        # Gates other than a task's that can never open, and why (a group did not complete).
+        self._failed: dict[Gate, str] = {}
         self._open = 0
         self._ran: list[TaskId] = []  # tasks with a result, in the order results came
         self.succeeded = 0
@@ -177,22 +178,13 @@ class TaskBoard:
         for task in tasks:  # a dependency that had already failed
             for g in list(self._waiting.get(task.id, ())):
                 if self._is_failed(g):
-                    self.fail_gate(g, f"dependency {g[1]!r} did not complete")
+                    self.fail_gate(g, self._failed.get(g, f"dependency {g[1]!r} did not "
+                                                          f"complete"))
 
     def _validate(self, tasks: list[Task]) -> None:
         """Duplicate ids, unknown dependencies and cycles are refused, naming the culprit."""
         refuse_duplicates([t.id for t in tasks], self.records, "task id")
-        dependent = [t for t in tasks if t.depends_on]
-        if not dependent:
-            return  # the usual batch: nothing more to look at
-        new = {t.id for t in tasks}
-        for t in dependent:
-            unknown = next((d for d in t.depends_on if d not in new and d not in self.records),
-                           None)
-            if unknown is not None:
-                raise ConfigError(f"task {t.id!r} depends on unknown task {unknown!r}")
-        refuse_cycles({f"task {t.id!r}": [f"task {d!r}" for d in t.depends_on]
-                       for t in dependent})
+        refuse_bad_dependencies(tasks, self.records)
 
     def _is_open(self, gate: Gate) -> bool:
         if isinstance(gate, tuple) and gate[0] == "task" and gate[1] in self.records:
@@ -203,7 +195,7 @@ class TaskBoard:
         if isinstance(gate, tuple) and gate[0] == "task" and gate[1] in self.records:
             rec = self.records[gate[1]]
             return rec.status in (TaskStatus.FAILED, TaskStatus.CANCELLED)
-        return False
+        return gate in self._failed
 
     def _move(self, rec: TaskRecord, state: TaskState) -> None:
         """The one place a task changes state."""
@@ -291,7 +283,10 @@ class TaskBoard:
                 self._enqueue(self.records[task_id])
 
     def fail_gate(self, gate: Gate, reason: str) -> None:
-        """``gate`` can never open: cancel everything waiting on it (and what waits on them)."""
+        """``gate`` can never open: cancel everything waiting on it (and what waits on them),
+        and what comes to wait on it later."""
+        if not (isinstance(gate, tuple) and gate[0] == "task"):
+            self._failed[gate] = reason
         todo = [(gate, reason)]
         while todo:
             g, why = todo.pop()

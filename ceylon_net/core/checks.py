@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Container
-from typing import Any
+from collections.abc import Container, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .tasks import Task
 
 
 def refuse_duplicates(new: list[Any], existing: Container[Any], what: str) -> None:
@@ -42,3 +45,18 @@ def refuse_cycles(graph: dict[str, list[str]]) -> None:
                 path.append(nxt)
                 on_path.add(nxt)
                 stack.append(iter(graph[nxt]))
+
+
+def refuse_bad_dependencies(tasks: Sequence[Task], known: Container[Any]) -> None:
+    """ConfigError naming a task that depends on one neither in ``tasks`` nor ``known``, or
+    a cycle among them."""
+    dependent = [t for t in tasks if t.depends_on]
+    if not dependent:
+        return  # the usual batch: nothing more to look at
+    new = {t.id for t in tasks}
+    for t in dependent:
+        unknown = next((d for d in t.depends_on if d not in new and d not in known), None)
+        if unknown is not None:
+            raise ConfigError(f"task {t.id!r} depends on unknown task {unknown!r}")
+    refuse_cycles({f"task {t.id!r}": [f"task {d!r}" for d in t.depends_on]
+                   for t in dependent})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import math
+import traceback
 import uuid
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ class TaskMessage:
     task_id: str
     name: str
     description: str
-    duration: float
+    duration: float | None  # seconds to simulate; None: difficulty x the worker's time scale
     required_role: str = DEFAULT_ROLE
     status: TaskStatus = TaskStatus.PENDING
     difficulty: int = 1
@@ -60,8 +61,7 @@ class TaskMessage:
     def of(cls, task: Task, group_id: str | None = None) -> TaskMessage:
         """A group's task from a plain task (a tasks file's, a journal's)."""
         return cls(task.id, task.description, task.description,  # type: ignore[arg-type]
-                   task.duration if task.duration is not None else 0.0,
-                   task.required_role or DEFAULT_ROLE, difficulty=task.difficulty,
+                   task.duration, task.required_role or DEFAULT_ROLE, difficulty=task.difficulty,
                    depends_on=list(task.depends_on), group_id=group_id,
                    handler=task.handler, args=list(task.args), kwargs=dict(task.kwargs),
                    timeout=task.timeout)
@@ -227,9 +227,10 @@ class TaskManager:
         self._validate(groups, known_tasks)
         tasks: list[Task] = []
         gates: dict[TaskId, list[Any]] = {}
-        for group in groups:
+        for group in groups:  # all first: a group may name one that comes after it
             self.task_groups[group.id] = group
             self._group_completed[group.id] = {}
+        for group in groups:
             deps = [("group", self._resolve(d)) for d in group.depends_on]
             for t in group.subtasks:
                 t.group_id = group.id
@@ -252,6 +253,9 @@ class TaskManager:
         refuse_duplicates([g.name for g in groups], {g.name for g in old}, "group name")
         task_ids = [t.task_id for g in groups for t in g.subtasks]
         refuse_duplicates(task_ids, known_tasks, "task id")
+        empty = next((g for g in groups if not g.subtasks), None)
+        if empty is not None:  # it would never finish, nor what depends on it
+            raise ConfigError(f"group '{empty.name}' has no tasks")
         refs = {ref: g for g in [*old, *groups] for ref in (g.id, g.name)}
         new_tasks = set(task_ids)
         group_graph: dict[str, list[str]] = {}
@@ -337,28 +341,23 @@ class TaskManager:
         if goal is None or goal.status in (GoalStatus.ACHIEVED, GoalStatus.FAILED):
             return
         goal.status = GoalStatus.IN_PROGRESS
-        if goal.check_condition({group.id: group}, self._group_completed[group.id]):
+        try:
+            met = goal.check_condition({group.id: group}, self._group_completed[group.id])
+        except Exception as exc:  # the user's code: its goal fails, the run goes on
+            goal.status = GoalStatus.FAILED
+            events.append(GroupEvent(
+                "goal_failed", group,
+                f"Goal '{goal.name}' failed: its check raised {type(exc).__name__}: {exc}\n"
+                + "".join(traceback.format_exception(exc)).rstrip(), group.summary()))
+            return
+        if met:
             goal.status = GoalStatus.ACHIEVED
             events.append(GroupEvent(
                 "goal_achieved", group,
                 f"Goal '{goal.name}' achieved: {group.completed}/{group.total}. "
                 f"{goal.success_message}", group.summary()))
             if group.on_goal == OnGoal.CANCEL_REST:
-                reason = f"goal '{goal.name}' achieved"
-                # By the board's state of each (a subtask's status follows at the round's
-                # end): those waiting or queued here are cancelled; those sent to a worker
-                # but not started there (queued behind its running tasks) are asked back,
-                # to end cancelled too.
-                rest = [t.task_id for t in group.subtasks if t.status in UNFINISHED]
-                cancelled = board.cancel(rest, reason)
-                asked = board.cancel_unstarted(rest, reason)
-                if cancelled or asked:
-                    events.append(GroupEvent(
-                        "tasks_cancelled", group,
-                        f"group '{group.name}': cancelled {len(cancelled)} task(s) not started "
-                        f"yet" + (f"; asked {len(asked)} more back from workers, to cancel "
-                                  f"those not started there" if asked else ""),
-                        {"tasks": cancelled, "asked_back": asked}))
+                self._cancel_rest(group, goal, board, events)
             return
         possible = getattr(goal.check_condition, "still_possible", None)
         if group.finished == group.total or (possible is not None and not possible(group)):
@@ -368,6 +367,24 @@ class TaskManager:
                 f"Goal '{goal.name}' failed: {group.completed}/{group.total} completed, "
                 f"{group.failed} failed, {group.cancelled} cancelled. {goal.failure_message}",
                 group.summary()))
+
+    @staticmethod
+    def _cancel_rest(group: TaskGroup, goal: TaskGroupGoal, board: TaskBoard,
+                     events: list[GroupEvent]) -> None:
+        """By the board's state of each (a subtask's status follows at the round's end):
+        those waiting or queued here are cancelled; those sent to a worker but not started
+        there (queued behind its running tasks) are asked back, to end cancelled too."""
+        reason = f"goal '{goal.name}' achieved"
+        rest = [t.task_id for t in group.subtasks if t.status in UNFINISHED]
+        cancelled = board.cancel(rest, reason)
+        asked = board.cancel_unstarted(rest, reason)
+        if cancelled or asked:
+            events.append(GroupEvent(
+                "tasks_cancelled", group,
+                f"group '{group.name}': cancelled {len(cancelled)} task(s) not started yet"
+                + (f"; asked {len(asked)} more back from workers, to cancel those not "
+                   f"started there" if asked else ""),
+                {"tasks": cancelled, "asked_back": asked}))
 
     def _close(self, group: TaskGroup, board: TaskBoard, events: list[GroupEvent]) -> None:
         ok = group.goal.status == GoalStatus.ACHIEVED if group.goal else group.failed == 0 \

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, TaskFileError
+from .checks import refuse_bad_dependencies
 from .groups import (
     AllTasks,
     AtLeast,
@@ -168,9 +169,12 @@ def work_ids(tasks: list[Task], groups: list[TaskGroup]) -> list[TaskId]:
     return [t.id for t in tasks] + [t.task_id for g in groups for t in g.subtasks]
 
 
-def parse_work(doc: Any, source: str) -> tuple[list[Task], list[TaskGroup]]:
+def parse_work(doc: Any, source: str, standalone: bool = True
+               ) -> tuple[list[Task], list[TaskGroup]]:
     """Tasks and groups from a parsed document (a file's, or one sent to ceylon-submit);
-    errors start with ``source``."""
+    errors start with ``source``. ``standalone``: its dependencies are checked within it (a
+    file run by ``ceylon-admin --tasks``); a batch sent to a serving admin may name groups
+    and tasks it has already, and the admin checks them against what it has."""
     if isinstance(doc, list):
         doc = {"tasks": doc}
     if not isinstance(doc, dict) or not ({"tasks", "groups"} & set(doc)):
@@ -185,10 +189,12 @@ def parse_work(doc: Any, source: str) -> tuple[list[Task], list[TaskGroup]]:
     if not tasks and not any(g.subtasks for g in groups):
         raise TaskFileError(f"{source}: no tasks in the file")
     check_unique_ids(tasks + [_as_task(t) for g in groups for t in g.subtasks], source)
-    try:
-        TaskManager().register(groups, {t.id for t in tasks})
-    except ConfigError as exc:
-        raise TaskFileError(f"{source}: {exc}") from None
+    if standalone:
+        try:
+            TaskManager().register(groups, {t.id for t in tasks})
+            refuse_bad_dependencies(tasks, {t.task_id for g in groups for t in g.subtasks})
+        except ConfigError as exc:
+            raise TaskFileError(f"{source}: {exc}") from None
     return tasks, groups
 
 
@@ -208,8 +214,9 @@ def _group(source: str, index: int, item: Any) -> TaskGroup:
     deps = item.get("depends_on", [])
     on_goal = item.get("on_goal", "continue")
     raw_tasks = item.get("tasks")
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise TaskFileError(f"{where}: field 'priority' must be int, got {priority!r}")
+    if not _is_int(priority):
+        raise TaskFileError(f"{where}: field 'priority' must be {_TASK_FIELDS['priority']}, "
+                            f"got {priority!r}")
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise TaskFileError(f"{where}: field 'depends_on' must be a list of group names")
     if on_goal not in ("continue", "cancel_rest"):
@@ -219,18 +226,28 @@ def _group(source: str, index: int, item: Any) -> TaskGroup:
         raise TaskFileError(f"{where}: field 'tasks' must be a non-empty list")
     subtasks = [_subtask(where, name, i, t) for i, t in enumerate(raw_tasks)]
     goal = goal_from_spec(name, item["goal"], where) if item.get("goal") is not None else None
+    if goal is not None and isinstance(goal.check_condition, AtLeast) \
+            and goal.check_condition.n > len(subtasks):
+        raise TaskFileError(f"{where}: goal 'at_least' needs 'count' <= the group's "
+                            f"{len(subtasks)} task(s), got {goal.check_condition.n}")
     return TaskManager.create_task_group(name, item.get("description", name), subtasks, goal,
                                          priority, deps, OnGoal(on_goal), task_id=name)
 
 
 def _subtask(where: str, group: str, i: int, item: Any) -> TaskMessage:
     if isinstance(item, dict):
+        if "priority" in item:  # it would be dropped: a group's tasks go at its priority
+            raise TaskFileError(f"{where}: task #{i + 1}: field 'priority' is the group's: "
+                                f"set it on the group")
         item = {"id": f"{group}#{i + 1}", "difficulty": 1, **item}
     return TaskMessage.of(task_from_dict(item, where=f"{where}: task #{i + 1}"))
 
 
 def _as_task(t: TaskMessage) -> Task:
     return Task(t.task_id, t.description)
+
+
+_GOAL_FIELDS = {"at_least": ("count",), "fraction": ("value",), "all": ()}
 
 
 def goal_from_spec(group: str, spec: Any, where: str = "journal") -> TaskGroupGoal:
@@ -240,6 +257,17 @@ def goal_from_spec(group: str, spec: Any, where: str = "journal") -> TaskGroupGo
                             f"\"count\": N}}, {{\"kind\": \"all\"}} or "
                             f"{{\"kind\": \"fraction\", \"value\": 0.8}}")
     kind = spec["kind"]
+    allowed = {"kind", "name", "success_message", "failure_message",
+               *_GOAL_FIELDS.get(kind, ())}
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise TaskFileError(f"{where}: goal '{kind}': unknown field {unknown[0]!r}; allowed: "
+                            f"{', '.join(sorted(allowed))}")
+    texts = [k for k in ("name", "success_message", "failure_message")
+             if k in spec and not isinstance(spec[k], str)]
+    if texts:
+        raise TaskFileError(f"{where}: goal field {texts[0]!r} must be a string, got "
+                            f"{spec[texts[0]]!r}")
     if kind == "at_least":
         count = spec.get("count")
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:

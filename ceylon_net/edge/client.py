@@ -222,9 +222,11 @@ class AsyncClient:
 
     async def cancel(self, tasks: Iterable[Any], reason: str = "cancelled by the client"
                      ) -> dict[str, list[Any]]:
-        """Cancel tasks (futures or ids): queued ones at once, running ones by their worker.
-        Returns what happened to each (cancelled, stopping, finished, unknown)."""
-        ids = [getattr(t, "key", t) for t in tasks]  # futures or keys
+        """Cancel tasks (futures, group futures or ids): queued ones at once, running ones
+        by their worker; a group's, every one of its tasks. Returns what happened to each
+        task (cancelled, stopping, finished, unknown)."""
+        ids = [key for t in tasks for key in (
+            t.tasks if isinstance(t, GroupFuture) else [getattr(t, "key", t)])]
         env = await self._ask(Kind.CANCEL, wire.Cancel([[t, 0] for t in ids], reason))
         return wire.unpack(wire.Status, env.payload).snapshot["cancel"]
 

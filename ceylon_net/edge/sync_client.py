@@ -169,8 +169,11 @@ class Client:
 
     def cancel(self, tasks: Iterable[Any], reason: str = "cancelled by the client"
                ) -> dict[str, list[Any]]:
-        """Cancel tasks (futures or keys); returns what happened to each."""
-        keys = [t.key if isinstance(t, Future) else t for t in tasks]
+        """Cancel tasks (futures, group futures or keys; a group's, every one of its
+        tasks); returns what happened to each task."""
+        keys = [key for t in tasks for key in (
+            t.tasks if isinstance(t, GroupFuture)
+            else [t.key if isinstance(t, Future) else t])]
         return self._run(self._client.cancel(keys, reason))
 
     # ---- lifetime
