@@ -7,7 +7,9 @@ a tutorial program leaves out (so ``Admin(port=None)`` honours ``CEYLON_PORT``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,7 +91,7 @@ class AdminSettings:
             raise ConfigError("--liveness must be at least 1")
         if self.expect_workers < 0:
             raise ConfigError("--expect-workers must be >= 0")
-        if self.unassignable_timeout < 0:
+        if not self.unassignable_timeout >= 0:  # also refuses NaN
             raise ConfigError("--unassignable-timeout must be >= 0")
         _check_name("workspace", self.workspace)
         _check_name("name", self.name)
@@ -152,11 +154,10 @@ class WorkerSettings:
         _check_port("port", self.port)
         if self.port == 0:
             raise ConfigError("--port 0 is not a port a worker can connect to")
-        if self.time_scale < 0:
+        if not self.time_scale >= 0:  # also refuses NaN
             raise ConfigError("--time-scale must be >= 0")
         _check_positive("connect-timeout", self.connect_timeout)
-        if not self.admin_peer:
-            raise ConfigError("--admin-peer is empty: give the admin's host name or address")
+        _check_host(self.admin_peer)
 
     @property
     def endpoint(self) -> str:
@@ -182,12 +183,18 @@ def client_settings(address: str | None, workspace: str | None, token: str | Non
     8000); what is left out comes from ``CEYLON_*`` variables as for the CLIs, then defaults."""
     if address is None:
         address = f"{env_default('ADMIN_PEER', '127.0.0.1')}:{env_default('PORT', DEFAULT_PORT)}"
-    host, _, port = address.rpartition(":") if ":" in address.strip("[]") else (address, "", "")
+    if address.startswith("["):  # [v6] or [v6]:port
+        host, _, rest = address[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif address.count(":") == 1:  # host:port
+        host, _, port = address.partition(":")
+    else:  # a host, or a bare IPv6 address
+        host, port = address, ""
     try:
-        number = int(port) if port else DEFAULT_PORT
+        number = int(port) if port else env_default("PORT", DEFAULT_PORT, int)
     except ValueError:
         raise ConfigError(f"client address {address!r}: the port must be a number") from None
-    return WorkerSettings(name="client", admin_peer=host.strip("[]") or "127.0.0.1", port=number,
+    return WorkerSettings(name="client", admin_peer=host or "127.0.0.1", port=number,
                           workspace=workspace or env_default("WORKSPACE", DEFAULT_WORKSPACE_ID),
                           token=token if token is not None else env_default("TOKEN", None),
                           curve_secret=curve_secret or env_default("CURVE_SECRET", None),
@@ -203,6 +210,27 @@ def _check_security(token: str | None, max_message_bytes: int) -> None:
 
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _check_host(host: str) -> None:
+    """A host name, an IPv4 address or an IPv6 one (bracketed or not); the port is not part
+    of it (``--admin-peer host:8000`` would be taken for an IPv6 address)."""
+    if not host:
+        raise ConfigError("--admin-peer is empty: give the admin's host name or address")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if ":" in bare:
+        try:
+            ipaddress.IPv6Address(bare)
+            return
+        except ValueError:
+            pass
+    elif _HOST.fullmatch(bare):
+        return
+    raise ConfigError(f"--admin-peer {host!r} is not a host name or address (the port goes "
+                      f"in --port)")
+
+
+_HOST = re.compile(r"[A-Za-z0-9_.-]{1,253}")
 
 
 def _check_port(label: str, port: int) -> None:

@@ -71,7 +71,10 @@ def test_a_second_worker_under_a_live_name_is_refused_a_silent_one_replaced():
     (reject,) = sends(second.hello(), Kind.REJECT)
     assert reject.reason.startswith("worker name 'Senior' is already connected")
 
-    sim.now = 1.5  # the first has been silent for more than a heartbeat: restarted, surely
+    sim.now = 1.5  # silent for a heartbeat and a half: late, perhaps, on a busy host
+    assert sends(second.hello(), Kind.REJECT)
+    assert [r.peer for r in sim.st.workers()] == [first.peer]
+    sim.now = 2.1  # silent for more than two heartbeats: restarted, surely
     cmds = second.hello()
     assert sends(cmds, Kind.WELCOME, second.peer)
     assert "worker 'Senior' replaced by a new connection under its name; 0 task(s) back in " \
@@ -556,7 +559,7 @@ def test_a_worker_with_a_long_name_has_its_results_taken():
 def test_a_worker_restarted_under_its_name_is_asked_to_retry_then_taken():
     """A supervisor restarts a crashed worker at once: its old self still looks alive for a
     moment. The new one is refused for now (it may retry), and taken once the old one has
-    been silent for a heartbeat."""
+    been silent for two heartbeats."""
     sim = Sim()
     sim.join("w")
     sim.now = 0.5
@@ -567,7 +570,7 @@ def test_a_worker_restarted_under_its_name_is_asked_to_retry_then_taken():
     # It names the HELLO it answers: the worker tells a refusal of its name (worth reporting
     # if it never changes) from an answer to something it said before.
     assert refused.answers == wire.decode_header(hello[1]).msg_id
-    sim.now = 1.6
+    sim.now = 2.1
     assert sends(new.hello(), Kind.WELCOME, new.peer)
 
 

@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 
+import pytest
 from conftest import run
 
 from ceylon_net.dev.testing import Cluster, cli, wait_until
@@ -69,11 +70,38 @@ def test_a_busy_metrics_or_dashboard_port_is_a_clear_config_error():
         assert f"error: {opt} {port}: Address already in use" in proc.stderr
 
 
-def test_bad_option_values_exit_2_with_the_option_named():
-    proc = subprocess.run([*cli("ceylon-worker"), "--name", "x", "--skill", "11"],
-                          capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 2
-    assert "--skill must be 0-10, got 11" in proc.stderr
+@pytest.mark.parametrize(("command", "args", "message"), [
+    ("ceylon-worker", ["--skill", "11"], "--skill must be 0-10, got 11"),
+    ("ceylon-worker", ["--admin-peer", "bad host"],
+     "--admin-peer 'bad host' is not a host name or address (the port goes in --port)"),
+    ("ceylon-worker", ["--admin-peer", "127.0.0.1:8000"],
+     "--admin-peer '127.0.0.1:8000' is not a host name or address"),
+    ("ceylon-worker", ["--time-scale", "nan"], "--time-scale must be >= 0"),
+    ("ceylon-worker", ["--drain-timeout", "-1"], "--drain-timeout must be >= 0, got -1.0"),
+    ("ceylon-status", ["--admin-peer", "bad host"], "is not a host name or address"),
+    ("ceylon-status", ["--timeout", "nan"], "timeout must be > 0 seconds, got nan"),
+    ("ceylon-cancel", ["1", "--timeout", "0"], "timeout must be > 0 seconds, got 0.0"),
+])
+def test_bad_option_values_exit_2_with_the_option_named(command, args, message):
+    name = ["--name", "x"] if command == "ceylon-worker" else []
+    proc = subprocess.run([*cli(command), *name, *args], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ('raise RuntimeError("boom at import")\n',
+     "--app badapp: importing it raised RuntimeError: boom at import ("),
+    ("def broken(:\n", "--app badapp: importing it raised SyntaxError: invalid syntax"),
+])
+def test_a_worker_app_that_raises_on_import_is_a_clear_config_error(tmp_path, source,
+                                                                    message):
+    (tmp_path / "badapp.py").write_text(source)
+    proc = subprocess.run([*cli("ceylon-worker"), "--name", "x", "--app", "badapp"],
+                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_parsing_the_options_loads_no_validation_framework():
@@ -122,3 +150,15 @@ def test_submit_wait_keeps_waiting_on_an_admin_with_a_slow_heartbeat(tmp_path, t
 
     code, err = run(body())
     assert code == 0, err.strip().splitlines()[-1:]
+
+
+def test_a_client_address_without_a_port_takes_ceylon_port(monkeypatch):
+    """As the CLIs do: what the address leaves out comes from CEYLON_*."""
+    from ceylon_net.settings import client_settings
+
+    monkeypatch.setenv("CEYLON_PORT", "9123")
+    assert client_settings("coordinator", None, None, None, None).endpoint == \
+        "tcp://coordinator:9123"
+    assert client_settings("coordinator:7000", None, None, None, None).endpoint == \
+        "tcp://coordinator:7000"
+    assert client_settings("[::1]", None, None, None, None).endpoint == "tcp://[::1]:9123"

@@ -305,6 +305,10 @@ def test_what_cannot_be_sent_fails_at_the_call_and_big_batches_are_split(tmp_pat
             async with AsyncClient(f"127.0.0.1:{c.port}") as client:
                 with pytest.raises(LocalProtocolError):
                     client.submit("echo_later", object())
+                # msgpack packs it, but the admin reads only string keys: refused here,
+                # not sent (the admin would count it as a bad frame)
+                with pytest.raises(LocalProtocolError, match="not allowed for map key"):
+                    client.submit("echo_later", {1: "a"})
                 with pytest.raises(ConfigError, match="bytes encoded; a submission may be"):
                     client.submit("echo_later", "x" * 600_000)
                 # 3 MB of arguments in one loop turn: several SUBMIT frames, all answered
@@ -336,6 +340,29 @@ def test_a_sync_client_with_a_bad_option_leaves_no_thread_behind():
     with pytest.raises(ConfigError, match="the port must be a number"):
         Client("127.0.0.1:http")
     assert threading.active_count() == before
+
+
+@pytest.mark.timeout(60)
+def test_a_closed_client_says_so_when_used_again(tmp_path):
+    from ceylon_net.errors import ConfigError
+
+    def body(port: int) -> list[str]:
+        client = Client(f"127.0.0.1:{port}")
+        client.close()
+        said = []
+        for call in (lambda: client.submit("echo_later", 1), client.status):
+            with pytest.raises(ConfigError) as exc:
+                call()
+            said.append(str(exc.value))
+        return said
+
+    async def main():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=0)
+            return await asyncio.to_thread(body, c.port)
+
+    assert run(main()) == ["the client is closed (a closed client stays closed: make a new "
+                           "Client)"] * 2
 
 
 @pytest.mark.timeout(120)

@@ -182,6 +182,8 @@ def test_journals_that_do_not_fit_are_refused_and_left_untouched(tmp_path):
         assert code == 2, err
         assert f"error: journal {path} {message}" in err
         assert _digest(path) == before
+    code, err = _admin_on_journal(tmp_path, tmp_path)  # a directory: a typo, surely
+    assert code == 2 and f"error: journal {tmp_path} is a directory: name a file in it" in err
 
 
 

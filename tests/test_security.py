@@ -85,6 +85,9 @@ def test_curve_admin_lets_in_only_authorized_keys_and_encrypts(tmp_path, tasks_f
     assert refused == [1, 1, 1]
     for p in (bad, plain):
         assert "no admin answered" in p.stderr()
+    assert "With CURVE, a wrong --admin-key, or our key missing" in bad.stderr()
+    # The admin names the key it refused, once (the worker retried several times).
+    assert admin.stderr().count("refused a connection: DENIED (CURVE) domain=* client_key=") == 1
     assert "no admin answered" in status.stderr()
     assert code == 0, admin.stderr()
     assert "Success rate: 100.00% (3/3 tasks)" in admin.stdout()
@@ -148,3 +151,9 @@ def test_keygen_refuses_to_overwrite_a_secret_key(tmp_path):
     assert first.returncode == 0 and "secret key:" in first.stdout
     assert (tmp_path / "admin.key_secret").stat().st_mode & 0o777 == 0o600
     assert second.returncode == 2 and "not overwriting it" in second.stderr
+    (tmp_path / "afile").write_text("")  # where the keys' directory would go
+    third = subprocess.run([*cli("ceylon-keygen"), str(tmp_path / "afile"), "--name", "x"],
+                           capture_output=True, text=True)
+    assert third.returncode == 2, third.stderr
+    assert f"error: {tmp_path / 'afile'}: File exists" in third.stderr
+    assert "Traceback" not in third.stderr

@@ -239,3 +239,32 @@ def test_an_admin_stopped_without_a_journal_ends_a_waiting_submit_at_once(tmp_pa
     assert code == 4
     # Told by the admin as it stopped, not left to give up after 30 s without a word.
     assert "stopped (admin stopped) without a journal" in err, err
+
+
+def test_a_later_batch_may_depend_on_an_earlier_ones_groups_and_tasks(tmp_path):
+    """And what scripts read: --json without --wait is JSON too; ceylon-cancel 007 is task
+    7, said once."""
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps({
+        "tasks": [{"id": 7, "description": "seven", "difficulty": 1, "duration": 0.01}],
+        "groups": [{"name": "Ingest", "tasks": [{"id": "a1", "description": "a",
+                                                 "duration": 0.01}]}]}))
+    second = tmp_path / "second.json"
+    second.write_text(json.dumps({"groups": [{
+        "name": "Process", "depends_on": ["Ingest"],
+        "tasks": [{"id": "p1", "description": "p", "duration": 0.01, "depends_on": [7]}]}]}))
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _serving(c)
+            one = await _submit(c, str(first), "--json", label="first")
+            two = await _submit(c, str(second), "--wait", "--json", label="second")
+            cancel = await c.spawn("cancel", [*cli("ceylon-cancel"), "007", "--port",
+                                              str(c.port)])
+            return one, two, (await cancel.wait(20), cancel.stdout(), cancel.stderr())
+
+    (code1, out1, err1), (code2, out2, err2), (code3, out3, err3) = run(body())
+    assert code1 == 0 and json.loads(out1) == {"batch": 1, "tasks": 2}, err1
+    assert code2 == 0, err2
+    assert [(t["id"], t["success"]) for t in json.loads(out2)["tasks"]] == [("p1", True)]
+    assert (code3, out3.strip(), err3.strip()) == (0, "7: already finished", "")

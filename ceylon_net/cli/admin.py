@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -110,6 +111,8 @@ def admin(
             authorized_keys=path_str(authorized_keys), max_message_bytes=max_message_bytes,
             results_file=path_str(results), metrics_port=metrics_port,
             dashboard_port=dashboard_port)
+        if report_json is not None:
+            _can_write(report_json, "--report-json")
         work = load_work(tasks) if tasks is not None else None
         if work is not None and settings.journal is not None:
             _same_run(Path(settings.journal), settings.workspace, work, tasks)
@@ -118,13 +121,35 @@ def admin(
         fail(EXIT_CONFIG, str(exc))
     except Crashed as exc:
         fail(EXIT_FAILED, str(exc))
-    if report is None:
-        return
-    print_report(report)
+    if report is not None:
+        _finish(report, report_json)
+
+
+def _finish(report: RunReport, report_json: Path | None) -> None:
+    """The run is over: the JSON report first (nothing printed may stand in its way), the
+    table, the exit code."""
+    unwritten = None
     if report_json is not None:
-        report_json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        try:
+            report_json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        except OSError as exc:
+            unwritten = f"--report-json {report_json}: {exc.strerror or exc}"
+    print_report(report)
+    if unwritten is not None:
+        fail(EXIT_FAILED, unwritten)
     if report.unassigned:
         raise typer.Exit(EXIT_UNASSIGNED)
+
+
+def _can_write(path: Path, option: str) -> None:
+    """Refuse, before the run, a file the run's end could not write."""
+    where = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a directory")
+    if not where.is_dir():
+        raise ConfigError(f"{option} {path}: no such directory {where}")
+    if not os.access(where, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{option} {path}: not writable")
 
 
 async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskGroup]] | None

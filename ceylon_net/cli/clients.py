@@ -98,7 +98,9 @@ def submit(
                gone_after=30.0)
     try:
         doc = parse_file(file)
-        parse_work(doc, str(file))  # refuse a bad file here, before anything is sent
+        # Refuse a bad file here, before anything is sent; what it depends on may be on the
+        # admin already (an earlier batch's groups and tasks): the admin checks that.
+        parse_work(doc, str(file), standalone=False)
     except ConfigError as exc:
         fail(EXIT_CONFIG, str(exc))
     try:
@@ -109,7 +111,8 @@ def submit(
     except AdminUnreachableError as exc:
         fail(EXIT_NO_ADMIN, str(exc))
     if report is None:
-        typer.echo(f"submitted batch {submitted.batch}: {submitted.tasks} task(s)")
+        typer.echo(json.dumps({"batch": submitted.batch, "tasks": submitted.tasks}) if as_json
+                   else f"submitted batch {submitted.batch}: {submitted.tasks} task(s)")
         return
     _print_batch(report, as_json)
 
@@ -160,12 +163,15 @@ def cancel(
         outcome = asyncio.run(_ask(c, lambda: c.cancel(ids, reason)))
     except (AdminUnreachableError, RejectedError) as exc:
         fail(EXIT_FAILED, str(exc))
+    # Each id as typed is asked for as a string, and as a number if it reads as one ("007"
+    # is task 7 too): it is known when either form is.
     known = {str(t) for k in ("cancelled", "stopping", "finished") for t in outcome[k]}
     for kind, label in (("cancelled", "cancelled"), ("stopping", "stopping (on its worker)"),
                         ("finished", "already finished")):
         for t in outcome[kind]:
             typer.echo(f"{t}: {label}")
-    missing = [t for t in task_ids if t not in known]
+    missing = [t for t in task_ids if t not in known
+               and not (t.lstrip("-").isdigit() and str(int(t)) in known)]
     for t in missing:
         typer.echo(f"{t}: unknown task", err=True)
     if missing:
@@ -182,7 +188,10 @@ def keygen(
         fail(EXIT_CONFIG, f"--name {name!r} must be a plain file name")
     if (directory / f"{name}.key_secret").exists():
         fail(EXIT_CONFIG, f"{directory / (name + '.key_secret')} exists; not overwriting it")
-    public, secret = create_keypair(directory, name)
+    try:
+        public, secret = create_keypair(directory, name)
+    except OSError as exc:  # a file where the directory should be, a read-only place...
+        fail(EXIT_CONFIG, f"{exc.filename or directory}: {exc.strerror or exc}")
     typer.echo(f"public key: {public}\nsecret key: {secret}")
 
 

@@ -24,7 +24,7 @@ class ProgressView:
     def __init__(self, admin: Admin, console: Console) -> None:
         self.admin = admin
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[note]}"),
             console=console, redirect_stderr=True, redirect_stdout=False)
         self._bars: dict[str, TaskID] = {}

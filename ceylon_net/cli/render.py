@@ -7,10 +7,16 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from ..core.tasks import RunReport
 
 TABLE_ROWS = 100
+
+
+def _row(table: Table, *cells: Any) -> None:
+    """Cells as they are: a description like "fix [/] in items[i]" is text, not markup."""
+    table.add_row(*(Text(str(c)) for c in cells))
 
 
 def print_report(report: RunReport) -> None:
@@ -21,13 +27,13 @@ def print_report(report: RunReport) -> None:
     for col in ("task", "description", "difficulty", "worker", "success", "seconds"):
         table.add_column(col, justify="right" if col in ("difficulty", "seconds") else "left")
     for t in report.tasks[:TABLE_ROWS]:
-        table.add_row(str(t.id), t.description, str(t.difficulty), t.worker,
-                      "yes" if t.success else "no", f"{t.seconds:.3f}")
+        _row(table, t.id, t.description, t.difficulty, t.worker, "yes" if t.success else "no",
+             f"{t.seconds:.3f}")
     console.print(table)
     if len(report.tasks) > TABLE_ROWS:
         console.print(f"... and {len(report.tasks) - TABLE_ROWS} more (see --report-json)")
     for line in _report_notes(report):
-        console.print(line)
+        console.print(line, markup=False, highlight=False)
     console.print(f"Success rate: {report.success_rate:.2%} "
                   f"({sum(t.success for t in report.tasks)}/{len(report.tasks)} tasks)")
 
@@ -56,30 +62,31 @@ def _report_notes(report: RunReport) -> list[str]:
 def render(data: dict[str, Any]) -> Group:
     """Rich tables for a snapshot (ceylon-status prints them)."""
     c = data["counts"]
-    workers = Table(title=f"Workers of admin '{data['admin']}' (workspace '{data['workspace']}')")
+    workers = Table(title=Text(f"Workers of admin '{data['admin']}' (workspace "
+                               f"'{data['workspace']}')"))
     for col in ("name", "role", "skill", "host", "running/capacity"):
         workers.add_column(col)
     for w in data["workers"]:
-        workers.add_row(w["name"], w["role"], str(w["skill"]), w["host"] or "?",
-                        f"{w['running']}/{w['capacity']}"
-                        + (f" (+{w['queued']} queued)" if w.get("queued") else ""))
+        _row(workers, w["name"], w["role"], w["skill"], w["host"] or "?",
+             f"{w['running']}/{w['capacity']}"
+             + (f" (+{w['queued']} queued)" if w.get("queued") else ""))
     groups = Table(title="Task groups")
     for col in ("group", "progress", "status", "goal", "goal status"):
         groups.add_column(col)
     for g in data["groups"]:
-        groups.add_row(g["name"], f"{g['completed'] + g['failed'] + g['cancelled']}/{g['total']}",
-                       g["status"], g["goal"] or "-", g["goal_status"] or "-")
+        _row(groups, g["name"], f"{g['completed'] + g['failed'] + g['cancelled']}/{g['total']}",
+             g["status"], g["goal"] or "-", g["goal_status"] or "-")
     queued = Table(title=f"Queued tasks ({c['queued']} queued, {c['waiting']} waiting on "
                          f"dependencies)")
     for col in ("task", "description", "difficulty", "role", "priority"):
         queued.add_column(col)
     for q in data["queued"]:
-        queued.add_row(str(q["id"]), q["description"], str(q["difficulty"]), q["role"] or "-",
-                       str(q["priority"]))
+        _row(queued, q["id"], q["description"], q["difficulty"], q["role"] or "-",
+             q["priority"])
     summary = (f"tasks: {c['done']}/{c['total']} done ({c['succeeded']} succeeded), "
                f"{c['running']} running, {c['queued']} queued, {c['waiting']} waiting, "
                f"{c['unassigned']} unassigned\n"
                f"broadcasts: {c.get('broadcasts', 0)} sent, {c.get('broadcasts_lost', 0)} "
                f"lost to an agent that fell too far behind, "
                f"{c.get('broadcasts_unconfirmed', 0)} unconfirmed by agents that left")
-    return Group(workers, groups, queued, summary)
+    return Group(workers, groups, queued, Text(summary))

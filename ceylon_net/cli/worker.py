@@ -71,6 +71,8 @@ def worker(
             port=port, workspace=workspace, time_scale=time_scale,
             connect_timeout=connect_timeout, token=token, curve_secret=path_str(curve_secret),
             admin_key=path_str(admin_key), max_message_bytes=max_message_bytes)
+        if not drain_timeout >= 0:  # also refuses NaN
+            raise ConfigError(f"--drain-timeout must be >= 0, got {drain_timeout}")
         if app is not None:
             sys.path.insert(0, "")  # like python -m: modules of the current directory
             names = load_app(app)

@@ -22,6 +22,7 @@ from .tasks import TaskId, TaskResult
 from .workers import AgentDetail, Registry, WorkerRecord
 
 MAX_NAME = 200  # a worker's name, as ceylon_net.settings allows it
+TAKEOVER_BEATS = 2  # a worker silent this many heartbeats gives its name to a newcomer
 REMEMBER_LEFT = 10_000  # names of workers gone, kept to count one that comes back
 
 
@@ -111,8 +112,9 @@ class Membership:
             return wire.Reject(f"worker name '{name}' is longer than {MAX_NAME} characters")
         old = self.registry.named(hello.name)
         if old is not None and old.peer != peer:
-            if now - old.last_seen > self.pulse.every:
-                # Silent for a heartbeat: most likely the same worker restarted. Take the new one.
+            if now - old.last_seen > TAKEOVER_BEATS * self.pulse.every:
+                # Silent for two heartbeats (one may just be late, on a busy host): most
+                # likely the same worker restarted. Take the new one.
                 self.leave(old.peer, "replaced by a new connection under its name")
                 return None
             # It may be this worker's old self, restarted: called lost soon, and this one is

@@ -22,12 +22,20 @@ from loguru import logger
 
 from .. import wire
 from ..core.tasks import TaskResult
-from ..errors import AdminUnreachableError, ConfigError, Crashed, RejectedError, TaskFailed
+from ..errors import (
+    AdminUnreachableError,
+    ConfigError,
+    Crashed,
+    LocalProtocolError,
+    RejectedError,
+    RemoteProtocolError,
+    TaskFailed,
+)
 from ..settings import client_settings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES, MAX_WATCH, Kind
 from .agent import supervised
+from .transport import CURVE_HINT, CurveKeys, load_keys
 from .transport import Client as Dealer
-from .transport import CurveKeys, load_keys
 
 SILENCE = 2.0  # seconds without a word from the admin before pending tasks are watched again
 # ... and every so often anyway: a DONE the admin could not route (our connection was being
@@ -114,6 +122,9 @@ class AsyncClient:
                  token: str | None = None, curve_secret: str | None = None,
                  admin_key: str | None = None, timeout: float = 10.0,
                  gone_after: float = 30.0) -> None:
+        for label, value in (("timeout", timeout), ("gone_after", gone_after)):
+            if not value > 0:  # also refuses NaN
+                raise ConfigError(f"{label} must be > 0 seconds, got {value}")
         s = client_settings(address, workspace, token, curve_secret, admin_key)
         self.endpoint, self.workspace, self.token = s.endpoint, s.workspace, s.token
         self.curve: CurveKeys | None = load_keys(s.curve_secret, s.admin_key) \
@@ -208,8 +219,9 @@ class AsyncClient:
         try:
             env = await asyncio.wait_for(self._requests[msg_id], timeout)
         except TimeoutError:
+            hint = f" (is ceylon-admin running there?{CURVE_HINT})" if self.curve else ""
             raise AdminUnreachableError(f"no admin answered at {self.endpoint} within "
-                                        f"{timeout:g} s") from None
+                                        f"{timeout:g} s{hint}") from None
         finally:
             self._requests.pop(msg_id, None)
         if env.kind == Kind.REJECT:
@@ -573,7 +585,13 @@ def _task_doc(handler: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None
 def _encoded_size(doc: dict[str, Any], what: str) -> int:
     """Bytes of ``doc`` encoded: LocalProtocolError (here, at the call) for what cannot be
     sent, ConfigError for what would not fit in a message."""
-    size = len(wire.packb(doc))
+    packed = wire.packb(doc)
+    try:  # as the admin will read it (msgpack packs more than it reads back: int map keys)
+        wire.unpackb(packed)
+    except RemoteProtocolError as exc:
+        raise LocalProtocolError(f"{what} cannot be sent: the admin would not read it back "
+                                 f"({exc})") from None
+    size = len(packed)
     if size > BATCH_BYTES:
         raise ConfigError(f"{what} is {size} bytes encoded; a submission may be at most "
                           f"{BATCH_BYTES} (pass large data by reference: a path, a URL)")

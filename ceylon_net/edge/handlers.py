@@ -19,6 +19,7 @@ import functools
 import importlib
 import inspect
 import threading
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
@@ -93,6 +94,12 @@ def load_app(module: str) -> list[str]:
         importlib.import_module(module)
     except ImportError as exc:
         raise ConfigError(f"--app {module}: cannot import it: {exc}") from None
+    except Exception as exc:  # the module itself raised (a bug in it, a SyntaxError)
+        where = [] if isinstance(exc, SyntaxError) else \
+            traceback.extract_tb(exc.__traceback__)[-1:]  # (a SyntaxError says where)
+        at = f" ({where[0].filename}, line {where[0].lineno})" if where else ""
+        raise ConfigError(f"--app {module}: importing it raised {type(exc).__name__}: "
+                          f"{exc}{at}") from None
     return sorted(_HANDLERS)
 
 

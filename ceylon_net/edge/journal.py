@@ -72,6 +72,8 @@ class Journal:
     def __init__(self, path: str | Path, workspace: str) -> None:
         self.path = Path(path)
         self.workspace = workspace
+        if self.path.is_dir():
+            raise JournalError(f"journal {self.path} is a directory: name a file in it")
         existed = self.path.exists() and self.path.stat().st_size > 0
         version = self._check() if existed else SCHEMA_VERSION
         try:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 from .. import wire
+from ..errors import ConfigError
 from .client import AsyncClient
 
 T = TypeVar("T")
@@ -112,6 +113,10 @@ class Client:
             raise
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self._loop.is_closed():
+            coro.close()
+            raise ConfigError("the client is closed (a closed client stays closed: make a "
+                              "new Client)")
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("this Client call waits for the admin, and callbacks run in "

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import socket
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 import zmq.auth
+from loguru import logger
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from ..errors import ConfigError
@@ -29,6 +31,9 @@ from ..wire import KINDS
 from ..wire import topic as workspace_topic
 
 LINGER_MS = 1000
+# A CURVE handshake the admin refuses looks, from here, like no admin at all.
+CURVE_HINT = (" With CURVE, a wrong --admin-key, or our key missing from the admin's "
+              "--authorized-keys (its log names such a key), looks the same.")
 
 
 def _new_context() -> zmq.asyncio.Context:
@@ -92,10 +97,37 @@ def _authenticator(ctx: zmq.asyncio.Context, authorized_keys: str | None
     against the public keys in the directory."""
     if authorized_keys is None or not Path(authorized_keys).is_dir():
         raise ConfigError(f"--authorized-keys {authorized_keys}: not a directory")
-    auth = AsyncioAuthenticator(ctx)
+    auth = AsyncioAuthenticator(ctx, log=_ZapLog())
     auth.start()
     auth.configure_curve(domain="*", location=authorized_keys)
     return auth
+
+
+class _ZapLog:
+    """Where pyzmq's authenticator logs: a key it refuses at WARNING (once a minute per key:
+    a misconfigured worker retries), the rest at DEBUG."""
+
+    def __init__(self) -> None:
+        self._said: dict[str, float] = {}
+
+    def debug(self, msg: str, *args: Any) -> None:
+        text = msg % args if args else msg
+        if not text.startswith("DENIED"):
+            logger.debug("CURVE authentication: {}", text)
+            return
+        now = time.monotonic()
+        if now - self._said.get(text, -60.0) < 60.0:
+            return
+        if len(self._said) >= 1000:  # many keys: someone tries them; keep the memory bounded
+            self._said.clear()
+        self._said[text] = now
+        logger.warning("refused a connection: {} (that public key is not in "
+                       "--authorized-keys)", text)
+
+    def error(self, msg: str, *args: Any) -> None:
+        logger.error("CURVE authentication: {}", msg % args if args else msg)
+
+    info = warning = debug
 
 
 class AdminSockets:
