@@ -34,7 +34,7 @@ from ..errors import (
 from ..settings import client_settings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES, MAX_WATCH, Kind
 from .agent import supervised
-from .transport import CURVE_HINT, CurveKeys, load_keys
+from .transport import CURVE_HINT, CurveKeys, load_keys, why_unreachable
 from .transport import Client as Dealer
 
 SILENCE = 2.0  # seconds without a word from the admin before pending tasks are watched again
@@ -219,9 +219,10 @@ class AsyncClient:
         try:
             env = await asyncio.wait_for(self._requests[msg_id], timeout)
         except TimeoutError:
-            hint = f" (is ceylon-admin running there?{CURVE_HINT})" if self.curve else ""
+            hint = f"is ceylon-admin running there?{CURVE_HINT if self.curve else ''}" \
+                   f"{await why_unreachable(self.endpoint)}"
             raise AdminUnreachableError(f"no admin answered at {self.endpoint} within "
-                                        f"{timeout:g} s{hint}") from None
+                                        f"{timeout:g} s ({hint})") from None
         finally:
             self._requests.pop(msg_id, None)
         if env.kind == Kind.REJECT:

@@ -462,6 +462,19 @@ async def _within(fut: asyncio.Future, timeout: float) -> Any:
         timer.cancel()
 
 
+async def why_unreachable(endpoint: str, timeout: float = 2.0) -> str:
+    """Said beside "no admin answered": that the endpoint's host name does not resolve, when
+    it does not (ZeroMQ keeps retrying such a name without a word)."""
+    host = endpoint.removeprefix("tcp://").rpartition(":")[0].strip("[]")
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, None), timeout)
+    except socket.gaierror as exc:
+        return f"; the host name {host!r} does not resolve ({exc.strerror})"
+    except (TimeoutError, OSError):
+        return f"; looking up the host name {host!r} did not answer within {timeout:g} s"
+    return ""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago (for tests and the demo)."""
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:

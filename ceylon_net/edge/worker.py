@@ -20,7 +20,7 @@ from . import handlers
 from .agent import AgentBase, guarded, supervised
 from .collector import FullCollections
 from .runner import TaskRunner
-from .transport import CURVE_HINT, WorkerSockets, load_keys
+from .transport import CURVE_HINT, WorkerSockets, load_keys, why_unreachable
 
 
 class Serving(Protocol):
@@ -239,7 +239,8 @@ class Worker(AgentBase):
                 raise AdminUnreachableError(
                     f"no admin answered at {s.endpoint} within {s.connect_timeout:g} s "
                     f"(is ceylon-admin running there, on that --port?"
-                    f"{CURVE_HINT if s.curve_secret else ''})")
+                    f"{CURVE_HINT if s.curve_secret else ''}"
+                    f"{await why_unreachable(s.endpoint)})")
             delay = min(delay * 2, 5.0)
             logger.info("{}: waiting for the admin at {} (attempt {}, retrying in {:.1f} s)",
                         self.name, s.endpoint, attempt, delay)
