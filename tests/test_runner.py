@@ -294,3 +294,87 @@ def test_a_cancel_that_comes_as_a_timed_task_ends_does_not_leave_its_runner_to_d
         await runner.stop()
 
     run(body())
+
+
+class Misbehaving:
+    """A run_task doing, per task id, what user code does wrong."""
+
+    async def __call__(self, task: Task) -> TaskResult:
+        what = task.id.split("-")[0]
+        if what == "cancelled":  # awaits a future someone cancelled
+            fut = asyncio.get_running_loop().create_future()
+            fut.cancel()
+            await fut
+        if what == "exit":
+            raise SystemExit(3)
+        if what == "interrupt":
+            raise KeyboardInterrupt
+        if what == "own":
+            raise TimeoutError("upstream API timed out")
+        if what == "blocks":
+            threading.Event().wait(0.3)  # an async handler calling something blocking
+        value = {"set": {1, 2}, "huge": "x" * 2_000_000, "long": list(range(150_000)),
+                 "intkeys": {1: "a"}}.get(what, what)
+        return TaskResult(task.id, "w", True, value=value)
+
+
+def test_whatever_a_task_raises_or_returns_it_ends_in_a_result_and_the_runner_goes_on():
+    """None of these may stop the runner (a slot lost for good), kill the worker (and then
+    the next one the task goes to), or leave a result the admin cannot take (sent again for
+    ever)."""
+    from ceylon_net.edge.worker import Worker
+
+    async def body():
+        crashes: list[Any] = []
+        runner = TaskRunner("w", 1, Misbehaving(), lambda: None,
+                            Worker("w", "default", "127.0.0.1", 9999)._unsendable)
+        runner.start(crashes.append)
+        ids = ["cancelled-1", "exit-1", "interrupt-1", "own-1", "blocks-1", "set-1", "huge-1",
+               "long-1", "intkeys-1", "ok-1"]
+        for tid in ids:
+            timeout = 30.0 if tid == "own-1" else 0.1 if tid == "blocks-1" else None
+            runner.accept(TaskAssignment(Task(tid, tid, 1, timeout=timeout), "w", 1))
+        await wait_until(lambda: len(runner.unsent) == len(ids), 10, "every answer")
+        answers = {r.task_id: r for r in runner.take_unsent()}
+        alive = not crashes and not runner._runners[0].done()
+        await runner.stop()
+        return answers, alive
+
+    answers, alive = run(body())
+    assert alive
+    assert answers.pop("ok-1").value == "ok"
+    assert all(not r.success and not r.cancelled for r in answers.values())
+    last = {t: r.error.strip().splitlines()[-1] for t, r in answers.items()}
+    assert last["cancelled-1"] == "asyncio.exceptions.CancelledError"
+    assert last["exit-1"] == "SystemExit: 3"
+    assert last["interrupt-1"] == "KeyboardInterrupt"
+    assert last["own-1"] == "TimeoutError: upstream API timed out"  # not "timed out after 30 s"
+    assert answers["blocks-1"].error.startswith("timed out after 0.1 s: it ran 0.3")
+    assert "cannot be sent to the admin" in answers["set-1"].error
+    assert "over the 1,047,552 a message may carry" in answers["huge-1"].error
+    assert "exceeds max_array_len" in answers["long-1"].error
+    assert "not allowed for map key" in answers["intkeys-1"].error
+
+
+def test_a_task_that_catches_its_cancel_and_returns_is_reported_cancelled():
+    async def swallows(task: Task) -> TaskResult:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            return TaskResult(task.id, "w", True, value="swallowed")
+        return TaskResult(task.id, "w", True)
+
+    async def body():
+        runner = TaskRunner("w", 1, swallows, lambda: None)
+        runner.start(lambda crash: None)
+        runner.accept(TaskAssignment(Task("T", "t", 1), "w", 1))
+        await wait_until(lambda: runner.active, 5, "T to start")
+        await asyncio.sleep(0)  # (into its sleep)
+        runner.cancel("T", 1, "not needed")
+        await wait_until(lambda: runner.unsent, 5, "T's answer")
+        [r] = runner.take_unsent()
+        await runner.stop()
+        return r
+
+    r = run(body())
+    assert (r.success, r.cancelled, r.error) == (False, True, "cancelled: not needed")

@@ -118,7 +118,7 @@ async def _handle(name: str, sender: str, data: Any, call: tuple[Any, ...]) -> N
             await result
     except asyncio.CancelledError:
         raise
-    except Exception:
+    except BaseException:  # SystemExit, KeyboardInterrupt too: the handler's, not ours
         logger.exception("{}: handler for {} from {} raised", name, type(data).__name__,
                          sender)
 

@@ -11,17 +11,19 @@ from typing import Any
 
 from loguru import logger
 
+from ..core.membership import clip
 from ..core.tasks import Task, TaskAssignment, TaskId, TaskResult
 from ..errors import Crashed
 from .agent import supervised
 from .handlers import THREADS_LEFT
 
 ResultKey = tuple[Any, int]  # (task id, attempt)
+MAX_ERROR = 64 * 1024  # characters of a failed task's traceback sent to the admin
 YIELD_EVERY = 32  # tasks run back to back before the runners give the event loop a turn
 
 
 class _TimedOut(Exception):
-    """The task's own time limit ran out (told apart from a TimeoutError the task raised)."""
+    """The task's time limit ran out (told apart from a TimeoutError the task raised)."""
 
 
 class TaskRunner:
@@ -32,7 +34,8 @@ class TaskRunner:
 
     def __init__(self, name: str, capacity: int,
                  run_task: Callable[[Task], Awaitable[TaskResult]],
-                 on_result: Callable[[], None]) -> None:
+                 on_result: Callable[[], None],
+                 unsendable: Callable[[TaskResult], str | None] | None = None) -> None:
         self.name = name
         self.capacity = capacity
         self.queue: asyncio.Queue[TaskAssignment] = asyncio.Queue()
@@ -46,6 +49,7 @@ class TaskRunner:
         self._sent_at: dict[ResultKey, float] = {}  # when each unacknowledged result left
         self._run_task = run_task
         self._on_result = on_result
+        self._unsendable = unsendable  # why a result could not reach the admin, if it could not
         self._queued: dict[TaskId, TaskAssignment] = {}
         self._runner_of: dict[TaskId, asyncio.Task] = {}
         self._cancel_reasons: dict[TaskId, str] = {}  # running tasks asked to stop: why
@@ -219,7 +223,12 @@ class TaskRunner:
             try:
                 result = await self._execute(a)
                 if tid in self._cancel_reasons and me.cancelling():
-                    me.uncancel()  # its cancel came as it ended, and wait_for swallowed it
+                    # Asked to stop, it ended anyway (the cancel came as it finished, or the
+                    # handler caught it and returned): it was stopped, say so.
+                    me.uncancel()
+                    result = TaskResult(tid, self.name, False, result.seconds,
+                                        f"cancelled: {self._cancel_reasons[tid]}", a.attempt,
+                                        cancelled=True)
             except asyncio.CancelledError:
                 reason = self._cancel_reasons.pop(tid, None)
                 if reason is None or me.cancelling() > 1:
@@ -291,28 +300,56 @@ class TaskRunner:
             self._idle.set()
 
     async def _execute(self, a: TaskAssignment) -> TaskResult:
+        """Run the task: whatever its code raises or returns, a result comes out of it (one
+        that could not reach the admin is a failure saying why)."""
         task = a.task
         started = time.perf_counter()
         try:
-            if task.timeout is not None:
-                try:
-                    result = await asyncio.wait_for(self._run_task(task), task.timeout)
-                except TimeoutError:
-                    raise _TimedOut from None
-            else:
-                result = await self._run_task(task)
+            result = await self._within_limit(task)
         except _TimedOut:
             result = TaskResult(task.id, self.name, False,
                                 error=f"timed out after {task.timeout:g} s")
-        except Exception as exc:
-            logger.warning("{}: task {!r} raised {}: {}", self.name, task.id,
-                           type(exc).__name__, exc)
-            result = TaskResult(task.id, self.name, False,
-                                error="".join(traceback.format_exception(exc)))
+        except asyncio.CancelledError as exc:
+            me = asyncio.current_task()
+            if me is None or me.cancelling():
+                raise  # stopped by us: the runner says why
+            result = self._raised(task, exc)  # its own: it awaited a future cancelled
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: its code's, not ours
+            result = self._raised(task, exc)
         result.worker, result.attempt = self.name, a.attempt
+        took = time.perf_counter() - started
         if not result.seconds:
-            result.seconds = time.perf_counter() - started
+            result.seconds = took
+        if task.timeout is not None and took > task.timeout and result.success:
+            result = TaskResult(task.id, self.name, False, took, (
+                f"timed out after {task.timeout:g} s: it ran {took:.3g} s (an async handler "
+                f"that blocks the event loop cannot be stopped: make it a plain function, "
+                f"it then runs in a thread)"), a.attempt)
+        unsendable = self._unsendable(result) if self._unsendable is not None else None
+        if unsendable is not None:
+            logger.warning("{}: task {!r}: {}", self.name, task.id, unsendable)
+            result = TaskResult(task.id, self.name, False, result.seconds, unsendable,
+                                a.attempt)
         return result
+
+    async def _within_limit(self, task: Task) -> TaskResult:
+        if task.timeout is None:
+            return await self._run_task(task)
+        try:
+            async with asyncio.timeout(task.timeout) as limit:
+                return await self._run_task(task)
+        except TimeoutError:
+            if limit.expired():
+                raise _TimedOut from None
+            raise  # the task's own TimeoutError: a failure with its traceback
+
+    def _raised(self, task: Task, exc: BaseException) -> TaskResult:
+        logger.warning("{}: task {!r} raised {}: {}", self.name, task.id, type(exc).__name__,
+                       clip(str(exc), 200))
+        text = "".join(traceback.format_exception(exc))
+        if len(text) > MAX_ERROR:  # its end says most (the exception itself)
+            text = f"(traceback cut to its last {MAX_ERROR:,} characters)\n{text[-MAX_ERROR:]}"
+        return TaskResult(task.id, self.name, False, error=text)
 
     def _report(self, result: TaskResult) -> None:
         self.unsent.append(result)

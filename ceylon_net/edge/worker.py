@@ -65,7 +65,7 @@ class Worker(AgentBase):
         self.limits = Limits(max_str_len=settings.max_message_bytes,
                              max_bin_len=settings.max_message_bytes)
         self.runner = TaskRunner(settings.name, settings.capacity, self.run_task,
-                                 self._schedule_flush)
+                                 self._schedule_flush, self._unsendable)
         # The seed's worker shape: its own queue and the tasks running now.
         self.task_queue = self.runner.queue
         self.active_tasks = self.runner.active
@@ -105,6 +105,27 @@ class Worker(AgentBase):
         if seconds > 0:
             await asyncio.sleep(seconds)
         return TaskResult(task.id, self.name, self.skill >= task.difficulty)
+
+    def _unsendable(self, result: TaskResult) -> str | None:
+        """Why the admin could not take this result, if it could not: too big for a message,
+        or what msgpack cannot carry or the admin would not read back (a set, int keys, a
+        list of a million items). Only a result that carries more than a number is looked
+        at."""
+        value = result.value
+        if value is None or type(value) in (bool, float) \
+                or (type(value) is int and -(2**63) <= value < 2**64):
+            return None
+        limit = self.settings.max_message_bytes - wire.FRAME_SLACK
+        try:
+            packed = wire.pack_batch([result])
+            if len(packed) > limit:
+                return (f"its return value is {len(packed):,} bytes encoded, over the "
+                        f"{limit:,} a message may carry (--max-message-bytes): return less, "
+                        f"or where to find it (a path, a URL)")
+            wire.unpack_batch(TaskResult, packed, self.limits)  # as the admin will read it
+        except Exception as exc:  # LocalProtocolError, RemoteProtocolError, RecursionError
+            return f"its return value cannot be sent to the admin: {type(exc).__name__}: {exc}"
+        return None
 
     # ------------------------------------------------------------------ lifecycle
     async def arun(self) -> str:
