@@ -221,21 +221,7 @@ class TaskRunner:
                 continue  # cancelled or given back while queued
             self._start(a, me)
             try:
-                result = await self._execute(a)
-                if tid in self._cancel_reasons and me.cancelling():
-                    # Asked to stop, it ended anyway (the cancel came as it finished, or the
-                    # handler caught it and returned): it was stopped, say so.
-                    me.uncancel()
-                    result = TaskResult(tid, self.name, False, result.seconds,
-                                        f"cancelled: {self._cancel_reasons[tid]}", a.attempt,
-                                        cancelled=True)
-            except asyncio.CancelledError:
-                reason = self._cancel_reasons.pop(tid, None)
-                if reason is None or me.cancelling() > 1:
-                    raise  # the runner itself is being stopped
-                me.uncancel()  # only this task was: report it, take the next
-                result = TaskResult(tid, self.name, False, 0.0, f"cancelled: {reason}",
-                                    a.attempt, cancelled=True)
+                result = await self._run_one(a, me)
             finally:
                 del self.active[tid], self._runner_of[tid]
                 self._cancel_reasons.pop(tid, None)  # a cancel that came as it finished
@@ -251,6 +237,28 @@ class TaskRunner:
                 # the admin would wait for them while we ran. Now and then, let them out (and
                 # new assignments in), so both sides work at once.
                 await asyncio.sleep(0)
+
+    async def _run_one(self, a: TaskAssignment, me: asyncio.Task[None]) -> TaskResult:
+        """Its result, or a cancelled one when it was asked to stop (CancelledError when
+        the runner itself is being stopped)."""
+        tid = a.task.id
+        try:
+            result = await self._execute(a)
+        except asyncio.CancelledError:
+            reason = self._cancel_reasons.pop(tid, None)
+            if reason is None or me.cancelling() > 1:
+                raise  # the runner itself is being stopped
+            me.uncancel()  # only this task was: report it, take the next
+            return TaskResult(tid, self.name, False, 0.0, f"cancelled: {reason}", a.attempt,
+                              cancelled=True)
+        if tid in self._cancel_reasons and me.cancelling():
+            # Asked to stop, it ended anyway (the cancel came as it finished, or the handler
+            # caught it and returned): it was stopped, say so.
+            me.uncancel()
+            return TaskResult(tid, self.name, False, result.seconds,
+                              f"cancelled: {self._cancel_reasons[tid]}", a.attempt,
+                              cancelled=True)
+        return result
 
     def _start(self, a: TaskAssignment, runner: asyncio.Task[None]) -> None:
         tid = a.task.id
