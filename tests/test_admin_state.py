@@ -819,3 +819,30 @@ def test_a_submitted_group_may_depend_on_groups_and_tasks_submitted_before():
                                "tasks": [{"id": "x1", "description": "x"}]}]})
     assert sends(cmds, Kind.REJECT, client)[0].reason == \
         "group 'X' depends on unknown group 'nope'"
+
+
+def test_metrics_count_tasks_sent_ahead_as_queued_on_workers_not_running():
+    from ceylon_net.core.snapshot import metrics
+
+    sim = Sim(prefetch=2)
+    w = sim.join("w", capacity=2)
+    sim.submit(*[noop(i) for i in range(10)])
+    w.heartbeat()
+    tasks = metrics(sim.st)["tasks"]
+    assert (tasks["running"], tasks["queued_on_workers"]) == (2, 2)
+
+
+def test_the_dashboards_failed_count_survives_a_restart_on_the_journal(tmp_path):
+    from kit import JSim
+
+    from ceylon_net.core.snapshot import dashboard
+
+    sim = JSim(tmp_path / "j.db")
+    w = sim.join("w")
+    sim.submit(noop(1), noop(2))
+    w.finish(1, success=False)
+    w.finish(2)
+    before = dashboard(sim.st, sim.now)
+    after = dashboard(sim.restart().st, sim.now)
+    assert before["totals"]["failed"] == after["totals"]["failed"] == 1
+    assert after["counts"]["done"] == 2 and after["counts"]["succeeded"] == 1

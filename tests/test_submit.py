@@ -254,6 +254,10 @@ def test_a_later_batch_may_depend_on_an_earlier_ones_groups_and_tasks(tmp_path):
         "name": "Process", "depends_on": ["Ingest"],
         "tasks": [{"id": "p1", "description": "p", "duration": 0.01, "depends_on": [7]}]}]}))
 
+    big = tmp_path / "big.json"  # over what one message carries: said, not sent
+    big.write_text(json.dumps([{"id": f"big-{i}", "description": "x" * 40, "difficulty": 1}
+                               for i in range(20_000)]))
+
     async def body():
         async with Cluster(workdir=tmp_path) as c:
             await _serving(c)
@@ -261,9 +265,13 @@ def test_a_later_batch_may_depend_on_an_earlier_ones_groups_and_tasks(tmp_path):
             two = await _submit(c, str(second), "--wait", "--json", label="second")
             cancel = await c.spawn("cancel", [*cli("ceylon-cancel"), "007", "--port",
                                               str(c.port)])
-            return one, two, (await cancel.wait(20), cancel.stdout(), cancel.stderr())
+            return one, two, (await cancel.wait(20), cancel.stdout(), cancel.stderr()), \
+                await _submit(c, str(big), label="big")
 
-    (code1, out1, err1), (code2, out2, err2), (code3, out3, err3) = run(body())
+    (code1, out1, err1), (code2, out2, err2), (code3, out3, err3), (code4, _, err4) = \
+        run(body())
+    assert code4 == 2 and "bytes encoded, over the 1,047,552 a message may carry: split it" \
+        in err4, err4
     assert code1 == 0 and json.loads(out1) == {"batch": 1, "tasks": 2}, err1
     assert code2 == 0, err2
     assert [(t["id"], t["success"]) for t in json.loads(out2)["tasks"]] == [("p1", True)]

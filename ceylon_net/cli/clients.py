@@ -110,6 +110,8 @@ def submit(
         fail(EXIT_CONFIG, f"the admin refused the batch: {exc}")
     except AdminUnreachableError as exc:
         fail(EXIT_NO_ADMIN, str(exc))
+    except ConfigError as exc:  # too big to send
+        fail(EXIT_CONFIG, f"{file}: {exc}")
     if report is None:
         typer.echo(json.dumps({"batch": submitted.batch, "tasks": submitted.tasks}) if as_json
                    else f"submitted batch {submitted.batch}: {submitted.tasks} task(s)")

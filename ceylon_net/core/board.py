@@ -256,6 +256,11 @@ class TaskBoard:
         return sum(len(v) for v in self._in_flight.values())
 
     @property
+    def failed_runs(self) -> int:
+        """Tasks that ran to a failed result (restored ones included)."""
+        return len(self._ran) - self.succeeded
+
+    @property
     def queued_on_workers(self) -> int:
         """Of ``running``, those beyond their worker's slots: they wait in its queue."""
         return sum(max(0, w.running - w.slots) for w in self.scheduler.workers.values())

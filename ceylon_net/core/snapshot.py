@@ -83,8 +83,10 @@ def metrics(st: AdminState) -> dict[str, Any]:
     tasks = dict.fromkeys((status.value for status in TaskStatus), 0)
     for rec in list(board.records.values()):
         tasks[rec.status.value] += 1
-    tasks |= {"waiting_on_dependencies": len(board.waiting), "dead": len(board.dead),
-              "unassigned": len(st.unassigned)}
+    held = board.queued_on_workers  # sent ahead (pipelining): they wait, not run, there
+    tasks["running"] -= held
+    tasks |= {"queued_on_workers": held, "waiting_on_dependencies": len(board.waiting),
+              "dead": len(board.dead), "unassigned": len(st.unassigned)}
     slots = list(board.scheduler.workers.values())
     workers = {"connected": len(st.members.registry),
                **{state.value: sum(1 for w in slots if w.state is state)
@@ -127,6 +129,7 @@ def dashboard(st: AdminState, now: float) -> dict[str, Any]:
     workers.sort(key=lambda w: w["name"])
     return {"admin": st.name, "workspace": st.workspace, "workers": workers,
             "groups": st.task_manager.summaries(), "counts": counts(st),
-            "totals": {"results": s.results, "failed": s.failed},
+            # failed: from the board, so an admin restarted on its journal counts them too
+            "totals": {"results": s.results, "failed": board.failed_runs},
             "failures": [{"task": t, "worker": w, "error": e, "ago": round(now - at, 1)}
                          for t, w, e, at in reversed(s.recent_failures)]}

@@ -262,7 +262,13 @@ class AsyncClient:
                            on_progress: Callable[[wire.BatchProgress], None] | None = None
                            ) -> tuple[wire.Submitted, dict[str, Any] | None]:
         """A tasks document as ceylon-submit sends it; with ``wait``, its progress and then
-        its report (RejectedError for a batch the admin refuses)."""
+        its report (RejectedError for a batch the admin refuses; ConfigError for one over
+        the admin's default --max-message-bytes, which it would drop unread)."""
+        size = len(wire.packb(doc))
+        limit = DEFAULT_MAX_MESSAGE_BYTES - wire.FRAME_SLACK
+        if size > limit:
+            raise ConfigError(f"the batch is {size:,} bytes encoded, over the {limit:,} a "
+                              f"message may carry: split it into several files")
         env = await self._ask(Kind.SUBMIT, wire.Submission(doc, wait, sequential))
         submitted = wire.unpack(wire.Submitted, env.payload)
         if not wait:
