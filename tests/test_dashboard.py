@@ -4,10 +4,12 @@ moving, and the goal becoming ACHIEVED. The test saves a screenshot (the README'
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import shutil
+import socket
 import urllib.error
 import urllib.request
 
@@ -100,6 +102,16 @@ def _reachable(url: str) -> bool:
 
 
 @pytest.mark.timeout(60)
+def _raw(port: int, data: bytes) -> bytes:
+    """What the dashboard answers to ``data`` sent as it is, to the end of the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as conn:
+        conn.sendall(data)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
 def test_the_dashboard_is_read_only_and_its_data_is_json(tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}/"
@@ -116,9 +128,18 @@ def test_the_dashboard_is_read_only_and_its_data_is_json(tmp_path):
             except urllib.error.HTTPError as e:
                 post = e.code
             page = _get(base)
-            return state, post, page
+            raw = [await asyncio.to_thread(_raw, port, data) for data in (
+                b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n",
+                b"GET /api/state HTTP/1.1\n\n", b"HEAD / HTTP/1.1\r\n\r\n")]
+            return state, post, page, raw
 
-    (code, text), post, page = run(body())
+    (code, text), post, page, raw = run(body())
+    # A bad request gets its status, not a dropped connection; bare LF line ends are read;
+    # HEAD says what GET would, without the body.
+    assert [r.split(b"\r\n", 1)[0] for r in raw] == [
+        b"HTTP/1.1 400 Bad Request", b"HTTP/1.1 431 Request Header Fields Too Large",
+        b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK"]
+    assert raw[3].endswith(b"\r\n\r\n") and b"Content-Length: 0" not in raw[3]
     assert code == 200
     data = json.loads(text)
     assert data["workers"] == [] and data["counts"]["total"] == 0

@@ -105,11 +105,16 @@ class Dashboard:
         assert task is not None
         self._connections.add(task)
         try:
-            if len(self._connections) <= MAX_CONNECTIONS:
+            if len(self._connections) > MAX_CONNECTIONS:
+                return await _send(writer, 503, "text/plain", b"too many connections\n")
+            try:
                 method, target = await asyncio.wait_for(_request(reader), READ_TIMEOUT)
-                await self._answer(method, target, writer)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
-                ConnectionError, ValueError):
+            except _Refused as refused:
+                return await _send(writer, refused.status, "text/plain", refused.body)
+            except asyncio.LimitOverrunError:
+                return await _send(writer, 431, "text/plain", b"request too large\n")
+            await self._answer(method, target, writer)
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, ValueError):
             pass  # a broken, slow or stalled browser: nothing more to say to it
         except asyncio.CancelledError:
             pass  # close(): the dashboard stops (asyncio's server wants no cancelled task)
@@ -119,6 +124,10 @@ class Dashboard:
 
     async def _answer(self, method: str, target: str, writer: asyncio.StreamWriter) -> None:
         url = urlsplit(target)
+        if method == "HEAD" and url.path in ("/", "/api/state"):
+            body = self._page if url.path == "/" else self._json()
+            kind = "text/html; charset=utf-8" if url.path == "/" else "application/json"
+            return await _send(writer, 200, kind, body, head=True)
         if method != "GET":
             return await _send(writer, 405, "text/plain", b"read-only: GET only\n")
         if not token_ok(self.token, parse_qs(url.query).get("token", [""])[0]):
@@ -156,17 +165,38 @@ class Dashboard:
             self.streams -= 1
 
 
+class _Refused(Exception):
+    """A request we answer with an error status (not a dropped connection)."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(status)
+        self.status, self.body = status, body
+
+
 async def _request(reader: asyncio.StreamReader) -> tuple[str, str]:
-    """The request's method and target; its headers are read and ignored."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    method, target, _ = line.split(" ", 2)
-    return method, target
+    """The request's method and target; its headers are read (lines ending in CRLF or a
+    bare LF, MAX_REQUEST bytes in all) and ignored."""
+    first, size = b"", 0
+    while True:
+        line = await reader.readuntil(b"\n")
+        size += len(line)
+        if size > MAX_REQUEST:
+            raise _Refused(431, b"request too large\n")
+        if line in (b"\r\n", b"\n"):
+            break
+        first = first or line
+    parts = first.decode("latin-1").rstrip("\r\n").split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise _Refused(400, b"bad request\n")
+    return parts[0], parts[1]
 
 
-async def _send(writer: asyncio.StreamWriter, status: int, kind: str, body: bytes) -> None:
-    reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+async def _send(writer: asyncio.StreamWriter, status: int, kind: str, body: bytes,
+                head: bool = False) -> None:
+    reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+              405: "Method Not Allowed", 431: "Request Header Fields Too Large",
               503: "Service Unavailable"}[status]
     writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: "
-                 f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+                 f"{len(body)}\r\nConnection: close\r\n\r\n".encode()
+                 + (b"" if head else body))
     await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
