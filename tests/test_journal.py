@@ -601,3 +601,22 @@ def test_a_restored_batch_someone_waited_for_keeps_the_admin_busy_until_claimed(
     assert not sim.st.idle
     sim.tick(at=6.0)  # 2 x heartbeat x liveness
     assert sim.st.idle
+
+
+def test_a_worker_gone_across_a_restart_is_charged_no_more_starts_than_its_slots(tmp_path):
+    """Which of its tasks had started is not journaled; its slots are: of the three it held
+    (one slot, two sent ahead), one counts toward --max-attempts, two go back unharmed."""
+    from kit import JSim, logs, noop
+
+    sim = JSim(tmp_path / "j.db", prefetch=2, max_attempts=1)
+    w = sim.join("w", capacity=1)
+    sim.submit(*[noop(i) for i in range(5)])
+    w.heartbeat()
+    assert list(w.held) == [0, 1, 2]
+
+    again = sim.restart()  # and the worker never comes back
+    cmds = again.tick(7.0)  # 2 x heartbeat x liveness later
+    assert "worker 'w' did not come back after the admin restarted; 3 task(s) back in the " \
+           "queue" in logs(cmds)
+    assert again.st.report().dead == [0]
+    assert sorted(again.st.board.scheduler._where) == [1, 2, 3, 4]

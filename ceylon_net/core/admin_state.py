@@ -226,10 +226,12 @@ class AdminState:
         return self.out.take()
 
     def resume(self, entries: list[Any], groups: list[tuple[str, dict[str, Any]]],
-               now: float, batches: Sequence[tuple[int, list[Any]]] = ()) -> bool:
-        """Rebuild from a journal's tasks, groups and client batches (and keep track of
-        changes from now on, for it); False when it held nothing."""
+               now: float, batches: Sequence[tuple[int, list[Any]]] = (),
+               slots: dict[str, int] | None = None) -> bool:
+        """Rebuild from a journal's tasks, groups, client batches and its workers' slots
+        (and keep track of changes from now on, for it); False when it held nothing."""
         self.board.dirty = set()
+        self.board.slots_of_gone = dict(slots or {})
         self.resumed = restore(self.board, self.task_manager, entries, groups,
                                Batches.gates(batches))
         if self.resumed:

@@ -144,6 +144,7 @@ class TaskBoard:
         self._opened: set[Gate] = set()
         # Gates other than a task's that can never open, and why (a group did not complete).
         self._failed: dict[Gate, str] = {}
+        self.slots_of_gone: dict[str, int] = {}  # restored: workers' slots, by name
         self._open = 0
         self._ran: list[TaskId] = []  # tasks with a result, in the order results came
         self.succeeded = 0
@@ -586,7 +587,10 @@ class TaskBoard:
                 self._give_up_lost(rec, name, why)
         flying = self._in_flight.pop(name, Held())
         started = sum(self.records[t].started for t in flying)
-        budget = (slot.slots if slot is not None else len(flying)) - started
+        # A worker from before a restart that did not come back: which of its tasks had
+        # started is not known, but no more than its slots could have (journaled).
+        slots = slot.slots if slot is not None else self.slots_of_gone.pop(name, len(flying))
+        budget = slots - started
         counted, waited = [], []
         for task_id in flying:  # in the order they were sent: the worker's queue order
             rec = self.records[task_id]

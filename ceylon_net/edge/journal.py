@@ -83,6 +83,7 @@ class Journal:
             self._in_tx = False
             # The run this journal holds: a client names it when it WATCHes a batch again.
             self.run = os.urandom(8).hex()
+            self.joined = 0  # registrations seen: each new one writes the workers' slots
             if not existed:
                 self.db.executescript(_SCHEMA)
                 self.db.executemany("INSERT INTO meta VALUES (?, ?)",
@@ -156,6 +157,14 @@ class Journal:
         self._begin()
         self.db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?)",
                         (batch_id, wire.packb(row)))
+
+    def set_slots(self, slots: dict[str, int]) -> None:
+        """How many tasks each registered worker runs at once (its --concurrency): after a
+        restart, a worker that does not come back is charged no more starts than that (the
+        journal does not keep which of its tasks had started)."""
+        self._begin()
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('slots', ?)",
+                        (json.dumps(slots),))
 
     def add_group(self, idx: int, group_id: str, spec: dict[str, Any]) -> None:
         self._begin()
@@ -253,6 +262,17 @@ class Journal:
             raise JournalError(f"journal {self.path} is unreadable or corrupt ({exc}); "
                                f"refusing to go on") from None
 
+    def slots(self) -> dict[str, int]:
+        """What :meth:`set_slots` wrote last ({} in a journal without it)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='slots'").fetchone()
+        try:
+            slots = json.loads(row[0]) if row else {}
+        except ValueError:
+            return {}
+        if not isinstance(slots, dict):
+            return {}
+        return {k: v for k, v in slots.items() if type(v) is int and v > 0}
+
     def holds_tasks(self) -> bool:
         return self.db.execute("SELECT 1 FROM log LIMIT 1").fetchone() is not None
 
@@ -321,6 +341,9 @@ def record_round(journal: Journal, state: AdminState, cmds: Iterable[Any]) -> No
         if isinstance(cmd, NewWork):
             record_added(journal, state.board, state.task_manager, cmd.tasks, cmd.groups,
                          cmd.batch)
+    if state.members.joined != journal.joined:  # a worker registered: rare
+        journal.joined = state.members.joined
+        journal.set_slots({w.name: w.slots for w in state.board.scheduler.workers.values()})
     record_changes(journal, state.board)
 
 
@@ -344,7 +367,7 @@ def resume(journal: Journal, state: AdminState, now: float) -> bool:
                        "group's goal", journal.path, sum(lacking.values()),
                        ", ".join(sorted(lacking)))
     state.run = journal.run
-    resumed = state.resume(entries, held, now, journal.batches())
+    resumed = state.resume(entries, held, now, journal.batches(), journal.slots())
     if resumed:
         logger.info("resumed from journal {}: {} task(s), {} finished, {} were running "
                     "(waiting for their workers), {} queued, {} waiting", journal.path,
