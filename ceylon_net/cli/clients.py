@@ -158,22 +158,20 @@ def cancel(
 ) -> None:
     configure_logging(log_level, log_json)
     c = client(admin_peer, port, workspace, token, curve_secret, admin_key, timeout)
-    ids: list[int | str] = []
-    for t in task_ids:
-        ids += [t, int(t)] if t.lstrip("-").isdigit() else [t]
+    # Each id as typed is asked for as a string, and as a number if it reads as one ("007"
+    # is task 7 too): it is known when either form is.
+    forms = {t: [t, int(t)] if t.lstrip("-").isdigit() else [t] for t in task_ids}
+    ids = [form for each in forms.values() for form in each]
     try:
         outcome = asyncio.run(_ask(c, lambda: c.cancel(ids, reason)))
     except (AdminUnreachableError, RejectedError) as exc:
         fail(EXIT_FAILED, str(exc))
-    # Each id as typed is asked for as a string, and as a number if it reads as one ("007"
-    # is task 7 too): it is known when either form is.
     known = {str(t) for k in ("cancelled", "stopping", "finished") for t in outcome[k]}
     for kind, label in (("cancelled", "cancelled"), ("stopping", "stopping (on its worker)"),
                         ("finished", "already finished")):
         for t in outcome[kind]:
             typer.echo(f"{t}: {label}")
-    missing = [t for t in task_ids if t not in known
-               and not (t.lstrip("-").isdigit() and str(int(t)) in known)]
+    missing = [t for t, each in forms.items() if not any(str(f) in known for f in each)]
     for t in missing:
         typer.echo(f"{t}: unknown task", err=True)
     if missing:

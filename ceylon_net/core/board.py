@@ -264,7 +264,7 @@ class TaskBoard:
     @property
     def queued_on_workers(self) -> int:
         """Of ``running``, those beyond their worker's slots: they wait in its queue."""
-        return sum(max(0, w.running - w.slots) for w in self.scheduler.workers.values())
+        return sum(w.queued for w in self.scheduler.workers.values())
 
     @property
     def waiting(self) -> dict[TaskId, set[Gate]]:

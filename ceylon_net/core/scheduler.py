@@ -58,6 +58,11 @@ class WorkerSlot:
         return self.room - self.running
 
     @property
+    def queued(self) -> int:
+        """Of ``running`` (in flight), those beyond its slots: they wait in its queue."""
+        return max(0, self.running - self.slots)
+
+    @property
     def room(self) -> int:
         """In flight allowed now: the capacity when trusted, one on probation, else none."""
         return room(self.state, self.capacity)

@@ -48,9 +48,9 @@ def counts(st: AdminState) -> dict[str, int]:
 def _load(slot: WorkerSlot | None) -> dict[str, int]:
     """What a worker runs (as many of its tasks as it has slots, first sent first) and what
     waits in its queue (pipelining)."""
-    held = slot.running if slot else 0
-    running = min(held, slot.slots) if slot else 0
-    return {"running": running, "queued": held - running}
+    if slot is None:
+        return {"running": 0, "queued": 0}
+    return {"running": slot.running - slot.queued, "queued": slot.queued}
 
 
 def snapshot(st: AdminState) -> dict[str, Any]:

@@ -244,9 +244,9 @@ class Worker(AgentBase):
         while True:
             attempt += 1
             hello = self._hello()  # built anew each time: what we hold changes
-            header = wire.make_header(self.workspace_id, self.name, "Hello", token=s.token)
+            header = self._header(hello, s.token)
             hellos.add(header.msg_id)
-            await self._sockets.send(wire.encode_frames(Kind.HELLO, header, wire.pack(hello)),
+            await self._sockets.send(self._frames(Kind.HELLO, hello, header=header),
                                      max(0.05, min(delay, deadline - time.monotonic())))
             welcome = await self._await_welcome(min(delay, max(0.0, deadline - time.monotonic())),
                                                 hellos)
@@ -558,11 +558,14 @@ class Worker(AgentBase):
         assert self._sockets is not None
         return await self._sockets.send(self._frames(kind, msg, token), timeout)
 
-    def _frames(self, kind: bytes, msg: Any, token: str | None = None) -> list[bytes]:
-        """A control message to the admin, ready to send."""
-        header = wire.make_header(self.workspace_id, self.name, wire.type_name(msg),
-                                      token=token)
-        return wire.encode_frames(kind, header, wire.pack(msg))
+    def _frames(self, kind: bytes, msg: Any, token: str | None = None,
+                header: wire.Header | None = None) -> list[bytes]:
+        """A control message to the admin, ready to send (``header``: one made for it by
+        :meth:`_header`, when the caller needs its msg_id)."""
+        return wire.encode_frames(kind, header or self._header(msg, token), wire.pack(msg))
+
+    def _header(self, msg: Any, token: str | None = None) -> wire.Header:
+        return wire.make_header(self.workspace_id, self.name, wire.type_name(msg), token=token)
 
     async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
         if self._sockets is None:
