@@ -620,3 +620,24 @@ def test_a_worker_gone_across_a_restart_is_charged_no_more_starts_than_its_slots
            "queue" in logs(cmds)
     assert again.st.report().dead == [0]
     assert sorted(again.st.board.scheduler._where) == [1, 2, 3, 4]
+
+
+def test_a_worker_awaited_after_a_restart_keeps_its_slots_across_a_second_restart(tmp_path):
+    """A newcomer registering while a worker from before the restart is still awaited
+    rewrites the journaled slots: the awaited one's must stay in them, or a second crash
+    charges it every task it held (three dead instead of one)."""
+    from kit import JSim, logs, noop
+
+    sim = JSim(tmp_path / "j.db", prefetch=2, max_attempts=1)
+    w = sim.join("w", capacity=1)
+    sim.submit(*[noop(i) for i in range(5)])
+    w.heartbeat()
+    assert list(w.held) == [0, 1, 2]
+
+    again = sim.restart()
+    again.join("v", capacity=1)  # registers: the journal's slots are written again
+    third = again.restart()  # before 'w' was given up
+    cmds = third.tick(7.0)
+    assert "worker 'w' did not come back after the admin restarted; 3 task(s) back in the " \
+           "queue" in logs(cmds)
+    assert third.st.report().dead == [0, 3]  # each worker's first: within its one slot

@@ -343,7 +343,9 @@ def record_round(journal: Journal, state: AdminState, cmds: Iterable[Any]) -> No
                          cmd.batch)
     if state.members.joined != journal.joined:  # a worker registered: rare
         journal.joined = state.members.joined
-        journal.set_slots({w.name: w.slots for w in state.board.scheduler.workers.values()})
+        # with those from before a restart still awaited: a second crash must find them too
+        journal.set_slots({**state.board.slots_of_gone,
+                           **{w.name: w.slots for w in state.board.scheduler.workers.values()}})
     record_changes(journal, state.board)
 
 
