@@ -641,3 +641,41 @@ def test_a_worker_awaited_after_a_restart_keeps_its_slots_across_a_second_restar
     assert "worker 'w' did not come back after the admin restarted; 3 task(s) back in the " \
            "queue" in logs(cmds)
     assert third.st.report().dead == [0, 3]  # each worker's first: within its one slot
+
+
+def test_results_the_journal_holds_and_the_results_file_lacks_are_appended_on_restart(
+        tmp_path):
+    """Killed after a round was committed to the journal and before its --results lines
+    were written (one cut short): the restarted admin writes what is missing, once, and
+    drops the broken line. A line of another run with the same task id does not count."""
+    import asyncio
+    import json
+
+    from kit import JSim, noop
+
+    from ceylon_net.edge.admin import Admin
+
+    path, results = tmp_path / "j.db", tmp_path / "results.jsonl"
+    sim = JSim(path, max_attempts=1)
+    w = sim.join("w", capacity=4)
+    sim.submit(*[noop(i) for i in range(4)])
+    w.heartbeat()
+    for i in (0, 1, 2):
+        w.finish(i)
+    run = sim.journal.run
+    sim.journal.db.close()  # killed: of the three results, one line was written, one half
+    results.write_text(json.dumps({"task_id": 1, "run": "an-earlier-run"}) + "\n"
+                       + json.dumps({"task_id": 0, "run": run}) + "\n"
+                       + '{"task_id": 2, "wor')
+
+    async def restart() -> None:
+        admin = Admin(settings=AdminSettings(bind="127.0.0.1", port=0, journal=str(path),
+                                             results_file=str(results)))
+        await admin.start()
+        await admin.close()
+
+    asyncio.run(restart())
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(r["task_id"], r["run"]) for r in rows] == [
+        (1, "an-earlier-run"), (0, run), (1, run), (2, run)]
+    assert all(r["worker"] == "w" and r["success"] for r in rows[2:])

@@ -114,6 +114,10 @@ class Admin(AgentBase):
         self.state.pub_listeners(frozenset())  # nobody yet
         self.state.started(time.monotonic(), self.port, self.pub_port,
                            int.from_bytes(os.urandom(8), "big") >> 1)
+        if self._results is not None:
+            self._results.run = self.state.run
+            if self.state.resumed:
+                self._results.complete(self.state.board)
         logger.info("admin '{}' serving workspace '{}' on tcp://{}:{} (PUB {})", self.name,
                     self.workspace_id, s.bind, self.port, self.pub_port)
         if s.exposure:

@@ -28,7 +28,7 @@ from loguru import logger
 
 from .. import wire
 from ..core.batches import Batch
-from ..core.board import STATUS_OF, TaskBoard
+from ..core.board import ENDED, STATUS_OF, TaskBoard
 from ..core.commands import NewWork
 from ..core.groups import TaskGroup, TaskManager
 from ..core.restore import JournaledTask, missing_groups
@@ -395,20 +395,54 @@ def record_changes(journal: Journal, board: TaskBoard) -> None:
 
 
 class ResultsFile:
-    """``--results FILE``: every task result appended as one JSON line, written once a round."""
+    """``--results FILE``: every task result appended as one JSON line, written once a round.
+    Each line names its run (the journal's, or this process's), so a file appended to across
+    runs tells them apart, and a restart on a journal can see which of its results are
+    missing (see :meth:`complete`)."""
 
     def __init__(self, path: str) -> None:
+        self.path = path
         try:
             self.out = open(path, "a", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
             raise ConfigError(f"--results {path}: {exc.strerror}") from None
         self.lines: list[str] = []
+        self.run = ""
 
     def add(self, r: TaskResult) -> None:
         self.lines.append(json.dumps(
             {"task_id": r.task_id, "worker": r.worker, "success": r.success,
              "seconds": round(r.seconds, 6), "attempt": r.attempt, "error": r.error,
-             "value": r.value, "at": time.time()}, default=repr))
+             "value": r.value, "at": time.time(), "run": self.run}, default=repr))
+
+    def complete(self, board: TaskBoard) -> int:
+        """After a restart on a journal: append the results the journal holds and this file
+        lacks (the admin was killed after its journal committed a round, before the round's
+        lines were written), dropping a line the kill cut short. How many were appended."""
+        self.out.flush()
+        with open(self.path, "rb") as f:
+            data = f.read()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            logger.warning("--results {}: dropped a line cut short (the admin was killed "
+                           "while writing it): {!r}", self.path, data[keep:keep + 80])
+            os.truncate(self.path, keep)
+            data = data[:keep]
+        written = set()  # this run's (a line without "run" is from before lines named it)
+        for line in data.splitlines():
+            with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
+                row = json.loads(line)
+                if row.get("run", self.run) == self.run:
+                    written.add(row["task_id"])
+        for rec in board.records.values():
+            if rec.result is not None and rec.state in ENDED and rec.task.id not in written:
+                self.add(rec.result)
+        missing = len(self.lines)
+        if missing:
+            logger.info("--results {}: {} result(s) the journal holds were missing (the admin "
+                        "was killed before writing them): appended", self.path, missing)
+        self.flush()
+        return missing
 
     def flush(self) -> None:
         if self.lines:
