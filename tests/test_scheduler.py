@@ -455,6 +455,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.s = Scheduler()
         self.queued: dict[int, tuple[int, str | None, int, int]] = {}  # id -> (d, role, p, seq)
         self.running: dict[str, list[int]] = {}
+        self.taken: dict[int, tuple[int, str | None, int, int]] = {}  # assigned: as queued
         self.next_id = 0
 
     @rule(name=st.sampled_from(NAMES), skill=st.integers(0, 10),
@@ -487,8 +488,20 @@ class SchedulerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def complete(self, data):
         name = data.draw(st.sampled_from(sorted(n for n, r in self.running.items() if r)))
-        self.running[name].pop(0)
+        self.taken.pop(self.running[name].pop(0))
         self.s.release(name)
+
+    @precondition(lambda self: any(self.running.values()))
+    @rule(data=st.data())
+    def requeue(self, data):
+        """A task back in the queue with its old age stamp (its worker was lost): out of
+        the order new tasks come in."""
+        name = data.draw(st.sampled_from(sorted(n for n, r in self.running.items() if r)))
+        task = self.running[name].pop(data.draw(st.integers(0, len(self.running[name]) - 1)))
+        self.s.release(name)
+        difficulty, role, priority, seq = self.taken.pop(task)
+        assert self.s.push(task, difficulty, role, priority, seq=seq) == seq
+        self.queued[task] = (difficulty, role, priority, seq)
 
     @rule()
     def assign(self):
@@ -497,7 +510,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         decisions = self.s.assign()
         order = []
         for task, name in decisions:
-            difficulty, role, priority, seq = self.queued.pop(task)
+            difficulty, role, priority, seq = self.taken[task] = self.queued.pop(task)
             chosen = before[name]
             # The best fit; or, in a run of one class to one worker, a free slot of it (the
             # task starts at once there as anywhere: see Scheduler.assign).
