@@ -6,6 +6,7 @@ process used during the run (on a 2-core machine the admin and its workers share
     .venv/bin/python bench/profile_w1.py                       # py-spy, 100k tasks, 4 workers
     .venv/bin/python bench/profile_w1.py --tool cprofile --tasks 20000
     .venv/bin/python bench/profile_w1.py --out /tmp/prof       # keep the raw profiles
+    .venv/bin/python bench/profile_w1.py --worker              # py-spy on a worker instead
 
 py-spy: ``.venv/bin/pip install py-spy`` (root, or ptrace allowed, to attach to a process).
 """
@@ -42,7 +43,7 @@ def _frame_name(frame: str) -> str:
     return f"{m['func']} ({m['file']})" if m else frame
 
 
-def summarize_collapsed(path: Path, top: int) -> str:
+def summarize_collapsed(path: Path, top: int, whose: str = "the admin process") -> str:
     """Top functions by self and by inclusive samples from py-spy's raw (collapsed) output."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
@@ -60,7 +61,7 @@ def summarize_collapsed(path: Path, top: int) -> str:
                 total[f] += n
     if not samples:
         return "py-spy collected no samples"
-    out = [f"{samples} samples of the admin process's Python threads (idle waits excluded)", "",
+    out = [f"{samples} samples of {whose}'s Python threads (idle waits excluded)", "",
            f"top {top} by self time (the function itself was running):"]
     out += [f"  {100 * n / samples:5.1f} %  {f}" for f, n in own.most_common(top)]
     out += ["", f"top {top} by cumulative time (the function was on the stack):"]
@@ -93,7 +94,8 @@ async def profile_w1(args: argparse.Namespace, outdir: Path) -> None:
             prof = cProfile.Profile() if args.tool == "cprofile" else None
             if args.tool == "py-spy":
                 exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-                argv = [exe, "record", "--pid", str(os.getpid()), "--rate",
+                target = procs[0].process.pid if args.worker else os.getpid()
+                argv = [exe, "record", "--pid", str(target), "--rate",
                         str(args.rate), "--format", "raw", "--nolineno", "--output", str(raw)]
                 if not (args.blocking or args.native):  # --native needs a paused process
                     argv.append("--nonblocking")
@@ -144,7 +146,8 @@ async def profile_w1(args: argparse.Namespace, outdir: Path) -> None:
         prof.dump_stats(outdir / "w1.pstats")
         print(summarize_pstats(prof, args.top))
     else:
-        print(summarize_collapsed(raw, args.top))
+        print(summarize_collapsed(raw, args.top,
+                                  f"worker {procs[0].name}" if args.worker else "the admin"))
 
 
 def main() -> int:
@@ -162,6 +165,8 @@ def main() -> int:
     p.add_argument("--native", action="store_true",
                    help="py-spy also samples C frames (pyzmq, libzmq, msgpack); implies "
                         "--blocking")
+    p.add_argument("--worker", action="store_true",
+                   help="py-spy samples the first worker process, not the admin (py-spy only)")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out", type=Path, help="keep the raw profile here (default: a temp dir)")
     args = p.parse_args()
