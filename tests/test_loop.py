@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import selectors
 import signal
@@ -176,3 +177,40 @@ def test_a_policy_the_program_installed_is_kept():
         assert isinstance(made._selector, PreciseSelector)  # type: ignore[attr-defined]
     finally:
         made.close()
+
+
+def test_run_leaves_behind_a_task_that_ignores_its_cancellation_and_says_so():
+    """asyncio.run would wait for it for ever at the end; loop.run gives it STOP_GRACE, names
+    it, and returns main's result. A task that stops when cancelled runs its cleanup."""
+    from loguru import logger
+
+    said: list[str] = []
+    sink = logger.add(lambda m: said.append(str(m)), level="WARNING", format="{message}")
+    cleaned: list[bool] = []
+
+    async def deaf() -> None:
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+
+    async def polite() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cleaned.append(True)
+
+    async def main() -> str:
+        asyncio.get_running_loop().create_task(deaf(), name="the deaf one")
+        asyncio.get_running_loop().create_task(polite(), name="the polite one")
+        await asyncio.sleep(0)
+        return "main's result"
+
+    try:
+        started = time.monotonic()
+        assert loop.run(main()) == "main's result"
+        assert time.monotonic() - started < loop.STOP_GRACE + 2
+    finally:
+        logger.remove(sink)
+    assert cleaned == [True]
+    assert len(said) == 1 and "1 task(s) still running at exit did not stop within 1 s" in \
+        said[0] and said[0].rstrip().endswith("left behind: the deaf one"), said

@@ -148,6 +148,33 @@ def test_a_worker_drained_past_a_hung_sync_handler_exits(tmp_path, tasks_file):
            "waiting for them" in err
 
 
+@pytest.mark.timeout(60)
+def test_a_worker_whose_async_handler_ignores_its_cancellation_still_exits(tmp_path, tasks_file):
+    """An async handler that catches CancelledError and carries on would hold the worker's
+    shutdown (and asyncio's, at exit) for ever, a second signal too: it is left behind after
+    a grace, said, and the worker says goodbye and exits."""
+    path = tasks_file([{"id": "deaf", "description": "will not stop", "difficulty": 1,
+                        "handler": "deaf", "args": [3600]}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path, env={"PYTHONPATH": str(REPO / "tests" / "apps")}
+                           ) as c:
+            admin = await c.admin("--tasks", str(path), "--unassignable-timeout", "60")
+            w = await c.worker("w", "--app", "demo_handlers", "--drain-timeout", "1",
+                               "--log-level", "DEBUG")
+            await wait_until(lambda: "running task" in w.stderr(), 20, "the task to start")
+            w.signal(signal.SIGTERM)
+            code = await w.wait(20)
+            await wait_until(lambda: "worker 'w' left" in admin.stderr(), 10, "its goodbye")
+            return code, w.stderr()
+
+    code, err = run(body())
+    assert code == 0, err
+    assert "1 task handler(s) on w did not stop within 1 s of being cancelled (code that catches " \
+           "CancelledError and carries on): left behind: task 'deaf'" in err
+    assert "Task was destroyed but it is pending" not in err
+
+
 def _admin_on_journal(tmp_path, journal, *extra):
     async def body():
         async with Cluster(workdir=tmp_path) as c:

@@ -15,6 +15,7 @@ from ..core.tasks import DEFAULT_ROLE
 from ..core.workers import AgentDetail
 from ..errors import Crashed, RemoteProtocolError
 from ..wire import Header, Kind, Limits
+from .loop import stop_tasks
 
 _HANDLES = "__ceylon_handles__"
 
@@ -91,21 +92,20 @@ class AgentBase:
             call = (typed[0], data, header.sender, header.ts)
         else:
             call = (typed[0], data)
-        self._start(_handle(self.name, header.sender, data, call))
+        self._start(_handle(self.name, header.sender, data, call),
+                    getattr(call[0], "__qualname__", "on_message"))
 
     def _spawn(self, coro: Awaitable[Any], what: str) -> None:
-        self._start(_guard(coro, self.name, what))
+        self._start(_guard(coro, self.name, what), what)
 
-    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
+    def _start(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a handler; ``name`` says which, should it not stop when cancelled."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._handler_tasks.add(task)
         task.add_done_callback(self._handler_tasks.discard)
 
     async def _cancel_handlers(self) -> None:
-        tasks = list(self._handler_tasks)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(self._handler_tasks, f"handler(s) of {self.name}")
 
 
 async def _handle(name: str, sender: str, data: Any, call: tuple[Any, ...]) -> None:

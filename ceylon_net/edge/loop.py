@@ -17,6 +17,10 @@ the loop is the policy's, as with ``asyncio.run``.
 
 ``ceylon-admin``, ``ceylon-worker`` and the blocking ``Admin.run_admin`` run on it; a program
 of your own can too: ``ceylon_net.edge.loop.run(main())`` in place of ``asyncio.run(main())``.
+
+Stopping: a task cancelled on the way out gets :data:`STOP_GRACE` to end (:func:`stop_tasks`).
+One that does not (a user's handler that catches ``CancelledError`` and goes on) is left
+behind, said, where ``asyncio.run`` would wait for it for ever and the process never exit.
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ from __future__ import annotations
 import asyncio
 import select
 import selectors
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
+from loguru import logger
+
+STOP_GRACE = 1.0  # s a cancelled task has to end before it is left behind (a few ms suffice)
 FD_SETSIZE = 1024  # select()'s limit on Linux (glibc)
 EPOLL = hasattr(selectors, "EpollSelector")  # not on macOS, BSD, Windows
 
@@ -61,6 +68,47 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(main)`` on :func:`new_event_loop`."""
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        return runner.run(main)
+    """``asyncio.run(main)`` on :func:`new_event_loop`, except that a task still running at
+    the end that ignores its cancellation is left behind (said) instead of waited for ever."""
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            left = asyncio.all_tasks(loop) - _LEFT_BEHIND  # (those said already)
+            if left:
+                loop.run_until_complete(stop_tasks(left, "task(s) still running at exit"))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], what: str,
+                     grace: float = STOP_GRACE) -> set[asyncio.Task[Any]]:
+    """Cancel ``tasks`` and wait for them to end, ``grace`` s at most: those that did not (code
+    that catches CancelledError and carries on) are left behind, named in a warning as
+    ``what``, and returned. Errors they ended with are retrieved, as ``gather(...,
+    return_exceptions=True)`` would."""
+    tasks = {t for t in tasks if not t.done()}
+    for t in tasks:
+        t.cancel()
+    if not tasks:
+        return set()
+    done, pending = await asyncio.wait(tasks, timeout=grace)
+    for t in done:
+        if not t.cancelled():
+            t.exception()
+    if pending:
+        logger.warning("{} {} did not stop within {:g} s of being cancelled (code that "
+                       "catches CancelledError and carries on): left behind: {}", len(pending),
+                       what, grace, ", ".join(sorted(t.get_name() for t in pending)))
+    _LEFT_BEHIND.update(pending)
+    return pending
+
+
+# Tasks left behind, kept referenced: asyncio logs a pending task it destroys, and these are
+# said already.
+_LEFT_BEHIND: set[asyncio.Task[Any]] = set()

@@ -16,6 +16,7 @@ from ..core.tasks import Task, TaskAssignment, TaskId, TaskResult
 from ..errors import Crashed
 from .agent import supervised
 from .handlers import THREADS_LEFT
+from .loop import stop_tasks
 
 ResultKey = tuple[Any, int]  # (task id, attempt)
 MAX_ERROR = 64 * 1024  # characters of a failed task's traceback sent to the admin
@@ -66,9 +67,11 @@ class TaskRunner:
                          for i in range(self.capacity)]
 
     async def stop(self) -> None:
-        for t in self._runners:
-            t.cancel()
-        await asyncio.gather(*self._runners, return_exceptions=True)
+        """Stop the runners, and the tasks they run: a handler that will not stop (it
+        catches CancelledError) is left behind after STOP_GRACE, said, not waited for."""
+        for tid, runner in self._runner_of.items():
+            runner.set_name(f"task {tid!r}")  # named as the user knows it, should it stay
+        await stop_tasks(self._runners, f"task handler(s) on {self.name}")
 
     # ---- what the admin says
     def accept(self, a: TaskAssignment) -> None:

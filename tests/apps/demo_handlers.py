@@ -1,6 +1,7 @@
 """Handlers the tests load with ceylon-worker --app demo_handlers."""
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -36,6 +37,16 @@ def busy(seconds: float) -> float:
 def hang(seconds: float) -> float:
     """Blocks its thread, idle, for ``seconds`` (a hung call: a thread cannot be stopped)."""
     time.sleep(seconds)
+    return seconds
+
+
+@handler("deaf")
+async def deaf(seconds: float) -> float:
+    """Sleeps ``seconds`` and will not be stopped: it catches every cancellation."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(end - time.monotonic())
     return seconds
 
 
