@@ -168,3 +168,53 @@ def test_a_message_handler_that_exits_is_logged_and_the_agent_lives_on():
             await _handle("w", "peer", "hello", (fn, "hello"))  # returns: nothing escapes
 
     run(body())
+
+
+@message
+class Blob:
+    n: int
+    data: bytes = b""
+
+
+def test_a_message_that_could_not_arrive_is_refused_at_send_and_the_rest_still_arrive():
+    """Over --max-message-bytes the admin's socket would drop it with the connection, and
+    what was sent behind it; a str where the type says int every receiver would drop. Both
+    are refused at the sender, saying why, from a worker and from the admin alike."""
+    from ceylon_net.errors import LocalProtocolError
+
+    async def body():
+        boss = _admin(max_message_bytes=64 * 1024)
+        a, b = Listener("a"), Listener("b")
+        got: list[int] = []
+        b._typed[Blob] = (lambda blob: got.append(blob.n), False)
+        runner = asyncio.create_task(boss.arun_admin(b"", [a, b]))
+        await wait_until(lambda: len(boss.get_connected_agents()) == 2, 10, "two workers")
+        refused = []
+        for i in range(100):
+            try:
+                await a.broadcast_data(Blob(i, b"x" * (100_000 if i == 50 else 100)))
+            except LocalProtocolError as exc:
+                refused.append((i, str(exc)))
+        await wait_until(lambda: len(got) == 99, 10, "the other 99 broadcasts")
+        errors = []
+        for send in (lambda: a.broadcast_data(Blob("one")), lambda: a.send("b", Blob("one")),
+                     lambda: boss.broadcast(b"x" * 100_000),
+                     lambda: boss.send("b", Blob(1, b"x" * 100_000)),
+                     lambda: boss.broadcast_data(Blob("one"))):
+            try:
+                await send()
+            except LocalProtocolError as exc:
+                errors.append(str(exc))
+        await boss.stop()
+        await asyncio.wait_for(runner, 10)
+        return refused, got, errors
+
+    refused, got, errors = run(body())
+    assert [i for i, _ in refused] == [50]
+    assert "Blob is 100,0" in refused[0][1] and "over the 64,512 a message may carry " \
+           "(--max-message-bytes)" in refused[0][1]
+    assert got == [i for i in range(100) if i != 50]
+    assert len(errors) == 5, errors
+    assert errors[0] == errors[1] == errors[4] == \
+        "the receivers would drop this Blob: Blob.n: expected int, got str"
+    assert "a message of raw bytes is 100,000 bytes encoded" in errors[2]

@@ -69,7 +69,7 @@ class Membership:
         self.pulse.update(len(self.registry), now)  # the others hear it on the next beat
         self.out.send(peer, Kind.WELCOME, wire.Welcome(hello.name, s.name, self.pub_port,
                                                        self.pulse.every, s.liveness,
-                                                       self.epoch))
+                                                       self.epoch, s.max_message_bytes))
         return self._reconcile(self.registry.by_peer[peer], hello, now)
 
     def reject(self, peer: bytes, reason: str, answers: int | None = None,

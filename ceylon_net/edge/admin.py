@@ -290,15 +290,15 @@ class Admin(AgentBase):
         reaches it. Override it (the tutorials do)."""
 
     async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
+        type_, payload = self._outgoing(data, self.settings.max_message_bytes, self.limits)
         if kind == Kind.BCAST:
-            type_, payload = wire.encode_payload(data)
             header = wire.make_header(self.workspace_id, self.name, type_)
             self._apply(self.state.broadcast(header, payload, time.monotonic()))
             return
         peer = self.state.peer_of(to or "")
         if peer is None:
             raise ConfigError(f"no connected agent named '{to}'")
-        if self._out is None or not self._out.direct(peer, to or "", data):
+        if self._out is None or not self._out.direct(peer, to or "", type_, payload):
             raise ConfigError(f"agent '{to}' is not reachable")
 
     # ------------------------------------------------------------------ loops

@@ -13,7 +13,7 @@ from loguru import logger
 from .. import wire
 from ..core.tasks import DEFAULT_ROLE
 from ..core.workers import AgentDetail
-from ..errors import Crashed, RemoteProtocolError
+from ..errors import Crashed, LocalProtocolError, RemoteProtocolError
 from ..wire import Header, Kind, Limits
 from .loop import stop_tasks
 
@@ -73,6 +73,27 @@ class AgentBase:
 
     async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
         raise NotImplementedError
+
+    @staticmethod
+    def _outgoing(data: Any, max_bytes: int, limits: Limits) -> tuple[str | None, bytes]:
+        """(type name, payload) of a broadcast or message, refused here (LocalProtocolError)
+        when it could not arrive: over the ``max_bytes`` a message may carry (the socket
+        would drop it with the connection, and what was sent behind it), or a message object
+        the receivers would not read back (a str in an int field, int map keys)."""
+        type_, payload = wire.encode_payload(data)
+        room = max_bytes - wire.FRAME_SLACK
+        if len(payload) > room:
+            raise LocalProtocolError(
+                f"{type_ or 'a message of raw bytes'} is {len(payload):,} bytes encoded, over "
+                f"the {room:,} a message may carry (--max-message-bytes): send less, or where "
+                f"to find it (a path, a URL)")
+        if type_ is not None:
+            try:
+                wire.unpack(type(data), payload, limits)
+            except RemoteProtocolError as exc:
+                raise LocalProtocolError(f"the receivers would drop this {type_}: "
+                                         f"{exc}") from None
+        return type_, payload
 
     # ---- receiving
     async def on_message(self, agent_id: str, data: Any, time: float) -> None:

@@ -65,7 +65,6 @@ class Outlet:
                 type_, msg = encode(msg)
             self.sockets.publish(kind, self._frames(kind, type_, msg, seq=seq))
 
-    def direct(self, peer: bytes, to: str, data: Any) -> bool:
-        """The admin's own direct message to one agent: bytes or a registered message."""
-        return self.sockets.send(peer, self._frames(Kind.DIRECT, *wire.encode_payload(data),
-                                                    to))
+    def direct(self, peer: bytes, to: str, type_: str | None, payload: bytes) -> bool:
+        """The admin's own direct message to one agent (``type_`` None: raw bytes)."""
+        return self.sockets.send(peer, self._frames(Kind.DIRECT, type_, payload, to))

@@ -570,7 +570,10 @@ class Worker(AgentBase):
     async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
         if self._sockets is None:
             raise RuntimeError(f"worker '{self.name}' is not running")
-        type_, payload = wire.encode_payload(data)
+        limit = self.settings.max_message_bytes
+        if self._welcome is not None and self._welcome.max_message_bytes:
+            limit = min(limit, self._welcome.max_message_bytes)  # the admin's, if smaller
+        type_, payload = self._outgoing(data, limit, self.limits)
         header = wire.make_header(self.workspace_id, self.id, type_, to)
         await self._sockets.send(wire.encode_frames(kind, header, payload))
 

@@ -101,6 +101,9 @@ class Welcome:
     heartbeat: float
     liveness: int
     epoch: int = 0  # this admin process's broadcast sequence: a new one restarts the numbers
+    # The admin's --max-message-bytes (0: not said, an older admin): a worker's broadcast or
+    # message over it would be dropped with the connection, so the worker refuses to send it.
+    max_message_bytes: int = 0
 
 
 @message
