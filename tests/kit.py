@@ -76,6 +76,7 @@ class SimWorker:
     heard: int = -1  # broadcasts: hearing after this number (-1: not hearing PUB yet)
     delivered: int = 0
     missing: list[list[int]] = field(default_factory=list)
+    lost: int = -1  # broadcasts it skipped, as it says (-1: it does not say)
 
     def say(self, kind: bytes, msg: Any = None, **kw: Any) -> list[Any]:
         return self.sim.receive(self.peer, frames(kind, msg, sender=self.name, **kw))
@@ -90,7 +91,7 @@ class SimWorker:
         holding = [[t, a] for t, a in self.held.items()] + [[t, a] for t, a in self.unacked]
         return self.say(Kind.HEARTBEAT, wire.Heartbeat(holding, pub, self.heard,
                                                        max(self.delivered, self.heard),
-                                                       self.missing))
+                                                       self.missing, self.lost))
 
     def finish(self, task_id: Any, success: bool = True, seconds: float = 0.001,
                **kw: Any) -> list[Any]:

@@ -65,6 +65,53 @@ def test_what_the_ring_no_longer_holds_is_skipped_counted_and_said():
            "behind): lost to it" in logs(cmds)
 
 
+def test_a_range_a_slow_worker_lists_again_is_skipped_counted_and_resent_once_a_while():
+    """A stalled worker lists what it misses in every heartbeat until what was sent reaches
+    it: the admin counts, says and skips a loss once, and sends the kept ones again only
+    after two heartbeats (they may have been lost), not on every beat (a repair storm)."""
+    sim = Sim()
+    sim.st.broadcasts.capacity = 3
+    w = sim.join("w")
+    for i in range(6):
+        sim.carry(sim.st.broadcast(wire.make_header("default", "admin"), bytes([i]), sim.now))
+    w.missing = [[1, 6]]
+    first = w.heartbeat()
+    sim.now += 1.0
+    second = w.heartbeat()  # the same list, a beat later: what was sent has not arrived
+    sim.carry(sim.st.broadcast(wire.make_header("default", "admin"), b"7", sim.now))
+    w.missing = [[1, 7]]
+    third = w.heartbeat()  # one more lost (4 fell out of the ring), one more to send
+    assert _numbers(first, w.peer) == [4, 5, 6] and _numbers(second, w.peer) == []
+    assert _numbers(third, w.peer) == [7]
+    assert [sends(cmds, Kind.SKIP, w.peer) for cmds in (first, second, third)] == [
+        [wire.Skip(1, 3)], [], [wire.Skip(4, 4)]]
+    assert sim.st.stats.broadcasts_lost == 4
+    assert sum("no longer keeps" in line for line in logs(first + second + third)) == 2
+    sim.now += 2.0
+    assert _numbers(w.heartbeat(), w.peer) == [5, 6, 7]  # two beats on: sent again
+
+
+def test_what_a_worker_says_it_lost_is_the_count_and_said_once_a_heartbeat_at_most():
+    """The admin's SKIPs are an upper bound (some of what it skips may be on its way to the
+    worker, and is delivered); the worker's own count is the truth. Losses before this
+    registration (it came back to the same admin) are not counted twice."""
+    sim = Sim()
+    w = sim.join("w")
+    w.heard, w.lost = 0, 5  # back from before: five lost then, counted then
+    w.heartbeat()
+    said = []
+    for lost in (7, 9, 12):  # a beat every 0.3 s, each after more fell out of the ring
+        sim.now += 0.3
+        w.lost = lost
+        said += [line for line in logs(w.heartbeat()) if "no longer keeps" in line]
+    assert sim.st.stats.broadcasts_lost == 7
+    assert said == ["worker 'w' missed 2 broadcast(s) the admin no longer keeps (it fell more "
+                    "than 10000 behind): lost to it"]
+    sim.now += 1.0
+    assert "worker 'w' missed 5 broadcast(s) the admin no longer keeps (it fell more than " \
+           "10000 behind): lost to it" in logs(w.heartbeat())
+
+
 def test_a_worker_cannot_ask_for_what_came_before_it_heard_or_was_never_sent():
     sim = Sim()
     for i in range(3):

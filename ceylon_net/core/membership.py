@@ -184,7 +184,8 @@ class Membership:
         self.registry.hears(rec, beat.pub)
         if beat.heard >= 0:
             self._hears(rec, beat.heard, beat.delivered)
-            self._repair(rec, beat.missing)
+            self._lost(rec, beat.lost, now)
+            self._repair(rec, beat.missing, now)
         holding = wire.task_pairs(beat.holding, "heartbeat")
         # Anything assigned two heartbeats ago that the worker does not mention never
         # reached it; what is younger may still be on its way.
@@ -354,23 +355,51 @@ class Membership:
             self.deaf.pop(rec.peer, None)
             self.out.add(Connected(rec.detail))
 
-    def _repair(self, rec: WorkerRecord, missing: list[list[int]]) -> None:
-        """Send again what it missed; what the ring no longer holds, it is told to skip."""
+    def _repair(self, rec: WorkerRecord, missing: list[list[int]], now: float) -> None:
+        """Send again what it missed; what the ring no longer holds, it is told to skip. A
+        range it lists again before what was sent reaches it (it is slow) is not sent again
+        within two heartbeats, nor skipped, counted or said twice."""
         log, after = self.broadcasts, rec.heard or 0
+        again = now - rec.resent_at >= 2 * self.pulse.every  # (the resends may have been lost)
+        resent_to = rec.resent_to
         for pair in missing:
             if not (len(pair) == 2 and all(type(n) is int for n in pair)):
                 raise RemoteProtocolError("heartbeat missing: expected [first, last] numbers")
             first, last = max(pair[0], after + 1), min(pair[1], log.seq)
-            kept, _ = log.get(first, last)
+            kept, _ = log.get(first if again else max(first, resent_to + 1), last)
             for sent in kept:
                 self.out.add(Forward(rec.peer, Kind.BCAST, *sent.item))
+            if kept:
+                rec.resent_to, rec.resent_at = max(rec.resent_to, kept[-1].seq), now
+            first = max(first, rec.skipped_to + 1)
             gone_last = min(last, log.oldest - 1)
             if gone_last >= first:
-                self.stats.broadcasts_lost += gone_last - first + 1
-                self.out.log("WARNING", f"worker '{rec.name}' missed {gone_last - first + 1} "
-                                        f"broadcast(s) the admin no longer keeps (it fell more "
-                                        f"than {log.capacity} behind): lost to it")
+                rec.skipped_to = gone_last
                 self.out.send(rec.peer, Kind.SKIP, wire.Skip(first, gone_last))
+                if rec.lost is None:  # it does not say what it lost: count what we skip
+                    self.stats.broadcasts_lost += gone_last - first + 1
+                    self._say_lost(rec, gone_last - first + 1)
+
+    def _lost(self, rec: WorkerRecord, lost: int, now: float) -> None:
+        """What the worker says it lost (the ring no longer held it): counted, and said once
+        a heartbeat at most (a worker far behind loses a few more on every beat)."""
+        if lost < 0:
+            return
+        if rec.lost is None:  # its first word: what it lost before is counted already
+            rec.lost = lost
+            return
+        if lost > rec.lost:
+            self.stats.broadcasts_lost += lost - rec.lost
+            rec.lost_unsaid += lost - rec.lost
+            rec.lost = lost
+        if rec.lost_unsaid and now - rec.lost_said_at >= self.pulse.every:
+            self._say_lost(rec, rec.lost_unsaid)
+            rec.lost_unsaid, rec.lost_said_at = 0, now
+
+    def _say_lost(self, rec: WorkerRecord, n: int) -> None:
+        self.out.log("WARNING", f"worker '{rec.name}' missed {n} broadcast(s) the admin no "
+                                f"longer keeps (it fell more than {self.broadcasts.capacity} "
+                                f"behind): lost to it")
 
     def _unconfirmed(self, rec: WorkerRecord) -> None:
         """A worker that leaves without having confirmed every broadcast: counted, said."""

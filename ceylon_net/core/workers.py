@@ -91,6 +91,17 @@ class WorkerRecord:
     heard: int | None = None  # it receives every broadcast numbered after this
     delivered: int = 0  # the last broadcast it confirmed, in order
     registered_at: float = 0.0
+    # Repairs: it lists what it misses in every heartbeat until it has it, and a slow worker
+    # may list a range again before what was sent reaches it. Up to where it was told to skip
+    # (counted once), up to where broadcasts were sent again to it, and when.
+    skipped_to: int = 0
+    resent_to: int = 0
+    resent_at: float = 0.0
+    # Broadcasts it lost, as its heartbeats say (None: it does not say, or has not yet), and
+    # how many of them the admin has not said in its log yet (said once a heartbeat at most).
+    lost: int | None = None
+    lost_unsaid: int = 0
+    lost_said_at: float = float("-inf")
 
     @property
     def name(self) -> str:

@@ -484,8 +484,9 @@ class Worker(AgentBase):
         for header, payload in self._inbox.skip(skip.first, skip.last):
             if header.sender != self.id:
                 self._deliver(header, payload, self.limits)
-        logger.warning("{}: {} broadcast(s) were lost to us: we fell further behind than the "
-                       "admin keeps", self.name, self._inbox.skipped - before)
+        if self._inbox.skipped > before:  # (a SKIP repeated while we were slow says nothing)
+            logger.warning("{}: {} broadcast(s) were lost to us: we fell further behind than "
+                           "the admin keeps", self.name, self._inbox.skipped - before)
 
     def _heard(self, first: bool) -> None:
         """Tell the admin at once when we start hearing broadcasts (it then counts us as
@@ -521,7 +522,7 @@ class Worker(AgentBase):
         return self._frames(Kind.HEARTBEAT, wire.Heartbeat(
             self.runner.accounted(), pub=hears_pub,
             heard=-1 if inbox.heard is None else inbox.heard, delivered=inbox.delivered,
-            missing=inbox.missing()))
+            missing=inbox.missing(), lost=inbox.skipped))
 
     # ------------------------------------------------------------------ results
     def _schedule_flush(self) -> None:

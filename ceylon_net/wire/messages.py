@@ -48,6 +48,10 @@ class Heartbeat:
     delivered: int = 0
     missing: list[list[int]] = dataclasses.field(default_factory=list,
                                                  metadata={"max_items": MAX_RANGES})
+    # How many broadcasts of this admin process it has skipped, lost (the admin's ring no
+    # longer held them): the true count, where the admin's SKIPs are an upper bound (some of
+    # what it skips may be on its way). -1: not said (an older worker).
+    lost: int = -1
 
 
 @message
