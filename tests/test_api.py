@@ -218,3 +218,28 @@ def test_a_message_that_could_not_arrive_is_refused_at_send_and_the_rest_still_a
     assert errors[0] == errors[1] == errors[4] == \
         "the receivers would drop this Blob: Blob.n: expected int, got str"
     assert "a message of raw bytes is 100,000 bytes encoded" in errors[2]
+
+
+def test_a_message_of_a_type_this_process_does_not_know_is_said_once_a_type_not_each_time():
+    """The admin relays workers' broadcasts of their own types, which ceylon-admin never
+    imports: that is normal, and a flood of 'dropped message' warnings (one per broadcast)
+    said otherwise."""
+    from loguru import logger
+
+    from ceylon_net import wire
+
+    said: list[str] = []
+    sink = logger.add(lambda m: said.append(m.record["message"]), level="DEBUG")
+    try:
+        admin = _admin()
+        for i in range(3):
+            header = wire.make_header("default", "a", "TheirOwnType")
+            admin._deliver(header, wire.packb({"n": i}), admin.limits)
+        admin._deliver(wire.make_header("default", "a", "AnotherOne"), b"\x80", admin.limits)
+    finally:
+        logger.remove(sink)
+    assert said == [
+        "admin: messages of type 'TheirOwnType' (from a first) are not delivered here: no "
+        "@message class of that name is imported in this process",
+        "admin: messages of type 'AnotherOne' (from a first) are not delivered here: no "
+        "@message class of that name is imported in this process"]

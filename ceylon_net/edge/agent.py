@@ -45,6 +45,7 @@ class AgentBase:
         self.role = role
         self.id = name
         self._handler_tasks: set[asyncio.Task] = set()
+        self._unknown_types: set[str] = set()  # message types received but not known here
         # type -> (bound handler, whether it also takes agent_id and time): the signature is
         # read once here, not on every message
         self._typed: dict[type, tuple[Callable[..., Any], bool]] = {}
@@ -100,7 +101,16 @@ class AgentBase:
         """Raw handler: messages no typed handler took. Override it (seed 001 style)."""
 
     def _deliver(self, header: Header, payload: bytes, limits: Limits) -> None:
-        """Decode a BCAST/DIRECT payload and start its handler. Bad payloads are dropped."""
+        """Decode a BCAST/DIRECT payload and start its handler. Bad payloads are dropped; one
+        of a type this process does not know is said once a type (the admin relays workers'
+        broadcasts of types it never imported: nothing is wrong with them)."""
+        if header.type is not None and not wire.known_type(header.type):
+            if header.type not in self._unknown_types:
+                self._unknown_types.add(header.type)
+                logger.info("{}: messages of type {!r} (from {} first) are not delivered "
+                            "here: no @message class of that name is imported in this "
+                            "process", self.name, header.type, header.sender)
+            return
         try:
             data = wire.decode_payload(header, payload, limits)
         except RemoteProtocolError as exc:

@@ -61,6 +61,11 @@ def message_type(name: str) -> type:
         raise RemoteProtocolError(f"unknown message type {name!r}") from None
 
 
+def known_type(name: str) -> bool:
+    """Is a message class of this name registered in this process?"""
+    return name in _REGISTRY
+
+
 def type_name(obj: Any) -> str:
     cls = obj if isinstance(obj, type) else type(obj)
     try:
