@@ -404,6 +404,15 @@ def test_a_stranger_is_asked_to_register_and_garbage_is_counted():
     assert sim.st.stats.bad_frames == 1
 
 
+def test_a_strangers_broadcast_is_refused_naming_it_so_the_worker_can_send_it_again():
+    sim = Sim()
+    sent = frames(Kind.BCAST, wire.Event("hi"), sender="w")
+    msg_id = wire.decode_frames(sent).header.msg_id
+    cmds = sim.receive(b"w/2", sent)
+    (refusal,) = [x for x in of(cmds, c.Send) if x.kind == Kind.REJECT]
+    assert refusal.answers == msg_id and refusal.msg.retry
+
+
 def test_what_a_busy_worker_sent_before_an_admin_restart_is_not_taken_for_garbage():
     """Its DEALER delivers what it held to the new admin ahead of its HELLO: starts and
     results of a busy worker, hundreds of them, then a BYE if it was leaving."""

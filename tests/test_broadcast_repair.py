@@ -48,6 +48,8 @@ class ScriptedAdmin:
         self.hellos: list[wire.Hello] = []
         self.asked: list[list[int]] = []
         self.heard = -1
+        self.stranger = False  # does not know the worker: refuses what it sends, by msg id
+        self.notes: list[int] = []  # the worker's own broadcasts, as they reached us
 
     def frames(self, kind: bytes, msg: object = None, seq: int | None = None) -> list[bytes]:
         type_, payload = (None, b"") if msg is None else wire.encode_payload(msg)
@@ -66,6 +68,10 @@ class ScriptedAdmin:
                 self.hellos.append(wire.unpack(wire.Hello, env.payload))
                 if self.answer:
                     await self.welcome()
+            elif self.stranger:
+                await self.router.send_multipart([peer, *self.frames(
+                    Kind.REJECT, wire.Reject("not registered: send HELLO first", retry=True),
+                    seq=env.header.msg_id)])
             else:
                 self.heard_from(env)
 
@@ -85,6 +91,8 @@ class ScriptedAdmin:
             beat = wire.unpack(wire.Heartbeat, env.payload)
             self.heard = beat.heard
             self.asked += beat.missing
+        elif env.kind == Kind.BCAST:
+            self.notes.append(wire.unpack(Note, env.payload).n)
 
     async def publish(self, seq: int, n: int | None = None) -> None:
         """Broadcast ``seq`` on PUB: the note ``n`` (``seq`` unless said)."""
@@ -212,3 +220,26 @@ def test_a_worker_follows_a_restarted_admins_pub_to_its_new_port():
         await wait_until(lambda: 101 in w.notes, 10, "101")
 
     assert scripted(script) == [1, 101]
+
+
+def test_broadcasts_a_restarted_admin_refused_are_sent_again_once_registered_in_order():
+    """The admin restarts and does not know the worker: it refuses each of its broadcasts,
+    naming it. The worker registers again and sends them once welcomed, with what it
+    broadcast while registering, in the order it first sent them: none lost."""
+    async def script(admin: ScriptedAdmin, w: Listener) -> None:
+        await w.broadcast_data(Note(1))
+        await wait_until(lambda: admin.notes == [1], 10, "1")
+        admin.answer, admin.stranger = False, True  # the restart
+        hellos = len(admin.hellos)
+        await w.broadcast_data(Note(2))
+        await w.broadcast_data(Note(3))
+        await wait_until(lambda: len(admin.hellos) > hellos, 10, "a new HELLO")
+        await w.broadcast_data(Note(4))  # while registering
+        admin.stranger = False
+        await admin.welcome()
+        await wait_until(lambda: len(admin.notes) >= 4, 10, "2, 3 and 4")
+        await w.broadcast_data(Note(5))
+        await wait_until(lambda: admin.notes[-1] == 5, 10, "5")
+        assert admin.notes == [1, 2, 3, 4, 5]
+
+    scripted(script)

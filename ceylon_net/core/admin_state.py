@@ -376,7 +376,7 @@ class AdminState:
         if env.kind not in STRANGERS_MAY_SEND:
             raise RemoteProtocolError(f"{env.kind.decode()} from an unregistered peer")
         self.out.send(peer, Kind.REJECT, wire.Reject("not registered: send HELLO first",
-                                                     retry=True))
+                                                     retry=True), env.header.msg_id)
 
     def _bad_frame(self, peer: bytes, address: str, reason: str, now: float) -> None:
         self.stats.bad_frames += 1

@@ -19,6 +19,7 @@ from ..wire import Ack, Cancel, Envelope, Hello, Kind, Limits, Reject, Welcome
 from . import handlers
 from .agent import AgentBase, guarded, supervised
 from .collector import FullCollections
+from .outbox import Outbox
 from .runner import TaskRunner
 from .transport import CURVE_HINT, WorkerSockets, load_keys, why_unreachable
 
@@ -66,12 +67,11 @@ class Worker(AgentBase):
                              max_bin_len=settings.max_message_bytes)
         self.runner = TaskRunner(settings.name, settings.capacity, self.run_task,
                                  self._schedule_flush, self._unsendable)
-        # The seed's worker shape: its own queue and the tasks running now.
-        self.task_queue = self.runner.queue
-        self.active_tasks = self.runner.active
+        self.task_queue = self.runner.queue  # the seed's worker shape: its own queue
+        self.active_tasks = self.runner.active  # and the tasks running now
         self._sockets: WorkerSockets | None = None
         self._welcome: Welcome | None = None
-        self._flush_scheduled = self._draining = False
+        self._flush_scheduled = self._draining = self._unknown = False  # _unknown: see _serve
         self._flush_soon = guarded(self._flush, f"{self.name}'s result flush", self._crashed)
         self._stop = asyncio.Event()
         self._end_reason: str | None = None
@@ -83,6 +83,7 @@ class Worker(AgentBase):
         self._asked_upto = 0  # missed broadcasts up to here were asked for at once
         self._session: asyncio.Task | None = None
         self._gc = FullCollections()
+        self._outbox = Outbox()  # broadcasts and messages an admin may refuse (see Outbox)
 
     @property
     def tasks_run(self) -> int:
@@ -280,9 +281,11 @@ class Worker(AgentBase):
                 reject = wire.unpack(Reject, env.payload, self.limits)
                 if reject.retry:
                     # A refusal of a HELLO that may change (our name is taken by a worker
-                    # about to be called lost), or an answer to something we said before.
+                    # about to be called lost), or an answer to something we said before
+                    # (a broadcast of ours: sent again once we are welcomed).
                     if env.header.seq in hellos:
                         self._refused = reject.reason
+                    self._outbox.refused(env.header.seq)
                     continue
                 raise RejectedError(reject.reason)
             if env.kind == Kind.WELCOME:
@@ -326,9 +329,22 @@ class Worker(AgentBase):
                     self.max_concurrent_tasks)
         # Results that went with the HELLO may be sent again: the admin drops duplicates.
         self.runner.resend(self._after_hello)
+        self._send_held()
         self._schedule_flush()
         if self._draining:  # said to the admin before (or to another admin process)
             self._sockets.send_soon(self._frames(Kind.DRAIN, wire.End("draining")))
+
+    def _send_held(self) -> None:
+        """Welcomed: the broadcasts and messages the admin refused while it did not know us,
+        and those sent while we registered, go now, in the order they were first sent."""
+        assert self._sockets is not None
+        held = self._outbox.take()
+        for msg_id, frames in held:
+            self._outbox.sent(msg_id, frames)
+            self._sockets.send_soon(frames)
+        if held:
+            logger.info("{}: sent {} broadcast(s) or message(s) the admin could not take "
+                        "before we registered", self.name, len(held))
 
     # ------------------------------------------------------------------ serving
     async def _serve(self) -> None:
@@ -342,6 +358,9 @@ class Worker(AgentBase):
             for frames in batch:
                 if self._handle(frames):
                     return
+            if self._unknown:  # (after the whole batch: each refusal names a broadcast)
+                self._unknown = False
+                raise _Reconnect("admin does not know us any more")
             if self.runner.queue.qsize() or len(batch) >= RECV_BATCH or self._sockets.busy:
                 # The runners start on what came before we wait again; and a recv that did
                 # not wait did not yield: the runners and heartbeats get a turn.
@@ -394,8 +413,9 @@ class Worker(AgentBase):
             self._end_reason = wire.unpack(wire.End, env.payload, self.limits).reason
             logger.info("{}: admin ended the run: {}", self.name, self._end_reason)
             return True
-        elif env.kind == Kind.REJECT:
-            raise _Reconnect("admin does not know us any more")
+        elif env.kind == Kind.REJECT:  # register again; a broadcast it names goes again then
+            self._outbox.refused(env.header.seq)
+            self._unknown = True
         elif env.kind == Kind.HEARTBEAT:  # the admin's, to us alone: we do not hear PUB
             self._paced(self._beat_data(env))
         return False
@@ -576,7 +596,12 @@ class Worker(AgentBase):
             limit = min(limit, self._welcome.max_message_bytes)  # the admin's, if smaller
         type_, payload = self._outgoing(data, limit, self.limits)
         header = wire.make_header(self.workspace_id, self.id, type_, to)
-        await self._sockets.send(wire.encode_frames(kind, header, payload))
+        frames = wire.encode_frames(kind, header, payload)
+        if self._welcome is None:  # registering: it goes once we are welcomed
+            self._outbox.hold(header.msg_id, frames)
+            return
+        self._outbox.sent(header.msg_id, frames)
+        await self._sockets.send(frames)
 
 
 Agent = Worker
