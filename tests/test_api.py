@@ -243,3 +243,28 @@ def test_a_message_of_a_type_this_process_does_not_know_is_said_once_a_type_not_
         "@message class of that name is imported in this process",
         "admin: messages of type 'AnotherOne' (from a first) are not delivered here: no "
         "@message class of that name is imported in this process"]
+
+
+def test_a_workers_message_to_an_agent_nobody_knows_is_said_to_the_sender_too():
+    """The admin's own send() to an unknown name raises at once; a worker's goes through
+    the admin, which drops it: the worker is told, and says so in its log."""
+    from loguru import logger
+
+    said: list[str] = []
+    sink = logger.add(lambda m: said.append(m.record["message"]), level="WARNING")
+
+    async def body():
+        boss = _admin()
+        a = Listener("a")
+        runner = asyncio.create_task(boss.arun_admin(b"", [a]))
+        await wait_until(lambda: len(boss.get_connected_agents()) == 1, 10, "the worker")
+        await a.send("nobody", Greeting("hello?"))
+        await wait_until(lambda: any("was not delivered" in m for m in said), 10, "the notice")
+        await boss.stop()
+        await asyncio.wait_for(runner, 10)
+
+    try:
+        run(body())
+    finally:
+        logger.remove(sink)
+    assert "a: a message to 'nobody' was not delivered: no connected agent of that name" in said

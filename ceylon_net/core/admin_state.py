@@ -364,6 +364,9 @@ class AdminState:
         if target is None:
             self.out.log("WARNING", f"message from '{rec.name}' to unknown agent "
                                     f"'{clip(to)}' dropped")
+            self.out.send(rec.peer, Kind.EVENT, wire.Event(
+                "undelivered", {"to": clip(to), "reason": "no connected agent of that name"}),
+                env.header.msg_id)  # the sender is told too, as the admin's own send() is
             return
         self.out.add(Forward(target, Kind.DIRECT, env.header, env.payload))
 

@@ -35,6 +35,9 @@ RECV_BATCH = 512  # messages from the admin handled before the worker's other lo
 MAX_BEAT = 600.0  # seconds: a heartbeat interval the admin asks for beyond this is refused
 
 
+TASK_KINDS = frozenset((Kind.ASSIGN, Kind.ACK, Kind.CANCEL, Kind.RELEASE))  # see _on_tasks
+
+
 class _Reconnect(Exception):
     """The admin went silent or forgot us: register again."""
 
@@ -381,12 +384,37 @@ class Worker(AgentBase):
             return False
 
     def _dispatch(self, env: Envelope) -> bool:
+        if env.kind in TASK_KINDS:
+            self._on_tasks(env)
+        elif env.kind == Kind.DIRECT:
+            self._deliver(env.header, env.payload, self.limits)
+        elif env.kind == Kind.BCAST:  # one it missed on PUB, sent again
+            self._numbered(env)
+        elif env.kind == Kind.SKIP:
+            self._skip(wire.unpack(wire.Skip, env.payload, self.limits))
+        elif env.kind == Kind.END:
+            self._end_reason = wire.unpack(wire.End, env.payload, self.limits).reason
+            logger.info("{}: admin ended the run: {}", self.name, self._end_reason)
+            return True
+        elif env.kind == Kind.REJECT:  # register again; a broadcast it names goes again then
+            self._outbox.refused(env.header.seq)
+            self._unknown = True
+        elif env.kind == Kind.HEARTBEAT:  # the admin's, to us alone: we do not hear PUB
+            self._paced(self._beat_data(env))
+        elif env.kind == Kind.EVENT:  # a message of ours the admin could not deliver
+            data = wire.unpack(wire.Event, env.payload, self.limits).data
+            logger.warning("{}: a message to '{}' was not delivered: {}", self.name,
+                           data.get("to"), data.get("reason"))
+        return False
+
+    def _on_tasks(self, env: Envelope) -> None:
+        """Assignments, acknowledgements, cancels and requests to give queued ones back."""
         if env.kind == Kind.ASSIGN:
             try:
                 batch = wire.unpack_batch(TaskAssignment, env.payload, self.limits)
             except RemoteProtocolError as exc:
                 logger.warning("{}: dropped a bad assignment: {}", self.name, exc)
-                return False
+                return
             for a in batch:
                 self.runner.accept(a)
             if any(a.confirm for a in batch) and self._sockets is not None:
@@ -403,22 +431,6 @@ class Worker(AgentBase):
             asked = wire.unpack(wire.Release, env.payload, self.limits).tasks
             for task_id, attempt in wire.task_pairs(asked, "RELEASE").items():
                 self.runner.release(task_id, attempt)
-        elif env.kind == Kind.DIRECT:
-            self._deliver(env.header, env.payload, self.limits)
-        elif env.kind == Kind.BCAST:  # one it missed on PUB, sent again
-            self._numbered(env)
-        elif env.kind == Kind.SKIP:
-            self._skip(wire.unpack(wire.Skip, env.payload, self.limits))
-        elif env.kind == Kind.END:
-            self._end_reason = wire.unpack(wire.End, env.payload, self.limits).reason
-            logger.info("{}: admin ended the run: {}", self.name, self._end_reason)
-            return True
-        elif env.kind == Kind.REJECT:  # register again; a broadcast it names goes again then
-            self._outbox.refused(env.header.seq)
-            self._unknown = True
-        elif env.kind == Kind.HEARTBEAT:  # the admin's, to us alone: we do not hear PUB
-            self._paced(self._beat_data(env))
-        return False
 
     def _beat_data(self, env: Envelope) -> dict[str, Any]:
         """What the admin's heartbeat says (an older admin's may say nothing)."""
