@@ -134,6 +134,29 @@ def test_a_worker_that_leaves_without_confirming_broadcasts_is_counted():
     assert sim.st.stats.broadcasts_unconfirmed == 3
 
 
+def test_a_worker_back_with_the_inbox_it_had_is_no_longer_counted_unconfirmed():
+    """Taken for lost (it stalled), it comes back, hears from where it was and asks for what
+    it missed: what it left unconfirmed was not lost. A new process of that name starts
+    afresh: those stay counted."""
+    for heard, unconfirmed in ((0, 0), (4, 3)):  # its old inbox; a new process's
+        sim = Sim()
+        w = sim.join("w")
+        for i in range(4):
+            sim.carry(sim.st.broadcast(wire.make_header("default", "admin"), bytes([i]),
+                                       sim.now))
+        w.delivered = 1
+        w.heartbeat()
+        w.say(Kind.BYE, wire.End("bye"))  # (or lost: the same)
+        assert sim.st.stats.broadcasts_unconfirmed == 3
+        back = sim.worker("w")
+        back.hello()
+        back.heard, back.delivered = heard, max(heard, 1)
+        cmds = back.heartbeat()
+        assert sim.st.stats.broadcasts_unconfirmed == unconfirmed
+        said = "worker 'w' is back and goes on with the 3 broadcast(s) it had not confirmed"
+        assert (said in logs(cmds)) == (unconfirmed == 0)
+
+
 def test_a_worker_that_never_hears_pub_is_named_and_the_sync_heartbeats_stop():
     sim = Sim()
     w = sim.worker("deaf")

@@ -50,7 +50,8 @@ class Membership:
         self.deaf: dict[bytes, float] = {}  # registered, not hearing broadcasts yet: since
         # Names of workers that left, newest last, to count one coming back as a reconnect;
         # only the latest REMEMBER_LEFT, so names that never return cost nothing for ever.
-        self._left: dict[str, None] = {}
+        # With each, the broadcasts it left without confirming: (the last it had, how many).
+        self._left: dict[str, tuple[int, int] | None] = {}
 
     # ---- registering
     def hello(self, peer: bytes, env: Envelope, address: str, now: float
@@ -61,10 +62,12 @@ class Membership:
         if hello is None:
             return None
         if peer not in self.registry:
+            unconfirmed = None
             if hello.name in self._left:
-                del self._left[hello.name]
+                unconfirmed = self._left.pop(hello.name)
                 self.stats.reconnects += 1
             self._register(peer, hello, address, now)
+            self.registry.by_peer[peer].unconfirmed = unconfirmed
         s = self.settings
         self.pulse.update(len(self.registry), now)  # the others hear it on the next beat
         self.out.send(peer, Kind.WELCOME, wire.Welcome(hello.name, s.name, self.pub_port,
@@ -267,8 +270,7 @@ class Membership:
         self.deaf.pop(peer, None)
         self.pace.forget(rec.name)
         self._forget_oldest_left()
-        self._left[rec.name] = None
-        self._unconfirmed(rec)
+        self._left[rec.name] = self._unconfirmed(rec)
         self.stats.lost += why.startswith("lost")
         requeued = self.board.remove_worker(rec.name, why)
         # A worker that said goodbye with nothing left behind is news, not trouble.
@@ -354,6 +356,13 @@ class Membership:
             rec.heard = heard
             self.deaf.pop(rec.peer, None)
             self.out.add(Connected(rec.detail))
+            if rec.unconfirmed is not None and heard <= rec.unconfirmed[0]:
+                # Back (taken for lost, say) with the inbox it had: it goes on from where it
+                # was, and asks for what it missed; what it cannot get is counted lost.
+                self.stats.broadcasts_unconfirmed -= rec.unconfirmed[1]
+                self.out.log("INFO", f"worker '{rec.name}' is back and goes on with the "
+                                     f"{rec.unconfirmed[1]} broadcast(s) it had not confirmed")
+            rec.unconfirmed = None
 
     def _repair(self, rec: WorkerRecord, missing: list[list[int]], now: float) -> None:
         """Send again what it missed; what the ring no longer holds, it is told to skip. A
@@ -401,12 +410,16 @@ class Membership:
                                 f"longer keeps (it fell more than {self.broadcasts.capacity} "
                                 f"behind): lost to it")
 
-    def _unconfirmed(self, rec: WorkerRecord) -> None:
-        """A worker that leaves without having confirmed every broadcast: counted, said."""
+    def _unconfirmed(self, rec: WorkerRecord) -> tuple[int, int] | None:
+        """A worker that leaves without having confirmed every broadcast: counted, said;
+        (the last it confirmed, how many it did not) when there are some."""
         if rec.heard is None:
-            return
-        missed = self.broadcasts.seq - max(rec.delivered, rec.heard)
-        if missed > 0:
-            self.stats.broadcasts_unconfirmed += missed
-            self.out.log("WARNING", f"worker '{rec.name}' left without confirming the last "
-                                    f"{missed} broadcast(s)")
+            return None
+        confirmed = max(rec.delivered, rec.heard)
+        missed = self.broadcasts.seq - confirmed
+        if missed <= 0:
+            return None
+        self.stats.broadcasts_unconfirmed += missed
+        self.out.log("WARNING", f"worker '{rec.name}' left without confirming the last "
+                                f"{missed} broadcast(s)")
+        return confirmed, missed

@@ -102,6 +102,9 @@ class WorkerRecord:
     lost: int | None = None
     lost_unsaid: int = 0
     lost_said_at: float = float("-inf")
+    # It left before without confirming broadcasts: (the last it had confirmed, how many),
+    # no longer counted unconfirmed if it comes back with the inbox it had.
+    unconfirmed: tuple[int, int] | None = None
 
     @property
     def name(self) -> str:
