@@ -418,6 +418,7 @@ class BoardMachine(RuleBasedStateMachine):
     def leave(self, name):
         flying = set(self.b.in_flight(name))
         assert set(self.b.remove_worker(name)) == flying
+        self.recorded |= flying & set(self.b.dead)  # lost with its worker max_attempts times
 
     @rule(data=st.data())
     def plan(self, data):
