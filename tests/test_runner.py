@@ -296,6 +296,11 @@ def test_a_cancel_that_comes_as_a_timed_task_ends_does_not_leave_its_runner_to_d
     run(body())
 
 
+class BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str() of this exception fails")
+
+
 class Misbehaving:
     """A run_task doing, per task id, what user code does wrong."""
 
@@ -311,6 +316,12 @@ class Misbehaving:
             raise KeyboardInterrupt
         if what == "own":
             raise TimeoutError("upstream API timed out")
+        if what == "surrogate":  # a file name from os.listdir that is not UTF-8
+            raise ValueError("unexpected file name: caf\udce9.txt")
+        if what == "badstr":
+            raise BadStr
+        if what == "longmsg":
+            raise ValueError("y" * 100_000)
         if what == "blocks":
             threading.Event().wait(0.3)  # an async handler calling something blocking
         value = {"set": {1, 2}, "huge": "x" * 2_000_000, "long": list(range(150_000)),
@@ -330,7 +341,7 @@ def test_whatever_a_task_raises_or_returns_it_ends_in_a_result_and_the_runner_go
                             Worker("w", "default", "127.0.0.1", 9999)._unsendable)
         runner.start(crashes.append)
         ids = ["cancelled-1", "exit-1", "interrupt-1", "own-1", "blocks-1", "set-1", "huge-1",
-               "long-1", "intkeys-1", "ok-1"]
+               "long-1", "intkeys-1", "surrogate-1", "badstr-1", "longmsg-1", "ok-1"]
         for tid in ids:
             timeout = 30.0 if tid == "own-1" else 0.1 if tid == "blocks-1" else None
             runner.accept(TaskAssignment(Task(tid, tid, 1, timeout=timeout), "w", 1))
@@ -354,6 +365,14 @@ def test_whatever_a_task_raises_or_returns_it_ends_in_a_result_and_the_runner_go
     assert "over the 1,047,552 a message may carry" in answers["huge-1"].error
     assert "exceeds max_array_len" in answers["long-1"].error
     assert "not allowed for map key" in answers["intkeys-1"].error
+    assert last["surrogate-1"] == "ValueError: unexpected file name: caf\\udce9.txt"
+    assert last["badstr-1"].startswith("test_runner.BadStr: <exception str() failed>")
+    assert last["longmsg-1"].startswith("ValueError: yyyy") and \
+        last["longmsg-1"].endswith("... (cut: 100,012 characters)")
+    assert len(answers["longmsg-1"].error) < 66_000
+    assert answers["longmsg-1"].error.startswith("Traceback (most recent call last):")
+    from ceylon_net import wire
+    wire.unpack_batch(TaskResult, wire.pack_batch(list(answers.values())))  # all sendable
 
 
 def test_a_task_that_catches_its_cancel_and_returns_is_reported_cancelled():

@@ -355,13 +355,32 @@ class TaskRunner:
             raise  # the task's own TimeoutError: a failure with its traceback
 
     def _raised(self, task: Task, exc: BaseException) -> TaskResult:
+        try:
+            said = clip(str(exc), 200)
+        except Exception:  # its __str__ raised: the traceback text copes, the log line too
+            said = "(its str() raised)"
         logger.warning("{}: task {!r} raised {}: {}", self.name, task.id, type(exc).__name__,
-                       clip(str(exc), 200))
-        text = "".join(traceback.format_exception(exc))
-        if len(text) > MAX_ERROR:  # its end says most (the exception itself)
-            text = f"(traceback cut to its last {MAX_ERROR:,} characters)\n{text[-MAX_ERROR:]}"
-        return TaskResult(task.id, self.name, False, error=text)
+                       said)
+        return TaskResult(task.id, self.name, False, error=traceback_text(exc))
 
     def _report(self, result: TaskResult) -> None:
         self.unsent.append(result)
         self._on_result()
+
+
+def traceback_text(exc: BaseException) -> str:
+    """A handler's exception as the failed result carries it: its traceback, at most
+    MAX_ERROR characters (the start, and the exception's own line, its type first), in text
+    any peer can read (a lone surrogate, as os.listdir gives for a file name that is not
+    UTF-8, becomes an escape: else the result could not be sent at all)."""
+    try:
+        text = "".join(traceback.format_exception(exc))
+        last = "".join(traceback.format_exception_only(exc)).rstrip("\n")
+    except Exception:  # a traceback that cannot be formatted at all
+        text = last = f"{type(exc).__qualname__} (its traceback could not be formatted)"
+    if len(text) > MAX_ERROR:
+        half = MAX_ERROR // 2
+        if len(last) > half:
+            last = f"{last[:half]}... (cut: {len(last):,} characters)"
+        text = f"{text[:half]}\n... ({len(text):,} characters in all: cut here) ...\n{last}"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
