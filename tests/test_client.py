@@ -478,3 +478,32 @@ async def _outcome(fut: asyncio.Future) -> str:
         return "cancelled"
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.mark.timeout(120)
+def test_a_client_sizes_its_submissions_by_the_admins_limit_and_takes_results_up_to_it(
+        tmp_path):
+    """Against an admin with a smaller --max-message-bytes a submission it would drop unread
+    is refused at the call (it waited 30 s, then 'no admin answered'); with a larger one, a
+    2 MB result reaches the client (its connection was dropped: every future failed)."""
+    from ceylon_net.errors import ConfigError
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, "--max-message-bytes", str(64 * 1024), workers=1)
+            async with AsyncClient(f"127.0.0.1:{c.port}") as client:
+                with pytest.raises(ConfigError, match="a submission may be at most 32768"):
+                    client.submit("echo_later", "x" * 40_000)
+                small = await asyncio.wait_for(client.submit("echo_later", "ok"), 30)
+        (tmp_path / "big").mkdir()
+        async with Cluster(workdir=tmp_path / "big") as c:
+            mib8 = str(8 * 1024 * 1024)
+            await c.admin("--max-message-bytes", mib8)
+            await c.worker("w", *APP, "--max-message-bytes", mib8, env=APP_ENV)
+            await _connected(c.port, 1)
+            async with AsyncClient(f"127.0.0.1:{c.port}") as client:
+                big = await asyncio.wait_for(client.submit("echo_later", "z" * 2_000_000), 30)
+        return small, big
+
+    small, big = run(body())
+    assert small == {"echo": "ok"} and big == {"echo": "z" * 2_000_000}

@@ -382,3 +382,18 @@ def test_group_tasks_without_a_duration_are_simulated_by_their_difficulty(tmp_pa
         {"description": "x", "difficulty": 5}, {"description": "y", "duration": 0.5}]}]}))
     _, [group] = load_work(path)
     assert [t.as_task(1).duration for t in group.subtasks] == [None, 0.5]
+
+
+def test_a_status_lists_the_groups_under_way_then_the_latest_finished_up_to_its_limit():
+    """An admin that serves for long keeps every group: a status listing them all outgrew
+    a message after some 5,000 (no client could connect any more)."""
+    run = Run(WorkerSlot("w", 10, "processor", capacity=1))
+    groups = [TaskManager.create_task_group(f"g{i}", "", msgs(f"g{i}-", 1)) for i in range(6)]
+    run.submit(*groups)
+    for _ in range(4):  # one at a time: g0..g3 finish, g4 runs, g5 waits
+        ((task, _),) = run.assign()
+        run.finish(task)
+    run.assign()
+    names = [g["name"] for g in run.manager.summaries(limit=4)]
+    assert names == ["g4", "g5", "g2", "g3"]
+    assert len(run.manager.summaries()) == 6

@@ -276,3 +276,21 @@ def test_a_later_batch_may_depend_on_an_earlier_ones_groups_and_tasks(tmp_path):
     assert code2 == 0, err2
     assert [(t["id"], t["success"]) for t in json.loads(out2)["tasks"]] == [("p1", True)]
     assert (code3, out3.strip(), err3.strip()) == (0, "7: already finished", "")
+
+
+@pytest.mark.timeout(120)
+def test_submit_wait_takes_the_report_of_a_batch_larger_than_a_message(tmp_path, tasks_file):
+    """20,000 tasks: the report is over 1 MiB. The client's connection was dropped on it (and
+    again on every report sent again): exit 4 'lost the admin' after 30 s, every task done."""
+    path = tasks_file([{"id": i, "description": "t", "difficulty": 1, "duration": 0}
+                       for i in range(20_000)])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _serving(c, workers=(("w", 5),))
+            return await _submit(c, str(path), "--wait", "--json")
+
+    code, out, err = run(body())
+    assert code == 0, err
+    report = json.loads(out)
+    assert len(report["tasks"]) == 20_000 and report["success_rate"] == 1.0

@@ -70,7 +70,9 @@ def render(data: dict[str, Any]) -> Group:
         _row(workers, w["name"], w["role"], w["skill"], w["host"] or "?",
              f"{w['running']}/{w['capacity']}"
              + (f" (+{w['queued']} queued)" if w.get("queued") else ""))
-    groups = Table(title="Task groups")
+    shown, total = len(data["groups"]), data.get("groups_total", len(data["groups"]))
+    groups = Table(title="Task groups" + (f" ({shown} of {total}: those under way, then the "
+                                          f"latest)" if total > shown else ""))
     for col in ("group", "progress", "status", "goal", "goal status"):
         groups.add_column(col)
     for g in data["groups"]:

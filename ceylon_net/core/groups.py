@@ -446,5 +446,12 @@ class TaskManager:
         self.follow(sorted(finished, key=lambda r: r.index), board)
         self.settle(board)
 
-    def summaries(self) -> list[dict[str, Any]]:
-        return [g.summary() for g in self.task_groups.values()]
+    def summaries(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Each group's figures; with ``limit``, at most that many: those under way first,
+        then the latest finished (an admin that serves for long keeps every group)."""
+        groups = list(self.task_groups.values())
+        if limit is not None and len(groups) > limit:
+            going = [g for g in groups if g.status in UNFINISHED]
+            done = [g for g in groups if g.status not in UNFINISHED]
+            groups = (going + done[max(0, len(done) - (limit - len(going))):])[:limit]
+        return [g.summary() for g in groups]

@@ -15,6 +15,7 @@ from .tasks import TaskId, TaskStatus
 from .workers import WorkerState
 
 QUEUED_SHOWN = 100
+GROUPS_SHOWN = 200  # groups listed in a status: those under way first, then the latest
 
 
 class AdminState(Protocol):
@@ -73,7 +74,10 @@ def snapshot(st: AdminState) -> dict[str, Any]:
     return {"admin": st.name, "workspace": st.workspace,
             "ports": {"router": st.port, "pub": st.members.pub_port},
             "heartbeat": st.settings.heartbeat,
-            "workers": workers, "groups": st.task_manager.summaries(), "queued": queued,
+            # (a client sizes what it submits by it: the admin drops a larger message unread)
+            "max_message_bytes": st.settings.max_message_bytes,
+            "workers": workers, "groups": st.task_manager.summaries(GROUPS_SHOWN),
+            "groups_total": len(st.task_manager.task_groups), "queued": queued,
             "counts": counts(st)}
 
 
@@ -128,7 +132,8 @@ def dashboard(st: AdminState, now: float) -> dict[str, Any]:
                         "seen": round(max(0.0, now - rec.last_seen), 1)})
     workers.sort(key=lambda w: w["name"])
     return {"admin": st.name, "workspace": st.workspace, "workers": workers,
-            "groups": st.task_manager.summaries(), "counts": counts(st),
+            "groups": st.task_manager.summaries(GROUPS_SHOWN),
+            "groups_total": len(st.task_manager.task_groups), "counts": counts(st),
             # failed: from the board, so an admin restarted on its journal counts them too
             "totals": {"results": s.results, "failed": board.failed_runs},
             "failures": [{"task": t, "worker": w, "error": e, "ago": round(now - at, 1)}

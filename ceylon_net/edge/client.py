@@ -41,7 +41,12 @@ SILENCE = 2.0  # seconds without a word from the admin before pending tasks are 
 # ... and every so often anyway: a DONE the admin could not route (our connection was being
 # re-made, or our queue was full) is lost, and heartbeats would hide it.
 REWATCH = 10.0
-BATCH_BYTES = DEFAULT_MAX_MESSAGE_BYTES // 2  # one SUBMIT stays well inside the message limit
+# What the client takes from its admin, which it trusts: a large batch's report, the status
+# of a long-lived admin, a result as large as the admin's own limit allows. (At the default
+# 1 MiB, a report of 20,000 tasks was dropped with the connection, and then sent again.)
+INBOUND_BYTES = 1 << 30
+INBOUND_LIMITS = wire.Limits(max_str_len=INBOUND_BYTES, max_bin_len=INBOUND_BYTES,
+                             max_array_len=10_000_000, max_map_len=1_000_000)
 TASK_OPTIONS = ("difficulty", "role", "priority", "timeout", "description", "duration")
 
 
@@ -143,20 +148,35 @@ class AsyncClient:
         self._queued: list[tuple[dict[str, Any], int, GroupFuture | None]] = []
         self._unanswered: set[Any] = set()  # keys and group names of a SUBMIT not answered yet
         self._last_word = 0.0
+        self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES  # the admin's: its status says
         self._epoch: int | None = None
         self._loops: list[asyncio.Task] = []
+
+    @property
+    def admin_limits(self) -> wire.Limits:
+        """What the admin's decoder takes (its strings and bytes: up to its limit)."""
+        return wire.Limits(max_str_len=self.max_message_bytes,
+                           max_bin_len=self.max_message_bytes)
+
+    @property
+    def batch_bytes(self) -> int:
+        """The most one SUBMIT or WATCH carries: half what the admin takes in a message."""
+        return self.max_message_bytes // 2
 
     # ------------------------------------------------------------------ connection
     async def connect(self) -> AsyncClient:
         """Open the connection; AdminUnreachableError or RejectedError when the admin does
         not answer (within ``timeout``) or refuses us."""
         self.loop = asyncio.get_running_loop()
-        self._dealer = Dealer(self.endpoint, DEFAULT_MAX_MESSAGE_BYTES, self.curve,
-                              self.identity)
+        self._dealer = Dealer(self.endpoint, INBOUND_BYTES, self.curve, self.identity)
         self._loops = [supervised(self._read(), "the client's receive loop", self._crashed),
                        supervised(self._watchdog(), "the client's watchdog", self._crashed)]
         try:
-            self._heard_every((await self.status()).get("heartbeat"))
+            status = await self.status()
+            self._heard_every(status.get("heartbeat"))
+            limit = status.get("max_message_bytes")
+            if type(limit) is int and limit > 2 * wire.FRAME_SLACK:  # (said by newer admins)
+                self.max_message_bytes = limit
         except BaseException:
             await self.close()
             raise
@@ -226,12 +246,13 @@ class AsyncClient:
         finally:
             self._requests.pop(msg_id, None)
         if env.kind == Kind.REJECT:
-            raise RejectedError(wire.unpack(wire.Reject, env.payload).reason)
+            raise RejectedError(wire.unpack(wire.Reject, env.payload, INBOUND_LIMITS).reason)
         return env
 
     async def status(self) -> dict[str, Any]:
         """The admin's status snapshot (what ceylon-status prints)."""
-        return wire.unpack(wire.Status, (await self._ask(Kind.STATUS)).payload).snapshot
+        env = await self._ask(Kind.STATUS)
+        return wire.unpack(wire.Status, env.payload, INBOUND_LIMITS).snapshot
 
     async def cancel(self, tasks: Iterable[Any], reason: str = "cancelled by the client"
                      ) -> dict[str, list[Any]]:
@@ -241,7 +262,7 @@ class AsyncClient:
         ids = [key for t in tasks for key in (
             t.tasks if isinstance(t, GroupFuture) else [getattr(t, "key", t)])]
         env = await self._ask(Kind.CANCEL, wire.Cancel([[t, 0] for t in ids], reason))
-        return wire.unpack(wire.Status, env.payload).snapshot["cancel"]
+        return wire.unpack(wire.Status, env.payload, INBOUND_LIMITS).snapshot["cancel"]
 
     def cancel_soon(self, ids: list[Any]) -> None:
         """Cancel these tasks (their futures are being cancelled here): those not sent yet are
@@ -265,12 +286,12 @@ class AsyncClient:
         its report (RejectedError for a batch the admin refuses; ConfigError for one over
         the admin's default --max-message-bytes, which it would drop unread)."""
         size = len(wire.packb(doc))
-        limit = DEFAULT_MAX_MESSAGE_BYTES - wire.FRAME_SLACK
+        limit = self.max_message_bytes - wire.FRAME_SLACK
         if size > limit:
             raise ConfigError(f"the batch is {size:,} bytes encoded, over the {limit:,} a "
                               f"message may carry: split it into several files")
         env = await self._ask(Kind.SUBMIT, wire.Submission(doc, wait, sequential))
-        submitted = wire.unpack(wire.Submitted, env.payload)
+        submitted = wire.unpack(wire.Submitted, env.payload, INBOUND_LIMITS)
         if not wait:
             return submitted, None
         assert self.loop is not None
@@ -304,7 +325,8 @@ class AsyncClient:
     def _queue_tasks(self, docs: list[dict[str, Any]]) -> list[TaskFuture]:
         """Queue these task documents, all or none: each is checked (it can be sent, it
         fits, its id is new) before any future is registered."""
-        sizes = [_encoded_size(t, f"task {t['id']!r}") for t in docs]
+        sizes = [_encoded_size(t, f"task {t['id']!r}", self.batch_bytes, self.admin_limits)
+                 for t in docs]
         futures = self._new_futures([t["id"] for t in docs])
         self._queued.extend((t, size, None) for t, size in zip(docs, sizes, strict=True))
         if docs:
@@ -331,7 +353,7 @@ class AsyncClient:
         doc = {"name": name, "description": description or name, "priority": priority,
                "depends_on": list(depends_on), "on_goal": on_goal, "tasks": items,
                **({"goal": goal} if goal is not None else {})}
-        size = _encoded_size(doc, f"group {name!r}")
+        size = _encoded_size(doc, f"group {name!r}", self.batch_bytes, self.admin_limits)
         group = GroupFuture(name, self, on_event)
         keys = [item["id"] for item in items]
         group.tasks.update(zip(keys, self._new_futures(keys), strict=True))
@@ -361,13 +383,13 @@ class AsyncClient:
             self.loop.call_soon(self._start_flush)
 
     def _start_flush(self) -> None:
-        """Send what was submitted this loop turn, in batches of at most BATCH_BYTES, now (so
+        """Send what was submitted this loop turn, in batches of at most batch_bytes, now (so
         a cancel that follows reaches the admin after them)."""
         queued, self._queued = self._queued, []
         batch: list[tuple[dict[str, Any], int, GroupFuture | None]] = []
         size = 0
         for item in queued:
-            if batch and size + item[1] > BATCH_BYTES:
+            if batch and size + item[1] > self.batch_bytes:
                 self._send_batch(batch)
                 batch, size = [], 0
             batch.append(item)
@@ -449,26 +471,26 @@ class AsyncClient:
             if answer is not None and not answer.done():
                 answer.set_result(env)
         elif kind == Kind.DONE:
-            self._done(wire.unpack(wire.TaskDone, env.payload))
+            self._done(wire.unpack(wire.TaskDone, env.payload, INBOUND_LIMITS))
         elif kind == Kind.END:  # it stopped without a journal: nothing we wait for will come
-            reason = wire.unpack(wire.End, env.payload).reason
+            reason = wire.unpack(wire.End, env.payload, INBOUND_LIMITS).reason
             self._fail_all(AdminUnreachableError(
                 f"the admin at {self.endpoint} stopped ({reason}) without a journal: what "
                 f"it was running for us is gone"))
         elif kind == Kind.GROUP:
-            news = wire.unpack(wire.GroupNews, env.payload)
+            news = wire.unpack(wire.GroupNews, env.payload, INBOUND_LIMITS)
             group = self._groups.get(news.group)
             if group is not None:
                 group.news(news)
         elif kind == Kind.HEARTBEAT:
-            self._heartbeat(wire.unpack(wire.Event, env.payload))
+            self._heartbeat(wire.unpack(wire.Event, env.payload, INBOUND_LIMITS))
         elif kind == Kind.PROGRESS:
-            progress = wire.unpack(wire.BatchProgress, env.payload)
+            progress = wire.unpack(wire.BatchProgress, env.payload, INBOUND_LIMITS)
             waited = self._batches.get(progress.batch)
             if waited is not None and waited.on_progress is not None:
                 waited.on_progress(progress)
         elif kind == Kind.REPORT:
-            self._report(wire.unpack(wire.BatchReport, env.payload))
+            self._report(wire.unpack(wire.BatchReport, env.payload, INBOUND_LIMITS))
 
     def _done(self, done: wire.TaskDone) -> None:
         fut = self._futures.pop(done.task_id, None)
@@ -525,16 +547,17 @@ class AsyncClient:
                 watched = now
 
     def _watch_again(self) -> None:
-        """Ask again for every task and group we wait on, in WATCHes of at most BATCH_BYTES
+        """Ask again for every task and group we wait on, in WATCHes of at most batch_bytes
         (however long the keys); the groups after the tasks, so that a group's news never
         comes before its tasks' (the admin answers in order)."""
-        for keys in _by_size(k for k in self._futures if k not in self._unanswered):
+        limit = self.batch_bytes
+        for keys in _by_size((k for k in self._futures if k not in self._unanswered), limit):
             self._send(Kind.WATCH, wire.Watch(keys, []))
-        for names in _by_size(n for n, g in self._groups.items()
-                              if not g.done() and n not in self._unanswered):
+        for names in _by_size((n for n, g in self._groups.items()
+                               if not g.done() and n not in self._unanswered), limit):
             self._send(Kind.WATCH, wire.Watch([], names))
-        for batches in _by_size([n, w.run] for n, w in self._batches.items()
-                                if not w.report.done()):
+        for batches in _by_size(([n, w.run] for n, w in self._batches.items()
+                                 if not w.report.done()), limit):
             self._send(Kind.WATCH, wire.Watch([], [], batches))
 
     def _resolve_error(self, key: Any, exc: BaseException) -> None:
@@ -554,12 +577,12 @@ class AsyncClient:
             _fail(answer, exc)  # whoever awaits it takes it out
 
 
-def _by_size(items: Iterable[Any]) -> Iterator[list[Any]]:
-    """``items`` in lists of at most BATCH_BYTES encoded and MAX_WATCH long."""
+def _by_size(items: Iterable[Any], limit: int) -> Iterator[list[Any]]:
+    """``items`` in lists of at most ``limit`` bytes encoded and MAX_WATCH long."""
     chunk, size = [], 0
     for item in items:
         n = len(wire.packb(item))
-        if chunk and (size + n > BATCH_BYTES or len(chunk) == MAX_WATCH):
+        if chunk and (size + n > limit or len(chunk) == MAX_WATCH):
             yield chunk
             chunk, size = [], 0
         chunk.append(item)
@@ -589,19 +612,20 @@ def _task_doc(handler: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None
     return {**task, **{k: v for k, v in options.items() if v is not None}}
 
 
-def _encoded_size(doc: dict[str, Any], what: str) -> int:
+def _encoded_size(doc: dict[str, Any], what: str, limit: int, limits: wire.Limits) -> int:
     """Bytes of ``doc`` encoded: LocalProtocolError (here, at the call) for what cannot be
     sent, ConfigError for what would not fit in a message."""
     packed = wire.packb(doc)
     try:  # as the admin will read it (msgpack packs more than it reads back: int map keys)
-        wire.unpackb(packed)
+        wire.unpackb(packed, limits)
     except RemoteProtocolError as exc:
         raise LocalProtocolError(f"{what} cannot be sent: the admin would not read it back "
                                  f"({exc})") from None
     size = len(packed)
-    if size > BATCH_BYTES:
+    if size > limit:
         raise ConfigError(f"{what} is {size} bytes encoded; a submission may be at most "
-                          f"{BATCH_BYTES} (pass large data by reference: a path, a URL)")
+                          f"{limit} (half the admin's --max-message-bytes; pass large data "
+                          f"by reference: a path, a URL)")
     return size
 
 
