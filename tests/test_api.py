@@ -268,3 +268,40 @@ def test_a_workers_message_to_an_agent_nobody_knows_is_said_to_the_sender_too():
     finally:
         logger.remove(sink)
     assert "a: a message to 'nobody' was not delivered: no connected agent of that name" in said
+
+
+def test_a_task_no_worker_could_read_is_refused_at_submit_and_the_admin_goes_on():
+    """Through the Python API a Task's fields are whatever the program put there: an id of
+    1.5, a difficulty of '3' or 2 MB of arguments were queued, dropped by the worker (or
+    stopped the admin's tick loop), and the call, and every later one, waited for ever."""
+    from ceylon_net.errors import ConfigError
+
+    bad = [Task(1.5, "float id"), Task((1, 2), "tuple id"), Task("d", 5),
+           Task("diff", "x", "3"), Task("dur", "x", duration="1"),
+           Task("big", "x", handler="echo", args=["x" * 2_000_000])]
+
+    async def body():
+        admin = _admin()
+        runner = asyncio.create_task(admin.arun_admin(b"", [Counting("w")]))
+        await wait_until(lambda: len(admin.get_connected_agents()) == 1, 10, "the worker")
+        refused = []
+        for task in bad:
+            for call in (lambda t=task: admin.submit([t]), lambda t=task: admin.execute(t)):
+                try:
+                    result = call()
+                    if asyncio.iscoroutine(result):
+                        await asyncio.wait_for(result, 5)
+                except ConfigError as exc:
+                    refused.append(str(exc))
+        ok = await asyncio.wait_for(admin.execute(Task("ok", "fine")), 10)
+        total = admin.status()["counts"]["total"]
+        await admin.stop()
+        await asyncio.wait_for(runner, 10)
+        return refused, ok, total
+
+    refused, ok, total = run(body())
+    assert len(refused) == 2 * len(bad), refused
+    assert "task 1.5 cannot be sent to a worker: Task.id: " in refused[0]
+    assert "task 'diff' cannot be sent to a worker: Task.difficulty: expected int" in refused[6]
+    assert "task 'big' is 2,000,0" in refused[10] and "a message may carry" in refused[10]
+    assert ok.success and total == 1  # nothing of the refused ones was queued

@@ -24,7 +24,7 @@ from ..core.groups import TaskGroup, TaskManager
 from ..core.snapshot import metrics, snapshot
 from ..core.tasks import RunReport, Task, TaskId, TaskResult
 from ..core.workers import AgentDetail
-from ..errors import ConfigError, Crashed, LocalProtocolError, TaskFailed
+from ..errors import ConfigError, Crashed, LocalProtocolError, RemoteProtocolError, TaskFailed
 from ..settings import AdminSettings
 from ..wire import Kind
 from . import loop
@@ -231,7 +231,7 @@ class Admin(AgentBase):
                     after: Any = None) -> list[TaskId]:
         """Queue tasks and groups together, all of them waiting on gate ``after`` if given.
         All or nothing: ConfigError leaves the admin as it was. Returns the task ids."""
-        check_sendable(tasks)
+        check_sendable(tasks, self.settings.max_message_bytes)
         self._apply(self.state.submit(tasks, groups, time.monotonic(), after))
         return [t.id for t in tasks] + [t.task_id for g in groups for t in g.subtasks]
 
@@ -259,7 +259,7 @@ class Admin(AgentBase):
         can take it, the admin stopped) raises TaskFailed saying why."""
         if self.failure is not None:
             raise self.failure.again()
-        check_sendable((task,))
+        check_sendable((task,), self.settings.max_message_bytes)
         fut = self._waiters.add(task.id)
         try:
             self._apply(self.state.submit((task,), (), time.monotonic()))
@@ -475,24 +475,56 @@ def _plain(v: Any) -> bool:
     return (t is str and v.isascii()) or (t is int and -(2**63) <= v < 2**64)
 
 
-def check_sendable(tasks: Sequence[Task]) -> None:
-    """Refuse, before anything is queued, a task no worker could be sent: its args hold
-    something the wire cannot carry (a set, an open file). Submitted over the wire it could
-    not; submitted here, it once stopped the admin's receive loop when it was assigned."""
-    # Only what could hold such a thing is packed to see: a task with arguments, or an id or
-    # description that is not plainly sendable (most tasks of a large batch have neither).
+def check_sendable(tasks: Sequence[Task], max_bytes: int) -> None:
+    """Refuse, before anything is queued, a task no worker could be sent (ConfigError): its
+    args hold something the wire cannot carry (a set, an open file), a field of a type the
+    worker would not read (an id of 1.5, a difficulty of '3'), or it is over the ``max_bytes``
+    a message may carry. Submitted over the wire it could not be; submitted here, it was
+    assigned, dropped by the worker, and waited for for ever (or stopped the admin)."""
+    # Only what could be such a thing is looked at closer: a task with arguments, or a field
+    # not plainly what the wire carries (most tasks of a large batch are neither).
     odd = [t for t in tasks if t.args or t.kwargs or type(t.args) is not list
-           or type(t.kwargs) is not dict or not _plain(t.id) or not _plain(t.description)]
+           or type(t.kwargs) is not dict or not _plain(t.id)
+           or type(t.description) is not str or not t.description.isascii()
+           or type(t.difficulty) is not int or type(t.priority) is not int
+           or (t.duration is not None and type(t.duration) not in _NUMBER)
+           or (t.timeout is not None and type(t.timeout) not in _NUMBER)
+           or (t.required_role is not None and type(t.required_role) is not str)
+           or (t.handler is not None and type(t.handler) is not str)
+           or type(t.depends_on) is not list]
+    if not odd:
+        return
     try:
-        wire.packb([(t.id, t.description, t.args, t.kwargs) for t in odd])
-        return  # the usual case, checked in one call; else find which, with nested messages
+        packed = wire.packb([(t.id, t.description, t.args, t.kwargs) for t in odd])
+        if len(packed) <= max_bytes - wire.FRAME_SLACK and all(map(_typed, odd)):
+            return  # the usual case, in one go; else find which, and say why
     except LocalProtocolError:
         pass
+    limits = wire.Limits(max_str_len=max_bytes, max_bin_len=max_bytes)
     for t in odd:
         try:
-            wire.pack(t)
-        except LocalProtocolError as exc:
+            payload = wire.pack(t)
+            if len(payload) > max_bytes - wire.FRAME_SLACK:
+                raise ConfigError(f"task {t.id!r} is {len(payload):,} bytes encoded, over the "
+                                  f"{max_bytes - wire.FRAME_SLACK:,} a message may carry "
+                                  f"(--max-message-bytes): pass large data by reference")
+            wire.unpack(Task, payload, limits)  # as the worker will read it
+        except (LocalProtocolError, RemoteProtocolError) as exc:
             raise ConfigError(f"task {t.id!r} cannot be sent to a worker: {exc}") from None
+
+
+_NUMBER = (int, float)
+
+
+def _typed(t: Task) -> bool:
+    """Its fields are of the types the wire carries (ids, strings and numbers as such)."""
+    return type(t.id) in (int, str) and type(t.description) is str \
+        and type(t.difficulty) is int and type(t.priority) is int \
+        and (t.duration is None or type(t.duration) in _NUMBER) \
+        and (t.timeout is None or type(t.timeout) in _NUMBER) \
+        and (t.required_role is None or type(t.required_role) is str) \
+        and (t.handler is None or type(t.handler) is str) and type(t.depends_on) is list \
+        and all(type(d) in (int, str) for d in t.depends_on)
 
 
 def _log(cmd: c.Log) -> None:
