@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from kit import BEAT, EPOCH, Sim, assigned, frames, logs, noop, of, sends
 
 from ceylon_net import wire
@@ -15,6 +16,7 @@ from ceylon_net.core.board import TaskState
 from ceylon_net.core.restore import JournaledTask
 from ceylon_net.core.tasks import Task, TaskResult, TaskStatus
 from ceylon_net.core.workers import WorkerState
+from ceylon_net.errors import ConfigError
 from ceylon_net.wire import Kind
 
 # --------------------------------------------------------------------------- registration
@@ -706,7 +708,8 @@ def test_closing_tells_every_worker_the_run_is_over():
     cmds = sim.st.close("bye now")
     assert sends(cmds, Kind.END) == [wire.End("bye now"), wire.End("bye now")]
     assert {x.peer for x in of(cmds, c.Send)} == {a.peer, b.peer}
-    assert sim.submit(noop(1)) and of(sim.every[-3:], c.Assign) == []
+    with pytest.raises(ConfigError, match="admin 'admin' is closed: it takes no more tasks"):
+        sim.submit(noop(1))  # (it was queued, and waited for ever)
 
 
 def _cancel_rest_group(tasks: int) -> tuple[Sim, Any]:

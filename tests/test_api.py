@@ -2,7 +2,9 @@
 
 import asyncio
 import re
+import socket
 
+import pytest
 from conftest import run
 
 from ceylon_net import Admin, AdminSettings, Task, TaskResult, Worker, message, on_message
@@ -305,3 +307,31 @@ def test_a_task_no_worker_could_read_is_refused_at_submit_and_the_admin_goes_on(
     assert "task 'diff' cannot be sent to a worker: Task.difficulty: expected int" in refused[6]
     assert "task 'big' is 2,000,0" in refused[10] and "a message may carry" in refused[10]
     assert ok.success and total == 1  # nothing of the refused ones was queued
+
+
+def test_a_closed_admin_says_so_instead_of_waiting_and_starts_only_once():
+    """After close() execute(), run_tasks() and wait_idle() waited for ever and submit()
+    queued; a second start() on its port failed and left the first one's sockets unclosable."""
+    from ceylon_net.errors import ConfigError
+
+    async def body():
+        admin = _admin()
+        await admin.start()
+        with pytest.raises(ConfigError, match="was started already"):
+            await admin.start()
+        pending = asyncio.create_task(admin.run_tasks([Task("queued", "no worker")]))
+        await asyncio.sleep(0)
+        await admin.close()
+        with pytest.raises(ConfigError, match="is closed"):
+            await asyncio.wait_for(pending, 5)
+        for call in (lambda: admin.execute(Task("x", "x")), lambda: admin.run_tasks([]),
+                     admin.wait_idle):
+            with pytest.raises(ConfigError, match="is closed"):
+                await asyncio.wait_for(call(), 5)
+        with pytest.raises(ConfigError, match="is closed"):
+            admin.submit([Task("y", "y")])
+        return admin.port
+
+    port = run(body())
+    with socket.socket() as s:  # the port was let go
+        s.bind(("127.0.0.1", port))

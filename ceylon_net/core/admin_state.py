@@ -171,7 +171,9 @@ class AdminState:
                now: float = 0.0, after: Any = None) -> list[Command]:
         """Queue tasks and groups, all waiting on gate ``after`` if given. All or nothing:
         ConfigError (a duplicate id, an unknown dependency, a cycle) leaves the state as it
-        was."""
+        was; and once the admin is closing, anything."""
+        if self.closing:
+            raise ConfigError(f"admin '{self.name}' is closed: it takes no more tasks")
         self.board.now = now
         self._submit(tasks, groups, after)
         return self._end_round(now)

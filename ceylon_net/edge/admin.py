@@ -93,7 +93,9 @@ class Admin(AgentBase):
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Bind the ROUTER and PUB sockets and start serving."""
+        """Bind the ROUTER and PUB sockets and start serving (once: ConfigError again)."""
+        if self._sockets is not None or self.state.closing:
+            raise ConfigError(f"admin '{self.name}' was started already (make a new one)")
         s = self.settings
         if s.journal is not None and self.journal is None:
             self._resume(Journal(s.journal, s.workspace))  # JournalError: nothing started
@@ -219,8 +221,7 @@ class Admin(AgentBase):
 
     # ------------------------------------------------------------------ tasks
     def submit(self, tasks: Sequence[Task]) -> None:
-        """Queue tasks for the connected (and future) workers. Raises ConfigError (nothing
-        queued) for a duplicate id, an unknown dependency or a dependency cycle."""
+        """Queue tasks for the workers; ConfigError (nothing queued): see submit_work."""
         self.submit_work(tasks, ())
 
     def submit_groups(self, groups: Sequence[TaskGroup]) -> None:
@@ -230,7 +231,8 @@ class Admin(AgentBase):
     def submit_work(self, tasks: Sequence[Task], groups: Sequence[TaskGroup],
                     after: Any = None) -> list[TaskId]:
         """Queue tasks and groups together, all of them waiting on gate ``after`` if given.
-        All or nothing: ConfigError leaves the admin as it was. Returns the task ids."""
+        All or nothing: ConfigError (a duplicate id, an unknown dependency, a cycle, a task no
+        worker could read, the admin closed) leaves the admin as it was. Returns the ids."""
         check_sendable(tasks, self.settings.max_message_bytes)
         self._apply(self.state.submit(tasks, groups, time.monotonic(), after))
         return [t.id for t in tasks] + [t.task_id for g in groups for t in g.subtasks]
@@ -245,10 +247,12 @@ class Admin(AgentBase):
 
     async def wait_idle(self) -> None:
         """Wait until nothing submitted is left to run. Raises Crashed if the admin stops on an
-        error of its own first."""
+        error of its own first, ConfigError if it is closed first."""
         await self._idle.wait()
         if self.failure is not None:
             raise self.failure.again()
+        if not self.state.idle:  # (closed, with tasks unfinished)
+            raise ConfigError(f"admin '{self.name}' is closed (its tasks did not all finish)")
 
     def report(self) -> RunReport:
         return self.state.report()
@@ -312,8 +316,7 @@ class Admin(AgentBase):
             cmds = self.state.receive_many(messages, time.monotonic())
             journaled = bool(self._waiters) and self._waiters.wake(cmds)
             if journaled:
-                # Someone awaits one of these tasks (execute()): it goes first, so what it
-                # submits next leaves before this round's bookkeeping, and after its journal.
+                # An execute() caller waits on one: it goes on first, after the journal.
                 self._journal(cmds)
                 await asyncio.sleep(0)
             self._apply(cmds, journaled)
@@ -352,7 +355,7 @@ class Admin(AgentBase):
             record_round(self.journal, self.state, cmds)
 
     def _sync_idle(self) -> None:
-        if self.state.idle or self.failure is not None:
+        if self.state.idle or self.failure is not None or self.state.closing:
             self._idle.set()
         elif self._idle.is_set():
             self._idle.clear()
