@@ -13,6 +13,7 @@ import enum
 import inspect
 import math
 import reprlib
+import threading
 import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
@@ -49,6 +50,7 @@ def message(cls: type[T] | None = None, *, name: str | None = None) -> Any:
         _DEFAULTS.pop(c, None)
         _ENCODERS.pop(c, None)
         _DECODERS.pop(c, None)
+        _prepare(c)
         return c
 
     return register(cls) if cls is not None else register
@@ -240,6 +242,22 @@ _MISSING = object()
 
 
 _BUILDING: set[tuple[str, type]] = set()  # codecs being generated now
+_GENERATING = threading.Lock()  # (one thread at a time: see _prepare)
+
+
+def _prepare(cls: type) -> None:
+    """Generate a newly registered type's codecs now, in the thread that defines it (an
+    import). Generated on first use, in a client's or worker's own thread while another
+    thread compiles code (an import, pytest rewriting a test module), they can meet CPython
+    3.11's AST recursion-depth bug: a SystemError in that other thread's compile. A type whose
+    annotations do not resolve yet (one named before it is defined) is left to first use."""
+    try:
+        typing.get_type_hints(cls)
+        _encoder(cls)
+        _decoder(cls)
+    except Exception:
+        _ENCODERS.pop(cls, None)
+        _DECODERS.pop(cls, None)
 
 
 def _nested(cls: type, what: str) -> dict[str, type]:
@@ -293,7 +311,8 @@ def _encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
         lines.append(f"    if {_differs(default, f'd{i}')}:")
         lines.append(f"        {put}")
     lines.append("    return out")
-    exec("\n".join(lines), env)
+    with _GENERATING:
+        exec("\n".join(lines), env)
     _ENCODERS[cls] = env["encode"]
     return env["encode"]
 
@@ -361,7 +380,8 @@ def _decoder(cls: type) -> Callable[[Any], Any]:
               f"        return {call}",
               "    except (TypeError, ValueError) as exc:",
               f"        raise RemoteProtocolError(f'{label}: {{exc}}') from None"]
-    exec("\n".join(lines), env)
+    with _GENERATING:
+        exec("\n".join(lines), env)
     _DECODERS[cls] = env["decode"]
     return env["decode"]
 
