@@ -507,3 +507,43 @@ def test_a_client_sizes_its_submissions_by_the_admins_limit_and_takes_results_up
 
     small, big = run(body())
     assert small == {"echo": "ok"} and big == {"echo": "z" * 2_000_000}
+
+
+@pytest.mark.timeout(120)
+def test_calls_from_other_threads_during_close_fail_instead_of_waiting_for_ever(tmp_path):
+    """A call scheduled on the client's loop just as close() stopped it was never run, and
+    its caller waited for ever (8 of 40 tries)."""
+    import threading
+
+    from ceylon_net.errors import ConfigError
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+
+            def tries() -> list[str]:
+                outcomes = []
+                for trial in range(20):
+                    client = Client(f"127.0.0.1:{c.port}", timeout=5)
+                    started, ended = threading.Event(), []
+
+                    def hammer(client=client, trial=trial, started=started, ended=ended):
+                        started.set()
+                        try:
+                            while True:
+                                client.submit("echo_later", 1) if trial % 2 else client.status()
+                        except ConfigError as exc:
+                            ended.append(str(exc))
+
+                    caller = threading.Thread(target=hammer, daemon=True)
+                    caller.start()
+                    started.wait(5)
+                    client.close()
+                    caller.join(10)
+                    outcomes.append("hung" if caller.is_alive() else ended[0])
+                return outcomes
+
+            return await asyncio.to_thread(tries)
+
+    outcomes = run(body())
+    assert "hung" not in outcomes and all("closed" in o for o in outcomes), outcomes

@@ -594,6 +594,7 @@ def _by_size(items: Iterable[Any], limit: int) -> Iterator[list[Any]]:
 def _fail(fut: asyncio.Future, exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
+        fut.exception()  # whoever looks gets it; one nobody looks at is not logged at exit
 
 
 def _task_doc(handler: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None, key: Any,

@@ -95,6 +95,9 @@ class GroupFuture(Future):
         self.tasks = tasks
 
 
+CLOSED = "the client is closed (a closed client stays closed: make a new Client)"
+
+
 class Client:
     """``Client("coordinator:8000", token=..., curve_secret=..., admin_key=...)``: submit tasks
     and groups to a running admin from any Python program and get futures back. See
@@ -102,6 +105,9 @@ class Client:
 
     def __init__(self, address: str | None = None, **options: Any) -> None:
         self._client = AsyncClient(address, **options)  # a bad option: nothing started yet
+        # Calls from other threads wait on these; close() fails those the loop will not end.
+        self._lock, self._closed = threading.Lock(), False
+        self._pending: set[concurrent.futures.Future[Any]] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ceylon-client",
                                         daemon=True)
@@ -113,17 +119,23 @@ class Client:
             raise
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        if self._loop.is_closed():
-            coro.close()
-            raise ConfigError("the client is closed (a closed client stays closed: make a "
-                              "new Client)")
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("this Client call waits for the admin, and callbacks run in "
                                "the client's own thread: call it outside add_done_callback "
                                "and on_event callbacks (submit, map and submit_group work "
                                "there)")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        with self._lock:  # (a close() in another thread either comes first, or fails it)
+            if self._closed or self._loop.is_closed():
+                coro.close()
+                raise ConfigError(CLOSED)
+            fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+            self._pending.add(fut)
+        try:
+            return fut.result(timeout)
+        finally:
+            with self._lock:
+                self._pending.discard(fut)
 
     def _in_loop(self, fn: Callable[[], T]) -> T:
         if threading.current_thread() is self._thread:
@@ -183,18 +195,49 @@ class Client:
 
     # ---- lifetime
     def close(self) -> None:
-        """Close the connection; futures still pending fail (ConfigError)."""
-        if self._loop.is_running():
-            self._run(self._client.close())
+        """Close the connection; futures still pending fail (ConfigError), and so do calls
+        other threads are making meanwhile."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("close() waits for the client's thread, and callbacks run in "
+                               "it: close the client outside its callbacks")
+        with self._lock:
+            if self._closed or not self._loop.is_running():
+                self._closed = True
+                return
+            self._closed = True
+            closing = asyncio.run_coroutine_threadsafe(self._client.close(), self._loop)
+        try:
+            closing.result(10)
+        finally:
             self._stop_loop()
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        if not self._thread.is_alive():
+            # Calls that came as it closed may not have run (or their answer not been
+            # passed on): run them out here; against a closed client they end at once.
+            left = asyncio.all_tasks(self._loop)
+            self._loop.run_until_complete(_settle(left))
         self._loop.close()
+        with self._lock:  # calls whose coroutine the stopped loop will never run
+            for fut in self._pending:
+                if not fut.done():
+                    fut.set_exception(ConfigError(CLOSED))
 
     def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+async def _settle(tasks: set[asyncio.Task[Any]]) -> None:
+    """Let ``tasks`` end (1 s at most, then cancelled), and the answers of those that ended
+    reach their callers (one loop turn)."""
+    if tasks:
+        _, late = await asyncio.wait(tasks, timeout=1.0)
+        for t in late:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.sleep(0)
