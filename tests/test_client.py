@@ -278,6 +278,26 @@ def test_a_future_cannot_be_cancelled_once_its_result_has_arrived():
         loop.close()
 
 
+def test_a_wait_of_any_length_is_a_wait_not_an_overflow():
+    """threading refuses a timeout beyond TIMEOUT_MAX: result(timeout=1e10) raised
+    OverflowError (from the standard library) instead of waiting."""
+    import threading
+
+    from ceylon_net.edge.sync_client import Future
+
+    loop = asyncio.new_event_loop()
+    try:
+        elsewhere = threading.Thread()  # the client's thread: not this one
+        fut = Future("t", loop.create_future(), loop, elsewhere)
+        threading.Timer(0.05, fut.set_result, [{"echo": 1}]).start()
+        assert fut.result(timeout=1e10) == {"echo": 1}
+        other = Future("u", loop.create_future(), loop, elsewhere)
+        threading.Timer(0.05, other.set_exception, [ValueError("x")]).start()
+        assert isinstance(other.exception(timeout=1e300), ValueError)
+    finally:
+        loop.close()
+
+
 def test_the_futures_are_watched_again_in_messages_the_admin_accepts_whatever_the_keys():
     from ceylon_net import wire
     from ceylon_net.settings import DEFAULT_MAX_MESSAGE_BYTES

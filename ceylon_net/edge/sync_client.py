@@ -28,6 +28,12 @@ T = TypeVar("T")
 as_completed = concurrent.futures.as_completed
 
 
+def _bounded(timeout: float | None) -> float | None:
+    """A wait's timeout as threading takes it: one beyond threading.TIMEOUT_MAX (some 49
+    days here; 1e10 raised OverflowError) waits as long as it can, that is for ever."""
+    return None if timeout is not None and timeout > threading.TIMEOUT_MAX else timeout
+
+
 class Future(concurrent.futures.Future):
     """A task's future: ``result(timeout=)``, ``exception()``, ``done()``,
     ``add_done_callback()``; ``cancel()`` cancels the task on the cluster too. ``key`` is its
@@ -43,11 +49,11 @@ class Future(concurrent.futures.Future):
 
     def result(self, timeout: float | None = None) -> Any:
         self._not_in_callback()
-        return super().result(timeout)
+        return super().result(_bounded(timeout))
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         self._not_in_callback()
-        return super().exception(timeout)
+        return super().exception(_bounded(timeout))
 
     def _not_in_callback(self) -> None:
         """Waiting for a result in a callback would wait for ever: callbacks run in the
