@@ -239,8 +239,8 @@ class Admin(AgentBase):
 
     async def run_tasks(self, tasks: Sequence[Task] = (), groups: Sequence[TaskGroup] = ()
                         ) -> RunReport:
-        """Submit tasks and groups, and wait until every task has a result, was cancelled, or
-        was given up as unassignable."""
+        """Submit tasks and groups, and wait until every task submitted (by any call) has a
+        result, was cancelled, or was given up as unassignable: the whole run's report."""
         self.submit_work(tasks, groups)
         await self.wait_idle()
         return self.report()
