@@ -50,13 +50,19 @@ def test_what_a_worker_missed_is_sent_to_it_again_in_order():
     assert [f.payload for f in of(cmds, c.Forward)] == [b"\x01", b"\x02", b"\x04"]
 
 
-def test_what_the_ring_no_longer_holds_is_skipped_counted_and_said():
+def _fallen_behind():
+    """A worker that missed all 6 broadcasts of an admin whose ring keeps 3."""
     sim = Sim()
     sim.st.broadcasts.capacity = 3
     w = sim.join("w")
     for i in range(6):
         sim.carry(sim.st.broadcast(wire.make_header("default", "admin"), bytes([i]), sim.now))
     w.missing = [[1, 6]]
+    return sim, w
+
+
+def test_what_the_ring_no_longer_holds_is_skipped_counted_and_said():
+    sim, w = _fallen_behind()
     cmds = w.heartbeat()
     assert _numbers(cmds, w.peer) == [4, 5, 6]
     assert sends(cmds, Kind.SKIP, w.peer) == [wire.Skip(1, 3)]
@@ -69,12 +75,7 @@ def test_a_range_a_slow_worker_lists_again_is_skipped_counted_and_resent_once_a_
     """A stalled worker lists what it misses in every heartbeat until what was sent reaches
     it: the admin counts, says and skips a loss once, and sends the kept ones again only
     after two heartbeats (they may have been lost), not on every beat (a repair storm)."""
-    sim = Sim()
-    sim.st.broadcasts.capacity = 3
-    w = sim.join("w")
-    for i in range(6):
-        sim.carry(sim.st.broadcast(wire.make_header("default", "admin"), bytes([i]), sim.now))
-    w.missing = [[1, 6]]
+    sim, w = _fallen_behind()
     first = w.heartbeat()
     sim.now += 1.0
     second = w.heartbeat()  # the same list, a beat later: what was sent has not arrived
