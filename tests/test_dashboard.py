@@ -191,3 +191,29 @@ def test_an_open_page_does_not_hold_the_admin_up_when_it_stops(tmp_path):
     assert first.startswith(b"HTTP/1.1 200 OK") and b"text/event-stream" in first
     assert code == 0
     assert "Traceback" not in err and "admin 'admin' stopped" in err, err
+
+
+def test_connections_that_send_no_request_cannot_hold_the_dashboard_shut():
+    """64 connections that never send a request held every place for 10 s (others got 503
+    meanwhile); a newcomer now takes the place of the oldest still sending its request."""
+    from ceylon_net.edge.dashboard import MAX_CONNECTIONS, Dashboard
+
+    async def body():
+        board = Dashboard(lambda now: {"workers": []}, lambda: (0, 0.0), lambda: 0, None)
+        port = await board.start("127.0.0.1", 0)
+        idle = [await asyncio.open_connection("127.0.0.1", port)
+                for _ in range(MAX_CONNECTIONS)]
+        await wait_until(lambda: len(board._connections) == MAX_CONNECTIONS, 10, "all idle")
+        try:
+            answer = await asyncio.wait_for(
+                asyncio.to_thread(_raw, port, b"GET /api/state HTTP/1.1\r\n\r\n"), 5)
+            first_gone = await asyncio.wait_for(idle[0][0].read(), 5) == b""
+        finally:
+            for _, writer in idle:
+                writer.close()
+            await board.close()
+        return answer, first_gone
+
+    answer, first_gone = run(body())
+    assert answer.startswith(b"HTTP/1.1 200 OK") and b'"workers": []' in answer
+    assert first_gone  # the oldest idle one made room

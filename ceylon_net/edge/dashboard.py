@@ -55,6 +55,9 @@ class Dashboard:
         self.port = 0
         self.streams = 0
         self._connections: set[asyncio.Task[Any]] = set()
+        # Those still sending their request, oldest first: at the cap, the oldest makes room
+        # (idle or hostile connections could otherwise hold every place for READ_TIMEOUT).
+        self._reading: dict[asyncio.Task[Any], None] = {}
         self.trend = Trend(SAMPLE_EVERY)
         self._sampler: asyncio.Task[None] | None = None
         self._page = PAGE.read_bytes()
@@ -106,13 +109,20 @@ class Dashboard:
         self._connections.add(task)
         try:
             if len(self._connections) > MAX_CONNECTIONS:
-                return await _send(writer, 503, "text/plain", b"too many connections\n")
+                if not self._reading:  # every place holds a page or an answer under way
+                    return await _send(writer, 503, "text/plain", b"too many connections\n")
+                oldest = next(iter(self._reading))  # still sending its request: makes room
+                del self._reading[oldest]
+                oldest.cancel()
+            self._reading[task] = None
             try:
                 method, target = await asyncio.wait_for(_request(reader), READ_TIMEOUT)
             except _Refused as refused:
                 return await _send(writer, refused.status, "text/plain", refused.body)
             except asyncio.LimitOverrunError:
                 return await _send(writer, 431, "text/plain", b"request too large\n")
+            finally:
+                self._reading.pop(task, None)
             await self._answer(method, target, writer)
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, ValueError):
             pass  # a broken, slow or stalled browser: nothing more to say to it
