@@ -858,3 +858,12 @@ def test_the_dashboards_failed_count_survives_a_restart_on_the_journal(tmp_path)
     after = dashboard(sim.restart().st, sim.now)
     assert before["totals"]["failed"] == after["totals"]["failed"] == 1
     assert after["counts"]["done"] == 2 and after["counts"]["succeeded"] == 1
+
+
+def test_each_missing_handler_is_said_not_only_the_first():
+    sim = Sim()
+    sim.join("w")
+    sim.submit(noop("h1", handler="foo"), noop("h2", handler="bar"))
+    said = [line for line in logs(sim.tick(at=1.0)) if "needs handler" in line]
+    assert said == ["task 'h1' 'task h1' needs handler 'foo'; no connected worker has it",
+                    "task 'h2' 'task h2' needs handler 'bar'; no connected worker has it"]

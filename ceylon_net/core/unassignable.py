@@ -25,7 +25,7 @@ class Unassignable:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._since: float | None = None  # when only unassignable tasks were left
-        self._warned: set[tuple[int, str | None]] = set()
+        self._warned: set[tuple[int, str | None, str | None]] = set()  # kinds said
         self._joined = 0  # registrations seen: a new worker may change what is possible
         self._version: tuple[int, int] | None = None
         self._blocked: list[Blocked] = []
@@ -39,8 +39,8 @@ class Unassignable:
             return []
         blocked = self._current(board, joined)
         for b in blocked:
-            if (b.difficulty, b.role) not in self._warned:
-                self._warned.add((b.difficulty, b.role))
+            if (b.difficulty, b.role, b.handler) not in self._warned:  # (a handler missing
+                self._warned.add((b.difficulty, b.role, b.handler))  # is a kind of its own)
                 out.log("WARNING", describe(board, b))
         stuck = sum(len(b.tasks) for b in blocked)
         if not stuck or board.running or stuck != len(board.scheduler):
