@@ -12,7 +12,7 @@ from .. import wire
 from ..errors import RemoteProtocolError
 from ..settings import AdminSettings
 from ..wire import MAX_CAPACITY, PROTOCOL_VERSION, Envelope, Hello, Kind
-from .board import FINISHED, TaskBoard
+from .board import ENDED, FINISHED, TaskBoard
 from .broadcasts import BroadcastLog
 from .commands import Connected, Forward, Outbox
 from .pacing import Pace, Pulse
@@ -272,12 +272,23 @@ class Membership:
         self._forget_oldest_left()
         self._left[rec.name] = self._unconfirmed(rec)
         self.stats.lost += why.startswith("lost")
-        requeued = self.board.remove_worker(rec.name, why)
+        held = self.board.remove_worker(rec.name, why)
+        requeued, ended, said = self._back(held)
         # A worker that said goodbye with nothing left behind is news, not trouble.
-        level = "INFO" if why == "left" and not requeued else "WARNING"
-        self.out.log(level, f"worker '{rec.name}' {why}; {len(requeued)} task(s) back in the "
-                            f"queue")
-        self.out.event("worker_left", name=rec.name, reason=why, requeued=list(requeued))
+        level = "INFO" if why == "left" and not held else "WARNING"
+        self.out.log(level, f"worker '{rec.name}' {why}; {said}")
+        self.out.event("worker_left", name=rec.name, reason=why, requeued=requeued,
+                       ended=ended)
+
+    def _back(self, held: list[TaskId]) -> tuple[list[TaskId], list[TaskId], str]:
+        """A gone worker's tasks: those back in the queue, those that ended with it (lost
+        too often, or being cancelled), and the words for both."""
+        records = self.board.records
+        ended = [t for t in held if records[t].state in ENDED]
+        requeued = [t for t in held if records[t].state not in ENDED]
+        said = f"{len(requeued)} task(s) back in the queue" + (
+            f", {len(ended)} ended with it (lost too often, or being cancelled)" if ended else "")
+        return requeued, ended, said
 
     def _forget_oldest_left(self) -> None:
         while len(self._left) >= REMEMBER_LEFT:
@@ -305,9 +316,9 @@ class Membership:
     def purge_orphans(self) -> None:
         """Tasks waiting since a restart for a worker that did not come back: requeued."""
         for worker in list(self.board.orphans()):
-            lost = self.board.remove_worker(worker, "did not come back after the restart")
+            held = self.board.remove_worker(worker, "did not come back after the restart")
             self.out.log("WARNING", f"worker '{worker}' did not come back after the admin "
-                                    f"restarted; {len(lost)} task(s) back in the queue")
+                                    f"restarted; {self._back(held)[2]}")
 
     def beat(self) -> None:
         """The admin's heartbeat: once on PUB for everyone, with the number of broadcasts
