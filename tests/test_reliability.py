@@ -123,6 +123,40 @@ def test_sigterm_drains_a_worker_with_two_running_tasks(tmp_path, tasks_file):
                                                                        (1, "drainer")]
 
 
+@pytest.mark.timeout(90)
+def test_a_drained_worker_gives_its_queued_tasks_back_and_what_the_drain_cut_off_is_no_loss(
+        tmp_path, tasks_file):
+    """SIGTERM: no new tasks. The worker went on starting those queued on it (pipelining), the
+    drain timeout cut one off that the admin then took for 'never got', and charged its lost
+    start to a task that had only waited: at --max-attempts 1, dead without ever running. Now
+    the queued ones go back at once, and the one cut off runs again elsewhere, uncounted."""
+    path = tasks_file([{"id": i, "description": f"t{i}", "difficulty": 1, "duration": 3.0}
+                       for i in range(4)])
+    report_path = tmp_path / "report.json"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--report-json", str(report_path),
+                                  "--prefetch", "3", "--max-attempts", "1")
+            a = await c.worker("A", "--concurrency", "1", "--drain-timeout", "1",
+                               "--log-level", "DEBUG")
+            await wait_until(lambda: "running task" in a.stderr(), 20, "A to start one")
+            a.signal(signal.SIGTERM)
+            code = await a.wait(20)
+            await c.worker("B", "--concurrency", "4")
+            return code, await admin.wait(60), a.stderr(), admin.stderr()
+
+    code, admin_code, a_err, admin_err = run(body())
+    assert code == 0 and admin_code == 0, admin_err
+    assert "draining: no new tasks, 3 queued given back; waiting up to 1 s for 1 running" \
+        in a_err
+    assert a_err.count("running task") == 1  # nothing more started once draining
+    assert "never got" not in admin_err
+    report = json.loads(report_path.read_text())
+    assert report["success_rate"] == 1.0 and not report.get("dead")
+    assert {t["worker"] for t in report["tasks"]} == {"B"}
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("handler, said", [
     # A sync handler's thread cannot be stopped, and Python would wait for it at exit.

@@ -602,7 +602,9 @@ class TaskBoard:
                 counted.append(task_id)
             else:
                 waited.append(task_id)
-        lost = self._lose(counted, name, why)
+        # Gone, its started tasks count as lost; said goodbye (left: drained), they were cut
+        # off by whoever stopped it, not lost with it.
+        lost = self._lose(counted, name, why, counts=why != "left")
         return sorted([*lost, *self._lose(waited, name, why, counts=False)],
                       key=lambda i: self.records[i].seq or 0)
 

@@ -58,6 +58,7 @@ class TaskRunner:
         # Given to us again while its run here was being stopped: runs once that one ended.
         self._after: dict[TaskId, TaskAssignment] = {}
         self._runners: list[asyncio.Task] = []
+        self.draining = False  # start nothing more: what is queued or comes is given back
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -92,6 +93,10 @@ class TaskRunner:
             # The admin gave it to us again (it thought we lost it) while we still run it:
             # the run in progress answers for the newest attempt.
             self._newest[tid] = a.attempt
+            return
+        if self.draining:  # sent before the admin heard we drain: straight back
+            self.released.append((tid, a.attempt))
+            self._on_result()
             return
         self._queued[tid] = a  # a queued older attempt is skipped by its runner
         self._idle.clear()
@@ -201,6 +206,15 @@ class TaskRunner:
     def undelivered(self) -> list[TaskResult]:
         """Every result the admin has not acknowledged (sent or not)."""
         return [*self.unacked.values(), *self.unsent]
+
+    def give_back_queued(self) -> int:
+        """Draining: every task queued here and not started goes back to the admin (said
+        with the next results, as for a RELEASE), and none is started from now on. How
+        many."""
+        self.draining = True
+        queued = [(tid, a.attempt) for tid, a in self._queued.items()]
+        queued += [(tid, a.attempt) for tid, a in self._after.items()]
+        return sum(self.release(tid, attempt) for tid, attempt in queued)
 
     async def drain(self, timeout: float) -> bool:
         """Wait until nothing is queued or running; False if that took longer than timeout."""

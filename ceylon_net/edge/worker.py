@@ -200,10 +200,12 @@ class Worker(AgentBase):
             await self.stop()  # asked twice: stop now
             return False
         self._draining = True
-        logger.info("{}: draining: no new tasks; waiting up to {:g} s for {} running",
-                    self.name, timeout, len(self.runner.active) + self.runner.queue.qsize())
+        back = self.runner.give_back_queued()  # they run elsewhere, now
+        logger.info("{}: draining: no new tasks, {} queued given back; waiting up to {:g} s "
+                    "for {} running", self.name, back, timeout, len(self.runner.active))
         if self._welcome is not None and self._sockets is not None:
             await self._send(Kind.DRAIN, wire.End("draining"))
+            self._flush()  # what was given back, and what started: before anything else
         finished = await self.runner.drain(timeout)
         deadline = time.monotonic() + min(timeout, 5.0)
         while self.runner.undelivered() and time.monotonic() < deadline:
@@ -225,6 +227,7 @@ class Worker(AgentBase):
             return
         try:
             if self._welcome is not None and self._end_reason == "stopped":
+                self._flush()  # which tasks started (one cut off by the drain: not "never got")
                 self._sockets.send_soon(self._heartbeat_frames())  # what it heard, last
                 await self._send(Kind.BYE, wire.End("worker stopping"))
         except Exception:
