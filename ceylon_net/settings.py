@@ -105,12 +105,22 @@ class AdminSettings:
         """What a stranger could do to an admin bound this way, when it is not loopback and
         not encrypted (said once at start)."""
         loopback = self.bind in ("127.0.0.1", "localhost", "::1") or self.bind.startswith("127.")
-        if self.curve_secret is not None or loopback:
+        if loopback:
             return None
-        return (f"running open on {self.bind}: no CURVE keys{'' if self.token else ' and no token'}"
+        said = []
+        if self.curve_secret is None:
+            said.append(
+                f"running open on {self.bind}: no CURVE keys{'' if self.token else ' and no token'}"
                 f", so anyone who can reach these ports can "
-                f"{'read the traffic' if self.token else 'join, submit and read'} (see the "
-                f"README's Security section)")
+                + ("read the traffic, and subscribe to the PUB port (every assignment, result "
+                   "and broadcast) without the token" if self.token else "join, submit and read"))
+        if self.dashboard_port is not None and not self.token:
+            said.append("the dashboard (--dashboard-port) is open to anyone who can reach it "
+                        "(CURVE does not cover it; --token does)")
+        if self.metrics_port is not None:
+            said.append("the metrics endpoint (--metrics-port) takes no token: anyone who can "
+                        "reach it reads the counts")
+        return "; ".join(said) + " (see the README's Security section)" if said else None
 
     @classmethod
     def of(cls, name: str, port: int | None, workspace: str | None,

@@ -567,6 +567,19 @@ def test_a_worker_with_a_long_name_has_its_results_taken():
     assert "is longer than 200 characters" in sends(cmds, Kind.REJECT)[0].reason
 
 
+def test_a_name_that_would_forge_log_lines_is_refused():
+    """The CLI refuses such names; a raw HELLO got them in, and each log line quoting them
+    then held a fake line, or cleared the operator's terminal."""
+    sim = Sim()
+    for name, role in (("evil\n22:00:00.000 | INFO | admin stopped", "default"),
+                       ("\x1b[2Jred", "default"), ("w", "role\r")):
+        cmds = sim.worker(name, role=role).hello()
+        (refusal,) = sends(cmds, Kind.REJECT)
+        assert "must be printable characters" in refusal.reason
+        assert all(line.isprintable() for line in logs(cmds))
+    assert sim.st.workers() == []
+
+
 def test_a_worker_restarted_under_its_name_is_asked_to_retry_then_taken():
     """A supervisor restarts a crashed worker at once: its old self still looks alive for a
     moment. The new one is refused for now (it may retry), and taken once the old one has

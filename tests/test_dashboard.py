@@ -217,3 +217,19 @@ def test_connections_that_send_no_request_cannot_hold_the_dashboard_shut():
     answer, first_gone = run(body())
     assert answer.startswith(b"HTTP/1.1 200 OK") and b'"workers": []' in answer
     assert first_gone  # the oldest idle one made room
+
+
+def test_head_asks_for_the_token_as_get_does():
+    from ceylon_net.edge.dashboard import Dashboard
+
+    async def body():
+        board = Dashboard(lambda now: {"workers": []}, lambda: (0, 0.0), lambda: 0, "s3cret-tok")
+        port = await board.start("127.0.0.1", 0)
+        try:
+            return [await asyncio.to_thread(_raw, port, f"HEAD {path} HTTP/1.1\r\n\r\n".encode())
+                    for path in ("/api/state", "/api/state?token=s3cret-tok")]
+        finally:
+            await board.close()
+
+    without, with_token = run(body())
+    assert without.startswith(b"HTTP/1.1 401") and with_token.startswith(b"HTTP/1.1 200")

@@ -157,3 +157,57 @@ def test_keygen_refuses_to_overwrite_a_secret_key(tmp_path):
     assert third.returncode == 2, third.stderr
     assert f"error: {tmp_path / 'afile'}: File exists" in third.stderr
     assert "Traceback" not in third.stderr
+
+
+def test_key_files_found_wanting_are_refused_at_start_exit_2_whichever_program(tmp_path):
+    """A junk .key among the authorized ones made the admin refuse every key, the good ones
+    too, silently (pyzmq logs the file once, then denies all); a malformed key value was a
+    ZMQError traceback; ceylon-worker showed a traceback, exit 1, for a missing --admin-key
+    or a public file given as its secret."""
+    from ceylon_net.dev.testing import free_port
+
+    keys, authorized = _keys(tmp_path, "admin", "w")
+    shutil.copy(keys / "w.key", authorized)
+    (authorized / "junk.key").write_text("garbage\n")
+    short = tmp_path / "short.key_secret"
+    short.write_text((keys / "admin.key_secret").read_text().replace(
+        (keys / "admin.key_secret").read_text().split('secret-key = "')[1].split('"')[0],
+        "tooshort"))
+    port = str(free_port())
+    runs = {
+        "junk authorized": [*cli("ceylon-admin"), "--port", port, "--curve-secret",
+                            str(keys / "admin.key_secret"), "--authorized-keys", str(authorized)],
+        "short secret": [*cli("ceylon-admin"), "--port", port, "--curve-secret", str(short),
+                         "--authorized-keys", str(keys)],
+        "worker, no admin key": [*cli("ceylon-worker"), "--name", "w", "--port", port,
+                                 "--curve-secret", str(keys / "w.key_secret"),
+                                 "--admin-key", str(tmp_path / "nope")],
+        "worker, public as secret": [*cli("ceylon-worker"), "--name", "w", "--port", port,
+                                     "--curve-secret", str(keys / "w.key"),
+                                     "--admin-key", str(keys / "admin.key")],
+    }
+    out = {what: subprocess.run(argv, capture_output=True, text=True, timeout=30)
+           for what, argv in runs.items()}
+    for what, p in out.items():
+        assert p.returncode == 2 and "Traceback" not in p.stderr, (what, p.stderr[-2000:])
+    assert f"--authorized-keys: the key file {authorized / 'junk.key'}: cannot load a key" \
+        in out["junk authorized"].stderr
+    assert "not a CURVE key" in out["short secret"].stderr
+    assert "--admin-key" in out["worker, no admin key"].stderr
+    assert "that is the public .key file" in out["worker, public as secret"].stderr
+
+
+def test_the_admin_says_at_start_what_is_open_to_anyone_who_can_reach_it():
+    """A token keeps strangers from joining, not from subscribing to the PUB port; CURVE
+    covers the ZeroMQ ports, not the dashboard or the metrics endpoint (which takes no
+    token). An operator was told nothing of either."""
+    from ceylon_net.settings import AdminSettings
+
+    token_only = AdminSettings(port=1, bind="0.0.0.0", token="t" * 20).exposure
+    curve_http = AdminSettings(port=1, bind="0.0.0.0", curve_secret="k", authorized_keys="d",
+                               dashboard_port=2, metrics_port=3).exposure
+    assert token_only is not None and "subscribe to the PUB port (every assignment, result " \
+        "and broadcast) without the token" in token_only
+    assert curve_http is not None and "the dashboard (--dashboard-port) is open" in curve_http
+    assert "the metrics endpoint (--metrics-port) takes no token" in curve_http
+    assert AdminSettings(port=1, bind="127.0.0.1", metrics_port=3).exposure is None

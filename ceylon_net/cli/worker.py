@@ -85,6 +85,8 @@ def worker(
         _leave(EXIT_FAILED, f"rejected by the admin: {exc}")
     except (AdminUnreachableError, Crashed) as exc:
         _leave(EXIT_FAILED, str(exc))
+    except ConfigError as exc:  # a key file found wanting as the worker starts
+        _leave(EXIT_CONFIG, str(exc))
     _leave(EXIT_OK)
 
 

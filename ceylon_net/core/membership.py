@@ -113,6 +113,10 @@ class Membership:
             return wire.Reject(f"worker name '{name}' is reserved")
         if len(hello.name) > MAX_NAME:
             return wire.Reject(f"worker name '{name}' is longer than {MAX_NAME} characters")
+        if not all(s.isprintable() for s in (hello.name, hello.role, *hello.handlers)):
+            # (a newline or a terminal escape in a name would forge lines in every log)
+            return wire.Reject(f"worker {clip(hello.name)!r} rejected: its name, role and "
+                               f"handler names must be printable characters")
         old = self.registry.named(hello.name)
         if old is not None and old.peer != peer:
             if now - old.last_seen > TAKEOVER_BEATS * self.pulse.every:

@@ -134,15 +134,15 @@ class Dashboard:
 
     async def _answer(self, method: str, target: str, writer: asyncio.StreamWriter) -> None:
         url = urlsplit(target)
+        if not token_ok(self.token, parse_qs(url.query).get("token", [""])[0]):
+            return await _send(writer, 401, "text/plain",
+                               b"this admin wants its token: add ?token=... to the address\n")
         if method == "HEAD" and url.path in ("/", "/api/state"):
             body = self._page if url.path == "/" else self._json()
             kind = "text/html; charset=utf-8" if url.path == "/" else "application/json"
             return await _send(writer, 200, kind, body, head=True)
         if method != "GET":
             return await _send(writer, 405, "text/plain", b"read-only: GET only\n")
-        if not token_ok(self.token, parse_qs(url.query).get("token", [""])[0]):
-            return await _send(writer, 401, "text/plain",
-                               b"this admin wants its token: add ?token=... to the address\n")
         if url.path == "/":
             return await _send(writer, 200, "text/html; charset=utf-8", self._page)
         if url.path == "/api/state":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import socket
 import time
 import uuid
@@ -56,16 +57,25 @@ def create_keypair(directory: str | Path, name: str) -> tuple[Path, Path]:
     """Write NAME.key (public: hand it out) and NAME.key_secret (keep it) into directory."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(str(directory), name)
+    mask = os.umask(0o077)  # the secret file is never readable by others, even for a moment
+    try:
+        public, secret = zmq.auth.create_certificates(str(directory), name)
+    finally:
+        os.umask(mask)
     Path(secret).chmod(0o600)
+    Path(public).chmod(0o644)  # (the public one is to hand out)
     return Path(public), Path(secret)
 
 
 def _load(path: str | Path, what: str) -> tuple[bytes, bytes | None]:
     try:
-        return zmq.auth.load_certificate(str(path))
+        public, secret = zmq.auth.load_certificate(str(path))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{what} {path}: cannot load a key from it ({exc})") from None
+    for key in (public, secret):
+        if key is not None and len(key) != 40:  # a CURVE key: 32 bytes, 40 characters of Z85
+            raise ConfigError(f"{what} {path}: not a CURVE key (ceylon-keygen makes them)")
+    return public, secret
 
 
 def load_keys(secret_file: str | Path, admin_key_file: str | Path | None = None) -> CurveKeys:
@@ -97,6 +107,13 @@ def _authenticator(ctx: zmq.asyncio.Context, authorized_keys: str | None
     against the public keys in the directory."""
     if authorized_keys is None or not Path(authorized_keys).is_dir():
         raise ConfigError(f"--authorized-keys {authorized_keys}: not a directory")
+    # pyzmq's authenticator, given a file it cannot read, logs it and then refuses every
+    # key, the good ones too, without a word per connection: refuse to start instead.
+    for path in sorted(Path(authorized_keys).glob("*.key")):
+        _load(path, "--authorized-keys: the key file")
+    if not any(Path(authorized_keys).glob("*.key")):
+        logger.warning("--authorized-keys {}: holds no .key file: no worker or client can "
+                       "connect", authorized_keys)
     auth = AsyncioAuthenticator(ctx, log=_ZapLog())
     auth.start()
     auth.configure_curve(domain="*", location=authorized_keys)
