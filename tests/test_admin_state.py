@@ -880,3 +880,21 @@ def test_each_missing_handler_is_said_not_only_the_first():
     said = [line for line in logs(sim.tick(at=1.0)) if "needs handler" in line]
     assert said == ["task 'h1' 'task h1' needs handler 'foo'; no connected worker has it",
                     "task 'h2' 'task h2' needs handler 'bar'; no connected worker has it"]
+
+
+def test_refused_tokens_are_said_once_a_minute_per_sender_and_a_flood_is_cut_off():
+    """20 clients sending STATUS with a wrong token were a log line each, per request, for
+    ever (107,447 lines in 10 s), and never counted as bad frames."""
+    sim = Sim(token="t" * 20)
+    said = []
+    for _ in range(120):  # one sender, 120 in a second
+        said += logs(sim.receive(b"hostile/1", frames(Kind.STATUS, token="wrong")))
+        sim.now += 0.01
+    for i in range(30):  # 30 senders
+        said += logs(sim.receive(f"h/{i}".encode(), frames(Kind.STATUS, token="wrong")))
+    refusals = [line for line in said if "wrong or missing token" in line]
+    assert len(refusals) == 20  # the first sender once, then 19 more this minute
+    assert any("sent more than 100 bad frames" in line for line in said)  # cut off
+    sim.now += 61.0
+    again = logs(sim.receive(b"h/29", frames(Kind.STATUS, token="wrong")))
+    assert sum("wrong or missing token" in line for line in again) == 1  # a new minute

@@ -101,6 +101,7 @@ class AdminState:
         self.closing = False
         self._syncing = False  # a sync Timer is pending
         self._warned_senders: set[bytes] = set()
+        self._refusals_said: dict[bytes, float] = {}  # refused senders said this minute
 
     def started(self, now: float, port: int, pub_port: int, epoch: int = 0) -> None:
         """The edge bound its sockets: the ports to announce, the start of the clock, and
@@ -308,7 +309,7 @@ class AdminState:
             self.members.registry.heard_from(rec, now)
         kind = env.kind
         if kind in CLIENT_KINDS or (kind == Kind.CANCEL and rec is None):
-            if self._token_ok(peer, env, address):
+            if self._token_ok(peer, env, address, now):
                 self._client_request(peer, env, address, now)
         elif rec is None:
             self._stranger(peer, env)
@@ -390,6 +391,11 @@ class AdminState:
             self.out.log("WARNING", f"dropped a bad frame from {peer!r} ({address or '?'}): "
                                     f"{reason}; later ones from this sender are counted, not "
                                     f"logged")
+        self._strike(peer, address, now)
+
+    def _strike(self, peer: bytes, address: str, now: float) -> None:
+        """One more bad frame (or refused request) from ``peer``: too many, and it is cut
+        off for a while."""
         if self.guard.bad_frame(peer, now):
             g = self.guard
             self.out.log("WARNING", f"peer {peer!r} ({address or '?'}) sent more than "
@@ -398,11 +404,22 @@ class AdminState:
             self.members.leave(peer, "disconnected for sending bad frames")
 
     # ------------------------------------------------------------------ clients
-    def _token_ok(self, peer: bytes, env: Envelope, address: str) -> bool:
+    def _token_ok(self, peer: bytes, env: Envelope, address: str, now: float) -> bool:
         if token_ok(self.settings.token, env.header.token):
             return True
-        self.out.log("WARNING", f"refused {env.kind.decode()} from {peer!r} ({address or '?'}):"
-                                f" wrong or missing token")
+        # Said once a minute per sender, 20 a minute at most (a flood of them was a log line
+        # each, for ever), and counted as a bad frame: a peer that keeps trying is cut off
+        # like a garbage sender.
+        said = self._refusals_said
+        if now - said.get(b"", -60.0) >= 60.0:
+            said.clear()
+            said[b""] = now  # the minute's start
+        if peer not in said and len(said) <= 20:
+            said[peer] = now
+            self.out.log("WARNING", f"refused {env.kind.decode()} from {peer!r} "
+                                    f"({address or '?'}): wrong or missing token (more from it "
+                                    f"within a minute: refused, not logged)")
+        self._strike(peer, address, now)
         self.out.send(peer, Kind.REJECT, wire.Reject("wrong or missing token (--token / "
                                                      "CEYLON_TOKEN)"), env.header.msg_id)
         return False
