@@ -98,10 +98,15 @@ def test_admin_killed_and_restarted_on_its_journal_completes_without_rerunning(
     assert max(ran.values()) == 1, f"ran again: {[t for t, n in ran.items() if n > 1]}"
 
 
+def _sleeps(tasks_file, tmp_path, n: int, seconds: float):
+    """A tasks file of ``n`` tasks of ``seconds`` each, and where its report goes."""
+    path = tasks_file([{"id": i, "description": f"t{i}", "difficulty": 1, "duration": seconds}
+                       for i in range(n)])
+    return path, tmp_path / "report.json"
+
+
 def test_sigterm_drains_a_worker_with_two_running_tasks(tmp_path, tasks_file):
-    path = tasks_file([{"id": i, "description": f"t{i}", "difficulty": 1, "duration": 1.0}
-                       for i in range(2)])
-    report_path = tmp_path / "report.json"
+    path, report_path = _sleeps(tasks_file, tmp_path, 2, 1.0)
 
     async def body():
         async with Cluster(workdir=tmp_path) as c:
@@ -130,9 +135,7 @@ def test_a_drained_worker_gives_its_queued_tasks_back_and_what_the_drain_cut_off
     drain timeout cut one off that the admin then took for 'never got', and charged its lost
     start to a task that had only waited: at --max-attempts 1, dead without ever running. Now
     the queued ones go back at once, and the one cut off runs again elsewhere, uncounted."""
-    path = tasks_file([{"id": i, "description": f"t{i}", "difficulty": 1, "duration": 3.0}
-                       for i in range(4)])
-    report_path = tmp_path / "report.json"
+    path, report_path = _sleeps(tasks_file, tmp_path, 4, 3.0)
 
     async def body():
         async with Cluster(workdir=tmp_path) as c:
