@@ -101,7 +101,9 @@ class AdminState:
         self.closing = False
         self._syncing = False  # a sync Timer is pending
         self._warned_senders: set[bytes] = set()
-        self._refusals_said: dict[bytes, float] = {}  # refused senders said this minute
+        # Senders whose refusal (a wrong token) was logged this minute, and when it began.
+        self._refusals_said: set[bytes] = set()
+        self._refusals_since = float("-inf")
 
     def started(self, now: float, port: int, pub_port: int, epoch: int = 0) -> None:
         """The edge bound its sockets: the ports to announce, the start of the clock, and
@@ -411,11 +413,11 @@ class AdminState:
         # each, for ever), and counted as a bad frame: a peer that keeps trying is cut off
         # like a garbage sender.
         said = self._refusals_said
-        if now - said.get(b"", -60.0) >= 60.0:
+        if now - self._refusals_since >= 60.0:
             said.clear()
-            said[b""] = now  # the minute's start
-        if peer not in said and len(said) <= 20:
-            said[peer] = now
+            self._refusals_since = now
+        if peer not in said and len(said) < 20:
+            said.add(peer)
             self.out.log("WARNING", f"refused {env.kind.decode()} from {peer!r} "
                                     f"({address or '?'}): wrong or missing token (more from it "
                                     f"within a minute: refused, not logged)")

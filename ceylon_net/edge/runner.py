@@ -95,8 +95,7 @@ class TaskRunner:
             self._newest[tid] = a.attempt
             return
         if self.draining:  # sent before the admin heard we drain: straight back
-            self.released.append((tid, a.attempt))
-            self._on_result()
+            self._give_back(tid, a.attempt)
             return
         self._queued[tid] = a  # a queued older attempt is skipped by its runner
         self._idle.clear()
@@ -139,10 +138,14 @@ class TaskRunner:
                 self.starts.append((task_id, attempt))  # too late: say it started, now
                 self._on_result()
             return False
-        self.released.append((task_id, attempt))
         self._check_idle()
-        self._on_result()
+        self._give_back(task_id, attempt)
         return True
+
+    def _give_back(self, task_id: TaskId, attempt: int) -> None:
+        """Not started here: said with the next results, for the admin to run elsewhere."""
+        self.released.append((task_id, attempt))
+        self._on_result()
 
     def acknowledge(self, keys: list[list[Any]]) -> None:
         for task_id, attempt in keys:

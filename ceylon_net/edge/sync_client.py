@@ -207,10 +207,9 @@ class Client:
             raise RuntimeError("close() waits for the client's thread, and callbacks run in "
                                "it: close the client outside its callbacks")
         with self._lock:
-            if self._closed or not self._loop.is_running():
-                self._closed = True
+            closed, self._closed = self._closed, True
+            if closed or not self._loop.is_running():
                 return
-            self._closed = True
             closing = asyncio.run_coroutine_threadsafe(self._client.close(), self._loop)
         try:
             closing.result(10)

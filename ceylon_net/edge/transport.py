@@ -109,9 +109,10 @@ def _authenticator(ctx: zmq.asyncio.Context, authorized_keys: str | None
         raise ConfigError(f"--authorized-keys {authorized_keys}: not a directory")
     # pyzmq's authenticator, given a file it cannot read, logs it and then refuses every
     # key, the good ones too, without a word per connection: refuse to start instead.
-    for path in sorted(Path(authorized_keys).glob("*.key")):
+    keys = sorted(Path(authorized_keys).glob("*.key"))
+    for path in keys:
         _load(path, "--authorized-keys: the key file")
-    if not any(Path(authorized_keys).glob("*.key")):
+    if not keys:
         logger.warning("--authorized-keys {}: holds no .key file: no worker or client can "
                        "connect", authorized_keys)
     auth = AsyncioAuthenticator(ctx, log=_ZapLog())
