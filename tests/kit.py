@@ -77,6 +77,7 @@ class SimWorker:
     delivered: int = 0
     missing: list[list[int]] = field(default_factory=list)
     lost: int = -1  # broadcasts it skipped, as it says (-1: it does not say)
+    stuck: int = -1  # slots held by threads that outlived their tasks (-1: not said)
 
     def say(self, kind: bytes, msg: Any = None, **kw: Any) -> list[Any]:
         return self.sim.receive(self.peer, frames(kind, msg, sender=self.name, **kw))
@@ -91,7 +92,7 @@ class SimWorker:
         holding = [[t, a] for t, a in self.held.items()] + [[t, a] for t, a in self.unacked]
         return self.say(Kind.HEARTBEAT, wire.Heartbeat(holding, pub, self.heard,
                                                        max(self.delivered, self.heard),
-                                                       self.missing, self.lost))
+                                                       self.missing, self.lost, self.stuck))
 
     def finish(self, task_id: Any, success: bool = True, seconds: float = 0.001,
                **kw: Any) -> list[Any]:

@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, run
 
 from ceylon_net import AsyncClient, Client, TaskFailed
-from ceylon_net.dev.testing import Cluster, free_port, wait_until
+from ceylon_net.dev.testing import Cluster, cli, free_port, wait_until
 from ceylon_net.errors import AdminUnreachableError
 
 APP = ["--app", "demo_handlers"]
@@ -75,6 +75,41 @@ def test_a_failing_handler_raises_task_failed_with_the_remote_traceback(tmp_path
 
 
 @pytest.mark.timeout(120)
+def test_a_slot_held_by_a_thread_past_its_time_limit_takes_nothing_until_it_ends(tmp_path):
+    flag = tmp_path / "let-go"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await c.admin()
+            await c.worker("w0", *APP, "--concurrency", "1", env=APP_ENV)
+            await _connected(c.port, 1)
+            async with AsyncClient(f"127.0.0.1:{c.port}") as client:
+                with pytest.raises(TaskFailed, match=r"timed out after 0\.5 s"):
+                    await asyncio.wait_for(
+                        client.submit("hold", str(flag), key="hung", timeout=0.5), 30)
+                after = client.submit("echo_later", 1, key="after")
+                status = await _status_when(client, lambda s: s["queued"], "'after' queued")
+                shown = await c.spawn("status", [*cli("ceylon-status"), "--port", str(c.port)])
+                assert await shown.wait(30) == 0, shown.stderr()
+                assert not after.done()
+                flag.touch()  # the hung call returns: its slot is free
+                value = await asyncio.wait_for(after, 30)
+                freed = await _status_when(client, lambda s: not s["workers"][0]["stuck"],
+                                           "the slot free again")
+            return status, shown.stdout(), value, freed
+
+    status, shown, value, freed = run(body())
+    # The worker's one slot is its hung thread's: the next task waits at the admin (where
+    # another worker could take it), not behind the thread, and the status says why.
+    (w0,) = status["workers"]
+    assert (w0["running"], w0["queued"], w0["stuck"]) == (0, 0, 1)
+    assert [q["id"] for q in status["queued"]] == ["after"]
+    assert "0/1 (1 held by a thread past its task)" in " ".join(shown.split())
+    assert value == {"echo": 1}
+    assert freed["workers"][0]["stuck"] == 0
+
+
+@pytest.mark.timeout(120)
 def test_a_cancelled_future_is_cancelled_on_the_cluster_too(tmp_path):
     def body(port: int) -> tuple:
         with Client(f"127.0.0.1:{port}") as client:
@@ -114,6 +149,18 @@ def test_cancel_given_a_group_future_cancels_the_groups_tasks(tmp_path):
     assert sorted(outcome["cancelled"] + outcome["stopping"]) == ["slow/0", "slow/1", "slow/2"]
     assert outcome["unknown"] == []
     assert (summary["status"], summary["cancelled"]) == ("failed", 3)
+
+
+async def _status_when(client: AsyncClient, ok, what: str) -> dict:
+    """The client's status, once ``ok(status)``."""
+    seen: list[dict] = []
+
+    async def check() -> bool:
+        seen[:] = [await client.status()]
+        return bool(ok(seen[0]))
+
+    await wait_until(check, 10, what, interval=0.05)
+    return seen[0]
 
 
 def _wait_for(get, ok, tries: int = 100):

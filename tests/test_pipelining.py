@@ -4,11 +4,12 @@ one, what counts as lost with a killed worker, and a steal that races a start.""
 
 from __future__ import annotations
 
-from kit import Sim, assigned, noop, of, sends
+from kit import Sim, assigned, logs, noop, of, sends
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
 from ceylon_net.core.pacing import DEFAULT_RTT, MAX_CREDIT, Pace
+from ceylon_net.core.snapshot import snapshot
 from ceylon_net.core.tasks import TaskResult, TaskStatus
 from ceylon_net.wire import Kind
 
@@ -206,6 +207,45 @@ def test_the_stolen_task_s_old_result_is_ignored_after_it_ran_elsewhere():
     cmds = busy.say(Kind.RESULT, [stale])
     assert of(cmds, c.Finished) == []
     assert sim.finished()["short-2"].result.worker == "idle"
+
+
+# --------------------------------------------------------------------------- held slots
+def _hung(sim: Sim, capacity: int, stuck: int):
+    """A worker whose task 'hung' timed out, its thread holding ``stuck`` slots: said, as a
+    worker does, before the result."""
+    w = sim.join("w", capacity=capacity)
+    w.start(*list(w.held)[:capacity])  # as many as it has slots
+    w.say(Kind.STARTED, wire.Started([], [], stuck=stuck))
+    w.finish("hung", success=False)
+    return w
+
+
+def test_a_slot_held_by_a_thread_past_its_task_is_not_fed_until_the_thread_ends():
+    sim = Sim(prefetch=1)
+    sim.submit(noop("hung"), noop("a"), noop("b"))
+    w = _hung(sim, capacity=2, stuck=1)
+    assert sorted(w.held) == ["a", "b"]  # a runs, b waits behind it: its other slot is held
+    assert assigned(sim.submit(noop("c"))) == {}
+    (shown,) = snapshot(sim.st)["workers"]
+    assert (shown["running"], shown["queued"], shown["stuck"]) == (1, 1, 1)
+    assert any("1 of its 2 slot(s) held by a handler thread" in m for m in logs(sim.every))
+    w.stuck = 0  # the thread ended: its heartbeat says so
+    assert assigned(w.heartbeat()) == {"w": ["c"]}
+    assert snapshot(sim.st)["workers"][0]["stuck"] == 0
+    sim.st.validate()
+
+
+def test_tasks_queued_behind_a_worker_s_only_slot_held_by_a_thread_go_to_an_idle_one():
+    sim = Sim(prefetch=2)
+    sim.submit(noop("hung"), noop("next"))
+    w = _hung(sim, capacity=1, stuck=10**9)  # (more than it has: all of them)
+    assert sim.st.board.scheduler.workers["w"].capacity == 0  # none ahead either
+    sim.now = 1.0
+    idle = sim.join("idle", capacity=1)
+    assert releases(sim.every, w.peer) == [["next", 1]]
+    assert assigned(w.give_back("next")) == {"idle": ["next"]}
+    assert idle.held == {"next": 2}
+    sim.st.validate()
 
 
 # --------------------------------------------------------------------------- losses

@@ -239,11 +239,15 @@ def test_a_sync_handler_that_outlives_its_time_limit_keeps_its_slot():
             runner.accept(TaskAssignment(Task(name, name, 1, handler=th.name, args=[name],
                                               timeout=timeout), "w", 1))
         await wait_until(lambda: runner.unsent, 5, "slow to time out")
+        # Said with its result: the slot is its thread's (the admin sends one task fewer).
+        assert runner.take_news()[2] == 1
         assert [(r.task_id, r.success, r.error) for r in runner.take_unsent()] == [
             ("slow", False, "timed out after 0.05 s")]
         await wait_until(th.went_on, 5, "the runner to go on")
+        assert (runner.news, runner.stuck) == (False, 1)
         th.release.set()
         await wait_until(lambda: runner.unsent, 5, "next's result")
+        assert runner.take_news()[2] == 0 and runner.take_news()[2] == -1  # said once
         assert [(r.task_id, r.value) for r in runner.take_unsent()] == [("next", "next")]
         await runner.stop()
 

@@ -193,6 +193,7 @@ class Membership:
             self._hears(rec, beat.heard, beat.delivered)
             self._lost(rec, beat.lost, now)
             self._repair(rec, beat.missing, now)
+        self._stuck(rec, beat.stuck)
         holding = wire.task_pairs(beat.holding, "heartbeat")
         # Anything assigned two heartbeats ago that the worker does not mention never
         # reached it; what is younger may still be on its way.
@@ -220,6 +221,7 @@ class Membership:
 
     def started(self, rec: WorkerRecord, news: wire.Started) -> None:
         """What started on the worker, and what it gave back on a RELEASE."""
+        self._stuck(rec, news.stuck)
         if news.started:
             self.board.started(rec.name, wire.task_pairs(news.started, "STARTED started"))
         if news.released:
@@ -245,8 +247,31 @@ class Membership:
                 self.board.scheduler.touch()
 
     def _held(self, worker: str, slots: int) -> int:
-        """Tasks a worker may have in flight: its slots and the credit fed ahead of them."""
-        return min(slots + self.pace.credit(worker, slots), MAX_CAPACITY)
+        """Tasks a worker may have in flight: its slots and the credit fed ahead of them
+        (none with no slot free of a leftover thread: nothing it is sent could start)."""
+        return min(slots + self.pace.credit(worker, slots), MAX_CAPACITY) if slots else 0
+
+    def _stuck(self, rec: WorkerRecord, stuck: int) -> None:
+        """The worker says how many of its slots a handler thread holds after its task
+        ended (past its time limit, or cancelled: a thread cannot be stopped): it runs that
+        many fewer at once until they end, and is sent that many fewer."""
+        if stuck < 0:
+            return  # not said: unchanged, or an older worker
+        stuck = min(stuck, rec.detail.capacity)
+        was, rec.stuck = rec.stuck, stuck
+        slot = self.board.scheduler.workers.get(rec.name)
+        if stuck == was or slot is None:
+            return
+        slot.slots = rec.detail.capacity - stuck
+        slot.capacity = self._held(rec.name, slot.slots)
+        self.board.scheduler.touch()
+        if stuck > was:
+            self.out.log("WARNING", f"worker '{rec.name}': {stuck} of its {rec.detail.capacity} "
+                                    f"slot(s) held by a handler thread that outlived its task "
+                                    f"(a time limit, a cancel: a thread cannot be stopped); it "
+                                    f"is sent fewer tasks until the thread ends")
+        elif not stuck:
+            self.out.log("INFO", f"worker '{rec.name}': its slots are all free again")
 
     def steal_back(self, now: float) -> None:
         """Idle workers, and tasks waiting in other workers' queues: ask for those back."""

@@ -62,7 +62,7 @@ def snapshot(st: AdminState) -> dict[str, Any]:
         d = rec.detail
         slot = board.scheduler.workers.get(d.name)
         workers.append({"name": d.name, "role": d.role, "skill": d.skill, "host": d.host,
-                        **_load(slot), "capacity": d.capacity,
+                        **_load(slot), "capacity": d.capacity, "stuck": rec.stuck,
                         "state": slot.state.value if slot else WorkerState.GONE.value,
                         "hears_broadcasts": rec.heard is not None,
                         "broadcasts_delivered": rec.delivered})
@@ -127,7 +127,7 @@ def dashboard(st: AdminState, now: float) -> dict[str, Any]:
         slot = board.scheduler.workers.get(rec.name)
         d = rec.detail
         workers.append({"name": d.name, "role": d.role, "skill": d.skill, "host": d.host,
-                        **_load(slot), "capacity": d.capacity,
+                        **_load(slot), "capacity": d.capacity, "stuck": rec.stuck,
                         "state": slot.state.value if slot else "gone",
                         "seen": round(max(0.0, now - rec.last_seen), 1)})
     workers.sort(key=lambda w: w["name"])

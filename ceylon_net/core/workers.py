@@ -105,6 +105,8 @@ class WorkerRecord:
     # It left before without confirming broadcasts: (the last it had confirmed, how many),
     # no longer counted unconfirmed if it comes back with the inbox it had.
     unconfirmed: tuple[int, int] | None = None
+    # Of its slots, those held by a handler thread that outlived its task (as it says).
+    stuck: int = 0
 
     @property
     def name(self) -> str:

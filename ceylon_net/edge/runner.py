@@ -59,6 +59,10 @@ class TaskRunner:
         self._after: dict[TaskId, TaskAssignment] = {}
         self._runners: list[asyncio.Task] = []
         self.draining = False  # start nothing more: what is queued or comes is given back
+        # Slots held by a handler's thread that runs on after its task ended (it timed out,
+        # or was cancelled): the admin hears how many, and sends that many fewer.
+        self.stuck = 0
+        self._stuck_said = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -182,17 +186,21 @@ class TaskRunner:
     @property
     def news(self) -> bool:
         """Something to tell the admin: results, starts, tasks given back."""
-        return bool(self.unsent or self.starts or self.released)
+        return bool(self.unsent or self.starts or self.released
+                    or self.stuck != self._stuck_said)
 
-    def take_news(self) -> tuple[list[list[Any]], list[list[Any]]]:
-        """(started, released) to report now, as [task id, attempt]; a start whose result goes
-        out with it is left out (the result says more)."""
+    def take_news(self) -> tuple[list[list[Any]], list[list[Any]], int]:
+        """(started, released, stuck) to report now, as [task id, attempt]; a start whose
+        result goes out with it is left out (the result says more); ``stuck`` is -1 when it
+        has not changed since it was last said."""
         starts, released = self.starts, self.released
         self.starts, self.released = [], []
         if starts and self.unsent:
             done = {(r.task_id, r.attempt) for r in self.unsent}
             starts = [k for k in starts if k not in done]
-        return [[t, a] for t, a in starts], [[t, a] for t, a in released]
+        stuck = -1 if self.stuck == self._stuck_said else self.stuck
+        self._stuck_said = self.stuck
+        return [[t, a] for t, a in starts], [[t, a] for t, a in released], stuck
 
     def holding(self) -> list[list[Any]]:
         """[task id, attempt] of every task queued or running here."""
@@ -245,6 +253,8 @@ class TaskRunner:
             finally:
                 del self.active[tid], self._runner_of[tid]
                 self._cancel_reasons.pop(tid, None)  # a cancel that came as it finished
+            if threads_left:  # said before (or with) its result: the slot is not free
+                self.stuck += 1
             answered = self._answer(tid, result)
             if threads_left:  # (answered or not: the slot is the thread's until it ends)
                 await self._keep_slot(tid, threads_left)
@@ -312,7 +322,14 @@ class TaskRunner:
         capacity."""
         logger.warning("{}: task {!r} ended, but its handler still runs in a thread (a "
                        "thread cannot be stopped): one slot waits for it", self.name, tid)
-        await asyncio.wait(threads)
+        self._on_result()  # (the admin hears of it: it sends one task fewer)
+        try:
+            await asyncio.wait(threads)
+        finally:
+            self.stuck -= 1
+        self._on_result()
+        logger.info("{}: the thread of task {!r} ended: its slot takes tasks again", self.name,
+                    tid)
         for thread in threads:
             if not thread.cancelled():
                 thread.exception()  # seen: its task was answered already

@@ -557,7 +557,7 @@ class Worker(AgentBase):
         return self._frames(Kind.HEARTBEAT, wire.Heartbeat(
             self.runner.accounted(), pub=hears_pub,
             heard=-1 if inbox.heard is None else inbox.heard, delivered=inbox.delivered,
-            missing=inbox.missing(), lost=inbox.skipped))
+            missing=inbox.missing(), lost=inbox.skipped, stuck=self.runner.stuck))
 
     # ------------------------------------------------------------------ results
     def _schedule_flush(self) -> None:
@@ -577,9 +577,10 @@ class Worker(AgentBase):
         runner = self.runner
         if self._welcome is None or self._sockets is None or not runner.news:
             return
-        started, released = runner.take_news()
-        if started or released:
-            self._sockets.send_soon(self._frames(Kind.STARTED, wire.Started(started, released)))
+        started, released, stuck = runner.take_news()
+        if started or released or stuck >= 0:
+            self._sockets.send_soon(self._frames(Kind.STARTED,
+                                                 wire.Started(started, released, stuck)))
         if runner.unsent:
             header = wire.make_header(self.workspace_id, self.name, "TaskResult")
             limit = self.settings.max_message_bytes - wire.FRAME_SLACK

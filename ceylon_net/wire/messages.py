@@ -52,6 +52,10 @@ class Heartbeat:
     # longer held them): the true count, where the admin's SKIPs are an upper bound (some of
     # what it skips may be on its way). -1: not said (an older worker).
     lost: int = -1
+    # Its slots held by a handler's thread that runs on after its task ended (past its time
+    # limit, or cancelled: a thread cannot be stopped): they run nothing else until it ends.
+    # -1: not said (an older worker).
+    stuck: int = -1
 
 
 @message
@@ -92,6 +96,7 @@ class Started:
                                                  metadata={"max_items": MAX_HELD})
     released: list[list[Any]] = dataclasses.field(default_factory=list,
                                                   metadata={"max_items": MAX_HELD})
+    stuck: int = -1  # as in Heartbeat: said when it changed (-1: not said)
 
 
 @message

@@ -40,6 +40,16 @@ def hang(seconds: float) -> float:
     return seconds
 
 
+@handler("hold")
+def hold(flag: str, seconds: float = 60.0) -> bool:
+    """Blocks its thread until the file ``flag`` exists (at most ``seconds``): a hung call
+    the test ends when it chooses. True if the flag came."""
+    end = time.monotonic() + seconds
+    while not os.path.exists(flag) and time.monotonic() < end:
+        time.sleep(0.01)
+    return os.path.exists(flag)
+
+
 @handler("deaf")
 async def deaf(seconds: float) -> float:
     """Sleeps ``seconds`` and will not be stopped: it catches every cancellation."""
