@@ -401,3 +401,49 @@ def test_a_task_that_catches_its_cancel_and_returns_is_reported_cancelled():
 
     r = run(body())
     assert (r.success, r.cancelled, r.error) == (False, True, "cancelled: not needed")
+
+
+def test_sync_handlers_many_at_once_answer_each_call_and_stop_iteration_is_a_failure():
+    """Sync handlers' threads hand results back to the loop in batches: every call gets its
+    own answer, in any order they end; a StopIteration (next() on an exhausted iterator),
+    which an asyncio future refuses, fails its task instead of leaving it waiting for ever."""
+    def double(x: int) -> int:
+        if x == 7:
+            return next(iter(()))
+        if x == 9:
+            raise ValueError("nine")
+        return 2 * x
+
+    async def run_task(task: Task) -> TaskResult:
+        value = await handlers.call(task.handler, task.args, task.kwargs)
+        return TaskResult(task.id, "w", True, value=value)
+
+    async def body() -> list[TaskResult]:
+        runner = TaskRunner("w", 8, run_task, lambda: None)
+        runner.start(lambda crash: None)
+        for i in range(200):
+            runner.accept(TaskAssignment(Task(i, "d", 1, handler="test_runner.double",
+                                              args=[i % 10]), "w", 1))
+        got: list[TaskResult] = []
+
+        def all_in() -> bool:
+            got.extend(runner.take_unsent())
+            return len(got) == 200
+
+        await wait_until(all_in, 10, "200 answers")
+        await runner.stop()
+        return got
+
+    handlers.handler("test_runner.double")(double)
+    try:
+        results = {r.task_id: r for r in run(body())}
+    finally:
+        handlers._HANDLERS.pop("test_runner.double", None)
+    for i, r in results.items():
+        if i % 10 == 7:
+            assert not r.success and "the handler raised StopIteration" in r.error, r.error
+        elif i % 10 == 9:
+            assert not r.success and "ValueError: nine" in r.error
+        else:
+            assert r.success and r.value == 2 * (i % 10)
+    assert handlers.running() == 0

@@ -15,13 +15,15 @@ back in ``TaskResult.value``; an exception becomes a failed result with its trac
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import importlib
 import inspect
+import queue
 import threading
 import traceback
+import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any
 
@@ -35,11 +37,12 @@ _HANDLERS: dict[str, Callable[..., Any]] = {}
 THREADS_LEFT: ContextVar[list[asyncio.Future[Any]] | None] = ContextVar(
     "ceylon_net_threads_left", default=None)
 
-# Sync handlers run on a pool of our own, not the event loop's default one: asyncio waits for
-# the default pool's threads when the loop closes, so one hung handler would keep a worker
+# Sync handlers run on threads of our own, not the event loop's default pool: asyncio waits
+# for the default pool's threads when the loop closes, so one hung handler would keep a worker
 # that has drained and left from ever exiting (ceylon-worker then exits without it, see
-# running()). Threads are made as calls come, up to many more than any --concurrency.
-_POOL: ThreadPoolExecutor | None = None
+# running()). Threads are made as calls come, one per call running at once, up to
+# MAX_THREADS (more calls wait for a free one).
+MAX_THREADS = 1024
 _running = 0  # sync handler calls whose thread has not returned
 _counting = threading.Lock()
 
@@ -49,24 +52,104 @@ def running() -> int:
     return _running
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=1024, thread_name_prefix="ceylon-handler")
-    return _POOL
-
-
 def _count(step: int) -> None:
     global _running
     with _counting:
         _running += step
 
 
-def _in_thread(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    finally:
-        _count(-1)
+class _Back:
+    """Where a loop's calls come back: results wait in a queue, and the loop is woken once
+    for all that came in meanwhile (a wake-up, a write to the loop's pipe, is the dearest
+    part of a short call: run_in_executor pays one, and a future more, per call)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)
+        self._done: collections.deque[tuple[asyncio.Future[Any], bool, Any]] = \
+            collections.deque()
+        self._lock = threading.Lock()
+        self._woken = False
+
+    def put(self, future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+        """From a thread: a call ended (its return value, or what it raised)."""
+        self._done.append((future, ok, value))
+        with self._lock:
+            if self._woken:
+                return  # (the loop empties the queue after this append)
+            self._woken = True
+        loop = self._loop()
+        try:
+            if loop is not None:
+                loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits for the call any more
+
+    def _deliver(self) -> None:
+        with self._lock:
+            self._woken = False  # (before emptying: what comes after wakes the loop again)
+        done = self._done
+        while done:
+            future, ok, value = done.popleft()
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            elif isinstance(value, StopIteration):  # (a future refuses it: it would hang)
+                error = RuntimeError(f"the handler raised {value!r}")
+                error.__cause__ = value
+                future.set_exception(error)
+            else:
+                future.set_exception(value)
+
+
+class _Threads:
+    """The threads sync handlers run on: each takes the next call when it is free; a new one
+    is made for a call that finds none free."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], _Back, asyncio.Future[Any]]] \
+            = queue.SimpleQueue()
+        self._free = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._made = 0
+        self._backs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Back] = \
+            weakref.WeakKeyDictionary()
+
+    def call(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Run ``fn()`` on a thread; a future (of the running loop) of what it returns."""
+        loop = asyncio.get_running_loop()
+        back = self._backs.get(loop)
+        if back is None:
+            back = self._backs.setdefault(loop, _Back(loop))
+        future = loop.create_future()
+        self._calls.put((fn, back, future))
+        if not self._free.acquire(blocking=False):
+            self._make()
+        return future
+
+    def _make(self) -> None:
+        with self._lock:
+            if self._made >= MAX_THREADS:
+                return  # the call waits for a thread to be free
+            self._made += 1
+            n = self._made
+        threading.Thread(target=self._work, name=f"ceylon-handler-{n}", daemon=True).start()
+
+    def _work(self) -> None:
+        calls = self._calls
+        while True:
+            fn, back, future = calls.get()
+            try:
+                ok, value = True, fn()
+            except BaseException as exc:  # SystemExit too: the task's failure, not ours
+                ok, value = False, exc
+            _count(-1)  # (before its future is done: whoever awaits it counts it ended)
+            back.put(future, ok, value)
+            del fn, back, future, value  # (an idle thread holds nothing of the last call)
+            self._free.release()
+
+
+_THREADS = _Threads()
 
 
 def handler(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -113,8 +196,7 @@ async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         return await fn(*args, **kwargs)
     _count(1)
     try:
-        thread = asyncio.get_running_loop().run_in_executor(
-            _pool(), _in_thread, functools.partial(fn, *args, **kwargs))
+        thread = _THREADS.call(functools.partial(fn, *args, **kwargs))
     except BaseException:
         _count(-1)
         raise
