@@ -116,6 +116,8 @@ async def run_ceiling(sz: Sizes, a: Anchors, res: Results, run: int, tag: str,
     if want_w1:
         for key, argv, label in (
                 ("ceiling.async", (n, "4", "8", "asyncio"), "asyncio, 1 task/message"),
+                ("ceiling.async1", (n, "1", "8", "asyncio"),
+                 "asyncio, 1 task/message, 1 worker"),
                 ("ceiling.sync", (n, "4", "8", "sync"), "blocking sockets, 1 task/message"),
                 ("ceiling.batch16", (n, "4", "64", "asyncio", "16"),
                  "asyncio, 16 tasks/message, window 64")):
@@ -126,7 +128,7 @@ async def run_ceiling(sz: Sizes, a: Anchors, res: Results, run: int, tag: str,
         argv = (str(sz.ceiling_rtt), "1", "1", "asyncio")
         tps = await ceiling(a, argv)
         res.put("ceiling.rtt", run, 1e6 / tps, section,
-                f"{' '.join(argv)}: round trip, µs")
+                f"{' '.join(argv)}: round trip (1 / its throughput: a mean), µs")
         print(f"{tag} ceiling {' '.join(argv)}: {1e6 / tps:,.0f} µs per round trip",
               flush=True)
         # Our worker is an asyncio program, the ceiling's is not: the same round trip with

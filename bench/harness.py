@@ -164,7 +164,19 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
 
 
 def noop(i: int) -> Task:
+    """A no-op task: the worker's own simulated task of 0 s (no user code runs)."""
     return Task(id=i, description="noop", difficulty=1, duration=0.0)
+
+
+def sync_noop(i: int) -> Task:
+    """A user handler returning its argument: a plain function (runs in a thread), as the
+    peers' scripts run ``noop(x)``."""
+    return Task(id=i, description="noop", difficulty=1, handler="noop_sync", args=[i])
+
+
+def async_noop(i: int) -> Task:
+    """The same as an ``async def`` handler (runs on the worker's event loop)."""
+    return Task(id=i, description="noop", difficulty=1, handler="noop_async", args=[i])
 
 
 def tail(text: str, lines: int = 15) -> str:
@@ -297,11 +309,16 @@ async def spawn(cluster: Cluster, name: str, argv: Sequence[str]) -> Proc:
     return proc
 
 
-async def spawn_workers(cluster: Cluster, count: int, concurrency: int) -> list[Proc]:
+async def spawn_workers(cluster: Cluster, count: int, concurrency: int,
+                        app: bool = False) -> list[Proc]:
+    """``app``: the workers load bench/bench_handlers.py (user handlers, as the peers run)."""
     procs = []
+    extra = ["--app", "bench_handlers"] if app else []
+    env = {"PYTHONPATH": str(BENCH)} if app else None
     for i in range(count):
         proc = await cluster.worker(f"bench-w{i}", "--time-scale", "0", "--concurrency",
-                                    str(concurrency), "--log-level", "WARNING", "--skill", "10")
+                                    str(concurrency), "--log-level", "WARNING", "--skill", "10",
+                                    *extra, env=env)
         STARTED.append((proc.process.pid, True))
         procs.append(proc)
     return procs

@@ -7,6 +7,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from harness import (
     ForeignLoad,
     Results,
     Sizes,
+    async_noop,
     check_alive,
     close_admin,
     fmt_one,
@@ -30,6 +32,7 @@ from harness import (
     spawn,
     spawn_workers,
     start_admin,
+    sync_noop,
     wait_connected,
 )
 
@@ -44,10 +47,12 @@ SUBMIT_CHUNK = 10_000  # tasks per ceylon-submit message (the admin takes frames
 
 async def w1_once(tasks: int, workers: int, window: int, workdir: Path,
                   journal: Path | None = None, res: Results | None = None, run: int = 0,
-                  what: str = "W1", prefetch: int | None = None, dashboard: bool = False
-                  ) -> float:
+                  what: str = "W1", prefetch: int | None = None, dashboard: bool = False,
+                  make: Callable[[int], Task] = noop) -> float:
     """tasks/s of one run_tasks() of ``tasks`` no-ops over ``workers`` fresh processes, from
-    submit to the last result; ``dashboard``: with a dashboard page open meanwhile."""
+    making the tasks (as the anchors' clocks count theirs) to the last result; ``make``: the
+    task of each number (a handler's: the workers load bench/bench_handlers.py);
+    ``dashboard``: with a dashboard page open meanwhile."""
     async with Cluster(workdir=workdir) as cluster:
         admin = await start_admin(cluster, journal, prefetch, dashboard)
         procs: list[Proc] = []
@@ -56,14 +61,14 @@ async def w1_once(tasks: int, workers: int, window: int, workdir: Path,
                 url = f"http://127.0.0.1:{admin.dashboard.port}/api/stream"
                 procs.append(await spawn(cluster, "page", [sys.executable, "-c", PAGE_OPEN,
                                                            url]))
-            procs += await spawn_workers(cluster, workers, window)
+            procs += await spawn_workers(cluster, workers, window, app=make is not noop)
             await wait_connected(admin, procs, workers)
             if dashboard:
                 await wait_until(lambda: admin.dashboard and admin.dashboard.streams, 10,
                                  "the dashboard page to be open")
-            batch = [noop(i) for i in range(tasks)]
             load = ForeignLoad([os.getpid(), *(p.process.pid for p in procs)])
             t0 = time.perf_counter()
+            batch = [make(i) for i in range(tasks)]
             report = await asyncio.wait_for(admin.run_tasks(batch), 60 + tasks / 200)
             elapsed = time.perf_counter() - t0
             if res is not None:
@@ -94,6 +99,7 @@ async def run_w1(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> 
                     f"{'' if sz.prefetch is None else f', --prefetch {sz.prefetch}'})",
                     f"N={n:,}, {k} worker process{'es' if k > 1 else ''}")
             print(f"{tag} W1 N={n:,} K={k}: {tps:,.0f} tasks/s", flush=True)
+    await _w1_handlers(sz, res, run, tag, workdir)
     if sz.dashboard:
         n, k = max(sz.w1_tasks), max(sz.w1_workers)
         tps = await w1_once(n, k, sz.window, workdir, res=res, run=run,
@@ -106,6 +112,20 @@ async def run_w1(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> 
             res.put("w1.dashboard_ratio", run, tps / base, section, "share of W1 without it",
                     fmt_ratio)
         print(f"{tag} W1 N={n:,} K={k} with the dashboard open: {tps:,.0f} tasks/s", flush=True)
+
+
+async def _w1_handlers(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> None:
+    """W1 doing what the peers' scripts do per task: call a user function returning its
+    argument (sync, in a thread; async, on the loop), at the peers' task count."""
+    n, k = sz.peer_tasks, 4
+    section = (f"W1 with a user handler, tasks/s (N={n:,}, the peers' count, {k} worker "
+               f"processes, concurrency {sz.window})")
+    for key, make, label in (("w1h.sync", sync_noop, "def noop(x): return x (a thread)"),
+                             ("w1h.async", async_noop, "async def noop(x): return x")):
+        tps = await w1_once(n, k, sz.window, workdir, res=res, run=run,
+                            what=f"W1 N={n:,} K={k} {label}", prefetch=sz.prefetch, make=make)
+        res.put(key, run, tps, section, label)
+        print(f"{tag} W1 N={n:,} K={k} {label}: {tps:,.0f} tasks/s", flush=True)
 
 
 async def run_w5(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> None:
@@ -194,7 +214,8 @@ async def sleep_run(durations: list[float], k: int, c: int, workdir: Path, res: 
     if missing:
         raise RuntimeError(f"{what}: {len(missing)} of {len(durations)} sleep tasks did not "
                            f"succeed")
-    return wall, [t.seconds for t in report.tasks]
+    ids = {t.id for t in batch}  # (the report covers the warm-up too)
+    return wall, [t.seconds for t in report.tasks if t.id in ids]
 
 
 async def run_w3(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> None:
@@ -294,8 +315,12 @@ async def run_w4(sz: Sizes, res: Results, run: int, tag: str, workdir: Path) -> 
             raise
     res.put("w4.join", run, join_s, section, f"time for {total:,} agents to register, s", fmt_one)
     res.put("w4.connected", run, still, section, f"agents still connected after {sz.w4_idle:g} s")
-    res.put("w4.idle_cpu", run, idle_cpu, section,
-            f"admin CPU while idle ({sz.w4_idle:g} s), % of one core", fmt_pct)
+    if still >= total:  # (agents that dropped out would make the admin look idler)
+        res.put("w4.idle_cpu", run, idle_cpu, section,
+                f"admin CPU while idle ({sz.w4_idle:g} s), % of one core", fmt_pct)
+    else:
+        res.note(f"run {run}: W4 idle CPU not counted: {still:,} of {total:,} agents were "
+                 f"still connected")
     res.put("w4.rss_idle", run, rss_idle, section, "admin RSS idle, MiB", fmt_one)
     res.put("w4.submit", run, sz.w4_queued / submit_s, section,
             f"ceylon-submit of {sz.w4_queued:,} tasks ({SUBMIT_CHUNK:,} per batch), tasks/s")
