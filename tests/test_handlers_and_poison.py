@@ -3,10 +3,12 @@
 import hashlib
 import json
 import re
+import sys
 
+import pytest
 from conftest import REPO, run
 
-from ceylon_net.dev.testing import Cluster, EventLog
+from ceylon_net.dev.testing import Cluster, EventLog, free_port
 
 APP = ["--app", "demo_handlers"]
 APP_ENV = {"PYTHONPATH": str(REPO / "tests" / "apps")}
@@ -110,3 +112,19 @@ def test_prefetch_queues_tasks_on_the_worker_but_it_never_runs_more_than_its_con
     assert sorted(t["id"] for t in report["tasks"]) == list(range(24))
     assert max(t["value"] for t in report["tasks"]) == 2  # the most it ever ran at once
     assert bus.max_in_flight() == {"w": 5}  # 2 running and 3 queued on the worker
+
+
+@pytest.mark.timeout(60)
+def test_a_program_whose_sync_handler_hangs_past_its_time_limit_still_exits(tmp_path):
+    """An in-process worker's hung handler thread does not hold the user's program at exit
+    (threads of a ThreadPoolExecutor are joined at exit: it waited for the handler)."""
+    script = REPO / "tests" / "apps" / "hung_exit.py"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            prog = await c.spawn("prog", [sys.executable, str(script), str(free_port())])
+            return await prog.wait(30), prog.stdout(), prog.stderr()
+
+    code, out, err = run(body())
+    assert code == 0, err
+    assert out.splitlines() == ["result: False timed out after 0.3 s", "main done"]
