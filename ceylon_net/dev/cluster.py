@@ -1,30 +1,40 @@
-"""``bin/cluster up|down|status|logs``: compose.yaml's services as hosts, without Docker.
+"""``bin/cluster up|down|status|logs|exec``: compose.yaml's services as hosts, without Docker.
 
 Each service becomes a host in a network namespace (:mod:`ceylon_net.netns`) named after it,
 so ``--admin-peer admin`` resolves as it does under compose, and its ``command`` runs there
 with its ``environment``, detached, logging to ``STATE_DIR/logs/SERVICE.log``. What ``up``
-made is recorded in ``STATE_DIR/state.json`` before it is made, so ``down`` removes all of it,
-also after an ``up`` that failed halfway.
+makes is recorded in ``STATE_DIR/state.json`` before it is made (every namespace carries the
+network's prefix, written first; each service's pid as soon as it runs), so ``down`` removes
+all of it, also after an ``up`` that failed halfway or was killed. One ``up`` or ``down`` at a
+time holds the state dir (an flock, which dies with its holder); SIGINT, SIGTERM and SIGHUP
+during ``up`` remove what it made. State whose namespaces are gone (a reboot) is stale:
+``status`` says so, ``up`` replaces it, ``down`` removes it.
 
 Of compose.yaml it reads ``command`` (a list, or a string split like a shell would),
 ``environment`` (a map or ``KEY=VALUE`` list), ``depends_on`` (``service_healthy`` waits for
 that service's ``healthcheck``) and ``healthcheck.test``; images, ports and restart policies
-are Docker's business. ``$VARIABLE`` interpolation is refused rather than half done.
+are Docker's business and skipped; any other key (``entrypoint``, ``env_file``, ``user``,
+``working_dir``, ``volumes``...) would change what runs, and is refused rather than ignored, as
+is ``$VARIABLE`` interpolation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import graphlib
+import ipaddress
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -39,10 +49,28 @@ STATE_FILE = "state.json"
 HEALTH_ATTEMPT = 10.0  # seconds one healthcheck or status attempt may take
 POLL_PAUSE = 0.2  # seconds between attempts, so a failing check does not spin
 LOG_TAIL = 20  # lines of each service's log shown when `up` fails
+EXITED_TAIL = 5  # lines of an exited service's log shown by `status`
+CALLER_CWD = "BIN_CLUSTER_CALLER_CWD"  # bin/cluster cds to the checkout; where the user was
+READ_KEYS = frozenset({"command", "environment", "depends_on", "healthcheck"})
+DOCKER_KEYS = frozenset({"build", "image", "ports", "expose", "restart", "container_name",
+                         "labels", "logging", "deploy", "stop_grace_period", "pull_policy",
+                         "platform", "networks"})  # how Docker builds, wires and restarts it
+PRIVATE_RANGES = tuple(ipaddress.IPv4Network(n)
+                       for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class ClusterError(CeylonError):
-    """A service exited, never became healthy, or its workers never joined."""
+    """A service exited, never became healthy, its workers never joined, or the state dir is
+    in use or left by another cluster."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP arrived while ``up`` was starting the cluster."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @dataclass(frozen=True)
@@ -70,10 +98,20 @@ class Service:
         return self.environment.get("CEYLON_" + flag[2:].upper().replace("-", "_"), default)
 
 
+@dataclass(frozen=True)
+class Probe:
+    """``ceylon-status`` run on the admin's host, with what the admin demands of a client."""
+
+    host: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str]  # CEYLON_WORKSPACE, CEYLON_TOKEN, CURVE keys: never on a command line
+
+
 # ---------------------------------------------------------------------------- compose.yaml
 
 def load_compose(path: Path) -> dict[str, Service]:
-    """The services of a compose file; ConfigError naming the file and service if unusable."""
+    """The services of a compose file; ConfigError naming the file and service if unusable
+    (no single admin, a worker name twice, a cycle: all refused before anything starts)."""
     try:
         doc = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -85,12 +123,21 @@ def load_compose(path: Path) -> dict[str, Service]:
         unknown = set(s.depends_on) - set(services)
         if unknown:
             raise ConfigError(f"{path}: service {s.name} depends on unknown {sorted(unknown)}")
-    start_order(services)  # refuses a cycle now, before anything starts
+    try:
+        start_order(services)
+        admin_of(services)
+        worker_names(services)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return services
 
 
 def _service(path: Path, name: str, spec: dict[str, Any]) -> Service:
     where = f"{path}: service {name}"
+    refused = sorted(set(spec) - READ_KEYS - DOCKER_KEYS)
+    if refused:
+        raise ConfigError(f"{where}: bin/cluster does not support {', '.join(refused)} (it runs "
+                          f"the command as root in the checkout, no image); use docker compose")
     command = spec.get("command")
     argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command or []]
     if not argv:
@@ -151,12 +198,56 @@ def admin_of(services: Mapping[str, Service]) -> Service:
 
 
 def worker_names(services: Mapping[str, Service]) -> set[str]:
+    """The workers' names; ConfigError for a worker without one, or a name used twice (the
+    admin would turn the second away: names are unique in a workspace)."""
     names = {s.name: s.option("--name") for s in services.values()
              if s.program == WORKER_PROGRAM}
     missing = [service for service, name in names.items() if not name]
     if missing:
         raise ConfigError(f"worker services {missing} set neither --name nor CEYLON_NAME")
-    return {name for name in names.values() if name}
+    first: dict[str, str] = {}
+    for service, name in names.items():
+        if name in first:
+            raise ConfigError(f"services {first[name]} and {service} both run a worker named "
+                              f"{name!r}; worker names must be unique (the admin rejects "
+                              f"the second)")
+        first[str(name)] = service
+    return set(first)
+
+
+def status_probe(services: Mapping[str, Service]) -> Probe:
+    """How to ask the admin for its status so that it answers: its workspace and token, and
+    with CURVE a keypair it lets in: a worker's (``--curve-secret``, ``--admin-key``: workers
+    join with them), else the admin's own (let in when its public key is authorized)."""
+    admin = admin_of(services)
+    env = {"CEYLON_WORKSPACE": str(admin.option("--workspace", "default"))}
+    token = admin.option("--token")
+    if token:
+        env["CEYLON_TOKEN"] = token
+    secret = admin.option("--curve-secret")
+    if secret:
+        clients = [(s.option("--curve-secret"), s.option("--admin-key"))
+                   for s in services.values() if s.program == WORKER_PROGRAM]
+        mine, key = next(((m, k) for m, k in clients if m and k), (secret, secret))
+        env |= {"CEYLON_CURVE_SECRET": str(mine), "CEYLON_ADMIN_KEY": str(key)}
+    argv = ("ceylon-status", "--admin-peer", admin.name, "--port",
+            str(admin.option("--port", "8000")))
+    return Probe(admin.name, argv, env)
+
+
+def parse_subnet(text: str) -> str:
+    """``text`` if it is a private (RFC 1918) IPv4 /24 with a zero host part, like
+    10.213.7.0/24; ConfigError saying what is wrong otherwise."""
+    want = f"give a private /24 like {netns.DEFAULT_SUBNET}"
+    try:
+        net = ipaddress.ip_network(text)
+    except ValueError as exc:
+        raise ConfigError(f"{text!r} is not a network ({exc}); {want}") from None
+    if not isinstance(net, ipaddress.IPv4Network) or net.prefixlen != 24 or not any(
+            net.subnet_of(r) for r in PRIVATE_RANGES):
+        raise ConfigError(f"{text!r} is not a private /24 (10.x.y.0, 172.16-31.y.0 or "
+                          f"192.168.y.0 /24); {want}")
+    return str(net)
 
 
 # ---------------------------------------------------------------------------- state
@@ -172,10 +263,75 @@ def _write_state(state_dir: Path, state: dict[str, Any]) -> None:
     tmp.replace(state_dir / STATE_FILE)
 
 
+@contextlib.contextmanager
+def state_lock(state_dir: Path) -> Iterator[None]:
+    """Hold ``state_dir`` (made if missing) for one ``up`` or ``down`` at a time; ClusterError
+    at once if another holds it. An flock on the directory: the kernel drops it with its
+    holder, so even a kill -9 leaves no stale lock."""
+    fd = _lock(state_dir)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def _lock(state_dir: Path) -> int:
+    for _ in range(3):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            continue  # its holder removed it as we came: make it again
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.path.samestat(os.fstat(fd), os.stat(state_dir)):
+                return fd
+        except BlockingIOError:
+            os.close(fd)
+            raise ClusterError(f"another bin/cluster up or down is using {state_dir} right "
+                               f"now{_holder(state_dir)}; wait for it, or stop it (it "
+                               f"removes what it made)") from None
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder removed the one we locked: lock the one there now
+    raise ClusterError(f"{state_dir} keeps being removed and made again; try again")
+
+
+def _holder(state_dir: Path) -> str:
+    with contextlib.suppress(OSError, ValueError):  # being replaced or removed: say nothing
+        state = read_state(state_dir) or {}
+        if state.get("complete") is False:
+            return f" (bin/cluster up, pid {state.get('up_pid')}, is starting a cluster)"
+    return ""
+
+
+def is_gone(state: Mapping[str, Any]) -> bool:
+    """No namespace of the recorded network exists any more (a reboot removes them all): the
+    state is stale, nothing of that cluster can be reached or stopped through it."""
+    prefix = state["network"]["prefix"]
+    return not any(ns.startswith(f"{prefix}-") for ns in netns.namespaces())
+
+
+def gone_message(state_dir: Path) -> str:
+    return (f"the cluster recorded in {state_dir} is gone: its namespaces no longer exist "
+            f"(a reboot?). `bin/cluster down` removes the stale state; `bin/cluster up` "
+            f"replaces it")
+
+
+def exited(state: Mapping[str, Any]) -> list[str]:
+    """The services whose recorded process no longer runs in their namespace."""
+    return [name for name, svc in state["services"].items() if not _alive(svc)]
+
+
+def _alive(svc: Mapping[str, Any]) -> bool:
+    return svc.get("pid") is not None and svc["pid"] in netns.pids_in(svc["namespace"])
+
+
 def service_env(extra: Mapping[str, str]) -> dict[str, str]:
     """A service's environment: ours without CEYLON_* (compose would not pass those on), this
     venv's commands first on PATH, then the service's own variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CEYLON_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CEYLON_") and k != CALLER_CWD}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', os.defpath)}"
     return {**env, **extra}
 
@@ -184,35 +340,78 @@ def service_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 def up(compose: Path, state_dir: Path, subnet: str, timeout: float) -> dict[str, Any]:
     """Start every service in its own namespace, wait (at most ``timeout`` s) until the admin
-    answers and every worker joined; the state. On any failure nothing is left behind."""
+    answers and every worker joined; the state. On any failure, and on SIGINT, SIGTERM or
+    SIGHUP (then Interrupted), it removes what it made and says what that was."""
     services = load_compose(compose)
-    admin = admin_of(services)
-    workers = worker_names(services)
-    if read_state(state_dir) is not None:
-        raise ClusterError(f"a cluster is already up (state in {state_dir}); "
-                           f"run `bin/cluster down` first")
+    with _interrupts_raise(), state_lock(state_dir):
+        _clear_stale(state_dir)
+        return _bring_up(services, compose, state_dir, parse_subnet(subnet), timeout)
+
+
+@contextlib.contextmanager
+def _interrupts_raise() -> Iterator[None]:
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        _ignore_interrupts()  # the first one starts the clean-up; later ones wait for it
+        raise Interrupted(signum)
+
+    before = {sig: signal.signal(sig, interrupt) for sig in INTERRUPTS}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _ignore_interrupts() -> None:
+    for sig in INTERRUPTS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _clear_stale(state_dir: Path) -> None:
+    state = read_state(state_dir)
+    if state is None:
+        return
+    if not is_gone(state):
+        what = "a cluster is already up" if state.get("complete", True) else (
+            f"an unfinished `up` (pid {state.get('up_pid')}, killed?) left a cluster")
+        raise ClusterError(f"{what} (state in {state_dir}); run `bin/cluster down` first")
+    typer.echo(f"removing the stale state in {state_dir}: its namespaces "
+               f"{state['network']['prefix']}-* are gone (a reboot?)", err=True)
+    _remove_files(state_dir, state["services"])
+
+
+def _bring_up(services: Mapping[str, Service], compose: Path, state_dir: Path, subnet: str,
+              timeout: float) -> dict[str, Any]:
     net = Network(subnet)
-    net.start()  # on failure it made nothing
-    state: dict[str, Any] = {"compose": str(compose.resolve()), "network": net.to_state(),
-                             "services": {}}
+    state: dict[str, Any] = {"compose": str(compose.resolve()), "up_pid": os.getpid(),
+                             "complete": False, "network": net.to_state(), "services": {}}
     try:
         (state_dir / "logs").mkdir(parents=True, exist_ok=True)
-        _write_state(state_dir, state)  # first, so `down` can always clean up
+        _write_state(state_dir, state)  # first: all `up` makes is named after its prefix
+        net.start()
         deadline = time.monotonic() + timeout
         procs = _start_all(net, services, state_dir, state, deadline)
-        _wait_joined(net, admin, workers, procs, deadline)
-    except BaseException:
-        _show_log_tails(state)
-        _remove(state_dir, net.prefix, services)
+        _wait_joined(net, status_probe(services), worker_names(services), procs, deadline)
+        state["complete"] = True
+        _write_state(state_dir, state)
+        return state
+    except BaseException as exc:
+        _ignore_interrupts()  # restored on leaving up(); the clean-up must run to its end
+        if not isinstance(exc, KeyboardInterrupt):
+            _show_log_tails(state)
+        typer.echo(_remove(state_dir, state, net), err=True)
         raise
-    return state
 
 
 def _start_all(net: Network, services: Mapping[str, Service], state_dir: Path,
                state: dict[str, Any], deadline: float) -> dict[str, subprocess.Popen[bytes]]:
-    for name in services:
-        net.add_host(name)
+    for name, service in services.items():
+        host = net.add_host(name)
         state["network"] = net.to_state()
+        state["services"][name] = {"argv": list(service.argv),
+                                   "environment": dict(service.environment),
+                                   "namespace": host.namespace, "address": host.address,
+                                   "pid": None, "log": str(_log_path(state_dir, name).resolve())}
         _write_state(state_dir, state)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     healthy: set[str] = set()
@@ -226,11 +425,7 @@ def _start_all(net: Network, services: Mapping[str, Service], state_dir: Path,
         log.unlink(missing_ok=True)
         procs[name] = net.run(name, service.argv, service_env(service.environment),
                               stdout=log, stderr=log)
-        state["services"][name] = {"argv": list(service.argv),
-                                   "environment": dict(service.environment),
-                                   "namespace": net.hosts[name].namespace,
-                                   "address": net.hosts[name].address,
-                                   "pid": procs[name].pid, "log": str(log.resolve())}
+        state["services"][name]["pid"] = procs[name].pid
         _write_state(state_dir, state)
     return procs
 
@@ -252,10 +447,10 @@ def _wait_healthy(net: Network, service: Service, proc: subprocess.Popen[bytes],
         time.sleep(POLL_PAUSE)
 
 
-def _wait_joined(net: Network, admin: Service, workers: set[str],
+def _wait_joined(net: Network, probe: Probe, workers: set[str],
                  procs: Mapping[str, subprocess.Popen[bytes]], deadline: float) -> None:
     while True:
-        joined = {w["name"] for w in (ask_status(net, admin, deadline) or {}).get("workers", [])}
+        joined = {w["name"] for w in (ask_status(net, probe, deadline) or {}).get("workers", [])}
         if workers <= joined:
             return
         if time.monotonic() > deadline:
@@ -265,13 +460,11 @@ def _wait_joined(net: Network, admin: Service, workers: set[str],
         time.sleep(POLL_PAUSE)
 
 
-def ask_status(net: Network, admin: Service, deadline: float) -> dict[str, Any] | None:
-    """``ceylon-status --json`` run on the admin's host; its snapshot, or None: no answer."""
-    argv = ["ceylon-status", "--admin-peer", admin.name, "--port", str(admin.option(
-        "--port", "8000")), "--json", "--timeout", "2"]
+def ask_status(net: Network, probe: Probe, deadline: float) -> dict[str, Any] | None:
+    """The admin's status snapshot (``ceylon-status --json``), or None: no answer."""
     try:
-        done = net.call(admin.name, argv, env=service_env({}),
-                        timeout=_attempt_timeout(deadline))
+        done = net.call(probe.host, [*probe.argv, "--json", "--timeout", "2"],
+                        env=service_env(probe.env), timeout=_attempt_timeout(deadline))
     except subprocess.TimeoutExpired:
         return None
     if done.returncode != 0:
@@ -291,28 +484,52 @@ def _attempt_timeout(deadline: float) -> float:
     return max(1.0, min(HEALTH_ATTEMPT, deadline - time.monotonic()))
 
 
+def _log_tail(svc: Mapping[str, Any], lines: int) -> list[str]:
+    try:
+        return Path(svc["log"]).read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
 def _show_log_tails(state: dict[str, Any]) -> None:
     for name, svc in state["services"].items():
-        with contextlib.suppress(OSError):
-            lines = Path(svc["log"]).read_text(errors="replace").splitlines()[-LOG_TAIL:]
+        if Path(svc["log"]).exists():
             typer.echo(f"--- last lines of {name}'s log:", err=True)
-            typer.echo("\n".join(lines), err=True)
+            typer.echo("\n".join(_log_tail(svc, LOG_TAIL)), err=True)
 
 
 # ---------------------------------------------------------------------------- down
 
-def down(state_dir: Path) -> bool:
+def down(state_dir: Path) -> str | None:
     """Remove every process, namespace, link, /etc/netns dir, log and state file ``up``
-    made; False when there was nothing to remove."""
-    state = read_state(state_dir)
-    if state is None:
-        return False
-    _remove(state_dir, state["network"]["prefix"], state["network"]["hosts"])
-    return True
+    made; what was removed, in words, or None when there was nothing to remove."""
+    if read_state(state_dir) is None:
+        return None
+    with state_lock(state_dir):
+        state = read_state(state_dir)
+        if state is None:  # another `down` was first
+            _remove_files(state_dir, {})
+            return None
+        stale = "stale state (its namespaces were gone already); " if is_gone(state) else ""
+        return stale + _remove(state_dir, state)
 
 
-def _remove(state_dir: Path, prefix: str, services: Mapping[str, object]) -> None:
-    netns.teardown_prefix(prefix)
+def _remove(state_dir: Path, state: Mapping[str, Any], net: Network | None = None) -> str:
+    """Stop and delete what ``state`` records (``net``: the Network that made it, whose
+    children are stopped too); what that was, in words."""
+    prefix = state["network"]["prefix"]
+    running = [f"{n} (pid {s['pid']})" for n, s in state["services"].items() if _alive(s)]
+    spaces = sorted(ns for ns in netns.namespaces() if ns.startswith(f"{prefix}-"))
+    if net is None:
+        netns.teardown_prefix(prefix)
+    else:
+        net.teardown()
+    _remove_files(state_dir, state["services"])
+    return (f"removed processes: {', '.join(running) or 'none'}; namespaces: "
+            f"{', '.join(spaces) or 'none'}; state and logs in {state_dir}")
+
+
+def _remove_files(state_dir: Path, services: Mapping[str, object]) -> None:
     for name in services:
         _log_path(state_dir, name).unlink(missing_ok=True)
     for name in (STATE_FILE, f"{STATE_FILE}.tmp"):
@@ -328,94 +545,166 @@ def _log_path(state_dir: Path, service: str) -> Path:
 
 # ---------------------------------------------------------------------------- CLI
 
-app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
-                  help="compose.yaml's services as hosts in network namespaces (needs root).")
-StateDir = Annotated[Path, typer.Option(help="Where the state file and logs go.")]
+app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True, help=(
+    "compose.yaml's services as hosts in network namespaces (needs root). Each runs its "
+    "command with its environment, as root, in the checkout; the admin is reachable only "
+    "from inside: `bin/cluster exec SERVICE -- CMD` runs a command on a service's host."))
+StateDir = Annotated[Path | None, typer.Option(help=(
+    "Where the state file and logs go; a relative path is from your working directory "
+    "[default: the checkout's .cluster]."), show_default=False)]
+
+
+def _from_caller(path: Path | None, default: str) -> Path:
+    """A path the user gave, from their working directory (bin/cluster runs in the
+    checkout), or ``default`` in the checkout."""
+    if path is None:
+        return Path(default)
+    return Path(os.environ.get(CALLER_CWD) or os.getcwd(), path)
+
+
+def _fail(code: int, message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
 
 
 def _need_root() -> None:
     reason = netns.unavailable_reason()
     if reason:
-        typer.echo(f"error: bin/cluster: {reason}", err=True)
-        raise typer.Exit(2)
+        raise _fail(2, f"bin/cluster: {reason}")
 
 
-def _running_state(state_dir: Path) -> dict[str, Any]:
+def _recorded_state(state_dir: Path) -> dict[str, Any]:
     state = read_state(state_dir)
     if state is None:
-        typer.echo(f"error: no cluster is up (no {state_dir / STATE_FILE})", err=True)
-        raise typer.Exit(1)
+        raise _fail(1, f"no cluster is up (no {state_dir / STATE_FILE})")
     return state
 
 
+def _live_state(state_dir: Path) -> dict[str, Any]:
+    """The state of a cluster that is fully up; exit 1 saying why not otherwise."""
+    state = _recorded_state(state_dir)
+    if is_gone(state):
+        raise _fail(1, gone_message(state_dir))
+    if not state.get("complete", True):
+        raise _fail(1, f"the cluster in {state_dir} is not fully up: `bin/cluster up` (pid "
+                       f"{state.get('up_pid')}) is still starting it, or was killed before "
+                       f"it finished (then `bin/cluster down` removes it)")
+    return state
+
+
+def _subnet(text: str) -> str:
+    try:
+        return parse_subnet(text)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 @app.command("up", help="Start each service in its own namespace and wait until every worker "
-                        "joined the admin.")
+                        "joined the admin. Ctrl-C, SIGTERM or SIGHUP meanwhile removes "
+                        "what it started.")
 def up_command(
-    compose: Annotated[Path, typer.Option(help="The compose file.")] = Path("compose.yaml"),
-    state_dir: StateDir = Path(".cluster"),
-    subnet: Annotated[str, typer.Option(help="Private /24 for the hosts.")]
-        = netns.DEFAULT_SUBNET,
+    compose: Annotated[Path | None, typer.Option(
+        help="The compose file; a relative path is from your working directory "
+             "[default: the checkout's compose.yaml].", show_default=False)] = None,
+    state_dir: StateDir = None,
+    subnet: Annotated[str, typer.Option(help="The hosts' network: a private (RFC 1918) /24.",
+                                        callback=_subnet)] = netns.DEFAULT_SUBNET,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the admin's health "
                                                 "and for the workers to join.")] = 60.0,
 ) -> None:
     _need_root()
+    state_dir = _from_caller(state_dir, ".cluster")
     try:
-        state = up(compose, state_dir, subnet, timeout)
+        state = up(_from_caller(compose, "compose.yaml"), state_dir, subnet, timeout)
+    except Interrupted as exc:
+        raise _fail(128 + exc.signum, f"interrupted by {exc}: the cluster is not up") from None
     except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise _fail(2, str(exc)) from None
     except (ClusterError, NetnsError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise _fail(1, str(exc)) from None
     for name, svc in state["services"].items():
         typer.echo(f"{name:<14} {svc['address']:<15} {shlex.join(svc['argv'])}")
     typer.echo(f"cluster up on {state['network']['subnet']} (namespaces "
                f"{state['network']['prefix']}-*); logs in {state_dir / 'logs'}")
 
 
-@app.command("down", help="Stop and remove everything `up` made. Safe to run twice.")
-def down_command(state_dir: StateDir = Path(".cluster")) -> None:
+@app.command("down", help="Stop and remove everything `up` made (also stale state left by a "
+                          "reboot). Safe to run twice.")
+def down_command(state_dir: StateDir = None) -> None:
     _need_root()
     try:
-        removed = down(state_dir)
-    except NetnsError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo("cluster down" if removed else "no cluster is up: nothing to do")
+        removed = down(_from_caller(state_dir, ".cluster"))
+    except (ClusterError, NetnsError) as exc:
+        raise _fail(1, str(exc)) from None
+    typer.echo(f"{removed}\ncluster down" if removed else "no cluster is up: nothing to do")
 
 
-@app.command("status", help="Run ceylon-status on the admin's host against the admin.")
+@app.command("status", help="Run ceylon-status on the admin's host (with the admin's "
+                            "workspace, token and keys) and name services that have exited; "
+                            "exit 1 if any has.")
 def status_command(
-    state_dir: StateDir = Path(".cluster"),
+    state_dir: StateDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the snapshot as JSON.")] = False,
 ) -> None:
     _need_root()
-    state = _running_state(state_dir)
+    state = _live_state(_from_caller(state_dir, ".cluster"))
+    gone = exited(state)
+    for name in gone:
+        svc = state["services"][name]
+        typer.echo(f"service {name} has exited (pid {svc['pid']}); the end of its log "
+                   f"{svc['log']}:", err=True)
+        typer.echo("".join(f"  | {line}\n" for line in _log_tail(svc, EXITED_TAIL)), err=True,
+                   nl=False)
     services = {n: Service(n, tuple(s["argv"]), s["environment"])
                 for n, s in state["services"].items()}
-    admin = admin_of(services)
-    argv = ["ceylon-status", "--admin-peer", admin.name, "--port",
-            str(admin.option("--port", "8000")), *(["--json"] if as_json else [])]
+    probe = status_probe(services)
+    if probe.host in gone:
+        raise _fail(1, f"the admin ({probe.host}) has exited: no status")
+    argv = [*probe.argv, *(["--json"] if as_json else [])]
     net = Network.from_state(state["network"])
     try:
-        code = net.run(admin.name, argv, env=service_env({})).wait(timeout=HEALTH_ATTEMPT * 2)
+        code = net.run(probe.host, argv, env=service_env(probe.env)).wait(
+            timeout=HEALTH_ATTEMPT * 2)
     except subprocess.TimeoutExpired:
         code = 1
-    raise typer.Exit(code)
+    raise typer.Exit(code or (1 if gone else 0))
+
+
+@app.command("exec", context_settings={"ignore_unknown_options": True,
+                                       "allow_interspersed_args": False},
+             help="Run CMD on SERVICE's host: in its namespace (other services by name, the "
+                  "admin as `admin`), with its environment, in the checkout; exit with CMD's "
+                  "status. E.g. bin/cluster exec admin -- ceylon-submit "
+                  "examples/seed_tasks.json --admin-peer admin --wait")
+def exec_command(
+    service: Annotated[str, typer.Argument(help="The service whose host runs CMD.",
+                                           metavar="SERVICE")],
+    command: Annotated[list[str], typer.Argument(help="CMD and its arguments.",
+                                                 metavar="CMD...")],
+    state_dir: StateDir = None,
+) -> None:
+    _need_root()
+    command = command[1:] if command[:1] == ["--"] else command  # (left in after SERVICE)
+    if not command:
+        raise _fail(2, "no command: bin/cluster exec SERVICE -- CMD...")
+    state = _live_state(_from_caller(state_dir, ".cluster"))
+    if service not in state["services"]:
+        raise _fail(2, f"no service {service!r} (services: {', '.join(state['services'])})")
+    env = service_env(state["services"][service]["environment"])
+    Network.from_state(state["network"]).exec(service, command, env)
 
 
 @app.command("logs", help="Print the services' logs (or one service's).")
 def logs_command(
     service: Annotated[str | None, typer.Argument(help="Only this service.")] = None,
-    state_dir: StateDir = Path(".cluster"),
+    state_dir: StateDir = None,
 ) -> None:
-    services = _running_state(state_dir)["services"]
+    services = _recorded_state(_from_caller(state_dir, ".cluster"))["services"]
     if service is not None and service not in services:
-        typer.echo(f"error: no service {service!r} (services: {', '.join(services)})", err=True)
-        raise typer.Exit(2)
+        raise _fail(2, f"no service {service!r} (services: {', '.join(services)})")
     for name, svc in services.items():
         if service in (None, name):
-            for line in Path(svc["log"]).read_text(errors="replace").splitlines():
+            for line in _log_tail(svc, sys.maxsize):
                 typer.echo(f"{name:<12} | {line}")
 
 

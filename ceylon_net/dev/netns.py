@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from loguru import logger
 
@@ -113,7 +113,10 @@ class Network:
     _children: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        self._network = ipaddress.ip_network(self.subnet)
+        try:
+            self._network = ipaddress.ip_network(self.subnet)
+        except ValueError as exc:
+            raise NetnsError(f"subnet {self.subnet}: {exc}") from None
         if self._network.version != 4 or not self._network.is_private:
             raise NetnsError(f"subnet {self.subnet} must be a private IPv4 network")
         if not PREFIX.match(self.prefix):
@@ -237,6 +240,11 @@ class Network:
         return subprocess.run(["ip", "netns", "exec", ns, *argv], env=env, timeout=timeout,
                               capture_output=True, text=True, stdin=subprocess.DEVNULL)
 
+    def exec(self, host: str | Host, argv: Sequence[str], env: Mapping[str, str]) -> NoReturn:
+        """Replace this process with ``argv`` run inside ``host``, so its terminal, signals
+        and exit status are the caller's. ``env`` is its whole environment."""
+        os.execvpe("ip", ["ip", "netns", "exec", self.host(host).namespace, *argv], env)
+
     def link_down(self, host: str | Host) -> None:
         """Unplug the host from the switch: it keeps its address and routes, but nothing it
         sends arrives and nothing reaches it, so peers see timeouts, not refusals."""
@@ -274,6 +282,9 @@ class Network:
         try:
             teardown_prefix(self.prefix)
         finally:
+            for proc in self._children:  # one started as its namespace was emptied, not yet in it
+                if proc.poll() is None:
+                    proc.kill()
             self._reap_children(timeout=STOP_GRACE)
             self.hosts.clear()
 
