@@ -6,6 +6,7 @@ delivers everything else once, in order."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -48,8 +49,10 @@ class ScriptedAdmin:
         self.hellos: list[wire.Hello] = []
         self.asked: list[list[int]] = []
         self.heard = -1
+        self.delivered = 0  # the last broadcast the worker says it took, in order
         self.stranger = False  # does not know the worker: refuses what it sends, by msg id
         self.notes: list[int] = []  # the worker's own broadcasts, as they reached us
+        self.bcasts: list[wire.Envelope] = []  # ... as they came
 
     def frames(self, kind: bytes, msg: object = None, seq: int | None = None) -> list[bytes]:
         type_, payload = (None, b"") if msg is None else wire.encode_payload(msg)
@@ -89,16 +92,34 @@ class ScriptedAdmin:
         """Anything but a HELLO from the worker."""
         if env.kind == Kind.HEARTBEAT:
             beat = wire.unpack(wire.Heartbeat, env.payload)
-            self.heard = beat.heard
+            self.heard, self.delivered = beat.heard, beat.delivered
             self.asked += beat.missing
         elif env.kind == Kind.BCAST:
             self.notes.append(wire.unpack(Note, env.payload).n)
+            self.bcasts.append(env)
 
     async def publish(self, seq: int, n: int | None = None) -> None:
         """Broadcast ``seq`` on PUB: the note ``n`` (``seq`` unless said)."""
         await self.pub.send_multipart([wire.topic("default") + Kind.BCAST,
                                        *self.frames(Kind.BCAST, Note(seq if n is None else n),
                                                     seq)])
+
+    async def relay(self, env: wire.Envelope, seq: int) -> None:
+        """Publish a broadcast as it came (its sender's header), numbered ``seq``."""
+        header = dataclasses.replace(env.header, seq=seq, epoch=self.epoch)
+        await self.pub.send_multipart([wire.topic("default") + Kind.BCAST,
+                                       *wire.encode_frames(Kind.BCAST, header, env.payload)])
+
+    async def restart(self, w: Listener) -> None:
+        """A new admin process (the old one killed): it does not know the worker, which
+        registers again and is welcomed."""
+        self.epoch += 1
+        self.answer, self.stranger = False, True
+        hellos = len(self.hellos)
+        await w.broadcast_data(Note(-1))  # refused: the worker registers again
+        await wait_until(lambda: len(self.hellos) > hellos, 10, "a new HELLO")
+        self.stranger = False
+        await self.welcome()
 
     def move_pub(self) -> None:
         """A new PUB on another port (the admin restarted with another --pub-port)."""
@@ -243,3 +264,39 @@ def test_broadcasts_a_restarted_admin_refused_are_sent_again_once_registered_in_
         assert admin.notes == [1, 2, 3, 4, 5]
 
     scripted(script)
+
+
+def test_broadcasts_a_killed_admin_took_and_did_not_relay_go_to_the_next_one():
+    """The admin took 2 and 3 and was killed before relaying them (1 it relayed: it came
+    back to the worker). The worker registers with the new admin process and sends 2 and 3
+    again, in order, with what the new one refused; not 1."""
+    async def script(admin: ScriptedAdmin, w: Listener) -> None:
+        for n in (1, 2, 3):
+            await w.broadcast_data(Note(n))
+        await wait_until(lambda: admin.notes == [1, 2, 3], 10, "1, 2 and 3")
+        await admin.relay(admin.bcasts[0], 1)
+        await wait_until(lambda: admin.delivered >= 1, 10, "1 to come back to the worker")
+        await admin.restart(w)
+        await wait_until(lambda: len(admin.notes) >= 6, 10, "2, 3 and the refused one")
+        await w.broadcast_data(Note(4))
+        await wait_until(lambda: admin.notes[-1] == 4, 10, "4")
+        assert admin.notes == [1, 2, 3, 2, 3, -1, 4]
+
+    assert scripted(script) == []  # (its own are never delivered to itself)
+
+
+def test_a_broadcast_relayed_again_by_a_new_admin_process_is_delivered_once():
+    """Another worker's broadcast reached us from the old admin; the new one relays it again
+    (sent again to it, the old one having died before its echo came back): not twice."""
+    async def script(admin: ScriptedAdmin, w: Listener) -> None:
+        header = wire.make_header("default", "other", "Note")
+        again = wire.Envelope(Kind.BCAST, header, wire.encode_payload(Note(7))[1])
+        await admin.relay(again, 1)
+        await wait_until(lambda: w.notes == [7], 10, "7")
+        await admin.restart(w)
+        await hearing(admin)
+        await admin.relay(again, 1)  # the same broadcast, in the new admin's numbers
+        await admin.publish(2, 8)
+        await wait_until(lambda: w.notes[-1] == 8, 10, "8")
+
+    assert scripted(script) == [7, 8]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ceylon_net.edge.outbox import Outbox
+from ceylon_net.edge.outbox import Outbox, Seen
 from ceylon_net.errors import LocalProtocolError
 
 
@@ -40,3 +40,41 @@ def test_too_many_waiting_for_a_welcome_is_refused_at_send():
     with pytest.raises(LocalProtocolError, match="not registered with the admin: 2 messages "
                                                  "wait to be sent already"):
         box.hold(3, [b"3"])
+
+
+def test_broadcasts_that_did_not_come_back_go_to_a_new_admin_process_in_order():
+    box = Outbox()
+    box.sent(1, [b"B", b"1"], echoes=True)
+    box.sent(2, [b"D", b"2"])  # a direct message: never comes back
+    box.sent(3, [b"B", b"3"], echoes=True)
+    box.sent(4, [b"B", b"4"], echoes=True)
+    box.echoed(3)  # relayed: forgotten
+    assert not box.refused(3)
+    assert box.refused(4)  # refused by the admin (it is waiting already) ...
+    box.echoed(4)  # ... a late echo of it changes nothing
+    box.hold(6, [b"B", b"6"])
+    assert box.admin_restarted() == 1  # 1 had not come back
+    assert box.take() == [(1, [b"B", b"1"]), (4, [b"B", b"4"]), (6, [b"B", b"6"])]
+    assert box.admin_restarted() == 0  # (once)
+    assert box.refused(2)  # the direct message is still kept, should the admin refuse it
+
+
+def test_broadcasts_we_may_not_see_again_are_not_sent_again():
+    box = Outbox()
+    box.sent(1, [b"B", b"1"], echoes=True)
+    box.unsure()  # we skipped broadcasts: ours among them would never come back
+    box.sent(2, [b"B", b"2"], echoes=True)
+    assert box.admin_restarted() == 1 and box.take() == [(2, [b"B", b"2"])]
+    box = Outbox(max_kept=2)
+    for msg_id in range(4):
+        box.sent(msg_id, [b"B"], echoes=True)
+    assert box.admin_restarted() == 2  # the oldest were forgotten altogether
+
+
+def test_a_broadcast_seen_before_is_not_delivered_twice_and_memory_is_bounded():
+    seen = Seen(size=3)
+    assert seen.first("w", 1, 10.0) and not seen.first("w", 1, 10.0)
+    assert seen.first("w", 1, 11.0)  # a restarted worker's msg id 1: another broadcast
+    assert seen.first("v", 1, 10.0)
+    assert seen.first("w", 2, 12.0)  # the oldest ("w", 1, 10.0) is forgotten
+    assert seen.first("w", 1, 10.0)

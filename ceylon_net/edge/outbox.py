@@ -4,8 +4,15 @@ admin that knows the worker.
 A worker sends them to the admin, which relays them. An admin that does not know the sender
 (it restarted, or declared the worker lost) refuses each with a REJECT naming its message id,
 and the worker registers again: the refused ones are sent again once it is welcomed, in the
-order they were first sent, and what it sends meanwhile waits for the welcome too. (What a
-killed admin had received and not relayed is gone with it: no one can tell.)
+order they were first sent, and what it sends meanwhile waits for the welcome too.
+
+A broadcast comes back to its sender too, on PUB with everyone's (it is not delivered to it):
+then it is known relayed, and forgotten here. One a killed admin had taken and not relayed
+(or relayed, the echo still on its way) never comes back: when the worker registers with a
+new admin process, each broadcast it sent while it heard the old one's that has not come back
+is sent again, in order (some receivers may have it: they drop a second copy, see
+:class:`Seen`). One sent before the worker heard the admin's broadcasts, or among those it
+fell too far behind to get, can never be seen again: it is not sent again.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ MAX_KEPT_BYTES = 32 * 1024 * 1024  # ... and their bytes
 MAX_WAITING = 10_000  # messages waiting for a welcome, at most
 
 
+SEEN = 10_000  # broadcasts an agent remembers having delivered (to drop a second copy)
+
+
 class Outbox:
     def __init__(self, max_kept: int = MAX_KEPT, max_kept_bytes: int = MAX_KEPT_BYTES,
                  max_waiting: int = MAX_WAITING) -> None:
@@ -26,16 +36,45 @@ class Outbox:
             max_kept, max_kept_bytes, max_waiting
         self._kept: OrderedDict[int, list[bytes]] = OrderedDict()  # sent: msg id -> frames
         self._kept_bytes = 0
+        self._echoing: set[int] = set()  # of those, broadcasts that will come back on PUB
         self._waiting: dict[int, list[bytes]] = {}  # to send once welcomed
+        self.seen = Seen()  # the other side: broadcasts of others, sent again to us
 
-    def sent(self, msg_id: int, frames: list[bytes]) -> None:
+    def sent(self, msg_id: int, frames: list[bytes], echoes: bool = False) -> None:
         """Sent to an admin that knows us (as far as we know): kept a while, the oldest
-        forgotten first."""
+        forgotten first. ``echoes``: a broadcast sent while we hear the admin's (it will
+        come back to us)."""
         self._kept[msg_id] = frames
         self._kept_bytes += sum(map(len, frames))
+        if echoes:
+            self._echoing.add(msg_id)
         while len(self._kept) > self.max_kept or self._kept_bytes > self.max_kept_bytes:
-            _, old = self._kept.popitem(last=False)
+            old_id, old = self._kept.popitem(last=False)
             self._kept_bytes -= sum(map(len, old))
+            self._echoing.discard(old_id)
+
+    def echoed(self, msg_id: int) -> None:
+        """One of our broadcasts came back on PUB: relayed, forgotten."""
+        if msg_id in self._echoing:
+            self._echoing.discard(msg_id)
+            self._kept_bytes -= sum(map(len, self._kept.pop(msg_id)))
+
+    def unsure(self) -> None:
+        """What we sent may have been relayed without coming back to us (we start hearing
+        the admin's broadcasts, or fell behind and skipped some): none is sent again to a
+        new admin process."""
+        self._echoing.clear()
+
+    def admin_restarted(self) -> int:
+        """A new admin process: our broadcasts that did not come back from the old one wait
+        to be sent to it (with the refused ones, in the order first sent). How many."""
+        for msg_id in self._echoing:
+            frames = self._kept.pop(msg_id)
+            self._kept_bytes -= sum(map(len, frames))
+            self._waiting[msg_id] = frames
+        count = len(self._echoing)
+        self._echoing.clear()
+        return count
 
     def hold(self, msg_id: int, frames: list[bytes]) -> None:
         """Not registered now: to send once welcomed. LocalProtocolError when too many wait."""
@@ -51,6 +90,7 @@ class Outbox:
         if frames is None:
             return False
         self._kept_bytes -= sum(map(len, frames))
+        self._echoing.discard(msg_id)  # type: ignore[arg-type]
         self._waiting[msg_id] = frames  # type: ignore[index]
         return True
 
@@ -63,3 +103,23 @@ class Outbox:
     def __len__(self) -> int:
         """Messages waiting for a welcome."""
         return len(self._waiting)
+
+
+class Seen:
+    """The broadcasts an agent delivered lately, by sender, message id and time sent: one
+    that comes again (sent again to a new admin process, the old one having relayed it
+    before it died) is not delivered twice."""
+
+    def __init__(self, size: int = SEEN) -> None:
+        self.size = size
+        self._seen: OrderedDict[tuple[str, int, float], None] = OrderedDict()
+
+    def first(self, sender: str, msg_id: int, ts: float) -> bool:
+        """True the first time this broadcast is seen."""
+        key = (sender, msg_id, ts)
+        if key in self._seen:
+            return False
+        self._seen[key] = None
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return True

@@ -321,6 +321,9 @@ class Worker(AgentBase):
         assert self._sockets is not None
         self._welcome = welcome
         if welcome.epoch != self._epoch:  # a new admin process: its broadcasts count from 1
+            if self._epoch is not None and (again := self._outbox.admin_restarted()):
+                logger.info("{}: a new admin process: {} broadcast(s) of ours the old one "
+                            "may not have relayed are sent again", self.name, again)
             self._inbox, self._epoch, self._asked_upto = BroadcastInbox(), welcome.epoch, 0
         self.id = welcome.agent_id
         self._admin_seen = time.monotonic()
@@ -345,8 +348,9 @@ class Worker(AgentBase):
         and those sent while we registered, go now, in the order they were first sent."""
         assert self._sockets is not None
         held = self._outbox.take()
+        hearing = self._inbox.heard is not None
         for msg_id, frames in held:
-            self._outbox.sent(msg_id, frames)
+            self._outbox.sent(msg_id, frames, echoes=hearing and frames[0] == Kind.BCAST)
             self._sockets.send_soon(frames)
         if held:
             logger.info("{}: sent {} broadcast(s) or message(s) the admin could not take "
@@ -510,16 +514,23 @@ class Worker(AgentBase):
             return
         first = self._inbox.heard is None
         for header, payload in self._inbox.accept(env.header.seq, (env.header, env.payload)):
-            if header.sender != self.id:
-                self._deliver(header, payload, self.limits)
+            self._take(header, payload)
         self._heard(first)
+
+    def _take(self, header: wire.Header, payload: bytes) -> None:
+        """A broadcast's turn has come: ours came back (relayed: forgotten); another's is
+        delivered, unless it came before (sent again to a new admin process)."""
+        if header.sender == self.id:
+            self._outbox.echoed(header.msg_id)
+        elif self._outbox.seen.first(header.sender, header.msg_id, header.ts):
+            self._deliver(header, payload, self.limits)
 
     def _skip(self, skip: wire.Skip) -> None:
         before = self._inbox.skipped
         for header, payload in self._inbox.skip(skip.first, skip.last):
-            if header.sender != self.id:
-                self._deliver(header, payload, self.limits)
+            self._take(header, payload)
         if self._inbox.skipped > before:  # (a SKIP repeated while we were slow says nothing)
+            self._outbox.unsure()  # (ours among them would never come back)
             logger.warning("{}: {} broadcast(s) were lost to us: we fell further behind than "
                            "the admin keeps", self.name, self._inbox.skipped - before)
 
@@ -616,7 +627,8 @@ class Worker(AgentBase):
         if self._welcome is None:  # registering: it goes once we are welcomed
             self._outbox.hold(header.msg_id, frames)
             return
-        self._outbox.sent(header.msg_id, frames)
+        self._outbox.sent(header.msg_id, frames,
+                          echoes=kind == Kind.BCAST and self._inbox.heard is not None)
         await self._sockets.send(frames)
 
 
