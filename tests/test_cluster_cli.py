@@ -22,8 +22,10 @@ import yaml
 from conftest import REPO, run
 
 from ceylon_net.dev import cluster, netns
+from ceylon_net.dev.compose import load_compose
 from ceylon_net.dev.testing import wait_until
 from ceylon_net.edge.transport import create_keypair
+from ceylon_net.errors import ConfigError
 
 needs_netns = pytest.mark.skipif(not netns.is_available(),
                                  reason=f"needs network namespaces: {netns.unavailable_reason()}")
@@ -352,8 +354,8 @@ def test_compose_files_bin_cluster_cannot_run_as_written_are_refused(
         tmp_path: Path, services: dict[str, Any], says: str) -> None:
     path = tmp_path / "compose.yaml"
     path.write_text(yaml.safe_dump({"services": services}))
-    with pytest.raises(cluster.ConfigError, match=re.escape(says)):
-        cluster.load_compose(path)
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load_compose(path)
 
 
 @pytest.mark.parametrize("subnet", ["banana", "10.213.7.5/24", "10.213.7.0/30", "10.0.0.0/16",

@@ -17,6 +17,7 @@ import yaml
 from conftest import REPO, run
 
 from ceylon_net.dev import cluster, netns
+from ceylon_net.dev.compose import admin_of, load_compose, start_order, worker_names
 from ceylon_net.dev.testing import cli, wait_until
 
 needs_netns = pytest.mark.skipif(not netns.is_available(),
@@ -271,11 +272,11 @@ def test_without_root_bin_cluster_says_so_and_exits_2(monkeypatch: pytest.Monkey
 
 
 def test_compose_start_order_and_healthcheck_are_read_as_compose_means_them() -> None:
-    services = cluster.load_compose(COMPOSE)
-    order = cluster.start_order(services)
+    services = load_compose(COMPOSE)
+    order = start_order(services)
     assert order[0] == "admin"
-    assert cluster.admin_of(services).healthcheck[0] == "ceylon-status"
-    assert cluster.worker_names(services) == {"Junior", "Intermediate", "Senior"}
+    assert admin_of(services).healthcheck[0] == "ceylon-status"
+    assert worker_names(services) == {"Junior", "Intermediate", "Senior"}
     for name in ("junior", "intermediate", "senior"):
         assert services[name].wait_healthy == ("admin",)
 
