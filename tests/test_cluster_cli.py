@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,10 +60,10 @@ class Clusters:
         return path
 
     def run(self, *args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+            timeout: float = 60, umask: int = -1) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([str(REPO / "bin" / "cluster"), *self._with_state(args)],
                               capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                              env=env, stdin=subprocess.DEVNULL)
+                              env=env, stdin=subprocess.DEVNULL, umask=umask)
         self._note(done.stdout + done.stderr)
         return done
 
@@ -339,6 +340,50 @@ def test_state_left_by_a_reboot_is_called_stale_replaced_by_up_removed_by_down(
     down = clusters.run("down")
     assert down.returncode == 0 and "stale" in down.stdout, down
     assert not clusters.state_dir.exists()
+
+
+# ---------------------------------------------------------------------------- 10 state file
+
+@pytest.mark.netns
+@needs_netns
+@pytest.mark.timeout(90)
+def test_the_state_file_holding_the_services_tokens_is_readable_by_its_owner_only(
+        clusters: Clusters) -> None:
+    compose = clusters.compose({"admin": {**ADMIN, "environment": {"CEYLON_TOKEN": "t0k-t0k-t0k"}},
+                                "w": worker("W", CEYLON_TOKEN="t0k-t0k-t0k")})
+    up = clusters.run("up", "--compose", str(compose), "--timeout", "20", umask=0o022)
+    assert up.returncode == 0, up.stdout + up.stderr
+    state_file = clusters.state_dir / cluster.STATE_FILE
+    assert "t0k-t0k-t0k" in state_file.read_text()  # why it must be private
+    assert stat.S_IMODE(clusters.state_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
+    assert clusters.run("down").returncode == 0
+
+
+@pytest.mark.netns
+@needs_netns
+@pytest.mark.timeout(90)
+def test_down_leaves_alone_a_process_that_took_over_a_dead_services_pid(
+        clusters: Clusters) -> None:
+    compose = clusters.compose({"admin": ADMIN})
+    assert clusters.run("up", "--compose", str(compose), "--timeout", "20").returncode == 0
+    state = clusters.state()
+    assert state is not None
+    admin = state["services"]["admin"]
+    os.kill(admin["pid"], signal.SIGKILL)
+    run(wait_until(pid_gone(admin), 10, "the admin to be gone"))
+    stranger = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL)
+    try:  # the pid's next owner: a process outside the cluster's namespaces
+        admin["pid"] = stranger.pid
+        (clusters.state_dir / cluster.STATE_FILE).write_text(json.dumps(state))
+        down = clusters.run("down")
+        assert down.returncode == 0, down.stderr
+        assert "removed processes: none" in down.stdout
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait(timeout=10)
+    assert clusters.left() == []
 
 
 # ---------------------------------------------------------------------------- 5, 6, 8, 9

@@ -5,10 +5,12 @@ Each service becomes a host in a network namespace (:mod:`.netns`) named after i
 its ``environment``, detached, logging to ``STATE_DIR/logs/SERVICE.log``. What ``up`` makes
 is recorded in ``STATE_DIR/state.json`` before it is made (every namespace carries the
 network's prefix, written first; each service's pid as soon as it runs), so ``down`` removes
-all of it, also after an ``up`` that failed halfway or was killed. One ``up`` or ``down`` at
-a time holds the state dir (an flock, which dies with its holder); SIGINT, SIGTERM and SIGHUP
-during ``up`` remove what it made. State whose namespaces are gone (a reboot) is stale:
-``status`` says so, ``up`` replaces it, ``down`` removes it.
+all of it, also after an ``up`` that failed halfway or was killed. It stops the processes it
+finds in those namespaces, never a recorded pid as such (by then it may be another process's).
+The state holds the services' environments, tokens too: the state dir is its owner's only.
+One ``up`` or ``down`` at a time holds the state dir (an flock, which dies with its holder);
+SIGINT, SIGTERM and SIGHUP during ``up`` remove what it made. State whose namespaces are gone
+(a reboot) is stale: ``status`` says so, ``up`` replaces it, ``down`` removes it.
 
 What runs comes from :mod:`.compose`, which reads and checks the compose file; this module
 holds the cluster's lifecycle: its state file and lock, its namespaces and processes, and the
@@ -40,6 +42,7 @@ from .compose import Probe, Service, load_compose, start_order, status_probe, wo
 from .netns import NetnsError, Network
 
 STATE_FILE = "state.json"
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600  # the state holds each service's environment: tokens
 HEALTH_ATTEMPT = 10.0  # seconds one healthcheck or status attempt may take
 POLL_PAUSE = 0.2  # seconds between attempts, so a failing check does not spin
 LOG_TAIL = 20  # lines of each service's log shown when `up` fails
@@ -88,16 +91,20 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
 
 
 def _write_state(state_dir: Path, state: dict[str, Any]) -> None:
+    """Replace the state file in one step (readers see the old one or the new one), readable
+    by its owner only."""
     tmp = state_dir / f"{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "w") as out:
+        os.fchmod(out.fileno(), PRIVATE_FILE)  # O_CREAT keeps the mode of a .tmp left behind
+        out.write(json.dumps(state, indent=2) + "\n")
     tmp.replace(state_dir / STATE_FILE)
 
 
 @contextlib.contextmanager
 def state_lock(state_dir: Path) -> Iterator[None]:
-    """Hold ``state_dir`` (made if missing) for one ``up`` or ``down`` at a time; ClusterError
-    at once if another holds it. An flock on the directory: the kernel drops it with its
-    holder, so even a kill -9 leaves no stale lock."""
+    """Hold ``state_dir`` (made if missing, its owner's only) for one ``up`` or ``down`` at a
+    time; ClusterError at once if another holds it. An flock on the directory: the kernel
+    drops it with its holder, so even a kill -9 leaves no stale lock."""
     fd = _lock(state_dir)
     try:
         yield
@@ -107,7 +114,7 @@ def state_lock(state_dir: Path) -> Iterator[None]:
 
 def _lock(state_dir: Path) -> int:
     for _ in range(3):
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(PRIVATE_DIR, parents=True, exist_ok=True)
         try:
             fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
@@ -216,7 +223,7 @@ def _bring_up(services: Mapping[str, Service], compose: Path, state_dir: Path, s
     state: dict[str, Any] = {"compose": str(compose.resolve()), "up_pid": os.getpid(),
                              "complete": False, "network": net.to_state(), "services": {}}
     try:
-        (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (state_dir / "logs").mkdir(PRIVATE_DIR, parents=True, exist_ok=True)
         _write_state(state_dir, state)  # first: all `up` makes is named after its prefix
         net.start()
         deadline = time.monotonic() + timeout
