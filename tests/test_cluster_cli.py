@@ -22,7 +22,7 @@ import pytest
 import yaml
 from conftest import REPO, run
 
-from ceylon_net.dev import cluster, netns
+from ceylon_net.dev import cluster, cluster_cli, netns
 from ceylon_net.dev.compose import load_compose
 from ceylon_net.dev.testing import wait_until
 from ceylon_net.edge.transport import create_keypair
@@ -415,7 +415,7 @@ def test_anything_but_a_private_slash_24_subnet_exits_2_and_says_why(
     compose = tmp_path / "compose.yaml"
     if malformed:
         compose.write_text(yaml.safe_dump({"services": {"admin": ADMIN}}))
-    result = CliRunner().invoke(cluster.app, ["up", "--subnet", subnet, "--compose",
+    result = CliRunner().invoke(cluster_cli.app, ["up", "--subnet", subnet, "--compose",
                                               str(compose), "--state-dir", str(tmp_path / "s")])
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)

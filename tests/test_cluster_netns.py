@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import REPO, run
 
-from ceylon_net.dev import cluster, netns
+from ceylon_net.dev import cluster, cluster_cli, netns
 from ceylon_net.dev.compose import admin_of, load_compose, start_order, worker_names
 from ceylon_net.dev.testing import cli, wait_until
 
@@ -266,7 +266,7 @@ def test_without_root_bin_cluster_says_so_and_exits_2(monkeypatch: pytest.Monkey
     from typer.testing import CliRunner
 
     monkeypatch.setattr(netns, "unavailable_reason", lambda: "network namespaces need root")
-    result = CliRunner().invoke(cluster.app, ["up"])
+    result = CliRunner().invoke(cluster_cli.app, ["up"])
     assert result.exit_code == 2
     assert "need root" in result.output
 

@@ -13,8 +13,8 @@ SIGINT, SIGTERM and SIGHUP during ``up`` remove what it made. State whose namesp
 (a reboot) is stale: ``status`` says so, ``up`` replaces it, ``down`` removes it.
 
 What runs comes from :mod:`.compose`, which reads and checks the compose file; this module
-holds the cluster's lifecycle: its state file and lock, its namespaces and processes, and the
-``bin/cluster`` commands over them.
+holds the cluster's lifecycle: its state file and lock, its namespaces and processes; the
+``bin/cluster`` commands over them are :mod:`.cluster_cli`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import fcntl
 import ipaddress
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -32,14 +31,14 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
 from ..errors import CeylonError, ConfigError
 from . import netns
 from .compose import Probe, Service, load_compose, start_order, status_probe, worker_names
-from .netns import NetnsError, Network
+from .netns import Network
 
 STATE_FILE = "state.json"
 PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600  # the state holds each service's environment: tokens
@@ -321,7 +320,7 @@ def _attempt_timeout(deadline: float) -> float:
     return max(1.0, min(HEALTH_ATTEMPT, deadline - time.monotonic()))
 
 
-def _log_tail(svc: Mapping[str, Any], lines: int) -> list[str]:
+def log_tail(svc: Mapping[str, Any], lines: int) -> list[str]:
     try:
         return Path(svc["log"]).read_text(errors="replace").splitlines()[-lines:]
     except OSError:
@@ -332,7 +331,7 @@ def _show_log_tails(state: dict[str, Any]) -> None:
     for name, svc in state["services"].items():
         if Path(svc["log"]).exists():
             typer.echo(f"--- last lines of {name}'s log:", err=True)
-            typer.echo("\n".join(_log_tail(svc, LOG_TAIL)), err=True)
+            typer.echo("\n".join(log_tail(svc, LOG_TAIL)), err=True)
 
 
 # ---------------------------------------------------------------------------- down
@@ -378,172 +377,3 @@ def _remove_files(state_dir: Path, services: Mapping[str, object]) -> None:
 
 def _log_path(state_dir: Path, service: str) -> Path:
     return state_dir / "logs" / f"{service}.log"
-
-
-# ---------------------------------------------------------------------------- CLI
-
-app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True, help=(
-    "compose.yaml's services as hosts in network namespaces (needs root). Each runs its "
-    "command with its environment, as root, in the checkout; the admin is reachable only "
-    "from inside: `bin/cluster exec SERVICE -- CMD` runs a command on a service's host."))
-StateDir = Annotated[Path | None, typer.Option(help=(
-    "Where the state file and logs go; a relative path is from your working directory "
-    "[default: the checkout's .cluster]."), show_default=False)]
-
-
-def _from_caller(path: Path | None, default: str) -> Path:
-    """A path the user gave, from their working directory (bin/cluster runs in the
-    checkout), or ``default`` in the checkout."""
-    if path is None:
-        return Path(default)
-    return Path(os.environ.get(CALLER_CWD) or os.getcwd(), path)
-
-
-def _fail(code: int, message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def _need_root() -> None:
-    reason = netns.unavailable_reason()
-    if reason:
-        raise _fail(2, f"bin/cluster: {reason}")
-
-
-def _recorded_state(state_dir: Path) -> dict[str, Any]:
-    state = read_state(state_dir)
-    if state is None:
-        raise _fail(1, f"no cluster is up (no {state_dir / STATE_FILE})")
-    return state
-
-
-def _live_state(state_dir: Path) -> dict[str, Any]:
-    """The state of a cluster that is fully up; exit 1 saying why not otherwise."""
-    state = _recorded_state(state_dir)
-    if is_gone(state):
-        raise _fail(1, gone_message(state_dir))
-    if not state.get("complete", True):
-        raise _fail(1, f"the cluster in {state_dir} is not fully up: `bin/cluster up` (pid "
-                       f"{state.get('up_pid')}) is still starting it, or was killed before "
-                       f"it finished (then `bin/cluster down` removes it)")
-    return state
-
-
-def _subnet(text: str) -> str:
-    try:
-        return parse_subnet(text)
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc)) from None
-
-
-@app.command("up", help="Start each service in its own namespace and wait until every worker "
-                        "joined the admin. Ctrl-C, SIGTERM or SIGHUP meanwhile removes "
-                        "what it started.")
-def up_command(
-    compose: Annotated[Path | None, typer.Option(
-        help="The compose file; a relative path is from your working directory "
-             "[default: the checkout's compose.yaml].", show_default=False)] = None,
-    state_dir: StateDir = None,
-    subnet: Annotated[str, typer.Option(help="The hosts' network: a private (RFC 1918) /24.",
-                                        callback=_subnet)] = netns.DEFAULT_SUBNET,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the admin's health "
-                                                "and for the workers to join.")] = 60.0,
-) -> None:
-    _need_root()
-    state_dir = _from_caller(state_dir, ".cluster")
-    try:
-        state = up(_from_caller(compose, "compose.yaml"), state_dir, subnet, timeout)
-    except Interrupted as exc:
-        raise _fail(128 + exc.signum, f"interrupted by {exc}: the cluster is not up") from None
-    except ConfigError as exc:
-        raise _fail(2, str(exc)) from None
-    except (ClusterError, NetnsError) as exc:
-        raise _fail(1, str(exc)) from None
-    for name, svc in state["services"].items():
-        typer.echo(f"{name:<14} {svc['address']:<15} {shlex.join(svc['argv'])}")
-    typer.echo(f"cluster up on {state['network']['subnet']} (namespaces "
-               f"{state['network']['prefix']}-*); logs in {state_dir / 'logs'}")
-
-
-@app.command("down", help="Stop and remove everything `up` made (also stale state left by a "
-                          "reboot). Safe to run twice.")
-def down_command(state_dir: StateDir = None) -> None:
-    _need_root()
-    try:
-        removed = down(_from_caller(state_dir, ".cluster"))
-    except (ClusterError, NetnsError) as exc:
-        raise _fail(1, str(exc)) from None
-    typer.echo(f"{removed}\ncluster down" if removed else "no cluster is up: nothing to do")
-
-
-@app.command("status", help="Run ceylon-status on the admin's host (with the admin's "
-                            "workspace, token and keys) and name services that have exited; "
-                            "exit 1 if any has.")
-def status_command(
-    state_dir: StateDir = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the snapshot as JSON.")] = False,
-) -> None:
-    _need_root()
-    state = _live_state(_from_caller(state_dir, ".cluster"))
-    gone = exited(state)
-    for name in gone:
-        svc = state["services"][name]
-        typer.echo(f"service {name} has exited (pid {svc['pid']}); the end of its log "
-                   f"{svc['log']}:", err=True)
-        typer.echo("".join(f"  | {line}\n" for line in _log_tail(svc, EXITED_TAIL)), err=True,
-                   nl=False)
-    services = {n: Service(n, tuple(s["argv"]), s["environment"])
-                for n, s in state["services"].items()}
-    probe = status_probe(services)
-    if probe.host in gone:
-        raise _fail(1, f"the admin ({probe.host}) has exited: no status")
-    argv = [*probe.argv, *(["--json"] if as_json else [])]
-    net = Network.from_state(state["network"])
-    try:
-        code = net.run(probe.host, argv, env=service_env(probe.env)).wait(
-            timeout=HEALTH_ATTEMPT * 2)
-    except subprocess.TimeoutExpired:
-        code = 1
-    raise typer.Exit(code or (1 if gone else 0))
-
-
-@app.command("exec", context_settings={"ignore_unknown_options": True,
-                                       "allow_interspersed_args": False},
-             help="Run CMD on SERVICE's host: in its namespace (other services by name, the "
-                  "admin as `admin`), with its environment, in the checkout; exit with CMD's "
-                  "status. E.g. bin/cluster exec admin -- ceylon-submit "
-                  "examples/seed_tasks.json --admin-peer admin --wait")
-def exec_command(
-    service: Annotated[str, typer.Argument(help="The service whose host runs CMD.",
-                                           metavar="SERVICE")],
-    command: Annotated[list[str], typer.Argument(help="CMD and its arguments.",
-                                                 metavar="CMD...")],
-    state_dir: StateDir = None,
-) -> None:
-    _need_root()
-    command = command[1:] if command[:1] == ["--"] else command  # (left in after SERVICE)
-    if not command:
-        raise _fail(2, "no command: bin/cluster exec SERVICE -- CMD...")
-    state = _live_state(_from_caller(state_dir, ".cluster"))
-    if service not in state["services"]:
-        raise _fail(2, f"no service {service!r} (services: {', '.join(state['services'])})")
-    env = service_env(state["services"][service]["environment"])
-    Network.from_state(state["network"]).exec(service, command, env)
-
-
-@app.command("logs", help="Print the services' logs (or one service's).")
-def logs_command(
-    service: Annotated[str | None, typer.Argument(help="Only this service.")] = None,
-    state_dir: StateDir = None,
-) -> None:
-    services = _recorded_state(_from_caller(state_dir, ".cluster"))["services"]
-    if service is not None and service not in services:
-        raise _fail(2, f"no service {service!r} (services: {', '.join(services)})")
-    for name, svc in services.items():
-        if service in (None, name):
-            for line in _log_tail(svc, sys.maxsize):
-                typer.echo(f"{name:<12} | {line}")
-
-
-if __name__ == "__main__":
-    app(prog_name="bin/cluster")
