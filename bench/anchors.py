@@ -46,8 +46,9 @@ def _has_module(python: str, module: str) -> bool:
 def find_anchors(args: argparse.Namespace, res: Results) -> Anchors | None:
     directory = Path(args.anchors)
     if not (directory / "bench_zmq_ceiling.py").exists():
-        res.note(f"--compare skipped: no bench_zmq_ceiling.py in {directory}")
-        return None
+        # Asked to compare, it would print ratios of nothing: say so before any run.
+        raise SystemExit(f"error: --compare: no bench_zmq_ceiling.py in {directory} (the "
+                         f"anchor scripts; --anchors DIR names where they are)")
     python = args.anchors_python or os.environ.get("CEYLON_BENCH_ANCHORS_PYTHON") \
         or sys.executable
     a = Anchors(directory, python)

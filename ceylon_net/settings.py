@@ -213,7 +213,8 @@ def client_settings(address: str | None, workspace: str | None, token: str | Non
 
 def _check_security(token: str | None, max_message_bytes: int) -> None:
     if token is not None and not 8 <= len(token) <= 1024:
-        raise ConfigError("--token must be 8 to 1024 characters (use a long random string)")
+        raise ConfigError(f"the token (--token, CEYLON_TOKEN, token=) must be 8 to 1024 "
+                          f"characters, got {len(token)} (use a long random string)")
     if not 1024 <= max_message_bytes <= 1 << 30:
         raise ConfigError(f"--max-message-bytes must be 1 KiB to 1 GiB, got {max_message_bytes}")
 

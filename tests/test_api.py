@@ -335,3 +335,22 @@ def test_a_closed_admin_says_so_instead_of_waiting_and_starts_only_once():
     port = run(body())
     with socket.socket() as s:  # the port was let go
         s.bind(("127.0.0.1", port))
+
+
+def test_stop_closes_an_admin_started_by_hand_and_its_in_process_workers_end():
+    """stop() only ended serve(): an admin started with start() took tasks after it, and
+    its in-process worker ran on."""
+    from ceylon_net.errors import ConfigError
+
+    async def body():
+        admin = _admin()
+        await admin.start()
+        worker = Worker("w", admin_port=admin.port)
+        running = asyncio.create_task(worker.arun_against(admin))
+        assert (await admin.execute(Task("t", "before"))).success
+        await admin.stop()
+        with pytest.raises(ConfigError, match="is closed"):
+            admin.submit([Task("after", "after stop")])
+        return await asyncio.wait_for(running, 10)
+
+    assert run(body()) == "stopped"  # the worker heard the run is over: the admin's reason

@@ -1,6 +1,7 @@
 """The ported tutorials and the demo run as a newcomer would run them."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -57,3 +58,16 @@ def test_demo_assigns_each_seed_task_to_its_best_fit_worker():
     assert "Junior" in rows["1"] and "Intermediate" in rows["2"] and "Senior" in rows["3"]
     assert "Success rate: 100.00% (3/3 tasks)" in proc.stdout
     assert "all processes exited cleanly" in proc.stdout
+
+
+@pytest.mark.timeout(90)
+def test_the_readmes_task_groups_program_runs_as_shown(tmp_path):
+    """README's seed 000 snippet, as a user would save it (on a free port)."""
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    (program,) = [b for b in blocks if "TaskPlayGround(port=8000)" in b]
+    path = tmp_path / "groups_program.py"
+    path.write_text(program.replace("port=8000", f"port={free_port()}"))
+    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "done!" in done.stderr  # the goal's success message, logged by the admin

@@ -645,7 +645,8 @@ def test_unregistered_dataclass_nested_in_a_message_cannot_be_sent():
 def test_values_msgpack_cannot_carry(value, name):
     with pytest.raises(LocalProtocolError, match=f"^cannot encode {name}: "):
         wire.packb(value)
-    with pytest.raises(LocalProtocolError, match=r"^cannot encode dict: "):
+    where = rf"\(at \['data'\]\['x'\]: {name}\)"  # where in the message it is
+    with pytest.raises(LocalProtocolError, match=rf"^cannot encode dict {where}: "):
         wire.pack(Event("e", {"x": value}))
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
+from conftest import REPO
 
 from ceylon_net.core.tasks import RunReport, Task, TaskOutcome
-from ceylon_net.core.workfile import load_tasks
+from ceylon_net.core.workfile import load_tasks, load_work
 from ceylon_net.errors import ConfigError, TaskFileError
 from ceylon_net.settings import AdminSettings, WorkerSettings, env_default
 
@@ -445,3 +447,15 @@ def test_parsed_tasks_share_their_role_and_handler_strings():
     a, b = parse_work(doc, "submission")[0]
     assert a.required_role == "gpu-" + "x" * 30 and a.handler == "resize-" + "y" * 30
     assert a.required_role is b.required_role and a.handler is b.handler
+
+
+def test_the_readmes_tasks_files_are_accepted(tmp_path):
+    """Every JSON block of the README is a tasks file the admin takes as it is."""
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```json\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 2
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"readme-{i}.json"
+        path.write_text(block)
+        tasks, groups = load_work(path)
+        assert tasks or groups, block

@@ -43,9 +43,11 @@ from .progress import ProgressBarForBatch
 from .render import print_report
 from .render import render as render_status
 
-AsJson = Annotated[bool, typer.Option("--json", help="Print the status (ceylon-status) or the "
-                                                    "batch's report (ceylon-submit --wait) as "
-                                                    "JSON.")]
+StatusJson = Annotated[bool, typer.Option("--json", help="Print the status as JSON (workers, "
+                                                        "groups, queued tasks, counts).")]
+SubmitJson = Annotated[bool, typer.Option("--json", help=(
+    "Print JSON: {\"batch\": N, \"tasks\": M} once submitted; with --wait, the batch's report "
+    "(its tasks' outcomes and groups) instead."))]
 File = Annotated[Path, typer.Argument(help="Tasks file (JSON or TOML), as for ceylon-admin "
                                            "--tasks.")]
 Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the results.")]
@@ -65,7 +67,7 @@ status_app, submit_app, cancel_app, keygen_app = app(), app(), app(), app()
 @status_app.command(help="Ask a running admin for its workers, task groups and queued tasks.")
 def status(
     admin_peer: AdminPeer = "127.0.0.1", port: AdminPort = 8000,
-    workspace: Workspace = "default", as_json: AsJson = False, timeout: Timeout = 5.0,
+    workspace: Workspace = "default", as_json: StatusJson = False, timeout: Timeout = 5.0,
     token: Token = None, curve_secret: CurveSecret = None, admin_key: AdminKey = None,
     log_level: LogLevel = "WARNING", log_json: LogJson = False,
 ) -> None:
@@ -89,7 +91,7 @@ def status(
 def submit(
     file: File, admin_peer: AdminPeer = "127.0.0.1", port: AdminPort = 8000,
     workspace: Workspace = "default", wait: Wait = False, sequential: Sequential = False,
-    as_json: AsJson = False, connect_timeout: ConnectTimeout = 10.0, token: Token = None,
+    as_json: SubmitJson = False, connect_timeout: ConnectTimeout = 10.0, token: Token = None,
     curve_secret: CurveSecret = None, admin_key: AdminKey = None,
     log_level: LogLevel = "WARNING", log_json: LogJson = False,
 ) -> None:

@@ -3,6 +3,7 @@ loopback ports run the tutorial's three tasks (seed 001) and print the admin's r
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from pathlib import Path
@@ -33,4 +34,9 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(prog="bin/demo", description=(
+        "One ceylon-admin and three ceylon-workers (Junior, Intermediate, Senior) as separate "
+        "processes on free loopback ports run the tutorial's three tasks "
+        "(examples/seed_tasks.json) and print the admin's results. Exit 0 when every "
+        "process exited cleanly.")).parse_args()
     sys.exit(asyncio.run(main()))

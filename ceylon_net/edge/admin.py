@@ -65,6 +65,7 @@ class Admin(AgentBase):
         self._out: Outlet | None = None
         self._loops: list[asyncio.Task] = []
         self._stopped, self._idle = asyncio.Event(), asyncio.Event()
+        self._serving = False  # serve() waits for stop()
         self._waiters = Waiters()
         self.failure: Crashed | None = None  # why the admin stopped on its own
         self._acks = Acks(self._send_ack, self._crashed)
@@ -104,7 +105,7 @@ class Admin(AgentBase):
                                      s.authorized_keys)
         try:
             self.port, self.pub_port = self._sockets.bind(s.port, s.pub_port)
-            await self._open_outputs()
+            await _open_outputs(self)
         except ConfigError:
             self._sockets.close(0)
             self._sockets = None
@@ -131,26 +132,21 @@ class Admin(AgentBase):
                                           (self._sockets.follow_subscriptions(),
                                            "subscriptions"))]
 
-    async def _open_outputs(self) -> None:
-        s = self.settings
-        if s.dashboard_port is not None and self.dashboard is None:
-            self.dashboard = await Dashboard.serve(self.state, s.bind, s.dashboard_port, s.token)
-        if s.metrics_port is not None:
-            serve_metrics(lambda: metrics(self.state), s.bind, s.metrics_port)
-        if s.results_file is not None and self._results is None:
-            self._results = ResultsFile(s.results_file)
-
     def _resume(self, journal: Journal) -> None:
         if resume(journal, self.state, time.monotonic()):  # (refusing, it closes the file)
             self._sync_idle()
         self.journal = journal
 
     async def stop(self) -> None:
-        """Ask the admin to stop; :meth:`arun_admin` / :meth:`serve` then shut down."""
+        """Stop: :meth:`serve` returns (:meth:`arun_admin` then closes the admin); an admin
+        nobody serves (started with :meth:`start`) is closed now."""
         self._stopped.set()
+        if not self._serving:
+            await self.close("stopped")
 
     async def serve(self) -> None:
         """Run until :meth:`stop`. Raises Crashed if the admin stopped on an error of its own."""
+        self._serving = True
         await self._stopped.wait()
         if self.failure is not None:
             raise self.failure.again()
@@ -396,6 +392,17 @@ class Admin(AgentBase):
     def _connected(self, cmd: c.Connected) -> None:
         self._spawn(self.on_agent_connected(self.workspace_id, cmd.agent),
                     f"on_agent_connected({cmd.agent.name})")
+
+
+async def _open_outputs(admin: Admin) -> None:
+    """The dashboard, the metrics endpoint and the results file, where asked for."""
+    s = admin.settings
+    if s.dashboard_port is not None and admin.dashboard is None:
+        admin.dashboard = await Dashboard.serve(admin.state, s.bind, s.dashboard_port, s.token)
+    if s.metrics_port is not None:
+        serve_metrics(lambda: metrics(admin.state), s.bind, s.metrics_port)
+    if s.results_file is not None and admin._results is None:
+        admin._results = ResultsFile(s.results_file)
 
 
 class Acks:

@@ -69,9 +69,10 @@ class Dashboard:
         board = cls(lambda now: snapshot.dashboard(state, now), lambda: snapshot.totals(state),
                     lambda: snapshot.pulse(state), token)
         board.port = await board.start(host, port)
-        shown = "127.0.0.1" if host in ("0.0.0.0", "*", "") else host
-        logger.info("dashboard on http://{}:{}/{}", shown, board.port,
-                    "?token=..." if token else "")
+        every = host in ("0.0.0.0", "*", "")
+        logger.info("dashboard on http://{}:{}/{}{}", "127.0.0.1" if every else host,
+                    board.port, "?token=..." if token else "",
+                    " (listening on every interface)" if every else "")
         return board
 
     async def start(self, host: str, port: int) -> int:

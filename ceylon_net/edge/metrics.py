@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from loguru import logger
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
@@ -63,3 +64,6 @@ def serve_metrics(view: Callable[[], dict[str, Any]], host: str, port: int) -> N
         start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         raise ConfigError(f"--metrics-port {port}: {exc.strerror}") from None
+    every = host in ("0.0.0.0", "*", "")
+    logger.info("metrics on http://{}:{}/metrics{}", "127.0.0.1" if every else host, port,
+                " (listening on every interface, without a token)" if every else "")

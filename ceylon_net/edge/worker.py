@@ -13,7 +13,13 @@ from .. import wire
 from ..core.broadcasts import BroadcastInbox
 from ..core.tasks import Task, TaskAssignment, TaskResult
 from ..core.workers import AgentDetail
-from ..errors import AdminUnreachableError, Crashed, RejectedError, RemoteProtocolError
+from ..errors import (
+    AdminUnreachableError,
+    Crashed,
+    LocalProtocolError,
+    RejectedError,
+    RemoteProtocolError,
+)
 from ..settings import AdminSettings, WorkerSettings
 from ..wire import Ack, Cancel, Envelope, Hello, Kind, Limits, Reject, Welcome
 from . import handlers
@@ -128,7 +134,7 @@ class Worker(AgentBase):
                         f"or where to find it (a path, a URL)")
             wire.unpack_batch(TaskResult, packed, self.limits)  # as the admin will read it
         except Exception as exc:  # LocalProtocolError, RemoteProtocolError, RecursionError
-            return f"its return value cannot be sent to the admin: {type(exc).__name__}: {exc}"
+            return f"its return value cannot be sent to the admin: {_why(value, exc)}"
         return None
 
     # ------------------------------------------------------------------ lifecycle
@@ -630,6 +636,16 @@ class Worker(AgentBase):
         self._outbox.sent(header.msg_id, frames,
                           echoes=kind == Kind.BCAST and self._inbox.heard is not None)
         await self._sockets.send(frames)
+
+
+def _why(value: Any, exc: Exception) -> str:
+    """Why a return value cannot be sent: what in it msgpack cannot carry, and where (the
+    batch's own error names the batch's list), else the batch's error."""
+    try:
+        wire.packb(value)
+    except LocalProtocolError as own:
+        exc = own
+    return f"{type(exc).__name__}: {exc}"
 
 
 Agent = Worker

@@ -75,7 +75,26 @@ def packb(obj: Any) -> bytes:
     try:
         return msgpack.packb(obj, use_bin_type=True)
     except Exception as exc:
-        raise LocalProtocolError(f"cannot encode {type(obj).__name__}: {exc}") from None
+        where, bad = _culprit(obj)
+        at = f" (at {where}: {type(bad).__name__})" if where else ""
+        raise LocalProtocolError(f"cannot encode {type(obj).__name__}{at}: {exc}") from None
+
+
+def _culprit(obj: Any, where: str = "", depth: int = 0) -> tuple[str, Any]:
+    """Where in ``obj`` the first thing msgpack cannot carry is (``[1]['x']``; a dict's key
+    as ``key 'k'``), and that thing: what an error names, so a user finds it (only called
+    once packing failed)."""
+    if depth >= 32 or type(obj) not in (list, tuple, dict):
+        return where, obj
+    pairs = obj.items() if type(obj) is dict else enumerate(obj)
+    for key, value in pairs:
+        for part, item in (((f" key {key!r}", key),) if type(obj) is dict else ()) + \
+                ((f"[{key!r}]", value),):
+            try:
+                msgpack.packb(item, use_bin_type=True)
+            except Exception:
+                return _culprit(item, where + part, depth + 1)
+    return where, obj
 
 
 # --------------------------------------------------------------------------- header / frames

@@ -5,6 +5,7 @@
 """
 
 import sys
+import uuid
 
 from ceylon_net import Client, TaskFailed, as_completed
 
@@ -17,8 +18,9 @@ def main(address: str | None) -> None:
         for done in as_completed(futures, timeout=60):
             print("done:", done.key, done.result()[:16])
         print("gathered:", len(c.gather(futures)), "values")
-        g = c.submit_group("items", [{"handler": "sha256", "args": [str(i), 100]}
-                                     for i in range(10)],
+        name = f"items-{uuid.uuid4().hex[:8]}"  # a group's name is unique on its admin
+        g = c.submit_group(name, [{"handler": "sha256", "args": [str(i), 100]}
+                                  for i in range(10)],
                            goal={"kind": "at_least", "count": 5},
                            on_event=lambda news: print("group event:", news.message))
         print("group:", g.result(timeout=60))
