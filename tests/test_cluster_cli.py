@@ -295,14 +295,20 @@ def test_status_names_the_services_that_exited_and_shows_their_log(clusters: Clu
     assert clusters.run("down").returncode == 0
 
 
+def _up_with_token(clusters: Clusters, **run: Any) -> None:
+    """``up`` of an admin and a worker W sharing the token t0k-t0k-t0k."""
+    compose = clusters.compose({"admin": {**ADMIN, "environment": {"CEYLON_TOKEN": "t0k-t0k-t0k"}},
+                                "w": worker("W", CEYLON_TOKEN="t0k-t0k-t0k")})
+    up = clusters.run("up", "--compose", str(compose), "--timeout", "20", **run)
+    assert up.returncode == 0, up.stdout + up.stderr
+
+
 @pytest.mark.netns
 @needs_netns
 @pytest.mark.timeout(90)
 def test_exec_runs_a_command_on_a_services_host_with_its_environment(
         clusters: Clusters) -> None:
-    compose = clusters.compose({"admin": {**ADMIN, "environment": {"CEYLON_TOKEN": "t0k-t0k-t0k"}},
-                                "w": worker("W", CEYLON_TOKEN="t0k-t0k-t0k")})
-    assert clusters.run("up", "--compose", str(compose), "--timeout", "20").returncode == 0
+    _up_with_token(clusters)
     status = clusters.run("exec", "w", "--", "ceylon-status", "--admin-peer", "admin", "--json")
     assert status.returncode == 0, status.stderr  # admin by name, the token from w's env
     assert [x["name"] for x in json.loads(status.stdout)["workers"]] == ["W"]
@@ -349,10 +355,7 @@ def test_state_left_by_a_reboot_is_called_stale_replaced_by_up_removed_by_down(
 @pytest.mark.timeout(90)
 def test_the_state_file_holding_the_services_tokens_is_readable_by_its_owner_only(
         clusters: Clusters) -> None:
-    compose = clusters.compose({"admin": {**ADMIN, "environment": {"CEYLON_TOKEN": "t0k-t0k-t0k"}},
-                                "w": worker("W", CEYLON_TOKEN="t0k-t0k-t0k")})
-    up = clusters.run("up", "--compose", str(compose), "--timeout", "20", umask=0o022)
-    assert up.returncode == 0, up.stdout + up.stderr
+    _up_with_token(clusters, umask=0o022)
     state_file = clusters.state_dir / cluster.STATE_FILE
     assert "t0k-t0k-t0k" in state_file.read_text()  # why it must be private
     assert stat.S_IMODE(clusters.state_dir.stat().st_mode) == 0o700
