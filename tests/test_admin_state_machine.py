@@ -160,6 +160,19 @@ class AdminMachine(RuleBasedStateMachine):
         else:
             self.sim.receive(w.peer, [Kind.RESULT, b"\xc1", b""])
 
+    @precondition(lambda self: self.talking())
+    @rule(data=st.data(), stuck=st.integers(-1, 4))
+    def slots_held_by_threads(self, data: st.DataObject, stuck: int) -> None:
+        """A handler's thread outlived its task (or ended): said in STARTED or a heartbeat;
+        -1 is "not said", more than its capacity a lie."""
+        w = data.draw(st.sampled_from(self.talking()))
+        w.stuck = stuck
+        if data.draw(st.booleans()):
+            w.say(Kind.STARTED, wire.Started([], [], stuck))
+        else:
+            self._answer(w)
+            w.heartbeat()
+
     @precondition(lambda self: self.submitted)
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
@@ -180,6 +193,18 @@ class AdminMachine(RuleBasedStateMachine):
         self.sim.st.validate()
 
     @invariant()
+    def a_worker_whose_slots_are_all_held_is_sent_nothing(self) -> None:
+        """Its slots are those its threads do not hold (0 to its --concurrency); with none,
+        nothing more is sent to it, not even ahead."""
+        for rec in self.sim.st.members.registry.by_peer.values():
+            slot = self.sim.st.board.scheduler.workers.get(rec.name)
+            if slot is None:
+                continue
+            assert slot.slots == rec.detail.capacity - rec.stuck, (slot, rec.stuck)
+            assert 0 <= rec.stuck <= rec.detail.capacity, rec.stuck
+            assert slot.slots or slot.capacity == 0, slot
+
+    @invariant()
     def nothing_runs_on_two_workers_at_once(self) -> None:
         running: Counter[Any] = Counter()
         for w in self.talking():  # registered ones: a replaced connection is told to stop
@@ -194,6 +219,8 @@ class AdminMachine(RuleBasedStateMachine):
         sim = self.sim
         self.unreachable.clear()
         sim.worker("closer", skill=10, capacity=50).hello()
+        for w in sim.workers.values():
+            w.stuck = 0  # every thread ends in the end
         for _ in range(100):
             if all(t in self.finished for t in self.submitted):
                 break
