@@ -354,3 +354,39 @@ def test_stop_closes_an_admin_started_by_hand_and_its_in_process_workers_end():
         return await asyncio.wait_for(running, 10)
 
     assert run(body()) == "stopped"  # the worker heard the run is over: the admin's reason
+
+
+def test_stop_asked_twice_at_once_and_from_the_admins_own_handler_closes_it_once():
+    """close() was not re-entrant: two stop()s at once raised AttributeError, and a handler
+    calling stop() was cancelled by the close it ran, which never finished its work."""
+    class Stopper(Admin):
+        @on_message(type=Greeting)
+        async def on_greeting(self, greeting: Greeting) -> None:
+            await self.stop()
+
+    async def twice() -> int:
+        admin = _admin()
+        await admin.start()
+        await asyncio.gather(admin.stop(), admin.stop(), admin.close())
+        return admin.port
+
+    async def from_handler() -> tuple[str, int]:
+        admin = Stopper(settings=AdminSettings(bind="127.0.0.1", port=0))
+        await admin.start()
+        worker = Worker("w", admin_port=admin.port)
+        running = asyncio.create_task(worker.arun_against(admin))
+        await wait_until(lambda: admin.get_connected_agents(), 10, "the worker to connect")
+        await worker.broadcast_data(Greeting("bye"))
+        reason = await asyncio.wait_for(running, 10)
+        await asyncio.wait_for(admin.close(), 10)  # (the close under way: waited for)
+        return reason, admin.port
+
+    ports = [run(twice())]
+    reason, port = run(from_handler())
+    ports.append(port)
+    assert reason == "stopped"  # the worker heard the admin's goodbye: the close finished
+    for port in ports:
+        with socket.socket() as s:  # each admin let its port go (a listener may take it)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen()

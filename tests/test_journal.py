@@ -643,6 +643,22 @@ def test_a_worker_awaited_after_a_restart_keeps_its_slots_across_a_second_restar
     assert third.st.report().dead == [0, 3]  # each worker's first: within its one slot
 
 
+def test_the_journal_keeps_a_workers_concurrency_while_threads_hold_some_of_its_slots(
+        tmp_path):
+    """A worker with a slot held by a thread runs fewer at once for now: the journal must
+    keep its --concurrency, what may have started there when a crash came (else a task
+    that had started, and killed it, costs no attempt)."""
+    from kit import JSim
+
+    sim = JSim(tmp_path / "j.db", prefetch=2)
+    w = sim.join("w", capacity=2)
+    w.stuck = 1
+    w.heartbeat()
+    assert sim.st.board.scheduler.workers["w"].slots == 1
+    sim.join("v", capacity=1)  # registers: the journal's slots are written again
+    assert sim.journal.slots() == {"w": 2, "v": 1}
+
+
 def test_results_the_journal_holds_and_the_results_file_lacks_are_appended_on_restart(
         tmp_path):
     """Killed after a round was committed to the journal and before its --results lines

@@ -7,6 +7,7 @@ LocalProtocolError ("we did it").
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import math
@@ -637,6 +638,19 @@ def test_unregistered_dataclass_nested_in_a_message_cannot_be_sent():
         wire.pack(Event("e", {"x": Unregistered()}))
     with pytest.raises(LocalProtocolError, match=r"^Unregistered is not a registered message"):
         wire.pack_batch([TaskResult(1, "w", True), Unregistered()])
+
+
+def test_where_a_value_msgpack_cannot_carry_is_said_briefly_and_never_raises_else():
+    class NoRepr:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    for value, shown in (({"k" * 2_000_000: {1, 2}}, "(at ['kkkkkkkkkkkkkkkkk...kkkkkkkkkk"),
+                         ({NoRepr(): 1}, "(at key <NoRepr instance at 0x"),
+                         (collections.defaultdict(list, {"r": {1}}), "(at ['r']: set)")):
+        with pytest.raises(LocalProtocolError) as err:
+            wire.packb(value)
+        assert shown in str(err.value) and len(str(err.value)) < 300, str(err.value)[:300]
 
 
 @pytest.mark.parametrize(

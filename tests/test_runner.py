@@ -7,7 +7,11 @@ reuses the task ids). Driven with a real runner; the admin's side is the pure Ad
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import threading
+import time
+import weakref
 from typing import Any
 
 from conftest import run
@@ -449,3 +453,32 @@ def test_sync_handlers_many_at_once_answer_each_call_and_stop_iteration_is_a_fai
         else:
             assert r.success and r.value == 2 * (i % 10)
     assert handlers.running() == 0
+
+
+def test_a_sync_call_that_outlives_its_event_loop_does_not_keep_the_loop_alive():
+    """Its answer, which no closed loop can take, held the loop (and the answer) for ever."""
+    release = threading.Event()
+
+    def outlive() -> bytes:
+        release.wait(10)
+        return b"x" * 1_000_000
+
+    async def body(refs: list) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(handlers.call("test_runner.outlive", [], {}), 0.05)
+        refs.append(weakref.ref(asyncio.get_running_loop()))
+
+    handlers.handler("test_runner.outlive")(outlive)
+    refs: list = []
+    try:
+        for _ in range(3):
+            asyncio.run(body(refs))
+        release.set()  # the threads answer now, to loops that are closed
+        deadline = time.monotonic() + 10
+        while any(r() is not None for r in refs) and time.monotonic() < deadline:
+            gc.collect()
+            threading.Event().wait(0.02)  # (the threads' answers are on their way)
+    finally:
+        release.set()
+        handlers._HANDLERS.pop("test_runner.outlive", None)
+    assert [r() for r in refs] == [None, None, None]

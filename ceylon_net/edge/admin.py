@@ -66,6 +66,7 @@ class Admin(AgentBase):
         self._loops: list[asyncio.Task] = []
         self._stopped, self._idle = asyncio.Event(), asyncio.Event()
         self._serving = False  # serve() waits for stop()
+        self._closing: asyncio.Future[None] | None = None  # close() under way, or done
         self._waiters = Waiters()
         self.failure: Crashed | None = None  # why the admin stopped on its own
         self._acks = Acks(self._send_ack, self._crashed)
@@ -160,12 +161,19 @@ class Admin(AgentBase):
 
     async def close(self, reason: str = "admin stopped") -> None:
         """Tell every worker the run is over, then close the sockets. Whoever still waits for
-        a task (:meth:`execute`) gets TaskFailed."""
-        if self._sockets is None:
-            return
+        a task (:meth:`execute`) gets TaskFailed. Once: a second call waits for the first (a
+        call from one of the admin's handlers, which closing cancels, lets it finish)."""
+        if self._closing is None:
+            if self._sockets is None:
+                return  # never started
+            self._closing = asyncio.ensure_future(self._close(reason))
+        await asyncio.shield(self._closing)
+
+    async def _close(self, reason: str) -> None:
+        assert self._sockets is not None
         reason = reason if self.failure is None else f"the admin failed: {self.failure}"
         try:
-            self._say_goodbye(reason)
+            _say_goodbye(self, reason)
             for task in self._loops:
                 task.cancel()
             await asyncio.gather(*self._loops, return_exceptions=True)
@@ -183,21 +191,6 @@ class Admin(AgentBase):
                     output.close()
             self.journal = self._results = None
         logger.info("admin '{}' stopped: {}", self.name, reason)
-
-    def _say_goodbye(self, reason: str) -> None:
-        """Acknowledge what is recorded, tell every worker the run is over. After a crash the
-        edge may be what broke: then an error here is logged, not raised."""
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
-        try:
-            if self.failure is None:  # an ACK only lets a worker forget a result we have
-                self._acks.flush()
-            self._apply(self.state.close(reason, durable=self.journal is not None))
-        except Exception:
-            if self.failure is None:
-                raise
-            logger.exception("admin '{}': saying goodbye failed too", self.name)
 
     async def arun_admin(self, inputs: bytes = b"", workers: Iterable[Worker] = ()) -> None:
         """Start, run the given in-process workers against this admin over real loopback
@@ -392,6 +385,22 @@ class Admin(AgentBase):
     def _connected(self, cmd: c.Connected) -> None:
         self._spawn(self.on_agent_connected(self.workspace_id, cmd.agent),
                     f"on_agent_connected({cmd.agent.name})")
+
+
+def _say_goodbye(admin: Admin, reason: str) -> None:
+    """Acknowledge what is recorded, tell every worker the run is over. After a crash the
+    edge may be what broke: then an error here is logged, not raised."""
+    for timer in admin._timers:
+        timer.cancel()
+    admin._timers.clear()
+    try:
+        if admin.failure is None:  # an ACK only lets a worker forget a result we have
+            admin._acks.flush()
+        admin._apply(admin.state.close(reason, durable=admin.journal is not None))
+    except Exception:
+        if admin.failure is None:
+            raise
+        logger.exception("admin '{}': saying goodbye failed too", admin.name)
 
 
 async def _open_outputs(admin: Admin) -> None:

@@ -79,10 +79,13 @@ class _Back:
             self._woken = True
         loop = self._loop()
         try:
-            if loop is not None:
-                loop.call_soon_threadsafe(self._deliver)
-        except RuntimeError:
-            pass  # the loop is closed: nobody waits for the call any more
+            if loop is None:
+                raise RuntimeError("its loop is gone")
+            loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:  # the loop is closed: nobody waits for these calls any more
+            with self._lock:  # (kept, their futures would keep the closed loop alive)
+                self._woken = False
+                self._done.clear()
 
     def _deliver(self) -> None:
         with self._lock:

@@ -344,8 +344,11 @@ def record_round(journal: Journal, state: AdminState, cmds: Iterable[Any]) -> No
     if state.members.joined != journal.joined:  # a worker registered: rare
         journal.joined = state.members.joined
         # with those from before a restart still awaited: a second crash must find them too
+        # (each worker's --concurrency: its slots now may be fewer, some held by threads)
+        full = {r.name: r.detail.capacity for r in state.members.registry.by_peer.values()}
         journal.set_slots({**state.board.slots_of_gone,
-                           **{w.name: w.slots for w in state.board.scheduler.workers.values()}})
+                           **{w.name: full.get(w.name, w.slots)
+                              for w in state.board.scheduler.workers.values()}})
     record_changes(journal, state.board)
 
 

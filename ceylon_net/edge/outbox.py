@@ -12,7 +12,10 @@ then it is known relayed, and forgotten here. One a killed admin had taken and n
 new admin process, each broadcast it sent while it heard the old one's that has not come back
 is sent again, in order (some receivers may have it: they drop a second copy, see
 :class:`Seen`). One sent before the worker heard the admin's broadcasts, or among those it
-fell too far behind to get, can never be seen again: it is not sent again.
+fell too far behind to get, can never be seen again: it is not sent again; nor is one sent
+again after a restart before the worker hears the new admin's (a second admin killed before
+relaying it loses it). The new admin process's own handlers get a broadcast sent again as a
+first copy: the old process's handlers had the other.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import reprlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,16 +81,22 @@ def packb(obj: Any) -> bytes:
         raise LocalProtocolError(f"cannot encode {type(obj).__name__}{at}: {exc}") from None
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 40
+
+
 def _culprit(obj: Any, where: str = "", depth: int = 0) -> tuple[str, Any]:
     """Where in ``obj`` the first thing msgpack cannot carry is (``[1]['x']``; a dict's key
     as ``key 'k'``), and that thing: what an error names, so a user finds it (only called
     once packing failed)."""
-    if depth >= 32 or type(obj) not in (list, tuple, dict):
+    if depth >= 32 or not isinstance(obj, (list, tuple, dict)):
         return where, obj
-    pairs = obj.items() if type(obj) is dict else enumerate(obj)
+    pairs = obj.items() if isinstance(obj, dict) else enumerate(obj)
     for key, value in pairs:
-        for part, item in (((f" key {key!r}", key),) if type(obj) is dict else ()) + \
-                ((f"[{key!r}]", value),):
+        shown = _REPR.repr(key)  # (short, and never raising: a user's key may)
+        for part, item in (((f"{where and ' '}key {shown}", key),) if isinstance(obj, dict)
+                           else ()) + \
+                ((f"[{shown}]", value),):
             try:
                 msgpack.packb(item, use_bin_type=True)
             except Exception:
