@@ -7,6 +7,9 @@ import pytest
 
 from ceylon_net.edge.outbox import Outbox, Seen
 from ceylon_net.errors import LocalProtocolError
+from ceylon_net.wire import Kind
+
+B, D = Kind.BCAST, Kind.DIRECT  # a broadcast's frames, a direct message's
 
 
 def test_refused_and_held_ones_go_once_welcomed_in_the_order_first_sent():
@@ -44,30 +47,30 @@ def test_too_many_waiting_for_a_welcome_is_refused_at_send():
 
 def test_broadcasts_that_did_not_come_back_go_to_a_new_admin_process_in_order():
     box = Outbox()
-    box.sent(1, [b"B", b"1"], echoes=True)
-    box.sent(2, [b"D", b"2"])  # a direct message: never comes back
-    box.sent(3, [b"B", b"3"], echoes=True)
-    box.sent(4, [b"B", b"4"], echoes=True)
+    box.sent(1, [B, b"1"], hearing=True)
+    box.sent(2, [D, b"2"], hearing=True)  # a direct message: never comes back
+    box.sent(3, [B, b"3"], hearing=True)
+    box.sent(4, [B, b"4"], hearing=True)
     box.echoed(3)  # relayed: forgotten
     assert not box.refused(3)
     assert box.refused(4)  # refused by the admin (it is waiting already) ...
     box.echoed(4)  # ... a late echo of it changes nothing
-    box.hold(6, [b"B", b"6"])
+    box.hold(6, [B, b"6"])
     assert box.admin_restarted() == 1  # 1 had not come back
-    assert box.take() == [(1, [b"B", b"1"]), (4, [b"B", b"4"]), (6, [b"B", b"6"])]
+    assert box.take() == [(1, [B, b"1"]), (4, [B, b"4"]), (6, [B, b"6"])]
     assert box.admin_restarted() == 0  # (once)
     assert box.refused(2)  # the direct message is still kept, should the admin refuse it
 
 
 def test_broadcasts_we_may_not_see_again_are_not_sent_again():
     box = Outbox()
-    box.sent(1, [b"B", b"1"], echoes=True)
+    box.sent(1, [B, b"1"], hearing=True)
     box.unsure()  # we skipped broadcasts: ours among them would never come back
-    box.sent(2, [b"B", b"2"], echoes=True)
-    assert box.admin_restarted() == 1 and box.take() == [(2, [b"B", b"2"])]
+    box.sent(2, [B, b"2"], hearing=True)
+    assert box.admin_restarted() == 1 and box.take() == [(2, [B, b"2"])]
     box = Outbox(max_kept=2)
     for msg_id in range(4):
-        box.sent(msg_id, [b"B"], echoes=True)
+        box.sent(msg_id, [B], hearing=True)
     assert box.admin_restarted() == 2  # the oldest were forgotten altogether
 
 

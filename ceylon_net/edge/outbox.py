@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from ..errors import LocalProtocolError
+from ..wire import Kind
 
 MAX_KEPT = 10_000  # sent messages kept in case they are refused, at most
 MAX_KEPT_BYTES = 32 * 1024 * 1024  # ... and their bytes
@@ -43,41 +44,43 @@ class Outbox:
         self._waiting: dict[int, list[bytes]] = {}  # to send once welcomed
         self.seen = Seen()  # the other side: broadcasts of others, sent again to us
 
-    def sent(self, msg_id: int, frames: list[bytes], echoes: bool = False) -> None:
+    def sent(self, msg_id: int, frames: list[bytes], hearing: bool = False) -> None:
         """Sent to an admin that knows us (as far as we know): kept a while, the oldest
-        forgotten first. ``echoes``: a broadcast sent while we hear the admin's (it will
+        forgotten first. ``hearing``: we hear the admin's broadcasts (so one of ours will
         come back to us)."""
         self._kept[msg_id] = frames
         self._kept_bytes += sum(map(len, frames))
-        if echoes:
+        if hearing and frames[0] == Kind.BCAST:
             self._echoing.add(msg_id)
         while len(self._kept) > self.max_kept or self._kept_bytes > self.max_kept_bytes:
-            old_id, old = self._kept.popitem(last=False)
-            self._kept_bytes -= sum(map(len, old))
-            self._echoing.discard(old_id)
+            self._forget(next(iter(self._kept)))
+
+    def _forget(self, msg_id: int) -> list[bytes] | None:
+        """No longer kept: its frames (None when it was not)."""
+        frames = self._kept.pop(msg_id, None)
+        if frames is not None:
+            self._kept_bytes -= sum(map(len, frames))
+            self._echoing.discard(msg_id)
+        return frames
 
     def echoed(self, msg_id: int) -> None:
         """One of our broadcasts came back on PUB: relayed, forgotten."""
         if msg_id in self._echoing:
-            self._echoing.discard(msg_id)
-            self._kept_bytes -= sum(map(len, self._kept.pop(msg_id)))
+            self._forget(msg_id)
 
     def unsure(self) -> None:
-        """What we sent may have been relayed without coming back to us (we start hearing
-        the admin's broadcasts, or fell behind and skipped some): none is sent again to a
-        new admin process."""
+        """What we sent may have been relayed without coming back to us (we fell behind and
+        skipped broadcasts, ours perhaps among them): none is sent again to a new admin
+        process."""
         self._echoing.clear()
 
     def admin_restarted(self) -> int:
         """A new admin process: our broadcasts that did not come back from the old one wait
         to be sent to it (with the refused ones, in the order first sent). How many."""
-        for msg_id in self._echoing:
-            frames = self._kept.pop(msg_id)
-            self._kept_bytes -= sum(map(len, frames))
-            self._waiting[msg_id] = frames
-        count = len(self._echoing)
-        self._echoing.clear()
-        return count
+        again = list(self._echoing)
+        for msg_id in again:
+            self._waiting[msg_id] = self._forget(msg_id)  # type: ignore[assignment]
+        return len(again)
 
     def hold(self, msg_id: int, frames: list[bytes]) -> None:
         """Not registered now: to send once welcomed. LocalProtocolError when too many wait."""
@@ -89,11 +92,9 @@ class Outbox:
     def refused(self, msg_id: int | None) -> bool:
         """The admin refused message ``msg_id`` (it did not know us): to send again once
         welcomed. False when it is not one of ours (or forgotten)."""
-        frames = self._kept.pop(msg_id, None) if msg_id is not None else None
+        frames = self._forget(msg_id) if msg_id is not None else None
         if frames is None:
             return False
-        self._kept_bytes -= sum(map(len, frames))
-        self._echoing.discard(msg_id)  # type: ignore[arg-type]
         self._waiting[msg_id] = frames  # type: ignore[index]
         return True
 

@@ -356,7 +356,7 @@ class Worker(AgentBase):
         held = self._outbox.take()
         hearing = self._inbox.heard is not None
         for msg_id, frames in held:
-            self._outbox.sent(msg_id, frames, echoes=hearing and frames[0] == Kind.BCAST)
+            self._outbox.sent(msg_id, frames, hearing)
             self._sockets.send_soon(frames)
         if held:
             logger.info("{}: sent {} broadcast(s) or message(s) the admin could not take "
@@ -633,8 +633,7 @@ class Worker(AgentBase):
         if self._welcome is None:  # registering: it goes once we are welcomed
             self._outbox.hold(header.msg_id, frames)
             return
-        self._outbox.sent(header.msg_id, frames,
-                          echoes=kind == Kind.BCAST and self._inbox.heard is not None)
+        self._outbox.sent(header.msg_id, frames, self._inbox.heard is not None)
         await self._sockets.send(frames)
 
 
