@@ -9,10 +9,9 @@ from .board import TaskBoard
 from .broadcasts import BroadcastLog
 from .groups import TaskManager
 from .membership import Membership
-from .scheduler import WorkerSlot
 from .stats import AdminStats
 from .tasks import TaskId, TaskStatus
-from .workers import WorkerState
+from .workers import WorkerRecord, WorkerState
 
 QUEUED_SHOWN = 100
 GROUPS_SHOWN = 200  # groups listed in a status: those under way first, then the latest
@@ -46,12 +45,17 @@ def counts(st: AdminState) -> dict[str, int]:
             "broadcasts_unconfirmed": s.broadcasts_unconfirmed, "stolen": s.stolen}
 
 
-def _load(slot: WorkerSlot | None) -> dict[str, int]:
-    """What a worker runs (as many of its tasks as it has slots, first sent first) and what
-    waits in its queue (pipelining)."""
-    if slot is None:
-        return {"running": 0, "queued": 0}
-    return {"running": slot.running - slot.queued, "queued": slot.queued}
+def _worker(st: AdminState, rec: WorkerRecord) -> dict[str, Any]:
+    """A worker as status and dashboard show it: who it is, what it runs (as many of its
+    tasks as it has slots, first sent first), what waits in its queue (pipelining), its
+    slots held by threads, its state."""
+    d = rec.detail
+    slot = st.board.scheduler.workers.get(d.name)
+    queued = slot.queued if slot is not None else 0
+    return {"name": d.name, "role": d.role, "skill": d.skill, "host": d.host,
+            "running": slot.running - queued if slot is not None else 0, "queued": queued,
+            "capacity": d.capacity, "stuck": rec.stuck,
+            "state": slot.state.value if slot is not None else WorkerState.GONE.value}
 
 
 def snapshot(st: AdminState) -> dict[str, Any]:
@@ -59,12 +63,7 @@ def snapshot(st: AdminState) -> dict[str, Any]:
     board = st.board
     workers = []
     for rec in st.members.registry.by_peer.values():
-        d = rec.detail
-        slot = board.scheduler.workers.get(d.name)
-        workers.append({"name": d.name, "role": d.role, "skill": d.skill, "host": d.host,
-                        **_load(slot), "capacity": d.capacity, "stuck": rec.stuck,
-                        "state": slot.state.value if slot else WorkerState.GONE.value,
-                        "hears_broadcasts": rec.heard is not None,
+        workers.append({**_worker(st, rec), "hears_broadcasts": rec.heard is not None,
                         "broadcasts_delivered": rec.delivered})
     queued = []
     for task_id in board.queued()[:QUEUED_SHOWN]:
@@ -124,12 +123,7 @@ def dashboard(st: AdminState, now: float) -> dict[str, Any]:
     board, s = st.board, st.stats
     workers = []
     for rec in st.members.registry.by_peer.values():
-        slot = board.scheduler.workers.get(rec.name)
-        d = rec.detail
-        workers.append({"name": d.name, "role": d.role, "skill": d.skill, "host": d.host,
-                        **_load(slot), "capacity": d.capacity, "stuck": rec.stuck,
-                        "state": slot.state.value if slot else "gone",
-                        "seen": round(max(0.0, now - rec.last_seen), 1)})
+        workers.append({**_worker(st, rec), "seen": round(max(0.0, now - rec.last_seen), 1)})
     workers.sort(key=lambda w: w["name"])
     return {"admin": st.name, "workspace": st.workspace, "workers": workers,
             "groups": st.task_manager.summaries(GROUPS_SHOWN),
