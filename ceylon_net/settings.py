@@ -98,7 +98,7 @@ class AdminSettings:
 
     @property
     def endpoint_host(self) -> str:
-        return "*" if self.bind in ("0.0.0.0", "*", "") else self.bind
+        return "*" if every_interface(self.bind) else self.bind
 
     @property
     def exposure(self) -> str | None:
@@ -217,6 +217,16 @@ def _check_security(token: str | None, max_message_bytes: int) -> None:
                           f"characters, got {len(token)} (use a long random string)")
     if not 1024 <= max_message_bytes <= 1 << 30:
         raise ConfigError(f"--max-message-bytes must be 1 KiB to 1 GiB, got {max_message_bytes}")
+
+
+def every_interface(bind: str) -> bool:
+    """Does a service bound on ``bind`` listen on every interface?"""
+    return bind in ("0.0.0.0", "*", "")
+
+
+def local_url(bind: str, port: int, path: str) -> str:
+    """Where to open, from this host, an HTTP service bound on ``bind``:``port``."""
+    return f"http://{'127.0.0.1' if every_interface(bind) else _bracket(bind)}:{port}{path}"
 
 
 def _bracket(host: str) -> str:

@@ -31,6 +31,7 @@ from ..core import snapshot
 from ..core.guard import token_ok
 from ..core.stats import Trend
 from ..errors import ConfigError
+from ..settings import every_interface, local_url
 
 PAGE = Path(__file__).with_name("dashboard.html")
 WATCH_EVERY = 0.1  # seconds between two looks at the admin's pulse for an open page
@@ -69,10 +70,9 @@ class Dashboard:
         board = cls(lambda now: snapshot.dashboard(state, now), lambda: snapshot.totals(state),
                     lambda: snapshot.pulse(state), token)
         board.port = await board.start(host, port)
-        every = host in ("0.0.0.0", "*", "")
-        logger.info("dashboard on http://{}:{}/{}{}", "127.0.0.1" if every else host,
-                    board.port, "?token=..." if token else "",
-                    " (listening on every interface)" if every else "")
+        logger.info("dashboard on {}{}", local_url(host, board.port,
+                                                   "/?token=..." if token else "/"),
+                    " (listening on every interface)" if every_interface(host) else "")
         return board
 
     async def start(self, host: str, port: int) -> int:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from ..errors import ConfigError
+from ..settings import every_interface, local_url
 
 COUNTERS = {
     "assignments": ("ceylon_assignments", "Task assignments sent"),
@@ -64,6 +65,6 @@ def serve_metrics(view: Callable[[], dict[str, Any]], host: str, port: int) -> N
         start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         raise ConfigError(f"--metrics-port {port}: {exc.strerror}") from None
-    every = host in ("0.0.0.0", "*", "")
-    logger.info("metrics on http://{}:{}/metrics{}", "127.0.0.1" if every else host, port,
-                " (listening on every interface, without a token)" if every else "")
+    logger.info("metrics on {}{}", local_url(host, port, "/metrics"),
+                " (listening on every interface, without a token)"
+                if every_interface(host) else "")
