@@ -13,6 +13,8 @@ from typing import Any
 from harness import Results, Sizes, fmt_num, fmt_one, fmt_pct, fmt_ratio
 from workloads import w1_key
 
+PEERS = (("dask", "Dask"), ("celery", "Celery"), ("ray", "Ray"))  # (figure key, name)
+
 
 def peer_size(sz: Sizes) -> int:
     """The W1 size compared with the peers: theirs, when W1 measures it."""
@@ -30,7 +32,7 @@ def add_ratios(sz: Sizes, res: Results) -> None:
               "W1 / ceiling blocking 1 task/message")
     res.ratio("r.ceiling_batch", ours, "ceiling.batch16", sec, "W1 / ceiling 16 tasks/message")
     pn = peer_size(sz)
-    for peer, name in (("dask", "Dask"), ("celery", "Celery"), ("ray", "Ray")):
+    for peer, name in PEERS:
         res.ratio(f"r.{peer}", w1_key(pn, 4), f"{peer}.w1", sec,
                   f"W1 N={pn:,} / {name} ({name} at N={sz.peer_tasks:,})")
         for kind in ("sync", "async"):
@@ -42,7 +44,7 @@ def add_ratios(sz: Sizes, res: Results) -> None:
               "floor under W2 (bare asyncio echo, p50) / ceiling round trip (its mean)")
     res.ratio("r.w2_echo", "w2.p50", "echo.rtt", sec,
               "W2 p50 / bare asyncio echo p50 (lower is better)")
-    for peer, name in (("dask", "Dask"), ("celery", "Celery"), ("ray", "Ray")):
+    for peer, name in PEERS:
         res.ratio(f"r.w2_{peer}", "w2.p50", f"{peer}.p50", sec,
                   f"W2 p50 / {name} p50 (lower is better)")
 
@@ -93,12 +95,12 @@ def targets(sz: Sizes, res: Results) -> list[Target]:
           "w4.per_task", "<=", 1.0)
     check("W5 journal >= 0.7 x W1", "w5.ratio", ">=", 0.7)
     pn = peer_size(sz)
-    for peer, name in (("dask", "Dask"), ("celery", "Celery"), ("ray", "Ray")):
+    for peer, name in PEERS:
         check(f"W1 N={pn:,}, 4 workers, {settings} >= 20 x {name}", f"r.{peer}", ">=", 20)
     # Not the issue's W1 (no-op tasks, no user code): the same work per task as the peers'
     # scripts, a call of a function returning its argument.
     for kind in ("sync", "async"):
-        for peer, name in (("dask", "Dask"), ("celery", "Celery"), ("ray", "Ray")):
+        for peer, name in PEERS:
             check(f"W1 N={sz.peer_tasks:,}, {kind} handler (as the peers run) >= 20 x {name}",
                   f"r.{peer}_{kind}", ">=", 20)
     return out
