@@ -59,6 +59,14 @@ class Clusters:
         path.write_text(yaml.safe_dump({"services": services}))
         return path
 
+    def up(self, services: dict[str, Any], **run: Any) -> dict[str, Any]:
+        """``up`` of these services, which must succeed: its state."""
+        done = self.run("up", "--compose", str(self.compose(services)), "--timeout", "20", **run)
+        assert done.returncode == 0, done.stdout + done.stderr
+        state = self.state()
+        assert state is not None
+        return state
+
     def run(self, *args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
             timeout: float = 60, umask: int = -1) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([str(REPO / "bin" / "cluster"), *self._with_state(args)],
@@ -272,10 +280,7 @@ def test_a_second_up_refuses_while_the_first_is_starting(
 @needs_netns
 @pytest.mark.timeout(90)
 def test_status_names_the_services_that_exited_and_shows_their_log(clusters: Clusters) -> None:
-    compose = clusters.compose({"admin": ADMIN, "w": worker("W"), "v": worker("V")})
-    assert clusters.run("up", "--compose", str(compose), "--timeout", "20").returncode == 0
-    state = clusters.state()
-    assert state is not None
+    state = clusters.up({"admin": ADMIN, "w": worker("W"), "v": worker("V")})
     w, admin = state["services"]["w"], state["services"]["admin"]
 
     os.kill(w["pid"], signal.SIGKILL)
@@ -297,10 +302,8 @@ def test_status_names_the_services_that_exited_and_shows_their_log(clusters: Clu
 
 def _up_with_token(clusters: Clusters, **run: Any) -> None:
     """``up`` of an admin and a worker W sharing the token t0k-t0k-t0k."""
-    compose = clusters.compose({"admin": {**ADMIN, "environment": {"CEYLON_TOKEN": "t0k-t0k-t0k"}},
-                                "w": worker("W", CEYLON_TOKEN="t0k-t0k-t0k")})
-    up = clusters.run("up", "--compose", str(compose), "--timeout", "20", **run)
-    assert up.returncode == 0, up.stdout + up.stderr
+    clusters.up({"admin": {**ADMIN, "environment": {"CEYLON_TOKEN": "t0k-t0k-t0k"}},
+                 "w": worker("W", CEYLON_TOKEN="t0k-t0k-t0k")}, **run)
 
 
 @pytest.mark.netns
@@ -368,10 +371,7 @@ def test_the_state_file_holding_the_services_tokens_is_readable_by_its_owner_onl
 @pytest.mark.timeout(90)
 def test_down_leaves_alone_a_process_that_took_over_a_dead_services_pid(
         clusters: Clusters) -> None:
-    compose = clusters.compose({"admin": ADMIN})
-    assert clusters.run("up", "--compose", str(compose), "--timeout", "20").returncode == 0
-    state = clusters.state()
-    assert state is not None
+    state = clusters.up({"admin": ADMIN})
     admin = state["services"]["admin"]
     os.kill(admin["pid"], signal.SIGKILL)
     run(wait_until(pid_gone(admin), 10, "the admin to be gone"))
