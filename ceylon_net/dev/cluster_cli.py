@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..cli.common import fail
 from ..errors import ConfigError
 from . import netns
 from .cluster import (
@@ -51,21 +52,16 @@ def _from_caller(path: Path | None, default: str) -> Path:
     return Path(os.environ.get(CALLER_CWD) or os.getcwd(), path)
 
 
-def _fail(code: int, message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
 def _need_root() -> None:
     reason = netns.unavailable_reason()
     if reason:
-        raise _fail(2, f"bin/cluster: {reason}")
+        fail(2, f"bin/cluster: {reason}")
 
 
 def _recorded_state(state_dir: Path) -> dict[str, Any]:
     state = read_state(state_dir)
     if state is None:
-        raise _fail(1, f"no cluster is up (no {state_dir / STATE_FILE})")
+        fail(1, f"no cluster is up (no {state_dir / STATE_FILE})")
     return state
 
 
@@ -73,9 +69,9 @@ def _live_state(state_dir: Path) -> dict[str, Any]:
     """The state of a cluster that is fully up; exit 1 saying why not otherwise."""
     state = _recorded_state(state_dir)
     if is_gone(state):
-        raise _fail(1, gone_message(state_dir))
+        fail(1, gone_message(state_dir))
     if not state.get("complete", True):
-        raise _fail(1, f"the cluster in {state_dir} is not fully up: `bin/cluster up` (pid "
+        fail(1, f"the cluster in {state_dir} is not fully up: `bin/cluster up` (pid "
                        f"{state.get('up_pid')}) is still starting it, or was killed before "
                        f"it finished (then `bin/cluster down` removes it)")
     return state
@@ -106,11 +102,11 @@ def up_command(
     try:
         state = up(_from_caller(compose, "compose.yaml"), state_dir, subnet, timeout)
     except Interrupted as exc:
-        raise _fail(128 + exc.signum, f"interrupted by {exc}: the cluster is not up") from None
+        fail(128 + exc.signum, f"interrupted by {exc}: the cluster is not up")
     except ConfigError as exc:
-        raise _fail(2, str(exc)) from None
+        fail(2, str(exc))
     except (ClusterError, NetnsError) as exc:
-        raise _fail(1, str(exc)) from None
+        fail(1, str(exc))
     for name, svc in state["services"].items():
         typer.echo(f"{name:<14} {svc['address']:<15} {shlex.join(svc['argv'])}")
     typer.echo(f"cluster up on {state['network']['subnet']} (namespaces "
@@ -124,7 +120,7 @@ def down_command(state_dir: StateDir = None) -> None:
     try:
         removed = down(_from_caller(state_dir, ".cluster"))
     except (ClusterError, NetnsError) as exc:
-        raise _fail(1, str(exc)) from None
+        fail(1, str(exc))
     typer.echo(f"{removed}\ncluster down" if removed else "no cluster is up: nothing to do")
 
 
@@ -148,7 +144,7 @@ def status_command(
                 for n, s in state["services"].items()}
     probe = status_probe(services)
     if probe.host in gone:
-        raise _fail(1, f"the admin ({probe.host}) has exited: no status")
+        fail(1, f"the admin ({probe.host}) has exited: no status")
     argv = [*probe.argv, *(["--json"] if as_json else [])]
     net = Network.from_state(state["network"])
     try:
@@ -175,10 +171,10 @@ def exec_command(
     _need_root()
     command = command[1:] if command[:1] == ["--"] else command  # (left in after SERVICE)
     if not command:
-        raise _fail(2, "no command: bin/cluster exec SERVICE -- CMD...")
+        fail(2, "no command: bin/cluster exec SERVICE -- CMD...")
     state = _live_state(_from_caller(state_dir, ".cluster"))
     if service not in state["services"]:
-        raise _fail(2, f"no service {service!r} (services: {', '.join(state['services'])})")
+        fail(2, f"no service {service!r} (services: {', '.join(state['services'])})")
     env = service_env(state["services"][service]["environment"])
     Network.from_state(state["network"]).exec(service, command, env)
 
@@ -190,7 +186,7 @@ def logs_command(
 ) -> None:
     services = _recorded_state(_from_caller(state_dir, ".cluster"))["services"]
     if service is not None and service not in services:
-        raise _fail(2, f"no service {service!r} (services: {', '.join(services)})")
+        fail(2, f"no service {service!r} (services: {', '.join(services)})")
     for name, svc in services.items():
         if service in (None, name):
             for line in log_tail(svc, sys.maxsize):
