@@ -143,7 +143,11 @@ def test_a_drained_worker_gives_its_queued_tasks_back_and_what_the_drain_cut_off
                                   "--prefetch", "3", "--max-attempts", "1")
             a = await c.worker("A", "--concurrency", "1", "--drain-timeout", "1",
                                "--log-level", "DEBUG")
-            await wait_until(lambda: "running task" in a.stderr(), 20, "A to start one")
+            # On probation A gets one task; the 3 fed ahead of its slot follow once it said it
+            # has that one. Both before the signal, or there is nothing queued to give back.
+            await wait_until(lambda: "running task" in a.stderr()
+                             and "4 queued or running here" in a.stderr(), 20,
+                             "A to start one with 3 queued behind it")
             a.signal(signal.SIGTERM)
             code = await a.wait(20)
             await c.worker("B", "--concurrency", "4")

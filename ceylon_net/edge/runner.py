@@ -202,6 +202,11 @@ class TaskRunner:
         self._stuck_said = self.stuck
         return [[t, a] for t, a in starts], [[t, a] for t, a in released], stuck
 
+    @property
+    def held(self) -> int:
+        """How many tasks are queued or running here."""
+        return len(self._queued) + len(self.active) + len(self._after.keys() - self.active.keys())
+
     def holding(self) -> list[list[Any]]:
         """[task id, attempt] of every task queued or running here."""
         return [[a.task.id, self._newest.get(a.task.id, a.attempt)]

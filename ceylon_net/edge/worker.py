@@ -430,6 +430,8 @@ class Worker(AgentBase):
                 return
             for a in batch:
                 self.runner.accept(a)
+            logger.debug("{}: got {} task(s); {} queued or running here", self.name, len(batch),
+                         self.runner.held)
             if any(a.confirm for a in batch) and self._sockets is not None:
                 # On probation: say at once that we have them.
                 self._sockets.send_soon(self._heartbeat_frames())
