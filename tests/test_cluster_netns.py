@@ -56,6 +56,12 @@ class ClusterRun:
     def down(self) -> subprocess.CompletedProcess[str]:
         return bin_cluster("down", "--state-dir", str(self.state_dir), timeout=60)
 
+    def logs(self, lines: int = 40) -> str:
+        """The last lines of every service's log: what a failed assertion shows."""
+        assert self.state is not None
+        return "".join(f"\n--- {name}:\n" + "\n".join(cluster.log_tail(svc, lines))
+                       for name, svc in self.state["services"].items())
+
     @property
     def prefix(self) -> str:
         assert self.state is not None
@@ -139,7 +145,7 @@ def test_cluster_up_shows_three_workers_at_three_addresses_then_down_leaves_noth
                              timeout=120)
     finally:
         net.remove_host("client")
-    assert submitted.returncode == 0, submitted.stderr
+    assert submitted.returncode == 0, submitted.stderr + compose_cluster.logs()
     report = json.loads(submitted.stdout)
     assert len(report["tasks"]) == 53 and report["unassigned"] == []
     skill = {"Junior": 3, "Intermediate": 6, "Senior": 9}
