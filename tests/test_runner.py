@@ -482,3 +482,53 @@ def test_a_sync_call_that_outlives_its_event_loop_does_not_keep_the_loop_alive()
         release.set()
         handlers._HANDLERS.pop("test_runner.outlive", None)
     assert [r() for r in refs] == [None, None, None]
+
+
+def test_a_cancel_that_comes_after_the_threads_answer_holds_no_slot(monkeypatch):
+    """The thread had answered and its answer was taken when the cancel came (before the
+    task ran on with it): nothing runs on, so no slot may wait for a thread (it would wait
+    for ever); one whose thread runs on waits for it."""
+    gate = threading.Event()
+    handlers.handler("test_runner.quick")(lambda: "done")
+    handlers.handler("test_runner.gated")(lambda: gate.wait(10))
+    deliver = handlers._Back._deliver
+    cancel_at_delivery: list[asyncio.Task] = []
+
+    def deliver_then_cancel(self: Any) -> None:
+        deliver(self)
+        while cancel_at_delivery:
+            cancel_at_delivery.pop().cancel()  # the task has its answer, not yet run on
+
+    monkeypatch.setattr(handlers._Back, "_deliver", deliver_then_cancel)
+
+    async def waits_left(name: str) -> list[asyncio.Future[Any]]:
+        left: list[asyncio.Future[Any]] = []
+
+        async def slot() -> None:
+            handlers.THREADS_LEFT.set(left)
+            await handlers.call(name, [], {})
+
+        task = asyncio.create_task(slot())
+        if name == "test_runner.quick":
+            cancel_at_delivery.append(task)
+        else:
+            await asyncio.sleep(0)  # (the task has made its call)
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+        return left
+
+    async def body() -> None:
+        assert await waits_left("test_runner.quick") == []
+        left = await waits_left("test_runner.gated")
+        assert len(left) == 1 and not left[0].done()
+        gate.set()
+        await asyncio.wait_for(asyncio.wait(left), 10)  # its thread's end frees the slot
+
+    try:
+        run(body())
+    finally:
+        gate.set()
+        handlers._HANDLERS.pop("test_runner.quick", None)
+        handlers._HANDLERS.pop("test_runner.gated", None)
