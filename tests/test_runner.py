@@ -484,51 +484,125 @@ def test_a_sync_call_that_outlives_its_event_loop_does_not_keep_the_loop_alive()
     assert [r() for r in refs] == [None, None, None]
 
 
-def test_a_cancel_that_comes_after_the_threads_answer_holds_no_slot(monkeypatch):
-    """The thread had answered and its answer was taken when the cancel came (before the
-    task ran on with it): nothing runs on, so no slot may wait for a thread (it would wait
-    for ever); one whose thread runs on waits for it."""
-    gate = threading.Event()
-    handlers.handler("test_runner.quick")(lambda: "done")
+def test_a_cancelled_sync_call_holds_its_slot_exactly_until_its_thread_has_ended(monkeypatch):
+    """Whichever order the cancel, the thread's answer and its delivery come in, the runner's
+    slot waits for a thread that runs on, and only for one that does (a wait for one that
+    has ended would never end). The loop is held still (a blocking wait on it) to fix the
+    order in which its callbacks run."""
+    gate, answered = threading.Event(), threading.Event()
     handlers.handler("test_runner.gated")(lambda: gate.wait(10))
-    deliver = handlers._Back._deliver
-    cancel_at_delivery: list[asyncio.Task] = []
+    put, deliver = handlers._Back.put, handlers._Back._deliver
+    at_delivery: list[asyncio.Task] = []
+
+    def put_then_say(self: Any, *a: Any) -> None:
+        put(self, *a)
+        answered.set()
 
     def deliver_then_cancel(self: Any) -> None:
         deliver(self)
-        while cancel_at_delivery:
-            cancel_at_delivery.pop().cancel()  # the task has its answer, not yet run on
+        while at_delivery:
+            at_delivery.pop().cancel()  # it has its answer, and has not run on with it
 
+    monkeypatch.setattr(handlers._Back, "put", put_then_say)
     monkeypatch.setattr(handlers._Back, "_deliver", deliver_then_cancel)
 
-    async def waits_left(name: str) -> list[asyncio.Future[Any]]:
+    async def left_by(order: str) -> list[asyncio.Future[Any]]:
+        gate.clear(), answered.clear()
         left: list[asyncio.Future[Any]] = []
-
-        async def slot() -> None:
-            handlers.THREADS_LEFT.set(left)
-            await handlers.call(name, [], {})
-
-        task = asyncio.create_task(slot())
-        if name == "test_runner.quick":
-            cancel_at_delivery.append(task)
-        else:
-            await asyncio.sleep(0)  # (the task has made its call)
+        task = asyncio.create_task(_call_in_slot("test_runner.gated", left))
+        await asyncio.sleep(0)  # (the task has made its call)
+        if order == "cancel, then the answer":  # the task's step runs before the delivery
+            task.cancel()
+        if order == "cancel at delivery":
+            at_delivery.append(task)
+        if order == "cancel while it runs":
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert len(left) == 1 and not left[0].done()  # the slot waits for the thread
+        gate.set()
+        answered.wait(10)  # (the loop held until the thread has answered)
+        if order == "answer, then cancel":  # the delivery comes before the task's step
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        assert task.cancelled()
+        assert task.cancelled(), order
+        if left:
+            await asyncio.wait_for(asyncio.wait(left), 10)  # its thread's end frees the slot
         return left
 
     async def body() -> None:
-        assert await waits_left("test_runner.quick") == []
-        left = await waits_left("test_runner.gated")
-        assert len(left) == 1 and not left[0].done()
-        gate.set()
-        await asyncio.wait_for(asyncio.wait(left), 10)  # its thread's end frees the slot
+        assert len(await left_by("cancel while it runs")) == 1  # resolved as the thread ends
+        assert len(await left_by("cancel, then the answer")) == 1  # resolved by its delivery
+        assert await left_by("answer, then cancel") == []
+        assert await left_by("cancel at delivery") == []
 
     try:
         run(body())
     finally:
         gate.set()
-        handlers._HANDLERS.pop("test_runner.quick", None)
         handlers._HANDLERS.pop("test_runner.gated", None)
+
+
+async def _call_in_slot(name: str, left: list[asyncio.Future[Any]]) -> Any:
+    """A sync handler's call as a runner's slot makes it."""
+    handlers.THREADS_LEFT.set(left)
+    return await handlers.call(name, [], {})
+
+
+def test_a_sync_call_whose_thread_cannot_be_made_fails_and_leaves_nothing_behind(monkeypatch):
+    """Out of threads: the call raises, and runs neither later nor twice (it used to wait in
+    the queue, and run on the next thread made, outside any slot)."""
+    threads, ran = handlers._Threads(), []
+    start = threading.Thread.start
+
+    def cannot_start(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    async def body() -> None:
+        monkeypatch.setattr(threading.Thread, "start", cannot_start)
+        try:
+            threads.call(lambda: ran.append("first"))
+        except RuntimeError as exc:
+            assert "can't start new thread" in str(exc)
+        else:
+            raise AssertionError("the call did not fail")
+        monkeypatch.setattr(threading.Thread, "start", start)
+        assert await threads.call(lambda: ran.append("second") or "ok").future == "ok"
+
+    run(body())
+    assert ran == ["second"] and threads._made == 1
+
+
+def test_an_answer_that_comes_as_its_loop_closes_does_not_keep_the_loop_alive(monkeypatch):
+    """The thread answered while the loop was still open; the loop closed before it took the
+    answer. The answer, and the loop, were held for ever."""
+    gate, answered = threading.Event(), threading.Event()
+    handlers.handler("test_runner.closing")(lambda: gate.wait(10) and b"x" * 1_000_000)
+    put = handlers._Back.put
+    monkeypatch.setattr(handlers._Back, "put",
+                        lambda self, *a: (put(self, *a), answered.set())[0])
+
+    calls: list[asyncio.Future[Any]] = []
+
+    async def call() -> None:
+        calls.append(asyncio.ensure_future(handlers.call("test_runner.closing", [], {})))
+        await asyncio.sleep(0)  # (the call is made)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(call())
+        gate.set()
+        assert answered.wait(10)  # its delivery waits in the loop, which closes now
+        loop.close()
+        ref = weakref.ref(loop)
+        del loop
+        calls.clear()  # (the user's part: nobody holds the call's task)
+        deadline = time.monotonic() + 10
+        while ref() is not None and time.monotonic() < deadline:
+            gc.collect()
+            threading.Event().wait(0.02)
+    finally:
+        gate.set()
+        handlers._HANDLERS.pop("test_runner.closing", None)
+    assert ref() is None

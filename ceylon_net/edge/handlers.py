@@ -135,14 +135,23 @@ class _Threads:
         """Run ``fn()`` on a thread; its ``future`` (of the running loop) is what it
         returns."""
         loop = asyncio.get_running_loop()
-        back = self._backs.get(loop)
-        if back is None:
-            back = self._backs.setdefault(loop, _Back(loop))
+        back = getattr(loop, _BACK, None) or self._backs.get(loop) or self._back_for(loop)
+        if not self._free.acquire(blocking=False):
+            self._make()  # (first: a thread that cannot be made leaves no call behind)
         job = _Job(fn, back, loop.create_future())
         self._calls.put(job)
-        if not self._free.acquire(blocking=False):
-            self._make()
         return job
+
+    def _back_for(self, loop: asyncio.AbstractEventLoop) -> _Back:
+        """Kept on the loop itself where it takes attributes: the answers it holds refer to
+        the loop, so a loop that closed with one still undelivered is garbage with it (held in
+        a mapping of loops, it would keep the loop alive for ever)."""
+        back = _Back(loop)
+        try:
+            setattr(loop, _BACK, back)
+        except AttributeError:  # a loop written in C (uvloop's) takes none
+            self._backs[loop] = back
+        return back
 
     def _make(self) -> None:
         with self._lock:
@@ -150,7 +159,12 @@ class _Threads:
                 return  # the call waits for a thread to be free
             self._made += 1
             n = self._made
-        threading.Thread(target=self._work, name=f"ceylon-handler-{n}", daemon=True).start()
+        try:
+            threading.Thread(target=self._work, name=f"ceylon-handler-{n}", daemon=True).start()
+        except BaseException:  # (no more threads: the call fails, saying so)
+            with self._lock:
+                self._made -= 1
+            raise
 
     def _work(self) -> None:
         calls = self._calls
@@ -168,6 +182,7 @@ class _Threads:
             self._free.release()
 
 
+_BACK = "_ceylon_net_answers"  # the attribute of a loop that holds its _Back
 _THREADS = _Threads()
 
 
