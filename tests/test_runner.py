@@ -489,8 +489,8 @@ def test_a_cancelled_sync_call_holds_its_slot_exactly_until_its_thread_has_ended
     slot waits for a thread that runs on, and only for one that does (a wait for one that
     has ended would never end). The loop is held still (a blocking wait on it) to fix the
     order in which its callbacks run."""
-    gate, answered = threading.Event(), threading.Event()
-    handlers.handler("test_runner.gated")(lambda: gate.wait(10))
+    gate, answered, entered = threading.Event(), threading.Event(), threading.Event()
+    handlers.handler("test_runner.gated")(lambda: entered.set() or gate.wait(10))
     put, deliver = handlers._Back.put, handlers._Back._deliver
     at_delivery: list[asyncio.Task] = []
 
@@ -507,10 +507,11 @@ def test_a_cancelled_sync_call_holds_its_slot_exactly_until_its_thread_has_ended
     monkeypatch.setattr(handlers._Back, "_deliver", deliver_then_cancel)
 
     async def left_by(order: str) -> list[asyncio.Future[Any]]:
-        gate.clear(), answered.clear()
+        gate.clear(), answered.clear(), entered.clear()
         left: list[asyncio.Future[Any]] = []
         task = asyncio.create_task(_call_in_slot("test_runner.gated", left))
         await asyncio.sleep(0)  # (the task has made its call)
+        assert entered.wait(10)  # (the loop held until a thread runs it)
         if order == "cancel, then the answer":  # the task's step runs before the delivery
             task.cancel()
         if order == "cancel at delivery":
@@ -552,26 +553,34 @@ async def _call_in_slot(name: str, left: list[asyncio.Future[Any]]) -> Any:
 
 def test_a_sync_call_whose_thread_cannot_be_made_fails_and_leaves_nothing_behind(monkeypatch):
     """Out of threads: the call raises, and runs neither later nor twice (it used to wait in
-    the queue, and run on the next thread made, outside any slot)."""
-    threads, ran = handlers._Threads(), []
+    the queue, run on the next thread made, outside any slot, and count itself ended twice)."""
+    ran: list[str] = []
+    handlers.handler("test_runner.first")(lambda: ran.append("first"))
+    handlers.handler("test_runner.second")(lambda: ran.append("second") or "ok")
+    monkeypatch.setattr(handlers, "_THREADS", handlers._Threads())
     start = threading.Thread.start
 
     def cannot_start(self: threading.Thread) -> None:
         raise RuntimeError("can't start new thread")
 
     async def body() -> None:
+        await wait_until(lambda: handlers.running() == 0, 10, "other tests' threads to end")
         monkeypatch.setattr(threading.Thread, "start", cannot_start)
         try:
-            threads.call(lambda: ran.append("first"))
+            await handlers.call("test_runner.first", [], {})
         except RuntimeError as exc:
             assert "can't start new thread" in str(exc)
         else:
             raise AssertionError("the call did not fail")
         monkeypatch.setattr(threading.Thread, "start", start)
-        assert await threads.call(lambda: ran.append("second") or "ok").future == "ok"
+        assert await handlers.call("test_runner.second", [], {}) == "ok"
 
-    run(body())
-    assert ran == ["second"] and threads._made == 1
+    try:
+        run(body())
+    finally:
+        handlers._HANDLERS.pop("test_runner.first", None)
+        handlers._HANDLERS.pop("test_runner.second", None)
+    assert ran == ["second"] and handlers._THREADS._made == 1 and handlers.running() == 0
 
 
 def test_an_answer_that_comes_as_its_loop_closes_does_not_keep_the_loop_alive(monkeypatch):
@@ -606,3 +615,34 @@ def test_an_answer_that_comes_as_its_loop_closes_does_not_keep_the_loop_alive(mo
         gate.set()
         handlers._HANDLERS.pop("test_runner.closing", None)
     assert ref() is None
+
+
+def test_a_sync_call_cancelled_before_a_thread_took_it_never_runs(monkeypatch):
+    """All threads busy (here: none may be made), a task's call waits in the queue; cancelled
+    (its time limit, say) before a thread took it, it never runs, and holds no slot. It used
+    to run later, outside its task's time, holding the slot meanwhile."""
+    ran: list[str] = []
+    handlers.handler("test_runner.later")(lambda: ran.append("later"))
+    monkeypatch.setattr(handlers, "_THREADS", handlers._Threads())
+    monkeypatch.setattr(handlers, "MAX_THREADS", 0)
+
+    async def body() -> list[asyncio.Future[Any]]:
+        # (threads of the tests before, released as they ended, count down as they return)
+        await wait_until(lambda: handlers.running() == 0, 10, "other tests' threads to end")
+        left: list[asyncio.Future[Any]] = []
+        task = asyncio.create_task(_call_in_slot("test_runner.later", left))
+        await asyncio.sleep(0)  # (the call waits in the queue: no thread may be made)
+        assert handlers.running() == 1 and handlers._THREADS._calls.qsize() == 1
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        monkeypatch.setattr(handlers, "MAX_THREADS", 4)
+        # A thread is made now: it finds the cancelled call first, and runs the next one.
+        assert await _call_in_slot("test_runner.later", []) is None
+        return left
+
+    try:
+        assert run(body()) == []
+    finally:
+        handlers._HANDLERS.pop("test_runner.later", None)
+    assert ran == ["later"] and handlers.running() == 0

@@ -63,13 +63,23 @@ class _Job:
     awaits; when its task is cancelled while the thread runs on, the caller puts a new one
     here, which the thread's end resolves (a cancelled future cannot be). This instead of
     ``asyncio.shield``, which cost a future and a loop turn more per call (a quarter of a
-    no-op call's time)."""
+    no-op call's time). ``todo`` holds the function until a thread takes it, or the caller,
+    cancelled first, takes it back: ``list.pop`` is one step for Python's threads, so only
+    one of them gets it."""
 
-    __slots__ = ("back", "delivered", "fn", "future")
+    __slots__ = ("back", "delivered", "future", "todo")
 
     def __init__(self, fn: Callable[[], Any], back: _Back, future: asyncio.Future[Any]) -> None:
-        self.fn: Callable[[], Any] | None = fn
+        self.todo = [fn]
         self.back, self.future, self.delivered = back, future, False
+
+    def take(self) -> Callable[[], Any] | None:
+        """The function, to whoever asks first (a thread to run it, or its cancelled
+        caller, so that it never runs); None after."""
+        try:
+            return self.todo.pop()
+        except IndexError:
+            return None
 
 
 class _Back:
@@ -170,8 +180,11 @@ class _Threads:
         calls = self._calls
         while True:
             job = calls.get()
-            fn, job.fn = job.fn, None
-            assert fn is not None
+            fn = job.take()
+            if fn is None:  # cancelled before it started: it never will
+                del job
+                self._free.release()
+                continue
             try:
                 ok, value = True, fn()
             except BaseException as exc:  # SystemExit too: the task's failure, not ours
@@ -237,6 +250,9 @@ async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     try:
         return await job.future
     except asyncio.CancelledError:
+        if job.take() is not None:  # no thread had it yet: it will not run at all
+            _count(-1)
+            raise
         left = THREADS_LEFT.get()
         if left is not None and not job.delivered:  # its thread runs on: the slot waits
             job.future = asyncio.get_running_loop().create_future()
