@@ -522,7 +522,7 @@ def test_a_cancelled_sync_call_holds_its_slot_exactly_until_its_thread_has_ended
                 await task
             assert len(left) == 1 and not left[0].done()  # the slot waits for the thread
         gate.set()
-        answered.wait(10)  # (the loop held until the thread has answered)
+        assert answered.wait(10)  # (the loop held until the thread has answered)
         if order == "answer, then cancel":  # the delivery comes before the task's step
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

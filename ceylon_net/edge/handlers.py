@@ -159,22 +159,22 @@ class _Threads:
         back = _Back(loop)
         try:
             setattr(loop, _BACK, back)
-        except AttributeError:  # a loop written in C (uvloop's) takes none
-            self._backs[loop] = back
+        except AttributeError:  # a loop that takes none (a bare uvloop.loop.Loop): such a
+            self._backs[loop] = back  # loop, closed with an answer undelivered, stays alive
         return back
 
     def _make(self) -> None:
-        with self._lock:
+        with self._lock:  # (held while the thread starts: another loop's call, seeing the
+            # limit reached, must not wait for a thread whose start then fails)
             if self._made >= MAX_THREADS:
                 return  # the call waits for a thread to be free
             self._made += 1
-            n = self._made
-        try:
-            threading.Thread(target=self._work, name=f"ceylon-handler-{n}", daemon=True).start()
-        except BaseException:  # (no more threads: the call fails, saying so)
-            with self._lock:
+            try:
+                threading.Thread(target=self._work, name=f"ceylon-handler-{self._made}",
+                                 daemon=True).start()
+            except BaseException:  # (no more threads: the call fails, saying so)
                 self._made -= 1
-            raise
+                raise
 
     def _work(self) -> None:
         calls = self._calls
