@@ -271,6 +271,7 @@ def test_a_task_given_again_while_its_sync_handler_outlives_the_cancel_waits_for
         # The admin cancels the copy held here and gives the task again, in one round.
         runner.cancel("T", 1, "reassigned while away")
         runner.accept(TaskAssignment(t, "w", 2))
+        assert runner.held == 1  # the same task: its run being stopped, its next one after
         await wait_until(th.went_on, 5, "the runner to go on")
         th.release.set()
         await wait_until(lambda: runner.unsent, 5, "T's answer")

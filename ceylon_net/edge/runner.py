@@ -205,7 +205,8 @@ class TaskRunner:
     @property
     def held(self) -> int:
         """How many tasks are queued or running here."""
-        return len(self._queued) + len(self.active) + len(self._after.keys() - self.active.keys())
+        return len(self._queued) + len(self.active) + \
+            sum(1 for t in self._after if t not in self.active)  # (_after: mostly empty)
 
     def holding(self) -> list[list[Any]]:
         """[task id, attempt] of every task queued or running here."""
