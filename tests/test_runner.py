@@ -475,10 +475,7 @@ def test_a_sync_call_that_outlives_its_event_loop_does_not_keep_the_loop_alive()
         for _ in range(3):
             asyncio.run(body(refs))
         release.set()  # the threads answer now, to loops that are closed
-        deadline = time.monotonic() + 10
-        while any(r() is not None for r in refs) and time.monotonic() < deadline:
-            gc.collect()
-            threading.Event().wait(0.02)  # (the threads' answers are on their way)
+        _collected(refs)  # (the threads' answers are on their way)
     finally:
         release.set()
         handlers._HANDLERS.pop("test_runner.outlive", None)
@@ -491,7 +488,8 @@ def test_a_cancelled_sync_call_holds_its_slot_exactly_until_its_thread_has_ended
     has ended would never end). The loop is held still (a blocking wait on it) to fix the
     order in which its callbacks run."""
     gate, answered, entered = threading.Event(), threading.Event(), threading.Event()
-    handlers.handler("test_runner.gated")(lambda: entered.set() or gate.wait(10))
+    monkeypatch.setitem(handlers._HANDLERS, "test_runner.gated",
+                        lambda: entered.set() or gate.wait(10))
     put, deliver = handlers._Back.put, handlers._Back._deliver
     at_delivery: list[asyncio.Task] = []
 
@@ -543,7 +541,15 @@ def test_a_cancelled_sync_call_holds_its_slot_exactly_until_its_thread_has_ended
         run(body())
     finally:
         gate.set()
-        handlers._HANDLERS.pop("test_runner.gated", None)
+
+
+def _collected(refs: list[weakref.ref[Any]], seconds: float = 10) -> None:
+    """Collect garbage until nothing ``refs`` refer to is alive, for ``seconds`` at most
+    (the caller asserts on what is left)."""
+    deadline = time.monotonic() + seconds
+    while any(r() is not None for r in refs) and time.monotonic() < deadline:
+        gc.collect()
+        threading.Event().wait(0.02)
 
 
 async def _call_in_slot(name: str, left: list[asyncio.Future[Any]]) -> Any:
@@ -556,8 +562,9 @@ def test_a_sync_call_whose_thread_cannot_be_made_fails_and_leaves_nothing_behind
     """Out of threads: the call raises, and runs neither later nor twice (it used to wait in
     the queue, run on the next thread made, outside any slot, and count itself ended twice)."""
     ran: list[str] = []
-    handlers.handler("test_runner.first")(lambda: ran.append("first"))
-    handlers.handler("test_runner.second")(lambda: ran.append("second") or "ok")
+    monkeypatch.setitem(handlers._HANDLERS, "test_runner.first", lambda: ran.append("first"))
+    monkeypatch.setitem(handlers._HANDLERS, "test_runner.second",
+                        lambda: ran.append("second") or "ok")
     monkeypatch.setattr(handlers, "_THREADS", handlers._Threads())
     start = threading.Thread.start
 
@@ -576,11 +583,7 @@ def test_a_sync_call_whose_thread_cannot_be_made_fails_and_leaves_nothing_behind
         monkeypatch.setattr(threading.Thread, "start", start)
         assert await handlers.call("test_runner.second", [], {}) == "ok"
 
-    try:
-        run(body())
-    finally:
-        handlers._HANDLERS.pop("test_runner.first", None)
-        handlers._HANDLERS.pop("test_runner.second", None)
+    run(body())
     assert ran == ["second"] and handlers._THREADS._made == 1 and handlers.running() == 0
 
 
@@ -588,7 +591,8 @@ def test_an_answer_that_comes_as_its_loop_closes_does_not_keep_the_loop_alive(mo
     """The thread answered while the loop was still open; the loop closed before it took the
     answer. The answer, and the loop, were held for ever."""
     gate, answered = threading.Event(), threading.Event()
-    handlers.handler("test_runner.closing")(lambda: gate.wait(10) and b"x" * 1_000_000)
+    monkeypatch.setitem(handlers._HANDLERS, "test_runner.closing",
+                        lambda: gate.wait(10) and b"x" * 1_000_000)
     put = handlers._Back.put
     monkeypatch.setattr(handlers._Back, "put",
                         lambda self, *a: (put(self, *a), answered.set())[0])
@@ -608,13 +612,9 @@ def test_an_answer_that_comes_as_its_loop_closes_does_not_keep_the_loop_alive(mo
         ref = weakref.ref(loop)
         del loop
         calls.clear()  # (the user's part: nobody holds the call's task)
-        deadline = time.monotonic() + 10
-        while ref() is not None and time.monotonic() < deadline:
-            gc.collect()
-            threading.Event().wait(0.02)
+        _collected([ref])
     finally:
         gate.set()
-        handlers._HANDLERS.pop("test_runner.closing", None)
     assert ref() is None
 
 
@@ -623,7 +623,7 @@ def test_a_sync_call_cancelled_before_a_thread_took_it_never_runs(monkeypatch):
     (its time limit, say) before a thread took it, it never runs, and holds no slot. It used
     to run later, outside its task's time, holding the slot meanwhile."""
     ran: list[str] = []
-    handlers.handler("test_runner.later")(lambda: ran.append("later"))
+    monkeypatch.setitem(handlers._HANDLERS, "test_runner.later", lambda: ran.append("later"))
     monkeypatch.setattr(handlers, "_THREADS", handlers._Threads())
     monkeypatch.setattr(handlers, "MAX_THREADS", 0)
 
@@ -642,8 +642,5 @@ def test_a_sync_call_cancelled_before_a_thread_took_it_never_runs(monkeypatch):
         assert await _call_in_slot("test_runner.later", []) is None
         return left
 
-    try:
-        assert run(body()) == []
-    finally:
-        handlers._HANDLERS.pop("test_runner.later", None)
+    assert run(body()) == []
     assert ran == ["later"] and handlers.running() == 0
