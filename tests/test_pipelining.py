@@ -8,7 +8,7 @@ from kit import Sim, assigned, logs, noop, of, sends
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
-from ceylon_net.core.pacing import DEFAULT_RTT, MAX_CREDIT, Pace
+from ceylon_net.core.pacing import DEFAULT_RTT, MAX_CREDIT, RESULT_BATCH, Flush, Pace, when_to_flush
 from ceylon_net.core.snapshot import snapshot
 from ceylon_net.core.tasks import TaskResult, TaskStatus
 from ceylon_net.wire import Kind
@@ -56,6 +56,18 @@ def test_prefetch_0_turns_pipelining_off_and_a_fixed_prefetch_holds():
         w = sim.join("w", capacity=2)
         w.finish_all()
         assert len(w.held) == held, prefetch
+
+
+def test_a_worker_s_results_wait_for_others_only_while_more_run_there():
+    """A lone result leaves at once; while more tasks run, it is held a moment for others to
+    join it, unless the batch is full or the news is one another worker waits on."""
+    assert when_to_flush(1, urgent=False, busy=False) is Flush.NOW
+    assert when_to_flush(0, urgent=True, busy=False) is Flush.NOW
+    assert when_to_flush(1, urgent=False, busy=True) is Flush.HOLD
+    assert when_to_flush(0, urgent=False, busy=True) is Flush.HOLD  # (starts alone)
+    assert when_to_flush(RESULT_BATCH - 1, urgent=False, busy=True) is Flush.HOLD
+    assert when_to_flush(RESULT_BATCH, urgent=False, busy=True) is Flush.TURN
+    assert when_to_flush(1, urgent=True, busy=True) is Flush.TURN
 
 
 def test_a_task_goes_to_a_free_slot_rather_than_behind_a_better_fitting_worker():

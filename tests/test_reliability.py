@@ -292,7 +292,6 @@ class _LosesFirstResult(Worker):
     def _flush(self) -> None:
         if not self.lost and self.runner.unsent and self._welcome is not None:
             self.lost = len(self.runner.take_unsent())  # "sent": it never arrives
-            self._flush_scheduled = False
             return
         super()._flush()
 

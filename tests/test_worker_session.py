@@ -1,11 +1,19 @@
 """A worker's side of its session with the admin, without sockets: what it says once a
-WELCOME comes (again: the admin restarted, or forgot it)."""
+WELCOME comes (again: the admin restarted, or forgot it), and when its results leave."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
+from conftest import run
+
 from ceylon_net import wire
+from ceylon_net.core.tasks import Task, TaskAssignment, TaskResult
+from ceylon_net.dev.testing import wait_until
+from ceylon_net.edge import handlers
+from ceylon_net.edge import worker as worker_module
 from ceylon_net.edge.worker import Worker
 from ceylon_net.wire import Kind
 
@@ -18,9 +26,20 @@ class _Sent:
 
     def __init__(self) -> None:
         self.kinds: list[bytes] = []
+        self.frames: list[list[bytes]] = []
 
     def send_soon(self, frames: list[bytes]) -> None:
         self.kinds.append(frames[0])
+        self.frames.append(frames)
+
+    def results(self) -> list[list[Any]]:
+        """The task ids of each RESULT frame sent, in order."""
+        return [[r.task_id for r in wire.unpack_batch(TaskResult, f[2])]
+                for f in self.frames if f[0] == Kind.RESULT]
+
+    def released(self) -> list[list[Any]]:
+        return [k for f in self.frames if f[0] == Kind.STARTED
+                for k in wire.unpack(wire.Started, f[2]).released]
 
     async def send(self, frames: list[bytes], timeout: Any = None) -> bool:
         self.send_soon(frames)
@@ -44,3 +63,84 @@ def test_a_draining_worker_welcomed_again_says_it_drains():
     feed it work it cannot finish before its drain ends."""
     assert Kind.DRAIN in _welcomed(draining=True)
     assert Kind.DRAIN not in _welcomed(draining=False)
+
+
+async def _turns(n: int = 5) -> None:
+    """Let the event loop go round ``n`` times (not a wait for time to pass)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def _serving(gates: dict[Any, asyncio.Event]) -> tuple[Worker, _Sent]:
+    """A welcomed worker of 4 slots, its runner started; tasks of handler "test.gate" end
+    when their gate is set."""
+    w = Worker("w", "default", "127.0.0.1", 9999, max_concurrent_tasks=4)
+    sent = _Sent()
+    w._sockets = sent  # type: ignore[assignment]
+    w._welcome = wire.Welcome("w", "admin", 1, 1.0, 3, epoch=99)
+    w.runner.start(lambda crash: None)
+    for tid in gates:
+        w.runner.accept(TaskAssignment(Task(tid, "gated", 1, handler="test.gate", args=[tid])))
+    await wait_until(lambda: len(w.runner.active) == min(4, len(gates)), 10, "tasks to start")
+    return w, sent
+
+
+@pytest.mark.timeout(30)
+def test_results_that_finish_close_together_leave_in_one_frame_and_a_lone_one_at_once(
+        monkeypatch):
+    """While more tasks run, a result waits RESULT_HOLD for others to join it (a sync
+    handler's results come back one at a time: a frame for each, and the admin spent its
+    time on frames). The last one, with nothing else running, leaves at once."""
+    gates = {tid: asyncio.Event() for tid in ("a", "b", "long")}
+
+    async def gate(tid: str) -> str:
+        await gates[tid].wait()
+        return tid
+
+    monkeypatch.setitem(handlers._HANDLERS, "test.gate", gate)
+    monkeypatch.setattr(worker_module, "RESULT_HOLD", 1.0)  # (far longer than a few turns)
+
+    async def body() -> tuple[list[list[Any]], list[list[Any]], list[list[Any]]]:
+        w, sent = await _serving(gates)
+        try:
+            gates["a"].set()
+            await _turns()
+            gates["b"].set()  # in another loop turn than a's: its own frame, before
+            await _turns()
+            held = sent.results()
+            await wait_until(lambda: sent.results(), 10, "the held results to leave")
+            together = sent.results()
+            gates["long"].set()
+            await _turns()  # (no timer can fire in these turns: a held result would not show)
+            return held, together, sent.results()[len(together):]
+        finally:
+            await w.runner.stop()
+
+    held, together, last = run(body())
+    assert held == [] and together == [["a", "b"]] and last == [["long"]]
+
+
+@pytest.mark.timeout(30)
+def test_a_task_given_back_while_others_run_is_said_without_waiting_for_results(monkeypatch):
+    """An idle worker waits for it: it is not held with the results."""
+    gates = {tid: asyncio.Event() for tid in (1, 2, 3, 4, 5)}
+
+    async def gate(tid: int) -> int:
+        await gates[tid].wait()
+        return tid
+
+    monkeypatch.setitem(handlers._HANDLERS, "test.gate", gate)
+    monkeypatch.setattr(worker_module, "RESULT_HOLD", 5.0)
+
+    async def body() -> tuple[bool, list[list[Any]]]:
+        w, sent = await _serving(gates)  # 1-4 run, 5 waits in the queue
+        try:
+            given = w.runner.release(5, 1)
+            await _turns()
+            return given, sent.released()
+        finally:
+            for g in gates.values():
+                g.set()
+            await w.runner.stop()
+
+    assert run(body()) == (True, [[5, 1]])

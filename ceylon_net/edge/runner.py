@@ -189,6 +189,12 @@ class TaskRunner:
         return bool(self.unsent or self.starts or self.released
                     or self.stuck != self._stuck_said)
 
+    @property
+    def urgent(self) -> bool:
+        """News another waits on: tasks given back (for an idle worker), slots held or freed
+        by a handler's thread (the admin sends one task fewer, or more)."""
+        return bool(self.released) or self.stuck != self._stuck_said
+
     def take_news(self) -> tuple[list[list[Any]], list[list[Any]], int]:
         """(started, released, stuck) to report now, as [task id, attempt]; a start whose
         result goes out with it is left out (the result says more); ``stuck`` is -1 when it

@@ -11,6 +11,7 @@ from loguru import logger
 
 from .. import wire
 from ..core.broadcasts import BroadcastInbox
+from ..core.pacing import RESULT_HOLD, Flush, when_to_flush
 from ..core.tasks import Task, TaskAssignment, TaskResult
 from ..core.workers import AgentDetail
 from ..errors import (
@@ -80,8 +81,11 @@ class Worker(AgentBase):
         self.active_tasks = self.runner.active  # and the tasks running now
         self._sockets: WorkerSockets | None = None
         self._welcome: Welcome | None = None
-        self._flush_scheduled = self._draining = self._unknown = False  # _unknown: see _serve
-        self._flush_soon = guarded(self._flush, f"{self.name}'s result flush", self._crashed)
+        self._draining = self._unknown = False  # _unknown: see _serve
+        self._flush_turn = False  # a flush at the end of this loop turn is scheduled
+        self._flush_timer: asyncio.TimerHandle | None = None  # one within RESULT_HOLD is
+        self._flush_soon = guarded(self._scheduled_flush, f"{self.name}'s result flush",
+                                   self._crashed)
         self._stop = asyncio.Event()
         self._end_reason: str | None = None
         self._failure: Crashed | None = None
@@ -580,19 +584,31 @@ class Worker(AgentBase):
 
     # ------------------------------------------------------------------ results
     def _schedule_flush(self) -> None:
-        # Results finished in the same loop iteration leave in one frame (call_soon), so
-        # batching never delays them. With nothing else queued or running no other result
-        # can join it: it leaves now, a loop turn sooner.
-        if self._flush_scheduled or not self.runner.news:
+        """News to send: now, at the end of this loop turn, or within RESULT_HOLD (see
+        :func:`when_to_flush`: results that finish close together leave in one frame)."""
+        runner = self.runner
+        if not runner.news:
             return
-        if not self.runner.active and not self.runner.queue.qsize():
+        when = when_to_flush(len(runner.unsent), runner.urgent,
+                             bool(runner.active or runner.queue.qsize()))
+        if when is Flush.NOW:
             self._flush()
-            return
-        self._flush_scheduled = True
-        asyncio.get_running_loop().call_soon(self._flush_soon)
+        elif when is Flush.TURN:
+            if not self._flush_turn:
+                self._flush_turn = True
+                asyncio.get_running_loop().call_soon(self._flush_soon)
+        elif self._flush_timer is None and not self._flush_turn:
+            self._flush_timer = asyncio.get_running_loop().call_later(RESULT_HOLD,
+                                                                      self._flush_soon)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_turn = False
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()  # (a turn's flush came first: it sends all)
+            self._flush_timer = None
+        self._flush()
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
         runner = self.runner
         if self._welcome is None or self._sockets is None or not runner.news:
             return
