@@ -456,6 +456,22 @@ def test_sync_handlers_many_at_once_answer_each_call_and_stop_iteration_is_a_fai
     assert handlers.running() == 0
 
 
+def test_sync_calls_that_block_each_get_a_thread_though_they_came_together(monkeypatch):
+    """Calls that come in one loop turn wake one thread, which wakes the next as it takes a
+    call and sees more waiting: 8 calls that each wait for all the others (a barrier) end only
+    if the 8 run at once, on threads of a fresh pool."""
+    barrier = threading.Barrier(8, timeout=20)
+    monkeypatch.setitem(handlers._HANDLERS, "test_runner.meet", barrier.wait)
+    monkeypatch.setattr(handlers, "_THREADS", handlers._Threads())
+
+    async def body() -> list[int]:
+        calls = [handlers.call("test_runner.meet", [], {}) for _ in range(8)]
+        return await asyncio.wait_for(asyncio.gather(*calls), 30)
+
+    assert sorted(run(body())) == list(range(8))  # (each its own place at the barrier)
+    assert handlers._THREADS._made == 8 and handlers.running() == 0
+
+
 def test_a_sync_call_that_outlives_its_event_loop_does_not_keep_the_loop_alive():
     """Its answer, which no closed loop can take, held the loop (and the answer) for ever."""
     release = threading.Event()
@@ -633,12 +649,14 @@ def test_a_sync_call_cancelled_before_a_thread_took_it_never_runs(monkeypatch):
         left: list[asyncio.Future[Any]] = []
         task = asyncio.create_task(_call_in_slot("test_runner.later", left))
         await asyncio.sleep(0)  # (the call waits in the queue: no thread may be made)
-        assert handlers.running() == 1 and handlers._THREADS._calls.qsize() == 1
+        assert handlers.running() == 1 and len(handlers._THREADS._calls) == 1
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        # Out of the queue too (it would keep its loop referenced until a thread came to it).
+        assert not handlers._THREADS._calls
         monkeypatch.setattr(handlers, "MAX_THREADS", 4)
-        # A thread is made now: it finds the cancelled call first, and runs the next one.
+        # A thread is made now: it runs the next call.
         assert await _call_in_slot("test_runner.later", []) is None
         return left
 
