@@ -58,16 +58,21 @@ def test_prefetch_0_turns_pipelining_off_and_a_fixed_prefetch_holds():
         assert len(w.held) == held, prefetch
 
 
-def test_a_worker_s_results_wait_for_others_only_while_more_run_there():
-    """A lone result leaves at once; while more tasks run, it is held a moment for others to
-    join it, unless the batch is full or the news is one another worker waits on."""
-    assert when_to_flush(1, urgent=False, busy=False) is Flush.NOW
-    assert when_to_flush(0, urgent=True, busy=False) is Flush.NOW
-    assert when_to_flush(1, urgent=False, busy=True) is Flush.HOLD
-    assert when_to_flush(0, urgent=False, busy=True) is Flush.HOLD  # (starts alone)
-    assert when_to_flush(RESULT_BATCH - 1, urgent=False, busy=True) is Flush.HOLD
-    assert when_to_flush(RESULT_BATCH, urgent=False, busy=True) is Flush.TURN
-    assert when_to_flush(1, urgent=True, busy=True) is Flush.TURN
+def test_a_worker_s_results_wait_for_others_only_while_tasks_wait_in_its_queue():
+    """A lone result leaves at once; while tasks wait in the worker's queue (a stream of them),
+    it is held a moment for others to join it, unless the batch is full or the news is one
+    another worker waits on; beside running tasks alone (a long one, perhaps), not held."""
+    def when(results: int, urgent: bool = False, running: bool = False,
+             queued: bool = False) -> Flush:
+        return when_to_flush(results, urgent, running, queued)
+
+    assert when(1) is Flush.NOW and when(0, urgent=True) is Flush.NOW
+    assert when(1, running=True) is Flush.TURN
+    assert when(1, queued=True) is Flush.HOLD
+    assert when(0, running=True, queued=True) is Flush.HOLD  # (starts alone)
+    assert when(RESULT_BATCH - 1, running=True, queued=True) is Flush.HOLD
+    assert when(RESULT_BATCH, running=True, queued=True) is Flush.TURN
+    assert when(1, urgent=True, running=True, queued=True) is Flush.TURN
 
 
 def test_a_task_goes_to_a_free_slot_rather_than_behind_a_better_fitting_worker():

@@ -41,6 +41,10 @@ class _Sent:
         return [k for f in self.frames if f[0] == Kind.STARTED
                 for k in wire.unpack(wire.Started, f[2]).released]
 
+    def started(self) -> list[list[Any]]:
+        return [k for f in self.frames if f[0] == Kind.STARTED
+                for k in wire.unpack(wire.Started, f[2]).started]
+
     async def send(self, frames: list[bytes], timeout: Any = None) -> bool:
         self.send_soon(frames)
         return True
@@ -86,12 +90,13 @@ async def _serving(gates: dict[Any, asyncio.Event]) -> tuple[Worker, _Sent]:
 
 
 @pytest.mark.timeout(30)
-def test_results_that_finish_close_together_leave_in_one_frame_and_a_lone_one_at_once(
+def test_results_of_a_queue_of_short_tasks_leave_together_and_one_beside_long_ones_at_once(
         monkeypatch):
-    """While more tasks run, a result waits RESULT_HOLD for others to join it (a sync
-    handler's results come back one at a time: a frame for each, and the admin spent its
-    time on frames). The last one, with nothing else running, leaves at once."""
-    gates = {tid: asyncio.Event() for tid in ("a", "b", "long")}
+    """While tasks wait in its queue, a result waits RESULT_HOLD for others to join it (a
+    sync handler's results come back one at a time: a frame for each, and the admin spent
+    its time on frames). With nothing queued, what it would wait for may be a long task: it
+    leaves at the end of the loop turn."""
+    gates = {tid: asyncio.Event() for tid in ("a", "b", "long1", "long2", "q1", "q2")}
 
     async def gate(tid: str) -> str:
         await gates[tid].wait()
@@ -100,8 +105,8 @@ def test_results_that_finish_close_together_leave_in_one_frame_and_a_lone_one_at
     monkeypatch.setitem(handlers._HANDLERS, "test.gate", gate)
     monkeypatch.setattr(worker_module, "RESULT_HOLD", 1.0)  # (far longer than a few turns)
 
-    async def body() -> tuple[list[list[Any]], list[list[Any]], list[list[Any]]]:
-        w, sent = await _serving(gates)
+    async def body() -> tuple[list[Any], ...]:
+        w, sent = await _serving(gates)  # a, b, long1, long2 run; q1, q2 wait
         try:
             gates["a"].set()
             await _turns()
@@ -110,20 +115,23 @@ def test_results_that_finish_close_together_leave_in_one_frame_and_a_lone_one_at
             held = sent.results()
             await wait_until(lambda: sent.results(), 10, "the held results to leave")
             together = sent.results()
-            gates["long"].set()
+            gates["q1"].set()  # (q1 and q2 took a's and b's slots: nothing is queued)
             await _turns()  # (no timer can fire in these turns: a held result would not show)
             return held, together, sent.results()[len(together):]
         finally:
+            for g in gates.values():
+                g.set()
             await w.runner.stop()
 
-    held, together, last = run(body())
-    assert held == [] and together == [["a", "b"]] and last == [["long"]]
+    held, together, beside = run(body())
+    assert held == [] and together == [["a", "b"]] and beside == [["q1"]]
 
 
 @pytest.mark.timeout(30)
-def test_a_task_given_back_while_others_run_is_said_without_waiting_for_results(monkeypatch):
-    """An idle worker waits for it: it is not held with the results."""
-    gates = {tid: asyncio.Event() for tid in (1, 2, 3, 4, 5)}
+def test_the_answers_to_a_release_are_said_without_waiting_for_results(monkeypatch):
+    """A task given back, or one that had started (the RELEASE came too late): the admin's
+    idle worker waits on either. Neither is held while tasks wait in the queue."""
+    gates = {tid: asyncio.Event() for tid in (1, 2, 3, 4, 5, 6)}
 
     async def gate(tid: int) -> int:
         await gates[tid].wait()
@@ -132,15 +140,18 @@ def test_a_task_given_back_while_others_run_is_said_without_waiting_for_results(
     monkeypatch.setitem(handlers._HANDLERS, "test.gate", gate)
     monkeypatch.setattr(worker_module, "RESULT_HOLD", 5.0)
 
-    async def body() -> tuple[bool, list[list[Any]]]:
-        w, sent = await _serving(gates)  # 1-4 run, 5 waits in the queue
+    async def body() -> tuple[Any, ...]:
+        w, sent = await _serving(gates)  # 1-4 run, 5 and 6 wait in the queue
         try:
+            late = w.runner.release(1, 1)
+            await _turns()
+            said_started = [1, 1] in sent.started()  # (with the others' pending starts)
             given = w.runner.release(5, 1)
             await _turns()
-            return given, sent.released()
+            return late, said_started, given, sent.released()
         finally:
             for g in gates.values():
                 g.set()
             await w.runner.stop()
 
-    assert run(body()) == (True, [[5, 1]])
+    assert run(body()) == (False, True, True, [[5, 1]])

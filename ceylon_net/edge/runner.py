@@ -63,6 +63,7 @@ class TaskRunner:
         # or was cancelled): the admin hears how many, and sends that many fewer.
         self.stuck = 0
         self._stuck_said = 0
+        self._late = False  # a RELEASE came after the task started: said as urgently
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -138,8 +139,10 @@ class TaskRunner:
         elif (after := self._after.get(task_id)) is not None and after.attempt == attempt:
             del self._after[task_id]
         else:
-            if self._runs(task_id, attempt) and (task_id, attempt) not in self.starts:
-                self.starts.append((task_id, attempt))  # too late: say it started, now
+            if self._runs(task_id, attempt):  # too late: say it started, now (the admin's
+                if (task_id, attempt) not in self.starts:  # idle worker waits on that)
+                    self.starts.append((task_id, attempt))
+                self._late = True
                 self._on_result()
             return False
         self._check_idle()
@@ -191,16 +194,17 @@ class TaskRunner:
 
     @property
     def urgent(self) -> bool:
-        """News another waits on: tasks given back (for an idle worker), slots held or freed
-        by a handler's thread (the admin sends one task fewer, or more)."""
-        return bool(self.released) or self.stuck != self._stuck_said
+        """News another waits on: tasks given back, or not (they started: a RELEASE came too
+        late), for an idle worker; slots held or freed by a handler's thread (the admin sends
+        one task fewer, or more)."""
+        return bool(self.released) or self._late or self.stuck != self._stuck_said
 
     def take_news(self) -> tuple[list[list[Any]], list[list[Any]], int]:
         """(started, released, stuck) to report now, as [task id, attempt]; a start whose
         result goes out with it is left out (the result says more); ``stuck`` is -1 when it
         has not changed since it was last said."""
         starts, released = self.starts, self.released
-        self.starts, self.released = [], []
+        self.starts, self.released, self._late = [], [], False
         if starts and self.unsent:
             done = {(r.task_id, r.attempt) for r in self.unsent}
             starts = [k for k in starts if k not in done]

@@ -54,6 +54,9 @@ class Worker(AgentBase):
     tutorials, plus ``role``, ``skill`` and ``max_concurrent_tasks``. Override
     :meth:`run_task` to do real work; the default is the tutorials' simulated task."""
 
+    _flush_pending: asyncio.Handle | None = None  # a flush scheduled: this turn's, a held one
+    _flush_held = False  # it is a held one (uvloop's timers are no asyncio.TimerHandle)
+
     def __init__(
         self,
         name: str,
@@ -82,10 +85,7 @@ class Worker(AgentBase):
         self._sockets: WorkerSockets | None = None
         self._welcome: Welcome | None = None
         self._draining = self._unknown = False  # _unknown: see _serve
-        self._flush_turn = False  # a flush at the end of this loop turn is scheduled
-        self._flush_timer: asyncio.TimerHandle | None = None  # one within RESULT_HOLD is
-        self._flush_soon = guarded(self._scheduled_flush, f"{self.name}'s result flush",
-                                   self._crashed)
+        self._flush_soon = guarded(self._scheduled_flush, f"{self.name}'s flush", self._crashed)
         self._stop = asyncio.Event()
         self._end_reason: str | None = None
         self._failure: Crashed | None = None
@@ -585,27 +585,26 @@ class Worker(AgentBase):
     # ------------------------------------------------------------------ results
     def _schedule_flush(self) -> None:
         """News to send: now, at the end of this loop turn, or within RESULT_HOLD (see
-        :func:`when_to_flush`: results that finish close together leave in one frame)."""
+        :func:`when_to_flush`: results of a queue of short tasks leave in few frames)."""
         runner = self.runner
         if not runner.news:
             return
-        when = when_to_flush(len(runner.unsent), runner.urgent,
-                             bool(runner.active or runner.queue.qsize()))
+        when = when_to_flush(len(runner.unsent), runner.urgent, bool(runner.active),
+                             bool(runner.queue.qsize()))
         if when is Flush.NOW:
             self._flush()
-        elif when is Flush.TURN:
-            if not self._flush_turn:
-                self._flush_turn = True
-                asyncio.get_running_loop().call_soon(self._flush_soon)
-        elif self._flush_timer is None and not self._flush_turn:
-            self._flush_timer = asyncio.get_running_loop().call_later(RESULT_HOLD,
-                                                                      self._flush_soon)
+            return
+        if when is Flush.TURN and self._flush_held and self._flush_pending is not None:
+            self._flush_pending.cancel()  # (held no longer: all goes at the end of this turn)
+            self._flush_pending = None
+        if self._flush_pending is None:
+            loop = asyncio.get_running_loop()
+            self._flush_held = when is Flush.HOLD
+            self._flush_pending = loop.call_later(RESULT_HOLD, self._flush_soon) \
+                if self._flush_held else loop.call_soon(self._flush_soon)
 
     def _scheduled_flush(self) -> None:
-        self._flush_turn = False
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()  # (a turn's flush came first: it sends all)
-            self._flush_timer = None
+        self._flush_pending, self._flush_held = None, False
         self._flush()
 
     def _flush(self) -> None:
