@@ -117,10 +117,11 @@ def when_to_flush(results: int, urgent: bool, running: bool, queued: bool) -> Fl
     A worker that streams through a queue of short tasks whose results come one at a time (a
     sync handler's: each comes back from its thread on its own) sent a frame per result or
     two, and the admin spent its time on frames, not tasks (25k sync no-op tasks/s on 4
-    workers here, 37k held). Only then is a result held: with nothing queued, what it would
-    wait for may be a long task (a no-op ``execute()`` beside one took 1.9 ms, not 0.5, when
-    held). A lone result leaves at once (W2's latency); one beside running tasks, a full
-    batch, or what another waits on, at the end of the loop turn."""
+    workers here; 37k with the hold and fewer thread wake-ups). Only then is a result held:
+    with nothing queued, what it would wait for may be a long task (a no-op ``execute()``
+    beside one took 1.9 ms, not 0.5, when held). A lone result leaves at once (W2's
+    latency); one beside running tasks, a full batch, or what another waits on, at the end
+    of the loop turn."""
     if not running and not queued:
         return Flush.NOW
     if urgent or results >= RESULT_BATCH or not queued:
