@@ -4,6 +4,8 @@ WELCOME comes (again: the admin restarted, or forgot it), and when its results l
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -37,13 +39,11 @@ class _Sent:
         return [[r.task_id for r in wire.unpack_batch(TaskResult, f[2])]
                 for f in self.frames if f[0] == Kind.RESULT]
 
-    def released(self) -> list[list[Any]]:
+    def said(self, field: str) -> list[list[Any]]:
+        """[task id, attempt] of every task the STARTED frames sent say ``field`` of
+        ("started", "released")."""
         return [k for f in self.frames if f[0] == Kind.STARTED
-                for k in wire.unpack(wire.Started, f[2]).released]
-
-    def started(self) -> list[list[Any]]:
-        return [k for f in self.frames if f[0] == Kind.STARTED
-                for k in wire.unpack(wire.Started, f[2]).started]
+                for k in getattr(wire.unpack(wire.Started, f[2]), field)]
 
     async def send(self, frames: list[bytes], timeout: Any = None) -> bool:
         self.send_soon(frames)
@@ -75,18 +75,42 @@ async def _turns(n: int = 5) -> None:
         await asyncio.sleep(0)
 
 
-async def _serving(gates: dict[Any, asyncio.Event]) -> tuple[Worker, _Sent]:
-    """A welcomed worker of 4 slots, its runner started; tasks of handler "test.gate" end
-    when their gate is set."""
+@contextlib.asynccontextmanager
+async def _serving(gates: dict[Any, asyncio.Event]) -> AsyncIterator[tuple[Worker, _Sent]]:
+    """A welcomed worker of 4 slots, its runner started, given a task of handler "test.gate"
+    per gate (each ends when its gate is set); on the way out every gate is set and the
+    runner stopped."""
     w = Worker("w", "default", "127.0.0.1", 9999, max_concurrent_tasks=4)
     sent = _Sent()
     w._sockets = sent  # type: ignore[assignment]
     w._welcome = wire.Welcome("w", "admin", 1, 1.0, 3, epoch=99)
     w.runner.start(lambda crash: None)
-    for tid in gates:
-        w.runner.accept(TaskAssignment(Task(tid, "gated", 1, handler="test.gate", args=[tid])))
-    await wait_until(lambda: len(w.runner.active) == min(4, len(gates)), 10, "tasks to start")
-    return w, sent
+    try:
+        for tid in gates:
+            w.runner.accept(TaskAssignment(Task(tid, "gated", 1, handler="test.gate",
+                                                args=[tid])))
+        await wait_until(lambda: len(w.runner.active) == min(4, len(gates)), 10,
+                         "tasks to start")
+        yield w, sent
+    finally:
+        for g in gates.values():
+            g.set()
+        await w.runner.stop()
+
+
+def _gates(monkeypatch: pytest.MonkeyPatch, tids: tuple[Any, ...],
+           hold: float) -> dict[Any, asyncio.Event]:
+    """A gate per task id, and handler "test.gate" returning its id once its gate is set;
+    results held ``hold`` s (far longer than a few loop turns: a held one does not show)."""
+    gates = {tid: asyncio.Event() for tid in tids}
+
+    async def gate(tid: Any) -> Any:
+        await gates[tid].wait()
+        return tid
+
+    monkeypatch.setitem(handlers._HANDLERS, "test.gate", gate)
+    monkeypatch.setattr(worker_module, "RESULT_HOLD", hold)
+    return gates
 
 
 @pytest.mark.timeout(30)
@@ -96,18 +120,10 @@ def test_results_of_a_queue_of_short_tasks_leave_together_and_one_beside_long_on
     sync handler's results come back one at a time: a frame for each, and the admin spent
     its time on frames). With nothing queued, what it would wait for may be a long task: it
     leaves at the end of the loop turn."""
-    gates = {tid: asyncio.Event() for tid in ("a", "b", "long1", "long2", "q1", "q2")}
-
-    async def gate(tid: str) -> str:
-        await gates[tid].wait()
-        return tid
-
-    monkeypatch.setitem(handlers._HANDLERS, "test.gate", gate)
-    monkeypatch.setattr(worker_module, "RESULT_HOLD", 1.0)  # (far longer than a few turns)
+    gates = _gates(monkeypatch, ("a", "b", "long1", "long2", "q1", "q2"), hold=1.0)
 
     async def body() -> tuple[list[Any], ...]:
-        w, sent = await _serving(gates)  # a, b, long1, long2 run; q1, q2 wait
-        try:
+        async with _serving(gates) as (_, sent):  # a, b, long1, long2 run; q1, q2 wait
             gates["a"].set()
             await _turns()
             gates["b"].set()  # in another loop turn than a's: its own frame, before
@@ -118,10 +134,6 @@ def test_results_of_a_queue_of_short_tasks_leave_together_and_one_beside_long_on
             gates["q1"].set()  # (q1 and q2 took a's and b's slots: nothing is queued)
             await _turns()  # (no timer can fire in these turns: a held result would not show)
             return held, together, sent.results()[len(together):]
-        finally:
-            for g in gates.values():
-                g.set()
-            await w.runner.stop()
 
     held, together, beside = run(body())
     assert held == [] and together == [["a", "b"]] and beside == [["q1"]]
@@ -131,27 +143,15 @@ def test_results_of_a_queue_of_short_tasks_leave_together_and_one_beside_long_on
 def test_the_answers_to_a_release_are_said_without_waiting_for_results(monkeypatch):
     """A task given back, or one that had started (the RELEASE came too late): the admin's
     idle worker waits on either. Neither is held while tasks wait in the queue."""
-    gates = {tid: asyncio.Event() for tid in (1, 2, 3, 4, 5, 6)}
-
-    async def gate(tid: int) -> int:
-        await gates[tid].wait()
-        return tid
-
-    monkeypatch.setitem(handlers._HANDLERS, "test.gate", gate)
-    monkeypatch.setattr(worker_module, "RESULT_HOLD", 5.0)
+    gates = _gates(monkeypatch, (1, 2, 3, 4, 5, 6), hold=5.0)
 
     async def body() -> tuple[Any, ...]:
-        w, sent = await _serving(gates)  # 1-4 run, 5 and 6 wait in the queue
-        try:
+        async with _serving(gates) as (w, sent):  # 1-4 run, 5 and 6 wait in the queue
             late = w.runner.release(1, 1)
             await _turns()
-            said_started = [1, 1] in sent.started()  # (with the others' pending starts)
+            said_started = [1, 1] in sent.said("started")  # (with the others' pending ones)
             given = w.runner.release(5, 1)
             await _turns()
-            return late, said_started, given, sent.released()
-        finally:
-            for g in gates.values():
-                g.set()
-            await w.runner.stop()
+            return late, said_started, given, sent.said("released")
 
     assert run(body()) == (False, True, True, [[5, 1]])
