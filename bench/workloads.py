@@ -35,6 +35,7 @@ from harness import (
     sync_noop,
     wait_connected,
 )
+from zmq_connections import connection_cost
 
 from ceylon_net.core.tasks import Task
 from ceylon_net.dev.testing import Cluster, Proc, wait_until
@@ -387,8 +388,18 @@ async def run_w4_queue_alone(sz: Sizes, res: Results, run: int, tag: str,
         except BaseException:
             report_logs([admin])
             raise
+    # What libzmq alone keeps for that many agents' DEALER and SUB connections (no ceylon_net
+    # code in that process): with the queue alone, a floor under the RSS with them beside.
+    before, after = await asyncio.to_thread(connection_cost, sz.w4_workers, sz.w4_procs)
     res.put("w4.rss_alone_empty", run, rss_empty, section, "admin RSS before, MiB", fmt_one)
     res.put("w4.rss_alone", run, rss, section, f"admin RSS with {sz.w4_queued:,} queued, MiB",
             fmt_one)
+    res.put("w4.zmq_conns", run, after - before, section,
+            f"{sz.w4_workers:,} agents' connections in a bare pyzmq process "
+            f"(bench/zmq_connections.py), MiB", fmt_one)
+    res.put("w4.floor_beside", run, rss + after - before, section,
+            f"floor with the {sz.w4_workers:,} agents beside: the two above added, MiB",
+            fmt_one)
     print(f"{tag} W4 queue alone: RSS {rss_empty:.1f} MiB empty, {rss:.1f} MiB with "
-          f"{sz.w4_queued:,} queued", flush=True)
+          f"{sz.w4_queued:,} queued; {sz.w4_workers:,} agents' connections cost a bare pyzmq "
+          f"process {after - before:.1f} MiB", flush=True)
