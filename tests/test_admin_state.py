@@ -322,6 +322,32 @@ def test_a_task_nobody_can_take_is_said_once_then_given_up_after_the_timeout():
     assert sim.st.unassigned == [3] and sim.st.idle
 
 
+def test_a_task_nobody_can_take_that_comes_after_a_give_up_gets_the_whole_timeout_too():
+    sim = Sim(unassignable_timeout=5)
+    w = sim.join("Junior", skill=3)
+    sim.submit(Task(1, "first", 8))
+    sim.tick(at=0.5)
+    sim.now = 5.6
+    w.heartbeat()
+    assert c.Finished(1, TaskStatus.CANCELLED, None, "no connected worker can take it") \
+        in sim.tick()
+
+    sim.now = 5.7  # (a program that tries again at once, before the next tick)
+    sim.submit(Task(2, "again", 8))
+    cmds = sim.tick(at=5.8)
+    assert 2 not in sim.finished()
+    assert "task 2 'again' needs skill >= 8; best connected is 3" in logs(cmds, "WARNING")
+    for at in (6.0, 8.0, 10.0, 10.7):
+        sim.now = at
+        w.heartbeat()
+        assert 2 not in sim.finished(), at
+        sim.tick()
+    sim.now = 10.9
+    w.heartbeat()
+    assert c.Finished(2, TaskStatus.CANCELLED, None, "no connected worker can take it") \
+        in sim.tick()
+
+
 # --------------------------------------------------------------------------- restart
 
 

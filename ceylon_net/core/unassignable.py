@@ -55,6 +55,10 @@ class Unassignable:
             return []
         ids = [t for b in blocked for t in b.tasks]
         out.log("ERROR", f"giving up on {len(ids)} unassignable task(s): {ids}")
+        # Those are gone: a task that comes after them (a program trying again) is said and
+        # waited for afresh, not given up at once on their clock.
+        self._since = None
+        self._warned.clear()
         return ids
 
     def _current(self, board: TaskBoard, joined: int) -> list[Blocked]:
