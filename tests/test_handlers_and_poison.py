@@ -33,7 +33,9 @@ def test_handlers_return_values_errors_and_keep_heartbeats(tmp_path, tasks_file)
     tasks += [{"id": "bad", "description": "raises", "difficulty": 1, "handler": "boom",
                "args": ["no good"]},
               {"id": "long", "description": "3 s in a thread", "difficulty": 1,
-               "handler": "busy", "args": [3.0]}]
+               "handler": "busy", "args": [3.0]},
+              {"id": "raw", "description": "bytes back", "difficulty": 1,
+               "handler": "raw_bytes"}]
     path = tasks_file(tasks)
     report_path = tmp_path / "report.json"
 
@@ -51,8 +53,9 @@ def test_handlers_return_values_errors_and_keep_heartbeats(tmp_path, tasks_file)
     assert " lost: " not in err  # the 3-second sync task did not stop the heartbeats
     report = json.loads(report_path.read_text())
     by_id = {t["id"]: t for t in report["tasks"]}
-    assert len(by_id) == 202
-    assert report["success_rate"] == 201 / 202
+    assert len(by_id) == 203
+    assert report["success_rate"] == 202 / 203
+    assert by_id["raw"]["value"] == "b'\\x00\\x01'"  # (JSON holds no bytes: their repr)
     assert not by_id["bad"]["success"]
     assert "ValueError: no good" in by_id["bad"]["error"]
     assert by_id["long"]["success"] and by_id["long"]["seconds"] >= 3.0

@@ -195,6 +195,50 @@ def test_batches_waited_for_survive_an_admin_killed_and_restarted_on_its_journal
     assert first_b > last_a - 0.01, rows  # b's tasks started after a's last ended
 
 
+def test_a_value_json_cannot_hold_is_written_as_its_repr_and_the_report_is_whole(
+        tmp_path, tasks_file):
+    path = tasks_file([{"id": "raw", "description": "bytes back", "difficulty": 1,
+                        "handler": "raw_bytes"},
+                       {"id": "plain", "description": "a", "difficulty": 1}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin()
+            await c.worker("w1", "--app", "demo_handlers", "--time-scale", "0",
+                           env={"PYTHONPATH": str(REPO / "tests" / "apps")})
+            await wait_until(lambda: "joined from" in admin.stderr(), 20, "the worker")
+            return await _submit(c, str(path), "--wait", "--json")
+
+    code, out, err = run(body())
+    assert code == 0, err
+    by_id = {t["id"]: t for t in json.loads(out)["tasks"]}
+    assert by_id["raw"]["success"] and by_id["raw"]["value"] == "b'\\x00\\x01'"
+    assert by_id["plain"]["success"]
+
+
+@pytest.mark.parametrize("args, says", [
+    ([10 ** 30], "(at ['tasks'][0]['args'][0]: int): Integer value out of range"),
+    ("deep", "nested too deeply"),
+])
+def test_a_task_whose_arguments_the_wire_cannot_carry_is_refused_before_sending(
+        tmp_path, tasks_file, args, says):
+    if args == "deep":
+        args = []
+        for _ in range(600):
+            args = [args]
+    path = tasks_file([{"id": "x", "description": "a", "difficulty": 1, "handler": "h",
+                        "args": args}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:  # (no admin: refused before connecting)
+            return await _submit(c, str(path), "--connect-timeout", "1")
+
+    code, out, err = run(body())
+    assert code == 2, err
+    assert f"error: {path}: cannot be sent: " in err and says in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
 async def _waiting_submit(c, path):
     """A serving admin (no journal) with one worker, and ceylon-submit --wait of ``path``
     whose batch it has taken: (admin, submit)."""

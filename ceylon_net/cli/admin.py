@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +11,7 @@ import typer
 from loguru import logger
 
 from ..core.groups import TaskGroup
-from ..core.tasks import RunReport, Task
+from ..core.tasks import RunReport, Task, json_text
 from ..core.workfile import load_work, work_ids
 from ..edge import loop
 from ..edge.admin import Admin
@@ -131,7 +130,7 @@ def _finish(report: RunReport, report_json: Path | None) -> None:
     unwritten = None
     if report_json is not None:
         try:
-            report_json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+            report_json.write_text(json_text(report.to_json(), indent=2) + "\n")
         except OSError as exc:
             unwritten = f"--report-json {report_json}: {exc.strerror or exc}"
     print_report(report)

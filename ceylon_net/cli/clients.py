@@ -13,11 +13,12 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from ..core.tasks import RunReport
+from .. import wire
+from ..core.tasks import RunReport, json_text
 from ..core.workfile import parse_file, parse_work
 from ..edge.client import AsyncClient
 from ..edge.transport import create_keypair
-from ..errors import AdminUnreachableError, ConfigError, RejectedError
+from ..errors import AdminUnreachableError, ConfigError, LocalProtocolError, RejectedError
 from ..wire import Submitted
 from .common import (
     EXIT_CONFIG,
@@ -103,8 +104,11 @@ def submit(
         # Refuse a bad file here, before anything is sent; what it depends on may be on the
         # admin already (an earlier batch's groups and tasks): the admin checks that.
         parse_work(doc, str(file), standalone=False)
+        wire.pack(doc)  # (what the wire cannot carry: an int over 64 bits, too deep a nesting)
     except ConfigError as exc:
         fail(EXIT_CONFIG, str(exc))
+    except LocalProtocolError as exc:
+        fail(EXIT_CONFIG, f"{file}: cannot be sent: {exc}")
     try:
         submitted, report = asyncio.run(_submit(c, doc if isinstance(doc, dict)
                                                 else {"tasks": doc}, wait, sequential))
@@ -124,7 +128,7 @@ def submit(
 def _print_batch(report: dict[str, Any], as_json: bool) -> None:
     run = RunReport.from_json(report)
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        typer.echo(json_text(report, indent=2))
     else:
         print_report(run)
     if run.unassigned:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,13 @@ class TaskResult:
 
 
 # --------------------------------------------------------------------------- run reports
+
+
+def json_text(doc: Any, indent: int | None = None) -> str:
+    """JSON of a report or a result. A handler's return value may hold what msgpack carries
+    and JSON does not (bytes): that is written as its Python repr, ``"b'\\x00'"``, in every
+    file and output alike (a report is never lost over one value)."""
+    return json.dumps(doc, indent=indent, default=repr)
 
 
 @dataclass(slots=True)

@@ -32,7 +32,7 @@ from ..core.board import ENDED, STATUS_OF, TaskBoard
 from ..core.commands import NewWork
 from ..core.groups import TaskGroup, TaskManager
 from ..core.restore import JournaledTask, missing_groups
-from ..core.tasks import Task, TaskId, TaskResult, TaskStatus
+from ..core.tasks import Task, TaskId, TaskResult, TaskStatus, json_text
 from ..errors import ConfigError, RemoteProtocolError
 
 if TYPE_CHECKING:
@@ -413,10 +413,10 @@ class ResultsFile:
         self.run = ""
 
     def add(self, r: TaskResult) -> None:
-        self.lines.append(json.dumps(
+        self.lines.append(json_text(
             {"task_id": r.task_id, "worker": r.worker, "success": r.success,
              "seconds": round(r.seconds, 6), "attempt": r.attempt, "error": r.error,
-             "value": r.value, "at": time.time(), "run": self.run}, default=repr))
+             "value": r.value, "at": time.time(), "run": self.run}))
 
     def complete(self, board: TaskBoard) -> int:
         """After a restart on a journal: append the results the journal holds and this file

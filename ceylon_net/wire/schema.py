@@ -13,6 +13,7 @@ import enum
 import inspect
 import math
 import reprlib
+import sys
 import threading
 import types
 import typing
@@ -157,7 +158,11 @@ def _from_wire_slowly(cls: type[T], data: Any) -> T:
 
 
 def pack(obj: Any) -> bytes:
-    return packb(to_wire(obj))
+    try:
+        return packb(to_wire(obj))
+    except RecursionError:  # (to_wire follows nested lists and maps down)
+        raise LocalProtocolError(f"cannot encode {type(obj).__name__}: nested too deeply "
+                                 f"(more than about {sys.getrecursionlimit()} levels)") from None
 
 
 def unpack(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) -> T:

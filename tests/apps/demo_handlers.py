@@ -86,3 +86,9 @@ async def overlap(delay: float = 0.05) -> int:
     finally:
         _running -= 1
     return _peak
+
+
+@handler("raw_bytes")
+def raw_bytes() -> bytes:
+    """Returns what msgpack carries and JSON does not."""
+    return b"\x00\x01"
