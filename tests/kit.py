@@ -82,10 +82,12 @@ class SimWorker:
     def say(self, kind: bytes, msg: Any = None, **kw: Any) -> list[Any]:
         return self.sim.receive(self.peer, frames(kind, msg, sender=self.name, **kw))
 
-    def hello(self, **kw: Any) -> list[Any]:
+    def hello(self, limit: int = 0, **kw: Any) -> list[Any]:
+        """``limit``: the --max-message-bytes it says (0: says none, an older worker)."""
         hello = Hello(self.name, self.role, self.skill, self.capacity,
                       [[t, a] for t, a in self.held.items()],
-                      [wire.to_wire(r) for r in self.unacked.values()])
+                      [wire.to_wire(r) for r in self.unacked.values()],
+                      max_message_bytes=limit)
         return self.say(Kind.HELLO, hello, **kw)
 
     def heartbeat(self, pub: bool = True) -> list[Any]:

@@ -65,6 +65,19 @@ def test_registrations_that_do_not_fit_are_rejected_with_the_reason():
     assert sim.st.workers() == []
 
 
+def test_a_worker_that_takes_smaller_messages_than_the_admin_sends_is_refused_saying_so():
+    sim = Sim(max_message_bytes=1 << 20)
+    small = sim.worker("small")
+    (reject,) = sends(small.hello(limit=65536), Kind.REJECT, small.peer)
+    assert reject == wire.Reject("worker 'small' takes messages of at most 65,536 bytes and "
+                                 "this admin sends up to 1,048,576 (--max-message-bytes): give "
+                                 "both the same value")
+    for name, limit in (("same", 1 << 20), ("larger", 8 << 20), ("unsaid", 0)):
+        w = sim.worker(name)
+        assert sends(w.hello(limit=limit), Kind.WELCOME, w.peer), name
+    assert sorted(r.name for r in sim.st.workers()) == ["larger", "same", "unsaid"]
+
+
 def test_a_second_worker_under_a_live_name_is_refused_a_silent_one_replaced():
     sim = Sim()
     first = sim.join("Senior")

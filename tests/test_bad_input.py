@@ -37,6 +37,29 @@ def test_wrong_workspace_is_rejected_with_the_reason(tmp_path):
            "'default'" in err
 
 
+@pytest.mark.parametrize("admin_args, worker_args", [
+    ((), ("--max-message-bytes", "65536")),  # the worker's lowered
+    (("--max-message-bytes", "10000000"), ()),  # the admin's raised (for a large file)
+])
+def test_a_worker_that_takes_smaller_messages_than_the_admin_sends_is_told_and_exits(
+        tmp_path, admin_args, worker_args):
+    """Before, the admin's first large batch of tasks broke the worker's connection, the
+    admin called it lost, and the run waited for ever without an error on either side."""
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await _serving_admin(c, *admin_args)
+            w = await c.worker("w", *worker_args)
+            return await w.wait(20), w.stderr(), admin.stderr()
+
+    code, err, admin_err = run(body())
+    limit = 65536 if worker_args else 1 << 20
+    ours = 1 << 20 if worker_args else 10_000_000
+    said = (f"worker 'w' takes messages of at most {limit:,} bytes and this admin sends up "
+            f"to {ours:,} (--max-message-bytes): give both the same value")
+    assert code == 1 and f"rejected by the admin: {said}" in err, err
+    assert said in admin_err
+
+
 def test_duplicate_worker_name_is_rejected(tmp_path):
     async def body():
         async with Cluster(workdir=tmp_path) as c:

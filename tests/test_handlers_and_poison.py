@@ -64,6 +64,31 @@ def test_handlers_return_values_errors_and_keep_heartbeats(tmp_path, tasks_file)
         assert by_id[f"e{i}"]["value"] == {"echo": i}
 
 
+def test_a_result_larger_than_the_admin_takes_fails_on_a_worker_that_takes_larger_ones(
+        tmp_path, tasks_file):
+    """The worker checks a result against the admin's limit too (said in its welcome):
+    before, a result between the two limits broke the connection on every resend, for ever."""
+    path = tasks_file([{"id": "big", "description": "2 MB back", "difficulty": 1,
+                        "handler": "sized", "args": [2_000_000]},
+                       {"id": "small", "description": "1 kB back", "difficulty": 1,
+                        "handler": "sized", "args": [1000]}])
+    report_path = tmp_path / "report.json"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--report-json", str(report_path))
+            w = await _worker(c, "w", "--max-message-bytes", "8000000")
+            return await admin.wait(60), admin.stderr(), await w.wait(15)
+
+    code, err, worker_code = run(body())
+    assert code == 0, err  # (the run ended: a task failed, as a handler's error does)
+    assert worker_code == 0
+    by_id = {t["id"]: t for t in json.loads(report_path.read_text())["tasks"]}
+    assert by_id["small"]["success"] and len(by_id["small"]["value"]) == 1000
+    assert not by_id["big"]["success"]
+    assert "over the 1,047,552 a message may carry" in by_id["big"]["error"], by_id["big"]
+
+
 def test_a_poison_task_fails_after_three_attempts_and_the_run_finishes(tmp_path, tasks_file):
     tasks = [{"id": "poison", "description": "kills its worker", "difficulty": 1,
               "handler": "die", "priority": 10}]

@@ -1,5 +1,6 @@
 """The journal on its own: what goes in comes back after a crash (no sockets)."""
 
+import signal
 import sqlite3
 
 import pytest
@@ -351,6 +352,37 @@ def test_a_journal_damaged_past_its_first_page_is_refused_untouched(tmp_path):
     assert p.returncode == 2, p.stderr
     assert "corrupt" in p.stderr and "Traceback" not in p.stderr
     assert path.read_bytes() == before
+
+
+def test_a_second_admin_on_a_journal_in_use_is_refused_and_the_first_runs_on(tmp_path):
+    from conftest import run
+
+    from ceylon_net.dev.testing import Cluster, cli, wait_until
+
+    path = tmp_path / "state.db"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            first = await c.admin("--journal", str(path))
+            await wait_until(lambda: "serving workspace" in first.stderr(), 20, "admin 1")
+            second = await c.spawn("admin-2", [*cli("ceylon-admin"), "--journal", str(path),
+                                               "--port", "0", "--pub-port", "0", "--bind",
+                                               "127.0.0.1"])
+            code2 = await second.wait(30)
+            await c.worker("w", "--time-scale", "0")  # (a write: the first one's journal
+            await wait_until(lambda: "joined from" in first.stderr(), 20, "the worker")
+            alive = first.process.returncode is None
+            first.signal(signal.SIGTERM)
+            code1 = await first.wait(20)
+            third = await c.admin("--journal", str(path), name="admin-3")  # (free again)
+            await wait_until(lambda: "serving workspace" in third.stderr(), 20, "admin 3")
+            return code2, second.stderr(), alive, code1, first.stderr()
+
+    code2, err2, alive, code1, err1 = run(body())
+    assert code2 == 2, err2
+    assert f"journal {path} is in use by another ceylon-admin" in err2, err2
+    assert "Traceback" not in err2
+    assert alive and code1 == 0 and "database is locked" not in err1, err1
 
 
 def _cancel_then_kill(tmp_path):

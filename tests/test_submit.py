@@ -233,7 +233,7 @@ def test_a_task_whose_arguments_the_wire_cannot_carry_is_refused_before_sending(
         async with Cluster(workdir=tmp_path) as c:  # (no admin: refused before connecting)
             return await _submit(c, str(path), "--connect-timeout", "1")
 
-    code, out, err = run(body())
+    code, _, err = run(body())
     assert code == 2, err
     assert f"error: {path}: cannot be sent: " in err and says in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err

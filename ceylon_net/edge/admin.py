@@ -99,13 +99,14 @@ class Admin(AgentBase):
         if self._sockets is not None or self.state.closing:
             raise ConfigError(f"admin '{self.name}' was started already (make a new one)")
         s = self.settings
-        if s.journal is not None and self.journal is None:
-            self._resume(Journal(s.journal, s.workspace))  # JournalError: nothing started
         curve = load_keys(s.curve_secret) if s.curve_secret else None
         self._sockets = AdminSockets(s.endpoint_host, s.max_message_bytes, s.workspace, curve,
                                      s.authorized_keys)
         try:
             self.port, self.pub_port = self._sockets.bind(s.port, s.pub_port)
+            if s.journal is not None and self.journal is None:  # (bound first: a port in use
+                # leaves the journal to the next try; held, it would refuse a new admin)
+                self._resume(Journal(s.journal, s.workspace, hold=True))
             await _open_outputs(self)
         except ConfigError:
             self._sockets.close(0)

@@ -15,6 +15,7 @@ of schema version 1 (a row per task) is converted once, in one transaction.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import sqlite3
@@ -68,12 +69,40 @@ class JournalError(ConfigError):
     """The journal file cannot be used (another workspace, newer schema, not a journal)."""
 
 
+def _hold(path: Path) -> int:
+    """An exclusive lock on the journal file for as long as the descriptor returned stays
+    open (the kernel drops it when the process dies): a second admin on the same file would
+    have the first one fail on 'database is locked' mid-run. (flock's lock is apart from
+    SQLite's own record locks.)"""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise JournalError(f"journal {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise JournalError(f"journal {path} is in use by another ceylon-admin: stop that one "
+                           f"first, or name another file") from None
+    return fd
+
+
 class Journal:
-    def __init__(self, path: str | Path, workspace: str) -> None:
+    def __init__(self, path: str | Path, workspace: str, hold: bool = False) -> None:
+        """``hold``: keep the file to this process until :meth:`close` (a serving admin's
+        journal); refused when another holds it."""
         self.path = Path(path)
         self.workspace = workspace
         if self.path.is_dir():
             raise JournalError(f"journal {self.path} is a directory: name a file in it")
+        self._held = _hold(self.path) if hold else None
+        try:
+            self._open()
+        except BaseException:
+            self._let_go()
+            raise
+
+    def _open(self) -> None:
         existed = self.path.exists() and self.path.stat().st_size > 0
         version = self._check() if existed else SCHEMA_VERSION
         try:
@@ -88,7 +117,7 @@ class Journal:
                 self.db.executescript(_SCHEMA)
                 self.db.executemany("INSERT INTO meta VALUES (?, ?)",
                                     [("schema_version", str(SCHEMA_VERSION)),
-                                     ("workspace", workspace), ("run", self.run)])
+                                     ("workspace", self.workspace), ("run", self.run)])
             else:
                 row = self.db.execute("SELECT value FROM meta WHERE key='run'").fetchone()
                 self.run = row[0] if row else self.run
@@ -202,8 +231,16 @@ class Journal:
                 self._upgrade = False
 
     def close(self) -> None:
-        self.commit()
-        self.db.close()
+        try:
+            self.commit()
+            self.db.close()
+        finally:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None
 
     # ---- reading
     def tasks(self) -> list[JournaledTask]:

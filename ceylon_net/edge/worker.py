@@ -99,6 +99,15 @@ class Worker(AgentBase):
         self._outbox = Outbox()  # broadcasts and messages an admin may refuse (see Outbox)
 
     @property
+    def send_limit(self) -> int:
+        """The largest message the admin takes: our --max-message-bytes, or the admin's if
+        smaller (its socket would drop a larger one with the connection)."""
+        limit = self.settings.max_message_bytes
+        if self._welcome is not None and self._welcome.max_message_bytes:
+            limit = min(limit, self._welcome.max_message_bytes)
+        return limit
+
+    @property
     def tasks_run(self) -> int:
         return self.runner.runs
 
@@ -129,7 +138,7 @@ class Worker(AgentBase):
         if value is None or type(value) in (bool, float) \
                 or (type(value) is int and -(2**63) <= value < 2**64):
             return None
-        limit = self.settings.max_message_bytes - wire.FRAME_SLACK
+        limit = self.send_limit - wire.FRAME_SLACK
         try:
             packed = wire.pack_batch([result])
             if len(packed) > limit:
@@ -325,7 +334,7 @@ class Worker(AgentBase):
                 self._after_hello.append((r.task_id, r.attempt))
         holding = self.runner.holding() + [[t, a] for t, a in self._after_hello]
         return Hello(s.name, s.role, s.skill, s.capacity, holding, results,
-                     sorted(handlers.registered()))
+                     sorted(handlers.registered()), s.max_message_bytes)
 
     def _on_welcome(self, welcome: Welcome) -> None:
         assert self._sockets is not None
@@ -617,7 +626,7 @@ class Worker(AgentBase):
                                                  wire.Started(started, released, stuck)))
         if runner.unsent:
             header = wire.make_header(self.workspace_id, self.name, "TaskResult")
-            limit = self.settings.max_message_bytes - wire.FRAME_SLACK
+            limit = self.send_limit - wire.FRAME_SLACK
             for _, payload in wire.packed_batches(runner.take_unsent(), limit):
                 self._sockets.send_soon(wire.encode_frames(Kind.RESULT, header, payload))
 
@@ -641,10 +650,7 @@ class Worker(AgentBase):
     async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
         if self._sockets is None:
             raise RuntimeError(f"worker '{self.name}' is not running")
-        limit = self.settings.max_message_bytes
-        if self._welcome is not None and self._welcome.max_message_bytes:
-            limit = min(limit, self._welcome.max_message_bytes)  # the admin's, if smaller
-        type_, payload = self._outgoing(data, limit, self.limits)
+        type_, payload = self._outgoing(data, self.send_limit, self.limits)
         header = wire.make_header(self.workspace_id, self.id, type_, to)
         frames = wire.encode_frames(kind, header, payload)
         if self._welcome is None:  # registering: it goes once we are welcomed

@@ -29,6 +29,9 @@ class Hello:
                                                       metadata={"max_items": MAX_HELD})
     handlers: list[str] = dataclasses.field(default_factory=list,  # task handlers it has
                                             metadata={"max_items": MAX_HANDLERS})
+    # Its --max-message-bytes (0: not said, an older worker): its socket drops a larger frame
+    # with the connection, so an admin that would send larger ones refuses it instead.
+    max_message_bytes: int = 0
 
 
 @message

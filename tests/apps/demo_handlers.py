@@ -92,3 +92,9 @@ async def overlap(delay: float = 0.05) -> int:
 def raw_bytes() -> bytes:
     """Returns what msgpack carries and JSON does not."""
     return b"\x00\x01"
+
+
+@handler("sized")
+def sized(n: int) -> str:
+    """A return value of ``n`` characters."""
+    return "x" * n
