@@ -322,6 +322,29 @@ def test_a_later_batch_may_depend_on_an_earlier_ones_groups_and_tasks(tmp_path):
     assert (code3, out3.strip(), err3.strip()) == (0, "7: already finished", "")
 
 
+def test_ceylon_cancel_takes_an_id_as_typed_first_and_never_cancels_two_tasks_for_one(
+        tmp_path, tasks_file):
+    path = tasks_file([{"id": 7, "description": "the number", "difficulty": 1},
+                       {"id": "7", "description": "the string", "difficulty": 1}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _serving(c, workers=())  # (nobody runs them: both stay queued)
+            submitted = await _submit(c, str(path), label="submit")
+            said = []
+            for n, arg in enumerate(("7", "007", "7")):
+                p = await c.spawn(f"cancel{n}", [*cli("ceylon-cancel"), arg, "--port",
+                                                 str(c.port)])
+                said.append((await p.wait(20), p.stdout().strip(), p.stderr().strip()))
+            return submitted, said
+
+    (code, _, err), said = run(body())
+    assert code == 0, err
+    assert said == [(0, "7: cancelled", ""),  # the task "7" (as typed), not 7 as well
+                    (0, "7: cancelled", ""),  # no task "007": the number 7
+                    (0, "7: already finished", "")]
+
+
 @pytest.mark.timeout(120)
 def test_submit_wait_takes_the_report_of_a_batch_larger_than_a_message(tmp_path, tasks_file):
     """20,000 tasks: the report is over 1 MiB. The client's connection was dropped on it (and

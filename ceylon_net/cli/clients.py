@@ -57,8 +57,9 @@ Sequential = Annotated[bool, typer.Option(
                          "run side by side with it).")]
 ConnectTimeout = Annotated[float, opt("Seconds to wait for the admin to answer.",
                                       "CONNECT_TIMEOUT")]
-TaskIds = Annotated[list[str], typer.Argument(help="Task ids (numbers are tried as numbers "
-                                                   "too).")]
+TaskIds = Annotated[list[str], typer.Argument(help="Task ids, as typed; one that is no "
+                                                   "task's but reads as a number is tried as "
+                                                   "that number.")]
 Reason = Annotated[str, typer.Option(help="Why; shown in the report.")]
 
 T = TypeVar("T")
@@ -154,6 +155,21 @@ async def _ask(c: AsyncClient, request: Callable[[], Awaitable[T]]) -> T:
         return await request()
 
 
+async def _cancel(c: AsyncClient, typed: list[str], reason: str) -> dict[str, list[Any]]:
+    """Each id as typed first; one no task has that reads as a number ("7", "007") then as
+    that number: one id never cancels two tasks (a file may hold both 7 and "7")."""
+    outcome = await c.cancel(typed, reason)
+    numbers = {int(t): t for t in outcome["unknown"] if t.lstrip("-").isdigit()}
+    if numbers:
+        more = await c.cancel(list(numbers), reason)
+        for kind in ("cancelled", "stopping", "finished"):
+            outcome[kind] += more[kind]
+        still = {numbers[n] for n in more["unknown"]}
+        outcome["unknown"] = [t for t in outcome["unknown"] if t not in numbers.values()
+                              or t in still]
+    return outcome
+
+
 @cancel_app.command(help="Cancel tasks on a running admin: queued ones at once, running ones "
                          "are stopped by their worker. Exit 0 when every id was known.")
 def cancel(
@@ -164,20 +180,15 @@ def cancel(
 ) -> None:
     configure_logging(log_level, log_json)
     c = client(admin_peer, port, workspace, token, curve_secret, admin_key, timeout)
-    # Each id as typed is asked for as a string, and as a number if it reads as one ("007"
-    # is task 7 too): it is known when either form is.
-    forms = {t: [t, int(t)] if t.lstrip("-").isdigit() else [t] for t in task_ids}
-    ids = [form for each in forms.values() for form in each]
     try:
-        outcome = asyncio.run(_ask(c, lambda: c.cancel(ids, reason)))
+        outcome = asyncio.run(_ask(c, lambda: _cancel(c, task_ids, reason)))
     except (AdminUnreachableError, RejectedError) as exc:
         fail(EXIT_FAILED, str(exc))
-    known = {str(t) for k in ("cancelled", "stopping", "finished") for t in outcome[k]}
     for kind, label in (("cancelled", "cancelled"), ("stopping", "stopping (on its worker)"),
                         ("finished", "already finished")):
         for t in outcome[kind]:
             typer.echo(f"{t}: {label}")
-    missing = [t for t, each in forms.items() if not any(str(f) in known for f in each)]
+    missing = outcome["unknown"]
     for t in missing:
         typer.echo(f"{t}: unknown task", err=True)
     if missing:
