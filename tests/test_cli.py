@@ -133,6 +133,57 @@ def test_sigterm_on_a_serving_admin_ends_the_workers_cleanly(tmp_path):
     assert "admin ended the run: admin stopped" in err
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_tasks_run_stopped_by_a_signal_exits_128_plus_it_with_the_report_so_far(
+        tmp_path, tasks_file, sig):
+    """So that 'ceylon-admin --tasks nightly.json && publish' does not publish a run cut
+    short (it exited 0, said 'run over' and wrote no report)."""
+    import signal
+
+    number = getattr(signal, sig)
+    path = tasks_file([{"id": i, "description": "t", "difficulty": 1, "duration": 0.3 * i}
+                       for i in range(1, 4)] + [{"id": 9, "description": "long",
+                                                 "difficulty": 1, "duration": 60}])
+    report = tmp_path / "report.json"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--report-json", str(report))
+            w = await c.worker("w", "--concurrency", "4")
+            await wait_until(lambda: "progress: 3/4 done" in admin.stderr(), 30, "3 tasks")
+            admin.signal(number)
+            return await admin.wait(20), admin.stdout(), admin.stderr(), await w.wait(15)
+
+    code, out, err, worker_code = run(body())
+    assert code == 128 + number, err
+    assert f"interrupted before the run finished by {sig}: the report so far follows" in err
+    assert sorted(t["id"] for t in json.loads(report.read_text())["tasks"]) == [1, 2, 3]
+    assert "(3/3 tasks)" in out
+    assert worker_code == 0
+
+
+def test_sighup_drains_a_worker_as_sigterm_does(tmp_path, tasks_file):
+    """A closed terminal or SSH session: the worker finishes its task and says goodbye,
+    instead of dying on the spot (exit 129) and being found lost later."""
+    import signal
+
+    path = tasks_file([{"id": "t", "description": "3 s", "difficulty": 1, "duration": 3}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--expect-workers", "1")
+            w = await c.worker("w")
+            await wait_until(lambda: "progress: 0/1 done, 1 running" in admin.stderr(), 30,
+                             "the task to run")
+            w.signal(signal.SIGHUP)
+            return await w.wait(20), w.stderr(), await admin.wait(30), admin.stderr()
+
+    worker_code, werr, admin_code, aerr = run(body())
+    assert worker_code == 0, werr
+    assert "drain" in werr, werr
+    assert admin_code == 0 and " lost: " not in aerr, aerr
+
+
 def test_submit_wait_keeps_waiting_on_an_admin_with_a_slow_heartbeat(tmp_path, tasks_file):
     """An admin with --heartbeat 12 says how the batch goes once a beat: ceylon-submit --wait
     must not take 10 s without a word for a lost admin."""

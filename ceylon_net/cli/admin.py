@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -120,13 +121,23 @@ def admin(
         fail(EXIT_CONFIG, str(exc))
     except Crashed as exc:
         fail(EXIT_FAILED, str(exc))
+    except Interrupted as stop:  # (a script's "ceylon-admin --tasks ... && publish" stops)
+        _finish(stop.report, report_json, 128 + stop.signal)
     if report is not None:
         _finish(report, report_json)
 
 
-def _finish(report: RunReport, report_json: Path | None) -> None:
-    """The run is over: the JSON report first (nothing printed may stand in its way), the
-    table, the exit code."""
+class Interrupted(Exception):
+    """A signal stopped a --tasks run before it finished: the report so far."""
+
+    def __init__(self, report: RunReport, sig: int) -> None:
+        super().__init__(f"interrupted by signal {sig}")
+        self.report, self.signal = report, sig
+
+
+def _finish(report: RunReport, report_json: Path | None, code: int | None = None) -> None:
+    """The run is over (or was stopped: ``code``): the JSON report first (nothing printed
+    may stand in its way), the table, the exit code."""
     unwritten = None
     if report_json is not None:
         try:
@@ -136,6 +147,8 @@ def _finish(report: RunReport, report_json: Path | None) -> None:
     print_report(report)
     if unwritten is not None:
         fail(EXIT_FAILED, unwritten)
+    if code is not None:
+        raise typer.Exit(code)
     if report.unassigned:
         raise typer.Exit(EXIT_UNASSIGNED)
 
@@ -155,7 +168,8 @@ async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskG
                      ) -> RunReport | None:
     admin = Admin(settings=settings)
     await admin.start()
-    async with on_signals(admin.stop):
+    ended = "run over" if work is not None else "admin stopped"
+    async with on_signals(admin.stop) as caught:
         try:
             if work is None:
                 await admin.serve()
@@ -176,11 +190,14 @@ async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskG
             stop.cancel()
             if not run.done():
                 run.cancel()
-                logger.warning("interrupted before the run finished")
-                return None
+                ended = "interrupted before the run finished"
+                sig = caught.signal or signal.SIGINT
+                logger.warning("{} by {}: the report so far follows", ended,
+                               signal.Signals(sig).name)
+                raise Interrupted(admin.report(), sig)
             return run.result()
         finally:
-            await admin.close("run over" if work is not None else "admin stopped")
+            await admin.close(ended)
 
 
 def _same_run(path: Path, workspace: str, work: tuple[list[Task], list[TaskGroup]],

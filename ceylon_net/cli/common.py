@@ -88,19 +88,29 @@ def path_str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP too: a closed terminal or SSH session stops a program as Ctrl-C does (drained, the
+# workers told), not on the spot.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Caught:
+    """The last stop signal :func:`on_signals` caught (None: none)."""
+
+    signal: int | None = None
 
 
 @contextlib.asynccontextmanager
-async def on_signals(callback: Callable[[], Awaitable[Any]]) -> AsyncIterator[None]:
-    """While the block runs, SIGINT and SIGTERM run ``callback`` on the event loop. When it
-    ends, a callback still running is cancelled and awaited (none is left pending when the
-    loop closes), and a signal that arrives as the program winds down is ignored: it is
-    stopping already."""
+async def on_signals(callback: Callable[[], Awaitable[Any]]) -> AsyncIterator[Caught]:
+    """While the block runs, SIGINT, SIGTERM and SIGHUP run ``callback`` on the event loop.
+    When it ends, a callback still running is cancelled and awaited (none is left pending
+    when the loop closes), and a signal that arrives as the program winds down is ignored: it
+    is stopping already. Yields what it caught."""
     loop = asyncio.get_running_loop()
     running: set[asyncio.Task[Any]] = set()
+    caught = Caught()
 
-    def run_callback() -> None:
+    def run_callback(sig: int) -> None:
+        caught.signal = sig
         task = loop.create_task(callback())
         running.add(task)
         task.add_done_callback(running.discard)
@@ -109,9 +119,9 @@ async def on_signals(callback: Callable[[], Awaitable[Any]]) -> AsyncIterator[No
         logger.debug("a signal while stopping: ignored")
 
     for sig in SIGNALS:
-        loop.add_signal_handler(sig, run_callback)
+        loop.add_signal_handler(sig, run_callback, sig)
     try:
-        yield
+        yield caught
     finally:
         for sig in SIGNALS:
             loop.add_signal_handler(sig, stopping_already)
