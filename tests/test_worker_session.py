@@ -52,6 +52,9 @@ class _Sent:
     def subscribe(self, host: str, pub_port: int, topics: Any) -> bool:
         return False  # where it was already
 
+    def close(self) -> None:
+        pass
+
 
 def _welcomed(draining: bool) -> list[bytes]:
     w = Worker("w", "default", "127.0.0.1", 9999)
@@ -155,3 +158,24 @@ def test_the_answers_to_a_release_are_said_without_waiting_for_results(monkeypat
             return late, said_started, given, sent.said("released")
 
     assert run(body()) == (False, True, True, [[5, 1]])
+
+
+@pytest.mark.timeout(30)
+def test_the_last_heartbeat_names_the_tasks_the_stop_cut_off_until_the_goodbye(monkeypatch):
+    """A drain that timed out stops the tasks still running; the heartbeat sent before BYE
+    left them out, and the admin said the worker 'never got' them (and '0 task(s) back in
+    the queue' when it left). They are the worker's until its goodbye gives them back."""
+    gates = _gates(monkeypatch, ("cut", "short"), hold=0.0)
+
+    async def body() -> tuple[list[Any], list[bytes]]:
+        async with _serving(gates) as (w, sent):
+            gates["short"].set()
+            await wait_until(lambda: ["short"] in sent.results(), 10, "short's result")
+            w._end_reason = "stopped"
+            await w._shutdown()  # (cut runs on: the stop cancels it)
+            beats = [f for f in sent.frames if f[0] == Kind.HEARTBEAT]
+            return wire.unpack(wire.Heartbeat, beats[-1][2]).holding, sent.kinds[-2:]
+
+    holding, last = run(body())
+    assert ["cut", 1] in holding and ["short", 1] in holding  # (short: not acknowledged yet)
+    assert last == [Kind.HEARTBEAT, Kind.BYE]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from loguru import logger
@@ -240,14 +241,17 @@ class Worker(AgentBase):
         for task in loops:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
+        cut_off = self.runner.holding()  # (what the stop ends here: still ours until BYE)
         await self.runner.stop()
         await self._cancel_handlers()
         if self._sockets is None:
             return
         try:
             if self._welcome is not None and self._end_reason == "stopped":
-                self._flush()  # which tasks started (one cut off by the drain: not "never got")
-                self._sockets.send_soon(self._heartbeat_frames())  # what it heard, last
+                self._flush()  # which tasks started
+                # What it heard, last; and the tasks the stop cut off, held until the goodbye
+                # gives them back (left out, the admin would say this worker "never got" them).
+                self._sockets.send_soon(self._heartbeat_frames(cut_off))
                 await self._send(Kind.BYE, wire.End("worker stopping"))
         except Exception:
             if self._failure is None:
@@ -582,12 +586,13 @@ class Worker(AgentBase):
                     self._flush()  # tasks that started since the last results, results again
                 await self._sockets.send(self._heartbeat_frames(), 1.0)
 
-    def _heartbeat_frames(self) -> list[bytes]:
+    def _heartbeat_frames(self, cut_off: Sequence[list[Any]] = ()) -> list[bytes]:
         interval = self._welcome.heartbeat if self._welcome else 1.0
         hears_pub = time.monotonic() - self._pub_beat < 2 * interval
         inbox = self._inbox
+        accounted = self.runner.accounted()
         return self._frames(Kind.HEARTBEAT, wire.Heartbeat(
-            self.runner.accounted(), pub=hears_pub,
+            [*accounted, *(p for p in cut_off if p not in accounted)], pub=hears_pub,
             heard=-1 if inbox.heard is None else inbox.heard, delivered=inbox.delivered,
             missing=inbox.missing(), lost=inbox.skipped, stuck=self.runner.stuck))
 
