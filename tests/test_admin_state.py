@@ -335,6 +335,17 @@ def test_a_task_nobody_can_take_is_said_once_then_given_up_after_the_timeout():
     assert sim.st.unassigned == [3] and sim.st.idle
 
 
+def test_what_a_submitter_names_cannot_forge_lines_in_the_admins_log():
+    sim = Sim()
+    sim.join("Junior", skill=3)
+    forged = "x\n05:00:00.000 | CRITICAL | forged\x1b[31m"
+    sim.submit(Task(1, forged, 1, handler="h\nCRITICAL"))
+    said = logs(sim.tick(at=0.5), "WARNING")
+    assert "task 1 'x\\n05:00:00.000 | CRITICAL | forged\\x1b[31m' needs handler " \
+           "'h\\nCRITICAL'; no connected worker has it" in said, said
+    assert all(line.isprintable() for line in said)
+
+
 def test_a_task_nobody_can_take_that_comes_after_a_give_up_gets_the_whole_timeout_too():
     sim = Sim(unassignable_timeout=5)
     w = sim.join("Junior", skill=3)

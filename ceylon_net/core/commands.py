@@ -154,6 +154,11 @@ class Outbox:
             self.commands.append(Publish(Kind.EVENT, Event(name, data)))
 
     def log(self, level: str, message: str) -> None:
+        """A line for the log. What peers and submitters name (a task's description, a role,
+        a group) goes into messages: a newline or a terminal escape in it is written escaped,
+        or it would forge lines (or colours) in the admin's log."""
+        if not message.isprintable():
+            message = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
         self.commands.append(Log(level, message))
 
     def add(self, command: Command) -> None:
