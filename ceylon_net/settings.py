@@ -171,7 +171,7 @@ class WorkerSettings:
 
     @property
     def endpoint(self) -> str:
-        return f"tcp://{_bracket(self.admin_peer)}:{self.port}"
+        return f"tcp://{bracket(self.admin_peer)}:{self.port}"
 
     @classmethod
     def of(cls, name: str, workspace: str | None, admin_peer: str | None, port: int | None,
@@ -226,10 +226,11 @@ def every_interface(bind: str) -> bool:
 
 def local_url(bind: str, port: int, path: str) -> str:
     """Where to open, from this host, an HTTP service bound on ``bind``:``port``."""
-    return f"http://{'127.0.0.1' if every_interface(bind) else _bracket(bind)}:{port}{path}"
+    return f"http://{'127.0.0.1' if every_interface(bind) else bracket(bind)}:{port}{path}"
 
 
-def _bracket(host: str) -> str:
+def bracket(host: str) -> str:
+    """An IPv6 address as a URL holds it: ``[::1]``."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from conftest import run
 
-from ceylon_net.dev.testing import Cluster, cli, wait_until
+from ceylon_net.dev.testing import Cluster, cli, free_port, wait_until
 
 
 def test_help_texts_name_every_option_and_its_environment_variable():
@@ -182,6 +182,42 @@ def test_sighup_drains_a_worker_as_sigterm_does(tmp_path, tasks_file):
     assert worker_code == 0, werr
     assert "drain" in werr, werr
     assert admin_code == 0 and " lost: " not in aerr, aerr
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this host has no IPv6 loopback (::1)")
+def test_the_programs_work_over_ipv6(tmp_path, tasks_file):
+    """The options took IPv6 addresses, but ZeroMQ's IPV6 option was never set: the admin
+    failed to bind ('No such device') and a worker never tried to connect."""
+    path = tasks_file([{"id": 1, "description": "over v6", "difficulty": 1, "duration": 0}])
+    port, pub_port = free_port(), free_port()
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.spawn("admin", [*cli("ceylon-admin"), "--bind", "::1", "--port",
+                                            str(port), "--pub-port", str(pub_port), "--tasks",
+                                            str(path), "--expect-workers", "1"])
+            await wait_until(lambda: "serving workspace" in admin.stderr(), 20, "the admin")
+            status = await c.spawn("status", [*cli("ceylon-status"), "--admin-peer", "::1",
+                                              "--port", str(port)])
+            status_code = await status.wait(20)
+            worker = await c.spawn("worker", [*cli("ceylon-worker"), "--name", "v6",
+                                              "--admin-peer", "::1", "--port", str(port)])
+            return (status_code, status.stdout(), await admin.wait(30), admin.stdout(),
+                    admin.stderr(), await worker.wait(15))
+
+    status_code, status_out, code, out, err, worker_code = run(body())
+    assert status_code == 0 and "admin" in status_out
+    assert code == 0 and worker_code == 0, err
+    assert "Success rate: 100.00% (1/1 tasks)" in out and "v6" in out
 
 
 def test_submit_wait_keeps_waiting_on_an_admin_with_a_slow_heartbeat(tmp_path, tasks_file):

@@ -28,6 +28,7 @@ from loguru import logger
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from ..errors import ConfigError
+from ..settings import bracket
 from ..wire import KINDS
 from ..wire import topic as workspace_topic
 
@@ -92,6 +93,14 @@ def _as_server(sock: zmq.Socket, keys: CurveKeys) -> None:
     sock.curve_secretkey = keys.secret
     sock.curve_publickey = keys.public
     sock.curve_server = True
+
+
+def _v6(sock: zmq.Socket, endpoint: str) -> None:
+    """An IPv6 address (``tcp://[::1]:port``) needs ZeroMQ's IPV6 option, off by default
+    (without it ``::1`` is taken for an interface name). Only then: with it on, a host name
+    such as localhost may resolve to its IPv6 address, where an admin bound to IPv4 is not."""
+    if "[" in endpoint:
+        sock.setsockopt(zmq.IPV6, 1)
 
 
 def _as_client(sock: zmq.Socket, keys: CurveKeys | None) -> None:
@@ -200,7 +209,8 @@ class AdminSockets:
         return port, pub_port
 
     def _bind(self, sock: zmq.asyncio.Socket, port: int, option: str) -> int:
-        url = f"tcp://{self.host}"
+        url = f"tcp://{bracket(self.host)}"
+        _v6(sock, url)
         try:
             if port == 0:
                 return sock.bind_to_random_port(url, min_port=20000, max_port=60000)
@@ -308,6 +318,7 @@ class WorkerSockets:
         self.dealer.setsockopt(zmq.RECONNECT_IVL, 100)
         self.dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         _as_client(self.dealer, curve)
+        _v6(self.dealer, endpoint)
         self.dealer.connect(endpoint)
         self.sub: zmq.asyncio.Socket | None = None
         self.sub_endpoint = ""
@@ -316,12 +327,13 @@ class WorkerSockets:
     def subscribe(self, host: str, pub_port: int, topics: Sequence[bytes]) -> bool:
         """Hear the admin's PUB at ``pub_port``; called again with another port (a restarted
         admin moved its PUB), the SUB moves there. True when it connected somewhere new."""
-        endpoint = f"tcp://{host}:{pub_port}"
+        endpoint = f"tcp://{bracket(host)}:{pub_port}"
         if self.sub is None:
             self.sub = self.ctx.socket(zmq.SUB)
             self._sub_now = zmq.Socket.shadow(self.sub.underlying)  # see AdminSockets
             self.sub.setsockopt(zmq.LINGER, 0)
             _as_client(self.sub, self.curve)
+            _v6(self.sub, endpoint)
             for t in topics:
                 self.sub.setsockopt(zmq.SUBSCRIBE, t)
         elif endpoint == self.sub_endpoint:
@@ -404,6 +416,7 @@ class Client:
         if identity is not None:
             self.sock.setsockopt(zmq.IDENTITY, identity)
         _as_client(self.sock, curve)
+        _v6(self.sock, endpoint)
         self.sock.connect(endpoint)
 
     def send_soon(self, frames: Sequence[bytes]) -> None:
@@ -446,7 +459,9 @@ class Subscriber:
         base = workspace_topic(workspace)
         for kind in kinds:
             self.sock.setsockopt(zmq.SUBSCRIBE, base + kind)
-        self.sock.connect(f"tcp://{host}:{pub_port}")
+        endpoint = f"tcp://{bracket(host)}:{pub_port}"
+        _v6(self.sock, endpoint)
+        self.sock.connect(endpoint)
 
     async def recv(self, timeout: float) -> list[bytes] | None:
         return await _recv_within(self.sock, timeout)
