@@ -174,9 +174,12 @@ def test_difficulty_out_of_range(tmp_path, text, shown):
         ({"priority": "high"}, "task #1 (id 1): field 'priority' must be int, got 'high'"),
         ({"priority": False}, "task #1 (id 1): field 'priority' must be int, got False"),
         ({"priority": 1.0}, "task #1 (id 1): field 'priority' must be int, got 1.0"),
-        ({"duration": -1}, "task #1 (id 1): field 'duration' must be number >= 0, got -1"),
-        ({"duration": "5s"}, "task #1 (id 1): field 'duration' must be number >= 0, got '5s'"),
-        ({"duration": True}, "task #1 (id 1): field 'duration' must be number >= 0, got True"),
+        ({"duration": -1},
+         "task #1 (id 1): field 'duration' must be a finite number >= 0, got -1"),
+        ({"duration": "5s"},
+         "task #1 (id 1): field 'duration' must be a finite number >= 0, got '5s'"),
+        ({"duration": True},
+         "task #1 (id 1): field 'duration' must be a finite number >= 0, got True"),
     ],
 )
 def test_field_types(tasks_file, changes, error):
@@ -185,11 +188,15 @@ def test_field_types(tasks_file, changes, error):
     assert error_of(path) == f"{path}: {error}"
 
 
-def test_nan_duration_is_refused(tmp_path):
-    path = write(tmp_path, '[{"id": 1, "description": "x", "difficulty": 1, "duration": NaN}]')
-
-    assert error_of(path) == f"{path}: task #1 (id 1): field 'duration' must be number >= 0, " \
-                             "got nan"
+@pytest.mark.parametrize("field, value, said", [
+    ("duration", "NaN", "nan"), ("duration", "1e400", "inf"), ("timeout", "Infinity", "inf")])
+def test_a_duration_or_timeout_that_is_no_finite_number_is_refused(tmp_path, field, value,
+                                                                     said):
+    path = write(tmp_path, f'[{{"id": 1, "description": "x", "difficulty": 1, '
+                           f'"{field}": {value}}}]')
+    must = "a finite number >= 0" if field == "duration" else "a finite number > 0"
+    assert error_of(path) == f"{path}: task #1 (id 1): field '{field}' must be {must}, " \
+                             f"got {said}"
 
 
 def test_duplicate_id(tasks_file):

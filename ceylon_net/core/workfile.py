@@ -8,6 +8,7 @@ Callables cannot cross a file, so goals here are declarative:
 from __future__ import annotations
 
 import json
+import math
 import sys
 import tomllib
 from collections.abc import Callable
@@ -37,9 +38,9 @@ _TASK_FIELDS = {
     "difficulty": "int 1-10",
     "required_role": "string",
     "priority": "int",
-    "duration": "number >= 0",
+    "duration": "a finite number >= 0",
     "depends_on": "list of task ids",
-    "timeout": "number > 0",
+    "timeout": "a finite number > 0",
     "handler": "string (a handler name)",
     "args": "list",
     "kwargs": "object with string keys",
@@ -52,7 +53,9 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    """A finite int or float (1e400 reads as infinity: a task that would never end)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) \
+        and (isinstance(v, int) or math.isfinite(v))
 
 
 _VALID: dict[str, Callable[[Any], bool]] = {
