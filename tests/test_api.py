@@ -280,7 +280,8 @@ def test_a_task_no_worker_could_read_is_refused_at_submit_and_the_admin_goes_on(
 
     bad = [Task(1.5, "float id"), Task((1, 2), "tuple id"), Task("d", 5),
            Task("diff", "x", "3"), Task("dur", "x", duration="1"),
-           Task("big", "x", handler="echo", args=["x" * 2_000_000])]
+           Task("big", "x", handler="echo", args=["x" * 2_000_000]),
+           Task("hard", "x", 11), Task("forever", "x", duration=float("inf"))]
 
     async def body():
         admin = _admin()
@@ -306,6 +307,9 @@ def test_a_task_no_worker_could_read_is_refused_at_submit_and_the_admin_goes_on(
     assert "task 1.5 cannot be sent to a worker: Task.id: " in refused[0]
     assert "task 'diff' cannot be sent to a worker: Task.difficulty: expected int" in refused[6]
     assert "task 'big' is 2,000,0" in refused[10] and "a message may carry" in refused[10]
+    # As a tasks file is held to: given up as unassignable after 10 s, or never ending.
+    assert refused[12:] == ["task 'hard': difficulty must be 1-10, got 11"] * 2 + [
+        "task 'forever': duration must be a finite number >= 0, got inf"] * 2
     assert ok.success and total == 1  # nothing of the refused ones was queued
 
 

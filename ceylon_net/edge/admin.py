@@ -10,6 +10,7 @@ acknowledgement).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -507,13 +508,18 @@ def check_sendable(tasks: Sequence[Task], max_bytes: int) -> None:
            or type(t.kwargs) is not dict or not _plain(t.id)
            or type(t.description) is not str or not t.description.isascii()
            or type(t.difficulty) is not int or type(t.priority) is not int
-           or (t.duration is not None and type(t.duration) not in _NUMBER)
-           or (t.timeout is not None and type(t.timeout) not in _NUMBER)
+           or not 1 <= t.difficulty <= 10
+           or (t.duration is not None and (type(t.duration) not in _NUMBER
+                                           or not 0 <= t.duration < math.inf))
+           or (t.timeout is not None and (type(t.timeout) not in _NUMBER
+                                          or not 0 < t.timeout < math.inf))
            or (t.required_role is not None and type(t.required_role) is not str)
            or (t.handler is not None and type(t.handler) is not str)
            or type(t.depends_on) is not list]
     if not odd:
         return
+    for t in odd:
+        _check_range(t)
     try:
         packed = wire.packb([(t.id, t.description, t.args, t.kwargs) for t in odd])
         if len(packed) <= max_bytes - wire.FRAME_SLACK and all(map(_typed, odd)):
@@ -534,6 +540,18 @@ def check_sendable(tasks: Sequence[Task], max_bytes: int) -> None:
 
 
 _NUMBER = (int, float)
+
+
+def _check_range(t: Task) -> None:
+    """What a tasks file is held to (its loader says the same): a difficulty no worker could
+    have waited to be given up as unassignable; an infinite duration never ended."""
+    if type(t.difficulty) is int and not 1 <= t.difficulty <= 10:
+        raise ConfigError(f"task {t.id!r}: difficulty must be 1-10, got {t.difficulty}")
+    for name, value, least in (("duration", t.duration, 0), ("timeout", t.timeout, None)):
+        if type(value) in _NUMBER and not (
+                (value >= 0 if least == 0 else value > 0) and value < math.inf):
+            raise ConfigError(f"task {t.id!r}: {name} must be a finite number "
+                              f"{'>= 0' if least == 0 else '> 0'}, got {value}")
 
 
 def _typed(t: Task) -> bool:
