@@ -75,6 +75,9 @@ def test_duplicate_worker_name_is_rejected(tmp_path):
     assert code == 1
     assert "worker name 'Senior' is already connected (from 127.0.0.1" in err
     assert "(still after 3 s)" in err
+    # While it asks again it says why, not 'waiting for the admin' (which answers it).
+    assert "Senior: the admin refuses us for now: worker name 'Senior' is already " \
+           "connected" in err and "waiting for the admin" not in err, err
     assert first_code is None  # the first one is unharmed
 
 

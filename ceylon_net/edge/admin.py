@@ -504,18 +504,7 @@ def check_sendable(tasks: Sequence[Task], max_bytes: int) -> None:
     assigned, dropped by the worker, and waited for for ever (or stopped the admin)."""
     # Only what could be such a thing is looked at closer: a task with arguments, or a field
     # not plainly what the wire carries (most tasks of a large batch are neither).
-    odd = [t for t in tasks if t.args or t.kwargs or type(t.args) is not list
-           or type(t.kwargs) is not dict or not _plain(t.id)
-           or type(t.description) is not str or not t.description.isascii()
-           or type(t.difficulty) is not int or type(t.priority) is not int
-           or not 1 <= t.difficulty <= 10
-           or (t.duration is not None and (type(t.duration) not in _NUMBER
-                                           or not 0 <= t.duration < math.inf))
-           or (t.timeout is not None and (type(t.timeout) not in _NUMBER
-                                          or not 0 < t.timeout < math.inf))
-           or (t.required_role is not None and type(t.required_role) is not str)
-           or (t.handler is not None and type(t.handler) is not str)
-           or type(t.depends_on) is not list]
+    odd = [t for t in tasks if _odd(t)]
     if not odd:
         return
     for t in odd:
@@ -540,6 +529,22 @@ def check_sendable(tasks: Sequence[Task], max_bytes: int) -> None:
 
 
 _NUMBER = (int, float)
+
+
+def _odd(t: Task) -> bool:
+    """Not plainly a task the wire carries and a worker takes (see check_sendable)."""
+    return bool(t.args or t.kwargs or type(t.args) is not list
+                or type(t.kwargs) is not dict or not _plain(t.id)
+                or type(t.description) is not str or not t.description.isascii()
+                or type(t.difficulty) is not int or type(t.priority) is not int
+                or not 1 <= t.difficulty <= 10
+                or (t.duration is not None and (type(t.duration) not in _NUMBER
+                                                or not 0 <= t.duration < math.inf))
+                or (t.timeout is not None and (type(t.timeout) not in _NUMBER
+                                               or not 0 < t.timeout < math.inf))
+                or (t.required_role is not None and type(t.required_role) is not str)
+                or (t.handler is not None and type(t.handler) is not str)
+                or type(t.depends_on) is not list)
 
 
 def _check_range(t: Task) -> None:

@@ -293,8 +293,15 @@ class Worker(AgentBase):
                     f"{CURVE_HINT if s.curve_secret else ''}"
                     f"{await why_unreachable(s.endpoint)})")
             delay = min(delay * 2, 5.0)
+            self._say_retry(attempt, delay)
+
+    def _say_retry(self, attempt: int, delay: float) -> None:
+        if self._refused is not None:  # (it answers: not "waiting for the admin")
+            logger.warning("{}: the admin refuses us for now: {} (attempt {}, asking again in "
+                           "{:.1f} s)", self.name, self._refused, attempt, delay)
+        else:
             logger.info("{}: waiting for the admin at {} (attempt {}, retrying in {:.1f} s)",
-                        self.name, s.endpoint, attempt, delay)
+                        self.name, self.settings.endpoint, attempt, delay)
 
     async def _await_welcome(self, timeout: float, hellos: set[int]) -> Welcome | None:
         assert self._sockets is not None
