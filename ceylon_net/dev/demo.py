@@ -39,4 +39,8 @@ if __name__ == "__main__":
         "processes on free loopback ports run the tutorial's three tasks "
         "(examples/seed_tasks.json) and print the admin's results. Exit 0 when every "
         "process exited cleanly.")).parse_args()
-    sys.exit(asyncio.run(main()))
+    try:
+        sys.exit(asyncio.run(main()))
+    except KeyboardInterrupt:  # (Ctrl-C: the cluster stopped its processes on the way out)
+        print("interrupted: the admin and workers were stopped", file=sys.stderr)
+        sys.exit(130)
