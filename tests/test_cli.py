@@ -81,6 +81,9 @@ def test_a_busy_metrics_or_dashboard_port_is_a_clear_config_error():
     ("ceylon-status", ["--admin-peer", "bad host"], "is not a host name or address"),
     ("ceylon-status", ["--timeout", "nan"], "timeout must be > 0 seconds, got nan"),
     ("ceylon-cancel", ["1", "--timeout", "0"], "timeout must be > 0 seconds, got 0.0"),
+    ("ceylon-worker", ["--app", "./mypkg/handlers.py"],
+     "--app ./mypkg/handlers.py: give a module name, not a file: --app handlers, run from its "
+     "directory (or with it on PYTHONPATH)"),
 ])
 def test_bad_option_values_exit_2_with_the_option_named(command, args, message):
     name = ["--name", "x"] if command == "ceylon-worker" else []

@@ -259,6 +259,10 @@ def registered() -> dict[str, Callable[..., Any]]:
 
 def load_app(module: str) -> list[str]:
     """Import ``module`` (its @handler functions register themselves); returns the names."""
+    if module.endswith(".py") or "/" in module or "\\" in module:
+        name = module.removesuffix(".py").replace("\\", "/").rsplit("/", 1)[-1]
+        raise ConfigError(f"--app {module}: give a module name, not a file: --app {name}, "
+                          f"run from its directory (or with it on PYTHONPATH)")
     try:
         importlib.import_module(module)
     except ImportError as exc:
