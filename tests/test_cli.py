@@ -252,3 +252,12 @@ def test_a_client_address_without_a_port_takes_ceylon_port(monkeypatch):
     assert client_settings("coordinator:7000", None, None, None, None).endpoint == \
         "tcp://coordinator:7000"
     assert client_settings("[::1]", None, None, None, None).endpoint == "tcp://[::1]:9123"
+
+
+def test_a_report_of_a_run_where_no_task_ran_says_so_not_a_rate_of_0_percent(capsys):
+    from ceylon_net.cli.render import print_report
+    from ceylon_net.core.tasks import RunReport
+
+    print_report(RunReport(unassigned=[1]))
+    out = capsys.readouterr().out
+    assert "Success rate: none ran (0 tasks)" in out and "0.00%" not in out

@@ -35,7 +35,8 @@ def print_report(report: RunReport) -> None:
     for line in _report_notes(report):
         console.print(line, markup=False, highlight=False)
     console.print(f"Success rate: {report.success_rate:.2%} "
-                  f"({sum(t.success for t in report.tasks)}/{len(report.tasks)} tasks)")
+                  f"({sum(t.success for t in report.tasks)}/{len(report.tasks)} tasks)"
+                  if report.tasks else "Success rate: none ran (0 tasks)")
 
 
 def _report_notes(report: RunReport) -> list[str]:
