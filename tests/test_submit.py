@@ -345,6 +345,24 @@ def test_ceylon_cancel_takes_an_id_as_typed_first_and_never_cancels_two_tasks_fo
                     (0, "7: already finished", "")]
 
 
+def test_ctrl_c_on_submit_wait_says_the_batch_runs_on(tmp_path, tasks_file):
+    path = tasks_file([{"id": "q", "description": "queued", "difficulty": 1}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await _serving(c, workers=())  # (nobody runs it: it stays queued)
+            p = await c.spawn("submit", [*cli("ceylon-submit"), str(path), "--wait",
+                                         "--port", str(c.port)])
+            await wait_until(lambda: "batch 1 from" in admin.stderr(), 20, "the batch")
+            p.signal(signal.SIGINT)
+            return await p.wait(20), p.stderr()
+
+    code, err = run(body())
+    assert code == 130
+    assert err.strip() == "error: interrupted: a batch the admin took runs on there " \
+                          "(ceylon-status shows it; ceylon-cancel stops its tasks)", err
+
+
 @pytest.mark.timeout(120)
 def test_submit_wait_takes_the_report_of_a_batch_larger_than_a_message(tmp_path, tasks_file):
     """20,000 tasks: the report is over 1 MiB. The client's connection was dropped on it (and

@@ -119,6 +119,9 @@ def submit(
         fail(EXIT_NO_ADMIN, str(exc))
     except ConfigError as exc:  # too big to send
         fail(EXIT_CONFIG, f"{file}: {exc}")
+    except KeyboardInterrupt:  # (Ctrl-C: this program stops, not the batch)
+        fail(130, "interrupted: a batch the admin took runs on there (ceylon-status shows "
+                  "it; ceylon-cancel stops its tasks)")
     if report is None:
         typer.echo(json.dumps({"batch": submitted.batch, "tasks": submitted.tasks}) if as_json
                    else f"submitted batch {submitted.batch}: {submitted.tasks} task(s)")
