@@ -7,7 +7,17 @@ import socket
 import pytest
 from conftest import run
 
-from ceylon_net import Admin, AdminSettings, Task, TaskResult, Worker, message, on_message
+from ceylon_net import (
+    Admin,
+    AdminSettings,
+    Task,
+    TaskManager,
+    TaskMessage,
+    TaskResult,
+    Worker,
+    message,
+    on_message,
+)
 from ceylon_net.dev.testing import wait_until
 
 
@@ -282,6 +292,12 @@ def test_a_task_no_worker_could_read_is_refused_at_submit_and_the_admin_goes_on(
            Task("diff", "x", "3"), Task("dur", "x", duration="1"),
            Task("big", "x", handler="echo", args=["x" * 2_000_000]),
            Task("hard", "x", 11), Task("forever", "x", duration=float("inf"))]
+    deep: list = []
+    for _ in range(600):  # (encoding the assignment ran the admin out of stack: it stopped)
+        deep = [deep]
+    bad += [Task("deep", "x", handler="echo", args=deep), Task("huge", "x", duration=10**30)]
+    group = TaskManager.create_task_group("g", "", [TaskMessage("sub", "sub", "", None,
+                                                                difficulty=11)])
 
     async def body():
         admin = _admin()
@@ -296,6 +312,10 @@ def test_a_task_no_worker_could_read_is_refused_at_submit_and_the_admin_goes_on(
                         await asyncio.wait_for(result, 5)
                 except ConfigError as exc:
                     refused.append(str(exc))
+        try:
+            admin.submit_groups([group])  # (a group's tasks were not looked at)
+        except ConfigError as exc:
+            refused.append(str(exc))
         ok = await asyncio.wait_for(admin.execute(Task("ok", "fine")), 10)
         total = admin.status()["counts"]["total"]
         await admin.stop()
@@ -303,13 +323,16 @@ def test_a_task_no_worker_could_read_is_refused_at_submit_and_the_admin_goes_on(
         return refused, ok, total
 
     refused, ok, total = run(body())
-    assert len(refused) == 2 * len(bad), refused
+    assert len(refused) == 2 * len(bad) + 1, refused
     assert "task 1.5 cannot be sent to a worker: Task.id: " in refused[0]
     assert "task 'diff' cannot be sent to a worker: Task.difficulty: expected int" in refused[6]
     assert "task 'big' is 2,000,0" in refused[10] and "a message may carry" in refused[10]
     # As a tasks file is held to: given up as unassignable after 10 s, or never ending.
     assert refused[12:] == ["task 'hard': difficulty must be 1-10, got 11"] * 2 + [
-        "task 'forever': duration must be a finite number >= 0, got inf"] * 2
+        "task 'forever': duration must be a number of seconds from 0 to 1e9, got inf"] * 2 + [
+        "task 'deep': args nests lists and maps more than 100 deep"] * 2 + [
+        f"task 'huge': duration must be a number of seconds from 0 to 1e9, got {10**30}"] * 2 + [
+        "task 'sub': difficulty must be 1-10, got 11"]
     assert ok.success and total == 1  # nothing of the refused ones was queued
 
 

@@ -217,8 +217,9 @@ def test_a_value_json_cannot_hold_is_written_as_its_repr_and_the_report_is_whole
 
 
 @pytest.mark.parametrize("args, says", [
-    ([10 ** 30], "(at ['tasks'][0]['args'][0]: int): Integer value out of range"),
-    ("deep", "nested too deeply"),
+    ([10 ** 30], "cannot be sent: cannot encode dict (at ['tasks'][0]['args'][0]: int): "
+                 "Integer value out of range"),
+    ("deep", "task #1 (id 'x'): field 'args' nests lists and maps more than 100 deep"),
 ])
 def test_a_task_whose_arguments_the_wire_cannot_carry_is_refused_before_sending(
         tmp_path, tasks_file, args, says):
@@ -235,7 +236,7 @@ def test_a_task_whose_arguments_the_wire_cannot_carry_is_refused_before_sending(
 
     code, _, err = run(body())
     assert code == 2, err
-    assert f"error: {path}: cannot be sent: " in err and says in err, err
+    assert f"error: {path}: {says}" in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 

@@ -175,11 +175,14 @@ def test_difficulty_out_of_range(tmp_path, text, shown):
         ({"priority": False}, "task #1 (id 1): field 'priority' must be int, got False"),
         ({"priority": 1.0}, "task #1 (id 1): field 'priority' must be int, got 1.0"),
         ({"duration": -1},
-         "task #1 (id 1): field 'duration' must be a finite number >= 0, got -1"),
+         "task #1 (id 1): field 'duration' must be a number of seconds from 0 to 1e9, "
+         "got -1"),
         ({"duration": "5s"},
-         "task #1 (id 1): field 'duration' must be a finite number >= 0, got '5s'"),
+         "task #1 (id 1): field 'duration' must be a number of seconds from 0 to 1e9, "
+         "got '5s'"),
         ({"duration": True},
-         "task #1 (id 1): field 'duration' must be a finite number >= 0, got True"),
+         "task #1 (id 1): field 'duration' must be a number of seconds from 0 to 1e9, "
+         "got True"),
     ],
 )
 def test_field_types(tasks_file, changes, error):
@@ -189,14 +192,26 @@ def test_field_types(tasks_file, changes, error):
 
 
 @pytest.mark.parametrize("field, value, said", [
-    ("duration", "NaN", "nan"), ("duration", "1e400", "inf"), ("timeout", "Infinity", "inf")])
-def test_a_duration_or_timeout_that_is_no_finite_number_is_refused(tmp_path, field, value,
-                                                                     said):
+    ("duration", "NaN", "nan"), ("duration", "1e400", "inf"), ("timeout", "Infinity", "inf"),
+    ("duration", "1000000000000000000000000000000", "1000000000000000000000000000000"),
+    ("timeout", "0", "0")])
+def test_a_duration_or_timeout_that_could_never_end_is_refused(tmp_path, field, value, said):
     path = write(tmp_path, f'[{{"id": 1, "description": "x", "difficulty": 1, '
                            f'"{field}": {value}}}]')
-    must = "a finite number >= 0" if field == "duration" else "a finite number > 0"
+    must = "a number of seconds from 0 to 1e9" if field == "duration" \
+        else "a number of seconds over 0, at most 1e9"
     assert error_of(path) == f"{path}: task #1 (id 1): field '{field}' must be {must}, " \
                              f"got {said}"
+
+
+def test_arguments_nested_deeper_than_the_wire_takes_are_refused(tasks_file):
+    args: list = []
+    for _ in range(150):
+        args = [args]
+    path = tasks_file([{"id": 1, "description": "x", "difficulty": 1, "handler": "h",
+                        "args": args}])
+    assert error_of(path) == f"{path}: task #1 (id 1): field 'args' nests lists and maps " \
+                             f"more than 100 deep"
 
 
 def test_duplicate_id(tasks_file):

@@ -8,7 +8,6 @@ Callables cannot cross a file, so goals here are declarative:
 from __future__ import annotations
 
 import json
-import math
 import sys
 import tomllib
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, TaskFileError
+from ..wire import MAX_DEPTH, too_deep
 from .checks import refuse_bad_dependencies
 from .groups import (
     AllTasks,
@@ -32,15 +32,15 @@ from .tasks import Task, TaskId
 _NONE: list[Any] = []  # a parsed task without depends_on / args
 _NO_KW: dict[str, Any] = {}  # ... without kwargs
 
-_TASK_FIELDS = {
+TASK_FIELDS = {
     "id": "int or string",
     "description": "string",
     "difficulty": "int 1-10",
     "required_role": "string",
     "priority": "int",
-    "duration": "a finite number >= 0",
+    "duration": "a number of seconds from 0 to 1e9",
     "depends_on": "list of task ids",
-    "timeout": "a finite number > 0",
+    "timeout": "a number of seconds over 0, at most 1e9",
     "handler": "string (a handler name)",
     "args": "list",
     "kwargs": "object with string keys",
@@ -52,10 +52,13 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**64
 
 
+# A duration or time limit past this (about 31 years; 1e400 reads as infinity) is a task
+# that never ends, or an int the wire cannot carry.
+MAX_SECONDS = 10**9
+
+
 def _is_number(v: Any) -> bool:
-    """A finite int or float (1e400 reads as infinity: a task that would never end)."""
-    return isinstance(v, int | float) and not isinstance(v, bool) \
-        and (isinstance(v, int) or math.isfinite(v))
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 _VALID: dict[str, Callable[[Any], bool]] = {
@@ -64,15 +67,15 @@ _VALID: dict[str, Callable[[Any], bool]] = {
     "difficulty": lambda v: _is_int(v) and 1 <= v <= 10,
     "required_role": lambda v: v is None or isinstance(v, str),
     "priority": _is_int,
-    "duration": lambda v: v is None or (_is_number(v) and v >= 0),
+    "duration": lambda v: v is None or (_is_number(v) and 0 <= v <= MAX_SECONDS),
     "depends_on": lambda v: isinstance(v, list) and all(_is_int(d) or isinstance(d, str)
                                                          for d in v),
-    "timeout": lambda v: v is None or (_is_number(v) and v > 0),
+    "timeout": lambda v: v is None or (_is_number(v) and 0 < v <= MAX_SECONDS),
     "handler": lambda v: v is None or (isinstance(v, str) and bool(v)),
     "args": lambda v: isinstance(v, list),
     "kwargs": lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
 }
-_FIELD_ORDER = {name: i for i, name in enumerate(_TASK_FIELDS)}
+_FIELD_ORDER = {name: i for i, name in enumerate(TASK_FIELDS)}
 
 
 def load_tasks(path: str | Path) -> list[Task]:
@@ -119,20 +122,24 @@ def task_from_dict(item: Any, where: str = "task") -> Task:
         raise TaskFileError(f"{where}: expected an object, got {type(item).__name__}")
     if "id" in item:
         where = f"{where} (id {item['id']!r})"
-    unknown = sorted(set(item) - set(_TASK_FIELDS))
+    unknown = sorted(set(item) - set(TASK_FIELDS))
     if unknown:
         raise TaskFileError(
-            f"{where}: unknown field {unknown[0]!r}; allowed: {', '.join(_TASK_FIELDS)}"
+            f"{where}: unknown field {unknown[0]!r}; allowed: {', '.join(TASK_FIELDS)}"
         )
     for name in ("id", "description", "difficulty"):
         if name not in item:
-            raise TaskFileError(f"{where}: missing field {name!r} ({_TASK_FIELDS[name]})")
+            raise TaskFileError(f"{where}: missing field {name!r} ({TASK_FIELDS[name]})")
     for name, value in sorted(item.items(), key=lambda kv: _FIELD_ORDER[kv[0]]):
         if not _VALID[name](value):
-            raise TaskFileError(f"{where}: field {name!r} must be {_TASK_FIELDS[name]}, "
+            raise TaskFileError(f"{where}: field {name!r} must be {TASK_FIELDS[name]}, "
                                 f"got {value!r}")
-    dur, limit = item.get("duration"), item.get("timeout")
     deps, args, kwargs = item.get("depends_on"), item.get("args"), item.get("kwargs")
+    for name, value in (("args", args), ("kwargs", kwargs)):
+        if too_deep(value):  # (encoding it would run out of the admin's stack)
+            raise TaskFileError(f"{where}: field {name!r} nests lists and maps more than "
+                                f"{MAX_DEPTH} deep")
+    dur, limit = item.get("duration"), item.get("timeout")
     # Most tasks have none of these: they share one empty container each (nothing changes a
     # task's lists once parsed), which saves a queued task 176 bytes in the admin.
     # A role or handler names one of a few: many tasks share one string (decoded from the
@@ -218,7 +225,7 @@ def _group(source: str, index: int, item: Any) -> TaskGroup:
     on_goal = item.get("on_goal", "continue")
     raw_tasks = item.get("tasks")
     if not _is_int(priority):
-        raise TaskFileError(f"{where}: field 'priority' must be {_TASK_FIELDS['priority']}, "
+        raise TaskFileError(f"{where}: field 'priority' must be {TASK_FIELDS['priority']}, "
                             f"got {priority!r}")
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise TaskFileError(f"{where}: field 'depends_on' must be a list of group names")

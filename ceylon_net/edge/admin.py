@@ -10,7 +10,6 @@ acknowledgement).
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +24,7 @@ from ..core.groups import TaskGroup, TaskManager
 from ..core.snapshot import metrics, snapshot
 from ..core.tasks import RunReport, Task, TaskId, TaskResult
 from ..core.workers import AgentDetail
+from ..core.workfile import MAX_SECONDS, TASK_FIELDS
 from ..errors import ConfigError, Crashed, LocalProtocolError, RemoteProtocolError, TaskFailed
 from ..settings import AdminSettings
 from ..wire import Kind
@@ -224,7 +224,8 @@ class Admin(AgentBase):
         """Queue tasks and groups together, all of them waiting on gate ``after`` if given.
         All or nothing: ConfigError (a duplicate id, an unknown dependency, a cycle, a task no
         worker could read, the admin closed) leaves the admin as it was. Returns the ids."""
-        check_sendable(tasks, self.settings.max_message_bytes)
+        check_sendable([*tasks, *(t.as_task(0) for g in groups for t in g.subtasks)],
+                       self.settings.max_message_bytes)
         self._apply(self.state.submit(tasks, groups, time.monotonic(), after))
         return [t.id for t in tasks] + [t.task_id for g in groups for t in g.subtasks]
 
@@ -498,17 +499,40 @@ def _plain(v: Any) -> bool:
 
 def check_sendable(tasks: Sequence[Task], max_bytes: int) -> None:
     """Refuse, before anything is queued, a task no worker could be sent (ConfigError): its
-    args hold something the wire cannot carry (a set, an open file), a field of a type the
-    worker would not read (an id of 1.5, a difficulty of '3'), or it is over the ``max_bytes``
-    a message may carry. Submitted over the wire it could not be; submitted here, it was
-    assigned, dropped by the worker, and waited for for ever (or stopped the admin)."""
+    args hold something the wire cannot carry (a set, an open file, lists nested past
+    wire.MAX_DEPTH), a field of a type the worker would not read (an id of 1.5, a difficulty
+    of '3'), a value a tasks file may not hold either (a difficulty of 11, a duration of
+    inf), or it is over the ``max_bytes`` a message may carry. Submitted over the wire it
+    could not be; submitted here, it was assigned, dropped by the worker, and waited for for
+    ever (or stopped the admin)."""
     # Only what could be such a thing is looked at closer: a task with arguments, or a field
     # not plainly what the wire carries (most tasks of a large batch are neither).
-    odd = [t for t in tasks if _odd(t)]
-    if not odd:
-        return
+    odd = [t for t in tasks if t.args or t.kwargs or type(t.args) is not list
+           or type(t.kwargs) is not dict or not _plain(t.id)
+           or type(t.description) is not str or not t.description.isascii()
+           or type(t.difficulty) is not int or type(t.priority) is not int
+           or not 1 <= t.difficulty <= 10
+           or (t.duration is not None and not _DURATION.get(type(t.duration), _no)(t.duration))
+           or (t.timeout is not None and not _TIMEOUT.get(type(t.timeout), _no)(t.timeout))
+           or (t.required_role is not None and type(t.required_role) is not str)
+           or (t.handler is not None and type(t.handler) is not str)
+           or type(t.depends_on) is not list]
+    if odd:
+        _closer_look(odd, max_bytes)
+
+
+_NUMBER = (int, float)
+_DURATION = dict.fromkeys(_NUMBER, lambda v: 0 <= v <= MAX_SECONDS)  # (by type: "3" is odd)
+_TIMEOUT = dict.fromkeys(_NUMBER, lambda v: 0 < v <= MAX_SECONDS)
+
+
+def _no(_: Any) -> bool:
+    return False
+
+
+def _closer_look(odd: list[Task], max_bytes: int) -> None:
     for t in odd:
-        _check_range(t)
+        _check_values(t)
     try:
         packed = wire.packb([(t.id, t.description, t.args, t.kwargs) for t in odd])
         if len(packed) <= max_bytes - wire.FRAME_SLACK and all(map(_typed, odd)):
@@ -528,35 +552,22 @@ def check_sendable(tasks: Sequence[Task], max_bytes: int) -> None:
             raise ConfigError(f"task {t.id!r} cannot be sent to a worker: {exc}") from None
 
 
-_NUMBER = (int, float)
-
-
-def _odd(t: Task) -> bool:
-    """Not plainly a task the wire carries and a worker takes (see check_sendable)."""
-    return bool(t.args or t.kwargs or type(t.args) is not list
-                or type(t.kwargs) is not dict or not _plain(t.id)
-                or type(t.description) is not str or not t.description.isascii()
-                or type(t.difficulty) is not int or type(t.priority) is not int
-                or not 1 <= t.difficulty <= 10
-                or (t.duration is not None and (type(t.duration) not in _NUMBER
-                                                or not 0 <= t.duration < math.inf))
-                or (t.timeout is not None and (type(t.timeout) not in _NUMBER
-                                               or not 0 < t.timeout < math.inf))
-                or (t.required_role is not None and type(t.required_role) is not str)
-                or (t.handler is not None and type(t.handler) is not str)
-                or type(t.depends_on) is not list)
-
-
-def _check_range(t: Task) -> None:
+def _check_values(t: Task) -> None:
     """What a tasks file is held to (its loader says the same): a difficulty no worker could
-    have waited to be given up as unassignable; an infinite duration never ended."""
+    have waited to be given up as unassignable; a duration or time limit past MAX_SECONDS
+    (or inf) never ended; arguments nested past wire.MAX_DEPTH would run the admin out of
+    stack when it encodes the assignment."""
     if type(t.difficulty) is int and not 1 <= t.difficulty <= 10:
         raise ConfigError(f"task {t.id!r}: difficulty must be 1-10, got {t.difficulty}")
-    for name, value, least in (("duration", t.duration, 0), ("timeout", t.timeout, None)):
-        if type(value) in _NUMBER and not (
-                (value >= 0 if least == 0 else value > 0) and value < math.inf):
-            raise ConfigError(f"task {t.id!r}: {name} must be a finite number "
-                              f"{'>= 0' if least == 0 else '> 0'}, got {value}")
+    for name, value, must in (("duration", t.duration, TASK_FIELDS["duration"]),
+                              ("timeout", t.timeout, TASK_FIELDS["timeout"])):
+        if type(value) in _NUMBER and not (0 <= value <= MAX_SECONDS
+                                           and (name == "duration" or value > 0)):
+            raise ConfigError(f"task {t.id!r}: {name} must be {must}, got {value}")
+    for name, value in (("args", t.args), ("kwargs", t.kwargs)):
+        if wire.too_deep(value):
+            raise ConfigError(f"task {t.id!r}: {name} nests lists and maps more than "
+                              f"{wire.MAX_DEPTH} deep")
 
 
 def _typed(t: Task) -> bool:

@@ -63,6 +63,7 @@ from .messages import (
 )
 from .schema import (
     FRAME_SLACK,
+    MAX_DEPTH,
     decode_payload,
     dumps,
     encode_payload,
@@ -76,6 +77,7 @@ from .schema import (
     pack_batch,
     packed_batches,
     to_wire,
+    too_deep,
     type_name,
     unpack,
     unpack_batch,
@@ -83,12 +85,12 @@ from .schema import (
 
 __all__ = [
     "DEFAULT_LIMITS", "DEFAULT_MAX_MESSAGE_BYTES", "FRAME_SLACK", "KINDS", "MAX_CAPACITY",
-    "MAX_HANDLERS", "MAX_HELD", "MAX_RANGES", "MAX_WATCH", "PROTOCOL_VERSION", "Ack",
+    "MAX_DEPTH", "MAX_HANDLERS", "MAX_HELD", "MAX_RANGES", "MAX_WATCH", "PROTOCOL_VERSION", "Ack",
     "BatchProgress", "BatchReport", "Cancel", "End", "Envelope", "Event", "GroupNews", "Header",
     "Heartbeat", "Hello", "Kind", "Limits", "Reject", "Release", "Skip", "Started", "Status",
     "Submission", "Submitted", "TaskDone", "Watch", "Welcome", "batch_pairs", "decode_frames",
     "decode_header", "decode_payload", "dumps", "encode_frames", "encode_header",
     "encode_payload", "from_wire", "is_message", "known_type", "loads", "make_header", "message",
     "message_type", "pack", "pack_batch", "packb", "packed_batches", "task_pairs", "to_wire",
-    "topic", "type_name", "unpack", "unpack_batch", "unpackb",
+    "too_deep", "topic", "type_name", "unpack", "unpack_batch", "unpackb",
 ]

@@ -157,12 +157,33 @@ def _from_wire_slowly(cls: type[T], data: Any) -> T:
         raise RemoteProtocolError(f"{cls.__name__}: {exc}") from None
 
 
+MAX_DEPTH = 100  # lists and maps in a task's arguments, nested at most this deep
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """``value`` nests lists, tuples or maps deeper than ``limit`` (looked at without
+    recursion: encoding it would run out of Python's stack, in the admin too)."""
+    nested = (list, tuple, dict)
+    level, todo = 0, [value] if isinstance(value, nested) else []
+    while todo:
+        level += 1
+        if level > limit:
+            return True
+        todo = [v for item in todo for v in (item.values() if isinstance(item, dict) else item)
+                if isinstance(v, nested)]
+    return False
+
+
+def _too_deep_error(obj: Any) -> LocalProtocolError:
+    return LocalProtocolError(f"cannot encode {type(obj).__name__}: nested too deeply (about "
+                              f"{sys.getrecursionlimit() // 2} levels or more)")
+
+
 def pack(obj: Any) -> bytes:
     try:
         return packb(to_wire(obj))
-    except RecursionError:  # (to_wire follows nested lists and maps down)
-        raise LocalProtocolError(f"cannot encode {type(obj).__name__}: nested too deeply "
-                                 f"(more than about {sys.getrecursionlimit()} levels)") from None
+    except RecursionError:  # (to_wire follows nested lists and maps down, two calls a level)
+        raise _too_deep_error(obj) from None
 
 
 def unpack(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) -> T:
@@ -176,7 +197,10 @@ def pack_batch(objs: Sequence[Any]) -> bytes:
         return packb([])
     cls = type(objs[0])  # a batch is of one type: its encoder looked up once
     encode = _ENCODERS.get(cls) or (_encoder(cls) if cls in _NAMES else to_wire)
-    return packb([encode(o) if type(o) is cls else to_wire(o) for o in objs])
+    try:
+        return packb([encode(o) if type(o) is cls else to_wire(o) for o in objs])
+    except RecursionError:
+        raise _too_deep_error(objs[0]) from None
 
 
 FRAME_SLACK = 1024  # bytes of a frame's limit kept free for what goes around a payload
