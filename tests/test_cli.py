@@ -261,3 +261,13 @@ def test_a_report_of_a_run_where_no_task_ran_says_so_not_a_rate_of_0_percent(cap
     print_report(RunReport(unassigned=[1]))
     out = capsys.readouterr().out
     assert "Success rate: none ran (0 tasks)" in out and "0.00%" not in out
+
+
+def test_report_json_holds_what_json_cannot_as_its_repr_keys_and_nan_too():
+    """A handler's {b"k": 1} stopped an admin writing --results (a key default= never sees);
+    NaN came out as NaN, which strict parsers (jq) refuse."""
+    from ceylon_net.core.tasks import json_text
+
+    text = json_text({"value": {b"k": 1, 2: float("nan"), "l": [b"\x00", float("-inf")]}})
+    assert text == '{"value": {"b\'k\'": 1, "2": "nan", "l": ["b\'\\\\x00\'", "-inf"]}}'
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))

@@ -179,3 +179,20 @@ def test_the_last_heartbeat_names_the_tasks_the_stop_cut_off_until_the_goodbye(m
     holding, last = run(body())
     assert ["cut", 1] in holding and ["short", 1] in holding  # (short: not acknowledged yet)
     assert last == [Kind.HEARTBEAT, Kind.BYE]
+
+
+def test_the_admins_message_limit_holds_while_the_worker_registers_again():
+    """A worker taking 8 MB beside an admin taking 1 MiB: registering again (the admin went
+    silent), it built a HELLO of its unacknowledged results to half of its own limit, 2.7 MB
+    of three 900 kB results, which the admin's socket drops: it could never register again."""
+    w = Worker("w", "default", "127.0.0.1", 9999, max_message_bytes=8_000_000)
+    w._sockets = _Sent()  # type: ignore[assignment]
+    w._on_welcome(wire.Welcome("w", "admin", 1, 1.0, 3, epoch=99, max_message_bytes=1 << 20))
+    for i in range(3):
+        w.runner.unacked[(i, 1)] = TaskResult(i, "w", True, attempt=1, value="x" * 900_000)
+    w._welcome = None  # (registering again)
+
+    hello = w._hello()
+    assert w.send_limit == 1 << 20
+    assert len(wire.pack(hello)) < (1 << 20) // 2
+    assert len(hello.results) == 0 and len(hello.running) == 3  # (they follow the WELCOME)

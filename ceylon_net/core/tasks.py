@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,9 +74,26 @@ class TaskResult:
 
 def json_text(doc: Any, indent: int | None = None) -> str:
     """JSON of a report or a result. A handler's return value may hold what msgpack carries
-    and JSON does not (bytes): that is written as its Python repr, ``"b'\\x00'"``, in every
-    file and output alike (a report is never lost over one value)."""
-    return json.dumps(doc, indent=indent, default=repr)
+    and JSON does not (bytes, as a value or a map key; a float NaN or infinity, which strict
+    parsers such as jq refuse): that is written as its Python repr, ``"b'\\x00'"``,
+    ``"nan"``, in every file and output alike (a report is never lost over one value)."""
+    try:
+        return json.dumps(doc, indent=indent, default=repr, allow_nan=False)
+    except (TypeError, ValueError):  # (a key JSON cannot have, or a NaN: rare, so looked for
+        return json.dumps(_as_json(doc), indent=indent, default=repr, allow_nan=False)
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` with what JSON cannot hold as its repr (its depth is bounded: the worker
+    could not have sent it otherwise)."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str | int) and not isinstance(k, bool) else repr(k):
+                _as_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value
 
 
 @dataclass(slots=True)

@@ -57,6 +57,7 @@ class Worker(AgentBase):
 
     _flush_pending: asyncio.Handle | None = None  # a flush scheduled: this turn's, a held one
     _flush_held = False  # it is a held one (uvloop's timers are no asyncio.TimerHandle)
+    _admin_limit = 0  # the admin's --max-message-bytes, as its last WELCOME said (0: unsaid)
 
     def __init__(
         self,
@@ -102,11 +103,11 @@ class Worker(AgentBase):
     @property
     def send_limit(self) -> int:
         """The largest message the admin takes: our --max-message-bytes, or the admin's if
-        smaller (its socket would drop a larger one with the connection)."""
+        smaller (its socket would drop a larger one with the connection). The admin's is the
+        last one a WELCOME said, kept while we register again (a HELLO and a result that
+        ends meanwhile are held to it too)."""
         limit = self.settings.max_message_bytes
-        if self._welcome is not None and self._welcome.max_message_bytes:
-            limit = min(limit, self._welcome.max_message_bytes)
-        return limit
+        return min(limit, self._admin_limit) if self._admin_limit else limit
 
     @property
     def tasks_run(self) -> int:
@@ -333,7 +334,7 @@ class Worker(AgentBase):
         half a message (the admin's socket drops a larger one, and we could never register
         again): the others it is told we hold, and they follow the WELCOME as results."""
         s = self.settings
-        budget = (s.max_message_bytes - wire.FRAME_SLACK) // 2
+        budget = (self.send_limit - wire.FRAME_SLACK) // 2
         results, self._after_hello = [], []
         for r in self.runner.undelivered():
             raw = wire.to_wire(r)
@@ -350,6 +351,7 @@ class Worker(AgentBase):
     def _on_welcome(self, welcome: Welcome) -> None:
         assert self._sockets is not None
         self._welcome = welcome
+        self._admin_limit = welcome.max_message_bytes
         if welcome.epoch != self._epoch:  # a new admin process: its broadcasts count from 1
             if self._epoch is not None and (again := self._outbox.admin_restarted()):
                 logger.info("{}: a new admin process: {} broadcast(s) of ours the old one "
