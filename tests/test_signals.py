@@ -84,3 +84,37 @@ def test_python_logging_goes_out_as_json_lines():
     assert ("ERROR", "asyncio: Task was destroyed but it is pending!") in texts
     assert not any("below the level" in m for _, m in texts)
     assert any(level == "WARNING" and "an old API" in m for level, m in texts), texts
+
+
+UNDER_NOHUP = textwrap.dedent("""
+    import asyncio, os, signal
+    from ceylon_net.cli.common import on_signals
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup leaves it
+    seen = []
+
+    async def main():
+        async def stop():
+            pass
+        async with on_signals(stop) as caught:
+            os.kill(os.getpid(), signal.SIGHUP)
+            os.kill(os.getpid(), signal.SIGINT)  # (handled: it shows when the other would have)
+            for _ in range(1000):
+                if caught.signal is not None:
+                    break
+                await asyncio.sleep(0.001)
+            for _ in range(20):
+                await asyncio.sleep(0)
+            seen.append(caught.signal)
+
+    asyncio.run(main())
+    print(signal.Signals(seen[0]).name, signal.getsignal(signal.SIGHUP) is signal.SIG_IGN)
+""")
+
+
+def test_a_program_started_under_nohup_keeps_ignoring_sighup():
+    """on_signals took SIGHUP over from nohup's SIG_IGN: 'nohup ceylon-worker ... &' and an
+    SSH logout drained and stopped the worker it was meant to keep."""
+    proc = _python(UNDER_NOHUP)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["SIGINT", "True"]

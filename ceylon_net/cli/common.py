@@ -101,13 +101,17 @@ class Caught:
 
 @contextlib.asynccontextmanager
 async def on_signals(callback: Callable[[], Awaitable[Any]]) -> AsyncIterator[Caught]:
-    """While the block runs, SIGINT, SIGTERM and SIGHUP run ``callback`` on the event loop.
+    """While the block runs, SIGINT, SIGTERM and SIGHUP (unless ignored, as under nohup) run
+    ``callback`` on the event loop.
     When it ends, a callback still running is cancelled and awaited (none is left pending
     when the loop closes), and a signal that arrives as the program winds down is ignored: it
     is stopping already. Yields what it caught."""
     loop = asyncio.get_running_loop()
     running: set[asyncio.Task[Any]] = set()
     caught = Caught()
+    # A program started under nohup (SIGHUP ignored) is meant to outlive its terminal.
+    signals = [s for s in SIGNALS
+               if s != signal.SIGHUP or signal.getsignal(s) is not signal.SIG_IGN]
 
     def run_callback(sig: int) -> None:
         caught.signal = sig
@@ -118,12 +122,12 @@ async def on_signals(callback: Callable[[], Awaitable[Any]]) -> AsyncIterator[Ca
     def stopping_already() -> None:
         logger.debug("a signal while stopping: ignored")
 
-    for sig in SIGNALS:
+    for sig in signals:
         loop.add_signal_handler(sig, run_callback, sig)
     try:
         yield caught
     finally:
-        for sig in SIGNALS:
+        for sig in signals:
             loop.add_signal_handler(sig, stopping_already)
         for task in running:
             task.cancel()
