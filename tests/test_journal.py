@@ -727,3 +727,35 @@ def test_results_the_journal_holds_and_the_results_file_lacks_are_appended_on_re
     assert [(r["task_id"], r["run"]) for r in rows] == [
         (1, "an-earlier-run"), (0, run), (1, run), (2, run)]
     assert all(r["worker"] == "w" and r["success"] for r in rows[2:])
+
+
+def test_an_admin_that_failed_to_start_lets_its_journal_go(tmp_path):
+    """A busy --metrics-port after the journal was taken: the lock stayed with the failed
+    admin for the life of the process, and a new Admin on the file was refused."""
+    import asyncio
+    import socket
+
+    from conftest import run
+
+    from ceylon_net.edge.admin import Admin
+    from ceylon_net.errors import ConfigError
+
+    path = tmp_path / "state.db"
+
+    async def body():
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            settings = AdminSettings(bind="127.0.0.1", port=0, journal=str(path),
+                                     metrics_port=busy.getsockname()[1])
+            failed = Admin(settings=settings)
+            with pytest.raises(ConfigError, match="metrics"):
+                await failed.start()
+        with pytest.raises(ConfigError, match="make a new one"):
+            await failed.start()  # (it holds the journal's state: it may not take it again)
+        second = Admin(settings=AdminSettings(bind="127.0.0.1", port=0, journal=str(path)))
+        await second.start()
+        await asyncio.wait_for(second.close("test over"), 10)
+        return True
+
+    assert run(body())

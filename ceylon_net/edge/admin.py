@@ -110,10 +110,7 @@ class Admin(AgentBase):
                 self._resume(Journal(s.journal, s.workspace, hold=True))
             await _open_outputs(self)
         except ConfigError:
-            self._sockets.close(0)
-            self._sockets = None
-            if self.dashboard is not None:
-                await self.dashboard.close()
+            await _undo_start(self)
             raise
         self._out = Outlet(self._sockets, s.workspace, s.name)
         self._sockets.on_subscriptions = self.state.pub_listeners
@@ -404,6 +401,20 @@ def _say_goodbye(admin: Admin, reason: str) -> None:
         if admin.failure is None:
             raise
         logger.exception("admin '{}': saying goodbye failed too", admin.name)
+
+
+async def _undo_start(admin: Admin) -> None:
+    """A start that failed (a port in use, a file it cannot write): nothing of it stays
+    open. The journal is let go (a new admin takes the file, which the lock held here would
+    refuse), and this admin, holding its state already, cannot start again."""
+    assert admin._sockets is not None
+    admin._sockets.close(0)
+    admin._sockets = None
+    if admin.dashboard is not None:
+        await admin.dashboard.close()
+    if admin.journal is not None:
+        admin.journal.close()
+        admin.journal, admin.state.closing = None, True
 
 
 async def _open_outputs(admin: Admin) -> None:
