@@ -333,8 +333,8 @@ def test_ceylon_cancel_takes_an_id_as_typed_first_and_never_cancels_two_tasks_fo
             await _serving(c, workers=())  # (nobody runs them: both stay queued)
             submitted = await _submit(c, str(path), label="submit")
             said = []
-            for n, arg in enumerate(("7", "007", "7")):
-                p = await c.spawn(f"cancel{n}", [*cli("ceylon-cancel"), arg, "--port",
+            for n, args in enumerate((["7"], ["007", "²"], ["7", "07"])):
+                p = await c.spawn(f"cancel{n}", [*cli("ceylon-cancel"), *args, "--port",
                                                  str(c.port)])
                 said.append((await p.wait(20), p.stdout().strip(), p.stderr().strip()))
             return submitted, said
@@ -342,8 +342,8 @@ def test_ceylon_cancel_takes_an_id_as_typed_first_and_never_cancels_two_tasks_fo
     (code, _, err), said = run(body())
     assert code == 0, err
     assert said == [(0, "7: cancelled", ""),  # the task "7" (as typed), not 7 as well
-                    (0, "7: cancelled", ""),  # no task "007": the number 7
-                    (0, "7: already finished", "")]
+                    (1, "7: cancelled", "²: unknown task"),  # no task "007": the number 7
+                    (0, "7: already finished\n7: already finished", "")]  # "7", then 7
 
 
 def test_ctrl_c_on_submit_wait_says_the_batch_runs_on(tmp_path, tasks_file):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -162,14 +163,17 @@ async def _cancel(c: AsyncClient, typed: list[str], reason: str) -> dict[str, li
     """Each id as typed first; one no task has that reads as a number ("7", "007") then as
     that number: one id never cancels two tasks (a file may hold both 7 and "7")."""
     outcome = await c.cancel(typed, reason)
-    numbers = {int(t): t for t in outcome["unknown"] if t.lstrip("-").isdigit()}
+    numbers: dict[int, list[str]] = {}  # (7 and 007 are one number, asked once)
+    for t in outcome["unknown"]:
+        if re.fullmatch(r"-?[0-9]+", t):  # (not str.isdigit: "²" is a digit int() refuses)
+            numbers.setdefault(int(t), []).append(t)
     if numbers:
         more = await c.cancel(list(numbers), reason)
         for kind in ("cancelled", "stopping", "finished"):
             outcome[kind] += more[kind]
-        still = {numbers[n] for n in more["unknown"]}
-        outcome["unknown"] = [t for t in outcome["unknown"] if t not in numbers.values()
-                              or t in still]
+        asked = {t for each in numbers.values() for t in each}
+        still = {t for n in more["unknown"] for t in numbers[n]}
+        outcome["unknown"] = [t for t in outcome["unknown"] if t not in asked or t in still]
     return outcome
 
 

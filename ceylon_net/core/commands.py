@@ -155,10 +155,13 @@ class Outbox:
 
     def log(self, level: str, message: str) -> None:
         """A line for the log. What peers and submitters name (a task's description, a role,
-        a group) goes into messages: a newline or a terminal escape in it is written escaped,
-        or it would forge lines (or colours) in the admin's log."""
+        a group) goes into messages: a terminal escape in it is written escaped, and a line
+        after a newline is indented, or it would forge lines (or colours) in the admin's log
+        (a traceback the admin logs stays readable, indented)."""
         if not message.isprintable():
-            message = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+            message = "\n    ".join(
+                "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in line)
+                for line in message.split("\n"))
         self.commands.append(Log(level, message))
 
     def add(self, command: Command) -> None:
