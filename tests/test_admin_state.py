@@ -71,7 +71,7 @@ def test_a_worker_that_takes_smaller_messages_than_the_admin_sends_is_refused_sa
     (reject,) = sends(small.hello(limit=65536), Kind.REJECT, small.peer)
     assert reject == wire.Reject("worker 'small' takes messages of at most 65,536 bytes and "
                                  "this admin sends up to 1,048,576 (--max-message-bytes): give "
-                                 "both the same value")
+                                 "the worker at least the admin's value")
     for name, limit in (("same", 1 << 20), ("larger", 8 << 20), ("unsaid", 0)):
         w = sim.worker(name)
         assert sends(w.hello(limit=limit), Kind.WELCOME, w.peer), name

@@ -55,7 +55,7 @@ def test_a_worker_that_takes_smaller_messages_than_the_admin_sends_is_told_and_e
     limit = 65536 if worker_args else 1 << 20
     ours = 1 << 20 if worker_args else 10_000_000
     said = (f"worker 'w' takes messages of at most {limit:,} bytes and this admin sends up "
-            f"to {ours:,} (--max-message-bytes): give both the same value")
+            f"to {ours:,} (--max-message-bytes): give the worker at least the admin's value")
     assert code == 1 and f"rejected by the admin: {said}" in err, err
     assert said in admin_err
 

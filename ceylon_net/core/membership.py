@@ -117,7 +117,8 @@ class Membership:
         if 0 < hello.max_message_bytes < ours:
             return wire.Reject(f"worker '{name}' takes messages of at most "
                                f"{hello.max_message_bytes:,} bytes and this admin sends up to "
-                               f"{ours:,} (--max-message-bytes): give both the same value")
+                               f"{ours:,} (--max-message-bytes): give the worker at least "
+                               f"the admin's value")
         if not all(s.isprintable() for s in (hello.name, hello.role, *hello.handlers)):
             # (a newline or a terminal escape in a name would forge lines in every log)
             return wire.Reject(f"worker {clip(hello.name)!r} rejected: its name, role and "

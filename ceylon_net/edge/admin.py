@@ -26,7 +26,7 @@ from ..core.tasks import RunReport, Task, TaskId, TaskResult
 from ..core.workers import AgentDetail
 from ..core.workfile import MAX_SECONDS, TASK_FIELDS
 from ..errors import ConfigError, Crashed, LocalProtocolError, RemoteProtocolError, TaskFailed
-from ..settings import AdminSettings
+from ..settings import AdminSettings, bracket
 from ..wire import Kind
 from . import loop
 from .agent import AgentBase, finish_tasks, guarded, supervised
@@ -122,7 +122,7 @@ class Admin(AgentBase):
             if self.state.resumed:
                 self._results.complete(self.state.board)
         logger.info("admin '{}' serving workspace '{}' on tcp://{}:{} (PUB {})", self.name,
-                    self.workspace_id, s.bind, self.port, self.pub_port)
+                    self.workspace_id, bracket(s.bind), self.port, self.pub_port)
         if s.exposure:
             logger.warning(s.exposure)
         self._gc.install()

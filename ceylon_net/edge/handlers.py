@@ -20,6 +20,7 @@ import contextlib
 import functools
 import importlib
 import inspect
+import os
 import threading
 import traceback
 import weakref
@@ -259,7 +260,7 @@ def registered() -> dict[str, Callable[..., Any]]:
 
 def load_app(module: str) -> list[str]:
     """Import ``module`` (its @handler functions register themselves); returns the names."""
-    if module.endswith(".py") or "/" in module or "\\" in module:
+    if "/" in module or "\\" in module or (module.endswith(".py") and os.path.isfile(module)):
         name = module.removesuffix(".py").replace("\\", "/").rsplit("/", 1)[-1]
         raise ConfigError(f"--app {module}: give a module name, not a file: --app {name}, "
                           f"run from its directory (or with it on PYTHONPATH)")

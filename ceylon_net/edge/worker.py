@@ -274,6 +274,7 @@ class Worker(AgentBase):
         hellos: set[int] = set()  # msg_ids of our HELLOs: the admin names one it refuses
         while True:
             attempt += 1
+            self._refused = None  # (said again by this attempt's answer, if it refuses)
             hello = self._hello()  # built anew each time: what we hold changes
             header = self._header(hello, s.token)
             hellos.add(header.msg_id)
