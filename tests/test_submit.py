@@ -240,6 +240,30 @@ def test_a_task_whose_arguments_the_wire_cannot_carry_is_refused_before_sending(
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("doc, says", [
+    ({"tasks": [{"id": 1, "description": "x", "difficulty": 1, "depends_on": [2]},
+                {"id": 2, "description": "y", "difficulty": 1, "depends_on": [1]}]},
+     "dependency cycle: task 1 -> task 2 -> task 1"),
+    ({"groups": [{"name": "G", "tasks": [{"id": "a", "description": "a", "depends_on": ["b"]},
+                                         {"id": "b", "description": "b",
+                                          "depends_on": ["a"]}]}]},
+     "dependency cycle: task 'a' -> task 'b' -> task 'a'"),
+])
+def test_a_file_with_a_dependency_cycle_is_refused_before_sending(tmp_path, doc, says):
+    """Its tasks may depend on ones the admin holds, so ceylon-submit left dependencies to
+    the admin: with none answering, a cyclic file was 'no admin answered' (exit 4), not a bad
+    file (exit 2). A cycle can only be within the file: it is looked for here."""
+    path = tmp_path / "cycle.json"
+    path.write_text(json.dumps(doc))
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:  # (no admin: refused before connecting)
+            return await _submit(c, str(path), "--connect-timeout", "1")
+
+    code, _, err = run(body())
+    assert code == 2 and f"error: {path}: {says}" in err, err
+
+
 async def _waiting_submit(c, path):
     """A serving admin (no journal) with one worker, and ceylon-submit --wait of ``path``
     whose batch it has taken: (admin, submit)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError, TaskFileError
 from ..wire import MAX_DEPTH, too_deep
-from .checks import refuse_bad_dependencies
+from .checks import refuse_bad_dependencies, refuse_cycles
 from .groups import (
     AllTasks,
     AtLeast,
@@ -199,13 +199,21 @@ def parse_work(doc: Any, source: str, standalone: bool = True
     if not tasks and not any(g.subtasks for g in groups):
         raise TaskFileError(f"{source}: no tasks in the file")
     check_unique_ids(tasks + [_as_task(t) for g in groups for t in g.subtasks], source)
-    if standalone:
-        try:
+    try:
+        if standalone:
             TaskManager().register(groups, {t.id for t in tasks})
             refuse_bad_dependencies(tasks, {t.task_id for g in groups for t in g.subtasks})
-        except ConfigError as exc:
-            raise TaskFileError(f"{source}: {exc}") from None
+        else:  # (what it depends on may be held by the admin; a cycle can only be in here)
+            refuse_cycles({f"task {t.id!r}": [f"task {d!r}" for d in t.depends_on]
+                           for t in [*tasks, *(_deps_of(s) for g in groups for s in g.subtasks)]
+                           if t.depends_on})
+    except ConfigError as exc:
+        raise TaskFileError(f"{source}: {exc}") from None
     return tasks, groups
+
+
+def _deps_of(t: TaskMessage) -> Task:
+    return Task(t.task_id, t.description, depends_on=t.depends_on)
 
 
 def _group(source: str, index: int, item: Any) -> TaskGroup:
