@@ -81,6 +81,22 @@ def test_duplicate_worker_name_is_rejected(tmp_path):
     assert first_code is None  # the first one is unharmed
 
 
+def test_a_worker_says_at_once_that_the_admins_host_name_does_not_resolve():
+    """It said 'waiting for the admin' for the whole --connect-timeout (30 s by default) and
+    the reason only when it gave up."""
+    import subprocess
+
+    from ceylon_net.dev.testing import cli
+
+    proc = subprocess.run([*cli("ceylon-worker"), "--name", "w", "--admin-peer",
+                           "no-such-host.invalid", "--port", "9", "--connect-timeout", "3"],
+                          capture_output=True, text=True, timeout=30)
+    first = next(line for line in proc.stderr.splitlines() if "attempt 1," in line)
+    assert "WARNING" in first and "the host name 'no-such-host.invalid' does not resolve" \
+        in first, proc.stderr
+    assert proc.returncode == 1
+
+
 def test_protocol_version_mismatch_is_rejected(tmp_path):
     async def body():
         async with Cluster(workdir=tmp_path) as c:

@@ -295,15 +295,19 @@ class Worker(AgentBase):
                     f"{CURVE_HINT if s.curve_secret else ''}"
                     f"{await why_unreachable(s.endpoint)})")
             delay = min(delay * 2, 5.0)
-            self._say_retry(attempt, delay)
+            await self._say_retry(attempt, delay)
 
-    def _say_retry(self, attempt: int, delay: float) -> None:
+    async def _say_retry(self, attempt: int, delay: float) -> None:
         if self._refused is not None:  # (it answers: not "waiting for the admin")
             logger.warning("{}: the admin refuses us for now: {} (attempt {}, asking again in "
                            "{:.1f} s)", self.name, self._refused, attempt, delay)
-        else:
-            logger.info("{}: waiting for the admin at {} (attempt {}, retrying in {:.1f} s)",
-                        self.name, self.settings.endpoint, attempt, delay)
+            return
+        # A host name that does not resolve (yet: in compose, the admin's container may come
+        # later) is said at once, not only when we give up.
+        why = await why_unreachable(self.settings.endpoint) if attempt == 1 else ""
+        (logger.warning if why else logger.info)(
+            "{}: waiting for the admin at {} (attempt {}, retrying in {:.1f} s){}", self.name,
+            self.settings.endpoint, attempt, delay, why)
 
     async def _await_welcome(self, timeout: float, hellos: set[int]) -> Welcome | None:
         assert self._sockets is not None
