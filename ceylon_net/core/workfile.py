@@ -78,6 +78,11 @@ _VALID: dict[str, Callable[[Any], bool]] = {
 _FIELD_ORDER = {name: i for i, name in enumerate(TASK_FIELDS)}
 
 
+def valid_field(name: str, value: Any) -> bool:
+    """``value`` is what a task's field ``name`` may hold (TASK_FIELDS says it in words)."""
+    return _VALID[name](value)
+
+
 def load_tasks(path: str | Path) -> list[Task]:
     """Read a JSON or TOML tasks file: a list, ``{"tasks": [...]}`` or TOML ``[[tasks]]``.
 

@@ -24,7 +24,7 @@ from ..core.groups import TaskGroup, TaskManager
 from ..core.snapshot import metrics, snapshot
 from ..core.tasks import RunReport, Task, TaskId, TaskResult
 from ..core.workers import AgentDetail
-from ..core.workfile import MAX_SECONDS, TASK_FIELDS
+from ..core.workfile import MAX_SECONDS, TASK_FIELDS, valid_field
 from ..errors import ConfigError, Crashed, LocalProtocolError, RemoteProtocolError, TaskFailed
 from ..settings import AdminSettings, bracket
 from ..wire import Kind
@@ -523,8 +523,10 @@ def check_sendable(tasks: Sequence[Task], max_bytes: int) -> None:
            or type(t.description) is not str or not t.description.isascii()
            or type(t.difficulty) is not int or type(t.priority) is not int
            or not 1 <= t.difficulty <= 10
-           or (t.duration is not None and not _DURATION.get(type(t.duration), _no)(t.duration))
-           or (t.timeout is not None and not _TIMEOUT.get(type(t.timeout), _no)(t.timeout))
+           or (t.duration is not None and not (type(t.duration) in _NUMBER
+                                               and 0 <= t.duration <= MAX_SECONDS))
+           or (t.timeout is not None and not (type(t.timeout) in _NUMBER
+                                              and 0 < t.timeout <= MAX_SECONDS))
            or (t.required_role is not None and type(t.required_role) is not str)
            or (t.handler is not None and type(t.handler) is not str)
            or type(t.depends_on) is not list]
@@ -533,12 +535,6 @@ def check_sendable(tasks: Sequence[Task], max_bytes: int) -> None:
 
 
 _NUMBER = (int, float)
-_DURATION = dict.fromkeys(_NUMBER, lambda v: 0 <= v <= MAX_SECONDS)  # (by type: "3" is odd)
-_TIMEOUT = dict.fromkeys(_NUMBER, lambda v: 0 < v <= MAX_SECONDS)
-
-
-def _no(_: Any) -> bool:
-    return False
 
 
 def _closer_look(odd: list[Task], max_bytes: int) -> None:
@@ -568,13 +564,12 @@ def _check_values(t: Task) -> None:
     have waited to be given up as unassignable; a duration or time limit past MAX_SECONDS
     (or inf) never ended; arguments nested past wire.MAX_DEPTH would run the admin out of
     stack when it encodes the assignment."""
-    if type(t.difficulty) is int and not 1 <= t.difficulty <= 10:
+    if type(t.difficulty) is int and not valid_field("difficulty", t.difficulty):
         raise ConfigError(f"task {t.id!r}: difficulty must be 1-10, got {t.difficulty}")
-    for name, value, must in (("duration", t.duration, TASK_FIELDS["duration"]),
-                              ("timeout", t.timeout, TASK_FIELDS["timeout"])):
-        if type(value) in _NUMBER and not (0 <= value <= MAX_SECONDS
-                                           and (name == "duration" or value > 0)):
-            raise ConfigError(f"task {t.id!r}: {name} must be {must}, got {value}")
+    for name in ("duration", "timeout"):  # (another type: the wire's check says it)
+        value = getattr(t, name)
+        if type(value) in _NUMBER and not valid_field(name, value):
+            raise ConfigError(f"task {t.id!r}: {name} must be {TASK_FIELDS[name]}, got {value}")
     for name, value in (("args", t.args), ("kwargs", t.kwargs)):
         if wire.too_deep(value):
             raise ConfigError(f"task {t.id!r}: {name} nests lists and maps more than "
