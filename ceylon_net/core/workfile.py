@@ -209,16 +209,12 @@ def parse_work(doc: Any, source: str, standalone: bool = True
             TaskManager().register(groups, {t.id for t in tasks})
             refuse_bad_dependencies(tasks, {t.task_id for g in groups for t in g.subtasks})
         else:  # (what it depends on may be held by the admin; a cycle can only be in here)
-            refuse_cycles({f"task {t.id!r}": [f"task {d!r}" for d in t.depends_on]
-                           for t in [*tasks, *(_deps_of(s) for g in groups for s in g.subtasks)]
-                           if t.depends_on})
+            deps = [*((t.id, t.depends_on) for t in tasks),
+                    *((s.task_id, s.depends_on) for g in groups for s in g.subtasks)]
+            refuse_cycles({f"task {i!r}": [f"task {d!r}" for d in on] for i, on in deps if on})
     except ConfigError as exc:
         raise TaskFileError(f"{source}: {exc}") from None
     return tasks, groups
-
-
-def _deps_of(t: TaskMessage) -> Task:
-    return Task(t.task_id, t.description, depends_on=t.depends_on)
 
 
 def _group(source: str, index: int, item: Any) -> TaskGroup:
