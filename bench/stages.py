@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
 import itertools
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from harness import BENCH, close_admin, noop, spawn_workers, start_admin, wait_connected
@@ -30,6 +32,7 @@ from harness import BENCH, close_admin, noop, spawn_workers, start_admin, wait_c
 import ceylon_net.edge.transport as transport
 from ceylon_net.core.tasks import Task
 from ceylon_net.dev.testing import Cluster
+from ceylon_net.edge.admin import Admin
 
 HOOKS = BENCH / "stage_hooks"
 clock = time.monotonic_ns
@@ -70,15 +73,19 @@ def next_event(log: list[tuple[int, str]], after: int, kind: str, until: int) ->
     return None
 
 
-async def traced_cluster(trace: Path, workers: int, slots: int
-                         ) -> tuple[Cluster, object, list]:
-    cluster = Cluster(workdir=trace, env={"PYTHONPATH": str(HOOKS),
-                                          "CEYLON_BENCH_TRACE": str(trace)})
-    await cluster.__aenter__()
-    admin = await start_admin(cluster)
-    procs = await spawn_workers(cluster, workers, slots)
-    await wait_connected(admin, procs, workers)
-    return cluster, admin, procs
+@contextlib.asynccontextmanager
+async def traced_cluster(trace: Path, workers: int, slots: int) -> AsyncIterator[Admin]:
+    """An in-process admin and ``workers`` timed worker processes; on the way out the admin
+    closes and the workers stop (writing what they noted), even when the run failed."""
+    async with Cluster(workdir=trace, env={"PYTHONPATH": str(HOOKS),
+                                           "CEYLON_BENCH_TRACE": str(trace)}) as cluster:
+        admin = await start_admin(cluster)
+        try:
+            procs = await spawn_workers(cluster, workers, slots)
+            await wait_connected(admin, procs, workers)
+            yield admin
+        finally:
+            await close_admin(admin)
 
 
 W2_STAGES = ("execute() to the admin's send", "over the wire to the worker",
@@ -90,17 +97,13 @@ W2_STAGES = ("execute() to the admin's send", "over the wire to the worker",
 async def w2(rounds: int, warmup: int = 300) -> None:
     with tempfile.TemporaryDirectory(prefix="ceylon-stages-") as tmp:
         trace = Path(tmp)
-        cluster, admin, _ = await traced_cluster(trace, 1, 1)
         spans = []
-        try:
+        async with traced_cluster(trace, 1, 1) as admin:
             for i in range(warmup + rounds):
                 t0 = clock()
-                await admin.execute(noop(i))  # type: ignore[attr-defined]
+                await admin.execute(noop(i))
                 if i >= warmup:
                     spans.append((t0, clock()))
-        finally:
-            await close_admin(admin)  # type: ignore[arg-type]
-            await cluster.__aexit__(None, None, None)
         (wlog,) = worker_logs(trace)
     alog = sorted(admin_log)
     stages: list[list[float]] = [[] for _ in W2_STAGES]
@@ -126,17 +129,13 @@ async def w3(runs: int, tasks: int = 200, seconds: float = 0.01) -> None:
     for run in range(runs):
         with tempfile.TemporaryDirectory(prefix="ceylon-stages-") as tmp:
             trace = Path(tmp)
-            cluster, admin, _ = await traced_cluster(trace, 4, 8)
-            try:
-                await admin.run_tasks([noop(-1 - i) for i in range(32)])  # type: ignore
+            async with traced_cluster(trace, 4, 8) as admin:
+                await admin.run_tasks([noop(-1 - i) for i in range(32)])
                 batch = [Task(id=i, description="sleep", difficulty=1, duration=seconds)
                          for i in range(tasks)]
                 t0 = clock()
-                await admin.run_tasks(batch)  # type: ignore[attr-defined]
+                await admin.run_tasks(batch)
                 t1 = clock()
-            finally:
-                await close_admin(admin)  # type: ignore[arg-type]
-                await cluster.__aexit__(None, None, None)
             logs = worker_logs(trace)
         ms = [(min(t for t, k in log if k == "start" and t >= t0),
                max(t for t, k in log if k == "end" and t >= t0)) for log in logs]
