@@ -39,8 +39,6 @@ from .common import (
     opt,
     path_str,
 )
-from .progress import ProgressView
-from .render import print_report
 
 Port = Annotated[int, opt("ROUTER port workers connect to (0: any free port).", "PORT")]
 PubPort = Annotated[int | None, opt("PUB broadcast port [default: port+1].", "PUB_PORT")]
@@ -144,6 +142,8 @@ def _finish(report: RunReport, report_json: Path | None, code: int | None = None
             report_json.write_text(json_text(report.to_json(), indent=2) + "\n")
         except OSError as exc:
             unwritten = f"--report-json {report_json}: {exc.strerror or exc}"
+    from .render import print_report  # (rich: imported by a run that prints a report)
+
     print_report(report)
     if unwritten is not None:
         fail(EXIT_FAILED, unwritten)
@@ -181,6 +181,8 @@ async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskG
             else:
                 run = asyncio.create_task(admin.run_tasks(*work))
             stop = asyncio.create_task(admin.serve())
+            from .progress import ProgressView
+
             async with ProgressView.for_terminal(admin):
                 await asyncio.wait([run, stop], return_when=asyncio.FIRST_COMPLETED)
             if admin.failure is not None:

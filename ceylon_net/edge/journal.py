@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -103,6 +102,8 @@ class Journal:
             raise
 
     def _open(self) -> None:
+        import sqlite3  # (here: an admin without a journal does without it)
+
         existed = self.path.exists() and self.path.stat().st_size > 0
         version = self._check() if existed else SCHEMA_VERSION
         try:
@@ -131,6 +132,8 @@ class Journal:
 
     def _check(self) -> int:
         """Refuse a file that is not our journal, without writing to it; its schema version."""
+        import sqlite3
+
         with self.path.open("rb") as f:
             if f.read(len(_MAGIC)) != _MAGIC:
                 raise JournalError(f"journal {self.path} is not a ceylon_net journal (not an "
@@ -290,6 +293,8 @@ class Journal:
     def _reading(self) -> Iterator[None]:
         """Reading the log: a row it cannot make sense of, or damage SQLite finds only
         now, is a JournalError saying so."""
+        import sqlite3
+
         try:
             yield
         except (ValueError, TypeError, KeyError, IndexError, RemoteProtocolError) as exc:

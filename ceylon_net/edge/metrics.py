@@ -8,8 +8,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from loguru import logger
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from ..errors import ConfigError
 from ..settings import every_interface, local_url
@@ -38,6 +36,12 @@ class AdminCollector:
         self.view = view
 
     def collect(self) -> Iterator[object]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
         v = self.view()
         tasks = GaugeMetricFamily("ceylon_tasks", "Tasks by state", labels=["state"])
         for state, n in v["tasks"].items():
@@ -59,6 +63,9 @@ class AdminCollector:
 def serve_metrics(view: Callable[[], dict[str, Any]], host: str, port: int) -> None:
     """Serve http://HOST:PORT/metrics from ``view()`` (called at each scrape). ConfigError
     when the port cannot be had."""
+    # (imported here: prometheus_client costs an admin 3.4 MiB, and most run without it)
+    from prometheus_client import CollectorRegistry, start_http_server
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AdminCollector(view))
     try:
