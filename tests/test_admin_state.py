@@ -252,6 +252,20 @@ def test_cancel_ends_a_queued_task_at_once_and_asks_the_worker_for_a_running_one
                                                    "cancelled: changed my mind")
 
 
+def test_cancelling_several_tasks_on_one_worker_asks_it_once_for_all_of_them():
+    # One message: asked one by one, the worker could start a task queued on it in the slot
+    # the first cancel freed before the second cancel arrived (and its handler would run).
+    sim = Sim()
+    w = sim.join("w", capacity=2)
+    sent = sim.submit(noop("a"), noop("b"))
+    sent += w.heartbeat()  # it confirms the first (on probation), and is trusted
+    assert assigned(sent) == {"w": ["a", "b"]}
+    outcome, cmds = sim.st.cancel(["a", "b"], "enough", sim.now)
+
+    assert outcome["stopping"] == ["a", "b"]
+    assert sends(cmds, Kind.CANCEL, w.peer) == [wire.Cancel([["a", 1], ["b", 1]], "enough")]
+
+
 def test_a_worker_that_registers_again_still_running_a_cancelled_task_is_asked_again():
     sim = Sim()
     w = sim.join("w")

@@ -527,6 +527,9 @@ class AdminState:
     def _cancel(self, task_ids: Sequence[TaskId], reason: str) -> dict[str, list[TaskId]]:
         out: dict[str, list[TaskId]] = {"cancelled": [], "stopping": [], "unknown": [],
                                         "finished": []}
+        # One message a worker: asked one by one, it could start a task queued on it in the
+        # slot the first cancel freed before the next cancel, for that very task, came.
+        stops: dict[bytes, list[list[Any]]] = {}
         for task_id in task_ids:
             if task_id not in self.board.records:
                 out["unknown"].append(task_id)
@@ -535,10 +538,12 @@ class AdminState:
             elif (on := self.board.stop(task_id, reason)) is not None:
                 peer = self.peer_of(on[0])
                 if peer is not None:
-                    self.out.send(peer, Kind.CANCEL, wire.Cancel([[task_id, on[1]]], reason))
+                    stops.setdefault(peer, []).append([task_id, on[1]])
                 out["stopping"].append(task_id)
             else:
                 out["finished"].append(task_id)
+        for peer, pairs in stops.items():
+            self.out.send(peer, Kind.CANCEL, wire.Cancel(pairs, reason))
         return out
 
     def _accept(self, rec: WorkerRecord, results: list[TaskResult],
