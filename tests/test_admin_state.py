@@ -757,6 +757,21 @@ def test_a_client_hears_of_every_task_before_the_group_or_batch_they_end():
     assert max(done) < said.index((Kind.GROUP, "group_finished"))
 
 
+def test_a_batch_report_has_the_batchs_groups_and_only_those():
+    sim = Sim()
+    w = sim.join("w")
+    sim.submit(noop("before"))
+    doc = {"tasks": [{"id": "t", "description": "x", "difficulty": 1}],
+           "groups": [{"name": "g", "tasks": [{"id": "a", "description": "x", "difficulty": 1}]}]}
+    cmds = sim.receive(b"client", frames(Kind.SUBMIT, wire.Submission(doc, wait=True)))
+    for _ in range(4):
+        cmds += w.finish_all()
+    (report,) = sends(cmds, Kind.REPORT, b"client")
+    assert sorted(t["id"] for t in report.report["tasks"]) == ["a", "t"]
+    assert [(g["name"], g["status"], g["completed"]) for g in report.report["groups"]] == \
+        [("g", "completed", 1)]
+
+
 def test_an_assignment_that_cannot_be_sent_goes_back_and_out_again_next_round():
     sim = Sim()
     w = sim.join("w")

@@ -344,6 +344,8 @@ def test_a_later_batch_may_depend_on_an_earlier_ones_groups_and_tasks(tmp_path):
     assert code1 == 0 and json.loads(out1) == {"batch": 1, "tasks": 2}, err1
     assert code2 == 0, err2
     assert [(t["id"], t["success"]) for t in json.loads(out2)["tasks"]] == [("p1", True)]
+    assert [(g["name"], g["status"]) for g in json.loads(out2)["groups"]] == \
+        [("Process", "completed")]  # (its own groups only: not the first batch's Ingest)
     assert (code3, out3.strip(), err3.strip()) == (0, "7: already finished", "")
 
 

@@ -135,7 +135,7 @@ def _print_batch(report: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json_text(report, indent=2))
     else:
-        print_report(run)
+        print_report(run, whole="--json")
     if run.unassigned:
         raise typer.Exit(EXIT_UNASSIGNED)
     if any(not t.success for t in run.tasks):

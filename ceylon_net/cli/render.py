@@ -19,8 +19,9 @@ def _row(table: Table, *cells: Any) -> None:
     table.add_row(*(Text(str(c)) for c in cells))
 
 
-def print_report(report: RunReport) -> None:
-    """The results table, then groups, failures, cancellations and the success rate."""
+def print_report(report: RunReport, whole: str = "--report-json") -> None:
+    """The results table, then groups, failures, cancellations and the success rate.
+    ``whole``: the option that gives every row (the table shows the first ones)."""
     # Wide enough for long descriptions when piped (rich assumes 80 columns off a terminal).
     console = Console(width=None if sys.stdout.isatty() else 120)
     table = Table(title="Task results")
@@ -31,7 +32,7 @@ def print_report(report: RunReport) -> None:
              f"{t.seconds:.3f}")
     console.print(table)
     if len(report.tasks) > TABLE_ROWS:
-        console.print(f"... and {len(report.tasks) - TABLE_ROWS} more (see --report-json)")
+        console.print(f"... and {len(report.tasks) - TABLE_ROWS} more (see {whole})")
     for line in _report_notes(report):
         console.print(line, markup=False, highlight=False)
     console.print(f"Success rate: {report.success_rate:.2%} "

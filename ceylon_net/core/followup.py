@@ -104,6 +104,9 @@ class Followup:
 
     def batch_report(self, batch: Batch) -> wire.BatchReport:
         report = self.board.report(self.unassigned, only=batch.task_ids)
+        ids = set(batch.task_ids)  # (a group is never empty, and its tasks came together)
+        report.groups = [g.summary() for g in self.task_manager.task_groups.values()
+                         if g.subtasks and g.subtasks[0].task_id in ids]
         return wire.BatchReport(batch.id, report.to_json())
 
     def batch_progress(self) -> None:
