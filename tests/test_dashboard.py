@@ -219,6 +219,31 @@ def test_connections_that_send_no_request_cannot_hold_the_dashboard_shut():
     assert first_gone  # the oldest idle one made room
 
 
+def test_a_burst_of_requests_beyond_the_places_is_answered_not_dropped():
+    """100 requests sent at once: those beyond MAX_CONNECTIONS wait for a place. They had
+    sent their whole request, yet were evicted as 'still sending it' and closed unanswered."""
+    from ceylon_net.edge.dashboard import MAX_CONNECTIONS, Dashboard
+
+    async def ask(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /api/state HTTP/1.1\r\n\r\n")
+        try:
+            return await asyncio.wait_for(reader.read(), 15)
+        finally:
+            writer.close()
+
+    async def body():
+        board = Dashboard(lambda now: {"workers": []}, lambda: (0, 0.0), lambda: 0, None)
+        port = await board.start("127.0.0.1", 0)
+        try:
+            return await asyncio.gather(*(ask(port) for _ in range(MAX_CONNECTIONS + 36)))
+        finally:
+            await board.close()
+
+    answers = run(body())
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * len(answers)
+
+
 def test_head_asks_for_the_token_as_get_does():
     from ceylon_net.edge.dashboard import Dashboard
 

@@ -40,7 +40,9 @@ MAX_STREAMS = 32  # pages open at once
 MAX_REQUEST = 16 << 10  # bytes of request line and headers
 READ_TIMEOUT = 10.0  # seconds a browser may take to send its request
 WRITE_TIMEOUT = 10.0  # seconds a browser may take to read what we send
-MAX_CONNECTIONS = 64  # connections at once, streams included
+MAX_CONNECTIONS = 64  # connections served at once, streams included
+MAX_WAITING = 64  # connections beyond those, waiting for a place (more: 503)
+GRACE = 1.0  # seconds a connection may take to send its request before another may evict it
 SAMPLE_EVERY = 1.0  # seconds between two points of the charts
 
 
@@ -55,10 +57,14 @@ class Dashboard:
         self.server: asyncio.Server | None = None
         self.port = 0
         self.streams = 0
-        self._connections: set[asyncio.Task[Any]] = set()
-        # Those still sending their request, oldest first: at the cap, the oldest makes room
-        # (idle or hostile connections could otherwise hold every place for READ_TIMEOUT).
-        self._reading: dict[asyncio.Task[Any], None] = {}
+        self._connections: set[asyncio.Task[Any]] = set()  # every one (close() ends them)
+        self._served: set[asyncio.Task[Any]] = set()  # those holding one of the places
+        # Those still sending their request, oldest first, since when: at the cap, one slower
+        # than GRACE makes room (idle or hostile connections could otherwise hold every
+        # place for READ_TIMEOUT); a burst of requests waits for places instead.
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        self._freed = asyncio.Event()  # set when a place frees
+        self._waiting = 0
         self.trend = Trend(SAMPLE_EVERY)
         self._sampler: asyncio.Task[None] | None = None
         self._page = PAGE.read_bytes()
@@ -109,13 +115,10 @@ class Dashboard:
         assert task is not None
         self._connections.add(task)
         try:
-            if len(self._connections) > MAX_CONNECTIONS:
-                if not self._reading:  # every place holds a page or an answer under way
-                    return await _send(writer, 503, "text/plain", b"too many connections\n")
-                oldest = next(iter(self._reading))  # still sending its request: makes room
-                del self._reading[oldest]
-                oldest.cancel()
-            self._reading[task] = None
+            if not await self._place(task):  # every place holds a page, an answer or a
+                # request under way, and as many wait already
+                return await _send(writer, 503, "text/plain", b"too many connections\n")
+            self._reading[task] = time.monotonic()
             try:
                 method, target = await asyncio.wait_for(_request(reader), READ_TIMEOUT)
             except _Refused as refused:
@@ -131,7 +134,37 @@ class Dashboard:
             pass  # close(): the dashboard stops (asyncio's server wants no cancelled task)
         finally:
             self._connections.discard(task)
+            if task in self._served:
+                self._served.discard(task)
+                self._freed.set()
             writer.close()
+
+    async def _place(self, task: asyncio.Task[Any]) -> bool:
+        """One of the MAX_CONNECTIONS places for ``task``: at once, or the place of one that
+        has been sending its request for longer than GRACE, or the first to free up (a
+        burst). False when none came within READ_TIMEOUT, or too many wait already."""
+        deadline = time.monotonic() + READ_TIMEOUT
+        while len(self._served) >= MAX_CONNECTIONS:
+            now = time.monotonic()
+            slow = next(iter(self._reading.items()), None)
+            if slow is not None and now - slow[1] >= GRACE:
+                del self._reading[slow[0]]
+                self._served.discard(slow[0])
+                slow[0].cancel()
+                continue
+            if now >= deadline or self._waiting >= MAX_WAITING:
+                return False
+            self._waiting += 1
+            self._freed.clear()
+            grace_over = GRACE if slow is None else slow[1] + GRACE - now
+            try:  # (wakes when a place frees, or when the oldest reader has had its grace)
+                await asyncio.wait_for(self._freed.wait(), min(deadline - now, grace_over))
+            except TimeoutError:
+                pass
+            finally:
+                self._waiting -= 1
+        self._served.add(task)
+        return True
 
     async def _answer(self, method: str, target: str, writer: asyncio.StreamWriter) -> None:
         url = urlsplit(target)
