@@ -33,7 +33,7 @@ from .agent import AgentBase, finish_tasks, guarded, supervised
 from .collector import FullCollections
 from .dashboard import Dashboard
 from .journal import Journal, ResultsFile, record_round, resume
-from .metrics import serve_metrics
+from .metrics import MetricsServer
 from .outlet import Outlet
 from .transport import AdminSockets, load_keys, peer_address
 
@@ -76,6 +76,7 @@ class Admin(AgentBase):
         self._results: ResultsFile | None = None
         self._gc = FullCollections()
         self.dashboard: Dashboard | None = None
+        self.metrics: MetricsServer | None = None
         self._carry_out = {c.Send: self._send, c.Assign: self._assign, c.Log: _log,
                            c.Forward: self._forward, c.Publish: self._publish,
                            c.Acknowledge: lambda a: self._acks.add(a.peer, a.results),
@@ -178,9 +179,7 @@ class Admin(AgentBase):
             await asyncio.gather(*self._loops, return_exceptions=True)
             await self._cancel_handlers()
         finally:  # whatever failed above, nothing is left open
-            if self.dashboard is not None:
-                await self.dashboard.close()
-                self.dashboard = None
+            await _close_http(self)
             self._sockets.close()
             self._sockets = self._out = None
             self._gc.uninstall()
@@ -403,6 +402,16 @@ def _say_goodbye(admin: Admin, reason: str) -> None:
         logger.exception("admin '{}': saying goodbye failed too", admin.name)
 
 
+async def _close_http(admin: Admin) -> None:
+    """The dashboard and the metrics endpoint stop serving (their ports are free again)."""
+    if admin.dashboard is not None:
+        await admin.dashboard.close()
+        admin.dashboard = None
+    if admin.metrics is not None:
+        admin.metrics.close()
+        admin.metrics = None
+
+
 async def _undo_start(admin: Admin) -> None:
     """A start that failed (a port in use, a file it cannot write): nothing of it stays
     open. The journal is let go (a new admin takes the file, which the lock held here would
@@ -410,8 +419,7 @@ async def _undo_start(admin: Admin) -> None:
     assert admin._sockets is not None
     admin._sockets.close(0)
     admin._sockets = None
-    if admin.dashboard is not None:
-        await admin.dashboard.close()
+    await _close_http(admin)
     if admin.journal is not None:
         admin.journal.close()
         admin.journal, admin.state.closing = None, True
@@ -422,8 +430,8 @@ async def _open_outputs(admin: Admin) -> None:
     s = admin.settings
     if s.dashboard_port is not None and admin.dashboard is None:
         admin.dashboard = await Dashboard.serve(admin.state, s.bind, s.dashboard_port, s.token)
-    if s.metrics_port is not None:
-        serve_metrics(lambda: metrics(admin.state), s.bind, s.metrics_port)
+    if s.metrics_port is not None and admin.metrics is None:
+        admin.metrics = MetricsServer(lambda: metrics(admin.state), s.bind, s.metrics_port)
     if s.results_file is not None and admin._results is None:
         admin._results = ResultsFile(s.results_file)
 

@@ -4,8 +4,12 @@ hot path but a few integer increments."""
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable, Iterator
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from loguru import logger
 
@@ -60,18 +64,51 @@ class AdminCollector:
             yield HistogramMetricFamily(name, doc, buckets=h.buckets(), sum_value=h.total)
 
 
-def serve_metrics(view: Callable[[], dict[str, Any]], host: str, port: int) -> None:
-    """Serve http://HOST:PORT/metrics from ``view()`` (called at each scrape). ConfigError
-    when the port cannot be had."""
-    # (imported here: prometheus_client costs an admin 3.4 MiB, and most run without it)
-    from prometheus_client import CollectorRegistry, start_http_server
+class MetricsServer:
+    """http://HOST:PORT/metrics, one thread a scrape (a scrape reads the admin's state as the
+    event loop left it between two rounds: integers and small dicts, read whole)."""
 
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(AdminCollector(view))
-    try:
-        start_http_server(port, addr=host, registry=registry)
-    except OSError as exc:
-        raise ConfigError(f"--metrics-port {port}: {exc.strerror}") from None
-    logger.info("metrics on {}{}", local_url(host, port, "/metrics"),
-                " (listening on every interface, without a token)"
-                if every_interface(host) else "")
+    def __init__(self, view: Callable[[], dict[str, Any]], host: str, port: int) -> None:
+        """Bind host:port (0: any free port); ConfigError when the port cannot be had."""
+        # (imported here: prometheus_client costs an admin 3.4 MiB, and most run without it)
+        from prometheus_client import CollectorRegistry, make_wsgi_app
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(AdminCollector(view))
+        app = make_wsgi_app(registry)
+
+        def only_metrics(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            if environ.get("PATH_INFO") == "/metrics":
+                return app(environ, start_response)
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found: the metrics are at /metrics\n"]
+
+        try:
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+            self.server = make_server(host, port, only_metrics,
+                                      type("Server", (_Server,), {"address_family": family}),
+                                      handler_class=_Quiet)
+        except OSError as exc:
+            raise ConfigError(f"--metrics-port {port}: {exc.strerror or exc}") from None
+        self.port: int = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, args=(0.1,), name="metrics",
+                         daemon=True).start()  # (it sees close() within 0.1 s)
+        logger.info("metrics on {}{}", local_url(host, self.port, "/metrics"),
+                    " (listening on every interface, without a token)"
+                    if every_interface(host) else "")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # (a scrape under way does not hold the process)
+    # Scrapes that come together wait in the kernel rather than being refused and tried again
+    # a second later (socketserver's own backlog is 5).
+    request_queue_size = 128
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # (not a line on stderr for every scrape)
