@@ -19,6 +19,7 @@ from .wire import DEFAULT_MAX_MESSAGE_BYTES, MAX_CAPACITY
 
 DEFAULT_WORKSPACE_ID = "default"
 DEFAULT_PORT = 8000
+MAX_HEARTBEAT = 3600.0  # seconds: longer would leave a lost worker unnoticed for hours
 
 
 def env_default(name: str, default, cast=str):
@@ -86,7 +87,10 @@ class AdminSettings:
         if self.port == 65535 and self.pub_port is None:
             raise ConfigError("--port 65535 leaves no room for the default --pub-port (port+1)")
         _check_positive("heartbeat", self.heartbeat)
-        _check_positive("beats_per_second", self.beats_per_second)
+        if self.heartbeat > MAX_HEARTBEAT:  # (inf would turn off noticing a lost worker)
+            raise ConfigError(f"--heartbeat must be at most {MAX_HEARTBEAT} s, got "
+                              f"{self.heartbeat}")
+        _check_positive("beats-per-second", self.beats_per_second)
         if self.liveness < 1:
             raise ConfigError("--liveness must be at least 1")
         if self.expect_workers < 0:
@@ -163,7 +167,8 @@ class WorkerSettings:
             raise ConfigError(f"--concurrency must be 1-{MAX_CAPACITY}, got {self.capacity}")
         _check_port("port", self.port)
         if self.port == 0:
-            raise ConfigError("--port 0 is not a port a worker can connect to")
+            raise ConfigError("--port 0 is not a port to connect to (an admin given --port 0 "
+                              "takes a free one and logs it: give that one)")
         if not self.time_scale >= 0:  # also refuses NaN
             raise ConfigError("--time-scale must be >= 0")
         _check_positive("connect-timeout", self.connect_timeout)

@@ -252,6 +252,14 @@ def test_cancel_ends_a_queued_task_at_once_and_asks_the_worker_for_a_running_one
                                                    "cancelled: changed my mind")
 
 
+def test_a_client_of_another_workspace_is_told_which_the_admin_serves():
+    sim = Sim()
+    cmds = sim.receive(b"client", frames(Kind.CANCEL, wire.Cancel([["x", 0]], "why"),
+                                         workspace="other"))
+    assert [r.reason for r in sends(cmds, Kind.REJECT, b"client")] == [
+        "workspace 'other' != admin's 'default' (--workspace / CEYLON_WORKSPACE)"]
+
+
 def test_cancelling_several_tasks_on_one_worker_asks_it_once_for_all_of_them():
     # One message: asked one by one, the worker could start a task queued on it in the slot
     # the first cancel freed before the second cancel arrived (and its handler would run).

@@ -111,8 +111,13 @@ def test_metrics_on_any_free_port_says_which_and_answers_scrapes_that_come_toget
     ("ceylon-worker", ["--time-scale", "nan"], "--time-scale must be >= 0"),
     ("ceylon-worker", ["--drain-timeout", "-1"], "--drain-timeout must be >= 0, got -1.0"),
     ("ceylon-status", ["--admin-peer", "bad host"], "is not a host name or address"),
-    ("ceylon-status", ["--timeout", "nan"], "timeout must be > 0 seconds, got nan"),
-    ("ceylon-cancel", ["1", "--timeout", "0"], "timeout must be > 0 seconds, got 0.0"),
+    ("ceylon-status", ["--timeout", "nan"], "error: --timeout must be > 0, got nan"),
+    ("ceylon-cancel", ["1", "--timeout", "0"], "error: --timeout must be > 0, got 0.0"),
+    ("ceylon-submit", ["f.json", "--connect-timeout", "0"],
+     "error: --connect-timeout must be > 0, got 0.0"),
+    ("ceylon-status", ["--port", "0"], "error: --port 0 is not a port to connect to"),
+    ("ceylon-admin", ["--beats-per-second", "0"], "error: --beats-per-second must be > 0"),
+    ("ceylon-admin", ["--heartbeat", "inf"], "error: --heartbeat must be at most 3600.0 s"),
     ("ceylon-worker", ["--app", "./mypkg/handlers.py"],
      "--app ./mypkg/handlers.py: give a module name, not a file: --app handlers, run from its "
      "directory (or with it on PYTHONPATH)"),
@@ -293,6 +298,29 @@ def test_a_report_of_a_run_where_no_task_ran_says_so_not_a_rate_of_0_percent(cap
     print_report(RunReport(unassigned=[1]))
     out = capsys.readouterr().out
     assert "Success rate: none ran (0 tasks)" in out and "0.00%" not in out
+
+
+def test_status_says_how_many_queued_tasks_its_table_leaves_out_and_where_they_are():
+    from rich.console import Console
+
+    from ceylon_net.cli.render import render
+
+    def shown(queued: int, rows: int, on_workers: int) -> str:
+        data = {"admin": "a", "workspace": "w", "groups": [],
+                "workers": [{"name": "w1", "role": "default", "skill": 5, "host": "h",
+                             "running": 1, "capacity": 1, "queued": on_workers}],
+                "queued": [{"id": i, "description": "d", "difficulty": 1, "role": None,
+                            "priority": 0} for i in range(rows)],
+                "counts": {"total": queued + 1, "done": 0, "succeeded": 0, "running": 1,
+                           "queued": queued, "waiting": 0, "unassigned": 0}}
+        console = Console(width=200, record=True)
+        console.print(render(data))
+        return " ".join(console.export_text().split())  # (the caption wraps at the table)
+
+    assert "... and 14900 more in the admin's queue; 3 queued on workers (in their rows" \
+        in shown(15_003, 100, 3)
+    assert "more in the admin's queue" not in shown(5, 5, 0)
+    assert "queued on workers" not in shown(5, 5, 0)
 
 
 def test_report_json_holds_what_json_cannot_as_its_repr_keys_and_nan_too():

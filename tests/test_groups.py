@@ -308,6 +308,10 @@ def test_groups_file_loads_groups_goals_and_dependencies(tmp_path):
     ("groups", "message"),
     [
         ([{"tasks": [{"description": "x"}]}], "group #1: missing field 'name'"),
+        ([{"name": "", "tasks": [{"description": "x"}]}],
+         "group #1: field 'name' must be a non-empty string, got ''"),
+        ([{"name": 3, "tasks": [{"description": "x"}]}],
+         "group #1: field 'name' must be a non-empty string, got 3"),
         ([{"name": "A", "tasks": []}], "group 'A': field 'tasks' must be a non-empty list"),
         ([{"name": "A", "goal": {"kind": "most"}, "tasks": [{"description": "x"}]}],
          "group 'A': field 'goal' must be"),

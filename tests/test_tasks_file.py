@@ -140,7 +140,8 @@ def test_bad_toml(tmp_path):
     [
         ({"id": 3, "difficulty": 2}, "task #1 (id 3): missing field 'description' (string)"),
         ({"id": 3, "description": "x"}, "task #1 (id 3): missing field 'difficulty' (int 1-10)"),
-        ({"description": "x", "difficulty": 2}, "task #1: missing field 'id' (int or string)"),
+        ({"description": "x", "difficulty": 2},
+         "task #1: missing field 'id' (int (64 bits) or string)"),
     ],
 )
 def test_missing_field(tasks_file, item, error):
@@ -166,9 +167,11 @@ def test_difficulty_out_of_range(tmp_path, text, shown):
 @pytest.mark.parametrize(
     ("changes", "error"),
     [
-        ({"id": 1.5}, "task #1 (id 1.5): field 'id' must be int or string, got 1.5"),
-        ({"id": True}, "task #1 (id True): field 'id' must be int or string, got True"),
-        ({"id": None}, "task #1 (id None): field 'id' must be int or string, got None"),
+        ({"id": 1.5}, "task #1 (id 1.5): field 'id' must be int (64 bits) or string, got 1.5"),
+        ({"id": True}, "task #1 (id True): field 'id' must be int (64 bits) or string, got True"),
+        ({"id": None}, "task #1 (id None): field 'id' must be int (64 bits) or string, got None"),
+        ({"id": 2**64}, "task #1 (id 18446744073709551616): field 'id' must be int (64 bits) "
+                        "or string, got 18446744073709551616"),
         ({"description": 5}, "task #1 (id 1): field 'description' must be string, got 5"),
         ({"required_role": 3}, "task #1 (id 1): field 'required_role' must be string, got 3"),
         ({"priority": "high"}, "task #1 (id 1): field 'priority' must be int, got 'high'"),
@@ -364,6 +367,8 @@ def test_default_settings_are_valid():
         ({"port": 65535}, "--port 65535 leaves no room for the default --pub-port (port+1)"),
         ({"heartbeat": 0}, "--heartbeat must be > 0, got 0"),
         ({"heartbeat": -0.5}, "--heartbeat must be > 0, got -0.5"),
+        ({"heartbeat": float("inf")}, "--heartbeat must be at most 3600.0 s, got inf"),
+        ({"beats_per_second": 0}, "--beats-per-second must be > 0, got 0"),
         ({"liveness": 0}, "--liveness must be at least 1"),
         ({"expect_workers": -1}, "--expect-workers must be >= 0"),
         ({"unassignable_timeout": -0.1}, "--unassignable-timeout must be >= 0"),
@@ -414,7 +419,8 @@ def test_admin_endpoint_host():
         ({"skill": 11}, "--skill must be 0-10, got 11"),
         ({"capacity": 0}, "--concurrency must be 1-10000, got 0"),
         ({"capacity": 10_001}, "--concurrency must be 1-10000, got 10001"),
-        ({"port": 0}, "--port 0 is not a port a worker can connect to"),
+        ({"port": 0}, "--port 0 is not a port to connect to (an admin given --port 0 takes "
+                      "a free one and logs it: give that one)"),
         ({"port": 65536}, "--port must be 0-65535, got 65536"),
         ({"time_scale": -1}, "--time-scale must be >= 0"),
         ({"connect_timeout": 0}, "--connect-timeout must be > 0, got 0"),

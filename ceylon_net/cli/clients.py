@@ -100,7 +100,7 @@ def submit(
 ) -> None:
     configure_logging(log_level, log_json)
     c = client(admin_peer, port, workspace, token, curve_secret, admin_key, connect_timeout,
-               gone_after=30.0)
+               gone_after=30.0, timeout_option="--connect-timeout")
     try:
         doc = parse_file(file)
         # Refuse a bad file here, before anything is sent; what it depends on may be on the

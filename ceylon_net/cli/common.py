@@ -136,9 +136,11 @@ async def on_signals(callback: Callable[[], Awaitable[Any]]) -> AsyncIterator[Ca
 
 def client(admin_peer: str, port: int, workspace: str, token: str | None,
            curve_secret: Path | None, admin_key: Path | None, timeout: float,
-           gone_after: float = 30.0) -> AsyncClient:
+           gone_after: float = 30.0, timeout_option: str = "--timeout") -> AsyncClient:
     """A client of the admin at ADMIN_PEER:PORT with these credentials; a bad option (or
-    key file) is exit 2."""
+    key file) is exit 2. ``timeout_option``: the option ``timeout`` came from."""
+    if not timeout > 0:  # (said here with the option's name; also refuses NaN)
+        fail(EXIT_CONFIG, f"{timeout_option} must be > 0, got {timeout}")
     host = f"[{admin_peer}]" if ":" in admin_peer and not admin_peer.startswith("[") \
         else admin_peer
     try:

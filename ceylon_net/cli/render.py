@@ -88,6 +88,12 @@ def render(data: dict[str, Any]) -> Group:
     for q in data["queued"]:
         _row(queued, q["id"], q["description"], q["difficulty"], q["role"] or "-",
              q["priority"])
+    on_workers = sum(w.get("queued", 0) for w in data["workers"])
+    more = c["queued"] - on_workers - len(data["queued"])  # (the rows are the first in line)
+    queued.caption = "; ".join(
+        ([f"... and {more} more in the admin's queue"] if more > 0 else [])
+        + ([f"{on_workers} queued on workers (in their rows above)"] if on_workers else [])
+    ) or None
     summary = (f"tasks: {c['done']}/{c['total']} done ({c['succeeded']} succeeded), "
                f"{c['running']} running, {c['queued']} queued, {c['waiting']} waiting, "
                f"{c['unassigned']} unassigned\n"

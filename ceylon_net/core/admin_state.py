@@ -58,7 +58,6 @@ PROBATION = 0.2  # least seconds a worker on probation has to confirm its first 
 SYNC_EVERY = 0.02  # seconds between PUB heartbeats while a new worker does not hear them yet
 SYNC_FANOUT = 50  # ... for up to this many agents; more agents, proportionally slower
 CLIENT_KINDS = frozenset((Kind.HELLO, Kind.STATUS, Kind.SUBMIT, Kind.WATCH))
-REQUESTS = {Kind.STATUS: "status", Kind.SUBMIT: "batch", Kind.WATCH: "watch"}  # named back
 ANSWERED = frozenset((Kind.STATUS, Kind.SUBMIT, Kind.CANCEL))  # a client awaits an answer
 # What a worker sends while registered, so what an admin that restarted may get from it first.
 STRANGERS_MAY_SEND = frozenset((Kind.HEARTBEAT, Kind.RESULT, Kind.STARTED, Kind.BCAST,
@@ -430,10 +429,11 @@ class AdminState:
         ask = env.header.msg_id  # every answer names the request it answers
         if env.kind == Kind.HELLO:
             self._hello(peer, env, address, now)
-        elif env.header.workspace != self.workspace:
-            what = REQUESTS.get(env.kind, "cancel")
-            self.members.reject(peer, f"{what} for workspace '{clip(env.header.workspace)}' "
-                                      f"sent to admin of '{self.workspace}'", ask)
+        elif env.header.workspace != self.workspace:  # (whatever it asks: a client's first
+            # request is a status, so naming the request would say 'status' to ceylon-cancel)
+            self.members.reject(peer, f"workspace '{clip(env.header.workspace)}' != admin's "
+                                      f"'{self.workspace}' (--workspace / CEYLON_WORKSPACE)",
+                                ask)
         elif env.kind == Kind.STATUS:
             self.out.send(peer, Kind.STATUS, wire.Status(snapshot(self)), ask)
         elif env.kind == Kind.SUBMIT:

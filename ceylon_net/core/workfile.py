@@ -33,7 +33,7 @@ _NONE: list[Any] = []  # a parsed task without depends_on / args
 _NO_KW: dict[str, Any] = {}  # ... without kwargs
 
 TASK_FIELDS = {
-    "id": "int or string",
+    "id": "int (64 bits) or string",
     "description": "string",
     "difficulty": "int 1-10",
     "required_role": "string",
@@ -221,8 +221,11 @@ def _group(source: str, index: int, item: Any) -> TaskGroup:
     where = f"{source}: group #{index + 1}"
     if not isinstance(item, dict):
         raise TaskFileError(f"{where}: expected an object")
-    if not isinstance(item.get("name"), str) or not item["name"]:
+    if "name" not in item:
         raise TaskFileError(f"{where}: missing field 'name' (string)")
+    if not isinstance(item["name"], str) or not item["name"]:
+        raise TaskFileError(f"{where}: field 'name' must be a non-empty string, got "
+                            f"{item['name']!r}")
     name = item["name"]
     where = f"{source}: group '{name}'"
     unknown = sorted(set(item) - set(_GROUP_FIELDS))
