@@ -148,7 +148,7 @@ def test_cancel_given_a_group_future_cancels_the_groups_tasks(tmp_path):
     outcome, summary = run(main())
     assert sorted(outcome["cancelled"] + outcome["stopping"]) == ["slow/0", "slow/1", "slow/2"]
     assert outcome["unknown"] == []
-    assert (summary["status"], summary["cancelled"]) == ("failed", 3)
+    assert (summary["status"], summary["cancelled"]) == ("cancelled", 3)
 
 
 async def _status_when(client: AsyncClient, ok, what: str) -> dict:

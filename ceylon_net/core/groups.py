@@ -389,7 +389,11 @@ class TaskManager:
     def _close(self, group: TaskGroup, board: TaskBoard, events: list[GroupEvent]) -> None:
         ok = group.goal.status == GoalStatus.ACHIEVED if group.goal else group.failed == 0 \
             and group.cancelled == 0
-        group.status = TaskStatus.COMPLETED if ok else TaskStatus.FAILED
+        # Not completed: CANCELLED when none of its tasks failed but some were cancelled (a
+        # dependency did not complete, someone cancelled it), else FAILED.
+        cancelled = group.failed == 0 and group.cancelled > 0
+        group.status = TaskStatus.COMPLETED if ok else \
+            TaskStatus.CANCELLED if cancelled else TaskStatus.FAILED
         events.append(GroupEvent("group_finished", group,
                                  f"group '{group.name}' {group.status.value}: "
                                  f"{group.completed}/{group.total} completed",
