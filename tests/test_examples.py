@@ -60,6 +60,25 @@ def test_demo_assigns_each_seed_task_to_its_best_fit_worker():
     assert "all processes exited cleanly" in proc.stdout
 
 
+def test_a_demo_whose_admin_fails_says_why_at_once(tmp_path, monkeypatch, capsys):
+    """It waited 30 s more for the workers (left trying to reach the admin), then ended on
+    a TimeoutError traceback that hid the admin's own error."""
+    import asyncio
+    import time
+
+    from ceylon_net.dev import demo
+
+    bad = tmp_path / "seed_tasks.json"
+    bad.write_text('[{"id": 1, "description": "x", "difficulty": 11}]')
+    monkeypatch.setattr(demo, "SEED_TASKS", bad)
+    t0 = time.monotonic()
+    assert asyncio.run(demo.main()) == 1
+    assert time.monotonic() - t0 < 20
+    err = capsys.readouterr().err
+    assert "admin exited 2" in err
+    assert "field 'difficulty' must be int 1-10, got 11" in err
+
+
 @pytest.mark.timeout(90)
 def test_the_readmes_task_groups_program_runs_as_shown(tmp_path):
     """README's seed 000 snippet, as a user would save it (on a free port)."""

@@ -24,6 +24,9 @@ async def main() -> int:
                    for n, s in WORKERS]
         code = await admin.wait(120)
         print(admin.stdout(), end="", flush=True)
+        if code != 0:  # (the workers, left waiting for it, are stopped on the way out)
+            print(f"admin exited {code}:\n{admin.stderr()}", file=sys.stderr)
+            return 1
         worker_codes = [await w.wait(30) for w in workers]
         if code != 0 or any(worker_codes):
             print(f"admin exited {code}; workers exited {worker_codes}", file=sys.stderr)
@@ -39,6 +42,10 @@ if __name__ == "__main__":
         "processes on free loopback ports run the tutorial's three tasks "
         "(examples/seed_tasks.json) and print the admin's results. Exit 0 when every "
         "process exited cleanly.")).parse_args()
+    if not SEED_TASKS.is_file():  # (a plain install has no examples/: they live in the clone)
+        print(f"the demo's tasks file {SEED_TASKS} is missing: run bin/demo from a clone of "
+              f"the repository", file=sys.stderr)
+        sys.exit(2)
     try:
         sys.exit(asyncio.run(main()))
     except KeyboardInterrupt:  # (Ctrl-C: the cluster stopped its processes on the way out)
