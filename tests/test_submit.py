@@ -2,6 +2,7 @@
 side, and across an admin restarted on its journal (or without one)."""
 
 import json
+import re
 import signal
 import time
 
@@ -341,12 +342,40 @@ def test_a_later_batch_may_depend_on_an_earlier_ones_groups_and_tasks(tmp_path):
         run(body())
     assert code4 == 2 and "bytes encoded, over the 1,047,552 a message may carry: split it" \
         in err4, err4
-    assert code1 == 0 and json.loads(out1) == {"batch": 1, "tasks": 2}, err1
+    assert code1 == 0 and json.loads(out1)["batch"] == 1 and json.loads(out1)["tasks"] == 2, err1
+    assert json.loads(out1)["watch"].startswith("1@"), out1
     assert code2 == 0, err2
     assert [(t["id"], t["success"]) for t in json.loads(out2)["tasks"]] == [("p1", True)]
     assert [(g["name"], g["status"]) for g in json.loads(out2)["groups"]] == \
         [("Process", "completed")]  # (its own groups only: not the first batch's Ingest)
     assert (code3, out3.strip(), err3.strip()) == (0, "7: already finished", "")
+
+
+def test_a_batch_sent_without_waiting_is_followed_later_by_the_name_it_was_given(tmp_path):
+    """ceylon-submit names the batch it sent (BATCH@RUN); --watch follows it from any shell:
+    its report, as --wait would have printed it. After Ctrl-C on --wait there was no way back
+    to a batch's report."""
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _serving(c)
+            sent = await _submit(c, SEED, label="send")
+            token = re.search(r"ceylon-submit --watch (\S+)\)", sent[1]).group(1)
+            followed = await _submit(c, "--watch", token, "--json", label="follow")
+            run_id = token.split("@")[1]
+            other = await _submit(c, "--watch", f"99@{run_id}", label="unknown")
+            wrong = await _submit(c, "--watch", "three", label="wrong")
+            both = await _submit(c, SEED, "--watch", token, label="both")
+            return sent, followed, other, wrong, both
+
+    sent, followed, other, wrong, both = run(body())
+    assert sent[0] == 0 and "submitted batch 1: 3 task(s) (follow it: ceylon-submit --watch 1@" \
+        in sent[1], sent
+    assert followed[0] == 0, followed[2]
+    assert sorted(t["id"] for t in json.loads(followed[1])["tasks"]) == [1, 2, 3]
+    assert all(t["success"] for t in json.loads(followed[1])["tasks"])
+    assert other[0] == 4 and "lost batch 99" in other[2] and "no such batch" in other[2], other
+    assert wrong[0] == 2 and "--watch 'three': give BATCH@RUN" in wrong[2], wrong
+    assert both[0] == 2 and "one of the two" in both[2], both
 
 
 def test_ceylon_cancel_takes_an_id_as_typed_first_and_never_cancels_two_tasks_for_one(
@@ -381,13 +410,17 @@ def test_ctrl_c_on_submit_wait_says_the_batch_runs_on(tmp_path, tasks_file):
             p = await c.spawn("submit", [*cli("ceylon-submit"), str(path), "--wait",
                                          "--port", str(c.port)])
             await wait_until(lambda: "batch 1 from" in admin.stderr(), 20, "the batch")
+            await wait_until(lambda: "waiting for its report" in p.stderr(), 20, "its answer")
             p.signal(signal.SIGINT)
             return await p.wait(20), p.stderr()
 
     code, err = run(body())
     assert code == 130
-    assert err.strip() == "error: interrupted: a batch the admin took runs on there " \
-                          "(ceylon-status shows it; ceylon-cancel stops its tasks)", err
+    taken, said = err.strip().splitlines()
+    token = re.fullmatch(r"batch (1@[0-9a-f]+) \(1 task\(s\)\) taken: waiting for its report",
+                         taken).group(1)
+    assert said == f"error: interrupted: batch 1 runs on at the admin (follow it again: " \
+                   f"ceylon-submit --watch {token}; ceylon-cancel stops its tasks)", err
 
 
 @pytest.mark.timeout(120)

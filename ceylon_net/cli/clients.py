@@ -50,8 +50,12 @@ StatusJson = Annotated[bool, typer.Option("--json", help="Print the status as JS
 SubmitJson = Annotated[bool, typer.Option("--json", help=(
     "Print JSON: {\"batch\": N, \"tasks\": M} once submitted; with --wait, the batch's report "
     "(its tasks' outcomes and groups) instead."))]
-File = Annotated[Path, typer.Argument(help="Tasks file (JSON or TOML), as for ceylon-admin "
-                                           "--tasks.")]
+File = Annotated[Path | None, typer.Argument(help="Tasks file (JSON or TOML), as for "
+                                                  "ceylon-admin --tasks (none with --watch).")]
+WatchBatch = Annotated[str | None, typer.Option(
+    "--watch", metavar="BATCH@RUN", help="Instead of sending a file, follow a batch sent "
+    "earlier, as ceylon-submit named it when sending it (BATCH@RUN): its progress, then its "
+    "report, as with --wait.")]
 Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the results.")]
 Sequential = Annotated[bool, typer.Option(
     "--sequential", help="Start only after the previously submitted batch finished (default: "
@@ -88,32 +92,43 @@ def status(
 
 @submit_app.command(help="Send tasks or groups (a tasks file) to a running admin. With --wait, "
                          "follow the batch and print its results (across an admin restarted "
-                         "on its --journal). Exit 0: all succeeded; 1: some failed; 2: bad "
-                         "file or refused; 3: some could not be assigned; 4: no admin "
-                         "answered, it was lost, or it restarted without the batch.")
+                         "on its --journal); --watch follows one sent earlier. Exit 0: all "
+                         "succeeded; 1: some failed; 2: bad file or refused; 3: some could not "
+                         "be assigned; 4: no admin answered, it was lost, or it restarted "
+                         "without the batch.")
 def submit(
-    file: File, admin_peer: AdminPeer = "127.0.0.1", port: AdminPort = 8000,
+    file: File = None, admin_peer: AdminPeer = "127.0.0.1", port: AdminPort = 8000,
     workspace: Workspace = "default", wait: Wait = False, sequential: Sequential = False,
-    as_json: SubmitJson = False, connect_timeout: ConnectTimeout = 10.0, token: Token = None,
-    curve_secret: CurveSecret = None, admin_key: AdminKey = None,
+    watch: WatchBatch = None, as_json: SubmitJson = False, connect_timeout: ConnectTimeout = 10.0,
+    token: Token = None, curve_secret: CurveSecret = None, admin_key: AdminKey = None,
     log_level: LogLevel = "WARNING", log_json: LogJson = False,
 ) -> None:
     configure_logging(log_level, log_json)
+    if (file is None) == (watch is None):
+        fail(EXIT_CONFIG, "give a tasks FILE to send, or --watch BATCH@RUN to follow a batch "
+                          "sent earlier (one of the two)")
     c = client(admin_peer, port, workspace, token, curve_secret, admin_key, connect_timeout,
                gone_after=30.0, timeout_option="--connect-timeout")
+    if watch is not None:
+        _print_batch(_follow(c, watch), as_json)
+    else:
+        assert file is not None
+        _send(c, file, wait, sequential, as_json)
+
+
+def _send(c: AsyncClient, file: Path, wait: bool, sequential: bool, as_json: bool) -> None:
+    """Send the file's batch; with ``wait``, follow it to its report."""
+    doc = _load(file)
+    taken: list[Submitted] = []  # (said when interrupted: how to follow it again)
+
+    def took(sub: Submitted) -> None:
+        taken.append(sub)
+        if wait:  # (what to give --watch, should this program stop before the report)
+            typer.echo(f"batch {_token(sub)} ({sub.tasks} task(s)) taken: waiting for its "
+                       f"report", err=True)
+
     try:
-        doc = parse_file(file)
-        # Refuse a bad file here, before anything is sent; what it depends on may be on the
-        # admin already (an earlier batch's groups and tasks): the admin checks that.
-        parse_work(doc, str(file), standalone=False)
-        wire.pack(doc)  # (what the wire cannot carry: an int over 64 bits, too deep a nesting)
-    except ConfigError as exc:
-        fail(EXIT_CONFIG, str(exc))
-    except LocalProtocolError as exc:
-        fail(EXIT_CONFIG, f"{file}: cannot be sent: {exc}")
-    try:
-        submitted, report = asyncio.run(_submit(c, doc if isinstance(doc, dict)
-                                                else {"tasks": doc}, wait, sequential))
+        submitted, report = asyncio.run(_submit(c, doc, wait, sequential, took))
     except RejectedError as exc:
         fail(EXIT_CONFIG, f"the admin refused the batch: {exc}")
     except AdminUnreachableError as exc:
@@ -121,13 +136,57 @@ def submit(
     except ConfigError as exc:  # too big to send
         fail(EXIT_CONFIG, f"{file}: {exc}")
     except KeyboardInterrupt:  # (Ctrl-C: this program stops, not the batch)
-        fail(130, "interrupted: a batch the admin took runs on there (ceylon-status shows "
-                  "it; ceylon-cancel stops its tasks)")
+        fail(130, "interrupted: " + (
+            f"batch {taken[0].batch} runs on at the admin (follow it again: ceylon-submit "
+            f"--watch {_token(taken[0])}; ceylon-cancel stops its tasks)" if taken else
+            "the batch may have reached the admin (ceylon-status shows its tasks)"))
     if report is None:
-        typer.echo(json.dumps({"batch": submitted.batch, "tasks": submitted.tasks}) if as_json
-                   else f"submitted batch {submitted.batch}: {submitted.tasks} task(s)")
+        typer.echo(json.dumps({"batch": submitted.batch, "tasks": submitted.tasks,
+                               "watch": _token(submitted)}) if as_json
+                   else f"submitted batch {submitted.batch}: {submitted.tasks} task(s) (follow "
+                        f"it: ceylon-submit --watch {_token(submitted)})")
         return
     _print_batch(report, as_json)
+
+
+def _load(file: Path) -> dict[str, Any]:
+    """The tasks document in ``file``, refused here (exit 2) when bad, before anything is
+    sent; what it depends on may be on the admin already (an earlier batch's groups and
+    tasks): the admin checks that."""
+    try:
+        doc = parse_file(file)
+        parse_work(doc, str(file), standalone=False)
+        wire.pack(doc)  # (what the wire cannot carry: an int over 64 bits, too deep a nesting)
+    except ConfigError as exc:
+        fail(EXIT_CONFIG, str(exc))
+    except LocalProtocolError as exc:
+        fail(EXIT_CONFIG, f"{file}: cannot be sent: {exc}")
+    return doc if isinstance(doc, dict) else {"tasks": doc}
+
+
+def _token(submitted: Submitted) -> str:
+    """How ceylon-submit --watch names a batch: its number and the admin's run (a number
+    alone could be another run's batch, after an admin restarted without its journal)."""
+    return f"{submitted.batch}@{submitted.run}"
+
+
+def _follow(c: AsyncClient, token: str) -> dict[str, Any]:
+    """--watch BATCH@RUN: the batch's report, once it is done."""
+    m = re.fullmatch(r"([0-9]+)@([0-9a-f]*)", token)
+    if m is None:
+        fail(EXIT_CONFIG, f"--watch {token!r}: give BATCH@RUN as ceylon-submit named the batch "
+                          f"when sending it (e.g. 3@5f0c2a9e41b7d613)")
+    bar = ProgressBarForBatch() if sys.stderr.isatty() else None
+    try:
+        return asyncio.run(_ask(c, lambda: c.watch_batch(
+            int(m.group(1)), m.group(2), bar.update if bar else None)))
+    except AdminUnreachableError as exc:
+        fail(EXIT_NO_ADMIN, str(exc))
+    except KeyboardInterrupt:
+        fail(130, f"interrupted: batch {m.group(1)} runs on at the admin")
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _print_batch(report: dict[str, Any], as_json: bool) -> None:
@@ -142,12 +201,14 @@ def _print_batch(report: dict[str, Any], as_json: bool) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
-async def _submit(c: AsyncClient, doc: dict[str, Any], wait: bool, sequential: bool
+async def _submit(c: AsyncClient, doc: dict[str, Any], wait: bool, sequential: bool,
+                  on_submitted: Callable[[Submitted], None]
                   ) -> tuple[Submitted, dict[str, Any] | None]:
     bar = ProgressBarForBatch() if wait and sys.stderr.isatty() else None
     try:
         return await _ask(c, lambda: c.submit_batch(doc, wait=wait, sequential=sequential,
-                                                    on_progress=bar.update if bar else None))
+                                                    on_progress=bar.update if bar else None,
+                                                    on_submitted=on_submitted))
     finally:
         if bar is not None:
             bar.close()

@@ -280,11 +280,13 @@ class AsyncClient:
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def submit_batch(self, doc: dict[str, Any], *, wait: bool, sequential: bool = False,
-                           on_progress: Callable[[wire.BatchProgress], None] | None = None
+                           on_progress: Callable[[wire.BatchProgress], None] | None = None,
+                           on_submitted: Callable[[wire.Submitted], None] | None = None
                            ) -> tuple[wire.Submitted, dict[str, Any] | None]:
         """A tasks document as ceylon-submit sends it; with ``wait``, its progress and then
         its report (RejectedError for a batch the admin refuses; ConfigError for one over
-        the admin's default --max-message-bytes, which it would drop unread)."""
+        the admin's default --max-message-bytes, which it would drop unread).
+        ``on_submitted``: told the batch as soon as the admin took it."""
         size = len(wire.packb(doc))
         limit = self.max_message_bytes - wire.FRAME_SLACK
         if size > limit:
@@ -292,15 +294,32 @@ class AsyncClient:
                               f"message may carry: split it into several files")
         env = await self._ask(Kind.SUBMIT, wire.Submission(doc, wait, sequential))
         submitted = wire.unpack(wire.Submitted, env.payload, INBOUND_LIMITS)
+        if on_submitted is not None:
+            on_submitted(submitted)
         if not wait:
             return submitted, None
+        return submitted, await self._wait_batch(submitted.batch, submitted.run, on_progress)
+
+    async def watch_batch(self, batch: int, run: str,
+                          on_progress: Callable[[wire.BatchProgress], None] | None = None
+                          ) -> dict[str, Any]:
+        """The report of batch ``batch`` of the admin's run ``run`` (what ceylon-submit says
+        when it submits, ``BATCH@RUN``), submitted earlier by any client: its progress from
+        now on, then its report, at once if it is done. AdminUnreachableError when the admin
+        has no such batch (a wrong number, or another run: restarted without its journal)."""
+        self._send(Kind.WATCH, wire.Watch([], [], [[batch, run]]))
+        return await self._wait_batch(batch, run, on_progress)
+
+    async def _wait_batch(self, batch: int, run: str,
+                          on_progress: Callable[[wire.BatchProgress], None] | None
+                          ) -> dict[str, Any]:
         assert self.loop is not None
         report: asyncio.Future[dict[str, Any]] = self.loop.create_future()
-        self._batches[submitted.batch] = _Waited(report, on_progress, submitted.run)
+        self._batches[batch] = _Waited(report, on_progress, run)
         try:
-            return submitted, await report
+            return await report
         finally:
-            del self._batches[submitted.batch]
+            del self._batches[batch]
 
     # ------------------------------------------------------------------ futures
     def submit(self, handler: str, *args: Any, key: Any = None, depends_on: Iterable[Any] = (),
