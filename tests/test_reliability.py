@@ -105,6 +105,28 @@ def _sleeps(tasks_file, tmp_path, n: int, seconds: float):
     return path, tmp_path / "report.json"
 
 
+def test_a_second_sigterm_while_draining_leaves_at_once_and_says_what_it_cut_off(
+        tmp_path, tasks_file):
+    """It left without a word but 'ran 0 task(s)': the user saw no sign of the tasks it
+    abandoned."""
+    path, _ = _sleeps(tasks_file, tmp_path, 1, 60.0)
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await c.admin("--tasks", str(path), "--unassignable-timeout", "30")
+            w = await c.worker("leaver", "--drain-timeout", "60", "--log-level", "DEBUG")
+            await wait_until(lambda: "running task" in w.stderr(), 20, "its task to run")
+            w.signal(signal.SIGTERM)
+            await wait_until(lambda: "draining: no new tasks" in w.stderr(), 20, "draining")
+            w.signal(signal.SIGTERM)
+            return await w.wait(20), w.stderr()
+
+    code, err = run(body())
+    assert code == 0
+    assert "leaver: asked again to stop: leaving now; 1 running task(s) cut off (the admin " \
+           "runs them elsewhere)" in err, err
+
+
 def test_sigterm_drains_a_worker_with_two_running_tasks(tmp_path, tasks_file):
     path, report_path = _sleeps(tasks_file, tmp_path, 2, 1.0)
 

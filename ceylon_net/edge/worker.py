@@ -217,8 +217,11 @@ class Worker(AgentBase):
     async def drain(self, timeout: float) -> bool:
         """Graceful leave: take no new work, let running tasks finish (up to ``timeout`` s),
         deliver their results, then leave. True when everything finished in time."""
-        if self._draining:
-            await self.stop()  # asked twice: stop now
+        if self._draining:  # asked twice: stop now
+            logger.warning("{}: asked again to stop: leaving now; {} running task(s) cut off "
+                           "(the admin runs them elsewhere)", self.name,
+                           len(self.runner.active))
+            await self.stop()
             return False
         self._draining = True
         back = self.runner.give_back_queued()  # they run elsewhere, now
