@@ -729,19 +729,27 @@ def test_a_client_watching_groups_again_hears_of_finished_unknown_and_running_on
     from ceylon_net.core.workfile import parse_work
 
     sim = Sim()
-    w = sim.join("w")
+    w = sim.join("w", capacity=4)
     _, groups = parse_work({"groups": [
         {"name": "done", "tasks": [{"id": "d1", "description": "x", "difficulty": 1}]},
         {"name": "open", "tasks": [{"id": "o1", "description": "x", "difficulty": 1},
-                                   {"id": "o2", "description": "x", "difficulty": 1}]}]}, "t")
+                                   {"id": "o2", "description": "x", "difficulty": 1}]},
+        {"name": "bad", "tasks": [{"id": "b1", "description": "x", "difficulty": 1}]},
+        {"name": "after", "depends_on": ["bad"],
+         "tasks": [{"id": "a1", "description": "x", "difficulty": 1}]}]}, "t")
     sim.carry(sim.st.submit((), groups, sim.now))
+    w.heartbeat()  # (trusted: it gets as many as it has slots)
     w.finish("d1")
     w.finish("o1")
+    w.finish("b1", success=False)  # "after" ends cancelled: its dependency failed
     client = b"client-8"
-    cmds = sim.receive(client, frames(Kind.WATCH, wire.Watch(["o2"], ["done", "open", "gone"])))
+    cmds = sim.receive(client, frames(Kind.WATCH, wire.Watch(
+        ["o2"], ["done", "open", "gone", "after"])))
     news = {n.group: n for n in sends(cmds, Kind.GROUP, client)}
-    assert sorted(news) == ["done", "gone"]  # "open" is still running: later
+    assert sorted(news) == ["after", "done", "gone"]  # "open" is still running: later
     assert news["done"].event == "group_finished" and news["done"].data["completed"] == 1
+    assert news["after"].event == "group_finished" and \
+        news["after"].data["status"] == "cancelled"
     assert news["gone"].event == "group_unknown" and "no group 'gone'" in news["gone"].message
     cmds = w.finish("o2")
     assert [n.event for n in sends(cmds, Kind.GROUP, client)][-1] == "group_finished"

@@ -61,7 +61,7 @@ class Watchers:
                 self.out.send(peer, Kind.GROUP, wire.GroupNews(
                     name, "group_unknown", f"the admin has no group {name!r} (it restarted "
                     "without its journal, or the name is wrong)"))
-            elif group.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+            elif group.status in FINISHED:  # (completed, failed or cancelled)
                 self.out.send(peer, Kind.GROUP, wire.GroupNews(
                     name, "group_finished", f"group '{name}' {group.status.value}: "
                     f"{group.completed}/{group.total} completed", group.summary()))
