@@ -72,3 +72,27 @@ def test_a_worker_receive_that_did_not_wait_asks_for_a_turn_of_the_loop():
         return seen
 
     assert run(body()) == [([[b"late"]], False), ([[b"early"]], True)]
+
+
+def test_a_stop_that_comes_as_a_send_completes_is_not_lost():
+    """asyncio.wait_for (3.11) returned the send's result when the task awaiting it was
+    cancelled in the same loop turn as the send completed: an embedded Worker's heartbeat
+    loop then never stopped, and Worker.arun() hung after the admin ended the run."""
+    class Dealer:
+        def __init__(self, sent: asyncio.Future[None]) -> None:
+            self.sent = sent
+
+        def send_multipart(self, frames: list[bytes]) -> asyncio.Future[None]:
+            return self.sent
+
+    async def body() -> None:
+        sockets = WorkerSockets.__new__(WorkerSockets)  # (its send() needs only its dealer)
+        sockets.dealer = Dealer(asyncio.get_running_loop().create_future())
+        sending = asyncio.create_task(sockets.send([b"beat"], 1.0))
+        await asyncio.sleep(0)  # (one turn: it now waits for the send)
+        sockets.dealer.sent.set_result(None)
+        sending.cancel()  # the stop, in the same turn
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+
+    run(body())

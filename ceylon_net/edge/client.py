@@ -237,7 +237,8 @@ class AsyncClient:
     async def _answer(self, msg_id: int, timeout: float) -> wire.Envelope:
         """The answer to request ``msg_id`` (AdminUnreachableError after ``timeout``)."""
         try:
-            env = await asyncio.wait_for(self._requests[msg_id], timeout)
+            async with asyncio.timeout(timeout):
+                env = await self._requests[msg_id]
         except TimeoutError:
             hint = f"is ceylon-admin running there?{CURVE_HINT if self.curve else ''}" \
                    f"{await why_unreachable(self.endpoint)}"

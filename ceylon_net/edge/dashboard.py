@@ -120,7 +120,8 @@ class Dashboard:
                 return await _send(writer, 503, "text/plain", b"too many connections\n")
             self._reading[task] = time.monotonic()
             try:
-                method, target = await asyncio.wait_for(_request(reader), READ_TIMEOUT)
+                async with asyncio.timeout(READ_TIMEOUT):
+                    method, target = await _request(reader)
             except _Refused as refused:
                 return await _send(writer, refused.status, "text/plain", refused.body)
             except asyncio.LimitOverrunError:
@@ -158,7 +159,8 @@ class Dashboard:
             self._freed.clear()
             grace_over = GRACE if slow is None else slow[1] + GRACE - now
             try:  # (wakes when a place frees, or when the oldest reader has had its grace)
-                await asyncio.wait_for(self._freed.wait(), min(deadline - now, grace_over))
+                async with asyncio.timeout(min(deadline - now, grace_over)):
+                    await self._freed.wait()
             except TimeoutError:
                 pass
             finally:
@@ -203,7 +205,8 @@ class Dashboard:
                     writer.write(b"data: " + self._json(since) + b"\n\n")
                     since = self.trend.points[-1][0] if self.trend.points else since
                     shown, sent = pulse, now
-                    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+                    async with asyncio.timeout(WRITE_TIMEOUT):
+                        await writer.drain()
                 await asyncio.sleep(WATCH_EVERY)
         finally:
             self.streams -= 1
@@ -243,4 +246,5 @@ async def _send(writer: asyncio.StreamWriter, status: int, kind: str, body: byte
     writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: "
                  f"{len(body)}\r\nConnection: close\r\n\r\n".encode()
                  + (b"" if head else body))
-    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+    async with asyncio.timeout(WRITE_TIMEOUT):
+        await writer.drain()

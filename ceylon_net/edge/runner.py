@@ -246,7 +246,8 @@ class TaskRunner:
     async def drain(self, timeout: float) -> bool:
         """Wait until nothing is queued or running; False if that took longer than timeout."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
             return True
         except TimeoutError:
             return False

@@ -357,7 +357,8 @@ class WorkerSockets:
         """Send to the admin; False when it could not leave within ``timeout`` s (no
         connection: the admin is down, or it refused our keys)."""
         try:
-            await asyncio.wait_for(self.dealer.send_multipart(frames), timeout)
+            async with asyncio.timeout(timeout):
+                await self.dealer.send_multipart(frames)
             return True
         except TimeoutError:
             return False
@@ -433,7 +434,8 @@ class Client:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
-            await asyncio.wait_for(self.sock.send_multipart(frames), timeout)
+            async with asyncio.timeout(timeout):
+                await self.sock.send_multipart(frames)
         except TimeoutError:
             return None
         return await self.receive(max(0.0, deadline - loop.time()))
@@ -500,7 +502,8 @@ async def why_unreachable(endpoint: str, timeout: float = 2.0) -> str:
     it does not (ZeroMQ keeps retrying such a name without a word)."""
     host = endpoint.removeprefix("tcp://").rpartition(":")[0].strip("[]")
     try:
-        await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, None), timeout)
+        async with asyncio.timeout(timeout):
+            await asyncio.get_running_loop().getaddrinfo(host, None)
     except socket.gaierror as exc:
         return f"; the host name {host!r} does not resolve ({exc.strerror})"
     except (TimeoutError, OSError):
