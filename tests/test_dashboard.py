@@ -244,6 +244,37 @@ def test_a_burst_of_requests_beyond_the_places_is_answered_not_dropped():
     assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * len(answers)
 
 
+def test_idle_connections_holding_every_place_and_the_waiting_room_keep_no_one_out():
+    """64 connections that sent nothing held the places and 64 more the waiting room: real
+    requests got 503 (or a reset) for as long as they were held."""
+    from ceylon_net.edge.dashboard import MAX_CONNECTIONS, MAX_WAITING, Dashboard
+
+    async def ask(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /api/state HTTP/1.1\r\n\r\n")
+        try:
+            async with asyncio.timeout(15):
+                return await reader.read()
+        finally:
+            writer.close()
+
+    async def body():
+        board = Dashboard(lambda now: {"workers": []}, lambda: (0, 0.0), lambda: 0, None)
+        port = await board.start("127.0.0.1", 0)
+        idle = [await asyncio.open_connection("127.0.0.1", port)
+                for _ in range(MAX_CONNECTIONS + MAX_WAITING)]
+        await wait_until(lambda: len(board._connections) == len(idle), 10, "all idle")
+        try:
+            return await asyncio.gather(*(ask(port) for _ in range(20)))
+        finally:
+            for _, writer in idle:
+                writer.close()
+            await board.close()
+
+    answers = run(body())
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 20
+
+
 def test_head_asks_for_the_token_as_get_does():
     from ceylon_net.edge.dashboard import Dashboard
 

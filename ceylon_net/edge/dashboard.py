@@ -17,6 +17,7 @@ still shows the minutes before it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -42,7 +43,10 @@ READ_TIMEOUT = 10.0  # seconds a browser may take to send its request
 WRITE_TIMEOUT = 10.0  # seconds a browser may take to read what we send
 MAX_CONNECTIONS = 64  # connections served at once, streams included
 MAX_WAITING = 64  # connections beyond those, waiting for a place (more: 503)
-GRACE = 1.0  # seconds a connection may take to send its request before another may evict it
+# Seconds a connection with a place may take to send its request before a newcomer waiting
+# for a place may evict it: a browser sends its request at once (a burst's requests are read
+# within milliseconds), and idle connections must not keep real ones out.
+GRACE = 0.1
 SAMPLE_EVERY = 1.0  # seconds between two points of the charts
 
 
@@ -64,7 +68,8 @@ class Dashboard:
         # place for READ_TIMEOUT); a burst of requests waits for places instead.
         self._reading: dict[asyncio.Task[Any], float] = {}
         self._freed = asyncio.Event()  # set when a place frees
-        self._waiting = 0
+        self._waiters: dict[asyncio.Task[Any], None] = {}  # waiting for a place, oldest first
+        self._bumped: set[asyncio.Task[Any]] = set()  # waiters told to give way
         self.trend = Trend(SAMPLE_EVERY)
         self._sampler: asyncio.Task[None] | None = None
         self._page = PAGE.read_bytes()
@@ -117,6 +122,9 @@ class Dashboard:
         try:
             if not await self._place(task):  # every place holds a page, an answer or a
                 # request under way, and as many wait already
+                with contextlib.suppress(Exception):  # (its request read: closing a socket
+                    async with asyncio.timeout(GRACE):  # with unread data resets it, and the
+                        await _request(reader)  # browser would not see the 503)
                 return await _send(writer, 503, "text/plain", b"too many connections\n")
             self._reading[task] = time.monotonic()
             try:
@@ -142,29 +150,36 @@ class Dashboard:
 
     async def _place(self, task: asyncio.Task[Any]) -> bool:
         """One of the MAX_CONNECTIONS places for ``task``: at once, or the place of one that
-        has been sending its request for longer than GRACE, or the first to free up (a
-        burst). False when none came within READ_TIMEOUT, or too many wait already."""
+        has sent no request within GRACE of getting its place, or the first to free up (a
+        burst). Of MAX_WAITING waiting, the one waiting longest gives way to a newcomer.
+        False (a 503) when it gave way, or no place came within READ_TIMEOUT."""
         deadline = time.monotonic() + READ_TIMEOUT
-        while len(self._served) >= MAX_CONNECTIONS:
-            now = time.monotonic()
-            slow = next(iter(self._reading.items()), None)
-            if slow is not None and now - slow[1] >= GRACE:
-                del self._reading[slow[0]]
-                self._served.discard(slow[0])
-                slow[0].cancel()
-                continue
-            if now >= deadline or self._waiting >= MAX_WAITING:
-                return False
-            self._waiting += 1
-            self._freed.clear()
-            grace_over = GRACE if slow is None else slow[1] + GRACE - now
-            try:  # (wakes when a place frees, or when the oldest reader has had its grace)
-                async with asyncio.timeout(min(deadline - now, grace_over)):
-                    await self._freed.wait()
-            except TimeoutError:
-                pass
-            finally:
-                self._waiting -= 1
+        try:
+            while len(self._served) >= MAX_CONNECTIONS:
+                now = time.monotonic()
+                slow = next(iter(self._reading.items()), None)
+                if task in self._bumped or now >= deadline:
+                    return False
+                if slow is not None and now - slow[1] >= GRACE:
+                    del self._reading[slow[0]]
+                    self._served.discard(slow[0])
+                    slow[0].cancel()
+                    continue
+                if task not in self._waiters:
+                    if len(self._waiters) >= MAX_WAITING:  # (it wakes just below)
+                        oldest = next(iter(self._waiters))
+                        del self._waiters[oldest]
+                        self._bumped.add(oldest)
+                        self._freed.set()
+                    self._waiters[task] = None
+                self._freed.clear()
+                grace_over = GRACE if slow is None else slow[1] + GRACE - now
+                with contextlib.suppress(TimeoutError):  # (a place freed, a reader's grace
+                    async with asyncio.timeout(min(deadline - now, grace_over)):  # over)
+                        await self._freed.wait()
+        finally:
+            self._waiters.pop(task, None)
+            self._bumped.discard(task)
         self._served.add(task)
         return True
 
