@@ -618,3 +618,21 @@ def test_calls_from_other_threads_during_close_fail_instead_of_waiting_for_ever(
 
     outcomes = run(body())
     assert "hung" not in outcomes and all("closed" in o for o in outcomes), outcomes
+
+
+def test_two_waits_on_one_batch_in_one_client_both_get_its_report(tmp_path):
+    """The second wait replaced the first, which never resolved (and ended in KeyError)."""
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            doc = {"tasks": [{"id": f"b{i}", "description": "x", "difficulty": 1,
+                              "duration": 0.2} for i in range(3)]}
+            async with AsyncClient(f"127.0.0.1:{c.port}", timeout=10) as client:
+                sent, _ = await client.submit_batch(doc, wait=False)
+                async with asyncio.timeout(30):
+                    return await asyncio.gather(client.watch_batch(sent.batch, sent.run),
+                                                client.watch_batch(sent.batch, sent.run))
+
+    first, second = run(body())
+    assert first == second
+    assert sorted(t["id"] for t in first["tasks"]) == ["b0", "b1", "b2"]

@@ -107,6 +107,8 @@ def submit(
     if (file is None) == (watch is None):
         fail(EXIT_CONFIG, "give a tasks FILE to send, or --watch BATCH@RUN to follow a batch "
                           "sent earlier (one of the two)")
+    if watch is not None and sequential:
+        fail(EXIT_CONFIG, "--sequential is for a batch being sent, not one followed (--watch)")
     c = client(admin_peer, port, workspace, token, curve_secret, admin_key, connect_timeout,
                gone_after=30.0, timeout_option="--connect-timeout")
     if watch is not None:
@@ -172,7 +174,7 @@ def _token(submitted: Submitted) -> str:
 
 def _follow(c: AsyncClient, token: str) -> dict[str, Any]:
     """--watch BATCH@RUN: the batch's report, once it is done."""
-    m = re.fullmatch(r"([0-9]+)@([0-9a-f]*)", token)
+    m = re.fullmatch(r"([0-9]{1,18})@([0-9a-f]*)", token)  # (a number the wire carries)
     if m is None:
         fail(EXIT_CONFIG, f"--watch {token!r}: give BATCH@RUN as ceylon-submit named the batch "
                           f"when sending it (e.g. 3@5f0c2a9e41b7d613)")

@@ -16,7 +16,8 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any
 
 from loguru import logger
 
@@ -31,7 +32,7 @@ from ..errors import (
     RemoteProtocolError,
     TaskFailed,
 )
-from ..settings import client_settings
+from ..settings import MAX_HEARTBEAT, client_settings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES, MAX_WATCH, Kind
 from .agent import supervised
 from .transport import CURVE_HINT, CurveKeys, load_keys, why_unreachable
@@ -106,12 +107,15 @@ class GroupFuture(asyncio.Future):
         return super().cancel(msg)
 
 
-class _Waited(NamedTuple):
-    """A batch a client waits for (``ceylon-submit --wait``), and the admin run it went to."""
+@dataclass(slots=True)
+class _Waited:
+    """A batch a client waits for (``ceylon-submit --wait``, ``--watch``), and the admin run
+    it went to; those awaiting it share its report."""
 
     report: asyncio.Future[dict[str, Any]]
-    on_progress: Callable[[wire.BatchProgress], None] | None
     run: str
+    on_progress: list[Callable[[wire.BatchProgress], None]] = field(default_factory=list)
+    waiters: int = 0
 
 
 class AsyncClient:
@@ -314,13 +318,25 @@ class AsyncClient:
     async def _wait_batch(self, batch: int, run: str,
                           on_progress: Callable[[wire.BatchProgress], None] | None
                           ) -> dict[str, Any]:
+        """The batch's report; several may wait for one batch (they share it)."""
         assert self.loop is not None
-        report: asyncio.Future[dict[str, Any]] = self.loop.create_future()
-        self._batches[batch] = _Waited(report, on_progress, run)
+        waited = self._batches.get(batch)
+        if waited is None or waited.report.done():
+            waited = self._batches[batch] = _Waited(self.loop.create_future(), run)
+        elif waited.run != run:
+            raise ConfigError(f"this client waits already for a batch {batch} of another "
+                              f"run ({waited.run}, not {run})")
+        if on_progress is not None:
+            waited.on_progress.append(on_progress)
+        waited.waiters += 1
         try:
-            return await report
+            return await asyncio.shield(waited.report)
         finally:
-            del self._batches[batch]
+            waited.waiters -= 1
+            if on_progress is not None:
+                waited.on_progress.remove(on_progress)
+            if not waited.waiters and self._batches.get(batch) is waited:
+                del self._batches[batch]
 
     # ------------------------------------------------------------------ futures
     def submit(self, handler: str, *args: Any, key: Any = None, depends_on: Iterable[Any] = (),
@@ -507,8 +523,8 @@ class AsyncClient:
         elif kind == Kind.PROGRESS:
             progress = wire.unpack(wire.BatchProgress, env.payload, INBOUND_LIMITS)
             waited = self._batches.get(progress.batch)
-            if waited is not None and waited.on_progress is not None:
-                waited.on_progress(progress)
+            for told in waited.on_progress if waited is not None else ():
+                told(progress)
         elif kind == Kind.REPORT:
             self._report(wire.unpack(wire.BatchReport, env.payload, INBOUND_LIMITS))
 
@@ -545,7 +561,7 @@ class AsyncClient:
 
     def _heard_every(self, every: Any) -> None:
         """How often the admin beats: a silence of a few beats is no sign of trouble."""
-        if type(every) in (int, float) and 0 < every < 3600:
+        if type(every) in (int, float) and 0 < every <= MAX_HEARTBEAT:
             self._every = every
 
     async def _watchdog(self) -> None:

@@ -110,5 +110,7 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _Quiet(WSGIRequestHandler):
+    timeout = 10  # seconds a scraper may stall mid-request before its thread lets it go
+
     def log_message(self, format: str, *args: Any) -> None:
         pass  # (not a line on stderr for every scrape)
