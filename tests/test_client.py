@@ -636,3 +636,26 @@ def test_two_waits_on_one_batch_in_one_client_both_get_its_report(tmp_path):
     first, second = run(body())
     assert first == second
     assert sorted(t["id"] for t in first["tasks"]) == ["b0", "b1", "b2"]
+
+
+def test_the_sync_client_closes_from_a_thread_running_an_event_loop_and_leaves_nothing_open(
+        tmp_path):
+    """close() ran the client's loop in the caller's thread to finish: inside asyncio.run
+    (Jupyter, any async def) that raised RuntimeError and leaked the loop's descriptors."""
+    import os
+
+    async def use_clients(port: int) -> list[int]:
+        opened = []
+        for i in range(3):
+            with Client(f"127.0.0.1:{port}", timeout=10) as c:
+                assert c.submit("echo_later", i).result(30) == {"echo": i}
+            opened.append(len(os.listdir("/proc/self/fd")))
+        return opened
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            return await use_clients(c.port)
+
+    opened = run(body())
+    assert opened[0] == opened[1] == opened[2], opened

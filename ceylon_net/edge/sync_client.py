@@ -115,7 +115,7 @@ class Client:
         self._lock, self._closed = threading.Lock(), False
         self._pending: set[concurrent.futures.Future[Any]] = set()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="ceylon-client",
+        self._thread = threading.Thread(target=self._serve, name="ceylon-client",
                                         daemon=True)
         self._thread.start()
         try:
@@ -216,15 +216,20 @@ class Client:
         finally:
             self._stop_loop()
 
+    def _serve(self) -> None:
+        """The client's thread: its loop, until stopped; then calls that came as it closed
+        (they may not have run, or their answer not been passed on) are run out, against a
+        closed client they end at once, and the loop is closed. Here, not in the thread that
+        closes the client: that one may be running an event loop of its own."""
+        self._loop.run_forever()
+        try:
+            self._loop.run_until_complete(_settle(asyncio.all_tasks(self._loop)))
+        finally:
+            self._loop.close()
+
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        if not self._thread.is_alive():
-            # Calls that came as it closed may not have run (or their answer not been
-            # passed on): run them out here; against a closed client they end at once.
-            left = asyncio.all_tasks(self._loop)
-            self._loop.run_until_complete(_settle(left))
-        self._loop.close()
+        self._thread.join(15)
         with self._lock:  # calls whose coroutine the stopped loop will never run
             for fut in self._pending:
                 if not fut.done():
