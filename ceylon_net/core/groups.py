@@ -343,7 +343,9 @@ class TaskManager:
         goal.status = GoalStatus.IN_PROGRESS
         try:
             met = goal.check_condition({group.id: group}, self._group_completed[group.id])
-        except Exception as exc:  # the user's code: its goal fails, the run goes on
+        # The user's code: its goal fails, the run goes on; SystemExit and KeyboardInterrupt
+        # too, as a task's handler's (raised by the check, they are no stop of the admin's).
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
             goal.status = GoalStatus.FAILED
             events.append(GroupEvent(
                 "goal_failed", group,

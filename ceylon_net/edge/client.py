@@ -378,8 +378,9 @@ class AsyncClient:
                      depends_on: Iterable[str] = (), priority: int = 1,
                      description: str = "", on_event: Callable[[wire.GroupNews], Any] | None
                      = None) -> GroupFuture:
-        """A task group (seed 000) as in a tasks file: ``tasks`` are task mappings (handler,
-        args, duration, role...), ``goal`` e.g. ``{"kind": "at_least", "count": 5}``."""
+        """A task group (seed 000) as in a tasks file: ``tasks`` are task mappings with a
+        tasks file's fields (handler, args, duration, required_role...), ``goal`` e.g.
+        ``{"kind": "at_least", "count": 5}``."""
         self._connected()
         assert self.loop is not None
         if name in self._groups:
