@@ -138,17 +138,19 @@ def test_cancel_given_a_group_future_cancels_the_groups_tasks(tmp_path):
                 "slow", [{"handler": "echo_later", "args": [i, 30.0]} for i in range(3)])
             _wait_for(lambda: client.status()["counts"], lambda n: n["running"] >= 1)
             outcome = client.cancel([group])
-            return outcome, group.result(timeout=30)
+            said = {str(f.exception(timeout=30)) for f in group.tasks.values()}
+            return outcome, group.result(timeout=30), said
 
     async def main():
         async with Cluster(workdir=tmp_path) as c:
             await _cluster(c, workers=1)
             return await asyncio.to_thread(body, c.port)
 
-    outcome, summary = run(main())
+    outcome, summary, said = run(main())
     assert sorted(outcome["cancelled"] + outcome["stopping"]) == ["slow/0", "slow/1", "slow/2"]
     assert outcome["unknown"] == []
     assert (summary["status"], summary["cancelled"]) == ("cancelled", 3)
+    assert said == {f"task 'slow/{i}' cancelled: cancelled by the client" for i in range(3)}
 
 
 async def _status_when(client: AsyncClient, ok, what: str) -> dict:
@@ -565,6 +567,9 @@ def test_a_client_sizes_its_submissions_by_the_admins_limit_and_takes_results_up
             async with AsyncClient(f"127.0.0.1:{c.port}") as client:
                 with pytest.raises(ConfigError, match="a submission may be at most 32768"):
                     client.submit("echo_later", "x" * 40_000)
+                # (a string past what the admin reads back is too large too, not unsendable)
+                with pytest.raises(ConfigError, match="a submission may be at most 32768"):
+                    client.submit("echo_later", "x" * 100_000)
                 small = await asyncio.wait_for(client.submit("echo_later", "ok"), 30)
         (tmp_path / "big").mkdir()
         async with Cluster(workdir=tmp_path / "big") as c:

@@ -539,8 +539,9 @@ class AsyncClient:
             return
         reason = result.error if result is not None else done.reason
         where = f" on worker '{result.worker}'" if result is not None else ""
-        last = (reason or "").strip().splitlines()[-1:] or [done.status]
-        fut.set_exception(TaskFailed(f"task {done.task_id!r} {done.status}{where}: {last[0]}",
+        last = ((reason or "").strip().splitlines()[-1:] or [done.status])[0]
+        last = last.removeprefix(f"{done.status}: ")  # (not 'cancelled: cancelled: why')
+        fut.set_exception(TaskFailed(f"task {done.task_id!r} {done.status}{where}: {last}",
                                      done.task_id, reason))
 
     def _report(self, done: wire.BatchReport) -> None:
@@ -654,16 +655,16 @@ def _encoded_size(doc: dict[str, Any], what: str, limit: int, limits: wire.Limit
     """Bytes of ``doc`` encoded: LocalProtocolError (here, at the call) for what cannot be
     sent, ConfigError for what would not fit in a message."""
     packed = wire.packb(doc)
+    size = len(packed)
+    if size > limit:  # (first: a string too long to read back is too large, said as such)
+        raise ConfigError(f"{what} is {size} bytes encoded; a submission may be at most "
+                          f"{limit} (half the admin's --max-message-bytes; pass large data "
+                          f"by reference: a path, a URL)")
     try:  # as the admin will read it (msgpack packs more than it reads back: int map keys)
         wire.unpackb(packed, limits)
     except RemoteProtocolError as exc:
         raise LocalProtocolError(f"{what} cannot be sent: the admin would not read it back "
                                  f"({exc})") from None
-    size = len(packed)
-    if size > limit:
-        raise ConfigError(f"{what} is {size} bytes encoded; a submission may be at most "
-                          f"{limit} (half the admin's --max-message-bytes; pass large data "
-                          f"by reference: a path, a URL)")
     return size
 
 
