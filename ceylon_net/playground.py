@@ -47,13 +47,14 @@ class TaskPlayGround:
         runs = [asyncio.create_task(w.arun_against(self.admin), name=f"worker-{w.name}")
                 for w in workers]
         try:
-            await self._await_workers(runs, connect_timeout)
+            await self._await_workers(workers, runs, connect_timeout)
             yield self
         finally:
             await self.admin.close("playground closed")
             await finish_tasks(runs, timeout=5.0)
 
-    async def _await_workers(self, runs: list[asyncio.Task], timeout: float) -> None:
+    async def _await_workers(self, workers: Sequence[Worker], runs: list[asyncio.Task],
+                             timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while len(self.admin.get_connected_agents()) < len(runs):
             failed = next((r for r in runs if r.done()), None)
@@ -61,8 +62,11 @@ class TaskPlayGround:
                 failed.result()  # raises the worker's error (rejected, unreachable)
                 raise RuntimeError(f"{failed.get_name()} stopped before joining")
             if time.monotonic() > deadline:
+                why = "; ".join(f"{w.name}: {w._refused}" for w in workers
+                                if w._refused is not None)  # (a name taken, say)
                 raise TimeoutError(f"only {len(self.admin.get_connected_agents())} of "
-                                   f"{len(runs)} workers joined within {timeout:g} s")
+                                   f"{len(runs)} workers joined within {timeout:g} s"
+                                   + (f" (the admin refuses {why})" if why else ""))
             await asyncio.sleep(0.01)
 
     async def assign_task_groups(self, groups: Sequence[TaskGroup]) -> None:

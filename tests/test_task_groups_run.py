@@ -64,6 +64,23 @@ def test_seed_000_goal_fires_once_between_5_and_10_and_concurrency_stays_at_2(ca
            "completed, goal achieved" in out
 
 
+def test_a_playground_whose_worker_is_refused_says_why_it_did_not_join():
+    """Two workers of one name: 'only 1 of 2 workers joined within 2 s', without the reason."""
+    from ceylon_net import Worker
+
+    pg = TaskPlayGround(port=0, bind="127.0.0.1")
+
+    async def body():
+        with pytest.raises(TimeoutError) as timed_out:
+            async with pg.play([Worker("twin"), Worker("twin")], connect_timeout=2):
+                pass
+        return str(timed_out.value)
+
+    said = run(body())
+    assert said.startswith("only 1 of 2 workers joined within 2 s (the admin refuses twin: "
+                           "worker name 'twin' is already connected"), said
+
+
 def test_seed_000_example_runs_as_a_program():
     proc = subprocess.run([sys.executable, "examples/task_groups.py"], cwd=REPO, timeout=90,
                           capture_output=True, text=True,

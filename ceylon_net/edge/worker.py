@@ -58,6 +58,7 @@ class Worker(AgentBase):
     _flush_pending: asyncio.Handle | None = None  # a flush scheduled: this turn's, a held one
     _flush_held = False  # it is a held one (uvloop's timers are no asyncio.TimerHandle)
     _admin_limit = 0  # the admin's --max-message-bytes, as its last WELCOME said (0: unsaid)
+    _refused: str | None = None  # the admin's last refusal that may change (a name taken)
 
     def __init__(
         self,
@@ -273,7 +274,7 @@ class Worker(AgentBase):
         s = self.settings
         deadline = time.monotonic() + s.connect_timeout
         delay, attempt = 0.25, 0
-        self._refused: str | None = None  # the admin's last refusal that may change
+        self._refused = None
         hellos: set[int] = set()  # msg_ids of our HELLOs: the admin names one it refuses
         while True:
             attempt += 1
