@@ -627,6 +627,8 @@ def test_calls_from_other_threads_during_close_fail_instead_of_waiting_for_ever(
 
 def test_two_waits_on_one_batch_in_one_client_both_get_its_report(tmp_path):
     """The second wait replaced the first, which never resolved (and ended in KeyError)."""
+    from ceylon_net.errors import ConfigError
+
     async def body():
         async with Cluster(workdir=tmp_path) as c:
             await _cluster(c, workers=1)
@@ -634,9 +636,15 @@ def test_two_waits_on_one_batch_in_one_client_both_get_its_report(tmp_path):
                               "duration": 0.2} for i in range(3)]}
             async with AsyncClient(f"127.0.0.1:{c.port}", timeout=10) as client:
                 sent, _ = await client.submit_batch(doc, wait=False)
+                first = asyncio.create_task(client.watch_batch(sent.batch, sent.run))
+                second = asyncio.create_task(client.watch_batch(sent.batch, sent.run))
+                await asyncio.sleep(0)  # (one turn: both wait)
+                # A batch of that number of another run: refused here, before asking the
+                # admin (whose "no such batch", naming the number only, failed the others).
+                with pytest.raises(ConfigError, match="of another run"):
+                    await client.watch_batch(sent.batch, "0" + sent.run)
                 async with asyncio.timeout(30):
-                    return await asyncio.gather(client.watch_batch(sent.batch, sent.run),
-                                                client.watch_batch(sent.batch, sent.run))
+                    return await asyncio.gather(first, second)
 
     first, second = run(body())
     assert first == second

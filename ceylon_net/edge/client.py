@@ -312,13 +312,21 @@ class AsyncClient:
         when it submits, ``BATCH@RUN``), submitted earlier by any client: its progress from
         now on, then its report, at once if it is done. AdminUnreachableError when the admin
         has no such batch (a wrong number, or another run: restarted without its journal)."""
+        waited = self._claim_batch(batch, run, on_progress)  # (refused before asking)
         self._send(Kind.WATCH, wire.Watch([], [], [[batch, run]]))
-        return await self._wait_batch(batch, run, on_progress)
+        return await self._await_batch(batch, waited, on_progress)
 
     async def _wait_batch(self, batch: int, run: str,
                           on_progress: Callable[[wire.BatchProgress], None] | None
                           ) -> dict[str, Any]:
         """The batch's report; several may wait for one batch (they share it)."""
+        waited = self._claim_batch(batch, run, on_progress)
+        return await self._await_batch(batch, waited, on_progress)
+
+    def _claim_batch(self, batch: int, run: str,
+                     on_progress: Callable[[wire.BatchProgress], None] | None) -> _Waited:
+        """Count one more waiter of the batch (ConfigError: this client waits for a batch of
+        that number of another run: the admin's answers name only the number)."""
         assert self.loop is not None
         waited = self._batches.get(batch)
         if waited is None or waited.report.done():
@@ -329,6 +337,11 @@ class AsyncClient:
         if on_progress is not None:
             waited.on_progress.append(on_progress)
         waited.waiters += 1
+        return waited
+
+    async def _await_batch(self, batch: int, waited: _Waited,
+                           on_progress: Callable[[wire.BatchProgress], None] | None
+                           ) -> dict[str, Any]:
         try:
             return await asyncio.shield(waited.report)
         finally:
@@ -524,8 +537,12 @@ class AsyncClient:
         elif kind == Kind.PROGRESS:
             progress = wire.unpack(wire.BatchProgress, env.payload, INBOUND_LIMITS)
             waited = self._batches.get(progress.batch)
-            for told in waited.on_progress if waited is not None else ():
-                told(progress)
+            for told in list(waited.on_progress) if waited is not None else ():
+                try:  # (one waiter's failing callback keeps the others' progress)
+                    told(progress)
+                except Exception:
+                    logger.exception("client: a progress callback of batch {} failed",
+                                     progress.batch)
         elif kind == Kind.REPORT:
             self._report(wire.unpack(wire.BatchReport, env.payload, INBOUND_LIMITS))
 

@@ -70,6 +70,7 @@ class Dashboard:
         self._freed = asyncio.Event()  # set when a place frees
         self._waiters: dict[asyncio.Task[Any], None] = {}  # waiting for a place, oldest first
         self._bumped: set[asyncio.Task[Any]] = set()  # waiters told to give way
+        self._evicted: set[asyncio.Task[Any]] = set()  # readers cancelled to make room
         self.trend = Trend(SAMPLE_EVERY)
         self._sampler: asyncio.Task[None] | None = None
         self._page = PAGE.read_bytes()
@@ -125,28 +126,37 @@ class Dashboard:
                 with contextlib.suppress(Exception):  # (its request read: closing a socket
                     async with asyncio.timeout(GRACE):  # with unread data resets it, and the
                         await _request(reader)  # browser would not see the 503)
-                return await _send(writer, 503, "text/plain", b"too many connections\n")
-            self._reading[task] = time.monotonic()
+                return await _send(writer, 503, "text/plain", BUSY)
             try:
-                async with asyncio.timeout(READ_TIMEOUT):
-                    method, target = await _request(reader)
+                method, target = await self._read(task, reader)
             except _Refused as refused:
                 return await _send(writer, refused.status, "text/plain", refused.body)
             except asyncio.LimitOverrunError:
                 return await _send(writer, 431, "text/plain", b"request too large\n")
-            finally:
-                self._reading.pop(task, None)
             await self._answer(method, target, writer)
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, ValueError):
             pass  # a broken, slow or stalled browser: nothing more to say to it
-        except asyncio.CancelledError:
-            pass  # close(): the dashboard stops (asyncio's server wants no cancelled task)
+        except asyncio.CancelledError:  # close(): the dashboard stops (asyncio's server
+            # wants no cancelled task); or evicted, having sent no request in time: told so
+            if task in self._evicted:
+                self._evicted.discard(task)
+                writer.write(_head(503, "text/plain", len(BUSY)) + BUSY)
         finally:
             self._connections.discard(task)
             if task in self._served:
                 self._served.discard(task)
                 self._freed.set()
             writer.close()
+
+    async def _read(self, task: asyncio.Task[Any], reader: asyncio.StreamReader
+                    ) -> tuple[str, str]:
+        """The request's method and target; while it comes, the task may be evicted."""
+        self._reading[task] = time.monotonic()
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                return await _request(reader)
+        finally:
+            self._reading.pop(task, None)
 
     async def _place(self, task: asyncio.Task[Any]) -> bool:
         """One of the MAX_CONNECTIONS places for ``task``: at once, or the place of one that
@@ -163,6 +173,7 @@ class Dashboard:
                 if slow is not None and now - slow[1] >= GRACE:
                     del self._reading[slow[0]]
                     self._served.discard(slow[0])
+                    self._evicted.add(slow[0])
                     slow[0].cancel()
                     continue
                 if task not in self._waiters:
@@ -253,13 +264,19 @@ async def _request(reader: asyncio.StreamReader) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-async def _send(writer: asyncio.StreamWriter, status: int, kind: str, body: bytes,
-                head: bool = False) -> None:
+BUSY = b"too many connections\n"
+
+
+def _head(status: int, kind: str, length: int) -> bytes:
     reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
               405: "Method Not Allowed", 431: "Request Header Fields Too Large",
               503: "Service Unavailable"}[status]
-    writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: "
-                 f"{len(body)}\r\nConnection: close\r\n\r\n".encode()
-                 + (b"" if head else body))
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: "
+            f"{length}\r\nConnection: close\r\n\r\n").encode()
+
+
+async def _send(writer: asyncio.StreamWriter, status: int, kind: str, body: bytes,
+                head: bool = False) -> None:
+    writer.write(_head(status, kind, len(body)) + (b"" if head else body))
     async with asyncio.timeout(WRITE_TIMEOUT):
         await writer.drain()
