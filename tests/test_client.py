@@ -672,3 +672,38 @@ def test_the_sync_client_closes_from_a_thread_running_an_event_loop_and_leaves_n
 
     opened = run(body())
     assert opened[0] == opened[1] == opened[2], opened
+
+
+def test_closing_a_client_whose_thread_is_held_by_a_callback_says_so_and_ends(tmp_path,
+                                                                            monkeypatch):
+    """close() raised a bare TimeoutError when a done callback held the client's thread."""
+    import threading
+
+    from loguru import logger
+
+    from ceylon_net.edge import sync_client
+
+    monkeypatch.setattr(sync_client, "CLOSE_WAIT", 0.3)
+    said: list[str] = []
+    sink = logger.add(lambda m: said.append(m.record["message"]), level="WARNING")
+
+    def body(port: int) -> bool:
+        held = threading.Event()
+        c = Client(f"127.0.0.1:{port}", timeout=10)
+        f = c.submit("echo_later", 1)
+        f.add_done_callback(lambda _: (held.set(), threading.Event().wait(1.5)))
+        assert held.wait(30)
+        c.close()  # while the callback holds the client's thread
+        return c._thread.is_alive()
+
+    async def main():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            return await asyncio.to_thread(body, c.port)
+
+    try:
+        alive = run(main())
+    finally:
+        logger.remove(sink)
+    assert not alive
+    assert any("closing took over 0.3 s: its thread is held" in m for m in said), said

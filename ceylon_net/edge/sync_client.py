@@ -20,12 +20,15 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
+from loguru import logger
+
 from .. import wire
 from ..errors import ConfigError
 from .client import AsyncClient
 
 T = TypeVar("T")
 as_completed = concurrent.futures.as_completed
+CLOSE_WAIT = 10.0  # seconds close() waits for the connection to close before going on
 
 
 def _bounded(timeout: float | None) -> float | None:
@@ -212,7 +215,11 @@ class Client:
                 return
             closing = asyncio.run_coroutine_threadsafe(self._client.close(), self._loop)
         try:
-            closing.result(10)
+            closing.result(CLOSE_WAIT)
+        except concurrent.futures.TimeoutError:  # (not a bare TimeoutError for the caller)
+            logger.warning("client: closing took over {:g} s: its thread is held, by a "
+                           "future's done callback that blocks, say; it closes once free",
+                           CLOSE_WAIT)
         finally:
             self._stop_loop()
 
