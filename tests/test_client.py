@@ -427,7 +427,8 @@ def test_a_closed_client_says_so_when_used_again(tmp_path):
         client = Client(f"127.0.0.1:{port}")
         client.close()
         said = []
-        for call in (lambda: client.submit("echo_later", 1), client.status):
+        for call in (lambda: client.submit("echo_later", 1), client.status,
+                     client.__enter__):  # (a `with` block on it: said as it starts)
             with pytest.raises(ConfigError) as exc:
                 call()
             said.append(str(exc.value))
@@ -439,7 +440,7 @@ def test_a_closed_client_says_so_when_used_again(tmp_path):
             return await asyncio.to_thread(body, c.port)
 
     assert run(main()) == ["the client is closed (a closed client stays closed: make a new "
-                           "Client)"] * 2
+                           "Client)"] * 3
 
 
 @pytest.mark.timeout(120)

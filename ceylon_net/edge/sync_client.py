@@ -243,6 +243,8 @@ class Client:
                     fut.set_exception(ConfigError(CLOSED))
 
     def __enter__(self) -> Client:
+        if self._closed:  # (said here, not at the block's first call)
+            raise ConfigError(CLOSED)
         return self
 
     def __exit__(self, *exc: Any) -> None:
