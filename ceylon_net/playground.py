@@ -62,8 +62,8 @@ class TaskPlayGround:
                 failed.result()  # raises the worker's error (rejected, unreachable)
                 raise RuntimeError(f"{failed.get_name()} stopped before joining")
             if time.monotonic() > deadline:
-                why = "; ".join(f"{w.name}: {w._refused}" for w in workers
-                                if w._refused is not None)  # (a name taken, say)
+                why = "; ".join(f"{w.name}: {w.refusal}" for w in workers
+                                if w.refusal is not None)  # (a name taken, say)
                 raise TimeoutError(f"only {len(self.admin.get_connected_agents())} of "
                                    f"{len(runs)} workers joined within {timeout:g} s"
                                    + (f" (the admin refuses {why})" if why else ""))

@@ -88,7 +88,7 @@ class AdminSettings:
             raise ConfigError("--port 65535 leaves no room for the default --pub-port (port+1)")
         _check_positive("heartbeat", self.heartbeat)
         if self.heartbeat > MAX_HEARTBEAT:  # (inf would turn off noticing a lost worker)
-            raise ConfigError(f"--heartbeat must be at most {MAX_HEARTBEAT} s, got "
+            raise ConfigError(f"--heartbeat must be at most {MAX_HEARTBEAT:g} s, got "
                               f"{self.heartbeat}")
         _check_positive("beats-per-second", self.beats_per_second)
         if self.liveness < 1:

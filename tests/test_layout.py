@@ -61,6 +61,20 @@ print("loaded:", loaded)
     assert out.stdout.strip() == "loaded: []"
 
 
+def test_a_serving_admin_or_worker_leaves_the_libraries_it_does_not_use_unloaded():
+    """prometheus_client (3.4 MiB), rich (2.5) and sqlite3 (0.9) come with --metrics-port, a
+    report or progress bar to print, and --journal: not with every admin (W4's memory)."""
+    script = """
+import sys
+import ceylon_net.cli.admin, ceylon_net.cli.worker, ceylon_net.edge.admin
+print("loaded:", sorted(m for m in ("prometheus_client", "rich", "sqlite3") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "loaded: []"
+
+
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     """Package modules ``name`` imports anywhere in its file (TYPE_CHECKING blocks and
     function bodies too: a cycle there is still two modules that know each other)."""

@@ -79,22 +79,6 @@ def test_a_task_cancelled_twice_is_cancelled_once_and_its_slot_runs_the_next():
     run(body())
 
 
-def test_one_cancel_naming_a_running_task_and_one_queued_behind_it_never_starts_that_one():
-    async def body():
-        runner, tasks, crashes = await _running(Task("T", "t", 1))
-        runner.accept(TaskAssignment(Task("U", "u", 1), "w", 1))  # queued: the slot is busy
-        # The admin's one CANCEL message for both, handled in one go (edge/worker.py).
-        runner.cancel("T", 1, "enough")
-        runner.cancel("U", 1, "enough")
-        await wait_until(lambda: len(runner.unsent) == 2, 5, "both answers")
-        assert sorted(_answers(runner)) == [("T", 1, True), ("U", 1, True)]
-        assert tasks.started == ["T"]
-        assert not crashes
-        await runner.stop()
-
-    run(body())
-
-
 def test_the_attempt_a_running_task_answers_for_can_be_cancelled_and_asked_back():
     async def body():
         t = Task("T", "t", 1)

@@ -366,18 +366,23 @@ def test_a_batch_sent_without_waiting_is_followed_later_by_the_name_it_was_given
             wrong = await _submit(c, "--watch", "three", label="wrong")
             both = await _submit(c, SEED, "--watch", token, label="both")
             huge = await _submit(c, "--watch", f"{2**64}@{run_id}", label="huge")
-            return sent, followed, other, wrong, both, huge
+            elsewhere = await _submit(c, "--watch", token, "--workspace", "other",
+                                      label="elsewhere")
+            return sent, followed, other, wrong, both, huge, elsewhere
 
-    sent, followed, other, wrong, both, huge = run(body())
+    sent, followed, other, wrong, both, huge, elsewhere = run(body())
     assert sent[0] == 0 and "submitted batch 1: 3 task(s) (follow it: ceylon-submit --watch 1@" \
         in sent[1], sent
     assert followed[0] == 0, followed[2]
     assert sorted(t["id"] for t in json.loads(followed[1])["tasks"]) == [1, 2, 3]
     assert all(t["success"] for t in json.loads(followed[1])["tasks"])
-    assert other[0] == 4 and "lost batch 99" in other[2] and "no such batch" in other[2], other
+    assert other[0] == 4 and "the admin has no batch 99 in this run: a wrong number?" \
+        in other[2], other
     assert wrong[0] == 2 and "--watch 'three': give BATCH@RUN" in wrong[2], wrong
     assert both[0] == 2 and "one of the two" in both[2], both
     assert huge[0] == 2 and "give BATCH@RUN" in huge[2] and "Traceback" not in huge[2], huge
+    assert elsewhere[0] == 2 and "the admin refused: workspace 'other' != admin's 'default'" \
+        in elsewhere[2] and "Traceback" not in elsewhere[2], elsewhere
 
 
 def test_ceylon_cancel_takes_an_id_as_typed_first_and_never_cancels_two_tasks_for_one(

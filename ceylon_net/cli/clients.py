@@ -174,7 +174,8 @@ def _token(submitted: Submitted) -> str:
 
 def _follow(c: AsyncClient, token: str) -> dict[str, Any]:
     """--watch BATCH@RUN: the batch's report, once it is done."""
-    m = re.fullmatch(r"([0-9]{1,18})@([0-9a-f]*)", token)  # (a number the wire carries)
+    # (a number the wire carries; the run may be empty: an older admin names none)
+    m = re.fullmatch(r"([0-9]{1,18})@([0-9a-f]*)", token)
     if m is None:
         fail(EXIT_CONFIG, f"--watch {token!r}: give BATCH@RUN as ceylon-submit named the batch "
                           f"when sending it (e.g. 3@5f0c2a9e41b7d613)")
@@ -184,6 +185,8 @@ def _follow(c: AsyncClient, token: str) -> dict[str, Any]:
             int(m.group(1)), m.group(2), bar.update if bar else None)))
     except AdminUnreachableError as exc:
         fail(EXIT_NO_ADMIN, str(exc))
+    except RejectedError as exc:  # (another workspace, a wrong token)
+        fail(EXIT_CONFIG, f"the admin refused: {exc}")
     except KeyboardInterrupt:
         fail(130, f"interrupted: batch {m.group(1)} runs on at the admin")
     finally:

@@ -81,19 +81,7 @@ def render(data: dict[str, Any]) -> Group:
     for g in data["groups"]:
         _row(groups, g["name"], f"{g['completed'] + g['failed'] + g['cancelled']}/{g['total']}",
              g["status"], g["goal"] or "-", g["goal_status"] or "-")
-    queued = Table(title=f"Queued tasks ({c['queued']} queued, {c['waiting']} waiting on "
-                         f"dependencies)")
-    for col in ("task", "description", "difficulty", "role", "priority"):
-        queued.add_column(col)
-    for q in data["queued"]:
-        _row(queued, q["id"], q["description"], q["difficulty"], q["role"] or "-",
-             q["priority"])
-    on_workers = sum(w.get("queued", 0) for w in data["workers"])
-    more = c["queued"] - on_workers - len(data["queued"])  # (the rows are the first in line)
-    queued.caption = "; ".join(
-        ([f"... and {more} more in the admin's queue"] if more > 0 else [])
-        + ([f"{on_workers} queued on workers (in their rows above)"] if on_workers else [])
-    ) or None
+    queued = _queued(data)
     summary = (f"tasks: {c['done']}/{c['total']} done ({c['succeeded']} succeeded), "
                f"{c['running']} running, {c['queued']} queued, {c['waiting']} waiting, "
                f"{c['unassigned']} unassigned\n"
@@ -101,3 +89,23 @@ def render(data: dict[str, Any]) -> Group:
                f"lost to an agent that fell too far behind, "
                f"{c.get('broadcasts_unconfirmed', 0)} unconfirmed by agents that left")
     return Group(workers, groups, queued, Text(summary))
+
+
+def _queued(data: dict[str, Any]) -> Table:
+    """The queued tasks first in line, and how many more there are, and where."""
+    c = data["counts"]
+    queued = Table(title=f"Queued tasks ({c['queued']} queued, {c['waiting']} waiting on "
+                         f"dependencies)")
+    for col in ("task", "description", "difficulty", "role", "priority"):
+        queued.add_column(col)
+    for q in data["queued"]:
+        _row(queued, q["id"], q["description"], q["difficulty"], q["role"] or "-",
+             q["priority"])
+    on_workers = c.get("queued_on_workers",  # (an older admin's: from the worker rows)
+                       sum(w.get("queued", 0) for w in data["workers"]))
+    more = c["queued"] - on_workers - len(data["queued"])  # (the rows are the first in line)
+    queued.caption = "; ".join(
+        ([f"... and {more} more in the admin's queue"] if more > 0 else [])
+        + ([f"{on_workers} queued on workers (in their rows above)"] if on_workers else [])
+    ) or None
+    return queued

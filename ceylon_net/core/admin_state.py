@@ -459,8 +459,10 @@ class AdminState:
         batch = self.batches.claim(peer, batch_id) if run == self.run else None
         if batch is None:
             self.out.send(peer, Kind.REPORT, wire.BatchReport(batch_id, {}, (
-                "the admin has no such batch: a wrong number, or it restarted without its "
-                "journal (or with another one), and the batch's tasks are gone with it")))
+                f"the admin has no batch {batch_id} in this run: a wrong number?"
+                if run == self.run else
+                "the admin has no such batch: it restarted without its journal (or with "
+                "another one), and the batch's tasks are gone with it")))
         elif batch.id not in self.batches.open and \
                 now - batch.answered.get(peer, -math.inf) >= self.settings.heartbeat:
             batch.answered[peer] = now

@@ -343,9 +343,10 @@ class TaskManager:
         goal.status = GoalStatus.IN_PROGRESS
         try:
             met = goal.check_condition({group.id: group}, self._group_completed[group.id])
-        # The user's code: its goal fails, the run goes on; SystemExit and KeyboardInterrupt
-        # too, as a task's handler's (raised by the check, they are no stop of the admin's).
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        # The user's code: its goal fails, the run goes on; SystemExit too, as a handler's
+        # (raised by a check, it is no stop of the admin's). Not KeyboardInterrupt: in an
+        # embedded admin it may be the user's Ctrl-C, come while the check ran.
+        except (Exception, SystemExit) as exc:
             goal.status = GoalStatus.FAILED
             events.append(GroupEvent(
                 "goal_failed", group,

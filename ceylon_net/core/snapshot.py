@@ -38,7 +38,7 @@ def counts(st: AdminState) -> dict[str, int]:
     running = board.running - held
     return {"total": len(board.records), "done": len(board.records) - board.open,
             "succeeded": board.succeeded, "running": running,
-            "queued": len(board.scheduler) + held,
+            "queued": len(board.scheduler) + held, "queued_on_workers": held,
             "waiting": len(board.waiting),
             "unassigned": len(st.unassigned), "broadcasts": st.broadcasts.seq,
             "broadcasts_lost": s.broadcasts_lost,

@@ -43,6 +43,9 @@ READ_TIMEOUT = 10.0  # seconds a browser may take to send its request
 WRITE_TIMEOUT = 10.0  # seconds a browser may take to read what we send
 MAX_CONNECTIONS = 64  # connections served at once, streams included
 MAX_WAITING = 64  # connections beyond those, waiting for a place (more: 503)
+MAX_WAIT = 10.0  # seconds a connection waits for a place before a 503
+# What a browser that breaks off, stalls or sends garbage raises as it is read.
+UNREADABLE = (asyncio.IncompleteReadError, TimeoutError, ConnectionError, ValueError)
 # Seconds a connection with a place may take to send its request before a newcomer waiting
 # for a place may evict it: a browser sends its request at once (a burst's requests are read
 # within milliseconds), and idle connections must not keep real ones out.
@@ -121,11 +124,13 @@ class Dashboard:
         assert task is not None
         self._connections.add(task)
         try:
-            if not await self._place(task):  # every place holds a page, an answer or a
-                # request under way, and as many wait already
-                with contextlib.suppress(Exception):  # (its request read: closing a socket
-                    async with asyncio.timeout(GRACE):  # with unread data resets it, and the
-                        await _request(reader)  # browser would not see the 503)
+            if not await self._place(task):
+                # Every place holds a page, an answer or a request under way, and as many
+                # wait already. Its request is read first: closing a socket with unread data
+                # resets it, and the browser would not see the 503.
+                with contextlib.suppress(_Refused, asyncio.LimitOverrunError, *UNREADABLE):
+                    async with asyncio.timeout(GRACE):
+                        await _request(reader)
                 return await _send(writer, 503, "text/plain", BUSY)
             try:
                 method, target = await self._read(task, reader)
@@ -134,7 +139,7 @@ class Dashboard:
             except asyncio.LimitOverrunError:
                 return await _send(writer, 431, "text/plain", b"request too large\n")
             await self._answer(method, target, writer)
-        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, ValueError):
+        except UNREADABLE:
             pass  # a broken, slow or stalled browser: nothing more to say to it
         except asyncio.CancelledError:  # close(): the dashboard stops (asyncio's server
             # wants no cancelled task); or evicted, having sent no request in time: told so
@@ -162,8 +167,8 @@ class Dashboard:
         """One of the MAX_CONNECTIONS places for ``task``: at once, or the place of one that
         has sent no request within GRACE of getting its place, or the first to free up (a
         burst). Of MAX_WAITING waiting, the one waiting longest gives way to a newcomer.
-        False (a 503) when it gave way, or no place came within READ_TIMEOUT."""
-        deadline = time.monotonic() + READ_TIMEOUT
+        False (a 503) when it gave way, or no place came within MAX_WAIT."""
+        deadline = time.monotonic() + MAX_WAIT
         try:
             while len(self._served) >= MAX_CONNECTIONS:
                 now = time.monotonic()
@@ -177,7 +182,7 @@ class Dashboard:
                     slow[0].cancel()
                     continue
                 if task not in self._waiters:
-                    if len(self._waiters) >= MAX_WAITING:  # (it wakes just below)
+                    if len(self._waiters) >= MAX_WAITING:  # the oldest gives way, woken
                         oldest = next(iter(self._waiters))
                         del self._waiters[oldest]
                         self._bumped.add(oldest)
@@ -185,8 +190,9 @@ class Dashboard:
                     self._waiters[task] = None
                 self._freed.clear()
                 grace_over = GRACE if slow is None else slow[1] + GRACE - now
-                with contextlib.suppress(TimeoutError):  # (a place freed, a reader's grace
-                    async with asyncio.timeout(min(deadline - now, grace_over)):  # over)
+                # Until a place frees, or the oldest reader's grace is over.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(deadline - now, grace_over)):
                         await self._freed.wait()
         finally:
             self._waiters.pop(task, None)

@@ -65,8 +65,9 @@ class AdminCollector:
 
 
 class MetricsServer:
-    """http://HOST:PORT/metrics, one thread a scrape (a scrape reads the admin's state as the
-    event loop left it between two rounds: integers and small dicts, read whole)."""
+    """http://HOST:PORT/metrics, one thread a scrape. A scrape reads the admin's counters
+    while its loop runs on: each figure is read whole (integers, small dicts), but two
+    figures may be a round apart."""
 
     def __init__(self, view: Callable[[], dict[str, Any]], host: str, port: int) -> None:
         """Bind host:port (0: any free port); ConfigError when the port cannot be had."""
@@ -85,9 +86,8 @@ class MetricsServer:
 
         try:
             family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-            self.server = make_server(host, port, only_metrics,
-                                      type("Server", (_Server,), {"address_family": family}),
-                                      handler_class=_Quiet)
+            server = _Server6 if family == socket.AF_INET6 else _Server
+            self.server = make_server(host, port, only_metrics, server, handler_class=_Quiet)
         except OSError as exc:
             raise ConfigError(f"--metrics-port {port}: {exc.strerror or exc}") from None
         self.port: int = self.server.server_port
@@ -98,6 +98,7 @@ class MetricsServer:
                     if every_interface(host) else "")
 
     def close(self) -> None:
+        """Stop serving (within 0.1 s) and free the port."""
         self.server.shutdown()
         self.server.server_close()
 
@@ -107,6 +108,10 @@ class _Server(ThreadingMixIn, WSGIServer):
     # Scrapes that come together wait in the kernel rather than being refused and tried again
     # a second later (socketserver's own backlog is 5).
     request_queue_size = 128
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class _Quiet(WSGIRequestHandler):

@@ -29,6 +29,7 @@ from .client import AsyncClient
 T = TypeVar("T")
 as_completed = concurrent.futures.as_completed
 CLOSE_WAIT = 10.0  # seconds close() waits for the connection to close before going on
+THREAD_WAIT = 15.0  # ... then for the client's thread to end (a callback may hold it)
 
 
 def _bounded(timeout: float | None) -> float | None:
@@ -205,7 +206,8 @@ class Client:
     # ---- lifetime
     def close(self) -> None:
         """Close the connection; futures still pending fail (ConfigError), and so do calls
-        other threads are making meanwhile."""
+        other threads are making meanwhile. It waits up to CLOSE_WAIT + THREAD_WAIT s (a
+        done callback that blocks holds the client's thread: said in the log)."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("close() waits for the client's thread, and callbacks run in "
                                "it: close the client outside its callbacks")
@@ -218,8 +220,8 @@ class Client:
             closing.result(CLOSE_WAIT)
         except concurrent.futures.TimeoutError:  # (not a bare TimeoutError for the caller)
             logger.warning("client: closing took over {:g} s: its thread is held, by a "
-                           "future's done callback that blocks, say; it closes once free",
-                           CLOSE_WAIT)
+                           "future's done callback that blocks, say; waiting up to {:g} s "
+                           "more for it", CLOSE_WAIT, THREAD_WAIT)
         finally:
             self._stop_loop()
 
@@ -236,7 +238,7 @@ class Client:
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(15)
+        self._thread.join(THREAD_WAIT)
         with self._lock:  # calls whose coroutine the stopped loop will never run
             for fut in self._pending:
                 if not fut.done():

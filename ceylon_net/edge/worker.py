@@ -60,6 +60,12 @@ class Worker(AgentBase):
     _admin_limit = 0  # the admin's --max-message-bytes, as its last WELCOME said (0: unsaid)
     _refused: str | None = None  # the admin's last refusal that may change (a name taken)
 
+    @property
+    def refusal(self) -> str | None:
+        """Why the admin refuses this worker for now, when it does (its name is taken by a
+        worker still connected, say); None otherwise."""
+        return self._refused
+
     def __init__(
         self,
         name: str,
