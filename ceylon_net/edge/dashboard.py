@@ -23,13 +23,14 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from loguru import logger
 
 from ..core import snapshot
 from ..core.guard import token_ok
+from ..core.places import Places
 from ..core.stats import Trend
 from ..errors import ConfigError
 from ..settings import every_interface, local_url
@@ -65,15 +66,11 @@ class Dashboard:
         self.port = 0
         self.streams = 0
         self._connections: set[asyncio.Task[Any]] = set()  # every one (close() ends them)
-        self._served: set[asyncio.Task[Any]] = set()  # those holding one of the places
-        # Those still sending their request, oldest first, since when: at the cap, one slower
-        # than GRACE makes room (idle or hostile connections could otherwise hold every
-        # place for READ_TIMEOUT); a burst of requests waits for places instead.
-        self._reading: dict[asyncio.Task[Any], float] = {}
-        self._freed = asyncio.Event()  # set when a place frees
-        self._waiters: dict[asyncio.Task[Any], None] = {}  # waiting for a place, oldest first
-        self._bumped: set[asyncio.Task[Any]] = set()  # waiters told to give way
-        self._evicted: set[asyncio.Task[Any]] = set()  # readers cancelled to make room
+        # Who is served, waits, or is evicted (idle or hostile connections must not hold
+        # every place; a burst of requests waits for places): ceylon_net.core.places decides.
+        self._places = Places(MAX_CONNECTIONS, MAX_WAITING, GRACE, MAX_WAIT)
+        self._freed = asyncio.Event()  # set when a place frees (or a waiter must give way)
+        self._evicted: set[asyncio.Task[Any]] = set()  # cancelled to make room: told 503
         self.trend = Trend(SAMPLE_EVERY)
         self._sampler: asyncio.Task[None] | None = None
         self._page = PAGE.read_bytes()
@@ -148,57 +145,36 @@ class Dashboard:
                 writer.write(_head(503, "text/plain", len(BUSY)) + BUSY)
         finally:
             self._connections.discard(task)
-            if task in self._served:
-                self._served.discard(task)
+            if self._places.leave(task):
                 self._freed.set()
             writer.close()
 
     async def _read(self, task: asyncio.Task[Any], reader: asyncio.StreamReader
                     ) -> tuple[str, str]:
-        """The request's method and target; while it comes, the task may be evicted."""
-        self._reading[task] = time.monotonic()
+        """The request's method and target; until it is read, the task may be evicted."""
         try:
             async with asyncio.timeout(READ_TIMEOUT):
                 return await _request(reader)
         finally:
-            self._reading.pop(task, None)
+            self._places.read(task)
 
     async def _place(self, task: asyncio.Task[Any]) -> bool:
-        """One of the MAX_CONNECTIONS places for ``task``: at once, or the place of one that
-        has sent no request within GRACE of getting its place, or the first to free up (a
-        burst). Of MAX_WAITING waiting, the one waiting longest gives way to a newcomer.
-        False (a 503) when it gave way, or no place came within MAX_WAIT."""
-        deadline = time.monotonic() + MAX_WAIT
-        try:
-            while len(self._served) >= MAX_CONNECTIONS:
-                now = time.monotonic()
-                slow = next(iter(self._reading.items()), None)
-                if task in self._bumped or now >= deadline:
-                    return False
-                if slow is not None and now - slow[1] >= GRACE:
-                    del self._reading[slow[0]]
-                    self._served.discard(slow[0])
-                    self._evicted.add(slow[0])
-                    slow[0].cancel()
-                    continue
-                if task not in self._waiters:
-                    if len(self._waiters) >= MAX_WAITING:  # the oldest gives way, woken
-                        oldest = next(iter(self._waiters))
-                        del self._waiters[oldest]
-                        self._bumped.add(oldest)
-                        self._freed.set()
-                    self._waiters[task] = None
-                self._freed.clear()
-                grace_over = GRACE if slow is None else slow[1] + GRACE - now
-                # Until a place frees, or the oldest reader's grace is over.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(deadline - now, grace_over)):
-                        await self._freed.wait()
-        finally:
-            self._waiters.pop(task, None)
-            self._bumped.discard(task)
-        self._served.add(task)
-        return True
+        """A place for ``task``, as :class:`~ceylon_net.core.places.Places` decides: True
+        once it has one, False for a 503."""
+        while True:
+            verdict = self._places.ask(task, time.monotonic())
+            if verdict.evict is not None:  # (its keys are the connections' tasks)
+                evicted = cast(asyncio.Task[Any], verdict.evict)
+                self._evicted.add(evicted)
+                evicted.cancel()
+            if verdict.bumped is not None:
+                self._freed.set()  # (it wakes, asks again and is refused)
+            if verdict.served or verdict.refused:
+                return verdict.served
+            self._freed.clear()
+            with contextlib.suppress(TimeoutError):  # a place frees, or its time is up
+                async with asyncio.timeout(max(0.0, verdict.until - time.monotonic())):
+                    await self._freed.wait()
 
     async def _answer(self, method: str, target: str, writer: asyncio.StreamWriter) -> None:
         url = urlsplit(target)
