@@ -46,6 +46,12 @@ def test_the_longest_waiting_gives_way_to_a_newcomer_when_the_room_is_full():
     assert list(p.waiters) == ["w2", "w3"]
 
 
+def test_without_a_waiting_room_a_newcomer_beyond_the_places_is_refused():
+    p = places(n=1, waiting=0)
+    p.ask("served", 0.0)
+    assert p.ask("next", 0.0) == Verdict(refused=True)
+
+
 def test_a_waiter_out_of_patience_is_refused():
     p = places(n=1)
     p.ask("served", 0.0)
@@ -64,6 +70,7 @@ def test_places_and_waiting_room_are_never_exceeded_and_each_key_is_in_one_of_th
         if op == "ask":
             verdict = p.ask(key, now)
             assert not (verdict.served and verdict.refused)
+            assert verdict.served or verdict.refused or verdict.until > now  # (no busy loop)
             assert verdict.evict != key and verdict.bumped != key
         elif op == "read":
             p.read(key)

@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -45,13 +46,14 @@ class Places:
         """``key`` asks for a place (first, or again after waiting)."""
         if key in self.served:  # (has one: asked again, nothing changes)
             return Verdict(served=True)
-        if key in self.bumped or now - self.waiters.get(key, now) >= self.patience:
+        # (the same sums as the verdicts' ``until``: a wait never ends before its time)
+        if key in self.bumped or now >= self.waiters.get(key, math.inf) + self.patience:
             self._forget_waiter(key)
             return Verdict(refused=True)
         evict = None
         if len(self.served) >= self.places and self.reading:
             slow, since = next(iter(self.reading.items()))
-            if now - since >= self.grace:
+            if now >= since + self.grace:
                 self.leave(slow)
                 evict = slow
         if len(self.served) < self.places:
@@ -61,6 +63,8 @@ class Places:
             return Verdict(served=True, evict=evict)
         bumped = None
         if key not in self.waiters:
+            if not self.waiting:  # (no waiting room: refused at once)
+                return Verdict(refused=True)
             if len(self.waiters) >= self.waiting:
                 bumped = next(iter(self.waiters))
                 del self.waiters[bumped]
