@@ -25,6 +25,16 @@ def test_a_burst_beyond_the_places_waits_and_each_gets_a_freed_place_in_turn():
     assert p.leave("c") is True and p.leave("c") is False  # (ended once)
 
 
+def test_a_freed_place_goes_to_one_waiting_before_a_newcomer():
+    p = places(n=1)
+    p.ask("a", 0.0)
+    p.read("a")
+    assert p.ask("w", 0.0) == Verdict(until=10.0)
+    p.leave("a")  # (its place frees: "w" is woken, and has not asked yet)
+    assert p.ask("newcomer", 0.01) == Verdict(until=10.01)
+    assert p.ask("w", 0.02) == Verdict(served=True)
+
+
 def test_a_connection_that_sends_no_request_gives_its_place_up_after_the_grace_only():
     p = places(n=1)
     p.ask("idle", 0.0)
@@ -68,7 +78,10 @@ def test_places_and_waiting_room_are_never_exceeded_and_each_key_is_in_one_of_th
     for op, key, step in events:
         now += step
         if op == "ask":
+            newcomer = key not in p.waiters and key not in p.served
             verdict = p.ask(key, now)
+            if verdict.served and newcomer:  # (no one waiting was passed over)
+                assert len(p.served) + len(p.waiters) <= 3
             assert not (verdict.served and verdict.refused)
             assert verdict.served or verdict.refused or verdict.until > now  # (no busy loop)
             assert verdict.evict != key and verdict.bumped != key

@@ -4,7 +4,8 @@ it out (:mod:`ceylon_net.edge.dashboard`).
 
 Rules:
 - ``places`` connections are served at once (an answer, an open page's stream);
-- a newcomer beyond them waits for a place (a burst of requests is answered in turn);
+- a newcomer beyond them waits for a place (a burst of requests is answered in turn: a
+  freed place goes to those waiting before a newcomer);
 - a served connection that has sent no request ``grace`` seconds after it got its place gives
   it to one waiting (idle connections must not keep real ones out); it is told 503;
 - of ``waiting`` waiting, the one waiting longest gives way to a newcomer (503);
@@ -24,8 +25,9 @@ Key = Hashable
 class Verdict:
     """What a connection asking for a place should do: ``served`` (it has one); else wait
     until ``until`` (or until a place frees, whichever comes first) and ask again, unless
-    ``refused`` (a 503). ``evict``: a slow connection whose place it took (told 503);
-    ``bumped``: a waiter that gave way to it (wake it: asking again, it is refused)."""
+    ``refused`` (a 503). ``evict``: a slow connection whose place it freed (told 503), taken
+    by it, or, when it waits, left to those waiting before it (wake them); ``bumped``: a
+    waiter that gave way to it (wake it: asking again, it is refused)."""
 
     served: bool = False
     refused: bool = False
@@ -50,13 +52,15 @@ class Places:
         if key in self.bumped or now >= self.waiters.get(key, math.inf) + self.patience:
             self._forget_waiter(key)
             return Verdict(refused=True)
+        # A newcomer comes after those waiting: a freed place is theirs first.
+        ahead = 0 if key in self.waiters else len(self.waiters)
         evict = None
-        if len(self.served) >= self.places and self.reading:
+        if self.places - len(self.served) <= ahead and self.reading:
             slow, since = next(iter(self.reading.items()))
             if now >= since + self.grace:
                 self.leave(slow)
                 evict = slow
-        if len(self.served) < self.places:
+        if self.places - len(self.served) > ahead:
             self._forget_waiter(key)
             self.served.add(key)
             self.reading[key] = now
@@ -73,7 +77,7 @@ class Places:
         until = self.waiters[key] + self.patience
         if self.reading:  # (the oldest reader's grace ends: its place may be had then)
             until = min(until, next(iter(self.reading.values())) + self.grace)
-        return Verdict(until=until, bumped=bumped)
+        return Verdict(until=until, evict=evict, bumped=bumped)
 
     def read(self, key: Key) -> None:
         """``key`` sent its request: it keeps its place until it ends."""

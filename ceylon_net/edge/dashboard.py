@@ -167,8 +167,9 @@ class Dashboard:
                 evicted = cast(asyncio.Task[Any], verdict.evict)
                 self._evicted.add(evicted)
                 evicted.cancel()
-            if verdict.bumped is not None:
-                self._freed.set()  # (it wakes, asks again and is refused)
+            if verdict.bumped is not None or (verdict.evict is not None
+                                              and not verdict.served):
+                self._freed.set()  # (it wakes and is refused; they wake for the place)
             if verdict.served or verdict.refused:
                 return verdict.served
             self._freed.clear()
