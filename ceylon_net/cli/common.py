@@ -18,6 +18,7 @@ from loguru import logger
 
 from ..edge.client import AsyncClient
 from ..errors import ConfigError
+from ..settings import bracket
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNASSIGNED, EXIT_NO_ADMIN = 0, 1, 2, 3, 4
 
@@ -141,10 +142,8 @@ def client(admin_peer: str, port: int, workspace: str, token: str | None,
     key file) is exit 2. ``timeout_option``: the option ``timeout`` came from."""
     if not timeout > 0:  # (said here with the option's name; also refuses NaN)
         fail(EXIT_CONFIG, f"{timeout_option} must be > 0, got {timeout}")
-    host = f"[{admin_peer}]" if ":" in admin_peer and not admin_peer.startswith("[") \
-        else admin_peer
     try:
-        return AsyncClient(f"{host}:{port}", workspace=workspace, token=token,
+        return AsyncClient(f"{bracket(admin_peer)}:{port}", workspace=workspace, token=token,
                            curve_secret=path_str(curve_secret), admin_key=path_str(admin_key),
                            timeout=timeout, gone_after=gone_after)
     except ConfigError as exc:
