@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -179,19 +180,16 @@ def _follow(c: AsyncClient, token: str) -> dict[str, Any]:
     if m is None:
         fail(EXIT_CONFIG, f"--watch {token!r}: give BATCH@RUN as ceylon-submit named the batch "
                           f"when sending it (e.g. 3@5f0c2a9e41b7d613)")
-    bar = ProgressBarForBatch() if sys.stderr.isatty() else None
     try:
-        return asyncio.run(_ask(c, lambda: c.watch_batch(
-            int(m.group(1)), m.group(2), bar.update if bar else None)))
+        with _progress(True) as on_progress:
+            return asyncio.run(_ask(c, lambda: c.watch_batch(int(m.group(1)), m.group(2),
+                                                             on_progress)))
     except AdminUnreachableError as exc:
         fail(EXIT_NO_ADMIN, str(exc))
     except RejectedError as exc:  # (another workspace, a wrong token)
         fail(EXIT_CONFIG, f"the admin refused: {exc}")
     except KeyboardInterrupt:
         fail(130, f"interrupted: batch {m.group(1)} runs on at the admin")
-    finally:
-        if bar is not None:
-            bar.close()
 
 
 def _print_batch(report: dict[str, Any], as_json: bool) -> None:
@@ -209,11 +207,19 @@ def _print_batch(report: dict[str, Any], as_json: bool) -> None:
 async def _submit(c: AsyncClient, doc: dict[str, Any], wait: bool, sequential: bool,
                   on_submitted: Callable[[Submitted], None]
                   ) -> tuple[Submitted, dict[str, Any] | None]:
-    bar = ProgressBarForBatch() if wait and sys.stderr.isatty() else None
-    try:
+    with _progress(wait) as on_progress:
         return await _ask(c, lambda: c.submit_batch(doc, wait=wait, sequential=sequential,
-                                                    on_progress=bar.update if bar else None,
+                                                    on_progress=on_progress,
                                                     on_submitted=on_submitted))
+
+
+@contextlib.contextmanager
+def _progress(wanted: bool) -> Iterator[Callable[[wire.BatchProgress], None] | None]:
+    """A batch's progress bar on a terminal (stderr), while the block runs: what feeds it
+    (None: no bar, not wanted or not a terminal)."""
+    bar = ProgressBarForBatch() if wanted and sys.stderr.isatty() else None
+    try:
+        yield bar.update if bar is not None else None
     finally:
         if bar is not None:
             bar.close()
