@@ -87,9 +87,11 @@ async def profile_w1(args: argparse.Namespace, outdir: Path) -> None:
         procs: list[bench.Proc] = []
         spy = None
         try:
-            procs = await bench.spawn_workers(cluster, args.workers, args.window)
+            procs = await bench.spawn_workers(cluster, args.workers, args.window,
+                                              app=args.handler != "none")
             await bench.wait_connected(admin, procs, args.workers)
-            batch = [bench.noop(i) for i in range(args.tasks)]
+            make = {"none": bench.noop, "sync": bench.sync_noop, "async": bench.async_noop}
+            batch = [make[args.handler](i) for i in range(args.tasks)]
             raw = outdir / "w1.pyspy.txt"
             prof = cProfile.Profile() if args.tool == "cprofile" else None
             if args.tool == "py-spy":
@@ -157,6 +159,9 @@ def main() -> int:
     p.add_argument("--tasks", type=int, default=100_000)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--window", type=int, default=8, help="each worker's --concurrency")
+    p.add_argument("--handler", choices=("none", "sync", "async"), default="none",
+                   help="the tasks' handler: none (built-in no-op), or bench/bench_handlers.py's "
+                        "sync or async no-op (as W1's handler variants and the peers run)")
     p.add_argument("--prefetch", type=int, default=None,
                    help="the admin's --prefetch (default: its default, adaptive; 0: off)")
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")

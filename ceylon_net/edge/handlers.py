@@ -22,6 +22,7 @@ import importlib
 import inspect
 import os
 import threading
+import time
 import traceback
 import weakref
 from collections.abc import Callable
@@ -49,6 +50,27 @@ MAX_THREADS = 1024
 _running = 0  # sync handler calls whose thread has not returned
 _counting = threading.Lock()
 
+# A sync handler whose recent calls were all shorter than QUICK is *quick*: a worker then runs
+# several of its queued tasks one after another in one thread call (:func:`start_batch`), not
+# one thread call each. A thread call costs a wake-up each way, and a worker whose slots each
+# waited for one ran a no-op handler at half the tasks/s of an async one. ``_slowest`` keeps
+# each sync handler's slowest recent call: one slow call makes it slow for some 70 calls.
+QUICK = 0.0005  # seconds
+SLOW_DECAY = 0.9  # per call, of the slowest recent call's weight
+_slowest: dict[str, float] = {}
+
+
+def quick(name: str | None) -> bool:
+    """Is ``name`` a sync handler whose recent calls were all quick (it ran in a thread
+    here before, and lately no call took QUICK or more)?"""
+    return name is not None and _slowest.get(name, QUICK) < QUICK
+
+
+def _took(name: str, seconds: float) -> None:
+    """A call of sync handler ``name`` took ``seconds`` (from a thread: a lost update of a
+    race between two threads only makes the figure a call older)."""
+    _slowest[name] = max(seconds, _slowest.get(name, 0.0) * SLOW_DECAY)
+
 
 def running() -> int:
     """Sync handler calls still running in their threads (a thread cannot be stopped)."""
@@ -70,11 +92,13 @@ class _Job:
     cancelled first, takes it back: ``list.pop`` is one step for Python's threads, so only
     one of them gets it."""
 
-    __slots__ = ("back", "delivered", "future", "todo")
+    __slots__ = ("back", "delivered", "future", "name", "todo")
 
-    def __init__(self, fn: Callable[[], Any], back: _Back, future: asyncio.Future[Any]) -> None:
+    def __init__(self, fn: Callable[[], Any], back: _Back, future: asyncio.Future[Any],
+                 name: str | None = None) -> None:
         self.todo = [fn]
         self.back, self.future, self.delivered = back, future, False
+        self.name = name  # the sync handler it calls, timed (None: not timed, a batch)
 
     def take(self) -> Callable[[], Any] | None:
         """The function, to whoever asks first (a thread to run it, or its cancelled
@@ -124,12 +148,24 @@ class _Back:
                 continue
             if ok:
                 future.set_result(value)
-            elif isinstance(value, StopIteration):  # (a future refuses it: it would hang)
-                error = RuntimeError(f"the handler raised {value!r}")
-                error.__cause__ = value
-                future.set_exception(error)
             else:
-                future.set_exception(value)
+                future.set_exception(_failure(value))
+
+
+def _failure(exc: BaseException) -> BaseException:
+    """What a handler raised, as its task's failure: a StopIteration, which a future
+    refuses (it would hang) and a coroutine turns into a RuntimeError of its own, and a
+    GeneratorExit, which thrown into the awaiting coroutines closes them (it ended the
+    worker's slot), as a RuntimeError saying so."""
+    if not isinstance(exc, StopIteration | GeneratorExit):
+        return exc
+    try:
+        said = repr(exc)
+    except Exception:  # (its argument's repr raised)
+        said = type(exc).__name__
+    error = RuntimeError(f"the handler raised {said}")
+    error.__cause__ = exc
+    return error
 
 
 class _Threads:
@@ -149,12 +185,12 @@ class _Threads:
         self._backs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Back] = \
             weakref.WeakKeyDictionary()
 
-    def call(self, fn: Callable[[], Any]) -> _Job:
+    def call(self, fn: Callable[[], Any], name: str | None = None) -> _Job:
         """Run ``fn()`` on a thread; its ``future`` (of the running loop) is what it
-        returns."""
+        returns. ``name``: the sync handler ``fn`` calls (its time is kept, see QUICK)."""
         loop = asyncio.get_running_loop()
         back = getattr(loop, _BACK, None) or self._backs.get(loop) or self._back_for(loop)
-        job = _Job(fn, back, loop.create_future())
+        job = _Job(fn, back, loop.create_future(), name)
         with self._lock:
             if self._waking <= 0:
                 self._wake()  # (first: a thread that cannot be made leaves no call behind)
@@ -226,10 +262,13 @@ class _Threads:
             if fn is None:  # cancelled before it started: it never will
                 del job  # (an idle thread holds nothing of it: its future holds its loop)
                 continue
+            began = time.perf_counter()
             try:
                 ok, value = True, fn()
             except BaseException as exc:  # SystemExit too: the task's failure, not ours
                 ok, value = False, exc
+            if job.name is not None:
+                _took(job.name, time.perf_counter() - began)
             _count(-1)  # (before its future is done: whoever awaits it counts it ended)
             job.back.put(job, ok, value)
             del fn, job, value  # (an idle thread holds nothing of the last call)
@@ -285,12 +324,22 @@ async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         raise LookupError(f"no handler {name!r} on this worker")
     if inspect.iscoroutinefunction(fn):
         return await fn(*args, **kwargs)
+    return await outcome(_in_thread(functools.partial(fn, *args, **kwargs), name))
+
+
+def _in_thread(fn: Callable[[], Any], name: str | None) -> _Job:
     _count(1)
     try:
-        job = _THREADS.call(functools.partial(fn, *args, **kwargs))
+        return _THREADS.call(fn, name)
     except BaseException:
         _count(-1)
         raise
+
+
+async def outcome(job: _Job) -> Any:
+    """What the thread call ``job`` returns (or raises). Cancelled before a thread took it,
+    it never runs; cancelled as it runs, the task's runner hears of the thread left running
+    (THREADS_LEFT)."""
     try:
         return await job.future
     except asyncio.CancelledError:
@@ -303,3 +352,60 @@ async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
             job.future = asyncio.get_running_loop().create_future()
             left.append(job.future)
         raise
+
+
+class Claim:
+    """One call of a :class:`Batch`. ``take()`` gives its arguments to whoever asks first:
+    the batch's thread, to run it, or the worker's loop, taking it back (the task was
+    cancelled, given back, or waits too long behind a slow call) so it never runs here.
+    Once run: ``ok`` and ``value`` (the return value, or what it raised), ``seconds``."""
+
+    __slots__ = ("fn", "ok", "ran", "seconds", "todo", "value")
+
+    def __init__(self, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> None:
+        self.fn, self.todo = fn, [(args, kwargs)]
+        self.ran, self.ok, self.value, self.seconds = False, False, None, 0.0
+
+    def take(self) -> tuple[list[Any], dict[str, Any]] | None:
+        try:
+            return self.todo.pop()  # (one step for Python's threads: one taker gets it)
+        except IndexError:
+            return None
+
+    def run(self, name: str) -> None:
+        """In the batch's thread: run the call unless it was taken back."""
+        call = self.take()
+        if call is None:
+            return
+        began = time.perf_counter()
+        try:
+            self.ok, self.value = True, self.fn(*call[0], **call[1])
+        except BaseException as exc:  # SystemExit too: the task's failure, not ours
+            self.value = _failure(exc)
+        finally:
+            self.seconds = time.perf_counter() - began
+            self.ran = True  # (last: the loop reads the outcome once it sees this)
+        _took(name, self.seconds)
+
+
+class Batch:
+    """Calls of quick sync handlers run one after another in one thread call: ``claims``,
+    in order; ``job``, the thread call (its future is done when all ran or were taken
+    back)."""
+
+    def __init__(self, calls: list[tuple[str, list[Any], dict[str, Any]]]) -> None:
+        self.claims = [Claim(_HANDLERS[name], args, kwargs) for name, args, kwargs in calls]
+        names = [name for name, _, _ in calls]
+        self.job = _in_thread(functools.partial(self._run, names), None)
+
+    def _run(self, names: list[str]) -> None:
+        for claim, name in zip(self.claims, names, strict=True):
+            claim.run(name)
+
+    def drop(self) -> None:
+        """Nothing more of it is to run (its runner stops): what no thread took is not run."""
+        for claim in self.claims:
+            claim.take()
+        if self.job.take() is not None:
+            _THREADS.forget(self.job)
+            _count(-1)

@@ -4,6 +4,7 @@ results kept until the admin acknowledges them. No sockets: the worker moves the
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ from loguru import logger
 from ..core.membership import clip
 from ..core.tasks import Task, TaskAssignment, TaskId, TaskResult
 from ..errors import Crashed
+from . import handlers
 from .agent import supervised
 from .handlers import THREADS_LEFT
 from .loop import stop_tasks
@@ -21,25 +23,53 @@ from .loop import stop_tasks
 ResultKey = tuple[Any, int]  # (task id, attempt)
 MAX_ERROR = 64 * 1024  # characters of a failed task's traceback sent to the admin
 YIELD_EVERY = 32  # tasks run back to back before the runners give the event loop a turn
+# Queued tasks of quick sync handlers (handlers.QUICK) a slot runs one after another in one
+# thread call, at most; and how long it lets them wait there behind one that turns out slow
+# before it takes back those not started, for the other slots.
+BATCH_MAX = 16
+BATCH_WAIT = 0.02  # seconds
 
 
 class _TimedOut(Exception):
     """The task's time limit ran out (told apart from a TimeoutError the task raised)."""
 
 
+class _Fifo(asyncio.Queue):  # type: ignore[type-arg]
+    """The worker's queue of tasks, first in first out, where a task taken out and not
+    started can go back to the front (asyncio.Queue's own way to order items: ``_put``)."""
+
+    _front = False
+
+    def put_front(self, item: TaskAssignment) -> None:
+        self._front = True
+        try:
+            self.put_nowait(item)
+        finally:
+            self._front = False
+
+    def _put(self, item: TaskAssignment) -> None:
+        if self._front:
+            self._queue.appendleft(item)  # type: ignore[attr-defined]
+        else:
+            self._queue.append(item)  # type: ignore[attr-defined]
+
+
 class TaskRunner:
     """At most ``capacity`` tasks run at once, pulled from ``queue`` in the order they came
     (the admin keeps a few more queued here than run at once, so the next one starts without
-    waiting for it). Which queued tasks started, and which were given back on a RELEASE, is
-    told to the admin with the next results (:meth:`take_news`)."""
+    waiting for it; tasks batched behind a call that turns out slow wait up to BATCH_WAIT
+    before they go back to the front, and a free slot may start later ones meanwhile).
+    Which queued tasks started, and which were given back on a RELEASE, is told to the admin
+    with the next results (:meth:`take_news`)."""
 
     def __init__(self, name: str, capacity: int,
                  run_task: Callable[[Task], Awaitable[TaskResult]],
                  on_result: Callable[[], None],
-                 unsendable: Callable[[TaskResult], str | None] | None = None) -> None:
+                 unsendable: Callable[[TaskResult], str | None] | None = None,
+                 batches: bool = False) -> None:
         self.name = name
         self.capacity = capacity
-        self.queue: asyncio.Queue[TaskAssignment] = asyncio.Queue()
+        self.queue: _Fifo = _Fifo()
         self.active: dict[TaskId, TaskAssignment] = {}
         self.runs = 0
         self.peak = 0  # the most tasks that ran here at once
@@ -52,6 +82,11 @@ class TaskRunner:
         self._on_result = on_result
         self._unsendable = unsendable  # why a result could not reach the admin, if it could not
         self._queued: dict[TaskId, TaskAssignment] = {}
+        # Of those queued, the ones in a batch on its way to a thread (they count as queued
+        # until it starts them: a cancel or RELEASE takes one back as long as it has not)
+        self._claimed: dict[TaskId, handlers.Claim] = {}
+        self.batches = batches  # run_task just calls handlers: quick ones may run in batches
+        self._batches = 0  # slots running a batch
         self._runner_of: dict[TaskId, asyncio.Task] = {}
         self._cancel_reasons: dict[TaskId, str] = {}  # running tasks asked to stop: why
         self._newest: dict[TaskId, int] = {}  # attempt a running task now answers for
@@ -94,7 +129,7 @@ class TaskRunner:
         held = self.active.get(tid) or self._queued.get(tid)
         if (held is not None and held.attempt >= a.attempt) or (tid, a.attempt) in self.unacked:
             return  # a duplicate (or older) delivery of something we already hold
-        if tid in self.active:
+        if tid in self.active or not self._unclaim(tid):
             # The admin gave it to us again (it thought we lost it) while we still run it:
             # the run in progress answers for the newest attempt.
             self._newest[tid] = a.attempt
@@ -110,6 +145,9 @@ class TaskRunner:
         """Stop a task (queued or running); it is reported as a cancelled result."""
         queued = self._queued.get(task_id)
         if queued is not None and queued.attempt == attempt:
+            if not self._unclaim(task_id):  # a batch's thread started it: said as stopped
+                self._cancel_reasons.setdefault(task_id, reason)
+                return
             del self._queued[task_id]  # its runner skips it
         elif (after := self._after.get(task_id)) is not None and after.attempt == attempt:
             del self._after[task_id]
@@ -118,35 +156,61 @@ class TaskRunner:
                 # (asked twice, it is cancelled once: a second cancel() of the runner would
                 # read as the runner itself being stopped)
                 self._cancel_reasons[task_id] = reason
-                self._runner_of[task_id].cancel()  # its runner reports it and goes on
+                runner = self._runner_of.get(task_id)
+                if runner is not None:  # (else a batch's thread runs it: said as it answers)
+                    runner.cancel()  # its runner reports it and goes on
             return
         self._report(TaskResult(task_id, self.name, False, 0.0, f"cancelled: {reason}",
                                 attempt, cancelled=True))
         self._check_idle()
 
     def _runs(self, task_id: TaskId, attempt: int) -> bool:
-        """Is this attempt running here (its own run, or one it was given again during)?"""
+        """Is this attempt running here (its own run, or one it was given again during)?
+        A batch's thread may run it, started (its claim taken) but not yet heard of."""
         running = self.active.get(task_id)
-        return running is not None \
-            and running.attempt <= attempt <= self._newest.get(task_id, running.attempt)
+        if running is None:
+            claim = self._claimed.get(task_id)
+            if claim is None or claim.todo:
+                return False
+            running = self._queued[task_id]
+        return running.attempt <= attempt <= self._newest.get(task_id, running.attempt)
 
     def release(self, task_id: TaskId, attempt: int) -> bool:
         """Give a task back if it is still queued (another worker will run it); a task that
         started runs on. True when given back."""
         queued = self._queued.get(task_id)
         if queued is not None and queued.attempt == attempt:
+            if not self._unclaim(task_id):
+                self._too_late(task_id, attempt)
+                return False
             del self._queued[task_id]  # its runner skips it
         elif (after := self._after.get(task_id)) is not None and after.attempt == attempt:
             del self._after[task_id]
         else:
-            if self._runs(task_id, attempt):  # too late: say it started, now (the admin's
-                if (task_id, attempt) not in self.starts:  # idle worker waits on that)
-                    self.starts.append((task_id, attempt))
-                self._late = True
-                self._on_result()
+            if self._runs(task_id, attempt):
+                self._too_late(task_id, attempt)
             return False
         self._check_idle()
         self._give_back(task_id, attempt)
+        return True
+
+    def _too_late(self, task_id: TaskId, attempt: int) -> None:
+        """A RELEASE of a task that started: say it started, now (the admin's idle worker
+        waits on that)."""
+        if (task_id, attempt) not in self.starts:
+            self.starts.append((task_id, attempt))
+        self._late = True
+        self._on_result()
+
+    def _unclaim(self, task_id: TaskId) -> bool:
+        """Take the task back from the batch it is in, if any, unless the batch's thread
+        started it: True when it is not in one (now)."""
+        claim = self._claimed.get(task_id)
+        if claim is None:
+            return True
+        if claim.take() is None:
+            return False
+        del self._claimed[task_id]
         return True
 
     def _give_back(self, task_id: TaskId, attempt: int) -> None:
@@ -259,14 +323,23 @@ class TaskRunner:
         threads_left: list[asyncio.Future[Any]] = []
         THREADS_LEFT.set(threads_left)  # this runner's own context
         while True:
-            a = await self.queue.get()
-            tid = a.task.id
-            if self._queued.get(tid) is not a:
+            a: TaskAssignment | None = await self.queue.get()
+            if self._queued.get(a.task.id) is not a:
                 self._check_idle()
                 continue  # cancelled or given back while queued
+            run = None
+            if self.batches and self.queue.qsize() and a.task.timeout is None \
+                    and handlers.quick(a.task.handler):
+                a, run = await self._run_batch(a)
+                if a is None:  # (all ran, or went back)
+                    self._check_idle()
+                    continue
+            tid = a.task.id
             self._start(a, me)
+            if run is not None and tid in self._cancel_reasons:
+                me.cancel()  # (asked to stop as its batch ran it)
             try:
-                result = await self._run_one(a, me)
+                result = await self._run_one(a, me, run)
             finally:
                 del self.active[tid], self._runner_of[tid]
                 self._cancel_reasons.pop(tid, None)  # a cancel that came as it finished
@@ -285,12 +358,14 @@ class TaskRunner:
                 # new assignments in), so both sides work at once.
                 await asyncio.sleep(0)
 
-    async def _run_one(self, a: TaskAssignment, me: asyncio.Task[None]) -> TaskResult:
+    async def _run_one(self, a: TaskAssignment, me: asyncio.Task[None],
+                       run: Callable[[], Awaitable[TaskResult]] | None = None) -> TaskResult:
         """Its result, or a cancelled one when it was asked to stop (CancelledError when
-        the runner itself is being stopped)."""
+        the runner itself is being stopped). ``run``: what runs it, when not the worker's
+        run_task (a batch's thread runs it already)."""
         tid = a.task.id
         try:
-            result = await self._execute(a)
+            result = await self._execute(a, run)
         except asyncio.CancelledError:
             reason = self._cancel_reasons.pop(tid, None)
             if reason is None or me.cancelling() > 1:
@@ -353,6 +428,11 @@ class TaskRunner:
         threads.clear()
 
     @property
+    def busy(self) -> bool:
+        """Tasks run here now: on their own, or in a batch on its way to a thread."""
+        return bool(self.active or self._claimed)
+
+    @property
     def idle(self) -> bool:
         """Nothing queued or running here."""
         return self._idle.is_set()
@@ -361,13 +441,14 @@ class TaskRunner:
         if not self.active and not self._queued and not self._after:
             self._idle.set()
 
-    async def _execute(self, a: TaskAssignment) -> TaskResult:
+    async def _execute(self, a: TaskAssignment,
+                       run: Callable[[], Awaitable[TaskResult]] | None = None) -> TaskResult:
         """Run the task: whatever its code raises or returns, a result comes out of it (one
         that could not reach the admin is a failure saying why)."""
         task = a.task
         started = time.perf_counter()
         try:
-            result = await self._within_limit(task)
+            result = await (run() if run is not None else self._within_limit(task))
         except _TimedOut:
             result = TaskResult(task.id, self.name, False,
                                 error=f"timed out after {task.timeout:g} s")
@@ -387,12 +468,102 @@ class TaskRunner:
                 f"timed out after {task.timeout:g} s: it ran {took:.3g} s (an async handler "
                 f"that blocks the event loop cannot be stopped: make it a plain function, "
                 f"it then runs in a thread)"), a.attempt)
+        return self._sendable(a, result)
+
+    def _sendable(self, a: TaskAssignment, result: TaskResult) -> TaskResult:
+        """The result, or a failure saying why it could not reach the admin."""
         unsendable = self._unsendable(result) if self._unsendable is not None else None
-        if unsendable is not None:
-            logger.warning("{}: task {!r}: {}", self.name, task.id, unsendable)
-            result = TaskResult(task.id, self.name, False, result.seconds, unsendable,
-                                a.attempt)
-        return result
+        if unsendable is None:
+            return result
+        logger.warning("{}: task {!r}: {}", self.name, a.task.id, unsendable)
+        return TaskResult(a.task.id, self.name, False, result.seconds, unsendable, a.attempt)
+
+    # ---- batches of quick sync handlers' tasks
+    async def _run_batch(self, first: TaskAssignment) -> tuple[
+            TaskAssignment | None, Callable[[], Awaitable[TaskResult]] | None]:
+        """Run ``first`` and the queued tasks after it of quick sync handlers in one
+        thread call, and answer them. One still running after BATCH_WAIT (its handler turned
+        out slow) is returned, with what awaits its end, to be run on as any task; the ones
+        behind it go back to the queue's front for the other slots."""
+        chunk = self._gather(first)
+        batch = handlers.Batch([(b.task.handler, b.task.args, b.task.kwargs) for b in chunk])
+        for b, claim in zip(chunk, batch.claims, strict=True):
+            self._claimed[b.task.id] = claim
+        self._batches += 1
+        try:
+            await asyncio.wait((batch.job.future,), timeout=BATCH_WAIT)
+        except asyncio.CancelledError:  # the runner stops: none of them runs from now on
+            batch.drop()
+            for b, claim in zip(chunk, batch.claims, strict=True):
+                if self._claimed.get(b.task.id) is claim:
+                    del self._claimed[b.task.id]
+            raise
+        finally:
+            self._batches -= 1
+        self._take_back(chunk, batch.claims)  # (late, what waits behind the call running)
+        running = None
+        for b, claim in zip(chunk, batch.claims, strict=True):
+            if self._claimed.get(b.task.id) is not claim:
+                continue  # taken back: cancelled, given back, or requeued
+            del self._claimed[b.task.id]
+            if claim.ran:
+                self._answer_claim(b, claim)
+            else:  # its thread runs it now
+                running = b, functools.partial(self._outcome, batch, claim, b.task)
+        return running or (None, None)
+
+    def _gather(self, first: TaskAssignment) -> list[TaskAssignment]:
+        """``first`` and the queued tasks right behind it that can join its batch: its share
+        of the queue among the free slots (a handler that is quick but lets go of the GIL, a
+        short I/O call, still runs on as many threads as slots when few tasks wait)."""
+        chunk, queue = [first], self.queue
+        free = self.capacity - len(self.active) - self._batches
+        most = min(BATCH_MAX, -(-(queue.qsize() + 1) // max(1, free)))
+        while len(chunk) < most and queue.qsize():
+            b = queue.get_nowait()
+            if self._queued.get(b.task.id) is not b:
+                continue  # cancelled or given back while queued
+            if b.task.timeout is not None or not handlers.quick(b.task.handler):
+                queue.put_front(b)
+                break
+            chunk.append(b)
+        return chunk
+
+    def _take_back(self, chunk: list[TaskAssignment], claims: list[handlers.Claim]) -> None:
+        """The batch's tasks not started (it runs late, or its thread ended early) go back
+        to the front of the queue: from now on its thread starts none."""
+        back = [b for b, claim in zip(chunk, claims, strict=True)
+                if self._claimed.get(b.task.id) is claim and claim.take() is not None]
+        for b in reversed(back):
+            del self._claimed[b.task.id]
+            self.queue.put_front(b)
+
+    def _answer_claim(self, a: TaskAssignment, claim: handlers.Claim) -> None:
+        """A task its batch's thread ran: started and ended, said together."""
+        tid = a.task.id
+        del self._queued[tid]
+        self.starts.append((tid, a.attempt))
+        reason = self._cancel_reasons.pop(tid, None)
+        if reason is not None:  # asked to stop as it ran: it was stopped, say so
+            result = TaskResult(tid, self.name, False, claim.seconds, f"cancelled: {reason}",
+                                a.attempt, cancelled=True)
+        elif claim.ok:
+            result = TaskResult(tid, self.name, True, claim.seconds, value=claim.value)
+        else:
+            result = self._raised(a.task, claim.value)
+            result.seconds = claim.seconds
+        result.worker, result.attempt = self.name, a.attempt
+        self._answer(tid, self._sendable(a, result))
+
+    async def _outcome(self, batch: handlers.Batch, claim: handlers.Claim,
+                       task: Task) -> TaskResult:
+        """The end of a batch's task that ran late (its thread is in it)."""
+        await handlers.outcome(batch.job)
+        if not claim.ran:
+            raise RuntimeError("its batch's thread ended before it ran it")
+        if claim.ok:
+            return TaskResult(task.id, self.name, True, claim.seconds, value=claim.value)
+        raise claim.value
 
     async def _within_limit(self, task: Task) -> TaskResult:
         if task.timeout is None:

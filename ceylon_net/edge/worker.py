@@ -88,7 +88,7 @@ class Worker(AgentBase):
         self.limits = Limits(max_str_len=settings.max_message_bytes,
                              max_bin_len=settings.max_message_bytes)
         self.runner = TaskRunner(settings.name, settings.capacity, self.run_task,
-                                 self._schedule_flush, self._unsendable)
+                                 self._schedule_flush, self._unsendable, _stock(self.run_task))
         self.task_queue = self.runner.queue  # the seed's worker shape: its own queue
         self.active_tasks = self.runner.active  # and the tasks running now
         self._sockets: WorkerSockets | None = None
@@ -627,7 +627,7 @@ class Worker(AgentBase):
         runner = self.runner
         if not runner.news:
             return
-        when = when_to_flush(len(runner.unsent), runner.urgent, bool(runner.active),
+        when = when_to_flush(len(runner.unsent), runner.urgent, runner.busy,
                              bool(runner.queue.qsize()))
         if when is Flush.NOW:
             self._flush()
@@ -701,3 +701,13 @@ def _why(value: Any, exc: Exception) -> str:
 
 Agent = Worker
 """The tutorials' ``Agent``: a worker-side agent (connects to an admin)."""
+
+
+_STOCK_RUN_TASK = Worker.run_task
+
+
+def _stock(run_task: Any) -> bool:
+    """Is this the worker's own run_task (not a subclass's or one put in its place)? Only
+    then may its runner run queued tasks of quick sync handlers in batches: a batch calls
+    the handlers itself, not run_task."""
+    return getattr(run_task, "__func__", None) is _STOCK_RUN_TASK

@@ -4,7 +4,7 @@ first task it starts raises inside the runner itself, not in the task)."""
 from ceylon_net.edge.runner import TaskRunner
 
 
-async def _execute(self, assignment):
+async def _execute(self, assignment, *how):
     raise RuntimeError("a planted bug")
 
 
