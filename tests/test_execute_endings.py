@@ -177,3 +177,27 @@ def test_execute_twice_with_the_same_id_is_refused_and_the_first_still_resolves(
 
 def _worker_cli():
     return [*cli("ceylon-worker"), "--admin-peer", "127.0.0.1"]
+
+
+def test_an_execute_call_given_up_by_its_caller_cancels_its_task():
+    """``asyncio.timeout`` around ``execute()`` ran out: the task was left running on the
+    cluster, holding its worker's slot, with nobody waiting for its result. It is cancelled
+    now (as a client's future's cancel() does), and the slot goes to the next task; a
+    shielded call lets its task run on."""
+    admin, w = _admin(), Sleeper("w", max_concurrent_tasks=1)
+
+    async def body():
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await admin.execute(Task("long", "long", duration=30))
+        await wait_until(lambda: admin.report().cancelled.get("long"), 10,
+                         "the task to end cancelled")
+        quick = await asyncio.wait_for(admin.execute(Task("next", "quick", duration=0)), 10)
+        kept = asyncio.ensure_future(admin.execute(Task("kept", "short", duration=0.5)))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(kept), 0.05)
+        return quick, await asyncio.wait_for(kept, 10), admin.report()
+
+    quick, kept, report = run(_with_worker(admin, body, w))
+    assert report.cancelled["long"].endswith("its execute() call was cancelled")
+    assert quick.success and kept.success and w.started == ["long", "next", "kept"]

@@ -248,7 +248,9 @@ class Admin(AgentBase):
     async def execute(self, task: Task) -> TaskResult:
         """Submit one task and wait for its result (a failed run is a result too). A task
         that ends without one (cancelled, a dependency cancelled, lost too often, no worker
-        can take it, the admin stopped) raises TaskFailed saying why."""
+        can take it, the admin stopped) raises TaskFailed saying why. Cancelling the call
+        (``asyncio.timeout``, ``task.cancel()``) cancels the task too, as a client's
+        future's ``cancel()`` does; ``asyncio.shield`` the call to let the task run on."""
         if self.failure is not None:
             raise self.failure.again()
         check_sendable((task,), self.settings.max_message_bytes)
@@ -258,7 +260,13 @@ class Admin(AgentBase):
         except BaseException:
             self._waiters.discard(task.id)
             raise
-        return await fut
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self._waiters.discard(task.id)
+            if self.failure is None and not self.state.closing:
+                self.cancel([task.id], "its execute() call was cancelled")
+            raise
 
     def cancel(self, task_ids: Sequence[TaskId], reason: str = "cancelled by request"
                ) -> dict[str, list[TaskId]]:
