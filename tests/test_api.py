@@ -336,6 +336,42 @@ def test_a_task_no_worker_could_read_is_refused_at_submit_and_the_admin_goes_on(
     assert ok.success and total == 1  # nothing of the refused ones was queued
 
 
+@pytest.mark.parametrize("bad", [
+    Task(1.5, "float id"), Task((1, 2), "tuple id"), Task("d", 5), Task("diff", "x", "3"),
+    Task("dur", "x", duration="1"), Task("hard", "x", 11),
+    Task("forever", "x", duration=float("inf")), Task("nan", "x", timeout=float("nan")),
+    Task("role", "x", required_role=3), Task("set", "x", handler="echo", args=[{1}]),
+    Task("kw", "x", handler="echo", kwargs={"a": {2}}), Task("none", "x", args=None),
+    Task(2**64, "too big an id"), Task("\udc80", "a lone surrogate"),
+    Task("desc", "\udc80 in it")],
+    ids=lambda t: repr(t.id))
+def test_one_task_no_worker_could_read_in_a_large_batch_refuses_the_batch(bad):
+    """A large batch is looked at in passes over it, not a task at a time: one bad task
+    anywhere in it is still found and named, as in a batch of one."""
+    from ceylon_net.edge.admin import check_sendable
+    from ceylon_net.errors import ConfigError
+
+    plain = [Task(i, "plain") for i in range(1000)] if type(bad.id) is not str else \
+        [Task(f"t{i}", "plain") for i in range(1000)]
+    check_sendable(plain, 1 << 20)  # (nothing to say)
+    with pytest.raises(ConfigError) as alone:
+        check_sendable([bad], 1 << 20)
+    with pytest.raises(ConfigError) as among:
+        check_sendable([*plain[:500], bad, *plain[500:]], 1 << 20)
+    assert str(among.value) == str(alone.value)
+
+
+def test_a_large_batch_of_plain_tasks_of_every_shape_is_let_through():
+    from ceylon_net.edge.admin import check_sendable
+
+    check_sendable([Task(i if i % 2 else f"s{i}", "mixed ids") for i in range(1000)], 1 << 20)
+    check_sendable([Task(i, "héllo", duration=1.5, timeout=2, required_role="r",
+                         handler="h", priority=-3) for i in range(1000)], 1 << 20)
+    check_sendable([Task(i, f"own {i}", args=[i], kwargs={"k": i}) for i in range(1000)],
+                   1 << 20)
+    check_sendable([Task(i, "tuples", args=(i,), depends_on=()) for i in range(1000)], 1 << 20)
+
+
 def test_a_closed_admin_says_so_instead_of_waiting_and_starts_only_once():
     """After close() execute(), run_tasks() and wait_idle() waited for ever and submit()
     queued; a second start() on its port failed and left the first one's sockets unclosable."""

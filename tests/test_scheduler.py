@@ -563,8 +563,9 @@ TestSchedulerRules = SchedulerMachine.TestCase
        dropped=st.sets(st.integers(0, 60)))
 def test_queueing_many_new_tasks_at_once_is_the_same_as_one_by_one(batches, dropped):
     """push_new (a large submission) and push (one task) leave the same queue: the same
-    tasks go to the same workers in the same order."""
-    one, many = Scheduler(), Scheduler()
+    tasks go to the same workers in the same order; and so does push_run, for a batch whose
+    tasks share a class and a priority (in order after the class's newest, or not)."""
+    one, many, runs = Scheduler(), Scheduler(), Scheduler()
     n = 0
     for batch in batches:
         items = []
@@ -573,10 +574,24 @@ def test_queueing_many_new_tasks_at_once_is_the_same_as_one_by_one(batches, drop
             items.append((n, difficulty, role, priority, None))
             n += 1
         many.push_new(items)
+        if items and len({item[1:] for item in items}) == 1:
+            _, difficulty, role, priority, _ = items[0]
+            stamps = runs.push_run([item[0] for item in items], difficulty, role, priority)
+            assert list(stamps) == list(range(n - len(items), n))
+        else:
+            runs.push_new(items)
     for task in dropped:
-        assert one.discard(task) == many.discard(task)
-    assert one.queued() == many.queued()
-    for s in (one, many):
+        assert one.discard(task) == many.discard(task) == runs.discard(task)
+    assert one.queued() == many.queued() == runs.queued()
+    for s in (one, many, runs):
         s.add_worker(WorkerSlot("a", 3, "a", capacity=7, slots=2))
         s.add_worker(WorkerSlot("b", 2, capacity=5))
-    assert one.assign() == many.assign()
+    assert one.assign() == many.assign() == runs.assign()
+
+
+def test_a_run_of_tasks_already_queued_is_refused_whole():
+    s = Scheduler()
+    s.push_run([1, 2], 1, None)
+    with pytest.raises(ValueError, match="task 2 is already queued"):
+        s.push_run([3, 2, 4], 1, None)
+    assert s.queued() == [1, 2]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .tasks import DEFAULT_ROLE
@@ -161,7 +161,7 @@ class Scheduler:
         # task -> its live entry (the very tuple); other entries of it are stale
         self._where: dict[TaskKey, Entry] = {}
         self._workers: dict[str, WorkerSlot] = {}
-        self._seq = itertools.count()
+        self._next_seq = 0  # the next age stamp
         # Changes whenever the queue, the workers or their slots do (call touch() after
         # changing a WorkerSlot from outside); assign() does nothing while it is unchanged.
         self.version = 0
@@ -207,7 +207,9 @@ class Scheduler:
         if task in self._where:
             raise ValueError(f"task {task!r} is already queued")
         key = class_key(difficulty, role, handler, trusted, front)
-        seq = next(self._seq) if seq is None else seq
+        if seq is None:
+            seq = self._next_seq
+            self._next_seq += 1
         self.version += 1
         entry = (-priority, seq, task)
         queue = self._classes.get(key)
@@ -222,7 +224,7 @@ class Scheduler:
         """Queue many new tasks at once: (task, difficulty, role, priority, handler) each, in
         submission order; returns their age stamps. The same as push() one by one, at a
         fraction of the cost for a large submission."""
-        where, classes, stamps = self._where, self._classes, self._seq
+        where, classes, seq = self._where, self._classes, self._next_seq
         grown: dict[ClassKey, int] = {}  # class -> the size of its heap before
         seqs = []
         for task, difficulty, role, priority, handler in tasks:
@@ -232,8 +234,8 @@ class Scheduler:
             queue = classes.get(key)
             if queue is None:
                 queue = classes[key] = ClassQueue()
-            seq = next(stamps)
-            entry = (-priority, seq, task)
+            seq += 1
+            entry = (-priority, seq - 1, task)
             run = queue.run
             if not run or entry > run[-1]:
                 run.append(entry)
@@ -242,7 +244,8 @@ class Scheduler:
                     grown[key] = len(queue.heap)
                 queue.heap.append(entry)
             where[task] = entry
-            seqs.append(seq)
+            seqs.append(seq - 1)
+        self._next_seq = seq
         for key, before in grown.items():
             heap = classes[key].heap
             if len(heap) - before >= before:
@@ -252,6 +255,30 @@ class Scheduler:
                 del heap[before:]
                 for entry in new:
                     heapq.heappush(heap, entry)
+        self.version += 1
+        return seqs
+
+    def push_run(self, tasks: Sequence[TaskKey], difficulty: int, role: str | None,
+                 priority: int = 0, handler: str | None = None) -> Sequence[int]:
+        """Queue new tasks (distinct) that share a class and a priority, the usual shape of a
+        large submission, in order: the same as push_new() of them, in passes at C speed (a
+        task at a time was a quarter of W1's time before its first task went out). Returns
+        their age stamps."""
+        where = self._where
+        if not where.keys().isdisjoint(tasks):
+            raise ValueError(f"task {next(t for t in tasks if t in where)!r} is already queued")
+        key = class_key(difficulty, role, handler)
+        queue = self._classes.get(key)
+        if queue is not None and queue.run and (-priority, self._next_seq) < queue.run[-1]:
+            # (a higher priority than the class's newest: not in order, see ClassQueue)
+            return self.push_new([(t, difficulty, role, priority, handler) for t in tasks])
+        if queue is None:
+            queue = self._classes[key] = ClassQueue()
+        seqs = range(self._next_seq, self._next_seq + len(tasks))
+        self._next_seq += len(tasks)
+        entries = list(zip(itertools.repeat(-priority), seqs, tasks))
+        queue.run.extend(entries)
+        where.update(zip(tasks, entries, strict=True))
         self.version += 1
         return seqs
 
