@@ -4,12 +4,11 @@ hot path but a few integer increments."""
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from loguru import logger
 
@@ -71,7 +70,10 @@ class MetricsServer:
 
     def __init__(self, view: Callable[[], dict[str, Any]], host: str, port: int) -> None:
         """Bind host:port (0: any free port); ConfigError when the port cannot be had."""
-        # (imported here: prometheus_client costs an admin 3.4 MiB, and most run without it)
+        # (imported here: prometheus_client and wsgiref, with the http.server and email they
+        # import, cost an admin some 7 MiB, and most run without metrics)
+        from wsgiref.simple_server import make_server
+
         from prometheus_client import CollectorRegistry, make_wsgi_app
 
         registry = CollectorRegistry(auto_describe=False)
@@ -86,8 +88,8 @@ class MetricsServer:
 
         try:
             family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-            server = _Server6 if family == socket.AF_INET6 else _Server
-            self.server = make_server(host, port, only_metrics, server, handler_class=_Quiet)
+            server, quiet = _classes(family == socket.AF_INET6)
+            self.server = make_server(host, port, only_metrics, server, handler_class=quiet)
         except OSError as exc:
             raise ConfigError(f"--metrics-port {port}: {exc.strerror or exc}") from None
         self.port: int = self.server.server_port
@@ -103,19 +105,23 @@ class MetricsServer:
         self.server.server_close()
 
 
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # (a scrape under way does not hold the process)
-    # Scrapes that come together wait in the kernel rather than being refused and tried again
-    # a second later (socketserver's own backlog is 5).
-    request_queue_size = 128
+@functools.cache
+def _classes(ipv6: bool) -> tuple[type, type]:
+    """The server's classes (made at the first MetricsServer: see its imports)."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True  # (a scrape under way does not hold the process)
+        # Scrapes that come together wait in the kernel rather than being refused and tried
+        # again a second later (socketserver's own backlog is 5).
+        request_queue_size = 128
+        address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+    class Quiet(WSGIRequestHandler):
+        timeout = 10  # seconds a scraper may stall mid-request before its thread lets it go
 
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # (not a line on stderr for every scrape)
 
-class _Quiet(WSGIRequestHandler):
-    timeout = 10  # seconds a scraper may stall mid-request before its thread lets it go
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # (not a line on stderr for every scrape)
+    return Server, Quiet
