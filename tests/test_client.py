@@ -708,3 +708,41 @@ def test_closing_a_client_whose_thread_is_held_by_a_callback_says_so_and_ends(tm
         logger.remove(sink)
     assert not alive
     assert any("closing took over 0.3 s: its thread is held" in m for m in said), said
+
+
+@pytest.mark.timeout(120)
+def test_an_async_client_used_from_another_event_loop_says_so(tmp_path):
+    """An AsyncClient connected in one event loop and used from another (a second
+    asyncio.run, a thread's loop) failed deep in asyncio ("attached to a different loop")
+    or waited for ever; a second connect() leaked the first connection. Each says what to
+    do, and the client goes on in its own loop."""
+    from ceylon_net.errors import ConfigError
+
+    async def main():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=0)
+            client = await AsyncClient(f"127.0.0.1:{c.port}").connect()
+            try:
+                async def use() -> list[str]:
+                    said = []
+                    for call in (client.status, lambda: client.submit("echo_later", 1),
+                                 client.connect):
+                        with pytest.raises(ConfigError) as exc:
+                            result = call()
+                            if asyncio.iscoroutine(result):
+                                await result
+                        said.append(str(exc.value))
+                    return said
+
+                said = await asyncio.to_thread(asyncio.run, use())
+                with pytest.raises(ConfigError, match="connected already"):
+                    await client.connect()
+                workers = (await client.status())["workers"]
+            finally:
+                await client.close()
+            return said, workers
+
+    said, workers = run(main())
+    assert said == ["this client was connected in another event loop: use it there, or make "
+                    "one per event loop (from threads, the sync Client)"] * 3
+    assert workers == []

@@ -51,6 +51,10 @@ INBOUND_LIMITS = wire.Limits(max_str_len=INBOUND_BYTES, max_bin_len=INBOUND_BYTE
 TASK_OPTIONS = ("difficulty", "role", "priority", "timeout", "description", "duration")
 
 
+# An AsyncClient's sockets and futures belong to the event loop it connected in.
+_OTHER_LOOP = ("this client was connected in another event loop: use it there, or make one "
+               "per event loop (from threads, the sync Client)")
+
 class TaskFuture(asyncio.Future):
     """The result of one task on the cluster: its handler's return value, or TaskFailed with
     the remote traceback; ``cancel()`` cancels the task on the cluster too."""
@@ -171,6 +175,9 @@ class AsyncClient:
     async def connect(self) -> AsyncClient:
         """Open the connection; AdminUnreachableError or RejectedError when the admin does
         not answer (within ``timeout``) or refuses us."""
+        if self._dealer is not None:
+            raise ConfigError("the client is connected already" if asyncio.get_running_loop()
+                              is self.loop else _OTHER_LOOP)
         self.loop = asyncio.get_running_loop()
         self._dealer = Dealer(self.endpoint, INBOUND_BYTES, self.curve, self.identity)
         self._loops = [supervised(self._read(), "the client's receive loop", self._crashed),
@@ -225,6 +232,12 @@ class AsyncClient:
         if self._dealer is None:
             raise ConfigError("the client is not connected (use `async with` or connect(); "
                               "a closed client stays closed)")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self.loop:
+            raise ConfigError(_OTHER_LOOP)
 
     def _request(self, kind: bytes, msg: Any = None) -> int:
         """Send a request now; its msg_id, under which its answer will wait."""
