@@ -746,3 +746,31 @@ def test_an_async_client_used_from_another_event_loop_says_so(tmp_path):
     assert said == ["this client was connected in another event loop: use it there, or make "
                     "one per event loop (from threads, the sync Client)"] * 3
     assert workers == []
+
+
+@pytest.mark.timeout(120)
+def test_futures_that_depend_on_each_other_fail_naming_the_cycle(tmp_path):
+    """Submitted in one loop turn, a depends on b and b on a: the admin refuses the batch (a
+    cycle), the client sends each again alone to find the culprit, and each was refused as
+    depending on an unknown task, the cycle never said. Now each says its batch's reason;
+    a task beside them in that batch runs."""
+    from ceylon_net.errors import ConfigError
+
+    async def main():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            async with AsyncClient(f"127.0.0.1:{c.port}") as client:
+                a = client.submit("echo_later", 1, key="a", depends_on=["b"])
+                b = client.submit("echo_later", 2, key="b", depends_on=["a"])
+                fine = client.submit("echo_later", 3, key="fine")
+                said = []
+                for f in (a, b):
+                    with pytest.raises(ConfigError) as exc:
+                        await asyncio.wait_for(f, 30)
+                    said.append(str(exc.value))
+                return said, await asyncio.wait_for(fine, 30)
+
+    said, fine = run(main())
+    cycle = "dependency cycle: task 'a' -> task 'b' -> task 'a'"
+    assert all(cycle in s for s in said), said
+    assert fine == {"echo": 3}

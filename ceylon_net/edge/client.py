@@ -460,8 +460,10 @@ class AsyncClient:
         if batch:
             self._send_batch(batch)
 
-    def _send_batch(self, items: list[tuple[dict[str, Any], int, GroupFuture | None]]) -> None:
-        """One SUBMIT; the admin's word on it is awaited in the background."""
+    def _send_batch(self, items: list[tuple[dict[str, Any], int, GroupFuture | None]],
+                    was: RejectedError | None = None) -> None:
+        """One SUBMIT; the admin's word on it is awaited in the background. ``was``: why the
+        batch these items were part of was refused (they go again one by one)."""
         tasks = [d for d, _, g in items if g is None]
         groups = [(d, g) for d, _, g in items if g is not None]
         doc = {"tasks": tasks, "groups": [d for d, _ in groups]}
@@ -475,12 +477,13 @@ class AsyncClient:
         self._unanswered.update(keys)
         self._unanswered.update(d["name"] for d, _ in groups)
         self._loops = [t for t in self._loops if not t.done()]
-        self._loops.append(self.loop.create_task(self._accepted(msg_id, items, keys, groups)))
+        self._loops.append(self.loop.create_task(self._accepted(msg_id, items, keys, groups,
+                                                                was)))
 
     async def _accepted(self, msg_id: int,
                         items: list[tuple[dict[str, Any], int, GroupFuture | None]],
-                        keys: list[Any], groups: list[tuple[dict[str, Any], GroupFuture]]
-                        ) -> None:
+                        keys: list[Any], groups: list[tuple[dict[str, Any], GroupFuture]],
+                        was: RejectedError | None = None) -> None:
         """The admin's word on a batch: its futures fail if it refused it. It may take as long
         as an admin restart (``gone_after``): a batch sent meanwhile is queued, not lost. The
         admin takes a batch whole or not at all, and a batch is only what was submitted in one
@@ -494,12 +497,16 @@ class AsyncClient:
                 self._unanswered.difference_update(d["name"] for d, _ in groups)
         except RejectedError as exc:
             if len(items) == 1:
+                if was is not None and str(was) != str(exc):
+                    # (alone it may be refused for another reason: a dependency of its own
+                    # batch, a cycle, is unknown to the admin; the batch's says why)
+                    exc = RejectedError(f"{exc} (sent with the rest of its batch: {was})")
                 self._batch_failed(keys, groups, exc)
                 return
             for item in items:
                 doc, _, group = item
                 if (doc["id"] in self._futures) if group is None else not group.done():
-                    self._send_batch([item])  # not one cancelled meanwhile
+                    self._send_batch([item], exc)  # not one cancelled meanwhile
         except Exception as exc:
             self._batch_failed(keys, groups, exc)
 
