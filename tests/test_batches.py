@@ -75,9 +75,10 @@ def batches(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
     made: list[list[int]] = []
     real = handlers.Batch.__init__
 
-    def record(self: handlers.Batch, calls: list[tuple[str, list[Any], dict[str, Any]]]) -> None:
+    def record(self: handlers.Batch, calls: list[tuple[str, list[Any], dict[str, Any]]],
+               *more: Any) -> None:
         made.append([args[0] for _, args, _ in calls])
-        real(self, calls)
+        real(self, calls, *more)
 
     monkeypatch.setattr(handlers.Batch, "__init__", record)
     return made
@@ -399,3 +400,39 @@ def test_a_worker_whose_run_task_is_its_own_sees_every_task(monkeypatch) -> None
 
     got = run(body())
     assert sorted(seen) == list(range(40)) and all(got[i].value == i for i in range(40))
+
+
+def test_a_batch_held_up_past_its_wait_starts_no_more_of_its_tasks(
+        batches: list[list[int]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's loop is held (the process paused: SIGSTOP, a frozen VM) while its
+    batch's first call runs long: the thread starts none of the rest once BATCH_WAIT has gone
+    by; they go back to the queue and start only once the loop runs again (when it may have
+    heard that the admin gave them to another worker). It ran them all straight on."""
+    import time
+
+    started: dict[int, float] = {}
+
+    def slow_first(x: int) -> int:
+        started[x] = time.monotonic()
+        if x == 0:
+            time.sleep(0.1)
+        return x
+
+    monkeypatch.setitem(handlers._HANDLERS, NAME, slow_first)
+    monkeypatch.setitem(handlers._slowest, NAME, 0.0)
+
+    async def body() -> tuple[dict[Any, TaskResult], float]:
+        runner = TaskRunner("w", 1, _run_task, lambda: None, batches=True)
+        runner.start(lambda crash: None)
+        _give(runner, [0, 1, 2])
+        await wait_until(lambda: 0 in started, 10, "the first call to start")
+        time.sleep(0.3)  # the loop held, as in a paused process (the thread runs on)
+        resumed = time.monotonic()
+        got: dict[Any, TaskResult] = {}
+        await _results(runner, got, lambda: len(got) == 3, "three results")
+        await runner.stop()
+        return got, resumed
+
+    got, resumed = run(body())
+    assert batches[0] == [0, 1, 2] and [got[i].value for i in range(3)] == [0, 1, 2]
+    assert started[1] >= resumed and started[2] >= resumed, (started, resumed)

@@ -263,7 +263,8 @@ def cancel(
         outcome = asyncio.run(_ask(c, lambda: _cancel(c, task_ids, reason)))
     except (AdminUnreachableError, RejectedError) as exc:
         fail(EXIT_FAILED, str(exc))
-    for kind, label in (("cancelled", "cancelled"), ("stopping", "stopping (on its worker)"),
+    for kind, label in (("cancelled", "cancelled"),
+                        ("stopping", "stopping (on its worker: queued there or running)"),
                         ("finished", "already finished")):
         for t in outcome[kind]:
             typer.echo(f"{t}: {label}")

@@ -393,14 +393,22 @@ class Batch:
     in order; ``job``, the thread call (its future is done when all ran or were taken
     back)."""
 
-    def __init__(self, calls: list[tuple[str, list[Any], dict[str, Any]]]) -> None:
+    def __init__(self, calls: list[tuple[str, list[Any], dict[str, Any]]],
+                 budget: float) -> None:
         self.claims = [Claim(_HANDLERS[name], args, kwargs) for name, args, kwargs in calls]
         names = [name for name, _, _ in calls]
-        self.job = _in_thread(functools.partial(self._run, names), None)
+        self.job = _in_thread(functools.partial(self._run, names, budget), None)
 
-    def _run(self, names: list[str]) -> None:
+    def _run(self, names: list[str], budget: float) -> None:
+        """The calls one after another; none started once ``budget`` seconds have gone by
+        (a call turned out slow, or the process was paused: SIGSTOP, a VM frozen): the rest
+        go back to the worker's queue, whose next moves it decides with what it hears
+        meanwhile (the admin may have given them to another worker)."""
+        until = time.perf_counter() + budget
         for claim, name in zip(self.claims, names, strict=True):
             claim.run(name)
+            if time.perf_counter() > until:
+                return
 
     def drop(self) -> None:
         """Nothing more of it is to run (its runner stops): what no thread took is not run."""

@@ -486,7 +486,8 @@ class TaskRunner:
         out slow) is returned, with what awaits its end, to be run on as any task; the ones
         behind it go back to the queue's front for the other slots."""
         chunk = self._gather(first)
-        batch = handlers.Batch([(b.task.handler, b.task.args, b.task.kwargs) for b in chunk])
+        batch = handlers.Batch([(b.task.handler, b.task.args, b.task.kwargs) for b in chunk],
+                               BATCH_WAIT)
         for b, claim in zip(chunk, batch.claims, strict=True):
             self._claimed[b.task.id] = claim
         self._batches += 1
