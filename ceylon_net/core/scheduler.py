@@ -274,7 +274,8 @@ class Scheduler:
             return self.push_new([(t, difficulty, role, priority, handler) for t in tasks])
         if queue is None:
             queue = self._classes[key] = ClassQueue()
-        seqs = range(self._next_seq, self._next_seq + len(tasks))
+        # (a list, not the range: each stamp one int object, shared with the task's record)
+        seqs = list(range(self._next_seq, self._next_seq + len(tasks)))
         self._next_seq += len(tasks)
         entries = list(zip(itertools.repeat(-priority), seqs, tasks))
         queue.run.extend(entries)
