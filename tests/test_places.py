@@ -39,7 +39,7 @@ def test_a_connection_that_sends_no_request_gives_its_place_up_after_the_grace_o
     p = places(n=1)
     p.ask("idle", 0.0)
     assert p.ask("real", 0.05) == Verdict(until=0.1)  # wakes when idle's grace ends
-    assert p.ask("real", 0.1) == Verdict(served=True, evict="idle")
+    assert p.ask("real", 0.1) == Verdict(served=True, evict=("idle",))
     assert p.leave("idle") is False  # (its place went to "real" already)
     p.read("real")
     assert p.ask("late", 5.0) == Verdict(until=15.0)  # a request read: never evicted
@@ -60,6 +60,18 @@ def test_without_a_waiting_room_a_newcomer_beyond_the_places_is_refused():
     p = places(n=1, waiting=0)
     p.ask("served", 0.0)
     assert p.ask("next", 0.0) == Verdict(refused=True)
+
+
+def test_idle_connections_past_their_grace_make_room_for_those_waiting_and_a_newcomer():
+    """Three places held by connections that sent nothing, one waiting: a newcomer once
+    their grace is over evicts two, one place for the one waiting, one for itself (it was
+    told to wait until the grace had ended, a time already gone: hypothesis found it)."""
+    p = places(n=3, waiting=2)
+    for key in ("a", "b", "c"):
+        p.ask(key, 0.0)
+    assert p.ask("w", 0.0) == Verdict(until=0.1)
+    assert p.ask("new", 0.25) == Verdict(served=True, evict=("a", "b"))
+    assert p.ask("w", 0.25) == Verdict(served=True)
 
 
 def test_a_waiter_out_of_patience_is_refused():
@@ -84,7 +96,7 @@ def test_places_and_waiting_room_are_never_exceeded_and_each_key_is_in_one_of_th
                 assert len(p.served) + len(p.waiters) <= 3
             assert not (verdict.served and verdict.refused)
             assert verdict.served or verdict.refused or verdict.until > now  # (no busy loop)
-            assert verdict.evict != key and verdict.bumped != key
+            assert key not in verdict.evict and verdict.bumped != key
         elif op == "read":
             p.read(key)
         else:

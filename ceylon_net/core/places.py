@@ -25,14 +25,14 @@ Key = Hashable
 class Verdict:
     """What a connection asking for a place should do: ``served`` (it has one); else wait
     until ``until`` (or until a place frees, whichever comes first) and ask again, unless
-    ``refused`` (a 503). ``evict``: a slow connection whose place it freed (told 503), taken
-    by it, or, when it waits, left to those waiting before it (wake them); ``bumped``: a
-    waiter that gave way to it (wake it: asking again, it is refused)."""
+    ``refused`` (a 503). ``evict``: slow connections whose places it freed (each told 503),
+    for those waiting before it (wake them) and then for itself; ``bumped``: a waiter that
+    gave way to it (wake it: asking again, it is refused)."""
 
     served: bool = False
     refused: bool = False
     until: float = 0.0
-    evict: Key | None = None
+    evict: tuple[Key, ...] = ()
     bumped: Key | None = None
 
 
@@ -54,12 +54,14 @@ class Places:
             return Verdict(refused=True)
         # A newcomer comes after those waiting: a freed place is theirs first.
         ahead = 0 if key in self.waiters else len(self.waiters)
-        evict = None
-        if self.places - len(self.served) <= ahead and self.reading:
+        evicted = []  # slow readers past their grace, oldest first, as places are short
+        while self.places - len(self.served) <= ahead and self.reading:
             slow, since = next(iter(self.reading.items()))
-            if now >= since + self.grace:
-                self.leave(slow)
-                evict = slow
+            if now < since + self.grace:
+                break
+            self.leave(slow)
+            evicted.append(slow)
+        evict = tuple(evicted)
         if self.places - len(self.served) > ahead:
             self._forget_waiter(key)
             self.served.add(key)
@@ -75,7 +77,7 @@ class Places:
                 self.bumped.add(bumped)
             self.waiters[key] = now
         until = self.waiters[key] + self.patience
-        if self.reading:  # (the oldest reader's grace ends: its place may be had then)
+        if self.reading:  # (the oldest reader's grace ends, later: its place may be had then)
             until = min(until, next(iter(self.reading.values())) + self.grace)
         return Verdict(until=until, evict=evict, bumped=bumped)
 

@@ -163,12 +163,11 @@ class Dashboard:
         once it has one, False for a 503."""
         while True:
             verdict = self._places.ask(task, time.monotonic())
-            if verdict.evict is not None:  # (its keys are the connections' tasks)
-                evicted = cast(asyncio.Task[Any], verdict.evict)
+            for key in verdict.evict:  # (its keys are the connections' tasks)
+                evicted = cast(asyncio.Task[Any], key)
                 self._evicted.add(evicted)
                 evicted.cancel()
-            if verdict.bumped is not None or (verdict.evict is not None
-                                              and not verdict.served):
+            if verdict.bumped is not None or (verdict.evict and not verdict.served):
                 self._freed.set()  # (it wakes and is refused; they wake for the place)
             if verdict.served or verdict.refused:
                 return verdict.served
