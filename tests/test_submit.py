@@ -430,7 +430,13 @@ def test_ctrl_c_on_submit_wait_says_the_batch_runs_on(tmp_path, tasks_file):
                 raise AssertionError(f"ceylon-submit did not end within 20 s of SIGINT; its "
                                      f"signals: {masks}; its stderr:\n{p.stderr()}") from None
 
-    code, err = run(body())
+    # A suite run in the background (`bin/test &`, no job control) ignores SIGINT, and so
+    # would ceylon-submit, as a program started so should: it is started as from a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code, err = run(body())
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert code == 130
     taken, said = err.strip().splitlines()
     token = re.fullmatch(r"batch (1@[0-9a-f]+) \(1 task\(s\)\) taken: waiting for its report",
