@@ -46,6 +46,15 @@ def test_add_queues_tasks_as_pending():
     assert [r.status for r in b.records.values()] == [TaskStatus.PENDING] * 2
 
 
+def test_adding_no_tasks_changes_nothing():
+    """run_tasks() with nothing new (it waits for what was submitted before) adds an empty
+    list: the bulk path read its first task and raised IndexError."""
+    board = TaskBoard()
+    board.add([Task(1, "a")])
+    board.add([])
+    assert list(board.records) == [1] and board.open == 1 and len(board.scheduler) == 1
+
+
 def test_plan_assigns_and_groups_by_worker():
     b = board([SIMPLE, ANALYSIS, RESEARCH], WorkerSlot("Junior", 3), WorkerSlot("Senior", 9))
 

@@ -222,6 +222,8 @@ class TaskBoard:
     def _enqueue_new(self, tasks: list[Task]) -> None:
         """New tasks, none waiting on anything: queued and recorded in one go (in passes at
         C speed where they share a class and a priority, as a large submission's do)."""
+        if not tasks:  # (run_tasks() with nothing new: waits for what was submitted before)
+            return
         ids = list(map(_ID, tasks))
         first = _CLASS(tasks[0])
         if all(map(first.__eq__, map(_CLASS, tasks))):
