@@ -51,7 +51,7 @@ _running = 0  # sync handler calls whose thread has not returned
 _counting = threading.Lock()
 
 # A sync handler whose recent calls were all shorter than QUICK is *quick*: a worker then runs
-# several of its queued tasks one after another in one thread call (:func:`start_batch`), not
+# several of its queued tasks one after another in one thread call (:class:`Batch`), not
 # one thread call each. A thread call costs a wake-up each way, and a worker whose slots each
 # waited for one ran a no-op handler at half the tasks/s of an async one. ``_slowest`` keeps
 # each sync handler's slowest recent call: one slow call makes it slow for some 70 calls.
@@ -343,9 +343,7 @@ async def outcome(job: _Job) -> Any:
     try:
         return await job.future
     except asyncio.CancelledError:
-        if job.take() is not None:  # no thread had it yet: it will not run at all
-            _THREADS.forget(job)
-            _count(-1)
+        if _withdraw(job):  # no thread had it yet: it will not run at all
             raise
         left = THREADS_LEFT.get()
         if left is not None and not job.delivered:  # its thread runs on: the slot waits
@@ -354,16 +352,25 @@ async def outcome(job: _Job) -> Any:
         raise
 
 
+def _withdraw(job: _Job) -> bool:
+    """Take back a thread call no thread took yet (it never runs): True if so."""
+    if job.take() is None:
+        return False
+    _THREADS.forget(job)
+    _count(-1)
+    return True
+
+
 class Claim:
     """One call of a :class:`Batch`. ``take()`` gives its arguments to whoever asks first:
     the batch's thread, to run it, or the worker's loop, taking it back (the task was
     cancelled, given back, or waits too long behind a slow call) so it never runs here.
     Once run: ``ok`` and ``value`` (the return value, or what it raised), ``seconds``."""
 
-    __slots__ = ("fn", "ok", "ran", "seconds", "todo", "value")
+    __slots__ = ("fn", "name", "ok", "ran", "seconds", "todo", "value")
 
-    def __init__(self, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> None:
-        self.fn, self.todo = fn, [(args, kwargs)]
+    def __init__(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        self.name, self.fn, self.todo = name, _HANDLERS[name], [(args, kwargs)]
         self.ran, self.ok, self.value, self.seconds = False, False, None, 0.0
 
     def take(self) -> tuple[list[Any], dict[str, Any]] | None:
@@ -372,7 +379,7 @@ class Claim:
         except IndexError:
             return None
 
-    def run(self, name: str) -> None:
+    def run(self) -> None:
         """In the batch's thread: run the call unless it was taken back."""
         call = self.take()
         if call is None:
@@ -385,7 +392,7 @@ class Claim:
         finally:
             self.seconds = time.perf_counter() - began
             self.ran = True  # (last: the loop reads the outcome once it sees this)
-        _took(name, self.seconds)
+        _took(self.name, self.seconds)
 
 
 class Batch:
@@ -395,18 +402,17 @@ class Batch:
 
     def __init__(self, calls: list[tuple[str, list[Any], dict[str, Any]]],
                  budget: float) -> None:
-        self.claims = [Claim(_HANDLERS[name], args, kwargs) for name, args, kwargs in calls]
-        names = [name for name, _, _ in calls]
-        self.job = _in_thread(functools.partial(self._run, names, budget), None)
+        self.claims = [Claim(name, args, kwargs) for name, args, kwargs in calls]
+        self.job = _in_thread(functools.partial(self._run, budget), None)
 
-    def _run(self, names: list[str], budget: float) -> None:
+    def _run(self, budget: float) -> None:
         """The calls one after another; none started once ``budget`` seconds have gone by
         (a call turned out slow, or the process was paused: SIGSTOP, a VM frozen): the rest
         go back to the worker's queue, whose next moves it decides with what it hears
         meanwhile (the admin may have given them to another worker)."""
         until = time.perf_counter() + budget
-        for claim, name in zip(self.claims, names, strict=True):
-            claim.run(name)
+        for claim in self.claims:
+            claim.run()
             if time.perf_counter() > until:
                 return
 
@@ -414,6 +420,4 @@ class Batch:
         """Nothing more of it is to run (its runner stops): what no thread took is not run."""
         for claim in self.claims:
             claim.take()
-        if self.job.take() is not None:
-            _THREADS.forget(self.job)
-            _count(-1)
+        _withdraw(self.job)

@@ -328,8 +328,7 @@ class TaskRunner:
                 self._check_idle()
                 continue  # cancelled or given back while queued
             run = None
-            if self.batches and self.queue.qsize() and a.task.timeout is None \
-                    and handlers.quick(a.task.handler):
+            if self.batches and self.queue.qsize() and _batchable(a.task):
                 a, run = await self._run_batch(a)
                 if a is None:  # (all ran, or went back)
                     self._check_idle()
@@ -524,7 +523,7 @@ class TaskRunner:
             b = queue.get_nowait()
             if self._queued.get(b.task.id) is not b:
                 continue  # cancelled or given back while queued
-            if b.task.timeout is not None or not handlers.quick(b.task.handler):
+            if not _batchable(b.task):
                 queue.put_front(b)
                 break
             chunk.append(b)
@@ -589,6 +588,11 @@ class TaskRunner:
     def _report(self, result: TaskResult) -> None:
         self.unsent.append(result)
         self._on_result()
+
+
+def _batchable(task: Task) -> bool:
+    """May run in a batch: a quick sync handler's task with no time limit."""
+    return task.timeout is None and handlers.quick(task.handler)
 
 
 def traceback_text(exc: BaseException) -> str:
