@@ -338,3 +338,50 @@ def test_a_result_lost_on_the_wire_is_sent_again():
 
     result, lost = run(main())
     assert lost == 1 and result.success and result.worker == "w"
+
+
+def test_a_paused_worker_starts_none_of_its_queued_tasks_given_to_another_meanwhile(
+        tmp_path, tasks_file):
+    """A worker stopped (SIGSTOP: a suspended VM, a debugger) long enough for the admin to
+    call it lost, whose queued tasks another worker has started meanwhile, is continued: it
+    starts none of them (it gives what it has queued back and registers again). Before, it
+    ran its queue's head at once, a second run of a task the other worker had run."""
+    path = tasks_file([{"id": i, "description": f"t{i}", "difficulty": 1, "duration": 0.2}
+                       for i in range(30)])
+    report_path = tmp_path / "report.json"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--expect-workers", "2",
+                                  "--heartbeat", "0.25", "--prefetch", "6",
+                                  "--report-json", str(report_path))
+            async with EventLog("127.0.0.1", c.pub_port) as bus:
+                await bus.wait_subscribed()
+                paused = await c.worker("paused", "--log-level", "DEBUG")
+                steady = await c.worker("steady", "--log-level", "DEBUG")
+                await wait_until(lambda: "running task" in paused.stderr(), 20,
+                                 "a task running on the worker to pause")
+                paused.signal(signal.SIGSTOP)
+                try:
+                    before = set(_executions([paused]))  # (its log is complete: it is stopped)
+                    await wait_until(lambda: "worker 'paused' lost" in admin.stderr(), 20,
+                                     "the admin to call the paused worker lost")
+                    queued = {str(a.task.id) for a in bus.of(b"ASSIGN")
+                              if a.worker == "paused"} - before
+                    assert queued, "nothing was queued on the paused worker"
+                    await wait_until(lambda: queued <= set(_executions([steady])), 30,
+                                     f"the other worker to start {sorted(queued)}")
+                finally:
+                    paused.signal(signal.SIGCONT)
+                assert await admin.wait(60) == 0, admin.stderr()
+                ran = _executions([paused, steady])
+                twice = {t for t, n in ran.items() if n > 1}
+                assert twice <= before, f"ran twice: {sorted(twice - before)} (running at " \
+                                        f"the pause: {sorted(before)})"
+                await wait_until(lambda: "given back to the admin" in paused.stderr(), 10,
+                                 "the paused worker to say it gave its queue back")
+
+    run(body())
+    report = json.loads(report_path.read_text())
+    assert sorted(t["id"] for t in report["tasks"]) == list(range(30))
+    assert all(t["success"] for t in report["tasks"])

@@ -662,3 +662,33 @@ def test_a_sync_call_cancelled_before_a_thread_took_it_never_runs(monkeypatch):
 
     assert run(body()) == []
     assert ran == ["later"] and handlers.running() == 0
+
+
+def test_a_runner_on_hold_starts_nothing_queued_and_gives_it_back_on_request():
+    """The worker says it may be lost to its admin (may_start: no): its runner starts nothing
+    queued from then, running tasks run on; what is queued can go back (each said as given
+    back, none started); after resume() what comes runs."""
+    async def body() -> None:
+        runner, tasks, crashes = await _running(Task(1, "running"))
+        ok = [True]
+        runner.may_start = lambda: ok[0]
+        for i in (2, 3):
+            runner.accept(TaskAssignment(Task(i, "queued"), "w", 1))
+        ok[0] = False
+        tasks.open(1)  # its slot is free: the next may not start
+        await wait_until(lambda: runner.on_hold, 5, "the runner to hold")
+        await wait_until(lambda: 1 in {r.task_id for r in runner.unsent}, 5, "1's result")
+        assert runner.release_queued() == 2
+        assert runner.take_news()[1] == [[2, 1], [3, 1]] and tasks.started == [1]
+        runner.accept(TaskAssignment(Task(4, "after"), "w", 1))
+        for _ in range(3):
+            await asyncio.sleep(0)  # (no start to wait for: the runner holds)
+        assert tasks.started == [1]
+        ok[0] = True
+        runner.resume()
+        await wait_until(lambda: tasks.started == [1, 4], 5, "4 to start after resume()")
+        tasks.open(4)
+        await runner.stop()
+        assert not crashes
+
+    run(body())

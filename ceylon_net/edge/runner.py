@@ -62,6 +62,12 @@ class TaskRunner:
     Which queued tasks started, and which were given back on a RELEASE, is told to the admin
     with the next results (:meth:`take_news`)."""
 
+    # Asked before a queued task starts: the worker says no when it is out of touch with its
+    # admin (which may have given what is queued here to other workers by now). The runner
+    # then holds, starting nothing queued, until resume().
+    may_start: Callable[[], bool] = staticmethod(lambda: True)
+    _held: asyncio.Event | None = None  # set on resume()
+
     def __init__(self, name: str, capacity: int,
                  run_task: Callable[[Task], Awaitable[TaskResult]],
                  on_result: Callable[[], None],
@@ -303,9 +309,36 @@ class TaskRunner:
         with the next results, as for a RELEASE), and none is started from now on. How
         many."""
         self.draining = True
+        return self.release_queued()
+
+    def release_queued(self) -> int:
+        """Every task queued here and not started goes back to the admin, as on a RELEASE
+        (said with the next results). How many."""
         queued = [(tid, a.attempt) for tid, a in self._queued.items()]
         queued += [(tid, a.attempt) for tid, a in self._after.items()]
         return sum(self.release(tid, attempt) for tid, attempt in queued)
+
+    @property
+    def on_hold(self) -> bool:
+        """Nothing queued starts until resume()."""
+        return self._held is not None
+
+    def hold(self) -> None:
+        """Start nothing queued until resume() (running tasks run on)."""
+        if self._held is None:
+            self._held = asyncio.Event()
+
+    def resume(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.set()
+
+    def _holds(self) -> asyncio.Event | None:
+        """What a slot waits on before it starts a queued task: nothing (None) unless
+        holding, or the worker says no now."""
+        if self._held is None and not self.may_start():
+            self.hold()
+        return self._held
 
     async def drain(self, timeout: float) -> bool:
         """Wait until nothing is queued or running; False if that took longer than timeout."""
@@ -324,9 +357,8 @@ class TaskRunner:
         THREADS_LEFT.set(threads_left)  # this runner's own context
         while True:
             a: TaskAssignment | None = await self.queue.get()
-            if self._queued.get(a.task.id) is not a:
-                self._check_idle()
-                continue  # cancelled or given back while queued
+            if not await self._startable(a):
+                continue
             run = None
             if self.batches and self.queue.qsize() and _batchable(a.task):
                 a, run = await self._run_batch(a)
@@ -356,6 +388,18 @@ class TaskRunner:
                 # the admin would wait for them while we ran. Now and then, let them out (and
                 # new assignments in), so both sides work at once.
                 await asyncio.sleep(0)
+
+    async def _startable(self, a: TaskAssignment) -> bool:
+        """Is ``a`` still queued here, and may it start now? When the runner holds, it goes
+        back to the queue's front, and the slot waits for resume()."""
+        if self._queued.get(a.task.id) is not a:
+            self._check_idle()
+            return False  # cancelled or given back while queued
+        if (held := self._holds()) is not None:
+            self.queue.put_front(a)
+            await held.wait()
+            return False
+        return True
 
     async def _run_one(self, a: TaskAssignment, me: asyncio.Task[None],
                        run: Callable[[], Awaitable[TaskResult]] | None = None) -> TaskResult:

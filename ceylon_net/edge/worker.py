@@ -59,6 +59,7 @@ class Worker(AgentBase):
     _flush_held = False  # it is a held one (uvloop's timers are no asyncio.TimerHandle)
     _admin_limit = 0  # the admin's --max-message-bytes, as its last WELCOME said (0: unsaid)
     _refused: str | None = None  # the admin's last refusal that may change (a name taken)
+    _why_held = ""  # why the runner holds our queued tasks (see _in_touch)
 
     @property
     def refusal(self) -> str | None:
@@ -98,7 +99,7 @@ class Worker(AgentBase):
         self._stop = asyncio.Event()
         self._end_reason: str | None = None
         self._failure: Crashed | None = None
-        self._admin_seen = self._pub_beat = 0.0  # admin last heard; its last beat on PUB
+        self._admin_seen = self._pub_beat = self._beat_sent = 0.0  # (heard; PUB beat; ours)
         self._after_hello: list[tuple[Any, int]] = []  # results the last HELLO had no room for
         self._inbox = BroadcastInbox()  # numbered broadcasts, delivered once and in order
         self._epoch: int | None = None  # the admin process the inbox counts for
@@ -171,6 +172,7 @@ class Worker(AgentBase):
         self._sockets = WorkerSockets(s.name, s.endpoint, s.max_message_bytes, curve)
         bus = supervised(self._broadcast_loop(), f"{self.name}'s broadcast loop", self._crashed)
         beat = supervised(self._heartbeat_loop(), f"{self.name}'s heartbeat loop", self._crashed)
+        self.runner.may_start = self._in_touch
         self.runner.start(self._crashed)
         self._gc.install()
         self._session = asyncio.create_task(self._connected_session(), name=f"{s.name}-session")
@@ -197,7 +199,31 @@ class Worker(AgentBase):
                 return
             except _Reconnect as why:
                 self._welcome = None
-                logger.warning("{}: {}; registering again", self.name, why)
+                # The admin may have called us lost and given what is queued here to other
+                # workers: none of it starts; it goes back, and the admin sends it again.
+                self.runner.hold()
+                back = self.runner.release_queued()
+                logger.warning("{}: {}; registering again{}", self.name, why,
+                               f" ({back} queued task(s) given back to the admin)" if back
+                               else "")
+
+    def _in_touch(self) -> bool:
+        """May a queued task start now? Not once we went unheard long enough for the admin
+        to call us lost (this process was paused, or its event loop blocked), nor when the
+        admin went silent: what is queued here may be running elsewhere by then. The
+        runner holds (see _connected_session)."""
+        w = self._welcome
+        if w is None:
+            return False
+        now, limit = time.monotonic(), w.heartbeat * max(w.liveness - 0.5, 1.5)
+        if now - self._beat_sent > limit:
+            self._why_held = (f"no heartbeat of ours went out for {now - self._beat_sent:.1f} "
+                              f"s (was this process paused, or its event loop blocked?)")
+        elif now - self._admin_seen > limit:
+            self._why_held = f"admin silent for {now - self._admin_seen:.1f} s"
+        else:
+            return True
+        return False
 
     async def arun_against(self, admin: Serving) -> str:
         """Run against an in-process admin (over loopback sockets, like any other worker)."""
@@ -373,7 +399,7 @@ class Worker(AgentBase):
                             "may not have relayed are sent again", self.name, again)
             self._inbox, self._epoch, self._asked_upto = BroadcastInbox(), welcome.epoch, 0
         self.id = welcome.agent_id
-        self._admin_seen = time.monotonic()
+        self._admin_seen = self._beat_sent = time.monotonic()
         topic = wire.topic(self.workspace_id)
         moved = self._sockets.sub is not None
         if self._sockets.subscribe(self.settings.admin_peer, welcome.pub_port,
@@ -389,6 +415,7 @@ class Worker(AgentBase):
         self._schedule_flush()
         if self._draining:  # said to the admin before (or to another admin process)
             self._sockets.send_soon(self._frames(Kind.DRAIN, wire.End("draining")))
+        self.runner.resume()  # (what was queued before went back: what comes now is ours)
 
     def _send_held(self) -> None:
         """Welcomed: the broadcasts and messages the admin refused while it did not know us,
@@ -424,6 +451,8 @@ class Worker(AgentBase):
                 await asyncio.sleep(0)
             if now - self._admin_seen > welcome.heartbeat * welcome.liveness:
                 raise _Reconnect(f"admin silent for {now - self._admin_seen:.1f} s")
+            if self.runner.on_hold:
+                raise _Reconnect(self._why_held)
 
     def _handle(self, frames: list[bytes]) -> bool:
         """Handle one message from the admin; True when the run is over."""
@@ -608,7 +637,10 @@ class Worker(AgentBase):
                                    "them again", self.name, lost, 2 * every)
                 if self.runner.starts or lost:
                     self._flush()  # tasks that started since the last results, results again
+                if not self._in_touch():  # (asked before the beat makes us look in touch)
+                    self.runner.hold()
                 await self._sockets.send(self._heartbeat_frames(), 1.0)
+                self._beat_sent = time.monotonic()
 
     def _heartbeat_frames(self, cut_off: Sequence[list[Any]] = ()) -> list[bytes]:
         interval = self._welcome.heartbeat if self._welcome else 1.0
