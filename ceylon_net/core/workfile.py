@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, TaskFileError
-from ..wire import MAX_DEPTH, too_deep
+from ..wire import MAX_DEPTH, MSGPACK_INTS, too_deep
 from .checks import refuse_bad_dependencies, refuse_cycles
 from .groups import (
     AllTasks,
@@ -48,8 +48,7 @@ TASK_FIELDS = {
 
 
 def _is_int(v: Any) -> bool:
-    # msgpack carries integers from -2**63 to 2**64-1; anything else could not be sent.
-    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**64
+    return isinstance(v, int) and not isinstance(v, bool) and v in MSGPACK_INTS
 
 
 # A duration or time limit past this (about 31 years; 1e400 reads as infinity) is a task

@@ -522,7 +522,7 @@ def _plain(v: Any) -> bool:
     surrogate, say from os.fsdecode, cannot be encoded; isascii() is O(1)). Anything else is
     packed to see."""
     t = type(v)
-    return (t is str and v.isascii()) or (t is int and -(2**63) <= v < 2**64)
+    return (t is str and v.isascii()) or (t is int and v in wire.MSGPACK_INTS)
 
 
 def check_sendable(tasks: Sequence[Task], max_bytes: int) -> None:
@@ -584,7 +584,7 @@ def _plainly_sendable(tasks: Sequence[Task]) -> bool:
     ids = list(map(_ID, tasks))
     kind = set(map(type, ids))
     if kind == {int}:
-        return min(ids) >= -(2**63) and max(ids) < 2**64
+        return min(ids) in wire.MSGPACK_INTS and max(ids) in wire.MSGPACK_INTS
     return kind == {str} and all(map(str.isascii, ids))
 
 

@@ -146,7 +146,7 @@ class Worker(AgentBase):
         at."""
         value = result.value
         if value is None or type(value) in (bool, float) \
-                or (type(value) is int and -(2**63) <= value < 2**64):
+                or (type(value) is int and value in wire.MSGPACK_INTS):
             return None
         limit = self.send_limit - wire.FRAME_SLACK
         try:

@@ -35,6 +35,7 @@ from .kinds import (
     MAX_HELD,
     MAX_RANGES,
     MAX_WATCH,
+    MSGPACK_INTS,
     PROTOCOL_VERSION,
     Kind,
     Limits,
@@ -85,7 +86,8 @@ from .schema import (
 
 __all__ = [
     "DEFAULT_LIMITS", "DEFAULT_MAX_MESSAGE_BYTES", "FRAME_SLACK", "KINDS", "MAX_CAPACITY",
-    "MAX_DEPTH", "MAX_HANDLERS", "MAX_HELD", "MAX_RANGES", "MAX_WATCH", "PROTOCOL_VERSION", "Ack",
+    "MAX_DEPTH", "MAX_HANDLERS", "MAX_HELD", "MAX_RANGES", "MAX_WATCH", "MSGPACK_INTS",
+    "PROTOCOL_VERSION", "Ack",
     "BatchProgress", "BatchReport", "Cancel", "End", "Envelope", "Event", "GroupNews", "Header",
     "Heartbeat", "Hello", "Kind", "Limits", "Reject", "Release", "Skip", "Started", "Status",
     "Submission", "Submitted", "TaskDone", "Watch", "Welcome", "batch_pairs", "decode_frames",
