@@ -350,7 +350,7 @@ def test_a_later_batch_may_depend_on_an_earlier_ones_groups_and_tasks(tmp_path):
     assert [(t["id"], t["success"]) for t in json.loads(out2)["tasks"]] == [("p1", True)]
     assert [(g["name"], g["status"]) for g in json.loads(out2)["groups"]] == \
         [("Process", "completed")]  # (its own groups only: not the first batch's Ingest)
-    assert (code3, out3.strip(), err3.strip()) == (0, "7: already finished", "")
+    assert (code3, out3.strip(), err3.strip()) == (0, "007: already finished", "")
 
 
 def test_a_batch_sent_without_waiting_is_followed_later_by_the_name_it_was_given(tmp_path):
@@ -406,8 +406,8 @@ def test_ceylon_cancel_takes_an_id_as_typed_first_and_never_cancels_two_tasks_fo
     (code, _, err), said = run(body())
     assert code == 0, err
     assert said == [(0, "7: cancelled", ""),  # the task "7" (as typed), not 7 as well
-                    (1, "7: cancelled", "²: unknown task"),  # no task "007": the number 7
-                    (0, "7: already finished\n7: already finished", "")]  # "7", then 7
+                    (1, "007: cancelled", "²: unknown task"),  # no task "007": the number 7
+                    (0, "7: already finished\n07: already finished", "")]  # "7", then 7
 
 
 def test_ctrl_c_on_submit_wait_says_the_batch_runs_on(tmp_path, tasks_file):

@@ -241,8 +241,8 @@ async def _cancel(c: AsyncClient, typed: list[str], reason: str) -> dict[str, li
             numbers.setdefault(int(t), []).append(t)
     if numbers:
         more = await c.cancel(list(numbers), reason)
-        for kind in ("cancelled", "stopping", "finished"):
-            outcome[kind] += more[kind]
+        for kind in ("cancelled", "stopping", "finished"):  # (said as typed: "007")
+            outcome[kind] += [t for n in more[kind] for t in numbers.get(n, [n])]
         asked = {t for each in numbers.values() for t in each}
         still = {t for n in more["unknown"] for t in numbers[n]}
         outcome["unknown"] = [t for t in outcome["unknown"] if t not in asked or t in still]
