@@ -196,3 +196,27 @@ def test_the_admins_message_limit_holds_while_the_worker_registers_again():
     assert w.send_limit == 1 << 20
     assert len(wire.pack(hello)) < (1 << 20) // 2
     assert len(hello.results) == 0 and len(hello.running) == 3  # (they follow the WELCOME)
+
+
+def test_a_worker_may_start_queued_tasks_only_while_the_admin_cannot_have_called_it_lost():
+    """Its runner asks before each queued start: no when its last heartbeat went out, or the
+    admin was last heard, long enough ago for the admin to have called it lost (liveness
+    beats, less half a beat); a beat still coming at the old, slower pace is not late."""
+    import time
+
+    w = Worker("w")
+    assert not w._in_touch()  # not registered
+    w._welcome = wire.Welcome("w", "admin", 1, heartbeat=1.0, liveness=3)
+    now = time.monotonic()
+
+    def asked(beat_ago: float, heard_ago: float, every: float = 1.0) -> bool:
+        w._beat_sent, w._admin_seen, w._beat_every = now - beat_ago, now - heard_ago, every
+        return w._in_touch()
+
+    assert asked(2.0, 2.0)
+    assert not asked(2.7, 0.1) and "paused" in w._why_held
+    assert not asked(0.1, 2.7) and w._why_held.startswith("admin silent for 2.7")
+    assert asked(4.0, 0.1, every=5.0)  # (the pace went from 5 s to 1 s: this beat is on time)
+    assert not asked(8.0, 0.1, every=5.0)
+    w._welcome.liveness = 1  # (the admin's own limit is one beat: we hold at 1.5)
+    assert asked(1.4, 1.4) and not asked(1.6, 0.1)

@@ -60,6 +60,7 @@ class Worker(AgentBase):
     _admin_limit = 0  # the admin's --max-message-bytes, as its last WELCOME said (0: unsaid)
     _refused: str | None = None  # the admin's last refusal that may change (a name taken)
     _why_held = ""  # why the runner holds our queued tasks (see _in_touch)
+    _beat_every = 1.0  # the interval our heartbeat loop sleeps now
 
     @property
     def refusal(self) -> str | None:
@@ -216,7 +217,8 @@ class Worker(AgentBase):
         if w is None:
             return False
         now, limit = time.monotonic(), w.heartbeat * max(w.liveness - 0.5, 1.5)
-        if now - self._beat_sent > limit:
+        # (the admin asked for a faster pace: the beat on its way still comes at the old one)
+        if now - self._beat_sent > max(limit, self._beat_every * 1.5):
             self._why_held = (f"no heartbeat of ours went out for {now - self._beat_sent:.1f} "
                               f"s (was this process paused, or its event loop blocked?)")
         elif now - self._admin_seen > limit:
@@ -627,7 +629,8 @@ class Worker(AgentBase):
     async def _heartbeat_loop(self) -> None:
         while True:
             # The admin's WELCOME sets the pace for both sides; until then, a second.
-            await asyncio.sleep(self._welcome.heartbeat if self._welcome else 1.0)
+            self._beat_every = self._welcome.heartbeat if self._welcome else 1.0
+            await asyncio.sleep(self._beat_every)
             self._gc.tick(time.monotonic(), self.runner.idle)
             if self._welcome is not None and self._sockets is not None:
                 every = self._welcome.heartbeat
