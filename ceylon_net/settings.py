@@ -91,8 +91,10 @@ class AdminSettings:
             raise ConfigError(f"--heartbeat must be at most {MAX_HEARTBEAT:g} s, got "
                               f"{self.heartbeat}")
         _check_positive("beats-per-second", self.beats_per_second)
-        if self.liveness < 1:
-            raise ConfigError("--liveness must be at least 1")
+        if self.liveness < 2:
+            raise ConfigError(f"--liveness must be at least 2, got {self.liveness} (a worker "
+                              f"beats once a --heartbeat: at 1, one beat a little late would "
+                              f"call it lost)")
         if self.expect_workers < 0:
             raise ConfigError("--expect-workers must be >= 0")
         if not self.unassignable_timeout >= 0:  # also refuses NaN

@@ -5,6 +5,7 @@ with a real TaskRunner and real handler threads, no sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -436,3 +437,18 @@ def test_a_batch_held_up_past_its_wait_starts_no_more_of_its_tasks(
     got, resumed = run(body())
     assert batches[0] == [0, 1, 2] and [got[i].value for i in range(3)] == [0, 1, 2]
     assert started[1] >= resumed and started[2] >= resumed, (started, resumed)
+
+
+def test_a_batch_whose_thread_starts_after_its_wait_starts_none_of_its_calls(
+        quick: Work) -> None:
+    """The thread of a batch starts late (the process was paused between the slot's look at
+    whether it may start and the thread taking the call): BATCH_WAIT counts from when the
+    batch was made, so it starts none of the calls; the loop takes them back. The thread
+    used to count from its own start, and ran the first."""
+    async def body() -> handlers.Batch:
+        batch = handlers.Batch([(NAME, [i], {}) for i in range(3)], 0.0)  # (its wait is over)
+        await asyncio.wait((batch.job.future,), timeout=10)
+        return batch
+
+    batch = run(body())
+    assert quick.ran == [] and all(claim.take() is not None for claim in batch.claims)

@@ -369,7 +369,10 @@ def test_default_settings_are_valid():
         ({"heartbeat": -0.5}, "--heartbeat must be > 0, got -0.5"),
         ({"heartbeat": float("inf")}, "--heartbeat must be at most 3600 s, got inf"),
         ({"beats_per_second": 0}, "--beats-per-second must be > 0, got 0"),
-        ({"liveness": 0}, "--liveness must be at least 1"),
+        ({"liveness": 0}, "--liveness must be at least 2, got 0 (a worker beats once a "
+                          "--heartbeat: at 1, one beat a little late would call it lost)"),
+        ({"liveness": 1}, "--liveness must be at least 2, got 1 (a worker beats once a "
+                          "--heartbeat: at 1, one beat a little late would call it lost)"),
         ({"expect_workers": -1}, "--expect-workers must be >= 0"),
         ({"unassignable_timeout": -0.1}, "--unassignable-timeout must be >= 0"),
         ({"prefetch": -1}, "--prefetch must be 0-10000, got -1"),

@@ -218,5 +218,5 @@ def test_a_worker_may_start_queued_tasks_only_while_the_admin_cannot_have_called
     assert not asked(0.1, 2.7) and w._why_held.startswith("admin silent for 2.7")
     assert asked(4.0, 0.1, every=5.0)  # (the pace went from 5 s to 1 s: this beat is on time)
     assert not asked(8.0, 0.1, every=5.0)
-    w._welcome.liveness = 1  # (the admin's own limit is one beat: we hold at 1.5)
-    assert asked(1.4, 1.4) and not asked(1.6, 0.1)
+    w._welcome.liveness = 2  # (the least the admin takes: lost at 2 beats, we hold at 1.5)
+    assert asked(1.4, 1.4) and not asked(1.6, 0.1) and not asked(0.1, 1.6)

@@ -403,18 +403,19 @@ class Batch:
     def __init__(self, calls: list[tuple[str, list[Any], dict[str, Any]]],
                  budget: float) -> None:
         self.claims = [Claim(name, args, kwargs) for name, args, kwargs in calls]
-        self.job = _in_thread(functools.partial(self._run, budget), None)
+        until = time.perf_counter() + budget  # (from now: the thread may start late)
+        self.job = _in_thread(functools.partial(self._run, until), None)
 
-    def _run(self, budget: float) -> None:
+    def _run(self, until: float) -> None:
         """The calls one after another; none started once ``budget`` seconds have gone by
-        (a call turned out slow, or the process was paused: SIGSTOP, a VM frozen): the rest
-        go back to the worker's queue, whose next moves it decides with what it hears
-        meanwhile (the admin may have given them to another worker)."""
-        until = time.perf_counter() + budget
+        since the batch was made (a call turned out slow, or the process was paused:
+        SIGSTOP, a VM frozen): the rest go back to the worker's queue, whose next moves it
+        decides with what it hears meanwhile (the admin may have given them to another
+        worker)."""
         for claim in self.claims:
-            claim.run()
             if time.perf_counter() > until:
                 return
+            claim.run()
 
     def drop(self) -> None:
         """Nothing more of it is to run (its runner stops): what no thread took is not run."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -61,6 +62,7 @@ class Worker(AgentBase):
     _refused: str | None = None  # the admin's last refusal that may change (a name taken)
     _why_held = ""  # why the runner holds our queued tasks (see _in_touch)
     _beat_every = 1.0  # the interval our heartbeat loop sleeps now
+    _beat_wake: asyncio.Event | None = None  # set: it beats now
 
     @property
     def refusal(self) -> str | None:
@@ -216,7 +218,7 @@ class Worker(AgentBase):
         w = self._welcome
         if w is None:
             return False
-        now, limit = time.monotonic(), w.heartbeat * max(w.liveness - 0.5, 1.5)
+        now, limit = time.monotonic(), w.heartbeat * max(w.liveness - 0.5, 1.0)
         # (the admin asked for a faster pace: the beat on its way still comes at the old one)
         if now - self._beat_sent > max(limit, self._beat_every * 1.5):
             self._why_held = (f"no heartbeat of ours went out for {now - self._beat_sent:.1f} "
@@ -418,6 +420,8 @@ class Worker(AgentBase):
         if self._draining:  # said to the admin before (or to another admin process)
             self._sockets.send_soon(self._frames(Kind.DRAIN, wire.End("draining")))
         self.runner.resume()  # (what was queued before went back: what comes now is ours)
+        if self._beat_wake is not None:
+            self._beat_wake.set()  # (our first beat at the admin's pace: from now)
 
     def _send_held(self) -> None:
         """Welcomed: the broadcasts and messages the admin refused while it did not know us,
@@ -628,9 +632,13 @@ class Worker(AgentBase):
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            # The admin's WELCOME sets the pace for both sides; until then, a second.
+            # The admin's WELCOME sets the pace for both sides; until then, a second (a
+            # WELCOME ends that wait: its pace counts from then).
             self._beat_every = self._welcome.heartbeat if self._welcome else 1.0
-            await asyncio.sleep(self._beat_every)
+            self._beat_wake = wake = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._beat_every):
+                    await wake.wait()
             self._gc.tick(time.monotonic(), self.runner.idle)
             if self._welcome is not None and self._sockets is not None:
                 every = self._welcome.heartbeat
