@@ -66,6 +66,7 @@ class TaskRunner:
     # admin (which may have given what is queued here to other workers by now). The runner
     # then holds, starting nothing queued, until resume().
     may_start: Callable[[], bool] = staticmethod(lambda: True)
+    touch_until = 0.0  # (monotonic) until when may_start() need not be asked: it says so
     _held: asyncio.Event | None = None  # set on resume()
 
     def __init__(self, name: str, capacity: int,
@@ -357,7 +358,9 @@ class TaskRunner:
         THREADS_LEFT.set(threads_left)  # this runner's own context
         while True:
             a: TaskAssignment | None = await self.queue.get()
-            if not await self._startable(a):
+            if (skip := self._skip(a)) is not False:  # (a plain call: the path of every task)
+                if skip is not True:
+                    await skip.wait()  # held: see _skip
                 continue
             run = None
             if self.batches and self.queue.qsize() and _batchable(a.task):
@@ -383,23 +386,23 @@ class TaskRunner:
                 continue
             self._check_idle()
             if self.runs % YIELD_EVERY == 0:
-                # A task that does not await (and a queue that has the next one) never gives
-                # the loop a turn: results would leave only once the whole queue is done, and
-                # the admin would wait for them while we ran. Now and then, let them out (and
-                # new assignments in), so both sides work at once.
+                # Tasks that do not await never give the loop a turn: now and then, let the
+                # results out and new assignments in, so that both sides work at once.
                 await asyncio.sleep(0)
 
-    async def _startable(self, a: TaskAssignment) -> bool:
-        """Is ``a`` still queued here, and may it start now? When the runner holds, it goes
-        back to the queue's front, and the slot waits for resume()."""
+    def _skip(self, a: TaskAssignment) -> bool | asyncio.Event:
+        """False when ``a``, taken from the queue, starts now; True when it is not to
+        (cancelled or given back while queued); when the runner holds, it goes back to the
+        queue's front, and the slot waits for the event this returns (set on resume())."""
         if self._queued.get(a.task.id) is not a:
             self._check_idle()
-            return False  # cancelled or given back while queued
+            return True
+        if self._held is None and time.monotonic() <= self.touch_until:
+            return False
         if (held := self._holds()) is not None:
             self.queue.put_front(a)
-            await held.wait()
-            return False
-        return True
+            return held
+        return False
 
     async def _run_one(self, a: TaskAssignment, me: asyncio.Task[None],
                        run: Callable[[], Awaitable[TaskResult]] | None = None) -> TaskResult:

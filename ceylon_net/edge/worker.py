@@ -220,12 +220,14 @@ class Worker(AgentBase):
             return False
         now, limit = time.monotonic(), w.heartbeat * max(w.liveness - 0.5, 1.0)
         # (the admin asked for a faster pace: the beat on its way still comes at the old one)
-        if now - self._beat_sent > max(limit, self._beat_every * 1.5):
+        beat_limit = max(limit, self._beat_every * 1.5)
+        if now - self._beat_sent > beat_limit:
             self._why_held = (f"no heartbeat of ours went out for {now - self._beat_sent:.1f} "
                               f"s (was this process paused, or its event loop blocked?)")
         elif now - self._admin_seen > limit:
             self._why_held = f"admin silent for {now - self._admin_seen:.1f} s"
-        else:
+        else:  # (no need to ask again before then: a start costs a clock read till then)
+            self.runner.touch_until = min(self._beat_sent + beat_limit, self._admin_seen + limit)
             return True
         return False
 
