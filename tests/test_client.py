@@ -652,6 +652,30 @@ def test_two_waits_on_one_batch_in_one_client_both_get_its_report(tmp_path):
     assert sorted(t["id"] for t in first["tasks"]) == ["b0", "b1", "b2"]
 
 
+def test_a_batch_watched_again_by_the_client_that_saw_it_finish_is_answered_at_once(tmp_path):
+    """A finished batch's report does not change: the client that has it answers a second
+    watch itself (here with the admin gone). It asked the admin again, which answers one
+    client's watches of a batch once a heartbeat: 2-3 s, or never with the admin gone."""
+    import signal
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin, _ = await _cluster(c, workers=1)
+            doc = {"tasks": [{"id": "once", "description": "x", "difficulty": 1,
+                              "duration": 0.01}]}
+            async with AsyncClient(f"127.0.0.1:{c.port}", timeout=10) as client:
+                sent, report = await client.submit_batch(doc, wait=True)
+                first = await client.watch_batch(sent.batch, sent.run)
+                admin.signal(signal.SIGKILL)
+                await admin.wait(10)
+                async with asyncio.timeout(5):
+                    again = await client.watch_batch(sent.batch, sent.run)
+                return report, first, again
+
+    report, first, again = run(body())
+    assert report == first == again and [t["id"] for t in again["tasks"]] == ["once"]
+
+
 def test_the_sync_client_closes_from_a_thread_running_an_event_loop_and_leaves_nothing_open(
         tmp_path):
     """close() ran the client's loop in the caller's thread to finish: inside asyncio.run

@@ -42,6 +42,7 @@ SILENCE = 2.0  # seconds without a word from the admin before pending tasks are 
 # ... and every so often anyway: a DONE the admin could not route (our connection was being
 # re-made, or our queue was full) is lost, and heartbeats would hide it.
 REWATCH = 10.0
+REPORTS_KEPT = 64  # finished batches' reports a client keeps, for a second watch of one
 # What the client takes from its admin, which it trusts: a large batch's report, the status
 # of a long-lived admin, a result as large as the admin's own limit allows. (At the default
 # 1 MiB, a report of 20,000 tasks was dropped with the connection, and then sent again.)
@@ -151,6 +152,7 @@ class AsyncClient:
         self._futures: dict[Any, TaskFuture] = {}
         self._groups: dict[str, GroupFuture] = {}
         self._batches: dict[int, _Waited] = {}  # batches waited for, by number
+        self._reports: dict[tuple[int, str], dict[str, Any]] = {}  # finished ones (some)
         # submitted this loop turn: (task or group document, its size encoded, the group's
         # future for a group)
         self._queued: list[tuple[dict[str, Any], int, GroupFuture | None]] = []
@@ -323,8 +325,12 @@ class AsyncClient:
                           ) -> dict[str, Any]:
         """The report of batch ``batch`` of the admin's run ``run`` (what ceylon-submit says
         when it submits, ``BATCH@RUN``), submitted earlier by any client: its progress from
-        now on, then its report, at once if it is done. AdminUnreachableError when the admin
-        has no such batch (a wrong number, or another run: restarted without its journal)."""
+        now on, then its report, at once if it is done (one this client saw finish, from the
+        report it has: it does not change). AdminUnreachableError when the admin has no such
+        batch (a wrong number, or another run: restarted without its journal)."""
+        known = self._reports.get((batch, run))
+        if known is not None:  # (a finished batch's report does not change: not asked again)
+            return dict(known)
         waited = self._claim_batch(batch, run, on_progress)  # (refused before asking)
         self._send(Kind.WATCH, wire.Watch([], [], [[batch, run]]))
         return await self._await_batch(batch, waited, on_progress)
@@ -356,13 +362,18 @@ class AsyncClient:
                            on_progress: Callable[[wire.BatchProgress], None] | None
                            ) -> dict[str, Any]:
         try:
-            return await asyncio.shield(waited.report)
+            report = await asyncio.shield(waited.report)
         finally:
             waited.waiters -= 1
             if on_progress is not None:
                 waited.on_progress.remove(on_progress)
             if not waited.waiters and self._batches.get(batch) is waited:
                 del self._batches[batch]
+        kept = self._reports
+        kept[batch, waited.run] = report  # (the admin answers the same client once a beat)
+        if len(kept) > REPORTS_KEPT:
+            del kept[next(iter(kept))]
+        return report
 
     # ------------------------------------------------------------------ futures
     def submit(self, handler: str, *args: Any, key: Any = None, depends_on: Iterable[Any] = (),
