@@ -666,14 +666,16 @@ def test_a_batch_watched_again_by_the_client_that_saw_it_finish_is_answered_at_o
             async with AsyncClient(f"127.0.0.1:{c.port}", timeout=10) as client:
                 sent, report = await client.submit_batch(doc, wait=True)
                 first = await client.watch_batch(sent.batch, sent.run)
+                expected = json.loads(json.dumps(first))
+                first["tasks"].clear()  # (what a caller does with its report is its own)
                 admin.signal(signal.SIGKILL)
                 await admin.wait(10)
                 async with asyncio.timeout(5):
                     again = await client.watch_batch(sent.batch, sent.run)
-                return report, first, again
+                return report, expected, again
 
-    report, first, again = run(body())
-    assert report == first == again and [t["id"] for t in again["tasks"]] == ["once"]
+    report, expected, again = run(body())
+    assert report == expected == again and [t["id"] for t in again["tasks"]] == ["once"]
 
 
 def test_the_sync_client_closes_from_a_thread_running_an_event_loop_and_leaves_nothing_open(

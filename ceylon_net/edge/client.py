@@ -121,6 +121,7 @@ class _Waited:
     run: str
     on_progress: list[Callable[[wire.BatchProgress], None]] = field(default_factory=list)
     waiters: int = 0
+    payload: bytes = b""  # the REPORT's, once it came (kept: a later watch reads it anew)
 
 
 class AsyncClient:
@@ -152,7 +153,7 @@ class AsyncClient:
         self._futures: dict[Any, TaskFuture] = {}
         self._groups: dict[str, GroupFuture] = {}
         self._batches: dict[int, _Waited] = {}  # batches waited for, by number
-        self._reports: dict[tuple[int, str], dict[str, Any]] = {}  # finished ones (some)
+        self._reports: dict[tuple[int, str], bytes] = {}  # finished ones' REPORTs (some)
         # submitted this loop turn: (task or group document, its size encoded, the group's
         # future for a group)
         self._queued: list[tuple[dict[str, Any], int, GroupFuture | None]] = []
@@ -329,8 +330,8 @@ class AsyncClient:
         report it has: it does not change). AdminUnreachableError when the admin has no such
         batch (a wrong number, or another run: restarted without its journal)."""
         known = self._reports.get((batch, run))
-        if known is not None:  # (a finished batch's report does not change: not asked again)
-            return dict(known)
+        if known:  # (a finished batch's report does not change: not asked again)
+            return wire.unpack(wire.BatchReport, known, INBOUND_LIMITS).report
         waited = self._claim_batch(batch, run, on_progress)  # (refused before asking)
         self._send(Kind.WATCH, wire.Watch([], [], [[batch, run]]))
         return await self._await_batch(batch, waited, on_progress)
@@ -370,9 +371,10 @@ class AsyncClient:
             if not waited.waiters and self._batches.get(batch) is waited:
                 del self._batches[batch]
         kept = self._reports
-        kept[batch, waited.run] = report  # (the admin answers the same client once a beat)
-        if len(kept) > REPORTS_KEPT:
-            del kept[next(iter(kept))]
+        if waited.payload:  # (the admin answers one client's watches of a batch once a beat)
+            kept[batch, waited.run] = waited.payload
+            if len(kept) > REPORTS_KEPT:
+                del kept[next(iter(kept))]
         return report
 
     # ------------------------------------------------------------------ futures
@@ -575,7 +577,7 @@ class AsyncClient:
                     logger.exception("client: a progress callback of batch {} failed",
                                      progress.batch)
         elif kind == Kind.REPORT:
-            self._report(wire.unpack(wire.BatchReport, env.payload, INBOUND_LIMITS))
+            self._report(wire.unpack(wire.BatchReport, env.payload, INBOUND_LIMITS), env.payload)
 
     def _done(self, done: wire.TaskDone) -> None:
         fut = self._futures.pop(done.task_id, None)
@@ -592,7 +594,7 @@ class AsyncClient:
         fut.set_exception(TaskFailed(f"task {done.task_id!r} {done.status}{where}: {last}",
                                      done.task_id, reason))
 
-    def _report(self, done: wire.BatchReport) -> None:
+    def _report(self, done: wire.BatchReport, payload: bytes) -> None:
         waited = self._batches.get(done.batch)
         if waited is None or waited.report.done():
             return
@@ -600,6 +602,7 @@ class AsyncClient:
             waited.report.set_exception(AdminUnreachableError(
                 f"lost batch {done.batch} at {self.endpoint}: {done.error}"))
         else:
+            waited.payload = payload
             waited.report.set_result(done.report)
 
     def _heartbeat(self, beat: wire.Event) -> None:
