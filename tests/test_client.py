@@ -800,3 +800,17 @@ def test_futures_that_depend_on_each_other_fail_naming_the_cycle(tmp_path):
     cycle = "dependency cycle: task 'a' -> task 'b' -> task 'a'"
     assert all(cycle in s for s in said), said
     assert fine == {"echo": 3}
+
+
+def test_the_reports_a_client_keeps_for_a_second_watch_stay_within_their_bytes(monkeypatch):
+    """The client keeps the last finished batches' REPORTs, within REPORTS_KEPT bytes in all
+    (a report carries every task's value: 64 of them could be gigabytes); one larger than
+    that is not kept."""
+    from ceylon_net.edge import client as client_module
+
+    monkeypatch.setattr(client_module, "REPORTS_KEPT", 100)
+    c = AsyncClient("127.0.0.1:1")
+    for batch, size in enumerate((40, 40, 40, 101, 30)):
+        waited = client_module._Waited(None, "run", payload=b"x" * size)  # type: ignore
+        c._keep_report(batch, waited)
+    assert {b: len(p) for (b, _), p in c._reports.items()} == {2: 40, 4: 30}

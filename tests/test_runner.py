@@ -671,7 +671,7 @@ def test_a_runner_on_hold_starts_nothing_queued_and_gives_it_back_on_request():
     async def body() -> None:
         runner, tasks, crashes = await _running(Task(1, "running"))
         ok = [True]
-        runner.may_start = lambda: ok[0]
+        runner.may_start, runner.touch_until = (lambda: ok[0]), 0.0  # (as a worker sets them)
         for i in (2, 3):
             runner.accept(TaskAssignment(Task(i, "queued"), "w", 1))
         ok[0] = False
@@ -687,7 +687,16 @@ def test_a_runner_on_hold_starts_nothing_queued_and_gives_it_back_on_request():
         ok[0] = True
         runner.resume()
         await wait_until(lambda: tasks.started == [1, 4], 5, "4 to start after resume()")
+        # Told it need not ask for a long while, it asks anew once held (registered again:
+        # the next admin may call it lost sooner).
+        runner.touch_until = 1e18
+        runner.hold()
+        runner.resume()
+        ok[0] = False
         tasks.open(4)
+        runner.accept(TaskAssignment(Task(5, "after again"), "w", 1))
+        await wait_until(lambda: runner.on_hold, 5, "the runner to ask, and hold")
+        assert tasks.started == [1, 4]
         await runner.stop()
         assert not crashes
 

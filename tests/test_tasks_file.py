@@ -490,3 +490,19 @@ def test_the_readmes_tasks_files_are_accepted(tmp_path):
         path.write_text(block)
         tasks, groups = load_work(path)
         assert tasks or groups, block
+
+
+@pytest.mark.timeout(20)
+def test_an_int_subclass_in_a_task_field_is_read_as_its_int_at_once():
+    """An IntEnum as a task's difficulty or priority (from a program: a file has plain ints)
+    is the int it is; asked `in range` as itself, it would walk the 2**64 ints msgpack
+    carries."""
+    import enum
+
+    from ceylon_net.core.workfile import valid_field
+
+    class Level(enum.IntEnum):
+        HIGH = 9
+
+    assert valid_field("difficulty", Level.HIGH) and valid_field("priority", Level.HIGH)
+    assert not valid_field("difficulty", True)

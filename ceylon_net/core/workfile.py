@@ -48,7 +48,8 @@ TASK_FIELDS = {
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v in MSGPACK_INTS
+    # (int(v): a subclass's `in range` would walk the range)
+    return isinstance(v, int) and not isinstance(v, bool) and int(v) in MSGPACK_INTS
 
 
 # A duration or time limit past this (about 31 years; 1e400 reads as infinity) is a task

@@ -42,7 +42,9 @@ SILENCE = 2.0  # seconds without a word from the admin before pending tasks are 
 # ... and every so often anyway: a DONE the admin could not route (our connection was being
 # re-made, or our queue was full) is lost, and heartbeats would hide it.
 REWATCH = 10.0
-REPORTS_KEPT = 64  # finished batches' reports a client keeps, for a second watch of one
+# Finished batches' reports a client keeps (their REPORTs' bytes, at most this many in all),
+# for a second watch of one.
+REPORTS_KEPT = 8 * 1024 * 1024
 # What the client takes from its admin, which it trusts: a large batch's report, the status
 # of a long-lived admin, a result as large as the admin's own limit allows. (At the default
 # 1 MiB, a report of 20,000 tasks was dropped with the connection, and then sent again.)
@@ -370,12 +372,18 @@ class AsyncClient:
                 waited.on_progress.remove(on_progress)
             if not waited.waiters and self._batches.get(batch) is waited:
                 del self._batches[batch]
-        kept = self._reports
-        if waited.payload:  # (the admin answers one client's watches of a batch once a beat)
-            kept[batch, waited.run] = waited.payload
-            if len(kept) > REPORTS_KEPT:
-                del kept[next(iter(kept))]
+        self._keep_report(batch, waited)
         return report
+
+    def _keep_report(self, batch: int, waited: _Waited) -> None:
+        """The admin answers one client's watches of a batch once a heartbeat: a report this
+        client has is kept (the last ones, within REPORTS_KEPT bytes) for a second watch."""
+        kept, payload = self._reports, waited.payload
+        if not payload or len(payload) > REPORTS_KEPT:
+            return
+        kept[batch, waited.run] = payload
+        while sum(map(len, kept.values())) > REPORTS_KEPT:
+            del kept[next(iter(kept))]
 
     # ------------------------------------------------------------------ futures
     def submit(self, handler: str, *args: Any, key: Any = None, depends_on: Iterable[Any] = (),

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import importlib
 import inspect
+import math
 import os
 import threading
 import time
@@ -401,21 +402,23 @@ class Batch:
     back)."""
 
     def __init__(self, calls: list[tuple[str, list[Any], dict[str, Any]]],
-                 budget: float) -> None:
+                 budget: float, start_by: float = math.inf) -> None:
         self.claims = [Claim(name, args, kwargs) for name, args, kwargs in calls]
-        until = time.perf_counter() + budget  # (from now: the thread may start late)
-        self.job = _in_thread(functools.partial(self._run, until), None)
+        self.job = _in_thread(functools.partial(self._run, budget, start_by), None)
 
-    def _run(self, until: float) -> None:
+    def _run(self, budget: float, start_by: float) -> None:
         """The calls one after another; none started once ``budget`` seconds have gone by
-        since the batch was made (a call turned out slow, or the process was paused:
-        SIGSTOP, a VM frozen): the rest go back to the worker's queue, whose next moves it
-        decides with what it hears meanwhile (the admin may have given them to another
-        worker)."""
+        since the first started (it turned out slow), nor after ``start_by`` (monotonic: the
+        time its worker knew itself in touch with the admin until; the process was paused,
+        SIGSTOP, a VM frozen, and the admin may have given them to another worker): the rest
+        go back to the worker's queue, whose next moves it decides with what it hears."""
+        until = time.perf_counter() + budget
         for claim in self.claims:
-            if time.perf_counter() > until:
+            if time.monotonic() > start_by:
                 return
             claim.run()
+            if time.perf_counter() > until:
+                return
 
     def drop(self) -> None:
         """Nothing more of it is to run (its runner stops): what no thread took is not run."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -66,7 +67,9 @@ class TaskRunner:
     # admin (which may have given what is queued here to other workers by now). The runner
     # then holds, starting nothing queued, until resume().
     may_start: Callable[[], bool] = staticmethod(lambda: True)
-    touch_until = 0.0  # (monotonic) until when may_start() need not be asked: it says so
+    # (monotonic) Until when may_start() need not be asked (it says so; inf: never, as it
+    # says yes); and until when a batch's thread may start a call.
+    touch_until = math.inf
     _held: asyncio.Event | None = None  # set on resume()
 
     def __init__(self, name: str, capacity: int,
@@ -326,6 +329,7 @@ class TaskRunner:
 
     def hold(self) -> None:
         """Start nothing queued until resume() (running tasks run on)."""
+        self.touch_until = min(self.touch_until, 0.0)  # (asked anew after: a new admin...)
         if self._held is None:
             self._held = asyncio.Event()
 
@@ -533,7 +537,7 @@ class TaskRunner:
         behind it go back to the queue's front for the other slots."""
         chunk = self._gather(first)
         batch = handlers.Batch([(b.task.handler, b.task.args, b.task.kwargs) for b in chunk],
-                               BATCH_WAIT)
+                               BATCH_WAIT, self.touch_until)
         for b, claim in zip(chunk, batch.claims, strict=True):
             self._claimed[b.task.id] = claim
         self._batches += 1

@@ -175,7 +175,7 @@ class Worker(AgentBase):
         self._sockets = WorkerSockets(s.name, s.endpoint, s.max_message_bytes, curve)
         bus = supervised(self._broadcast_loop(), f"{self.name}'s broadcast loop", self._crashed)
         beat = supervised(self._heartbeat_loop(), f"{self.name}'s heartbeat loop", self._crashed)
-        self.runner.may_start = self._in_touch
+        self.runner.may_start, self.runner.touch_until = self._in_touch, 0.0
         self.runner.start(self._crashed)
         self._gc.install()
         self._session = asyncio.create_task(self._connected_session(), name=f"{s.name}-session")
@@ -652,8 +652,8 @@ class Worker(AgentBase):
                     self._flush()  # tasks that started since the last results, results again
                 if not self._in_touch():  # (asked before the beat makes us look in touch)
                     self.runner.hold()
-                await self._sockets.send(self._heartbeat_frames(), 1.0)
-                self._beat_sent = time.monotonic()
+                if await self._sockets.send(self._heartbeat_frames(), 1.0):
+                    self._beat_sent = time.monotonic()  # (one that did not leave: not a beat)
 
     def _heartbeat_frames(self, cut_off: Sequence[list[Any]] = ()) -> list[bytes]:
         interval = self._welcome.heartbeat if self._welcome else 1.0

@@ -54,7 +54,8 @@ KINDS = frozenset(v for k, v in vars(Kind).items() if k.isupper())
 
 
 MAX_CAPACITY = 10_000  # tasks one worker may run at once (its --concurrency)
-# The integers msgpack carries (`v in MSGPACK_INTS` is O(1)); any other cannot be sent.
+# The integers msgpack carries (`v in MSGPACK_INTS` is O(1) for an int, but walks the range
+# for a subclass of int: ask with int(v)); any other cannot be sent.
 MSGPACK_INTS = range(-(2**63), 2**64)
 MAX_HELD = MAX_CAPACITY  # tasks a worker can hold, running or with results unacknowledged
 MAX_HANDLERS = 1_000  # task handler names one worker can announce
