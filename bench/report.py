@@ -152,7 +152,9 @@ def print_table(res: Results, tgts: list[Target]) -> None:
         print("floor, measured in the same run: W2, a bare asyncio echo (no code of ours); W3, "
               "7 rounds of the\ntasks' own run time (no schedule does better); W4, our admin "
               "with the queue alone, plus what\nlibzmq alone keeps for the agents' connections "
-              "(bench/zmq_connections.py)")
+              "as they join (bench/zmq_connections.py); that grows\nas their heartbeats go "
+              "round its pipes: 122.7 MiB for 1,000 agents and nothing else after 14 minutes\n"
+              "(bench/zmq_connections.py --pace 5 --hold 1260, measured 2026-12-05)")
     for note in res.notes:
         print(f"note: {note}")
 
