@@ -12,7 +12,7 @@ from kit import EPOCH, Sim, logs, of
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
-from ceylon_net.core.pacing import Pulse
+from ceylon_net.core.pacing import Pulse, out_of_touch
 from ceylon_net.dev.testing import Cluster, wait_until
 from ceylon_net.edge.client import AsyncClient
 from ceylon_net.wire import Kind
@@ -100,3 +100,22 @@ def test_worker_processes_beat_at_the_pace_the_admin_asks_and_stay_connected(tmp
     assert " lost: " not in admin_err and "replaced" not in admin_err
     for err in worker_errs:
         assert "admin silent" not in err and err.count("registered with admin") == 1
+
+
+def test_a_worker_holds_its_queue_from_half_a_beat_before_the_admin_would_call_it_lost():
+    """out_of_touch, fed times (heartbeat 1 s, liveness 3: lost at 3 s unheard): in touch
+    until the earlier of its own beat and the admin's word going 2.5 s stale; a beat due at an
+    older, slower pace (5 s) is not late until 7.5 s; at liveness 2, 1.5 s."""
+    def ask(beat_ago: float, heard_ago: float, liveness: int = 3,
+            sleeping: float = 1.0) -> tuple[str | None, float]:
+        return out_of_touch(100.0, 100.0 - beat_ago, 100.0 - heard_ago, 1.0, liveness,
+                            sleeping)
+
+    assert ask(2.0, 1.0) == (None, 100.5)  # (its beat goes stale first)
+    assert ask(0.2, 2.0) == (None, 100.5)  # (the admin's word does)
+    why, _ = ask(2.6, 0.1)
+    assert why == ("no heartbeat of ours went out for 2.6 s (was this process paused, or its "
+                   "event loop blocked?)")
+    assert ask(0.1, 2.6)[0] == "admin silent for 2.6 s"
+    assert ask(4.0, 0.1, sleeping=5.0) == (None, 99.9 + 2.5) and ask(8.0, 0.1, sleeping=5.0)[0]
+    assert ask(1.4, 1.4, liveness=2) == (None, 100.1) and ask(1.6, 0.1, liveness=2)[0]

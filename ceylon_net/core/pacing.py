@@ -101,6 +101,25 @@ class Pulse:
         return every * self.liveness
 
 
+def out_of_touch(now: float, beat_sent: float, admin_seen: float, every: float, liveness: int,
+                 sleeping: float) -> tuple[str | None, float]:
+    """May a worker start what it has queued? Not once its heartbeats went unheard long
+    enough for the admin to call it lost (its process was paused, or its event loop
+    blocked), nor once the admin went silent: what is queued there may be running elsewhere
+    by then. The worker holds from ``liveness - 0.5`` beats (the admin calls it lost at
+    ``liveness``); a beat still due at an older, slower pace (``sleeping``: the interval its
+    heartbeat loop sleeps) is not late. Returns (why not, or None; until when the answer is
+    yes, when it is)."""
+    limit = every * max(liveness - 0.5, 1.0)
+    beat_limit = max(limit, sleeping * 1.5)
+    if now - beat_sent > beat_limit:
+        return (f"no heartbeat of ours went out for {now - beat_sent:.1f} s (was this process "
+                f"paused, or its event loop blocked?)"), now
+    if now - admin_seen > limit:
+        return f"admin silent for {now - admin_seen:.1f} s", now
+    return None, min(beat_sent + beat_limit, admin_seen + limit)
+
+
 class Flush(enum.Enum):
     """When a worker's news (results, starts, tasks given back) leaves."""
 

@@ -412,12 +412,12 @@ class Batch:
         time its worker knew itself in touch with the admin until; the process was paused,
         SIGSTOP, a VM frozen, and the admin may have given them to another worker): the rest
         go back to the worker's queue, whose next moves it decides with what it hears."""
-        until = time.perf_counter() + budget
+        until = time.monotonic() + budget
         for claim in self.claims:
             if time.monotonic() > start_by:
                 return
             claim.run()
-            if time.perf_counter() > until:
+            if time.monotonic() > until:
                 return
 
     def drop(self) -> None:

@@ -329,7 +329,7 @@ class TaskRunner:
 
     def hold(self) -> None:
         """Start nothing queued until resume() (running tasks run on)."""
-        self.touch_until = min(self.touch_until, 0.0)  # (asked anew after: a new admin...)
+        self.touch_until = 0.0  # (asked anew from now: the next admin may wait less)
         if self._held is None:
             self._held = asyncio.Event()
 
@@ -337,13 +337,6 @@ class TaskRunner:
         held, self._held = self._held, None
         if held is not None:
             held.set()
-
-    def _holds(self) -> asyncio.Event | None:
-        """What a slot waits on before it starts a queued task: nothing (None) unless
-        holding, or the worker says no now."""
-        if self._held is None and not self.may_start():
-            self.hold()
-        return self._held
 
     async def drain(self, timeout: float) -> bool:
         """Wait until nothing is queued or running; False if that took longer than timeout."""
@@ -401,12 +394,12 @@ class TaskRunner:
         if self._queued.get(a.task.id) is not a:
             self._check_idle()
             return True
-        if self._held is None and time.monotonic() <= self.touch_until:
-            return False
-        if (held := self._holds()) is not None:
-            self.queue.put_front(a)
-            return held
-        return False
+        if self._held is None:
+            if time.monotonic() <= self.touch_until or self.may_start():
+                return False
+            self.hold()
+        self.queue.put_front(a)
+        return self._held
 
     async def _run_one(self, a: TaskAssignment, me: asyncio.Task[None],
                        run: Callable[[], Awaitable[TaskResult]] | None = None) -> TaskResult:

@@ -13,7 +13,7 @@ from loguru import logger
 
 from .. import wire
 from ..core.broadcasts import BroadcastInbox
-from ..core.pacing import RESULT_HOLD, Flush, when_to_flush
+from ..core.pacing import RESULT_HOLD, Flush, out_of_touch, when_to_flush
 from ..core.tasks import Task, TaskAssignment, TaskResult
 from ..core.workers import AgentDetail
 from ..errors import (
@@ -62,7 +62,6 @@ class Worker(AgentBase):
     _refused: str | None = None  # the admin's last refusal that may change (a name taken)
     _why_held = ""  # why the runner holds our queued tasks (see _in_touch)
     _beat_every = 1.0  # the interval our heartbeat loop sleeps now
-    _beat_wake: asyncio.Event | None = None  # set: it beats now
 
     @property
     def refusal(self) -> str | None:
@@ -99,7 +98,7 @@ class Worker(AgentBase):
         self._welcome: Welcome | None = None
         self._draining = self._unknown = False  # _unknown: see _serve
         self._flush_soon = guarded(self._scheduled_flush, f"{self.name}'s flush", self._crashed)
-        self._stop = asyncio.Event()
+        self._stop, self._beat_wake = asyncio.Event(), asyncio.Event()  # (wake: beat now)
         self._end_reason: str | None = None
         self._failure: Crashed | None = None
         self._admin_seen = self._pub_beat = self._beat_sent = 0.0  # (heard; PUB beat; ours)
@@ -211,25 +210,18 @@ class Worker(AgentBase):
                                else "")
 
     def _in_touch(self) -> bool:
-        """May a queued task start now? Not once we went unheard long enough for the admin
-        to call us lost (this process was paused, or its event loop blocked), nor when the
-        admin went silent: what is queued here may be running elsewhere by then. The
-        runner holds (see _connected_session)."""
+        """May a queued task start now? :func:`out_of_touch` decides, on our clocks; when
+        not, the runner holds and we register again (see _connected_session)."""
         w = self._welcome
         if w is None:
             return False
-        now, limit = time.monotonic(), w.heartbeat * max(w.liveness - 0.5, 1.0)
-        # (the admin asked for a faster pace: the beat on its way still comes at the old one)
-        beat_limit = max(limit, self._beat_every * 1.5)
-        if now - self._beat_sent > beat_limit:
-            self._why_held = (f"no heartbeat of ours went out for {now - self._beat_sent:.1f} "
-                              f"s (was this process paused, or its event loop blocked?)")
-        elif now - self._admin_seen > limit:
-            self._why_held = f"admin silent for {now - self._admin_seen:.1f} s"
-        else:  # (no need to ask again before then: a start costs a clock read till then)
-            self.runner.touch_until = min(self._beat_sent + beat_limit, self._admin_seen + limit)
-            return True
-        return False
+        why, until = out_of_touch(time.monotonic(), self._beat_sent, self._admin_seen,
+                                  w.heartbeat, w.liveness, self._beat_every)
+        if why is not None:
+            self._why_held = why
+            return False
+        self.runner.touch_until = until  # (no need to ask before: a start reads a clock)
+        return True
 
     async def arun_against(self, admin: Serving) -> str:
         """Run against an in-process admin (over loopback sockets, like any other worker)."""
@@ -422,8 +414,7 @@ class Worker(AgentBase):
         if self._draining:  # said to the admin before (or to another admin process)
             self._sockets.send_soon(self._frames(Kind.DRAIN, wire.End("draining")))
         self.runner.resume()  # (what was queued before went back: what comes now is ours)
-        if self._beat_wake is not None:
-            self._beat_wake.set()  # (our first beat at the admin's pace: from now)
+        self._beat_wake.set()  # (our first beat at the admin's pace: from now)
 
     def _send_held(self) -> None:
         """Welcomed: the broadcasts and messages the admin refused while it did not know us,
@@ -637,10 +628,10 @@ class Worker(AgentBase):
             # The admin's WELCOME sets the pace for both sides; until then, a second (a
             # WELCOME ends that wait: its pace counts from then).
             self._beat_every = self._welcome.heartbeat if self._welcome else 1.0
-            self._beat_wake = wake = asyncio.Event()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._beat_every):
-                    await wake.wait()
+                    await self._beat_wake.wait()
+            self._beat_wake.clear()
             self._gc.tick(time.monotonic(), self.runner.idle)
             if self._welcome is not None and self._sockets is not None:
                 every = self._welcome.heartbeat
