@@ -2,6 +2,7 @@
 restarted on its journal, graceful drain, and journals that must be refused."""
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -28,32 +29,41 @@ def _executions(procs):
     return ran
 
 
+@contextlib.asynccontextmanager
+async def _two_workers(tmp_path, files, admin_args, victim, other):
+    """An admin running a tasks file once two workers joined (``files``: the file and where
+    its report goes, as from _sleeps), the PUB bus read, and the two workers (``victim`` and
+    ``other``: their arguments, name first; the victim logs each task it starts): (admin,
+    bus, victim, other), once the victim runs a task (and so has confirmed it to the admin)."""
+    async with Cluster(workdir=tmp_path) as c:
+        admin = await c.admin("--tasks", str(files[0]), "--expect-workers", "2",
+                              "--report-json", str(files[1]), *admin_args)
+        async with EventLog("127.0.0.1", c.pub_port) as bus:
+            await bus.wait_subscribed()
+            first = await c.worker(*victim, "--log-level", "DEBUG")
+            second = await c.worker(*other)
+            await wait_until(lambda: "running task" in first.stderr(), 20,
+                             f"a task running on '{victim[0]}'")
+            yield admin, bus, first, second
+
+
 def test_a_worker_killed_mid_task_has_its_task_done_elsewhere_in_time(tmp_path, tasks_file):
-    path = tasks_file([{"id": i, "description": f"t{i}", "difficulty": 1, "duration": 1.5}
-                       for i in range(4)])
-    report_path = tmp_path / "report.json"
+    path, report_path = _sleeps(tasks_file, tmp_path, 4, 1.5)
 
     async def body():
-        async with Cluster(workdir=tmp_path) as c:
-            admin = await c.admin("--tasks", str(path), "--expect-workers", "2",
-                                  "--report-json", str(report_path))
-            async with EventLog("127.0.0.1", c.pub_port) as bus:
-                await bus.wait_subscribed()
-                victim = await c.worker("victim", "--concurrency", "2", "--log-level", "DEBUG")
-                await c.worker("survivor", "--concurrency", "4")
-                # Killed mid-task: once it runs one (and so has confirmed it to the admin).
-                await wait_until(lambda: "running task" in victim.stderr(), 20,
-                                 "a task running on the victim")
-                mine = [a.task.id for a in bus.of(b"ASSIGN") if a.worker == "victim"]
-                victim.signal(signal.SIGKILL)
-                killed_at = time.monotonic()
-                await wait_until(
-                    lambda: all(any(a.task.id == t and a.worker == "survivor"
-                                    for a in bus.of(b"ASSIGN")) for t in mine),
-                    10, "the victim's tasks to be reassigned")
-                reassigned_after = time.monotonic() - killed_at
-                assert await admin.wait(30) == 0, admin.stderr()
-                return mine, reassigned_after, admin.stderr()
+        async with _two_workers(tmp_path, (path, report_path), (), ("victim", "--concurrency", "2"),
+                                ("survivor", "--concurrency", "4")) as (admin, bus, victim, _):
+            # Killed mid-task.
+            mine = [a.task.id for a in bus.of(b"ASSIGN") if a.worker == "victim"]
+            victim.signal(signal.SIGKILL)
+            killed_at = time.monotonic()
+            await wait_until(
+                lambda: all(any(a.task.id == t and a.worker == "survivor"
+                                for a in bus.of(b"ASSIGN")) for t in mine),
+                10, "the victim's tasks to be reassigned")
+            reassigned_after = time.monotonic() - killed_at
+            assert await admin.wait(30) == 0, admin.stderr()
+            return mine, reassigned_after, admin.stderr()
 
     mine, took, err = run(body())
     assert mine
@@ -346,45 +356,37 @@ def test_a_paused_worker_starts_none_of_its_queued_tasks_given_to_another_meanwh
     call it lost, whose queued tasks another worker has started meanwhile, is continued: it
     starts none of them (it gives what it has queued back and registers again). Before, it
     ran its queue's head at once, a second run of a task the other worker had run."""
-    path = tasks_file([{"id": i, "description": f"t{i}", "difficulty": 1, "duration": 0.2}
-                       for i in range(30)])
-    report_path = tmp_path / "report.json"
+    path, report_path = _sleeps(tasks_file, tmp_path, 30, 0.2)
 
     async def body():
-        async with Cluster(workdir=tmp_path) as c:
-            admin = await c.admin("--tasks", str(path), "--expect-workers", "2",
-                                  "--heartbeat", "0.25", "--prefetch", "6",
-                                  "--report-json", str(report_path))
-            async with EventLog("127.0.0.1", c.pub_port) as bus:
-                await bus.wait_subscribed()
-                paused = await c.worker("paused", "--log-level", "DEBUG")
-                steady = await c.worker("steady", "--log-level", "DEBUG")
-                await wait_until(lambda: "running task" in paused.stderr(), 20,
-                                 "a task running on the worker to pause")
-                paused.signal(signal.SIGSTOP)
-                try:
-                    before = set(_executions([paused]))  # (its log is complete: it is stopped)
-                    await wait_until(lambda: "worker 'paused' lost" in admin.stderr(), 20,
-                                     "the admin to call the paused worker lost")
-                    queued = {str(a.task.id) for a in bus.of(b"ASSIGN")
-                              if a.worker == "paused"} - before
-                    assert queued, "nothing was queued on the paused worker"
-                    await wait_until(lambda: queued <= set(_executions([steady])), 30,
-                                     f"the other worker to start {sorted(queued)}")
-                finally:
-                    said_before = len(paused.stderr())
-                    paused.signal(signal.SIGCONT)
-                assert await admin.wait(60) == 0, admin.stderr()
-                ran = _executions([paused, steady])
-                twice = {t for t, n in ran.items() if n > 1}
-                assert twice <= before, f"ran twice: {sorted(twice - before)} (running at " \
-                                        f"the pause: {sorted(before)})"
-                await wait_until(lambda: "given back to the admin" in
-                                 paused.stderr()[said_before:], 10,
-                                 "the paused worker to say it gave its queue back")
-                # (a worker that was not paused never holds: at --heartbeat 0.25 its first
-                # beat after the WELCOME is at that pace, not the second it waits before)
-                assert "registering again" not in steady.stderr(), steady.stderr()
+        async with _two_workers(tmp_path, (path, report_path),
+                                ("--heartbeat", "0.25", "--prefetch", "6"),
+                                ("paused",), ("steady", "--log-level", "DEBUG")) \
+                as (admin, bus, paused, steady):
+            paused.signal(signal.SIGSTOP)
+            try:
+                before = set(_executions([paused]))  # (its log is complete: it is stopped)
+                await wait_until(lambda: "worker 'paused' lost" in admin.stderr(), 20,
+                                 "the admin to call the paused worker lost")
+                queued = {str(a.task.id) for a in bus.of(b"ASSIGN")
+                          if a.worker == "paused"} - before
+                assert queued, "nothing was queued on the paused worker"
+                await wait_until(lambda: queued <= set(_executions([steady])), 30,
+                                 f"the other worker to start {sorted(queued)}")
+            finally:
+                said_before = len(paused.stderr())
+                paused.signal(signal.SIGCONT)
+            assert await admin.wait(60) == 0, admin.stderr()
+            ran = _executions([paused, steady])
+            twice = {t for t, n in ran.items() if n > 1}
+            assert twice <= before, f"ran twice: {sorted(twice - before)} (running at the " \
+                                    f"pause: {sorted(before)})"
+            await wait_until(lambda: "given back to the admin" in
+                             paused.stderr()[said_before:], 10,
+                             "the paused worker to say it gave its queue back")
+            # (a worker that was not paused never holds: at --heartbeat 0.25 its first beat
+            # after the WELCOME is at that pace, not the second it waits before)
+            assert "registering again" not in steady.stderr(), steady.stderr()
 
     run(body())
     report = json.loads(report_path.read_text())
