@@ -222,22 +222,68 @@ def test_tasks_that_can_only_wait_in_queues_are_split_evenly_among_equal_workers
     assert sorted(Counter(w for _, w in placed).values()) == [10, 10, 10, 10]
 
 
-def test_a_task_that_needs_a_free_slot_holds_the_workers_that_could_give_it_one():
-    # A "front" task (it was with a worker that died) goes only to a free slot. Younger tasks
-    # do not queue on the workers that could take it, so their queues drain and a slot frees
-    # for it; workers that could not take it are fed as usual.
-    s = scheduler(WorkerSlot("Senior", 9, capacity=3, slots=1, running=1),
+def test_a_task_lost_with_a_worker_runs_alone():
+    # A "front" task (it was with a worker that died) goes only to a worker with nothing in
+    # flight, which gets nothing more until it ends: if it kills its worker again, no other
+    # task is lost with it, and no other task's crash is counted against it.
+    s = scheduler(WorkerSlot("w", 5, capacity=4, slots=2))
+    s.push("lost", 1, None, front=True)
+    for i in range(3):
+        s.push(i, 1, None)
+
+    assert s.assign() == [("lost", "w")]
+    assert s.workers["w"].alone and s.workers["w"].room == 0
+    assert s.assign() == []
+    s.release("w")
+    assert not s.workers["w"].alone
+    assert s.assign() == [(0, "w"), (1, "w"), (2, "w")]
+
+
+def test_a_task_lost_with_a_worker_waits_for_an_idle_one_not_a_free_slot():
+    s = scheduler(WorkerSlot("busy", 5, capacity=4, slots=4, running=1),
+                  WorkerSlot("idle", 9, capacity=4, slots=4))
+    s.push("lost", 1, None, front=True)
+    s.push("next", 1, None)
+
+    # The best fit (least skilled) has three free slots, but one task in flight.
+    assert s.assign() == [("lost", "idle"), ("next", "busy")]
+
+
+def test_a_task_waiting_to_run_alone_holds_one_worker_the_others_work_on():
+    # While no worker is idle, one that could take it is held for it: it gets no younger
+    # task, so it drains; the one with the least in flight is held, and the others (and
+    # workers that could not take it) are fed as usual.
+    s = scheduler(WorkerSlot("A", 9, capacity=3, slots=1, running=3),
+                  WorkerSlot("B", 9, capacity=3, slots=1, running=2),
                   WorkerSlot("Junior", 3, capacity=3, slots=1, running=1))
     s.push("lost", 8, None, front=True)
-    for task in ("next-hard", "easy-1", "easy-2"):
-        s.push(task, 8 if task == "next-hard" else 2, None)
+    for task in ("hard-1", "hard-2", "easy-1"):
+        s.push(task, 8 if task.startswith("hard") else 2, None)
 
-    assert s.assign() == [("easy-1", "Junior"), ("easy-2", "Junior")]
-    s.release("Senior")
-    assert s.assign() == [("lost", "Senior"), ("next-hard", "Senior")]
+    assert s.assign() == [("easy-1", "Junior")]  # A is full, B (least in flight) held
+    # B stays held though A now has less in flight: a hold that moved to whoever had least
+    # at each look could keep every worker from draining.
+    s.release("A", 2)
+    assert s.assign() == [("hard-1", "A"), ("hard-2", "A")]
+    s.release("B", 2)
+    assert s.assign() == [("lost", "B")]
+    assert s.workers["B"].alone
 
 
-def test_a_task_ahead_of_the_reserving_one_may_still_queue_on_its_worker():
+def test_when_the_held_worker_leaves_another_is_held_in_its_place():
+    s = scheduler(WorkerSlot("A", 9, capacity=2, slots=1, running=1),
+                  WorkerSlot("B", 9, capacity=3, slots=1, running=2))
+    s.push("lost", 1, None, front=True)
+    s.push("later", 1, None)
+    assert s.assign() == [("later", "B")]  # A (least in flight) is held
+    s.remove_worker("A")
+    s.push("later-2", 1, None)
+    assert s.assign() == []  # B is held now
+    s.release("B", 3)
+    assert s.assign() == [("lost", "B")]
+
+
+def test_a_task_ahead_of_the_reserving_one_may_still_go_to_its_worker():
     s = scheduler(WorkerSlot("w", 5, capacity=3, slots=1, running=1))
     s.push("lost", 1, None, front=True)
     s.push("later", 1, None)
@@ -245,7 +291,20 @@ def test_a_task_ahead_of_the_reserving_one_may_still_queue_on_its_worker():
 
     assert s.assign() == [("urgent", "w")]  # ahead of "lost": queued as ever
     s.release("w", 2)
-    assert s.assign() == [("lost", "w"), ("later", "w")]
+    assert s.assign() == [("lost", "w")]
+    s.release("w")
+    assert s.assign() == [("later", "w")]
+
+
+def test_what_a_worker_was_found_to_hold_sets_whether_it_runs_alone():
+    s = scheduler(WorkerSlot("w", 5, capacity=4))
+    v = s.version
+    s.holds("w", 1, alone=True)
+    assert (s.workers["w"].running, s.workers["w"].alone, s.workers["w"].room) == (1, True, 0)
+    assert s.version > v
+    s.holds("w", 0, alone=True)  # nothing in flight: nothing runs alone
+    assert (s.workers["w"].running, s.workers["w"].alone) == (0, False)
+    s.holds("gone", 3, alone=False)  # unknown worker: nothing to do
 
 
 def test_a_role_task_without_its_worker_does_not_block_the_rest():
@@ -446,7 +505,8 @@ WORKER_ROLES = ["default", "analyst", "writer"]
 
 
 class SchedulerMachine(RuleBasedStateMachine):
-    """Any mix of joins, leaves, pushes, discards, assigns and completions keeps the rules."""
+    """Any mix of joins, leaves, pushes, discards, assigns and completions keeps the rules;
+    tasks lost with a worker (``front``) among them."""
 
     tasks = Bundle("tasks")
 
@@ -456,6 +516,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.queued: dict[int, tuple[int, str | None, int, int]] = {}  # id -> (d, role, p, seq)
         self.running: dict[str, list[int]] = {}
         self.taken: dict[int, tuple[int, str | None, int, int]] = {}  # assigned: as queued
+        self.front: set[int] = set()  # tasks that run alone
         self.next_id = 0
 
     @rule(name=st.sampled_from(NAMES), skill=st.integers(0, 10),
@@ -500,35 +561,56 @@ class SchedulerMachine(RuleBasedStateMachine):
         task = self.running[name].pop(data.draw(st.integers(0, len(self.running[name]) - 1)))
         self.s.release(name)
         difficulty, role, priority, seq = self.taken.pop(task)
-        assert self.s.push(task, difficulty, role, priority, seq=seq) == seq
+        if data.draw(st.booleans()):  # lost with its worker: it runs alone from now on
+            self.front.add(task)
+        assert self.s.push(task, difficulty, role, priority, seq=seq,
+                           front=task in self.front) == seq
         self.queued[task] = (difficulty, role, priority, seq)
 
     @rule()
     def assign(self):
-        before = {n: WorkerSlot(w.name, w.skill, w.role, w.capacity, w.running)
+        before = {n: WorkerSlot(w.name, w.skill, w.role, w.capacity, w.running, alone=w.alone)
                   for n, w in self.s.workers.items()}
         decisions = self.s.assign()
         order = []
         for task, name in decisions:
             difficulty, role, priority, seq = self.taken[task] = self.queued.pop(task)
             chosen = before[name]
-            # The best fit; or, in a run of one class to one worker, a free slot of it (the
-            # task starts at once there as anywhere: see Scheduler.assign).
-            free_slot = chosen.running < chosen.slots and can_do(chosen, difficulty, role)
-            assert free_slot or best_fit(before.values(), difficulty, role) is chosen
+            if task in self.front:  # alone: to an idle worker, the best fit of those
+                assert chosen.running == 0 and not self.running[name], (task, name)
+                assert best_fit(before.values(), difficulty, role, front=True) is chosen
+                chosen.alone = True
+            else:
+                # The best fit; or, in a run of one class to one worker, a free slot of it
+                # (the task starts at once there as anywhere: see Scheduler.assign).
+                free_slot = chosen.running < chosen.slots and can_do(chosen, difficulty, role)
+                assert free_slot or best_fit(before.values(), difficulty, role) is chosen
             before[name].running += 1
             self.running[name].append(task)
             order.append((-priority, seq))
         assert order == sorted(order), "decisions go best task first"
-        # Nothing placeable is left behind.
-        for task, (difficulty, role, _, _) in self.queued.items():
-            assert best_fit(self.s.workers.values(), difficulty, role) is None, task
+        # Nothing placeable is left behind, but on a worker held for a task waiting to run
+        # alone: one worker for each such task at most.
+        workers = self.s.workers.values()
+        waiting_alone = [t for t in self.queued if t in self.front]
+        for t in waiting_alone:
+            assert best_fit(workers, *self.queued[t][:2], front=True) is None, t
+        left_on = {getattr(best_fit(workers, *self.queued[t][:2]), "name", None)
+                   for t in self.queued} - {None}
+        assert len(left_on) <= len(waiting_alone), (left_on, waiting_alone)
 
     @invariant()
     def capacity_is_never_exceeded(self):
         for name, slot in self.s.workers.items():
             assert 0 <= slot.running <= slot.capacity
             assert slot.running == len(self.running[name])
+
+    @invariant()
+    def a_task_lost_with_a_worker_runs_alone(self):
+        for name, slot in self.s.workers.items():
+            alone = [t for t in self.running[name] if t in self.front]
+            assert slot.alone == bool(alone), (name, self.running[name])
+            assert not alone or len(self.running[name]) == 1, (name, self.running[name])
 
     @invariant()
     def queue_matches_the_model(self):

@@ -109,8 +109,9 @@ class TaskRecord:
     stopping: str | None = None  # asked its worker to cancel it: if it comes back, it ends
     started: bool = False  # its worker said it started the latest assignment
     ahead: bool = False  # the latest assignment was queued behind a full worker's slots
-    # It was with a worker that died or did not answer: from then on it goes only to a free
-    # slot, never into a worker's queue, so if it is what kills workers, each crash counts.
+    # It was with a worker that died or did not answer: from then on it runs alone on a worker
+    # (see ceylon_net.core.scheduler), so if it is what kills workers, each crash counts
+    # against it and takes no other task down with it.
     front: bool = False
     batch: int = 0  # the client's batch (ceylon_net.core.batches) it came in, while open
 
@@ -317,7 +318,7 @@ class TaskBoard:
             self.records[e.task.id] = TaskRecord(e.task, _RESTORED[e.status], e.worker,
                                                  e.attempt, result=e.result, reason=e.reason,
                                                  losses=e.losses, stopping=e.stopping,
-                                                 index=len(self.records))
+                                                 index=len(self.records), front=e.losses > 0)
         pending = []
         for e in entries:
             rec = self.records[e.task.id]
@@ -472,8 +473,10 @@ class TaskBoard:
         if version == self._steal_seen and now < self._steal_due:
             return {}  # nothing changed, and nothing waited long enough yet
         self._steal_seen, self._steal_due = version, float("inf")
-        workers = self.scheduler.workers
-        idle = [w for w in workers.values() if w.running < min(w.room, w.slots)]
+        workers, held = self.scheduler.workers, self.scheduler.held
+        # (a worker held for a task waiting to run alone drains: it takes nothing back)
+        idle = [w for w in workers.values()
+                if w.running < min(w.room, w.slots) and w.name not in held]
         if not idle:
             return {}
         victims = sorted((w for w in workers.values() if w.running > w.slots),
@@ -553,7 +556,7 @@ class TaskBoard:
         keeps them from everyone. They go back to the queue in their old place, and the worker
         gets nothing more until it shows it reads; they go only to trusted workers from now on
         (a task that kills whoever runs it must not take down every new worker before the
-        first is found lost), and only to a free slot (see TaskRecord.front). If the worker
+        first is found lost), and alone (see TaskRecord.front). If the worker
         turns out to be gone, each counts as lost with it. Returns the (task, attempt) taken
         back, for cancelling there."""
         slot = self.scheduler.workers.get(worker)
@@ -580,8 +583,8 @@ class TaskBoard:
         have started there count as lost with it: those it said started, and, first sent
         first, as many others as it had slots not taken by those (a task that crashed it as
         it started may never have been said to start). The rest waited in its queue: they go
-        back without a loss. Either way they go only to a free slot from now on, where a start
-        always counts: a task that crashes every worker it starts on is caught."""
+        back without a loss. Either way each runs alone from now on, where a start counts and
+        a crash is its own: a task that crashes every worker it starts on takes no other."""
         slot = self.scheduler.remove_worker(name)
         stolen = self._stolen.pop(name, ())
         self._stalled_at.pop(name, None)
@@ -661,10 +664,7 @@ class TaskBoard:
             self.probation(worker)  # tasks sent a while ago never reached it
         stale = [t for t, attempt in running.items()
                  if t not in flying or self.records[t].attempt != attempt]
-        slot = self.scheduler.workers.get(worker)
-        if slot is not None and slot.running != len(flying):
-            slot.running = len(flying)
-            self.scheduler.touch()
+        self.scheduler.holds(worker, len(flying), any(self.records[t].front for t in flying))
         return requeued, stale
 
     def _give_up_lost(self, rec: TaskRecord, worker: str, why: str) -> None:
@@ -891,8 +891,11 @@ class TaskBoard:
             unfinished += rec.state not in ENDED
         assert self._open == unfinished, f"open {self._open} != {unfinished} unfinished"
         for name, slot in self.scheduler.workers.items():
-            held = len(self._in_flight.get(name, ()))
-            assert slot.running == held, f"{name}: {slot.running}/{held}"
+            flying = self._in_flight.get(name, ())
+            assert slot.running == len(flying), f"{name}: {slot.running}/{len(flying)}"
+            alone = [t for t in flying if self.records[t].front]  # see TaskRecord.front
+            assert slot.alone == bool(alone) and (not alone or len(flying) == 1), \
+                f"{name}: alone {slot.alone}, holds {list(flying)}, of them front {alone}"
 
     def report(self, unassigned: Iterable[TaskId] = (), only: Iterable[TaskId] | None = None
                ) -> RunReport:

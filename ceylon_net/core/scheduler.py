@@ -9,9 +9,12 @@ Rules (DESIGN.md "Scheduling"):
 - among eligible workers: one with a free slot before one that would only queue the task
   (a task never waits behind another while a slot is free), then best fit (least skilled that
   can do it), then least loaded, so seniors stay free for the hard tasks;
-- a task marked ``front`` (it was with a worker that died or did not answer) goes only to a
-  free slot; while it waits for one, the workers that could take it get no younger task into
-  their queues, so their queues drain and a slot frees for it (a reservation: not starved).
+- a task marked ``front`` (it was with a worker that died or did not answer) runs alone: it
+  goes only to a worker with nothing in flight, which gets nothing more until it ends (if it
+  is what kills workers, it takes no other task down with it, and each crash counts against
+  it alone). While it waits, one worker that could take it is held for it: it gets no
+  younger task, so it drains (a reservation: not starved; one worker, the one with the least
+  in flight, kept until the task goes out, so the others work on).
 
 A task naming a handler only goes to workers that have it.
 
@@ -32,7 +35,7 @@ from .tasks import DEFAULT_ROLE
 from .workers import WorkerState, room
 
 TaskKey = Hashable
-# difficulty, role, handler, trusted workers only, free slots only
+# difficulty, role, handler, trusted workers only, runs alone (``front``)
 ClassKey = tuple[int, str | None, str | None, bool, bool]
 Entry = tuple[int, int, TaskKey]  # (-priority, age stamp, task): heap order is queue order
 
@@ -77,6 +80,7 @@ class WorkerSlot:
     # Where the worker is in its life (ceylon_net.core.workers): how much it may hold now.
     state: WorkerState = WorkerState.TRUSTED
     slots: int = 0  # tasks it runs at once (its --concurrency); 0: the capacity
+    alone: bool = False  # it runs a ``front`` task: nothing more until its in flight is none
 
     def __post_init__(self) -> None:
         if not self.slots:
@@ -93,8 +97,9 @@ class WorkerSlot:
 
     @property
     def room(self) -> int:
-        """In flight allowed now: the capacity when trusted, one on probation, else none."""
-        return room(self.state, self.capacity)
+        """In flight allowed now: the capacity when trusted, one on probation, else none
+        (none either while it runs a task alone)."""
+        return 0 if self.alone else room(self.state, self.capacity)
 
     @property
     def trusted(self) -> bool:
@@ -139,14 +144,14 @@ def best_fit(workers: Iterable[WorkerSlot], difficulty: int, role: str | None = 
              handler: str | None = None, trusted: bool = False, front: bool = False,
              reserved: frozenset[str] | set[str] = frozenset()):
     """The eligible worker with room that fits best, or None. ``trusted``: only workers off
-    probation; ``front``: only a free slot (not a place in a worker's queue); ``reserved``:
-    workers not to use."""
+    probation; ``front``: only a worker with nothing in flight (the task runs alone);
+    ``reserved``: workers not to use."""
     best, best_key = None, None
     for w in workers:
-        if (trusted and w.state is not WorkerState.TRUSTED) or w.name in reserved:
+        if (trusted and w.state is not WorkerState.TRUSTED) or w.name in reserved \
+                or (front and w.running):
             continue
-        limit = min(w.room, w.slots) if front else w.room
-        if w.running < limit and can_do(w, difficulty, role, handler):
+        if w.running < w.room and can_do(w, difficulty, role, handler):
             key = (w.running >= w.slots, w.skill, w.running / w.slots, w.name)
             if best_key is None or key < best_key:
                 best, best_key = w, key
@@ -166,9 +171,15 @@ class Scheduler:
         # changing a WorkerSlot from outside); assign() does nothing while it is unchanged.
         self.version = 0
         self._settled = -1  # the version at which assign() last found nothing to place
+        self._held_for: dict[TaskKey, str] = {}  # a waiting ``front`` task -> the worker held
 
     def touch(self) -> None:
         self.version += 1
+
+    @property
+    def held(self) -> Iterable[str]:
+        """Workers held, at the last :meth:`assign`, for tasks waiting to run alone."""
+        return self._held_for.values()
 
     # ---- workers
     @property
@@ -189,6 +200,16 @@ class Scheduler:
         if slot is not None:
             self.version += 1
             slot.running = max(0, slot.running - n)  # n < 0 takes a slot
+            if not slot.running:
+                slot.alone = False
+
+    def holds(self, worker: str, n: int, alone: bool) -> None:
+        """What ``worker`` has in flight was found to be ``n`` tasks; ``alone``: one of them
+        runs alone (a ``front`` task)."""
+        slot = self._workers.get(worker)
+        if slot is not None and (slot.running, slot.alone) != (n, alone and n > 0):
+            self.version += 1
+            slot.running, slot.alone = n, alone and n > 0
 
     # ---- ready queue
     def __len__(self) -> int:
@@ -203,7 +224,7 @@ class Scheduler:
         front: bool = False,
     ) -> int:
         """Queue a ready task; returns its age stamp (pass it back on requeue to keep its place).
-        ``trusted``: it goes only to a worker off probation; ``front``: only to a free slot."""
+        ``trusted``: it goes only to a worker off probation; ``front``: it runs alone."""
         if task in self._where:
             raise ValueError(f"task {task!r} is already queued")
         key = class_key(difficulty, role, handler, trusted, front)
@@ -307,12 +328,15 @@ class Scheduler:
                 return decisions
             key, worker, rival = choice
             queue = classes[key]
-            room = min(worker.room, worker.slots) if key[4] else worker.room
+            room = worker.room
             free = min(room, worker.slots) - worker.running
-            n = free if free > 0 else \
+            n = 1 if key[4] else free if free > 0 else \
                 max(1, min(room - worker.running, self._share(key, len(queue))))
             self.version += 1
-            worker.running += self._take(key, queue, n, rival, worker.name, decisions)
+            taken = self._take(key, queue, n, rival, worker.name, decisions)
+            worker.running += taken
+            if key[4] and taken:
+                worker.alone = True
 
     def _take(self, key: ClassKey, queue: ClassQueue, n: int, rival: Entry | None,
               name: str, decisions: list[tuple[TaskKey, str]]) -> int:
@@ -378,17 +402,27 @@ class Scheduler:
         return -(-queued // max(1, takers))
 
     def _reservations(self) -> dict[str, Entry]:
-        """Workers held for a task that waits for a free slot (a ``front`` class head no free
-        slot takes now): worker name -> the best such head it could take. Only tasks ahead of
-        that head may still be queued on it."""
+        """Workers held for a task that waits to run alone (a ``front`` class head no idle
+        worker takes now): worker name -> the best such head held on it. Only tasks ahead of
+        that head may still go to it. Each head holds one worker: the one it held before
+        while that can still take it, else the one with the least in flight (it drains
+        first, as far as is known), so the others work on."""
         out: dict[str, Entry] = {}
+        held_for: dict[TaskKey, str] = {}
         for key in [k for k in self._classes if k[4]]:
             head = self._head(key)
             if head is None or self._taker(key) is not None:
                 continue  # placeable now: assign() takes it in its turn
-            for w in self._workers.values():
-                if w.room > 0 and fits(w, key) and (w.name not in out or head < out[w.name]):
-                    out[w.name] = head
+            able = {w.name: w for w in self._workers.values() if w.room > 0 and fits(w, key)}
+            name = self._held_for.get(head[2])
+            if name not in able:
+                name = min(able.values(), key=lambda w: (w.running, w.name)).name \
+                    if able else None
+            if name is not None:
+                held_for[head[2]] = name
+                if name not in out or head < out[name]:
+                    out[name] = head
+        self._held_for = held_for
         return out
 
     def _taker(self, key: ClassKey, reserved: frozenset[str] | set[str] = frozenset()
