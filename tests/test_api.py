@@ -295,7 +295,8 @@ def test_a_task_no_worker_could_read_is_refused_at_submit_and_the_admin_goes_on(
     deep: list = []
     for _ in range(600):  # (encoding the assignment ran the admin out of stack: it stopped)
         deep = [deep]
-    bad += [Task("deep", "x", handler="echo", args=deep), Task("huge", "x", duration=10**30)]
+    bad += [Task("deep", "x", handler="echo", args=deep), Task("huge", "x", duration=10**30),
+            Task("wide", "x", handler="echo", args=[list(range(100_001))])]
     group = TaskManager.create_task_group("g", "", [TaskMessage("sub", "sub", "", None,
                                                                 difficulty=11)])
 
@@ -332,6 +333,7 @@ def test_a_task_no_worker_could_read_is_refused_at_submit_and_the_admin_goes_on(
         "task 'forever': duration must be a number of seconds from 0 to 1e9, got inf"] * 2 + [
         "task 'deep': args nests lists and maps more than 100 deep"] * 2 + [
         f"task 'huge': duration must be a number of seconds from 0 to 1e9, got {10**30}"] * 2 + [
+        "task 'wide': args has a list of 100,001 items (at most 100,000)"] * 2 + [
         "task 'sub': difficulty must be 1-10, got 11"]
     assert ok.success and total == 1  # nothing of the refused ones was queued
 

@@ -104,7 +104,7 @@ def test_a_slot_held_by_a_thread_past_its_time_limit_takes_nothing_until_it_ends
     (w0,) = status["workers"]
     assert (w0["running"], w0["queued"], w0["stuck"]) == (0, 0, 1)
     assert [q["id"] for q in status["queued"]] == ["after"]
-    assert "0/1 (1 held by a thread past its task)" in " ".join(shown.split())
+    assert "0/1 (1 held by a handler past its task)" in " ".join(shown.split())
     assert value == {"echo": 1}
     assert freed["workers"][0]["stuck"] == 0
 

@@ -261,6 +261,81 @@ def test_a_sync_handler_that_outlives_its_time_limit_keeps_its_slot():
     assert th.most == 1, f"{th.most} handlers ran at once on a worker of concurrency 1"
 
 
+def test_a_drain_does_not_wait_for_a_thread_that_outlived_its_task():
+    # The worker's stop waits for its tasks, not for a thread it cannot stop (it exits
+    # without it): with only such a thread left, the runner is idle.
+    async def body(th: Threaded):
+        runner = TaskRunner("w", 1, th.run_task, lambda: None)
+        runner.start(lambda crash: None)
+        runner.accept(TaskAssignment(Task("slow", "s", 1, handler=th.name, args=["slow"],
+                                          timeout=0.05), "w", 1))
+        await wait_until(lambda: runner.unsent, 5, "slow to time out")
+        assert await runner.drain(5.0), "the drain waited for the thread"
+        assert runner.stuck == 1 and th.entered == ["slow"]
+        th.release.set()
+        await runner.stop()
+
+    with Threaded("test_runner.drained") as th:
+        run(body(th))
+
+
+class Stubborn:
+    """A run_task whose task "S" is an async handler that catches every CancelledError until
+    ``let_go`` is set; other tasks end at once."""
+
+    def __init__(self) -> None:
+        self.let_go = asyncio.Event()
+        self.started: list[Any] = []
+
+    async def __call__(self, task: Task) -> TaskResult:
+        self.started.append(task.id)
+        while task.id == "S" and not self.let_go.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.let_go.wait()
+        return TaskResult(task.id, "w", True)
+
+
+def _stubborn_run(stop: str) -> None:
+    """``stop``: "limit" (S has a time limit) or "cancel" (S is cancelled)."""
+    async def body():
+        stub, crashes = Stubborn(), []
+        runner = TaskRunner("w", 1, stub, lambda: None)
+        runner.start(crashes.append)
+        runner.accept(TaskAssignment(Task("S", "s", 1, timeout=0.2 if stop == "limit" else None),
+                                     "w", 1))
+        runner.accept(TaskAssignment(Task("next", "n", 1), "w", 1))
+        await wait_until(lambda: stub.started == ["S"], 5, "S to start")
+        if stop == "cancel":
+            runner.cancel("S", 1, "by request")
+        await wait_until(lambda: runner.unsent, 10, "S to be answered")
+        (r,) = runner.take_unsent()
+        if stop == "limit":
+            assert (r.task_id, r.success, r.cancelled) == ("S", False, False)
+            assert r.error == ("timed out after 0.2 s (its handler did not stop when told: it "
+                               "catches CancelledError)")
+        else:
+            assert (r.task_id, r.error, r.cancelled) == ("S", "cancelled: by request", True)
+        # Answered, it is not held any more; its slot waits for the handler.
+        assert runner.holding() == [["next", 1]] and runner.take_news()[2] == 1
+        assert stub.started == ["S"] and runner.stuck == 1
+        stub.let_go.set()
+        await wait_until(lambda: runner.unsent, 5, "next's result")
+        assert _answers(runner) == [("next", 1, False)]  # S is not answered twice
+        assert stub.started == ["S", "next"] and runner.stuck == 0 and not crashes
+        assert runner.idle
+        await runner.stop()
+
+    run(body())
+
+
+def test_an_async_handler_that_will_not_stop_is_answered_when_its_time_is_up():
+    _stubborn_run("limit")
+
+
+def test_an_async_handler_that_will_not_stop_is_answered_when_cancelled():
+    _stubborn_run("cancel")
+
+
 def test_a_task_given_again_while_its_sync_handler_outlives_the_cancel_waits_for_the_thread():
     async def body(th: Threaded):
         runner = TaskRunner("w", 1, th.run_task, lambda: None)

@@ -217,6 +217,18 @@ def test_arguments_nested_deeper_than_the_wire_takes_are_refused(tasks_file):
                              f"more than 100 deep"
 
 
+@pytest.mark.parametrize("where, args, says", [
+    ("args", [list(range(100_001))], "has a list of 100,001 items (at most 100,000)"),
+    ("kwargs", {"m": {f"k{i}": i for i in range(10_001)}},
+     "has a map of 10,001 keys (at most 10,000)"),
+])
+def test_arguments_longer_than_a_peer_decodes_are_refused(tasks_file, where, args, says):
+    # Sent, the admin would refuse the batch with msgpack's own words, cut short.
+    path = tasks_file([{"id": 1, "description": "x", "difficulty": 1, "handler": "h",
+                        where: args}])
+    assert error_of(path) == f"{path}: task #1 (id 1): field {where!r} {says}"
+
+
 def test_duplicate_id(tasks_file):
     path = tasks_file([{"id": 1, "description": "a", "difficulty": 1},
                        {"id": 2, "description": "b", "difficulty": 1},

@@ -72,7 +72,7 @@ def render(data: dict[str, Any]) -> Group:
         _row(workers, w["name"], w["role"], w["skill"], w["host"] or "?",
              f"{w['running']}/{w['capacity']}"
              + (f" (+{w['queued']} queued)" if w.get("queued") else "")
-             + (f" ({w['stuck']} held by a thread past its task)" if w.get("stuck") else ""))
+             + (f" ({w['stuck']} held by a handler past its task)" if w.get("stuck") else ""))
     shown, total = len(data["groups"]), data.get("groups_total", len(data["groups"]))
     groups = Table(title="Task groups" + (f" ({shown} of {total}: those under way, then the "
                                           f"latest)" if total > shown else ""))

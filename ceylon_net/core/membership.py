@@ -258,9 +258,10 @@ class Membership:
         return min(slots + self.pace.credit(worker, slots), MAX_CAPACITY) if slots else 0
 
     def _stuck(self, rec: WorkerRecord, stuck: int) -> None:
-        """The worker says how many of its slots a handler thread holds after its task
-        ended (past its time limit, or cancelled: a thread cannot be stopped): it runs that
-        many fewer at once until they end, and is sent that many fewer."""
+        """The worker says how many of its slots a handler holds after its task ended (past
+        its time limit, or cancelled: a sync handler's thread cannot be stopped, an async
+        handler may catch the cancel): it runs that many fewer at once until they end, and
+        is sent that many fewer."""
         if stuck < 0:
             return  # not said: unchanged, or an older worker
         stuck = min(stuck, rec.detail.capacity)
@@ -273,9 +274,10 @@ class Membership:
         self.board.scheduler.touch()
         if stuck > was:
             self.out.log("WARNING", f"worker '{rec.name}': {stuck} of its {rec.detail.capacity} "
-                                    f"slot(s) held by a handler thread that outlived its task "
-                                    f"(a time limit, a cancel: a thread cannot be stopped); it "
-                                    f"is sent fewer tasks until the thread ends")
+                                    f"slot(s) held by a handler that outlived its task (a time "
+                                    f"limit, a cancel: a sync handler's thread cannot be "
+                                    f"stopped, an async handler may catch the cancel); it is "
+                                    f"sent fewer tasks until the handler ends")
         elif not stuck:
             self.out.log("INFO", f"worker '{rec.name}': its slots are all free again")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, TaskFileError
-from ..wire import MAX_DEPTH, MSGPACK_INTS, too_deep
+from ..wire import MSGPACK_INTS, unfit
 from .checks import refuse_bad_dependencies, refuse_cycles
 from .groups import (
     AllTasks,
@@ -141,9 +141,8 @@ def task_from_dict(item: Any, where: str = "task") -> Task:
                                 f"got {value!r}")
     deps, args, kwargs = item.get("depends_on"), item.get("args"), item.get("kwargs")
     for name, value in (("args", args), ("kwargs", kwargs)):
-        if too_deep(value):  # (encoding it would run out of the admin's stack)
-            raise TaskFileError(f"{where}: field {name!r} nests lists and maps more than "
-                                f"{MAX_DEPTH} deep")
+        if (why := unfit(value)) is not None:  # (too deep: it would run the admin out of stack)
+            raise TaskFileError(f"{where}: field {name!r} {why}")
     dur, limit = item.get("duration"), item.get("timeout")
     # Most tasks have none of these: they share one empty container each (nothing changes a
     # task's lists once parsed), which saves a queued task 176 bytes in the admin.

@@ -617,7 +617,8 @@ def _check_values(t: Task) -> None:
     """What a tasks file is held to (its loader says the same): a difficulty no worker could
     have waited to be given up as unassignable; a duration or time limit past MAX_SECONDS
     (or inf) never ended; arguments nested past wire.MAX_DEPTH would run the admin out of
-    stack when it encodes the assignment."""
+    stack when it encodes the assignment, and a list or map longer than a worker decodes
+    would be refused there."""
     if type(t.difficulty) is int and not valid_field("difficulty", t.difficulty):
         raise ConfigError(f"task {t.id!r}: difficulty must be 1-10, got {t.difficulty}")
     for name in ("duration", "timeout"):  # (another type: the wire's check says it)
@@ -625,9 +626,8 @@ def _check_values(t: Task) -> None:
         if type(value) in _NUMBER and not valid_field(name, value):
             raise ConfigError(f"task {t.id!r}: {name} must be {TASK_FIELDS[name]}, got {value}")
     for name, value in (("args", t.args), ("kwargs", t.kwargs)):
-        if wire.too_deep(value):
-            raise ConfigError(f"task {t.id!r}: {name} nests lists and maps more than "
-                              f"{wire.MAX_DEPTH} deep")
+        if (why := wire.unfit(value)) is not None:
+            raise ConfigError(f"task {t.id!r}: {name} {why}")
 
 
 def _typed(t: Task) -> bool:

@@ -19,7 +19,7 @@ from ..errors import Crashed
 from . import handlers
 from .agent import supervised
 from .handlers import THREADS_LEFT
-from .loop import stop_tasks
+from .loop import STOP_GRACE, stop_tasks
 
 ResultKey = tuple[Any, int]  # (task id, attempt)
 MAX_ERROR = 64 * 1024  # characters of a failed task's traceback sent to the admin
@@ -105,9 +105,10 @@ class TaskRunner:
         self._runners: list[asyncio.Task] = []
         self.draining = False  # start nothing more: what is queued or comes is given back
         # Slots held by a handler's thread that runs on after its task ended (it timed out,
-        # or was cancelled): the admin hears how many, and sends that many fewer.
-        self.stuck = 0
-        self._stuck_said = 0
+        # or was cancelled), or by an async handler that would not stop (_orphans, by task):
+        # the admin hears how many, and sends that many fewer.
+        self.stuck = self._stuck_said = 0
+        self._orphans: dict[TaskId, TaskAssignment] = {}
         self._late = False  # a RELEASE came after the task started: said as urgently
         self._idle = asyncio.Event()
         self._idle.set()
@@ -127,10 +128,13 @@ class TaskRunner:
     # ---- what the admin says
     def accept(self, a: TaskAssignment) -> None:
         tid = a.task.id
-        if tid in self._cancel_reasons:
+        if (orphan := self._orphans.get(tid)) is not None and orphan.attempt >= a.attempt:
+            return  # answered, its handler running on: a duplicate delivery
+        if tid in self._cancel_reasons or orphan is not None:
             # Its run here is being stopped (the admin cancelled the copy we held, as when we
             # came back from a partition or it is another admin process, and gave the task
-            # to us again): a run of its own once that one has ended.
+            # to us again), or its handler would not stop: a run of its own once that one
+            # has ended.
             waiting = self._after.get(tid)
             if waiting is None or waiting.attempt < a.attempt:
                 self._after[tid] = a
@@ -169,6 +173,8 @@ class TaskRunner:
                 runner = self._runner_of.get(task_id)
                 if runner is not None:  # (else a batch's thread runs it: said as it answers)
                     runner.cancel()  # its runner reports it and goes on
+                    asyncio.get_running_loop().call_later(
+                        STOP_GRACE, self._unheeded, self.active[task_id], None)
             return
         self._report(TaskResult(task_id, self.name, False, 0.0, f"cancelled: {reason}",
                                 attempt, cancelled=True))
@@ -372,17 +378,17 @@ class TaskRunner:
             try:
                 result = await self._run_one(a, me, run)
             finally:
-                del self.active[tid], self._runner_of[tid]
-                self._cancel_reasons.pop(tid, None)  # a cancel that came as it finished
+                orphaned = self._run_ended(a)
+            if orphaned:
+                continue
             if threads_left:  # said before (or with) its result: the slot is not free
                 self.stuck += 1
             answered = self._answer(tid, result)
+            if answered:  # (a thread left behind is no task: a drain does not wait for it)
+                self._check_idle()
             if threads_left:  # (answered or not: the slot is the thread's until it ends)
                 await self._keep_slot(tid, threads_left)
-            if not answered:
-                continue
-            self._check_idle()
-            if self.runs % YIELD_EVERY == 0:
+            if answered and self.runs % YIELD_EVERY == 0:
                 # Tasks that do not await never give the loop a turn: now and then, let the
                 # results out and new assignments in, so that both sides work at once.
                 await asyncio.sleep(0)
@@ -470,6 +476,60 @@ class TaskRunner:
                 thread.exception()  # seen: its task was answered already
         threads.clear()
 
+    def _unheeded(self, a: TaskAssignment, limit: float | None) -> None:
+        """``a``'s handler was told to stop STOP_GRACE ago (``limit``: its time limit was
+        up; None: it was cancelled) and runs on: an async handler that catches
+        CancelledError. Its task is answered now, as one whose thread runs on would be; its
+        slot takes nothing else until the handler ends (see _orphan_ended)."""
+        tid = a.task.id
+        if self.active.get(tid) is not a:
+            return  # it ended
+        del self.active[tid]
+        self._orphans[tid] = a
+        self.stuck += 1
+        reason = self._cancel_reasons.get(tid)
+        logger.warning("{}: task {!r}: its handler did not stop when told ({}): it catches "
+                       "CancelledError. The task is answered; one slot waits for the handler",
+                       self.name, tid, f"timed out after {limit:g} s" if limit is not None
+                       else f"cancelled: {reason}")
+        if limit is not None:
+            result = TaskResult(tid, self.name, False, limit, (
+                f"timed out after {limit:g} s (its handler did not stop when told: it "
+                f"catches CancelledError)"), a.attempt)
+        else:
+            result = TaskResult(tid, self.name, False, 0.0, f"cancelled: {reason}", a.attempt,
+                                cancelled=True)
+        if tid not in self._after:  # (else given to us again: that run answers, once this ends)
+            result.attempt = max(result.attempt, self._newest.pop(tid, 0))
+            self.runs += 1
+            self._report(result)
+        self._check_idle()
+
+    def _run_ended(self, a: TaskAssignment) -> bool:
+        """``a``'s run ended (its result, if any, not yet answered): True when it was
+        answered already, its handler having run on when told to stop (see _unheeded)."""
+        tid = a.task.id
+        orphaned = self._orphans.pop(tid, None) is a
+        if not orphaned:
+            del self.active[tid]
+        del self._runner_of[tid]
+        self._cancel_reasons.pop(tid, None)  # a cancel that came as it finished
+        if orphaned:
+            self._orphan_ended(tid)
+        return orphaned
+
+    def _orphan_ended(self, tid: TaskId) -> None:
+        """The handler of a task answered when it would not stop ended at last."""
+        self.stuck -= 1
+        self._on_result()
+        logger.info("{}: the handler of task {!r} ended at last: its slot takes tasks again",
+                    self.name, tid)
+        again = self._after.pop(tid, None)
+        if again is not None:  # given to us again meanwhile: it runs now
+            self._queued[tid] = again
+            self.queue.put_nowait(again)
+        self._check_idle()
+
     @property
     def busy(self) -> bool:
         """Tasks run here now: on their own, or in a batch on its way to a thread."""
@@ -491,7 +551,7 @@ class TaskRunner:
         task = a.task
         started = time.perf_counter()
         try:
-            result = await (run() if run is not None else self._within_limit(task))
+            result = await (run() if run is not None else self._within_limit(a))
         except _TimedOut:
             result = TaskResult(task.id, self.name, False,
                                 error=f"timed out after {task.timeout:g} s")
@@ -609,9 +669,13 @@ class TaskRunner:
             return TaskResult(task.id, self.name, True, claim.seconds, value=claim.value)
         raise claim.value
 
-    async def _within_limit(self, task: Task) -> TaskResult:
+    async def _within_limit(self, a: TaskAssignment) -> TaskResult:
+        task = a.task
         if task.timeout is None:
             return await self._run_task(task)
+        # (a handler that catches the CancelledError the limit throws in it is answered anyway)
+        watch = asyncio.get_running_loop().call_later(task.timeout + STOP_GRACE, self._unheeded,
+                                                      a, task.timeout)
         try:
             async with asyncio.timeout(task.timeout) as limit:
                 return await self._run_task(task)
@@ -619,6 +683,8 @@ class TaskRunner:
             if limit.expired():
                 raise _TimedOut from None
             raise  # the task's own TimeoutError: a failure with its traceback
+        finally:
+            watch.cancel()
 
     def _raised(self, task: Task, exc: BaseException) -> TaskResult:
         try:

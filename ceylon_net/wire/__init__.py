@@ -78,8 +78,8 @@ from .schema import (
     pack_batch,
     packed_batches,
     to_wire,
-    too_deep,
     type_name,
+    unfit,
     unpack,
     unpack_batch,
 )
@@ -94,5 +94,5 @@ __all__ = [
     "decode_header", "decode_payload", "dumps", "encode_frames", "encode_header",
     "encode_payload", "from_wire", "is_message", "known_type", "loads", "make_header", "message",
     "message_type", "pack", "pack_batch", "packb", "packed_batches", "task_pairs", "to_wire",
-    "too_deep", "topic", "type_name", "unpack", "unpack_batch", "unpackb",
+    "topic", "type_name", "unfit", "unpack", "unpack_batch", "unpackb",
 ]

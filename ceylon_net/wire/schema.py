@@ -160,18 +160,26 @@ def _from_wire_slowly(cls: type[T], data: Any) -> T:
 MAX_DEPTH = 100  # lists and maps in a task's arguments, nested at most this deep
 
 
-def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """``value`` nests lists, tuples or maps deeper than ``limit`` (looked at without
-    recursion: encoding it would run out of Python's stack, in the admin too)."""
+def unfit(value: Any, limits: Limits = DEFAULT_LIMITS, depth: int = MAX_DEPTH) -> str | None:
+    """Why ``value`` (a task's arguments) cannot go on the wire, or None: it nests lists,
+    tuples or maps deeper than ``depth`` (encoding it would run out of Python's stack, in the
+    admin too), or has a list or a map longer than a peer decodes (``limits``). Looked at
+    without recursion."""
     nested = (list, tuple, dict)
     level, todo = 0, [value] if isinstance(value, nested) else []
     while todo:
         level += 1
-        if level > limit:
-            return True
+        if level > depth:
+            return f"nests lists and maps more than {depth} deep"
+        for item in todo:
+            if isinstance(item, dict):
+                if len(item) > limits.max_map_len:
+                    return f"has a map of {len(item):,} keys (at most {limits.max_map_len:,})"
+            elif len(item) > limits.max_array_len:
+                return f"has a list of {len(item):,} items (at most {limits.max_array_len:,})"
         todo = [v for item in todo for v in (item.values() if isinstance(item, dict) else item)
                 if isinstance(v, nested)]
-    return False
+    return None
 
 
 def _too_deep_error(obj: Any) -> LocalProtocolError:
