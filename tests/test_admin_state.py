@@ -245,7 +245,9 @@ def test_cancel_ends_a_queued_task_at_once_and_asks_the_worker_for_a_running_one
     outcome, cmds = sim.st.cancel(["running", "queued", "nope"], "changed my mind", sim.now)
 
     assert outcome == {"cancelled": ["queued"], "stopping": ["running"], "unknown": ["nope"],
-                       "finished": []}
+                       "finished": [], "was_cancelled": []}
+    again, _ = sim.st.cancel(["queued"], "again", sim.now)
+    assert again["was_cancelled"] == ["queued"] and again["finished"] == []
     assert c.Finished("queued", TaskStatus.CANCELLED, None, "changed my mind") in cmds
     assert sends(cmds, Kind.CANCEL, w.peer) == [wire.Cancel([["running", 1]],
                                                             "changed my mind")]

@@ -373,6 +373,29 @@ def test_the_futures_are_watched_again_in_messages_the_admin_accepts_whatever_th
 
 
 @pytest.mark.timeout(120)
+def test_a_cancel_of_more_ids_than_a_message_carries_is_sent_in_several(tmp_path):
+    """One CANCEL of them all was over the admin's message limit: dropped unread, the call
+    said no admin answered, and nothing was cancelled."""
+    keys = [f"{'k' * 119_990}-{i}" for i in range(10)]  # 1.2 MB of task ids
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await c.admin()  # no worker: the tasks stay queued
+            async with AsyncClient(f"127.0.0.1:{c.port}") as client:
+                futures = [client.submit("echo_later", i, key=k) for i, k in enumerate(keys)]
+                await _status_when(client, lambda st: st["counts"]["queued"] == 10,
+                                   "the tasks to be queued")
+                outcome = await asyncio.wait_for(client.cancel(futures), 30)
+                await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 30)
+                return outcome, await client.status(), [f.exception() for f in futures]
+
+    outcome, status, errors = run(body())
+    assert sorted(outcome["cancelled"]) == keys and outcome["unknown"] == []
+    assert status["counts"]["queued"] == 0 and status["counts"]["done"] == 10
+    assert all(isinstance(e, TaskFailed) and "cancelled" in str(e) for e in errors), errors
+
+
+@pytest.mark.timeout(120)
 def test_what_cannot_be_sent_fails_at_the_call_and_big_batches_are_split(tmp_path):
     from ceylon_net.errors import ConfigError, LocalProtocolError
 

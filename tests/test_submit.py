@@ -407,7 +407,31 @@ def test_ceylon_cancel_takes_an_id_as_typed_first_and_never_cancels_two_tasks_fo
     assert code == 0, err
     assert said == [(0, "7: cancelled", ""),  # the task "7" (as typed), not 7 as well
                     (1, "007: cancelled", "²: unknown task"),  # no task "007": the number 7
-                    (0, "7: already finished\n07: already finished", "")]  # "7", then 7
+                    (0, "7: already cancelled\n07: already cancelled", "")]  # "7", then 7
+
+
+def test_ceylon_cancel_says_what_became_of_each_id_and_refuses_none_with_a_traceback(
+        tmp_path, tasks_file):
+    path = tasks_file([{"id": "gate", "description": "waits", "difficulty": 1},
+                       {"id": 77, "description": "after", "difficulty": 1,
+                        "depends_on": ["gate"]},
+                       {"id": 78, "description": "after", "difficulty": 1,
+                        "depends_on": ["gate"]}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _serving(c, workers=())  # (nobody runs them)
+            submitted = await _submit(c, str(path), label="submit")
+            p = await c.spawn("cancel", [*cli("ceylon-cancel"), "077", "78", "gate",
+                                         "99999999999999999999999999", "--port", str(c.port)])
+            return submitted, (await p.wait(20), p.stdout().strip(), p.stderr().strip())
+
+    (code, _, err), said = run(body())
+    assert code == 0, err
+    # 77 and 78 were cancelled with the task they depend on (before: "already finished",
+    # though they never ran); an id past 64 bits is no task's (before: a traceback).
+    assert said == (1, "gate: cancelled\n077: already cancelled\n78: already cancelled",
+                    "99999999999999999999999999: unknown task")
 
 
 def test_ctrl_c_on_submit_wait_says_the_batch_runs_on(tmp_path, tasks_file):

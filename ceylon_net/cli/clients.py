@@ -237,12 +237,14 @@ async def _cancel(c: AsyncClient, typed: list[str], reason: str) -> dict[str, li
     outcome = await c.cancel(typed, reason)
     numbers: dict[int, list[str]] = {}  # (7 and 007 are one number, asked once)
     for t in outcome["unknown"]:
-        if re.fullmatch(r"-?[0-9]+", t):  # (not str.isdigit: "²" is a digit int() refuses)
+        # (not str.isdigit: "²" is a digit int() refuses; past 64 bits, no task's id)
+        if re.fullmatch(r"-?[0-9]+", t) and int(t) in wire.MSGPACK_INTS:
             numbers.setdefault(int(t), []).append(t)
     if numbers:
         more = await c.cancel(list(numbers), reason)
-        for kind in ("cancelled", "stopping", "finished"):  # (said as typed: "007")
-            outcome[kind] += [t for n in more[kind] for t in numbers.get(n, [n])]
+        for kind in ("cancelled", "stopping", "finished", "was_cancelled"):  # (as typed: "007")
+            outcome.setdefault(kind, [])
+            outcome[kind] += [t for n in more.get(kind, ()) for t in numbers.get(n, [n])]
         asked = {t for each in numbers.values() for t in each}
         still = {t for n in more["unknown"] for t in numbers[n]}
         outcome["unknown"] = [t for t in outcome["unknown"] if t not in asked or t in still]
@@ -265,8 +267,10 @@ def cancel(
         fail(EXIT_FAILED, str(exc))
     for kind, label in (("cancelled", "cancelled"),
                         ("stopping", "stopping (on its worker: queued there or running)"),
-                        ("finished", "already finished")):
-        for t in outcome[kind]:
+                        ("finished", "already finished"),
+                        # (before, or just now with a task it depended on)
+                        ("was_cancelled", "already cancelled")):
+        for t in outcome.get(kind, ()):
             typer.echo(f"{t}: {label}")
     missing = outcome["unknown"]
     for t in missing:

@@ -448,7 +448,7 @@ class AdminState:
             request = wire.unpack(wire.Cancel, env.payload, self.limits)
             ids = list(wire.task_pairs(request.tasks, "cancel request"))
             outcome = self._cancel(ids, request.reason or "cancelled by request")
-            self.out.log("INFO", f"cancel request for {ids}: {outcome}")
+            self.out.log("INFO", clip(f"cancel request for {ids}: {outcome}", 500))
             self.out.send(peer, Kind.STATUS, wire.Status({"cancel": outcome}), ask)
 
     def _watch_batch(self, peer: bytes, batch_id: int, run: str, now: float) -> None:
@@ -527,8 +527,9 @@ class AdminState:
         self.out.add(NewWork(everything, list(groups), batch))
 
     def _cancel(self, task_ids: Sequence[TaskId], reason: str) -> dict[str, list[TaskId]]:
+        # (ended before: "was_cancelled" when it ended cancelled, else "finished")
         out: dict[str, list[TaskId]] = {"cancelled": [], "stopping": [], "unknown": [],
-                                        "finished": []}
+                                        "finished": [], "was_cancelled": []}
         # One message a worker: asked one by one, it could start a task queued on it in the
         # slot the first cancel freed before the next cancel, for that very task, came.
         stops: dict[bytes, list[list[Any]]] = {}
@@ -542,6 +543,8 @@ class AdminState:
                 if peer is not None:
                     stops.setdefault(peer, []).append([task_id, on[1]])
                 out["stopping"].append(task_id)
+            elif self.board.records[task_id].state is TaskState.CANCELLED:
+                out["was_cancelled"].append(task_id)
             else:
                 out["finished"].append(task_id)
         for peer, pairs in stops.items():

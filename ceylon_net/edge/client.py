@@ -281,11 +281,21 @@ class AsyncClient:
                      ) -> dict[str, list[Any]]:
         """Cancel tasks (futures, group futures or ids): queued ones at once, running ones
         by their worker; a group's, every one of its tasks. Returns what happened to each
-        task (cancelled, stopping, finished, unknown)."""
+        task (cancelled, stopping, finished, was_cancelled: ended cancelled before, unknown).
+        Many ids go in several requests, each within what the admin takes in a message."""
         ids = [key for t in tasks for key in (
             t.tasks if isinstance(t, GroupFuture) else [getattr(t, "key", t)])]
-        env = await self._ask(Kind.CANCEL, wire.Cancel([[t, 0] for t in ids], reason))
-        return wire.unpack(wire.Status, env.payload, INBOUND_LIMITS).snapshot["cancel"]
+        outcome: dict[str, list[Any]] = {}
+        most = self.max_message_bytes - wire.FRAME_SLACK - len(wire.packb(reason))
+        for chunk in list(_by_size([[t, 0] for t in ids], self.batch_bytes)) or [[]]:
+            if len(chunk) == 1 and len(wire.packb(chunk)) > most:
+                outcome.setdefault("unknown", []).append(chunk[0][0])  # no task's id is as long
+                continue
+            env = await self._ask(Kind.CANCEL, wire.Cancel(chunk, reason))
+            answer = wire.unpack(wire.Status, env.payload, INBOUND_LIMITS).snapshot["cancel"]
+            for kind, said in answer.items():
+                outcome.setdefault(kind, []).extend(said)
+        return outcome
 
     def cancel_soon(self, ids: list[Any]) -> None:
         """Cancel these tasks (their futures are being cancelled here): those not sent yet are
