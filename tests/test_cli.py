@@ -57,6 +57,26 @@ def test_port_in_use_is_a_clear_config_error(tmp_path):
     assert f"cannot bind tcp://127.0.0.1:{port} for --port: Address already in use" in proc.stderr
 
 
+def test_with_log_json_the_error_a_command_stops_on_is_a_json_line_too(tmp_path):
+    """What a log shipper most needs: it came as plain "error: ..." text among the JSON."""
+    tasks = tmp_path / "t.json"
+    tasks.write_text(json.dumps({"tasks": [{"id": 1, "description": "x", "difficulty": 1}]}))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        admin = subprocess.run([*cli("ceylon-admin"), "--bind", "127.0.0.1", "--port", str(port),
+                                "--log-json"], capture_output=True, text=True, timeout=30)
+    submit = subprocess.run([*cli("ceylon-submit"), str(tasks), "--port", str(free_port()),
+                             "--connect-timeout", "0.5", "--log-json"],
+                            capture_output=True, text=True, timeout=30)
+    for proc, code, says in ((admin, 2, f"cannot bind tcp://127.0.0.1:{port} for --port"),
+                             (submit, 4, "no admin answered")):
+        assert proc.returncode == code, proc.stderr
+        lines = [json.loads(line)["record"] for line in proc.stderr.splitlines() if line]
+        assert lines[-1]["level"]["name"] == "ERROR" and says in lines[-1]["message"], lines
+
+
 def test_a_busy_metrics_or_dashboard_port_is_a_clear_config_error():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

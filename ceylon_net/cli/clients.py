@@ -41,6 +41,7 @@ from .common import (
     configure_logging,
     fail,
     opt,
+    say,
 )
 from .progress import ProgressBarForBatch
 from .render import print_report
@@ -49,8 +50,8 @@ from .render import render as render_status
 StatusJson = Annotated[bool, typer.Option("--json", help="Print the status as JSON (workers, "
                                                         "groups, queued tasks, counts).")]
 SubmitJson = Annotated[bool, typer.Option("--json", help=(
-    "Print JSON: {\"batch\": N, \"tasks\": M} once submitted; with --wait, the batch's report "
-    "(its tasks' outcomes and groups) instead."))]
+    "Print JSON: {\"batch\": N, \"tasks\": M, \"watch\": \"BATCH@RUN\"} once submitted; "
+    "with --wait, the batch's report (its tasks' outcomes and groups) instead."))]
 File = Annotated[Path | None, typer.Argument(help="Tasks file (JSON or TOML), as for "
                                                   "ceylon-admin --tasks (none with --watch).")]
 WatchBatch = Annotated[str | None, typer.Option(
@@ -127,8 +128,7 @@ def _send(c: AsyncClient, file: Path, wait: bool, sequential: bool, as_json: boo
     def took(sub: Submitted) -> None:
         taken.append(sub)
         if wait:  # (what to give --watch, should this program stop before the report)
-            typer.echo(f"batch {_token(sub)} ({sub.tasks} task(s)) taken: waiting for its "
-                       f"report", err=True)
+            say(f"batch {_token(sub)} ({sub.tasks} task(s)) taken: waiting for its report")
 
     try:
         submitted, report = asyncio.run(_submit(c, doc, wait, sequential, took))

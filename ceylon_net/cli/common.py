@@ -56,6 +56,7 @@ def configure_logging(level: str, as_json: bool) -> None:
     itself or a library logs with the standard ``logging`` module (asyncio's warnings, say)
     goes the same way, so ``--log-json`` output stays JSON."""
     logger.remove()
+    Said.as_json = as_json
     try:
         # A function sink looks sys.stderr up on every line, so a live progress display that
         # redirects stderr prints log lines above its bars instead of through them.
@@ -81,8 +82,32 @@ class _ToLoguru(logging.Handler):
                                                   record.getMessage())
 
 
+class Said:
+    """How lines for the user go to stderr: with --log-json, as log records (one JSON
+    object a line, as everything else there), else as text."""
+
+    as_json = False
+
+
+def say_error(message: str) -> None:
+    """Why the program stops, on stderr: "error: ..." (a record at ERROR with --log-json)."""
+    if Said.as_json:
+        logger.error(message)
+        logger.complete()
+    else:
+        typer.echo(f"error: {message}", err=True)
+
+
+def say(message: str) -> None:
+    """A line for the user on stderr (a record at INFO with --log-json)."""
+    if Said.as_json:
+        logger.info(message)
+    else:
+        typer.echo(message, err=True)
+
+
 def fail(code: int, message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    say_error(message)
     raise typer.Exit(code)
 
 

@@ -6,7 +6,6 @@ import os
 import sys
 from typing import Annotated
 
-import typer
 from loguru import logger
 
 from ..edge import handlers, loop
@@ -34,6 +33,7 @@ from .common import (
     on_signals,
     opt,
     path_str,
+    say_error,
 )
 
 Name = Annotated[str, opt("Unique worker name in the workspace.", "NAME")]
@@ -98,7 +98,7 @@ def _leave(code: int, error: str | None = None) -> None:
         logger.warning("{} handler thread(s) still running (a thread cannot be stopped): "
                        "exiting without waiting for them", handlers.running())
         if error is not None:
-            typer.echo(f"error: {error}", err=True)
+            say_error(error)
         logger.complete()
         sys.stdout.flush()
         sys.stderr.flush()
