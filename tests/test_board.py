@@ -14,7 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from ceylon_net.core.board import FINISHED, TaskBoard
 from ceylon_net.core.restore import JournaledTask
 from ceylon_net.core.scheduler import Blocked, WorkerSlot
-from ceylon_net.core.tasks import Task, TaskAssignment, TaskResult, TaskStatus
+from ceylon_net.core.tasks import RunReport, Task, TaskAssignment, TaskResult, TaskStatus
 from ceylon_net.core.workers import WorkerState
 from ceylon_net.errors import ConfigError
 
@@ -377,6 +377,22 @@ def test_report_lists_outcomes_in_the_order_they_finished():
     assert (first.description, first.difficulty) == ("Complex research", 8)
     assert report.success_rate == pytest.approx(2 / 3)
     assert report.unassigned == [7]
+
+
+def test_a_report_made_before_the_end_names_the_tasks_not_finished():
+    b = board([SIMPLE, ANALYSIS, RESEARCH, Task(4, "after", depends_on=[3])],
+              WorkerSlot("Senior", 9))
+    b.plan()
+    b.record(done(SIMPLE, "Senior"))
+    b.plan()
+
+    assert b.report().unfinished == [2, 3, 4]  # on the worker, queued, waiting
+    assert b.report(only=[4, 1]).unfinished == [4]
+    assert RunReport.from_json(b.report().to_json()).unfinished == [2, 3, 4]
+    b2 = board([SIMPLE], WorkerSlot("Senior", 9))
+    b2.plan()
+    b2.record(done(SIMPLE, "Senior"))
+    assert "unfinished" not in b2.report().to_json()  # a run that ended: as before
 
 
 def test_report_of_nothing():

@@ -217,8 +217,11 @@ def test_a_tasks_run_stopped_by_a_signal_exits_128_plus_it_with_the_report_so_fa
     code, out, err, worker_code = run(body())
     assert code == 128 + number, err
     assert f"interrupted before the run finished by {sig}: the report so far follows" in err
-    assert sorted(t["id"] for t in json.loads(report.read_text())["tasks"]) == [1, 2, 3]
-    assert "(3/3 tasks)" in out
+    data = json.loads(report.read_text())
+    assert sorted(t["id"] for t in data["tasks"]) == [1, 2, 3]
+    # The one still running is said, not left out (before: in no list of the report).
+    assert data["unfinished"] == [9] and data["unassigned"] == [] and data["cancelled"] == []
+    assert "(3/3 tasks)" in out and "Not finished (the run was stopped first): 9" in out
     assert worker_code == 0
 
 

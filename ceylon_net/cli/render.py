@@ -58,6 +58,11 @@ def _report_notes(report: RunReport) -> list[str]:
     if report.unassigned:
         lines.append(f"Unassigned (no connected worker could take them): "
                      f"{', '.join(map(str, report.unassigned))}")
+    if report.unfinished:
+        shown = ", ".join(map(str, report.unfinished[:TABLE_ROWS]))
+        more = len(report.unfinished) - TABLE_ROWS
+        lines.append(f"Not finished (the run was stopped first): {shown}"
+                     + (f" and {more:,} more" if more > 0 else ""))
     return lines
 
 

@@ -917,4 +917,7 @@ class TaskBoard:
                      if r.state is X and r.task.id not in skip
                      and (keep is None or r.task.id in keep)}
         dead = [t for t in self.dead if keep is None or t in keep]
-        return RunReport(outcomes, unassigned, cancelled, dead=dead)
+        looked = () if not self._open else self.records if keep is None else \
+            self._in_order(t for t in keep if t in self.records)
+        unfinished = [t for t in looked if self.records[t].state not in ENDED and t not in skip]
+        return RunReport(outcomes, unassigned, cancelled, dead=dead, unfinished=unfinished)

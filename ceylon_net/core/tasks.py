@@ -117,6 +117,9 @@ class RunReport:
     cancelled: dict[TaskId, str] = field(default_factory=dict)  # task id -> why
     groups: list[dict[str, Any]] = field(default_factory=list)
     dead: list[TaskId] = field(default_factory=list)  # failed: lost with workers too often
+    # Not ended when the report was made (the run was stopped first): queued, waiting for a
+    # dependency, or on a worker.
+    unfinished: list[TaskId] = field(default_factory=list)
 
     @property
     def success_rate(self) -> float:
@@ -133,7 +136,8 @@ class RunReport:
              for t in data.get("tasks", [])],
             list(data.get("unassigned", [])),
             {c["id"]: c["reason"] for c in data.get("cancelled", [])},
-            list(data.get("groups", [])), list(data.get("dead", [])))
+            list(data.get("groups", [])), list(data.get("dead", [])),
+            list(data.get("unfinished", [])))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -154,5 +158,6 @@ class RunReport:
             "unassigned": list(self.unassigned),
             "cancelled": [{"id": k, "reason": v} for k, v in self.cancelled.items()],
             "dead": list(self.dead),
+            **({"unfinished": list(self.unfinished)} if self.unfinished else {}),
             **({"groups": self.groups} if self.groups else {}),
         }
