@@ -472,6 +472,15 @@ def test_blocked_reports_what_no_connected_worker_can_do():
     ]
 
 
+def test_blocked_names_tasks_of_one_kind_once_those_that_run_alone_among_them():
+    s = scheduler(WorkerSlot("Junior", 3))
+    s.push("new", 7, None)
+    s.push("lost", 7, None, seq=-1, front=True)  # (lost with a worker: older, runs alone)
+    s.push("stolen", 7, None, trusted=True)
+
+    assert s.blocked() == [Blocked(7, None, ("lost", "new", "stolen"), 3)]
+
+
 def test_blocked_ignores_load():
     s = scheduler(WorkerSlot("Senior", 9, running=1))
     s.push("hard", 8, None)

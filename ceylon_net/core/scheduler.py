@@ -461,20 +461,24 @@ class Scheduler:
         return None
 
     def blocked(self) -> list[Blocked]:
-        """Classes of queued tasks that no connected worker can do, even when idle."""
-        out = []
+        """Queued tasks that no connected worker can do, even when idle: one Blocked for
+        each difficulty, role and handler (tasks that run alone, or only on trusted workers,
+        among the others: a worker on probation earns trust, so that is no block)."""
+        entries: dict[tuple[int, str | None, str | None], list[Entry]] = {}
         for key in list(self._classes):
-            head = self._head(key)
-            if head is None:
+            if self._head(key) is None:
                 continue
-            difficulty, role, handler, _, _ = key  # a worker on probation earns trust: not blocked
-            if any(can_do(w, difficulty, role, handler) for w in self._workers.values()):
-                continue
+            difficulty, role, handler, _, _ = key
+            if not any(can_do(w, difficulty, role, handler) for w in self._workers.values()):
+                entries.setdefault((difficulty, role, handler), []).extend(
+                    self._live_entries(key))
+        out = []
+        for (difficulty, role, handler), live in entries.items():
             fitting = [w for w in self._workers.values() if role_fits(w.role, role)]
             has = handler is None or any(handler in w.handlers for w in fitting)
             if handler is not None:
                 fitting = [w for w in fitting if handler in w.handlers]
-            tasks = tuple(t for _, _, t in sorted(self._live_entries(key)))
+            tasks = tuple(t for _, _, t in sorted(live))
             out.append(Blocked(difficulty, role, tasks, max((w.skill for w in fitting),
                                                             default=None), handler, has))
         return out
