@@ -585,12 +585,31 @@ def test_steal_takes_back_an_unconfirmed_task_and_gives_the_thief_nothing_more()
     assert [a.task.id for a in b.plan(now=1.0)["stalled"]] == [1, 2]
 
 
-def test_a_task_its_worker_did_not_take_runs_alone_afterwards():
-    # It may be what stopped that worker (a task that kills whoever starts it): beside another
-    # on the next worker, its crash would take the other along. So it waits for a worker with
-    # nothing in flight, the worker that could give one gets nothing younger meanwhile, and
-    # it gets nothing more while the task runs.
+def test_a_task_its_worker_did_not_take_goes_only_to_a_free_slot_afterwards():
+    # It may be what stopped that worker (a task that kills whoever starts it): queued behind
+    # another on the next worker, its crash could take the other's result along and never be
+    # said. So it waits for a free slot, and the worker that could give one gets no more
+    # queued meanwhile.
     b = TaskBoard()
+    b.add(tasks(1))
+    b.add_worker(WorkerSlot("stalled", 9, capacity=1), probation=True)
+    b.plan(now=0.0)
+    b.add_worker(WorkerSlot("busy", 9, capacity=3, slots=1, running=1))
+    b.steal("stalled", [(0, 1)])
+    b.add(tasks(3)[1:])
+
+    assert b.plan(now=1.0) == {}
+    b.scheduler.release("busy")
+    assert [a.task.id for a in b.plan(now=2.0)["busy"]] == [0, 1, 2]
+
+
+def test_a_task_its_worker_did_not_take_runs_alone_on_its_last_attempt():
+    # It may be what stopped that worker (a task that kills whoever starts it): beside another
+    # on the next worker, its crash would take the other along, and with one attempt left
+    # that would be the other's last too. So it waits for a worker with nothing in flight,
+    # the worker that could give one gets nothing younger meanwhile, and it gets nothing
+    # more while the task runs.
+    b = TaskBoard(max_attempts=1)
     b.add(tasks(1))
     b.add_worker(WorkerSlot("stalled", 9, capacity=1), probation=True)
     b.plan(now=0.0)
@@ -610,11 +629,12 @@ def test_a_task_its_worker_did_not_take_runs_alone_afterwards():
     b.validate()
 
 
-def test_a_task_that_kills_its_workers_takes_no_other_task_down_after_the_first_crash():
+def test_a_task_that_kills_its_workers_takes_no_other_task_down_on_its_last_attempt():
     # A poison task and an innocent one start together on a worker of two slots, which dies:
-    # both are lost once. From then on each runs alone, so the next crashes are the poison's
-    # alone: it fails after three; the innocent task is not used up by them (beside it on
-    # each next worker, it was lost three times too, and failed as dead).
+    # both are lost once, and go to free slots: together again on the next worker, lost
+    # twice. Now on their last attempt, each runs alone: the third crash is the poison's
+    # alone, and the innocent task runs (beside it on each next worker, it was lost three
+    # times too, and failed as dead).
     b = TaskBoard(max_attempts=3)
     b.add([Task("poison", "kills its worker"), Task("innocent", "fine")])
     given = []
@@ -630,15 +650,16 @@ def test_a_task_that_kills_its_workers_takes_no_other_task_down_after_the_first_
             for a in plan:
                 b.record(TaskResult(a.task.id, f"w{n}", True, attempt=a.attempt))
 
-    assert given == [["innocent", "poison"], ["poison"], ["poison"], ["innocent"], []]
+    assert given == [["innocent", "poison"], ["innocent", "poison"], ["poison"], ["innocent"],
+                     []]
     assert b.records["poison"].dead and b.records["poison"].losses == 3
     assert b.records["innocent"].status is TaskStatus.COMPLETED
-    assert b.records["innocent"].losses == 1
+    assert b.records["innocent"].losses == 2
 
 
 def test_the_worker_held_for_a_task_waiting_to_run_alone_takes_nothing_back():
     # It drains, so the task can run alone there: stealing would fill it again.
-    b = TaskBoard()
+    b = TaskBoard(max_attempts=2)
     b.add_worker(WorkerSlot("V", 9, capacity=3, slots=1))
     b.add(tasks(3))
     assert len(b.plan(now=0.0)["V"]) == 3  # one runs, two wait in its queue
@@ -648,7 +669,7 @@ def test_the_worker_held_for_a_task_waiting_to_run_alone_takes_nothing_back():
     b.add_worker(WorkerSlot("H", 9, capacity=2, slots=2))
     b.add(tasks(5)[4:])
     assert [a.task.id for a in b.plan(now=0.0)["H"]] == [4]  # a slot of H is free
-    b.remove_worker("X")  # task 3 was with it: it runs alone from now on
+    b.remove_worker("X")  # task 3 was with it: its next attempt is its last, alone
     assert b.plan(now=1.0) == {}  # no worker has nothing in flight; H (least) is held
     assert list(b.scheduler.held) == ["H"]
     assert b.steals(now=100.0, patience=0.1) == {}
@@ -658,8 +679,8 @@ def test_the_worker_held_for_a_task_waiting_to_run_alone_takes_nothing_back():
     b.validate()
 
 
-def test_a_restored_task_that_was_lost_with_a_worker_runs_alone():
-    b = TaskBoard()
+def test_a_restored_task_lost_with_a_worker_runs_alone_on_its_last_attempt():
+    b = TaskBoard(max_attempts=2)
     b.restore([JournaledTask(Task("p", "x"), None, TaskStatus.PENDING, 1, None, None, None,
                              losses=1),
                JournaledTask(Task("q", "y"), None, TaskStatus.PENDING, 0, None, None, None)],

@@ -91,8 +91,9 @@ def test_a_result_larger_than_the_admin_takes_fails_on_a_worker_that_takes_large
 
 def test_a_poison_task_fails_after_three_attempts_and_the_run_finishes(tmp_path, tasks_file):
     """Workers of two slots, one after another. The poison task takes the task running beside
-    it down once; from then on it runs alone, so that task is not used up by its crashes (it
-    was lost three times beside it, and failed as dead), and every other task ends well."""
+    it down with it twice; on its last attempt it runs alone, so that task is not used up by
+    its crashes (before, it was lost a third time beside it, and failed as dead), and every
+    other task ends well."""
     tasks = [{"id": "poison", "description": "kills its worker", "difficulty": 1,
               "handler": "die", "priority": 10}]
     tasks += [{"id": i, "description": f"ok {i}", "difficulty": 1, "duration": 0.5}

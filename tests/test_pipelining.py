@@ -315,8 +315,7 @@ def test_a_lost_task_that_waited_is_counted_next_time_it_is_lost():
 def test_a_task_lost_with_a_worker_never_waits_in_a_worker_s_queue_again():
     # Queued behind another, a task that crashes its worker as it starts may be lost before
     # its start is said (the other's result dies with the worker too). So once a task was
-    # with a worker that died, it waits at the admin to run alone: each crash counts, and is
-    # its own.
+    # with a worker that died, it waits at the admin for a free slot: each crash counts.
     sim = Sim(prefetch=2, max_attempts=3)
     sim.submit(noop("poison", priority=1))
     sim.join("w0", capacity=1)
@@ -327,11 +326,17 @@ def test_a_task_lost_with_a_worker_never_waits_in_a_worker_s_queue_again():
     sim.tick(at=3.5)  # w0 is lost with the poison task
     assert sim.st.board.records["poison"].losses == 1
     sim.submit(*[noop(f"later-{i}") for i in range(4)])
-    # Room in busy's queue, but a task in flight: the poison task waits, and busy is held for
-    # it: the younger tasks do not queue there ahead of it, or it would never run alone.
+    # Room in busy's queue, but no free slot: the poison task waits, and busy is held for
+    # it: the younger tasks do not queue there ahead of it, or it would never get a slot.
     assert list(busy.held) == ["long"]
     busy.finish("long")
-    assert list(busy.held) == ["poison"]  # alone: nothing queued behind it
+    assert list(busy.held) == ["poison", "later-0", "later-1"]
     assert busy.held["poison"] == 2
-    busy.finish("poison")
-    assert list(busy.held) == ["later-0", "later-1", "later-2"]
+    # Lost a second time, it is on its last attempt (--max-attempts 3): it runs alone.
+    sim.now = 10.0
+    sim.tick(at=13.5)  # busy is lost with it
+    assert sim.st.board.records["poison"].losses == 2
+    last = sim.join("last", capacity=1)
+    assert list(last.held) == ["poison"]  # nothing queued behind it
+    last.finish("poison")
+    assert list(last.held) == ["later-0"]  # (it waited on busy: to a free slot only)

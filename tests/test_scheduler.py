@@ -21,7 +21,16 @@ from hypothesis.stateful import (
     rule,
 )
 
-from ceylon_net.core.scheduler import Blocked, Scheduler, WorkerSlot, best_fit, can_do, role_fits
+from ceylon_net.core.scheduler import (
+    ALONE,
+    SLOT,
+    Blocked,
+    Scheduler,
+    WorkerSlot,
+    best_fit,
+    can_do,
+    role_fits,
+)
 
 
 def scheduler(*workers: WorkerSlot) -> Scheduler:
@@ -222,12 +231,38 @@ def test_tasks_that_can_only_wait_in_queues_are_split_evenly_among_equal_workers
     assert sorted(Counter(w for _, w in placed).values()) == [10, 10, 10, 10]
 
 
-def test_a_task_lost_with_a_worker_runs_alone():
-    # A "front" task (it was with a worker that died) goes only to a worker with nothing in
-    # flight, which gets nothing more until it ends: if it kills its worker again, no other
-    # task is lost with it, and no other task's crash is counted against it.
+def test_a_task_that_needs_a_free_slot_holds_the_workers_that_could_give_it_one():
+    # A "front" task (it was with a worker that died) goes only to a free slot. Younger tasks
+    # do not queue on the workers that could take it, so their queues drain and a slot frees
+    # for it; workers that could not take it are fed as usual.
+    s = scheduler(WorkerSlot("Senior", 9, capacity=3, slots=1, running=1),
+                  WorkerSlot("Junior", 3, capacity=3, slots=1, running=1))
+    s.push("lost", 8, None, place=SLOT)
+    for task in ("next-hard", "easy-1", "easy-2"):
+        s.push(task, 8 if task == "next-hard" else 2, None)
+
+    assert s.assign() == [("easy-1", "Junior"), ("easy-2", "Junior")]
+    s.release("Senior")
+    assert s.assign() == [("lost", "Senior"), ("next-hard", "Senior")]
+
+
+def test_a_task_ahead_of_the_reserving_one_may_still_queue_on_its_worker():
+    s = scheduler(WorkerSlot("w", 5, capacity=3, slots=1, running=1))
+    s.push("lost", 1, None, place=SLOT)
+    s.push("later", 1, None)
+    s.push("urgent", 1, None, priority=5)
+
+    assert s.assign() == [("urgent", "w")]  # ahead of "lost": queued as ever
+    s.release("w", 2)
+    assert s.assign() == [("lost", "w"), ("later", "w")]
+
+
+def test_a_task_on_its_last_attempt_runs_alone():
+    # A task lost with workers until its next attempt is its last goes only to a worker with
+    # nothing in flight, which gets nothing more until it ends: if it kills its worker again,
+    # no other task is lost with it.
     s = scheduler(WorkerSlot("w", 5, capacity=4, slots=2))
-    s.push("lost", 1, None, front=True)
+    s.push("lost", 1, None, place=ALONE)
     for i in range(3):
         s.push(i, 1, None)
 
@@ -239,10 +274,10 @@ def test_a_task_lost_with_a_worker_runs_alone():
     assert s.assign() == [(0, "w"), (1, "w"), (2, "w")]
 
 
-def test_a_task_lost_with_a_worker_waits_for_an_idle_one_not_a_free_slot():
+def test_a_task_to_run_alone_waits_for_an_idle_worker_not_a_free_slot():
     s = scheduler(WorkerSlot("busy", 5, capacity=4, slots=4, running=1),
                   WorkerSlot("idle", 9, capacity=4, slots=4))
-    s.push("lost", 1, None, front=True)
+    s.push("lost", 1, None, place=ALONE)
     s.push("next", 1, None)
 
     # The best fit (least skilled) has three free slots, but one task in flight.
@@ -256,7 +291,7 @@ def test_a_task_waiting_to_run_alone_holds_one_worker_the_others_work_on():
     s = scheduler(WorkerSlot("A", 9, capacity=3, slots=1, running=3),
                   WorkerSlot("B", 9, capacity=3, slots=1, running=2),
                   WorkerSlot("Junior", 3, capacity=3, slots=1, running=1))
-    s.push("lost", 8, None, front=True)
+    s.push("lost", 8, None, place=ALONE)
     for task in ("hard-1", "hard-2", "easy-1"):
         s.push(task, 8 if task.startswith("hard") else 2, None)
 
@@ -273,7 +308,7 @@ def test_a_task_waiting_to_run_alone_holds_one_worker_the_others_work_on():
 def test_when_the_held_worker_leaves_another_is_held_in_its_place():
     s = scheduler(WorkerSlot("A", 9, capacity=2, slots=1, running=1),
                   WorkerSlot("B", 9, capacity=3, slots=1, running=2))
-    s.push("lost", 1, None, front=True)
+    s.push("lost", 1, None, place=ALONE)
     s.push("later", 1, None)
     assert s.assign() == [("later", "B")]  # A (least in flight) is held
     s.remove_worker("A")
@@ -283,9 +318,9 @@ def test_when_the_held_worker_leaves_another_is_held_in_its_place():
     assert s.assign() == [("lost", "B")]
 
 
-def test_a_task_ahead_of_the_reserving_one_may_still_go_to_its_worker():
+def test_a_task_ahead_of_one_waiting_to_run_alone_may_still_go_to_its_worker():
     s = scheduler(WorkerSlot("w", 5, capacity=3, slots=1, running=1))
-    s.push("lost", 1, None, front=True)
+    s.push("lost", 1, None, place=ALONE)
     s.push("later", 1, None)
     s.push("urgent", 1, None, priority=5)
 
@@ -475,7 +510,7 @@ def test_blocked_reports_what_no_connected_worker_can_do():
 def test_blocked_names_tasks_of_one_kind_once_those_that_run_alone_among_them():
     s = scheduler(WorkerSlot("Junior", 3))
     s.push("new", 7, None)
-    s.push("lost", 7, None, seq=-1, front=True)  # (lost with a worker: older, runs alone)
+    s.push("lost", 7, None, seq=-1, place=ALONE)  # (lost with a worker: older, alone)
     s.push("stolen", 7, None, trusted=True)
 
     assert s.blocked() == [Blocked(7, None, ("lost", "new", "stolen"), 3)]
@@ -515,7 +550,7 @@ WORKER_ROLES = ["default", "analyst", "writer"]
 
 class SchedulerMachine(RuleBasedStateMachine):
     """Any mix of joins, leaves, pushes, discards, assigns and completions keeps the rules;
-    tasks lost with a worker (``front``) among them."""
+    tasks lost with a worker (to a free slot only, or alone) among them."""
 
     tasks = Bundle("tasks")
 
@@ -525,14 +560,17 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.queued: dict[int, tuple[int, str | None, int, int]] = {}  # id -> (d, role, p, seq)
         self.running: dict[str, list[int]] = {}
         self.taken: dict[int, tuple[int, str | None, int, int]] = {}  # assigned: as queued
-        self.front: set[int] = set()  # tasks that run alone
+        self.place: dict[int, int] = {}  # tasks that go to a free slot only, or alone
         self.next_id = 0
 
     @rule(name=st.sampled_from(NAMES), skill=st.integers(0, 10),
-          role=st.sampled_from(WORKER_ROLES), capacity=st.integers(1, 3))
-    def join(self, name, skill, role, capacity):
+          role=st.sampled_from(WORKER_ROLES), capacity=st.integers(1, 3),
+          queue=st.integers(0, 2))
+    def join(self, name, skill, role, capacity, queue):
+        """``queue``: of its capacity, how many wait in its queue (slots: the rest)."""
         if name not in self.running:
-            self.s.add_worker(WorkerSlot(name, skill, role, capacity))
+            self.s.add_worker(WorkerSlot(name, skill, role, capacity,
+                                         slots=max(1, capacity - queue)))
             self.running[name] = []
 
     @rule(name=st.sampled_from(NAMES))
@@ -570,25 +608,30 @@ class SchedulerMachine(RuleBasedStateMachine):
         task = self.running[name].pop(data.draw(st.integers(0, len(self.running[name]) - 1)))
         self.s.release(name)
         difficulty, role, priority, seq = self.taken.pop(task)
-        if data.draw(st.booleans()):  # lost with its worker: it runs alone from now on
-            self.front.add(task)
+        # Lost with its worker: from now on to a free slot only, alone on its last attempt.
+        place = data.draw(st.sampled_from([0, SLOT, ALONE]))
+        self.place[task] = max(place, self.place.get(task, 0))
         assert self.s.push(task, difficulty, role, priority, seq=seq,
-                           front=task in self.front) == seq
+                           place=self.place[task]) == seq
         self.queued[task] = (difficulty, role, priority, seq)
 
     @rule()
     def assign(self):
-        before = {n: WorkerSlot(w.name, w.skill, w.role, w.capacity, w.running, alone=w.alone)
-                  for n, w in self.s.workers.items()}
+        before = {n: WorkerSlot(w.name, w.skill, w.role, w.capacity, w.running, slots=w.slots,
+                                alone=w.alone) for n, w in self.s.workers.items()}
         decisions = self.s.assign()
         order = []
         for task, name in decisions:
             difficulty, role, priority, seq = self.taken[task] = self.queued.pop(task)
             chosen = before[name]
-            if task in self.front:  # alone: to an idle worker, the best fit of those
+            place = self.place.get(task, 0)
+            if place == ALONE:  # to an idle worker, the best fit of those
                 assert chosen.running == 0 and not self.running[name], (task, name)
-                assert best_fit(before.values(), difficulty, role, front=True) is chosen
+                assert best_fit(before.values(), difficulty, role, place=ALONE) is chosen
                 chosen.alone = True
+            elif place == SLOT:  # to a free slot: the best fit of those
+                assert chosen.running < chosen.slots, (task, name)
+                assert best_fit(before.values(), difficulty, role, place=SLOT) is chosen
             else:
                 # The best fit; or, in a run of one class to one worker, a free slot of it
                 # (the task starts at once there as anywhere: see Scheduler.assign).
@@ -599,14 +642,16 @@ class SchedulerMachine(RuleBasedStateMachine):
             order.append((-priority, seq))
         assert order == sorted(order), "decisions go best task first"
         # Nothing placeable is left behind, but on a worker held for a task waiting to run
-        # alone: one worker for each such task at most.
+        # alone (one worker for each such task at most) or for a free slot (any worker that
+        # could give it one).
         workers = self.s.workers.values()
-        waiting_alone = [t for t in self.queued if t in self.front]
-        for t in waiting_alone:
-            assert best_fit(workers, *self.queued[t][:2], front=True) is None, t
+        waiting = {t: self.place[t] for t in self.queued if self.place.get(t)}
+        for t, place in waiting.items():
+            assert best_fit(workers, *self.queued[t][:2], place=place) is None, t
         left_on = {getattr(best_fit(workers, *self.queued[t][:2]), "name", None)
                    for t in self.queued} - {None}
-        assert len(left_on) <= len(waiting_alone), (left_on, waiting_alone)
+        if SLOT not in waiting.values():
+            assert len(left_on) <= len(waiting), (left_on, waiting)
 
     @invariant()
     def capacity_is_never_exceeded(self):
@@ -617,7 +662,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     @invariant()
     def a_task_lost_with_a_worker_runs_alone(self):
         for name, slot in self.s.workers.items():
-            alone = [t for t in self.running[name] if t in self.front]
+            alone = [t for t in self.running[name] if self.place.get(t) == ALONE]
             assert slot.alone == bool(alone), (name, self.running[name])
             assert not alone or len(self.running[name]) == 1, (name, self.running[name])
 
@@ -643,7 +688,7 @@ class SchedulerMachine(RuleBasedStateMachine):
 
 
 SchedulerMachine.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=30, deadline=None
+    max_examples=400, stateful_step_count=30, deadline=None
 )
 TestSchedulerRules = SchedulerMachine.TestCase
 

@@ -23,7 +23,7 @@ from operator import attrgetter
 from typing import Any
 
 from .checks import refuse_bad_dependencies, refuse_duplicates
-from .scheduler import Blocked, Scheduler, WorkerSlot, can_do
+from .scheduler import ALONE, ANYWHERE, SLOT, Blocked, Scheduler, WorkerSlot, can_do
 from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskOutcome, TaskResult, TaskStatus
 from .workers import WorkerEvent, WorkerState, next_state
 
@@ -109,9 +109,9 @@ class TaskRecord:
     stopping: str | None = None  # asked its worker to cancel it: if it comes back, it ends
     started: bool = False  # its worker said it started the latest assignment
     ahead: bool = False  # the latest assignment was queued behind a full worker's slots
-    # It was with a worker that died or did not answer: from then on it runs alone on a worker
-    # (see ceylon_net.core.scheduler), so if it is what kills workers, each crash counts
-    # against it and takes no other task down with it.
+    # It was with a worker that died or did not answer: from then on it goes only to a free
+    # slot, never into a worker's queue, so if it is what kills workers, each crash counts;
+    # and on its last attempt it runs alone (see TaskBoard.place).
     front: bool = False
     batch: int = 0  # the client's batch (ceylon_net.core.batches) it came in, while open
 
@@ -212,13 +212,25 @@ class TaskBoard:
         if self.moved is not None and (state is Q or state is R):
             self.moved.append(rec.task.id)
 
-    def _enqueue(self, rec: TaskRecord) -> None:
-        rec.ready_at = self.now
+    def place(self, rec: TaskRecord) -> int:
+        """Where a task may go (ceylon_net.core.scheduler): anywhere; only a free slot once
+        it was with a worker that died or did not answer (TaskRecord.front); alone on a
+        worker once, after that, its next loss would be its last. A task that kills its
+        workers then takes no other task down with it: the others beside it in its earlier
+        crashes were lost fewer than --max-attempts times, and run alone on their last."""
+        if not rec.front:
+            return ANYWHERE
+        return ALONE if rec.losses + 1 >= self.max_attempts else SLOT
+
+    def _enqueue(self, rec: TaskRecord, again: bool = False) -> None:
+        """Into the ready queue (``again``: it was queued already, its place changed)."""
         t = rec.task
-        self._move(rec, Q)
-        rec.worker = None
+        if not again:
+            rec.ready_at = self.now
+            self._move(rec, Q)
+            rec.worker = None
         rec.seq = self.scheduler.push(t.id, t.difficulty, t.required_role, t.priority, rec.seq,
-                                      t.handler, rec.stolen, rec.front)
+                                      t.handler, rec.stolen, self.place(rec))
 
     def _enqueue_new(self, tasks: list[Task]) -> None:
         """New tasks, none waiting on anything: queued and recorded in one go (in passes at
@@ -556,7 +568,7 @@ class TaskBoard:
         keeps them from everyone. They go back to the queue in their old place, and the worker
         gets nothing more until it shows it reads; they go only to trusted workers from now on
         (a task that kills whoever runs it must not take down every new worker before the
-        first is found lost), and alone (see TaskRecord.front). If the worker
+        first is found lost), and only to a free slot (see TaskRecord.front). If the worker
         turns out to be gone, each counts as lost with it. Returns the (task, attempt) taken
         back, for cancelling there."""
         slot = self.scheduler.workers.get(worker)
@@ -583,8 +595,8 @@ class TaskBoard:
         have started there count as lost with it: those it said started, and, first sent
         first, as many others as it had slots not taken by those (a task that crashed it as
         it started may never have been said to start). The rest waited in its queue: they go
-        back without a loss. Either way each runs alone from now on, where a start counts and
-        a crash is its own: a task that crashes every worker it starts on takes no other."""
+        back without a loss. Either way they go only to a free slot from now on, where a start
+        always counts, and run alone on their last attempt (see :meth:`place`)."""
         slot = self.scheduler.remove_worker(name)
         stolen = self._stolen.pop(name, ())
         self._stalled_at.pop(name, None)
@@ -595,6 +607,8 @@ class TaskBoard:
             rec.losses += 1  # it was gone, not slow: the attempt counts
             if rec.losses >= self.max_attempts and self.scheduler.discard(task_id):
                 self._give_up_lost(rec, name, why)
+            elif self.scheduler.discard(task_id):  # queued: again, where it may go now
+                self._enqueue(rec, again=True)
         flying = self._in_flight.pop(name, Held())
         started = sum(self.records[t].started for t in flying)
         # A worker from before a restart that did not come back: which of its tasks had
@@ -664,7 +678,8 @@ class TaskBoard:
             self.probation(worker)  # tasks sent a while ago never reached it
         stale = [t for t, attempt in running.items()
                  if t not in flying or self.records[t].attempt != attempt]
-        self.scheduler.holds(worker, len(flying), any(self.records[t].front for t in flying))
+        self.scheduler.holds(worker, len(flying),
+                             any(self.place(self.records[t]) == ALONE for t in flying))
         return requeued, stale
 
     def _give_up_lost(self, rec: TaskRecord, worker: str, why: str) -> None:
@@ -893,9 +908,9 @@ class TaskBoard:
         for name, slot in self.scheduler.workers.items():
             flying = self._in_flight.get(name, ())
             assert slot.running == len(flying), f"{name}: {slot.running}/{len(flying)}"
-            alone = [t for t in flying if self.records[t].front]  # see TaskRecord.front
+            alone = [t for t in flying if self.place(self.records[t]) == ALONE]
             assert slot.alone == bool(alone) and (not alone or len(flying) == 1), \
-                f"{name}: alone {slot.alone}, holds {list(flying)}, of them front {alone}"
+                f"{name}: alone {slot.alone}, holds {list(flying)}, of them alone {alone}"
 
     def report(self, unassigned: Iterable[TaskId] = (), only: Iterable[TaskId] | None = None
                ) -> RunReport:

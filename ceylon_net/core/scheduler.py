@@ -9,12 +9,14 @@ Rules (DESIGN.md "Scheduling"):
 - among eligible workers: one with a free slot before one that would only queue the task
   (a task never waits behind another while a slot is free), then best fit (least skilled that
   can do it), then least loaded, so seniors stay free for the hard tasks;
-- a task marked ``front`` (it was with a worker that died or did not answer) runs alone: it
-  goes only to a worker with nothing in flight, which gets nothing more until it ends (if it
-  is what kills workers, it takes no other task down with it, and each crash counts against
-  it alone). While it waits, one worker that could take it is held for it: it gets no
-  younger task, so it drains (a reservation: not starved; one worker, the one with the least
-  in flight, kept until the task goes out, so the others work on).
+- a task that was with a worker that died or did not answer (its place: SLOT) goes only to a
+  free slot; while it waits for one, the workers that could take it get no younger task into
+  their queues, so their queues drain and a slot frees for it (a reservation: not starved);
+- one on its last attempt after that (its place: ALONE) goes only to a worker with nothing in
+  flight, which gets nothing more until it ends: if it is what kills workers, it takes no other
+  task down with it. While it waits, one worker that could take it is held for it: it gets no
+  younger task, so it drains (the one with the least in flight, kept until the task goes out,
+  so the others work on).
 
 A task naming a handler only goes to workers that have it.
 
@@ -35,8 +37,9 @@ from .tasks import DEFAULT_ROLE
 from .workers import WorkerState, room
 
 TaskKey = Hashable
-# difficulty, role, handler, trusted workers only, runs alone (``front``)
-ClassKey = tuple[int, str | None, str | None, bool, bool]
+# difficulty, role, handler, trusted workers only, where it may go (a place)
+ClassKey = tuple[int, str | None, str | None, bool, int]
+ANYWHERE, SLOT, ALONE = 0, 1, 2  # places: a worker's queue too; only a free slot; alone
 Entry = tuple[int, int, TaskKey]  # (-priority, age stamp, task): heap order is queue order
 
 
@@ -80,7 +83,7 @@ class WorkerSlot:
     # Where the worker is in its life (ceylon_net.core.workers): how much it may hold now.
     state: WorkerState = WorkerState.TRUSTED
     slots: int = 0  # tasks it runs at once (its --concurrency); 0: the capacity
-    alone: bool = False  # it runs a ``front`` task: nothing more until its in flight is none
+    alone: bool = False  # it runs a task ALONE: nothing more until its in flight is none
 
     def __post_init__(self) -> None:
         if not self.slots:
@@ -119,9 +122,9 @@ class Blocked:
 
 
 def class_key(difficulty: int, role: str | None, handler: str | None, trusted: bool = False,
-              front: bool = False) -> ClassKey:
+              place: int = ANYWHERE) -> ClassKey:
     """The class a ready task is queued in: tasks of one class suit the same workers."""
-    return difficulty, None if role == DEFAULT_ROLE else role, handler, trusted, front
+    return difficulty, None if role == DEFAULT_ROLE else role, handler, trusted, place
 
 
 def role_fits(worker_role: str, task_role: str | None) -> bool:
@@ -141,17 +144,18 @@ def fits(worker: WorkerSlot, key: ClassKey) -> bool:
 
 
 def best_fit(workers: Iterable[WorkerSlot], difficulty: int, role: str | None = None,
-             handler: str | None = None, trusted: bool = False, front: bool = False,
+             handler: str | None = None, trusted: bool = False, place: int = ANYWHERE,
              reserved: frozenset[str] | set[str] = frozenset()):
     """The eligible worker with room that fits best, or None. ``trusted``: only workers off
-    probation; ``front``: only a worker with nothing in flight (the task runs alone);
-    ``reserved``: workers not to use."""
+    probation; ``place``: where it may go (SLOT: a free slot, not a place in a worker's queue;
+    ALONE: a worker with nothing in flight); ``reserved``: workers not to use."""
     best, best_key = None, None
     for w in workers:
         if (trusted and w.state is not WorkerState.TRUSTED) or w.name in reserved \
-                or (front and w.running):
+                or (place == ALONE and w.running):
             continue
-        if w.running < w.room and can_do(w, difficulty, role, handler):
+        limit = min(w.room, w.slots) if place else w.room
+        if w.running < limit and can_do(w, difficulty, role, handler):
             key = (w.running >= w.slots, w.skill, w.running / w.slots, w.name)
             if best_key is None or key < best_key:
                 best, best_key = w, key
@@ -171,7 +175,7 @@ class Scheduler:
         # changing a WorkerSlot from outside); assign() does nothing while it is unchanged.
         self.version = 0
         self._settled = -1  # the version at which assign() last found nothing to place
-        self._held_for: dict[TaskKey, str] = {}  # a waiting ``front`` task -> the worker held
+        self._held_for: dict[TaskKey, str] = {}  # a task waiting to run ALONE -> worker held
 
     def touch(self) -> None:
         self.version += 1
@@ -205,7 +209,7 @@ class Scheduler:
 
     def holds(self, worker: str, n: int, alone: bool) -> None:
         """What ``worker`` has in flight was found to be ``n`` tasks; ``alone``: one of them
-        runs alone (a ``front`` task)."""
+        runs ALONE."""
         slot = self._workers.get(worker)
         if slot is not None and (slot.running, slot.alone) != (n, alone and n > 0):
             self.version += 1
@@ -221,13 +225,14 @@ class Scheduler:
     def push(
         self, task: TaskKey, difficulty: int, role: str | None, priority: int = 0,
         seq: int | None = None, handler: str | None = None, trusted: bool = False,
-        front: bool = False,
+        place: int = ANYWHERE,
     ) -> int:
         """Queue a ready task; returns its age stamp (pass it back on requeue to keep its place).
-        ``trusted``: it goes only to a worker off probation; ``front``: it runs alone."""
+        ``trusted``: it goes only to a worker off probation; ``place``: SLOT, only to a free
+        slot; ALONE, only alone on a worker."""
         if task in self._where:
             raise ValueError(f"task {task!r} is already queued")
-        key = class_key(difficulty, role, handler, trusted, front)
+        key = class_key(difficulty, role, handler, trusted, place)
         if seq is None:
             seq = self._next_seq
             self._next_seq += 1
@@ -328,14 +333,14 @@ class Scheduler:
                 return decisions
             key, worker, rival = choice
             queue = classes[key]
-            room = worker.room
+            room = min(worker.room, worker.slots) if key[4] else worker.room
             free = min(room, worker.slots) - worker.running
-            n = 1 if key[4] else free if free > 0 else \
+            n = 1 if key[4] == ALONE else free if free > 0 else \
                 max(1, min(room - worker.running, self._share(key, len(queue))))
             self.version += 1
             taken = self._take(key, queue, n, rival, worker.name, decisions)
             worker.running += taken
-            if key[4] and taken:
+            if key[4] == ALONE and taken:
                 worker.alone = True
 
     def _take(self, key: ClassKey, queue: ClassQueue, n: int, rival: Entry | None,
@@ -402,26 +407,29 @@ class Scheduler:
         return -(-queued // max(1, takers))
 
     def _reservations(self) -> dict[str, Entry]:
-        """Workers held for a task that waits to run alone (a ``front`` class head no idle
-        worker takes now): worker name -> the best such head held on it. Only tasks ahead of
-        that head may still go to it. Each head holds one worker: the one it held before
-        while that can still take it, else the one with the least in flight (it drains
-        first, as far as is known), so the others work on."""
+        """Workers held for a task that waits for a free slot or to run alone (the head of
+        a SLOT or ALONE class that no worker takes now): worker name -> the best such head
+        it could take. Only tasks ahead of that head may still go to it. A SLOT head holds
+        every worker that could take it (their queues drain, the first slot to free is its);
+        an ALONE head one: the one it held before while that can still take it, else the
+        one with the least in flight (it drains first, as far as is known), so that the
+        others work on while it drains."""
         out: dict[str, Entry] = {}
         held_for: dict[TaskKey, str] = {}
         for key in [k for k in self._classes if k[4]]:
             head = self._head(key)
             if head is None or self._taker(key) is not None:
                 continue  # placeable now: assign() takes it in its turn
-            able = {w.name: w for w in self._workers.values() if w.room > 0 and fits(w, key)}
-            name = self._held_for.get(head[2])
-            if name not in able:
-                name = min(able.values(), key=lambda w: (w.running, w.name)).name \
-                    if able else None
-            if name is not None:
-                held_for[head[2]] = name
-                if name not in out or head < out[name]:
-                    out[name] = head
+            able = [w for w in self._workers.values() if w.room > 0 and fits(w, key)]
+            if key[4] == ALONE and able:
+                name = self._held_for.get(head[2])
+                held = next((w for w in able if w.name == name), None) or \
+                    min(able, key=lambda w: (w.running, w.name))
+                held_for[head[2]] = held.name
+                able = [held]
+            for w in able:
+                if w.name not in out or head < out[w.name]:
+                    out[w.name] = head
         self._held_for = held_for
         return out
 
@@ -437,12 +445,12 @@ class Scheduler:
         """A task for trusted workers only, and none that could ever take it: an idle worker
         on probation may (it earns trust by this very task), rather than the task waiting
         for ever."""
-        difficulty, role, handler, _, front = key
+        difficulty, role, handler, _, place = key
         if any(w.trusted and can_do(w, difficulty, role, handler)
                for w in self._workers.values()):
             return None  # a trusted one will, when it has room
         idle = (w for w in self._workers.values() if w.running == 0)
-        return best_fit(idle, difficulty, role, handler, front=front)
+        return best_fit(idle, difficulty, role, handler, place=place)
 
     def _head(self, key: ClassKey) -> Entry | None:
         """The best live entry of class ``key`` (None, and the class is dropped, when it has
