@@ -13,7 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from ceylon_net.core.board import FINISHED, TaskBoard
 from ceylon_net.core.restore import JournaledTask
-from ceylon_net.core.scheduler import Blocked, WorkerSlot
+from ceylon_net.core.scheduler import ALONE, Blocked, WorkerSlot
 from ceylon_net.core.tasks import RunReport, Task, TaskAssignment, TaskResult, TaskStatus
 from ceylon_net.core.workers import WorkerState
 from ceylon_net.errors import ConfigError
@@ -796,6 +796,22 @@ def test_tasks_stolen_from_a_worker_that_turns_out_gone_count_as_lost_with_it():
 
     assert b.dead == [0]
     assert b.records[0].result.error.startswith("lost 2 times, last with worker 'also-dead'")
+
+
+def test_a_stolen_task_whose_loss_makes_its_next_attempt_the_last_runs_alone():
+    # Counted lost while it waits in the queue (its first worker turned out gone), it is
+    # queued again where it may go now: alone, not in a free slot beside another.
+    b = TaskBoard(max_attempts=2)
+    b.add(tasks(1))
+    b.add_worker(WorkerSlot("dead", 9), probation=True)
+    b.plan(now=0.0)
+    b.steal("dead", [(0, 1)])
+    b.add(tasks(3)[1:])
+    b.remove_worker("dead")
+    assert b.records[0].losses == 1 and b.place(b.records[0]) == ALONE
+    b.add_worker(WorkerSlot("w", 9, capacity=3))
+    assert [a.task.id for a in b.plan(now=1.0)["w"]] == [0]
+    b.validate()
 
 
 def test_a_worker_that_was_slow_not_gone_costs_its_stolen_tasks_nothing():

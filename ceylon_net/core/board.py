@@ -598,17 +598,8 @@ class TaskBoard:
         back without a loss. Either way they go only to a free slot from now on, where a start
         always counts, and run alone on their last attempt (see :meth:`place`)."""
         slot = self.scheduler.remove_worker(name)
-        stolen = self._stolen.pop(name, ())
         self._stalled_at.pop(name, None)
-        for task_id in stolen if why != "left" else ():
-            rec = self.records[task_id]
-            if rec.state in ENDED:
-                continue
-            rec.losses += 1  # it was gone, not slow: the attempt counts
-            if rec.losses >= self.max_attempts and self.scheduler.discard(task_id):
-                self._give_up_lost(rec, name, why)
-            elif self.scheduler.discard(task_id):  # queued: again, where it may go now
-                self._enqueue(rec, again=True)
+        self._stolen_lost(name, why)
         flying = self._in_flight.pop(name, Held())
         started = sum(self.records[t].started for t in flying)
         # A worker from before a restart that did not come back: which of its tasks had
@@ -631,6 +622,20 @@ class TaskBoard:
         lost = self._lose(counted, name, why, counts=why != "left")
         return sorted([*lost, *self._lose(waited, name, why, counts=False)],
                       key=lambda i: self.records[i].seq or 0)
+
+    def _stolen_lost(self, worker: str, why: str) -> None:
+        """The tasks taken back from ``worker`` (on probation, it had not confirmed them)
+        count as lost with it now that it is gone (unless it left, drained)."""
+        stolen = self._stolen.pop(worker, ())
+        for task_id in stolen if why != "left" else ():
+            rec = self.records[task_id]
+            if rec.state in ENDED:
+                continue
+            rec.losses += 1  # it was gone, not slow: the attempt counts
+            if rec.losses >= self.max_attempts and self.scheduler.discard(task_id):
+                self._give_up_lost(rec, worker, why)
+            elif self.scheduler.discard(task_id):  # queued: again, where it may go now
+                self._enqueue(rec, again=True)
 
     def _lose(self, task_ids: Iterable[TaskId], worker: str, why: str,
               counts: bool = True) -> list[TaskId]:
