@@ -350,6 +350,17 @@ def test_status_says_how_many_queued_tasks_its_table_leaves_out_and_where_they_a
     assert "... and 14900 more in the admin's queue; 3 queued on workers" \
         in shown(15_003, 100, 0, said=3)
     assert "queued on workers" not in shown(5, 5, 0)
+    # What a worker does for a task lost with other workers, on its last attempt:
+    for flag, said in (("held", "(drains for a task to run alone)"),
+                       ("alone", "(runs a task on its last attempt alone)")):
+        data = {"admin": "a", "workspace": "w", "groups": [], "queued": [],
+                "workers": [{"name": "w1", "role": "default", "skill": 5, "host": "h",
+                             "running": 1, "capacity": 4, flag: True}],
+                "counts": {"total": 1, "done": 0, "succeeded": 0, "running": 1, "queued": 0,
+                           "waiting": 0, "unassigned": 0}}
+        console = Console(width=200, record=True)
+        console.print(render(data))
+        assert said in console.export_text(), console.export_text()
 
 
 def test_report_json_holds_what_json_cannot_as_its_repr_keys_and_nan_too():

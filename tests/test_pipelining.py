@@ -340,3 +340,20 @@ def test_a_task_lost_with_a_worker_never_waits_in_a_worker_s_queue_again():
     assert list(last.held) == ["poison"]  # nothing queued behind it
     last.finish("poison")
     assert list(last.held) == ["later-0"]  # (it waited on busy: to a free slot only)
+
+
+def test_status_shows_a_worker_held_for_a_task_to_run_alone_and_then_running_it():
+    sim = Sim(max_attempts=2)
+    sim.submit(noop("lost"))
+    sim.join("w0", capacity=1)
+    busy = sim.join("busy", capacity=2)
+    sim.submit(noop("long"))
+    sim.now = 3.0
+    busy.heartbeat()
+    sim.tick(at=3.5)  # w0 is lost with it: its next attempt is its last, alone
+    shown = {w["name"]: w for w in snapshot(sim.st)["workers"]}
+    assert (shown["busy"]["held"], shown["busy"]["alone"]) == (True, False)
+    busy.finish("long")
+    assert list(busy.held) == ["lost"]
+    shown = {w["name"]: w for w in snapshot(sim.st)["workers"]}
+    assert (shown["busy"]["held"], shown["busy"]["alone"]) == (False, True)

@@ -77,7 +77,9 @@ def render(data: dict[str, Any]) -> Group:
         _row(workers, w["name"], w["role"], w["skill"], w["host"] or "?",
              f"{w['running']}/{w['capacity']}"
              + (f" (+{w['queued']} queued)" if w.get("queued") else "")
-             + (f" ({w['stuck']} held by a handler past its task)" if w.get("stuck") else ""))
+             + (f" ({w['stuck']} held by a handler past its task)" if w.get("stuck") else "")
+             + (" (runs a task on its last attempt alone)" if w.get("alone") else "")
+             + (" (drains for a task to run alone)" if w.get("held") else ""))
     shown, total = len(data["groups"]), data.get("groups_total", len(data["groups"]))
     groups = Table(title="Task groups" + (f" ({shown} of {total}: those under way, then the "
                                           f"latest)" if total > shown else ""))

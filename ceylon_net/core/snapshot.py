@@ -48,14 +48,18 @@ def counts(st: AdminState) -> dict[str, int]:
 def _worker(st: AdminState, rec: WorkerRecord) -> dict[str, Any]:
     """A worker as status and dashboard show it: who it is, what it runs (as many of its
     tasks as it has slots, first sent first), what waits in its queue (pipelining), its
-    slots held by threads, its state."""
+    slots held by handlers past their tasks, its state, whether it runs a task alone or is
+    held for one (ceylon_net.core.scheduler)."""
     d = rec.detail
     slot = st.board.scheduler.workers.get(d.name)
     queued = slot.queued if slot is not None else 0
     return {"name": d.name, "role": d.role, "skill": d.skill, "host": d.host,
             "running": slot.running - queued if slot is not None else 0, "queued": queued,
             "capacity": d.capacity, "stuck": rec.stuck,
-            "state": slot.state.value if slot is not None else WorkerState.GONE.value}
+            "state": slot.state.value if slot is not None else WorkerState.GONE.value,
+            # runs a task on its last attempt alone; held (drains) for one waiting to
+            "alone": slot is not None and slot.alone,
+            "held": d.name in st.board.scheduler.held}
 
 
 def snapshot(st: AdminState) -> dict[str, Any]:
