@@ -814,6 +814,26 @@ def test_a_stolen_task_whose_loss_makes_its_next_attempt_the_last_runs_alone():
     b.validate()
 
 
+def test_a_stolen_task_counted_lost_while_it_runs_beside_others_runs_on_there():
+    # Sent on to a worker of 4 slots (beside others: not its last attempt then), it is
+    # counted lost when the worker it was taken back from turns out gone. It runs on there;
+    # what that worker says it holds does not make it run alone with four.
+    b = TaskBoard(max_attempts=2)
+    b.add(tasks(1))
+    b.add_worker(WorkerSlot("dead", 9), probation=True)
+    b.plan(now=0.0)
+    b.steal("dead", [(0, 1)])
+    b.add(tasks(4)[1:])
+    b.add_worker(WorkerSlot("w", 9, capacity=4))
+    b.delivered(b.plan(now=1.0)["w"])
+    b.remove_worker("dead")
+    assert b.records[0].losses == 1
+    b.validate()
+    b.reclaim("w", {t: 1 for t in range(1, 4)} | {0: 2})
+    assert not b.scheduler.workers["w"].alone
+    b.validate()
+
+
 def test_a_worker_that_was_slow_not_gone_costs_its_stolen_tasks_nothing():
     b = TaskBoard()
     b.add(tasks(1))

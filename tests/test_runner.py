@@ -23,6 +23,7 @@ from ceylon_net.core.board import TaskState
 from ceylon_net.core.tasks import Task, TaskAssignment, TaskResult
 from ceylon_net.dev.testing import wait_until
 from ceylon_net.edge import handlers
+from ceylon_net.edge.loop import STOP_GRACE
 from ceylon_net.edge.runner import TaskRunner
 from ceylon_net.wire import Kind
 
@@ -334,6 +335,51 @@ def test_an_async_handler_that_will_not_stop_is_answered_when_its_time_is_up():
 
 def test_an_async_handler_that_will_not_stop_is_answered_when_cancelled():
     _stubborn_run("cancel")
+
+
+def test_a_task_given_again_while_its_async_handler_will_not_stop_runs_in_a_free_slot():
+    # The admin cancelled the copy we held and gave it to us again (we came back from a
+    # partition): it waited for the old run to end, which this handler never does.
+    async def body():
+        stub, crashes = Stubborn(), []
+        runner = TaskRunner("w", 2, stub, lambda: None)
+        runner.start(crashes.append)
+        runner.accept(TaskAssignment(Task("S", "s", 1), "w", 1))
+        await wait_until(lambda: stub.started == ["S"], 5, "S to start")
+        runner.cancel("S", 1, "reassigned while away")
+        runner.accept(TaskAssignment(Task("S", "s", 1), "w", 2))
+        await wait_until(lambda: stub.started == ["S", "S"], 10, "attempt 2 to start")
+        # Attempt 1 is not answered (its answer would be taken for attempt 2's).
+        assert (runner.take_unsent(), runner.stuck, runner.holding()) == ([], 1, [["S", 2]])
+        stub.let_go.set()
+        await wait_until(lambda: runner.unsent and not runner.stuck, 5, "both to end")
+        assert _answers(runner) == [("S", 2, False)]
+        assert not crashes and runner.idle
+        await runner.stop()
+
+    run(body())
+
+
+def test_a_loop_held_up_past_the_limit_and_the_grace_does_not_make_a_handler_stubborn():
+    # Both timers were due in one turn of the loop: the handler was called one that catches
+    # the cancel before its cancel had even reached it.
+    async def blocks(task: Task) -> TaskResult:
+        time.sleep(1.5)  # an async handler that blocks the event loop
+        await asyncio.sleep(0.01)
+        return TaskResult(task.id, "w", True)
+
+    async def body():
+        runner = TaskRunner("w", 1, blocks, lambda: None)
+        runner.start(lambda crash: None)
+        runner.accept(TaskAssignment(Task("B", "b", 1, timeout=0.2), "w", 1))
+        await wait_until(lambda: runner.unsent, 10, "B's answer")
+        (r,) = runner.take_unsent()
+        assert (r.success, r.error) == (False, "timed out after 0.2 s")
+        await asyncio.sleep(STOP_GRACE + 0.2)  # (what would come late: nothing must)
+        assert (runner.stuck, runner.take_unsent()) == (0, [])
+        await runner.stop()
+
+    run(body())
 
 
 def test_a_task_given_again_while_its_sync_handler_outlives_the_cancel_waits_for_the_thread():

@@ -683,8 +683,10 @@ class TaskBoard:
             self.probation(worker)  # tasks sent a while ago never reached it
         stale = [t for t, attempt in running.items()
                  if t not in flying or self.records[t].attempt != attempt]
-        self.scheduler.holds(worker, len(flying),
-                             any(self.place(self.records[t]) == ALONE for t in flying))
+        # (alone: its one task is on its last attempt. One whose loss was counted while it
+        # ran beside others, taken back from a worker found gone later, runs on beside them.)
+        self.scheduler.holds(worker, len(flying), len(flying) == 1 and self.place(
+            self.records[next(iter(flying))]) == ALONE)
         return requeued, stale
 
     def _give_up_lost(self, rec: TaskRecord, worker: str, why: str) -> None:
@@ -914,7 +916,7 @@ class TaskBoard:
             flying = self._in_flight.get(name, ())
             assert slot.running == len(flying), f"{name}: {slot.running}/{len(flying)}"
             alone = [t for t in flying if self.place(self.records[t]) == ALONE]
-            assert slot.alone == bool(alone) and (not alone or len(flying) == 1), \
+            assert not slot.alone or (len(flying) == 1 and alone), \
                 f"{name}: alone {slot.alone}, holds {list(flying)}, of them alone {alone}"
 
     def report(self, unassigned: Iterable[TaskId] = (), only: Iterable[TaskId] | None = None

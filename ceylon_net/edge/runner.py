@@ -105,10 +105,10 @@ class TaskRunner:
         self._runners: list[asyncio.Task] = []
         self.draining = False  # start nothing more: what is queued or comes is given back
         # Slots held by a handler's thread that runs on after its task ended (it timed out,
-        # or was cancelled), or by an async handler that would not stop (_orphans, by task):
-        # the admin hears how many, and sends that many fewer.
+        # or was cancelled), or by an async handler that would not stop (_orphans: its runner
+        # -> its run): the admin hears how many, and sends that many fewer.
         self.stuck = self._stuck_said = 0
-        self._orphans: dict[TaskId, TaskAssignment] = {}
+        self._orphans: dict[asyncio.Task, TaskAssignment] = {}
         self._late = False  # a RELEASE came after the task started: said as urgently
         self._idle = asyncio.Event()
         self._idle.set()
@@ -128,13 +128,11 @@ class TaskRunner:
     # ---- what the admin says
     def accept(self, a: TaskAssignment) -> None:
         tid = a.task.id
-        if (orphan := self._orphans.get(tid)) is not None and orphan.attempt >= a.attempt:
-            return  # answered, its handler running on: a duplicate delivery
-        if tid in self._cancel_reasons or orphan is not None:
+        if tid in self._cancel_reasons:
             # Its run here is being stopped (the admin cancelled the copy we held, as when we
             # came back from a partition or it is another admin process, and gave the task
-            # to us again), or its handler would not stop: a run of its own once that one
-            # has ended.
+            # to us again): a run of its own once that one has ended (or was answered, its
+            # handler running on: see _unheeded).
             waiting = self._after.get(tid)
             if waiting is None or waiting.attempt < a.attempt:
                 self._after[tid] = a
@@ -378,7 +376,7 @@ class TaskRunner:
             try:
                 result = await self._run_one(a, me, run)
             finally:
-                orphaned = self._run_ended(a)
+                orphaned = self._run_ended(a, me)
             if orphaned:
                 continue
             if threads_left:  # said before (or with) its result: the slot is not free
@@ -416,13 +414,16 @@ class TaskRunner:
         try:
             result = await self._execute(a, run)
         except asyncio.CancelledError:
-            reason = self._cancel_reasons.pop(tid, None)
-            if reason is None or me.cancelling() > 1:
+            orphan = self._orphans.get(me) is a  # (answered: its cancel's reason went then)
+            reason = None if orphan else self._cancel_reasons.pop(tid, None)
+            if (reason is None and not orphan) or me.cancelling() > 1:
                 raise  # the runner itself is being stopped
             me.uncancel()  # only this task was: report it, take the next
             return TaskResult(tid, self.name, False, 0.0, f"cancelled: {reason}", a.attempt,
                               cancelled=True)
-        if tid in self._cancel_reasons and me.cancelling():
+        if me.cancelling() and self._orphans.get(me) is a:
+            me.uncancel()  # (cancelled, answered as it ran on: see _unheeded)
+        elif tid in self._cancel_reasons and me.cancelling():
             # Asked to stop, it ended anyway (the cancel came as it finished, or the handler
             # caught it and returned): it was stopped, say so.
             me.uncancel()
@@ -479,15 +480,17 @@ class TaskRunner:
     def _unheeded(self, a: TaskAssignment, limit: float | None) -> None:
         """``a``'s handler was told to stop STOP_GRACE ago (``limit``: its time limit was
         up; None: it was cancelled) and runs on: an async handler that catches
-        CancelledError. Its task is answered now, as one whose thread runs on would be; its
-        slot takes nothing else until the handler ends (see _orphan_ended)."""
+        CancelledError. Its task is answered now, as one whose thread runs on would be (or,
+        given to us again meanwhile, that run starts now); its slot takes nothing else until
+        the handler ends (see _orphan_ended). The task is no longer held here."""
         tid = a.task.id
         if self.active.get(tid) is not a:
             return  # it ended
+        runner = self._runner_of.pop(tid)
         del self.active[tid]
-        self._orphans[tid] = a
+        self._orphans[runner] = a
         self.stuck += 1
-        reason = self._cancel_reasons.get(tid)
+        reason = self._cancel_reasons.pop(tid, None)
         logger.warning("{}: task {!r}: its handler did not stop when told ({}): it catches "
                        "CancelledError. The task is answered; one slot waits for the handler",
                        self.name, tid, f"timed out after {limit:g} s" if limit is not None
@@ -499,24 +502,20 @@ class TaskRunner:
         else:
             result = TaskResult(tid, self.name, False, 0.0, f"cancelled: {reason}", a.attempt,
                                 cancelled=True)
-        if tid not in self._after:  # (else given to us again: that run answers, once this ends)
-            result.attempt = max(result.attempt, self._newest.pop(tid, 0))
-            self.runs += 1
-            self._report(result)
+        self._answer(tid, result)
         self._check_idle()
 
-    def _run_ended(self, a: TaskAssignment) -> bool:
+    def _run_ended(self, a: TaskAssignment, runner: asyncio.Task[None]) -> bool:
         """``a``'s run ended (its result, if any, not yet answered): True when it was
         answered already, its handler having run on when told to stop (see _unheeded)."""
         tid = a.task.id
-        orphaned = self._orphans.pop(tid, None) is a
-        if not orphaned:
-            del self.active[tid]
-        del self._runner_of[tid]
-        self._cancel_reasons.pop(tid, None)  # a cancel that came as it finished
-        if orphaned:
+        if self._orphans.get(runner) is a:
+            del self._orphans[runner]
             self._orphan_ended(tid)
-        return orphaned
+            return True
+        del self.active[tid], self._runner_of[tid]
+        self._cancel_reasons.pop(tid, None)  # a cancel that came as it finished
+        return False
 
     def _orphan_ended(self, tid: TaskId) -> None:
         """The handler of a task answered when it would not stop ended at last."""
@@ -524,10 +523,6 @@ class TaskRunner:
         self._on_result()
         logger.info("{}: the handler of task {!r} ended at last: its slot takes tasks again",
                     self.name, tid)
-        again = self._after.pop(tid, None)
-        if again is not None:  # given to us again meanwhile: it runs now
-            self._queued[tid] = again
-            self.queue.put_nowait(again)
         self._check_idle()
 
     @property
@@ -673,9 +668,12 @@ class TaskRunner:
         task = a.task
         if task.timeout is None:
             return await self._run_task(task)
-        # (a handler that catches the CancelledError the limit throws in it is answered anyway)
-        watch = asyncio.get_running_loop().call_later(task.timeout + STOP_GRACE, self._unheeded,
-                                                      a, task.timeout)
+        # A handler that catches the CancelledError the limit throws in it is answered anyway,
+        # STOP_GRACE after the limit (counted from when the limit is seen: a loop held up past
+        # both must not call a handler that never had its cancel stubborn).
+        loop, watch = asyncio.get_running_loop(), []
+        watch.append(loop.call_later(task.timeout, lambda: watch.append(loop.call_later(
+            STOP_GRACE, self._unheeded, a, task.timeout))))
         try:
             async with asyncio.timeout(task.timeout) as limit:
                 return await self._run_task(task)
@@ -684,7 +682,8 @@ class TaskRunner:
                 raise _TimedOut from None
             raise  # the task's own TimeoutError: a failure with its traceback
         finally:
-            watch.cancel()
+            for handle in watch:
+                handle.cancel()
 
     def _raised(self, task: Task, exc: BaseException) -> TaskResult:
         try:
