@@ -382,6 +382,28 @@ def test_a_loop_held_up_past_the_limit_and_the_grace_does_not_make_a_handler_stu
     run(body())
 
 
+def test_an_async_handler_that_catches_its_limit_and_returns_is_said_to_have_done_so():
+    # It was said to block the event loop (a wrong cause, and a wrong fix to look for).
+    async def catches(task: Task) -> TaskResult:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # its clean-up, then it returns
+        return TaskResult(task.id, "w", True)
+
+    async def body():
+        runner = TaskRunner("w", 1, catches, lambda: None)
+        runner.start(lambda crash: None)
+        runner.accept(TaskAssignment(Task("C", "c", 1, timeout=0.2), "w", 1))
+        await wait_until(lambda: runner.unsent, 10, "C's answer")
+        (r,) = runner.take_unsent()
+        assert (r.success, r.error, runner.stuck) == (
+            False, "timed out after 0.2 s (its handler caught the cancel, then returned)", 0)
+        await runner.stop()
+
+    run(body())
+
+
 def test_a_task_given_again_while_its_sync_handler_outlives_the_cancel_waits_for_the_thread():
     async def body(th: Threaded):
         runner = TaskRunner("w", 1, th.run_task, lambda: None)

@@ -32,7 +32,8 @@ BATCH_WAIT = 0.02  # seconds
 
 
 class _TimedOut(Exception):
-    """The task's time limit ran out (told apart from a TimeoutError the task raised)."""
+    """The task's time limit ran out (told apart from a TimeoutError the task raised); its
+    text, if any, says more."""
 
 
 class _Fifo(asyncio.Queue):  # type: ignore[type-arg]
@@ -547,9 +548,9 @@ class TaskRunner:
         started = time.perf_counter()
         try:
             result = await (run() if run is not None else self._within_limit(a))
-        except _TimedOut:
-            result = TaskResult(task.id, self.name, False,
-                                error=f"timed out after {task.timeout:g} s")
+        except _TimedOut as exc:
+            result = TaskResult(task.id, self.name, False, error=f"timed out after "
+                                f"{task.timeout:g} s" + (f" ({exc})" if str(exc) else ""))
         except asyncio.CancelledError as exc:
             me = asyncio.current_task()
             if me is None or me.cancelling():
@@ -676,7 +677,10 @@ class TaskRunner:
             STOP_GRACE, self._unheeded, a, task.timeout))))
         try:
             async with asyncio.timeout(task.timeout) as limit:
-                return await self._run_task(task)
+                result = await self._run_task(task)
+            if limit.expired():  # (its cancel was thrown in, and the handler returned anyway)
+                raise _TimedOut("its handler caught the cancel, then returned")
+            return result
         except TimeoutError:
             if limit.expired():
                 raise _TimedOut from None
