@@ -237,6 +237,15 @@ def _hung(sim: Sim, capacity: int, stuck: int):
     return w
 
 
+def test_the_held_slots_counted_for_the_progress_line_go_with_a_worker_lost():
+    sim = Sim()
+    sim.submit(noop("hung"))
+    _hung(sim, capacity=2, stuck=2)
+    assert sim.st.members.registry.stuck == 2
+    sim.tick(at=sim.now + 3.5)  # silent: lost
+    assert len(sim.st.members.registry) == 0 and sim.st.members.registry.stuck == 0
+
+
 def test_a_slot_held_by_a_thread_past_its_task_is_not_fed_until_the_thread_ends():
     sim = Sim(prefetch=1)
     sim.submit(noop("hung"), noop("a"), noop("b"))
@@ -247,9 +256,13 @@ def test_a_slot_held_by_a_thread_past_its_task_is_not_fed_until_the_thread_ends(
     assert (shown["running"], shown["queued"], shown["stuck"]) == (1, 1, 1)
     said = "1 of its 2 slot(s) held by a handler that outlived its task"
     assert any(said in m for m in logs(sim.every))
+    progress = [m for m in logs(sim.tick(at=sim.now + 1.0)) if m.startswith("progress:")]
+    assert progress and progress[0].endswith("1 worker(s) (1 slot(s) held by a handler past "
+                                             "its task)"), progress
     w.stuck = 0  # the thread ended: its heartbeat says so
     assert assigned(w.heartbeat()) == {"w": ["c"]}
     assert snapshot(sim.st)["workers"][0]["stuck"] == 0
+    assert sim.st.members.registry.stuck == 0
     sim.st.validate()
 
 

@@ -160,7 +160,7 @@ class AdminState:
             if self.resumed and now - self.started_at >= 2 * s.heartbeat * s.liveness:
                 self.members.purge_orphans()  # after a restart: they had their chance
                 self.batches.unclaimed.clear()  # (and the clients that waited, theirs)
-            self.followup.log_progress(len(self.members.registry))
+            self.followup.log_progress(len(self.members.registry), self.members.registry.stuck)
             self.guard.forget_idle(now)
             # (a hostile peer reconnecting gets a new identity each time: forget the old)
             self._warned_senders = {p for p in self._warned_senders if self.guard.counting(p)}

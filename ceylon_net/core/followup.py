@@ -36,7 +36,7 @@ class Followup:
         self.out = out
         self.unassigned = unassigned
         self.run_announced = False  # run_finished was published for what is submitted now
-        self._last_progress: tuple[int, int, int] | None = None
+        self._last_progress: tuple[int, int, int, int] | None = None
 
     def settle(self) -> None:
         """Follow up on finished tasks, in order: groups and goals, batches, then one
@@ -118,18 +118,20 @@ class Followup:
                 for client in b.waiters:
                     self.out.send(client, Kind.PROGRESS, progress)
 
-    def log_progress(self, workers: int) -> None:
-        """A progress line when something moved since the last one."""
+    def log_progress(self, workers: int, stuck: int = 0) -> None:
+        """A progress line when something moved since the last one. ``stuck``: workers'
+        slots held by a handler past its task (they run nothing else meanwhile)."""
         board = self.board
-        state = (len(board.records) - board.open, board.running, len(board.scheduler))
+        state = (len(board.records) - board.open, board.running, len(board.scheduler), stuck)
         if state == self._last_progress or not board.records:
             return
         self._last_progress = state
         waiting = f", {len(board.waiting)} waiting on dependencies" if board.waiting else ""
         held = board.queued_on_workers  # sent ahead (pipelining): queued there, not running
+        past = f" ({stuck} slot(s) held by a handler past its task)" if stuck else ""
         self.out.log("INFO", f"progress: {state[0]}/{len(board.records)} done, "
                              f"{state[1] - held} running, {state[2] + held} queued{waiting}, "
-                             f"{workers} worker(s)")
+                             f"{workers} worker(s){past}")
         for g in self.task_manager.task_groups.values():
             if g.status == TaskStatus.RUNNING:
                 goal = f", goal '{g.goal.name}' {g.goal.status.value}" if g.goal else ""

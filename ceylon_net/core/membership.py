@@ -265,7 +265,7 @@ class Membership:
         if stuck < 0:
             return  # not said: unchanged, or an older worker
         stuck = min(stuck, rec.detail.capacity)
-        was, rec.stuck = rec.stuck, stuck
+        was = self.registry.set_stuck(rec, stuck)
         slot = self.board.scheduler.workers.get(rec.name)
         if stuck == was or slot is None:
             return

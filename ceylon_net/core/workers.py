@@ -123,6 +123,7 @@ class Registry:
         self.by_name: dict[str, bytes] = {}
         self._by_seen: dict[bytes, None] = {}  # least recently heard from first
         self.unheard: set[bytes] = set()  # not hearing the PUB heartbeat
+        self.stuck = 0  # slots held by a handler past its task, all workers' (see set_stuck)
 
     def __len__(self) -> int:
         return len(self.by_peer)
@@ -141,6 +142,7 @@ class Registry:
         self.by_peer[rec.peer] = rec
         self.by_name[rec.name] = rec.peer
         self._by_seen[rec.peer] = None
+        self.stuck += rec.stuck
         if not rec.hears_pub:
             self.unheard.add(rec.peer)
 
@@ -150,7 +152,15 @@ class Registry:
             self.by_name.pop(rec.name, None)
             self._by_seen.pop(peer, None)
             self.unheard.discard(peer)
+            self.stuck -= rec.stuck
         return rec
+
+    def set_stuck(self, rec: WorkerRecord, stuck: int) -> int:
+        """The worker says ``stuck`` of its slots are held; returns what it said before."""
+        was, rec.stuck = rec.stuck, stuck
+        if rec.peer in self.by_peer:
+            self.stuck += stuck - was
+        return was
 
     def heard_from(self, rec: WorkerRecord, now: float) -> None:
         rec.last_seen = now
