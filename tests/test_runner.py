@@ -337,6 +337,25 @@ def test_an_async_handler_that_will_not_stop_is_answered_when_cancelled():
     _stubborn_run("cancel")
 
 
+def test_a_handler_left_behind_at_stop_after_its_task_was_answered_is_named_by_its_task():
+    async def body():
+        stub, said = Stubborn(), []
+        sink = logger.add(lambda m: said.append(m.record["message"]), level="WARNING")
+        try:
+            runner = TaskRunner("w", 1, stub, lambda: None)
+            runner.start(lambda crash: None)
+            runner.accept(TaskAssignment(Task("S", "s", 1, timeout=0.1), "w", 1))
+            await wait_until(lambda: runner.unsent, 10, "S's answer")
+            await runner.stop()
+        finally:
+            logger.remove(sink)
+            stub.let_go.set()
+        return said
+
+    said = run(body())
+    assert any(m.endswith("left behind: task 'S'") for m in said), said
+
+
 def test_a_task_given_again_while_its_async_handler_will_not_stop_runs_in_a_free_slot():
     # The admin cancelled the copy we held and gave it to us again (we came back from a
     # partition): it waited for the old run to end, which this handler never does.

@@ -122,7 +122,8 @@ class TaskRunner:
     async def stop(self) -> None:
         """Stop the runners, and the tasks they run: a handler that will not stop (it
         catches CancelledError) is left behind after STOP_GRACE, said, not waited for."""
-        for tid, runner in self._runner_of.items():
+        for tid, runner in [*self._runner_of.items(),
+                            *((a.task.id, r) for r, a in self._orphans.items())]:
             runner.set_name(f"task {tid!r}")  # named as the user knows it, should it stay
         await stop_tasks(self._runners, f"task handler(s) on {self.name}")
 
