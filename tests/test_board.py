@@ -781,12 +781,19 @@ def test_only_a_result_about_a_task_it_was_sent_ends_probation():
     assert b.scheduler.workers["new"].state is WorkerState.TRUSTED
 
 
-def test_tasks_stolen_from_a_worker_that_turns_out_gone_count_as_lost_with_it():
+def _taken_back_from(worker: str) -> TaskBoard:
+    """A board (--max-attempts 2) whose task 0 went to ``worker``, on probation, and was
+    taken back from it unconfirmed."""
     b = TaskBoard(max_attempts=2)
     b.add(tasks(1))
-    b.add_worker(WorkerSlot("dead", 9), probation=True)
+    b.add_worker(WorkerSlot(worker, 9), probation=True)
     b.plan(now=0.0)
-    b.steal("dead", [(0, 1)])
+    b.steal(worker, [(0, 1)])
+    return b
+
+
+def test_tasks_stolen_from_a_worker_that_turns_out_gone_count_as_lost_with_it():
+    b = _taken_back_from("dead")
     b.add_worker(WorkerSlot("also-dead", 9))
     b.plan(now=1.0)
     b.remove_worker("dead")
@@ -801,11 +808,7 @@ def test_tasks_stolen_from_a_worker_that_turns_out_gone_count_as_lost_with_it():
 def test_a_stolen_task_whose_loss_makes_its_next_attempt_the_last_runs_alone():
     # Counted lost while it waits in the queue (its first worker turned out gone), it is
     # queued again where it may go now: alone, not in a free slot beside another.
-    b = TaskBoard(max_attempts=2)
-    b.add(tasks(1))
-    b.add_worker(WorkerSlot("dead", 9), probation=True)
-    b.plan(now=0.0)
-    b.steal("dead", [(0, 1)])
+    b = _taken_back_from("dead")
     b.add(tasks(3)[1:])
     b.remove_worker("dead")
     assert b.records[0].losses == 1 and b.place(b.records[0]) == ALONE
@@ -818,11 +821,7 @@ def test_a_stolen_task_counted_lost_while_it_runs_beside_others_runs_on_there():
     # Sent on to a worker of 4 slots (beside others: not its last attempt then), it is
     # counted lost when the worker it was taken back from turns out gone. It runs on there;
     # what that worker says it holds does not make it run alone with four.
-    b = TaskBoard(max_attempts=2)
-    b.add(tasks(1))
-    b.add_worker(WorkerSlot("dead", 9), probation=True)
-    b.plan(now=0.0)
-    b.steal("dead", [(0, 1)])
+    b = _taken_back_from("dead")
     b.add(tasks(4)[1:])
     b.add_worker(WorkerSlot("w", 9, capacity=4))
     b.delivered(b.plan(now=1.0)["w"])

@@ -379,6 +379,16 @@ def test_a_task_given_again_while_its_async_handler_will_not_stop_runs_in_a_free
     run(body())
 
 
+async def _answer_of(run_task: Any, task: Task) -> tuple[TaskRunner, TaskResult]:
+    """A runner of one slot given ``task`` (attempt 1), and its one answer."""
+    runner = TaskRunner("w", 1, run_task, lambda: None)
+    runner.start(lambda crash: None)
+    runner.accept(TaskAssignment(task, "w", 1))
+    await wait_until(lambda: runner.unsent, 10, f"{task.id}'s answer")
+    (r,) = runner.take_unsent()
+    return runner, r
+
+
 def test_a_loop_held_up_past_the_limit_and_the_grace_does_not_make_a_handler_stubborn():
     # Both timers were due in one turn of the loop: the handler was called one that catches
     # the cancel before its cancel had even reached it.
@@ -388,11 +398,7 @@ def test_a_loop_held_up_past_the_limit_and_the_grace_does_not_make_a_handler_stu
         return TaskResult(task.id, "w", True)
 
     async def body():
-        runner = TaskRunner("w", 1, blocks, lambda: None)
-        runner.start(lambda crash: None)
-        runner.accept(TaskAssignment(Task("B", "b", 1, timeout=0.2), "w", 1))
-        await wait_until(lambda: runner.unsent, 10, "B's answer")
-        (r,) = runner.take_unsent()
+        runner, r = await _answer_of(blocks, Task("B", "b", 1, timeout=0.2))
         assert (r.success, r.error) == (False, "timed out after 0.2 s")
         await asyncio.sleep(STOP_GRACE + 0.2)  # (what would come late: nothing must)
         assert (runner.stuck, runner.take_unsent()) == (0, [])
@@ -411,11 +417,7 @@ def test_an_async_handler_that_catches_its_limit_and_returns_is_said_to_have_don
         return TaskResult(task.id, "w", True)
 
     async def body():
-        runner = TaskRunner("w", 1, catches, lambda: None)
-        runner.start(lambda crash: None)
-        runner.accept(TaskAssignment(Task("C", "c", 1, timeout=0.2), "w", 1))
-        await wait_until(lambda: runner.unsent, 10, "C's answer")
-        (r,) = runner.take_unsent()
+        runner, r = await _answer_of(catches, Task("C", "c", 1, timeout=0.2))
         assert (r.success, r.error, runner.stuck) == (
             False, "timed out after 0.2 s (its handler caught the cancel, then returned)", 0)
         await runner.stop()

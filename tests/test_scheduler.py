@@ -246,15 +246,21 @@ def test_a_task_that_needs_a_free_slot_holds_the_workers_that_could_give_it_one(
     assert s.assign() == [("lost", "Senior"), ("next-hard", "Senior")]
 
 
-def test_a_task_ahead_of_the_reserving_one_may_still_queue_on_its_worker():
+@pytest.mark.parametrize("place, then", [
+    (SLOT, [[("lost", "w"), ("later", "w")]]),  # a free slot: "later" queues behind it
+    (ALONE, [[("lost", "w")], [("later", "w")]]),  # alone: "later" once it ended
+])
+def test_a_task_ahead_of_the_reserving_one_may_still_go_to_its_worker(place, then):
     s = scheduler(WorkerSlot("w", 5, capacity=3, slots=1, running=1))
-    s.push("lost", 1, None, place=SLOT)
+    s.push("lost", 1, None, place=place)
     s.push("later", 1, None)
     s.push("urgent", 1, None, priority=5)
 
     assert s.assign() == [("urgent", "w")]  # ahead of "lost": queued as ever
     s.release("w", 2)
-    assert s.assign() == [("lost", "w"), ("later", "w")]
+    for placed in then:
+        assert s.assign() == placed
+        s.release("w")
 
 
 def test_a_task_on_its_last_attempt_runs_alone():
@@ -316,19 +322,6 @@ def test_when_the_held_worker_leaves_another_is_held_in_its_place():
     assert s.assign() == []  # B is held now
     s.release("B", 3)
     assert s.assign() == [("lost", "B")]
-
-
-def test_a_task_ahead_of_one_waiting_to_run_alone_may_still_go_to_its_worker():
-    s = scheduler(WorkerSlot("w", 5, capacity=3, slots=1, running=1))
-    s.push("lost", 1, None, place=ALONE)
-    s.push("later", 1, None)
-    s.push("urgent", 1, None, priority=5)
-
-    assert s.assign() == [("urgent", "w")]  # ahead of "lost": queued as ever
-    s.release("w", 2)
-    assert s.assign() == [("lost", "w")]
-    s.release("w")
-    assert s.assign() == [("later", "w")]
 
 
 def test_what_a_worker_was_found_to_hold_sets_whether_it_runs_alone():

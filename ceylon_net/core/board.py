@@ -683,11 +683,14 @@ class TaskBoard:
             self.probation(worker)  # tasks sent a while ago never reached it
         stale = [t for t, attempt in running.items()
                  if t not in flying or self.records[t].attempt != attempt]
-        # (alone: its one task is on its last attempt. One whose loss was counted while it
-        # ran beside others, taken back from a worker found gone later, runs on beside them.)
-        self.scheduler.holds(worker, len(flying), len(flying) == 1 and self.place(
-            self.records[next(iter(flying))]) == ALONE)
+        self.scheduler.holds(worker, len(flying), self._alone_in(flying))
         return requeued, stale
+
+    def _alone_in(self, flying: Held | tuple[()]) -> bool:
+        """A worker holding these runs a task alone: its one task is on its last attempt.
+        (One whose loss was counted while it ran beside others, taken back from a worker
+        found gone later, runs on beside them.)"""
+        return len(flying) == 1 and self.place(self.records[next(iter(flying))]) == ALONE
 
     def _give_up_lost(self, rec: TaskRecord, worker: str, why: str) -> None:
         rec.reason = f"lost {rec.losses} times, last with worker '{worker}' ({why}); giving up"
@@ -915,9 +918,8 @@ class TaskBoard:
         for name, slot in self.scheduler.workers.items():
             flying = self._in_flight.get(name, ())
             assert slot.running == len(flying), f"{name}: {slot.running}/{len(flying)}"
-            alone = [t for t in flying if self.place(self.records[t]) == ALONE]
-            assert not slot.alone or (len(flying) == 1 and alone), \
-                f"{name}: alone {slot.alone}, holds {list(flying)}, of them alone {alone}"
+            assert not slot.alone or self._alone_in(flying), \
+                f"{name}: alone, holds {list(flying)}"
 
     def report(self, unassigned: Iterable[TaskId] = (), only: Iterable[TaskId] | None = None
                ) -> RunReport:

@@ -176,9 +176,14 @@ class TaskRunner:
                     asyncio.get_running_loop().call_later(
                         STOP_GRACE, self._unheeded, self.active[task_id], None)
             return
-        self._report(TaskResult(task_id, self.name, False, 0.0, f"cancelled: {reason}",
-                                attempt, cancelled=True))
+        self._report(self._cancelled(task_id, attempt, reason))
         self._check_idle()
+
+    def _cancelled(self, task_id: TaskId, attempt: int, reason: str | None,
+                   seconds: float = 0.0) -> TaskResult:
+        """The answer for a task stopped (or not started) because it was cancelled."""
+        return TaskResult(task_id, self.name, False, seconds, f"cancelled: {reason}", attempt,
+                          cancelled=True)
 
     def _runs(self, task_id: TaskId, attempt: int) -> bool:
         """Is this attempt running here (its own run, or one it was given again during)?
@@ -421,17 +426,14 @@ class TaskRunner:
             if (reason is None and not orphan) or me.cancelling() > 1:
                 raise  # the runner itself is being stopped
             me.uncancel()  # only this task was: report it, take the next
-            return TaskResult(tid, self.name, False, 0.0, f"cancelled: {reason}", a.attempt,
-                              cancelled=True)
+            return self._cancelled(tid, a.attempt, reason)
         if me.cancelling() and self._orphans.get(me) is a:
             me.uncancel()  # (cancelled, answered as it ran on: see _unheeded)
         elif tid in self._cancel_reasons and me.cancelling():
             # Asked to stop, it ended anyway (the cancel came as it finished, or the handler
             # caught it and returned): it was stopped, say so.
             me.uncancel()
-            return TaskResult(tid, self.name, False, result.seconds,
-                              f"cancelled: {self._cancel_reasons[tid]}", a.attempt,
-                              cancelled=True)
+            return self._cancelled(tid, a.attempt, self._cancel_reasons[tid], result.seconds)
         return result
 
     def _start(self, a: TaskAssignment, runner: asyncio.Task[None]) -> None:
@@ -502,8 +504,7 @@ class TaskRunner:
                 f"timed out after {limit:g} s (its handler did not stop when told: it "
                 f"catches CancelledError)"), a.attempt)
         else:
-            result = TaskResult(tid, self.name, False, 0.0, f"cancelled: {reason}", a.attempt,
-                                cancelled=True)
+            result = self._cancelled(tid, a.attempt, reason)
         self._answer(tid, result)
         self._check_idle()
 
@@ -646,8 +647,7 @@ class TaskRunner:
         self.starts.append((tid, a.attempt))
         reason = self._cancel_reasons.pop(tid, None)
         if reason is not None:  # asked to stop as it ran: it was stopped, say so
-            result = TaskResult(tid, self.name, False, claim.seconds, f"cancelled: {reason}",
-                                a.attempt, cancelled=True)
+            result = self._cancelled(tid, a.attempt, reason, claim.seconds)
         elif claim.ok:
             result = TaskResult(tid, self.name, True, claim.seconds, value=claim.value)
         else:
