@@ -14,6 +14,7 @@ from ceylon_net.core import commands as c
 from ceylon_net.core import membership
 from ceylon_net.core.board import TaskState
 from ceylon_net.core.restore import JournaledTask
+from ceylon_net.core.snapshot import snapshot
 from ceylon_net.core.tasks import Task, TaskResult, TaskStatus
 from ceylon_net.core.workers import WorkerState
 from ceylon_net.errors import ConfigError
@@ -107,6 +108,36 @@ def test_expect_workers_holds_assignment_until_enough_have_joined():
     cmds = b.hello()
     assert "all 2 expected workers connected: starting task distribution" in logs(cmds)
     assert assigned(cmds) == {"a": [1], "b": [2]}  # one each: both on probation
+
+
+def test_while_it_waits_for_expected_workers_the_admin_says_so():
+    sim = Sim(expect_workers=3)
+    sim.submit(noop(1))
+    assert "progress: 0/1 done, 0 running, 1 queued, 0 worker(s) (assigning once 3 more " \
+           "connect: --expect-workers)" in logs(sim.tick(at=1.0))
+    assert "1 of 3 expected workers connected: assigning once all are (--expect-workers)" \
+        in logs(sim.worker("a").hello())
+    assert snapshot(sim.st)["counts"]["awaiting_workers"] == 2
+
+
+def test_a_run_resumed_after_it_started_does_not_wait_for_expected_workers_again():
+    """They may not all come back (a machine lost with the admin): the run goes on with
+    those that do, as it would have before the restart."""
+    sim = Sim(expect_workers=2)
+    sim.st.resume(_journal(("done", TaskStatus.COMPLETED, 1, "a"),
+                           ("next", TaskStatus.PENDING, 0, None)), [], sim.now)
+    cmds = sim.tick()
+    assert "resumed a run that had started: assigning as workers come, not waiting for 2 " \
+           "again (--expect-workers)" in logs(cmds)
+    assert assigned(sim.worker("a").hello()) == {"a": ["next"]}
+    assert snapshot(sim.st)["counts"]["awaiting_workers"] == 0
+
+
+def test_a_resumed_run_that_had_not_started_still_waits_for_its_expected_workers():
+    sim = Sim(expect_workers=2)
+    sim.st.resume(_journal(("t", TaskStatus.PENDING, 0, None)), [], sim.now)
+    assert assigned(sim.worker("a").hello()) == {}
+    assert [t for ids in assigned(sim.worker("b").hello()).values() for t in ids] == ["t"]
 
 
 # --------------------------------------------------------------------------- probation

@@ -74,8 +74,11 @@ def test_a_worker_killed_mid_task_has_its_task_done_elsewhere_in_time(tmp_path, 
     assert all(t["worker"] == "survivor" for t in report["tasks"] if t["id"] in mine)
 
 
+@pytest.mark.parametrize("with_a_worker", [False, True], ids=["admin", "admin-and-worker"])
 def test_admin_killed_and_restarted_on_its_journal_completes_without_rerunning(
-        tmp_path, tasks_file):
+        tmp_path, tasks_file, with_a_worker):
+    """Restarted with the same command, --expect-workers 3 too: the run goes on with the
+    workers that come back (one was killed with the admin: its machine went down, say)."""
     path = tasks_file([{"id": i, "description": f"t{i}", "difficulty": 1, "duration": 0.4}
                        for i in range(24)])
     journal = tmp_path / "state.db"
@@ -84,28 +87,36 @@ def test_admin_killed_and_restarted_on_its_journal_completes_without_rerunning(
     async def body():
         async with Cluster(workdir=tmp_path) as c:
             args = ("--tasks", str(path), "--journal", str(journal), "--report-json",
-                    str(report_path))
-            first = await c.admin(*args, "--expect-workers", "3")
+                    str(report_path), "--expect-workers", "3")
+            first = await c.admin(*args)
             workers = [await c.worker(f"w{i}", "--concurrency", "2", "--log-level", "DEBUG")
                        for i in range(3)]
             await wait_until(lambda: len(re.findall(r"progress: ([6-9]|1\d)/24",
                                                     first.stderr())) > 0, 30, "some progress")
             first.signal(signal.SIGKILL)
+            if with_a_worker:
+                workers[2].signal(signal.SIGKILL)
             assert await first.wait(10) == -signal.SIGKILL
             second = await c.admin(*args, name="admin-2")
             assert await second.wait(60) == 0, second.stderr()
-            codes = [await w.wait(15) for w in workers]
-            tails = [w.stderr()[-1500:] for w, code in zip(workers, codes, strict=True) if code]
-            return second.stderr(), codes, _executions(workers), tails
+            left = workers[:2] if with_a_worker else workers
+            codes = [await w.wait(15) for w in left]
+            tails = [w.stderr()[-1500:] for w, code in zip(left, codes, strict=True) if code]
+            return second.stderr(), codes, _executions(left), _executions(workers[2:]), tails
 
-    err, codes, ran, tails = run(body())
-    assert codes == [0, 0, 0], tails
+    err, codes, ran, on_w2, tails = run(body())
+    assert all(code == 0 for code in codes), tails
     assert "resumed from journal" in err
     report = json.loads(report_path.read_text())
     assert sorted(t["id"] for t in report["tasks"]) == list(range(24))  # each exactly once
     assert report["success_rate"] == 1.0
+    if with_a_worker:  # what it had started ran again; nothing else did
+        assert "resumed a run that had started: assigning as workers come" in err
+        ran = ran + on_w2
+        assert all(t in on_w2 for t, n in ran.items() if n > 1), ran
     assert sorted(ran) == sorted(str(i) for i in range(24))
-    assert max(ran.values()) == 1, f"ran again: {[t for t, n in ran.items() if n > 1]}"
+    if not with_a_worker:
+        assert max(ran.values()) == 1, f"ran again: {[t for t, n in ran.items() if n > 1]}"
 
 
 def _sleeps(tasks_file, tmp_path, n: int, seconds: float):

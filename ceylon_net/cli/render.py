@@ -91,7 +91,9 @@ def render(data: dict[str, Any]) -> Group:
     queued = _queued(data)
     summary = (f"tasks: {c['done']}/{c['total']} done ({c['succeeded']} succeeded), "
                f"{c['running']} running, {c['queued']} queued, {c['waiting']} waiting, "
-               f"{c['unassigned']} unassigned\n"
+               f"{c['unassigned']} unassigned"
+               + (f" (none assigned until {c['awaiting_workers']} more worker(s) connect: "
+                  f"--expect-workers)" if c.get("awaiting_workers") else "") + "\n"
                f"broadcasts: {c.get('broadcasts', 0)} sent, {c.get('broadcasts_lost', 0)} "
                f"lost to an agent that fell too far behind, "
                f"{c.get('broadcasts_unconfirmed', 0)} unconfirmed by agents that left")

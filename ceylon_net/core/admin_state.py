@@ -28,7 +28,7 @@ from ..errors import ConfigError, RemoteProtocolError
 from ..settings import AdminSettings
 from ..wire import Envelope, Header, Kind, Limits
 from .batches import Batch, Batches
-from .board import UNASSIGNABLE, TaskBoard, TaskState
+from .board import ENDED, UNASSIGNABLE, TaskBoard, TaskState
 from .broadcasts import BroadcastLog
 from .commands import (
     Acknowledge,
@@ -160,7 +160,8 @@ class AdminState:
             if self.resumed and now - self.started_at >= 2 * s.heartbeat * s.liveness:
                 self.members.purge_orphans()  # after a restart: they had their chance
                 self.batches.unclaimed.clear()  # (and the clients that waited, theirs)
-            self.followup.log_progress(len(self.members.registry), self.members.registry.stuck)
+            self.followup.log_progress(len(self.members.registry), self.members.registry.stuck,
+                                       self.awaited)
             self.guard.forget_idle(now)
             # (a hostile peer reconnecting gets a new identity each time: forget the old)
             self._warned_senders = {p for p in self._warned_senders if self.guard.counting(p)}
@@ -248,7 +249,25 @@ class AdminState:
         if self.resumed:
             self.board.moved = [] if self.task_manager.task_groups else None
             self.followup.run_announced = self.idle
+            self._resume_assigning()
         return self.resumed
+
+    def _resume_assigning(self) -> None:
+        """--expect-workers holds back a run's start, not a run resumed after it started:
+        its workers may not all come back (those that do pick up where they were)."""
+        if self.assigning or not any(r.attempt or r.state in ENDED
+                                     for r in self.board.records.values()):
+            return
+        self.assigning = True
+        self.out.log("INFO", f"resumed a run that had started: assigning as workers come, "
+                             f"not waiting for {self.settings.expect_workers} again "
+                             f"(--expect-workers)")
+
+    @property
+    def awaited(self) -> int:
+        """Workers still to connect before tasks are assigned (--expect-workers)."""
+        return 0 if self.assigning else \
+            max(0, self.settings.expect_workers - len(self.members.registry))
 
     # ------------------------------------------------------------------ views
     def report(self, only: Iterable[TaskId] | None = None) -> RunReport:
@@ -476,10 +495,15 @@ class AdminState:
         if results:
             self._accept(self.members.registry.by_peer[peer], results)
         expected = self.settings.expect_workers
-        if not self.assigning and len(self.members.registry) >= expected:
+        if self.assigning:
+            return
+        if len(self.members.registry) >= expected:
             self.assigning = True
             self.out.log("INFO", f"all {expected} expected workers connected: starting task "
                                  f"distribution")
+        else:
+            self.out.log("INFO", f"{len(self.members.registry)} of {expected} expected workers "
+                                 f"connected: assigning once all are (--expect-workers)")
 
     def _submission(self, peer: bytes, env: Envelope, address: str) -> None:
         sub = wire.unpack(wire.Submission, env.payload, self.limits)

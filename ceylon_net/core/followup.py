@@ -118,17 +118,20 @@ class Followup:
                 for client in b.waiters:
                     self.out.send(client, Kind.PROGRESS, progress)
 
-    def log_progress(self, workers: int, stuck: int = 0) -> None:
+    def log_progress(self, workers: int, stuck: int = 0, awaited: int = 0) -> None:
         """A progress line when something moved since the last one. ``stuck``: workers'
-        slots held by a handler past its task (they run nothing else meanwhile)."""
+        slots held by a handler past its task (they run nothing else meanwhile);
+        ``awaited``: workers still to connect before anything is assigned."""
         board = self.board
-        state = (len(board.records) - board.open, board.running, len(board.scheduler), stuck)
+        state = (len(board.records) - board.open, board.running, len(board.scheduler), stuck,
+                 awaited)
         if state == self._last_progress or not board.records:
             return
         self._last_progress = state
         waiting = f", {len(board.waiting)} waiting on dependencies" if board.waiting else ""
         held = board.queued_on_workers  # sent ahead (pipelining): queued there, not running
         past = f" ({stuck} slot(s) held by a handler past its task)" if stuck else ""
+        past += f" (assigning once {awaited} more connect: --expect-workers)" if awaited else ""
         self.out.log("INFO", f"progress: {state[0]}/{len(board.records)} done, "
                              f"{state[1] - held} running, {state[2] + held} queued{waiting}, "
                              f"{workers} worker(s){past}")

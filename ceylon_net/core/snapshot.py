@@ -42,7 +42,8 @@ def counts(st: AdminState) -> dict[str, int]:
             "waiting": len(board.waiting),
             "unassigned": len(st.unassigned), "broadcasts": st.broadcasts.seq,
             "broadcasts_lost": s.broadcasts_lost,
-            "broadcasts_unconfirmed": s.broadcasts_unconfirmed, "stolen": s.stolen}
+            "broadcasts_unconfirmed": s.broadcasts_unconfirmed, "stolen": s.stolen,
+            "awaiting_workers": st.awaited}
 
 
 def _worker(st: AdminState, rec: WorkerRecord) -> dict[str, Any]:
