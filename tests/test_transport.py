@@ -7,6 +7,8 @@ the admin's acknowledgement timer waited for seconds, and its workers' heartbeat
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 import zmq
@@ -96,3 +98,36 @@ def test_a_stop_that_comes_as_a_send_completes_is_not_lost():
             await sending
 
     run(body())
+
+
+UNCLOSED = """
+import asyncio, gc
+from ceylon_net import Admin, AsyncClient, Worker
+from ceylon_net.edge.transport import free_port
+
+async def forgetful():
+    port = free_port()
+    admin = Admin(port=port)
+    await admin.start()
+    worker = Worker("w", admin_port=port)
+    running = asyncio.create_task(worker.arun())
+    client = AsyncClient(f"127.0.0.1:{port}")
+    await client.connect()
+    await asyncio.wait_for(client.status(), 10)
+    return running  # and none of the three closed
+
+asyncio.run(forgetful())
+gc.collect()
+print("carried on")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_program_that_forgets_to_close_its_admin_worker_and_client_carries_on(tmp_path):
+    """Their sockets are closed when they are collected. Before, pyzmq's context, collected
+    with sockets it could no longer see, waited for them for ever: the program froze."""
+    script = tmp_path / "forgetful.py"
+    script.write_text(UNCLOSED)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=30, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, "carried on\n"), done.stderr[-2000:]

@@ -16,6 +16,7 @@ import os
 import socket
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +39,33 @@ CURVE_HINT = (" With CURVE, a wrong --admin-key, or our key missing from the adm
               "--authorized-keys (its log names such a key), looks the same.")
 
 
-def _new_context() -> zmq.asyncio.Context:
-    return zmq.asyncio.Context()
+class _Owned:
+    """A context and the sockets one of our objects opened in it, closed at once (linger 0)
+    should that object be dropped without close(). Left to the garbage collector, a context
+    and its sockets go in one sweep in no set order, and a context whose sockets it can no
+    longer see waits for ever for them to close (pyzmq's Context.__del__ -> term()): a
+    program that forgot a client's close() froze at its next collection."""
+
+    def __init__(self, owner: object) -> None:
+        self.ctx = zmq.asyncio.Context()
+        self.sockets: list[zmq.asyncio.Socket] = []
+        self.auth: AsyncioAuthenticator | None = None
+        self.close = weakref.finalize(owner, self._close)  # (holds this, not the owner)
+        self.close.atexit = False
+
+    def socket(self, kind: int) -> zmq.asyncio.Socket:
+        sock = self.ctx.socket(kind)
+        self.sockets.append(sock)
+        return sock
+
+    def _close(self) -> None:
+        """Closes what is still open, with no linger, and ends the context."""
+        for sock in self.sockets:
+            if not sock.closed:
+                sock.close(0)
+        if self.auth is not None:
+            self.auth.stop()
+        self.ctx.term()
 
 
 # --------------------------------------------------------------------------- CURVE
@@ -162,12 +188,13 @@ class AdminSockets:
 
     def __init__(self, host: str, max_message_bytes: int, workspace: str,
                  curve: CurveKeys | None = None, authorized_keys: str | None = None) -> None:
-        self.ctx = _new_context()
+        self._owned = _Owned(self)
         self.host = host
         self.max_message_bytes = max_message_bytes
-        self.auth = None if curve is None else _authenticator(self.ctx, authorized_keys)
+        if curve is not None:
+            self._owned.auth = _authenticator(self._owned.ctx, authorized_keys)
         self.busy = False  # the last recv_batch gave the event loop no turn (see recv_batch)
-        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router = self._owned.socket(zmq.ROUTER)
         # The same socket, blocking API: for reads that cannot wait (DONTWAIT). The next await
         # on ``router`` looks at the socket's events again, so nothing is missed.
         self._router_now = zmq.Socket.shadow(self.router.underlying)
@@ -185,7 +212,7 @@ class AdminSockets:
         self.router.setsockopt(zmq.RCVHWM, 8)
         # XPUB: a PUB that tells us what its subscribers want, so events nobody subscribed
         # to are not even packed and sent (workers subscribe to broadcasts only).
-        self.pub = self.ctx.socket(zmq.XPUB)
+        self.pub = self._owned.socket(zmq.XPUB)
         self.pub.setsockopt(zmq.LINGER, LINGER_MS)
         self.subscriptions: set[bytes] = set()
         self._wanted: dict[bytes, bool] = {}  # kind -> does anyone subscribe to it
@@ -286,9 +313,7 @@ class AdminSockets:
     def close(self, linger_ms: int = LINGER_MS) -> None:
         self.router.close(linger_ms)
         self.pub.close(linger_ms)
-        if self.auth is not None:
-            self.auth.stop()
-        self.ctx.term()
+        self._owned.close()
 
 
 def peer_address(frame: zmq.Frame) -> str:
@@ -304,12 +329,12 @@ class WorkerSockets:
 
     def __init__(self, name: str, endpoint: str, max_message_bytes: int,
                  curve: CurveKeys | None = None) -> None:
-        self.ctx = _new_context()
+        self._owned = _Owned(self)
         self.endpoint = endpoint
         self.curve = curve
         # A unique identity per process: a restarted worker is a new peer to the ROUTER.
         self.identity = f"{name}/{uuid.uuid4().hex[:8]}".encode()
-        self.dealer = self.ctx.socket(zmq.DEALER)
+        self.dealer = self._owned.socket(zmq.DEALER)
         self._dealer_now = zmq.Socket.shadow(self.dealer.underlying)  # see AdminSockets
         self.busy = False  # as AdminSockets.busy
         self.dealer.setsockopt(zmq.IDENTITY, self.identity)
@@ -329,7 +354,7 @@ class WorkerSockets:
         admin moved its PUB), the SUB moves there. True when it connected somewhere new."""
         endpoint = f"tcp://{bracket(host)}:{pub_port}"
         if self.sub is None:
-            self.sub = self.ctx.socket(zmq.SUB)
+            self.sub = self._owned.socket(zmq.SUB)
             self._sub_now = zmq.Socket.shadow(self.sub.underlying)  # see AdminSockets
             self.sub.setsockopt(zmq.LINGER, 0)
             _as_client(self.sub, self.curve)
@@ -397,9 +422,7 @@ class WorkerSockets:
 
     def close(self, linger_ms: int = LINGER_MS) -> None:
         self.dealer.close(linger_ms)
-        if self.sub is not None:
-            self.sub.close(0)
-        self.ctx.term()
+        self._owned.close()
 
 
 class Client:
@@ -408,8 +431,8 @@ class Client:
 
     def __init__(self, endpoint: str, max_message_bytes: int,
                  curve: CurveKeys | None = None, identity: bytes | None = None) -> None:
-        self.ctx = _new_context()
-        self.sock = self.ctx.socket(zmq.DEALER)
+        self._owned = _Owned(self)
+        self.sock = self._owned.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self.sock.setsockopt(zmq.RECONNECT_IVL, 100)
@@ -445,8 +468,7 @@ class Client:
         return await _recv_within(self.sock, timeout)
 
     def close(self) -> None:
-        self.sock.close(0)
-        self.ctx.term()
+        self._owned.close()
 
 
 class Subscriber:
@@ -454,8 +476,8 @@ class Subscriber:
 
     def __init__(self, host: str, pub_port: int, workspace: str, kinds: Sequence[bytes] = (b"",),
                  curve: CurveKeys | None = None):
-        self.ctx = _new_context()
-        self.sock = self.ctx.socket(zmq.SUB)
+        self._owned = _Owned(self)
+        self.sock = self._owned.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         _as_client(self.sock, curve)
         base = workspace_topic(workspace)
@@ -469,8 +491,7 @@ class Subscriber:
         return await _recv_within(self.sock, timeout)
 
     def close(self) -> None:
-        self.sock.close(0)
-        self.ctx.term()
+        self._owned.close()
 
 
 async def _recv_within(sock: zmq.asyncio.Socket, timeout: float) -> list[bytes] | None:
