@@ -217,6 +217,31 @@ def test_arguments_nested_deeper_than_the_wire_takes_are_refused(tasks_file):
                              f"more than 100 deep"
 
 
+@pytest.mark.parametrize("name, text", [
+    ("tasks.json", "[" * 200_000),
+    ("tasks.toml", "a = " + "[" * 200_000),
+])
+def test_a_file_nested_too_deeply_to_read_is_refused_not_a_traceback(tmp_path, name, text):
+    path = write(tmp_path, text, name)
+    assert error_of(path) == f"{path}: lists or tables nested too deeply to read (tasks' " \
+                             f"arguments may nest 100 deep)"
+
+
+def test_a_number_too_long_to_read_is_refused_not_a_traceback(tmp_path):
+    path = write(tmp_path, '[{"id": 1, "description": "x", "difficulty": 1, "args": [%s]}]'
+                 % ("9" * 5000))
+    assert error_of(path) == f"{path}: a number of more than 4,300 digits"
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, 2**1000],
+                         ids=["2**64", "-2**63-1", "2**1000"])
+def test_an_integer_the_wire_cannot_carry_is_refused_before_anything_starts(tasks_file, value):
+    path = tasks_file(json.dumps([{"id": 1, "description": "x", "difficulty": 1, "handler": "h",
+                                   "args": [1, {"k": [value]}]}]))
+    assert error_of(path) == f"{path}: task #1 (id 1): field 'args' has an integer of " \
+                             f"{value.bit_length()} bits (the wire carries -2**63 to 2**64 - 1)"
+
+
 @pytest.mark.parametrize("where, args, says", [
     ("args", [list(range(100_001))], "has a list of 100,001 items (at most 100,000)"),
     ("kwargs", {"m": {f"k{i}": i for i in range(10_001)}},

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, TaskFileError
-from ..wire import MSGPACK_INTS, unfit
+from ..wire import MAX_DEPTH, MSGPACK_INTS, unfit
 from .checks import refuse_bad_dependencies, refuse_cycles
 from .groups import (
     AllTasks,
@@ -108,17 +108,21 @@ def parse_file(path: Path) -> Any:
         raise TaskFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise TaskFileError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    if path.suffix.lower() == ".toml":
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise TaskFileError(f"{path}: invalid TOML: {exc}") from None
     try:
+        if path.suffix.lower() == ".toml":
+            return tomllib.loads(text)
         return json.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TaskFileError(f"{path}: invalid TOML: {exc}") from None
     except json.JSONDecodeError as exc:
         raise TaskFileError(
             f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    except ValueError:  # (Python reads no int of more digits: sys.get_int_max_str_digits)
+        raise TaskFileError(f"{path}: a number of more than 4,300 digits") from None
+    except RecursionError:
+        raise TaskFileError(f"{path}: lists or tables nested too deeply to read (tasks' "
+                            f"arguments may nest {MAX_DEPTH} deep)") from None
 
 
 def task_from_dict(item: Any, where: str = "task") -> Task:

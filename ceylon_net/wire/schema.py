@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from .codec import Header, packb, unpackb
-from .kinds import DEFAULT_LIMITS, Limits
+from .kinds import DEFAULT_LIMITS, MSGPACK_INTS, Limits
 
 _REGISTRY: dict[str, type] = {}
 _NAMES: dict[type, str] = {}
@@ -163,22 +163,31 @@ MAX_DEPTH = 100  # lists and maps in a task's arguments, nested at most this dee
 def unfit(value: Any, limits: Limits = DEFAULT_LIMITS, depth: int = MAX_DEPTH) -> str | None:
     """Why ``value`` (a task's arguments) cannot go on the wire, or None: it nests lists,
     tuples or maps deeper than ``depth`` (encoding it would run out of Python's stack, in the
-    admin too), or has a list or a map longer than a peer decodes (``limits``). Looked at
-    without recursion."""
+    admin too), has a list or a map longer than a peer decodes (``limits``), or an integer
+    msgpack has no room for. Looked at without recursion."""
     nested = (list, tuple, dict)
     level, todo = 0, [value] if isinstance(value, nested) else []
     while todo:
         level += 1
         if level > depth:
             return f"nests lists and maps more than {depth} deep"
+        deeper = []
         for item in todo:
             if isinstance(item, dict):
                 if len(item) > limits.max_map_len:
                     return f"has a map of {len(item):,} keys (at most {limits.max_map_len:,})"
+                items: Any = (*item, *item.values())
             elif len(item) > limits.max_array_len:
                 return f"has a list of {len(item):,} items (at most {limits.max_array_len:,})"
-        todo = [v for item in todo for v in (item.values() if isinstance(item, dict) else item)
-                if isinstance(v, nested)]
+            else:
+                items = item
+            for v in items:
+                if isinstance(v, nested):
+                    deeper.append(v)
+                elif type(v) is int and v not in MSGPACK_INTS:
+                    return (f"has an integer of {v.bit_length()} bits (the wire carries "
+                            f"-2**63 to 2**64 - 1)")
+        todo = deeper
     return None
 
 
