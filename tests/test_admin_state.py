@@ -222,6 +222,51 @@ def test_a_task_lost_max_attempts_times_is_dead_and_finished_without_a_result():
     assert sim.st.report().dead == ["poison"]
 
 
+def test_a_worker_back_from_a_cut_keeps_what_it_runs_if_no_one_else_took_it_meanwhile():
+    """Cut off (or paused) past the liveness limit, with no other worker to take its tasks:
+    back, it goes on with them, not told to stop and given them again from the start; and
+    being cut off three times does not make a task dead (max_attempts 3)."""
+    sim = Sim()
+    sim.submit(noop("long"), noop("next"))
+    w = sim.join("w", capacity=2)
+    w.start("long")
+    for _ in range(3):  # cut off: silent for 3.5 s each time
+        sim.now += 0.5
+        w.heartbeat()
+        cmds = sim.tick(at=sim.now + 3.5)
+        assert "worker 'w' lost: silent for 3.5 s; 2 task(s) back in the queue" in logs(cmds)
+        assert sorted(sim.st.board.queued()) == ["long", "next"]  # (at the admin)
+        back = sim.worker("w", capacity=2, held=dict(w.held))
+        cmds = back.hello()
+        assert "worker 'w' came back still running 2 task(s) queued again while it was " \
+               "away; they stay with it" in logs(cmds)
+        assert sends(cmds, Kind.CANCEL) == [] and assigned(cmds) == {}
+        assert [(r.state, r.worker, r.losses, r.front) for r in
+                map(sim.st.board.records.get, ("long", "next"))] == [
+            (TaskState.RUNNING, "w", 0, False)] * 2
+        w = back
+    w.finish("long")
+    w.finish("next")
+    assert {t: f.result.success for t, f in sim.finished().items()} == {"long": True,
+                                                                        "next": True}
+    assert [a.attempt for x in of(sim.every, c.Assign) for a in x.assignments] == [1, 1]
+
+
+def test_a_worker_back_from_a_cut_stops_what_was_given_to_another_meanwhile():
+    sim = Sim()
+    sim.submit(noop("t"))
+    w = sim.join("w")
+    other = sim.join("other")
+    sim.now = 2.0
+    other.heartbeat()
+    cmds = sim.tick(at=3.5)
+    assert assigned(cmds) == {"other": ["t"]}
+    back = sim.worker("w", held=dict(w.held))
+    assert sends(back.hello(), Kind.CANCEL, back.peer) == [
+        wire.Cancel([["t", 1]], "reassigned while away")]
+    assert sim.st.board.records["t"].worker == "other"
+
+
 # --------------------------------------------------------------------------- drain, leave
 
 

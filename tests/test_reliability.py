@@ -403,3 +403,34 @@ def test_a_paused_worker_starts_none_of_its_queued_tasks_given_to_another_meanwh
     report = json.loads(report_path.read_text())
     assert sorted(t["id"] for t in report["tasks"]) == list(range(30))
     assert all(t["success"] for t in report["tasks"])
+
+
+def test_a_worker_paused_past_the_liveness_limit_goes_on_with_its_task_if_no_one_took_it(
+        tmp_path, tasks_file):
+    """Paused (or cut off) long enough to be called lost, with no other worker to take its
+    task meanwhile: back, it finishes the task it was running, which runs once. Before, the
+    admin told it to stop the task and gave it the task again, from the start (and three
+    such pauses made the task dead)."""
+    path, report_path = _sleeps(tasks_file, tmp_path, 1, 3.0)
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--expect-workers", "1", "--heartbeat",
+                                  "0.25", "--report-json", str(report_path))
+            worker = await c.worker("w", "--log-level", "DEBUG")
+            await wait_until(lambda: "running task 0" in worker.stderr(), 20, "task 0 to run")
+            worker.signal(signal.SIGSTOP)
+            try:
+                await wait_until(lambda: "worker 'w' lost" in admin.stderr(), 20,
+                                 "the admin to call the paused worker lost")
+            finally:
+                worker.signal(signal.SIGCONT)
+            assert await admin.wait(30) == 0, admin.stderr()
+            return admin.stderr(), _executions([worker])
+
+    err, ran = run(body())
+    assert ran == {"0": 1}, ran
+    assert "worker 'w' came back still running 1 task(s) queued again while it was away; " \
+           "they stay with it" in err
+    report = json.loads(report_path.read_text())
+    assert [(t["id"], t["success"]) for t in report["tasks"]] == [(0, True)]

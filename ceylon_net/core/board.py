@@ -138,6 +138,10 @@ class TaskBoard:
         # On a worker, not started, and to end cancelled rather than run (a goal was met):
         # why. to_release: {worker: [(task, attempt)]} to ask back for that, not asked yet.
         self._unless_started: dict[TaskId, str] = {}
+        # Tasks back in the queue from a worker found gone, not given out since: (that
+        # worker, whether the loss counted, its front flag before). Should it come back
+        # still holding one, the task stays with it (see keep).
+        self._lost_with: dict[TaskId, tuple[str, bool, bool]] = {}
         self.to_release: dict[str, list[tuple[TaskId, int]]] = {}
         # steals() has nothing to do until the scheduler changes or this time comes
         self._steal_seen, self._steal_due = -1, 0.0
@@ -609,19 +613,40 @@ class TaskBoard:
         counted, waited = [], []
         for task_id in flying:  # in the order they were sent: the worker's queue order
             rec = self.records[task_id]
-            rec.front = True  # see TaskRecord.front
-            if rec.started:
-                counted.append(task_id)
-            elif budget > 0:
-                budget -= 1
+            front, rec.front = rec.front, True  # see TaskRecord.front
+            if rec.started or budget > 0:
+                budget -= not rec.started
                 counted.append(task_id)
             else:
                 waited.append(task_id)
+            if why != "left":
+                self._lost_with[task_id] = (name, counted[-1:] == [task_id], front)
         # Gone, its started tasks count as lost; said goodbye (left: drained), they were cut
         # off by whoever stopped it, not lost with it.
         lost = self._lose(counted, name, why, counts=why != "left")
         return sorted([*lost, *self._lose(waited, name, why, counts=False)],
                       key=lambda i: self.records[i].seq or 0)
+
+    def keep(self, worker: str, held: Mapping[TaskId, int]) -> list[TaskId]:
+        """A worker found gone is back (it was cut off or paused, not dead) and still holds
+        ({task: attempt}) tasks that went back to the queue and were given to no one since:
+        they stay with it, as they were (the loss undone: they did not crash it), rather
+        than be stopped there and run again from the start. Returns them."""
+        kept: list[TaskId] = []
+        for task_id, attempt in held.items() if self._lost_with else ():
+            rec, lost = self.records.get(task_id), self._lost_with.get(task_id)
+            if rec is None or lost is None or lost[0] != worker or rec.state is not Q \
+                    or rec.attempt != attempt or not self.scheduler.discard(task_id):
+                continue
+            del self._lost_with[task_id]
+            rec.losses -= lost[1]
+            rec.front = lost[2]
+            self._move(rec, A)
+            self._move(rec, R)
+            rec.worker, rec.assigned_at, rec.confirmed = worker, self.now, True
+            self._in_flight[worker].add(task_id)
+            kept.append(task_id)
+        return kept
 
     def _stolen_lost(self, worker: str, why: str) -> None:
         """The tasks taken back from ``worker`` (on probation, it had not confirmed them)
@@ -700,6 +725,7 @@ class TaskBoard:
 
     def _finish_dead(self, rec: TaskRecord) -> None:
         self._move(rec, F)
+        self._lost_with.pop(rec.task.id, None)
         rec.worker = None
         self._open -= 1
         self._ran.append(rec.task.id)
@@ -715,6 +741,9 @@ class TaskBoard:
         decisions = self.scheduler.assign()
         if not decisions:
             return {}
+        if self._lost_with:  # given out again: theirs no more
+            for task_id, _ in decisions:
+                self._lost_with.pop(task_id, None)
         out: dict[str, list[TaskAssignment]] = defaultdict(list)
         slots, records, in_flight = self.scheduler.workers, self.records, self._in_flight
         move = self._move
@@ -773,6 +802,7 @@ class TaskBoard:
                 return None  # the answer to our CANCEL of a task taken back from it: queued
             if self.scheduler.discard(task_id):
                 # Its worker was declared lost, yet finished it: take the result, no rerun.
+                self._lost_with.pop(task_id, None)
                 rec.worker = worker
                 self._in_flight[worker].add(task_id)
                 self.scheduler.release(worker, -1)
@@ -887,6 +917,7 @@ class TaskBoard:
 
     def _finish_cancelled(self, rec: TaskRecord, reason: str) -> None:
         self._move(rec, X)
+        self._lost_with.pop(rec.task.id, None)
         rec.reason = reason
         self._open -= 1
         self.finished.append(rec)

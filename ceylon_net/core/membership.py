@@ -162,6 +162,10 @@ class Membership:
         running = wire.task_pairs(hello.running, "HELLO running")
         results = [wire.from_wire(TaskResult, r) for r in hello.results]
         held = {**running, **{r.task_id: r.attempt for r in results}}
+        kept = self.board.keep(rec.name, running)
+        if kept:
+            self.out.log("INFO", f"worker '{rec.name}' came back still running {len(kept)} "
+                                 f"task(s) queued again while it was away; they stay with it")
         # Assignments younger than a heartbeat may be on their way (sent after this HELLO
         # was written): the next heartbeat settles those.
         requeued, stale = self.board.reclaim(rec.name, held, now - self.settings.heartbeat)
