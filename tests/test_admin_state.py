@@ -435,6 +435,27 @@ def test_a_task_nobody_can_take_is_said_once_then_given_up_after_the_timeout():
     assert sim.st.unassigned == [3] and sim.st.idle
 
 
+def test_tasks_left_with_no_worker_wait_for_one_and_the_admin_says_so_every_30_s():
+    """Not given up (the next worker may well take them: it is not known what it can do),
+    but the run does not go quiet either."""
+    sim = Sim(unassignable_timeout=5)
+    sim.submit(noop(1), noop(2))
+    w = sim.join("w")
+    sim.now = 2.0
+    w.heartbeat()
+    said = [(at, m) for at in range(3, 80) for m in logs(sim.tick(at=at), "WARNING")
+            if "no worker" in m]
+    assert "worker 'w' lost: silent for 4.0 s; 1 task(s) back in the queue" in logs(sim.every)
+    assert said == [(16, "no worker connected for 10 s: 2 task(s) wait for one to join"),
+                    (46, "no worker connected for 40 s: 2 task(s) wait for one to join"),
+                    (76, "no worker connected for 70 s: 2 task(s) wait for one to join")]
+    assert sim.finished() == {}
+    again = sim.join("again")
+    again.finish_all()
+    again.finish_all()
+    assert set(sim.finished()) == {1, 2}
+
+
 def test_what_a_submitter_names_cannot_forge_lines_in_the_admins_log():
     sim = Sim()
     sim.join("Junior", skill=3)

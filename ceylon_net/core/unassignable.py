@@ -21,9 +21,15 @@ def describe(board: TaskBoard, b: Blocked) -> str:
     return f"{head} needs skill >= {b.difficulty}; best connected is {b.best_skill}"
 
 
+NO_WORKER_SAID = 10.0  # seconds with tasks queued and no worker connected before it is said
+NO_WORKER_AGAIN = 30.0  # and then every so often while it lasts
+
+
 class Unassignable:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
+        self._no_worker: float | None = None  # since when no worker is there for queued tasks
+        self._no_worker_said = 0.0
         self._since: float | None = None  # when only unassignable tasks were left
         self._warned: set[tuple[int, str | None, str | None]] = set()  # kinds said
         self._joined = 0  # registrations seen: a new worker may change what is possible
@@ -36,7 +42,9 @@ class Unassignable:
         unassignable ones are left, nothing runs, and that has lasted ``timeout``)."""
         if not workers or not len(board.scheduler):
             self._since = None
+            self._none_there(len(board.scheduler) if not workers else 0, now, out)
             return []
+        self._no_worker = None
         blocked = self._current(board, joined)
         for b in blocked:
             if (b.difficulty, b.role, b.handler) not in self._warned:  # (a handler missing
@@ -60,6 +68,20 @@ class Unassignable:
         self._since = None
         self._warned.clear()
         return ids
+
+    def _none_there(self, queued: int, now: float, out: Outbox) -> None:
+        """``queued`` tasks wait and no worker is connected: they wait for one to join or
+        come back (not given up: nothing is known about what the next one can do), and it
+        is said after a while, and again every so often, so a run does not just go quiet."""
+        if not queued:
+            self._no_worker = None
+            return
+        if self._no_worker is None:
+            self._no_worker, self._no_worker_said = now, now - NO_WORKER_AGAIN + NO_WORKER_SAID
+        if now - self._no_worker_said >= NO_WORKER_AGAIN:
+            self._no_worker_said = now
+            out.log("WARNING", f"no worker connected for {now - self._no_worker:.0f} s: "
+                               f"{queued} task(s) wait for one to join")
 
     def _current(self, board: TaskBoard, joined: int) -> list[Blocked]:
         if joined != self._joined:  # a worker joined: say again what it cannot do either
