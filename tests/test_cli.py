@@ -323,6 +323,34 @@ def test_a_report_of_a_run_where_no_task_ran_says_so_not_a_rate_of_0_percent(cap
     assert "Success rate: none ran (0 tasks)" in out and "0.00%" not in out
 
 
+def test_a_report_of_very_many_cancelled_dead_unassigned_tasks_and_groups_stays_short(capsys):
+    """A chain of 30,000 tasks whose first failed printed 958 KB of reasons; 50,000 tasks no
+    worker could take, 594 KB of ids."""
+    from ceylon_net.cli.render import print_report
+    from ceylon_net.core.tasks import RunReport
+
+    n = 30_000
+    group = {"name": "g", "status": "completed", "completed": 1, "total": 1, "failed": 0,
+             "cancelled": 0, "goal": None, "goal_status": None}
+    print_report(RunReport(
+        cancelled={0: "dependency 'x' failed",
+                   **{i: f"dependency {i - 1} was cancelled" for i in range(1, n)}},
+        dead=list(range(n)), unassigned=[f"u{i}" for i in range(n)],
+        groups=[{**group, "name": f"g{i}", "status": "failed" if i % 2 else "completed"}
+                for i in range(5_000)]))
+    out = capsys.readouterr().out
+    assert len(out) < 10_000, len(out)
+    text = " ".join(out.split())  # (long lines wrap at the terminal's width)
+    assert "Cancelled: 30,000 task(s) (dependency 'x' failed; dependency 0 was cancelled; " \
+           "dependency 1 was cancelled; dependency 2 was cancelled; dependency 3 was " \
+           "cancelled; 29,995 other(s))" in text
+    assert "Dead (lost with their workers too often): 0, 1, 2, 3," in text
+    assert "Unassigned (no connected worker could take them): u0, u1, u2," in text
+    assert text.count("98, 99 and 29,900 more") == 1 and "u99 and 29,900 more" in text
+    assert text.count("Group 'g") == 20
+    assert "... and 4,980 more group(s): completed (2,490), failed (2,490)" in text
+
+
 def test_status_says_how_many_queued_tasks_its_table_leaves_out_and_where_they_are():
     from rich.console import Console
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console, Group
@@ -12,6 +14,7 @@ from rich.text import Text
 from ..core.tasks import RunReport
 
 TABLE_ROWS = 100
+GROUPS_SHOWN = 20  # a report's group lines; the rest are counted by status
 
 
 def _row(table: Table, *cells: Any) -> None:
@@ -41,29 +44,43 @@ def print_report(report: RunReport, whole: str = "--report-json") -> None:
 
 
 def _report_notes(report: RunReport) -> list[str]:
+    """What the table does not say: groups, failures, and the tasks that did not run to a
+    result. Each list is cut short (a chain of 30,000 cancelled tasks is one line)."""
     lines = []
-    for g in report.groups:
+    for g in report.groups[:GROUPS_SHOWN]:
         goal = f"; goal '{g['goal']}' {g['goal_status']}" if g["goal"] else ""
         lines.append(f"Group '{g['name']}': {g['status']}, {g['completed']}/{g['total']} "
                      f"completed, {g['failed']} failed, {g['cancelled']} cancelled{goal}")
+    if len(report.groups) > GROUPS_SHOWN:
+        lines.append(f"... and {len(report.groups) - GROUPS_SHOWN:,} more group(s): "
+                     f"{_tally(g['status'] for g in report.groups[GROUPS_SHOWN:])}")
     failed = [t for t in report.tasks if not t.success and t.error]
     lines += [f"task {t.id} failed: {t.error.strip().splitlines()[-1]}"
               for t in failed[:TABLE_ROWS // 5] if t.error]
     if report.cancelled:
-        reasons = sorted(set(report.cancelled.values()))
-        lines.append(f"Cancelled: {len(report.cancelled)} task(s) ({'; '.join(reasons)})")
-    if report.dead:
-        lines.append(f"Dead (lost with their workers too often): "
-                     f"{', '.join(map(str, report.dead))}")
-    if report.unassigned:
-        lines.append(f"Unassigned (no connected worker could take them): "
-                     f"{', '.join(map(str, report.unassigned))}")
-    if report.unfinished:
-        shown = ", ".join(map(str, report.unfinished[:TABLE_ROWS]))
-        more = len(report.unfinished) - TABLE_ROWS
-        lines.append(f"Not finished (the run was stopped first): {shown}"
-                     + (f" and {more:,} more" if more > 0 else ""))
+        lines.append(f"Cancelled: {len(report.cancelled):,} task(s) "
+                     f"({_tally(report.cancelled.values(), sep='; ')})")
+    for title, ids in (("Dead (lost with their workers too often)", report.dead),
+                       ("Unassigned (no connected worker could take them)", report.unassigned),
+                       ("Not finished (the run was stopped first)", report.unfinished)):
+        if ids:
+            lines.append(f"{title}: {some(ids)}")
     return lines
+
+
+def some(items: Sequence[Any], limit: int = TABLE_ROWS) -> str:
+    """'1, 2, 3 and 4,997 more'."""
+    more = len(items) - limit
+    return ", ".join(map(str, items[:limit])) + (f" and {more:,} more" if more > 0 else "")
+
+
+def _tally(values: Iterable[Any], sep: str = ", ", shown: int = 5) -> str:
+    """The most common values first, each with its count: 'dependency 0 failed (3); x'."""
+    counts = Counter(values).most_common()
+    said = [f"{v} ({n:,})" if n > 1 else str(v) for v, n in counts[:shown]]
+    if len(counts) > shown:
+        said.append(f"{len(counts) - shown:,} other(s)")
+    return sep.join(said)
 
 
 def render(data: dict[str, Any]) -> Group:

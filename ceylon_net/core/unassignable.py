@@ -21,6 +21,7 @@ def describe(board: TaskBoard, b: Blocked) -> str:
     return f"{head} needs skill >= {b.difficulty}; best connected is {b.best_skill}"
 
 
+IDS_SAID = 20  # task ids in a log line, at most
 NO_WORKER_SAID = 10.0  # seconds with tasks queued and no worker connected before it is said
 NO_WORKER_AGAIN = 30.0  # and then every so often while it lasts
 
@@ -62,7 +63,9 @@ class Unassignable:
         if now - self._since < self.timeout:
             return []
         ids = [t for b in blocked for t in b.tasks]
-        out.log("ERROR", f"giving up on {len(ids)} unassignable task(s): {ids}")
+        shown = ", ".join(map(repr, ids[:IDS_SAID])) + \
+            (f" and {len(ids) - IDS_SAID:,} more" if len(ids) > IDS_SAID else "")
+        out.log("ERROR", f"giving up on {len(ids):,} unassignable task(s): {shown}")
         # Those are gone: a task that comes after them (a program trying again) is said and
         # waited for afresh, not given up at once on their clock.
         self._since = None
