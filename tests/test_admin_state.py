@@ -456,6 +456,18 @@ def test_tasks_left_with_no_worker_wait_for_one_and_the_admin_says_so_every_30_s
     assert set(sim.finished()) == {1, 2}
 
 
+def test_a_task_waiting_on_one_given_up_as_unassignable_says_so_not_cancelled():
+    sim = Sim(unassignable_timeout=1)
+    sim.join("proc", role="proc")
+    sim.submit(Task(2, "etl", 1, required_role="etl"), Task(3, "after", 1, depends_on=[2]))
+    sim.tick(at=0.5)
+    sim.tick(at=1.6)
+    report = sim.st.report()
+    assert report.unassigned == [2]
+    assert report.cancelled == {3: "dependency 2 was unassigned (no connected worker can "
+                                   "take it)"}
+
+
 def test_what_a_submitter_names_cannot_forge_lines_in_the_admins_log():
     sim = Sim()
     sim.join("Junior", skill=3)

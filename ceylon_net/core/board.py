@@ -873,7 +873,8 @@ class TaskBoard:
             if not self.scheduler.discard(task_id) and self._waiting.pop(task_id, None) is None:
                 continue
             self._finish_cancelled(rec, reason)
-            self.fail_gate(task_gate(task_id), f"dependency {task_id!r} was cancelled")
+            said = "was cancelled" if reason != UNASSIGNABLE else f"was unassigned ({reason})"
+            self.fail_gate(task_gate(task_id), f"dependency {task_id!r} {said}")
             done.append(task_id)
         return done
 
