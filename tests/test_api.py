@@ -402,6 +402,28 @@ def test_a_closed_admin_says_so_instead_of_waiting_and_starts_only_once():
         s.bind(("127.0.0.1", port))
 
 
+def test_a_stopped_worker_runs_only_once():
+    """Run again, it registered anew, and an outer timeout's cancel was taken for its stop:
+    arun() returned 'stopped' instead of raising TimeoutError."""
+    from ceylon_net.errors import ConfigError
+
+    async def body():
+        admin = _admin()
+        await admin.start()
+        try:
+            worker = Worker("w", admin_port=admin.port)
+            running = asyncio.create_task(worker.arun_against(admin))
+            assert (await admin.execute(Task("t", "once"))).success
+            await worker.stop()
+            assert await asyncio.wait_for(running, 10) == "stopped"
+            with pytest.raises(ConfigError, match="worker 'w' has run already"):
+                await worker.arun_against(admin)
+        finally:
+            await admin.close()
+
+    run(body())
+
+
 def test_stop_closes_an_admin_started_by_hand_and_its_in_process_workers_end():
     """stop() only ended serve(): an admin started with start() took tasks after it, and
     its in-process worker ran on."""

@@ -18,6 +18,7 @@ from ..core.tasks import Task, TaskAssignment, TaskResult
 from ..core.workers import AgentDetail
 from ..errors import (
     AdminUnreachableError,
+    ConfigError,
     Crashed,
     LocalProtocolError,
     RejectedError,
@@ -167,8 +168,11 @@ class Worker(AgentBase):
         """Connect, register, serve until the admin ends the run or :meth:`stop`.
 
         Returns the reason the run ended. Raises RejectedError when the admin refuses us and
-        AdminUnreachableError when nobody answers within the connect timeout.
+        AdminUnreachableError when nobody answers within the connect timeout; ConfigError
+        when this worker ran already (a stopped worker stays stopped: make a new one).
         """
+        if self._session is not None:
+            raise ConfigError(f"worker '{self.name}' has run already (make a new one)")
         s = self.settings
         curve = load_keys(s.curve_secret, s.admin_key) if s.curve_secret else None
         self._sockets = WorkerSockets(s.name, s.endpoint, s.max_message_bytes, curve)
