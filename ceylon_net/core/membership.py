@@ -347,8 +347,9 @@ class Membership:
         if not tasks:
             return
         self.out.log("WARNING", f"worker '{worker}' did not confirm task(s) "
-                                f"{[t for t, _ in tasks]} within {within:g} s: it is not "
-                                f"reading; requeued, and it gets no more until it does")
+                                f"{[t for t, _ in tasks][:20]} within {within:g} s (it does "
+                                f"not read what it is sent, or its link loses packets); "
+                                f"requeued, and it gets no more until it answers")
         peer = self.registry.by_name.get(worker)
         if peer is not None:
             self.out.send(peer, Kind.CANCEL, wire.Cancel([[t, a] for t, a in tasks],
