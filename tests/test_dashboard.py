@@ -93,6 +93,42 @@ def test_the_dashboard_shows_workers_progress_and_the_goal_in_a_browser(tmp_path
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
 
 
+@needs_chromium
+@pytest.mark.timeout(120)
+def test_a_page_whose_updates_stop_says_it_is_stale_and_comes_back_live(tmp_path):
+    """A paused admin (or a link gone quiet) sends nothing and no error reaches the
+    browser: the page said 'live' over data minutes old."""
+    import signal
+
+    from playwright.async_api import async_playwright
+
+    port = free_port()
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c, async_playwright() as pw:
+            admin = await c.admin("--dashboard-port", str(port))
+            await wait_until(lambda: _reachable(f"http://127.0.0.1:{port}/"), 20, "the dashboard")
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run", "--disable-sync"])
+            page = await browser.new_page()
+            await page.goto(f"http://127.0.0.1:{port}/")
+            await page.wait_for_selector("#live:has-text('live, ')", timeout=10_000)
+            admin.signal(signal.SIGSTOP)
+            try:
+                await page.wait_for_selector("#live:has-text('stale: no update for')",
+                                             timeout=15_000)
+                stale = await page.inner_text("#live")
+            finally:
+                admin.signal(signal.SIGCONT)
+            await page.wait_for_selector("#live:has-text('live, ')", timeout=30_000)
+            await browser.close()
+            return stale
+
+    stale = run(body())
+    assert re.fullmatch(r"stale: no update for \d+ s \(admin paused or unreachable\?\)", stale)
+
+
 def _reachable(url: str) -> bool:
     try:
         _get(url)
