@@ -857,7 +857,8 @@ def test_a_client_watching_groups_again_hears_of_finished_unknown_and_running_on
     cmds = sim.receive(client, frames(Kind.WATCH, wire.Watch(
         ["o2"], ["done", "open", "gone", "after"])))
     news = {n.group: n for n in sends(cmds, Kind.GROUP, client)}
-    assert sorted(news) == ["after", "done", "gone"]  # "open" is still running: later
+    assert news.pop("open").event == "group_progress"  # still running: how far it got
+    assert sorted(news) == ["after", "done", "gone"]
     assert news["done"].event == "group_finished" and news["done"].data["completed"] == 1
     assert news["after"].event == "group_finished" and \
         news["after"].data["status"] == "cancelled"
@@ -865,6 +866,36 @@ def test_a_client_watching_groups_again_hears_of_finished_unknown_and_running_on
     cmds = w.finish("o2")
     assert [n.event for n in sends(cmds, Kind.GROUP, client)][-1] == "group_finished"
     assert [d.task_id for d in sends(cmds, Kind.DONE, client)] == ["o2"]
+
+
+def test_a_client_watching_a_group_again_hears_how_its_goal_went_and_how_far_it_got():
+    """Who watches a group is not journaled: results that reach an admin restarted on its
+    journal before the client's WATCH tell no one. The client's on_event missed the goal."""
+    from ceylon_net.core.workfile import parse_work
+
+    sim = Sim()
+    w = sim.join("w", capacity=4)
+    _, groups = parse_work({"groups": [
+        {"name": "g", "goal": {"kind": "at_least", "count": 1, "name": "one"},
+         "tasks": [{"id": f"g{i}", "description": "x", "difficulty": 1} for i in range(3)]},
+        {"name": "small", "goal": {"kind": "all"},
+         "tasks": [{"id": "s", "description": "x", "difficulty": 1}]}]}, "t")
+    sim.carry(sim.st.submit((), groups, sim.now))
+    w.heartbeat()
+    w.finish("g0")
+    w.finish("s")
+    client = b"client-9"
+    cmds = sim.receive(client, frames(Kind.WATCH, wire.Watch([], ["g", "small"])))
+    said = [(n.group, n.event, n.message) for n in sends(cmds, Kind.GROUP, client)]
+    assert said == [
+        ("g", "group_progress", "group 'g': 1/3 done"),
+        ("g", "goal_achieved", "Goal 'one' achieved (1/3 completed by now)"),
+        ("small", "group_progress", "group 'small': 1/1 done"),
+        ("small", "goal_achieved", "Goal 'small: every task completed' achieved (1/1 "
+                                   "completed by now)"),
+        ("small", "group_finished", "group 'small' completed: 1/1 completed")]
+    cmds = w.finish("g1")  # and it hears "g" on, as it goes
+    assert [n.event for n in sends(cmds, Kind.GROUP, client)] == ["group_progress"]
 
 
 def test_a_client_hears_of_every_task_before_the_group_or_batch_they_end():

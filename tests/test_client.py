@@ -837,3 +837,29 @@ def test_the_reports_a_client_keeps_for_a_second_watch_stay_within_their_bytes(m
         waited = client_module._Waited(None, "run", payload=b"x" * size)  # type: ignore
         c._keep_report(batch, waited)
     assert {b: len(p) for (b, _), p in c._reports.items()} == {2: 40, 4: 30}
+
+
+def test_a_group_future_passes_on_what_an_admin_restarted_tells_again_only_once():
+    """Watched again after a restart, a group's goal and progress are told again: the
+    client's on_event hears each goal once and progress only forward."""
+    from ceylon_net import wire
+    from ceylon_net.edge.client import GroupFuture
+
+    def progress(done: int) -> wire.GroupNews:
+        return wire.GroupNews("g", "group_progress", f"{done}/4",
+                              {"completed": done, "failed": 0, "cancelled": 0})
+
+    async def body() -> list[str]:
+        heard: list[str] = []
+        client = AsyncClient("127.0.0.1:9")  # (not connected: nothing is sent)
+        group = GroupFuture("g", client, lambda news: heard.append(news.message))
+        goal = wire.GroupNews("g", "goal_achieved", "goal", {})
+        for news in (progress(1), progress(2), goal, progress(2), goal, progress(3),
+                     wire.GroupNews("g", "group_progress", "odd", {"completed": "x"}),
+                     wire.GroupNews("g", "group_finished", "end", {"status": "completed"})):
+            group.news(news)
+        assert group.result() == {"status": "completed"}
+        await client.close()
+        return heard
+
+    assert run(body()) == ["1/4", "2/4", "goal", "3/4", "end"]

@@ -9,7 +9,7 @@ from .. import wire
 from ..wire import Kind
 from .board import FINISHED, TaskBoard, TaskRecord
 from .commands import Outbox
-from .groups import TaskManager
+from .groups import GoalStatus, TaskGroup, TaskManager
 from .tasks import TaskId, TaskStatus
 
 
@@ -61,12 +61,30 @@ class Watchers:
                 self.out.send(peer, Kind.GROUP, wire.GroupNews(
                     name, "group_unknown", f"the admin has no group {name!r} (it restarted "
                     "without its journal, or the name is wrong)"))
-            elif group.status in FINISHED:  # (completed, failed or cancelled)
-                self.out.send(peer, Kind.GROUP, wire.GroupNews(
-                    name, "group_finished", f"group '{name}' {group.status.value}: "
-                    f"{group.completed}/{group.total} completed", group.summary()))
             else:
-                self.watch_group(peer, group.id)
+                self._catch_up(peer, group)
+                if group.status in FINISHED:  # (completed, failed or cancelled)
+                    self.out.send(peer, Kind.GROUP, wire.GroupNews(
+                        name, "group_finished", f"group '{name}' {group.status.value}: "
+                        f"{group.completed}/{group.total} completed", group.summary()))
+                else:
+                    self.watch_group(peer, group.id)
+
+    def _catch_up(self, peer: bytes, group: TaskGroup) -> None:
+        """What a client watching a group again may have missed (who watches is not
+        journaled: results that came in after a restart, before its WATCH, told no one):
+        where the group stands, and how its goal went. The client drops what it heard."""
+        summary = group.summary()
+        if group.finished:
+            self.out.send(peer, Kind.GROUP, wire.GroupNews(
+                group.name, "group_progress",
+                f"group '{group.name}': {group.finished}/{group.total} done", summary))
+        goal = group.goal
+        if goal is not None and goal.status in (GoalStatus.ACHIEVED, GoalStatus.FAILED):
+            self.out.send(peer, Kind.GROUP, wire.GroupNews(
+                group.name, f"goal_{goal.status.value}",
+                f"Goal '{goal.name}' {goal.status.value} ({group.completed}/{group.total} "
+                f"completed by now)", summary))
 
     def ended(self, rec: TaskRecord) -> None:
         """A task ended: tell who waits for it."""

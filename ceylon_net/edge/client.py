@@ -87,8 +87,12 @@ class GroupFuture(asyncio.Future):
         self.events: list[wire.GroupNews] = []
         self._on_event = on_event
         self._client = client
+        self._done_said = -1  # tasks done by the latest progress heard
+        self._goal_said = False
 
     def news(self, news: wire.GroupNews) -> None:
+        if self._heard(news):
+            return
         self.events.append(news)
         if not self.done():
             if news.event == "group_finished":
@@ -101,6 +105,19 @@ class GroupFuture(asyncio.Future):
             except Exception:
                 logger.exception("client: the on_event callback of group '{}' failed",
                                  self.name)
+
+    def _heard(self, news: wire.GroupNews) -> bool:
+        """Said before: an admin restarted on its journal tells a client that watches a
+        group again how its goal went and how far it got, which the client may know."""
+        if news.event in ("goal_achieved", "goal_failed"):
+            said, self._goal_said = self._goal_said, True
+            return said
+        if news.event == "group_progress" and isinstance(news.data, dict):
+            done = sum(v for k in ("completed", "failed", "cancelled")
+                       if type(v := news.data.get(k)) is int)
+            said, self._done_said = done <= self._done_said, max(done, self._done_said)
+            return said
+        return False
 
     def cancel(self, msg: Any = None) -> bool:
         """Cancel the group's tasks that have not ended, on the cluster too."""
