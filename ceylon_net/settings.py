@@ -174,7 +174,7 @@ class WorkerSettings:
         if not self.time_scale >= 0:  # also refuses NaN
             raise ConfigError("--time-scale must be >= 0")
         _check_positive("connect-timeout", self.connect_timeout)
-        _check_host(self.admin_peer)
+        check_host(self.admin_peer)
 
     @property
     def endpoint(self) -> str:
@@ -188,7 +188,8 @@ class WorkerSettings:
         tutorial leaves out comes from ``CEYLON_*`` variables, then the defaults."""
         return cls(name=name,
                    workspace=workspace or env_default("WORKSPACE", DEFAULT_WORKSPACE_ID),
-                   admin_peer=admin_peer or env_default("ADMIN_PEER", "127.0.0.1"),
+                   admin_peer=admin_peer if admin_peer is not None
+                   else env_default("ADMIN_PEER", "127.0.0.1"),
                    port=port or env_default("PORT", DEFAULT_PORT, int),
                    role=role or DEFAULT_ROLE, skill=10 if skill is None else skill,
                    capacity=capacity or 1, **options)
@@ -200,6 +201,9 @@ def client_settings(address: str | None, workspace: str | None, token: str | Non
     8000); what is left out comes from ``CEYLON_*`` variables as for the CLIs, then defaults."""
     if address is None:
         address = f"{env_default('ADMIN_PEER', '127.0.0.1')}:{env_default('PORT', DEFAULT_PORT)}"
+    said = f"client address {address!r}"
+    if "://" in address:
+        raise ConfigError(f"{said}: give host:port, without a scheme (e.g. '127.0.0.1:8000')")
     if address.startswith("["):  # [v6] or [v6]:port
         host, _, rest = address[1:].partition("]")
         port = rest.removeprefix(":")
@@ -210,8 +214,11 @@ def client_settings(address: str | None, workspace: str | None, token: str | Non
     try:
         number = int(port) if port else env_default("PORT", DEFAULT_PORT, int)
     except ValueError:
-        raise ConfigError(f"client address {address!r}: the port must be a number") from None
-    return WorkerSettings(name="client", admin_peer=host or "127.0.0.1", port=number,
+        raise ConfigError(f"{said}: the port must be a number") from None
+    if not 0 <= number <= 65535:  # (0: WorkerSettings says what to give instead)
+        raise ConfigError(f"{said}: the port must be 1-65535, got {number}")
+    check_host(host, f"{said}: its host", "give host:port, as in '127.0.0.1:8000'")
+    return WorkerSettings(name="client", admin_peer=host, port=number,
                           workspace=workspace or env_default("WORKSPACE", DEFAULT_WORKSPACE_ID),
                           token=token if token is not None else env_default("TOKEN", None),
                           curve_secret=curve_secret or env_default("CURVE_SECRET", None),
@@ -241,11 +248,13 @@ def bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def _check_host(host: str) -> None:
+def check_host(host: str, what: str = "--admin-peer",
+               port_hint: str = "the port goes in --port") -> None:
     """A host name, an IPv4 address or an IPv6 one (bracketed or not); the port is not part
-    of it (``--admin-peer host:8000`` would be taken for an IPv6 address)."""
+    of it (``--admin-peer host:8000`` would be taken for an IPv6 address). ``what`` names
+    where the user gave it."""
     if not host:
-        raise ConfigError("--admin-peer is empty: give the admin's host name or address")
+        raise ConfigError(f"{what} is empty: give the admin's host name or address")
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if ":" in bare:
         try:
@@ -255,8 +264,7 @@ def _check_host(host: str) -> None:
             pass
     elif _HOST.fullmatch(bare):
         return
-    raise ConfigError(f"--admin-peer {host!r} is not a host name or address (the port goes "
-                      f"in --port)")
+    raise ConfigError(f"{what} {host!r} is not a host name or address ({port_hint})")
 
 
 _HOST = re.compile(r"[A-Za-z0-9_.-]{1,253}")

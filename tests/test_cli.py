@@ -136,6 +136,9 @@ def test_metrics_on_any_free_port_says_which_and_answers_scrapes_that_come_toget
     ("ceylon-submit", ["f.json", "--connect-timeout", "0"],
      "error: --connect-timeout must be > 0, got 0.0"),
     ("ceylon-status", ["--port", "0"], "error: --port 0 is not a port to connect to"),
+    ("ceylon-status", ["--port", "99999"], "error: --port must be 1-65535, got 99999"),
+    ("ceylon-worker", ["--admin-peer", ""], "--admin-peer is empty: give the admin's host name"),
+    ("ceylon-submit", ["f.json", "--admin-peer", ""], "error: --admin-peer is empty"),
     ("ceylon-admin", ["--beats-per-second", "0"], "error: --beats-per-second must be > 0"),
     ("ceylon-admin", ["--heartbeat", "inf"], "error: --heartbeat must be at most 3600 s"),
     ("ceylon-worker", ["--app", "./mypkg/handlers.py"],
@@ -312,6 +315,24 @@ def test_a_client_address_without_a_port_takes_ceylon_port(monkeypatch):
     assert client_settings("coordinator:7000", None, None, None, None).endpoint == \
         "tcp://coordinator:7000"
     assert client_settings("[::1]", None, None, None, None).endpoint == "tcp://[::1]:9123"
+
+
+@pytest.mark.parametrize("address, said", [
+    ("tcp://127.0.0.1:5000", "client address 'tcp://127.0.0.1:5000': give host:port, without a "
+                             "scheme (e.g. '127.0.0.1:8000')"),
+    ("127.0.0.1:99999", "client address '127.0.0.1:99999': the port must be 1-65535, got 99999"),
+    ("bad host:80", "client address 'bad host:80': its host 'bad host' is not a host name or "
+                    "address (give host:port, as in '127.0.0.1:8000')"),
+    (":80", "client address ':80': its host is empty: give the admin's host name or address"),
+])
+def test_a_client_address_that_cannot_be_is_refused_in_the_clients_words(address, said):
+    """Not in the CLIs' (--admin-peer, --port), which a program's author never typed."""
+    from ceylon_net import Client
+    from ceylon_net.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        Client(address)
+    assert str(refused.value) == said
 
 
 def test_a_report_of_a_run_where_no_task_ran_says_so_not_a_rate_of_0_percent(capsys):

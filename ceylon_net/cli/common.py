@@ -18,7 +18,7 @@ from loguru import logger
 
 from ..edge.client import AsyncClient
 from ..errors import ConfigError
-from ..settings import bracket
+from ..settings import bracket, check_host
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNASSIGNED, EXIT_NO_ADMIN = 0, 1, 2, 3, 4
 
@@ -169,6 +169,9 @@ def client(admin_peer: str, port: int, workspace: str, token: str | None,
     if not timeout > 0:  # (said here with the option's name; also refuses NaN)
         fail(EXIT_CONFIG, f"{timeout_option} must be > 0, got {timeout}")
     try:
+        check_host(admin_peer)  # (the options' names, before they become an address)
+        if not 0 <= port <= 65535:  # (0: the settings say what to give instead)
+            raise ConfigError(f"--port must be 1-65535, got {port}")
         return AsyncClient(f"{bracket(admin_peer)}:{port}", workspace=workspace, token=token,
                            curve_secret=path_str(curve_secret), admin_key=path_str(admin_key),
                            timeout=timeout, gone_after=gone_after)
