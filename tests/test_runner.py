@@ -121,9 +121,12 @@ def test_a_worker_back_from_a_partition_runs_its_task_again_not_cancelled():
         await wait_until(lambda: tasks.started == ["T"], 5, "T to start")
         w.start("T")
         sim.tick(at=10.0)  # silent too long: declared lost, T back in the queue
+        x = sim.join("x")  # T goes to x (attempt 2), and x is lost too
+        assert x.held == {"T": 2}
+        sim.tick(at=20.0)
         assert sim.st.board.records["T"].state is TaskState.QUEUED
-        # It comes back (a new connection) saying it still runs T, attempt 1. The admin
-        # cancels that copy and gives T to it again, in the same round.
+        # w comes back (a new connection) saying it still runs T, attempt 1. The admin
+        # cancels that copy and gives T to it again (attempt 3), in the same round.
         w.held, w.peer = dict(runner.holding()), b"w/back"
         sim.workers[w.peer] = w
         cmds = w.hello()
@@ -134,7 +137,7 @@ def test_a_worker_back_from_a_partition_runs_its_task_again_not_cancelled():
         tasks.open("T")
         await wait_until(lambda: runner.unsent, 5, "T's result")
         results = runner.take_unsent()
-        assert [(r.task_id, r.attempt, r.cancelled) for r in results] == [("T", 2, False)]
+        assert [(r.task_id, r.attempt, r.cancelled) for r in results] == [("T", 3, False)]
         w.say(Kind.RESULT, results)
         assert sim.st.board.records["T"].state is TaskState.COMPLETED
         await runner.stop()
