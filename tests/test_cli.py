@@ -420,3 +420,17 @@ def test_report_json_holds_what_json_cannot_as_its_repr_keys_and_nan_too():
     text = json_text({"value": {b"k": 1, 2: float("nan"), "l": [b"\x00", float("-inf")]}})
     assert text == '{"value": {"b\'k\'": 1, "2": "nan", "l": ["b\'\\\\x00\'", "-inf"]}}'
     json.loads(text, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+
+
+def test_two_handlers_of_one_name_are_refused_naming_both_places(tmp_path):
+    """Functions of one name in two modules replaced each other without a word; of two
+    names, the error named the framework's own file."""
+    handler = 'from ceylon_net import handler\n\n\n@handler("x")\ndef process():\n    return 1\n'
+    (tmp_path / "one.py").write_text(handler)
+    (tmp_path / "two.py").write_text(handler)
+    (tmp_path / "both.py").write_text("import one  # noqa\nimport two  # noqa\n")
+    proc = subprocess.run([*cli("ceylon-worker"), "--name", "w", "--app", "both"],
+                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert f"handler 'x' is registered twice: by process ({tmp_path / 'one.py'}, line 4) and " \
+           f"by process ({tmp_path / 'two.py'}, line 4)\n" in proc.stderr, proc.stderr

@@ -275,6 +275,7 @@ class _Threads:
             del fn, job, value  # (an idle thread holds nothing of the last call)
 
 
+_OURS = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # ceylon_net/
 _BACK = "_ceylon_net_answers"  # the attribute of a loop that holds its _Back
 _THREADS = _Threads()
 
@@ -286,12 +287,27 @@ def handler(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         old = _HANDLERS.get(name)
-        if old is not None and old is not fn and old.__qualname__ != fn.__qualname__:
-            raise ConfigError(f"handler {name!r} is already registered by {old.__qualname__}")
+        # (the same function again: its module imported twice, as __main__ and by name)
+        if old is not None and old is not fn and _origin(old) != _origin(fn):
+            raise ConfigError(f"handler {name!r} is registered twice: by {_where(old)} and "
+                              f"by {_where(fn)}")
         _HANDLERS[name] = fn
         return fn
 
     return register
+
+
+def _origin(fn: Callable[..., Any]) -> tuple[str, str]:
+    code = getattr(fn, "__code__", None)
+    return (code.co_filename if code is not None else getattr(fn, "__module__", "?"),
+            getattr(fn, "__qualname__", repr(fn)))
+
+
+def _where(fn: Callable[..., Any]) -> str:
+    """'process (mypkg/tasks.py, line 12)'."""
+    code = getattr(fn, "__code__", None)
+    place = f" ({code.co_filename}, line {code.co_firstlineno})" if code is not None else ""
+    return f"{getattr(fn, '__qualname__', repr(fn))}{place}"
 
 
 def registered() -> dict[str, Callable[..., Any]]:
@@ -309,9 +325,13 @@ def load_app(module: str) -> list[str]:
     except ImportError as exc:
         raise ConfigError(f"--app {module}: cannot import it: {exc}") from None
     except Exception as exc:  # the module itself raised (a bug in it, a SyntaxError)
+        # The user's line last run (not ours: @handler raising on a name used twice). A
+        # SyntaxError says where itself.
         where = [] if isinstance(exc, SyntaxError) else \
-            traceback.extract_tb(exc.__traceback__)[-1:]  # (a SyntaxError says where)
+            [f for f in traceback.extract_tb(exc.__traceback__)
+             if not f.filename.startswith(_OURS)][-1:]
         at = f" ({where[0].filename}, line {where[0].lineno})" if where else ""
+        at = "" if at[1:] in str(exc) else at  # (the error says it already)
         raise ConfigError(f"--app {module}: importing it raised {type(exc).__name__}: "
                           f"{exc}{at}") from None
     return sorted(_HANDLERS)
