@@ -14,6 +14,7 @@ import time
 import weakref
 from typing import Any
 
+import pytest
 from conftest import run
 from kit import Sim, noop
 from loguru import logger
@@ -868,3 +869,25 @@ def test_a_runner_on_hold_starts_nothing_queued_and_gives_it_back_on_request():
         assert not crashes
 
     run(body())
+
+
+@pytest.mark.parametrize("message", ["z" * 200_000, "z\n" * 100_000, "\udcff" * 50_000])
+def test_a_handlers_traceback_is_cut_to_at_most_max_error_characters_keeping_its_last_line(
+        message):
+    """The start and the exception's own line, type first; 65,612 characters were sent for
+    a limit of 65,536 (the cut's own note came on top), and more for a file name not UTF-8."""
+    from ceylon_net.edge.runner import MAX_ERROR, traceback_text
+
+    def fail():
+        raise ValueError(message)
+
+    try:
+        fail()
+    except ValueError as exc:
+        text = traceback_text(exc)
+    assert len(text) <= MAX_ERROR
+    assert text.startswith("Traceback (most recent call last):")
+    assert "characters in all: cut here) ..." in text
+    assert text.splitlines()[-1].endswith("characters)") or text.endswith("z")
+    assert "ValueError: " in text.split("cut here) ...\n", 1)[1]
+    text.encode("utf-8")  # (sendable: no lone surrogate left)

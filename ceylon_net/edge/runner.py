@@ -719,9 +719,12 @@ def traceback_text(exc: BaseException) -> str:
         last = "".join(traceback.format_exception_only(exc)).rstrip("\n")
     except Exception:  # a traceback that cannot be formatted at all
         text = last = f"{type(exc).__qualname__} (its traceback could not be formatted)"
+    text, last = (t.encode("utf-8", "backslashreplace").decode("utf-8") for t in (text, last))
     if len(text) > MAX_ERROR:
-        half = MAX_ERROR // 2
-        if len(last) > half:
-            last = f"{last[:half]}... (cut: {len(last):,} characters)"
-        text = f"{text[:half]}\n... ({len(text):,} characters in all: cut here) ...\n{last}"
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+        note = f"\n... ({len(text):,} characters in all: cut here) ...\n"
+        room = MAX_ERROR - len(note)
+        if len(last) > room // 2:
+            cut = f"... (cut: {len(last):,} characters)"
+            last = last[:room // 2 - len(cut)] + cut
+        text = text[:room - len(last)] + note + last
+    return text
