@@ -173,7 +173,10 @@ def test_difficulty_out_of_range(tmp_path, text, shown):
         ({"id": 2**64}, "task #1 (id 18446744073709551616): field 'id' must be int (64 bits) "
                         "or string, got 18446744073709551616"),
         ({"description": 5}, "task #1 (id 1): field 'description' must be string, got 5"),
-        ({"required_role": 3}, "task #1 (id 1): field 'required_role' must be string, got 3"),
+        ({"required_role": 3}, "task #1 (id 1): field 'required_role' must be a role: 1-200 "
+                               "printable characters, got 3"),
+        ({"required_role": ""}, "task #1 (id 1): field 'required_role' must be a role: 1-200 "
+                                "printable characters, got ''"),
         ({"priority": "high"}, "task #1 (id 1): field 'priority' must be int, got 'high'"),
         ({"priority": False}, "task #1 (id 1): field 'priority' must be int, got False"),
         ({"priority": 1.0}, "task #1 (id 1): field 'priority' must be int, got 1.0"),
@@ -267,6 +270,14 @@ def test_duplicate_string_id(tasks_file):
                        {"id": "x", "description": "b", "difficulty": 1}])
 
     assert error_of(path) == f"{path}: duplicate task id 'x'"
+
+
+def test_duplicate_group_name(tmp_path):
+    group = {"name": "A", "tasks": [{"description": "x"}]}
+    path = write(tmp_path, json.dumps({"groups": [group, group]}))
+    with pytest.raises(TaskFileError) as refused:
+        load_work(path)
+    assert str(refused.value) == f"{path}: duplicate group name 'A'"  # (not "task id 'A#1'")
 
 
 def test_unknown_field(tasks_file):

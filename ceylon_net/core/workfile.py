@@ -36,7 +36,7 @@ TASK_FIELDS = {
     "id": "int (64 bits) or string",
     "description": "string",
     "difficulty": "int 1-10",
-    "required_role": "string",
+    "required_role": "a role: 1-200 printable characters",
     "priority": "int",
     "duration": "a number of seconds from 0 to 1e9",
     "depends_on": "list of task ids",
@@ -65,7 +65,9 @@ _VALID: dict[str, Callable[[Any], bool]] = {
     "id": lambda v: _is_int(v) or isinstance(v, str),
     "description": lambda v: isinstance(v, str),
     "difficulty": lambda v: _is_int(v) and 1 <= v <= 10,
-    "required_role": lambda v: v is None or isinstance(v, str),
+    # (one a worker can have: --role takes the same)
+    "required_role": lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 200
+                                             and v.isprintable()),
     "priority": _is_int,
     "duration": lambda v: v is None or (_is_number(v) and 0 <= v <= MAX_SECONDS),
     "depends_on": lambda v: isinstance(v, list) and all(_is_int(d) or isinstance(d, str)
@@ -204,6 +206,11 @@ def parse_work(doc: Any, source: str, standalone: bool = True
     tasks = [task_from_dict(item, where=f"{source}: task #{i + 1}")
              for i, item in enumerate(items)]
     groups = [_group(source, i, g) for i, g in enumerate(group_items)]
+    named: set[str] = set()
+    for g in groups:  # (before task ids: each has NAME#1 for its first task's default id)
+        if g.name in named:
+            raise TaskFileError(f"{source}: duplicate group name {g.name!r}")
+        named.add(g.name)
     if not tasks and not any(g.subtasks for g in groups):
         raise TaskFileError(f"{source}: no tasks in the file")
     check_unique_ids(tasks + [_as_task(t) for g in groups for t in g.subtasks], source)
