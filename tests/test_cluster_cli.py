@@ -300,6 +300,25 @@ def test_status_names_the_services_that_exited_and_shows_their_log(clusters: Clu
     assert clusters.run("down").returncode == 0
 
 
+@pytest.mark.netns
+@needs_netns
+@pytest.mark.timeout(90)
+def test_a_healthcheck_that_fails_says_what_its_last_check_said(clusters: Clusters) -> None:
+    """It said only which command failed, not why (a CURVE setting half given, say)."""
+    check = ["CMD", "ceylon-status", "--admin-peer", "admin", "--port", "8000",
+             "--curve-secret", "/nonexistent.key"]
+    path = clusters.compose({"admin": {**ADMIN, "healthcheck": {"test": check}},
+                             "w": {**worker("W"),
+                                   "depends_on": {"admin": {"condition": "service_healthy"}}}})
+    done = clusters.run("up", "--compose", str(path), "--timeout", "5")
+    assert done.returncode != 0
+    assert "admin did not become healthy: ceylon-status --admin-peer admin --port 8000 " \
+           "--curve-secret /nonexistent.key; its last check: exit 2: error: " in done.stderr, \
+        done.stderr
+    assert "--curve-secret and --admin-key go together" in done.stderr, done.stderr
+    assert clusters.left() == []
+
+
 def _up_with_token(clusters: Clusters, **run: Any) -> None:
     """``up`` of an admin and a worker W sharing the token t0k-t0k-t0k."""
     clusters.up({"admin": {**ADMIN, "environment": {"CEYLON_TOKEN": "t0k-t0k-t0k"}},

@@ -270,6 +270,7 @@ def _wait_healthy(net: Network, service: Service, proc: subprocess.Popen[bytes],
                   deadline: float) -> None:
     if not service.healthcheck:
         return
+    said = "it did not answer in time"  # what the last check said, for the error
     while True:
         _check_running(service.name, proc)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -277,9 +278,11 @@ def _wait_healthy(net: Network, service: Service, proc: subprocess.Popen[bytes],
                 service.environment), timeout=_attempt_timeout(deadline))
             if check.returncode == 0:
                 return
+            lines = (check.stderr or check.stdout or "").strip().splitlines()
+            said = f"exit {check.returncode}" + (f": {lines[-1][:500]}" if lines else "")
         if time.monotonic() > deadline:
             raise ClusterError(f"{service.name} did not become healthy: "
-                               f"{' '.join(service.healthcheck)}")
+                               f"{' '.join(service.healthcheck)}; its last check: {said}")
         time.sleep(POLL_PAUSE)
 
 
