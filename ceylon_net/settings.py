@@ -76,10 +76,15 @@ class AdminSettings:
             raise ConfigError(f"--prefetch must be 0-{MAX_CAPACITY}, got {self.prefetch}")
         if self.task_timeout is not None:
             _check_positive("task-timeout", self.task_timeout)
+        pub = self.pub_port if self.pub_port is not None else self.port + 1 if self.port else 0
         for label, port in (("metrics-port", self.metrics_port),
                             ("dashboard-port", self.dashboard_port)):
             if port is not None:
                 _check_port(label, port)
+            if port and port in (self.port, pub):
+                whose = "ROUTER port (--port)" if port == self.port else \
+                    "PUB port (--pub-port, else --port + 1)"
+                raise ConfigError(f"--{label} {port} is the admin's own {whose}: give another")
         if self.pub_port is not None:
             _check_port("pub-port", self.pub_port)
             if self.pub_port != 0 and self.pub_port == self.port:

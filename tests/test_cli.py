@@ -140,6 +140,10 @@ def test_metrics_on_any_free_port_says_which_and_answers_scrapes_that_come_toget
     ("ceylon-worker", ["--admin-peer", ""], "--admin-peer is empty: give the admin's host name"),
     ("ceylon-submit", ["f.json", "--admin-peer", ""], "error: --admin-peer is empty"),
     ("ceylon-admin", ["--beats-per-second", "0"], "error: --beats-per-second must be > 0"),
+    ("ceylon-admin", ["--port", "7210", "--dashboard-port", "7211"], "error: --dashboard-port "
+     "7211 is the admin's own PUB port (--pub-port, else --port + 1): give another"),
+    ("ceylon-admin", ["--port", "7210", "--metrics-port", "7210"], "error: --metrics-port 7210 "
+     "is the admin's own ROUTER port (--port): give another"),
     ("ceylon-admin", ["--heartbeat", "inf"], "error: --heartbeat must be at most 3600 s"),
     ("ceylon-worker", ["--app", "./mypkg/handlers.py"],
      "--app ./mypkg/handlers.py: give a module name, not a file: --app handlers, run from its "
