@@ -86,6 +86,9 @@ def test_curve_admin_lets_in_only_authorized_keys_and_encrypts(tmp_path, tasks_f
     for p in (bad, plain):
         assert "no admin answered" in p.stderr()
     assert "With CURVE, a wrong --admin-key, or our key missing" in bad.stderr()
+    for p in (plain, status):  # (they could not know the admin wants CURVE: said as likely)
+        assert "An admin run with CURVE (--curve-secret) looks the same to one without " \
+               "--curve-secret and --admin-key." in p.stderr(), p.stderr()
     # The admin names the key it refused, once (the worker retried several times).
     assert admin.stderr().count("refused a connection: DENIED (CURVE) domain=* client_key=") == 1
     assert "no admin answered" in status.stderr()

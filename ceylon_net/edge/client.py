@@ -35,8 +35,8 @@ from ..errors import (
 from ..settings import MAX_HEARTBEAT, client_settings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES, MAX_WATCH, Kind
 from .agent import supervised
-from .transport import CURVE_HINT, CurveKeys, load_keys, why_unreachable
 from .transport import Client as Dealer
+from .transport import CurveKeys, curve_hint, load_keys, why_unreachable
 
 SILENCE = 2.0  # seconds without a word from the admin before pending tasks are watched again
 # ... and every so often anyway: a DONE the admin could not route (our connection was being
@@ -279,7 +279,7 @@ class AsyncClient:
             async with asyncio.timeout(timeout):
                 env = await self._requests[msg_id]
         except TimeoutError:
-            hint = f"is ceylon-admin running there?{CURVE_HINT if self.curve else ''}" \
+            hint = f"is ceylon-admin running there?{curve_hint(self.curve)}" \
                    f"{await why_unreachable(self.endpoint)}"
             raise AdminUnreachableError(f"no admin answered at {self.endpoint} within "
                                         f"{timeout:g} s ({hint})") from None

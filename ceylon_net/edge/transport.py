@@ -37,6 +37,14 @@ LINGER_MS = 1000
 # A CURVE handshake the admin refuses looks, from here, like no admin at all.
 CURVE_HINT = (" With CURVE, a wrong --admin-key, or our key missing from the admin's "
               "--authorized-keys (its log names such a key), looks the same.")
+# ... and without: an admin that wants CURVE hears nothing it can read.
+PLAIN_HINT = (" An admin run with CURVE (--curve-secret) looks the same to one without "
+              "--curve-secret and --admin-key.")
+
+
+def curve_hint(curve: object) -> str:
+    """Beside "no admin answered": the ways CURVE, or its absence, looks like no admin."""
+    return CURVE_HINT if curve else PLAIN_HINT
 
 
 class _Owned:

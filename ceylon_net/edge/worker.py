@@ -31,7 +31,7 @@ from .agent import AgentBase, guarded, supervised
 from .collector import FullCollections
 from .outbox import Outbox
 from .runner import TaskRunner
-from .transport import CURVE_HINT, WorkerSockets, load_keys, why_unreachable
+from .transport import WorkerSockets, curve_hint, load_keys, why_unreachable
 
 
 class Serving(Protocol):
@@ -330,7 +330,7 @@ class Worker(AgentBase):
                 raise AdminUnreachableError(
                     f"no admin answered at {s.endpoint} within {s.connect_timeout:g} s "
                     f"(is ceylon-admin running there, on that --port?"
-                    f"{CURVE_HINT if s.curve_secret else ''}"
+                    f"{curve_hint(s.curve_secret)}"
                     f"{await why_unreachable(s.endpoint)})")
             delay = min(delay * 2, 5.0)
             await self._say_retry(attempt, delay)
