@@ -863,3 +863,35 @@ def test_a_group_future_passes_on_what_an_admin_restarted_tells_again_only_once(
         return heard
 
     assert run(body()) == ["1/4", "2/4", "goal", "3/4", "end"]
+
+
+@pytest.mark.timeout(120)
+def test_after_an_admin_without_a_journal_stops_a_clients_next_calls_say_so(tmp_path):
+    """Its pending futures failed at once; the next submit() waited 30 s (gone_after) and
+    status() 10 s, both saying only that no admin answered."""
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin, _ = await _cluster(c, workers=1)
+            async with AsyncClient(f"127.0.0.1:{c.port}", timeout=3, gone_after=60) as client:
+                pending = client.submit("echo_later", 1, 30.0)
+
+                async def running() -> bool:
+                    return (await client.status())["counts"]["running"] == 1
+
+                await wait_until(running, 10, "the task to run")
+                admin.signal(signal.SIGTERM)
+                with pytest.raises(AdminUnreachableError, match="without a journal"):
+                    await asyncio.wait_for(pending, 20)
+                started = asyncio.get_running_loop().time()
+                with pytest.raises(AdminUnreachableError) as status:
+                    await client.status()
+                with pytest.raises(AdminUnreachableError) as submitted:
+                    await asyncio.wait_for(client.submit("echo_later", 2, 0.0), 30)
+                took = asyncio.get_running_loop().time() - started
+            return str(status.value), str(submitted.value), took
+
+    status, submitted, took = run(body())
+    for said in (status, submitted):
+        assert "within 3 s (it said it stopped (" in said and "none answered since" in said, said
+    assert took < 15, took  # two waits of the client's timeout (3 s), not gone_after (60 s)

@@ -178,6 +178,7 @@ class AsyncClient:
         self._queued: list[tuple[dict[str, Any], int, GroupFuture | None]] = []
         self._unanswered: set[Any] = set()  # keys and group names of a SUBMIT not answered yet
         self._last_word = 0.0
+        self._ended: str | None = None  # the admin said it stopped (no journal): why
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES  # the admin's: its status says
         self._epoch: int | None = None
         self._loops: list[asyncio.Task] = []
@@ -280,7 +281,8 @@ class AsyncClient:
                 env = await self._requests[msg_id]
         except TimeoutError:
             hint = f"is ceylon-admin running there?{curve_hint(self.curve)}" \
-                   f"{await why_unreachable(self.endpoint)}"
+                   f"{await why_unreachable(self.endpoint)}" if self._ended is None else \
+                f"it said it stopped ({self._ended}), and none answered since"
             raise AdminUnreachableError(f"no admin answered at {self.endpoint} within "
                                         f"{timeout:g} s ({hint})") from None
         finally:
@@ -539,7 +541,9 @@ class AsyncClient:
         fail (in order: one that depends on an earlier one still finds it)."""
         try:
             try:
-                await self._answer(msg_id, self.gone_after)
+                # (one that said it stopped had no journal: no restart to wait for)
+                await self._answer(msg_id, self.gone_after if self._ended is None
+                                   else self.timeout)
             finally:
                 self._unanswered.difference_update(keys)
                 self._unanswered.difference_update(d["name"] for d, _ in groups)
@@ -582,6 +586,7 @@ class AsyncClient:
 
     def _on_message(self, env: wire.Envelope) -> None:
         kind = env.kind
+        self._ended = None  # (an admin speaks: one started since, if that one stopped)
         if kind in (Kind.STATUS, Kind.SUBMIT, Kind.REJECT):
             # The admin names the request it answers; an answer to a request given up on
             # (timed out) finds nobody waiting and is dropped.
@@ -591,7 +596,7 @@ class AsyncClient:
         elif kind == Kind.DONE:
             self._done(wire.unpack(wire.TaskDone, env.payload, INBOUND_LIMITS))
         elif kind == Kind.END:  # it stopped without a journal: nothing we wait for will come
-            reason = wire.unpack(wire.End, env.payload, INBOUND_LIMITS).reason
+            reason = self._ended = wire.unpack(wire.End, env.payload, INBOUND_LIMITS).reason
             self._fail_all(AdminUnreachableError(
                 f"the admin at {self.endpoint} stopped ({reason}) without a journal: what "
                 f"it was running for us is gone"))
