@@ -3,6 +3,7 @@
 import asyncio
 import re
 import socket
+import time
 
 import pytest
 from conftest import run
@@ -18,7 +19,7 @@ from ceylon_net import (
     message,
     on_message,
 )
-from ceylon_net.dev.testing import wait_until
+from ceylon_net.dev.testing import free_port, wait_until
 
 
 @message
@@ -477,3 +478,17 @@ def test_stop_asked_twice_at_once_and_from_the_admins_own_handler_closes_it_once
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
             s.listen()
+
+
+def test_a_worker_no_admin_answers_gives_up_at_its_connect_timeout_not_a_second_later():
+    """Its HELLO, never taken, held the socket's close (and the event loop) for the linger."""
+    from ceylon_net.errors import AdminUnreachableError
+
+    async def body() -> float:
+        worker = Worker("w", admin_port=free_port(), connect_timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(AdminUnreachableError, match=r"within 0\.5 s"):
+            await asyncio.wait_for(worker.arun(), 10)
+        return time.monotonic() - started
+
+    assert run(body()) < 1.2  # (1.5 s before: 0.5 s, then a second of linger)

@@ -299,7 +299,9 @@ class Worker(AgentBase):
             # gone by our silence instead.
             logger.exception("{}: saying goodbye failed too", self.name)
         finally:
-            self._sockets.close()
+            # Never registered: nothing of ours is worth a linger (a HELLO nobody took would
+            # hold the close, and the event loop, for a second past the connect timeout).
+            self._sockets.close(*(() if self._welcome is not None else (0,)))
             self._sockets = None
 
     # ------------------------------------------------------------------ handshake
