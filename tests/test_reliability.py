@@ -426,9 +426,13 @@ def test_a_worker_paused_past_the_liveness_limit_goes_on_with_its_task_if_no_one
             finally:
                 worker.signal(signal.SIGCONT)
             assert await admin.wait(30) == 0, admin.stderr()
-            return admin.stderr(), _executions([worker])
+            return admin.stderr(), _executions([worker]), worker.stderr()
 
-    err, ran = run(body())
+    err, ran, worker_said = run(body())
+    # It knows it was the one away (whichever of its loops woke first), not the admin.
+    again = [line for line in worker_said.splitlines() if "registering again" in line]
+    assert again and all("was this process paused, or its event loop blocked?" in line
+                         for line in again), again
     assert ran == {"0": 1}, ran
     assert "worker 'w' came back still running 1 task(s) queued again while it was away; " \
            "they stay with it" in err

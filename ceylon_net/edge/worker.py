@@ -447,6 +447,9 @@ class Worker(AgentBase):
             for frames in batch:
                 if self._handle(frames):
                     return
+            if self.runner.on_hold:  # (first: it may say this process was paused, which is
+                self._unknown = False  # why the admin forgot us, or fell silent)
+                raise _Reconnect(self._why_held)
             if self._unknown:  # (after the whole batch: each refusal names a broadcast)
                 self._unknown = False
                 raise _Reconnect("admin does not know us any more")
@@ -454,10 +457,14 @@ class Worker(AgentBase):
                 # The runners start on what came before we wait again; and a recv that did
                 # not wait did not yield: the runners and heartbeats get a turn.
                 await asyncio.sleep(0)
-            if now - self._admin_seen > welcome.heartbeat * welcome.liveness:
-                raise _Reconnect(f"admin silent for {now - self._admin_seen:.1f} s")
-            if self.runner.on_hold:
-                raise _Reconnect(self._why_held)
+            limit = welcome.heartbeat * welcome.liveness
+            if now - self._admin_seen > limit:
+                # Our own beats stopped too: more likely this process was paused than the
+                # admin (who, silent, would not stop our beats).
+                ours = f"; no heartbeat of ours went out for {now - self._beat_sent:.1f} s " \
+                       f"either (was this process paused, or its event loop blocked?)" \
+                    if now - self._beat_sent > limit else ""
+                raise _Reconnect(f"admin silent for {now - self._admin_seen:.1f} s{ours}")
 
     def _handle(self, frames: list[bytes]) -> bool:
         """Handle one message from the admin; True when the run is over."""
