@@ -336,6 +336,10 @@ def test_exec_runs_a_command_on_a_services_host_with_its_environment(
     assert [x["name"] for x in json.loads(status.stdout)["workers"]] == ["W"]
     code = clusters.run("exec", "admin", "sh", "-c", "echo $CEYLON_TOKEN; exit 3")
     assert (code.returncode, code.stdout) == (3, "t0k-t0k-t0k\n")
+    # --state-dir after SERVICE is still the option, not the command
+    for where in (["--state-dir", str(clusters.state_dir)], [f"--state-dir={clusters.state_dir}"]):
+        code = clusters.run("exec", "admin", *where, "--", "sh", "-c", "exit 4")
+        assert code.returncode == 4, code.stderr
     unknown = clusters.run("exec", "nope", "--", "true")
     assert unknown.returncode == 2 and "services: admin, w" in unknown.stderr
     assert clusters.run("down").returncode == 0

@@ -169,6 +169,12 @@ def exec_command(
     state_dir: StateDir = None,
 ) -> None:
     _need_root()
+    command = list(command)
+    while command[:1] and command[0].split("=")[0] == "--state-dir":  # (given after SERVICE)
+        option = command.pop(0)
+        if "=" not in option and not command:
+            fail(2, "--state-dir needs a directory")
+        state_dir = Path(option.split("=", 1)[1] if "=" in option else command.pop(0))
     command = command[1:] if command[:1] == ["--"] else command  # (left in after SERVICE)
     if not command:
         fail(2, "no command: bin/cluster exec SERVICE -- CMD...")
