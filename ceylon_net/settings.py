@@ -193,8 +193,8 @@ class WorkerSettings:
         tutorial leaves out comes from ``CEYLON_*`` variables, then the defaults."""
         return cls(name=name,
                    workspace=workspace or env_default("WORKSPACE", DEFAULT_WORKSPACE_ID),
-                   admin_peer=admin_peer if admin_peer is not None
-                   else env_default("ADMIN_PEER", "127.0.0.1"),
+                   # ("": the tutorials' default, as None; the CLI refuses an empty one)
+                   admin_peer=admin_peer or env_default("ADMIN_PEER", "127.0.0.1"),
                    port=port or env_default("PORT", DEFAULT_PORT, int),
                    role=role or DEFAULT_ROLE, skill=10 if skill is None else skill,
                    capacity=capacity or 1, **options)

@@ -220,8 +220,8 @@ def test_a_value_json_cannot_hold_is_written_as_its_repr_and_the_report_is_whole
 
 
 @pytest.mark.parametrize("args, says", [
-    ([10 ** 30], "cannot be sent: cannot encode dict (at ['tasks'][0]['args'][0]: int): "
-                 "Integer value out of range"),
+    ([10 ** 30], "task #1 (id 'x'): field 'args' has an integer of 100 bits (the wire carries "
+                 "-2**63 to 2**64 - 1)"),
     ("deep", "task #1 (id 'x'): field 'args' nests lists and maps more than 100 deep"),
 ])
 def test_a_task_whose_arguments_the_wire_cannot_carry_is_refused_before_sending(
