@@ -65,6 +65,24 @@ class AdminSettings:
     metrics_port: int | None = None  # serve Prometheus metrics on bind:metrics_port
     dashboard_port: int | None = None  # serve the web dashboard on bind:dashboard_port
 
+    def _check_ports(self) -> None:
+        """The PUB, dashboard and metrics ports: valid, and none the ROUTER's or PUB's."""
+        if self.pub_port is not None:
+            _check_port("pub-port", self.pub_port)
+            if self.pub_port != 0 and self.pub_port == self.port:
+                raise ConfigError(f"--pub-port {self.pub_port} must differ from --port")
+        if self.port == 65535 and self.pub_port is None:
+            raise ConfigError("--port 65535 leaves no room for the default --pub-port (port+1)")
+        pub = self.pub_port if self.pub_port is not None else self.port + 1 if self.port else 0
+        for label, port in (("metrics-port", self.metrics_port),
+                            ("dashboard-port", self.dashboard_port)):
+            if port is not None:
+                _check_port(label, port)
+            if port and port in (self.port, pub):
+                whose = "ROUTER port (--port)" if port == self.port else \
+                    "PUB port (--pub-port, else --port + 1)"
+                raise ConfigError(f"--{label} {port} is the admin's own {whose}: give another")
+
     def __post_init__(self) -> None:
         _check_port("port", self.port)
         _check_security(self.token, self.max_message_bytes)
@@ -76,21 +94,7 @@ class AdminSettings:
             raise ConfigError(f"--prefetch must be 0-{MAX_CAPACITY}, got {self.prefetch}")
         if self.task_timeout is not None:
             _check_positive("task-timeout", self.task_timeout)
-        pub = self.pub_port if self.pub_port is not None else self.port + 1 if self.port else 0
-        for label, port in (("metrics-port", self.metrics_port),
-                            ("dashboard-port", self.dashboard_port)):
-            if port is not None:
-                _check_port(label, port)
-            if port and port in (self.port, pub):
-                whose = "ROUTER port (--port)" if port == self.port else \
-                    "PUB port (--pub-port, else --port + 1)"
-                raise ConfigError(f"--{label} {port} is the admin's own {whose}: give another")
-        if self.pub_port is not None:
-            _check_port("pub-port", self.pub_port)
-            if self.pub_port != 0 and self.pub_port == self.port:
-                raise ConfigError(f"--pub-port {self.pub_port} must differ from --port")
-        if self.port == 65535 and self.pub_port is None:
-            raise ConfigError("--port 65535 leaves no room for the default --pub-port (port+1)")
+        self._check_ports()
         _check_positive("heartbeat", self.heartbeat)
         if self.heartbeat > MAX_HEARTBEAT:  # (inf would turn off noticing a lost worker)
             raise ConfigError(f"--heartbeat must be at most {MAX_HEARTBEAT:g} s, got "

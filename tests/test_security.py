@@ -208,7 +208,7 @@ def test_the_admin_says_at_start_what_is_open_to_anyone_who_can_reach_it():
 
     token_only = AdminSettings(port=1, bind="0.0.0.0", token="t" * 20).exposure
     curve_http = AdminSettings(port=1, bind="0.0.0.0", curve_secret="k", authorized_keys="d",
-                               dashboard_port=2, metrics_port=3).exposure
+                               dashboard_port=5, metrics_port=6).exposure
     assert token_only is not None and "subscribe to the PUB port (every assignment, result " \
         "and broadcast) without the token" in token_only
     assert curve_http is not None and "the dashboard (--dashboard-port) is open" in curve_http

@@ -274,6 +274,9 @@ async def _waiting_submit(c, path):
     p = await c.spawn("submit", [*cli("ceylon-submit"), str(path), "--wait", "--port",
                                  str(c.port)])
     await wait_until(lambda: "batch 1 from" in admin.stderr(), 20, "batch 1")
+    # (and the client heard it was taken: killed before its answer left, the admin would
+    # leave the client waiting for an answer, not for a batch)
+    await wait_until(lambda: "taken: waiting for its report" in p.stderr(), 20, "the answer")
     return admin, p
 
 
