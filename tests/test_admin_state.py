@@ -135,7 +135,8 @@ def test_a_run_resumed_after_it_started_does_not_wait_for_expected_workers_again
 
 def test_a_resumed_run_that_had_not_started_still_waits_for_its_expected_workers():
     sim = Sim(expect_workers=2)
-    sim.st.resume(_journal(("t", TaskStatus.PENDING, 0, None)), [], sim.now)
+    sim.st.resume(_journal(("t", TaskStatus.PENDING, 0, None),
+                           ("c", TaskStatus.CANCELLED, 0, None)), [], sim.now)  # (never ran)
     assert assigned(sim.worker("a").hello()) == {}
     assert [t for ids in assigned(sim.worker("b").hello()).values() for t in ids] == ["t"]
 
@@ -241,15 +242,44 @@ def test_a_worker_back_from_a_cut_keeps_what_it_runs_if_no_one_else_took_it_mean
         assert "worker 'w' came back still running 2 task(s) queued again while it was " \
                "away; they stay with it" in logs(cmds)
         assert sends(cmds, Kind.CANCEL) == [] and assigned(cmds) == {}
-        assert [(r.state, r.worker, r.losses, r.front) for r in
+        assert [(r.state, r.worker, r.losses, r.front, r.started) for r in
                 map(sim.st.board.records.get, ("long", "next"))] == [
-            (TaskState.RUNNING, "w", 0, False)] * 2
+            (TaskState.RUNNING, "w", 0, False, True)] * 2  # (its queue was given back)
         w = back
     w.finish("long")
     w.finish("next")
     assert {t: f.result.success for t, f in sim.finished().items()} == {"long": True,
                                                                         "next": True}
     assert [a.attempt for x in of(sim.every, c.Assign) for a in x.assignments] == [1, 1]
+
+
+def test_pauses_of_workers_whose_tasks_went_elsewhere_meanwhile_do_not_make_a_task_dead():
+    """w1 paused, called lost: its task goes to w2 and runs there; w1 comes back still
+    running it (told to stop: it is w2's now), its loss undone; then w2 pauses and is called
+    lost too. That is one loss, not two: with max_attempts 2 the task was dead."""
+    sim = Sim(max_attempts=2)
+    sim.submit(noop("t"))
+    w1 = sim.join("w1")
+    w1.start("t")
+    sim.submit(noop("warm-up"))
+    w2 = sim.join("w2")
+    w2.finish("warm-up")
+    sim.now = 2.0
+    w2.heartbeat()
+    assert assigned(sim.tick(at=3.5)) == {"w2": ["t"]}  # w1 lost
+    w2.start("t")
+    back = sim.worker("w1", held=dict(w1.held))
+    assert sends(back.hello(), Kind.CANCEL, back.peer) == [
+        wire.Cancel([["t", 1]], "reassigned while away")]
+    assert sim.st.board.records["t"].losses == 0
+    cmds = []
+    for at in (4.0, 5.0, 6.0, 7.0):  # w2 silent since 3.5: lost at 7.0
+        sim.now = at
+        back.heartbeat()
+        cmds += sim.tick(at=at)
+    assert "worker 'w2' lost: silent for 3.5 s; 1 task(s) back in the queue" in logs(cmds)
+    assert "t" not in sim.finished()  # not dead: one loss
+    assert sim.st.board.records["t"].losses == 1 and assigned(cmds) == {"w1": ["t"]}
 
 
 def test_a_worker_back_from_a_cut_stops_what_was_given_to_another_meanwhile():

@@ -28,7 +28,7 @@ from ..errors import ConfigError, RemoteProtocolError
 from ..settings import AdminSettings
 from ..wire import Envelope, Header, Kind, Limits
 from .batches import Batch, Batches
-from .board import ENDED, UNASSIGNABLE, TaskBoard, TaskState
+from .board import UNASSIGNABLE, TaskBoard, TaskState
 from .broadcasts import BroadcastLog
 from .commands import (
     Acknowledge,
@@ -255,8 +255,8 @@ class AdminState:
     def _resume_assigning(self) -> None:
         """--expect-workers holds back a run's start, not a run resumed after it started:
         its workers may not all come back (those that do pick up where they were)."""
-        if self.assigning or not any(r.attempt or r.state in ENDED
-                                     for r in self.board.records.values()):
+        if self.assigning or not any(r.attempt for r in self.board.records.values()):
+            # (none was ever given to a worker: one cancelled before, say, is no start)
             return
         self.assigning = True
         self.out.log("INFO", f"resumed a run that had started: assigning as workers come, "

@@ -138,10 +138,11 @@ class TaskBoard:
         # On a worker, not started, and to end cancelled rather than run (a goal was met):
         # why. to_release: {worker: [(task, attempt)]} to ask back for that, not asked yet.
         self._unless_started: dict[TaskId, str] = {}
-        # Tasks back in the queue from a worker found gone, not given out since: (that
-        # worker, whether the loss counted, its front flag before). Should it come back
-        # still holding one, the task stays with it (see keep).
-        self._lost_with: dict[TaskId, tuple[str, bool, bool]] = {}
+        # Attempts of tasks lost with a worker found gone, while the task is open: (that
+        # worker, whether the loss counted, its front flag before). Should the worker come
+        # back still holding one, the loss is undone, and the task stays with it if no one
+        # else has it (see keep).
+        self._lost_with: dict[tuple[TaskId, int], tuple[str, bool, bool]] = {}
         self.to_release: dict[str, list[tuple[TaskId, int]]] = {}
         # steals() has nothing to do until the scheduler changes or this time comes
         self._steal_seen, self._steal_due = -1, 0.0
@@ -620,7 +621,7 @@ class TaskBoard:
             else:
                 waited.append(task_id)
             if why != "left":
-                self._lost_with[task_id] = (name, counted[-1:] == [task_id], front)
+                self._lost_with[task_id, rec.attempt] = (name, counted[-1:] == [task_id], front)
         # Gone, its started tasks count as lost; said goodbye (left: drained), they were cut
         # off by whoever stopped it, not lost with it.
         lost = self._lose(counted, name, why, counts=why != "left")
@@ -629,22 +630,30 @@ class TaskBoard:
 
     def keep(self, worker: str, held: Mapping[TaskId, int]) -> list[TaskId]:
         """A worker found gone is back (it was cut off or paused, not dead) and still holds
-        ({task: attempt}) tasks that went back to the queue and were given to no one since:
-        they stay with it, as they were (the loss undone: they did not crash it), rather
-        than be stopped there and run again from the start. Returns them."""
+        these ({task: attempt}; it gave back what had not started before registering): the
+        loss of each is undone (they did not crash it), and a task that went back to the
+        queue and to no one since stays with it, running, rather than be stopped there and
+        run again from the start. (One given to another worker meanwhile is stopped here as
+        before: see Membership._reconcile.) Returns those it keeps."""
         kept: list[TaskId] = []
         for task_id, attempt in held.items() if self._lost_with else ():
-            rec, lost = self.records.get(task_id), self._lost_with.get(task_id)
-            if rec is None or lost is None or lost[0] != worker or rec.state is not Q \
-                    or rec.attempt != attempt or not self.scheduler.discard(task_id):
+            lost = self._lost_with.get((task_id, attempt))
+            rec = self.records.get(task_id)
+            if lost is None or lost[0] != worker or rec is None:
                 continue
-            del self._lost_with[task_id]
+            del self._lost_with[task_id, attempt]
             rec.losses -= lost[1]
+            if rec.state is not Q or not self.scheduler.discard(task_id):
+                continue
+            if rec.attempt != attempt:  # (given out since, and back: where it may go now)
+                self._enqueue(rec, again=True)
+                continue
             rec.front = lost[2]
             self._move(rec, A)
             self._move(rec, R)
-            rec.worker, rec.assigned_at, rec.confirmed = worker, self.now, True
-            self._in_flight[worker].add(task_id)
+            rec.worker, rec.assigned_at, rec.confirmed, rec.started = worker, self.now, True, True
+            self._in_flight[worker][task_id] = self.now  # (running: its queue was given back)
+            self._stealing.pop(task_id, None)
             kept.append(task_id)
         return kept
 
@@ -723,9 +732,14 @@ class TaskBoard:
                                 error=rec.reason)
         self._finish_dead(rec)
 
+    def _forget_lost(self, rec: TaskRecord) -> None:
+        """The task ended: its attempts lost with workers are of no more use."""
+        for attempt in range(1, rec.attempt + 1) if self._lost_with else ():
+            self._lost_with.pop((rec.task.id, attempt), None)
+
     def _finish_dead(self, rec: TaskRecord) -> None:
         self._move(rec, F)
-        self._lost_with.pop(rec.task.id, None)
+        self._forget_lost(rec)
         rec.worker = None
         self._open -= 1
         self._ran.append(rec.task.id)
@@ -741,9 +755,6 @@ class TaskBoard:
         decisions = self.scheduler.assign()
         if not decisions:
             return {}
-        if self._lost_with:  # given out again: theirs no more
-            for task_id, _ in decisions:
-                self._lost_with.pop(task_id, None)
         out: dict[str, list[TaskAssignment]] = defaultdict(list)
         slots, records, in_flight = self.scheduler.workers, self.records, self._in_flight
         move = self._move
@@ -802,7 +813,6 @@ class TaskBoard:
                 return None  # the answer to our CANCEL of a task taken back from it: queued
             if self.scheduler.discard(task_id):
                 # Its worker was declared lost, yet finished it: take the result, no rerun.
-                self._lost_with.pop(task_id, None)
                 rec.worker = worker
                 self._in_flight[worker].add(task_id)
                 self.scheduler.release(worker, -1)
@@ -823,6 +833,8 @@ class TaskBoard:
         """A task ran to a result (the caller counts it out of ``open``)."""
         task_id = rec.task.id
         rec.result = result
+        if self._lost_with:
+            self._forget_lost(rec)
         if self._unless_started:
             self._unless_started.pop(task_id, None)
         if result.success:
@@ -918,7 +930,7 @@ class TaskBoard:
 
     def _finish_cancelled(self, rec: TaskRecord, reason: str) -> None:
         self._move(rec, X)
-        self._lost_with.pop(rec.task.id, None)
+        self._forget_lost(rec)
         rec.reason = reason
         self._open -= 1
         self.finished.append(rec)

@@ -162,7 +162,7 @@ class Membership:
         running = wire.task_pairs(hello.running, "HELLO running")
         results = [wire.from_wire(TaskResult, r) for r in hello.results]
         held = {**running, **{r.task_id: r.attempt for r in results}}
-        kept = self.board.keep(rec.name, running)
+        kept = self.board.keep(rec.name, held)
         if kept:
             self.out.log("INFO", f"worker '{rec.name}' came back still running {len(kept)} "
                                  f"task(s) queued again while it was away; they stay with it")
