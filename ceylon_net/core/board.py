@@ -643,6 +643,9 @@ class TaskBoard:
                 continue
             del self._lost_with[task_id, attempt]
             rec.losses -= lost[1]
+            if rec.state in IN_FLIGHT:  # (its worker may run it alone no more)
+                other = self._in_flight[rec.worker]
+                self.scheduler.holds(rec.worker, len(other), self._alone_in(other))
             if rec.state is not Q or not self.scheduler.discard(task_id):
                 continue
             if rec.attempt != attempt:  # (given out since, and back: where it may go now)
