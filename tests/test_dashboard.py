@@ -119,6 +119,9 @@ def test_a_page_whose_updates_stop_says_it_is_stale_and_comes_back_live(tmp_path
                 await page.wait_for_selector("#live:has-text('stale: no update for')",
                                              timeout=15_000)
                 stale = await page.inner_text("#live")
+                # past its reconnect (at 15 s quiet) it goes on counting
+                await page.wait_for_selector("#live:has-text('stale: no update for 17 s')",
+                                             timeout=25_000)
             finally:
                 admin.signal(signal.SIGCONT)
             await page.wait_for_selector("#live:has-text('live, ')", timeout=30_000)
