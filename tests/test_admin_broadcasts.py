@@ -92,6 +92,28 @@ def test_a_range_a_slow_worker_lists_again_is_skipped_counted_and_resent_once_a_
     assert _numbers(w.heartbeat(), w.peer) == [5, 6, 7]  # two beats on: sent again
 
 
+def test_a_far_behind_worker_is_sent_a_batch_a_beat_and_told_again_what_to_skip(monkeypatch):
+    """10,000 resends at once overflowed the ROUTER's queue for that peer and the SKIP after
+    them was dropped: told once, never again, the agent waited behind it for ever."""
+    from ceylon_net.core import membership
+
+    monkeypatch.setattr(membership, "REPAIR_BATCH", 2)
+    sim, w = _fallen_behind()  # ring 4-6, missed 1-6
+    first = w.heartbeat()
+    sim.now += 1.0
+    second = w.heartbeat()  # the rest of what is kept, nothing twice
+    sim.now += 2.0
+    third = w.heartbeat()  # two beats on, still missing all: the skip may have been lost
+    assert [_numbers(cmds, w.peer) for cmds in (first, second, third)] == [[4, 5], [6], [4, 5]]
+    assert [sends(cmds, Kind.SKIP, w.peer) for cmds in (first, second, third)] == [
+        [wire.Skip(1, 3)], [], [wire.Skip(1, 3)]]
+    skip, resend = (next(i for i, x in enumerate(first) if test(x)) for test in (
+        lambda x: isinstance(x, c.Send) and x.kind == Kind.SKIP,
+        lambda x: isinstance(x, c.Forward)))
+    assert skip < resend  # (told first: what follows is not held up behind it)
+    assert sim.st.stats.broadcasts_lost == 3  # counted once
+
+
 def test_what_a_worker_says_it_lost_is_the_count_and_said_once_a_heartbeat_at_most():
     """The admin's SKIPs are an upper bound (some of what it skips may be on its way to the
     worker, and is delivered); the worker's own count is the truth. Losses before this

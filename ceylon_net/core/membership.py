@@ -24,6 +24,7 @@ from .workers import AgentDetail, Registry, WorkerRecord
 MAX_NAME = 200  # a worker's name, as ceylon_net.settings allows it
 TAKEOVER_BEATS = 2  # a worker silent this many heartbeats gives its name to a newcomer
 REMEMBER_LEFT = 10_000  # names of workers gone, kept to count one that comes back
+REPAIR_BATCH = 1_000  # broadcasts sent again to one agent a heartbeat, at most
 
 
 def clip(text: str, limit: int = 64) -> str:
@@ -418,29 +419,39 @@ class Membership:
             rec.unconfirmed = None
 
     def _repair(self, rec: WorkerRecord, missing: list[list[int]], now: float) -> None:
-        """Send again what it missed; what the ring no longer holds, it is told to skip. A
-        range it lists again before what was sent reaches it (it is slow) is not sent again
-        within two heartbeats, nor skipped, counted or said twice."""
+        """Send again what it missed, REPAIR_BATCH a heartbeat at most (the ROUTER queues
+        10,000 messages a peer and drops the rest: a far-behind agent asks again on its next
+        beat for what did not go yet); what the ring no longer holds, it is told to skip,
+        first. A range it lists again before what was sent reaches it (it is slow) is not
+        sent again within two heartbeats, nor counted or said twice; after two, the skip is
+        said again too (it may have been dropped: the agent would wait behind it for ever)."""
         log, after = self.broadcasts, rec.heard or 0
         again = now - rec.resent_at >= 2 * self.pulse.every  # (the resends may have been lost)
-        resent_to = rec.resent_to
+        budget = REPAIR_BATCH
         for pair in missing:
             if not (len(pair) == 2 and all(type(n) is int for n in pair)):
                 raise RemoteProtocolError("heartbeat missing: expected [first, last] numbers")
             first, last = max(pair[0], after + 1), min(pair[1], log.seq)
-            kept, _ = log.get(first if again else max(first, resent_to + 1), last)
-            for sent in kept:
+            self._skip(rec, first if again else max(first, rec.skipped_to + 1),
+                       min(last, log.oldest - 1))
+            kept, _ = log.get(first if again else max(first, rec.resent_to + 1), last)
+            for sent in kept[:budget]:
                 self.out.add(Forward(rec.peer, Kind.BCAST, *sent.item))
-            if kept:
-                rec.resent_to, rec.resent_at = max(rec.resent_to, kept[-1].seq), now
-            first = max(first, rec.skipped_to + 1)
-            gone_last = min(last, log.oldest - 1)
-            if gone_last >= first:
-                rec.skipped_to = gone_last
-                self.out.send(rec.peer, Kind.SKIP, wire.Skip(first, gone_last))
-                if rec.lost is None:  # it does not say what it lost: count what we skip
-                    self.stats.broadcasts_lost += gone_last - first + 1
-                    self._say_lost(rec, gone_last - first + 1)
+            if kept[:budget]:
+                rec.resent_to, rec.resent_at = max(rec.resent_to, kept[:budget][-1].seq), now
+            budget -= min(budget, len(kept))
+
+    def _skip(self, rec: WorkerRecord, first: int, last: int) -> None:
+        """Tell it broadcasts ``first``..``last`` are gone; count (and say) what was not
+        counted before."""
+        if last < first:
+            return
+        new = last - max(first, rec.skipped_to + 1) + 1
+        rec.skipped_to = max(rec.skipped_to, last)
+        self.out.send(rec.peer, Kind.SKIP, wire.Skip(first, last))
+        if rec.lost is None and new > 0:  # it does not say what it lost: count what we skip
+            self.stats.broadcasts_lost += new
+            self._say_lost(rec, new)
 
     def _lost(self, rec: WorkerRecord, lost: int, now: float) -> None:
         """What the worker says it lost (the ring no longer held it): counted, and said once
