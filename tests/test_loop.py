@@ -8,6 +8,8 @@ import os
 import selectors
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -214,3 +216,48 @@ def test_run_leaves_behind_a_task_that_ignores_its_cancellation_and_says_so():
     assert cleaned == [True]
     assert len(said) == 1 and "1 task(s) still running at exit did not stop within 1 s" in \
         said[0] and said[0].rstrip().endswith("left behind: the deaf one"), said
+
+
+CTRL_C = """
+import asyncio, sys, time
+from ceylon_net.edge import loop
+
+def busy():  # a user's handler that catches everything, running when Ctrl-C comes
+    try:
+        print("ready", flush=True)
+        end = time.monotonic() + 2
+        while time.monotonic() < end:
+            pass
+    except BaseException as exc:
+        print("the handler got", type(exc).__name__, flush=True)
+
+async def main():
+    asyncio.get_running_loop().call_soon(busy)
+    await asyncio.sleep(60)
+
+try:
+    loop.run(main())
+except KeyboardInterrupt:
+    print("Shutting down...", flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_ends_run_with_keyboard_interrupt_not_in_whatever_code_runs(tmp_path):
+    """As asyncio.run: the first SIGINT cancels the main task. Before, KeyboardInterrupt was
+    raised wherever the code was: a user handler that catches everything swallowed it and
+    the program ran on; elsewhere it was a traceback, never the program's own except."""
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, out) == (0, "Shutting down...\n"), err
+    assert "Traceback" not in err, err

@@ -28,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import select
 import selectors
+import signal
+import threading
 from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
@@ -69,12 +71,23 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` on :func:`new_event_loop`, except that a task still running at
-    the end that ignores its cancellation is left behind (said) instead of waited for ever."""
+    the end that ignores its cancellation is left behind (said) instead of waited for ever.
+    As asyncio.run does, a first Ctrl-C (SIGINT) cancels ``main`` and ends in
+    KeyboardInterrupt (so ``except KeyboardInterrupt`` around it runs, and a handler running
+    at that moment is not the one that gets it); a second one interrupts at once."""
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
+    task = loop.create_task(main)
+    interrupted = _on_sigint(loop, task)
     try:
-        return loop.run_until_complete(main)
+        return loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        if interrupted and task.uncancel() == 0:
+            raise KeyboardInterrupt from None
+        raise
     finally:
+        if interrupted is not None:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             left = asyncio.all_tasks(loop) - _LEFT_BEHIND  # (those said already)
             if left:
@@ -84,6 +97,31 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+
+
+class _Interrupted(list):
+    """The SIGINTs seen while :func:`run` runs (truthy once there was one)."""
+
+
+def _on_sigint(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]
+               ) -> _Interrupted | None:
+    """Where SIGINT is Python's default (the main thread, nobody else's handler): the first
+    cancels ``task``, a second raises KeyboardInterrupt where the code is. None elsewhere."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return None
+    seen = _Interrupted()
+
+    def handler(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        if len(seen) == 1 and not task.done():
+            task.cancel()
+            loop.call_soon_threadsafe(lambda: None)  # (wake the loop)
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    return seen
 
 
 async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], what: str,
