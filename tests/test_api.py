@@ -492,3 +492,17 @@ def test_a_worker_no_admin_answers_gives_up_at_its_connect_timeout_not_a_second_
         return time.monotonic() - started
 
     assert run(body()) < 1.2  # (1.5 s before: 0.5 s, then a second of linger)
+
+
+def test_run_admin_ends_with_the_error_of_a_worker_it_cannot_run():
+    """Seed 003 as written: its workers name a workspace its admin does not. The admin
+    refused them (logged) and served on for ever."""
+    from ceylon_net.errors import RejectedError
+
+    async def body() -> None:
+        admin = _admin()
+        stray = Worker("w", workspace_id="task_management", connect_timeout=5)
+        with pytest.raises(RejectedError, match="workspace 'task_management' != admin's"):
+            await asyncio.wait_for(admin.arun_admin(workers=[stray]), 30)
+
+    run(body())

@@ -198,7 +198,7 @@ class Admin(AgentBase):
         runs = [asyncio.create_task(w.arun_against(self), name=f"worker-{w.name}")
                 for w in workers]
         try:
-            await self.serve()
+            await _serve_with(self, runs)
         finally:
             await self.close("run over")
             await finish_tasks(runs, timeout=5.0)
@@ -393,6 +393,25 @@ class Admin(AgentBase):
     def _connected(self, cmd: c.Connected) -> None:
         self._spawn(self.on_agent_connected(self.workspace_id, cmd.agent),
                     f"on_agent_connected({cmd.agent.name})")
+
+
+async def _serve_with(admin: Admin, runs: list[asyncio.Task[str]]) -> None:
+    """Serve until stop(); one of the in-process workers that cannot run (refused: another
+    workspace, say; no admin answered; crashed) ends it with its error. run_admin() served
+    on for ever beside workers the admin had refused."""
+    serving = asyncio.create_task(admin.serve(), name="serve")
+    pending: set[asyncio.Task[Any]] = {serving, *runs}
+    try:
+        while serving in pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for run in done - {serving}:
+                if not run.cancelled() and (error := run.exception()) is not None:
+                    raise error
+        serving.result()
+    finally:
+        if not serving.done():
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
 
 
 def _say_goodbye(admin: Admin, reason: str) -> None:
