@@ -506,3 +506,32 @@ def test_run_admin_ends_with_the_error_of_a_worker_it_cannot_run():
             await asyncio.wait_for(admin.arun_admin(workers=[stray]), 30)
 
     run(body())
+
+
+def test_a_worker_whose_subclass_sets_max_concurrent_tasks_after_init_runs_that_many():
+    """Seed 000's TaskExecutionAgent: super().__init__(name=..., role=...), then
+    self.max_concurrent_tasks = n. The attribute said 2; the worker told the admin 1."""
+    from ceylon_net.errors import ConfigError
+
+    class TaskExecutionAgent(Worker):
+        def __init__(self, name: str, worker_role: str, max_concurrent_tasks: int = 3):
+            super().__init__(name=name, role=worker_role)
+            self.max_concurrent_tasks = max_concurrent_tasks
+
+    async def body() -> tuple[int, int]:
+        admin = _admin()
+        await admin.start()
+        try:
+            agent = TaskExecutionAgent("w", "processor", max_concurrent_tasks=2)
+            running = asyncio.create_task(agent.arun_against(admin))
+            await wait_until(lambda: admin.get_connected_agents(), 10, "the worker to join")
+            with pytest.raises(ConfigError, match="runs already"):
+                agent.max_concurrent_tasks = 5
+            told = admin.get_connected_agents()[0]
+            await agent.stop()
+            await asyncio.wait_for(running, 10)
+            return told.capacity, agent.max_concurrent_tasks
+        finally:
+            await admin.close()
+
+    assert run(body()) == (2, 2)

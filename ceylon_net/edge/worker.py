@@ -88,7 +88,6 @@ class Worker(AgentBase):
         super().__init__(settings.name, settings.workspace, settings.role)
         self.settings = settings
         self.skill = settings.skill
-        self.max_concurrent_tasks = settings.capacity
         self.limits = Limits(max_str_len=settings.max_message_bytes,
                              max_bin_len=settings.max_message_bytes)
         self.runner = TaskRunner(settings.name, settings.capacity, self.run_task,
@@ -164,6 +163,20 @@ class Worker(AgentBase):
         return None
 
     # ------------------------------------------------------------------ lifecycle
+    @property
+    def max_concurrent_tasks(self) -> int:
+        """Tasks it runs at once (its capacity, as the tutorials name it)."""
+        return self.settings.capacity
+
+    @max_concurrent_tasks.setter
+    def max_concurrent_tasks(self, n: int) -> None:
+        """Set until it runs (seed 000 sets it after its super().__init__(), which took 1)."""
+        if self._session is not None:
+            raise ConfigError(f"worker '{self.name}' runs already: its max_concurrent_tasks "
+                              f"is {self.settings.capacity}")
+        self.settings = dataclasses.replace(self.settings, capacity=n)  # (checks it)
+        self.runner.capacity = n
+
     async def arun(self) -> str:
         """Connect, register, serve until the admin ends the run or :meth:`stop`.
 
