@@ -621,6 +621,14 @@ def test_limits_apply_to_headers_messages_and_batches():
 # --------------------------------------------------------------------------- local misuse
 
 
+def test_a_str_given_as_a_message_is_told_to_be_encoded():
+    with pytest.raises(LocalProtocolError, match=r"^str is not a registered message type; "
+                                                 r"decorate it with @message; broadcast\(\) and "
+                                                 r"send\(\) take bytes as they are \(a str: "
+                                                 r"encode it\)$"):
+        wire.encode_payload("hello")
+
+
 def test_unregistered_dataclass_cannot_be_sent():
     with pytest.raises(LocalProtocolError, match=r"^Unregistered is not a registered message "
                                                  r"type; decorate it with @message$"):

@@ -369,8 +369,13 @@ class Admin(AgentBase):
     def _forward(self, cmd: c.Forward) -> None:
         if self._out is not None and not self._out.forward(cmd.peer, cmd.kind, cmd.header,
                                                            cmd.payload):
-            logger.warning("message from '{}' to '{}' could not be delivered",
-                           cmd.header.sender, cmd.header.to)
+            if cmd.header.to is None:  # (a broadcast sent again to one that missed it)
+                logger.warning("broadcast {} from '{}' could not be sent again to {}: the "
+                               "admin's queue for it is full (it asks again)", cmd.header.seq,
+                               cmd.header.sender, cmd.peer.decode(errors="replace"))
+            else:
+                logger.warning("message from '{}' to '{}' could not be delivered",
+                               cmd.header.sender, cmd.header.to)
 
     def _publish(self, cmd: c.Publish) -> None:
         if self._out is not None:

@@ -74,8 +74,10 @@ def type_name(obj: Any) -> str:
     try:
         return _NAMES[cls]
     except KeyError:
+        said = "; broadcast() and send() take bytes as they are (a str: encode it)" \
+            if cls in (str, bytearray, memoryview) else ""
         raise LocalProtocolError(
-            f"{cls.__name__} is not a registered message type; decorate it with @message"
+            f"{cls.__name__} is not a registered message type; decorate it with @message{said}"
         ) from None
 
 
