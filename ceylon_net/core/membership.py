@@ -422,9 +422,9 @@ class Membership:
         """Send again what it missed, REPAIR_BATCH a heartbeat at most (the ROUTER queues
         10,000 messages a peer and drops the rest: a far-behind agent asks again on its next
         beat for what did not go yet); what the ring no longer holds, it is told to skip,
-        first. A range it lists again before what was sent reaches it (it is slow) is not
-        sent again within two heartbeats, nor counted or said twice; after two, the skip is
-        said again too (it may have been dropped: the agent would wait behind it for ever)."""
+        first, as often as it asks (a SKIP is small, and one dropped would leave it waiting
+        behind it for ever; said again, it is counted once). A range it lists again before
+        what was sent reaches it (it is slow) is not sent again within two heartbeats."""
         log, after = self.broadcasts, rec.heard or 0
         again = now - rec.resent_at >= 2 * self.pulse.every  # (the resends may have been lost)
         budget = REPAIR_BATCH
@@ -432,8 +432,7 @@ class Membership:
             if not (len(pair) == 2 and all(type(n) is int for n in pair)):
                 raise RemoteProtocolError("heartbeat missing: expected [first, last] numbers")
             first, last = max(pair[0], after + 1), min(pair[1], log.seq)
-            self._skip(rec, first if again else max(first, rec.skipped_to + 1),
-                       min(last, log.oldest - 1))
+            self._skip(rec, first, min(last, log.oldest - 1))
             kept, _ = log.get(first if again else max(first, rec.resent_to + 1), last)
             for sent in kept[:budget]:
                 self.out.add(Forward(rec.peer, Kind.BCAST, *sent.item))
