@@ -643,6 +643,8 @@ class TaskBoard:
                 continue
             del self._lost_with[task_id, attempt]
             rec.losses -= lost[1]
+            if self.dirty is not None:  # (journaled: an admin restarted later knows it too)
+                self.dirty.add(task_id)
             if rec.state in IN_FLIGHT:  # (its worker may run it alone no more)
                 other = self._in_flight[rec.worker]
                 self.scheduler.holds(rec.worker, len(other), self._alone_in(other))
