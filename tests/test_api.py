@@ -508,25 +508,30 @@ def test_run_admin_ends_with_the_error_of_a_worker_it_cannot_run():
     run(body())
 
 
-def test_a_worker_whose_subclass_sets_max_concurrent_tasks_after_init_runs_that_many():
+@pytest.mark.parametrize("style", ["after init", "before init", "on the class", "given"])
+def test_a_worker_runs_as_many_at_once_as_max_concurrent_tasks_says_however_it_was_set(style):
     """Seed 000's TaskExecutionAgent: super().__init__(name=..., role=...), then
     self.max_concurrent_tasks = n. The attribute said 2; the worker told the admin 1."""
-    from ceylon_net.errors import ConfigError
 
-    class TaskExecutionAgent(Worker):
-        def __init__(self, name: str, worker_role: str, max_concurrent_tasks: int = 3):
-            super().__init__(name=name, role=worker_role)
-            self.max_concurrent_tasks = max_concurrent_tasks
+    class Agent(Worker):
+        if style == "on the class":
+            max_concurrent_tasks = 2
+
+        def __init__(self, name: str) -> None:
+            if style == "before init":
+                self.max_concurrent_tasks = 2
+            super().__init__(name=name, role="processor",
+                             **({"max_concurrent_tasks": 2} if style == "given" else {}))
+            if style == "after init":
+                self.max_concurrent_tasks = 2
 
     async def body() -> tuple[int, int]:
         admin = _admin()
         await admin.start()
         try:
-            agent = TaskExecutionAgent("w", "processor", max_concurrent_tasks=2)
+            agent = Agent("w")
             running = asyncio.create_task(agent.arun_against(admin))
             await wait_until(lambda: admin.get_connected_agents(), 10, "the worker to join")
-            with pytest.raises(ConfigError, match="runs already"):
-                agent.max_concurrent_tasks = 5
             told = admin.get_connected_agents()[0]
             await agent.stop()
             await asyncio.wait_for(running, 10)

@@ -261,3 +261,21 @@ def test_ctrl_c_ends_run_with_keyboard_interrupt_not_in_whatever_code_runs(tmp_p
             proc.wait()
     assert (proc.returncode, out) == (0, "Shutting down...\n"), err
     assert "Traceback" not in err, err
+
+
+def test_run_leaves_alone_a_sigint_handler_its_main_set():
+    """It put back Python's default over whatever the program's main had set meanwhile."""
+    mine = signal.SIG_IGN
+
+    async def main() -> None:
+        signal.signal(signal.SIGINT, mine)
+
+    try:
+        loop.run(main())
+        assert signal.getsignal(signal.SIGINT) is mine
+        loop.run(asyncio.sleep(0))  # (and, left as Python's default, it is put back so)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        loop.run(asyncio.sleep(0))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -86,8 +86,8 @@ def run(main: Coroutine[Any, Any, T]) -> T:
             raise KeyboardInterrupt from None
         raise
     finally:
-        if interrupted is not None:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if interrupted is not None and signal.getsignal(signal.SIGINT) is interrupted.handler:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # (not one main set)
         try:
             left = asyncio.all_tasks(loop) - _LEFT_BEHIND  # (those said already)
             if left:
@@ -100,7 +100,10 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 
 
 class _Interrupted(list):
-    """The SIGINTs seen while :func:`run` runs (truthy once there was one)."""
+    """The SIGINTs seen while :func:`run` runs (truthy once there was one), and the handler
+    that counts them."""
+
+    handler: Any = None
 
 
 def _on_sigint(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]
@@ -120,6 +123,7 @@ def _on_sigint(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]
             return
         raise KeyboardInterrupt
 
+    seen.handler = handler
     signal.signal(signal.SIGINT, handler)
     return seen
 

@@ -88,8 +88,9 @@ class Worker(AgentBase):
         super().__init__(settings.name, settings.workspace, settings.role)
         self.settings = settings
         self.skill = settings.skill
-        self.limits = Limits(max_str_len=settings.max_message_bytes,
-                             max_bin_len=settings.max_message_bytes)
+        if max_concurrent_tasks is not None or not hasattr(self, "max_concurrent_tasks"):
+            self.max_concurrent_tasks = settings.capacity  # (see _take_capacity)
+        self.limits = Limits(max_str_len=(n := settings.max_message_bytes), max_bin_len=n)
         self.runner = TaskRunner(settings.name, settings.capacity, self.run_task,
                                  self._schedule_flush, self._unsendable, _stock(self.run_task))
         self.task_queue = self.runner.queue  # the seed's worker shape: its own queue
@@ -163,19 +164,13 @@ class Worker(AgentBase):
         return None
 
     # ------------------------------------------------------------------ lifecycle
-    @property
-    def max_concurrent_tasks(self) -> int:
-        """Tasks it runs at once (its capacity, as the tutorials name it)."""
-        return self.settings.capacity
-
-    @max_concurrent_tasks.setter
-    def max_concurrent_tasks(self, n: int) -> None:
-        """Set until it runs (seed 000 sets it after its super().__init__(), which took 1)."""
-        if self._session is not None:
-            raise ConfigError(f"worker '{self.name}' runs already: its max_concurrent_tasks "
-                              f"is {self.settings.capacity}")
-        self.settings = dataclasses.replace(self.settings, capacity=n)  # (checks it)
-        self.runner.capacity = n
+    def _take_capacity(self) -> None:
+        """``max_concurrent_tasks`` as the code left it, whichever way it set it: given to
+        __init__, set after super().__init__() (seed 000), before it, or on the class."""
+        n = self.max_concurrent_tasks
+        if n != self.settings.capacity:
+            self.settings = dataclasses.replace(self.settings, capacity=n)  # (checks it)
+            self.runner.capacity = n
 
     async def arun(self) -> str:
         """Connect, register, serve until the admin ends the run or :meth:`stop`.
@@ -186,6 +181,7 @@ class Worker(AgentBase):
         """
         if self._session is not None:
             raise ConfigError(f"worker '{self.name}' has run already (make a new one)")
+        self._take_capacity()
         s = self.settings
         curve = load_keys(s.curve_secret, s.admin_key) if s.curve_secret else None
         self._sockets = WorkerSockets(s.name, s.endpoint, s.max_message_bytes, curve)
