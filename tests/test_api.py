@@ -540,3 +540,24 @@ def test_a_worker_runs_as_many_at_once_as_max_concurrent_tasks_says_however_it_w
             await admin.close()
 
     assert run(body()) == (2, 2)
+
+
+def test_run_admin_stops_an_in_process_worker_that_does_not_hear_its_end():
+    """One registering again (its loop was blocked a while) missed the admin's END and
+    tried on until cancelled 5 s later: a Ctrl-C took that much longer."""
+
+    class Deaf(Worker):  # (registering, for ever, with an admin that is not there)
+        async def arun_against(self, admin):
+            return await self.arun()
+
+    async def body() -> float:
+        admin = _admin()
+        deaf = Deaf("deaf", admin_port=free_port(), connect_timeout=60)
+        running = asyncio.create_task(admin.arun_admin(workers=[deaf]))
+        await wait_until(lambda: admin.port, 10, "the admin to start")
+        started = time.monotonic()
+        await admin.stop()
+        await asyncio.wait_for(running, 30)
+        return time.monotonic() - started
+
+    assert run(body()) < 3.0  # (1 s to hear the end, then stopped; 5 s before)

@@ -195,13 +195,13 @@ class Admin(AgentBase):
         """Start, run the given in-process workers against this admin over real loopback
         sockets, and serve until :meth:`stop`. ``inputs`` is kept for the tutorials' sake."""
         await self.start()
-        runs = [asyncio.create_task(w.arun_against(self), name=f"worker-{w.name}")
-                for w in workers]
+        runs = {asyncio.create_task(w.arun_against(self), name=f"worker-{w.name}"): w
+                for w in workers}
         try:
-            await _serve_with(self, runs)
+            await _serve_with(self, list(runs))
         finally:
             await self.close("run over")
-            await finish_tasks(runs, timeout=5.0)
+            await _stop_workers(runs)
 
     def run_admin(self, inputs: bytes = b"", workers: Iterable[Worker] = ()) -> None:
         """Blocking form of :meth:`arun_admin`."""
@@ -398,6 +398,18 @@ class Admin(AgentBase):
     def _connected(self, cmd: c.Connected) -> None:
         self._spawn(self.on_agent_connected(self.workspace_id, cmd.agent),
                     f"on_agent_connected({cmd.agent.name})")
+
+
+async def _stop_workers(runs: dict[asyncio.Task[str], Worker]) -> None:
+    """After the admin's end: its in-process workers hear it and end; one that does not
+    within a second (registering again, its loop blocked for a while: it tried on until
+    cancelled 5 s later) is stopped."""
+    if runs:
+        await asyncio.wait(runs, timeout=1.0)
+    for run, worker in runs.items():
+        if not run.done():
+            await worker.stop()
+    await finish_tasks(list(runs), timeout=5.0)
 
 
 async def _serve_with(admin: Admin, runs: list[asyncio.Task[str]]) -> None:
