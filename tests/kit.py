@@ -219,3 +219,20 @@ class JSim(Sim):
     def restart(self) -> JSim:
         self.journal.db.close()
         return JSim(self.path, **self.settings)
+
+
+def taken_over(sim: Sim) -> tuple[SimWorker, SimWorker]:
+    """Task "t" starts on w1; w1 goes silent and is called lost at 3.5 s, and "t" goes to
+    w2 (trusted: it ran a warm-up), which starts it: (w1 as it was, w2). w1 may come back
+    holding "t", attempt 1."""
+    sim.submit(noop("t"))
+    w1 = sim.join("w1")
+    w1.start("t")
+    sim.submit(noop("warm-up"))
+    w2 = sim.join("w2")
+    w2.finish("warm-up")
+    sim.now = 2.0
+    w2.heartbeat()
+    assert assigned(sim.tick(at=3.5)) == {"w2": ["t"]}  # w1 lost
+    w2.start("t")
+    return w1, w2

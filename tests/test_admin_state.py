@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kit import BEAT, EPOCH, Sim, assigned, frames, logs, noop, of, sends
+from kit import BEAT, EPOCH, Sim, assigned, frames, logs, noop, of, sends, taken_over
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
@@ -258,16 +258,7 @@ def test_pauses_of_workers_whose_tasks_went_elsewhere_meanwhile_do_not_make_a_ta
     running it (told to stop: it is w2's now), its loss undone; then w2 pauses and is called
     lost too. That is one loss, not two: with max_attempts 2 the task was dead."""
     sim = Sim(max_attempts=2)
-    sim.submit(noop("t"))
-    w1 = sim.join("w1")
-    w1.start("t")
-    sim.submit(noop("warm-up"))
-    w2 = sim.join("w2")
-    w2.finish("warm-up")
-    sim.now = 2.0
-    w2.heartbeat()
-    assert assigned(sim.tick(at=3.5)) == {"w2": ["t"]}  # w1 lost
-    w2.start("t")
+    w1, _ = taken_over(sim)
     back = sim.worker("w1", held=dict(w1.held))
     assert sends(back.hello(), Kind.CANCEL, back.peer) == [
         wire.Cancel([["t", 1]], "reassigned while away")]

@@ -765,19 +765,10 @@ def test_a_loss_taken_back_is_journaled(tmp_path):
     """A worker called lost came back still holding its task (which had gone to another):
     the loss was taken back in the board only, and an admin restarted later counted it
     again (with max_attempts 2 the task was dead once the other worker did not come back)."""
-    from kit import JSim, assigned, noop
+    from kit import JSim, taken_over
 
     sim = JSim(tmp_path / "j.db", max_attempts=2)
-    sim.submit(noop("t"))
-    w1 = sim.join("w1")
-    w1.start("t")
-    sim.submit(noop("warm-up"))
-    w2 = sim.join("w2")
-    w2.finish("warm-up")
-    sim.now = 2.0
-    w2.heartbeat()
-    assert assigned(sim.tick(at=3.5)) == {"w2": ["t"]}  # w1 lost
-    w2.start("t")
+    w1, _ = taken_over(sim)
     sim.worker("w1", held=dict(w1.held)).hello()  # back: the loss taken back
     assert sim.st.board.records["t"].losses == 0
     assert sim.restart().st.board.records["t"].losses == 0

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ..core.tasks import RunReport
+from ..core.tasks import RunReport, listed
 
 TABLE_ROWS = 100
 GROUPS_SHOWN = 20  # a report's group lines; the rest are counted by status
@@ -64,14 +64,8 @@ def _report_notes(report: RunReport) -> list[str]:
                        ("Unassigned (no connected worker could take them)", report.unassigned),
                        ("Not finished (the run was stopped first)", report.unfinished)):
         if ids:
-            lines.append(f"{title}: {some(ids)}")
+            lines.append(f"{title}: {listed(ids, TABLE_ROWS)}")
     return lines
-
-
-def some(items: Sequence[Any], limit: int = TABLE_ROWS) -> str:
-    """'1, 2, 3 and 4,997 more'."""
-    more = len(items) - limit
-    return ", ".join(map(str, items[:limit])) + (f" and {more:,} more" if more > 0 else "")
 
 
 def _tally(values: Iterable[Any], sep: str = ", ", shown: int = 5) -> str:

@@ -615,13 +615,14 @@ class TaskBoard:
         for task_id in flying:  # in the order they were sent: the worker's queue order
             rec = self.records[task_id]
             front, rec.front = rec.front, True  # see TaskRecord.front
-            if rec.started or budget > 0:
+            counts = rec.started or budget > 0
+            if counts:
                 budget -= not rec.started
                 counted.append(task_id)
             else:
                 waited.append(task_id)
             if why != "left":
-                self._lost_with[task_id, rec.attempt] = (name, counted[-1:] == [task_id], front)
+                self._lost_with[task_id, rec.attempt] = (name, counts, front)
         # Gone, its started tasks count as lost; said goodbye (left: drained), they were cut
         # off by whoever stopped it, not lost with it.
         lost = self._lose(counted, name, why, counts=why != "left")

@@ -433,12 +433,12 @@ class Membership:
                 raise RemoteProtocolError("heartbeat missing: expected [first, last] numbers")
             first, last = max(pair[0], after + 1), min(pair[1], log.seq)
             self._skip(rec, first, min(last, log.oldest - 1))
-            kept, _ = log.get(first if again else max(first, rec.resent_to + 1), last)
-            for sent in kept[:budget]:
+            kept = log.get(first if again else max(first, rec.resent_to + 1), last)[0][:budget]
+            for sent in kept:
                 self.out.add(Forward(rec.peer, Kind.BCAST, *sent.item))
-            if kept[:budget]:
-                rec.resent_to, rec.resent_at = max(rec.resent_to, kept[:budget][-1].seq), now
-            budget -= min(budget, len(kept))
+            if kept:
+                rec.resent_to, rec.resent_at = max(rec.resent_to, kept[-1].seq), now
+            budget -= len(kept)
 
     def _skip(self, rec: WorkerRecord, first: int, last: int) -> None:
         """Tell it broadcasts ``first``..``last`` are gone; count (and say) what was not

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,13 @@ class TaskResult:
 
 
 # --------------------------------------------------------------------------- run reports
+
+
+def listed(items: Sequence[Any], limit: int, show: Callable[[Any], str] = str) -> str:
+    """The first ``limit`` items and a count of the rest: '1, 2, 3 and 4,997 more' (a report
+    or a log line of 30,000 task ids is one short line)."""
+    more = len(items) - limit
+    return ", ".join(map(show, items[:limit])) + (f" and {more:,} more" if more > 0 else "")
 
 
 def json_text(doc: Any, indent: int | None = None) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from .board import TaskBoard
 from .commands import Outbox
 from .scheduler import Blocked
-from .tasks import TaskId
+from .tasks import TaskId, listed
 
 
 def describe(board: TaskBoard, b: Blocked) -> str:
@@ -63,9 +63,8 @@ class Unassignable:
         if now - self._since < self.timeout:
             return []
         ids = [t for b in blocked for t in b.tasks]
-        shown = ", ".join(map(repr, ids[:IDS_SAID])) + \
-            (f" and {len(ids) - IDS_SAID:,} more" if len(ids) > IDS_SAID else "")
-        out.log("ERROR", f"giving up on {len(ids):,} unassignable task(s): {shown}")
+        out.log("ERROR", f"giving up on {len(ids):,} unassignable task(s): "
+                         f"{listed(ids, IDS_SAID, repr)}")
         # Those are gone: a task that comes after them (a program trying again) is said and
         # waited for afresh, not given up at once on their clock.
         self._since = None

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError, TaskFileError
 from ..wire import MAX_DEPTH, MSGPACK_INTS, unfit
-from .checks import refuse_bad_dependencies, refuse_cycles
+from .checks import refuse_bad_dependencies, refuse_cycles, refuse_duplicates
 from .groups import (
     AllTasks,
     AtLeast,
@@ -206,11 +206,10 @@ def parse_work(doc: Any, source: str, standalone: bool = True
     tasks = [task_from_dict(item, where=f"{source}: task #{i + 1}")
              for i, item in enumerate(items)]
     groups = [_group(source, i, g) for i, g in enumerate(group_items)]
-    named: set[str] = set()
-    for g in groups:  # (before task ids: each has NAME#1 for its first task's default id)
-        if g.name in named:
-            raise TaskFileError(f"{source}: duplicate group name {g.name!r}")
-        named.add(g.name)
+    try:  # (before task ids: each group has NAME#1 for its first task's default id)
+        refuse_duplicates([g.name for g in groups], (), "group name")
+    except ConfigError as exc:
+        raise TaskFileError(f"{source}: {exc}") from None
     if not tasks and not any(g.subtasks for g in groups):
         raise TaskFileError(f"{source}: no tasks in the file")
     check_unique_ids(tasks + [_as_task(t) for g in groups for t in g.subtasks], source)

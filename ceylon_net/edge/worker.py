@@ -466,14 +466,9 @@ class Worker(AgentBase):
                 # The runners start on what came before we wait again; and a recv that did
                 # not wait did not yield: the runners and heartbeats get a turn.
                 await asyncio.sleep(0)
-            limit = welcome.heartbeat * welcome.liveness
-            if now - self._admin_seen > limit:
-                # Our own beats stopped too: more likely this process was paused than the
-                # admin (who, silent, would not stop our beats).
-                ours = f"; no heartbeat of ours went out for {now - self._beat_sent:.1f} s " \
-                       f"either (was this process paused, or its event loop blocked?)" \
-                    if now - self._beat_sent > limit else ""
-                raise _Reconnect(f"admin silent for {now - self._admin_seen:.1f} s{ours}")
+            if now - self._admin_seen > welcome.heartbeat * welcome.liveness \
+                    and not self._in_touch():  # (it says which side went quiet: if our beats
+                raise _Reconnect(self._why_held)  # stopped too, this process was paused)
 
     def _handle(self, frames: list[bytes]) -> bool:
         """Handle one message from the admin; True when the run is over."""
