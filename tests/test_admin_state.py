@@ -489,6 +489,37 @@ def test_a_task_waiting_on_one_given_up_as_unassignable_says_so_not_cancelled():
                                    "take it)"}
 
 
+def test_a_group_whose_task_no_worker_can_take_fails_with_it_counted_unassigned():
+    """Nobody cancelled it: the group did not complete because a task could not run anywhere,
+    and its counts say so (they add up to its total)."""
+    from ceylon_net.core.workfile import parse_work
+
+    sim = Sim(unassignable_timeout=1)
+    w = sim.join("proc", role="proc")
+    _, groups = parse_work({"groups": [
+        {"name": "g", "goal": {"kind": "at_least", "count": 2}, "tasks": [
+            {"id": "p", "description": "x", "difficulty": 1, "required_role": "proc"},
+            {"id": "e", "description": "x", "difficulty": 1, "required_role": "etl"}]},
+        {"name": "plain", "tasks": [
+            {"id": "e2", "description": "x", "difficulty": 1, "required_role": "etl"}]}]}, "t")
+    sim.carry(sim.st.submit((), groups, sim.now))
+    w.finish("p")
+    sim.tick(at=0.5)
+    sim.now = 1.6
+    w.heartbeat()
+    sim.tick()
+    summaries = {g["name"]: g for g in sim.st.task_manager.summaries()}
+    assert summaries["g"] | {"id": None} == {
+        "id": None, "name": "g", "status": "failed", "priority": 1, "total": 2,
+        "completed": 1, "failed": 0, "cancelled": 0, "unassigned": 1,
+        "goal": "g: at least 2 tasks completed",
+        "goal_status": "failed"}
+    assert (summaries["plain"]["status"], summaries["plain"]["unassigned"]) == ("failed", 1)
+    assert "Goal 'g: at least 2 tasks completed' failed: 1/2 completed, 0 failed, 0 cancelled, 1 unassigned." \
+        in " ".join(logs(sim.every))
+    assert sorted(sim.st.report().unassigned) == ["e", "e2"]
+
+
 def test_what_a_submitter_names_cannot_forge_lines_in_the_admins_log():
     sim = Sim()
     sim.join("Junior", skill=3)

@@ -50,7 +50,9 @@ def _report_notes(report: RunReport) -> list[str]:
     for g in report.groups[:GROUPS_SHOWN]:
         goal = f"; goal '{g['goal']}' {g['goal_status']}" if g["goal"] else ""
         lines.append(f"Group '{g['name']}': {g['status']}, {g['completed']}/{g['total']} "
-                     f"completed, {g['failed']} failed, {g['cancelled']} cancelled{goal}")
+                     f"completed, {g['failed']} failed, {g['cancelled']} cancelled"
+                     + (f", {g['unassigned']} unassigned" if g.get("unassigned") else "")
+                     + goal)
     if len(report.groups) > GROUPS_SHOWN:
         lines.append(f"... and {len(report.groups) - GROUPS_SHOWN:,} more group(s): "
                      f"{_tally(g['status'] for g in report.groups[GROUPS_SHOWN:])}")
@@ -66,6 +68,11 @@ def _report_notes(report: RunReport) -> list[str]:
         if ids:
             lines.append(f"{title}: {listed(ids, TABLE_ROWS)}")
     return lines
+
+
+def _ended(group: dict[str, Any]) -> int:
+    """How many of a group's tasks ended, however they ended."""
+    return sum(group.get(k, 0) for k in ("completed", "failed", "cancelled", "unassigned"))
 
 
 def _tally(values: Iterable[Any], sep: str = ", ", shown: int = 5) -> str:
@@ -97,7 +104,7 @@ def render(data: dict[str, Any]) -> Group:
     for col in ("group", "progress", "status", "goal", "goal status"):
         groups.add_column(col)
     for g in data["groups"]:
-        _row(groups, g["name"], f"{g['completed'] + g['failed'] + g['cancelled']}/{g['total']}",
+        _row(groups, g["name"], f"{_ended(g)}/{g['total']}",
              g["status"], g["goal"] or "-", g["goal_status"] or "-")
     queued = _queued(data)
     summary = (f"tasks: {c['done']}/{c['total']} done ({c['succeeded']} succeeded), "

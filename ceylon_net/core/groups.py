@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from .board import TaskBoard, TaskRecord
+from .board import UNASSIGNABLE, TaskBoard, TaskRecord
 from .checks import refuse_cycles, refuse_duplicates
 from .tasks import DEFAULT_ROLE, Task, TaskId, TaskResult, TaskStatus
 
@@ -102,6 +102,7 @@ class TaskGroup:
     completed: int = 0
     failed: int = 0
     cancelled: int = 0
+    unassigned: int = 0  # given up: no connected worker could take it (not a cancel by anyone)
 
     @property
     def id(self) -> str:
@@ -113,13 +114,14 @@ class TaskGroup:
 
     @property
     def finished(self) -> int:
-        return self.completed + self.failed + self.cancelled
+        return self.completed + self.failed + self.cancelled + self.unassigned
 
     def summary(self) -> dict[str, Any]:
         goal = self.goal
         return {"id": self.id, "name": self.name, "status": self.status.value,
                 "priority": self.priority, "total": self.total, "completed": self.completed,
                 "failed": self.failed, "cancelled": self.cancelled,
+                "unassigned": self.unassigned,
                 "goal": goal.name if goal else None,
                 "goal_status": goal.status.value if goal else None}
 
@@ -143,7 +145,8 @@ class _Counted:
         return self.count(task_groups, completed) >= self.needed(group)
 
     def still_possible(self, group: TaskGroup) -> bool:
-        return group.total - group.failed - group.cancelled >= self.needed(group)
+        return group.total - group.failed - group.cancelled - group.unassigned \
+            >= self.needed(group)
 
 
 @dataclass(frozen=True)
@@ -325,6 +328,8 @@ class TaskManager:
             self._group_completed[group.id][t.task_id] = t
         elif rec.status == TaskStatus.FAILED:
             group.failed += 1
+        elif rec.reason == UNASSIGNABLE:
+            group.unassigned += 1
         else:
             group.cancelled += 1
         if group.status == TaskStatus.PENDING:
@@ -368,7 +373,9 @@ class TaskManager:
             events.append(GroupEvent(
                 "goal_failed", group,
                 f"Goal '{goal.name}' failed: {group.completed}/{group.total} completed, "
-                f"{group.failed} failed, {group.cancelled} cancelled. {goal.failure_message}",
+                f"{group.failed} failed, {group.cancelled} cancelled"
+                + (f", {group.unassigned} unassigned" if group.unassigned else "")
+                + f". {goal.failure_message}",
                 group.summary()))
 
     @staticmethod
@@ -390,11 +397,11 @@ class TaskManager:
                 {"tasks": cancelled, "asked_back": asked}))
 
     def _close(self, group: TaskGroup, board: TaskBoard, events: list[GroupEvent]) -> None:
-        ok = group.goal.status == GoalStatus.ACHIEVED if group.goal else group.failed == 0 \
-            and group.cancelled == 0
-        # Not completed: CANCELLED when none of its tasks failed but some were cancelled (a
-        # dependency did not complete, someone cancelled it), else FAILED.
-        cancelled = group.failed == 0 and group.cancelled > 0
+        ok = group.goal.status == GoalStatus.ACHIEVED if group.goal else \
+            group.completed == group.total
+        # Not completed: CANCELLED when none of its tasks failed or went unassigned but some
+        # were cancelled (a dependency did not complete, someone cancelled it), else FAILED.
+        cancelled = group.failed == group.unassigned == 0 and group.cancelled > 0
         group.status = TaskStatus.COMPLETED if ok else \
             TaskStatus.CANCELLED if cancelled else TaskStatus.FAILED
         events.append(GroupEvent("group_finished", group,

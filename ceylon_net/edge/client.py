@@ -113,7 +113,7 @@ class GroupFuture(asyncio.Future):
             said, self._goal_said = self._goal_said, True
             return said
         if news.event == "group_progress" and isinstance(news.data, dict):
-            done = sum(v for k in ("completed", "failed", "cancelled")
+            done = sum(v for k in ("completed", "failed", "cancelled", "unassigned")
                        if type(v := news.data.get(k)) is int)
             said, self._done_said = done <= self._done_said, max(done, self._done_said)
             return said
