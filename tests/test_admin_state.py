@@ -273,6 +273,56 @@ def test_pauses_of_workers_whose_tasks_went_elsewhere_meanwhile_do_not_make_a_ta
     assert sim.st.board.records["t"].losses == 1 and assigned(cmds) == {"w1": ["t"]}
 
 
+def test_a_worker_back_with_the_result_of_a_task_given_to_another_meanwhile_has_it_taken():
+    """w1, paused past the liveness limit, finished "t" meanwhile; "t" went to w2, which has
+    not said it started it. w1's result is taken (the task ran: it is not run again) and w2
+    is told to cancel its copy; w2's answer to that changes nothing."""
+    sim = Sim()
+    sim.submit(noop("t"))
+    w1 = sim.join("w1")
+    w2 = sim.join("w2")
+    sim.now = 2.0
+    w2.heartbeat()
+    assert assigned(sim.tick(at=3.5)) == {"w2": ["t"]}  # w1 lost
+    w1.finish("t")  # (unheard: w1 is not registered any more)
+    cmds = w1.hello()
+    assert sends(cmds, Kind.CANCEL, w2.peer) == [wire.Cancel(
+        [["t", 2]], "done meanwhile by worker 'w1', back from being taken for lost")]
+    assert not sends(cmds, Kind.CANCEL, w1.peer)
+    done = sim.finished()["t"]
+    assert (done.status, done.result.worker, done.result.attempt) == (
+        TaskStatus.COMPLETED, "w1", 1)
+    assert sim.st.board.records["t"].losses == 0
+    w2.held.pop("t")
+    w2.say(Kind.RESULT, [TaskResult("t", "w2", False, attempt=2, cancelled=True,
+                                    error="cancelled")])
+    w2.heartbeat()
+    assert list(sim.finished()) == ["t"]  # (once: Sim checks)
+    sim.st.board.validate()
+    assert sim.st.idle
+
+
+def test_a_worker_back_with_a_result_stops_the_copy_started_elsewhere_and_one_requeued():
+    """The task has its result: a copy another worker started meanwhile is stopped there
+    (not run to its end for nothing), one back in the queue is not given out again."""
+    sim = Sim()
+    w1, w2 = taken_over(sim)  # "t" started on w2
+    w1.finish("t")
+    assert sends(w1.hello(), Kind.CANCEL, w2.peer) == [wire.Cancel(
+        [["t", 2]], "done meanwhile by worker 'w1', back from being taken for lost")]
+    assert sim.finished()["t"].result.worker == "w1"
+
+    sim = Sim()
+    w1, w2 = taken_over(sim)
+    for at in (4.0, 5.0, 6.0, 7.0):  # w2 silent since 3.5: lost at 7.0; nobody else
+        sim.tick(at=at)
+    assert sim.st.board.records["t"].state is TaskState.QUEUED
+    w1.finish("t")
+    cmds = w1.hello()
+    assert sim.finished()["t"].result.worker == "w1" and not sends(cmds, Kind.CANCEL)
+    sim.st.board.validate()
+
+
 def test_a_worker_back_from_a_cut_stops_what_was_given_to_another_meanwhile():
     sim = Sim()
     sim.submit(noop("t"))

@@ -663,6 +663,41 @@ class TaskBoard:
             kept.append(task_id)
         return kept
 
+    def hand_back(self, worker: str, done: Mapping[TaskId, int]) -> list[tuple[str, TaskId, int]]:
+        """A worker found gone is back with results ({task: attempt}) for attempts it was
+        lost with, which were given out again since: each task ran to its result, so it is
+        made this worker's again, at that attempt, for :meth:`record` to take (it is not run
+        a second time). Call before :meth:`keep`. Returns the copies given out since that
+        are still on other workers ((worker, task, attempt)), to be cancelled there (one
+        already started there is stopped: the task has its result)."""
+        others: list[tuple[str, TaskId, int]] = []
+        for task_id, attempt in done.items() if self._lost_with else ():
+            lost = self._lost_with.get((task_id, attempt))
+            rec = self.records.get(task_id)
+            if lost is None or lost[0] != worker or rec is None or rec.attempt == attempt \
+                    or rec.state in ENDED or rec.state is W:
+                continue
+            if rec.state is Q:
+                if not self.scheduler.discard(task_id):
+                    continue
+                self._move(rec, A)
+            else:  # (in flight on another worker)
+                other, flying = rec.worker, self._in_flight[rec.worker]
+                flying.discard(task_id)
+                self.scheduler.release(other)
+                self.scheduler.holds(other, len(flying), self._alone_in(flying))
+                others.append((other, task_id, rec.attempt))
+            if rec.state is A:
+                self._move(rec, R)
+            self._stealing.pop(task_id, None)
+            rec.worker, rec.attempt, rec.started = worker, attempt, True
+            rec.confirmed = True
+            self._in_flight[worker][task_id] = self.now
+            self.scheduler.release(worker, -1)
+            if self.dirty is not None:
+                self.dirty.add(task_id)
+        return others
+
     def _stolen_lost(self, worker: str, why: str) -> None:
         """The tasks taken back from ``worker`` (on probation, it had not confirmed them)
         count as lost with it now that it is gone (unless it left, drained)."""

@@ -162,7 +162,9 @@ class Membership:
         its any more; return the results."""
         running = wire.task_pairs(hello.running, "HELLO running")
         results = [wire.from_wire(TaskResult, r) for r in hello.results]
-        held = {**running, **{r.task_id: r.attempt for r in results}}
+        done = {r.task_id: r.attempt for r in results}
+        self._handed_back(rec.name, self.board.hand_back(rec.name, done))
+        held = {**running, **done}
         kept = self.board.keep(rec.name, held)
         if kept:
             self.out.log("INFO", f"worker '{rec.name}' came back still running {len(kept)} "
@@ -179,6 +181,23 @@ class Membership:
             self.out.send(rec.peer, Kind.CANCEL, wire.Cancel(cancel, "reassigned while away"))
         self._ask_again(rec, running)
         return results
+
+    def _handed_back(self, worker: str, others: list[tuple[str, TaskId, int]]) -> None:
+        """Results a worker back from being taken for lost handed over, for tasks given to
+        other workers since (see TaskBoard.hand_back): those copies are cancelled there."""
+        if not others:
+            return
+        self.out.log("INFO", f"worker '{worker}' came back with the result of {len(others)} "
+                             f"task(s) given to other workers meanwhile: taken, and their "
+                             f"copies there cancelled")
+        copies: dict[str, list[list[Any]]] = {}
+        for other, task_id, attempt in others:
+            copies.setdefault(other, []).append([task_id, attempt])
+        for other, pairs in copies.items():
+            if (peer := self.registry.by_name.get(other)) is not None:
+                self.out.send(peer, Kind.CANCEL, wire.Cancel(
+                    pairs, f"done meanwhile by worker '{worker}', back from being taken for "
+                           f"lost"))
 
     def _ask_again(self, rec: WorkerRecord, running: dict[Any, int]) -> None:
         """Tasks we asked this worker to cancel, or to give back unstarted, that it still
