@@ -565,8 +565,8 @@ def test_a_group_whose_task_no_worker_can_take_fails_with_it_counted_unassigned(
         "goal": "g: at least 2 tasks completed",
         "goal_status": "failed"}
     assert (summaries["plain"]["status"], summaries["plain"]["unassigned"]) == ("failed", 1)
-    assert "Goal 'g: at least 2 tasks completed' failed: 1/2 completed, 0 failed, 0 cancelled, 1 unassigned." \
-        in " ".join(logs(sim.every))
+    assert "Goal 'g: at least 2 tasks completed' failed: 1/2 completed, 0 failed, 0 " \
+           "cancelled, 1 unassigned." in " ".join(logs(sim.every))
     assert sorted(sim.st.report().unassigned) == ["e", "e2"]
 
 
