@@ -8,7 +8,7 @@ from loguru import logger
 
 from ceylon_net import AtLeast, GoalStatus, Task, TaskGroupGoal, TaskManager, TaskMessage, wire
 from ceylon_net.core.admin_state import AdminState
-from ceylon_net.core.board import TaskBoard
+from ceylon_net.core.board import TaskBoard, TaskState
 from ceylon_net.core.restore import restore
 from ceylon_net.core.scheduler import WorkerSlot
 from ceylon_net.core.tasks import TaskResult, TaskStatus
@@ -193,8 +193,8 @@ def test_a_change_of_a_task_the_journal_never_held_is_skipped_not_fatal(tmp_path
     path = tmp_path / "state.db"
     journal = Journal(path, "default")
     journal.add_tasks([(Task("kept", "x"), None)])
-    journal.update([("never-added", TaskStatus.CANCELLED, 0, None, None, "gone", 0, None),
-                    ("kept", TaskStatus.ASSIGNED, 1, "w", None, None, 0, None)])
+    journal.update([("never-added", TaskStatus.CANCELLED, 0, None, None, "gone", 0, None, None),
+                    ("kept", TaskStatus.ASSIGNED, 1, "w", None, None, 0, None, None)])
     journal.close()
     assert _entries(Journal(path, "default")) == [
         ("kept", TaskStatus.ASSIGNED, 1, "w", None, None)]
@@ -772,3 +772,27 @@ def test_a_loss_taken_back_is_journaled(tmp_path):
     sim.worker("w1", held=dict(w1.held)).hello()  # back: the loss taken back
     assert sim.st.board.records["t"].losses == 0
     assert sim.restart().st.board.records["t"].losses == 0
+
+
+def test_an_admin_restarted_between_a_workers_loss_and_its_return_takes_the_loss_back(tmp_path):
+    """What was lost with whom is journaled: w1, called lost while running "t" (which went
+    nowhere else: no other worker), comes back after the admin restarted; the loss is taken
+    back and "t" stays with w1, running, as without the restart. Before, the restarted admin
+    did not know the loss was w1's: with max_attempts 2, a second pause made "t" dead."""
+    from kit import JSim, noop
+
+    sim = JSim(tmp_path / "j.db", max_attempts=2)
+    sim.submit(noop("t"))
+    w1 = sim.join("w1")
+    w1.start("t")
+    sim.tick(at=3.5)  # w1 lost
+    assert sim.st.board.records["t"].losses == 1
+    sim = sim.restart()
+    assert sim.st.board.records["t"].losses == 1
+    back = sim.worker("w1", held=dict(w1.held))
+    back.hello()
+    rec = sim.st.board.records["t"]
+    assert (rec.losses, rec.state, rec.worker, rec.attempt) == (0, TaskState.RUNNING, "w1", 1)
+    back.finish("t")
+    assert sim.finished()["t"].result.worker == "w1"
+    assert sim.restart().st.board.records["t"].status == TaskStatus.COMPLETED

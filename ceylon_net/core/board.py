@@ -138,11 +138,11 @@ class TaskBoard:
         # On a worker, not started, and to end cancelled rather than run (a goal was met):
         # why. to_release: {worker: [(task, attempt)]} to ask back for that, not asked yet.
         self._unless_started: dict[TaskId, str] = {}
-        # Attempts of tasks lost with a worker found gone, while the task is open: (that
-        # worker, whether the loss counted, its front flag before). Should the worker come
-        # back still holding one, the loss is undone, and the task stays with it if no one
-        # else has it (see keep).
-        self._lost_with: dict[tuple[TaskId, int], tuple[str, bool, bool]] = {}
+        # Attempts of tasks lost with a worker found gone, while the task is open: task ->
+        # {attempt: (that worker, whether the loss counted, its front flag before)}. Should
+        # the worker come back still holding one, the loss is undone, and the task stays
+        # with it if no one else has it (see keep). Journaled with the task (lost_with).
+        self._lost_with: dict[TaskId, dict[int, tuple[str, bool, bool]]] = {}
         self.to_release: dict[str, list[tuple[TaskId, int]]] = {}
         # steals() has nothing to do until the scheduler changes or this time comes
         self._steal_seen, self._steal_due = -1, 0.0
@@ -328,14 +328,18 @@ class TaskBoard:
 
     def restore(self, entries: Iterable[Any], gates: Mapping[TaskId, Iterable[Gate]]) -> None:
         """Rebuild from a journal (entries in submission order, with task, status, attempt,
-        worker, result, reason): finished tasks stay finished, tasks that were on a worker
-        stay in flight there (awaiting it), the rest wait or queue again."""
+        worker, result, reason, losses, stopping, lost_with): finished tasks stay finished,
+        tasks that were on a worker stay in flight there (awaiting it), the rest wait or
+        queue again."""
         entries = list(entries)
         for e in entries:
             self.records[e.task.id] = TaskRecord(e.task, _RESTORED[e.status], e.worker,
                                                  e.attempt, result=e.result, reason=e.reason,
                                                  losses=e.losses, stopping=e.stopping,
                                                  index=len(self.records), front=e.losses > 0)
+            if e.lost_with:
+                self._lost_with[e.task.id] = {a: (w, bool(c), bool(f))
+                                              for a, w, c, f in e.lost_with}
         pending = []
         for e in entries:
             rec = self.records[e.task.id]
@@ -622,7 +626,7 @@ class TaskBoard:
             else:
                 waited.append(task_id)
             if why != "left":
-                self._lost_with[task_id, rec.attempt] = (name, counts, front)
+                self._lost_with.setdefault(task_id, {})[rec.attempt] = (name, counts, front)
         # Gone, its started tasks count as lost; said goodbye (left: drained), they were cut
         # off by whoever stopped it, not lost with it.
         lost = self._lose(counted, name, why, counts=why != "left")
@@ -638,11 +642,11 @@ class TaskBoard:
         before: see Membership._reconcile.) Returns those it keeps."""
         kept: list[TaskId] = []
         for task_id, attempt in held.items() if self._lost_with else ():
-            lost = self._lost_with.get((task_id, attempt))
+            lost = self._lost_with.get(task_id, {}).get(attempt)
             rec = self.records.get(task_id)
             if lost is None or lost[0] != worker or rec is None:
                 continue
-            del self._lost_with[task_id, attempt]
+            self._forget_lost(task_id, attempt)
             rec.losses -= lost[1]
             if self.dirty is not None:  # (journaled: an admin restarted later knows it too)
                 self.dirty.add(task_id)
@@ -672,7 +676,7 @@ class TaskBoard:
         already started there is stopped: the task has its result)."""
         others: list[tuple[str, TaskId, int]] = []
         for task_id, attempt in done.items() if self._lost_with else ():
-            lost = self._lost_with.get((task_id, attempt))
+            lost = self._lost_with.get(task_id, {}).get(attempt)
             rec = self.records.get(task_id)
             if lost is None or lost[0] != worker or rec is None or rec.attempt == attempt \
                     or rec.state in ENDED or rec.state is W:
@@ -773,14 +777,24 @@ class TaskBoard:
                                 error=rec.reason)
         self._finish_dead(rec)
 
-    def _forget_lost(self, rec: TaskRecord) -> None:
-        """The task ended: its attempts lost with workers are of no more use."""
-        for attempt in range(1, rec.attempt + 1) if self._lost_with else ():
-            self._lost_with.pop((rec.task.id, attempt), None)
+    def _forget_lost(self, task_id: TaskId, attempt: int | None = None) -> None:
+        """One attempt's loss taken back, or (no ``attempt``) the task ended: its attempts
+        lost with workers are of no more use."""
+        lost = self._lost_with.get(task_id)
+        if lost is not None and attempt is not None:
+            lost.pop(attempt, None)
+        if lost is not None and (attempt is None or not lost):
+            del self._lost_with[task_id]
+
+    def lost_with(self, task_id: TaskId) -> list[list[Any]] | None:
+        """What a journal keeps of the task's attempts lost with workers (see keep):
+        [[attempt, worker, counted, front], ...], or None."""
+        lost = self._lost_with.get(task_id) if self._lost_with else None
+        return [[a, *v] for a, v in lost.items()] if lost else None
 
     def _finish_dead(self, rec: TaskRecord) -> None:
         self._move(rec, F)
-        self._forget_lost(rec)
+        self._forget_lost(rec.task.id)
         rec.worker = None
         self._open -= 1
         self._ran.append(rec.task.id)
@@ -875,7 +889,7 @@ class TaskBoard:
         task_id = rec.task.id
         rec.result = result
         if self._lost_with:
-            self._forget_lost(rec)
+            self._forget_lost(task_id)
         if self._unless_started:
             self._unless_started.pop(task_id, None)
         if result.success:
@@ -971,7 +985,7 @@ class TaskBoard:
 
     def _finish_cancelled(self, rec: TaskRecord, reason: str) -> None:
         self._move(rec, X)
-        self._forget_lost(rec)
+        self._forget_lost(rec.task.id)
         rec.reason = reason
         self._open -= 1
         self.finished.append(rec)

@@ -26,6 +26,8 @@ class JournaledTask:
     reason: str | None
     losses: int = 0  # lost with a worker so often (it fails at max_attempts)
     stopping: str | None = None  # on a worker, asked to cancel it: why
+    # attempts lost with workers found gone, while it is open (TaskBoard.lost_with)
+    lost_with: list[list[Any]] | None = None
 
 
 def restore(board: TaskBoard, manager: TaskManager, entries: list[JournaledTask],

@@ -39,8 +39,9 @@ if TYPE_CHECKING:
     from ..core.admin_state import AdminState
 
 # 3: rows end with losses and stopping (version 2's rows lack them); 4: client batches, and
-# the run's name in meta (version 3 lacks them)
-SCHEMA_VERSION = 4
+# the run's name in meta (version 3 lacks them); 5: rows end with lost_with (earlier ones lack
+# it: an admin of version 4 would misread them)
+SCHEMA_VERSION = 5
 _MAGIC = b"SQLite format 3\x00"
 
 _LOG_TABLE = ("CREATE TABLE log (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
@@ -49,10 +50,10 @@ _LOG_TABLE = ("CREATE TABLE log (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
 _BATCHES_TABLE = "CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, spec BLOB NOT NULL);"
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
--- kind 'put': rows [task, group, status, attempt, worker, result, reason, losses, stopping],
---   a task as a whole
--- kind 'set': rows [task id, status, attempt, worker, result, reason, losses, stopping], a
---   task's new state
+-- kind 'put': rows [task, group, status, attempt, worker, result, reason, losses, stopping,
+--   lost_with], a task as a whole
+-- kind 'set': rows [task id, status, attempt, worker, result, reason, losses, stopping,
+--   lost_with], a task's new state
 -- (task and result as their msgpack maps); each blob a msgpack array of rows.
 {_LOG_TABLE}
 CREATE TABLE groups (id TEXT PRIMARY KEY, idx INTEGER NOT NULL, spec BLOB NOT NULL);
@@ -204,13 +205,14 @@ class Journal:
                         (group_id, idx, wire.packb(spec)))
 
     def update(self, rows: Iterable[tuple[TaskId, TaskStatus, int, str | None,
-                                          TaskResult | None, str | None, int, str | None]]
-               ) -> None:
+                                          TaskResult | None, str | None, int, str | None,
+                                          list[list[Any]] | None]]) -> None:
         """Tasks' new states."""
         to_wire, value = wire.to_wire, _VALUE
         self._append(SET, [[tid, value[st], att, worker, None if res is None else to_wire(res),
-                            reason, losses, stopping]
-                           for tid, st, att, worker, res, reason, losses, stopping in rows])
+                            reason, losses, stopping, lost]
+                           for tid, st, att, worker, res, reason, losses, stopping, lost
+                           in rows])
 
     def _append(self, kind: str, rows: list[list[Any]]) -> None:
         self._begin()
@@ -433,8 +435,9 @@ def record_changes(journal: Journal, board: TaskBoard) -> None:
     if not board.dirty:
         return
     records, status = board.records, STATUS_OF
+    lost_with = board.lost_with
     journal.update((tid, status[r.state], r.attempt, r.worker, r.result, r.reason, r.losses,
-                    r.stopping) for tid in board.dirty for r in (records[tid],))
+                    r.stopping, lost_with(tid)) for tid in board.dirty for r in (records[tid],))
     board.dirty.clear()
     journal.commit()
 
