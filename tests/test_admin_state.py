@@ -183,6 +183,32 @@ def test_a_task_not_confirmed_in_time_is_taken_back_and_goes_to_a_trusted_worker
     assert trusted.held == {"t": 2}
 
 
+def test_a_worker_back_holding_a_task_taken_back_from_it_on_probation_has_the_loss_undone():
+    """Taken back as not confirmed, then the worker found gone: the loss counts, as it may
+    have crashed on it. It was paused, not dead: back still running it, the loss is undone
+    and the task, given to no one since, stays with it."""
+    sim = Sim(max_attempts=2)
+    sim.submit(noop("busy"))
+    trusted = sim.join("trusted")
+    sim.fire("probation")
+    paused = sim.worker("paused")
+    paused.hello()
+    assert assigned(sim.submit(noop("t"))) == {"paused": ["t"]}
+    sim.fire("probation")  # not confirmed in time: taken back
+    for at in (1.0, 2.0, 3.0, 3.5):  # the paused one silent: lost at 3.5
+        sim.now = at
+        trusted.heartbeat()
+        sim.tick()
+    rec = sim.st.board.records["t"]
+    assert (rec.state, rec.losses) == (TaskState.QUEUED, 1)
+    back = sim.worker("paused", held={"t": 1})
+    back.hello()
+    assert (rec.state, rec.losses, rec.worker) == (TaskState.RUNNING, 0, "paused")
+    back.finish("t")
+    trusted.finish("busy")
+    assert sim.finished()["t"].result.worker == "paused"
+
+
 # --------------------------------------------------------------------------- liveness
 
 

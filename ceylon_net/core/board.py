@@ -146,7 +146,8 @@ class TaskBoard:
         self.to_release: dict[str, list[tuple[TaskId, int]]] = {}
         # steals() has nothing to do until the scheduler changes or this time comes
         self._steal_seen, self._steal_due = -1, 0.0
-        self._stolen: dict[str, set[TaskId]] = {}  # worker on probation -> taken back from it
+        # worker on probation -> {task: attempt} taken back from it
+        self._stolen: dict[str, dict[TaskId, int]] = {}
         self._stalled_at: dict[str, float] = {}  # ... when
         self._waiting: dict[TaskId, set[Gate]] = {}
         self._dependents: dict[Gate, set[TaskId]] = defaultdict(set)
@@ -592,7 +593,8 @@ class TaskBoard:
             self.records[t].stolen = self.records[t].front = True
         if taken:
             self.scheduler.release(worker, len(taken))
-            self._stolen.setdefault(worker, set()).update(taken)
+            self._stolen.setdefault(worker, {}).update(
+                (t, self.records[t].attempt) for t in taken)
             self._stalled_at[worker] = self.now
             self._lose(taken, worker, "it did not take it", counts=False)
             self.worker_event(worker, WorkerEvent.UNCONFIRMED)
@@ -704,13 +706,17 @@ class TaskBoard:
 
     def _stolen_lost(self, worker: str, why: str) -> None:
         """The tasks taken back from ``worker`` (on probation, it had not confirmed them)
-        count as lost with it now that it is gone (unless it left, drained)."""
-        stolen = self._stolen.pop(worker, ())
-        for task_id in stolen if why != "left" else ():
+        count as lost with it now that it is gone (unless it left, drained); should it come
+        back holding one, the loss is undone (see keep)."""
+        stolen = self._stolen.pop(worker, {})
+        for task_id, attempt in stolen.items() if why != "left" else ():
             rec = self.records[task_id]
             if rec.state in ENDED:
                 continue
             rec.losses += 1  # it was gone, not slow: the attempt counts
+            self._lost_with.setdefault(task_id, {})[attempt] = (worker, True, rec.front)
+            if self.dirty is not None:
+                self.dirty.add(task_id)
             if rec.losses >= self.max_attempts and self.scheduler.discard(task_id):
                 self._give_up_lost(rec, worker, why)
             elif self.scheduler.discard(task_id):  # queued: again, where it may go now
