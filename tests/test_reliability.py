@@ -438,3 +438,40 @@ def test_a_worker_paused_past_the_liveness_limit_goes_on_with_its_task_if_no_one
            "they stay with it" in err
     report = json.loads(report_path.read_text())
     assert [(t["id"], t["success"]) for t in report["tasks"]] == [(0, True)]
+
+
+def test_a_worker_paused_past_the_liveness_limit_hands_over_its_result_and_the_copy_stops(
+        tmp_path, tasks_file):
+    """Paused while its task ran, called lost: the task went to the other worker, which
+    started it. Back after the task's time was up, the paused worker hands over its result:
+    taken (the task's result is the paused worker's), and the other's copy is stopped. Before,
+    the result was dropped and the copy ran to its end."""
+    path, report_path = _sleeps(tasks_file, tmp_path, 1, 4.0)
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--expect-workers", "1", "--heartbeat",
+                                  "0.5", "--report-json", str(report_path))
+            paused = await c.worker("paused", "--log-level", "DEBUG")
+            await wait_until(lambda: "running task 0" in paused.stderr(), 20, "task 0 to run")
+            due = time.monotonic() + 4.0  # (when its sleep is up: the task has its result)
+            other = await c.worker("other", "--log-level", "DEBUG")
+            paused.signal(signal.SIGSTOP)
+            try:
+                await wait_until(lambda: "running task 0" in other.stderr(), 20,
+                                 "the other worker to take task 0")
+                # Not a synchronisation: the paused worker is to come back with its task's
+                # time up, and before the other's copy ends (1.5 s of liveness later).
+                await asyncio.sleep(max(0.0, due + 0.2 - time.monotonic()))
+            finally:
+                paused.signal(signal.SIGCONT)
+            assert await admin.wait(30) == 0, admin.stderr()
+            return admin.stderr(), other.stderr()
+
+    err, other_said = run(body())
+    assert "worker 'paused' came back with the result of 1 task(s) given to other workers " \
+           "meanwhile: taken, and their copies there cancelled" in err, err
+    assert "done meanwhile by worker 'paused'" in other_said, other_said
+    report = json.loads(report_path.read_text())
+    assert [(t["id"], t["worker"], t["success"]) for t in report["tasks"]] == [
+        (0, "paused", True)]

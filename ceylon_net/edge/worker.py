@@ -14,7 +14,7 @@ from loguru import logger
 from .. import wire
 from ..core.broadcasts import BroadcastInbox
 from ..core.pacing import RESULT_HOLD, Flush, out_of_touch, when_to_flush
-from ..core.tasks import Task, TaskAssignment, TaskResult
+from ..core.tasks import Task, TaskAssignment, TaskResult, listed
 from ..core.workers import AgentDetail
 from ..errors import (
     AdminUnreachableError,
@@ -526,7 +526,10 @@ class Worker(AgentBase):
             self.runner.acknowledge(list(wire.task_pairs(acked, "ACK").items()))
         elif env.kind == Kind.CANCEL:
             cancel = wire.unpack(Cancel, env.payload, self.limits)
-            for task_id, attempt in wire.task_pairs(cancel.tasks, "CANCEL").items():
+            pairs = wire.task_pairs(cancel.tasks, "CANCEL")
+            logger.info("{}: the admin cancels task(s) {}: {!r}", self.name,
+                        listed(list(pairs), 20, repr), cancel.reason)
+            for task_id, attempt in pairs.items():
                 self.runner.cancel(task_id, attempt, cancel.reason)
         elif env.kind == Kind.RELEASE:
             asked = wire.unpack(wire.Release, env.payload, self.limits).tasks
