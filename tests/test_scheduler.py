@@ -613,38 +613,50 @@ class SchedulerMachine(RuleBasedStateMachine):
         before = {n: WorkerSlot(w.name, w.skill, w.role, w.capacity, w.running, slots=w.slots,
                                 alone=w.alone) for n, w in self.s.workers.items()}
         decisions = self.s.assign()
+        decided = {task for task, _ in decisions}
+        left = {t: q for t, q in self.queued.items() if t not in decided}
+        # Tasks left waiting for a free slot or to run alone hold workers (they drain for
+        # them): every worker that could take a SLOT one, one worker for an ALONE one (the
+        # scheduler says which). Only tasks ahead of such a task may go to those.
+        waiting = {t: self.place[t] for t in left if self.place.get(t)}
+        held = set(self.s.held)
+        assert len(held) <= sum(p == ALONE for p in waiting.values()), (held, waiting)
+
+        def reserved(priority: int, seq: int) -> set[str]:
+            return {w.name for w in before.values() for u, place in waiting.items()
+                    if (-left[u][2], left[u][3]) < (-priority, seq)
+                    and can_do(w, *left[u][:2]) and (place == SLOT or w.name in held)}
+
         order = []
         for task, name in decisions:
             difficulty, role, priority, seq = self.taken[task] = self.queued.pop(task)
-            chosen = before[name]
+            chosen, not_to = before[name], reserved(priority, seq)
             place = self.place.get(task, 0)
             if place == ALONE:  # to an idle worker, the best fit of those
                 assert chosen.running == 0 and not self.running[name], (task, name)
-                assert best_fit(before.values(), difficulty, role, place=ALONE) is chosen
+                assert best_fit(before.values(), difficulty, role, place=ALONE,
+                                reserved=not_to) is chosen
                 chosen.alone = True
             elif place == SLOT:  # to a free slot: the best fit of those
                 assert chosen.running < chosen.slots, (task, name)
-                assert best_fit(before.values(), difficulty, role, place=SLOT) is chosen
+                assert best_fit(before.values(), difficulty, role, place=SLOT,
+                                reserved=not_to) is chosen
             else:
                 # The best fit; or, in a run of one class to one worker, a free slot of it
                 # (the task starts at once there as anywhere: see Scheduler.assign).
                 free_slot = chosen.running < chosen.slots and can_do(chosen, difficulty, role)
-                assert free_slot or best_fit(before.values(), difficulty, role) is chosen
+                assert free_slot or best_fit(before.values(), difficulty, role,
+                                             reserved=not_to) is chosen
+            assert name not in not_to, (task, name, not_to)
             before[name].running += 1
             self.running[name].append(task)
             order.append((-priority, seq))
         assert order == sorted(order), "decisions go best task first"
-        # Nothing placeable is left behind, but on a worker held for a task waiting to run
-        # alone (one worker for each such task at most) or for a free slot (any worker that
-        # could give it one).
+        # Nothing placeable is left behind but on workers held for a task ahead of it.
         workers = self.s.workers.values()
-        waiting = {t: self.place[t] for t in self.queued if self.place.get(t)}
-        for t, place in waiting.items():
-            assert best_fit(workers, *self.queued[t][:2], place=place) is None, t
-        left_on = {getattr(best_fit(workers, *self.queued[t][:2]), "name", None)
-                   for t in self.queued} - {None}
-        if SLOT not in waiting.values():
-            assert len(left_on) <= len(waiting), (left_on, waiting)
+        for t, (difficulty, role, priority, seq) in left.items():
+            assert best_fit(workers, difficulty, role, place=self.place.get(t, 0),
+                            reserved=reserved(priority, seq)) is None, t
 
     @invariant()
     def capacity_is_never_exceeded(self):
