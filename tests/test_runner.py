@@ -891,3 +891,37 @@ def test_a_handlers_traceback_is_cut_to_at_most_max_error_characters_keeping_its
     assert text.splitlines()[-1].endswith("characters)") or text.endswith("z")
     assert "ValueError: " in text.split("cut here) ...\n", 1)[1]
     text.encode("utf-8")  # (sendable: no lone surrogate left)
+
+
+def test_a_run_task_that_returns_no_task_result_fails_its_task_and_the_runner_goes_on():
+    """An override of Worker.run_task that returns None or its value: the task fails saying
+    so; before, the runner stopped on an AttributeError, the worker left, and a playground
+    with that one worker waited for ever."""
+    async def run_task(task: Task) -> Any:
+        return None if task.id == 1 else "the value" if task.id == 2 else \
+            TaskResult("some other id", "x", True, value=3)
+
+    async def body() -> tuple[list[TaskResult], list[Any]]:
+        crashes: list[Any] = []
+        runner = TaskRunner("w", 2, run_task, lambda: None)
+        runner.start(crashes.append)
+        for i in (1, 2, 3):
+            runner.accept(TaskAssignment(Task(i, "d", 1), "w", 1))
+        got: list[TaskResult] = []
+
+        def all_in() -> bool:
+            got.extend(runner.take_unsent())
+            return len(got) == 3
+
+        await wait_until(all_in, 10, "3 answers")
+        await runner.stop()
+        return got, crashes
+
+    got, crashes = run(body())
+    assert crashes == []
+    by_id = {r.task_id: r for r in got}
+    assert not by_id[1].success and by_id[1].error == (
+        "run_task returned NoneType None, not a TaskResult: return TaskResult(task.id, "
+        "self.name, success, value=...)")
+    assert not by_id[2].success and "run_task returned str 'the value'" in by_id[2].error
+    assert (by_id[3].success, by_id[3].worker, by_id[3].value) == (True, "w", 3)

@@ -560,7 +560,11 @@ class TaskRunner:
             result = self._raised(task, exc)  # its own: it awaited a future cancelled
         except BaseException as exc:  # SystemExit, KeyboardInterrupt too: its code's, not ours
             result = self._raised(task, exc)
-        result.worker, result.attempt = self.name, a.attempt
+        if type(result) is not TaskResult and not isinstance(result, TaskResult):
+            result = TaskResult(task.id, self.name, False, error=(
+                f"run_task returned {type(result).__name__} {clip(repr(result))}, not a "
+                f"TaskResult: return TaskResult(task.id, self.name, success, value=...)"))
+        result.task_id, result.worker, result.attempt = task.id, self.name, a.attempt
         took = time.perf_counter() - started
         if not result.seconds:
             result.seconds = took
