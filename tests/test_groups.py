@@ -81,6 +81,26 @@ def test_a_group_that_depends_on_another_waits_until_it_completed():
     assert first.status == TaskStatus.COMPLETED
 
 
+def test_a_group_object_run_before_runs_again_from_nothing_on_a_new_admin():
+    """Seed 000 keeps its groups in module globals: a second session submits the same objects
+    again. Before, they kept the first run's counts (8/4 completed, the goal achieved), so
+    the group never finished again, nor did what depends on it start."""
+    first = TaskManager.create_task_group("first", "", msgs("a", 2),
+                                          goal=goal(AtLeast(2)))
+    second = TaskManager.create_task_group("second", "", msgs("b", 1), depends_on=["first"])
+    for _ in range(2):
+        run = Run(WorkerSlot("w", 10, "processor", capacity=10))
+        run.submit(first, second)
+        for expected in (["a0", "a1"], ["b0"]):
+            assert sorted(t for t, _ in run.assign()) == expected
+            for t in expected:
+                run.finish(t)
+        assert [(g.status, g.completed) for g in (first, second)] == [
+            (TaskStatus.COMPLETED, 2), (TaskStatus.COMPLETED, 1)]
+        assert first.goal.status == GoalStatus.ACHIEVED and run.board.open == 0
+        assert [t.status for t in first.subtasks] == [TaskStatus.COMPLETED] * 2
+
+
 def test_a_failed_dependency_cancels_what_waits_on_it():
     run = Run(WorkerSlot("w", 10, "processor", capacity=10))
     first = TaskManager.create_task_group("first", "", msgs("a", 1))

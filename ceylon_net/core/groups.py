@@ -116,6 +116,16 @@ class TaskGroup:
     def finished(self) -> int:
         return self.completed + self.failed + self.cancelled + self.unassigned
 
+    def start_over(self) -> None:
+        """As made, to run: a group object run before (seed 000 keeps its groups in module
+        globals; a second session submits them again) counts from nothing again."""
+        self.status, self.completed, self.failed, self.cancelled, self.unassigned = \
+            TaskStatus.PENDING, 0, 0, 0, 0
+        if self.goal is not None:
+            self.goal.status = GoalStatus.NOT_STARTED
+        for t in self.subtasks:
+            t.status, t.result = TaskStatus.PENDING, None
+
     def summary(self) -> dict[str, Any]:
         goal = self.goal
         return {"id": self.id, "name": self.name, "status": self.status.value,
@@ -231,6 +241,7 @@ class TaskManager:
         tasks: list[Task] = []
         gates: dict[TaskId, list[Any]] = {}
         for group in groups:  # all first: a group may name one that comes after it
+            group.start_over()
             self.task_groups[group.id] = group
             self._group_completed[group.id] = {}
         for group in groups:
