@@ -596,6 +596,16 @@ def test_a_group_whose_task_no_worker_can_take_fails_with_it_counted_unassigned(
     assert sorted(sim.st.report().unassigned) == ["e", "e2"]
 
 
+def test_a_task_needing_a_role_nobody_has_is_said_to_need_the_role_not_its_handler():
+    sim = Sim()
+    sim.join("proc", role="proc", handlers=["noop"])
+    sim.submit(Task(1, "ghostly", 1, required_role="ghost", handler="noop"),
+               Task(2, "nowhere", 1, required_role="proc", handler="other"))
+    said = logs(sim.tick(at=0.5), "WARNING")
+    assert "task 1 'ghostly' needs role 'ghost'; no connected worker has it" in said, said
+    assert "task 2 'nowhere' needs handler 'other'; no connected worker has it" in said, said
+
+
 def test_what_a_submitter_names_cannot_forge_lines_in_the_admins_log():
     sim = Sim()
     sim.join("Junior", skill=3)

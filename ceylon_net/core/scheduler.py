@@ -483,7 +483,8 @@ class Scheduler:
         out = []
         for (difficulty, role, handler), live in entries.items():
             fitting = [w for w in self._workers.values() if role_fits(w.role, role)]
-            has = handler is None or any(handler in w.handlers for w in fitting)
+            # (with no worker of the role, the role is what is missing, said first)
+            has = handler is None or not fitting or any(handler in w.handlers for w in fitting)
             if handler is not None:
                 fitting = [w for w in fitting if handler in w.handlers]
             tasks = tuple(t for _, _, t in sorted(live))
