@@ -183,6 +183,20 @@ def test_a_message_handler_that_exits_is_logged_and_the_agent_lives_on():
     run(body())
 
 
+def test_a_hook_that_exits_is_logged_and_the_agent_lives_on():
+    """As a message handler: sys.exit() in on_agent_connected (or another hook) ended
+    run_admin, and asyncio said 'Task exception was never retrieved'."""
+    from ceylon_net.edge.agent import _guard
+
+    async def leaves():
+        raise SystemExit(7)
+
+    async def body():
+        await _guard(leaves(), "admin", "on_agent_connected")  # returns: nothing escapes
+
+    run(body())
+
+
 @message
 class Blob:
     n: int

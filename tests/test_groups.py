@@ -142,6 +142,7 @@ def test_groups_may_come_in_any_order_of_their_dependencies():
 @pytest.mark.parametrize(("raised", "said"), [
     (ZeroDivisionError("division by zero"), "ZeroDivisionError: division by zero"),
     (SystemExit(4), "SystemExit: 4"),  # (it stopped the admin, 'a bug')
+    (type("Stop", (BaseException,), {})("now"), "Stop: now"),  # (so did any BaseException)
 ])
 def test_a_goal_whose_check_raises_fails_that_goal_and_the_run_goes_on(raised, said):
     def broken(groups, completed):

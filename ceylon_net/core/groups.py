@@ -363,10 +363,13 @@ class TaskManager:
             # them after every result, which made a group of 40,000 spend 30 s on checks)
             met = group.completed >= check.needed(group) if isinstance(check, _Counted) else \
                 check({group.id: group}, self._group_completed[group.id])
-        # The user's code: its goal fails, the run goes on; SystemExit too, as a handler's
-        # (raised by a check, it is no stop of the admin's). Not KeyboardInterrupt: in an
-        # embedded admin it may be the user's Ctrl-C, come while the check ran.
-        except (Exception, SystemExit) as exc:
+        # The user's code: its goal fails, the run goes on; SystemExit and any other
+        # BaseException too, as a handler's (raised by a check, it is no stop of the admin's).
+        # Not KeyboardInterrupt: in an embedded admin it may be the user's Ctrl-C, come while
+        # the check ran.
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
             goal.status = GoalStatus.FAILED
             events.append(GroupEvent(
                 "goal_failed", group,

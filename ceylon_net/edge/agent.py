@@ -169,7 +169,7 @@ async def _guard(coro: Awaitable[Any], name: str, what: str) -> None:
         await coro
     except asyncio.CancelledError:
         raise
-    except Exception:
+    except BaseException:  # SystemExit, KeyboardInterrupt too: the hook's, not ours
         logger.exception("{}: {} raised", name, what)
 
 
