@@ -19,6 +19,7 @@ from conftest import run
 from kit import Sim, noop
 from loguru import logger
 
+from ceylon_net import wire
 from ceylon_net.core import commands as c
 from ceylon_net.core.board import TaskState
 from ceylon_net.core.tasks import Task, TaskAssignment, TaskResult
@@ -894,26 +895,28 @@ def test_a_handlers_traceback_is_cut_to_at_most_max_error_characters_keeping_its
 
 
 def test_a_run_task_that_returns_no_task_result_fails_its_task_and_the_runner_goes_on():
-    """An override of Worker.run_task that returns None or its value: the task fails saying
-    so; before, the runner stopped on an AttributeError, the worker left, and a playground
-    with that one worker waited for ever."""
+    """An override of Worker.run_task that returns None or its value, or a TaskResult with a
+    field of the wrong type: the task fails saying so. Before, the runner stopped on an
+    AttributeError, the worker left, and a playground with that one worker waited for ever;
+    or the admin dropped the frame with the results beside it, sent again for ever."""
     async def run_task(task: Task) -> Any:
         return None if task.id == 1 else "the value" if task.id == 2 else \
-            TaskResult("some other id", "x", True, value=3)
+            TaskResult("some other id", "x", True, value=3) if task.id == 3 else \
+            TaskResult(task.id, "w", True, seconds="x")  # (the admin drops the whole frame)
 
     async def body() -> tuple[list[TaskResult], list[Any]]:
         crashes: list[Any] = []
         runner = TaskRunner("w", 2, run_task, lambda: None)
         runner.start(crashes.append)
-        for i in (1, 2, 3):
+        for i in (1, 2, 3, 4):
             runner.accept(TaskAssignment(Task(i, "d", 1), "w", 1))
         got: list[TaskResult] = []
 
         def all_in() -> bool:
             got.extend(runner.take_unsent())
-            return len(got) == 3
+            return len(got) == 4
 
-        await wait_until(all_in, 10, "3 answers")
+        await wait_until(all_in, 10, "4 answers")
         await runner.stop()
         return got, crashes
 
@@ -925,3 +928,8 @@ def test_a_run_task_that_returns_no_task_result_fails_its_task_and_the_runner_go
         "self.name, success, value=...)")
     assert not by_id[2].success and "run_task returned str 'the value'" in by_id[2].error
     assert (by_id[3].success, by_id[3].worker, by_id[3].value) == (True, "w", 3)
+    assert not by_id[4].success and by_id[4].error == (
+        "run_task returned a TaskResult whose seconds is str 'x', not a float: the admin "
+        "could not read it")
+    for r in got:  # what the admin reads back
+        assert wire.from_wire(TaskResult, wire.to_wire(r)) == r

@@ -564,6 +564,9 @@ class TaskRunner:
             result = TaskResult(task.id, self.name, False, error=(
                 f"run_task returned {type(result).__name__} {clip(repr(result))}, not a "
                 f"TaskResult: return TaskResult(task.id, self.name, success, value=...)"))
+        elif (bad := _misfilled(result)) is not None:
+            result = TaskResult(task.id, self.name, False, error=(
+                f"run_task returned a TaskResult whose {bad}: the admin could not read it"))
         result.task_id, result.worker, result.attempt = task.id, self.name, a.attempt
         took = time.perf_counter() - started
         if not result.seconds:
@@ -732,3 +735,19 @@ def traceback_text(exc: BaseException) -> str:
             last = last[:room // 2 - len(cut)] + cut
         text = text[:room - len(last)] + note + last
     return text
+
+
+def _misfilled(r: TaskResult) -> str | None:
+    """A field of a TaskResult (made by an override of Worker.run_task) of a type the admin
+    refuses, which would lose every result sent beside it: what is wrong, or None."""
+    if type(r.success) is not bool:
+        return f"success is {type(r.success).__name__} {clip(repr(r.success))}, not a bool"
+    if type(r.cancelled) is not bool:
+        return f"cancelled is {type(r.cancelled).__name__}, not a bool"
+    if type(r.seconds) is not float:
+        if type(r.seconds) is not int:
+            return f"seconds is {type(r.seconds).__name__} {clip(repr(r.seconds))}, not a float"
+        r.seconds = float(r.seconds)
+    if r.error is not None and type(r.error) is not str:
+        return f"error is {type(r.error).__name__}, not a str"
+    return None
