@@ -155,29 +155,31 @@ class TaskRunner:
         self._idle.clear()
         self.queue.put_nowait(a)
 
-    def cancel(self, task_id: TaskId, attempt: int, reason: str) -> None:
-        """Stop a task (queued or running); it is reported as a cancelled result."""
+    def cancel(self, task_id: TaskId, attempt: int, reason: str) -> bool:
+        """Stop a task (queued or running); it is reported as a cancelled result. False
+        when there was nothing to stop (it ended, or is not here)."""
         queued = self._queued.get(task_id)
         if queued is not None and queued.attempt == attempt:
             if not self._unclaim(task_id):  # a batch's thread started it: said as stopped
                 self._cancel_reasons.setdefault(task_id, reason)
-                return
+                return True
             del self._queued[task_id]  # its runner skips it
         elif (after := self._after.get(task_id)) is not None and after.attempt == attempt:
             del self._after[task_id]
         else:
-            if self._runs(task_id, attempt) and task_id not in self._cancel_reasons:
-                # (asked twice, it is cancelled once: a second cancel() of the runner would
-                # read as the runner itself being stopped)
-                self._cancel_reasons[task_id] = reason
-                runner = self._runner_of.get(task_id)
-                if runner is not None:  # (else a batch's thread runs it: said as it answers)
-                    runner.cancel()  # its runner reports it and goes on
-                    asyncio.get_running_loop().call_later(
-                        STOP_GRACE, self._unheeded, self.active[task_id], None)
-            return
+            if not self._runs(task_id, attempt) or task_id in self._cancel_reasons:
+                return False  # (asked twice, it is cancelled once: a second cancel() of the
+                # runner would read as the runner itself being stopped)
+            self._cancel_reasons[task_id] = reason
+            runner = self._runner_of.get(task_id)
+            if runner is not None:  # (else a batch's thread runs it: said as it answers)
+                runner.cancel()  # its runner reports it and goes on
+                asyncio.get_running_loop().call_later(
+                    STOP_GRACE, self._unheeded, self.active[task_id], None)
+            return True
         self._report(self._cancelled(task_id, attempt, reason))
         self._check_idle()
+        return True
 
     def _cancelled(self, task_id: TaskId, attempt: int, reason: str | None,
                    seconds: float = 0.0) -> TaskResult:

@@ -526,11 +526,11 @@ class Worker(AgentBase):
             self.runner.acknowledge(list(wire.task_pairs(acked, "ACK").items()))
         elif env.kind == Kind.CANCEL:
             cancel = wire.unpack(Cancel, env.payload, self.limits)
-            pairs = wire.task_pairs(cancel.tasks, "CANCEL")
-            logger.info("{}: the admin cancels task(s) {}: {!r}", self.name,
-                        listed(list(pairs), 20, repr), cancel.reason)
-            for task_id, attempt in pairs.items():
-                self.runner.cancel(task_id, attempt, cancel.reason)
+            pairs = wire.task_pairs(cancel.tasks, "CANCEL").items()
+            stopped = [t for t, attempt in pairs if self.runner.cancel(t, attempt, cancel.reason)]
+            if stopped:  # (not those that ended here: an ACK crossed by our heartbeat, say)
+                logger.info("{}: the admin cancels task(s) {}: {!r}", self.name,
+                            listed(stopped, 20, repr), cancel.reason)
         elif env.kind == Kind.RELEASE:
             asked = wire.unpack(wire.Release, env.payload, self.limits).tasks
             for task_id, attempt in wire.task_pairs(asked, "RELEASE").items():
