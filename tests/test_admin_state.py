@@ -152,8 +152,9 @@ def test_a_new_worker_gets_one_task_asking_to_confirm_then_its_capacity_once_it_
     cmds = w.hello()
     (assign,) = of(cmds, c.Assign)
     assert [(a.task.id, a.confirm) for a in assign.assignments] == [(0, True)]
-    # Its time to confirm runs from when the assignment has left (the edge starts the timer).
-    assert c.Timer(("probation", "w", ((0, 1),)), sim.st.probation) in cmds
+    # Its time to confirm runs from when the assignment has left (the edge starts the timer):
+    # a heartbeat, so a link of a few hundred ms confirms in time.
+    assert c.Timer(("probation", "w", ((0, 1),)), 1.0) in cmds
 
     cmds = w.heartbeat()  # lists task 0: it reads what it is sent
     assert sim.st.board.scheduler.workers["w"].state is WorkerState.TRUSTED

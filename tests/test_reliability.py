@@ -8,6 +8,7 @@ import json
 import re
 import signal
 import sqlite3
+import sys
 import time
 from collections import Counter
 
@@ -18,6 +19,7 @@ from ceylon_net import Admin, AdminSettings, Task, Worker
 from ceylon_net.core.tasks import TaskStatus
 from ceylon_net.dev.testing import Cluster, EventLog, wait_until
 from ceylon_net.edge.journal import SCHEMA_VERSION, Journal
+from ceylon_net.edge.transport import free_port
 
 
 def _executions(procs):
@@ -475,3 +477,31 @@ def test_a_worker_paused_past_the_liveness_limit_hands_over_its_result_and_the_c
     report = json.loads(report_path.read_text())
     assert [(t["id"], t["worker"], t["success"]) for t in report["tasks"]] == [
         (0, "paused", True)]
+
+
+def test_a_worker_over_a_slow_link_runs_its_first_task_once(tmp_path, tasks_file):
+    """A new worker confirms its first task (probation) a round trip after it was sent: over
+    a link of 150 ms each way that came after the 0.2 s the admin gave it, so the task was
+    taken back while it ran there and run again."""
+    path, report_path = _sleeps(tasks_file, tmp_path, 6, 1.0)
+    relay = str(REPO / "tests" / "tools" / "delay_relay.py")
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--expect-workers", "1",
+                                  "--report-json", str(report_path))
+            near = free_port()
+            relaying = await c.spawn("relay", [sys.executable, relay, "0.15",
+                                               f"127.0.0.1:{near}=127.0.0.1:{c.port}"])
+            await wait_until(lambda: "relaying" in relaying.stdout(), 15, "the relay")
+            far = await c.worker("far", "--port", str(near), "--concurrency", "2",
+                                 "--log-level", "DEBUG")
+            assert await admin.wait(60) == 0, admin.stderr()
+            return admin.stderr(), _executions([far])
+
+    err, ran = run(body())
+    assert "did not confirm" not in err, err
+    assert ran == Counter({str(i): 1 for i in range(6)}), ran
+    report = json.loads(report_path.read_text())
+    assert sorted((t["id"], t["success"]) for t in report["tasks"]) == [
+        (i, True) for i in range(6)]

@@ -119,8 +119,12 @@ class AdminState:
 
     @property
     def probation(self) -> float:
-        """Seconds a worker on probation has to confirm an assignment."""
-        return max(PROBATION, self.settings.heartbeat / 5)
+        """Seconds a worker on probation has to confirm an assignment: a heartbeat. A round
+        trip is what it takes, but a link of 250 ms (another region) or a new worker's first
+        turn on a loaded host takes longer than the 0.2 s this was: its first task was taken
+        back while it ran, and run again elsewhere. A peer that never reads holds one task
+        that long."""
+        return max(PROBATION, self.settings.heartbeat)
 
     @property
     def idle(self) -> bool:
