@@ -424,8 +424,9 @@ def test_cancel_ends_a_queued_task_at_once_and_asks_the_worker_for_a_running_one
     assert sends(cmds, Kind.CANCEL, w.peer) == [wire.Cancel([["running", 1]],
                                                             "changed my mind")]
     w.finish("running", success=False, cancelled=True, error="cancelled: changed my mind")
+    # (the reason given, as for the queued one: it was "cancelled: changed my mind")
     assert sim.finished()["running"] == c.Finished("running", TaskStatus.CANCELLED, None,
-                                                   "cancelled: changed my mind")
+                                                   "changed my mind")
 
 
 def test_a_client_of_another_workspace_is_told_which_the_admin_serves():

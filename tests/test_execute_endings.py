@@ -84,7 +84,8 @@ def test_execute_of_a_running_task_cancelled_raises_once_its_worker_stops_it():
         return failed.value
 
     err = run(_with_worker(admin, body, w))
-    assert err.reason == "cancelled: stop"
+    # The reason given, as for a task cancelled in the queue ("cancelled: stop" before).
+    assert (str(err), err.reason) == ("task 'long' cancelled: stop", "stop")
 
 
 def test_execute_of_a_task_whose_dependency_was_cancelled_raises():

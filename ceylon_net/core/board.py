@@ -883,7 +883,10 @@ class TaskBoard:
         self.scheduler.release(worker)
         if result.cancelled:
             rec.result = None
-            self._finish_cancelled(rec, result.error or "cancelled")
+            # (the reason it was asked to stop for, as for a task cancelled in the queue:
+            # the worker's answer says "cancelled: REASON")
+            self._finish_cancelled(rec, rec.stopping or self._unless_started.get(task_id)
+                                   or result.error or "cancelled")
             self._fails(task_id, f"dependency {task_id!r} was cancelled")
             return rec
         self._open -= 1
