@@ -158,6 +158,9 @@ def test_unreachable_admin_gives_up_after_connect_timeout(tmp_path):
          "duplicate task id 7"),
         (json.dumps([{"id": 1, "description": 5, "difficulty": 1}]),
          "field 'description' must be string, got 5"),
+        (json.dumps({"tasks": [{"id": 1, "description": "x", "difficulty": 1}],
+                     "group": [{"name": "g", "tasks": [{"description": "y"}]}]}),
+         "unknown top-level key 'group'; allowed: tasks, groups"),
     ],
 )
 def test_malformed_tasks_file_exits_2_and_starts_nothing(tmp_path, tasks_file, content, expected):

@@ -268,6 +268,21 @@ def test_a_file_with_a_dependency_cycle_is_refused_before_sending(tmp_path, doc,
     assert code == 2 and f"error: {path}: {says}" in err, err
 
 
+def test_a_file_with_an_unknown_top_level_key_is_refused_before_sending(tmp_path):
+    """"group" for "groups": the group's tasks were dropped without a word, the rest ran."""
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps({"tasks": [{"id": 1, "description": "x", "difficulty": 1}],
+                                "group": [{"name": "g", "tasks": [{"description": "y"}]}]}))
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:  # (no admin: refused before connecting)
+            return await _submit(c, str(path), "--connect-timeout", "1")
+
+    code, _, err = run(body())
+    assert code == 2, err
+    assert f"error: {path}: unknown top-level key 'group'; allowed: tasks, groups" in err, err
+
+
 async def _waiting_submit(c, path):
     """A serving admin (no journal) with one worker, and ceylon-submit --wait of ``path``
     whose batch it has taken: (admin, submit)."""

@@ -292,6 +292,26 @@ def test_unknown_field(tasks_file):
                            "duration"]
 
 
+@pytest.mark.parametrize("doc, key", [
+    ({"tasks": [{"id": 1, "description": "x", "difficulty": 2}],
+      "group": [{"name": "g", "tasks": [{"description": "y"}]}]}, "group"),
+    ({"groups": [{"name": "g", "tasks": [{"description": "y"}]}], "task": []}, "task"),
+    ({"tasks": [{"id": 1, "description": "x", "difficulty": 2}], "title": "nightly"}, "title"),
+])
+def test_an_unknown_top_level_key_is_refused_not_its_work_dropped(tmp_path, doc, key):
+    # ("group" for "groups": its tasks ran nowhere, and the run said it all went well)
+    path = write(tmp_path, json.dumps(doc))
+    with pytest.raises(TaskFileError) as refused:
+        load_work(path)
+    assert str(refused.value) == f"{path}: unknown top-level key {key!r}; allowed: tasks, groups"
+
+
+def test_load_tasks_refuses_a_top_level_key_besides_tasks(tmp_path):
+    path = write(tmp_path, json.dumps({"tasks": [{"id": 1, "description": "x", "difficulty": 2}],
+                                       "groups": []}))
+    assert error_of(path) == f"{path}: unknown top-level key 'groups'; allowed: tasks"
+
+
 @pytest.mark.parametrize("text", ["[]", '{"tasks": []}'])
 def test_no_tasks(tmp_path, text):
     path = write(tmp_path, text)

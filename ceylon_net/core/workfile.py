@@ -95,6 +95,8 @@ def load_tasks(path: str | Path) -> list[Task]:
     items = doc.get("tasks") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
         raise TaskFileError(f'{path}: expected a list of tasks or {{"tasks": [...]}}')
+    if isinstance(doc, dict):
+        refuse_unknown_keys(doc, ("tasks",), str(path))
     if not items:
         raise TaskFileError(f"{path}: no tasks in the file")
     tasks = [task_from_dict(item, where=f"{path}: task #{i + 1}") for i, item in enumerate(items)]
@@ -175,6 +177,16 @@ def check_unique_ids(tasks: list[Task], where: str) -> None:
 
 
 _GROUP_FIELDS = ("name", "description", "priority", "depends_on", "goal", "on_goal", "tasks")
+_TOP_FIELDS = ("tasks", "groups")
+
+
+def refuse_unknown_keys(doc: dict[Any, Any], allowed: tuple[str, ...], source: str) -> None:
+    """A top-level key the file format does not have (``group`` for ``groups``) would drop
+    its work without a word: TaskFileError naming it."""
+    unknown = sorted((k for k in doc if k not in allowed), key=repr)
+    if unknown:
+        raise TaskFileError(f"{source}: unknown top-level key {unknown[0]!r}; allowed: "
+                            f"{', '.join(allowed)}")
 
 
 def load_work(path: str | Path) -> tuple[list[Task], list[TaskGroup]]:
@@ -195,14 +207,7 @@ def parse_work(doc: Any, source: str, standalone: bool = True
     errors start with ``source``. ``standalone``: its dependencies are checked within it (a
     file run by ``ceylon-admin --tasks``); a batch sent to a serving admin may name groups
     and tasks it has already, and the admin checks them against what it has."""
-    if isinstance(doc, list):
-        doc = {"tasks": doc}
-    if not isinstance(doc, dict) or not ({"tasks", "groups"} & set(doc)):
-        raise TaskFileError(f'{source}: expected a list of tasks, {{"tasks": [...]}} or '
-                            f'{{"groups": [...]}}')
-    items, group_items = doc.get("tasks", []), doc.get("groups", [])
-    if not isinstance(items, list) or not isinstance(group_items, list):
-        raise TaskFileError(f"{source}: 'tasks' and 'groups' must be lists")
+    items, group_items = _top_level(doc, source)
     tasks = [task_from_dict(item, where=f"{source}: task #{i + 1}")
              for i, item in enumerate(items)]
     groups = [_group(source, i, g) for i, g in enumerate(group_items)]
@@ -224,6 +229,21 @@ def parse_work(doc: Any, source: str, standalone: bool = True
     except ConfigError as exc:
         raise TaskFileError(f"{source}: {exc}") from None
     return tasks, groups
+
+
+def _top_level(doc: Any, source: str) -> tuple[list[Any], list[Any]]:
+    """The task and group items of a document: a list of tasks or a map of those lists."""
+    if isinstance(doc, list):
+        doc = {"tasks": doc}
+    if isinstance(doc, dict):
+        refuse_unknown_keys(doc, _TOP_FIELDS, source)
+    if not isinstance(doc, dict) or not (set(_TOP_FIELDS) & set(doc)):
+        raise TaskFileError(f'{source}: expected a list of tasks, {{"tasks": [...]}} or '
+                            f'{{"groups": [...]}}')
+    items, group_items = doc.get("tasks", []), doc.get("groups", [])
+    if not isinstance(items, list) or not isinstance(group_items, list):
+        raise TaskFileError(f"{source}: 'tasks' and 'groups' must be lists")
+    return items, group_items
 
 
 def _group(source: str, index: int, item: Any) -> TaskGroup:
