@@ -283,6 +283,28 @@ def test_a_file_with_an_unknown_top_level_key_is_refused_before_sending(tmp_path
     assert f"error: {path}: unknown top-level key 'group'; allowed: tasks, groups" in err, err
 
 
+@pytest.mark.parametrize("limit, says", [
+    (2048, "bytes encoded, over the 1,024 a message may carry: split it into several files "
+           "(or raise the admin's --max-message-bytes, 2,048 now)"),
+    (1024, "the admin's --max-message-bytes 1,024 leaves no room for a batch (1,024 bytes of "
+           "a message go around it): raise it on the admin"),
+])
+def test_a_batch_over_a_small_admin_limit_is_refused_before_sending(tmp_path, limit, says):
+    """The client kept its default 1 MiB against an admin that takes at most 2 KiB: the admin
+    dropped the batch unread, and ceylon-submit said 'no admin answered' (exit 4)."""
+    path = tmp_path / "mid.json"
+    path.write_text(json.dumps([{"id": i, "description": "x" * 50, "difficulty": 1}
+                                for i in range(60)]))
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await c.admin("--max-message-bytes", str(limit))
+            return await _submit(c, str(path), "--connect-timeout", "10")
+
+    code, _, err = run(body())
+    assert code == 2 and f"error: {path}: " in err and says in err, err
+
+
 async def _waiting_submit(c, path):
     """A serving admin (no journal) with one worker, and ceylon-submit --wait of ``path``
     whose batch it has taken: (admin, submit)."""

@@ -209,7 +209,7 @@ class AsyncClient:
             status = await self.status()
             self._heard_every(status.get("heartbeat"))
             limit = status.get("max_message_bytes")
-            if type(limit) is int and limit > 2 * wire.FRAME_SLACK:  # (said by newer admins)
+            if type(limit) is int and limit > 0:  # (said by newer admins; small ones too)
                 self.max_message_bytes = limit
         except BaseException:
             await self.close()
@@ -305,7 +305,9 @@ class AsyncClient:
         ids = [key for t in tasks for key in (
             t.tasks if isinstance(t, GroupFuture) else [getattr(t, "key", t)])]
         outcome: dict[str, list[Any]] = {}
-        most = self.max_message_bytes - wire.FRAME_SLACK - len(wire.packb(reason))
+        # (an id longer than a batch to this admin could carry is no task's)
+        most = max(self.max_message_bytes - wire.FRAME_SLACK, self.batch_bytes) \
+            - len(wire.packb(reason))
         for chunk in list(_by_size([[t, 0] for t in ids], self.batch_bytes)) or [[]]:
             if len(chunk) == 1 and len(wire.packb(chunk)) > most:
                 outcome.setdefault("unknown", []).append(chunk[0][0])  # no task's id is as long
@@ -337,13 +339,11 @@ class AsyncClient:
                            ) -> tuple[wire.Submitted, dict[str, Any] | None]:
         """A tasks document as ceylon-submit sends it; with ``wait``, its progress and then
         its report (RejectedError for a batch the admin refuses; ConfigError for one over
-        the admin's default --max-message-bytes, which it would drop unread).
+        the admin's --max-message-bytes, which it would drop unread).
         ``on_submitted``: told the batch as soon as the admin took it."""
         size = len(wire.packb(doc))
-        limit = self.max_message_bytes - wire.FRAME_SLACK
-        if size > limit:
-            raise ConfigError(f"the batch is {size:,} bytes encoded, over the {limit:,} a "
-                              f"message may carry: split it into several files")
+        if size > self.max_message_bytes - wire.FRAME_SLACK:
+            raise ConfigError(self._too_big(size))
         env = await self._ask(Kind.SUBMIT, wire.Submission(doc, wait, sequential))
         submitted = wire.unpack(wire.Submitted, env.payload, INBOUND_LIMITS)
         if on_submitted is not None:
@@ -351,6 +351,17 @@ class AsyncClient:
         if not wait:
             return submitted, None
         return submitted, await self._wait_batch(submitted.batch, submitted.run, on_progress)
+
+    def _too_big(self, size: int) -> str:
+        """Why a batch of ``size`` bytes encoded cannot go to this admin, and what to do."""
+        most, limit = self.max_message_bytes, self.max_message_bytes - wire.FRAME_SLACK
+        if limit <= 0:
+            return (f"the admin's --max-message-bytes {most:,} leaves no room for a batch "
+                    f"({wire.FRAME_SLACK:,} bytes of a message go around it): raise it on the "
+                    f"admin")
+        return (f"the batch is {size:,} bytes encoded, over the {limit:,} a message may carry: "
+                f"split it into several files (or raise the admin's --max-message-bytes, "
+                f"{most:,} now)")
 
     async def watch_batch(self, batch: int, run: str,
                           on_progress: Callable[[wire.BatchProgress], None] | None = None
