@@ -321,6 +321,21 @@ def test_a_client_address_without_a_port_takes_ceylon_port(monkeypatch):
     assert client_settings("[::1]", None, None, None, None).endpoint == "tcp://[::1]:9123"
 
 
+@pytest.mark.parametrize("peer, endpoint", [
+    ("::1", "tcp://[::1]:55951"), ("[::1]", "tcp://[::1]:55951"),
+    ("fe80::1", "tcp://[fe80::1]:55951"), ("coordinator", "tcp://coordinator:55951"),
+])
+def test_a_client_without_an_address_takes_an_ipv6_ceylon_admin_peer(monkeypatch, peer,
+                                                                     endpoint):
+    """As the CLIs do; it was glued to CEYLON_PORT unbracketed: '::1:55951' was refused, and
+    '::1:8000' read as one IPv6 address (tcp://[::1:8000]:8000)."""
+    from ceylon_net.settings import client_settings
+
+    monkeypatch.setenv("CEYLON_ADMIN_PEER", peer)
+    monkeypatch.setenv("CEYLON_PORT", "55951")
+    assert client_settings(None, None, None, None, None).endpoint == endpoint
+
+
 @pytest.mark.parametrize("address, said", [
     ("tcp://127.0.0.1:5000", "client address 'tcp://127.0.0.1:5000': give host:port, without a "
                              "scheme (e.g. '127.0.0.1:8000')"),
