@@ -20,6 +20,12 @@ from .wire import DEFAULT_MAX_MESSAGE_BYTES, MAX_CAPACITY
 DEFAULT_WORKSPACE_ID = "default"
 DEFAULT_PORT = 8000
 MAX_HEARTBEAT = 3600.0  # seconds: longer would leave a lost worker unnoticed for hours
+# Seconds: at 0.05 a loaded host's short pauses already read as an admin gone, and workers
+# register again; the suite's fastest is 0.2.
+MIN_HEARTBEAT = 0.1
+# A worker heartbeat a second at least: fewer slow every heartbeat (Pulse) so far that a lost
+# worker is never noticed (1e-6: one worker beat every 11 days).
+MIN_BEATS_PER_SECOND = 1.0
 
 
 def env_default(name: str, default, cast=str):
@@ -95,11 +101,7 @@ class AdminSettings:
         if self.task_timeout is not None:
             _check_positive("task-timeout", self.task_timeout)
         self._check_ports()
-        _check_positive("heartbeat", self.heartbeat)
-        if self.heartbeat > MAX_HEARTBEAT:  # (inf would turn off noticing a lost worker)
-            raise ConfigError(f"--heartbeat must be at most {MAX_HEARTBEAT:g} s, got "
-                              f"{self.heartbeat}")
-        _check_positive("beats-per-second", self.beats_per_second)
+        self._check_pace()
         if self.liveness < 2:
             raise ConfigError(f"--liveness must be at least 2, got {self.liveness} (a worker "
                               f"beats once a --heartbeat: at 1, one beat a little late would "
@@ -110,6 +112,21 @@ class AdminSettings:
             raise ConfigError("--unassignable-timeout must be >= 0")
         _check_name("workspace", self.workspace)
         _check_name("name", self.name)
+
+    def _check_pace(self) -> None:
+        """--heartbeat and --beats-per-second within what keeps a lost worker noticed and a
+        live one registered."""
+        if not self.heartbeat >= MIN_HEARTBEAT:  # also refuses NaN
+            raise ConfigError(f"--heartbeat must be at least {MIN_HEARTBEAT:g} s, got "
+                              f"{self.heartbeat} (faster, a short pause reads as a peer lost: "
+                              f"workers would register again and again)")
+        if self.heartbeat > MAX_HEARTBEAT:  # (inf would turn off noticing a lost worker)
+            raise ConfigError(f"--heartbeat must be at most {MAX_HEARTBEAT:g} s, got "
+                              f"{self.heartbeat}")
+        if not self.beats_per_second >= MIN_BEATS_PER_SECOND:
+            raise ConfigError(f"--beats-per-second must be at least {MIN_BEATS_PER_SECOND:g}, "
+                              f"got {self.beats_per_second} (fewer slow every heartbeat so "
+                              f"far that a lost worker goes unnoticed)")
 
     @property
     def endpoint_host(self) -> str:

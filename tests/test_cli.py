@@ -139,7 +139,11 @@ def test_metrics_on_any_free_port_says_which_and_answers_scrapes_that_come_toget
     ("ceylon-status", ["--port", "99999"], "error: --port must be 1-65535, got 99999"),
     ("ceylon-worker", ["--admin-peer", ""], "--admin-peer is empty: give the admin's host name"),
     ("ceylon-submit", ["f.json", "--admin-peer", ""], "error: --admin-peer is empty"),
-    ("ceylon-admin", ["--beats-per-second", "0"], "error: --beats-per-second must be > 0"),
+    ("ceylon-admin", ["--beats-per-second", "0"], "error: --beats-per-second must be at least 1"),
+    ("ceylon-admin", ["--beats-per-second", "1e-6"],
+     "error: --beats-per-second must be at least 1, got 1e-06"),
+    ("ceylon-admin", ["--heartbeat", "1e-9"], "error: --heartbeat must be at least 0.1 s, got "
+     "1e-09 (faster, a short pause reads as a peer lost: workers would register again"),
     ("ceylon-admin", ["--port", "7210", "--dashboard-port", "7211"], "error: --dashboard-port "
      "7211 is the admin's own PUB port (--pub-port, else --port + 1): give another"),
     ("ceylon-admin", ["--port", "7210", "--metrics-port", "7210"], "error: --metrics-port 7210 "

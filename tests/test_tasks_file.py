@@ -414,6 +414,10 @@ def test_success_rate(successes, rate):
 # --------------------------------------------------------------------------- settings
 
 
+FAST = " (faster, a short pause reads as a peer lost: workers would register again and again)"
+FEW = " (fewer slow every heartbeat so far that a lost worker goes unnoticed)"
+
+
 def test_default_settings_are_valid():
     admin = AdminSettings()
     worker = WorkerSettings("Senior")
@@ -433,10 +437,15 @@ def test_default_settings_are_valid():
         ({"pub_port": -5}, "--pub-port must be 0-65535, got -5"),
         ({"port": 9000, "pub_port": 9000}, "--pub-port 9000 must differ from --port"),
         ({"port": 65535}, "--port 65535 leaves no room for the default --pub-port (port+1)"),
-        ({"heartbeat": 0}, "--heartbeat must be > 0, got 0"),
-        ({"heartbeat": -0.5}, "--heartbeat must be > 0, got -0.5"),
+        ({"heartbeat": 0}, f"--heartbeat must be at least 0.1 s, got 0{FAST}"),
+        ({"heartbeat": -0.5}, f"--heartbeat must be at least 0.1 s, got -0.5{FAST}"),
+        ({"heartbeat": 1e-9}, f"--heartbeat must be at least 0.1 s, got 1e-09{FAST}"),
+        ({"heartbeat": 0.05}, f"--heartbeat must be at least 0.1 s, got 0.05{FAST}"),
+        ({"heartbeat": float("nan")}, f"--heartbeat must be at least 0.1 s, got nan{FAST}"),
         ({"heartbeat": float("inf")}, "--heartbeat must be at most 3600 s, got inf"),
-        ({"beats_per_second": 0}, "--beats-per-second must be > 0, got 0"),
+        ({"beats_per_second": 0}, f"--beats-per-second must be at least 1, got 0{FEW}"),
+        ({"beats_per_second": 1e-6}, f"--beats-per-second must be at least 1, got 1e-06{FEW}"),
+        ({"beats_per_second": 0.5}, f"--beats-per-second must be at least 1, got 0.5{FEW}"),
         ({"liveness": 0}, "--liveness must be at least 2, got 0 (a worker beats once a "
                           "--heartbeat: at 1, one beat a little late would call it lost)"),
         ({"liveness": 1}, "--liveness must be at least 2, got 1 (a worker beats once a "
@@ -467,6 +476,8 @@ def test_bad_admin_settings(options, error):
         {"workspace": "w" * 200},
         {"unassignable_timeout": 0, "expect_workers": 0},
         {"bind": "127.0.0.1"},
+        {"heartbeat": 0.1, "beats_per_second": 1},  # the fastest pace, the fewest beats
+        {"heartbeat": 3600},
     ],
 )
 def test_good_admin_settings(options):

@@ -59,7 +59,7 @@ BeatsPerSecond = Annotated[float, opt(
     "Worker heartbeats a second the admin takes at most: with more workers than this times "
     "--heartbeat, every heartbeat slows in proportion (in whole steps of --heartbeat), so "
     "1,000 workers beat every 5 s by default and a lost one is noticed in --liveness of "
-    "those.", "BEATS_PER_SECOND")]
+    "those (at least 1).", "BEATS_PER_SECOND")]
 Prefetch = Annotated[int | None, opt(
     "Tasks each worker may hold queued beyond its --concurrency, so it starts the next without "
     "waiting for the admin; 0 turns this pipelining off [default: adaptive, enough to cover a "

@@ -29,7 +29,7 @@ def opt(help_: str, env: str, **kw: Any) -> Any:
 
 LogLevel = Annotated[str, opt("Log level: TRACE, DEBUG, INFO, WARNING, ERROR.", "LOG_LEVEL")]
 LogJson = Annotated[bool, opt("Log one JSON object per line (for log shippers).", "LOG_JSON")]
-Heartbeat = Annotated[float, opt("Seconds between heartbeats.", "HEARTBEAT")]
+Heartbeat = Annotated[float, opt("Seconds between heartbeats (0.1 to 3600).", "HEARTBEAT")]
 Liveness = Annotated[int, opt("Missed heartbeats before a peer is declared lost (at least 2).",
                                   "LIVENESS")]
 Workspace = Annotated[str, opt("Workspace id; admin and workers must agree.", "WORKSPACE")]
