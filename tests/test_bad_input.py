@@ -179,6 +179,24 @@ def test_malformed_tasks_file_exits_2_and_starts_nothing(tmp_path, tasks_file, c
     _assert_port_free(port)
 
 
+def test_a_toml_date_in_a_tasks_arguments_exits_2_and_starts_nothing(tmp_path):
+    path = tmp_path / "date.toml"
+    path.write_text('[[tasks]]\nid = 1\ndescription = "x"\ndifficulty = 2\nhandler = "h"\n'
+                    'args = [1979-05-27T07:32:00Z]\n')
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path))
+            return await admin.wait(20), admin.stderr(), c.port
+
+    code, err, port = run(body())
+    assert code == 2, err
+    assert f"error: {path}: task #1 (id 1): field 'args' has a datetime (1979-05-27 " \
+           f"07:32:00+00:00), which the wire does not carry" in err, err
+    assert "serving workspace" not in err
+    _assert_port_free(port)
+
+
 def _assert_port_free(port):
     import socket
 

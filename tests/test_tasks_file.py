@@ -245,6 +245,24 @@ def test_an_integer_the_wire_cannot_carry_is_refused_before_anything_starts(task
                              f"{value.bit_length()} bits (the wire carries -2**63 to 2**64 - 1)"
 
 
+@pytest.mark.parametrize("field, value, shown", [
+    ("args", "[1979-05-27T07:32:00Z]", "a datetime (1979-05-27 07:32:00+00:00)"),
+    ("kwargs", "{ when = { day = 1979-05-27 } }", "a date (1979-05-27)"),
+    ("args", "[[1, 07:32:00]]", "a time (07:32:00)"),
+])
+def test_a_toml_date_in_arguments_is_refused_when_the_file_is_read(tmp_path, field, value,
+                                                                   shown):
+    # It was refused only once the admin served ("task 1 cannot be sent to a worker"), and
+    # by ceylon-submit in other words.
+    path = write(tmp_path, f'[[tasks]]\nid = 1\ndescription = "x"\ndifficulty = 2\n'
+                           f'handler = "h"\n{field} = {value}\n', "tasks.toml")
+    said = f"{path}: task #1 (id 1): field {field!r} has {shown}, which the wire does not " \
+           f"carry (strings, numbers, booleans, null, lists and maps): give it as a string"
+    assert error_of(path) == said
+    with pytest.raises(TaskFileError, match=re.escape(said)):
+        load_work(path)
+
+
 @pytest.mark.parametrize("where, args, says", [
     ("args", [list(range(100_001))], "has a list of 100,001 items (at most 100,000)"),
     ("kwargs", {"m": {f"k{i}": i for i in range(10_001)}},

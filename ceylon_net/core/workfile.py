@@ -149,7 +149,8 @@ def task_from_dict(item: Any, where: str = "task") -> Task:
                                 f"got {value!r}")
     deps, args, kwargs = item.get("depends_on"), item.get("args"), item.get("kwargs")
     for name, value in (("args", args), ("kwargs", kwargs)):
-        if (why := unfit(value)) is not None:  # (too deep: it would run the admin out of stack)
+        # (too deep: it would run the admin out of stack; a TOML date: no worker gets it)
+        if (why := unfit(value, plain=True)) is not None:
             raise TaskFileError(f"{where}: field {name!r} {why}")
     dur, limit = item.get("duration"), item.get("timeout")
     # Most tasks have none of these: they share one empty container each (nothing changes a

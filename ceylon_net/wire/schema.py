@@ -162,11 +162,16 @@ def _from_wire_slowly(cls: type[T], data: Any) -> T:
 MAX_DEPTH = 100  # lists and maps in a task's arguments, nested at most this deep
 
 
-def unfit(value: Any, limits: Limits = DEFAULT_LIMITS, depth: int = MAX_DEPTH) -> str | None:
+_PLAIN = (str, int, float, bytes, type(None))  # (bool is an int)
+
+
+def unfit(value: Any, limits: Limits = DEFAULT_LIMITS, depth: int = MAX_DEPTH,
+          plain: bool = False) -> str | None:
     """Why ``value`` (a task's arguments) cannot go on the wire, or None: it nests lists,
     tuples or maps deeper than ``depth`` (encoding it would run out of Python's stack, in the
     admin too), has a list or a map longer than a peer decodes (``limits``), or an integer
-    msgpack has no room for. Looked at without recursion."""
+    msgpack has no room for; with ``plain``, a value other than a string, number, boolean,
+    bytes or None (a TOML date, say). Looked at without recursion."""
     nested = (list, tuple, dict)
     level, todo = 0, [value] if isinstance(value, nested) else []
     while todo:
@@ -189,6 +194,10 @@ def unfit(value: Any, limits: Limits = DEFAULT_LIMITS, depth: int = MAX_DEPTH) -
                 elif type(v) is int and v not in MSGPACK_INTS:
                     return (f"has an integer of {v.bit_length()} bits (the wire carries "
                             f"-2**63 to 2**64 - 1)")
+                elif plain and not isinstance(v, _PLAIN):
+                    return (f"has a {type(v).__name__} ({v!s:.40}), which the wire does not carry "
+                            f"(strings, numbers, booleans, null, lists and maps): give it as "
+                            f"a string")
         todo = deeper
     return None
 
