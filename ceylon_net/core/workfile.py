@@ -321,13 +321,13 @@ def goal_from_spec(group: str, spec: Any, where: str = "journal") -> TaskGroupGo
         raise TaskFileError(f"{where}: goal field {texts[0]!r} must be a string, got "
                             f"{spec[texts[0]]!r}")
     if kind == "at_least":
-        count = spec.get("count")
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        count = _goal_number(spec, "at_least", "count", where)
+        if count < 1:
             raise TaskFileError(f"{where}: goal 'at_least' needs 'count' >= 1, got {count!r}")
         check, text = AtLeast(count), f"at least {count} tasks completed"
     elif kind == "fraction":
-        value = spec.get("value")
-        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
+        value = _goal_number(spec, "fraction", "value", where)
+        if not 0 < value <= 1:  # (also refuses NaN)
             raise TaskFileError(f"{where}: goal 'fraction' needs 0 < 'value' <= 1, "
                                 f"got {value!r}")
         check, text = Fraction(float(value)), f"{value:.0%} of the tasks completed"
@@ -337,3 +337,19 @@ def goal_from_spec(group: str, spec: Any, where: str = "journal") -> TaskGroupGo
         name=spec.get("name", f"{group}: {text}"), description=text, check_condition=check,
         success_message=spec.get("success_message", f"{group}: {text}."),
         failure_message=spec.get("failure_message", f"{group}: could not get {text}."))
+
+
+def _goal_number(spec: dict[str, Any], kind: str, field: str, where: str) -> Any:
+    """A goal's ``count`` (an integer) or ``value`` (a number), said as such when it is
+    missing or of another type: 1.0 or true read as out of range ("needs 'count' >= 1, got
+    1.0")."""
+    must = "an integer" if field == "count" else "a number"
+    if field not in spec:
+        raise TaskFileError(f"{where}: goal {kind!r} needs {field!r} ({must})")
+    value = spec[field]
+    if isinstance(value, bool):
+        raise TaskFileError(f"{where}: goal {kind!r}: {field!r} must be {must}, not a "
+                            f"boolean, got {value!r}")
+    if not isinstance(value, int if field == "count" else int | float):
+        raise TaskFileError(f"{where}: goal {kind!r}: {field!r} must be {must}, got {value!r}")
+    return value
