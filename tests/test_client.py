@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import re
 import signal
 import sys
 
@@ -539,6 +540,51 @@ def test_a_map_or_group_that_cannot_be_sent_whole_submits_nothing():
         return client._futures, client._queued, client._groups
 
     assert run(body()) == ({}, [], {})
+
+
+def test_a_group_may_fill_a_message_and_one_larger_says_how_to_split_it():
+    """A group cannot be sent in parts: it may be as large as a batch from ceylon-submit (a
+    10,000-task group was refused at half of that, which the same group in a file was not),
+    and one larger is told to be split into groups or the limit raised."""
+    from ceylon_net.errors import ConfigError
+
+    async def body():
+        client = AsyncClient("127.0.0.1:1")
+        client.loop, client._dealer = asyncio.get_running_loop(), object()  # as if connected
+        client.max_message_bytes = 64 * 1024  # as an admin with that limit says
+        fits = client.submit_group("fits", [{"handler": "noop"} for _ in range(800)])
+        with pytest.raises(ConfigError) as refused:
+            client.submit_group("over", [{"handler": "noop"} for _ in range(2000)])
+        sizes = [size for _, size, _ in client._queued]
+        client._queued.clear()  # (nothing to send it to)
+        return fits, sizes, str(refused.value), sorted(client._groups)
+
+    fits, [size], said, groups = run(body())
+    assert 32 * 1024 < size <= 63 * 1024 and len(fits.tasks) == 800
+    assert re.fullmatch(r"group 'over' is \d+ bytes encoded; a group goes to the admin whole, "
+                        r"in one message of at most 64,512 bytes \(its --max-message-bytes, "
+                        r"65,536, less 1,024\): split its tasks into several groups "
+                        r"\(depends_on orders them\), or raise --max-message-bytes on the "
+                        r"admin and its workers", said), said
+    assert groups == ["fits"]  # (the refused one left nothing behind)
+
+
+@pytest.mark.timeout(120)
+def test_an_admin_takes_a_group_larger_than_half_its_message_limit_from_a_client(tmp_path):
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await c.admin("--max-message-bytes", str(64 * 1024))
+            await _connected(c.port, 0)
+            async with AsyncClient(f"127.0.0.1:{c.port}") as client:
+                group = client.submit_group("big", [{"handler": "noop"} for _ in range(800)])
+                await wait_until(lambda: client._queued == [] and not client._unanswered, 20,
+                                 "the admin's answer")
+                status = await client.status()
+                failed = group.exception() if group.done() else None
+        return status["groups"], failed
+
+    groups, failed = run(body())
+    assert failed is None and [(g["name"], g["total"]) for g in groups] == [("big", 800)], groups
 
 
 @pytest.mark.timeout(120)

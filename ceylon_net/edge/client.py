@@ -194,6 +194,20 @@ class AsyncClient:
         """The most one SUBMIT or WATCH carries: half what the admin takes in a message."""
         return self.max_message_bytes // 2
 
+    @property
+    def _group_bytes(self) -> int:
+        """The most one group carries: a message (it cannot be sent in parts), as a batch
+        from ceylon-submit; it goes in a SUBMIT of its own when over batch_bytes."""
+        return self.max_message_bytes - wire.FRAME_SLACK
+
+    @property
+    def _group_rule(self) -> str:
+        most = self.max_message_bytes
+        return (f"a group goes to the admin whole, in one message of at most "
+                f"{self._group_bytes:,} bytes (its --max-message-bytes, {most:,}, less "
+                f"{wire.FRAME_SLACK:,}): split its tasks into several groups (depends_on "
+                f"orders them), or raise --max-message-bytes on the admin and its workers")
+
     # ------------------------------------------------------------------ connection
     async def connect(self) -> AsyncClient:
         """Open the connection; AdminUnreachableError or RejectedError when the admin does
@@ -467,7 +481,9 @@ class AsyncClient:
                      = None) -> GroupFuture:
         """A task group (seed 000) as in a tasks file: ``tasks`` are task mappings with a
         tasks file's fields (handler, args, duration, required_role...), ``goal`` e.g.
-        ``{"kind": "at_least", "count": 5}``."""
+        ``{"kind": "at_least", "count": 5}``. A group goes to the admin whole, in one
+        message, as in a file sent by ceylon-submit (ConfigError at the call when it is
+        larger)."""
         self._connected()
         assert self.loop is not None
         if name in self._groups:
@@ -477,7 +493,8 @@ class AsyncClient:
         doc = {"name": name, "description": description or name, "priority": priority,
                "depends_on": list(depends_on), "on_goal": on_goal, "tasks": items,
                **({"goal": goal} if goal is not None else {})}
-        size = _encoded_size(doc, f"group {name!r}", self.batch_bytes, self.admin_limits)
+        size = _encoded_size(doc, f"group {name!r}", self._group_bytes, self.admin_limits,
+                             self._group_rule)
         group = GroupFuture(name, self, on_event)
         keys = [item["id"] for item in items]
         group.tasks.update(zip(keys, self._new_futures(keys), strict=True))
@@ -753,15 +770,17 @@ def _task_doc(handler: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None
     return {**task, **{k: v for k, v in options.items() if v is not None}}
 
 
-def _encoded_size(doc: dict[str, Any], what: str, limit: int, limits: wire.Limits) -> int:
+def _encoded_size(doc: dict[str, Any], what: str, limit: int, limits: wire.Limits,
+                  rule: str | None = None) -> int:
     """Bytes of ``doc`` encoded: LocalProtocolError (here, at the call) for what cannot be
-    sent, ConfigError for what would not fit in a message."""
+    sent, ConfigError for what would not fit in ``limit`` (``rule`` says it and what to do;
+    by default, the rule of a task)."""
     packed = wire.packb(doc)
     size = len(packed)
     if size > limit:  # (first: a string too long to read back is too large, said as such)
-        raise ConfigError(f"{what} is {size} bytes encoded; a submission may be at most "
-                          f"{limit} (half the admin's --max-message-bytes; pass large data "
-                          f"by reference: a path, a URL)")
+        raise ConfigError(f"{what} is {size} bytes encoded; " + (rule or (
+            f"a submission may be at most {limit} (half the admin's --max-message-bytes; "
+            f"pass large data by reference: a path, a URL)")))
     try:  # as the admin will read it (msgpack packs more than it reads back: int map keys)
         wire.unpackb(packed, limits)
     except RemoteProtocolError as exc:
