@@ -608,6 +608,25 @@ def test_a_task_needing_a_role_nobody_has_is_said_to_need_the_role_not_its_handl
     assert "task 2 'nowhere' needs handler 'other'; no connected worker has it" in said, said
 
 
+def test_a_group_none_of_whose_tasks_went_to_a_worker_is_pending_not_running():
+    """Its task only queued (no worker has its role): it was shown 'running' and its goal
+    'in_progress' when the admin already had a group (its tasks' moves are followed then)."""
+    from ceylon_net.core.workfile import parse_work
+
+    sim = Sim()
+    sim.join("proc", role="proc")
+    for name in ("first", "second"):
+        _, groups = parse_work({"groups": [{"name": name, "goal": {"kind": "all"}, "tasks": [
+            {"id": name, "description": "x", "difficulty": 1, "required_role": "ghost"}]}]},
+            "t")
+        sim.carry(sim.st.submit((), groups, sim.now))
+        sim.tick(at=sim.now + 0.5)
+    summaries = {g["name"]: (g["status"], g["goal_status"])
+                 for g in sim.st.task_manager.summaries()}
+    assert summaries == {"first": ("pending", "not_started"),
+                         "second": ("pending", "not_started")}
+
+
 def test_what_a_submitter_names_cannot_forge_lines_in_the_admins_log():
     sim = Sim()
     sim.join("Junior", skill=3)

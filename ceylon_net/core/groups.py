@@ -298,7 +298,8 @@ class TaskManager:
             if t is not None:
                 t.status = status
                 group = self.task_groups[t.group_id] if t.group_id else None
-                if group is not None and group.status == TaskStatus.PENDING:
+                if group is not None and group.status == TaskStatus.PENDING \
+                        and status != TaskStatus.PENDING:  # (queued again: not under way)
                     group.status = TaskStatus.RUNNING
                     if group.goal and group.goal.status == GoalStatus.NOT_STARTED:
                         group.goal.status = GoalStatus.IN_PROGRESS
