@@ -329,6 +329,25 @@ def test_a_built_in_goal_is_checked_without_recounting_the_groups_results(monkey
             assert (g.goal.status == GoalStatus.ACHIEVED) == (i + 1 >= met_at), (check, i)
 
 
+def test_cancel_rest_counts_the_tasks_that_waited_on_those_it_cancelled():
+    """The tasks_cancelled event said 1 where the group said 3 cancelled: c's dependents
+    ended with it and were not counted."""
+    run = Run(WorkerSlot("w", 10, "processor", capacity=2))
+    tasks = msgs("t", 2) + [TaskMessage("c", "c", "", 0.0, "processor", depends_on=["t1"]),
+                            TaskMessage("d", "d", "", 0.0, "processor", depends_on=["c"]),
+                            TaskMessage("e", "e", "", 0.0, "processor", depends_on=["c"])]
+    g = TaskManager.create_task_group("g", "", tasks, goal=goal(AtLeast(1)),
+                                      on_goal=OnGoal.CANCEL_REST)
+    run.submit(g)
+    assert sorted(t for t, _ in run.assign()) == ["t0", "t1"]
+    run.finish("t0")  # the goal: c, d and e never started; t1 is on the worker
+    (said,) = run.kinds("tasks_cancelled")
+    assert sorted(said.data["tasks"]) == ["c", "d", "e"] and said.data["asked_back"] == ["t1"]
+    assert said.message.startswith("group 'g': cancelled 3 task(s) not started yet; asked 1")
+    run.finish("t1")  # (it had started: its result is taken)
+    assert (g.completed, g.cancelled) == (2, 3)
+
+
 # --------------------------------------------------------------------------- groups files
 
 

@@ -409,8 +409,10 @@ class TaskManager:
         there (queued behind its running tasks) are asked back, to end cancelled too."""
         reason = f"goal '{goal.name}' achieved"
         rest = [t.task_id for t in group.subtasks if t.status in UNFINISHED]
-        cancelled = board.cancel(rest, reason)
+        board.cancel(rest, reason)
         asked = board.cancel_unstarted(rest, reason)
+        # (those waiting on one of them ended with it: counted too)
+        cancelled = [t for t in rest if board.records[t].status == TaskStatus.CANCELLED]
         if cancelled or asked:
             events.append(GroupEvent(
                 "tasks_cancelled", group,
