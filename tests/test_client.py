@@ -587,6 +587,65 @@ def test_an_admin_takes_a_group_larger_than_half_its_message_limit_from_a_client
     assert failed is None and [(g["name"], g["total"]) for g in groups] == [("big", 800)], groups
 
 
+def test_arguments_nested_past_the_wire_depth_fail_at_the_call():
+    """Arguments nested deeper than the admin reads (wire.MAX_DEPTH) fail at submit(),
+    map() and submit_group(), as the README says of what cannot be sent; they were sent, the
+    admin refused the batch, and the future failed only later."""
+    from ceylon_net.errors import LocalProtocolError
+    from ceylon_net.wire import MAX_DEPTH
+
+    def nested(levels: int) -> object:
+        value: object = 1
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    deep = nested(MAX_DEPTH)  # in a task's args list, one level more than the admin reads
+
+    async def body():
+        client = AsyncClient("127.0.0.1:1")
+        client.loop, client._dealer = asyncio.get_running_loop(), object()  # as if connected
+        said = []
+        for call in (lambda: client.submit("echo_later", deep, key="a"),
+                     lambda: client.submit("echo_later", kwargs={"x": deep}, key="k"),
+                     lambda: client.map("echo_later", [1, 2, deep]),
+                     lambda: client.submit_group("g", [{"handler": "echo_later"},
+                                                       {"args": [deep]}])):
+            with pytest.raises(LocalProtocolError) as exc:
+                call()
+            said.append(str(exc.value))
+        fine = client.submit("echo_later", nested(MAX_DEPTH - 1), key="fine")  # that it reads
+        return said, list(client._futures), len(client._queued), fine.key
+
+    said, futures, queued, fine = run(body())
+    deeper = f"nests lists and maps more than {MAX_DEPTH} deep"
+    assert said[0] == f"task 'a' cannot be sent: its args {deeper}"
+    assert said[1] == f"task 'k' cannot be sent: its kwargs {deeper}"
+    assert said[2].endswith(f"cannot be sent: its args {deeper}")
+    assert said[3] == f"group 'g' (task 'g/1') cannot be sent: its args {deeper}"
+    assert (futures, queued, fine) == (["fine"], 1, "fine")
+
+
+@pytest.mark.timeout(120)
+def test_a_task_the_admin_refuses_in_its_batch_and_alone_is_named_once(tmp_path):
+    """Refused in its batch (it was task #2 there), the task goes again alone and is refused
+    as task #1: the same reason, said once, not as 'task #1 ... (sent with the rest of its
+    batch: task #2 ...)'; the tasks beside it run."""
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            async with AsyncClient(f"127.0.0.1:{c.port}") as client:
+                before = client.submit("echo_later", 1, key="before")
+                bad = client.submit("echo_later", 2, key="bad", difficulty=11)
+                after = client.submit("echo_later", 3, key="after")
+                return [await _outcome(f) for f in (before, bad, after)]
+
+    before, bad, after = run(body())
+    assert (before, after) == ("{'echo': 1}", "{'echo': 3}")
+    assert "the admin refused the batch: " in bad and "(id 'bad')" in bad, bad
+    assert "sent with the rest of its batch" not in bad and bad.count("task #") == 1, bad
+
+
 @pytest.mark.timeout(120)
 def test_a_refused_batch_resends_neither_what_was_cancelled_nor_races_a_watch(tmp_path):
     """Resent one by one after a refusal, a batch leaves out what the user cancelled

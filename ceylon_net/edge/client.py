@@ -13,6 +13,7 @@ AdminUnreachableError instead of waiting for ever.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -577,7 +578,7 @@ class AsyncClient:
                 self._unanswered.difference_update(d["name"] for d, _ in groups)
         except RejectedError as exc:
             if len(items) == 1:
-                if was is not None and str(was) != str(exc):
+                if was is not None and not _same_reason(str(exc), str(was)):
                     # (alone it may be refused for another reason: a dependency of its own
                     # batch, a cycle, is unknown to the admin; the batch's says why)
                     exc = RejectedError(f"{exc} (sent with the rest of its batch: {was})")
@@ -772,9 +773,11 @@ def _task_doc(handler: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None
 
 def _encoded_size(doc: dict[str, Any], what: str, limit: int, limits: wire.Limits,
                   rule: str | None = None) -> int:
-    """Bytes of ``doc`` encoded: LocalProtocolError (here, at the call) for what cannot be
-    sent, ConfigError for what would not fit in ``limit`` (``rule`` says it and what to do;
-    by default, the rule of a task)."""
+    """Bytes of ``doc`` (a task, or a group with its tasks) encoded: LocalProtocolError (here,
+    at the call) for what cannot be sent, ConfigError for what would not fit in ``limit``
+    (``rule`` says it and what to do; by default, the rule of a task)."""
+    for task in doc.get("tasks", [doc]):
+        _check_args(task, what)
     packed = wire.packb(doc)
     size = len(packed)
     if size > limit:  # (first: a string too long to read back is too large, said as such)
@@ -787,6 +790,27 @@ def _encoded_size(doc: dict[str, Any], what: str, limit: int, limits: wire.Limit
         raise LocalProtocolError(f"{what} cannot be sent: the admin would not read it back "
                                  f"({exc})") from None
     return size
+
+
+def _check_args(task: dict[str, Any], what: str) -> None:
+    """A task's arguments the admin would refuse (nested past wire.MAX_DEPTH, a list longer
+    than it reads): LocalProtocolError here, at the call, as for what cannot be encoded.
+    Sent, its batch was refused, and the future failed only later."""
+    for name in ("args", "kwargs"):
+        if (why := wire.unfit(task.get(name))) is not None:
+            where = "" if task.get("id") is None or what.endswith(repr(task["id"])) \
+                else f" (task {task['id']!r})"
+            raise LocalProtocolError(f"{what}{where} cannot be sent: its {name} {why}")
+
+
+def _same_reason(alone: str, in_batch: str) -> bool:
+    """The admin's reasons for refusing a task alone and in its batch are the same but for
+    the task's place in the SUBMIT ("task #3", then "task #1" alone), which the user never
+    saw."""
+    return _PLACE.sub("task ", alone) == _PLACE.sub("task ", in_batch)
+
+
+_PLACE = re.compile(r"\btask #\d+ ")
 
 
 def _log_dropped(exc: Exception) -> None:
