@@ -1000,3 +1000,96 @@ def test_after_an_admin_without_a_journal_stops_a_clients_next_calls_say_so(tmp_
     for said in (status, submitted):
         assert "within 3 s (it said it stopped (" in said and "none answered since" in said, said
     assert took < 15, took  # two waits of the client's timeout (3 s), not gone_after (60 s)
+
+
+def _within(seconds: float, call):
+    """``call()``'s value, or its exception's repr; 'blocked' if it has not returned within
+    ``seconds`` (it is left in a daemon thread: a client that waits for ever)."""
+    import threading
+
+    out: list = []
+
+    def go() -> None:
+        try:
+            out.append(call())
+        except BaseException as exc:  # (what the call raised is the answer)
+            out.append(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return out[0] if out else "blocked"
+
+
+@pytest.mark.timeout(120)
+def test_a_callback_raising_system_exit_or_keyboard_interrupt_is_logged_and_the_client_goes_on(
+        tmp_path):
+    """sys.exit() or a KeyboardInterrupt in a done callback or a group's on_event ended the
+    sync client's thread without a word, and every later call waited for ever. They are
+    logged as a failing callback is, and the client goes on."""
+    import threading
+
+    from loguru import logger
+
+    said: list[str] = []
+    sink = logger.add(lambda m: said.append(m.record["message"]), level="ERROR")
+
+    def body(port: int) -> list:
+        with Client(f"127.0.0.1:{port}", timeout=10) as c:
+            ran = [threading.Event() for _ in range(3)]
+
+            def raising(i: int, exc: BaseException):
+                return lambda _: (ran[i].set(), (_ for _ in ()).throw(exc))
+
+            c.submit("echo_later", 1).add_done_callback(raising(0, SystemExit(3)))
+            c.submit("echo_later", 2).add_done_callback(raising(1, KeyboardInterrupt()))
+            g = c.submit_group("g", [{"handler": "echo_later", "args": [3]}],
+                               on_event=raising(2, SystemExit(1)))
+            return [[e.wait(10) for e in ran],  # (none kept from running by another)
+                    _within(30, lambda: g.result(timeout=20)["status"]),
+                    _within(30, lambda: c.submit("echo_later", 4).result(timeout=20)),
+                    _within(30, lambda: type(c.status()).__name__)]
+
+    async def main():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            return await asyncio.to_thread(body, c.port)
+
+    try:
+        after = run(main())
+    finally:
+        logger.remove(sink)
+    assert after == [[True] * 3, "completed", {"echo": 4}, "dict"], after
+    for what in ("client: a done callback of 'echo_later-", "SystemExit(3)",
+                 "KeyboardInterrupt()", "client: the on_event callback of group 'g' raised"):
+        assert any(what in m for m in said), (what, said)
+
+
+@pytest.mark.timeout(120)
+def test_a_sync_client_whose_thread_dies_fails_pending_and_later_calls_with_crashed(tmp_path):
+    """Should the client's loop ever stop on an error (a bug), its thread ends: pending
+    futures and calls, and later ones, fail with Crashed; they waited for ever."""
+    from ceylon_net.errors import Crashed
+
+    def bug() -> None:
+        raise SystemExit("a planted bug")
+
+    def body(port: int) -> list:
+        c = Client(f"127.0.0.1:{port}", timeout=10)
+        pending = c.submit("echo_later", 1, 60.0)
+        c._loop.call_soon_threadsafe(bug)
+        said = [_within(30, lambda: pending.exception(timeout=20))]
+        for call in (lambda: c.submit("echo_later", 2), c.status, c.close):
+            said.append(_within(30, call))
+        return said
+
+    async def main():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            return await asyncio.to_thread(body, c.port)
+
+    pending, submit, status, close = run(main())
+    assert isinstance(pending, Crashed), pending
+    crashed = "Crashed: the client's thread stopped on an unexpected error: SystemExit"
+    assert submit.startswith(crashed) and status.startswith(crashed), (submit, status)
+    assert close is None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 from loguru import logger
 
 from .. import wire
-from ..errors import ConfigError
+from ..errors import ConfigError, Crashed
 from .client import AsyncClient
 
 T = TypeVar("T")
@@ -36,6 +37,26 @@ def _bounded(timeout: float | None) -> float | None:
     """A wait's timeout as threading takes it: one beyond threading.TIMEOUT_MAX (some 49
     days here; 1e10 raised OverflowError) waits as long as it can, that is for ever."""
     return None if timeout is not None and timeout > threading.TIMEOUT_MAX else timeout
+
+
+def _shielded(fn: Callable[[Any], Any], thread: threading.Thread, what: str
+              ) -> Callable[[Any], None]:
+    """``fn``, a user's callback, as the client's thread runs it: whatever it raises is
+    logged and the thread goes on, SystemExit and KeyboardInterrupt too (sys.exit() in a
+    callback ended the thread, and every later call waited for ever). Run elsewhere (a
+    future done already runs a new done callback at once, in the caller's thread), it
+    raises as it would have."""
+
+    def call(arg: Any) -> None:
+        try:
+            fn(arg)
+        except BaseException as exc:
+            if threading.current_thread() is not thread:
+                raise
+            logger.opt(exception=exc).error("client: {} raised {!r} (ignored: the client "
+                                            "goes on)", what, exc)
+
+    return call
 
 
 class Future(concurrent.futures.Future):
@@ -58,6 +79,11 @@ class Future(concurrent.futures.Future):
     def exception(self, timeout: float | None = None) -> BaseException | None:
         self._not_in_callback()
         return super().exception(_bounded(timeout))
+
+    def add_done_callback(self, fn: Callable[[Any], Any]) -> None:
+        """``fn(future)`` once the future is done, in the client's thread (at once here, if
+        it is done already); what it raises is logged."""
+        super().add_done_callback(_shielded(fn, self._thread, f"a done callback of {self.key!r}"))
 
     def _not_in_callback(self) -> None:
         """Waiting for a result in a callback would wait for ever: callbacks run in the
@@ -118,6 +144,7 @@ class Client:
         # Calls from other threads wait on these; close() fails those the loop will not end.
         self._lock, self._closed = threading.Lock(), False
         self._pending: set[concurrent.futures.Future[Any]] = set()
+        self._crash: Crashed | None = None  # the client's thread died: why
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="ceylon-client",
                                         daemon=True)
@@ -136,13 +163,17 @@ class Client:
                                "and on_event callbacks (submit, map and submit_group work "
                                "there)")
         with self._lock:  # (a close() in another thread either comes first, or fails it)
-            if self._closed or self._loop.is_closed():
+            if self._crash is not None or self._closed or self._loop.is_closed():
                 coro.close()
-                raise ConfigError(CLOSED)
+                raise self._crash.again() if self._crash is not None else ConfigError(CLOSED)
             fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
             self._pending.add(fut)
         try:
             return fut.result(timeout)
+        except ConfigError:  # (a call the dying thread ran found the client closed)
+            if self._crash is not None:
+                raise self._crash.again() from None
+            raise
         finally:
             with self._lock:
                 self._pending.discard(fut)
@@ -179,6 +210,10 @@ class Client:
                      **options: Any) -> GroupFuture:
         """A task group with its goal (see AsyncClient.submit_group); ``on_event`` is called
         (in the client's thread) with each of the group's events."""
+        if on_event is not None:
+            on_event = _shielded(on_event, self._thread, f"the on_event callback of group "
+                                                         f"{name!r}")
+
         def make() -> GroupFuture:
             inner = self._client.submit_group(name, list(tasks), on_event=on_event, **options)
             return GroupFuture(inner, self._loop, self._thread, {k: self._wrap(f)
@@ -228,21 +263,44 @@ class Client:
     def _serve(self) -> None:
         """The client's thread: its loop, until stopped; then calls that came as it closed
         (they may not have run, or their answer not been passed on) are run out, against a
-        closed client they end at once, and the loop is closed. Here, not in the thread that
-        closes the client: that one may be running an event loop of its own."""
-        self._loop.run_forever()
+        closed client they end at once, and the loop is closed (the client closed as crashed
+        first, should the loop stop on an error). Here, not in the thread that closes the
+        client: that one may be running an event loop of its own."""
+        try:
+            self._loop.run_forever()
+        except BaseException as exc:  # (not a user's callback's: those are shielded)
+            self._died(exc)
         try:
             self._loop.run_until_complete(_settle(asyncio.all_tasks(self._loop)))
         finally:
             self._loop.close()
+            if self._crash is not None:
+                self._fail_pending(self._crash)
+
+    def _died(self, exc: BaseException) -> None:
+        """The loop stopped on an error (a bug): say so, and close the client as when one of
+        its loops dies, so that pending futures and calls, and later calls, fail with
+        Crashed instead of waiting for a thread that is gone."""
+        logger.opt(exception=exc).critical("the client's thread stopped on an unexpected "
+                                           "error: {!r}", exc)
+        crash = Crashed(f"the client's thread stopped on an unexpected error: {exc!r} (a "
+                        f"bug: the log has the traceback)")
+        crash.__cause__ = exc
+        with self._lock:
+            self._crash = crash
+        self._client._crashed(crash)  # (its futures' copies are made as the loop settles)
 
     def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        with contextlib.suppress(RuntimeError):  # (closed already: its thread died)
+            self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(THREAD_WAIT)
+        self._fail_pending(ConfigError(CLOSED))
+
+    def _fail_pending(self, exc: Exception) -> None:
         with self._lock:  # calls whose coroutine the stopped loop will never run
             for fut in self._pending:
                 if not fut.done():
-                    fut.set_exception(ConfigError(CLOSED))
+                    fut.set_exception(exc.again() if isinstance(exc, Crashed) else exc)
 
     def __enter__(self) -> Client:
         if self._closed:  # (said here, not at the block's first call)
