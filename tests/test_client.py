@@ -930,6 +930,56 @@ def test_futures_that_depend_on_each_other_fail_naming_the_cycle(tmp_path):
     assert fine == {"echo": 3}
 
 
+PAUSED_CLIENT = """
+import json, sys
+from ceylon_net import Client
+with Client(f"127.0.0.1:{sys.argv[1]}", gone_after=3) as c:
+    fs = c.map("echo_later", [1, 2, 3], [2.0] * 3)
+    print("submitted", flush=True)
+    out = []
+    for f in fs:
+        try:
+            out.append(f.result(timeout=60))
+        except Exception as exc:
+            out.append(f"{type(exc).__name__}: {exc}")
+    out.append(c.submit("echo_later", 4).result(timeout=20))
+    print(json.dumps(out), flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_client_whose_process_was_paused_longer_than_gone_after_finds_its_results(tmp_path):
+    """A client process stopped (SIGSTOP: a suspended laptop, a debugger) for longer than its
+    gone_after, while the admin ran its tasks: on resuming it failed every future, 'lost the
+    admin ... no word for 8 s', though the admin was up and the results were waiting. Its
+    pause is not the admin's silence: the futures resolve."""
+    import time
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            client = await c.spawn("client", [sys.executable, "-c", PAUSED_CLIENT,
+                                              str(c.port)])
+            await wait_until(lambda: "submitted" in client.stdout(), 30, "the submission")
+            client.signal(signal.SIGSTOP)
+            stopped = time.monotonic()
+            try:
+                async with AsyncClient(f"127.0.0.1:{c.port}", timeout=5) as probe:
+                    async def done_and_paused() -> bool:
+                        # (paused well past gone_after: 3 s, and three 1 s beats)
+                        return (await probe.status())["counts"]["done"] >= 3 \
+                            and time.monotonic() - stopped > 8
+                    await wait_until(done_and_paused, 60, "the tasks to end", interval=0.5)
+            finally:
+                client.signal(signal.SIGCONT)
+            assert await client.wait(60) == 0, client.stderr()
+            return json.loads(client.stdout().splitlines()[-1]), client.stderr()
+
+    out, err = run(body())
+    assert out == [{"echo": 1}, {"echo": 2}, {"echo": 3}, {"echo": 4}], (out, err)
+    assert "lost the admin" not in err
+
+
 def test_the_reports_a_client_keeps_for_a_second_watch_stay_within_their_bytes(monkeypatch):
     """The client keeps the last finished batches' REPORTs, within REPORTS_KEPT bytes in all
     (a report carries every task's value: 64 of them could be gigabytes); one larger than

@@ -12,7 +12,7 @@ from kit import EPOCH, Sim, logs, of
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
-from ceylon_net.core.pacing import Pulse, out_of_touch
+from ceylon_net.core.pacing import Pulse, Silence, admin_silence, out_of_touch
 from ceylon_net.dev.testing import Cluster, wait_until
 from ceylon_net.edge.client import AsyncClient
 from ceylon_net.wire import Kind
@@ -119,3 +119,22 @@ def test_a_worker_holds_its_queue_from_half_a_beat_before_the_admin_would_call_i
     assert ask(0.1, 2.6)[0] == "admin silent for 2.6 s"
     assert ask(4.0, 0.1, sleeping=5.0) == (None, 99.9 + 2.5) and ask(8.0, 0.1, sleeping=5.0)[0]
     assert ask(1.4, 1.4, liveness=2) == (None, 100.1) and ask(1.6, 0.1, liveness=2)[0]
+
+
+def test_a_client_counts_as_the_admins_silence_only_the_time_it_was_awake_to_hear():
+    """admin_silence, fed times (gone_after 30 s, asked again after 2 s): a client whose
+    process was paused 35 s (``deaf``) has heard 1 s of silence on resuming, not 36, and
+    reads what waits for it before judging; a silence heard past gone_after (or three beats
+    of a slow admin's) is still the admin lost."""
+    def ask(silent: float, deaf: float = 0.0, every: float = 1.0) -> tuple[Silence, float]:
+        return admin_silence(1000.0, 1000.0 - silent, deaf, every, 30.0, 2.0)
+
+    assert ask(1.0) == (Silence.FINE, 1.0)
+    assert ask(2.5) == (Silence.WATCH, 2.5)
+    assert ask(31.0) == (Silence.LOST, 31.0)
+    assert ask(36.0, deaf=35.0) == (Silence.FINE, 1.0)  # paused: not the admin's silence
+    assert ask(38.0, deaf=35.0) == (Silence.WATCH, 3.0)
+    assert ask(66.0, deaf=35.0) == (Silence.LOST, 31.0)  # and silent since: lost
+    assert ask(25.0, every=10.0) == (Silence.WATCH, 25.0)  # (within 3 beats of 10 s)
+    assert ask(15.0, every=10.0) == (Silence.FINE, 15.0) and ask(31.0, every=10.0)[0] \
+        is Silence.LOST

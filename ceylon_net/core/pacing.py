@@ -120,6 +120,31 @@ def out_of_touch(now: float, beat_sent: float, admin_seen: float, every: float, 
     return None, min(beat_sent + beat_limit, admin_seen + limit)
 
 
+class Silence(enum.Enum):
+    """How a client takes its admin's silence."""
+
+    FINE = "fine"
+    WATCH = "watch"  # ask again for what it waits on (a DONE may have been lost)
+    LOST = "lost"  # fail what it waits on: the admin is gone
+
+
+def admin_silence(now: float, heard: float, deaf: float, every: float, gone_after: float,
+                  quiet: float) -> tuple[Silence, float]:
+    """A client's word on its admin's silence since ``heard`` (its last word). ``deaf``: how
+    much of that time this process could not hear it (paused: SIGSTOP, a suspended laptop,
+    a debugger; or its event loop blocked), which does not count: the admin's words of that
+    time may be waiting, unread (a client resumed after 35 s failed every future, though
+    the admin was up and their results were there). Lost past ``gone_after`` (or three beats
+    at the pace the admin says, ``every``) of silence heard; asked again past ``quiet`` (or
+    two beats). Returns the verdict and the silence heard."""
+    silent = now - heard - deaf
+    if silent > max(gone_after, 3 * every):
+        return Silence.LOST, silent
+    if silent > max(quiet, 2 * every):
+        return Silence.WATCH, silent
+    return Silence.FINE, silent
+
+
 class Flush(enum.Enum):
     """When a worker's news (results, starts, tasks given back) leaves."""
 

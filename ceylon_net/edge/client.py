@@ -23,6 +23,7 @@ from typing import Any
 from loguru import logger
 
 from .. import wire
+from ..core.pacing import Silence, admin_silence
 from ..core.tasks import TaskResult
 from ..errors import (
     AdminUnreachableError,
@@ -40,6 +41,7 @@ from .transport import Client as Dealer
 from .transport import CurveKeys, curve_hint, load_keys, why_unreachable
 
 SILENCE = 2.0  # seconds without a word from the admin before pending tasks are watched again
+WATCHDOG_TURN = 1.0  # seconds between two looks at the admin's silence
 # ... and every so often anyway: a DONE the admin could not route (our connection was being
 # re-made, or our queue was full) is lost, and heartbeats would hide it.
 REWATCH = 10.0
@@ -688,19 +690,26 @@ class AsyncClient:
 
     async def _watchdog(self) -> None:
         """Silence: watch pending tasks again now and then (the admin may be restarting);
-        too long: fail them, saying the admin is gone."""
-        watched = time.monotonic()
+        too long: fail them, saying the admin is gone (:func:`admin_silence` decides). A turn
+        that slept longer than it asked (this process was paused) was deaf meanwhile: that
+        time is not the admin's silence, and what it said then is read before judging."""
+        watched, deaf = time.monotonic(), 0.0  # deaf: since the admin's last word
         while True:
-            await asyncio.sleep(1.0)
+            turn = time.monotonic()
+            await asyncio.sleep(WATCHDOG_TURN)
             now = time.monotonic()
+            overslept = max(0.0, now - turn - WATCHDOG_TURN)
+            deaf = overslept + (0.0 if self._last_word >= turn else deaf)
             if not self._futures and not self._groups and not self._batches:
                 self._last_word = watched = now
+                deaf = 0.0
                 continue
-            silent = now - self._last_word
-            if silent > max(self.gone_after, 3 * self._every):
+            verdict, silent = admin_silence(now, self._last_word, deaf, self._every,
+                                            self.gone_after, SILENCE)
+            if verdict is Silence.LOST:
                 self._fail_all(AdminUnreachableError(
                     f"lost the admin at {self.endpoint}: no word for {silent:.0f} s"))
-            elif silent > max(SILENCE, 2 * self._every) or now - watched > REWATCH:
+            elif verdict is Silence.WATCH or now - watched > REWATCH:
                 self._watch_again()
                 watched = now
 
