@@ -333,9 +333,9 @@ def test_cancel_rest_counts_the_tasks_that_waited_on_those_it_cancelled():
     """The tasks_cancelled event said 1 where the group said 3 cancelled: c's dependents
     ended with it and were not counted."""
     run = Run(WorkerSlot("w", 10, "processor", capacity=2))
-    tasks = msgs("t", 2) + [TaskMessage("c", "c", "", 0.0, "processor", depends_on=["t1"]),
-                            TaskMessage("d", "d", "", 0.0, "processor", depends_on=["c"]),
-                            TaskMessage("e", "e", "", 0.0, "processor", depends_on=["c"])]
+    tasks = [*msgs("t", 2), TaskMessage("c", "c", "", 0.0, "processor", depends_on=["t1"]),
+             TaskMessage("d", "d", "", 0.0, "processor", depends_on=["c"]),
+             TaskMessage("e", "e", "", 0.0, "processor", depends_on=["c"])]
     g = TaskManager.create_task_group("g", "", tasks, goal=goal(AtLeast(1)),
                                       on_goal=OnGoal.CANCEL_REST)
     run.submit(g)
