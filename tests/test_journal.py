@@ -796,3 +796,25 @@ def test_an_admin_restarted_between_a_workers_loss_and_its_return_takes_the_loss
     back.finish("t")
     assert sim.finished()["t"].result.worker == "w1"
     assert sim.restart().st.board.records["t"].status == TaskStatus.COMPLETED
+
+
+def test_a_goal_in_python_code_is_said_to_be_lost_to_a_restart_when_taken_and_after_it(
+        tmp_path):
+    """A journal keeps a goal of kind at_least, fraction or all; one that is a callable (the
+    seed's way) came back as no goal, without a word, and cancel_rest never fired."""
+    from kit import JSim, logs
+
+    def three(groups, completed):
+        return len(completed) >= 3
+
+    sim = JSim(tmp_path / "j.db")
+    g = TaskManager.create_task_group(
+        "G", "", [TaskMessage(f"g{i}", f"g{i}", "", 0.0) for i in range(4)],
+        goal=TaskGroupGoal("three", "", three, "yes", "no"))
+    cmds = sim.carry(sim.st.submit(groups=[g], now=sim.now))
+    said = "group 'G': its goal 'three' is Python code, which the journal cannot keep"
+    assert any(m.startswith(said + ": should the admin restart") for m in logs(cmds, "WARNING"))
+    sim = sim.restart()
+    assert sim.st.task_manager.task_groups[g.id].goal is None
+    assert any(m.startswith(said + ": after this restart the group runs on without it")
+               for m in logs(sim.every + sim.st.out.take(), "WARNING")), logs(sim.every)

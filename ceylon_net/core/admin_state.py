@@ -246,6 +246,11 @@ class AdminState:
         if self.resumed:
             for gate in self.batches.restore(batches, self.board.records):
                 self.board.open_gate(gate)
+        for group, goal in self.task_manager.unkept_goals:
+            self.out.log("WARNING", f"group '{group}': its goal '{goal}' is Python code, which "
+                                    f"the journal cannot keep: after this restart the group "
+                                    f"runs on without it (a goal of kind at_least, fraction "
+                                    f"or all is kept)")
         self.started_at = now
         # Given up as unassignable (reported apart from cancellations): by their reason.
         self.unassigned[:] = [t for t, rec in self.board.records.items()
@@ -551,8 +556,19 @@ class AdminState:
             raise
         if groups and self.board.moved is None:
             self.board.moved = []  # groups show their tasks' live status
+        if self.board.dirty is not None:  # (journaled)
+            self._unkept(groups)
         self.followup.run_announced = False
         self.out.add(NewWork(everything, list(groups), batch))
+
+    def _unkept(self, groups: Sequence[TaskGroup]) -> None:
+        """Said as a journaled admin takes them: goals a restart would lose (Python code)."""
+        for g in groups:
+            if g.goal is not None and TaskManager.spec(g)["goal"]["kind"] == "callable":
+                self.out.log("WARNING", f"group '{g.name}': its goal '{g.goal.name}' is Python "
+                                        f"code, which the journal cannot keep: should the "
+                                        f"admin restart, the group runs on without it (a goal "
+                                        f"of kind at_least, fraction or all is kept)")
 
     def _cancel(self, task_ids: Sequence[TaskId], reason: str) -> dict[str, list[TaskId]]:
         # (ended before: "was_cancelled" when it ended cancelled, else "finished")

@@ -211,6 +211,8 @@ class TaskManager:
         self.completed_tasks: dict[str, TaskMessage] = {}
         self._by_task: dict[TaskId, TaskMessage] = {}
         self._group_completed: dict[str, dict[str, TaskMessage]] = {}
+        # (group, goal) whose goal was Python code a journal could not keep (see restore)
+        self.unkept_goals: list[tuple[str, str]] = []
 
     @staticmethod
     def create_task_group(
@@ -442,7 +444,8 @@ class TaskManager:
     @staticmethod
     def spec(group: TaskGroup) -> dict[str, Any]:
         """What a journal keeps of a group. A goal that is a plain callable cannot be kept:
-        it comes back as None (the group still runs, its goal is not checked)."""
+        only its name is, and it comes back as None (the group still runs, its goal is not
+        checked; see unkept_goals)."""
         goal = group.goal
         check = goal.check_condition if goal else None
         kind: dict[str, Any] | None = None
@@ -455,6 +458,8 @@ class TaskManager:
         if kind is not None and goal is not None:
             kind |= {"name": goal.name, "success_message": goal.success_message,
                      "failure_message": goal.failure_message}
+        elif goal is not None:
+            kind = {"kind": "callable", "name": goal.name}
         return {"name": group.name, "description": group.description,
                 "priority": group.priority, "depends_on": list(group.depends_on),
                 "on_goal": group.on_goal.value, "goal": kind}
@@ -465,7 +470,11 @@ class TaskManager:
         replayed from the finished tasks, quietly (they were announced before the restart)."""
         for gid, spec, tasks in groups:
             subtasks = [TaskMessage.of(t, gid) for t in tasks]
-            goal = goal_from_spec(spec["name"], spec["goal"]) if spec.get("goal") else None
+            kept = spec.get("goal")
+            if kept and kept.get("kind") == "callable":
+                self.unkept_goals.append((spec["name"], str(kept.get("name"))))
+                kept = None
+            goal = goal_from_spec(spec["name"], kept) if kept else None
             group = TaskGroup(gid, spec["name"], spec.get("description", ""), subtasks, goal,
                               spec.get("priority", 1), depends_on=list(spec["depends_on"]),
                               on_goal=OnGoal(spec.get("on_goal", "continue")))
