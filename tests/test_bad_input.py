@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -141,6 +142,24 @@ def test_unreachable_admin_gives_up_after_connect_timeout(tmp_path):
     assert took < 10
     assert f"waiting for the admin at tcp://127.0.0.1:{port}" in err
     assert f"no admin answered at tcp://127.0.0.1:{port} within 2 s" in err
+
+
+def test_a_worker_that_lost_its_admin_says_so_not_that_none_answered(tmp_path):
+    """Registered, then its admin killed: it gave up with the words for a wrong address
+    ('is ceylon-admin running there, on that --port?', a CURVE hint)."""
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin()
+            w = await c.worker("left", "--connect-timeout", "2")
+            await wait_until(lambda: "registered with admin" in w.stderr(), 20, "it to join")
+            admin.signal(signal.SIGKILL)
+            return await w.wait(30), w.stderr()
+
+    code, err = run(body())
+    assert code == 1, err
+    assert "lost the admin at tcp://127.0.0.1:" in err and "no answer for 2 s " \
+           "(--connect-timeout) since it went silent" in err, err
+    assert "no admin answered" not in err and "--curve-secret" not in err, err
 
 
 @pytest.mark.parametrize(

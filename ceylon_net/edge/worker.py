@@ -338,6 +338,11 @@ class Worker(AgentBase):
                 if self._refused is not None:
                     raise RejectedError(f"{self._refused} (still after {s.connect_timeout:g} "
                                         f"s)")
+                if self._epoch is not None:  # (it welcomed us before: not a wrong address)
+                    raise AdminUnreachableError(
+                        f"lost the admin at {s.endpoint}: no answer for {s.connect_timeout:g} "
+                        f"s (--connect-timeout) since it went silent (stopped, or the link "
+                        f"to it is down){await why_unreachable(s.endpoint)}")
                 raise AdminUnreachableError(
                     f"no admin answered at {s.endpoint} within {s.connect_timeout:g} s "
                     f"(is ceylon-admin running there, on that --port?"
