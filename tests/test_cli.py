@@ -165,6 +165,8 @@ def test_bad_option_values_exit_2_with_the_option_named(command, args, message):
     ('raise RuntimeError("boom at import")\n',
      "--app badapp: importing it raised RuntimeError: boom at import ("),
     ("def broken(:\n", "--app badapp: importing it raised SyntaxError: invalid syntax"),
+    # (it made the worker exit 3 with nothing said)
+    ("import sys\nsys.exit(3)\n", "--app badapp: importing it called sys.exit(3)"),
 ])
 def test_a_worker_app_that_raises_on_import_is_a_clear_config_error(tmp_path, source,
                                                                     message):

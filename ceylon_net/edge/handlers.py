@@ -324,6 +324,9 @@ def load_app(module: str) -> list[str]:
         importlib.import_module(module)
     except ImportError as exc:
         raise ConfigError(f"--app {module}: cannot import it: {exc}") from None
+    except SystemExit as exc:  # (not the worker's exit: it would end it silently, code and all)
+        raise ConfigError(f"--app {module}: importing it called sys.exit({exc.code!r}): a "
+                          f"module to run handlers from must not exit") from None
     except Exception as exc:  # the module itself raised (a bug in it, a SyntaxError)
         # The user's line last run (not ours: @handler raising on a name used twice). A
         # SyntaxError says where itself.
