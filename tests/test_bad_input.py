@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -10,7 +11,7 @@ import zmq
 from conftest import run
 
 from ceylon_net import wire
-from ceylon_net.dev.testing import Cluster, free_port, wait_until
+from ceylon_net.dev.testing import Cluster, cli, free_port, wait_until
 from ceylon_net.wire import Hello, Kind, Reject
 
 SEED = [
@@ -312,3 +313,34 @@ def test_a_report_json_that_cannot_be_written_is_refused_before_the_run(tmp_path
     code, err = run(body())
     assert code == 2
     assert "--report-json" in err and "Traceback" not in err
+
+
+def test_a_report_json_root_cannot_write_either_is_refused_before_the_run(tmp_path, tasks_file):
+    """os.access grants root everything: /sys passed the check, and the run failed at its end
+    (exit 1, the report lost). A file the check made is not left behind."""
+    path = tasks_file(SEED)
+    mine = tmp_path / "r.json"
+    bad_tasks = tasks_file([{"id": 1, "description": "x", "difficulty": 11}], name="bad.json")
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--report-json",
+                                  "/sys/kernel/report.json")
+            checked = await c.admin("--tasks", str(bad_tasks), "--report-json", str(mine),
+                                    name="checked")
+            return await admin.wait(15), admin.stderr(), await checked.wait(15)
+
+    code, err, checked_code = run(body())
+    assert code == 2, err
+    assert "error: --report-json /sys/kernel/report.json: not writable" in err
+    assert checked_code == 2 and not mine.exists()
+
+
+def test_a_serving_admin_refuses_report_json_it_would_never_write(tmp_path):
+    proc = subprocess.run([*cli("ceylon-admin"), "--port", "0", "--bind", "127.0.0.1",
+                           "--report-json", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, timeout=15)
+    assert proc.returncode == 2, proc.stderr
+    assert "error: --report-json FILE is the report of a --tasks run; a serving admin has " \
+           "none" in proc.stderr
+    assert not (tmp_path / "r.json").exists()

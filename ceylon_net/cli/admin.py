@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -47,7 +46,7 @@ Name = Annotated[str, opt("The admin's agent name.", "ADMIN_NAME")]
 Tasks = Annotated[Path | None, opt("Tasks file (JSON or TOML) to run, then exit.", "TASKS")]
 Expect = Annotated[int, opt("Wait for this many workers before assigning (0: assign as "
                             "workers arrive).", "EXPECT_WORKERS")]
-ReportJson = Annotated[Path | None, opt("Write the run's report to this JSON file.",
+ReportJson = Annotated[Path | None, opt("With --tasks: write the run's report to this JSON file.",
                                         "REPORT_JSON")]
 Unassignable = Annotated[float, opt("Seconds to keep tasks no connected worker can do, once "
                                     "all else is done.", "UNASSIGNABLE_TIMEOUT")]
@@ -110,7 +109,7 @@ def admin(
             results_file=path_str(results), metrics_port=metrics_port,
             dashboard_port=dashboard_port)
         if report_json is not None:
-            _can_write(report_json, "--report-json")
+            _can_report(report_json, tasks)
         work = load_work(tasks) if tasks is not None else None
         if work is not None and settings.journal is not None:
             _same_run(Path(settings.journal), settings.workspace, work, tasks)
@@ -153,15 +152,31 @@ def _finish(report: RunReport, report_json: Path | None, code: int | None = None
         raise typer.Exit(EXIT_UNASSIGNED)
 
 
+def _can_report(report_json: Path, tasks: Path | None) -> None:
+    """--report-json: only with --tasks, and a file the run's end can write."""
+    if tasks is None:  # (a serving admin's batches have reports of their own)
+        raise ConfigError("--report-json FILE is the report of a --tasks run; a serving admin "
+                          "has none (each batch has its own: ceylon-submit --wait --json)")
+    _can_write(report_json, "--report-json")
+
+
 def _can_write(path: Path, option: str) -> None:
-    """Refuse, before the run, a file the run's end could not write."""
+    """Refuse, before the run, a file the run's end could not write: opened for writing here
+    (not os.access, which grants root everything, a read-only file system and /sys included),
+    left as it was (appended nothing), removed when this made it."""
     where = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise ConfigError(f"{option} {path}: is a directory")
     if not where.is_dir():
         raise ConfigError(f"{option} {path}: no such directory {where}")
-    if not os.access(where, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ConfigError(f"{option} {path}: not writable")
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: not writable ({exc.strerror or exc})") from None
+    if not existed:
+        path.unlink(missing_ok=True)
 
 
 async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskGroup]] | None
