@@ -162,6 +162,20 @@ def test_keygen_refuses_to_overwrite_a_secret_key(tmp_path):
     assert "Traceback" not in third.stderr
 
 
+def test_keygen_takes_the_log_options_every_program_has(tmp_path):
+    """It refused them as no such option (exit 2), though the README says every program
+    has them; with --log-json, what it says on stderr is JSON too."""
+    args = [*cli("ceylon-keygen"), str(tmp_path), "--name", "k", "--log-level", "INFO"]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    second = subprocess.run([*args, "--log-json"], capture_output=True, text=True, timeout=30)
+    assert first.returncode == 0, first.stderr
+    assert "public key:" in first.stdout and (tmp_path / "k.key_secret").exists()
+    assert second.returncode == 2, second.stderr
+    said = [json.loads(line)["record"] for line in second.stderr.splitlines() if line]
+    assert [r["level"]["name"] for r in said] == ["ERROR"], second.stderr
+    assert "not overwriting it" in said[0]["message"]
+
+
 def test_key_files_found_wanting_are_refused_at_start_exit_2_whichever_program(tmp_path):
     """A junk .key among the authorized ones made the admin refuse every key, the good ones
     too, silently (pyzmq logs the file once, then denies all); a malformed key value was a

@@ -284,7 +284,9 @@ def cancel(
 def keygen(
     directory: Annotated[Path, typer.Argument(help="Where to write the two files.")],
     name: Annotated[str, typer.Option(help="Base name of the files, e.g. admin or Senior.")],
+    log_level: LogLevel = "WARNING", log_json: LogJson = False,
 ) -> None:
+    configure_logging(log_level, log_json)
     if not name or "/" in name or name.startswith("."):
         fail(EXIT_CONFIG, f"--name {name!r} must be a plain file name")
     if (directory / f"{name}.key_secret").exists():
