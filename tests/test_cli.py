@@ -459,3 +459,102 @@ def test_two_handlers_of_one_name_are_refused_naming_both_places(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert f"handler 'x' is registered twice: by process ({tmp_path / 'one.py'}, line 4) and " \
            f"by process ({tmp_path / 'two.py'}, line 4)\n" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["ceylon-admin"], ["ceylon-worker", "--name", "x"],
+                                  ["ceylon-status"], ["ceylon-submit", "f.json"],
+                                  ["ceylon-cancel", "1"], ["ceylon-keygen", ".", "--name", "k"]])
+def test_with_log_json_a_bad_log_level_is_said_as_a_json_line_too(argv):
+    """Said as a plain text log line by every program, --log-json or not."""
+    proc = subprocess.run([*cli(argv[0]), *argv[1:], "--log-json", "--log-level", "bogus"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    records = [json.loads(line)["record"] for line in proc.stderr.splitlines() if line]
+    assert [(r["level"]["name"], r["message"]) for r in records] == [
+        ("ERROR", "unknown --log-level 'bogus'")], proc.stderr
+
+
+def test_with_log_json_ceylon_cancel_says_an_unknown_id_as_a_json_line(tmp_path):
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin()
+            await wait_until(lambda: "serving workspace" in admin.stderr(), 15, "the admin")
+            p = await c.spawn("cancel", [*cli("ceylon-cancel"), "777", "--port", str(c.port),
+                                         "--log-json"])
+            return await p.wait(20), p.stderr()
+
+    code, err = run(body())
+    assert code == 1, err
+    records = [json.loads(line)["record"] for line in err.splitlines() if line]
+    assert [(r["level"]["name"], r["message"]) for r in records] == [
+        ("WARNING", "777: unknown task")], err
+
+
+def _read_all(fd: int) -> bytes:
+    """What comes out of a pseudo-terminal's master side until its other side is closed."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: every holder of the other side closed it
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _stderr_on_a_terminal(argv: list[str], timeout: float) -> tuple[int, str]:
+    """Run ``argv`` with its stderr on a pseudo-terminal, as from a shell: its exit code and
+    what it wrote there."""
+    import asyncio
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        p = await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave,
+            env={**os.environ, "TERM": "xterm-256color"})
+    finally:
+        os.close(slave)
+    reading = asyncio.get_running_loop().run_in_executor(None, _read_all, master)
+    try:
+        code = await asyncio.wait_for(p.wait(), timeout)
+        return code, (await asyncio.wait_for(reading, 10)).decode(errors="replace")
+    finally:
+        if p.returncode is None:
+            p.kill()
+            await p.wait()
+        await asyncio.wait_for(reading, 10)
+        os.close(master)
+
+
+def test_with_log_json_no_progress_bars_are_drawn_on_a_terminal(tmp_path):
+    """A terminal on stderr got the admin's and ceylon-submit --wait's bars with --log-json
+    too: escape codes among (and inside) the JSON lines."""
+    seed = str(tmp_path / "seed.json")
+    with open(seed, "w") as f:
+        json.dump([{"id": i, "description": "t", "difficulty": 1} for i in range(4)], f)
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin()
+            await c.worker("w", "--time-scale", "0.05", "--concurrency", "2")
+            await wait_until(lambda: "joined from" in admin.stderr(), 20, "the worker")
+            submit = await _stderr_on_a_terminal(
+                [*cli("ceylon-submit"), seed, "--wait", "--port", str(c.port), "--log-json",
+                 "--log-level", "INFO"], 60)
+        async with Cluster(workdir=tmp_path) as c:
+            await c.worker("w", "--time-scale", "0.05", "--concurrency", "2")
+            ran = await _stderr_on_a_terminal(
+                [*cli("ceylon-admin"), "--port", str(c.port), "--pub-port", str(c.pub_port),
+                 "--bind", "127.0.0.1", "--tasks", seed, "--log-json"], 60)
+        return submit, ran
+
+    for code, err in run(body()):
+        assert code == 0, err
+        lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
+        assert lines and all(line.startswith("{") and line.endswith("}") for line in lines), \
+            [line for line in lines if not line.startswith("{") or not line.endswith("}")][:3]
+        for line in lines:
+            json.loads(line)

@@ -40,6 +40,7 @@ from .common import (
     client,
     configure_logging,
     fail,
+    live_display,
     opt,
     say,
 )
@@ -216,8 +217,8 @@ async def _submit(c: AsyncClient, doc: dict[str, Any], wait: bool, sequential: b
 @contextlib.contextmanager
 def _progress(wanted: bool) -> Iterator[Callable[[wire.BatchProgress], None] | None]:
     """A batch's progress bar on a terminal (stderr), while the block runs: what feeds it
-    (None: no bar, not wanted or not a terminal)."""
-    bar = ProgressBarForBatch() if wanted and sys.stderr.isatty() else None
+    (None: no bar, not wanted, not a terminal, or --log-json)."""
+    bar = ProgressBarForBatch() if wanted and live_display() else None
     try:
         yield bar.update if bar is not None else None
     finally:
@@ -274,7 +275,7 @@ def cancel(
             typer.echo(f"{t}: {label}")
     missing = outcome["unknown"]
     for t in missing:
-        typer.echo(f"{t}: unknown task", err=True)
+        say(f"{t}: unknown task", level="WARNING")
     if missing:
         raise typer.Exit(EXIT_FAILED)
 

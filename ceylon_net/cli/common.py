@@ -58,16 +58,27 @@ def configure_logging(level: str, as_json: bool) -> None:
     logger.remove()
     Said.as_json = as_json
     try:
-        # A function sink looks sys.stderr up on every line, so a live progress display that
-        # redirects stderr prints log lines above its bars instead of through them.
-        logger.add(lambda line: sys.stderr.write(line), level=level.upper(), serialize=as_json,
-                   format="{time:HH:mm:ss.SSS} | {level: <7} | {message}")
-    except ValueError:
-        logger.add(sys.stderr, level="INFO")
+        _to_stderr(level.upper(), as_json)
+    except ValueError:  # (said as the level asked for would be: JSON with --log-json)
+        _to_stderr("INFO", as_json)
         fail(EXIT_CONFIG, f"unknown --log-level {level!r}")
     logging.basicConfig(handlers=[_ToLoguru()], level=logger.level(level.upper()).no,
                         force=True)
     logging.captureWarnings(True)
+
+
+def _to_stderr(level: str, as_json: bool) -> None:
+    """Log lines at ``level`` and above to stderr; ValueError for a level loguru lacks."""
+    # A function sink looks sys.stderr up on every line, so a live progress display that
+    # redirects stderr prints log lines above its bars instead of through them.
+    logger.add(lambda line: sys.stderr.write(line), level=level, serialize=as_json,
+               format="{time:HH:mm:ss.SSS} | {level: <7} | {message}")
+
+
+def live_display() -> bool:
+    """Whether to draw live progress bars: stderr is a terminal, and no --log-json (whose
+    lines a log shipper reads: escape codes among them are no JSON)."""
+    return sys.stderr.isatty() and not Said.as_json
 
 
 class _ToLoguru(logging.Handler):
@@ -98,10 +109,10 @@ def say_error(message: str) -> None:
         typer.echo(f"error: {message}", err=True)
 
 
-def say(message: str) -> None:
-    """A line for the user on stderr (a record at INFO with --log-json)."""
+def say(message: str, level: str = "INFO") -> None:
+    """A line for the user on stderr (a record at ``level`` with --log-json)."""
     if Said.as_json:
-        logger.info(message)
+        logger.log(level, message)
     else:
         typer.echo(message, err=True)
 

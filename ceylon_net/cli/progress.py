@@ -1,18 +1,19 @@
 """Live progress bars for ``ceylon-admin --tasks`` on a terminal: one for the whole run and
-one per task group, with each group's goal status. Off a terminal the admin's periodic log
-lines say the same, so this draws nothing there."""
+one per task group, with each group's goal status. Off a terminal, or with --log-json (whose
+lines must stay JSON), the admin's periodic log lines say the same, so this draws nothing
+there."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from ..core.snapshot import counts
+from .common import live_display
 
 if TYPE_CHECKING:
     from ..edge.admin import Admin
@@ -32,7 +33,7 @@ class ProgressView:
 
     @classmethod
     def for_terminal(cls, admin: Admin) -> contextlib.AbstractAsyncContextManager[Any]:
-        if not sys.stderr.isatty():
+        if not live_display():
             return contextlib.nullcontext()
         return cls(admin, Console(stderr=True))
 
