@@ -526,3 +526,24 @@ def test_submit_wait_takes_the_report_of_a_batch_larger_than_a_message(tmp_path,
     assert code == 0, err
     report = json.loads(out)
     assert len(report["tasks"]) == 20_000 and report["success_rate"] == 1.0
+
+
+def test_the_readme_quotes_the_lines_submit_names_a_batch_with(tmp_path, tasks_file):
+    """The README quoted the line without --wait (stdout) as what --wait says on stderr."""
+    later = tasks_file([{"id": "later", "description": "x", "difficulty": 1}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _serving(c, workers=(("Senior", 9),))
+            return await _submit(c, SEED, label="sent"), await _submit(
+                c, str(later), "--wait", "--log-level", "ERROR", label="waited")
+
+    def as_quoted(line: str) -> str:  # (the README's batch 3 of 120 tasks, its run 5f0c...)
+        line = re.sub(r"\b\d+@[0-9a-f]+", "3@5f0c2a9e41b7d613", line)
+        return re.sub(r"batch \d+:", "batch 3:", re.sub(r"\d+ task\(s\)", "120 task(s)", line))
+
+    (code, out, err), (waited_code, _, waited_err) = run(body())
+    assert code == waited_code == 0, (err, waited_err)
+    readme = " ".join((REPO / "README.md").read_text().split())
+    for line in (out.strip(), waited_err.strip()):
+        assert f"`{as_quoted(line)}`" in readme, as_quoted(line)
