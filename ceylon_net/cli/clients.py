@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import re
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -98,7 +99,8 @@ def status(
                          "on its --journal); --watch follows one sent earlier. Exit 0: all "
                          "succeeded; 1: some failed; 2: bad file or refused; 3: some could not "
                          "be assigned; 4: no admin answered, it was lost, or it restarted "
-                         "without the batch.")
+                         "without the batch; 128 + signal (130, 143, 129): stopped by Ctrl-C, "
+                         "SIGTERM or SIGHUP (the batch runs on).")
 def submit(
     file: File = None, admin_peer: AdminPeer = "127.0.0.1", port: AdminPort = 8000,
     workspace: Workspace = "default", wait: Wait = False, sequential: Sequential = False,
@@ -139,8 +141,8 @@ def _send(c: AsyncClient, file: Path, wait: bool, sequential: bool, as_json: boo
         fail(EXIT_NO_ADMIN, str(exc))
     except ConfigError as exc:  # too big to send
         fail(EXIT_CONFIG, f"{file}: {exc}")
-    except KeyboardInterrupt:  # (Ctrl-C: this program stops, not the batch)
-        fail(130, "interrupted: " + (
+    except (KeyboardInterrupt, Stopped) as exc:  # (this program stops, not the batch)
+        fail(_stop_code(exc), "interrupted: " + (
             f"batch {taken[0].batch} runs on at the admin (follow it again: ceylon-submit "
             f"--watch {_token(taken[0])}; ceylon-cancel stops its tasks)" if taken else
             "the batch may have reached the admin (ceylon-status shows its tasks)"))
@@ -183,14 +185,14 @@ def _follow(c: AsyncClient, token: str) -> dict[str, Any]:
                           f"when sending it (e.g. 3@5f0c2a9e41b7d613)")
     try:
         with _progress(True) as on_progress:
-            return asyncio.run(_ask(c, lambda: c.watch_batch(int(m.group(1)), m.group(2),
-                                                             on_progress)))
+            return asyncio.run(_stoppable(_ask(c, lambda: c.watch_batch(
+                int(m.group(1)), m.group(2), on_progress))))
     except AdminUnreachableError as exc:
         fail(EXIT_NO_ADMIN, str(exc))
     except RejectedError as exc:  # (another workspace, a wrong token)
         fail(EXIT_CONFIG, f"the admin refused: {exc}")
-    except KeyboardInterrupt:
-        fail(130, f"interrupted: batch {m.group(1)} runs on at the admin")
+    except (KeyboardInterrupt, Stopped) as exc:
+        fail(_stop_code(exc), f"interrupted: batch {m.group(1)} runs on at the admin")
 
 
 def _print_batch(report: dict[str, Any], as_json: bool) -> None:
@@ -209,9 +211,46 @@ async def _submit(c: AsyncClient, doc: dict[str, Any], wait: bool, sequential: b
                   on_submitted: Callable[[Submitted], None]
                   ) -> tuple[Submitted, dict[str, Any] | None]:
     with _progress(wait) as on_progress:
-        return await _ask(c, lambda: c.submit_batch(doc, wait=wait, sequential=sequential,
-                                                    on_progress=on_progress,
-                                                    on_submitted=on_submitted))
+        return await _stoppable(_ask(c, lambda: c.submit_batch(
+            doc, wait=wait, sequential=sequential, on_progress=on_progress,
+            on_submitted=on_submitted)))
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGHUP stopped the program while it sent or followed a batch."""
+
+    def __init__(self, sig: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(sig).name}")
+        self.signal = sig
+
+
+def _stop_code(exc: BaseException) -> int:
+    """128 + the signal that stopped the program (Ctrl-C: KeyboardInterrupt, 130)."""
+    return 128 + (exc.signal if isinstance(exc, Stopped) else signal.SIGINT)
+
+
+async def _stoppable(request: Awaitable[T]) -> T:
+    """``request``, ended by SIGTERM or SIGHUP (unless ignored: nohup) in :class:`Stopped`,
+    as Ctrl-C ends it in KeyboardInterrupt: so the program says what became of the batch
+    instead of dying on the spot."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+    caught: list[int] = []
+
+    def stop(sig: int) -> None:
+        if not caught:
+            caught.append(sig)
+            task.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            loop.add_signal_handler(sig, stop, sig)
+    try:
+        return await request
+    except asyncio.CancelledError:
+        if caught and task.uncancel() == 0:
+            raise Stopped(caught[0]) from None
+        raise
 
 
 @contextlib.contextmanager
