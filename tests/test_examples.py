@@ -1,14 +1,17 @@
 """The ported tutorials and the demo run as a newcomer would run them."""
 
+import asyncio
+import itertools
 import os
 import re
+import signal
 import subprocess
 import sys
 
 import pytest
 from conftest import REPO
 
-from ceylon_net.dev.testing import free_port
+from ceylon_net.dev.testing import free_port, wait_until
 
 
 def _run(argv, **env):
@@ -90,3 +93,46 @@ def test_the_readmes_task_groups_program_runs_as_shown(tmp_path):
                           timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "done!" in done.stderr  # the goal's success message, logged by the admin
+
+
+def _processes_on(port: int) -> list[int]:
+    """The processes whose command line holds ``--port PORT``: the demo's admin and workers."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:  # (not a process, or gone meanwhile)
+            continue
+        if any(pair == (b"--port", str(port).encode()) for pair in itertools.pairwise(args)):
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_demo_stopped_by_sigterm_or_sighup_stops_its_processes(sig):
+    """Only Ctrl-C stopped them: SIGTERM left the admin and three workers running, orphans
+    (and an admin waiting for its workers, for ever)."""
+    async def body() -> tuple[int, str, list[int]]:
+        demo = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ceylon_net.dev.demo", cwd=REPO, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        port = 0
+        try:
+            said = (await asyncio.wait_for(demo.stdout.readline(), 30)).decode()
+            port = int(re.match(r"admin on 127\.0\.0\.1:(\d+) ", said).group(1))
+            await wait_until(lambda: len(_processes_on(port)) == 4, 30, "its four processes")
+            demo.send_signal(sig)
+            _, err = await asyncio.wait_for(demo.communicate(), 30)
+            return demo.returncode, err.decode(), _processes_on(port)
+        finally:
+            for pid in _processes_on(port) if port else []:  # (what it left: not ours to keep)
+                os.kill(pid, signal.SIGKILL)
+            if demo.returncode is None:
+                demo.kill()
+                await demo.wait()
+
+    code, err, left = asyncio.run(body())
+    assert left == [], err
+    assert code == 128 + sig, err
+    assert f"stopped by {signal.Signals(sig).name}: the admin and workers were stopped" in err

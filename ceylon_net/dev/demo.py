@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +17,31 @@ TIME_SCALE = "0.2"  # seconds per difficulty point: the 8-point task takes 1.6 s
 
 
 async def main() -> int:
+    """Run the demo; SIGTERM or SIGHUP (a closed terminal) stop it as Ctrl-C does: its
+    processes are stopped on the way out, not left running (exit 128 + signal)."""
+    task, loop = asyncio.current_task(), asyncio.get_running_loop()
+    assert task is not None
+    caught: list[int] = []
+
+    def stop(sig: int) -> None:
+        if not caught:  # (once: a second one must not cut the processes' stopping short)
+            caught.append(sig)
+            task.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # (nohup bin/demo: ignored)
+            loop.add_signal_handler(sig, stop, sig)
+    try:
+        return await _run()
+    except asyncio.CancelledError:
+        if not caught or task.uncancel() > 0:
+            raise
+        print(f"stopped by {signal.Signals(caught[0]).name}: the admin and workers were "
+              f"stopped", file=sys.stderr)
+        return 128 + caught[0]
+
+
+async def _run() -> int:
     async with Cluster() as cluster:
         admin = await cluster.admin("--tasks", str(SEED_TASKS), "--expect-workers", "3")
         print(f"admin on 127.0.0.1:{cluster.port} (PUB {cluster.pub_port}); starting workers "
