@@ -558,3 +558,53 @@ def test_with_log_json_no_progress_bars_are_drawn_on_a_terminal(tmp_path):
             [line for line in lines if not line.startswith("{") or not line.endswith("}")][:3]
         for line in lines:
             json.loads(line)
+
+
+async def _stdout_unread(argv: list[str], timeout: float = 60) -> tuple[int, str]:
+    """Run ``argv`` with stdout a pipe nobody reads any more (``| head -1`` done): its exit
+    code and stderr."""
+    import asyncio
+
+    gone, stdout = os.pipe()
+    os.close(gone)
+    try:
+        p = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.DEVNULL,
+                                                 stdout=stdout, stderr=subprocess.PIPE)
+    finally:
+        os.close(stdout)
+    try:
+        _, err = await asyncio.wait_for(p.communicate(), timeout)
+    finally:
+        if p.returncode is None:
+            p.kill()
+            await p.wait()
+    return p.returncode, err.decode(errors="replace")
+
+
+def test_a_reader_gone_from_stdout_does_not_turn_a_run_into_a_failure(tmp_path, tasks_file):
+    """'ceylon-admin --tasks f.json | head -1' exited 1 ("some failed"), silently, every task
+    done: click's and rich's answer to a broken pipe. Now the run's own code."""
+    path = tasks_file([{"id": i, "description": "t", "difficulty": 1} for i in range(3)])
+    unassigned = tasks_file([{"id": "hard", "description": "x", "difficulty": 10}],
+                            name="hard.json")
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin()
+            await c.worker("w", "--skill", "5", "--time-scale", "0.01")
+            await wait_until(lambda: "joined from" in admin.stderr(), 20, "the worker")
+            submitted = await _stdout_unread([*cli("ceylon-submit"), str(path), "--wait",
+                                              "--port", str(c.port)])
+            status = await _stdout_unread([*cli("ceylon-status"), "--port", str(c.port)])
+        async with Cluster(workdir=tmp_path) as c:
+            await c.worker("w", "--skill", "5", "--time-scale", "0.01")
+            ran = await _stdout_unread([*cli("ceylon-admin"), "--port", str(c.port),
+                                        "--pub-port", str(c.pub_port), "--bind", "127.0.0.1",
+                                        "--tasks", str(unassigned),
+                                        "--unassignable-timeout", "0.5"])
+        return submitted, status, ran
+
+    submitted, status, ran = run(body())
+    for (code, err), want in ((submitted, 0), (status, 0), (ran, 3)):  # (3: unassigned)
+        assert code == want, err
+        assert "Traceback" not in err and "Exception ignored" not in err, err

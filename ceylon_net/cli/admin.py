@@ -37,6 +37,7 @@ from .common import (
     on_signals,
     opt,
     path_str,
+    reader_may_leave,
 )
 
 Port = Annotated[int, opt("ROUTER port workers connect to (0: any free port).", "PORT")]
@@ -143,7 +144,8 @@ def _finish(report: RunReport, report_json: Path | None, code: int | None = None
             unwritten = f"--report-json {report_json}: {exc.strerror or exc}"
     from .render import print_report  # (rich: imported by a run that prints a report)
 
-    print_report(report)
+    with reader_may_leave():
+        print_report(report)
     if unwritten is not None:
         fail(EXIT_FAILED, unwritten)
     if code is not None:

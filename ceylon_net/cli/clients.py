@@ -8,13 +8,11 @@ import contextlib
 import json
 import re
 import signal
-import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
 from .. import wire
 from ..core.tasks import RunReport, json_text
@@ -43,10 +41,11 @@ from .common import (
     fail,
     live_display,
     opt,
+    reader_may_leave,
     say,
 )
 from .progress import ProgressBarForBatch
-from .render import print_report
+from .render import print_report, stdout_console
 from .render import render as render_status
 
 StatusJson = Annotated[bool, typer.Option("--json", help="Print the status as JSON (workers, "
@@ -88,10 +87,11 @@ def status(
         reply = asyncio.run(_ask(c, lambda: c.status()))
     except (AdminUnreachableError, RejectedError) as exc:
         fail(EXIT_FAILED, str(exc))
-    if as_json:
-        typer.echo(json.dumps(reply, indent=2, default=str))
-    else:
-        Console(width=None if sys.stdout.isatty() else 120).print(render_status(reply))
+    with reader_may_leave():
+        if as_json:
+            typer.echo(json.dumps(reply, indent=2, default=str))
+        else:
+            stdout_console().print(render_status(reply))
 
 
 @submit_app.command(help="Send tasks or groups (a tasks file) to a running admin. With --wait, "
@@ -147,10 +147,11 @@ def _send(c: AsyncClient, file: Path, wait: bool, sequential: bool, as_json: boo
             f"--watch {_token(taken[0])}; ceylon-cancel stops its tasks)" if taken else
             "the batch may have reached the admin (ceylon-status shows its tasks)"))
     if report is None:
-        typer.echo(json.dumps({"batch": submitted.batch, "tasks": submitted.tasks,
-                               "watch": _token(submitted)}) if as_json
-                   else f"submitted batch {submitted.batch}: {submitted.tasks} task(s) (follow "
-                        f"it: ceylon-submit --watch {_token(submitted)})")
+        with reader_may_leave():
+            typer.echo(json.dumps({"batch": submitted.batch, "tasks": submitted.tasks,
+                                   "watch": _token(submitted)}) if as_json
+                       else f"submitted batch {submitted.batch}: {submitted.tasks} task(s) "
+                            f"(follow it: ceylon-submit --watch {_token(submitted)})")
         return
     _print_batch(report, as_json)
 
@@ -197,10 +198,11 @@ def _follow(c: AsyncClient, token: str) -> dict[str, Any]:
 
 def _print_batch(report: dict[str, Any], as_json: bool) -> None:
     run = RunReport.from_json(report)
-    if as_json:
-        typer.echo(json_text(report, indent=2))
-    else:
-        print_report(run, whole="--json")
+    with reader_may_leave():
+        if as_json:
+            typer.echo(json_text(report, indent=2))
+        else:
+            print_report(run, whole="--json")
     if run.unassigned:
         raise typer.Exit(EXIT_UNASSIGNED)
     if any(not t.success for t in run.tasks):
@@ -310,8 +312,9 @@ def cancel(
                         ("finished", "already finished"),
                         # (before, or just now with a task it depended on)
                         ("was_cancelled", "already cancelled")):
-        for t in outcome.get(kind, ()):
-            typer.echo(f"{t}: {label}")
+        with reader_may_leave():
+            for t in outcome.get(kind, ()):
+                typer.echo(f"{t}: {label}")
     missing = outcome["unknown"]
     for t in missing:
         say(f"{t}: unknown task", level="WARNING")
@@ -335,7 +338,8 @@ def keygen(
         public, secret = create_keypair(directory, name)
     except OSError as exc:  # a file where the directory should be, a read-only place...
         fail(EXIT_CONFIG, f"{exc.filename or directory}: {exc.strerror or exc}")
-    typer.echo(f"public key: {public}\nsecret key: {secret}")
+    with reader_may_leave():
+        typer.echo(f"public key: {public}\nsecret key: {secret}")
 
 
 def status_main() -> None:

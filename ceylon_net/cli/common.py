@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -120,6 +121,21 @@ def say(message: str, level: str = "INFO") -> None:
 def fail(code: int, message: str) -> NoReturn:
     say_error(message)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def reader_may_leave() -> Iterator[None]:
+    """What the block prints on stdout may find its reader gone (``| head -1``): the rest is
+    dropped, quietly, and the program goes on to exit as its run did (click would exit 1, as
+    if the run had failed)."""
+    try:
+        yield
+    except BrokenPipeError:
+        # (stdout's buffer, flushed at exit, goes nowhere instead of failing again)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        logger.debug("stdout's reader went away: the rest of the output is dropped")
 
 
 def path_str(path: Path | None) -> str | None:

@@ -17,6 +17,22 @@ TABLE_ROWS = 100
 GROUPS_SHOWN = 20  # a report's group lines; the rest are counted by status
 
 
+class _Stdout(Console):
+    """The console for stdout: a reader gone away (``| head -1``) is a BrokenPipeError for
+    the program to take (:func:`.common.reader_may_leave`), not rich's exit 1, which reads as
+    a failed run."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # (nothing more to write)
+        raise BrokenPipeError
+
+
+def stdout_console() -> Console:
+    """A console on stdout, wide enough for long descriptions when piped (rich assumes 80
+    columns off a terminal)."""
+    return _Stdout(width=None if sys.stdout.isatty() else 120)
+
+
 def _row(table: Table, *cells: Any) -> None:
     """Cells as they are: a description like "fix [/] in items[i]" is text, not markup."""
     table.add_row(*(Text(str(c)) for c in cells))
@@ -25,8 +41,7 @@ def _row(table: Table, *cells: Any) -> None:
 def print_report(report: RunReport, whole: str = "--report-json") -> None:
     """The results table, then groups, failures, cancellations and the success rate.
     ``whole``: the option that gives every row (the table shows the first ones)."""
-    # Wide enough for long descriptions when piped (rich assumes 80 columns off a terminal).
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    console = stdout_console()
     table = Table(title="Task results")
     for col in ("task", "description", "difficulty", "worker", "success", "seconds"):
         table.add_column(col, justify="right" if col in ("difficulty", "seconds") else "left")
