@@ -10,6 +10,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+from ceylon_net.dev.testing import cli
+
 SIGNAL_AT_THE_END = textwrap.dedent("""
     import asyncio, os, signal
     from loguru import logger
@@ -118,3 +122,44 @@ def test_a_program_started_under_nohup_keeps_ignoring_sighup():
     proc = _python(UNDER_NOHUP)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["SIGINT", "True"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["ceylon-admin", "--bind", "127.0.0.1", "--port", "0"], ["ceylon-worker", "--name", "e"],
+    ["ceylon-status"], ["ceylon-submit", "f.json"], ["ceylon-cancel", "1"],
+    ["ceylon-keygen", ".", "--name", "k"]])
+def test_ctrl_c_while_a_program_loads_ends_it_quietly_with_130(argv, tmp_path):
+    """In its first 0.2 s (importing zmq, rich...) a Ctrl-C printed a KeyboardInterrupt
+    traceback and killed the program by the signal. The signal goes as the program's imports
+    show it loading (python -X importtime): loguru is in, most of the rest not yet."""
+    import os
+    import signal
+    import threading
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # (as from a shell,
+    try:  # not a background job's ignored SIGINT)
+        p = subprocess.Popen([*cli(argv[0]), *argv[1:]], cwd=tmp_path, text=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE,
+                             env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    watchdog = threading.Timer(30, p.kill)  # (the signal missed: a serving admin goes on)
+    watchdog.start()
+    try:
+        said = []
+        for line in p.stderr:
+            said.append(line)
+            if line.split("|")[-1].strip() == "loguru":
+                p.send_signal(signal.SIGINT)
+                break
+        said.append(p.stderr.read())
+        code = p.wait(30)
+    finally:
+        watchdog.cancel()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    err = "".join(line for line in said if not line.startswith("import time:"))
+    assert code == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err

@@ -1,6 +1,7 @@
 """The command-line programs. They parse options, build settings and call the library; what
 they print is drawn in :mod:`.render` and :mod:`.progress`.
 
+- :mod:`.start`     the entry points: a Ctrl-C while a program loads ends it quietly
 - :mod:`.common`    option types, logging, signals, exit codes, a client's target
 - :mod:`.admin`     ``ceylon-admin``
 - :mod:`.worker`    ``ceylon-worker``
