@@ -350,6 +350,61 @@ def test_a_worker_back_with_a_result_stops_the_copy_started_elsewhere_and_one_re
     sim.st.board.validate()
 
 
+@pytest.mark.parametrize("elsewhere", [True, False])
+def test_a_worker_back_with_its_answer_to_a_cancel_does_not_end_the_task_with_it(elsewhere):
+    """Its task taken back on probation (CANCEL "not confirmed in time"), then it was found
+    gone: back, it hands over the answer to that CANCEL, a cancelled result. That is no
+    result of the task: it runs on where it went (or waits in the queue), not ended
+    cancelled with its copy elsewhere stopped (a reviewing helper's finding)."""
+    sim = Sim()
+    if elsewhere:
+        sim.submit(noop("warm", 1))
+        w2 = sim.join("w2", skill=10)
+        w2.finish("warm")
+    p = sim.worker("p", skill=5)
+    p.hello()
+    p.heard = sim.st.broadcasts.seq
+    assert assigned(sim.submit(noop("t", 5))) == {"p": ["t"]}
+    sim.now = 1.0
+    cmds = sim.fire(next(x for x in sim.timers if x.key[:2] == ("probation", "p")))
+    if elsewhere:
+        assert assigned(cmds) == {"w2": ["t"]}
+        w2.start("t")
+    for at in (2.0, 3.0, 4.0, 5.0):  # p silent: lost
+        sim.now = at
+        if elsewhere:
+            w2.heartbeat()
+        sim.tick()
+    assert sim.st.board.records["t"].losses == 1
+    p.held.pop("t")
+    p.unacked[("t", 1)] = TaskResult("t", "p", False, 0.0, "cancelled: not confirmed in time; "
+                                     "reassigned", 1, cancelled=True)
+    cmds = p.hello()
+    assert not sends(cmds, Kind.CANCEL) and "t" not in sim.finished()
+    rec = sim.st.board.records["t"]  # on w2 still; or given to p again, a new attempt
+    assert (rec.state, rec.worker, rec.attempt) == (TaskState.RUNNING, "w2" if elsewhere else
+                                                    "p", 2)
+    sim.st.board.validate()
+
+
+def test_a_failed_result_handed_over_by_a_worker_back_does_not_stop_the_new_attempt():
+    """A failure may come of the pause itself (a time limit): the copy started elsewhere
+    runs on. A result naming another worker is no result of the sender's (the frame is
+    refused): nothing is taken or stopped for it either."""
+    for result in (dict(success=False, error="timed out after 1 s"),
+                   dict(success=True, worker="someone-else")):
+        sim = Sim()
+        w1, w2 = taken_over(sim)  # "t" started on w2
+        w1.held.pop("t")
+        r = TaskResult("t", result.pop("worker", "w1"), attempt=1, **result)
+        w1.unacked[("t", 1)] = r
+        cmds = w1.hello()
+        assert not sends(cmds, Kind.CANCEL, w2.peer), result
+        assert "t" not in sim.finished() and sim.st.board.records["t"].worker == "w2"
+        w2.finish("t")
+        assert sim.finished()["t"].result.worker == "w2"
+
+
 def test_a_worker_back_from_a_cut_stops_what_was_given_to_another_meanwhile():
     sim = Sim()
     sim.submit(noop("t"))
@@ -625,6 +680,30 @@ def test_a_group_none_of_whose_tasks_went_to_a_worker_is_pending_not_running():
                  for g in sim.st.task_manager.summaries()}
     assert summaries == {"first": ("pending", "not_started"),
                          "second": ("pending", "not_started")}
+
+
+def test_cancel_rest_does_not_count_a_task_the_user_cancelled_as_its_own():
+    """The goal met by i0's result; i1, cancelled by the user, answered in the same frame:
+    the goal cancelled nothing (the event named i1)."""
+    from ceylon_net import AtLeast, TaskGroupGoal, TaskManager, TaskMessage
+
+    sim = Sim()
+    w = sim.join("w", capacity=2)
+    sim.submit(noop("warm"))
+    w.finish("warm")  # (trusted: both go to it)
+    group = TaskManager.create_task_group(
+        "g", "", [TaskMessage(f"i{n}", f"i{n}", "", 0.0) for n in range(2)],
+        goal=TaskGroupGoal("one", "", AtLeast(1), "ok", "no"), on_goal="cancel_rest")
+    sim.carry(sim.st.submit(groups=[group], now=sim.now))
+    w.start("i0", "i1")
+    sim.cancel("i1", reason="user says stop")
+    cmds = w.say(Kind.RESULT, [
+        TaskResult("i0", "w", True, 0.1, attempt=w.held.pop("i0")),
+        TaskResult("i1", "w", False, 0.1, "cancelled: user says stop", w.held.pop("i1"),
+                   cancelled=True)])
+    assert not any("cancelled 1 task(s) not started yet" in m for m in logs(cmds)), logs(cmds)
+    assert sim.finished()["i1"].reason == "user says stop"
+    assert group.summary()["cancelled"] == 1 and group.status == TaskStatus.COMPLETED
 
 
 def test_what_a_submitter_names_cannot_forge_lines_in_the_admins_log():

@@ -101,6 +101,22 @@ def test_a_group_object_run_before_runs_again_from_nothing_on_a_new_admin():
         assert [t.status for t in first.subtasks] == [TaskStatus.COMPLETED] * 2
 
 
+def test_a_group_object_running_in_one_admin_is_refused_by_another_until_it_ended():
+    """Starting it over there reset its counts under the first admin, where it then never
+    finished (a reviewing helper's finding); refused while it runs, it is taken once ended."""
+    g = TaskManager.create_task_group("g", "", msgs("a", 2))
+    first, second = (Run(WorkerSlot("w", 10, "processor", capacity=10)) for _ in range(2))
+    first.submit(g)
+    first.assign()
+    first.finish("a0")
+    with pytest.raises(ConfigError, match="group 'g' runs in another admin"):
+        second.submit(g)
+    first.finish("a1")
+    assert (g.status, g.completed) == (TaskStatus.COMPLETED, 2)
+    second.submit(g)  # ended there: runs again here, from nothing
+    assert g.completed == 0 and sorted(t for t, _ in second.assign()) == ["a0", "a1"]
+
+
 def test_a_failed_dependency_cancels_what_waits_on_it():
     run = Run(WorkerSlot("w", 10, "processor", capacity=10))
     first = TaskManager.create_task_group("first", "", msgs("a", 1))

@@ -670,12 +670,14 @@ class TaskBoard:
         return kept
 
     def hand_back(self, worker: str, done: Mapping[TaskId, int]) -> list[tuple[str, TaskId, int]]:
-        """A worker found gone is back with results ({task: attempt}) for attempts it was
-        lost with, which were given out again since: each task ran to its result, so it is
-        made this worker's again, at that attempt, for :meth:`record` to take (it is not run
-        a second time). Call before :meth:`keep`. Returns the copies given out since that
-        are still on other workers ((worker, task, attempt)), to be cancelled there (one
-        already started there is stopped: the task has its result)."""
+        """A worker found gone is back with successful results ({task: attempt}) for
+        attempts it was lost with, which were given out again since: each task ran to its
+        result, so it is made this worker's again, at that attempt, for :meth:`record` to
+        take (it is not run a second time). (A failure, which the pause itself may have
+        caused, a time limit say, is not worth stopping a new attempt for: not handed here.)
+        Call before :meth:`keep`. Returns the copies given out since that are still on other
+        workers ((worker, task, attempt)), to be cancelled there (one already started there
+        is stopped: the task has its result)."""
         others: list[tuple[str, TaskId, int]] = []
         for task_id, attempt in done.items() if self._lost_with else ():
             lost = self._lost_with.get(task_id, {}).get(attempt)

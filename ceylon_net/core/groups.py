@@ -13,6 +13,7 @@ import enum
 import math
 import traceback
 import uuid
+import weakref
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +104,8 @@ class TaskGroup:
     failed: int = 0
     cancelled: int = 0
     unassigned: int = 0  # given up: no connected worker could take it (not a cancel by anyone)
+    # the TaskManager it runs in (a weak reference), once submitted: see TaskManager.register
+    owner: Any = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -240,10 +243,18 @@ class TaskManager:
         if not groups:
             return [], {}
         self._validate(groups, known_tasks)
+        for group in groups:
+            other = group.owner() if group.owner is not None else None
+            if other is not None and other is not self and group.status in UNFINISHED \
+                    and other.task_groups.get(group.id) is group:
+                raise ConfigError(f"group '{group.name}' runs in another admin: a group object "
+                                  f"runs in one at a time (make another with "
+                                  f"TaskManager.create_task_group)")
         tasks: list[Task] = []
         gates: dict[TaskId, list[Any]] = {}
         for group in groups:  # all first: a group may name one that comes after it
             group.start_over()
+            group.owner = weakref.ref(self)
             self.task_groups[group.id] = group
             self._group_completed[group.id] = {}
         for group in groups:
@@ -410,7 +421,10 @@ class TaskManager:
         those waiting or queued here are cancelled; those sent to a worker but not started
         there (queued behind its running tasks) are asked back, to end cancelled too."""
         reason = f"goal '{goal.name}' achieved"
-        rest = [t.task_id for t in group.subtasks if t.status in UNFINISHED]
+        # (by the board's status: one ended earlier in this round, not followed yet, was not
+        # the goal's to cancel)
+        rest = [t.task_id for t in group.subtasks if t.status in UNFINISHED
+                and board.records[t.task_id].status in UNFINISHED]
         board.cancel(rest, reason)
         asked = board.cancel_unstarted(rest, reason)
         # (those waiting on one of them ended with it: counted too)
@@ -478,6 +492,7 @@ class TaskManager:
             group = TaskGroup(gid, spec["name"], spec.get("description", ""), subtasks, goal,
                               spec.get("priority", 1), depends_on=list(spec["depends_on"]),
                               on_goal=OnGoal(spec.get("on_goal", "continue")))
+            group.owner = weakref.ref(self)
             self.task_groups[gid] = group
             self._group_completed[gid] = {}
             for t in subtasks:

@@ -162,8 +162,11 @@ class Membership:
         its any more; return the results."""
         running = wire.task_pairs(hello.running, "HELLO running")
         results = [wire.from_wire(TaskResult, r) for r in hello.results]
-        done = {r.task_id: r.attempt for r in results}
-        self._handed_back(rec.name, self.board.hand_back(rec.name, done))
+        # What it ran to an end here: not an answer to a cancel (it holds nothing then), nor
+        # a result naming another worker (refused with the frame: see AdminState._accept).
+        done = {r.task_id: r.attempt for r in results if not r.cancelled and r.worker == rec.name}
+        self._handed_back(rec.name, self.board.hand_back(
+            rec.name, {r.task_id: r.attempt for r in results if r.success and r.task_id in done}))
         held = {**running, **done}
         kept = self.board.keep(rec.name, held)
         if kept:
