@@ -562,13 +562,8 @@ class TaskRunner:
             result = self._raised(task, exc)  # its own: it awaited a future cancelled
         except BaseException as exc:  # SystemExit, KeyboardInterrupt too: its code's, not ours
             result = self._raised(task, exc)
-        if type(result) is not TaskResult and not isinstance(result, TaskResult):
-            result = TaskResult(task.id, self.name, False, error=(
-                f"run_task returned {type(result).__name__} {clip(repr(result))}, not a "
-                f"TaskResult: return TaskResult(task.id, self.name, success, value=...)"))
-        elif (bad := _misfilled(result)) is not None:
-            result = TaskResult(task.id, self.name, False, error=(
-                f"run_task returned a TaskResult whose {bad}: the admin could not read it"))
+        if not self.batches:  # (an override of run_task: what it returns is looked at)
+            result = self._checked(task, result)
         result.task_id, result.worker, result.attempt = task.id, self.name, a.attempt
         took = time.perf_counter() - started
         if not result.seconds:
@@ -579,6 +574,18 @@ class TaskRunner:
                 f"that blocks the event loop cannot be stopped: make it a plain function, "
                 f"it then runs in a thread)"), a.attempt)
         return self._sendable(a, result)
+
+    def _checked(self, task: Task, result: Any) -> TaskResult:
+        """What an override of Worker.run_task returned, or a failure saying what is wrong
+        with it (the admin would drop a bad result with those sent beside it)."""
+        if type(result) is not TaskResult and not isinstance(result, TaskResult):
+            return TaskResult(task.id, self.name, False, error=(
+                f"run_task returned {type(result).__name__} {clip(repr(result))}, not a "
+                f"TaskResult: return TaskResult(task.id, self.name, success, value=...)"))
+        if (bad := _misfilled(result)) is not None:
+            return TaskResult(task.id, self.name, False, error=(
+                f"run_task returned a TaskResult whose {bad}: the admin could not read it"))
+        return result
 
     def _sendable(self, a: TaskAssignment, result: TaskResult) -> TaskResult:
         """The result, or a failure saying why it could not reach the admin."""
