@@ -162,7 +162,10 @@ def _from_wire_slowly(cls: type[T], data: Any) -> T:
 MAX_DEPTH = 100  # lists and maps in a task's arguments, nested at most this deep
 
 
-_PLAIN = (str, int, float, bytes, type(None))  # (bool is an int)
+# Leaves the wire carries, for unfit(plain=True) (bool is an int). Not _PLAIN above, which
+# to_wire's fast path looks types up in: named alike, this one replaced it, and a task's
+# encoding for the journal went the slow way (W5 8 % slower).
+_CARRIED = (str, int, float, bytes, type(None))
 
 
 def unfit(value: Any, limits: Limits = DEFAULT_LIMITS, depth: int = MAX_DEPTH,
@@ -194,7 +197,7 @@ def unfit(value: Any, limits: Limits = DEFAULT_LIMITS, depth: int = MAX_DEPTH,
                 elif type(v) is int and v not in MSGPACK_INTS:
                     return (f"has an integer of {v.bit_length()} bits (the wire carries "
                             f"-2**63 to 2**64 - 1)")
-                elif plain and not isinstance(v, _PLAIN):
+                elif plain and not isinstance(v, _CARRIED):
                     return (f"has a {type(v).__name__} ({v!s:.40}), which the wire does not carry "
                             f"(strings, numbers, booleans, null, lists and maps): give it as "
                             f"a string")
