@@ -1035,3 +1035,14 @@ def test_batches_take_any_iterable_and_an_empty_one_needs_no_type():
     assert wire.unpack_batch(Point, wire.pack_batch(points)) == [Point(i, i) for i in range(3)]
     assert wire.pack_batch(iter(())) == wire.packb([])
     assert wire.unpack_batch(int, wire.packb([])) == []
+
+
+def test_the_encoders_fast_path_knows_every_plain_type_bool_included():
+    """The generated encoders and to_wire pass values of these types through as they are; a
+    second module-level _PLAIN (a tuple without bool, for unfit) once replaced the set, and
+    every bool took the slow way: the journal (W5) was 8 % slower, with nothing else
+    showing it."""
+    assert schema._PLAIN == frozenset((str, int, float, bool, bytes, type(None)))
+    result = TaskResult("t", "w", True, 0.5, None, 2, value=[1, "x"])
+    assert wire.to_wire(result) == {"task_id": "t", "worker": "w", "success": True,
+                                    "seconds": 0.5, "attempt": 2, "value": [1, "x"]}
