@@ -1042,7 +1042,7 @@ def test_the_encoders_fast_path_knows_every_plain_type_bool_included():
     second module-level _PLAIN (a tuple without bool, for unfit) once replaced the set, and
     every bool took the slow way: the journal (W5) was 8 % slower, with nothing else
     showing it."""
-    assert schema._PLAIN == frozenset((str, int, float, bool, bytes, type(None)))
+    assert frozenset((str, int, float, bool, bytes, type(None))) == schema._PLAIN
     result = TaskResult("t", "w", True, 0.5, None, 2, value=[1, "x"])
     assert wire.to_wire(result) == {"task_id": "t", "worker": "w", "success": True,
                                     "seconds": 0.5, "attempt": 2, "value": [1, "x"]}
