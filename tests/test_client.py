@@ -32,6 +32,17 @@ async def _cluster(c: Cluster, *admin_args: str, workers: int = 2):
     return admin, procs
 
 
+def _in_a_thread(tmp_path, body, workers=1):
+    """``body(port)``, code of the sync Client, run in a thread beside an admin with
+    ``workers`` workers: what it returns."""
+    async def main():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=workers)
+            return await asyncio.to_thread(body, c.port)
+
+    return run(main())
+
+
 async def _connected(port: int, workers: int) -> None:
     async def ready() -> bool:
         try:
@@ -121,12 +132,7 @@ def test_a_cancelled_future_is_cancelled_on_the_cluster_too(tmp_path):
             counts = _wait_for(lambda: client.status()["counts"], lambda n: n["done"] == 2)
             return running.cancelled(), queued.cancelled(), counts
 
-    async def main():
-        async with Cluster(workdir=tmp_path) as c:
-            await _cluster(c, workers=1)
-            return await asyncio.to_thread(body, c.port)
-
-    running, queued, counts = run(main())
+    running, queued, counts = _in_a_thread(tmp_path, body)
     assert running and queued
     assert counts["done"] == 2 and counts["succeeded"] == 0  # both cancelled, neither ran on
 
@@ -142,12 +148,7 @@ def test_cancel_given_a_group_future_cancels_the_groups_tasks(tmp_path):
             said = {str(f.exception(timeout=30)) for f in group.tasks.values()}
             return outcome, group.result(timeout=30), said
 
-    async def main():
-        async with Cluster(workdir=tmp_path) as c:
-            await _cluster(c, workers=1)
-            return await asyncio.to_thread(body, c.port)
-
-    outcome, summary, said = run(main())
+    outcome, summary, said = _in_a_thread(tmp_path, body)
     assert sorted(outcome["cancelled"] + outcome["stopping"]) == ["slow/0", "slow/1", "slow/2"]
     assert outcome["unknown"] == []
     assert (summary["status"], summary["cancelled"]) == ("cancelled", 3)
@@ -189,12 +190,7 @@ def test_a_group_future_hears_its_goal_and_resolves_to_its_summary(tmp_path):
             values = sorted(f.result()["echo"] for f in group.tasks.values())
             return summary, values
 
-    async def main():
-        async with Cluster(workdir=tmp_path) as c:
-            await _cluster(c, workers=1)
-            return await asyncio.to_thread(body, c.port)
-
-    summary, values = run(main())
+    summary, values = _in_a_thread(tmp_path, body)
     assert values == list(range(6))
     assert (summary["status"], summary["completed"], summary["goal_status"]) == (
         "completed", 6, "achieved")
@@ -302,12 +298,7 @@ def test_callbacks_may_submit_more_but_not_wait_on_the_admin(tmp_path):
             assert later.result(timeout=30) == {"echo": "later"}  # nothing deadlocked
             return chained[0].result(timeout=30), refused
 
-    async def main():
-        async with Cluster(workdir=tmp_path) as c:
-            await _cluster(c, workers=1)
-            return await asyncio.to_thread(body, c.port)
-
-    second, refused = run(main())
+    second, refused = _in_a_thread(tmp_path, body)
     assert second == {"echo": 2}
     assert len(refused) == 3, refused
     assert "call it outside add_done_callback and on_event callbacks" in refused[0]
@@ -458,13 +449,8 @@ def test_a_closed_client_says_so_when_used_again(tmp_path):
             said.append(str(exc.value))
         return said
 
-    async def main():
-        async with Cluster(workdir=tmp_path) as c:
-            await _cluster(c, workers=0)
-            return await asyncio.to_thread(body, c.port)
-
-    assert run(main()) == ["the client is closed (a closed client stays closed: make a new "
-                           "Client)"] * 3
+    assert _in_a_thread(tmp_path, body, workers=0) == [
+        "the client is closed (a closed client stays closed: make a new Client)"] * 3
 
 
 @pytest.mark.timeout(120)
@@ -851,13 +837,8 @@ def test_closing_a_client_whose_thread_is_held_by_a_callback_says_so_and_ends(tm
         c.close()  # while the callback holds the client's thread
         return c._thread.is_alive()
 
-    async def main():
-        async with Cluster(workdir=tmp_path) as c:
-            await _cluster(c, workers=1)
-            return await asyncio.to_thread(body, c.port)
-
     try:
-        alive = run(main())
+        alive = _in_a_thread(tmp_path, body)
     finally:
         logger.remove(sink)
     assert not alive
@@ -1100,13 +1081,8 @@ def test_a_callback_raising_system_exit_or_keyboard_interrupt_is_logged_and_the_
                     _within(30, lambda: c.submit("echo_later", 4).result(timeout=20)),
                     _within(30, lambda: type(c.status()).__name__)]
 
-    async def main():
-        async with Cluster(workdir=tmp_path) as c:
-            await _cluster(c, workers=1)
-            return await asyncio.to_thread(body, c.port)
-
     try:
-        after = run(main())
+        after = _in_a_thread(tmp_path, body)
     finally:
         logger.remove(sink)
     assert after == [[True] * 3, "completed", {"echo": 4}, "dict"], after
@@ -1133,12 +1109,7 @@ def test_a_sync_client_whose_thread_dies_fails_pending_and_later_calls_with_cras
             said.append(_within(30, call))
         return said
 
-    async def main():
-        async with Cluster(workdir=tmp_path) as c:
-            await _cluster(c, workers=1)
-            return await asyncio.to_thread(body, c.port)
-
-    pending, submit, status, close = run(main())
+    pending, submit, status, close = _in_a_thread(tmp_path, body)
     assert isinstance(pending, Crashed), pending
     crashed = "Crashed: the client's thread stopped on an unexpected error: SystemExit"
     assert submit.startswith(crashed) and status.startswith(crashed), (submit, status)
