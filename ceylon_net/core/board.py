@@ -660,14 +660,23 @@ class TaskBoard:
             if rec.attempt != attempt:  # (given out since, and back: where it may go now)
                 self._enqueue(rec, again=True)
                 continue
-            rec.front = lost[2]
-            self._move(rec, A)
-            self._move(rec, R)
-            rec.worker, rec.assigned_at, rec.confirmed, rec.started = worker, self.now, True, True
-            self._in_flight[worker][task_id] = self.now  # (running: its queue was given back)
-            self._stealing.pop(task_id, None)
+            rec.front, rec.assigned_at = lost[2], self.now
+            self._runs_on(rec, worker, attempt)  # (running: its queue was given back)
             kept.append(task_id)
         return kept
+
+    def _runs_on(self, rec: TaskRecord, worker: str, attempt: int) -> None:
+        """A task a worker back from being taken for lost still holds (out of the ready
+        queue already, or in flight on another worker no more) runs there, at ``attempt``:
+        started, confirmed, no longer being stolen."""
+        if rec.state is Q:
+            self._move(rec, A)
+        if rec.state is A:
+            self._move(rec, R)
+        rec.worker, rec.attempt, rec.confirmed, rec.started = worker, attempt, True, True
+        self._in_flight[worker][rec.task.id] = self.now
+        self.scheduler.release(worker, -1)
+        self._stealing.pop(rec.task.id, None)
 
     def hand_back(self, worker: str, done: Mapping[TaskId, int]) -> list[tuple[str, TaskId, int]]:
         """A worker found gone is back with successful results ({task: attempt}) for
@@ -688,20 +697,12 @@ class TaskBoard:
             if rec.state is Q:
                 if not self.scheduler.discard(task_id):
                     continue
-                self._move(rec, A)
             else:  # (in flight on another worker)
                 other, flying = rec.worker, self._in_flight[rec.worker]
                 flying.discard(task_id)
-                self.scheduler.release(other)
                 self.scheduler.holds(other, len(flying), self._alone_in(flying))
                 others.append((other, task_id, rec.attempt))
-            if rec.state is A:
-                self._move(rec, R)
-            self._stealing.pop(task_id, None)
-            rec.worker, rec.attempt, rec.started = worker, attempt, True
-            rec.confirmed = True
-            self._in_flight[worker][task_id] = self.now
-            self.scheduler.release(worker, -1)
+            self._runs_on(rec, worker, attempt)
             if self.dirty is not None:
                 self.dirty.add(task_id)
         return others
