@@ -18,6 +18,7 @@ from .. import wire
 from ..core.tasks import RunReport, json_text
 from ..core.workfile import parse_file, parse_work
 from ..edge.client import AsyncClient
+from ..edge.loop import Stopped, until_stopped
 from ..edge.transport import create_keypair
 from ..errors import AdminUnreachableError, ConfigError, LocalProtocolError, RejectedError
 from ..wire import Submitted
@@ -186,7 +187,7 @@ def _follow(c: AsyncClient, token: str) -> dict[str, Any]:
                           f"when sending it (e.g. 3@5f0c2a9e41b7d613)")
     try:
         with _progress(True) as on_progress:
-            return asyncio.run(_stoppable(_ask(c, lambda: c.watch_batch(
+            return asyncio.run(until_stopped(_ask(c, lambda: c.watch_batch(
                 int(m.group(1)), m.group(2), on_progress))))
     except AdminUnreachableError as exc:
         fail(EXIT_NO_ADMIN, str(exc))
@@ -213,46 +214,14 @@ async def _submit(c: AsyncClient, doc: dict[str, Any], wait: bool, sequential: b
                   on_submitted: Callable[[Submitted], None]
                   ) -> tuple[Submitted, dict[str, Any] | None]:
     with _progress(wait) as on_progress:
-        return await _stoppable(_ask(c, lambda: c.submit_batch(
+        return await until_stopped(_ask(c, lambda: c.submit_batch(
             doc, wait=wait, sequential=sequential, on_progress=on_progress,
             on_submitted=on_submitted)))
-
-
-class Stopped(Exception):
-    """SIGTERM or SIGHUP stopped the program while it sent or followed a batch."""
-
-    def __init__(self, sig: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(sig).name}")
-        self.signal = sig
 
 
 def _stop_code(exc: BaseException) -> int:
     """128 + the signal that stopped the program (Ctrl-C: KeyboardInterrupt, 130)."""
     return 128 + (exc.signal if isinstance(exc, Stopped) else signal.SIGINT)
-
-
-async def _stoppable(request: Awaitable[T]) -> T:
-    """``request``, ended by SIGTERM or SIGHUP (unless ignored: nohup) in :class:`Stopped`,
-    as Ctrl-C ends it in KeyboardInterrupt: so the program says what became of the batch
-    instead of dying on the spot."""
-    loop, task = asyncio.get_running_loop(), asyncio.current_task()
-    assert task is not None
-    caught: list[int] = []
-
-    def stop(sig: int) -> None:
-        if not caught:
-            caught.append(sig)
-            task.cancel()
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) is not signal.SIG_IGN:
-            loop.add_signal_handler(sig, stop, sig)
-    try:
-        return await request
-    except asyncio.CancelledError:
-        if caught and task.uncancel() == 0:
-            raise Stopped(caught[0]) from None
-        raise
 
 
 @contextlib.contextmanager

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from pathlib import Path
 
+from ..edge.loop import Stopped, until_stopped
 from .testing import Cluster
 
 SEED_TASKS = Path(__file__).resolve().parents[2] / "examples" / "seed_tasks.json"
@@ -19,26 +19,11 @@ TIME_SCALE = "0.2"  # seconds per difficulty point: the 8-point task takes 1.6 s
 async def main() -> int:
     """Run the demo; SIGTERM or SIGHUP (a closed terminal) stop it as Ctrl-C does: its
     processes are stopped on the way out, not left running (exit 128 + signal)."""
-    task, loop = asyncio.current_task(), asyncio.get_running_loop()
-    assert task is not None
-    caught: list[int] = []
-
-    def stop(sig: int) -> None:
-        if not caught:  # (once: a second one must not cut the processes' stopping short)
-            caught.append(sig)
-            task.cancel()
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) is not signal.SIG_IGN:  # (nohup bin/demo: ignored)
-            loop.add_signal_handler(sig, stop, sig)
     try:
-        return await _run()
-    except asyncio.CancelledError:
-        if not caught or task.uncancel() > 0:
-            raise
-        print(f"stopped by {signal.Signals(caught[0]).name}: the admin and workers were "
-              f"stopped", file=sys.stderr)
-        return 128 + caught[0]
+        return await until_stopped(_run())
+    except Stopped as exc:
+        print(f"{exc}: the admin and workers were stopped", file=sys.stderr)
+        return 128 + exc.signal
 
 
 async def _run() -> int:

@@ -30,7 +30,7 @@ import select
 import selectors
 import signal
 import threading
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 from loguru import logger
@@ -126,6 +126,39 @@ def _on_sigint(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]
     seen.handler = handler
     signal.signal(signal.SIGINT, handler)
     return seen
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGHUP ended what :func:`until_stopped` awaited."""
+
+    def __init__(self, sig: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(sig).name}")
+        self.signal = sig
+
+
+async def until_stopped(awaitable: Awaitable[T]) -> T:
+    """``awaitable``, ended by SIGTERM or SIGHUP (unless ignored: nohup) as Ctrl-C ends it:
+    this task is cancelled (what it awaits cleans up on the way out), then :class:`Stopped`
+    says which signal, so the program says what became of its work instead of dying on the
+    spot. A second signal does not cut the first one's stopping short."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+    caught: list[int] = []
+
+    def stop(sig: int) -> None:
+        if not caught:
+            caught.append(sig)
+            task.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            loop.add_signal_handler(sig, stop, sig)
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        if caught and task.uncancel() == 0:
+            raise Stopped(caught[0]) from None
+        raise
 
 
 async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], what: str,
