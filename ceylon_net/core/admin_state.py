@@ -41,7 +41,7 @@ from .commands import (
     Timer,
 )
 from .followup import Followup
-from .groups import TaskGroup, TaskManager
+from .groups import TaskGroup, TaskManager, journal_keeps, unkept_goal
 from .guard import PeerGuard, token_ok
 from .membership import Membership, clip
 from .pacing import Pace
@@ -247,10 +247,7 @@ class AdminState:
             for gate in self.batches.restore(batches, self.board.records):
                 self.board.open_gate(gate)
         for group, goal in self.task_manager.unkept_goals:
-            self.out.log("WARNING", f"group '{group}': its goal '{goal}' is Python code, which "
-                                    f"the journal cannot keep: after this restart the group "
-                                    f"runs on without it (a goal of kind at_least, fraction "
-                                    f"or all is kept)")
+            self.out.log("WARNING", unkept_goal(group, goal, restarted=True))
         self.started_at = now
         # Given up as unassignable (reported apart from cancellations): by their reason.
         self.unassigned[:] = [t for t, rec in self.board.records.items()
@@ -564,11 +561,8 @@ class AdminState:
     def _unkept(self, groups: Sequence[TaskGroup]) -> None:
         """Said as a journaled admin takes them: goals a restart would lose (Python code)."""
         for g in groups:
-            if g.goal is not None and TaskManager.spec(g)["goal"]["kind"] == "callable":
-                self.out.log("WARNING", f"group '{g.name}': its goal '{g.goal.name}' is Python "
-                                        f"code, which the journal cannot keep: should the "
-                                        f"admin restart, the group runs on without it (a goal "
-                                        f"of kind at_least, fraction or all is kept)")
+            if g.goal is not None and not journal_keeps(g.goal):
+                self.out.log("WARNING", unkept_goal(g.name, g.goal.name, restarted=False))
 
     def _cancel(self, task_ids: Sequence[TaskId], reason: str) -> dict[str, list[TaskId]]:
         # (ended before: "was_cancelled" when it ended cancelled, else "finished")

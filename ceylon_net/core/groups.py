@@ -184,6 +184,20 @@ class Fraction(_Counted):
         return math.ceil(self.value * group.total - 1e-9)
 
 
+def journal_keeps(goal: TaskGroupGoal) -> bool:
+    """A journal keeps a goal of a built-in kind (at_least, fraction, all), not Python code."""
+    return isinstance(goal.check_condition, _Counted)
+
+
+def unkept_goal(group: str, goal: str, restarted: bool) -> str:
+    """What is said of a group's goal in Python code, which a journal cannot keep: as a
+    journaled admin takes the group, or after a restart."""
+    return (f"group '{group}': its goal '{goal}' is Python code, which the journal cannot "
+            f"keep: " + ("after this restart the group runs on without it" if restarted else
+                         "should the admin restart, the group runs on without it")
+            + " (a goal of kind at_least, fraction or all is kept)")
+
+
 def create_goal_checker(required_tasks: int) -> AtLeast:
     """The seed's helper: achieved once ``required_tasks`` tasks of the group completed."""
     return AtLeast(required_tasks)
