@@ -942,17 +942,14 @@ def test_a_client_whose_process_was_paused_longer_than_gone_after_finds_its_resu
             client = await c.spawn("client", [sys.executable, "-c", PAUSED_CLIENT,
                                               str(c.port)])
             await wait_until(lambda: "submitted" in client.stdout(), 30, "the submission")
-            client.signal(signal.SIGSTOP)
-            stopped = time.monotonic()
-            try:
+            with client.paused():
+                stopped = time.monotonic()
                 async with AsyncClient(f"127.0.0.1:{c.port}", timeout=5) as probe:
                     async def done_and_paused() -> bool:
                         # (paused well past gone_after: 3 s, and three 1 s beats)
                         return (await probe.status())["counts"]["done"] >= 3 \
                             and time.monotonic() - stopped > 8
                     await wait_until(done_and_paused, 60, "the tasks to end", interval=0.5)
-            finally:
-                client.signal(signal.SIGCONT)
             assert await client.wait(60) == 0, client.stderr()
             return json.loads(client.stdout().splitlines()[-1]), client.stderr()
 

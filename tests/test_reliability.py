@@ -421,12 +421,9 @@ def test_a_worker_paused_past_the_liveness_limit_goes_on_with_its_task_if_no_one
                                   "0.25", "--report-json", str(report_path))
             worker = await c.worker("w", "--log-level", "DEBUG")
             await wait_until(lambda: "running task 0" in worker.stderr(), 20, "task 0 to run")
-            worker.signal(signal.SIGSTOP)
-            try:
+            with worker.paused():
                 await wait_until(lambda: "worker 'w' lost" in admin.stderr(), 20,
                                  "the admin to call the paused worker lost")
-            finally:
-                worker.signal(signal.SIGCONT)
             assert await admin.wait(30) == 0, admin.stderr()
             return admin.stderr(), _executions([worker]), worker.stderr()
 
@@ -458,15 +455,12 @@ def test_a_worker_paused_past_the_liveness_limit_hands_over_its_result_and_the_c
             await wait_until(lambda: "running task 0" in paused.stderr(), 20, "task 0 to run")
             due = time.monotonic() + 4.0  # (when its sleep is up: the task has its result)
             other = await c.worker("other", "--log-level", "DEBUG")
-            paused.signal(signal.SIGSTOP)
-            try:
+            with paused.paused():
                 await wait_until(lambda: "running task 0" in other.stderr(), 20,
                                  "the other worker to take task 0")
                 # Not a synchronisation: the paused worker is to come back with its task's
                 # time up, and before the other's copy ends (1.5 s of liveness later).
                 await asyncio.sleep(max(0.0, due + 0.2 - time.monotonic()))
-            finally:
-                paused.signal(signal.SIGCONT)
             assert await admin.wait(30) == 0, admin.stderr()
             return admin.stderr(), other.stderr()
 

@@ -11,7 +11,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,16 @@ class Proc:
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(sig)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The process stopped (SIGSTOP: a suspended VM, a debugger) while the block runs,
+        and continued after it, however the block ends."""
+        self.signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.signal(signal.SIGCONT)
 
 
 @dataclass
