@@ -222,6 +222,20 @@ class JSim(Sim):
         return JSim(self.path, **self.settings)
 
 
+def given_elsewhere(sim: Sim, first: str = "w1", second: str = "w2"
+                    ) -> tuple[SimWorker, SimWorker]:
+    """Task "t" goes to ``first``, which goes silent and is called lost at 3.5 s; "t" goes to
+    ``second``, which has not said it started it: (first as it was, second). ``first`` may
+    come back holding "t", attempt 1."""
+    sim.submit(noop("t"))
+    w1 = sim.join(first)
+    w2 = sim.join(second)
+    sim.now = 2.0
+    w2.heartbeat()
+    assert assigned(sim.tick(at=3.5)) == {second: ["t"]}  # first lost
+    return w1, w2
+
+
 def taken_over(sim: Sim) -> tuple[SimWorker, SimWorker]:
     """Task "t" starts on w1; w1 goes silent and is called lost at 3.5 s, and "t" goes to
     w2 (trusted: it ran a warm-up), which starts it: (w1 as it was, w2). w1 may come back

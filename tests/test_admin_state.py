@@ -7,7 +7,19 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kit import BEAT, EPOCH, Sim, assigned, frames, logs, noop, of, sends, taken_over
+from kit import (
+    BEAT,
+    EPOCH,
+    Sim,
+    assigned,
+    frames,
+    given_elsewhere,
+    logs,
+    noop,
+    of,
+    sends,
+    taken_over,
+)
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
@@ -305,12 +317,7 @@ def test_a_worker_back_with_the_result_of_a_task_given_to_another_meanwhile_has_
     not said it started it. w1's result is taken (the task ran: it is not run again) and w2
     is told to cancel its copy; w2's answer to that changes nothing."""
     sim = Sim()
-    sim.submit(noop("t"))
-    w1 = sim.join("w1")
-    w2 = sim.join("w2")
-    sim.now = 2.0
-    w2.heartbeat()
-    assert assigned(sim.tick(at=3.5)) == {"w2": ["t"]}  # w1 lost
+    w1, w2 = given_elsewhere(sim)
     w1.finish("t")  # (unheard: w1 is not registered any more)
     cmds = w1.hello()
     assert sends(cmds, Kind.CANCEL, w2.peer) == [wire.Cancel(
@@ -407,13 +414,7 @@ def test_a_failed_result_handed_over_by_a_worker_back_does_not_stop_the_new_atte
 
 def test_a_worker_back_from_a_cut_stops_what_was_given_to_another_meanwhile():
     sim = Sim()
-    sim.submit(noop("t"))
-    w = sim.join("w")
-    other = sim.join("other")
-    sim.now = 2.0
-    other.heartbeat()
-    cmds = sim.tick(at=3.5)
-    assert assigned(cmds) == {"other": ["t"]}
+    w, _ = given_elsewhere(sim, "w", "other")
     back = sim.worker("w", held=dict(w.held))
     assert sends(back.hello(), Kind.CANCEL, back.peer) == [
         wire.Cancel([["t", 1]], "reassigned while away")]

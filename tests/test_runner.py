@@ -61,6 +61,19 @@ async def _running(task: Task) -> tuple[TaskRunner, Gated, list[Any]]:
     return runner, tasks, crashes
 
 
+async def _all_answers(runner: TaskRunner, n: int) -> list[TaskResult]:
+    """The runner's first ``n`` answers, once all are in; then it is stopped."""
+    got: list[TaskResult] = []
+
+    def all_in() -> bool:
+        got.extend(runner.take_unsent())
+        return len(got) == n
+
+    await wait_until(all_in, 10, f"{n} answers")
+    await runner.stop()
+    return got
+
+
 def _answers(runner: TaskRunner) -> list[tuple[Any, int, bool]]:
     return [(r.task_id, r.attempt, r.cancelled) for r in runner.take_unsent()]
 
@@ -600,15 +613,7 @@ def test_sync_handlers_many_at_once_answer_each_call_and_stop_iteration_is_a_fai
         for i in range(200):
             runner.accept(TaskAssignment(Task(i, "d", 1, handler="test_runner.double",
                                               args=[i % 10]), "w", 1))
-        got: list[TaskResult] = []
-
-        def all_in() -> bool:
-            got.extend(runner.take_unsent())
-            return len(got) == 200
-
-        await wait_until(all_in, 10, "200 answers")
-        await runner.stop()
-        return got
+        return await _all_answers(runner, 200)
 
     handlers.handler("test_runner.double")(double)
     try:
@@ -910,14 +915,7 @@ def test_a_run_task_that_returns_no_task_result_fails_its_task_and_the_runner_go
         runner.start(crashes.append)
         for i in (1, 2, 3, 4):
             runner.accept(TaskAssignment(Task(i, "d", 1), "w", 1))
-        got: list[TaskResult] = []
-
-        def all_in() -> bool:
-            got.extend(runner.take_unsent())
-            return len(got) == 4
-
-        await wait_until(all_in, 10, "4 answers")
-        await runner.stop()
+        got = await _all_answers(runner, 4)
         return got, crashes
 
     got, crashes = run(body())

@@ -28,6 +28,16 @@ async def _submit(c, *args, label="submit"):
     return await p.wait(60), p.stdout(), p.stderr()
 
 
+def _submit_offline(tmp_path, path):
+    """ceylon-submit PATH with no admin to send it to (a file refused before connecting):
+    its exit code, stdout and stderr."""
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            return await _submit(c, str(path), "--connect-timeout", "1")
+
+    return run(body())
+
+
 def test_submit_wait_prints_results_and_exits_0(tmp_path):
     async def body():
         async with Cluster(workdir=tmp_path) as c:
@@ -234,11 +244,7 @@ def test_a_task_whose_arguments_the_wire_cannot_carry_is_refused_before_sending(
     path = tasks_file([{"id": "x", "description": "a", "difficulty": 1, "handler": "h",
                         "args": args}])
 
-    async def body():
-        async with Cluster(workdir=tmp_path) as c:  # (no admin: refused before connecting)
-            return await _submit(c, str(path), "--connect-timeout", "1")
-
-    code, _, err = run(body())
+    code, _, err = _submit_offline(tmp_path, path)
     assert code == 2, err
     assert f"error: {path}: {says}" in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
@@ -260,11 +266,7 @@ def test_a_file_with_a_dependency_cycle_is_refused_before_sending(tmp_path, doc,
     path = tmp_path / "cycle.json"
     path.write_text(json.dumps(doc))
 
-    async def body():
-        async with Cluster(workdir=tmp_path) as c:  # (no admin: refused before connecting)
-            return await _submit(c, str(path), "--connect-timeout", "1")
-
-    code, _, err = run(body())
+    code, _, err = _submit_offline(tmp_path, path)
     assert code == 2 and f"error: {path}: {says}" in err, err
 
 
@@ -274,11 +276,7 @@ def test_a_file_with_an_unknown_top_level_key_is_refused_before_sending(tmp_path
     path.write_text(json.dumps({"tasks": [{"id": 1, "description": "x", "difficulty": 1}],
                                 "group": [{"name": "g", "tasks": [{"description": "y"}]}]}))
 
-    async def body():
-        async with Cluster(workdir=tmp_path) as c:  # (no admin: refused before connecting)
-            return await _submit(c, str(path), "--connect-timeout", "1")
-
-    code, _, err = run(body())
+    code, _, err = _submit_offline(tmp_path, path)
     assert code == 2, err
     assert f"error: {path}: unknown top-level key 'group'; allowed: tasks, groups" in err, err
 
