@@ -412,13 +412,103 @@ def test_a_failed_result_handed_over_by_a_worker_back_does_not_stop_the_new_atte
         assert sim.finished()["t"].result.worker == "w2"
 
 
-def test_a_worker_back_from_a_cut_stops_what_was_given_to_another_meanwhile():
-    sim = Sim()
-    w, _ = given_elsewhere(sim, "w", "other")
+def _back_from_a_cut(sim: Sim) -> tuple[Any, Any, list[Any]]:
+    """given_elsewhere, then "w" is back (a new connection) still running "t", attempt 1,
+    which "other" holds, attempt 2, not started: (w back, other, the HELLO's commands)."""
+    w, other = given_elsewhere(sim, "w", "other")
     back = sim.worker("w", held=dict(w.held))
-    assert sends(back.hello(), Kind.CANCEL, back.peer) == [
-        wire.Cancel([["t", 1]], "reassigned while away")]
-    assert sim.st.board.records["t"].worker == "other"
+    return back, other, back.hello()
+
+
+def test_a_worker_back_from_a_cut_keeps_a_task_given_to_another_meanwhile_not_started_there():
+    """Rather than stop the copy that has been running and run the task again from the
+    start, the copy given out meanwhile is asked back; given back, the task is the returning
+    worker's, at its attempt, and its result is taken. Its heartbeats meanwhile do not get
+    it stopped as not its own."""
+    sim = Sim()
+    back, other, cmds = _back_from_a_cut(sim)
+    assert not sends(cmds, Kind.CANCEL)
+    assert sends(cmds, Kind.RELEASE, other.peer) == [wire.Release([["t", 2]])]
+    assert "worker 'w' came back still running 1 task(s) given meanwhile to other workers, " \
+           "not started there: asked back, to stay with it" in logs(cmds)
+    assert not sends(back.heartbeat(), Kind.CANCEL)
+    cmds = other.give_back("t")
+    assert not sends(cmds, Kind.CANCEL) and assigned(cmds) == {}
+    rec = sim.st.board.records["t"]
+    assert (rec.state, rec.worker, rec.attempt, rec.losses) == (TaskState.RUNNING, "w", 1, 0)
+    sim.st.board.validate()
+    back.finish("t")
+    done = sim.finished()["t"]
+    assert (done.status, done.result.worker, done.result.attempt) == (
+        TaskStatus.COMPLETED, "w", 1)
+    assert sim.st.idle
+
+
+def test_a_task_asked_back_for_a_worker_back_that_starts_there_first_stops_that_worker_s_copy():
+    """The RELEASE came too late: the task started where it was given. Two copies must not
+    run: the returning worker's is stopped, as before there was a way to keep it."""
+    sim = Sim()
+    back, other, _ = _back_from_a_cut(sim)
+    cmds = other.start("t")
+    assert sends(cmds, Kind.CANCEL, back.peer) == [wire.Cancel([["t", 1]],
+                                                               "reassigned while away")]
+    back.held.pop("t")
+    back.say(Kind.RESULT, [TaskResult("t", "w", False, attempt=1, cancelled=True,
+                                      error="cancelled")])
+    other.finish("t")
+    assert sim.finished()["t"].result.worker == "other"
+    sim.st.board.validate()
+
+
+def test_a_worker_back_whose_kept_copy_ends_first_has_its_result_taken():
+    """The returning worker's copy ends before the other answers the RELEASE: a success is
+    the task's result and the copy given out meanwhile is cancelled; a failure (a pause may
+    cause one) is not: the task runs where it was given."""
+    sim = Sim()
+    back, other, _ = _back_from_a_cut(sim)
+    cmds = back.finish("t")
+    assert sends(cmds, Kind.CANCEL, other.peer) == [wire.Cancel(
+        [["t", 2]], "done meanwhile by worker 'w', back from being taken for lost")]
+    assert sim.finished()["t"].result.worker == "w"
+    other.give_back("t")  # (its answer to the RELEASE, crossing the CANCEL)
+    assert list(sim.finished()) == ["t"] and sim.st.idle
+    sim.st.board.validate()
+
+    sim = Sim()
+    back, other, _ = _back_from_a_cut(sim)
+    cmds = back.finish("t", success=False, error="timed out")
+    assert not sends(cmds, Kind.CANCEL) and "t" not in sim.finished()
+    other.start("t")
+    other.finish("t")
+    assert sim.finished()["t"].result.worker == "other"
+    sim.st.board.validate()
+
+
+def test_a_task_asked_back_for_a_worker_back_ends_both_copies_when_cancelled_or_lost_there():
+    """Cancelled by a user while asked back, the task stops at both workers. The worker it
+    was given to found gone before it answered: the task runs on at the returning worker, not
+    given out a third time."""
+    sim = Sim()
+    back, other, _ = _back_from_a_cut(sim)
+    cmds = sim.cancel("t")
+    assert sends(cmds, Kind.CANCEL, back.peer) == [wire.Cancel([["t", 1]],
+                                                               "cancelled by request")]
+    assert sends(cmds, Kind.CANCEL, other.peer) == [wire.Cancel([["t", 2]],
+                                                                "cancelled by request")]
+
+    sim = Sim()
+    back, other, _ = _back_from_a_cut(sim)
+    cmds = []
+    for at in (4.0, 5.0, 6.0, 7.0, 8.0):  # other silent since 3.5: lost
+        sim.now = at
+        cmds += back.heartbeat() + sim.tick()
+    assert "worker 'other' lost" in " ".join(logs(cmds))
+    assert not sends(cmds, Kind.CANCEL) and assigned(cmds) == {}
+    rec = sim.st.board.records["t"]
+    assert (rec.state, rec.worker, rec.attempt) == (TaskState.RUNNING, "w", 1)
+    back.finish("t")
+    assert sim.finished()["t"].result.worker == "w"
+    sim.st.board.validate()
 
 
 # --------------------------------------------------------------------------- drain, leave

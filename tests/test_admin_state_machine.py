@@ -99,6 +99,7 @@ class AdminMachine(RuleBasedStateMachine):
     def restart_with_a_new_connection(self, data: st.DataObject) -> None:
         old = data.draw(st.sampled_from(sorted(self.sim.workers.values(), key=lambda w: w.peer)))
         del self.sim.workers[old.peer]
+        self.silent.discard(old.peer)
         new = self.sim.worker(old.name, skill=old.skill, role=old.role, capacity=old.capacity)
         new.held, new.unacked = old.held, old.unacked
         self.pending.pop(old.peer, None)
@@ -159,6 +160,16 @@ class AdminMachine(RuleBasedStateMachine):
             (self.unreachable.add if what == "cut" else self.unreachable.discard)(w.peer)
         else:
             self.sim.receive(w.peer, [Kind.RESULT, b"\xc1", b""])
+
+    @precondition(lambda self: self.silent)
+    @rule(data=st.data())
+    def a_silent_worker_comes_back(self, data: st.DataObject) -> None:
+        """Paused, or its host cut off, not dead: it registers again holding what it held,
+        with the results the admin did not acknowledge (the admin may have found it gone and
+        given its tasks to others meanwhile)."""
+        peer = data.draw(st.sampled_from(sorted(self.silent)))
+        self.silent.discard(peer)
+        self.sim.workers[peer].hello()
 
     @precondition(lambda self: self.talking())
     @rule(data=st.data(), stuck=st.integers(-1, 4))

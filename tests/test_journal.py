@@ -818,3 +818,24 @@ def test_a_goal_in_python_code_is_said_to_be_lost_to_a_restart_when_taken_and_af
     assert sim.st.task_manager.task_groups[g.id].goal is None
     assert any(m.startswith(said + ": after this restart the group runs on without it")
                for m in logs(sim.every + sim.st.out.take(), "WARNING")), logs(sim.every)
+
+
+def test_a_task_given_back_for_a_worker_back_is_journaled_as_running_there(tmp_path):
+    """w, called lost while running "t", is back (a new connection) while "t" waits unstarted
+    at the worker it went to meanwhile; that worker gives it back: "t" is w's again, at its
+    attempt, and an admin restarted then knows it so (w's result is taken, not stopped as
+    another attempt's)."""
+    from kit import JSim, given_elsewhere
+
+    sim = JSim(tmp_path / "j.db")
+    w, other = given_elsewhere(sim, "w", "other")
+    back = sim.worker("w", held=dict(w.held))
+    back.hello()
+    other.give_back("t")
+    sim = sim.restart()
+    rec = sim.st.board.records["t"]
+    assert (rec.state, rec.worker, rec.attempt) == (TaskState.RUNNING, "w", 1)
+    back = sim.worker("w", held={"t": 1})
+    back.hello()
+    back.finish("t")
+    assert sim.finished()["t"].result.worker == "w"

@@ -632,6 +632,9 @@ class AdminState:
         if board.to_release:
             asks, board.to_release = board.to_release, {}
             self.members.ask_back(asks)
+        if board.to_cancel:
+            stops, board.to_cancel = board.to_cancel, {}
+            self.members.stop_copies(stops)
         if assign and self.assigning and not self.closing:
             self._assign(now)
             if self.pace.fixed != 0:

@@ -144,6 +144,10 @@ class TaskBoard:
         # with it if no one else has it (see keep). Journaled with the task (lost_with).
         self._lost_with: dict[TaskId, dict[int, tuple[str, bool, bool]]] = {}
         self.to_release: dict[str, list[tuple[TaskId, int]]] = {}
+        # Asked back for a worker back from being taken for lost that still runs it (see
+        # _claim): task -> (that worker, its attempt). to_cancel: copies to stop.
+        self._claims: dict[TaskId, tuple[str, int]] = {}
+        self.to_cancel: dict[str, dict[str, list[tuple[TaskId, int]]]] = {}
         # steals() has nothing to do until the scheduler changes or this time comes
         self._steal_seen, self._steal_due = -1, 0.0
         # worker on probation -> {task: attempt} taken back from it
@@ -449,7 +453,8 @@ class TaskBoard:
 
     def started(self, worker: str, held: Mapping[TaskId, int]) -> None:
         """The worker started these ({task: attempt}): from now on they count as lost with
-        it, and are not taken back (a RELEASE for them came too late)."""
+        it, and are not taken back (a RELEASE for them came too late: a copy a worker back
+        from being taken for lost kept running is stopped, see :meth:`_claim`)."""
         flying = self._in_flight.get(worker)
         if not flying:
             return
@@ -462,6 +467,8 @@ class TaskBoard:
                     flying[task_id] = self.now
                 self._stealing.pop(task_id, None)
                 self._unless_started.pop(task_id, None)
+                if task_id in self._claims:  # (it runs here: not at the worker back too)
+                    self._unclaim(task_id, "reassigned while away")
         if got:
             self.trust(worker)
 
@@ -610,6 +617,8 @@ class TaskBoard:
         always counts, and run alone on their last attempt (see :meth:`place`)."""
         slot = self.scheduler.remove_worker(name)
         self._stalled_at.pop(name, None)
+        for task_id in [t for t, (w, _) in self._claims.items() if w == name]:
+            del self._claims[task_id]  # (the task runs where it went: see _claim)
         self._stolen_lost(name, why)
         flying = self._in_flight.pop(name, Held())
         started = sum(self.records[t].started for t in flying)
@@ -635,14 +644,18 @@ class TaskBoard:
         return sorted([*lost, *self._lose(waited, name, why, counts=False)],
                       key=lambda i: self.records[i].seq or 0)
 
-    def keep(self, worker: str, held: Mapping[TaskId, int]) -> list[TaskId]:
+    def keep(self, worker: str, held: Mapping[TaskId, int]
+             ) -> tuple[list[TaskId], list[TaskId]]:
         """A worker found gone is back (it was cut off or paused, not dead) and still holds
         these ({task: attempt}; it gave back what had not started before registering): the
         loss of each is undone (they did not crash it), and a task that went back to the
         queue and to no one since stays with it, running, rather than be stopped there and
-        run again from the start. (One given to another worker meanwhile is stopped here as
-        before: see Membership._reconcile.) Returns those it keeps."""
+        run again from the start. One given to another worker meanwhile that has not started
+        there is asked back from it for this worker (see :meth:`_claim`); one that started
+        there is stopped here (it is not this worker's: see :meth:`reclaim`). Returns (those
+        it keeps, those asked back for it)."""
         kept: list[TaskId] = []
+        claimed: list[TaskId] = []
         for task_id, attempt in held.items() if self._lost_with else ():
             lost = self._lost_with.get(task_id, {}).get(attempt)
             rec = self.records.get(task_id)
@@ -655,6 +668,8 @@ class TaskBoard:
             if rec.state in IN_FLIGHT:  # (its worker may run it alone no more)
                 other = self._in_flight[rec.worker]
                 self.scheduler.holds(rec.worker, len(other), self._alone_in(other))
+                if self._claim(rec, worker, attempt):
+                    claimed.append(task_id)
             if rec.state is not Q or not self.scheduler.discard(task_id):
                 continue
             if rec.attempt != attempt:  # (given out since, and back: where it may go now)
@@ -663,7 +678,31 @@ class TaskBoard:
             rec.front, rec.assigned_at = lost[2], self.now
             self._runs_on(rec, worker, attempt)  # (running: its queue was given back)
             kept.append(task_id)
-        return kept
+        return kept, claimed
+
+    def _claim(self, rec: TaskRecord, worker: str, attempt: int) -> bool:
+        """A task ``worker`` still runs at ``attempt`` (it is back from being taken for lost)
+        was given to another worker meanwhile, which has not said it started it (nor is it
+        being stopped there): it is asked back from that worker (RELEASE). Given back, or
+        back any other way before it starts there, it runs on at ``worker`` (see
+        :meth:`_requeue`) rather than from the start elsewhere; started there first, the copy
+        at ``worker`` is stopped (:meth:`started`); should that copy end first with a result,
+        it is the task's (:meth:`record`). Until then the copy at ``worker`` is not stopped
+        as not its own (:meth:`reclaim`). Returns whether it was asked back."""
+        task_id = rec.task.id
+        if rec.started or rec.stopping is not None or rec.worker == worker \
+                or task_id in self._unless_started:
+            return False
+        self._claims[task_id] = (worker, attempt)
+        if task_id not in self._stealing:  # (asked back already: that answer serves)
+            self.to_release.setdefault(rec.worker, []).append((task_id, rec.attempt))
+        self._stealing[task_id] = worker
+        return True
+
+    def _unclaim(self, task_id: TaskId, reason: str) -> None:
+        """The copy a claim kept running is to stop: the task is not to run there after all."""
+        worker, attempt = self._claims.pop(task_id)
+        self.to_cancel.setdefault(worker, {}).setdefault(reason, []).append((task_id, attempt))
 
     def _runs_on(self, rec: TaskRecord, worker: str, attempt: int) -> None:
         """A task a worker back from being taken for lost still holds (out of the ready
@@ -677,6 +716,8 @@ class TaskBoard:
         self._in_flight[worker][rec.task.id] = self.now
         self.scheduler.release(worker, -1)
         self._stealing.pop(rec.task.id, None)
+        if self.dirty is not None:  # (journaled: worker and attempt changed)
+            self.dirty.add(rec.task.id)
 
     def hand_back(self, worker: str, done: Mapping[TaskId, int]) -> list[tuple[str, TaskId, int]]:
         """A worker found gone is back with successful results ({task: attempt}) for
@@ -685,8 +726,8 @@ class TaskBoard:
         take (it is not run a second time). (A failure, which the pause itself may have
         caused, a time limit say, is not worth stopping a new attempt for: not handed here.)
         Call before :meth:`keep`. Returns the copies given out since that are still on other
-        workers ((worker, task, attempt)), to be cancelled there (one already started there
-        is stopped: the task has its result)."""
+        workers ((worker, task, attempt)): each is to be cancelled there (``to_cancel``; one
+        already started there is stopped: the task has its result)."""
         others: list[tuple[str, TaskId, int]] = []
         for task_id, attempt in done.items() if self._lost_with else ():
             lost = self._lost_with.get(task_id, {}).get(attempt)
@@ -694,18 +735,25 @@ class TaskBoard:
             if lost is None or lost[0] != worker or rec is None or rec.attempt == attempt \
                     or rec.state in ENDED or rec.state is W:
                 continue
-            if rec.state is Q:
-                if not self.scheduler.discard(task_id):
-                    continue
-            else:  # (in flight on another worker)
-                other, flying = rec.worker, self._in_flight[rec.worker]
-                flying.discard(task_id)
-                self.scheduler.holds(other, len(flying), self._alone_in(flying))
-                others.append((other, task_id, rec.attempt))
-            self._runs_on(rec, worker, attempt)
-            if self.dirty is not None:
-                self.dirty.add(task_id)
+            if rec.state is Q and not self.scheduler.discard(task_id):
+                continue
+            if rec.state is not Q:
+                others.append((rec.worker, task_id, rec.attempt))
+            self._take_over(rec, worker, attempt)
         return others
+
+    def _take_over(self, rec: TaskRecord, worker: str, attempt: int) -> None:
+        """``worker``, back from being taken for lost, ran the task to its result at
+        ``attempt``: the task is made its own again there, for :meth:`record` to take; a
+        copy given to another worker since is cancelled there."""
+        if rec.state is not Q:  # (in flight on another worker)
+            other, flying = rec.worker, self._in_flight[rec.worker]
+            flying.discard(rec.task.id)
+            self.scheduler.holds(other, len(flying), self._alone_in(flying))
+            self.to_cancel.setdefault(other, {}).setdefault(
+                f"done meanwhile by worker '{worker}', back from being taken for lost", []
+            ).append((rec.task.id, rec.attempt))
+        self._runs_on(rec, worker, attempt)
 
     def _stolen_lost(self, worker: str, why: str) -> None:
         """The tasks taken back from ``worker`` (on probation, it had not confirmed them)
@@ -742,7 +790,8 @@ class TaskBoard:
     def _requeue(self, rec: TaskRecord) -> None:
         """A task its worker no longer has goes back to the queue, unless it was being
         cancelled, or was to be unless it started: then it ends here (its worker cannot
-        answer for it any more)."""
+        answer for it any more); or unless a worker back from being taken for lost still
+        runs it (see :meth:`_claim`): it runs on there."""
         reason = rec.stopping
         if self._unless_started:
             reason = self._unless_started.pop(rec.task.id, None) or reason
@@ -750,8 +799,25 @@ class TaskBoard:
             rec.worker = None
             self._finish_cancelled(rec, reason)
             self.fail_gate(task_gate(rec.task.id), f"dependency {rec.task.id!r} was cancelled")
+        elif self._claims and rec.task.id in self._claims:
+            self._claimed_back(rec)
         else:
             self._enqueue(rec)
+
+    def _claimed_back(self, rec: TaskRecord) -> None:
+        """A task asked back for a worker back from being taken for lost (see :meth:`_claim`)
+        left the worker it was given to before it started there: it runs on at the worker
+        back. Unless that worker now runs a task alone (its last attempt, see :meth:`place`):
+        the copy there is stopped then, and the task queued."""
+        worker, attempt = self._claims[rec.task.id]
+        slot = self.scheduler.workers.get(worker)
+        if slot is None or slot.alone:
+            self._unclaim(rec.task.id, "reassigned while away")
+            self._enqueue(rec)
+            return
+        del self._claims[rec.task.id]
+        rec.assigned_at = self.now
+        self._runs_on(rec, worker, attempt)
 
     def reclaim(self, worker: str, running: Mapping[TaskId, int],
                 assigned_before: float | None = None) -> tuple[list[TaskId], list[TaskId]]:
@@ -769,8 +835,10 @@ class TaskBoard:
                               counts=assigned_before is None)
         if gone and assigned_before is not None:
             self.probation(worker)  # tasks sent a while ago never reached it
+        claims = self._claims
         stale = [t for t, attempt in running.items()
-                 if t not in flying or self.records[t].attempt != attempt]
+                 if (t not in flying or self.records[t].attempt != attempt)
+                 and (not claims or claims.get(t) != (worker, attempt))]
         self.scheduler.holds(worker, len(flying), self._alone_in(flying))
         return requeued, stale
 
@@ -788,7 +856,9 @@ class TaskBoard:
 
     def _forget_lost(self, task_id: TaskId, attempt: int | None = None) -> None:
         """One attempt's loss taken back, or (no ``attempt``) the task ended: its attempts
-        lost with workers are of no more use."""
+        lost with workers are of no more use, and a copy a claim kept running is stopped."""
+        if attempt is None and task_id in self._claims:
+            self._unclaim(task_id, "reassigned while away")
         lost = self._lost_with.get(task_id)
         if lost is not None and attempt is not None:
             lost.pop(attempt, None)
@@ -869,6 +939,8 @@ class TaskBoard:
         if (flying is not None and task_id in flying) \
                 or task_id in self._stolen.get(worker, ()):
             self.trust(worker)  # an answer about a task it was sent: it reads
+        if self._claims and self._claims.get(task_id) == (worker, result.attempt):
+            self._claim_ended(rec, result)
         state = rec.state
         if state in ENDED or result.attempt != rec.attempt:
             return None
@@ -896,11 +968,20 @@ class TaskBoard:
         self._ended(rec, result)
         return rec
 
+    def _claim_ended(self, rec: TaskRecord, result: TaskResult) -> None:
+        """The copy a worker back from being taken for lost kept running ended before the
+        worker the task was given to meanwhile answered (see :meth:`_claim`): a success is the
+        task's result (taken; the copy there is cancelled); anything else (a failure may come
+        of the pause itself, a time limit say) is not, and the task runs there."""
+        del self._claims[rec.task.id]
+        if result.success and not result.cancelled and rec.state in IN_FLIGHT:
+            self._take_over(rec, result.worker, result.attempt)
+
     def _ended(self, rec: TaskRecord, result: TaskResult) -> None:
         """A task ran to a result (the caller counts it out of ``open``)."""
         task_id = rec.task.id
         rec.result = result
-        if self._lost_with:
+        if self._lost_with or self._claims:
             self._forget_lost(task_id)
         if self._unless_started:
             self._unless_started.pop(task_id, None)
@@ -973,11 +1054,12 @@ class TaskBoard:
         return asked
 
     def asked_back(self, worker: str) -> list[tuple[TaskId, int]]:
-        """(task, attempt) on this worker that :meth:`cancel_unstarted` asked back and that
-        have not started (as far as we have heard): the ask may not have reached it."""
+        """(task, attempt) on this worker that :meth:`cancel_unstarted` or :meth:`_claim`
+        asked back and that have not started (as far as we have heard): the ask may not have
+        reached it."""
         records = self.records
         return [(t, records[t].attempt) for t in self.in_flight(worker)
-                if t in self._unless_started and not records[t].started]
+                if (t in self._unless_started or t in self._claims) and not records[t].started]
 
     def give_up(self, task_ids: Iterable[TaskId]) -> list[TaskId]:
         """Queued tasks no worker can take: cancelled, to be reported as unassigned."""
@@ -993,6 +1075,8 @@ class TaskBoard:
         rec.stopping = reason
         if self.dirty is not None:
             self.dirty.add(task_id)  # journaled: a restarted admin asks it again
+        if task_id in self._claims:
+            self._unclaim(task_id, reason)
         return rec.worker, rec.attempt
 
     def _finish_cancelled(self, rec: TaskRecord, reason: str) -> None:

@@ -168,10 +168,14 @@ class Membership:
         self._handed_back(rec.name, self.board.hand_back(
             rec.name, {r.task_id: r.attempt for r in results if r.success and r.task_id in done}))
         held = {**running, **done}
-        kept = self.board.keep(rec.name, held)
+        kept, claimed = self.board.keep(rec.name, held)
         if kept:
             self.out.log("INFO", f"worker '{rec.name}' came back still running {len(kept)} "
                                  f"task(s) queued again while it was away; they stay with it")
+        if claimed:
+            self.out.log("INFO", f"worker '{rec.name}' came back still running {len(claimed)} "
+                                 f"task(s) given meanwhile to other workers, not started "
+                                 f"there: asked back, to stay with it")
         # Assignments younger than a heartbeat may be on their way (sent after this HELLO
         # was written): the next heartbeat settles those.
         requeued, stale = self.board.reclaim(rec.name, held, now - self.settings.heartbeat)
@@ -187,20 +191,22 @@ class Membership:
 
     def _handed_back(self, worker: str, others: list[tuple[str, TaskId, int]]) -> None:
         """Results a worker back from being taken for lost handed over, for tasks given to
-        other workers since (see TaskBoard.hand_back): those copies are cancelled there."""
-        if not others:
-            return
-        self.out.log("INFO", f"worker '{worker}' came back with the result of {len(others)} "
-                             f"task(s) given to other workers meanwhile: taken, and their "
-                             f"copies there cancelled")
-        copies: dict[str, list[list[Any]]] = {}
-        for other, task_id, attempt in others:
-            copies.setdefault(other, []).append([task_id, attempt])
-        for other, pairs in copies.items():
-            if (peer := self.registry.by_name.get(other)) is not None:
-                self.out.send(peer, Kind.CANCEL, wire.Cancel(
-                    pairs, f"done meanwhile by worker '{worker}', back from being taken for "
-                           f"lost"))
+        other workers since (see TaskBoard.hand_back): said; those copies are cancelled
+        there (TaskBoard.to_cancel, sent at the round's end)."""
+        if others:
+            self.out.log("INFO", f"worker '{worker}' came back with the result of "
+                                 f"{len(others)} task(s) given to other workers meanwhile: "
+                                 f"taken, and their copies there cancelled")
+
+    def stop_copies(self, stops: Mapping[str, Mapping[str, list[tuple[TaskId, int]]]]
+                    ) -> None:
+        """Cancel copies of tasks on workers that are not to run them ({worker: {reason:
+        [(task, attempt)]}}, TaskBoard.to_cancel)."""
+        for worker, why in stops.items():
+            peer = self.registry.by_name.get(worker)
+            for reason, pairs in why.items() if peer is not None else ():
+                self.out.send(peer, Kind.CANCEL, wire.Cancel([[t, a] for t, a in pairs],
+                                                             reason))
 
     def _ask_again(self, rec: WorkerRecord, running: dict[Any, int]) -> None:
         """Tasks we asked this worker to cancel, or to give back unstarted, that it still
