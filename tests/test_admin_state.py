@@ -511,6 +511,109 @@ def test_a_task_asked_back_for_a_worker_back_ends_both_copies_when_cancelled_or_
     sim.st.board.validate()
 
 
+def test_a_worker_back_running_a_task_asked_back_for_it_has_that_slot_taken():
+    """Its copy takes a slot (capacity 1: a new task waits in the admin's queue, and one
+    that must run alone is not placed beside it); a copy that fails frees the slot (the new
+    task goes there) and leaves the task asked back for no one (an idle worker may steal it
+    again). A reviewer's findings: the copy took no slot, and the ask stayed."""
+    sim = Sim()
+    back, _, _ = _back_from_a_cut(sim)
+    back.heard = sim.st.broadcasts.seq
+    back.heartbeat()
+    assert sim.st.board.scheduler.workers["w"].running == 1
+    assert assigned(sim.submit(noop("u"))) == {}
+    sim.st.board.validate()
+    cmds = back.finish("t", success=False, error="timed out")
+    assert assigned(cmds) == {"w": ["u"]} and not sim.st.board._stealing
+    sim.st.board.validate()
+
+
+def test_a_task_is_asked_back_for_one_worker_back_only_and_not_for_a_copy_that_ended():
+    """Two workers back, each still running an old copy of "t" (the state machine found the
+    second claim taking the first's place, the first's slot counted taken for ever): the
+    first keeps it, the second's copy is stopped. A worker back with its copy's failure
+    (an unacknowledged result) does not ask the task back: it runs where it was given."""
+    sim = Sim()
+    sim.submit(noop("t"))
+    sim.join("a")
+    sim.tick(at=3.5)  # a lost
+    b = sim.join("b")
+    assert b.held == {"t": 2}
+    for at in (4.5, 5.5, 6.5, 7.5):  # b silent: lost
+        sim.tick(at=at)
+    c = sim.join("c")
+    assert c.held == {"t": 3}
+    a_back = sim.worker("a", held={"t": 1})
+    assert sends(a_back.hello(), Kind.RELEASE, c.peer) == [wire.Release([["t", 3]])]
+    b_back = sim.worker("b", held={"t": 2})
+    cmds = b_back.hello()
+    assert sends(cmds, Kind.CANCEL, b_back.peer) == [wire.Cancel([["t", 2]],
+                                                                 "reassigned while away")]
+    assert not sends(cmds, Kind.RELEASE)
+    sim.st.board.validate()
+    c.give_back("t")
+    a_back.finish("t")
+    assert sim.finished()["t"].result.worker == "a"
+    sim.st.board.validate()
+
+    sim = Sim()
+    w, _ = given_elsewhere(sim, "w", "other")
+    w.finish("t", success=False, error="timed out")  # (unheard: w is not registered)
+    cmds = sim.worker("w", unacked=dict(w.unacked)).hello()
+    assert not sends(cmds, Kind.RELEASE) and not sim.st.board._claims
+    assert sim.st.board.records["t"].worker == "other"
+
+
+def test_a_probation_steal_of_a_task_asked_back_for_a_worker_back_cancels_the_attempt_sent():
+    """The task went to a worker on probation, which did not confirm it in time: taken back
+    from it, the task runs on at the worker back; the CANCEL names the attempt the worker on
+    probation holds (a reviewer's finding: it named the other's, and was ignored there)."""
+    sim = Sim()
+    sim.submit(noop("t"))
+    w = sim.join("w")
+    sim.tick(at=3.5)  # w lost
+    other = sim.worker("other")
+    assert assigned(other.hello()) == {"other": ["t"]}  # on probation
+    back = sim.worker("w", held=dict(w.held))
+    assert sends(back.hello(), Kind.RELEASE, other.peer) == [wire.Release([["t", 2]])]
+    sim.now += 2.0
+    cmds = sim.fire(next(x for x in sim.timers if x.key[:2] == ("probation", "other")))
+    assert sends(cmds, Kind.CANCEL, other.peer) == [
+        wire.Cancel([["t", 2]], "not confirmed in time; reassigned")]
+    rec = sim.st.board.records["t"]
+    assert (rec.worker, rec.attempt) == ("w", 1)
+    sim.st.board.validate()
+
+
+def test_a_goal_cancelling_the_rest_leaves_a_task_running_at_a_worker_back():
+    """cancel_rest ends the group's tasks that have not started; one asked back for a worker
+    back from being taken for lost has: it runs on there (not stopped as reassigned)."""
+    from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
+
+    sim = Sim()
+    group = TaskManager.create_task_group(
+        "g", "", [TaskMessage(f"i{n}", f"i{n}", "", 0.0) for n in range(2)],
+        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"),
+        on_goal="cancel_rest")
+    sim.carry(sim.st.submit(groups=[group], now=sim.now))
+    w, x = sim.join("w"), sim.join("x")
+    assert (w.held, x.held) == ({"i0": 1}, {"i1": 1})
+    for at in (2.0, 3.5):  # w silent: lost at 3.5
+        sim.now = at
+        x.heartbeat()
+        sim.tick()
+    other = sim.join("other")
+    back = sim.worker("w", held={"i0": 1})
+    back.hello()
+    x.finish("i1")  # the goal is met
+    cmds = other.give_back("i0")
+    assert not sends(sim.every, Kind.CANCEL, back.peer) and "i0" not in sim.finished()
+    assert sim.st.board.records["i0"].worker == "w" and assigned(cmds) == {}
+    back.finish("i0")
+    assert sim.finished()["i0"].result.worker == "w"
+    sim.st.board.validate()
+
+
 # --------------------------------------------------------------------------- drain, leave
 
 

@@ -15,8 +15,8 @@ waits on it, and so on down the chain.
 from __future__ import annotations
 
 import enum
-from collections import defaultdict
-from collections.abc import Hashable, Iterable, KeysView, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Container, Hashable, Iterable, KeysView, Mapping
 from dataclasses import dataclass
 from itertools import islice, repeat
 from operator import attrgetter
@@ -595,17 +595,20 @@ class TaskBoard:
             return []
         taken = [t for t, attempt in sent if t in flying and self.records[t].attempt == attempt
                  and self.records[t].asked and not self.records[t].confirmed]
+        if not taken:
+            return []
+        # (the attempts it holds, said before _lose: a task claimed for a worker back from
+        # being taken for lost runs there from then on, at that worker's attempt)
+        pairs = [(t, self.records[t].attempt) for t in taken]
         for t in taken:
             flying.discard(t)
             self.records[t].stolen = self.records[t].front = True
-        if taken:
-            self.scheduler.release(worker, len(taken))
-            self._stolen.setdefault(worker, {}).update(
-                (t, self.records[t].attempt) for t in taken)
-            self._stalled_at[worker] = self.now
-            self._lose(taken, worker, "it did not take it", counts=False)
-            self.worker_event(worker, WorkerEvent.UNCONFIRMED)
-        return [(t, self.records[t].attempt) for t in taken]
+        self.scheduler.release(worker, len(taken))
+        self._stolen.setdefault(worker, {}).update(pairs)
+        self._stalled_at[worker] = self.now
+        self._lose(taken, worker, "it did not take it", counts=False)
+        self.worker_event(worker, WorkerEvent.UNCONFIRMED)
+        return pairs
 
     def remove_worker(self, name: str, why: str = "lost") -> list[TaskId]:
         """The worker is gone: its in-flight tasks go back to the queue, oldest place kept; a
@@ -644,16 +647,17 @@ class TaskBoard:
         return sorted([*lost, *self._lose(waited, name, why, counts=False)],
                       key=lambda i: self.records[i].seq or 0)
 
-    def keep(self, worker: str, held: Mapping[TaskId, int]
+    def keep(self, worker: str, held: Mapping[TaskId, int], running: Container[TaskId] = ()
              ) -> tuple[list[TaskId], list[TaskId]]:
         """A worker found gone is back (it was cut off or paused, not dead) and still holds
         these ({task: attempt}; it gave back what had not started before registering): the
         loss of each is undone (they did not crash it), and a task that went back to the
         queue and to no one since stays with it, running, rather than be stopped there and
         run again from the start. One given to another worker meanwhile that has not started
-        there is asked back from it for this worker (see :meth:`_claim`); one that started
-        there is stopped here (it is not this worker's: see :meth:`reclaim`). Returns (those
-        it keeps, those asked back for it)."""
+        there is asked back from it for this worker, if this worker still runs it (in
+        ``running``: not ended with a result; see :meth:`_claim`); one that started there is
+        stopped here (it is not this worker's: see :meth:`reclaim`). Returns (those it keeps,
+        those asked back for it)."""
         kept: list[TaskId] = []
         claimed: list[TaskId] = []
         for task_id, attempt in held.items() if self._lost_with else ():
@@ -666,9 +670,8 @@ class TaskBoard:
             if self.dirty is not None:  # (journaled: an admin restarted later knows it too)
                 self.dirty.add(task_id)
             if rec.state in IN_FLIGHT:  # (its worker may run it alone no more)
-                other = self._in_flight[rec.worker]
-                self.scheduler.holds(rec.worker, len(other), self._alone_in(other))
-                if self._claim(rec, worker, attempt):
+                self._holds(rec.worker)
+                if task_id in running and self._claim(rec, worker, attempt):
                     claimed.append(task_id)
             if rec.state is not Q or not self.scheduler.discard(task_id):
                 continue
@@ -691,9 +694,10 @@ class TaskBoard:
         as not its own (:meth:`reclaim`). Returns whether it was asked back."""
         task_id = rec.task.id
         if rec.started or rec.stopping is not None or rec.worker == worker \
-                or task_id in self._unless_started:
-            return False
+                or task_id in self._unless_started or task_id in self._claims:
+            return False  # (claimed already: one copy kept running is enough)
         self._claims[task_id] = (worker, attempt)
+        self.scheduler.release(worker, -1)  # (its copy there takes a slot)
         if task_id not in self._stealing:  # (asked back already: that answer serves)
             self.to_release.setdefault(rec.worker, []).append((task_id, rec.attempt))
         self._stealing[task_id] = worker
@@ -701,8 +705,18 @@ class TaskBoard:
 
     def _unclaim(self, task_id: TaskId, reason: str) -> None:
         """The copy a claim kept running is to stop: the task is not to run there after all."""
-        worker, attempt = self._claims.pop(task_id)
+        worker, attempt = self._drop_claim(task_id)
         self.to_cancel.setdefault(worker, {}).setdefault(reason, []).append((task_id, attempt))
+
+    def _drop_claim(self, task_id: TaskId) -> tuple[str, int]:
+        """The claim on a task is settled: the slot its copy took is free (the copy stops,
+        or runs on as the task's own: see :meth:`_runs_on`), and the task is no longer asked
+        back for that worker. Returns (that worker, its attempt)."""
+        worker, attempt = self._claims.pop(task_id)
+        self.scheduler.release(worker)
+        if self._stealing.get(task_id) == worker:
+            del self._stealing[task_id]
+        return worker, attempt
 
     def _runs_on(self, rec: TaskRecord, worker: str, attempt: int) -> None:
         """A task a worker back from being taken for lost still holds (out of the ready
@@ -747,9 +761,9 @@ class TaskBoard:
         ``attempt``: the task is made its own again there, for :meth:`record` to take; a
         copy given to another worker since is cancelled there."""
         if rec.state is not Q:  # (in flight on another worker)
-            other, flying = rec.worker, self._in_flight[rec.worker]
-            flying.discard(rec.task.id)
-            self.scheduler.holds(other, len(flying), self._alone_in(flying))
+            other = rec.worker
+            self._in_flight[other].discard(rec.task.id)
+            self._holds(other)
             self.to_cancel.setdefault(other, {}).setdefault(
                 f"done meanwhile by worker '{worker}', back from being taken for lost", []
             ).append((rec.task.id, rec.attempt))
@@ -815,7 +829,7 @@ class TaskBoard:
             self._unclaim(rec.task.id, "reassigned while away")
             self._enqueue(rec)
             return
-        del self._claims[rec.task.id]
+        self._drop_claim(rec.task.id)
         rec.assigned_at = self.now
         self._runs_on(rec, worker, attempt)
 
@@ -839,8 +853,15 @@ class TaskBoard:
         stale = [t for t, attempt in running.items()
                  if (t not in flying or self.records[t].attempt != attempt)
                  and (not claims or claims.get(t) != (worker, attempt))]
-        self.scheduler.holds(worker, len(flying), self._alone_in(flying))
+        self._holds(worker)
         return requeued, stale
+
+    def _holds(self, worker: str) -> None:
+        """What ``worker`` holds, told the scheduler: its tasks in flight, and the copies
+        it runs of tasks claimed for it (see :meth:`_claim`), which take a slot too."""
+        flying = self._in_flight.get(worker, ())
+        claimed = sum(w == worker for w, _ in self._claims.values()) if self._claims else 0
+        self.scheduler.holds(worker, len(flying) + claimed, self._alone_in(flying))
 
     def _alone_in(self, flying: Held | tuple[()]) -> bool:
         """A worker holding these runs a task alone: its one task is on its last attempt.
@@ -973,7 +994,7 @@ class TaskBoard:
         worker the task was given to meanwhile answered (see :meth:`_claim`): a success is the
         task's result (taken; the copy there is cancelled); anything else (a failure may come
         of the pause itself, a time limit say) is not, and the task runs there."""
-        del self._claims[rec.task.id]
+        self._drop_claim(rec.task.id)
         if result.success and not result.cancelled and rec.state in IN_FLIGHT:
             self._take_over(rec, result.worker, result.attempt)
 
@@ -1046,7 +1067,8 @@ class TaskBoard:
         asked = []
         for task_id in task_ids:
             rec = self.records.get(task_id)
-            if rec is None or rec.state not in IN_FLIGHT or rec.worker is None or rec.started:
+            if rec is None or rec.state not in IN_FLIGHT or rec.worker is None or rec.started \
+                    or task_id in self._claims:  # (started at the worker that claimed it)
                 continue
             self._unless_started[task_id] = reason
             self.to_release.setdefault(rec.worker, []).append((task_id, rec.attempt))
@@ -1110,9 +1132,11 @@ class TaskBoard:
             assert rec.state not in IN_FLIGHT or holder[task_id] == rec.worker, task_id
             unfinished += rec.state not in ENDED
         assert self._open == unfinished, f"open {self._open} != {unfinished} unfinished"
+        claimed = Counter(w for w, _ in self._claims.values())
         for name, slot in self.scheduler.workers.items():
             flying = self._in_flight.get(name, ())
-            assert slot.running == len(flying), f"{name}: {slot.running}/{len(flying)}"
+            assert slot.running == len(flying) + claimed[name], \
+                f"{name}: {slot.running}/{len(flying)} + {claimed[name]} claimed"
             assert not slot.alone or self._alone_in(flying), \
                 f"{name}: alone, holds {list(flying)}"
 

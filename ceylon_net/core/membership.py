@@ -168,7 +168,7 @@ class Membership:
         self._handed_back(rec.name, self.board.hand_back(
             rec.name, {r.task_id: r.attempt for r in results if r.success and r.task_id in done}))
         held = {**running, **done}
-        kept, claimed = self.board.keep(rec.name, held)
+        kept, claimed = self.board.keep(rec.name, held, running)
         if kept:
             self.out.log("INFO", f"worker '{rec.name}' came back still running {len(kept)} "
                                  f"task(s) queued again while it was away; they stay with it")
