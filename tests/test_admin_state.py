@@ -614,6 +614,114 @@ def test_a_goal_cancelling_the_rest_leaves_a_task_running_at_a_worker_back():
     sim.st.board.validate()
 
 
+def test_a_claimant_that_leaves_leaves_no_promise_behind():
+    """w back claims "t"; w says BYE before "other" answers: "t" is promised to no one
+    (a second reviewer's findings, as the tests below: each failed on 75f65c8)."""
+    sim = Sim()
+    back, _other, _ = _back_from_a_cut(sim)
+    back.say(Kind.BYE, wire.End("worker stopping"))
+    assert not sim.st.board._claims
+    assert "t" not in sim.st.board._stealing, sim.st.board._stealing
+
+
+def test_a_second_claim_after_a_claimant_left_asks_the_task_back():
+    """w back claims "t" (on other, attempt 2), then says BYE; other, which had started "t"
+    (its STARTED unheard), is found lost; "t" goes to y; other comes back still running
+    attempt 2: "t" is asked back from y (a RELEASE), as for any claim."""
+    sim = Sim()
+    back, _other, _ = _back_from_a_cut(sim)
+    back.say(Kind.BYE, wire.End("worker stopping"))
+    sim.tick(at=6.0)  # other silent since 2.0: lost
+    assert sim.st.board.records["t"].state is TaskState.QUEUED
+    y = sim.join("y")
+    assert y.held == {"t": 3}
+    other_back = sim.worker("other", held={"t": 2})
+    cmds = other_back.hello()
+    assert sim.st.board._claims == {"t": ("other", 2)}
+    assert sends(cmds, Kind.RELEASE, y.peer) == [wire.Release([["t", 3]])]
+
+
+def _goal_group(sim: Sim):
+    from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
+
+    group = TaskManager.create_task_group(
+        "g", "", [TaskMessage(f"i{n}", f"i{n}", "", 0.0) for n in range(2)],
+        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"),
+        on_goal="cancel_rest")
+    sim.carry(sim.st.submit(groups=[group], now=sim.now))
+    w, x = sim.join("w"), sim.join("x")
+    assert (w.held, x.held) == ({"i0": 1}, {"i1": 1})
+    for at in (2.0, 3.5):  # w silent: lost at 3.5
+        sim.now = at
+        x.heartbeat()
+        sim.tick()
+    other = sim.join("other")
+    assert other.held == {"i0": 2}
+    back = sim.worker("w", held={"i0": 1})
+    back.hello()
+    x.finish("i1")  # the goal is met: "i0" is claimed by w, so not asked back to cancel
+    return back, other, x
+
+
+def test_a_goal_met_while_claimed_cancels_the_task_when_the_claimant_leaves():
+    """The goal's cancel_rest spared "i0" as running at w (claimed); w leaves before other
+    answers: "i0" has started nowhere, and is to end cancelled as the goal said, not run
+    again from the start."""
+    sim = Sim()
+    back, other, _x = _goal_group(sim)
+    back.say(Kind.BYE, wire.End("worker stopping"))
+    cmds = other.give_back("i0")
+    assert assigned(cmds) == {}, assigned(cmds)
+    f = sim.finished().get("i0")
+    assert f is not None and f.status is TaskStatus.CANCELLED, f
+
+
+def test_a_goal_met_while_claimed_cancels_the_task_when_the_claimant_s_copy_fails():
+    """As above, the copy at w failing instead (a failure is not the task's result)."""
+    sim = Sim()
+    back, other, _x = _goal_group(sim)
+    back.finish("i0", success=False, error="timed out")
+    cmds = other.give_back("i0")
+    assert assigned(cmds) == {}, assigned(cmds)
+    f = sim.finished().get("i0")
+    assert f is not None and f.status is TaskStatus.CANCELLED, f
+
+
+def test_the_worker_a_claimed_task_leaves_does_not_say_it_went_back_to_the_queue():
+    """other, holding "t" asked back for w, is found lost: "t" runs on at w (not queued),
+    and the log line and the worker_left event say so, not "1 task(s) back in the queue"."""
+    sim = Sim()
+    back, _other, _ = _back_from_a_cut(sim)
+    cmds = []
+    for at in (4.0, 5.0, 6.0):
+        sim.now = at
+        cmds += back.heartbeat() + sim.tick()
+    rec = sim.st.board.records["t"]
+    assert (rec.state, rec.worker) == (TaskState.RUNNING, "w")
+    said = [m for m in logs(cmds) if m.startswith("worker 'other' lost")]
+    assert said and "1 task(s) back in the queue" not in said[0], said
+
+
+def test_a_claimant_lost_again_and_back_with_its_copy_s_result_has_it_taken():
+    """w back claims "t" (on other, not started); w is cut off again and found lost, its
+    copy running on; back once more with that copy's success: it is the task's result, as
+    hand_back takes one for an attempt lost with a worker (not thrown away, the task run
+    again from the start at other)."""
+    sim = Sim()
+    back, other, _ = _back_from_a_cut(sim)
+    cmds = []
+    for at in (4.0, 5.0, 6.0, 7.0, 8.0):  # back silent since 3.5: lost
+        sim.now = at
+        cmds += other.heartbeat() + sim.tick()
+    assert "worker 'w' lost" in " ".join(logs(cmds))
+    back.held.pop("t")
+    back.unacked[("t", 1)] = TaskResult("t", "w", True, 0.5, attempt=1)
+    again = sim.worker("w", unacked=dict(back.unacked))
+    cmds = again.hello()
+    f = sim.finished().get("t")
+    assert f is not None and f.result.worker == "w", (f, sim.st.board.records["t"])
+
+
 # --------------------------------------------------------------------------- drain, leave
 
 

@@ -14,6 +14,7 @@ from kit import Sim, SimWorker
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
+from ceylon_net.core.board import IN_FLIGHT
 from ceylon_net.core.tasks import Task, TaskResult
 from ceylon_net.wire import Kind
 
@@ -172,6 +173,22 @@ class AdminMachine(RuleBasedStateMachine):
         self.sim.workers[peer].hello()
 
     @precondition(lambda self: self.talking())
+    @rule(data=st.data())
+    def hello_again_on_the_same_connection(self, data: st.DataObject) -> None:
+        w = data.draw(st.sampled_from(self.talking()))
+        self._answer(w)
+        w.hello()
+
+    @precondition(lambda self: self.talking())
+    @rule(data=st.data())
+    def drain_and_leave_with_what_it_runs(self, data: st.DataObject) -> None:
+        """DRAIN, then BYE at once (its drain timeout ran out): what it ran is cut off."""
+        w = data.draw(st.sampled_from(self.talking()))
+        w.say(Kind.DRAIN, wire.End("draining"))
+        w.say(Kind.BYE, wire.End("worker stopping"))
+        del self.sim.workers[w.peer]
+
+    @precondition(lambda self: self.talking())
     @rule(data=st.data(), stuck=st.integers(-1, 4))
     def slots_held_by_threads(self, data: st.DataObject, stuck: int) -> None:
         """A handler's thread outlived its task (or ended): said in STARTED or a heartbeat;
@@ -214,6 +231,16 @@ class AdminMachine(RuleBasedStateMachine):
             assert slot.slots == rec.detail.capacity - rec.stuck, (slot, rec.stuck)
             assert 0 <= rec.stuck <= rec.detail.capacity, rec.stuck
             assert slot.slots or slot.capacity == 0, slot
+
+    @invariant()
+    def a_task_is_asked_back_only_for_a_registered_worker_from_another(self) -> None:
+        """Claims (a worker back from being taken for lost still runs the task): each for a
+        worker still there, of a task in flight on another."""
+        board = self.sim.st.board
+        for task_id, (worker, _) in board._claims.items():
+            rec = board.records[task_id]
+            assert worker in board.scheduler.workers, (task_id, worker)
+            assert rec.state in IN_FLIGHT and rec.worker != worker, (task_id, rec.state)
 
     @invariant()
     def nothing_runs_on_two_workers_at_once(self) -> None:

@@ -839,3 +839,37 @@ def test_a_task_given_back_for_a_worker_back_is_journaled_as_running_there(tmp_p
     back.hello()
     back.finish("t")
     assert sim.finished()["t"].result.worker == "w"
+
+
+def test_a_claim_outlives_a_restart(tmp_path):
+    """w back claims "t" (other has not started it); the admin restarts; both come back,
+    other having given "t" back before registering (as a worker does with what it had not
+    started): "t" runs on at w, not stopped there and run again from the start."""
+    from kit import JSim, given_elsewhere, sends
+
+    from ceylon_net.wire import Kind
+
+    sim = JSim(tmp_path / "j.db")
+    w, _other = given_elsewhere(sim, "w", "other")
+    back = sim.worker("w", held=dict(w.held))
+    back.hello()
+    sim = sim.restart()
+    back = sim.worker("w", held={"t": 1})
+    cmds = back.hello()
+    assert not sends(cmds, Kind.CANCEL, back.peer), sends(cmds, Kind.CANCEL, back.peer)
+
+
+def test_a_claimant_s_result_after_a_restart_is_taken(tmp_path):
+    """w back claims "t"; the admin restarts; w's copy ends with a success meanwhile, handed
+    over in its HELLO: the task's result (as before the restart), not thrown away."""
+    from kit import JSim, given_elsewhere
+
+    sim = JSim(tmp_path / "j.db")
+    w, _other = given_elsewhere(sim, "w", "other")
+    back = sim.worker("w", held=dict(w.held))
+    back.hello()
+    sim = sim.restart()
+    again = sim.worker("w", unacked={("t", 1): TaskResult("t", "w", True, 0.5, attempt=1)})
+    again.hello()
+    f = sim.finished().get("t")
+    assert f is not None and f.result.worker == "w", sim.st.board.records["t"]

@@ -620,8 +620,8 @@ class TaskBoard:
         always counts, and run alone on their last attempt (see :meth:`place`)."""
         slot = self.scheduler.remove_worker(name)
         self._stalled_at.pop(name, None)
-        for task_id in [t for t, (w, _) in self._claims.items() if w == name]:
-            del self._claims[task_id]  # (the task runs where it went: see _claim)
+        if self._claims:
+            self._claimant_gone(name, why)
         self._stolen_lost(name, why)
         flying = self._in_flight.pop(name, Held())
         started = sum(self.records[t].started for t in flying)
@@ -673,6 +673,9 @@ class TaskBoard:
                 self._holds(rec.worker)
                 if task_id in running and self._claim(rec, worker, attempt):
                     claimed.append(task_id)
+                    # (its loss undone, and known until the claim is settled: should this
+                    # worker be lost again meanwhile, see _claimant_gone; journaled)
+                    self._lost_with.setdefault(task_id, {})[attempt] = (worker, False, lost[2])
             if rec.state is not Q or not self.scheduler.discard(task_id):
                 continue
             if rec.attempt != attempt:  # (given out since, and back: where it may go now)
@@ -703,6 +706,18 @@ class TaskBoard:
         self._stealing[task_id] = worker
         return True
 
+    def _claimant_gone(self, name: str, why: str) -> None:
+        """The worker a task was claimed for is gone: the task runs where it went. What
+        was lost with it stays known (see keep): should it come back again with the copy
+        still running, or with its result, it is taken as the first time; unless it left
+        (drained: it ran what it held to the end, and said so)."""
+        for task_id in [t for t, (w, _) in self._claims.items() if w == name]:
+            _, attempt = self._claims.pop(task_id)
+            if self._stealing.get(task_id) == name:
+                del self._stealing[task_id]
+            if why == "left":
+                self._forget_lost(task_id, attempt)
+
     def _unclaim(self, task_id: TaskId, reason: str) -> None:
         """The copy a claim kept running is to stop: the task is not to run there after all."""
         worker, attempt = self._drop_claim(task_id)
@@ -716,6 +731,7 @@ class TaskBoard:
         self.scheduler.release(worker)
         if self._stealing.get(task_id) == worker:
             del self._stealing[task_id]
+        self._forget_lost(task_id, attempt)
         return worker, attempt
 
     def _runs_on(self, rec: TaskRecord, worker: str, attempt: int) -> None:
@@ -760,6 +776,8 @@ class TaskBoard:
         """``worker``, back from being taken for lost, ran the task to its result at
         ``attempt``: the task is made its own again there, for :meth:`record` to take; a
         copy given to another worker since is cancelled there."""
+        if self._claims.get(rec.task.id) == (worker, attempt):
+            self._drop_claim(rec.task.id)  # (its result, handed over again: see _claim)
         if rec.state is not Q:  # (in flight on another worker)
             other = rec.worker
             self._in_flight[other].discard(rec.task.id)
@@ -806,6 +824,8 @@ class TaskBoard:
         cancelled, or was to be unless it started: then it ends here (its worker cannot
         answer for it any more); or unless a worker back from being taken for lost still
         runs it (see :meth:`_claim`): it runs on there."""
+        if self._claims and rec.task.id in self._claims and self._claimed_back(rec):
+            return
         reason = rec.stopping
         if self._unless_started:
             reason = self._unless_started.pop(rec.task.id, None) or reason
@@ -813,25 +833,25 @@ class TaskBoard:
             rec.worker = None
             self._finish_cancelled(rec, reason)
             self.fail_gate(task_gate(rec.task.id), f"dependency {rec.task.id!r} was cancelled")
-        elif self._claims and rec.task.id in self._claims:
-            self._claimed_back(rec)
         else:
             self._enqueue(rec)
 
-    def _claimed_back(self, rec: TaskRecord) -> None:
+    def _claimed_back(self, rec: TaskRecord) -> bool:
         """A task asked back for a worker back from being taken for lost (see :meth:`_claim`)
         left the worker it was given to before it started there: it runs on at the worker
-        back. Unless that worker now runs a task alone (its last attempt, see :meth:`place`):
-        the copy there is stopped then, and the task queued."""
+        back (it started: a cancel unless started passes it by), and True. Unless that
+        worker now runs a task alone (its last attempt, see :meth:`place`): the copy there
+        is stopped then, and False (the task goes where any other would)."""
         worker, attempt = self._claims[rec.task.id]
         slot = self.scheduler.workers.get(worker)
         if slot is None or slot.alone:
             self._unclaim(rec.task.id, "reassigned while away")
-            self._enqueue(rec)
-            return
+            return False
         self._drop_claim(rec.task.id)
+        self._unless_started.pop(rec.task.id, None)
         rec.assigned_at = self.now
         self._runs_on(rec, worker, attempt)
+        return True
 
     def reclaim(self, worker: str, running: Mapping[TaskId, int],
                 assigned_before: float | None = None) -> tuple[list[TaskId], list[TaskId]]:
@@ -1067,10 +1087,11 @@ class TaskBoard:
         asked = []
         for task_id in task_ids:
             rec = self.records.get(task_id)
-            if rec is None or rec.state not in IN_FLIGHT or rec.worker is None or rec.started \
-                    or task_id in self._claims:  # (started at the worker that claimed it)
+            if rec is None or rec.state not in IN_FLIGHT or rec.worker is None or rec.started:
                 continue
             self._unless_started[task_id] = reason
+            if task_id in self._claims:  # (asked back already; it runs on where it started
+                continue                 # if the claim holds: see _claimed_back)
             self.to_release.setdefault(rec.worker, []).append((task_id, rec.attempt))
             asked.append(task_id)
         return asked

@@ -12,7 +12,7 @@ from .. import wire
 from ..errors import RemoteProtocolError
 from ..settings import AdminSettings
 from ..wire import MAX_CAPACITY, PROTOCOL_VERSION, Envelope, Hello, Kind
-from .board import ENDED, FINISHED, TaskBoard
+from .board import ENDED, FINISHED, IN_FLIGHT, TaskBoard
 from .broadcasts import BroadcastLog
 from .commands import Connected, Forward, Outbox
 from .pacing import Pace, Pulse
@@ -355,8 +355,11 @@ class Membership:
         too often, or being cancelled), and the words for both."""
         records = self.board.records
         ended = [t for t in held if records[t].state in ENDED]
-        requeued = [t for t in held if records[t].state not in ENDED]
+        requeued = [t for t in held if records[t].state not in ENDED | IN_FLIGHT]
+        kept = len(held) - len(ended) - len(requeued)
         said = f"{len(requeued)} task(s) back in the queue" + (
+            f", {kept} running on at the worker back from being taken for lost that still "
+            f"ran it" if kept else "") + (
             f", {len(ended)} ended with it (lost too often, or being cancelled)" if ended else "")
         return requeued, ended, said
 
