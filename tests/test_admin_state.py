@@ -722,6 +722,68 @@ def test_a_claimant_lost_again_and_back_with_its_copy_s_result_has_it_taken():
     assert f is not None and f.result.worker == "w", (f, sim.st.board.records["t"])
 
 
+def _lose_w_again(sim: Sim, back: Any, other: Any) -> None:
+    """"w" (back, with a claim) goes silent again and is found lost; "other" beats."""
+    cmds = []
+    for at in (4.0, 5.0, 6.0, 7.0, 8.0):
+        sim.now = at
+        cmds += other.heartbeat() + sim.tick()
+    assert "worker 'w' lost" in " ".join(logs(cmds))
+
+
+def test_a_claimant_that_said_hello_again_lost_again_and_back_with_its_result_has_it_taken():
+    """A HELLO again on the same connection while the claim is pending forgot the attempt lost
+    with the worker (a third reviewer's finding): lost again and back with its copy's
+    success, the result was dropped and the task ran again."""
+    sim = Sim()
+    back, other, _ = _back_from_a_cut(sim)
+    back.hello()  # again, on the same connection, still running "t"
+    _lose_w_again(sim, back, other)
+    back.held.pop("t")
+    back.unacked[("t", 1)] = TaskResult("t", "w", True, 0.5, attempt=1)
+    sim.worker("w", unacked=dict(back.unacked)).hello()
+    done = sim.finished().get("t")
+    assert done is not None and done.result.worker == "w", sim.st.board.records["t"]
+
+
+def test_a_claimant_back_with_its_result_while_the_claim_is_pending_has_it_taken_once():
+    """Its HELLO again carries the copy's success: taken, the copy at the other cancelled,
+    nothing of the claim left behind; the other's late give-back changes nothing."""
+    sim = Sim()
+    back, other, _ = _back_from_a_cut(sim)
+    back.held.pop("t")
+    back.unacked[("t", 1)] = TaskResult("t", "w", True, 0.5, attempt=1)
+    cmds = back.hello()
+    board = sim.st.board
+    assert sends(cmds, Kind.CANCEL, other.peer)
+    assert sim.finished()["t"].result.worker == "w"
+    assert not (board._claims or board._lost_with or board._unless_started or board._stealing)
+    other.give_back("t")
+    assert list(sim.finished()) == ["t"]
+    board.validate()
+
+
+def test_a_claimant_lost_again_whose_task_went_on_elsewhere_hands_in_its_result():
+    """w back claims "t", is found lost again; the other gives "t" back and it goes out a
+    third time; w back once more with its copy's success: taken, the third copy cancelled,
+    no loss counted, nothing left behind."""
+    sim = Sim()
+    back, other, _ = _back_from_a_cut(sim)
+    _lose_w_again(sim, back, other)
+    board = sim.st.board
+    assert not board._claims and board._lost_with == {"t": {1: ("w", False, False)}}
+    other.give_back("t")
+    y = sim.join("y")
+    holder = y if "t" in y.held else other
+    back.held.pop("t")
+    back.unacked[("t", 1)] = TaskResult("t", "w", True, 0.5, attempt=1)
+    cmds = sim.worker("w", unacked=dict(back.unacked)).hello()
+    assert [c.tasks for c in sends(cmds, Kind.CANCEL, holder.peer)] == [[["t", holder.held["t"]]]]
+    assert sim.finished()["t"].result.worker == "w" and board.records["t"].losses == 0
+    assert not (board._lost_with or board._claims or board._unless_started)
+    board.validate()
+
+
 # --------------------------------------------------------------------------- drain, leave
 
 

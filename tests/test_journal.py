@@ -873,3 +873,41 @@ def test_a_claimant_s_result_after_a_restart_is_taken(tmp_path):
     again.hello()
     f = sim.finished().get("t")
     assert f is not None and f.result.worker == "w", sim.st.board.records["t"]
+
+
+def test_a_claim_outlives_a_restart_after_a_hello_again(tmp_path):
+    """As above, with a HELLO again on the same connection before the restart (it forgot the
+    attempt lost with the worker: a third reviewer's finding)."""
+    from kit import JSim, given_elsewhere, sends
+
+    from ceylon_net.wire import Kind
+
+    sim = JSim(tmp_path / "j.db")
+    w, _ = given_elsewhere(sim, "w", "other")
+    back = sim.worker("w", held=dict(w.held))
+    back.hello()
+    back.hello()
+    sim = sim.restart()
+    cmds = sim.worker("w", held={"t": 1}).hello()
+    assert not sends(cmds, Kind.CANCEL)
+
+
+def test_a_claim_settled_by_the_other_s_start_is_journaled(tmp_path):
+    """The other started "t": the copy at w is cancelled and the claim settled. After a
+    restart, w back still holding "t" (the CANCEL did not reach it) is told to stop it
+    again, and the other is not asked to give back a task it started (the settled claim
+    stayed in the journal: a third reviewer's finding)."""
+    from kit import JSim, given_elsewhere, sends
+
+    from ceylon_net.wire import Kind
+
+    sim = JSim(tmp_path / "j.db")
+    w, other = given_elsewhere(sim, "w", "other")
+    sim.worker("w", held=dict(w.held)).hello()
+    other.start("t")
+    sim = sim.restart()
+    sim.worker("other", held={"t": 2}).hello()
+    back = sim.worker("w", held={"t": 1})
+    cmds = back.hello()
+    assert not sends(cmds, Kind.RELEASE)
+    assert sends(cmds, Kind.CANCEL, back.peer)

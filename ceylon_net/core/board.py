@@ -671,8 +671,10 @@ class TaskBoard:
                 self.dirty.add(task_id)
             if rec.state in IN_FLIGHT:  # (its worker may run it alone no more)
                 self._holds(rec.worker)
-                if task_id in running and self._claim(rec, worker, attempt):
-                    claimed.append(task_id)
+                mine = self._claims.get(task_id) == (worker, attempt)  # (a HELLO again)
+                if task_id in running and (mine or self._claim(rec, worker, attempt)):
+                    if not mine:
+                        claimed.append(task_id)
                     # (its loss undone, and known until the claim is settled: should this
                     # worker be lost again meanwhile, see _claimant_gone; journaled)
                     self._lost_with.setdefault(task_id, {})[attempt] = (worker, False, lost[2])
@@ -901,6 +903,8 @@ class TaskBoard:
         if attempt is None and task_id in self._claims:
             self._unclaim(task_id, "reassigned while away")
         lost = self._lost_with.get(task_id)
+        if lost is not None and self.dirty is not None:
+            self.dirty.add(task_id)  # (journaled with the task: see lost_with)
         if lost is not None and attempt is not None:
             lost.pop(attempt, None)
         if lost is not None and (attempt is None or not lost):
