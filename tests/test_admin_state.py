@@ -585,12 +585,12 @@ def test_a_probation_steal_of_a_task_asked_back_for_a_worker_back_cancels_the_at
     sim.st.board.validate()
 
 
-def test_a_goal_cancelling_the_rest_leaves_a_task_running_at_a_worker_back():
-    """cancel_rest ends the group's tasks that have not started; one asked back for a worker
-    back from being taken for lost has: it runs on there (not stopped as reassigned)."""
+def _goal_group(sim: Sim) -> tuple[Any, Any]:
+    """A group of "i0", "i1" whose goal (one done) cancels the rest; "i0" ran on w, found
+    lost, and went to "other", unstarted there; w is back still running it (a claim), and
+    "i1" ends at x: the goal is met. (w back, other)."""
     from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
 
-    sim = Sim()
     group = TaskManager.create_task_group(
         "g", "", [TaskMessage(f"i{n}", f"i{n}", "", 0.0) for n in range(2)],
         goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"),
@@ -603,9 +603,18 @@ def test_a_goal_cancelling_the_rest_leaves_a_task_running_at_a_worker_back():
         x.heartbeat()
         sim.tick()
     other = sim.join("other")
+    assert other.held == {"i0": 2}
     back = sim.worker("w", held={"i0": 1})
     back.hello()
-    x.finish("i1")  # the goal is met
+    x.finish("i1")  # the goal is met: "i0" is claimed by w, so not asked back to cancel
+    return back, other
+
+
+def test_a_goal_cancelling_the_rest_leaves_a_task_running_at_a_worker_back():
+    """cancel_rest ends the group's tasks that have not started; one asked back for a worker
+    back from being taken for lost has: it runs on there (not stopped as reassigned)."""
+    sim = Sim()
+    back, other = _goal_group(sim)
     cmds = other.give_back("i0")
     assert not sends(sim.every, Kind.CANCEL, back.peer) and "i0" not in sim.finished()
     assert sim.st.board.records["i0"].worker == "w" and assigned(cmds) == {}
@@ -641,34 +650,12 @@ def test_a_second_claim_after_a_claimant_left_asks_the_task_back():
     assert sends(cmds, Kind.RELEASE, y.peer) == [wire.Release([["t", 3]])]
 
 
-def _goal_group(sim: Sim):
-    from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
-
-    group = TaskManager.create_task_group(
-        "g", "", [TaskMessage(f"i{n}", f"i{n}", "", 0.0) for n in range(2)],
-        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"),
-        on_goal="cancel_rest")
-    sim.carry(sim.st.submit(groups=[group], now=sim.now))
-    w, x = sim.join("w"), sim.join("x")
-    assert (w.held, x.held) == ({"i0": 1}, {"i1": 1})
-    for at in (2.0, 3.5):  # w silent: lost at 3.5
-        sim.now = at
-        x.heartbeat()
-        sim.tick()
-    other = sim.join("other")
-    assert other.held == {"i0": 2}
-    back = sim.worker("w", held={"i0": 1})
-    back.hello()
-    x.finish("i1")  # the goal is met: "i0" is claimed by w, so not asked back to cancel
-    return back, other, x
-
-
 def test_a_goal_met_while_claimed_cancels_the_task_when_the_claimant_leaves():
     """The goal's cancel_rest spared "i0" as running at w (claimed); w leaves before other
     answers: "i0" has started nowhere, and is to end cancelled as the goal said, not run
     again from the start."""
     sim = Sim()
-    back, other, _x = _goal_group(sim)
+    back, other = _goal_group(sim)
     back.say(Kind.BYE, wire.End("worker stopping"))
     cmds = other.give_back("i0")
     assert assigned(cmds) == {}, assigned(cmds)
@@ -679,7 +666,7 @@ def test_a_goal_met_while_claimed_cancels_the_task_when_the_claimant_leaves():
 def test_a_goal_met_while_claimed_cancels_the_task_when_the_claimant_s_copy_fails():
     """As above, the copy at w failing instead (a failure is not the task's result)."""
     sim = Sim()
-    back, other, _x = _goal_group(sim)
+    back, other = _goal_group(sim)
     back.finish("i0", success=False, error="timed out")
     cmds = other.give_back("i0")
     assert assigned(cmds) == {}, assigned(cmds)

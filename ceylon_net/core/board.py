@@ -723,6 +723,10 @@ class TaskBoard:
     def _unclaim(self, task_id: TaskId, reason: str) -> None:
         """The copy a claim kept running is to stop: the task is not to run there after all."""
         worker, attempt = self._drop_claim(task_id)
+        self._cancel_copy(worker, task_id, attempt, reason)
+
+    def _cancel_copy(self, worker: str, task_id: TaskId, attempt: int, reason: str) -> None:
+        """The copy of a task at ``worker`` is to be cancelled (``to_cancel``)."""
         self.to_cancel.setdefault(worker, {}).setdefault(reason, []).append((task_id, attempt))
 
     def _drop_claim(self, task_id: TaskId) -> tuple[str, int]:
@@ -784,9 +788,8 @@ class TaskBoard:
             other = rec.worker
             self._in_flight[other].discard(rec.task.id)
             self._holds(other)
-            self.to_cancel.setdefault(other, {}).setdefault(
-                f"done meanwhile by worker '{worker}', back from being taken for lost", []
-            ).append((rec.task.id, rec.attempt))
+            self._cancel_copy(other, rec.task.id, rec.attempt, f"done meanwhile by worker "
+                              f"'{worker}', back from being taken for lost")
         self._runs_on(rec, worker, attempt)
 
     def _stolen_lost(self, worker: str, why: str) -> None:

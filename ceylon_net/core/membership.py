@@ -21,6 +21,8 @@ from .stats import AdminStats
 from .tasks import TaskId, TaskResult
 from .workers import AgentDetail, Registry, WorkerRecord
 
+_WITH_A_WORKER_OR_ENDED = ENDED | IN_FLIGHT  # (a gone worker's task not back in the queue)
+
 MAX_NAME = 200  # a worker's name, as ceylon_net.settings allows it
 TAKEOVER_BEATS = 2  # a worker silent this many heartbeats gives its name to a newcomer
 REMEMBER_LEFT = 10_000  # names of workers gone, kept to count one that comes back
@@ -355,7 +357,7 @@ class Membership:
         too often, or being cancelled), and the words for both."""
         records = self.board.records
         ended = [t for t in held if records[t].state in ENDED]
-        requeued = [t for t in held if records[t].state not in ENDED | IN_FLIGHT]
+        requeued = [t for t in held if records[t].state not in _WITH_A_WORKER_OR_ENDED]
         kept = len(held) - len(ended) - len(requeued)
         said = f"{len(requeued)} task(s) back in the queue" + (
             f", {kept} running on at the worker back from being taken for lost that still "
