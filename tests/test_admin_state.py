@@ -582,6 +582,9 @@ def test_a_probation_steal_of_a_task_asked_back_for_a_worker_back_cancels_the_at
         wire.Cancel([["t", 2]], "not confirmed in time; reassigned")]
     rec = sim.st.board.records["t"]
     assert (rec.worker, rec.attempt) == ("w", 1)
+    said = [x for x in logs(cmds, "WARNING") if "did not confirm" in x]
+    assert len(said) == 1 and "0 task(s) back in the queue, 1 running on at the worker back" \
+        in said[0], said
     sim.st.board.validate()
 
 

@@ -850,5 +850,6 @@ def test_a_worker_that_registers_and_never_reads_does_not_hold_the_run(tmp_path)
     report = json.loads((tmp_path / "report.json").read_text())
     assert sorted(t["id"] for t in report["tasks"]) == list(range(30))
     assert {t["worker"] for t in report["tasks"]} == {"honest"}
-    assert re.search(r"worker 'stalled' did not confirm task\(s\) \[\d+\] within 1 s", err), \
+    assert re.search(r"worker 'stalled' did not confirm task\(s\) \[\d+\] within 1 s .*: "
+                     r"1 task\(s\) back in the queue; it gets no more until it answers", err), \
         tail(err)

@@ -353,7 +353,7 @@ class Membership:
                        ended=ended)
 
     def _back(self, held: list[TaskId]) -> tuple[list[TaskId], list[TaskId], str]:
-        """A gone worker's tasks: those back in the queue, those that ended with it (lost
+        """Tasks taken from a worker: those back in the queue, those that ended with it (lost
         too often, or being cancelled), and the words for both."""
         records = self.board.records
         ended = [t for t in held if records[t].state in ENDED]
@@ -380,10 +380,11 @@ class Membership:
         tasks = self.board.steal(worker, sent)
         if not tasks:
             return
+        said = self._back([t for t, _ in tasks])[2]
         self.out.log("WARNING", f"worker '{worker}' did not confirm task(s) "
                                 f"{[t for t, _ in tasks][:20]} within {within:g} s (it does "
-                                f"not read what it is sent, or its link loses packets); "
-                                f"requeued, and it gets no more until it answers")
+                                f"not read what it is sent, or its link loses packets): "
+                                f"{said}; it gets no more until it answers")
         peer = self.registry.by_name.get(worker)
         if peer is not None:
             self.out.send(peer, Kind.CANCEL, wire.Cancel([[t, a] for t, a in tasks],
