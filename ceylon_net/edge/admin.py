@@ -387,7 +387,15 @@ class Admin(AgentBase):
 
     def _timer(self, cmd: c.Timer) -> None:
         self._timers.add(asyncio.get_running_loop().call_later(
-            cmd.after, self._on_timer_guarded, cmd.key))
+            cmd.after, self._timer_due, cmd.key))
+
+    def _timer_due(self, key: tuple[Any, ...]) -> None:
+        """A timer is due: what it decides (a worker on probation did not confirm in time,
+        say) is decided in the next loop turn. A timer runs in the turn that found it due,
+        before the receive loop reads what that same turn found waiting on the socket: after
+        this process was held up past the deadline (a loaded host, a pause), an answer that
+        came in time was judged missing, and a worker's running task taken back from it."""
+        asyncio.get_running_loop().call_soon(self._on_timer_guarded, key)
 
     def _finished(self, f: c.Finished) -> None:
         if self._waiters:
