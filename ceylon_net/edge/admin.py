@@ -387,15 +387,7 @@ class Admin(AgentBase):
 
     def _timer(self, cmd: c.Timer) -> None:
         self._timers.add(asyncio.get_running_loop().call_later(
-            cmd.after, self._timer_due, cmd.key))
-
-    def _timer_due(self, key: tuple[Any, ...]) -> None:
-        """A timer is due: what it decides (a worker on probation did not confirm in time,
-        say) is decided in the next loop turn. A timer runs in the turn that found it due,
-        before the receive loop reads what that same turn found waiting on the socket: after
-        this process was held up past the deadline (a loaded host, a pause), an answer that
-        came in time was judged missing, and a worker's running task taken back from it."""
-        asyncio.get_running_loop().call_soon(self._on_timer_guarded, key)
+            cmd.after, _next_turn, self._on_timer_guarded, cmd.key))
 
     def _finished(self, f: c.Finished) -> None:
         if self._waiters:
@@ -406,6 +398,15 @@ class Admin(AgentBase):
     def _connected(self, cmd: c.Connected) -> None:
         self._spawn(self.on_agent_connected(self.workspace_id, cmd.agent),
                     f"on_agent_connected({cmd.agent.name})")
+
+
+def _next_turn(decide: Callable[[tuple[Any, ...]], None], key: tuple[Any, ...]) -> None:
+    """A timer is due: what it decides (a worker on probation did not confirm in time, say)
+    is decided in the next loop turn. A timer runs in the turn that found it due, before the
+    receive loop reads what that same turn found waiting on the socket: after the admin was
+    held up past the deadline (a loaded host, a pause), an answer that came in time was
+    judged missing, and a worker's running task taken back from it."""
+    asyncio.get_running_loop().call_soon(decide, key)
 
 
 async def _stop_workers(runs: dict[asyncio.Task[str], Worker]) -> None:
