@@ -32,9 +32,9 @@ def test_full_collections_are_left_to_the_admin_and_python_s_setting_comes_back(
     one, two = FullCollections(), FullCollections()
     one.install()
     two.install()
+    assert gc.get_threshold()[1] == before[1]
     assert gc.get_threshold()[0] == max(before[0], YOUNG) > 700  # young ones: less often
-    # never reached: no automatic collection of the middle generation, nor a full one
-    assert gc.get_threshold()[1] > 10**8 and gc.get_threshold()[2] > 10**8
+    assert gc.get_threshold()[2] > 10**8  # never reached: no automatic full collection
     one.uninstall()
     assert gc.get_threshold()[2] > 10**8  # the other admin still runs
     two.uninstall()

@@ -24,17 +24,9 @@ be traversed again: measured in W1, 60-80 ms of each worker's 0.4 s of CPU went 
 with ``YOUNG`` and the workers' full collections paced as the admin's, the workers' CPU went
 0.40 -> 0.33 s and W1 50.7k -> 54.9k tasks/s (medians of 5 runs alternating with the commit
 before). Garbage cycles wait a little longer for a young collection (``YOUNG`` container
-objects at most); those promoted before they became garbage wait for the next full one.
-
-The middle generation is left to the full collections too. Python collects it every tenth
-young collection, and it then traverses every object that survived a young one since: under
-load, the tasks in flight and every record made meanwhile, a few hundred thousand objects, 15
-to 60 ms each time (one came in the middle of building a 100,000-task run's report: 103 ms
-instead of 45). Promoted on to the oldest generation, those objects are traversed again at
-the next full collection anyway; left in the middle one, they are traversed there, once, from
-the programs' ticks. Measured in W1 (100,000 tasks, 4 workers, alternating 8 runs each with
-Python's middle threshold): the admin's CPU 0.852 -> 0.812 s (medians), 86.9k -> 89.4k tasks/s.
-A process that turned automatic collection off (a first threshold of 0) keeps it off.
+objects at most); those promoted before they became garbage wait, as before, for an older
+generation's collection or the next full one. A process that turned automatic collection off
+(a first threshold of 0) keeps it off.
 
 Process-wide: installed by the first program started in a process, and Python's own setting
 is back when the last one stops. (Written for CPython 3.11-3.13's three generations; where the
@@ -78,8 +70,8 @@ class FullCollections:
             return
         if FullCollections._installed == 0:
             FullCollections._saved = gc.get_threshold()
-            first = FullCollections._saved[0]
-            gc.set_threshold(first if first == 0 else max(first, YOUNG), _NEVER, _NEVER)
+            first, second, _ = FullCollections._saved
+            gc.set_threshold(first if first == 0 else max(first, YOUNG), second, _NEVER)
             FullCollections._last = time.monotonic()
             FullCollections._busy.clear()
             FullCollections._quiet_since = None
