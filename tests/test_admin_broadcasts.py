@@ -250,3 +250,16 @@ def test_sync_heartbeats_slow_down_with_many_agents_so_a_crowd_joining_is_not_fl
     sim.fire("sync")
     (timer,) = [t for t in sim.timers if t.key == ("sync",)]
     assert timer.after == 0.4
+
+
+def test_a_sync_timer_due_after_the_admin_said_goodbye_sends_nothing():
+    """A worker that does not hear PUB yet keeps the sync heartbeats going; the admin closes
+    (its END went out) before the timer's decision runs (it waits for the receive loop to
+    read what came): nothing more is published, and no timer asked for again (a reviewer's
+    finding: a heartbeat went out after END, and a timer nobody cancels was set)."""
+    sim = Sim()
+    sim.worker("w").hello()
+    assert [t.key for t in sim.timers] == [("sync",)]
+    sim.carry(sim.st.close("admin stopped"))
+    cmds = sim.fire("sync")
+    assert of(cmds, c.Publish) == [] and of(cmds, c.Timer) == [] and sim.timers == []

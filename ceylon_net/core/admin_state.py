@@ -210,7 +210,7 @@ class AdminState:
         self.board.now = now
         if key[0] == "probation" and not self.closing:
             self.members.steal(key[1], key[2], self.probation)
-        elif key[0] == "sync":
+        elif key[0] == "sync" and not self.closing:  # (said goodbye: nothing more goes out)
             self._syncing = False
             self._sync()
         return self._end_round(now)

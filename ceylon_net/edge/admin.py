@@ -47,6 +47,7 @@ TICK = 0.25  # resolution of the regular timers (heartbeats, liveness, unassigna
 # fewer sends under load. A worker only forgets acknowledged results, so nothing is at risk.
 ACK_DELAY = 0.01
 RECV_BATCH = 256  # messages handled per round before the timers get a turn
+CATCH_UP = 0.5  # s a due timer waits at most for the receive loop to read what came
 
 
 class Admin(AgentBase):
@@ -73,7 +74,7 @@ class Admin(AgentBase):
         self.failure: Crashed | None = None  # why the admin stopped on its own
         self._acks = Acks(self._send_ack, self._crashed)
         self._timers: set[asyncio.TimerHandle] = set()
-        self._on_timer_guarded = guarded(self._on_timer, "an admin timer", self._crashed)
+        self._on_timer_guarded = guarded(_once_read, "an admin timer", self._crashed)
         self._results: ResultsFile | None = None
         self._gc = FullCollections()
         self.dashboard: Dashboard | None = None
@@ -332,8 +333,7 @@ class Admin(AgentBase):
     def _on_timer(self, key: tuple[Any, ...]) -> None:
         now = asyncio.get_running_loop().time()
         self._timers = {t for t in self._timers if t.when() > now}
-        if self._sockets is not None:
-            self._apply(self.state.timer(key, time.monotonic()))
+        self._apply(self.state.timer(key, time.monotonic()))  # (open: see _once_read)
 
     # ------------------------------------------------------------------ carrying out
     def _apply(self, cmds: list[c.Command], journaled: bool = False) -> None:
@@ -387,7 +387,7 @@ class Admin(AgentBase):
 
     def _timer(self, cmd: c.Timer) -> None:
         self._timers.add(asyncio.get_running_loop().call_later(
-            cmd.after, _next_turn, self._on_timer_guarded, cmd.key))
+            cmd.after, self._on_timer_guarded, self, cmd.key, None))
 
     def _finished(self, f: c.Finished) -> None:
         if self._waiters:
@@ -400,13 +400,22 @@ class Admin(AgentBase):
                     f"on_agent_connected({cmd.agent.name})")
 
 
-def _next_turn(decide: Callable[[tuple[Any, ...]], None], key: tuple[Any, ...]) -> None:
+def _once_read(admin: Admin, key: tuple[Any, ...], until: float | None) -> None:
     """A timer is due: what it decides (a worker on probation did not confirm in time, say)
-    is decided in the next loop turn. A timer runs in the turn that found it due, before the
-    receive loop reads what that same turn found waiting on the socket: after the admin was
-    held up past the deadline (a loaded host, a pause), an answer that came in time was
-    judged missing, and a worker's running task taken back from it."""
-    asyncio.get_running_loop().call_soon(decide, key)
+    is decided once the receive loop has read what reached the ROUTER by then, or (``until``)
+    CATCH_UP s after the first look, under a flood that never lets up. A timer's callback runs
+    in the loop turn that found it due, and the frames that turn found waiting are read in a
+    later one: after the admin was held up past the deadline (a loaded host, a pause), an
+    answer that came in time was judged missing, and a worker's task taken back from it."""
+    sockets = admin._sockets
+    if sockets is None:
+        return
+    now = time.monotonic()
+    if sockets.caught_up() or (until is not None and now >= until):
+        admin._on_timer(key)
+    else:
+        asyncio.get_running_loop().call_soon(admin._on_timer_guarded, admin, key,
+                                             now + CATCH_UP if until is None else until)
 
 
 async def _stop_workers(runs: dict[asyncio.Task[str], Worker]) -> None:

@@ -197,11 +197,11 @@ class AdminSockets:
     def __init__(self, host: str, max_message_bytes: int, workspace: str,
                  curve: CurveKeys | None = None, authorized_keys: str | None = None) -> None:
         self._owned = _Owned(self)
-        self.host = host
-        self.max_message_bytes = max_message_bytes
+        self.host, self.max_message_bytes = host, max_message_bytes
         if curve is not None:
             self._owned.auth = _authenticator(self._owned.ctx, authorized_keys)
         self.busy = False  # the last recv_batch gave the event loop no turn (see recv_batch)
+        self._waiting: asyncio.Future[Any] | None = None  # recv_batch's wait, while it waits
         self.router = self._owned.socket(zmq.ROUTER)
         # The same socket, blocking API: for reads that cannot wait (DONTWAIT). The next await
         # on ``router`` looks at the socket's events again, so nothing is missed.
@@ -266,7 +266,9 @@ class AdminSockets:
         got no turn, and the caller should give it one."""
         fut = self.router.recv_multipart(copy=False)
         waited = not fut.done()  # awaiting a done future does not yield
+        self._waiting = fut
         first = await fut
+        self._waiting = None
         batch, size = [first], sum(len(f) for f in first)
         while len(batch) < limit and size < max_bytes:
             try:  # what is queued already, without a future per message
@@ -277,6 +279,15 @@ class AdminSockets:
             size += sum(len(f) for f in frames)
         self.busy = not waited or len(batch) >= limit or size >= max_bytes
         return batch
+
+    def caught_up(self) -> bool:
+        """Everything that reached the ROUTER has been read: the receive loop waits on it,
+        nothing read into its wait yet, nothing queued. (A decision on a deadline waits for
+        this: see ceylon_net.edge.admin's timers.)"""
+        fut = self._waiting
+        if fut is None or fut.done() or self.router.closed:
+            return self.router.closed
+        return not self.router.get(zmq.EVENTS) & zmq.POLLIN
 
     def send(self, identity: bytes, frames: Sequence[bytes]) -> bool:
         """Send to one worker without blocking; False when it is gone or its queue is full."""
