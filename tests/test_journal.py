@@ -238,6 +238,9 @@ def test_a_round_that_wakes_an_execute_caller_is_journaled_before_the_caller_goe
         async def recv_batch(self, limit: int) -> list:
             return await self.batches.get()
 
+        def caught_up(self) -> bool:  # (a due timer waits for what came to be read)
+            return self.batches.empty()
+
     class Out:  # what the admin sends: only assignments matter here
         def __init__(self) -> None:
             self.assigned: list = []
