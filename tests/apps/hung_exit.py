@@ -1,7 +1,7 @@
 """A program of a user's: an in-process admin and worker, a sync handler that hangs past its
 time limit, then the program ends (it must, without waiting for the hung thread).
 
-    python hung_exit.py PORT
+    python hung_exit.py PORT      (0: the admin picks its ports)
 """
 
 import asyncio
