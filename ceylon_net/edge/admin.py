@@ -48,6 +48,7 @@ TICK = 0.25  # resolution of the regular timers (heartbeats, liveness, unassigna
 ACK_DELAY = 0.01
 RECV_BATCH = 256  # messages handled per round before the timers get a turn
 CATCH_UP = 0.5  # s a due timer waits at most for the receive loop to read what came
+RECHECK = 0.001  # s between its looks
 
 
 class Admin(AgentBase):
@@ -402,20 +403,21 @@ class Admin(AgentBase):
 
 def _once_read(admin: Admin, key: tuple[Any, ...], until: float | None) -> None:
     """A timer is due: what it decides (a worker on probation did not confirm in time, say)
-    is decided once the receive loop has read what reached the ROUTER by then, or (``until``)
-    CATCH_UP s after the first look, under a flood that never lets up. A timer's callback runs
-    in the loop turn that found it due, and the frames that turn found waiting are read in a
-    later one: after the admin was held up past the deadline (a loaded host, a pause), an
-    answer that came in time was judged missing, and a worker's task taken back from it."""
+    is decided once the receive loop has read what reached the ROUTER by then (looked at every
+    RECHECK s), or (``until``) CATCH_UP s after the first look, under a flood that never lets
+    up. A timer's callback runs in the loop turn that found it due, and the frames that turn
+    found waiting are read in a later one: after the admin was held up past the deadline (a
+    loaded host, a pause), an answer that came in time was judged missing, and a worker's
+    task taken back from it."""
     sockets = admin._sockets
     if sockets is None:
         return
     now = time.monotonic()
     if sockets.caught_up() or (until is not None and now >= until):
         admin._on_timer(key)
-    else:
-        asyncio.get_running_loop().call_soon(admin._on_timer_guarded, admin, key,
-                                             now + CATCH_UP if until is None else until)
+    else:  # (looked at again shortly: a call each loop turn cost W1 3 % while busy)
+        asyncio.get_running_loop().call_later(RECHECK, admin._on_timer_guarded, admin, key,
+                                              now + CATCH_UP if until is None else until)
 
 
 async def _stop_workers(runs: dict[asyncio.Task[str], Worker]) -> None:
