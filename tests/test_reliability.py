@@ -453,8 +453,11 @@ def test_a_worker_paused_past_the_liveness_limit_hands_over_its_result_and_the_c
 
     async def body():
         async with Cluster(workdir=tmp_path) as c:
+            # (--heartbeat 1: the other worker takes the task 3 s into the pause, so its copy
+            # ends 2.8 s after the paused worker is back: time to register again on a loaded
+            # host; at 0.5 that was 1.3 s, and the suite failed once on a busy machine)
             admin = await c.admin("--tasks", str(path), "--expect-workers", "1", "--heartbeat",
-                                  "0.5", "--report-json", str(report_path))
+                                  "1", "--report-json", str(report_path))
             paused = await c.worker("paused", "--log-level", "DEBUG")
             await wait_until(lambda: "running task 0" in paused.stderr(), 20, "task 0 to run")
             due = time.monotonic() + 4.0  # (when its sleep is up: the task has its result)
@@ -463,7 +466,7 @@ def test_a_worker_paused_past_the_liveness_limit_hands_over_its_result_and_the_c
                 await wait_until(lambda: "running task 0" in other.stderr(), 20,
                                  "the other worker to take task 0")
                 # Not a synchronisation: the paused worker is to come back with its task's
-                # time up, and before the other's copy ends (1.5 s of liveness later).
+                # time up, and before the other's copy ends (3 s of liveness later).
                 await asyncio.sleep(max(0.0, due + 0.2 - time.monotonic()))
             assert await admin.wait(30) == 0, admin.stderr()
             return admin.stderr(), other.stderr()
