@@ -420,6 +420,17 @@ def _back_from_a_cut(sim: Sim) -> tuple[Any, Any, list[Any]]:
     return back, other, back.hello()
 
 
+def _found_lost(sim: Sim, lost: str, beating: Any) -> list[Any]:
+    """After _back_from_a_cut: ``lost`` ("w" back, or "other") goes silent and is found lost
+    by 8.0, while ``beating`` beats. Returns the commands of those rounds."""
+    cmds = []
+    for at in (4.0, 5.0, 6.0, 7.0, 8.0):
+        sim.now = at
+        cmds += beating.heartbeat() + sim.tick()
+    assert f"worker '{lost}' lost" in " ".join(logs(cmds))
+    return cmds
+
+
 def test_a_worker_back_from_a_cut_keeps_a_task_given_to_another_meanwhile_not_started_there():
     """Rather than stop the copy that has been running and run the task again from the
     start, the copy given out meanwhile is asked back; given back, the task is the returning
@@ -498,11 +509,7 @@ def test_a_task_asked_back_for_a_worker_back_ends_both_copies_when_cancelled_or_
 
     sim = Sim()
     back, other, _ = _back_from_a_cut(sim)
-    cmds = []
-    for at in (4.0, 5.0, 6.0, 7.0, 8.0):  # other silent since 3.5: lost
-        sim.now = at
-        cmds += back.heartbeat() + sim.tick()
-    assert "worker 'other' lost" in " ".join(logs(cmds))
+    cmds = _found_lost(sim, "other", back)  # (silent since 3.5)
     assert not sends(cmds, Kind.CANCEL) and assigned(cmds) == {}
     rec = sim.st.board.records["t"]
     assert (rec.state, rec.worker, rec.attempt) == (TaskState.RUNNING, "w", 1)
@@ -699,26 +706,12 @@ def test_a_claimant_lost_again_and_back_with_its_copy_s_result_has_it_taken():
     again from the start at other)."""
     sim = Sim()
     back, other, _ = _back_from_a_cut(sim)
-    cmds = []
-    for at in (4.0, 5.0, 6.0, 7.0, 8.0):  # back silent since 3.5: lost
-        sim.now = at
-        cmds += other.heartbeat() + sim.tick()
-    assert "worker 'w' lost" in " ".join(logs(cmds))
+    _found_lost(sim, "w", other)  # (back silent since 3.5)
     back.held.pop("t")
     back.unacked[("t", 1)] = TaskResult("t", "w", True, 0.5, attempt=1)
-    again = sim.worker("w", unacked=dict(back.unacked))
-    cmds = again.hello()
+    sim.worker("w", unacked=dict(back.unacked)).hello()
     f = sim.finished().get("t")
     assert f is not None and f.result.worker == "w", (f, sim.st.board.records["t"])
-
-
-def _lose_w_again(sim: Sim, back: Any, other: Any) -> None:
-    """"w" (back, with a claim) goes silent again and is found lost; "other" beats."""
-    cmds = []
-    for at in (4.0, 5.0, 6.0, 7.0, 8.0):
-        sim.now = at
-        cmds += other.heartbeat() + sim.tick()
-    assert "worker 'w' lost" in " ".join(logs(cmds))
 
 
 def test_a_claimant_that_said_hello_again_lost_again_and_back_with_its_result_has_it_taken():
@@ -728,7 +721,7 @@ def test_a_claimant_that_said_hello_again_lost_again_and_back_with_its_result_ha
     sim = Sim()
     back, other, _ = _back_from_a_cut(sim)
     back.hello()  # again, on the same connection, still running "t"
-    _lose_w_again(sim, back, other)
+    _found_lost(sim, "w", other)
     back.held.pop("t")
     back.unacked[("t", 1)] = TaskResult("t", "w", True, 0.5, attempt=1)
     sim.worker("w", unacked=dict(back.unacked)).hello()
@@ -759,7 +752,7 @@ def test_a_claimant_lost_again_whose_task_went_on_elsewhere_hands_in_its_result(
     no loss counted, nothing left behind."""
     sim = Sim()
     back, other, _ = _back_from_a_cut(sim)
-    _lose_w_again(sim, back, other)
+    _found_lost(sim, "w", other)
     board = sim.st.board
     assert not board._claims and board._lost_with == {"t": {1: ("w", False, False)}}
     other.give_back("t")
