@@ -380,9 +380,10 @@ class Membership:
         tasks = self.board.steal(worker, sent)
         if not tasks:
             return
-        said = self._back([t for t, _ in tasks])[2]
+        ids = [t for t, _ in tasks]
+        said = self._back(ids)[2]
         self.out.log("WARNING", f"worker '{worker}' did not confirm task(s) "
-                                f"{[t for t, _ in tasks][:20]} within {within:g} s (it does "
+                                f"{ids[:20]} within {within:g} s (it does "
                                 f"not read what it is sent, or its link loses packets): "
                                 f"{said}; it gets no more until it answers")
         peer = self.registry.by_name.get(worker)
