@@ -366,14 +366,16 @@ class TaskRunner:
         assert me is not None
         threads_left: list[asyncio.Future[Any]] = []
         THREADS_LEFT.set(threads_left)  # this runner's own context
+        queued = self.queue._queue  # type: ignore[attr-defined]  # (see _Fifo)
         while True:
-            a: TaskAssignment | None = await self.queue.get()
+            # (what asyncio.Queue.get does when it holds one, without making a coroutine)
+            a: TaskAssignment | None = queued.popleft() if queued else await self.queue.get()
             if (skip := self._skip(a)) is not False:  # (a plain call: the path of every task)
                 if skip is not True:
                     await skip.wait()  # held: see _skip
                 continue
             run = None
-            if self.batches and self.queue.qsize() and _batchable(a.task):
+            if self.batches and queued and _batchable(a.task):
                 a, run = await self._run_batch(a)
                 if a is None:  # (all ran, or went back)
                     self._check_idle()
@@ -442,7 +444,8 @@ class TaskRunner:
         tid = a.task.id
         del self._queued[tid]
         self.active[tid] = a
-        self.peak = max(self.peak, len(self.active))
+        if len(self.active) > self.peak:
+            self.peak = len(self.active)
         self._runner_of[tid] = runner
         # Said with the next results (or heartbeat), not on its own: a no-op task's start and
         # result leave together, and a lone one is never held up.
@@ -453,13 +456,14 @@ class TaskRunner:
         """A run ended: report its result, unless the task was given to us again while it
         was being stopped (then that assignment runs now, and this run's answer, which would
         be taken for the new one's, is not sent). True when reported."""
-        again = self._after.pop(tid, None)
+        again = self._after.pop(tid, None) if self._after else None
         if again is not None:
             self._newest.pop(tid, None)
             self._queued[tid] = again
             self.queue.put_nowait(again)
             return False
-        result.attempt = max(result.attempt, self._newest.pop(tid, 0))
+        if self._newest:  # (rare: see accept)
+            result.attempt = max(result.attempt, self._newest.pop(tid, 0))
         self.runs += 1
         self._report(result)
         return True
@@ -551,7 +555,8 @@ class TaskRunner:
         task = a.task
         started = time.perf_counter()
         try:
-            result = await (run() if run is not None else self._within_limit(a))
+            result = await (run() if run is not None else self._run_task(task)
+                            if task.timeout is None else self._within_limit(a))
         except _TimedOut as exc:
             result = TaskResult(task.id, self.name, False, error=f"timed out after "
                                 f"{task.timeout:g} s" + (f" ({exc})" if str(exc) else ""))
