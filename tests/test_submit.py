@@ -1,6 +1,7 @@
 """ceylon-submit against a serving admin: results, exit codes, batches in order or side by
 side, and across an admin restarted on its journal (or without one)."""
 
+import asyncio
 import json
 import re
 import signal
@@ -8,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+import zmq
+import zmq.asyncio
 from conftest import REPO, run
 
 from ceylon_net.dev.testing import Cluster, EventLog, cli, free_port, wait_until
@@ -509,6 +512,38 @@ def test_ctrl_c_or_a_stop_signal_on_submit_wait_says_the_batch_runs_on(tmp_path,
                          taken).group(1)
     assert said == f"error: interrupted: batch 1 runs on at the admin (follow it again: " \
                    f"ceylon-submit --watch {token}; ceylon-cancel stops its tasks)", err
+
+
+def test_ctrl_c_before_any_admin_answered_says_nothing_was_sent(tmp_path, tasks_file):
+    """Stopped while it still waited for an admin to answer, it said "the batch may have
+    reached the admin (ceylon-status shows its tasks)": nothing had left. A ROUTER that
+    takes its first request and never answers stands in for an admin that does not."""
+    path = tasks_file([{"id": "q", "description": "queued", "difficulty": 1}])
+
+    async def body():
+        ctx = zmq.asyncio.Context()
+        router = ctx.socket(zmq.ROUTER)
+        router.linger = 0
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        try:
+            async with Cluster(workdir=tmp_path) as c:
+                p = await c.spawn("submit", [*cli("ceylon-submit"), str(path), "--wait",
+                                             "--port", str(port)])
+                request = await asyncio.wait_for(router.recv_multipart(), 20)
+                p.signal(signal.SIGINT)
+                return request, await p.wait(20), p.stderr()
+        finally:
+            router.close()
+            ctx.term()
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # (see above)
+    try:
+        request, code, err = run(body())
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert request[1] == b"STATUS", request  # (what it asks an admin first: still connecting)
+    assert code == 130, err
+    assert err.strip() == "error: interrupted: no admin had answered yet: nothing was sent", err
 
 
 @pytest.mark.timeout(120)

@@ -128,6 +128,7 @@ def _send(c: AsyncClient, file: Path, wait: bool, sequential: bool, as_json: boo
     """Send the file's batch; with ``wait``, follow it to its report."""
     doc = _load(file)
     taken: list[Submitted] = []  # (said when interrupted: how to follow it again)
+    sending: list[bool] = []  # (an admin answered, and the batch is on its way)
 
     def took(sub: Submitted) -> None:
         taken.append(sub)
@@ -135,7 +136,8 @@ def _send(c: AsyncClient, file: Path, wait: bool, sequential: bool, as_json: boo
             say(f"batch {_token(sub)} ({sub.tasks} task(s)) taken: waiting for its report")
 
     try:
-        submitted, report = asyncio.run(_submit(c, doc, wait, sequential, took))
+        submitted, report = asyncio.run(_submit(c, doc, wait, sequential, took,
+                                                lambda: sending.append(True)))
     except RejectedError as exc:
         fail(EXIT_CONFIG, f"the admin refused the batch: {exc}")
     except AdminUnreachableError as exc:
@@ -146,7 +148,8 @@ def _send(c: AsyncClient, file: Path, wait: bool, sequential: bool, as_json: boo
         fail(_stop_code(exc), "interrupted: " + (
             f"batch {taken[0].batch} runs on at the admin (follow it again: ceylon-submit "
             f"--watch {_token(taken[0])}; ceylon-cancel stops its tasks)" if taken else
-            "the batch may have reached the admin (ceylon-status shows its tasks)"))
+            "the batch may have reached the admin (ceylon-status shows its tasks)" if sending
+            else "no admin had answered yet: nothing was sent"))
     if report is None:
         with reader_may_leave():
             typer.echo(json.dumps({"batch": submitted.batch, "tasks": submitted.tasks,
@@ -211,12 +214,16 @@ def _print_batch(report: dict[str, Any], as_json: bool) -> None:
 
 
 async def _submit(c: AsyncClient, doc: dict[str, Any], wait: bool, sequential: bool,
-                  on_submitted: Callable[[Submitted], None]
+                  on_submitted: Callable[[Submitted], None], on_sending: Callable[[], None]
                   ) -> tuple[Submitted, dict[str, Any] | None]:
+    """``on_sending``: called once an admin answered, as the batch goes out."""
+    def request() -> Awaitable[tuple[Submitted, dict[str, Any] | None]]:
+        on_sending()
+        return c.submit_batch(doc, wait=wait, sequential=sequential, on_progress=on_progress,
+                              on_submitted=on_submitted)
+
     with _progress(wait) as on_progress:
-        return await until_stopped(_ask(c, lambda: c.submit_batch(
-            doc, wait=wait, sequential=sequential, on_progress=on_progress,
-            on_submitted=on_submitted)))
+        return await until_stopped(_ask(c, request))
 
 
 def _stop_code(exc: BaseException) -> int:
