@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -97,6 +98,12 @@ def test_a_worker_says_at_once_that_the_admins_host_name_does_not_resolve():
     assert "WARNING" in first and "the host name 'no-such-host.invalid' does not resolve" \
         in first, proc.stderr
     assert proc.returncode == 1
+    # Its last word names the cause alone: it was "(is ceylon-admin running there, on that
+    # --port? An admin run with CURVE ... and --admin-key.; the host name ... does not resolve".
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"error: no admin answered at tcp://no-such-host\.invalid:9 within 3 s; "
+                        r"the host name 'no-such-host\.invalid' does not resolve \(.+\)", last), \
+        proc.stderr
 
 
 def test_protocol_version_mismatch_is_rejected(tmp_path):

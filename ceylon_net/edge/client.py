@@ -38,7 +38,7 @@ from ..settings import MAX_HEARTBEAT, client_settings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES, MAX_WATCH, Kind
 from .agent import supervised
 from .transport import Client as Dealer
-from .transport import CurveKeys, curve_hint, load_keys, why_unreachable
+from .transport import CurveKeys, load_keys, why_no_answer
 
 SILENCE = 2.0  # seconds without a word from the admin before pending tasks are watched again
 WATCHDOG_TURN = 1.0  # seconds between two looks at the admin's silence
@@ -297,11 +297,11 @@ class AsyncClient:
             async with asyncio.timeout(timeout):
                 env = await self._requests[msg_id]
         except TimeoutError:
-            hint = f"is ceylon-admin running there?{curve_hint(self.curve)}" \
-                   f"{await why_unreachable(self.endpoint)}" if self._ended is None else \
-                f"it said it stopped ({self._ended}), and none answered since"
+            hint = await why_no_answer(self.endpoint, self.curve, "is ceylon-admin running "
+                                       "there?") if self._ended is None else \
+                f" (it said it stopped ({self._ended}), and none answered since)"
             raise AdminUnreachableError(f"no admin answered at {self.endpoint} within "
-                                        f"{timeout:g} s ({hint})") from None
+                                        f"{timeout:g} s{hint}") from None
         finally:
             self._requests.pop(msg_id, None)
         if env.kind == Kind.REJECT:

@@ -551,6 +551,14 @@ async def why_unreachable(endpoint: str, timeout: float = 2.0) -> str:
     return ""
 
 
+async def why_no_answer(endpoint: str, curve: object, question: str) -> str:
+    """Said after "no admin answered at ENDPOINT within T s": that its host name does not
+    resolve, when it does not (what else could be wrong does not matter then); otherwise
+    ``question`` (is an admin running there?) and the CURVE hint, in parentheses."""
+    why = await why_unreachable(endpoint)
+    return why or f" ({question}{curve_hint(curve)})"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago (for tests and the demo)."""
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:

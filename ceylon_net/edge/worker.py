@@ -31,7 +31,7 @@ from .agent import AgentBase, guarded, supervised
 from .collector import FullCollections
 from .outbox import Outbox
 from .runner import TaskRunner
-from .transport import WorkerSockets, curve_hint, load_keys, why_unreachable
+from .transport import WorkerSockets, load_keys, why_no_answer, why_unreachable
 
 
 class Serving(Protocol):
@@ -343,11 +343,10 @@ class Worker(AgentBase):
                         f"lost the admin at {s.endpoint}: no answer for {s.connect_timeout:g} "
                         f"s (--connect-timeout) since it went silent (stopped, or the link "
                         f"to it is down){await why_unreachable(s.endpoint)}")
-                raise AdminUnreachableError(
-                    f"no admin answered at {s.endpoint} within {s.connect_timeout:g} s "
-                    f"(is ceylon-admin running there, on that --port?"
-                    f"{curve_hint(s.curve_secret)}"
-                    f"{await why_unreachable(s.endpoint)})")
+                why = await why_no_answer(s.endpoint, s.curve_secret,
+                                          "is ceylon-admin running there, on that --port?")
+                raise AdminUnreachableError(f"no admin answered at {s.endpoint} within "
+                                            f"{s.connect_timeout:g} s{why}")
             delay = min(delay * 2, 5.0)
             await self._say_retry(attempt, delay)
 
