@@ -18,6 +18,7 @@ import typer
 from loguru import logger
 
 from ..edge.client import AsyncClient
+from ..edge.loop import wind_down
 from ..errors import ConfigError
 from ..settings import bracket, check_host
 
@@ -158,8 +159,10 @@ async def on_signals(callback: Callable[[], Awaitable[Any]]) -> AsyncIterator[Ca
     """While the block runs, SIGINT, SIGTERM and SIGHUP (unless ignored, as under nohup) run
     ``callback`` on the event loop.
     When it ends, a callback still running is cancelled and awaited (none is left pending
-    when the loop closes), and a signal that arrives as the program winds down is ignored: it
-    is stopping already. Yields what it caught."""
+    when the loop closes), and from then to the program's exit a signal stops nothing more
+    (see :func:`~ceylon_net.edge.loop.wind_down`: the first is ignored, so a run's report
+    comes out whole; a second, or any once a signal began the stop, ends it at once).
+    Yields what it caught."""
     loop = asyncio.get_running_loop()
     running: set[asyncio.Task[Any]] = set()
     caught = Caught()
@@ -173,16 +176,12 @@ async def on_signals(callback: Callable[[], Awaitable[Any]]) -> AsyncIterator[Ca
         running.add(task)
         task.add_done_callback(running.discard)
 
-    def stopping_already() -> None:
-        logger.debug("a signal while stopping: ignored")
-
     for sig in signals:
         loop.add_signal_handler(sig, run_callback, sig)
     try:
         yield caught
     finally:
-        for sig in signals:
-            loop.add_signal_handler(sig, stopping_already)
+        wind_down(signals, stopping=caught.signal is not None)
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)

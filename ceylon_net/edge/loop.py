@@ -26,6 +26,8 @@ behind, said, where ``asyncio.run`` would wait for it for ever and the process n
 from __future__ import annotations
 
 import asyncio
+import atexit
+import os
 import select
 import selectors
 import signal
@@ -150,15 +152,50 @@ async def until_stopped(awaitable: Awaitable[T]) -> T:
             caught.append(sig)
             task.cancel()
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) is not signal.SIG_IGN:
-            loop.add_signal_handler(sig, stop, sig)
+    ours = [sig for sig in (signal.SIGTERM, signal.SIGHUP)
+            if signal.getsignal(sig) is not signal.SIG_IGN]
+    for sig in ours:
+        loop.add_signal_handler(sig, stop, sig)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # (Ctrl-C: asyncio.run's, then)
+        ours.append(signal.SIGINT)
     try:
         return await awaitable
     except asyncio.CancelledError:
         if caught and task.uncancel() == 0:
             raise Stopped(caught[0]) from None
         raise
+    finally:
+        wind_down(ours, stopping=bool(caught) or task.cancelling() > 0)
+
+
+def wind_down(signals: Iterable[int], stopping: bool = False) -> None:
+    """The program is stopping: from here to its exit, SIGINT, SIGTERM or SIGHUP (those of
+    ``signals``) stop nothing more. The first is ignored, so what it still has to say (a run's
+    report, printed once the loop has closed) comes out whole and its exit code stands; a
+    second one, or the first when a signal began this stop (``stopping``), ends it at once,
+    exit 128 + the signal. Installed process-wide, from the event loop's thread, in place of
+    the loop's own handlers (which would give way to Python's defaults as the loop closes,
+    and a signal then killed the program before its report): for programs, not libraries.
+    Python's own exit puts the default handlers back before the process ends: from then on
+    (:mod:`atexit`) the signals wait, blocked, and go with it. (Nothing is logged from the
+    handler: it may run in the middle of a log call.)"""
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    late: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if late or stopping:
+            os._exit(128 + signum)  # (asked twice: now, as a second Ctrl-C always does)
+        late.append(signum)
+
+    signals = list(signals)
+    for sig in signals:
+        if loop is not None:
+            loop.remove_signal_handler(sig)
+        signal.signal(sig, handler)
+    atexit.register(signal.pthread_sigmask, signal.SIG_BLOCK, signals)
 
 
 async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], what: str,
