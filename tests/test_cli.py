@@ -286,6 +286,37 @@ def test_sighup_drains_a_worker_as_sigterm_does(tmp_path, tasks_file):
     assert admin_code == 0 and " lost: " not in aerr, aerr
 
 
+def test_a_worker_drained_while_its_admin_is_down_says_which_results_it_could_not_deliver(
+        tmp_path, tasks_file):
+    """Its admin killed, the worker stopped: it ran its tasks to their end, waited for the
+    acknowledgements that could not come, and left with exit 0 and not a word of the results
+    it dropped (found by a reviewing helper)."""
+    import signal
+
+    path = tasks_file([{"id": f"t{i}", "description": "1 s", "difficulty": 1, "duration": 1}
+                       for i in range(3)])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--expect-workers", "1")
+            w = await c.worker("w", "--concurrency", "3", "--log-level", "DEBUG")
+            await wait_until(lambda: all(f"running task 't{i}'" in w.stderr() for i in range(3)),
+                             30, "the tasks to run")
+            admin.signal(signal.SIGKILL)
+            await admin.wait(10)
+            w.signal(signal.SIGTERM)
+            return await w.wait(30), w.stderr()
+
+    code, err = run(body())
+    assert code == 0, err
+    said = [line for line in err.splitlines() if "not delivered" in line]
+    assert len(said) == 1 and "WARNING" in said[0], err
+    head, _, ids = said[0].rpartition(": ")
+    assert head.endswith("w: 3 result(s) not delivered: the admin did not acknowledge them "
+                         "within 5 s (it is stopped, or out of reach); it runs their task(s) "
+                         "again if it still has them"), said
+    assert sorted(ids.split(", ")) == ["'t0'", "'t1'", "'t2'"], said
+
 def _has_ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as s:

@@ -275,10 +275,16 @@ class Worker(AgentBase):
             await self._send(Kind.DRAIN, wire.End("draining"))
             self._flush()  # what was given back, and what started: before anything else
         finished = await self.runner.drain(timeout)
-        deadline = time.monotonic() + min(timeout, 5.0)
+        waited = min(timeout, 5.0)
+        deadline = time.monotonic() + waited
         while self.runner.undelivered() and time.monotonic() < deadline:
             self._schedule_flush()
             await asyncio.sleep(0.05)  # the acknowledgement arrives on the serving loop
+        if lost := self.runner.undelivered():
+            logger.warning("{}: {} result(s) not delivered: the admin did not acknowledge them "
+                           "within {:g} s (it is stopped, or out of reach); it runs their "
+                           "task(s) again if it still has them: {}", self.name, len(lost), waited,
+                           listed([r.task_id for r in lost], 10, repr))
         if not finished:
             logger.warning("{}: drain timeout: {} task(s) still running are given back",
                            self.name, len(self.runner.active))
