@@ -1515,16 +1515,41 @@ def test_a_batch_report_has_the_batchs_groups_and_only_those():
         [("g", "completed", 1)]
 
 
-def test_an_assignment_that_cannot_be_sent_goes_back_and_out_again_next_round():
+def test_an_assignment_that_cannot_be_sent_goes_back_and_out_again_once_its_worker_is_heard():
+    """Not out again every round (a warning each time) while the worker is gone or does
+    not read: once it is heard from, on probation (one task until it shows it reads)."""
     sim = Sim()
     w = sim.join("w")
-    cmds = sim.submit(noop(1))
+    cmds = sim.submit(noop(1), noop(2))
     (assign,) = of(cmds, c.Assign)
     cmds = sim.st.undelivered(w.peer, "w", assign.assignments, sim.now)
     assert of(cmds, c.Assign) == []  # not straight back to the same worker
     assert sim.st.board.records[1].state is TaskState.QUEUED
-    assert assigned(sim.tick(at=0.25)) == {"w": [1]}
+    assert assigned(sim.tick(at=0.25)) == {}  # nor at the next tick
+    assert assigned(w.heartbeat()) == {"w": [1]}  # heard: one task, on probation
     assert sim.st.board.records[1].attempt == 1
+    assert assigned(w.finish(1)) == {"w": [2]}  # it reads: trusted again
+
+
+def test_a_worker_that_cannot_be_sent_to_gets_nothing_more_and_an_idle_one_takes_its_tasks():
+    """A worker killed and not yet found lost: the admin kept giving it the tasks that could
+    not reach it, a warning each round, while a worker that had joined sat idle until the
+    dead one was found lost (found by a reviewing helper: 10-12 warnings, 0.65 s idle)."""
+    sim = Sim()
+    dead = sim.join("dead")
+    (assign,) = of(sim.submit(noop(1)), c.Assign)
+    assert assign.worker == "dead"
+    idle = sim.join("idle")  # (after: nothing queued for it then)
+    cmds = sim.carry(sim.st.undelivered(dead.peer, "dead", assign.assignments, sim.now))
+    assert assigned(cmds) == {"idle": [1]}  # at once, to the one that can take it
+    (warning,) = [x.message for x in of(cmds, c.Log) if "could not deliver" in x.message]
+    assert warning == "could not deliver 1 task(s) to 'dead' (gone, or not reading); " \
+                      "requeued, and it gets no more until it is heard from"
+    assert assigned(sim.submit(noop(2))) == {}  # (idle is full: it waits for idle)
+    assert assigned(idle.finish(1)) == {"idle": [2]}
+    for at in (0.25, 0.5, 0.75):
+        assert "dead" not in assigned(sim.tick(at=at))
+    sim.st.validate()
 
 
 def test_the_admin_heartbeats_on_pub_and_over_the_router_only_to_who_does_not_hear_pub():

@@ -278,7 +278,10 @@ def test_unsent_assignments_go_back_to_the_queue():
     assert b.queued() == [1]
     assert b.running == 0
     assert b.scheduler.workers["Junior"].running == 0
-    assert b.plan() == plan  # the next try is attempt 1 again
+    assert b.plan() == {}  # not to it again until it is heard from (gone, or not reading)
+    b.heard("Junior")
+    (again,) = b.plan()["Junior"]  # attempt 1 again; on probation, it is to confirm it
+    assert (again.task, again.attempt, again.confirm) == (plan["Junior"][0].task, 1, True)
 
 
 def test_unsent_assignments_keep_their_place():
@@ -289,6 +292,8 @@ def test_unsent_assignments_keep_their_place():
     b.unsent("w", plan["w"])
 
     assert b.queued() == ["a", "b"]
+    b.heard("w")
+    b.trust("w")  # (heard, it is on probation: one task until it answers one)
     assert b.plan() == plan
 
 

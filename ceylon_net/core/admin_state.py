@@ -197,12 +197,14 @@ class AdminState:
     def undelivered(self, peer: bytes, worker: str, assignments: list[TaskAssignment],
                     now: float) -> list[Command]:
         """An :class:`Assign` could not be sent (the worker is gone or its queue is full):
-        its tasks go back to the queue, for the next round."""
+        its tasks go back to the queue, to other workers now, and the worker gets nothing
+        more until it is heard from (TaskBoard.unsent)."""
         self.board.now = now
         self.out.log("WARNING", f"could not deliver {len(assignments)} task(s) to "
-                                f"'{worker}'; requeued")
+                                f"'{worker}' (gone, or not reading); requeued, and it gets "
+                                f"no more until it is heard from")
         self.board.unsent(worker, assignments)
-        return self._end_round(now, assign=False)
+        return self._end_round(now)
 
     def timer(self, key: tuple[Any, ...], now: float) -> list[Command]:
         """A :class:`Timer` ran out: ``("probation", worker, ((task, attempt), ...))``, the
@@ -333,6 +335,7 @@ class AdminState:
         rec = self.members.registry.get(peer)
         if rec is not None:
             self.members.registry.heard_from(rec, now)
+            self.board.heard(rec.name)
         kind = env.kind
         if kind in CLIENT_KINDS or (kind == Kind.CANCEL and rec is None):
             if self._token_ok(peer, env, address, now):

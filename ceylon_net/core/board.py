@@ -153,6 +153,8 @@ class TaskBoard:
         # worker on probation -> {task: attempt} taken back from it
         self._stolen: dict[str, dict[TaskId, int]] = {}
         self._stalled_at: dict[str, float] = {}  # ... when
+        # Stalled as an assignment could not be sent to them (see unsent): until heard from.
+        self._unreachable: set[str] = set()
         self._waiting: dict[TaskId, set[Gate]] = {}
         self._dependents: dict[Gate, set[TaskId]] = defaultdict(set)
         self._opened: set[Gate] = set()
@@ -406,6 +408,8 @@ class TaskBoard:
             if new is WorkerState.TRUSTED:
                 self._stolen.pop(worker, None)  # it was slow, not gone: no losses
                 self._stalled_at.pop(worker, None)
+            if new is not WorkerState.STALLED:
+                self._unreachable.discard(worker)
             slot.state = new
             self.scheduler.touch()
         return new
@@ -620,6 +624,7 @@ class TaskBoard:
         always counts, and run alone on their last attempt (see :meth:`place`)."""
         slot = self.scheduler.remove_worker(name)
         self._stalled_at.pop(name, None)
+        self._unreachable.discard(name)
         if self._claims:
             self._claimant_gone(name, why)
         self._stolen_lost(name, why)
@@ -966,7 +971,10 @@ class TaskBoard:
                 move(rec, R)
 
     def unsent(self, worker: str, assignments: list[TaskAssignment]) -> None:
-        """Assignments that could not be delivered go back to the queue."""
+        """Assignments that could not be delivered go back to the queue, and the worker
+        gets nothing more until it is heard from (see :meth:`heard`): its connection is gone
+        (it was killed, and is not found lost yet) or it does not read what it is sent (its
+        queue is full), and free workers take the tasks meanwhile."""
         flying = self._in_flight[worker]
         for a in assignments:
             if a.task.id in flying:
@@ -975,6 +983,19 @@ class TaskBoard:
                 rec.attempt -= 1
                 self.scheduler.release(worker)
                 self._requeue(rec)
+        if self.worker_event(worker, WorkerEvent.UNREACHABLE) is WorkerState.STALLED:
+            self._unreachable.add(worker)
+
+    def heard(self, worker: str) -> None:
+        """A message came from ``worker``: one that could not be sent to (see :meth:`unsent`)
+        is reached again, on probation (one task, until it shows it reads); unless it was
+        stalled for not confirming tasks too (see :meth:`unstall` then)."""
+        if worker not in self._unreachable:
+            return
+        self._unreachable.discard(worker)
+        slot = self.scheduler.workers.get(worker)
+        if slot is not None and slot.state is WorkerState.STALLED and worker not in self._stolen:
+            self.worker_event(worker, WorkerEvent.MISSED)
 
     def record(self, result: TaskResult) -> TaskRecord | None:
         """Apply a worker's result. Returns the record, or None for a stale or unknown result
@@ -1160,6 +1181,8 @@ class TaskBoard:
             assert rec.state not in IN_FLIGHT or holder[task_id] == rec.worker, task_id
             unfinished += rec.state not in ENDED
         assert self._open == unfinished, f"open {self._open} != {unfinished} unfinished"
+        assert self._unreachable <= {n for n, w in self.scheduler.workers.items()
+                                     if w.state is WorkerState.STALLED}, "unreachable, not stalled"
         claimed = Counter(w for w, _ in self._claims.values())
         for name, slot in self.scheduler.workers.items():
             flying = self._in_flight.get(name, ())

@@ -46,6 +46,7 @@ class WorkerEvent(enum.Enum):
     READS = "reads"  # it answered about a task it was sent: it reads its queue
     UNCONFIRMED = "unconfirmed"  # it did not confirm a task in time: taken back
     MISSED = "missed"  # its heartbeat did not list tasks sent to it a while ago
+    UNREACHABLE = "unreachable"  # a message to it could not be sent: gone, or not reading
     DRAIN = "drain"  # it is leaving: finish what you run, take nothing new
     GONE = "gone"  # it left, was lost, or was replaced
 
@@ -58,7 +59,7 @@ E = WorkerEvent
 # worker that returns a result is still draining; a trusted one that confirms stays trusted.
 TRANSITIONS: dict[tuple[WorkerState, WorkerEvent], WorkerState] = {
     (P, E.READS): T, (S, E.READS): T,
-    (P, E.UNCONFIRMED): S,
+    (P, E.UNCONFIRMED): S, (P, E.UNREACHABLE): S, (T, E.UNREACHABLE): S,
     (T, E.MISSED): P, (S, E.MISSED): P,
     (P, E.DRAIN): D, (T, E.DRAIN): D, (S, E.DRAIN): D,
     (P, E.GONE): G, (T, E.GONE): G, (S, E.GONE): G, (D, E.GONE): G,
