@@ -53,9 +53,12 @@ def test_literal_tutorial_ports_run_their_broadcasts_to_the_end(script):
     assert "admin ended the run" in proc.stderr
 
 
-def test_demo_assigns_each_seed_task_to_its_best_fit_worker():
-    proc = _run([sys.executable, "-m", "ceylon_net.dev.demo"])
+def test_demo_assigns_each_seed_task_to_its_best_fit_worker(tmp_path):
+    """And leaves nothing behind: its processes' logs went to a temporary directory that
+    stayed (338 of them in /tmp on the machine that found it)."""
+    proc = _run([sys.executable, "-m", "ceylon_net.dev.demo"], TMPDIR=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
+    assert list(tmp_path.iterdir()) == []
     rows = {line.split("│")[1].strip(): line for line in proc.stdout.splitlines()
             if line.startswith("│") and line.split("│")[1].strip().isdigit()}
     assert "Junior" in rows["1"] and "Intermediate" in rows["2"] and "Senior" in rows["3"]

@@ -94,24 +94,32 @@ class Proc:
 @dataclass
 class Cluster:
     """``async with Cluster() as c:`` start admins and workers as real processes; on exit
-    each still running gets SIGTERM, then SIGKILL, and is reaped, even when the test failed."""
+    each still running gets SIGTERM, then SIGKILL, and is reaped, even when the test failed.
+    Their output goes to files in ``workdir``; without one, a temporary directory that goes
+    with them (read what they said inside the block)."""
 
     workdir: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     procs: list[Proc] = field(default_factory=list)
     port: int = 0
     pub_port: int = 0
+    # The temporary workdir made here, removed on the way out.
+    _made: Path | None = field(default=None, init=False, repr=False)
 
     async def __aenter__(self) -> Cluster:
         if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="ceylon-"))
+            self.workdir = self._made = Path(tempfile.mkdtemp(prefix="ceylon-"))
         self.port, self.pub_port = free_port(), free_port()
         while self.pub_port == self.port:
             self.pub_port = free_port()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        await self.stop_all()
+        try:
+            await self.stop_all()
+        finally:
+            if self._made is not None:
+                shutil.rmtree(self._made, ignore_errors=True)
 
     async def spawn(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None
                     ) -> Proc:
