@@ -188,16 +188,22 @@ def _follow(c: AsyncClient, token: str) -> dict[str, Any]:
     if m is None:
         fail(EXIT_CONFIG, f"--watch {token!r}: give BATCH@RUN as ceylon-submit named the batch "
                           f"when sending it (e.g. 3@5f0c2a9e41b7d613)")
+    asked: list[bool] = []  # (an admin answered: the batch is asked after)
+
+    def request() -> Awaitable[dict[str, Any]]:
+        asked.append(True)
+        return c.watch_batch(int(m.group(1)), m.group(2), on_progress)
+
     try:
         with _progress(True) as on_progress:
-            return asyncio.run(until_stopped(_ask(c, lambda: c.watch_batch(
-                int(m.group(1)), m.group(2), on_progress))))
+            return asyncio.run(until_stopped(_ask(c, request)))
     except AdminUnreachableError as exc:
         fail(EXIT_NO_ADMIN, str(exc))
     except RejectedError as exc:  # (another workspace, a wrong token)
         fail(EXIT_CONFIG, f"the admin refused: {exc}")
     except (KeyboardInterrupt, Stopped) as exc:
-        fail(_stop_code(exc), f"interrupted: batch {m.group(1)} runs on at the admin")
+        fail(_stop_code(exc), f"interrupted: batch {m.group(1)} runs on at the admin" if asked
+             else "interrupted: no admin had answered yet")
 
 
 def _print_batch(report: dict[str, Any], as_json: bool) -> None:
