@@ -137,13 +137,13 @@ async def main():
         WorkerAgent("Senior", skill_level=9),
     ]
 
-    try:
-        logger.info("Starting task management system...")
-        await task_manager.arun_admin(b"", workers)
-    except KeyboardInterrupt:
-        logger.info("Shutting down task management system...")
+    logger.info("Starting task management system...")
+    await task_manager.arun_admin(b"", workers)
 
 
 if __name__ == "__main__":
     logger.info("Initializing task management system...")
-    asyncio.run(main())
+    try:  # (Ctrl-C: asyncio.run cancels main(), then raises KeyboardInterrupt here)
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        logger.info("Shutting down task management system...")

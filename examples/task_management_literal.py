@@ -164,4 +164,7 @@ async def main():
 
 if __name__ == "__main__":
     logger.info("Initializing task management system...")
-    asyncio.run(main())
+    try:  # port: Ctrl-C reaches asyncio.run's caller (main() is cancelled), not main()
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        logger.info("Shutting down task management system...")

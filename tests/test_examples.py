@@ -139,3 +139,38 @@ def test_a_demo_stopped_by_sigterm_or_sighup_stops_its_processes(sig):
     assert left == [], err
     assert code == 128 + sig, err
     assert f"stopped by {signal.Signals(sig).name}: the admin and workers were stopped" in err
+
+
+@pytest.mark.parametrize("script", ["task_management.py", "task_management_literal.py"])
+def test_ctrl_c_on_a_ported_tutorial_shuts_it_down_without_a_traceback(script):
+    """Its ``except KeyboardInterrupt`` sat inside ``async def main()``, which asyncio.run
+    cancels on Ctrl-C: it never ran, and the user saw a CancelledError and KeyboardInterrupt
+    traceback instead of "Shutting down" (found by a reviewing helper)."""
+    async def body() -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, f"examples/{script}", cwd=REPO, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env={**os.environ, "CEYLON_PORT": str(free_port()),
+                 "CEYLON_PUB_PORT": str(free_port()), "CEYLON_TIME_SCALE": "100"})
+        said = b""
+        try:
+            while b"Starting task management system" not in said:
+                line = await asyncio.wait_for(proc.stderr.readline(), 30)
+                assert line, said.decode()
+                said += line
+            proc.send_signal(signal.SIGINT)
+            rest = await asyncio.wait_for(proc.stderr.read(), 30)
+            return await proc.wait(), (said + rest).decode()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # (as from a shell)
+    try:
+        code, err = asyncio.run(body())
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == 0, err
+    assert "Shutting down task management system..." in err, err
+    assert "Traceback" not in err, err
