@@ -218,6 +218,35 @@ def test_run_leaves_behind_a_task_that_ignores_its_cancellation_and_says_so():
         said[0] and said[0].rstrip().endswith("left behind: the deaf one"), said
 
 
+LEFT_AT_EXIT = """
+import asyncio, contextlib
+from ceylon_net.edge import loop
+
+async def deaf():
+    while True:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+
+async def main():
+    asyncio.get_running_loop().create_task(deaf(), name="the deaf one")
+    await asyncio.sleep(0)
+    return "main's result"
+
+print(loop.run(main()))
+"""
+
+
+def test_a_task_left_behind_is_not_said_again_as_destroyed_when_the_process_exits():
+    """Said once as left behind; then, as the process exited and its modules were cleared,
+    asyncio said "Task was destroyed but it is pending!" for it, with its repr (twice per
+    stopping in-process run_admin with two such workers; found by a reviewing helper)."""
+    proc = subprocess.run([sys.executable, "-c", LEFT_AT_EXIT], capture_output=True,
+                          text=True, timeout=30)
+    assert (proc.returncode, proc.stdout) == (0, "main's result\n"), proc.stderr
+    assert "left behind: the deaf one" in proc.stderr, proc.stderr
+    assert "destroyed" not in proc.stderr, proc.stderr
+
+
 CTRL_C = """
 import asyncio, sys, time
 from ceylon_net.edge import loop

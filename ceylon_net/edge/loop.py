@@ -217,10 +217,12 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], what: str,
         logger.warning("{} {} did not stop within {:g} s of being cancelled (code that "
                        "catches CancelledError and carries on): left behind: {}", len(pending),
                        what, grace, ", ".join(sorted(t.get_name() for t in pending)))
+    for t in pending:  # (said: not again as destroyed, when the process exits with them)
+        t._log_destroy_pending = False  # type: ignore[attr-defined]  # (as run_until_complete)
     _LEFT_BEHIND.update(pending)
     return pending
 
 
-# Tasks left behind, kept referenced: asyncio logs a pending task it destroys, and these are
-# said already.
+# Tasks left behind, kept referenced while the program runs (the loop's own set of them is
+# weak): said already, not to be stopped again.
 _LEFT_BEHIND: set[asyncio.Task[Any]] = set()
