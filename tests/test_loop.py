@@ -292,6 +292,53 @@ def test_ctrl_c_ends_run_with_keyboard_interrupt_not_in_whatever_code_runs(tmp_p
     assert "Traceback" not in err, err
 
 
+TWICE = """
+import asyncio, contextlib
+from ceylon_net.edge import loop
+
+async def deaf():
+    while True:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+
+async def main():
+    t = asyncio.get_running_loop().create_task(deaf(), name="the deaf one")
+    try:
+        print("ready", flush=True)
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        print("stopping", flush=True)
+        await loop.stop_tasks([t], "the deaf one")  # (its grace: a second Ctrl-C cuts it)
+
+try:
+    loop.run(main())
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_second_ctrl_c_does_not_wait_for_a_task_that_will_not_stop():
+    """It cut the program's own wait short, then the end of loop.run gave the same task its
+    1 s grace again: a second Ctrl-C made the exit later, not sooner (found by a reviewing
+    helper, with in-process run_admin and handlers that catch CancelledError)."""
+    proc = subprocess.Popen([sys.executable, "-c", TWICE], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout.readline() == "stopping\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, out) == (0, "interrupted\n"), err
+    (said,) = [line for line in err.splitlines() if "did not stop" in line]
+    assert f"did not stop within {loop.AT_ONCE:g} s of being cancelled" in said, err
+
+
 def test_run_leaves_alone_a_sigint_handler_its_main_set():
     """It put back Python's default over whatever the program's main had set meanwhile."""
     mine = signal.SIG_IGN

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from loguru import logger
 
 STOP_GRACE = 1.0  # s a cancelled task has to end before it is left behind (a few ms suffice)
+AT_ONCE = 0.05  # ... once a second Ctrl-C said not to wait
 FD_SETSIZE = 1024  # select()'s limit on Linux (glibc)
 EPOLL = hasattr(selectors, "EpollSelector")  # not on macOS, BSD, Windows
 
@@ -92,8 +93,10 @@ def run(main: Coroutine[Any, Any, T]) -> T:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # (not one main set)
         try:
             left = asyncio.all_tasks(loop) - _LEFT_BEHIND  # (those said already)
+            again = interrupted is not None and len(interrupted) > 1  # (a second Ctrl-C: now)
             if left:
-                loop.run_until_complete(stop_tasks(left, "task(s) still running at exit"))
+                loop.run_until_complete(stop_tasks(left, "task(s) still running at exit",
+                                                   AT_ONCE if again else STOP_GRACE))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
