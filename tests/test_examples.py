@@ -174,3 +174,18 @@ def test_ctrl_c_on_a_ported_tutorial_shuts_it_down_without_a_traceback(script):
     assert code == 0, err
     assert "Shutting down task management system..." in err, err
     assert "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(("sig", "code"), [("INT", 130), ("TERM", 143)])
+def test_a_stop_signal_while_bin_demo_sets_up_ends_it_quietly(tmp_path, sig, code):
+    """Ctrl-C in its first moments (the Python version check) said "ceylon_net needs Python
+    >= 3.11 (found: Python 3.11.7)", exit 2 (found by a reviewing helper). A stand-in for
+    python3 signals the whole process group, as a terminal's Ctrl-C does."""
+    python = tmp_path / "python3"
+    python.write_text(f"#!/bin/sh\nkill -{sig} 0\nexec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    proc = subprocess.run([str(REPO / "bin" / "demo")], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHON": str(python)},
+                          start_new_session=True)  # (its own group: the kill stays in it)
+    assert proc.returncode == code, proc.stderr
+    assert "needs Python" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
