@@ -933,7 +933,10 @@ def test_a_task_nobody_can_take_is_said_once_then_given_up_after_the_timeout():
     assert 3 not in sim.finished()
     cmds = sim.tick(at=5.5)
     assert c.Finished(3, TaskStatus.CANCELLED, None, "no connected worker can take it") in cmds
-    assert sim.st.unassigned == [3] and sim.st.idle
+    assert sim.st.unassigned == {3: "needs skill >= 8; best connected is 3"} and sim.st.idle
+    report = sim.st.report()  # (why, in the report too: the log is not everyone's to read)
+    assert (report.unassigned, report.unassigned_why) == \
+        ([3], {3: "needs skill >= 8; best connected is 3"})
 
 
 def test_tasks_left_with_no_worker_wait_for_one_and_the_admin_says_so_every_30_s():

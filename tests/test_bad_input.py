@@ -303,8 +303,12 @@ def test_unassignable_task_is_reported_and_the_admin_exits_3(tmp_path, tasks_fil
     assert err.count("task 3 'ML training' needs skill >= 8; best connected is 6") == 1
     data = json.loads(report.read_text())
     assert data["unassigned"] == [3]
+    # Why, in the report too (it was in the log only: a remote ceylon-submit never saw it).
+    assert data["unassigned_why"] == [{"id": 3, "reason": "needs skill >= 8; best connected "
+                                                          "is 6"}]
     assert sorted(t["id"] for t in data["tasks"]) == [1, 2, 4]
-    assert "Unassigned (no connected worker could take them): 3" in out
+    assert "Unassigned (no connected worker could take them): 3 (needs skill >= 8; best " \
+           "connected is 6)" in out
     assert "fix [/] in items[i]" in out
 
 

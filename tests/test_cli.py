@@ -494,6 +494,25 @@ def test_status_says_how_many_queued_tasks_its_table_leaves_out_and_where_they_a
         assert said in console.export_text(), console.export_text()
 
 
+def test_status_leaves_out_a_table_with_nothing_in_it():
+    """An idle admin's status printed an empty "Task groups" table and an empty "Queued
+    tasks" table under its workers (found by a new-user trial); no worker is said."""
+    from rich.console import Console
+
+    from ceylon_net.cli.render import render
+
+    counts = {"total": 0, "done": 0, "succeeded": 0, "running": 0, "queued": 0, "waiting": 0,
+              "unassigned": 0}
+    data = {"admin": "a", "workspace": "w", "groups": [], "queued": [], "workers": [],
+            "counts": counts}
+    console = Console(width=200, record=True)
+    console.print(render(data))
+    text = console.export_text()
+    assert "Workers of admin 'a'" in text and "no worker connected" in text, text
+    assert "Task groups" not in text and "Queued tasks" not in text, text
+    assert "tasks: 0/0 done (0 succeeded), 0 running, 0 queued" in text, text
+
+
 def test_report_json_holds_what_json_cannot_as_its_repr_keys_and_nan_too():
     """A handler's {b"k": 1} stopped an admin writing --results (a key default= never sees);
     NaN came out as NaN, which strict parsers (jq) refuse."""

@@ -66,6 +66,10 @@ def test_submit_json_and_unassignable_tasks_exit_3(tmp_path, tasks_file):
     assert code == 3
     report = json.loads(out)
     assert report["unassigned"] == ["hard"]
+    # (why: it was in the admin's log only, out of a remote submitter's sight)
+    assert report["unassigned_why"] == [{"id": "hard", "reason": "needs skill >= 10; best "
+                                                                 "connected is 9"}]
+    assert report["batch"] == 1 and re.fullmatch(r"1@[0-9a-f]+", report["watch"]), report
     assert [t["id"] for t in report["tasks"]] == ["easy"]
 
 
@@ -419,6 +423,10 @@ def test_a_batch_sent_without_waiting_is_followed_later_by_the_name_it_was_given
         in sent[1], sent
     assert followed[0] == 0, followed[2]
     assert sorted(t["id"] for t in json.loads(followed[1])["tasks"]) == [1, 2, 3]
+    # (named, for a script: it named the batch nowhere)
+    assert list(json.loads(followed[1]))[:2] == ["batch", "watch"]
+    token = re.search(r"ceylon-submit --watch (\S+)\)", sent[1]).group(1)
+    assert (json.loads(followed[1])["batch"], json.loads(followed[1])["watch"]) == (1, token)
     assert all(t["success"] for t in json.loads(followed[1])["tasks"])
     assert other[0] == 4 and "the admin has no batch 99 in this run: a wrong number?" \
         in other[2], other
@@ -471,8 +479,9 @@ def test_ceylon_cancel_says_what_became_of_each_id_and_refuses_none_with_a_trace
     (code, _, err), said = run(body())
     assert code == 0, err
     # 77 and 78 were cancelled with the task they depend on (before: "already finished",
-    # though they never ran); an id past 64 bits is no task's (before: a traceback).
-    assert said == (1, "gate: cancelled\n077: already cancelled\n78: already cancelled",
+    # though they never ran); an id past 64 bits is no task's (before: a traceback). In the
+    # order typed (it was by outcome: gate first).
+    assert said == (1, "077: already cancelled\n78: already cancelled\ngate: cancelled",
                     "99999999999999999999999999: unknown task")
 
 

@@ -118,7 +118,7 @@ def submit(
     c = client(admin_peer, port, workspace, token, curve_secret, admin_key, connect_timeout,
                gone_after=30.0, timeout_option="--connect-timeout")
     if watch is not None:
-        _print_batch(_follow(c, watch), as_json)
+        _print_batch(_follow(c, watch), as_json, watch)
     else:
         assert file is not None
         _send(c, file, wait, sequential, as_json)
@@ -157,7 +157,7 @@ def _send(c: AsyncClient, file: Path, wait: bool, sequential: bool, as_json: boo
                        else f"submitted batch {submitted.batch}: {submitted.tasks} task(s) "
                             f"(follow it: ceylon-submit --watch {_token(submitted)})")
         return
-    _print_batch(report, as_json)
+    _print_batch(report, as_json, _token(submitted))
 
 
 def _load(file: Path) -> dict[str, Any]:
@@ -206,11 +206,14 @@ def _follow(c: AsyncClient, token: str) -> dict[str, Any]:
              else "interrupted: no admin had answered yet")
 
 
-def _print_batch(report: dict[str, Any], as_json: bool) -> None:
+def _print_batch(report: dict[str, Any], as_json: bool, token: str) -> None:
+    """The batch's report (``token``: BATCH@RUN, named first in the JSON as ``batch``, a
+    number, and ``watch``)."""
     run = RunReport.from_json(report)
     with reader_may_leave():
         if as_json:
-            typer.echo(json_text(report, indent=2))
+            named = {"batch": int(token.partition("@")[0]), "watch": token, **report}
+            typer.echo(json_text(named, indent=2))
         else:
             print_report(run, whole="--json")
     if run.unassigned:
@@ -289,17 +292,21 @@ def cancel(
         outcome = asyncio.run(_ask(c, lambda: _cancel(c, task_ids, reason)))
     except (AdminUnreachableError, RejectedError) as exc:
         fail(EXIT_FAILED, str(exc))
+    said: dict[str, str] = {}
     for kind, label in (("cancelled", "cancelled"),
                         ("stopping", "stopping (on its worker: queued there or running)"),
                         ("finished", "already finished"),
                         # (before, or just now with a task it depended on)
                         ("was_cancelled", "already cancelled")):
-        with reader_may_leave():
-            for t in outcome.get(kind, ()):
-                typer.echo(f"{t}: {label}")
-    missing = outcome["unknown"]
-    for t in missing:
-        say(f"{t}: unknown task", level="WARNING")
+        for t in outcome.get(kind, ()):
+            said.setdefault(str(t), label)
+    missing = {str(t) for t in outcome["unknown"]}
+    for t in dict.fromkeys(task_ids):  # in the order typed (each once)
+        if t in said:
+            with reader_may_leave():
+                typer.echo(f"{t}: {said[t]}")
+        elif t in missing:
+            say(f"{t}: unknown task", level="WARNING")
     if missing:
         raise typer.Exit(EXIT_FAILED)
 

@@ -81,8 +81,19 @@ def _report_notes(report: RunReport) -> list[str]:
                        ("Unassigned (no connected worker could take them)", report.unassigned),
                        ("Not finished (the run was stopped first)", report.unfinished)):
         if ids:
-            lines.append(f"{title}: {listed(ids, TABLE_ROWS)}")
+            lines.append(f"{title}: " + (_by_reason(ids, report.unassigned_why)
+                                         if ids is report.unassigned else listed(ids, TABLE_ROWS)))
     return lines
+
+
+def _by_reason(ids: list[Any], why: dict[Any, str]) -> str:
+    """'h1, h2 (needs handler 'x'; no connected worker has it); hard (needs skill >= 10;
+    best connected is 9)': the tasks of each reason together (those of none first)."""
+    groups: dict[str, list[Any]] = {}
+    for t in ids:
+        groups.setdefault(why.get(t, ""), []).append(t)
+    return "; ".join(listed(tasks, TABLE_ROWS) + (f" ({reason})" if reason else "")
+                     for reason, tasks in sorted(groups.items(), key=lambda kv: kv[0] != ""))
 
 
 def _ended(group: dict[str, Any]) -> int:
@@ -130,7 +141,12 @@ def render(data: dict[str, Any]) -> Group:
                f"broadcasts: {c.get('broadcasts', 0)} sent, {c.get('broadcasts_lost', 0)} "
                f"lost to an agent that fell too far behind, "
                f"{c.get('broadcasts_unconfirmed', 0)} unconfirmed by agents that left")
-    return Group(workers, groups, queued, Text(summary))
+    if not data["workers"]:
+        workers.caption = "no worker connected"
+    # (a table with no rows says nothing the summary line does not: left out)
+    shown_parts = [workers, *([groups] if data["groups"] else []),
+                   *([queued] if data["queued"] or queued.caption else [])]
+    return Group(*shown_parts, Text(summary))
 
 
 def _queued(data: dict[str, Any]) -> Table:

@@ -86,7 +86,9 @@ class AdminState:
         self.members = Membership(s, self.board, self.out, self.stats, self.limits,
                                   self.broadcasts, self.pace)
         self.unassignable = Unassignable(s.unassignable_timeout)
-        self.unassigned: list[TaskId] = []  # given up: no connected worker could take them
+        # Given up: no connected worker could take them; each with why ("": not known, as
+        # after a restart).
+        self.unassigned: dict[TaskId, str] = {}
         self.watchers = Watchers(self.board, self.out)  # clients' futures
         self.followup = Followup(self.board, self.task_manager, self.batches, self.out,
                                  self.unassigned, self.watchers)
@@ -252,8 +254,9 @@ class AdminState:
             self.out.log("WARNING", unkept_goal(group, goal, restarted=True))
         self.started_at = now
         # Given up as unassignable (reported apart from cancellations): by their reason.
-        self.unassigned[:] = [t for t, rec in self.board.records.items()
-                              if rec.state is TaskState.CANCELLED and rec.reason == UNASSIGNABLE]
+        self.unassigned.clear()  # (in place: the follow-up holds it too)
+        self.unassigned.update((t, "") for t, rec in self.board.records.items()
+                               if rec.state is TaskState.CANCELLED and rec.reason == UNASSIGNABLE)
         if self.resumed:
             self.board.moved = [] if self.task_manager.task_groups else None
             self.followup.run_announced = self.idle
@@ -685,6 +688,6 @@ class AdminState:
         ids = self.unassignable.check(self.board, len(self.members.registry),
                                       self.members.joined, now, self.out)
         if ids:
-            self.unassigned.extend(ids)
-            self.board.give_up(ids)
+            self.unassigned.update(ids)
+            self.board.give_up(list(ids))
 

@@ -150,11 +150,9 @@ class TaskBoard:
         self.to_cancel: dict[str, dict[str, list[tuple[TaskId, int]]]] = {}
         # steals() has nothing to do until the scheduler changes or this time comes
         self._steal_seen, self._steal_due = -1, 0.0
-        # worker on probation -> {task: attempt} taken back from it
-        self._stolen: dict[str, dict[TaskId, int]] = {}
-        self._stalled_at: dict[str, float] = {}  # ... when
-        # Stalled as an assignment could not be sent to them (see unsent): until heard from.
-        self._unreachable: set[str] = set()
+        self._stolen: dict[str, dict[TaskId, int]] = {}  # on probation: {task: attempt} taken
+        self._stalled_at: dict[str, float] = {}  # ... back from it, and when
+        self._unreachable: set[str] = set()  # stalled, as a send to them failed (see unsent)
         self._waiting: dict[TaskId, set[Gate]] = {}
         self._dependents: dict[Gate, set[TaskId]] = defaultdict(set)
         self._opened: set[Gate] = set()
@@ -1193,7 +1191,9 @@ class TaskBoard:
 
     def report(self, unassigned: Iterable[TaskId] = (), only: Iterable[TaskId] | None = None
                ) -> RunReport:
-        """Outcomes in the order results came; ``only`` limits it to some tasks (a batch)."""
+        """Outcomes in the order results came; ``only`` limits it to some tasks (a batch).
+        ``unassigned``: the tasks given up as unassignable, or a map of them to why."""
+        why = unassigned if isinstance(unassigned, Mapping) else {}
         keep = None if only is None else set(only)
         outcomes = []
         for task_id in self._ran:
@@ -1214,4 +1214,5 @@ class TaskBoard:
         looked = () if not self._open else self.records if keep is None else \
             self._in_order(t for t in keep if t in self.records)
         unfinished = [t for t in looked if self.records[t].state not in ENDED and t not in skip]
-        return RunReport(outcomes, unassigned, cancelled, dead=dead, unfinished=unfinished)
+        return RunReport(outcomes, unassigned, cancelled, dead=dead, unfinished=unfinished,
+                         unassigned_why={t: why[t] for t in unassigned if why.get(t)})

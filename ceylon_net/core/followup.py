@@ -28,7 +28,7 @@ def finished(rec: TaskRecord) -> Finished:
 
 class Followup:
     def __init__(self, board: TaskBoard, task_manager: TaskManager, batches: Batches,
-                 out: Outbox, unassigned: list[TaskId], watchers: Watchers) -> None:
+                 out: Outbox, unassigned: dict[TaskId, str], watchers: Watchers) -> None:
         self.board = board
         self.task_manager = task_manager
         self.batches = batches

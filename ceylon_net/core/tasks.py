@@ -128,6 +128,9 @@ class RunReport:
     # Not ended when the report was made (the run was stopped first): queued, waiting for a
     # dependency, or on a worker.
     unfinished: list[TaskId] = field(default_factory=list)
+    # Of ``unassigned``, why no worker could take each, where known: 'needs skill >= 8; best
+    # connected is 6'.
+    unassigned_why: dict[TaskId, str] = field(default_factory=dict)
 
     @property
     def success_rate(self) -> float:
@@ -145,7 +148,8 @@ class RunReport:
             list(data.get("unassigned", [])),
             {c["id"]: c["reason"] for c in data.get("cancelled", [])},
             list(data.get("groups", [])), list(data.get("dead", [])),
-            list(data.get("unfinished", [])))
+            list(data.get("unfinished", [])),
+            {u["id"]: u["reason"] for u in data.get("unassigned_why", [])})
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -164,6 +168,8 @@ class RunReport:
                 for t in self.tasks
             ],
             "unassigned": list(self.unassigned),
+            **({"unassigned_why": [{"id": k, "reason": v} for k, v in
+                                   self.unassigned_why.items()]} if self.unassigned_why else {}),
             "cancelled": [{"id": k, "reason": v} for k, v in self.cancelled.items()],
             "dead": list(self.dead),
             **({"unfinished": list(self.unfinished)} if self.unfinished else {}),

@@ -13,12 +13,17 @@ def describe(board: TaskBoard, b: Blocked) -> str:
     """'task 3 'ML training' needs skill >= 8; best connected is 6'."""
     task = board.records[b.tasks[0]].task
     more = f" (and {len(b.tasks) - 1} more like it)" if len(b.tasks) > 1 else ""
-    head = f"task {task.id!r} '{task.description}'{more}"
+    return f"task {task.id!r} '{task.description}'{more} {why(b)}"
+
+
+def why(b: Blocked) -> str:
+    """Why no connected worker can take these tasks: 'needs skill >= 8; best connected is 6'
+    (said in the log, and beside them in the report)."""
     if not b.has_handler:
-        return f"{head} needs handler '{b.handler}'; no connected worker has it"
+        return f"needs handler '{b.handler}'; no connected worker has it"
     if b.best_skill is None:
-        return f"{head} needs role '{b.role}'; no connected worker has it"
-    return f"{head} needs skill >= {b.difficulty}; best connected is {b.best_skill}"
+        return f"needs role '{b.role}'; no connected worker has it"
+    return f"needs skill >= {b.difficulty}; best connected is {b.best_skill}"
 
 
 IDS_SAID = 20  # task ids in a log line, at most
@@ -38,13 +43,14 @@ class Unassignable:
         self._blocked: list[Blocked] = []
 
     def check(self, board: TaskBoard, workers: int, joined: int, now: float, out: Outbox
-              ) -> list[TaskId]:
+              ) -> dict[TaskId, str]:
         """Warn once per kind of blocked task; returns the tasks to give up on now (only
-        unassignable ones are left, nothing runs, and that has lasted ``timeout``)."""
+        unassignable ones are left, nothing runs, and that has lasted ``timeout``), each
+        with why (:func:`why`)."""
         if not workers or not len(board.scheduler):
             self._since = None
             self._none_there(len(board.scheduler) if not workers else 0, now, out)
-            return []
+            return {}
         self._no_worker = None
         blocked = self._current(board, joined)
         for b in blocked:
@@ -54,17 +60,17 @@ class Unassignable:
         stuck = sum(len(b.tasks) for b in blocked)
         if not stuck or board.running or stuck != len(board.scheduler):
             self._since = None
-            return []
+            return {}
         if self._since is None:
             self._since = now
             out.log("WARNING", f"only unassignable tasks remain; giving up on them in "
                                f"{self.timeout:g} s unless a capable worker joins")
-            return []
+            return {}
         if now - self._since < self.timeout:
-            return []
-        ids = [t for b in blocked for t in b.tasks]
+            return {}
+        ids = {t: why(b) for b in blocked for t in b.tasks}
         out.log("ERROR", f"giving up on {len(ids):,} unassignable task(s): "
-                         f"{listed(ids, IDS_SAID, repr)}")
+                         f"{listed(list(ids), IDS_SAID, repr)}")
         # Those are gone: a task that comes after them (a program trying again) is said and
         # waited for afresh, not given up at once on their clock.
         self._since = None
