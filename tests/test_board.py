@@ -284,6 +284,15 @@ def test_unsent_assignments_go_back_to_the_queue():
     assert (again.task, again.attempt, again.confirm) == (plan["Junior"][0].task, 1, True)
 
 
+def test_a_worker_that_could_not_be_sent_to_and_connects_anew_is_reached():
+    b = board([SIMPLE], WorkerSlot("w", 3))
+    b.unsent("w", b.plan()["w"])
+    assert b.plan() == {}
+    b.add_worker(WorkerSlot("w", 3), probation=True)  # (registered again: a new connection)
+    b.validate()
+    assert [a.task.id for a in b.plan()["w"]] == [SIMPLE.id]
+
+
 def test_unsent_assignments_keep_their_place():
     first, second = Task("a", "1"), Task("b", "2")
     b = board([first, second], WorkerSlot("w", 5))

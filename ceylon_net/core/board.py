@@ -394,6 +394,7 @@ class TaskBoard:
         cannot swallow the queue."""
         slot.state = WorkerState.PROBATION if probation else WorkerState.TRUSTED
         self.scheduler.add_worker(slot)
+        self._unreachable.discard(slot.name)  # (a new connection: reached)
 
     def worker_event(self, worker: str, event: WorkerEvent) -> WorkerState | None:
         """Move a worker along its life (ceylon_net.core.workers.TRANSITIONS); returns its
