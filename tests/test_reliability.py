@@ -562,3 +562,49 @@ def test_a_confirmation_that_came_while_the_admin_was_held_up_counts(tmp_path, l
     assert not [m for m in said if "did not confirm" in m], said
     assert _executions([w]) == Counter({"'t'": 1}), w.stderr()
     assert "cancels task" not in w.stderr(), w.stderr()
+
+
+def test_hundreds_of_workers_that_cannot_be_sent_to_do_not_stop_the_admin():
+    """Each assignment that could not be sent made a round (its tasks to the next worker)
+    carried out inside the round that sent it: 600 workers killed at once, not yet found
+    lost, and the admin stopped on a RecursionError (found by a reviewing helper; 450 went).
+    The edge's own rounds, without sockets: every send fails."""
+    from kit import frames, noop
+
+    from ceylon_net import wire
+    from ceylon_net.wire import Hello, Kind
+
+    class Out:  # what the admin sends: every assignment comes back unsent
+        def __init__(self) -> None:
+            self.tries: list[bytes] = []
+
+        def send(self, *a: Any, **k: Any) -> bool:
+            return True
+
+        def assign(self, peer: bytes, assignments: list) -> list:
+            self.tries.append(peer)
+            return list(assignments)
+
+        def publish(self, *a: Any, **k: Any) -> None:
+            pass
+
+    async def body() -> tuple[list[bytes], Any]:
+        admin = Admin(settings=AdminSettings(port=0, prefetch=0))
+        st = admin.state
+        st.started(0.0, 8000, 8001, 7)
+        out = admin._out = Out()
+        for i in range(600):
+            peer, address = f"w{i}".encode(), f"10.0.{i // 200}.{i % 200}"  # (HELLOs a host)
+            admin._apply(st.receive(peer, frames(Kind.HELLO, Hello(f"w{i}", "default", 10, 1,
+                                                                    [], []), sender=f"w{i}"),
+                                    address, 0.0))
+            admin._apply(st.receive(peer, frames(Kind.HEARTBEAT, wire.Heartbeat(
+                [], True, st.broadcasts.seq, st.broadcasts.seq, []), sender=f"w{i}"),
+                address, 0.0))
+        admin._apply(st.submit([noop(1)], now=0.1))
+        return out.tries, st
+
+    tries, st = asyncio.run(body())
+    assert len(tries) == 600 and len(set(tries)) == 600  # each tried once, then stalled
+    assert st.board.records[1].status is TaskStatus.PENDING  # queued, for who is heard from
+    st.validate()

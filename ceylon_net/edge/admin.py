@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,7 @@ class Admin(AgentBase):
                            c.Finished: self._finished, c.NewWork: _nothing,
                            c.Deliver: lambda d: self._deliver(d.header, d.payload, self.limits),
                            c.Connected: self._connected}
+        self._rounds = Rounds(self._journal, self._carry_out)
 
     @property
     def task_manager(self) -> TaskManager:
@@ -338,15 +340,12 @@ class Admin(AgentBase):
 
     # ------------------------------------------------------------------ carrying out
     def _apply(self, cmds: list[c.Command], journaled: bool = False) -> None:
-        """The journal first (unless ``journaled`` already), then every command in order."""
-        if not journaled:
-            self._journal(cmds)
-        carry_out = self._carry_out
-        for cmd in cmds:
-            carry_out[type(cmd)](cmd)
-        if self._results is not None:
-            self._results.flush()
-        self._sync_idle()
+        """The journal first (unless ``journaled`` already), then every command in order
+        (see Rounds: a round that follows from carrying out another comes after it)."""
+        if self._rounds.apply(cmds, journaled):
+            if self._results is not None:
+                self._results.flush()
+            self._sync_idle()
 
     def _journal(self, cmds: list[c.Command]) -> None:
         if self.journal is not None:
@@ -499,6 +498,38 @@ async def _open_outputs(admin: Admin) -> None:
         admin.metrics = MetricsServer(lambda: metrics(admin.state), s.bind, s.metrics_port)
     if s.results_file is not None and admin._results is None:
         admin._results = ResultsFile(s.results_file)
+
+
+class Rounds:
+    """The admin's rounds of commands, journaled then carried out, one after another. A
+    round that follows from carrying out another (an assignment that could not be sent:
+    AdminState.undelivered) is carried out after it, not inside it: hundreds of workers
+    killed at once made as many rounds, each inside the last, and a RecursionError stopped
+    the admin."""
+
+    def __init__(self, journal: Callable[[list[c.Command]], None],
+                 carry_out: dict[type, Callable[[Any], None]]) -> None:
+        self._journal, self._carry_out = journal, carry_out
+        self._pending: deque[tuple[list[c.Command], bool]] = deque()
+
+    def apply(self, cmds: list[c.Command], journaled: bool) -> bool:
+        """Carry ``cmds`` out (journal first, unless ``journaled``), and the rounds that
+        follow; False when called from inside one: it is carried out after it."""
+        pending = self._pending
+        pending.append((cmds, journaled))
+        if len(pending) > 1:
+            return False
+        try:
+            while pending:
+                cmds, journaled = pending[0]
+                if not journaled:
+                    self._journal(cmds)
+                for cmd in cmds:
+                    self._carry_out[type(cmd)](cmd)
+                pending.popleft()
+        finally:
+            pending.clear()  # (one that raised: the next call starts afresh)
+        return True
 
 
 class Acks:
