@@ -1112,3 +1112,20 @@ def test_a_sync_client_whose_thread_dies_fails_pending_and_later_calls_with_cras
     crashed = "Crashed: the client's thread stopped on an unexpected error: SystemExit"
     assert submit.startswith(crashed) and status.startswith(crashed), (submit, status)
     assert close is None
+
+
+def test_a_host_name_lookup_that_does_not_answer_keeps_the_other_causes_said():
+    """Only a name that does not resolve settles why no admin answered; a lookup that failed
+    to answer (no DNS server, say) does not: the question and the CURVE hint stay beside it
+    (they were dropped with it; found by a reviewing helper)."""
+    from ceylon_net.edge import transport
+
+    async def body() -> str:
+        async def no_answer(*args, **kwargs):
+            raise OSError("no DNS server answered")
+
+        asyncio.get_running_loop().getaddrinfo = no_answer
+        return await transport.why_no_answer("tcp://somewhere:9", None, "is it there?")
+
+    assert asyncio.run(body()) == f" (is it there?{transport.PLAIN_HINT}; looking up the host " \
+                                  f"name 'somewhere' did not answer within 2 s)"

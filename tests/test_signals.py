@@ -199,3 +199,65 @@ def test_a_client_programs_report_is_not_cut_off_by_a_signal_as_it_ends():
     as they print raised KeyboardInterrupt there (exit 130, a traceback or nothing printed)."""
     proc = _python(CLIENT_AT_THE_END)
     assert (proc.returncode, proc.stdout.strip()) == (0, "the report"), proc.stderr
+
+
+AT_PYTHONS_EXIT = textwrap.dedent("""
+    import atexit, os, signal, subprocess, threading, time
+    from ceylon_net.edge.loop import wind_down
+
+    me = os.getpid()
+    # (registered first, so it runs after wind_down's: a stop signal 0.3 s later, as the
+    # process is tearing down its modules, after Python put its default handlers back)
+    atexit.register(lambda: subprocess.Popen(["sh", "-c", f"sleep 0.3; kill -TERM {me}"]))
+    parked = threading.Lock()
+    parked.acquire()
+    threading.Thread(target=parked.acquire, daemon=True).start()  # (an idle handler thread)
+    wind_down([signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+
+    class SlowToGo:
+        def __del__(self):
+            time.sleep(0.8)
+
+    kept = SlowToGo()
+    print("the report", flush=True)
+""")
+
+
+def test_a_stop_signal_as_python_tears_down_does_not_turn_exit_0_into_a_kill():
+    """The signals were blocked in the main thread only: with another thread alive (a
+    worker's idle handler thread), a SIGTERM landing after Python put its default handlers
+    back killed the process (-15; found by a reviewing helper). The delay is the fault, not
+    a synchronisation: a signal that came later, after the exit, would change nothing."""
+    proc = _python(AT_PYTHONS_EXIT)
+    assert (proc.returncode, proc.stdout) == (0, "the report\n"), proc.stderr
+
+
+SWAPPED = textwrap.dedent("""
+    import asyncio, signal
+    from ceylon_net.edge import loop
+
+    set_to = []
+    real = signal.signal
+
+    async def main():
+        running = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            running.add_signal_handler(sig, lambda: None)
+        signal.signal = lambda sig, handler: (set_to.append(handler), real(sig, handler))[1]
+        loop.wind_down([signal.SIGINT, signal.SIGTERM])
+        signal.signal = real
+
+    asyncio.run(main())
+    defaults = (signal.SIG_DFL, signal.default_int_handler)
+    print(len(set_to), any(h in defaults for h in set_to),
+          signal.getsignal(signal.SIGTERM) not in defaults)
+""")
+
+
+def test_winding_down_never_puts_the_default_handlers_back_even_for_a_moment():
+    """The loop's handlers were removed (Python's defaults back: SIGTERM's kills) and only
+    then were ours set: a signal in between killed the program (found by a reviewing helper).
+    The loop is closed, too, without putting them back."""
+    proc = _python(SWAPPED)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["2", "False", "True"], proc.stdout

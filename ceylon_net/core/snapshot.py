@@ -27,7 +27,7 @@ class AdminState(Protocol):
     members: Membership
     task_manager: TaskManager
     stats: AdminStats
-    unassigned: list[TaskId]
+    unassigned: dict[TaskId, str]
     broadcasts: BroadcastLog
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
 import select
 import selectors
@@ -145,7 +146,8 @@ async def until_stopped(awaitable: Awaitable[T]) -> T:
     """``awaitable``, ended by SIGTERM or SIGHUP (unless ignored: nohup) as Ctrl-C ends it:
     this task is cancelled (what it awaits cleans up on the way out), then :class:`Stopped`
     says which signal, so the program says what became of its work instead of dying on the
-    spot. A second signal does not cut the first one's stopping short."""
+    spot. A second signal does not cut the first one's stopping short. For a program that
+    ends after it: from its end on, the signals are :func:`wind_down`'s."""
     loop, task = asyncio.get_running_loop(), asyncio.current_task()
     assert task is not None
     caught: list[int] = []
@@ -177,15 +179,11 @@ def wind_down(signals: Iterable[int], stopping: bool = False) -> None:
     report, printed once the loop has closed) comes out whole and its exit code stands; a
     second one, or the first when a signal began this stop (``stopping``), ends it at once,
     exit 128 + the signal. Installed process-wide, from the event loop's thread, in place of
-    the loop's own handlers (which would give way to Python's defaults as the loop closes,
-    and a signal then killed the program before its report): for programs, not libraries.
-    Python's own exit puts the default handlers back before the process ends: from then on
-    (:mod:`atexit`) the signals wait, blocked, and go with it. (Nothing is logged from the
-    handler: it may run in the middle of a log call.)"""
-    try:
-        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
+    the loop's own handlers, which would give way to Python's defaults as the loop closes (a
+    signal then killed the program before its report): for programs that end after it, not
+    for libraries. Once Python's exit has joined its threads (:mod:`atexit`), they are ignored:
+    its last steps put the default handlers back. (Nothing is logged from the handler: it may
+    run in the middle of a log call.)"""
     late: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
@@ -195,10 +193,34 @@ def wind_down(signals: Iterable[int], stopping: bool = False) -> None:
 
     signals = list(signals)
     for sig in signals:
-        if loop is not None:
-            loop.remove_signal_handler(sig)
-        signal.signal(sig, handler)
-    atexit.register(signal.pthread_sigmask, signal.SIG_BLOCK, signals)
+        signal.signal(sig, handler)  # (from one Python handler to another: no moment without)
+    _unregister(signals)
+    global _IGNORED_AT_EXIT
+    if not _IGNORED_AT_EXIT:
+        _IGNORED_AT_EXIT = True
+        atexit.register(lambda: [signal.signal(sig, signal.SIG_IGN) for sig in SIGNALS])
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_IGNORED_AT_EXIT = False
+
+
+def _unregister(signals: list[int]) -> None:
+    """The running loop forgets its handlers of ``signals`` (taken over already) without
+    putting Python's defaults back meanwhile, as ``remove_signal_handler`` would; and stops
+    waking on signals once it has none left (its wake-up descriptor goes with it)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    registered = getattr(loop, "_signal_handlers", None)  # (asyncio's Unix loop)
+    if not isinstance(registered, dict):
+        return
+    for sig in signals:
+        registered.pop(sig, None)
+    if not registered:
+        with contextlib.suppress(ValueError, OSError):
+            signal.set_wakeup_fd(-1)
 
 
 async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], what: str,

@@ -540,23 +540,30 @@ async def _within(fut: asyncio.Future, timeout: float) -> Any:
 async def why_unreachable(endpoint: str, timeout: float = 2.0) -> str:
     """Said beside "no admin answered": that the endpoint's host name does not resolve, when
     it does not (ZeroMQ keeps retrying such a name without a word)."""
+    return (await _lookup(endpoint, timeout))[0]
+
+
+async def _lookup(endpoint: str, timeout: float) -> tuple[str, bool]:
+    """What looking up the endpoint's host name says ("" when it resolves), and whether
+    that settles it: it does not resolve (not merely slow to answer)."""
     host = endpoint.removeprefix("tcp://").rpartition(":")[0].strip("[]")
     try:
         async with asyncio.timeout(timeout):
             await asyncio.get_running_loop().getaddrinfo(host, None)
     except socket.gaierror as exc:
-        return f"; the host name {host!r} does not resolve ({exc.strerror})"
+        return f"; the host name {host!r} does not resolve ({exc.strerror})", True
     except (TimeoutError, OSError):
-        return f"; looking up the host name {host!r} did not answer within {timeout:g} s"
-    return ""
+        return f"; looking up the host name {host!r} did not answer within {timeout:g} s", False
+    return "", False
 
 
 async def why_no_answer(endpoint: str, curve: object, question: str) -> str:
     """Said after "no admin answered at ENDPOINT within T s": that its host name does not
     resolve, when it does not (what else could be wrong does not matter then); otherwise
-    ``question`` (is an admin running there?) and the CURVE hint, in parentheses."""
-    why = await why_unreachable(endpoint)
-    return why or f" ({question}{curve_hint(curve)})"
+    ``question`` (is an admin running there?) and the CURVE hint, in parentheses, and a host
+    name lookup that did not answer."""
+    why, settled = await _lookup(endpoint, 2.0)
+    return why if settled else f" ({question}{curve_hint(curve)}{why})"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
