@@ -914,3 +914,30 @@ def test_a_claim_settled_by_the_other_s_start_is_journaled(tmp_path):
     cmds = back.hello()
     assert not sends(cmds, Kind.RELEASE)
     assert sends(cmds, Kind.CANCEL, back.peer)
+
+
+def test_the_changes_of_a_round_are_written_as_update_writes_them(tmp_path, monkeypatch):
+    """record_changes makes its rows in one pass (every task goes through it twice), not
+    through Journal.update: the same rows, status values and results in their wire form (a
+    result among them)."""
+    from kit import JSim, noop
+
+    from ceylon_net.core.board import STATUS_OF
+    from ceylon_net.edge import journal as journal_module
+
+    sim = JSim(tmp_path / "j.db")
+    w1, w2 = sim.join("w1"), sim.join("w2")
+    sim.submit(noop("a"), noop("b"), noop("c"))
+    w1.finish(next(iter(w1.held)))
+    board, expected, written = sim.st.board, [], []
+    assert board.dirty is not None
+    board.dirty.update(board.records)  # (every task, as a round that changed them all would)
+    monkeypatch.setattr(sim.journal, "set_rows", expected.append)
+    sim.journal.update([(tid, STATUS_OF[r.state], r.attempt, r.worker, r.result, r.reason,
+                         r.losses, r.stopping, board.lost_with(tid))
+                        for tid in board.dirty for r in (board.records[tid],)])
+    monkeypatch.setattr(sim.journal, "set_rows", written.append)
+    journal_module.record_changes(sim.journal, board)
+    assert written == expected and len(written[0]) == 3, written
+    assert any(row[4] is not None for row in written[0])  # (a result among them)
+    del w2

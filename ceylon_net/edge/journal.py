@@ -61,6 +61,7 @@ CREATE TABLE groups (id TEXT PRIMARY KEY, idx INTEGER NOT NULL, spec BLOB NOT NU
 """
 # A status as written: an enum's .value is a descriptor call, and there are two per task.
 _VALUE = {s: s.value for s in TaskStatus}
+_SET_AS = {state: _VALUE[status] for state, status in STATUS_OF.items()}  # (one lookup a row)
 CHUNK_BYTES = 4 << 20  # a log row holds at most this much (a huge round takes several)
 PUT, SET = "put", "set"
 
@@ -209,10 +210,14 @@ class Journal:
                                           list[list[Any]] | None]]) -> None:
         """Tasks' new states."""
         to_wire, value = wire.to_wire, _VALUE
-        self._append(SET, [[tid, value[st], att, worker, None if res is None else to_wire(res),
-                            reason, losses, stopping, lost]
-                           for tid, st, att, worker, res, reason, losses, stopping, lost
-                           in rows])
+        self.set_rows([[tid, value[st], att, worker, None if res is None else to_wire(res),
+                        reason, losses, stopping, lost]
+                       for tid, st, att, worker, res, reason, losses, stopping, lost in rows])
+
+    def set_rows(self, rows: list[list[Any]]) -> None:
+        """Tasks' new states, as :meth:`update` writes them (the status as its value, the
+        result in its wire form)."""
+        self._append(SET, rows)
 
     def _append(self, kind: str, rows: list[list[Any]]) -> None:
         self._begin()
@@ -431,13 +436,17 @@ def resume(journal: Journal, state: AdminState, now: float) -> bool:
 
 
 def record_changes(journal: Journal, board: TaskBoard) -> None:
-    """What changed on the board since last time, in one transaction."""
+    """What changed on the board since last time, in one transaction: the rows
+    :meth:`Journal.update` writes, made in one pass (every task goes through here twice)."""
     if not board.dirty:
         return
-    records, status = board.records, STATUS_OF
-    lost_with = board.lost_with
-    journal.update((tid, status[r.state], r.attempt, r.worker, r.result, r.reason, r.losses,
-                    r.stopping, lost_with(tid)) for tid in board.dirty for r in (records[tid],))
+    records, set_as, lost_with = board.records, _SET_AS, board.lost_with
+    encode, to_wire = wire.encoder(TaskResult), wire.to_wire
+    journal.set_rows([
+        [tid, set_as[r.state], r.attempt, r.worker,
+         None if (res := r.result) is None else encode(res) if type(res) is TaskResult
+         else to_wire(res), r.reason, r.losses, r.stopping, lost_with(tid)]
+        for tid in board.dirty if (r := records[tid]) is not None])
     board.dirty.clear()
     journal.commit()
 

@@ -68,6 +68,7 @@ from .schema import (
     decode_payload,
     dumps,
     encode_payload,
+    encoder,
     from_wire,
     is_message,
     known_type,
@@ -92,7 +93,7 @@ __all__ = [
     "Heartbeat", "Hello", "Kind", "Limits", "Reject", "Release", "Skip", "Started", "Status",
     "Submission", "Submitted", "TaskDone", "Watch", "Welcome", "batch_pairs", "decode_frames",
     "decode_header", "decode_payload", "dumps", "encode_frames", "encode_header",
-    "encode_payload", "from_wire", "is_message", "known_type", "loads", "make_header", "message",
-    "message_type", "pack", "pack_batch", "packb", "packed_batches", "task_pairs", "to_wire",
-    "topic", "type_name", "unfit", "unpack", "unpack_batch", "unpackb",
+    "encode_payload", "encoder", "from_wire", "is_message", "known_type", "loads",
+    "make_header", "message", "message_type", "pack", "pack_batch", "packb", "packed_batches",
+    "task_pairs", "to_wire", "topic", "type_name", "unfit", "unpack", "unpack_batch", "unpackb",
 ]

@@ -131,6 +131,14 @@ def to_wire(obj: Any) -> Any:
     return obj
 
 
+def encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
+    """The compiled encoder of a registered message type: :func:`to_wire` of an object of
+    exactly that type, without looking its type up (for a caller that encodes many)."""
+    if cls not in _NAMES:
+        raise LocalProtocolError(f"{cls.__name__} is not a registered message type")
+    return _ENCODERS.get(cls) or _encoder(cls)
+
+
 def from_wire(cls: type[T], data: Any) -> T:
     """Build ``cls`` from its wire form, checking every field's type strictly."""
     decode = _DECODERS.get(cls)
