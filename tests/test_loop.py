@@ -335,8 +335,11 @@ def test_a_second_ctrl_c_does_not_wait_for_a_task_that_will_not_stop():
             proc.kill()
             proc.wait()
     assert (proc.returncode, out) == (0, "interrupted\n"), err
-    (said,) = [line for line in err.splitlines() if "did not stop" in line]
-    assert f"did not stop within {loop.AT_ONCE:g} s of being cancelled" in said, err
+    # Said with the short grace; or not at all, when the second Ctrl-C landed as the task's
+    # own code ran (its KeyboardInterrupt ended it: seen once in a suite on a busy machine).
+    said = [line for line in err.splitlines() if "did not stop" in line]
+    assert all("did not stop within 0.05 s of being cancelled" in line
+               for line in said) and len(said) <= 1, err
 
 
 def test_run_leaves_alone_a_sigint_handler_its_main_set():
