@@ -83,7 +83,8 @@ admin_app = app()
 
 @admin_app.command(help="Coordinate a workspace: accept workers, hand out tasks, relay "
                         "broadcasts. With --tasks, run those tasks, print the results and exit; "
-                        "without, serve until SIGINT/SIGTERM.")
+                        "without, serve until SIGINT, SIGTERM or SIGHUP (the workers are told "
+                        "the run is over). Exit codes: see the README.")
 def admin(
     port: Port = 8000, pub_port: PubPort = None, bind: Bind = "0.0.0.0",
     workspace: Workspace = "default", name: Name = "admin", tasks: Tasks = None,

@@ -53,8 +53,12 @@ App = Annotated[str | None, opt("Python module to import whose @handler function
 worker_app = app()
 
 
-@worker_app.command(help="Join a workspace and run the tasks the admin assigns. Exits 0 when "
-                         "the admin ends the run or on SIGINT/SIGTERM.")
+@worker_app.command(help="Join a workspace and run the tasks the admin assigns. SIGINT, SIGTERM "
+                         "or SIGHUP drain it (running tasks finish, their results go out; a "
+                         "second signal leaves at once). Exit 0 when the admin ends the run or "
+                         "on those signals; 1 when no admin answered within --connect-timeout, "
+                         "the admin rejected it, or one of its own loops failed; 2 for a bad "
+                         "option.")
 def worker(
     name: Name, admin_peer: AdminPeer = "127.0.0.1", port: AdminPort = 8000, skill: Skill = 10,
     role: Role = "default", concurrency: Concurrency = 1, workspace: Workspace = "default",
