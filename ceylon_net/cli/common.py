@@ -18,7 +18,7 @@ import typer
 from loguru import logger
 
 from ..edge.client import AsyncClient
-from ..edge.loop import wind_down
+from ..edge.loop import SIGNALS, wind_down
 from ..errors import ConfigError
 from ..settings import bracket, check_host
 
@@ -142,10 +142,6 @@ def reader_may_leave() -> Iterator[None]:
 def path_str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
-
-# SIGHUP too: a closed terminal or SSH session stops a program as Ctrl-C does (drained, the
-# workers told), not on the spot.
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Caught:

@@ -40,6 +40,9 @@ from loguru import logger
 
 STOP_GRACE = 1.0  # s a cancelled task has to end before it is left behind (a few ms suffice)
 AT_ONCE = 0.05  # ... once a second Ctrl-C said not to wait
+# The signals that stop a program: SIGHUP too, a closed terminal or SSH session stops it as
+# Ctrl-C does (drained, the workers told), not on the spot.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 FD_SETSIZE = 1024  # select()'s limit on Linux (glibc)
 EPOLL = hasattr(selectors, "EpollSelector")  # not on macOS, BSD, Windows
 
@@ -201,7 +204,6 @@ def wind_down(signals: Iterable[int], stopping: bool = False) -> None:
         atexit.register(lambda: [signal.signal(sig, signal.SIG_IGN) for sig in SIGNALS])
 
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _IGNORED_AT_EXIT = False
 
 
