@@ -77,18 +77,20 @@ def _report_notes(report: RunReport) -> list[str]:
     if report.cancelled:
         lines.append(f"Cancelled: {len(report.cancelled):,} task(s) "
                      f"({_tally(report.cancelled.values(), sep='; ')})")
-    for title, ids in (("Dead (lost with their workers too often)", report.dead),
-                       ("Unassigned (no connected worker could take them)", report.unassigned),
-                       ("Not finished (the run was stopped first)", report.unfinished)):
+    for title, ids, why in (
+            ("Dead (lost with their workers too often)", report.dead, {}),
+            ("Unassigned (no connected worker could take them)", report.unassigned,
+             report.unassigned_why),
+            ("Not finished (the run was stopped first)", report.unfinished, {})):
         if ids:
-            lines.append(f"{title}: " + (_by_reason(ids, report.unassigned_why)
-                                         if ids is report.unassigned else listed(ids, TABLE_ROWS)))
+            lines.append(f"{title}: {_by_reason(ids, why)}")
     return lines
 
 
 def _by_reason(ids: list[Any], why: dict[Any, str]) -> str:
     """'h1, h2 (needs handler 'x'; no connected worker has it); hard (needs skill >= 10;
-    best connected is 9)': the tasks of each reason together (those of none first)."""
+    best connected is 9)': the tasks of each reason together (those of none first; with no
+    reasons, the ids listed)."""
     groups: dict[str, list[Any]] = {}
     for t in ids:
         groups.setdefault(why.get(t, ""), []).append(t)
