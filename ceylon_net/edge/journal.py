@@ -446,7 +446,7 @@ def record_changes(journal: Journal, board: TaskBoard) -> None:
         [tid, set_as[r.state], r.attempt, r.worker,
          None if (res := r.result) is None else encode(res) if type(res) is TaskResult
          else to_wire(res), r.reason, r.losses, r.stopping, lost_with(tid)]
-        for tid in board.dirty if (r := records[tid]) is not None])
+        for tid in board.dirty for r in (records[tid],)])
     board.dirty.clear()
     journal.commit()
 
