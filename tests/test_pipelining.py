@@ -4,11 +4,21 @@ one, what counts as lost with a killed worker, and a steal that races a start.""
 
 from __future__ import annotations
 
+import itertools
+
 from kit import Sim, assigned, logs, noop, of, sends
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
-from ceylon_net.core.pacing import DEFAULT_RTT, MAX_CREDIT, RESULT_BATCH, Flush, Pace, when_to_flush
+from ceylon_net.core.pacing import (
+    DEFAULT_RTT,
+    MAX_CREDIT,
+    RESULT_BATCH,
+    Flush,
+    Pace,
+    flush_stands,
+    when_to_flush,
+)
 from ceylon_net.core.snapshot import snapshot
 from ceylon_net.core.tasks import TaskResult, TaskStatus
 from ceylon_net.wire import Kind
@@ -73,6 +83,18 @@ def test_a_worker_s_results_wait_for_others_only_while_tasks_wait_in_its_queue()
     assert when(RESULT_BATCH - 1, running=True, queued=True) is Flush.HOLD
     assert when(RESULT_BATCH, running=True, queued=True) is Flush.TURN
     assert when(1, urgent=True, running=True, queued=True) is Flush.TURN
+
+
+def test_a_flush_said_to_stand_is_one_when_to_flush_would_leave_as_it_is():
+    """The worker asks flush_stands first, for most results, in place of when_to_flush: with
+    tasks queued and a flush due, it must say 'stands' exactly when when_to_flush's answer
+    would change nothing (no NOW; a TURN only brings a held flush forward)."""
+    for held, results, urgent, running in itertools.product(
+            (False, True), (0, 1, RESULT_BATCH - 1, RESULT_BATCH, RESULT_BATCH + 1),
+            (False, True), (False, True)):
+        when = when_to_flush(results, urgent, running, queued=True)
+        unchanged = when is not Flush.NOW and not (when is Flush.TURN and held)
+        assert flush_stands(held, results, urgent) == unchanged, (held, results, urgent, running)
 
 
 def test_a_task_goes_to_a_free_slot_rather_than_behind_a_better_fitting_worker():

@@ -171,3 +171,12 @@ def when_to_flush(results: int, urgent: bool, running: bool, queued: bool) -> Fl
     if urgent or results >= RESULT_BATCH or not queued:
         return Flush.TURN
     return Flush.HOLD
+
+
+def flush_stands(held: bool, results: int, urgent: bool) -> bool:
+    """With tasks queued here and a flush already due (this turn's, or ``held``: within
+    RESULT_HOLD), one more result leaves it as it is: :func:`when_to_flush` then never says
+    NOW, and its TURN brings forward only a held flush, when the news is ``urgent`` or a full
+    batch of ``results`` waits. (Asked first, for most results, so their flush is not worked
+    out anew each time; with no flush due, or nothing queued, ask when_to_flush.)"""
+    return not held or (results < RESULT_BATCH and not urgent)

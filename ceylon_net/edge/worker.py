@@ -13,7 +13,7 @@ from loguru import logger
 
 from .. import wire
 from ..core.broadcasts import BroadcastInbox
-from ..core.pacing import RESULT_BATCH, RESULT_HOLD, Flush, out_of_touch, when_to_flush
+from ..core.pacing import RESULT_HOLD, Flush, flush_stands, out_of_touch, when_to_flush
 from ..core.tasks import Task, TaskAssignment, TaskResult, listed
 from ..core.workers import AgentDetail
 from ..errors import (
@@ -691,9 +691,9 @@ class Worker(AgentBase):
         """News to send: now, at the end of this loop turn, or within RESULT_HOLD (see
         :func:`when_to_flush`: results of a queue of short tasks leave in few frames)."""
         runner = self.runner
-        if self._flush_pending is not None and runner.queue.qsize() and (
-                not self._flush_held or (len(runner.unsent) < RESULT_BATCH and not runner.urgent)):
-            return  # (what when_to_flush says then changes nothing: the path of most results)
+        if self._flush_pending is not None and runner.queue.qsize() and flush_stands(
+                self._flush_held, len(runner.unsent), runner.urgent):
+            return  # (the path of most results)
         if not runner.news:
             return
         when = when_to_flush(len(runner.unsent), runner.urgent, runner.busy,
