@@ -136,8 +136,7 @@ def _send(c: AsyncClient, file: Path, wait: bool, sequential: bool, as_json: boo
             say(f"batch {_token(sub)} ({sub.tasks} task(s)) taken: waiting for its report")
 
     try:
-        submitted, report = asyncio.run(_submit(c, doc, wait, sequential, took,
-                                                lambda: sending.append(True)))
+        submitted, report = asyncio.run(_submit(c, doc, wait, sequential, took, sending))
     except RejectedError as exc:
         fail(EXIT_CONFIG, f"the admin refused the batch: {exc}")
     except AdminUnreachableError as exc:
@@ -189,14 +188,10 @@ def _follow(c: AsyncClient, token: str) -> dict[str, Any]:
         fail(EXIT_CONFIG, f"--watch {token!r}: give BATCH@RUN as ceylon-submit named the batch "
                           f"when sending it (e.g. 3@5f0c2a9e41b7d613)")
     asked: list[bool] = []  # (an admin answered: the batch is asked after)
-
-    def request() -> Awaitable[dict[str, Any]]:
-        asked.append(True)
-        return c.watch_batch(int(m.group(1)), m.group(2), on_progress)
-
     try:
         with _progress(True) as on_progress:
-            return asyncio.run(until_stopped(_ask(c, request)))
+            return asyncio.run(until_stopped(_ask(c, lambda: c.watch_batch(
+                int(m.group(1)), m.group(2), on_progress), asked)))
     except AdminUnreachableError as exc:
         fail(EXIT_NO_ADMIN, str(exc))
     except RejectedError as exc:  # (another workspace, a wrong token)
@@ -223,16 +218,13 @@ def _print_batch(report: dict[str, Any], as_json: bool, token: str) -> None:
 
 
 async def _submit(c: AsyncClient, doc: dict[str, Any], wait: bool, sequential: bool,
-                  on_submitted: Callable[[Submitted], None], on_sending: Callable[[], None]
+                  on_submitted: Callable[[Submitted], None], sending: list[bool]
                   ) -> tuple[Submitted, dict[str, Any] | None]:
-    """``on_sending``: called once an admin answered, as the batch goes out."""
-    def request() -> Awaitable[tuple[Submitted, dict[str, Any] | None]]:
-        on_sending()
-        return c.submit_batch(doc, wait=wait, sequential=sequential, on_progress=on_progress,
-                              on_submitted=on_submitted)
-
+    """``sending``: see _ask (an admin answered: the batch goes out)."""
     with _progress(wait) as on_progress:
-        return await until_stopped(_ask(c, request))
+        return await until_stopped(_ask(c, lambda: c.submit_batch(
+            doc, wait=wait, sequential=sequential, on_progress=on_progress,
+            on_submitted=on_submitted), sending))
 
 
 def _stop_code(exc: BaseException) -> int:
@@ -252,9 +244,13 @@ def _progress(wanted: bool) -> Iterator[Callable[[wire.BatchProgress], None] | N
             bar.close()
 
 
-async def _ask(c: AsyncClient, request: Callable[[], Awaitable[T]]) -> T:
-    """Connect, make one request, close."""
+async def _ask(c: AsyncClient, request: Callable[[], Awaitable[T]],
+               answered: list[bool] | None = None) -> T:
+    """Connect, make one request, close. ``answered`` is told (True appended) once an admin
+    answered, as the request goes out: a program stopped before then sent nothing."""
     async with c:
+        if answered is not None:
+            answered.append(True)
         return await request()
 
 
