@@ -218,15 +218,17 @@ def test_run_leaves_behind_a_task_that_ignores_its_cancellation_and_says_so():
         said[0] and said[0].rstrip().endswith("left behind: the deaf one"), said
 
 
-LEFT_AT_EXIT = """
+DEAF = """
 import asyncio, contextlib
 from ceylon_net.edge import loop
 
-async def deaf():
+async def deaf():  # a task that catches its cancellation and carries on
     while True:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(3600)
+"""
 
+LEFT_AT_EXIT = DEAF + """
 async def main():
     asyncio.get_running_loop().create_task(deaf(), name="the deaf one")
     await asyncio.sleep(0)
@@ -292,15 +294,7 @@ def test_ctrl_c_ends_run_with_keyboard_interrupt_not_in_whatever_code_runs(tmp_p
     assert "Traceback" not in err, err
 
 
-TWICE = """
-import asyncio, contextlib
-from ceylon_net.edge import loop
-
-async def deaf():
-    while True:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.sleep(3600)
-
+TWICE = DEAF + """
 async def main():
     t = asyncio.get_running_loop().create_task(deaf(), name="the deaf one")
     try:
