@@ -39,7 +39,8 @@ class Announcer(Admin):
     """Broadcasts ``count`` notes from on_agent_connected once ``expected`` agents joined."""
 
     def __init__(self, expected: int, count: int, first: int = 0) -> None:
-        super().__init__(settings=AdminSettings(bind="127.0.0.1", port=0))
+        # workers confirm broadcasts with their heartbeat: a quick one keeps 50 rounds short
+        super().__init__(settings=AdminSettings(bind="127.0.0.1", port=0, heartbeat=0.25))
         self.expected, self.count, self.first = expected, count, first
         self.sent = False
 

@@ -354,18 +354,20 @@ def test_the_programs_work_over_ipv6(tmp_path, tasks_file):
 
 
 def test_submit_wait_keeps_waiting_on_an_admin_with_a_slow_heartbeat(tmp_path, tasks_file):
-    """An admin with --heartbeat 12 says how the batch goes once a beat: ceylon-submit --wait
-    must not take 10 s without a word for a lost admin."""
+    """An admin with --heartbeat 3 says how the batch goes once a beat, more seldom than
+    ceylon-submit asks again (2 s of silence) and than its --connect-timeout 2: --wait sees the
+    batch through (once gave up after 10 s at --heartbeat 12). How long a silence may last
+    (three beats, or gone_after when longer): test_pulse's admin_silence test."""
     path = tasks_file([{"id": "long", "description": "long", "difficulty": 1,
-                        "duration": 15}])
+                        "duration": 5}])
 
     async def body():
         async with Cluster(workdir=tmp_path) as c:
-            admin = await c.admin("--heartbeat", "12")
+            admin = await c.admin("--heartbeat", "3")
             await c.worker("w0")
             await wait_until(lambda: "joined from" in admin.stderr(), 30, "the worker")
             p = await c.spawn("submit", [*cli("ceylon-submit"), str(path), "--wait",
-                                         "--port", str(c.port)])
+                                         "--port", str(c.port), "--connect-timeout", "2"])
             return await p.wait(90), p.stderr()
 
     code, err = run(body())

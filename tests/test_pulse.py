@@ -138,3 +138,5 @@ def test_a_client_counts_as_the_admins_silence_only_the_time_it_was_awake_to_hea
     assert ask(25.0, every=10.0) == (Silence.WATCH, 25.0)  # (within 3 beats of 10 s)
     assert ask(15.0, every=10.0) == (Silence.FINE, 15.0) and ask(31.0, every=10.0)[0] \
         is Silence.LOST
+    assert ask(45.0, every=20.0)[0] is Silence.WATCH  # past gone_after, within 3 slow beats
+    assert ask(61.0, every=20.0)[0] is Silence.LOST
