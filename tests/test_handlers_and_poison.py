@@ -103,7 +103,8 @@ def test_a_poison_task_fails_after_three_attempts_and_the_run_finishes(tmp_path,
 
     async def body():
         async with Cluster(workdir=tmp_path) as c:
-            admin = await c.admin("--tasks", str(path), "--report-json", str(report_path))
+            admin = await c.admin("--tasks", str(path), "--report-json", str(report_path),
+                                  "--heartbeat", "0.5")
             workers = []
             for i in range(4):
                 workers.append(await _worker(c, f"w{i}", "--concurrency", "2"))
