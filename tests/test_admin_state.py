@@ -357,6 +357,51 @@ def test_a_worker_back_with_a_result_stops_the_copy_started_elsewhere_and_one_re
     sim.st.board.validate()
 
 
+def test_a_copy_told_to_stop_whose_success_comes_first_is_the_task_s_result():
+    """w1, paused past the liveness limit, comes back still running "t", which w2 started
+    meanwhile: told to stop its copy. Its task's time was up as it resumed, so its result
+    left before that CANCEL arrived (its HELLO had gone out first; the suite saw this under
+    load): the task ran to its result, which is taken, as one handed over in the HELLO is,
+    and w2's copy is stopped, not run to its end for nothing."""
+    sim = Sim()
+    w1, w2 = taken_over(sim)
+    back = sim.worker("w1", held=dict(w1.held))
+    assert sends(back.hello(), Kind.CANCEL, back.peer) == [
+        wire.Cancel([["t", 1]], "reassigned while away")]
+    cmds = back.finish("t")
+    assert sends(cmds, Kind.CANCEL, w2.peer) == [wire.Cancel(
+        [["t", 2]], "done meanwhile by worker 'w1', back from being taken for lost")]
+    assert "worker 'w1' came back with the result of 1 task(s) given to other workers " \
+           "meanwhile: taken, and their copies there cancelled" in logs(cmds)
+    done = sim.finished()["t"]
+    assert (done.status, done.result.worker, done.result.attempt) == (
+        TaskStatus.COMPLETED, "w1", 1)
+    w2.held.pop("t")  # w2's answer to the cancel changes nothing
+    w2.say(Kind.RESULT, [TaskResult("t", "w2", False, attempt=2, cancelled=True,
+                                    error="cancelled")])
+    w2.heartbeat()
+    assert list(sim.finished()) == ["warm-up", "t"]  # (once: Sim checks)
+    sim.st.board.validate()
+    assert sim.st.idle
+
+
+def test_a_late_failure_or_cancel_answer_of_a_copy_told_to_stop_leaves_the_task_elsewhere():
+    """The same, but w1's copy failed (a time limit the pause itself may have caused), or
+    answers the CANCEL: nothing is taken; "t" runs on at w2, whose result is the task's."""
+    for success, cancelled in ((False, False), (False, True)):
+        sim = Sim()
+        w1, w2 = taken_over(sim)
+        back = sim.worker("w1", held=dict(w1.held))
+        back.hello()
+        back.held.pop("t")
+        cmds = back.say(Kind.RESULT, [TaskResult("t", "w1", success, attempt=1,
+                                                 cancelled=cancelled, error="x")])
+        assert not sends(cmds, Kind.CANCEL) and "t" not in sim.finished()
+        w2.finish("t")
+        assert sim.finished()["t"].result.worker == "w2"
+        sim.st.board.validate()
+
+
 @pytest.mark.parametrize("elsewhere", [True, False])
 def test_a_worker_back_with_its_answer_to_a_cancel_does_not_end_the_task_with_it(elsewhere):
     """Its task taken back on probation (CANCEL "not confirmed in time"), then it was found

@@ -604,6 +604,9 @@ class AdminState:
                                           f"sender is '{name}'")
         self.out.add(Acknowledge(rec.peer, [[r.task_id, r.attempt] for r in results]))
         recorded = self.board.record_many(name, results)
+        if self.board.taken_late:
+            self.members.handed_back(name, len(self.board.taken_late))
+            self.board.taken_late = []
         accepted = [r for r, task in zip(results, recorded, strict=True) if task is not None]
         if not accepted:
             return

@@ -145,23 +145,23 @@ class TaskBoard:
         self._lost_with: dict[TaskId, dict[int, tuple[str, bool, bool]]] = {}
         self.to_release: dict[str, list[tuple[TaskId, int]]] = {}
         # Asked back for a worker back from being taken for lost that still runs it (see
-        # _claim): task -> (that worker, its attempt). to_cancel: copies to stop.
+        # _claim): task -> (that worker, its attempt); _late: copies told to stop as another
+        # has the task (see reclaim), and taken_late: their successes taken, for the admin.
         self._claims: dict[TaskId, tuple[str, int]] = {}
-        self.to_cancel: dict[str, dict[str, list[tuple[TaskId, int]]]] = {}
-        # steals() has nothing to do until the scheduler changes or this time comes
-        self._steal_seen, self._steal_due = -1, 0.0
+        self._late: dict[TaskId, tuple[str, int]] = {}
+        self.taken_late: list[tuple[str, TaskId]] = []
+        self.to_cancel: dict[str, dict[str, list[tuple[TaskId, int]]]] = {}  # copies to stop
+        self._steal_seen, self._steal_due = -1, 0.0  # steals(): idle till the scheduler or time
         self._stolen: dict[str, dict[TaskId, int]] = {}  # on probation: {task: attempt} taken
         self._stalled_at: dict[str, float] = {}  # ... back from it, and when
         self._unreachable: set[str] = set()  # stalled, as a send to them failed (see unsent)
         self._waiting: dict[TaskId, set[Gate]] = {}
         self._dependents: dict[Gate, set[TaskId]] = defaultdict(set)
         self._opened: set[Gate] = set()
-        # Gates other than a task's that can never open, and why (a group did not complete).
-        self._failed: dict[Gate, str] = {}
+        self._failed: dict[Gate, str] = {}  # gates (not a task's) that never open, and why
         self.slots_of_gone: dict[str, int] = {}  # restored: workers' slots, by name
-        self._open = 0
+        self._open = self.succeeded = 0
         self._ran: list[TaskId] = []  # tasks with a result, in the order results came
-        self.succeeded = 0
         self.dead: list[TaskId] = []  # failed because attempts ran out
         self.dirty: set[TaskId] | None = None  # a set when a journal wants the changes
         # Tasks that went back to the queue or out to a worker, when someone follows them
@@ -882,6 +882,10 @@ class TaskBoard:
         stale = [t for t, attempt in running.items()
                  if (t not in flying or self.records[t].attempt != attempt)
                  and (not claims or claims.get(t) != (worker, attempt))]
+        for t in stale:
+            rec = self.records.get(t)
+            if rec is not None and rec.state in IN_FLIGHT and rec.stopping is None:
+                self._late[t] = (worker, running[t])  # (given to another: see _late_result)
         self._holds(worker)
         return requeued, stale
 
@@ -909,6 +913,8 @@ class TaskBoard:
         lost with workers are of no more use, and a copy a claim kept running is stopped."""
         if attempt is None and task_id in self._claims:
             self._unclaim(task_id, "reassigned while away")
+        if attempt is None and self._late:
+            self._late.pop(task_id, None)
         lost = self._lost_with.get(task_id)
         if lost is not None and self.dirty is not None:
             self.dirty.add(task_id)  # (journaled with the task: see lost_with)
@@ -1007,8 +1013,8 @@ class TaskBoard:
         if (flying is not None and task_id in flying) \
                 or task_id in self._stolen.get(worker, ()):
             self.trust(worker)  # an answer about a task it was sent: it reads
-        if self._claims and self._claims.get(task_id) == (worker, result.attempt):
-            self._claim_ended(rec, result)
+        if self._claims or self._late:
+            self._copy_ended(rec, result)
         state = rec.state
         if state in ENDED or result.attempt != rec.attempt:
             return None
@@ -1036,6 +1042,14 @@ class TaskBoard:
         self._ended(rec, result)
         return rec
 
+    def _copy_ended(self, rec: TaskRecord, result: TaskResult) -> None:
+        """The result of a copy kept running for a claim, or of one told to stop."""
+        pair = (result.worker, result.attempt)
+        if self._claims.get(rec.task.id) == pair:
+            self._claim_ended(rec, result)
+        if self._late.get(rec.task.id) == pair:
+            self._late_result(rec, result)
+
     def _claim_ended(self, rec: TaskRecord, result: TaskResult) -> None:
         """The copy a worker back from being taken for lost kept running ended before the
         worker the task was given to meanwhile answered (see :meth:`_claim`): a success is the
@@ -1045,11 +1059,26 @@ class TaskBoard:
         if result.success and not result.cancelled and rec.state in IN_FLIGHT:
             self._take_over(rec, result.worker, result.attempt)
 
+    def _late_result(self, rec: TaskRecord, result: TaskResult) -> None:
+        """The copy a worker was told to stop (another worker has the task: see reclaim)
+        answered before the CANCEL reached it, as a worker back from a pause does whose task's
+        time was up as it resumed: a success is the task's result, taken as one handed over
+        in its HELLO is (see hand_back; the copy elsewhere is cancelled); anything else (a
+        failure the pause may have caused, the answer to the CANCEL) leaves the task where
+        it runs."""
+        task_id, worker = rec.task.id, result.worker
+        del self._late[task_id]
+        if result.success and not result.cancelled and rec.state in IN_FLIGHT \
+                and rec.worker != worker and rec.stopping is None \
+                and worker in self.scheduler.workers:
+            self.taken_late.append((worker, task_id))
+            self._take_over(rec, worker, result.attempt)
+
     def _ended(self, rec: TaskRecord, result: TaskResult) -> None:
         """A task ran to a result (the caller counts it out of ``open``)."""
         task_id = rec.task.id
         rec.result = result
-        if self._lost_with or self._claims:
+        if self._lost_with or self._claims or self._late:
             self._forget_lost(task_id)
         if self._unless_started:
             self._unless_started.pop(task_id, None)
