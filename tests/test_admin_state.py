@@ -370,9 +370,9 @@ def test_a_copy_told_to_stop_whose_success_comes_first_is_the_task_s_result():
         wire.Cancel([["t", 1]], "reassigned while away")]
     cmds = back.finish("t")
     assert sends(cmds, Kind.CANCEL, w2.peer) == [wire.Cancel(
-        [["t", 2]], "done meanwhile by worker 'w1', back from being taken for lost")]
-    assert "worker 'w1' came back with the result of 1 task(s) given to other workers " \
-           "meanwhile: taken, and their copies there cancelled" in logs(cmds)
+        [["t", 2]], "done meanwhile by worker 'w1', before the stop sent to it arrived")]
+    assert "worker 'w1' ran 1 task(s) it was told to stop (other workers had them) to a " \
+           "result before the stop arrived: taken, and the copies there cancelled" in logs(cmds)
     done = sim.finished()["t"]
     assert (done.status, done.result.worker, done.result.attempt) == (
         TaskStatus.COMPLETED, "w1", 1)
@@ -400,6 +400,69 @@ def test_a_late_failure_or_cancel_answer_of_a_copy_told_to_stop_leaves_the_task_
         w2.finish("t")
         assert sim.finished()["t"].result.worker == "w2"
         sim.st.board.validate()
+
+
+def test_a_copy_a_dropped_claim_stopped_whose_success_comes_first_is_the_task_s_result():
+    """The same race through a claim (a reviewing helper's finding): w is back still running
+    "t", asked back from "other" for it; "other" starts it first, so w is told to stop, and
+    w's success left before that CANCEL arrived. Taken, whether or not w beat in between."""
+    for beat in (False, True):
+        sim = Sim()
+        back, other, _ = _back_from_a_cut(sim)
+        assert sends(other.start("t"), Kind.CANCEL, back.peer) == [
+            wire.Cancel([["t", 1]], "reassigned while away")]
+        if beat:
+            back.heartbeat()
+        cmds = back.finish("t")
+        assert sends(cmds, Kind.CANCEL, other.peer) == [wire.Cancel(
+            [["t", 2]], "done meanwhile by worker 'w', before the stop sent to it arrived")]
+        assert sim.finished()["t"].result.worker == "w"
+        sim.st.board.validate()
+
+
+def test_a_late_success_of_a_copy_told_to_stop_is_taken_while_its_task_waits_in_the_queue():
+    """w1 back still running "t" (told to stop: w2 runs it); w2 is then lost, and "t" waits
+    in the queue (w1 is busy): w1's success, sent before the CANCEL arrived, is the task's
+    result, not run a third time."""
+    sim = Sim()
+    w1, _ = taken_over(sim)
+    back = sim.worker("w1", held=dict(w1.held))
+    back.hello()
+    sim.submit(noop("busy"))
+    assert back.held == {"t": 1, "busy": 1}
+    for at in (4.0, 5.0, 6.0, 7.0):  # w2 silent since 3.5: lost at 7.0
+        sim.now = at
+        back.heartbeat()
+        sim.tick(at=at)
+    assert sim.st.board.records["t"].state is TaskState.QUEUED
+    back.finish("t")
+    assert sim.finished()["t"].result.worker == "w1"
+    assert sim.st.board.records["t"].attempt == 1 and not sim.st.board.queued()
+    sim.st.board.validate()
+
+
+def test_a_copy_stolen_on_probation_whose_success_comes_first_is_taken_and_said_as_such():
+    """Not a worker back from being taken for lost: one on probation whose task was taken
+    back ('not confirmed in time') and started elsewhere, its success first: taken, and said
+    for what it is (a reviewing helper's finding: it was said 'came back')."""
+    sim = Sim()
+    sim.submit(noop("busy"))
+    trusted = sim.join("trusted")
+    sim.fire("probation")
+    mute = sim.worker("mute")
+    mute.hello()
+    assert assigned(sim.submit(noop("t"))) == {"mute": ["t"]}
+    sim.fire("probation")  # taken back
+    trusted.finish("busy")
+    assert trusted.held == {"t": 2}
+    trusted.start("t")
+    mute.heartbeat()  # it holds t, attempt 1: not its own any more
+    cmds = mute.finish("t")
+    assert sim.finished()["t"].result.worker == "mute"
+    assert sends(cmds, Kind.CANCEL, trusted.peer) == [wire.Cancel(
+        [["t", 2]], "done meanwhile by worker 'mute', before the stop sent to it arrived")]
+    assert not any("came back" in m for m in logs(cmds)), logs(cmds)
+    sim.st.board.validate()
 
 
 @pytest.mark.parametrize("elsewhere", [True, False])

@@ -728,6 +728,9 @@ class TaskBoard:
         """The copy a claim kept running is to stop: the task is not to run there after all."""
         worker, attempt = self._drop_claim(task_id)
         self._cancel_copy(worker, task_id, attempt, reason)
+        rec = self.records[task_id]
+        if rec.state in IN_FLIGHT and rec.stopping is None and rec.worker != worker:
+            self._late[task_id] = (worker, attempt)  # (its success may come first: _late_result)
 
     def _cancel_copy(self, worker: str, task_id: TaskId, attempt: int, reason: str) -> None:
         """The copy of a task at ``worker`` is to be cancelled (``to_cancel``)."""
@@ -782,18 +785,19 @@ class TaskBoard:
             self._take_over(rec, worker, attempt)
         return others
 
-    def _take_over(self, rec: TaskRecord, worker: str, attempt: int) -> None:
-        """``worker``, back from being taken for lost, ran the task to its result at
-        ``attempt``: the task is made its own again there, for :meth:`record` to take; a
-        copy given to another worker since is cancelled there."""
+    def _take_over(self, rec: TaskRecord, worker: str, attempt: int,
+                   why: str = "back from being taken for lost") -> None:
+        """``worker`` (``why`` it had a copy: back from being taken for lost, in the main) ran
+        the task to its result at ``attempt``: the task is made its own again there, for
+        :meth:`record` to take; a copy given to another worker since is cancelled there."""
         if self._claims.get(rec.task.id) == (worker, attempt):
             self._drop_claim(rec.task.id)  # (its result, handed over again: see _claim)
         if rec.state is not Q:  # (in flight on another worker)
             other = rec.worker
             self._in_flight[other].discard(rec.task.id)
             self._holds(other)
-            self._cancel_copy(other, rec.task.id, rec.attempt, f"done meanwhile by worker "
-                              f"'{worker}', back from being taken for lost")
+            self._cancel_copy(other, rec.task.id, rec.attempt,
+                              f"done meanwhile by worker '{worker}', {why}")
         self._runs_on(rec, worker, attempt)
 
     def _stolen_lost(self, worker: str, why: str) -> None:
@@ -1060,18 +1064,21 @@ class TaskBoard:
             self._take_over(rec, result.worker, result.attempt)
 
     def _late_result(self, rec: TaskRecord, result: TaskResult) -> None:
-        """The copy a worker was told to stop (another worker has the task: see reclaim)
-        answered before the CANCEL reached it, as a worker back from a pause does whose task's
-        time was up as it resumed: a success is the task's result, taken as one handed over
-        in its HELLO is (see hand_back; the copy elsewhere is cancelled); anything else (a
-        failure the pause may have caused, the answer to the CANCEL) leaves the task where
-        it runs."""
+        """The copy a worker was told to stop (another worker has the task: see reclaim and
+        _unclaim) answered before the CANCEL reached it, as a worker back from a pause does
+        whose task's time was up as it resumed: a success is the task's result, taken as one
+        handed over in a HELLO is (see hand_back), whether the task is in flight elsewhere
+        (that copy is cancelled) or back in the queue; anything else (a failure the pause may
+        have caused, the answer to the CANCEL) leaves the task where it is."""
         task_id, worker = rec.task.id, result.worker
         del self._late[task_id]
-        if result.success and not result.cancelled and rec.state in IN_FLIGHT \
-                and rec.worker != worker and rec.stopping is None \
-                and worker in self.scheduler.workers:
+        if not result.success or result.cancelled or rec.stopping is not None \
+                or worker not in self.scheduler.workers:
+            return
+        if rec.state in IN_FLIGHT and rec.worker != worker:
             self.taken_late.append((worker, task_id))
+            self._take_over(rec, worker, result.attempt, "before the stop sent to it arrived")
+        elif rec.state is Q and self.scheduler.discard(task_id):  # (back in the queue)
             self._take_over(rec, worker, result.attempt)
 
     def _ended(self, rec: TaskRecord, result: TaskResult) -> None:

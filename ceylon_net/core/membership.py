@@ -167,7 +167,7 @@ class Membership:
         # What it ran to an end here: not an answer to a cancel (it holds nothing then), nor
         # a result naming another worker (refused with the frame: see AdminState._accept).
         done = {r.task_id: r.attempt for r in results if not r.cancelled and r.worker == rec.name}
-        self.handed_back(rec.name, len(self.board.hand_back(
+        self._handed_back(rec.name, len(self.board.hand_back(
             rec.name, {r.task_id: r.attempt for r in results if r.success and r.task_id in done})))
         held = {**running, **done}
         kept, claimed = self.board.keep(rec.name, held, running)
@@ -191,11 +191,10 @@ class Membership:
         self._ask_again(rec, running)
         return results
 
-    def handed_back(self, worker: str, count: int) -> None:
-        """A worker back from being taken for lost handed over the results of ``count`` tasks
-        given to other workers since (see TaskBoard.hand_back, in its HELLO; or
-        TaskBoard._late_result, just after it): said; those copies are cancelled there
-        (TaskBoard.to_cancel, sent at the round's end)."""
+    def _handed_back(self, worker: str, count: int) -> None:
+        """A worker back from being taken for lost handed over in its HELLO the results of
+        ``count`` tasks given to other workers since (see TaskBoard.hand_back): said; those
+        copies are cancelled there (TaskBoard.to_cancel, sent at the round's end)."""
         if count:
             self.out.log("INFO", f"worker '{worker}' came back with the result of "
                                  f"{count} task(s) given to other workers meanwhile: "
