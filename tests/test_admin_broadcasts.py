@@ -165,10 +165,10 @@ def test_what_a_worker_says_it_lost_is_the_count_and_said_once_a_heartbeat_at_mo
         said += [line for line in logs(w.heartbeat()) if "no longer keeps" in line]
     assert sim.st.stats.broadcasts_lost == 7
     assert said == ["worker 'w' missed 2 broadcast(s) the admin no longer keeps (it fell more "
-                    "than 10000 behind): lost to it"]
+                    "than 30000 behind): lost to it"]
     sim.now += 1.0
     assert "worker 'w' missed 5 broadcast(s) the admin no longer keeps (it fell more than " \
-           "10000 behind): lost to it" in logs(w.heartbeat())
+           "30000 behind): lost to it" in logs(w.heartbeat())
 
 
 def test_a_worker_cannot_ask_for_what_came_before_it_heard_or_was_never_sent():

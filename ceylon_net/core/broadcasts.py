@@ -18,7 +18,11 @@ from typing import Any
 
 from ..wire import MAX_RANGES
 
-RING = 10_000  # broadcasts the admin keeps for repairs
+# Broadcasts the admin keeps for repairs (about 360 bytes each beside the payload: 10 MiB
+# full of small ones). An agent whose loop is blocked while the admin bursts gets what its
+# buffers hold (the admin's PUB queues 10,000 for it, the kernel some, its SUB some), and the
+# rest from here: at 10,000, a 4 s stall under a burst of 50,000 lost a few on a loaded host.
+RING = 30_000
 RING_BYTES = 64 << 20  # ... and at most this many payload bytes
 
 

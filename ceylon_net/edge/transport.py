@@ -226,9 +226,9 @@ class AdminSockets:
         self._wanted: dict[bytes, bool] = {}  # kind -> does anyone subscribe to it
         # told the kinds anyone subscribes to, whenever that changes
         self.on_subscriptions: Callable[[frozenset[bytes]], None] | None = None
-        # Per subscriber: as many as the admin keeps for repairs (core/broadcasts.py RING). A
-        # subscriber further behind than that could not be repaired anyway, and 1,000 slow
-        # ones must not make the admin hold 100,000 messages each.
+        # Per subscriber: what a slow one falls further behind is repaired from the ring the
+        # admin keeps (core/broadcasts.py RING, shared by all), and 1,000 slow ones must not
+        # make the admin hold 100,000 messages each.
         self.pub.setsockopt(zmq.SNDHWM, 10_000)
         if curve is not None:
             _as_server(self.router, curve)
