@@ -136,7 +136,6 @@ def _reachable(url: str) -> bool:
         return False
 
 
-@pytest.mark.timeout(60)
 def _raw(port: int, data: bytes) -> bytes:
     """What the dashboard answers to ``data`` sent as it is, to the end of the connection."""
     with socket.create_connection(("127.0.0.1", port), timeout=15) as conn:
@@ -147,6 +146,7 @@ def _raw(port: int, data: bytes) -> bytes:
         return b"".join(chunks)
 
 
+@pytest.mark.timeout(60)
 def test_the_dashboard_is_read_only_and_its_data_is_json(tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}/"
