@@ -23,15 +23,25 @@ PAUSE = (0.2, 1.5)  # seconds a worker stays stopped (the liveness limit is 0.9 
 BETWEEN = (0.1, 0.5)  # seconds between two faults
 
 
-async def _chaos(c: Cluster, rng: random.Random, admin: Proc, workers: list[Proc]) -> list[str]:
+async def _chaos(c: Cluster, rng: random.Random, admins: list[Proc], workers: list[Proc],
+                 admin_args: tuple[str, ...] | None) -> list[str]:
     """Pause or kill (and replace) a random worker, again and again, until the run is over
-    or STEPS faults were made. The sleeps are the faults' own lengths, not waits for
-    something to happen. Returns what was done."""
+    or STEPS faults were made; with ``admin_args``, two of the first ten faults kill the
+    admin, which is started again so (on its journal). The sleeps are the faults' own
+    lengths, not waits for something to happen. Returns what was done."""
     done: list[str] = []
-    while admin.returncode is None and len(done) < STEPS:
+    admin_at = set(rng.sample(range(1, 10), 2)) if admin_args is not None else set()
+    while admins[-1].returncode is None and len(done) < STEPS:
         live = [w for w in workers if w.returncode is None]
-        victim = rng.choice(live)
-        if rng.random() < 0.75 or len(live) < 2:
+        if not live:  # (the run just ended: they left as the admin said so)
+            break
+        victim, dice = rng.choice(live), rng.random()
+        if admin_args is not None and len(done) in admin_at:
+            done.append("killed the admin")
+            admins[-1].signal(signal.SIGKILL)
+            await admins[-1].wait(10)
+            admins.append(await c.admin(*admin_args, name=f"admin-{len(admins)}"))
+        elif dice < 0.75 or len(live) < 2:
             seconds = rng.uniform(*PAUSE)
             done.append(f"paused {victim.name} {seconds:.2f} s")
             with victim.paused():
@@ -45,34 +55,37 @@ async def _chaos(c: Cluster, rng: random.Random, admin: Proc, workers: list[Proc
 
 
 @pytest.mark.timeout(150)
-def test_a_run_through_random_pauses_and_kills_of_its_workers_ends_every_task_once(
-        tmp_path, tasks_file):
+@pytest.mark.parametrize("admin_too", [False, True], ids=["workers", "workers-and-admin"])
+def test_a_run_through_random_pauses_and_kills_ends_every_task_once(tmp_path, tasks_file,
+                                                                     admin_too):
     seed = int(os.environ.get("CEYLON_CHAOS_SEED") or random.randrange(1 << 32))
     rng = random.Random(seed)
     count = 240
     path = tasks_file([{"id": i, "description": f"t{i}", "difficulty": 1,
                         "duration": rng.choice((0.02, 0.05, 0.2, 0.8))} for i in range(count)])
     report_path, results = tmp_path / "report.json", tmp_path / "results.jsonl"
+    args = ("--tasks", str(path), "--report-json", str(report_path), "--results", str(results),
+            "--heartbeat", "0.3", "--max-attempts", "1000", "--expect-workers", "3",
+            *(("--journal", str(tmp_path / "state.db")) if admin_too else ()))
 
     async def body():
         async with Cluster(workdir=tmp_path) as c:
-            admin = await c.admin("--tasks", str(path), "--report-json", str(report_path),
-                                  "--results", str(results), "--heartbeat", "0.3",
-                                  "--max-attempts", "1000", "--expect-workers", "3")
+            admins = [await c.admin(*args)]
             workers = [await c.worker(f"w{i}", "--concurrency", "2") for i in range(3)]
             started = time.monotonic()
-            done = await _chaos(c, rng, admin, workers)
-            code = await admin.wait(90)
-            return code, admin.stderr(), done, time.monotonic() - started
+            done = await _chaos(c, rng, admins, workers, args if admin_too else None)
+            code = await admins[-1].wait(90)
+            return code, [a.stderr() for a in admins], done, time.monotonic() - started
 
-    code, err, done, took = run(body())
+    code, errs, done, took = run(body())
     said = f"seed {seed}, {len(done)} faults in {took:.1f} s: {done}"
-    assert code == 0, f"{said}\n{err[-3000:]}"
-    assert "Traceback" not in err and "| ERROR" not in err, f"{said}\n{err[-3000:]}"
+    assert code == 0, f"{said}\n{errs[-1][-3000:]}"
+    for err in errs:
+        assert "Traceback" not in err and "| ERROR" not in err, f"{said}\n{err[-3000:]}"
     report = json.loads(report_path.read_text())
     assert sorted(t["id"] for t in report["tasks"]) == list(range(count)), said
     assert all(t["success"] for t in report["tasks"]), said
     recorded = Counter(json.loads(line)["task_id"] for line in
                        results.read_text().splitlines())
     assert recorded == Counter(range(count)), (said, [t for t, n in recorded.items() if n > 1])
-    assert len(done) >= 3, f"the run ended before the faults began: {said}"
+    assert len(done) >= 10, f"the run ended before the faults did: {said}"
