@@ -605,11 +605,11 @@ class AdminState:
         self.out.add(Acknowledge(rec.peer, [[r.task_id, r.attempt] for r in results]))
         recorded = self.board.record_many(name, results)
         if self.board.taken_late:
-            self.out.log("INFO", f"worker '{name}' ran {len(self.board.taken_late)} task(s) it "
+            self.out.log("INFO", f"worker '{name}' ran {self.board.taken_late} task(s) it "
                                  f"was told to stop (other workers had them) to a result "
                                  f"before the stop arrived: taken, and the copies there "
                                  f"cancelled")
-            self.board.taken_late = []
+            self.board.taken_late = 0
         accepted = [r for r, task in zip(results, recorded, strict=True) if task is not None]
         if not accepted:
             return

@@ -149,7 +149,7 @@ class TaskBoard:
         # has the task (see reclaim), and taken_late: their successes taken, for the admin.
         self._claims: dict[TaskId, tuple[str, int]] = {}
         self._late: dict[TaskId, tuple[str, int]] = {}
-        self.taken_late: list[tuple[str, TaskId]] = []
+        self.taken_late = 0
         self.to_cancel: dict[str, dict[str, list[tuple[TaskId, int]]]] = {}  # copies to stop
         self._steal_seen, self._steal_due = -1, 0.0  # steals(): idle till the scheduler or time
         self._stolen: dict[str, dict[TaskId, int]] = {}  # on probation: {task: attempt} taken
@@ -1076,7 +1076,7 @@ class TaskBoard:
                 or worker not in self.scheduler.workers:
             return
         if rec.state in IN_FLIGHT and rec.worker != worker:
-            self.taken_late.append((worker, task_id))
+            self.taken_late += 1
             self._take_over(rec, worker, result.attempt, "before the stop sent to it arrived")
         elif rec.state is Q and self.scheduler.discard(task_id):  # (back in the queue)
             self._take_over(rec, worker, result.attempt)
