@@ -38,9 +38,10 @@ class Listener(Worker):
 class Announcer(Admin):
     """Broadcasts ``count`` notes from on_agent_connected once ``expected`` agents joined."""
 
-    def __init__(self, expected: int, count: int, first: int = 0) -> None:
-        # workers confirm broadcasts with their heartbeat: a quick one keeps 50 rounds short
-        super().__init__(settings=AdminSettings(bind="127.0.0.1", port=0, heartbeat=0.25))
+    def __init__(self, expected: int, count: int, first: int = 0,
+                 heartbeat: float = 1.0) -> None:
+        super().__init__(settings=AdminSettings(bind="127.0.0.1", port=0,
+                                                heartbeat=heartbeat))
         self.expected, self.count, self.first = expected, count, first
         self.sent = False
 
@@ -67,7 +68,8 @@ def _notes(c: Cluster, name: str) -> list[int]:
 
 async def _one_round(tmp_path, r: int, count: int) -> dict[str, list[int]]:
     first = r * count
-    admin = Announcer(8, count, first)
+    # (workers confirm broadcasts with their heartbeat: a quick one keeps 50 rounds short)
+    admin = Announcer(8, count, first, heartbeat=0.25)
     inproc = [Listener(f"in-{i}") for i in range(4)]
     async with Cluster(workdir=tmp_path / f"round-{r}") as c:
         c.workdir.mkdir(exist_ok=True)

@@ -24,6 +24,9 @@ from ..wire import MAX_RANGES
 # rest from here: at 10,000, a 4 s stall under a burst of 50,000 lost a few on a loaded host.
 RING = 30_000
 RING_BYTES = 64 << 20  # ... and at most this many payload bytes
+# Broadcasts an agent holds that came ahead of a gap (more are dropped there, and asked for
+# again once the gap is filled: the admin's ring still has them).
+HELD = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,7 @@ class BroadcastInbox:
     repairs over the DEALER); they come out once each, in order. ``heard`` is None until the
     first numbered message: from then on everything after it is this agent's to receive."""
 
-    def __init__(self, capacity: int = RING) -> None:
+    def __init__(self, capacity: int = HELD) -> None:
         self.capacity = capacity
         self.heard: int | None = None  # the number it started hearing after
         self.next = 0  # the next number to deliver (valid once heard)
