@@ -162,8 +162,14 @@ def test_a_plain_install_imports_every_shipped_module(tmp_path):
     """A wheel of the project, installed beside its runtime dependencies only (copied from this
     environment: no network), imports every module it ships."""
     # The build backend is the pinned setuptools of the test extra: nothing is downloaded.
+    # Built from a copy of what it needs, not the checkout: setuptools writes build/ and an
+    # egg-info beside its sources, and a stale file there would be shipped.
+    src = tmp_path / "src"
+    shutil.copytree(PACKAGE, src / "ceylon_net", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path / "dist"), str(REPO)], check=True, timeout=120,
+                    "-q", "-w", str(tmp_path / "dist"), str(src)], check=True, timeout=120,
                    capture_output=True)
     env_dir = tmp_path / "plain"
     venv.EnvBuilder(with_pip=False).create(env_dir)
