@@ -131,3 +131,20 @@ def test_a_program_that_forgets_to_close_its_admin_worker_and_client_carries_on(
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=30, cwd=tmp_path)
     assert (done.returncode, done.stdout) == (0, "carried on\n"), done.stderr[-2000:]
+
+
+def test_a_free_port_is_bindable_and_outside_the_range_outgoing_connections_take():
+    """Tests and the demo pick a port, then a program binds it: a port the kernel picked
+    (bound to 0) is in the range it also gives outgoing connections, so one made in between,
+    by a test running beside, could take it."""
+    import socket
+    from pathlib import Path
+
+    from ceylon_net.edge.transport import free_port
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(20)]
+    assert all(1024 <= p < low for p in ports), ports
+    for port in ports[:5]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import random
 import socket
 import time
 import uuid
@@ -567,8 +568,28 @@ async def why_no_answer(endpoint: str, curve: object, question: str) -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (for tests and the demo)."""
+    """A TCP port that was free a moment ago (for tests and the demo), taken below the range
+    the kernel gives outgoing connections their ports from: one made between this check and
+    the program's bind cannot take it (a port the kernel picks, bound to 0, is in that range).
+    """
+    low = _ephemeral_low()
+    for _ in range(50):
+        port = random.randrange(max(1024, low - 12_000), low)
+        with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue  # (in use)
+            return port
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind((host, 0))
+        s.bind((host, 0))  # (all taken: any the kernel gives)
         return s.getsockname()[1]
 
+
+def _ephemeral_low(default: int = 32_768) -> int:
+    """The lowest port the kernel gives outgoing connections (Linux; else the usual)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+    return low if low > 2_048 else default
