@@ -251,3 +251,17 @@ def taken_over(sim: Sim) -> tuple[SimWorker, SimWorker]:
     assert assigned(sim.tick(at=3.5)) == {"w2": ["t"]}  # w1 lost
     w2.start("t")
     return w1, w2
+
+
+def taken_back(sim: Sim, name: str) -> tuple[SimWorker, SimWorker]:
+    """A trusted worker busy with "busy"; ``name`` joins, on probation, and gets "t", which
+    is taken back when its time to confirm it runs out (it stays silent): (the trusted
+    worker, ``name``'s worker, still holding "t", attempt 1)."""
+    sim.submit(noop("busy"))
+    trusted = sim.join("trusted")
+    sim.fire("probation")
+    slow = sim.worker(name)
+    slow.hello()
+    assert assigned(sim.submit(noop("t"))) == {name: ["t"]}
+    sim.fire("probation")  # not confirmed in time: taken back
+    return trusted, slow

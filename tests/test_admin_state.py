@@ -18,6 +18,7 @@ from kit import (
     noop,
     of,
     sends,
+    taken_back,
     taken_over,
 )
 
@@ -201,13 +202,7 @@ def test_a_worker_back_holding_a_task_taken_back_from_it_on_probation_has_the_lo
     have crashed on it. It was paused, not dead: back still running it, the loss is undone
     and the task, given to no one since, stays with it."""
     sim = Sim(max_attempts=2)
-    sim.submit(noop("busy"))
-    trusted = sim.join("trusted")
-    sim.fire("probation")
-    paused = sim.worker("paused")
-    paused.hello()
-    assert assigned(sim.submit(noop("t"))) == {"paused": ["t"]}
-    sim.fire("probation")  # not confirmed in time: taken back
+    trusted, _ = taken_back(sim, "paused")
     for at in (1.0, 2.0, 3.0, 3.5):  # the paused one silent: lost at 3.5
         sim.now = at
         trusted.heartbeat()
@@ -446,13 +441,7 @@ def test_a_copy_stolen_on_probation_whose_success_comes_first_is_taken_and_said_
     back ('not confirmed in time') and started elsewhere, its success first: taken, and said
     for what it is (a reviewing helper's finding: it was said 'came back')."""
     sim = Sim()
-    sim.submit(noop("busy"))
-    trusted = sim.join("trusted")
-    sim.fire("probation")
-    mute = sim.worker("mute")
-    mute.hello()
-    assert assigned(sim.submit(noop("t"))) == {"mute": ["t"]}
-    sim.fire("probation")  # taken back
+    trusted, mute = taken_back(sim, "mute")
     trusted.finish("busy")
     assert trusted.held == {"t": 2}
     trusted.start("t")
