@@ -11,6 +11,10 @@ class ConfigError(CeylonError):
     """The user's configuration is wrong (bad option, bad tasks file). CLIs exit 2."""
 
 
+class UnknownDependency(ConfigError):
+    """Work names a task or group, as its dependency, that the admin does not know."""
+
+
 class TaskFileError(ConfigError):
     """A tasks file cannot be used; the message names the file, the task and the field."""
 

@@ -59,6 +59,9 @@ class AdminSettings:
     # trip at its measured pace (ceylon_net.core.pacing); 0: none (no pipelining).
     prefetch: int | None = None
     journal: str | None = None
+    # Tasks of finished client batches (ceylon-submit) a serving admin keeps: beyond, it
+    # forgets the oldest batches whole (their reports went out). None: keeps every one.
+    keep_finished: int | None = 100_000
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     token: str | None = None
     curve_secret: str | None = None  # the admin's secret key file (ceylon-keygen)
@@ -100,6 +103,8 @@ class AdminSettings:
             raise ConfigError(f"--prefetch must be 0-{MAX_CAPACITY}, got {self.prefetch}")
         if self.task_timeout is not None:
             _check_positive("task-timeout", self.task_timeout)
+        if self.keep_finished is not None and self.keep_finished < 0:
+            raise ConfigError(f"--keep-finished must be >= 0, got {self.keep_finished}")
         self._check_ports()
         self._check_pace()
         if self.liveness < 2:

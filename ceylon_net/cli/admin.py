@@ -65,6 +65,11 @@ Prefetch = Annotated[int | None, opt(
     "waiting for the admin; 0 turns this pipelining off [default: adaptive, enough to cover a "
     "round trip at each worker's measured pace; queued tasks go to idle workers when one is "
     "free, and only started ones count as lost with a worker].", "PREFETCH")]
+KeepFinished = Annotated[int, opt(
+    "Tasks of finished batches (ceylon-submit) a serving admin keeps for statuses, --watch "
+    "and dependencies: beyond, it forgets the oldest batches whole, their reports sent "
+    "(counts go on including them; 0: each batch once its report is sent). About 1 KiB a "
+    "task plus its arguments and result.", "KEEP_FINISHED")]
 JournalPath = Annotated[Path | None, opt("Keep task state in this SQLite file; restarted on "
                                          "it, the admin resumes the run.", "JOURNAL")]
 AuthorizedKeys = Annotated[Path | None, opt("Directory of public key files (ceylon-keygen) "
@@ -92,7 +97,7 @@ def admin(
     unassignable_timeout: Unassignable = 10.0, heartbeat: Heartbeat = 1.0,
     liveness: Liveness = 3, beats_per_second: BeatsPerSecond = 200.0,
     max_attempts: MaxAttempts = 3, task_timeout: TaskTimeout = None, prefetch: Prefetch = None,
-    journal: JournalPath = None, token: Token = None,
+    journal: JournalPath = None, keep_finished: KeepFinished = 100_000, token: Token = None,
     curve_secret: CurveSecret = None, authorized_keys: AuthorizedKeys = None,
     max_message_bytes: MaxBytes = DEFAULT_MAX_MESSAGE_BYTES, results: Results = None,
     metrics_port: MetricsPort = None, dashboard_port: DashboardPort = None,
@@ -106,6 +111,7 @@ def admin(
             heartbeat=heartbeat, liveness=liveness, beats_per_second=beats_per_second,
             max_attempts=max_attempts,
             task_timeout=task_timeout, prefetch=prefetch, journal=path_str(journal),
+            keep_finished=keep_finished,
             token=token, curve_secret=path_str(curve_secret),
             authorized_keys=path_str(authorized_keys), max_message_bytes=max_message_bytes,
             results_file=path_str(results), metrics_port=metrics_port,

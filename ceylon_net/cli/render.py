@@ -138,6 +138,8 @@ def render(data: dict[str, Any]) -> Group:
     summary = (f"tasks: {c['done']}/{c['total']} done ({c['succeeded']} succeeded), "
                f"{c['running']} running, {c['queued']} queued, {c['waiting']} waiting, "
                f"{c['unassigned']} unassigned"
+               + (f" ({c['forgotten']:,} of the done forgotten with their batches: "
+                  f"--keep-finished)" if c.get("forgotten") else "")
                + (f" (none assigned until {c['awaiting_workers']} more worker(s) connect: "
                   f"--expect-workers)" if c.get("awaiting_workers") else "") + "\n"
                f"broadcasts: {c.get('broadcasts', 0)} sent, {c.get('broadcasts_lost', 0)} "

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .. import wire
-from ..errors import ConfigError, RemoteProtocolError
+from ..errors import ConfigError, RemoteProtocolError, UnknownDependency
 from ..settings import AdminSettings
 from ..wire import Envelope, Header, Kind, Limits
 from .batches import Batch, Batches
@@ -91,7 +91,7 @@ class AdminState:
         self.unassigned: dict[TaskId, str] = {}
         self.watchers = Watchers(self.board, self.out)  # clients' futures
         self.followup = Followup(self.board, self.task_manager, self.batches, self.out,
-                                 self.unassigned, self.watchers)
+                                 self.unassigned, self.watchers, s.keep_finished)
         self.port = s.port
         self.assigning = s.expect_workers == 0  # --expect-workers holds assignment back
         self.started_at = self._next_beat = self._next_pulse = now
@@ -132,7 +132,7 @@ class AdminState:
     def idle(self) -> bool:
         """Everything submitted has finished (and something was), and no client that waited
         for a batch before a restart is still to pick it up."""
-        return bool(self.board.records) and self.board.open == 0 and not self.batches.unclaimed
+        return bool(self.board.total) and self.board.open == 0 and not self.batches.unclaimed
 
     # ------------------------------------------------------------------ inputs
     def receive(self, peer: bytes, frames: Sequence[bytes], address: str = "",
@@ -240,9 +240,11 @@ class AdminState:
 
     def resume(self, entries: list[Any], groups: list[tuple[str, dict[str, Any]]],
                now: float, batches: Sequence[tuple[int, list[Any]]] = (),
-               slots: dict[str, int] | None = None) -> bool:
-        """Rebuild from a journal's tasks, groups, client batches and its workers' slots
-        (and keep track of changes from now on, for it); False when it held nothing."""
+               slots: dict[str, int] | None = None,
+               forgotten: tuple[int, list[int]] | None = None) -> bool:
+        """Rebuild from a journal's tasks, groups, client batches, its workers' slots and
+        what it forgot (the next batch's number, the counts: see Forgot), and keep track of
+        changes from now on, for it; False when it held no task."""
         self.board.dirty = set()
         self.board.slots_of_gone = dict(slots or {})
         self.resumed = restore(self.board, self.task_manager, entries, groups,
@@ -250,6 +252,9 @@ class AdminState:
         if self.resumed:
             for gate in self.batches.restore(batches, self.board.records):
                 self.board.open_gate(gate)
+        if forgotten is not None:  # (even with every task forgotten: numbers go on)
+            self.batches.next_id = max(self.batches.next_id, forgotten[0])
+            self.board.restore_forgotten(forgotten[1])
         for group, goal in self.task_manager.unkept_goals:
             self.out.log("WARNING", unkept_goal(group, goal, restarted=True))
         self.started_at = now
@@ -490,6 +495,10 @@ class AdminState:
         batch = self.batches.claim(peer, batch_id) if run == self.run else None
         if batch is None:
             self.out.send(peer, Kind.REPORT, wire.BatchReport(batch_id, {}, (
+                f"the admin forgot batch {batch_id}: it had finished (its report went to its "
+                f"submitter), and was among the oldest beyond what the admin keeps "
+                f"(--keep-finished)"
+                if run == self.run and self.batches.forgot(batch_id) else
                 f"the admin has no batch {batch_id} in this run: a wrong number?"
                 if run == self.run else
                 "the admin has no such batch: it restarted without its journal (or with "
@@ -530,7 +539,10 @@ class AdminState:
                 raise
             self.batches.mark(batch, self.board.records)
         except ConfigError as exc:
-            self.members.reject(peer, str(exc), env.header.msg_id)
+            why = str(exc)
+            if isinstance(exc, UnknownDependency) and self.board.forgotten.tasks:
+                why += " (or one of a finished batch the admin forgot: --keep-finished)"
+            self.members.reject(peer, why, env.header.msg_id)
             return
         self.out.log("INFO", f"batch {batch.id} from {address or '?'}: {len(ids)} task(s)"
                              f"{', after the previous batch' if after else ''}")

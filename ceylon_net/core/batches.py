@@ -4,7 +4,7 @@ what the journal kept (a waiting client picks its batch up with a WATCH). No I/O
 
 from __future__ import annotations
 
-import itertools
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,8 +48,12 @@ class Batches:
         # stops waiting for that): the admin is not idle meanwhile, or an admin run with
         # --tasks could end before such a client had its report.
         self.unclaimed: set[int] = set()
-        self._ids = itertools.count(1)
+        self.next_id = 1  # batches are numbered in order: below this, one not known was forgotten
         self._last: int | None = None
+        # Done batches, oldest first, and how many tasks they hold: a serving admin forgets
+        # the oldest beyond --keep-finished (see forgettable).
+        self.done: deque[int] = deque()
+        self.kept = 0
 
     def start(self, client: bytes, task_ids: list[TaskId], wait: bool, sequential: bool
               ) -> tuple[Batch, tuple[str, int] | None]:
@@ -57,8 +61,9 @@ class Batches:
         previous batch's), or None when nothing is still running before it. Once its tasks
         are recorded, :meth:`mark` them (or :meth:`drop` it, refused)."""
         after = self._last if sequential and self._last in self.open else None
-        batch = Batch(next(self._ids), task_ids, wait, len(task_ids), after=after,
+        batch = Batch(self.next_id, task_ids, wait, len(task_ids), after=after,
                       waiters={client} if wait else set())
+        self.next_id += 1
         self.open[batch.id] = self.known[batch.id] = batch
         self._last = batch.id
         return batch, None if after is None else batch_gate(after)
@@ -89,8 +94,8 @@ class Batches:
                 records: Mapping[TaskId, TaskRecord]) -> list[tuple[str, int]]:
         """The batches a journal kept (by id, as :meth:`Batch.journal_row`), counted again
         from their tasks' records once the board is restored; numbering goes on after the
-        last. Returns the gates to open: those of batches that are done (or were never kept),
-        that a later --sequential batch waits on."""
+        last. Returns the gates to open: those of batches that are done (or were never
+        kept, or forgotten), that a later --sequential batch waits on."""
         afters = set()
         for batch_id, (wait, after, task_ids) in rows:
             held = [records[t] for t in task_ids if t in records]
@@ -106,11 +111,13 @@ class Batches:
                 self.unclaimed.add(batch_id)
             if batch.remaining:
                 self.open[batch_id] = batch
+            else:
+                self.done.append(batch_id)
+                self.kept += len(batch.task_ids)
             if after is not None:
                 afters.add(after)
             self._last = batch_id
-        if self.known:
-            self._ids = itertools.count(max(self.known) + 1)
+        self.next_id = max(self.next_id, max(self.known, default=0) + 1)
         return [batch_gate(a) for a in sorted(afters) if a not in self.open]
 
     @staticmethod
@@ -133,4 +140,32 @@ class Batches:
             if batch.remaining == 0:
                 del self.open[batch.id]
                 done.append(batch)
+                self.done.append(batch.id)
+                self.kept += len(batch.task_ids)
         return done
+
+    def forgettable(self, keep: int) -> list[Batch]:
+        """Done batches to forget, oldest first, so that those kept hold at most ``keep``
+        tasks; none until they hold more than a quarter over it, so that the forgetting
+        (one pass over what the board keeps) comes once for that many tasks, not for each
+        batch. A batch restored for a client that waited for it stays until claimed. The
+        batches returned are no longer known (see :meth:`forgot`)."""
+        if self.kept <= keep + keep // 4:
+            return []
+        out: list[Batch] = []
+        skipped: list[int] = []
+        while self.kept > keep and self.done:
+            batch = self.known[self.done.popleft()]
+            if batch.id in self.unclaimed:
+                skipped.append(batch.id)
+                continue
+            del self.known[batch.id]
+            self.kept -= len(batch.task_ids)
+            out.append(batch)
+        self.done.extendleft(reversed(skipped))
+        return out
+
+    def forgot(self, batch_id: int) -> bool:
+        """Whether this run had the batch and forgot it (numbers are given in order; one
+        refused was never told to its client)."""
+        return 0 < batch_id < self.next_id and batch_id not in self.known

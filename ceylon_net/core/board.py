@@ -126,6 +126,27 @@ class TaskRecord:
         return self.state is TaskState.FAILED and self.reason is not None
 
 
+@dataclass(slots=True)
+class Forgotten:
+    """Finished tasks the board dropped (:meth:`TaskBoard.forget`: a serving admin's old
+    batches, --keep-finished), by how they ended, so the counts it shows go on including
+    them. ``ran``: those of them that ran to a result (``finished_order`` holds those kept)."""
+
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    dead: int = 0  # of the failed: lost with their workers too often
+    ran: int = 0
+
+    @property
+    def tasks(self) -> int:
+        return self.completed + self.failed + self.cancelled
+
+    def row(self) -> list[int]:
+        """As a journal keeps it."""
+        return [self.completed, self.failed, self.cancelled, self.dead, self.ran]
+
+
 class TaskBoard:
     def __init__(self, max_attempts: int = 3) -> None:
         self.max_attempts = max_attempts
@@ -149,7 +170,6 @@ class TaskBoard:
         # has the task (see reclaim), and taken_late: their successes taken, for the admin.
         self._claims: dict[TaskId, tuple[str, int]] = {}
         self._late: dict[TaskId, tuple[str, int]] = {}
-        self.taken_late = 0
         self.to_cancel: dict[str, dict[str, list[tuple[TaskId, int]]]] = {}  # copies to stop
         self._steal_seen, self._steal_due = -1, 0.0  # steals(): idle till the scheduler or time
         self._stolen: dict[str, dict[TaskId, int]] = {}  # on probation: {task: attempt} taken
@@ -160,7 +180,8 @@ class TaskBoard:
         self._opened: set[Gate] = set()
         self._failed: dict[Gate, str] = {}  # gates (not a task's) that never open, and why
         self.slots_of_gone: dict[str, int] = {}  # restored: workers' slots, by name
-        self._open = self.succeeded = 0
+        self._open = self.succeeded = self.taken_late = 0
+        self.forgotten = Forgotten()  # finished tasks dropped (forget): still counted
         self._ran: list[TaskId] = []  # tasks with a result, in the order results came
         self.dead: list[TaskId] = []  # failed because attempts ran out
         self.dirty: set[TaskId] | None = None  # a set when a journal wants the changes
@@ -288,8 +309,18 @@ class TaskBoard:
 
     @property
     def failed_runs(self) -> int:
-        """Tasks that ran to a failed result (restored ones included)."""
-        return len(self._ran) - self.succeeded
+        """Tasks that ran to a failed result (restored and forgotten ones included)."""
+        return self.ran - self.succeeded
+
+    @property
+    def ran(self) -> int:
+        """Tasks that ran to a result (restored and forgotten ones included)."""
+        return len(self._ran) + self.forgotten.ran
+
+    @property
+    def total(self) -> int:
+        """Every task it was given, forgotten ones included."""
+        return len(self.records) + self.forgotten.tasks
 
     @property
     def queued_on_workers(self) -> int:
@@ -1191,6 +1222,38 @@ class TaskBoard:
         rec.reason = reason
         self._open -= 1
         self.finished.append(rec)
+
+    def forget(self, task_ids: Iterable[TaskId]) -> None:
+        """Drop finished tasks' records (a serving admin's old batches, --keep-finished):
+        ``forgotten`` counts them on; a task that depends on one is refused from now on, as
+        on any unknown task, and its id may be given again. Costs one pass over the tasks
+        that ran, so forget many at a time."""
+        records, gone, dirty = self.records, self.forgotten, self.dirty
+        for task_id in task_ids:
+            rec = records.get(task_id)
+            if rec is None or rec.state not in ENDED:
+                raise IllegalTransition(f"task {task_id!r}: only a finished task is forgotten "
+                                        f"({'unknown' if rec is None else rec.state})")
+            del records[task_id]
+            if rec.state is C:
+                gone.completed += 1
+            elif rec.state is X:
+                gone.cancelled += 1
+            else:
+                gone.failed += 1
+                gone.dead += rec.dead
+            if dirty:
+                dirty.discard(task_id)
+        ran = len(self._ran)
+        self._ran = [t for t in self._ran if t in records]
+        gone.ran += ran - len(self._ran)
+        if self.dead:
+            self.dead = [t for t in self.dead if t in records]
+
+    def restore_forgotten(self, row: list[int]) -> None:
+        """What a journal kept of the forgotten (``Forgotten.row``), after :meth:`restore`."""
+        self.forgotten = Forgotten(*row)
+        self.succeeded += self.forgotten.completed
 
     def blocked(self) -> list[Blocked]:
         return self.scheduler.blocked()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Container, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnknownDependency
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -72,6 +72,6 @@ def refuse_bad_dependencies(tasks: Sequence[Task], known: Container[Any]) -> Non
     for t in dependent:
         unknown = next((d for d in t.depends_on if d not in new and d not in known), None)
         if unknown is not None:
-            raise ConfigError(f"task {t.id!r} depends on unknown task {unknown!r}")
+            raise UnknownDependency(f"task {t.id!r} depends on unknown task {unknown!r}")
     refuse_cycles({f"task {t.id!r}": [f"task {d!r}" for d in t.depends_on]
                    for t in dependent})

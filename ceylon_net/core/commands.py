@@ -103,6 +103,18 @@ class NewWork:
 
 
 @dataclass(frozen=True, slots=True)
+class Forgot:
+    """Finished client batches forgotten (--keep-finished): the journal (when there is one)
+    drops their tasks, groups and batches, keeping the counts and the next batch's number."""
+
+    tasks: list[TaskId]
+    groups: list[str]
+    batches: list[int]
+    next_batch: int
+    counts: list[int]  # the board's Forgotten.row(), as it stands
+
+
+@dataclass(frozen=True, slots=True)
 class Deliver:
     """A broadcast or direct message for the admin's own handlers (``@on_message``)."""
 
@@ -126,7 +138,7 @@ class Log:
 
 
 Command = Send | Assign | Forward | Publish | Acknowledge | Timer | Finished | NewWork | \
-    Deliver | Connected | Log
+    Forgot | Deliver | Connected | Log
 
 
 class Outbox:

@@ -8,7 +8,7 @@ from .. import wire
 from ..wire import Kind
 from .batches import Batch, Batches, batch_gate
 from .board import TaskBoard, TaskRecord, TaskState
-from .commands import Finished, Outbox
+from .commands import Finished, Forgot, Outbox
 from .groups import GroupEvent, TaskManager
 from .tasks import TaskId, TaskStatus
 from .watchers import Watchers
@@ -28,8 +28,10 @@ def finished(rec: TaskRecord) -> Finished:
 
 class Followup:
     def __init__(self, board: TaskBoard, task_manager: TaskManager, batches: Batches,
-                 out: Outbox, unassigned: dict[TaskId, str], watchers: Watchers) -> None:
+                 out: Outbox, unassigned: dict[TaskId, str], watchers: Watchers,
+                 keep_finished: int | None = None) -> None:
         self.board = board
+        self.keep_finished = keep_finished  # tasks of done batches kept (None: all)
         self.task_manager = task_manager
         self.batches = batches
         self.watchers = watchers
@@ -60,6 +62,27 @@ class Followup:
                     self._group_news(event)
             for batch in ended:
                 self._batch_done(batch)
+            if ended and self.keep_finished is not None:
+                self.forget_old(self.keep_finished)
+
+    def forget_old(self, keep: int) -> None:
+        """Forget done batches, oldest first, beyond ``keep`` of their tasks (their reports
+        went out as they finished): their tasks, groups and what was said of them."""
+        gone = self.batches.forgettable(keep)
+        if not gone:
+            return
+        tasks = [t for b in gone for t in b.task_ids]
+        self.board.forget(tasks)
+        groups = self.task_manager.forget_done(tasks)
+        if self.unassigned:
+            for task_id in tasks:
+                self.unassigned.pop(task_id, None)
+        ids = [b.id for b in gone]
+        self.out.add(Forgot(tasks, groups, ids, self.batches.next_id,
+                            self.board.forgotten.row()))
+        self.out.log("DEBUG", f"forgot {len(ids)} done batch(es) ({ids[0]}-{ids[-1]}), "
+                              f"{len(tasks)} task(s): keeping the latest {keep:,} finished "
+                              f"(--keep-finished)")
 
     def follow_moves(self) -> None:
         """Group tasks show their live status (running, or back to pending)."""
@@ -75,10 +98,10 @@ class Followup:
     def announce_run_end(self) -> None:
         """Everything submitted has finished: say so once on PUB."""
         b = self.board
-        if self.run_announced or not b.records or b.open:
+        if self.run_announced or not b.total or b.open:
             return
         self.run_announced = True
-        ran = len(b.finished_order)
+        ran = b.ran
         # Counters, not a report: this runs after every execute() and must stay O(1).
         self.out.event("run_finished", tasks=ran, succeeded=b.succeeded,
                        success_rate=b.succeeded / ran if ran else 0.0,
@@ -123,16 +146,16 @@ class Followup:
         slots held by a handler past its task (they run nothing else meanwhile);
         ``awaited``: workers still to connect before anything is assigned."""
         board = self.board
-        state = (len(board.records) - board.open, board.running, len(board.scheduler), stuck,
-                 awaited)
-        if state == self._last_progress or not board.records:
+        total = board.total
+        state = (total - board.open, board.running, len(board.scheduler), stuck, awaited)
+        if state == self._last_progress or not total:
             return
         self._last_progress = state
         waiting = f", {len(board.waiting)} waiting on dependencies" if board.waiting else ""
         held = board.queued_on_workers  # sent ahead (pipelining): queued there, not running
         past = f" ({stuck} slot(s) held by a handler past its task)" if stuck else ""
         past += f" (assigning once {awaited} more connect: --expect-workers)" if awaited else ""
-        self.out.log("INFO", f"progress: {state[0]}/{len(board.records)} done, "
+        self.out.log("INFO", f"progress: {state[0]}/{total} done, "
                              f"{state[1] - held} running, {state[2] + held} queued{waiting}, "
                              f"{workers} worker(s){past}")
         for g in self.task_manager.task_groups.values():

@@ -18,7 +18,7 @@ from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnknownDependency
 from .board import UNASSIGNABLE, TaskBoard, TaskRecord
 from .checks import refuse_cycles, refuse_duplicates
 from .tasks import DEFAULT_ROLE, Task, TaskId, TaskResult, TaskStatus
@@ -304,7 +304,8 @@ class TaskManager:
         for g in groups:
             unknown = next((d for d in g.depends_on if d not in refs), None)
             if unknown is not None:
-                raise ConfigError(f"group '{g.name}' depends on unknown group {unknown!r}")
+                raise UnknownDependency(f"group '{g.name}' depends on unknown group "
+                                        f"{unknown!r}")
             after = [f"group '{refs[d].name}'" for d in g.depends_on]
             group_graph[f"group '{g.name}'"] = after
             full_graph[f"group '{g.name}'"] = [f"task {t.task_id!r}" for t in g.subtasks]
@@ -312,7 +313,8 @@ class TaskManager:
                 unknown = next((d for d in t.depends_on
                                 if d not in new_tasks and d not in known_tasks), None)
                 if unknown is not None:
-                    raise ConfigError(f"task {t.task_id!r} depends on unknown task {unknown!r}")
+                    raise UnknownDependency(f"task {t.task_id!r} depends on unknown task "
+                                            f"{unknown!r}")
                 full_graph[f"task {t.task_id!r}"] = after + [f"task {d!r}" for d in t.depends_on]
         refuse_cycles(group_graph)  # first, so a group-level cycle is named in group terms
         refuse_cycles(full_graph)
@@ -357,6 +359,22 @@ class TaskManager:
             self._group_completed.pop(g.id, None)
             for t in g.subtasks:
                 self._by_task.pop(t.task_id, None)
+
+    def forget_done(self, task_ids: Iterable[TaskId]) -> list[str]:
+        """Drop what is kept of these finished tasks and of the groups they were in (a
+        serving admin's old batches, --keep-finished: a group's tasks come in one batch and
+        are all finished with it); the groups' ids."""
+        gone = []
+        for task_id in task_ids:
+            t = self._by_task.pop(task_id, None)
+            if t is None:
+                continue
+            self.completed_tasks.pop(task_id, None)
+            group = self.task_groups.pop(t.group_id or "", None)
+            if group is not None:
+                self._group_completed.pop(group.id, None)
+                gone.append(group.id)
+        return gone
 
     def _finished(self, group: TaskGroup, t: TaskMessage, rec: TaskRecord, board: TaskBoard,
                   events: list[GroupEvent]) -> None:

@@ -36,7 +36,8 @@ def counts(st: AdminState) -> dict[str, int]:
     # Running: on a worker, within its slots; queued: in the admin's queue or a worker's.
     held = board.queued_on_workers
     running = board.running - held
-    return {"total": len(board.records), "done": len(board.records) - board.open,
+    total = board.total
+    return {"total": total, "done": total - board.open, "forgotten": board.forgotten.tasks,
             "succeeded": board.succeeded, "running": running,
             "queued": len(board.scheduler) + held, "queued_on_workers": held,
             "waiting": len(board.waiting),
@@ -91,10 +92,14 @@ def metrics(st: AdminState) -> dict[str, Any]:
     tasks = dict.fromkeys((status.value for status in TaskStatus), 0)
     for rec in list(board.records.values()):
         tasks[rec.status.value] += 1
+    gone = board.forgotten  # (finished batches forgotten: counted still)
+    tasks["completed"] += gone.completed
+    tasks["failed"] += gone.failed
+    tasks["cancelled"] += gone.cancelled
     held = board.queued_on_workers  # sent ahead (pipelining): they wait, not run, there
     tasks["running"] -= held
     tasks |= {"queued_on_workers": held, "waiting_on_dependencies": len(board.waiting),
-              "dead": len(board.dead), "unassigned": len(st.unassigned)}
+              "dead": len(board.dead) + gone.dead, "unassigned": len(st.unassigned)}
     slots = list(board.scheduler.workers.values())
     workers = {"connected": len(st.members.registry),
                **{state.value: sum(1 for w in slots if w.state is state)

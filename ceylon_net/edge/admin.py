@@ -85,7 +85,7 @@ class Admin(AgentBase):
                            c.Forward: self._forward, c.Publish: self._publish,
                            c.Acknowledge: lambda a: self._acks.add(a.peer, a.results),
                            c.Timer: self._timer,
-                           c.Finished: self._finished, c.NewWork: _nothing,
+                           c.Finished: self._finished, c.NewWork: _nothing, c.Forgot: _nothing,
                            c.Deliver: lambda d: self._deliver(d.header, d.payload, self.limits),
                            c.Connected: self._connected}
         self._rounds = Rounds(self._journal, self._carry_out)
@@ -734,4 +734,4 @@ def _log(cmd: c.Log) -> None:
 
 
 def _nothing(cmd: c.Command) -> None:
-    """Carried out before the rest (NewWork: the journal)."""
+    """Carried out before the rest (NewWork, Forgot: the journal)."""

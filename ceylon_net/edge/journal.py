@@ -29,7 +29,7 @@ from loguru import logger
 from .. import wire
 from ..core.batches import Batch
 from ..core.board import ENDED, STATUS_OF, TaskBoard
-from ..core.commands import NewWork
+from ..core.commands import Forgot, NewWork
 from ..core.groups import TaskGroup, TaskManager
 from ..core.restore import JournaledTask, missing_groups
 from ..core.tasks import Task, TaskId, TaskResult, TaskStatus, json_text
@@ -40,8 +40,9 @@ if TYPE_CHECKING:
 
 # 3: rows end with losses and stopping (version 2's rows lack them); 4: client batches, and
 # the run's name in meta (version 3 lacks them); 5: rows end with lost_with (earlier ones lack
-# it: an admin of version 4 would misread them)
-SCHEMA_VERSION = 5
+# it: an admin of version 4 would misread them); 6: 'forget' rows, and what was forgotten in
+# meta (--keep-finished: an admin of version 5 would bring forgotten tasks back)
+SCHEMA_VERSION = 6
 _MAGIC = b"SQLite format 3\x00"
 
 _LOG_TABLE = ("CREATE TABLE log (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
@@ -54,6 +55,7 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 --   lost_with], a task as a whole
 -- kind 'set': rows [task id, status, attempt, worker, result, reason, losses, stopping,
 --   lost_with], a task's new state
+-- kind 'forget': rows [task id], tasks forgotten (finished, in a batch forgotten)
 -- (task and result as their msgpack maps); each blob a msgpack array of rows.
 {_LOG_TABLE}
 CREATE TABLE groups (id TEXT PRIMARY KEY, idx INTEGER NOT NULL, spec BLOB NOT NULL);
@@ -63,7 +65,7 @@ CREATE TABLE groups (id TEXT PRIMARY KEY, idx INTEGER NOT NULL, spec BLOB NOT NU
 _VALUE = {s: s.value for s in TaskStatus}
 _SET_AS = {state: _VALUE[status] for state, status in STATUS_OF.items()}  # (one lookup a row)
 CHUNK_BYTES = 4 << 20  # a log row holds at most this much (a huge round takes several)
-PUT, SET = "put", "set"
+PUT, SET, FORGET = "put", "set", "forget"
 
 
 class JournalError(ConfigError):
@@ -192,6 +194,17 @@ class Journal:
         self.db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?)",
                         (batch_id, wire.packb(row)))
 
+    def forget(self, gone: Forgot) -> None:
+        """Finished batches forgotten: their tasks, groups and rows go; the next batch's
+        number and the forgotten counts stay (see :meth:`forgotten`)."""
+        self._append(FORGET, gone.tasks)
+        db = self.db
+        db.executemany("DELETE FROM groups WHERE id=?", [(g,) for g in gone.groups])
+        db.executemany("DELETE FROM batches WHERE id=?", [(b,) for b in gone.batches])
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('forgotten', ?)",
+                   (json.dumps([gone.next_batch, gone.counts]),))
+        self.commit()  # (the round's changes may all be of tasks forgotten: none to commit)
+
     def set_slots(self, slots: dict[str, int]) -> None:
         """How many tasks each registered worker runs at once (its --concurrency): after a
         restart, a worker that does not come back is charged no more starts than that (the
@@ -272,6 +285,9 @@ class Journal:
                             strays += 1  # a task the journal never had (see below)
                         else:
                             row[2:] = fields
+                elif kind == FORGET:
+                    for tid in items:
+                        state.pop(tid, None)
                 else:
                     raise JournalError(f"journal {self.path}: unknown log entry {kind!r}")
             entries = [_entry(row) for row in state.values()]
@@ -321,6 +337,22 @@ class Journal:
         if not isinstance(slots, dict):
             return {}
         return {k: v for k, v in slots.items() if type(v) is int and v > 0}
+
+    def forgotten(self) -> tuple[int, list[int]] | None:
+        """What :meth:`forget` wrote last: the next batch's number and the forgotten counts
+        (``Forgotten.row``); None when nothing was forgotten."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='forgotten'").fetchone()
+        try:
+            next_batch, counts = json.loads(row[0]) if row else (None, None)
+        except (ValueError, TypeError):
+            next_batch = counts = None
+        if type(next_batch) is not int or not (isinstance(counts, list) and len(counts) == 5
+                                                and all(type(n) is int for n in counts)):
+            if row:
+                raise JournalError(f"journal {self.path} holds counts it cannot read "
+                                   f"({row[0]!r:.80})")
+            return None
+        return next_batch, counts
 
     def holds_tasks(self) -> bool:
         return self.db.execute("SELECT 1 FROM log LIMIT 1").fetchone() is not None
@@ -390,6 +422,8 @@ def record_round(journal: Journal, state: AdminState, cmds: Iterable[Any]) -> No
         if isinstance(cmd, NewWork):
             record_added(journal, state.board, state.task_manager, cmd.tasks, cmd.groups,
                          cmd.batch)
+        elif isinstance(cmd, Forgot):
+            journal.forget(cmd)
     if state.members.joined != journal.joined:  # a worker registered: rare
         journal.joined = state.members.joined
         # with those from before a restart still awaited: a second crash must find them too
@@ -421,7 +455,8 @@ def resume(journal: Journal, state: AdminState, now: float) -> bool:
                        "group's goal", journal.path, sum(lacking.values()),
                        ", ".join(sorted(lacking)))
     state.run = journal.run
-    resumed = state.resume(entries, held, now, journal.batches(), journal.slots())
+    resumed = state.resume(entries, held, now, journal.batches(), journal.slots(),
+                           journal.forgotten())
     if resumed:
         logger.info("resumed from journal {}: {} task(s), {} finished, {} were running "
                     "(waiting for their workers), {} queued, {} waiting", journal.path,

@@ -1,0 +1,255 @@
+"""A serving admin forgets finished client batches beyond --keep-finished, oldest first and
+whole: what it keeps stays bounded, its counts go on including the forgotten, and whoever
+asks for a forgotten batch or task is told so. Driven without sockets (tests/kit.py), through
+a real journal across restarts, and once with the programs a user runs."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from conftest import REPO, run
+from kit import JSim, Sim, frames, of, sends
+
+from ceylon_net import wire
+from ceylon_net.core import commands as c
+from ceylon_net.core.snapshot import counts, metrics
+from ceylon_net.dev.testing import Cluster, cli, wait_until
+from ceylon_net.errors import ConfigError
+from ceylon_net.settings import AdminSettings
+from ceylon_net.wire import Kind
+
+CLIENT = b"client-1"
+
+
+def batch(sim: Sim, *ids: Any, depends: dict[Any, list[Any]] | None = None,
+          groups: list[dict[str, Any]] | None = None, wait: bool = True) -> Any:
+    """A client's batch of no-op tasks; the admin's answer to it (Submitted or Reject)."""
+    doc: dict[str, Any] = {"tasks": [{"id": i, "description": "x", "difficulty": 1,
+                                      "depends_on": (depends or {}).get(i, [])} for i in ids]}
+    if groups:
+        doc["groups"] = groups
+    cmds = sim.receive(CLIENT, frames(Kind.SUBMIT, wire.Submission(doc, wait)))
+    return [*sends(cmds, Kind.SUBMIT, CLIENT), *sends(cmds, Kind.REJECT, CLIENT)][0]
+
+
+def watch(sim: Sim, batch_id: int, client: bytes = b"watcher") -> wire.BatchReport:
+    cmds = sim.receive(client, frames(Kind.WATCH, wire.Watch([], [], [[batch_id,
+                                                                          sim.st.run]])))
+    (report,) = sends(cmds, Kind.REPORT, client)
+    return report
+
+
+def run_batches(sim: Sim, w: Any, n: int, first: int = 1) -> list[Any]:
+    """``n`` batches of one task each, run to the end one after another; the commands of
+    each task's result."""
+    out = []
+    for i in range(first, first + n):
+        assert batch(sim, i).batch == i
+        out.append(w.finish(i))
+    return out
+
+
+def test_done_batches_beyond_the_limit_are_forgotten_oldest_first_and_still_counted():
+    sim = Sim(keep_finished=2)
+    w = sim.join("w")
+    rounds = run_batches(sim, w, 3)
+    assert of(rounds[0] + rounds[1], c.Forgot) == []  # two kept: nothing to forget yet
+    (forgot,) = of(rounds[2], c.Forgot)
+    assert (forgot.tasks, forgot.groups, forgot.batches, forgot.next_batch) == ([1], [], [1], 4)
+    assert sorted(sim.st.board.records) == [2, 3]
+    sim.st.board.validate()
+    shown = counts(sim.st)
+    assert (shown["total"], shown["done"], shown["succeeded"], shown["forgotten"]) == (3, 3, 3, 1)
+    assert metrics(sim.st)["tasks"]["completed"] == 3
+    # Its client had the report as the batch finished, before it was forgotten.
+    (report,) = sends(rounds[2], Kind.REPORT, CLIENT)
+    assert [t["id"] for t in report.report["tasks"]] == [3]
+    assert "forgot batch 1: it had finished" in watch(sim, 1).error
+    kept = watch(sim, 2)
+    assert kept.error is None and kept.report["tasks"][0]["id"] == 2
+    assert "no batch 9 in this run" in watch(sim, 9).error  # (never given: not forgotten)
+
+
+def test_forgetting_waits_for_a_quarter_more_than_the_limit_then_goes_down_to_it():
+    """One pass over what the board keeps forgets many batches, not one each."""
+    sim = Sim(keep_finished=8)
+    w = sim.join("w")
+    rounds = run_batches(sim, w, 11)
+    assert [i + 1 for i, cmds in enumerate(rounds) if of(cmds, c.Forgot)] == [11]
+    assert of(rounds[10], c.Forgot)[0].batches == [1, 2, 3]
+    assert len(sim.st.board.records) == 8
+
+
+def test_with_keep_finished_0_each_batch_is_forgotten_once_its_report_is_sent():
+    sim = Sim(keep_finished=0)
+    w = sim.join("w")
+    assert batch(sim, "a", "b").batch == 1
+    w.finish("a")
+    cmds = w.finish("b")
+    (report,) = sends(cmds, Kind.REPORT, CLIENT)
+    assert sorted(t["id"] for t in report.report["tasks"]) == ["a", "b"]
+    assert of(cmds, c.Forgot)[0].tasks == ["a", "b"]
+    assert sim.st.board.records == {} and sim.st.board.total == 2
+    assert sim.st.idle  # (all it was given is done: a --tasks run would end)
+
+
+def test_a_dependency_on_a_forgotten_task_is_refused_saying_why_and_its_id_is_free_again():
+    sim = Sim(keep_finished=1)
+    w = sim.join("w")
+    run_batches(sim, w, 3)  # 1 is forgotten
+    refused = batch(sim, "late", depends={"late": [1]})
+    assert isinstance(refused, wire.Reject)
+    assert refused.reason == ("task 'late' depends on unknown task 1 (or one of a finished "
+                              "batch the admin forgot: --keep-finished)")
+    assert batch(sim, 1).batch == 5  # (the refused one took number 4)
+    assert not isinstance(batch(sim, "after-2", depends={"after-2": [3]}), wire.Reject)
+
+
+def test_the_groups_of_a_forgotten_batch_are_forgotten_with_it():
+    sim = Sim(keep_finished=2)
+    w = sim.join("w", capacity=2)
+    group = {"name": "Ingest", "tasks": [{"id": "g1", "description": "x", "difficulty": 1},
+                                         {"id": "g2", "description": "x", "difficulty": 1}]}
+    assert batch(sim, groups=[group]).batch == 1
+    w.heartbeat()
+    w.finish("g1")
+    w.finish("g2")
+    manager = sim.st.task_manager
+    assert [g.name for g in manager.task_groups.values()] == ["Ingest"]
+    (forgot,) = of([x for cmds in run_batches(sim, w, 2, first=2) for x in cmds], c.Forgot)
+    assert forgot.tasks == ["g1", "g2"] and len(forgot.groups) == 1
+    assert manager.task_groups == {} and manager.completed_tasks == {}
+    # A group that names it is refused as one that names an unknown group.
+    refused = batch(sim, groups=[{"name": "Process", "depends_on": ["Ingest"], "tasks": [
+        {"id": "p1", "description": "x", "difficulty": 1}]}])
+    assert "depends on unknown group 'Ingest' (or one of a finished batch the admin forgot" \
+        in refused.reason
+
+
+def test_a_batch_still_running_or_a_task_outside_batches_is_never_forgotten():
+    sim = Sim(keep_finished=0)
+    w = sim.join("w", capacity=2)
+    sim.submit(wire_task("own"))  # (as admin.submit / --tasks: no batch)
+    w.finish("own")
+    assert batch(sim, "long", "short").batch == 1
+    w.heartbeat()
+    assert batch(sim, "next").batch == 2
+    w.finish("short")
+    w.heartbeat()
+    cmds = w.finish("next")  # batch 2 done, batch 1 still runs: only 2 goes
+    assert of(cmds, c.Forgot)[0].batches == [2]
+    assert sorted(sim.st.board.records, key=str) == ["long", "own", "short"]
+    w.finish("long")
+    assert sorted(sim.st.board.records, key=str) == ["own"]
+    sim.st.board.validate()
+
+
+def wire_task(task_id: Any) -> Any:
+    from kit import noop
+
+    return noop(task_id)
+
+
+def test_the_limit_is_checked():
+    with pytest.raises(ConfigError, match="--keep-finished must be >= 0, got -1"):
+        AdminSettings(keep_finished=-1)
+    AdminSettings(keep_finished=None)  # (the Python API: keep every one)
+
+
+# ---- through a journal
+
+
+def test_a_restart_on_the_journal_keeps_them_forgotten_and_the_numbers_and_counts_going(
+        tmp_path):
+    sim = JSim(tmp_path / "j.db", keep_finished=1)
+    w = sim.join("w")
+    run_batches(sim, w, 3)
+    sim = sim.restart()
+    assert sorted(sim.st.board.records) == [3]
+    shown = counts(sim.st)
+    assert (shown["total"], shown["done"], shown["succeeded"], shown["forgotten"]) == (3, 3, 3, 2)
+    assert "forgot batch 2" in watch(sim, 2).error
+    assert watch(sim, 3).report["tasks"][0]["id"] == 3
+    w = sim.join("w2")
+    assert batch(sim, 4).batch == 4
+
+
+def test_with_every_task_forgotten_a_restart_still_numbers_on(tmp_path):
+    """Else batch 1 of the same run would be another batch than the one a client follows."""
+    sim = JSim(tmp_path / "j.db", keep_finished=0)
+    w = sim.join("w")
+    run_batches(sim, w, 2)
+    run_id = sim.st.run
+    sim = sim.restart()
+    assert sim.st.board.records == {} and sim.st.run == run_id
+    assert "forgot batch 1" in watch(sim, 1).error
+    assert counts(sim.st)["total"] == 2
+    sim.join("w")
+    assert batch(sim, "x").batch == 3
+
+
+def test_a_journal_s_unreadable_counts_are_refused(tmp_path):
+    from ceylon_net.edge.journal import Journal, JournalError
+
+    sim = JSim(tmp_path / "j.db", keep_finished=0)
+    run_batches(sim, sim.join("w"), 1)
+    sim.journal.db.execute("UPDATE meta SET value='[1, \"x\"]' WHERE key='forgotten'")
+    sim.journal.close()
+    with pytest.raises(JournalError, match="holds counts it cannot read"):
+        Journal(tmp_path / "j.db", "default").forgotten()
+
+
+# ---- the programs
+
+
+def test_a_serving_admin_forgets_old_batches_and_says_so_to_watch_and_status(tmp_path,
+                                                                             tasks_file):
+    files = [tasks_file([{"id": f"t{i}", "description": "x", "difficulty": 1}],
+                        name=f"b{i}.json") for i in range(3)]
+    late = tasks_file([{"id": "late", "description": "x", "difficulty": 1,
+                        "depends_on": ["t0"]}], name="late.json")
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as cl:
+            admin = await cl.admin("--keep-finished", "1")
+            await cl.worker("w", "--skill", "5")
+            await wait_until(lambda: "joined from" in admin.stderr(), 20, "the worker")
+            sent = []
+            for i, path in enumerate(files):
+                p = await cl.spawn(f"b{i}", [*cli("ceylon-submit"), str(path), "--wait",
+                                             "--port", str(cl.port)])
+                sent.append((await p.wait(60), p.stdout(), p.stderr()))
+            token = re.search(r"batch (1@[0-9a-f]+)", sent[0][2]).group(1)
+            out = []
+            for label, args in (("watch", ["--watch", token]), ("late", [str(late)])):
+                p = await cl.spawn(label, [*cli("ceylon-submit"), *args, "--port",
+                                           str(cl.port)])
+                out.append((await p.wait(60), p.stdout(), p.stderr()))
+            for args in (["--json"], []):
+                p = await cl.spawn("status", [*cli("ceylon-status"), *args, "--port",
+                                              str(cl.port)])
+                out.append((await p.wait(30), p.stdout(), p.stderr()))
+            return sent, out
+
+    sent, ((wcode, _, werr), (lcode, _, lerr), (scode, sout, serr), (_, text, _)) = run(body())
+    assert [code for code, _, _ in sent] == [0, 0, 0], sent
+    assert wcode == 4 and "the admin forgot batch 1: it had finished" in werr, werr
+    assert lcode == 2 and "depends on unknown task 't0' (or one of a finished batch the " \
+        "admin forgot: --keep-finished)" in lerr, lerr
+    assert scode == 0, serr
+    shown = json.loads(sout)["counts"]
+    assert (shown["total"], shown["done"], shown["forgotten"]) == (3, 3, 2), shown
+    assert "tasks: 3/3 done (3 succeeded)" in text and "(2 of the done forgotten with their " \
+        "batches: --keep-finished)" in " ".join(text.split()), text
+    assert "Traceback" not in werr + lerr + serr
+
+
+def test_a_negative_limit_is_refused_by_the_cli():
+    import subprocess
+
+    p = subprocess.run([*cli("ceylon-admin"), "--keep-finished", "-1", "--port", "0"],
+                       capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert p.returncode == 2 and "--keep-finished must be >= 0, got -1" in p.stderr, p.stderr
