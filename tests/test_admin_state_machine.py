@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from kit import Sim, SimWorker
+from kit import Sim, SimWorker, frames, sends
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
@@ -23,10 +23,12 @@ NAMES = ("w0", "w1", "w2", "w3")
 
 class AdminMachine(RuleBasedStateMachine):
     PREFETCH: int | None = 0  # no pipelining: exactly the capacity in flight
+    KEEP: int | None = 100_000  # --keep-finished (only batches from clients are forgotten)
 
     def __init__(self) -> None:
         super().__init__()
-        self.sim = Sim(max_attempts=2, unassignable_timeout=2.0, prefetch=self.PREFETCH)
+        self.sim = Sim(max_attempts=2, unassignable_timeout=2.0, prefetch=self.PREFETCH,
+                       keep_finished=self.KEEP)
         self.sim.carry = self.carry  # type: ignore[method-assign]
         self.submitted: list[Any] = []
         self.finished: Counter[Any] = Counter()
@@ -293,3 +295,42 @@ class PipelinedMachine(AdminMachine):
 PipelinedMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40,
                                               deadline=None)
 TestPipelinedStateMachine = PipelinedMachine.TestCase
+
+
+class ForgettingMachine(PipelinedMachine):
+    """The same with every task sent as a client's batch to an admin that keeps one finished
+    task (--keep-finished 1): finished batches are forgotten as the run goes, and a batch
+    whose task depends on a forgotten one is refused, saying why."""
+
+    KEEP = 1
+
+    @rule(count=st.integers(1, 3), difficulty=st.integers(1, 10),
+          role=st.sampled_from([None, "a", "nobody"]), data=st.data())
+    def submit(self, count: int, difficulty: int, role: str | None, data: st.DataObject) -> None:
+        tasks, first = [], len(self.submitted)
+        for i in range(first, first + count):
+            deps = data.draw(st.lists(st.sampled_from(self.submitted), max_size=1)) \
+                if self.submitted else []
+            tasks.append({"id": i, "description": "t", "difficulty": difficulty,
+                          "required_role": role, "depends_on": deps})
+        gone = [d for t in tasks for d in t["depends_on"] if d not in self.sim.st.board.records]
+        cmds = self.sim.receive(b"client", frames(Kind.SUBMIT, wire.Submission({"tasks": tasks})))
+        refused = sends(cmds, Kind.REJECT, b"client")
+        assert bool(refused) == bool(gone), (refused, gone)
+        if refused:
+            assert "(or one of a finished batch the admin forgot: --keep-finished)" in \
+                refused[0].reason, refused
+        else:
+            self.submitted.extend(t["id"] for t in tasks)
+
+    @invariant()
+    def what_is_kept_is_bounded_and_every_task_counted(self) -> None:
+        batches, board = self.sim.st.batches, self.sim.st.board
+        assert batches.kept <= 1, (batches.kept, batches.done)
+        assert batches.kept == sum(len(batches.known[b].task_ids) for b in batches.done)
+        assert board.total == len(self.submitted), (board.total, len(self.submitted))
+
+
+ForgettingMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40,
+                                               deadline=None)
+TestForgettingStateMachine = ForgettingMachine.TestCase
