@@ -358,9 +358,24 @@ class TaskBoard:
         while todo:
             g, why = todo.pop()
             for task_id in self._in_order(self._dependents.pop(g, ())):
-                if self._waiting.pop(task_id, None) is not None:
+                if self._unwait(task_id):
                     self._finish_cancelled(self.records[task_id], why)
                     todo.append((task_gate(task_id), f"dependency {task_id!r} was cancelled"))
+
+    def _unwait(self, task_id: TaskId) -> bool:
+        """It waits no more (to be cancelled): off the gates it still waited on too, so that
+        none names it once it is forgotten, nor a new task given its id. False: it was not
+        waiting."""
+        left = self._waiting.pop(task_id, None)
+        if left is None:
+            return False
+        for g in left:
+            waiting = self._dependents.get(g)
+            if waiting is not None:
+                waiting.discard(task_id)
+                if not waiting:
+                    del self._dependents[g]
+        return True
 
     def restore(self, entries: Iterable[Any], gates: Mapping[TaskId, Iterable[Gate]]) -> None:
         """Rebuild from a journal (entries in submission order, with task, status, attempt,
@@ -1165,7 +1180,7 @@ class TaskBoard:
             rec = self.records.get(task_id)
             if rec is None or (rec.state is not Q and rec.state is not W):
                 continue
-            if not self.scheduler.discard(task_id) and self._waiting.pop(task_id, None) is None:
+            if not self.scheduler.discard(task_id) and not self._unwait(task_id):
                 continue
             self._finish_cancelled(rec, reason)
             said = "was cancelled" if reason != UNASSIGNABLE else f"was unassigned ({reason})"
@@ -1279,6 +1294,8 @@ class TaskBoard:
             assert rec.state not in IN_FLIGHT or holder[task_id] == rec.worker, task_id
             unfinished += rec.state not in ENDED
         assert self._open == unfinished, f"open {self._open} != {unfinished} unfinished"
+        for gate, waiting in self._dependents.items():  # (only tasks still waiting on it)
+            assert all(gate in self._waiting.get(t, ()) for t in waiting), (gate, waiting)
         assert self._unreachable <= {n for n, w in self.scheduler.workers.items()
                                      if w.state is WorkerState.STALLED}, "unreachable, not stalled"
         claimed = Counter(w for w, _ in self._claims.values())
