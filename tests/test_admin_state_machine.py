@@ -305,8 +305,9 @@ class ForgettingMachine(PipelinedMachine):
     KEEP = 1
 
     @rule(count=st.integers(1, 3), difficulty=st.integers(1, 10),
-          role=st.sampled_from([None, "a", "nobody"]), data=st.data())
-    def submit(self, count: int, difficulty: int, role: str | None, data: st.DataObject) -> None:
+          role=st.sampled_from([None, "a", "nobody"]), grouped=st.booleans(), data=st.data())
+    def submit(self, count: int, difficulty: int, role: str | None, grouped: bool,
+               data: st.DataObject) -> None:
         tasks, first = [], len(self.submitted)
         for i in range(first, first + count):
             deps = data.draw(st.lists(st.sampled_from(self.submitted), max_size=1)) \
@@ -314,7 +315,9 @@ class ForgettingMachine(PipelinedMachine):
             tasks.append({"id": i, "description": "t", "difficulty": difficulty,
                           "required_role": role, "depends_on": deps})
         gone = [d for t in tasks for d in t["depends_on"] if d not in self.sim.st.board.records]
-        cmds = self.sim.receive(b"client", frames(Kind.SUBMIT, wire.Submission({"tasks": tasks})))
+        doc = {"groups": [{"name": f"g{first}", "tasks": tasks}]} if grouped else \
+            {"tasks": tasks}  # (a group's tasks show their live status: see follow_moves)
+        cmds = self.sim.receive(b"client", frames(Kind.SUBMIT, wire.Submission(doc)))
         refused = sends(cmds, Kind.REJECT, b"client")
         assert bool(refused) == bool(gone), (refused, gone)
         if refused:
@@ -331,6 +334,6 @@ class ForgettingMachine(PipelinedMachine):
         assert board.total == len(self.submitted), (board.total, len(self.submitted))
 
 
-ForgettingMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40,
+ForgettingMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=50,
                                                deadline=None)
 TestForgettingStateMachine = ForgettingMachine.TestCase

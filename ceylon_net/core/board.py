@@ -1244,6 +1244,7 @@ class TaskBoard:
         on any unknown task, and its id may be given again. Costs one pass over the tasks
         that ran, so forget many at a time."""
         records, gone, dirty = self.records, self.forgotten, self.dirty
+        task_ids = set(task_ids)
         for task_id in task_ids:
             rec = records.get(task_id)
             if rec is None or rec.state not in ENDED:
@@ -1264,6 +1265,16 @@ class TaskBoard:
         gone.ran += ran - len(self._ran)
         if self.dead:
             self.dead = [t for t in self.dead if t in records]
+        self._drop_traces(task_ids)
+
+    def _drop_traces(self, gone: set[TaskId]) -> None:
+        """What other maps keep of ended tasks until they next look (lazily), dropped for
+        the forgotten: none may name a task no longer recorded."""
+        for kept in (self._stealing, self._unless_started, self._late, self._lost_with,
+                     self._claims, *self._stolen.values()):
+            if kept:
+                for task_id in gone & kept.keys():
+                    del kept[task_id]
 
     def restore_forgotten(self, row: list[int]) -> None:
         """What a journal kept of the forgotten (``Forgotten.row``), after :meth:`restore`."""

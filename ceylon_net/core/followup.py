@@ -90,9 +90,11 @@ class Followup:
         if moved:
             records = self.board.records
             for task_id in moved:
-                running = records[task_id].state is TaskState.RUNNING
-                self.task_manager.mark((task_id,), TaskStatus.RUNNING if running
-                                       else TaskStatus.PENDING)
+                rec = records.get(task_id)
+                if rec is None:  # (it moved, then ended and was forgotten: --keep-finished)
+                    continue
+                self.task_manager.mark((task_id,), TaskStatus.RUNNING
+                                       if rec.state is TaskState.RUNNING else TaskStatus.PENDING)
             moved.clear()
 
     def announce_run_end(self) -> None:
