@@ -191,6 +191,22 @@ def test_with_every_task_forgotten_a_restart_still_numbers_on(tmp_path):
     assert batch(sim, "x").batch == 3
 
 
+def test_a_batch_restored_for_its_waiting_client_stays_until_the_client_has_it(tmp_path):
+    """Done as the admin died, before its report reached the client that waited: restored,
+    it waits for that client's WATCH, however old, and is forgotten only after."""
+    sim = JSim(tmp_path / "j.db", keep_finished=1)
+    w = sim.join("w")
+    assert batch(sim, 1).batch == 1
+    w.finish(1)  # (its report went out: the client may not have had it; one task is kept)
+    sim = sim.restart()
+    w = sim.join("w")
+    assert batch(sim, 2, wait=False).batch == 2
+    assert of(w.finish(2), c.Forgot)[0].batches == [2]  # 1 is still to be claimed
+    assert watch(sim, 1, client=CLIENT).report["tasks"][0]["id"] == 1
+    assert batch(sim, 3, wait=False).batch == 3
+    assert of(w.finish(3), c.Forgot)[0].batches == [1]
+
+
 def test_a_journal_s_unreadable_counts_are_refused(tmp_path):
     from ceylon_net.edge.journal import Journal, JournalError
 
