@@ -16,6 +16,7 @@ from kit import JSim, Sim, frames, of, sends
 from ceylon_net import wire
 from ceylon_net.core import commands as c
 from ceylon_net.core.snapshot import counts, metrics
+from ceylon_net.core.tasks import TaskResult
 from ceylon_net.dev.testing import Cluster, cli, wait_until
 from ceylon_net.errors import ConfigError
 from ceylon_net.settings import AdminSettings
@@ -25,9 +26,10 @@ CLIENT = b"client-1"
 
 
 def batch(sim: Sim, *ids: Any, depends: dict[Any, list[Any]] | None = None,
-          groups: list[dict[str, Any]] | None = None, wait: bool = True) -> Any:
+          groups: list[dict[str, Any]] | None = None, wait: bool = True,
+          difficulty: int = 1) -> Any:
     """A client's batch of no-op tasks; the admin's answer to it (Submitted or Reject)."""
-    doc: dict[str, Any] = {"tasks": [{"id": i, "description": "x", "difficulty": 1,
+    doc: dict[str, Any] = {"tasks": [{"id": i, "description": "x", "difficulty": difficulty,
                                       "depends_on": (depends or {}).get(i, [])} for i in ids]}
     if groups:
         doc["groups"] = groups
@@ -104,7 +106,7 @@ def test_a_dependency_on_a_forgotten_task_is_refused_saying_why_and_its_id_is_fr
     assert isinstance(refused, wire.Reject)
     assert refused.reason == ("task 'late' depends on unknown task 1 (or one of a finished "
                               "batch the admin forgot: --keep-finished)")
-    assert batch(sim, 1).batch == 5  # (the refused one took number 4)
+    assert batch(sim, 1).batch == 4  # (a refused batch's number goes to the next)
     assert not isinstance(batch(sim, "after-2", depends={"after-2": [3]}), wire.Reject)
 
 
@@ -153,6 +155,55 @@ def wire_task(task_id: Any) -> Any:
     return noop(task_id)
 
 
+def test_a_task_id_given_again_starts_above_the_forgotten_one_s_attempts():
+    """A worker may still hold a result of the forgotten task (its acknowledgement lost):
+    sent again, it must not pass for the new task's, as results are known by id and
+    attempt."""
+    sim = Sim(keep_finished=0)
+    w1 = sim.join("w1")
+    assert batch(sim, "X").batch == 1
+    old = TaskResult("X", "w1", True, 0.001, value="OLD", attempt=w1.held["X"])
+    w1.finish("X")  # forgotten with its batch
+    assert sim.st.board.records == {}
+    w1.held.clear()
+    w2 = sim.join("w2")
+    assert batch(sim, "X").batch == 2
+    holder = w1 if "X" in w1.held else w2
+    assert holder.held == {"X": 2}  # (attempt 1 was the forgotten one's)
+    cmds = w1.say(Kind.RESULT, [old])  # the old result, sent again
+    assert of(cmds, c.Finished) == [] and sim.st.board.records["X"].result is None
+    (done,) = of(holder.finish("X"), c.Finished)
+    assert done.result.worker == holder.name and done.result.value is None
+
+
+def test_forgotten_batches_leave_no_gate_behind_and_their_unassigned_tasks_counted():
+    sim = Sim(keep_finished=0, unassignable_timeout=1)
+    w = sim.join("w", skill=3)
+    for i in range(5):
+        assert batch(sim, i).batch == i + 1
+        w.finish(i)
+    assert sim.st.board._opened == set()  # (each a done batch's gate: 190 B a batch, kept)
+    assert batch(sim, "hard", difficulty=8).batch == 6  # nobody can take it
+    sim.tick(at=0.5)
+    w.heartbeat()
+    cmds = sim.tick(at=1.6)  # given up: its batch is done, and forgotten
+    assert of(cmds, c.Forgot)[0].tasks == ["hard"] and sim.st.unassigned == {}
+    assert counts(sim.st)["unassigned"] == 1 and metrics(sim.st)["tasks"]["unassigned"] == 1
+
+
+def test_watching_a_forgotten_task_or_group_says_it_may_have_been_forgotten():
+    sim = Sim(keep_finished=0)
+    w = sim.join("w")
+    batch(sim, "a")
+    w.finish("a")
+    cmds = sim.receive(b"watcher", frames(Kind.WATCH, wire.Watch(["a"], ["g"])))
+    (done,) = sends(cmds, Kind.DONE, b"watcher")
+    assert done.status == "unknown" and done.reason.endswith(
+        "or it finished in a batch the admin forgot: --keep-finished)")
+    (news,) = sends(cmds, Kind.GROUP, b"watcher")
+    assert news.message.endswith("or it finished in a batch the admin forgot: --keep-finished)")
+
+
 def test_the_limit_is_checked():
     with pytest.raises(ConfigError, match="--keep-finished must be >= 0, got -1"):
         AdminSettings(keep_finished=-1)
@@ -189,6 +240,49 @@ def test_with_every_task_forgotten_a_restart_still_numbers_on(tmp_path):
     assert counts(sim.st)["total"] == 2
     sim.join("w")
     assert batch(sim, "x").batch == 3
+
+
+def test_after_a_restart_a_task_whose_dependency_was_forgotten_runs(tmp_path):
+    """Its dependency completed (else it would have been cancelled with it): it waited for
+    ever, on a gate nothing would open."""
+    sim = JSim(tmp_path / "j.db", keep_finished=0)
+    w = sim.join("w")
+    assert batch(sim, "a").batch == 1
+    assert batch(sim, "c", "b", depends={"b": ["a"]}).batch == 2
+    w.finish("a")  # batch 1 forgotten; b queued behind c
+    assert "a" not in sim.st.board.records and w.held == {"c": 1}
+    sim = sim.restart()
+    assert sim.st.board.waiting == {}
+    w = sim.worker("w", held={"c": 1})
+    w.hello()
+    w.finish("c")
+    w.heartbeat()
+    assert w.held == {"b": 1}
+    assert of(w.finish("b"), c.Finished)[0].status.value == "completed"
+    assert sim.st.board.open == 0
+
+
+def test_after_a_restart_a_group_after_a_forgotten_group_is_restored_and_runs(tmp_path):
+    """The forgotten group's row is gone from the journal: the restart raised KeyError, on
+    every start."""
+    ingest = {"name": "Ingest", "tasks": [{"id": "i1", "description": "x", "difficulty": 1}]}
+    process = {"name": "Process", "depends_on": ["Ingest"],
+               "tasks": [{"id": "p1", "description": "x", "difficulty": 1}]}
+    sim = JSim(tmp_path / "j.db", keep_finished=1)
+    w = sim.join("w")
+    assert batch(sim, groups=[ingest]).batch == 1
+    assert batch(sim, groups=[process]).batch == 2  # waits for Ingest
+    w.finish("i1")  # batch 1 done, kept (one task)
+    assert batch(sim, "z").batch == 3
+    assert w.held == {"p1": 1}
+    assert of(w.finish("p1"), c.Forgot)[0].batches == [1]  # Ingest forgotten; z starts
+    assert w.held == {"z": 1}
+    sim = sim.restart()
+    assert [g.name for g in sim.st.task_manager.task_groups.values()] == ["Process"]
+    w = sim.worker("w", held={"z": 1})
+    w.hello()
+    assert of(w.finish("z"), c.Finished)[0].status.value == "completed"
+    assert sim.st.board.open == 0
 
 
 def test_a_batch_restored_for_its_waiting_client_stays_until_the_client_has_it(tmp_path):

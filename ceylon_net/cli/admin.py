@@ -68,7 +68,7 @@ Prefetch = Annotated[int | None, opt(
 KeepFinished = Annotated[int, opt(
     "Tasks of finished batches (ceylon-submit) a serving admin keeps for statuses, --watch "
     "and dependencies: beyond, it forgets the oldest batches whole, their reports sent "
-    "(counts go on including them; 0: each batch once its report is sent). About 1 KiB a "
+    "(counts go on including them; 0: each batch once its report is sent). About 0.85 KiB a "
     "task plus its arguments and result.", "KEEP_FINISHED")]
 JournalPath = Annotated[Path | None, opt("Keep task state in this SQLite file; restarted on "
                                          "it, the admin resumes the run.", "JOURNAL")]

@@ -73,6 +73,8 @@ class Batches:
         batch it took)."""
         del self.open[batch.id], self.known[batch.id]
         self._last = max(self.known, default=None)
+        if batch.id == self.next_id - 1:  # (its number was never told: the next takes it,
+            self.next_id -= 1  # and one not known below next_id is one forgotten)
 
     def claim(self, client: bytes, batch_id: int) -> Batch | None:
         """``client`` WATCHes a batch: if open, it waits for it from now on."""
@@ -166,6 +168,6 @@ class Batches:
         return out
 
     def forgot(self, batch_id: int) -> bool:
-        """Whether this run had the batch and forgot it (numbers are given in order; one
-        refused was never told to its client)."""
+        """Whether this run had the batch and forgot it (numbers are given in order, and
+        one refused is given to the next)."""
         return 0 < batch_id < self.next_id and batch_id not in self.known

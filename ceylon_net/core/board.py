@@ -137,6 +137,11 @@ class Forgotten:
     cancelled: int = 0
     dead: int = 0  # of the failed: lost with their workers too often
     ran: int = 0
+    unassigned: int = 0  # of the cancelled: given up, no worker could take them (the admin's)
+    # The highest attempt number they reached: a task given later starts above it, so that
+    # a result a worker still holds of a forgotten task cannot pass for one of a new task
+    # given the same id (results are known by task id and attempt).
+    attempts: int = 0
 
     @property
     def tasks(self) -> int:
@@ -144,7 +149,8 @@ class Forgotten:
 
     def row(self) -> list[int]:
         """As a journal keeps it."""
-        return [self.completed, self.failed, self.cancelled, self.dead, self.ran]
+        return [self.completed, self.failed, self.cancelled, self.dead, self.ran,
+                self.unassigned, self.attempts]
 
 
 class TaskBoard:
@@ -201,8 +207,9 @@ class TaskBoard:
             return
         gates = {t.id: [*(gates or {}).get(t.id, ()), *map(task_gate, t.depends_on)]
                  for t in tasks}
-        for task in tasks:
-            records[task.id] = TaskRecord(task, index=len(records))
+        for task in tasks:  # (index: a forgotten task's is never given again)
+            records[task.id] = TaskRecord(task, attempt=self.forgotten.attempts,
+                                          index=self.total)
         for task in tasks:
             pending = {g for g in gates.get(task.id, ()) if not self._is_open(g)}
             if pending:
@@ -275,9 +282,10 @@ class TaskBoard:
         else:
             seqs = self.scheduler.push_new([(t.id, t.difficulty, t.required_role, t.priority,
                                              t.handler) for t in tasks])
-        index, n = len(self.records), len(tasks)
+        index, n = self.total, len(tasks)
         self.records.update(zip(ids, map(
-            TaskRecord, tasks, repeat(Q), repeat(None), repeat(0), seqs, repeat(None),
+            TaskRecord, tasks, repeat(Q), repeat(None), repeat(self.forgotten.attempts), seqs,
+            repeat(None),
             repeat(None), repeat(0.0), repeat(self.now), range(index, index + n)), strict=True))
         if self.dirty is not None:
             self.dirty.update(ids)
@@ -403,8 +411,16 @@ class TaskBoard:
                 rec.state, rec.worker = W, None
                 pending.append(rec)
                 self._open += 1
-        for rec in pending:
-            wanted = [*gates.get(rec.task.id, ()), *map(task_gate, rec.task.depends_on)]
+        self._restore_pending(pending, gates)
+        self.finished.clear()
+
+    def _restore_pending(self, pending: list[TaskRecord],
+                         gates: Mapping[TaskId, Iterable[Gate]]) -> None:
+        """Restored tasks not on a worker: they wait on their gates again, or queue."""
+        for rec in pending:  # (a dependency forgotten since had completed: else its
+            # dependents would have been cancelled with it)
+            wanted = [*gates.get(rec.task.id, ()), *(task_gate(d) for d in rec.task.depends_on
+                                                     if d in self.records)]
             if any(self._is_failed(g) for g in wanted):
                 self._finish_cancelled(rec, "a dependency did not complete")
                 continue
@@ -415,7 +431,6 @@ class TaskBoard:
                     self._dependents[g].add(rec.task.id)
             else:
                 self._enqueue(rec)
-        self.finished.clear()
 
     def _restore_finished(self, rec: TaskRecord) -> None:
         if rec.result is not None and rec.state is not X:
@@ -1251,6 +1266,7 @@ class TaskBoard:
                 raise IllegalTransition(f"task {task_id!r}: only a finished task is forgotten "
                                         f"({'unknown' if rec is None else rec.state})")
             del records[task_id]
+            gone.attempts = max(gone.attempts, rec.attempt)
             if rec.state is C:
                 gone.completed += 1
             elif rec.state is X:
@@ -1266,6 +1282,13 @@ class TaskBoard:
         if self.dead:
             self.dead = [t for t in self.dead if t in records]
         self._drop_traces(task_ids)
+
+    def forget_gates(self, gates: Iterable[Gate]) -> None:
+        """Gates of batches and groups forgotten: no new task can wait on them (a batch is
+        waited on only while open; a group named is refused once forgotten)."""
+        for gate in gates:
+            self._opened.discard(gate)
+            self._failed.pop(gate, None)
 
     def _drop_traces(self, gone: set[TaskId]) -> None:
         """What other maps keep of ended tasks until they next look (lazily), dropped for

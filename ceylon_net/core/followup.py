@@ -72,12 +72,14 @@ class Followup:
         if not gone:
             return
         tasks = [t for b in gone for t in b.task_ids]
-        self.board.forget(tasks)
+        board = self.board
+        board.forget(tasks)
         groups = self.task_manager.forget_done(tasks)
-        if self.unassigned:
-            for task_id in tasks:
-                self.unassigned.pop(task_id, None)
         ids = [b.id for b in gone]
+        board.forget_gates([*map(batch_gate, ids), *(("group", g) for g in groups)])
+        if self.unassigned:
+            board.forgotten.unassigned += sum(self.unassigned.pop(t, None) is not None
+                                              for t in tasks)
         self.out.add(Forgot(tasks, groups, ids, self.batches.next_id,
                             self.board.forgotten.row()))
         self.out.log("DEBUG", f"forgot {len(ids)} done batch(es) ({ids[0]}-{ids[-1]}), "
@@ -107,7 +109,7 @@ class Followup:
         # Counters, not a report: this runs after every execute() and must stay O(1).
         self.out.event("run_finished", tasks=ran, succeeded=b.succeeded,
                        success_rate=b.succeeded / ran if ran else 0.0,
-                       unassigned=len(self.unassigned))
+                       unassigned=len(self.unassigned) + b.forgotten.unassigned)
 
     def _group_event(self, e: GroupEvent) -> None:
         self.out.log(LOG_LEVEL_OF_GROUP_EVENT.get(e.kind, "INFO"), e.message)

@@ -44,8 +44,10 @@ def restore(board: TaskBoard, manager: TaskManager, entries: list[JournaledTask]
         if e.group in specs:  # a group the journal lacks: see missing_groups
             by_group.setdefault(e.group, []).append(e.task)
     names = {s["name"]: gid for gid, s in specs.items()}
+    # (a group it lacks was forgotten, finished with its batch: --keep-finished)
     gates: dict[TaskId, list[Gate]] = {
-        t.id: [("group", d if d in specs else names[d]) for d in specs[gid]["depends_on"]]
+        t.id: [("group", d if d in specs else names[d]) for d in specs[gid]["depends_on"]
+               if d in specs or d in names]
         for gid, tasks in by_group.items() for t in tasks}
     for task_id, more in (more_gates or {}).items():
         gates[task_id] = [*gates.get(task_id, ()), *more]

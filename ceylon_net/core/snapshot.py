@@ -41,7 +41,8 @@ def counts(st: AdminState) -> dict[str, int]:
             "succeeded": board.succeeded, "running": running,
             "queued": len(board.scheduler) + held, "queued_on_workers": held,
             "waiting": len(board.waiting),
-            "unassigned": len(st.unassigned), "broadcasts": st.broadcasts.seq,
+            "unassigned": len(st.unassigned) + board.forgotten.unassigned,
+            "broadcasts": st.broadcasts.seq,
             "broadcasts_lost": s.broadcasts_lost,
             "broadcasts_unconfirmed": s.broadcasts_unconfirmed, "stolen": s.stolen,
             "awaiting_workers": st.awaited}
@@ -99,7 +100,8 @@ def metrics(st: AdminState) -> dict[str, Any]:
     held = board.queued_on_workers  # sent ahead (pipelining): they wait, not run, there
     tasks["running"] -= held
     tasks |= {"queued_on_workers": held, "waiting_on_dependencies": len(board.waiting),
-              "dead": len(board.dead) + gone.dead, "unassigned": len(st.unassigned)}
+              "dead": len(board.dead) + gone.dead,
+              "unassigned": len(st.unassigned) + gone.unassigned}
     slots = list(board.scheduler.workers.values())
     workers = {"connected": len(st.members.registry),
                **{state.value: sum(1 for w in slots if w.state is state)

@@ -40,12 +40,17 @@ class Watchers:
             if rec is None:
                 self.out.send(peer, Kind.DONE, wire.TaskDone(
                     task_id, "unknown", None, "the admin has no such task (it restarted "
-                    "without its journal, or the id is wrong)"))
+                    "without its journal, or the id is wrong" + self._or_forgotten() + ")"))
             elif rec.status in FINISHED:
                 self.out.send(peer, Kind.DONE, task_done(rec))
             elif peer not in self.tasks.setdefault(task_id, set()):
                 self.tasks[task_id].add(peer)
                 self._load[peer] = self._load.get(peer, 0) + 1
+
+    def _or_forgotten(self) -> str:
+        """Said of an unknown task or group once the admin forgot some (--keep-finished)."""
+        return ", or it finished in a batch the admin forgot: --keep-finished" \
+            if self.board.forgotten.tasks else ""
 
     def watch_group(self, peer: bytes, group_id: str) -> None:
         self.groups.setdefault(group_id, set()).add(peer)
@@ -60,7 +65,7 @@ class Watchers:
             if group is None:
                 self.out.send(peer, Kind.GROUP, wire.GroupNews(
                     name, "group_unknown", f"the admin has no group {name!r} (it restarted "
-                    "without its journal, or the name is wrong)"))
+                    "without its journal, or the name is wrong" + self._or_forgotten() + ")"))
             else:
                 self._catch_up(peer, group)
                 if group.status in FINISHED:  # (completed, failed or cancelled)

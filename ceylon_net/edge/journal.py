@@ -213,6 +213,10 @@ class Journal:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('slots', ?)",
                         (json.dumps(slots),))
 
+    def next_group_index(self) -> int:
+        """Where a new group goes in the order groups are restored in."""
+        return self.db.execute("SELECT COALESCE(MAX(idx), -1) + 1 FROM groups").fetchone()[0]
+
     def add_group(self, idx: int, group_id: str, spec: dict[str, Any]) -> None:
         self._begin()
         self.db.execute("INSERT OR REPLACE INTO groups VALUES (?, ?, ?)",
@@ -346,7 +350,7 @@ class Journal:
             next_batch, counts = json.loads(row[0]) if row else (None, None)
         except (ValueError, TypeError):
             next_batch = counts = None
-        if type(next_batch) is not int or not (isinstance(counts, list) and len(counts) == 5
+        if type(next_batch) is not int or not (isinstance(counts, list) and len(counts) == 7
                                                 and all(type(n) is int for n in counts)):
             if row:
                 raise JournalError(f"journal {self.path} holds counts it cannot read "
@@ -407,9 +411,9 @@ def record_added(journal: Journal, board: TaskBoard, manager: TaskManager,
     # Just added as pending (or cancelled by a failed dependency: that change stays).
     records, status, pending = board.records, STATUS_OF, TaskStatus.PENDING
     board.dirty.difference_update(t.id for t in tasks if status[records[t.id].state] is pending)
-    order = list(manager.task_groups)
-    for g in groups:
-        journal.add_group(order.index(g.id), g.id, manager.spec(g))
+    first = journal.next_group_index() if groups else 0  # (after those kept, forgotten or not)
+    for i, g in enumerate(groups):
+        journal.add_group(first + i, g.id, manager.spec(g))
     if batch is not None:
         journal.add_batch(batch.id, batch.journal_row())
     journal.commit()  # the groups with their tasks (a round with no change commits nothing)
@@ -525,9 +529,12 @@ class ResultsFile:
             with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
                 row = json.loads(line)
                 if row.get("run", self.run) == self.run:
-                    written.add(row["task_id"])
-        for rec in board.records.values():
-            if rec.result is not None and rec.state in ENDED and rec.task.id not in written:
+                    written.add((row["task_id"], row.get("attempt")))
+        for rec in board.records.values():  # (by attempt too: an id may be given again once
+            # its task is forgotten, --keep-finished, and the new one's attempts go higher)
+            if rec.result is not None and rec.state in ENDED and \
+                    (rec.task.id, rec.result.attempt) not in written and \
+                    (rec.task.id, None) not in written:  # (a line that does not say)
                 self.add(rec.result)
         missing = len(self.lines)
         if missing:
