@@ -285,8 +285,8 @@ class TaskBoard:
         index, n = self.total, len(tasks)
         self.records.update(zip(ids, map(
             TaskRecord, tasks, repeat(Q), repeat(None), repeat(self.forgotten.attempts), seqs,
-            repeat(None),
-            repeat(None), repeat(0.0), repeat(self.now), range(index, index + n)), strict=True))
+            repeat(None), repeat(None), repeat(0.0), repeat(self.now), range(index, index + n)),
+            strict=True))
         if self.dirty is not None:
             self.dirty.update(ids)
         if self.moved is not None:
