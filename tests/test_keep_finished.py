@@ -287,7 +287,8 @@ def test_after_a_restart_a_group_after_a_forgotten_group_is_restored_and_runs(tm
 
 def test_a_batch_restored_for_its_waiting_client_stays_until_the_client_has_it(tmp_path):
     """Done as the admin died, before its report reached the client that waited: restored,
-    it waits for that client's WATCH, however old, and is forgotten only after."""
+    it waits for that client's WATCH, however old, and is forgotten only after; the newer
+    ones wait with it (oldest first, always)."""
     sim = JSim(tmp_path / "j.db", keep_finished=1)
     w = sim.join("w")
     assert batch(sim, 1).batch == 1
@@ -295,10 +296,10 @@ def test_a_batch_restored_for_its_waiting_client_stays_until_the_client_has_it(t
     sim = sim.restart()
     w = sim.join("w")
     assert batch(sim, 2, wait=False).batch == 2
-    assert of(w.finish(2), c.Forgot)[0].batches == [2]  # 1 is still to be claimed
+    assert of(w.finish(2), c.Forgot) == []  # 1 is still to be claimed: 2 waits behind it
     assert watch(sim, 1, client=CLIENT).report["tasks"][0]["id"] == 1
     assert batch(sim, 3, wait=False).batch == 3
-    assert of(w.finish(3), c.Forgot)[0].batches == [1]
+    assert of(w.finish(3), c.Forgot)[0].batches == [1, 2]
 
 
 def test_a_journal_s_unreadable_counts_are_refused(tmp_path):
@@ -338,15 +339,22 @@ def test_a_serving_admin_forgets_old_batches_and_says_so_to_watch_and_status(tmp
                 p = await cl.spawn(label, [*cli("ceylon-submit"), *args, "--port",
                                            str(cl.port)])
                 out.append((await p.wait(60), p.stdout(), p.stderr()))
+            p = await cl.spawn("cancel", [*cli("ceylon-cancel"), "t0", "--port", str(cl.port)])
+            cancelled = (await p.wait(30), p.stdout(), p.stderr())
             for args in (["--json"], []):
                 p = await cl.spawn("status", [*cli("ceylon-status"), *args, "--port",
                                               str(cl.port)])
                 out.append((await p.wait(30), p.stdout(), p.stderr()))
-            return sent, out
+            return sent, out, cancelled
 
-    sent, ((wcode, _, werr), (lcode, _, lerr), (scode, sout, serr), (_, text, _)) = run(body())
+    sent, ((wcode, _, werr), (lcode, _, lerr), (scode, sout, serr), (_, text, _)), \
+        (ccode, _, cerr) = run(body())
+    assert ccode == 1 and "t0: unknown task (or one the admin forgot with its finished batch: " \
+        "--keep-finished)" in " ".join(cerr.split()), cerr
     assert [code for code, _, _ in sent] == [0, 0, 0], sent
-    assert wcode == 4 and "the admin forgot batch 1: it had finished" in werr, werr
+    assert wcode == 4 and "error: batch 1 at tcp://127.0.0.1:" in werr and \
+        "the admin forgot batch 1: it had finished, and the admin keeps only the latest " \
+        "finished batches (--keep-finished)" in " ".join(werr.split()), werr
     assert lcode == 2 and "depends on unknown task 't0' (or one of a finished batch the " \
         "admin forgot: --keep-finished)" in lerr, lerr
     assert scode == 0, serr

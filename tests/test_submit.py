@@ -340,7 +340,7 @@ def test_a_batch_waited_for_is_said_lost_when_the_admin_restarts_without_a_journ
     code, err = run(body())
     assert code == 4
     # Told so by the new admin (not left to give up after 30 s without a word).
-    assert "lost batch 1" in err and "restarted without its journal" in err, err
+    assert "error: batch 1 at tcp://" in err and "restarted without its journal" in err, err
 
 
 @pytest.mark.timeout(60)

@@ -297,12 +297,15 @@ def cancel(
         for t in outcome.get(kind, ()):
             said.setdefault(str(t), label)
     missing = {str(t) for t in outcome["unknown"]}
+    maybe = {str(t) for t in outcome.get("maybe_forgotten", ())}
     for t in dict.fromkeys(task_ids):  # in the order typed (each once)
         if t in said:
             with reader_may_leave():
                 typer.echo(f"{t}: {said[t]}")
         elif t in missing:
-            say(f"{t}: unknown task", level="WARNING")
+            say(f"{t}: unknown task" + (" (or one the admin forgot with its finished batch: "
+                                        "--keep-finished)" if t in maybe else ""),
+                level="WARNING")
     if missing:
         raise typer.Exit(EXIT_FAILED)
 

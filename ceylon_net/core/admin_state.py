@@ -495,9 +495,8 @@ class AdminState:
         batch = self.batches.claim(peer, batch_id) if run == self.run else None
         if batch is None:
             self.out.send(peer, Kind.REPORT, wire.BatchReport(batch_id, {}, (
-                f"the admin forgot batch {batch_id}: it had finished (its report went to its "
-                f"submitter), and was among the oldest beyond what the admin keeps "
-                f"(--keep-finished)"
+                f"the admin forgot batch {batch_id}: it had finished, and the admin keeps "
+                f"only the latest finished batches (--keep-finished)"
                 if run == self.run and self.batches.forgot(batch_id) else
                 f"the admin has no batch {batch_id} in this run: a wrong number?"
                 if run == self.run else
@@ -605,6 +604,8 @@ class AdminState:
                 out["finished"].append(task_id)
         for peer, pairs in stops.items():
             self.out.send(peer, Kind.CANCEL, wire.Cancel(pairs, reason))
+        if out["unknown"] and self.board.forgotten.tasks:  # (--keep-finished: it may be one)
+            out["maybe_forgotten"] = list(out["unknown"])
         return out
 
     def _accept(self, rec: WorkerRecord, results: list[TaskResult],

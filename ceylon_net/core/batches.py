@@ -150,21 +150,16 @@ class Batches:
         """Done batches to forget, oldest first, so that those kept hold at most ``keep``
         tasks; none until they hold more than a quarter over it, so that the forgetting
         (one pass over what the board keeps) comes once for that many tasks, not for each
-        batch. A batch restored for a client that waited for it stays until claimed. The
-        batches returned are no longer known (see :meth:`forgot`)."""
+        batch. A batch restored for a client that waited for it stays until claimed (or the
+        admin stops waiting for that), and the newer ones with it: oldest first, always.
+        The batches returned are no longer known (see :meth:`forgot`)."""
         if self.kept <= keep + keep // 4:
             return []
         out: list[Batch] = []
-        skipped: list[int] = []
-        while self.kept > keep and self.done:
-            batch = self.known[self.done.popleft()]
-            if batch.id in self.unclaimed:
-                skipped.append(batch.id)
-                continue
-            del self.known[batch.id]
+        while self.kept > keep and self.done and self.done[0] not in self.unclaimed:
+            batch = self.known.pop(self.done.popleft())
             self.kept -= len(batch.task_ids)
             out.append(batch)
-        self.done.extendleft(reversed(skipped))
         return out
 
     def forgot(self, batch_id: int) -> bool:

@@ -671,7 +671,7 @@ class AsyncClient:
             return
         if done.error is not None:
             waited.report.set_exception(AdminUnreachableError(
-                f"lost batch {done.batch} at {self.endpoint}: {done.error}"))
+                f"batch {done.batch} at {self.endpoint}: {done.error}"))
         else:
             waited.payload = payload
             waited.report.set_result(done.report)
