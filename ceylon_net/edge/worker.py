@@ -471,7 +471,10 @@ class Worker(AgentBase):
                 raise _Reconnect(self._why_held)
             if self._unknown:  # (after the whole batch: each refusal names a broadcast)
                 self._unknown = False
-                raise _Reconnect("admin does not know us any more")
+                # (a result sent as this process resumed, before the heartbeat loop woke to
+                # find it was paused, is refused: the pause is what to say, as it is why)
+                raise _Reconnect(self._why_held if not self._in_touch()
+                                 else "admin does not know us any more")
             if self.runner.queue.qsize() or len(batch) >= RECV_BATCH or self._sockets.busy:
                 # The runners start on what came before we wait again; and a recv that did
                 # not wait did not yield: the runners and heartbeats get a turn.
