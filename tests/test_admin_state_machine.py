@@ -16,6 +16,7 @@ from ceylon_net import wire
 from ceylon_net.core import commands as c
 from ceylon_net.core.board import IN_FLIGHT
 from ceylon_net.core.tasks import Task, TaskResult
+from ceylon_net.errors import ConfigError
 from ceylon_net.wire import Kind
 
 NAMES = ("w0", "w1", "w2", "w3")
@@ -325,6 +326,21 @@ class ForgettingMachine(PipelinedMachine):
                 refused[0].reason, refused
         else:
             self.submitted.extend(t["id"] for t in tasks)
+
+    @rule(difficulty=st.integers(1, 10), data=st.data())
+    def execute(self, difficulty: int, data: st.DataObject) -> None:
+        """A task as Admin.execute() gives it: outside batches, forgotten once finished."""
+        task_id = len(self.submitted)
+        deps = data.draw(st.lists(st.sampled_from(self.submitted), max_size=1)) \
+            if self.submitted else []
+        try:
+            self.sim.submit(Task(task_id, "t", difficulty, depends_on=deps), forgettable=True)
+        except ConfigError as exc:
+            assert any(d not in self.sim.st.board.records for d in deps), exc
+            assert "(or one the admin forgot: it keeps the latest finished" in str(exc), exc
+        else:
+            self.submitted.append(task_id)
+        assert len(self.sim.st.followup.loose_done) <= 1
 
     @invariant()
     def what_is_kept_is_bounded_and_every_task_counted(self) -> None:

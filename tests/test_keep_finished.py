@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO, run
-from kit import JSim, Sim, frames, of, sends
+from kit import JSim, Sim, frames, noop, of, sends
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
@@ -134,7 +134,7 @@ def test_the_groups_of_a_forgotten_batch_are_forgotten_with_it():
 def test_a_batch_still_running_or_a_task_outside_batches_is_never_forgotten():
     sim = Sim(keep_finished=0)
     w = sim.join("w", capacity=2)
-    sim.submit(wire_task("own"))  # (as admin.submit / --tasks: no batch)
+    sim.submit(noop("own"))  # (as admin.submit / --tasks: no batch)
     w.finish("own")
     assert batch(sim, "long", "short").batch == 1
     w.heartbeat()
@@ -147,12 +147,6 @@ def test_a_batch_still_running_or_a_task_outside_batches_is_never_forgotten():
     w.finish("long")
     assert sorted(sim.st.board.records, key=str) == ["own"]
     sim.st.board.validate()
-
-
-def wire_task(task_id: Any) -> Any:
-    from kit import noop
-
-    return noop(task_id)
 
 
 def test_a_task_id_given_again_starts_above_the_forgotten_one_s_attempts():
@@ -202,6 +196,26 @@ def test_watching_a_forgotten_task_or_group_says_it_may_have_been_forgotten():
         "or it finished in a batch the admin forgot: --keep-finished)")
     (news,) = sends(cmds, Kind.GROUP, b"watcher")
     assert news.message.endswith("or it finished in a batch the admin forgot: --keep-finished)")
+
+
+def test_execute_s_tasks_are_forgotten_the_same_way_and_other_tasks_kept():
+    """An admin embedded in a program that calls execute() without end stays bounded too:
+    the caller has each result. Tasks given by submit() (a run's report holds them) stay."""
+    sim = Sim(keep_finished=2)
+    w = sim.join("w")
+    sim.submit(noop("kept"))
+    w.finish("kept")
+    forgot = []
+    for i in range(5):
+        sim.submit(noop(i), forgettable=True)
+        forgot += of(w.finish(i), c.Forgot)
+    assert [f.tasks for f in forgot] == [[0], [1], [2]]  # (one at a time past 2 + 2 // 4)
+    assert sorted(sim.st.board.records, key=str) == [3, 4, "kept"]
+    assert counts(sim.st)["total"] == 6 and counts(sim.st)["forgotten"] == 3
+    with pytest.raises(ConfigError, match=r"depends on unknown task 0 \(or one the admin "
+                                          r"forgot: it keeps the latest finished"):
+        sim.submit(noop("late", depends_on=[0]))
+    sim.st.board.validate()
 
 
 def test_the_limit_is_checked():
@@ -363,6 +377,31 @@ def test_a_serving_admin_forgets_old_batches_and_says_so_to_watch_and_status(tmp
     assert "tasks: 3/3 done (3 succeeded)" in text and "(2 of the done forgotten with their " \
         "batches: --keep-finished)" in " ".join(text.split()), text
     assert "Traceback" not in werr + lerr + serr
+
+
+def test_an_embedded_admin_calling_execute_keeps_only_the_latest_finished():
+    """The Python API as a program uses it: an Admin and a Worker in one process, execute()
+    after execute(); the results all come back, the admin keeps the latest two."""
+    import asyncio
+
+    from ceylon_net import Admin, Task, Worker
+    from ceylon_net.core.tasks import TaskStatus
+
+    async def body():
+        admin = Admin(settings=AdminSettings(bind="127.0.0.1", port=0, keep_finished=2))
+        runner = asyncio.create_task(admin.arun_admin(b"", [Worker("w")]))
+        await wait_until(lambda: len(admin.get_connected_agents()) == 1, 10, "the worker")
+        results = [await asyncio.wait_for(admin.execute(Task(i, f"t{i}", 1, duration=0.01)), 10)
+                   for i in range(6)]
+        kept = sorted(admin.state.board.records)
+        status = {t: admin.state.board.records[t].status for t in kept}
+        await admin.stop()
+        await asyncio.wait_for(runner, 10)
+        return results, kept, status, admin.state.board.total
+
+    results, kept, status, total = run(body())
+    assert [r.task_id for r in results] == list(range(6)) and all(r.success for r in results)
+    assert kept == [4, 5] and set(status.values()) == {TaskStatus.COMPLETED} and total == 6
 
 
 def test_a_negative_limit_is_refused_by_the_cli():

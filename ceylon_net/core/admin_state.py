@@ -177,14 +177,25 @@ class AdminState:
         return self._end_round(now)
 
     def submit(self, tasks: Sequence[Task] = (), groups: Sequence[TaskGroup] = (),
-               now: float = 0.0, after: Any = None) -> list[Command]:
+               now: float = 0.0, after: Any = None, forgettable: bool = False
+               ) -> list[Command]:
         """Queue tasks and groups, all waiting on gate ``after`` if given. All or nothing:
         ConfigError (a duplicate id, an unknown dependency, a cycle) leaves the state as it
-        was; and once the admin is closing, anything."""
+        was; and once the admin is closing, anything. ``forgettable`` tasks (execute()'s:
+        their caller has the result) are forgotten once finished, beyond --keep-finished,
+        as client batches are."""
         if self.closing:
             raise ConfigError(f"admin '{self.name}' is closed: it takes no more tasks")
         self.board.now = now
-        self._submit(tasks, groups, after)
+        try:
+            self._submit(tasks, groups, after)
+        except UnknownDependency as exc:
+            if self.board.forgotten.tasks:
+                raise UnknownDependency(f"{exc} (or one the admin forgot: it keeps the latest "
+                                        f"finished, --keep-finished)") from None
+            raise
+        if forgettable and self.settings.keep_finished is not None:
+            self.followup.loose.update(t.id for t in tasks)
         return self._end_round(now)
 
     def cancel(self, task_ids: Sequence[TaskId], reason: str = "cancelled by request",

@@ -4,6 +4,8 @@ admin reports. Pure: effects are commands."""
 
 from __future__ import annotations
 
+from collections import deque
+
 from .. import wire
 from ..wire import Kind
 from .batches import Batch, Batches, batch_gate
@@ -32,6 +34,10 @@ class Followup:
                  keep_finished: int | None = None) -> None:
         self.board = board
         self.keep_finished = keep_finished  # tasks of done batches kept (None: all)
+        # Tasks outside batches to forget the same way once finished (execute()'s), and
+        # those finished, oldest first.
+        self.loose: set[TaskId] = set()
+        self.loose_done: deque[TaskId] = deque()
         self.task_manager = task_manager
         self.batches = batches
         self.watchers = watchers
@@ -62,16 +68,30 @@ class Followup:
                     self._group_news(event)
             for batch in ended:
                 self._batch_done(batch)
-            if ended and self.keep_finished is not None:
+            if self.loose:
+                self._loose_ended(records)
+            if self.keep_finished is not None and (ended or self.loose_done):
                 self.forget_old(self.keep_finished)
+
+    def _loose_ended(self, records: list[TaskRecord]) -> None:
+        loose, done = self.loose, self.loose_done
+        for rec in records:
+            if rec.task.id in loose:
+                loose.discard(rec.task.id)
+                done.append(rec.task.id)
 
     def forget_old(self, keep: int) -> None:
         """Forget done batches, oldest first, beyond ``keep`` of their tasks (their reports
-        went out as they finished): their tasks, groups and what was said of them."""
+        went out as they finished): their tasks, groups and what was said of them; and of
+        the tasks outside batches that may go (execute()'s), those beyond ``keep``, in steps
+        as batches go (see Batches.forgettable)."""
         gone = self.batches.forgettable(keep)
-        if not gone:
-            return
+        loose = self.loose_done
         tasks = [t for b in gone for t in b.task_ids]
+        if len(loose) > keep + keep // 4:
+            tasks += [loose.popleft() for _ in range(len(loose) - keep)]
+        if not tasks:
+            return
         board = self.board
         board.forget(tasks)
         groups = self.task_manager.forget_done(tasks)
@@ -82,8 +102,9 @@ class Followup:
                                               for t in tasks)
         self.out.add(Forgot(tasks, groups, ids, self.batches.next_id,
                             self.board.forgotten.row()))
-        self.out.log("DEBUG", f"forgot {len(ids)} done batch(es) ({ids[0]}-{ids[-1]}), "
-                              f"{len(tasks)} task(s): keeping the latest {keep:,} finished "
+        self.out.log("DEBUG", f"forgot {len(ids)} done batch(es) and "
+                              f"{len(tasks) - sum(len(b.task_ids) for b in gone)} task(s) of "
+                              f"execute(): keeping the latest {keep:,} finished "
                               f"(--keep-finished)")
 
     def follow_moves(self) -> None:

@@ -260,8 +260,8 @@ class Admin(AgentBase):
             raise self.failure.again()
         check_sendable((task,), self.settings.max_message_bytes)
         fut = self._waiters.add(task.id)
-        try:
-            self._apply(self.state.submit((task,), (), time.monotonic()))
+        try:  # (forgettable: the caller has its result; see --keep-finished)
+            self._apply(self.state.submit((task,), (), time.monotonic(), forgettable=True))
         except BaseException:
             self._waiters.discard(task.id)
             raise
