@@ -195,7 +195,9 @@ class AdminState:
                                         f"finished, --keep-finished)") from None
             raise
         if forgettable and self.settings.keep_finished is not None:
-            self.followup.loose.update(t.id for t in tasks)
+            loose = self.followup.loose
+            for t in tasks:
+                loose.add(t.id)
         return self._end_round(now)
 
     def cancel(self, task_ids: Sequence[TaskId], reason: str = "cancelled by request",

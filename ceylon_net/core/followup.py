@@ -70,8 +70,9 @@ class Followup:
                 self._batch_done(batch)
             if self.loose:
                 self._loose_ended(records)
-            if self.keep_finished is not None and (ended or self.loose_done):
-                self.forget_old(self.keep_finished)
+            keep = self.keep_finished
+            if keep is not None and (ended or len(self.loose_done) > keep + keep // 4):
+                self.forget_old(keep)
 
     def _loose_ended(self, records: list[TaskRecord]) -> None:
         loose, done = self.loose, self.loose_done
