@@ -44,13 +44,19 @@ def watch(sim: Sim, batch_id: int, client: bytes = b"watcher") -> wire.BatchRepo
     return report
 
 
+def done(w: Any, task_id: Any) -> list[Any]:
+    """``w`` finishes the task, and the admin's next round (a timer's): a batch done in a
+    round is forgotten at the start of the next."""
+    return w.finish(task_id) + w.sim.tick()
+
+
 def run_batches(sim: Sim, w: Any, n: int, first: int = 1) -> list[Any]:
     """``n`` batches of one task each, run to the end one after another; the commands of
     each task's result."""
     out = []
     for i in range(first, first + n):
         assert batch(sim, i).batch == i
-        out.append(w.finish(i))
+        out.append(done(w, i))
     return out
 
 
@@ -89,8 +95,8 @@ def test_with_keep_finished_0_each_batch_is_forgotten_once_its_report_is_sent():
     sim = Sim(keep_finished=0)
     w = sim.join("w")
     assert batch(sim, "a", "b").batch == 1
-    w.finish("a")
-    cmds = w.finish("b")
+    done(w, "a")
+    cmds = done(w, "b")
     (report,) = sends(cmds, Kind.REPORT, CLIENT)
     assert sorted(t["id"] for t in report.report["tasks"]) == ["a", "b"]
     assert of(cmds, c.Forgot)[0].tasks == ["a", "b"]
@@ -117,8 +123,8 @@ def test_the_groups_of_a_forgotten_batch_are_forgotten_with_it():
                                          {"id": "g2", "description": "x", "difficulty": 1}]}
     assert batch(sim, groups=[group]).batch == 1
     w.heartbeat()
-    w.finish("g1")
-    w.finish("g2")
+    done(w, "g1")
+    done(w, "g2")
     manager = sim.st.task_manager
     assert [g.name for g in manager.task_groups.values()] == ["Ingest"]
     (forgot,) = of([x for cmds in run_batches(sim, w, 2, first=2) for x in cmds], c.Forgot)
@@ -135,16 +141,16 @@ def test_a_batch_still_running_or_a_task_outside_batches_is_never_forgotten():
     sim = Sim(keep_finished=0)
     w = sim.join("w", capacity=2)
     sim.submit(noop("own"))  # (as admin.submit / --tasks: no batch)
-    w.finish("own")
+    done(w, "own")
     assert batch(sim, "long", "short").batch == 1
     w.heartbeat()
     assert batch(sim, "next").batch == 2
-    w.finish("short")
+    done(w, "short")
     w.heartbeat()
-    cmds = w.finish("next")  # batch 2 done, batch 1 still runs: only 2 goes
+    cmds = done(w, "next")  # batch 2 done, batch 1 still runs: only 2 goes
     assert of(cmds, c.Forgot)[0].batches == [2]
     assert sorted(sim.st.board.records, key=str) == ["long", "own", "short"]
-    w.finish("long")
+    done(w, "long")
     assert sorted(sim.st.board.records, key=str) == ["own"]
     sim.st.board.validate()
 
@@ -157,7 +163,7 @@ def test_a_task_id_given_again_starts_above_the_forgotten_one_s_attempts():
     w1 = sim.join("w1")
     assert batch(sim, "X").batch == 1
     old = TaskResult("X", "w1", True, 0.001, value="OLD", attempt=w1.held["X"])
-    w1.finish("X")  # forgotten with its batch
+    done(w1, "X")  # forgotten with its batch
     assert sim.st.board.records == {}
     w1.held.clear()
     w2 = sim.join("w2")
@@ -166,8 +172,8 @@ def test_a_task_id_given_again_starts_above_the_forgotten_one_s_attempts():
     assert holder.held == {"X": 2}  # (attempt 1 was the forgotten one's)
     cmds = w1.say(Kind.RESULT, [old])  # the old result, sent again
     assert of(cmds, c.Finished) == [] and sim.st.board.records["X"].result is None
-    (done,) = of(holder.finish("X"), c.Finished)
-    assert done.result.worker == holder.name and done.result.value is None
+    (ended,) = of(done(holder, "X"), c.Finished)
+    assert ended.result.worker == holder.name and ended.result.value is None
 
 
 def test_forgotten_batches_leave_no_gate_behind_and_their_unassigned_tasks_counted():
@@ -175,12 +181,12 @@ def test_forgotten_batches_leave_no_gate_behind_and_their_unassigned_tasks_count
     w = sim.join("w", skill=3)
     for i in range(5):
         assert batch(sim, i).batch == i + 1
-        w.finish(i)
+        done(w, i)
     assert sim.st.board._opened == set()  # (each a done batch's gate: 190 B a batch, kept)
     assert batch(sim, "hard", difficulty=8).batch == 6  # nobody can take it
     sim.tick(at=0.5)
     w.heartbeat()
-    cmds = sim.tick(at=1.6)  # given up: its batch is done, and forgotten
+    cmds = sim.tick(at=1.6) + sim.tick()  # given up: its batch is done, and forgotten
     assert of(cmds, c.Forgot)[0].tasks == ["hard"] and sim.st.unassigned == {}
     assert counts(sim.st)["unassigned"] == 1 and metrics(sim.st)["tasks"]["unassigned"] == 1
 
@@ -189,10 +195,10 @@ def test_watching_a_forgotten_task_or_group_says_it_may_have_been_forgotten():
     sim = Sim(keep_finished=0)
     w = sim.join("w")
     batch(sim, "a")
-    w.finish("a")
+    done(w, "a")
     cmds = sim.receive(b"watcher", frames(Kind.WATCH, wire.Watch(["a"], ["g"])))
-    (done,) = sends(cmds, Kind.DONE, b"watcher")
-    assert done.status == "unknown" and done.reason.endswith(
+    (said,) = sends(cmds, Kind.DONE, b"watcher")
+    assert said.status == "unknown" and said.reason.endswith(
         "or it finished in a batch the admin forgot: --keep-finished)")
     (news,) = sends(cmds, Kind.GROUP, b"watcher")
     assert news.message.endswith("or it finished in a batch the admin forgot: --keep-finished)")
@@ -204,11 +210,11 @@ def test_execute_s_tasks_are_forgotten_the_same_way_and_other_tasks_kept():
     sim = Sim(keep_finished=2)
     w = sim.join("w")
     sim.submit(noop("kept"))
-    w.finish("kept")
+    done(w, "kept")
     forgot = []
     for i in range(5):
         sim.submit(noop(i), forgettable=True)
-        forgot += of(w.finish(i), c.Forgot)
+        forgot += of(done(w, i), c.Forgot)
     assert [f.tasks for f in forgot] == [[0], [1], [2]]  # (one at a time past 2 + 2 // 4)
     assert sorted(sim.st.board.records, key=str) == [3, 4, "kept"]
     assert counts(sim.st)["total"] == 6 and counts(sim.st)["forgotten"] == 3
@@ -256,24 +262,25 @@ def test_with_every_task_forgotten_a_restart_still_numbers_on(tmp_path):
     assert batch(sim, "x").batch == 3
 
 
-def test_after_a_restart_a_task_whose_dependency_was_forgotten_runs(tmp_path):
-    """Its dependency completed (else it would have been cancelled with it): it waited for
-    ever, on a gate nothing would open."""
+def test_a_batch_an_open_task_depends_on_is_kept_until_that_task_ends(tmp_path):
+    """Forgotten while ``b`` waited to run, ``a`` could be given again, and a restart would
+    have ``b`` wait on the new ``a`` (a deadlock when that one depends on ``b``). So ``a``'s
+    batch stays, holding the newer ones back, until ``b`` ends; across a restart too."""
     sim = JSim(tmp_path / "j.db", keep_finished=0)
     w = sim.join("w")
-    assert batch(sim, "a").batch == 1
-    assert batch(sim, "c", "b", depends={"b": ["a"]}).batch == 2
-    w.finish("a")  # batch 1 forgotten; b queued behind c
-    assert "a" not in sim.st.board.records and w.held == {"c": 1}
+    assert batch(sim, "a", wait=False).batch == 1
+    assert batch(sim, "c", "b", depends={"b": ["a"]}, wait=False).batch == 2
+    done(w, "a")
+    assert "a" in sim.st.board.records and w.held == {"c": 1}  # kept: b is queued behind c
+    assert isinstance(batch(sim, "a"), wire.Reject)  # (its id is not free)
     sim = sim.restart()
-    assert sim.st.board.waiting == {}
     w = sim.worker("w", held={"c": 1})
     w.hello()
-    w.finish("c")
+    done(w, "c")
     w.heartbeat()
     assert w.held == {"b": 1}
-    assert of(w.finish("b"), c.Finished)[0].status.value == "completed"
-    assert sim.st.board.open == 0
+    (forgot,) = of(done(w, "b"), c.Forgot)
+    assert forgot.batches == [1, 2] and sim.st.board.records == {}
 
 
 def test_after_a_restart_a_group_after_a_forgotten_group_is_restored_and_runs(tmp_path):
@@ -286,17 +293,43 @@ def test_after_a_restart_a_group_after_a_forgotten_group_is_restored_and_runs(tm
     w = sim.join("w")
     assert batch(sim, groups=[ingest]).batch == 1
     assert batch(sim, groups=[process]).batch == 2  # waits for Ingest
-    w.finish("i1")  # batch 1 done, kept (one task)
+    done(w, "i1")  # batch 1 done, kept (one task)
     assert batch(sim, "z").batch == 3
     assert w.held == {"p1": 1}
-    assert of(w.finish("p1"), c.Forgot)[0].batches == [1]  # Ingest forgotten; z starts
+    assert of(done(w, "p1"), c.Forgot)[0].batches == [1]  # Ingest forgotten; z starts
     assert w.held == {"z": 1}
     sim = sim.restart()
     assert [g.name for g in sim.st.task_manager.task_groups.values()] == ["Process"]
     w = sim.worker("w", held={"z": 1})
     w.hello()
-    assert of(w.finish("z"), c.Finished)[0].status.value == "completed"
+    assert of(done(w, "z"), c.Finished)[0].status.value == "completed"
     assert sim.st.board.open == 0
+
+
+def test_a_result_of_a_forgotten_task_is_not_taken_for_a_new_one_of_its_id_after_a_restart(
+        tmp_path):
+    """The new task, journaled as given (attempt 0), comes back above the forgotten one's
+    attempts; and a worker's copy or result of the old one (its acknowledgement lost) is
+    not the new one's, even as a late copy of it."""
+    sim = JSim(tmp_path / "j.db", keep_finished=0)
+    w1 = sim.join("w1", capacity=2)
+    assert batch(sim, "busy", wait=False).batch == 1
+    assert batch(sim, "X", wait=False).batch == 2
+    w1.heartbeat()
+    old = TaskResult("X", "w1", True, 0.001, value="OLD", attempt=w1.held["X"])
+    done(w1, "X")  # batch 2 forgotten
+    assert batch(sim, "busy2", wait=False).batch == 3
+    w1.heartbeat()
+    assert batch(sim, "X", wait=False).batch == 4  # queued: w1 is full
+    sim = sim.restart()
+    w2 = sim.join("w2")
+    assert w2.held == {"X": 2}
+    w1 = sim.worker("w1", capacity=2, held={"busy": 1, "busy2": 1})
+    w1.unacked[("X", old.attempt)] = old  # (its acknowledgement was lost)
+    cmds = w1.hello() + w1.heartbeat()
+    assert of(cmds, c.Finished) == [] and sim.st.board.records["X"].result is None
+    (ended,) = of(w2.finish("X"), c.Finished)
+    assert ended.result.worker == "w2"
 
 
 def test_a_batch_restored_for_its_waiting_client_stays_until_the_client_has_it(tmp_path):
@@ -306,14 +339,14 @@ def test_a_batch_restored_for_its_waiting_client_stays_until_the_client_has_it(t
     sim = JSim(tmp_path / "j.db", keep_finished=1)
     w = sim.join("w")
     assert batch(sim, 1).batch == 1
-    w.finish(1)  # (its report went out: the client may not have had it; one task is kept)
+    done(w, 1)  # (its report went out: the client may not have had it; one task is kept)
     sim = sim.restart()
     w = sim.join("w")
     assert batch(sim, 2, wait=False).batch == 2
-    assert of(w.finish(2), c.Forgot) == []  # 1 is still to be claimed: 2 waits behind it
+    assert of(done(w, 2), c.Forgot) == []  # 1 is still to be claimed: 2 waits behind it
     assert watch(sim, 1, client=CLIENT).report["tasks"][0]["id"] == 1
     assert batch(sim, 3, wait=False).batch == 3
-    assert of(w.finish(3), c.Forgot)[0].batches == [1, 2]
+    assert of(done(w, 3), c.Forgot)[0].batches == [1, 2]
 
 
 def test_a_journal_s_unreadable_counts_are_refused(tmp_path):
@@ -401,7 +434,9 @@ def test_an_embedded_admin_calling_execute_keeps_only_the_latest_finished():
 
     results, kept, status, total = run(body())
     assert [r.task_id for r in results] == list(range(6)) and all(r.success for r in results)
-    assert kept == [4, 5] and set(status.values()) == {TaskStatus.COMPLETED} and total == 6
+    # (the last one's forgetting comes with the admin's next round: a timer's, within 1 s)
+    assert kept in ([4, 5], [3, 4, 5]) and set(status.values()) == {TaskStatus.COMPLETED}
+    assert total == 6
 
 
 def test_a_negative_limit_is_refused_by_the_cli():

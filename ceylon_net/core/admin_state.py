@@ -266,7 +266,7 @@ class AdminState:
             for gate in self.batches.restore(batches, self.board.records):
                 self.board.open_gate(gate)
         if forgotten is not None:  # (even with every task forgotten: numbers go on)
-            self.batches.next_id = max(self.batches.next_id, forgotten[0])
+            self.batches.renumber(forgotten[0])
             self.board.restore_forgotten(forgotten[1])
         for group, goal in self.task_manager.unkept_goals:
             self.out.log("WARNING", unkept_goal(group, goal, restarted=True))
@@ -665,6 +665,9 @@ class AdminState:
         """What follows from the round's inputs: finished tasks followed up, free slots
         filled, the run's end announced; the round's commands, in order."""
         followup, board = self.followup, self.board
+        if followup.forget_due:  # (batches done in an earlier round: see Followup.settle)
+            followup.forget_due = False
+            followup.forget_old(self.settings.keep_finished or 0)
         if board.finished:
             followup.settle()
         if board.to_release:

@@ -5,7 +5,7 @@ what the journal kept (a waiting client picks its batch up with a WATCH). No I/O
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,9 +72,15 @@ class Batches:
         """A batch the admin refused after all (a --sequential one goes after the last
         batch it took)."""
         del self.open[batch.id], self.known[batch.id]
-        self._last = max(self.known, default=None)
         if batch.id == self.next_id - 1:  # (its number was never told: the next takes it,
             self.next_id -= 1  # and one not known below next_id is one forgotten)
+        self.renumber(self.next_id)
+
+    def renumber(self, next_id: int) -> None:
+        """Numbers go on from ``next_id`` (or after the last known), and a --sequential
+        batch goes after the last one taken: forgotten or not (then it waits for none)."""
+        self.next_id = max(next_id, max(self.known, default=0) + 1)
+        self._last = self.next_id - 1 or None
 
     def claim(self, client: bytes, batch_id: int) -> Batch | None:
         """``client`` WATCHes a batch: if open, it waits for it from now on."""
@@ -119,7 +125,7 @@ class Batches:
             if after is not None:
                 afters.add(after)
             self._last = batch_id
-        self.next_id = max(self.next_id, max(self.known, default=0) + 1)
+        self.renumber(self.next_id)
         return [batch_gate(a) for a in sorted(afters) if a not in self.open]
 
     @staticmethod
@@ -146,17 +152,20 @@ class Batches:
                 self.kept += len(batch.task_ids)
         return done
 
-    def forgettable(self, keep: int) -> list[Batch]:
+    def forgettable(self, keep: int, held: Callable[[Batch], bool] = lambda b: False
+                    ) -> list[Batch]:
         """Done batches to forget, oldest first, so that those kept hold at most ``keep``
         tasks; none until they hold more than a quarter over it, so that the forgetting
         (one pass over what the board keeps) comes once for that many tasks, not for each
         batch. A batch restored for a client that waited for it stays until claimed (or the
-        admin stops waiting for that), and the newer ones with it: oldest first, always.
-        The batches returned are no longer known (see :meth:`forgot`)."""
+        admin stops waiting for that), and so does one ``held`` says a task still open
+        depends on; and the newer ones with them: oldest first, always. The batches
+        returned are no longer known (see :meth:`forgot`)."""
         if self.kept <= keep + keep // 4:
             return []
         out: list[Batch] = []
-        while self.kept > keep and self.done and self.done[0] not in self.unclaimed:
+        while self.kept > keep and self.done and self.done[0] not in self.unclaimed \
+                and not held(self.known[self.done[0]]):
             batch = self.known.pop(self.done.popleft())
             self.kept -= len(batch.task_ids)
             out.append(batch)

@@ -114,6 +114,9 @@ class TaskRecord:
     # and on its last attempt it runs alone (see TaskBoard.place).
     front: bool = False
     batch: int = 0  # the client's batch (ceylon_net.core.batches) it came in, while open
+    # Its attempts are numbered above this: those up to it were of a forgotten task of the
+    # same id (--keep-finished), whose results and copies a worker may still hold.
+    base: int = 0
 
     @property
     def status(self) -> TaskStatus:
@@ -207,9 +210,9 @@ class TaskBoard:
             return
         gates = {t.id: [*(gates or {}).get(t.id, ()), *map(task_gate, t.depends_on)]
                  for t in tasks}
+        floor = self.forgotten.attempts
         for task in tasks:  # (index: a forgotten task's is never given again)
-            records[task.id] = TaskRecord(task, attempt=self.forgotten.attempts,
-                                          index=self.total)
+            records[task.id] = TaskRecord(task, attempt=floor, index=self.total, base=floor)
         for task in tasks:
             pending = {g for g in gates.get(task.id, ()) if not self._is_open(g)}
             if pending:
@@ -287,6 +290,9 @@ class TaskBoard:
             TaskRecord, tasks, repeat(Q), repeat(None), repeat(self.forgotten.attempts), seqs,
             repeat(None), repeat(None), repeat(0.0), repeat(self.now), range(index, index + n)),
             strict=True))
+        if self.forgotten.attempts:
+            for task_id in ids:
+                self.records[task_id].base = self.forgotten.attempts
         if self.dirty is not None:
             self.dirty.update(ids)
         if self.moved is not None:
@@ -1072,8 +1078,8 @@ class TaskBoard:
         (already finished, or the task is no longer on that worker): acknowledged and ignored."""
         task_id, worker = result.task_id, result.worker
         rec = self.records.get(task_id)
-        if rec is None:
-            return None
+        if rec is None or (rec.base and result.attempt <= rec.base):
+            return None  # (unknown, or of a forgotten task of the same id)
         flying = self._in_flight.get(worker)
         if (flying is not None and task_id in flying) \
                 or task_id in self._stolen.get(worker, ()):
@@ -1303,6 +1309,20 @@ class TaskBoard:
         """What a journal kept of the forgotten (``Forgotten.row``), after :meth:`restore`."""
         self.forgotten = Forgotten(*row)
         self.succeeded += self.forgotten.completed
+        floor = self.forgotten.attempts  # (a task is journaled as given, at attempt 0)
+        for rec in self.records.values():
+            if (rec.state is W or rec.state is Q) and rec.attempt <= floor:
+                rec.attempt = rec.base = floor
+
+    def current(self, pairs: dict[TaskId, int]) -> dict[TaskId, int]:
+        """A worker's [task, attempt] pairs without those of forgotten tasks whose ids were
+        given again (attempts up to the new task's ``base``): the worker's copies and
+        results of those are not the new task's."""
+        if not self.forgotten.attempts:
+            return pairs
+        records = self.records
+        return {t: a for t, a in pairs.items()
+                if (rec := records.get(t)) is None or a > rec.base}
 
     def blocked(self) -> list[Blocked]:
         return self.scheduler.blocked()

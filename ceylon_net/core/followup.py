@@ -5,11 +5,12 @@ admin reports. Pure: effects are commands."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 
 from .. import wire
 from ..wire import Kind
 from .batches import Batch, Batches, batch_gate
-from .board import TaskBoard, TaskRecord, TaskState
+from .board import ENDED, FINISHED, TaskBoard, TaskRecord, TaskState
 from .commands import Finished, Forgot, Outbox
 from .groups import GroupEvent, TaskManager
 from .tasks import TaskId, TaskStatus
@@ -38,6 +39,7 @@ class Followup:
         # those finished, oldest first.
         self.loose: set[TaskId] = set()
         self.loose_done: deque[TaskId] = deque()
+        self.forget_due = False  # forget_old at the start of the next round
         self.task_manager = task_manager
         self.batches = batches
         self.watchers = watchers
@@ -72,7 +74,33 @@ class Followup:
                 self._loose_ended(records)
             keep = self.keep_finished
             if keep is not None and (ended or len(self.loose_done) > keep + keep // 4):
-                self.forget_old(keep)
+                # Next round: this one's changes and results are journaled and written as
+                # they stand (a batch done as it came in is journaled before it goes).
+                self.forget_due = True
+
+    def _needed(self) -> tuple[set[TaskId], set[str]]:
+        """The tasks, and groups (by id or name), that a task or group still open depends
+        on: they are not forgotten before it ends (a restart would have it wait on a new
+        task or group given the same id or name)."""
+        tasks = {d for rec in self.board.records.values() if rec.task.depends_on
+                 and rec.state not in ENDED for d in rec.task.depends_on}
+        groups = {d for g in self.task_manager.task_groups.values()
+                  if g.depends_on and g.status not in FINISHED for d in g.depends_on}
+        return tasks, groups
+
+    def _holds(self, task_ids: Iterable[TaskId], needed: tuple[set[TaskId], set[str]]
+               ) -> bool:
+        tasks, groups = needed
+        if not tasks and not groups:
+            return False
+        group_of = self.task_manager.group_of
+        for task_id in task_ids:
+            if task_id in tasks:
+                return True
+            group = group_of(task_id) if groups else None
+            if group is not None and (group.id in groups or group.name in groups):
+                return True
+        return False
 
     def _loose_ended(self, records: list[TaskRecord]) -> None:
         loose, done = self.loose, self.loose_done
@@ -86,11 +114,19 @@ class Followup:
         went out as they finished): their tasks, groups and what was said of them; and of
         the tasks outside batches that may go (execute()'s), those beyond ``keep``, in steps
         as batches go (see Batches.forgettable)."""
-        gone = self.batches.forgettable(keep)
+        needed: list[tuple[set[TaskId], set[str]]] = []  # (looked up once, if asked)
+
+        def held(task_ids: Iterable[TaskId]) -> bool:
+            if not needed:
+                needed.append(self._needed())
+            return self._holds(task_ids, needed[0])
+
+        gone = self.batches.forgettable(keep, lambda b: held(b.task_ids))
         loose = self.loose_done
         tasks = [t for b in gone for t in b.task_ids]
         if len(loose) > keep + keep // 4:
-            tasks += [loose.popleft() for _ in range(len(loose) - keep)]
+            while len(loose) > keep and not held((loose[0],)):
+                tasks.append(loose.popleft())
         if not tasks:
             return
         board = self.board

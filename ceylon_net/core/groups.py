@@ -360,6 +360,10 @@ class TaskManager:
             for t in g.subtasks:
                 self._by_task.pop(t.task_id, None)
 
+    def group_of(self, task_id: TaskId) -> TaskGroup | None:
+        t = self._by_task.get(task_id)
+        return None if t is None else self.task_groups.get(t.group_id or "")
+
     def forget_done(self, task_ids: Iterable[TaskId]) -> list[str]:
         """Drop what is kept of these finished tasks and of the groups they were in (a
         serving admin's old batches, --keep-finished: a group's tasks come in one batch and

@@ -162,11 +162,12 @@ class Membership:
         """A worker (re)registered telling what it still runs and which results we never
         acknowledged: keep what is still its own, requeue what it lost, stop what is not
         its any more; return the results."""
-        running = wire.task_pairs(hello.running, "HELLO running")
+        running = self.board.current(wire.task_pairs(hello.running, "HELLO running"))
         results = [wire.from_wire(TaskResult, r) for r in hello.results]
         # What it ran to an end here: not an answer to a cancel (it holds nothing then), nor
         # a result naming another worker (refused with the frame: see AdminState._accept).
-        done = {r.task_id: r.attempt for r in results if not r.cancelled and r.worker == rec.name}
+        done = self.board.current({r.task_id: r.attempt for r in results
+                                   if not r.cancelled and r.worker == rec.name})
         self._handed_back(rec.name, len(self.board.hand_back(
             rec.name, {r.task_id: r.attempt for r in results if r.success and r.task_id in done})))
         held = {**running, **done}
@@ -235,7 +236,7 @@ class Membership:
             self._lost(rec, beat.lost, now)
             self._repair(rec, beat.missing, now)
         self._stuck(rec, beat.stuck)
-        holding = wire.task_pairs(beat.holding, "heartbeat")
+        holding = self.board.current(wire.task_pairs(beat.holding, "heartbeat"))
         # Anything assigned two heartbeats ago that the worker does not mention never
         # reached it; what is younger may still be on its way.
         cutoff = now - 2 * self.settings.heartbeat
@@ -264,10 +265,11 @@ class Membership:
         """What started on the worker, and what it gave back on a RELEASE."""
         self._stuck(rec, news.stuck)
         if news.started:
-            self.board.started(rec.name, wire.task_pairs(news.started, "STARTED started"))
+            self.board.started(rec.name, self.board.current(
+                wire.task_pairs(news.started, "STARTED started")))
         if news.released:
-            back = self.board.released(rec.name, wire.task_pairs(news.released,
-                                                                  "STARTED released"))
+            back = self.board.released(rec.name, self.board.current(
+                wire.task_pairs(news.released, "STARTED released")))
             self.stats.stolen += len(back)
             if back:
                 self.out.log("DEBUG", f"worker '{rec.name}' gave back {len(back)} queued "

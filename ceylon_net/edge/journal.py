@@ -203,7 +203,6 @@ class Journal:
         db.executemany("DELETE FROM batches WHERE id=?", [(b,) for b in gone.batches])
         db.execute("INSERT OR REPLACE INTO meta VALUES ('forgotten', ?)",
                    (json.dumps([gone.next_batch, gone.counts]),))
-        self.commit()  # (the round's changes may all be of tasks forgotten: none to commit)
 
     def set_slots(self, slots: dict[str, int]) -> None:
         """How many tasks each registered worker runs at once (its --concurrency): after a
@@ -437,6 +436,7 @@ def record_round(journal: Journal, state: AdminState, cmds: Iterable[Any]) -> No
                            **{w.name: full.get(w.name, w.slots)
                               for w in state.board.scheduler.workers.values()}})
     record_changes(journal, state.board)
+    journal.commit()  # (a round's forgetting and changes in one transaction: see Forgot)
 
 
 def resume(journal: Journal, state: AdminState, now: float) -> bool:
