@@ -250,7 +250,7 @@ def test_a_restart_on_the_journal_keeps_them_forgotten_and_the_numbers_and_count
 
 def test_with_every_task_forgotten_a_restart_still_numbers_on(tmp_path):
     """Else batch 1 of the same run would be another batch than the one a client follows."""
-    sim = JSim(tmp_path / "j.db", keep_finished=0)
+    sim = JSim(tmp_path / "j.db", keep_finished=0, expect_workers=1)
     w = sim.join("w")
     run_batches(sim, w, 2)
     run_id = sim.st.run
@@ -258,6 +258,8 @@ def test_with_every_task_forgotten_a_restart_still_numbers_on(tmp_path):
     assert sim.st.board.records == {} and sim.st.run == run_id
     assert "forgot batch 1" in watch(sim, 1).error
     assert counts(sim.st)["total"] == 2
+    # The run had started and ended: not announced again, not held for --expect-workers.
+    assert sim.st.followup.run_announced and sim.st.assigning
     sim.join("w")
     assert batch(sim, "x").batch == 3
 

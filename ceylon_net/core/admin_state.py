@@ -268,6 +268,8 @@ class AdminState:
         if forgotten is not None:  # (even with every task forgotten: numbers go on)
             self.batches.renumber(forgotten[0])
             self.board.restore_forgotten(forgotten[1])
+            if not self.resumed:  # every task forgotten: the run had started, and had ended
+                self.followup.run_announced = self.assigning = True
         for group, goal in self.task_manager.unkept_goals:
             self.out.log("WARNING", unkept_goal(group, goal, restarted=True))
         self.started_at = now

@@ -125,7 +125,7 @@ def pulse(st: AdminState) -> tuple[int, ...]:
     """Changes whenever what the dashboard shows of tasks and workers changes; O(1), so an
     open page can watch it often and redraw only then."""
     board = st.board
-    return (len(board.records), board.open, board.running, st.stats.assignments,
+    return (board.total, board.open, board.running, st.stats.assignments,
             len(st.members.registry.by_peer))
 
 
