@@ -941,3 +941,26 @@ def test_the_changes_of_a_round_are_written_as_update_writes_them(tmp_path, monk
     assert written == expected and len(written[0]) == 3, written
     assert any(row[4] is not None for row in written[0])  # (a result among them)
     del w2
+
+
+def test_a_round_s_results_written_first_are_not_written_again(tmp_path):
+    """An execute() caller goes on before its round is carried out, and what it does next
+    may have the round's tasks forgotten (--keep-finished): the round's --results lines are
+    written first, once."""
+    import json
+
+    from ceylon_net.core.commands import Finished
+    from ceylon_net.core.tasks import TaskResult, TaskStatus
+    from ceylon_net.edge.journal import ResultsFile
+
+    out = ResultsFile(str(tmp_path / "results.jsonl"))
+    ended = [Finished(i, TaskStatus.COMPLETED, TaskResult(i, "w", True, 0.01)) for i in (1, 2)]
+    out.first(ended[:1])
+    assert [json.loads(x)["task_id"] for x in (tmp_path / "results.jsonl").read_text()
+            .splitlines()] == [1]  # on disk before the round goes on
+    for f in ended:  # the round carried out
+        out.finished(f)
+    out.flush()
+    out.out.close()
+    assert [json.loads(x)["task_id"] for x in (tmp_path / "results.jsonl").read_text()
+            .splitlines()] == [1, 2]

@@ -334,6 +334,34 @@ def test_a_result_of_a_forgotten_task_is_not_taken_for_a_new_one_of_its_id_after
     assert ended.result.worker == "w2"
 
 
+def test_a_worker_s_copy_of_a_forgotten_task_is_stopped_before_a_new_one_of_its_id_goes_to_it():
+    """Back from a partition still running the old X, while a new X was given: its copy is
+    told to stop, before the new X is sent to it (a worker's runner then runs the new one
+    after the old has ended, not the old one's run for it)."""
+    from kit import assigned
+
+    sim = Sim(keep_finished=0)
+    w1 = sim.join("w1")
+    assert batch(sim, "X").batch == 1 and w1.held == {"X": 1}
+    w1.start("X")
+    w2 = sim.join("w2")
+    sim.now = 2.0
+    w2.heartbeat()
+    assert assigned(sim.tick(at=3.5)) == {"w2": ["X"]}  # w1 silent: lost
+    done(w2, "X")  # batch 1 done, and forgotten
+    assert sim.st.board.records == {}
+    sim.submit(noop("busy"))  # w2 is busy
+    assert batch(sim, "X").batch == 2
+    cmds = w1.hello()  # back, still running the old X (attempt 1)
+    stop = [i for i, x in enumerate(cmds) if isinstance(x, c.Send) and x.kind == Kind.CANCEL
+            and x.peer == w1.peer]
+    sent = [i for i, x in enumerate(cmds) if isinstance(x, c.Assign) and x.peer == w1.peer]
+    assert [cmds[i].msg.tasks for i in stop] == [[["X", 1]]]
+    assert assigned(cmds) == {"w1": ["X"]} and w1.held == {"X": 3} and stop[0] < sent[0]
+    cmds = w1.heartbeat()  # (still holding the old copy as it stops: told again, kept apart)
+    assert sim.st.board.records["X"].worker == "w1"
+
+
 def test_a_batch_restored_for_its_waiting_client_stays_until_the_client_has_it(tmp_path):
     """Done as the admin died, before its report reached the client that waited: restored,
     it waits for that client's WATCH, however old, and is forgotten only after; the newer
@@ -348,7 +376,10 @@ def test_a_batch_restored_for_its_waiting_client_stays_until_the_client_has_it(t
     assert of(done(w, 2), c.Forgot) == []  # 1 is still to be claimed: 2 waits behind it
     assert watch(sim, 1, client=CLIENT).report["tasks"][0]["id"] == 1
     assert batch(sim, 3, wait=False).batch == 3
-    assert of(done(w, 3), c.Forgot)[0].batches == [1, 2]
+    cmds = done(w, 3)  # (held back before: tried again a heartbeat on)
+    w.heartbeat()
+    cmds += sim.tick(at=sim.now + 1.0)
+    assert of(cmds, c.Forgot)[0].batches == [1, 2]
 
 
 def test_a_journal_s_unreadable_counts_are_refused(tmp_path):

@@ -1310,8 +1310,8 @@ class TaskBoard:
         self.forgotten = Forgotten(*row)
         self.succeeded += self.forgotten.completed
         floor = self.forgotten.attempts  # (a task is journaled as given, at attempt 0)
-        for rec in self.records.values():
-            if (rec.state is W or rec.state is Q) and rec.attempt <= floor:
+        for rec in self.records.values():  # (one given out before has its own attempts)
+            if (rec.state is W or rec.state is Q) and rec.attempt == 0:
                 rec.attempt = rec.base = floor
 
     def current(self, pairs: dict[TaskId, int]) -> dict[TaskId, int]:

@@ -39,7 +39,8 @@ class Followup:
         # those finished, oldest first.
         self.loose: set[TaskId] = set()
         self.loose_done: deque[TaskId] = deque()
-        self.forget_due = False  # forget_old at the start of the next round
+        self.forget_due = False  # forget_old at the start of the next round ...
+        self.forget_at = 0.0  # ... from then
         self.task_manager = task_manager
         self.batches = batches
         self.watchers = watchers
@@ -109,11 +110,12 @@ class Followup:
                 loose.discard(rec.task.id)
                 done.append(rec.task.id)
 
-    def forget_old(self, keep: int) -> None:
+    def forget_old(self, keep: int) -> bool:
         """Forget done batches, oldest first, beyond ``keep`` of their tasks (their reports
         went out as they finished): their tasks, groups and what was said of them; and of
         the tasks outside batches that may go (execute()'s), those beyond ``keep``, in steps
-        as batches go (see Batches.forgettable)."""
+        as batches go (see Batches.forgettable). True when some were held back (an open task
+        depends on them, or a client is still to claim one): to try again later."""
         needed: list[tuple[set[TaskId], set[str]]] = []  # (looked up once, if asked)
 
         def held(task_ids: Iterable[TaskId]) -> bool:
@@ -127,8 +129,9 @@ class Followup:
         if len(loose) > keep + keep // 4:
             while len(loose) > keep and not held((loose[0],)):
                 tasks.append(loose.popleft())
+        more = self.batches.kept > keep + keep // 4 or len(loose) > keep + keep // 4
         if not tasks:
-            return
+            return more
         board = self.board
         board.forget(tasks)
         groups = self.task_manager.forget_done(tasks)
@@ -143,6 +146,7 @@ class Followup:
                               f"{len(tasks) - sum(len(b.task_ids) for b in gone)} task(s) of "
                               f"execute(): keeping the latest {keep:,} finished "
                               f"(--keep-finished)")
+        return more
 
     def follow_moves(self) -> None:
         """Group tasks show their live status (running, or back to pending)."""

@@ -162,7 +162,7 @@ class Membership:
         """A worker (re)registered telling what it still runs and which results we never
         acknowledged: keep what is still its own, requeue what it lost, stop what is not
         its any more; return the results."""
-        running = self.board.current(wire.task_pairs(hello.running, "HELLO running"))
+        running = self._current(rec, wire.task_pairs(hello.running, "HELLO running"))
         results = [wire.from_wire(TaskResult, r) for r in hello.results]
         # What it ran to an end here: not an answer to a cancel (it holds nothing then), nor
         # a result naming another worker (refused with the frame: see AdminState._accept).
@@ -236,7 +236,7 @@ class Membership:
             self._lost(rec, beat.lost, now)
             self._repair(rec, beat.missing, now)
         self._stuck(rec, beat.stuck)
-        holding = self.board.current(wire.task_pairs(beat.holding, "heartbeat"))
+        holding = self._current(rec, wire.task_pairs(beat.holding, "heartbeat"))
         # Anything assigned two heartbeats ago that the worker does not mention never
         # reached it; what is younger may still be on its way.
         cutoff = now - 2 * self.settings.heartbeat
@@ -261,12 +261,24 @@ class Membership:
         self.out.send(rec.peer, Kind.CANCEL, wire.Cancel(stale, "not yours any more: "
                                                                 "finished, or given elsewhere"))
 
+    def _current(self, rec: WorkerRecord, pairs: dict[Any, int]) -> dict[Any, int]:
+        """The worker's [task, attempt] pairs but those of a forgotten task whose id was
+        given again (see TaskBoard.current): its copies of that one are told to stop, before
+        anything of the new task is sent to it (its runner then holds the new one until the
+        old has ended)."""
+        current = self.board.current(pairs)
+        if len(current) != len(pairs):
+            stale = [[t, a] for t, a in pairs.items() if t not in current]
+            self.out.send(rec.peer, Kind.CANCEL, wire.Cancel(
+                stale, "an earlier task of that id, finished and forgotten (--keep-finished)"))
+        return current
+
     def started(self, rec: WorkerRecord, news: wire.Started) -> None:
         """What started on the worker, and what it gave back on a RELEASE."""
         self._stuck(rec, news.stuck)
         if news.started:
-            self.board.started(rec.name, self.board.current(
-                wire.task_pairs(news.started, "STARTED started")))
+            self.board.started(rec.name, self._current(
+                rec, wire.task_pairs(news.started, "STARTED started")))
         if news.released:
             back = self.board.released(rec.name, self.board.current(
                 wire.task_pairs(news.released, "STARTED released")))

@@ -317,8 +317,11 @@ class Admin(AgentBase):
             cmds = self.state.receive_many(messages, time.monotonic())
             journaled = bool(self._waiters) and self._waiters.wake(cmds)
             if journaled:
-                # An execute() caller waits on one: it goes on first, after the journal.
+                # An execute() caller waits on one: it goes on first, after the journal (and
+                # the round's --results lines: what the caller does next may forget them).
                 self._journal(cmds)
+                if self._results is not None:
+                    self._results.first(cmds)
                 await asyncio.sleep(0)
             self._apply(cmds, journaled)
             if sockets.busy:
@@ -393,7 +396,7 @@ class Admin(AgentBase):
         if self._waiters:
             self._waiters.resolve(f)
         if f.result is not None and self._results is not None:
-            self._results.add(f.result)
+            self._results.finished(f)
 
     def _connected(self, cmd: c.Connected) -> None:
         self._spawn(self.on_agent_connected(self.workspace_id, cmd.agent),

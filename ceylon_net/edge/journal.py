@@ -29,7 +29,7 @@ from loguru import logger
 from .. import wire
 from ..core.batches import Batch
 from ..core.board import ENDED, STATUS_OF, TaskBoard
-from ..core.commands import Forgot, NewWork
+from ..core.commands import Finished, Forgot, NewWork
 from ..core.groups import TaskGroup, TaskManager
 from ..core.restore import JournaledTask, missing_groups
 from ..core.tasks import Task, TaskId, TaskResult, TaskStatus, json_text
@@ -118,6 +118,7 @@ class Journal:
             # The run this journal holds: a client names it when it WATCHes a batch again.
             self.run = os.urandom(8).hex()
             self.joined = 0  # registrations seen: each new one writes the workers' slots
+            self._next_group: int | None = None  # (see next_group_index)
             if not existed:
                 self.db.executescript(_SCHEMA)
                 self.db.executemany("INSERT INTO meta VALUES (?, ?)",
@@ -213,10 +214,16 @@ class Journal:
                         (json.dumps(slots),))
 
     def next_group_index(self) -> int:
-        """Where a new group goes in the order groups are restored in."""
-        return self.db.execute("SELECT COALESCE(MAX(idx), -1) + 1 FROM groups").fetchone()[0]
+        """Where a new group goes in the order groups are restored in (read once: the
+        table has no index on it)."""
+        if self._next_group is None:
+            self._next_group = self.db.execute(
+                "SELECT COALESCE(MAX(idx), -1) + 1 FROM groups").fetchone()[0]
+        return self._next_group
 
     def add_group(self, idx: int, group_id: str, spec: dict[str, Any]) -> None:
+        if self._next_group is not None:
+            self._next_group = max(self._next_group, idx + 1)
         self._begin()
         self.db.execute("INSERT OR REPLACE INTO groups VALUES (?, ?, ?)",
                         (group_id, idx, wire.packb(spec)))
@@ -349,6 +356,8 @@ class Journal:
             next_batch, counts = json.loads(row[0]) if row else (None, None)
         except (ValueError, TypeError):
             next_batch = counts = None
+        if isinstance(counts, list) and len(counts) == 5:  # (written before two were added)
+            counts = [*counts, 0, 0]
         if type(next_batch) is not int or not (isinstance(counts, list) and len(counts) == 7
                                                 and all(type(n) is int for n in counts)):
             if row:
@@ -504,6 +513,24 @@ class ResultsFile:
             raise ConfigError(f"--results {path}: {exc.strerror}") from None
         self.lines: list[str] = []
         self.run = ""
+        self._written: set[int] = set()  # Finished commands whose lines went out first
+
+    def first(self, cmds: Iterable[Any]) -> None:
+        """A round's results written now, before the round is carried out (an execute()
+        caller goes on first: what it does next may have the tasks forgotten)."""
+        for cmd in cmds:
+            if type(cmd) is Finished and cmd.result is not None:
+                self.add(cmd.result)
+                self._written.add(id(cmd))
+        self.flush()
+
+    def finished(self, f: Finished) -> None:
+        """A task's end, as the round is carried out: its line (unless written first)."""
+        if self._written and id(f) in self._written:
+            self._written.discard(id(f))
+        else:
+            assert f.result is not None
+            self.add(f.result)
 
     def add(self, r: TaskResult) -> None:
         self.lines.append(json_text(
