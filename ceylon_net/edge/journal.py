@@ -513,7 +513,8 @@ class ResultsFile:
             raise ConfigError(f"--results {path}: {exc.strerror}") from None
         self.lines: list[str] = []
         self.run = ""
-        self._written: set[int] = set()  # Finished commands whose lines went out first
+        # Finished commands whose lines went out first, by id (held: an id is not reused)
+        self._written: dict[int, Finished] = {}
 
     def first(self, cmds: Iterable[Any]) -> None:
         """A round's results written now, before the round is carried out (an execute()
@@ -521,13 +522,13 @@ class ResultsFile:
         for cmd in cmds:
             if type(cmd) is Finished and cmd.result is not None:
                 self.add(cmd.result)
-                self._written.add(id(cmd))
+                self._written[id(cmd)] = cmd
         self.flush()
 
     def finished(self, f: Finished) -> None:
         """A task's end, as the round is carried out: its line (unless written first)."""
-        if self._written and id(f) in self._written:
-            self._written.discard(id(f))
+        if self._written and self._written.get(id(f)) is f:
+            del self._written[id(f)]
         else:
             assert f.result is not None
             self.add(f.result)
