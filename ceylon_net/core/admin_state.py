@@ -667,11 +667,8 @@ class AdminState:
         """What follows from the round's inputs: finished tasks followed up, free slots
         filled, the run's end announced; the round's commands, in order."""
         followup, board = self.followup, self.board
-        if followup.forget_due and now >= followup.forget_at:  # (see Followup.settle)
-            # Held back (an open task depends on the oldest): tried again a heartbeat on, not
-            # every round (it looks at every task).
-            followup.forget_due = followup.forget_old(self.settings.keep_finished or 0)
-            followup.forget_at = now + self.settings.heartbeat if followup.forget_due else 0.0
+        if followup.forget_due:
+            followup.forget_when_due(now, self.settings.heartbeat)
         if board.finished:
             followup.settle()
         if board.to_release:

@@ -17,6 +17,13 @@ def batch_gate(batch_id: int) -> tuple[str, int]:
     return ("batch", batch_id)
 
 
+def past_step(kept: int, keep: int) -> bool:
+    """More than ``keep`` finished tasks kept by a quarter of it: time to forget down to
+    ``keep`` (in steps, so that the forgetting, one pass over what the board keeps, comes
+    once for that many tasks, not for each batch)."""
+    return kept > keep + keep // 4
+
+
 @dataclass(slots=True)
 class Batch:
     id: int
@@ -48,8 +55,9 @@ class Batches:
         # stops waiting for that): the admin is not idle meanwhile, or an admin run with
         # --tasks could end before such a client had its report.
         self.unclaimed: set[int] = set()
-        self.next_id = 1  # batches are numbered in order: below this, one not known was forgotten
-        self._last: int | None = None
+        # Batches are numbered in order: below this, one not known was forgotten; the one
+        # just below is the last taken (a --sequential batch goes after it, if still open).
+        self.next_id = 1
         # Done batches, oldest first, and how many tasks they hold: a serving admin forgets
         # the oldest beyond --keep-finished (see forgettable).
         self.done: deque[int] = deque()
@@ -60,12 +68,12 @@ class Batches:
         """A new batch; with ``sequential``, also the gate its tasks must wait on (the
         previous batch's), or None when nothing is still running before it. Once its tasks
         are recorded, :meth:`mark` them (or :meth:`drop` it, refused)."""
-        after = self._last if sequential and self._last in self.open else None
+        last = self.next_id - 1
+        after = last if sequential and last in self.open else None
         batch = Batch(self.next_id, task_ids, wait, len(task_ids), after=after,
                       waiters={client} if wait else set())
         self.next_id += 1
         self.open[batch.id] = self.known[batch.id] = batch
-        self._last = batch.id
         return batch, None if after is None else batch_gate(after)
 
     def drop(self, batch: Batch) -> None:
@@ -74,13 +82,11 @@ class Batches:
         del self.open[batch.id], self.known[batch.id]
         if batch.id == self.next_id - 1:  # (its number was never told: the next takes it,
             self.next_id -= 1  # and one not known below next_id is one forgotten)
-        self.renumber(self.next_id)
 
     def renumber(self, next_id: int) -> None:
-        """Numbers go on from ``next_id`` (or after the last known), and a --sequential
-        batch goes after the last one taken: forgotten or not (then it waits for none)."""
+        """Numbers go on from ``next_id`` (or after the last known: a --sequential batch
+        goes after the last one taken, forgotten or not; then it waits for none)."""
         self.next_id = max(next_id, max(self.known, default=0) + 1)
-        self._last = self.next_id - 1 or None
 
     def claim(self, client: bytes, batch_id: int) -> Batch | None:
         """``client`` WATCHes a batch: if open, it waits for it from now on."""
@@ -124,7 +130,6 @@ class Batches:
                 self.kept += len(batch.task_ids)
             if after is not None:
                 afters.add(after)
-            self._last = batch_id
         self.renumber(self.next_id)
         return [batch_gate(a) for a in sorted(afters) if a not in self.open]
 
@@ -155,13 +160,12 @@ class Batches:
     def forgettable(self, keep: int, held: Callable[[Batch], bool] = lambda b: False
                     ) -> list[Batch]:
         """Done batches to forget, oldest first, so that those kept hold at most ``keep``
-        tasks; none until they hold more than a quarter over it, so that the forgetting
-        (one pass over what the board keeps) comes once for that many tasks, not for each
-        batch. A batch restored for a client that waited for it stays until claimed (or the
-        admin stops waiting for that), and so does one ``held`` says a task still open
-        depends on; and the newer ones with them: oldest first, always. The batches
-        returned are no longer known (see :meth:`forgot`)."""
-        if self.kept <= keep + keep // 4:
+        tasks; none until they are :func:`past_step`. A batch restored for a client that
+        waited for it stays until claimed (or the admin stops waiting for that), and so does
+        one ``held`` says a task still open depends on; and the newer ones with them:
+        oldest first, always. The batches returned are no longer known (see
+        :meth:`forgot`)."""
+        if not past_step(self.kept, keep):
             return []
         out: list[Batch] = []
         while self.kept > keep and self.done and self.done[0] not in self.unclaimed \

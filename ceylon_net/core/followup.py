@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from .. import wire
 from ..wire import Kind
-from .batches import Batch, Batches, batch_gate
+from .batches import Batch, Batches, batch_gate, past_step
 from .board import ENDED, FINISHED, TaskBoard, TaskRecord, TaskState
 from .commands import Finished, Forgot, Outbox
 from .groups import GroupEvent, TaskManager
@@ -74,7 +74,7 @@ class Followup:
             if self.loose:
                 self._loose_ended(records)
             keep = self.keep_finished
-            if keep is not None and (ended or len(self.loose_done) > keep + keep // 4):
+            if keep is not None and (ended or past_step(len(self.loose_done), keep)):
                 # Next round: this one's changes and results are journaled and written as
                 # they stand (a batch done as it came in is journaled before it goes).
                 self.forget_due = True
@@ -110,6 +110,14 @@ class Followup:
                 loose.discard(rec.task.id)
                 done.append(rec.task.id)
 
+    def forget_when_due(self, now: float, every: float) -> None:
+        """At a round's start: what :meth:`settle` found due for forgetting, in an earlier
+        round. Held back (an open task depends on the oldest), it is tried again ``every``
+        seconds on, not every round (each try looks at every task)."""
+        if self.forget_due and now >= self.forget_at:
+            self.forget_due = self.forget_old(self.keep_finished or 0)
+            self.forget_at = now + every if self.forget_due else 0.0
+
     def forget_old(self, keep: int) -> bool:
         """Forget done batches, oldest first, beyond ``keep`` of their tasks (their reports
         went out as they finished): their tasks, groups and what was said of them; and of
@@ -126,10 +134,10 @@ class Followup:
         gone = self.batches.forgettable(keep, lambda b: held(b.task_ids))
         loose = self.loose_done
         tasks = [t for b in gone for t in b.task_ids]
-        if len(loose) > keep + keep // 4:
+        if past_step(len(loose), keep):
             while len(loose) > keep and not held((loose[0],)):
                 tasks.append(loose.popleft())
-        more = self.batches.kept > keep + keep // 4 or len(loose) > keep + keep // 4
+        more = past_step(self.batches.kept, keep) or past_step(len(loose), keep)
         if not tasks:
             return more
         board = self.board

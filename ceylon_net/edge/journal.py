@@ -118,7 +118,7 @@ class Journal:
             # The run this journal holds: a client names it when it WATCHes a batch again.
             self.run = os.urandom(8).hex()
             self.joined = 0  # registrations seen: each new one writes the workers' slots
-            self._next_group: int | None = None  # (see next_group_index)
+            self._next_group: int | None = None  # (see add_group)
             if not existed:
                 self.db.executescript(_SCHEMA)
                 self.db.executemany("INSERT INTO meta VALUES (?, ?)",
@@ -213,20 +213,16 @@ class Journal:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('slots', ?)",
                         (json.dumps(slots),))
 
-    def next_group_index(self) -> int:
-        """Where a new group goes in the order groups are restored in (read once: the
-        table has no index on it)."""
+    def add_group(self, group_id: str, spec: dict[str, Any]) -> None:
+        """A group, after those it holds (forgotten or not) in the order groups are
+        restored in (the next place read once: the table has no index on it)."""
         if self._next_group is None:
             self._next_group = self.db.execute(
                 "SELECT COALESCE(MAX(idx), -1) + 1 FROM groups").fetchone()[0]
-        return self._next_group
-
-    def add_group(self, idx: int, group_id: str, spec: dict[str, Any]) -> None:
-        if self._next_group is not None:
-            self._next_group = max(self._next_group, idx + 1)
         self._begin()
         self.db.execute("INSERT OR REPLACE INTO groups VALUES (?, ?, ?)",
-                        (group_id, idx, wire.packb(spec)))
+                        (group_id, self._next_group, wire.packb(spec)))
+        self._next_group += 1
 
     def update(self, rows: Iterable[tuple[TaskId, TaskStatus, int, str | None,
                                           TaskResult | None, str | None, int, str | None,
@@ -419,9 +415,8 @@ def record_added(journal: Journal, board: TaskBoard, manager: TaskManager,
     # Just added as pending (or cancelled by a failed dependency: that change stays).
     records, status, pending = board.records, STATUS_OF, TaskStatus.PENDING
     board.dirty.difference_update(t.id for t in tasks if status[records[t.id].state] is pending)
-    first = journal.next_group_index() if groups else 0  # (after those kept, forgotten or not)
-    for i, g in enumerate(groups):
-        journal.add_group(first + i, g.id, manager.spec(g))
+    for g in groups:
+        journal.add_group(g.id, manager.spec(g))
     if batch is not None:
         journal.add_batch(batch.id, batch.journal_row())
     journal.commit()  # the groups with their tasks (a round with no change commits nothing)
