@@ -60,7 +60,8 @@ class AdminSettings:
     prefetch: int | None = None
     journal: str | None = None
     # Tasks of finished client batches (ceylon-submit) a serving admin keeps: beyond, it
-    # forgets the oldest batches whole (their reports went out). None: keeps every one.
+    # forgets the oldest batches whole (their reports went out); execute()'s tasks the same
+    # way. None: keeps every one.
     keep_finished: int | None = 100_000
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     token: str | None = None
