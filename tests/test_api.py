@@ -247,6 +247,40 @@ def test_a_message_that_could_not_arrive_is_refused_at_send_and_the_rest_still_a
     assert "a message of raw bytes is 100,000 bytes encoded" in errors[2]
 
 
+class Verbose(Worker):
+    """Fails with long error texts: a handler's traceback, and an override's own text."""
+
+    async def run_task(self, task: Task) -> TaskResult:
+        if task.id == "raised":
+            raise ValueError("x" * 30_000)
+        return TaskResult(task.id, self.name, False, error="é" * 20_000 + "\nthe last line")
+
+
+def test_a_failure_whose_error_text_is_over_the_message_limit_is_cut_to_fit_not_lost():
+    """A traceback is cut at 65,536 characters whatever --max-message-bytes is: at 16 KiB
+    the result went out whole, the admin's socket dropped it with the connection, the
+    worker sent it again every two heartbeats, and execute() waited for ever."""
+    async def body():
+        admin = _admin(max_message_bytes=16 * 1024)
+        worker = Verbose("w")
+        runner = asyncio.create_task(admin.arun_admin(b"", [worker]))
+        await wait_until(lambda: len(admin.get_connected_agents()) == 1, 10, "the worker")
+        got = [await asyncio.wait_for(admin.execute(Task(i, "fails", 1)), 10)
+               for i in ("raised", "returned")]
+        await admin.stop()
+        await asyncio.wait_for(runner, 10)
+        return got
+
+    raised, returned = run(body())
+    for r in (raised, returned):
+        assert not r.success
+        assert "characters in all: cut here) ..." in r.error
+        assert len(r.error.encode()) <= 8 * 1024
+    assert raised.error.startswith("Traceback (most recent call last):")
+    assert raised.error.splitlines()[-1].startswith("ValueError: xxx")
+    assert returned.error.startswith("éé") and returned.error.endswith("\nthe last line")
+
+
 def test_a_message_of_a_type_this_process_does_not_know_is_said_once_a_type_not_each_time():
     """The admin relays workers' broadcasts of their own types, which ceylon-admin never
     imports: that is normal, and a flood of 'dropped message' warnings (one per broadcast)

@@ -899,6 +899,24 @@ def test_a_handlers_traceback_is_cut_to_at_most_max_error_characters_keeping_its
     text.encode("utf-8")  # (sendable: no lone surrogate left)
 
 
+@pytest.mark.parametrize("room", [0, 10, 60, 200, 1000, 7_000])
+@pytest.mark.parametrize("text", ["a" * 50_000, "é€😀\n" * 9_000 + "ValueError: last",
+                                  "\udcff" * 20_000, "short"])
+def test_an_error_text_is_fitted_in_its_room_of_bytes_keeping_its_start_and_last_line(
+        text, room):
+    from ceylon_net.edge.runner import fit_error
+
+    fitted = fit_error(text, room)
+    size = len(fitted.encode())  # (sendable: no lone surrogate left)
+    assert size <= room
+    if len(text.encode("utf-8", "backslashreplace")) <= room:
+        assert fitted == text.encode("utf-8", "backslashreplace").decode()
+    elif room >= 1000:
+        assert "characters in all: cut here) ..." in fitted
+        assert fitted[:5] == text.encode("utf-8", "backslashreplace").decode()[:5]
+        assert fitted.endswith("ValueError: last") or "\n" not in text
+
+
 def test_a_run_task_that_returns_no_task_result_fails_its_task_and_the_runner_goes_on():
     """An override of Worker.run_task that returns None or its value, or a TaskResult with a
     field of the wrong type: the task fails saying so. Before, the runner stopped on an

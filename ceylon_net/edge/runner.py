@@ -741,14 +741,41 @@ def traceback_text(exc: BaseException) -> str:
     except Exception:  # a traceback that cannot be formatted at all
         text = last = f"{type(exc).__qualname__} (its traceback could not be formatted)"
     text, last = (t.encode("utf-8", "backslashreplace").decode("utf-8") for t in (text, last))
-    if len(text) > MAX_ERROR:
-        note = f"\n... ({len(text):,} characters in all: cut here) ...\n"
-        room = MAX_ERROR - len(note)
-        if len(last) > room // 2:
-            cut = f"... (cut: {len(last):,} characters)"
-            last = last[:room // 2 - len(cut)] + cut
-        text = text[:room - len(last)] + note + last
-    return text
+    return _cut(text, last, MAX_ERROR)
+
+
+def fit_error(error: str, room: int) -> str:
+    """A failed result's error text in at most ``room`` bytes of UTF-8, so that the result
+    fits in a message (a small --max-message-bytes): the start and the last line, as
+    :func:`traceback_text` cuts; sendable (a lone surrogate becomes an escape)."""
+    text = error.encode("utf-8", "backslashreplace").decode("utf-8")
+    size = len(text.encode())
+    if size <= room:
+        return text
+    last = text.rstrip("\n").rsplit("\n", 1)[-1]
+    chars = len(text) * room // size
+    while chars > 0:  # (characters of more than a byte: cut again, shorter)
+        cut = _cut(text, last, chars)
+        if len(cut.encode()) <= room:
+            return cut
+        chars = chars * 3 // 4
+    return ""
+
+
+def _cut(text: str, last: str, room: int) -> str:
+    """``text`` in at most ``room`` characters: its start, a note of the cut, and ``last``
+    (its last line; cut too, to half the room at most)."""
+    if len(text) <= room:
+        return text
+    note = f"\n... ({len(text):,} characters in all: cut here) ...\n"
+    room -= len(note)
+    if room <= 0:
+        return text[:max(room + len(note), 0)]
+    if len(last) > room // 2:
+        cut = f"... (cut: {len(last):,} characters)"
+        last = last[:max(room // 2 - len(cut), 0)] + cut
+        last = last[:room // 2] if len(last) > room // 2 else last
+    return text[:room - len(last)] + note + last
 
 
 def _misfilled(r: TaskResult) -> str | None:

@@ -30,7 +30,7 @@ from . import handlers
 from .agent import AgentBase, guarded, supervised
 from .collector import FullCollections
 from .outbox import Outbox
-from .runner import TaskRunner
+from .runner import TaskRunner, fit_error
 from .transport import WorkerSockets, load_keys, why_no_answer, why_unreachable
 
 
@@ -146,12 +146,17 @@ class Worker(AgentBase):
         """Why the admin could not take this result, if it could not: too big for a message,
         or what msgpack cannot carry or the admin would not read back (a set, int keys, a
         list of a million items). Only a result that carries more than a number is looked
-        at."""
+        at. A failure's error text too long for a message is cut to fit (the start and its
+        last line): sent whole, the admin's socket would drop it with the connection, and it
+        would be sent again for ever."""
+        limit = self.send_limit - wire.FRAME_SLACK
+        error = result.error
+        if error is not None and len(error) > limit // 8:  # (4 bytes a character at most)
+            result.error = fit_error(error, limit // 2)
         value = result.value
         if value is None or type(value) in (bool, float) \
                 or (type(value) is int and value in wire.MSGPACK_INTS):
             return None
-        limit = self.send_limit - wire.FRAME_SLACK
         try:
             packed = wire.pack_batch([result])
             if len(packed) > limit:
