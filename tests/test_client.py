@@ -324,6 +324,50 @@ def test_a_future_cannot_be_cancelled_once_its_result_has_arrived():
         loop.close()
 
 
+def test_done_callbacks_that_cancel_each_other_s_future_do_not_deadlock_two_threads():
+    """First result wins: each future's callback cancels the other. b's result arrives in
+    the client's thread as the program cancels a: each thread ran its callback holding its
+    future's lock, then waited for the other's, and the client's thread was stuck for good."""
+    import threading
+
+    from ceylon_net.edge.sync_client import Future
+
+    loop = asyncio.new_event_loop()
+    client = threading.Thread(target=loop.run_forever, daemon=True)
+    client.start()
+    try:
+        inner = {k: asyncio.run_coroutine_threadsafe(_future(), loop).result(5) for k in "ab"}
+        a, b = (Future(k, inner[k], loop, client) for k in "ab")
+        inside = {k: threading.Event() for k in "ab"}  # its callback is running
+        said: list[tuple[str, bool]] = []
+
+        def cancel_the_other(done: Future) -> None:
+            other = b if done is a else a
+            inside[done.key].set()
+            inside[other.key].wait(2)  # (both callbacks at once: where it deadlocked)
+            said.append((other.key, other.cancel()))
+
+        for f in (a, b):
+            f.add_done_callback(cancel_the_other)
+        loop.call_soon_threadsafe(inner["b"].set_result, 1)  # b's result: client's thread
+        assert inside["b"].wait(5)
+        program = threading.Thread(target=a.cancel, daemon=True)  # the program cancels a
+        program.start()
+        program.join(10)
+        assert not program.is_alive(), "the program's cancel() never returned"
+        assert asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(10) is None
+        assert (a.cancelled(), b.result(0)) == (True, 1)
+        assert sorted(said) == [("a", False), ("b", False)]  # (each was done already)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        client.join(10)
+        loop.close()
+
+
+async def _future() -> asyncio.Future:
+    return asyncio.get_running_loop().create_future()
+
+
 def test_a_wait_of_any_length_is_a_wait_not_an_overflow():
     """threading refuses a timeout beyond TIMEOUT_MAX: result(timeout=1e10) raised
     OverflowError (from the standard library) instead of waiting."""

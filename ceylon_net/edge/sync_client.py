@@ -69,7 +69,8 @@ class Future(concurrent.futures.Future):
         super().__init__()
         self.key = key
         self._inner, self._loop, self._thread = inner, loop, thread
-        self._settle = threading.RLock()  # the loop's outcome and the user's cancel() race
+        self._settle = threading.Lock()  # threads racing to cancel: told once (_cancel_here)
+        self._notified = False
         inner.add_done_callback(self._copy)
 
     def result(self, timeout: float | None = None) -> Any:
@@ -97,26 +98,37 @@ class Future(concurrent.futures.Future):
                                "wait for ever; chain another add_done_callback instead")
 
     def _copy(self, inner: asyncio.Future) -> None:
-        with self._settle:
-            if self.done():
-                return  # cancelled by the user meanwhile
-            if inner.cancelled():
-                super().cancel()
-                self.set_running_or_notify_cancel()
-            elif inner.exception() is not None:
+        """The loop's outcome, copied (unless the user's cancel() came first). No lock is
+        held as the user's done callbacks run: one that cancels another future, whose own
+        callback cancels this one (first result wins), deadlocked the client's thread."""
+        if inner.cancelled():
+            self._cancel_here()
+            return
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # (cancelled first)
+            if inner.exception() is not None:
                 self.set_exception(inner.exception())
             else:
                 self.set_result(inner.result())
 
+    def _cancel_here(self) -> bool:
+        """This future cancelled (its callbacks run), and wait() and as_completed() told so,
+        once whichever threads race to it; False if its outcome came first."""
+        if not super().cancel():  # (False once finished)
+            return False
+        with self._settle:  # (held for no callback)
+            if not self._notified:
+                self._notified = True
+                self.set_running_or_notify_cancel()
+        return True
+
     def cancel(self) -> bool:
-        with self._settle:
-            if self.done():
-                return False
-            if self._inner.done():  # its outcome is here, only not copied yet: too late
-                self._copy(self._inner)
-                return self.cancelled()
-            super().cancel()
-            self.set_running_or_notify_cancel()  # wait() and as_completed() see it
+        if self.done():
+            return False
+        if self._inner.done():  # its outcome is here, only not copied yet: too late
+            self._copy(self._inner)
+            return self.cancelled()
+        if not self._cancel_here():
+            return False
         self._loop.call_soon_threadsafe(self._inner.cancel)
         return True
 
