@@ -433,6 +433,36 @@ def test_a_cancel_of_more_ids_than_a_message_carries_is_sent_in_several(tmp_path
 
 
 @pytest.mark.timeout(120)
+def test_a_request_right_after_a_submit_reaches_the_admin_after_it(tmp_path):
+    """A SUBMIT leaves at the end of the loop turn (with the others of that turn); a CANCEL,
+    a batch or a status request asked in that turn left at once, ahead of it: the task just
+    submitted was 'unknown' to the cancel and ran anyway, a batch depending on it was
+    refused, and the status did not count it."""
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await c.admin()  # no worker: the tasks stay queued
+            async with AsyncClient(f"127.0.0.1:{c.port}") as client:
+                first = client.submit("echo_later", 1, key="first")
+                # (awaited as they are, not through wait_for: its task would start later)
+                outcome = await client.cancel([first])
+                error = await asyncio.wait_for(asyncio.gather(first, return_exceptions=True),
+                                               30)
+                client.submit("echo_later", 2, key="second")
+                submitted, _ = await client.submit_batch(
+                    {"tasks": [{"id": "after", "description": "x", "difficulty": 1,
+                                "depends_on": ["second"]}]}, wait=False)
+                client.submit("echo_later", 3, key="third")
+                counts = (await client.status())["counts"]
+                return outcome, error[0], submitted, counts
+
+    outcome, error, submitted, counts = run(body())
+    assert outcome["cancelled"] == ["first"] and not outcome.get("unknown"), outcome
+    assert isinstance(error, TaskFailed) and "cancelled" in str(error)
+    assert submitted.batch >= 1
+    assert counts["total"] == 4 and counts["queued"] == 2 and counts["waiting"] == 1, counts
+
+
+@pytest.mark.timeout(120)
 def test_what_cannot_be_sent_fails_at_the_call_and_big_batches_are_split(tmp_path):
     from ceylon_net.errors import ConfigError, LocalProtocolError
 

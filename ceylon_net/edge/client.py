@@ -280,8 +280,13 @@ class AsyncClient:
             raise ConfigError(_OTHER_LOOP)
 
     def _request(self, kind: bytes, msg: Any = None) -> int:
-        """Send a request now; its msg_id, under which its answer will wait."""
+        """Send a request now, after what was submitted and not sent yet (they would leave at
+        the end of this loop turn: a cancel of a task just submitted, a batch depending on
+        one, or a status, would reach the admin before it); its msg_id, under which its
+        answer will wait."""
         assert self.loop is not None
+        if self._queued:
+            self._start_flush()
         msg_id = self._send(kind, msg)
         self._requests[msg_id] = self.loop.create_future()
         return msg_id
