@@ -368,6 +368,40 @@ async def _future() -> asyncio.Future:
     return asyncio.get_running_loop().create_future()
 
 
+def test_a_batch_waited_for_takes_its_report_read_in_the_same_burst_as_its_answer():
+    """A batch that ends at once: its REPORT is read with the SUBMIT's answer (the loop was
+    busy as both came). The batch was claimed only once submit_batch() went on, after the
+    burst: the REPORT found nobody waiting and was dropped, and the wait lasted until the
+    next watch (2 s or more)."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        client = AsyncClient("127.0.0.1:1")  # not connected: the admin's words are fed to it
+        client.loop = asyncio.get_running_loop()
+        sent: list = []
+        client._send = lambda kind, msg: sent.append((kind, msg)) or len(sent)
+        progress: list = []
+        call = asyncio.ensure_future(client.submit_batch({"tasks": []}, wait=True,
+                                                         on_progress=progress.append))
+        while not sent:  # (the call's task sends its SUBMIT as it starts)
+            await asyncio.sleep(0)
+
+        def said(kind, msg, seq=None):
+            header = wire.Header("default", "admin", 1, 0.0, wire.type_name(msg), seq=seq)
+            client._on_message(wire.Envelope(kind, header, wire.pack(msg)))
+
+        said(Kind.SUBMIT, wire.Submitted(5, 1, "run1"), seq=1)  # one burst, nothing between
+        said(Kind.PROGRESS, wire.BatchProgress(5, 1, 1, 0))
+        said(Kind.REPORT, wire.BatchReport(5, {"tasks": 1}))
+        return await asyncio.wait_for(call, 5), progress, client._batches
+
+    (submitted, report), progress, left = run(body())
+    assert (submitted.batch, report) == (5, {"tasks": 1})
+    assert [p.batch for p in progress] == [5]
+    assert left == {}
+
+
 def test_a_wait_of_any_length_is_a_wait_not_an_overflow():
     """threading refuses a timeout beyond TIMEOUT_MAX: result(timeout=1e10) raised
     OverflowError (from the standard library) instead of waiting."""

@@ -146,6 +146,15 @@ class _Waited:
     payload: bytes = b""  # the REPORT's, once it came (kept: a later watch reads it anew)
 
 
+@dataclass
+class _Claim:
+    """A batch to wait for once the admin answers its SUBMIT (``submit_batch(wait=True)``)."""
+
+    on_progress: Callable[[wire.BatchProgress], None] | None
+    waited: _Waited | None = None
+    error: ConfigError | None = None
+
+
 class AsyncClient:
     """``async with AsyncClient("coordinator:8000") as c: f = c.submit("sha256", "x", 1000)``.
 
@@ -175,6 +184,7 @@ class AsyncClient:
         self._futures: dict[Any, TaskFuture] = {}
         self._groups: dict[str, GroupFuture] = {}
         self._batches: dict[int, _Waited] = {}  # batches waited for, by number
+        self._claims: dict[int, _Claim] = {}  # by msg_id: a SUBMIT whose batch is waited for
         self._reports: dict[tuple[int, str], bytes] = {}  # finished ones' REPORTs (some)
         # submitted this loop turn: (task or group document, its size encoded, the group's
         # future for a group)
@@ -366,13 +376,28 @@ class AsyncClient:
         size = len(wire.packb(doc))
         if size > self.max_message_bytes - wire.FRAME_SLACK:
             raise ConfigError(self._too_big(size))
-        env = await self._ask(Kind.SUBMIT, wire.Submission(doc, wait, sequential))
+        msg_id = self._request(Kind.SUBMIT, wire.Submission(doc, wait, sequential))
+        if wait:  # (claimed as its answer comes: the REPORT of a quick one may come with it)
+            self._claims[msg_id] = claim = _Claim(on_progress)
+        try:
+            env = await self._answer(msg_id, self.timeout)
+        finally:
+            self._claims.pop(msg_id, None)
         submitted = wire.unpack(wire.Submitted, env.payload, INBOUND_LIMITS)
-        if on_submitted is not None:
-            on_submitted(submitted)
         if not wait:
+            if on_submitted is not None:
+                on_submitted(submitted)
             return submitted, None
-        return submitted, await self._wait_batch(submitted.batch, submitted.run, on_progress)
+        if claim.error is not None:
+            raise claim.error
+        assert claim.waited is not None  # (claimed before the answer was handed over)
+        try:
+            if on_submitted is not None:
+                on_submitted(submitted)
+        except BaseException:
+            self._release(submitted.batch, claim.waited, on_progress)
+            raise
+        return submitted, await self._await_batch(submitted.batch, claim.waited, on_progress)
 
     def _too_big(self, size: int) -> str:
         """Why a batch of ``size`` bytes encoded cannot go to this admin, and what to do."""
@@ -400,13 +425,6 @@ class AsyncClient:
         self._send(Kind.WATCH, wire.Watch([], [], [[batch, run]]))
         return await self._await_batch(batch, waited, on_progress)
 
-    async def _wait_batch(self, batch: int, run: str,
-                          on_progress: Callable[[wire.BatchProgress], None] | None
-                          ) -> dict[str, Any]:
-        """The batch's report; several may wait for one batch (they share it)."""
-        waited = self._claim_batch(batch, run, on_progress)
-        return await self._await_batch(batch, waited, on_progress)
-
     def _claim_batch(self, batch: int, run: str,
                      on_progress: Callable[[wire.BatchProgress], None] | None) -> _Waited:
         """Count one more waiter of the batch (ConfigError: this client waits for a batch of
@@ -426,16 +444,22 @@ class AsyncClient:
     async def _await_batch(self, batch: int, waited: _Waited,
                            on_progress: Callable[[wire.BatchProgress], None] | None
                            ) -> dict[str, Any]:
+        """The batch's report; several may wait for one batch (they share it)."""
         try:
             report = await asyncio.shield(waited.report)
         finally:
-            waited.waiters -= 1
-            if on_progress is not None:
-                waited.on_progress.remove(on_progress)
-            if not waited.waiters and self._batches.get(batch) is waited:
-                del self._batches[batch]
+            self._release(batch, waited, on_progress)
         self._keep_report(batch, waited)
         return report
+
+    def _release(self, batch: int, waited: _Waited,
+                 on_progress: Callable[[wire.BatchProgress], None] | None) -> None:
+        """One waiter of the batch less (see _claim_batch)."""
+        waited.waiters -= 1
+        if on_progress is not None:
+            waited.on_progress.remove(on_progress)
+        if not waited.waiters and self._batches.get(batch) is waited:
+            del self._batches[batch]
 
     def _keep_report(self, batch: int, waited: _Waited) -> None:
         """The admin answers one client's watches of a batch once a heartbeat: a report this
@@ -628,6 +652,8 @@ class AsyncClient:
             # (timed out) finds nobody waiting and is dropped.
             answer = self._requests.get(env.header.seq) if env.header.seq is not None else None
             if answer is not None and not answer.done():
+                if kind == Kind.SUBMIT and env.header.seq in self._claims:
+                    self._claim_answered(self._claims[env.header.seq], env)
                 answer.set_result(env)
         elif kind == Kind.DONE:
             self._done(wire.unpack(wire.TaskDone, env.payload, INBOUND_LIMITS))
@@ -654,6 +680,16 @@ class AsyncClient:
                                      progress.batch)
         elif kind == Kind.REPORT:
             self._report(wire.unpack(wire.BatchReport, env.payload, INBOUND_LIMITS), env.payload)
+
+    def _claim_answered(self, claim: _Claim, env: wire.Envelope) -> None:
+        """A batch waited for was taken: waited for from now on, before what follows its
+        answer in the same burst is read (its REPORT, were it done at once, was dropped:
+        found after the next watch, 2 s or more later)."""
+        submitted = wire.unpack(wire.Submitted, env.payload, INBOUND_LIMITS)
+        try:
+            claim.waited = self._claim_batch(submitted.batch, submitted.run, claim.on_progress)
+        except ConfigError as exc:
+            claim.error = exc
 
     def _done(self, done: wire.TaskDone) -> None:
         fut = self._futures.pop(done.task_id, None)
