@@ -899,6 +899,40 @@ def test_a_handlers_traceback_is_cut_to_at_most_max_error_characters_keeping_its
     text.encode("utf-8")  # (sendable: no lone surrogate left)
 
 
+def test_an_object_with_an_async_call_and_a_function_returning_a_coroutine_are_awaited(
+        monkeypatch):
+    """Either ran in a thread: the result was a coroutine never awaited, and the task failed
+    as 'cannot encode coroutine'. The second, quick, would go into thread batches too."""
+    class Doubler:
+        async def __call__(self, x: int) -> int:
+            await asyncio.sleep(0)
+            return 2 * x
+
+    async def triple(x: int) -> int:
+        return 3 * x
+
+    monkeypatch.setitem(handlers._HANDLERS, "test_runner.doubler", Doubler())
+    monkeypatch.setitem(handlers._HANDLERS, "test_runner.tripler", lambda x: triple(x))
+    monkeypatch.setattr(handlers, "_AWAITS", set())
+
+    async def run_task(task: Task) -> TaskResult:
+        value = await handlers.call(task.handler, task.args, task.kwargs)
+        return TaskResult(task.id, "w", True, value=value)
+
+    async def body() -> list[TaskResult]:
+        runner = TaskRunner("w", 8, run_task, lambda: None)
+        runner.start(lambda crash: None)
+        for i in range(200):
+            name = "test_runner.doubler" if i % 2 else "test_runner.tripler"
+            runner.accept(TaskAssignment(Task(i, "d", 1, handler=name, args=[i]), "w", 1))
+        return await _all_answers(runner, 200)
+
+    results = {r.task_id: r for r in run(body())}
+    assert {i: (r.success, r.value) for i, r in results.items()} == \
+        {i: (True, (2 if i % 2 else 3) * i) for i in range(200)}
+    assert handlers.running() == 0
+
+
 @pytest.mark.parametrize("room", [0, 10, 60, 200, 1000, 7_000])
 @pytest.mark.parametrize("text", ["a" * 50_000, "é€😀\n" * 9_000 + "ValueError: last",
                                   "\udcff" * 20_000, "short"])

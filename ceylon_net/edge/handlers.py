@@ -59,12 +59,13 @@ _counting = threading.Lock()
 QUICK = 0.0005  # seconds
 SLOW_DECAY = 0.9  # per call, of the slowest recent call's weight
 _slowest: dict[str, float] = {}
+_AWAITS: set[str] = set()  # plain functions found to return a coroutine: awaited on the loop
 
 
 def quick(name: str | None) -> bool:
     """Is ``name`` a sync handler whose recent calls were all quick (it ran in a thread
     here before, and lately no call took QUICK or more)?"""
-    return name is not None and _slowest.get(name, QUICK) < QUICK
+    return name is not None and _slowest.get(name, QUICK) < QUICK and name not in _AWAITS
 
 
 def _took(name: str, seconds: float) -> None:
@@ -346,9 +347,14 @@ async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     fn = _HANDLERS.get(name)
     if fn is None:
         raise LookupError(f"no handler {name!r} on this worker")
-    if inspect.iscoroutinefunction(fn):
+    if name in _AWAITS or inspect.iscoroutinefunction(fn) \
+            or inspect.iscoroutinefunction(type(fn).__call__):  # (an object's async __call__)
         return await fn(*args, **kwargs)
-    return await outcome(_in_thread(functools.partial(fn, *args, **kwargs), name))
+    value = await outcome(_in_thread(functools.partial(fn, *args, **kwargs), name))
+    if inspect.iscoroutine(value):  # (a plain function that returns one: it is awaited,
+        _AWAITS.add(name)  # on the loop from now on, never in a thread's batch)
+        return await value
+    return value
 
 
 def _in_thread(fn: Callable[[], Any], name: str | None) -> _Job:
