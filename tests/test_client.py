@@ -14,7 +14,7 @@ import sys
 import pytest
 from conftest import REPO, run
 
-from ceylon_net import AsyncClient, Client, TaskFailed
+from ceylon_net import AsyncClient, Client, TaskFailed, TaskResult
 from ceylon_net.dev.testing import Cluster, cli, free_port, wait_until
 from ceylon_net.errors import AdminUnreachableError
 
@@ -368,6 +368,30 @@ async def _future() -> asyncio.Future:
     return asyncio.get_running_loop().create_future()
 
 
+class _Fed:
+    """An AsyncClient not connected: what it sends is kept, the admin's words fed to it."""
+
+    def __init__(self, **kw) -> None:
+        from ceylon_net import wire
+
+        self.wire = wire
+        self.client = AsyncClient("127.0.0.1:1", **kw)
+        self.client.loop = asyncio.get_running_loop()
+        self.sent: list = []
+        self.client._send = lambda kind, msg: self.sent.append((kind, msg)) or len(self.sent)
+        self.client._dealer = object()  # (only its presence is looked at: _send sends)
+
+    async def sending(self, count: int) -> None:
+        """Until ``count`` messages went out (a call's task sends as it starts)."""
+        while len(self.sent) < count:
+            await asyncio.sleep(0)
+
+    def said(self, kind, msg, seq=None) -> None:
+        wire = self.wire
+        header = wire.Header("default", "admin", 1, 0.0, wire.type_name(msg), seq=seq)
+        self.client._on_message(wire.Envelope(kind, header, wire.pack(msg)))
+
+
 def test_a_batch_waited_for_takes_its_report_read_in_the_same_burst_as_its_answer():
     """A batch that ends at once: its REPORT is read with the SUBMIT's answer (the loop was
     busy as both came). The batch was claimed only once submit_batch() went on, after the
@@ -377,29 +401,78 @@ def test_a_batch_waited_for_takes_its_report_read_in_the_same_burst_as_its_answe
     from ceylon_net.wire import Kind
 
     async def body():
-        client = AsyncClient("127.0.0.1:1")  # not connected: the admin's words are fed to it
-        client.loop = asyncio.get_running_loop()
-        sent: list = []
-        client._send = lambda kind, msg: sent.append((kind, msg)) or len(sent)
+        fed = _Fed()
         progress: list = []
-        call = asyncio.ensure_future(client.submit_batch({"tasks": []}, wait=True,
-                                                         on_progress=progress.append))
-        while not sent:  # (the call's task sends its SUBMIT as it starts)
-            await asyncio.sleep(0)
-
-        def said(kind, msg, seq=None):
-            header = wire.Header("default", "admin", 1, 0.0, wire.type_name(msg), seq=seq)
-            client._on_message(wire.Envelope(kind, header, wire.pack(msg)))
-
-        said(Kind.SUBMIT, wire.Submitted(5, 1, "run1"), seq=1)  # one burst, nothing between
-        said(Kind.PROGRESS, wire.BatchProgress(5, 1, 1, 0))
-        said(Kind.REPORT, wire.BatchReport(5, {"tasks": 1}))
-        return await asyncio.wait_for(call, 5), progress, client._batches
+        call = asyncio.ensure_future(fed.client.submit_batch({"tasks": []}, wait=True,
+                                                             on_progress=progress.append))
+        await fed.sending(1)
+        fed.said(Kind.SUBMIT, wire.Submitted(5, 1, "run1"), seq=1)  # one burst
+        fed.said(Kind.PROGRESS, wire.BatchProgress(5, 1, 1, 0))
+        fed.said(Kind.REPORT, wire.BatchReport(5, {"tasks": 1}))
+        return await asyncio.wait_for(call, 5), progress, fed.client._batches
 
     (submitted, report), progress, left = run(body())
     assert (submitted.batch, report) == (5, {"tasks": 1})
     assert [p.batch for p in progress] == [5]
     assert left == {}
+
+
+def test_a_submit_lost_as_the_admin_restarted_is_sent_again_once_the_admin_has_not_got_it():
+    """A SUBMIT written to the old admin's connection as it died is never answered. Its
+    futures waited gone_after (30 s), then failed: 'no admin answered ... is ceylon-admin
+    running there?', with the new admin up all along. Unanswered for SILENCE, it is watched
+    by its first task; the admin does not know it, so the batch goes again."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        futures = [client.submit("echo", i, key=f"k{i}") for i in range(3)]
+        await fed.sending(1)
+        client._watch_again()  # (the watchdog, the admin silent: too soon for this one)
+        for sent in client._unanswered.values():
+            sent.at -= 2.5  # (SILENCE and more ago)
+        client._watch_again()
+        client._watch_again()  # (watched once is enough)
+        watches = [msg.tasks for kind, msg in fed.sent[1:] if kind == Kind.WATCH]
+        fed.said(Kind.DONE, wire.TaskDone("k0", "unknown", None, "the admin has no such task"))
+        fed.said(Kind.DONE, wire.TaskDone("k0", "unknown", None, "(a second answer)"))
+        again = fed.sent[-1]  # (sent as the first answer was read)
+        fed.said(Kind.SUBMIT, wire.Submitted(1, 3, "run2"), seq=len(fed.sent))
+        for i in range(3):
+            result = wire.to_wire(TaskResult(f"k{i}", "w", True, value=i))
+            fed.said(Kind.DONE, wire.TaskDone(f"k{i}", "completed", result))
+        values = await asyncio.wait_for(asyncio.gather(*futures), 5)
+        return watches, again, values, [k for k, _ in fed.sent]
+
+    watches, (kind, submission), values, kinds = run(body())
+    assert watches == [["k0"]]
+    assert kind == Kind.SUBMIT and [t["id"] for t in submission.doc["tasks"]] == \
+        ["k0", "k1", "k2"]
+    assert values == [0, 1, 2]
+    assert kinds.count(Kind.SUBMIT) == 2
+
+
+def test_a_submit_answered_late_by_an_admin_heard_all_along_is_waited_for():
+    """A large map() sends many SUBMITs at once, which the admin takes in turn: those
+    answered later than gone_after after they left failed ('no admin answered ...'), though
+    the admin beat all along and took their tasks, whose results nobody then heard. (The
+    watchdog fails what waits once the admin is silent too long, not the SUBMIT's age.)"""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed(gone_after=0.2)
+        future = fed.client.submit("echo", 7, key="k")
+        await fed.sending(1)
+        await asyncio.sleep(0.5)  # (time passes: over gone_after since the SUBMIT left)
+        fed.said(Kind.SUBMIT, wire.Submitted(1, 1, "run"), seq=1)
+        result = wire.to_wire(TaskResult("k", "w", True, value=7))
+        fed.said(Kind.DONE, wire.TaskDone("k", "completed", result))
+        return await asyncio.wait_for(future, 5)
+
+    assert run(body()) == 7
 
 
 def test_a_wait_of_any_length_is_a_wait_not_an_overflow():

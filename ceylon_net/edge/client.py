@@ -147,6 +147,22 @@ class _Waited:
 
 
 @dataclass
+class _Sent:
+    """A SUBMIT the admin has not answered yet: what to send again should it be lost."""
+
+    items: list[tuple[dict[str, Any], int, GroupFuture | None]]
+    keys: list[Any]  # its tasks (a group's too)
+    names: list[str]  # its groups
+    was: RejectedError | None  # (see _send_batch)
+    at: float  # sent then (time.monotonic())
+    watched: bool = False  # asked the admin whether it has it (see _watch_unanswered)
+
+
+class _SentAgain(Exception):
+    """A SUBMIT's answer will not come: it was lost, and its batch sent again."""
+
+
+@dataclass
 class _Claim:
     """A batch to wait for once the admin answers its SUBMIT (``submit_batch(wait=True)``)."""
 
@@ -189,7 +205,7 @@ class AsyncClient:
         # submitted this loop turn: (task or group document, its size encoded, the group's
         # future for a group)
         self._queued: list[tuple[dict[str, Any], int, GroupFuture | None]] = []
-        self._unanswered: set[Any] = set()  # keys and group names of a SUBMIT not answered yet
+        self._unanswered: dict[int, _Sent] = {}  # SUBMITs not answered yet, by msg_id
         self._last_word = 0.0
         self._ended: str | None = None  # the admin said it stopped (no journal): why
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES  # the admin's: its status says
@@ -584,8 +600,8 @@ class AsyncClient:
             self._batch_failed(keys, groups, exc)
             return
         assert self.loop is not None
-        self._unanswered.update(keys)
-        self._unanswered.update(d["name"] for d, _ in groups)
+        self._unanswered[msg_id] = _Sent(items, keys, [d["name"] for d, _ in groups], was,
+                                         time.monotonic())
         self._loops = [t for t in self._loops if not t.done()]
         self._loops.append(self.loop.create_task(self._accepted(msg_id, items, keys, groups,
                                                                 was)))
@@ -594,19 +610,22 @@ class AsyncClient:
                         items: list[tuple[dict[str, Any], int, GroupFuture | None]],
                         keys: list[Any], groups: list[tuple[dict[str, Any], GroupFuture]],
                         was: RejectedError | None = None) -> None:
-        """The admin's word on a batch: its futures fail if it refused it. It may take as long
-        as an admin restart (``gone_after``): a batch sent meanwhile is queued, not lost. The
-        admin takes a batch whole or not at all, and a batch is only what was submitted in one
-        loop turn: refused, its submissions go again one by one, so that only those at fault
-        fail (in order: one that depends on an earlier one still finds it)."""
+        """The admin's word on a batch: its futures fail if it refused it. It is waited for
+        as long as the admin is heard (a busy one may answer a large map() late; the
+        watchdog fails what waits once it is silent too long), and through a restart: a
+        batch sent meanwhile is queued, not lost, and one lost with the old admin is sent
+        again (see _sent_again). The admin takes a batch whole or not at all, and a batch is
+        only what was submitted in one loop turn: refused, its submissions go again one by
+        one, so that only those at fault fail (in order: one that depends on an earlier one
+        still finds it)."""
         try:
             try:
                 # (one that said it stopped had no journal: no restart to wait for)
-                await self._answer(msg_id, self.gone_after if self._ended is None
-                                   else self.timeout)
+                await self._answer(msg_id, None if self._ended is None else self.timeout)
             finally:
-                self._unanswered.difference_update(keys)
-                self._unanswered.difference_update(d["name"] for d, _ in groups)
+                self._unanswered.pop(msg_id, None)
+        except _SentAgain:
+            return
         except RejectedError as exc:
             if len(items) == 1:
                 if was is not None and not _same_reason(str(exc), str(was)):
@@ -692,6 +711,8 @@ class AsyncClient:
             claim.error = exc
 
     def _done(self, done: wire.TaskDone) -> None:
+        if done.status == "unknown" and self._unanswered and self._sent_again(done.task_id):
+            return
         fut = self._futures.pop(done.task_id, None)
         if fut is None or fut.done():
             return
@@ -758,15 +779,54 @@ class AsyncClient:
         """Ask again for every task and group we wait on, in WATCHes of at most batch_bytes
         (however long the keys); the groups after the tasks, so that a group's news never
         comes before its tasks' (the admin answers in order)."""
-        limit = self.batch_bytes
-        for keys in _by_size((k for k in self._futures if k not in self._unanswered), limit):
+        limit, unanswered = self.batch_bytes, self._unanswered.values()
+        keys_sent = {k for sent in unanswered for k in sent.keys}
+        names_sent = {n for sent in unanswered for n in sent.names}
+        for keys in _by_size((k for k in self._futures if k not in keys_sent), limit):
             self._send(Kind.WATCH, wire.Watch(keys, []))
         for names in _by_size((n for n, g in self._groups.items()
-                               if not g.done() and n not in self._unanswered), limit):
+                               if not g.done() and n not in names_sent), limit):
             self._send(Kind.WATCH, wire.Watch([], names))
+        self._watch_unanswered()
         for batches in _by_size(([n, w.run] for n, w in self._batches.items()
                                  if not w.report.done()), limit):
             self._send(Kind.WATCH, wire.Watch([], [], batches))
+
+    def _watch_unanswered(self) -> None:
+        """A SUBMIT unanswered for SILENCE: is it lost (written to the old admin's connection
+        as it died)? Watched by its first task: the admin takes a batch whole or not at all,
+        and reads our messages in order, so one that does not know that task never had the
+        batch, and it is sent again (see _sent_again); one that knows it answers later."""
+        now = time.monotonic()
+        overdue = [sent for sent in self._unanswered.values()
+                   if sent.keys and not sent.watched and now - sent.at > SILENCE]
+        for sent in overdue:
+            sent.watched = True
+        for keys in _by_size((sent.keys[0] for sent in overdue), self.batch_bytes):
+            self._send(Kind.WATCH, wire.Watch(keys, []))
+
+    def _sent_again(self, key: Any) -> bool:
+        """The admin does not know task ``key``: not the last word while a SUBMIT of it is
+        unanswered (True). If that SUBMIT was watched (see _watch_unanswered), it was lost:
+        its batch goes again (what was not cancelled meanwhile)."""
+        msg_id = next((m for m, sent in self._unanswered.items()
+                       if key in sent.keys), None)
+        if msg_id is None:
+            return False
+        sent = self._unanswered[msg_id]
+        if not sent.watched or key != sent.keys[0]:
+            return True  # (an older watch's answer: its SUBMIT's answer will tell)
+        del self._unanswered[msg_id]
+        answer = self._requests.get(msg_id)
+        if answer is not None:
+            _fail(answer, _SentAgain())
+        logger.info("client: the admin at {} never had a batch we sent (lost as it "
+                    "restarted?): sending it again", self.endpoint)
+        items = [item for item in sent.items if ((item[0]["id"] in self._futures)
+                                                 if item[2] is None else not item[2].done())]
+        if items:
+            self._send_batch(items, sent.was)
+        return True
 
     def _resolve_error(self, key: Any, exc: BaseException) -> None:
         fut = self._futures.pop(key, None)
