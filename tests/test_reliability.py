@@ -306,8 +306,9 @@ def test_tasks_submitted_before_start_are_journaled_at_start(tmp_path):
 
 @pytest.mark.timeout(90)
 def test_a_journal_of_another_run_is_refused_with_tasks_it_does_not_hold(tmp_path, tasks_file):
-    """ceylon-admin --tasks on a journal left by another job: running and reporting that job
-    instead of this one, silently, would be a nasty surprise. The same command again resumes
+    """ceylon-admin --tasks on a journal left by another job (tasks it does not hold, or
+    holds otherwise): running and reporting that job instead of this one, silently, would
+    be a nasty surprise. The same command again resumes
     its own run (done: it reports at once)."""
     journal = tmp_path / "state.db"
     first = tasks_file([{"id": "a", "description": "a", "difficulty": 1}], name="a.json")
@@ -328,6 +329,17 @@ def test_a_journal_of_another_run_is_refused_with_tasks_it_does_not_hold(tmp_pat
     assert f"error: journal {journal} holds another run: 1 of the 2 task(s) in --tasks " \
            f"{other} are not in it ('b')" in err
     assert "serving" not in err and _digest(journal) == before  # refused before anything
+    # The same ids, another job (ids 1, 2, 3 are in most files: it ran the journal's instead)
+    for i, changed in enumerate(({"description": "another"}, {"difficulty": 2},
+                                 {"handler": "echo", "args": [1]})):
+        same_ids = tasks_file([{"id": "a", "description": "a", "difficulty": 1, **changed}],
+                              name=f"c{i}.json")
+        code, err = _admin_on_journal(tmp_path, journal, "--tasks", str(same_ids))
+        assert code == 2, err
+        field = next(iter(changed))
+        assert f"error: journal {journal} holds another run: task 'a' has another {field} " \
+               f"in --tasks {same_ids} than in the journal" in err
+        assert _digest(journal) == before
     code, err = _admin_on_journal(tmp_path, journal, "--tasks", str(first))
     assert code == 0 and "the journal holds this run: resuming it" in err, err
 

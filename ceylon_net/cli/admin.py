@@ -10,9 +10,10 @@ from typing import Annotated
 import typer
 from loguru import logger
 
+from .. import wire
 from ..core.groups import TaskGroup
 from ..core.tasks import RunReport, Task, json_text
-from ..core.workfile import load_work, work_ids
+from ..core.workfile import load_work
 from ..edge import loop
 from ..edge.admin import Admin
 from ..edge.journal import Journal, JournalError
@@ -228,24 +229,44 @@ async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskG
 
 def _same_run(path: Path, workspace: str, work: tuple[list[Task], list[TaskGroup]],
               tasks: Path | None) -> None:
-    """A journal holding a run, with --tasks, must hold every task of that file: one left
-    from another job would run and report its own tasks instead, silently. Checked before
-    anything starts, the file left as it was."""
+    """A journal holding a run, with --tasks, must hold every task of that file, as the file
+    gives it: one left from another job would run and report its own tasks instead,
+    silently (ids 1, 2, 3 are in most files: the ids alone let another job's through).
+    Checked before anything starts, the file left as it was."""
     if not path.exists() or path.stat().st_size == 0:
         return
     journal = Journal(path, workspace)
     try:
-        held = journal.task_ids()
+        held = journal.task_specs()
     finally:
         journal.close()
-    ids = work_ids(*work)
-    missing = [i for i in ids if i not in held] if held else []
+    if not held:
+        return
+    given = [*work[0], *(t.as_task(0) for g in work[1] for t in g.subtasks)]
+    missing = [t.id for t in given if t.id not in held]
     if missing:
         shown = ", ".join(repr(i) for i in missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise JournalError(
-            f"journal {path} holds another run: {len(missing)} of the {len(ids)} task(s) in "
+            f"journal {path} holds another run: {len(missing)} of the {len(given)} task(s) in "
             f"--tasks {tasks} are not in it ({shown}). Resume a run with the --tasks file it "
             f"started with; to start a new run, remove the journal or name another one")
+    for task in given:
+        field = _changed(task, held[task.id])
+        if field is not None:
+            raise JournalError(
+                f"journal {path} holds another run: task {task.id!r} has another {field} in "
+                f"--tasks {tasks} than in the journal. Resume a run with the --tasks file it "
+                f"started with; to start a new run, remove the journal or name another one")
+
+
+_COMPARED = ("description", "difficulty", "duration", "handler", "args", "kwargs",
+             "depends_on", "timeout")
+
+
+def _changed(task: Task, held: dict[str, object]) -> str | None:
+    """The first field a journal's task (its msgpack map) gives otherwise than ``task``."""
+    mine = wire.unpackb(wire.packb(wire.to_wire(task)))  # (as the journal keeps it)
+    return next((f for f in _COMPARED if mine.get(f) != held.get(f)), None)
 
 
 async def _wait_report(admin: Admin) -> RunReport:

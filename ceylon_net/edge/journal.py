@@ -309,14 +309,14 @@ class Journal:
             self.commit()
         return entries
 
-    def task_ids(self) -> set[Any]:
-        """The ids of the tasks it holds, read without folding the log (as :meth:`tasks`
-        does): a look that leaves the file as it was."""
-        ids: set[Any] = set()
+    def task_specs(self) -> dict[Any, dict[str, Any]]:
+        """The tasks it holds, by id, as given (their msgpack maps), read without folding
+        the log (as :meth:`tasks` does): a look that leaves the file as it was."""
+        specs: dict[Any, dict[str, Any]] = {}
         with self._reading():
             for (blob,) in self.db.execute("SELECT rows FROM log WHERE kind=?", (PUT,)):
-                ids.update(item[0]["id"] for item in _load(blob, self.path))
-        return ids
+                specs.update((item[0]["id"], item[0]) for item in _load(blob, self.path))
+        return specs
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
