@@ -92,6 +92,9 @@ class AdminSettings:
                 whose = "ROUTER port (--port)" if port == self.port else \
                     "PUB port (--pub-port, else --port + 1)"
                 raise ConfigError(f"--{label} {port} is the admin's own {whose}: give another")
+        if self.metrics_port and self.metrics_port == self.dashboard_port:
+            raise ConfigError(f"--metrics-port and --dashboard-port are both {self.metrics_port}: "
+                              f"give them different ports")
 
     def __post_init__(self) -> None:
         _check_port("port", self.port)

@@ -149,6 +149,13 @@ def test_metrics_on_any_free_port_says_which_and_answers_scrapes_that_come_toget
     ("ceylon-admin", ["--port", "7210", "--metrics-port", "7210"], "error: --metrics-port 7210 "
      "is the admin's own ROUTER port (--port): give another"),
     ("ceylon-admin", ["--heartbeat", "inf"], "error: --heartbeat must be at most 3600 s"),
+    ("ceylon-admin", ["--token", "t" * 16, "--dashboard-port", "7300", "--metrics-port", "7300"],
+     "error: --metrics-port and --dashboard-port are both 7300: give them different ports"),
+    # (the report or results written over the journal destroyed it)
+    ("ceylon-admin", ["--journal", "never.db", "--results", "./never.db"],
+     "error: --journal and --results are the same file (never.db): give each its own"),
+    ("ceylon-admin", ["--tasks", "never.json", "--report-json", "never.json"],
+     "error: --tasks and --report-json are the same file (never.json): give each its own"),
     ("ceylon-worker", ["--app", "./mypkg/handlers.py"],
      "--app ./mypkg/handlers.py: give a module name, not a file: --app handlers, run from its "
      "directory (or with it on PYTHONPATH)"),

@@ -117,6 +117,7 @@ def admin(
             authorized_keys=path_str(authorized_keys), max_message_bytes=max_message_bytes,
             results_file=path_str(results), metrics_port=metrics_port,
             dashboard_port=dashboard_port)
+        _distinct_files(tasks=tasks, journal=journal, report_json=report_json, results=results)
         if report_json is not None:
             _can_report(report_json, tasks)
         work = load_work(tasks) if tasks is not None else None
@@ -225,6 +226,20 @@ async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskG
             return run.result()
         finally:
             await admin.close(ended)
+
+
+def _distinct_files(**paths: Path | None) -> None:
+    """No two of the files an admin reads and writes are one: the report or the results
+    written over the journal destroyed it (and results lines went into the SQLite file)."""
+    seen: dict[Path, str] = {}
+    for option, path in paths.items():
+        if path is None:
+            continue
+        key = path.resolve()
+        if key in seen:
+            raise ConfigError(f"--{seen[key]} and --{option.replace('_', '-')} are the same "
+                              f"file ({path}): give each its own")
+        seen[key] = option.replace("_", "-")
 
 
 def _same_run(path: Path, workspace: str, work: tuple[list[Task], list[TaskGroup]],
