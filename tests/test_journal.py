@@ -953,14 +953,43 @@ def test_a_round_s_results_written_first_are_not_written_again(tmp_path):
     from ceylon_net.core.tasks import TaskResult, TaskStatus
     from ceylon_net.edge.journal import ResultsFile
 
-    out = ResultsFile(str(tmp_path / "results.jsonl"))
+    out, board = ResultsFile(str(tmp_path / "results.jsonl")), TaskBoard()
     ended = [Finished(i, TaskStatus.COMPLETED, TaskResult(i, "w", True, 0.01)) for i in (1, 2)]
-    out.first(ended[:1])
+    out.first(ended[:1], board)
     assert [json.loads(x)["task_id"] for x in (tmp_path / "results.jsonl").read_text()
             .splitlines()] == [1]  # on disk before the round goes on
     for f in ended:  # the round carried out
-        out.finished(f)
+        out.finished(f, board)
     out.flush()
     out.out.close()
     assert [json.loads(x)["task_id"] for x in (tmp_path / "results.jsonl").read_text()
             .splitlines()] == [1, 2]
+
+
+def test_a_task_given_up_as_lost_too_often_has_its_results_line_as_after_a_restart(tmp_path):
+    """--results says it appends every task result: a task lost with its workers
+    --max-attempts times is a failure in the report (and got its line from a restart on the
+    journal), but had no line as it ended. A cancelled one has none (it has no result)."""
+    import json
+
+    from kit import Sim, noop, of
+
+    from ceylon_net.core.commands import Finished
+    from ceylon_net.edge.journal import ResultsFile
+
+    sim = Sim(max_attempts=2)
+    sim.submit(noop("poison"), noop("cancelled"))
+    sim.cancel("cancelled")
+    for i, at in enumerate((0.0, 10.0)):
+        sim.now = at
+        sim.join(f"w{i}")
+        sim.tick(at=at + 3.5)
+    out = ResultsFile(str(tmp_path / "results.jsonl"))
+    for f in of(sim.every, Finished):
+        out.finished(f, sim.st.board)
+    out.close()
+    lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [(x["task_id"], x["success"], x["worker"], x["attempt"]) for x in lines] == \
+        [("poison", False, "w1", 2)]
+    assert lines[0]["error"] == ("lost 2 times, last with worker 'w1' (lost: silent for 3.5 "
+                                 "s); giving up")

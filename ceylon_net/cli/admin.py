@@ -77,7 +77,9 @@ AuthorizedKeys = Annotated[Path | None, opt("Directory of public key files (ceyl
                                             "allowed in; with --curve-secret.",
                                             "AUTHORIZED_KEYS")]
 Results = Annotated[Path | None, opt("Append every task result to this file, one JSON object "
-                                     "per line.", "RESULTS")]
+                                     "per line (a task lost with its workers --max-attempts "
+                                     "times too: a failure; cancelled ones have none).",
+                                     "RESULTS")]
 MetricsPort = Annotated[int | None, opt("Serve Prometheus metrics on this port "
                                         "(http://BIND:PORT/metrics).", "METRICS_PORT")]
 DashboardPort = Annotated[int | None, opt(

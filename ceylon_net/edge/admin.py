@@ -321,7 +321,7 @@ class Admin(AgentBase):
                 # the round's --results lines: what the caller does next may forget them).
                 self._journal(cmds)
                 if self._results is not None:
-                    self._results.first(cmds)
+                    self._results.first(cmds, self.state.board)
                 await asyncio.sleep(0)
             self._apply(cmds, journaled)
             if sockets.busy:
@@ -395,8 +395,8 @@ class Admin(AgentBase):
     def _finished(self, f: c.Finished) -> None:
         if self._waiters:
             self._waiters.resolve(f)
-        if f.result is not None and self._results is not None:
-            self._results.finished(f)
+        if self._results is not None:
+            self._results.finished(f, self.state.board)
 
     def _connected(self, cmd: c.Connected) -> None:
         self._spawn(self.on_agent_connected(self.workspace_id, cmd.agent),

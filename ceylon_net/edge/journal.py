@@ -511,22 +511,33 @@ class ResultsFile:
         # Finished commands whose lines went out first, by id (held: an id is not reused)
         self._written: dict[int, Finished] = {}
 
-    def first(self, cmds: Iterable[Any]) -> None:
+    def first(self, cmds: Iterable[Any], board: TaskBoard) -> None:
         """A round's results written now, before the round is carried out (an execute()
         caller goes on first: what it does next may have the tasks forgotten)."""
         for cmd in cmds:
-            if type(cmd) is Finished and cmd.result is not None:
-                self.add(cmd.result)
+            if type(cmd) is Finished and (result := self.result(cmd, board)) is not None:
+                self.add(result)
                 self._written[id(cmd)] = cmd
         self.flush()
 
-    def finished(self, f: Finished) -> None:
+    def finished(self, f: Finished, board: TaskBoard) -> None:
         """A task's end, as the round is carried out: its line (unless written first)."""
         if self._written and self._written.get(id(f)) is f:
             del self._written[id(f)]
-        else:
-            assert f.result is not None
-            self.add(f.result)
+        elif (result := self.result(f, board)) is not None:
+            self.add(result)
+
+    @staticmethod
+    def result(f: Finished, board: TaskBoard) -> TaskResult | None:
+        """A finished task's line: its worker's result; for one given up as lost with its
+        workers too often, the failure the report shows, as after a restart (the board's:
+        its record is there until the next round). None: no line (cancelled, unassigned)."""
+        if f.result is not None:
+            return f.result
+        if f.status is TaskStatus.FAILED:
+            rec = board.records.get(f.task_id)
+            return rec.result if rec is not None else None
+        return None
 
     def add(self, r: TaskResult) -> None:
         self.lines.append(json_text(
