@@ -522,6 +522,32 @@ def test_status_leaves_out_a_table_with_nothing_in_it():
     assert "tasks: 0/0 done (0 succeeded), 0 running, 0 queued" in text, text
 
 
+def test_control_characters_a_client_sent_are_shown_escaped_not_sent_to_the_terminal(capsys):
+    """An ESC in a group name or a task description (anyone with the token can submit one)
+    cleared or recoloured the screen of whoever ran ceylon-status or ceylon-submit --watch."""
+    from rich.console import Console
+
+    from ceylon_net.cli.render import print_report, render
+    from ceylon_net.core.tasks import RunReport, TaskOutcome
+
+    evil = "\x1b[2Jgone\x1b]0;title\x07\r\x9b31m"
+    counts = {"total": 1, "done": 0, "succeeded": 0, "running": 0, "queued": 1, "waiting": 0,
+              "unassigned": 0}
+    group = {"name": evil, "status": "running", "completed": 0, "failed": 0, "cancelled": 0,
+             "total": 1, "goal": None, "goal_status": None}
+    data = {"admin": evil, "workspace": "w", "workers": [], "groups": [group],
+            "queued": [{"id": evil, "description": evil, "difficulty": 1, "role": None,
+                        "priority": 0}], "counts": counts}
+    console = Console(width=300, record=True, force_terminal=True)
+    console.print(render(data))
+    print_report(RunReport(tasks=[TaskOutcome(evil, evil, 1, evil, False, 0.1, "boom " + evil)],
+                           groups=[{**group, "status": "failed"}]))
+    for out in (console.export_text(styles=True), capsys.readouterr().out):
+        assert "\x1b[2J" not in out and "\x07" not in out and "\r" not in out \
+            and "\x9b" not in out
+        assert "\\x1b[2Jgone\\x1b]0;title\\x07\\x0d\\x9b31m" in out.replace("\n", "")
+
+
 def test_report_json_holds_what_json_cannot_as_its_repr_keys_and_nan_too():
     """A handler's {b"k": 1} stopped an admin writing --results (a key default= never sees);
     NaN came out as NaN, which strict parsers (jq) refuse."""

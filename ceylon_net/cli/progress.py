@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from ..core.snapshot import counts
 from .common import live_display
+from .render import printable
 
 if TYPE_CHECKING:
     from ..edge.admin import Admin
@@ -60,7 +61,7 @@ class ProgressView:
                   f"{n['running']} running, {n['queued']} queued")
         for g in self.admin.task_manager.task_groups.values():
             goal = f"goal {g.goal.status.value}" if g.goal else ""
-            self._bar(g.id, f"group '{g.name}'", g.total, g.finished,
+            self._bar(g.id, printable(f"group '{g.name}'"), g.total, g.finished,
                       f"{g.status.value}; {goal}" if goal else g.status.value)
 
     def _bar(self, key: str, label: str, total: int, done: int, note: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -33,9 +34,19 @@ def stdout_console() -> Console:
     return _Stdout(width=None if sys.stdout.isatty() else 120)
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text a client sent (a name, a description, an error) as a terminal shows it: its
+    control characters escaped, as the admin's log shows them (an ESC in a group name
+    cleared or recoloured the screen of whoever ran ceylon-status or --watch)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def _row(table: Table, *cells: Any) -> None:
     """Cells as they are: a description like "fix [/] in items[i]" is text, not markup."""
-    table.add_row(*(Text(str(c)) for c in cells))
+    table.add_row(*(Text(printable(str(c))) for c in cells))
 
 
 def print_report(report: RunReport, whole: str = "--report-json") -> None:
@@ -52,7 +63,7 @@ def print_report(report: RunReport, whole: str = "--report-json") -> None:
     if len(report.tasks) > TABLE_ROWS:
         console.print(f"... and {len(report.tasks) - TABLE_ROWS} more (see {whole})")
     for line in _report_notes(report):
-        console.print(line, markup=False, highlight=False)
+        console.print(printable(line), markup=False, highlight=False)
     console.print(f"Success rate: {report.success_rate:.2%} "
                   f"({sum(t.success for t in report.tasks)}/{len(report.tasks)} tasks)"
                   if report.tasks else "Success rate: none ran (0 tasks)")
@@ -115,8 +126,8 @@ def _tally(values: Iterable[Any], sep: str = ", ", shown: int = 5) -> str:
 def render(data: dict[str, Any]) -> Group:
     """Rich tables for a snapshot (ceylon-status prints them)."""
     c = data["counts"]
-    workers = Table(title=Text(f"Workers of admin '{data['admin']}' (workspace "
-                               f"'{data['workspace']}')"))
+    workers = Table(title=Text(printable(f"Workers of admin '{data['admin']}' (workspace "
+                                         f"'{data['workspace']}')")))
     for col in ("name", "role", "skill", "host", "running/capacity"):
         workers.add_column(col)
     for w in data["workers"]:
