@@ -1231,6 +1231,20 @@ def test_a_worker_that_holds_a_task_meanwhile_given_elsewhere_is_told_to_stop_it
     assert sends(cmds, Kind.CANCEL, w.peer) == [wire.Cancel([["t", 1]], "reassigned while away")]
 
 
+def test_a_worker_that_holds_a_task_the_admin_does_not_know_is_told_so_when_told_to_stop():
+    """An admin restarted without its journal: the worker's task was cancelled as
+    'reassigned while away', though nothing was reassigned (a helper trying it as a user)."""
+    sim = Sim()
+    w = sim.worker("w")
+    w.held = {"old": 1}
+
+    cmds = w.hello()
+
+    assert sends(cmds, Kind.CANCEL, w.peer) == [wire.Cancel([["old", 1]], (
+        "the admin has no such task (it restarted without its journal, or the task finished "
+        "and was forgotten)"))]
+
+
 def test_orphans_of_a_restart_wait_for_their_worker_then_go_back_to_the_queue():
     sim = Sim()
     sim.st.resume(_journal(("t", TaskStatus.RUNNING, 1, "gone")), [], sim.now)

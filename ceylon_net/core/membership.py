@@ -186,9 +186,14 @@ class Membership:
         if requeued:
             self.out.log("WARNING", f"worker '{rec.name}' came back without {len(requeued)} "
                                     f"of its task(s); requeued")
-        cancel = [[t, running[t]] for t in stale if t in running]
-        if cancel:
-            self.out.send(rec.peer, Kind.CANCEL, wire.Cancel(cancel, "reassigned while away"))
+        records = self.board.records
+        for unknown in (False, True):
+            cancel = [[t, running[t]] for t in stale
+                      if t in running and (t not in records) is unknown]
+            if cancel:
+                self.out.send(rec.peer, Kind.CANCEL, wire.Cancel(cancel, (
+                    "the admin has no such task (it restarted without its journal, or the "
+                    "task finished and was forgotten)") if unknown else "reassigned while away"))
         self._ask_again(rec, running)
         return results
 
