@@ -694,7 +694,8 @@ def test_a_refused_submission_fails_alone_not_those_sent_beside_it(tmp_path):
 
 def test_a_map_or_group_that_cannot_be_sent_whole_submits_nothing():
     """map() and submit_group() are one batch each: an item that cannot be sent (or a
-    repeated id) raises at the call, and no future or queued task is left behind."""
+    repeated id, or iterables of different lengths) raises at the call, and no future or
+    queued task is left behind."""
     from ceylon_net.errors import ConfigError, LocalProtocolError
 
     async def body():
@@ -702,6 +703,10 @@ def test_a_map_or_group_that_cannot_be_sent_whole_submits_nothing():
         client.loop, client._dealer = asyncio.get_running_loop(), object()  # as if connected
         with pytest.raises(LocalProtocolError):
             client.map("echo_later", [1, 2, object()])  # the third cannot be encoded
+        with pytest.raises(ValueError, match=r"^map\('echo_later', \.\.\.\): its iterables are "
+                           r"not all as long \(argument 2 is shorter than argument 1\): each "
+                           r"task takes one item of each$"):
+            client.map("echo_later", [1, 2, 3], [1, 2])
         with pytest.raises(ConfigError, match="duplicate task id 'g/dup'"):
             client.submit_group("g", [{"handler": "echo_later"}, {"id": "g/dup"},
                                       {"id": "g/dup"}])

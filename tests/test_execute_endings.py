@@ -142,7 +142,7 @@ def test_execute_of_a_task_lost_with_its_worker_max_attempts_times_raises(tmp_pa
             await admin.close()
 
     err = run(main())
-    assert err.reason.startswith("lost 1 times, last with worker 'victim' (lost: silent for")
+    assert err.reason.startswith("lost once, last with worker 'victim' (lost: silent for")
     assert admin.report().dead == ["doomed"]
 
 

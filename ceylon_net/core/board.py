@@ -974,7 +974,8 @@ class TaskBoard:
         return len(flying) == 1 and self.place(self.records[next(iter(flying))]) == ALONE
 
     def _give_up_lost(self, rec: TaskRecord, worker: str, why: str) -> None:
-        rec.reason = f"lost {rec.losses} times, last with worker '{worker}' ({why}); giving up"
+        times = "once" if rec.losses == 1 else f"{rec.losses} times"
+        rec.reason = f"lost {times}, last with worker '{worker}' ({why}); giving up"
         rec.result = TaskResult(rec.task.id, worker, False, attempt=rec.attempt,
                                 error=rec.reason)
         self._finish_dead(rec)

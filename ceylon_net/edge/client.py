@@ -503,9 +503,16 @@ class AsyncClient:
         item that cannot be sent raises here, and nothing is submitted)."""
         self._connected()
         depends_on = list(depends_on)
+        try:
+            rows = list(zip(*iterables, strict=True))
+        except ValueError as exc:
+            if not str(exc).startswith("zip() argument"):
+                raise  # (an iterable's own)
+            said = str(exc).removeprefix("zip() ")
+            raise ValueError(f"map({handler!r}, ...): its iterables are not all as long "
+                             f"({said}): each task takes one item of each") from None
         return self._queue_tasks([_task_doc(handler, items, kwargs, None, depends_on,
-                                            dict(options))
-                                  for items in zip(*iterables, strict=True)])
+                                            dict(options)) for items in rows])
 
     def _queue_tasks(self, docs: list[dict[str, Any]]) -> list[TaskFuture]:
         """Queue these task documents, all or none: each is checked (it can be sent, it
