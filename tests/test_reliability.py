@@ -270,8 +270,14 @@ def test_journals_that_do_not_fit_are_refused_and_left_untouched(tmp_path):
     newer.write_bytes(other.read_bytes())
     with sqlite3.connect(newer) as db:
         db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    foreign = tmp_path / "foreign.db"  # another program's database
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE t (x)")
+    db.close()
     for path, message in [
         (garbage, "is not a ceylon_net journal (not an SQLite file); refusing to touch it"),
+        (foreign, "is not a ceylon_net journal (an SQLite database without its tables); "
+                  "refusing to touch it"),
         (other, "belongs to workspace 'other', not 'default'"),
         (newer, f"has schema version 99, newer than this ceylon_net ({SCHEMA_VERSION})"),
     ]:

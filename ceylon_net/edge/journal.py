@@ -152,6 +152,10 @@ class Journal:
             finally:
                 ro.close()
         except sqlite3.Error as exc:
+            if str(exc) == "no such table: meta":  # (SQLite, readable: another program's)
+                raise JournalError(f"journal {self.path} is not a ceylon_net journal (an SQLite "
+                                   f"database without its tables); refusing to touch it"
+                                   ) from None
             raise JournalError(f"journal {self.path} is unreadable or corrupt ({exc}); "
                                f"refusing to touch it") from None
         if problems != ["ok"]:
