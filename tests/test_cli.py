@@ -184,6 +184,17 @@ def test_a_worker_app_that_raises_on_import_is_a_clear_config_error(tmp_path, so
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_worker_app_that_registers_no_handler_is_warned_of(tmp_path):
+    """Its tasks would wait unassigned, the worker saying only 'handlers (none)' at INFO."""
+    (tmp_path / "emptyapp.py").write_text("import json\n")
+    proc = subprocess.run([*cli("ceylon-worker"), "--name", "x", "--app", "emptyapp",
+                           "--port", str(free_port()), "--connect-timeout", "0.5"],
+                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert "WARNING | --app emptyapp: no handler registered (decorate its functions with " \
+           "@handler(\"name\"), from ceylon_net)" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "no admin answered" in proc.stderr
+
+
 def test_parsing_the_options_loads_no_validation_framework():
     # typer 0.29 builds a pydantic validator for every option: 8 MiB more in every admin and
     # worker process and 50 ms more to start each. typer is pinned below it (pyproject.toml);

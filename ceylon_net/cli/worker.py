@@ -80,7 +80,11 @@ def worker(
         if app is not None:
             sys.path.insert(0, "")  # like python -m: modules of the current directory
             names = load_app(app)
-            logger.info("--app {}: handlers {}", app, ", ".join(names) or "(none)")
+            if names:
+                logger.info("--app {}: handlers {}", app, ", ".join(names))
+            else:  # (its tasks would wait unassigned: say why now)
+                logger.warning("--app {}: no handler registered (decorate its functions with "
+                               "@handler(\"name\"), from ceylon_net)", app)
     except ConfigError as exc:
         fail(EXIT_CONFIG, str(exc))
     try:
