@@ -475,6 +475,23 @@ def test_a_submit_answered_late_by_an_admin_heard_all_along_is_waited_for():
     assert run(body()) == 7
 
 
+def test_a_done_whose_result_cannot_be_read_fails_its_future_not_leaves_it_waiting():
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        future = fed.client.submit("echo", 7, key="k")
+        await fed.sending(1)
+        fed.said(Kind.SUBMIT, wire.Submitted(1, 1, "run"), seq=1)
+        fed.said(Kind.DONE, wire.TaskDone("k", "completed", {"task_id": "k", "success": "x"}))
+        return await asyncio.wait_for(asyncio.gather(future, return_exceptions=True), 5)
+
+    [error] = run(body())
+    assert isinstance(error, TaskFailed)
+    assert str(error).startswith("task 'k' completed, but its result could not be read: ")
+
+
 def test_a_wait_of_any_length_is_a_wait_not_an_overflow():
     """threading refuses a timeout beyond TIMEOUT_MAX: result(timeout=1e10) raised
     OverflowError (from the standard library) instead of waiting."""

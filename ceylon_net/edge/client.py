@@ -723,7 +723,12 @@ class AsyncClient:
         fut = self._futures.pop(done.task_id, None)
         if fut is None or fut.done():
             return
-        result = None if done.result is None else wire.from_wire(TaskResult, done.result)
+        try:
+            result = None if done.result is None else wire.from_wire(TaskResult, done.result)
+        except Exception as exc:  # (its future taken out: failed here, not left waiting)
+            fut.set_exception(TaskFailed(f"task {done.task_id!r} {done.status}, but its result "
+                                         f"could not be read: {exc}", done.task_id, str(exc)))
+            return
         if done.status == "completed" and result is not None:
             fut.set_result(result.value)
             return
