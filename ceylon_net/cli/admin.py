@@ -112,13 +112,11 @@ def admin(
             name=name, workspace=workspace, bind=bind, port=port, pub_port=pub_port,
             expect_workers=expect_workers, unassignable_timeout=unassignable_timeout,
             heartbeat=heartbeat, liveness=liveness, beats_per_second=beats_per_second,
-            max_attempts=max_attempts,
-            task_timeout=task_timeout, prefetch=prefetch, journal=path_str(journal),
-            keep_finished=keep_finished,
-            token=token, curve_secret=path_str(curve_secret),
-            authorized_keys=path_str(authorized_keys), max_message_bytes=max_message_bytes,
-            results_file=path_str(results), metrics_port=metrics_port,
-            dashboard_port=dashboard_port)
+            max_attempts=max_attempts, task_timeout=task_timeout, prefetch=prefetch,
+            journal=path_str(journal), keep_finished=keep_finished, token=token,
+            curve_secret=path_str(curve_secret), authorized_keys=path_str(authorized_keys),
+            max_message_bytes=max_message_bytes, results_file=path_str(results),
+            metrics_port=metrics_port, dashboard_port=dashboard_port)
         _distinct_files(tasks=tasks, journal=journal, report_json=report_json, results=results)
         if report_json is not None:
             _can_report(report_json, tasks)
