@@ -391,6 +391,19 @@ class _Fed:
         header = wire.Header("default", "admin", 1, 0.0, wire.type_name(msg), seq=seq)
         self.client._on_message(wire.Envelope(kind, header, wire.pack(msg)))
 
+    def submits(self) -> list[tuple[int, list]]:
+        """Each SUBMIT sent (its msg_id), with its tasks' ids and groups' names."""
+        from ceylon_net.wire import Kind
+
+        return [(i + 1, [t["id"] for t in m.doc["tasks"]] + [g["name"] for g in m.doc["groups"]])
+                for i, (kind, m) in enumerate(self.sent) if kind == Kind.SUBMIT]
+
+
+async def _settle() -> None:
+    """The loop's ready callbacks run (the client's background tasks: no I/O here)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
 
 def test_a_batch_waited_for_takes_its_report_read_in_the_same_burst_as_its_answer():
     """A batch that ends at once: its REPORT is read with the SUBMIT's answer (the loop was
@@ -434,7 +447,7 @@ def test_a_submit_lost_as_the_admin_restarted_is_sent_again_once_the_admin_has_n
         for sent in client._unanswered.values():
             sent.at -= 2.5  # (SILENCE and more ago)
         client._watch_again()
-        client._watch_again()  # (watched once is enough)
+        client._watch_again()  # (asked about once: its tasks are watched as any others)
         watches = [msg.tasks for kind, msg in fed.sent[1:] if kind == Kind.WATCH]
         fed.said(Kind.DONE, wire.TaskDone("k0", "unknown", None, "the admin has no such task"))
         fed.said(Kind.DONE, wire.TaskDone("k0", "unknown", None, "(a second answer)"))
@@ -447,11 +460,96 @@ def test_a_submit_lost_as_the_admin_restarted_is_sent_again_once_the_admin_has_n
         return watches, again, values, [k for k, _ in fed.sent]
 
     watches, (kind, submission), values, kinds = run(body())
-    assert watches == [["k0"]]
+    assert watches == [["k0"], ["k0", "k1", "k2"]]
     assert kind == Kind.SUBMIT and [t["id"] for t in submission.doc["tasks"]] == \
         ["k0", "k1", "k2"]
     assert values == [0, 1, 2]
     assert kinds.count(Kind.SUBMIT) == 2
+
+
+def test_a_refusal_read_with_the_watched_task_s_unknown_sends_the_batch_again_only_item_by_item():
+    """A busy admin answers a SUBMIT after SILENCE (its first task was watched): its REJECT
+    and the 'unknown' of the watch, read in one burst. The batch went again whole (as if
+    lost) and item by item (as refused): the admin took the first copies and refused the
+    second as duplicates, failing futures of tasks it ran."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        good = [client.submit("echo", i, key=f"k{i}") for i in range(2)]
+        client.submit("echo", 2, key="k2", depends_on=["nope"])
+        await _settle()
+        for sent in client._unanswered.values():
+            sent.at -= 2.5  # (SILENCE and more ago)
+        client._watch_again()  # (its first task asked about)
+        refusal = "task #3 'k2' depends on unknown task 'nope'"
+        fed.said(Kind.REJECT, wire.Reject(refusal), seq=1)
+        fed.said(Kind.DONE, wire.TaskDone("k0", "unknown", None, "no such task"))
+        await _settle()
+        answered = {1}
+        for seq, ids in fed.submits():  # (an admin that takes what is new)
+            if seq not in answered:
+                answered.add(seq)
+                fed.said(*((Kind.REJECT, wire.Reject(refusal)) if "k2" in ids else
+                           (Kind.SUBMIT, wire.Submitted(seq, len(ids), "run"))), seq=seq)
+        await _settle()
+        return fed.submits(), good
+
+    submits, good = run(body())
+    assert [ids for _, ids in submits] == [["k0", "k1", "k2"], ["k0"], ["k1"], ["k2"]]
+    assert not any(f.done() for f in good)  # (taken: their results are to come)
+
+
+def test_a_submit_watched_before_a_restart_is_asked_about_again_and_its_tasks_watched():
+    """Asked about once (the admin stalled), a SUBMIT was never asked about again: after a
+    restart it waited for ever (it had failed after gone_after before answers were waited
+    for without a deadline); and its other tasks were left out of every watch, so a batch
+    the admin had (its answer lost) never had their results told."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        [client.submit("echo", i, key=f"k{i}") for i in range(3)]
+        await _settle()
+        for sent in client._unanswered.values():
+            sent.at -= 2.5
+        client._watch_again()  # (stalled admin: k0 asked about)
+        first = [m.tasks for kind, m in fed.sent if kind == Kind.WATCH]
+        client._epoch = 1
+        fed.said(Kind.HEARTBEAT, wire.Event("heartbeat", {"epoch": 2, "every": 1.0}))
+        after = [m.tasks for kind, m in fed.sent if kind == Kind.WATCH][len(first):]
+        fed.said(Kind.DONE, wire.TaskDone("k0", "unknown", None, "no such task"))
+        return first, after, fed.submits()
+
+    first, after, submits = run(body())
+    assert first == [["k0"]]
+    assert after == [["k0"]]  # the restarted admin asked, its first task
+    assert [ids for _, ids in submits] == [["k0", "k1", "k2"]] * 2  # (it had not: again)
+
+
+def test_a_submit_batch_waiting_cancelled_as_its_answer_is_read_leaves_no_waiter():
+    """Claimed as its answer was read, then cancelled before it went on (a wait_for's
+    timeout): its waiter and progress callback stayed for ever."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        heard: list = []
+        call = asyncio.ensure_future(fed.client.submit_batch({"tasks": []}, wait=True,
+                                                             on_progress=heard.append))
+        await fed.sending(1)
+        fed.said(Kind.SUBMIT, wire.Submitted(5, 1, "run1"), seq=1)
+        call.cancel()
+        await asyncio.gather(call, return_exceptions=True)
+        fed.said(Kind.PROGRESS, wire.BatchProgress(5, 1, 0, 0))
+        return dict(fed.client._batches), heard
+
+    assert run(body()) == ({}, [])
 
 
 def test_a_submit_answered_late_by_an_admin_heard_all_along_is_waited_for():

@@ -350,6 +350,29 @@ def test_a_journal_of_another_run_is_refused_with_tasks_it_does_not_hold(tmp_pat
     assert code == 0 and "the journal holds this run: resuming it" in err, err
 
 
+@pytest.mark.timeout(90)
+def test_a_run_resumes_on_its_journal_with_its_own_file_whatever_its_tasks_hold(tmp_path):
+    """The same file was refused as another job's: a task without a time limit run with
+    --task-timeout (the journal holds the limit given), a NaN among the arguments (NaN is
+    not equal to itself)."""
+    journal = tmp_path / "state.db"
+    path = tmp_path / "odd.toml"
+    path.write_text('[[tasks]]\nid = 1\ndescription = "nan"\ndifficulty = 1\n'
+                    'args = [nan, [1, {a = 2.5}]]\nduration = 0\n')
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--journal", str(journal),
+                                  "--task-timeout", "60")
+            await c.worker("w", "--time-scale", "0")
+            return await admin.wait(30), admin.stderr()
+
+    code, err = run(body())
+    assert code == 0, err
+    code, err = _admin_on_journal(tmp_path, journal, "--tasks", str(path), "--task-timeout", "60")
+    assert code == 0 and "the journal holds this run: resuming it" in err, err
+
+
 class _LosesFirstResult(Worker):
     """A worker whose first RESULT frame is lost on the wire (a connection reset shorter
     than the admin's liveness: nobody is called lost)."""

@@ -279,9 +279,12 @@ _COMPARED = ("description", "difficulty", "duration", "handler", "args", "kwargs
 
 
 def _changed(task: Task, held: dict[str, object]) -> str | None:
-    """The first field a journal's task (its msgpack map) gives otherwise than ``task``."""
-    mine = wire.unpackb(wire.packb(wire.to_wire(task)))  # (as the journal keeps it)
-    return next((f for f in _COMPARED if mine.get(f) != held.get(f)), None)
+    """The first field a journal's task (its msgpack map) gives otherwise than ``task``,
+    compared encoded (a NaN in the arguments is one). A time limit the file does not give is
+    not compared (the journal holds the --task-timeout it was given)."""
+    mine = wire.to_wire(task)
+    return next((f for f in _COMPARED if (f != "timeout" or task.timeout is not None)
+                 and wire.packb(mine.get(f)) != wire.packb(held.get(f))), None)
 
 
 async def _wait_report(admin: Admin) -> RunReport:

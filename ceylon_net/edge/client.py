@@ -168,6 +168,7 @@ class _Claim:
 
     on_progress: Callable[[wire.BatchProgress], None] | None
     waited: _Waited | None = None
+    batch: int = 0  # (the waited one's number)
     error: ConfigError | None = None
 
 
@@ -397,6 +398,10 @@ class AsyncClient:
             self._claims[msg_id] = claim = _Claim(on_progress)
         try:
             env = await self._answer(msg_id, self.timeout)
+        except BaseException:  # (cancelled, say, after the batch was claimed for it)
+            if wait and claim.waited is not None:
+                self._release(claim.batch, claim.waited, on_progress)
+            raise
         finally:
             self._claims.pop(msg_id, None)
         submitted = wire.unpack(wire.Submitted, env.payload, INBOUND_LIMITS)
@@ -714,6 +719,7 @@ class AsyncClient:
         submitted = wire.unpack(wire.Submitted, env.payload, INBOUND_LIMITS)
         try:
             claim.waited = self._claim_batch(submitted.batch, submitted.run, claim.on_progress)
+            claim.batch = submitted.batch
         except ConfigError as exc:
             claim.error = exc
 
@@ -754,6 +760,8 @@ class AsyncClient:
         self._heard_every(beat.data.get("every"))
         epoch = beat.data.get("epoch")
         if self._epoch is not None and epoch != self._epoch:
+            for sent in self._unanswered.values():  # (asked of the old admin: ask this one)
+                sent.watched, sent.at = False, 0.0
             self._watch_again()  # the admin restarted: it knows our tasks from its journal
         self._epoch = epoch
 
@@ -791,9 +799,13 @@ class AsyncClient:
         """Ask again for every task and group we wait on, in WATCHes of at most batch_bytes
         (however long the keys); the groups after the tasks, so that a group's news never
         comes before its tasks' (the admin answers in order)."""
+        if self._queued:  # (what is about to leave goes first: else 'unknown' to the admin)
+            self._start_flush()
+        # A SUBMIT not answered yet: its tasks are not asked about (its answer will tell)
+        # until it was itself (_watch_unanswered): the admin has it then, or it went again.
         limit, unanswered = self.batch_bytes, self._unanswered.values()
-        keys_sent = {k for sent in unanswered for k in sent.keys}
-        names_sent = {n for sent in unanswered for n in sent.names}
+        keys_sent = {k for sent in unanswered if not sent.watched for k in sent.keys}
+        names_sent = {n for sent in unanswered if not sent.watched for n in sent.names}
         for keys in _by_size((k for k in self._futures if k not in keys_sent), limit):
             self._send(Kind.WATCH, wire.Watch(keys, []))
         for names in _by_size((n for n, g in self._groups.items()
@@ -810,6 +822,10 @@ class AsyncClient:
         and reads our messages in order, so one that does not know that task never had the
         batch, and it is sent again (see _sent_again); one that knows it answers later."""
         now = time.monotonic()
+        for msg_id, sent in list(self._unanswered.items()):
+            if not any(k in self._futures for k in sent.keys) \
+                    and not any(n in self._groups for n in sent.names):
+                self._give_up_answer(msg_id)  # (all ended: its answer was lost, or is moot)
         overdue = [sent for sent in self._unanswered.values()
                    if sent.keys and not sent.watched and now - sent.at > SILENCE]
         for sent in overdue:
@@ -825,13 +841,12 @@ class AsyncClient:
                        if key in sent.keys), None)
         if msg_id is None:
             return False
-        sent = self._unanswered[msg_id]
-        if not sent.watched or key != sent.keys[0]:
-            return True  # (an older watch's answer: its SUBMIT's answer will tell)
-        del self._unanswered[msg_id]
-        answer = self._requests.get(msg_id)
-        if answer is not None:
-            _fail(answer, _SentAgain())
+        sent, answer = self._unanswered[msg_id], self._requests.get(msg_id)
+        if not sent.watched or key != sent.keys[0] or answer is None or answer.done():
+            # (an older watch's answer, or its SUBMIT's answer came first, read in the same
+            # burst: that one tells)
+            return True
+        self._give_up_answer(msg_id)
         logger.info("client: the admin at {} never had a batch we sent (lost as it "
                     "restarted?): sending it again", self.endpoint)
         items = [item for item in sent.items if ((item[0]["id"] in self._futures)
@@ -839,6 +854,13 @@ class AsyncClient:
         if items:
             self._send_batch(items, sent.was)
         return True
+
+    def _give_up_answer(self, msg_id: int) -> None:
+        """A SUBMIT's answer is waited for no more (see _accepted)."""
+        del self._unanswered[msg_id]
+        answer = self._requests.get(msg_id)
+        if answer is not None:
+            _fail(answer, _SentAgain())
 
     def _resolve_error(self, key: Any, exc: BaseException) -> None:
         fut = self._futures.pop(key, None)

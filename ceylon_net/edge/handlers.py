@@ -270,6 +270,8 @@ class _Threads:
             except BaseException as exc:  # SystemExit too: the task's failure, not ours
                 ok, value = False, exc
             if job.name is not None:
+                if ok and inspect.iscoroutine(value):  # (marked before _took finds it quick:
+                    _AWAITS.add(job.name)  # never batched, as call() awaits it from now on)
                 _took(job.name, time.perf_counter() - began)
             _count(-1)  # (before its future is done: whoever awaits it counts it ended)
             job.back.put(job, ok, value)
