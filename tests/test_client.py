@@ -502,6 +502,43 @@ def test_a_refusal_read_with_the_watched_task_s_unknown_sends_the_batch_again_on
     assert not any(f.done() for f in good)  # (taken: their results are to come)
 
 
+def test_a_refused_batch_s_task_that_depends_on_one_refused_fails_not_runs_after_another():
+    """x (key 'k', which the admin had from another program) and y depending on x, in one
+    refused batch: sent again one by one, x was refused and y taken, to run after the old
+    'k', saying nothing. Now y goes once x was taken, and fails if x was not; z, which
+    depends on an accepted one, goes after it."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        x = client.submit("boom", key="k")
+        y = client.submit("add", 1, key="y", depends_on=[x])
+        ok = client.submit("add", 2, key="ok")
+        z = client.submit("add", 3, key="z", depends_on=[ok])
+        await fed.sending(1)
+        answered, order = set(), []
+        for _ in range(6):  # (an admin that has 'k' already)
+            await _settle()
+            for seq, ids in fed.submits():
+                if seq not in answered:
+                    answered.add(seq)
+                    order.append(ids)
+                    fed.said(*((Kind.REJECT, wire.Reject("duplicate task id 'k'"))
+                               if "k" in ids else
+                               (Kind.SUBMIT, wire.Submitted(seq, len(ids), "run"))), seq=seq)
+        errors = await asyncio.wait_for(asyncio.gather(x, y, return_exceptions=True), 5)
+        return order, [str(e) for e in errors], z.done(), ok.done()
+
+    order, (x_error, y_error), z_done, ok_done = run(body())
+    assert order == [["k", "y", "ok", "z"], ["k"], ["ok"], ["z"]]
+    assert x_error == "the admin refused the batch: duplicate task id 'k'"
+    assert y_error == ("the admin refused the batch: it depends on 'k', which the admin did "
+                       "not take (duplicate task id 'k')")
+    assert not z_done and not ok_done  # (taken: their results are to come)
+
+
 def test_a_submit_watched_before_a_restart_is_asked_about_again_and_its_tasks_watched():
     """Asked about once (the admin stalled), a SUBMIT was never asked about again: after a
     restart it waited for ever (it had failed after gone_after before answers were waited
