@@ -54,6 +54,45 @@ async def _connected(port: int, workers: int) -> None:
     await wait_until(ready, 30, f"{workers} workers to join", interval=0.2)
 
 
+FORKED = """
+import os, signal, sys
+from ceylon_net import Client
+from ceylon_net.errors import ConfigError
+with Client(f"127.0.0.1:{sys.argv[1]}") as client:
+    pid = os.fork()
+    if pid == 0:  # the child: no client thread here
+        signal.alarm(20)  # (should its call hang, as it did: ended all the same)
+        try:
+            client.submit("echo_later", 1)
+        except ConfigError as exc:
+            print(f"child: {exc}", flush=True)
+            os._exit(0)
+        os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    value = client.submit("echo_later", 2).result(30)
+    print(f"child exit {os.waitstatus_to_exitcode(status)}; parent: {value}")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_client_used_in_a_process_forked_from_its_own_says_so_and_the_parent_goes_on(
+        tmp_path):
+    """multiprocessing's fork, a pre-forking server: the child's submit() waited for ever
+    (the client's thread, which talks to the admin, is not in the child)."""
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c)
+            job = await c.spawn("forked", [sys.executable, "-c", FORKED, str(c.port)])
+            return await job.wait(90), job.stdout(), job.stderr()
+
+    code, out, err = run(body())
+    assert code == 0, err
+    assert out.splitlines() == [
+        "child: this Client was made in another process (this one was forked from it), whose "
+        "thread talks to the admin: make a new Client in this process",
+        "child exit 0; parent: {'echo': 2}"]
+
+
 @pytest.mark.timeout(180)
 def test_1000_futures_from_a_client_in_another_process_are_gathered_with_the_right_values(
         tmp_path):

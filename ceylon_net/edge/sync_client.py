@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -157,6 +158,7 @@ class Client:
         self._lock, self._closed = threading.Lock(), False
         self._pending: set[concurrent.futures.Future[Any]] = set()
         self._crash: Crashed | None = None  # the client's thread died: why
+        self._pid = os.getpid()  # (a child forked from this process has no client thread)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="ceylon-client",
                                         daemon=True)
@@ -168,6 +170,7 @@ class Client:
             raise
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        self._same_process(coro)
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("this Client call waits for the admin, and callbacks run in "
@@ -190,7 +193,18 @@ class Client:
             with self._lock:
                 self._pending.discard(fut)
 
+    def _same_process(self, coro: Coroutine[Any, Any, Any] | None = None) -> None:
+        """A child forked from the process that made this client (multiprocessing, a
+        pre-forking server) has no client thread: its calls waited for ever."""
+        if os.getpid() != self._pid:
+            if coro is not None:
+                coro.close()
+            raise ConfigError("this Client was made in another process (this one was forked "
+                              "from it), whose thread talks to the admin: make a new Client "
+                              "in this process")
+
     def _in_loop(self, fn: Callable[[], T]) -> T:
+        self._same_process()
         if threading.current_thread() is self._thread:
             return fn()  # from a callback: already in the loop
 
@@ -258,6 +272,9 @@ class Client:
         if threading.current_thread() is self._thread:
             raise RuntimeError("close() waits for the client's thread, and callbacks run in "
                                "it: close the client outside its callbacks")
+        if os.getpid() != self._pid:  # (forked: the process that made it closes it)
+            self._closed = True
+            return
         with self._lock:
             closed, self._closed = self._closed, True
             if closed or not self._loop.is_running():
