@@ -1029,7 +1029,8 @@ def test_a_task_nobody_can_take_is_said_once_then_given_up_after_the_timeout():
         assert "needs skill" not in " ".join(logs(sim.tick()))  # said once
     assert 3 not in sim.finished()
     cmds = sim.tick(at=5.5)
-    assert c.Finished(3, TaskStatus.CANCELLED, None, "no connected worker can take it") in cmds
+    assert c.Finished(3, TaskStatus.CANCELLED, None, "no connected worker can take it (needs "
+                      "skill >= 8; best connected is 3)") in cmds
     assert sim.st.unassigned == {3: "needs skill >= 8; best connected is 3"} and sim.st.idle
     report = sim.st.report()  # (why, in the report too: the log is not everyone's to read)
     assert (report.unassigned, report.unassigned_why) == \
@@ -1065,8 +1066,8 @@ def test_a_task_waiting_on_one_given_up_as_unassignable_says_so_not_cancelled():
     sim.tick(at=1.6)
     report = sim.st.report()
     assert report.unassigned == [2]
-    assert report.cancelled == {3: "dependency 2 was unassigned (no connected worker can "
-                                   "take it)"}
+    assert report.cancelled == {3: "dependency 2 was unassigned: no connected worker can take "
+                                   "it (needs role 'etl'; no connected worker has it)"}
 
 
 def test_a_group_whose_task_no_worker_can_take_fails_with_it_counted_unassigned():
@@ -1173,8 +1174,8 @@ def test_a_task_nobody_can_take_that_comes_after_a_give_up_gets_the_whole_timeou
     sim.tick(at=0.5)
     sim.now = 5.6
     w.heartbeat()
-    assert c.Finished(1, TaskStatus.CANCELLED, None, "no connected worker can take it") \
-        in sim.tick()
+    assert c.Finished(1, TaskStatus.CANCELLED, None, "no connected worker can take it (needs "
+                      "skill >= 8; best connected is 3)") in sim.tick()
 
     sim.now = 5.7  # (a program that tries again at once, before the next tick)
     sim.submit(Task(2, "again", 8))
@@ -1188,8 +1189,8 @@ def test_a_task_nobody_can_take_that_comes_after_a_give_up_gets_the_whole_timeou
         sim.tick()
     sim.now = 10.9
     w.heartbeat()
-    assert c.Finished(2, TaskStatus.CANCELLED, None, "no connected worker can take it") \
-        in sim.tick()
+    assert c.Finished(2, TaskStatus.CANCELLED, None, "no connected worker can take it (needs "
+                      "skill >= 8; best connected is 3)") in sim.tick()
 
 
 # --------------------------------------------------------------------------- restart

@@ -114,7 +114,9 @@ def test_execute_of_a_task_no_worker_can_take_raises_after_the_unassignable_time
         return failed.value
 
     err = run(_with_worker(admin, body, Sleeper("junior", skill=3)))
-    assert err.reason == "no connected worker can take it"
+    # (why, as the admin's log and its report say it: a client's TaskFailed said only this)
+    assert err.reason == "no connected worker can take it (needs skill >= 8; best connected " \
+        "is 3)"
     assert admin.report().unassigned == ["ml"]
 
 

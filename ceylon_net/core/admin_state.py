@@ -28,7 +28,7 @@ from ..errors import ConfigError, RemoteProtocolError, UnknownDependency
 from ..settings import AdminSettings
 from ..wire import Envelope, Header, Kind, Limits
 from .batches import Batch, Batches
-from .board import UNASSIGNABLE, TaskBoard, TaskState
+from .board import TaskBoard, TaskState, unassignable
 from .broadcasts import BroadcastLog
 from .commands import (
     Acknowledge,
@@ -276,7 +276,7 @@ class AdminState:
         # Given up as unassignable (reported apart from cancellations): by their reason.
         self.unassigned.clear()  # (in place: the follow-up holds it too)
         self.unassigned.update((t, "") for t, rec in self.board.records.items()
-                               if rec.state is TaskState.CANCELLED and rec.reason == UNASSIGNABLE)
+                               if rec.state is TaskState.CANCELLED and unassignable(rec.reason))
         if self.resumed:
             self.board.moved = [] if self.task_manager.task_groups else None
             self.followup.run_announced = self.idle
@@ -725,5 +725,5 @@ class AdminState:
                                       self.members.joined, now, self.out)
         if ids:
             self.unassigned.update(ids)
-            self.board.give_up(list(ids))
+            self.board.give_up(ids)
 

@@ -62,6 +62,12 @@ STATUS_OF = {W: TaskStatus.PENDING, Q: TaskStatus.PENDING, A: TaskStatus.ASSIGNE
              X: TaskStatus.CANCELLED}
 IN_FLIGHT = frozenset((A, R))
 UNASSIGNABLE = "no connected worker can take it"  # the reason a given-up task ends with
+
+
+def unassignable(reason: str | None) -> bool:
+    """A task ended with this reason was given up: no connected worker could take it (the
+    reason goes on to say why, where known: 'needs skill >= 8; best connected is 6')."""
+    return reason is not None and reason.startswith(UNASSIGNABLE)
 TRUSTED = WorkerState.TRUSTED
 ENDED = frozenset((C, F, X))
 # A journal keeps public statuses: a task that was on a worker is taken to be running there;
@@ -1205,7 +1211,7 @@ class TaskBoard:
             if not self.scheduler.discard(task_id) and not self._unwait(task_id):
                 continue
             self._finish_cancelled(rec, reason)
-            said = "was cancelled" if reason != UNASSIGNABLE else f"was unassigned ({reason})"
+            said = f"was unassigned: {reason}" if unassignable(reason) else "was cancelled"
             self.fail_gate(task_gate(task_id), f"dependency {task_id!r} {said}")
             done.append(task_id)
         return done
@@ -1235,9 +1241,13 @@ class TaskBoard:
         return [(t, records[t].attempt) for t in self.in_flight(worker)
                 if (t in self._unless_started or t in self._claims) and not records[t].started]
 
-    def give_up(self, task_ids: Iterable[TaskId]) -> list[TaskId]:
-        """Queued tasks no worker can take: cancelled, to be reported as unassigned."""
-        return self.cancel(task_ids, UNASSIGNABLE)
+    def give_up(self, why: Mapping[TaskId, str] | Iterable[TaskId]) -> list[TaskId]:
+        """Queued tasks no worker can take (or {task: why, or ""}): cancelled, to be
+        reported as unassigned, their reason saying why where known."""
+        why = why if isinstance(why, Mapping) else dict.fromkeys(why, "")
+        return [t for task_id, said in why.items()
+                for t in self.cancel((task_id,), f"{UNASSIGNABLE} ({said})" if said
+                                     else UNASSIGNABLE)]
 
     def stop(self, task_id: TaskId, reason: str) -> tuple[str, int] | None:
         """A task on a worker is to be cancelled: returns (worker, attempt) to ask, or None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, UnknownDependency
-from .board import UNASSIGNABLE, TaskBoard, TaskRecord
+from .board import TaskBoard, TaskRecord, unassignable
 from .checks import refuse_cycles, refuse_duplicates
 from .tasks import DEFAULT_ROLE, Task, TaskId, TaskResult, TaskStatus
 
@@ -389,7 +389,7 @@ class TaskManager:
             self._group_completed[group.id][t.task_id] = t
         elif rec.status == TaskStatus.FAILED:
             group.failed += 1
-        elif rec.reason == UNASSIGNABLE:
+        elif unassignable(rec.reason):
             group.unassigned += 1
         else:
             group.cancelled += 1
