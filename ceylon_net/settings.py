@@ -235,8 +235,9 @@ def client_settings(address: str | None, workspace: str | None, token: str | Non
     """Where a Client talks to and how: ``address`` is ``host:port`` (``[v6]:port``; no port:
     8000); what is left out comes from ``CEYLON_*`` variables as for the CLIs, then defaults."""
     if address is None:  # (an IPv6 CEYLON_ADMIN_PEER in brackets: its colons are not a port's)
-        address = f"{bracket(env_default('ADMIN_PEER', '127.0.0.1'))}:" \
-                  f"{env_default('PORT', DEFAULT_PORT)}"
+        peer = env_default("ADMIN_PEER", "127.0.0.1")
+        check_host(peer, "CEYLON_ADMIN_PEER", "the port goes in CEYLON_PORT")
+        address = f"{bracket(peer)}:{env_default('PORT', DEFAULT_PORT)}"
     said = f"client address {address!r}"
     if "://" in address:
         raise ConfigError(f"{said}: give host:port, without a scheme (e.g. '127.0.0.1:8000')")

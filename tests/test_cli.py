@@ -1,5 +1,6 @@
 """CLI surface: help texts, environment configuration, JSON logs, port conflicts."""
 
+import asyncio
 import json
 import os
 import socket
@@ -417,6 +418,47 @@ def test_a_client_without_an_address_takes_an_ipv6_ceylon_admin_peer(monkeypatch
     monkeypatch.setenv("CEYLON_ADMIN_PEER", peer)
     monkeypatch.setenv("CEYLON_PORT", "55951")
     assert client_settings(None, None, None, None, None).endpoint == endpoint
+
+
+def test_a_client_without_an_address_says_a_port_in_ceylon_admin_peer_goes_in_ceylon_port(
+        monkeypatch):
+    """It said "client address '[127.0.0.1:55177]:8000': its host ... is not a host name",
+    an address nobody typed."""
+    from ceylon_net.errors import ConfigError
+    from ceylon_net.settings import client_settings
+
+    monkeypatch.setenv("CEYLON_ADMIN_PEER", "127.0.0.1:55177")
+    with pytest.raises(ConfigError) as refused:
+        client_settings(None, None, None, None, None)
+    assert str(refused.value) == ("CEYLON_ADMIN_PEER '127.0.0.1:55177' is not a host name or "
+                                  "address (the port goes in CEYLON_PORT)")
+
+
+def test_a_handler_decorator_without_its_name_and_a_handler_given_as_a_function_say_so():
+    """@handler with no name said 'a handler needs a non-empty name'; submit(add, ...) as in
+    Dask, 'cannot encode dict (at ['description']: function)'."""
+    from ceylon_net import AsyncClient, handler
+    from ceylon_net.errors import ConfigError
+
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    with pytest.raises(ConfigError, match=r'^@handler needs the name tasks call it by: '
+                                          r'@handler\("name"\) above add$'):
+        handler(add)  # (as @handler with no name above it calls it)
+
+    async def body():
+        client = AsyncClient("127.0.0.1:1")
+        client.loop, client._dealer = asyncio.get_running_loop(), object()  # as if connected
+        for call in (lambda: client.submit(add, 1, 2), lambda: client.map(add, [1], [2])):
+            with pytest.raises(TypeError) as refused:
+                call()
+            assert str(refused.value).startswith(
+                'the handler is named, not given: the name a worker registered it under '
+                '(@handler("add") on its --app module: submit("add", ...)), not function <')
+        return client._futures, client._queued
+
+    assert run(body()) == ({}, [])
 
 
 @pytest.mark.parametrize("address, said", [

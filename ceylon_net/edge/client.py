@@ -937,6 +937,10 @@ def _fail(fut: asyncio.Future, exc: BaseException) -> None:
 
 def _task_doc(handler: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None, key: Any,
               depends_on: Iterable[Any], options: dict[str, Any]) -> dict[str, Any]:
+    if type(handler) is not str:
+        raise TypeError(f"the handler is named, not given: the name a worker registered it "
+                        f"under (@handler(\"add\") on its --app module: submit(\"add\", ...)), "
+                        f"not {type(handler).__name__} {handler!r}")
     unknown = sorted(set(options) - set(TASK_OPTIONS))
     if unknown:
         raise TypeError(f"unknown option {unknown[0]!r}; options: {', '.join(TASK_OPTIONS)} "

@@ -285,6 +285,9 @@ _THREADS = _Threads()
 
 def handler(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as the handler of tasks naming ``name``."""
+    if callable(name):  # (@handler with no name: it was given the function)
+        raise ConfigError(f"@handler needs the name tasks call it by: @handler(\"name\") above "
+                          f"{getattr(name, '__name__', 'the function')}")
     if not name or not isinstance(name, str):
         raise ConfigError("a handler needs a non-empty name")
 
