@@ -541,11 +541,12 @@ def test_a_refusal_read_with_the_watched_task_s_unknown_sends_the_batch_again_on
     assert not any(f.done() for f in good)  # (taken: their results are to come)
 
 
-def test_a_refused_batch_s_task_that_depends_on_one_refused_fails_not_runs_after_another():
+def test_a_refused_batch_goes_again_in_parts_linked_by_their_dependencies():
     """x (key 'k', which the admin had from another program) and y depending on x, in one
     refused batch: sent again one by one, x was refused and y taken, to run after the old
-    'k', saying nothing. Now y goes once x was taken, and fails if x was not; z, which
-    depends on an accepted one, goes after it."""
+    'k', saying nothing. Now each part of the batch linked by dependencies goes again
+    whole: x and y fail together, saying why; ok and z, and a group whose tasks depend on
+    each other, are taken."""
     from ceylon_net import wire
     from ceylon_net.wire import Kind
 
@@ -556,9 +557,12 @@ def test_a_refused_batch_s_task_that_depends_on_one_refused_fails_not_runs_after
         y = client.submit("add", 1, key="y", depends_on=[x])
         ok = client.submit("add", 2, key="ok")
         z = client.submit("add", 3, key="z", depends_on=[ok])
+        group = client.submit_group("g", [{"handler": "add", "args": [1, 2], "id": "g/0"},
+                                          {"handler": "add", "args": [3, 4], "id": "g/1",
+                                           "depends_on": ["g/0"]}])
         await fed.sending(1)
         answered, order = set(), []
-        for _ in range(6):  # (an admin that has 'k' already)
+        for _ in range(4):  # (an admin that has 'k' already)
             await _settle()
             for seq, ids in fed.submits():
                 if seq not in answered:
@@ -568,14 +572,12 @@ def test_a_refused_batch_s_task_that_depends_on_one_refused_fails_not_runs_after
                                if "k" in ids else
                                (Kind.SUBMIT, wire.Submitted(seq, len(ids), "run"))), seq=seq)
         errors = await asyncio.wait_for(asyncio.gather(x, y, return_exceptions=True), 5)
-        return order, [str(e) for e in errors], z.done(), ok.done()
+        return order, [str(e) for e in errors], [f.done() for f in (ok, z, group)]
 
-    order, (x_error, y_error), z_done, ok_done = run(body())
-    assert order == [["k", "y", "ok", "z"], ["k"], ["ok"], ["z"]]
-    assert x_error == "the admin refused the batch: duplicate task id 'k'"
-    assert y_error == ("the admin refused the batch: it depends on 'k', which the admin did "
-                       "not take (duplicate task id 'k')")
-    assert not z_done and not ok_done  # (taken: their results are to come)
+    order, errors, done = run(body())
+    assert order == [["k", "y", "ok", "z", "g"], ["k", "y"], ["ok", "z"], ["g"]]
+    assert errors == ["the admin refused the batch: duplicate task id 'k'"] * 2
+    assert done == [False, False, False]  # (taken: their results are to come)
 
 
 def test_a_submit_watched_before_a_restart_is_asked_about_again_and_its_tasks_watched():

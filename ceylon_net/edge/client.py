@@ -599,10 +599,9 @@ class AsyncClient:
             self._send_batch(batch)
 
     def _send_batch(self, items: list[tuple[dict[str, Any], int, GroupFuture | None]],
-                    was: RejectedError | None = None) -> asyncio.Task[bool] | None:
-        """One SUBMIT; the admin's word on it is awaited in the background (the task that
-        awaits it, True once it was taken). ``was``: why the batch these items were part of
-        was refused (they go again one by one)."""
+                    was: RejectedError | None = None) -> None:
+        """One SUBMIT; the admin's word on it is awaited in the background. ``was``: why the
+        batch these items were part of was refused (they go again in parts: _in_parts)."""
         tasks = [d for d, _, g in items if g is None]
         groups = [(d, g) for d, _, g in items if g is not None]
         doc = {"tasks": tasks, "groups": [d for d, _ in groups]}
@@ -611,26 +610,25 @@ class AsyncClient:
             msg_id = self._request(Kind.SUBMIT, wire.Submission(doc, wait=False, follow=True))
         except Exception as exc:  # not connected any more, or cannot be encoded
             self._batch_failed(keys, groups, exc)
-            return None
+            return
         assert self.loop is not None
         self._unanswered[msg_id] = _Sent(items, keys, [d["name"] for d, _ in groups], was,
                                          time.monotonic())
         self._loops = [t for t in self._loops if not t.done()]
-        task = self.loop.create_task(self._accepted(msg_id, items, keys, groups, was))
-        self._loops.append(task)
-        return task
+        self._loops.append(self.loop.create_task(self._accepted(msg_id, items, keys, groups,
+                                                                was)))
 
     async def _accepted(self, msg_id: int,
                         items: list[tuple[dict[str, Any], int, GroupFuture | None]],
                         keys: list[Any], groups: list[tuple[dict[str, Any], GroupFuture]],
-                        was: RejectedError | None = None) -> bool:
-        """The admin's word on a batch (True: taken): its futures fail if it refused it. It
-        is waited for as long as the admin is heard (a busy one may answer a large map()
-        late; the watchdog fails what waits once it is silent too long), and through a
-        restart: a batch sent meanwhile is queued, not lost, and one lost with the old admin
-        is sent again (see _sent_again). The admin takes a batch whole or not at all, and a
-        batch is only what was submitted in one loop turn: refused, its submissions go again
-        one by one (see _one_by_one)."""
+                        was: RejectedError | None = None) -> None:
+        """The admin's word on a batch: its futures fail if it refused it. It is waited for
+        as long as the admin is heard (a busy one may answer a large map() late; the
+        watchdog fails what waits once it is silent too long), and through a restart: a
+        batch sent meanwhile is queued, not lost, and one lost with the old admin is sent
+        again (see _sent_again). The admin takes a batch whole or not at all, and a batch is
+        only what was submitted in one loop turn: refused, it goes again in parts (see
+        _in_parts); a part refused fails whole."""
         try:
             try:
                 # (one that said it stopped had no journal: no restart to wait for)
@@ -638,45 +636,24 @@ class AsyncClient:
             finally:
                 self._unanswered.pop(msg_id, None)
         except _SentAgain:
-            return True  # (the batch sent again tells)
+            return
         except RejectedError as exc:
-            if len(items) == 1:
+            parts = _in_parts(items) if was is None else [items]
+            if len(parts) == 1:
                 if was is not None and not _same_reason(str(exc), str(was)):
                     # (alone it may be refused for another reason: a dependency of its own
                     # batch, a cycle, is unknown to the admin; the batch's says why)
                     exc = RejectedError(f"{exc} (sent with the rest of its batch: {was})")
                 self._batch_failed(keys, groups, exc)
-            else:
-                await self._one_by_one(items, exc)
-            return False
+                return
+            for part in parts:  # (in order: one depending on an earlier one finds it)
+                wanted = [(doc, size, group) for doc, size, group in part
+                          if ((doc["id"] in self._futures) if group is None
+                              else not group.done())]  # (not one cancelled meanwhile)
+                if wanted:
+                    self._send_batch(wanted, exc)
         except Exception as exc:
             self._batch_failed(keys, groups, exc)
-            return False
-        return True
-
-    async def _one_by_one(self, items: list[tuple[dict[str, Any], int, GroupFuture | None]],
-                          exc: RejectedError) -> None:
-        """A refused batch's submissions again, one by one, so that only those at fault fail;
-        in order, and one that depends on another of them once that one was taken. Refused
-        (or cancelled meanwhile), what depends on it fails too: sent alone, it could find a
-        task of that id given earlier (by another program), and run after that one, silently."""
-        own = {k for doc, _, group in items for k in _item_keys(doc, group)}
-        sent: dict[Any, asyncio.Task[bool]] = {}
-        for doc, size, group in items:
-            if not ((doc["id"] in self._futures) if group is None else not group.done()):
-                continue  # cancelled meanwhile
-            refused = [d for d in _item_deps(doc) if d in own
-                       and (d not in sent or not await asyncio.shield(sent[d]))]
-            if refused:
-                keys = [doc["id"]] if group is None else list(group.tasks)
-                self._batch_failed(keys, [(doc, group)] if group is not None else [],
-                                   ConfigError(f"the admin refused the batch: it depends on "
-                                               f"{refused[0]!r}, which the admin did not take "
-                                               f"({exc})"))
-                continue
-            task = self._send_batch([(doc, size, group)], exc)
-            for key in _item_keys(doc, group) if task is not None else ():
-                sent[key] = task
 
     def _batch_failed(self, keys: list[Any], groups: list[tuple[dict[str, Any], GroupFuture]],
                       exc: Exception) -> None:
@@ -904,15 +881,35 @@ class AsyncClient:
             _fail(answer, exc)  # whoever awaits it takes it out
 
 
-def _item_keys(doc: dict[str, Any], group: GroupFuture | None) -> list[Any]:
-    """What a submission names: a task's id; a group's name, then its tasks' ids."""
-    return [doc["id"]] if group is None else [doc["name"], *group.tasks]
+def _in_parts(items: list[tuple[dict[str, Any], int, GroupFuture | None]]
+              ) -> list[list[tuple[dict[str, Any], int, GroupFuture | None]]]:
+    """A refused batch's submissions, to go again apart: each with those it is linked to by
+    dependencies among them (in submission order; the parts in the order of their first),
+    so that only those at fault fail, with what depends on them. Sent alone, one whose
+    dependency of the same batch was refused could find a task of that id given earlier
+    (by another program), and run after that one, silently."""
+    part_of: dict[Any, int] = {}  # a key (or group name) -> its part (union-find root)
+    root = list(range(len(items)))
 
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = root[root[i]]
+            i = root[i]
+        return i
 
-def _item_deps(doc: dict[str, Any]) -> list[Any]:
-    """What a submission depends on: a task's dependencies; a group's, and its tasks'."""
-    return [*doc.get("depends_on", ()),
-            *(d for t in doc.get("tasks", ()) for d in t.get("depends_on", ()))]
+    for i, (doc, _, group) in enumerate(items):
+        for key in ([doc["id"]] if group is None else [doc["name"], *group.tasks]):
+            part_of[key] = i
+    for i, (doc, _, _) in enumerate(items):
+        deps = [*doc.get("depends_on", ()),
+                *(d for t in doc.get("tasks", ()) for d in t.get("depends_on", ()))]
+        for dep in deps:
+            if dep in part_of:
+                root[find(part_of[dep])] = find(i)
+    parts: dict[int, list[tuple[dict[str, Any], int, GroupFuture | None]]] = {}
+    for i, item in enumerate(items):
+        parts.setdefault(find(i), []).append(item)
+    return list(parts.values())
 
 
 def _by_size(items: Iterable[Any], limit: int) -> Iterator[list[Any]]:
