@@ -934,7 +934,7 @@ def _fail(fut: asyncio.Future, exc: BaseException) -> None:
 
 def _task_doc(handler: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None, key: Any,
               depends_on: Iterable[Any], options: dict[str, Any]) -> dict[str, Any]:
-    if type(handler) is not str:
+    if handler is not None and not isinstance(handler, str):  # (None: a simulated task)
         raise TypeError(f"the handler is named, not given: the name a worker registered it "
                         f"under (@handler(\"add\") on its --app module: submit(\"add\", ...)), "
                         f"not {type(handler).__name__} {handler!r}")
