@@ -59,18 +59,21 @@ import os, signal, sys
 from ceylon_net import Client
 from ceylon_net.errors import ConfigError
 with Client(f"127.0.0.1:{sys.argv[1]}") as client:
+    slow = client.submit("echo_later", 0, kwargs={"delay": 2})
     pid = os.fork()
     if pid == 0:  # the child: no client thread here
         signal.alarm(20)  # (should its call hang, as it did: ended all the same)
-        try:
-            client.submit("echo_later", 1)
-        except ConfigError as exc:
-            print(f"child: {exc}", flush=True)
-            os._exit(0)
-        os._exit(1)
+        said = []
+        for call in (lambda: client.submit("echo_later", 1), slow.result, slow.cancel):
+            try:
+                call()
+            except ConfigError as exc:
+                said.append(str(exc))
+        print(f"child: {len(said)} x {set(said)}", flush=True)
+        os._exit(0)
     _, status = os.waitpid(pid, 0)
     value = client.submit("echo_later", 2).result(30)
-    print(f"child exit {os.waitstatus_to_exitcode(status)}; parent: {value}")
+    print(f"child exit {os.waitstatus_to_exitcode(status)}; parent: {value}, {slow.result(30)}")
 """
 
 
@@ -88,9 +91,9 @@ def test_a_client_used_in_a_process_forked_from_its_own_says_so_and_the_parent_g
     code, out, err = run(body())
     assert code == 0, err
     assert out.splitlines() == [
-        "child: this Client was made in another process (this one was forked from it), whose "
-        "thread talks to the admin: make a new Client in this process",
-        "child exit 0; parent: {'echo': 2}"]
+        "child: 3 x {'this Client was made in another process (this one was forked from it), "
+        "whose thread talks to the admin: make a new Client in this process'}",
+        "child exit 0; parent: {'echo': 2}, {'echo': 0}"]
 
 
 @pytest.mark.timeout(180)

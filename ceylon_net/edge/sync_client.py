@@ -70,6 +70,7 @@ class Future(concurrent.futures.Future):
         super().__init__()
         self.key = key
         self._inner, self._loop, self._thread = inner, loop, thread
+        self._pid = os.getpid()  # (see Client._same_process)
         self._settle = threading.Lock()  # threads racing to cancel: told once (_cancel_here)
         self._notified = False
         inner.add_done_callback(self._copy)
@@ -89,7 +90,10 @@ class Future(concurrent.futures.Future):
 
     def _not_in_callback(self) -> None:
         """Waiting for a result in a callback would wait for ever: callbacks run in the
-        client's thread, the one that receives results."""
+        client's thread, the one that receives results; so would waiting in a process forked
+        from the client's (that thread is not there)."""
+        if not self.done() and os.getpid() != self._pid:
+            raise ConfigError(FORKED)
         if not self.done() and threading.current_thread() is self._thread:
             if self._inner.done():  # here already, its copy not made yet: take it
                 self._copy(self._inner)
@@ -125,6 +129,8 @@ class Future(concurrent.futures.Future):
     def cancel(self) -> bool:
         if self.done():
             return False
+        if os.getpid() != self._pid:
+            raise ConfigError(FORKED)
         if self._inner.done():  # its outcome is here, only not copied yet: too late
             self._copy(self._inner)
             return self.cancelled()
@@ -144,6 +150,8 @@ class GroupFuture(Future):
         self.tasks = tasks
 
 
+FORKED = ("this Client was made in another process (this one was forked from it), whose "
+          "thread talks to the admin: make a new Client in this process")
 CLOSED = "the client is closed (a closed client stays closed: make a new Client)"
 
 
@@ -199,9 +207,7 @@ class Client:
         if os.getpid() != self._pid:
             if coro is not None:
                 coro.close()
-            raise ConfigError("this Client was made in another process (this one was forked "
-                              "from it), whose thread talks to the admin: make a new Client "
-                              "in this process")
+            raise ConfigError(FORKED)
 
     def _in_loop(self, fn: Callable[[], T]) -> T:
         self._same_process()
