@@ -325,6 +325,8 @@ def test_tasks_given_up_as_unassignable_stay_so_after_a_restart(tmp_path):
     assert before.unassigned == ["hard"]  # ceylon-admin --tasks: exit 3
     after = sim.restart().st.report()
     assert (after.unassigned, after.cancelled) == (before.unassigned, before.cancelled)
+    assert after.unassigned_why == before.unassigned_why == \
+        {"hard": "needs skill >= 9; best connected is 5"}  # (why, as before the restart)
 
 
 def _damaged(path):

@@ -28,7 +28,7 @@ from ..errors import ConfigError, RemoteProtocolError, UnknownDependency
 from ..settings import AdminSettings
 from ..wire import Envelope, Header, Kind, Limits
 from .batches import Batch, Batches
-from .board import TaskBoard, TaskState, unassignable
+from .board import TaskBoard, TaskState, unassignable, unassignable_why
 from .broadcasts import BroadcastLog
 from .commands import (
     Acknowledge,
@@ -275,7 +275,8 @@ class AdminState:
         self.started_at = now
         # Given up as unassignable (reported apart from cancellations): by their reason.
         self.unassigned.clear()  # (in place: the follow-up holds it too)
-        self.unassigned.update((t, "") for t, rec in self.board.records.items()
+        self.unassigned.update((t, unassignable_why(rec.reason or ""))
+                               for t, rec in self.board.records.items()
                                if rec.state is TaskState.CANCELLED and unassignable(rec.reason))
         if self.resumed:
             self.board.moved = [] if self.task_manager.task_groups else None

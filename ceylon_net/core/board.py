@@ -68,6 +68,12 @@ def unassignable(reason: str | None) -> bool:
     """A task ended with this reason was given up: no connected worker could take it (the
     reason goes on to say why, where known: 'needs skill >= 8; best connected is 6')."""
     return reason is not None and reason.startswith(UNASSIGNABLE)
+
+
+def unassignable_why(reason: str) -> str:
+    """What such a reason says of why ('needs skill >= 8; best connected is 6'), or ''."""
+    said = reason.removeprefix(UNASSIGNABLE).strip()
+    return said[1:-1] if said.startswith("(") and said.endswith(")") else said
 TRUSTED = WorkerState.TRUSTED
 ENDED = frozenset((C, F, X))
 # A journal keeps public statuses: a task that was on a worker is taken to be running there;
