@@ -911,6 +911,35 @@ def test_a_map_or_group_that_cannot_be_sent_whole_submits_nothing():
     assert run(body()) == ({}, [], {})
 
 
+@pytest.mark.parametrize(("options", "said"), [
+    ({"difficulty": 11}, "difficulty must be int 1-10, got 11"),
+    ({"priority": 1.5}, "priority must be int, got 1.5"),
+    ({"timeout": float("nan")}, "timeout must be a number of seconds over 0, at most 1e9, got "
+                                "nan"),
+    ({"timeout": "5"}, "timeout must be a number of seconds over 0, at most 1e9, got '5'"),
+    ({"role": ""}, "role must be a role: 1-200 printable characters, got ''"),
+    ({"key": 1.5}, "key must be int (64 bits) or string, got 1.5"),
+])
+def test_a_task_option_the_admin_would_refuse_is_refused_at_the_call(options, said):
+    """It came back a round trip later, from the future: 'the admin refused the batch: task
+    #1 ...' (a helper trying the library as a user); the batch sent beside it was refused too."""
+    from ceylon_net.errors import ConfigError
+
+    async def body():
+        client = AsyncClient("127.0.0.1:1")
+        client.loop, client._dealer = asyncio.get_running_loop(), object()  # as if connected
+        calls = [lambda: client.submit("echo_later", 1, **options)]
+        if "key" not in options:
+            calls.append(lambda: client.map("echo_later", [1, 2], **options))
+        for call in calls:
+            with pytest.raises(ConfigError) as refused:
+                call()
+            assert str(refused.value) == said
+        return client._futures, client._queued
+
+    assert run(body()) == ({}, [])
+
+
 def test_a_group_may_fill_a_message_and_one_larger_says_how_to_split_it():
     """A group cannot be sent in parts: it may be as large as a batch from ceylon-submit (a
     10,000-task group was refused at half of that, which the same group in a file was not),

@@ -25,6 +25,7 @@ from loguru import logger
 from .. import wire
 from ..core.pacing import Silence, admin_silence
 from ..core.tasks import TaskResult
+from ..core.workfile import TASK_FIELDS, valid_field
 from ..errors import (
     AdminUnreachableError,
     ConfigError,
@@ -500,6 +501,7 @@ class AsyncClient:
         difficulty, role, priority, timeout, description, duration; ``depends_on``: futures
         or keys that must complete first."""
         self._connected()
+        _check_options(options, key)
         return self._queue_tasks([_task_doc(handler, args, kwargs, key, depends_on, options)])[0]
 
     def map(self, handler: str, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
@@ -507,6 +509,7 @@ class AsyncClient:
         """``submit(handler, *items)`` for each tuple of items, in one batch: all or none (an
         item that cannot be sent raises here, and nothing is submitted)."""
         self._connected()
+        _check_options(options)
         depends_on = list(depends_on)
         try:
             rows = list(zip(*iterables, strict=True))
@@ -950,6 +953,21 @@ def _task_doc(handler: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None
     if "role" in options:
         task["required_role"] = options.pop("role")
     return {**task, **{k: v for k, v in options.items() if v is not None}}
+
+
+_OPTION_FIELDS = {"difficulty": "difficulty", "role": "required_role", "priority": "priority",
+                  "timeout": "timeout", "description": "description", "duration": "duration"}
+
+
+def _check_options(options: dict[str, Any], key: Any = None) -> None:
+    """A task's options (and its key) as the admin takes them, checked at the call: else the
+    future failed a round trip later, the admin refusing the batch."""
+    if key is not None and not valid_field("id", key):
+        raise ConfigError(f"key must be {TASK_FIELDS['id']}, got {key!r}")
+    for option, value in options.items():
+        field = _OPTION_FIELDS.get(option)
+        if field is not None and value is not None and not valid_field(field, value):
+            raise ConfigError(f"{option} must be {TASK_FIELDS[field]}, got {value!r}")
 
 
 def _encoded_size(doc: dict[str, Any], what: str, limit: int, limits: wire.Limits,
