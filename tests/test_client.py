@@ -1034,14 +1034,14 @@ def test_a_task_the_admin_refuses_in_its_batch_and_alone_is_named_once(tmp_path)
             await _cluster(c, workers=1)
             async with AsyncClient(f"127.0.0.1:{c.port}") as client:
                 before = client.submit("echo_later", 1, key="before")
-                bad = client.submit("echo_later", 2, key="bad", difficulty=11)
+                bad = client.submit("echo_later", 2, key="bad", depends_on=["nope"])
                 after = client.submit("echo_later", 3, key="after")
                 return [await _outcome(f) for f in (before, bad, after)]
 
     before, bad, after = run(body())
     assert (before, after) == ("{'echo': 1}", "{'echo': 3}")
-    assert "the admin refused the batch: " in bad and "(id 'bad')" in bad, bad
-    assert "sent with the rest of its batch" not in bad and bad.count("task #") == 1, bad
+    assert "the admin refused the batch: " in bad and "'nope'" in bad, bad
+    assert "sent with the rest of its batch" not in bad and bad.count("'nope'") == 1, bad
 
 
 @pytest.mark.timeout(120)
