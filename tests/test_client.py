@@ -940,6 +940,47 @@ def test_a_task_option_the_admin_would_refuse_is_refused_at_the_call(options, sa
     assert run(body()) == ({}, [])
 
 
+def test_futures_show_their_key_and_gather_says_what_it_takes(tmp_path):
+    """A future's repr said only '<TaskFuture pending cb=[...]>'; gather({"x": f}) raised a
+    bare AttributeError ('str' object has no attribute 'result')."""
+    import threading
+
+    from ceylon_net.edge.sync_client import Future
+
+    async def body():
+        client = AsyncClient("127.0.0.1:1")
+        client.loop, client._dealer = asyncio.get_running_loop(), object()  # as if connected
+        future = client.submit("echo_later", 1, key="k1")
+        group = client.submit_group("g", [{"handler": "echo_later", "args": [2]}])
+        said = repr(future), repr(group)
+        client._queued.clear()  # (nothing to send it to)
+        future.cancel()
+        return said, repr(future)
+
+    (task, group), cancelled = run(body())
+    assert (task, group, cancelled) == ("<TaskFuture 'k1' pending>",
+                                        "<GroupFuture 'g' pending, 1 task(s)>",
+                                        "<TaskFuture 'k1' cancelled>")
+    loop = asyncio.new_event_loop()
+    try:
+        done = Future("k2", loop.create_future(), loop, threading.current_thread())
+        done.set_result(3)
+        assert repr(done) == "<Future 'k2' done>"
+    finally:
+        loop.close()
+
+    def gather_a_dict(port: int) -> str:
+        with Client(f"127.0.0.1:{port}") as client:
+            futures = {"x": client.submit("echo_later", 1)}
+            with pytest.raises(TypeError) as refused:
+                client.gather(futures)
+            client.gather(futures.values(), timeout=30)
+            return str(refused.value)
+
+    assert _in_a_thread(tmp_path, gather_a_dict) == \
+        "gather() takes futures, got str 'x' (a dict's keys: its values()?)"
+
+
 def test_a_group_may_fill_a_message_and_one_larger_says_how_to_split_it():
     """A group cannot be sent in parts: it may be as large as a batch from ceylon-submit (a
     10,000-task group was refused at half of that, which the same group in a file was not),

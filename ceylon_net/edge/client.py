@@ -13,6 +13,7 @@ AdminUnreachableError instead of waiting for ever.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 import time
 import uuid
@@ -71,6 +72,9 @@ class TaskFuture(asyncio.Future):
         self.key = key
         self._client = client
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.key!r} {_state(self)}>"
+
     def cancel(self, msg: Any = None) -> bool:
         if self.done():
             return False
@@ -93,6 +97,9 @@ class GroupFuture(asyncio.Future):
         self._client = client
         self._done_said = -1  # tasks done by the latest progress heard
         self._goal_said = False
+
+    def __repr__(self) -> str:
+        return f"<GroupFuture {self.name!r} {_state(self)}, {len(self.tasks)} task(s)>"
 
     def news(self, news: wire.GroupNews) -> None:
         if self._heard(news):
@@ -882,6 +889,12 @@ class AsyncClient:
             _fail(waited.report, exc)
         for answer in self._requests.values():
             _fail(answer, exc)  # whoever awaits it takes it out
+
+
+def _state(fut: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> str:
+    """A future's state, as its repr says it (not its outcome: looking must not count as
+    having seen a failure)."""
+    return "cancelled" if fut.cancelled() else "done" if fut.done() else "pending"
 
 
 def _in_parts(items: list[tuple[dict[str, Any], int, GroupFuture | None]]

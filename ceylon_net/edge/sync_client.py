@@ -26,7 +26,7 @@ from loguru import logger
 
 from .. import wire
 from ..errors import ConfigError, Crashed
-from .client import AsyncClient
+from .client import AsyncClient, _state
 
 T = TypeVar("T")
 as_completed = concurrent.futures.as_completed
@@ -74,6 +74,9 @@ class Future(concurrent.futures.Future):
         self._settle = threading.Lock()  # threads racing to cancel: told once (_cancel_here)
         self._notified = False
         inner.add_done_callback(self._copy)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.key!r} {_state(self)}>"
 
     def result(self, timeout: float | None = None) -> Any:
         self._not_in_callback()
@@ -233,6 +236,12 @@ class Client:
                timeout: float | None = None) -> list[Any]:
         """The futures' results, in order; the first failure raises; ``timeout`` bounds the
         whole wait (TimeoutError)."""
+        futures = list(futures)
+        for f in futures:
+            if not isinstance(f, concurrent.futures.Future):
+                raise TypeError(f"gather() takes futures, got {type(f).__name__} {f!r}"
+                                + (" (a dict's keys: its values()?)" if isinstance(f, str)
+                                   else ""))
         deadline = None if timeout is None else time.monotonic() + timeout
         return [f.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
                 for f in futures]
