@@ -633,6 +633,34 @@ def test_a_submit_batch_waiting_cancelled_as_its_answer_is_read_leaves_no_waiter
     assert run(body()) == ({}, [])
 
 
+def test_a_batch_an_admin_never_takes_is_sent_three_times_then_fails():
+    """Sent again each time the admin said it did not have it: an admin that drops it (a
+    message it cannot read) would have had it sent every two seconds for ever."""
+    from ceylon_net import wire
+    from ceylon_net.errors import AdminUnreachableError
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        future = client.submit("echo", 1, key="k")
+        await fed.sending(1)
+        for _ in range(3):
+            for sent in client._unanswered.values():
+                sent.at -= 2.5  # (SILENCE and more ago)
+            client._watch_again()
+            fed.said(Kind.DONE, wire.TaskDone("k", "unknown", None, "no such task"))
+        error = await asyncio.wait_for(asyncio.gather(future, return_exceptions=True), 5)
+        return len(fed.submits()), error[0], client._unanswered
+
+    submits, error, left = run(body())
+    assert submits == 3 and left == {}
+    assert isinstance(error, AdminUnreachableError)
+    assert str(error) == ("the admin at tcp://127.0.0.1:1 never took a batch sent 3 times "
+                          "(each time it did not know it): does it drop our messages? (its "
+                          "log says why)")
+
+
 def test_a_submit_answered_late_by_an_admin_heard_all_along_is_waited_for():
     """A large map() sends many SUBMITs at once, which the admin takes in turn: those
     answered later than gone_after after they left failed ('no admin answered ...'), though

@@ -47,6 +47,7 @@ WATCHDOG_TURN = 1.0  # seconds between two looks at the admin's silence
 # ... and every so often anyway: a DONE the admin could not route (our connection was being
 # re-made, or our queue was full) is lost, and heartbeats would hide it.
 REWATCH = 10.0
+SEND_TRIES = 3  # times a batch the admin says it does not have is sent, at most
 # Finished batches' reports a client keeps (their REPORTs' bytes, at most this many in all),
 # for a second watch of one.
 REPORTS_KEPT = 8 * 1024 * 1024
@@ -163,6 +164,7 @@ class _Sent:
     names: list[str]  # its groups
     was: RejectedError | None  # (see _send_batch)
     at: float  # sent then (time.monotonic())
+    tries: int = 1  # sent this many times (see _sent_again)
     watched: bool = False  # asked the admin whether it has it (see _watch_unanswered)
 
 
@@ -609,7 +611,7 @@ class AsyncClient:
             self._send_batch(batch)
 
     def _send_batch(self, items: list[tuple[dict[str, Any], int, GroupFuture | None]],
-                    was: RejectedError | None = None) -> None:
+                    was: RejectedError | None = None, tries: int = 1) -> None:
         """One SUBMIT; the admin's word on it is awaited in the background. ``was``: why the
         batch these items were part of was refused (they go again in parts: _in_parts)."""
         tasks = [d for d, _, g in items if g is None]
@@ -623,7 +625,7 @@ class AsyncClient:
             return
         assert self.loop is not None
         self._unanswered[msg_id] = _Sent(items, keys, [d["name"] for d, _ in groups], was,
-                                         time.monotonic())
+                                         time.monotonic(), tries)
         self._loops = [t for t in self._loops if not t.done()]
         self._loops.append(self.loop.create_task(self._accepted(msg_id, items, keys, groups,
                                                                 was)))
@@ -859,12 +861,19 @@ class AsyncClient:
             # burst: that one tells)
             return True
         self._give_up_answer(msg_id)
-        logger.info("client: the admin at {} never had a batch we sent (lost as it "
-                    "restarted?): sending it again", self.endpoint)
         items = [item for item in sent.items if ((item[0]["id"] in self._futures)
                                                  if item[2] is None else not item[2].done())]
+        if sent.tries >= SEND_TRIES:  # (an admin that drops it: not sent for ever)
+            self._batch_failed(list(sent.keys), [(d, g) for d, _, g in items if g],
+                               AdminUnreachableError(
+                                   f"the admin at {self.endpoint} never took a batch sent "
+                                   f"{sent.tries} times (each time it did not know it): does "
+                                   f"it drop our messages? (its log says why)"))
+            return True
+        logger.info("client: the admin at {} never had a batch we sent (lost as it "
+                    "restarted?): sending it again", self.endpoint)
         if items:
-            self._send_batch(items, sent.was)
+            self._send_batch(items, sent.was, sent.tries + 1)
         return True
 
     def _give_up_answer(self, msg_id: int) -> None:
