@@ -583,6 +583,34 @@ def test_a_refused_batch_goes_again_in_parts_linked_by_their_dependencies():
     assert done == [False, False, False]  # (taken: their results are to come)
 
 
+def test_a_refused_batch_s_parts_leave_out_what_was_cancelled_and_what_depends_on_it():
+    """x cancelled as its batch was refused: y, which depends on x, went again without it
+    and could run after another program's task 'x'; and a task and a group of one name ('a')
+    were taken for one: y, depending on the task, went with the group."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        x = client.submit("boom", key="x")
+        y = client.submit("add", 1, key="y", depends_on=[x])
+        client.submit("add", 2, key="ok")
+        client.submit("add", 3, key="a")
+        client.submit("add", 4, key="b", depends_on=["a"])
+        client.submit_group("a", [{"handler": "add", "args": [5, 6], "id": "a/0"}])
+        await fed.sending(1)
+        x.cancel()
+        fed.said(Kind.REJECT, wire.Reject("task #6 'a/0': something"), seq=1)
+        errors = await asyncio.wait_for(asyncio.gather(y, return_exceptions=True), 5)
+        return [ids for _, ids in fed.submits()], str(errors[0])
+
+    order, y_error = run(body())
+    assert order == [["x", "y", "ok", "a", "b", "a"], ["ok"], ["a", "b"], ["a"]]
+    assert y_error == "its batch was refused, and task 'x', which it depends on, was " \
+        "cancelled meanwhile"
+
+
 def test_a_submit_watched_before_a_restart_is_asked_about_again_and_its_tasks_watched():
     """Asked about once (the admin stalled), a SUBMIT was never asked about again: after a
     restart it waited for ever (it had failed after gone_after before answers were waited
@@ -1007,6 +1035,30 @@ def test_futures_show_their_key_and_gather_says_what_it_takes(tmp_path):
 
     assert _in_a_thread(tmp_path, gather_a_dict) == \
         "gather() takes futures, got str 'x' (a dict's keys: its values()?)"
+
+
+def test_a_task_option_given_none_takes_its_default_and_a_simulated_task_its_key():
+    """difficulty=None and description=None went to the admin as they were, refused a round
+    trip later; submit(None) (a simulated task: no handler) had no description at all; an
+    empty handler name passed the call."""
+    from ceylon_net.core.workfile import parse_work
+    from ceylon_net.errors import ConfigError
+
+    async def body():
+        client = AsyncClient("127.0.0.1:1")
+        client.loop, client._dealer = asyncio.get_running_loop(), object()  # as if connected
+        client.submit("add", 1, key="k1", difficulty=None, description=None, priority=None)
+        client.submit(None, key="k2", duration=0.5)
+        with pytest.raises(ConfigError, match=r"^the handler's name is empty$"):
+            client.submit("", 1)
+        docs = [doc for doc, _, _ in client._queued]
+        client._queued.clear()  # (nothing to send it to)
+        return docs
+
+    docs = run(body())
+    tasks, _ = parse_work({"tasks": docs}, "batch", standalone=False)  # as the admin reads it
+    assert [(t.id, t.description, t.difficulty, t.handler, t.duration) for t in tasks] == \
+        [("k1", "add", 1, "add", None), ("k2", "k2", 1, None, 0.5)]
 
 
 def test_a_group_may_fill_a_message_and_one_larger_says_how_to_split_it():

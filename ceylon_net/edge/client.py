@@ -659,13 +659,34 @@ class AsyncClient:
                 self._batch_failed(keys, groups, exc)
                 return
             for part in parts:  # (in order: one depending on an earlier one finds it)
-                wanted = [(doc, size, group) for doc, size, group in part
-                          if ((doc["id"] in self._futures) if group is None
-                              else not group.done())]  # (not one cancelled meanwhile)
+                wanted = self._still_wanted(part)
                 if wanted:
                     self._send_batch(wanted, exc)
         except Exception as exc:
             self._batch_failed(keys, groups, exc)
+
+    def _still_wanted(self, part: list[tuple[dict[str, Any], int, GroupFuture | None]]
+                      ) -> list[tuple[dict[str, Any], int, GroupFuture | None]]:
+        """A part of a refused batch (see _in_parts) but what was cancelled meanwhile, and
+        what depends on that (failed: sent without it, it could find a task of that id given
+        earlier by another program, and run after that one)."""
+        gone: set[tuple[str, Any]] = set()
+        wanted = []
+        for item in part:
+            doc, _, group = item
+            if not ((doc["id"] in self._futures) if group is None else not group.done()):
+                gone.update(_names(doc, group))
+                continue
+            lost = next((d for d in _needs(doc) if d in gone), None)
+            if lost is None:
+                wanted.append(item)
+                continue
+            gone.update(_names(doc, group))
+            self._batch_failed([doc["id"]] if group is None else list(group.tasks),
+                               [(doc, group)] if group is not None else [],
+                               ConfigError(f"its batch was refused, and {lost[0]} {lost[1]!r}, "
+                                           f"which it depends on, was cancelled meanwhile"))
+        return wanted
 
     def _batch_failed(self, keys: list[Any], groups: list[tuple[dict[str, Any], GroupFuture]],
                       exc: Exception) -> None:
@@ -861,8 +882,7 @@ class AsyncClient:
             # burst: that one tells)
             return True
         self._give_up_answer(msg_id)
-        items = [item for item in sent.items if ((item[0]["id"] in self._futures)
-                                                 if item[2] is None else not item[2].done())]
+        items = self._still_wanted(sent.items)
         if sent.tries >= SEND_TRIES:  # (an admin that drops it: not sent for ever)
             self._batch_failed(list(sent.keys), [(d, g) for d, _, g in items if g],
                                AdminUnreachableError(
@@ -913,8 +933,8 @@ def _in_parts(items: list[tuple[dict[str, Any], int, GroupFuture | None]]
     so that only those at fault fail, with what depends on them. Sent alone, one whose
     dependency of the same batch was refused could find a task of that id given earlier
     (by another program), and run after that one, silently."""
-    part_of: dict[Any, int] = {}  # a key (or group name) -> its part (union-find root)
-    root = list(range(len(items)))
+    part_of: dict[tuple[str, Any], int] = {}  # a task or a group -> its item
+    root = list(range(len(items)))  # (union-find)
 
     def find(i: int) -> int:
         while root[i] != i:
@@ -923,18 +943,32 @@ def _in_parts(items: list[tuple[dict[str, Any], int, GroupFuture | None]]
         return i
 
     for i, (doc, _, group) in enumerate(items):
-        for key in ([doc["id"]] if group is None else [doc["name"], *group.tasks]):
-            part_of[key] = i
+        for name in _names(doc, group):
+            part_of[name] = i
     for i, (doc, _, _) in enumerate(items):
-        deps = [*doc.get("depends_on", ()),
-                *(d for t in doc.get("tasks", ()) for d in t.get("depends_on", ()))]
-        for dep in deps:
+        for dep in _needs(doc):
             if dep in part_of:
                 root[find(part_of[dep])] = find(i)
     parts: dict[int, list[tuple[dict[str, Any], int, GroupFuture | None]]] = {}
     for i, item in enumerate(items):
         parts.setdefault(find(i), []).append(item)
     return list(parts.values())
+
+
+def _names(doc: dict[str, Any], group: GroupFuture | None) -> list[tuple[str, Any]]:
+    """What a submission gives: its task; or its group and the group's tasks (a task and a
+    group may share a name)."""
+    if group is None:
+        return [("task", doc["id"])]
+    return [("group", doc["name"]), *(("task", k) for k in group.tasks)]
+
+
+def _needs(doc: dict[str, Any]) -> list[tuple[str, Any]]:
+    """What a submission depends on: a task's tasks; a group's groups, and its tasks'."""
+    if "name" not in doc:
+        return [("task", d) for d in doc.get("depends_on", ())]
+    return [*(("group", d) for d in doc.get("depends_on", ())),
+            *(("task", d) for t in doc.get("tasks", ()) for d in t.get("depends_on", ()))]
 
 
 def _by_size(items: Iterable[Any], limit: int) -> Iterator[list[Any]]:
@@ -963,14 +997,18 @@ def _task_doc(handler: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None
         raise TypeError(f"the handler is named, not given: the name a worker registered it "
                         f"under (@handler(\"add\") on its --app module: submit(\"add\", ...)), "
                         f"not {type(handler).__name__} {handler!r}")
+    if handler == "":
+        raise ConfigError("the handler's name is empty")
     unknown = sorted(set(options) - set(TASK_OPTIONS))
     if unknown:
         raise TypeError(f"unknown option {unknown[0]!r}; options: {', '.join(TASK_OPTIONS)} "
                         f"(handler keyword arguments go in kwargs=)")
-    task = {"id": key if key is not None else f"{handler}-{uuid.uuid4().hex[:16]}",
-            "description": options.pop("description", handler), "handler": handler,
+    key = key if key is not None else f"{handler or 'task'}-{uuid.uuid4().hex[:16]}"
+    description, difficulty = options.pop("description", None), options.pop("difficulty", None)
+    task = {"id": key, "handler": handler,  # (an option given None: its default)
+            "description": description if description is not None else handler or str(key),
             "args": list(args), "kwargs": dict(kwargs or {}),
-            "difficulty": options.pop("difficulty", 1),
+            "difficulty": difficulty if difficulty is not None else 1,
             "depends_on": [getattr(d, "key", d) for d in depends_on]}  # futures or keys
     if "role" in options:
         task["required_role"] = options.pop("role")
