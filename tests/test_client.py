@@ -607,8 +607,7 @@ def test_a_refused_batch_s_parts_leave_out_what_was_cancelled_and_what_depends_o
 
     order, y_error = run(body())
     assert order == [["x", "y", "ok", "a", "b", "a"], ["ok"], ["a", "b"], ["a"]]
-    assert y_error == "its batch was refused, and task 'x', which it depends on, was " \
-        "cancelled meanwhile"
+    assert y_error == "task 'x', which it depends on, was cancelled before its batch went again"
 
 
 def test_a_submit_watched_before_a_restart_is_asked_about_again_and_its_tasks_watched():
@@ -659,6 +658,30 @@ def test_a_submit_batch_waiting_cancelled_as_its_answer_is_read_leaves_no_waiter
         return dict(fed.client._batches), heard
 
     assert run(body()) == ({}, [])
+
+
+def test_a_lost_batch_goes_again_without_what_was_cancelled_and_what_depends_on_it():
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        x = client.submit("boom", key="x")
+        y = client.submit("add", 1, key="y", depends_on=[x])
+        client.submit("add", 2, key="ok")
+        await fed.sending(1)
+        for sent in client._unanswered.values():
+            sent.at -= 2.5  # (SILENCE and more ago)
+        client._watch_again()  # (its first task asked about)
+        x.cancel()  # (the cancel goes out: the admin does not know it either)
+        fed.said(Kind.DONE, wire.TaskDone("x", "unknown", None, "no such task"))
+        errors = await asyncio.wait_for(asyncio.gather(y, return_exceptions=True), 5)
+        return [ids for _, ids in fed.submits()], str(errors[0])
+
+    order, y_error = run(body())
+    assert order == [["x", "y", "ok"], ["ok"]]
+    assert y_error == "task 'x', which it depends on, was cancelled before its batch went again"
 
 
 def test_a_batch_an_admin_never_takes_is_sent_three_times_then_fails():

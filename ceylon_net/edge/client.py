@@ -667,9 +667,9 @@ class AsyncClient:
 
     def _still_wanted(self, part: list[tuple[dict[str, Any], int, GroupFuture | None]]
                       ) -> list[tuple[dict[str, Any], int, GroupFuture | None]]:
-        """A part of a refused batch (see _in_parts) but what was cancelled meanwhile, and
-        what depends on that (failed: sent without it, it could find a task of that id given
-        earlier by another program, and run after that one)."""
+        """A batch to go again (a refused one's part, see _in_parts; or one lost) but what
+        was cancelled meanwhile, and what depends on that (failed: sent without it, it could
+        find a task of that id given earlier by another program, and run after that one)."""
         gone: set[tuple[str, Any]] = set()
         wanted = []
         for item in part:
@@ -684,8 +684,8 @@ class AsyncClient:
             gone.update(_names(doc, group))
             self._batch_failed([doc["id"]] if group is None else list(group.tasks),
                                [(doc, group)] if group is not None else [],
-                               ConfigError(f"its batch was refused, and {lost[0]} {lost[1]!r}, "
-                                           f"which it depends on, was cancelled meanwhile"))
+                               ConfigError(f"{lost[0]} {lost[1]!r}, which it depends on, was "
+                                           f"cancelled before its batch went again"))
         return wanted
 
     def _batch_failed(self, keys: list[Any], groups: list[tuple[dict[str, Any], GroupFuture]],
