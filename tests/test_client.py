@@ -667,21 +667,25 @@ def test_a_lost_batch_goes_again_without_what_was_cancelled_and_what_depends_on_
     async def body():
         fed = _Fed()
         client = fed.client
+        z = client.submit("add", 0, key="z", depends_on=["y"])  # (on one that comes later)
         x = client.submit("boom", key="x")
         y = client.submit("add", 1, key="y", depends_on=[x])
         client.submit("add", 2, key="ok")
+        client.submit_group("bad", [{"handler": "add", "depends_on": None}])  # (refused)
         await fed.sending(1)
         for sent in client._unanswered.values():
             sent.at -= 2.5  # (SILENCE and more ago)
         client._watch_again()  # (its first task asked about)
         x.cancel()  # (the cancel goes out: the admin does not know it either)
-        fed.said(Kind.DONE, wire.TaskDone("x", "unknown", None, "no such task"))
-        errors = await asyncio.wait_for(asyncio.gather(y, return_exceptions=True), 5)
-        return [ids for _, ids in fed.submits()], str(errors[0])
+        fed.said(Kind.DONE, wire.TaskDone("z", "unknown", None, "no such task"))
+        errors = await asyncio.wait_for(asyncio.gather(y, z, return_exceptions=True), 5)
+        return [ids for _, ids in fed.submits()], [str(e) for e in errors]
 
-    order, y_error = run(body())
-    assert order == [["x", "y", "ok"], ["ok"]]
+    order, (y_error, z_error) = run(body())
+    assert order == [["z", "x", "y", "ok", "bad"], ["ok", "bad"]]
     assert y_error == "task 'x', which it depends on, was cancelled before its batch went again"
+    assert z_error == "task 'y', which it depends on, was left out as its batch went again (it " \
+        "depends on one cancelled)"
 
 
 def test_a_batch_an_admin_never_takes_is_sent_three_times_then_fails():

@@ -48,6 +48,7 @@ WATCHDOG_TURN = 1.0  # seconds between two looks at the admin's silence
 # re-made, or our queue was full) is lost, and heartbeats would hide it.
 REWATCH = 10.0
 SEND_TRIES = 3  # times a batch the admin says it does not have is sent, at most
+LEFT_OUT = "was left out as its batch went again (it depends on one cancelled)"
 # Finished batches' reports a client keeps (their REPORTs' bytes, at most this many in all),
 # for a second watch of one.
 REPORTS_KEPT = 8 * 1024 * 1024
@@ -670,22 +671,30 @@ class AsyncClient:
         """A batch to go again (a refused one's part, see _in_parts; or one lost) but what
         was cancelled meanwhile, and what depends on that (failed: sent without it, it could
         find a task of that id given earlier by another program, and run after that one)."""
-        gone: set[tuple[str, Any]] = set()
+        gone: dict[tuple[str, Any], str] = {}  # left out: why
         wanted = []
         for item in part:
             doc, _, group = item
-            if not ((doc["id"] in self._futures) if group is None else not group.done()):
-                gone.update(_names(doc, group))
-                continue
-            lost = next((d for d in _needs(doc) if d in gone), None)
-            if lost is None:
+            if (doc["id"] in self._futures) if group is None else not group.done():
                 wanted.append(item)
-                continue
-            gone.update(_names(doc, group))
-            self._batch_failed([doc["id"]] if group is None else list(group.tasks),
-                               [(doc, group)] if group is not None else [],
-                               ConfigError(f"{lost[0]} {lost[1]!r}, which it depends on, was "
-                                           f"cancelled before its batch went again"))
+            else:
+                gone.update(dict.fromkeys(_names(doc, group), "was cancelled before its batch "
+                                                              "went again"))
+        failing = bool(gone)
+        while failing:  # (until none left depends on what is gone, in either order)
+            failing = False
+            for item in list(wanted):
+                doc, _, group = item
+                dep = next((d for d in _needs(doc) if d in gone), None)
+                if dep is None:
+                    continue
+                wanted.remove(item)
+                gone.update(dict.fromkeys(_names(doc, group), LEFT_OUT))
+                failing = True
+                self._batch_failed([doc["id"]] if group is None else list(group.tasks),
+                                   [(doc, group)] if group is not None else [],
+                                   ConfigError(f"{dep[0]} {dep[1]!r}, which it depends on, "
+                                               f"{gone[dep]}"))
         return wanted
 
     def _batch_failed(self, keys: list[Any], groups: list[tuple[dict[str, Any], GroupFuture]],
@@ -882,9 +891,8 @@ class AsyncClient:
             # burst: that one tells)
             return True
         self._give_up_answer(msg_id)
-        items = self._still_wanted(sent.items)
         if sent.tries >= SEND_TRIES:  # (an admin that drops it: not sent for ever)
-            self._batch_failed(list(sent.keys), [(d, g) for d, _, g in items if g],
+            self._batch_failed(list(sent.keys), [(d, g) for d, _, g in sent.items if g],
                                AdminUnreachableError(
                                    f"the admin at {self.endpoint} never took a batch sent "
                                    f"{sent.tries} times (each time it did not know it): does "
@@ -892,6 +900,7 @@ class AsyncClient:
             return True
         logger.info("client: the admin at {} never had a batch we sent (lost as it "
                     "restarted?): sending it again", self.endpoint)
+        items = self._still_wanted(sent.items)
         if items:
             self._send_batch(items, sent.was, sent.tries + 1)
         return True
@@ -966,9 +975,17 @@ def _names(doc: dict[str, Any], group: GroupFuture | None) -> list[tuple[str, An
 def _needs(doc: dict[str, Any]) -> list[tuple[str, Any]]:
     """What a submission depends on: a task's tasks; a group's groups, and its tasks'."""
     if "name" not in doc:
-        return [("task", d) for d in doc.get("depends_on", ())]
-    return [*(("group", d) for d in doc.get("depends_on", ())),
-            *(("task", d) for t in doc.get("tasks", ()) for d in t.get("depends_on", ()))]
+        return [("task", d) for d in _ids(doc.get("depends_on"))]
+    return [*(("group", d) for d in _ids(doc.get("depends_on"))),
+            *(("task", d) for t in doc.get("tasks", ()) if isinstance(t, dict)
+              for d in _ids(t.get("depends_on")))]
+
+
+def _ids(depends_on: Any) -> list[Any]:
+    """A document's dependencies that can name one (the admin refuses the others: a batch
+    refused for them must not stop the client's receive loop)."""
+    return [d for d in depends_on if isinstance(d, int | str)] \
+        if isinstance(depends_on, list) else []
 
 
 def _by_size(items: Iterable[Any], limit: int) -> Iterator[list[Any]]:
