@@ -433,6 +433,17 @@ class _Fed:
         header = wire.Header("default", "admin", 1, 0.0, wire.type_name(msg), seq=seq)
         self.client._on_message(wire.Envelope(kind, header, wire.pack(msg)))
 
+    async def waited_batch(self, heard: list) -> asyncio.Future:
+        """A submit_batch(wait=True) whose SUBMIT the admin answered (batch 5 of 'run1'),
+        its progress told to ``heard``: the call, still waiting for the report."""
+        from ceylon_net.wire import Kind
+
+        call = asyncio.ensure_future(self.client.submit_batch({"tasks": []}, wait=True,
+                                                              on_progress=heard.append))
+        await self.sending(len(self.sent) + 1)
+        self.said(Kind.SUBMIT, self.wire.Submitted(5, 1, "run1"), seq=len(self.sent))
+        return call
+
     def submits(self) -> list[tuple[int, list]]:
         """Each SUBMIT sent (its msg_id), with its tasks' ids and groups' names."""
         from ceylon_net.wire import Kind
@@ -458,10 +469,7 @@ def test_a_batch_waited_for_takes_its_report_read_in_the_same_burst_as_its_answe
     async def body():
         fed = _Fed()
         progress: list = []
-        call = asyncio.ensure_future(fed.client.submit_batch({"tasks": []}, wait=True,
-                                                             on_progress=progress.append))
-        await fed.sending(1)
-        fed.said(Kind.SUBMIT, wire.Submitted(5, 1, "run1"), seq=1)  # one burst
+        call = await fed.waited_batch(progress)  # (its answer, then in one burst:)
         fed.said(Kind.PROGRESS, wire.BatchProgress(5, 1, 1, 0))
         fed.said(Kind.REPORT, wire.BatchReport(5, {"tasks": 1}))
         return await asyncio.wait_for(call, 5), progress, fed.client._batches
@@ -648,10 +656,7 @@ def test_a_submit_batch_waiting_cancelled_as_its_answer_is_read_leaves_no_waiter
     async def body():
         fed = _Fed()
         heard: list = []
-        call = asyncio.ensure_future(fed.client.submit_batch({"tasks": []}, wait=True,
-                                                             on_progress=heard.append))
-        await fed.sending(1)
-        fed.said(Kind.SUBMIT, wire.Submitted(5, 1, "run1"), seq=1)
+        call = await fed.waited_batch(heard)
         call.cancel()
         await asyncio.gather(call, return_exceptions=True)
         fed.said(Kind.PROGRESS, wire.BatchProgress(5, 1, 0, 0))

@@ -74,6 +74,23 @@ async def _all_answers(runner: TaskRunner, n: int) -> list[TaskResult]:
     return got
 
 
+def _handled(tasks: list[Task]) -> dict[Any, TaskResult]:
+    """``tasks`` run by a runner of 8 slots whose run_task calls their handlers (as a
+    worker's does), each given once: their results, by task id."""
+    async def run_task(task: Task) -> TaskResult:
+        value = await handlers.call(task.handler, task.args, task.kwargs)
+        return TaskResult(task.id, "w", True, value=value)
+
+    async def body() -> list[TaskResult]:
+        runner = TaskRunner("w", 8, run_task, lambda: None)
+        runner.start(lambda crash: None)
+        for task in tasks:
+            runner.accept(TaskAssignment(task, "w", 1))
+        return await _all_answers(runner, len(tasks))
+
+    return {r.task_id: r for r in run(body())}
+
+
 def _answers(runner: TaskRunner) -> list[tuple[Any, int, bool]]:
     return [(r.task_id, r.attempt, r.cancelled) for r in runner.take_unsent()]
 
@@ -603,21 +620,10 @@ def test_sync_handlers_many_at_once_answer_each_call_and_stop_iteration_is_a_fai
             raise ValueError("nine")
         return 2 * x
 
-    async def run_task(task: Task) -> TaskResult:
-        value = await handlers.call(task.handler, task.args, task.kwargs)
-        return TaskResult(task.id, "w", True, value=value)
-
-    async def body() -> list[TaskResult]:
-        runner = TaskRunner("w", 8, run_task, lambda: None)
-        runner.start(lambda crash: None)
-        for i in range(200):
-            runner.accept(TaskAssignment(Task(i, "d", 1, handler="test_runner.double",
-                                              args=[i % 10]), "w", 1))
-        return await _all_answers(runner, 200)
-
     handlers.handler("test_runner.double")(double)
     try:
-        results = {r.task_id: r for r in run(body())}
+        results = _handled([Task(i, "d", 1, handler="test_runner.double", args=[i % 10])
+                            for i in range(200)])
     finally:
         handlers._HANDLERS.pop("test_runner.double", None)
     for i, r in results.items():
@@ -915,19 +921,8 @@ def test_an_object_with_an_async_call_and_a_function_returning_a_coroutine_are_a
     monkeypatch.setitem(handlers._HANDLERS, "test_runner.tripler", lambda x: triple(x))
     monkeypatch.setattr(handlers, "_AWAITS", set())
 
-    async def run_task(task: Task) -> TaskResult:
-        value = await handlers.call(task.handler, task.args, task.kwargs)
-        return TaskResult(task.id, "w", True, value=value)
-
-    async def body() -> list[TaskResult]:
-        runner = TaskRunner("w", 8, run_task, lambda: None)
-        runner.start(lambda crash: None)
-        for i in range(200):
-            name = "test_runner.doubler" if i % 2 else "test_runner.tripler"
-            runner.accept(TaskAssignment(Task(i, "d", 1, handler=name, args=[i]), "w", 1))
-        return await _all_answers(runner, 200)
-
-    results = {r.task_id: r for r in run(body())}
+    results = _handled([Task(i, "d", 1, args=[i], handler="test_runner.doubler" if i % 2
+                             else "test_runner.tripler") for i in range(200)])
     assert {i: (r.success, r.value) for i, r in results.items()} == \
         {i: (True, (2 if i % 2 else 3) * i) for i in range(200)}
     assert handlers.running() == 0

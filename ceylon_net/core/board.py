@@ -62,6 +62,17 @@ STATUS_OF = {W: TaskStatus.PENDING, Q: TaskStatus.PENDING, A: TaskStatus.ASSIGNE
              X: TaskStatus.CANCELLED}
 IN_FLIGHT = frozenset((A, R))
 UNASSIGNABLE = "no connected worker can take it"  # the reason a given-up task ends with
+TRUSTED = WorkerState.TRUSTED
+ENDED = frozenset((C, F, X))
+# A journal keeps public statuses: a task that was on a worker is taken to be running there;
+# a pending one is placed again (waiting or queued) as the board is rebuilt.
+_RESTORED = {TaskStatus.PENDING: W, TaskStatus.ASSIGNED: R, TaskStatus.RUNNING: R,
+             TaskStatus.COMPLETED: C, TaskStatus.FAILED: F, TaskStatus.CANCELLED: X}
+
+
+def unassignable_reason(why: str) -> str:
+    """The reason a task given up ends with: none could take it, and why, where known."""
+    return f"{UNASSIGNABLE} ({why})" if why else UNASSIGNABLE
 
 
 def unassignable(reason: str | None) -> bool:
@@ -71,15 +82,9 @@ def unassignable(reason: str | None) -> bool:
 
 
 def unassignable_why(reason: str) -> str:
-    """What such a reason says of why ('needs skill >= 8; best connected is 6'), or ''."""
+    """What such a reason says of why (see unassignable_reason), or ''."""
     said = reason.removeprefix(UNASSIGNABLE).strip()
     return said[1:-1] if said.startswith("(") and said.endswith(")") else said
-TRUSTED = WorkerState.TRUSTED
-ENDED = frozenset((C, F, X))
-# A journal keeps public statuses: a task that was on a worker is taken to be running there;
-# a pending one is placed again (waiting or queued) as the board is rebuilt.
-_RESTORED = {TaskStatus.PENDING: W, TaskStatus.ASSIGNED: R, TaskStatus.RUNNING: R,
-             TaskStatus.COMPLETED: C, TaskStatus.FAILED: F, TaskStatus.CANCELLED: X}
 
 
 class Held(dict):
@@ -1252,8 +1257,7 @@ class TaskBoard:
         reported as unassigned, their reason saying why where known."""
         why = why if isinstance(why, Mapping) else dict.fromkeys(why, "")
         return [t for task_id, said in why.items()
-                for t in self.cancel((task_id,), f"{UNASSIGNABLE} ({said})" if said
-                                     else UNASSIGNABLE)]
+                for t in self.cancel((task_id,), unassignable_reason(said))]
 
     def stop(self, task_id: TaskId, reason: str) -> tuple[str, int] | None:
         """A task on a worker is to be cancelled: returns (worker, attempt) to ask, or None

@@ -356,9 +356,8 @@ async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
             or inspect.iscoroutinefunction(type(fn).__call__):  # (an object's async __call__)
         return await fn(*args, **kwargs)
     value = await outcome(_in_thread(functools.partial(fn, *args, **kwargs), name))
-    if inspect.iscoroutine(value):  # (a plain function that returns one: it is awaited,
-        _AWAITS.add(name)  # on the loop from now on, never in a thread's batch)
-        return await value
+    if inspect.iscoroutine(value):  # (a plain function that returns one: awaited, and on
+        return await value  # the loop from now on: its thread put it in _AWAITS)
     return value
 
 

@@ -773,8 +773,7 @@ def _cut(text: str, last: str, room: int) -> str:
         return text[:max(room + len(note), 0)]
     if len(last) > room // 2:
         cut = f"... (cut: {len(last):,} characters)"
-        last = last[:max(room // 2 - len(cut), 0)] + cut
-        last = last[:room // 2] if len(last) > room // 2 else last
+        last = (last[:max(room // 2 - len(cut), 0)] + cut)[:room // 2]
     return text[:room - len(last)] + note + last
 
 

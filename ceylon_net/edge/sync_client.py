@@ -40,6 +40,16 @@ def _bounded(timeout: float | None) -> float | None:
     return None if timeout is not None and timeout > threading.TIMEOUT_MAX else timeout
 
 
+def _same_process(pid: int, coro: Coroutine[Any, Any, Any] | None = None) -> None:
+    """ConfigError in a child forked from process ``pid``, the one that made the client
+    (multiprocessing, a pre-forking server): the client's thread is not there, and its
+    calls, and waits on its futures, waited for ever (``coro``: a call's, closed unrun)."""
+    if os.getpid() != pid:
+        if coro is not None:
+            coro.close()
+        raise ConfigError(FORKED)
+
+
 def _shielded(fn: Callable[[Any], Any], thread: threading.Thread, what: str
               ) -> Callable[[Any], None]:
     """``fn``, a user's callback, as the client's thread runs it: whatever it raises is
@@ -70,7 +80,7 @@ class Future(concurrent.futures.Future):
         super().__init__()
         self.key = key
         self._inner, self._loop, self._thread = inner, loop, thread
-        self._pid = os.getpid()  # (see Client._same_process)
+        self._pid = os.getpid()  # (see _same_process)
         self._settle = threading.Lock()  # threads racing to cancel: told once (_cancel_here)
         self._notified = False
         inner.add_done_callback(self._copy)
@@ -95,8 +105,8 @@ class Future(concurrent.futures.Future):
         """Waiting for a result in a callback would wait for ever: callbacks run in the
         client's thread, the one that receives results; so would waiting in a process forked
         from the client's (that thread is not there)."""
-        if not self.done() and os.getpid() != self._pid:
-            raise ConfigError(FORKED)
+        if not self.done():
+            _same_process(self._pid)
         if not self.done() and threading.current_thread() is self._thread:
             if self._inner.done():  # here already, its copy not made yet: take it
                 self._copy(self._inner)
@@ -132,8 +142,7 @@ class Future(concurrent.futures.Future):
     def cancel(self) -> bool:
         if self.done():
             return False
-        if os.getpid() != self._pid:
-            raise ConfigError(FORKED)
+        _same_process(self._pid)
         if self._inner.done():  # its outcome is here, only not copied yet: too late
             self._copy(self._inner)
             return self.cancelled()
@@ -169,7 +178,7 @@ class Client:
         self._lock, self._closed = threading.Lock(), False
         self._pending: set[concurrent.futures.Future[Any]] = set()
         self._crash: Crashed | None = None  # the client's thread died: why
-        self._pid = os.getpid()  # (a child forked from this process has no client thread)
+        self._pid = os.getpid()  # (see _same_process)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="ceylon-client",
                                         daemon=True)
@@ -181,7 +190,7 @@ class Client:
             raise
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        self._same_process(coro)
+        _same_process(self._pid, coro)
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("this Client call waits for the admin, and callbacks run in "
@@ -204,16 +213,8 @@ class Client:
             with self._lock:
                 self._pending.discard(fut)
 
-    def _same_process(self, coro: Coroutine[Any, Any, Any] | None = None) -> None:
-        """A child forked from the process that made this client (multiprocessing, a
-        pre-forking server) has no client thread: its calls waited for ever."""
-        if os.getpid() != self._pid:
-            if coro is not None:
-                coro.close()
-            raise ConfigError(FORKED)
-
     def _in_loop(self, fn: Callable[[], T]) -> T:
-        self._same_process()
+        _same_process(self._pid)
         if threading.current_thread() is self._thread:
             return fn()  # from a callback: already in the loop
 
