@@ -517,6 +517,72 @@ def test_a_submit_lost_as_the_admin_restarted_is_sent_again_once_the_admin_has_n
     assert kinds.count(Kind.SUBMIT) == 2
 
 
+def test_a_watch_s_late_answer_about_a_key_s_earlier_task_does_not_end_its_new_task():
+    """A key given again once its first task ended (the admin forgot that one:
+    --keep-finished). A watch sent while the first ran is answered after the second was
+    submitted: the admin's 'completed' of the first task resolved the second one's future
+    with the first one's result. The admin answers in order and takes a batch before it
+    tells of its tasks: a task's end heard before its SUBMIT's answer is an older task's."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    def done(value):
+        result = wire.to_wire(TaskResult("job", "w", True, value=value))
+        return wire.TaskDone("job", "completed", result)
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        first = client.submit("f", 1, key="job")
+        await fed.sending(1)
+        fed.said(Kind.SUBMIT, wire.Submitted(1, 1, "run1"), seq=1)
+        await _settle()
+        client._watch_again()  # (the watchdog: 'job' is asked about)
+        fed.said(Kind.DONE, done(1))  # (it ended: told as it did)
+        second = client.submit("f", 2, key="job")
+        await fed.sending(3)
+        assert [kind for kind, _ in fed.sent] == [Kind.SUBMIT, Kind.WATCH, Kind.SUBMIT]
+        fed.said(Kind.DONE, done(1))  # (the watch's answer, about the first)
+        await _settle()
+        pending = not second.done()
+        fed.said(Kind.SUBMIT, wire.Submitted(2, 1, "run1"), seq=3)
+        await _settle()
+        fed.said(Kind.DONE, done(2))
+        return await first, pending, await asyncio.wait_for(second, 5)
+
+    assert run(body()) == (1, True, 2)
+
+
+def test_a_batch_whose_answer_was_lost_is_asked_about_whole_once_the_admin_knows_it():
+    """A SUBMIT's answer lost as the admin restarted on its journal: what the admin tells of
+    the batch's tasks before the SUBMIT was asked about is not taken (it could be of older
+    tasks of their keys). Asked about by its first task, which the admin knows: the batch is
+    the admin's, and its other tasks are asked about at once (not at the next watch, 10 s)."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    def done(key):
+        return wire.TaskDone(key, "completed", wire.to_wire(TaskResult(key, "w", True, value=key)))
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        futures = [client.submit("f", i, key=f"k{i}") for i in range(3)]
+        await fed.sending(1)
+        fed.said(Kind.DONE, done("k1"))  # (not taken: the SUBMIT is not answered)
+        pending = [not f.done() for f in futures]
+        for sent in client._unanswered.values():
+            sent.at -= 2.5  # (SILENCE and more ago)
+        client._watch_again()  # (asks about its first task)
+        fed.said(Kind.DONE, done("k0"))
+        watches = [msg.tasks for kind, msg in fed.sent if kind == Kind.WATCH]
+        fed.said(Kind.DONE, done("k1"))
+        fed.said(Kind.DONE, done("k2"))
+        return pending, watches, await asyncio.wait_for(asyncio.gather(*futures), 5)
+
+    assert run(body()) == ([True, True, True], [["k0"], ["k1", "k2"]], ["k0", "k1", "k2"])
+
+
 def test_a_refusal_read_with_the_watched_task_s_unknown_sends_the_batch_again_only_item_by_item():
     """A busy admin answers a SUBMIT after SILENCE (its first task was watched): its REJECT
     and the 'unknown' of the watch, read in one burst. The batch went again whole (as if

@@ -73,6 +73,7 @@ class TaskFuture(asyncio.Future):
         super().__init__(loop=client.loop)
         self.key = key
         self._client = client
+        self._sent: _Sent | None = None  # its SUBMIT, until the admin answers it
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.key!r} {_state(self)}>"
@@ -625,8 +626,11 @@ class AsyncClient:
             self._batch_failed(keys, groups, exc)
             return
         assert self.loop is not None
-        self._unanswered[msg_id] = _Sent(items, keys, [d["name"] for d, _ in groups], was,
-                                         time.monotonic(), tries)
+        sent = self._unanswered[msg_id] = _Sent(items, keys, [d["name"] for d, _ in groups],
+                                                was, time.monotonic(), tries)
+        for fut in map(self._futures.get, keys):
+            if fut is not None:
+                fut._sent = sent
         self._loops = [t for t in self._loops if not t.done()]
         self._loops.append(self.loop.create_task(self._accepted(msg_id, items, keys, groups,
                                                                 was)))
@@ -647,7 +651,7 @@ class AsyncClient:
                 # (one that said it stopped had no journal: no restart to wait for)
                 await self._answer(msg_id, None if self._ended is None else self.timeout)
             finally:
-                self._unanswered.pop(msg_id, None)
+                self._answered(self._unanswered.pop(msg_id, None))
         except _SentAgain:
             return
         except RejectedError as exc:
@@ -727,8 +731,10 @@ class AsyncClient:
             # (timed out) finds nobody waiting and is dropped.
             answer = self._requests.get(env.header.seq) if env.header.seq is not None else None
             if answer is not None and not answer.done():
-                if kind == Kind.SUBMIT and env.header.seq in self._claims:
-                    self._claim_answered(self._claims[env.header.seq], env)
+                if kind == Kind.SUBMIT:
+                    self._answered(self._unanswered.get(env.header.seq))
+                    if env.header.seq in self._claims:
+                        self._claim_answered(self._claims[env.header.seq], env)
                 answer.set_result(env)
         elif kind == Kind.DONE:
             self._done(wire.unpack(wire.TaskDone, env.payload, INBOUND_LIMITS))
@@ -756,6 +762,23 @@ class AsyncClient:
         elif kind == Kind.REPORT:
             self._report(wire.unpack(wire.BatchReport, env.payload, INBOUND_LIMITS), env.payload)
 
+    def _answered(self, sent: _Sent | None) -> None:
+        """A SUBMIT was answered: what the admin tells of its tasks is of them from now on
+        (before that, of older tasks of their keys: see _done). Done as the answer is read,
+        before what follows it in the same burst."""
+        for fut in map(self._futures.get, sent.keys if sent is not None else ()):
+            if fut is not None and fut._sent is sent:
+                fut._sent = None
+
+    def _has_batch(self, sent: _Sent) -> None:
+        """A SUBMIT asked about (see _watch_unanswered) is known to the admin, its answer
+        lost (in a restart): what it told of the other tasks meanwhile was not taken (see
+        _done), so they are asked about now."""
+        self._answered(sent)
+        rest = [k for k in sent.keys[1:] if k in self._futures]
+        for keys in _by_size(rest, self.batch_bytes):
+            self._send(Kind.WATCH, wire.Watch(keys, []))
+
     def _claim_answered(self, claim: _Claim, env: wire.Envelope) -> None:
         """A batch waited for was taken: waited for from now on, before what follows its
         answer in the same burst is read (its REPORT, were it done at once, was dropped:
@@ -770,8 +793,18 @@ class AsyncClient:
     def _done(self, done: wire.TaskDone) -> None:
         if done.status == "unknown" and self._unanswered and self._sent_again(done.task_id):
             return
-        fut = self._futures.pop(done.task_id, None)
-        if fut is None or fut.done():
+        fut = self._futures.get(done.task_id)
+        if fut is None:
+            return
+        if fut._sent is not None:
+            # Its SUBMIT is not answered yet: the admin answers in order and takes a batch
+            # before it tells of its tasks, so this is of an older task of that key (a late
+            # answer to a watch sent as that one ran), but once the SUBMIT was asked about.
+            if not fut._sent.watched:
+                return
+            self._has_batch(fut._sent)
+        del self._futures[done.task_id]
+        if fut.done():
             return
         try:
             result = None if done.result is None else wire.from_wire(TaskResult, done.result)
