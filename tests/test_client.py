@@ -966,6 +966,44 @@ def test_a_sync_client_with_a_bad_option_leaves_no_thread_behind():
     assert threading.active_count() == before
 
 
+def _client_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "ceylon-client"]
+
+
+@pytest.mark.timeout(120)
+def test_a_sync_client_dropped_unclosed_is_closed_once_its_futures_are_done(tmp_path):
+    """A Client never closed (made in a function called again and again) kept its thread,
+    event loop and sockets until the process ended. Dropped, it is closed once nothing
+    refers to it: a pending future keeps it open, and resolves."""
+    import gc
+
+    def body(port: int) -> tuple:
+        def fire():
+            return Client(f"127.0.0.1:{port}").submit("echo_later", "kept", 0.5)
+
+        pending = fire()
+        gc.collect()
+        alive = len(_client_threads())
+        value = pending.result(timeout=30)
+        del pending
+        gc.collect()
+        gone = wait_for_threads()
+        Client(f"127.0.0.1:{port}")  # (dropped at once)
+        gc.collect()
+        return alive, value, gone, wait_for_threads()
+
+    def wait_for_threads() -> int:
+        for _ in range(100):
+            if not _client_threads():
+                return 0
+            concurrent.futures.wait([concurrent.futures.Future()], timeout=0.1)
+        return len(_client_threads())
+
+    assert _in_a_thread(tmp_path, body) == (1, {"echo": "kept"}, 0, 0)
+
+
 @pytest.mark.timeout(60)
 def test_a_closed_client_says_so_when_used_again(tmp_path):
     from ceylon_net.errors import ConfigError

@@ -19,6 +19,7 @@ import contextlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
@@ -76,10 +77,11 @@ class Future(concurrent.futures.Future):
     task id."""
 
     def __init__(self, key: Any, inner: asyncio.Future, loop: asyncio.AbstractEventLoop,
-                 thread: threading.Thread) -> None:
+                 thread: threading.Thread, client: Client | None = None) -> None:
         super().__init__()
         self.key = key
         self._inner, self._loop, self._thread = inner, loop, thread
+        self._client = client  # (kept open while this is pending: see Client)
         self._pid = os.getpid()  # (see _same_process)
         self._settle = threading.Lock()  # threads racing to cancel: told once (_cancel_here)
         self._notified = False
@@ -119,14 +121,17 @@ class Future(concurrent.futures.Future):
         """The loop's outcome, copied (unless the user's cancel() came first). No lock is
         held as the user's done callbacks run: one that cancels another future, whose own
         callback cancels this one (first result wins), deadlocked the client's thread."""
-        if inner.cancelled():
-            self._cancel_here()
-            return
-        with contextlib.suppress(concurrent.futures.InvalidStateError):  # (cancelled first)
-            if inner.exception() is not None:
-                self.set_exception(inner.exception())
-            else:
-                self.set_result(inner.result())
+        try:
+            if inner.cancelled():
+                self._cancel_here()
+                return
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # (cancelled)
+                if inner.exception() is not None:
+                    self.set_exception(inner.exception())
+                else:
+                    self.set_result(inner.result())
+        finally:
+            self._client = None  # (done: it holds its client open no more)
 
     def _cancel_here(self) -> bool:
         """This future cancelled (its callbacks run), and wait() and as_completed() told so,
@@ -156,8 +161,8 @@ class GroupFuture(Future):
     """A task group: resolves to its summary; ``tasks`` maps task keys to their futures."""
 
     def __init__(self, inner: Any, loop: asyncio.AbstractEventLoop, thread: threading.Thread,
-                 tasks: dict[Any, Future]) -> None:
-        super().__init__(inner.name, inner, loop, thread)
+                 tasks: dict[Any, Future], client: Client | None = None) -> None:
+        super().__init__(inner.name, inner, loop, thread, client)
         self.name = inner.name
         self.tasks = tasks
 
@@ -167,27 +172,100 @@ FORKED = ("this Client was made in another process (this one was forked from it)
 CLOSED = "the client is closed (a closed client stays closed: make a new Client)"
 
 
+class _Thread:
+    """The client's thread and event loop, and what the client's calls share with it. It
+    holds no reference to its :class:`Client`: a client dropped unclosed is collected, and
+    closed (:meth:`abandon`), once nothing refers to it (a pending future refers to it)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+        # Calls from other threads wait on these; close() fails those the loop will not end.
+        self.lock, self.closed = threading.Lock(), False
+        self.pending: set[concurrent.futures.Future[Any]] = set()
+        self.crash: Crashed | None = None  # the client's thread died: why
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.serve, name="ceylon-client", daemon=True)
+
+    def serve(self) -> None:
+        """The client's thread: its loop, until stopped; then calls that came as it closed
+        (they may not have run, or their answer not been passed on) are run out, against a
+        closed client they end at once, and the loop is closed (the client closed as crashed
+        first, should the loop stop on an error). Here, not in the thread that closes the
+        client: that one may be running an event loop of its own."""
+        try:
+            self.loop.run_forever()
+        except BaseException as exc:  # (not a user's callback's: those are shielded)
+            self.died(exc)
+        try:
+            self.loop.run_until_complete(_settle(asyncio.all_tasks(self.loop)))
+        finally:
+            self.loop.close()
+            if self.crash is not None:
+                self.fail_pending(self.crash)
+
+    def died(self, exc: BaseException) -> None:
+        """The loop stopped on an error (a bug): say so, and close the client as when one of
+        its loops dies, so that pending futures and calls, and later calls, fail with
+        Crashed instead of waiting for a thread that is gone."""
+        logger.opt(exception=exc).critical("the client's thread stopped on an unexpected "
+                                           "error: {!r}", exc)
+        crash = Crashed(f"the client's thread stopped on an unexpected error: {exc!r} (a "
+                        f"bug: the log has the traceback)")
+        crash.__cause__ = exc
+        with self.lock:
+            self.crash = crash
+        self.client._crashed(crash)  # (its futures' copies are made as the loop settles)
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError):  # (closed already: its thread died)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(THREAD_WAIT)
+        self.fail_pending(ConfigError(CLOSED))
+
+    def fail_pending(self, exc: Exception) -> None:
+        with self.lock:  # calls whose coroutine the stopped loop will never run
+            for fut in self.pending:
+                if not fut.done():
+                    fut.set_exception(exc.again() if isinstance(exc, Crashed) else exc)
+
+    def abandon(self, pid: int) -> None:
+        """The client was dropped unclosed (collected: no call of it is under way, no future
+        of it pending): closed in its own thread, which then ends. Called from whichever
+        thread collected it, that one too, maybe holding a lock of ours: it takes none and
+        waits for nothing."""
+        if os.getpid() != pid or self.closed:  # (forked: the process that made it closes it)
+            return
+        self.closed = True
+
+        async def close() -> None:
+            try:
+                await asyncio.wait_for(self.client.close(), CLOSE_WAIT)
+            finally:
+                self.loop.stop()
+
+        with contextlib.suppress(RuntimeError):  # (its loop closed: its thread died)
+            self.loop.call_soon_threadsafe(lambda: self.loop.create_task(close()))
+
+
 class Client:
     """``Client("coordinator:8000", token=..., curve_secret=..., admin_key=...)``: submit tasks
     and groups to a running admin from any Python program and get futures back. See
-    :class:`~ceylon_net.edge.client.AsyncClient` for the options."""
+    :class:`~ceylon_net.edge.client.AsyncClient` for the options. ``close()`` it (or use it
+    in a ``with`` block); one dropped unclosed is closed once nothing refers to it, its
+    futures included."""
 
     def __init__(self, address: str | None = None, **options: Any) -> None:
         self._client = AsyncClient(address, **options)  # a bad option: nothing started yet
-        # Calls from other threads wait on these; close() fails those the loop will not end.
-        self._lock, self._closed = threading.Lock(), False
-        self._pending: set[concurrent.futures.Future[Any]] = set()
-        self._crash: Crashed | None = None  # the client's thread died: why
         self._pid = os.getpid()  # (see _same_process)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._serve, name="ceylon-client",
-                                        daemon=True)
+        self._t = _Thread(self._client)
+        self._loop, self._thread = self._t.loop, self._t.thread
         self._thread.start()
         try:
             self._run(self._client.connect())
         except BaseException:
-            self._stop_loop()
+            self._t.stop()
             raise
+        weakref.finalize(self, self._t.abandon, self._pid).atexit = False
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         _same_process(self._pid, coro)
@@ -197,21 +275,22 @@ class Client:
                                "the client's own thread: call it outside add_done_callback "
                                "and on_event callbacks (submit, map and submit_group work "
                                "there)")
-        with self._lock:  # (a close() in another thread either comes first, or fails it)
-            if self._crash is not None or self._closed or self._loop.is_closed():
+        t = self._t
+        with t.lock:  # (a close() in another thread either comes first, or fails it)
+            if t.crash is not None or t.closed or self._loop.is_closed():
                 coro.close()
-                raise self._crash.again() if self._crash is not None else ConfigError(CLOSED)
+                raise t.crash.again() if t.crash is not None else ConfigError(CLOSED)
             fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
-            self._pending.add(fut)
+            t.pending.add(fut)
         try:
             return fut.result(timeout)
         except ConfigError:  # (a call the dying thread ran found the client closed)
-            if self._crash is not None:
-                raise self._crash.again() from None
+            if t.crash is not None:
+                raise t.crash.again() from None
             raise
         finally:
-            with self._lock:
-                self._pending.discard(fut)
+            with t.lock:
+                t.pending.discard(fut)
 
     def _in_loop(self, fn: Callable[[], T]) -> T:
         _same_process(self._pid)
@@ -258,13 +337,13 @@ class Client:
 
         def make() -> GroupFuture:
             inner = self._client.submit_group(name, list(tasks), on_event=on_event, **options)
-            return GroupFuture(inner, self._loop, self._thread, {k: self._wrap(f)
-                                                   for k, f in inner.tasks.items()})
+            return GroupFuture(inner, self._loop, self._thread,
+                               {k: self._wrap(f) for k, f in inner.tasks.items()}, self)
 
         return self._in_loop(make)
 
     def _wrap(self, inner: Any) -> Future:
-        return Future(inner.key, inner, self._loop, self._thread)
+        return Future(inner.key, inner, self._loop, self._thread, self)
 
     # ---- requests
     def status(self) -> dict[str, Any]:
@@ -289,10 +368,10 @@ class Client:
             raise RuntimeError("close() waits for the client's thread, and callbacks run in "
                                "it: close the client outside its callbacks")
         if os.getpid() != self._pid:  # (forked: the process that made it closes it)
-            self._closed = True
+            self._t.closed = True
             return
-        with self._lock:
-            closed, self._closed = self._closed, True
+        with self._t.lock:
+            closed, self._t.closed = self._t.closed, True
             if closed or not self._loop.is_running():
                 return
             closing = asyncio.run_coroutine_threadsafe(self._client.close(), self._loop)
@@ -303,57 +382,16 @@ class Client:
                            "future's done callback that blocks, say; waiting up to {:g} s "
                            "more for it", CLOSE_WAIT, THREAD_WAIT)
         finally:
-            self._stop_loop()
-
-    def _serve(self) -> None:
-        """The client's thread: its loop, until stopped; then calls that came as it closed
-        (they may not have run, or their answer not been passed on) are run out, against a
-        closed client they end at once, and the loop is closed (the client closed as crashed
-        first, should the loop stop on an error). Here, not in the thread that closes the
-        client: that one may be running an event loop of its own."""
-        try:
-            self._loop.run_forever()
-        except BaseException as exc:  # (not a user's callback's: those are shielded)
-            self._died(exc)
-        try:
-            self._loop.run_until_complete(_settle(asyncio.all_tasks(self._loop)))
-        finally:
-            self._loop.close()
-            if self._crash is not None:
-                self._fail_pending(self._crash)
-
-    def _died(self, exc: BaseException) -> None:
-        """The loop stopped on an error (a bug): say so, and close the client as when one of
-        its loops dies, so that pending futures and calls, and later calls, fail with
-        Crashed instead of waiting for a thread that is gone."""
-        logger.opt(exception=exc).critical("the client's thread stopped on an unexpected "
-                                           "error: {!r}", exc)
-        crash = Crashed(f"the client's thread stopped on an unexpected error: {exc!r} (a "
-                        f"bug: the log has the traceback)")
-        crash.__cause__ = exc
-        with self._lock:
-            self._crash = crash
-        self._client._crashed(crash)  # (its futures' copies are made as the loop settles)
-
-    def _stop_loop(self) -> None:
-        with contextlib.suppress(RuntimeError):  # (closed already: its thread died)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(THREAD_WAIT)
-        self._fail_pending(ConfigError(CLOSED))
-
-    def _fail_pending(self, exc: Exception) -> None:
-        with self._lock:  # calls whose coroutine the stopped loop will never run
-            for fut in self._pending:
-                if not fut.done():
-                    fut.set_exception(exc.again() if isinstance(exc, Crashed) else exc)
+            self._t.stop()
 
     def __enter__(self) -> Client:
-        if self._closed:  # (said here, not at the block's first call)
+        if self._t.closed:  # (said here, not at the block's first call)
             raise ConfigError(CLOSED)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
 
 
 async def _settle(tasks: set[asyncio.Task[Any]]) -> None:
