@@ -583,6 +583,66 @@ def test_a_batch_whose_answer_was_lost_is_asked_about_whole_once_the_admin_knows
     assert run(body()) == ([True, True, True], [["k0"], ["k1", "k2"]], ["k0", "k1", "k2"])
 
 
+def test_a_lost_batch_sent_again_leaves_out_a_task_cancelled_whose_key_was_given_again():
+    """A batch lost as the admin restarted; meanwhile its task 'k0' was cancelled and a new
+    task given that key. The lost batch went again with the old 'k0' (its future was looked
+    up by key, and found: the new one's): the admin ran the cancelled task's arguments, and
+    the new task's future resolved with that result (its own SUBMIT refused as a duplicate)."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        old = client.submit("f", "old", key="k0")
+        other = client.submit("f", "other", key="k1")
+        await fed.sending(1)
+        old.cancel()
+        await _settle()
+        new = client.submit("f", "new", key="k0")
+        await _settle()
+        for sent in client._unanswered.values():
+            sent.at -= 2.5  # (SILENCE and more ago)
+        client._watch_again()  # (asks about the lost batch's first task, and the second's)
+        fed.said(Kind.DONE, wire.TaskDone("k0", "unknown", None, "the admin has no such task"))
+        await _settle()
+        return [(msg_id, [(t["id"], t["args"]) for t in m.doc["tasks"]])
+                for msg_id, (kind, m) in enumerate(fed.sent, 1) if kind == Kind.SUBMIT], \
+            new.done(), other.done()
+
+    submits, new_done, other_done = run(body())
+    assert [tasks for _, tasks in submits] == [
+        [("k0", ["old"]), ("k1", ["other"])], [("k0", ["new"])], [("k1", ["other"])]]
+    assert (new_done, other_done) == (False, False)
+
+
+def test_a_refused_batch_going_again_in_parts_leaves_out_a_task_whose_key_was_given_again():
+    """As above, a refused batch: its parts went again with the cancelled 'k0', and a part
+    refused whole failed the new task of that key with it."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        old = client.submit("f", "old", key="k0")
+        other = client.submit("f", "other", key="k1")
+        await fed.sending(1)
+        old.cancel()
+        await _settle()
+        new = client.submit("f", "new", key="k0")
+        await _settle()
+        fed.said(Kind.REJECT, wire.Reject("task id 'k1' is in use"), seq=1)
+        await _settle()
+        fed.said(Kind.REJECT, wire.Reject("task id 'k1' is in use"), seq=len(fed.sent))
+        await _settle()
+        return [[(t["id"], t["args"]) for t in m.doc["tasks"]]
+                for kind, m in fed.sent if kind == Kind.SUBMIT], new.done(), other.done()
+
+    assert run(body()) == ([[("k0", ["old"]), ("k1", ["other"])], [("k0", ["new"])],
+                            [("k1", ["other"])]], False, True)
+
+
 def test_a_refusal_read_with_the_watched_task_s_unknown_sends_the_batch_again_only_item_by_item():
     """A busy admin answers a SUBMIT after SILENCE (its first task was watched): its REJECT
     and the 'unknown' of the watch, read in one burst. The batch went again whole (as if

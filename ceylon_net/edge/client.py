@@ -632,11 +632,10 @@ class AsyncClient:
             if fut is not None:
                 fut._sent = sent
         self._loops = [t for t in self._loops if not t.done()]
-        self._loops.append(self.loop.create_task(self._accepted(msg_id, items, keys, groups,
+        self._loops.append(self.loop.create_task(self._accepted(msg_id, sent, keys, groups,
                                                                 was)))
 
-    async def _accepted(self, msg_id: int,
-                        items: list[tuple[dict[str, Any], int, GroupFuture | None]],
+    async def _accepted(self, msg_id: int, sent: _Sent,
                         keys: list[Any], groups: list[tuple[dict[str, Any], GroupFuture]],
                         was: RejectedError | None = None) -> None:
         """The admin's word on a batch: its futures fail if it refused it. It is waited for
@@ -651,35 +650,36 @@ class AsyncClient:
                 # (one that said it stopped had no journal: no restart to wait for)
                 await self._answer(msg_id, None if self._ended is None else self.timeout)
             finally:
-                self._answered(self._unanswered.pop(msg_id, None))
+                self._unanswered.pop(msg_id, None)
         except _SentAgain:
             return
         except RejectedError as exc:
-            parts = _in_parts(items) if was is None else [items]
+            parts = _in_parts(sent.items) if was is None else [sent.items]
             if len(parts) == 1:
                 if was is not None and not _same_reason(str(exc), str(was)):
                     # (alone it may be refused for another reason: a dependency of its own
                     # batch, a cycle, is unknown to the admin; the batch's says why)
                     exc = RejectedError(f"{exc} (sent with the rest of its batch: {was})")
-                self._batch_failed(keys, groups, exc)
+                self._batch_failed(keys, groups, exc, sent)
                 return
             for part in parts:  # (in order: one depending on an earlier one finds it)
-                wanted = self._still_wanted(part)
+                wanted = self._still_wanted(part, sent)
                 if wanted:
                     self._send_batch(wanted, exc)
         except Exception as exc:
-            self._batch_failed(keys, groups, exc)
+            self._batch_failed(keys, groups, exc, sent)
 
-    def _still_wanted(self, part: list[tuple[dict[str, Any], int, GroupFuture | None]]
-                      ) -> list[tuple[dict[str, Any], int, GroupFuture | None]]:
-        """A batch to go again (a refused one's part, see _in_parts; or one lost) but what
-        was cancelled meanwhile, and what depends on that (failed: sent without it, it could
-        find a task of that id given earlier by another program, and run after that one)."""
+    def _still_wanted(self, part: list[tuple[dict[str, Any], int, GroupFuture | None]],
+                      sent: _Sent) -> list[tuple[dict[str, Any], int, GroupFuture | None]]:
+        """A batch to go again (a refused one's part, see _in_parts; or one lost), ``sent``
+        in that SUBMIT, but what was cancelled meanwhile (its key may be another task's now),
+        and what depends on that (failed: sent without it, it could find a task of that id
+        given earlier by another program, and run after that one)."""
         gone: dict[tuple[str, Any], str] = {}  # left out: why
         wanted = []
         for item in part:
             doc, _, group = item
-            if (doc["id"] in self._futures) if group is None else not group.done():
+            if self._owns(sent, doc["id"]) if group is None else not group.done():
                 wanted.append(item)
             else:
                 gone.update(dict.fromkeys(_names(doc, group), "was cancelled before its batch "
@@ -701,12 +701,20 @@ class AsyncClient:
                                                f"{gone[dep]}"))
         return wanted
 
+    def _owns(self, sent: _Sent, key: Any) -> bool:
+        """Is task ``key``'s future one sent in ``sent`` (not a newer task's, the one sent
+        there cancelled)? (A future's SUBMIT is unanswered until it is taken or failed.)"""
+        fut = self._futures.get(key)
+        return fut is not None and fut._sent is sent
+
     def _batch_failed(self, keys: list[Any], groups: list[tuple[dict[str, Any], GroupFuture]],
-                      exc: Exception) -> None:
+                      exc: Exception, sent: _Sent | None = None) -> None:
+        """``keys`` fail, those of ``sent`` only when it is given (see _owns)."""
         if isinstance(exc, RejectedError):
             exc = ConfigError(f"the admin refused the batch: {exc}")
         for key in keys:
-            self._resolve_error(key, exc)
+            if sent is None or self._owns(sent, key):
+                self._resolve_error(key, exc)
         for _, group in groups:
             _fail(group, exc)
 
@@ -929,11 +937,11 @@ class AsyncClient:
                                AdminUnreachableError(
                                    f"the admin at {self.endpoint} never took a batch sent "
                                    f"{sent.tries} times (each time it did not know it): does "
-                                   f"it drop our messages? (its log says why)"))
+                                   f"it drop our messages? (its log says why)"), sent)
             return True
         logger.info("client: the admin at {} never had a batch we sent (lost as it "
                     "restarted?): sending it again", self.endpoint)
-        items = self._still_wanted(sent.items)
+        items = self._still_wanted(sent.items, sent)
         if items:
             self._send_batch(items, sent.was, sent.tries + 1)
         return True
