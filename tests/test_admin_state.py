@@ -1862,3 +1862,24 @@ def test_refused_tokens_are_said_once_a_minute_per_sender_and_a_flood_is_cut_off
     sim.now += 61.0
     again = logs(sim.receive(b"h/29", frames(Kind.STATUS, token="wrong")))
     assert sum("wrong or missing token" in line for line in again) == 1  # a new minute
+
+
+def test_a_group_task_handed_back_finished_by_a_worker_back_from_lost_shows_completed():
+    """A worker finished a group task, its RESULT lost; found gone, it came back with the
+    result in its HELLO: in that round the task was kept (moved to running) and ended. The
+    board and the group said completed, the task's own status PENDING for good: the moves
+    were followed after the ends, and every state but running was shown as pending."""
+    from ceylon_net import TaskManager, TaskMessage
+
+    sim = Sim()
+    group = TaskManager.create_task_group("g", "", [TaskMessage("t", "t", "", 0.0)])
+    w = sim.join("w")
+    sim.carry(sim.st.submit([], groups=[group], now=sim.now))
+    w.start("t")
+    attempt = w.held.pop("t")
+    w.unacked[("t", attempt)] = TaskResult("t", "w", True, 0.01, attempt=attempt)
+    sim.tick(at=3.5)  # (silent: taken for lost, its task back in the queue)
+    assert group.subtasks[0].status == TaskStatus.PENDING
+    w.hello()
+    assert (sim.st.board.records["t"].state, group.status, group.subtasks[0].status) == (
+        TaskState.COMPLETED, TaskStatus.COMPLETED, TaskStatus.COMPLETED)

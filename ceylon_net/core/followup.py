@@ -163,7 +163,9 @@ class Followup:
             records = self.board.records
             for task_id in moved:
                 rec = records.get(task_id)
-                if rec is None:  # (it moved, then ended and was forgotten: --keep-finished)
+                if rec is None or rec.state in ENDED:
+                    # (it moved, then ended in the same round: its end is its status, told
+                    # by settle; or ended and was forgotten, --keep-finished)
                     continue
                 self.task_manager.mark((task_id,), TaskStatus.RUNNING
                                        if rec.state is TaskState.RUNNING else TaskStatus.PENDING)
