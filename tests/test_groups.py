@@ -501,3 +501,33 @@ def test_a_status_lists_the_groups_under_way_then_the_latest_finished_up_to_its_
     names = [g["name"] for g in run.manager.summaries(limit=4)]
     assert names == ["g4", "g5", "g2", "g3"]
     assert len(run.manager.summaries()) == 6
+
+
+@pytest.mark.parametrize("check, said", [
+    (AtLeast(0), "needs at least 1 completed task, got 0"),
+    (AtLeast(2.5), "needs at least 1 completed task, got 2.5"),
+    (AtLeast(True), "needs at least 1 completed task, got True"),
+    (Fraction(0.0), "needs a fraction of tasks 0 < value <= 1, got 0.0"),
+    (Fraction(1.5), "needs a fraction of tasks 0 < value <= 1, got 1.5"),
+    (Fraction(float("nan")), "needs a fraction of tasks 0 < value <= 1, got nan"),
+])
+def test_a_goal_a_tasks_file_could_not_give_is_refused_from_the_api_too(check, said):
+    """create_goal_checker(0), Fraction(1.5), ... were taken from the API (a tasks file's
+    are checked), and journaled: the admin could not resume its journal at all ("journal:
+    goal 'at_least' needs 'count' >= 1"), every task in it with that group."""
+    manager = TaskManager()
+    group = TaskManager.create_task_group(
+        "g", "", [TaskMessage("t", "t", "", 0.0)],
+        goal=TaskGroupGoal("enough", "", check, "ok", "no"))
+    with pytest.raises(ConfigError) as exc:
+        manager.register([group])
+    assert str(exc.value) == f"group 'g': goal 'enough' {said}"
+    assert manager.task_groups == {}
+
+
+def test_a_goal_with_a_name_that_is_not_text_is_refused():
+    group = TaskManager.create_task_group(
+        "g", "", [TaskMessage("t", "t", "", 0.0)],
+        goal=TaskGroupGoal(7, "", AtLeast(1), "ok", "no"))
+    with pytest.raises(ConfigError, match="its name and messages must be strings, got 7"):
+        TaskManager().register([group])

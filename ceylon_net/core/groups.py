@@ -198,6 +198,27 @@ def unkept_goal(group: str, goal: str, restarted: bool) -> str:
             + " (a goal of kind at_least, fraction or all is kept)")
 
 
+def goal_problem(goal: TaskGroupGoal) -> str | None:
+    """What is wrong with a goal a journal would keep, as a tasks file's goal is checked
+    (workfile.goal_from_spec): a journal could not be resumed with it. None when fine."""
+    texts = [v for v in (goal.name, goal.success_message, goal.failure_message)
+             if not isinstance(v, str)]
+    if texts:
+        return f"goal {goal.name!r}: its name and messages must be strings, got {texts[0]!r}"
+    check = goal.check_condition
+    if isinstance(check, AtLeast) and (not _number(check.n, int) or check.n < 1):
+        return f"goal {goal.name!r} needs at least 1 completed task, got {check.n!r}"
+    if isinstance(check, Fraction) and (not _number(check.value, (int, float))
+                                        or not 0 < check.value <= 1):  # (also refuses NaN)
+        return f"goal {goal.name!r} needs a fraction of tasks 0 < value <= 1, got " \
+               f"{check.value!r}"
+    return None
+
+
+def _number(value: Any, kinds: type | tuple[type, ...]) -> bool:
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
 def create_goal_checker(required_tasks: int) -> AtLeast:
     """The seed's helper: achieved once ``required_tasks`` tasks of the group completed."""
     return AtLeast(required_tasks)
@@ -297,6 +318,10 @@ class TaskManager:
         empty = next((g for g in groups if not g.subtasks), None)
         if empty is not None:  # it would never finish, nor what depends on it
             raise ConfigError(f"group '{empty.name}' has no tasks")
+        for g in groups:
+            why = goal_problem(g.goal) if g.goal is not None else None
+            if why is not None:
+                raise ConfigError(f"group '{g.name}': {why}")
         refs = {ref: g for g in [*old, *groups] for ref in (g.id, g.name)}
         new_tasks = set(task_ids)
         group_graph: dict[str, list[str]] = {}
