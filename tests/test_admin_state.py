@@ -1883,3 +1883,32 @@ def test_a_group_task_handed_back_finished_by_a_worker_back_from_lost_shows_comp
     w.hello()
     assert (sim.st.board.records["t"].state, group.status, group.subtasks[0].status) == (
         TaskState.COMPLETED, TaskStatus.COMPLETED, TaskStatus.COMPLETED)
+
+
+def test_a_task_that_ran_on_past_a_cancel_rest_goal_is_not_run_again_once_its_worker_is_lost():
+    """cancel_rest: a task that started when the goal was met runs on. Its worker then lost,
+    it went back to the queue and ran again from the start on another worker: new work the
+    goal said not to do. It ends cancelled, as one not started would have."""
+    from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
+
+    sim = Sim()
+    group = TaskManager.create_task_group(
+        "g", "", [TaskMessage(f"t{i}", f"t{i}", "", 0.0) for i in range(2)],
+        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"),
+        on_goal="cancel_rest")
+    w1, w2 = sim.join("w1"), sim.join("w2")
+    sim.carry(sim.st.submit([], groups=[group], now=sim.now))
+    w1.start("t0")
+    w2.start("t1")
+    w2.finish("t1")  # the goal is met: t0 started, it runs on
+    assert sim.st.board.records["t0"].state == TaskState.RUNNING
+    w3 = sim.join("w3")
+    for t in (1.0, 2.0, 3.0):
+        sim.now = t
+        w2.heartbeat()
+        w3.heartbeat()
+    cmds = sim.tick(at=3.5)  # w1, running t0, silent: lost
+    assert assigned(cmds) == {}
+    done = sim.finished()
+    assert (done["t0"].status, done["t0"].reason) == (TaskStatus.CANCELLED, "goal 'one' achieved")
+    assert (group.status, group.completed, group.cancelled) == (TaskStatus.COMPLETED, 1, 1)

@@ -185,6 +185,9 @@ class TaskBoard:
         # On a worker, not started, and to end cancelled rather than run (a goal was met):
         # why. to_release: {worker: [(task, attempt)]} to ask back for that, not asked yet.
         self._unless_started: dict[TaskId, str] = {}
+        # ... and one that had started there (it runs on): to end cancelled, not run again
+        # from the start, should it come back to the queue (its worker lost): why.
+        self._not_again: dict[TaskId, str] = {}
         # Attempts of tasks lost with a worker found gone, while the task is open: task ->
         # {attempt: (that worker, whether the loss counted, its front flag before)}. Should
         # the worker come back still holding one, the loss is undone, and the task stays
@@ -926,6 +929,8 @@ class TaskBoard:
         reason = rec.stopping
         if self._unless_started:
             reason = self._unless_started.pop(rec.task.id, None) or reason
+        if self._not_again:
+            reason = self._not_again.pop(rec.task.id, None) or reason
         if reason is not None:
             rec.worker = None
             self._finish_cancelled(rec, reason)
@@ -1174,6 +1179,8 @@ class TaskBoard:
             self._forget_lost(task_id)
         if self._unless_started:
             self._unless_started.pop(task_id, None)
+        if self._not_again:
+            self._not_again.pop(task_id, None)
         if result.success:
             self._move(rec, C)
             self.succeeded += 1
@@ -1231,11 +1238,15 @@ class TaskBoard:
         """Tasks on a worker that have not started (as far as we have heard) are to be
         cancelled rather than run: each is asked back from its worker (``to_release``); given
         back, or back in the queue any other way before it starts, it ends cancelled. One
-        that started runs on. Returns those asked back."""
+        that started runs on (back in the queue, its worker lost, it ends cancelled: not run
+        again from the start). Returns those asked back."""
         asked = []
         for task_id in task_ids:
             rec = self.records.get(task_id)
-            if rec is None or rec.state not in IN_FLIGHT or rec.worker is None or rec.started:
+            if rec is None or rec.state not in IN_FLIGHT or rec.worker is None:
+                continue
+            if rec.started:
+                self._not_again[task_id] = reason
                 continue
             self._unless_started[task_id] = reason
             if task_id in self._claims:  # (asked back already; it runs on where it started
@@ -1320,7 +1331,8 @@ class TaskBoard:
     def _drop_traces(self, gone: set[TaskId]) -> None:
         """What other maps keep of ended tasks until they next look (lazily), dropped for
         the forgotten: none may name a task no longer recorded."""
-        for kept in (self._stealing, self._unless_started, self._late, self._lost_with,
+        for kept in (self._stealing, self._unless_started, self._not_again, self._late,
+                     self._lost_with,
                      self._claims, *self._stolen.values()):
             if kept:
                 for task_id in gone & kept.keys():
