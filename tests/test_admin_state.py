@@ -4,6 +4,7 @@ decided."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -1912,3 +1913,20 @@ def test_a_task_that_ran_on_past_a_cancel_rest_goal_is_not_run_again_once_its_wo
     done = sim.finished()
     assert (done["t0"].status, done["t0"].reason) == (TaskStatus.CANCELLED, "goal 'one' achieved")
     assert (group.status, group.completed, group.cancelled) == (TaskStatus.COMPLETED, 1, 1)
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1e300])
+def test_a_result_whose_run_time_is_not_a_duration_does_not_poison_the_admin_s_figures(seconds):
+    """A worker's RESULT with seconds=NaN (or -1e300): the run-time histogram's total was
+    NaN for good (the metrics, the dashboard's trend, ceylon-status), and the task's time in
+    the report too. Taken as 0: the worker's word, not a duration."""
+    sim = Sim()
+    w = sim.join("w")
+    sim.submit(noop(1), noop(2))
+    attempt = w.held.pop(1)
+    w.say(Kind.RESULT, [TaskResult(1, "w", True, seconds, attempt=attempt)])
+    w.finish(2)
+    assert sim.st.stats.results == 2
+    assert math.isfinite(sim.st.stats.run_seconds.total)
+    assert sim.st.stats.run_seconds.buckets()[0] == ("0.001", 2)
+    assert sim.finished()[1].result.seconds == 0.0
