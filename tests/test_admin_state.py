@@ -1930,3 +1930,24 @@ def test_a_result_whose_run_time_is_not_a_duration_does_not_poison_the_admin_s_f
     assert math.isfinite(sim.st.stats.run_seconds.total)
     assert sim.st.stats.run_seconds.buckets()[0] == ("0.001", 2)
     assert sim.finished()[1].result.seconds == 0.0
+
+
+def test_a_done_batch_watched_from_many_connections_keeps_no_trace_of_each_for_long():
+    """Each WATCH of a finished batch from a new connection (ceylon-submit --watch in a
+    loop, a monitor) left an entry for as long as the batch was kept: 5,000 watches, 5,000
+    entries. Each still gets the report once a heartbeat at most."""
+    sim = Sim()
+    w = sim.join("w")
+    cmds = sim.receive(b"client", frames(Kind.SUBMIT, wire.Submission(
+        {"tasks": [{"id": 1, "description": "x", "difficulty": 1}]})))
+    (sub,) = sends(cmds, Kind.SUBMIT, b"client")
+    w.finish_all()
+    batch = sim.st.batches.known[sub.batch]
+    watch = frames(Kind.WATCH, wire.Watch(batches=[[sub.batch, sub.run]]))
+    reports = 0
+    for i in range(5000):
+        sim.now += 0.001
+        reports += len(sends(sim.receive(f"watcher-{i}".encode(), watch), Kind.REPORT))
+    again = [sends(sim.receive(b"watcher-4999", watch), Kind.REPORT) for _ in range(2)]
+    assert reports == 5000 and again == [[], []]  # (once a heartbeat to each)
+    assert len(batch.answered) <= 1001  # (those of the last heartbeat, 1 s)

@@ -519,8 +519,7 @@ class AdminState:
                 "the admin has no such batch: it restarted without its journal (or with "
                 "another one), and the batch's tasks are gone with it")))
         elif batch.id not in self.batches.open and \
-                now - batch.answered.get(peer, -math.inf) >= self.settings.heartbeat:
-            batch.answered[peer] = now
+                batch.report_due(peer, now, self.settings.heartbeat):
             self.out.send(peer, Kind.REPORT, self.followup.batch_report(batch))
 
     def _hello(self, peer: bytes, env: Envelope, address: str, now: float) -> None:

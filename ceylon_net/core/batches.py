@@ -4,7 +4,8 @@ what the journal kept (a waiting client picks its batch up with a WATCH). No I/O
 
 from __future__ import annotations
 
-from collections import deque
+import math
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,22 @@ class Batch:
     # The ROUTER identities of the clients waiting for it: its submitter (with --wait) and
     # any that WATCHes it (after a restart, only those).
     waiters: set[bytes] = field(default_factory=set)
-    answered: dict[bytes, float] = field(default_factory=dict)  # done: report sent to, when
+    # Done: its report sent to (a client), when; the latest last, none older than a pace.
+    answered: OrderedDict[bytes, float] = field(default_factory=OrderedDict)
+
+    def report_due(self, peer: bytes, now: float, every: float) -> bool:
+        """A client asks for this done batch's report: due unless sent to it less than
+        ``every`` s ago (the WATCHes a client sent while the admin was down come together);
+        noted when due. What is noted lasts that long: each new client's watch (a
+        ``--watch`` in a loop, a connection each) was kept as long as the batch."""
+        answered = self.answered
+        if now - answered.get(peer, -math.inf) < every:
+            return False
+        answered[peer] = now
+        answered.move_to_end(peer)
+        while now - next(iter(answered.values())) >= every:
+            answered.popitem(last=False)
+        return True
 
     def journal_row(self) -> list[Any]:
         """What a journal keeps of it: [wait, after, task ids] (not its clients: they WATCH
