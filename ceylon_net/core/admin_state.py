@@ -18,7 +18,6 @@ out as one :class:`~ceylon_net.core.commands.Finished`.
 
 from __future__ import annotations
 
-import math
 import traceback
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -630,8 +629,6 @@ class AdminState:
             if result.worker != name:
                 raise RemoteProtocolError(f"result names worker '{clip(result.worker)}', "
                                           f"sender is '{name}'")
-            if not 0.0 <= result.seconds < math.inf:  # (NaN too: the worker's own word, and
-                result.seconds = 0.0                  # not a duration; stats would keep it)
         self.out.add(Acknowledge(rec.peer, [[r.task_id, r.attempt] for r in results]))
         recorded = self.board.record_many(name, results)
         if self.board.taken_late:

@@ -4,6 +4,7 @@ read them; on the hot path they cost an integer increment."""
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,13 +23,16 @@ class Histogram:
         self.total = 0.0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
+        self.observe_many((value,))
 
     def observe_many(self, values: Iterable[float]) -> None:
+        """A value that is no duration (NaN, infinite, negative: a worker's word) counts as
+        0: it made the total NaN for good."""
         counts, bounds, where = self.counts, self.bounds, bisect.bisect_left
         total = 0.0
         for value in values:
+            if not 0.0 <= value < math.inf:
+                value = 0.0
             counts[where(bounds, value)] += 1
             total += value
         self.total += total
