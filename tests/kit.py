@@ -79,6 +79,7 @@ class SimWorker:
     lost: int = -1  # broadcasts it skipped, as it says (-1: it does not say)
     stuck: int = -1  # slots held by threads that outlived their tasks (-1: not said)
     handlers: list[str] = field(default_factory=list)  # task handlers it has
+    answers_unheld: bool = False  # it answers a RELEASE of a task it never got (Hello)
 
     def say(self, kind: bytes, msg: Any = None, **kw: Any) -> list[Any]:
         return self.sim.receive(self.peer, frames(kind, msg, sender=self.name, **kw))
@@ -88,7 +89,8 @@ class SimWorker:
         hello = Hello(self.name, self.role, self.skill, self.capacity,
                       [[t, a] for t, a in self.held.items()],
                       [wire.to_wire(r) for r in self.unacked.values()],
-                      max_message_bytes=limit, handlers=self.handlers)
+                      max_message_bytes=limit, handlers=self.handlers,
+                      answers_unheld=self.answers_unheld)
         return self.say(Kind.HELLO, hello, **kw)
 
     def heartbeat(self, pub: bool = True) -> list[Any]:

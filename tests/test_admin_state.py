@@ -1950,3 +1950,79 @@ def test_a_done_batch_watched_from_many_connections_keeps_no_trace_of_each_for_l
     again = [sends(sim.receive(b"watcher-4999", watch), Kind.REPORT) for _ in range(2)]
     assert reports == 5000 and again == [[], []]  # (once a heartbeat to each)
     assert len(batch.answered) <= 1001  # (those of the last heartbeat, 1 s)
+
+
+# --------------------------------------------------------------------------- late, not lost
+# A worker that says it answers a RELEASE of a task it never got (Hello.answers_unheld): an
+# assignment not heard to have reached it in time is asked back, and goes elsewhere only
+# once it answers; it ran twice when given elsewhere at once and it came late (a slow or
+# lossy link: TCP keeps it, and delivers it).
+
+
+def test_a_first_task_not_confirmed_in_time_is_asked_back_and_runs_where_it_came_late():
+    sim = Sim()
+    w = sim.worker("w", answers_unheld=True)
+    w.hello()
+    w.heard = sim.st.broadcasts.seq
+    w.heartbeat()
+    sim.submit(noop("t"))
+    late = w.held.pop("t")  # (on its way, slowly)
+    sim.now = 1.1
+    cmds = sim.fire("probation")
+    assert sends(cmds, Kind.RELEASE, w.peer) == [wire.Release([["t", 1]])]
+    assert not sends(cmds, Kind.CANCEL, w.peer)
+    assert "asked back, not given elsewhere yet" in " ".join(logs(cmds, "WARNING"))
+    other = sim.join("other")  # (a worker that could take it)
+    w.held["t"] = late  # it came, then the RELEASE: it had started it
+    w.start("t")
+    assert "t" not in other.held and sim.st.board.records["t"].worker == "w"
+    w.finish("t")
+    assert sim.finished()["t"].status == TaskStatus.COMPLETED
+    assert not sends(sim.every, Kind.CANCEL, w.peer)
+    sim.st.board.validate()
+
+
+def test_a_task_a_heartbeat_does_not_list_is_asked_back_and_goes_elsewhere_once_given_back():
+    sim = Sim()
+    w = sim.join("w", answers_unheld=True)
+    sim.submit(noop("warm"))
+    w.finish("warm")  # (trusted: it reads its queue)
+    sim.submit(noop("t"))
+    w.held.pop("t")  # (never got: lost with a connection)
+    sim.now = 2.5
+    cmds = w.heartbeat()
+    assert sends(cmds, Kind.RELEASE, w.peer) == [wire.Release([["t", 1]])]
+    assert not [x for x in logs(cmds, "WARNING") if "never got" in x]
+    other = sim.join("other")
+    assert "t" not in other.held  # (not while it may come to w)
+    sim.now = 3.0
+    assert sends(w.heartbeat(), Kind.RELEASE, w.peer) == [wire.Release([["t", 1]])]  # again
+    w.say(Kind.STARTED, wire.Started([], [["t", 1]]))  # "never got it"
+    assert "t" in other.held
+    other.finish("t")
+    assert sim.finished()["t"].status == TaskStatus.COMPLETED
+    sim.st.board.validate()
+
+
+def test_a_task_asked_back_as_unheard_goes_elsewhere_when_its_worker_never_answers():
+    """Its heartbeats come, not its answers: what is sent to it does not reach it (a link
+    broken one way). Not held there for good: after UNHEARD_BEATS heartbeats, as before."""
+    from ceylon_net.core.membership import UNHEARD_BEATS
+
+    sim = Sim()
+    w = sim.join("w", answers_unheld=True)
+    sim.submit(noop("warm"))
+    w.finish("warm")
+    sim.submit(noop("t"))
+    w.held.pop("t")
+    other = sim.join("other")
+    sim.now = 2.5
+    w.heartbeat()
+    for beat in range(1, UNHEARD_BEATS + 1):
+        sim.now = 2.5 + beat
+        cmds = w.heartbeat()
+        other.heartbeat()
+        assert ("t" in other.held) == (beat == UNHEARD_BEATS), beat
+    assert [x for x in logs(cmds, "WARNING") if "never got task(s) ['t']" in x]
+    other.finish("t")
+    assert sim.finished()["t"].status == TaskStatus.COMPLETED

@@ -38,6 +38,9 @@ class AdminMachine(RuleBasedStateMachine):
         self.pending: dict[bytes, list[TaskResult]] = {}  # answers to CANCELs, not sent yet
         self.started: dict[bytes, dict[Any, int]] = {}  # what each worker started
         self.given_back: dict[bytes, list[list[Any]]] = {}  # answers to RELEASEs, not sent yet
+        # Assignments on their way to a worker (a slow link): TCP keeps the order, so they
+        # reach it before anything sent to it after them; lost with its connection.
+        self.late: dict[bytes, dict[Any, int]] = {}
 
     # ---- the world's side of the commands
     def carry(self, cmds: list[Any]) -> list[Any]:
@@ -49,6 +52,8 @@ class AdminMachine(RuleBasedStateMachine):
                 assert self.finished[cmd.task_id] == 1, f"{cmd.task_id!r} finished twice"
         for cmd in cmds:
             w = self.sim.workers.get(getattr(cmd, "peer", None) or b"")
+            if w is not None:
+                self._arrive(w)  # (what was on its way comes first)
             if isinstance(cmd, c.Assign):
                 self._assign(cmd, w)
             elif w is None:
@@ -62,12 +67,18 @@ class AdminMachine(RuleBasedStateMachine):
                 self._release(w, cmd.msg)
         return cmds
 
+    def _arrive(self, w: SimWorker) -> None:
+        for t, a in self.late.pop(w.peer, {}).items():
+            w.held[t] = max(a, w.held.get(t, 0))
+
     def _release(self, w: SimWorker, release: wire.Release) -> None:
         started = self.started.get(w.peer, {})
         for t, a in release.tasks:
             if w.held.get(t) == a and started.get(t) != a:  # queued: given back
                 del w.held[t]
                 self.given_back.setdefault(w.peer, []).append([t, a])
+            elif w.answers_unheld and t not in w.held and (t, a) not in w.unacked:
+                self.given_back.setdefault(w.peer, []).append([t, a])  # (never got it)
 
     def _assign(self, cmd: c.Assign, w: SimWorker | None) -> None:
         if w is None or w.peer in self.unreachable:
@@ -94,9 +105,12 @@ class AdminMachine(RuleBasedStateMachine):
 
     # ---- rules
     @rule(name=st.sampled_from(NAMES), skill=st.integers(1, 10),
-          role=st.sampled_from(["default", "a"]), capacity=st.integers(1, 3))
-    def join(self, name: str, skill: int, role: str, capacity: int) -> None:
-        self.sim.worker(name, skill=skill, role=role, capacity=capacity).hello()
+          role=st.sampled_from(["default", "a"]), capacity=st.integers(1, 3),
+          answers_unheld=st.booleans())
+    def join(self, name: str, skill: int, role: str, capacity: int,
+             answers_unheld: bool) -> None:
+        self.sim.worker(name, skill=skill, role=role, capacity=capacity,
+                        answers_unheld=answers_unheld).hello()
 
     @precondition(lambda self: self.sim.workers)
     @rule(data=st.data())
@@ -104,8 +118,10 @@ class AdminMachine(RuleBasedStateMachine):
         old = data.draw(st.sampled_from(sorted(self.sim.workers.values(), key=lambda w: w.peer)))
         del self.sim.workers[old.peer]
         self.silent.discard(old.peer)
-        new = self.sim.worker(old.name, skill=old.skill, role=old.role, capacity=old.capacity)
+        new = self.sim.worker(old.name, skill=old.skill, role=old.role, capacity=old.capacity,
+                              answers_unheld=old.answers_unheld)
         new.held, new.unacked = old.held, old.unacked
+        self.late.pop(old.peer, None)  # (lost with its connection)
         self.pending.pop(old.peer, None)
         new.hello()
 
@@ -174,6 +190,27 @@ class AdminMachine(RuleBasedStateMachine):
         peer = data.draw(st.sampled_from(sorted(self.silent)))
         self.silent.discard(peer)
         self.sim.workers[peer].hello()
+
+    def slowed(self) -> list[tuple[SimWorker, Any]]:
+        """Assignments to workers that answer a RELEASE of a task they never got, not
+        started there: ones that could be on their way still."""
+        return [(w, t) for w, t in self.holding() if w.answers_unheld
+                and self.started.get(w.peer, {}).get(t) != w.held[t]]
+
+    @precondition(lambda self: self.slowed())
+    @rule(data=st.data())
+    def an_assignment_is_late(self, data: st.DataObject) -> None:
+        """Still on its way (a slow or lossy link): the admin may take it for lost."""
+        w, t = data.draw(st.sampled_from(self.slowed()))
+        self.late.setdefault(w.peer, {})[t] = w.held.pop(t)
+
+    def on_their_way(self) -> list[bytes]:
+        return sorted(p for p in self.late if p in self.sim.workers)  # (not a process gone)
+
+    @precondition(lambda self: self.on_their_way())
+    @rule(data=st.data())
+    def late_assignments_arrive(self, data: st.DataObject) -> None:
+        self._arrive(self.sim.workers[data.draw(st.sampled_from(self.on_their_way()))])
 
     @precondition(lambda self: self.talking())
     @rule(data=st.data())

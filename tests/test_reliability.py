@@ -553,6 +553,39 @@ def test_a_worker_over_a_slow_link_runs_its_first_task_once(tmp_path, tasks_file
         (i, True) for i in range(6)]
 
 
+@pytest.mark.timeout(90)
+def test_a_task_sent_over_a_link_slower_than_its_deadline_runs_once_not_also_elsewhere(
+        tmp_path, tasks_file):
+    """A worker's link is slower (1.5 s each way) than the admin's deadline for confirming a
+    first task (a heartbeat, 1 s): the task was taken back and given to another worker
+    with a free slot at once, and the assignment, which TCP still delivered, ran on the
+    slow one too (a chaos trial's finding). It is asked back instead: the RELEASE comes
+    after the assignment, the task had started, and it runs there only."""
+    path, report_path = _sleeps(tasks_file, tmp_path, 2, 3.0)
+    relay = str(REPO / "tests" / "tools" / "delay_relay.py")
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--expect-workers", "2",
+                                  "--report-json", str(report_path))
+            near = free_port()
+            relaying = await c.spawn("relay", [sys.executable, relay, "1.5",
+                                               f"127.0.0.1:{near}=127.0.0.1:{c.port}",
+                                               f"127.0.0.1:{near + 1}=127.0.0.1:{c.pub_port}"])
+            await wait_until(lambda: "relaying" in relaying.stdout(), 15, "the relay")
+            far = await c.worker("far", "--port", str(near), "--log-level", "DEBUG")
+            await wait_until(lambda: "registered with admin" in far.stderr(), 20, "far to join")
+            close = await c.worker("close", "--concurrency", "2", "--log-level", "DEBUG")
+            assert await admin.wait(60) == 0, admin.stderr()
+            return admin.stderr(), _executions([far, close])
+
+    err, ran = run(body())
+    assert ran == Counter({"0": 1, "1": 1}), (ran, err)
+    assert "asked back, not given elsewhere yet" in err, err
+    report = json.loads(report_path.read_text())
+    assert sorted((t["id"], t["success"]) for t in report["tasks"]) == [(0, True), (1, True)]
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("looked", [False, True], ids=["quiet", "socket-looked-at"])
 def test_a_confirmation_that_came_while_the_admin_was_held_up_counts(tmp_path, looked):

@@ -978,3 +978,23 @@ def test_a_run_task_that_returns_no_task_result_fails_its_task_and_the_runner_go
         "could not read it")
     for r in got:  # what the admin reads back
         assert wire.from_wire(TaskResult, wire.to_wire(r)) == r
+
+
+def test_a_release_of_a_task_never_got_here_is_answered_not_one_that_ended_or_runs():
+    """The admin asks back an assignment it did not hear reached the worker in time; the
+    RELEASE comes after it on the connection, so a task not here by then never comes: said
+    given back, for the admin to give it elsewhere (it waited for this, not to run it
+    twice). Not so for one that ran here (its result is on its way) or runs."""
+    async def body():
+        t = Task("T", "t", 1)
+        runner, tasks, _ = await _running(t)
+        assert runner.release("never", 1) is True
+        assert runner.release("T", 1) is False  # (running: said started)
+        tasks.open("T")
+        await wait_until(lambda: runner.unsent, 5, "T's result")
+        runner.take_unsent()  # (sent, not acknowledged yet)
+        assert runner.release("T", 1) is False
+        await runner.stop()
+        return runner.released
+
+    assert run(body()) == [("never", 1)]

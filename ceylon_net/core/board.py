@@ -15,6 +15,7 @@ waits on it, and so on down the chain.
 from __future__ import annotations
 
 import enum
+import math
 from collections import Counter, defaultdict
 from collections.abc import Container, Hashable, Iterable, KeysView, Mapping
 from dataclasses import dataclass
@@ -181,19 +182,12 @@ class TaskBoard:
         self.scheduler = Scheduler()
         self.finished: list[TaskRecord] = []  # every finish, in order; consumers drain it
         self._in_flight: dict[str, Held] = defaultdict(Held)
-        self._stealing: dict[TaskId, str] = {}  # asked back from its worker: for whom
-        # On a worker, not started, and to end cancelled rather than run (a goal was met):
-        # why. to_release: {worker: [(task, attempt)]} to ask back for that, not asked yet.
-        self._unless_started: dict[TaskId, str] = {}
-        # ... and one that had started there (it runs on): to end cancelled, not run again
-        # from the start, should it come back to the queue (its worker lost): why.
-        self._not_again: dict[TaskId, str] = {}
+        self._asking_back()
         # Attempts of tasks lost with a worker found gone, while the task is open: task ->
         # {attempt: (that worker, whether the loss counted, its front flag before)}. Should
         # the worker come back still holding one, the loss is undone, and the task stays
         # with it if no one else has it (see keep). Journaled with the task (lost_with).
         self._lost_with: dict[TaskId, dict[int, tuple[str, bool, bool]]] = {}
-        self.to_release: dict[str, list[tuple[TaskId, int]]] = {}
         # Asked back for a worker back from being taken for lost that still runs it (see
         # _claim): task -> (that worker, its attempt); _late: copies told to stop as another
         # has the task (see reclaim), and taken_late: their successes taken, for the admin.
@@ -217,6 +211,27 @@ class TaskBoard:
         # Tasks that went back to the queue or out to a worker, when someone follows them
         # (task groups show their tasks' live status): a list, drained by the follower.
         self.moved: list[TaskId] | None = None
+
+    def _asking_back(self) -> None:
+        """What is asked back from workers (RELEASE), and why."""
+        self._stealing: dict[TaskId, str] = {}  # asked back from its worker: for whom
+        # On a worker, not started, and to end cancelled rather than run (a goal was met):
+        # why. to_release: {worker: [(task, attempt)]} to ask back (for any of these), not
+        # asked yet.
+        self._unless_started: dict[TaskId, str] = {}
+        self.to_release: dict[str, list[tuple[TaskId, int]]] = {}
+        # ... and one that had started there (it runs on): to end cancelled, not run again
+        # from the start, should it come back to the queue (its worker lost): why.
+        self._not_again: dict[TaskId, str] = {}
+        # In flight, not heard to have reached their worker in time (on probation, not
+        # confirmed; or not listed by its heartbeats): asked back, not given elsewhere at
+        # once, for the assignment may still be on its way (TCP keeps it; it ran twice when
+        # it came). Given back (or never got: a worker that answers so says so, see
+        # WorkerSlot.answers_unheld), it goes back to the queue; started there, it runs on;
+        # unanswered too long, it goes back as before (see reclaim). Task -> (its worker,
+        # attempt, first asked).
+        self._unheard: dict[TaskId, tuple[str, int, float]] = {}
+        self.unheard_asked: list[TaskId] = []  # asked back so, since the caller last looked
 
     # ---- tasks
     def add(self, tasks: list[Task], gates: Mapping[TaskId, Iterable[Gate]] | None = None) -> None:
@@ -557,6 +572,7 @@ class TaskBoard:
                     flying[task_id] = self.now
                 self._stealing.pop(task_id, None)
                 self._unless_started.pop(task_id, None)
+                self._unheard.pop(task_id, None)
                 if task_id in self._claims:  # (it runs here: not at the worker back too)
                     self._unclaim(task_id, "reassigned while away")
         if got:
@@ -566,17 +582,20 @@ class TaskBoard:
         """The worker gave back these tasks ({task: attempt}), which it had not started: they
         go back to the queue, in their old place, no attempt counted. Returns them."""
         flying = self._in_flight.get(worker)
-        back = []
+        back, unheard = [], False
         for task_id, attempt in held.items():
             rec = self.records.get(task_id)
             self._stealing.pop(task_id, None)
             if rec is None or not flying or task_id not in flying or rec.attempt != attempt \
                     or rec.started:
                 continue
+            unheard |= self._unheard.pop(task_id, None) is not None
             flying.discard(task_id)
             self.scheduler.release(worker)
             back.append(task_id)
             self._requeue(rec)
+        if unheard:  # (it answers, but what it is sent is late or lost: one at a time)
+            self.probation(worker)
         return back
 
     def steals(self, now: float, patience: float, run: Mapping[str, float] | None = None
@@ -686,6 +705,11 @@ class TaskBoard:
         taken = [t for t, attempt in sent if t in flying and self.records[t].attempt == attempt
                  and self.records[t].asked and not self.records[t].confirmed]
         if not taken:
+            return []
+        if slot.answers_unheld:  # asked back: it may still come (see _unheard)
+            self.unheard_asked += self._ask_unheard(worker, taken)
+            self._stalled_at[worker] = self.now
+            self.worker_event(worker, WorkerEvent.UNCONFIRMED)
             return []
         # (the attempts it holds, said before _lose: a task claimed for a worker back from
         # being taken for lost runs there from then on, at that worker's attempt)
@@ -956,14 +980,21 @@ class TaskBoard:
         return True
 
     def reclaim(self, worker: str, running: Mapping[TaskId, int],
-                assigned_before: float | None = None) -> tuple[list[TaskId], list[TaskId]]:
+                assigned_before: float | None = None, give_up_before: float = -math.inf
+                ) -> tuple[list[TaskId], list[TaskId]]:
         """A worker said what it still holds ({task: attempt}). Tasks we had on it that it
         no longer has (and, with ``assigned_before``, were assigned before that time, so not
-        still on their way) go back to the queue. Returns (requeued, to_cancel): the second
-        are ones it holds that are not its any more (done or given elsewhere)."""
+        still on their way) go back to the queue. One that answers a RELEASE of a task it
+        never got has them asked back instead (they may still be on their way on a slow
+        link: see _unheard), and back in the queue once it answers, or when unanswered since
+        before ``give_up_before``. Returns (requeued, to_cancel): the second are ones it
+        holds that are not its any more (done or given elsewhere)."""
         flying = self._in_flight.get(worker, Held())
         gone = [t for t in flying if running.get(t) != self.records[t].attempt
                 and (assigned_before is None or self.records[t].assigned_at < assigned_before)]
+        slot = self.scheduler.workers.get(worker)
+        if gone and assigned_before is not None and slot is not None and slot.answers_unheld:
+            gone = self._unlisted(worker, gone, give_up_before)
         for t in gone:
             flying.discard(t)
             self.scheduler.release(worker)
@@ -981,6 +1012,40 @@ class TaskBoard:
                 self._late[t] = (worker, running[t])  # (given to another: see _late_result)
         self._holds(worker)
         return requeued, stale
+
+    def _unlisted(self, worker: str, gone: list[TaskId], give_up_before: float
+                  ) -> list[TaskId]:
+        """Tasks ``worker``'s heartbeat did not list, though sent a while ago: asked back, as
+        they may still be on their way; returns those given up on, asked since before
+        ``give_up_before`` and unanswered (they go back to the queue as before)."""
+        given_up = [t for t in gone if self._unheard_since(t, worker) <= give_up_before]
+        asked = self._ask_unheard(worker, [t for t in gone if t not in given_up])
+        self.unheard_asked += asked
+        if asked:
+            self.probation(worker)
+        for t in given_up:
+            del self._unheard[t]
+        return given_up
+
+    def _ask_unheard(self, worker: str, task_ids: Iterable[TaskId]) -> list[TaskId]:
+        """Ask these tasks of ``worker`` back (again: the RELEASE may have been lost with a
+        connection); returns those asked for the first time."""
+        new = []
+        for task_id in task_ids:
+            attempt = self.records[task_id].attempt
+            if self._unheard_since(task_id, worker) == math.inf:
+                self._unheard[task_id] = (worker, attempt, self.now)
+                new.append(task_id)
+            self.to_release.setdefault(worker, []).append((task_id, attempt))
+        return new
+
+    def _unheard_since(self, task_id: TaskId, worker: str) -> float:
+        """Since when this attempt of the task is asked back from ``worker`` as unheard
+        (infinity: it is not)."""
+        known = self._unheard.get(task_id)
+        if known is None or known[0] != worker or known[1] != self.records[task_id].attempt:
+            return math.inf
+        return known[2]
 
     def _holds(self, worker: str) -> None:
         """What ``worker`` holds, told the scheduler: its tasks in flight, and the copies
@@ -1181,6 +1246,8 @@ class TaskBoard:
             self._unless_started.pop(task_id, None)
         if self._not_again:
             self._not_again.pop(task_id, None)
+        if self._unheard:
+            self._unheard.pop(task_id, None)
         if result.success:
             self._move(rec, C)
             self.succeeded += 1
@@ -1331,8 +1398,8 @@ class TaskBoard:
     def _drop_traces(self, gone: set[TaskId]) -> None:
         """What other maps keep of ended tasks until they next look (lazily), dropped for
         the forgotten: none may name a task no longer recorded."""
-        for kept in (self._stealing, self._unless_started, self._not_again, self._late,
-                     self._lost_with,
+        for kept in (self._stealing, self._unless_started, self._not_again, self._unheard,
+                     self._late, self._lost_with,
                      self._claims, *self._stolen.values()):
             if kept:
                 for task_id in gone & kept.keys():

@@ -18,7 +18,7 @@ from .commands import Connected, Forward, Outbox
 from .pacing import Pace, Pulse
 from .scheduler import WorkerSlot
 from .stats import AdminStats
-from .tasks import TaskId, TaskResult
+from .tasks import TaskId, TaskResult, listed
 from .workers import AgentDetail, Registry, WorkerRecord
 
 _WITH_A_WORKER_OR_ENDED = ENDED | IN_FLIGHT  # (a gone worker's task not back in the queue)
@@ -27,6 +27,10 @@ MAX_NAME = 200  # a worker's name, as ceylon_net.settings allows it
 TAKEOVER_BEATS = 2  # a worker silent this many heartbeats gives its name to a newcomer
 REMEMBER_LEFT = 10_000  # names of workers gone, kept to count one that comes back
 REPAIR_BATCH = 1_000  # broadcasts sent again to one agent a heartbeat, at most
+# A task asked back from a worker as not heard to have reached it (TaskBoard._unheard) goes
+# back to the queue, unanswered, after this many heartbeats (its heartbeats come, but not
+# its answers: the link to it is broken one way, or slower than that).
+UNHEARD_BEATS = 10
 
 
 def clip(text: str, limit: int = 64) -> str:
@@ -151,7 +155,8 @@ class Membership:
         slots = hello.capacity
         self.board.add_worker(WorkerSlot(hello.name, hello.skill, hello.role,
                                          self._held(hello.name, slots),
-                                         handlers=frozenset(hello.handlers), slots=slots),
+                                         handlers=frozenset(hello.handlers), slots=slots,
+                                         answers_unheld=hello.answers_unheld),
                               probation=True)
         self.out.log("INFO", f"worker '{hello.name}' joined from {host or '?'} (role "
                              f"{hello.role}, skill {hello.skill}, capacity {hello.capacity}); "
@@ -181,7 +186,9 @@ class Membership:
                                  f"there: asked back, to stay with it")
         # Assignments younger than a heartbeat may be on their way (sent after this HELLO
         # was written): the next heartbeat settles those.
-        requeued, stale = self.board.reclaim(rec.name, held, now - self.settings.heartbeat)
+        requeued, stale = self.board.reclaim(rec.name, held, now - self.settings.heartbeat,
+                                             self._unheard_limit(now))
+        self._asked_unheard(rec.name)
         self.board.confirm(rec.name, running)
         if requeued:
             self.out.log("WARNING", f"worker '{rec.name}' came back without {len(requeued)} "
@@ -245,7 +252,9 @@ class Membership:
         # Anything assigned two heartbeats ago that the worker does not mention never
         # reached it; what is younger may still be on its way.
         cutoff = now - 2 * self.settings.heartbeat
-        requeued, stale = self.board.reclaim(rec.name, holding, assigned_before=cutoff)
+        requeued, stale = self.board.reclaim(rec.name, holding, cutoff,
+                                             self._unheard_limit(now))
+        self._asked_unheard(rec.name)
         self.board.confirm(rec.name, holding)
         self.board.unstall(rec.name, holding, stalled_before=cutoff)
         if requeued:
@@ -253,6 +262,21 @@ class Membership:
                                     f"requeued")
         if stale:
             self._settle(rec, [[t, holding[t]] for t in stale])
+
+    def _unheard_limit(self, now: float) -> float:
+        """Tasks asked back as not heard to have reached their worker (TaskBoard._unheard)
+        since before this, unanswered, go back to the queue (its heartbeats come, but not
+        its answers: what we send it does not reach it)."""
+        return now - UNHEARD_BEATS * self.settings.heartbeat
+
+    def _asked_unheard(self, worker: str) -> None:
+        asked, self.board.unheard_asked = self.board.unheard_asked, []
+        if asked:
+            self.out.log("WARNING", f"worker '{worker}' has not said it got task(s) "
+                                    f"{listed(asked, 20, repr)} in time (a slow or lossy link, "
+                                    f"or a connection lost): asked back, not given elsewhere "
+                                    f"yet (they may still be on their way, and would run "
+                                    f"twice); it gets one task at a time until it answers")
 
     def _settle(self, rec: WorkerRecord, stale: list[list[Any]]) -> None:
         """What a worker holds that is not its own any more: an assignment that reached it
@@ -397,6 +421,7 @@ class Membership:
         """A worker on probation had ``within`` seconds to confirm ``sent``: take back what it
         did not confirm (see TaskBoard.steal) and tell it to drop those."""
         tasks = self.board.steal(worker, sent)
+        self._asked_unheard(worker)
         if not tasks:
             return
         ids = [t for t, _ in tasks]

@@ -84,6 +84,7 @@ class WorkerSlot:
     state: WorkerState = WorkerState.TRUSTED
     slots: int = 0  # tasks it runs at once (its --concurrency); 0: the capacity
     alone: bool = False  # it runs a task ALONE: nothing more until its in flight is none
+    answers_unheld: bool = False  # it answers a RELEASE of a task it never got (see Hello)
 
     def __post_init__(self) -> None:
         if not self.slots:

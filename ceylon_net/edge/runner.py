@@ -200,7 +200,10 @@ class TaskRunner:
 
     def release(self, task_id: TaskId, attempt: int) -> bool:
         """Give a task back if it is still queued (another worker will run it); a task that
-        started runs on. True when given back."""
+        started runs on. One never got here is given back too: the admin asks after an
+        assignment it did not hear reached us, and this answer comes after it on the
+        connection, so it cannot come any more (not one that ended here: its result is on
+        its way). True when given back."""
         queued = self._queued.get(task_id)
         if queued is not None and queued.attempt == attempt:
             if not self._unclaim(task_id):
@@ -209,10 +212,12 @@ class TaskRunner:
             del self._queued[task_id]  # its runner skips it
         elif (after := self._after.get(task_id)) is not None and after.attempt == attempt:
             del self._after[task_id]
-        else:
-            if self._runs(task_id, attempt):
-                self._too_late(task_id, attempt)
+        elif self._runs(task_id, attempt):
+            self._too_late(task_id, attempt)
             return False
+        elif task_id in self.active or task_id in self._queued or task_id in self._after \
+                or (task_id, attempt) in self.unacked:
+            return False  # (another attempt of it is here, or this one ended)
         self._check_idle()
         self._give_back(task_id, attempt)
         return True

@@ -415,7 +415,7 @@ class Worker(AgentBase):
                 self._after_hello.append((r.task_id, r.attempt))
         holding = self.runner.holding() + [[t, a] for t, a in self._after_hello]
         return Hello(s.name, s.role, s.skill, s.capacity, holding, results,
-                     sorted(handlers.registered()), s.max_message_bytes)
+                     sorted(handlers.registered()), s.max_message_bytes, answers_unheld=True)
 
     def _on_welcome(self, welcome: Welcome) -> None:
         assert self._sockets is not None

@@ -32,6 +32,10 @@ class Hello:
     # Its --max-message-bytes (0: not said, an older worker): its socket drops a larger frame
     # with the connection, so an admin that would send larger ones refuses it instead.
     max_message_bytes: int = 0
+    # It answers a RELEASE of a task it never got (it gives it back): an assignment the admin
+    # did not hear reached it in time may still be on its way, and is asked back, not given
+    # to another worker at once, which ran it twice when it came (False: an older worker).
+    answers_unheld: bool = False
 
 
 @message
