@@ -2026,3 +2026,17 @@ def test_a_task_asked_back_as_unheard_goes_elsewhere_when_its_worker_never_answe
     assert [x for x in logs(cmds, "WARNING") if "never got task(s) ['t']" in x]
     other.finish("t")
     assert sim.finished()["t"].status == TaskStatus.COMPLETED
+
+
+def test_a_worker_taken_for_lost_is_told_so_to_give_its_queue_back_and_register_again():
+    """A worker whose messages are stuck on their way here (loss one way: TCP retransmits)
+    hears the admin, and did not know it had been taken for lost: it started what it had
+    queued while the admin gave those tasks to others (a chaos trial's finding). Told, it
+    gives them back and registers again, as a worker the admin does not know does."""
+    sim = Sim(prefetch=2)
+    w = sim.join("w")
+    sim.submit(noop(1), noop(2))
+    cmds = sim.tick(at=3.5)  # (silent: its heartbeats are on their way)
+    (told,) = sends(cmds, Kind.REJECT, w.peer)
+    assert told.retry and told.reason.startswith("taken for lost (the admin heard nothing "
+                                                 "from you for 3.5 s)")

@@ -413,9 +413,16 @@ class Membership:
             del self._left[next(iter(self._left))]
 
     def purge_lost(self, now: float) -> None:
-        """Declare lost every worker silent for ``liveness`` heartbeats."""
+        """Declare lost every worker silent for ``liveness`` heartbeats, and tell it so: one
+        whose messages are late or lost on the way here (it hears us) would start what it
+        had queued until it heard back (its tasks are going elsewhere): told, it gives them
+        back and registers again, as one the admin does not know does."""
         for rec in self.registry.silent_since(now - self.pulse.silent_limit(now)):
-            self.leave(rec.peer, f"lost: silent for {now - rec.last_seen:.1f} s")
+            silent = now - rec.last_seen
+            self.leave(rec.peer, f"lost: silent for {silent:.1f} s")
+            self.out.send(rec.peer, Kind.REJECT, wire.Reject(
+                f"taken for lost (the admin heard nothing from you for {silent:.1f} s): "
+                f"register again", retry=True))
 
     def steal(self, worker: str, sent: tuple[tuple[Any, int], ...], within: float) -> None:
         """A worker on probation had ``within`` seconds to confirm ``sent``: take back what it
