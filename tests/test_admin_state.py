@@ -2040,3 +2040,56 @@ def test_a_worker_taken_for_lost_is_told_so_to_give_its_queue_back_and_register_
     (told,) = sends(cmds, Kind.REJECT, w.peer)
     assert told.retry and told.reason.startswith("taken for lost (the admin heard nothing "
                                                  "from you for 3.5 s)")
+
+
+def test_a_task_whose_goal_ask_back_came_too_late_is_not_run_again_once_its_worker_is_lost():
+    """As above, but the task was not heard to start when the goal was met: asked back, its
+    worker said it had started it (the RELEASE came too late: it runs on). Its worker then
+    lost, it ran again from the start elsewhere (a reviewer's finding)."""
+    from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
+
+    sim = Sim()
+    group = TaskManager.create_task_group(
+        "g", "", [TaskMessage(f"t{i}", f"t{i}", "", 0.0) for i in range(2)],
+        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"),
+        on_goal="cancel_rest")
+    w1, w2 = sim.join("w1"), sim.join("w2")
+    sim.carry(sim.st.submit([], groups=[group], now=sim.now))
+    w2.start("t1")
+    assert sends(w2.finish("t1"), Kind.RELEASE, w1.peer) == [wire.Release([["t0", 1]])]
+    w1.start("t0")  # (too late: it runs on)
+    w3 = sim.join("w3")
+    for t in (1.0, 2.0, 3.0):
+        sim.now = t
+        w2.heartbeat()
+        w3.heartbeat()
+    assert assigned(sim.tick(at=3.5)) == {}  # w1 lost
+    assert sim.finished()["t0"].status == TaskStatus.CANCELLED
+
+
+def test_a_worker_stalled_by_an_ask_back_gets_work_again_once_the_task_left_it_otherwise():
+    """On probation, it did not confirm its task in time: asked back (it may be on its way),
+    and the worker stalled until it answers. The task left it another way (the worker it
+    was lost with came back with its result): nothing took the worker out of STALLED, and
+    it never got a task again (a reviewer's finding)."""
+    sim = Sim()
+    sim.submit(noop("t"))
+    w1 = sim.join("w1")
+    w1.start("t")
+    sim.tick(at=3.5)  # w1 lost: t back in the queue
+    w = sim.worker("w", answers_unheld=True)
+    w.hello()
+    w.held.pop("t")  # (on its way, slowly)
+    sim.now = 4.6
+    sim.fire(next(x for x in sim.timers if x.key[:2] == ("probation", "w")))
+    assert sim.st.board.scheduler.workers["w"].state is WorkerState.STALLED
+    result = TaskResult("t", "w1", True, 0.5, attempt=w1.held.pop("t"))
+    w1.unacked[("t", result.attempt)] = result
+    back = sim.worker("w1", held=dict(w1.held), unacked=dict(w1.unacked))
+    back.hello()  # (cut off, not dead: back with t's result)
+    assert sim.finished()["t"].status == TaskStatus.COMPLETED
+    sim.now = 5.6
+    w.heartbeat()
+    assert sim.st.board.scheduler.workers["w"].state is WorkerState.PROBATION
+    sim.submit(noop("v"))
+    assert "v" in w.held or "v" in back.held

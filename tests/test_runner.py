@@ -992,6 +992,7 @@ def test_a_release_of_a_task_never_got_here_is_answered_not_one_that_ended_or_ru
         assert runner.release("T", 1) is False  # (running: said started)
         tasks.open("T")
         await wait_until(lambda: runner.unsent, 5, "T's result")
+        assert runner.release("T", 1) is False  # (its result not sent yet: the next flush)
         runner.take_unsent()  # (sent, not acknowledged yet)
         assert runner.release("T", 1) is False
         await runner.stop()

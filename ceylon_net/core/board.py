@@ -285,6 +285,8 @@ class TaskBoard:
         rec.state = state
         if self.dirty is not None:
             self.dirty.add(rec.task.id)
+        if self._unheard and state not in IN_FLIGHT:  # (off its worker: asked back no more)
+            self._unheard.pop(rec.task.id, None)
         if self.moved is not None and (state is Q or state is R):
             self.moved.append(rec.task.id)
 
@@ -522,12 +524,28 @@ class TaskBoard:
         one task to show it reads; and what was taken back was never its to lose."""
         slot = self.scheduler.workers.get(worker)
         stolen = self._stolen.get(worker)
+        if slot is not None and slot.state is WorkerState.STALLED and slot.answers_unheld \
+                and worker not in self._unreachable and not stolen \
+                and not any(self._unheard_since(t, worker) < math.inf
+                            for t in self._in_flight.get(worker, ())):
+            # (stalled as a task was asked back from it, which left it since some other
+            # way, not by its answer: a worker back from being taken for lost had it)
+            self.worker_event(worker, WorkerEvent.MISSED)
+            return
         if slot is None or slot.state is not WorkerState.STALLED or not stolen \
                 or self._stalled_at.get(worker, stalled_before) >= stalled_before \
                 or any(t in held for t in stolen):
             return
         del self._stolen[worker]
         self.worker_event(worker, WorkerEvent.MISSED)
+
+    def _started_anyway(self, task_id: TaskId) -> None:
+        """A task asked back to end cancelled unless it started (a goal was met) started: it
+        runs on, but is not run again from the start should it come back to the queue (see
+        _not_again)."""
+        reason = self._unless_started.pop(task_id, None) if self._unless_started else None
+        if reason is not None:
+            self._not_again[task_id] = reason
 
     def probation(self, worker: str) -> None:
         """One task at a time again until the worker shows it reads what it is sent."""
@@ -571,7 +589,7 @@ class TaskBoard:
                 if flying[task_id] is None:
                     flying[task_id] = self.now
                 self._stealing.pop(task_id, None)
-                self._unless_started.pop(task_id, None)
+                self._started_anyway(task_id)
                 self._unheard.pop(task_id, None)
                 if task_id in self._claims:  # (it runs here: not at the worker back too)
                     self._unclaim(task_id, "reassigned while away")
@@ -589,7 +607,7 @@ class TaskBoard:
             if rec is None or not flying or task_id not in flying or rec.attempt != attempt \
                     or rec.started:
                 continue
-            unheard |= self._unheard.pop(task_id, None) is not None
+            unheard |= self._unheard_since(task_id, worker) < math.inf
             flying.discard(task_id)
             self.scheduler.release(worker)
             back.append(task_id)
@@ -974,7 +992,7 @@ class TaskBoard:
             self._unclaim(rec.task.id, "reassigned while away")
             return False
         self._drop_claim(rec.task.id)
-        self._unless_started.pop(rec.task.id, None)
+        self._started_anyway(rec.task.id)
         rec.assigned_at = self.now
         self._runs_on(rec, worker, attempt)
         return True

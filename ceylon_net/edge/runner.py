@@ -216,8 +216,10 @@ class TaskRunner:
             self._too_late(task_id, attempt)
             return False
         elif task_id in self.active or task_id in self._queued or task_id in self._after \
-                or (task_id, attempt) in self.unacked:
-            return False  # (another attempt of it is here, or this one ended)
+                or (task_id, attempt) in self.unacked \
+                or any(r.task_id == task_id and r.attempt == attempt for r in self.unsent):
+            return False  # (another attempt of it is here, or this one ended: its result is
+            # on its way, or about to be, sent with the next flush)
         self._check_idle()
         self._give_back(task_id, attempt)
         return True
