@@ -2093,3 +2093,17 @@ def test_a_worker_stalled_by_an_ask_back_gets_work_again_once_the_task_left_it_o
     assert sim.st.board.scheduler.workers["w"].state is WorkerState.PROBATION
     sim.submit(noop("v"))
     assert "v" in w.held or "v" in back.held
+
+
+def test_a_worker_whose_name_a_new_connection_took_is_told_so():
+    """Silent two heartbeats, its name goes to a new connection (most likely itself,
+    restarted); were it alive, its messages held up, it would start what it had queued."""
+    sim = Sim()
+    old = sim.join("w")
+    sim.now = 2.5
+    new = sim.worker("w")
+    cmds = new.hello()
+    assert sends(cmds, Kind.WELCOME, new.peer)
+    (told,) = sends(cmds, Kind.REJECT, old.peer)
+    assert told.retry and told.reason == ("replaced by a new connection under your name: "
+                                          "register again")

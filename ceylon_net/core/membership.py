@@ -136,6 +136,7 @@ class Membership:
                 # Silent for two heartbeats (one may just be late, on a busy host): most
                 # likely the same worker restarted. Take the new one.
                 self.leave(old.peer, "replaced by a new connection under its name")
+                self._told_gone(old.peer, "replaced by a new connection under your name")
                 return None
             # It may be this worker's old self, restarted: called lost soon, and this one is
             # taken then. It may ask again.
@@ -420,9 +421,13 @@ class Membership:
         for rec in self.registry.silent_since(now - self.pulse.silent_limit(now)):
             silent = now - rec.last_seen
             self.leave(rec.peer, f"lost: silent for {silent:.1f} s")
-            self.out.send(rec.peer, Kind.REJECT, wire.Reject(
-                f"taken for lost (the admin heard nothing from you for {silent:.1f} s): "
-                f"register again", retry=True))
+            self._told_gone(rec.peer, f"taken for lost (the admin heard nothing from you for "
+                                      f"{silent:.1f} s)")
+
+    def _told_gone(self, peer: bytes, why: str) -> None:
+        """A worker the admin let go (its tasks went back to the queue) may be alive, its
+        messages held up on their way: told, it gives back its queue and registers again."""
+        self.out.send(peer, Kind.REJECT, wire.Reject(f"{why}: register again", retry=True))
 
     def steal(self, worker: str, sent: tuple[tuple[Any, int], ...], within: float) -> None:
         """A worker on probation had ``within`` seconds to confirm ``sent``: take back what it
