@@ -5,6 +5,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 
 import pytest
 from conftest import run
@@ -772,3 +773,25 @@ def test_a_reader_gone_from_stdout_does_not_turn_a_run_into_a_failure(tmp_path, 
     for (code, err), want in ((submitted, 0), (status, 0), (ran, 3)):  # (3: unassigned)
         assert code == want, err
         assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_a_traceback_in_a_program_s_log_shows_no_local_variables_values(tmp_path):
+    """loguru's default 'diagnose' printed every local variable of every frame beside a
+    logged traceback (a user's callback that raised, say): a token or a key in one went to
+    the log, and a large one filled it."""
+    code = ("import os\n"
+            "from loguru import logger\n"
+            "from ceylon_net.cli.common import configure_logging\n"
+            "configure_logging('INFO', False)\n"
+            "def handler(token):\n"
+            "    return 1 / (len(token) - len(token))\n"
+            "try:\n"
+            "    handler(os.environ['TOKEN'])\n"
+            "except ZeroDivisionError:\n"
+            "    logger.exception('a callback raised')\n")
+    program = tmp_path / "program.py"  # (a file: its lines are what diagnose annotates)
+    program.write_text(code)
+    done = subprocess.run([sys.executable, str(program)], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "TOKEN": "s3cret-t0ken"})
+    assert "a callback raised" in done.stderr and "ZeroDivisionError" in done.stderr
+    assert "s3cret-t0ken" not in done.stderr, done.stderr

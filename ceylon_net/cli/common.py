@@ -73,8 +73,10 @@ def _to_stderr(level: str, as_json: bool) -> None:
     """Log lines at ``level`` and above to stderr; ValueError for a level loguru lacks."""
     # A function sink looks sys.stderr up on every line, so a live progress display that
     # redirects stderr prints log lines above its bars instead of through them.
+    # diagnose off: a traceback in the log (a user's callback or handler that raised) shows
+    # no local variables' values, which may hold tokens or keys, and may be huge.
     logger.add(lambda line: sys.stderr.write(line), level=level, serialize=as_json,
-               format="{time:HH:mm:ss.SSS} | {level: <7} | {message}")
+               format="{time:HH:mm:ss.SSS} | {level: <7} | {message}", diagnose=False)
 
 
 def live_display() -> bool:
