@@ -1971,7 +1971,7 @@ def test_a_first_task_not_confirmed_in_time_is_asked_back_and_runs_where_it_came
     cmds = sim.fire("probation")
     assert sends(cmds, Kind.RELEASE, w.peer) == [wire.Release([["t", 1]])]
     assert not sends(cmds, Kind.CANCEL, w.peer)
-    assert "asked back, not given elsewhere yet" in " ".join(logs(cmds, "WARNING"))
+    assert "asked back, not given elsewhere until it answers" in " ".join(logs(cmds, "WARNING"))
     other = sim.join("other")  # (a worker that could take it)
     w.held["t"] = late  # it came, then the RELEASE: it had started it
     w.start("t")
@@ -2107,3 +2107,45 @@ def test_a_worker_whose_name_a_new_connection_took_is_told_so():
     (told,) = sends(cmds, Kind.REJECT, old.peer)
     assert told.retry and told.reason == ("replaced by a new connection under your name: "
                                           "register again")
+
+
+def test_an_asked_back_task_that_came_after_all_is_not_taken_for_unheard_when_given_back():
+    """The heartbeat after the ask lists it (the RELEASE lost on the way): it came. Given
+    back later for another reason (an idle worker), its trusted worker was put on probation
+    as if it had not come (a reviewer's finding)."""
+    sim = Sim(prefetch=2)
+    w = sim.join("w", answers_unheld=True)
+    sim.submit(noop("warm"))
+    w.finish("warm")
+    sim.submit(noop("run"), noop("t"))
+    w.start("run")
+    late = w.held.pop("t")
+    sim.now = 2.5
+    assert sends(w.heartbeat(), Kind.RELEASE, w.peer) == [wire.Release([["t", 1]])]
+    w.held["t"] = late  # (it comes; the RELEASE is lost with the connection)
+    sim.now = 3.0
+    w.heartbeat()
+    assert sim.st.board.scheduler.workers["w"].state is WorkerState.TRUSTED
+    w.say(Kind.STARTED, wire.Started([], [["t", late]]))  # (given back: for an idle one)
+    assert sim.st.board.scheduler.workers["w"].state is WorkerState.TRUSTED
+
+
+def test_a_task_kept_from_running_again_that_ended_cancelled_leaves_no_trace():
+    from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
+
+    sim = Sim()
+    group = TaskManager.create_task_group(
+        "g", "", [TaskMessage(f"t{i}", f"t{i}", "", 0.0) for i in range(2)],
+        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"),
+        on_goal="cancel_rest")
+    w1, w2 = sim.join("w1"), sim.join("w2")
+    sim.carry(sim.st.submit([], groups=[group], now=sim.now))
+    w2.start("t1")
+    w2.finish("t1")
+    w1.start("t0")  # (the goal's ask-back too late: it runs on)
+    sim.cancel("t0")
+    attempt = w1.held.pop("t0")
+    w1.say(Kind.RESULT, [TaskResult("t0", "w1", False, 0.1, "cancelled: by request",
+                                    attempt=attempt, cancelled=True)])
+    assert sim.finished()["t0"].status == TaskStatus.CANCELLED
+    assert sim.st.board._not_again == {} and sim.st.board._unless_started == {}

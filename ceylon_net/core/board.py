@@ -571,6 +571,8 @@ class TaskBoard:
             rec = self.records.get(task_id)
             if rec is not None and task_id in flying and rec.attempt == attempt:
                 rec.confirmed = got = True
+                if self._unheard:  # (it came after all: a give-back is an ordinary one)
+                    self._unheard.pop(task_id, None)
         if got:
             self.trust(worker)
 
@@ -1092,6 +1094,9 @@ class TaskBoard:
             self._unclaim(task_id, "reassigned while away")
         if attempt is None and self._late:
             self._late.pop(task_id, None)
+        if attempt is None and (self._unless_started or self._not_again):  # (ended: a
+            self._unless_started.pop(task_id, None)  # cancel's or a loss's, not a result's)
+            self._not_again.pop(task_id, None)
         lost = self._lost_with.get(task_id)
         if lost is not None and self.dirty is not None:
             self.dirty.add(task_id)  # (journaled with the task: see lost_with)

@@ -268,7 +268,7 @@ class Membership:
         """Tasks asked back as not heard to have reached their worker (TaskBoard._unheard)
         since before this, unanswered, go back to the queue (its heartbeats come, but not
         its answers: what we send it does not reach it)."""
-        return now - UNHEARD_BEATS * self.settings.heartbeat
+        return now - UNHEARD_BEATS * self.pulse.every  # (its pace: slower with many workers)
 
     def _asked_unheard(self, worker: str) -> None:
         asked, self.board.unheard_asked = self.board.unheard_asked, []
@@ -276,8 +276,8 @@ class Membership:
             self.out.log("WARNING", f"worker '{worker}' has not said it got task(s) "
                                     f"{listed(asked, 20, repr)} in time (a slow or lossy link, "
                                     f"or a connection lost): asked back, not given elsewhere "
-                                    f"yet (they may still be on their way, and would run "
-                                    f"twice); it gets one task at a time until it answers")
+                                    f"until it answers (they may still be on their way, and "
+                                    f"would run twice)")
 
     def _settle(self, rec: WorkerRecord, stale: list[list[Any]]) -> None:
         """What a worker holds that is not its own any more: an assignment that reached it

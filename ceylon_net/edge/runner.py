@@ -8,7 +8,7 @@ import functools
 import math
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container, Iterable
 from typing import Any
 
 from loguru import logger
@@ -198,7 +198,17 @@ class TaskRunner:
             running = self._queued[task_id]
         return running.attempt <= attempt <= self._newest.get(task_id, running.attempt)
 
-    def release(self, task_id: TaskId, attempt: int) -> bool:
+    def release_many(self, pairs: Iterable[tuple[TaskId, int]]) -> None:
+        """A RELEASE: each task given back if it may be (see :meth:`release`)."""
+        unsent = self._unsent_keys()  # (once: it may be long, after registering again)
+        for task_id, attempt in pairs:
+            self.release(task_id, attempt, unsent)
+
+    def _unsent_keys(self) -> set[ResultKey]:
+        return {(r.task_id, r.attempt) for r in self.unsent}
+
+    def release(self, task_id: TaskId, attempt: int,
+                unsent: Container[ResultKey] | None = None) -> bool:
         """Give a task back if it is still queued (another worker will run it); a task that
         started runs on. One never got here is given back too: the admin asks after an
         assignment it did not hear reached us, and this answer comes after it on the
@@ -217,7 +227,7 @@ class TaskRunner:
             return False
         elif task_id in self.active or task_id in self._queued or task_id in self._after \
                 or (task_id, attempt) in self.unacked \
-                or any(r.task_id == task_id and r.attempt == attempt for r in self.unsent):
+                or (task_id, attempt) in (self._unsent_keys() if unsent is None else unsent):
             return False  # (another attempt of it is here, or this one ended: its result is
             # on its way, or about to be, sent with the next flush)
         self._check_idle()

@@ -551,8 +551,7 @@ class Worker(AgentBase):
                             listed(stopped, 20, repr), cancel.reason)
         elif env.kind == Kind.RELEASE:
             asked = wire.unpack(wire.Release, env.payload, self.limits).tasks
-            for task_id, attempt in wire.task_pairs(asked, "RELEASE").items():
-                self.runner.release(task_id, attempt)
+            self.runner.release_many(wire.task_pairs(asked, "RELEASE").items())
 
     def _beat_data(self, env: Envelope) -> dict[str, Any]:
         """What the admin's heartbeat says (an older admin's may say nothing)."""
