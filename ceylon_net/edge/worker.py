@@ -98,6 +98,7 @@ class Worker(AgentBase):
         self._sockets: WorkerSockets | None = None
         self._welcome: Welcome | None = None
         self._draining = self._unknown = False  # _unknown: see _serve
+        self._unknown_why = ""  # ... as the admin said it
         self._flush_soon = guarded(self._scheduled_flush, f"{self.name}'s flush", self._crashed)
         self._stop, self._beat_wake = asyncio.Event(), asyncio.Event()  # (wake: beat now)
         self._end_reason: str | None = None
@@ -479,7 +480,7 @@ class Worker(AgentBase):
                 # (a result sent as this process resumed, before the heartbeat loop woke to
                 # find it was paused, is refused: the pause is what to say, as it is why)
                 raise _Reconnect(self._why_held if not self._in_touch()
-                                 else "admin does not know us any more")
+                                 else f"admin does not know us any more ({self._unknown_why})")
             if self.runner.queue.qsize() or len(batch) >= RECV_BATCH or self._sockets.busy:
                 # The runners start on what came before we wait again; and a recv that did
                 # not wait did not yield: the runners and heartbeats get a turn.
@@ -516,6 +517,8 @@ class Worker(AgentBase):
         elif env.kind == Kind.REJECT:  # register again; a broadcast it names goes again then
             self._outbox.refused(env.header.seq)
             self._unknown = True
+            self._unknown_why = repr(wire.unpack(wire.Reject, env.payload,
+                                                 self.limits).reason)[:300]
         elif env.kind == Kind.HEARTBEAT:  # the admin's, to us alone: we do not hear PUB
             self._paced(self._beat_data(env))
         elif env.kind == Kind.EVENT:  # a message of ours the admin could not deliver
