@@ -2149,3 +2149,20 @@ def test_a_task_kept_from_running_again_that_ended_cancelled_leaves_no_trace():
                                     attempt=attempt, cancelled=True)])
     assert sim.finished()["t0"].status == TaskStatus.CANCELLED
     assert sim.st.board._not_again == {} and sim.st.board._unless_started == {}
+
+
+def test_a_task_asked_back_as_unheard_is_not_counted_lost_with_its_worker():
+    """Its heartbeats went on without it (asked back: it may be on its way), then the worker
+    was lost: the task counted as lost with it (a worker's slots not said started are taken
+    for possible starts), and a flaky worker's losses made a task that never ran there dead
+    (a chaos trial: 'lost 3 times', run once). It did not crash the worker: not counted."""
+    sim = Sim()
+    w = sim.join("w", answers_unheld=True, capacity=2)
+    sim.submit(noop("warm"))
+    w.finish("warm")
+    sim.submit(noop("t"))
+    w.held.pop("t")
+    sim.now = 2.5
+    w.heartbeat()  # (asked back)
+    sim.tick(at=6.0)  # w lost
+    assert sim.st.board.records["t"].losses == 0

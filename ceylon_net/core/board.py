@@ -768,7 +768,10 @@ class TaskBoard:
         for task_id in flying:  # in the order they were sent: the worker's queue order
             rec = self.records[task_id]
             front, rec.front = rec.front, True  # see TaskRecord.front
-            counts = rec.started or budget > 0
+            # (one asked back as not heard to reach it, its heartbeats going on without it,
+            # did not crash it: a flaky link's losses do not add up to a task's death)
+            counts = rec.started or (budget > 0 and not (
+                self._unheard and self._unheard_since(task_id, name) < math.inf))
             if counts:
                 budget -= not rec.started
                 counted.append(task_id)
