@@ -97,8 +97,7 @@ class Worker(AgentBase):
         self.active_tasks = self.runner.active  # and the tasks running now
         self._sockets: WorkerSockets | None = None
         self._welcome: Welcome | None = None
-        self._draining = self._unknown = False  # _unknown: see _serve
-        self._unknown_why = ""  # ... as the admin said it
+        self._draining, self._unknown = False, ""  # _unknown: see _serve
         self._flush_soon = guarded(self._scheduled_flush, f"{self.name}'s flush", self._crashed)
         self._stop, self._beat_wake = asyncio.Event(), asyncio.Event()  # (wake: beat now)
         self._end_reason: str | None = None
@@ -473,14 +472,15 @@ class Worker(AgentBase):
                 if self._handle(frames):
                     return
             if self.runner.on_hold:  # (first: it may say this process was paused, which is
-                self._unknown = False  # why the admin forgot us, or fell silent)
+                self._unknown = ""  # why the admin forgot us, or fell silent)
                 raise _Reconnect(self._why_held)
-            if self._unknown:  # (after the whole batch: each refusal names a broadcast)
-                self._unknown = False
+            if self._unknown:  # (the admin does not know us, as it said it; after the whole
+                # batch: each refusal names a broadcast)
+                said, self._unknown = self._unknown, ""
                 # (a result sent as this process resumed, before the heartbeat loop woke to
                 # find it was paused, is refused: the pause is what to say, as it is why)
                 raise _Reconnect(self._why_held if not self._in_touch()
-                                 else f"admin does not know us any more ({self._unknown_why})")
+                                 else f"admin does not know us any more ({said})")
             if self.runner.queue.qsize() or len(batch) >= RECV_BATCH or self._sockets.busy:
                 # The runners start on what came before we wait again; and a recv that did
                 # not wait did not yield: the runners and heartbeats get a turn.
@@ -516,9 +516,8 @@ class Worker(AgentBase):
             return True
         elif env.kind == Kind.REJECT:  # register again; a broadcast it names goes again then
             self._outbox.refused(env.header.seq)
-            self._unknown = True
-            self._unknown_why = repr(wire.unpack(wire.Reject, env.payload,
-                                                 self.limits).reason)[:300]
+            self._unknown = "?"  # (said so, whatever else its REJECT holds)
+            self._unknown = repr(wire.unpack(wire.Reject, env.payload, self.limits).reason)[:300]
         elif env.kind == Kind.HEARTBEAT:  # the admin's, to us alone: we do not hear PUB
             self._paced(self._beat_data(env))
         elif env.kind == Kind.EVENT:  # a message of ours the admin could not deliver
