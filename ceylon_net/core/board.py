@@ -592,7 +592,8 @@ class TaskBoard:
                     flying[task_id] = self.now
                 self._stealing.pop(task_id, None)
                 self._started_anyway(task_id)
-                self._unheard.pop(task_id, None)
+                if self._unheard:
+                    self._unheard.pop(task_id, None)
                 if task_id in self._claims:  # (it runs here: not at the worker back too)
                     self._unclaim(task_id, "reassigned while away")
         if got:
