@@ -643,6 +643,44 @@ def test_a_refused_batch_going_again_in_parts_leaves_out_a_task_whose_key_was_gi
                             [("k1", ["other"])]], False, True)
 
 
+def test_a_submission_refused_for_a_dependency_on_its_way_again_goes_again_after_it():
+    """'k' went in a batch the admin refused (another task of it was at fault); 'y', which
+    depends on 'k', was submitted in a later loop turn, before the refusal came: refused
+    too ('k' unknown to the admin), it failed, though 'k' went again and was taken. It goes
+    again while a SUBMIT of 'k' is unanswered, and is taken once 'k' is."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        k = client.submit("f", 1, key="k")
+        x = client.submit("f", 2, key="x", depends_on=["ghost"])
+        await fed.sending(1)
+        y = client.submit("f", 3, key="y", depends_on=["k"])
+        await fed.sending(2)
+        known: set = set()
+        answered = 0
+        while answered < len(fed.submits()) <= 12:  # (the admin: in order, whole or not)
+            msg_id, ids = fed.submits()[answered]
+            _, m = fed.sent[msg_id - 1]
+            missing = [d for t in m.doc["tasks"] for d in t.get("depends_on", [])
+                       if d not in known and d not in ids]
+            if missing:
+                fed.said(Kind.REJECT, wire.Reject(f"depends on unknown task {missing[0]!r}"),
+                         seq=msg_id)
+            else:
+                known.update(ids)
+                fed.said(Kind.SUBMIT, wire.Submitted(msg_id, len(ids), "run1"), seq=msg_id)
+            answered += 1
+            await _settle()
+        return known, x.done() and type(x.exception()).__name__, k.done(), y.done()
+
+    known, x_failed, k_done, y_done = run(body())
+    assert known == {"k", "y"} and x_failed == "ConfigError"
+    assert (k_done, y_done) == (False, False)  # (taken: running on the cluster)
+
+
 def test_a_refusal_read_with_the_watched_task_s_unknown_sends_the_batch_again_only_item_by_item():
     """A busy admin answers a SUBMIT after SILENCE (its first task was watched): its REJECT
     and the 'unknown' of the watch, read in one burst. The batch went again whole (as if

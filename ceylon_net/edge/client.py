@@ -655,6 +655,11 @@ class AsyncClient:
             return
         except RejectedError as exc:
             parts = _in_parts(sent.items) if was is None else [sent.items]
+            if was is None and sent.tries < SEND_TRIES and self._needs_unanswered(sent):
+                # (it depends on a task of ours the admin has not taken yet: a refused
+                # batch's part going again, sent after this one was; it goes again after it)
+                self._send_batch(sent.items, None, sent.tries + 1)
+                return
             if len(parts) == 1:
                 if was is not None and not _same_reason(str(exc), str(was)):
                     # (alone it may be refused for another reason: a dependency of its own
@@ -668,6 +673,16 @@ class AsyncClient:
                     self._send_batch(wanted, exc)
         except Exception as exc:
             self._batch_failed(keys, groups, exc, sent)
+
+    def _needs_unanswered(self, sent: _Sent) -> bool:
+        """Does a submission of ``sent`` depend on a task or group of another SUBMIT of ours
+        the admin has not answered yet?"""
+        others = [other for other in self._unanswered.values() if other is not sent]
+        if not others:
+            return False
+        given = {("task", k) for other in others for k in other.keys} \
+            | {("group", n) for other in others for n in other.names}
+        return any(dep in given for doc, _, _ in sent.items for dep in _needs(doc))
 
     def _still_wanted(self, part: list[tuple[dict[str, Any], int, GroupFuture | None]],
                       sent: _Sent) -> list[tuple[dict[str, Any], int, GroupFuture | None]]:
