@@ -100,6 +100,7 @@ class GroupFuture(asyncio.Future):
         self._client = client
         self._done_said = -1  # tasks done by the latest progress heard
         self._goal_said = False
+        self._sent: _Sent | None = None  # its SUBMIT, until the admin answers it (see _done)
 
     def __repr__(self) -> str:
         return f"<GroupFuture {self.name!r} {_state(self)}, {len(self.tasks)} task(s)>"
@@ -168,6 +169,7 @@ class _Sent:
     at: float  # sent then (time.monotonic())
     tries: int = 1  # sent this many times (see _sent_again)
     watched: bool = False  # asked the admin whether it has it (see _watch_unanswered)
+    epoch: Any = None  # the admin process's it was sent to (see _done)
 
 
 class _SentAgain(Exception):
@@ -627,8 +629,8 @@ class AsyncClient:
             return
         assert self.loop is not None
         sent = self._unanswered[msg_id] = _Sent(items, keys, [d["name"] for d, _ in groups],
-                                                was, time.monotonic(), tries)
-        for fut in map(self._futures.get, keys):
+                                                was, time.monotonic(), tries, epoch=self._epoch)
+        for fut in [*map(self._futures.get, keys), *(g for _, g in groups)]:
             if fut is not None:
                 fut._sent = sent
         self._loops = [t for t in self._loops if not t.done()]
@@ -654,25 +656,34 @@ class AsyncClient:
         except _SentAgain:
             return
         except RejectedError as exc:
-            parts = _in_parts(sent.items) if was is None else [sent.items]
-            if was is None and sent.tries < SEND_TRIES and self._needs_unanswered(sent):
-                # (it depends on a task of ours the admin has not taken yet: a refused
-                # batch's part going again, sent after this one was; it goes again after it)
-                self._send_batch(sent.items, None, sent.tries + 1)
-                return
-            if len(parts) == 1:
-                if was is not None and not _same_reason(str(exc), str(was)):
-                    # (alone it may be refused for another reason: a dependency of its own
-                    # batch, a cycle, is unknown to the admin; the batch's says why)
-                    exc = RejectedError(f"{exc} (sent with the rest of its batch: {was})")
-                self._batch_failed(keys, groups, exc, sent)
-                return
-            for part in parts:  # (in order: one depending on an earlier one finds it)
-                wanted = self._still_wanted(part, sent)
-                if wanted:
-                    self._send_batch(wanted, exc)
+            self._refused(sent, keys, groups, exc, was)
         except Exception as exc:
             self._batch_failed(keys, groups, exc, sent)
+
+    def _refused(self, sent: _Sent, keys: list[Any],
+                 groups: list[tuple[dict[str, Any], GroupFuture]], exc: RejectedError,
+                 was: RejectedError | None) -> None:
+        """The admin refused a batch (``was``: the batch it is a part of was refused too)."""
+        parts = _in_parts(sent.items) if was is None else [sent.items]
+        if was is None and sent.tries < SEND_TRIES and self._needs_unanswered(sent):
+            # (it depends on a task of ours the admin has not taken yet: a refused batch's
+            # part going again, sent after this one was; it goes again after it, but what
+            # was cancelled meanwhile)
+            wanted = self._still_wanted(sent.items, sent)
+            if wanted:
+                self._send_batch(wanted, None, sent.tries + 1)
+            return
+        if len(parts) == 1:
+            if was is not None and not _same_reason(str(exc), str(was)):
+                # (alone it may be refused for another reason: a dependency of its own
+                # batch, a cycle, is unknown to the admin; the batch's says why)
+                exc = RejectedError(f"{exc} (sent with the rest of its batch: {was})")
+            self._batch_failed(keys, groups, exc, sent)
+            return
+        for part in parts:  # (in order: one depending on an earlier one finds it)
+            wanted = self._still_wanted(part, sent)
+            if wanted:
+                self._send_batch(wanted, exc)
 
     def _needs_unanswered(self, sent: _Sent) -> bool:
         """Does a submission of ``sent`` depend on a task or group of another SUBMIT of ours
@@ -769,7 +780,7 @@ class AsyncClient:
         elif kind == Kind.GROUP:
             news = wire.unpack(wire.GroupNews, env.payload, INBOUND_LIMITS)
             group = self._groups.get(news.group)
-            if group is not None:
+            if group is not None and self._told_of(group, None):
                 group.news(news)
         elif kind == Kind.HEARTBEAT:
             self._heartbeat(wire.unpack(wire.Event, env.payload, INBOUND_LIMITS))
@@ -789,18 +800,39 @@ class AsyncClient:
         """A SUBMIT was answered: what the admin tells of its tasks is of them from now on
         (before that, of older tasks of their keys: see _done). Done as the answer is read,
         before what follows it in the same burst."""
-        for fut in map(self._futures.get, sent.keys if sent is not None else ()):
+        if sent is None:
+            return
+        for fut in [*map(self._futures.get, sent.keys), *(g for _, _, g in sent.items if g)]:
             if fut is not None and fut._sent is sent:
                 fut._sent = None
 
-    def _has_batch(self, sent: _Sent) -> None:
+    def _told_of(self, fut: TaskFuture | GroupFuture, key: Any) -> bool:
+        """Is what the admin tells of this task's (or group's) key of it? Not while its
+        SUBMIT is unanswered: the admin answers in order and takes a batch before it tells of
+        its tasks, so that is of an older task of that key (a late answer to a watch sent as
+        that one ran; the admin's word on one it refused our batch for). Unless the admin
+        restarted since it was sent, and it was asked about: the new admin has it from its
+        journal, its answer lost with the old one (then so were the others': see
+        _has_batch)."""
+        sent = fut._sent
+        if sent is None:
+            return True
+        if not sent.watched or sent.epoch == self._epoch:
+            return False
+        self._has_batch(sent, key)
+        return True
+
+    def _has_batch(self, sent: _Sent, told: Any) -> None:
         """A SUBMIT asked about (see _watch_unanswered) is known to the admin, its answer
-        lost (in a restart): what it told of the other tasks meanwhile was not taken (see
-        _done), so they are asked about now."""
+        lost (in a restart): what it told of the other tasks and groups meanwhile was not
+        taken (see _told_of), so they are asked about now."""
         self._answered(sent)
-        rest = [k for k in sent.keys[1:] if k in self._futures]
+        rest = [k for k in sent.keys if k in self._futures and k != told]
         for keys in _by_size(rest, self.batch_bytes):
             self._send(Kind.WATCH, wire.Watch(keys, []))
+        names = [n for n in sent.names if n in self._groups]
+        for part in _by_size(names, self.batch_bytes):
+            self._send(Kind.WATCH, wire.Watch([], part))
 
     def _claim_answered(self, claim: _Claim, env: wire.Envelope) -> None:
         """A batch waited for was taken: waited for from now on, before what follows its
@@ -817,15 +849,8 @@ class AsyncClient:
         if done.status == "unknown" and self._unanswered and self._sent_again(done.task_id):
             return
         fut = self._futures.get(done.task_id)
-        if fut is None:
+        if fut is None or not self._told_of(fut, done.task_id):
             return
-        if fut._sent is not None:
-            # Its SUBMIT is not answered yet: the admin answers in order and takes a batch
-            # before it tells of its tasks, so this is of an older task of that key (a late
-            # answer to a watch sent as that one ran), but once the SUBMIT was asked about.
-            if not fut._sent.watched:
-                return
-            self._has_batch(fut._sent)
         del self._futures[done.task_id]
         if fut.done():
             return
@@ -859,7 +884,10 @@ class AsyncClient:
     def _heartbeat(self, beat: wire.Event) -> None:
         self._heard_every(beat.data.get("every"))
         epoch = beat.data.get("epoch")
-        if self._epoch is not None and epoch != self._epoch:
+        if self._epoch is None:  # (the first heard: what was sent before went to this one)
+            for sent in self._unanswered.values():
+                sent.epoch = epoch if sent.epoch is None else sent.epoch
+        elif epoch != self._epoch:
             for sent in self._unanswered.values():  # (asked of the old admin: ask this one)
                 sent.watched, sent.at = False, 0.0
             self._watch_again()  # the admin restarted: it knows our tasks from its journal
