@@ -773,6 +773,43 @@ def test_a_group_s_news_read_before_its_submit_s_answer_is_not_taken():
     assert run(body()) == (True, "ConfigError", [])
 
 
+def test_a_first_batch_whose_answer_was_lost_in_a_restart_is_taken_though_no_beat_came_before():
+    """A client hears the admin's heartbeats only once it waits on something the admin
+    has: its first batch's answer lost as the admin restarted, the first heartbeat it heard
+    was the new admin's, and the batch was taken for one sent to that admin (an older
+    task's end, dropped, for good). The admin's process is known from connect() on (its
+    status says it): the restart shows."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    def done(key):
+        return wire.TaskDone(key, "completed", wire.to_wire(TaskResult(key, "w", True, value=1)))
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        client._epoch = 1  # (as connect() learns it from the admin's status)
+        fut = client.submit("f", 1, key="k0")
+        await fed.sending(1)
+        fed.said(Kind.HEARTBEAT, wire.Event("heartbeat", {"every": 1.0, "epoch": 2}))
+        fed.said(Kind.DONE, done("k0"))  # (the new admin, from its journal)
+        return await asyncio.wait_for(fut, 5)
+
+    assert run(body()) == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_client_knows_the_admin_s_process_from_its_connection_on(tmp_path):
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await c.admin()
+            async with AsyncClient(f"127.0.0.1:{c.port}", timeout=5) as client:
+                return client._epoch, (await client.status())["epoch"]
+
+    epoch, said = run(body())
+    assert isinstance(said, int) and epoch == said
+
+
 def test_a_refusal_read_with_the_watched_task_s_unknown_sends_the_batch_again_only_item_by_item():
     """A busy admin answers a SUBMIT after SILENCE (its first task was watched): its REJECT
     and the 'unknown' of the watch, read in one burst. The batch went again whole (as if

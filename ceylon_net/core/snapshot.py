@@ -80,6 +80,7 @@ def snapshot(st: AdminState) -> dict[str, Any]:
     return {"admin": st.name, "workspace": st.workspace,
             "ports": {"router": st.port, "pub": st.members.pub_port},
             "heartbeat": st.settings.heartbeat,
+            "epoch": st.members.epoch,  # (this admin process: a client tells a restart by it)
             # (a client sizes what it submits by it: the admin drops a larger message unread)
             "max_message_bytes": st.settings.max_message_bytes,
             "workers": workers, "groups": st.task_manager.summaries(GROUPS_SHOWN),

@@ -266,6 +266,8 @@ class AsyncClient:
         try:
             status = await self.status()
             self._heard_every(status.get("heartbeat"))
+            if type(status.get("epoch")) is int:  # (an older admin's status does not say)
+                self._epoch = status["epoch"]
             limit = status.get("max_message_bytes")
             if type(limit) is int and limit > 0:  # (said by newer admins; small ones too)
                 self.max_message_bytes = limit
@@ -817,8 +819,8 @@ class AsyncClient:
         sent = fut._sent
         if sent is None:
             return True
-        if not sent.watched or sent.epoch == self._epoch:
-            return False
+        if not sent.watched or (sent.epoch is not None and sent.epoch == self._epoch):
+            return False  # (sent to an admin whose epoch is not known: taken, as before)
         self._has_batch(sent, key)
         return True
 
@@ -884,10 +886,7 @@ class AsyncClient:
     def _heartbeat(self, beat: wire.Event) -> None:
         self._heard_every(beat.data.get("every"))
         epoch = beat.data.get("epoch")
-        if self._epoch is None:  # (the first heard: what was sent before went to this one)
-            for sent in self._unanswered.values():
-                sent.epoch = epoch if sent.epoch is None else sent.epoch
-        elif epoch != self._epoch:
+        if self._epoch is not None and epoch != self._epoch:
             for sent in self._unanswered.values():  # (asked of the old admin: ask this one)
                 sent.watched, sent.at = False, 0.0
             self._watch_again()  # the admin restarted: it knows our tasks from its journal
