@@ -169,7 +169,6 @@ class _Sent:
     at: float  # sent then (time.monotonic())
     tries: int = 1  # sent this many times (see _sent_again)
     watched: bool = False  # asked the admin whether it has it (see _watch_unanswered)
-    epoch: Any = None  # the admin process's it was sent to (see _done)
 
 
 class _SentAgain(Exception):
@@ -631,7 +630,7 @@ class AsyncClient:
             return
         assert self.loop is not None
         sent = self._unanswered[msg_id] = _Sent(items, keys, [d["name"] for d, _ in groups],
-                                                was, time.monotonic(), tries, epoch=self._epoch)
+                                                was, time.monotonic(), tries)
         for fut in [*map(self._futures.get, keys), *(g for _, g in groups)]:
             if fut is not None:
                 fut._sent = sent
@@ -812,15 +811,18 @@ class AsyncClient:
         """Is what the admin tells of this task's (or group's) key of it? Not while its
         SUBMIT is unanswered: the admin answers in order and takes a batch before it tells of
         its tasks, so that is of an older task of that key (a late answer to a watch sent as
-        that one ran; the admin's word on one it refused our batch for). Unless the admin
-        restarted since it was sent, and it was asked about: the new admin has it from its
-        journal, its answer lost with the old one (then so were the others': see
-        _has_batch)."""
+        that one ran). Unless that SUBMIT was asked about (see _watch_unanswered): its answer
+        may have been lost (a restart; a send to us the admin's socket dropped), and what
+        the admin says of the key is taken (then the others were not: see _has_batch). A
+        check on the epoch instead (taken only after a restart) left a future waiting for
+        ever when the answer was lost otherwise, or the restart went unheard: an older
+        task's end taken there (a key given again, the admin slow or restarted) is the
+        lesser harm."""
         sent = fut._sent
         if sent is None:
             return True
-        if not sent.watched or (sent.epoch is not None and sent.epoch == self._epoch):
-            return False  # (sent to an admin whose epoch is not known: taken, as before)
+        if not sent.watched:
+            return False
         self._has_batch(sent, key)
         return True
 
