@@ -735,6 +735,32 @@ def test_a_batch_whose_answer_the_admin_dropped_is_taken_once_asked_about():
     assert run(body()) == ([["k0"], ["k1"]], ["k0", "k1"])
 
 
+def test_a_fixed_key_s_second_run_is_refused_from_its_future_however_slow_the_admin():
+    """The README: a script giving fixed keys is refused on its second run (ConfigError from
+    the future). An admin slower than SILENCE to answer: the SUBMIT was asked about by its
+    task, and the admin's answer to that (the first run's task of that key, which it keeps),
+    read in one burst with the refusal, resolved the future with the first run's result."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        fut = client.submit("f", "second run", key="job")
+        await fed.sending(1)
+        for sent in client._unanswered.values():
+            sent.at -= 2.5  # (SILENCE and more ago)
+        client._watch_again()
+        fed.said(Kind.REJECT, wire.Reject("duplicate task id 'job'"), seq=1)
+        result = wire.to_wire(TaskResult("job", "w", True, value="first run"))
+        fed.said(Kind.DONE, wire.TaskDone("job", "completed", result))
+        await _settle()
+        return type(fut.exception()).__name__, str(fut.exception())
+
+    assert run(body()) == ("ConfigError",
+                           "the admin refused the batch: duplicate task id 'job'")
+
+
 def test_a_group_s_news_read_before_its_submit_s_answer_is_not_taken():
     """A group cancelled and given again under its name: the old group's 'finished', read
     before the new SUBMIT's answer, resolved the new group's future with the old summary,

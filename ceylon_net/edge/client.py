@@ -169,6 +169,7 @@ class _Sent:
     at: float  # sent then (time.monotonic())
     tries: int = 1  # sent this many times (see _sent_again)
     watched: bool = False  # asked the admin whether it has it (see _watch_unanswered)
+    refused: bool = False  # its REJECT read (what follows it of its keys is not of them)
 
 
 class _SentAgain(Exception):
@@ -770,6 +771,8 @@ class AsyncClient:
                     self._answered(self._unanswered.get(env.header.seq))
                     if env.header.seq in self._claims:
                         self._claim_answered(self._claims[env.header.seq], env)
+                elif kind == Kind.REJECT and env.header.seq in self._unanswered:
+                    self._unanswered[env.header.seq].refused = True
                 answer.set_result(env)
         elif kind == Kind.DONE:
             self._done(wire.unpack(wire.TaskDone, env.payload, INBOUND_LIMITS))
@@ -821,7 +824,7 @@ class AsyncClient:
         sent = fut._sent
         if sent is None:
             return True
-        if not sent.watched:
+        if not sent.watched or sent.refused:  # (refused: the key is another task's)
             return False
         self._has_batch(sent, key)
         return True
