@@ -12,6 +12,7 @@ from kit import (
     BEAT,
     EPOCH,
     Sim,
+    SimWorker,
     assigned,
     frames,
     given_elsewhere,
@@ -1886,10 +1887,9 @@ def test_a_group_task_handed_back_finished_by_a_worker_back_from_lost_shows_comp
         TaskState.COMPLETED, TaskStatus.COMPLETED, TaskStatus.COMPLETED)
 
 
-def test_a_task_that_ran_on_past_a_cancel_rest_goal_is_not_run_again_once_its_worker_is_lost():
-    """cancel_rest: a task that started when the goal was met runs on. Its worker then lost,
-    it went back to the queue and ran again from the start on another worker: new work the
-    goal said not to do. It ends cancelled, as one not started would have."""
+def _one_of_two_group() -> tuple[Sim, Any, SimWorker, SimWorker]:
+    """Group "g" of t0 and t1 whose goal (one completed) cancels the rest, submitted to w1
+    and w2 (one task each): (sim, group, w1, w2)."""
     from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
 
     sim = Sim()
@@ -1899,17 +1899,29 @@ def test_a_task_that_ran_on_past_a_cancel_rest_goal_is_not_run_again_once_its_wo
         on_goal="cancel_rest")
     w1, w2 = sim.join("w1"), sim.join("w2")
     sim.carry(sim.st.submit([], groups=[group], now=sim.now))
-    w1.start("t0")
-    w2.start("t1")
-    w2.finish("t1")  # the goal is met: t0 started, it runs on
-    assert sim.st.board.records["t0"].state == TaskState.RUNNING
+    return sim, group, w1, w2
+
+
+def _w1_lost(sim: Sim, w2: SimWorker) -> list[Any]:
+    """w2 and a new worker w3 heartbeat for 3 s, w1 is silent: lost at 3.5 s (the round)."""
     w3 = sim.join("w3")
     for t in (1.0, 2.0, 3.0):
         sim.now = t
         w2.heartbeat()
         w3.heartbeat()
-    cmds = sim.tick(at=3.5)  # w1, running t0, silent: lost
-    assert assigned(cmds) == {}
+    return sim.tick(at=3.5)
+
+
+def test_a_task_that_ran_on_past_a_cancel_rest_goal_is_not_run_again_once_its_worker_is_lost():
+    """cancel_rest: a task that started when the goal was met runs on. Its worker then lost,
+    it went back to the queue and ran again from the start on another worker: new work the
+    goal said not to do. It ends cancelled, as one not started would have."""
+    sim, group, w1, w2 = _one_of_two_group()
+    w1.start("t0")
+    w2.start("t1")
+    w2.finish("t1")  # the goal is met: t0 started, it runs on
+    assert sim.st.board.records["t0"].state == TaskState.RUNNING
+    assert assigned(_w1_lost(sim, w2)) == {}
     done = sim.finished()
     assert (done["t0"].status, done["t0"].reason) == (TaskStatus.CANCELLED, "goal 'one' achieved")
     assert (group.status, group.completed, group.cancelled) == (TaskStatus.COMPLETED, 1, 1)
@@ -2046,24 +2058,11 @@ def test_a_task_whose_goal_ask_back_came_too_late_is_not_run_again_once_its_work
     """As above, but the task was not heard to start when the goal was met: asked back, its
     worker said it had started it (the RELEASE came too late: it runs on). Its worker then
     lost, it ran again from the start elsewhere (a reviewer's finding)."""
-    from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
-
-    sim = Sim()
-    group = TaskManager.create_task_group(
-        "g", "", [TaskMessage(f"t{i}", f"t{i}", "", 0.0) for i in range(2)],
-        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"),
-        on_goal="cancel_rest")
-    w1, w2 = sim.join("w1"), sim.join("w2")
-    sim.carry(sim.st.submit([], groups=[group], now=sim.now))
+    sim, _, w1, w2 = _one_of_two_group()
     w2.start("t1")
     assert sends(w2.finish("t1"), Kind.RELEASE, w1.peer) == [wire.Release([["t0", 1]])]
     w1.start("t0")  # (too late: it runs on)
-    w3 = sim.join("w3")
-    for t in (1.0, 2.0, 3.0):
-        sim.now = t
-        w2.heartbeat()
-        w3.heartbeat()
-    assert assigned(sim.tick(at=3.5)) == {}  # w1 lost
+    assert assigned(_w1_lost(sim, w2)) == {}
     assert sim.finished()["t0"].status == TaskStatus.CANCELLED
 
 
@@ -2131,15 +2130,7 @@ def test_an_asked_back_task_that_came_after_all_is_not_taken_for_unheard_when_gi
 
 
 def test_a_task_kept_from_running_again_that_ended_cancelled_leaves_no_trace():
-    from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
-
-    sim = Sim()
-    group = TaskManager.create_task_group(
-        "g", "", [TaskMessage(f"t{i}", f"t{i}", "", 0.0) for i in range(2)],
-        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"),
-        on_goal="cancel_rest")
-    w1, w2 = sim.join("w1"), sim.join("w2")
-    sim.carry(sim.st.submit([], groups=[group], now=sim.now))
+    sim, _, w1, w2 = _one_of_two_group()
     w2.start("t1")
     w2.finish("t1")
     w1.start("t0")  # (the goal's ask-back too late: it runs on)

@@ -444,6 +444,18 @@ class _Fed:
         self.said(Kind.SUBMIT, self.wire.Submitted(5, 1, "run1"), seq=len(self.sent))
         return call
 
+    async def key_given_again(self) -> tuple:
+        """Tasks 'k0' ("old") and 'k1' ("other") sent in one batch, unanswered; 'k0'
+        cancelled and given to a new task ("new"): the futures of (the new 'k0', 'k1')."""
+        old = self.client.submit("f", "old", key="k0")
+        other = self.client.submit("f", "other", key="k1")
+        await self.sending(1)
+        old.cancel()
+        await _settle()
+        new = self.client.submit("f", "new", key="k0")
+        await _settle()
+        return new, other
+
     def submits(self) -> list[tuple[int, list]]:
         """Each SUBMIT sent (its msg_id), with its tasks' ids and groups' names."""
         from ceylon_net.wire import Kind
@@ -596,13 +608,7 @@ def test_a_lost_batch_sent_again_leaves_out_a_task_cancelled_whose_key_was_given
     async def body():
         fed = _Fed()
         client = fed.client
-        old = client.submit("f", "old", key="k0")
-        other = client.submit("f", "other", key="k1")
-        await fed.sending(1)
-        old.cancel()
-        await _settle()
-        new = client.submit("f", "new", key="k0")
-        await _settle()
+        new, other = await fed.key_given_again()
         for sent in client._unanswered.values():
             sent.at -= 2.5  # (SILENCE and more ago)
         client._watch_again()  # (asks about the lost batch's first task, and the second's)
@@ -626,14 +632,7 @@ def test_a_refused_batch_going_again_in_parts_leaves_out_a_task_whose_key_was_gi
 
     async def body():
         fed = _Fed()
-        client = fed.client
-        old = client.submit("f", "old", key="k0")
-        other = client.submit("f", "other", key="k1")
-        await fed.sending(1)
-        old.cancel()
-        await _settle()
-        new = client.submit("f", "new", key="k0")
-        await _settle()
+        new, other = await fed.key_given_again()
         fed.said(Kind.REJECT, wire.Reject("task id 'k1' is in use"), seq=1)
         await _settle()
         fed.said(Kind.REJECT, wire.Reject("task id 'k1' is in use"), seq=len(fed.sent))

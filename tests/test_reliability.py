@@ -525,21 +525,29 @@ def test_a_worker_paused_past_the_liveness_limit_hands_over_its_result_and_the_c
         (0, "paused", True)]
 
 
+async def _delayed(c: Cluster, delay: float) -> int:
+    """A port on which the admin's ROUTER is reached through a relay that holds what goes
+    either way ``delay`` seconds (a slow link: its PUB, which a worker is told of, is not
+    relayed)."""
+    near = free_port()
+    relaying = await c.spawn("relay", [sys.executable, str(REPO / "tests" / "tools" /
+                                                           "delay_relay.py"), str(delay),
+                                       f"127.0.0.1:{near}=127.0.0.1:{c.port}"])
+    await wait_until(lambda: "relaying" in relaying.stdout(), 15, "the relay")
+    return near
+
+
 def test_a_worker_over_a_slow_link_runs_its_first_task_once(tmp_path, tasks_file):
     """A new worker confirms its first task (probation) a round trip after it was sent: over
     a link of 150 ms each way that came after the 0.2 s the admin gave it, so the task was
     taken back while it ran there and run again."""
     path, report_path = _sleeps(tasks_file, tmp_path, 6, 1.0)
-    relay = str(REPO / "tests" / "tools" / "delay_relay.py")
 
     async def body():
         async with Cluster(workdir=tmp_path) as c:
             admin = await c.admin("--tasks", str(path), "--expect-workers", "1",
                                   "--report-json", str(report_path))
-            near = free_port()
-            relaying = await c.spawn("relay", [sys.executable, relay, "0.15",
-                                               f"127.0.0.1:{near}=127.0.0.1:{c.port}"])
-            await wait_until(lambda: "relaying" in relaying.stdout(), 15, "the relay")
+            near = await _delayed(c, 0.15)
             far = await c.worker("far", "--port", str(near), "--concurrency", "2",
                                  "--log-level", "DEBUG")
             assert await admin.wait(60) == 0, admin.stderr()
@@ -562,17 +570,12 @@ def test_a_task_sent_over_a_link_slower_than_its_deadline_runs_once_not_also_els
     slow one too (a chaos trial's finding). It is asked back instead: the RELEASE comes
     after the assignment, the task had started, and it runs there only."""
     path, report_path = _sleeps(tasks_file, tmp_path, 2, 3.0)
-    relay = str(REPO / "tests" / "tools" / "delay_relay.py")
 
     async def body():
         async with Cluster(workdir=tmp_path) as c:
             admin = await c.admin("--tasks", str(path), "--expect-workers", "2",
                                   "--report-json", str(report_path))
-            near = free_port()
-            relaying = await c.spawn("relay", [sys.executable, relay, "1.5",
-                                               f"127.0.0.1:{near}=127.0.0.1:{c.port}",
-                                               f"127.0.0.1:{near + 1}=127.0.0.1:{c.pub_port}"])
-            await wait_until(lambda: "relaying" in relaying.stdout(), 15, "the relay")
+            near = await _delayed(c, 1.5)
             far = await c.worker("far", "--port", str(near), "--log-level", "DEBUG")
             await wait_until(lambda: "registered with admin" in far.stderr(), 20, "far to join")
             close = await c.worker("close", "--concurrency", "2", "--log-level", "DEBUG")
