@@ -728,7 +728,7 @@ class TaskBoard:
         if not taken:
             return []
         if slot.answers_unheld:  # asked back: it may still come (see _unheard)
-            self.unheard_asked += self._ask_unheard(worker, taken)
+            self._ask_unheard(worker, taken)
             self._stalled_at[worker] = self.now
             self.worker_event(worker, WorkerEvent.UNCONFIRMED)
             return []
@@ -1043,9 +1043,7 @@ class TaskBoard:
         they may still be on their way; returns those given up on, asked since before
         ``give_up_before`` and unanswered (they go back to the queue as before)."""
         given_up = [t for t in gone if self._unheard_since(t, worker) <= give_up_before]
-        asked = self._ask_unheard(worker, [t for t in gone if t not in given_up])
-        self.unheard_asked += asked
-        if asked:
+        if self._ask_unheard(worker, [t for t in gone if t not in given_up]):
             self.probation(worker)
         for t in given_up:
             del self._unheard[t]
@@ -1053,7 +1051,7 @@ class TaskBoard:
 
     def _ask_unheard(self, worker: str, task_ids: Iterable[TaskId]) -> list[TaskId]:
         """Ask these tasks of ``worker`` back (again: the RELEASE may have been lost with a
-        connection); returns those asked for the first time."""
+        connection); returns those asked for the first time (noted in unheard_asked)."""
         new = []
         for task_id in task_ids:
             attempt = self.records[task_id].attempt
@@ -1061,6 +1059,7 @@ class TaskBoard:
                 self._unheard[task_id] = (worker, attempt, self.now)
                 new.append(task_id)
             self.to_release.setdefault(worker, []).append((task_id, attempt))
+        self.unheard_asked += new
         return new
 
     def _unheard_since(self, task_id: TaskId, worker: str) -> float:
@@ -1273,8 +1272,6 @@ class TaskBoard:
             self._unless_started.pop(task_id, None)
         if self._not_again:
             self._not_again.pop(task_id, None)
-        if self._unheard:
-            self._unheard.pop(task_id, None)
         if result.success:
             self._move(rec, C)
             self.succeeded += 1

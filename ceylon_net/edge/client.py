@@ -632,9 +632,8 @@ class AsyncClient:
         assert self.loop is not None
         sent = self._unanswered[msg_id] = _Sent(items, keys, [d["name"] for d, _ in groups],
                                                 was, time.monotonic(), tries)
-        for fut in [*map(self._futures.get, keys), *(g for _, g in groups)]:
-            if fut is not None:
-                fut._sent = sent
+        for fut in self._futures_of(sent):
+            fut._sent = sent
         self._loops = [t for t in self._loops if not t.done()]
         self._loops.append(self.loop.create_task(self._accepted(msg_id, sent, keys, groups,
                                                                 was)))
@@ -666,7 +665,6 @@ class AsyncClient:
                  groups: list[tuple[dict[str, Any], GroupFuture]], exc: RejectedError,
                  was: RejectedError | None) -> None:
         """The admin refused a batch (``was``: the batch it is a part of was refused too)."""
-        parts = _in_parts(sent.items) if was is None else [sent.items]
         if was is None and sent.tries < SEND_TRIES and self._needs_unanswered(sent):
             # (it depends on a task of ours the admin has not taken yet: a refused batch's
             # part going again, sent after this one was; it goes again after it, but what
@@ -675,6 +673,7 @@ class AsyncClient:
             if wanted:
                 self._send_batch(wanted, None, sent.tries + 1)
             return
+        parts = _in_parts(sent.items) if was is None else [sent.items]
         if len(parts) == 1:
             if was is not None and not _same_reason(str(exc), str(was)):
                 # (alone it may be refused for another reason: a dependency of its own
@@ -802,13 +801,16 @@ class AsyncClient:
 
     def _answered(self, sent: _Sent | None) -> None:
         """A SUBMIT was answered: what the admin tells of its tasks is of them from now on
-        (before that, of older tasks of their keys: see _done). Done as the answer is read,
-        before what follows it in the same burst."""
-        if sent is None:
-            return
-        for fut in [*map(self._futures.get, sent.keys), *(g for _, _, g in sent.items if g)]:
-            if fut is not None and fut._sent is sent:
+        (before that, of older tasks of their keys: see _told_of). Done as the answer is
+        read, before what follows it in the same burst."""
+        for fut in self._futures_of(sent) if sent is not None else ():
+            if fut._sent is sent:
                 fut._sent = None
+
+    def _futures_of(self, sent: _Sent) -> list[TaskFuture | GroupFuture]:
+        """The futures of a SUBMIT's tasks and groups, those still waited on by key."""
+        return [*(f for f in map(self._futures.get, sent.keys) if f is not None),
+                *(g for _, _, g in sent.items if g is not None)]
 
     def _told_of(self, fut: TaskFuture | GroupFuture, key: Any) -> bool:
         """Is what the admin tells of this task's (or group's) key of it? Not while its
@@ -831,8 +833,8 @@ class AsyncClient:
 
     def _has_batch(self, sent: _Sent, told: Any) -> None:
         """A SUBMIT asked about (see _watch_unanswered) is known to the admin, its answer
-        lost (in a restart): what it told of the other tasks and groups meanwhile was not
-        taken (see _told_of), so they are asked about now."""
+        lost (in a restart, or dropped): what it told of the other tasks and groups
+        meanwhile was not taken (see _told_of), so they are asked about now."""
         self._answered(sent)
         rest = [k for k in sent.keys if k in self._futures and k != told]
         for keys in _by_size(rest, self.batch_bytes):

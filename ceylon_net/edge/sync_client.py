@@ -393,7 +393,6 @@ class Client:
         self.close()
 
 
-
 async def _settle(tasks: set[asyncio.Task[Any]]) -> None:
     """Let ``tasks`` end (1 s at most, then cancelled), and the answers of those that ended
     reach their callers (one loop turn)."""

@@ -516,7 +516,7 @@ class Worker(AgentBase):
             return True
         elif env.kind == Kind.REJECT:  # register again; a broadcast it names goes again then
             self._outbox.refused(env.header.seq)
-            self._unknown = "?"  # (said so, whatever else its REJECT holds)
+            self._unknown = "?"  # (first: should the rest of its REJECT be unreadable)
             self._unknown = repr(wire.unpack(wire.Reject, env.payload, self.limits).reason)[:300]
         elif env.kind == Kind.HEARTBEAT:  # the admin's, to us alone: we do not hear PUB
             self._paced(self._beat_data(env))
