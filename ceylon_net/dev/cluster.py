@@ -357,7 +357,11 @@ def _remove(state_dir: Path, state: Mapping[str, Any], net: Network | None = Non
     """Stop and delete what ``state`` records (``net``: the Network that made it, whose
     children are stopped too); what that was, in words."""
     prefix = state["network"]["prefix"]
-    running = [f"{n} (pid {s['pid']})" for n, s in state["services"].items() if _alive(s)]
+    # (what ``net`` started is known to it, in its namespace yet or not: a signal that
+    # comes right after the last start finds a service still entering it)
+    alive = _alive if net is None else lambda s: s.get("pid") is not None and net.running(
+        s["pid"])
+    running = [f"{n} (pid {s['pid']})" for n, s in state["services"].items() if alive(s)]
     spaces = sorted(ns for ns in netns.namespaces() if ns.startswith(f"{prefix}-"))
     if net is None:
         netns.teardown_prefix(prefix)

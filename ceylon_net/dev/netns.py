@@ -232,6 +232,12 @@ class Network:
         self._children.append(proc)
         return proc
 
+    def running(self, pid: int) -> bool:
+        """Is ``pid`` a process :meth:`run` started that has not ended? (In its namespace or
+        not yet: ``ip netns exec`` enters it as it starts, so ``ip netns pids`` misses a
+        process that just started.)"""
+        return any(p.pid == pid and p.poll() is None for p in self._children)
+
     def call(self, host: str | Host, argv: Sequence[str], timeout: float,
              env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` inside ``host`` to completion and capture its output (text). Killed,
