@@ -456,6 +456,12 @@ class _Fed:
         await _settle()
         return new, other
 
+    def submits_sent(self) -> list[tuple[int, object]]:
+        """Each SUBMIT sent: (its msg_id, the Submission)."""
+        from ceylon_net.wire import Kind
+
+        return [(i + 1, m) for i, (kind, m) in enumerate(self.sent) if kind == Kind.SUBMIT]
+
     def submits(self) -> list[tuple[int, list]]:
         """Each SUBMIT sent (its msg_id), with its tasks' ids and groups' names."""
         from ceylon_net.wire import Kind
@@ -757,6 +763,67 @@ def test_a_fixed_key_s_second_run_is_refused_from_its_future_however_slow_the_ad
         return type(fut.exception()).__name__, str(fut.exception())
 
     assert run(body()) == ("ConfigError",
+                           "the admin refused the batch: duplicate task id 'job'")
+
+
+async def _second_run_asked_about(fed: _Fed) -> tuple:
+    """A fixed key's second run, 'job', its SUBMIT unanswered for SILENCE and asked about;
+    the admin's answer, of the first run's task: (its future, pending after that, the
+    SUBMITs sent by then)."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    client = fed.client
+    fut = client.submit("f", "second run", key="job")
+    await fed.sending(1)
+    for sent in client._unanswered.values():
+        sent.at -= 2.5  # (SILENCE and more ago)
+    client._watch_again()
+    (sid,) = [m.sid for _, m in fed.submits_sent()]
+    result = wire.to_wire(TaskResult("job", "w", True, value="first run"))
+    fed.said(Kind.DONE, wire.TaskDone("job", "completed", result, sid=sid + 1))
+    await _settle()
+    return fut, not fut.done(), fed.submits_sent()
+
+
+def test_a_slow_admin_s_word_of_a_key_s_older_task_does_not_end_its_new_task():
+    """The last open case of a key given again: its SUBMIT unanswered for SILENCE (a slow
+    admin) was asked about, and what the admin then said of the key, of the older task (an
+    answer to a watch sent as that one ran), was taken: the new future resolved with the old
+    result. Each DONE names the submission its task came in: not that one's, and the
+    SUBMIT goes again under its name, which the admin answers as the first."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        fut, pending, sends = await _second_run_asked_about(fed)
+        fed.said(Kind.SUBMIT, wire.Submitted(1, 1, "run"), seq=1)  # (the first's answer)
+        fed.said(Kind.SUBMIT, wire.Submitted(1, 1, "run"), seq=sends[-1][0])
+        result = wire.to_wire(TaskResult("job", "w", True, value="second run"))
+        fed.said(Kind.DONE, wire.TaskDone("job", "completed", result, sid=sends[0][1].sid))
+        return pending, [m.sid for _, m in sends], await asyncio.wait_for(fut, 5)
+
+    pending, sids, value = run(body())
+    assert (pending, len(sids), len(set(sids)), value) == (True, 2, 1, "second run")
+
+
+def test_a_key_s_second_run_lost_in_a_restart_is_refused_not_given_the_first_run_s_result():
+    """As above, the SUBMIT lost as the admin restarted: the admin, asked about the key,
+    tells of the first run's task; the SUBMIT goes again, and is refused (the key is the
+    first run's task): the future fails as the README says, not with the first run's
+    result."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        fut, pending, sends = await _second_run_asked_about(fed)
+        fed.said(Kind.REJECT, wire.Reject("duplicate task id 'job'"), seq=sends[-1][0])
+        await _settle()
+        return pending, len(sends), type(fut.exception()).__name__, str(fut.exception())
+
+    assert run(body()) == (True, 2, "ConfigError",
                            "the admin refused the batch: duplicate task id 'job'")
 
 

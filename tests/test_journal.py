@@ -530,6 +530,40 @@ def _watch_batches(sim, *pairs, client=CLIENT):
     return sim.receive(client, frames(Kind.WATCH, wire.Watch([], [], [list(p) for p in pairs])))
 
 
+def test_a_submission_sent_again_is_answered_as_the_first_also_after_a_restart(tmp_path):
+    """A client's SUBMIT whose answer it did not hear (a slow admin, or a restart) goes again
+    under its name (Submission.sid): answered with the batch it became, nothing taken twice
+    (before: refused as a duplicate, which failed the futures of tasks that ran); and each
+    DONE of its tasks names it, so that a client tells them from an older task's of a key."""
+    from kit import JSim, frames, sends
+
+    from ceylon_net.wire import Kind
+
+    doc = {"tasks": [{"id": i, "description": "x", "difficulty": 1} for i in ("a", "b")]}
+
+    def submit(sim):
+        cmds = sim.receive(CLIENT, frames(Kind.SUBMIT, wire.Submission(
+            doc, wait=False, follow=True, sid=77)))
+        return (sends(cmds, Kind.SUBMIT, CLIENT), sends(cmds, Kind.REJECT, CLIENT),
+                [(d.task_id, d.status, d.sid) for d in sends(cmds, Kind.DONE, CLIENT)])
+
+    sim = JSim(tmp_path / "j.db")
+    w = sim.join("w")
+    (first,), _, _ = submit(sim)
+    (again,), refused, _ = submit(sim)
+    assert (again.batch, again.tasks, refused) == (first.batch, 2, [])
+    cmds = []
+    for _ in range(4):
+        cmds += w.finish_all()
+    assert sorted((d.task_id, d.sid) for d in sends(cmds, Kind.DONE, CLIENT)) == \
+        [("a", 77), ("b", 77)]
+    sim = sim.restart()
+    (after,), refused, told = submit(sim)
+    assert (after.batch, refused) == (first.batch, [])
+    assert sorted(told) == [("a", "completed", 77), ("b", "completed", 77)]
+    assert sorted(sim.st.board.records) == ["a", "b"]
+
+
 def test_a_sequential_batch_still_waits_for_the_one_before_after_a_restart(tmp_path):
     from kit import JSim, assigned
 

@@ -488,7 +488,7 @@ class AdminState:
         elif env.kind == Kind.STATUS:
             self.out.send(peer, Kind.STATUS, wire.Status(snapshot(self)), ask)
         elif env.kind == Kind.SUBMIT:
-            self._submission(peer, env, address)
+            self._submission(peer, env, address, now)
         elif env.kind == Kind.WATCH:
             watch = wire.unpack(wire.Watch, env.payload, self.limits)
             self.watchers.watch(peer, watch.tasks)
@@ -539,12 +539,15 @@ class AdminState:
             self.out.log("INFO", f"{len(self.members.registry)} of {expected} expected workers "
                                  f"connected: assigning once all are (--expect-workers)")
 
-    def _submission(self, peer: bytes, env: Envelope, address: str) -> None:
+    def _submission(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
         sub = wire.unpack(wire.Submission, env.payload, self.limits)
         try:
             tasks, groups = parse_work(sub.doc, "submission", standalone=False)
+            if (batch := self.batches.again(sub.sid)) is not None:
+                self._submitted_again(peer, env, sub, batch, groups, now)
+                return
             ids = work_ids(tasks, groups)
-            batch, after = self.batches.start(peer, ids, sub.wait, sub.sequential)
+            batch, after = self.batches.start(peer, ids, sub.wait, sub.sequential, sub.sid)
             try:
                 self._submit(tasks, groups, after, batch)
             except ConfigError:
@@ -565,6 +568,18 @@ class AdminState:
             for group in groups:
                 self.watchers.watch_group(peer, group.id)
             self.watchers.watch(peer, ids)
+
+    def _submitted_again(self, peer: bytes, env: Envelope, sub: wire.Submission, batch: Batch,
+                         groups: Sequence[TaskGroup], now: float) -> None:
+        """A submission taken before, sent again (its answer was lost, or is slow): answered
+        as it was, and its client waits on it (again) as it asks, but nothing taken twice."""
+        self.out.send(peer, Kind.SUBMIT, wire.Submitted(batch.id, len(batch.task_ids),
+                                                        self.run), env.header.msg_id)
+        if sub.wait:
+            self._watch_batch(peer, batch.id, self.run, now)
+        if sub.follow:
+            self.watchers.watch_groups(peer, [g.name for g in groups], self.task_manager)
+            self.watchers.watch(peer, batch.task_ids)
 
     # ------------------------------------------------------------------ tasks
     def _submit(self, tasks: Sequence[Task], groups: Sequence[TaskGroup], after: Any,

@@ -33,6 +33,11 @@ class Batch:
     remaining: int
     succeeded: int = 0
     after: int | None = None  # the batch it started after (--sequential)
+    # The client's name for this submission (0: none, an older client's): a SUBMIT sent
+    # again under it (its answer lost) is answered as the first, not taken twice, and what
+    # a client hears of its tasks names it, so that it can tell them from older tasks of
+    # their keys (see TaskRecord.sid).
+    sid: int = 0
     # The ROUTER identities of the clients waiting for it: its submitter (with --wait) and
     # any that WATCHes it (after a restart, only those).
     waiters: set[bytes] = field(default_factory=set)
@@ -54,9 +59,9 @@ class Batch:
         return True
 
     def journal_row(self) -> list[Any]:
-        """What a journal keeps of it: [wait, after, task ids] (not its clients: they WATCH
-        it again, over a new connection)."""
-        return [self.wait, self.after, self.task_ids]
+        """What a journal keeps of it: [wait, after, task ids, sid] (not its clients: they
+        WATCH it again, over a new connection)."""
+        return [self.wait, self.after, self.task_ids, self.sid]
 
     @property
     def done(self) -> int:
@@ -78,24 +83,32 @@ class Batches:
         # the oldest beyond --keep-finished (see forgettable).
         self.done: deque[int] = deque()
         self.kept = 0
+        self.by_sid: dict[int, int] = {}  # submission name -> the known batch it became
 
-    def start(self, client: bytes, task_ids: list[TaskId], wait: bool, sequential: bool
-              ) -> tuple[Batch, tuple[str, int] | None]:
+    def again(self, sid: int) -> Batch | None:
+        """The known batch a submission of this name became: one sent again (see Batch.sid)."""
+        batch_id = self.by_sid.get(sid) if sid else None
+        return None if batch_id is None else self.known[batch_id]
+
+    def start(self, client: bytes, task_ids: list[TaskId], wait: bool, sequential: bool,
+              sid: int = 0) -> tuple[Batch, tuple[str, int] | None]:
         """A new batch; with ``sequential``, also the gate its tasks must wait on (the
         previous batch's), or None when nothing is still running before it. Once its tasks
         are recorded, :meth:`mark` them (or :meth:`drop` it, refused)."""
         last = self.next_id - 1
         after = last if sequential and last in self.open else None
-        batch = Batch(self.next_id, task_ids, wait, len(task_ids), after=after,
+        batch = Batch(self.next_id, task_ids, wait, len(task_ids), after=after, sid=sid,
                       waiters={client} if wait else set())
         self.next_id += 1
-        self.open[batch.id] = self.known[batch.id] = batch
+        self._know(batch)
+        self.open[batch.id] = batch
         return batch, None if after is None else batch_gate(after)
 
     def drop(self, batch: Batch) -> None:
         """A batch the admin refused after all (a --sequential one goes after the last
         batch it took)."""
         del self.open[batch.id], self.known[batch.id]
+        self.by_sid.pop(batch.sid, None)
         if batch.id == self.next_id - 1:  # (its number was never told: the next takes it,
             self.next_id -= 1  # and one not known below next_id is one forgotten)
 
@@ -113,12 +126,17 @@ class Batches:
                 batch.waiters.add(client)
         return batch
 
+    def _know(self, batch: Batch) -> None:
+        self.known[batch.id] = batch
+        if batch.sid:
+            self.by_sid[batch.sid] = batch.id
+
     @staticmethod
     def gates(rows: Iterable[tuple[int, list[Any]]]) -> dict[TaskId, list[tuple[str, int]]]:
         """The gates the tasks of journaled --sequential batches wait on (see :meth:`restore`
         for which are open)."""
-        return {t: [batch_gate(after)] for _, (_, after, task_ids) in rows if after is not None
-                for t in task_ids}
+        return {t: [batch_gate(row[1])] for _, row in rows if row[1] is not None
+                for t in row[2]}
 
     def restore(self, rows: Iterable[tuple[int, list[Any]]],
                 records: Mapping[TaskId, TaskRecord]) -> list[tuple[str, int]]:
@@ -127,16 +145,18 @@ class Batches:
         last. Returns the gates to open: those of batches that are done (or were never
         kept, or forgotten), that a later --sequential batch waits on."""
         afters = set()
-        for batch_id, (wait, after, task_ids) in rows:
+        for batch_id, (wait, after, task_ids, *rest) in rows:  # (no sid: a journal of v6)
             held = [records[t] for t in task_ids if t in records]
-            batch = Batch(batch_id, [r.task.id for r in held], bool(wait), 0, after=after)
+            batch = Batch(batch_id, [r.task.id for r in held], bool(wait), 0, after=after,
+                          sid=rest[0] if rest else 0)
             for rec in held:
+                rec.sid = batch.sid
                 if rec.status in FINISHED:
                     batch.succeeded += rec.status == TaskStatus.COMPLETED
                 else:
                     batch.remaining += 1
                     rec.batch = batch_id
-            self.known[batch_id] = batch
+            self._know(batch)
             if batch.wait:
                 self.unclaimed.add(batch_id)
             if batch.remaining:
@@ -151,10 +171,11 @@ class Batches:
 
     @staticmethod
     def mark(batch: Batch, records: dict[TaskId, TaskRecord]) -> None:
-        """Its tasks' records say which batch they are in (a field of the record rather
-        than a map of our own: a queued task costs the admin less)."""
+        """Its tasks' records say which batch they are in, and its name (fields of the
+        record rather than maps of our own: a queued task costs the admin less)."""
         for task_id in batch.task_ids:
-            records[task_id].batch = batch.id
+            rec = records[task_id]
+            rec.batch, rec.sid = batch.id, batch.sid
 
     def follow(self, records: Iterable[TaskRecord]) -> list[Batch]:
         """Count finished tasks; returns the batches that just finished."""
@@ -187,6 +208,7 @@ class Batches:
         while self.kept > keep and self.done and self.done[0] not in self.unclaimed \
                 and not held(self.known[self.done[0]]):
             batch = self.known.pop(self.done.popleft())
+            self.by_sid.pop(batch.sid, None)
             self.kept -= len(batch.task_ids)
             out.append(batch)
         return out

@@ -132,6 +132,7 @@ class TaskRecord:
     # and on its last attempt it runs alone (see TaskBoard.place).
     front: bool = False
     batch: int = 0  # the client's batch (ceylon_net.core.batches) it came in, while open
+    sid: int = 0  # that batch's name, as its client gave it (Batch.sid): its DONEs say it
     # Its attempts are numbered above this: those up to it were of a forgotten task of the
     # same id (--keep-finished), whose results and copies a worker may still hold.
     base: int = 0

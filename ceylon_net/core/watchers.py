@@ -14,10 +14,11 @@ from .tasks import TaskId, TaskStatus
 
 
 def task_done(rec: TaskRecord) -> wire.TaskDone:
-    """What a client hears of an ended task: the worker's result when one came, or why not."""
+    """What a client hears of an ended task: the worker's result when one came, or why not;
+    and the submission it came in (see Batch.sid)."""
     if rec.dead or rec.result is None or rec.status is TaskStatus.CANCELLED:
-        return wire.TaskDone(rec.task.id, rec.status.value, None, rec.reason)
-    return wire.TaskDone(rec.task.id, rec.status.value, wire.to_wire(rec.result))
+        return wire.TaskDone(rec.task.id, rec.status.value, None, rec.reason, rec.sid)
+    return wire.TaskDone(rec.task.id, rec.status.value, wire.to_wire(rec.result), sid=rec.sid)
 
 
 class Watchers:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import re
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -74,6 +75,7 @@ class TaskFuture(asyncio.Future):
         self.key = key
         self._client = client
         self._sent: _Sent | None = None  # its SUBMIT, until the admin answers it
+        self._sid = 0  # the name of the submission it went in (see wire.Submission.sid)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.key!r} {_state(self)}>"
@@ -167,6 +169,7 @@ class _Sent:
     names: list[str]  # its groups
     was: RejectedError | None  # (see _send_batch)
     at: float  # sent then (time.monotonic())
+    sid: int  # its name (wire.Submission.sid): the same when it goes again, lost
     tries: int = 1  # sent this many times (see _sent_again)
     watched: bool = False  # asked the admin whether it has it (see _watch_unanswered)
     refused: bool = False  # its REJECT read (what follows it of its keys is not of them)
@@ -617,23 +620,28 @@ class AsyncClient:
             self._send_batch(batch)
 
     def _send_batch(self, items: list[tuple[dict[str, Any], int, GroupFuture | None]],
-                    was: RejectedError | None = None, tries: int = 1) -> None:
+                    was: RejectedError | None = None, tries: int = 1, sid: int = 0) -> None:
         """One SUBMIT; the admin's word on it is awaited in the background. ``was``: why the
-        batch these items were part of was refused (they go again in parts: _in_parts)."""
+        batch these items were part of was refused (they go again in parts: _in_parts);
+        ``sid``: the name of the submission it is, sent again (a new one's otherwise)."""
         tasks = [d for d, _, g in items if g is None]
         groups = [(d, g) for d, _, g in items if g is not None]
         doc = {"tasks": tasks, "groups": [d for d, _ in groups]}
         keys = [t["id"] for t in tasks] + [k for _, g in groups for k in g.tasks]
+        sid = sid or secrets.randbits(62) + 1
         try:
-            msg_id = self._request(Kind.SUBMIT, wire.Submission(doc, wait=False, follow=True))
+            msg_id = self._request(Kind.SUBMIT, wire.Submission(doc, wait=False, follow=True,
+                                                                sid=sid))
         except Exception as exc:  # not connected any more, or cannot be encoded
             self._batch_failed(keys, groups, exc)
             return
         assert self.loop is not None
         sent = self._unanswered[msg_id] = _Sent(items, keys, [d["name"] for d, _ in groups],
-                                                was, time.monotonic(), tries)
+                                                was, time.monotonic(), sid, tries)
         for fut in self._futures_of(sent):
             fut._sent = sent
+            if isinstance(fut, TaskFuture):
+                fut._sid = sid
         self._loops = [t for t in self._loops if not t.done()]
         self._loops.append(self.loop.create_task(self._accepted(msg_id, sent, keys, groups,
                                                                 was)))
@@ -831,6 +839,21 @@ class AsyncClient:
         self._has_batch(sent, key)
         return True
 
+    def _named(self, fut: TaskFuture, done: wire.TaskDone) -> bool:
+        """Is this DONE, which names the submission its task came in, of ``fut``'s task? An
+        older task of its key, else (a late answer to a watch sent as that one ran; or its
+        SUBMIT was lost, the key another's at the admin: the submission goes again, under
+        its name, to be taken or refused — see _sent_again). Its SUBMIT is known to be taken
+        when it is."""
+        sent = fut._sent
+        if done.sid != fut._sid:
+            if sent is not None:
+                self._sent_again(done.task_id)
+            return False
+        if sent is not None:
+            self._answered(sent)
+        return True
+
     def _has_batch(self, sent: _Sent, told: Any) -> None:
         """A SUBMIT asked about (see _watch_unanswered) is known to the admin, its answer
         lost (in a restart, or dropped): what it told of the other tasks and groups
@@ -858,7 +881,8 @@ class AsyncClient:
         if done.status == "unknown" and self._unanswered and self._sent_again(done.task_id):
             return
         fut = self._futures.get(done.task_id)
-        if fut is None or not self._told_of(fut, done.task_id):
+        if fut is None or not (self._named(fut, done) if done.sid else
+                               self._told_of(fut, done.task_id)):
             return
         del self._futures[done.task_id]
         if fut.done():
@@ -968,9 +992,11 @@ class AsyncClient:
             self._send(Kind.WATCH, wire.Watch(keys, []))
 
     def _sent_again(self, key: Any) -> bool:
-        """The admin does not know task ``key``: not the last word while a SUBMIT of it is
-        unanswered (True). If that SUBMIT was watched (see _watch_unanswered), it was lost:
-        its batch goes again (what was not cancelled meanwhile)."""
+        """The admin does not know task ``key`` (or knows it as another submission's, see
+        _named): not the last word while a SUBMIT of it is unanswered (True). If that SUBMIT
+        was watched (see _watch_unanswered), it was lost: its batch goes again (what was not
+        cancelled meanwhile; under its name, so an admin that had it after all, its answer
+        slow, takes it once)."""
         msg_id = next((m for m, sent in self._unanswered.items()
                        if key in sent.keys), None)
         if msg_id is None:
@@ -988,11 +1014,11 @@ class AsyncClient:
                                    f"{sent.tries} times (each time it did not know it): does "
                                    f"it drop our messages? (its log says why)"), sent)
             return True
-        logger.info("client: the admin at {} never had a batch we sent (lost as it "
+        logger.info("client: the admin at {} does not have a batch we sent (lost as it "
                     "restarted?): sending it again", self.endpoint)
         items = self._still_wanted(sent.items, sent)
-        if items:
-            self._send_batch(items, sent.was, sent.tries + 1)
+        if items:  # (under its name: should the admin have it after all, it takes it once)
+            self._send_batch(items, sent.was, sent.tries + 1, sent.sid)
         return True
 
     def _give_up_answer(self, msg_id: int) -> None:

@@ -41,13 +41,14 @@ if TYPE_CHECKING:
 # 3: rows end with losses and stopping (version 2's rows lack them); 4: client batches, and
 # the run's name in meta (version 3 lacks them); 5: rows end with lost_with (earlier ones lack
 # it: an admin of version 4 would misread them); 6: 'forget' rows, and what was forgotten in
-# meta (--keep-finished: an admin of version 5 would bring forgotten tasks back)
-SCHEMA_VERSION = 6
+# meta (--keep-finished: an admin of version 5 would bring forgotten tasks back); 7: batch
+# rows end with the submission's name (version 6's lack it: an admin of 6 refuses such rows)
+SCHEMA_VERSION = 7
 _MAGIC = b"SQLite format 3\x00"
 
 _LOG_TABLE = ("CREATE TABLE log (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
               "rows BLOB NOT NULL);")
-# A client batch (ceylon-submit) as msgpack [wait, after, task ids]: see Batch.journal_row.
+# A client batch as msgpack [wait, after, task ids, sid]: see Batch.journal_row.
 _BATCHES_TABLE = "CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, spec BLOB NOT NULL);"
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -381,7 +382,8 @@ class Journal:
         out = []
         for batch_id, spec in self.db.execute("SELECT id, spec FROM batches ORDER BY id"):
             row = _load(spec, self.path)
-            if not (type(row) is list and len(row) == 3 and type(row[2]) is list):
+            if not (type(row) is list and len(row) in (3, 4) and type(row[2]) is list
+                    and (len(row) == 3 or type(row[3]) is int)):
                 raise JournalError(f"journal {self.path} holds a batch it cannot read "
                                    f"({batch_id}: {row!r:.80})")
             out.append((batch_id, row))

@@ -177,6 +177,9 @@ class Submission:
     wait: bool = True
     sequential: bool = False
     follow: bool = False
+    # Its name, the client's choice, unique (0: none): sent again under it, its answer lost,
+    # it is answered as the first was, not taken twice; each DONE of its tasks names it.
+    sid: int = 0
 
 
 @message
@@ -207,6 +210,7 @@ class TaskDone:
     status: str
     result: dict[str, Any] | None = None
     reason: str | None = None
+    sid: int = 0  # the Submission it came in (0: none; a task of a tasks file, say)
 
 
 @message
