@@ -1617,6 +1617,24 @@ def test_a_client_hears_of_every_task_before_the_group_or_batch_they_end():
     assert max(done) < said.index((Kind.GROUP, "group_finished"))
 
 
+def test_what_a_client_hears_of_its_tasks_and_groups_names_the_submission_they_came_in():
+    """(so that it tells them from older tasks and groups of their keys and names)"""
+    sim = Sim()
+    w = sim.join("w")
+    doc = {"tasks": [{"id": "t", "description": "x", "difficulty": 1}],
+           "groups": [{"name": "g", "tasks": [{"id": "a", "description": "x", "difficulty": 1}]}]}
+    cmds = sim.receive(b"client", frames(Kind.SUBMIT, wire.Submission(doc, False, follow=True,
+                                                                      sid=5)))
+    for _ in range(4):
+        cmds += w.finish_all()
+    cmds += sim.receive(b"client", frames(Kind.WATCH, wire.Watch(["t"], ["g"])))
+    told = [(x.msg.task_id if x.kind == Kind.DONE else x.msg.event, x.msg.sid)
+            for x in of(cmds, c.Send) if x.peer == b"client" and x.kind != Kind.SUBMIT]
+    # (the WATCH: 't' again, and where the group stands; 'a' only as it ended)
+    assert sorted(told) == sorted([("a", 5), ("t", 5), ("t", 5),
+                                   *[("group_progress", 5), ("group_finished", 5)] * 2])
+
+
 def test_a_batch_report_has_the_batchs_groups_and_only_those():
     sim = Sim()
     w = sim.join("w")

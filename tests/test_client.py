@@ -857,6 +857,42 @@ def test_a_group_s_news_read_before_its_submit_s_answer_is_not_taken():
     assert run(body()) == (True, "ConfigError", [])
 
 
+def test_a_group_s_news_of_its_older_namesake_is_not_taken_though_its_submit_was_asked_about():
+    """As above, the new group's SUBMIT unanswered for SILENCE (a slow admin) and asked
+    about: the old group's news was taken then. News names the submission its group came
+    in: the old one's is not the new group's."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    def finished(status, sid):
+        return wire.GroupNews("g", "group_finished", f"group 'g' {status}",
+                              {"status": status}, sid)
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        old = client.submit_group("g", [{"handler": "f", "args": [1]}])
+        await fed.sending(1)
+        fed.said(Kind.SUBMIT, wire.Submitted(1, 1, "run"), seq=1)
+        await _settle()
+        old.cancel()
+        await _settle()
+        new = client.submit_group("g", [{"handler": "f", "args": [2]}])
+        await _settle()
+        for sent in client._unanswered.values():
+            sent.at -= 2.5  # (SILENCE and more ago)
+        client._watch_again()
+        (first, _), (second, sub) = [(m.sid, i) for i, m in fed.submits_sent()]
+        fed.said(Kind.GROUP, finished("cancelled", first))
+        await _settle()
+        pending = not new.done()
+        fed.said(Kind.SUBMIT, wire.Submitted(2, 1, "run"), seq=sub)
+        fed.said(Kind.GROUP, finished("completed", second))
+        return pending, await asyncio.wait_for(new, 5)
+
+    assert run(body()) == (True, {"status": "completed"})
+
+
 def test_a_first_batch_whose_answer_was_lost_in_a_restart_is_taken_though_no_beat_came_before():
     """A client hears the admin's heartbeats only once it waits on something the admin
     has: its first batch's answer lost as the admin restarted, the first heartbeat it heard

@@ -188,9 +188,9 @@ class Followup:
         self.out.event(e.kind, group=e.group.name, message=e.message, **e.data)
 
     def _group_news(self, e: GroupEvent) -> None:
-        self.watchers.group_news(e.group.id, wire.GroupNews(e.group.name, e.kind, e.message,
-                                                            e.data),
-                                 finished=e.kind == "group_finished")
+        self.watchers.group_news(e.group.id, wire.GroupNews(
+            e.group.name, e.kind, e.message, e.data, self.watchers.sid_of(e.group)),
+            finished=e.kind == "group_finished")
 
     def _batch_done(self, batch: Batch) -> None:
         self.board.open_gate(batch_gate(batch.id))

@@ -72,7 +72,8 @@ class Watchers:
                 if group.status in FINISHED:  # (completed, failed or cancelled)
                     self.out.send(peer, Kind.GROUP, wire.GroupNews(
                         name, "group_finished", f"group '{name}' {group.status.value}: "
-                        f"{group.completed}/{group.total} completed", group.summary()))
+                        f"{group.completed}/{group.total} completed", group.summary(),
+                        self.sid_of(group)))
                 else:
                     self.watch_group(peer, group.id)
 
@@ -84,13 +85,20 @@ class Watchers:
         if group.finished:
             self.out.send(peer, Kind.GROUP, wire.GroupNews(
                 group.name, "group_progress",
-                f"group '{group.name}': {group.finished}/{group.total} done", summary))
+                f"group '{group.name}': {group.finished}/{group.total} done", summary,
+                self.sid_of(group)))
         goal = group.goal
         if goal is not None and goal.status in (GoalStatus.ACHIEVED, GoalStatus.FAILED):
             self.out.send(peer, Kind.GROUP, wire.GroupNews(
                 group.name, f"goal_{goal.status.value}",
                 f"Goal '{goal.name}' {goal.status.value} ({group.completed}/{group.total} "
-                f"completed by now)", summary))
+                f"completed by now)", summary, self.sid_of(group)))
+
+    def sid_of(self, group: TaskGroup) -> int:
+        """The submission a group came in (see Batch.sid: a group goes whole in one), as
+        its tasks' records say; 0 for none."""
+        rec = self.board.records.get(group.subtasks[0].task_id) if group.subtasks else None
+        return 0 if rec is None else rec.sid
 
     def ended(self, rec: TaskRecord) -> None:
         """A task ended: tell who waits for it."""

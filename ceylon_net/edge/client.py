@@ -103,6 +103,7 @@ class GroupFuture(asyncio.Future):
         self._done_said = -1  # tasks done by the latest progress heard
         self._goal_said = False
         self._sent: _Sent | None = None  # its SUBMIT, until the admin answers it (see _done)
+        self._sid = 0  # the name of the submission it went in (see wire.Submission.sid)
 
     def __repr__(self) -> str:
         return f"<GroupFuture {self.name!r} {_state(self)}, {len(self.tasks)} task(s)>"
@@ -639,9 +640,7 @@ class AsyncClient:
         sent = self._unanswered[msg_id] = _Sent(items, keys, [d["name"] for d, _ in groups],
                                                 was, time.monotonic(), sid, tries)
         for fut in self._futures_of(sent):
-            fut._sent = sent
-            if isinstance(fut, TaskFuture):
-                fut._sid = sid
+            fut._sent, fut._sid = sent, sid
         self._loops = [t for t in self._loops if not t.done()]
         self._loops.append(self.loop.create_task(self._accepted(msg_id, sent, keys, groups,
                                                                 was)))
@@ -789,10 +788,7 @@ class AsyncClient:
                 f"the admin at {self.endpoint} stopped ({reason}) without a journal: what "
                 f"it was running for us is gone"))
         elif kind == Kind.GROUP:
-            news = wire.unpack(wire.GroupNews, env.payload, INBOUND_LIMITS)
-            group = self._groups.get(news.group)
-            if group is not None and self._told_of(group, None):
-                group.news(news)
+            self._group_news(wire.unpack(wire.GroupNews, env.payload, INBOUND_LIMITS))
         elif kind == Kind.HEARTBEAT:
             self._heartbeat(wire.unpack(wire.Event, env.payload, INBOUND_LIMITS))
         elif kind == Kind.PROGRESS:
@@ -839,16 +835,17 @@ class AsyncClient:
         self._has_batch(sent, key)
         return True
 
-    def _named(self, fut: TaskFuture, done: wire.TaskDone) -> bool:
-        """Is this DONE, which names the submission its task came in, of ``fut``'s task? An
-        older task of its key, else (a late answer to a watch sent as that one ran; or its
-        SUBMIT was lost, the key another's at the admin: the submission goes again, under
-        its name, to be taken or refused — see _sent_again). Its SUBMIT is known to be taken
-        when it is."""
+    def _named(self, fut: TaskFuture | GroupFuture, sid: int, key: Any) -> bool:
+        """Is what the admin tells of task ``key`` (None: of a group), which names the
+        submission it came in, of ``fut``'s? An older task's (group's) of its key (name),
+        else: a late answer to a watch sent as that one ran; or its SUBMIT was lost, the key
+        another's at the admin: the submission goes again, under its name, to be taken or
+        refused (see _sent_again; a group's tasks are asked about, not the group). Its
+        SUBMIT is known to be taken when it is."""
         sent = fut._sent
-        if done.sid != fut._sid:
-            if sent is not None:
-                self._sent_again(done.task_id)
+        if sid != fut._sid:
+            if sent is not None and key is not None:
+                self._sent_again(key)
             return False
         if sent is not None:
             self._answered(sent)
@@ -881,7 +878,7 @@ class AsyncClient:
         if done.status == "unknown" and self._unanswered and self._sent_again(done.task_id):
             return
         fut = self._futures.get(done.task_id)
-        if fut is None or not (self._named(fut, done) if done.sid else
+        if fut is None or not (self._named(fut, done.sid, done.task_id) if done.sid else
                                self._told_of(fut, done.task_id)):
             return
         del self._futures[done.task_id]
@@ -902,6 +899,12 @@ class AsyncClient:
         last = last.removeprefix(f"{done.status}: ")  # (not 'cancelled: cancelled: why')
         fut.set_exception(TaskFailed(f"task {done.task_id!r} {done.status}{where}: {last}",
                                      done.task_id, reason))
+
+    def _group_news(self, news: wire.GroupNews) -> None:
+        group = self._groups.get(news.group)
+        if group is not None and (self._named(group, news.sid, None) if news.sid else
+                                  self._told_of(group, None)):
+            group.news(news)
 
     def _report(self, done: wire.BatchReport, payload: bytes) -> None:
         waited = self._batches.get(done.batch)

@@ -223,6 +223,7 @@ class GroupNews:
     event: str
     message: str
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sid: int = 0  # the Submission the group came in (0: none; a group of a tasks file, say)
 
 
 @message
