@@ -413,7 +413,7 @@ def test_report_of_nothing():
     report = board([SIMPLE]).report()
 
     assert report.tasks == []
-    assert report.success_rate == 0.0
+    assert report.success_rate is None
     assert report.unassigned == []
 
 

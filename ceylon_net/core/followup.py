@@ -180,7 +180,7 @@ class Followup:
         ran = b.ran
         # Counters, not a report: this runs after every execute() and must stay O(1).
         self.out.event("run_finished", tasks=ran, succeeded=b.succeeded,
-                       success_rate=b.succeeded / ran if ran else 0.0,
+                       success_rate=b.succeeded / ran if ran else None,
                        unassigned=len(self.unassigned) + b.forgotten.unassigned)
 
     def _group_event(self, e: GroupEvent) -> None:

@@ -133,9 +133,11 @@ class RunReport:
     unassigned_why: dict[TaskId, str] = field(default_factory=dict)
 
     @property
-    def success_rate(self) -> float:
+    def success_rate(self) -> float | None:
+        """Of the tasks that ran to a result, the share that succeeded; None when none did
+        (not 0.0: nothing failed)."""
         if not self.tasks:
-            return 0.0
+            return None
         return sum(t.success for t in self.tasks) / len(self.tasks)
 
     @classmethod
