@@ -564,6 +564,45 @@ def test_a_submission_sent_again_is_answered_as_the_first_also_after_a_restart(t
     assert sorted(sim.st.board.records) == ["a", "b"]
 
 
+@pytest.mark.parametrize("back", [False, True], ids=["worker never back", "worker back"])
+def test_a_task_running_past_a_cancel_rest_goal_is_not_run_again_after_a_restart(
+        tmp_path, back):
+    """cancel_rest: a task that started as the goal was met runs on, and should it come back
+    to the queue (its worker lost) it ends cancelled, not run again from the start. Across
+    a restart too: the goal, met again as the journal's results are replayed, asks it back
+    from its worker, which answers it started (it runs on there, to its result), or never
+    comes back (it ends cancelled, not given to the worker that came)."""
+    from kit import JSim, assigned, sends
+
+    from ceylon_net import TaskMessage, create_goal_checker
+    from ceylon_net.wire import Kind
+
+    sim = JSim(tmp_path / "j.db")
+    group = TaskManager.create_task_group(
+        "g", "", [TaskMessage(f"t{i}", f"t{i}", "", 0.0) for i in range(2)],
+        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"),
+        on_goal="cancel_rest")
+    w1, w2 = sim.join("w1"), sim.join("w2")
+    sim.carry(sim.st.submit([], groups=[group], now=sim.now))
+    w1.start("t0")
+    w2.start("t1")
+    w2.finish("t1")  # the goal is met: t0 runs on
+    sim = sim.restart()
+    w3, given = sim.join("w3"), {}
+    if back:
+        w1.sim = sim
+        assert sends(w1.hello(), Kind.RELEASE, w1.peer) == [wire.Release([["t0", 1]])]
+        w1.finish("t0")
+    for t in range(1, 8):  # (w1 lost after 3 s without a word, when it did not come back)
+        sim.now = float(t)
+        w3.heartbeat()
+        given.update(assigned(sim.tick(at=t + 0.5)))
+    rec = sim.st.board.records["t0"]
+    assert given == {}
+    assert (rec.status, rec.reason) == ((TaskStatus.COMPLETED, None) if back else
+                                        (TaskStatus.CANCELLED, "goal 'one' achieved"))
+
+
 def test_a_sequential_batch_still_waits_for_the_one_before_after_a_restart(tmp_path):
     from kit import JSim, assigned
 

@@ -371,7 +371,8 @@ class Membership:
         for worker, tasks in asks.items():
             peer = self.registry.by_name.get(worker)
             if peer is not None:
-                self.out.send(peer, Kind.RELEASE, wire.Release([[t, a] for t, a in tasks]))
+                self.out.send(peer, Kind.RELEASE, wire.Release([[t, a] for t, a in
+                                                                dict.fromkeys(tasks)]))
 
     def drain(self, rec: WorkerRecord) -> None:
         self.board.drain(rec.name)
