@@ -2058,6 +2058,44 @@ def test_a_task_asked_back_as_unheard_goes_elsewhere_when_its_worker_never_answe
     assert sim.finished()["t"].status == TaskStatus.COMPLETED
 
 
+def test_a_worker_a_task_was_given_up_on_gets_no_task_until_it_answers_again():
+    """What is sent to it does not arrive: the task given up on it went back to the queue,
+    and straight back to it (probation allows one), again and again, while another worker
+    sat idle (found by a test with a relay that stops passing the admin's messages on). It
+    is stalled now, the task still asked back each heartbeat; its answer, once what is
+    sent arrives again, puts it on probation."""
+    from ceylon_net.core.membership import UNHEARD_BEATS
+    from ceylon_net.core.workers import WorkerState
+
+    sim = Sim()
+    w = sim.join("w", answers_unheld=True)
+    sim.submit(noop("warm"))
+    w.finish("warm")
+    sim.submit(noop("t"))
+    w.held.pop("t")
+    sim.now = 2.5
+    w.heartbeat()
+    for beat in range(1, UNHEARD_BEATS + 1):
+        sim.now = 2.5 + beat
+        cmds = w.heartbeat()
+    assert "gets no task until it answers" in " ".join(logs(cmds, "WARNING"))
+    state = sim.st.board.scheduler.workers["w"].state
+    assert (state, "t" in w.held) == (WorkerState.STALLED, False)  # (not given it again)
+    other = sim.join("other")
+    sim.submit(noop("u"))
+    sim.now += 1
+    assert sends(w.heartbeat(), Kind.RELEASE, w.peer) == [wire.Release([["t", 1]])]
+    assert ("t" in other.held, "u" in w.held) == (True, False)
+    cmds = w.say(Kind.STARTED, wire.Started([], [["t", 1]]))  # (it answers: "never got it")
+    assert "answers again" in " ".join(logs(cmds, "INFO"))
+    assert "u" in w.held and sim.st.board.scheduler.workers["w"].state is WorkerState.PROBATION
+    other.finish("t")
+    w.finish("u")
+    assert {k: f.status for k, f in sim.finished().items()} == {
+        k: TaskStatus.COMPLETED for k in ("warm", "t", "u")}
+    sim.st.board.validate()
+
+
 def test_a_worker_taken_for_lost_is_told_so_to_give_its_queue_back_and_register_again():
     """A worker whose messages are stuck on their way here (loss one way: TCP retransmits)
     hears the admin, and did not know it had been taken for lost: it started what it had

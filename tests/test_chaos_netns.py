@@ -110,3 +110,4 @@ def test_200_tasks_complete_with_10_percent_loss_and_50_ms_delay_on_a_worker(tmp
     dropped = [int(line.split()[0]) for line in drops.stdout.splitlines()
                if "statistic" in line]
     assert dropped and dropped[0] > 0, drops.stdout  # the loss was real
+

@@ -20,7 +20,7 @@ from loguru import logger
 
 from ceylon_net import Admin, AdminSettings, Task, Worker
 from ceylon_net.core.tasks import TaskStatus
-from ceylon_net.dev.testing import Cluster, EventLog, wait_until
+from ceylon_net.dev.testing import Cluster, EventLog, cli, wait_until
 from ceylon_net.edge.journal import SCHEMA_VERSION, Journal
 from ceylon_net.edge.transport import free_port
 
@@ -587,6 +587,41 @@ def test_a_task_sent_over_a_link_slower_than_its_deadline_runs_once_not_also_els
     assert "asked back, not given elsewhere until it answers" in err, err
     report = json.loads(report_path.read_text())
     assert sorted((t["id"], t["success"]) for t in report["tasks"]) == [(0, True), (1, True)]
+
+
+@pytest.mark.timeout(90)
+def test_a_task_sent_to_a_worker_that_no_longer_hears_its_connection_goes_elsewhere_once(
+        tmp_path, tasks_file):
+    """What the admin sends a worker over its connection stops arriving, while the worker's
+    heartbeats still come and it hears the admin's on PUB, so neither side sees a dead link
+    (a relay that stops passing on what the admin sends): the task sent to it is never
+    listed by its heartbeats, nor is the ask-back answered. After 10 of its heartbeats the
+    admin gives up on it, and the task runs on another worker: once, and not there."""
+    path, _ = _sleeps(tasks_file, tmp_path, 1, 0.2)
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--heartbeat", "0.2")
+            near = await _delayed(c, 0.0)
+            deaf = await c.worker("deaf", "--port", str(near), "--log-level", "DEBUG")
+            await wait_until(lambda: "worker 'deaf' joined" in admin.stderr(), 20,
+                             "'deaf' to join")
+            (relay,) = [p for p in c.procs if p.name == "relay"]
+            relay.signal(signal.SIGUSR1)
+            submit = await c.spawn("submit", [*cli("ceylon-submit"), "--port", str(c.port),
+                                              str(path), "--wait", "--json"])
+            await wait_until(lambda: "'deaf' has not said it got task(s) 0" in admin.stderr(),
+                             20, "the task to be asked back from 'deaf'")
+            steady = await c.worker("steady", "--log-level", "DEBUG")
+            assert await submit.wait(60) == 0, submit.stderr()
+            return (admin.stderr(), _executions([deaf]), _executions([steady]),
+                    json.loads(submit.stdout()))
+
+    err, on_deaf, on_steady, report = run(body())
+    assert (on_deaf, on_steady) == (Counter(), Counter({"0": 1}))
+    assert [(t["id"], t["worker"], t["success"]) for t in report["tasks"]] == \
+        [(0, "steady", True)]
+    assert "worker 'deaf' never got task(s) [0]; requeued" in err, err
 
 
 @pytest.mark.timeout(60)

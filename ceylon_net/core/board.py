@@ -233,6 +233,13 @@ class TaskBoard:
         # attempt, first asked).
         self._unheard: dict[TaskId, tuple[str, int, float]] = {}
         self.unheard_asked: list[TaskId] = []  # asked back so, since the caller last looked
+        # Workers such a task was given up on: what is sent to them does not arrive (their
+        # heartbeats come, their answers do not). Stalled (given a task, it would be given
+        # up on again, and again), the tasks still asked back each heartbeat, until an
+        # answer about one shows that what is sent reaches them again. Worker -> {task:
+        # attempt}; and those heard again, since the caller last looked.
+        self._deaf: dict[str, dict[TaskId, int]] = {}
+        self.hears_again: list[str] = []
 
     # ---- tasks
     def add(self, tasks: list[Task], gates: Mapping[TaskId, Iterable[Gate]] | None = None) -> None:
@@ -500,6 +507,7 @@ class TaskBoard:
         slot.state = WorkerState.PROBATION if probation else WorkerState.TRUSTED
         self.scheduler.add_worker(slot)
         self._unreachable.discard(slot.name)  # (a new connection: reached)
+        self._deaf.pop(slot.name, None)
 
     def worker_event(self, worker: str, event: WorkerEvent) -> WorkerState | None:
         """Move a worker along its life (ceylon_net.core.workers.TRANSITIONS); returns its
@@ -526,7 +534,7 @@ class TaskBoard:
         slot = self.scheduler.workers.get(worker)
         stolen = self._stolen.get(worker)
         if slot is not None and slot.state is WorkerState.STALLED and slot.answers_unheld \
-                and worker not in self._unreachable and not stolen \
+                and worker not in self._unreachable and not stolen and worker not in self._deaf \
                 and not any(self._unheard_since(t, worker) < math.inf
                             for t in self._in_flight.get(worker, ())):
             # (stalled as a task was asked back from it, which left it since some other
@@ -553,10 +561,27 @@ class TaskBoard:
         self.worker_event(worker, WorkerEvent.MISSED)
 
     def trust(self, worker: str) -> None:
-        """The worker reads what it is sent: up to its capacity from now on."""
+        """The worker reads what it is sent: up to its capacity from now on. (Not one that
+        did not answer what it was sent, see _deaf: a result of a task it had before says
+        nothing of that; its answer does, see _hears_again.)"""
         slot = self.scheduler.workers.get(worker)
-        if slot is not None and slot.state is not TRUSTED:  # after every result
+        if slot is not None and slot.state is not TRUSTED \
+                and not (self._deaf and worker in self._deaf):  # (after every result)
             self.worker_event(worker, WorkerEvent.READS)
+
+    def deaf(self, worker: str) -> bool:
+        """Was a task given up on ``worker`` that has not answered since (see _deaf)?"""
+        return worker in self._deaf
+
+    def _hears_again(self, worker: str, held: Mapping[TaskId, int]) -> None:
+        """A worker given up on (see _deaf) answers about a task given up on it (it gave it
+        back, or it started late): what is sent reaches it again. On probation: one task at
+        a time, until it shows it reads its queue."""
+        deaf = self._deaf.get(worker)
+        if deaf is not None and any(deaf.get(t, -1) == a for t, a in held.items()):
+            del self._deaf[worker]
+            self.hears_again.append(worker)
+            self.worker_event(worker, WorkerEvent.MISSED)
 
     def drain(self, worker: str) -> None:
         """The worker is leaving: it gets nothing new; what it runs finishes."""
@@ -581,6 +606,8 @@ class TaskBoard:
         """The worker started these ({task: attempt}): from now on they count as lost with
         it, and are not taken back (a RELEASE for them came too late: a copy a worker back
         from being taken for lost kept running is stopped, see :meth:`_claim`)."""
+        if self._deaf:
+            self._hears_again(worker, held)
         flying = self._in_flight.get(worker)
         if not flying:
             return
@@ -603,6 +630,8 @@ class TaskBoard:
     def released(self, worker: str, held: Mapping[TaskId, int]) -> list[TaskId]:
         """The worker gave back these tasks ({task: attempt}), which it had not started: they
         go back to the queue, in their old place, no attempt counted. Returns them."""
+        if self._deaf:
+            self._hears_again(worker, held)
         flying = self._in_flight.get(worker)
         back, unheard = [], False
         for task_id, attempt in held.items():
@@ -750,13 +779,12 @@ class TaskBoard:
         """The worker is gone: its in-flight tasks go back to the queue, oldest place kept; a
         task lost ``max_attempts`` times fails instead (see :meth:`dead`). Only tasks that may
         have started there count as lost with it: those it said started, and, first sent
-        first, as many others as it had slots not taken by those (a task that crashed it as
-        it started may never have been said to start). The rest waited in its queue: they go
-        back without a loss. Either way they go only to a free slot from now on, where a start
+        first, as many others as it had slots not taken by those (a task that crashed it as it
+        started may never have been said to start). The rest waited in its queue: they go back
+        without a loss. Either way they go only to a free slot from now on, where a start
         always counts, and run alone on their last attempt (see :meth:`place`)."""
         slot = self.scheduler.remove_worker(name)
-        self._stalled_at.pop(name, None)
-        self._unreachable.discard(name)
+        self._unmark(name)
         if self._claims:
             self._claimant_gone(name, why)
         self._stolen_lost(name, why)
@@ -786,6 +814,12 @@ class TaskBoard:
         lost = self._lose(counted, name, why, counts=why != "left")
         return sorted([*lost, *self._lose(waited, name, why, counts=False)],
                       key=lambda i: self.records[i].seq or 0)
+
+    def _unmark(self, worker: str) -> None:
+        """What the board noted of a worker gone (stalled, unreachable, deaf)."""
+        self._stalled_at.pop(worker, None)
+        self._unreachable.discard(worker)
+        self._deaf.pop(worker, None)
 
     def keep(self, worker: str, held: Mapping[TaskId, int], running: Container[TaskId] = ()
              ) -> tuple[list[TaskId], list[TaskId]]:
@@ -1027,6 +1061,8 @@ class TaskBoard:
                               counts=assigned_before is None)
         if gone and assigned_before is not None:
             self.probation(worker)  # tasks sent a while ago never reached it
+        if self._deaf and worker in self._deaf and assigned_before is not None:
+            self._still_deaf(worker)
         claims = self._claims
         stale = [t for t, attempt in running.items()
                  if (t not in flying or self.records[t].attempt != attempt)
@@ -1046,9 +1082,16 @@ class TaskBoard:
         given_up = [t for t in gone if self._unheard_since(t, worker) <= give_up_before]
         if self._ask_unheard(worker, [t for t in gone if t not in given_up]):
             self.probation(worker)
+        deaf = self._deaf.setdefault(worker, {}) if given_up else {}
         for t in given_up:
-            del self._unheard[t]
+            deaf[t] = self._unheard.pop(t)[1]
         return given_up
+
+    def _still_deaf(self, worker: str) -> None:
+        """A worker given up on (see _deaf) beats: stalled, the tasks given up asked back."""
+        if self.worker_event(worker, WorkerEvent.MISSED) is WorkerState.PROBATION:
+            self.worker_event(worker, WorkerEvent.UNCONFIRMED)  # (stalled)
+        self.to_release.setdefault(worker, []).extend(self._deaf[worker].items())
 
     def _ask_unheard(self, worker: str, task_ids: Iterable[TaskId]) -> list[TaskId]:
         """Ask these tasks of ``worker`` back (again: the RELEASE may have been lost with a
@@ -1477,6 +1520,8 @@ class TaskBoard:
             assert all(gate in self._waiting.get(t, ()) for t in waiting), (gate, waiting)
         assert self._unreachable <= {n for n, w in self.scheduler.workers.items()
                                      if w.state is WorkerState.STALLED}, "unreachable, not stalled"
+        assert set(self._deaf) <= {n for n, w in self.scheduler.workers.items() if w.state in (
+            WorkerState.STALLED, WorkerState.DRAINING)}, "deaf, given tasks"
         claimed = Counter(w for w, _ in self._claims.values())
         for name, slot in self.scheduler.workers.items():
             flying = self._in_flight.get(name, ())

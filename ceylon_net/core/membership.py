@@ -260,7 +260,11 @@ class Membership:
         self.board.unstall(rec.name, holding, stalled_before=cutoff)
         if requeued:
             self.out.log("WARNING", f"worker '{rec.name}' never got task(s) {requeued}; "
-                                    f"requeued")
+                                    f"requeued" + (
+                                        ", and it gets no task until it answers one of "
+                                        "these asks (its heartbeats come, its answers do not: "
+                                        "what is sent to it does not arrive)"
+                                        if self.board.deaf(rec.name) else ""))
         if stale:
             self._settle(rec, [[t, holding[t]] for t in stale])
 
@@ -316,6 +320,10 @@ class Membership:
             if back:
                 self.out.log("DEBUG", f"worker '{rec.name}' gave back {len(back)} queued "
                                       f"task(s) for idle workers")
+        if self.board.hears_again:
+            self.board.hears_again.clear()
+            self.out.log("INFO", f"worker '{rec.name}' answers again what it is sent: on "
+                                 f"probation (one task at a time until it shows it reads)")
 
     def paced(self, worker: str, results: list[TaskResult], rtt: float | None) -> None:
         """Results came from ``worker``: measure, and feed it as far ahead as that calls
