@@ -1635,6 +1635,23 @@ def test_what_a_client_hears_of_its_tasks_and_groups_names_the_submission_they_c
                                    *[("group_progress", 5), ("group_finished", 5)] * 2])
 
 
+def test_a_submission_of_other_tasks_under_a_name_taken_is_refused_not_answered_as_that():
+    """A client whose names are not unique (a counter, or another client's): answered as the
+    batch of that name, its own tasks were silently never taken (a reviewer's finding)."""
+    sim = Sim()
+    sim.join("w")
+
+    def submit(peer: bytes, task: str) -> list[Any]:
+        doc = {"tasks": [{"id": task, "description": "x", "difficulty": 1}]}
+        return sim.receive(peer, frames(Kind.SUBMIT, wire.Submission(doc, False, follow=True,
+                                                                     sid=1)))
+
+    submit(b"client-1", "a")
+    (refused,) = sends(submit(b"client-2", "b"), Kind.REJECT, b"client-2")
+    assert "name (1) is batch 1's, which holds other tasks" in refused.reason
+    assert "b" not in sim.st.board.records
+
+
 def test_a_batch_report_has_the_batchs_groups_and_only_those():
     sim = Sim()
     w = sim.join("w")

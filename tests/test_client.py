@@ -603,6 +603,62 @@ def test_a_batch_whose_answer_was_lost_is_asked_about_whole_once_the_admin_knows
     assert run(body()) == ([True, True, True], [["k0"], ["k1", "k2"]], ["k0", "k1", "k2"])
 
 
+def test_a_batch_whose_answer_was_lost_is_asked_about_whole_once_a_named_word_says_so():
+    """As above, the admin naming submissions (see _named): its word on the task asked
+    about names ours, so the batch is the admin's, and the rest are asked about at once
+    (they were not, until the next watch, 10 s: a reviewer's finding)."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    def beat(epoch):
+        return wire.Event("heartbeat", {"every": 1.0, "epoch": epoch})
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        fed.said(Kind.HEARTBEAT, beat(1))
+        futures = [client.submit("f", i, key=f"k{i}") for i in range(3)]
+        await fed.sending(1)
+        (sid,) = [m.sid for _, m in fed.submits_sent()]
+        fed.said(Kind.HEARTBEAT, beat(2))  # (restarted: asks about its first task)
+        for key in ("k0", "k1", "k2"):
+            if key == "k1":
+                watches = [msg.tasks for kind, msg in fed.sent if kind == Kind.WATCH]
+            result = wire.to_wire(TaskResult(key, "w", True, value=key))
+            fed.said(Kind.DONE, wire.TaskDone(key, "completed", result, sid=sid))
+        return watches, await asyncio.wait_for(asyncio.gather(*futures), 5)
+
+    assert run(body()) == ([["k0"], ["k1", "k2"]], ["k0", "k1", "k2"])
+
+
+def test_a_lost_batch_whose_first_task_was_cancelled_is_asked_about_by_one_still_its_own():
+    """Asked about by its first task, cancelled meanwhile: what the admin said of that key
+    (another task's, or none) found no future, and the batch never went again; its other
+    tasks, 'unknown' at every watch, waited until the client gave up (a reviewer's finding,
+    from before submissions were named)."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        gone = client.submit("f", "gone", key="k0")
+        kept = client.submit("f", "kept", key="k1")
+        await fed.sending(1)
+        gone.cancel()
+        await _settle()
+        for sent in client._unanswered.values():
+            sent.at -= 2.5  # (SILENCE and more ago)
+        client._watch_again()
+        watched = [m.tasks for kind, m in fed.sent if kind == Kind.WATCH]
+        fed.said(Kind.DONE, wire.TaskDone("k1", "unknown", None, "the admin has no such task"))
+        await _settle()
+        return watched, [[t["id"] for t in m.doc["tasks"]] for _, m in fed.submits_sent()], \
+            kept.done()
+
+    assert run(body()) == ([["k1"]], [["k0", "k1"], ["k1"]], False)
+
+
 def test_a_lost_batch_sent_again_leaves_out_a_task_cancelled_whose_key_was_given_again():
     """A batch lost as the admin restarted; meanwhile its task 'k0' was cancelled and a new
     task given that key. The lost batch went again with the old 'k0' (its future was looked
@@ -617,8 +673,8 @@ def test_a_lost_batch_sent_again_leaves_out_a_task_cancelled_whose_key_was_given
         new, other = await fed.key_given_again()
         for sent in client._unanswered.values():
             sent.at -= 2.5  # (SILENCE and more ago)
-        client._watch_again()  # (asks about the lost batch's first task, and the second's)
-        fed.said(Kind.DONE, wire.TaskDone("k0", "unknown", None, "the admin has no such task"))
+        client._watch_again()  # (asks about the lost batch's task still its own, 'k1')
+        fed.said(Kind.DONE, wire.TaskDone("k1", "unknown", None, "the admin has no such task"))
         await _settle()
         return [(msg_id, [(t["id"], t["args"]) for t in m.doc["tasks"]])
                 for msg_id, (kind, m) in enumerate(fed.sent, 1) if kind == Kind.SUBMIT], \

@@ -91,6 +91,31 @@ def test_forgetting_waits_for_a_quarter_more_than_the_limit_then_goes_down_to_it
     assert len(sim.st.board.records) == 8
 
 
+def test_a_submission_sent_again_after_its_batch_ran_and_was_forgotten_does_not_run_again():
+    """Its answer lost (a dropped send, a restart): the client sends it again under its
+    name, by then run and forgotten (--keep-finished 0). It was taken as new, and its task,
+    a payment say, ran again (a reviewer's finding). Answered as the batch it was, its
+    tasks told of as forgotten: the futures fail saying so."""
+    sim = Sim(keep_finished=0)
+    w = sim.join("w")
+    doc = {"tasks": [{"id": "pay", "description": "x", "difficulty": 1}]}
+
+    def submit() -> list[Any]:
+        return sim.receive(CLIENT, frames(Kind.SUBMIT, wire.Submission(doc, False, follow=True,
+                                                                       sid=5)))
+
+    (first,) = sends(submit(), Kind.SUBMIT, CLIENT)
+    w.finish("pay")
+    sim.tick()
+    assert "pay" not in sim.st.board.records  # (forgotten)
+    cmds = submit()
+    (again,) = sends(cmds, Kind.SUBMIT, CLIENT)
+    (told,) = sends(cmds, Kind.DONE, CLIENT)
+    assert again.batch == first.batch and "pay" not in sim.st.board.records
+    assert (told.task_id, told.status) == ("pay", "unknown") and "forgot" in told.reason
+    assert w.held == {}
+
+
 def test_with_keep_finished_0_each_batch_is_forgotten_once_its_report_is_sent():
     sim = Sim(keep_finished=0)
     w = sim.join("w")

@@ -543,10 +543,9 @@ class AdminState:
         sub = wire.unpack(wire.Submission, env.payload, self.limits)
         try:
             tasks, groups = parse_work(sub.doc, "submission", standalone=False)
-            if (batch := self.batches.again(sub.sid)) is not None:
-                self._submitted_again(peer, env, sub, batch, groups, now)
-                return
             ids = work_ids(tasks, groups)
+            if self._named_before(peer, env, sub, ids, groups, now):
+                return
             batch, after = self.batches.start(peer, ids, sub.wait, sub.sequential, sub.sid)
             try:
                 self._submit(tasks, groups, after, batch)
@@ -568,6 +567,26 @@ class AdminState:
             for group in groups:
                 self.watchers.watch_group(peer, group.id)
             self.watchers.watch(peer, ids)
+
+    def _named_before(self, peer: bytes, env: Envelope, sub: wire.Submission, ids: list[TaskId],
+                      groups: Sequence[TaskGroup], now: float) -> bool:
+        """A submission of a name taken before (see Batch.sid), sent again: answered as it
+        was, nothing taken twice (True). Forgotten since (it ran): its tasks are told of as
+        unknown. Of other tasks (the name is another's): refused."""
+        batch = self.batches.again(sub.sid)
+        if batch is not None and not set(ids) <= set(batch.task_ids):
+            raise ConfigError(f"the submission's name ({sub.sid}) is batch {batch.id}'s, "
+                              f"which holds other tasks (a client's names must be unique)")
+        if batch is not None:
+            self._submitted_again(peer, env, sub, batch, groups, now)
+            return True
+        gone = self.batches.forgot_sids.get(sub.sid) if sub.sid else None
+        if gone is None:
+            return False
+        self.out.send(peer, Kind.SUBMIT, wire.Submitted(gone, 0, self.run), env.header.msg_id)
+        if sub.follow:  # ('unknown': it finished, and the admin forgot it)
+            self.watchers.watch(peer, ids)
+        return True
 
     def _submitted_again(self, peer: bytes, env: Envelope, sub: wire.Submission, batch: Batch,
                          groups: Sequence[TaskGroup], now: float) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 from .board import FINISHED, TaskRecord
 from .tasks import TaskId, TaskStatus
 
+FORGOT_SIDS = 10_000  # names of forgotten batches kept (see Batches.forgot_sids)
+
 
 def batch_gate(batch_id: int) -> tuple[str, int]:
     return ("batch", batch_id)
@@ -84,6 +86,9 @@ class Batches:
         self.done: deque[int] = deque()
         self.kept = 0
         self.by_sid: dict[int, int] = {}  # submission name -> the known batch it became
+        # ... and of the latest batches forgotten (a copy sent again after its batch ran and
+        # was forgotten is not taken as new: it would run again). Not journaled.
+        self.forgot_sids: dict[int, int] = {}
 
     def again(self, sid: int) -> Batch | None:
         """The known batch a submission of this name became: one sent again (see Batch.sid)."""
@@ -208,7 +213,10 @@ class Batches:
         while self.kept > keep and self.done and self.done[0] not in self.unclaimed \
                 and not held(self.known[self.done[0]]):
             batch = self.known.pop(self.done.popleft())
-            self.by_sid.pop(batch.sid, None)
+            if self.by_sid.pop(batch.sid, None) is not None:
+                self.forgot_sids[batch.sid] = batch.id
+                if len(self.forgot_sids) > FORGOT_SIDS:
+                    del self.forgot_sids[next(iter(self.forgot_sids))]
             self.kept -= len(batch.task_ids)
             out.append(batch)
         return out

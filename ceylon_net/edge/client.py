@@ -173,6 +173,7 @@ class _Sent:
     sid: int  # its name (wire.Submission.sid): the same when it goes again, lost
     tries: int = 1  # sent this many times (see _sent_again)
     watched: bool = False  # asked the admin whether it has it (see _watch_unanswered)
+    probe: Any = None  # ... by this task of it
     refused: bool = False  # its REJECT read (what follows it of its keys is not of them)
 
 
@@ -845,9 +846,11 @@ class AsyncClient:
         sent = fut._sent
         if sid != fut._sid:
             if sent is not None and key is not None:
-                self._sent_again(key)
+                self._sent_again(key, sent)
             return False
-        if sent is not None:
+        if sent is not None and sent.watched:  # (its answer lost: the rest asked about now)
+            self._has_batch(sent, key)
+        elif sent is not None:
             self._answered(sent)
         return True
 
@@ -989,23 +992,27 @@ class AsyncClient:
                 self._give_up_answer(msg_id)  # (all ended: its answer was lost, or is moot)
         overdue = [sent for sent in self._unanswered.values()
                    if sent.keys and not sent.watched and now - sent.at > SILENCE]
-        for sent in overdue:
-            sent.watched = True
-        for keys in _by_size((sent.keys[0] for sent in overdue), self.batch_bytes):
+        for sent in overdue:  # (by a task still its own: not one cancelled since, whose
+            # key's news, another task's, would find no future and tell nothing of it)
+            sent.probe = next((k for k in sent.keys if self._owns(sent, k)), None)
+            sent.watched = sent.probe is not None
+        for keys in _by_size((sent.probe for sent in overdue if sent.watched),
+                             self.batch_bytes):
             self._send(Kind.WATCH, wire.Watch(keys, []))
 
-    def _sent_again(self, key: Any) -> bool:
+    def _sent_again(self, key: Any, sent: _Sent | None = None) -> bool:
         """The admin does not know task ``key`` (or knows it as another submission's, see
         _named): not the last word while a SUBMIT of it is unanswered (True). If that SUBMIT
         was watched (see _watch_unanswered), it was lost: its batch goes again (what was not
         cancelled meanwhile; under its name, so an admin that had it after all, its answer
         slow, takes it once)."""
-        msg_id = next((m for m, sent in self._unanswered.items()
-                       if key in sent.keys), None)
+        mine = ((m, s) for m, s in self._unanswered.items()  # (the one that asked first)
+                if (s is sent if sent is not None else key in s.keys))
+        msg_id = min(mine, key=lambda ms: ms[1].probe != key, default=(None,))[0]
         if msg_id is None:
             return False
         sent, answer = self._unanswered[msg_id], self._requests.get(msg_id)
-        if not sent.watched or key != sent.keys[0] or answer is None or answer.done():
+        if not sent.watched or key != sent.probe or answer is None or answer.done():
             # (an older watch's answer, or its SUBMIT's answer came first, read in the same
             # burst: that one tells)
             return True
