@@ -238,7 +238,7 @@ class TaskBoard:
         # up on again, and again), the tasks still asked back each heartbeat, until an
         # answer about one shows that what is sent reaches them again. Worker -> {task:
         # attempt}; and those heard again, since the caller last looked.
-        self._deaf: dict[str, dict[TaskId, int]] = {}
+        self._unanswering: dict[str, dict[TaskId, int]] = {}
         self.hears_again: list[str] = []
 
     # ---- tasks
@@ -507,7 +507,7 @@ class TaskBoard:
         slot.state = WorkerState.PROBATION if probation else WorkerState.TRUSTED
         self.scheduler.add_worker(slot)
         self._unreachable.discard(slot.name)  # (a new connection: reached)
-        self._deaf.pop(slot.name, None)
+        self._unanswering.pop(slot.name, None)
 
     def worker_event(self, worker: str, event: WorkerEvent) -> WorkerState | None:
         """Move a worker along its life (ceylon_net.core.workers.TRANSITIONS); returns its
@@ -534,7 +534,8 @@ class TaskBoard:
         slot = self.scheduler.workers.get(worker)
         stolen = self._stolen.get(worker)
         if slot is not None and slot.state is WorkerState.STALLED and slot.answers_unheld \
-                and worker not in self._unreachable and not stolen and worker not in self._deaf \
+                and worker not in self._unreachable and not stolen \
+                and worker not in self._unanswering \
                 and not any(self._unheard_since(t, worker) < math.inf
                             for t in self._in_flight.get(worker, ())):
             # (stalled as a task was asked back from it, which left it since some other
@@ -562,24 +563,24 @@ class TaskBoard:
 
     def trust(self, worker: str) -> None:
         """The worker reads what it is sent: up to its capacity from now on. (Not one that
-        did not answer what it was sent, see _deaf: a result of a task it had before says
+        did not answer what it was sent, see _unanswering: a result of a task it had before says
         nothing of that; its answer does, see _hears_again.)"""
         slot = self.scheduler.workers.get(worker)
         if slot is not None and slot.state is not TRUSTED \
-                and not (self._deaf and worker in self._deaf):  # (after every result)
+                and not (self._unanswering and worker in self._unanswering):  # (after every result)
             self.worker_event(worker, WorkerEvent.READS)
 
-    def deaf(self, worker: str) -> bool:
-        """Was a task given up on ``worker`` that has not answered since (see _deaf)?"""
-        return worker in self._deaf
+    def unanswering(self, worker: str) -> bool:
+        """Was a task given up on ``worker`` that has not answered since (see _unanswering)?"""
+        return worker in self._unanswering
 
     def _hears_again(self, worker: str, held: Mapping[TaskId, int]) -> None:
-        """A worker given up on (see _deaf) answers about a task given up on it (it gave it
+        """A worker given up on (see _unanswering) answers about a task given up on it (it gave it
         back, or it started late): what is sent reaches it again. On probation: one task at
         a time, until it shows it reads its queue."""
-        deaf = self._deaf.get(worker)
-        if deaf is not None and any(deaf.get(t, -1) == a for t, a in held.items()):
-            del self._deaf[worker]
+        asked = self._unanswering.get(worker)
+        if asked is not None and any(asked.get(t, -1) == a for t, a in held.items()):
+            del self._unanswering[worker]
             self.hears_again.append(worker)
             self.worker_event(worker, WorkerEvent.MISSED)
 
@@ -606,7 +607,7 @@ class TaskBoard:
         """The worker started these ({task: attempt}): from now on they count as lost with
         it, and are not taken back (a RELEASE for them came too late: a copy a worker back
         from being taken for lost kept running is stopped, see :meth:`_claim`)."""
-        if self._deaf:
+        if self._unanswering:
             self._hears_again(worker, held)
         flying = self._in_flight.get(worker)
         if not flying:
@@ -630,7 +631,7 @@ class TaskBoard:
     def released(self, worker: str, held: Mapping[TaskId, int]) -> list[TaskId]:
         """The worker gave back these tasks ({task: attempt}), which it had not started: they
         go back to the queue, in their old place, no attempt counted. Returns them."""
-        if self._deaf:
+        if self._unanswering:
             self._hears_again(worker, held)
         flying = self._in_flight.get(worker)
         back, unheard = [], False
@@ -816,10 +817,10 @@ class TaskBoard:
                       key=lambda i: self.records[i].seq or 0)
 
     def _unmark(self, worker: str) -> None:
-        """What the board noted of a worker gone (stalled, unreachable, deaf)."""
+        """What the board noted of a worker gone (stalled, unreachable, unanswering)."""
         self._stalled_at.pop(worker, None)
         self._unreachable.discard(worker)
-        self._deaf.pop(worker, None)
+        self._unanswering.pop(worker, None)
 
     def keep(self, worker: str, held: Mapping[TaskId, int], running: Container[TaskId] = ()
              ) -> tuple[list[TaskId], list[TaskId]]:
@@ -1061,8 +1062,8 @@ class TaskBoard:
                               counts=assigned_before is None)
         if gone and assigned_before is not None:
             self.probation(worker)  # tasks sent a while ago never reached it
-        if self._deaf and worker in self._deaf and assigned_before is not None:
-            self._still_deaf(worker)
+        if self._unanswering and worker in self._unanswering and assigned_before is not None:
+            self._still_unanswering(worker)
         claims = self._claims
         stale = [t for t, attempt in running.items()
                  if (t not in flying or self.records[t].attempt != attempt)
@@ -1082,16 +1083,16 @@ class TaskBoard:
         given_up = [t for t in gone if self._unheard_since(t, worker) <= give_up_before]
         if self._ask_unheard(worker, [t for t in gone if t not in given_up]):
             self.probation(worker)
-        deaf = self._deaf.setdefault(worker, {}) if given_up else {}
+        asked = self._unanswering.setdefault(worker, {}) if given_up else {}
         for t in given_up:
-            deaf[t] = self._unheard.pop(t)[1]
+            asked[t] = self._unheard.pop(t)[1]
         return given_up
 
-    def _still_deaf(self, worker: str) -> None:
-        """A worker given up on (see _deaf) beats: stalled, the tasks given up asked back."""
+    def _still_unanswering(self, worker: str) -> None:
+        """A worker given up on (see _unanswering) beats: stalled, the tasks given up asked back."""
         if self.worker_event(worker, WorkerEvent.MISSED) is WorkerState.PROBATION:
             self.worker_event(worker, WorkerEvent.UNCONFIRMED)  # (stalled)
-        self.to_release.setdefault(worker, []).extend(self._deaf[worker].items())
+        self.to_release.setdefault(worker, []).extend(self._unanswering[worker].items())
 
     def _ask_unheard(self, worker: str, task_ids: Iterable[TaskId]) -> list[TaskId]:
         """Ask these tasks of ``worker`` back (again: the RELEASE may have been lost with a
@@ -1520,8 +1521,9 @@ class TaskBoard:
             assert all(gate in self._waiting.get(t, ()) for t in waiting), (gate, waiting)
         assert self._unreachable <= {n for n, w in self.scheduler.workers.items()
                                      if w.state is WorkerState.STALLED}, "unreachable, not stalled"
-        assert set(self._deaf) <= {n for n, w in self.scheduler.workers.items() if w.state in (
-            WorkerState.STALLED, WorkerState.DRAINING)}, "deaf, given tasks"
+        assert set(self._unanswering) <= {n for n, w in self.scheduler.workers.items()
+                                          if w.state in (WorkerState.STALLED, WorkerState.DRAINING)
+                                          }, "unanswering, given tasks"
         claimed = Counter(w for w, _ in self._claims.values())
         for name, slot in self.scheduler.workers.items():
             flying = self._in_flight.get(name, ())

@@ -264,7 +264,7 @@ class Membership:
                                         ", and it gets no task until it answers one of "
                                         "these asks (its heartbeats come, its answers do not: "
                                         "what is sent to it does not arrive)"
-                                        if self.board.deaf(rec.name) else ""))
+                                        if self.board.unanswering(rec.name) else ""))
         if stale:
             self._settle(rec, [[t, holding[t]] for t in stale])
 
