@@ -10,6 +10,7 @@ import json
 import re
 import signal
 import sys
+import time
 
 import pytest
 from conftest import REPO, run
@@ -631,6 +632,61 @@ def test_a_batch_whose_answer_was_lost_is_asked_about_whole_once_a_named_word_sa
     assert run(body()) == ([["k0"], ["k1", "k2"]], ["k0", "k1", "k2"])
 
 
+def test_a_batch_found_taken_by_a_named_word_has_its_other_tasks_watched_again():
+    """Its SUBMIT unanswered (its answer lost), one task's end, naming it, came: that task's
+    future resolved, and the others were left out of every watch from then on (still
+    counted as of an unanswered SUBMIT, though no longer its: see _named), their ends lost
+    with the answer. Thousands of futures failed 'lost the admin' while it was up and had
+    their results (a chaos trial's finding)."""
+    from ceylon_net import wire
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        futures = [client.submit("f", i, key=f"k{i}") for i in range(3)]
+        await fed.sending(1)
+        (sid,) = [m.sid for _, m in fed.submits_sent()]
+        result = wire.to_wire(TaskResult("k0", "w", True, value="k0"))
+        fed.said(Kind.DONE, wire.TaskDone("k0", "completed", result, sid=sid))
+        client._watch_again()
+        return [m.tasks for kind, m in fed.sent if kind == Kind.WATCH], \
+            [f.done() for f in futures]
+
+    assert run(body()) == ([["k1", "k2"]], [True, False, False])
+
+
+def test_a_silent_admin_is_asked_again_once_not_every_turn():
+    """The admin silent (restarting), the watchdog sent a WATCH of every pending task each
+    turn (a second): 30,000 futures made two large WATCHes a second, queued for the new
+    admin, which answered each task of each with a DONE (450,000 messages, beyond what its
+    socket queues a client: a chaos trial's finding). Once, then every REWATCH."""
+    import ceylon_net.edge.client as client_module
+    from ceylon_net.wire import Kind
+
+    async def body():
+        fed = _Fed()
+        client = fed.client
+        client._every = 0.01
+        fed.said(Kind.HEARTBEAT, fed.wire.Event("heartbeat", {"every": 0.01, "epoch": 1}))
+        futures = [client.submit("f", i, key=f"k{i}") for i in range(3)]
+        await fed.sending(1)
+        fed.said(Kind.SUBMIT, fed.wire.Submitted(1, 3, "run"), seq=1)
+        client._last_word = time.monotonic()  # (its last word: what _read notes)
+        watchdog = asyncio.ensure_future(client._watchdog())
+        await asyncio.sleep(0.5)  # (a silence of 50 turns, well short of REWATCH)
+        watchdog.cancel()
+        return sum(kind == Kind.WATCH for kind, _ in fed.sent), [f.done() for f in futures]
+
+    turn, silence = client_module.WATCHDOG_TURN, client_module.SILENCE
+    client_module.WATCHDOG_TURN, client_module.SILENCE = 0.01, 0.05
+    try:
+        watches, done = run(body())
+    finally:
+        client_module.WATCHDOG_TURN, client_module.SILENCE = turn, silence
+    assert (watches, done) == (1, [False] * 3)
+
+
 def test_a_lost_batch_whose_first_task_was_cancelled_is_asked_about_by_one_still_its_own():
     """Asked about by its first task, cancelled meanwhile: what the admin said of that key
     (another task's, or none) found no future, and the batch never went again; its other
@@ -822,10 +878,11 @@ def test_a_fixed_key_s_second_run_is_refused_from_its_future_however_slow_the_ad
                            "the admin refused the batch: duplicate task id 'job'")
 
 
-async def _second_run_asked_about(fed: _Fed) -> tuple:
+async def _second_run_asked_about(fed: _Fed, named: bool = True) -> tuple:
     """A fixed key's second run, 'job', its SUBMIT unanswered for SILENCE and asked about;
-    the admin's answer, of the first run's task: (its future, pending after that, the
-    SUBMITs sent by then)."""
+    the admin's answer, of the first run's task (``named``: a client's; else one of a
+    tasks file or of ceylon-submit, which the admin does not name): (its future, pending
+    after that, the SUBMITs sent by then)."""
     from ceylon_net import wire
     from ceylon_net.wire import Kind
 
@@ -837,7 +894,7 @@ async def _second_run_asked_about(fed: _Fed) -> tuple:
     client._watch_again()
     (sid,) = [m.sid for _, m in fed.submits_sent()]
     result = wire.to_wire(TaskResult("job", "w", True, value="first run"))
-    fed.said(Kind.DONE, wire.TaskDone("job", "completed", result, sid=sid + 1))
+    fed.said(Kind.DONE, wire.TaskDone("job", "completed", result, sid=sid + 1 if named else 0))
     await _settle()
     return fut, not fut.done(), fed.submits_sent()
 
@@ -864,17 +921,21 @@ def test_a_slow_admin_s_word_of_a_key_s_older_task_does_not_end_its_new_task():
     assert (pending, len(sids), len(set(sids)), value) == (True, 2, 1, "second run")
 
 
-def test_a_key_s_second_run_lost_in_a_restart_is_refused_not_given_the_first_run_s_result():
+@pytest.mark.parametrize("named", [True, False], ids=["a client's", "ceylon-submit's"])
+def test_a_key_s_second_run_lost_in_a_restart_is_refused_not_given_the_first_run_s_result(
+        named):
     """As above, the SUBMIT lost as the admin restarted: the admin, asked about the key,
     tells of the first run's task; the SUBMIT goes again, and is refused (the key is the
     first run's task): the future fails as the README says, not with the first run's
-    result."""
+    result. Also when the first run's task came from ceylon-submit (not named: a chaos
+    trial's finding, 6 of 6: the future took its result)."""
     from ceylon_net import wire
     from ceylon_net.wire import Kind
 
     async def body():
         fed = _Fed()
-        fut, pending, sends = await _second_run_asked_about(fed)
+        fed.client._names = True  # (as connect() reads it in the admin's status)
+        fut, pending, sends = await _second_run_asked_about(fed, named)
         fed.said(Kind.REJECT, wire.Reject("duplicate task id 'job'"), seq=sends[-1][0])
         await _settle()
         return pending, len(sends), type(fut.exception()).__name__, str(fut.exception())

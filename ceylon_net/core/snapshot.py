@@ -81,6 +81,9 @@ def snapshot(st: AdminState) -> dict[str, Any]:
             "ports": {"router": st.port, "pub": st.members.pub_port},
             "heartbeat": st.settings.heartbeat,
             "epoch": st.members.epoch,  # (this admin process: a client tells a restart by it)
+            # (what it tells a client of a task names the submission it came in: see
+            # wire.Submission.sid; one that says nothing of a task of a client's is not)
+            "names_submissions": True,
             # (a client sizes what it submits by it: the admin drops a larger message unread)
             "max_message_bytes": st.settings.max_message_bytes,
             "workers": workers, "groups": st.task_manager.summaries(GROUPS_SHOWN),

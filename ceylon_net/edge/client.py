@@ -171,6 +171,7 @@ class _Sent:
     was: RejectedError | None  # (see _send_batch)
     at: float  # sent then (time.monotonic())
     sid: int  # its name (wire.Submission.sid): the same when it goes again, lost
+    msg_id: int  # the SUBMIT's (its key in AsyncClient._unanswered)
     tries: int = 1  # sent this many times (see _sent_again)
     watched: bool = False  # asked the admin whether it has it (see _watch_unanswered)
     probe: Any = None  # ... by this task of it
@@ -226,10 +227,12 @@ class AsyncClient:
         # future for a group)
         self._queued: list[tuple[dict[str, Any], int, GroupFuture | None]] = []
         self._unanswered: dict[int, _Sent] = {}  # SUBMITs not answered yet, by msg_id
+        self._probing: dict[Any, int] = {}  # ... asked about, by the task asked about
         self._last_word = 0.0
         self._ended: str | None = None  # the admin said it stopped (no journal): why
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES  # the admin's: its status says
         self._epoch: int | None = None
+        self._names = False  # the admin names submissions in what it tells (see _named)
         self._loops: list[asyncio.Task] = []
 
     @property
@@ -273,6 +276,7 @@ class AsyncClient:
             self._heard_every(status.get("heartbeat"))
             if type(status.get("epoch")) is int:  # (an older admin's status does not say)
                 self._epoch = status["epoch"]
+            self._names = status.get("names_submissions") is True  # (see _named)
             limit = status.get("max_message_bytes")
             if type(limit) is int and limit > 0:  # (said by newer admins; small ones too)
                 self.max_message_bytes = limit
@@ -639,7 +643,7 @@ class AsyncClient:
             return
         assert self.loop is not None
         sent = self._unanswered[msg_id] = _Sent(items, keys, [d["name"] for d, _ in groups],
-                                                was, time.monotonic(), sid, tries)
+                                                was, time.monotonic(), sid, msg_id, tries)
         for fut in self._futures_of(sent):
             fut._sent, fut._sid = sent, sid
         self._loops = [t for t in self._loops if not t.done()]
@@ -661,7 +665,7 @@ class AsyncClient:
                 # (one that said it stopped had no journal: no restart to wait for)
                 await self._answer(msg_id, None if self._ended is None else self.timeout)
             finally:
-                self._unanswered.pop(msg_id, None)
+                self._forget_sent(msg_id)
         except _SentAgain:
             return
         except RejectedError as exc:
@@ -838,13 +842,14 @@ class AsyncClient:
 
     def _named(self, fut: TaskFuture | GroupFuture, sid: int, key: Any) -> bool:
         """Is what the admin tells of task ``key`` (None: of a group), which names the
-        submission it came in, of ``fut``'s? An older task's (group's) of its key (name),
-        else: a late answer to a watch sent as that one ran; or its SUBMIT was lost, the key
-        another's at the admin: the submission goes again, under its name, to be taken or
-        refused (see _sent_again; a group's tasks are asked about, not the group). Its
-        SUBMIT is known to be taken when it is."""
+        submission it came in (0: none, a task of a tasks file or of ceylon-submit, from an
+        admin that names those of clients), of ``fut``'s? An older task's (group's) of its
+        key (name), else: a late answer to a watch sent as that one ran; or its SUBMIT was
+        lost, the key another's at the admin: the submission goes again, under its name, to
+        be taken or refused (see _sent_again; a group's tasks are asked about, not the
+        group). Its SUBMIT is known to be taken when it is."""
         sent = fut._sent
-        if sid != fut._sid:
+        if sid != fut._sid or not sid:  # (0: not a client's; or the future is not sent yet)
             if sent is not None and key is not None:
                 self._sent_again(key, sent)
             return False
@@ -881,8 +886,9 @@ class AsyncClient:
         if done.status == "unknown" and self._unanswered and self._sent_again(done.task_id):
             return
         fut = self._futures.get(done.task_id)
-        if fut is None or not (self._named(fut, done.sid, done.task_id) if done.sid else
-                               self._told_of(fut, done.task_id)):
+        if fut is None or not (self._named(fut, done.sid, done.task_id)
+                               if done.sid or (self._names and done.status != "unknown")
+                               else self._told_of(fut, done.task_id)):
             return
         del self._futures[done.task_id]
         if fut.done():
@@ -905,8 +911,9 @@ class AsyncClient:
 
     def _group_news(self, news: wire.GroupNews) -> None:
         group = self._groups.get(news.group)
-        if group is not None and (self._named(group, news.sid, None) if news.sid else
-                                  self._told_of(group, None)):
+        if group is not None and (self._named(group, news.sid, None)
+                                  if news.sid or (self._names and news.event != "group_unknown")
+                                  else self._told_of(group, None)):
             group.news(news)
 
     def _report(self, done: wire.BatchReport, payload: bytes) -> None:
@@ -940,6 +947,7 @@ class AsyncClient:
         that slept longer than it asked (this process was paused) was deaf meanwhile: that
         time is not the admin's silence, and what it said then is read before judging."""
         watched, deaf = time.monotonic(), 0.0  # deaf: since the admin's last word
+        asked = False  # its silence so far was asked about
         while True:
             turn = time.monotonic()
             await asyncio.sleep(WATCHDOG_TURN)
@@ -955,9 +963,15 @@ class AsyncClient:
             if verdict is Silence.LOST:
                 self._fail_all(AdminUnreachableError(
                     f"lost the admin at {self.endpoint}: no word for {silent:.0f} s"))
-            elif verdict is Silence.WATCH or now - watched > REWATCH:
+            elif (verdict is Silence.WATCH and not asked) or now - watched > REWATCH:
+                # (silent: once, then every REWATCH until it speaks again, not every turn:
+                # watches of every pending task piled up for a restarting admin, which
+                # answered each with a DONE a task, beyond what its socket queues a client)
                 self._watch_again()
                 watched = now
+            elif verdict is Silence.WATCH:
+                self._watch_unanswered()  # (a SUBMIT sent since: asked about once, as due)
+            asked = verdict is Silence.WATCH
 
     def _watch_again(self) -> None:
         """Ask again for every task and group we wait on, in WATCHes of at most batch_bytes
@@ -968,8 +982,11 @@ class AsyncClient:
         # A SUBMIT not answered yet: its tasks are not asked about (its answer will tell)
         # until it was itself (_watch_unanswered): the admin has it then, or it went again.
         limit, unanswered = self.batch_bytes, self._unanswered.values()
-        keys_sent = {k for sent in unanswered if not sent.watched for k in sent.keys}
-        names_sent = {n for sent in unanswered if not sent.watched for n in sent.names}
+        # (a future whose SUBMIT was found taken, see _named, is its own: watched as any)
+        keys_sent = {k for sent in unanswered if not sent.watched for k in sent.keys
+                     if self._owns(sent, k)}
+        names_sent = {n for sent in unanswered if not sent.watched for n in sent.names
+                      if (g := self._groups.get(n)) is not None and g._sent is sent}
         for keys in _by_size((k for k in self._futures if k not in keys_sent), limit):
             self._send(Kind.WATCH, wire.Watch(keys, []))
         for names in _by_size((n for n, g in self._groups.items()
@@ -990,13 +1007,15 @@ class AsyncClient:
             if not any(k in self._futures for k in sent.keys) \
                     and not any(n in self._groups for n in sent.names):
                 self._give_up_answer(msg_id)  # (all ended: its answer was lost, or is moot)
-        overdue = [sent for sent in self._unanswered.values()
+        overdue = [(msg_id, sent) for msg_id, sent in self._unanswered.items()
                    if sent.keys and not sent.watched and now - sent.at > SILENCE]
-        for sent in overdue:  # (by a task still its own: not one cancelled since, whose
-            # key's news, another task's, would find no future and tell nothing of it)
+        for msg_id, sent in overdue:  # (by a task still its own: not one cancelled since,
+            # whose key's news, another task's, would find no future and tell nothing of it)
             sent.probe = next((k for k in sent.keys if self._owns(sent, k)), None)
             sent.watched = sent.probe is not None
-        for keys in _by_size((sent.probe for sent in overdue if sent.watched),
+            if sent.watched:
+                self._probing[sent.probe] = msg_id
+        for keys in _by_size((sent.probe for _, sent in overdue if sent.watched),
                              self.batch_bytes):
             self._send(Kind.WATCH, wire.Watch(keys, []))
 
@@ -1006,9 +1025,7 @@ class AsyncClient:
         was watched (see _watch_unanswered), it was lost: its batch goes again (what was not
         cancelled meanwhile; under its name, so an admin that had it after all, its answer
         slow, takes it once)."""
-        mine = ((m, s) for m, s in self._unanswered.items()  # (the one that asked first)
-                if (s is sent if sent is not None else key in s.keys))
-        msg_id = min(mine, key=lambda ms: ms[1].probe != key, default=(None,))[0]
+        msg_id = self._unanswered_of(key, sent)
         if msg_id is None:
             return False
         sent, answer = self._unanswered[msg_id], self._requests.get(msg_id)
@@ -1031,9 +1048,28 @@ class AsyncClient:
             self._send_batch(items, sent.was, sent.tries + 1, sent.sid)
         return True
 
+    def _unanswered_of(self, key: Any, sent: _Sent | None) -> int | None:
+        """The unanswered SUBMIT (its msg_id) ``sent``, or else one that asked about task
+        ``key`` (see _watch_unanswered), or else the one of ``key``'s future; None when
+        there is none. (By key, not a look through every SUBMIT's keys: each of 30,000
+        'unknown' DONEs after a restart did that, and the client spent minutes on it.)"""
+        if sent is None:
+            probing = self._probing.get(key)
+            if probing is not None and probing in self._unanswered:
+                return probing
+            fut = self._futures.get(key)
+            sent = fut._sent if fut is not None else None
+        return None if sent is None or self._unanswered.get(sent.msg_id) is not sent \
+            else sent.msg_id
+
+    def _forget_sent(self, msg_id: int) -> None:
+        sent = self._unanswered.pop(msg_id, None)
+        if sent is not None and self._probing.get(sent.probe) == msg_id:
+            del self._probing[sent.probe]
+
     def _give_up_answer(self, msg_id: int) -> None:
         """A SUBMIT's answer is waited for no more (see _accepted)."""
-        del self._unanswered[msg_id]
+        self._forget_sent(msg_id)
         answer = self._requests.get(msg_id)
         if answer is not None:
             _fail(answer, _SentAgain())
