@@ -116,6 +116,26 @@ def test_a_submission_sent_again_after_its_batch_ran_and_was_forgotten_does_not_
     assert w.held == {}
 
 
+def test_a_client_s_batch_restored_from_the_journal_is_kept_until_it_watches_its_tasks(tmp_path):
+    """After a restart nobody watches a client's tasks (who watched is not journaled): with
+    a small --keep-finished its finished batch was forgotten before the client was back, and
+    its futures failed 'unknown' though their tasks had run (a chaos trial's finding). Kept
+    until the client watches one of its tasks, as a batch waited for with --wait."""
+    sim = JSim(tmp_path / "j.db", keep_finished=0)
+    doc = {"tasks": [{"id": "a", "description": "x", "difficulty": 1}]}
+    sim.receive(CLIENT, frames(Kind.SUBMIT, wire.Submission(doc, False, follow=True, sid=5)))
+    sim = sim.restart()
+    w = sim.join("w")
+    w.finish("a")
+    sim.tick(at=sim.now + 1)
+    assert "a" in sim.st.board.records  # (not forgotten: its client has not been back)
+    cmds = sim.receive(b"client-again", frames(Kind.WATCH, wire.Watch(["a"], [])))
+    (done,) = sends(cmds, Kind.DONE, b"client-again")
+    assert (done.task_id, done.status, done.sid) == ("a", "completed", 5)
+    sim.tick(at=sim.now + 2)
+    assert "a" not in sim.st.board.records  # (claimed: forgotten as any)
+
+
 def test_with_keep_finished_0_each_batch_is_forgotten_once_its_report_is_sent():
     sim = Sim(keep_finished=0)
     w = sim.join("w")

@@ -492,6 +492,7 @@ class AdminState:
         elif env.kind == Kind.WATCH:
             watch = wire.unpack(wire.Watch, env.payload, self.limits)
             self.watchers.watch(peer, watch.tasks)
+            self.batches.claim_tasks(watch.tasks, self.board.records)
             self.watchers.watch_groups(peer, watch.groups, self.task_manager)
             for batch_id, run in dict.fromkeys(wire.batch_pairs(watch.batches)):
                 self._watch_batch(peer, batch_id, run, now)

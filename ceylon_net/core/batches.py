@@ -74,9 +74,10 @@ class Batches:
     def __init__(self) -> None:
         self.open: dict[int, Batch] = {}
         self.known: dict[int, Batch] = {}  # every batch, open or done (a client may ask)
-        # Restored batches someone waited for, until a client WATCHes them (or the admin
-        # stops waiting for that): the admin is not idle meanwhile, or an admin run with
-        # --tasks could end before such a client had its report.
+        # Restored batches someone waited for (--wait, or a client's futures), until a
+        # client WATCHes them or their tasks (or the admin stops waiting for that): they are
+        # not forgotten meanwhile, and the admin is not idle, or an admin run with --tasks
+        # could end before such a client had its report.
         self.unclaimed: set[int] = set()
         # Batches are numbered in order: below this, one not known was forgotten; the one
         # just below is the last taken (a --sequential batch goes after it, if still open).
@@ -136,6 +137,17 @@ class Batches:
         if batch.sid:
             self.by_sid[batch.sid] = batch.id
 
+    def claim_tasks(self, task_ids: Iterable[TaskId], records: Mapping[TaskId, TaskRecord]
+                    ) -> None:
+        """A client watches these tasks (its futures, after a restart): their batches are
+        claimed (kept till then, or a small --keep-finished forgot them before the client was
+        back: its futures failed 'unknown' though their tasks had run)."""
+        for task_id in task_ids if self.unclaimed else ():
+            rec = records.get(task_id)
+            batch_id = self.by_sid.get(rec.sid) if rec is not None and rec.sid else None
+            if batch_id is not None:
+                self.unclaimed.discard(batch_id)
+
     @staticmethod
     def gates(rows: Iterable[tuple[int, list[Any]]]) -> dict[TaskId, list[tuple[str, int]]]:
         """The gates the tasks of journaled --sequential batches wait on (see :meth:`restore`
@@ -162,7 +174,7 @@ class Batches:
                     batch.remaining += 1
                     rec.batch = batch_id
             self._know(batch)
-            if batch.wait:
+            if batch.wait or batch.sid:  # (a client's futures watch its tasks: see claim_tasks)
                 self.unclaimed.add(batch_id)
             if batch.remaining:
                 self.open[batch_id] = batch
