@@ -88,8 +88,15 @@ class Batches:
         self.kept = 0
         self.by_sid: dict[int, int] = {}  # submission name -> the known batch it became
         # ... and of the latest batches forgotten (a copy sent again after its batch ran and
-        # was forgotten is not taken as new: it would run again). Not journaled.
+        # was forgotten is not taken as new: it would run again). Journaled too.
         self.forgot_sids: dict[int, int] = {}
+
+    def forgot_named(self, sids: Iterable[tuple[int, int]]) -> None:
+        """Names of batches forgotten before a restart (a journal's: see forgot_sids)."""
+        for sid, batch_id in sids:
+            self.forgot_sids[sid] = batch_id
+        while len(self.forgot_sids) > FORGOT_SIDS:
+            del self.forgot_sids[next(iter(self.forgot_sids))]
 
     def again(self, sid: int) -> Batch | None:
         """The known batch a submission of this name became: one sent again (see Batch.sid)."""

@@ -7,7 +7,7 @@ before its assignment leaves, and a result before its acknowledgement does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..wire import Event, Header, Kind
@@ -112,6 +112,7 @@ class Forgot:
     batches: list[int]
     next_batch: int
     counts: list[int]  # the board's Forgotten.row(), as it stands
+    sids: list[tuple[int, int]] = field(default_factory=list)  # [(name, batch)], the named
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,7 +149,7 @@ class Followup:
             board.forgotten.unassigned += sum(self.unassigned.pop(t, None) is not None
                                               for t in tasks)
         self.out.add(Forgot(tasks, groups, ids, self.batches.next_id,
-                            self.board.forgotten.row()))
+                            self.board.forgotten.row(), [(b.sid, b.id) for b in gone if b.sid]))
         self.out.log("DEBUG", f"forgot {len(ids)} done batch(es) and "
                               f"{len(tasks) - sum(len(b.task_ids) for b in gone)} task(s) of "
                               f"execute(): keeping the latest {keep:,} finished "

@@ -27,7 +27,7 @@ import msgpack
 from loguru import logger
 
 from .. import wire
-from ..core.batches import Batch
+from ..core.batches import FORGOT_SIDS, Batch
 from ..core.board import ENDED, STATUS_OF, TaskBoard
 from ..core.commands import Finished, Forgot, NewWork
 from ..core.groups import TaskGroup, TaskManager
@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 # the run's name in meta (version 3 lacks them); 5: rows end with lost_with (earlier ones lack
 # it: an admin of version 4 would misread them); 6: 'forget' rows, and what was forgotten in
 # meta (--keep-finished: an admin of version 5 would bring forgotten tasks back); 7: batch
-# rows end with the submission's name (version 6's lack it: an admin of 6 refuses such rows)
+# rows end with the submission's name (version 6's lack it: an admin of 6 refuses such rows),
+# and the names of batches forgotten are kept (forgot_sids)
 SCHEMA_VERSION = 7
 _MAGIC = b"SQLite format 3\x00"
 
@@ -50,6 +51,9 @@ _LOG_TABLE = ("CREATE TABLE log (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
               "rows BLOB NOT NULL);")
 # A client batch as msgpack [wait, after, task ids, sid]: see Batch.journal_row.
 _BATCHES_TABLE = "CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, spec BLOB NOT NULL);"
+# The names of the latest client batches forgotten (see Batches.forgot_sids).
+_FORGOT_SIDS_TABLE = ("CREATE TABLE IF NOT EXISTS forgot_sids (sid INTEGER PRIMARY KEY, "
+                      "batch INTEGER NOT NULL);")
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- kind 'put': rows [task, group, status, attempt, worker, result, reason, losses, stopping,
@@ -61,6 +65,7 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 {_LOG_TABLE}
 CREATE TABLE groups (id TEXT PRIMARY KEY, idx INTEGER NOT NULL, spec BLOB NOT NULL);
 {_BATCHES_TABLE}
+{_FORGOT_SIDS_TABLE}
 """
 # A status as written: an enum's .value is a descriptor call, and there are two per task.
 _VALUE = {s: s.value for s in TaskStatus}
@@ -209,6 +214,19 @@ class Journal:
         db.executemany("DELETE FROM batches WHERE id=?", [(b,) for b in gone.batches])
         db.execute("INSERT OR REPLACE INTO meta VALUES ('forgotten', ?)",
                    (json.dumps([gone.next_batch, gone.counts]),))
+        if gone.sids:
+            db.executemany("INSERT OR REPLACE INTO forgot_sids VALUES (?, ?)", gone.sids)
+            db.execute("DELETE FROM forgot_sids WHERE batch <= (SELECT batch FROM forgot_sids "
+                       "ORDER BY batch DESC LIMIT 1 OFFSET ?)", (FORGOT_SIDS,))
+
+    def forgot_sids(self) -> list[tuple[int, int]]:
+        """The names of the latest client batches forgotten, as [(name, batch)], oldest
+        first (none in a journal older than version 7)."""
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='forgot_sids'"
+                               ).fetchone():
+            return []
+        return [(s, b) for s, b in self.db.execute(
+            "SELECT sid, batch FROM forgot_sids ORDER BY batch") if type(s) is type(b) is int]
 
     def set_slots(self, slots: dict[str, int]) -> None:
         """How many tasks each registered worker runs at once (its --concurrency): after a
@@ -259,6 +277,7 @@ class Journal:
             self._in_tx = True
             if self._upgrade:
                 self.db.execute(_BATCHES_TABLE)
+                self.db.execute(_FORGOT_SIDS_TABLE)
                 self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                     [("schema_version", str(SCHEMA_VERSION)),
                                      ("run", self.run)])
@@ -471,6 +490,7 @@ def resume(journal: Journal, state: AdminState, now: float) -> bool:
     state.run = journal.run
     resumed = state.resume(entries, held, now, journal.batches(), journal.slots(),
                            journal.forgotten())
+    state.batches.forgot_named(journal.forgot_sids())
     if resumed:
         logger.info("resumed from journal {}: {} task(s), {} finished, {} were running "
                     "(waiting for their workers), {} queued, {} waiting", journal.path,
