@@ -48,6 +48,7 @@ WATCHDOG_TURN = 1.0  # seconds between two looks at the admin's silence
 # ... and every so often anyway: a DONE the admin could not route (our connection was being
 # re-made, or our queue was full) is lost, and heartbeats would hide it.
 REWATCH = 10.0
+ASK_AGAIN = 5.0  # seconds: a status unanswered this long is asked again (see status())
 SEND_TRIES = 3  # times a batch the admin says it does not have is sent, at most
 LEFT_OUT = "was left out as its batch went again (it depends on one cancelled)"
 # Finished batches' reports a client keeps (their REPORTs' bytes, at most this many in all),
@@ -354,20 +355,39 @@ class AsyncClient:
             async with asyncio.timeout(timeout):
                 env = await self._requests[msg_id]
         except TimeoutError:
-            hint = await why_no_answer(self.endpoint, self.curve, "is ceylon-admin running "
-                                       "there?") if self._ended is None else \
-                f" (it said it stopped ({self._ended}), and none answered since)"
-            raise AdminUnreachableError(f"no admin answered at {self.endpoint} within "
-                                        f"{timeout:g} s{hint}") from None
+            raise await self._unanswered_after(timeout) from None
         finally:
             self._requests.pop(msg_id, None)
-        if env.kind == Kind.REJECT:
-            raise RejectedError(wire.unpack(wire.Reject, env.payload, INBOUND_LIMITS).reason)
-        return env
+        return _accepted_answer(env)
+
+    async def _unanswered_after(self, timeout: float) -> AdminUnreachableError:
+        hint = await why_no_answer(self.endpoint, self.curve, "is ceylon-admin running "
+                                   "there?") if self._ended is None else \
+            f" (it said it stopped ({self._ended}), and none answered since)"
+        return AdminUnreachableError(f"no admin answered at {self.endpoint} within "
+                                     f"{timeout:g} s{hint}")
 
     async def status(self) -> dict[str, Any]:
-        """The admin's status snapshot (what ceylon-status prints)."""
-        env = await self._ask(Kind.STATUS)
+        """The admin's status snapshot (what ceylon-status prints). Asked again every
+        ASK_AGAIN s while unanswered (a request written to a connection as the admin died
+        is lost with it: connect() through a restart waited its whole timeout): the first
+        answer tells."""
+        assert self.loop is not None
+        deadline = self.loop.time() + self.timeout
+        asked: list[int] = []
+        try:
+            while not (answered := [m for m in asked if self._requests[m].done()]):
+                left = deadline - self.loop.time()
+                if left <= 0:
+                    raise await self._unanswered_after(self.timeout)
+                asked.append(self._request(Kind.STATUS))
+                await asyncio.wait([self._requests[m] for m in asked],
+                                   timeout=min(ASK_AGAIN, left),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            env = _accepted_answer(self._requests[answered[0]].result())
+        finally:
+            for msg_id in asked:
+                self._requests.pop(msg_id, None)
         return wire.unpack(wire.Status, env.payload, INBOUND_LIMITS).snapshot
 
     async def cancel(self, tasks: Iterable[Any], reason: str = "cancelled by the client"
@@ -1162,6 +1182,13 @@ def _by_size(items: Iterable[Any], limit: int) -> Iterator[list[Any]]:
         size += n
     if chunk:
         yield chunk
+
+
+def _accepted_answer(env: wire.Envelope) -> wire.Envelope:
+    """An answer to a request: RejectedError for a REJECT."""
+    if env.kind == Kind.REJECT:
+        raise RejectedError(wire.unpack(wire.Reject, env.payload, INBOUND_LIMITS).reason)
+    return env
 
 
 def _fail(fut: asyncio.Future, exc: BaseException) -> None:
