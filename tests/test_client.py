@@ -1270,8 +1270,9 @@ def test_a_batch_an_admin_never_takes_is_sent_three_times_then_fails():
     assert submits == 3 and left == {}
     assert isinstance(error, AdminUnreachableError)
     assert str(error) == ("the admin at tcp://127.0.0.1:1 never took a batch sent 3 times "
-                          "(each time it did not know it): does it drop our messages? (its "
-                          "log says why)")
+                          "(each time it did not know it): lost with connections as it "
+                          "restarted, again and again, or it drops our messages (its log "
+                          "says which)")
 
 
 def test_a_submit_answered_late_by_an_admin_heard_all_along_is_waited_for():

@@ -1058,8 +1058,9 @@ class AsyncClient:
             self._batch_failed(list(sent.keys), [(d, g) for d, _, g in sent.items if g],
                                AdminUnreachableError(
                                    f"the admin at {self.endpoint} never took a batch sent "
-                                   f"{sent.tries} times (each time it did not know it): does "
-                                   f"it drop our messages? (its log says why)"), sent)
+                                   f"{sent.tries} times (each time it did not know it): lost "
+                                   f"with connections as it restarted, again and again, or it "
+                                   f"drops our messages (its log says which)"), sent)
             return True
         logger.info("client: the admin at {} does not have a batch we sent (lost as it "
                     "restarted?): sending it again", self.endpoint)
