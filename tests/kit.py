@@ -224,6 +224,20 @@ class JSim(Sim):
         return JSim(self.path, **self.settings)
 
 
+def one_of_two_group(sim: Sim) -> tuple[Any, SimWorker, SimWorker]:
+    """Group "g" of t0 and t1 whose goal (one completed) cancels the rest, submitted to new
+    workers w1 and w2 (one task each): (group, w1, w2)."""
+    from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
+
+    group = TaskManager.create_task_group(
+        "g", "", [TaskMessage(f"t{i}", f"t{i}", "", 0.0) for i in range(2)],
+        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"),
+        on_goal="cancel_rest")
+    w1, w2 = sim.join("w1"), sim.join("w2")
+    sim.carry(sim.st.submit([], groups=[group], now=sim.now))
+    return group, w1, w2
+
+
 def given_elsewhere(sim: Sim, first: str = "w1", second: str = "w2"
                     ) -> tuple[SimWorker, SimWorker]:
     """Task "t" goes to ``first``, which goes silent and is called lost at 3.5 s; "t" goes to

@@ -19,6 +19,7 @@ from kit import (
     logs,
     noop,
     of,
+    one_of_two_group,
     sends,
     taken_back,
     taken_over,
@@ -1923,18 +1924,9 @@ def test_a_group_task_handed_back_finished_by_a_worker_back_from_lost_shows_comp
 
 
 def _one_of_two_group() -> tuple[Sim, Any, SimWorker, SimWorker]:
-    """Group "g" of t0 and t1 whose goal (one completed) cancels the rest, submitted to w1
-    and w2 (one task each): (sim, group, w1, w2)."""
-    from ceylon_net import TaskGroupGoal, TaskManager, TaskMessage, create_goal_checker
-
+    """:func:`kit.one_of_two_group` on a new Sim: (sim, group, w1, w2)."""
     sim = Sim()
-    group = TaskManager.create_task_group(
-        "g", "", [TaskMessage(f"t{i}", f"t{i}", "", 0.0) for i in range(2)],
-        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"),
-        on_goal="cancel_rest")
-    w1, w2 = sim.join("w1"), sim.join("w2")
-    sim.carry(sim.st.submit([], groups=[group], now=sim.now))
-    return sim, group, w1, w2
+    return sim, *one_of_two_group(sim)
 
 
 def _w1_lost(sim: Sim, w2: SimWorker) -> list[Any]:
@@ -2029,13 +2021,21 @@ def test_a_first_task_not_confirmed_in_time_is_asked_back_and_runs_where_it_came
     sim.st.board.validate()
 
 
-def test_a_task_a_heartbeat_does_not_list_is_asked_back_and_goes_elsewhere_once_given_back():
-    sim = Sim()
+def _t_never_reaches(sim: Sim) -> SimWorker:
+    """Worker "w", trusted (it ran a task), which answers for tasks it never got; task "t"
+    sent to it, which never reaches it (lost with a connection, or on a link broken one
+    way): w."""
     w = sim.join("w", answers_unheld=True)
     sim.submit(noop("warm"))
-    w.finish("warm")  # (trusted: it reads its queue)
+    w.finish("warm")
     sim.submit(noop("t"))
-    w.held.pop("t")  # (never got: lost with a connection)
+    w.held.pop("t")
+    return w
+
+
+def test_a_task_a_heartbeat_does_not_list_is_asked_back_and_goes_elsewhere_once_given_back():
+    sim = Sim()
+    w = _t_never_reaches(sim)
     sim.now = 2.5
     cmds = w.heartbeat()
     assert sends(cmds, Kind.RELEASE, w.peer) == [wire.Release([["t", 1]])]
@@ -2057,11 +2057,7 @@ def test_a_task_asked_back_as_unheard_goes_elsewhere_when_its_worker_never_answe
     from ceylon_net.core.membership import UNHEARD_BEATS
 
     sim = Sim()
-    w = sim.join("w", answers_unheld=True)
-    sim.submit(noop("warm"))
-    w.finish("warm")
-    sim.submit(noop("t"))
-    w.held.pop("t")
+    w = _t_never_reaches(sim)
     other = sim.join("other")
     sim.now = 2.5
     w.heartbeat()
@@ -2085,11 +2081,7 @@ def test_a_worker_a_task_was_given_up_on_gets_no_task_until_it_answers_again():
     from ceylon_net.core.workers import WorkerState
 
     sim = Sim()
-    w = sim.join("w", answers_unheld=True)
-    sim.submit(noop("warm"))
-    w.finish("warm")
-    sim.submit(noop("t"))
-    w.held.pop("t")
+    w = _t_never_reaches(sim)
     sim.now = 2.5
     w.heartbeat()
     for beat in range(1, UNHEARD_BEATS + 1):

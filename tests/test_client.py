@@ -457,6 +457,26 @@ class _Fed:
         await _settle()
         return new, other
 
+    def overdue(self) -> None:
+        """Every SUBMIT unanswered, as if sent SILENCE and more ago; the watchdog's watch."""
+        for sent in self.client._unanswered.values():
+            sent.at -= 2.5
+        self.client._watch_again()
+
+    async def group_given_again(self) -> asyncio.Future:
+        """Group 'g' submitted and taken (batch 1), then cancelled, and a new group given its
+        name, unanswered: the new group's future."""
+        wire, client = self.wire, self.client
+        old = client.submit_group("g", [{"handler": "f", "args": [1]}])
+        await self.sending(1)
+        self.said(wire.Kind.SUBMIT, wire.Submitted(1, 1, "run"), seq=1)
+        await _settle()
+        old.cancel()
+        await _settle()
+        new = client.submit_group("g", [{"handler": "f", "args": [2]}])
+        await _settle()
+        return new
+
     def submits_sent(self) -> list[tuple[int, object]]:
         """Each SUBMIT sent: (its msg_id, the Submission)."""
         from ceylon_net.wire import Kind
@@ -513,9 +533,7 @@ def test_a_submit_lost_as_the_admin_restarted_is_sent_again_once_the_admin_has_n
         futures = [client.submit("echo", i, key=f"k{i}") for i in range(3)]
         await fed.sending(1)
         client._watch_again()  # (the watchdog, the admin silent: too soon for this one)
-        for sent in client._unanswered.values():
-            sent.at -= 2.5  # (SILENCE and more ago)
-        client._watch_again()
+        fed.overdue()  # (unanswered for SILENCE: asked about)
         client._watch_again()  # (asked about once: its tasks are watched as any others)
         watches = [msg.tasks for kind, msg in fed.sent[1:] if kind == Kind.WATCH]
         fed.said(Kind.DONE, wire.TaskDone("k0", "unknown", None, "the admin has no such task"))
@@ -726,9 +744,7 @@ def test_a_lost_batch_whose_first_task_was_cancelled_is_asked_about_by_one_still
         await fed.sending(1)
         gone.cancel()
         await _settle()
-        for sent in client._unanswered.values():
-            sent.at -= 2.5  # (SILENCE and more ago)
-        client._watch_again()
+        fed.overdue()  # (unanswered for SILENCE: asked about)
         watched = [m.tasks for kind, m in fed.sent if kind == Kind.WATCH]
         fed.said(Kind.DONE, wire.TaskDone("k1", "unknown", None, "the admin has no such task"))
         await _settle()
@@ -748,11 +764,8 @@ def test_a_lost_batch_sent_again_leaves_out_a_task_cancelled_whose_key_was_given
 
     async def body():
         fed = _Fed()
-        client = fed.client
         new, other = await fed.key_given_again()
-        for sent in client._unanswered.values():
-            sent.at -= 2.5  # (SILENCE and more ago)
-        client._watch_again()  # (asks about the lost batch's task still its own, 'k1')
+        fed.overdue()  # (asks about the lost batch's task still its own, 'k1')
         fed.said(Kind.DONE, wire.TaskDone("k1", "unknown", None, "the admin has no such task"))
         await _settle()
         return [(msg_id, [(t["id"], t["args"]) for t in m.doc["tasks"]])
@@ -864,9 +877,7 @@ def test_a_batch_whose_answer_the_admin_dropped_is_taken_once_asked_about():
         fed.said(Kind.HEARTBEAT, wire.Event("heartbeat", {"every": 1.0, "epoch": 1}))
         futures = [client.submit("f", i, key=f"k{i}") for i in range(2)]
         await fed.sending(1)
-        for sent in client._unanswered.values():
-            sent.at -= 2.5  # (SILENCE and more ago)
-        client._watch_again()  # (asks about its first task)
+        fed.overdue()  # (asks about its first task)
         fed.said(Kind.DONE, done("k0"))
         fed.said(Kind.DONE, done("k1"))  # (its answer to the watch that followed)
         watches = [msg.tasks for kind, msg in fed.sent if kind == Kind.WATCH]
@@ -888,9 +899,7 @@ def test_a_fixed_key_s_second_run_is_refused_from_its_future_however_slow_the_ad
         client = fed.client
         fut = client.submit("f", "second run", key="job")
         await fed.sending(1)
-        for sent in client._unanswered.values():
-            sent.at -= 2.5  # (SILENCE and more ago)
-        client._watch_again()
+        fed.overdue()  # (unanswered for SILENCE: asked about)
         fed.said(Kind.REJECT, wire.Reject("duplicate task id 'job'"), seq=1)
         result = wire.to_wire(TaskResult("job", "w", True, value="first run"))
         fed.said(Kind.DONE, wire.TaskDone("job", "completed", result))
@@ -912,9 +921,7 @@ async def _second_run_asked_about(fed: _Fed, named: bool = True) -> tuple:
     client = fed.client
     fut = client.submit("f", "second run", key="job")
     await fed.sending(1)
-    for sent in client._unanswered.values():
-        sent.at -= 2.5  # (SILENCE and more ago)
-    client._watch_again()
+    fed.overdue()  # (unanswered for SILENCE: asked about)
     (sid,) = [m.sid for _, m in fed.submits_sent()]
     result = wire.to_wire(TaskResult("job", "w", True, value="first run"))
     fed.said(Kind.DONE, wire.TaskDone("job", "completed", result, sid=sid + 1 if named else 0))
@@ -976,15 +983,7 @@ def test_a_group_s_news_read_before_its_submit_s_answer_is_not_taken():
 
     async def body():
         fed = _Fed()
-        client = fed.client
-        old = client.submit_group("g", [{"handler": "f", "args": [1]}])
-        await fed.sending(1)
-        fed.said(Kind.SUBMIT, wire.Submitted(1, 1, "run"), seq=1)
-        await _settle()
-        old.cancel()
-        await _settle()
-        new = client.submit_group("g", [{"handler": "f", "args": [2]}])
-        await _settle()
+        new = await fed.group_given_again()
         fed.said(Kind.GROUP, wire.GroupNews("g", "group_finished", "group 'g' cancelled",
                                             {"status": "cancelled", "completed": 0}))
         await _settle()
@@ -1010,18 +1009,8 @@ def test_a_group_s_news_of_its_older_namesake_is_not_taken_though_its_submit_was
 
     async def body():
         fed = _Fed()
-        client = fed.client
-        old = client.submit_group("g", [{"handler": "f", "args": [1]}])
-        await fed.sending(1)
-        fed.said(Kind.SUBMIT, wire.Submitted(1, 1, "run"), seq=1)
-        await _settle()
-        old.cancel()
-        await _settle()
-        new = client.submit_group("g", [{"handler": "f", "args": [2]}])
-        await _settle()
-        for sent in client._unanswered.values():
-            sent.at -= 2.5  # (SILENCE and more ago)
-        client._watch_again()
+        new = await fed.group_given_again()
+        fed.overdue()  # (unanswered for SILENCE: asked about)
         (first, _), (second, sub) = [(m.sid, i) for i, m in fed.submits_sent()]
         fed.said(Kind.GROUP, finished("cancelled", first))
         await _settle()
@@ -1084,9 +1073,7 @@ def test_a_refusal_read_with_the_watched_task_s_unknown_sends_the_batch_again_on
         good = [client.submit("echo", i, key=f"k{i}") for i in range(2)]
         client.submit("echo", 2, key="k2", depends_on=["nope"])
         await _settle()
-        for sent in client._unanswered.values():
-            sent.at -= 2.5  # (SILENCE and more ago)
-        client._watch_again()  # (its first task asked about)
+        fed.overdue()  # (its first task asked about)
         refusal = "task #3 'k2' depends on unknown task 'nope'"
         fed.said(Kind.REJECT, wire.Reject(refusal), seq=1)
         fed.said(Kind.DONE, wire.TaskDone("k0", "unknown", None, "no such task"))
@@ -1184,9 +1171,7 @@ def test_a_submit_watched_before_a_restart_is_asked_about_again_and_its_tasks_wa
         client = fed.client
         [client.submit("echo", i, key=f"k{i}") for i in range(3)]
         await _settle()
-        for sent in client._unanswered.values():
-            sent.at -= 2.5
-        client._watch_again()  # (stalled admin: k0 asked about)
+        fed.overdue()  # (stalled admin: k0 asked about)
         first = [m.tasks for kind, m in fed.sent if kind == Kind.WATCH]
         client._epoch = 1
         fed.said(Kind.HEARTBEAT, wire.Event("heartbeat", {"epoch": 2, "every": 1.0}))
@@ -1231,9 +1216,7 @@ def test_a_lost_batch_goes_again_without_what_was_cancelled_and_what_depends_on_
         client.submit("add", 2, key="ok")
         client.submit_group("bad", [{"handler": "add", "depends_on": None}])  # (refused)
         await fed.sending(1)
-        for sent in client._unanswered.values():
-            sent.at -= 2.5  # (SILENCE and more ago)
-        client._watch_again()  # (its first task asked about)
+        fed.overdue()  # (its first task asked about)
         x.cancel()  # (the cancel goes out: the admin does not know it either)
         fed.said(Kind.DONE, wire.TaskDone("z", "unknown", None, "no such task"))
         errors = await asyncio.wait_for(asyncio.gather(y, z, return_exceptions=True), 5)
@@ -1259,9 +1242,7 @@ def test_a_batch_an_admin_never_takes_is_sent_three_times_then_fails():
         future = client.submit("echo", 1, key="k")
         await fed.sending(1)
         for _ in range(3):
-            for sent in client._unanswered.values():
-                sent.at -= 2.5  # (SILENCE and more ago)
-            client._watch_again()
+            fed.overdue()  # (unanswered for SILENCE: asked about)
             fed.said(Kind.DONE, wire.TaskDone("k", "unknown", None, "no such task"))
         error = await asyncio.wait_for(asyncio.gather(future, return_exceptions=True), 5)
         return len(fed.submits()), error[0], client._unanswered

@@ -572,18 +572,12 @@ def test_a_task_running_past_a_cancel_rest_goal_is_not_run_again_after_a_restart
     a restart too: the goal, met again as the journal's results are replayed, asks it back
     from its worker, which answers it started (it runs on there, to its result), or never
     comes back (it ends cancelled, not given to the worker that came)."""
-    from kit import JSim, assigned, sends
+    from kit import JSim, assigned, one_of_two_group, sends
 
-    from ceylon_net import TaskMessage, create_goal_checker
     from ceylon_net.wire import Kind
 
     sim = JSim(tmp_path / "j.db")
-    group = TaskManager.create_task_group(
-        "g", "", [TaskMessage(f"t{i}", f"t{i}", "", 0.0) for i in range(2)],
-        goal=TaskGroupGoal("one", "", create_goal_checker(1), "ok", "no"),
-        on_goal="cancel_rest")
-    w1, w2 = sim.join("w1"), sim.join("w2")
-    sim.carry(sim.st.submit([], groups=[group], now=sim.now))
+    _, w1, w2 = one_of_two_group(sim)
     w1.start("t0")
     w2.start("t1")
     w2.finish("t1")  # the goal is met: t0 runs on
