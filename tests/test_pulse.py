@@ -12,7 +12,7 @@ from kit import EPOCH, Sim, logs, of
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
-from ceylon_net.core.pacing import Pulse, Silence, admin_silence, out_of_touch
+from ceylon_net.core.pacing import Pulse, Silence, admin_silence, out_of_touch, watch_due
 from ceylon_net.dev.testing import Cluster, wait_until
 from ceylon_net.edge.client import AsyncClient
 from ceylon_net.wire import Kind
@@ -119,6 +119,21 @@ def test_a_worker_holds_its_queue_from_half_a_beat_before_the_admin_would_call_i
     assert ask(0.1, 2.6)[0] == "admin silent for 2.6 s"
     assert ask(4.0, 0.1, sleeping=5.0) == (None, 99.9 + 2.5) and ask(8.0, 0.1, sleeping=5.0)[0]
     assert ask(1.4, 1.4, liveness=2) == (None, 100.1) and ask(1.6, 0.1, liveness=2)[0]
+
+
+def test_a_client_watches_again_once_a_silence_not_every_turn_of_it_and_every_rewatch():
+    """watch_due, fed a client's turns (a watch every 10 s anyway): the admin silent for
+    turns on end is asked once (a WATCH of every pending task each turn piled up for a
+    restarting admin: a chaos trial's finding), then at the next REWATCH."""
+    turns = [Silence.FINE, Silence.WATCH, Silence.WATCH, Silence.WATCH, Silence.FINE,
+             Silence.WATCH] + [Silence.WATCH] * 11
+    watched, asked, at = 0.0, False, []
+    for now, verdict in enumerate(turns, start=1):
+        if watch_due(verdict, asked, float(now), watched, 10.0):
+            watched = float(now)
+            at.append(now)
+        asked = verdict is Silence.WATCH
+    assert at == [2, 6, 17]  # (the silence from turn 6 on: asked again 10 s and more after)
 
 
 def test_a_client_counts_as_the_admins_silence_only_the_time_it_was_awake_to_hear():

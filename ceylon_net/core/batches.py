@@ -92,7 +92,8 @@ class Batches:
         self.forgot_sids: dict[int, int] = {}
 
     def forgot_named(self, sids: Iterable[tuple[int, int]]) -> None:
-        """Names of batches forgotten before a restart (a journal's: see forgot_sids)."""
+        """Names of batches forgotten, [(name, batch)] (just now, or before a restart: a
+        journal's); the latest FORGOT_SIDS are kept (see forgot_sids)."""
         for sid, batch_id in sids:
             self.forgot_sids[sid] = batch_id
         while len(self.forgot_sids) > FORGOT_SIDS:
@@ -233,9 +234,7 @@ class Batches:
                 and not held(self.known[self.done[0]]):
             batch = self.known.pop(self.done.popleft())
             if self.by_sid.pop(batch.sid, None) is not None:
-                self.forgot_sids[batch.sid] = batch.id
-                if len(self.forgot_sids) > FORGOT_SIDS:
-                    del self.forgot_sids[next(iter(self.forgot_sids))]
+                self.forgot_named([(batch.sid, batch.id)])
             self.kept -= len(batch.task_ids)
             out.append(batch)
         return out

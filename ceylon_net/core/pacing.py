@@ -145,6 +145,14 @@ def admin_silence(now: float, heard: float, deaf: float, every: float, gone_afte
     return Silence.FINE, silent
 
 
+def watch_due(verdict: Silence, asked: bool, now: float, watched: float, every: float) -> bool:
+    """Is it time a client watches again what it waits on? Once as the admin's silence is
+    worth asking about (``asked``: this silence was already; each turn of it, a restarting
+    admin got a WATCH of every pending task, and answered each), and ``every`` s since the
+    last watch (``watched``) anyway: a DONE the admin could not route is lost."""
+    return (verdict is Silence.WATCH and not asked) or now - watched > every
+
+
 class Flush(enum.Enum):
     """When a worker's news (results, starts, tasks given back) leaves."""
 

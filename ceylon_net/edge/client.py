@@ -25,7 +25,7 @@ from typing import Any
 from loguru import logger
 
 from .. import wire
-from ..core.pacing import Silence, admin_silence
+from ..core.pacing import Silence, admin_silence, watch_due
 from ..core.tasks import TaskResult
 from ..core.workfile import TASK_FIELDS, valid_field
 from ..errors import (
@@ -983,10 +983,7 @@ class AsyncClient:
             if verdict is Silence.LOST:
                 self._fail_all(AdminUnreachableError(
                     f"lost the admin at {self.endpoint}: no word for {silent:.0f} s"))
-            elif (verdict is Silence.WATCH and not asked) or now - watched > REWATCH:
-                # (silent: once, then every REWATCH until it speaks again, not every turn:
-                # watches of every pending task piled up for a restarting admin, which
-                # answered each with a DONE a task, beyond what its socket queues a client)
+            elif watch_due(verdict, asked, now, watched, REWATCH):
                 self._watch_again()
                 watched = now
             elif verdict is Silence.WATCH:
