@@ -102,6 +102,7 @@ class Journal:
         journal); refused when another holds it."""
         self.path = Path(path)
         self.workspace = workspace
+        self._named_since_pruned = 0  # names of forgotten batches written (see forget)
         if self.path.is_dir():
             raise JournalError(f"journal {self.path} is a directory: name a file in it")
         self._held = _hold(self.path) if hold else None
@@ -216,14 +217,22 @@ class Journal:
                    (json.dumps([gone.next_batch, gone.counts]),))
         if gone.sids:
             db.executemany("INSERT OR REPLACE INTO forgot_sids VALUES (?, ?)", gone.sids)
+            self._named_since_pruned += len(gone.sids)
+        if self._named_since_pruned > FORGOT_SIDS // 10:  # (a sort of the table: not each
+            # time, at --keep-finished 0 each batch; a resumed admin keeps the latest anyway)
             db.execute("DELETE FROM forgot_sids WHERE batch <= (SELECT batch FROM forgot_sids "
                        "ORDER BY batch DESC LIMIT 1 OFFSET ?)", (FORGOT_SIDS,))
+            self._named_since_pruned = 0
+
+    def _has(self, table: str) -> bool:
+        """Does the file have this table (an older schema's may not)?"""
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (table,)
+                               ).fetchone() is not None
 
     def forgot_sids(self) -> list[tuple[int, int]]:
         """The names of the latest client batches forgotten, as [(name, batch)], oldest
         first (none in a journal older than version 7)."""
-        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='forgot_sids'"
-                               ).fetchone():
+        if not self._has("forgot_sids"):
             return []
         return [(s, b) for s, b in self.db.execute(
             "SELECT sid, batch FROM forgot_sids ORDER BY batch") if type(s) is type(b) is int]
@@ -396,7 +405,7 @@ class Journal:
     def batches(self) -> list[tuple[int, list[Any]]]:
         """Client batches by number, as :meth:`add_batch` wrote them (none in a journal older
         than version 4)."""
-        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='batches'").fetchone():
+        if not self._has("batches"):
             return []
         out = []
         for batch_id, spec in self.db.execute("SELECT id, spec FROM batches ORDER BY id"):
