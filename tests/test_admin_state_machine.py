@@ -189,7 +189,14 @@ class AdminMachine(RuleBasedStateMachine):
         given its tasks to others meanwhile)."""
         peer = data.draw(st.sampled_from(sorted(self.silent)))
         self.silent.discard(peer)
-        self.sim.workers[peer].hello()
+        self._registers_again(self.sim.workers[peer])
+
+    def _registers_again(self, w: SimWorker) -> None:
+        """A HELLO on the connection it had: what was still on its way to it arrives before
+        the WELCOME and is dropped, as Worker._await_welcome does (the admin may have called
+        it lost and given those tasks to others)."""
+        self.late.pop(w.peer, None)
+        w.hello()
 
     def slowed(self) -> list[tuple[SimWorker, Any]]:
         """Assignments to workers that answer a RELEASE of a task they never got, not
@@ -217,7 +224,7 @@ class AdminMachine(RuleBasedStateMachine):
     def hello_again_on_the_same_connection(self, data: st.DataObject) -> None:
         w = data.draw(st.sampled_from(self.talking()))
         self._answer(w)
-        w.hello()
+        self._registers_again(w)
 
     @precondition(lambda self: self.talking())
     @rule(data=st.data())
@@ -304,7 +311,7 @@ class AdminMachine(RuleBasedStateMachine):
                 break
             for w in self.talking():
                 if sim.st.peer_of(w.name) != w.peer:
-                    w.hello()  # rejected earlier (its name was taken): try again
+                    self._registers_again(w)  # rejected earlier (name taken): again
                     continue
                 self._answer(w)
                 w.finish_all()

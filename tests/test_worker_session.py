@@ -220,3 +220,42 @@ def test_a_worker_may_start_queued_tasks_only_while_the_admin_cannot_have_called
     assert not asked(8.0, 0.1, every=5.0)
     w._welcome.liveness = 2  # (the least the admin takes: lost at 2 beats, we hold at 1.5)
     assert asked(1.4, 1.4) and not asked(1.6, 0.1) and not asked(0.1, 1.6)
+
+
+class _Answering(_Sent):
+    """... and what the admin sends reaches it in this order: ``coming``, each in turn."""
+
+    def __init__(self, coming: list[list[bytes]]) -> None:
+        super().__init__()
+        self.coming = coming
+
+    async def recv(self, timeout: float) -> list[bytes] | None:
+        return self.coming.pop(0) if self.coming else None
+
+
+def _from_admin(kind: bytes, payload: bytes, type_: str | None = None) -> list[bytes]:
+    return wire.encode_frames(kind, wire.make_header("default", "admin", type_), payload)
+
+
+def test_an_assignment_that_reaches_a_worker_registering_again_is_not_taken():
+    """It heard nothing (a slow link): it registers again on the same connection, and the
+    admin may meanwhile have called it lost and given its tasks to others who started them.
+    An assignment still on its way reaches it before the WELCOME (TCP keeps the order) and
+    is dropped: taken, it would run beside the other worker's copy (hypothesis found this
+    sequence in the pipelined state machine). What reached it after the WELCOME is taken.
+    The admin sends a dropped one again once the worker's next heartbeat does not hold it
+    (Membership._reconcile); the state machine's teardown shows each such task ends once."""
+    task = TaskAssignment(Task(0, "late", 1, handler="test.none"), attempt=1)
+    fresh = TaskAssignment(Task(1, "after", 1, handler="test.none"), attempt=1)
+    welcome = wire.Welcome("w", "admin", 1, 1.0, 3, epoch=99)
+    sockets = _Answering([
+        _from_admin(Kind.ASSIGN, wire.pack_batch([task]), "TaskAssignment"),
+        _from_admin(Kind.WELCOME, wire.pack(welcome), "Welcome")])
+    w = Worker("w", "default", "127.0.0.1", 9999)
+    w._sockets = sockets  # type: ignore[assignment]
+    run(w._handshake())
+    assert w._welcome is not None and w.runner.holding() == []
+    assert sockets.kinds == [Kind.HELLO]
+    w._dispatch(wire.decode_frames(_from_admin(Kind.ASSIGN, wire.pack_batch([fresh]),
+                                               "TaskAssignment")))
+    assert w.runner.holding() == [[1, 1]]
