@@ -707,6 +707,41 @@ def test_a_restored_batch_someone_waited_for_keeps_the_admin_busy_until_claimed(
     assert sim.st.idle
 
 
+def test_workers_not_told_the_run_was_over_keep_a_restarted_admin_busy_until_told(tmp_path):
+    """An admin killed as its run ended (its last result journaled, its END not sent: a
+    chaos trial's finding, 3 runs in 9) came back on its journal, found the run over and
+    exited at once: its workers, registering again, found nobody and exited 1 after their
+    --connect-timeout. Those it had are waited for, as long as for a lost worker, and told;
+    after a stop that told them, or with a worker that had left, nobody is."""
+    from kit import JSim, sends
+
+    from ceylon_net.wire import Kind
+
+    sim = JSim(tmp_path / "j.db")
+    w = sim.join("w")
+    sim.join("left").say(Kind.BYE, wire.End("worker stopping"))
+    sim.submit(Task(1, "x"))
+    w.finish(1)
+    assert sim.st.idle
+    sim = sim.restart()  # (a kill: nothing more written)
+    assert sim.st.owed_end == {"w"} and not sim.st.idle
+    sim.tick(at=5.0)
+    assert not sim.st.idle
+    back = sim.worker("w")
+    back.hello()
+    assert sim.st.idle  # (a --tasks admin ends now: the END goes to it)
+    assert sends(sim.carry(sim.st.close("run over", durable=True)), Kind.END, back.peer)
+    sim = sim.restart()
+    assert sim.st.idle  # told: a restart reports at once
+    # Killed again before telling: nobody comes back, the admin waits no longer than for a
+    # lost worker (2 x heartbeat x liveness).
+    sim.join("w")
+    sim = sim.restart()
+    assert not sim.st.idle
+    sim.tick(at=6.0)
+    assert sim.st.idle
+
+
 def test_a_worker_gone_across_a_restart_is_charged_no_more_starts_than_its_slots(tmp_path):
     """Which of its tasks had started is not journaled; its slots are: of the three it held
     (one slot, two sent ahead), one counts toward --max-attempts, two go back unharmed."""

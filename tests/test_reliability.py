@@ -351,6 +351,40 @@ def test_a_journal_of_another_run_is_refused_with_tasks_it_does_not_hold(tmp_pat
 
 
 @pytest.mark.timeout(90)
+def test_a_worker_of_an_admin_killed_as_its_run_ended_hears_the_end_from_its_restart(
+        tmp_path, tasks_file):
+    """The admin is killed once the run's results are journaled, before it told its worker
+    the run was over; restarted on its journal with the run's --tasks file, it found the run
+    over and exited at once, while the worker, registering again, found nobody and exited 1
+    after its --connect-timeout, after a run that succeeded (a chaos trial's finding). The
+    restarted admin waits for the worker it had, tells it, then reports: both exit 0."""
+    journal, results = tmp_path / "state.db", tmp_path / "results.jsonl"
+    path = tasks_file([{"id": i, "description": f"t{i}", "difficulty": 1} for i in range(3)])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            first = await c.admin("--journal", str(journal), "--results", str(results))
+            w = await c.worker("w", "--time-scale", "0", "--connect-timeout", "8")
+            submit = await c.spawn("submit", [*cli("ceylon-submit"), "--port", str(c.port),
+                                              str(path)])
+            assert await submit.wait(20) == 0, submit.stderr()
+            await wait_until(lambda: results.exists() and
+                             len(results.read_text().splitlines()) == 3, 20, "3 results")
+            first.signal(signal.SIGKILL)
+            await first.wait(10)
+            again = await c.admin("--tasks", str(path), "--journal", str(journal),
+                                  "--report-json", str(tmp_path / "report.json"),
+                                  name="again")
+            return await again.wait(30), again.stderr(), await w.wait(30), w.stderr()
+
+    code, err, w_code, w_err = run(body())
+    assert code == 0, err
+    assert w_code == 0 and "w: admin ended the run: run over" in w_err, w_err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [t["success"] for t in report["tasks"]] == [True] * 3
+
+
+@pytest.mark.timeout(90)
 def test_a_run_resumes_on_its_journal_with_its_own_file_whatever_its_tasks_hold(tmp_path):
     """The same file was refused as another job's: a task without a time limit run with
     --task-timeout (the journal holds the limit given), a NaN among the arguments (NaN is

@@ -95,6 +95,11 @@ class AdminState:
         self.assigning = s.expect_workers == 0  # --expect-workers holds assignment back
         self.started_at = self._next_beat = self._next_pulse = now
         self.resumed = False  # state came back from a journal
+        # Workers connected when the last admin process stopped without telling them the run
+        # was over (killed): a run that ends (or had ended) waits for them to come back, as
+        # long as for a lost worker, so they hear it, rather than retry until their
+        # --connect-timeout and exit 1.
+        self.owed_end: set[str] = set()
         # This run's name (kept in its journal): a client WATCHing a batch names the run it
         # was submitted to, so another run's batch of the same number is not taken for it.
         self.run = ""
@@ -130,8 +135,10 @@ class AdminState:
     @property
     def idle(self) -> bool:
         """Everything submitted has finished (and something was), and no client that waited
-        for a batch before a restart is still to pick it up."""
-        return bool(self.board.total) and self.board.open == 0 and not self.batches.unclaimed
+        for a batch before a restart is still to pick it up, nor a worker to be told the run
+        is over (see owed_end)."""
+        return bool(self.board.total) and self.board.open == 0 and not self.batches.unclaimed \
+            and not self.owed_end
 
     # ------------------------------------------------------------------ inputs
     def receive(self, peer: bytes, frames: Sequence[bytes], address: str = "",
@@ -165,6 +172,7 @@ class AdminState:
             if self.resumed and now - self.started_at >= 2 * s.heartbeat * s.liveness:
                 self.members.purge_orphans()  # after a restart: they had their chance
                 self.batches.unclaimed.clear()  # (and the clients that waited, theirs)
+                self.owed_end.clear()
             self.followup.log_progress(len(self.members.registry), self.members.registry.stuck,
                                        self.awaited)
             self.guard.forget_idle(now)
@@ -253,10 +261,12 @@ class AdminState:
     def resume(self, entries: list[Any], groups: list[tuple[str, dict[str, Any]]],
                now: float, batches: Sequence[tuple[int, list[Any]]] = (),
                slots: dict[str, int] | None = None,
-               forgotten: tuple[int, list[int]] | None = None) -> bool:
+               forgotten: tuple[int, list[int]] | None = None,
+               owed: Iterable[str] = ()) -> bool:
         """Rebuild from a journal's tasks, groups, client batches, its workers' slots and
         what it forgot (the next batch's number, the counts: see Forgot), and keep track of
-        changes from now on, for it; False when it held no task."""
+        changes from now on, for it; False when it held no task. ``owed``: the workers the
+        last process did not tell the run was over (see owed_end)."""
         self.board.dirty = set()
         self.board.slots_of_gone = dict(slots or {})
         self.resumed = restore(self.board, self.task_manager, entries, groups,
@@ -281,6 +291,9 @@ class AdminState:
             self.board.moved = [] if self.task_manager.task_groups else None
             self.followup.run_announced = self.idle
             self._resume_assigning()
+        # (after the above: a run that had ended was announced, not again; and only while
+        # resumed, which the wait for them needs to end: see tick)
+        self.owed_end = set(owed) if self.resumed else set()
         return self.resumed
 
     def _resume_assigning(self) -> None:
@@ -526,6 +539,7 @@ class AdminState:
         results = self.members.hello(peer, env, address, now)
         if results is None:
             return
+        self.owed_end.discard(self.members.registry.by_peer[peer].name)
         self._sync()
         if results:
             self._accept(self.members.registry.by_peer[peer], results)

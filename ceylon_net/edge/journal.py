@@ -124,7 +124,8 @@ class Journal:
             self._in_tx = False
             # The run this journal holds: a client names it when it WATCHes a batch again.
             self.run = os.urandom(8).hex()
-            self.joined = 0  # registrations seen: each new one writes the workers' slots
+            # Registrations seen, and workers registered: each change writes their slots.
+            self.registered = (0, 0)
             self._next_group: int | None = None  # (see add_group)
             if not existed:
                 self.db.executescript(_SCHEMA)
@@ -244,6 +245,17 @@ class Journal:
         self._begin()
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('slots', ?)",
                         (json.dumps(slots),))
+        self.db.execute("DELETE FROM meta WHERE key='told'")  # (not told yet: see told)
+
+    def told_all(self) -> None:
+        """The admin stops, telling every registered worker the run is over: a restart
+        need not wait for them (see AdminState.owed_end) until one registers again."""
+        self._begin()
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('told', '1')")
+
+    def told(self) -> bool:
+        """Were the workers of :meth:`slots` told the run was over (see told_all)?"""
+        return self.db.execute("SELECT 1 FROM meta WHERE key='told'").fetchone() is not None
 
     def add_group(self, group_id: str, spec: dict[str, Any]) -> None:
         """A group, after those it holds (forgotten or not) in the order groups are
@@ -465,8 +477,9 @@ def record_round(journal: Journal, state: AdminState, cmds: Iterable[Any]) -> No
                          cmd.batch)
         elif isinstance(cmd, Forgot):
             journal.forget(cmd)
-    if state.members.joined != journal.joined:  # a worker registered: rare
-        journal.joined = state.members.joined
+    registered = (state.members.joined, len(state.members.registry))
+    if registered != journal.registered:  # a worker registered or left: rare
+        journal.registered = registered
         # with those from before a restart still awaited: a second crash must find them too
         # (each worker's --concurrency: its slots now may be fewer, some held by threads)
         full = {r.name: r.detail.capacity for r in state.members.registry.by_peer.values()}
@@ -474,6 +487,8 @@ def record_round(journal: Journal, state: AdminState, cmds: Iterable[Any]) -> No
                            **{w.name: full.get(w.name, w.slots)
                               for w in state.board.scheduler.workers.values()}})
     record_changes(journal, state.board)
+    if state.closing:  # (its END to every worker is in this round)
+        journal.told_all()
     journal.commit()  # (a round's forgetting and changes in one transaction: see Forgot)
 
 
@@ -497,8 +512,9 @@ def resume(journal: Journal, state: AdminState, now: float) -> bool:
                        "group's goal", journal.path, sum(lacking.values()),
                        ", ".join(sorted(lacking)))
     state.run = journal.run
-    resumed = state.resume(entries, held, now, journal.batches(), journal.slots(),
-                           journal.forgotten())
+    slots = journal.slots()
+    resumed = state.resume(entries, held, now, journal.batches(), slots, journal.forgotten(),
+                           () if journal.told() else slots)
     state.batches.forgot_named(journal.forgot_sids())
     if resumed:
         logger.info("resumed from journal {}: {} task(s), {} finished, {} were running "
