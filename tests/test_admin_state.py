@@ -1061,6 +1061,42 @@ def test_tasks_left_with_no_worker_wait_for_one_and_the_admin_says_so_every_30_s
     assert set(sim.finished()) == {1, 2}
 
 
+def test_tasks_only_a_lost_worker_can_take_wait_for_it_and_the_admin_says_so_every_30_s():
+    """A serving admin's only skill-9 worker crashed and was restarted 15 s later: its queued
+    tasks had been given up as unassignable after 10 s (a new user's trial), though they
+    waited for the worker that could take them. They wait, as tasks wait with no worker at
+    all; one no worker of the run could take is still given up; a worker that left saying
+    goodbye is not waited for."""
+    sim = Sim(unassignable_timeout=5)
+    junior = sim.join("Junior", skill=3)
+    senior = sim.join("Senior", skill=9, capacity=2)
+    sim.submit(Task("k0", "deep", 9), Task("k1", "deep", 9), Task("x", "deeper", 10))
+    assert "k0" in senior.held
+    said = []
+    for at in range(1, 80):
+        sim.now = float(at)
+        junior.heartbeat()
+        said += [(at, m) for m in logs(sim.tick(), "WARNING") if "'k0'" in m]
+    assert said == [(4, "task 'k0' 'deep' (and 1 more like it) needs skill >= 9; best connected "
+                        "is 3: waiting for 'Senior' (lost) to come back, or another worker "
+                        "that can take them"), (34, said[1][1]), (64, said[2][1])]
+    assert set(sim.finished()) == {"x"} and sim.st.unassigned == {
+        "x": "needs skill >= 10; best connected is 3"}
+    back = sim.worker("Senior", skill=9, capacity=2)
+    back.hello()
+    back.finish_all()  # (on probation: one task, then the other)
+    back.finish_all()
+    assert set(sim.finished()) == {"x", "k0", "k1"}
+    # Gone saying goodbye: not waited for.
+    back.say(Kind.BYE, wire.End("worker stopping"))
+    sim.submit(Task("k2", "deep", 9))
+    for at in (81.0, 83.0, 85.0, 86.5):
+        sim.now = at
+        junior.heartbeat()
+        sim.tick()
+    assert sim.st.unassigned["k2"] == "needs skill >= 9; best connected is 3"
+
+
 def test_a_task_waiting_on_one_given_up_as_unassignable_says_so_not_cancelled():
     sim = Sim(unassignable_timeout=1)
     sim.join("proc", role="proc")

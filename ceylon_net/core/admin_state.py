@@ -770,7 +770,7 @@ class AdminState:
         if not self.assigning:
             return
         ids = self.unassignable.check(self.board, len(self.members.registry),
-                                      self.members.joined, now, self.out)
+                                      self.members.joined, now, self.out, self.members.lost)
         if ids:
             self.unassigned.update(ids)
             self.board.give_up(ids)

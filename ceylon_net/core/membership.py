@@ -26,6 +26,7 @@ _WITH_A_WORKER_OR_ENDED = ENDED | IN_FLIGHT  # (a gone worker's task not back in
 MAX_NAME = 200  # a worker's name, as ceylon_net.settings allows it
 TAKEOVER_BEATS = 2  # a worker silent this many heartbeats gives its name to a newcomer
 REMEMBER_LEFT = 10_000  # names of workers gone, kept to count one that comes back
+REMEMBER_LOST = 1_000  # workers lost (they may come back), kept with what they can do
 REPAIR_BATCH = 1_000  # broadcasts sent again to one agent a heartbeat, at most
 # A task asked back from a worker as not heard to have reached it (TaskBoard._unheard) goes
 # back to the queue, unanswered, after this many heartbeats (its heartbeats come, but not
@@ -59,6 +60,9 @@ class Membership:
         # only the latest REMEMBER_LEFT, so names that never return cost nothing for ever.
         # With each, the broadcasts it left without confirming: (the last it had, how many).
         self._left: dict[str, tuple[int, int] | None] = {}
+        # Workers lost, not back yet (a crash, a host cut off: a restart may bring them back):
+        # tasks only they can do wait for them (see Unassignable). The latest REMEMBER_LOST.
+        self.lost: dict[str, WorkerSlot] = {}
 
     # ---- registering
     def hello(self, peer: bytes, env: Envelope, address: str, now: float
@@ -70,6 +74,7 @@ class Membership:
             return None
         if peer not in self.registry:
             unconfirmed = None
+            self.lost.pop(hello.name, None)
             if hello.name in self._left:
                 unconfirmed = self._left.pop(hello.name)
                 self.stats.reconnects += 1
@@ -396,7 +401,9 @@ class Membership:
         self.pace.forget(rec.name)
         self._forget_oldest_left()
         self._left[rec.name] = self._unconfirmed(rec)
-        self.stats.lost += why.startswith("lost")
+        if why.startswith("lost"):
+            self.stats.lost += 1
+            self._remember_lost(rec.name)
         held = self.board.remove_worker(rec.name, why)
         requeued, ended, said = self._back(held)
         # A worker that said goodbye with nothing left behind is news, not trouble.
@@ -417,6 +424,15 @@ class Membership:
             f"ran it" if kept else "") + (
             f", {len(ended)} ended with it (lost too often, or being cancelled)" if ended else "")
         return requeued, ended, said
+
+    def _remember_lost(self, name: str) -> None:
+        slot = self.board.scheduler.workers.get(name)
+        if slot is None:
+            return
+        self.lost.pop(name, None)  # (the latest last)
+        while len(self.lost) >= REMEMBER_LOST:
+            del self.lost[next(iter(self.lost))]
+        self.lost[name] = slot
 
     def _forget_oldest_left(self) -> None:
         while len(self._left) >= REMEMBER_LEFT:

@@ -3,9 +3,11 @@ nothing else is left, so a run ends instead of hanging. Pure: ``now`` is an argu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from .board import TaskBoard
 from .commands import Outbox
-from .scheduler import Blocked
+from .scheduler import Blocked, WorkerSlot, can_do
 from .tasks import TaskId, listed
 
 
@@ -38,29 +40,30 @@ class Unassignable:
         self._no_worker_said = 0.0
         self._since: float | None = None  # when only unassignable tasks were left
         self._warned: set[tuple[int, str | None, str | None]] = set()  # kinds said
+        self._awaited_said: dict[tuple[int, str | None, str | None], float] = {}  # ... when
         self._joined = 0  # registrations seen: a new worker may change what is possible
         self._version: tuple[int, int] | None = None
         self._blocked: list[Blocked] = []
 
-    def check(self, board: TaskBoard, workers: int, joined: int, now: float, out: Outbox
-              ) -> dict[TaskId, str]:
+    def check(self, board: TaskBoard, workers: int, joined: int, now: float, out: Outbox,
+              lost: Mapping[str, WorkerSlot] = {}) -> dict[TaskId, str]:
         """Warn once per kind of blocked task; returns the tasks to give up on now (only
         unassignable ones are left, nothing runs, and that has lasted ``timeout``), each
-        with why (:func:`why`)."""
+        with why (:func:`why`). Tasks a ``lost`` worker could do are not given up: they
+        wait for it to come back, or for another worker that can do them, as tasks wait
+        with no worker at all."""
         if not workers or not len(board.scheduler):
             self._since = None
             self._none_there(len(board.scheduler) if not workers else 0, now, out)
             return {}
         self._no_worker = None
         blocked = self._current(board, joined)
-        for b in blocked:
-            if (b.difficulty, b.role, b.handler) not in self._warned:  # (a handler missing
-                self._warned.add((b.difficulty, b.role, b.handler))  # is a kind of its own)
-                out.log("WARNING", describe(board, b))
+        hopeless = [b for b in blocked if not self._awaited(board, b, lost, now, out)]
         stuck = sum(len(b.tasks) for b in blocked)
-        if not stuck or board.running or stuck != len(board.scheduler):
+        if not hopeless or board.running or stuck != len(board.scheduler):
             self._since = None
             return {}
+        blocked = hopeless
         if self._since is None:
             self._since = now
             out.log("WARNING", f"only unassignable tasks remain; giving up on them in "
@@ -76,6 +79,23 @@ class Unassignable:
         self._since = None
         self._warned.clear()
         return ids
+
+    def _awaited(self, board: TaskBoard, b: Blocked, lost: Mapping[str, WorkerSlot],
+                 now: float, out: Outbox) -> bool:
+        """Could a lost worker do these tasks? Said once per kind (a handler missing is a
+        kind of its own), and while they wait for one, again every so often."""
+        back = [n for n, slot in lost.items() if can_do(slot, b.difficulty, b.role, b.handler)]
+        kind = (b.difficulty, b.role, b.handler)
+        if not back:
+            if kind not in self._warned:
+                self._warned.add(kind)
+                out.log("WARNING", describe(board, b))
+            return False
+        if now - self._awaited_said.get(kind, float("-inf")) >= NO_WORKER_AGAIN:
+            self._awaited_said[kind] = now
+            out.log("WARNING", f"{describe(board, b)}: waiting for {listed(back, 3, repr)} "
+                               f"(lost) to come back, or another worker that can take them")
+        return True
 
     def _none_there(self, queued: int, now: float, out: Outbox) -> None:
         """``queued`` tasks wait and no worker is connected: they wait for one to join or
@@ -95,6 +115,7 @@ class Unassignable:
         if joined != self._joined:  # a worker joined: say again what it cannot do either
             self._joined = joined
             self._warned.clear()
+            self._awaited_said.clear()
         version = (board.scheduler.version, board.running)
         if version != self._version:  # 100,000 queued tasks: not sorted every tick
             self._version = version
