@@ -35,7 +35,9 @@ def test_a_duplicate_id_is_named_as_the_first_one_met_and_a_batch_without_one_pa
         return
     with pytest.raises(ConfigError) as err:
         refuse_duplicates(new, existing, "task id")
-    assert str(err.value) == f"duplicate task id {culprit!r}"
+    known_why = " (the admin has one already: finished ones are kept, up to its " \
+        "--keep-finished)" if culprit in existing else ""
+    assert str(err.value) == f"duplicate task id {culprit!r}{known_why}"
 
 
 def test_an_id_twice_in_a_large_batch_is_found_among_many_known():

@@ -795,3 +795,12 @@ def test_a_traceback_in_a_program_s_log_shows_no_local_variables_values(tmp_path
                           timeout=60, env={**os.environ, "TOKEN": "s3cret-t0ken"})
     assert "a callback raised" in done.stderr and "ZeroDivisionError" in done.stderr
     assert "s3cret-t0ken" not in done.stderr, done.stderr
+
+
+def test_tasks_cancelled_for_one_reason_are_counted_once(capsys):
+    """A new user's trial: 'Cancelled: 2 task(s) (cancelled by ceylon-cancel (2))'."""
+    from ceylon_net.cli.render import print_report
+    from ceylon_net.core.tasks import RunReport
+
+    print_report(RunReport(cancelled=dict.fromkeys((1, 2), "cancelled by ceylon-cancel")))
+    assert "Cancelled: 2 task(s) (cancelled by ceylon-cancel)\n" in capsys.readouterr().out

@@ -309,6 +309,17 @@ def test_the_readme_client_example_runs_as_written(tmp_path):
                 assert await job.wait(120) == 0, job.stderr()
                 outs.append(job.stdout())
             assert outs[1].count("gathered: 3 values") == 1
+            # The README's own snippet too, twice (a fixed group name failed the second run:
+            # a new user's trial)
+            blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+            (snippet,) = [b for b in blocks if 'Client("coordinator:8000"' in b]
+            path = tmp_path / "readme_client.py"
+            path.write_text(snippet.replace("coordinator:8000", f"127.0.0.1:{c.port}")
+                            .replace("s3cret-t0ken", env["CEYLON_TOKEN"]))
+            for again in ("", "-again"):
+                snip = await c.spawn(f"snippet{again}", [sys.executable, str(path)])
+                assert await snip.wait(120) == 0, snip.stderr()
+                assert "ValueError: bad news" in snip.stdout()
             return outs[0]
 
     out = run(body())
@@ -2266,3 +2277,17 @@ def test_a_host_name_lookup_that_does_not_answer_keeps_the_other_causes_said():
 
     assert asyncio.run(body()) == f" (is it there?{transport.PLAIN_HINT}; looking up the host " \
                                   f"name 'somewhere' did not answer within 2 s)"
+
+
+def test_an_unknown_option_of_submit_is_refused_naming_every_option():
+    """A new user's trial: 'retries=' was refused with a list that left out key and
+    depends_on (keyword arguments of their own, not options)."""
+    async def body():
+        fed = _Fed()
+        with pytest.raises(TypeError) as err:
+            fed.client.submit("sha256", "x", retries=2)
+        return str(err.value)
+
+    assert run(body()) == ("unknown option 'retries'; options: key, depends_on, difficulty, "
+                           "role, priority, timeout, description, duration (handler keyword "
+                           "arguments go in kwargs=)")

@@ -489,3 +489,13 @@ def test_compose_yaml_publishes_the_admins_ports_on_loopback_only() -> None:
     services = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]
     published = [p for s in services.values() for p in s.get("ports", [])]
     assert published and all(str(p).startswith("127.0.0.1:") for p in published), published
+
+
+def test_what_removes_a_cluster_names_its_state_dir_unless_it_is_the_default():
+    """A new user's trial: `up --state-dir /tmp/nu/cluster` twice said "run `bin/cluster down`
+    first", which looks in .cluster, finds nothing, and leaves that cluster up."""
+    assert cluster.how_to_remove(Path(".cluster")) == "bin/cluster down"
+    assert cluster.how_to_remove(Path("/tmp/nu/cluster")) == \
+        "bin/cluster down --state-dir /tmp/nu/cluster"
+    assert "`bin/cluster down --state-dir /tmp/nu/cluster` removes the stale state" in \
+        cluster.gone_message(Path("/tmp/nu/cluster"))

@@ -1097,3 +1097,22 @@ def test_a_task_given_up_as_lost_too_often_has_its_results_line_as_after_a_resta
         [("poison", False, "w1", 2)]
     assert lines[0]["error"] == ("lost 2 times, last with worker 'w1' (lost: silent for 3.5 "
                                  "s); giving up")
+
+
+def test_a_watch_of_another_runs_batch_says_which_run_the_admin_has():
+    """A new user's trial: `ceylon-submit --watch 3@0000000000000000` at an admin that never
+    restarted was told it had restarted without its journal; and a run named by a 63-bit
+    epoch printed 15 hex digits, where the README shows 16."""
+    from kit import Sim, sends
+
+    from ceylon_net.wire import Kind
+
+    sim = Sim()  # (its epoch: 7)
+    submitted = _batch(sim, 1)
+    assert submitted.run == "0000000000000007"
+    (report,) = sends(_watch_batches(sim, (submitted.batch, "e47c12fd67fe3be")), Kind.REPORT,
+                      CLIENT)
+    assert report.error == ("the admin has no such batch: its run is 0000000000000007, not "
+                            "e47c12fd67fe3be (a wrong run id, or the admin restarted without "
+                            "its journal, or with another one, and the batch's tasks are gone "
+                            "with it)")

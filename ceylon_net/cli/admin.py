@@ -92,7 +92,11 @@ admin_app = app()
 @admin_app.command(help="Coordinate a workspace: accept workers, hand out tasks, relay "
                         "broadcasts. With --tasks, run those tasks, print the results and exit; "
                         "without, serve until SIGINT, SIGTERM or SIGHUP (the workers are told "
-                        "the run is over). Exit codes: see the README.")
+                        "the run is over). Exit 0: the run is done (failed tasks included), or "
+                        "served until a signal; 1: a bug stopped one of its own loops; 2: bad "
+                        "option or tasks file, or port in use; 3: some tasks could not be "
+                        "assigned (no connected worker has the skill, role or handler); 128 + "
+                        "signal (130, 143, 129): a --tasks run stopped before it finished.")
 def admin(
     port: Port = 8000, pub_port: PubPort = None, bind: Bind = "0.0.0.0",
     workspace: Workspace = "default", name: Name = "admin", tasks: Tasks = None,

@@ -75,7 +75,8 @@ T = TypeVar("T")
 status_app, submit_app, cancel_app, keygen_app = app(), app(), app(), app()
 
 
-@status_app.command(help="Ask a running admin for its workers, task groups and queued tasks.")
+@status_app.command(help="Ask a running admin for its workers, task groups and queued tasks. "
+                         "Exit 0, or 1 when no admin answered within --timeout.")
 def status(
     admin_peer: AdminPeer = "127.0.0.1", port: AdminPort = 8000,
     workspace: Workspace = "default", as_json: StatusJson = False, timeout: Timeout = 5.0,
@@ -99,9 +100,9 @@ def status(
                          "follow the batch and print its results (across an admin restarted "
                          "on its --journal); --watch follows one sent earlier. Exit 0: all "
                          "succeeded; 1: some failed; 2: bad file or refused; 3: some could not "
-                         "be assigned; 4: no admin answered, it was lost, or it restarted "
-                         "without the batch; 128 + signal (130, 143, 129): stopped by Ctrl-C, "
-                         "SIGTERM or SIGHUP (the batch runs on).")
+                         "be assigned (3 over 1 when both); 4: no admin answered, it was "
+                         "lost, or it restarted without the batch; 128 + signal (130, 143, "
+                         "129): stopped by Ctrl-C, SIGTERM or SIGHUP (the batch runs on).")
 def submit(
     file: File = None, admin_peer: AdminPeer = "127.0.0.1", port: AdminPort = 8000,
     workspace: Workspace = "default", wait: Wait = False, sequential: Sequential = False,
@@ -275,7 +276,9 @@ async def _cancel(c: AsyncClient, typed: list[str], reason: str) -> dict[str, li
 
 
 @cancel_app.command(help="Cancel tasks on a running admin: queued ones at once, running ones "
-                         "are stopped by their worker. Exit 0 when every id was known.")
+                         "are stopped by their worker. Exit 0 when every id was known; 1 when "
+                         "one was not (the others are cancelled all the same) or no admin "
+                         "answered within --timeout.")
 def cancel(
     task_ids: TaskIds, admin_peer: AdminPeer = "127.0.0.1", port: AdminPort = 8000,
     workspace: Workspace = "default", reason: Reason = "cancelled by ceylon-cancel",

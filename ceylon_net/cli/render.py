@@ -86,8 +86,10 @@ def _report_notes(report: RunReport) -> list[str]:
     lines += [f"task {t.id} failed: {t.error.strip().splitlines()[-1]}"
               for t in failed[:TABLE_ROWS // 5] if t.error]
     if report.cancelled:
-        lines.append(f"Cancelled: {len(report.cancelled):,} task(s) "
-                     f"({_tally(report.cancelled.values(), sep='; ')})")
+        reasons = set(report.cancelled.values())  # (one: said without its count again)
+        lines.append(f"Cancelled: {len(report.cancelled):,} task(s) ("
+                     + (next(iter(reasons)) if len(reasons) == 1 else
+                        _tally(report.cancelled.values(), sep="; ")) + ")")
     for title, ids, why in (
             ("Dead (lost with their workers too often)", report.dead, {}),
             ("Unassigned (no connected worker could take them)", report.unassigned,

@@ -116,7 +116,7 @@ class AdminState:
         names the run too, unless a journal named it)."""
         self.started_at = self._next_beat = self._next_pulse = now
         self.port, self.members.pub_port, self.members.epoch = port, pub_port, epoch
-        self.run = self.run or f"{epoch:x}"
+        self.run = self.run or f"{epoch:016x}"  # (16 digits, as a journal's)
 
     def pub_listeners(self, kinds: frozenset[bytes]) -> None:
         """Which kinds anyone subscribes to on PUB now (the edge says so whenever that
@@ -529,8 +529,9 @@ class AdminState:
                 if run == self.run and self.batches.forgot(batch_id) else
                 f"the admin has no batch {batch_id} in this run: a wrong number?"
                 if run == self.run else
-                "the admin has no such batch: it restarted without its journal (or with "
-                "another one), and the batch's tasks are gone with it")))
+                f"the admin has no such batch: its run is {self.run}, not {run} (a wrong "
+                f"run id, or the admin restarted without its journal, or with another one, "
+                f"and the batch's tasks are gone with it)")))
         elif batch.id not in self.batches.open and \
                 batch.report_due(peer, now, self.settings.heartbeat):
             self.out.send(peer, Kind.REPORT, self.followup.batch_report(batch))

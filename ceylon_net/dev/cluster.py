@@ -148,10 +148,17 @@ def is_gone(state: Mapping[str, Any]) -> bool:
     return not any(ns.startswith(f"{prefix}-") for ns in netns.namespaces())
 
 
+def how_to_remove(state_dir: Path) -> str:
+    """What removes the cluster in ``state_dir``: with its --state-dir unless the default
+    (a plain `down` would find nothing there, and leave this one up)."""
+    return "bin/cluster down" + ("" if state_dir == Path(".cluster") else
+                                 f" --state-dir {state_dir}")
+
+
 def gone_message(state_dir: Path) -> str:
     return (f"the cluster recorded in {state_dir} is gone: its namespaces no longer exist "
-            f"(a reboot?). `bin/cluster down` removes the stale state; `bin/cluster up` "
-            f"replaces it")
+            f"(a reboot?). `{how_to_remove(state_dir)}` removes the stale state; `bin/cluster "
+            f"up` replaces it")
 
 
 def exited(state: Mapping[str, Any]) -> list[str]:
@@ -210,7 +217,8 @@ def _clear_stale(state_dir: Path) -> None:
     if not is_gone(state):
         what = "a cluster is already up" if state.get("complete", True) else (
             f"an unfinished `up` (pid {state.get('up_pid')}, killed?) left a cluster")
-        raise ClusterError(f"{what} (state in {state_dir}); run `bin/cluster down` first")
+        raise ClusterError(f"{what} (state in {state_dir}); run `{how_to_remove(state_dir)}` "
+                           f"first")
     typer.echo(f"removing the stale state in {state_dir}: its namespaces "
                f"{state['network']['prefix']}-* are gone (a reboot?)", err=True)
     _remove_files(state_dir, state["services"])

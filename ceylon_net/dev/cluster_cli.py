@@ -25,6 +25,7 @@ from .cluster import (
     down,
     exited,
     gone_message,
+    how_to_remove,
     is_gone,
     log_tail,
     parse_subnet,
@@ -73,7 +74,7 @@ def _live_state(state_dir: Path) -> dict[str, Any]:
     if not state.get("complete", True):
         fail(1, f"the cluster in {state_dir} is not fully up: `bin/cluster up` (pid "
                        f"{state.get('up_pid')}) is still starting it, or was killed before "
-                       f"it finished (then `bin/cluster down` removes it)")
+                       f"it finished (then `{how_to_remove(state_dir)}` removes it)")
     return state
 
 

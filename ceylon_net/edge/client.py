@@ -1205,8 +1205,8 @@ def _task_doc(handler: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None
         raise ConfigError("the handler's name is empty")
     unknown = sorted(set(options) - set(TASK_OPTIONS))
     if unknown:
-        raise TypeError(f"unknown option {unknown[0]!r}; options: {', '.join(TASK_OPTIONS)} "
-                        f"(handler keyword arguments go in kwargs=)")
+        raise TypeError(f"unknown option {unknown[0]!r}; options: key, depends_on, "
+                        f"{', '.join(TASK_OPTIONS)} (handler keyword arguments go in kwargs=)")
     key = key if key is not None else f"{handler or 'task'}-{uuid.uuid4().hex[:16]}"
     description, difficulty = options.pop("description", None), options.pop("difficulty", None)
     task = {"id": key, "handler": handler,  # (an option given None: its default)
