@@ -48,6 +48,9 @@ class AdminSettings:
     pub_port: int | None = None  # None: port + 1 (or random when port is 0)
     expect_workers: int = 0
     unassignable_timeout: float = 10.0
+    # Seconds tasks only a lost worker could take wait for it to come back before they
+    # count as unassignable (ceylon_net.core.unassignable).
+    lost_wait: float = 60.0
     heartbeat: float = 1.0
     liveness: int = 3
     # Worker heartbeats a second the admin takes at most: with more workers than this times
@@ -119,6 +122,8 @@ class AdminSettings:
             raise ConfigError("--expect-workers must be >= 0")
         if not self.unassignable_timeout >= 0:  # also refuses NaN
             raise ConfigError("--unassignable-timeout must be >= 0")
+        if not self.lost_wait >= 0:
+            raise ConfigError("--lost-wait must be >= 0")
         _check_name("workspace", self.workspace)
         _check_name("name", self.name)
 

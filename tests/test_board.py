@@ -114,8 +114,8 @@ def test_capacity_lets_a_worker_take_several_tasks():
 def test_a_duplicate_id_already_known_is_refused():
     b = board([SIMPLE])
 
-    with pytest.raises(ConfigError, match=r"^duplicate task id 1 \(the admin has one already: "
-                       r"finished ones are kept, up to its --keep-finished\)$"):
+    with pytest.raises(ConfigError, match=r"^duplicate task id 1 \(the admin has one already, "
+                       r"finished or not: it keeps finished ones up to its --keep-finished\)$"):
         b.add([Task(9, "new"), Task(1, "again")])
     assert list(b.records) == [1]  # refused whole: task 9 was not added either
     assert b.queued() == [1]

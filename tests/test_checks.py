@@ -35,8 +35,8 @@ def test_a_duplicate_id_is_named_as_the_first_one_met_and_a_batch_without_one_pa
         return
     with pytest.raises(ConfigError) as err:
         refuse_duplicates(new, existing, "task id")
-    known_why = " (the admin has one already: finished ones are kept, up to its " \
-        "--keep-finished)" if culprit in existing else ""
+    known_why = " (the admin has one already, finished or not: it keeps finished ones " \
+        "up to its --keep-finished)" if culprit in existing else ""
     assert str(err.value) == f"duplicate task id {culprit!r}{known_why}"
 
 

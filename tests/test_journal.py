@@ -742,6 +742,43 @@ def test_workers_not_told_the_run_was_over_keep_a_restarted_admin_busy_until_tol
     assert sim.st.idle
 
 
+def test_a_restarted_admin_stopped_before_its_owed_workers_came_back_still_owes_them(tmp_path):
+    """The close's END goes to the workers registered then: one still awaited was not told,
+    and the journal must not say it was (a review's finding: a third admin owed nobody, and
+    that worker, back too late, exited 1 after its --connect-timeout)."""
+    from kit import JSim
+
+    sim = JSim(tmp_path / "j.db")
+    w1, w2 = sim.join("w1"), sim.join("w2")
+    sim.submit(Task(1, "x"))
+    (holder,) = [w for w in (w1, w2) if w.held]
+    holder.finish(1)
+    sim = sim.restart()  # killed before its END
+    assert sim.st.owed_end == {"w1", "w2"}
+    sim.join("w1")
+    sim.carry(sim.st.close("admin stopped", durable=True))  # 'w1' told; 'w2' not back yet
+    sim = sim.restart()
+    assert "w2" in sim.st.owed_end  # (w1 too: waited for no longer than the window)
+
+
+def test_a_restarted_admin_whose_journal_forgot_every_task_still_owes_the_workers_the_end(
+        tmp_path):
+    """Every task forgotten (--keep-finished 0: client batches, Admin.execute()), the journal
+    held a run all the same (a review's finding: the restarted admin owed nobody)."""
+    from kit import JSim
+
+    sim = JSim(tmp_path / "j.db", keep_finished=0)
+    w = sim.join("w")
+    sim.submit(Task(1, "x"), forgettable=True)
+    w.finish(1)
+    w.heartbeat()  # (the next round forgets it)
+    assert sim.st.board.forgotten.tasks == 1 and not sim.st.board.records
+    sim = sim.restart()  # (a kill: nothing more written)
+    assert sim.st.owed_end == {"w"}
+    sim.tick(at=6.0)  # (2 x heartbeat x liveness)
+    assert sim.st.owed_end == set()
+
+
 def test_a_worker_gone_across_a_restart_is_charged_no_more_starts_than_its_slots(tmp_path):
     """Which of its tasks had started is not journaled; its slots are: of the three it held
     (one slot, two sent ahead), one counts toward --max-attempts, two go back unharmed."""

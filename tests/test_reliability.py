@@ -384,6 +384,62 @@ def test_a_worker_of_an_admin_killed_as_its_run_ended_hears_the_end_from_its_res
     assert [t["success"] for t in report["tasks"]] == [True] * 3
 
 
+@pytest.mark.timeout(60)
+def test_an_admin_closed_while_it_waits_for_owed_workers_says_its_run_had_finished(tmp_path):
+    """A run over, its admin killed before its END; restarted, it is closed (Ctrl-C on
+    `ceylon-admin --tasks`, a program's close()) before its worker is back: wait_idle raised
+    'its tasks did not all finish' though every task had (a review's finding)."""
+    from kit import JSim
+
+    path = tmp_path / "j.db"
+    sim = JSim(path)
+    w = sim.join("w")
+    sim.submit(Task(1, "x"))
+    w.finish(1)
+    sim.journal.db.close()  # killed before its END
+
+    async def body():
+        admin = Admin(settings=AdminSettings(bind="127.0.0.1", port=0, journal=str(path)))
+        await admin.start()
+        assert admin.resumed and not admin.state.idle
+        waiting = asyncio.ensure_future(admin.wait_idle())
+        await asyncio.wait_for(admin.close("stopped"), 10)
+        await asyncio.wait_for(waiting, 10)  # the run had finished: no ConfigError
+        return admin.report()
+
+    assert [t.success for t in run(body()).tasks] == [True]
+
+
+@pytest.mark.timeout(60)
+def test_a_signal_as_a_finished_run_waits_for_its_workers_reports_the_run_finished(
+        tmp_path, tasks_file):
+    """Restarted on the journal of a run that had finished, its admin killed before its END,
+    ceylon-admin --tasks waits for that run's worker to tell it; a SIGTERM meanwhile (the
+    user thinks it hangs) said 'interrupted before the run finished' and exited 143 (a
+    review's suspicion): the run had finished, and its report says so, exit 0."""
+    from kit import JSim
+
+    path = tasks_file([{"id": 1, "description": "x", "difficulty": 1}])
+    journal = tmp_path / "state.db"
+    sim = JSim(journal)
+    w = sim.join("w")
+    sim.submit(Task(1, "x"))
+    w.finish(1)
+    sim.journal.db.close()  # killed before its END
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--journal", str(journal))
+            await wait_until(lambda: "for 'w' to come back, to tell them" in admin.stderr(),
+                             20, "the admin to wait for 'w'")
+            admin.signal(signal.SIGTERM)
+            return await admin.wait(20), admin.stderr(), admin.stdout()
+
+    code, err, out = run(body())
+    assert code == 0 and "interrupted" not in err, err
+    assert "Success rate: 100.00% (1/1 tasks)" in out
+
+
 @pytest.mark.timeout(90)
 def test_a_run_resumes_on_its_journal_with_its_own_file_whatever_its_tasks_hold(tmp_path):
     """The same file was refused as another job's: a task without a time limit run with

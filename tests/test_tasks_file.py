@@ -471,6 +471,8 @@ def test_default_settings_are_valid():
                           "--heartbeat: at 1, one beat a little late would call it lost)"),
         ({"expect_workers": -1}, "--expect-workers must be >= 0"),
         ({"unassignable_timeout": -0.1}, "--unassignable-timeout must be >= 0"),
+        ({"lost_wait": -1}, "--lost-wait must be >= 0"),
+        ({"lost_wait": float("nan")}, "--lost-wait must be >= 0"),
         ({"prefetch": -1}, "--prefetch must be 0-10000, got -1"),
         ({"workspace": ""}, "workspace '' must be 1-200 printable characters"),
         ({"workspace": "a\nb"}, "workspace 'a\\nb' must be 1-200 printable characters"),
@@ -494,6 +496,7 @@ def test_bad_admin_settings(options, error):
         {"port": 65534},
         {"workspace": "w" * 200},
         {"unassignable_timeout": 0, "expect_workers": 0},
+        {"lost_wait": 0},
         {"bind": "127.0.0.1"},
         {"heartbeat": 0.1, "beats_per_second": 1},  # the fastest pace, the fewest beats
         {"heartbeat": 3600},

@@ -51,7 +51,11 @@ Expect = Annotated[int, opt("Wait for this many workers before assigning (0: ass
 ReportJson = Annotated[Path | None, opt("With --tasks: write the run's report to this JSON file.",
                                         "REPORT_JSON")]
 Unassignable = Annotated[float, opt("Seconds to keep tasks no connected worker can do, once "
-                                    "all else is done.", "UNASSIGNABLE_TIMEOUT")]
+                                    "all else is done (see --lost-wait).",
+                                    "UNASSIGNABLE_TIMEOUT")]
+LostWait = Annotated[float, opt("Seconds tasks only a lost worker could do (it crashed, or its "
+                                "host was cut off) wait for it to come back before they count "
+                                "as unassignable; 0: not at all.", "LOST_WAIT")]
 MaxAttempts = Annotated[int, opt("A task lost with its worker this many times fails.",
                                  "MAX_ATTEMPTS")]
 TaskTimeout = Annotated[float | None, opt("Seconds a task may run unless it sets its own "
@@ -94,15 +98,16 @@ admin_app = app()
                         "without, serve until SIGINT, SIGTERM or SIGHUP (the workers are told "
                         "the run is over). Exit 0: the run is done (failed tasks included), or "
                         "served until a signal; 1: a bug stopped one of its own loops; 2: bad "
-                        "option or tasks file, or port in use; 3: some tasks could not be "
-                        "assigned (no connected worker has the skill, role or handler); 128 + "
-                        "signal (130, 143, 129): a --tasks run stopped before it finished.")
+                        "option or tasks file, a journal refused, or port in use; 3: some "
+                        "tasks could not be assigned (no connected worker has the skill, role "
+                        "or handler); 128 + signal (130, 143, 129): a --tasks run stopped "
+                        "before it finished.")
 def admin(
     port: Port = 8000, pub_port: PubPort = None, bind: Bind = "0.0.0.0",
     workspace: Workspace = "default", name: Name = "admin", tasks: Tasks = None,
     expect_workers: Expect = 0, report_json: ReportJson = None,
-    unassignable_timeout: Unassignable = 10.0, heartbeat: Heartbeat = 1.0,
-    liveness: Liveness = 3, beats_per_second: BeatsPerSecond = 200.0,
+    unassignable_timeout: Unassignable = 10.0, lost_wait: LostWait = 60.0,
+    heartbeat: Heartbeat = 1.0, liveness: Liveness = 3, beats_per_second: BeatsPerSecond = 200.0,
     max_attempts: MaxAttempts = 3, task_timeout: TaskTimeout = None, prefetch: Prefetch = None,
     journal: JournalPath = None, keep_finished: KeepFinished = 100_000, token: Token = None,
     curve_secret: CurveSecret = None, authorized_keys: AuthorizedKeys = None,
@@ -115,6 +120,7 @@ def admin(
         settings = AdminSettings(
             name=name, workspace=workspace, bind=bind, port=port, pub_port=pub_port,
             expect_workers=expect_workers, unassignable_timeout=unassignable_timeout,
+            lost_wait=lost_wait,
             heartbeat=heartbeat, liveness=liveness, beats_per_second=beats_per_second,
             max_attempts=max_attempts, task_timeout=task_timeout, prefetch=prefetch,
             journal=path_str(journal), keep_finished=keep_finished, token=token,
@@ -220,6 +226,10 @@ async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskG
                 await asyncio.gather(run, stop, return_exceptions=True)
                 raise admin.failure.again()
             stop.cancel()
+            if not run.done() and admin.state.finished:  # (stopped as it waited for workers
+                run.cancel()  # or clients to come back: the run itself is over)
+                await asyncio.gather(run, return_exceptions=True)
+                return admin.report()
             if not run.done():
                 run.cancel()
                 ended = "interrupted before the run finished"

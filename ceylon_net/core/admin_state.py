@@ -47,7 +47,7 @@ from .pacing import Pace
 from .restore import restore
 from .snapshot import snapshot
 from .stats import AdminStats
-from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult
+from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult, listed
 from .unassignable import Unassignable
 from .watchers import Watchers
 from .workers import WorkerRecord
@@ -133,12 +133,15 @@ class AdminState:
         return max(PROBATION, self.settings.heartbeat)
 
     @property
+    def finished(self) -> bool:
+        """Everything submitted has finished (and something was)."""
+        return bool(self.board.total) and self.board.open == 0
+
+    @property
     def idle(self) -> bool:
-        """Everything submitted has finished (and something was), and no client that waited
-        for a batch before a restart is still to pick it up, nor a worker to be told the run
-        is over (see owed_end)."""
-        return bool(self.board.total) and self.board.open == 0 and not self.batches.unclaimed \
-            and not self.owed_end
+        """Finished, and no client that waited for a batch before a restart is still to pick
+        it up, nor a worker to be told the run is over (see owed_end)."""
+        return self.finished and not self.batches.unclaimed and not self.owed_end
 
     # ------------------------------------------------------------------ inputs
     def receive(self, peer: bytes, frames: Sequence[bytes], address: str = "",
@@ -169,9 +172,10 @@ class AdminState:
             self._next_beat = now + s.heartbeat
             self.followup.batch_progress()
             self._beat_clients()
-            if self.resumed and now - self.started_at >= 2 * s.heartbeat * s.liveness:
-                self.members.purge_orphans()  # after a restart: they had their chance
-                self.batches.unclaimed.clear()  # (and the clients that waited, theirs)
+            if now - self.started_at >= 2 * s.heartbeat * s.liveness:
+                if self.resumed:
+                    self.members.purge_orphans()  # after a restart: they had their chance
+                    self.batches.unclaimed.clear()  # (and the clients that waited, theirs)
                 self.owed_end.clear()
             self.followup.log_progress(len(self.members.registry), self.members.registry.stuck,
                                        self.awaited)
@@ -291,10 +295,21 @@ class AdminState:
             self.board.moved = [] if self.task_manager.task_groups else None
             self.followup.run_announced = self.idle
             self._resume_assigning()
-        # (after the above: a run that had ended was announced, not again; and only while
-        # resumed, which the wait for them needs to end: see tick)
-        self.owed_end = set(owed) if self.resumed else set()
+        self._owe_end(owed, forgotten is not None)
         return self.resumed
+
+    def _owe_end(self, owed: Iterable[str], forgot: bool) -> None:
+        """After the above (a run that had ended was announced, not again): the workers the
+        last process did not tell, when it held a run (``forgot``: one every task of which
+        was forgotten held one too)."""
+        self.owed_end = set(owed) if self.resumed or forgot else set()
+        if self.owed_end and self.board.open == 0:
+            s = self.settings
+            self.out.log("INFO", f"the run had finished, and the last admin process stopped "
+                                 f"before it told its workers: waiting up to "
+                                 f"{2 * s.heartbeat * s.liveness:g} s for "
+                                 f"{listed(sorted(self.owed_end), 5, repr)} to come back, to "
+                                 f"tell them")
 
     def _resume_assigning(self) -> None:
         """--expect-workers holds back a run's start, not a run resumed after it started:
@@ -768,10 +783,12 @@ class AdminState:
         return waiting.union(self.watchers.clients())
 
     def _give_up_unassignable(self, now: float) -> None:
+        self.members.forget_lost(now)
         if not self.assigning:
             return
         ids = self.unassignable.check(self.board, len(self.members.registry),
-                                      self.members.joined, now, self.out, self.members.lost)
+                                      self.members.joined, now, self.out, self.members.lost,
+                                      self.members.lost_seq)
         if ids:
             self.unassigned.update(ids)
             self.board.give_up(ids)

@@ -22,8 +22,8 @@ def refuse_duplicates(new: list[Any], existing: Container[Any], what: str) -> No
     seen: set[Any] = set()
     for x in new:
         if x in existing:  # (a second run of a job that names its tasks: say why)
-            raise ConfigError(f"duplicate {what} {x!r} (the admin has one already: finished "
-                              f"ones are kept, up to its --keep-finished)")
+            raise ConfigError(f"duplicate {what} {x!r} (the admin has one already, finished "
+                              f"or not: it keeps finished ones up to its --keep-finished)")
         if x in seen:
             raise ConfigError(f"duplicate {what} {x!r}")
         seen.add(x)

@@ -19,7 +19,7 @@ from .pacing import Pace, Pulse
 from .scheduler import WorkerSlot
 from .stats import AdminStats
 from .tasks import TaskId, TaskResult, listed
-from .workers import AgentDetail, Registry, WorkerRecord
+from .workers import AgentDetail, Registry, WorkerRecord, WorkerState
 
 _WITH_A_WORKER_OR_ENDED = ENDED | IN_FLIGHT  # (a gone worker's task not back in the queue)
 
@@ -60,9 +60,11 @@ class Membership:
         # only the latest REMEMBER_LEFT, so names that never return cost nothing for ever.
         # With each, the broadcasts it left without confirming: (the last it had, how many).
         self._left: dict[str, tuple[int, int] | None] = {}
-        # Workers lost, not back yet (a crash, a host cut off: a restart may bring them back):
-        # tasks only they can do wait for them (see Unassignable). The latest REMEMBER_LOST.
-        self.lost: dict[str, WorkerSlot] = {}
+        # Workers lost, not back yet (a crash, a host cut off: a restart may bring them back),
+        # with when they were last heard: tasks only they can do wait for them, up to
+        # --lost-wait (see Unassignable). The latest REMEMBER_LOST; ``lost_seq`` counts changes.
+        self.lost: dict[str, tuple[WorkerSlot, float]] = {}
+        self.lost_seq = 0
 
     # ---- registering
     def hello(self, peer: bytes, env: Envelope, address: str, now: float
@@ -74,7 +76,7 @@ class Membership:
             return None
         if peer not in self.registry:
             unconfirmed = None
-            self.lost.pop(hello.name, None)
+            self._forget_lost(hello.name)
             if hello.name in self._left:
                 unconfirmed = self._left.pop(hello.name)
                 self.stats.reconnects += 1
@@ -403,7 +405,7 @@ class Membership:
         self._left[rec.name] = self._unconfirmed(rec)
         if why.startswith("lost"):
             self.stats.lost += 1
-            self._remember_lost(rec.name)
+            self._remember_lost(rec.name, rec.last_seen)
         held = self.board.remove_worker(rec.name, why)
         requeued, ended, said = self._back(held)
         # A worker that said goodbye with nothing left behind is news, not trouble.
@@ -425,14 +427,26 @@ class Membership:
             f", {len(ended)} ended with it (lost too often, or being cancelled)" if ended else "")
         return requeued, ended, said
 
-    def _remember_lost(self, name: str) -> None:
+    def _remember_lost(self, name: str, heard: float) -> None:
+        """Not one that was draining: it was leaving (a stop, its BYE cut short)."""
         slot = self.board.scheduler.workers.get(name)
-        if slot is None:
+        if slot is None or slot.state is WorkerState.DRAINING:
             return
         self.lost.pop(name, None)  # (the latest last)
         while len(self.lost) >= REMEMBER_LOST:
             del self.lost[next(iter(self.lost))]
-        self.lost[name] = slot
+        self.lost[name] = (slot, heard)
+        self.lost_seq += 1
+
+    def _forget_lost(self, name: str) -> None:
+        if self.lost.pop(name, None) is not None:
+            self.lost_seq += 1
+
+    def forget_lost(self, now: float) -> None:
+        """Lost workers not back after --lost-wait are waited for no more."""
+        wait = self.settings.lost_wait
+        for name in [n for n, (_, heard) in self.lost.items() if now - heard >= wait]:
+            self._forget_lost(name)
 
     def _forget_oldest_left(self) -> None:
         while len(self._left) >= REMEMBER_LEFT:

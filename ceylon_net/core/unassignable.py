@@ -42,28 +42,29 @@ class Unassignable:
         self._warned: set[tuple[int, str | None, str | None]] = set()  # kinds said
         self._awaited_said: dict[tuple[int, str | None, str | None], float] = {}  # ... when
         self._joined = 0  # registrations seen: a new worker may change what is possible
-        self._version: tuple[int, int] | None = None
-        self._blocked: list[Blocked] = []
+        self._version: tuple[int, int, int] | None = None
+        self._blocked: list[tuple[Blocked, list[str]]] = []
 
     def check(self, board: TaskBoard, workers: int, joined: int, now: float, out: Outbox,
-              lost: Mapping[str, WorkerSlot] = {}) -> dict[TaskId, str]:
+              lost: Mapping[str, tuple[WorkerSlot, float]] = {}, lost_seq: int = 0
+              ) -> dict[TaskId, str]:
         """Warn once per kind of blocked task; returns the tasks to give up on now (only
         unassignable ones are left, nothing runs, and that has lasted ``timeout``), each
-        with why (:func:`why`). Tasks a ``lost`` worker could do are not given up: they
-        wait for it to come back, or for another worker that can do them, as tasks wait
-        with no worker at all."""
+        with why (:func:`why`). Tasks a ``lost`` worker could do (Membership.lost: changed
+        when ``lost_seq`` did) are not given up: they wait for it to come back, or for
+        another worker that can do them, as tasks wait with no worker at all."""
         if not workers or not len(board.scheduler):
             self._since = None
             self._none_there(len(board.scheduler) if not workers else 0, now, out)
             return {}
         self._no_worker = None
-        blocked = self._current(board, joined)
-        hopeless = [b for b in blocked if not self._awaited(board, b, lost, now, out)]
-        stuck = sum(len(b.tasks) for b in blocked)
+        blocked = self._current(board, joined, lost, lost_seq)
+        self._say(board, blocked, now, out)
+        hopeless = [b for b, back in blocked if not back]
+        stuck = sum(len(b.tasks) for b, _ in blocked)
         if not hopeless or board.running or stuck != len(board.scheduler):
             self._since = None
             return {}
-        blocked = hopeless
         if self._since is None:
             self._since = now
             out.log("WARNING", f"only unassignable tasks remain; giving up on them in "
@@ -71,7 +72,7 @@ class Unassignable:
             return {}
         if now - self._since < self.timeout:
             return {}
-        ids = {t: why(b) for b in blocked for t in b.tasks}
+        ids = {t: why(b) for b in hopeless for t in b.tasks}
         out.log("ERROR", f"giving up on {len(ids):,} unassignable task(s): "
                          f"{listed(list(ids), IDS_SAID, repr)}")
         # Those are gone: a task that comes after them (a program trying again) is said and
@@ -80,22 +81,20 @@ class Unassignable:
         self._warned.clear()
         return ids
 
-    def _awaited(self, board: TaskBoard, b: Blocked, lost: Mapping[str, WorkerSlot],
-                 now: float, out: Outbox) -> bool:
-        """Could a lost worker do these tasks? Said once per kind (a handler missing is a
-        kind of its own), and while they wait for one, again every so often."""
-        back = [n for n, slot in lost.items() if can_do(slot, b.difficulty, b.role, b.handler)]
-        kind = (b.difficulty, b.role, b.handler)
-        if not back:
-            if kind not in self._warned:
-                self._warned.add(kind)
-                out.log("WARNING", describe(board, b))
-            return False
-        if now - self._awaited_said.get(kind, float("-inf")) >= NO_WORKER_AGAIN:
-            self._awaited_said[kind] = now
-            out.log("WARNING", f"{describe(board, b)}: waiting for {listed(back, 3, repr)} "
-                               f"(lost) to come back, or another worker that can take them")
-        return True
+    def _say(self, board: TaskBoard, blocked: list[tuple[Blocked, list[str]]], now: float,
+             out: Outbox) -> None:
+        """Each kind of blocked task once (a handler missing is a kind of its own); those
+        waiting for a lost worker, again every so often while they do."""
+        for b, back in blocked:
+            kind = (b.difficulty, b.role, b.handler)
+            if not back:
+                if kind not in self._warned:
+                    self._warned.add(kind)
+                    out.log("WARNING", describe(board, b))
+            elif now - self._awaited_said.get(kind, float("-inf")) >= NO_WORKER_AGAIN:
+                self._awaited_said[kind] = now
+                out.log("WARNING", f"{describe(board, b)}: waiting for {listed(back, 3, repr)} "
+                                   f"(lost) to come back, or another worker that can take them")
 
     def _none_there(self, queued: int, now: float, out: Outbox) -> None:
         """``queued`` tasks wait and no worker is connected: they wait for one to join or
@@ -111,13 +110,22 @@ class Unassignable:
             out.log("WARNING", f"no worker connected for {now - self._no_worker:.0f} s: "
                                f"{queued} task(s) wait for one to join")
 
-    def _current(self, board: TaskBoard, joined: int) -> list[Blocked]:
+    def _current(self, board: TaskBoard, joined: int,
+                 lost: Mapping[str, tuple[WorkerSlot, float]], lost_seq: int
+                 ) -> list[tuple[Blocked, list[str]]]:
+        """The blocked tasks by kind, each with the lost workers that could take them:
+        worked out again only when the queue, what runs, or the lost workers changed (not
+        every tick: 100,000 queued tasks, 1,000 lost workers)."""
         if joined != self._joined:  # a worker joined: say again what it cannot do either
             self._joined = joined
             self._warned.clear()
             self._awaited_said.clear()
-        version = (board.scheduler.version, board.running)
-        if version != self._version:  # 100,000 queued tasks: not sorted every tick
+        version = (board.scheduler.version, board.running, lost_seq)
+        if version != self._version:
             self._version = version
-            self._blocked = board.blocked()
+            self._blocked = [(b, _could_take(b, lost)) for b in board.blocked()]
         return self._blocked
+
+
+def _could_take(b: Blocked, lost: Mapping[str, tuple[WorkerSlot, float]]) -> list[str]:
+    return [n for n, (slot, _) in lost.items() if can_do(slot, b.difficulty, b.role, b.handler)]

@@ -24,6 +24,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -152,7 +153,7 @@ def how_to_remove(state_dir: Path) -> str:
     """What removes the cluster in ``state_dir``: with its --state-dir unless the default
     (a plain `down` would find nothing there, and leave this one up)."""
     return "bin/cluster down" + ("" if state_dir == Path(".cluster") else
-                                 f" --state-dir {state_dir}")
+                                 f" --state-dir {shlex.quote(str(state_dir))}")
 
 
 def gone_message(state_dir: Path) -> str:

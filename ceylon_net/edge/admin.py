@@ -244,7 +244,7 @@ class Admin(AgentBase):
         await self._idle.wait()
         if self.failure is not None:
             raise self.failure.again()
-        if not self.state.idle:  # (closed, with tasks unfinished)
+        if not self.state.finished:  # (closed, with tasks unfinished)
             raise ConfigError(f"admin '{self.name}' is closed (its tasks did not all finish)")
 
     def report(self) -> RunReport:

@@ -487,8 +487,8 @@ def record_round(journal: Journal, state: AdminState, cmds: Iterable[Any]) -> No
                            **{w.name: full.get(w.name, w.slots)
                               for w in state.board.scheduler.workers.values()}})
     record_changes(journal, state.board)
-    if state.closing:  # (its END to every worker is in this round)
-        journal.told_all()
+    if state.closing and not state.owed_end:  # (its END to every worker is in this round;
+        journal.told_all()  # a worker it still waited for was not told: owed still)
     journal.commit()  # (a round's forgetting and changes in one transaction: see Forgot)
 
 
