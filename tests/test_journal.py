@@ -779,6 +779,35 @@ def test_a_restarted_admin_whose_journal_forgot_every_task_still_owes_the_worker
     assert sim.st.owed_end == set()
 
 
+def test_tasks_only_a_worker_of_the_last_admin_process_can_take_wait_for_it_after_a_restart(
+        tmp_path):
+    """The admin and its workers restarted (a host rebooted): the GPU worker, slower to come
+    back than the admin's window for it, had its task given up as unassignable 10 s after
+    the other worker was back (a review's suspicion), where a lost worker is waited for. The
+    journal keeps what the workers that may come back can do: one not back in the window is
+    lost from then on, and waited for up to --lost-wait."""
+    from kit import JSim, logs
+
+    sim = JSim(tmp_path / "j.db", unassignable_timeout=5)
+    sim.join("cpu")
+    gpu = sim.join("gpu", role="gpu", handlers=["render"])
+    sim.submit(Task("frame", "x", 1, required_role="gpu", handler="render"))
+    assert "frame" in gpu.held
+    sim = sim.restart()  # (a kill: both workers' processes gone with the host)
+    cpu = sim.join("cpu")
+    said = []
+    for at in range(1, 40):
+        sim.now = float(at)
+        cpu.heartbeat()
+        said += logs(sim.tick(), "WARNING")
+    assert sim.st.unassigned == {} and any(
+        "waiting for 'gpu' (lost) to come back" in m for m in said), said
+    back = sim.worker("gpu", role="gpu", handlers=["render"])
+    back.hello()
+    back.finish_all()
+    assert "frame" in sim.finished()
+
+
 def test_a_worker_gone_across_a_restart_is_charged_no_more_starts_than_its_slots(tmp_path):
     """Which of its tasks had started is not journaled; its slots are: of the three it held
     (one slot, two sent ahead), one counts toward --max-attempts, two go back unharmed."""

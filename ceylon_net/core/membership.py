@@ -65,6 +65,10 @@ class Membership:
         # --lost-wait (see Unassignable). The latest REMEMBER_LOST; ``lost_seq`` counts changes.
         self.lost: dict[str, tuple[WorkerSlot, float]] = {}
         self.lost_seq = 0
+        # After a restart: the workers the last process had or waited for, by what they can
+        # do (journaled: see abilities), not back yet; lost if not back in the come-back
+        # window (see purge_orphans).
+        self.gone: dict[str, WorkerSlot] = {}
 
     # ---- registering
     def hello(self, peer: bytes, env: Envelope, address: str, now: float
@@ -77,6 +81,7 @@ class Membership:
         if peer not in self.registry:
             unconfirmed = None
             self._forget_lost(hello.name)
+            self.gone.pop(hello.name, None)
             if hello.name in self._left:
                 unconfirmed = self._left.pop(hello.name)
                 self.stats.reconnects += 1
@@ -430,12 +435,14 @@ class Membership:
     def _remember_lost(self, name: str, heard: float) -> None:
         """Not one that was draining: it was leaving (a stop, its BYE cut short)."""
         slot = self.board.scheduler.workers.get(name)
-        if slot is None or slot.state is WorkerState.DRAINING:
-            return
-        self.lost.pop(name, None)  # (the latest last)
+        if slot is not None and slot.state is not WorkerState.DRAINING:
+            self._remember(slot, heard)
+
+    def _remember(self, slot: WorkerSlot, heard: float) -> None:
+        self.lost.pop(slot.name, None)  # (the latest last)
         while len(self.lost) >= REMEMBER_LOST:
             del self.lost[next(iter(self.lost))]
-        self.lost[name] = (slot, heard)
+        self.lost[slot.name] = (slot, heard)
         self.lost_seq += 1
 
     def _forget_lost(self, name: str) -> None:
@@ -486,12 +493,29 @@ class Membership:
             self.out.send(peer, Kind.CANCEL, wire.Cancel([[t, a] for t, a in tasks],
                                                          "not confirmed in time; reassigned"))
 
-    def purge_orphans(self) -> None:
-        """Tasks waiting since a restart for a worker that did not come back: requeued."""
+    def purge_orphans(self, now: float) -> None:
+        """Tasks waiting since a restart for a worker that did not come back: requeued. The
+        workers of the last process not back are lost from now (see lost)."""
         for worker in list(self.board.orphans()):
             held = self.board.remove_worker(worker, "did not come back after the restart")
             self.out.log("WARNING", f"worker '{worker}' did not come back after the admin "
                                     f"restarted; {self._back(held)[2]}")
+        for slot in self.gone.values():
+            self._remember(slot, now)
+        self.gone.clear()
+
+    def abilities(self) -> dict[str, list[Any]]:
+        """What the workers that may come back can do, by name (journaled, for a restart):
+        those registered, lost, or not back since the last restart."""
+        every = {**self.gone, **{n: slot for n, (slot, _) in self.lost.items()},
+                 **{n: w for n, w in self.board.scheduler.workers.items()
+                    if w.state is not WorkerState.DRAINING}}  # (one draining is leaving)
+        return {n: [w.skill, w.role, sorted(w.handlers)] for n, w in every.items()}
+
+    def restore_abilities(self, abilities: Mapping[str, Any]) -> None:
+        """The workers of :meth:`abilities`, after a restart: awaited (see gone)."""
+        for name, (skill, role, handlers) in abilities.items():
+            self.gone[name] = WorkerSlot(name, skill, role, 0, handlers=frozenset(handlers))
 
     def beat(self) -> None:
         """The admin's heartbeat: once on PUB for everyone, with the number of broadcasts

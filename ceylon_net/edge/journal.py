@@ -238,13 +238,16 @@ class Journal:
         return [(s, b) for s, b in self.db.execute(
             "SELECT sid, batch FROM forgot_sids ORDER BY batch") if type(s) is type(b) is int]
 
-    def set_slots(self, slots: dict[str, int]) -> None:
+    def set_slots(self, slots: dict[str, int], abilities: dict[str, list[Any]] | None = None
+                  ) -> None:
         """How many tasks each registered worker runs at once (its --concurrency): after a
         restart, a worker that does not come back is charged no more starts than that (the
-        journal does not keep which of its tasks had started)."""
+        journal does not keep which of its tasks had started). ``abilities``: what the
+        workers that may come back can do (Membership.abilities)."""
         self._begin()
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('slots', ?)",
-                        (json.dumps(slots),))
+        self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                            [("slots", json.dumps(slots)),
+                             ("abilities", json.dumps(abilities or {}))])
         self.db.execute("DELETE FROM meta WHERE key='told'")  # (not told yet: see told)
 
     def told_all(self) -> None:
@@ -389,6 +392,19 @@ class Journal:
             return {}
         return {k: v for k, v in slots.items() if type(v) is int and v > 0}
 
+    def abilities(self) -> dict[str, tuple[int, str, list[str]]]:
+        """What :meth:`set_slots` wrote last of the workers' abilities ({} in a journal
+        without them; a row that does not read as one is left out)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='abilities'").fetchone()
+        try:
+            abilities = json.loads(row[0]) if row else {}
+        except ValueError:
+            return {}
+        return {n: (a[0], a[1], a[2]) for n, a in abilities.items()
+                if isinstance(a, list) and len(a) == 3 and type(a[0]) is int
+                and isinstance(a[1], str) and isinstance(a[2], list)
+                and all(isinstance(h, str) for h in a[2])} if isinstance(abilities, dict) else {}
+
     def forgotten(self) -> tuple[int, list[int]] | None:
         """What :meth:`forget` wrote last: the next batch's number and the forgotten counts
         (``Forgotten.row``); None when nothing was forgotten."""
@@ -485,7 +501,8 @@ def record_round(journal: Journal, state: AdminState, cmds: Iterable[Any]) -> No
         full = {r.name: r.detail.capacity for r in state.members.registry.by_peer.values()}
         journal.set_slots({**state.board.slots_of_gone,
                            **{w.name: full.get(w.name, w.slots)
-                              for w in state.board.scheduler.workers.values()}})
+                              for w in state.board.scheduler.workers.values()}},
+                          state.members.abilities())
     record_changes(journal, state.board)
     if state.closing and not state.owed_end:  # (its END to every worker is in this round;
         journal.told_all()  # a worker it still waited for was not told: owed still)
@@ -516,6 +533,7 @@ def resume(journal: Journal, state: AdminState, now: float) -> bool:
     resumed = state.resume(entries, held, now, journal.batches(), slots, journal.forgotten(),
                            () if journal.told() else slots)
     state.batches.forgot_named(journal.forgot_sids())
+    state.members.restore_abilities(journal.abilities())
     if resumed:
         logger.info("resumed from journal {}: {} task(s), {} finished, {} were running "
                     "(waiting for their workers), {} queued, {} waiting", journal.path,
