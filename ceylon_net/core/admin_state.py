@@ -174,8 +174,9 @@ class AdminState:
             self._beat_clients()
             if now - self.started_at >= 2 * s.heartbeat * s.liveness:
                 if self.resumed:
-                    self.members.purge_orphans(now)  # after a restart: they had their chance
+                    self.members.purge_orphans()  # after a restart: they had their chance
                     self.batches.unclaimed.clear()  # (and the clients that waited, theirs)
+                self.members.gone_lost(now)
                 self.owed_end.clear()
             self.followup.log_progress(len(self.members.registry), self.members.registry.stuck,
                                        self.awaited)

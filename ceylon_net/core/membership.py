@@ -493,13 +493,16 @@ class Membership:
             self.out.send(peer, Kind.CANCEL, wire.Cancel([[t, a] for t, a in tasks],
                                                          "not confirmed in time; reassigned"))
 
-    def purge_orphans(self, now: float) -> None:
-        """Tasks waiting since a restart for a worker that did not come back: requeued. The
-        workers of the last process not back are lost from now (see lost)."""
+    def purge_orphans(self) -> None:
+        """Tasks waiting since a restart for a worker that did not come back: requeued."""
         for worker in list(self.board.orphans()):
             held = self.board.remove_worker(worker, "did not come back after the restart")
             self.out.log("WARNING", f"worker '{worker}' did not come back after the admin "
                                     f"restarted; {self._back(held)[2]}")
+
+    def gone_lost(self, now: float) -> None:
+        """The workers of the last process not back in the restart's window are lost from
+        now (see lost)."""
         for slot in self.gone.values():
             self._remember(slot, now)
         self.gone.clear()

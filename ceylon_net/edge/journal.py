@@ -28,7 +28,7 @@ from loguru import logger
 
 from .. import wire
 from ..core.batches import FORGOT_SIDS, Batch
-from ..core.board import ENDED, STATUS_OF, TaskBoard
+from ..core.board import ENDED, STATUS_OF, TaskBoard, TaskRecord, TaskState
 from ..core.commands import Finished, Forgot, NewWork
 from ..core.groups import TaskGroup, TaskManager
 from ..core.restore import JournaledTask, missing_groups
@@ -70,6 +70,7 @@ CREATE TABLE groups (id TEXT PRIMARY KEY, idx INTEGER NOT NULL, spec BLOB NOT NU
 # A status as written: an enum's .value is a descriptor call, and there are two per task.
 _VALUE = {s: s.value for s in TaskStatus}
 _SET_AS = {state: _VALUE[status] for state, status in STATUS_OF.items()}  # (one lookup a row)
+_W, _Q = TaskState.WAITING, TaskState.QUEUED
 CHUNK_BYTES = 4 << 20  # a log row holds at most this much (a huge round takes several)
 # The log is folded into a snapshot of what the admin holds (see compact) once it has grown
 # by this much, and by 4 times the last snapshot, since: a serving admin that forgets what
@@ -130,7 +131,7 @@ class Journal:
             # The run this journal holds: a client names it when it WATCHes a batch again.
             self.run = os.urandom(8).hex()
             # Registrations seen, and workers registered: each change writes their slots.
-            self.registered = (0, 0)
+            self.registered = (0, 0, 0)
             self.appended = 0  # log bytes written since the last snapshot (see compact)
             self.snapshot_bytes = 0  # ... and that snapshot's
             self._next_group: int | None = None  # (see add_group)
@@ -512,8 +513,8 @@ def record_round(journal: Journal, state: AdminState, cmds: Iterable[Any]) -> No
                          cmd.batch)
         elif isinstance(cmd, Forgot):
             journal.forget(cmd)
-    registered = (state.members.joined, len(state.members.registry))
-    if registered != journal.registered:  # a worker registered or left: rare
+    registered = (state.members.joined, len(state.members.registry), state.members.lost_seq)
+    if registered != journal.registered:  # a worker registered, left or was lost: rare
         journal.registered = registered
         # with those from before a restart still awaited: a second crash must find them too
         # (each worker's --concurrency: its slots now may be fewer, some held by threads)
@@ -574,8 +575,16 @@ def snapshot_rows(board: TaskBoard, manager: TaskManager) -> list[list[Any]]:
     set_as, lost_with, to_wire = _SET_AS, board.lost_with, wire.to_wire
     group_of = manager.group_of
     return [[to_wire(r.task), None if (g := group_of(tid)) is None else g.id, set_as[r.state],
-             r.attempt, r.worker, None if r.result is None else to_wire(r.result), r.reason,
+             _attempt(r), r.worker, None if r.result is None else to_wire(r.result), r.reason,
              r.losses, r.stopping, lost_with(tid)] for tid, r in board.records.items()]
+
+
+def _attempt(r: TaskRecord) -> int:
+    """A task's attempt as journaled: 0 while it was never given out (a restart raises it
+    to the floor above the forgotten attempts: TaskBoard.restore_forgotten); written as
+    its floor, the restored task had none, and an old result of a forgotten task of its id
+    finished it (a review's finding)."""
+    return 0 if r.attempt == r.base and (r.state is _W or r.state is _Q) else r.attempt
 
 
 def record_changes(journal: Journal, board: TaskBoard) -> None:
@@ -586,7 +595,7 @@ def record_changes(journal: Journal, board: TaskBoard) -> None:
     records, set_as, lost_with = board.records, _SET_AS, board.lost_with
     encode, to_wire = wire.encoder(TaskResult), wire.to_wire
     journal.set_rows([
-        [tid, set_as[r.state], r.attempt, r.worker,
+        [tid, set_as[r.state], r.attempt if r.attempt != r.base else _attempt(r), r.worker,
          None if (res := r.result) is None else encode(res) if type(res) is TaskResult
          else to_wire(res), r.reason, r.losses, r.stopping, lost_with(tid)]
         for tid in board.dirty for r in (records[tid],)])
