@@ -193,8 +193,9 @@ def test_a_change_of_a_task_the_journal_never_held_is_skipped_not_fatal(tmp_path
     path = tmp_path / "state.db"
     journal = Journal(path, "default")
     journal.add_tasks([(Task("kept", "x"), None)])
-    journal.update([("never-added", TaskStatus.CANCELLED, 0, None, None, "gone", 0, None, None),
-                    ("kept", TaskStatus.ASSIGNED, 1, "w", None, None, 0, None, None)])
+    journal.update([("never-added", TaskStatus.CANCELLED, 0, None, None, "gone", 0, None, None,
+                     0),
+                    ("kept", TaskStatus.ASSIGNED, 1, "w", None, None, 0, None, None, 0)])
     journal.close()
     assert _entries(Journal(path, "default")) == [
         ("kept", TaskStatus.ASSIGNED, 1, "w", None, None)]
@@ -1104,7 +1105,7 @@ def test_the_changes_of_a_round_are_written_as_update_writes_them(tmp_path, monk
     board.dirty.update(board.records)  # (every task, as a round that changed them all would)
     monkeypatch.setattr(sim.journal, "set_rows", expected.append)
     sim.journal.update([(tid, STATUS_OF[r.state], r.attempt, r.worker, r.result, r.reason,
-                         r.losses, r.stopping, board.lost_with(tid))
+                         r.losses, r.stopping, board.lost_with(tid), r.base)
                         for tid in board.dirty for r in (board.records[tid],)])
     monkeypatch.setattr(sim.journal, "set_rows", written.append)
     journal_module.record_changes(sim.journal, board)

@@ -393,3 +393,33 @@ def test_a_restarted_serving_admin_that_forgot_every_task_waits_for_its_workers_
     assert sim.st.board.forgotten.unassigned == 0 and "f2" in sim.st.board.records and any(
         "waiting for 'gpu' (lost) to come back" in m for m in said), said
     assert sim.st.members.gone == {}, sim.st.members.gone
+
+
+@pytest.mark.parametrize("log", ["unfolded", "folded"])
+def test_an_old_result_of_a_reused_id_does_not_finish_the_new_task_given_out_before_a_restart(
+        tmp_path, log):
+    """As above, but the new "t" had been given out (to w2) when the admin was killed: its
+    floor was not journaled (only a task never given out got it back, at attempt 0), and
+    w's result of the old "t", handed in after the restart, finished the new one. The rows
+    keep the floor (schema 8)."""
+    from kit import JSim
+
+    sim = Dual(tmp_path, keep_finished=0)
+    w = sim.join("w")
+    _client_batch(sim, "t")
+    w.finish("t", value="the old t's")
+    w.unacked[("t", 1)] = TaskResult("t", "w", True, 0.001, attempt=1, value="the old t's")
+    sim.tick()  # batch 1 forgotten at the start of this round
+    _client_batch(sim, "busy")  # w's one slot
+    w2 = sim.join("w2")
+    _client_batch(sim, "t")
+    assert sim.st.board.records["t"].attempt == 2 and "t" in w2.held
+    sim.a.db.close()
+    sim.b.db.close()
+    again = JSim(tmp_path / ("a.db" if log == "folded" else "b.db"), keep_finished=0)
+    assert again.st.board.records["t"].base == 1
+    back = again.worker("w")
+    back.held, back.unacked = dict(w.held), dict(w.unacked)
+    back.hello()
+    rec = again.st.board.records["t"]
+    assert rec.result is None or rec.result.value != "the old t's", (rec.state, rec.result)

@@ -438,7 +438,7 @@ class TaskBoard:
 
     def restore(self, entries: Iterable[Any], gates: Mapping[TaskId, Iterable[Gate]]) -> None:
         """Rebuild from a journal (entries in submission order, with task, status, attempt,
-        worker, result, reason, losses, stopping, lost_with): finished tasks stay finished,
+        worker, result, reason, losses, stopping, lost_with, base): finished tasks stay finished,
         tasks that were on a worker stay in flight there (awaiting it), the rest wait or
         queue again."""
         entries = list(entries)
@@ -446,7 +446,8 @@ class TaskBoard:
             self.records[e.task.id] = TaskRecord(e.task, _RESTORED[e.status], e.worker,
                                                  e.attempt, result=e.result, reason=e.reason,
                                                  losses=e.losses, stopping=e.stopping,
-                                                 index=len(self.records), front=e.losses > 0)
+                                                 index=len(self.records), front=e.losses > 0,
+                                                 base=e.base)
             if e.lost_with:
                 self._lost_with[e.task.id] = {a: (w, bool(c), bool(f))
                                               for a, w, c, f in e.lost_with}

@@ -28,6 +28,7 @@ class JournaledTask:
     stopping: str | None = None  # on a worker, asked to cancel it: why
     # attempts lost with workers found gone, while it is open (TaskBoard.lost_with)
     lost_with: list[list[Any]] | None = None
+    base: int = 0  # its attempts count above this (TaskRecord.base; rows of version 8)
 
 
 def restore(board: TaskBoard, manager: TaskManager, entries: list[JournaledTask],

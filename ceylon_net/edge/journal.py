@@ -43,8 +43,9 @@ if TYPE_CHECKING:
 # it: an admin of version 4 would misread them); 6: 'forget' rows, and what was forgotten in
 # meta (--keep-finished: an admin of version 5 would bring forgotten tasks back); 7: batch
 # rows end with the submission's name (version 6's lack it: an admin of 6 refuses such rows),
-# and the names of batches forgotten are kept (forgot_sids)
-SCHEMA_VERSION = 7
+# and the names of batches forgotten are kept (forgot_sids); 8: task rows end with the floor
+# of a task given a forgotten task's id (TaskRecord.base: an admin of 7 would misread them)
+SCHEMA_VERSION = 8
 _MAGIC = b"SQLite format 3\x00"
 
 _LOG_TABLE = ("CREATE TABLE log (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
@@ -281,12 +282,13 @@ class Journal:
 
     def update(self, rows: Iterable[tuple[TaskId, TaskStatus, int, str | None,
                                           TaskResult | None, str | None, int, str | None,
-                                          list[list[Any]] | None]]) -> None:
-        """Tasks' new states."""
+                                          list[list[Any]] | None, int]]) -> None:
+        """Tasks' new states (the last field: the task's floor, TaskRecord.base)."""
         to_wire, value = wire.to_wire, _VALUE
         self.set_rows([[tid, value[st], att, worker, None if res is None else to_wire(res),
-                        reason, losses, stopping, lost]
-                       for tid, st, att, worker, res, reason, losses, stopping, lost in rows])
+                        reason, losses, stopping, lost, base]
+                       for tid, st, att, worker, res, reason, losses, stopping, lost, base
+                       in rows])
 
     def set_rows(self, rows: list[list[Any]]) -> None:
         """Tasks' new states, as :meth:`update` writes them (the status as its value, the
@@ -576,7 +578,7 @@ def snapshot_rows(board: TaskBoard, manager: TaskManager) -> list[list[Any]]:
     group_of = manager.group_of
     return [[to_wire(r.task), None if (g := group_of(tid)) is None else g.id, set_as[r.state],
              _attempt(r), r.worker, None if r.result is None else to_wire(r.result), r.reason,
-             r.losses, r.stopping, lost_with(tid)] for tid, r in board.records.items()]
+             r.losses, r.stopping, lost_with(tid), r.base] for tid, r in board.records.items()]
 
 
 def _attempt(r: TaskRecord) -> int:
@@ -597,7 +599,7 @@ def record_changes(journal: Journal, board: TaskBoard) -> None:
     journal.set_rows([
         [tid, set_as[r.state], r.attempt if r.attempt != r.base else _attempt(r), r.worker,
          None if (res := r.result) is None else encode(res) if type(res) is TaskResult
-         else to_wire(res), r.reason, r.losses, r.stopping, lost_with(tid)]
+         else to_wire(res), r.reason, r.losses, r.stopping, lost_with(tid), r.base]
         for tid in board.dirty for r in (records[tid],)])
     board.dirty.clear()
     journal.commit()
