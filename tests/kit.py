@@ -281,3 +281,26 @@ def taken_back(sim: Sim, name: str) -> tuple[SimWorker, SimWorker]:
     assert assigned(sim.submit(noop("t"))) == {name: ["t"]}
     sim.fire("probation")  # not confirmed in time: taken back
     return trusted, slow
+
+
+def ticked(sim: Sim, keep: list[SimWorker], until: float, step: float = 1.0) -> list[str]:
+    """Tick every ``step`` s to ``until``, the workers in ``keep`` heartbeating before each
+    tick: the WARNING and ERROR lines said."""
+    said = []
+    while sim.now < until:
+        sim.now += step
+        for w in keep:
+            w.heartbeat()
+        cmds = sim.tick()
+        said += logs(cmds, "WARNING") + logs(cmds, "ERROR")
+    return said
+
+
+def killed_as_its_run_ended(path: Any) -> None:
+    """A journal at ``path`` of a run whose one task (1) ended on worker 'w', its admin
+    killed before it told 'w' the run was over."""
+    sim = JSim(path)
+    w = sim.join("w")
+    sim.submit(Task(1, "x"))
+    w.finish(1)
+    sim.journal.db.close()

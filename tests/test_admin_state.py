@@ -23,6 +23,7 @@ from kit import (
     sends,
     taken_back,
     taken_over,
+    ticked,
 )
 
 from ceylon_net import wire
@@ -1097,18 +1098,6 @@ def test_tasks_only_a_lost_worker_can_take_wait_for_it_and_the_admin_says_so_eve
     assert sim.st.unassigned["k2"] == "needs skill >= 9; best connected is 3"
 
 
-def _ticked(sim: Sim, keep: list[Any], until: float, step: float = 1.0) -> list[str]:
-    """Tick to ``until``, the workers in ``keep`` heartbeating; the WARNING and ERROR lines."""
-    said = []
-    while sim.now < until:
-        sim.now += step
-        for w in keep:
-            w.heartbeat()
-        cmds = sim.tick()
-        said += logs(cmds, "WARNING") + logs(cmds, "ERROR")
-    return said
-
-
 def test_a_worker_lost_while_draining_is_not_waited_for():
     """It was leaving (SIGTERM), and was killed before its goodbye (the SIGKILL after a stop
     timeout): its kind of task is given up as any other no worker can take (a review's
@@ -1118,7 +1107,7 @@ def test_a_worker_lost_while_draining_is_not_waited_for():
     senior = sim.join("Senior", skill=9)
     senior.say(Kind.DRAIN, wire.End("draining"))
     sim.submit(Task("k0", "deep", 9))
-    said = _ticked(sim, [junior], 30.0)
+    said = ticked(sim, [junior], 30.0)
     assert not any("waiting for 'Senior' (lost)" in m for m in said), said
     assert sim.st.unassigned == {"k0": "needs skill >= 9; best connected is 3"}
 
@@ -1133,13 +1122,13 @@ def test_a_poison_task_that_killed_every_worker_able_to_take_it_ends_after_the_l
     for i in range(2):
         victim = sim.join(f"S{i}", skill=9)
         assert "poison" in victim.held
-        said = _ticked(sim, [junior], sim.now + 4.0)  # the victim goes silent: lost with it
+        said = ticked(sim, [junior], sim.now + 4.0)  # the victim goes silent: lost with it
         assert any(m.startswith(f"worker 'S{i}' lost") for m in said), said
     lost_at = sim.now
-    said = _ticked(sim, [junior], lost_at + 55.0)
+    said = ticked(sim, [junior], lost_at + 55.0)
     assert "poison" not in sim.finished() and any("waiting for 'S0', 'S1' (lost)" in m
                                                   for m in said), said
-    _ticked(sim, [junior], lost_at + 80.0)
+    ticked(sim, [junior], lost_at + 80.0)
     assert sim.st.unassigned == {"poison": "needs skill >= 9; best connected is 3"}
 
 

@@ -787,7 +787,7 @@ def test_tasks_only_a_worker_of_the_last_admin_process_can_take_wait_for_it_afte
     the other worker was back (a review's suspicion), where a lost worker is waited for. The
     journal keeps what the workers that may come back can do: one not back in the window is
     lost from then on, and waited for up to --lost-wait."""
-    from kit import JSim, logs
+    from kit import JSim, ticked
 
     sim = JSim(tmp_path / "j.db", unassignable_timeout=5)
     sim.join("cpu")
@@ -795,12 +795,7 @@ def test_tasks_only_a_worker_of_the_last_admin_process_can_take_wait_for_it_afte
     sim.submit(Task("frame", "x", 1, required_role="gpu", handler="render"))
     assert "frame" in gpu.held
     sim = sim.restart()  # (a kill: both workers' processes gone with the host)
-    cpu = sim.join("cpu")
-    said = []
-    for at in range(1, 40):
-        sim.now = float(at)
-        cpu.heartbeat()
-        said += logs(sim.tick(), "WARNING")
+    said = ticked(sim, [sim.join("cpu")], 39.0)
     assert sim.st.unassigned == {} and any(
         "waiting for 'gpu' (lost) to come back" in m for m in said), said
     back = sim.worker("gpu", role="gpu", handlers=["render"])

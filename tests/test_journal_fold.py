@@ -311,60 +311,46 @@ def test_an_old_result_of_a_reused_id_does_not_finish_a_released_dependent_after
 
 def test_a_lost_worker_no_longer_waited_for_is_not_awaited_again_after_a_restart(tmp_path):
     """The journal keeps what the workers that may come back can do (meta
-    'abilities'), rewritten only when a worker registers or leaves. "gpu" was lost, and
+    'abilities'), and wrote it only when a worker registered or left. "gpu" was lost, and
     after --lost-wait the admin waits for it no more (Membership.forget_lost): a task only
     it could take is given up after --unassignable-timeout. That does not rewrite the
     journal's abilities: killed and restarted, the admin takes "gpu" for a worker of the
     last process and waits for it again, --lost-wait more, where the live admin had given
     such tasks up."""
-    from kit import JSim, logs
+    from kit import JSim, ticked
 
     from ceylon_net.core.tasks import Task
 
     sim = JSim(tmp_path / "j.db", unassignable_timeout=5, lost_wait=20)
     cpu = sim.join("cpu")
     sim.join("gpu", role="gpu", handlers=["render"])
-    for at in range(1, 30):  # gpu silent: lost at ~3.5 s, waited for until ~23.5 s
-        sim.now = float(at)
-        cpu.heartbeat()
-        sim.tick()
+    ticked(sim, [cpu], 29.0)  # gpu silent: lost at ~3.5 s, waited for until ~23.5 s
     assert "gpu" not in sim.st.members.lost
     assert "gpu" not in sim.st.members.abilities()
     sim.submit(Task("frame", "x", 1, required_role="gpu", handler="render"))
-    for at in range(30, 45):
-        sim.now = float(at)
-        cpu.heartbeat()
-        sim.tick()
+    ticked(sim, [cpu], 44.0)
     assert "frame" in sim.st.unassigned  # the live admin gave it up
     # The same with the kill before "frame" is submitted: it should be given up as well.
     sim2 = JSim(tmp_path / "k.db", unassignable_timeout=5, lost_wait=20)
     cpu = sim2.join("cpu")
     sim2.join("gpu", role="gpu", handlers=["render"])
-    for at in range(1, 30):
-        sim2.now = float(at)
-        cpu.heartbeat()
-        sim2.tick()
+    ticked(sim2, [cpu], 29.0)
     sim2.submit(Task("frame", "x", 1, required_role="gpu", handler="render"))
     sim2 = sim2.restart()
-    cpu = sim2.join("cpu")
-    said = []
-    for at in range(1, 20):
-        sim2.now = float(at)
-        cpu.heartbeat()
-        said += logs(sim2.tick(), "WARNING")
+    said = ticked(sim2, [sim2.join("cpu")], 19.0)
     assert "frame" in sim2.st.unassigned, said
 
 
 def test_a_restarted_serving_admin_that_forgot_every_task_waits_for_its_workers_too(tmp_path):
     """The workers of the last process not back in the come-back window are lost
-    from then (Membership.gone -> lost, in purge_orphans). That is done only when the
+    from then (Membership.gone_lost). That was done only when the
     journal held a task (AdminState.resumed): a serving admin that had forgotten every task
     (--keep-finished) and restarted with its workers (a host rebooted) keeps "gpu" in
     ``gone`` for ever: a job only "gpu" can take, submitted after the window, is given up
     after --unassignable-timeout instead of waiting --lost-wait for it; and "gone" is
     written into the journal's abilities again at every registration, and brought back by
     every later restart, however long ago "gpu" was last seen."""
-    from kit import JSim, logs
+    from kit import JSim, ticked
 
     sim = JSim(tmp_path / "j.db", keep_finished=0, unassignable_timeout=5, lost_wait=60)
     cpu = sim.join("cpu")
@@ -378,18 +364,11 @@ def test_a_restarted_serving_admin_that_forgot_every_task_waits_for_its_workers_
     sim = sim.restart()  # (both workers' processes gone with the host)
     assert not sim.st.resumed
     cpu = sim.join("cpu")
-    for at in range(1, 10):  # the come-back window passes
-        sim.now = float(at)
-        cpu.heartbeat()
-        sim.tick()
+    ticked(sim, [cpu], 9.0)  # the come-back window passes
     doc = {"tasks": [{"id": "f2", "description": "x", "difficulty": 1,
                       "required_role": "gpu", "handler": "render"}]}
     sim.receive(CLIENT, frames(Kind.SUBMIT, wire.Submission(doc, False)))
-    said = []
-    for at in range(10, 30):
-        sim.now = float(at)
-        cpu.heartbeat()
-        said += logs(sim.tick(), "WARNING")
+    said = ticked(sim, [cpu], 29.0)
     assert sim.st.board.forgotten.unassigned == 0 and "f2" in sim.st.board.records and any(
         "waiting for 'gpu' (lost) to come back" in m for m in said), said
     assert sim.st.members.gone == {}, sim.st.members.gone

@@ -389,14 +389,10 @@ def test_an_admin_closed_while_it_waits_for_owed_workers_says_its_run_had_finish
     """A run over, its admin killed before its END; restarted, it is closed (Ctrl-C on
     `ceylon-admin --tasks`, a program's close()) before its worker is back: wait_idle raised
     'its tasks did not all finish' though every task had (a review's finding)."""
-    from kit import JSim
+    from kit import killed_as_its_run_ended
 
     path = tmp_path / "j.db"
-    sim = JSim(path)
-    w = sim.join("w")
-    sim.submit(Task(1, "x"))
-    w.finish(1)
-    sim.journal.db.close()  # killed before its END
+    killed_as_its_run_ended(path)
 
     async def body():
         admin = Admin(settings=AdminSettings(bind="127.0.0.1", port=0, journal=str(path)))
@@ -417,15 +413,11 @@ def test_a_signal_as_a_finished_run_waits_for_its_workers_reports_the_run_finish
     ceylon-admin --tasks waits for that run's worker to tell it; a SIGTERM meanwhile (the
     user thinks it hangs) said 'interrupted before the run finished' and exited 143 (a
     review's suspicion): the run had finished, and its report says so, exit 0."""
-    from kit import JSim
+    from kit import killed_as_its_run_ended
 
-    path = tasks_file([{"id": 1, "description": "x", "difficulty": 1}])
+    path = tasks_file([{"id": 1, "description": "x", "difficulty": 1}])  # (the journal's run)
     journal = tmp_path / "state.db"
-    sim = JSim(journal)
-    w = sim.join("w")
-    sim.submit(Task(1, "x"))
-    w.finish(1)
-    sim.journal.db.close()  # killed before its END
+    killed_as_its_run_ended(journal)
 
     async def body():
         async with Cluster(workdir=tmp_path) as c:

@@ -67,7 +67,7 @@ class Membership:
         self.lost_seq = 0
         # After a restart: the workers the last process had or waited for, by what they can
         # do (journaled: see abilities), not back yet; lost if not back in the come-back
-        # window (see purge_orphans).
+        # window (see gone_lost).
         self.gone: dict[str, WorkerSlot] = {}
 
     # ---- registering

@@ -46,7 +46,7 @@ class Unassignable:
         self._blocked: list[tuple[Blocked, list[str]]] = []
 
     def check(self, board: TaskBoard, workers: int, joined: int, now: float, out: Outbox,
-              lost: Mapping[str, tuple[WorkerSlot, float]] = {}, lost_seq: int = 0
+              lost: Mapping[str, tuple[WorkerSlot, float]], lost_seq: int
               ) -> dict[TaskId, str]:
         """Warn once per kind of blocked task; returns the tasks to give up on now (only
         unassignable ones are left, nothing runs, and that has lasted ``timeout``), each

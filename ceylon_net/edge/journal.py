@@ -303,7 +303,8 @@ class Journal:
 
     def compact(self, rows: list[list[Any]]) -> None:
         """The log becomes one snapshot: ``rows``, every task the admin holds as a PUT row
-        (:func:`snapshot_rows`), in submission order; in the round's transaction."""
+        (:func:`snapshot_rows`), in submission order, in one transaction (committed by the
+        caller: a kill before leaves the log as it was)."""
         self._begin()
         self.db.execute("DELETE FROM log")
         self.appended = 0
@@ -403,29 +404,26 @@ class Journal:
             raise JournalError(f"journal {self.path} is unreadable or corrupt ({exc}); "
                                f"refusing to go on") from None
 
-    def slots(self) -> dict[str, int]:
-        """What :meth:`set_slots` wrote last ({} in a journal without it)."""
-        row = self.db.execute("SELECT value FROM meta WHERE key='slots'").fetchone()
+    def _meta_map(self, key: str) -> dict[str, Any]:
+        """A JSON object kept in meta ({} when there is none, or it does not read as one)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         try:
-            slots = json.loads(row[0]) if row else {}
+            value = json.loads(row[0]) if row else {}
         except ValueError:
             return {}
-        if not isinstance(slots, dict):
-            return {}
-        return {k: v for k, v in slots.items() if type(v) is int and v > 0}
+        return value if isinstance(value, dict) else {}
+
+    def slots(self) -> dict[str, int]:
+        """What :meth:`set_slots` wrote last ({} in a journal without it)."""
+        return {k: v for k, v in self._meta_map("slots").items() if type(v) is int and v > 0}
 
     def abilities(self) -> dict[str, tuple[int, str, list[str]]]:
         """What :meth:`set_slots` wrote last of the workers' abilities ({} in a journal
         without them; a row that does not read as one is left out)."""
-        row = self.db.execute("SELECT value FROM meta WHERE key='abilities'").fetchone()
-        try:
-            abilities = json.loads(row[0]) if row else {}
-        except ValueError:
-            return {}
-        return {n: (a[0], a[1], a[2]) for n, a in abilities.items()
+        return {n: (a[0], a[1], a[2]) for n, a in self._meta_map("abilities").items()
                 if isinstance(a, list) and len(a) == 3 and type(a[0]) is int
                 and isinstance(a[1], str) and isinstance(a[2], list)
-                and all(isinstance(h, str) for h in a[2])} if isinstance(abilities, dict) else {}
+                and all(isinstance(h, str) for h in a[2])}
 
     def forgotten(self) -> tuple[int, list[int]] | None:
         """What :meth:`forget` wrote last: the next batch's number and the forgotten counts
