@@ -26,6 +26,10 @@ MIN_HEARTBEAT = 0.1
 # A worker heartbeat a second at least: fewer slow every heartbeat (Pulse) so far that a lost
 # worker is never noticed (1e-6: one worker beat every 11 days).
 MIN_BEATS_PER_SECOND = 1.0
+# Seconds a restarted admin waits for the workers and clients of its last process at least,
+# whatever --heartbeat and --liveness say: theirs retry a lost connection every 0.5 s
+# (ceylon_net.edge.transport.RECONNECT_MAX_MS), then register (a round trip).
+COME_BACK_AT_LEAST = 2.0
 
 
 def env_default(name: str, default, cast=str):
@@ -141,6 +145,12 @@ class AdminSettings:
             raise ConfigError(f"--beats-per-second must be at least {MIN_BEATS_PER_SECOND:g}, "
                               f"got {self.beats_per_second} (fewer slow every heartbeat so "
                               f"far that a lost worker goes unnoticed)")
+
+    @property
+    def come_back(self) -> float:
+        """Seconds after a restart the admin waits for the workers and clients of its last
+        process to come back: 2 x heartbeat x liveness, at least COME_BACK_AT_LEAST."""
+        return max(2 * self.heartbeat * self.liveness, COME_BACK_AT_LEAST)
 
     @property
     def endpoint_host(self) -> str:

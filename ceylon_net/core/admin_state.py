@@ -172,7 +172,7 @@ class AdminState:
             self._next_beat = now + s.heartbeat
             self.followup.batch_progress()
             self._beat_clients()
-            if now - self.started_at >= 2 * s.heartbeat * s.liveness:
+            if now - self.started_at >= s.come_back:
                 if self.resumed:
                     self.members.purge_orphans()  # after a restart: they had their chance
                     self.batches.unclaimed.clear()  # (and the clients that waited, theirs)
@@ -187,6 +187,13 @@ class AdminState:
         self.members.still_deaf(now)
         self._give_up_unassignable(now)
         return self._end_round(now)
+
+    @property
+    def beat_due(self) -> float:
+        """When the workers' next heartbeat is due: tick() by then (at a --heartbeat below
+        the edge's tick, a beat left to the tick goes out late, and workers take the admin
+        for gone)."""
+        return self._next_pulse
 
     def submit(self, tasks: Sequence[Task] = (), groups: Sequence[TaskGroup] = (),
                now: float = 0.0, after: Any = None, forgettable: bool = False
@@ -308,7 +315,7 @@ class AdminState:
             s = self.settings
             self.out.log("INFO", f"the run had finished, and the last admin process stopped "
                                  f"before it told its workers: waiting up to "
-                                 f"{2 * s.heartbeat * s.liveness:g} s for "
+                                 f"{s.come_back:g} s for "
                                  f"{listed(sorted(self.owed_end), 5, repr)} to come back, to "
                                  f"tell them")
 

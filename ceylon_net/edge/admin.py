@@ -334,7 +334,7 @@ class Admin(AgentBase):
             now = time.monotonic()
             self._apply(self.state.tick(now))
             self._gc.tick(now, not self.state.board.open)
-            await asyncio.sleep(TICK)
+            await asyncio.sleep(min(TICK, max(0.0, self.state.beat_due - time.monotonic())))
 
     def _on_timer(self, key: tuple[Any, ...]) -> None:
         now = asyncio.get_running_loop().time()

@@ -35,6 +35,10 @@ from ..wire import KINDS
 from ..wire import topic as workspace_topic
 
 LINGER_MS = 1000
+# A lost connection to the admin is retried every 0.1 s, doubling up to this: a live worker or
+# client is back within it of a restarted admin's bind, well inside the admin's come-back
+# window (ceylon_net.settings.COME_BACK_AT_LEAST); libzmq's 2 s could miss a short one.
+RECONNECT_MAX_MS = 500
 # A CURVE handshake the admin refuses looks, from here, like no admin at all.
 CURVE_HINT = (" With CURVE, a wrong --admin-key, or our key missing from the admin's "
               "--authorized-keys (its log names such a key), looks the same.")
@@ -361,7 +365,7 @@ class WorkerSockets:
         self.dealer.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self.dealer.setsockopt(zmq.LINGER, LINGER_MS)
         self.dealer.setsockopt(zmq.RECONNECT_IVL, 100)
-        self.dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        self.dealer.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
         _as_client(self.dealer, curve)
         _v6(self.dealer, endpoint)
         self.dealer.connect(endpoint)
@@ -456,7 +460,7 @@ class Client:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self.sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
         if identity is not None:
             self.sock.setsockopt(zmq.IDENTITY, identity)
         _as_client(self.sock, curve)

@@ -52,6 +52,11 @@ class _Reconnect(Exception):
     """The admin went silent or forgot us: register again."""
 
 
+class _Ended(Exception):
+    """The admin ended the run while we were registering again (its END crossed our HELLO:
+    it still counted us in)."""
+
+
 class Worker(AgentBase):
     """A worker agent. ``Worker(name, workspace_id, admin_peer, admin_port)`` as in the
     tutorials, plus ``role``, ``skill`` and ``max_concurrent_tasks``. Override
@@ -213,7 +218,10 @@ class Worker(AgentBase):
     async def _connected_session(self) -> None:
         """Register, serve; register again whenever the admin goes silent or forgets us."""
         while True:
-            await self._handshake()
+            try:
+                await self._handshake()
+            except _Ended:
+                return
             try:
                 await self._serve()
                 return
@@ -396,6 +404,10 @@ class Worker(AgentBase):
                 raise RejectedError(reject.reason)
             if env.kind == Kind.WELCOME:
                 return wire.unpack(Welcome, env.payload, self.limits)
+            # Not asked again once we are back, unlike what concerns tasks (the admin sends
+            # those again after the welcome): the run's end, and another agent's message.
+            if env.kind in (Kind.END, Kind.DIRECT) and self._handled(env):
+                raise _Ended
         return None
 
     def _hello(self) -> Hello:
@@ -492,8 +504,9 @@ class Worker(AgentBase):
     def _handle(self, frames: list[bytes]) -> bool:
         """Handle one message from the admin; True when the run is over."""
         env = self._decode(frames)
-        if env is None:
-            return False
+        return env is not None and self._handled(env)
+
+    def _handled(self, env: Envelope) -> bool:
         try:
             return self._dispatch(env)
         except RemoteProtocolError as exc:
