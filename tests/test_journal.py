@@ -1203,3 +1203,33 @@ def test_the_log_of_a_serving_admin_that_forgets_is_folded_as_it_serves(tmp_path
     assert held and len(held) < 40  # (the latest batches; the others forgotten)
     again = sim.restart()
     assert {t: (r.state, r.attempt, r.result) for t, r in again.st.board.records.items()} == held
+
+
+def test_the_journal_s_wal_file_shrinks_back_after_a_fold(tmp_path, monkeypatch):
+    """SQLite's WAL file grows to hold what was written since its last checkpoint, a fold's
+    snapshot of every task held among it, and kept that size for as long as the admin served
+    (a fold of 100 MB left a 100 MB file beside the journal). Once checkpointed, it goes back
+    to WAL_LIMIT."""
+    from kit import JSim, frames
+
+    from ceylon_net.edge import journal as journal_module
+    from ceylon_net.wire import Kind
+
+    monkeypatch.setattr(journal_module, "COMPACT_AT", 200_000)
+    monkeypatch.setattr(journal_module, "WAL_LIMIT", 256 << 10, raising=False)
+    sim = JSim(tmp_path / "j.db", keep_finished=100_000)  # (holds them all)
+    w = sim.join("w", capacity=4)
+    wal = tmp_path / "j.db-wal"
+    folds, sizes = 0, []
+    for b in range(80):
+        before = sim.journal.snapshot_bytes
+        doc = {"tasks": [{"id": i, "description": "x" * 2000, "difficulty": 1}
+                         for i in range(b * 10, b * 10 + 10)]}
+        sim.receive(CLIENT, frames(Kind.SUBMIT, wire.Submission(doc, False, False)))
+        w.finish_all()
+        w.heartbeat()
+        folds += sim.journal.snapshot_bytes != before
+        sizes.append(wal.stat().st_size)
+    peak = sizes.index(max(sizes))
+    assert folds >= 2 and max(sizes) > 2 << 20, (folds, max(sizes))
+    assert min(sizes[peak:]) <= 256 << 10, sizes[peak:]  # (it never shrank: 2.7 MB on)

@@ -78,6 +78,10 @@ CHUNK_BYTES = 4 << 20  # a log row holds at most this much (a huge round takes s
 # finished (--keep-finished) kept every task's rows until a restart (12.5 MB for 5,685
 # tasks, 60 of them held: a soak trial's finding).
 COMPACT_AT = 64 << 20
+# SQLite's WAL file grows to hold what was written between two checkpoints (a fold's
+# snapshot is one transaction) and kept that size: once checkpointed it goes back to this
+# (SQLite checkpoints at 1,000 pages, about as much).
+WAL_LIMIT = 4 << 20
 PUT, SET, FORGET = "put", "set", "forget"
 
 
@@ -127,6 +131,7 @@ class Journal:
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._in_tx = False
             # The run this journal holds: a client names it when it WATCHes a batch again.
