@@ -28,8 +28,10 @@ MIN_HEARTBEAT = 0.1
 MIN_BEATS_PER_SECOND = 1.0
 # Seconds a restarted admin waits for the workers and clients of its last process at least,
 # whatever --heartbeat and --liveness say: theirs retry a lost connection every 0.5 s
-# (ceylon_net.edge.transport.RECONNECT_MAX_MS), then register (a round trip).
-COME_BACK_AT_LEAST = 2.0
+# (ceylon_net.edge.transport.RECONNECT_MAX_MS); a worker beats the new process at once (it
+# hears it on PUB), a client asks again once the admin was silent for 2 s, looking once a
+# second (ceylon_net.edge.client.SILENCE, WATCHDOG_TURN).
+COME_BACK_AT_LEAST = 4.0
 
 
 def env_default(name: str, default, cast=str):

@@ -240,6 +240,25 @@ class AdminState:
         self.board.unsent(worker, assignments)
         return self._end_round(now)
 
+    def not_forwarded(self, peer: bytes, header: Header, now: float) -> list[Command]:
+        """A :class:`Forward` could not be sent to ``peer``. A broadcast sent again to one
+        that missed it: it asks again. A message to the agent it names (its connection is
+        gone, and it is not taken for lost yet): its sender is told, as it is of a name
+        nobody has."""
+        if header.to is None:
+            self.out.log("WARNING", f"broadcast {header.seq} from '{header.sender}' could not "
+                                    f"be sent again to {peer.decode(errors='replace')}: the "
+                                    f"admin's queue for it is full (it asks again)")
+            return self._end_round(now, assign=False)
+        to = clip(header.to)
+        self.out.log("WARNING", f"message from '{header.sender}' to '{to}' could not be "
+                                f"delivered (its connection is gone)")
+        if (sender := self.peer_of(header.sender)) is not None:
+            self.out.send(sender, Kind.EVENT, wire.Event(
+                "undelivered", {"to": to, "reason": "not reachable (its connection is gone)"}),
+                header.msg_id)
+        return self._end_round(now, assign=False)
+
     def timer(self, key: tuple[Any, ...], now: float) -> list[Command]:
         """A :class:`Timer` ran out: ``("probation", worker, ((task, attempt), ...))``, the
         time a worker on probation had to confirm those assignments."""
@@ -416,6 +435,10 @@ class AdminState:
         if kind == Kind.BCAST:
             env.header.sender = rec.name  # a worker speaks for itself only
             self._broadcast(env.header, env.payload, deliver=True)
+            if rec.heard is not None and max(rec.delivered, rec.heard) == env.header.seq - 1:
+                # Its own is not delivered to it: nothing for it to confirm (a worker that
+                # leaves right after its broadcast missed nothing).
+                rec.delivered = env.header.seq
         elif kind == Kind.DIRECT:
             self._direct(rec, env)
         elif kind == Kind.BYE:

@@ -297,6 +297,9 @@ class Admin(AgentBase):
     async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
         type_, payload = self._outgoing(data, self.settings.max_message_bytes, self.limits)
         if kind == Kind.BCAST:
+            if self._out is None:  # (it would be numbered, and counted, for nobody)
+                raise ConfigError(f"admin '{self.name}' is not serving (start() it first; "
+                                  f"once closed, it sends nothing)")
             header = wire.make_header(self.workspace_id, self.name, type_)
             self._apply(self.state.broadcast(header, payload, time.monotonic()))
             return
@@ -372,13 +375,7 @@ class Admin(AgentBase):
     def _forward(self, cmd: c.Forward) -> None:
         if self._out is not None and not self._out.forward(cmd.peer, cmd.kind, cmd.header,
                                                            cmd.payload):
-            if cmd.header.to is None:  # (a broadcast sent again to one that missed it)
-                logger.warning("broadcast {} from '{}' could not be sent again to {}: the "
-                               "admin's queue for it is full (it asks again)", cmd.header.seq,
-                               cmd.header.sender, cmd.peer.decode(errors="replace"))
-            else:
-                logger.warning("message from '{}' to '{}' could not be delivered",
-                               cmd.header.sender, cmd.header.to)
+            self._apply(self.state.not_forwarded(cmd.peer, cmd.header, time.monotonic()))
 
     def _publish(self, cmd: c.Publish) -> None:
         if self._out is not None:

@@ -36,7 +36,7 @@ from ..wire import topic as workspace_topic
 
 LINGER_MS = 1000
 # A lost connection to the admin is retried every 0.1 s, doubling up to this: a live worker or
-# client is back within it of a restarted admin's bind, well inside the admin's come-back
+# client reconnects within it of a restarted admin's bind, well inside the admin's come-back
 # window (ceylon_net.settings.COME_BACK_AT_LEAST); libzmq's 2 s could miss a short one.
 RECONNECT_MAX_MS = 500
 # A CURVE handshake the admin refuses looks, from here, like no admin at all.

@@ -29,7 +29,7 @@ from ..wire import Ack, Cancel, Envelope, Hello, Kind, Limits, Reject, Welcome
 from . import handlers
 from .agent import AgentBase, guarded, supervised
 from .collector import FullCollections
-from .outbox import Outbox
+from .outbox import MAX_KEPT, MAX_KEPT_BYTES, Outbox
 from .runner import TaskRunner, fit_error
 from .transport import WorkerSockets, load_keys, why_no_answer, why_unreachable
 
@@ -113,8 +113,8 @@ class Worker(AgentBase):
         self._epoch: int | None = None  # the admin process the inbox counts for
         self._asked_upto = 0  # missed broadcasts up to here were asked for at once
         self._session: asyncio.Task | None = None
-        self._gc = FullCollections()
-        self._outbox = Outbox()  # broadcasts and messages an admin may refuse (see Outbox)
+        self._gc, self._outbox = FullCollections(), Outbox()  # (Outbox: what may be refused)
+        self._poked: Any = None  # the epoch of the last new admin process told we are here
 
     @property
     def send_limit(self) -> int:
@@ -404,9 +404,10 @@ class Worker(AgentBase):
                 raise RejectedError(reject.reason)
             if env.kind == Kind.WELCOME:
                 return wire.unpack(Welcome, env.payload, self.limits)
-            # Not asked again once we are back, unlike what concerns tasks (the admin sends
-            # those again after the welcome): the run's end, and another agent's message.
-            if env.kind in (Kind.END, Kind.DIRECT) and self._handled(env):
+            # Not said again once we are back, unlike what concerns tasks (the admin sends
+            # those again after the welcome): the run's end, another agent's message, and a
+            # message of ours that could not be delivered.
+            if env.kind in (Kind.END, Kind.DIRECT, Kind.EVENT) and self._handled(env):
                 raise _Ended
         return None
 
@@ -437,6 +438,7 @@ class Worker(AgentBase):
             if self._epoch is not None and (again := self._outbox.admin_restarted()):
                 logger.info("{}: a new admin process: {} broadcast(s) of ours the old one "
                             "may not have relayed are sent again", self.name, again)
+            self._left_by_the_old_admin()
             self._inbox, self._epoch, self._asked_upto = BroadcastInbox(), welcome.epoch, 0
         self.id = welcome.agent_id
         self._admin_seen = self._beat_sent = time.monotonic()
@@ -458,18 +460,44 @@ class Worker(AgentBase):
         self.runner.resume()  # (what was queued before went back: what comes now is ours)
         self._beat_wake.set()  # (our first beat at the admin's pace: from now)
 
+    def _left_by_the_old_admin(self) -> None:
+        """A new admin process numbers its broadcasts anew: those of the old one held here
+        behind a gap are delivered, in order, and the gaps it never filled said lost."""
+        old = self._inbox
+        if old.heard is None or old.next > old.top:
+            return
+        before = old.skipped
+        for header, payload in old.skip(old.next, old.top):
+            self._take(header, payload)
+        if lost := old.skipped - before:
+            self._outbox.unsure()  # (ours among them would never come back)
+            logger.warning("{}: {} broadcast(s) were lost to us: the admin process that "
+                           "stopped had not sent them again", self.name, lost)
+
     def _send_held(self) -> None:
         """Welcomed: the broadcasts and messages the admin refused while it did not know us,
         and those sent while we registered, go now, in the order they were first sent."""
         assert self._sockets is not None
-        held = self._outbox.take()
+        held, room = self._outbox.take(), self.send_limit - wire.FRAME_SLACK
         hearing = self._inbox.heard is not None
         for msg_id, frames in held:
+            if len(frames[-1]) > room:  # (an admin's smaller limit, first known now)
+                logger.warning("{}: a {} held while we registered is not sent: {:,} bytes "
+                               "encoded, over the {:,} the admin takes (its "
+                               "--max-message-bytes)", self.name, _what(frames),
+                               len(frames[-1]), room)
+                continue
             self._outbox.sent(msg_id, frames, hearing)
             self._sockets.send_soon(frames)
         if held:
             logger.info("{}: sent {} broadcast(s) or message(s) the admin could not take "
                         "before we registered", self.name, len(held))
+        if lost := self._outbox.lost:
+            self._outbox.lost = 0
+            logger.warning("{}: {} broadcast(s) or message(s) of ours are lost: the admin did "
+                           "not relay them (it restarted, or took us for lost), and we no "
+                           "longer kept them to send again (we keep the last {:,} sent, {} "
+                           "MiB at most)", self.name, lost, MAX_KEPT, MAX_KEPT_BYTES >> 20)
 
     # ------------------------------------------------------------------ serving
     async def _serve(self) -> None:
@@ -582,6 +610,16 @@ class Worker(AgentBase):
                      self.name, epoch)
         return False
 
+    def _new_admin(self, epoch: Any) -> None:
+        """Another admin process beats on PUB (restarted): our heartbeat goes to it at once,
+        not at our pace, which may have slowed past the time it waits for its last process's
+        workers; it does not know us, says so, and we register again."""
+        if epoch is None or epoch == self._poked or self._welcome is None \
+                or self._sockets is None:
+            return
+        self._poked = epoch
+        self._sockets.send_soon(self._heartbeat_frames())
+
     def _paced(self, data: dict[str, Any]) -> None:
         """The admin's heartbeat says how often both sides beat now: slower when many
         workers are connected (ceylon_net.core.pacing.Pulse)."""
@@ -623,6 +661,7 @@ class Worker(AgentBase):
                 logger.warning("{}: dropped a bad heartbeat: {}", self.name, exc)
                 return
             if not self._ours(data.get("epoch")):
+                self._new_admin(data.get("epoch"))
                 return
             self._admin_seen = self._pub_beat = time.monotonic()
             if env.header.seq is not None and self._welcome is not None:
@@ -778,6 +817,13 @@ class Worker(AgentBase):
             return
         self._outbox.sent(header.msg_id, frames, self._inbox.heard is not None)
         await self._sockets.send(frames)
+
+
+def _what(frames: list[bytes]) -> str:
+    """'broadcast' or 'message', and its type, of our frames (for a log line)."""
+    env = wire.decode_frames(frames)
+    return (f"{'broadcast' if env.kind == Kind.BCAST else 'message'} "
+            f"({env.header.type or 'raw bytes'})")
 
 
 def _why(value: Any, exc: Exception) -> str:
