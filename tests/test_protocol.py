@@ -681,6 +681,27 @@ def test_a_message_name_cannot_be_taken_by_another_class():
     assert wire.message_type("Task") is Task
 
 
+def test_a_message_name_taken_again_by_a_class_of_another_module_is_warned_about():
+    """Two modules each with a `@message class Result`: the later took the name silently,
+    and the earlier's handlers never got a message again (two test modules' `Blob` did
+    that to each other). It is said; a class of the same module again (a reload) is not."""
+    import warnings
+
+    def made(module: str) -> type:
+        cls = type("Twice", (), {"__annotations__": {"n": int}, "__module__": module})
+        cls.__qualname__ = "Twice"
+        return cls
+
+    first = message(made("one.place"))
+    with pytest.warns(RuntimeWarning, match=r"^message name 'Twice' is registered again, by "
+                                           r"another\.place\.Twice \(it was one\.place\.Twice's\)"):
+        later = message(made("another.place"))
+    assert wire.message_type("Twice") is later is not first
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        message(made("another.place"))  # (the same module again: a reload)
+
+
 # --------------------------------------------------------------------------- never runs code
 
 ran: list[str] = []

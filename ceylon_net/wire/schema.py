@@ -17,6 +17,7 @@ import sys
 import threading
 import types
 import typing
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,6 +30,10 @@ _REGISTRY: dict[str, type] = {}
 _NAMES: dict[type, str] = {}
 _SCHEMAS: dict[type, list[tuple[str, Callable[[Any], Any], bool]]] = {}
 T = TypeVar("T")
+
+
+def _dotted(c: type) -> str:
+    return f"{c.__module__}.{c.__qualname__}"
 
 
 def message(cls: type[T] | None = None, *, name: str | None = None) -> Any:
@@ -45,6 +50,14 @@ def message(cls: type[T] | None = None, *, name: str | None = None) -> Any:
         old = _REGISTRY.get(key)
         if old is not None and old is not c and old.__qualname__ != c.__qualname__:
             raise LocalProtocolError(f"message name {key!r} already registered by {old!r}")
+        if old is not None and old is not c and old.__module__ != c.__module__ \
+                and "__main__" not in (old.__module__, c.__module__):
+            # (one module imported under two names is this too: it is not refused)
+            warnings.warn(f"message name {key!r} is registered again, by {_dotted(c)} (it was "
+                          f"{_dotted(old)}'s): messages of that name are read as the later "
+                          f"class from now on, and handlers of the other get none. Two "
+                          f"different messages? Name one apart: @message(name=...)",
+                          RuntimeWarning, stacklevel=3)
         _REGISTRY[key] = c
         _NAMES[c] = key
         _SCHEMAS.pop(c, None)
