@@ -168,7 +168,7 @@ def test_a_task_no_worker_could_be_sent_is_refused_at_submission_and_nothing_is_
 def test_a_message_handler_that_exits_is_logged_and_the_agent_lives_on():
     """sys.exit() or KeyboardInterrupt in an @on_message handler is the handler's, as an
     exception is: logged, not the end of the process (with an admin in it, say)."""
-    from ceylon_net.edge.agent import _handle, _PlainHandlers
+    from ceylon_net.edge.agent import _handle
 
     def leaves(data):
         raise SystemExit(5)
@@ -176,16 +176,9 @@ def test_a_message_handler_that_exits_is_logged_and_the_agent_lives_on():
     def interrupted(data):
         raise KeyboardInterrupt
 
-    async def leaves_async(data):
-        raise SystemExit(6)
-
     async def body():
-        plain = _PlainHandlers("w")  # (the plain ones run in its thread)
-        try:
-            for fn in (leaves, interrupted, leaves_async):
-                await _handle("w", "peer", "hello", (fn, "hello"), plain)  # nothing escapes
-        finally:
-            plain.stop()
+        for fn in (leaves, interrupted):
+            await _handle("w", "peer", "hello", (fn, "hello"))  # returns: nothing escapes
 
     run(body())
 

@@ -233,3 +233,27 @@ def test_a_message_not_delivered_is_said_when_the_admins_word_crosses_the_hello(
         logger.remove(sink)
     assert warned == ["w: a message to 'nobody' was not delivered: no connected agent of "
                       "that name"]
+
+
+def test_a_restarted_admin_waits_longer_for_many_workers_of_its_last_process(tmp_path):
+    """A worker hears a new admin process on PUB and registers at once: all of the last
+    process's workers together, whose HELLOs the admin takes at 100 a second per address (a
+    flood guard): 1,000 on one host take 10 s. The window was 2 x heartbeat x liveness (at
+    least 4 s) whatever their number; it is 1.5 x their number / the HELLO rate at least
+    (300: 4.5 s)."""
+    from kit import JSim, logs, noop
+
+    sim = JSim(tmp_path / "j.db", heartbeat=0.2, liveness=3)
+    workers = []
+    for i in range(300):  # (at the HELLO rate: one address)
+        sim.now = i / 100
+        workers.append(sim.join(f"w{i}"))
+    sim.submit(*[noop(i) for i in range(300)])  # (one each: they are waited for)
+    for w in workers:
+        w.heartbeat()
+    again = sim.restart()
+    start = again.now
+    early = logs(again.tick(start + 4.4))
+    assert not [m for m in early if "did not come back" in m], early[:3]
+    late = logs(again.tick(start + 4.7))
+    assert sum("did not come back" in m for m in late) == 300, late[:3]

@@ -103,7 +103,7 @@ class AdminState:
         # This run's name (kept in its journal): a client WATCHing a batch names the run it
         # was submitted to, so another run's batch of the same number is not taken for it.
         self.run = ""
-        self.closing = False
+        self.closing, self.come_back = False, s.come_back  # (come_back: see resume)
         self._syncing = False  # a sync Timer is pending
         self._warned_senders: set[bytes] = set()
         # Senders whose refusal (a wrong token) was logged this minute, and when it began.
@@ -172,7 +172,7 @@ class AdminState:
             self._next_beat = now + s.heartbeat
             self.followup.batch_progress()
             self._beat_clients()
-            if now - self.started_at >= s.come_back:
+            if now - self.started_at >= self.come_back:
                 if self.resumed:
                     self.members.purge_orphans()  # after a restart: they had their chance
                     self.batches.unclaimed.clear()  # (and the clients that waited, theirs)
@@ -241,22 +241,23 @@ class AdminState:
         return self._end_round(now)
 
     def not_forwarded(self, peer: bytes, header: Header, now: float) -> list[Command]:
-        """A :class:`Forward` could not be sent to ``peer``. A broadcast sent again to one
-        that missed it: it asks again. A message to the agent it names (its connection is
-        gone, and it is not taken for lost yet): its sender is told, as it is of a name
-        nobody has."""
+        """A :class:`Forward` could not be sent to ``peer`` (its connection is gone, not yet
+        taken for lost; or its queue is full). A broadcast sent again to one that missed it:
+        it asks again. A message to the agent it names: its sender is told, as it is of a
+        name nobody has."""
         if header.to is None:
             self.out.log("WARNING", f"broadcast {header.seq} from '{header.sender}' could not "
                                     f"be sent again to {peer.decode(errors='replace')}: the "
                                     f"admin's queue for it is full (it asks again)")
             return self._end_round(now, assign=False)
         to = clip(header.to)
+        why = "not reachable (gone, or not reading: its queue is full)"
         self.out.log("WARNING", f"message from '{header.sender}' to '{to}' could not be "
-                                f"delivered (its connection is gone)")
+                                f"delivered: {why}")
         if (sender := self.peer_of(header.sender)) is not None:
-            self.out.send(sender, Kind.EVENT, wire.Event(
-                "undelivered", {"to": to, "reason": "not reachable (its connection is gone)"}),
-                header.msg_id)
+            self.out.send(sender, Kind.EVENT, wire.Event("undelivered", {"to": to,
+                                                                         "reason": why}),
+                          header.msg_id)
         return self._end_round(now, assign=False)
 
     def timer(self, key: tuple[Any, ...], now: float) -> list[Command]:
@@ -300,6 +301,10 @@ class AdminState:
         last process did not tell the run was over (see owed_end)."""
         self.board.dirty = set()
         self.board.slots_of_gone = dict(slots or {})
+        # It waits longer for many workers of the last process, whose HELLOs (all at once,
+        # as they hear this process on PUB) the per-address HELLO rate takes in turn.
+        self.come_back = max(self.settings.come_back,
+                             1.5 * len(self.board.slots_of_gone) / self.guard.hello_rate)
         self.resumed = restore(self.board, self.task_manager, entries, groups,
                                Batches.gates(batches))
         if self.resumed:
@@ -331,10 +336,9 @@ class AdminState:
         was forgotten held one too)."""
         self.owed_end = set(owed) if self.resumed or forgot else set()
         if self.owed_end and self.board.open == 0:
-            s = self.settings
             self.out.log("INFO", f"the run had finished, and the last admin process stopped "
                                  f"before it told its workers: waiting up to "
-                                 f"{s.come_back:g} s for "
+                                 f"{self.come_back:g} s for "
                                  f"{listed(sorted(self.owed_end), 5, repr)} to come back, to "
                                  f"tell them")
 

@@ -296,18 +296,19 @@ class Admin(AgentBase):
 
     async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
         type_, payload = self._outgoing(data, self.settings.max_message_bytes, self.limits)
+        if self._out is None:  # (a broadcast would be numbered, and counted, for nobody)
+            raise ConfigError(f"admin '{self.name}' is not serving (start() it first; once "
+                              f"closed, it sends nothing)")
         if kind == Kind.BCAST:
-            if self._out is None:  # (it would be numbered, and counted, for nobody)
-                raise ConfigError(f"admin '{self.name}' is not serving (start() it first; "
-                                  f"once closed, it sends nothing)")
             header = wire.make_header(self.workspace_id, self.name, type_)
             self._apply(self.state.broadcast(header, payload, time.monotonic()))
             return
         peer = self.state.peer_of(to or "")
         if peer is None:
             raise ConfigError(f"no connected agent named '{to}'")
-        if self._out is None or not self._out.direct(peer, to or "", type_, payload):
-            raise ConfigError(f"agent '{to}' is not reachable")
+        if not self._out.direct(peer, to or "", type_, payload):
+            raise ConfigError(f"agent '{to}' is not reachable (gone, or not reading: its "
+                              f"queue is full)")
 
     # ------------------------------------------------------------------ loops
     async def _recv_loop(self) -> None:

@@ -4,10 +4,8 @@ and direct sends. Subclasses provide the transport through :meth:`AgentBase._tra
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
-import queue
-import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -21,16 +19,20 @@ from ..wire import Header, Kind, Limits
 from .loop import stop_tasks
 
 _HANDLES = "__ceylon_handles__"
+# Seconds a plain-function message handler may hold the event loop before it is said (once a
+# handler): heartbeats and tasks wait meanwhile, and a long one gets its agent taken for lost.
+SLOW_ON_LOOP = 0.5
+_said_slow: set[tuple[str, str]] = set()  # (agent, handler) said so
 
 
 def on_message(type: type | None = None) -> Callable[[Callable], Callable]:
     """Mark a method as the handler of messages of ``type`` (a registered message class).
 
     The handler is ``async def h(self, data)`` or ``async def h(self, data, agent_id, time)``;
-    plain functions work too: they run in a thread of the agent's own, one after another in
-    the order the messages came, so a slow one never holds up the event loop. Messages with
-    no typed handler go to ``on_message(agent_id, data, time)``, the raw handler, as bytes
-    or decoded object.
+    plain functions work too, on the event loop, so keep them quick (one that holds it over
+    SLOW_ON_LOOP is said: make it async and ``await asyncio.to_thread(...)`` the blocking
+    part). Messages with no typed handler go to ``on_message(agent_id, data, time)``, the
+    raw handler, as bytes or decoded object.
     """
 
     def mark(fn: Callable) -> Callable:
@@ -41,9 +43,8 @@ def on_message(type: type | None = None) -> Callable[[Callable], Callable]:
 
 
 class AgentBase:
-    """Handlers, broadcast and send. Handlers run as their own asyncio tasks (a plain
-    function's in the agent's handler thread), so a slow handler (the tutorials sleep in
-    theirs) never blocks heartbeats or other messages."""
+    """Handlers, broadcast and send. Handlers run as their own asyncio tasks, so a slow async
+    handler (the tutorials sleep in theirs) never blocks heartbeats or other messages."""
 
     def __init__(self, name: str, workspace_id: str, role: str = DEFAULT_ROLE) -> None:
         self.name = name
@@ -51,7 +52,6 @@ class AgentBase:
         self.role = role
         self.id = name
         self._handler_tasks: set[asyncio.Task] = set()
-        self._plain = _PlainHandlers(name)
         self._unknown_types: set[str] = set()  # message types received but not known here
         # type -> (bound handler, whether it also takes agent_id and time): the signature is
         # read once here, not on every message
@@ -130,7 +130,7 @@ class AgentBase:
             call = (typed[0], data, header.sender, header.ts)
         else:
             call = (typed[0], data)
-        self._start(_handle(self.name, header.sender, data, call, self._plain),
+        self._start(_handle(self.name, header.sender, data, call),
                     getattr(call[0], "__qualname__", "on_message"))
 
     def _spawn(self, coro: Awaitable[Any], what: str) -> None:
@@ -143,67 +143,36 @@ class AgentBase:
         task.add_done_callback(self._handler_tasks.discard)
 
     async def _cancel_handlers(self) -> None:
-        self._plain.stop()  # (one running finishes in its thread: a thread is not cut off)
         await stop_tasks(self._handler_tasks, f"handler(s) of {self.name}")
 
 
-class _PlainHandlers:
-    """An agent's plain-function message handlers, run one after another in a thread of
-    their own (started with the first): a slow one (a file, a database) holds up the next
-    plain one only, never the event loop (heartbeats, tasks, async handlers)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._calls: queue.SimpleQueue[Any] | None = None
-
-    def call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        if self._calls is None:
-            self._calls = queue.SimpleQueue()
-            threading.Thread(target=_run_plain, args=(self._calls,), daemon=True,
-                             name=f"{self.name}-on_message").start()
-        self._calls.put((fn, args, done, loop))
-        return done
-
-    def stop(self) -> None:
-        if self._calls is not None:
-            self._calls.put(None)
-            self._calls = None
-
-
-def _run_plain(calls: queue.SimpleQueue[Any]) -> None:
-    while (item := calls.get()) is not None:
-        fn, args, done, loop = item
-        try:
-            outcome: tuple[Any, BaseException | None] = (fn(*args), None)
-        except BaseException as exc:  # (handed to the loop, which logs it)
-            outcome = (None, exc)
-        with contextlib.suppress(RuntimeError):  # (the loop is closed: nobody waits)
-            loop.call_soon_threadsafe(_settle, done, *outcome)
-
-
-def _settle(done: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if not done.cancelled():
-        done.set_result(result) if exc is None else done.set_exception(exc)
-
-
-async def _handle(name: str, sender: str, data: Any, call: tuple[Any, ...],
-                  plain: _PlainHandlers) -> None:
+async def _handle(name: str, sender: str, data: Any, call: tuple[Any, ...]) -> None:
     """Run a message handler (``call`` is the function and its arguments): an exception is
     logged, never fatal. One coroutine per message, as cheap as it gets: broadcasts come by
-    the thousand; a plain function's in the agent's handler thread."""
+    the thousand."""
     try:
-        fn = call[0]
-        result = fn(*call[1:]) if inspect.iscoroutinefunction(fn) else \
-            await plain.call(fn, call[1:])
-        if inspect.isawaitable(result):  # (a plain function that returned a coroutine)
+        began = time.perf_counter()
+        result = call[0](*call[1:])
+        if time.perf_counter() - began > SLOW_ON_LOOP:
+            _slow(name, call[0], time.perf_counter() - began)
+        if inspect.isawaitable(result):
             await result
     except asyncio.CancelledError:
         raise
     except BaseException:  # SystemExit, KeyboardInterrupt too: the handler's, not ours
         logger.exception("{}: handler for {} from {} raised", name, type(data).__name__,
                          sender)
+
+
+def _slow(name: str, fn: Callable[..., Any], took: float) -> None:
+    what = getattr(fn, "__qualname__", repr(fn))
+    if (name, what) not in _said_slow:
+        _said_slow.add((name, what))
+        logger.warning("{}: message handler {} held the event loop for {:.1f} s (a plain "
+                       "function runs on it): heartbeats and tasks waited, and a longer "
+                       "wait gets this agent taken for lost. Make it async def and await "
+                       "asyncio.to_thread(...) for its blocking part (said once)", name, what,
+                       took)
 
 
 def _positional_count(fn: Callable[..., Any]) -> int:

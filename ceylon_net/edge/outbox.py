@@ -41,11 +41,10 @@ class Outbox:
         self._kept: OrderedDict[int, list[bytes]] = OrderedDict()  # sent: msg id -> frames
         self._kept_bytes = 0
         self._echoing: set[int] = set()  # of those, broadcasts that will come back on PUB
-        # Not kept any more (over max_kept), not known relayed: ids of broadcasts that were
-        # to come back, and the highest id forgotten; one the admin then refuses, or a new
-        # admin process would have been sent, is lost: counted in ``lost``.
-        self._unkept: OrderedDict[int, None] = OrderedDict()
-        self._unkept_upto = -1
+        # Not kept any more (over max_kept), not known relayed: id -> whether it was a
+        # broadcast to come back. One the admin then refuses, or one a new admin process
+        # would have been sent, is lost: counted in ``lost``.
+        self._unkept: OrderedDict[int, bool] = OrderedDict()
         self.lost = 0
         self._waiting: dict[int, list[bytes]] = {}  # to send once welcomed
         self.seen = Seen()  # the other side: broadcasts of others, sent again to us
@@ -60,11 +59,9 @@ class Outbox:
             self._echoing.add(msg_id)
         while len(self._kept) > self.max_kept or self._kept_bytes > self.max_kept_bytes:
             oldest = next(iter(self._kept))
-            if oldest in self._echoing:
-                self._unkept[oldest] = None
-                if len(self._unkept) > self.max_kept:
-                    self._unkept.popitem(last=False)
-            self._unkept_upto = oldest
+            self._unkept[oldest] = oldest in self._echoing
+            if len(self._unkept) > self.max_kept:
+                self._unkept.popitem(last=False)
             self._forget(oldest)
 
     def _forget(self, msg_id: int) -> list[bytes] | None:
@@ -86,7 +83,7 @@ class Outbox:
         skipped broadcasts, ours perhaps among them): none is sent again to a new admin
         process."""
         self._echoing.clear()
-        self._unkept.clear()
+        self._unkept = OrderedDict.fromkeys(self._unkept, False)
 
     def admin_restarted(self) -> int:
         """A new admin process: our broadcasts that did not come back from the old one wait
@@ -94,8 +91,10 @@ class Outbox:
         again = list(self._echoing)
         for msg_id in again:
             self._waiting[msg_id] = self._forget(msg_id)  # type: ignore[assignment]
-        self.lost += len(self._unkept)  # (those it should have been sent too)
-        self._unkept.clear()
+        coming = [msg_id for msg_id, echoing in self._unkept.items() if echoing]
+        for msg_id in coming:  # (those it should have been sent too)
+            del self._unkept[msg_id]
+        self.lost += len(coming)
         return len(again)
 
     def hold(self, msg_id: int, frames: list[bytes]) -> None:
@@ -110,9 +109,8 @@ class Outbox:
         welcomed. False when it is not one of ours (or forgotten)."""
         frames = self._forget(msg_id) if msg_id is not None else None
         if frames is None:
-            if msg_id is not None and msg_id <= self._unkept_upto:  # ours, not kept: lost
-                self._unkept.pop(msg_id, None)
-                self.lost += 1
+            if msg_id is not None and self._unkept.pop(msg_id, None) is not None:
+                self.lost += 1  # (ours, not kept: lost)
             return False
         self._waiting[msg_id] = frames  # type: ignore[index]
         return True
