@@ -103,8 +103,8 @@ class AdminState:
         # This run's name (kept in its journal): a client WATCHing a batch names the run it
         # was submitted to, so another run's batch of the same number is not taken for it.
         self.run = ""
-        self.closing, self.come_back = False, s.come_back  # (come_back: see resume)
-        self._syncing = False  # a sync Timer is pending
+        self.closing = self._syncing = False  # (_syncing: a sync Timer is pending)
+        self._awaited: frozenset[bytes] = frozenset()  # (see _awaited_hello)
         self._warned_senders: set[bytes] = set()
         # Senders whose refusal (a wrong token) was logged this minute, and when it began.
         self._refusals_said: set[bytes] = set()
@@ -172,7 +172,7 @@ class AdminState:
             self._next_beat = now + s.heartbeat
             self.followup.batch_progress()
             self._beat_clients()
-            if now - self.started_at >= self.come_back:
+            if now - self.started_at >= s.come_back:
                 if self.resumed:
                     self.members.purge_orphans()  # after a restart: they had their chance
                     self.batches.unclaimed.clear()  # (and the clients that waited, theirs)
@@ -301,10 +301,7 @@ class AdminState:
         last process did not tell the run was over (see owed_end)."""
         self.board.dirty = set()
         self.board.slots_of_gone = dict(slots or {})
-        # It waits longer for many workers of the last process, whose HELLOs (all at once,
-        # as they hear this process on PUB) the per-address HELLO rate takes in turn.
-        self.come_back = max(self.settings.come_back,
-                             1.5 * len(self.board.slots_of_gone) / self.guard.hello_rate)
+        self._awaited = frozenset(n.encode() for n in self.board.slots_of_gone)
         self.resumed = restore(self.board, self.task_manager, entries, groups,
                                Batches.gates(batches))
         if self.resumed:
@@ -338,7 +335,7 @@ class AdminState:
         if self.owed_end and self.board.open == 0:
             self.out.log("INFO", f"the run had finished, and the last admin process stopped "
                                  f"before it told its workers: waiting up to "
-                                 f"{self.come_back:g} s for "
+                                 f"{self.settings.come_back:g} s for "
                                  f"{listed(sorted(self.owed_end), 5, repr)} to come back, to "
                                  f"tell them")
 
@@ -385,11 +382,19 @@ class AdminState:
         assert names == set(self.board.scheduler.workers), "registry and scheduler differ"
 
     # ------------------------------------------------------------------ one message
+    def _awaited_hello(self, peer: bytes, now: float) -> bool:
+        """A HELLO from a worker of the last process (by its DEALER's identity, name/...),
+        in the come-back window: not held to the per-address HELLO rate. They come all at
+        once, as they hear this process on PUB; dropped, they would try again too late."""
+        return bool(self._awaited) and now - self.started_at < self.settings.come_back \
+            and peer.split(b"/", 1)[0] in self._awaited
+
     def _receive(self, peer: bytes, frames: Sequence[bytes], address: str, now: float) -> None:
         if self.guard.banned and self.guard.is_banned(peer, now):
             self.stats.bad_frames += 1
             return
         if frames and frames[0] == Kind.HELLO and peer not in self.members.registry \
+                and not self._awaited_hello(peer, now) \
                 and not self.guard.allow_hello(address or "?", now):
             self.stats.dropped_hellos += 1
             return

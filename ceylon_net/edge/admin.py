@@ -56,6 +56,8 @@ class Admin(AgentBase):
     """Coordinates a workspace. ``Admin(name, port)`` as in the tutorials; everything else has a
     default taken from ``CEYLON_*`` environment variables, or pass ``settings``."""
 
+    _SLOW_LOOP_COSTS = "its workers waited, and a longer wait has them take it for gone"
+
     def __init__(self, name: str = "admin", port: int | None = None,
                  workspace_id: str | None = None, *, settings: AdminSettings | None = None,
                  **options: Any) -> None:

@@ -46,6 +46,10 @@ class AgentBase:
     """Handlers, broadcast and send. Handlers run as their own asyncio tasks, so a slow async
     handler (the tutorials sleep in theirs) never blocks heartbeats or other messages."""
 
+    # What a handler holding the event loop costs (said with it; see _slow).
+    _SLOW_LOOP_COSTS = ("heartbeats and tasks waited, and a longer wait gets this agent "
+                        "taken for lost")
+
     def __init__(self, name: str, workspace_id: str, role: str = DEFAULT_ROLE) -> None:
         self.name = name
         self.workspace_id = workspace_id
@@ -152,9 +156,11 @@ async def _handle(name: str, sender: str, data: Any, call: tuple[Any, ...]) -> N
     the thousand."""
     try:
         began = time.perf_counter()
-        result = call[0](*call[1:])
-        if time.perf_counter() - began > SLOW_ON_LOOP:
-            _slow(name, call[0], time.perf_counter() - began)
+        try:
+            result = call[0](*call[1:])
+        finally:
+            if time.perf_counter() - began > SLOW_ON_LOOP:
+                _slow(name, call[0], time.perf_counter() - began)
         if inspect.isawaitable(result):
             await result
     except asyncio.CancelledError:
@@ -168,11 +174,12 @@ def _slow(name: str, fn: Callable[..., Any], took: float) -> None:
     what = getattr(fn, "__qualname__", repr(fn))
     if (name, what) not in _said_slow:
         _said_slow.add((name, what))
+        costs = getattr(getattr(fn, "__self__", None), "_SLOW_LOOP_COSTS", AgentBase.
+                        _SLOW_LOOP_COSTS)
         logger.warning("{}: message handler {} held the event loop for {:.1f} s (a plain "
-                       "function runs on it): heartbeats and tasks waited, and a longer "
-                       "wait gets this agent taken for lost. Make it async def and await "
+                       "function runs on it): {}. Make it async def and await "
                        "asyncio.to_thread(...) for its blocking part (said once)", name, what,
-                       took)
+                       took, costs)
 
 
 def _positional_count(fn: Callable[..., Any]) -> int:

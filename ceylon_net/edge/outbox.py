@@ -41,10 +41,11 @@ class Outbox:
         self._kept: OrderedDict[int, list[bytes]] = OrderedDict()  # sent: msg id -> frames
         self._kept_bytes = 0
         self._echoing: set[int] = set()  # of those, broadcasts that will come back on PUB
-        # Not kept any more (over max_kept), not known relayed: id -> whether it was a
-        # broadcast to come back. One the admin then refuses, or one a new admin process
-        # would have been sent, is lost: counted in ``lost``.
-        self._unkept: OrderedDict[int, bool] = OrderedDict()
+        # Not kept any more (over max_kept), not known relayed: broadcasts that were to come
+        # back (a new admin process would have been sent them), and the others. One the
+        # admin then refuses, or one of the first when it restarts, is lost: ``lost``.
+        self._unkept_coming: OrderedDict[int, None] = OrderedDict()
+        self._unkept_other: OrderedDict[int, None] = OrderedDict()
         self.lost = 0
         self._waiting: dict[int, list[bytes]] = {}  # to send once welcomed
         self.seen = Seen()  # the other side: broadcasts of others, sent again to us
@@ -59,10 +60,14 @@ class Outbox:
             self._echoing.add(msg_id)
         while len(self._kept) > self.max_kept or self._kept_bytes > self.max_kept_bytes:
             oldest = next(iter(self._kept))
-            self._unkept[oldest] = oldest in self._echoing
-            if len(self._unkept) > self.max_kept:
-                self._unkept.popitem(last=False)
+            self._unkept_as(oldest, oldest in self._echoing)
             self._forget(oldest)
+
+    def _unkept_as(self, msg_id: int, coming: bool) -> None:
+        unkept = self._unkept_coming if coming else self._unkept_other
+        unkept[msg_id] = None
+        if len(unkept) > self.max_kept:
+            unkept.popitem(last=False)
 
     def _forget(self, msg_id: int) -> list[bytes] | None:
         """No longer kept: its frames (None when it was not)."""
@@ -76,14 +81,16 @@ class Outbox:
         """One of our broadcasts came back on PUB: relayed, forgotten."""
         if msg_id in self._echoing:
             self._forget(msg_id)
-        self._unkept.pop(msg_id, None)
+        self._unkept_coming.pop(msg_id, None)
 
     def unsure(self) -> None:
         """What we sent may have been relayed without coming back to us (we fell behind and
         skipped broadcasts, ours perhaps among them): none is sent again to a new admin
         process."""
         self._echoing.clear()
-        self._unkept = OrderedDict.fromkeys(self._unkept, False)
+        for msg_id in self._unkept_coming:
+            self._unkept_as(msg_id, False)
+        self._unkept_coming.clear()
 
     def admin_restarted(self) -> int:
         """A new admin process: our broadcasts that did not come back from the old one wait
@@ -91,10 +98,8 @@ class Outbox:
         again = list(self._echoing)
         for msg_id in again:
             self._waiting[msg_id] = self._forget(msg_id)  # type: ignore[assignment]
-        coming = [msg_id for msg_id, echoing in self._unkept.items() if echoing]
-        for msg_id in coming:  # (those it should have been sent too)
-            del self._unkept[msg_id]
-        self.lost += len(coming)
+        self.lost += len(self._unkept_coming)  # (those it should have been sent too)
+        self._unkept_coming.clear()
         return len(again)
 
     def hold(self, msg_id: int, frames: list[bytes]) -> None:
@@ -109,7 +114,10 @@ class Outbox:
         welcomed. False when it is not one of ours (or forgotten)."""
         frames = self._forget(msg_id) if msg_id is not None else None
         if frames is None:
-            if msg_id is not None and self._unkept.pop(msg_id, None) is not None:
+            if msg_id is not None and (msg_id in self._unkept_coming
+                                       or msg_id in self._unkept_other):
+                self._unkept_coming.pop(msg_id, None)
+                self._unkept_other.pop(msg_id, None)
                 self.lost += 1  # (ours, not kept: lost)
             return False
         self._waiting[msg_id] = frames  # type: ignore[index]

@@ -435,10 +435,12 @@ class Worker(AgentBase):
         self._welcome = welcome
         self._admin_limit = welcome.max_message_bytes
         if welcome.epoch != self._epoch:  # a new admin process: its broadcasts count from 1
-            self._left_by_the_old_admin()  # (first: ours among them were relayed)
+            gaps = self._left_by_the_old_admin()  # (first: ours among them were relayed)
             if self._epoch is not None and (again := self._outbox.admin_restarted()):
                 logger.info("{}: a new admin process: {} broadcast(s) of ours the old one "
                             "may not have relayed are sent again", self.name, again)
+            if gaps:  # (after: ours not back may have been relayed in them; sent again,
+                self._outbox.unsure()  # the receivers drop a second copy)
             self._inbox, self._epoch, self._asked_upto = BroadcastInbox(), welcome.epoch, 0
         self.id = welcome.agent_id
         self._admin_seen = self._beat_sent = time.monotonic()
@@ -460,19 +462,20 @@ class Worker(AgentBase):
         self.runner.resume()  # (what was queued before went back: what comes now is ours)
         self._beat_wake.set()  # (our first beat at the admin's pace: from now)
 
-    def _left_by_the_old_admin(self) -> None:
+    def _left_by_the_old_admin(self) -> int:
         """A new admin process numbers its broadcasts anew: those of the old one held here
-        behind a gap are delivered, in order, and the gaps it never filled said lost."""
+        behind a gap are delivered, in order, and the gaps it never filled said lost (how
+        many: returned)."""
         old = self._inbox
         if old.heard is None or old.next > old.top:
-            return
+            return 0
         before = old.skipped
         for header, payload in old.skip(old.next, old.top):
             self._take(header, payload)
         if lost := old.skipped - before:
-            self._outbox.unsure()  # (ours among them would never come back)
             logger.warning("{}: {} broadcast(s) were lost to us: the admin process that "
                            "stopped had not sent them again", self.name, lost)
+        return lost
 
     def _send_held(self) -> None:
         """Welcomed: the broadcasts and messages the admin refused while it did not know us,
