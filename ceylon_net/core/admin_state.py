@@ -104,7 +104,7 @@ class AdminState:
         # was submitted to, so another run's batch of the same number is not taken for it.
         self.run = ""
         self.closing = self._syncing = False  # (_syncing: a sync Timer is pending)
-        self._awaited: frozenset[bytes] = frozenset()  # (see _awaited_hello)
+        self._awaited: set[bytes] = set()  # (see _awaited_hello)
         self._warned_senders: set[bytes] = set()
         # Senders whose refusal (a wrong token) was logged this minute, and when it began.
         self._refusals_said: set[bytes] = set()
@@ -301,7 +301,7 @@ class AdminState:
         last process did not tell the run was over (see owed_end)."""
         self.board.dirty = set()
         self.board.slots_of_gone = dict(slots or {})
-        self._awaited = frozenset(n.encode() for n in self.board.slots_of_gone)
+        self._awaited = {n.encode() for n in self.board.slots_of_gone}
         self.resumed = restore(self.board, self.task_manager, entries, groups,
                                Batches.gates(batches))
         if self.resumed:
@@ -383,11 +383,17 @@ class AdminState:
 
     # ------------------------------------------------------------------ one message
     def _awaited_hello(self, peer: bytes, now: float) -> bool:
-        """A HELLO from a worker of the last process (by its DEALER's identity, name/...),
-        in the come-back window: not held to the per-address HELLO rate. They come all at
-        once, as they hear this process on PUB; dropped, they would try again too late."""
-        return bool(self._awaited) and now - self.started_at < self.settings.come_back \
-            and peer.split(b"/", 1)[0] in self._awaited
+        """The first HELLO under the name of a worker of the last process (its DEALER's
+        identity is name/uuid), in the come-back window: not held to the per-address HELLO
+        rate. They come all at once, as they hear this process on PUB; dropped, they would
+        try again too late. Once a name: a flood under it is held to the rate."""
+        if not self._awaited or now - self.started_at >= self.settings.come_back:
+            return False
+        name, slash, _ = peer.rpartition(b"/")
+        if not slash or name not in self._awaited:
+            return False
+        self._awaited.discard(name)
+        return True
 
     def _receive(self, peer: bytes, frames: Sequence[bytes], address: str, now: float) -> None:
         if self.guard.banned and self.guard.is_banned(peer, now):

@@ -134,7 +134,7 @@ class AgentBase:
             call = (typed[0], data, header.sender, header.ts)
         else:
             call = (typed[0], data)
-        self._start(_handle(self.name, header.sender, data, call),
+        self._start(_handle(self.name, header.sender, data, call, self._SLOW_LOOP_COSTS),
                     getattr(call[0], "__qualname__", "on_message"))
 
     def _spawn(self, coro: Awaitable[Any], what: str) -> None:
@@ -150,7 +150,8 @@ class AgentBase:
         await stop_tasks(self._handler_tasks, f"handler(s) of {self.name}")
 
 
-async def _handle(name: str, sender: str, data: Any, call: tuple[Any, ...]) -> None:
+async def _handle(name: str, sender: str, data: Any, call: tuple[Any, ...],
+                  costs: str = AgentBase._SLOW_LOOP_COSTS) -> None:
     """Run a message handler (``call`` is the function and its arguments): an exception is
     logged, never fatal. One coroutine per message, as cheap as it gets: broadcasts come by
     the thousand."""
@@ -160,7 +161,7 @@ async def _handle(name: str, sender: str, data: Any, call: tuple[Any, ...]) -> N
             result = call[0](*call[1:])
         finally:
             if time.perf_counter() - began > SLOW_ON_LOOP:
-                _slow(name, call[0], time.perf_counter() - began)
+                _slow(name, call[0], time.perf_counter() - began, costs)
         if inspect.isawaitable(result):
             await result
     except asyncio.CancelledError:
@@ -170,12 +171,12 @@ async def _handle(name: str, sender: str, data: Any, call: tuple[Any, ...]) -> N
                          sender)
 
 
-def _slow(name: str, fn: Callable[..., Any], took: float) -> None:
+def _slow(name: str, fn: Callable[..., Any], took: float, costs: str) -> None:
+    """Say (once a handler) that a plain handler held the event loop, and what that costs
+    its agent (``costs``: its class's words)."""
     what = getattr(fn, "__qualname__", repr(fn))
     if (name, what) not in _said_slow:
         _said_slow.add((name, what))
-        costs = getattr(getattr(fn, "__self__", None), "_SLOW_LOOP_COSTS", AgentBase.
-                        _SLOW_LOOP_COSTS)
         logger.warning("{}: message handler {} held the event loop for {:.1f} s (a plain "
                        "function runs on it): {}. Make it async def and await "
                        "asyncio.to_thread(...) for its blocking part (said once)", name, what,

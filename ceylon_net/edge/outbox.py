@@ -92,6 +92,13 @@ class Outbox:
             self._unkept_as(msg_id, False)
         self._unkept_coming.clear()
 
+    def gapped(self) -> None:
+        """The old admin process left broadcasts we never got: ours not kept any more may
+        have been relayed among them (not said lost at its restart: only if refused)."""
+        for msg_id in self._unkept_coming:
+            self._unkept_as(msg_id, False)
+        self._unkept_coming.clear()
+
     def admin_restarted(self) -> int:
         """A new admin process: our broadcasts that did not come back from the old one wait
         to be sent to it (with the refused ones, in the order first sent). How many."""

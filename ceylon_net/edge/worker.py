@@ -435,12 +435,12 @@ class Worker(AgentBase):
         self._welcome = welcome
         self._admin_limit = welcome.max_message_bytes
         if welcome.epoch != self._epoch:  # a new admin process: its broadcasts count from 1
-            gaps = self._left_by_the_old_admin()  # (first: ours among them were relayed)
+            if self._left_by_the_old_admin():  # (first: ours among them were relayed)
+                self._outbox.gapped()
+            # (ours not back, kept, are sent again: a receiver that had one drops the copy)
             if self._epoch is not None and (again := self._outbox.admin_restarted()):
                 logger.info("{}: a new admin process: {} broadcast(s) of ours the old one "
                             "may not have relayed are sent again", self.name, again)
-            if gaps:  # (after: ours not back may have been relayed in them; sent again,
-                self._outbox.unsure()  # the receivers drop a second copy)
             self._inbox, self._epoch, self._asked_upto = BroadcastInbox(), welcome.epoch, 0
         self.id = welcome.agent_id
         self._admin_seen = self._beat_sent = time.monotonic()
