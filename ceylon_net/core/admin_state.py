@@ -104,7 +104,7 @@ class AdminState:
         # was submitted to, so another run's batch of the same number is not taken for it.
         self.run = ""
         self.closing = self._syncing = False  # (_syncing: a sync Timer is pending)
-        self._awaited: set[bytes] = set()  # (see _awaited_hello)
+        self._awaited, self._spent = set[bytes](), set[tuple[bytes, str]]()  # _awaited_hello
         self._warned_senders: set[bytes] = set()
         # Senders whose refusal (a wrong token) was logged this minute, and when it began.
         self._refusals_said: set[bytes] = set()
@@ -382,25 +382,35 @@ class AdminState:
         assert names == set(self.board.scheduler.workers), "registry and scheduler differ"
 
     # ------------------------------------------------------------------ one message
-    def _awaited_hello(self, peer: bytes, now: float) -> bool:
-        """The first HELLO under the name of a worker of the last process (its DEALER's
-        identity is name/uuid), in the come-back window: not held to the per-address HELLO
-        rate. They come all at once, as they hear this process on PUB; dropped, they would
-        try again too late. Once a name: a flood under it is held to the rate."""
+    def _awaited_hello(self, peer: bytes, address: str, now: float) -> bytes:
+        """The name of a worker of the last process not back yet (its DEALER's identity is
+        name/uuid) when this HELLO is the first under it from this address, in the
+        come-back window: it is not held to the per-address HELLO rate. They come all at
+        once, as they hear this process on PUB; dropped, they would try again too late.
+        Once a name and address (a flood under it is held to the rate; one from elsewhere
+        does not spend it), until a worker of that name is back. b"": not such a HELLO."""
         if not self._awaited or now - self.started_at >= self.settings.come_back:
-            return False
+            self._awaited, self._spent = set(), set()  # (the window is over)
+            return b""
         name, slash, _ = peer.rpartition(b"/")
-        if not slash or name not in self._awaited:
-            return False
-        self._awaited.discard(name)
-        return True
+        if not slash or name not in self._awaited or (name, address) in self._spent:
+            return b""
+        self._spent.add((name, address))
+        return name
+
+    def _back(self, peer: bytes, name: bytes) -> None:
+        """After an exempt HELLO: is a worker of its name registered from it now?"""
+        rec = self.members.registry.by_peer.get(peer)
+        if rec is not None and rec.name.encode() == name:
+            self._awaited.discard(name)
 
     def _receive(self, peer: bytes, frames: Sequence[bytes], address: str, now: float) -> None:
         if self.guard.banned and self.guard.is_banned(peer, now):
             self.stats.bad_frames += 1
             return
+        awaited = b""
         if frames and frames[0] == Kind.HELLO and peer not in self.members.registry \
-                and not self._awaited_hello(peer, now) \
+                and not (awaited := self._awaited_hello(peer, address, now)) \
                 and not self.guard.allow_hello(address or "?", now):
             self.stats.dropped_hellos += 1
             return
@@ -411,6 +421,8 @@ class AdminState:
             return
         try:
             self._dispatch(peer, env, address, now)
+            if awaited:
+                self._back(peer, awaited)
         except RemoteProtocolError as exc:
             if env.kind in ANSWERED and peer not in self.members.registry:
                 # A client waits for the answer to this request: say what was wrong with it.

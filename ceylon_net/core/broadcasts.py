@@ -128,6 +128,13 @@ class BroadcastInbox:
         """The last number delivered (or skipped) in order."""
         return self.next - 1
 
+    def last_missing(self) -> int:
+        """The highest number known to exist and not here (0: none)."""
+        for seq in range(self.top, self.next - 1, -1):
+            if seq not in self._held:
+                return seq
+        return 0
+
     def missing(self) -> list[list[int]]:
         """[first, last] ranges known to exist but not here (bounded)."""
         if self.heard is None:

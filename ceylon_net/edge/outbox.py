@@ -40,32 +40,40 @@ class Outbox:
             max_kept, max_kept_bytes, max_waiting
         self._kept: OrderedDict[int, list[bytes]] = OrderedDict()  # sent: msg id -> frames
         self._kept_bytes = 0
-        self._echoing: set[int] = set()  # of those, broadcasts that will come back on PUB
+        # Of those, broadcasts that will come back on PUB, each with the highest broadcast
+        # number we knew of when it went (relayed, it is numbered after that).
+        self._echoing: dict[int, int] = {}
         # Not kept any more (over max_kept), not known relayed: broadcasts that were to come
         # back (a new admin process would have been sent them), and the others. One the
         # admin then refuses, or one of the first when it restarts, is lost: ``lost``.
-        self._unkept_coming: OrderedDict[int, None] = OrderedDict()
+        self._unkept_coming: OrderedDict[int, int] = OrderedDict()  # (as _echoing)
         self._unkept_other: OrderedDict[int, None] = OrderedDict()
         self.lost = 0
         self._waiting: dict[int, list[bytes]] = {}  # to send once welcomed
         self.seen = Seen()  # the other side: broadcasts of others, sent again to us
 
-    def sent(self, msg_id: int, frames: list[bytes], hearing: bool = False) -> None:
+    def sent(self, msg_id: int, frames: list[bytes], hearing: bool = False,
+             heard_upto: int = 0) -> None:
         """Sent to an admin that knows us (as far as we know): kept a while, the oldest
         forgotten first. ``hearing``: we hear the admin's broadcasts (so one of ours will
         come back to us)."""
         self._kept[msg_id] = frames
         self._kept_bytes += sum(map(len, frames))
         if hearing and frames[0] == Kind.BCAST:
-            self._echoing.add(msg_id)
+            self._echoing[msg_id] = heard_upto
         while len(self._kept) > self.max_kept or self._kept_bytes > self.max_kept_bytes:
             oldest = next(iter(self._kept))
-            self._unkept_as(oldest, oldest in self._echoing)
+            self._unkept_as(oldest, self._echoing.get(oldest))
             self._forget(oldest)
 
-    def _unkept_as(self, msg_id: int, coming: bool) -> None:
-        unkept = self._unkept_coming if coming else self._unkept_other
-        unkept[msg_id] = None
+    def _unkept_as(self, msg_id: int, coming: int | None) -> None:
+        """Not kept any more: one to come back (``coming``: the number known when it was
+        sent, as in _echoing), or another (None)."""
+        if coming is None:
+            self._unkept_other[msg_id] = None
+        else:
+            self._unkept_coming[msg_id] = coming
+        unkept = self._unkept_other if coming is None else self._unkept_coming
         if len(unkept) > self.max_kept:
             unkept.popitem(last=False)
 
@@ -74,7 +82,7 @@ class Outbox:
         frames = self._kept.pop(msg_id, None)
         if frames is not None:
             self._kept_bytes -= sum(map(len, frames))
-            self._echoing.discard(msg_id)
+            self._echoing.pop(msg_id, None)
         return frames
 
     def echoed(self, msg_id: int) -> None:
@@ -89,15 +97,16 @@ class Outbox:
         process."""
         self._echoing.clear()
         for msg_id in self._unkept_coming:
-            self._unkept_as(msg_id, False)
+            self._unkept_as(msg_id, None)
         self._unkept_coming.clear()
 
-    def gapped(self) -> None:
-        """The old admin process left broadcasts we never got: ours not kept any more may
-        have been relayed among them (not said lost at its restart: only if refused)."""
-        for msg_id in self._unkept_coming:
-            self._unkept_as(msg_id, False)
-        self._unkept_coming.clear()
+    def gapped(self, upto: int) -> None:
+        """The old admin process left broadcasts we never got, the last numbered ``upto``:
+        ours not kept any more sent before it may have been relayed among them (not said
+        lost at its restart: only if refused)."""
+        for msg_id in [m for m, known in self._unkept_coming.items() if known < upto]:
+            del self._unkept_coming[msg_id]
+            self._unkept_as(msg_id, None)
 
     def admin_restarted(self) -> int:
         """A new admin process: our broadcasts that did not come back from the old one wait

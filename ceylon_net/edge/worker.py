@@ -435,8 +435,8 @@ class Worker(AgentBase):
         self._welcome = welcome
         self._admin_limit = welcome.max_message_bytes
         if welcome.epoch != self._epoch:  # a new admin process: its broadcasts count from 1
-            if self._left_by_the_old_admin():  # (first: ours among them were relayed)
-                self._outbox.gapped()
+            if upto := self._left_by_the_old_admin():  # (first: ours among them relayed)
+                self._outbox.gapped(upto)
             # (ours not back, kept, are sent again: a receiver that had one drops the copy)
             if self._epoch is not None and (again := self._outbox.admin_restarted()):
                 logger.info("{}: a new admin process: {} broadcast(s) of ours the old one "
@@ -464,18 +464,18 @@ class Worker(AgentBase):
 
     def _left_by_the_old_admin(self) -> int:
         """A new admin process numbers its broadcasts anew: those of the old one held here
-        behind a gap are delivered, in order, and the gaps it never filled said lost (how
-        many: returned)."""
+        behind a gap are delivered, in order, and the gaps it never filled said lost (the
+        last of them returned; 0: none)."""
         old = self._inbox
         if old.heard is None or old.next > old.top:
             return 0
-        before = old.skipped
+        before, upto = old.skipped, old.last_missing()
         for header, payload in old.skip(old.next, old.top):
             self._take(header, payload)
         if lost := old.skipped - before:
             logger.warning("{}: {} broadcast(s) were lost to us: the admin process that "
                            "stopped had not sent them again", self.name, lost)
-        return lost
+        return upto if lost else 0
 
     def _send_held(self) -> None:
         """Welcomed: the broadcasts and messages the admin refused while it did not know us,
@@ -490,7 +490,7 @@ class Worker(AgentBase):
                                "--max-message-bytes)", self.name, _what(frames),
                                len(frames[-1]), room)
                 continue
-            self._outbox.sent(msg_id, frames, hearing)
+            self._outbox.sent(msg_id, frames, hearing, self._inbox.top)
             self._sockets.send_soon(frames)
         if held:
             logger.info("{}: sent {} broadcast(s) or message(s) the admin could not take "
@@ -818,7 +818,8 @@ class Worker(AgentBase):
         if self._welcome is None:  # registering: it goes once we are welcomed
             self._outbox.hold(header.msg_id, frames)
             return
-        self._outbox.sent(header.msg_id, frames, self._inbox.heard is not None)
+        self._outbox.sent(header.msg_id, frames, self._inbox.heard is not None,
+                          self._inbox.top)
         await self._sockets.send(frames)
 
 
