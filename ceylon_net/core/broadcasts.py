@@ -129,11 +129,27 @@ class BroadcastInbox:
         return self.next - 1
 
     def last_missing(self) -> int:
-        """The highest number known to exist and not here (0: none)."""
+        """The highest number known to exist and not here, or said gone (0: none)."""
         for seq in range(self.top, self.next - 1, -1):
-            if seq not in self._held:
+            if self._held.get(seq, _SKIPPED) is _SKIPPED:
                 return seq
         return 0
+
+    def drain(self) -> Iterator[Any]:
+        """The end of this inbox (its admin process is gone): what it holds, in order; the
+        numbers up to ``top`` it never got count as skipped (counted, not walked: ``top``
+        is what the admin said)."""
+        for seq in sorted(self._held):
+            item = self._held.pop(seq)
+            self.skipped += seq - self.next  # (the numbers before it, not here)
+            self.next = seq + 1
+            if item is _SKIPPED:
+                self.skipped += 1
+            else:
+                yield item
+        if self.top >= self.next:
+            self.skipped += self.top + 1 - self.next
+            self.next = self.top + 1
 
     def missing(self) -> list[list[int]]:
         """[first, last] ranges known to exist but not here (bounded)."""

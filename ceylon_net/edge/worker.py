@@ -470,7 +470,7 @@ class Worker(AgentBase):
         if old.heard is None or old.next > old.top:
             return 0
         before, upto = old.skipped, old.last_missing()
-        for header, payload in old.skip(old.next, old.top):
+        for header, payload in old.drain():
             self._take(header, payload)
         if lost := old.skipped - before:
             logger.warning("{}: {} broadcast(s) were lost to us: the admin process that "
