@@ -75,7 +75,9 @@ class BroadcastLog:
 class BroadcastInbox:
     """An agent's side: broadcasts come in by number, possibly out of order or twice (PUB,
     repairs over the DEALER); they come out once each, in order. ``heard`` is None until the
-    first numbered message: from then on everything after it is this agent's to receive."""
+    first numbered message: from then on everything after it is this agent's to receive.
+    Ranges the admin said gone are kept as ranges (a worker far behind gets one SKIP of
+    millions: walked a number at a time, it took the worker's memory)."""
 
     def __init__(self, capacity: int = HELD) -> None:
         self.capacity = capacity
@@ -84,6 +86,7 @@ class BroadcastInbox:
         self.top = 0  # the highest number known to exist (broadcast or heartbeat)
         self.skipped = 0  # broadcasts the admin no longer had: lost to this agent
         self._held: dict[int, Any] = {}  # arrived ahead of a gap
+        self._gone: list[list[int]] = []  # [first, last] said gone, ahead of next: sorted
 
     def hear(self, seq: int) -> bool:
         """The admin's heartbeat says broadcasts up to ``seq`` exist. True the first time:
@@ -100,28 +103,48 @@ class BroadcastInbox:
         if self.heard is None:
             self.hear(seq - 1)
         self.top = max(self.top, seq)
-        if seq < self.next or seq in self._held:
-            return  # a duplicate (a repair that crossed the original)
+        if seq < self.next or seq in self._held or self._said_gone(seq):
+            return  # a duplicate (a repair that crossed the original), or one said gone
         if len(self._held) >= self.capacity and seq != self.next:
             return  # too far ahead to hold: asked for again later
         self._held[seq] = item
         yield from self._ready()
 
     def skip(self, first: int, last: int) -> Iterator[Any]:
-        """The admin no longer has ``first``..``last``: count them lost and go on."""
-        for seq in range(max(first, self.next), last + 1):
-            if seq not in self._held:
-                self._held[seq] = _SKIPPED
+        """The admin no longer has ``first``..``last``: count them lost and go on (what of
+        them is here is delivered)."""
+        first = max(first, self.next)
+        if first > last:
+            return
+        self.top = max(self.top, last)  # (said to exist: gone)
+        gone = sorted([*self._gone, [first, last]])
+        self._gone = [gone[0]]
+        for a, b in gone[1:]:  # (merged: few ranges)
+            if a <= self._gone[-1][1] + 1:
+                self._gone[-1][1] = max(self._gone[-1][1], b)
+            else:
+                self._gone.append([a, b])
         yield from self._ready()
 
+    def _said_gone(self, seq: int) -> bool:
+        return any(a <= seq <= b for a, b in self._gone)
+
     def _ready(self) -> Iterator[Any]:
-        while self.next in self._held:
-            item = self._held.pop(self.next)
-            self.next += 1
-            if item is _SKIPPED:
-                self.skipped += 1
-            else:
+        while True:
+            if self.next in self._held:
+                item = self._held.pop(self.next)
+                self.next += 1
                 yield item
+            elif self._gone and self._gone[0][0] <= self.next:
+                last = self._gone[0][1]
+                here = [seq for seq in self._held if self.next <= seq <= last]
+                stop = min(here) if here else last + 1  # (one here is delivered)
+                self.skipped += max(0, stop - self.next)
+                self.next = max(self.next, stop)
+                if self.next > last:
+                    self._gone.pop(0)
+            else:
+                return
 
     @property
     def delivered(self) -> int:
@@ -130,8 +153,10 @@ class BroadcastInbox:
 
     def last_missing(self) -> int:
         """The highest number known to exist and not here, or said gone (0: none)."""
-        for seq in range(self.top, self.next - 1, -1):
-            if self._held.get(seq, _SKIPPED) is _SKIPPED:
+        if self.heard is None:
+            return 0
+        for seq in range(self.top, self.next - 1, -1):  # (past held ones only: few)
+            if seq not in self._held:
                 return seq
         return 0
 
@@ -139,33 +164,33 @@ class BroadcastInbox:
         """The end of this inbox (its admin process is gone): what it holds, in order; the
         numbers up to ``top`` it never got count as skipped (counted, not walked: ``top``
         is what the admin said)."""
+        if self.heard is None:
+            return
         for seq in sorted(self._held):
             item = self._held.pop(seq)
             self.skipped += seq - self.next  # (the numbers before it, not here)
             self.next = seq + 1
-            if item is _SKIPPED:
-                self.skipped += 1
-            else:
-                yield item
+            yield item
         if self.top >= self.next:
             self.skipped += self.top + 1 - self.next
             self.next = self.top + 1
+        self._gone = []
 
     def missing(self) -> list[list[int]]:
-        """[first, last] ranges known to exist but not here (bounded)."""
+        """[first, last] ranges known to exist but not here nor said gone (bounded)."""
         if self.heard is None:
             return []
+        here = sorted([*([s, s] for s in self._held), *self._gone])
         out: list[list[int]] = []
         seq = self.next
-        for held in sorted(self._held):
-            if held > seq:
-                out.append([seq, held - 1])
-            seq = held + 1
-            if len(out) >= MAX_RANGES:
-                return out
+        for a, b in here:
+            if a > seq:
+                out.append([seq, a - 1])
+                if len(out) >= MAX_RANGES:
+                    return out
+            seq = max(seq, b + 1)
         if seq <= self.top:
             out.append([seq, self.top])
         return out[:MAX_RANGES]
 
 
-_SKIPPED = object()
