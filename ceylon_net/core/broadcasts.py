@@ -11,6 +11,9 @@ every sender's order is kept). Pure: no sockets, no clock.
 
 from __future__ import annotations
 
+import bisect
+import heapq
+import math
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,6 +90,7 @@ class BroadcastInbox:
         self.skipped = 0  # broadcasts the admin no longer had: lost to this agent
         self._held: dict[int, Any] = {}  # arrived ahead of a gap
         self._gone: list[list[int]] = []  # [first, last] said gone, ahead of next: sorted
+        self._ahead: list[int] = []  # the held numbers, as a heap (see _next_held)
 
     def hear(self, seq: int) -> bool:
         """The admin's heartbeat says broadcasts up to ``seq`` exist. True the first time:
@@ -108,6 +112,7 @@ class BroadcastInbox:
         if len(self._held) >= self.capacity and seq != self.next:
             return  # too far ahead to hold: asked for again later
         self._held[seq] = item
+        heapq.heappush(self._ahead, seq)
         yield from self._ready()
 
     def skip(self, first: int, last: int) -> Iterator[Any]:
@@ -117,28 +122,39 @@ class BroadcastInbox:
         if first > last:
             return
         self.top = max(self.top, last)  # (said to exist: gone)
-        gone = sorted([*self._gone, [first, last]])
-        self._gone = [gone[0]]
-        for a, b in gone[1:]:  # (merged: few ranges)
-            if a <= self._gone[-1][1] + 1:
-                self._gone[-1][1] = max(self._gone[-1][1], b)
-            else:
-                self._gone.append([a, b])
+        gone = self._gone  # (merged with its neighbours: found by bisection)
+        i = bisect.bisect_left(gone, [first])
+        if i > 0 and gone[i - 1][1] >= first - 1:
+            i -= 1
+            first, last = gone[i][0], max(last, gone[i][1])
+        j = i
+        while j < len(gone) and gone[j][0] <= last + 1:
+            last, j = max(last, gone[j][1]), j + 1
+        gone[i:j] = [[first, last]]
         yield from self._ready()
 
     def _said_gone(self, seq: int) -> bool:
-        return any(a <= seq <= b for a, b in self._gone)
+        i = bisect.bisect_right(self._gone, [seq, math.inf]) - 1
+        return i >= 0 and self._gone[i][0] <= seq <= self._gone[i][1]
+
+    def _next_held(self) -> int | None:
+        """The lowest number held (at or above next), or None."""
+        ahead = self._ahead
+        while ahead and ahead[0] < self.next:
+            heapq.heappop(ahead)  # (delivered: stale)
+        return ahead[0] if ahead else None
 
     def _ready(self) -> Iterator[Any]:
         while True:
             if self.next in self._held:
                 item = self._held.pop(self.next)
+                while self._ahead and self._ahead[0] <= self.next:
+                    heapq.heappop(self._ahead)  # (the heap holds what _held does)
                 self.next += 1
                 yield item
             elif self._gone and self._gone[0][0] <= self.next:
-                last = self._gone[0][1]
-                here = [seq for seq in self._held if self.next <= seq <= last]
-                stop = min(here) if here else last + 1  # (one here is delivered)
+                last, held = self._gone[0][1], self._next_held()
+                stop = held if held is not None and held <= last else last + 1  # (delivered)
                 self.skipped += max(0, stop - self.next)
                 self.next = max(self.next, stop)
                 if self.next > last:
@@ -174,7 +190,7 @@ class BroadcastInbox:
         if self.top >= self.next:
             self.skipped += self.top + 1 - self.next
             self.next = self.top + 1
-        self._gone = []
+        self._gone, self._ahead = [], []
 
     def missing(self) -> list[list[int]]:
         """[first, last] ranges known to exist but not here nor said gone (bounded)."""
