@@ -304,3 +304,42 @@ def killed_as_its_run_ended(path: Any) -> None:
     sim.submit(Task(1, "x"))
     w.finish(1)
     sim.journal.db.close()
+
+
+class Said:
+    """Log lines said (by loguru) while the block runs, at ``level`` and above: each its
+    message, and the exception it carries, if any, as `` [ValueError(...)]``."""
+
+    def __init__(self, level: str = "WARNING") -> None:
+        self.level = level
+        self.lines: list[str] = []
+
+    def __enter__(self) -> Said:
+        from loguru import logger
+
+        def said(m: Any) -> None:
+            exc = m.record["exception"]
+            self.lines.append(m.record["message"] + (f" [{exc.value!r}]" if exc else ""))
+
+        self._sink = logger.add(said, level=self.level)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from loguru import logger
+
+        logger.remove(self._sink)
+
+
+def restarted_with(path: Any, *names: str) -> JSim:
+    """A journal at ``path`` naming ``names`` (each running a task, all registered from one
+    address at the HELLO rate), its admin killed and restarted: the new admin process, in
+    its come-back window."""
+    sim = JSim(path, heartbeat=0.2, liveness=3)
+    workers = []
+    for i, name in enumerate(names):
+        sim.now = i / 100  # (at the HELLO rate: one address)
+        workers.append(sim.join(name))
+    sim.submit(*[noop(i) for i in range(len(names))])  # (one each)
+    for w in workers:
+        w.heartbeat()
+    return sim.restart()

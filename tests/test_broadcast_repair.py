@@ -65,18 +65,25 @@ class ScriptedAdmin:
     async def serve(self) -> None:
         while True:
             peer, *frames = await self.router.recv_multipart()
-            env = wire.decode_frames(frames)
-            if env.kind == Kind.HELLO:
-                self.peer = peer
-                self.hellos.append(wire.unpack(wire.Hello, env.payload))
-                if self.answer:
-                    await self.welcome()
-            elif self.stranger:
-                await self.router.send_multipart([peer, *self.frames(
-                    Kind.REJECT, wire.Reject("not registered: send HELLO first", retry=True),
-                    seq=env.header.msg_id)])
-            else:
-                self.heard_from(env)
+            await self.handle(peer, wire.decode_frames(frames))
+
+    async def handle(self, peer: bytes, env: wire.Envelope) -> None:
+        if env.kind == Kind.HELLO:
+            self.peer = peer
+            self.hellos.append(wire.unpack(wire.Hello, env.payload))
+            if self.answer:
+                await self.welcome()
+        elif self.stranger:
+            await self.refuse(peer, env.header.msg_id)
+        else:
+            self.heard_from(env)
+
+    async def refuse(self, peer: bytes, msg_id: int) -> None:
+        """'not registered', as ceylon-admin answers a peer it does not know: the worker
+        registers again, and sends the message named again once welcomed."""
+        await self.router.send_multipart([peer, *self.frames(
+            Kind.REJECT, wire.Reject("not registered: send HELLO first", retry=True),
+            seq=msg_id)])
 
     async def welcome(self) -> None:
         await self.router.send_multipart([self.peer, *self.frames(
@@ -110,9 +117,9 @@ class ScriptedAdmin:
         await self.pub.send_multipart([wire.topic("default") + Kind.BCAST,
                                        *wire.encode_frames(Kind.BCAST, header, env.payload)])
 
-    async def restart(self, w: Listener) -> None:
+    async def restart(self, w: Listener, heard: bool = False) -> None:
         """A new admin process (the old one killed): it does not know the worker, which
-        registers again and is welcomed."""
+        registers again and is welcomed (``heard``: and hears the new process's PUB)."""
         self.epoch += 1
         self.answer, self.stranger = False, True
         hellos = len(self.hellos)
@@ -120,6 +127,9 @@ class ScriptedAdmin:
         await wait_until(lambda: len(self.hellos) > hellos, 10, "a new HELLO")
         self.stranger = False
         await self.welcome()
+        if heard:
+            self.heard = -1
+            await hearing(self)
 
     def move_pub(self) -> None:
         """A new PUB on another port (the admin restarted with another --pub-port)."""
@@ -134,6 +144,37 @@ class ScriptedAdmin:
         self.router.close(0)
         self.pub.close(0)
         self.ctx.term()
+
+
+class DeferringAdmin(ScriptedAdmin):
+    """A restarted admin that reads what the worker's DEALER had queued for the old one (the
+    kinds ``defers`` takes, while ``defer`` is set), and refuses it all, in order, once read
+    (as ceylon-admin does, message by message, but answered in one go)."""
+
+    def __init__(self, defers: Callable[[bytes], bool]) -> None:
+        super().__init__()
+        self.defers, self.defer = defers, False
+        self.deferred: list[tuple[bytes, int, bytes]] = []  # (peer, msg id, kind)
+
+    async def handle(self, peer: bytes, env: wire.Envelope) -> None:
+        if self.defer and self.defers(env.kind):
+            self.deferred.append((peer, env.header.msg_id, env.kind))
+        else:
+            await super().handle(peer, env)
+
+    async def refuse_deferred(self) -> None:
+        for peer, msg_id, _ in self.deferred:
+            await self.refuse(peer, msg_id)
+        self.deferred.clear()
+
+    async def refuse_then_welcome(self) -> None:
+        """Stop deferring, refuse what was read, and welcome the worker's new HELLO."""
+        self.defer = False
+        hellos = len(self.hellos)
+        await self.refuse_deferred()
+        await wait_until(lambda: len(self.hellos) > hellos, 10, "a new HELLO")
+        self.stranger = False
+        await self.welcome()
 
 
 async def hearing(admin: ScriptedAdmin, seq: int = 0) -> None:

@@ -241,17 +241,9 @@ def test_a_restarted_admin_takes_all_its_last_workers_hellos_at_once(tmp_path):
     per address (a flood guard) and drops the others; dropped, they tried again in step
     (0.25, 0.5, 1, 2, 4, 5 s...): 1,000 needed some 38 s, long past the come-back window.
     In the window, the HELLOs of the workers the journal names are not held to the rate."""
-    from kit import JSim, noop
+    from kit import restarted_with
 
-    sim = JSim(tmp_path / "j.db", heartbeat=0.2, liveness=3)
-    workers = []
-    for i in range(300):  # (at the HELLO rate: one address)
-        sim.now = i / 100
-        workers.append(sim.join(f"w{i}"))
-    sim.submit(*[noop(i) for i in range(300)])  # (one each)
-    for w in workers:
-        w.heartbeat()
-    again = sim.restart()
+    again = restarted_with(tmp_path / "j.db", *(f"w{i}" for i in range(300)))
     for i in range(300):  # all at once, from one address, in the window
         again.worker(f"w{i}").hello()
     assert len(again.st.members.registry.by_name) == 300

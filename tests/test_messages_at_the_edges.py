@@ -13,43 +13,17 @@ import sys
 
 import pytest
 from conftest import REPO, run
-from loguru import logger
 
-from ceylon_net import Admin, AdminSettings, Worker, message, on_message, wire
+from ceylon_net import Admin, AdminSettings, Worker, message, on_message
 from ceylon_net.dev.testing import Cluster, free_port, wait_until
 from ceylon_net.edge.client import AsyncClient
 from ceylon_net.errors import ConfigError, LocalProtocolError
 from ceylon_net.wire import Kind
 
 sys.path.insert(0, str(REPO / "tests" / "apps"))
+from kit import Said
 from notes import Note
-from test_broadcast_repair import Listener, ScriptedAdmin, scripted
-
-
-class _Said:
-    """Log lines (level and message) said while the block runs."""
-
-    def __init__(self, level: str = "WARNING") -> None:
-        self.level = level
-        self.lines: list[str] = []
-
-    def __enter__(self) -> _Said:
-        self._sink = logger.add(lambda m: self.lines.append(m.record["message"]),
-                                level=self.level)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        logger.remove(self._sink)
-
-
-async def hearing(admin: ScriptedAdmin, seq: int = 0) -> None:
-    """PUB heartbeats (``seq`` broadcasts so far) until the worker says it hears them."""
-    async def hears() -> bool:
-        await admin.pub_beat(seq)
-        return admin.heard == seq
-
-    await wait_until(hears, 10, "the worker to hear PUB", interval=0.02)
-
+from test_broadcast_repair import DeferringAdmin, Listener, ScriptedAdmin, hearing, scripted
 
 # ---------------------------------------------------------------------------------------
 # 1. A broadcast that reached a worker, held behind a gap, is dropped without a word when
@@ -61,15 +35,13 @@ def test_a_broadcast_held_behind_a_gap_when_the_admin_restarts_is_delivered_or_s
     for 2. The admin is killed before it sends 2 again; a new process (new epoch) welcomes
     the worker. 3 reached the worker and is never delivered, 2 is gone, and nothing is
     counted or said: the inbox holding them is replaced."""
-    with _Said() as said:
+    with Said() as said:
         async def script(admin: ScriptedAdmin, w: Listener) -> None:
             await admin.publish(1)
             await admin.publish(3)  # 2 "dropped" by PUB
             await wait_until(lambda: [2, 2] in admin.asked, 10, "the worker to ask for 2")
             assert w.notes == [1]  # 3 is held, waiting for 2
-            await admin.restart(w)  # killed before sending 2 again; a new process
-            admin.heard = -1
-            await hearing(admin)
+            await admin.restart(w, heard=True)  # killed before sending 2 again; a new process
             await admin.publish(1, 101)  # the new process's first broadcast
             await wait_until(lambda: 101 in w.notes, 10, "101")
 
@@ -86,47 +58,10 @@ def test_a_broadcast_held_behind_a_gap_when_the_admin_restarts_is_delivered_or_s
 #    sent again only while the worker still keeps them (10,000, 32 MiB): large ones beyond
 #    that are lost, silently.
 
-class _Deferring(ScriptedAdmin):
-    """A restarted admin that reads what the worker's DEALER had queued for the old one,
-    and refuses it once it has read it all (as ceylon-admin does, message by message, but
-    answered in one go: the worker queued 40 MB before the first refusal reached it)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.deferred: list[tuple[bytes, int]] = []
-        self.defer = False
-
-    async def serve(self) -> None:
-        while True:
-            peer, *frames = await self.router.recv_multipart()
-            env = wire.decode_frames(frames)
-            if self.defer and env.kind == Kind.BCAST:
-                self.deferred.append((peer, env.header.msg_id))
-                continue
-            if env.kind == Kind.HELLO:
-                self.peer = peer
-                self.hellos.append(wire.unpack(wire.Hello, env.payload))
-                if self.answer:
-                    await self.welcome()
-            elif self.stranger:
-                await self.router.send_multipart([peer, *self.frames(
-                    Kind.REJECT, wire.Reject("not registered: send HELLO first", retry=True),
-                    seq=env.header.msg_id)])
-            else:
-                self.heard_from(env)
-
-    async def refuse_deferred(self) -> None:
-        for peer, msg_id in self.deferred:
-            await self.router.send_multipart([peer, *self.frames(
-                Kind.REJECT, wire.Reject("not registered: send HELLO first", retry=True),
-                seq=msg_id)])
-        self.deferred.clear()
-
-
 @pytest.mark.timeout(120)
 def test_large_broadcasts_a_restarted_admin_refused_are_all_sent_again_or_said_lost():
     count, size = 45, 900_000  # 40 MB: over the 32 MiB the worker keeps of what it sent
-    admin = _Deferring()
+    admin = DeferringAdmin(lambda kind: kind == Kind.BCAST)
     w = Listener("w", admin_port=admin.port)
 
     async def body() -> None:
@@ -139,12 +74,7 @@ def test_large_broadcasts_a_restarted_admin_refused_are_all_sent_again_or_said_l
             for n in range(count):
                 await w.broadcast_data(Note(n, "x" * size))
             await wait_until(lambda: len(admin.deferred) == count, 30, "all of them read")
-            admin.defer = False
-            hellos = len(admin.hellos)
-            await admin.refuse_deferred()
-            await wait_until(lambda: len(admin.hellos) > hellos, 10, "a new HELLO")
-            admin.stranger = False
-            await admin.welcome()
+            await admin.refuse_then_welcome()
             await w.broadcast_data(Note(-1))  # sent after all the others: its mark
             await wait_until(lambda: -1 in admin.notes, 30, "the worker's last broadcast")
         finally:
@@ -154,7 +84,7 @@ def test_large_broadcasts_a_restarted_admin_refused_are_all_sent_again_or_said_l
             await asyncio.gather(serving, return_exceptions=True)
             admin.close()
 
-    with _Said() as said:
+    with Said() as said:
         run(body())
     again = [n for n in admin.notes if n != -1]
     lost = [m for m in said.lines if "lost" in m or "not sent" in m]
@@ -211,7 +141,7 @@ def test_a_broadcast_sent_while_registering_over_the_admins_limit_is_refused_or_
             await asyncio.gather(running, return_exceptions=True)
             await admin.close()
 
-    with _Said() as said:
+    with Said() as said:
         blobs, refused = run(body())
     told = refused is not None or any("SizedBlob" in m or "max-message-bytes" in m
                                       for m in said.lines)
@@ -265,7 +195,7 @@ def test_large_broadcasts_sent_while_the_admin_is_down_all_reach_the_restarted_a
                 epoch = w._epoch
                 first.signal(signal.SIGKILL)
                 await first.wait(10)
-                with _Said() as said:
+                with Said() as said:
                     for n in range(count):
                         await w.broadcast(b"%03d" % n + b"x" * size)
                     await c.admin(name="admin-2")
@@ -325,7 +255,7 @@ def test_a_workers_message_to_an_agent_the_admin_cannot_reach_is_said_to_the_sen
                     return False
 
                 await wait_until(unreachable, 2, "the admin to find b's connection gone")
-                with _Said() as said:
+                with Said() as said:
                     await a.send("b", Note(1))
                     await wait_until(lambda: any("could not be delivered" in m
                                                  for m in said.lines), 10, "the admin's word")
@@ -371,7 +301,7 @@ def test_a_slow_plain_function_message_handler_is_said_with_what_to_do():
             try:
                 await wait_until(lambda: w._welcome is not None and w._inbox.heard is not None,
                                  20, "the worker registered and hearing PUB")
-                with _Said() as said:
+                with Said() as said:
                     for _ in range(2):
                         await w.send("w", Note(1))  # to itself, through the admin
                     await wait_until(lambda: w.handled == 2, 10, "the handler, twice")
@@ -401,7 +331,7 @@ def test_a_worker_leaving_right_after_its_own_broadcast_is_not_counted_unconfirm
         running = asyncio.create_task(w.arun())
         try:
             await wait_until(lambda: len(admin.get_connected_agents()) == 1, 20, "the worker")
-            with _Said() as said:
+            with Said() as said:
                 await w.broadcast_data(SizedBlob(1))  # "done: here is my result", and leave
                 await w.stop()
                 await asyncio.gather(running, return_exceptions=True)

@@ -11,7 +11,6 @@ import sys
 
 import pytest
 from conftest import REPO, run
-from loguru import logger
 
 from ceylon_net import Admin, Worker, message, on_message, wire
 from ceylon_net.dev.testing import wait_until
@@ -19,36 +18,9 @@ from ceylon_net.errors import ConfigError
 from ceylon_net.wire import Kind
 
 sys.path.insert(0, str(REPO / "tests" / "apps"))
+from kit import Said
 from notes import Note
-from test_broadcast_repair import Listener, ScriptedAdmin, scripted
-
-
-class _Said:
-    """Log lines (level and message) said while the block runs."""
-
-    def __init__(self, level: str = "WARNING") -> None:
-        self.level = level
-        self.lines: list[str] = []
-
-    def __enter__(self) -> _Said:
-        def said(m) -> None:
-            exc = m.record["exception"]
-            self.lines.append(m.record["message"] + (f" [{exc.value!r}]" if exc else ""))
-
-        self._sink = logger.add(said, level=self.level)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        logger.remove(self._sink)
-
-
-async def hearing(admin: ScriptedAdmin, seq: int = 0) -> None:
-    async def hears() -> bool:
-        await admin.pub_beat(seq)
-        return admin.heard == seq
-
-    await wait_until(hears, 10, "the worker to hear PUB", interval=0.02)
-
+from test_broadcast_repair import DeferringAdmin, Listener, ScriptedAdmin, hearing, scripted
 
 # ---------------------------------------------------------------------------------------
 # 1. Worker._on_welcome calls Outbox.admin_restarted() (our broadcasts not echoed yet go
@@ -69,13 +41,11 @@ def test_an_own_broadcast_held_behind_a_gap_is_not_sent_again_to_the_new_admin()
         await wait_until(lambda: 50 in admin.notes, 10, "the worker's broadcast")
         await admin.relay(admin.bcasts[-1], 3)  # relayed as 3; 2 "dropped" by PUB
         await wait_until(lambda: [2, 2] in admin.asked, 10, "the worker to ask for 2")
-        await admin.restart(w)  # killed before sending 2 again; a new process
-        admin.heard = -1
-        await hearing(admin)
+        await admin.restart(w, heard=True)  # killed before sending 2 again; a new process
         await wait_until(lambda: -1 in admin.notes, 10, "the refused broadcast sent again")
         seen["notes"] = list(admin.notes)
 
-    with _Said("INFO") as said:
+    with Said("INFO") as said:
         scripted(script)
     # 50 reached the old admin, which relayed it (the worker holds the echo): once only.
     assert seen["notes"] == [50, -1], (seen["notes"],
@@ -104,13 +74,11 @@ def test_own_broadcasts_relayed_but_held_behind_a_gap_are_not_said_lost():
         await wait_until(lambda: len(w._inbox._held) == count, 30,
                          "the worker to hold every echo behind the gap")
         del admin.notes[:]
-        await admin.restart(w)  # killed before sending 2 again; a new process
-        admin.heard = -1
-        await hearing(admin)
+        await admin.restart(w, heard=True)  # killed before sending 2 again; a new process
         await wait_until(lambda: -1 in admin.notes, 30, "the refused broadcast sent again")
         seen["again"] = [n for n in admin.notes if n != -1]
 
-    with _Said() as said:
+    with Said() as said:
         scripted(script)
     lost = [m for m in said.lines if "of ours are lost" in m]
     assert not lost and not seen["again"], (lost, f"sent again: {len(seen['again'])}")
@@ -123,46 +91,10 @@ def test_own_broadcasts_relayed_but_held_behind_a_gap_are_not_said_lost():
 #    one of those older than the last broadcast forgotten is counted a lost broadcast or
 #    message. The worker says more are lost than were.
 
-class _DeferringAll(ScriptedAdmin):
-    """A restarted admin that reads everything the worker's DEALER had queued for the old
-    one (broadcasts and heartbeats), and refuses it all, in order, once read."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.deferred: list[tuple[bytes, int, bytes]] = []
-        self.defer = False
-
-    async def serve(self) -> None:
-        while True:
-            peer, *frames = await self.router.recv_multipart()
-            env = wire.decode_frames(frames)
-            if self.defer and env.kind != Kind.HELLO:
-                self.deferred.append((peer, env.header.msg_id, env.kind))
-                continue
-            if env.kind == Kind.HELLO:
-                self.peer = peer
-                self.hellos.append(wire.unpack(wire.Hello, env.payload))
-                if self.answer:
-                    await self.welcome()
-            elif self.stranger:
-                await self.router.send_multipart([peer, *self.frames(
-                    Kind.REJECT, wire.Reject("not registered: send HELLO first", retry=True),
-                    seq=env.header.msg_id)])
-            else:
-                self.heard_from(env)
-
-    async def refuse_deferred(self) -> None:
-        for peer, msg_id, _ in self.deferred:
-            await self.router.send_multipart([peer, *self.frames(
-                Kind.REJECT, wire.Reject("not registered: send HELLO first", retry=True),
-                seq=msg_id)])
-        self.deferred.clear()
-
-
 @pytest.mark.timeout(120)
 def test_a_refused_heartbeat_is_not_counted_as_a_lost_broadcast():
     count, size = 45, 900_000  # 40 MB: over the 32 MiB the worker keeps of what it sent
-    admin = _DeferringAll()
+    admin = DeferringAdmin(lambda kind: kind != Kind.HELLO)
     w = Listener("w", admin_port=admin.port)
 
     async def body() -> None:
@@ -180,12 +112,7 @@ def test_a_refused_heartbeat_is_not_counted_as_a_lost_broadcast():
                 await w.broadcast_data(Note(n, "x" * size))
             await wait_until(lambda: sum(k == Kind.BCAST for *_, k in admin.deferred)
                              == count, 30, "all of them read")
-            admin.defer = False
-            hellos = len(admin.hellos)
-            await admin.refuse_deferred()
-            await wait_until(lambda: len(admin.hellos) > hellos, 10, "a new HELLO")
-            admin.stranger = False
-            await admin.welcome()
+            await admin.refuse_then_welcome()
             await w.broadcast_data(Note(-1))  # sent after all the others: its mark
             await wait_until(lambda: -1 in admin.notes, 30, "the worker's last broadcast")
         finally:
@@ -195,7 +122,7 @@ def test_a_refused_heartbeat_is_not_counted_as_a_lost_broadcast():
             await asyncio.gather(serving, return_exceptions=True)
             admin.close()
 
-    with _Said() as said:
+    with Said() as said:
         run(body())
     again = {n for n in admin.notes if n != -1}
     really_lost = count - len(again)
@@ -239,7 +166,7 @@ class _Pinging(Admin):
 
 @pytest.mark.timeout(60)
 def test_a_plain_handler_can_still_answer_through_the_agents_event_loop():
-    said = _Said("ERROR")
+    said = Said("ERROR")
 
     async def body() -> list[int]:
         admin = _Pinging()
@@ -330,7 +257,7 @@ def test_a_message_to_a_connected_but_slow_agent_is_not_said_to_have_lost_its_co
         running = asyncio.create_task(a.arun_against(admin))
         try:
             await wait_until(lambda: a._welcome is not None, 20, "a registered")
-            with _Said() as said:
+            with Said() as said:
                 for _ in range(40_000):
                     await a.send("b", b"x" * 2000)
                     if any("was not delivered" in m for m in said.lines):

@@ -19,21 +19,7 @@ from ceylon_net import Admin, Worker
 from ceylon_net.dev.testing import wait_until
 
 sys.path.insert(0, str(REPO / "tests"))
-from kit import JSim, SimWorker, logs, noop
-
-
-def _journaled(tmp_path, *names: str) -> JSim:
-    """A journal naming ``names`` (each running a task), its admin killed and restarted:
-    the new admin process, in its come-back window."""
-    sim = JSim(tmp_path / "j.db", heartbeat=0.2, liveness=3)
-    workers = []
-    for i, name in enumerate(names):
-        sim.now = i / 100  # (at the HELLO rate: one address)
-        workers.append(sim.join(name))
-    sim.submit(*[noop(i) for i in range(len(names))])
-    for w in workers:
-        w.heartbeat()
-    return sim.restart()
+from kit import JSim, Said, SimWorker, logs, restarted_with
 
 
 def _stranger(sim: JSim, peer: bytes, name: str) -> SimWorker:
@@ -53,7 +39,7 @@ def _stranger(sim: JSim, peer: bytes, name: str) -> SimWorker:
 
 @pytest.mark.timeout(60)
 def test_c5_a_hello_flood_under_a_journaled_workers_name_is_still_rate_limited(tmp_path):
-    again = _journaled(tmp_path, "w0")
+    again = restarted_with(tmp_path / "j.db", "w0")
     for i in range(500):  # all at once, one address, in the window
         _stranger(again, f"w0/{i:08x}".encode(), f"c5-fake{i}").hello()
     fakes = [n for n in again.st.members.registry.by_name if n.startswith("c5-fake")]
@@ -71,7 +57,7 @@ def test_c5_a_hello_flood_under_a_journaled_workers_name_is_still_rate_limited(t
 
 @pytest.mark.timeout(60)
 def test_c5_a_worker_that_came_back_no_longer_exempts_hellos_under_its_name(tmp_path):
-    again = _journaled(tmp_path, "w0")
+    again = restarted_with(tmp_path / "j.db", "w0")
     again.worker("w0").hello()  # w0 came back
     assert "w0" in again.st.members.registry.by_name
     said = []
@@ -93,7 +79,7 @@ def test_c5_a_worker_that_came_back_no_longer_exempts_hellos_under_its_name(tmp_
 @pytest.mark.timeout(60)
 def test_c5_journaled_workers_with_a_slash_in_their_name_are_all_welcomed_at_once(tmp_path):
     names = [f"rack/{i}" for i in range(300)]
-    again = _journaled(tmp_path, *names)
+    again = restarted_with(tmp_path / "j.db", *names)
     for name in names:  # all at once, from one address, in the window
         again.worker(name).hello()  # (identity "rack/<i>/<n>", as a real worker's)
     back = len(again.st.members.registry.by_name)
@@ -113,7 +99,7 @@ def test_c5_journaled_workers_with_a_slash_in_their_name_are_all_welcomed_at_onc
 
 @pytest.mark.timeout(60)
 def test_c5_an_own_broadcast_relayed_in_a_gap_is_not_said_not_relayed():
-    from test_broadcast_repair import hearing, scripted
+    from test_broadcast_repair import scripted
 
     from ceylon_net.edge.outbox import Outbox
 
@@ -131,17 +117,12 @@ def test_c5_an_own_broadcast_relayed_in_a_gap_is_not_said_not_relayed():
             await w.send("c5-other", Note(80 + i))
         await w.broadcast_data(Note(90))  # (behind them on the DEALER: they arrived first)
         await wait_until(lambda: 90 in admin.notes, 10, "the direct messages, then 90")
-        await admin.restart(w)  # killed before sending 1 again
-        admin.heard = -1
-        await hearing(admin)
+        await admin.restart(w, heard=True)  # killed before sending 1 again
         await wait_until(lambda: -1 in admin.notes, 10, "the refused broadcast sent again")
 
-    said: list[str] = []
-    sink = logger.add(lambda m: said.append(m.record["message"]), level="WARNING")
-    try:
+    with Said() as heard:
         scripted(script)
-    finally:
-        logger.remove(sink)
+    said = heard.lines
     assert any("were lost to us" in m for m in said), said  # (the gap: said, rightly)
     wrong = [m for m in said if "of ours are lost: the admin did not relay them" in m]
     assert not wrong, f"broadcast 70 was relayed (as 1), yet: {wrong}"

@@ -9,29 +9,13 @@ from typing import Any
 
 import pytest
 from conftest import REPO
-from loguru import logger
 
 from ceylon_net.dev.testing import wait_until
 
 sys.path.insert(0, str(REPO / "tests"))
-from kit import JSim, frames, logs, noop
+from kit import Said, frames, logs, restarted_with
 
 from ceylon_net.wire import Hello, Kind
-
-
-def _journaled(tmp_path, *names: str) -> JSim:
-    """A journal naming ``names`` (each running a task), its admin killed and restarted:
-    the new admin process, in its come-back window."""
-    sim = JSim(tmp_path / "j.db", heartbeat=0.2, liveness=3)
-    workers = []
-    for i, name in enumerate(names):
-        sim.now = i / 100  # (at the HELLO rate: one address)
-        workers.append(sim.join(name))
-    sim.submit(*[noop(i) for i in range(len(names))])
-    for w in workers:
-        w.heartbeat()
-    return sim.restart()
-
 
 # ---------------------------------------------------------------------------------------
 # 1. _awaited_hello spends a name on the first HELLO under an identity "name/..." whatever
@@ -44,7 +28,7 @@ def _journaled(tmp_path, *names: str) -> JSim:
 @pytest.mark.timeout(60)
 def test_c6_a_refused_hello_under_a_name_does_not_spend_that_workers_exemption(tmp_path):
     names = [f"w{i}" for i in range(300)]
-    again = _journaled(tmp_path, *names)
+    again = restarted_with(tmp_path / "j.db", *names)
     for i, name in enumerate(names):  # one refused HELLO per name, from another host
         peer = f"{name}/c6evil{i:02x}".encode()
         hello = Hello(name, "default", 10, 1, [], [])
@@ -70,7 +54,7 @@ def test_c6_a_refused_hello_under_a_name_does_not_spend_that_workers_exemption(t
 
 @pytest.mark.timeout(60)
 def test_c6_an_own_broadcast_sent_after_the_gap_and_never_relayed_is_said_lost():
-    from test_broadcast_repair import hearing, scripted
+    from test_broadcast_repair import scripted
 
     from ceylon_net.edge.outbox import Outbox
 
@@ -88,18 +72,13 @@ def test_c6_an_own_broadcast_sent_after_the_gap_and_never_relayed_is_said_lost()
             await w.send("c6-other", Note(80 + i))
         await w.broadcast_data(Note(90))  # (behind them on the DEALER: they arrived first)
         await wait_until(lambda: 90 in admin.notes, 10, "the direct messages, then 90")
-        await admin.restart(w)
-        admin.heard = -1
-        await hearing(admin)
+        await admin.restart(w, heard=True)
         await wait_until(lambda: -1 in admin.notes and admin.notes.count(90) == 2, 10,
                          "the refused broadcast and 90 sent again")
 
-    said: list[str] = []
-    sink = logger.add(lambda m: said.append(m.record["message"]), level="WARNING")
-    try:
+    with Said() as heard:
         scripted(script)
-    finally:
-        logger.remove(sink)
+    said = heard.lines
     assert any("were lost to us" in m for m in said), said  # (the gap: said, rightly)
     lost = [m for m in said if "of ours are lost" in m]
     assert lost, f"broadcast 70 was never relayed and is gone, yet nothing said: {said}"

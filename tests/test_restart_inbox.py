@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from conftest import REPO
-from loguru import logger
 
 from ceylon_net import wire
 from ceylon_net.core.broadcasts import BroadcastInbox
@@ -19,7 +18,7 @@ from ceylon_net.wire import Kind
 
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "apps"))
-
+from kit import Said
 
 # ---------------------------------------------------------------------------------------
 # 1. last_missing() looks for the highest number not in _held, but BroadcastInbox.skip()
@@ -45,7 +44,7 @@ def test_c7_last_missing_counts_a_range_the_admin_said_gone_behind_an_open_gap()
 @pytest.mark.timeout(60)
 def test_c7_own_broadcast_relayed_into_a_skipped_range_is_not_said_lost_at_a_restart():
     from notes import Note
-    from test_broadcast_repair import hearing, scripted
+    from test_broadcast_repair import scripted
 
     from ceylon_net.edge.outbox import Outbox
 
@@ -66,18 +65,13 @@ def test_c7_own_broadcast_relayed_into_a_skipped_range_is_not_said_lost_at_a_res
             await w.send("c7-other", Note(80 + i))
         await w.broadcast_data(Note(90))  # (behind them on the DEALER: they arrived first)
         await wait_until(lambda: 90 in admin.notes, 10, "the direct messages, then 90")
-        await admin.restart(w)  # the old admin is killed
-        admin.heard = -1
-        await hearing(admin)
+        await admin.restart(w, heard=True)  # the old admin is killed
         await wait_until(lambda: -1 in admin.notes and admin.notes.count(90) == 2, 10,
                          "the refused broadcast and 90 sent again")
 
-    said: list[str] = []
-    sink = logger.add(lambda m: said.append(m.record["message"]), level="WARNING")
-    try:
+    with Said() as heard:
         scripted(script)
-    finally:
-        logger.remove(sink)
+    said = heard.lines
     gaps = [m for m in said if "were lost to us" in m]
     assert gaps and "2 broadcast(s)" in gaps[0], said  # (1 and 3: said, rightly)
     lost = [m for m in said if "of ours are lost" in m]

@@ -20,30 +20,9 @@ from ceylon_net import Admin, AdminSettings, Worker, message, on_message
 from ceylon_net.dev.testing import Cluster, wait_until
 
 sys.path.insert(0, str(REPO / "tests" / "apps"))
+from kit import Said
 from notes import Note
 from test_broadcast_repair import ScriptedAdmin, scripted
-
-
-class _Said:
-    def __init__(self, level: str = "WARNING") -> None:
-        self.level, self.lines = level, []
-
-    def __enter__(self) -> _Said:
-        self._sink = logger.add(lambda m: self.lines.append(m.record["message"]),
-                                level=self.level)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        logger.remove(self._sink)
-
-
-async def _hearing(admin: ScriptedAdmin, seq: int = 0) -> None:
-    async def hears() -> bool:
-        await admin.pub_beat(seq)
-        return admin.heard == seq
-
-    await wait_until(hears, 10, "the worker to hear PUB", interval=0.02)
-
 
 # ---------------------------------------------------------------------------------------
 # 1. Worker._on_welcome now runs _left_by_the_old_admin() BEFORE Outbox.admin_restarted().
@@ -65,13 +44,11 @@ def test_an_unrelayed_own_broadcast_is_sent_again_or_said_lost_when_the_old_admi
         await w.broadcast_data(Note(60))  # taken by the old admin, never relayed
         await wait_until(lambda: 60 in admin.notes, 10, "the worker's broadcast 60")
         del admin.notes[:]
-        await admin.restart(w)  # killed before relaying 60 or sending 2 again
-        admin.heard = -1
-        await _hearing(admin)
+        await admin.restart(w, heard=True)  # killed before relaying 60 or sending 2 again
         await wait_until(lambda: -1 in admin.notes, 10, "the refused broadcast sent again")
         seen["notes"] = list(admin.notes)
 
-    with _Said() as said:
+    with Said() as said:
         scripted(script)
     lost = [m for m in said.lines if "of ours are lost" in m]
     assert 60 in seen["notes"] or lost, (
@@ -150,7 +127,7 @@ def test_a_slow_plain_handler_that_raises_is_said_to_have_held_the_loop():
         time.sleep(0.7)  # the handler's own blocking work (a file, a database)
         raise ValueError("c4: the database said no")
 
-    with _Said() as said:
+    with Said() as said:
         run(_handle("c4-raising", "peer", "hello", (c4_slow_then_fails, "hello")))
     held = [m for m in said.lines if "held the event loop" in m]
     assert held, said.lines
@@ -196,7 +173,7 @@ def test_an_admins_slow_plain_handler_is_not_said_to_get_the_admin_taken_for_los
             await asyncio.gather(running, return_exceptions=True)
             await admin.close()
 
-    with _Said() as said:
+    with Said() as said:
         run(body())
     held = [m for m in said.lines if "held the event loop" in m]
     assert len(held) == 1, said.lines
@@ -221,12 +198,10 @@ def test_a_forgotten_unrelayed_broadcast_is_said_lost_after_later_direct_message
         for i in range(3):
             await w.send("c4-other", Note(80 + i))  # direct: relayed (not echoed)
         await wait_until(lambda: 70 in admin.notes, 10, "the worker's broadcast 70")
-        await admin.restart(w)  # killed before relaying 70
-        admin.heard = -1
-        await _hearing(admin)
+        await admin.restart(w, heard=True)  # killed before relaying 70
         await wait_until(lambda: -1 in admin.notes, 10, "the refused broadcast sent again")
 
-    with _Said() as said:
+    with Said() as said:
         scripted(script)
     lost = [m for m in said.lines if "of ours are lost" in m]
     assert lost and lost[0].startswith("w: 1 broadcast(s) or message(s) of ours are lost"), \

@@ -255,10 +255,13 @@ class AdminState:
         self.out.log("WARNING", f"message from '{header.sender}' to '{to}' could not be "
                                 f"delivered: {why}")
         if (sender := self.peer_of(header.sender)) is not None:
-            self.out.send(sender, Kind.EVENT, wire.Event("undelivered", {"to": to,
-                                                                         "reason": why}),
-                          header.msg_id)
+            self._undelivered(sender, header.msg_id, to, why)
         return self._end_round(now, assign=False)
+
+    def _undelivered(self, sender: bytes, msg_id: int, to: str, why: str) -> None:
+        """Tell an agent its message to ``to`` was not delivered, and why (it logs it)."""
+        self.out.send(sender, Kind.EVENT, wire.Event("undelivered", {"to": to, "reason": why}),
+                      msg_id)
 
     def timer(self, key: tuple[Any, ...], now: float) -> list[Command]:
         """A :class:`Timer` ran out: ``("probation", worker, ((task, attempt), ...))``, the
@@ -389,8 +392,11 @@ class AdminState:
         once, as they hear this process on PUB; dropped, they would try again too late.
         Once a name and address (a flood under it is held to the rate; one from elsewhere
         does not spend it), until a worker of that name is back. b"": not such a HELLO."""
-        if not self._awaited or now - self.started_at >= self.settings.come_back:
-            self._awaited, self._spent = set(), set()  # (the window is over)
+        if not self._awaited:
+            return b""
+        if now - self.started_at >= self.settings.come_back:  # (the window is over)
+            self._awaited.clear()
+            self._spent.clear()
             return b""
         name, slash, _ = peer.rpartition(b"/")
         if not slash or name not in self._awaited or (name, address) in self._spent:
@@ -505,9 +511,9 @@ class AdminState:
         if target is None:
             self.out.log("WARNING", f"message from '{rec.name}' to unknown agent "
                                     f"'{clip(to)}' dropped")
-            self.out.send(rec.peer, Kind.EVENT, wire.Event(
-                "undelivered", {"to": clip(to), "reason": "no connected agent of that name"}),
-                env.header.msg_id)  # the sender is told too, as the admin's own send() is
+            # (the sender is told too, as the admin's own send() is)
+            self._undelivered(rec.peer, env.header.msg_id, clip(to),
+                              "no connected agent of that name")
             return
         self.out.add(Forward(target, Kind.DIRECT, env.header, env.payload))
 

@@ -21,6 +21,7 @@ first copy: the old process's handlers had the other.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 from ..errors import LocalProtocolError
 from ..wire import Kind
@@ -69,11 +70,9 @@ class Outbox:
     def _unkept_as(self, msg_id: int, coming: int | None) -> None:
         """Not kept any more: one to come back (``coming``: the number known when it was
         sent, as in _echoing), or another (None)."""
-        if coming is None:
-            self._unkept_other[msg_id] = None
-        else:
-            self._unkept_coming[msg_id] = coming
-        unkept = self._unkept_other if coming is None else self._unkept_coming
+        unkept: OrderedDict[int, Any] = \
+            self._unkept_other if coming is None else self._unkept_coming
+        unkept[msg_id] = coming
         if len(unkept) > self.max_kept:
             unkept.popitem(last=False)
 
