@@ -683,11 +683,14 @@ def test_a_task_sent_to_a_worker_that_no_longer_hears_its_connection_goes_elsewh
 
     async def body():
         async with Cluster(workdir=tmp_path) as c:
-            admin = await c.admin("--heartbeat", "0.2")
+            admin = await c.admin("--heartbeat", "0.5")
             near = await _delayed(c, 0.0)
             deaf = await c.worker("deaf", "--port", str(near), "--log-level", "DEBUG")
             await wait_until(lambda: "worker 'deaf' joined" in admin.stderr(), 20,
                              "'deaf' to join")
+            # (its SUB joins after the welcome: on a loaded host it may not hear a beat in time)
+            await wait_until(lambda: "hears the admin's heartbeats on PUB" in deaf.stderr(),
+                             20, "'deaf' to hear the admin on PUB")
             (relay,) = [p for p in c.procs if p.name == "relay"]
             relay.signal(signal.SIGUSR1)
             submit = await c.spawn("submit", [*cli("ceylon-submit"), "--port", str(c.port),

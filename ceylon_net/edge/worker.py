@@ -68,6 +68,7 @@ class Worker(AgentBase):
     _refused: str | None = None  # the admin's last refusal that may change (a name taken)
     _why_held = ""  # why the runner holds our queued tasks (see _in_touch)
     _beat_every = 1.0  # the interval our heartbeat loop sleeps now
+    _welcomed_at = 0.0  # when the latest welcome came
 
     @property
     def refusal(self) -> str | None:
@@ -443,7 +444,7 @@ class Worker(AgentBase):
                             "may not have relayed are sent again", self.name, again)
             self._inbox, self._epoch, self._asked_upto = BroadcastInbox(), welcome.epoch, 0
         self.id = welcome.agent_id
-        self._admin_seen = self._beat_sent = time.monotonic()
+        self._admin_seen = self._beat_sent = self._welcomed_at = time.monotonic()
         topic = wire.topic(self.workspace_id)
         moved = self._sockets.sub is not None
         if self._sockets.subscribe(self.settings.admin_peer, welcome.pub_port,
@@ -666,6 +667,8 @@ class Worker(AgentBase):
             if not self._ours(data.get("epoch")):
                 self._new_admin(data.get("epoch"))
                 return
+            if self._pub_beat < self._welcomed_at:  # (first since the welcome)
+                logger.debug("{}: hears the admin's heartbeats on PUB", self.name)
             self._admin_seen = self._pub_beat = time.monotonic()
             if env.header.seq is not None and self._welcome is not None:
                 self._heard(self._inbox.hear(env.header.seq))
