@@ -8,6 +8,7 @@ a tutorial program leaves out (so ``Admin(port=None)`` honours ``CEYLON_PORT``).
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -130,6 +131,9 @@ class AdminSettings:
             raise ConfigError("--unassignable-timeout must be >= 0")
         if not self.lost_wait >= 0:
             raise ConfigError("--lost-wait must be >= 0")
+        if not 1 <= self.hello_rate < math.inf:  # (at less than 1 a second, none would pass)
+            raise ConfigError(f"--hello-rate must be at least 1 (registrations a second from "
+                              f"one address), got {self.hello_rate:g}")
         _check_name("workspace", self.workspace)
         _check_name("name", self.name)
 

@@ -150,6 +150,8 @@ def test_metrics_on_any_free_port_says_which_and_answers_scrapes_that_come_toget
      "7211 is the admin's own PUB port (--pub-port, else --port + 1): give another"),
     ("ceylon-admin", ["--port", "7210", "--metrics-port", "7210"], "error: --metrics-port 7210 "
      "is the admin's own ROUTER port (--port): give another"),
+    ("ceylon-admin", ["--hello-rate", "0.5"],
+     "error: --hello-rate must be at least 1 (registrations a second from one address), got 0.5"),
     ("ceylon-admin", ["--heartbeat", "inf"], "error: --heartbeat must be at most 3600 s"),
     ("ceylon-admin", ["--token", "t" * 16, "--dashboard-port", "7300", "--metrics-port", "7300"],
      "error: --metrics-port and --dashboard-port are both 7300: give them different ports"),

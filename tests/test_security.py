@@ -228,3 +228,31 @@ def test_the_admin_says_at_start_what_is_open_to_anyone_who_can_reach_it():
     assert curve_http is not None and "the dashboard (--dashboard-port) is open" in curve_http
     assert "the metrics endpoint (--metrics-port) takes no token" in curve_http
     assert AdminSettings(port=1, bind="127.0.0.1", metrics_port=3).exposure is None
+
+
+@pytest.mark.timeout(90)
+def test_workers_past_their_addresss_hello_rate_are_dropped_counted_and_all_join_on_retry(
+        tmp_path):
+    """--hello-rate 1: four workers start at once on one address; the admin takes one
+    registration a second from it, drops the rest unread and counts them (its metrics say
+    how many), and the workers retry until every one has joined."""
+    import re
+    import urllib.request
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--hello-rate", "1", "--metrics-port", "0")
+            for i in range(4):
+                await c.worker(f"w{i}", "--connect-timeout", "60")
+            await wait_until(lambda: admin.stderr().count("joined from 127.0.0.1") == 4, 60,
+                             "all four workers to join")
+            port = re.search(r"metrics on http://[^:]+:(\d+)/metrics", admin.stderr())
+            assert port is not None, admin.stderr()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/metrics",
+                                        timeout=10) as r:
+                return r.read().decode()
+
+    metrics = run(body())
+    dropped = re.search(r"^ceylon_dropped_hellos(?:_total)? (\S+)$", metrics, re.M)
+    assert dropped is not None and float(dropped.group(1)) >= 1, metrics
+    assert 'ceylon_workers{state="connected"} 4.0' in metrics.splitlines(), metrics

@@ -86,6 +86,10 @@ Results = Annotated[Path | None, opt("Append every task result to this file, one
                                      "RESULTS")]
 MetricsPort = Annotated[int | None, opt("Serve Prometheus metrics on this port "
                                         "(http://BIND:PORT/metrics).", "METRICS_PORT")]
+HelloRate = Annotated[float, opt(
+    "Registrations a second the admin takes from one address (a token bucket holding a "
+    "second's worth): more are dropped unread, and their workers retry. Raise it for many "
+    "workers behind one address (a NAT, one big host) that start at once.", "HELLO_RATE")]
 DashboardPort = Annotated[int | None, opt(
     "Serve the live web dashboard on this port (http://BIND:PORT/, read-only; with --token "
     "it wants ?token=...) [default: off].", "DASHBOARD_PORT")]
@@ -113,7 +117,7 @@ def admin(
     curve_secret: CurveSecret = None, authorized_keys: AuthorizedKeys = None,
     max_message_bytes: MaxBytes = DEFAULT_MAX_MESSAGE_BYTES, results: Results = None,
     metrics_port: MetricsPort = None, dashboard_port: DashboardPort = None,
-    log_level: LogLevel = "INFO", log_json: LogJson = False,
+    hello_rate: HelloRate = 100.0, log_level: LogLevel = "INFO", log_json: LogJson = False,
 ) -> None:
     configure_logging(log_level, log_json)
     try:
@@ -126,7 +130,7 @@ def admin(
             journal=path_str(journal), keep_finished=keep_finished, token=token,
             curve_secret=path_str(curve_secret), authorized_keys=path_str(authorized_keys),
             max_message_bytes=max_message_bytes, results_file=path_str(results),
-            metrics_port=metrics_port, dashboard_port=dashboard_port)
+            metrics_port=metrics_port, dashboard_port=dashboard_port, hello_rate=hello_rate)
         _distinct_files(tasks=tasks, journal=journal, report_json=report_json, results=results)
         if report_json is not None:
             _can_report(report_json, tasks)
