@@ -531,3 +531,87 @@ def test_a_goal_with_a_name_that_is_not_text_is_refused():
         goal=TaskGroupGoal(7, "", AtLeast(1), "ok", "no"))
     with pytest.raises(ConfigError, match="its name and messages must be strings, got 7"):
         TaskManager().register([group])
+
+
+# A group's task that waits on a plain task of the same file (the README: "a task may also
+# name depends_on task ids"): the file check took it, the admin refused it ("depends on
+# unknown task 'fetch'") as it registered the groups knowing only the tasks it had before.
+PLAIN_FIRST = {
+    "tasks": [{"id": "fetch", "description": "fetch", "difficulty": 1}],
+    "groups": [{"name": "Process", "tasks": [
+        {"id": "process-1", "description": "process", "depends_on": ["fetch"]}]}],
+}
+
+
+@pytest.mark.parametrize("standalone", [True, False], ids=["admin-tasks", "ceylon-submit"])
+def test_a_groups_task_may_wait_on_a_plain_task_submitted_with_it(standalone):
+    from kit import Sim, assigned
+
+    from ceylon_net.core.workfile import parse_work
+
+    tasks, groups = parse_work(PLAIN_FIRST, "work.json", standalone=standalone)
+    sim = Sim()
+    w = sim.join("w")
+    sim.carry(sim.st.submit(tasks, groups=groups, now=sim.now))
+    assert assigned(sim.every) == {"w": ["fetch"]}
+    sim.carry(w.finish("fetch"))
+    assert list(w.held) == ["process-1"]
+
+
+CYCLE_THROUGH_A_PLAIN_TASK = {
+    "tasks": [{"id": "p", "description": "p", "difficulty": 1, "depends_on": ["b1"]}],
+    "groups": [
+        {"name": "A", "tasks": [{"id": "a1", "description": "a1", "depends_on": ["p"]}]},
+        {"name": "B", "depends_on": ["A"], "tasks": [{"id": "b1", "description": "b1"}]},
+    ]}
+CYCLE_SAID = "dependency cycle: task 'p' -> task 'b1' -> group 'A' -> task 'a1' -> task 'p'"
+
+
+def test_a_cycle_through_a_plain_task_and_a_groups_dependency_is_refused(tmp_path):
+    """p waits on b1, b1 (group B) on group A, A on its a1, a1 on p: nothing could ever run.
+    Each check saw part of it (the groups' graph ended at the plain task, the tasks' graph
+    had no group gates), so the file passed, and an admin taking it would have hung."""
+    from kit import Sim
+
+    from ceylon_net.core.workfile import parse_work
+
+    path = tmp_path / "cycle.json"
+    path.write_text(json.dumps(CYCLE_THROUGH_A_PLAIN_TASK))
+    with pytest.raises(TaskFileError) as exc:
+        load_work(path)
+    assert str(exc.value) == f"{path}: {CYCLE_SAID}"
+    # ceylon-submit leaves what the admin holds to the admin: it refuses the batch whole
+    tasks, groups = parse_work(CYCLE_THROUGH_A_PLAIN_TASK, "-", standalone=False)
+    sim = Sim()
+    with pytest.raises(ConfigError) as exc:
+        sim.st.submit(tasks, groups=groups, now=sim.now)
+    assert str(exc.value) == CYCLE_SAID
+    assert sim.st.board.records == {} and sim.st.task_manager.task_groups == {}
+
+
+def test_a_groups_task_with_the_id_of_a_plain_task_submitted_with_it_is_refused():
+    plain = TaskMessage("t", "t", "", 0.0).as_task(0)
+    group = TaskManager.create_task_group("g", "", [TaskMessage("t", "t", "", 0.0)])
+    with pytest.raises(ConfigError, match=r"^duplicate task id 't'$"):
+        TaskManager().register([group], (), [plain])
+
+
+def test_a_goal_of_more_completed_tasks_than_its_group_has_is_refused():
+    """It could never be met: it failed at the group's first result."""
+    group = TaskManager.create_task_group("g", "", msgs("t", 3), goal=goal(AtLeast(4)))
+    with pytest.raises(ConfigError) as exc:
+        TaskManager().register([group])
+    assert str(exc.value) == "group 'g': goal 'g' needs 4 completed tasks, and the group has 3"
+
+
+def test_a_goal_of_a_tiny_fraction_needs_one_completed_task():
+    """Fraction(1e-12) of 3 tasks rounded to 0 needed: met before anything completed (at
+    the first result, a failure too)."""
+    run = Run(WorkerSlot("w", 10, "processor", capacity=10))
+    group = TaskManager.create_task_group("g", "", msgs("t", 3), goal=goal(Fraction(1e-12)))
+    run.submit(group)
+    run.assign()
+    run.finish("t0", success=False)
+    assert group.goal.status != GoalStatus.ACHIEVED
+    run.finish("t1")
+    assert group.goal.status == GoalStatus.ACHIEVED

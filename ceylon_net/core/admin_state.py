@@ -698,7 +698,7 @@ class AdminState:
     # ------------------------------------------------------------------ tasks
     def _submit(self, tasks: Sequence[Task], groups: Sequence[TaskGroup], after: Any,
                 batch: Batch | None = None) -> None:
-        group_tasks, gates = self.task_manager.register(groups, self.board.records.keys())
+        group_tasks, gates = self.task_manager.register(groups, self.board.records.keys(), tasks)
         everything = [*tasks, *group_tasks]
         if self.settings.task_timeout is not None:
             for t in everything:

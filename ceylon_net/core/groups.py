@@ -181,7 +181,7 @@ class Fraction(_Counted):
     value: float
 
     def needed(self, group: TaskGroup) -> int:
-        return math.ceil(self.value * group.total - 1e-9)
+        return max(1, math.ceil(self.value * group.total - 1e-9))  # (some, however small)
 
 
 def journal_keeps(goal: TaskGroupGoal) -> bool:
@@ -198,9 +198,10 @@ def unkept_goal(group: str, goal: str, restarted: bool) -> str:
             + " (a goal of kind at_least, fraction or all is kept)")
 
 
-def goal_problem(goal: TaskGroupGoal) -> str | None:
+def goal_problem(goal: TaskGroupGoal, size: int | None = None) -> str | None:
     """What is wrong with a goal a journal would keep, as a tasks file's goal is checked
-    (workfile.goal_from_spec): a journal could not be resumed with it. None when fine."""
+    (workfile.goal_from_spec): a journal could not be resumed with it; or, given its
+    group's ``size``, one it could never meet. None when fine."""
     texts = [v for v in (goal.name, goal.success_message, goal.failure_message)
              if not isinstance(v, str)]
     if texts:
@@ -208,6 +209,8 @@ def goal_problem(goal: TaskGroupGoal) -> str | None:
     check = goal.check_condition
     if isinstance(check, AtLeast) and (not _number(check.n, int) or check.n < 1):
         return f"goal {goal.name!r} needs at least 1 completed task, got {check.n!r}"
+    if isinstance(check, AtLeast) and size is not None and check.n > size:
+        return f"goal {goal.name!r} needs {check.n} completed tasks, and the group has {size}"
     if isinstance(check, Fraction) and (not _number(check.value, (int, float))
                                         or not 0 < check.value <= 1):  # (also refuses NaN)
         return f"goal {goal.name!r} needs a fraction of tasks 0 < value <= 1, got " \
@@ -222,6 +225,16 @@ def _number(value: Any, kinds: type | tuple[type, ...]) -> bool:
 def create_goal_checker(required_tasks: int) -> AtLeast:
     """The seed's helper: achieved once ``required_tasks`` tasks of the group completed."""
     return AtLeast(required_tasks)
+
+
+class _Either:
+    """Membership in either of two containers, neither copied."""
+
+    def __init__(self, first: Container[Any], second: Container[Any]) -> None:
+        self.first, self.second = first, second
+
+    def __contains__(self, x: object) -> bool:
+        return x in self.first or x in self.second
 
 
 # --------------------------------------------------------------------------- events
@@ -271,13 +284,15 @@ class TaskManager:
         return group
 
     # ---- registering groups
-    def register(self, groups: Sequence[TaskGroup], known_tasks: Container[TaskId] = ()
-                 ) -> tuple[list[Task], dict[TaskId, list[Any]]]:
+    def register(self, groups: Sequence[TaskGroup], known_tasks: Container[TaskId] = (),
+                 plain: Sequence[Task] = ()) -> tuple[list[Task], dict[TaskId, list[Any]]]:
         """Check the groups (ids, dependencies, cycles) and turn them into tasks and gates
-        for the board. Raises ConfigError, registering nothing, when anything is off."""
+        for the board. ``known_tasks``: the tasks there are already; ``plain``: the tasks
+        outside groups submitted with them (a group's task may wait on one). Raises
+        ConfigError, registering nothing, when anything is off."""
         if not groups:
             return [], {}
-        self._validate(groups, known_tasks)
+        self._validate(groups, known_tasks, plain)
         for group in groups:
             other = group.owner() if group.owner is not None else None
             if other is not None and other is not self and group.status in UNFINISHED \
@@ -309,23 +324,35 @@ class TaskManager:
                 return g.id
         raise ConfigError(f"unknown group {ref!r}")
 
-    def _validate(self, groups: Sequence[TaskGroup], known_tasks: Container[TaskId]) -> None:
+    def _validate(self, groups: Sequence[TaskGroup], known_tasks: Container[TaskId],
+                  plain: Sequence[Task]) -> None:
         old = list(self.task_groups.values())
         refuse_duplicates([g.id for g in groups], {g.id for g in old}, "group id")
         refuse_duplicates([g.name for g in groups], {g.name for g in old}, "group name")
         task_ids = [t.task_id for g in groups for t in g.subtasks]
         refuse_duplicates(task_ids, known_tasks, "task id")
-        empty = next((g for g in groups if not g.subtasks), None)
-        if empty is not None:  # it would never finish, nor what depends on it
-            raise ConfigError(f"group '{empty.name}' has no tasks")
+        plain_ids = {t.id for t in plain}
+        if clash := next((t for t in task_ids if t in plain_ids), None):
+            raise ConfigError(f"duplicate task id {clash!r}")
         for g in groups:
-            why = goal_problem(g.goal) if g.goal is not None else None
+            if not g.subtasks:  # it would never finish, nor what depends on it
+                raise ConfigError(f"group '{g.name}' has no tasks")
+            why = goal_problem(g.goal, len(g.subtasks)) if g.goal is not None else None
             if why is not None:
                 raise ConfigError(f"group '{g.name}': {why}")
         refs = {ref: g for g in [*old, *groups] for ref in (g.id, g.name)}
-        new_tasks = set(task_ids)
+        self._check_dependencies(groups, refs, _Either(plain_ids, known_tasks), plain)
+
+    @staticmethod
+    def _check_dependencies(groups: Sequence[TaskGroup], refs: dict[str, TaskGroup],
+                            known_tasks: Container[TaskId], plain: Sequence[Task]) -> None:
+        """Every group and task a group's task waits on is known, and nothing waits on
+        itself: a cycle may run through the submission's plain tasks (one a group's task
+        waits on, waiting on a task of a group after it), which only the whole graph shows."""
+        new_tasks = {t.task_id for g in groups for t in g.subtasks}
         group_graph: dict[str, list[str]] = {}
-        full_graph: dict[str, list[str]] = {}
+        full_graph = {f"task {t.id!r}": [f"task {d!r}" for d in t.depends_on]
+                      for t in plain if t.depends_on}
         for g in groups:
             unknown = next((d for d in g.depends_on if d not in refs), None)
             if unknown is not None:

@@ -221,7 +221,7 @@ def parse_work(doc: Any, source: str, standalone: bool = True
     check_unique_ids(tasks + [_as_task(t) for g in groups for t in g.subtasks], source)
     try:
         if standalone:
-            TaskManager().register(groups, {t.id for t in tasks})
+            TaskManager().register(groups, (), tasks)
             refuse_bad_dependencies(tasks, {t.task_id for g in groups for t in g.subtasks})
         else:  # (what it depends on may be held by the admin; a cycle can only be in here)
             deps = [*((t.id, t.depends_on) for t in tasks),
