@@ -392,3 +392,66 @@ def test_status_shows_a_worker_held_for_a_task_to_run_alone_and_then_running_it(
     assert list(busy.held) == ["lost"]
     shown = {w["name"]: w for w in snapshot(sim.st)["workers"]}
     assert (shown["busy"]["held"], shown["busy"]["alone"]) == (False, True)
+
+
+def _answer_releases(cmds: list, w) -> None:
+    """The worker gives back what a RELEASE asks for if it has not started it (it runs the
+    first ``capacity`` tasks it holds)."""
+    running = set(list(w.held)[: w.capacity])
+    for pair in releases(cmds, w.peer):
+        back = [t for t, a in [pair] if w.held.get(t) == a and t not in running]
+        if back:
+            _answer_releases(w.give_back(*back), w)
+
+
+def test_an_urgent_task_is_not_kept_waiting_by_lower_ones_sent_ahead_to_a_full_worker():
+    """A worker of one slot whose tasks take a minute holds one task ahead (pipelining on,
+    by default). Two low tasks: one runs, one waits in its queue; then an urgent one comes,
+    and the worker has no room for it. The low one that waits there is asked back, and the
+    urgent one goes in its stead: it starts next, not a minute later (a review's finding:
+    the low one started first, and with short tasks up to 1,024 could be ahead)."""
+    sim = Sim(prefetch=None)
+    w = sim.join("w", capacity=1)
+    sim.submit(noop("warm-up"))
+    sim.now += 60
+    w.finish("warm-up", seconds=60.0)  # its tasks take a minute: one is queued ahead
+    sim.submit(noop("low-1", priority=0), noop("low-2", priority=0))
+    assert list(w.held) == ["low-1", "low-2"]
+    cmds = sim.submit(noop("urgent", priority=10))
+    assert releases(cmds, w.peer) == [["low-2", 1]]
+    _answer_releases(cmds, w)
+    assert list(w.held) == ["low-1", "urgent"]  # low-2 back in the admin's queue
+    sim.now += 60
+    cmds = w.finish("low-1", seconds=60.0)
+    assert list(w.held) == ["urgent", "low-2"] and not releases(cmds, w.peer)
+
+
+def test_tasks_of_one_priority_are_never_asked_back_for_each_other():
+    """Only a better task waiting takes a place in a worker's queue: a second batch of the
+    same priority waits its turn, and nothing goes back and forth."""
+    sim = Sim(prefetch=None)
+    w = sim.join("w", capacity=1)
+    sim.submit(noop("warm-up"))
+    sim.now += 60
+    w.finish("warm-up", seconds=60.0)
+    cmds = sim.submit(*[noop(f"a{i}") for i in range(3)])
+    cmds += sim.submit(*[noop(f"b{i}") for i in range(3)])
+    for _ in range(3):
+        sim.now += 1
+        cmds += w.heartbeat() + sim.tick()
+    assert not releases(cmds, w.peer)
+    assert list(w.held) == ["a0", "a1"]
+
+
+def test_a_low_task_is_not_asked_back_for_a_better_one_the_worker_could_not_take():
+    """The urgent task needs more skill than the worker has: its queue is left alone."""
+    sim = Sim(prefetch=None)
+    w = sim.join("w", capacity=1, skill=3)
+    sim.submit(noop("warm-up"))
+    sim.now += 60
+    w.finish("warm-up", seconds=60.0)
+    sim.submit(noop("low-1"), noop("low-2"))
+    cmds = sim.submit(noop("urgent", difficulty=9, priority=10))
+    sim.now += 1
+    cmds += w.heartbeat() + sim.tick()
+    assert not releases(cmds, w.peer) and list(w.held) == ["low-1", "low-2"]

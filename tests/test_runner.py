@@ -999,3 +999,24 @@ def test_a_release_of_a_task_never_got_here_is_answered_not_one_that_ended_or_ru
         return runner.released
 
     assert run(body()) == [("never", 1)]
+
+
+def test_a_queued_task_of_a_higher_priority_starts_before_the_lower_ones_queued_before_it():
+    """The admin sends ahead what it has: two low tasks queued behind the running one, then
+    an urgent one. The urgent one starts next; the low ones keep their order, and so do two
+    urgent ones (first in, first out among equals)."""
+
+    async def body():
+        runner, tasks, crashes = await _running(Task("run", "t", 1))
+        for tid, priority in (("low-1", 0), ("low-2", 0), ("urgent-1", 9), ("urgent-2", 9),
+                              ("mid", 5)):
+            runner.accept(TaskAssignment(Task(tid, "t", 1, priority=priority), "w", 1))
+        for n, tid in enumerate(("run", "urgent-1", "urgent-2", "mid", "low-1"), start=2):
+            tasks.open(tid)  # (one slot: the next starts as this one ends)
+            await wait_until(lambda n=n: len(tasks.started) == n, 5, f"start number {n}")
+        tasks.open("low-2")
+        assert tasks.started == ["run", "urgent-1", "urgent-2", "mid", "low-1", "low-2"]
+        assert not crashes
+        await runner.stop()
+
+    run(body())

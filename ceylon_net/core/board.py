@@ -196,6 +196,10 @@ class TaskBoard:
         self._late: dict[TaskId, tuple[str, int]] = {}
         self.to_cancel: dict[str, dict[str, list[tuple[TaskId, int]]]] = {}  # copies to stop
         self._steal_seen, self._steal_due = -1, 0.0  # steals(): idle till the scheduler or time
+        # The priority of every task queued so far, while they all had one (see preempts)
+        self._priority: int | None = None
+        self.mixed_priorities = False
+        self._preempt_seen = -1  # preempts(): idle till the scheduler changes
         self._stolen: dict[str, dict[TaskId, int]] = {}  # on probation: {task: attempt} taken
         self._stalled_at: dict[str, float] = {}  # ... back from it, and when
         self._unreachable: set[str] = set()  # stalled, as a send to them failed (see unsent)
@@ -311,6 +315,8 @@ class TaskBoard:
     def _enqueue(self, rec: TaskRecord, again: bool = False) -> None:
         """Into the ready queue (``again``: it was queued already, its place changed)."""
         t = rec.task
+        if t.priority != self._priority and not self.mixed_priorities:
+            self._saw_priority(t.priority)
         if not again:
             rec.ready_at = self.now
             self._move(rec, Q)
@@ -327,7 +333,10 @@ class TaskBoard:
         first = _CLASS(tasks[0])
         if all(map(first.__eq__, map(_CLASS, tasks))):
             seqs = self.scheduler.push_run(ids, *first)
+            self._saw_priority(first[2])
         else:
+            for priority in {t.priority for t in tasks}:
+                self._saw_priority(priority)
             seqs = self.scheduler.push_new([(t.id, t.difficulty, t.required_role, t.priority,
                                              t.handler) for t in tasks])
         index, n = self.total, len(tasks)
@@ -342,6 +351,12 @@ class TaskBoard:
             self.dirty.update(ids)
         if self.moved is not None:
             self.moved.extend(ids)
+
+    def _saw_priority(self, priority: int) -> None:
+        if self._priority is None:
+            self._priority = priority
+        elif priority != self._priority:
+            self.mixed_priorities = True
 
     def _opens(self, task_id: TaskId) -> None:
         """The task completed: what waits on it may go."""
@@ -443,6 +458,7 @@ class TaskBoard:
         queue again."""
         entries = list(entries)
         for e in entries:
+            self._saw_priority(e.task.priority)
             self.records[e.task.id] = TaskRecord(e.task, _RESTORED[e.status], e.worker,
                                                  e.attempt, result=e.result, reason=e.reason,
                                                  losses=e.losses, stopping=e.stopping,
@@ -689,6 +705,48 @@ class TaskBoard:
                 want -= self._steal_from(victim, thief, want, now, patience, asks,
                                          (run or {}).get(victim.name))
         return dict(asks)
+
+    def preempts(self) -> dict[str, list[tuple[TaskId, int]]]:
+        """Priority reaches into the workers' queues. A worker whose queue (beyond its
+        slots) holds tasks it has not started, of lower priority than ready tasks it could
+        take were it not full, is asked for those back, the lowest first, as many as such
+        better tasks wait: they come back to the queue in their old place, and the better
+        ones go in their stead (a worker's queue keeps priority order). Else tasks sent
+        ahead would start before an urgent one submitted after them, as long as they take.
+        Only once tasks of different priorities came. Returns {worker: [(task, attempt)]} to
+        ask back; they stay there until it gives them back."""
+        scheduler = self.scheduler
+        if not self.mixed_priorities or scheduler.version == self._preempt_seen:
+            return {}
+        self._preempt_seen = scheduler.version
+        if not len(scheduler):
+            return {}
+        asks: dict[str, list[tuple[TaskId, int]]] = {}
+        for worker in scheduler.workers.values():
+            if worker.running > worker.slots and worker.name not in scheduler.held \
+                    and worker.state is WorkerState.TRUSTED:
+                back = self._preempt_from(worker)
+                if back:
+                    asks[worker.name] = back
+        return asks
+
+    def _preempt_from(self, worker: WorkerSlot) -> list[tuple[TaskId, int]]:
+        """Of ``worker``'s tasks not started, those to ask back for better ones that wait."""
+        flying = self._in_flight.get(worker.name)
+        if not flying:
+            return []
+        records = self.records
+        waiting = sorted((rec.task.priority, -rec.index, task_id) for task_id in flying
+                         if not (rec := records[task_id]).started
+                         and task_id not in self._stealing)[:worker.running - worker.slots]
+        back = []
+        for priority, _, task_id in waiting:  # (the lowest first; of those, the youngest)
+            if self.scheduler.waiting_better(worker, priority, len(back) + 1) <= len(back):
+                break
+            rec = records[task_id]
+            self._stealing[task_id] = worker.name
+            back.append((task_id, rec.attempt))
+        return back
 
     def _steal_from(self, victim: WorkerSlot, thief: WorkerSlot, want: int, now: float,
                     patience: float, asks: dict[str, list[tuple[TaskId, int]]],

@@ -383,7 +383,10 @@ class Membership:
     def steal_back(self, now: float) -> None:
         """Idle workers, and tasks waiting in other workers' queues: ask for those back."""
         patience = 3 * self.pace.rtt
-        self.ask_back(self.board.steals(now, patience, self.pace.run))
+        asks = self.board.steals(now, patience, self.pace.run)
+        for worker, tasks in self.board.preempts().items():  # (better tasks wait for room)
+            asks.setdefault(worker, []).extend(tasks)
+        self.ask_back(asks)
 
     def ask_back(self, asks: Mapping[str, list[tuple[TaskId, int]]]) -> None:
         """Ask each worker to give back these tasks ({worker: [(task, attempt)]}) if they

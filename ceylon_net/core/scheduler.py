@@ -310,6 +310,26 @@ class Scheduler:
         self.version += 1
         return seqs
 
+    def waiting_better(self, worker: WorkerSlot, than: int, limit: int) -> int:
+        """How many queued tasks of priority above ``than`` ``worker`` could take into its
+        queue were it not full (ANYWHERE tasks of a class it fits), counted up to
+        ``limit``."""
+        found, where = 0, self._where
+        for key, queue in self._classes.items():
+            if key[4] != ANYWHERE or not fits(worker, key):
+                continue
+            for entry in queue.run:  # (in queue order: the better ones first)
+                if found >= limit or entry[0] >= -than:
+                    break
+                found += where.get(entry[2]) is entry
+            for entry in queue.heap:
+                if found >= limit:
+                    break
+                found += entry[0] < -than and where.get(entry[2]) is entry
+            if found >= limit:
+                break
+        return found
+
     def discard(self, task: TaskKey) -> bool:
         """Take a queued task out (cancelled). Lazy: its heap entry is skipped later."""
         self.version += 1

@@ -8,6 +8,7 @@ import functools
 import math
 import time
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable, Container, Iterable
 from typing import Any
 
@@ -37,8 +38,11 @@ class _TimedOut(Exception):
 
 
 class _Fifo(asyncio.Queue):  # type: ignore[type-arg]
-    """The worker's queue of tasks, first in first out, where a task taken out and not
-    started can go back to the front (asyncio.Queue's own way to order items: ``_put``)."""
+    """The worker's queue of tasks: by priority, higher first, then first in first out (as
+    the admin's queue), where a task taken out and not started can go back to the front
+    (asyncio.Queue's own way to order items: ``_put``). A task of a higher priority than
+    those queued comes before them: the admin sends ahead what it has, and a better task
+    that comes after must not wait for them."""
 
     _front = False
 
@@ -50,10 +54,18 @@ class _Fifo(asyncio.Queue):  # type: ignore[type-arg]
             self._front = False
 
     def _put(self, item: TaskAssignment) -> None:
+        queue: deque[TaskAssignment] = self._queue  # type: ignore[attr-defined]
         if self._front:
-            self._queue.appendleft(item)  # type: ignore[attr-defined]
-        else:
-            self._queue.append(item)  # type: ignore[attr-defined]
+            queue.appendleft(item)
+            return
+        priority = item.task.priority
+        if not queue or queue[-1].task.priority >= priority:  # (the usual case: O(1))
+            queue.append(item)
+            return
+        at = len(queue)
+        while at and queue[at - 1].task.priority < priority:
+            at -= 1
+        queue.insert(at, item)
 
 
 class TaskRunner:
