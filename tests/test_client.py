@@ -198,6 +198,41 @@ def test_cancel_given_a_group_future_cancels_the_groups_tasks(tmp_path):
     assert said == {f"task 'slow/{i}' cancelled: cancelled by the client" for i in range(3)}
 
 
+@pytest.mark.timeout(60)
+def test_a_task_given_a_group_future_to_depend_on_is_refused_naming_the_group(tmp_path):
+    """README: depends_on takes futures. A group's future is not a task's: its name went to
+    the admin as a task id (refused as unknown, or, with a task of that key, waiting on that
+    task instead, running while the group ran), or failed to encode (AsyncClient). Refused
+    at the call, both clients, saying how to run after a group; nothing was sent."""
+    said = "depends_on takes tasks (their futures or keys), and 'stage' is a group"
+
+    def body(port: int) -> list[str]:
+        out = []
+        with Client(f"127.0.0.1:{port}") as client:
+            group = client.submit_group("stage", [{"handler": "echo_later", "args": [1]}])
+            with pytest.raises(TypeError) as exc:
+                client.submit("echo_later", "after", depends_on=[group])
+            out.append(str(exc.value))
+            group.result(timeout=30)
+            out.append(json.dumps(client.status()["counts"]["total"]))
+        return out
+
+    async def main():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            async with AsyncClient(f"127.0.0.1:{c.port}") as client:
+                group = client.submit_group("other", [{"handler": "echo_later", "args": [1]}])
+                with pytest.raises(TypeError) as exc:
+                    client.submit("echo_later", "after", depends_on=[group])
+                await asyncio.wait_for(group, 30)
+            return [str(exc.value), *await asyncio.to_thread(body, c.port)]
+
+    from_async, from_sync, total = run(main())
+    assert from_async.startswith(said.replace("'stage'", "'other'"))
+    assert from_sync == f"{said}: to run after it, submit_group(..., depends_on=['stage'])"
+    assert total == "2"  # (the two groups' tasks; nothing else went)
+
+
 async def _status_when(client: AsyncClient, ok, what: str) -> dict:
     """The client's status, once ``ok(status)``."""
     seen: list[dict] = []

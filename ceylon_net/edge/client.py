@@ -1213,10 +1213,22 @@ def _task_doc(handler: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None
             "description": description if description is not None else handler or str(key),
             "args": list(args), "kwargs": dict(kwargs or {}),
             "difficulty": difficulty if difficulty is not None else 1,
-            "depends_on": [getattr(d, "key", d) for d in depends_on]}  # futures or keys
+            "depends_on": [_dependency(d) for d in depends_on]}
     if "role" in options:
         task["required_role"] = options.pop("role")
     return {**task, **{k: v for k, v in options.items() if v is not None}}
+
+
+def _dependency(d: Any) -> Any:
+    """A task's key, from its future or as given; a group's future is refused: its name is
+    no task's key (a task of that key would be waited on instead, and a group's tasks may be
+    cancelled once its goal is met, which cancels what waits on them)."""
+    group = d if isinstance(d, GroupFuture) else getattr(d, "_inner", None)
+    if isinstance(group, GroupFuture):
+        raise TypeError(f"depends_on takes tasks (their futures or keys), and {group.name!r} "
+                        f"is a group: to run after it, submit_group(..., depends_on="
+                        f"[{group.name!r}])")
+    return getattr(d, "key", d)
 
 
 _OPTION_FIELDS = {"difficulty": "difficulty", "role": "required_role", "priority": "priority",
