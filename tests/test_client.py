@@ -233,6 +233,65 @@ def test_a_task_given_a_group_future_to_depend_on_is_refused_naming_the_group(tm
     assert total == "2"  # (the two groups' tasks; nothing else went)
 
 
+@pytest.mark.timeout(90)
+def test_a_submission_whose_future_failed_as_the_admin_was_lost_is_not_run_by_the_next_admin(
+        tmp_path):
+    """The admin dies (kill -9); the program submits a task; after gone_after its future
+    fails, 'lost the admin'. The program takes that as not run (and may submit it again);
+    but its SUBMIT waited on the client's connection, and the next admin to come up on that
+    port (a fresh one, no journal) took it and ran it (a review's finding). What the client
+    gave up on is dropped with the connection, made anew: the next admin has no task."""
+
+    async def main():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin()
+            await _connected(c.port, 0)
+            async with AsyncClient(f"127.0.0.1:{c.port}", gone_after=2, timeout=15) as client:
+                admin.signal(signal.SIGKILL)
+                await admin.wait(10)
+                fut = client.submit("echo_later", "late", key="late")
+                with pytest.raises(AdminUnreachableError) as failed:
+                    await asyncio.wait_for(fut, 30)
+                await c.admin(name="admin2")
+                status = await client.status()  # (read after what the connection held)
+                return str(failed.value), status["counts"]
+
+    said, counts = run(main())
+    assert "lost the admin" in said
+    assert counts["total"] == 0, f"the future failed ({said}), yet the next admin took it"
+
+
+@pytest.mark.timeout(90)
+def test_a_submission_failed_after_the_admin_said_it_stopped_is_not_run_by_the_next_admin(
+        tmp_path):
+    """The same after an admin without a journal stopped (SIGTERM: it tells its clients): a
+    task submitted then fails after ``timeout`` ('no admin answered ... it said it
+    stopped'), and the admin started next on that port does not get it."""
+
+    async def main():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin()
+            await _connected(c.port, 0)
+            async with AsyncClient(f"127.0.0.1:{c.port}", timeout=3) as client:
+                waiting = client.submit("echo_later", "first", key="first")  # (no worker:
+                await client.status()  # it waits; taken, as the status is answered after it)
+                admin.signal(signal.SIGTERM)
+                with pytest.raises(AdminUnreachableError, match="without a journal"):
+                    await asyncio.wait_for(waiting, 10)  # (the admin's END: at once)
+                await admin.wait(10)
+                fut = client.submit("echo_later", "late", key="late")
+                with pytest.raises(AdminUnreachableError) as failed:
+                    await asyncio.wait_for(fut, 20)  # (its SUBMIT unanswered for timeout)
+                await c.admin(name="admin2")
+                client.timeout = 15
+                status = await client.status()
+                return str(failed.value), status["counts"]
+
+    said, counts = run(main())
+    assert "no admin answered" in said and "it said it stopped" in said
+    assert counts["total"] == 0, f"the future failed ({said}), yet the next admin took it"
+
+
 async def _status_when(client: AsyncClient, ok, what: str) -> dict:
     """The client's status, once ``ok(status)``."""
     seen: list[dict] = []

@@ -230,6 +230,7 @@ class AsyncClient:
         self._unanswered: dict[int, _Sent] = {}  # SUBMITs not answered yet, by msg_id
         self._probing: dict[Any, int] = {}  # ... asked about, by the task asked about
         self._last_word = 0.0
+        self._heard_at = 0.0  # the admin's last word (the watchdog moves _last_word too)
         self._ended: str | None = None  # the admin said it stopped (no journal): why
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES  # the admin's: its status says
         self._epoch: int | None = None
@@ -361,6 +362,12 @@ class AsyncClient:
         return _accepted_answer(env)
 
     async def _unanswered_after(self, timeout: float) -> AdminUnreachableError:
+        """What to raise: no admin answered a request within ``timeout``. Not heard at all
+        meanwhile, the connection is made anew (what it holds back, the admin away, is
+        dropped): what is given up on here must not reach an admin that comes up later
+        (a task said failed would run; a batch still wanted goes again, see _sent_again)."""
+        if self._dealer is not None and time.monotonic() - self._heard_at >= timeout:
+            self._dealer.renew()
         hint = await why_no_answer(self.endpoint, self.curve, "is ceylon-admin running "
                                    "there?") if self._ended is None else \
             f" (it said it stopped ({self._ended}), and none answered since)"
@@ -784,7 +791,7 @@ class AsyncClient:
             frames = await self._dealer.receive(3600.0)
             if frames is None:
                 continue
-            self._last_word = time.monotonic()
+            self._last_word = self._heard_at = time.monotonic()
             try:
                 self._on_message(wire.decode_frames(frames))
             except Exception as exc:  # a bad frame must not stop the client
@@ -983,6 +990,8 @@ class AsyncClient:
             if verdict is Silence.LOST:
                 self._fail_all(AdminUnreachableError(
                     f"lost the admin at {self.endpoint}: no word for {silent:.0f} s"))
+                if self._dealer is not None:  # (nothing failed may reach a later admin)
+                    self._dealer.renew()
             elif watch_due(verdict, asked, now, watched, REWATCH):
                 self._watch_again()
                 watched = now

@@ -456,16 +456,30 @@ class Client:
     def __init__(self, endpoint: str, max_message_bytes: int,
                  curve: CurveKeys | None = None, identity: bytes | None = None) -> None:
         self._owned = _Owned(self)
-        self.sock = self._owned.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
-        self.sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
+        self._args = endpoint, max_message_bytes, curve, identity
+        self.sock = self._dealer()
+
+    def _dealer(self) -> zmq.asyncio.Socket:
+        endpoint, max_message_bytes, curve, identity = self._args
+        sock = self._owned.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
         if identity is not None:
-            self.sock.setsockopt(zmq.IDENTITY, identity)
-        _as_client(self.sock, curve)
-        _v6(self.sock, endpoint)
-        self.sock.connect(endpoint)
+            sock.setsockopt(zmq.IDENTITY, identity)
+        _as_client(sock, curve)
+        _v6(sock, endpoint)
+        sock.connect(endpoint)
+        return sock
+
+    def renew(self) -> None:
+        """A new connection in place of this one, and what waited on it to be sent (the
+        admin away) dropped: requests given up on must not reach an admin that comes up
+        later. A receive waiting on the old one returns None."""
+        old, self.sock = self.sock, self._dealer()
+        self._owned.sockets.remove(old)
+        old.close(0)
 
     def send_soon(self, frames: Sequence[bytes]) -> None:
         """Send without waiting: at once, or queued in order while the admin is away."""
