@@ -168,3 +168,38 @@ def test_a_program_whose_sync_handler_hangs_past_its_time_limit_still_exits(tmp_
     code, out, err = run(body())
     assert code == 0, err
     assert out.splitlines() == ["result: False timed out after 0.3 s", "main done"]
+
+
+@pytest.mark.timeout(90)
+def test_an_async_handler_that_blocks_is_named_when_the_worker_finds_its_heartbeats_stopped(
+        tmp_path, tasks_file):
+    """An ``async def`` handler that makes a blocking call holds the worker's event loop, its
+    heartbeats too: the admin calls it lost, and the worker registers again, saying its
+    heartbeats stopped ("was this process paused, or its event loop blocked?"). It names
+    the async handler that ran meanwhile, and how to fix it; a plain handler that sleeps as
+    long runs in a thread, holds nothing, and is named nowhere."""
+    from ceylon_net.dev.testing import wait_until
+
+    path = tasks_file([{"id": "blocks", "description": "b", "difficulty": 1,
+                        "handler": "stall", "args": [2.0]},
+                       {"id": "naps", "description": "n", "difficulty": 1,
+                        "handler": "nap", "args": [2.0]}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--heartbeat", "0.25",
+                                  "--expect-workers", "1")
+            worker = await c.worker("w", "--app", "stall", env=APP_ENV)
+            await wait_until(lambda: "registering again" in worker.stderr(), 30,
+                             "the worker to find its heartbeats stopped")
+            assert await admin.wait(60) == 0, admin.stderr()
+            return worker.stderr()
+
+    said = run(body())
+    again = [line for line in said.splitlines() if "registering again" in line]
+    assert again and all("was this process paused, or its event loop blocked?" in line
+                         for line in again), again
+    assert "async handler 'stall' (task 'blocks') ran on the event loop meanwhile: a " \
+           "blocking call in an async def holds it (make it a plain def, which runs in a " \
+           "thread, or await asyncio.to_thread(...) for its blocking part)" in again[0]
+    assert "'nap'" not in said

@@ -352,13 +352,21 @@ async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     fn = _HANDLERS.get(name)
     if fn is None:
         raise LookupError(f"no handler {name!r} on this worker")
-    if name in _AWAITS or inspect.iscoroutinefunction(fn) \
-            or inspect.iscoroutinefunction(type(fn).__call__):  # (an object's async __call__)
+    if on_loop(name):
         return await fn(*args, **kwargs)
     value = await outcome(_in_thread(functools.partial(fn, *args, **kwargs), name))
     if inspect.iscoroutine(value):  # (a plain function that returns one: awaited, and on
         return await value  # the loop from now on: its thread put it in _AWAITS)
     return value
+
+
+def on_loop(name: str) -> bool:
+    """Does handler ``name`` run on the event loop (async def, an object's async __call__,
+    a plain function found to return a coroutine), where a blocking call stops everything
+    else, the worker's heartbeats too?"""
+    fn = _HANDLERS.get(name)
+    return fn is not None and (name in _AWAITS or inspect.iscoroutinefunction(fn)
+                               or inspect.iscoroutinefunction(type(fn).__call__))
 
 
 def _in_thread(fn: Callable[[], Any], name: str | None) -> _Job:

@@ -37,6 +37,9 @@ class _TimedOut(Exception):
     text, if any, says more."""
 
 
+ENDED_KEPT = 16  # tasks of a handler that ended lately, kept (see TaskRunner.ended)
+
+
 class _Fifo(asyncio.Queue):  # type: ignore[type-arg]
     """The worker's queue of tasks: by priority, higher first, then first in first out (as
     the admin's queue), where a task taken out and not started can go back to the front
@@ -94,15 +97,15 @@ class TaskRunner:
         self.capacity = capacity
         self.queue: _Fifo = _Fifo()
         self.active: dict[TaskId, TaskAssignment] = {}
-        self.runs = 0
-        self.peak = 0  # the most tasks that ran here at once
+        # The latest of a handler to end, (handler, task, when): see Worker._on_the_loop
+        self.ended: deque[tuple[str, TaskId, float]] = deque(maxlen=ENDED_KEPT)
+        self.runs = self.peak = 0  # (peak: the most tasks that ran here at once)
         self.unsent: list[TaskResult] = []
         self.starts: list[ResultKey] = []  # started since the last report
         self.released: list[ResultKey] = []  # given back since the last report
         self.unacked: dict[ResultKey, TaskResult] = {}
         self._sent_at: dict[ResultKey, float] = {}  # when each unacknowledged result left
-        self._run_task = run_task
-        self._on_result = on_result
+        self._run_task, self._on_result = run_task, on_result
         self._unsendable = unsendable  # why a result could not reach the admin, if it could not
         self._queued: dict[TaskId, TaskAssignment] = {}
         # Of those queued, the ones in a batch on its way to a thread (they count as queued
@@ -553,6 +556,8 @@ class TaskRunner:
             return True
         del self.active[tid], self._runner_of[tid]
         self._cancel_reasons.pop(tid, None)  # a cancel that came as it finished
+        if a.task.handler is not None:
+            self.ended.append((a.task.handler, tid, time.monotonic()))
         return False
 
     def _orphan_ended(self, tid: TaskId) -> None:

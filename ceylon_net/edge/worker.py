@@ -245,10 +245,26 @@ class Worker(AgentBase):
         why, until = out_of_touch(time.monotonic(), self._beat_sent, self._admin_seen,
                                   w.heartbeat, w.liveness, self._beat_every)
         if why is not None:
-            self._why_held = why
+            self._why_held = why + (self._on_the_loop(self._beat_sent)
+                                    if why.startswith("no heartbeat of ours") else "")
             return False
         self.runner.touch_until = until  # (no need to ask before: a start reads a clock)
         return True
+
+    def _on_the_loop(self, since: float) -> str:
+        """Said beside "no heartbeat of ours went out": the async handlers that ran here
+        since ``since`` (a blocking call in one holds the event loop, our heartbeats too)."""
+        runner = self.runner
+        ran = [(a.task.handler, tid) for tid, a in runner.active.items() if a.task.handler]
+        ran += [(handler, tid) for handler, tid, at in runner.ended if at >= since]
+        named = list(dict.fromkeys(f"{h!r} (task {tid!r})" for h, tid in ran
+                                   if handlers.on_loop(h)))
+        if not named:
+            return ""
+        return (f"; async handler {', '.join(named[:3])}{' and more' if named[3:] else ''} "
+                f"ran on the event loop meanwhile: a blocking call in an async def holds it "
+                f"(make it a plain def, which runs in a thread, or await "
+                f"asyncio.to_thread(...) for its blocking part)")
 
     async def arun_against(self, admin: Serving) -> str:
         """Run against an in-process admin (over loopback sockets, like any other worker)."""
