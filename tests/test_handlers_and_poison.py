@@ -3,12 +3,18 @@
 import hashlib
 import json
 import re
+import subprocess
 import sys
+import threading
+from typing import Any
 
 import pytest
 from conftest import REPO, run
 
-from ceylon_net.dev.testing import Cluster, EventLog
+from ceylon_net.core.tasks import Task, TaskAssignment, TaskResult
+from ceylon_net.dev.testing import Cluster, EventLog, cli, wait_until
+from ceylon_net.edge import handlers
+from ceylon_net.edge.runner import TaskRunner
 
 APP = ["--app", "demo_handlers"]
 APP_ENV = {"PYTHONPATH": str(REPO / "tests" / "apps")}
@@ -178,8 +184,6 @@ def test_an_async_handler_that_blocks_is_named_when_the_worker_finds_its_heartbe
     heartbeats stopped ("was this process paused, or its event loop blocked?"). It names
     the async handler that ran meanwhile, and how to fix it; a plain handler that sleeps as
     long runs in a thread, holds nothing, and is named nowhere."""
-    from ceylon_net.dev.testing import wait_until
-
     path = tasks_file([{"id": "blocks", "description": "b", "difficulty": 1,
                         "handler": "stall", "args": [2.0]},
                        {"id": "naps", "description": "n", "difficulty": 1,
@@ -203,3 +207,154 @@ def test_an_async_handler_that_blocks_is_named_when_the_worker_finds_its_heartbe
            "blocking call in an async def holds it (make it a plain def, which runs in a " \
            "thread, or await asyncio.to_thread(...) for its blocking part)" in again[0]
     assert "'nap'" not in said
+
+
+# ---- a review's findings (helper): a returned object reported as it was when its call
+# returned; a batch whose thread cannot be made; --app imports that fail oddly
+
+QUICK = "test_review.quick"
+
+
+async def _run_task(task: Task) -> TaskResult:
+    """What the worker's own run_task does with a task naming a handler."""
+    value = await handlers.call(task.handler, task.args, task.kwargs)
+    return TaskResult(task.id, "w", True, value=value)
+
+
+@pytest.mark.timeout(30)
+def test_a_batch_whose_thread_cannot_be_made_fails_its_tasks_not_the_worker(monkeypatch):
+    """Out of threads (a pids limit, ulimit -u): a sync handler's task fails, saying so, and
+    the runner goes on (test_runner's test of one call). Tasks of a *quick* sync handler,
+    queued behind one another, go to a batch instead, and there the same error escapes the
+    runner's loop: the runner dies as of a bug, and the worker leaves (exit 1)."""
+    ran: list[int] = []
+    monkeypatch.setitem(handlers._HANDLERS, QUICK, lambda x: ran.append(x) or 2 * x)
+    monkeypatch.setitem(handlers._slowest, QUICK, 0.0)  # (known quick, as after a quick call)
+    monkeypatch.setattr(handlers, "_THREADS", handlers._Threads())  # (no thread made yet)
+    start = threading.Thread.start
+
+    def cannot_start(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    async def body() -> tuple[list[Any], dict[Any, TaskResult]]:
+        await wait_until(lambda: handlers.running() == 0, 10, "other tests' threads to end")
+        crashes: list[Any] = []
+        runner = TaskRunner("w", 1, _run_task, lambda: None, batches=True)
+        for i in (1, 2, 3):  # (queued before the slot starts: it takes them as one batch)
+            runner.accept(TaskAssignment(Task(i, "d", 1, handler=QUICK, args=[i]), "w", 1))
+        monkeypatch.setattr(threading.Thread, "start", cannot_start)
+        got: dict[Any, TaskResult] = {}
+        try:
+            runner.start(crashes.append)
+
+            def answered() -> bool:
+                got.update((r.task_id, r) for r in runner.take_unsent())
+                return len(got) == 3 or bool(crashes)
+
+            await wait_until(answered, 10, "the three tasks to be answered (or a crash)")
+        finally:
+            monkeypatch.setattr(threading.Thread, "start", start)
+            await runner.stop()
+        return crashes, got
+
+    crashes, got = run(body())
+    assert crashes == [], f"the runner died: {crashes[0]!r}" if crashes else ""
+    assert sorted(got) == [1, 2, 3]
+    assert all(not r.success and "can't start new thread" in (r.error or "")
+               for r in got.values()), got
+    assert ran == [] and handlers.running() == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("source", "message"), [
+    # an exception class of the module's whose str() fails (a bug in the user's own error
+    # class): the message built from it raises inside load_app's own except clause
+    ('class Bad(Exception):\n    def __str__(self):\n        raise RuntimeError("no str")\n'
+     'raise Bad()\n', "--app badapp2: importing it raised Bad"),
+    # a BaseException that is not an Exception (asyncio.CancelledError is one: a module-level
+    # asyncio.run() of a set-up coroutine that got cancelled)
+    ("import asyncio\nraise asyncio.CancelledError()\n",
+     "--app badapp2: importing it raised CancelledError"),
+])
+def test_a_worker_app_whose_import_fails_oddly_is_still_a_clear_config_error(
+        tmp_path, source, message):
+    """README: a bad --app is exit 2 with one line saying why (test_cli covers an Exception
+    and sys.exit). These two give a Python traceback and exit 1, the code for 'rejected by
+    the admin / no admin answered / a bug in the worker'."""
+    (tmp_path / "badapp2.py").write_text(source)
+    proc = subprocess.run([*cli("ceylon-worker"), "--name", "x", "--app", "badapp2",
+                           "--connect-timeout", "0.5"],
+                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.timeout(90)
+def test_a_returned_object_the_handler_goes_on_changing_is_reported_as_it_was_returned(
+        tmp_path, tasks_file):
+    """A handler returns a list it keeps (a running tally). Each task's value must be that
+    list as it was when its call returned: task k (in the order they ran) saw k items. The
+    worker keeps the object itself, checks it, and packs it only when the result is sent
+    (results are held a moment to leave together; a batch of a quick handler's tasks runs
+    them all before any is answered): by then later tasks have appended to it, and earlier
+    tasks report later tasks' items."""
+    n = 40
+    path = tasks_file([{"id": f"s{i}", "description": "tally", "difficulty": 1,
+                        "handler": "seen_so_far", "args": [i]} for i in range(n)])
+    report_path = tmp_path / "report.json"
+
+    async def body() -> tuple[int, str, int]:
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--report-json", str(report_path))
+            w = await c.worker("w", "--app", "shared_state", "--concurrency", "1",
+                               env={"PYTHONPATH": str(REPO / "tests" / "apps")})
+            code = await admin.wait(60)
+            return code, admin.stderr(), await w.wait(15)
+
+    code, err, worker_code = run(body())
+    assert code == 0 and worker_code == 0, err
+    report = json.loads(report_path.read_text())
+    values = {t["id"]: t["value"] for t in report["tasks"]}
+    assert len(values) == n and all(isinstance(v, list) for v in values.values()), values
+    # Each task's own argument is the last item of the list it returned ...
+    wrong = {tid: v for tid, v in values.items() if not v or v[-1] != int(tid[1:])}
+    # ... and the lists grow one item per task: n different lengths.
+    lengths = sorted(len(v) for v in values.values())
+    assert not wrong and lengths == list(range(1, n + 1)), (
+        f"{len(wrong)} of {n} tasks reported items appended after they returned; lengths "
+        f"{lengths}")
+
+
+@pytest.mark.timeout(90)
+def test_a_task_does_not_fail_for_what_a_later_task_put_in_the_object_it_returned(
+        tmp_path, tasks_file):
+    """As above, with a later task putting a set in the returned dict. Each of the earlier
+    tasks returned a dict of strings, sendable; but the worker checks (and packs) the object
+    only after the call, when a batch's later calls have changed it: earlier tasks fail,
+    "its return value cannot be sent to the admin: ... (at ['s']: set)", for what another
+    task did. Only the last one should fail."""
+    tasks = [{"id": f"n{i}", "description": "note", "difficulty": 1, "handler": "note",
+              "args": [f"k{i}"]} for i in range(20)]
+    tasks.append({"id": "set", "description": "note a set", "difficulty": 1,
+                  "handler": "note", "args": ["s", True]})
+    path = tasks_file(tasks)
+    report_path = tmp_path / "report.json"
+
+    async def body() -> tuple[int, str, int, str]:
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--report-json", str(report_path),
+                                  "--lost-wait", "0")
+            w = await c.worker("w", "--app", "shared_state", "--concurrency", "1",
+                               env={"PYTHONPATH": str(REPO / "tests" / "apps")})
+            code = await admin.wait(60)
+            return code, admin.stderr(), await w.wait(15), w.stderr()
+
+    code, err, worker_code, werr = run(body())
+    assert worker_code == 0 and "stopped on an unexpected error" not in werr, werr[-3000:]
+    assert code == 0, err
+    report = json.loads(report_path.read_text())
+    by_id = {t["id"]: t for t in report["tasks"]}
+    failed = {i: by_id[i].get("error") for i in by_id
+              if i != "set" and not by_id[i]["success"]}
+    assert not failed, failed
+    assert not by_id["set"]["success"]

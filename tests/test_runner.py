@@ -25,6 +25,7 @@ from ceylon_net.core.board import TaskState
 from ceylon_net.core.tasks import Task, TaskAssignment, TaskResult
 from ceylon_net.dev.testing import wait_until
 from ceylon_net.edge import handlers
+from ceylon_net.edge import runner as runner_module
 from ceylon_net.edge.loop import STOP_GRACE
 from ceylon_net.edge.runner import TaskRunner
 from ceylon_net.wire import Kind
@@ -1020,3 +1021,56 @@ def test_a_queued_task_of_a_higher_priority_starts_before_the_lower_ones_queued_
         await runner.stop()
 
     run(body())
+
+
+@pytest.mark.timeout(60)
+def test_an_urgent_task_that_comes_while_a_batch_runs_late_is_not_put_behind_its_tasks(
+        monkeypatch):
+    """The worker's queue runs by priority (02a05a9). Quick sync handlers' tasks go in
+    batches: the runner takes the first and those behind it; one call turns out slow, and
+    those not started go back to the queue's FRONT (_take_back -> put_front), even ahead of
+    an urgent task that came meanwhile. The urgent task then starts after the low ones."""
+    calls: list[str] = []
+    gate = threading.Event()
+
+    def step(x: str) -> str:
+        calls.append(x)
+        if x == "gate":
+            gate.wait(20)
+        return x
+
+    monkeypatch.setitem(handlers._HANDLERS, "test_runner.step", step)
+    monkeypatch.setitem(handlers._slowest, "test_runner.step", 0.0)  # known quick
+    monkeypatch.setattr(runner_module, "BATCH_WAIT", 3.0)  # (room to hand the urgent one in)
+
+    async def run_task(task: Task) -> TaskResult:
+        value = await handlers.call(task.handler, task.args, task.kwargs)
+        return TaskResult(task.id, "w", True, value=value)
+
+    def task(tid: str, priority: int = 0) -> TaskAssignment:
+        return TaskAssignment(Task(tid, "t", 1, priority=priority,
+                                   handler="test_runner.step", args=[tid]), "w", 1)
+
+    async def body() -> tuple[list[str], list[str]]:
+        runner = TaskRunner("w", 1, run_task, lambda: None, batches=True)
+        crashes: list[Any] = []
+        runner.start(crashes.append)
+        for tid in ("gate", "low-1", "low-2"):
+            runner.accept(task(tid))
+        await wait_until(lambda: calls == ["gate"], 10, "the batch's first call to start")
+        runner.accept(task("urgent", 9))  # (while the batch's call runs: queued alone)
+        queue = runner.queue._queue  # type: ignore[attr-defined]
+        await wait_until(lambda: len(queue) == 3, 10, "the batch's late tasks to go back")
+        order = [a.task.id for a in queue]
+        gate.set()
+        await wait_until(lambda: len(calls) == 4, 10, "all four to run")
+        await runner.stop()
+        assert not crashes
+        return order, list(calls)
+
+    try:
+        order, ran = run(body())
+    finally:
+        gate.set()
+    assert ran == ["gate", "urgent", "low-1", "low-2"], (
+        f"queue after the batch went back: {order}; ran {ran}")

@@ -32,6 +32,7 @@ from typing import Any
 
 from loguru import logger
 
+from .. import wire
 from ..errors import ConfigError
 
 _HANDLERS: dict[str, Callable[..., Any]] = {}
@@ -333,17 +334,27 @@ def load_app(module: str) -> list[str]:
     except SystemExit as exc:  # (not the worker's exit: it would end it silently, code and all)
         raise ConfigError(f"--app {module}: importing it called sys.exit({exc.code!r}): a "
                           f"module to run handlers from must not exit") from None
-    except Exception as exc:  # the module itself raised (a bug in it, a SyntaxError)
-        # The user's line last run (not ours: @handler raising on a name used twice). A
-        # SyntaxError says where itself.
-        where = [] if isinstance(exc, SyntaxError) else \
-            [f for f in traceback.extract_tb(exc.__traceback__)
-             if not f.filename.startswith(_OURS)][-1:]
-        at = f" ({where[0].filename}, line {where[0].lineno})" if where else ""
-        at = "" if at[1:] in str(exc) else at  # (the error says it already)
-        raise ConfigError(f"--app {module}: importing it raised {type(exc).__name__}: "
-                          f"{exc}{at}") from None
+    except KeyboardInterrupt:
+        raise  # (Ctrl-C as it imports: the worker stops, 130)
+    except BaseException as exc:  # the module itself raised (a bug in it, a SyntaxError;
+        # a CancelledError of an asyncio.run() it made)
+        raise ConfigError(_import_raised(module, exc)) from None
     return sorted(_HANDLERS)
+
+
+def _import_raised(module: str, exc: BaseException) -> str:
+    """What importing ``module`` raised, and the user's line last run (not ours: @handler
+    raising on a name used twice); a SyntaxError says where itself."""
+    where = [] if isinstance(exc, SyntaxError) else \
+        [f for f in traceback.extract_tb(exc.__traceback__)
+         if not f.filename.startswith(_OURS)][-1:]
+    at = f" ({where[0].filename}, line {where[0].lineno})" if where else ""
+    try:
+        said = str(exc)
+    except Exception as broken:  # (its own __str__ raised: a bug in the exception class)
+        said = f"(its message cannot be shown: str() of it raised {type(broken).__name__})"
+    at = "" if at[1:] in said else at  # (the error says it already)
+    return f"--app {module}: importing it raised {type(exc).__name__}: {said}{at}"
 
 
 async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -353,11 +364,32 @@ async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     if fn is None:
         raise LookupError(f"no handler {name!r} on this worker")
     if on_loop(name):
-        return await fn(*args, **kwargs)
-    value = await outcome(_in_thread(functools.partial(fn, *args, **kwargs), name))
+        return snapshot(await fn(*args, **kwargs))
+    value = await outcome(_in_thread(functools.partial(_returned, fn, args, kwargs), name))
     if inspect.iscoroutine(value):  # (a plain function that returns one: awaited, and on
-        return await value  # the loop from now on: its thread put it in _AWAITS)
+        return snapshot(await value)  # the loop from now on: its thread put it in _AWAITS)
     return value
+
+
+_PLAIN = frozenset((type(None), bool, int, float, str, bytes))
+
+
+def snapshot(value: Any) -> Any:
+    """A handler's return value as it is now, as the admin will read it: a copy, so that
+    what the handler goes on changing (a list it keeps, a cache) is not what its task
+    reports when its result leaves, a moment later. What the wire cannot carry is left as
+    it is: the worker says why (see Worker._unsendable)."""
+    if type(value) in _PLAIN:
+        return value
+    try:
+        return wire.unpackb(wire.pack(value))
+    except Exception:  # (LocalProtocolError, RemoteProtocolError, RecursionError)
+        return value
+
+
+def _returned(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """In a thread: call ``fn``, and take its value as it is when the call returns."""
+    return snapshot(fn(*args, **kwargs))
 
 
 def on_loop(name: str) -> bool:
@@ -428,7 +460,7 @@ class Claim:
             return
         began = time.perf_counter()
         try:
-            self.ok, self.value = True, self.fn(*call[0], **call[1])
+            self.ok, self.value = True, snapshot(self.fn(*call[0], **call[1]))
         except BaseException as exc:  # SystemExit too: the task's failure, not ours
             self.value = _failure(exc)
         finally:

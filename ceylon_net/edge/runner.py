@@ -58,10 +58,16 @@ class _Fifo(asyncio.Queue):  # type: ignore[type-arg]
 
     def _put(self, item: TaskAssignment) -> None:
         queue: deque[TaskAssignment] = self._queue  # type: ignore[attr-defined]
-        if self._front:
-            queue.appendleft(item)
-            return
         priority = item.task.priority
+        if self._front:  # (back where it was: before its equals, behind better ones)
+            if not queue or queue[0].task.priority <= priority:  # (the usual case: O(1))
+                queue.appendleft(item)
+                return
+            at = 0
+            while at < len(queue) and queue[at].task.priority > priority:
+                at += 1
+            queue.insert(at, item)
+            return
         if not queue or queue[-1].task.priority >= priority:  # (the usual case: O(1))
             queue.append(item)
             return
@@ -642,8 +648,13 @@ class TaskRunner:
         out slow) is returned, with what awaits its end, to be run on as any task; the ones
         behind it go back to the queue's front for the other slots."""
         chunk = self._gather(first)
-        batch = handlers.Batch([(b.task.handler, b.task.args, b.task.kwargs) for b in chunk],
-                               BATCH_WAIT, self.touch_until)
+        try:
+            batch = handlers.Batch([(b.task.handler, b.task.args, b.task.kwargs)
+                                    for b in chunk], BATCH_WAIT, self.touch_until)
+        except RuntimeError:  # no thread could be made (a pids limit): one at a time, each
+            for b in reversed(chunk[1:]):  # failing as a call alone does, saying why
+                self.queue.put_front(b)
+            return first, None
         for b, claim in zip(chunk, batch.claims, strict=True):
             self._claimed[b.task.id] = claim
         self._batches += 1
