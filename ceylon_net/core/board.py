@@ -196,10 +196,10 @@ class TaskBoard:
         self._late: dict[TaskId, tuple[str, int]] = {}
         self.to_cancel: dict[str, dict[str, list[tuple[TaskId, int]]]] = {}  # copies to stop
         self._steal_seen, self._steal_due = -1, 0.0  # steals(): idle till the scheduler or time
-        # The priority of every task queued so far, while they all had one (see preempts)
-        self._priority: int | None = None
-        self.mixed_priorities = False
-        self._preempt_seen = -1  # preempts(): idle till the scheduler changes
+        # preempts(): the lowest priority queued so far; due when another was queued since
+        # it last found nothing to ask back; the tasks it asked back, not answered yet
+        self._floor: int | None = None
+        self._preempt_due, self._preempting = False, set[TaskId]()
         self._stolen: dict[str, dict[TaskId, int]] = {}  # on probation: {task: attempt} taken
         self._stalled_at: dict[str, float] = {}  # ... back from it, and when
         self._unreachable: set[str] = set()  # stalled, as a send to them failed (see unsent)
@@ -315,7 +315,7 @@ class TaskBoard:
     def _enqueue(self, rec: TaskRecord, again: bool = False) -> None:
         """Into the ready queue (``again``: it was queued already, its place changed)."""
         t = rec.task
-        if t.priority != self._priority and not self.mixed_priorities:
+        if t.priority != self._floor:
             self._saw_priority(t.priority)
         if not again:
             rec.ready_at = self.now
@@ -353,10 +353,12 @@ class TaskBoard:
             self.moved.extend(ids)
 
     def _saw_priority(self, priority: int) -> None:
-        if self._priority is None:
-            self._priority = priority
-        elif priority != self._priority:
-            self.mixed_priorities = True
+        """A task of ``priority`` is queued: one above the lowest so far may have to take
+        the place of lower ones queued on workers (see preempts)."""
+        if self._floor is not None and priority != self._floor:
+            self._preempt_due = True  # (a lower one: those queued before are above it now)
+        if self._floor is None or priority < self._floor:
+            self._floor = priority
 
     def _opens(self, task_id: TaskId) -> None:
         """The task completed: what waits on it may go."""
@@ -458,7 +460,8 @@ class TaskBoard:
         queue again."""
         entries = list(entries)
         for e in entries:
-            self._saw_priority(e.task.priority)
+            if self._floor is None or e.task.priority < self._floor:
+                self._floor = e.task.priority
             self.records[e.task.id] = TaskRecord(e.task, _RESTORED[e.status], e.worker,
                                                  e.attempt, result=e.result, reason=e.reason,
                                                  losses=e.losses, stopping=e.stopping,
@@ -709,43 +712,50 @@ class TaskBoard:
     def preempts(self) -> dict[str, list[tuple[TaskId, int]]]:
         """Priority reaches into the workers' queues. A worker whose queue (beyond its
         slots) holds tasks it has not started, of lower priority than ready tasks it could
-        take were it not full, is asked for those back, the lowest first, as many as such
-        better tasks wait: they come back to the queue in their old place, and the better
-        ones go in their stead (a worker's queue keeps priority order). Else tasks sent
-        ahead would start before an urgent one submitted after them, as long as they take.
-        Only once tasks of different priorities came. Returns {worker: [(task, attempt)]} to
-        ask back; they stay there until it gives them back."""
-        scheduler = self.scheduler
-        if not self.mixed_priorities or scheduler.version == self._preempt_seen:
+        take were it not full, is asked for those back, the lowest first: they come back to
+        the queue in their old place, and the better ones go in their stead (a worker's
+        queue keeps priority order). Else tasks sent ahead would start before an urgent one
+        submitted after them, as long as they take. As many are asked back, over all the
+        workers, as better tasks wait, less those asked back already and not answered yet.
+        Looked at only once a task above the lowest priority so far was queued, until
+        nothing is left to ask. Returns {worker: [(task, attempt)]} to ask back; they stay
+        there until it gives them back."""
+        if not self._preempt_due:
             return {}
-        self._preempt_seen = scheduler.version
-        if not len(scheduler):
-            return {}
+        records, preempting = self.records, self._preempting
+        for task_id in [t for t in preempting if (rec := records.get(t)) is None
+                        or rec.started or rec.state not in IN_FLIGHT]:
+            preempting.discard(task_id)  # (answered: given back, or it had started)
         asks: dict[str, list[tuple[TaskId, int]]] = {}
-        for worker in scheduler.workers.values():
+        scheduler = self.scheduler
+        for worker in scheduler.workers.values() if len(scheduler) else ():
             if worker.running > worker.slots and worker.name not in scheduler.held \
                     and worker.state is WorkerState.TRUSTED:
-                back = self._preempt_from(worker)
+                back = self._preempt_from(worker, len(preempting))
                 if back:
                     asks[worker.name] = back
+                    preempting.update(t for t, _ in back)
+        self._preempt_due = bool(asks or preempting)
         return asks
 
-    def _preempt_from(self, worker: WorkerSlot) -> list[tuple[TaskId, int]]:
-        """Of ``worker``'s tasks not started, those to ask back for better ones that wait."""
+    def _preempt_from(self, worker: WorkerSlot, asked: int) -> list[tuple[TaskId, int]]:
+        """Of ``worker``'s tasks not started, those to ask back for better ones waiting
+        (``asked``: places being made for them already, elsewhere or before)."""
         flying = self._in_flight.get(worker.name)
-        if not flying:
+        top = self.scheduler.best_waiting(worker)
+        if not flying or top is None:
             return []
         records = self.records
-        waiting = sorted((rec.task.priority, -rec.index, task_id) for task_id in flying
-                         if not (rec := records[task_id]).started
-                         and task_id not in self._stealing)[:worker.running - worker.slots]
-        back = []
-        for priority, _, task_id in waiting:  # (the lowest first; of those, the youngest)
-            if self.scheduler.waiting_better(worker, priority, len(back) + 1) <= len(back):
+        lower = sorted((rec.task.priority, -rec.index, task_id) for task_id in flying
+                       if (rec := records[task_id]).task.priority < top and not rec.started
+                       and task_id not in self._stealing)[:worker.running - worker.slots]
+        back: list[tuple[TaskId, int]] = []
+        for priority, _, task_id in lower:  # (the lowest first; of those, the youngest)
+            want = asked + len(back) + 1
+            if self.scheduler.waiting_better(worker, priority, want) < want:
                 break
-            rec = records[task_id]
             self._stealing[task_id] = worker.name
-            back.append((task_id, rec.attempt))
+            back.append((task_id, records[task_id].attempt))
         return back
 
     def _steal_from(self, victim: WorkerSlot, thief: WorkerSlot, want: int, now: float,

@@ -310,6 +310,18 @@ class Scheduler:
         self.version += 1
         return seqs
 
+    def best_waiting(self, worker: WorkerSlot) -> int | None:
+        """The highest priority of the queued tasks ``worker`` could take into its queue
+        were it not full (the heads of the ANYWHERE classes it fits); None: none."""
+        best = None
+        for key in list(self._classes):
+            if key[4] != ANYWHERE or not fits(worker, key):
+                continue
+            head = self._head(key)
+            if head is not None and (best is None or -head[0] > best):
+                best = -head[0]
+        return best
+
     def waiting_better(self, worker: WorkerSlot, than: int, limit: int) -> int:
         """How many queued tasks of priority above ``than`` ``worker`` could take into its
         queue were it not full (ANYWHERE tasks of a class it fits), counted up to
