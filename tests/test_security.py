@@ -2,14 +2,17 @@
 
 import asyncio
 import json
+import os
 import shutil
 import signal
+import struct
 import subprocess
 
 import pytest
 from conftest import run
 
 from ceylon_net.dev.testing import Cluster, cli, wait_until
+from ceylon_net.wire import topic
 
 SECRET = "TOP-SECRET-DESCRIPTION-7f3a"
 
@@ -256,3 +259,132 @@ def test_workers_past_their_addresss_hello_rate_are_dropped_counted_and_all_join
     dropped = re.search(r"^ceylon_dropped_hellos(?:_total)? (\S+)$", metrics, re.M)
     assert dropped is not None and float(dropped.group(1)) >= 1, metrics
     assert 'ceylon_workers{state="connected"} 4.0' in metrics.splitlines(), metrics
+
+
+# ---- a security review's findings (helper): what a stranger could make the admin do
+# through its PUB port, which anyone reaches without CURVE
+
+PUB_TOKEN = "correct-horse-battery-staple"
+
+
+class RawSubscriber:
+    """A SUB peer on the admin's PUB port, ZMTP 3.0 with the NULL mechanism, by hand."""
+
+    def __init__(self, port):
+        self.port = port
+        self.closed = False  # the admin closed the connection
+        self.frames = []  # messages' frames the admin published to us
+
+    async def __aenter__(self):
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        greeting = (b"\xff" + b"\0" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\0")
+                    + b"\x00" + b"\0" * 31)
+        self.writer.write(greeting)
+        name, value = b"Socket-Type", b"SUB"
+        ready = b"\x05READY" + bytes([len(name)]) + name + struct.pack(">I", len(value)) + value
+        self.writer.write(self._frame(ready, command=True))
+        await self.writer.drain()
+        await self.reader.readexactly(64)  # the admin's greeting
+        self._reading = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc):
+        self._reading.cancel()
+        self.writer.close()
+
+    @staticmethod
+    def _frame(body, command=False, more=False):
+        flags = (0x04 if command else 0) | (0x01 if more else 0)
+        if len(body) > 255:
+            return bytes([flags | 0x02]) + struct.pack(">Q", len(body)) + body
+        return bytes([flags, len(body)]) + body
+
+    async def _read(self):
+        try:
+            while True:
+                flags = (await self.reader.readexactly(1))[0]
+                size = (struct.unpack(">Q", await self.reader.readexactly(8))[0]
+                        if flags & 0x02 else (await self.reader.readexactly(1))[0])
+                body = await self.reader.readexactly(size)
+                if not flags & 0x04:
+                    self.frames.append(body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.closed = True
+
+    async def subscribe(self, *topics):
+        try:
+            for t in topics:
+                self.writer.write(self._frame(b"\x01" + t))
+            await self.writer.drain()
+        except ConnectionError:  # the admin dropped us while we sent
+            self.closed = True
+
+
+def _rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+
+def _cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.timeout(90)
+def test_a_stranger_cannot_make_the_admin_allocate_without_bound_through_the_pub_port(tmp_path):
+    """The PUB (XPUB) socket has no ZMQ_MAXMSGSIZE, and libzmq keeps every subscription in a
+    trie of about 85 bytes per byte of topic: one 3 MiB "subscription" from a peer with no
+    token grows the admin by some 250 MB (4 MiB: 340 MB), and distinct ones add up. A topic
+    the admin needs is its workspace and a kind (a few dozen bytes): a longer one should cost
+    the sender its connection, as an oversized frame on the ROUTER does."""
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--token", PUB_TOKEN)
+            await wait_until(lambda: "serving workspace" in admin.stderr(), 15, "the admin")
+            before = _rss_kb(admin.process.pid)
+            async with RawSubscriber(c.pub_port) as stranger:
+                await stranger.subscribe(b"A" * (3 << 20))
+                # The admin drops the connection (fixed), or holds what it was sent (now).
+                await wait_until(lambda: stranger.closed
+                                 or _rss_kb(admin.process.pid) - before > 128 << 10, 30,
+                                 "the admin to drop the connection or take the subscription")
+                grown = _rss_kb(admin.process.pid) - before
+            return grown, admin.returncode
+
+    grown, code = run(body())
+    assert code is None, "the admin died"
+    assert grown < 64 << 10, f"one subscription from a stranger grew the admin by {grown:,} kB"
+
+
+@pytest.mark.timeout(120)
+def test_a_strangers_subscriptions_cost_the_admin_time_in_proportion_to_their_number(tmp_path):
+    """Each subscription the XPUB reports makes the admin ask, for each of ~24 kinds, whether
+    any subscription it holds is a prefix of that kind's topic (AdminSockets.
+    follow_subscriptions -> wanted(): a scan of every subscription), and it holds all of
+    them, the stranger's too: N distinct subscriptions cost O(24 N^2). 4,000 of 15 bytes
+    (60 kB from a peer with no token) cost the admin some 10 s of CPU, 40,000 some 15 min,
+    its event loop taken for a growing slice of every turn. Only prefixes of the workspace's
+    topics can ever matter; the rest need not be kept or scanned."""
+    n = 4_000
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--token", PUB_TOKEN)
+            await wait_until(lambda: "serving workspace" in admin.stderr(), 15, "the admin")
+            async with RawSubscriber(c.pub_port) as stranger:
+                cpu = _cpu_seconds(admin.process.pid)
+                await stranger.subscribe(*(b"junk-%010d" % i for i in range(n)))
+                # Last, in the same connection: the admin's PUB heartbeats. The first that
+                # comes says every subscription before it was handled.
+                await stranger.subscribe(topic("default") + b"HB")
+                await wait_until(lambda: any(f.startswith(topic("default") + b"HB")
+                                             for f in stranger.frames), 100,
+                                 "the admin's heartbeat on PUB")
+                spent = _cpu_seconds(admin.process.pid) - cpu
+            return spent, admin.returncode
+
+    spent, code = run(body())
+    assert code is None, "the admin died"
+    assert spent < 3.0, f"{n:,} subscriptions from a stranger cost the admin {spent:.1f} s of CPU"

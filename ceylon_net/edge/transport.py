@@ -52,6 +52,11 @@ def curve_hint(curve: object) -> str:
     return CURVE_HINT if curve else PLAIN_HINT
 
 
+# A subscription's frame (1 + its topic) the admin's PUB takes: a topic of ours is the
+# workspace (at most 200 characters, 4 bytes each) and a kind; longer ones drop their sender.
+MAX_SUBSCRIPTION = 1024
+
+
 class _Owned:
     """A context and the sockets one of our objects opened in it, closed at once (linger 0)
     should that object be dropped without close(). Left to the garbage collector, a context
@@ -224,10 +229,17 @@ class AdminSockets:
         self.router.setsockopt(zmq.SNDHWM, 10_000)
         self.router.setsockopt(zmq.RCVHWM, 8)
         # XPUB: a PUB that tells us what its subscribers want, so events nobody subscribed
-        # to are not even packed and sent (workers subscribe to broadcasts only).
+        # to are not even packed and sent (workers subscribe to broadcasts only). Manual:
+        # a subscription is applied (by us, see follow_subscriptions) only when it can match
+        # a topic of ours, and none is longer than a topic can be: anyone may subscribe
+        # (without CURVE), and libzmq kept every one, some 85 bytes a byte (one of 3 MiB
+        # grew the admin by 140 MB), while each new one cost a scan of all held (4,000
+        # distinct ones from a stranger: 12 s of the admin's CPU).
         self.pub = self._owned.socket(zmq.XPUB)
         self.pub.setsockopt(zmq.LINGER, LINGER_MS)
-        self.subscriptions: set[bytes] = set()
+        self.pub.setsockopt(zmq.XPUB_MANUAL, 1)
+        self.pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION)
+        self.subscriptions: dict[bytes, int] = {}  # topic -> subscriptions to it
         self._wanted: dict[bytes, bool] = {}  # kind -> does anyone subscribe to it
         # told the kinds anyone subscribes to, whenever that changes
         self.on_subscriptions: Callable[[frozenset[bytes]], None] | None = None
@@ -239,6 +251,7 @@ class AdminSockets:
             _as_server(self.router, curve)
             _as_server(self.pub, curve)
         self.topic = workspace_topic(workspace)
+        self._topics = [self.topic + kind for kind in KINDS]
 
     def bind(self, port: int, pub_port: int | None) -> tuple[int, int]:
         """Bind both sockets; port 0 picks a free port. Returns (port, pub_port)."""
@@ -305,17 +318,30 @@ class AdminSockets:
         raise exc
 
     async def follow_subscriptions(self) -> None:
-        """Keep ``subscriptions`` current (XPUB reports a topic's first subscribe and its
-        last unsubscribe)."""
+        """Apply and count the subscriptions that can match a topic of ours (the XPUB, in
+        manual mode, reports each subscribe and unsubscribe, and those of a subscriber gone;
+        one applied right after it is read goes to the subscriber that sent it); keep
+        ``subscriptions`` current. Any other is neither applied nor kept."""
         while True:
             frame = await self.pub.recv()
-            if frame[:1] == b"\x01":
-                self.subscriptions.add(frame[1:])
-            elif frame[:1] == b"\x00":
-                self.subscriptions.discard(frame[1:])
-            self._wanted.clear()
-            if self.on_subscriptions is not None:
-                self.on_subscriptions(frozenset(k for k in KINDS if self.wanted(k)))
+            on, topic = frame[:1], frame[1:]
+            if on not in (b"\x00", b"\x01") or not any(t.startswith(topic)
+                                                       for t in self._topics):
+                continue
+            held = self.subscriptions.get(topic, 0)
+            if on == b"\x01":
+                self.pub.setsockopt(zmq.SUBSCRIBE, topic)
+                self.subscriptions[topic] = held + 1
+            else:
+                self.pub.setsockopt(zmq.UNSUBSCRIBE, topic)
+                if held > 1:
+                    self.subscriptions[topic] = held - 1
+                else:
+                    self.subscriptions.pop(topic, None)
+            if held == (0 if on == b"\x01" else 1):  # (the first, or the last, of a topic)
+                self._wanted.clear()
+                if self.on_subscriptions is not None:
+                    self.on_subscriptions(frozenset(k for k in KINDS if self.wanted(k)))
 
     def wanted(self, kind: bytes) -> bool:
         """Does any subscriber want this kind of event? (Asked several times a message;
