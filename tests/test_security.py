@@ -388,3 +388,51 @@ def test_a_strangers_subscriptions_cost_the_admin_time_in_proportion_to_their_nu
     spent, code = run(body())
     assert code is None, "the admin died"
     assert spent < 3.0, f"{n:,} subscriptions from a stranger cost the admin {spent:.1f} s of CPU"
+
+
+@pytest.mark.timeout(90)
+def test_connections_to_the_metrics_port_that_send_nothing_cannot_pile_up_threads(tmp_path):
+    """The metrics endpoint takes no token and served each connection in a thread of its
+    own, which waits up to 10 s for a request: 300 connections that send nothing held 300
+    threads in the admin (a security review's note). At most 32 are served at once; the
+    rest are closed at once, and once those have gone a scrape is answered."""
+    import re
+    import socket
+    import urllib.request
+
+    def threads(pid: int) -> int:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--metrics-port", "0", "--bind", "127.0.0.1")
+            await wait_until(lambda: "metrics on http://" in admin.stderr(), 15, "metrics")
+            port = int(re.search(r"metrics on http://[^:]+:(\d+)/metrics",
+                                 admin.stderr()).group(1))
+            before = threads(admin.process.pid)
+            idle = [socket.create_connection(("127.0.0.1", port), timeout=10)
+                    for _ in range(300)]
+            for s in idle:
+                s.setblocking(False)
+
+            def closed(s: socket.socket) -> bool:
+                try:
+                    return s.recv(1) == b""
+                except BlockingIOError:
+                    return False
+
+            try:  # (each is taken in turn: closed by the admin, or held by a thread)
+                await wait_until(lambda: sum(map(closed, idle)) >= 300 - 40
+                                 or threads(admin.process.pid) - before > 40, 30,
+                                 "the connections to be taken")
+                peak = threads(admin.process.pid)
+            finally:
+                for s in idle:
+                    s.close()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=20) as r:
+                return before, peak, r.status
+
+    before, peak, status = run(body())
+    assert peak - before <= 40, f"{peak - before} threads more for connections that send nothing"
+    assert status == 200

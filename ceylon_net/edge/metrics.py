@@ -63,6 +63,9 @@ class AdminCollector:
             yield HistogramMetricFamily(name, doc, buckets=h.buckets(), sum_value=h.total)
 
 
+MAX_SCRAPES = 32  # connections the metrics endpoint serves at once
+
+
 class MetricsServer:
     """http://HOST:PORT/metrics, one thread a scrape. A scrape reads the admin's counters
     while its loop runs on: each figure is read whole (integers, small dicts), but two
@@ -117,6 +120,28 @@ def _classes(ipv6: bool) -> tuple[type, type]:
         # again a second later (socketserver's own backlog is 5).
         request_queue_size = 128
         address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        # A thread a connection, MAX_SCRAPES at once: more are closed at once (connections
+        # that send nothing, each holding a thread for Quiet.timeout, could pile up
+        # threads without end: the port takes no token)
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._places = threading.BoundedSemaphore(MAX_SCRAPES)
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not self._places.acquire(blocking=False):
+                self.shutdown_request(request)
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                self._places.release()
+                raise
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self._places.release()
 
     class Quiet(WSGIRequestHandler):
         timeout = 10  # seconds a scraper may stall mid-request before its thread lets it go
