@@ -229,17 +229,15 @@ class AdminSockets:
         self.router.setsockopt(zmq.SNDHWM, 10_000)
         self.router.setsockopt(zmq.RCVHWM, 8)
         # XPUB: a PUB that tells us what its subscribers want, so events nobody subscribed
-        # to are not even packed and sent (workers subscribe to broadcasts only). Manual:
-        # a subscription is applied (by us, see follow_subscriptions) only when it can match
-        # a topic of ours, and none is longer than a topic can be: anyone may subscribe
-        # (without CURVE), and libzmq kept every one, some 85 bytes a byte (one of 3 MiB
-        # grew the admin by 140 MB), while each new one cost a scan of all held (4,000
-        # distinct ones from a stranger: 12 s of the admin's CPU).
+        # to are not even packed and sent (workers subscribe to broadcasts only). Anyone
+        # may subscribe (without CURVE): no subscription is longer than a topic of ours can
+        # be (one of 3 MiB grew the admin by 140 MB: libzmq keeps some 85 bytes a byte),
+        # and one that cannot match a topic of ours is not kept here (each new one cost a
+        # scan of all held: 4,000 distinct ones from a stranger took 12 s of the admin's CPU).
         self.pub = self._owned.socket(zmq.XPUB)
         self.pub.setsockopt(zmq.LINGER, LINGER_MS)
-        self.pub.setsockopt(zmq.XPUB_MANUAL, 1)
         self.pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION)
-        self.subscriptions: dict[bytes, int] = {}  # topic -> subscriptions to it
+        self.subscriptions: set[bytes] = set()
         self._wanted: dict[bytes, bool] = {}  # kind -> does anyone subscribe to it
         # told the kinds anyone subscribes to, whenever that changes
         self.on_subscriptions: Callable[[frozenset[bytes]], None] | None = None
@@ -318,30 +316,21 @@ class AdminSockets:
         raise exc
 
     async def follow_subscriptions(self) -> None:
-        """Apply and count the subscriptions that can match a topic of ours (the XPUB, in
-        manual mode, reports each subscribe and unsubscribe, and those of a subscriber gone;
-        one applied right after it is read goes to the subscriber that sent it); keep
-        ``subscriptions`` current. Any other is neither applied nor kept."""
+        """Keep ``subscriptions`` current (XPUB reports a topic's first subscribe and its
+        last unsubscribe), with those that can match a topic of ours."""
         while True:
             frame = await self.pub.recv()
             on, topic = frame[:1], frame[1:]
             if on not in (b"\x00", b"\x01") or not any(t.startswith(topic)
                                                        for t in self._topics):
-                continue
-            held = self.subscriptions.get(topic, 0)
+                continue  # (one that matches none of ours changes nothing)
             if on == b"\x01":
-                self.pub.setsockopt(zmq.SUBSCRIBE, topic)
-                self.subscriptions[topic] = held + 1
+                self.subscriptions.add(topic)
             else:
-                self.pub.setsockopt(zmq.UNSUBSCRIBE, topic)
-                if held > 1:
-                    self.subscriptions[topic] = held - 1
-                else:
-                    self.subscriptions.pop(topic, None)
-            if held == (0 if on == b"\x01" else 1):  # (the first, or the last, of a topic)
-                self._wanted.clear()
-                if self.on_subscriptions is not None:
-                    self.on_subscriptions(frozenset(k for k in KINDS if self.wanted(k)))
+                self.subscriptions.discard(topic)
+            self._wanted.clear()
+            if self.on_subscriptions is not None:
+                self.on_subscriptions(frozenset(k for k in KINDS if self.wanted(k)))
 
     def wanted(self, kind: bytes) -> bool:
         """Does any subscriber want this kind of event? (Asked several times a message;
