@@ -212,7 +212,7 @@ def test_an_open_page_does_not_hold_the_admin_up_when_it_stops(tmp_path):
             admin = await c.admin("--dashboard-port", str(port))
             await wait_until(lambda: _reachable(f"http://127.0.0.1:{port}/"), 20, "dashboard")
             page = socket.create_connection(("127.0.0.1", port), timeout=10)
-            page.sendall(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+            page.sendall(b"GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             first = page.recv(65536)
             admin.signal(signal.SIGTERM)
             code = await admin.wait(15)
@@ -332,3 +332,33 @@ def test_head_asks_for_the_token_as_get_does():
 
     without, with_token = run(body())
     assert without.startswith(b"HTTP/1.1 401") and with_token.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.timeout(60)
+def test_a_dashboard_on_loopback_answers_only_requests_for_a_loopback_name(tmp_path):
+    """DNS rebinding: a page on another site points its own host name at 127.0.0.1, and the
+    user's browser, visiting it, reads the loopback dashboard (no token: the README's
+    advice is to bind it to loopback) as if it were that site's. A dashboard listening on
+    loopback answers only requests for localhost, 127.0.0.1 or [::1] (421 otherwise,
+    saying why); one listening on every interface cannot know its names, and answers all."""
+    port = free_port()
+
+    def ask(p: int, host: str) -> bytes:
+        return _raw(p, f"GET /api/state HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await c.admin("--dashboard-port", str(port), "--bind", "127.0.0.1")
+            await wait_until(lambda: _reachable(f"http://127.0.0.1:{port}/"), 20,
+                             "the dashboard")
+            local = [ask(port, h) for h in (f"127.0.0.1:{port}", f"localhost:{port}",
+                                            "[::1]", "LOCALHOST")]
+            rebound = ask(port, f"evil.example:{port}")
+            bare = _raw(port, b"GET /api/state HTTP/1.0\r\n\r\n")  # (no Host: no browser)
+        return local, rebound, bare
+
+    local, rebound, bare = run(body())
+    assert all(r.startswith(b"HTTP/1.1 200") for r in local), local
+    assert rebound.startswith(b"HTTP/1.1 421 Misdirected Request") and \
+        b"answers requests for localhost, 127.0.0.1 or [::1] only" in rebound, rebound
+    assert bare.startswith(b"HTTP/1.1 200"), bare

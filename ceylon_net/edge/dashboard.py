@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import time
@@ -74,6 +75,8 @@ class Dashboard:
         self.trend = Trend(SAMPLE_EVERY)
         self._sampler: asyncio.Task[None] | None = None
         self._page = PAGE.read_bytes()
+        # Served on a loopback address: it answers requests for a loopback name only
+        self.local_only = False
 
     @classmethod
     async def serve(cls, state: snapshot.AdminState, host: str, port: int,
@@ -96,6 +99,8 @@ class Dashboard:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise ConfigError(f"--dashboard-port {port}: {reason}") from None
         self._sampler = asyncio.create_task(self._sample(), name="dashboard-sampler")
+        self.local_only = all(_loopback(str(sock.getsockname()[0]))
+                              for sock in self.server.sockets)
         return self.server.sockets[0].getsockname()[1]
 
     async def _sample(self) -> None:
@@ -130,11 +135,15 @@ class Dashboard:
                         await _request(reader)
                 return await _send(writer, 503, "text/plain", BUSY)
             try:
-                method, target = await self._read(task, reader)
+                method, target, host = await self._read(task, reader)
             except _Refused as refused:
                 return await _send(writer, refused.status, "text/plain", refused.body)
             except asyncio.LimitOverrunError:
                 return await _send(writer, 431, "text/plain", b"request too large\n")
+            if self.local_only and host and not _loopback(host):  # (no Host: no browser)
+                # (a page elsewhere whose host name was made to point at 127.0.0.1, DNS
+                # rebinding, would read it through the user's browser)
+                return await _send(writer, 421, "text/plain", LOCAL_ONLY)
             await self._answer(method, target, writer)
         except UNREADABLE:
             pass  # a broken, slow or stalled browser: nothing more to say to it
@@ -150,8 +159,9 @@ class Dashboard:
             writer.close()
 
     async def _read(self, task: asyncio.Task[Any], reader: asyncio.StreamReader
-                    ) -> tuple[str, str]:
-        """The request's method and target; until it is read, the task may be evicted."""
+                    ) -> tuple[str, str, str]:
+        """The request's method, target and host; until it is read, the task may be
+        evicted."""
         try:
             async with asyncio.timeout(READ_TIMEOUT):
                 return await _request(reader)
@@ -228,10 +238,11 @@ class _Refused(Exception):
         self.status, self.body = status, body
 
 
-async def _request(reader: asyncio.StreamReader) -> tuple[str, str]:
-    """The request's method and target; its headers are read (lines ending in CRLF or a
-    bare LF, MAX_REQUEST bytes in all) and ignored."""
-    first, size = b"", 0
+async def _request(reader: asyncio.StreamReader) -> tuple[str, str, str]:
+    """The request's method, target and Host header (lower case, without its port; "" when
+    there is none); its headers are read (lines ending in CRLF or a bare LF, MAX_REQUEST
+    bytes in all), the others ignored."""
+    first, size, host = b"", 0, ""
     while True:
         line = await reader.readuntil(b"\n")
         size += len(line)
@@ -239,19 +250,41 @@ async def _request(reader: asyncio.StreamReader) -> tuple[str, str]:
             raise _Refused(431, b"request too large\n")
         if line in (b"\r\n", b"\n"):
             break
+        if first and line[:5].lower() == b"host:":
+            host = _hostname(line[5:].decode("latin-1").strip())
         first = first or line
     parts = first.decode("latin-1").rstrip("\r\n").split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/"):
         raise _Refused(400, b"bad request\n")
-    return parts[0], parts[1]
+    return parts[0], parts[1], host
+
+
+def _hostname(host: str) -> str:
+    """A Host header's name, without its port: ``[::1]:8080`` -> ``::1``."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0].lower()
+    return host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
+
+
+def _loopback(name: str) -> bool:
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 BUSY = b"too many connections\n"
+LOCAL_ONLY = (b"this dashboard listens on a loopback address: it answers requests for "
+              b"localhost, 127.0.0.1 or [::1] only (a page elsewhere could read it through "
+              b"your browser)\n")
 
 
 def _head(status: int, kind: str, length: int) -> bytes:
     reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-              405: "Method Not Allowed", 431: "Request Header Fields Too Large",
+              405: "Method Not Allowed", 421: "Misdirected Request",
+              431: "Request Header Fields Too Large",
               503: "Service Unavailable"}[status]
     return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: "
             f"{length}\r\nConnection: close\r\n\r\n").encode()
