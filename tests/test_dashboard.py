@@ -362,3 +362,24 @@ def test_a_dashboard_on_loopback_answers_only_requests_for_a_loopback_name(tmp_p
     assert rebound.startswith(b"HTTP/1.1 421 Misdirected Request") and \
         b"answers requests for localhost, 127.0.0.1 or [::1] only" in rebound, rebound
     assert bare.startswith(b"HTTP/1.1 200"), bare
+
+
+@pytest.mark.timeout(30)
+def test_a_dashboard_on_loopback_refuses_localhost_with_a_trailing_dot():
+    """http://localhost.:PORT/ (the fully qualified form of the same name; a browser sends
+    Host: localhost.:PORT) is a loopback name, as "localhost" is, and no rebinding attacker
+    can make a browser send it for a page of theirs; the dashboard answers it 421 all the
+    same (_loopback compares the name without dropping the root's dot)."""
+    import asyncio
+
+    from ceylon_net.edge.dashboard import _loopback, _request
+
+    async def host_of(raw: bytes) -> str:
+        reader = asyncio.StreamReader()
+        reader.feed_data(raw)
+        reader.feed_eof()
+        return (await _request(reader))[2]
+
+    for header in (b"localhost.:8080", b"LOCALHOST.", b"app.localhost.:9"):
+        host = asyncio.run(host_of(b"GET / HTTP/1.1\r\nHost: " + header + b"\r\n\r\n"))
+        assert _loopback(host), f"Host: {header.decode()} -> {host!r}, refused (421)"

@@ -546,6 +546,8 @@ def test_one_task_of_another_priority_long_ago_does_not_make_every_result_cost_m
         if "odd" in w.held:
             w.finish("odd")
     sim.submit(*[noop(f"t{i}") for i in range(45_000)])
+    for w in ws:  # (each off probation: once a worker is trusted, its queue is looked at)
+        w.finish(next(iter(w.held)))
     looked.clear()
     for r in range(300):
         w = ws[r % 50]
@@ -553,3 +555,102 @@ def test_one_task_of_another_priority_long_ago_does_not_make_every_result_cost_m
     assert looked == []
     sim.submit(noop("better", priority=5))  # (one above: looked at again, and asked)
     assert len(set(looked)) == 50
+
+
+# ---- a review of the above (helper): places counted, and a task back from a lost worker
+
+
+def trusted(sim: Sim, name: str, **kw):
+    """A worker that joined, ran a task (off probation) and so is fed up to its capacity."""
+    sim.submit(noop(f"warm-{name}", difficulty=kw.get("skill", 10)))  # (only it can)
+    w = sim.join(name, **kw)
+    w.finish(f"warm-{name}")
+    assert not w.held
+    return w
+
+
+def answer(cmds: list, w, running: set) -> list:
+    """The worker gives back what a RELEASE asks of it that it has not started."""
+    out = []
+    for t, a in releases(cmds, w.peer):
+        if w.held.get(t) == a and t not in running:
+            more = w.give_back(t)
+            out += more + answer(more, w, running)
+    return out
+
+
+def next_start(sim: Sim, w, ending: str):
+    """The task ``w`` starts from its own queue the moment ``ending`` ends (before the admin
+    hears of it): the best priority it holds, first come first served among equals."""
+    rest = [t for t in w.held if t != ending]
+    if not rest:
+        return None
+    return max(rest, key=lambda t: (sim.st.board.records[t].task.priority,
+                                    -rest.index(t)))
+
+
+@pytest.mark.timeout(30)
+def test_a_low_task_given_back_and_sent_out_in_the_same_round_keeps_using_up_a_place():
+    """W (skill 10) and V (skill 3), one slot each, one task held ahead (--prefetch 1).
+    An urgent task only W can do comes: W's queued low task is asked back and given back;
+    in that same round the urgent one takes its place on W and the low one goes straight
+    into V's queue (V has room there). preempts() ran before the give-back was carried out
+    and counts the low task, in flight again and not started, as a place still being made
+    (TaskBoard._preempting is cleaned only of tasks started or no longer in flight). A
+    second urgent task, one V could take, then gets no place: V's low task is not asked
+    back, and starts on V before it, though it waited at the admin all along."""
+    sim = Sim(prefetch=1)
+    w = trusted(sim, "w", capacity=1, skill=10)
+    sim.submit(noop("l0"), noop("l1"))
+    assert list(w.held) == ["l0", "l1"]
+    w.start("l0")
+    v = trusted(sim, "v", capacity=1, skill=3)
+    sim.submit(noop("v0"))
+    assert list(v.held) == ["v0"]
+    v.start("v0")
+    cmds = sim.submit(noop("urgent", difficulty=9, priority=10))
+    assert releases(cmds, w.peer) == [["l1", 1]]
+    w.give_back("l1")
+    assert list(w.held) == ["l0", "urgent"] and list(v.held) == ["v0", "l1"]
+    cmds = sim.submit(noop("urgent-2", difficulty=1, priority=10))
+    answer(cmds, w, {"l0"})
+    answer(cmds, v, {"v0"})
+    for _ in range(3):  # seconds: many round trips; RELEASEs answered at once
+        sim.now += 1
+        cmds = w.heartbeat() + v.heartbeat() + sim.tick()
+        answer(cmds, w, {"l0"})
+        answer(cmds, v, {"v0"})
+    started = next_start(sim, v, "v0")
+    assert started != "l1", (
+        f"v0 ends: v starts l1 from its queue {list(v.held)} though urgent-2 waited "
+        f"at the admin for 3 s; places counted as being made: {sim.st.board._preempting}")
+
+
+@pytest.mark.timeout(30)
+def test_an_urgent_task_lost_with_its_worker_waits_behind_every_low_task_queued_elsewhere():
+    """An urgent task is lost with its worker; its next attempt goes to a free slot only
+    (SLOT). The other worker's queue holds low tasks sent ahead (--prefetch 3): none is asked
+    back, so it runs all of them first and only then has a free slot for the urgent one.
+    The promise: a higher-priority task never waits behind lower ones sent ahead to a
+    worker's queue."""
+    sim = Sim(prefetch=3, max_attempts=3)
+    w0 = trusted(sim, "w0", capacity=1, skill=5)
+    busy = trusted(sim, "busy", capacity=1, skill=10)
+    sim.submit(noop("urgent", priority=10))
+    assert list(w0.held) == ["urgent"]
+    w0.start("urgent")
+    sim.submit(*[noop(f"low-{i}", difficulty=6) for i in range(4)])
+    assert "low-0" in busy.held
+    busy.start("low-0")
+    sim.now = 3.0
+    busy.heartbeat()
+    answer(sim.tick(at=3.5), busy, {"low-0"})  # w0 is lost with the urgent task
+    assert sim.st.board.records["urgent"].losses == 1
+    lows_queued = ["low-1", "low-2", "low-3"]  # (sent to busy's queue, behind low-0)
+    for _ in range(3):  # seconds: many round trips; RELEASEs answered at once
+        sim.now += 1
+        answer(busy.heartbeat() + sim.tick(), busy, {"low-0"})
+    started = next_start(sim, busy, "low-0")
+    assert started not in lows_queued, (
+        f"low-0 ends: busy starts {started} from its queue {list(busy.held)}; the urgent "
+        f"task, waiting at the admin since t=3.5, is still there")

@@ -540,6 +540,7 @@ class TaskBoard:
             if new is WorkerState.TRUSTED:
                 self._stolen.pop(worker, None)  # it was slow, not gone: no losses
                 self._stalled_at.pop(worker, None)
+                self._preempt_due = self._floor is not None  # (its queue counts now)
             if new is not WorkerState.STALLED:
                 self._unreachable.discard(worker)
             slot.state = new
@@ -724,7 +725,8 @@ class TaskBoard:
             return {}
         records, preempting = self.records, self._preempting
         for task_id in [t for t in preempting if (rec := records.get(t)) is None
-                        or rec.started or rec.state not in IN_FLIGHT]:
+                        or rec.started or rec.state not in IN_FLIGHT
+                        or t not in self._stealing]:  # (given back, sent out again since)
             preempting.discard(task_id)  # (answered: given back, or it had started)
         asks: dict[str, list[tuple[TaskId, int]]] = {}
         scheduler = self.scheduler
@@ -742,7 +744,7 @@ class TaskBoard:
         """Of ``worker``'s tasks not started, those to ask back for better ones waiting
         (``asked``: places being made for them already, elsewhere or before)."""
         flying = self._in_flight.get(worker.name)
-        top = self.scheduler.best_waiting(worker)
+        top, slot = self.scheduler.best_waiting(worker)
         if not flying or top is None:
             return []
         records = self.records
@@ -752,7 +754,9 @@ class TaskBoard:
         back: list[tuple[TaskId, int]] = []
         for priority, _, task_id in lower:  # (the lowest first; of those, the youngest)
             want = asked + len(back) + 1
-            if self.scheduler.waiting_better(worker, priority, want) < want:
+            # (one that waits for a free slot, back from a lost worker: the queue must
+            # drain for it, every lower task in it; the scheduler holds the worker for it)
+            if not slot and self.scheduler.waiting_better(worker, priority, want) < want:
                 break
             self._stealing[task_id] = worker.name
             back.append((task_id, records[task_id].attempt))

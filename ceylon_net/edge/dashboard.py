@@ -267,6 +267,7 @@ def _hostname(host: str) -> str:
 
 
 def _loopback(name: str) -> bool:
+    name = name.removesuffix(".")  # (the root's dot: "localhost." is "localhost")
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:

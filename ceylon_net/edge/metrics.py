@@ -108,40 +108,44 @@ class MetricsServer:
         self.server.server_close()
 
 
+class _Capped:
+    """A thread a connection (socketserver's ThreadingMixIn, after this), MAX_SCRAPES at
+    once: more are closed at once (connections that send nothing, each holding a thread for
+    its timeout, could pile up threads without end: the port takes no token)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._places = threading.BoundedSemaphore(MAX_SCRAPES)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._places.acquire(blocking=False):
+            self.shutdown_request(request)  # type: ignore[attr-defined]
+            return
+        try:
+            super().process_request(request, client_address)  # type: ignore[misc]
+        except BaseException:
+            self._places.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
+        finally:
+            self._places.release()
+
+
 @functools.cache
 def _classes(ipv6: bool) -> tuple[type, type]:
     """The server's classes (made at the first MetricsServer: see its imports)."""
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-    class Server(ThreadingMixIn, WSGIServer):
+    class Server(_Capped, ThreadingMixIn, WSGIServer):
         daemon_threads = True  # (a scrape under way does not hold the process)
         # Scrapes that come together wait in the kernel rather than being refused and tried
         # again a second later (socketserver's own backlog is 5).
         request_queue_size = 128
         address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
-        # A thread a connection, MAX_SCRAPES at once: more are closed at once (connections
-        # that send nothing, each holding a thread for Quiet.timeout, could pile up
-        # threads without end: the port takes no token)
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._places = threading.BoundedSemaphore(MAX_SCRAPES)
-
-        def process_request(self, request: Any, client_address: Any) -> None:
-            if not self._places.acquire(blocking=False):
-                self.shutdown_request(request)
-                return
-            try:
-                super().process_request(request, client_address)
-            except BaseException:
-                self._places.release()
-                raise
-
-        def process_request_thread(self, request: Any, client_address: Any) -> None:
-            try:
-                super().process_request_thread(request, client_address)
-            finally:
-                self._places.release()
 
     class Quiet(WSGIRequestHandler):
         timeout = 10  # seconds a scraper may stall mid-request before its thread lets it go

@@ -53,7 +53,8 @@ def curve_hint(curve: object) -> str:
 
 
 # A subscription's frame (1 + its topic) the admin's PUB takes: a topic of ours is the
-# workspace (at most 200 characters, 4 bytes each) and a kind; longer ones drop their sender.
+# workspace (at most 200 characters, 4 bytes each) and a kind; a longer one drops its sender
+# (one of 3 MiB grew the admin by 140 MB: libzmq keeps some 85 bytes a byte of topic).
 MAX_SUBSCRIPTION = 1024
 
 
@@ -229,18 +230,11 @@ class AdminSockets:
         self.router.setsockopt(zmq.SNDHWM, 10_000)
         self.router.setsockopt(zmq.RCVHWM, 8)
         # XPUB: a PUB that tells us what its subscribers want, so events nobody subscribed
-        # to are not even packed and sent (workers subscribe to broadcasts only). Anyone
-        # may subscribe (without CURVE): no subscription is longer than a topic of ours can
-        # be (one of 3 MiB grew the admin by 140 MB: libzmq keeps some 85 bytes a byte),
-        # and one that cannot match a topic of ours is not kept here (each new one cost a
-        # scan of all held: 4,000 distinct ones from a stranger took 12 s of the admin's CPU).
+        # to are not even packed and sent (workers subscribe to broadcasts only). Anyone may
+        # subscribe (without CURVE): see MAX_SUBSCRIPTION and follow_subscriptions.
         self.pub = self._owned.socket(zmq.XPUB)
         self.pub.setsockopt(zmq.LINGER, LINGER_MS)
         self.pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION)
-        self.subscriptions: set[bytes] = set()
-        self._wanted: dict[bytes, bool] = {}  # kind -> does anyone subscribe to it
-        # told the kinds anyone subscribes to, whenever that changes
-        self.on_subscriptions: Callable[[frozenset[bytes]], None] | None = None
         # Per subscriber: what a slow one falls further behind is repaired from the ring the
         # admin keeps (core/broadcasts.py RING, shared by all), and 1,000 slow ones must not
         # make the admin hold 100,000 messages each.
@@ -248,6 +242,14 @@ class AdminSockets:
         if curve is not None:
             _as_server(self.router, curve)
             _as_server(self.pub, curve)
+        self._subscribers(workspace)
+
+    def _subscribers(self, workspace: str) -> None:
+        """What the PUB's subscribers want, as we know it."""
+        self.subscriptions: set[bytes] = set()
+        self._wanted: dict[bytes, bool] = {}  # kind -> does anyone subscribe to it
+        # told the kinds anyone subscribes to, whenever that changes
+        self.on_subscriptions: Callable[[frozenset[bytes]], None] | None = None
         self.topic = workspace_topic(workspace)
         self._topics = [self.topic + kind for kind in KINDS]
 
@@ -317,7 +319,9 @@ class AdminSockets:
 
     async def follow_subscriptions(self) -> None:
         """Keep ``subscriptions`` current (XPUB reports a topic's first subscribe and its
-        last unsubscribe), with those that can match a topic of ours."""
+        last unsubscribe), with those that can match a topic of ours: another is not kept,
+        as each new one made a scan of all held (4,000 distinct ones from a stranger took 12
+        s of the admin's CPU)."""
         while True:
             frame = await self.pub.recv()
             on, topic = frame[:1], frame[1:]
