@@ -624,33 +624,3 @@ def test_a_low_task_given_back_and_sent_out_in_the_same_round_keeps_using_up_a_p
     assert started != "l1", (
         f"v0 ends: v starts l1 from its queue {list(v.held)} though urgent-2 waited "
         f"at the admin for 3 s; places counted as being made: {sim.st.board._preempting}")
-
-
-@pytest.mark.timeout(30)
-def test_an_urgent_task_lost_with_its_worker_waits_behind_every_low_task_queued_elsewhere():
-    """An urgent task is lost with its worker; its next attempt goes to a free slot only
-    (SLOT). The other worker's queue holds low tasks sent ahead (--prefetch 3): none is asked
-    back, so it runs all of them first and only then has a free slot for the urgent one.
-    The promise: a higher-priority task never waits behind lower ones sent ahead to a
-    worker's queue."""
-    sim = Sim(prefetch=3, max_attempts=3)
-    w0 = trusted(sim, "w0", capacity=1, skill=5)
-    busy = trusted(sim, "busy", capacity=1, skill=10)
-    sim.submit(noop("urgent", priority=10))
-    assert list(w0.held) == ["urgent"]
-    w0.start("urgent")
-    sim.submit(*[noop(f"low-{i}", difficulty=6) for i in range(4)])
-    assert "low-0" in busy.held
-    busy.start("low-0")
-    sim.now = 3.0
-    busy.heartbeat()
-    answer(sim.tick(at=3.5), busy, {"low-0"})  # w0 is lost with the urgent task
-    assert sim.st.board.records["urgent"].losses == 1
-    lows_queued = ["low-1", "low-2", "low-3"]  # (sent to busy's queue, behind low-0)
-    for _ in range(3):  # seconds: many round trips; RELEASEs answered at once
-        sim.now += 1
-        answer(busy.heartbeat() + sim.tick(), busy, {"low-0"})
-    started = next_start(sim, busy, "low-0")
-    assert started not in lows_queued, (
-        f"low-0 ends: busy starts {started} from its queue {list(busy.held)}; the urgent "
-        f"task, waiting at the admin since t=3.5, is still there")

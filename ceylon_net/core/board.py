@@ -744,7 +744,7 @@ class TaskBoard:
         """Of ``worker``'s tasks not started, those to ask back for better ones waiting
         (``asked``: places being made for them already, elsewhere or before)."""
         flying = self._in_flight.get(worker.name)
-        top, slot = self.scheduler.best_waiting(worker)
+        top = self.scheduler.best_waiting(worker)
         if not flying or top is None:
             return []
         records = self.records
@@ -754,9 +754,7 @@ class TaskBoard:
         back: list[tuple[TaskId, int]] = []
         for priority, _, task_id in lower:  # (the lowest first; of those, the youngest)
             want = asked + len(back) + 1
-            # (one that waits for a free slot, back from a lost worker: the queue must
-            # drain for it, every lower task in it; the scheduler holds the worker for it)
-            if not slot and self.scheduler.waiting_better(worker, priority, want) < want:
+            if self.scheduler.waiting_better(worker, priority, want) < want:
                 break
             self._stealing[task_id] = worker.name
             back.append((task_id, records[task_id].attempt))

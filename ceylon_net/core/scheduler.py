@@ -310,19 +310,19 @@ class Scheduler:
         self.version += 1
         return seqs
 
-    def best_waiting(self, worker: WorkerSlot) -> tuple[int | None, bool]:
-        """The highest priority of the queued tasks ``worker`` could take were it not full
-        (the heads of the classes it fits: ANYWHERE into its queue, SLOT into a free slot)
-        or None; and whether that one waits for a free slot."""
-        best, slot = None, False
+    def best_waiting(self, worker: WorkerSlot) -> int | None:
+        """The highest priority of the queued tasks ``worker`` could take into its queue
+        were it not full (the heads of the ANYWHERE classes it fits); None: none. (One that
+        waits for a free slot, back from a lost worker, or to run alone, has workers held
+        for it, whose queues drain: see _reservations.)"""
+        best = None
         for key in list(self._classes):
-            if key[4] == ALONE or not fits(worker, key):
+            if key[4] != ANYWHERE or not fits(worker, key):
                 continue
             head = self._head(key)
-            if head is not None and (best is None or -head[0] > best
-                                     or (-head[0] == best and key[4] == SLOT)):
-                best, slot = -head[0], key[4] == SLOT
-        return best, slot
+            if head is not None and (best is None or -head[0] > best):
+                best = -head[0]
+        return best
 
     def waiting_better(self, worker: WorkerSlot, than: int, limit: int) -> int:
         """How many queued tasks of priority above ``than`` ``worker`` could take into its
