@@ -15,6 +15,7 @@ from ceylon_net.core.tasks import Task, TaskAssignment, TaskResult
 from ceylon_net.dev.testing import Cluster, EventLog, cli, wait_until
 from ceylon_net.edge import handlers
 from ceylon_net.edge.runner import TaskRunner
+from ceylon_net.wire import Limits, pack_batch, unpack_batch
 
 APP = ["--app", "demo_handlers"]
 APP_ENV = {"PYTHONPATH": str(REPO / "tests" / "apps")}
@@ -358,3 +359,41 @@ def test_a_task_does_not_fail_for_what_a_later_task_put_in_the_object_it_returne
               if i != "set" and not by_id[i]["success"]}
     assert not failed, failed
     assert not by_id["set"]["success"]
+
+
+KEPT = "test_handlers.kept"
+
+
+async def _run_task_kept(task: Task) -> TaskResult:
+    """What the worker's own run_task does with a task naming a handler."""
+    value = await handlers.call(task.handler, task.args, task.kwargs)
+    return TaskResult(task.id, "w", True, value=value)
+
+
+@pytest.mark.timeout(30)
+def test_a_value_with_a_string_over_1_mib_is_still_reported_as_it_was_when_its_call_returned(
+        monkeypatch):
+    """A worker run with --max-message-bytes 8 MiB sends a value holding a 2 MiB string
+    (its _unsendable finds nothing wrong: it reads it back with its own limits). But
+    handlers.snapshot() read its copy back with the wire's default limits (strings of 1 MiB
+    at most), failed, and kept the handler's own object uncopied: the task reported what the
+    handler changed after its call returned (a review's finding, helper)."""
+    state: dict[str, object] = {"blob": "x" * ((1 << 20) + 1), "seen": []}
+
+    def kept(x: int) -> dict[str, object]:
+        state["seen"].append(x)  # type: ignore[attr-defined]
+        return state
+
+    monkeypatch.setitem(handlers._HANDLERS, KEPT, kept)
+    worker_limits = Limits(max_str_len=8 << 20, max_bin_len=8 << 20)  # (Worker.limits)
+
+    async def body() -> TaskResult:
+        first = await _run_task_kept(Task(1, "d", 1, handler=KEPT, args=[1]))
+        await _run_task_kept(Task(2, "d", 1, handler=KEPT, args=[2]))  # (before 1's result left)
+        return first
+
+    first = run(body())
+    # the worker would send it: the admin, with the same limits, reads it back
+    unpack_batch(TaskResult, pack_batch([first]), worker_limits)
+    assert first.value["seen"] == [1], \
+        f"task 1 reports {first.value['seen']} (task 2's item too): its value was not copied"

@@ -382,7 +382,11 @@ def snapshot(value: Any) -> Any:
     if type(value) in _PLAIN:
         return value
     try:
-        return wire.unpackb(wire.pack(value))
+        packed = wire.pack(value)
+        # (our own bytes, read back whatever their size: the worker's limits, which may be
+        # larger than the wire's defaults, are its own to check, see Worker._unsendable)
+        size = len(packed)
+        return wire.unpackb(packed, wire.Limits(size, size, size, size))
     except Exception:  # (LocalProtocolError, RemoteProtocolError, RecursionError)
         return value
 
