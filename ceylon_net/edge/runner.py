@@ -4,6 +4,7 @@ results kept until the admin acknowledges them. No sockets: the worker moves the
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import math
 import time
@@ -59,22 +60,20 @@ class _Fifo(asyncio.Queue):  # type: ignore[type-arg]
     def _put(self, item: TaskAssignment) -> None:
         queue: deque[TaskAssignment] = self._queue  # type: ignore[attr-defined]
         priority = item.task.priority
-        if self._front:  # (back where it was: before its equals, behind better ones)
-            if not queue or queue[0].task.priority <= priority:  # (the usual case: O(1))
-                queue.appendleft(item)
-                return
-            at = 0
-            while at < len(queue) and queue[at].task.priority > priority:
-                at += 1
-            queue.insert(at, item)
-            return
-        if not queue or queue[-1].task.priority >= priority:  # (the usual case: O(1))
-            queue.append(item)
-            return
-        at = len(queue)
-        while at and queue[at - 1].task.priority < priority:
-            at -= 1
+        # Where it goes in the queue's order (higher priority first): at the front before
+        # its equals (back where it was), else after them. The usual case is an end: O(1).
+        if self._front:
+            at = 0 if not queue or queue[0].task.priority <= priority else \
+                bisect.bisect_left(queue, -priority, key=_rank)
+        else:
+            at = len(queue) if not queue or queue[-1].task.priority >= priority else \
+                bisect.bisect_right(queue, -priority, key=_rank)
         queue.insert(at, item)
+
+
+def _rank(a: TaskAssignment) -> int:
+    """A queued task's place in the worker's queue order: higher priority first."""
+    return -a.task.priority
 
 
 class TaskRunner:
