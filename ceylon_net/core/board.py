@@ -197,9 +197,9 @@ class TaskBoard:
         self.to_cancel: dict[str, dict[str, list[tuple[TaskId, int]]]] = {}  # copies to stop
         self._steal_seen, self._steal_due = -1, 0.0  # steals(): idle till the scheduler or time
         # preempts(): the lowest priority queued so far; due when another was queued since
-        # it last found nothing to ask back; the tasks it asked back, not answered yet
+        # it last found nothing to ask back
         self._floor: int | None = None
-        self._preempt_due, self._preempting = False, set[TaskId]()
+        self._preempt_due = False
         self._stolen: dict[str, dict[TaskId, int]] = {}  # on probation: {task: attempt} taken
         self._stalled_at: dict[str, float] = {}  # ... back from it, and when
         self._unreachable: set[str] = set()  # stalled, as a send to them failed (see unsent)
@@ -723,22 +723,26 @@ class TaskBoard:
         there until it gives them back."""
         if not self._preempt_due:
             return {}
-        records, preempting = self.records, self._preempting
-        for task_id in [t for t in preempting if (rec := records.get(t)) is None
-                        or rec.started or rec.state not in IN_FLIGHT
-                        or t not in self._stealing]:  # (given back, sent out again since)
-            preempting.discard(task_id)  # (answered: given back, or it had started)
+        asked = len(self._preempting)
         asks: dict[str, list[tuple[TaskId, int]]] = {}
         scheduler = self.scheduler
         for worker in scheduler.workers.values() if len(scheduler) else ():
             if worker.running > worker.slots and worker.name not in scheduler.held \
                     and worker.state is WorkerState.TRUSTED:
-                back = self._preempt_from(worker, len(preempting))
+                back = self._preempt_from(worker, asked)
                 if back:
                     asks[worker.name] = back
-                    preempting.update(t for t, _ in back)
-        self._preempt_due = bool(asks or preempting)
+                    asked += len(back)
+        self._preempt_due = bool(asked)
         return asks
+
+    @property
+    def _preempting(self) -> list[TaskId]:
+        """Tasks preempts() asked back, not answered yet: asked back for the worker that
+        holds them (a steal names another, the thief), in flight there, not started."""
+        records = self.records
+        return [t for t, w in self._stealing.items() if (rec := records.get(t)) is not None
+                and rec.worker == w and not rec.started and rec.state in IN_FLIGHT]
 
     def _preempt_from(self, worker: WorkerSlot, asked: int) -> list[tuple[TaskId, int]]:
         """Of ``worker``'s tasks not started, those to ask back for better ones waiting
