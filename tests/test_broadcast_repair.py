@@ -6,9 +6,11 @@ delivers everything else once, in order."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -186,6 +188,22 @@ async def hearing(admin: ScriptedAdmin, seq: int = 0) -> None:
     await wait_until(hears, 10, "the worker to hear PUB", interval=0.02)
 
 
+@contextlib.asynccontextmanager
+async def against(admin: Any, w: Worker) -> AsyncIterator[asyncio.Task[Any]]:
+    """A scripted admin serving and ``w`` running against it (its run, yielded); on the way
+    out the worker is stopped and the admin closed, even when the test failed."""
+    serving = asyncio.create_task(admin.serve())
+    running = asyncio.create_task(w.arun())
+    try:
+        yield running
+    finally:
+        await w.stop()
+        await asyncio.gather(running, return_exceptions=True)
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        admin.close()
+
+
 def scripted(script: Callable[[ScriptedAdmin, Listener], Awaitable[None]]) -> list[int]:
     """Run ``script`` with a scripted admin and a worker that hears its PUB; the notes the
     worker delivered, in order."""
@@ -193,17 +211,9 @@ def scripted(script: Callable[[ScriptedAdmin, Listener], Awaitable[None]]) -> li
     w = Listener("w", admin_port=admin.port)
 
     async def body():
-        serving = asyncio.create_task(admin.serve())
-        running = asyncio.create_task(w.arun())
-        try:
+        async with against(admin, w):
             await hearing(admin)
             await script(admin, w)
-        finally:
-            await w.stop()
-            await asyncio.gather(running, return_exceptions=True)
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
-            admin.close()
         return w.notes
 
     return run(body())

@@ -23,7 +23,14 @@ from ceylon_net.wire import Kind
 sys.path.insert(0, str(REPO / "tests" / "apps"))
 from kit import Said
 from notes import Note
-from test_broadcast_repair import DeferringAdmin, Listener, ScriptedAdmin, hearing, scripted
+from test_broadcast_repair import (
+    DeferringAdmin,
+    Listener,
+    ScriptedAdmin,
+    against,
+    hearing,
+    scripted,
+)
 
 # ---------------------------------------------------------------------------------------
 # 1. A broadcast that reached a worker, held behind a gap, is dropped without a word when
@@ -65,9 +72,7 @@ def test_large_broadcasts_a_restarted_admin_refused_are_all_sent_again_or_said_l
     w = Listener("w", admin_port=admin.port)
 
     async def body() -> None:
-        serving = asyncio.create_task(admin.serve())
-        running = asyncio.create_task(w.arun())
-        try:
+        async with against(admin, w):
             await hearing(admin)
             admin.answer, admin.stranger, admin.defer = False, True, True  # the restart
             admin.epoch += 1
@@ -77,12 +82,6 @@ def test_large_broadcasts_a_restarted_admin_refused_are_all_sent_again_or_said_l
             await admin.refuse_then_welcome()
             await w.broadcast_data(Note(-1))  # sent after all the others: its mark
             await wait_until(lambda: -1 in admin.notes, 30, "the worker's last broadcast")
-        finally:
-            await w.stop()
-            await asyncio.gather(running, return_exceptions=True)
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
-            admin.close()
 
     with Said() as said:
         run(body())

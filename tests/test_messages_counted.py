@@ -20,7 +20,14 @@ from ceylon_net.wire import Kind
 sys.path.insert(0, str(REPO / "tests" / "apps"))
 from kit import Said
 from notes import Note
-from test_broadcast_repair import DeferringAdmin, Listener, ScriptedAdmin, hearing, scripted
+from test_broadcast_repair import (
+    DeferringAdmin,
+    Listener,
+    ScriptedAdmin,
+    against,
+    hearing,
+    scripted,
+)
 
 # ---------------------------------------------------------------------------------------
 # 1. Worker._on_welcome calls Outbox.admin_restarted() (our broadcasts not echoed yet go
@@ -98,9 +105,7 @@ def test_a_refused_heartbeat_is_not_counted_as_a_lost_broadcast():
     w = Listener("w", admin_port=admin.port)
 
     async def body() -> None:
-        serving = asyncio.create_task(admin.serve())
-        running = asyncio.create_task(w.arun())
-        try:
+        async with against(admin, w):
             await hearing(admin)
             admin.answer, admin.stranger, admin.defer = False, True, True  # the restart
             admin.epoch += 1
@@ -115,12 +120,6 @@ def test_a_refused_heartbeat_is_not_counted_as_a_lost_broadcast():
             await admin.refuse_then_welcome()
             await w.broadcast_data(Note(-1))  # sent after all the others: its mark
             await wait_until(lambda: -1 in admin.notes, 30, "the worker's last broadcast")
-        finally:
-            await w.stop()
-            await asyncio.gather(running, return_exceptions=True)
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
-            admin.close()
 
     with Said() as said:
         run(body())

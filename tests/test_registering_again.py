@@ -19,6 +19,7 @@ import zmq
 import zmq.asyncio
 from conftest import run
 from loguru import logger
+from test_broadcast_repair import against
 
 from ceylon_net import Admin, AdminSettings, Worker, wire
 from ceylon_net.dev.testing import Cluster, wait_until
@@ -179,17 +180,9 @@ def _against(admin: _ScriptedAdmin, w: Worker,
     run)``; on the way out the worker is stopped and the admin closed."""
 
     async def body():
-        serving = asyncio.create_task(admin.serve())
-        running = asyncio.create_task(w.arun())
-        try:
+        async with against(admin, w) as running:
             await wait_until(lambda: admin.hellos >= 2, 20, "the worker to register again")
             return await then(running)
-        finally:
-            await w.stop()
-            await asyncio.gather(running, return_exceptions=True)
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
-            admin.close()
 
     return run(body())
 
