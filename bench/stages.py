@@ -142,12 +142,22 @@ async def w3(runs: int, tasks: int = 200, seconds: float = 0.01) -> None:
         counts = [sum(1 for t, k in log if k == "start" and t >= t0) for log in logs]
         first, last_first = min(a for a, _ in ms), max(a for a, _ in ms)
         last_end = max(b for _, b in ms)
-        print(f"W3 run {run + 1}: wall {(t1 - t0) / 1e6:.2f} ms; first task started at "
+        sends = [t for t, k in admin_log if k == "send" and t0 <= t < first + 2_000_000]
+        recvs = sorted(min(t for t, k in log if k == "recv" and t >= t0) for log in logs)
+        last_send = max(t for log in logs for t, k in log if k == "send")
+        last_recv = max(t for t, k in admin_log if k == "recv" and t <= t1)
+        admin_log.clear()
+        print(f"W3 run {run + 1}: wall {(t1 - t0) / 1e6:.2f} ms; the admin's sends at "
+              f"{', '.join(f'{(t - t0) / 1e6:.2f}' for t in sends[:6])} ms, the workers' "
+              f"receives at {', '.join(f'{(t - t0) / 1e6:.2f}' for t in recvs)} ms; "
+              f"first task started at "
               f"{(first - t0) / 1e6:.2f} ms, the last worker's first at "
               f"{(last_first - t0) / 1e6:.2f} ms; each worker's first start to last end "
               f"{', '.join(f'{(b - a) / 1e6:.2f}' for a, b in ms)} ms (tasks "
               f"{', '.join(map(str, counts))}); last end to run_tasks() returning "
-              f"{(t1 - last_end) / 1e6:.2f} ms")
+              f"{(t1 - last_end) / 1e6:.2f} ms (to the worker's last send "
+              f"{(last_send - last_end) / 1e6:.2f}, the admin's last receive "
+              f"{(last_recv - last_end) / 1e6:.2f})")
 
 
 async def main() -> None:

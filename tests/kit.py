@@ -117,9 +117,12 @@ class SimWorker:
         return self.say(Kind.STARTED, wire.Started([], pairs))
 
     def finish_all(self) -> list[Any]:
+        """Finish every held task; one the admin asks back meanwhile (a result frees a slot
+        that a better task is placed in) is given back, not finished."""
         out: list[Any] = []
         for task_id in list(self.held):
-            out += self.finish(task_id)
+            if task_id in self.held:
+                out += self.finish(task_id)
         return out
 
 

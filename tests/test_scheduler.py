@@ -231,6 +231,21 @@ def test_tasks_that_can_only_wait_in_queues_are_split_evenly_among_equal_workers
     assert sorted(Counter(w for _, w in placed).values()) == [10, 10, 10, 10]
 
 
+def test_queued_parts_are_whole_rounds_of_slots_the_rest_on_the_worker_served_first():
+    # 200 tasks on 4 x 8 free slots: 50 each would make every worker run a seventh round
+    # (50 = 6 x 8 + 2), and the run end with the last worker to start. In whole rounds, one
+    # worker runs seven (the one sent to first, which starts first) and three run six.
+    s = scheduler(*[WorkerSlot(f"w{i}", 5, capacity=1000, slots=8) for i in range(4)])
+    for i in range(200):
+        s.push(i, 1, None)
+
+    placed = s.assign()
+    parts = Counter(w for _, w in placed)
+    assert len(placed) == 200
+    assert sorted(parts.values()) == [48, 48, 48, 56]
+    assert parts[placed[0][1]] == 56
+
+
 def test_a_task_that_needs_a_free_slot_holds_the_workers_that_could_give_it_one():
     # A "front" task (it was with a worker that died) goes only to a free slot. Younger tasks
     # do not queue on the workers that could take it, so their queues drain and a slot frees
