@@ -35,6 +35,11 @@ class AdminUnreachableError(CeylonError):
     """No admin answered within the connect timeout."""
 
 
+class OutsideFailure(CeylonError):
+    """The program cannot go on for a reason outside its code (its journal could not be
+    written: a full disk): it stops as after a crash, saying why, not as a bug."""
+
+
 class Crashed(CeylonError):
     """One of the program's own loops raised unexpectedly: a bug, whose traceback is in the
     log. The program stops (the CLIs exit 1) instead of hanging; whoever waits on it hears

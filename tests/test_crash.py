@@ -58,6 +58,8 @@ def test_a_bug_in_the_admin_stops_it_and_whoever_waits_hears_why():
                 await asyncio.wait_for(idle, 1)
             with pytest.raises(Crashed):  # and it takes nothing more
                 await asyncio.wait_for(admin.execute(Task("u", "too late")), 1)
+            with pytest.raises(Crashed):  # (it queued them, on a board nobody serves)
+                admin.submit([Task("v", "too late too")])
         finally:
             logger.remove(sink)
             await admin.close()

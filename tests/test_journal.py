@@ -1,5 +1,6 @@
 """The journal on its own: what goes in comes back after a crash (no sockets)."""
 
+import contextlib
 import signal
 import sqlite3
 
@@ -1233,3 +1234,60 @@ def test_the_journal_s_wal_file_shrinks_back_after_a_fold(tmp_path, monkeypatch)
     peak = sizes.index(max(sizes))
     assert folds >= 2 and max(sizes) > 2 << 20, (folds, max(sizes))
     assert min(sizes[peak:]) <= 256 << 10, sizes[peak:]  # (it never shrank: 2.7 MB on)
+
+
+@pytest.mark.parametrize("table, row", [
+    ("meta (key TEXT PRIMARY KEY, value TEXT)", ("schema_version", "2.1.0")),
+    ("meta (name TEXT, value TEXT)", ("schema_version", "3"))])
+def test_another_programs_database_with_a_meta_table_is_refused_untouched(tmp_path, table, row):
+    """A common table name: its values are not ours (a version "2.1.0" made a ValueError's
+    traceback), or its columns are not (it was said to be corrupt)."""
+    path = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(f"CREATE TABLE {table}")
+        db.execute("INSERT INTO meta VALUES (?, ?)", row)
+        db.commit()
+    before = path.read_bytes()
+    with pytest.raises(JournalError, match="is not a ceylon_net journal"):
+        Journal(path, "default")
+    assert path.read_bytes() == before
+
+
+def test_a_round_the_journal_cannot_write_stops_the_admin_saying_so_to_the_caller(tmp_path):
+    """Python's side of tests/test_journal_full_disk.py: the call whose round could not be
+    written raises saying what to do, the admin stops (later calls hear why), and close()
+    works; the journal holds what came before, for the same admin to start on."""
+    from conftest import run
+
+    from ceylon_net import Admin
+    from ceylon_net.edge.journal import JournalWriteError
+    from ceylon_net.errors import Crashed
+
+    path = tmp_path / "state.db"
+
+    def admin() -> Admin:
+        return Admin(settings=AdminSettings(bind="127.0.0.1", port=0, journal=str(path)))
+
+    async def body():
+        first = admin()
+        await first.start()
+        first.submit([Task("before", "small")])
+        pages = first.journal.db.execute("PRAGMA page_count").fetchone()[0]
+        first.journal.db.execute(f"PRAGMA max_page_count={pages}")  # the disk is full
+        with pytest.raises(JournalWriteError) as raised:
+            await first.execute(Task("big", "x" * 200_000))
+        with pytest.raises(Crashed) as later:
+            first.submit([Task("later", "small")])
+        await first.close()
+        second = admin()
+        await second.start()
+        held = sorted(second.state.board.records)
+        await second.close()
+        return str(raised.value), str(later.value), held
+
+    raised, later, held = run(body())
+    assert raised.startswith(f"journal {path} could not be written (database or disk is full): "
+                             f"the admin stops, its journal holding every round before. Free "
+                             f"space"), raised
+    assert later == raised
+    assert held == ["before"]

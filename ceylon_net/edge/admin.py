@@ -34,7 +34,7 @@ from . import loop
 from .agent import AgentBase, finish_tasks, guarded, supervised
 from .collector import FullCollections
 from .dashboard import Dashboard
-from .journal import Journal, ResultsFile, record_round, resume
+from .journal import Journal, JournalWriteError, ResultsFile, record_round, resume
 from .metrics import MetricsServer
 from .outlet import Outlet
 from .transport import AdminSockets, load_keys, peer_address
@@ -226,7 +226,10 @@ class Admin(AgentBase):
                     after: Any = None) -> list[TaskId]:
         """Queue tasks and groups together, all of them waiting on gate ``after`` if given.
         All or nothing: ConfigError (a duplicate id, an unknown dependency, a cycle, a task no
-        worker could read, the admin closed) leaves the admin as it was. Returns the ids."""
+        worker could read, the admin closed) leaves the admin as it was; Crashed once it
+        stopped on an error of its own. Returns the ids."""
+        if self.failure is not None:
+            raise self.failure.again()
         check_sendable([*tasks, *(t.as_task(0) for g in groups for t in g.subtasks)],
                        self.settings.max_message_bytes)
         self._apply(self.state.submit(tasks, groups, time.monotonic(), after))
@@ -357,8 +360,16 @@ class Admin(AgentBase):
             self._sync_idle()
 
     def _journal(self, cmds: list[c.Command]) -> None:
-        if self.journal is not None:
+        if self.journal is None:
+            return
+        try:
             record_round(self.journal, self.state, cmds)
+        except JournalWriteError as exc:  # (a full disk): stop as if killed, saying why
+            if self.failure is None:  # (said by the loop it stops, or to the caller)
+                crash = Crashed(str(exc))
+                crash.__cause__ = exc
+                self._crashed(crash)
+            raise
 
     def _sync_idle(self) -> None:
         if self.state.idle or self.failure is not None or self.state.closing:
@@ -459,6 +470,8 @@ def _say_goodbye(admin: Admin, reason: str) -> None:
     for timer in admin._timers:
         timer.cancel()
     admin._timers.clear()
+    if admin.journal is not None and admin.journal.broken:
+        return  # (told nothing: the workers hold what they have for the admin's restart)
     try:
         if admin.failure is None:  # an ACK only lets a worker forget a result we have
             admin._acks.flush()

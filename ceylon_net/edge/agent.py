@@ -14,7 +14,7 @@ from loguru import logger
 from .. import wire
 from ..core.tasks import DEFAULT_ROLE
 from ..core.workers import AgentDetail
-from ..errors import Crashed, LocalProtocolError, RemoteProtocolError
+from ..errors import Crashed, LocalProtocolError, OutsideFailure, RemoteProtocolError
 from ..wire import Header, Kind, Limits
 from .loop import stop_tasks
 
@@ -232,6 +232,12 @@ def guarded(fn: Callable[..., None], name: str, on_crash: Callable[[Crashed], No
 
 
 def _crash(name: str, exc: BaseException, on_crash: Callable[[Crashed], None]) -> None:
+    if isinstance(exc, OutsideFailure):  # (no bug of ours: said as it is)
+        logger.critical("{} stopped: {}", name, exc)
+        crash = Crashed(str(exc))
+        crash.__cause__ = exc
+        on_crash(crash)
+        return
     logger.opt(exception=exc).critical("{} stopped on an unexpected error: {!r}", name, exc)
     crash = Crashed(f"{name} stopped on an unexpected error: {exc!r} (a bug: the log has the "
                     f"traceback)")

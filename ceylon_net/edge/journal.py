@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ from ..core.commands import Finished, Forgot, NewWork
 from ..core.groups import TaskGroup, TaskManager
 from ..core.restore import JournaledTask, missing_groups
 from ..core.tasks import Task, TaskId, TaskResult, TaskStatus, json_text
-from ..errors import ConfigError, RemoteProtocolError
+from ..errors import ConfigError, OutsideFailure, RemoteProtocolError
 
 if TYPE_CHECKING:
     from ..core.admin_state import AdminState
@@ -89,6 +90,19 @@ class JournalError(ConfigError):
     """The journal file cannot be used (another workspace, newer schema, not a journal)."""
 
 
+class JournalWriteError(JournalError, OutsideFailure):
+    """A round could not be written (a full disk, a file gone read-only): the admin stops
+    as if killed, its journal holding every round before that one."""
+
+
+def _unwritable(path: Path, exc: Exception, when: str) -> JournalWriteError:
+    return JournalWriteError(
+        f"journal {path} could not be written{when} ({exc}): the admin stops, its journal "
+        f"holding every round before. Free space (or fix what stopped it) and start the "
+        f"admin again with the same command: its workers keep what they hold for it "
+        f"meanwhile (their --connect-timeout)")
+
+
 def _hold(path: Path) -> int:
     """An exclusive lock on the journal file for as long as the descriptor returned stays
     open (the kernel drops it when the process dies): a second admin on the same file would
@@ -105,6 +119,17 @@ def _hold(path: Path) -> int:
         raise JournalError(f"journal {path} is in use by another ceylon-admin: stop that one "
                            f"first, or name another file") from None
     return fd
+
+
+# SQLite's words for a disk it cannot write (opening a WAL file makes its index file).
+_DISK_TROUBLE = ("disk I/O error", "database or disk is full")
+
+
+def _free(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path.parent).free
+    except OSError:
+        return 0
 
 
 class Journal:
@@ -141,11 +166,15 @@ class Journal:
             self.appended = 0  # log bytes written since the last snapshot (see compact)
             self.snapshot_bytes = 0  # ... and that snapshot's
             self._next_group: int | None = None  # (see add_group)
-            if not existed:
-                self.db.executescript(_SCHEMA)
+            # A write failed: nothing more is written, each round refused with this.
+            self.broken: JournalWriteError | None = None
+            if not existed:  # (tables and meta in one transaction: a kill between them
+                # would leave a file refused for ever as not a journal)
+                self.db.executescript("BEGIN;" + _SCHEMA)
                 self.db.executemany("INSERT INTO meta VALUES (?, ?)",
                                     [("schema_version", str(SCHEMA_VERSION)),
                                      ("workspace", self.workspace), ("run", self.run)])
+                self.db.execute("COMMIT")
             else:
                 row = self.db.execute("SELECT value FROM meta WHERE key='run'").fetchone()
                 self.run = row[0] if row else self.run
@@ -174,16 +203,25 @@ class Journal:
             finally:
                 ro.close()
         except sqlite3.Error as exc:
-            if str(exc) == "no such table: meta":  # (SQLite, readable: another program's)
+            if str(exc).startswith(("no such table: meta", "no such column")):  # (readable
+                # SQLite: another program's, with no meta table or one of its own)
                 raise JournalError(f"journal {self.path} is not a ceylon_net journal (an SQLite "
                                    f"database without its tables); refusing to touch it"
                                    ) from None
+            if isinstance(exc, sqlite3.OperationalError) and str(exc) in _DISK_TROUBLE:
+                raise JournalError(f"journal {self.path} could not be opened ({exc}; "
+                                   f"{_free(self.path):,} bytes free on its disk): free space, "
+                                   f"or see to the disk, and start the admin again") from None
             raise JournalError(f"journal {self.path} is unreadable or corrupt ({exc}); "
                                f"refusing to touch it") from None
         if problems != ["ok"]:
             raise JournalError(f"journal {self.path} is corrupt ({'; '.join(problems[:3])}); "
                                f"refusing to touch it")
-        version = int(meta.get("schema_version", "0") or 0)
+        said = meta.get("schema_version", "0") or "0"
+        if not (isinstance(said, str) and said.isascii() and said.isdigit()):  # (another
+            raise JournalError(f"journal {self.path} is not a ceylon_net journal (its schema "
+                               f"version reads {said!r}); refusing to touch it")  # program's)
+        version = int(said)
         if version > SCHEMA_VERSION:
             raise JournalError(f"journal {self.path} has schema version {version}, newer than "
                                f"this ceylon_net ({SCHEMA_VERSION}); upgrade ceylon_net")
@@ -337,12 +375,31 @@ class Journal:
                                      ("run", self.run)])
                 self._upgrade = False
 
+    def abandon(self, why: JournalWriteError) -> None:
+        """A write failed (``why``): the round's transaction is undone (SQLite may have
+        rolled it back already) and nothing more is written."""
+        import sqlite3
+
+        self.broken = self.broken or why
+        if self._in_tx:
+            self._in_tx = False
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+
     def close(self) -> None:
+        import sqlite3
+
         try:
             self.commit()
-            self.db.close()
+        except sqlite3.Error as exc:
+            why = _unwritable(self.path, exc, " as the admin stopped")
+            self.abandon(why)
+            logger.error("{}", why)
         finally:
-            self._let_go()
+            try:
+                self.db.close()
+            finally:
+                self._let_go()
 
     def _let_go(self) -> None:
         if self._held is not None:
@@ -511,7 +568,21 @@ def record_added(journal: Journal, board: TaskBoard, manager: TaskManager,
 
 def record_round(journal: Journal, state: AdminState, cmds: Iterable[Any]) -> None:
     """What a round of the admin added (its NewWork commands) and changed, in one
-    transaction each."""
+    transaction each. JournalWriteError when it could not be written: then nothing more
+    is (the admin stops)."""
+    import sqlite3
+
+    if journal.broken:  # (a round not journaled is not carried out either)
+        raise journal.broken
+    try:
+        _record_round(journal, state, cmds)
+    except sqlite3.Error as exc:
+        why = _unwritable(journal.path, exc, "")
+        journal.abandon(why)
+        raise why from exc
+
+
+def _record_round(journal: Journal, state: AdminState, cmds: Iterable[Any]) -> None:
     for cmd in cmds:
         if isinstance(cmd, NewWork):
             record_added(journal, state.board, state.task_manager, cmd.tasks, cmd.groups,
@@ -539,7 +610,20 @@ def record_round(journal: Journal, state: AdminState, cmds: Iterable[Any]) -> No
 def resume(journal: Journal, state: AdminState, now: float) -> bool:
     """The admin's state back from the journal (True when it held anything). Tasks submitted
     before the journal was open (``Admin.submit`` before ``start``) go into it as they stand:
-    else their later changes would change tasks the journal never held."""
+    else their later changes would change tasks the journal never held. JournalWriteError
+    (the file closed) when what it writes meanwhile (the log folded) could not be."""
+    import sqlite3
+
+    try:
+        return _resume(journal, state, now)
+    except sqlite3.Error as exc:
+        why = _unwritable(journal.path, exc, " as the admin started")
+        journal.abandon(why)
+        journal.close()
+        raise why from exc
+
+
+def _resume(journal: Journal, state: AdminState, now: float) -> bool:
     board, manager = state.board, state.task_manager
     early = [r.task for r in board.records.values()]
     if early and journal.holds_tasks():

@@ -50,6 +50,15 @@ def hold(flag: str, seconds: float = 60.0) -> bool:
     return os.path.exists(flag)
 
 
+@handler("hold_and_note")
+def hold_and_note(flag: str, notes: str, key: int) -> int:
+    """``hold(flag)``, then a line ``key`` added to the file ``notes``: how often each ran."""
+    hold(flag)
+    with open(notes, "a") as f:
+        f.write(f"{key}\n")
+    return key
+
+
 @handler("deaf")
 async def deaf(seconds: float) -> float:
     """Sleeps ``seconds`` and will not be stopped: it catches every cancellation."""
