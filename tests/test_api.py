@@ -20,6 +20,7 @@ from ceylon_net import (
     on_message,
 )
 from ceylon_net.dev.testing import free_port, wait_until
+from ceylon_net.errors import LocalProtocolError
 
 
 @message
@@ -609,3 +610,52 @@ def test_run_admin_stops_an_in_process_worker_that_does_not_hear_its_end():
         return time.monotonic() - started
 
     assert run(body()) < 3.0  # (1 s to hear the end, then stopped; 5 s before)
+
+
+@message(name="test_api.Tally")
+class Tally:
+    name_and_count: tuple[str, int]
+    counts: tuple[int, ...] = ()
+
+
+class TallyEar(Worker):
+    def __init__(self, name, **kw):
+        super().__init__(name, **kw)
+        self.got: list[Tally] = []
+
+    @on_message(type=Tally)
+    async def on_tally(self, data: Tally):
+        self.got.append(data)
+
+
+def test_a_message_with_tuple_fields_arrives_as_it_was_sent():
+    """``tuple[str, int]`` was read as ``tuple[str, ...]``: refused at send ("expected str,
+    got int"); and a tuple came back a list, unequal to what was sent."""
+
+    async def body():
+        admin = _admin()
+        a, b = TallyEar("a"), TallyEar("b")
+        runner = asyncio.create_task(admin.arun_admin(b"", [a, b]))
+        try:
+            await wait_until(lambda: len(admin.get_connected_agents()) == 2, 10, "two workers")
+            await a.send("b", Tally(("apples", 3), (1, 2)))
+            await wait_until(lambda: b.got, 10, "b to hear")
+            with pytest.raises(LocalProtocolError, match="expected 2 items, got 3"):
+                await a.send("b", Tally(("apples", 3, 4)))  # type: ignore[arg-type]
+            return b.got
+        finally:
+            await admin.stop()
+            await asyncio.wait_for(runner, 10)
+
+    assert run(body()) == [Tally(("apples", 3), (1, 2))]
+
+
+class Plain:
+    pass
+
+
+@pytest.mark.parametrize("kind", [None, Plain, int])
+def test_on_message_with_no_message_class_is_refused_where_it_is_written(kind):
+    """Such a handler was never called, and nothing said so."""
+    with pytest.raises(TypeError, match=r"@on_message\(type=\.\.\.\) takes the @message class"):
+        on_message(kind) if kind is not None else on_message()

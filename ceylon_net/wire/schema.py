@@ -589,7 +589,9 @@ def _converter(tp: Any) -> Callable[[Any], Any]:
     if origin in (typing.Union, types.UnionType):
         options = [_converter(a) for a in args if a is not type(None)]
         return _union_converter(options, type(None) in args)
-    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+    if origin is tuple or tp is tuple:
+        return _tuple_converter(args)
+    if origin in (list, Sequence) or tp is list:
         item = _converter(args[0]) if args else _identity
         if item is _identity:
             return _expect(list, "array")  # decoded lists are fresh: nothing to copy
@@ -600,6 +602,24 @@ def _converter(tp: Any) -> Callable[[Any], Any]:
             return _expect(dict, "map")  # decoded maps are fresh: nothing to copy
         return lambda v: {k: value(x) for k, x in _expect(dict, "map")(v).items()}
     return _identity
+
+
+def _tuple_converter(args: tuple[Any, ...]) -> Callable[[Any], Any]:
+    """A tuple back from its array: ``tuple[X, ...]`` of any length, each item an X;
+    ``tuple[X, Y]`` of that length, each item its own type (a bare ``tuple``: any items)."""
+    array = _expect(list, "array")
+    if not args or (len(args) == 2 and args[1] is Ellipsis):
+        item = _converter(args[0]) if args else _identity
+        return lambda v: tuple(map(item, array(v)))
+    items = [_converter(a) for a in args]
+
+    def convert(v: Any) -> tuple[Any, ...]:
+        v = array(v)
+        if len(v) != len(items):
+            raise _Mismatch(f"expected {len(items)} items, got {len(v)}")
+        return tuple(f(x) for f, x in zip(items, v, strict=True))
+
+    return convert
 
 
 def _enum_converter(tp: type[enum.Enum]) -> Callable[[Any], Any]:
