@@ -24,6 +24,8 @@ MAX_HEARTBEAT = 3600.0  # seconds: longer would leave a lost worker unnoticed fo
 # Seconds: at 0.05 a loaded host's short pauses already read as an admin gone, and workers
 # register again; the suite's fastest is 0.2.
 MIN_HEARTBEAT = 0.1
+MAX_LIVENESS = 1000  # heartbeats a worker may miss before it is lost
+MAX_EXPECT_WORKERS = 1_000_000
 # A worker heartbeat a second at least: fewer slow every heartbeat (Pulse) so far that a lost
 # worker is never noticed (1e-6: one worker beat every 11 days).
 MIN_BEATS_PER_SECOND = 1.0
@@ -125,8 +127,11 @@ class AdminSettings:
             raise ConfigError(f"--liveness must be at least 2, got {self.liveness} (a worker "
                               f"beats once a --heartbeat: at 1, one beat a little late would "
                               f"call it lost)")
-        if self.expect_workers < 0:
-            raise ConfigError("--expect-workers must be >= 0")
+        if self.liveness > MAX_LIVENESS:  # (and a figure the wire carries: 64 bits)
+            raise ConfigError(f"--liveness must be at most {MAX_LIVENESS}, got {self.liveness}")
+        if not 0 <= self.expect_workers <= MAX_EXPECT_WORKERS:
+            raise ConfigError(f"--expect-workers must be 0-{MAX_EXPECT_WORKERS:,}, got "
+                              f"{self.expect_workers}")
         if not self.unassignable_timeout >= 0:  # also refuses NaN
             raise ConfigError("--unassignable-timeout must be >= 0")
         if not self.lost_wait >= 0:
@@ -213,7 +218,8 @@ class WorkerSettings:
     admin_key: str | None = None  # the admin's public key file
 
     def __post_init__(self) -> None:
-        _check_name("name", self.name)
+        # (a worker's ZeroMQ identity is its name and 9 bytes more: at most 255 bytes)
+        _check_name("name", self.name, max_bytes=200)
         _check_security(self.token, self.max_message_bytes)
         if (self.curve_secret is None) != (self.admin_key is None):
             raise ConfigError("--curve-secret and --admin-key go together")
@@ -277,10 +283,16 @@ def client_settings(address: str | None, workspace: str | None, token: str | Non
         raise ConfigError(f"{said}: the port must be 1-65535, got {number}")
     check_host(host, f"{said}: its host", "give host:port, as in '127.0.0.1:8000'")
     return WorkerSettings(name="client", admin_peer=host, port=number,
-                          workspace=workspace or env_default("WORKSPACE", DEFAULT_WORKSPACE_ID),
-                          token=token if token is not None else env_default("TOKEN", None),
-                          curve_secret=curve_secret or env_default("CURVE_SECRET", None),
-                          admin_key=admin_key or env_default("ADMIN_KEY", None))
+                          workspace=_given(workspace, "WORKSPACE", DEFAULT_WORKSPACE_ID),
+                          token=_given(token, "TOKEN", None),
+                          curve_secret=_given(curve_secret, "CURVE_SECRET", None),
+                          admin_key=_given(admin_key, "ADMIN_KEY", None))
+
+
+def _given(value: str | None, env: str, default: str | None) -> str | None:
+    """An option as given (an empty one too: refused as such, not replaced by CEYLON_<env>),
+    else the environment's, else ``default``."""
+    return value if value is not None else env_default(env, default)
 
 
 def _check_security(token: str | None, max_message_bytes: int) -> None:
@@ -338,6 +350,9 @@ def _check_positive(label: str, value: float) -> None:
         raise ConfigError(f"--{label} must be > 0, got {value}")
 
 
-def _check_name(label: str, value: str) -> None:
+def _check_name(label: str, value: str, max_bytes: int | None = None) -> None:
     if not value or len(value) > 200 or not value.isprintable():
         raise ConfigError(f"{label} {value!r} must be 1-200 printable characters")
+    if max_bytes is not None and len(value.encode()) > max_bytes:
+        raise ConfigError(f"{label} {value!r} is {len(value.encode())} bytes in UTF-8, over the "
+                          f"{max_bytes} it may be (fewer characters, or plainer ones)")

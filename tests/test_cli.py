@@ -160,6 +160,17 @@ def test_metrics_on_any_free_port_says_which_and_answers_scrapes_that_come_toget
      "error: --journal and --results are the same file (never.db): give each its own"),
     ("ceylon-admin", ["--tasks", "never.json", "--report-json", "never.json"],
      "error: --tasks and --report-json are the same file (never.json): give each its own"),
+    # (a ZeroMQ traceback: its identity, the name and 9 bytes, is at most 255 bytes)
+    ("ceylon-worker", ["--name", "é" * 124], "is 248 bytes in UTF-8, over the 200 it may be"),
+    # (accepted, then the admin died as "a bug" encoding them for a status or a worker)
+    ("ceylon-admin", ["--expect-workers", str(10**20)],
+     "error: --expect-workers must be 0-1,000,000, got 100000000000000000000"),
+    ("ceylon-admin", ["--liveness", str(10**20)], "error: --liveness must be at most 1000"),
+    ("ceylon-keygen", ["/tmp", "--name", "a" * 300], "File name too long"),  # (a traceback)
+    ("ceylon-keygen", ["/nonexistent-dir", "--name", "a\nb"], "must be a plain file name"),
+    # (replaced by CEYLON_WORKSPACE, else 'default', silently)
+    ("ceylon-status", ["--port", "1", "--workspace", ""],
+     "error: workspace '' must be 1-200 printable characters"),
     ("ceylon-worker", ["--app", "./mypkg/handlers.py"],
      "--app ./mypkg/handlers.py: give a module name, not a file: --app handlers, run from its "
      "directory (or with it on PYTHONPATH)"),

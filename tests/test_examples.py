@@ -55,10 +55,15 @@ def test_literal_tutorial_ports_run_their_broadcasts_to_the_end(script):
 
 def test_demo_assigns_each_seed_task_to_its_best_fit_worker(tmp_path):
     """And leaves nothing behind: its processes' logs went to a temporary directory that
-    stayed (338 of them in /tmp on the machine that found it)."""
-    proc = _run([sys.executable, "-m", "ceylon_net.dev.demo"], TMPDIR=str(tmp_path))
+    stayed (338 of them in /tmp on the machine that found it). The user's CEYLON_* settings
+    are not its processes' (a token too short stopped its admin; a journal made a second
+    demo report the first's run, its workers waiting 30 s for nothing)."""
+    journal = tmp_path.parent / f"{tmp_path.name}-journal.db"
+    proc = _run([sys.executable, "-m", "ceylon_net.dev.demo"], TMPDIR=str(tmp_path),
+                CEYLON_TOKEN="short", CEYLON_JOURNAL=str(journal))
     assert proc.returncode == 0, proc.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert "not passing CEYLON_JOURNAL, CEYLON_TOKEN to the demo's processes" in proc.stdout
+    assert list(tmp_path.iterdir()) == [] and not journal.exists()
     rows = {line.split("│")[1].strip(): line for line in proc.stdout.splitlines()
             if line.startswith("│") and line.split("│")[1].strip().isdigit()}
     assert "Junior" in rows["1"] and "Intermediate" in rows["2"] and "Senior" in rows["3"]

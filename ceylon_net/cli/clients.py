@@ -321,11 +321,11 @@ def keygen(
     log_level: LogLevel = "WARNING", log_json: LogJson = False,
 ) -> None:
     configure_logging(log_level, log_json)
-    if not name or "/" in name or name.startswith("."):
+    if not name or "/" in name or name.startswith(".") or not name.isprintable():
         fail(EXIT_CONFIG, f"--name {name!r} must be a plain file name")
-    if (directory / f"{name}.key_secret").exists():
-        fail(EXIT_CONFIG, f"{directory / (name + '.key_secret')} exists; not overwriting it")
     try:
+        if (directory / f"{name}.key_secret").exists():
+            fail(EXIT_CONFIG, f"{directory / (name + '.key_secret')} exists; not overwriting it")
         public, secret = create_keypair(directory, name)
     except OSError as exc:  # a file where the directory should be, a read-only place...
         fail(EXIT_CONFIG, f"{exc.filename or directory}: {exc.strerror or exc}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -27,7 +28,10 @@ async def main() -> int:
 
 
 async def _run() -> int:
-    async with Cluster() as cluster:
+    if mine := sorted(k for k in os.environ if k.startswith("CEYLON_")):
+        print(f"not passing {', '.join(mine)} to the demo's processes: it runs on settings "
+              f"of its own", flush=True)
+    async with Cluster(inherit_settings=False) as cluster:
         admin = await cluster.admin("--tasks", str(SEED_TASKS), "--expect-workers", "3")
         print(f"admin on 127.0.0.1:{cluster.port} (PUB {cluster.pub_port}); starting workers "
               + ", ".join(f"{n} (skill {s})" for n, s in WORKERS), flush=True)

@@ -100,6 +100,8 @@ class Cluster:
 
     workdir: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # The CEYLON_* variables of this process pass to the programs (False: they do not).
+    inherit_settings: bool = True
     procs: list[Proc] = field(default_factory=list)
     port: int = 0
     pub_port: int = 0
@@ -125,7 +127,9 @@ class Cluster:
                     ) -> Proc:
         assert self.workdir is not None
         out, err = self.workdir / f"{name}.out", self.workdir / f"{name}.err"
-        full_env = {**os.environ, **self.env, **(env or {})}
+        inherited = os.environ if self.inherit_settings else \
+            {k: v for k, v in os.environ.items() if not k.startswith("CEYLON_")}
+        full_env = {**inherited, **self.env, **(env or {})}
         with out.open("wb") as fo, err.open("wb") as fe:
             process = await asyncio.create_subprocess_exec(
                 *argv, stdout=fo, stderr=fe, stdin=asyncio.subprocess.DEVNULL, env=full_env,
