@@ -246,6 +246,18 @@ def test_queued_parts_are_whole_rounds_of_slots_the_rest_on_the_worker_served_fi
     assert parts[placed[0][1]] == 56
 
 
+def test_queued_parts_of_less_than_a_round_stay_spread_among_the_workers():
+    # 40 tasks behind 4 x 100 busy slots: in whole rounds, one worker would queue all 40
+    # while slots free on the others as soon.
+    s = scheduler(*[WorkerSlot(f"w{i}", 5, capacity=1000, slots=100, running=100)
+                    for i in range(4)])
+    for i in range(40):
+        s.push(i, 1, None)
+
+    placed = s.assign()
+    assert sorted(Counter(w for _, w in placed).values()) == [10, 10, 10, 10]
+
+
 def test_a_task_that_needs_a_free_slot_holds_the_workers_that_could_give_it_one():
     # A "front" task (it was with a worker that died) goes only to a free slot. Younger tasks
     # do not queue on the workers that could take it, so their queues drain and a slot frees

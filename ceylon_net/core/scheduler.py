@@ -437,13 +437,14 @@ class Scheduler:
 
     def _share(self, key: ClassKey, queued: int, slots: int) -> int:
         """A worker's part of ``queued`` tasks of class ``key``, split among the workers
-        with room that could take them, in whole rounds of its ``slots``: what is left over
-        a whole number of rounds goes to the workers served first, which start first, and
-        the others end a round sooner (200 tasks on 4 x 8 slots: 56, 48, 48, 48, one worker
-        running a seventh round, not all four)."""
+        with room that could take them; a part of a round or more, in whole rounds of its
+        ``slots``: what is left over a whole number of rounds goes to the workers served
+        first, which start first, and the others end a round sooner (200 tasks on 4 x 8
+        slots: 56, 48, 48, 48, one worker running a seventh round, not all four). Less than
+        a round stays spread (40 tasks behind 4 x 100 busy slots: 10 each)."""
         takers = sum(1 for w in self._workers.values() if w.running < w.room and fits(w, key))
         share = -(-queued // max(1, takers))
-        return -(-share // max(1, slots)) * max(1, slots)
+        return share if share < slots else -(-share // slots) * slots
 
     def _reservations(self) -> dict[str, Entry]:
         """Workers held for a task that waits for a free slot or to run alone (the head of
