@@ -859,3 +859,15 @@ def test_a_worker_that_was_slow_not_gone_costs_its_stolen_tasks_nothing():
     b.remove_worker("slow")
 
     assert b.records[0].losses == 0
+
+
+def test_a_dependent_queued_when_its_dependency_completes_keeps_its_submission_place():
+    """README: among equal priorities, older first. A step 2 submitted before 10,000 tasks
+    of the same priority went after them all: it was stamped when it became ready."""
+    a, then = Task("a", "step 1"), Task("b", "step 2", depends_on=["a"])
+    b = board([a, then, *(Task(f"c{i}", "other") for i in range(6))], WorkerSlot("w", 5))
+    assert b.plan() == {"w": [TaskAssignment(a, "w", 1)]}
+    b.record(done(a, "w"))
+
+    assert b.queued() == ["b", *(f"c{i}" for i in range(6))]
+    assert [x.task.id for x in b.plan()["w"]] == ["b"]

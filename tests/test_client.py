@@ -180,6 +180,30 @@ def test_a_cancelled_future_is_cancelled_on_the_cluster_too(tmp_path):
     assert counts["done"] == 2 and counts["succeeded"] == 0  # both cancelled, neither ran on
 
 
+def test_dependents_of_a_future_cancelled_before_its_batch_went_fail_as_cancelled(tmp_path):
+    """Cancelled in the turn it was submitted, its batch not sent yet: its dependents went
+    without it, and the admin refused them, a ConfigError "depends on unknown task 'a'"
+    (one turn later: TaskFailed, its dependency cancelled)."""
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            async with AsyncClient(f"127.0.0.1:{c.port}") as client:
+                a = client.submit("echo_later", "a", key="a")
+                b = client.submit("echo_later", "b", key="b", depends_on=[a])
+                b2 = client.submit("echo_later", "b2", key="b2", depends_on=[b])
+                other = client.submit("echo_later", "other", key="other")
+                assert a.cancel()
+                return await asyncio.wait_for(asyncio.gather(b, b2, other,
+                                                             return_exceptions=True), 30)
+
+    b, b2, other = run(body())
+    assert other == {"echo": "other"}
+    assert isinstance(b, TaskFailed) and str(b) == \
+        "task 'b' cancelled: dependency 'a' was cancelled", repr(b)
+    assert isinstance(b2, TaskFailed) and str(b2) == \
+        "task 'b2' cancelled: dependency 'b' was cancelled", repr(b2)
+
+
 @pytest.mark.timeout(120)
 def test_cancel_given_a_group_future_cancels_the_groups_tasks(tmp_path):
     def body(port: int) -> tuple:

@@ -210,6 +210,27 @@ def test_an_async_handler_that_blocks_is_named_when_the_worker_finds_its_heartbe
     assert "'nap'" not in said
 
 
+def test_a_sync_handler_holding_the_gil_is_named_when_the_worker_finds_its_heartbeats_stopped(
+        tmp_path, tasks_file):
+    """A plain handler runs in a thread, but one long C call holding the GIL (big integers,
+    an extension that does not release it) stops the event loop too: the worker said only
+    "was this process paused, or its event loop blocked?"; the user had nothing to go on."""
+    path = tasks_file([{"id": "holds", "description": "h", "difficulty": 1,
+                        "handler": "gil_hold", "args": [1.5]}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await c.admin("--tasks", str(path), "--heartbeat", "0.25", "--expect-workers", "1")
+            worker = await c.worker("w", "--app", "stall", env=APP_ENV)
+            await wait_until(lambda: "registering again" in worker.stderr(), 60,
+                             "the worker to find its heartbeats stopped")
+            return worker.stderr()
+
+    again = [line for line in run(body()).splitlines() if "registering again" in line]
+    assert "sync handler 'gil_hold' (task 'holds') ran in a thread meanwhile: a call that " \
+           "holds Python's GIL" in again[0], again
+
+
 # ---- a review's findings (helper): a returned object reported as it was when its call
 # returned; a batch whose thread cannot be made; --app imports that fail oddly
 
@@ -397,3 +418,34 @@ def test_a_value_with_a_string_over_1_mib_is_still_reported_as_it_was_when_its_c
     unpack_batch(TaskResult, pack_batch([first]), worker_limits)
     assert first.value["seen"] == [1], \
         f"task 1 reports {first.value['seen']} (task 2's item too): its value was not copied"
+
+
+@pytest.mark.parametrize("what, said", [("exit", "SystemExit(5)"),
+                                        ("interrupt", "KeyboardInterrupt('from a background")])
+def test_sys_exit_in_a_task_a_handler_started_is_said_and_the_worker_goes_on(
+        tmp_path, tasks_file, what, said):
+    """asyncio lets SystemExit and KeyboardInterrupt out of its loop from any task: the
+    worker ended on the spot, exit 5 (or 130, as a Ctrl-C), nothing said, its tasks waiting
+    for it to be found lost."""
+    path = tasks_file([{"id": "bg", "description": "x", "difficulty": 1,
+                        "handler": "exit_behind", "args": [what]},
+                       {"id": "after", "description": "x", "difficulty": 1,
+                        "handler": "echo_later", "args": [1], "depends_on": ["bg"]}])
+    report_path = tmp_path / "report.json"
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--expect-workers", "1",
+                                  "--report-json", str(report_path))
+            worker = await _worker(c, "w")
+            code = await admin.wait(60)
+            return code, admin.stderr(), await worker.wait(15), worker.stderr()
+
+    code, err, worker_code, worker_err = run(body())
+    assert code == 0, err
+    assert worker_code == 0, worker_err
+    assert f"worker 'w': a task of its own that is not a handler's call (one a handler " \
+           f"started?) raised {said}" in worker_err
+    outcomes = {t["id"]: t for t in json.loads(report_path.read_text())["tasks"]}
+    assert outcomes["bg"]["value"] == "returned" and outcomes["after"]["success"]
+    assert " lost: " not in err

@@ -88,7 +88,7 @@ def worker(
     except ConfigError as exc:
         fail(EXIT_CONFIG, str(exc))
     try:
-        loop.run(_run_worker(settings, drain_timeout))
+        loop.run(_run_worker(settings, drain_timeout), contain=f"worker {settings.name!r}")
     except RejectedError as exc:
         _leave(EXIT_FAILED, f"rejected by the admin: {exc}")
     except (AdminUnreachableError, Crashed) as exc:

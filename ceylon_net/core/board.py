@@ -258,8 +258,11 @@ class TaskBoard:
         gates = {t.id: [*(gates or {}).get(t.id, ()), *map(task_gate, t.depends_on)]
                  for t in tasks}
         floor = self.forgotten.attempts
-        for task in tasks:  # (index: a forgotten task's is never given again)
-            records[task.id] = TaskRecord(task, attempt=floor, index=self.total, base=floor)
+        # (index: a forgotten task's is never given again; seq: its age stamp, taken now, so
+        # that one queued when its dependencies complete goes before equal tasks after it)
+        for task, seq in zip(tasks, self.scheduler.stamps(len(tasks)), strict=True):
+            records[task.id] = TaskRecord(task, attempt=floor, seq=seq, index=self.total,
+                                          base=floor)
         for task in tasks:
             pending = {g for g in gates.get(task.id, ()) if not self._is_open(g)}
             if pending:

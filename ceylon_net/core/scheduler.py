@@ -246,6 +246,13 @@ class Scheduler:
         self._where[task] = entry
         return seq
 
+    def stamps(self, n: int) -> range:
+        """Age stamps for ``n`` tasks queued later (waiting on dependencies): push() them
+        with theirs to queue them where they were submitted, among equal priorities."""
+        first = self._next_seq
+        self._next_seq += n
+        return range(first, first + n)
+
     def push_new(self, tasks: Iterable[tuple[TaskKey, int, str | None, int, str | None]]
                  ) -> list[int]:
         """Queue many new tasks at once: (task, difficulty, role, priority, handler) each, in

@@ -427,12 +427,35 @@ class AsyncClient:
             self._futures.pop(key, None)
         unsent = {d["id"] for d, _, g in self._queued if g is None} & set(ids)
         if unsent:
-            self._queued = [q for q in self._queued if q[2] is not None
-                            or q[0]["id"] not in unsent]
+            self._queued = self._without(unsent)
         sent = [k for k in ids if k not in unsent]
         if sent and self._dealer is not None:
             task = self.loop.create_task(self.cancel(sent))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _without(self, cancelled: set[Any]) -> list[tuple[dict[str, Any], int,
+                                                           GroupFuture | None]]:
+        """What is queued to go, but the ``cancelled`` tasks and what depends on them: those
+        fail as the admin fails a task whose dependency was cancelled (sent without it, the
+        admin refused them for a dependency it never heard of)."""
+        gone = {("task", k) for k in cancelled}
+        kept = []
+        for item in self._queued:  # (in order: a dependent after what it depends on)
+            doc, _, group = item
+            if group is None and doc["id"] in cancelled:
+                continue  # (its future is cancelled already)
+            dep = next((d for d in _needs(doc) if d in gone), None)
+            if dep is None:
+                kept.append(item)
+                continue
+            gone.update(_names(doc, group))
+            why = f"dependency {'' if dep[0] == 'task' else 'group '}{dep[1]!r} was cancelled"
+            what = f"task {doc['id']!r}" if group is None else f"group {doc['name']!r}"
+            self._batch_failed([doc["id"]] if group is None else list(group.tasks),
+                               [(doc, group)] if group is not None else [],
+                               TaskFailed(f"{what} cancelled: {why}",
+                                          doc["id"] if group is None else None, why))
+        return kept
 
     async def submit_batch(self, doc: dict[str, Any], *, wait: bool, sequential: bool = False,
                            on_progress: Callable[[wire.BatchProgress], None] | None = None,

@@ -90,18 +90,23 @@ def _tight_timer_slack() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_TIMERSLACK, TIMER_SLACK_NS, 0, 0, 0)
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
+def run(main: Coroutine[Any, Any, T], contain: str | None = None) -> T:
     """``asyncio.run(main)`` on :func:`new_event_loop`, except that a task still running at
     the end that ignores its cancellation is left behind (said) instead of waited for ever.
     As asyncio.run does, a first Ctrl-C (SIGINT) cancels ``main`` and ends in
     KeyboardInterrupt (so ``except KeyboardInterrupt`` around it runs, and a handler running
-    at that moment is not the one that gets it); a second one interrupts at once."""
+    at that moment is not the one that gets it); a second one interrupts at once.
+
+    ``contain`` (a program hosting other people's code, ceylon-worker: its name): a
+    SystemExit or KeyboardInterrupt raised in some other task (one a handler started) would
+    end the program on the spot, silently, as asyncio lets it out of the loop; it is said,
+    with its traceback, and the program goes on."""
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     task = loop.create_task(main)
     interrupted = _on_sigint(loop, task)
     try:
-        return loop.run_until_complete(task)
+        return _until_complete(loop, task, contain, interrupted)
     except asyncio.CancelledError:
         if interrupted and task.uncancel() == 0:
             raise KeyboardInterrupt from None
@@ -120,6 +125,21 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+
+
+def _until_complete(loop: asyncio.AbstractEventLoop, task: asyncio.Task[T],
+                    contain: str | None, interrupted: _Interrupted | None) -> T:
+    while True:
+        try:
+            return loop.run_until_complete(task)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            if contain is None or task.done() or interrupted:  # (a Ctrl-C's: it ends)
+                raise
+            logger.opt(exception=exc).error(
+                "{}: a task of its own that is not a handler's call (one a handler started?) "
+                "raised {!r}: ignored, it goes on (sys.exit() and KeyboardInterrupt end a "
+                "handler's own call as a failed result; in a task of its own they would end "
+                "the program on the spot)", contain, exc)
 
 
 class _Interrupted(list):

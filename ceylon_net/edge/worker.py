@@ -259,12 +259,17 @@ class Worker(AgentBase):
         ran += [(handler, tid) for handler, tid, at in runner.ended if at >= since]
         named = list(dict.fromkeys(f"{h!r} (task {tid!r})" for h, tid in ran
                                    if handlers.on_loop(h)))
-        if not named:
-            return ""
-        return (f"; async handler {', '.join(named[:3])}{' and more' if named[3:] else ''} "
-                f"ran on the event loop meanwhile: a blocking call in an async def holds it "
-                f"(make it a plain def, which runs in a thread, or await "
-                f"asyncio.to_thread(...) for its blocking part)")
+        if named:
+            return (f"; async handler {_few(named)} ran on the event loop meanwhile: a "
+                    f"blocking call in an async def holds it (make it a plain def, which runs "
+                    f"in a thread, or await asyncio.to_thread(...) for its blocking part)")
+        threaded = list(dict.fromkeys(f"{h!r} (task {tid!r})" for h, tid in ran))
+        if threaded:  # (a thread holding the GIL in one long C call holds the loop too)
+            return (f"; sync handler {_few(threaded)} ran in a thread meanwhile: a call that "
+                    f"holds Python's GIL (one long C call: big-integer arithmetic, an "
+                    f"extension that does not release it) stops the event loop as well (run "
+                    f"it in a process of its own, concurrent.futures.ProcessPoolExecutor)")
+        return ""
 
     async def arun_against(self, admin: Serving) -> str:
         """Run against an in-process admin (over loopback sockets, like any other worker)."""
@@ -871,3 +876,7 @@ def _stock(run_task: Any) -> bool:
     then may its runner run queued tasks of quick sync handlers in batches: a batch calls
     the handlers itself, not run_task."""
     return getattr(run_task, "__func__", None) is _STOCK_RUN_TASK
+
+
+def _few(named: list[str]) -> str:
+    return f"{', '.join(named[:3])}{' and more' if named[3:] else ''}"

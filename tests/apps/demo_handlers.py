@@ -59,6 +59,18 @@ def hold_and_note(flag: str, notes: str, key: int) -> int:
     return key
 
 
+@handler("exit_behind")
+async def exit_behind(what: str) -> str:
+    """Starts a background task (a library's, say) that raises SystemExit(5), or
+    KeyboardInterrupt: ``what``; returns at once."""
+    async def background() -> None:
+        raise SystemExit(5) if what == "exit" else KeyboardInterrupt("from a background task")
+
+    asyncio.get_running_loop().create_task(background())
+    await asyncio.sleep(0.05)
+    return "returned"
+
+
 @handler("deaf")
 async def deaf(seconds: float) -> float:
     """Sleeps ``seconds`` and will not be stopped: it catches every cancellation."""
