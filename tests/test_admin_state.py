@@ -2319,3 +2319,45 @@ def test_a_task_asked_back_as_unheard_is_not_counted_lost_with_its_worker():
     w.heartbeat()  # (asked back)
     sim.tick(at=6.0)  # w lost
     assert sim.st.board.records["t"].losses == 0
+
+
+def test_every_task_is_counted_in_one_state_of_the_metrics_and_the_done_add_up():
+    """The metrics counted an unassigned task as cancelled and unassigned, a dead one as
+    failed and dead, a waiting one as pending and waiting: their sum over-counted, and
+    ceylon-status and the dashboard showed no cancelled task anywhere (a review)."""
+    from ceylon_net.core.snapshot import counts, metrics
+
+    sim = Sim(unassignable_timeout=5, max_attempts=1)
+    w = sim.join("w", skill=5, capacity=3)
+    sim.submit(noop("warm-up"))
+    w.finish("warm-up")  # (trusted: its full capacity)
+    sim.submit(noop("ok"), noop("bad"), noop("gone"), noop("dropped"), Task("hard", "h", 8),
+               noop("next"), noop("after", depends_on=["next"]))
+    seen = []
+
+    def check() -> None:
+        tasks, n = metrics(sim.st)["tasks"], counts(sim.st)
+        assert sum(tasks.values()) == n["total"] == 8, tasks
+        assert n["done"] == n["succeeded"] + n["failed"] + n["cancelled"] + n["unassigned"], n
+        seen.append({k: v for k, v in tasks.items() if v})
+
+    check()
+    sim.cancel("dropped")
+    w.finish("ok")
+    w.finish("bad", success=False)
+    check()
+    for at in (1.0, 2.0, 3.5):  # w silent: lost with 'gone' and 'next' on their last attempt
+        sim.tick(at=at)
+    check()
+    v = sim.join("v", skill=3)  # (with no worker at all, 'hard' would wait for one)
+    for at in (4.0, 6.0, 8.0, 9.6):  # 'hard' given up: no connected worker can take it
+        sim.now = at
+        v.heartbeat()
+        sim.tick()
+    check()
+    assert seen[0] == {"completed": 1, "running": 3, "pending": 3,
+                       "waiting_on_dependencies": 1}
+    assert seen[-1] == {"completed": 2, "failed": 1, "dead": 2, "cancelled": 2,
+                        "unassigned": 1}
+    n = counts(sim.st)
+    assert (n["succeeded"], n["failed"], n["cancelled"], n["unassigned"]) == (2, 3, 2, 1)

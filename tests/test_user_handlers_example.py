@@ -68,7 +68,10 @@ def test_user_handlers_results_file_and_metrics(tmp_path):
     assert scraped['ceylon_tasks{state="completed"}'] == len(report["tasks"]) == 5
     assert scraped['ceylon_tasks{state="failed"}'] == 0
     assert scraped["ceylon_results_total"] == 5
-    assert scraped['ceylon_workers{state="connected"}'] == 2
+    assert scraped["ceylon_workers_connected"] == 2
+    assert scraped['ceylon_tasks{state="completed"}'] + scraped['ceylon_tasks{state="failed"}'] \
+        + scraped['ceylon_tasks{state="dead"}'] == sum(v for k, v in scraped.items()
+                                                     if k.startswith("ceylon_tasks{"))
     assert scraped["ceylon_task_seconds_count"] == 5
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     assert sorted(r["task_id"] for r in lines) == sorted(["fine", *values])

@@ -148,7 +148,8 @@ def render(data: dict[str, Any]) -> Group:
         _row(groups, g["name"], f"{_ended(g)}/{g['total']}",
              g["status"], g["goal"] or "-", g["goal_status"] or "-")
     queued = _queued(data)
-    summary = (f"tasks: {c['done']}/{c['total']} done ({c['succeeded']} succeeded), "
+    ended = "".join(f", {c[k]} {k}" for k in ("failed", "cancelled") if c.get(k))
+    summary = (f"tasks: {c['done']}/{c['total']} done ({c['succeeded']} succeeded{ended}), "
                f"{c['running']} running, {c['queued']} queued, {c['waiting']} waiting, "
                f"{c['unassigned']} unassigned"
                + (f" ({c['forgotten']:,} of the done forgotten with their batches: "

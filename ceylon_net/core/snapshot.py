@@ -36,12 +36,16 @@ def counts(st: AdminState) -> dict[str, int]:
     # Running: on a worker, within its slots; queued: in the admin's queue or a worker's.
     held = board.queued_on_workers
     running = board.running - held
-    total = board.total
-    return {"total": total, "done": total - board.open, "forgotten": board.forgotten.tasks,
-            "succeeded": board.succeeded, "running": running,
+    total, done = board.total, board.total - board.open
+    # Done: succeeded, failed (a failed run, or lost with its workers too often), cancelled,
+    # unassigned (given up: no worker could take it): each done task in one of them.
+    failed = board.failed_runs  # (the dead among them)
+    unassigned = len(st.unassigned) + board.forgotten.unassigned
+    return {"total": total, "done": done, "forgotten": board.forgotten.tasks,
+            "succeeded": board.succeeded, "failed": failed,
+            "cancelled": done - board.succeeded - failed - unassigned, "running": running,
             "queued": len(board.scheduler) + held, "queued_on_workers": held,
-            "waiting": len(board.waiting),
-            "unassigned": len(st.unassigned) + board.forgotten.unassigned,
+            "waiting": len(board.waiting), "unassigned": unassigned,
             "broadcasts": st.broadcasts.seq,
             "broadcasts_lost": s.broadcasts_lost,
             "broadcasts_unconfirmed": s.broadcasts_unconfirmed, "stolen": s.stolen,
@@ -92,31 +96,35 @@ def snapshot(st: AdminState) -> dict[str, Any]:
 
 
 def metrics(st: AdminState) -> dict[str, Any]:
-    """Figures for the Prometheus endpoint."""
+    """Figures for the Prometheus endpoint. Each task in one state of ``tasks``, each worker
+    in one of ``workers`` (their sums are the totals)."""
     board, s = st.board, st.stats
     tasks = dict.fromkeys((status.value for status in TaskStatus), 0)
-    for rec in list(board.records.values()):
+    for rec in board.records.values():
         tasks[rec.status.value] += 1
     gone = board.forgotten  # (finished batches forgotten: counted still)
     tasks["completed"] += gone.completed
     tasks["failed"] += gone.failed
     tasks["cancelled"] += gone.cancelled
     held = board.queued_on_workers  # sent ahead (pipelining): they wait, not run, there
+    waiting, dead = len(board.waiting), len(board.dead) + gone.dead
+    unassigned = len(st.unassigned) + gone.unassigned
     tasks["running"] -= held
-    tasks |= {"queued_on_workers": held, "waiting_on_dependencies": len(board.waiting),
-              "dead": len(board.dead) + gone.dead,
-              "unassigned": len(st.unassigned) + gone.unassigned}
+    tasks["pending"] -= waiting  # (of the pending: waiting on dependencies; of the failed:
+    tasks["failed"] -= dead  # lost too often; of the cancelled: given up, unassigned)
+    tasks["cancelled"] -= unassigned
+    tasks |= {"queued_on_workers": held, "waiting_on_dependencies": waiting, "dead": dead,
+              "unassigned": unassigned}
     slots = list(board.scheduler.workers.values())
-    workers = {"connected": len(st.members.registry),
-               **{state.value: sum(1 for w in slots if w.state is state)
-                  for state in WorkerState if state is not WorkerState.GONE},
-               "busy": sum(1 for w in slots if w.running > 0)}
+    workers = {state.value: sum(1 for w in slots if w.state is state)
+               for state in WorkerState if state is not WorkerState.GONE}
     counters = {"assignments": s.assignments, "results": s.results,
                 "bad_frames": s.bad_frames, "dropped_hellos": s.dropped_hellos,
                 "reconnects": s.reconnects, "workers_lost": s.lost,
                 "broadcasts": st.broadcasts.seq, "broadcasts_lost": s.broadcasts_lost,
                 "broadcasts_unconfirmed": s.broadcasts_unconfirmed}
-    return {"tasks": tasks, "workers": workers, "counters": counters,
+    return {"tasks": tasks, "workers": workers, "connected": len(st.members.registry),
+            "busy": sum(1 for w in slots if w.running > 0), "counters": counters,
             "histograms": {"task_seconds": s.run_seconds, "queue_wait_seconds": s.wait_seconds}}
 
 

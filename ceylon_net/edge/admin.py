@@ -35,7 +35,7 @@ from .agent import AgentBase, finish_tasks, guarded, supervised
 from .collector import FullCollections
 from .dashboard import Dashboard
 from .journal import Journal, JournalWriteError, ResultsFile, record_round, resume
-from .metrics import MetricsServer
+from .metrics import MetricsServer, on_the_loop
 from .outlet import Outlet
 from .transport import AdminSockets, load_keys, peer_address
 
@@ -511,7 +511,9 @@ async def _open_outputs(admin: Admin) -> None:
     if s.dashboard_port is not None and admin.dashboard is None:
         admin.dashboard = await Dashboard.serve(admin.state, s.bind, s.dashboard_port, s.token)
     if s.metrics_port is not None and admin.metrics is None:
-        admin.metrics = MetricsServer(lambda: metrics(admin.state), s.bind, s.metrics_port)
+        admin.metrics = MetricsServer(on_the_loop(asyncio.get_running_loop(),
+                                                  lambda: metrics(admin.state)),
+                                      s.bind, s.metrics_port)
     if s.results_file is not None and admin._results is None:
         admin._results = ResultsFile(s.results_file)
 

@@ -190,7 +190,8 @@ class Dashboard:
         url = urlsplit(target)
         if not token_ok(self.token, parse_qs(url.query).get("token", [""])[0]):
             return await _send(writer, 401, "text/plain",
-                               b"this admin wants its token: add ?token=... to the address\n")
+                               b"this admin wants its token: add ?token=... to the address "
+                               b"(URL-encoded: %2B for +, %26 for &, %23 for #)\n")
         if method == "HEAD" and url.path in ("/", "/api/state"):
             body = self._page if url.path == "/" else self._json()
             kind = "text/html; charset=utf-8" if url.path == "/" else "application/json"

@@ -4,6 +4,7 @@ hot path but a few integer increments."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import socket
 import threading
@@ -34,6 +35,20 @@ HISTOGRAMS = {
 }
 
 
+def on_the_loop(loop: asyncio.AbstractEventLoop, view: Callable[[], dict[str, Any]],
+                timeout: float = 10.0) -> Callable[[], dict[str, Any]]:
+    """``view`` read on ``loop``'s thread, for a scrape in the server's: the admin's state
+    is the loop's (read from another thread, a dict could change size as it is read, and
+    counts taken as others change disagree)."""
+    async def read() -> dict[str, Any]:
+        return view()
+
+    def call() -> dict[str, Any]:
+        return asyncio.run_coroutine_threadsafe(read(), loop).result(timeout)
+
+    return call
+
+
 class AdminCollector:
     def __init__(self, view: Callable[[], dict[str, Any]]) -> None:
         self.view = view
@@ -46,15 +61,20 @@ class AdminCollector:
         )
 
         v = self.view()
-        tasks = GaugeMetricFamily("ceylon_tasks", "Tasks by state", labels=["state"])
+        tasks = GaugeMetricFamily("ceylon_tasks", "Tasks by state (each task in one)",
+                                  labels=["state"])
         for state, n in v["tasks"].items():
             tasks.add_metric([state], n)
         yield tasks
-        workers = GaugeMetricFamily("ceylon_workers", "Connected workers by state",
+        workers = GaugeMetricFamily("ceylon_workers", "Registered workers by state",
                                     labels=["state"])
         for state, n in v["workers"].items():
             workers.add_metric([state], n)
         yield workers
+        yield GaugeMetricFamily("ceylon_workers_connected", "Workers connected",
+                                value=v["connected"])
+        yield GaugeMetricFamily("ceylon_workers_busy", "Workers running a task or more",
+                                value=v["busy"])
         for key, value in v["counters"].items():
             name, doc = COUNTERS[key]
             yield CounterMetricFamily(name, doc, value=value)
