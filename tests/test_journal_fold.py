@@ -298,7 +298,8 @@ def test_an_old_result_of_a_reused_id_does_not_finish_a_released_dependent_after
     doc = {"tasks": [{"id": "d", "description": "x", "difficulty": 1},
                      {"id": "t", "description": "x", "difficulty": 1, "depends_on": ["d"]}]}
     sim.receive(CLIENT, frames(Kind.SUBMIT, wire.Submission(doc, False)))
-    _client_batch(sim, "busy")
+    sim.receive(CLIENT, frames(Kind.SUBMIT, wire.Submission(  # (before "t", older: priority)
+        {"tasks": [{"id": "busy", "description": "x", "difficulty": 1, "priority": 1}]}, False)))
     w.finish("d")  # "t" released, queued; w takes "busy" (one slot)
     assert "busy" in w.held and sim.st.board.records["t"].state.name == "QUEUED"
     again = sim.restart()

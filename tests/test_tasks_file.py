@@ -469,7 +469,7 @@ def test_default_settings_are_valid():
                           "--heartbeat: at 1, one beat a little late would call it lost)"),
         ({"liveness": 1}, "--liveness must be at least 2, got 1 (a worker beats once a "
                           "--heartbeat: at 1, one beat a little late would call it lost)"),
-        ({"expect_workers": -1}, "--expect-workers must be >= 0"),
+        ({"expect_workers": -1}, "--expect-workers must be 0-1,000,000, got -1"),
         ({"unassignable_timeout": -0.1}, "--unassignable-timeout must be >= 0"),
         ({"lost_wait": -1}, "--lost-wait must be >= 0"),
         ({"lost_wait": float("nan")}, "--lost-wait must be >= 0"),

@@ -228,10 +228,7 @@ class Admin(AgentBase):
         All or nothing: ConfigError (a duplicate id, an unknown dependency, a cycle, a task no
         worker could read, the admin closed) leaves the admin as it was; Crashed once it
         stopped on an error of its own. Returns the ids."""
-        if self.failure is not None:
-            raise self.failure.again()
-        check_sendable([*tasks, *(t.as_task(0) for g in groups for t in g.subtasks)],
-                       self.settings.max_message_bytes)
+        _takes(self, tasks, groups)
         self._apply(self.state.submit(tasks, groups, time.monotonic(), after))
         return [t.id for t in tasks] + [t.task_id for g in groups for t in g.subtasks]
 
@@ -360,16 +357,8 @@ class Admin(AgentBase):
             self._sync_idle()
 
     def _journal(self, cmds: list[c.Command]) -> None:
-        if self.journal is None:
-            return
-        try:
-            record_round(self.journal, self.state, cmds)
-        except JournalWriteError as exc:  # (a full disk): stop as if killed, saying why
-            if self.failure is None:  # (said by the loop it stops, or to the caller)
-                crash = Crashed(str(exc))
-                crash.__cause__ = exc
-                self._crashed(crash)
-            raise
+        if self.journal is not None:
+            _journal_round(self, self.journal, cmds)
 
     def _sync_idle(self) -> None:
         if self.state.idle or self.failure is not None or self.state.closing:
@@ -462,6 +451,26 @@ async def _serve_with(admin: Admin, runs: list[asyncio.Task[str]]) -> None:
         if not serving.done():
             serving.cancel()
             await asyncio.gather(serving, return_exceptions=True)
+
+
+def _takes(admin: Admin, tasks: Sequence[Task], groups: Sequence[TaskGroup]) -> None:
+    """Can the admin take this work? Crashed once it stopped on an error of its own;
+    ConfigError for a task no worker could be sent (check_sendable)."""
+    if admin.failure is not None:
+        raise admin.failure.again()
+    check_sendable([*tasks, *(t.as_task(0) for g in groups for t in g.subtasks)],
+                   admin.settings.max_message_bytes)
+
+
+def _journal_round(admin: Admin, journal: Journal, cmds: list[c.Command]) -> None:
+    try:
+        record_round(journal, admin.state, cmds)
+    except JournalWriteError as exc:  # (a full disk): stop as if killed, saying why
+        if admin.failure is None:  # (said by the loop it stops, or to the caller)
+            crash = Crashed(str(exc))
+            crash.__cause__ = exc
+            admin._crashed(crash)
+        raise
 
 
 def _say_goodbye(admin: Admin, reason: str) -> None:

@@ -203,17 +203,7 @@ class Journal:
             finally:
                 ro.close()
         except sqlite3.Error as exc:
-            if str(exc).startswith(("no such table: meta", "no such column")):  # (readable
-                # SQLite: another program's, with no meta table or one of its own)
-                raise JournalError(f"journal {self.path} is not a ceylon_net journal (an SQLite "
-                                   f"database without its tables); refusing to touch it"
-                                   ) from None
-            if isinstance(exc, sqlite3.OperationalError) and str(exc) in _DISK_TROUBLE:
-                raise JournalError(f"journal {self.path} could not be opened ({exc}; "
-                                   f"{_free(self.path):,} bytes free on its disk): free space, "
-                                   f"or see to the disk, and start the admin again") from None
-            raise JournalError(f"journal {self.path} is unreadable or corrupt ({exc}); "
-                               f"refusing to touch it") from None
+            raise self._unopened(exc) from None
         if problems != ["ok"]:
             raise JournalError(f"journal {self.path} is corrupt ({'; '.join(problems[:3])}); "
                                f"refusing to touch it")
@@ -231,6 +221,19 @@ class Journal:
             raise JournalError(f"journal {self.path} belongs to workspace "
                                f"'{meta.get('workspace')}', not '{self.workspace}'")
         return version
+
+    def _unopened(self, exc: Exception) -> JournalError:
+        """Why the file could not be read as a journal (``exc``, SQLite's error)."""
+        if str(exc).startswith(("no such table: meta", "no such column")):  # (readable
+            # SQLite: another program's, with no meta table or one of its own)
+            return JournalError(f"journal {self.path} is not a ceylon_net journal (an SQLite "
+                                f"database without its tables); refusing to touch it")
+        if str(exc) in _DISK_TROUBLE:
+            return JournalError(f"journal {self.path} could not be opened ({exc}; "
+                                f"{_free(self.path):,} bytes free on its disk): free space, "
+                                f"or see to the disk, and start the admin again")
+        return JournalError(f"journal {self.path} is unreadable or corrupt ({exc}); "
+                            f"refusing to touch it")
 
     def _from_version_1(self) -> None:
         """A row per task (version 1) into the log, in one transaction."""
