@@ -111,3 +111,63 @@ def test_200_tasks_complete_with_10_percent_loss_and_50_ms_delay_on_a_worker(tmp
                if "statistic" in line]
     assert dropped and dropped[0] > 0, drops.stdout  # the loss was real
 
+
+
+@pytest.mark.netns
+@needs_netns
+@needs_iptables
+@pytest.mark.timeout(120)
+def test_a_worker_whose_host_cannot_reach_the_pub_port_says_so_itself(tmp_path):
+    """A firewall that lets in only the ROUTER port (the README: open both). The admin said
+    so within seconds; the worker, where its operator looks, logged "registered" and nothing
+    after (a review)."""
+    tasks = _tasks(tmp_path, 1, 4.0)  # (the run lasts longer than a liveness window)
+    with netns.network(hosts=["admin", "walled"]) as net:
+        net.iptables("walled", ["-A", "OUTPUT", "-p", "tcp", "--dport", str(PORT + 1),
+                                "-j", "DROP"])
+        admin = _admin(net, tmp_path, tasks, "--expect-workers", "1", "--heartbeat", "0.5")
+        _worker(net, tmp_path, "walled")
+        _wait(lambda: "hears nothing on the admin's PUB port" in _text(tmp_path / "walled.err"),
+              30, "the worker to say it")
+        assert admin.wait(60) == 0, _text(tmp_path / "admin.err")
+        err, admin_err = _text(tmp_path / "walled.err"), _text(tmp_path / "admin.err")
+    assert f"walled: hears nothing on the admin's PUB port {PORT + 1}" in err
+    assert "(is it blocked?): tasks run, but no broadcast can reach this worker" in err
+    assert f"worker 'walled' does not hear the PUB port {PORT + 1}" in admin_err
+
+
+@pytest.mark.netns
+@needs_netns
+@pytest.mark.timeout(60)
+def test_a_host_name_with_only_an_ipv6_address_reaches_the_admin(tmp_path):
+    """ZeroMQ's IPV6 option was set for a bracketed address only: given a name that has
+    only an IPv6 address (an IPv6-only network), ZeroMQ looked for an IPv4 one for ever, and
+    the programs said "no admin answered ... (is ceylon-admin running there?)" (a review)."""
+    import secrets
+    import subprocess
+
+    name = f"ceylon-v6-{secrets.token_hex(3)}"
+    etc = netns.ETC_NETNS / name
+    netns.ip("netns", "add", name)
+    try:
+        netns.ip("-n", name, "link", "set", "lo", "up")
+        netns.ip("-n", name, "addr", "add", "fd00:77::1/128", "dev", "lo", "nodad")
+        etc.mkdir(parents=True)
+        (etc / "hosts").write_text("127.0.0.1 localhost\nfd00:77::1 coord6\n")
+        inside = ["ip", "netns", "exec", name]
+        admin = subprocess.Popen([*inside, *cli("ceylon-admin"), "--port", str(PORT), "--bind",
+                                  "::"], stderr=(tmp_path / "admin.err").open("w"),
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            _wait(lambda: "serving workspace" in _text(tmp_path / "admin.err"), 20, "the admin")
+            status = subprocess.run([*inside, *cli("ceylon-status"), "--admin-peer", "coord6",
+                                     "--port", str(PORT), "--timeout", "5"],
+                                    capture_output=True, text=True, timeout=30)
+        finally:
+            admin.kill()
+            admin.wait(10)
+    finally:
+        netns.ip("netns", "delete", name)
+        shutil.rmtree(etc, ignore_errors=True)
+    assert status.returncode == 0, status.stderr
+    assert "no worker connected" in status.stdout

@@ -9,7 +9,7 @@ import struct
 import subprocess
 
 import pytest
-from conftest import run
+from conftest import REPO, run
 
 from ceylon_net.dev.testing import Cluster, cli, wait_until
 from ceylon_net.wire import topic
@@ -436,3 +436,40 @@ def test_connections_to_the_metrics_port_that_send_nothing_cannot_pile_up_thread
     before, peak, status = run(body())
     assert peak - before <= 40, f"{peak - before} threads more for connections that send nothing"
     assert status == 200
+
+
+def test_the_compose_healthcheck_passes_with_curve_in_the_admins_environment(tmp_path):
+    """compose.yaml's healthcheck runs ceylon-status with the admin's CEYLON_* variables:
+    with CURVE there, it had the admin's secret key and no admin key ("--curve-secret and
+    --admin-key go together"), and given CEYLON_ADMIN_KEY too, the admin refused its own key:
+    unhealthy for ever, the workers never started. The admin lets its own key in. And the
+    admin's secret key file given as --admin-key (copied to every worker host: whoever reads
+    it could pose as the admin) is refused, as a public file given as --curve-secret is.
+    (A review.)"""
+    import yaml
+
+    keys, authorized = _keys(tmp_path, "admin", "w")
+    shutil.copy(keys / "w.key", authorized / "w.key")
+    service = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]["admin"]
+    check = service["healthcheck"]["test"][1:]  # (after "CMD")
+    curve_env = {"CEYLON_CURVE_SECRET": str(keys / "admin.key_secret"),
+                 "CEYLON_AUTHORIZED_KEYS": str(authorized),
+                 "CEYLON_ADMIN_KEY": str(keys / "admin.key")}
+
+    async def body():
+        async with Cluster(workdir=tmp_path, env=curve_env) as c:  # (as in compose: the
+            admin = await c.admin()  # admin takes the variables it knows, ignores the rest)
+            await wait_until(lambda: "serving workspace" in admin.stderr(), 15, "admin")
+            argv = [*cli(check[0]), *check[1:]]
+            argv[argv.index("--port") + 1] = str(c.port)
+            health = await c.spawn("health", argv)
+            leaked = await c.worker("w", "--curve-secret", str(keys / "w.key_secret"),
+                                    "--admin-key", str(keys / "admin.key_secret"))
+            return await health.wait(20), health.stderr(), await leaked.wait(20), \
+                leaked.stderr()
+
+    code, err, leaked_code, leaked_err = run(body())
+    assert code == 0, err
+    assert leaked_code == 2, leaked_err
+    assert f"--admin-key {keys / 'admin.key_secret'} is a secret key file: give the admin's " \
+           f"public .key file" in leaked_err

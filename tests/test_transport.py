@@ -148,3 +148,11 @@ def test_a_free_port_is_bindable_and_outside_the_range_outgoing_connections_take
     for port in ports[:5]:
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
+
+
+def test_only_a_name_without_an_ipv4_address_turns_zeromqs_ipv6_on():
+    """localhost keeps IPv4 (with IPV6 on it may resolve to ::1, where an admin bound to
+    IPv4 is not); addresses and names that do not resolve are left as they were."""
+    from ceylon_net.edge.transport import _ipv6_only
+
+    assert not any(map(_ipv6_only, ["localhost", "127.0.0.1", "*", "", "no-such-host.invalid"]))

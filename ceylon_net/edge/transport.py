@@ -130,7 +130,13 @@ def load_keys(secret_file: str | Path, admin_key_file: str | Path | None = None)
     if secret is None:
         raise ConfigError(f"--curve-secret {secret_file} holds no secret key (that is the "
                           f"public .key file; give the .key_secret one)")
-    server = None if admin_key_file is None else _load(admin_key_file, "--admin-key")[0]
+    server = None
+    if admin_key_file is not None:
+        server, leaked = _load(admin_key_file, "--admin-key")
+        if leaked is not None:  # (whoever reads it could pose as the admin)
+            raise ConfigError(f"--admin-key {admin_key_file} is a secret key file: give the "
+                              f"admin's public .key file (its .key_secret stays on the "
+                              f"admin's host)")
     return CurveKeys(public, secret, server)
 
 
@@ -142,10 +148,28 @@ def _as_server(sock: zmq.Socket, keys: CurveKeys) -> None:
 
 def _v6(sock: zmq.Socket, endpoint: str) -> None:
     """An IPv6 address (``tcp://[::1]:port``) needs ZeroMQ's IPV6 option, off by default
-    (without it ``::1`` is taken for an interface name). Only then: with it on, a host name
-    such as localhost may resolve to its IPv6 address, where an admin bound to IPv4 is not."""
-    if "[" in endpoint:
+    (without it ``::1`` is taken for an interface name), and so does a host name with IPv6
+    addresses only (ZeroMQ would look for an IPv4 one for ever). Only then: with it on, a
+    host name such as localhost may resolve to its IPv6 address, where an admin bound to
+    IPv4 is not."""
+    if "[" in endpoint or _ipv6_only(endpoint.removeprefix("tcp://").rpartition(":")[0]):
         sock.setsockopt(zmq.IPV6, 1)
+
+
+def _ipv6_only(host: str) -> bool:
+    """A host name that resolves to IPv6 addresses and no IPv4 one (now: one that resolves
+    to none yet is taken for IPv4, as before)."""
+    if not host or host == "*" or host.replace(".", "").isdigit():
+        return False
+    try:
+        socket.getaddrinfo(host, None, socket.AF_INET)
+        return False
+    except (socket.gaierror, UnicodeError):
+        pass
+    try:
+        return bool(socket.getaddrinfo(host, None, socket.AF_INET6))
+    except (socket.gaierror, UnicodeError):
+        return False
 
 
 def _as_client(sock: zmq.Socket, keys: CurveKeys | None) -> None:
@@ -155,10 +179,11 @@ def _as_client(sock: zmq.Socket, keys: CurveKeys | None) -> None:
         sock.curve_serverkey = keys.server
 
 
-def _authenticator(ctx: zmq.asyncio.Context, authorized_keys: str | None
-                   ) -> AsyncioAuthenticator:
+def _authenticator(ctx: zmq.asyncio.Context, authorized_keys: str | None,
+                   own: bytes) -> AsyncioAuthenticator:
     """ZAP checks every new connection to any socket of this context (ROUTER and PUB)
-    against the public keys in the directory."""
+    against the public keys in the directory, and the admin's ``own`` (a client holding
+    the admin's secret key, its container's healthcheck, could pose as it anyway)."""
     if authorized_keys is None or not Path(authorized_keys).is_dir():
         raise ConfigError(f"--authorized-keys {authorized_keys}: not a directory")
     # pyzmq's authenticator, given a file it cannot read, logs it and then refuses every
@@ -172,6 +197,7 @@ def _authenticator(ctx: zmq.asyncio.Context, authorized_keys: str | None
     auth = AsyncioAuthenticator(ctx, log=_ZapLog())
     auth.start()
     auth.configure_curve(domain="*", location=authorized_keys)
+    auth.certs.setdefault("*", {})[own] = True
     return auth
 
 
@@ -210,7 +236,7 @@ class AdminSockets:
         self._owned = _Owned(self)
         self.host, self.max_message_bytes = host, max_message_bytes
         if curve is not None:
-            self._owned.auth = _authenticator(self._owned.ctx, authorized_keys)
+            self._owned.auth = _authenticator(self._owned.ctx, authorized_keys, curve.public)
         self.busy = False  # the last recv_batch gave the event loop no turn (see recv_batch)
         self._waiting: asyncio.Future[Any] | None = None  # recv_batch's wait, while it waits
         self.router = self._owned.socket(zmq.ROUTER)

@@ -69,6 +69,7 @@ class Worker(AgentBase):
     _why_held = ""  # why the runner holds our queued tasks (see _in_touch)
     _beat_every = 1.0  # the interval our heartbeat loop sleeps now
     _welcomed_at = 0.0  # when the latest welcome came
+    _said_deaf = False  # said since it: nothing heard on the admin's PUB port
 
     @property
     def refusal(self) -> str | None:
@@ -466,6 +467,7 @@ class Worker(AgentBase):
             self._inbox, self._epoch, self._asked_upto = BroadcastInbox(), welcome.epoch, 0
         self.id = welcome.agent_id
         self._admin_seen = self._beat_sent = self._welcomed_at = time.monotonic()
+        self._said_deaf = False
         topic = wire.topic(self.workspace_id)
         moved = self._sockets.sub is not None
         if self._sockets.subscribe(self.settings.admin_peer, welcome.pub_port,
@@ -761,8 +763,20 @@ class Worker(AgentBase):
                     self._flush()  # tasks that started since the last results, results again
                 if not self._in_touch():  # (asked before the beat makes us look in touch)
                     self.runner.hold()
+                self._deaf_to_pub(self._welcome)
                 if await self._sockets.send(self._heartbeat_frames(), 1.0):
                     self._beat_sent = time.monotonic()  # (one that did not leave: not a beat)
+
+    def _deaf_to_pub(self, welcome: wire.Welcome) -> None:
+        """Said once a welcome, as the admin says it: nothing heard on its PUB port a
+        liveness window after registering (a firewall that lets only the ROUTER port in)."""
+        waited = time.monotonic() - self._welcomed_at
+        if self._pub_beat < self._welcomed_at and not self._said_deaf \
+                and waited >= welcome.heartbeat * welcome.liveness:
+            self._said_deaf = True
+            logger.warning("{}: hears nothing on the admin's PUB port {} {:.0f} s after "
+                           "registering (is it blocked?): tasks run, but no broadcast can "
+                           "reach this worker", self.name, welcome.pub_port, waited)
 
     def _heartbeat_frames(self, cut_off: Sequence[list[Any]] = ()) -> list[bytes]:
         interval = self._welcome.heartbeat if self._welcome else 1.0
