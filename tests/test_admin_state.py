@@ -1812,6 +1812,10 @@ def test_the_admin_heartbeats_on_pub_and_over_the_router_only_to_who_does_not_he
     assert c.Publish(Kind.HEARTBEAT, BEAT, seq=0) in cmds
     assert [x.peer for x in of(cmds, c.Send) if x.kind == Kind.HEARTBEAT] == [deaf.peer]
     assert hearing.peer not in [x.peer for x in of(cmds, c.Send)]
+    # (over the ROUTER with the number of broadcasts sent: one whose PUB stalled asks for
+    # what it missed; see test_broadcast_repair)
+    (alone,) = [x.msg for x in of(cmds, c.Send) if x.kind == Kind.HEARTBEAT]
+    assert alone.data == {**BEAT.data, "seq": 0}
 
 
 def test_closing_tells_every_worker_the_run_is_over():

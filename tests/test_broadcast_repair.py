@@ -219,6 +219,24 @@ def scripted(script: Callable[[ScriptedAdmin, Listener], Awaitable[None]]) -> li
     return run(body())
 
 
+def test_a_worker_whose_pub_stalls_asks_for_what_a_heartbeat_to_it_alone_says_was_sent():
+    """Its PUB connection stalled (30 % loss: TCP backing off for minutes), a listener got
+    57 of 3,000 broadcasts and waited for PUB for 145 s without knowing of the rest: the
+    admin's heartbeats over the ROUTER did not say how many it had sent (a review)."""
+    async def script(admin: ScriptedAdmin, w: Listener) -> None:
+        for seq in (1, 2, 3):
+            await admin.publish(seq)
+        await wait_until(lambda: w.notes == [1, 2, 3], 10, "1-3 on PUB")
+        beat = wire.Event("heartbeat", {"every": 1.0, "epoch": admin.epoch, "seq": 6})
+        await admin.router.send_multipart([admin.peer, *admin.frames(Kind.HEARTBEAT, beat)])
+        await wait_until(lambda: [4, 6] in admin.asked, 10, "the worker to ask for 4-6")
+        for seq in (4, 5, 6):
+            await admin.resend(seq)
+        await wait_until(lambda: w.notes == [1, 2, 3, 4, 5, 6], 10, "4-6 over the ROUTER")
+
+    scripted(script)
+
+
 def test_a_worker_asks_for_what_pub_dropped_takes_resends_and_skips_what_is_gone():
     async def script(admin: ScriptedAdmin, w: Listener) -> None:
         for seq in (1, 2, 3, 5, 6, 9, 10):  # 4, 7 and 8 "dropped"

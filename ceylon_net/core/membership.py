@@ -527,11 +527,16 @@ class Membership:
         """The admin's heartbeat: once on PUB for everyone, with the number of broadcasts
         sent; over the ROUTER only to workers that do not hear it (just joined, or their PUB
         connection is blocked): 1,000 idle workers would cost 1,000 sends a second
-        otherwise. Each says how often the workers are to beat now (see Pulse)."""
+        otherwise. Each says how often the workers are to beat now (see Pulse); one over
+        the ROUTER also the number of broadcasts sent: a worker whose PUB connection stalls
+        (a lossy link's TCP backing off for minutes) learns from it what it missed, and asks
+        for it over the ROUTER, where it would otherwise wait for PUB without knowing."""
         beat = self._beat()
         self.out.publish(Kind.HEARTBEAT, beat, seq=self.broadcasts.seq)
-        for peer in self.registry.unheard:
-            self.out.send(peer, Kind.HEARTBEAT, beat)
+        if self.registry.unheard:
+            alone = wire.Event("heartbeat", {**beat.data, "seq": self.broadcasts.seq})
+            for peer in self.registry.unheard:
+                self.out.send(peer, Kind.HEARTBEAT, alone)
 
     def _beat(self) -> wire.Event:
         return wire.Event("heartbeat", {"every": self.pulse.every, "epoch": self.epoch})

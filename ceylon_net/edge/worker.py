@@ -587,7 +587,9 @@ class Worker(AgentBase):
             self._unknown = "?"  # (first: should the rest of its REJECT be unreadable)
             self._unknown = repr(wire.unpack(wire.Reject, env.payload, self.limits).reason)[:300]
         elif env.kind == Kind.HEARTBEAT:  # the admin's, to us alone: we do not hear PUB
-            self._paced(self._beat_data(env))
+            data = self._beat_data(env)
+            self._paced(data)
+            self._told_of(data.get("seq"))
         elif env.kind == Kind.EVENT:  # a message of ours the admin could not deliver
             data = wire.unpack(wire.Event, env.payload, self.limits).data
             logger.warning("{}: a message to '{}' was not delivered: {}", self.name,
@@ -730,6 +732,15 @@ class Worker(AgentBase):
             self._outbox.unsure()  # (ours among them would never come back)
             logger.warning("{}: {} broadcast(s) were lost to us: we fell further behind than "
                            "the admin keeps", self.name, self._inbox.skipped - before)
+
+    def _told_of(self, seq: Any) -> None:
+        """The admin's heartbeat to us alone says how many broadcasts it sent: ours heard on
+        PUB before, what we missed since (our PUB connection stalled) we ask for over the
+        ROUTER. (One that never heard PUB is not taken as hearing by it.)"""
+        if type(seq) is int and seq >= 0 and self._inbox.heard is not None \
+                and self._welcome is not None:
+            self._inbox.hear(seq)
+            self._heard(False)
 
     def _heard(self, first: bool) -> None:
         """Tell the admin at once when we start hearing broadcasts (it then counts us as
