@@ -70,7 +70,7 @@ def test_a_worker_that_does_not_hear_pub_is_told_the_pace_directly():
     sim.join("other")
     cmds = sim.tick(at=2.0)
     direct = [s.msg for s in of(cmds, c.Send) if s.peer == deaf.peer and s.kind == Kind.HEARTBEAT]
-    assert direct == [wire.Event("heartbeat", {"every": 2.0, "epoch": EPOCH})]
+    assert direct == [wire.Event("heartbeat", {"every": 2.0, "epoch": EPOCH, "seq": 0})]
 
 
 def test_worker_processes_beat_at_the_pace_the_admin_asks_and_stay_connected(tmp_path):
