@@ -228,8 +228,13 @@ def test_a_worker_whose_pub_stalls_asks_for_what_a_heartbeat_to_it_alone_says_wa
             await admin.publish(seq)
         await wait_until(lambda: w.notes == [1, 2, 3], 10, "1-3 on PUB")
         beat = wire.Event("heartbeat", {"every": 1.0, "epoch": admin.epoch, "seq": 6})
-        await admin.router.send_multipart([admin.peer, *admin.frames(Kind.HEARTBEAT, beat)])
-        await wait_until(lambda: [4, 6] in admin.asked, 10, "the worker to ask for 4-6")
+
+        async def asked() -> bool:  # (after two heartbeats: PUB stays still meanwhile)
+            await admin.router.send_multipart([admin.peer, *admin.frames(Kind.HEARTBEAT,
+                                                                         beat)])
+            return [4, 6] in admin.asked
+
+        await wait_until(asked, 10, "the worker to ask for 4-6", interval=0.5)
         for seq in (4, 5, 6):
             await admin.resend(seq)
         await wait_until(lambda: w.notes == [1, 2, 3, 4, 5, 6], 10, "4-6 over the ROUTER")
