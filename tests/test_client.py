@@ -1703,7 +1703,8 @@ def test_a_map_or_group_that_cannot_be_sent_whole_submits_nothing():
 
 @pytest.mark.parametrize(("options", "said"), [
     ({"difficulty": 11}, "difficulty must be int 1-10, got 11"),
-    ({"priority": 1.5}, "priority must be int, got 1.5"),
+    ({"priority": 1.5}, "priority must be int (64 bits), got 1.5"),
+    ({"priority": -2**63 - 1}, "priority must be int (64 bits), got -9223372036854775809"),
     ({"timeout": float("nan")}, "timeout must be a number of seconds over 0, at most 1e9, got "
                                 "nan"),
     ({"timeout": "5"}, "timeout must be a number of seconds over 0, at most 1e9, got '5'"),

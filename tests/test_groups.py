@@ -425,7 +425,7 @@ def test_groups_file_loads_groups_goals_and_dependencies(tmp_path):
         ([{"name": "A", "tasks": [{"description": "x", "difficulty": 12}]}],
          "group 'A': task #1 (id 'A#1'): field 'difficulty' must be int 1-10, got 12"),
         ([{"name": "A", "priority": 2**70, "tasks": [{"description": "x"}]}],
-         f"group 'A': field 'priority' must be int, got {2**70}"),
+         f"group 'A': field 'priority' must be int (64 bits), got {2**70}"),
         ([{"name": "A", "tasks": [{"description": "x", "priority": 5}]}],
          "group 'A': task #1: field 'priority' is the group's: set it on the group"),
         ([{"name": "A", "goal": {"kind": "at_least", "count": 3},

@@ -177,9 +177,10 @@ def test_difficulty_out_of_range(tmp_path, text, shown):
                                "printable characters, got 3"),
         ({"required_role": ""}, "task #1 (id 1): field 'required_role' must be a role: 1-200 "
                                 "printable characters, got ''"),
-        ({"priority": "high"}, "task #1 (id 1): field 'priority' must be int, got 'high'"),
-        ({"priority": False}, "task #1 (id 1): field 'priority' must be int, got False"),
-        ({"priority": 1.0}, "task #1 (id 1): field 'priority' must be int, got 1.0"),
+        ({"priority": "high"},
+         "task #1 (id 1): field 'priority' must be int (64 bits), got 'high'"),
+        ({"priority": False}, "task #1 (id 1): field 'priority' must be int (64 bits), got False"),
+        ({"priority": 1.0}, "task #1 (id 1): field 'priority' must be int (64 bits), got 1.0"),
         ({"duration": -1},
          "task #1 (id 1): field 'duration' must be a number of seconds from 0 to 1e9, "
          "got -1"),

@@ -37,7 +37,7 @@ TASK_FIELDS = {
     "description": "string",
     "difficulty": "int 1-10",
     "required_role": "a role: 1-200 printable characters",
-    "priority": "int",
+    "priority": "int (64 bits)",
     "duration": "a number of seconds from 0 to 1e9",
     "depends_on": "list of task ids",
     "timeout": "a number of seconds over 0, at most 1e9",
