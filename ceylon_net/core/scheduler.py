@@ -451,7 +451,7 @@ class Scheduler:
         a round stays spread (40 tasks behind 4 x 100 busy slots: 10 each)."""
         takers = sum(1 for w in self._workers.values() if w.running < w.room and fits(w, key))
         share = -(-queued // max(1, takers))
-        return share if share < slots else -(-share // slots) * slots
+        return share if share < slots or slots < 1 else -(-share // slots) * slots
 
     def _reservations(self) -> dict[str, Entry]:
         """Workers held for a task that waits for a free slot or to run alone (the head of
