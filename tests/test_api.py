@@ -659,3 +659,32 @@ def test_on_message_with_no_message_class_is_refused_where_it_is_written(kind):
     """Such a handler was never called, and nothing said so."""
     with pytest.raises(TypeError, match=r"@on_message\(type=\.\.\.\) takes the @message class"):
         on_message(kind) if kind is not None else on_message()
+
+
+class RawEar(Worker):
+    def __init__(self, name, **kw):
+        super().__init__(name, **kw)
+        self.got: list[bytes] = []
+
+    @on_message(type=bytes)
+    async def on_raw(self, data: bytes):
+        self.got.append(data)
+
+
+def test_on_message_for_raw_bytes_still_takes_what_is_sent_as_bytes():
+    """Raw messages arrive as bytes, and a handler marked type=bytes took them: the check
+    for a @message class refused it where it is written (a review of the check)."""
+    async def body():
+        admin = _admin()
+        ear = RawEar("ear")
+        runner = asyncio.create_task(admin.arun_admin(b"", [ear]))
+        try:
+            await wait_until(lambda: admin.get_connected_agents(), 10, "the worker")
+            await admin.send("ear", b"raw from the admin")
+            await wait_until(lambda: ear.got, 10, "the raw message")
+            return ear.got
+        finally:
+            await admin.stop()
+            await asyncio.wait_for(runner, 10)
+
+    assert run(body()) == [b"raw from the admin"]

@@ -204,6 +204,26 @@ def test_dependents_of_a_future_cancelled_before_its_batch_went_fail_as_cancelle
         "task 'b2' cancelled: dependency 'b' was cancelled", repr(b2)
 
 
+def test_a_dependent_queued_before_what_it_depends_on_fails_with_it_when_that_is_cancelled(
+        tmp_path):
+    """b2 (on b) was queued before b (on a), before a: one pass in queue order kept b2 and
+    sent it, refused ("depends on unknown task 'b'") (a review of the fix above)."""
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _cluster(c, workers=1)
+            async with AsyncClient(f"127.0.0.1:{c.port}") as client:
+                b2 = client.submit("echo_later", "b2", key="b2", depends_on=["b"])
+                b = client.submit("echo_later", "b", key="b", depends_on=["a"])
+                a = client.submit("echo_later", "a", key="a")
+                assert a.cancel()
+                return await asyncio.wait_for(asyncio.gather(b, b2, return_exceptions=True),
+                                              30)
+
+    b, b2 = run(body())
+    assert isinstance(b, TaskFailed) and isinstance(b2, TaskFailed), (b, b2)
+    assert str(b2) == "task 'b2' cancelled: dependency 'b' was cancelled"
+
+
 @pytest.mark.timeout(120)
 def test_cancel_given_a_group_future_cancels_the_groups_tasks(tmp_path):
     def body(port: int) -> tuple:

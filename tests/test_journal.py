@@ -1291,3 +1291,19 @@ def test_a_round_the_journal_cannot_write_stops_the_admin_saying_so_to_the_calle
                              f"space"), raised
     assert later == raised
     assert held == ["before"]
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_dependent_keeps_its_submission_place_across_a_restart(tmp_path, restart):
+    """Stamped when submitted (README: ties, older first), but restored unstamped: after a
+    restart, released, it went behind the equal tasks submitted after it (a review)."""
+    from kit import JSim, noop
+
+    sim = JSim(tmp_path / "j.db")
+    sim.submit(noop("a"), noop("b", depends_on=["a"]), *(noop(f"c{i}") for i in range(6)))
+    if restart:
+        sim = sim.restart()
+    w = sim.join("w")
+    assert list(w.held) == ["a"]
+    w.finish("a")
+    assert list(w.held) == ["b"], (list(w.held), sim.st.board.queued())

@@ -490,7 +490,10 @@ class TaskBoard:
 
     def _restore_pending(self, pending: list[TaskRecord],
                          gates: Mapping[TaskId, Iterable[Gate]]) -> None:
-        """Restored tasks not on a worker: they wait on their gates again, or queue."""
+        """Restored tasks not on a worker: they wait on their gates again, or queue, each
+        with an age stamp in submission order (one waiting keeps its place, see add)."""
+        for rec, seq in zip(pending, self.scheduler.stamps(len(pending)), strict=True):
+            rec.seq = seq
         for rec in pending:  # (a dependency forgotten since had completed: else its
             # dependents would have been cancelled with it)
             wanted = [*gates.get(rec.task.id, ()), *(task_gate(d) for d in rec.task.depends_on

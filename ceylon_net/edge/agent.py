@@ -33,14 +33,16 @@ def on_message(type: type | None = None) -> Callable[[Callable], Callable]:
     plain functions work too, on the event loop, so keep them quick (one that holds it over
     SLOW_ON_LOOP is said: make it async and ``await asyncio.to_thread(...)`` the blocking
     part). Messages with no typed handler go to ``on_message(agent_id, data, time)``, the
-    raw handler, as bytes or decoded object. TypeError at once for a ``type`` that is not a
-    registered message class (or none given): such a handler would never be called.
+    raw handler, as bytes or decoded object. ``type=bytes`` takes the raw messages (sent as
+    bytes). TypeError at once for any other ``type`` that is not a registered message class
+    (or none given): such a handler would never be called.
     """
-    if not (isinstance(type, builtins.type) and wire.is_message(type)):
+    if not (type is bytes or (isinstance(type, builtins.type) and wire.is_message(type))):
         what = "no type" if type is None else f"{type!r}, not a @message class"
         raise TypeError(f"@on_message(type=...) takes the @message class whose messages the "
-                        f"method handles; got {what} (to take every message no typed handler "
-                        f"takes, override on_message(self, agent_id, data, time))")
+                        f"method handles (or bytes, for raw ones); got {what} (to take every "
+                        f"message no typed handler takes, override on_message(self, agent_id, "
+                        f"data, time))")
 
     def mark(fn: Callable) -> Callable:
         setattr(fn, _HANDLES, type)

@@ -439,22 +439,25 @@ class AsyncClient:
         fail as the admin fails a task whose dependency was cancelled (sent without it, the
         admin refused them for a dependency it never heard of)."""
         gone = {("task", k) for k in cancelled}
-        kept = []
-        for item in self._queued:  # (in order: a dependent after what it depends on)
-            doc, _, group = item
-            if group is None and doc["id"] in cancelled:
-                continue  # (its future is cancelled already)
-            dep = next((d for d in _needs(doc) if d in gone), None)
-            if dep is None:
-                kept.append(item)
-                continue
-            gone.update(_names(doc, group))
-            why = f"dependency {'' if dep[0] == 'task' else 'group '}{dep[1]!r} was cancelled"
-            what = f"task {doc['id']!r}" if group is None else f"group {doc['name']!r}"
-            self._batch_failed([doc["id"]] if group is None else list(group.tasks),
-                               [(doc, group)] if group is not None else [],
-                               TaskFailed(f"{what} cancelled: {why}",
-                                          doc["id"] if group is None else None, why))
+        kept = [q for q in self._queued if q[2] is not None or q[0]["id"] not in cancelled]
+        failing = True
+        while failing:  # (until none left depends on what is gone: a dependent may be
+            failing = False  # queued before what it depends on)
+            for item in list(kept):
+                doc, _, group = item
+                dep = next((d for d in _needs(doc) if d in gone), None)
+                if dep is None:
+                    continue
+                kept.remove(item)
+                gone.update(_names(doc, group))
+                failing = True
+                why = f"dependency {'' if dep[0] == 'task' else 'group '}{dep[1]!r} was " \
+                      f"cancelled"
+                what = f"task {doc['id']!r}" if group is None else f"group {doc['name']!r}"
+                self._batch_failed([doc["id"]] if group is None else list(group.tasks),
+                                   [(doc, group)] if group is not None else [],
+                                   TaskFailed(f"{what} cancelled: {why}",
+                                              doc["id"] if group is None else None, why))
         return kept
 
     async def submit_batch(self, doc: dict[str, Any], *, wait: bool, sequential: bool = False,
