@@ -438,26 +438,40 @@ class AsyncClient:
         """What is queued to go, but the ``cancelled`` tasks and what depends on them: those
         fail as the admin fails a task whose dependency was cancelled (sent without it, the
         admin refused them for a dependency it never heard of)."""
-        gone = {("task", k) for k in cancelled}
         kept = [q for q in self._queued if q[2] is not None or q[0]["id"] not in cancelled]
-        failing = True
-        while failing:  # (until none left depends on what is gone: a dependent may be
-            failing = False  # queued before what it depends on)
+
+        def failure(doc: dict[str, Any], group: GroupFuture | None, dep: tuple[str, Any],
+                    _: str) -> Exception:
+            why = f"dependency {'' if dep[0] == 'task' else 'group '}{dep[1]!r} was cancelled"
+            what = f"task {doc['id']!r}" if group is None else f"group {doc['name']!r}"
+            return TaskFailed(f"{what} cancelled: {why}", doc["id"] if group is None else None,
+                              why)
+
+        return self._without_dependents(kept, dict.fromkeys((("task", k) for k in cancelled),
+                                                            "was cancelled"), failure)
+
+    def _without_dependents(self, items: list[tuple[dict[str, Any], int, GroupFuture | None]],
+                            gone: dict[tuple[str, Any], str],
+                            failure: Callable[[dict[str, Any], GroupFuture | None,
+                                               tuple[str, Any], str], Exception]
+                            ) -> list[tuple[dict[str, Any], int, GroupFuture | None]]:
+        """``items`` but those that depend on what is ``gone`` (task or group name -> why),
+        directly or through one another, in either order: each left out fails with
+        ``failure(doc, group, the dependency, why it is gone)``."""
+        kept, failing = list(items), bool(gone)
+        while failing:  # (until none left depends on what is gone)
+            failing = False
             for item in list(kept):
                 doc, _, group = item
                 dep = next((d for d in _needs(doc) if d in gone), None)
                 if dep is None:
                     continue
                 kept.remove(item)
-                gone.update(_names(doc, group))
+                gone.update(dict.fromkeys(_names(doc, group), LEFT_OUT))
                 failing = True
-                why = f"dependency {'' if dep[0] == 'task' else 'group '}{dep[1]!r} was " \
-                      f"cancelled"
-                what = f"task {doc['id']!r}" if group is None else f"group {doc['name']!r}"
                 self._batch_failed([doc["id"]] if group is None else list(group.tasks),
                                    [(doc, group)] if group is not None else [],
-                                   TaskFailed(f"{what} cancelled: {why}",
-                                              doc["id"] if group is None else None, why))
+                                   failure(doc, group, dep, gone[dep]))
         return kept
 
     async def submit_batch(self, doc: dict[str, Any], *, wait: bool, sequential: bool = False,
@@ -776,22 +790,9 @@ class AsyncClient:
             else:
                 gone.update(dict.fromkeys(_names(doc, group), "was cancelled before its batch "
                                                               "went again"))
-        failing = bool(gone)
-        while failing:  # (until none left depends on what is gone, in either order)
-            failing = False
-            for item in list(wanted):
-                doc, _, group = item
-                dep = next((d for d in _needs(doc) if d in gone), None)
-                if dep is None:
-                    continue
-                wanted.remove(item)
-                gone.update(dict.fromkeys(_names(doc, group), LEFT_OUT))
-                failing = True
-                self._batch_failed([doc["id"]] if group is None else list(group.tasks),
-                                   [(doc, group)] if group is not None else [],
-                                   ConfigError(f"{dep[0]} {dep[1]!r}, which it depends on, "
-                                               f"{gone[dep]}"))
-        return wanted
+        return self._without_dependents(
+            wanted, gone, lambda doc, group, dep, why: ConfigError(
+                f"{dep[0]} {dep[1]!r}, which it depends on, {why}"))
 
     def _owns(self, sent: _Sent, key: Any) -> bool:
         """Is task ``key``'s future one sent in ``sent`` (not a newer task's, the one sent
