@@ -618,13 +618,19 @@ class Tally:
     counts: tuple[int, ...] = ()
 
 
-class TallyEar(Worker):
+class Ear(Worker):
+    """What its typed handlers got, in order: Tally messages, and raw ones (bytes)."""
+
     def __init__(self, name, **kw):
         super().__init__(name, **kw)
-        self.got: list[Tally] = []
+        self.got: list[Tally | bytes] = []
 
     @on_message(type=Tally)
     async def on_tally(self, data: Tally):
+        self.got.append(data)
+
+    @on_message(type=bytes)
+    async def on_raw(self, data: bytes):
         self.got.append(data)
 
 
@@ -634,7 +640,7 @@ def test_a_message_with_tuple_fields_arrives_as_it_was_sent():
 
     async def body():
         admin = _admin()
-        a, b = TallyEar("a"), TallyEar("b")
+        a, b = Ear("a"), Ear("b")
         runner = asyncio.create_task(admin.arun_admin(b"", [a, b]))
         try:
             await wait_until(lambda: len(admin.get_connected_agents()) == 2, 10, "two workers")
@@ -661,22 +667,12 @@ def test_on_message_with_no_message_class_is_refused_where_it_is_written(kind):
         on_message(kind) if kind is not None else on_message()
 
 
-class RawEar(Worker):
-    def __init__(self, name, **kw):
-        super().__init__(name, **kw)
-        self.got: list[bytes] = []
-
-    @on_message(type=bytes)
-    async def on_raw(self, data: bytes):
-        self.got.append(data)
-
-
 def test_on_message_for_raw_bytes_still_takes_what_is_sent_as_bytes():
     """Raw messages arrive as bytes, and a handler marked type=bytes took them: the check
     for a @message class refused it where it is written (a review of the check)."""
     async def body():
         admin = _admin()
-        ear = RawEar("ear")
+        ear = Ear("ear")
         runner = asyncio.create_task(admin.arun_admin(b"", [ear]))
         try:
             await wait_until(lambda: admin.get_connected_agents(), 10, "the worker")
