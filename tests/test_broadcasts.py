@@ -81,3 +81,22 @@ def test_whatever_pub_drops_repairs_bring_every_broadcast_once_in_order(n, data)
         for sent in repairs:
             got += inbox.accept(sent.seq, sent.item)
     assert got == list(range(1, n + 1))
+
+
+def test_word_beside_pub_is_taken_only_once_pub_stays_still_for_the_wait():
+    """The admin's heartbeat over the ROUTER overtakes PUB: taken at once, it made a worker
+    whose loop was held up ask for what PUB was still bringing, and skip (lost) what the
+    admin no longer kept. Taken when PUB has brought nothing for ``wait``."""
+    inbox = BroadcastInbox()
+    assert not inbox.told(9, now=0.0, wait=2.0)  # (never heard PUB: not set hearing by it)
+    inbox.hear(0)
+    for seq in (1, 2, 3):
+        list(inbox.accept(seq, seq))
+    assert not inbox.told(9, now=1.0, wait=2.0)  # PUB still, since 1.0 ...
+    assert not inbox.told(9, now=2.5, wait=2.0)
+    list(inbox.accept(4, 4))  # ... no: it moved
+    assert not inbox.told(9, now=3.5, wait=2.0)  # still since 3.5
+    assert not inbox.told(9, now=5.0, wait=2.0)
+    assert inbox.told(9, now=5.5, wait=2.0)  # 2 s without PUB: taken
+    assert inbox.missing() == [[5, 9]]
+    assert not inbox.told(9, now=9.0, wait=2.0)  # (nothing new said)

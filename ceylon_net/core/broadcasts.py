@@ -91,6 +91,9 @@ class BroadcastInbox:
         self._held: dict[int, Any] = {}  # arrived ahead of a gap
         self._gone: list[list[int]] = []  # [first, last] said gone, ahead of next: sorted
         self._ahead: list[int] = []  # the held numbers, as a heap (see _next_held)
+        # Since when the admin's word beside PUB says more than PUB brought, and the next
+        # number this inbox waited for then (see told).
+        self._stalled: tuple[float, int] | None = None
 
     def hear(self, seq: int) -> bool:
         """The admin's heartbeat says broadcasts up to ``seq`` exist. True the first time:
@@ -101,6 +104,26 @@ class BroadcastInbox:
             return True
         self.top = max(self.top, seq)
         return False
+
+    def told(self, seq: int, now: float, wait: float) -> bool:
+        """The admin says beside PUB (its heartbeat to this agent alone, over the ROUTER)
+        that broadcasts up to ``seq`` exist. Taken (as :meth:`hear`) only once PUB has
+        brought nothing for ``wait`` seconds since it first said more (the PUB connection
+        stalled): it overtakes what is still on its way on PUB (the agent's loop held up,
+        say), and asked for at once, what the admin no longer keeps it would say to skip,
+        lost. True when taken: ask for what is missing. An inbox that never heard PUB is
+        not set hearing by it."""
+        if self.heard is None or seq <= self.top:
+            self._stalled = None
+            return False
+        if self._stalled is None or self._stalled[1] != self.next:  # (PUB moved since)
+            self._stalled = (now, self.next)
+            return False
+        if now - self._stalled[0] < wait:
+            return False
+        self._stalled = None
+        self.hear(seq)
+        return True
 
     def accept(self, seq: int, item: Any) -> Iterator[Any]:
         """A numbered broadcast arrived; yields those now deliverable, in order."""

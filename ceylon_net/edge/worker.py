@@ -70,9 +70,6 @@ class Worker(AgentBase):
     _beat_every = 1.0  # the interval our heartbeat loop sleeps now
     _welcomed_at = 0.0  # when the latest welcome came
     _said_deaf = False  # said since it: nothing heard on the admin's PUB port
-    # Since when the admin's heartbeats to us alone say more broadcasts than PUB brought,
-    # and the next one we wait for then (see _told_of).
-    _stalled: tuple[float, int] | None = None
 
     @property
     def refusal(self) -> str | None:
@@ -737,23 +734,11 @@ class Worker(AgentBase):
                            "the admin keeps", self.name, self._inbox.skipped - before)
 
     def _told_of(self, seq: Any) -> None:
-        """The admin's heartbeat to us alone says how many broadcasts it sent. Ours heard on
-        PUB before and nothing more from it for two heartbeats since it first said more
-        (our PUB connection stalled), we ask for what we missed over the ROUTER. Not at
-        once: this heartbeat overtakes what is still on its way on PUB (our loop was held
-        up, say), and what the admin no longer keeps it would tell us to skip, lost. (One
-        that never heard PUB is not taken as hearing by it.)"""
-        inbox, welcome = self._inbox, self._welcome
-        if not (type(seq) is int and seq > inbox.top and inbox.heard is not None
-                and welcome is not None):
-            self._stalled = None
-            return
-        now = time.monotonic()
-        if self._stalled is None or self._stalled[1] != inbox.next:  # (PUB moved since)
-            self._stalled = (now, inbox.next)
-        elif now - self._stalled[0] >= 2 * welcome.heartbeat:
-            self._stalled = None
-            inbox.hear(seq)
+        """The admin's heartbeat to us alone says how many broadcasts it sent: what we
+        missed, once our PUB stalled (BroadcastInbox.told), we ask for over the ROUTER."""
+        welcome = self._welcome
+        if type(seq) is int and seq >= 0 and welcome is not None \
+                and self._inbox.told(seq, time.monotonic(), 2 * welcome.heartbeat):
             self._heard(False)
 
     def _heard(self, first: bool) -> None:
