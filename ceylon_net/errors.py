@@ -45,6 +45,13 @@ class Crashed(CeylonError):
     log. The program stops (the CLIs exit 1) instead of hanging; whoever waits on it hears
     why: this error (``__cause__`` is the original), or TaskFailed for an awaited task."""
 
+    @classmethod
+    def by(cls, exc: OutsideFailure) -> Crashed:
+        """The program stopped on ``exc``, from outside its code: said as it is."""
+        crash = cls(str(exc))
+        crash.__cause__ = exc
+        return crash
+
     def again(self) -> Crashed:
         """The same error to raise once more (a fresh one: each raise would otherwise add
         its frames to this one's traceback)."""

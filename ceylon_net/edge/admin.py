@@ -467,9 +467,7 @@ def _journal_round(admin: Admin, journal: Journal, cmds: list[c.Command]) -> Non
         record_round(journal, admin.state, cmds)
     except JournalWriteError as exc:  # (a full disk): stop as if killed, saying why
         if admin.failure is None:  # (said by the loop it stops, or to the caller)
-            crash = Crashed(str(exc))
-            crash.__cause__ = exc
-            admin._crashed(crash)
+            admin._crashed(Crashed.by(exc))
         raise
 
 

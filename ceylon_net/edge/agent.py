@@ -243,9 +243,7 @@ def guarded(fn: Callable[..., None], name: str, on_crash: Callable[[Crashed], No
 def _crash(name: str, exc: BaseException, on_crash: Callable[[Crashed], None]) -> None:
     if isinstance(exc, OutsideFailure):  # (no bug of ours: said as it is)
         logger.critical("{} stopped: {}", name, exc)
-        crash = Crashed(str(exc))
-        crash.__cause__ = exc
-        on_crash(crash)
+        on_crash(Crashed.by(exc))
         return
     logger.opt(exception=exc).critical("{} stopped on an unexpected error: {!r}", name, exc)
     crash = Crashed(f"{name} stopped on an unexpected error: {exc!r} (a bug: the log has the "
