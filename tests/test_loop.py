@@ -78,19 +78,74 @@ def test_a_wait_ends_when_a_descriptor_becomes_ready(pair):
 
 
 def test_a_sub_millisecond_timeout_reaches_select_unrounded(pair, monkeypatch):
-    """epoll would wait 11 ms for 10.4; select() is asked for 10.4 exactly, and nothing
-    ready is nothing reported."""
+    """epoll would wait 11 ms for 10.4; select() is asked for 10.4 exactly (its last SPIN
+    polled: see the next tests), and nothing ready is nothing reported, at its end, not
+    before."""
     a, _ = pair
     seen = _waits(monkeypatch)
     sel = PreciseSelector()
     try:
         sel.register(a, selectors.EVENT_READ)
+        t0 = time.monotonic()
         assert sel.select(0.0104) == []
-        assert seen == [0.0104]
+        assert time.monotonic() - t0 >= 0.0104
+        assert seen == [pytest.approx(0.0104 - loop.SPIN, abs=1e-12)]
         assert sel.select(0) == []
-        assert seen == [0.0104]  # no wait, no select()
+        assert len(seen) == 1  # no wait, no select()
     finally:
         sel.close()
+
+
+def test_the_end_of_a_wait_is_polled_and_an_event_then_ends_it(pair, monkeypatch):
+    """A thread asleep wakes 50-100 µs after its time here: the last SPIN of a wait is spent
+    polling epoll, which sees what became ready meanwhile (here, while select() slept)."""
+    a, b = pair
+    seen: list[float] = []
+
+    def select(r, w, x, timeout):  # (the sleep, during which the peer writes)
+        seen.append(timeout)
+        b.send(b"x")
+        return [], [], []
+
+    monkeypatch.setattr(loop.select, "select", select)
+    sel = PreciseSelector()
+    try:
+        sel.register(a, selectors.EVENT_READ, "a")
+        got = sel.select(30)
+        assert [(k.data, ev) for k, ev in got] == [("a", selectors.EVENT_READ)]
+        assert seen == [pytest.approx(30 - loop.SPIN)]
+    finally:
+        sel.close()
+
+
+def test_a_wait_past_the_polling_budget_sleeps_to_its_end(pair, monkeypatch):
+    """Polling is held to SPIN_SHARE of the loop's time: with the budget spent, select()
+    sleeps the whole wait, as before."""
+    a, _ = pair
+    seen = _waits(monkeypatch)
+    sel = PreciseSelector()
+    try:
+        sel.register(a, selectors.EVENT_READ)
+        sel.budget.spent(sel.budget.credit)
+        assert sel.select(0.0005) == []
+        assert seen == [0.0005]
+    finally:
+        sel.close()
+
+
+def test_polling_is_held_to_its_share_of_the_time():
+    budget = loop.SpinBudget(now=100.0, share=0.01, bank=0.002)
+    assert budget.allow(0.010, 100.0) == loop.SPIN  # a quiet loop has some in hand
+    assert budget.allow(0.0001, 100.0) == 0.0001  # (never past the wait's end)
+    budget.spent(0.002)  # ... used up
+    assert budget.allow(0.010, 100.001) == 0.0
+    # 1 % of the time since: SPIN is earned back after SPIN / 1 % = 20 ms
+    assert budget.allow(0.010, 100.001 + 0.9 * loop.SPIN / 0.01) == 0.0
+    assert budget.allow(0.010, 100.001 + 1.1 * loop.SPIN / 0.01) == loop.SPIN
+    budget.spent(loop.SPIN)
+    assert budget.allow(0.010, 1e6) == loop.SPIN  # a long quiet: banked, up to its bank
+    budget.spent(0.002)
+    assert budget.allow(0.010, 1e6) == 0.0
 
 
 def test_a_descriptor_beyond_select_keeps_plain_epoll(pair, monkeypatch):

@@ -109,6 +109,34 @@ def test_a_task_goes_to_a_free_slot_rather_than_behind_a_better_fitting_worker()
     assert senior.held == {"next": 1}
 
 
+def test_every_worker_s_free_slots_are_filled_before_tasks_are_queued_ahead_on_any():
+    """What starts at once goes first, in a frame of its own for each worker; what is queued
+    ahead of it follows, after every worker got its first round (W3's start)."""
+    sim = Sim(prefetch=100)
+    workers = [trusted(sim, f"w{i}", capacity=8, skill=7 + i) for i in range(4)]
+    cmds = of(sim.submit(*[noop(i) for i in range(200)]), c.Assign)
+    firsts, then = cmds[:4], cmds[4:]
+    assert [len(cmd.assignments) for cmd in firsts] == [8, 8, 8, 8]
+    assert {cmd.worker for cmd in firsts} == {w.name for w in workers}
+    assert sum(len(cmd.assignments) for cmd in then) == 200 - 32
+    assert len({cmd.worker for cmd in then}) == len(then)  # (one more frame a worker at most)
+    for w in workers:  # each got its tasks in their order
+        ids = [a.task.id for cmd in cmds if cmd.worker == w.name for a in cmd.assignments]
+        assert ids == sorted(ids) and len(ids) == len(w.held)
+
+
+def test_a_worker_with_free_slots_only_gets_one_frame():
+    sim = Sim(prefetch=100)
+    w = trusted(sim, "w", capacity=8)
+    assert [len(cmd.assignments) for cmd in of(sim.submit(*[noop(i) for i in range(5)]),
+                                               c.Assign)] == [5]
+    assert [len(cmd.assignments) for cmd in of(sim.submit(*[noop(i) for i in range(5, 20)]),
+                                               c.Assign)] == [3, 12]  # 3 free, 12 ahead
+    assert len(w.held) == 20
+    assert [len(cmd.assignments) for cmd in of(sim.submit(*[noop(i) for i in range(20, 30)]),
+                                               c.Assign)] == [10]  # all ahead
+
+
 # --------------------------------------------------------------------------- stealing
 def busy_and_idle(**settings) -> tuple[Sim, object, object]:
     """'busy' runs a long task with two short ones queued behind it; 'idle' then joins."""

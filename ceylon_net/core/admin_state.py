@@ -816,20 +816,30 @@ class AdminState:
         return self.out.take()
 
     def _assign(self, now: float) -> None:
-        """Give ready tasks to free slots; one Assign per worker per round."""
+        """Give ready tasks to free slots, and queue some ahead of them on the workers.
+        Every worker's tasks for its free slots go first, those it queues ahead after them
+        all (a frame of their own): what starts at once is not held up by encoding, sending
+        and decoding what waits (a first round of 200 tasks on 4 x 8 slots: 8 a worker,
+        then 48, 40, 40, 40)."""
         board, stats = self.board, self.stats
         waits: list[float] = []
+        later: list[Assign] = []
         for worker, assignments in board.plan(now, waits).items():
             peer = self.peer_of(worker)
             if peer is None:
                 board.unsent(worker, assignments)
                 continue
             board.delivered(assignments)
-            self.out.add(Assign(peer, worker, assignments))
             stats.assignments += len(assignments)
+            cut = board.filling(assignments)
+            self.out.add(Assign(peer, worker, assignments[:cut] if cut else assignments))
+            if cut:
+                later.append(Assign(peer, worker, assignments[cut:]))
             if assignments[0].confirm:  # on probation: it has a moment to say it has them
                 sent = tuple((a.task.id, a.attempt) for a in assignments)
                 self.out.add(Timer(("probation", worker, sent), self.probation))
+        for cmd in later:
+            self.out.add(cmd)
         stats.wait_seconds.observe_many(waits)
 
     # ------------------------------------------------------------------ timers

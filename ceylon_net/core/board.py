@@ -1278,6 +1278,16 @@ class TaskBoard:
                 waits.append(now - rec.ready_at)
         return out
 
+    def filling(self, assignments: list[TaskAssignment]) -> int:
+        """Of one worker's assignments in a round (as :meth:`plan` made them: those for its
+        free slots first), how many fill its free slots when others are queued ahead of
+        them too; 0 when they are all of one kind."""
+        records = self.records
+        if not records[assignments[-1].task.id].ahead \
+                or records[assignments[0].task.id].ahead:
+            return 0
+        return next(i for i, a in enumerate(assignments) if records[a.task.id].ahead)
+
     def delivered(self, assignments: list[TaskAssignment]) -> None:
         """The worker has the tasks (they are sent): queued there or running."""
         records, move = self.records, self._move
