@@ -615,3 +615,53 @@ def test_a_goal_of_a_tiny_fraction_needs_one_completed_task():
     assert group.goal.status != GoalStatus.ACHIEVED
     run.finish("t1")
     assert group.goal.status == GoalStatus.ACHIEVED
+
+
+def test_a_group_named_as_another_group_s_id_is_refused_as_an_ambiguous_reference():
+    # depends_on names a group by id or by name: "X" here would be a's id and b's name. The
+    # cycle check read it as b, the gates as a: a cycle a -> c -> a got past, waiting for ever.
+    run = Run(WorkerSlot("w", 10, "processor", capacity=10))
+    a = TaskManager.create_task_group("a", "", msgs("a", 1), depends_on=["c"], task_id="X")
+    b = TaskManager.create_task_group("X", "", msgs("b", 1), task_id="b-id")
+    c = TaskManager.create_task_group("c", "", msgs("c", 1), depends_on=["X"], task_id="c-id")
+    with pytest.raises(ConfigError, match="group 'X' is named as group 'a''s id"):
+        run.submit(a, b, c)
+    assert run.manager.task_groups == {} and not run.board.records
+    # ... and a later one too, against those there already
+    run.submit(TaskManager.create_task_group("a", "", msgs("a", 1), task_id="X"))
+    with pytest.raises(ConfigError, match="group 'X' is named as group 'a''s id"):
+        run.submit(b)
+    later = TaskManager.create_task_group("later", "", msgs("l", 1), task_id="a")
+    with pytest.raises(ConfigError, match="group 'a' is named as group 'later''s id"):
+        run.submit(later)
+
+
+def test_a_task_of_a_waiting_group_cancelled_before_it_ran_leaves_the_group_pending():
+    run = Run(WorkerSlot("w", 10, "processor", capacity=10))
+    first = TaskManager.create_task_group("first", "", msgs("a", 1))
+    second = TaskManager.create_task_group("second", "", msgs("b", 3), goal=goal(AtLeast(1)),
+                                           depends_on=["first"])
+    run.submit(first, second)
+    assert [t for t, _ in run.assign()] == ["a0"]
+    assert run.board.cancel(["b2"], "cancelled by request") == ["b2"]
+    run.settle()
+    assert (second.cancelled, second.finished) == (1, 1)
+    summary = second.summary()
+    assert (summary["status"], summary["goal_status"]) == ("pending", "not_started")
+    run.finish("a0")  # ... until its tasks go to a worker
+    assert sorted(t for t, _ in run.assign()) == ["b0", "b1"]
+    run.finish("b0")
+    assert second.status == TaskStatus.RUNNING or second.goal.status == GoalStatus.ACHIEVED
+    assert second.goal.status == GoalStatus.ACHIEVED
+
+
+def test_the_finished_groups_shown_beside_those_under_way_are_the_latest_to_finish():
+    # (ceylon-status on an admin serving for long: a long group that just ended is shown)
+    run = Run(WorkerSlot("w", 10, "processor", capacity=10))
+    groups = [TaskManager.create_task_group(f"g{i}", "", msgs(f"g{i}-", 1)) for i in range(3)]
+    run.submit(*groups)
+    run.assign()
+    for task in ("g1-0", "g2-0", "g0-0"):  # g0, submitted first, finishes last
+        run.finish(task)
+    assert [g["name"] for g in run.manager.summaries(limit=1)] == ["g0"]
+    assert [g["name"] for g in run.manager.summaries(limit=2)] == ["g2", "g0"]

@@ -82,6 +82,7 @@ class TaskGroupGoal:
 
 
 UNFINISHED = frozenset((TaskStatus.PENDING, TaskStatus.ASSIGNED, TaskStatus.RUNNING))
+RAN = frozenset((TaskStatus.COMPLETED, TaskStatus.FAILED))  # (ended on a worker, or lost)
 
 
 class OnGoal(enum.Enum):
@@ -227,6 +228,18 @@ def create_goal_checker(required_tasks: int) -> AtLeast:
     return AtLeast(required_tasks)
 
 
+def _refuse_ambiguous_names(old: Sequence[TaskGroup], new: Sequence[TaskGroup]) -> None:
+    """A group's ``depends_on`` names another by id or by name: one group named as another's
+    id would make the reference mean either (ConfigError)."""
+    every = [*old, *new]
+    ids, fresh = {g.id: g for g in every}, {g.id for g in new}
+    for g in every:
+        other = ids.get(g.name)
+        if other is not None and other is not g and (g.id in fresh or other.id in fresh):
+            raise ConfigError(f"group '{g.name}' is named as group '{other.name}''s id: a "
+                              f"depends_on naming {g.name!r} would mean either; rename one")
+
+
 class _Either:
     """Membership in either of two containers, neither copied."""
 
@@ -262,6 +275,7 @@ class TaskManager:
         self.completed_tasks: dict[str, TaskMessage] = {}
         self._by_task: dict[TaskId, TaskMessage] = {}
         self._group_completed: dict[str, dict[str, TaskMessage]] = {}
+        self._ended: dict[str, None] = {}  # finished groups' ids, in the order they finished
         # (group, goal) whose goal was Python code a journal could not keep (see restore)
         self.unkept_goals: list[tuple[str, str]] = []
 
@@ -340,6 +354,7 @@ class TaskManager:
             why = goal_problem(g.goal, len(g.subtasks)) if g.goal is not None else None
             if why is not None:
                 raise ConfigError(f"group '{g.name}': {why}")
+        _refuse_ambiguous_names(old, groups)
         refs = {ref: g for g in [*old, *groups] for ref in (g.id, g.name)}
         self._check_dependencies(groups, refs, _Either(plain_ids, known_tasks), plain)
 
@@ -409,6 +424,7 @@ class TaskManager:
         for g in groups:
             self.task_groups.pop(g.id, None)
             self._group_completed.pop(g.id, None)
+            self._ended.pop(g.id, None)
             for t in g.subtasks:
                 self._by_task.pop(t.task_id, None)
 
@@ -429,6 +445,7 @@ class TaskManager:
             group = self.task_groups.pop(t.group_id or "", None)
             if group is not None:
                 self._group_completed.pop(group.id, None)
+                self._ended.pop(group.id, None)
                 gone.append(group.id)
         return gone
 
@@ -445,8 +462,8 @@ class TaskManager:
             group.unassigned += 1
         else:
             group.cancelled += 1
-        if group.status == TaskStatus.PENDING:
-            group.status = TaskStatus.RUNNING
+        if group.status == TaskStatus.PENDING and rec.status in RAN:
+            group.status = TaskStatus.RUNNING  # (cancelled before it ran: still pending)
         events.append(GroupEvent("group_progress", group,
                                  f"group '{group.name}': {group.finished}/{group.total} done",
                                  group.summary()))
@@ -458,7 +475,8 @@ class TaskManager:
         goal = group.goal
         if goal is None or goal.status in (GoalStatus.ACHIEVED, GoalStatus.FAILED):
             return
-        goal.status = GoalStatus.IN_PROGRESS
+        if group.status != TaskStatus.PENDING:  # (none of its tasks went to a worker)
+            goal.status = GoalStatus.IN_PROGRESS
         try:
             met = self._met(group, goal.check_condition)
         # The user's code: its goal fails, the run goes on; SystemExit and any other
@@ -533,6 +551,7 @@ class TaskManager:
         cancelled = group.failed == group.unassigned == 0 and group.cancelled > 0
         group.status = TaskStatus.COMPLETED if ok else \
             TaskStatus.CANCELLED if cancelled else TaskStatus.FAILED
+        self._ended[group.id] = None
         events.append(GroupEvent("group_finished", group,
                                  f"group '{group.name}' {group.status.value}: "
                                  f"{group.completed}/{group.total} completed",
@@ -603,6 +622,7 @@ class TaskManager:
         groups = list(self.task_groups.values())
         if limit is not None and len(groups) > limit:
             going = [g for g in groups if g.status in UNFINISHED]
-            done = [g for g in groups if g.status not in UNFINISHED]
+            done = [g for g in map(self.task_groups.get, self._ended)
+                    if g is not None and g.status not in UNFINISHED]
             groups = (going + done[max(0, len(done) - (limit - len(going))):])[:limit]
         return [g.summary() for g in groups]
