@@ -702,6 +702,43 @@ def test_a_message_name_taken_again_by_a_class_of_another_module_is_warned_about
         message(made("another.place"))  # (the same module again: a reload)
 
 
+_SCRIPT = """
+import dataclasses, sys, warnings
+warnings.simplefilter("error", RuntimeWarning)
+from ceylon_net import message, dumps, loads, TaskResult as Builtin
+
+@message
+@dataclasses.dataclass
+class TaskResult:  # a tutorial's own TaskResult
+    s: str = ""
+
+if __name__ == "__main__" and sys.argv[1:] == ["import-me"]:
+    sys.path.insert(0, sys.argv[0].rpartition("/")[0])
+    import script  # (itself again, under its own name: --app script)
+    print("imported")
+"""
+
+
+def test_a_script_s_class_that_takes_a_name_of_ceylon_nets_is_warned_about(tmp_path):
+    """A script (run as __main__) with its own `class TaskResult` took ceylon_net's name
+    silently: its bytes then read as the script's class, their fields dropped. The script
+    imported again under its own name (``--app script``) is one module: not warned."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(_SCRIPT)
+    ran = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60)
+    assert ran.returncode == 1
+    assert "RuntimeWarning: message name 'TaskResult' is registered again, by " \
+           "__main__.TaskResult (it was ceylon_net.core.tasks.TaskResult's)" in ran.stderr
+    script.write_text(_SCRIPT.replace("class TaskResult:", "class Mine:"))
+    ran = subprocess.run([sys.executable, str(script), "import-me"], capture_output=True,
+                         text=True, timeout=60)
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "imported\n", "")
+
+
 # --------------------------------------------------------------------------- never runs code
 
 ran: list[str] = []

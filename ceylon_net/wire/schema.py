@@ -50,8 +50,8 @@ def message(cls: type[T] | None = None, *, name: str | None = None) -> Any:
         old = _REGISTRY.get(key)
         if old is not None and old is not c and old.__qualname__ != c.__qualname__:
             raise LocalProtocolError(f"message name {key!r} already registered by {old!r}")
-        if old is not None and old is not c and old.__module__ != c.__module__ \
-                and "__main__" not in (old.__module__, c.__module__):
+        if old is not None and old is not c \
+                and not _one_module(old.__module__, c.__module__):
             # (one module imported under two names is this too: it is not refused)
             warnings.warn(f"message name {key!r} is registered again, by {_dotted(c)} (it was "
                           f"{_dotted(old)}'s): messages of that name are read as the later "
@@ -68,6 +68,21 @@ def message(cls: type[T] | None = None, *, name: str | None = None) -> Any:
         return c
 
     return register(cls) if cls is not None else register
+
+
+_MAIN = ("__main__", "__mp_main__")  # a script run, and multiprocessing's import of it
+
+
+def _one_module(a: str, b: str) -> bool:
+    """The same module, perhaps under two names: a script run as ``__main__`` that is also
+    imported by its own name (``--app script``), or reloaded. Not a script's class taking a
+    name of another module's (``class TaskResult`` of a tutorial, over ceylon_net's)."""
+    if a == b:
+        return True
+    if a not in _MAIN and b not in _MAIN:
+        return False
+    files = [getattr(sys.modules.get(m), "__file__", None) for m in (a, b)]
+    return files[0] is not None and files[0] == files[1]
 
 
 def message_type(name: str) -> type:
