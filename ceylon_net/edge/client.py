@@ -48,7 +48,7 @@ WATCHDOG_TURN = 1.0  # seconds between two looks at the admin's silence
 # ... and every so often anyway: a DONE the admin could not route (our connection was being
 # re-made, or our queue was full) is lost, and heartbeats would hide it.
 REWATCH = 10.0
-ASK_AGAIN = 5.0  # seconds: a status unanswered this long is asked again (see status())
+ASK_AGAIN = 5.0  # seconds: a status or cancel unanswered this long is asked again (_ask_again)
 SEND_TRIES = 3  # times a batch the admin says it does not have is sent, at most
 LEFT_OUT = "was left out as its batch went again (it depends on one cancelled)"
 # Finished batches' reports a client keeps (their REPORTs' bytes, at most this many in all),
@@ -144,7 +144,7 @@ class GroupFuture(asyncio.Future):
             return False
         pending = [f for f in self.tasks.values() if not f.done()]
         if pending:
-            self._client.cancel_soon([f.key for f in pending])
+            self._client.cancel_group_soon(self)
         for fut in pending:
             asyncio.Future.cancel(fut, msg)
         return super().cancel(msg)
@@ -338,6 +338,7 @@ class AsyncClient:
         the end of this loop turn: a cancel of a task just submitted, a batch depending on
         one, or a status, would reach the admin before it); its msg_id, under which its
         answer will wait."""
+        self._connected()
         assert self.loop is not None
         if self._queued:
             self._start_flush()
@@ -375,10 +376,16 @@ class AsyncClient:
                                      f"{timeout:g} s{hint}")
 
     async def status(self) -> dict[str, Any]:
-        """The admin's status snapshot (what ceylon-status prints). Asked again every
-        ASK_AGAIN s while unanswered (a request written to a connection as the admin died
-        is lost with it: connect() through a restart waited its whole timeout): the first
-        answer tells."""
+        """The admin's status snapshot (what ceylon-status prints)."""
+        env = await self._ask_again(Kind.STATUS)
+        return wire.unpack(wire.Status, env.payload, INBOUND_LIMITS).snapshot
+
+    async def _ask_again(self, kind: bytes, msg: Any = None) -> wire.Envelope:
+        """A request that may be made twice (a status, a cancel), and its answer: asked again
+        every ASK_AGAIN s while unanswered (a request written to a connection as the admin
+        died is lost with it: connect() through a restart waited its whole timeout, a cancel
+        was never made), the first answer tells. AdminUnreachableError after the timeout."""
+        self._connected()
         assert self.loop is not None
         deadline = self.loop.time() + self.timeout
         asked: list[int] = []
@@ -387,15 +394,14 @@ class AsyncClient:
                 left = deadline - self.loop.time()
                 if left <= 0:
                     raise await self._unanswered_after(self.timeout)
-                asked.append(self._request(Kind.STATUS))
+                asked.append(self._request(kind, msg))
                 await asyncio.wait([self._requests[m] for m in asked],
                                    timeout=min(ASK_AGAIN, left),
                                    return_when=asyncio.FIRST_COMPLETED)
-            env = _accepted_answer(self._requests[answered[0]].result())
+            return _accepted_answer(self._requests[answered[0]].result())
         finally:
             for msg_id in asked:
                 self._requests.pop(msg_id, None)
-        return wire.unpack(wire.Status, env.payload, INBOUND_LIMITS).snapshot
 
     async def cancel(self, tasks: Iterable[Any], reason: str = "cancelled by the client"
                      ) -> dict[str, list[Any]]:
@@ -413,7 +419,7 @@ class AsyncClient:
             if len(chunk) == 1 and len(wire.packb(chunk)) > most:
                 outcome.setdefault("unknown", []).append(chunk[0][0])  # no task's id is as long
                 continue
-            env = await self._ask(Kind.CANCEL, wire.Cancel(chunk, reason))
+            env = await self._ask_again(Kind.CANCEL, wire.Cancel(chunk, reason))
             answer = wire.unpack(wire.Status, env.payload, INBOUND_LIMITS).snapshot["cancel"]
             for kind, said in answer.items():
                 outcome.setdefault(kind, []).extend(said)
@@ -430,8 +436,20 @@ class AsyncClient:
             self._queued = self._without(unsent)
         sent = [k for k in ids if k not in unsent]
         if sent and self._dealer is not None:
-            task = self.loop.create_task(self.cancel(sent))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self.loop.create_task(self.cancel(sent)).add_done_callback(_cancel_said)
+
+    def cancel_group_soon(self, group: GroupFuture) -> None:
+        """A group future is being cancelled: not sent yet, the group is dropped from the
+        batch (what depends on it fails); else its unended tasks are cancelled on the
+        cluster (cancel_soon)."""
+        if not any(g is group for _, _, g in self._queued):
+            self.cancel_soon([f.key for f in group.tasks.values() if not f.done()])
+            return
+        for key in group.tasks:
+            self._futures.pop(key, None)
+        self._queued = self._without_dependents(
+            [q for q in self._queued if q[2] is not group],
+            {("group", group.name): "was cancelled"}, _cancelled_dependency)
 
     def _without(self, cancelled: set[Any]) -> list[tuple[dict[str, Any], int,
                                                            GroupFuture | None]]:
@@ -439,16 +457,9 @@ class AsyncClient:
         fail as the admin fails a task whose dependency was cancelled (sent without it, the
         admin refused them for a dependency it never heard of)."""
         kept = [q for q in self._queued if q[2] is not None or q[0]["id"] not in cancelled]
-
-        def failure(doc: dict[str, Any], group: GroupFuture | None, dep: tuple[str, Any],
-                    _: str) -> Exception:
-            why = f"dependency {'' if dep[0] == 'task' else 'group '}{dep[1]!r} was cancelled"
-            what = f"task {doc['id']!r}" if group is None else f"group {doc['name']!r}"
-            return TaskFailed(f"{what} cancelled: {why}", doc["id"] if group is None else None,
-                              why)
-
         return self._without_dependents(kept, dict.fromkeys((("task", k) for k in cancelled),
-                                                            "was cancelled"), failure)
+                                                            "was cancelled"),
+                                        _cancelled_dependency)
 
     def _without_dependents(self, items: list[tuple[dict[str, Any], int, GroupFuture | None]],
                             gone: dict[tuple[str, Any], str],
@@ -531,6 +542,10 @@ class AsyncClient:
         now on, then its report, at once if it is done (one this client saw finish, from the
         report it has: it does not change). AdminUnreachableError when the admin has no such
         batch (a wrong number, or another run: restarted without its journal)."""
+        if type(batch) is not int or batch < 1 or not isinstance(run, str):
+            raise ConfigError(f"watch_batch() takes a batch number (int) and a run (str), as "
+                              f"in BATCH@RUN; got {batch!r} and {run!r}")
+        self._connected()
         known = self._reports.get((batch, run))
         if known:  # (a finished batch's report does not change: not asked again)
             return wire.unpack(wire.BatchReport, known, INBOUND_LIMITS).report
@@ -600,6 +615,8 @@ class AsyncClient:
         """``submit(handler, *items)`` for each tuple of items, in one batch: all or none (an
         item that cannot be sent raises here, and nothing is submitted)."""
         self._connected()
+        if "key" in options:
+            raise TypeError("map() names each of its tasks itself: key= is submit()'s")
         _check_options(options)
         depends_on = list(depends_on)
         try:
@@ -1178,6 +1195,24 @@ def _in_parts(items: list[tuple[dict[str, Any], int, GroupFuture | None]]
     for i, item in enumerate(items):
         parts.setdefault(find(i), []).append(item)
     return list(parts.values())
+
+
+def _cancelled_dependency(doc: dict[str, Any], group: GroupFuture | None,
+                          dep: tuple[str, Any], _: str) -> Exception:
+    """How a submission left out for a dependency cancelled before it was sent fails: as the
+    admin fails a task whose dependency was cancelled."""
+    why = f"dependency {'' if dep[0] == 'task' else 'group '}{dep[1]!r} was cancelled"
+    what = f"task {doc['id']!r}" if group is None else f"group {doc['name']!r}"
+    return TaskFailed(f"{what} cancelled: {why}", doc["id"] if group is None else None, why)
+
+
+def _cancel_said(task: asyncio.Task[Any]) -> None:
+    """A future's cancel made on the cluster in the background: one that could not be made
+    is said (the task may run on)."""
+    if task.cancelled() or task.exception() is None:
+        return
+    logger.warning("a cancel of task(s) could not be made: {} (they may run on; "
+                   "cancel them again once the admin answers)", task.exception())
 
 
 def _names(doc: dict[str, Any], group: GroupFuture | None) -> list[tuple[str, Any]]:

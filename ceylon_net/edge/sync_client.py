@@ -18,7 +18,6 @@ import concurrent.futures
 import contextlib
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
@@ -322,9 +321,20 @@ class Client:
                 raise TypeError(f"gather() takes futures, got {type(f).__name__} {f!r}"
                                 + (" (a dict's keys: its values()?)" if isinstance(f, str)
                                    else ""))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        return [f.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
-                for f in futures]
+        for f in futures:
+            if isinstance(f, Future):
+                f._not_in_callback()  # (in the client's thread it would wait for ever)
+        # (a failure raises as soon as there is one, not once the futures before it ended)
+        done, pending = concurrent.futures.wait(futures, timeout,
+                                                concurrent.futures.FIRST_EXCEPTION)
+        failed = next((f for f in futures if f in done
+                       and (f.cancelled() or f.exception() is not None)), None)
+        if failed is not None:
+            return failed.result()  # (raises)
+        if pending:
+            raise TimeoutError(f"{len(pending)} of {len(futures)} future(s) not done within "
+                               f"{timeout:g} s")
+        return [f.result() for f in futures]
 
     def submit_group(self, name: str, tasks: Iterable[dict[str, Any]],
                      on_event: Callable[[wire.GroupNews], Any] | None = None,
