@@ -598,3 +598,32 @@ def test_the_readme_quotes_the_lines_submit_names_a_batch_with(tmp_path, tasks_f
     readme = " ".join((REPO / "README.md").read_text().split())
     for line in (out.strip(), waited_err.strip()):
         assert f"`{as_quoted(line)}`" in readme, as_quoted(line)
+
+
+def test_a_batch_cancelled_for_a_failure_in_an_earlier_batch_exits_1(tmp_path):
+    """A script chaining steps on exit codes: step two's tasks depend on a task of step one
+    that failed; they are cancelled, none ran, and the step did not succeed (it exited 0)."""
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps([{"id": "fetch", "description": "fetch", "difficulty": 1,
+                                  "handler": "boom", "args": ["no network"]}]))
+    second = tmp_path / "second.json"
+    second.write_text(json.dumps([
+        {"id": "parse", "description": "parse", "difficulty": 1, "depends_on": ["fetch"]},
+        {"id": "index", "description": "index", "difficulty": 1, "depends_on": ["parse"]}]))
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _serving(c, workers=())
+            await c.worker("w", "--app", "demo_handlers",
+                           env={"PYTHONPATH": str(REPO / "tests" / "apps")})
+            one = await _submit(c, str(first), "--wait", label="first")
+            two = await _submit(c, str(second), "--wait", "--json", label="second")
+            return one, two
+
+    (code1, _, err1), (code2, out2, err2) = run(body())
+    assert code1 == 1, err1
+    assert code2 == 1, err2
+    report = json.loads(out2)
+    assert report["tasks"] == [] and report["after_failure"] == ["parse", "index"]
+    assert report["cancelled"] == [{"id": "parse", "reason": "dependency 'fetch' failed"},
+                                   {"id": "index", "reason": "dependency 'parse' was cancelled"}]

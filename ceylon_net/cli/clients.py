@@ -214,7 +214,7 @@ def _print_batch(report: dict[str, Any], as_json: bool, token: str) -> None:
             print_report(run, whole="--json")
     if run.unassigned:
         raise typer.Exit(EXIT_UNASSIGNED)
-    if any(not t.success for t in run.tasks):
+    if any(not t.success for t in run.tasks) or run.after_failure:
         raise typer.Exit(EXIT_FAILED)
 
 

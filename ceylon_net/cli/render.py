@@ -89,7 +89,9 @@ def _report_notes(report: RunReport) -> list[str]:
         reasons = set(report.cancelled.values())  # (one: said without its count again)
         lines.append(f"Cancelled: {len(report.cancelled):,} task(s) ("
                      + (next(iter(reasons)) if len(reasons) == 1 else
-                        _tally(report.cancelled.values(), sep="; ")) + ")")
+                        _tally(report.cancelled.values(), sep="; ")) + ")"
+                     + (f"; {len(report.after_failure):,} of them for a failure upstream"
+                        if report.after_failure else ""))
     for title, ids, why in (
             ("Dead (lost with their workers too often)", report.dead, {}),
             ("Unassigned (no connected worker could take them)", report.unassigned,

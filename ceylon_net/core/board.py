@@ -274,8 +274,7 @@ class TaskBoard:
         for task in tasks:  # a dependency that had already failed
             for g in list(self._waiting.get(task.id, ())):
                 if self._is_failed(g):
-                    self.fail_gate(g, self._failed.get(g, f"dependency {g[1]!r} did not "
-                                                          f"complete"))
+                    self.fail_gate(g, self._failed.get(g) or self._ended_as(g[1]))
 
     def _validate(self, tasks: list[Task]) -> None:
         """Duplicate ids, unknown dependencies and cycles are refused, naming the culprit."""
@@ -286,6 +285,15 @@ class TaskBoard:
         if isinstance(gate, tuple) and gate[0] == "task" and gate[1] in self.records:
             return self.records[gate[1]].status == TaskStatus.COMPLETED
         return gate in self._opened
+
+    def _ended_as(self, task_id: TaskId) -> str:
+        """Why what waits on this task, which ended without completing, is cancelled."""
+        rec = self.records[task_id]
+        if rec.state is X:
+            said = f"was unassigned: {rec.reason}" if unassignable(rec.reason) else \
+                "was cancelled"
+            return f"dependency {task_id!r} {said}"
+        return f"dependency {task_id!r} failed"
 
     def _is_failed(self, gate: Gate) -> bool:
         if isinstance(gate, tuple) and gate[0] == "task" and gate[1] in self.records:

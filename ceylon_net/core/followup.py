@@ -14,6 +14,7 @@ from .board import ENDED, FINISHED, TaskBoard, TaskRecord, TaskState
 from .commands import Finished, Forgot, Outbox
 from .groups import GroupEvent, TaskManager
 from .tasks import TaskId, TaskStatus
+from .upstream import after_failure
 from .watchers import Watchers
 
 LOG_LEVEL_OF_GROUP_EVENT = {"group_progress": "DEBUG", "goal_failed": "WARNING"}
@@ -203,6 +204,8 @@ class Followup:
 
     def batch_report(self, batch: Batch) -> wire.BatchReport:
         report = self.board.report(self.unassigned, only=batch.task_ids)
+        report.after_failure = after_failure(self.board.records, self.task_manager,
+                                             report.cancelled)
         ids = set(batch.task_ids)  # (a group is never empty, and its tasks came together)
         report.groups = [g.summary() for g in self.task_manager.task_groups.values()
                          if g.subtasks and g.subtasks[0].task_id in ids]

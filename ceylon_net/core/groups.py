@@ -331,12 +331,16 @@ class TaskManager:
         return tasks, gates
 
     def _resolve(self, ref: str) -> str:
+        gid = self.resolved(ref)
+        if gid is None:
+            raise ConfigError(f"unknown group {ref!r}")
+        return gid
+
+    def resolved(self, ref: str) -> str | None:
+        """The id of the group a ``depends_on`` names (by id, else by name), or None."""
         if ref in self.task_groups:
             return ref
-        for g in self.task_groups.values():
-            if g.name == ref:
-                return g.id
-        raise ConfigError(f"unknown group {ref!r}")
+        return next((g.id for g in self.task_groups.values() if g.name == ref), None)
 
     def _validate(self, groups: Sequence[TaskGroup], known_tasks: Container[TaskId],
                   plain: Sequence[Task]) -> None:

@@ -131,6 +131,10 @@ class RunReport:
     # Of ``unassigned``, why no worker could take each, where known: 'needs skill >= 8; best
     # connected is 6'.
     unassigned_why: dict[TaskId, str] = field(default_factory=dict)
+    # Of ``cancelled``, those cancelled because a task or group they depend on failed (or
+    # could not be assigned), directly or through others cancelled for it: they did not run
+    # because of a failure (ceylon_net.core.upstream).
+    after_failure: list[TaskId] = field(default_factory=list)
 
     @property
     def success_rate(self) -> float | None:
@@ -151,7 +155,8 @@ class RunReport:
             {c["id"]: c["reason"] for c in data.get("cancelled", [])},
             list(data.get("groups", [])), list(data.get("dead", [])),
             list(data.get("unfinished", [])),
-            {u["id"]: u["reason"] for u in data.get("unassigned_why", [])})
+            {u["id"]: u["reason"] for u in data.get("unassigned_why", [])},
+            list(data.get("after_failure", [])))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -173,6 +178,7 @@ class RunReport:
             **({"unassigned_why": [{"id": k, "reason": v} for k, v in
                                    self.unassigned_why.items()]} if self.unassigned_why else {}),
             "cancelled": [{"id": k, "reason": v} for k, v in self.cancelled.items()],
+            **({"after_failure": list(self.after_failure)} if self.after_failure else {}),
             "dead": list(self.dead),
             **({"unfinished": list(self.unfinished)} if self.unfinished else {}),
             **({"groups": self.groups} if self.groups else {}),
