@@ -1781,6 +1781,29 @@ def test_an_assignment_that_cannot_be_sent_goes_back_and_out_again_once_its_work
     assert assigned(w.finish(1)) == {"w": [2]}  # it reads: trusted again
 
 
+def test_a_round_s_second_assign_to_a_worker_its_first_could_not_reach_is_not_sent():
+    """A worker's free slots' tasks and those it queues ahead go in two Assigns: the first
+    could not be sent, the worker gets nothing more until heard from, the second neither
+    (the edge asks undeliverable() and gives it back as undelivered: said once)."""
+    sim = Sim(prefetch=100)
+    sim.submit(noop("warm"))
+    w = sim.join("w", capacity=2)
+    w.finish("warm")  # (trusted: fed up to its slots and ahead)
+    first, second = of(sim.submit(*[noop(i) for i in range(5)]), c.Assign)
+    assert [[a.task.id for a in x.assignments] for x in (first, second)] == [[0, 1], [2, 3, 4]]
+    assert not sim.st.undeliverable("w")
+    said = of(sim.st.undelivered(w.peer, "w", first.assignments, sim.now), c.Log)
+    assert sim.st.undeliverable("w")
+    said += of(sim.st.undelivered(w.peer, "w", second.assignments, sim.now), c.Log)
+    assert [x.message for x in said if "could not deliver" in x.message] == [
+        "could not deliver 2 task(s) to 'w' (gone, or not reading); requeued, and it gets "
+        "no more until it is heard from"]
+    assert [sim.st.board.records[i].state for i in range(5)] == [TaskState.QUEUED] * 5
+    w.held = {}  # (none reached it)
+    assert assigned(w.heartbeat()) == {"w": [0]}  # heard: one task, on probation
+    assert not sim.st.undeliverable("w")
+
+
 def test_a_worker_that_cannot_be_sent_to_gets_nothing_more_and_an_idle_one_takes_its_tasks():
     """A worker killed and not yet found lost: the admin kept giving it the tasks that could
     not reach it, a warning each round, while a worker that had joined sat idle until the

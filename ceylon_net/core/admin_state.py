@@ -235,11 +235,18 @@ class AdminState:
         its tasks go back to the queue, to other workers now, and the worker gets nothing
         more until it is heard from (TaskBoard.unsent)."""
         self.board.now = now
-        self.out.log("WARNING", f"could not deliver {len(assignments)} task(s) to "
-                                f"'{worker}' (gone, or not reading); requeued, and it gets "
-                                f"no more until it is heard from")
+        if not self.board.unreachable(worker):  # (else said with the round's first)
+            self.out.log("WARNING", f"could not deliver {len(assignments)} task(s) to "
+                                    f"'{worker}' (gone, or not reading); requeued, and it "
+                                    f"gets no more until it is heard from")
         self.board.unsent(worker, assignments)
         return self._end_round(now)
+
+    def undeliverable(self, worker: str) -> bool:
+        """An Assign to ``worker`` could not be sent and it was not heard from since (see
+        undelivered): the rest of the round's assignments to it (those it would queue
+        ahead, in an Assign of their own) are not sent either, but undelivered too."""
+        return self.board.unreachable(worker)
 
     def not_forwarded(self, peer: bytes, header: Header, now: float) -> list[Command]:
         """A :class:`Forward` could not be sent to ``peer`` (its connection is gone, not yet

@@ -1320,6 +1320,10 @@ class TaskBoard:
         if self.worker_event(worker, WorkerEvent.UNREACHABLE) is WorkerState.STALLED:
             self._unreachable.add(worker)
 
+    def unreachable(self, worker: str) -> bool:
+        """A send to ``worker`` failed, and it was not heard from since (see unsent)."""
+        return worker in self._unreachable
+
     def heard(self, worker: str) -> None:
         """A message came from ``worker``: one that could not be sent to (see :meth:`unsent`)
         is reached again, on probation (one task, until it shows it reads); unless it was

@@ -371,7 +371,8 @@ class Admin(AgentBase):
             self._out.send(cmd.peer, cmd.kind, cmd.msg, cmd.answers)
 
     def _assign(self, cmd: c.Assign) -> None:
-        if unsent := cmd.assignments if self._out is None else \
+        if unsent := cmd.assignments if self._out is None \
+                or self.state.undeliverable(cmd.worker) else \
                 self._out.assign(cmd.peer, cmd.assignments):
             self._apply(self.state.undelivered(cmd.peer, cmd.worker, unsent, time.monotonic()))
 

@@ -48,6 +48,7 @@ WATCHDOG_TURN = 1.0  # seconds between two looks at the admin's silence
 # ... and every so often anyway: a DONE the admin could not route (our connection was being
 # re-made, or our queue was full) is lost, and heartbeats would hide it.
 REWATCH = 10.0
+DROPPED_KEPT = 10_000  # tasks and groups cancelled before they were sent, remembered
 ASK_AGAIN = 5.0  # seconds: a status or cancel unanswered this long is asked again (_ask_again)
 SEND_TRIES = 3  # times a batch the admin says it does not have is sent, at most
 LEFT_OUT = "was left out as its batch went again (it depends on one cancelled)"
@@ -221,6 +222,10 @@ class AsyncClient:
         self._requests: dict[int, asyncio.Future[wire.Envelope]] = {}  # by the request's msg_id
         self._futures: dict[Any, TaskFuture] = {}
         self._groups: dict[str, GroupFuture] = {}
+        # Tasks and groups cancelled before they were sent, and what was left out with them
+        # (the latest DROPPED_KEPT): a later submission that depends on one fails as on a
+        # task the admin cancelled, not refused by it for an unknown dependency.
+        self._dropped: dict[tuple[str, Any], str] = {}
         self._batches: dict[int, _Waited] = {}  # batches waited for, by number
         self._claims: dict[int, _Claim] = {}  # by msg_id: a SUBMIT whose batch is waited for
         self._reports: dict[tuple[int, str], bytes] = {}  # finished ones' REPORTs (some)
@@ -447,9 +452,9 @@ class AsyncClient:
             return
         for key in group.tasks:
             self._futures.pop(key, None)
-        self._queued = self._without_dependents(
-            [q for q in self._queued if q[2] is not group],
-            {("group", group.name): "was cancelled"}, _cancelled_dependency)
+        self._queued = self._drop([q for q in self._queued if q[2] is not group],
+                                  dict.fromkeys(_names({"name": group.name}, group),
+                                                "was cancelled"))
 
     def _without(self, cancelled: set[Any]) -> list[tuple[dict[str, Any], int,
                                                            GroupFuture | None]]:
@@ -457,9 +462,20 @@ class AsyncClient:
         fail as the admin fails a task whose dependency was cancelled (sent without it, the
         admin refused them for a dependency it never heard of)."""
         kept = [q for q in self._queued if q[2] is not None or q[0]["id"] not in cancelled]
-        return self._without_dependents(kept, dict.fromkeys((("task", k) for k in cancelled),
-                                                            "was cancelled"),
-                                        _cancelled_dependency)
+        return self._drop(kept, dict.fromkeys((("task", k) for k in cancelled),
+                                              "was cancelled"))
+
+    def _drop(self, items: list[tuple[dict[str, Any], int, GroupFuture | None]],
+              gone: dict[tuple[str, Any], str]
+              ) -> list[tuple[dict[str, Any], int, GroupFuture | None]]:
+        """``items`` but what depends on the ``gone`` (never sent): remembered, with what
+        was left out for them, for later submissions that depend on them."""
+        kept = self._without_dependents(items, gone, _cancelled_dependency)
+        dropped = self._dropped
+        dropped.update(gone)
+        while len(dropped) > DROPPED_KEPT:
+            del dropped[next(iter(dropped))]
+        return kept
 
     def _without_dependents(self, items: list[tuple[dict[str, Any], int, GroupFuture | None]],
                             gone: dict[tuple[str, Any], str],
@@ -670,6 +686,7 @@ class AsyncClient:
         keys = [item["id"] for item in items]
         group.tasks.update(zip(keys, self._new_futures(keys), strict=True))
         self._groups[name] = group
+        self._dropped.pop(("group", name), None)
         group.add_done_callback(lambda g: self._groups.pop(name, None))
         self._queued.append((doc, size, group))
         self._flush_soon()
@@ -684,6 +701,9 @@ class AsyncClient:
                 raise ConfigError(f"duplicate task id {key!r}")
             seen.add(key)
         futures = [TaskFuture(key, self) for key in keys]
+        if self._dropped:  # (a key given again is a new task's)
+            for key in keys:
+                self._dropped.pop(("task", key), None)
         self._futures.update(zip(keys, futures, strict=True))
         return futures
 
@@ -698,6 +718,9 @@ class AsyncClient:
         """Send what was submitted this loop turn, in batches of at most batch_bytes, now (so
         a cancel that follows reaches the admin after them)."""
         queued, self._queued = self._queued, []
+        if self._dropped:  # (what depends on one cancelled before it went fails here)
+            queued = self._without_dependents(queued, dict(self._dropped),
+                                              _cancelled_dependency)
         batch: list[tuple[dict[str, Any], int, GroupFuture | None]] = []
         size = 0
         for item in queued:

@@ -17,7 +17,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
@@ -38,6 +40,26 @@ def _bounded(timeout: float | None) -> float | None:
     """A wait's timeout as threading takes it: one beyond threading.TIMEOUT_MAX (some 49
     days here; 1e10 raised OverflowError) waits as long as it can, that is for ever."""
     return None if timeout is not None and timeout > threading.TIMEOUT_MAX else timeout
+
+
+def _first_failure(futures: list[concurrent.futures.Future], timeout: float | None) -> None:
+    """Wait until every future is done, raising the first failure (or cancellation) as soon
+    as it comes, not once the futures before it are done; TimeoutError after ``timeout``
+    (None: no limit). One wake-up a future (concurrent.futures.wait again and again would
+    look at every pending future each time)."""
+    came: queue.SimpleQueue[concurrent.futures.Future] = queue.SimpleQueue()
+    for f in futures:  # (the base class's: in whichever thread ends it, or at once)
+        concurrent.futures.Future.add_done_callback(f, came.put)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for left in range(len(futures), 0, -1):
+        try:
+            f = came.get(timeout=None if deadline is None
+                         else max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise TimeoutError(f"{left} of {len(futures)} future(s) not done within "
+                               f"{timeout:g} s") from None
+        if f.cancelled() or f.exception() is not None:
+            f.result()  # (raises)
 
 
 def _same_process(pid: int, coro: Coroutine[Any, Any, Any] | None = None) -> None:
@@ -324,16 +346,7 @@ class Client:
         for f in futures:
             if isinstance(f, Future):
                 f._not_in_callback()  # (in the client's thread it would wait for ever)
-        # (a failure raises as soon as there is one, not once the futures before it ended)
-        done, pending = concurrent.futures.wait(futures, timeout,
-                                                concurrent.futures.FIRST_EXCEPTION)
-        failed = next((f for f in futures if f in done
-                       and (f.cancelled() or f.exception() is not None)), None)
-        if failed is not None:
-            return failed.result()  # (raises)
-        if pending:
-            raise TimeoutError(f"{len(pending)} of {len(futures)} future(s) not done within "
-                               f"{timeout:g} s")
+        _first_failure(futures, _bounded(timeout))
         return [f.result() for f in futures]
 
     def submit_group(self, name: str, tasks: Iterable[dict[str, Any]],
