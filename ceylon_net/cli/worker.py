@@ -102,9 +102,10 @@ def _leave(code: int, error: str | None = None) -> None:
     """Exit with ``code`` (and ``error`` said). A sync handler still running in its thread
     (it hung, and outlived its task's time limit or the drain) cannot be stopped, and Python
     would wait for it at exit for ever: the worker has said goodbye, so it exits without it."""
-    if handlers.running():
-        logger.warning("{} handler thread(s) still running (a thread cannot be stopped): "
-                       "exiting without waiting for them", handlers.running())
+    if handlers.running() or loop.executor_threads_left():
+        logger.warning("{} still running (a thread cannot be stopped): exiting without "
+                       "waiting for them", f"{handlers.running()} handler thread(s)"
+                       if handlers.running() else "a thread of asyncio.to_thread")
         if error is not None:
             say_error(error)
         logger.complete()

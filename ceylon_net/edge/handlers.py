@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import functools
 import importlib
 import inspect
@@ -293,6 +294,7 @@ def handler(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         raise ConfigError("a handler needs a non-empty name")
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _refuse_uncallable(name, fn)
         old = _HANDLERS.get(name)
         # (the same function again: its module imported twice, as __main__ and by name)
         if old is not None and old is not fn and _origin(old) != _origin(fn):
@@ -304,10 +306,26 @@ def handler(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return register
 
 
-def _origin(fn: Callable[..., Any]) -> tuple[str, str]:
+def _refuse_uncallable(name: str, fn: Any) -> None:
+    """What a task could never run, refused as the module loads (ConfigError), not failed
+    at every task (its name was advertised to the admin all the same)."""
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise ConfigError(f"handler {name!r}: {_where(fn)} is a generator function (it "
+                          f"yields): its result would be a generator, which no message "
+                          f"carries, and its body would never run; return a list")
+    if not callable(fn):
+        raise ConfigError(f"handler {name!r}: {type(fn).__name__} {fn!r:.60} cannot be "
+                          f"called (a method: put @handler above @staticmethod, or register "
+                          f"a plain function)")
+
+
+def _origin(fn: Callable[..., Any]) -> tuple[str, str, int]:
+    """Where a function was defined: the same again is its module imported twice (as
+    __main__ and by name); two functions of one name in one file are two."""
     code = getattr(fn, "__code__", None)
     return (code.co_filename if code is not None else getattr(fn, "__module__", "?"),
-            getattr(fn, "__qualname__", repr(fn)))
+            getattr(fn, "__qualname__", repr(fn)),
+            code.co_firstlineno if code is not None else 0)
 
 
 def _where(fn: Callable[..., Any]) -> str:
@@ -364,11 +382,23 @@ async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     if fn is None:
         raise LookupError(f"no handler {name!r} on this worker")
     if on_loop(name):
-        return snapshot(await fn(*args, **kwargs))
-    value = await outcome(_in_thread(functools.partial(_returned, fn, args, kwargs), name))
+        return snapshot(await _own_task(fn(*args, **kwargs)))
+    value = await outcome(_in_thread(functools.partial(
+        contextvars.copy_context().run, _returned, fn, args, kwargs), name))
     if inspect.iscoroutine(value):  # (a plain function that returns one: awaited, and on
-        return snapshot(await value)  # the loop from now on: its thread put it in _AWAITS)
+        return snapshot(await _own_task(value))  # the loop from now on (see _AWAITS)
     return value
+
+
+async def _own_task(coro: Any) -> Any:
+    """A handler's coroutine, run as an asyncio task of its own (in a copy of the caller's
+    context, as any task is): what it does to "its" task (cancel itself; a cancel scope that
+    leaves the task's cancel count raised, as anyio 3 does) and the context variables it
+    sets end with it. Run in the slot's own task, they were carried to the slot's next
+    tasks: the next cancel read as the worker stopping, the slot gone without a word. A
+    cancel of the caller (the task cancelled, its time limit, the worker stopping) cancels
+    it."""
+    return await asyncio.get_running_loop().create_task(coro)
 
 
 _PLAIN = frozenset((type(None), bool, int, float, str, bytes))
@@ -445,11 +475,12 @@ class Claim:
     cancelled, given back, or waits too long behind a slow call) so it never runs here.
     Once run: ``ok`` and ``value`` (the return value, or what it raised), ``seconds``."""
 
-    __slots__ = ("fn", "name", "ok", "ran", "seconds", "todo", "value")
+    __slots__ = ("context", "fn", "name", "ok", "ran", "seconds", "todo", "value")
 
     def __init__(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> None:
         self.name, self.fn, self.todo = name, _HANDLERS[name], [(args, kwargs)]
         self.ran, self.ok, self.value, self.seconds = False, False, None, 0.0
+        self.context = contextvars.copy_context()  # (each call its own, as to_thread's)
 
     def take(self) -> tuple[list[Any], dict[str, Any]] | None:
         try:
@@ -464,7 +495,8 @@ class Claim:
             return
         began = time.perf_counter()
         try:
-            self.ok, self.value = True, snapshot(self.fn(*call[0], **call[1]))
+            self.ok, self.value = True, snapshot(self.context.run(self.fn, *call[0],
+                                                                  **call[1]))
         except BaseException as exc:  # SystemExit too: the task's failure, not ours
             self.value = _failure(exc)
         finally:

@@ -171,10 +171,32 @@ def run(main: Coroutine[Any, Any, T], contain: str | None = None) -> T:
                 loop.run_until_complete(stop_tasks(left, "task(s) still running at exit",
                                                    AT_ONCE if again else STOP_GRACE))
             loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.run_until_complete(_executor_down(loop, AT_ONCE if again else STOP_GRACE))
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+
+
+_EXECUTOR_LEFT: list[asyncio.AbstractEventLoop] = []  # loops whose to_thread threads hung
+
+
+def executor_threads_left() -> bool:
+    """A loop :func:`run` ran ended with a thread of its default executor (asyncio.to_thread,
+    run_in_executor(None, ...)) still running, which Python waits for at exit, for ever if
+    it hangs: a program that has said goodbye may exit without it (os._exit)."""
+    return bool(_EXECUTOR_LEFT)
+
+
+async def _executor_down(loop: asyncio.AbstractEventLoop, grace: float) -> None:
+    """The default executor shut down, waiting ``grace`` for its threads (Python 3.11's
+    shutdown_default_executor waits for ever: one hung to_thread call and the program never
+    ended); one still running is left behind, said."""
+    try:
+        await asyncio.wait_for(asyncio.shield(loop.shutdown_default_executor()), grace)
+    except TimeoutError:
+        _EXECUTOR_LEFT.append(loop)
+        logger.warning("a thread of asyncio.to_thread (or run_in_executor) still runs after "
+                       "{:g} s: not waited for (a thread cannot be stopped)", grace)
 
 
 def _until_complete(loop: asyncio.AbstractEventLoop, task: asyncio.Task[T],
