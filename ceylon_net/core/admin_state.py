@@ -207,17 +207,16 @@ class AdminState:
         if self.closing:
             raise ConfigError(f"admin '{self.name}' is closed: it takes no more tasks")
         self.board.now = now
+        loose = forgettable and self.settings.keep_finished is not None
         try:
-            self._submit(tasks, groups, after)
+            self._submit(tasks, groups, after, loose=loose)
         except UnknownDependency as exc:
             if self.board.forgotten.tasks:
                 raise UnknownDependency(f"{exc} (or one the admin forgot: it keeps the latest "
                                         f"finished, --keep-finished)") from None
             raise
-        if forgettable and self.settings.keep_finished is not None:
-            loose = self.followup.loose
-            for t in tasks:
-                loose.add(t.id)
+        if loose:
+            self.followup.loose.update(t.id for t in tasks)
         return self._end_round(now)
 
     def cancel(self, task_ids: Sequence[TaskId], reason: str = "cancelled by request",
@@ -305,11 +304,12 @@ class AdminState:
                now: float, batches: Sequence[tuple[int, list[Any]]] = (),
                slots: dict[str, int] | None = None,
                forgotten: tuple[int, list[int]] | None = None,
-               owed: Iterable[str] = ()) -> bool:
+               owed: Iterable[str] = (), loose: Iterable[TaskId] = ()) -> bool:
         """Rebuild from a journal's tasks, groups, client batches, its workers' slots and
         what it forgot (the next batch's number, the counts: see Forgot), and keep track of
         changes from now on, for it; False when it held no task. ``owed``: the workers the
-        last process did not tell the run was over (see owed_end)."""
+        last process did not tell the run was over (see owed_end); ``loose``: execute()'s
+        tasks (forgotten once finished, beyond --keep-finished)."""
         self.board.dirty = set()
         self.board.slots_of_gone = dict(slots or {})
         self._awaited = {n.encode() for n in self.board.slots_of_gone}
@@ -336,6 +336,11 @@ class AdminState:
             self.followup.run_announced = self.idle
             self._resume_assigning()
         self._owe_end(owed, forgotten is not None)
+        if self.settings.keep_finished is not None:
+            # What the last process had yet to forget (it was killed in between, or held it
+            # back), forgotten at once: else kept until another batch finished.
+            self.followup.restore_loose(loose, self.board.records)
+            self.followup.forget_due, self.followup.forget_at = True, 0.0
         return self.resumed
 
     def _owe_end(self, owed: Iterable[str], forgot: bool) -> None:
@@ -707,7 +712,7 @@ class AdminState:
 
     # ------------------------------------------------------------------ tasks
     def _submit(self, tasks: Sequence[Task], groups: Sequence[TaskGroup], after: Any,
-                batch: Batch | None = None) -> None:
+                batch: Batch | None = None, loose: bool = False) -> None:
         group_tasks, gates = self.task_manager.register(groups, self.board.records.keys(), tasks)
         everything = [*tasks, *group_tasks]
         if self.settings.task_timeout is not None:
@@ -726,7 +731,7 @@ class AdminState:
         if self.board.dirty is not None:  # (journaled)
             self._unkept(groups)
         self.followup.run_announced = False
-        self.out.add(NewWork(everything, list(groups), batch))
+        self.out.add(NewWork(everything, list(groups), batch, loose))
 
     def _unkept(self, groups: Sequence[TaskGroup]) -> None:
         """Said as a journaled admin takes them: goals a restart would lose (Python code)."""

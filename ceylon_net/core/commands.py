@@ -100,6 +100,7 @@ class NewWork:
     tasks: list[Task]
     groups: list[Any]  # TaskGroup
     batch: Any = None  # the client's Batch they came in (ceylon_net.core.batches)
+    loose: bool = False  # execute()'s: forgotten once finished, beyond --keep-finished
 
 
 @dataclass(frozen=True, slots=True)

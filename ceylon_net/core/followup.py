@@ -77,8 +77,11 @@ class Followup:
             keep = self.keep_finished
             if keep is not None and (ended or past_step(len(self.loose_done), keep)):
                 # Next round: this one's changes and results are journaled and written as
-                # they stand (a batch done as it came in is journaled before it goes).
+                # they stand (a batch done as it came in is journaled before it goes). A
+                # batch that ended may be what held the oldest back: tried at once again.
                 self.forget_due = True
+                if ended:
+                    self.forget_at = 0.0
 
     def _needed(self) -> tuple[set[TaskId], set[str]]:
         """The tasks, and groups (by id or name), that a task or group still open depends
@@ -103,6 +106,21 @@ class Followup:
             if group is not None and (group.id in groups or group.name in groups):
                 return True
         return False
+
+    def restore_loose(self, loose: Iterable[TaskId], records: dict[TaskId, TaskRecord]
+                      ) -> None:
+        """execute()'s tasks back from a journal: those open forgotten once they finish,
+        those finished in the order they were submitted."""
+        ended = []
+        for task_id in loose:
+            rec = records.get(task_id)
+            if rec is None:
+                continue
+            if rec.state in ENDED:
+                ended.append(rec)
+            else:
+                self.loose.add(task_id)
+        self.loose_done.extend(r.task.id for r in sorted(ended, key=lambda r: r.index))
 
     def _loose_ended(self, records: list[TaskRecord]) -> None:
         loose, done = self.loose, self.loose_done

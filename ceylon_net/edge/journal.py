@@ -56,6 +56,9 @@ _BATCHES_TABLE = "CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, sp
 # The names of the latest client batches forgotten (see Batches.forgot_sids).
 _FORGOT_SIDS_TABLE = ("CREATE TABLE IF NOT EXISTS forgot_sids (sid INTEGER PRIMARY KEY, "
                       "batch INTEGER NOT NULL);")
+# execute()'s tasks (forgotten once finished, beyond --keep-finished), by id (msgpack): a
+# restarted admin forgets them too, not kept for good (made by this version's first write).
+_LOOSE_TABLE = "CREATE TABLE IF NOT EXISTS loose (task BLOB PRIMARY KEY);"
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- kind 'put': rows [task, group, status, attempt, worker, result, reason, losses, stopping,
@@ -68,6 +71,7 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE groups (id TEXT PRIMARY KEY, idx INTEGER NOT NULL, spec BLOB NOT NULL);
 {_BATCHES_TABLE}
 {_FORGOT_SIDS_TABLE}
+{_LOOSE_TABLE}
 """
 # A status as written: an enum's .value is a descriptor call, and there are two per task.
 _VALUE = {s: s.value for s in TaskStatus}
@@ -181,6 +185,7 @@ class Journal:
             # An older journal is read as it is and made ours with the first row we write:
             # refused before that, it stays as its ceylon_net left it.
             self._upgrade = version < SCHEMA_VERSION
+            self._loose_made = not existed  # (an older file gets it with its first write)
             if version == 1:
                 self._from_version_1()
         except sqlite3.Error as exc:
@@ -267,6 +272,7 @@ class Journal:
         number and the forgotten counts stay (see :meth:`forgotten`)."""
         self._append(FORGET, gone.tasks)
         db = self.db
+        db.executemany("DELETE FROM loose WHERE task=?", [(wire.packb(t),) for t in gone.tasks])
         db.executemany("DELETE FROM groups WHERE id=?", [(g,) for g in gone.groups])
         db.executemany("DELETE FROM batches WHERE id=?", [(b,) for b in gone.batches])
         db.execute("INSERT OR REPLACE INTO meta VALUES ('forgotten', ?)",
@@ -284,6 +290,19 @@ class Journal:
         """Does the file have this table (an older schema's may not)?"""
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (table,)
                                ).fetchone() is not None
+
+    def add_loose(self, task_ids: Iterable[TaskId]) -> None:
+        """execute()'s tasks, taken: forgotten once finished (see :meth:`loose`)."""
+        self._begin()
+        self.db.executemany("INSERT OR IGNORE INTO loose VALUES (?)",
+                            [(wire.packb(t),) for t in task_ids])
+
+    def loose(self) -> list[TaskId]:
+        """The ids :meth:`add_loose` wrote, not forgotten since (none in a journal written
+        before it)."""
+        if not self._has("loose"):
+            return []
+        return [_load(blob, self.path) for (blob,) in self.db.execute("SELECT task FROM loose")]
 
     def forgot_sids(self) -> list[tuple[int, int]]:
         """The names of the latest client batches forgotten, as [(name, batch)], oldest
@@ -370,6 +389,9 @@ class Journal:
         if not self._in_tx:
             self.db.execute("BEGIN")
             self._in_tx = True
+            if not self._loose_made:
+                self.db.execute(_LOOSE_TABLE)
+                self._loose_made = True
             if self._upgrade:
                 self.db.execute(_BATCHES_TABLE)
                 self.db.execute(_FORGOT_SIDS_TABLE)
@@ -590,6 +612,8 @@ def _record_round(journal: Journal, state: AdminState, cmds: Iterable[Any]) -> N
         if isinstance(cmd, NewWork):
             record_added(journal, state.board, state.task_manager, cmd.tasks, cmd.groups,
                          cmd.batch)
+            if cmd.loose:
+                journal.add_loose(t.id for t in cmd.tasks)
         elif isinstance(cmd, Forgot):
             journal.forget(cmd)
     registered = (state.members.joined, len(state.members.registry), state.members.lost_seq)
@@ -645,7 +669,7 @@ def _resume(journal: Journal, state: AdminState, now: float) -> bool:
     state.run = journal.run
     slots = journal.slots()
     resumed = state.resume(entries, held, now, journal.batches(), slots, journal.forgotten(),
-                           () if journal.told() else slots)
+                           () if journal.told() else slots, journal.loose())
     state.batches.forgot_named(journal.forgot_sids())
     state.members.restore_abilities(journal.abilities())
     if resumed:
