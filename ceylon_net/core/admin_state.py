@@ -336,12 +336,16 @@ class AdminState:
             self.followup.run_announced = self.idle
             self._resume_assigning()
         self._owe_end(owed, forgotten is not None)
+        self._forget_again(loose)
+        return self.resumed
+
+    def _forget_again(self, loose: Iterable[TaskId]) -> None:
+        """After a restart, with --keep-finished: execute()'s tasks (``loose``) are forgotten
+        once finished, and what the last process had yet to forget (it was killed in
+        between, or held it back) is forgotten at once: else kept until a batch finished."""
         if self.settings.keep_finished is not None:
-            # What the last process had yet to forget (it was killed in between, or held it
-            # back), forgotten at once: else kept until another batch finished.
             self.followup.restore_loose(loose, self.board.records)
             self.followup.forget_due, self.followup.forget_at = True, 0.0
-        return self.resumed
 
     def _owe_end(self, owed: Iterable[str], forgot: bool) -> None:
         """After the above (a run that had ended was announced, not again): the workers the

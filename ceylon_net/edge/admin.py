@@ -24,7 +24,7 @@ from ..core import commands as c
 from ..core.admin_state import AdminState
 from ..core.groups import TaskGroup, TaskManager
 from ..core.snapshot import metrics, snapshot
-from ..core.tasks import RunReport, Task, TaskId, TaskResult
+from ..core.tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult
 from ..core.workers import AgentDetail
 from ..core.workfile import MAX_SECONDS, TASK_FIELDS, valid_field
 from ..errors import ConfigError, Crashed, LocalProtocolError, RemoteProtocolError, TaskFailed
@@ -371,9 +371,7 @@ class Admin(AgentBase):
             self._out.send(cmd.peer, cmd.kind, cmd.msg, cmd.answers)
 
     def _assign(self, cmd: c.Assign) -> None:
-        if unsent := cmd.assignments if self._out is None \
-                or self.state.undeliverable(cmd.worker) else \
-                self._out.assign(cmd.peer, cmd.assignments):
+        if unsent := _unsent(self, cmd):
             self._apply(self.state.undelivered(cmd.peer, cmd.worker, unsent, time.monotonic()))
 
     def _forward(self, cmd: c.Forward) -> None:
@@ -461,6 +459,14 @@ def _takes(admin: Admin, tasks: Sequence[Task], groups: Sequence[TaskGroup]) -> 
         raise admin.failure.again()
     check_sendable([*tasks, *(t.as_task(0) for g in groups for t in g.subtasks)],
                    admin.settings.max_message_bytes)
+
+
+def _unsent(admin: Admin, cmd: c.Assign) -> list[TaskAssignment]:
+    """Send the assignments; those that could not go (all of them to a worker a send of the
+    round failed to reach already: see AdminState.undeliverable)."""
+    if admin._out is None or admin.state.undeliverable(cmd.worker):
+        return cmd.assignments
+    return admin._out.assign(cmd.peer, cmd.assignments)
 
 
 def _journal_round(admin: Admin, journal: Journal, cmds: list[c.Command]) -> None:
