@@ -42,6 +42,9 @@ class Followup:
         self.loose_done: deque[TaskId] = deque()
         self.forget_due = False  # forget_old at the start of the next round ...
         self.forget_at = 0.0  # ... from then
+        # The open tasks that held the oldest back at the last try: one of them ending is
+        # tried again at once, not a heartbeat later (anything else ending is not).
+        self.holders: set[TaskId] = set()
         self.task_manager = task_manager
         self.batches = batches
         self.watchers = watchers
@@ -80,7 +83,7 @@ class Followup:
                 # they stand (a batch done as it came in is journaled before it goes). A
                 # batch that ended may be what held the oldest back: tried at once again.
                 self.forget_due = True
-                if ended:
+                if self.holders and any(r.task.id in self.holders for r in records):
                     self.forget_at = 0.0
 
     def _needed(self) -> tuple[set[TaskId], set[str]]:
@@ -92,6 +95,13 @@ class Followup:
         groups = {d for g in self.task_manager.task_groups.values()
                   if g.depends_on and g.status not in FINISHED for d in g.depends_on}
         return tasks, groups
+
+    def _holding(self, task_ids: Iterable[TaskId]) -> set[TaskId]:
+        """The open tasks that depend on these (a group's dependents are not looked for: a
+        group held back is tried again a heartbeat later)."""
+        ids = set(task_ids)
+        return {rec.task.id for rec in self.board.records.values() if rec.task.depends_on
+                and rec.state not in ENDED and not ids.isdisjoint(rec.task.depends_on)}
 
     def _holds(self, task_ids: Iterable[TaskId], needed: tuple[set[TaskId], set[str]]
                ) -> bool:
@@ -144,11 +154,15 @@ class Followup:
         as batches go (see Batches.forgettable). True when some were held back (an open task
         depends on them, or a client is still to claim one): to try again later."""
         needed: list[tuple[set[TaskId], set[str]]] = []  # (looked up once, if asked)
+        self.holders = set()
 
         def held(task_ids: Iterable[TaskId]) -> bool:
             if not needed:
                 needed.append(self._needed())
-            return self._holds(task_ids, needed[0])
+            if not self._holds(task_ids, needed[0]):
+                return False
+            self.holders = self._holding(task_ids)
+            return True
 
         gone = self.batches.forgettable(keep, lambda b: held(b.task_ids))
         loose = self.loose_done
@@ -157,8 +171,12 @@ class Followup:
             while len(loose) > keep and not held((loose[0],)):
                 tasks.append(loose.popleft())
         more = past_step(self.batches.kept, keep) or past_step(len(loose), keep)
-        if not tasks:
-            return more
+        if tasks:
+            self._forget(tasks, gone, keep)
+        return more
+
+    def _forget(self, tasks: list[TaskId], gone: list[Batch], keep: int) -> None:
+        """These finished tasks and done batches go (see forget_old)."""
         board = self.board
         board.forget(tasks)
         groups = self.task_manager.forget_done(tasks)
@@ -173,7 +191,6 @@ class Followup:
                               f"{len(tasks) - sum(len(b.task_ids) for b in gone)} task(s) of "
                               f"execute(): keeping the latest {keep:,} finished "
                               f"(--keep-finished)")
-        return more
 
     def follow_moves(self) -> None:
         """Group tasks show their live status (running, or back to pending)."""

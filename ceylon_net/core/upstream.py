@@ -20,8 +20,10 @@ from .groups import TaskGroup, TaskManager
 from .tasks import TaskId, TaskStatus
 
 # How a cancellation for a dependency begins (TaskBoard.fail_gate's reasons, a group's, and
-# a restored task's): a user's own reason is no such thing unless it reads so, and then only
-# counts where a failure is found upstream too.
+# a restored task's): a user's own reason is no such thing unless it reads so. One that says
+# its dependency failed, or was unassigned, tells by itself (that dependency may be forgotten
+# since: --keep-finished); one that was cancelled, or a group that did not complete, is
+# looked up.
 GATE_REASONS = ("dependency ", "group ", "a dependency ")
 
 Node = tuple[str, TaskId]  # ("task", id) or ("group", id)
@@ -79,8 +81,11 @@ def _own(node: Node, records: Mapping[TaskId, TaskRecord], manager: TaskManager
         return False, []
     if rec.state is TaskState.FAILED or unassignable(rec.reason):
         return True, []
-    if rec.state is not TaskState.CANCELLED or not (rec.reason or "").startswith(GATE_REASONS):
+    reason = rec.reason or ""
+    if rec.state is not TaskState.CANCELLED or not reason.startswith(GATE_REASONS):
         return False, []
+    if reason.endswith(" failed") or " was unassigned: " in reason:
+        return True, []  # (its dependency's own end, said: it may be forgotten since)
     return False, [*(("task", d) for d in rec.task.depends_on), *_group_deps(manager, key)]
 
 

@@ -472,7 +472,8 @@ class AsyncClient:
         was left out for them, for later submissions that depend on them."""
         kept = self._without_dependents(items, gone, _cancelled_dependency)
         dropped = self._dropped
-        dropped.update(gone)
+        # (tasks first, groups last: a large group's own name is the last to go)
+        dropped.update(sorted(gone.items(), key=lambda kv: kv[0][0] == "group"))
         while len(dropped) > DROPPED_KEPT:
             del dropped[next(iter(dropped))]
         return kept
@@ -719,8 +720,7 @@ class AsyncClient:
         a cancel that follows reaches the admin after them)."""
         queued, self._queued = self._queued, []
         if self._dropped:  # (what depends on one cancelled before it went fails here)
-            queued = self._without_dependents(queued, dict(self._dropped),
-                                              _cancelled_dependency)
+            queued = self._drop(queued, dict(self._dropped))
         batch: list[tuple[dict[str, Any], int, GroupFuture | None]] = []
         size = 0
         for item in queued:

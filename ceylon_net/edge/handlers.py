@@ -381,8 +381,9 @@ async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     fn = _HANDLERS.get(name)
     if fn is None:
         raise LookupError(f"no handler {name!r} on this worker")
-    if on_loop(name):
-        return snapshot(await _own_task(fn(*args, **kwargs)))
+    if on_loop(name):  # (called in the context its task runs in: a plain function found
+        context = contextvars.copy_context()  # to return a coroutine sets some before it)
+        return snapshot(await _own_task(context.run(fn, *args, **kwargs), context))
     value = await outcome(_in_thread(functools.partial(
         contextvars.copy_context().run, _returned, fn, args, kwargs), name))
     if inspect.iscoroutine(value):  # (a plain function that returns one: awaited, and on
@@ -390,7 +391,12 @@ async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     return value
 
 
-async def _own_task(coro: Any) -> Any:
+def is_plain(name: str) -> bool:
+    """Is ``name`` a registered handler that runs in a thread (a plain function)?"""
+    return name in _HANDLERS and not on_loop(name)
+
+
+async def _own_task(coro: Any, context: contextvars.Context | None = None) -> Any:
     """A handler's coroutine, run as an asyncio task of its own (in a copy of the caller's
     context, as any task is): what it does to "its" task (cancel itself; a cancel scope that
     leaves the task's cancel count raised, as anyio 3 does) and the context variables it
@@ -398,7 +404,7 @@ async def _own_task(coro: Any) -> Any:
     tasks: the next cancel read as the worker stopping, the slot gone without a word. A
     cancel of the caller (the task cancelled, its time limit, the worker stopping) cancels
     it."""
-    return await asyncio.get_running_loop().create_task(coro)
+    return await asyncio.get_running_loop().create_task(coro, context=context)
 
 
 _PLAIN = frozenset((type(None), bool, int, float, str, bytes))

@@ -191,9 +191,11 @@ async def _executor_down(loop: asyncio.AbstractEventLoop, grace: float) -> None:
     """The default executor shut down, waiting ``grace`` for its threads (Python 3.11's
     shutdown_default_executor waits for ever: one hung to_thread call and the program never
     ended); one still running is left behind, said."""
+    down = asyncio.ensure_future(loop.shutdown_default_executor())
     try:
-        await asyncio.wait_for(asyncio.shield(loop.shutdown_default_executor()), grace)
+        await asyncio.wait_for(asyncio.shield(down), grace)
     except TimeoutError:
+        _leave_behind(down)
         _EXECUTOR_LEFT.append(loop)
         logger.warning("a thread of asyncio.to_thread (or run_in_executor) still runs after "
                        "{:g} s: not waited for (a thread cannot be stopped)", grace)
@@ -351,9 +353,17 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], what: str,
                        "catches CancelledError and carries on): left behind: {}", len(pending),
                        what, grace, ", ".join(sorted(t.get_name() for t in pending)))
     for t in pending:  # (said: not again as destroyed, when the process exits with them)
-        t._log_destroy_pending = False  # type: ignore[attr-defined]  # (as run_until_complete)
-    _LEFT_BEHIND.update(pending)
+        _leave_behind(t)
     return pending
+
+
+def _leave_behind(task: asyncio.Future[Any]) -> None:
+    """``task`` is left running, said already: not stopped or said again (as destroyed at
+    exit either), nor the task it awaits (a handler's own, see handlers._own_task)."""
+    while isinstance(task, asyncio.Task) and task not in _LEFT_BEHIND:
+        task._log_destroy_pending = False  # type: ignore[attr-defined]  # (as run_until_complete)
+        _LEFT_BEHIND.add(task)
+        task = getattr(task, "_fut_waiter", None)
 
 
 # Tasks left behind, kept referenced while the program runs (the loop's own set of them is

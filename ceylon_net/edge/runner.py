@@ -613,7 +613,8 @@ class TaskRunner:
         if not result.seconds:
             result.seconds = took
         if task.timeout is not None and took > task.timeout and result.success \
-                and (task.handler is None or handlers.on_loop(task.handler)):
+                and not (self.batches and task.handler is not None
+                         and handlers.is_plain(task.handler)):
             # (a plain function's thread answered within its limit as the limit saw it: a
             # loop held up meanwhile by another task's handler is not its time)
             result = TaskResult(task.id, self.name, False, took, (
