@@ -126,7 +126,8 @@ def test_a_failed_dependency_cancels_what_waits_on_it():
     run.finish("a0", success=False)
     assert first.status == TaskStatus.FAILED
     assert second.status == TaskStatus.CANCELLED and second.cancelled == 2
-    assert run.board.records["b0"].reason == "group 'first' did not complete"
+    assert run.board.records["b0"].reason == \
+        "group 'first' did not complete (for a failure upstream)"
     assert run.board.open == 0
 
 
@@ -141,7 +142,8 @@ def test_a_group_submitted_after_its_dependency_failed_is_cancelled_at_once():
     late = TaskManager.create_task_group("late", "", msgs("b", 2), depends_on=["first"])
     run.submit(late)  # it would wait for ever for a group that ended long ago
     assert late.status == TaskStatus.CANCELLED and late.cancelled == 2
-    assert run.board.records["b0"].reason == "group 'first' did not complete"
+    assert run.board.records["b0"].reason == \
+        "group 'first' did not complete (for a failure upstream)"
     assert run.board.open == 0
 
 

@@ -626,4 +626,5 @@ def test_a_batch_cancelled_for_a_failure_in_an_earlier_batch_exits_1(tmp_path):
     report = json.loads(out2)
     assert report["tasks"] == [] and report["after_failure"] == ["parse", "index"]
     assert report["cancelled"] == [{"id": "parse", "reason": "dependency 'fetch' failed"},
-                                   {"id": "index", "reason": "dependency 'parse' was cancelled"}]
+                                   {"id": "index", "reason": "dependency 'parse' was cancelled "
+                                                             "(for a failure upstream)"}]

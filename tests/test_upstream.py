@@ -28,7 +28,8 @@ def test_tasks_cancelled_for_a_failed_dependency_through_a_chain_are_after_a_fai
     report = sim.st.report()
     assert report.cancelled == {"x": "cancelled by request", "y": "dependency 'x' was cancelled",
                                 "z": "dependency 'y' was cancelled",
-                                "b": "dependency 'a' failed", "c": "dependency 'b' was cancelled"}
+                                "b": "dependency 'a' failed",
+                                "c": "dependency 'b' was cancelled (for a failure upstream)"}
     assert report.after_failure == ["b", "c"]
     assert sim.st.report(only=["c", "z"]).after_failure == ["c"]  # (a batch's report)
     assert report.to_json()["after_failure"] == ["b", "c"]

@@ -82,6 +82,19 @@ def unassignable(reason: str | None) -> bool:
     return reason is not None and reason.startswith(UNASSIGNABLE)
 
 
+# What the reason of a task cancelled for a dependency ends with when a failure lies behind
+# it, told down a chain (see blames, and ceylon_net.core.upstream).
+AFTER_FAILURE = " (for a failure upstream)"
+
+
+def blames(reason: str | None) -> bool:
+    """Does this reason, of a task cancelled for a dependency (TaskBoard.fail_gate), say a
+    failure lies behind it: its dependency failed, could not be assigned, or was itself
+    cancelled for a failure?"""
+    return reason is not None and reason.startswith(("dependency ", "group ")) and (
+        reason.endswith((" failed", AFTER_FAILURE)) or " was unassigned: " in reason)
+
+
 def unassignable_why(reason: str) -> str:
     """What such a reason says of why (see unassignable_reason), or ''."""
     said = reason.removeprefix(UNASSIGNABLE).strip()
@@ -291,7 +304,7 @@ class TaskBoard:
         rec = self.records[task_id]
         if rec.state is X:
             said = f"was unassigned: {rec.reason}" if unassignable(rec.reason) else \
-                "was cancelled"
+                "was cancelled" + (AFTER_FAILURE if blames(rec.reason) else "")
             return f"dependency {task_id!r} {said}"
         return f"dependency {task_id!r} failed"
 
@@ -447,7 +460,8 @@ class TaskBoard:
             for task_id in self._in_order(self._dependents.pop(g, ())):
                 if self._unwait(task_id):
                     self._finish_cancelled(self.records[task_id], why)
-                    todo.append((task_gate(task_id), f"dependency {task_id!r} was cancelled"))
+                    todo.append((task_gate(task_id), f"dependency {task_id!r} was cancelled"
+                                 + (AFTER_FAILURE if blames(why) else "")))
 
     def _unwait(self, task_id: TaskId) -> bool:
         """It waits no more (to be cancelled): off the gates it still waited on too, so that

@@ -45,6 +45,7 @@ class Followup:
         # The open tasks that held the oldest back at the last try: one of them ending is
         # tried again at once, not a heartbeat later (anything else ending is not).
         self.holders: set[TaskId] = set()
+        self.batch_held = False  # ... and a batch was among what they held back
         self.task_manager = task_manager
         self.batches = batches
         self.watchers = watchers
@@ -83,7 +84,8 @@ class Followup:
                 # they stand (a batch done as it came in is journaled before it goes). A
                 # batch that ended may be what held the oldest back: tried at once again.
                 self.forget_due = True
-                if self.holders and any(r.task.id in self.holders for r in records):
+                if (ended and not self.batch_held) \
+                        or (self.holders and any(r.task.id in self.holders for r in records)):
                     self.forget_at = 0.0
 
     def _needed(self) -> tuple[set[TaskId], set[str]]:
@@ -154,17 +156,22 @@ class Followup:
         as batches go (see Batches.forgettable). True when some were held back (an open task
         depends on them, or a client is still to claim one): to try again later."""
         needed: list[tuple[set[TaskId], set[str]]] = []  # (looked up once, if asked)
-        self.holders = set()
+        self.holders, self.batch_held = set(), False
 
         def held(task_ids: Iterable[TaskId]) -> bool:
             if not needed:
                 needed.append(self._needed())
             if not self._holds(task_ids, needed[0]):
                 return False
-            self.holders = self._holding(task_ids)
+            self.holders |= self._holding(task_ids)
             return True
 
-        gone = self.batches.forgettable(keep, lambda b: held(b.task_ids))
+        def batch_held(b: Batch) -> bool:
+            found = held(b.task_ids)
+            self.batch_held |= found
+            return found
+
+        gone = self.batches.forgettable(keep, batch_held)
         loose = self.loose_done
         tasks = [t for b in gone for t in b.task_ids]
         if past_step(len(loose), keep):

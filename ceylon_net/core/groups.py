@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, UnknownDependency
-from .board import TaskBoard, TaskRecord, unassignable
+from .board import AFTER_FAILURE, TaskBoard, TaskRecord, blames, unassignable
 from .checks import refuse_cycles, refuse_duplicates
 from .tasks import DEFAULT_ROLE, Task, TaskId, TaskResult, TaskStatus
 
@@ -563,7 +563,11 @@ class TaskManager:
         if ok:
             board.open_gate(("group", group.id))
         else:
-            board.fail_gate(("group", group.id), f"group '{group.name}' did not complete")
+            failed = group.status is TaskStatus.FAILED or any(
+                blames(board.records[t.task_id].reason) for t in group.subtasks
+                if t.task_id in board.records)
+            board.fail_gate(("group", group.id), f"group '{group.name}' did not complete"
+                            + (AFTER_FAILURE if failed else ""))
 
     # ---- journal
     @staticmethod

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from .board import TaskRecord, TaskState, unassignable
+from .board import TaskRecord, TaskState, blames, unassignable
 from .groups import TaskGroup, TaskManager
 from .tasks import TaskId, TaskStatus
 
 # How a cancellation for a dependency begins (TaskBoard.fail_gate's reasons, a group's, and
-# a restored task's): a user's own reason is no such thing unless it reads so. One that says
-# its dependency failed, or was unassigned, tells by itself (that dependency may be forgotten
-# since: --keep-finished); one that was cancelled, or a group that did not complete, is
-# looked up.
+# a restored task's). One that names a dependency of the task and says it failed, was
+# unassigned or was cancelled for a failure (board.blames) tells by itself (that dependency
+# may be forgotten since: --keep-finished); another is looked up upstream. A user's own
+# reason that merely reads so names no dependency of the task: no failure.
 GATE_REASONS = ("dependency ", "group ", "a dependency ")
 
 Node = tuple[str, TaskId]  # ("task", id) or ("group", id)
@@ -84,9 +84,13 @@ def _own(node: Node, records: Mapping[TaskId, TaskRecord], manager: TaskManager
     reason = rec.reason or ""
     if rec.state is not TaskState.CANCELLED or not reason.startswith(GATE_REASONS):
         return False, []
-    if reason.endswith(" failed") or " was unassigned: " in reason:
-        return True, []  # (its dependency's own end, said: it may be forgotten since)
-    return False, [*(("task", d) for d in rec.task.depends_on), *_group_deps(manager, key)]
+    groups = _group_deps(manager, key)
+    if blames(reason) and reason.startswith((
+            *(f"dependency {d!r} " for d in rec.task.depends_on),
+            *(f"group '{g.name}' " for _, gid in groups
+              if (g := manager.task_groups.get(gid)) is not None))):
+        return True, []  # (said as its dependency ended: that may be forgotten since)
+    return False, [*(("task", d) for d in rec.task.depends_on), *groups]
 
 
 def _group_deps(manager: TaskManager, task_id: TaskId) -> list[Node]:

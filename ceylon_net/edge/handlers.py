@@ -381,14 +381,19 @@ async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     fn = _HANDLERS.get(name)
     if fn is None:
         raise LookupError(f"no handler {name!r} on this worker")
-    if on_loop(name):  # (called in the context its task runs in: a plain function found
-        context = contextvars.copy_context()  # to return a coroutine sets some before it)
-        return snapshot(await _own_task(context.run(fn, *args, **kwargs), context))
-    value = await outcome(_in_thread(functools.partial(
-        contextvars.copy_context().run, _returned, fn, args, kwargs), name))
+    # (called in the context its coroutine runs in: a plain function that returns one may
+    # set some before it)
+    context = contextvars.copy_context()
+    if on_loop(name):
+        value = context.run(fn, *args, **kwargs)
+    else:
+        value = await outcome(_in_thread(functools.partial(context.run, _returned, fn, args,
+                                                           kwargs), name))
     if inspect.iscoroutine(value):  # (a plain function that returns one: awaited, and on
-        return snapshot(await _own_task(value))  # the loop from now on (see _AWAITS)
-    return value
+        return snapshot(await _own_task(value, context))  # the loop from now on: _AWAITS)
+    if inspect.isawaitable(value):  # (an object's __call__ that returns a future, say)
+        value = await value
+    return snapshot(value) if on_loop(name) else value
 
 
 def is_plain(name: str) -> bool:

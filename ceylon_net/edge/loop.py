@@ -359,11 +359,19 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], what: str,
 
 def _leave_behind(task: asyncio.Future[Any]) -> None:
     """``task`` is left running, said already: not stopped or said again (as destroyed at
-    exit either), nor the task it awaits (a handler's own, see handlers._own_task)."""
-    while isinstance(task, asyncio.Task) and task not in _LEFT_BEHIND:
-        task._log_destroy_pending = False  # type: ignore[attr-defined]  # (as run_until_complete)
-        _LEFT_BEHIND.add(task)
-        task = getattr(task, "_fut_waiter", None)
+    exit either), nor the tasks it awaits (a handler's own, see handlers._own_task; those of
+    a gather it awaits)."""
+    todo: list[Any] = [task]
+    while todo:
+        fut = todo.pop()
+        if isinstance(fut, asyncio.Task):
+            if fut in _LEFT_BEHIND:
+                continue
+            fut._log_destroy_pending = False  # type: ignore[attr-defined]  # (as run_until_complete)
+            _LEFT_BEHIND.add(fut)
+            todo.append(getattr(fut, "_fut_waiter", None))
+        elif isinstance(fut, asyncio.Future):
+            todo.extend(getattr(fut, "_children", ()))  # (asyncio.gather's)
 
 
 # Tasks left behind, kept referenced while the program runs (the loop's own set of them is
