@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import re
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from conftest import REPO, run
@@ -42,6 +45,16 @@ def _in_a_thread(tmp_path, body, workers=1):
             return await asyncio.to_thread(body, c.port)
 
     return run(main())
+
+
+@contextlib.asynccontextmanager
+async def _lone_admin(tmp_path, **options: Any) -> AsyncIterator[AsyncClient]:
+    """A client (``options``: AsyncClient's) of an admin with no worker: what it is given
+    waits there, queued."""
+    async with Cluster(workdir=tmp_path) as c:
+        await _cluster(c, workers=0)
+        async with AsyncClient(f"127.0.0.1:{c.port}", **options) as client:
+            yield client
 
 
 async def _connected(port: int, workers: int) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import run
@@ -30,30 +32,42 @@ def _unread_at(port: int) -> bool:
     return False
 
 
+@contextlib.asynccontextmanager
+async def _cancelled_as_the_admin_restarts(tmp_path, cancel: Callable[[AsyncClient, Any], Any]
+                                           ) -> AsyncIterator[tuple[AsyncClient, Any, Any]]:
+    """A task submitted to an admin with a journal and no worker (it waits there); the admin
+    paused, ``cancel(client, its future)`` called, its CANCEL seen unread in the paused
+    admin's connection; the admin killed, another started on the journal: (the client, the
+    future, what ``cancel`` returned)."""
+    journal = tmp_path / "state.db"
+    async with Cluster(workdir=tmp_path) as c:
+        admin = await c.admin("--journal", str(journal))
+        await _connected(c.port, 0)
+        async with AsyncClient(f"127.0.0.1:{c.port}", timeout=12, gone_after=60) as client:
+            queued = client.submit("echo_later", 1, key="queued")  # (no worker: waits)
+            # (taken: the admin answers in order, this status after the SUBMIT)
+            assert (await client.status())["counts"]["total"] == 1
+            admin.signal(signal.SIGSTOP)
+            cancelling = cancel(client, queued)
+            await wait_until(lambda: _unread_at(c.port), 10, "the CANCEL at the admin")
+            admin.signal(signal.SIGKILL)
+            await admin.wait(10)
+            await c.admin("--journal", str(journal), name="admin-2")
+            yield client, queued, cancelling
+
+
 @pytest.mark.timeout(90)
 def test_a_cancel_lost_as_the_admin_restarted_on_its_journal_is_asked_again(tmp_path):
-    journal = tmp_path / "state.db"
-
     async def body():
-        async with Cluster(workdir=tmp_path) as c:
-            admin = await c.admin("--journal", str(journal))
-            await _connected(c.port, 0)
-            async with AsyncClient(f"127.0.0.1:{c.port}", timeout=12, gone_after=60) as client:
-                queued = client.submit("echo_later", 1, key="queued")  # (no worker: waits)
-                # (taken: the admin answers in order, this status after the SUBMIT)
-                assert (await client.status())["counts"]["total"] == 1
-                admin.signal(signal.SIGSTOP)
-                cancelling = asyncio.ensure_future(client.cancel([queued]))
-                await wait_until(lambda: _unread_at(c.port), 10, "the CANCEL at the admin")
-                admin.signal(signal.SIGKILL)
-                await admin.wait(10)
-                await c.admin("--journal", str(journal), name="admin-2")
-                try:
-                    outcome = await cancelling
-                except Exception as exc:
-                    outcome = f"{type(exc).__name__}: {exc}"
-                counts = (await client.status())["counts"]
-                return outcome, counts["cancelled"]
+        async with _cancelled_as_the_admin_restarts(
+                tmp_path, lambda client, f: asyncio.ensure_future(client.cancel([f]))
+        ) as (client, _, cancelling):
+            try:
+                outcome = await cancelling
+            except Exception as exc:
+                outcome = f"{type(exc).__name__}: {exc}"
+            counts = (await client.status())["counts"]
+            return outcome, counts["cancelled"]
 
     outcome, cancelled = run(body())
     assert isinstance(outcome, dict) and outcome["cancelled"] == ["queued"], outcome
@@ -65,33 +79,21 @@ def test_a_future_cancelled_as_the_admin_restarted_has_its_task_cancelled_too(tm
     """The same through the future's cancel(): the future says cancelled at once, and its
     CANCEL, sent in the background, is asked again too: the new admin cancels the task (it
     waited on there, to run once a worker came)."""
-    journal = tmp_path / "state.db"
-
     async def body():
-        async with Cluster(workdir=tmp_path) as c:
-            admin = await c.admin("--journal", str(journal))
-            await _connected(c.port, 0)
-            async with AsyncClient(f"127.0.0.1:{c.port}", timeout=12, gone_after=60) as client:
-                queued = client.submit("echo_later", 1, key="queued")  # (no worker: waits)
-                # (taken: the admin answers in order, this status after the SUBMIT)
-                assert (await client.status())["counts"]["total"] == 1
-                admin.signal(signal.SIGSTOP)
-                assert queued.cancel()
-                await wait_until(lambda: _unread_at(c.port), 10, "the CANCEL at the admin")
-                admin.signal(signal.SIGKILL)
-                await admin.wait(10)
-                await c.admin("--journal", str(journal), name="admin-2")
+        async with _cancelled_as_the_admin_restarts(
+                tmp_path, lambda _, f: f.cancel()) as (client, queued, said):
+            assert said  # (the future's cancel() took)
 
-                async def counts() -> dict:
-                    return (await client.status())["counts"]
+            async def counts() -> dict:
+                return (await client.status())["counts"]
 
-                async def cancelled() -> bool:
-                    return (await counts())["cancelled"] == 1
+            async def cancelled() -> bool:
+                return (await counts())["cancelled"] == 1
 
-                with contextlib.suppress(TimeoutError):  # (the counts say what became of it)
-                    await wait_until(cancelled, 30, "the task cancelled at the admin",
-                                     interval=0.5)
-                return queued.cancelled(), await counts()
+            with contextlib.suppress(TimeoutError):  # (the counts say what became of it)
+                await wait_until(cancelled, 30, "the task cancelled at the admin",
+                                 interval=0.5)
+            return queued.cancelled(), await counts()
 
     cancelled_here, counts = run(body())
     assert cancelled_here

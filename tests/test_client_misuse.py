@@ -8,10 +8,9 @@ import asyncio
 
 import pytest
 from conftest import run
-from test_client import _connected
+from test_client import _lone_admin
 
 from ceylon_net import AsyncClient
-from ceylon_net.dev.testing import Cluster
 from ceylon_net.errors import ConfigError
 
 CALLS = {
@@ -36,13 +35,10 @@ def test_a_request_of_a_client_never_connected_says_it_is_not_connected(call):
 @pytest.mark.timeout(60)
 def test_map_given_a_key_says_it_names_its_tasks_itself(tmp_path):
     async def body() -> str:
-        async with Cluster(workdir=tmp_path) as c:
-            await c.admin()
-            await _connected(c.port, 0)
-            async with AsyncClient(f"127.0.0.1:{c.port}") as client:
-                with pytest.raises(TypeError) as exc:
-                    client.map("echo_later", [1, 2], key="x")
-                return str(exc.value)
+        async with _lone_admin(tmp_path) as client:
+            with pytest.raises(TypeError) as exc:
+                client.map("echo_later", [1, 2], key="x")
+            return str(exc.value)
 
     assert run(body()) == "map() names each of its tasks itself: key= is submit()'s"
 
@@ -54,24 +50,21 @@ TASK = {"id": "b1", "handler": "echo_later", "args": [1], "description": "b1", "
 @pytest.mark.parametrize("bad", ["batch as str", "run None"])
 def test_a_watch_batch_of_a_badly_typed_batch_or_run_fails_at_the_call_not_waits(tmp_path, bad):
     async def body():
-        async with Cluster(workdir=tmp_path) as c:
-            await c.admin()
-            await _connected(c.port, 0)
-            async with AsyncClient(f"127.0.0.1:{c.port}", timeout=5) as client:
-                # (no worker: this task stays queued, and the admin beats the client)
-                pending = client.submit("echo_later", "waits", key="pending")
-                sub, _ = await client.submit_batch({"tasks": [TASK]}, wait=False)
-                batch, run_id = (str(sub.batch), sub.run) if bad == "batch as str" \
-                    else (sub.batch, None)
-                try:
-                    await asyncio.wait_for(client.watch_batch(batch, run_id), 20)
-                except TimeoutError:
-                    return "still waiting after 20 s"
-                except Exception as exc:
-                    return f"{type(exc).__name__}: {exc}"
-                finally:
-                    pending.cancel()
-                return "answered"
+        async with _lone_admin(tmp_path, timeout=5) as client:
+            # (no worker: this task stays queued, and the admin beats the client)
+            pending = client.submit("echo_later", "waits", key="pending")
+            sub, _ = await client.submit_batch({"tasks": [TASK]}, wait=False)
+            batch, run_id = (str(sub.batch), sub.run) if bad == "batch as str" \
+                else (sub.batch, None)
+            try:
+                await asyncio.wait_for(client.watch_batch(batch, run_id), 20)
+            except TimeoutError:
+                return "still waiting after 20 s"
+            except Exception as exc:
+                return f"{type(exc).__name__}: {exc}"
+            finally:
+                pending.cancel()
+            return "answered"
 
     said = run(body())
     assert said.startswith("ConfigError: watch_batch() takes a batch number (int) and a run "
