@@ -49,7 +49,6 @@ from .snapshot import snapshot
 from .stats import AdminStats
 from .tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult, listed
 from .unassignable import Unassignable
-from .upstream import after_failure
 from .watchers import Watchers
 from .workers import WorkerRecord
 from .workfile import parse_work, work_ids
@@ -378,9 +377,7 @@ class AdminState:
 
     # ------------------------------------------------------------------ views
     def report(self, only: Iterable[TaskId] | None = None) -> RunReport:
-        report = self.board.report(self.unassigned, only)
-        report.after_failure = after_failure(self.board.records, self.task_manager,
-                                             report.cancelled)
+        report = self.followup.report(only)
         if only is None:
             report.groups = self.task_manager.summaries()
         return report

@@ -85,13 +85,15 @@ def unassignable(reason: str | None) -> bool:
 # What the reason of a task cancelled for a dependency ends with when a failure lies behind
 # it, told down a chain (see blames, and ceylon_net.core.upstream).
 AFTER_FAILURE = " (for a failure upstream)"
+# How such a reason begins (fail_gate's, a group's, a restored task's: see _restore_pending)
+GATE_REASONS = ("dependency ", "group ", "a dependency ")
 
 
 def blames(reason: str | None) -> bool:
     """Does this reason, of a task cancelled for a dependency (TaskBoard.fail_gate), say a
     failure lies behind it: its dependency failed, could not be assigned, or was itself
     cancelled for a failure?"""
-    return reason is not None and reason.startswith(("dependency ", "group ")) and (
+    return reason is not None and reason.startswith(GATE_REASONS) and (
         reason.endswith((" failed", AFTER_FAILURE)) or " was unassigned: " in reason)
 
 
@@ -460,8 +462,7 @@ class TaskBoard:
             for task_id in self._in_order(self._dependents.pop(g, ())):
                 if self._unwait(task_id):
                     self._finish_cancelled(self.records[task_id], why)
-                    todo.append((task_gate(task_id), f"dependency {task_id!r} was cancelled"
-                                 + (AFTER_FAILURE if blames(why) else "")))
+                    todo.append((task_gate(task_id), self._ended_as(task_id)))
 
     def _unwait(self, task_id: TaskId) -> bool:
         """It waits no more (to be cancelled): off the gates it still waited on too, so that

@@ -114,6 +114,7 @@ class Forgot:
     next_batch: int
     counts: list[int]  # the board's Forgotten.row(), as it stands
     sids: list[tuple[int, int]] = field(default_factory=list)  # [(name, batch)], the named
+    loose: list[TaskId] = field(default_factory=list)  # of ``tasks``, execute()'s
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from .batches import Batch, Batches, batch_gate, past_step
 from .board import ENDED, FINISHED, TaskBoard, TaskRecord, TaskState
 from .commands import Finished, Forgot, Outbox
 from .groups import GroupEvent, TaskManager
-from .tasks import TaskId, TaskStatus
+from .tasks import RunReport, TaskId, TaskStatus
 from .upstream import after_failure
 from .watchers import Watchers
 
@@ -183,8 +183,9 @@ class Followup:
         return more
 
     def _forget(self, tasks: list[TaskId], gone: list[Batch], keep: int) -> None:
-        """These finished tasks and done batches go (see forget_old)."""
-        board = self.board
+        """These finished tasks and done batches go (see forget_old): the batches' tasks,
+        then execute()'s."""
+        board, batched = self.board, sum(len(b.task_ids) for b in gone)
         board.forget(tasks)
         groups = self.task_manager.forget_done(tasks)
         ids = [b.id for b in gone]
@@ -193,9 +194,10 @@ class Followup:
             board.forgotten.unassigned += sum(self.unassigned.pop(t, None) is not None
                                               for t in tasks)
         self.out.add(Forgot(tasks, groups, ids, self.batches.next_id,
-                            self.board.forgotten.row(), [(b.sid, b.id) for b in gone if b.sid]))
+                            self.board.forgotten.row(), [(b.sid, b.id) for b in gone if b.sid],
+                            tasks[batched:]))
         self.out.log("DEBUG", f"forgot {len(ids)} done batch(es) and "
-                              f"{len(tasks) - sum(len(b.task_ids) for b in gone)} task(s) of "
+                              f"{len(tasks) - batched} task(s) of "
                               f"execute(): keeping the latest {keep:,} finished "
                               f"(--keep-finished)")
 
@@ -244,10 +246,16 @@ class Followup:
             for client in batch.waiters:
                 self.out.send(client, Kind.REPORT, report)
 
-    def batch_report(self, batch: Batch) -> wire.BatchReport:
-        report = self.board.report(self.unassigned, only=batch.task_ids)
+    def report(self, only: Iterable[TaskId] | None = None) -> RunReport:
+        """The board's report (of ``only`` these tasks), with which of its cancelled tasks
+        did not run for a failure upstream."""
+        report = self.board.report(self.unassigned, only)
         report.after_failure = after_failure(self.board.records, self.task_manager,
                                              report.cancelled)
+        return report
+
+    def batch_report(self, batch: Batch) -> wire.BatchReport:
+        report = self.report(batch.task_ids)
         ids = set(batch.task_ids)  # (a group is never empty, and its tasks came together)
         report.groups = [g.summary() for g in self.task_manager.task_groups.values()
                          if g.subtasks and g.subtasks[0].task_id in ids]

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from .board import TaskRecord, TaskState, blames, unassignable
+from .board import GATE_REASONS, TaskRecord, TaskState, blames, unassignable
 from .groups import TaskGroup, TaskManager
 from .tasks import TaskId, TaskStatus
 
-# How a cancellation for a dependency begins (TaskBoard.fail_gate's reasons, a group's, and
-# a restored task's). One that names a dependency of the task and says it failed, was
-# unassigned or was cancelled for a failure (board.blames) tells by itself (that dependency
-# may be forgotten since: --keep-finished); another is looked up upstream. A user's own
-# reason that merely reads so names no dependency of the task: no failure.
-GATE_REASONS = ("dependency ", "group ", "a dependency ")
+# A cancellation for a dependency (its reason begins with board.GATE_REASONS) that names a
+# dependency of the task and says it failed, was unassigned or was cancelled for a failure
+# (board.blames) tells by itself (that dependency may be forgotten since: --keep-finished);
+# another is looked up upstream. A user's own reason that merely reads so names no
+# dependency of the task: no failure.
 
 Node = tuple[str, TaskId]  # ("task", id) or ("group", id)
 

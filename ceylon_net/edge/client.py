@@ -472,8 +472,10 @@ class AsyncClient:
         was left out for them, for later submissions that depend on them."""
         kept = self._without_dependents(items, gone, _cancelled_dependency)
         dropped = self._dropped
-        # (tasks first, groups last: a large group's own name is the last to go)
-        dropped.update(sorted(gone.items(), key=lambda kv: kv[0][0] == "group"))
+        # (what is new to it: tasks first, groups last, a large group's own name the last
+        # to go)
+        dropped.update(sorted(((k, why) for k, why in gone.items() if k not in dropped),
+                              key=lambda kv: kv[0][0] == "group"))
         while len(dropped) > DROPPED_KEPT:
             del dropped[next(iter(dropped))]
         return kept
@@ -719,7 +721,8 @@ class AsyncClient:
         """Send what was submitted this loop turn, in batches of at most batch_bytes, now (so
         a cancel that follows reaches the admin after them)."""
         queued, self._queued = self._queued, []
-        if self._dropped:  # (what depends on one cancelled before it went fails here)
+        if self._dropped and any(_needs(doc) for doc, _, _ in queued):
+            # (what depends on one cancelled before it went fails here)
             queued = self._drop(queued, dict(self._dropped))
         batch: list[tuple[dict[str, Any], int, GroupFuture | None]] = []
         size = 0

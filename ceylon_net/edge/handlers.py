@@ -383,8 +383,8 @@ async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         raise LookupError(f"no handler {name!r} on this worker")
     # (called in the context its coroutine runs in: a plain function that returns one may
     # set some before it)
-    context = contextvars.copy_context()
-    if on_loop(name):
+    context, looped = contextvars.copy_context(), on_loop(name)
+    if looped:
         value = context.run(fn, *args, **kwargs)
     else:
         value = await outcome(_in_thread(functools.partial(context.run, _returned, fn, args,
@@ -393,7 +393,7 @@ async def call(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         return snapshot(await _own_task(value, context))  # the loop from now on: _AWAITS)
     if inspect.isawaitable(value):  # (an object's __call__ that returns a future, say)
         value = await value
-    return snapshot(value) if on_loop(name) else value
+    return snapshot(value) if looped else value  # (a thread's value is its copy already)
 
 
 def is_plain(name: str) -> bool:

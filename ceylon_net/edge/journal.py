@@ -272,7 +272,9 @@ class Journal:
         number and the forgotten counts stay (see :meth:`forgotten`)."""
         self._append(FORGET, gone.tasks)
         db = self.db
-        db.executemany("DELETE FROM loose WHERE task=?", [(wire.packb(t),) for t in gone.tasks])
+        if gone.loose:  # (only execute()'s are there: a batch's 100,000 need no look)
+            db.executemany("DELETE FROM loose WHERE task=?",
+                           [(wire.packb(t),) for t in gone.loose])
         db.executemany("DELETE FROM groups WHERE id=?", [(g,) for g in gone.groups])
         db.executemany("DELETE FROM batches WHERE id=?", [(b,) for b in gone.batches])
         db.execute("INSERT OR REPLACE INTO meta VALUES ('forgotten', ?)",
