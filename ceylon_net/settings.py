@@ -33,8 +33,17 @@ MIN_BEATS_PER_SECOND = 1.0
 # whatever --heartbeat and --liveness say: theirs retry a lost connection every 0.5 s
 # (ceylon_net.edge.transport.RECONNECT_MAX_MS); a worker beats the new process at once (it
 # hears it on PUB), a client asks again once the admin was silent for 2 s, looking once a
-# second (ceylon_net.edge.client.SILENCE, WATCHDOG_TURN).
+# second (SILENCE, WATCHDOG_TURN).
 COME_BACK_AT_LEAST = 4.0
+SILENCE = 2.0  # seconds without a word from the admin before a client asks again
+WATCHDOG_TURN = 1.0  # seconds between two looks of a client at the admin's silence
+# ... and every REWATCH s anyway: a DONE the admin could not route (the client's connection
+# was being re-made, or its queue was full) is lost, and heartbeats would hide it.
+REWATCH = 10.0
+# What its clients wait for, a restarted admin keeps at least this long: a client asks once
+# as the silence begins, then REWATCH s later; the first lost with an admin killed again
+# before it answered (a chaos trial's finding), the second comes in time.
+CLIENTS_COME_BACK_AT_LEAST = REWATCH + 2 * WATCHDOG_TURN
 
 
 def env_default(name: str, default, cast=str):
@@ -162,6 +171,13 @@ class AdminSettings:
         """Seconds after a restart the admin waits for the workers and clients of its last
         process to come back: 2 x heartbeat x liveness, at least COME_BACK_AT_LEAST."""
         return max(2 * self.heartbeat * self.liveness, COME_BACK_AT_LEAST)
+
+    @property
+    def clients_come_back(self) -> float:
+        """Seconds after a restart the admin keeps the batches clients of its last process
+        waited for, until they ask for them again: come_back, at least
+        CLIENTS_COME_BACK_AT_LEAST."""
+        return max(self.come_back, CLIENTS_COME_BACK_AT_LEAST)
 
     @property
     def endpoint_host(self) -> str:

@@ -532,6 +532,36 @@ def _watch_batches(sim, *pairs, client=CLIENT):
     return sim.receive(client, frames(Kind.WATCH, wire.Watch([], [], [list(p) for p in pairs])))
 
 
+def test_a_waited_batch_is_kept_for_its_client_past_one_watch_lost_with_a_second_kill(
+        tmp_path):
+    """A client asks for its batch as the admin falls silent, then REWATCH s later. Its
+    first WATCH reached an admin killed again before it answered (a chaos trial: two kills
+    in a row), and the admin restarted after kept the finished batch for the client only 2 x
+    heartbeat x liveness (6 s): with --keep-finished 0 it forgot it, and the client's next
+    WATCH, 10 s on, heard "the admin forgot batch 1" (ceylon-submit --wait, exit 4)."""
+    from kit import JSim, sends
+
+    from ceylon_net.settings import REWATCH, WATCHDOG_TURN
+    from ceylon_net.wire import Kind
+
+    sim = JSim(tmp_path / "j.db", keep_finished=0)
+    w = sim.join("w")
+    submitted = _batch(sim, "t")
+    w.finish_all()
+    sim = sim.restart()  # (the first kill; the second admin took the WATCH and was killed)
+    sim = sim.restart()
+    late = REWATCH + WATCHDOG_TURN  # (the client's next WATCH, at the latest)
+    for step in range(int(late * 2)):
+        sim.tick(at=step / 2)
+    (report,) = sends(_watch_batches(sim, (submitted.batch, submitted.run)), Kind.REPORT,
+                      CLIENT)
+    assert report.error is None, report.error
+    assert [t["success"] for t in report.report["tasks"]] == [True]
+    for step in range(int(late * 2), int(late * 2) + 6):  # (claimed: forgotten at once)
+        sim.tick(at=step / 2)
+    assert sim.st.batches.forgot(submitted.batch)
+
+
 def test_a_submission_sent_again_is_answered_as_the_first_also_after_a_restart(tmp_path):
     """A client's SUBMIT whose answer it did not hear (a slow admin, or a restart) goes again
     under its name (Submission.sid): answered with the batch it became, nothing taken twice
@@ -686,6 +716,7 @@ def test_a_restored_batch_someone_waited_for_keeps_the_admin_busy_until_claimed(
     came back, before its client WATCHed it again, must not end it without that report."""
     from kit import JSim, sends
 
+    from ceylon_net.settings import CLIENTS_COME_BACK_AT_LEAST
     from ceylon_net.wire import Kind
 
     sim = JSim(tmp_path / "j.db")
@@ -700,12 +731,13 @@ def test_a_restored_batch_someone_waited_for_keeps_the_admin_busy_until_claimed(
     assert not sim.st.batches.open and not sim.st.idle
     (report,) = sends(_watch_batches(sim, (1, submitted.run)), Kind.REPORT, CLIENT)
     assert report.report["success_rate"] == 1.0 and sim.st.idle
-    # Nobody comes back for it: the admin waits as long as for a lost worker, no longer.
+    # Nobody comes back for it: the admin waits as long as a client may take to ask again
+    # (one ask lost), no longer.
     sim = sim.restart()
     assert not sim.st.idle
-    sim.tick(at=5.0)
+    sim.tick(at=CLIENTS_COME_BACK_AT_LEAST - 1)
     assert not sim.st.idle
-    sim.tick(at=6.0)  # 2 x heartbeat x liveness
+    sim.tick(at=CLIENTS_COME_BACK_AT_LEAST)
     assert sim.st.idle
 
 

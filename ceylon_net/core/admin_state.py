@@ -175,9 +175,10 @@ class AdminState:
             if now - self.started_at >= s.come_back:
                 if self.resumed:
                     self.members.purge_orphans()  # after a restart: they had their chance
-                    self.batches.unclaimed.clear()  # (and the clients that waited, theirs)
                 self.members.gone_lost(now)
                 self.owed_end.clear()
+            if self.resumed and now - self.started_at >= s.clients_come_back:
+                self.batches.unclaimed.clear()  # (the clients that waited had theirs)
             self.followup.log_progress(len(self.members.registry), self.members.registry.stuck,
                                        self.awaited)
             self.guard.forget_idle(now)

@@ -37,17 +37,12 @@ from ..errors import (
     RemoteProtocolError,
     TaskFailed,
 )
-from ..settings import MAX_HEARTBEAT, client_settings
+from ..settings import MAX_HEARTBEAT, REWATCH, SILENCE, WATCHDOG_TURN, client_settings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES, MAX_WATCH, Kind
 from .agent import supervised
 from .transport import Client as Dealer
 from .transport import CurveKeys, load_keys, why_no_answer
 
-SILENCE = 2.0  # seconds without a word from the admin before pending tasks are watched again
-WATCHDOG_TURN = 1.0  # seconds between two looks at the admin's silence
-# ... and every so often anyway: a DONE the admin could not route (our connection was being
-# re-made, or our queue was full) is lost, and heartbeats would hide it.
-REWATCH = 10.0
 DROPPED_KEPT = 10_000  # tasks and groups cancelled before they were sent, remembered
 ASK_AGAIN = 5.0  # seconds: a status or cancel unanswered this long is asked again (_ask_again)
 SEND_TRIES = 3  # times a batch the admin says it does not have is sent, at most
