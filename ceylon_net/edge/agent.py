@@ -110,7 +110,13 @@ class AgentBase:
                 f"to find it (a path, a URL)")
         if type_ is not None:
             try:
-                wire.unpack(type(data), payload, limits)
+                raw = wire.unpackb(payload, limits)
+                # (deeper, a receiver at Python's default recursion limit may not decode it,
+                # whatever this process's limit lets through: said here, not dropped there)
+                why = wire.unfit(raw, limits)
+                if why is not None:
+                    raise RemoteProtocolError(f"{type_}: {why}")
+                wire.from_wire(type(data), raw)
             except RemoteProtocolError as exc:
                 raise LocalProtocolError(f"the receivers would drop this {type_}: "
                                          f"{exc}") from None

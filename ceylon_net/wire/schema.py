@@ -168,11 +168,19 @@ def encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
 
 
 def from_wire(cls: type[T], data: Any) -> T:
-    """Build ``cls`` from its wire form, checking every field's type strictly."""
-    decode = _DECODERS.get(cls)
-    if decode is not None:
+    """Build ``cls`` from its wire form, checking every field's type strictly. A message
+    nested deeper than this process's stack decodes (a recursive type: a tree) is
+    RemoteProtocolError: the receiver drops it (it stopped the admin's receive loop)."""
+    try:
+        decode = _DECODERS.get(cls) or _decoder(cls)
         return decode(data)
-    return _decoder(cls)(data)
+    except RecursionError:
+        raise _too_deep_to_decode(cls) from None
+
+
+def _too_deep_to_decode(cls: type) -> RemoteProtocolError:
+    return RemoteProtocolError(f"{cls.__name__}: nested too deeply to decode here (about "
+                               f"{sys.getrecursionlimit() // 4} levels or more)")
 
 
 def _from_wire_slowly(cls: type[T], data: Any) -> T:
@@ -296,7 +304,10 @@ def unpack_batch(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) 
     if not raw:
         return []
     decode = _DECODERS.get(cls) or _decoder(cls)
-    return [decode(item) for item in raw]
+    try:
+        return [decode(item) for item in raw]
+    except RecursionError:
+        raise _too_deep_to_decode(cls) from None
 
 
 def dumps(obj: Any) -> bytes:
