@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -13,6 +14,7 @@ from typing import Any
 from loguru import logger
 
 from .. import wire
+from ..core.membership import clip
 from ..core.tasks import DEFAULT_ROLE
 from ..core.workers import AgentDetail
 from ..errors import Crashed, LocalProtocolError, OutsideFailure, RemoteProtocolError
@@ -116,10 +118,12 @@ class AgentBase:
                 why = wire.unfit(raw, limits)
                 if why is not None:
                     raise RemoteProtocolError(f"{type_}: {why}")
-                wire.from_wire(type(data), raw)
+                got = wire.from_wire(type(data), raw)
             except RemoteProtocolError as exc:
                 raise LocalProtocolError(f"the receivers would drop this {type_}: "
                                          f"{exc}") from None
+            if wire.to_wire(got) != raw:
+                raise LocalProtocolError(_read_otherwise(type_, data, got))
         return type_, payload
 
     # ---- receiving
@@ -266,3 +270,17 @@ async def finish_tasks(tasks: list[asyncio.Task], timeout: float) -> None:
     for t in pending:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _read_otherwise(type_: str, sent: Any, got: Any) -> str:
+    """Why a message would not arrive as sent, though its receivers read it: a field holds
+    an object of another class than its annotation's (another @message, a subclass, a map
+    with keys of its own), which they would read as the annotation's, losing the rest."""
+    for f in dataclasses.fields(sent):
+        mine, theirs = getattr(sent, f.name), getattr(got, f.name)
+        if wire.to_wire(mine) != wire.to_wire(theirs):
+            return (f"the receivers would not read this {type_} as sent: its field "
+                    f"{f.name!r} would arrive as {clip(repr(theirs), 200)}, sent as "
+                    f"{clip(repr(mine), 200)} (a value of another type than the field's "
+                    f"annotation?)")
+    return f"the receivers would not read this {type_} as sent"
