@@ -10,7 +10,7 @@ import signal
 import pytest
 from conftest import run
 
-from ceylon_net import Admin, AdminSettings, Task, TaskFailed, TaskResult, Worker
+from ceylon_net import Admin, AdminSettings, ConfigError, Task, TaskFailed, TaskResult, Worker
 from ceylon_net.dev.testing import Cluster, cli, wait_until
 
 
@@ -204,3 +204,68 @@ def test_an_execute_call_given_up_by_its_caller_cancels_its_task():
     quick, kept, report = run(_with_worker(admin, body, w))
     assert report.cancelled["long"].endswith("its execute() call was cancelled")
     assert quick.success and kept.success and w.started == ["long", "next", "kept"]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("ending", ["close", "stop"])
+@pytest.mark.parametrize("call", ["execute", "run_tasks"])
+def test_a_call_waiting_on_an_admin_closed_before_it_started_ends(call, ending):
+    """execute() and run_tasks() may be called before start() (a later start() runs the
+    task); closed or stopped instead, the call waited for ever (a review of the API)."""
+    async def body():
+        admin = _admin()
+        task = Task(1, "x", 1, duration=0.01)
+        pending = asyncio.ensure_future(
+            admin.execute(task) if call == "execute" else admin.run_tasks([task]))
+        await wait_until(lambda: 1 in admin.state.board.records, 5, "the task taken")
+        await getattr(admin, ending)()
+        try:
+            async with asyncio.timeout(5):
+                with pytest.raises((TaskFailed, ConfigError)) as raised:
+                    await pending
+        finally:
+            pending.cancel()
+        with pytest.raises(ConfigError, match="was started already, or closed"):
+            await admin.start()
+        return raised.value
+
+    said = str(run(body()))
+    assert "stopped" in said or "is closed" in said, said
+
+
+@pytest.mark.timeout(60)
+def test_execute_from_another_thread_s_event_loop_is_refused_with_what_to_do():
+    """A thread's asyncio.run(admin.execute(task)), the admin running in the main thread:
+    its future was made on the thread's loop and set from the admin's, not thread-safe;
+    the first call came back by luck, every later one waited for ever (a review of the
+    API). Refused now, saying how to call it; from the admin's own loop it works."""
+    async def body():
+        admin = _admin()
+        serving = asyncio.create_task(admin.arun_admin(b"", [Worker("w")]))
+        try:
+            await wait_until(lambda: len(admin.get_connected_agents()) == 1, 10, "the worker")
+            here = asyncio.get_running_loop()
+
+            def elsewhere() -> str:
+                try:
+                    asyncio.run(admin.execute(Task("t", "x", 1, duration=0.01)))
+                except ConfigError as exc:
+                    return str(exc)
+                return "no error"
+
+            said = await asyncio.to_thread(elsewhere)
+
+            def threadsafe() -> TaskResult:
+                return asyncio.run_coroutine_threadsafe(
+                    admin.execute(Task("u", "x", 1, duration=0.01)), here).result(10)
+
+            result = await asyncio.to_thread(threadsafe)
+        finally:
+            await admin.stop()
+            await asyncio.wait_for(serving, 10)
+        return said, result
+
+    said, result = run(body())
+    assert said.startswith("admin 'admin' runs in another thread's event loop: call it there "
+                           "(from this thread: asyncio.run_coroutine_threadsafe("), said
+    assert result.success and result.task_id == "u"

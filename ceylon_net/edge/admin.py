@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -73,6 +74,7 @@ class Admin(AgentBase):
         self._loops: list[asyncio.Task] = []
         self._stopped, self._idle = asyncio.Event(), asyncio.Event()
         self._serving = False  # serve() waits for stop()
+        self._thread: int | None = None  # the one it started in, whose loop it runs on
         self._closing: asyncio.Future[None] | None = None  # close() under way, or done
         self._waiters = Waiters()
         self.failure: Crashed | None = None  # why the admin stopped on its own
@@ -106,7 +108,8 @@ class Admin(AgentBase):
     async def start(self) -> None:
         """Bind the ROUTER and PUB sockets and start serving (once: ConfigError again)."""
         if self._sockets is not None or self.state.closing:
-            raise ConfigError(f"admin '{self.name}' was started already (make a new one)")
+            raise ConfigError(f"admin '{self.name}' was started already, or closed (make a new "
+                              f"one)")
         s = self.settings
         curve = load_keys(s.curve_secret) if s.curve_secret else None
         self._sockets = AdminSockets(s.endpoint_host, s.max_message_bytes, s.workspace, curve,
@@ -115,12 +118,12 @@ class Admin(AgentBase):
             self.port, self.pub_port = self._sockets.bind(s.port, s.pub_port)
             if s.journal is not None and self.journal is None:  # (bound first: a port in use
                 # leaves the journal to the next try; held, it would refuse a new admin)
-                self._resume(Journal(s.journal, s.workspace, hold=True))
+                _resume(self, Journal(s.journal, s.workspace, hold=True))
             await _open_outputs(self)
         except ConfigError:
             await _undo_start(self)
             raise
-        self._out = Outlet(self._sockets, s.workspace, s.name)
+        self._out, self._thread = Outlet(self._sockets, s.workspace, s.name), threading.get_ident()
         self._sockets.on_subscriptions = self.state.pub_listeners
         self.state.pub_listeners(frozenset())  # nobody yet
         self.state.started(time.monotonic(), self.port, self.pub_port,
@@ -139,11 +142,6 @@ class Admin(AgentBase):
                                           (self._tick_loop(), "tick"),
                                           (self._sockets.follow_subscriptions(),
                                            "subscriptions"))]
-
-    def _resume(self, journal: Journal) -> None:
-        if resume(journal, self.state, time.monotonic()):  # (refusing, it closes the file)
-            self._sync_idle()
-        self.journal = journal
 
     async def stop(self) -> None:
         """Stop: :meth:`serve` returns (:meth:`arun_admin` then closes the admin); an admin
@@ -172,7 +170,7 @@ class Admin(AgentBase):
         call from one of the admin's handlers, which closing cancels, lets it finish)."""
         if self._closing is None:
             if self._sockets is None:
-                return  # never started
+                return _closed_unstarted(self, reason)
             self._closing = asyncio.ensure_future(self._close(reason))
         await asyncio.shield(self._closing)
 
@@ -258,9 +256,7 @@ class Admin(AgentBase):
         can take it, the admin stopped) raises TaskFailed saying why. Cancelling the call
         (``asyncio.timeout``, ``task.cancel()``) cancels the task too, as a client's
         future's ``cancel()`` does; ``asyncio.shield`` the call to let the task run on."""
-        if self.failure is not None:
-            raise self.failure.again()
-        check_sendable((task,), self.settings.max_message_bytes)
+        _takes(self, (task,), ())
         fut = self._waiters.add(task.id)
         try:  # (forgettable: the caller has its result; see --keep-finished)
             self._apply(self.state.submit((task,), (), time.monotonic(), forgettable=True))
@@ -452,11 +448,33 @@ async def _serve_with(admin: Admin, runs: list[asyncio.Task[str]]) -> None:
             await asyncio.gather(serving, return_exceptions=True)
 
 
+def _resume(admin: Admin, journal: Journal) -> None:
+    if resume(journal, admin.state, time.monotonic()):  # (refusing, it closes the file)
+        admin._sync_idle()
+    admin.journal = journal
+
+
+def _closed_unstarted(admin: Admin, reason: str) -> None:
+    """Closed before it started: what waits on it (an execute(), a run_tasks() called
+    before start()) ends, as a started admin's would (they waited for ever), and it does
+    not start."""
+    admin.state.closing = True
+    admin._waiters.fail_all(reason)
+    admin._stopped.set()
+    admin._idle.set()
+
+
 def _takes(admin: Admin, tasks: Sequence[Task], groups: Sequence[TaskGroup]) -> None:
     """Can the admin take this work? Crashed once it stopped on an error of its own;
-    ConfigError for a task no worker could be sent (check_sendable)."""
+    ConfigError for a task no worker could be sent (check_sendable), or a call from another
+    thread than the one the admin runs in (its event loop's: a future made on another loop
+    and set from the admin's never woke its caller, and the state is not thread-safe)."""
     if admin.failure is not None:
         raise admin.failure.again()
+    if admin._thread not in (None, threading.get_ident()):
+        raise ConfigError(f"admin '{admin.name}' runs in another thread's event loop: call it "
+                          f"there (from this thread: asyncio.run_coroutine_threadsafe(admin."
+                          f"execute(task), the admin's loop).result())")
     check_sendable([*tasks, *(t.as_task(0) for g in groups for t in g.subtasks)],
                    admin.settings.max_message_bytes)
 
