@@ -146,8 +146,8 @@ class AdminSettings:
         if not self.lost_wait >= 0:
             raise ConfigError("--lost-wait must be >= 0")
         if not 1 <= self.hello_rate < math.inf:  # (at less than 1 a second, none would pass)
-            raise ConfigError(f"--hello-rate must be at least 1 (registrations a second from "
-                              f"one address), got {self.hello_rate:g}")
+            raise ConfigError(f"--hello-rate must be a number from 1 up (registrations a second "
+                              f"from one address), got {self.hello_rate:g}")
         _check_name("workspace", self.workspace)
         _check_name("name", self.name)
 

@@ -150,8 +150,10 @@ def test_metrics_on_any_free_port_says_which_and_answers_scrapes_that_come_toget
      "7211 is the admin's own PUB port (--pub-port, else --port + 1): give another"),
     ("ceylon-admin", ["--port", "7210", "--metrics-port", "7210"], "error: --metrics-port 7210 "
      "is the admin's own ROUTER port (--port): give another"),
-    ("ceylon-admin", ["--hello-rate", "0.5"],
-     "error: --hello-rate must be at least 1 (registrations a second from one address), got 0.5"),
+    ("ceylon-admin", ["--hello-rate", "0.5"], "error: --hello-rate must be a number from 1 up "
+     "(registrations a second from one address), got 0.5"),
+    ("ceylon-admin", ["--hello-rate", "inf"], "error: --hello-rate must be a number from 1 up "
+     "(registrations a second from one address), got inf"),
     ("ceylon-admin", ["--heartbeat", "inf"], "error: --heartbeat must be at most 3600 s"),
     ("ceylon-admin", ["--token", "t" * 16, "--dashboard-port", "7300", "--metrics-port", "7300"],
      "error: --metrics-port and --dashboard-port are both 7300: give them different ports"),
@@ -208,6 +210,38 @@ def test_a_worker_app_that_registers_no_handler_is_warned_of(tmp_path):
     assert "WARNING | --app emptyapp: no handler registered (decorate its functions with " \
            "@handler(\"name\"), from ceylon_net)" in proc.stderr, proc.stderr
     assert proc.returncode == 1 and "no admin answered" in proc.stderr
+
+
+ENV_REFUSALS = [
+    ("ceylon-worker", ["--name", "w"], "CEYLON_SKILL", "11",
+     "error: CEYLON_SKILL (--skill) must be 0-10, got 11"),
+    ("ceylon-worker", ["--name", "w"], "CEYLON_ADMIN_PEER", "127.0.0.1:8000",
+     "error: CEYLON_ADMIN_PEER (--admin-peer) '127.0.0.1:8000' is not a host name or address "
+     "(the port goes in --port)"),
+    ("ceylon-admin", ["--port", "0"], "CEYLON_HEARTBEAT", "0",
+     "error: CEYLON_HEARTBEAT (--heartbeat) must be at least 0.1 s, got 0.0"),
+    ("ceylon-status", [], "CEYLON_TIMEOUT", "-1",
+     "error: CEYLON_TIMEOUT (--timeout) must be > 0, got -1.0"),
+    ("ceylon-admin", ["--port", "0"], "CEYLON_LOG_LEVEL", "bogus",
+     "error: unknown CEYLON_LOG_LEVEL (--log-level) 'bogus'"),
+]
+
+
+@pytest.mark.parametrize(("program", "args", "var", "value", "said"), ENV_REFUSALS,
+                         ids=[case[2] for case in ENV_REFUSALS])
+def test_a_value_refused_that_came_from_a_variable_is_named_as_that_variable(
+        program, args, var, value, said):
+    """The user typed no --skill: a shell profile set CEYLON_SKILL (the error named the
+    option only; click's own errors and the Python API name the variable)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CEYLON_")}
+    proc = subprocess.run([*cli(program), *args], capture_output=True, text=True, timeout=30,
+                          env={**env, var: value})
+    assert (proc.returncode, proc.stderr.splitlines()[0][:len(said)]) == (2, said), \
+        proc.stderr
+    if var == "CEYLON_SKILL":  # (given as the option, it is said as the option)
+        given = subprocess.run([*cli(program), *args, "--skill", "11"], capture_output=True,
+                               text=True, timeout=30, env={**env, var: "3"})
+        assert given.stderr.startswith("error: --skill must be 0-10, got 11"), given.stderr
 
 
 def test_parsing_the_options_loads_no_validation_framework():

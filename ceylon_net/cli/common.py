@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -106,6 +107,7 @@ class Said:
 
 def say_error(message: str) -> None:
     """Why the program stops, on stderr: "error: ..." (a record at ERROR with --log-json)."""
+    message = named_as_set(message)
     if Said.as_json:
         logger.error(message)
         logger.complete()
@@ -119,6 +121,31 @@ def say(message: str, level: str = "INFO") -> None:
         logger.log(level, message)
     else:
         typer.echo(message, err=True)
+
+
+try:  # (typer 0.28 carries its own click)
+    from typer._click.globals import get_current_context as _current_context
+except ImportError:  # pragma: no cover (a typer on click)
+    from click import get_current_context as _current_context
+
+
+def named_as_set(message: str) -> str:
+    """``message`` with each option whose value came from its ``CEYLON_*`` variable named as
+    that variable too ("CEYLON_SKILL (--skill) must be 0-10, got 11"): the user typed no
+    --skill, a shell profile set it (click's own errors say so; ours said the option
+    only)."""
+    ctx = _current_context(silent=True)
+    if ctx is None:
+        return message
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name) if param.name else None
+        if not param.envvar or getattr(source, "name", None) != "ENVIRONMENT":
+            continue
+        var = param.envvar if isinstance(param.envvar, str) else param.envvar[0]
+        for opt in param.opts:
+            message = re.sub(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", f"{var} ({opt})",
+                             message)
+    return message
 
 
 def fail(code: int, message: str) -> NoReturn:
