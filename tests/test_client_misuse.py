@@ -5,13 +5,17 @@ unread, and the call waited for ever)."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import subprocess
+import warnings
 
 import pytest
 from conftest import run
 from test_client import _lone_admin
 
 from ceylon_net import AsyncClient
-from ceylon_net.errors import ConfigError
+from ceylon_net.dev.testing import cli, free_port
+from ceylon_net.errors import AdminUnreachableError, ConfigError
 
 CALLS = {
     "status": lambda c: c.status(),
@@ -69,3 +73,35 @@ def test_a_watch_batch_of_a_badly_typed_batch_or_run_fails_at_the_call_not_waits
     said = run(body())
     assert said.startswith("ConfigError: watch_batch() takes a batch number (int) and a run "
                            "(str), as in BATCH@RUN; got "), said
+
+
+@pytest.mark.timeout(60)
+def test_a_client_connected_in_an_event_loop_that_ended_closes_from_the_next(tmp_path):
+    """asyncio.run(connect()), then asyncio.run(client.close()): close() raised "Event loop is
+    closed" and left the socket open (a ResourceWarning at exit; a review of the API)."""
+    port = free_port()
+    admin = subprocess.Popen([*cli("ceylon-admin"), "--bind", "127.0.0.1", "--port", str(port),
+                              "--pub-port", str(free_port())], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def connect() -> AsyncClient:
+        for _ in range(30):  # (until the admin answers: 1 s a try)
+            client = AsyncClient(f"127.0.0.1:{port}", timeout=1)
+            try:
+                return await client.connect()
+            except AdminUnreachableError:
+                continue
+        raise AssertionError("the admin never answered")
+
+    try:
+        client = asyncio.run(connect())
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            asyncio.run(client.close())
+            dealer, client = client._dealer, None
+            gc.collect()
+    finally:
+        admin.terminate()
+        admin.wait(30)
+    assert dealer is None
+    assert [str(w.message) for w in said if issubclass(w.category, ResourceWarning)] == []

@@ -288,11 +288,21 @@ class AsyncClient:
         return self
 
     async def close(self) -> None:
+        """Close the connection; what waits fails with ConfigError. From another event loop
+        than the one it was connected in: ConfigError while that one runs; once it has
+        ended (an ``asyncio.run`` before this one), what was left of it goes with it, and
+        the socket is closed here (it raised "Event loop is closed" and left the socket
+        open)."""
+        if self.loop is not None and self.loop is not asyncio.get_running_loop():
+            if not self.loop.is_closed():
+                raise ConfigError(_OTHER_LOOP)
+            self._loops = []
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops = []
-        self._fail_all(ConfigError("the client was closed"))
+        if self.loop is None or not self.loop.is_closed():
+            self._fail_all(ConfigError("the client was closed"))
         if self._dealer is not None:
             self._dealer.close()
             self._dealer = None
