@@ -223,6 +223,7 @@ def test_a_round_that_wakes_an_execute_caller_is_journaled_before_the_caller_goe
     from kit import frames
 
     from ceylon_net.dev.testing import wait_until
+    from ceylon_net.edge import admin as admin_module
     from ceylon_net.edge.admin import Admin
     from ceylon_net.settings import AdminSettings
     from ceylon_net.wire import Hello, Kind
@@ -262,7 +263,7 @@ def test_a_round_that_wakes_an_execute_caller_is_journaled_before_the_caller_goe
 
     async def run() -> None:
         admin = Admin(settings=settings)
-        admin._resume(Journal(path, settings.workspace))
+        admin_module._resume(admin, Journal(path, settings.workspace))
         admin._sockets, admin._out = Sockets(), Out()
         st, peer = admin.state, b"w/1"
         admin._apply(st.receive(peer, frames(Kind.HELLO, Hello("w", "default", 10, 2, [], []),

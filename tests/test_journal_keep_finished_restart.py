@@ -14,6 +14,7 @@ import pytest
 from kit import JSim, frames, noop
 
 from ceylon_net import wire
+from ceylon_net.settings import CLIENTS_COME_BACK_AT_LEAST
 from ceylon_net.wire import Kind
 
 
@@ -26,7 +27,7 @@ def test_a_restart_forgets_what_is_past_keep_finished(tmp_path):
     sim.cancel(1)  # the batch is done: forgotten at the start of the next round
     assert sim.st.batches.kept == 2 and sim.st.followup.forget_due
     sim = sim.restart()  # killed before that round
-    for t in (1.0, 2.0, 10.0):
+    for t in (1.0, 2.0, 10.0, CLIENTS_COME_BACK_AT_LEAST):  # (the client did not come back)
         sim.tick(at=t)
     assert sim.st.batches.kept <= 1, (sim.st.batches.kept, list(sim.st.batches.done))
     assert sim.st.board.total - sim.st.board.forgotten.tasks <= 1
