@@ -252,7 +252,7 @@ def test_enums_travel_as_their_values_and_come_back_as_members():
 
 def test_message_names_cross_the_wire_not_python_identity():
     assert wire.type_name(Shape) == "test_protocol.Shape"
-    assert wire.type_name(Task("x", "y")) == "Task"
+    assert wire.type_name(Task("x", "y")) == "ceylon_net.Task"
     assert wire.message_type("test_protocol.Shape") is Shape
     assert wire.is_message(Shape) and wire.is_message(task)
     assert not wire.is_message(Unregistered) and not wire.is_message(b"raw")
@@ -293,7 +293,7 @@ def test_payload_is_raw_bytes_or_a_registered_message():
     assert wire.decode_payload(header(type=None), b"hi") == b"hi"
 
     type_, payload = wire.encode_payload(task)
-    assert type_ == "Task"
+    assert type_ == "ceylon_net.Task"
     assert wire.decode_payload(header(type=type_), payload) == task
 
 
@@ -676,9 +676,36 @@ def test_a_message_name_cannot_be_taken_by_another_class():
     class Impostor:
         id: int
 
-    with pytest.raises(LocalProtocolError, match=r"^message name 'Task' already registered"):
-        message(Impostor, name="Task")
-    assert wire.message_type("Task") is Task
+    with pytest.raises(LocalProtocolError,
+                       match=r"^message name 'ceylon_net.Task' already registered"):
+        message(Impostor, name="ceylon_net.Task")
+    assert wire.message_type("ceylon_net.Task") is Task
+
+
+def test_a_program_s_classes_named_as_ceylon_net_s_own_messages_take_no_name_of_theirs():
+    """ceylon_net's own messages were registered under their bare class names: a program's
+    `@message class Event` (or Hello, Status, Task...) was warned about as taking the name,
+    and ceylon_net's Event broadcasts then decoded as the program's class. They are named
+    apart now (TaskAssignment and TaskResult keep theirs: the PUB channel carries them)."""
+    import warnings
+
+    from ceylon_net.core.tasks import TaskAssignment, TaskResult
+
+    taken = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (a warning fails the test)
+        for name in ("Event", "Hello", "Status", "Task", "Heartbeat", "AgentDetail"):
+            taken[name] = message(type(name, (), {"__annotations__": {"x": int}}))
+    try:
+        event = wire.Event("joined", {"agent": "w1"})
+        type_, payload = wire.encode_payload(event)
+        assert (type_, wire.decode_payload(header(type=type_), payload)) == \
+            ("ceylon_net.Event", event)
+        assert [wire.type_name(c) for c in (TaskAssignment, TaskResult)] == \
+            ["TaskAssignment", "TaskResult"]
+    finally:
+        for name in taken:
+            wire.schema._REGISTRY.pop(name, None)
 
 
 def test_a_message_name_taken_again_by_a_class_of_another_module_is_warned_about():

@@ -24,7 +24,7 @@ class TaskStatus(enum.Enum):
     CANCELLED = "cancelled"
 
 
-@message
+@message(name="ceylon_net.Task")
 @dataclass(slots=True)
 class Task:
     """A unit of work. ``difficulty`` 1-10 is matched against a worker's skill; a task with a

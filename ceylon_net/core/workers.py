@@ -20,7 +20,7 @@ from ..wire import message
 from .tasks import DEFAULT_ROLE
 
 
-@message
+@message(name="ceylon_net.AgentDetail")
 @dataclass(slots=True)
 class AgentDetail:
     """Who an agent is. ``id`` is unique in the workspace; ``host`` is the address the admin

@@ -11,7 +11,7 @@ from .kinds import MAX_HANDLERS, MAX_HELD, MAX_RANGES, MAX_WATCH
 from .schema import message
 
 
-@message
+@message(name="ceylon_net.Hello")
 @dataclass(slots=True)
 class Hello:
     """Worker -> admin: who I am. Protocol version and workspace travel in the header."""
@@ -38,7 +38,7 @@ class Hello:
     answers_unheld: bool = False
 
 
-@message
+@message(name="ceylon_net.Heartbeat")
 @dataclass(slots=True)
 class Heartbeat:
     """Worker -> admin, every heartbeat: the tasks it holds and the results it has not had
@@ -65,7 +65,7 @@ class Heartbeat:
     stuck: int = -1
 
 
-@message
+@message(name="ceylon_net.Ack")
 @dataclass(slots=True)
 class Ack:
     """Admin -> worker: these results ([task id, attempt]) are recorded (or were stale);
@@ -74,7 +74,7 @@ class Ack:
     results: list[list[Any]]
 
 
-@message
+@message(name="ceylon_net.Cancel")
 @dataclass(slots=True)
 class Cancel:
     """Stop these tasks ([task id, attempt]); a worker reports each as a cancelled result."""
@@ -83,7 +83,7 @@ class Cancel:
     reason: str = ""
 
 
-@message
+@message(name="ceylon_net.Release")
 @dataclass(slots=True)
 class Release:
     """Admin -> worker: give back these tasks ([task id, attempt]) if they have not started
@@ -93,7 +93,7 @@ class Release:
                                                metadata={"max_items": MAX_HELD})
 
 
-@message
+@message(name="ceylon_net.Started")
 @dataclass(slots=True)
 class Started:
     """Worker -> admin: tasks ([task id, attempt]) that started since the last report (not
@@ -106,7 +106,7 @@ class Started:
     stuck: int = -1  # as in Heartbeat: said when it changed (-1: not said)
 
 
-@message
+@message(name="ceylon_net.Welcome")
 @dataclass(slots=True)
 class Welcome:
     """Admin -> worker: you are in; where the PUB bus is; how often we both heartbeat."""
@@ -122,7 +122,7 @@ class Welcome:
     max_message_bytes: int = 0
 
 
-@message
+@message(name="ceylon_net.Reject")
 @dataclass(slots=True)
 class Reject:
     reason: str
@@ -131,7 +131,7 @@ class Reject:
     retry: bool = False
 
 
-@message
+@message(name="ceylon_net.Skip")
 @dataclass(slots=True)
 class Skip:
     """Admin -> agent: broadcasts ``first``..``last`` it asked for are no longer kept (it fell
@@ -141,7 +141,7 @@ class Skip:
     last: int
 
 
-@message
+@message(name="ceylon_net.End")
 @dataclass(slots=True)
 class End:
     """Admin -> workers: the run is over (or the admin is shutting down); exit cleanly."""
@@ -149,7 +149,7 @@ class End:
     reason: str
 
 
-@message
+@message(name="ceylon_net.Event")
 @dataclass(slots=True)
 class Event:
     """A status event on the PUB bus: ``worker_joined``, ``worker_lost``, ``run_finished``..."""
@@ -158,7 +158,7 @@ class Event:
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-@message
+@message(name="ceylon_net.Status")
 @dataclass(slots=True)
 class Status:
     """The admin's answer to STATUS: see ceylon_net.status.snapshot for the fields."""
@@ -166,7 +166,7 @@ class Status:
     snapshot: dict[str, Any]
 
 
-@message
+@message(name="ceylon_net.Submission")
 @dataclass(slots=True)
 class Submission:
     """A client's batch: ``doc`` is a tasks/groups document as in a tasks file. ``wait``:
@@ -182,7 +182,7 @@ class Submission:
     sid: int = 0
 
 
-@message
+@message(name="ceylon_net.Watch")
 @dataclass(slots=True)
 class Watch:
     """Client -> admin: send a DONE for each of these tasks when it ends (at once for those
@@ -199,7 +199,7 @@ class Watch:
                                            metadata={"max_items": MAX_WATCH})
 
 
-@message
+@message(name="ceylon_net.TaskDone")
 @dataclass(slots=True)
 class TaskDone:
     """Admin -> client: a task ended. ``status`` is completed, failed or cancelled (or
@@ -213,7 +213,7 @@ class TaskDone:
     sid: int = 0  # the Submission it came in (0: none; a task of a tasks file, say)
 
 
-@message
+@message(name="ceylon_net.GroupNews")
 @dataclass(slots=True)
 class GroupNews:
     """Admin -> client: something happened to a group it submitted (goal_achieved,
@@ -226,7 +226,7 @@ class GroupNews:
     sid: int = 0  # the Submission the group came in (0: none; a group of a tasks file, say)
 
 
-@message
+@message(name="ceylon_net.Submitted")
 @dataclass(slots=True)
 class Submitted:
     batch: int
@@ -234,7 +234,7 @@ class Submitted:
     run: str = ""  # the admin's run (kept in its journal): a WATCH of the batch names it
 
 
-@message
+@message(name="ceylon_net.BatchProgress")
 @dataclass(slots=True)
 class BatchProgress:
     batch: int
@@ -243,7 +243,7 @@ class BatchProgress:
     succeeded: int
 
 
-@message
+@message(name="ceylon_net.BatchReport")
 @dataclass(slots=True)
 class BatchReport:
     """The batch's run report, in the --report-json form."""
