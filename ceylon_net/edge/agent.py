@@ -122,8 +122,11 @@ class AgentBase:
             except RemoteProtocolError as exc:
                 raise LocalProtocolError(f"the receivers would drop this {type_}: "
                                          f"{exc}") from None
-            if wire.to_wire(got) != raw:
-                raise LocalProtocolError(_read_otherwise(type_, data, got))
+            lost = _read_otherwise(data, got, type(data).__name__)
+            if lost is not None:
+                raise LocalProtocolError(f"the receivers would not read this {type_} as sent: "
+                                         f"{lost} (a value of another type than the field's "
+                                         f"annotation?)")
         return type_, payload
 
     # ---- receiving
@@ -272,15 +275,38 @@ async def finish_tasks(tasks: list[asyncio.Task], timeout: float) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _read_otherwise(type_: str, sent: Any, got: Any) -> str:
-    """Why a message would not arrive as sent, though its receivers read it: a field holds
-    an object of another class than its annotation's (another @message, a subclass, a map
-    with keys of its own), which they would read as the annotation's, losing the rest."""
-    for f in dataclasses.fields(sent):
-        mine, theirs = getattr(sent, f.name), getattr(got, f.name)
-        if wire.to_wire(mine) != wire.to_wire(theirs):
-            return (f"the receivers would not read this {type_} as sent: its field "
-                    f"{f.name!r} would arrive as {clip(repr(theirs), 200)}, sent as "
-                    f"{clip(repr(mine), 200)} (a value of another type than the field's "
-                    f"annotation?)")
-    return f"the receivers would not read this {type_} as sent"
+
+_LEAVES = frozenset((str, int, float, bool, bytes, type(None)))  # (read as they are)
+
+
+def _read_otherwise(sent: Any, got: Any, where: str) -> str | None:
+    """Where a message would not arrive as sent, though its receivers read it, or None:
+    what they read (``got``) walked beside what was sent. A message object arriving as
+    another class (another @message in a field annotated with one, a registered subclass, a
+    union's second member read as its first, a message in a field typed Any), or a map read
+    as a message that has no field for some of its keys: the rest would be lost. Values
+    read as equal ones of the field's type (0 for 0.0, a list for a tuple) are not looked
+    at. (Nested no deeper than wire.MAX_DEPTH: checked before.)"""
+    if wire.is_message(sent) and not isinstance(sent, type):
+        if type(got) is not type(sent):
+            return f"{where} would arrive as {clip(repr(got), 200)}, sent as " \
+                   f"{clip(repr(sent), 200)}"
+        pairs: Any = ((f.name, getattr(sent, f.name), getattr(got, f.name))
+                      for f in dataclasses.fields(sent))
+    elif isinstance(sent, dict) and wire.is_message(got):
+        extra = sorted(set(sent) - {f.name for f in dataclasses.fields(got)}, key=str)
+        return None if not extra else f"{where} would arrive as {clip(repr(got), 200)}, " \
+            f"without {clip(', '.join(map(str, extra)), 100)} of the map sent"
+    elif isinstance(sent, dict) and isinstance(got, dict):
+        pairs = ((k, v, got[k]) for k, v in sent.items() if type(v) not in _LEAVES and k in got)
+    elif isinstance(sent, list | tuple) and isinstance(got, list | tuple):
+        pairs = ((i, v, w) for i, (v, w) in enumerate(zip(sent, got, strict=False))
+                 if type(v) not in _LEAVES)
+    else:
+        return None
+    for key, mine, theirs in pairs:
+        at = f"{where}.{key}" if isinstance(key, str) else f"{where}[{key!r}]"
+        lost = _read_otherwise(mine, theirs, at)
+        if lost is not None:
+            return lost
+    return None
