@@ -19,7 +19,9 @@ import pytest
 from kit import Said
 
 from ceylon_net import Worker, message, on_message, wire
+from ceylon_net.core.tasks import Task, TaskResult
 from ceylon_net.errors import LocalProtocolError, RemoteProtocolError
+from ceylon_net.wire import Kind
 
 
 @message(name="tests.deep.Node")
@@ -95,3 +97,44 @@ def test_the_sender_is_told_before_it_sends_whatever_its_own_recursion_limit():
         sys.setrecursionlimit(limit)
     type_, payload = Worker._outgoing(_tree(40), 1 << 24, wire.DEFAULT_LIMITS)
     assert (type_, wire.unpack(Node, payload)) == ("tests.deep.Node", _tree(40))
+
+
+def _raw_result(task_id: str, worker: str, depth: int) -> bytes:
+    """A RESULT payload whose value is a list nested ``depth`` deep, as bytes (msgpack's own
+    packer stops at 511)."""
+    head = msgpack.packb([{"task_id": task_id, "worker": worker, "success": True,
+                           "attempt": 1, "value": None}])
+    return head[:-1] + b"\x91" * depth + b"\xc0"  # (the value, None, last: nested instead)
+
+
+def test_a_result_whose_value_nests_too_deep_fails_its_task_and_the_admin_goes_on(tmp_path):
+    """A task's return value is Any: never decoded deeply, but encoded again by the admin for
+    the clients following the task and the journal. From a worker that had raised its own
+    recursion limit (or a crafted frame), a value 600 deep stopped the admin's receive loop
+    (RecursionError; a review of fcee324)."""
+    from kit import JSim, frames
+
+    sim = JSim(tmp_path / "j.db")
+    w = sim.join("w")
+    sim.submit(Task("deep", "x", 1))
+    sim.receive(b"client", frames(Kind.WATCH, wire.Watch(["deep"], [])))
+    header = wire.make_header("default", "w", "TaskResult")
+    sim.receive(w.peer, wire.encode_frames(Kind.RESULT, header, _raw_result("deep", "w", 600)))
+    result = sim.finished()["deep"].result
+    assert (result.success, result.value, result.error) == (
+        False, None, "its return value nests lists and maps more than 100 deep: the admin "
+                     "does not take it (return less, or where to find it)")
+
+
+def test_a_worker_refuses_a_return_value_nested_deeper_than_the_admin_takes():
+    """Its own check (packed and read back at its stack's depth) passed up to ~480 levels;
+    its batch of results, packed deeper in the stack, raised, uncaught: the worker left,
+    and the task took the next worker down with it (a review of fcee324)."""
+    worker = _Hears("w", admin_peer="127.0.0.1", admin_port=9)
+    value: list = []
+    for _ in range(150):
+        value = [value]
+    said = worker._unsendable(TaskResult("t", "w", True, value=value))
+    assert said == "its return value cannot be sent to the admin: it nests lists and maps " \
+                   "more than 100 deep", said
+    assert worker._unsendable(TaskResult("t", "w", True, value=[[[1]]])) is None

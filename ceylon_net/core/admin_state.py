@@ -776,6 +776,8 @@ class AdminState:
                 raise RemoteProtocolError(f"result names worker '{clip(result.worker)}', "
                                           f"sender is '{name}'")
         self.out.add(Acknowledge(rec.peer, [[r.task_id, r.attempt] for r in results]))
+        if any(type(r.value) in _NESTED for r in results):
+            results, payload = [_within_depth(r) for r in results], None
         recorded = self.board.record_many(name, results)
         if self.board.taken_late:
             self.out.log("INFO", f"worker '{name}' ran {self.board.taken_late} task(s) it "
@@ -884,3 +886,18 @@ class AdminState:
             self.unassigned.update(ids)
             self.board.give_up(ids)
 
+
+_NESTED = (list, dict)
+
+
+def _within_depth(result: TaskResult) -> TaskResult:
+    """A result whose value nests deeper than wire.MAX_DEPTH failed: passing it on (to its
+    clients, the journal, the PUB channel) would run the admin out of stack (a worker that
+    raised its own recursion limit, or a crafted frame: a review's finding); the worker
+    refuses such a value itself."""
+    why = wire.unfit(result.value) if type(result.value) in _NESTED else None
+    if why is None:
+        return result
+    return TaskResult(result.task_id, result.worker, False, result.seconds,
+                      f"its return value {why}: the admin does not take it (return less, "
+                      f"or where to find it)", result.attempt)

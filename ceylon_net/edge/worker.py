@@ -170,10 +170,11 @@ class Worker(AgentBase):
                 return (f"its return value is {len(packed):,} bytes encoded, over the "
                         f"{limit:,} a message may carry (--max-message-bytes): return less, "
                         f"or where to find it (a path, a URL)")
-            wire.unpack_batch(TaskResult, packed, self.limits)  # as the admin will read it
+            read = wire.unpack_batch(TaskResult, packed, self.limits)  # as the admin will
+            why = wire.unfit(read[0].value, self.limits)  # (deeper, the admin refuses it)
         except Exception as exc:  # LocalProtocolError, RemoteProtocolError, RecursionError
             return f"its return value cannot be sent to the admin: {_why(value, exc)}"
-        return None
+        return None if why is None else f"its return value cannot be sent to the admin: it {why}"
 
     # ------------------------------------------------------------------ lifecycle
     def _take_capacity(self) -> None:
