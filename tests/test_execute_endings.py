@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 
 import pytest
 from conftest import run
@@ -266,6 +267,48 @@ def test_execute_from_another_thread_s_event_loop_is_refused_with_what_to_do():
         return said, result
 
     said, result = run(body())
-    assert said.startswith("admin 'admin' runs in another thread's event loop: call it there "
-                           "(from this thread: asyncio.run_coroutine_threadsafe("), said
+    assert said.startswith("admin 'admin' runs in another thread's event loop: call it there, "
+                           "or from this thread hand the call to that loop: asyncio."
+                           "run_coroutine_threadsafe("), said
     assert result.success and result.task_id == "u"
+
+
+@pytest.mark.timeout(60)
+def test_execute_from_another_thread_before_the_admin_starts_returns_once_it_ran():
+    """Before start() the admin has no thread of its own, and such a call is taken; its
+    future, on the calling thread's loop, was set from the admin's once the task ran, not
+    thread-safely: the caller slept on until some timer of its own woke it (a review of the
+    fix above: 8 s, its wait_for's)."""
+    admin = _admin()
+    taken, said = threading.Event(), []
+
+    def caller() -> None:
+        async def call() -> None:
+            pending = asyncio.ensure_future(admin.execute(Task("t", "x", 1, duration=0.01)))
+            await asyncio.sleep(0)  # (submitted now: the admin may start)
+            taken.set()
+            try:
+                said.append((await asyncio.wait_for(pending, 20)).success)
+            except TimeoutError:
+                said.append("woken by its own timer only")
+
+        asyncio.run(call())
+
+    async def body() -> None:
+        thread = threading.Thread(target=caller)
+        thread.start()
+        await asyncio.to_thread(taken.wait, 10)
+        serving = asyncio.create_task(admin.arun_admin(b"", [Worker("w")]))
+        try:
+            await asyncio.to_thread(thread.join, 30)
+            with pytest.raises(ConfigError, match="runs in another thread's event loop"):
+                await asyncio.to_thread(admin.cancel, ["t"])
+            with pytest.raises(ConfigError, match="runs in another thread's event loop"):
+                await asyncio.to_thread(asyncio.run, admin.broadcast_data(TaskResult("t", "w",
+                                                                                     True)))
+        finally:
+            await admin.stop()
+            await asyncio.wait_for(serving, 10)
+
+    run(body())
+    assert said == [True]

@@ -110,7 +110,7 @@ class Admin(AgentBase):
         if self._sockets is not None or self.state.closing:
             raise ConfigError(f"admin '{self.name}' was started already, or closed (make a new "
                               f"one)")
-        s = self.settings
+        s, self._thread = self.settings, threading.get_ident()
         curve = load_keys(s.curve_secret) if s.curve_secret else None
         self._sockets = AdminSockets(s.endpoint_host, s.max_message_bytes, s.workspace, curve,
                                      s.authorized_keys)
@@ -123,7 +123,7 @@ class Admin(AgentBase):
         except ConfigError:
             await _undo_start(self)
             raise
-        self._out, self._thread = Outlet(self._sockets, s.workspace, s.name), threading.get_ident()
+        self._out = Outlet(self._sockets, s.workspace, s.name)
         self._sockets.on_subscriptions = self.state.pub_listeners
         self.state.pub_listeners(frozenset())  # nobody yet
         self.state.started(time.monotonic(), self.port, self.pub_port,
@@ -275,6 +275,7 @@ class Admin(AgentBase):
                ) -> dict[str, list[TaskId]]:
         """Cancel tasks: queued or waiting ones at once, running ones by asking their worker
         (they finish as CANCELLED when it answers). Returns what happened to each."""
+        _from_its_thread(self)
         outcome, cmds = self.state.cancel(task_ids, reason, time.monotonic())
         self._apply(cmds)
         return outcome
@@ -293,6 +294,7 @@ class Admin(AgentBase):
         reaches it. Override it (the tutorials do)."""
 
     async def _transmit(self, kind: bytes, to: str | None, data: Any) -> None:
+        _from_its_thread(self)
         type_, payload = self._outgoing(data, self.settings.max_message_bytes, self.limits)
         if self._out is None:  # (a broadcast would be numbered, and counted, for nobody)
             raise ConfigError(f"admin '{self.name}' is not serving (start() it first; once "
@@ -464,6 +466,18 @@ def _closed_unstarted(admin: Admin, reason: str) -> None:
     admin._idle.set()
 
 
+def _from_its_thread(admin: Admin) -> None:
+    """ConfigError for a call from another thread than the one the admin started in (whose
+    event loop it runs on): a future made on another loop and set from the admin's never
+    woke its caller, and neither its state nor its sockets are thread-safe. (Before start(),
+    from any thread: what waits is woken thread-safely, see Waiters.)"""
+    if admin._thread not in (None, threading.get_ident()):
+        raise ConfigError(f"admin '{admin.name}' runs in another thread's event loop: call it "
+                          f"there, or from this thread hand the call to that loop: asyncio."
+                          f"run_coroutine_threadsafe(admin.execute(task), loop).result(), "
+                          f"with loop = asyncio.get_running_loop() taken in the admin's thread")
+
+
 def _takes(admin: Admin, tasks: Sequence[Task], groups: Sequence[TaskGroup]) -> None:
     """Can the admin take this work? Crashed once it stopped on an error of its own;
     ConfigError for a task no worker could be sent (check_sendable), or a call from another
@@ -471,10 +485,7 @@ def _takes(admin: Admin, tasks: Sequence[Task], groups: Sequence[TaskGroup]) -> 
     and set from the admin's never woke its caller, and the state is not thread-safe)."""
     if admin.failure is not None:
         raise admin.failure.again()
-    if admin._thread not in (None, threading.get_ident()):
-        raise ConfigError(f"admin '{admin.name}' runs in another thread's event loop: call it "
-                          f"there (from this thread: asyncio.run_coroutine_threadsafe(admin."
-                          f"execute(task), the admin's loop).result())")
+    _from_its_thread(admin)
     check_sendable([*tasks, *(t.as_task(0) for g in groups for t in g.subtasks)],
                    admin.settings.max_message_bytes)
 
@@ -530,7 +541,7 @@ async def _undo_start(admin: Admin) -> None:
     refuse), and this admin, holding its state already, cannot start again."""
     assert admin._sockets is not None
     admin._sockets.close(0)
-    admin._sockets = None
+    admin._sockets, admin._thread = None, None
     await _close_http(admin)
     if admin.journal is not None:
         admin.journal.close()
@@ -638,20 +649,31 @@ class Waiters:
         fut = self._futures.pop(f.task_id, None)
         if fut is None or fut.done():
             return False
-        if f.result is not None:
-            fut.set_result(f.result)
-        else:
-            fut.set_exception(TaskFailed(f"task {f.task_id!r} {f.status.value}: {f.reason}",
-                                         f.task_id, f.reason))
+        _settle(fut, f.result, None if f.result is not None else TaskFailed(
+            f"task {f.task_id!r} {f.status.value}: {f.reason}", f.task_id, f.reason))
         return True
 
     def fail_all(self, reason: str) -> None:
         """The admin stopped: every waiter gets TaskFailed saying why."""
         for task_id, fut in self._futures.items():
             if not fut.done():
-                fut.set_exception(TaskFailed(f"task {task_id!r}: the admin stopped ({reason}) "
-                                             f"before it finished", task_id, reason))
+                _settle(fut, None, TaskFailed(f"task {task_id!r}: the admin stopped ({reason}) "
+                                              f"before it finished", task_id, reason))
         self._futures.clear()
+
+
+def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    """An execute() call's outcome, set on its future's own loop: one called before
+    start() from another thread (its own loop) is woken from the admin's thread safely."""
+    loop = fut.get_loop()
+    if loop.is_closed() or fut.done():  # (its caller is gone)
+        return
+    if loop is not asyncio.get_running_loop():
+        loop.call_soon_threadsafe(_settle, fut, result, exc)
+    elif exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
 
 
 def _plain(v: Any) -> bool:
