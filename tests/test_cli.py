@@ -224,6 +224,9 @@ ENV_REFUSALS = [
      "error: CEYLON_TIMEOUT (--timeout) must be > 0, got -1.0"),
     ("ceylon-admin", ["--port", "0"], "CEYLON_LOG_LEVEL", "bogus",
      "error: unknown CEYLON_LOG_LEVEL (--log-level) 'bogus'"),
+    # (named already: said once, as it was; a review found it twice)
+    ("ceylon-admin", ["--port", "0"], "CEYLON_TOKEN", "short",
+     "error: the token (--token, CEYLON_TOKEN, token=) must be 8 to 1024 characters"),
 ]
 
 

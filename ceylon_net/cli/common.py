@@ -142,6 +142,8 @@ def named_as_set(message: str) -> str:
         if not param.envvar or getattr(source, "name", None) != "ENVIRONMENT":
             continue
         var = param.envvar if isinstance(param.envvar, str) else param.envvar[0]
+        if var in message:  # (it says so already: "--token / CEYLON_TOKEN")
+            continue
         for opt in param.opts:
             message = re.sub(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", f"{var} ({opt})",
                              message)
