@@ -245,6 +245,24 @@ def test_a_late_result_for_a_lost_task_still_queued_is_taken_instead_of_a_rerun(
     assert b.plan() == {}
 
 
+def test_a_result_for_a_queued_task_from_a_worker_never_given_it_is_ignored():
+    """A registered worker could end any queued task with a RESULT of its own making (attempt
+    0 for one never sent; the attempt lost with another worker for one back in the queue),
+    past the skill, role and handler the task needs (a review of hostile peers: a skill-0
+    worker's forged value reached the client's future)."""
+    hard = Task(1, "hard", 9)
+    b = board([hard], WorkerSlot("Junior", 3))
+    assert b.plan() == {}  # (too hard for it: it stays queued)
+    assert b.record(done(hard, "Junior", attempt=0)) is None
+    b.add_worker(WorkerSlot("Senior", 9))
+    assert b.plan() == {"Senior": [TaskAssignment(hard, "Senior", 1)]}
+    b.remove_worker("Senior")  # (lost with it: back in the queue)
+    assert b.queued() == [1]
+    assert b.record(done(hard, "Junior", attempt=1)) is None
+    assert (b.queued(), b.open) == ([1], 1)
+    assert b.record(done(hard, "Senior", attempt=1)).status is TaskStatus.COMPLETED
+
+
 def test_a_late_result_for_a_lost_task_given_to_another_worker_is_ignored():
     b = board([SIMPLE], WorkerSlot("Junior", 3))
     b.plan()

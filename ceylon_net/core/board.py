@@ -1367,8 +1367,11 @@ class TaskBoard:
         if state in ENDED or result.attempt != rec.attempt:
             return None
         if state is Q:
-            if result.cancelled:
-                return None  # the answer to our CANCEL of a task taken back from it: queued
+            if result.cancelled or not self._held_once(task_id, worker, result.attempt):
+                # (the answer to our CANCEL of a task taken back from it: queued; or a
+                # result for a task this worker was never given: any worker could have
+                # ended a queued task so, past the skill, role and handler it needs)
+                return None
             if self.scheduler.discard(task_id):
                 # Its worker was declared lost, yet finished it: take the result, no rerun.
                 rec.worker = worker
@@ -1389,6 +1392,14 @@ class TaskBoard:
         self._open -= 1
         self._ended(rec, result)
         return rec
+
+    def _held_once(self, task_id: TaskId, worker: str, attempt: int) -> bool:
+        """Did ``worker`` hold this attempt of the (queued) task: lost with it (declared
+        gone, or not back after a restart), or taken back from it on probation?"""
+        lost = self._lost_with.get(task_id) if self._lost_with else None
+        if lost is not None and lost.get(attempt, ("",))[0] == worker:
+            return True
+        return self._stolen.get(worker, {}).get(task_id) == attempt
 
     def _copy_ended(self, rec: TaskRecord, result: TaskResult) -> None:
         """The result of a copy kept running for a claim, or of one told to stop."""
