@@ -42,7 +42,7 @@ from .commands import (
 )
 from .followup import Followup
 from .groups import TaskGroup, TaskManager, journal_keeps, unkept_goal
-from .guard import PeerGuard, token_ok
+from .guard import Hush, PeerGuard, token_ok
 from .membership import Membership, clip
 from .pacing import Pace
 from .restore import restore
@@ -107,9 +107,7 @@ class AdminState:
         self.closing = self._syncing = False  # (_syncing: a sync Timer is pending)
         self._awaited, self._spent = set[bytes](), set[tuple[bytes, str]]()  # _awaited_hello
         self._warned_senders: set[bytes] = set()
-        # Senders whose refusal (a wrong token) was logged this minute, and when it began.
-        self._refusals_said: set[bytes] = set()
-        self._refusals_since = float("-inf")
+        self._refusals = Hush()  # which refusals of a wrong token are logged
 
     def started(self, now: float, port: int, pub_port: int, epoch: int = 0) -> None:
         """The edge bound its sockets: the ports to announce, the start of the clock, and
@@ -572,12 +570,7 @@ class AdminState:
         # Said once a minute per sender, 20 a minute at most (a flood of them was a log line
         # each, for ever), and counted as a bad frame: a peer that keeps trying is cut off
         # like a garbage sender.
-        said = self._refusals_said
-        if now - self._refusals_since >= 60.0:
-            said.clear()
-            self._refusals_since = now
-        if peer not in said and len(said) < 20:
-            said.add(peer)
+        if self._refusals.say(peer, now):
             self.out.log("WARNING", f"refused {env.kind.decode()} from {peer!r} "
                                     f"({address or '?'}): wrong or missing token (more from it "
                                     f"within a minute: refused, not logged)")
@@ -594,7 +587,7 @@ class AdminState:
             # request is a status, so naming the request would say 'status' to ceylon-cancel)
             self.members.reject(peer, f"workspace '{clip(env.header.workspace)}' != admin's "
                                       f"'{self.workspace}' (--workspace / CEYLON_WORKSPACE)",
-                                ask)
+                                ask, now=now)
         elif env.kind == Kind.STATUS:
             self.out.send(peer, Kind.STATUS, wire.Status(snapshot(self)), ask)
         elif env.kind == Kind.SUBMIT:

@@ -77,3 +77,24 @@ class PeerGuard:
                 if tok + (now - at) * self.hello_rate >= self.hello_rate]
         for address in full:
             del self._buckets[address]
+
+
+class Hush:
+    """Which refusals to log: a sender's first in a minute, of ``most`` senders a minute at
+    most (a flood of refused requests was a log line each, for ever). Pure: ``now`` is an
+    argument."""
+
+    def __init__(self, most: int = 20, every: float = 60.0) -> None:
+        self.most, self.every = most, every
+        self.said: set[bytes] = set()
+        self.since = float("-inf")
+
+    def say(self, peer: bytes, now: float) -> bool:
+        """Log this one of ``peer``'s?"""
+        if now - self.since >= self.every:
+            self.said.clear()
+            self.since = now
+        if peer in self.said or len(self.said) >= self.most:
+            return False
+        self.said.add(peer)
+        return True

@@ -15,6 +15,7 @@ from ..wire import MAX_CAPACITY, PROTOCOL_VERSION, Envelope, Hello, Kind
 from .board import ENDED, FINISHED, IN_FLIGHT, TaskBoard
 from .broadcasts import BroadcastLog
 from .commands import Connected, Forward, Outbox
+from .guard import Hush
 from .pacing import Pace, Pulse
 from .scheduler import WorkerSlot
 from .stats import AdminStats
@@ -48,6 +49,7 @@ class Membership:
         self.pulse = Pulse(settings.heartbeat, settings.liveness, settings.beats_per_second)
         self.board = board
         self.out = out
+        self.refusals = Hush()  # which refusals are logged
         self.stats = stats
         self.limits = limits
         self.broadcasts = broadcasts
@@ -95,31 +97,36 @@ class Membership:
         return self._reconcile(self.registry.by_peer[peer], hello, now)
 
     def reject(self, peer: bytes, reason: str, answers: int | None = None,
-               retry: bool = False) -> None:
+               retry: bool = False, now: float | None = None) -> None:
         """Refuse a peer's HELLO or request (``answers``: its msg_id, so the peer knows which
         of its messages this answers; ``retry``: it may ask again, as the answer may
-        change)."""
-        self.out.log("WARNING", f"rejected {peer!r}: {reason}")
+        change). Logged, at ``now`` as the refusals' Hush allows (a peer refused again and
+        again was a log line each, 100 a second: a review of hostile peers)."""
+        if now is None or self.refusals.say(peer, now):
+            more = "" if now is None else " (more refusals of it within a minute: not logged)"
+            self.out.log("WARNING", f"rejected {peer!r}: {reason}{more}")
         self.out.send(peer, Kind.REJECT, wire.Reject(reason, retry=retry), answers)
 
     def _admissible(self, peer: bytes, env: Envelope, now: float) -> Hello | None:
         h, workspace = env.header, self.settings.workspace
         if h.version != PROTOCOL_VERSION:
             self.reject(peer, f"protocol version {h.version} != admin's {PROTOCOL_VERSION}",
-                        h.msg_id)
+                        h.msg_id, now=now)
             return None
         if h.workspace != workspace:  # known from the header: the payload stays unread
             self.reject(peer, f"worker '{clip(h.sender)}' rejected: workspace "
-                              f"'{clip(h.workspace)}' != admin's '{workspace}'", h.msg_id)
+                              f"'{clip(h.workspace)}' != admin's '{workspace}'", h.msg_id,
+                        now=now)
             return None
         try:
             hello = wire.unpack(Hello, env.payload, self.limits)
-        except RemoteProtocolError as exc:
-            self.reject(peer, f"bad HELLO: {exc}", h.msg_id)
-            return None
+        except RemoteProtocolError as exc:  # (a bad frame: counted, its sender cut off)
+            self.out.send(peer, Kind.REJECT, wire.Reject(f"bad HELLO: {clip(str(exc))}"),
+                          h.msg_id)
+            raise RemoteProtocolError(f"bad HELLO: {exc}") from None
         refusal = self._problem(peer, hello, now)
         if refusal is not None:
-            self.reject(peer, refusal.reason, h.msg_id, refusal.retry)
+            self.reject(peer, refusal.reason, h.msg_id, refusal.retry, now)
             return None
         return hello
 
@@ -132,6 +139,9 @@ class Membership:
             return wire.Reject(f"worker name '{name}' is reserved")
         if len(hello.name) > MAX_NAME:
             return wire.Reject(f"worker name '{name}' is longer than {MAX_NAME} characters")
+        if max(map(len, (hello.role, *hello.handlers))) > MAX_NAME:  # (written to the log)
+            return wire.Reject(f"worker '{name}': its role and handler names must be at most "
+                               f"{MAX_NAME} characters")
         ours = self.settings.max_message_bytes
         if 0 < hello.max_message_bytes < ours:
             return wire.Reject(f"worker '{name}' takes messages of at most "
