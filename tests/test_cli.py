@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import run
@@ -854,3 +855,28 @@ def test_tasks_cancelled_for_one_reason_are_counted_once(capsys):
 
     print_report(RunReport(cancelled=dict.fromkeys((1, 2), "cancelled by ceylon-cancel")))
     assert "Cancelled: 2 task(s) (cancelled by ceylon-cancel)\n" in capsys.readouterr().out
+
+
+def test_the_admin_takes_open_files_up_to_the_hard_limit(tmp_path):
+    """Two connections a worker: at systemd's soft limit of 1,024 files an admin took 500
+    workers at most, and stalled handshakes from anyone reaching its port locked everyone
+    out sooner, libzmq spinning without a word (a review of hostile peers)."""
+    import resource
+    import signal
+
+    soft, hard = 256, min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    proc = subprocess.Popen(
+        [*cli("ceylon-admin"), "--bind", "127.0.0.1", "--port", str(free_port())],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
+    try:
+        for line in proc.stderr:  # (serving: the limit was raised before it bound)
+            if "serving workspace" in line:
+                break
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    (files,) = [line.split()[3:5] for line in limits.splitlines()
+                if line.startswith("Max open files")]
+    assert files == [str(hard), str(hard)], limits

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -137,6 +138,7 @@ def admin(
         work = load_work(tasks) if tasks is not None else None
         if work is not None and settings.journal is not None:
             _same_run(Path(settings.journal), settings.workspace, work, tasks)
+        _more_files()
         report = loop.run(_run_admin(settings, work))
     except ConfigError as exc:
         fail(EXIT_CONFIG, str(exc))
@@ -202,6 +204,21 @@ def _can_write(path: Path, option: str) -> None:
         raise ConfigError(f"{option} {path}: not writable ({exc.strerror or exc})") from None
     if not existed:
         path.unlink(missing_ok=True)
+
+
+def _more_files() -> None:
+    """Open files (connections) up to the hard limit: each worker holds two connections to
+    the admin, so at a soft limit of 1,024 (systemd's default) 500 workers were the most it
+    took, and stalled handshakes from anyone reaching the port locked everyone out sooner
+    (libzmq spins on a full table, saying nothing: a review of hostile peers)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # (an infinite hard limit some kernels refuse)
+            logger.debug("open files: soft limit {} kept ({})", soft, exc)
+            return
+        logger.debug("open files: soft limit {} -> {} (the hard limit)", soft, hard)
 
 
 async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskGroup]] | None
