@@ -263,6 +263,36 @@ def test_a_result_for_a_queued_task_from_a_worker_never_given_it_is_ignored():
     assert b.record(done(hard, "Senior", attempt=1)).status is TaskStatus.COMPLETED
 
 
+def test_a_result_for_a_task_taken_back_on_probation_and_still_queued_is_taken():
+    """A worker on probation that had not confirmed its task had it taken back; it had
+    started it after all: its result is the task's, no rerun. (The check above read what
+    trust() forgets as the result comes: the result was dropped, the task run again: a
+    review of that check.)"""
+    b = TaskBoard()
+    b.add([Task(0, "t", 5)])
+    b.add_worker(WorkerSlot("slow", 9), probation=True)
+    b.plan(now=0.0)
+    assert b.steal("slow", [(0, 1)]) == [(0, 1)]
+    assert b.queued() == [0]
+    assert b.record(TaskResult(0, "slow", True, attempt=1)).status is TaskStatus.COMPLETED
+
+
+def test_a_result_for_a_task_given_up_on_unheard_and_still_queued_is_taken():
+    """A task a worker's heartbeats did not list was asked back, then given up on (queued
+    again): its assignment was only late, the worker ran it, and its result comes while the
+    task waits in the queue: taken, no rerun (the same review)."""
+    b = TaskBoard()
+    b.add([Task(0, "t", 5)])
+    b.add_worker(WorkerSlot("late", 9, answers_unheld=True))
+    b.plan(now=0.0)
+    b.now = 10.0
+    assert b.reclaim("late", {}, assigned_before=5.0, give_up_before=-1.0) == ([], [])
+    b.now = 20.0
+    assert b.reclaim("late", {}, assigned_before=15.0, give_up_before=15.0)[0] == [0]
+    assert b.queued() == [0]
+    assert b.record(TaskResult(0, "late", True, attempt=1)).status is TaskStatus.COMPLETED
+
+
 def test_a_late_result_for_a_lost_task_given_to_another_worker_is_ignored():
     b = board([SIMPLE], WorkerSlot("Junior", 3))
     b.plan()

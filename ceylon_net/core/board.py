@@ -1358,8 +1358,8 @@ class TaskBoard:
         if rec is None or (rec.base and result.attempt <= rec.base):
             return None  # (unknown, or of a forgotten task of the same id)
         flying = self._in_flight.get(worker)
-        if (flying is not None and task_id in flying) \
-                or task_id in self._stolen.get(worker, ()):
+        taken_back = self._stolen.get(worker, {}).get(task_id)  # (trust() forgets it)
+        if (flying is not None and task_id in flying) or taken_back is not None:
             self.trust(worker)  # an answer about a task it was sent: it reads
         if self._claims or self._late:
             self._copy_ended(rec, result)
@@ -1367,7 +1367,8 @@ class TaskBoard:
         if state in ENDED or result.attempt != rec.attempt:
             return None
         if state is Q:
-            if result.cancelled or not self._held_once(task_id, worker, result.attempt):
+            if result.cancelled or not (taken_back == result.attempt
+                                        or self._held_once(task_id, worker, result.attempt)):
                 # (the answer to our CANCEL of a task taken back from it: queued; or a
                 # result for a task this worker was never given: any worker could have
                 # ended a queued task so, past the skill, role and handler it needs)
@@ -1395,11 +1396,13 @@ class TaskBoard:
 
     def _held_once(self, task_id: TaskId, worker: str, attempt: int) -> bool:
         """Did ``worker`` hold this attempt of the (queued) task: lost with it (declared
-        gone, or not back after a restart), or taken back from it on probation?"""
+        gone, or not back after a restart), or given up on it unheard (see _unanswering)?
+        (Taken back from it on probation: record() looks, before trust() forgets it.)"""
         lost = self._lost_with.get(task_id) if self._lost_with else None
         if lost is not None and lost.get(attempt, ("",))[0] == worker:
             return True
-        return self._stolen.get(worker, {}).get(task_id) == attempt
+        return bool(self._unanswering) and \
+            self._unanswering.get(worker, {}).get(task_id) == attempt
 
     def _copy_ended(self, rec: TaskRecord, result: TaskResult) -> None:
         """The result of a copy kept running for a claim, or of one told to stop."""
