@@ -312,3 +312,29 @@ def test_execute_from_another_thread_before_the_admin_starts_returns_once_it_ran
 
     run(body())
     assert said == [True]
+
+
+@pytest.mark.timeout(60)
+def test_an_admin_whose_start_failed_early_is_not_bound_to_that_thread(tmp_path):
+    """start() failed on a --curve-secret it could not read, before its sockets existed,
+    the thread kept as the admin's all the same: a submit() before a later start, from any
+    other thread, was refused as a call from "another thread's event loop" of an admin that
+    ran nowhere (a review of the thread rule)."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    admin = _admin(curve_secret=str(tmp_path / "missing.key_secret"),
+                   authorized_keys=str(keys))
+    said: list[str] = []
+
+    def failed_start() -> None:
+        try:
+            asyncio.run(admin.start())
+        except ConfigError as exc:
+            said.append(str(exc))
+
+    thread = threading.Thread(target=failed_start)
+    thread.start()
+    thread.join(30)
+    assert said and "cannot load a key" in said[0], said
+    admin.submit([Task("t", "x", 1)])  # (from this thread: taken, queued)
+    assert admin.status()["counts"]["queued"] == 1

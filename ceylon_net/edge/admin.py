@@ -110,10 +110,11 @@ class Admin(AgentBase):
         if self._sockets is not None or self.state.closing:
             raise ConfigError(f"admin '{self.name}' was started already, or closed (make a new "
                               f"one)")
-        s, self._thread = self.settings, threading.get_ident()
+        s = self.settings
         curve = load_keys(s.curve_secret) if s.curve_secret else None
         self._sockets = AdminSockets(s.endpoint_host, s.max_message_bytes, s.workspace, curve,
                                      s.authorized_keys)
+        self._thread = threading.get_ident()  # (before its first await: _undo_start forgets)
         try:
             self.port, self.pub_port = self._sockets.bind(s.port, s.pub_port)
             if s.journal is not None and self.journal is None:  # (bound first: a port in use
