@@ -206,19 +206,27 @@ def _can_write(path: Path, option: str) -> None:
         path.unlink(missing_ok=True)
 
 
+OPEN_MAX = 10_240  # macOS's open files a process may have, where the hard limit is infinite
+
+
 def _more_files() -> None:
     """Open files (connections) up to the hard limit: each worker holds two connections to
     the admin, so at a soft limit of 1,024 (systemd's default) 500 workers were the most it
     took, and stalled handshakes from anyone reaching the port locked everyone out sooner
     (libzmq spins on a full table, saying nothing: a review of hostile peers)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+    if soft == resource.RLIM_INFINITY or (soft >= hard != resource.RLIM_INFINITY):
+        return
+    for want in (hard, OPEN_MAX):  # (macOS refuses an infinite one: its OPEN_MAX then)
+        if want != resource.RLIM_INFINITY and want <= soft:
+            continue
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError) as exc:  # (an infinite hard limit some kernels refuse)
-            logger.debug("open files: soft limit {} kept ({})", soft, exc)
-            return
-        logger.debug("open files: soft limit {} -> {} (the hard limit)", soft, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError) as exc:
+            logger.debug("open files: soft limit {} -> {} refused ({})", soft, want, exc)
+            continue
+        logger.debug("open files: soft limit {} -> {}", soft, want)
+        return
 
 
 async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskGroup]] | None
