@@ -628,3 +628,37 @@ def test_a_batch_cancelled_for_a_failure_in_an_earlier_batch_exits_1(tmp_path):
     assert report["cancelled"] == [{"id": "parse", "reason": "dependency 'fetch' failed"},
                                    {"id": "index", "reason": "dependency 'parse' was cancelled "
                                                              "(for a failure upstream)"}]
+
+
+def test_a_batch_taken_then_the_admin_lost_says_how_to_follow_it_again(tmp_path, capsys):
+    """ceylon-submit --wait cut off from the admin after its batch was taken: exit 4, 'lost
+    the admin', and nothing said of the batch (it ran on at the admin; with --json, stdout
+    empty: nothing to give --watch), where a signal's stop says how to follow it (a review of
+    network faults, the client's host cut off for 40 s)."""
+    import typer
+
+    from ceylon_net.cli import clients
+    from ceylon_net.errors import AdminUnreachableError
+    from ceylon_net.wire import Submitted
+
+    class CutOff:  # (an AsyncClient whose admin took the batch, then went out of reach)
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            return None
+
+        async def submit_batch(self, doc, on_submitted, **kw):
+            on_submitted(Submitted(3, 1, "0af163e5e6d37d3d"))
+            raise AdminUnreachableError("lost the admin at tcp://10.66.0.1:7000: no word "
+                                        "for 30 s")
+
+    tasks = tmp_path / "t.json"
+    tasks.write_text(json.dumps({"tasks": [{"id": 1, "description": "x", "difficulty": 1}]}))
+    with pytest.raises(typer.Exit) as stopped:
+        clients._send(CutOff(), tasks, wait=True, sequential=False, as_json=True)
+    err = capsys.readouterr().err.splitlines()
+    assert (stopped.value.exit_code, err[-1]) == (4, (
+        "error: lost the admin at tcp://10.66.0.1:7000: no word for 30 s; batch 3 may run on "
+        "at the admin (follow it again once it is back in reach: ceylon-submit --watch "
+        "3@0af163e5e6d37d3d)")), err

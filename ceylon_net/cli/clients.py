@@ -140,8 +140,10 @@ def _send(c: AsyncClient, file: Path, wait: bool, sequential: bool, as_json: boo
         submitted, report = asyncio.run(_submit(c, doc, wait, sequential, took, sending))
     except RejectedError as exc:
         fail(EXIT_CONFIG, f"the admin refused the batch: {exc}")
-    except AdminUnreachableError as exc:
-        fail(EXIT_NO_ADMIN, str(exc))
+    except AdminUnreachableError as exc:  # (a batch taken may run on: how to follow it)
+        fail(EXIT_NO_ADMIN, f"{exc}" + (
+            f"; batch {taken[0].batch} may run on at the admin (follow it again once it is "
+            f"back in reach: ceylon-submit --watch {_token(taken[0])})" if taken else ""))
     except ConfigError as exc:  # too big to send
         fail(EXIT_CONFIG, f"{file}: {exc}")
     except (KeyboardInterrupt, Stopped) as exc:  # (this program stops, not the batch)
