@@ -101,6 +101,11 @@ class AdminState:
         # long as for a lost worker, so they hear it, rather than retry until their
         # --connect-timeout and exit 1.
         self.owed_end: set[str] = set()
+        # Workers told the run is over (close()) that have not said they heard it: the edge
+        # waits for them a while before it closes its sockets (an END lost on a lossy link
+        # left a worker waiting for its --connect-timeout, then exit 1).
+        self.told_end: set[bytes] = set()
+        self.end_reason = ""
         # This run's name (kept in its journal): a client WATCHing a batch names the run it
         # was submitted to, so another run's batch of the same number is not taken for it.
         self.run = ""
@@ -291,8 +296,9 @@ class AdminState:
         """The admin stops: every worker is told the run is over; and unless its state is
         ``durable`` (a journal: it may come back with it), every client waiting for tasks or
         a batch too, since nothing it waits for will come."""
-        self.closing = True
+        self.closing, self.end_reason = True, reason
         self.members.end(reason)
+        self.told_end = set(self.members.registry.by_peer)  # (until each says it heard)
         if not durable:
             for peer in self._waiting_clients():
                 self.out.send(peer, Kind.END, wire.End(reason))
@@ -491,6 +497,7 @@ class AdminState:
         elif kind == Kind.DIRECT:
             self._direct(rec, env)
         elif kind == Kind.BYE:
+            self.told_end.discard(rec.peer)
             self.members.leave(rec.peer, "left")
         elif kind == Kind.DRAIN:
             self.members.drain(rec)
@@ -538,6 +545,7 @@ class AdminState:
         # held what it sent before; or it was declared lost): tell it to register again
         # rather than silently ignoring it. Not garbage: a busy worker may hold hundreds.
         if env.kind in (Kind.BYE, Kind.DRAIN):
+            self.told_end.discard(peer)  # (told the run is over as it registered again)
             return  # leaving or draining: nothing to register for
         if env.kind not in STRANGERS_MAY_SEND:
             raise RemoteProtocolError(f"{env.kind.decode()} from an unregistered peer")
@@ -627,6 +635,10 @@ class AdminState:
             self.out.send(peer, Kind.REPORT, self.followup.batch_report(batch))
 
     def _hello(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
+        if self.closing:  # (registering again as the run ended, its END lost: told again)
+            self.members.end_one(peer, self.end_reason)
+            self.told_end.add(peer)
+            return
         results = self.members.hello(peer, env, address, now)
         if results is None:
             return

@@ -554,7 +554,10 @@ class Membership:
     def end(self, reason: str) -> None:
         """The run is over: tell every worker."""
         for rec in self.registry.by_peer.values():
-            self.out.send(rec.peer, Kind.END, wire.End(reason))
+            self.end_one(rec.peer, reason)
+
+    def end_one(self, peer: bytes, reason: str) -> None:
+        self.out.send(peer, Kind.END, wire.End(reason))
 
     # ---- hearing broadcasts
     def sync(self) -> bool:

@@ -10,6 +10,7 @@ acknowledgement).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -74,6 +75,7 @@ class Admin(AgentBase):
         self._loops: list[asyncio.Task] = []
         self._stopped, self._idle = asyncio.Event(), asyncio.Event()
         self._serving = False  # serve() waits for stop()
+        self._heard = asyncio.Event()  # closing: every worker told the run is over heard it
         self._thread: int | None = None  # the one it started in, whose loop it runs on
         self._closing: asyncio.Future[None] | None = None  # close() under way, or done
         self._waiters = Waiters()
@@ -180,6 +182,7 @@ class Admin(AgentBase):
         reason = reason if self.failure is None else f"the admin failed: {self.failure}"
         try:
             _say_goodbye(self, reason)
+            await _hear_the_end(self)
             for task in self._loops:
                 task.cancel()
             await asyncio.gather(*self._loops, return_exceptions=True)
@@ -353,17 +356,11 @@ class Admin(AgentBase):
         if self._rounds.apply(cmds, journaled):
             if self._results is not None:
                 self._results.flush()
-            self._sync_idle()
+            _sync_idle(self)
 
     def _journal(self, cmds: list[c.Command]) -> None:
         if self.journal is not None:
             _journal_round(self, self.journal, cmds)
-
-    def _sync_idle(self) -> None:
-        if self.state.idle or self.failure is not None or self.state.closing:
-            self._idle.set()
-        elif self._idle.is_set():
-            self._idle.clear()
 
     def _send(self, cmd: c.Send) -> None:
         if self._out is not None:
@@ -451,9 +448,34 @@ async def _serve_with(admin: Admin, runs: list[asyncio.Task[str]]) -> None:
             await asyncio.gather(serving, return_exceptions=True)
 
 
+def _sync_idle(admin: Admin) -> None:
+    state = admin.state
+    if state.idle or admin.failure is not None or state.closing:
+        admin._idle.set()
+    elif admin._idle.is_set():
+        admin._idle.clear()
+    if state.closing and not state.told_end:
+        admin._heard.set()
+
+
+async def _hear_the_end(admin: Admin) -> None:
+    """Closing, its loops still running: wait (as long as for a worker to come back, at
+    most) until every worker told the run is over says it heard (an END lost on a lossy
+    link, its sockets closed at once, left a worker waiting for its --connect-timeout, then
+    exit 1: a review of network faults). One registering again meanwhile is told again."""
+    if admin.failure is not None or not admin.state.told_end:
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(admin._heard.wait(), admin.settings.come_back)
+    if admin.state.told_end:
+        logger.info("admin '{}': {} worker(s) did not say they heard the run is over within "
+                    "{:g} s: closing all the same", admin.name, len(admin.state.told_end),
+                    admin.settings.come_back)
+
+
 def _resume(admin: Admin, journal: Journal) -> None:
     if resume(journal, admin.state, time.monotonic()):  # (refusing, it closes the file)
-        admin._sync_idle()
+        _sync_idle(admin)
     admin.journal = journal
 
 

@@ -43,6 +43,7 @@ class Serving(Protocol):
 
 RECV_BATCH = 512  # messages from the admin handled before the worker's other loops get a turn
 MAX_BEAT = 600.0  # seconds: a heartbeat interval the admin asks for beyond this is refused
+HEARD_THE_END = "heard the run is over"  # a BYE's reason, after the admin's END
 
 
 TASK_KINDS = frozenset((Kind.ASSIGN, Kind.ACK, Kind.CANCEL, Kind.RELEASE))  # see _on_tasks
@@ -344,6 +345,10 @@ class Worker(AgentBase):
                 # gives them back (left out, the admin would say this worker "never got" them).
                 self._sockets.send_soon(self._heartbeat_frames(cut_off))
                 await self._send(Kind.BYE, wire.End("worker stopping"))
+            elif self._end_reason is not None and self._end_reason != "stopped":
+                # The admin ended the run: it waits to hear we heard (an END lost on a lossy
+                # link left a worker waiting for its --connect-timeout, then exit 1).
+                await self._send(Kind.BYE, wire.End(HEARD_THE_END))
         except Exception:
             if self._failure is None:
                 raise
