@@ -13,7 +13,7 @@ from conftest import REPO
 from ceylon_net.dev.testing import wait_until
 
 sys.path.insert(0, str(REPO / "tests"))
-from kit import Said, frames, logs, restarted_with
+from kit import Said, frames, restarted_with, sends
 
 from ceylon_net.wire import Hello, Kind
 
@@ -34,7 +34,8 @@ def test_c6_a_refused_hello_under_a_name_does_not_spend_that_workers_exemption(t
         hello = Hello(name, "default", 10, 1, [], [])
         cmds = again.receive(peer, frames(Kind.HELLO, hello, sender=name,
                                           workspace="c6-elsewhere"), "10.6.6.6")
-        assert any("rejected" in m for m in logs(cmds, "WARNING")), logs(cmds)
+        assert [r.reason for r in sends(cmds, Kind.REJECT, peer)] == [
+            f"worker '{name}' rejected: workspace 'c6-elsewhere' != admin's 'default'"]
     assert not again.st.members.registry.by_name
     for name in names:  # the real workers, all at once, from their host, in the window
         again.worker(name).hello()

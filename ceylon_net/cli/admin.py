@@ -138,7 +138,6 @@ def admin(
         work = load_work(tasks) if tasks is not None else None
         if work is not None and settings.journal is not None:
             _same_run(Path(settings.journal), settings.workspace, work, tasks)
-        _more_files()
         report = loop.run(_run_admin(settings, work))
     except ConfigError as exc:
         fail(EXIT_CONFIG, str(exc))
@@ -336,4 +335,5 @@ async def _wait_report(admin: Admin) -> RunReport:
 
 
 def main() -> None:
+    _more_files()
     admin_app()

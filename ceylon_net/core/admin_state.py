@@ -101,10 +101,7 @@ class AdminState:
         # long as for a lost worker, so they hear it, rather than retry until their
         # --connect-timeout and exit 1.
         self.owed_end: set[str] = set()
-        # Workers told the run is over (close()) that have not said they heard it: the edge
-        # waits for them a while before it closes its sockets (an END lost on a lossy link
-        # left a worker waiting for its --connect-timeout, then exit 1).
-        self.told_end: set[bytes] = set()
+        self.told_end: set[bytes] = set()  # told the run is over, not heard from: see close
         self.end_reason = ""
         # This run's name (kept in its journal): a client WATCHing a batch names the run it
         # was submitted to, so another run's batch of the same number is not taken for it.
@@ -298,7 +295,10 @@ class AdminState:
         a batch too, since nothing it waits for will come."""
         self.closing, self.end_reason = True, reason
         self.members.end(reason)
-        self.told_end = set(self.members.registry.by_peer)  # (until each says it heard)
+        # (until each says it heard: the edge waits for them a while before it closes its
+        # sockets; an END lost on a lossy link left a worker waiting for its
+        # --connect-timeout, then exit 1)
+        self.told_end = set(self.members.registry.by_peer)
         if not durable:
             for peer in self._waiting_clients():
                 self.out.send(peer, Kind.END, wire.End(reason))
@@ -589,6 +589,8 @@ class AdminState:
 
     def _client_request(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
         ask = env.header.msg_id  # every answer names the request it answers
+        if self.closing and env.kind != Kind.HELLO:
+            return  # (its clients were told it stops: it is gone to them)
         if env.kind == Kind.HELLO:
             self._hello(peer, env, address, now)
         elif env.header.workspace != self.workspace:  # (whatever it asks: a client's first

@@ -1366,18 +1366,8 @@ class TaskBoard:
         state = rec.state
         if state in ENDED or result.attempt != rec.attempt:
             return None
-        if state is Q:
-            if result.cancelled or not (taken_back == result.attempt
-                                        or self._held_once(task_id, worker, result.attempt)):
-                # (the answer to our CANCEL of a task taken back from it: queued; or a
-                # result for a task this worker was never given: any worker could have
-                # ended a queued task so, past the skill, role and handler it needs)
-                return None
-            if self.scheduler.discard(task_id):
-                # Its worker was declared lost, yet finished it: take the result, no rerun.
-                rec.worker = worker
-                self._in_flight[worker].add(task_id)
-                self.scheduler.release(worker, -1)
+        if state is Q and not self._queued_result(rec, result, taken_back):
+            return None
         if rec.worker != worker:
             return None
         self._in_flight[worker].discard(task_id)
@@ -1393,6 +1383,22 @@ class TaskBoard:
         self._open -= 1
         self._ended(rec, result)
         return rec
+
+    def _queued_result(self, rec: TaskRecord, result: TaskResult, taken_back: int | None
+                       ) -> bool:
+        """A result for a queued task: its worker was declared lost, yet finished it (taken,
+        no rerun: True). Not the answer to our CANCEL of a task taken back from it (queued),
+        nor a result for a task this worker was never given: any worker could have ended a
+        queued task so, past the skill, role and handler it needs."""
+        task_id, worker = rec.task.id, result.worker
+        if result.cancelled or not (taken_back == result.attempt
+                                    or self._held_once(task_id, worker, result.attempt)):
+            return False
+        if self.scheduler.discard(task_id):
+            rec.worker = worker
+            self._in_flight[worker].add(task_id)
+            self.scheduler.release(worker, -1)
+        return True
 
     def _held_once(self, task_id: TaskId, worker: str, attempt: int) -> bool:
         """Did ``worker`` hold this attempt of the (queued) task: lost with it (declared
