@@ -2412,3 +2412,27 @@ def test_the_workers_told_the_run_is_over_are_waited_for_until_each_says_it_hear
     assert again.peer in sim.st.told_end
     again.say(Kind.BYE, wire.End(HEARD_THE_END))
     assert sim.st.told_end == {b.peer}  # (the old connection's: the edge waits a while)
+
+
+def test_closing_a_worker_lost_is_waited_for_no_longer_and_one_still_beating_is_told_again():
+    """A review of the wait above: a worker killed just before the END, declared lost while
+    the admin waited, was waited for still; one whose END went with a connection ZeroMQ made
+    again (no HELLO: its identity kept) beat on and was never told again; a HELLO of another
+    workspace was told the run is over instead of refused; every BYE logged 'left' at
+    every run's end."""
+    from ceylon_net.edge.worker import HEARD_THE_END
+
+    sim = Sim()
+    a, b = sim.join("a"), sim.join("b")
+    sim.carry(sim.st.close("run over"))
+    sim.now += 1.0
+    assert sends(a.heartbeat(), Kind.END, a.peer) == [wire.End("run over")]
+    said = of(a.say(Kind.BYE, wire.End(HEARD_THE_END)), c.Log)
+    assert said == [] and sim.st.told_end == {b.peer}
+    stranger = sim.worker("x")
+    cmds = sim.receive(stranger.peer, frames(Kind.HELLO, wire.Hello("x", "default", 5, 1), "x",
+                                             workspace="other"))
+    assert sends(cmds, Kind.END, stranger.peer) == [] and sends(cmds, Kind.REJECT, stranger.peer)
+    for t in range(2, 8):  # (b silent: lost after liveness x heartbeat)
+        sim.tick(at=float(t))
+    assert b.peer not in sim.st.members.registry.by_peer and sim.st.told_end == set()

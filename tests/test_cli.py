@@ -880,3 +880,45 @@ def test_the_admin_takes_open_files_up_to_the_hard_limit(tmp_path):
     (files,) = [line.split()[3:5] for line in limits.splitlines()
                 if line.startswith("Max open files")]
     assert files == [str(hard), str(hard)], limits
+
+
+def test_a_signal_cuts_short_the_admins_wait_for_its_workers_to_hear_the_run_is_over(
+        tmp_path):
+    """At its end a --tasks run waits for each worker to say it heard (a silent one: as long
+    as it takes to be lost, here 30 s at --heartbeat 10); no signal cut that wait short (a
+    review of it: 'admin still running 5.0 s after a second SIGINT')."""
+    import signal
+
+    import zmq
+
+    from ceylon_net import wire
+    from ceylon_net.wire import Hello, Kind
+
+    port = free_port()
+    tasks = tmp_path / "t.json"
+    tasks.write_text(json.dumps({"tasks": [{"id": 1, "description": "a", "difficulty": 1}]}))
+    admin = subprocess.Popen([*cli("ceylon-admin"), "--bind", "127.0.0.1", "--port", str(port),
+                              "--pub-port", str(free_port()), "--tasks", str(tasks),
+                              "--expect-workers", "2", "--heartbeat", "10"], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ctx = zmq.Context()
+    silent = ctx.socket(zmq.DEALER)  # (registers, then says nothing: as if paused)
+    silent.setsockopt(zmq.LINGER, 0)
+    silent.connect(f"tcp://127.0.0.1:{port}")
+    silent.send_multipart(wire.encode_frames(Kind.HELLO, wire.make_header(
+        "default", "silent", "ceylon_net.Hello"), wire.pack(Hello("silent", "default", 0, 1))))
+    worker = subprocess.Popen([*cli("ceylon-worker"), "--name", "w1", "--port", str(port),
+                               "--time-scale", "0.1"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert worker.wait(30) == 0  # (it heard the END: the admin now waits for 'silent')
+        admin.send_signal(signal.SIGINT)
+        out, err = admin.communicate(timeout=5)
+    finally:
+        for proc in (admin, worker):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        silent.close()
+        ctx.term()
+    assert admin.returncode == 0 and "Success rate: 100.00% (1/1 tasks)" in out, err

@@ -26,7 +26,7 @@ from typing import Any
 from .. import wire
 from ..errors import ConfigError, RemoteProtocolError, UnknownDependency
 from ..settings import AdminSettings
-from ..wire import Envelope, Header, Kind, Limits
+from ..wire import PROTOCOL_VERSION, Envelope, Header, Kind, Limits
 from .batches import Batch, Batches
 from .board import TaskBoard, TaskState, unassignable, unassignable_why
 from .broadcasts import BroadcastLog
@@ -101,8 +101,8 @@ class AdminState:
         # long as for a lost worker, so they hear it, rather than retry until their
         # --connect-timeout and exit 1.
         self.owed_end: set[str] = set()
-        self.told_end: set[bytes] = set()  # told the run is over, not heard from: see close
-        self.end_reason = ""
+        # Told the run is over, not heard from (see close); of them, told on a HELLO again
+        self.told_end, self._told_again, self.end_reason = set[bytes](), set[bytes](), ""
         # This run's name (kept in its journal): a client WATCHing a batch names the run it
         # was submitted to, so another run's batch of the same number is not taken for it.
         self.run = ""
@@ -186,6 +186,8 @@ class AdminState:
             # (a hostile peer reconnecting gets a new identity each time: forget the old)
             self._warned_senders = {p for p in self._warned_senders if self.guard.counting(p)}
         self.members.purge_lost(now)
+        if self.told_end:  # (one lost or gone meanwhile is waited for no longer)
+            self.told_end &= self.members.registry.by_peer.keys() | self._told_again
         self.members.still_deaf(now)
         self._give_up_unassignable(now)
         return self._end_round(now)
@@ -479,6 +481,8 @@ class AdminState:
             self._accept(rec, wire.unpack_batch(TaskResult, env.payload, self.limits),
                          env.payload)
         elif kind == Kind.HEARTBEAT:
+            if self.closing and rec.peer in self.told_end:  # (its END lost with a connection
+                self.members.end_one(rec.peer, self.end_reason)  # ZeroMQ made again)
             self.members.heartbeat(rec, env, now)
         elif kind == Kind.STARTED:
             self.members.started(rec, wire.unpack(wire.Started, env.payload, self.limits))
@@ -496,8 +500,9 @@ class AdminState:
                 rec.delivered = env.header.seq
         elif kind == Kind.DIRECT:
             self._direct(rec, env)
+        elif kind == Kind.BYE and self.closing and rec.peer in self.told_end:
+            self.told_end.discard(rec.peer)  # (it heard the run is over: nothing to say)
         elif kind == Kind.BYE:
-            self.told_end.discard(rec.peer)
             self.members.leave(rec.peer, "left")
         elif kind == Kind.DRAIN:
             self.members.drain(rec)
@@ -637,9 +642,11 @@ class AdminState:
             self.out.send(peer, Kind.REPORT, self.followup.batch_report(batch))
 
     def _hello(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
-        if self.closing:  # (registering again as the run ended, its END lost: told again)
-            self.members.end_one(peer, self.end_reason)
-            self.told_end.add(peer)
+        h = env.header
+        if self.closing and h.workspace == self.workspace and h.version == PROTOCOL_VERSION:
+            self.members.end_one(peer, self.end_reason)  # (registering again as the run
+            self.told_end.add(peer)  # ended, its END lost: told again)
+            self._told_again.add(peer)
             return
         results = self.members.hello(peer, env, address, now)
         if results is None:

@@ -150,6 +150,8 @@ class Admin(AgentBase):
         """Stop: :meth:`serve` returns (:meth:`arun_admin` then closes the admin); an admin
         nobody serves (started with :meth:`start`) is closed now."""
         self._stopped.set()
+        if self.state.closing:  # (waiting for its workers to hear the run is over: no more)
+            self._heard.set()
         if not self._serving:
             await self.close("stopped")
 
@@ -459,18 +461,20 @@ def _sync_idle(admin: Admin) -> None:
 
 
 async def _hear_the_end(admin: Admin) -> None:
-    """Closing, its loops still running: wait (as long as for a worker to come back, at
-    most) until every worker told the run is over says it heard (an END lost on a lossy
-    link, its sockets closed at once, left a worker waiting for its --connect-timeout, then
-    exit 1: a review of network faults). One registering again meanwhile is told again."""
+    """Closing, its loops still running: wait until every worker told the run is over says
+    it heard (an END lost on a lossy link, its sockets closed at once, left a worker waiting
+    for its --connect-timeout, then exit 1: a review of network faults); one registering
+    again or still beating meanwhile is told again. As long as a silent worker takes to be
+    lost, at most (it is waited for no longer then), and cut short by stop() (a signal)."""
     if admin.failure is not None or not admin.state.told_end:
         return
+    limit = admin.state.members.pulse.every * admin.settings.liveness
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(admin._heard.wait(), admin.settings.come_back)
+        await asyncio.wait_for(admin._heard.wait(), limit)
     if admin.state.told_end:
         logger.info("admin '{}': {} worker(s) did not say they heard the run is over within "
                     "{:g} s: closing all the same", admin.name, len(admin.state.told_end),
-                    admin.settings.come_back)
+                    limit)
 
 
 def _resume(admin: Admin, journal: Journal) -> None:
