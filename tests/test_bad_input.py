@@ -63,6 +63,39 @@ def test_a_worker_that_takes_smaller_messages_than_the_admin_sends_is_told_and_e
     assert said in admin_err
 
 
+@pytest.mark.timeout(60)
+def test_a_worker_refused_then_unanswered_says_the_refusal_when_it_gives_up(tmp_path):
+    """Its name taken, a worker asks again until its --connect-timeout; the refusal of its
+    last HELLO coming after that attempt's window (a link slow to carry it, queued HELLOs
+    answered at once), it gave up saying the admin was silent ("lost the admin ... stopped, or
+    the link to it is down") though it had answered (a review of network faults)."""
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)  # (an admin that refuses the first HELLO, then is slow)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    worker = subprocess.Popen([*cli("ceylon-worker"), "--name", "w", "--port", str(port),
+                               "--connect-timeout", "2"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert router.poll(20_000)
+        peer, *frames = router.recv_multipart()
+        hello = wire.decode_frames(frames)
+        reason = "worker name 'w' is already connected (from 10.0.0.9); choose another --name"
+        header = wire.make_header("default", "admin", "ceylon_net.Reject")
+        header.seq = hello.header.msg_id  # (the HELLO it answers)
+        router.send_multipart([peer, *wire.encode_frames(Kind.REJECT, header, wire.pack(
+            Reject(reason, retry=True)))])
+        err = worker.communicate(timeout=30)[1]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        router.close()
+        ctx.term()
+    assert worker.returncode == 1, err
+    assert f"rejected by the admin: {reason} (still after 2 s)" in err, err
+
+
 def test_duplicate_worker_name_is_rejected(tmp_path):
     async def body():
         async with Cluster(workdir=tmp_path) as c:

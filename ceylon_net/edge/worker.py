@@ -366,11 +366,12 @@ class Worker(AgentBase):
         assert self._sockets is not None
         s = self.settings
         deadline = time.monotonic() + s.connect_timeout
-        delay, attempt = 0.25, 0
+        delay, attempt, refused = 0.25, 0, None
         self._refused = None
         hellos: set[int] = set()  # msg_ids of our HELLOs: the admin names one it refuses
         while True:
             attempt += 1
+            refused = self._refused or refused  # (the last one the admin said)
             self._refused = None  # (said again by this attempt's answer, if it refuses)
             hello = self._hello()  # built anew each time: what we hold changes
             header = self._header(hello, s.token)
@@ -383,9 +384,9 @@ class Worker(AgentBase):
                 self._on_welcome(welcome)
                 return
             if time.monotonic() >= deadline:
-                if self._refused is not None:
-                    raise RejectedError(f"{self._refused} (still after {s.connect_timeout:g} "
-                                        f"s)")
+                if (self._refused or refused) is not None:  # (it answered: not the link)
+                    raise RejectedError(f"{self._refused or refused} (still after "
+                                        f"{s.connect_timeout:g} s)")
                 if self._epoch is not None:  # (it welcomed us before: not a wrong address)
                     raise AdminUnreachableError(
                         f"lost the admin at {s.endpoint}: no answer for {s.connect_timeout:g} "
