@@ -261,6 +261,23 @@ def test_a_task_lost_max_attempts_times_is_dead_and_finished_without_a_result():
     assert sim.st.report().dead == ["poison"]
 
 
+def test_a_worker_back_with_results_of_tasks_queued_again_is_said_to_bring_them_not_run_them():
+    """Back from a cut, one task still running, the other ended while it was away (its
+    result in the HELLO): "came back still running 2 task(s)" was said (a review of network
+    faults: tasks that had ended seconds before)."""
+    sim = Sim()
+    sim.submit(noop("long"), noop("short"))
+    w = sim.join("w", capacity=2)
+    w.start("long", "short")
+    w.heartbeat()
+    sim.tick(at=sim.now + 3.5)  # (cut off: lost, both queued again)
+    back = sim.worker("w", capacity=2, held={"long": w.held["long"]})
+    back.unacked = {("short", 1): TaskResult("short", "w", True, 0.001, attempt=1)}
+    assert "worker 'w' came back still running 1 task(s) and with the results of 1 task(s) " \
+           "queued again while it was away; they stay with it" in logs(back.hello())
+    assert sim.st.board.records["short"].status is TaskStatus.COMPLETED
+
+
 def test_a_worker_back_from_a_cut_keeps_what_it_runs_if_no_one_else_took_it_meanwhile():
     """Cut off (or paused) past the liveness limit, with no other worker to take its tasks:
     back, it goes on with them, not told to stop and given them again from the start; and

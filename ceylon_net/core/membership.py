@@ -5,7 +5,7 @@ lost. Pure: ``now`` is an argument, effects are commands.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any
 
 from .. import wire
@@ -200,9 +200,7 @@ class Membership:
             rec.name, {r.task_id: r.attempt for r in results if r.success and r.task_id in done})))
         held = {**running, **done}
         kept, claimed = self.board.keep(rec.name, held, running)
-        if kept:
-            self.out.log("INFO", f"worker '{rec.name}' came back still running {len(kept)} "
-                                 f"task(s) queued again while it was away; they stay with it")
+        self._kept(rec.name, kept, running)
         if claimed:
             self.out.log("INFO", f"worker '{rec.name}' came back still running {len(claimed)} "
                                  f"task(s) given meanwhile to other workers, not started "
@@ -226,6 +224,17 @@ class Membership:
                     "task finished and was forgotten)") if unknown else "reassigned while away"))
         self._ask_again(rec, running)
         return results
+
+    def _kept(self, worker: str, kept: list[TaskId], running: Container[TaskId]) -> None:
+        """Said: tasks queued again while it was away that stay with a worker back, still
+        running, or ended while away (their results in its HELLO: "still running" was said
+        of those too, a review of network faults found)."""
+        ended = sum(t not in running for t in kept)
+        if kept:
+            self.out.log("INFO", f"worker '{worker}' came back " + " and ".join(
+                f"{how} {n} task(s)" for how, n in (("still running", len(kept) - ended),
+                                                    ("with the results of", ended)) if n)
+                + " queued again while it was away; they stay with it")
 
     def _handed_back(self, worker: str, count: int) -> None:
         """A worker back from being taken for lost handed over in its HELLO the results of
