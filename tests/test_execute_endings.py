@@ -338,3 +338,16 @@ def test_an_admin_whose_start_failed_early_is_not_bound_to_that_thread(tmp_path)
     assert said and "cannot load a key" in said[0], said
     admin.submit([Task("t", "x", 1)])  # (from this thread: taken, queued)
     assert admin.status()["counts"]["queued"] == 1
+
+
+def test_wait_idle_on_an_admin_closed_with_no_task_says_so():
+    """It said "its tasks did not all finish" of an admin that never had one (a review of
+    the API)."""
+    async def body() -> str:
+        admin = _admin()
+        await admin.close("bye")
+        with pytest.raises(ConfigError) as closed:
+            await admin.wait_idle()
+        return str(closed.value)
+
+    assert run(body()) == "admin 'admin' is closed (no task given)"

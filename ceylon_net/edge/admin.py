@@ -250,8 +250,9 @@ class Admin(AgentBase):
         await self._idle.wait()
         if self.failure is not None:
             raise self.failure.again()
-        if not self.state.finished:  # (closed, with tasks unfinished)
-            raise ConfigError(f"admin '{self.name}' is closed (its tasks did not all finish)")
+        if not self.state.finished:  # (closed, with tasks unfinished, or none)
+            why = "its tasks did not all finish" if self.state.board.total else "no task given"
+            raise ConfigError(f"admin '{self.name}' is closed ({why})")
 
     def report(self) -> RunReport:
         return self.state.report()
