@@ -231,6 +231,10 @@ def test_a_worker_that_never_hears_pub_is_named_and_the_sync_heartbeats_stop():
     assert "worker 'deaf' does not hear the PUB port 8001 after 3 s (is it blocked?): it " \
            "takes tasks, but no broadcast can reach it" in logs(cmds)
     assert of(sim.fire("sync"), c.Publish) == []
+    # It hears at last (a slow link, or one unblocked): said, where nothing was (a review
+    # of network faults: the warning stood for ever).
+    w.heard = sim.st.broadcasts.seq
+    assert "worker 'deaf' hears the PUB port now: broadcasts reach it" in logs(w.heartbeat())
 
 
 def test_sync_heartbeats_slow_down_with_many_agents_so_a_crowd_joining_is_not_flooded():

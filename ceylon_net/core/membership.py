@@ -58,6 +58,7 @@ class Membership:
         self.pub_port = 0  # announced in WELCOME
         self.epoch = 0  # this admin's broadcast sequence, announced in WELCOME
         self.deaf: dict[bytes, float] = {}  # registered, not hearing broadcasts yet: since
+        self.said_deaf: set[bytes] = set()  # of them, those said not to hear it, still not
         # Names of workers that left, newest last, to count one coming back as a reconnect;
         # only the latest REMEMBER_LEFT, so names that never return cost nothing for ever.
         # With each, the broadcasts it left without confirming: (the last it had, how many).
@@ -427,6 +428,7 @@ class Membership:
         if rec is None:
             return
         self.deaf.pop(peer, None)
+        self.said_deaf.discard(peer)
         self.pace.forget(rec.name)
         self._forget_oldest_left()
         self._left[rec.name] = self._unconfirmed(rec)
@@ -585,6 +587,7 @@ class Membership:
         for peer, since in list(self.deaf.items()):
             if now - since >= limit:
                 del self.deaf[peer]
+                self.said_deaf.add(peer)
                 rec = self.registry.by_peer[peer]
                 self.out.log("WARNING", f"worker '{rec.name}' does not hear the PUB port "
                                         f"{self.pub_port} after {limit:g} s (is it blocked?): "
@@ -596,6 +599,10 @@ class Membership:
         if rec.heard is None:
             rec.heard = heard
             self.deaf.pop(rec.peer, None)
+            if self.said_deaf and rec.peer in self.said_deaf:  # (a slow or healed link)
+                self.said_deaf.discard(rec.peer)
+                self.out.log("INFO", f"worker '{rec.name}' hears the PUB port now: "
+                                     f"broadcasts reach it")
             self.out.add(Connected(rec.detail))
             if rec.unconfirmed is not None and heard <= rec.unconfirmed[0]:
                 # Back (taken for lost, say) with the inbox it had: it goes on from where it
