@@ -118,6 +118,8 @@ class AdminSettings:
                               f"give them different ports")
 
     def __post_init__(self) -> None:
+        if self.bind == "":  # (every interface, as 0.0.0.0: said so, not "tcp://:8000")
+            object.__setattr__(self, "bind", "0.0.0.0")
         _check_port("port", self.port)
         _check_security(self.token, self.max_message_bytes)
         if (self.curve_secret is None) != (self.authorized_keys is None):

@@ -510,6 +510,9 @@ def test_good_admin_settings(options):
 def test_admin_endpoint_host():
     assert AdminSettings(bind="0.0.0.0").endpoint_host == "*"
     assert AdminSettings(bind="").endpoint_host == "*"
+    # (and it is said as every interface is: it was "serving ... on tcp://:PORT" and "running
+    # open on :", a review of the CLIs)
+    assert AdminSettings(bind="").bind == "0.0.0.0"
     assert AdminSettings(bind="127.0.0.1").endpoint_host == "127.0.0.1"
 
 
