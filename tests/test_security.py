@@ -484,3 +484,25 @@ def test_the_compose_healthcheck_passes_with_curve_in_the_admins_environment(tmp
     assert leaked_code == 2, leaked_err
     assert f"--admin-key {keys / 'admin.key_secret'} is a secret key file: give the admin's " \
            f"public .key file" in leaked_err
+
+
+def test_a_secret_key_others_may_read_is_said_as_it_is_loaded(tmp_path):
+    """A .key_secret of mode 0644 was taken without a word (whoever reads it can pose as its
+    program; ceylon-keygen writes 0600: a review of hostile peers). Said, not refused: a
+    container's mounted secrets may come so."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from kit import Said
+
+    from ceylon_net.edge.transport import create_keypair, load_keys
+
+    _, secret = create_keypair(tmp_path, "w")
+    with Said() as quiet:
+        load_keys(secret)
+    secret.chmod(0o644)
+    with Said() as said:
+        load_keys(secret)
+    assert quiet.lines == [] and said.lines == [
+        f"--curve-secret {secret}: others on this host may read it (mode 644): whoever does "
+        f"can pose as this program (chmod 600 {secret})"], said.lines

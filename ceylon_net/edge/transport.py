@@ -130,6 +130,7 @@ def load_keys(secret_file: str | Path, admin_key_file: str | Path | None = None)
     if secret is None:
         raise ConfigError(f"--curve-secret {secret_file} holds no secret key (that is the "
                           f"public .key file; give the .key_secret one)")
+    _private(Path(secret_file))
     server = None
     if admin_key_file is not None:
         server, leaked = _load(admin_key_file, "--admin-key")
@@ -138,6 +139,16 @@ def load_keys(secret_file: str | Path, admin_key_file: str | Path | None = None)
                               f"admin's public .key file (its .key_secret stays on the "
                               f"admin's host)")
     return CurveKeys(public, secret, server)
+
+
+def _private(path: Path) -> None:
+    """A secret key others on the host may read is said (whoever reads it can pose as us;
+    ceylon-keygen writes it 0600): said, not refused, as a container's mounted secrets may
+    come so (a review of security)."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        logger.warning("--curve-secret {}: others on this host may read it (mode {:o}): "
+                       "whoever does can pose as this program (chmod 600 {})", path, mode, path)
 
 
 def _as_server(sock: zmq.Socket, keys: CurveKeys) -> None:
