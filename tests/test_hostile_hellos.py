@@ -10,7 +10,7 @@ from kit import Sim, frames, of, sends
 
 from ceylon_net.core import commands as c
 from ceylon_net.core.membership import MAX_NAME
-from ceylon_net.wire import Hello, Kind
+from ceylon_net.wire import PROTOCOL_VERSION, Hello, Kind
 
 PEER = b"hostile/1"
 
@@ -56,3 +56,13 @@ def test_a_workers_role_and_handler_names_are_bounded_as_its_name_is():
             f"worker 'w': its role and handler names must be at most {MAX_NAME} characters"]
         assert all(len(line) < 400 for line in _logged(cmds))
     assert sim.st.members.registry.get(PEER) is None
+
+
+def test_a_client_request_of_another_protocol_version_is_refused_saying_so():
+    """Only HELLO looked at the version: a STATUS of protocol 2**64-1 was answered (a review
+    of hostile peers; a client of another version would misread the answer)."""
+    sim = Sim()
+    cmds = sim.receive(b"client", frames(Kind.STATUS, None, "client", version=2**64 - 1))
+    assert sends(cmds, Kind.STATUS, b"client") == []
+    assert [r.reason for r in sends(cmds, Kind.REJECT, b"client")] == [
+        f"protocol version {2**64 - 1} != admin's {PROTOCOL_VERSION}"]

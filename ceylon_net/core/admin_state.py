@@ -596,6 +596,10 @@ class AdminState:
         ask = env.header.msg_id  # every answer names the request it answers
         if self.closing and env.kind != Kind.HELLO:
             return  # (its clients were told it stops: it is gone to them)
+        if env.header.version != PROTOCOL_VERSION and env.kind != Kind.HELLO:  # (a HELLO's
+            self.members.reject(peer, f"protocol version {env.header.version} != admin's "
+                                      f"{PROTOCOL_VERSION}", ask, now=now)  # own: see hello)
+            return
         if env.kind == Kind.HELLO:
             self._hello(peer, env, address, now)
         elif env.header.workspace != self.workspace:  # (whatever it asks: a client's first
