@@ -351,3 +351,21 @@ def test_wait_idle_on_an_admin_closed_with_no_task_says_so():
         return str(closed.value)
 
     assert run(body()) == "admin 'admin' is closed (no task given)"
+
+
+def test_a_worker_whose_end_could_not_be_sent_is_not_waited_for():
+    """Its connection gone (killed), the END to it cannot even be sent (the ROUTER says so
+    at once): it was waited for all the same, as long as it took to be lost (a review of
+    the END's acknowledgement)."""
+    from ceylon_net.core import commands as c
+    from ceylon_net.wire import End, Kind
+
+    class Gone:  # (the outlet of a ROUTER whose peer's connection is gone)
+        def send(self, *args) -> bool:
+            return False
+
+    admin = _admin()
+    admin._out = Gone()
+    admin.state.told_end = {b"k/1", b"w/1"}
+    admin._send(c.Send(b"k/1", Kind.END, End("run over")))
+    assert admin.state.told_end == {b"w/1"}

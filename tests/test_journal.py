@@ -1340,3 +1340,27 @@ def test_a_dependent_keeps_its_submission_place_across_a_restart(tmp_path, resta
     assert list(w.held) == ["a"]
     w.finish("a")
     assert list(w.held) == ["b"], (list(w.held), sim.st.board.queued())
+
+
+def test_a_worker_owed_the_end_and_told_it_as_the_admin_closes_is_owed_no_more(tmp_path):
+    """A worker the journal said was owed the END came back as the admin closed, and was told
+    at its HELLO; it stayed owed all the same, and the next admin process waited for it
+    (a review of the END's acknowledgement)."""
+    from kit import JSim, sends
+
+    from ceylon_net.edge.worker import HEARD_THE_END
+    from ceylon_net.wire import Kind
+
+    sim = JSim(tmp_path / "j.db")
+    w = sim.join("w")
+    sim.submit(Task(1, "x"))
+    w.finish(1)
+    sim = sim.restart()  # (killed before its END)
+    assert sim.st.owed_end == {"w"}
+    sim.carry(sim.st.close("admin stopped", durable=True))  # ('w' not back: not told)
+    back = sim.worker("w")
+    assert sends(back.hello(), Kind.END, back.peer) == [wire.End("admin stopped")]
+    back.say(Kind.BYE, wire.End(HEARD_THE_END))
+    assert sim.st.owed_end == set()
+    sim = sim.restart()
+    assert sim.st.owed_end == set() and sim.st.idle

@@ -481,8 +481,8 @@ class AdminState:
             self._accept(rec, wire.unpack_batch(TaskResult, env.payload, self.limits),
                          env.payload)
         elif kind == Kind.HEARTBEAT:
-            if self.closing and rec.peer in self.told_end:  # (its END lost with a connection
-                self.members.end_one(rec.peer, self.end_reason)  # ZeroMQ made again)
+            if self.closing:  # (its END lost: with a connection ZeroMQ made again, say)
+                self.members.end_one(rec.peer, self.end_reason)
             self.members.heartbeat(rec, env, now)
         elif kind == Kind.STARTED:
             self.members.started(rec, wire.unpack(wire.Started, env.payload, self.limits))
@@ -595,7 +595,7 @@ class AdminState:
     def _client_request(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
         ask = env.header.msg_id  # every answer names the request it answers
         if self.closing and env.kind != Kind.HELLO:
-            return  # (its clients were told it stops: it is gone to them)
+            return  # (closing: its clients were told so, or find it gone after a while)
         if env.header.version != PROTOCOL_VERSION and env.kind != Kind.HELLO:  # (a HELLO's
             self.members.reject(peer, f"protocol version {env.header.version} != admin's "
                                       f"{PROTOCOL_VERSION}", ask, now=now)  # own: see hello)
@@ -651,6 +651,7 @@ class AdminState:
             self.members.end_one(peer, self.end_reason)  # (registering again as the run
             self.told_end.add(peer)  # ended, its END lost: told again)
             self._told_again.add(peer)
+            self.owed_end.discard(h.sender)  # (told: journaled as told all)
             return
         results = self.members.hello(peer, env, address, now)
         if results is None:

@@ -168,6 +168,7 @@ class Admin(AgentBase):
         self._waiters.fail_all(str(crash))
         self._stopped.set()
         self._idle.set()
+        self._heard.set()
 
     async def close(self, reason: str = "admin stopped") -> None:
         """Tell every worker the run is over, then close the sockets. Whoever still waits for
@@ -366,8 +367,9 @@ class Admin(AgentBase):
             _journal_round(self, self.journal, cmds)
 
     def _send(self, cmd: c.Send) -> None:
-        if self._out is not None:
-            self._out.send(cmd.peer, cmd.kind, cmd.msg, cmd.answers)
+        if self._out is not None and not self._out.send(cmd.peer, cmd.kind, cmd.msg,
+                                                        cmd.answers) and cmd.kind == Kind.END:
+            self.state.told_end.discard(cmd.peer)  # (its connection gone: none to hear it)
 
     def _assign(self, cmd: c.Assign) -> None:
         if unsent := _unsent(self, cmd):
@@ -461,15 +463,22 @@ def _sync_idle(admin: Admin) -> None:
         admin._heard.set()
 
 
+END_WAIT = 2.0  # seconds a closing admin waits at most for its workers to hear the END
+
+
 async def _hear_the_end(admin: Admin) -> None:
     """Closing, its loops still running: wait until every worker told the run is over says
     it heard (an END lost on a lossy link, its sockets closed at once, left a worker waiting
     for its --connect-timeout, then exit 1: a review of network faults); one registering
-    again or still beating meanwhile is told again. As long as a silent worker takes to be
-    lost, at most (it is waited for no longer then), and cut short by stop() (a signal)."""
+    again or still beating meanwhile is told again. END_WAIT at most (the report of a
+    --tasks run comes after it: a silent worker held it as long as it took to be lost, 30 s
+    at --heartbeat 10), and cut short by stop() (a signal); one whose END could not be sent
+    (its connection gone) is not waited for."""
     if admin.failure is not None or not admin.state.told_end:
         return
-    limit = admin.state.members.pulse.every * admin.settings.liveness
+    limit = min(END_WAIT, admin.state.members.pulse.every * admin.settings.liveness)
+    logger.debug("admin '{}': waiting up to {:g} s for {} worker(s) to say they heard the run "
+                 "is over", admin.name, limit, len(admin.state.told_end))
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(admin._heard.wait(), limit)
     if admin.state.told_end:

@@ -71,6 +71,7 @@ class Worker(AgentBase):
     _beat_every = 1.0  # the interval our heartbeat loop sleeps now
     _welcomed_at = 0.0  # when the latest welcome came
     _said_deaf = False  # said since it: nothing heard on the admin's PUB port
+    _told_end = False  # the admin's END came (its reason may read "stopped", as ours does)
 
     @property
     def refusal(self) -> str | None:
@@ -339,16 +340,16 @@ class Worker(AgentBase):
         if self._sockets is None:
             return
         try:
-            if self._welcome is not None and self._end_reason == "stopped":
+            if self._told_end:
+                # The admin ended the run: it waits to hear we heard (an END lost on a lossy
+                # link left a worker waiting for its --connect-timeout, then exit 1).
+                await self._send(Kind.BYE, wire.End(HEARD_THE_END))
+            elif self._welcome is not None and self._end_reason == "stopped":
                 self._flush()  # which tasks started
                 # What it heard, last; and the tasks the stop cut off, held until the goodbye
                 # gives them back (left out, the admin would say this worker "never got" them).
                 self._sockets.send_soon(self._heartbeat_frames(cut_off))
                 await self._send(Kind.BYE, wire.End("worker stopping"))
-            elif self._end_reason is not None and self._end_reason != "stopped":
-                # The admin ended the run: it waits to hear we heard (an END lost on a lossy
-                # link left a worker waiting for its --connect-timeout, then exit 1).
-                await self._send(Kind.BYE, wire.End(HEARD_THE_END))
         except Exception:
             if self._failure is None:
                 raise
@@ -358,7 +359,7 @@ class Worker(AgentBase):
         finally:
             # Never registered: nothing of ours is worth a linger (a HELLO nobody took would
             # hold the close, and the event loop, for a second past the connect timeout).
-            self._sockets.close(*(() if self._welcome is not None else (0,)))
+            self._sockets.close(*(() if self._welcome is not None or self._told_end else (0,)))
             self._sockets = None
 
     # ------------------------------------------------------------------ handshake
@@ -587,6 +588,7 @@ class Worker(AgentBase):
             self._skip(wire.unpack(wire.Skip, env.payload, self.limits))
         elif env.kind == Kind.END:
             self._end_reason = wire.unpack(wire.End, env.payload, self.limits).reason
+            self._told_end = True  # (its reason may read "stopped", as our own stop's)
             logger.info("{}: admin ended the run: {}", self.name, self._end_reason)
             return True
         elif env.kind == Kind.REJECT:  # register again; a broadcast it names goes again then
