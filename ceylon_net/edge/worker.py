@@ -340,11 +340,8 @@ class Worker(AgentBase):
         if self._sockets is None:
             return
         try:
-            if self._told_end:
-                # The admin ended the run: it waits to hear we heard (an END lost on a lossy
-                # link left a worker waiting for its --connect-timeout, then exit 1).
-                await self._send(Kind.BYE, wire.End(HEARD_THE_END))
-            elif self._welcome is not None and self._end_reason == "stopped":
+            if not self._told_end and self._welcome is not None \
+                    and self._end_reason == "stopped":  # (told: its BYE went, see _handle)
                 self._flush()  # which tasks started
                 # What it heard, last; and the tasks the stop cut off, held until the goodbye
                 # gives them back (left out, the admin would say this worker "never got" them).
@@ -590,6 +587,9 @@ class Worker(AgentBase):
             self._end_reason = wire.unpack(wire.End, env.payload, self.limits).reason
             self._told_end = True  # (its reason may read "stopped", as our own stop's)
             logger.info("{}: admin ended the run: {}", self.name, self._end_reason)
+            if self._sockets is not None:  # (the admin waits to hear we heard: at once, not
+                # after our handlers stop, which may take a second: a review of the wait)
+                self._sockets.send_soon(self._frames(Kind.BYE, wire.End(HEARD_THE_END)))
             return True
         elif env.kind == Kind.REJECT:  # register again; a broadcast it names goes again then
             self._outbox.refused(env.header.seq)
