@@ -2429,6 +2429,9 @@ def test_the_workers_told_the_run_is_over_are_waited_for_until_each_says_it_hear
     assert again.peer in sim.st.told_end
     again.say(Kind.BYE, wire.End(HEARD_THE_END))
     assert sim.st.told_end == {b.peer}  # (the old connection's: the edge waits a while)
+    assert (sim.st.all_heard, sim.st.end_wait) == (False, 2.0)  # (END_WAIT: lost at 3 s)
+    sim.st.end_unsent(b.peer)  # (its connection gone: the ROUTER could not send it)
+    assert sim.st.all_heard
 
 
 def test_closing_a_worker_lost_is_waited_for_no_longer_and_one_still_beating_is_told_again():

@@ -307,6 +307,23 @@ class AdminState:
         self.out.event("admin_stopped", reason=reason)
         return self.out.take()
 
+    @property
+    def all_heard(self) -> bool:
+        """Closing, and every worker told the run is over said it heard (or is gone)."""
+        return self.closing and not self.told_end
+
+    @property
+    def end_wait(self) -> float:
+        """How long the edge waits at most, closing, for its workers to say they heard the
+        run is over: END_WAIT, or less if a silent worker is found lost sooner (the report of
+        a --tasks run comes after it: a review found 27 s of silence at --heartbeat 10)."""
+        return min(END_WAIT, self.members.pulse.every * self.settings.liveness)
+
+    def end_unsent(self, peer: bytes) -> None:
+        """The END to ``peer`` could not be sent (its connection gone: the ROUTER says so at
+        once): nobody there to hear it, so not waited for."""
+        self.told_end.discard(peer)
+
     def resume(self, entries: list[Any], groups: list[tuple[str, dict[str, Any]]],
                now: float, batches: Sequence[tuple[int, list[Any]]] = (),
                slots: dict[str, int] | None = None,
@@ -907,6 +924,7 @@ class AdminState:
             self.board.give_up(ids)
 
 
+END_WAIT = 2.0  # seconds a closing admin waits at most for its workers to hear the END
 _NESTED = frozenset((list, dict))
 _VALUE = attrgetter("value")
 

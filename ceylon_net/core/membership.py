@@ -230,8 +230,8 @@ class Membership:
         """Said: tasks queued again while it was away that stay with a worker back, still
         running, or ended while away (their results in its HELLO: "still running" was said
         of those too, a review of network faults found)."""
-        ended = sum(t not in running for t in kept)
         if kept:
+            ended = sum(t not in running for t in kept)
             self.out.log("INFO", f"worker '{worker}' came back " + " and ".join(
                 f"{how} {n} task(s)" for how, n in (("still running", len(kept) - ended),
                                                     ("with the results of", ended)) if n)

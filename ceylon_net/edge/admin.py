@@ -369,7 +369,7 @@ class Admin(AgentBase):
     def _send(self, cmd: c.Send) -> None:
         if self._out is not None and not self._out.send(cmd.peer, cmd.kind, cmd.msg,
                                                         cmd.answers) and cmd.kind == Kind.END:
-            self.state.told_end.discard(cmd.peer)  # (its connection gone: none to hear it)
+            self.state.end_unsent(cmd.peer)
 
     def _assign(self, cmd: c.Assign) -> None:
         if unsent := _unsent(self, cmd):
@@ -459,24 +459,19 @@ def _sync_idle(admin: Admin) -> None:
         admin._idle.set()
     elif admin._idle.is_set():
         admin._idle.clear()
-    if state.closing and not state.told_end:
+    if state.all_heard:
         admin._heard.set()
-
-
-END_WAIT = 2.0  # seconds a closing admin waits at most for its workers to hear the END
 
 
 async def _hear_the_end(admin: Admin) -> None:
     """Closing, its loops still running: wait until every worker told the run is over says
     it heard (an END lost on a lossy link, its sockets closed at once, left a worker waiting
     for its --connect-timeout, then exit 1: a review of network faults); one registering
-    again or still beating meanwhile is told again. END_WAIT at most (the report of a
-    --tasks run comes after it: a silent worker held it as long as it took to be lost, 30 s
-    at --heartbeat 10), and cut short by stop() (a signal); one whose END could not be sent
-    (its connection gone) is not waited for."""
-    if admin.failure is not None or not admin.state.told_end:
+    again or still beating meanwhile is told again. AdminState.end_wait at most, cut short
+    by stop() (a signal)."""
+    if admin.failure is not None or admin.state.all_heard:
         return
-    limit = min(END_WAIT, admin.state.members.pulse.every * admin.settings.liveness)
+    limit = admin.state.end_wait
     logger.debug("admin '{}': waiting up to {:g} s for {} worker(s) to say they heard the run "
                  "is over", admin.name, limit, len(admin.state.told_end))
     with contextlib.suppress(TimeoutError):

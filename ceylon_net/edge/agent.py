@@ -275,7 +275,6 @@ async def finish_tasks(tasks: list[asyncio.Task], timeout: float) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-
 _LEAVES = frozenset((str, int, float, bool, bytes, type(None)))  # (read as they are)
 
 
