@@ -598,6 +598,9 @@ def test_a_worker_back_whose_kept_copy_ends_first_has_its_result_taken():
     cmds = back.finish("t")
     assert sends(cmds, Kind.CANCEL, other.peer) == [wire.Cancel(
         [["t", 2]], "done meanwhile by worker 'w', back from being taken for lost")]
+    assert "worker 'w' ran 1 task(s) it came back still running (asked back from the " \
+           "workers given them meanwhile) to a result first: taken, and the copies there " \
+           "cancelled" in logs(cmds)  # (said, as the other ways of taking such a result are)
     assert sim.finished()["t"].result.worker == "w"
     other.give_back("t")  # (its answer to the RELEASE, crossing the CANCEL)
     assert list(sim.finished()) == ["t"] and sim.st.idle

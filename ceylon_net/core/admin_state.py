@@ -805,6 +805,21 @@ class AdminState:
             out["maybe_forgotten"] = list(out["unknown"])
         return out
 
+    def _said_taken(self, name: str) -> None:
+        """Said: results of copies that ``name`` ran while other workers had the task, taken
+        (TaskBoard.taken_late: it was told to stop; taken_claimed: it came back still
+        running them, and they were asked back from the others), the copies there cancelled."""
+        board = self.board
+        for count, how in ((board.taken_late, "it was told to stop (other workers had "
+                                              "them) to a result before the stop arrived"),
+                           (board.taken_claimed, "it came back still running (asked back "
+                                                 "from the workers given them meanwhile) to "
+                                                 "a result first")):
+            if count:
+                self.out.log("INFO", f"worker '{name}' ran {count} task(s) {how}: taken, "
+                                     f"and the copies there cancelled")
+        board.taken_late = board.taken_claimed = 0
+
     def _accept(self, rec: WorkerRecord, results: list[TaskResult],
                 payload: bytes | None = None) -> None:
         name = rec.name
@@ -816,12 +831,8 @@ class AdminState:
         if not _NESTED.isdisjoint(map(type, map(_VALUE, results))):  # (at C speed)
             results, payload = [_within_depth(r) for r in results], None
         recorded = self.board.record_many(name, results)
-        if self.board.taken_late:
-            self.out.log("INFO", f"worker '{name}' ran {self.board.taken_late} task(s) it "
-                                 f"was told to stop (other workers had them) to a result "
-                                 f"before the stop arrived: taken, and the copies there "
-                                 f"cancelled")
-            self.board.taken_late = 0
+        if self.board.taken_late or self.board.taken_claimed:
+            self._said_taken(name)
         accepted = [r for r, task in zip(results, recorded, strict=True) if task is not None]
         if not accepted:
             return

@@ -206,7 +206,7 @@ class TaskBoard:
         self._lost_with: dict[TaskId, dict[int, tuple[str, bool, bool]]] = {}
         # Asked back for a worker back from being taken for lost that still runs it (see
         # _claim): task -> (that worker, its attempt); _late: copies told to stop as another
-        # has the task (see reclaim), and taken_late: their successes taken, for the admin.
+        # has the task (see reclaim); taken_late, taken_claimed: successes of each, taken.
         self._claims: dict[TaskId, tuple[str, int]] = {}
         self._late: dict[TaskId, tuple[str, int]] = {}
         self.to_cancel: dict[str, dict[str, list[tuple[TaskId, int]]]] = {}  # copies to stop
@@ -223,7 +223,7 @@ class TaskBoard:
         self._opened: set[Gate] = set()
         self._failed: dict[Gate, str] = {}  # gates (not a task's) that never open, and why
         self.slots_of_gone: dict[str, int] = {}  # restored: workers' slots, by name
-        self._open = self.succeeded = self.taken_late = 0
+        self._open = self.succeeded = self.taken_late = self.taken_claimed = 0
         self.forgotten = Forgotten()  # finished tasks dropped (forget): still counted
         self._ran: list[TaskId] = []  # tasks with a result, in the order results came
         self.dead: list[TaskId] = []  # failed because attempts ran out
@@ -1425,6 +1425,7 @@ class TaskBoard:
         of the pause itself, a time limit say) is not, and the task runs there."""
         self._drop_claim(rec.task.id)
         if result.success and not result.cancelled and rec.state in IN_FLIGHT:
+            self.taken_claimed += 1
             self._take_over(rec, result.worker, result.attempt)
 
     def _late_result(self, rec: TaskRecord, result: TaskResult) -> None:
