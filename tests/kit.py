@@ -84,13 +84,16 @@ class SimWorker:
     def say(self, kind: bytes, msg: Any = None, **kw: Any) -> list[Any]:
         return self.sim.receive(self.peer, frames(kind, msg, sender=self.name, **kw))
 
-    def hello(self, limit: int = 0, **kw: Any) -> list[Any]:
-        """``limit``: the --max-message-bytes it says (0: says none, an older worker)."""
+    def hello(self, limit: int = 0, released: dict[Any, int] | None = None, **kw: Any
+              ) -> list[Any]:
+        """``limit``: the --max-message-bytes it says (0: says none, an older worker);
+        ``released``: queued tasks it gave back as it registers again ({task: attempt})."""
         hello = Hello(self.name, self.role, self.skill, self.capacity,
                       [[t, a] for t, a in self.held.items()],
                       [wire.to_wire(r) for r in self.unacked.values()],
                       max_message_bytes=limit, handlers=self.handlers,
-                      answers_unheld=self.answers_unheld)
+                      answers_unheld=self.answers_unheld,
+                      released=[[t, a] for t, a in (released or {}).items()])
         return self.say(Kind.HELLO, hello, **kw)
 
     def heartbeat(self, pub: bool = True) -> list[Any]:

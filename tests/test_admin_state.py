@@ -2165,6 +2165,34 @@ def test_a_first_task_not_confirmed_in_time_is_asked_back_and_runs_where_it_came
     sim.st.board.validate()
 
 
+@pytest.mark.parametrize("away", [0.2, 1.5])
+def test_queued_tasks_a_worker_gives_back_as_it_registers_again_are_not_taken_for_lost_sends(
+        away):
+    """A worker that found itself paused registers again, giving back what was queued there
+    (not started: it may run elsewhere by now). Its HELLO no longer lists those, and the give
+    back came after it: the admin warned they had not reached it (a slow or lossy link), or
+    that it came back without them, sending an operator after a network fault there was not
+    (found by a review of task groups with a paused worker and a restarted admin)."""
+    sim = Sim(prefetch=1)
+    w = sim.join("w", capacity=1, answers_unheld=True)
+    sim.submit(noop("warm"))
+    w.finish("warm")
+    sim.submit(noop("a"), noop("b"))
+    w.start("a")
+    sim.now += away  # (younger than a heartbeat, or older)
+    given_back = {"b": w.held.pop("b")}
+    cmds = w.hello(released=given_back)
+    assert logs(cmds, "WARNING") == [] and not sends(cmds, Kind.RELEASE)
+    assert assigned(cmds) == {"w": ["b"]}  # (back in the queue, and sent again: no attempt)
+    w.finish("a")
+    w.finish("b")
+    assert {t: f.status for t, f in sim.finished().items()} == {
+        "warm": TaskStatus.COMPLETED, "a": TaskStatus.COMPLETED, "b": TaskStatus.COMPLETED}
+    w.say(Kind.STARTED, wire.Started([], [["b", 1]]))  # (said again, with its next news)
+    assert logs(sim.every, "WARNING") == [] and sim.st.board.records["b"].losses == 0
+    sim.st.board.validate()
+
+
 def _t_never_reaches(sim: Sim) -> SimWorker:
     """Worker "w", trusted (it ran a task), which answers for tasks it never got; task "t"
     sent to it, which never reaches it (lost with a connection, or on a link broken one

@@ -259,3 +259,23 @@ def test_an_assignment_that_reaches_a_worker_registering_again_is_not_taken():
     w._dispatch(wire.decode_frames(_from_admin(Kind.ASSIGN, wire.pack_batch([fresh]),
                                                "TaskAssignment")))
     assert w.runner.holding() == [[1, 1]]
+
+
+def test_a_worker_registering_again_says_in_its_hello_what_it_gave_back():
+    """Registering again (its process paused, say), a worker gives back what was queued
+    there, not started: its HELLO says so (Hello.released), as the admin reads that before
+    the STARTED that says it too, and would otherwise take those tasks for assignments lost
+    on the way (a WARNING of a link at fault, found by a review with a paused worker)."""
+    async def body() -> wire.Hello:
+        w = Worker("w", "default", "127.0.0.1", 9999, max_concurrent_tasks=1)
+        w._sockets = _Sent()  # type: ignore[assignment]
+        w._on_welcome(wire.Welcome("w", "admin", 1, 1.0, 3, epoch=99))
+        for i in range(3):  # (its runner is not started: all three wait in its queue)
+            w.runner.accept(TaskAssignment(Task(i, "queued", 1), attempt=2))
+        w._welcome = None  # (registering again: see _connected_session)
+        w.runner.hold()
+        assert w.runner.release_queued() == 3
+        return w._hello()
+
+    hello = run(body())
+    assert (hello.running, hello.released) == ([], [[0, 2], [1, 2], [2, 2]])

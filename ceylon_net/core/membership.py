@@ -192,20 +192,19 @@ class Membership:
         acknowledged: keep what is still its own, requeue what it lost, stop what is not
         its any more; return the results."""
         running = self._current(rec, wire.task_pairs(hello.running, "HELLO running"))
+        if hello.released:  # (given back as it registers again: not missing, see reclaim)
+            self.board.released(rec.name, self.board.current(
+                wire.task_pairs(hello.released, "HELLO released")))
         results = [wire.from_wire(TaskResult, r) for r in hello.results]
-        # What it ran to an end here: not an answer to a cancel (it holds nothing then), nor
-        # a result naming another worker (refused with the frame: see AdminState._accept).
+        # What it ran to an end here: not an answer to a cancel (it holds nothing then), nor a
+        # result naming another worker (refused with the frame: AdminState._accept).
         done = self.board.current({r.task_id: r.attempt for r in results
                                    if not r.cancelled and r.worker == rec.name})
         self._handed_back(rec.name, len(self.board.hand_back(
             rec.name, {r.task_id: r.attempt for r in results if r.success and r.task_id in done})))
         held = {**running, **done}
         kept, claimed = self.board.keep(rec.name, held, running)
-        self._kept(rec.name, kept, running)
-        if claimed:
-            self.out.log("INFO", f"worker '{rec.name}' came back still running {len(claimed)} "
-                                 f"task(s) given meanwhile to other workers, not started "
-                                 f"there: asked back, to stay with it")
+        self._kept(rec.name, kept, running, len(claimed))
         # Assignments younger than a heartbeat may be on their way (sent after this HELLO
         # was written): the next heartbeat settles those.
         requeued, stale = self.board.reclaim(rec.name, held, now - self.settings.heartbeat,
@@ -226,10 +225,16 @@ class Membership:
         self._ask_again(rec, running)
         return results
 
-    def _kept(self, worker: str, kept: list[TaskId], running: Container[TaskId]) -> None:
+    def _kept(self, worker: str, kept: list[TaskId], running: Container[TaskId],
+              claimed: int) -> None:
         """Said: tasks queued again while it was away that stay with a worker back, still
         running, or ended while away (their results in its HELLO: "still running" was said
-        of those too, a review of network faults found)."""
+        of those too, a review of network faults found); and ``claimed``, those it still runs
+        that went to other workers meanwhile (see TaskBoard.keep)."""
+        if claimed:
+            self.out.log("INFO", f"worker '{worker}' came back still running {claimed} "
+                                 f"task(s) given meanwhile to other workers, not started "
+                                 f"there: asked back, to stay with it")
         if kept:
             ended = sum(t not in running for t in kept)
             self.out.log("INFO", f"worker '{worker}' came back " + " and ".join(

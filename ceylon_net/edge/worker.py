@@ -456,7 +456,8 @@ class Worker(AgentBase):
                 self._after_hello.append((r.task_id, r.attempt))
         holding = self.runner.holding() + [[t, a] for t, a in self._after_hello]
         return Hello(s.name, s.role, s.skill, s.capacity, holding, results,
-                     sorted(handlers.registered()), s.max_message_bytes, answers_unheld=True)
+                     sorted(handlers.registered()), s.max_message_bytes, answers_unheld=True,
+                     released=[[t, a] for t, a in self.runner.released[:wire.MAX_HELD]])
 
     def _on_welcome(self, welcome: Welcome) -> None:
         assert self._sockets is not None

@@ -36,6 +36,11 @@ class Hello:
     # did not hear reached it in time may still be on its way, and is asked back, not given
     # to another worker at once, which ran it twice when it came (False: an older worker).
     answers_unheld: bool = False
+    # Queued tasks it gave back as it registers again, not started (as [task id, attempt]):
+    # said with its next results too, but the admin reads this first (else it took them
+    # for assignments lost on the way, and warned of a link at fault).
+    released: list[list[Any]] = dataclasses.field(default_factory=list,
+                                                  metadata={"max_items": MAX_HELD})
 
 
 @message(name="ceylon_net.Heartbeat")
