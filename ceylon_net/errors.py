@@ -35,6 +35,11 @@ class AdminUnreachableError(CeylonError):
     """No admin answered within the connect timeout."""
 
 
+class AdminGoneError(AdminUnreachableError):
+    """The admin stopped without a journal: what it ran for this client is gone, and an
+    admin started later will not have it (nothing to follow again)."""
+
+
 class OutsideFailure(CeylonError):
     """The program cannot go on for a reason outside its code (its journal could not be
     written: a full disk): it stops as after a crash, saying why, not as a bug."""

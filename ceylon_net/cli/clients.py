@@ -20,7 +20,13 @@ from ..core.workfile import parse_file, parse_work
 from ..edge.client import AsyncClient
 from ..edge.loop import Stopped, until_stopped
 from ..edge.transport import create_keypair
-from ..errors import AdminUnreachableError, ConfigError, LocalProtocolError, RejectedError
+from ..errors import (
+    AdminGoneError,
+    AdminUnreachableError,
+    ConfigError,
+    LocalProtocolError,
+    RejectedError,
+)
 from ..wire import Submitted
 from .common import (
     EXIT_CONFIG,
@@ -140,10 +146,12 @@ def _send(c: AsyncClient, file: Path, wait: bool, sequential: bool, as_json: boo
         submitted, report = asyncio.run(_submit(c, doc, wait, sequential, took, sending))
     except RejectedError as exc:
         fail(EXIT_CONFIG, f"the admin refused the batch: {exc}")
-    except AdminUnreachableError as exc:  # (a batch taken may run on: how to follow it)
+    except AdminUnreachableError as exc:  # (a batch taken may run on: how to follow it;
+        # not when the admin stopped without a journal: the batch is gone with it)
         fail(EXIT_NO_ADMIN, f"{exc}" + (
             f"; batch {taken[0].batch} may run on at the admin (follow it again once it is "
-            f"back in reach: ceylon-submit --watch {_token(taken[0])})" if taken else ""))
+            f"back in reach: ceylon-submit --watch {_token(taken[0])})"
+            if taken and not isinstance(exc, AdminGoneError) else ""))
     except ConfigError as exc:  # too big to send
         fail(EXIT_CONFIG, f"{file}: {exc}")
     except (KeyboardInterrupt, Stopped) as exc:  # (this program stops, not the batch)

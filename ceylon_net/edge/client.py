@@ -29,6 +29,7 @@ from ..core.pacing import Silence, admin_silence, watch_due
 from ..core.tasks import TaskResult
 from ..core.workfile import TASK_FIELDS, valid_field
 from ..errors import (
+    AdminGoneError,
     AdminUnreachableError,
     ConfigError,
     Crashed,
@@ -891,7 +892,7 @@ class AsyncClient:
             self._done(wire.unpack(wire.TaskDone, env.payload, INBOUND_LIMITS))
         elif kind == Kind.END:  # it stopped without a journal: nothing we wait for will come
             reason = self._ended = wire.unpack(wire.End, env.payload, INBOUND_LIMITS).reason
-            self._fail_all(AdminUnreachableError(
+            self._fail_all(AdminGoneError(
                 f"the admin at {self.endpoint} stopped ({reason}) without a journal: what "
                 f"it was running for us is gone"))
         elif kind == Kind.GROUP:
