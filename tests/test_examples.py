@@ -146,6 +146,36 @@ def test_a_demo_stopped_by_sigterm_or_sighup_stops_its_processes(sig):
     assert f"stopped by {signal.Signals(sig).name}: the admin and workers were stopped" in err
 
 
+@pytest.mark.timeout(90)
+def test_a_demo_whose_reader_goes_away_exits_as_its_run_did(tmp_path):
+    """``bin/demo | head -1`` (README's first command, cut short) ended on a BrokenPipeError
+    traceback, exit 1: the admin's results went to a reader gone, which README says changes
+    no program's exit code. Here the reader takes the first line and closes its end."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CEYLON_")}
+    port, left = 0, []
+    with open(tmp_path / "stderr", "w") as err:
+        demo = subprocess.Popen([sys.executable, "-m", "ceylon_net.dev.demo"], cwd=REPO,
+                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=err)
+    try:
+        said = demo.stdout.readline().decode()  # (bounded by the timeout mark)
+        port = int(re.match(r"admin on 127\.0\.0\.1:(\d+) ", said).group(1))
+        demo.stdout.close()
+        code = demo.wait(60)
+        left = _processes_on(port)
+    finally:
+        for pid in _processes_on(port) if port else []:  # (what it left: not ours to keep)
+            os.kill(pid, signal.SIGKILL)
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    said_err = (tmp_path / "stderr").read_text()
+    assert code == 0, said_err
+    assert "Traceback" not in said_err and "BrokenPipeError" not in said_err, said_err
+    assert said_err == "", said_err
+    assert left == [], said_err
+
+
 @pytest.mark.parametrize("script", ["task_management.py", "task_management_literal.py"])
 def test_ctrl_c_on_a_ported_tutorial_shuts_it_down_without_a_traceback(script):
     """Its ``except KeyboardInterrupt`` sat inside ``async def main()``, which asyncio.run

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..cli.common import configure_logging, reader_may_leave
 from ..edge.loop import Stopped, until_stopped
 from .testing import Cluster
 
@@ -29,16 +30,16 @@ async def main() -> int:
 
 async def _run() -> int:
     if mine := sorted(k for k in os.environ if k.startswith("CEYLON_")):
-        print(f"not passing {', '.join(mine)} to the demo's processes: it runs on settings "
-              f"of its own", flush=True)
+        _say(f"not passing {', '.join(mine)} to the demo's processes: it runs on settings "
+             f"of its own")
     async with Cluster(inherit_settings=False) as cluster:
         admin = await cluster.admin("--tasks", str(SEED_TASKS), "--expect-workers", "3")
-        print(f"admin on 127.0.0.1:{cluster.port} (PUB {cluster.pub_port}); starting workers "
-              + ", ".join(f"{n} (skill {s})" for n, s in WORKERS), flush=True)
+        _say(f"admin on 127.0.0.1:{cluster.port} (PUB {cluster.pub_port}); starting workers "
+             + ", ".join(f"{n} (skill {s})" for n, s in WORKERS))
         workers = [await cluster.worker(n, "--skill", str(s), "--time-scale", TIME_SCALE)
                    for n, s in WORKERS]
         code = await admin.wait(120)
-        print(admin.stdout(), end="", flush=True)
+        _say(admin.stdout(), end="")
         if code != 0:  # (the workers, left waiting for it, are stopped on the way out)
             print(f"admin exited {code}:\n{admin.stderr()}", file=sys.stderr)
             return 1
@@ -47,8 +48,16 @@ async def _run() -> int:
             print(f"admin exited {code}; workers exited {worker_codes}", file=sys.stderr)
             print(admin.stderr(), file=sys.stderr)
             return 1
-        print("all processes exited cleanly (admin 0, workers 0 0 0)")
+        _say("all processes exited cleanly (admin 0, workers 0 0 0)")
         return 0
+
+
+def _say(text: str, end: str = "\n") -> None:
+    # Flushed at once, so a reader gone (``bin/demo | head -1``) is met here, where it is
+    # dropped quietly and the run goes on to stop its processes and exit as it did; at
+    # exit it would be a traceback and exit 1, as if the demo had failed.
+    with reader_may_leave():
+        print(text, end=end, flush=True)
 
 
 if __name__ == "__main__":
@@ -61,6 +70,9 @@ if __name__ == "__main__":
         print(f"the demo's tasks file {SEED_TASKS} is missing: run bin/demo from a clone of "
               f"the repository", file=sys.stderr)
         sys.exit(2)
+    # Its own warnings and errors on stderr as the CLIs' are, not loguru's default DEBUG
+    # lines (such as "stdout's reader went away", which a user piping into head would see).
+    configure_logging("INFO", as_json=False)
     try:
         sys.exit(asyncio.run(main()))
     except KeyboardInterrupt:  # (Ctrl-C: the cluster stopped its processes on the way out)
