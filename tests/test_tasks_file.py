@@ -58,6 +58,16 @@ def test_a_str_path_works_too(tasks_file):
     assert load_tasks(str(tasks_file(SEED))) == SEED_TASKS
 
 
+def test_json_saved_with_a_byte_order_mark(tmp_path):
+    """As Windows editors save it; it was refused in Python's words: "invalid JSON at line 1
+    column 1: Unexpected UTF-8 BOM (decode using utf-8-sig)"."""
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(SEED), encoding="utf-8-sig")
+
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert load_tasks(path) == SEED_TASKS
+
+
 def test_toml_array_of_tables(tmp_path):
     path = write(tmp_path, """
 [[tasks]]
@@ -122,10 +132,39 @@ def test_bad_json_names_line_and_column(tmp_path):
     )
 
 
+FORMATS_READ = "a tasks file is read as JSON, or as TOML when its name ends in .toml"
+
+
 def test_empty_json_file(tmp_path):
     path = write(tmp_path, "")
 
-    assert error_of(path) == f"{path}: invalid JSON at line 1 column 1: Expecting value"
+    assert error_of(path) == (f"{path}: invalid JSON at line 1 column 1: Expecting value "
+                              f"({FORMATS_READ})")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "error"),
+    [
+        ("tasks.yaml", "tasks:\n  - id: 1\n    description: x\n    difficulty: 2\n",
+         "line 1 column 1: Expecting value"),
+        ("tasks.yml", "{tasks: [{id: 1, description: x, difficulty: 2}]}\n",
+         "line 1 column 2: Expecting property name enclosed in double quotes"),
+    ],
+)
+def test_a_yaml_file_is_told_which_formats_are_read(tmp_path, name, text, error):
+    """Any file not named .toml is read as JSON, and a YAML one was told only "invalid JSON
+    at line 1 column 1: Expecting value", as if its JSON had a typo."""
+    path = write(tmp_path, text, name)
+
+    assert error_of(path) == f"{path}: invalid JSON at {error} (YAML is not read; {FORMATS_READ})"
+
+
+def test_a_file_wrong_from_its_first_character_is_told_which_formats_are_read(tmp_path):
+    """Likely another format (a wrong JSON file is wrong further on: those keep the error)."""
+    path = write(tmp_path, "id,description,difficulty\n1,x,2\n", "tasks.csv")
+
+    assert error_of(path) == (f"{path}: invalid JSON at line 1 column 1: Expecting value "
+                              f"({FORMATS_READ})")
 
 
 def test_bad_toml(tmp_path):

@@ -105,9 +105,12 @@ def load_tasks(path: str | Path) -> list[Task]:
 
 
 def parse_file(path: Path) -> Any:
-    """The document in a JSON or TOML file; TaskFileError when it cannot be read or parsed."""
+    """The document in a JSON or TOML file (a UTF-8 byte order mark before it is skipped);
+    TaskFileError when it cannot be read or parsed."""
     try:
-        text = path.read_text(encoding="utf-8")
+        # Windows editors save a BOM, which json.loads refuses in Python's words; it is cut
+        # after decoding (not by utf-8-sig), so a bad byte's offset still counts from 0
+        text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
     except OSError as exc:
         raise TaskFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
@@ -119,14 +122,24 @@ def parse_file(path: Path) -> Any:
     except tomllib.TOMLDecodeError as exc:
         raise TaskFileError(f"{path}: invalid TOML: {exc}") from None
     except json.JSONDecodeError as exc:
-        raise TaskFileError(
-            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
+        raise TaskFileError(_invalid_json(path, exc)) from None
     except ValueError:  # (Python reads no int of more digits: sys.get_int_max_str_digits)
         raise TaskFileError(f"{path}: a number of more than 4,300 digits") from None
     except RecursionError:
         raise TaskFileError(f"{path}: lists or tables nested too deeply to read (tasks' "
                             f"arguments may nest {MAX_DEPTH} deep)") from None
+
+
+def _invalid_json(path: Path, exc: json.JSONDecodeError) -> str:
+    """Where the JSON went wrong; and, for a file that may be in another format (named
+    .yaml, or wrong from its first character), which formats are read."""
+    where = f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+    yaml = path.suffix.lower() in (".yaml", ".yml")
+    if not yaml and (exc.lineno, exc.colno) != (1, 1):
+        return where
+    # (a .toml file never gets here, so every suffix but .toml was read as JSON)
+    formats = "a tasks file is read as JSON, or as TOML when its name ends in .toml"
+    return f"{where} ({'YAML is not read; ' if yaml else ''}{formats})"
 
 
 def task_from_dict(item: Any, where: str = "task") -> Task:
