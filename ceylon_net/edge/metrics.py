@@ -5,9 +5,11 @@ hot path but a few integer increments."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -84,6 +86,7 @@ class AdminCollector:
 
 
 MAX_SCRAPES = 32  # connections the metrics endpoint serves at once
+EXCHANGE_SECONDS = 10.0  # a connection's whole exchange, request read and answer written
 
 
 class MetricsServer:
@@ -131,16 +134,23 @@ class MetricsServer:
 class _Capped:
     """A thread a connection (socketserver's ThreadingMixIn, after this), MAX_SCRAPES at
     once: more are closed at once (connections that send nothing, each holding a thread for
-    its timeout, could pile up threads without end: the port takes no token)."""
+    its timeout, could pile up threads without end: the port takes no token). Each
+    connection has EXCHANGE_SECONDS for its whole exchange, then is cut: the handler's
+    timeout is per read, and clients dribbling a byte a second held every place for as long
+    as they liked."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._places = threading.BoundedSemaphore(MAX_SCRAPES)
+        self._deadlines: dict[socket.socket, float] = {}  # of the connections served
+        self._deadlines_lock = threading.Lock()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._places.acquire(blocking=False):
-            self.shutdown_request(request)  # type: ignore[attr-defined]
+            self.shutdown_request(request)
             return
+        with self._deadlines_lock:
+            self._deadlines[request] = time.monotonic() + EXCHANGE_SECONDS
         try:
             super().process_request(request, client_address)  # type: ignore[misc]
         except BaseException:
@@ -152,6 +162,25 @@ class _Capped:
             super().process_request_thread(request, client_address)  # type: ignore[misc]
         finally:
             self._places.release()
+
+    def shutdown_request(self, request: Any) -> None:
+        # (forgotten before it is closed, under the lock: a cut never lands on a closed
+        # socket whose descriptor a new connection may already have)
+        with self._deadlines_lock:
+            self._deadlines.pop(request, None)
+        super().shutdown_request(request)  # type: ignore[misc]
+
+    def service_actions(self) -> None:
+        """Cut the connections past their deadline (serve_forever calls this every 0.1 s):
+        the handler's blocked read or write ends, its thread closes the connection and
+        frees the place."""
+        super().service_actions()  # type: ignore[misc]
+        now = time.monotonic()
+        with self._deadlines_lock:
+            for request, deadline in self._deadlines.items():
+                if now >= deadline:
+                    with contextlib.suppress(OSError):  # (the client went meanwhile)
+                        request.shutdown(socket.SHUT_RDWR)
 
 
 @functools.cache
