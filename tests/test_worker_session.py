@@ -279,3 +279,26 @@ def test_a_worker_registering_again_says_in_its_hello_what_it_gave_back():
 
     hello = run(body())
     assert (hello.running, hello.released) == ([], [[0, 2], [1, 2], [2, 2]])
+
+
+def test_a_flood_of_messages_the_admin_could_not_deliver_is_a_line_a_minute(monkeypatch):
+    """Each undelivered message was a WARNING line of the sender's (2,299 of them for an
+    agent paused 5 s, in a review): the first is said, then, a minute on, how many came
+    meanwhile; an admin's notice for several (Mailbox: held for one that did not come back)
+    says how many."""
+    from kit import Said
+
+    clock = [100.0]
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock[0])
+    w = Worker("w", "default", "127.0.0.1", 9999)
+    nobody = {"to": "nobody", "reason": "no connected agent of that name"}
+    with Said() as said:
+        for _ in range(30):
+            w._not_delivered(nobody)
+        w._not_delivered({"to": "r", "reason": "it did not come back", "count": 7})
+        clock[0] += 61.0
+        w._not_delivered(nobody)
+    assert said.lines == [
+        "w: a message to 'nobody' was not delivered: no connected agent of that name",
+        "w: 7 messages to 'r' were not delivered: it did not come back",
+        "w: 30 messages to 'nobody' were not delivered: no connected agent of that name"]

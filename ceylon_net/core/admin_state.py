@@ -42,7 +42,7 @@ from .commands import (
 )
 from .followup import Followup
 from .groups import TaskGroup, TaskManager, journal_keeps, unkept_goal
-from .guard import Hush, PeerGuard, token_ok
+from .guard import Hush, PeerGuard, Tally, token_ok
 from .membership import Membership, clip
 from .pacing import Pace
 from .restore import restore
@@ -109,7 +109,7 @@ class AdminState:
         self.closing = self._syncing = False  # (_syncing: a sync Timer is pending)
         self._awaited, self._spent = set[bytes](), set[tuple[bytes, str]]()  # _awaited_hello
         self._warned_senders: set[bytes] = set()
-        self._refusals = Hush()  # which refusals of a wrong token are logged
+        self._refusals, self._unknown_names = Hush(), Tally()  # which are logged, of these
 
     def started(self, now: float, port: int, pub_port: int, epoch: int = 0) -> None:
         """The edge bound its sockets: the ports to announce, the start of the clock, and
@@ -553,14 +553,25 @@ class AdminState:
             self.out.add(Deliver(env.header, env.payload))
             return
         target = self.peer_of(to)
-        if target is None:
-            self.out.log("WARNING", f"message from '{rec.name}' to unknown agent "
-                                    f"'{clip(to)}' dropped")
-            # (the sender is told too, as the admin's own send() is)
+        if target is not None:
+            self.out.add(Forward(target, Kind.DIRECT, env.header, env.payload))
+        elif not self._held_for(to, env):
+            # (the sender is told too, as the admin's own send() is; said in the log as the
+            # flood of them allows: a line a minute for each sender and name)
+            if n := self._unknown_names.say((rec.name, to), self.board.now):
+                self.out.log("WARNING", f"message from '{rec.name}' to unknown agent "
+                                        f"'{clip(to)}' dropped" + (
+                                            f" ({n - 1:,} more since it was last said)"
+                                            if n > 1 else ""))
             self._undelivered(rec.peer, env.header.msg_id, clip(to),
                               "no connected agent of that name")
-            return
-        self.out.add(Forward(target, Kind.DIRECT, env.header, env.payload))
+
+    def _held_for(self, to: str, env: Envelope) -> bool:
+        """A message to a worker taken for lost, which may come back (--lost-wait; after a
+        restart, one the last process had): held for it (see Mailbox), if there is room."""
+        members = self.members
+        return (to in members.lost or to in members.gone) and \
+            members.mailbox.keep(to, env.header, env.payload)
 
     def _stranger(self, peer: bytes, env: Envelope) -> None:
         # A worker's message from a peer we do not know (we restarted, and its DEALER still

@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import hmac
+import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def token_ok(expected: str | None, given: str | None) -> bool:
@@ -98,3 +100,27 @@ class Hush:
             return False
         self.said.add(peer)
         return True
+
+
+class Tally:
+    """Which of a flood of like events to log, and as how many: the first of each key, then
+    the first once ``every`` seconds have passed, counting those not logged meanwhile (a
+    message sent again and again to a name nobody has was a line each, in two logs). At
+    most ``most`` keys are followed (the oldest said is forgotten first). Pure."""
+
+    def __init__(self, every: float = 60.0, most: int = 1_000) -> None:
+        self.every, self.most = every, most
+        self._seen: dict[Any, tuple[float, int]] = {}  # key -> (when last said, since)
+
+    def say(self, key: Any, now: float, count: int = 1) -> int:
+        """``count`` more of ``key``: 0 when not to log them; else how many the line stands
+        for (``count``: these alone)."""
+        said, since = self._seen.get(key, (-math.inf, 0))
+        if now - said < self.every:
+            self._seen[key] = (said, since + count)
+            return 0
+        self._seen.pop(key, None)
+        while len(self._seen) >= self.most:
+            del self._seen[next(iter(self._seen))]
+        self._seen[key] = (now, 0)
+        return since + count

@@ -16,6 +16,7 @@ from .board import ENDED, FINISHED, IN_FLIGHT, TaskBoard
 from .broadcasts import BroadcastLog
 from .commands import Connected, Forward, Outbox
 from .guard import Hush
+from .mailbox import Mailbox, by_sender
 from .pacing import Pace, Pulse
 from .scheduler import WorkerSlot
 from .stats import AdminStats
@@ -64,10 +65,11 @@ class Membership:
         # With each, the broadcasts it left without confirming: (the last it had, how many).
         self._left: dict[str, tuple[int, int] | None] = {}
         # Workers lost, not back yet (a crash, a host cut off: a restart may bring them back),
-        # with when they were last heard: tasks only they can do wait for them, up to
-        # --lost-wait (see Unassignable). The latest REMEMBER_LOST; ``lost_seq`` counts changes.
+        # with when last heard: tasks only they can do (see Unassignable), and messages to
+        # them (mailbox), wait up to --lost-wait. The latest REMEMBER_LOST; lost_seq counts
+        # changes.
         self.lost: dict[str, tuple[WorkerSlot, float]] = {}
-        self.lost_seq = 0
+        self.lost_seq, self.mailbox = 0, Mailbox()
         # After a restart: the workers the last process had or waited for, by what they can
         # do (journaled: see abilities), not back yet; lost if not back in the come-back
         # window (see gone_lost).
@@ -95,7 +97,31 @@ class Membership:
         self.out.send(peer, Kind.WELCOME, wire.Welcome(hello.name, s.name, self.pub_port,
                                                        self.pulse.every, s.liveness,
                                                        self.epoch, s.max_message_bytes))
+        self._deliver_held(peer, hello.name)
         return self._reconcile(self.registry.by_peer[peer], hello, now)
+
+    def _deliver_held(self, peer: bytes, name: str) -> None:
+        """The messages held for a worker while it was lost (see Mailbox), in order, after
+        its WELCOME."""
+        held = self.mailbox.take(name) if self.mailbox.count else []
+        for header, payload in held:
+            self.out.add(Forward(peer, Kind.DIRECT, header, payload))
+        if held:
+            self.out.log("INFO", f"worker '{name}' is back: {len(held)} message(s) held for "
+                                 f"it while it was lost delivered")
+
+    def held_undelivered(self, name: str, why: str) -> None:
+        """A worker messages were held for is waited for no more: each sender is told how
+        many of its messages to it were not delivered, and why."""
+        held = self.mailbox.take(name) if self.mailbox.count else []
+        if not held:
+            return
+        self.out.log("WARNING", f"{len(held)} message(s) held for worker '{name}' while it "
+                                f"was lost not delivered: {why}")
+        for sender, (count, last) in by_sender(held).items():
+            if (peer := self.registry.by_name.get(sender)) is not None:
+                self.out.send(peer, Kind.EVENT, wire.Event("undelivered", {
+                    "to": name, "reason": why, "count": count}), last)
 
     def reject(self, peer: bytes, reason: str, answers: int | None = None,
                retry: bool = False, now: float | None = None) -> None:
@@ -470,7 +496,10 @@ class Membership:
     def _remember(self, slot: WorkerSlot, heard: float) -> None:
         self.lost.pop(slot.name, None)  # (the latest last)
         while len(self.lost) >= REMEMBER_LOST:
-            del self.lost[next(iter(self.lost))]
+            oldest = next(iter(self.lost))
+            del self.lost[oldest]
+            self.held_undelivered(oldest, f"more than {REMEMBER_LOST:,} workers were lost "
+                                          f"since it was")
         self.lost[slot.name] = (slot, heard)
         self.lost_seq += 1
 
@@ -483,6 +512,7 @@ class Membership:
         wait = self.settings.lost_wait
         for name in [n for n, (_, heard) in self.lost.items() if now - heard >= wait]:
             self._forget_lost(name)
+            self.held_undelivered(name, f"it did not come back within --lost-wait ({wait:g} s)")
 
     def _forget_oldest_left(self) -> None:
         while len(self._left) >= REMEMBER_LEFT:

@@ -13,6 +13,7 @@ from loguru import logger
 
 from .. import wire
 from ..core.broadcasts import BroadcastInbox
+from ..core.guard import Tally
 from ..core.pacing import RESULT_HOLD, Flush, flush_stands, out_of_touch, when_to_flush
 from ..core.tasks import Task, TaskAssignment, TaskResult, listed
 from ..core.workers import AgentDetail
@@ -71,6 +72,8 @@ class Worker(AgentBase):
     _beat_every = 1.0  # the interval our heartbeat loop sleeps now
     _welcomed_at = 0.0  # when the latest welcome came
     _said_deaf = False  # said since it: nothing heard on the admin's PUB port
+    _end_reason: str | None = None  # why the run ended, as the admin's END said
+    _failure: Crashed | None = None  # one of our own loops failed: why (see _crashed)
     _told_end = False  # the admin's END came (its reason may read "stopped", as ours does)
 
     @property
@@ -109,8 +112,6 @@ class Worker(AgentBase):
         self._draining, self._unknown = False, ""  # _unknown: see _serve
         self._flush_soon = guarded(self._scheduled_flush, f"{self.name}'s flush", self._crashed)
         self._stop, self._beat_wake = asyncio.Event(), asyncio.Event()  # (wake: beat now)
-        self._end_reason: str | None = None
-        self._failure: Crashed | None = None
         self._admin_seen = self._pub_beat = self._beat_sent = 0.0  # (heard; PUB beat; ours)
         self._after_hello: list[tuple[Any, int]] = []  # results the last HELLO had no room for
         self._inbox = BroadcastInbox()  # numbered broadcasts, delivered once and in order
@@ -118,6 +119,7 @@ class Worker(AgentBase):
         self._asked_upto = 0  # missed broadcasts up to here were asked for at once
         self._session: asyncio.Task | None = None
         self._gc, self._outbox = FullCollections(), Outbox()  # (Outbox: what may be refused)
+        self._undelivered_said = Tally()  # (see _not_delivered)
         self._poked: Any = None  # the epoch of the last new admin process told we are here
 
     @property
@@ -600,11 +602,23 @@ class Worker(AgentBase):
             data = self._beat_data(env)
             self._paced(data)
             self._told_of(data.get("seq"))
-        elif env.kind == Kind.EVENT:  # a message of ours the admin could not deliver
-            data = wire.unpack(wire.Event, env.payload, self.limits).data
-            logger.warning("{}: a message to '{}' was not delivered: {}", self.name,
-                           data.get("to"), data.get("reason"))
+        elif env.kind == Kind.EVENT:  # messages of ours the admin could not deliver
+            self._not_delivered(wire.unpack(wire.Event, env.payload, self.limits).data)
         return False
+
+    def _not_delivered(self, data: dict[str, Any]) -> None:
+        """The admin could not deliver ``count`` (1 unless said) of our messages to an agent:
+        said as a flood of them allows, a line a minute for each name and reason, with how
+        many it stands for (a message sent again and again to a name nobody has, or to one
+        lost that did not come back, was a line each)."""
+        count = data.get("count", 1)
+        count = count if type(count) is int and count > 0 else 1
+        to, reason = str(data.get("to")), str(data.get("reason"))
+        n = self._undelivered_said.say((to, reason), time.monotonic(), count)
+        if n:
+            logger.warning("{}: {} to '{}' {} not delivered: {}", self.name,
+                           "a message" if n == 1 else f"{n:,} messages", to,
+                           "was" if n == 1 else "were", reason)
 
     def _on_tasks(self, env: Envelope) -> None:
         """Assignments, acknowledgements, cancels and requests to give queued ones back."""
