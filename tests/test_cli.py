@@ -538,6 +538,7 @@ def test_a_report_of_a_run_where_no_task_ran_says_so_not_a_rate_of_0_percent(cap
     print_report(RunReport(unassigned=[1]))
     out = capsys.readouterr().out
     assert "Success rate: none ran (0 tasks)" in out and "0.00%" not in out
+    assert "Task results" not in out  # (a table of no rows: a review found it said nothing)
 
 
 def test_a_report_of_very_many_cancelled_dead_unassigned_tasks_and_groups_stays_short(capsys):

@@ -650,3 +650,13 @@ def test_an_int_subclass_in_a_task_field_is_read_as_its_int_at_once():
 
     assert valid_field("difficulty", Level.HIGH) and valid_field("priority", Level.HIGH)
     assert not valid_field("difficulty", True)
+
+
+def test_a_goal_of_at_least_one_task_reads_in_the_singular():
+    """"at least 1 tasks completed" (a review of task groups)."""
+    from ceylon_net.core.workfile import goal_from_spec
+
+    assert goal_from_spec("g", {"kind": "at_least", "count": 1}).name == \
+        "g: at least 1 task completed"
+    assert goal_from_spec("g", {"kind": "at_least", "count": 2}).name == \
+        "g: at least 2 tasks completed"

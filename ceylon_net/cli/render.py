@@ -59,7 +59,8 @@ def print_report(report: RunReport, whole: str = "--report-json") -> None:
     for t in report.tasks[:TABLE_ROWS]:
         _row(table, t.id, t.description, t.difficulty, t.worker, "yes" if t.success else "no",
              f"{t.seconds:.3f}")
-    console.print(table)
+    if report.tasks:  # (none ran: a table of no rows said nothing the last line does not)
+        console.print(table)
     if len(report.tasks) > TABLE_ROWS:
         console.print(f"... and {len(report.tasks) - TABLE_ROWS} more (see {whole})")
     for line in _report_notes(report):

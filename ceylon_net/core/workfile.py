@@ -337,7 +337,7 @@ def goal_from_spec(group: str, spec: Any, where: str = "journal") -> TaskGroupGo
         count = _goal_number(spec, "at_least", "count", where)
         if count < 1:
             raise TaskFileError(f"{where}: goal 'at_least' needs 'count' >= 1, got {count!r}")
-        check, text = AtLeast(count), f"at least {count} tasks completed"
+        check, text = AtLeast(count), f"at least {count} task{'s' * (count != 1)} completed"
     elif kind == "fraction":
         value = _goal_number(spec, "fraction", "value", where)
         if not 0 < value <= 1:  # (also refuses NaN)

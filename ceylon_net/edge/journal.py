@@ -675,8 +675,9 @@ def _resume(journal: Journal, state: AdminState, now: float) -> bool:
     state.batches.forgot_named(journal.forgot_sids())
     state.members.restore_abilities(journal.abilities())
     if resumed:
-        logger.info("resumed from journal {}: {} task(s), {} finished, {} were running "
-                    "(waiting for their workers), {} queued, {} waiting", journal.path,
+        logger.info("resumed from journal {}: {} task(s), {} finished, {} were with workers "
+                    "(running or queued there: waiting for them), {} queued, {} waiting",
+                    journal.path,
                     len(board.records), len(board.records) - board.open, board.running,
                     len(board.scheduler), len(board.waiting))
     if early:
