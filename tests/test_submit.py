@@ -525,6 +525,37 @@ def test_ctrl_c_or_a_stop_signal_on_submit_wait_says_the_batch_runs_on(tmp_path,
                    f"ceylon-submit --watch {token}; ceylon-cancel stops its tasks)", err
 
 
+@pytest.mark.timeout(60)
+def test_ctrl_c_on_a_watch_says_how_to_follow_the_batch_again(tmp_path, tasks_file):
+    """--wait said how to follow the batch again; --watch said only that it runs on (a
+    review of the clients), though README says the last line always says how."""
+    path = tasks_file([{"id": "q", "description": "queued", "difficulty": 1}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            await _serving(c, workers=())  # (nobody runs it: it stays queued)
+            sent = await c.spawn("submit", [*cli("ceylon-submit"), str(path), "--port",
+                                            str(c.port)])
+            assert await sent.wait(20) == 0, sent.stderr()
+            token = re.search(r"--watch ([0-9]+@[0-9a-f]+)", sent.stdout()).group(1)
+            p = await c.spawn("watch", [*cli("ceylon-submit"), "--watch", token, "--port",
+                                        str(c.port), "--log-level", "DEBUG"])
+            await wait_until(lambda: "client: connected to admin" in p.stderr(), 20,
+                             "the admin's answer")
+            p.signal(signal.SIGINT)
+            return token, await p.wait(20), p.stderr()
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # (see above)
+    try:
+        token, code, err = run(body())
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == 130, err
+    assert err.strip().splitlines()[-1] == (
+        f"error: interrupted: batch 1 runs on at the admin (follow it again: ceylon-submit "
+        f"--watch {token}; ceylon-cancel stops its tasks)"), err
+
+
 @pytest.mark.parametrize(("watch", "said"), [
     (False, "error: interrupted: no admin had answered yet: nothing was sent"),
     (True, "error: interrupted: no admin had answered yet")])

@@ -208,7 +208,9 @@ def _follow(c: AsyncClient, token: str) -> dict[str, Any]:
     except RejectedError as exc:  # (another workspace, a wrong token)
         fail(EXIT_CONFIG, f"the admin refused: {exc}")
     except (KeyboardInterrupt, Stopped) as exc:
-        fail(_stop_code(exc), f"interrupted: batch {m.group(1)} runs on at the admin" if asked
+        fail(_stop_code(exc), f"interrupted: batch {m.group(1)} runs on at the admin (follow "
+                              f"it again: ceylon-submit --watch {token}; ceylon-cancel stops "
+                              f"its tasks)" if asked
              else "interrupted: no admin had answered yet")
 
 

@@ -286,6 +286,8 @@ class AsyncClient:
         except BaseException:
             await self.close()
             raise
+        logger.debug("client: connected to admin '{}' at {}", status.get("admin"),
+                     self.endpoint)
         return self
 
     async def close(self) -> None:
