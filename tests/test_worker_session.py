@@ -302,3 +302,35 @@ def test_a_flood_of_messages_the_admin_could_not_deliver_is_a_line_a_minute(monk
         "w: a message to 'nobody' was not delivered: no connected agent of that name",
         "w: 7 messages to 'r' were not delivered: it did not come back",
         "w: 30 messages to 'nobody' were not delivered: no connected agent of that name"]
+
+
+def test_a_worker_catching_up_on_broadcasts_asks_for_more_as_half_of_the_last_came():
+    """Paused 5 s in a burst, a worker asked for what it missed at once, then only on its
+    heartbeats: the admin sends REPAIR_BATCH for one request, so it caught up at 1,000 a
+    second (some 30 s, new broadcasts waiting behind). It asks again as soon as half of what
+    was sent came (a pipeline clocked by what it takes in): once per half batch, not once per
+    broadcast."""
+    from ceylon_net.core.broadcasts import REPAIR_BATCH
+
+    sent = _Sent()
+    w = Worker("w", "default", "127.0.0.1", 9999)
+    w._sockets = sent  # type: ignore[assignment]
+    w._on_welcome(wire.Welcome("w", "admin", 1, 1.0, 3, epoch=99))
+    w._deliver = lambda *a: None  # type: ignore[method-assign]  # (what it delivers: no matter)
+
+    def arrives(seq: int) -> None:
+        header = wire.make_header("default", "other")
+        header.seq, header.epoch = seq, 99
+        w._numbered(wire.Envelope(Kind.BCAST, header, b"x"))
+
+    arrives(1)  # (the first: it hears from here on, and says so)
+    arrives(3 * REPAIR_BATCH + 2)  # (PUB again after the pause: 2 .. 3,001 missed)
+    assert sent.kinds.count(Kind.HEARTBEAT) == 2  # (asked at once)
+    asked = []
+    for seq in range(2, 2 + 2 * REPAIR_BATCH):  # (what the admin sends again)
+        before = sent.kinds.count(Kind.HEARTBEAT)
+        arrives(seq)
+        if sent.kinds.count(Kind.HEARTBEAT) > before:
+            asked.append(seq)
+    half = REPAIR_BATCH // 2
+    assert asked == [1 + half, 1 + 2 * half, 1 + 3 * half, 1 + 4 * half]

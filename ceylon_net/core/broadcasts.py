@@ -30,6 +30,9 @@ RING_BYTES = 64 << 20  # ... and at most this many payload bytes
 # Broadcasts an agent holds that came ahead of a gap (more are dropped there, and asked for
 # again once the gap is filled: the admin's ring still has them).
 HELD = 10_000
+# Broadcasts the admin sends again to one agent for one request of it, at most; the agent
+# asks again once half of them reached it (a pipeline, clocked by what it takes in).
+REPAIR_BATCH = 1_000
 
 
 @dataclass(frozen=True, slots=True)

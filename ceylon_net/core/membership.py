@@ -13,7 +13,7 @@ from ..errors import RemoteProtocolError
 from ..settings import AdminSettings
 from ..wire import MAX_CAPACITY, PROTOCOL_VERSION, Envelope, Hello, Kind
 from .board import ENDED, FINISHED, IN_FLIGHT, TaskBoard
-from .broadcasts import BroadcastLog
+from .broadcasts import REPAIR_BATCH, BroadcastLog
 from .commands import Connected, Forward, Outbox
 from .guard import Hush
 from .mailbox import Mailbox, by_sender
@@ -29,7 +29,6 @@ MAX_NAME = 200  # a worker's name, as ceylon_net.settings allows it
 TAKEOVER_BEATS = 2  # a worker silent this many heartbeats gives its name to a newcomer
 REMEMBER_LEFT = 10_000  # names of workers gone, kept to count one that comes back
 REMEMBER_LOST = 1_000  # workers lost (they may come back), kept with what they can do
-REPAIR_BATCH = 1_000  # broadcasts sent again to one agent a heartbeat, at most
 # A task asked back from a worker as not heard to have reached it (TaskBoard._unheard) goes
 # back to the queue, unanswered, after this many heartbeats (its heartbeats come, but not
 # its answers: the link to it is broken one way, or slower than that).
@@ -648,12 +647,13 @@ class Membership:
             rec.unconfirmed = None
 
     def _repair(self, rec: WorkerRecord, missing: list[list[int]], now: float) -> None:
-        """Send again what it missed, REPAIR_BATCH a heartbeat at most (the ROUTER queues
-        10,000 messages a peer and drops the rest: a far-behind agent asks again on its next
-        beat for what did not go yet); what the ring no longer holds, it is told to skip,
-        first, as often as it asks (a SKIP is small, and one dropped would leave it waiting
-        behind it for ever; said again, it is counted once). A range it lists again before
-        what was sent reaches it (it is slow) is not sent again within two heartbeats."""
+        """Send again what it missed, REPAIR_BATCH at most for one request (the ROUTER queues
+        10,000 messages a peer and drops the rest: a far-behind agent asks again for what
+        did not go yet, once half of what was sent reached it, or on its next beat); what
+        the ring no longer holds, it is told to skip, first, as often as it asks (a SKIP is
+        small, and one dropped would leave it waiting behind it for ever; said again, it is
+        counted once). A range it lists again before what was sent reaches it (it is slow,
+        or asks ahead) is not sent again within two heartbeats: what follows it is."""
         log, after = self.broadcasts, rec.heard or 0
         again = now - rec.resent_at >= 2 * self.pulse.every  # (the resends may have been lost)
         budget = REPAIR_BATCH

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -12,7 +13,7 @@ from typing import Any, Protocol
 from loguru import logger
 
 from .. import wire
-from ..core.broadcasts import BroadcastInbox
+from ..core.broadcasts import REPAIR_BATCH, BroadcastInbox
 from ..core.guard import Tally
 from ..core.pacing import RESULT_HOLD, Flush, flush_stands, out_of_touch, when_to_flush
 from ..core.tasks import Task, TaskAssignment, TaskResult, listed
@@ -72,6 +73,7 @@ class Worker(AgentBase):
     _beat_every = 1.0  # the interval our heartbeat loop sleeps now
     _welcomed_at = 0.0  # when the latest welcome came
     _said_deaf = False  # said since it: nothing heard on the admin's PUB port
+    _repair_mark = math.inf  # missed broadcasts asked for: asked again once delivered to here
     _end_reason: str | None = None  # why the run ended, as the admin's END said
     _failure: Crashed | None = None  # one of our own loops failed: why (see _crashed)
     _told_end = False  # the admin's END came (its reason may read "stopped", as ours does)
@@ -473,6 +475,7 @@ class Worker(AgentBase):
                 logger.info("{}: a new admin process: {} broadcast(s) of ours the old one "
                             "may not have relayed are sent again", self.name, again)
             self._inbox, self._epoch, self._asked_upto = BroadcastInbox(), welcome.epoch, 0
+            self._repair_mark = math.inf
         self.id = welcome.agent_id
         self._admin_seen = self._beat_sent = self._welcomed_at = time.monotonic()
         self._said_deaf = False
@@ -767,14 +770,19 @@ class Worker(AgentBase):
 
     def _heard(self, first: bool) -> None:
         """Tell the admin at once when we start hearing broadcasts (it then counts us as
-        connected), and when we notice ones we missed (it sends them again)."""
-        missing = self._inbox.missing()
-        fresh = bool(missing) and missing[-1][1] > self._asked_upto
-        if (first or fresh) and self._sockets is not None and self._welcome is not None:
+        connected), when we notice ones we missed (it sends them again), and, catching up,
+        once half of what it sends again at a time came: a receiver paused 5 s in a burst
+        asked again only on its heartbeats, and caught up at REPAIR_BATCH a second, some 30
+        s, with every new broadcast waiting behind (a review of messaging)."""
+        inbox = self._inbox
+        last = inbox.last_missing()  # (not missing(): it sorts what is held, each time)
+        fresh = last > self._asked_upto
+        if (first or fresh or (last and inbox.next >= self._repair_mark)) \
+                and self._sockets is not None and self._welcome is not None:
             if fresh:
-                logger.debug("{}: missed broadcasts {}; asking the admin for them", self.name,
-                             missing)
-            self._asked_upto = self._inbox.top
+                logger.debug("{}: missed broadcasts up to {}; asking the admin for them",
+                             self.name, last)
+            self._asked_upto, self._repair_mark = inbox.top, inbox.next + REPAIR_BATCH // 2
             self._sockets.send_soon(self._heartbeat_frames())
 
     async def _heartbeat_loop(self) -> None:
