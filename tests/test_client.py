@@ -429,7 +429,11 @@ def test_a_client_says_clearly_when_no_admin_answers():
 
     async def body():
         with pytest.raises(AdminUnreachableError, match=f"no admin answered at "
-                                                        f"tcp://127.0.0.1:{port} within 1 s"):
+                                                        f"tcp://127.0.0.1:{port} within 1 s"
+                                                        r" \(is ceylon-admin running there, "
+                                                        r"on that port \(its own --port, not "
+                                                        r"its PUB port, the one after it\)\?"):
+            # (the PUB port, one up, is an easy mistake: a review found nothing said it)
             await AsyncClient(f"127.0.0.1:{port}", timeout=1).connect()
         # A host name that does not resolve: ZeroMQ retries it without a word; we say it.
         with pytest.raises(AdminUnreachableError, match=r"within 1 s; the host name "

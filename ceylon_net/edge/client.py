@@ -383,7 +383,8 @@ class AsyncClient:
         if self._dealer is not None and time.monotonic() - self._heard_at >= timeout:
             self._dealer.renew()
         hint = await why_no_answer(self.endpoint, self.curve, "is ceylon-admin running "
-                                   "there?") if self._ended is None else \
+                                   "there, on that port (its own --port, not its PUB port, "
+                                   "the one after it)?") if self._ended is None else \
             f" (it said it stopped ({self._ended}), and none answered since)"
         return AdminUnreachableError(f"no admin answered at {self.endpoint} within "
                                      f"{timeout:g} s{hint}")

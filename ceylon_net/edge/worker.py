@@ -395,7 +395,8 @@ class Worker(AgentBase):
                         f"s (--connect-timeout) since it went silent (stopped, or the link "
                         f"to it is down){await why_unreachable(s.endpoint)}")
                 why = await why_no_answer(s.endpoint, s.curve_secret,
-                                          "is ceylon-admin running there, on that --port?")
+                                          "is ceylon-admin running there, on that --port "
+                                          "(its own, not its PUB port, the one after it)?")
                 raise AdminUnreachableError(f"no admin answered at {s.endpoint} within "
                                             f"{s.connect_timeout:g} s{why}")
             delay = min(delay * 2, 5.0)
