@@ -2487,3 +2487,21 @@ def test_closing_a_worker_lost_is_waited_for_no_longer_and_one_still_beating_is_
     for t in range(2, 8):  # (b silent: lost after liveness x heartbeat)
         sim.tick(at=float(t))
     assert b.peer not in sim.st.members.registry.by_peer and sim.st.told_end == set()
+
+
+def test_a_progress_line_counts_in_its_groups_what_the_same_timer_ended():
+    """A restarted admin gave up on a worker that did not come back, which ended a task of
+    a group, then logged "progress: 30/42 done" beside "group 'G1': 29/30 done" (a review of
+    task groups): the groups heard of it only at the round's end, after the line."""
+    from ceylon_net import TaskManager, TaskMessage
+
+    sim = Sim()
+    sim.join("w", capacity=2)
+    group = TaskManager.create_task_group(
+        "g", "", [TaskMessage(f"i{n}", f"i{n}", "", 0.0) for n in range(2)])
+    sim.carry(sim.st.submit(groups=[group], now=sim.now))
+    assert sim.st.board.cancel(["i1"], "gone with its worker")  # (as a timer's input does)
+    sim.st.followup.log_progress(1)
+    said = logs(sim.st.out.take(), "INFO")
+    assert "progress: 1/2 done, 1 running, 0 queued, 1 worker(s)" in said, said
+    assert "group 'g': 1/2 done" in said, said

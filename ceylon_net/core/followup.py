@@ -275,6 +275,8 @@ class Followup:
         slots held by a handler past its task (they run nothing else meanwhile);
         ``awaited``: workers still to connect before anything is assigned."""
         board = self.board
+        if board.finished:  # (a timer ended some: their groups count them in this line too)
+            self.settle()
         total = board.total
         state = (total - board.open, board.running, len(board.scheduler), stuck, awaited)
         if state == self._last_progress or not total:
