@@ -1,6 +1,6 @@
 """The admin's web dashboard (``ceylon-admin --dashboard-port``): one page, served from the
 package (no CDN: it works offline), kept live by server-sent events. Read-only: it answers GET
-only, and with ``--token`` it wants ``?token=...`` on every request.
+and HEAD only, and with ``--token`` it wants ``?token=...`` on every request.
 
 - ``/``            the page (workers, groups and goals, counts, throughput and latency charts,
                    recent failures)
@@ -192,31 +192,32 @@ class Dashboard:
             return await _send(writer, 401, "text/plain",
                                b"this admin wants its token: add ?token=... to the address "
                                b"(URL-encoded: %2B for +, %26 for &, %23 for #)\n")
-        if method == "HEAD" and url.path in ("/", "/api/state"):
-            body = self._page if url.path == "/" else self._json()
-            kind = "text/html; charset=utf-8" if url.path == "/" else "application/json"
-            return await _send(writer, 200, kind, body, head=True)
-        if method != "GET":
-            return await _send(writer, 405, "text/plain", b"read-only: GET only\n")
+        if method not in ("GET", "HEAD"):
+            return await _send(writer, 405, "text/plain", b"read-only: GET or HEAD only\n")
+        head = method == "HEAD"  # what GET would answer, without the body
         if url.path == "/":
-            return await _send(writer, 200, "text/html; charset=utf-8", self._page)
+            return await _send(writer, 200, "text/html; charset=utf-8", self._page, head)
         if url.path == "/api/state":
-            return await _send(writer, 200, "application/json", self._json())
+            return await _send(writer, 200, "application/json", self._json(), head)
         if url.path == "/api/stream":
+            # (a page whose stream failed asks HEAD why: EventSource does not tell it)
+            if self.streams >= MAX_STREAMS:
+                return await _send(writer, 503, "text/plain", TOO_MANY_STREAMS, head)
+            if head:
+                writer.write(STREAM_HEAD + b"Connection: close\r\n\r\n")
+                async with asyncio.timeout(WRITE_TIMEOUT):
+                    return await writer.drain()
             return await self._stream(writer)
-        await _send(writer, 404, "text/plain", b"not found\n")
+        await _send(writer, 404, "text/plain", b"not found\n", head)
 
     def _json(self, since: float = 0.0) -> bytes:
         return json.dumps({"at": time.time(), **self.view(time.monotonic()),
                            "trend": self.trend.since(since)}, default=str).encode()
 
     async def _stream(self, writer: asyncio.StreamWriter) -> None:
-        if self.streams >= MAX_STREAMS:
-            return await _send(writer, 503, "text/plain", b"too many open dashboards\n")
         self.streams += 1
         try:
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                         b"Cache-Control: no-cache\r\nConnection: keep-alive\r\n\r\n")
+            writer.write(STREAM_HEAD + b"Connection: keep-alive\r\n\r\n")
             since, shown, sent = 0.0, None, 0.0
             while True:
                 pulse, now = self.pulse(), time.monotonic()
@@ -278,6 +279,8 @@ def _loopback(name: str) -> bool:
 
 
 BUSY = b"too many connections\n"
+TOO_MANY_STREAMS = b"too many open dashboards\n"
+STREAM_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
 LOCAL_ONLY = (b"this dashboard listens on a loopback address: it answers requests for "
               b"localhost, 127.0.0.1 or [::1] only (a page elsewhere could read it through "
               b"your browser)\n")
