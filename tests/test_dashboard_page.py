@@ -2,7 +2,8 @@
 a page opened past the 32 streams the admin serves stayed empty, blaming the admin ("stale:
 no update for 5 s (admin paused or unreachable?)", though it never had one); a page whose
 admin stopped flickered between two texts for 20 s and kept its tables looking live; HEAD
-on /api/stream was refused (405) while / and /api/state answered it.
+on /api/stream was refused (405) while / and /api/state answered it; and at 1,400 px the
+tables' cells split words ("defau|lt", "truste|d", "complete|d").
 
 The pages here are served by an in-process Dashboard over fixed data, and read in headless
 Chromium (Debian's package, driven by Playwright), as tests/test_dashboard.py does."""
@@ -41,6 +42,23 @@ VIEW: dict[str, Any] = {
     "totals": {"results": 11, "failed": 1},
     "failures": [{"task": "t-17", "worker": "worker2", "error": "ValueError: bad input",
                   "ago": 3.2}]}
+
+# Every word of the tables' cells rendered on two lines (a word split by a wrap)
+SPLIT_WORDS = """() => {
+  const split = [];
+  for (const td of document.querySelectorAll("main td")) {
+    const texts = document.createTreeWalker(td, NodeFilter.SHOW_TEXT);
+    for (let n = texts.nextNode(); n; n = texts.nextNode())
+      for (const m of n.data.matchAll(/[^\\s-]+/g)) {  // (a hyphen may end a line)
+        const r = document.createRange();
+        r.setStart(n, m.index);
+        r.setEnd(n, m.index + m[0].length);
+        if (new Set([...r.getClientRects()].map(b => Math.round(b.top))).size > 1)
+          split.push(m[0]);
+      }
+  }
+  return split;
+}"""
 
 # Every text the status line shows, from the page's start (read back as window.seen)
 RECORD_STATUS = """
@@ -195,3 +213,22 @@ def test_head_on_the_stream_says_what_get_would_without_opening_one():
     assert full.startswith(b"HTTP/1.1 503 Service Unavailable")
     assert get.endswith(b"\r\n\r\ntoo many open dashboards\n")
 
+
+@needs_chromium
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("width", [1400, 1280, 1000, 1700])
+def test_the_tables_do_not_split_words(width):
+    """At 1,400 px (three columns of sections) the cells broke words anywhere: "defau|lt",
+    "truste|d", "complete|d" (overflow-wrap: anywhere, meant for a long name, on every
+    cell)."""
+
+    async def body():
+        async with _served() as board, _browser() as browser:
+            page = await browser.new_page(viewport={"width": width, "height": 900})
+            await page.goto(f"http://127.0.0.1:{board.port}/")
+            await page.wait_for_selector("#failures td", timeout=5_000)
+            return (await page.evaluate(SPLIT_WORDS),
+                    await page.evaluate("document.documentElement.scrollWidth"))
+
+    split, page_width = run(body())
+    assert split == [] and page_width <= width, (split, page_width)
