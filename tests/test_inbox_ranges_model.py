@@ -64,6 +64,10 @@ def test_s24c9_property_new_inbox_matches_the_old_one(script, honest_only):
         if not above_top:
             assert new.missing() == old.missing(), op
             assert new.last_missing() == old.last_missing(), op
+        # What a worker asks on (newest_gap, known without walking what is held) covers
+        # every number missing: no gap goes unasked until a heartbeat.
+        missing = new.missing()
+        assert not missing or new.newest_gap >= missing[-1][1], (op, missing, new.newest_gap)
     if old.heard is None:
         return  # (the commit's intended fix: drain() of one that never heard loses none)
     d_new, d_old = list(new.drain()), list(old.drain())

@@ -91,6 +91,11 @@ class BroadcastInbox:
         self.next = 0  # the next number to deliver (valid once heard)
         self.top = 0  # the highest number known to exist (broadcast or heartbeat)
         self.skipped = 0  # broadcasts the admin no longer had: lost to this agent
+        # The highest number found missing, as it became so (a jump past top, one dropped
+        # for want of room, or the admin saying more exist): whether a gap is new is known
+        # at once, not by walking what is held (10,000 held ahead of a gap made each repair
+        # that fills it cost 0.3-1.8 ms).
+        self.newest_gap = 0
         self._held: dict[int, Any] = {}  # arrived ahead of a gap
         self._gone: list[list[int]] = []  # [first, last] said gone, ahead of next: sorted
         self._ahead: list[int] = []  # the held numbers, as a heap (see _next_held)
@@ -105,7 +110,8 @@ class BroadcastInbox:
             self.heard, self.next = seq, seq + 1
             self.top = seq
             return True
-        self.top = max(self.top, seq)
+        if seq > self.top:
+            self.top = self.newest_gap = seq
         return False
 
     def told(self, seq: int, now: float, wait: float) -> bool:
@@ -132,10 +138,14 @@ class BroadcastInbox:
         """A numbered broadcast arrived; yields those now deliverable, in order."""
         if self.heard is None:
             self.hear(seq - 1)
-        self.top = max(self.top, seq)
+        if seq > self.top:
+            if seq > self.top + 1:
+                self.newest_gap = seq - 1
+            self.top = seq
         if seq < self.next or seq in self._held or self._said_gone(seq):
             return  # a duplicate (a repair that crossed the original), or one said gone
         if len(self._held) >= self.capacity and seq != self.next:
+            self.newest_gap = max(self.newest_gap, seq)
             return  # too far ahead to hold: asked for again later
         self._held[seq] = item
         heapq.heappush(self._ahead, seq)
@@ -147,6 +157,8 @@ class BroadcastInbox:
         first = max(first, self.next)
         if first > last:
             return
+        if first > self.top + 1:  # (those between exist too, and are not here)
+            self.newest_gap = max(self.newest_gap, first - 1)
         self.top = max(self.top, last)  # (said to exist: gone)
         gone = self._gone  # (merged with its neighbours: found by bisection)
         i = bisect.bisect_left(gone, [first])

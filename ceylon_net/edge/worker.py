@@ -775,14 +775,13 @@ class Worker(AgentBase):
         once half of what it sends again at a time came: a receiver paused 5 s in a burst
         asked again only on its heartbeats, and caught up at REPAIR_BATCH a second, some 30
         s, with every new broadcast waiting behind (a review of messaging)."""
-        inbox = self._inbox
-        last = inbox.last_missing()  # (not missing(): it sorts what is held, each time)
-        fresh = last > self._asked_upto
-        if (first or fresh or (last and inbox.next >= self._repair_mark)) \
+        inbox = self._inbox  # (what is missing, known without walking what is held)
+        fresh = inbox.newest_gap > self._asked_upto
+        if (first or fresh or self._repair_mark <= inbox.next <= inbox.top) \
                 and self._sockets is not None and self._welcome is not None:
             if fresh:
                 logger.debug("{}: missed broadcasts up to {}; asking the admin for them",
-                             self.name, last)
+                             self.name, inbox.newest_gap)
             self._asked_upto, self._repair_mark = inbox.top, inbox.next + REPAIR_BATCH // 2
             self._sockets.send_soon(self._heartbeat_frames())
 
