@@ -86,9 +86,30 @@ def test_a_message_finds_no_room_once_the_held_ones_are_at_their_bound():
     sim.st.members.mailbox = Mailbox(most=2)
     assert not sends(_say(sim, s, "r", "a")[1], Kind.EVENT)
     assert not sends(_say(sim, s, "r", "b")[1], Kind.EVENT)
-    _, cmds = _say(sim, s, "r", "c")  # (told at once, as of a name nobody has)
+    _, cmds = _say(sim, s, "r", "c")  # (told at once, saying why)
+    why = "it was taken for lost, and the admin holds as many messages for agents taken " \
+          "for lost as it keeps (2, 64 MiB)"
+    assert sends(cmds, Kind.EVENT, s.peer) == [wire.Event("undelivered", {"to": "r",
+                                                                          "reason": why})]
+    assert logs(cmds, "WARNING") == [f"message from 's' to 'r' dropped: {why}"]
+
+
+def test_no_more_are_held_for_one_agent_than_the_admin_can_queue_to_it_at_once():
+    """Held for one agent past the ROUTER's queue to it (10,000), what did not fit was
+    dropped as they were delivered, in the middle of the sequence (a review: 147 of 50,000);
+    held up to half of it, the next are refused at once, said to their sender."""
+    from ceylon_net.core.mailbox import MAX_HELD_EACH
+
+    assert MAX_HELD_EACH <= 10_000 // 2
+    sim = Sim()
+    s, _ = _lost(sim)
+    sim.st.members.mailbox = Mailbox(most_each=3)
+    for i in range(3):
+        assert not sends(_say(sim, s, "r", f"m{i}")[1], Kind.EVENT)
+    _, cmds = _say(sim, s, "r", "m3")
     assert sends(cmds, Kind.EVENT, s.peer) == [wire.Event("undelivered", {
-        "to": "r", "reason": "no connected agent of that name"})]
+        "to": "r", "reason": "it was taken for lost, and 3 messages wait for it already"})]
+    assert _forwarded(sim.worker("r").hello(), b"r/3") == [b"m0", b"m1", b"m2"]
 
 
 def test_a_flood_of_messages_to_a_name_nobody_has_is_a_line_a_minute_in_the_log():
@@ -103,9 +124,27 @@ def test_a_flood_of_messages_to_a_name_nobody_has_is_a_line_a_minute_in_the_log(
         said += logs(cmds, "WARNING")
     sim.now = 70.0
     said += logs(_say(sim, s, "nobody", "x")[1], "WARNING")
-    assert said == ["message from 's' to unknown agent 'nobody' dropped",
-                    "message from 's' to unknown agent 'nobody' dropped (49 more since it "
-                    "was last said)"]
+    assert said == ["message from 's' to 'nobody' dropped: no connected agent of that name",
+                    "message from 's' to 'nobody' dropped: no connected agent of that name "
+                    "(49 more since it was last said)"]
+
+
+def test_what_a_flood_that_stopped_left_unsaid_is_said_a_minute_on():
+    """The count held back was said only with the next such message, a minute on: a flood
+    that stopped never had its count said (a review: one line for some 900)."""
+    sim = Sim()
+    s = sim.join("s")
+    said: list[str] = []
+    for i in range(30):
+        sim.now = 10.0 + i / 10
+        said += logs(_say(sim, s, "nobody", "x")[1], "WARNING")
+    for at in range(14, 75):
+        sim.now = float(at)
+        s.heartbeat()
+        said += logs(sim.tick(), "WARNING")
+    assert said == ["message from 's' to 'nobody' dropped: no connected agent of that name",
+                    "29 more message(s) from 's' to 'nobody' dropped in the last minute: no "
+                    "connected agent of that name"]
 
 
 @pytest.mark.parametrize("counts, expected", [
@@ -115,6 +154,14 @@ def test_a_tally_says_the_first_then_how_many_came_once_its_time_is_up(counts, e
     assert [tally.say("k", float(i), n) for i, n in enumerate(counts)] == expected
     assert tally.say("k", 61.0) == sum(counts) - counts[0] + 1
     assert tally.say("other", 61.0) == 1  # (each key its own)
+
+
+def test_a_tally_says_when_due_what_it_held_back():
+    tally = Tally(every=60.0)
+    assert [tally.say("k", t) for t in (0.0, 1.0, 2.0)] == [1, 0, 0]
+    assert tally.due(59.0) == [] and tally.due(60.0) == [("k", 2)]
+    assert tally.due(200.0) == []  # (said: nothing more held back)
+    assert tally.say("k", 201.0) == 1
 
 
 def test_a_tally_follows_at_most_its_number_of_keys():

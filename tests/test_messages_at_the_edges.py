@@ -256,7 +256,7 @@ def test_a_workers_message_to_an_agent_the_admin_cannot_reach_is_said_to_the_sen
                 await wait_until(unreachable, 2, "the admin to find b's connection gone")
                 with Said() as said:
                     await a.send("b", Note(1))
-                    await wait_until(lambda: any("could not be delivered" in m
+                    await wait_until(lambda: any("dropped: not reachable" in m
                                                  for m in said.lines), 10, "the admin's word")
                     with contextlib.suppress(TimeoutError):  # (asserted below)
                         await wait_until(lambda: any(m.startswith("a: ") for m in said.lines),

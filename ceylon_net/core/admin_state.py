@@ -183,6 +183,9 @@ class AdminState:
             self.followup.log_progress(len(self.members.registry), self.members.registry.stuck,
                                        self.awaited)
             self.guard.forget_idle(now)
+            for (sender, to, why), n in self._unknown_names.due(now):
+                self.out.log("WARNING", f"{n:,} more message(s) from '{sender}' to '{to}' "
+                                        f"dropped in the last minute: {why}")
             # (a hostile peer reconnecting gets a new identity each time: forget the old)
             self._warned_senders = {p for p in self._warned_senders if self.guard.counting(p)}
         self.members.purge_lost(now)
@@ -262,8 +265,8 @@ class AdminState:
             return self._end_round(now, assign=False)
         to = clip(header.to)
         why = "not reachable (gone, or not reading: its queue is full)"
-        self.out.log("WARNING", f"message from '{header.sender}' to '{to}' could not be "
-                                f"delivered: {why}")
+        self.board.now = now
+        self._dropped(header.sender, to, why)
         if (sender := self.peer_of(header.sender)) is not None:
             self._undelivered(sender, header.msg_id, to, why)
         return self._end_round(now, assign=False)
@@ -555,23 +558,21 @@ class AdminState:
         target = self.peer_of(to)
         if target is not None:
             self.out.add(Forward(target, Kind.DIRECT, env.header, env.payload))
-        elif not self._held_for(to, env):
-            # (the sender is told too, as the admin's own send() is; said in the log as the
-            # flood of them allows: a line a minute for each sender and name)
-            if n := self._unknown_names.say((rec.name, to), self.board.now):
-                self.out.log("WARNING", f"message from '{rec.name}' to unknown agent "
-                                        f"'{clip(to)}' dropped" + (
-                                            f" ({n - 1:,} more since it was last said)"
-                                            if n > 1 else ""))
-            self._undelivered(rec.peer, env.header.msg_id, clip(to),
-                              "no connected agent of that name")
-
-    def _held_for(self, to: str, env: Envelope) -> bool:
-        """A message to a worker taken for lost, which may come back (--lost-wait; after a
-        restart, one the last process had): held for it (see Mailbox), if there is room."""
+            return
         members = self.members
-        return (to in members.lost or to in members.gone) and \
-            members.mailbox.keep(to, env.header, env.payload)
+        # One taken for lost may come back (--lost-wait; after a restart, one the last
+        # process had): held for it (see Mailbox), if there is room.
+        why = members.mailbox.keep(to, env.header, env.payload) \
+            if to in members.lost or to in members.gone else "no connected agent of that name"
+        if why is not None:  # (the sender is told too, as the admin's own send() is)
+            self._dropped(rec.name, clip(to), why)
+            self._undelivered(rec.peer, env.header.msg_id, clip(to), why)
+
+    def _dropped(self, sender: str, to: str, why: str) -> None:
+        """Said, as a flood of them allows: a line a minute for each sender and name."""
+        if n := self._unknown_names.say((sender, to, why), self.board.now):
+            self.out.log("WARNING", f"message from '{sender}' to '{to}' dropped: {why}" + (
+                f" ({n - 1:,} more since it was last said)" if n > 1 else ""))
 
     def _stranger(self, peer: bytes, env: Envelope) -> None:
         # A worker's message from a peer we do not know (we restarted, and its DEALER still

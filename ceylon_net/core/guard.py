@@ -124,3 +124,12 @@ class Tally:
             del self._seen[next(iter(self._seen))]
         self._seen[key] = (now, 0)
         return since + count
+
+    def due(self, now: float) -> list[tuple[Any, int]]:
+        """What was not logged, of keys whose minute is up: (key, how many), said now (else
+        the count of a flood that stopped was never said: a review)."""
+        out = [(key, since) for key, (said, since) in self._seen.items()
+               if since and now - said >= self.every]
+        for key, _ in out:
+            self._seen[key] = (now, 0)
+        return out

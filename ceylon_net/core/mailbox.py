@@ -6,8 +6,9 @@ each said in two logs, though broadcasts of that time reach it (a review of mess
 2,299 of 10,000 gone across a 5 s pause). They are kept for it instead, as long as the admin
 waits for a lost worker (--lost-wait), and delivered in order when it is back; those it does
 not come back for are said undelivered to their senders then. What is held is bounded in
-count and bytes, all agents together: past that, a message is not held (its sender is told
-at once, as of a name nobody has)."""
+count and bytes, all agents together, and for each agent below the admin's send queue to
+one peer (10,000 messages: what did not fit was dropped as they were delivered, a review
+found): past that, a message is not held, and its sender is told at once."""
 
 from __future__ import annotations
 
@@ -18,24 +19,32 @@ from ..wire import Header
 
 MAX_HELD_MESSAGES = 100_000  # held at once, for all the agents taken for lost
 MAX_HELD_BYTES = 64 << 20
+MAX_HELD_EACH = 5_000  # for one agent: half the ROUTER's queue to a peer (SNDHWM 10,000),
+# the rest for what it is sent beside them (broadcasts it missed, its tasks)
 
 
 @dataclass(slots=True)
 class Mailbox:
     most: int = MAX_HELD_MESSAGES
     most_bytes: int = MAX_HELD_BYTES
+    most_each: int = MAX_HELD_EACH
     held: dict[str, list[tuple[Header, bytes]]] = field(default_factory=dict)  # by agent
     count: int = 0
     size: int = 0  # payload bytes
 
-    def keep(self, to: str, header: Header, payload: bytes) -> bool:
-        """Hold a message for ``to``; False when there is no room left for it."""
+    def keep(self, to: str, header: Header, payload: bytes) -> str | None:
+        """Hold a message for ``to``; why not, when there is no room left for it."""
+        held = self.held.get(to, ())
+        if len(held) >= self.most_each:
+            return f"it was taken for lost, and {len(held):,} messages wait for it already"
         if self.count >= self.most or self.size + len(payload) > self.most_bytes:
-            return False
+            return (f"it was taken for lost, and the admin holds as many messages for agents "
+                    f"taken for lost as it keeps ({self.most:,}, "
+                    f"{self.most_bytes >> 20} MiB)")
         self.held.setdefault(to, []).append((header, payload))
         self.count += 1
         self.size += len(payload)
-        return True
+        return None
 
     def take(self, to: str) -> list[tuple[Header, bytes]]:
         """What was held for ``to``, in the order it came; held no longer."""

@@ -618,11 +618,13 @@ class Worker(AgentBase):
         count = data.get("count", 1)
         count = count if type(count) is int and count > 0 else 1
         to, reason = str(data.get("to")), str(data.get("reason"))
-        n = self._undelivered_said.say((to, reason), time.monotonic(), count)
-        if n:
-            logger.warning("{}: {} to '{}' {} not delivered: {}", self.name,
-                           "a message" if n == 1 else f"{n:,} messages", to,
-                           "was" if n == 1 else "were", reason)
+        if n := self._undelivered_said.say((to, reason), time.monotonic(), count):
+            self._said_undelivered(to, reason, n)
+
+    def _said_undelivered(self, to: str, reason: str, n: int) -> None:
+        logger.warning("{}: {} to '{}' {} not delivered: {}", self.name,
+                       "a message" if n == 1 else f"{n:,} messages", to,
+                       "was" if n == 1 else "were", reason)
 
     def _on_tasks(self, env: Envelope) -> None:
         """Assignments, acknowledgements, cancels and requests to give queued ones back."""
@@ -795,6 +797,8 @@ class Worker(AgentBase):
                     await self._beat_wake.wait()
             self._beat_wake.clear()
             self._gc.tick(time.monotonic(), self.runner.idle)
+            for (to, reason), n in self._undelivered_said.due(time.monotonic()):
+                self._said_undelivered(to, reason, n)  # (what a flood that stopped left)
             if self._welcome is not None and self._sockets is not None:
                 every = self._welcome.heartbeat
                 lost = self.runner.resend_unacknowledged(time.monotonic() - 2 * every)
