@@ -656,10 +656,14 @@ class Membership:
         or asks ahead) is not sent again within two heartbeats: what follows it is."""
         log, after = self.broadcasts, rec.heard or 0
         again = now - rec.resent_at >= 2 * self.pulse.every  # (the resends may have been lost)
-        budget = REPAIR_BATCH
+        if not all(len(pair) == 2 and all(type(n) is int for n in pair) for pair in missing):
+            raise RemoteProtocolError("heartbeat missing: expected [first, last] numbers")
+        # What was sent again and is still on its way counts: a batch in flight at most (it
+        # asks again as half came: the window grew by half a batch an ask, a review found).
+        low = max(after + 1, log.oldest)  # (what is older is told to skip, not sent)
+        budget = REPAIR_BATCH if again else max(0, REPAIR_BATCH - sum(
+            max(0, min(b, rec.resent_to) - max(a, low) + 1) for a, b in missing))
         for pair in missing:
-            if not (len(pair) == 2 and all(type(n) is int for n in pair)):
-                raise RemoteProtocolError("heartbeat missing: expected [first, last] numbers")
             first, last = max(pair[0], after + 1), min(pair[1], log.seq)
             self._skip(rec, first, min(last, log.oldest - 1))
             kept = log.get(first if again else max(first, rec.resent_to + 1), last)[0][:budget]
