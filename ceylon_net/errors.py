@@ -36,8 +36,8 @@ class AdminUnreachableError(CeylonError):
 
 
 class AdminGoneError(AdminUnreachableError):
-    """The admin stopped without a journal: what it ran for this client is gone, and an
-    admin started later will not have it (nothing to follow again)."""
+    """What this client waited for is gone from the admin: it stopped, or restarted,
+    without a journal, or it forgot the batch (--keep-finished). Nothing to follow again."""
 
 
 class OutsideFailure(CeylonError):

@@ -1026,8 +1026,8 @@ class AsyncClient:
         waited = self._batches.get(done.batch)
         if waited is None or waited.report.done():
             return
-        if done.error is not None:
-            waited.report.set_exception(AdminUnreachableError(
+        if done.error is not None:  # (it has no such batch, or forgot it: nothing to follow)
+            waited.report.set_exception(AdminGoneError(
                 f"batch {done.batch} at {self.endpoint}: {done.error}"))
         else:
             waited.payload = payload
