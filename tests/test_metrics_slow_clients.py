@@ -95,3 +95,28 @@ def test_a_scrape_is_answered_while_slow_clients_dribble(monkeypatch):
         for conn in opened:
             conn.close()
         server.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_connection_reset_is_said_at_debug_not_as_a_traceback_on_stderr(capfd):
+    """socketserver printed "Exception occurred during processing of request" and a
+    traceback on stderr for each client that reset its connection or timed out: raw lines
+    in a --log-json stream, as many as a client liked (a review)."""
+    import struct
+
+    from kit import Said
+
+    state = AdminState(AdminSettings(port=0), now=0.0)
+    server = metrics_edge.MetricsServer(lambda: metrics(state), "127.0.0.1", 0)
+    try:
+        with Said("DEBUG") as said:
+            conn = socket.create_connection(("127.0.0.1", server.port), timeout=2)
+            conn.sendall(b"GET /metr")
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # (a reset: SO_LINGER 0)
+            assert _within(10, lambda: any("ended in error" in m for m in said.lines)
+                           or None), said.lines
+    finally:
+        server.close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import functools
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -191,6 +192,12 @@ def _classes(ipv6: bool) -> tuple[type, type]:
 
     class Server(_Capped, ThreadingMixIn, WSGIServer):
         daemon_threads = True  # (a scrape under way does not hold the process)
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            # socketserver printed a traceback to stderr for every connection reset or
+            # timed out (not JSON under --log-json, and a flood of them from any client)
+            logger.debug("metrics: a connection from {} ended in error: {!r}",
+                         client_address, sys.exc_info()[1])
         # Scrapes that come together wait in the kernel rather than being refused and tried
         # again a second later (socketserver's own backlog is 5).
         request_queue_size = 128
