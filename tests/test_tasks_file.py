@@ -660,3 +660,18 @@ def test_a_goal_of_at_least_one_task_reads_in_the_singular():
         "g: at least 1 task completed"
     assert goal_from_spec("g", {"kind": "at_least", "count": 2}).name == \
         "g: at least 2 tasks completed"
+
+
+@pytest.mark.parametrize("text", [
+    '[[tasks]]\nid = 1\ndescription = "a"\ndifficulty = 1\n',  # (TOML, not named .toml)
+    "\n\n",  # (blank)
+    "\ntasks:\n  - id: 1\n",  # (YAML of another name, a blank line first)
+])
+def test_a_file_wrong_on_its_first_line_or_before_anything_is_told_the_formats(tmp_path, text):
+    """Only an error at line 1 column 1 had the note: TOML in a file named .txt (line 1
+    column 3), a blank file, YAML after a blank line got the bare JSON error (a review)."""
+    path = tmp_path / "tasks.txt"
+    path.write_text(text)
+    with pytest.raises(TaskFileError, match=r"a tasks file is read as JSON, or as TOML when "
+                                            r"its name ends in \.toml"):
+        load_work(path)

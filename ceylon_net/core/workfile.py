@@ -132,10 +132,11 @@ def parse_file(path: Path) -> Any:
 
 def _invalid_json(path: Path, exc: json.JSONDecodeError) -> str:
     """Where the JSON went wrong; and, for a file that may be in another format (named
-    .yaml, or wrong from its first character), which formats are read."""
+    .yaml, or wrong on its first line or from its first character: TOML in a file not named
+    .toml, a YAML file of another name), which formats are read."""
     where = f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
     yaml = path.suffix.lower() in (".yaml", ".yml")
-    if not yaml and (exc.lineno, exc.colno) != (1, 1):
+    if not yaml and exc.lineno != 1 and exc.doc[:exc.pos].strip():
         return where
     # (a .toml file never gets here, so every suffix but .toml was read as JSON)
     formats = "a tasks file is read as JSON, or as TOML when its name ends in .toml"
