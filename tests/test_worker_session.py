@@ -375,3 +375,25 @@ def test_a_repair_that_fills_a_gap_does_not_walk_what_is_held_ahead_of_it():
     beats = sent.kinds.count(Kind.HEARTBEAT) - beats
     assert 1 <= beats <= 3  # (asked for more as half of each 1,000 came)
     assert Counting.touched <= 20 * 1_000 + 5_001 * beats, Counting.touched
+
+
+def test_the_first_reason_a_worker_found_itself_out_of_touch_is_the_one_it_says():
+    """Its loop blocked (a sync handler holding the GIL, on a loaded machine), the heartbeat
+    loop ran first: our beats had stopped (the cause, and which handler ran), so it held the
+    queue and sent a beat; the next look found only the admin's messages not yet read, and
+    "admin silent for 5.7 s" replaced the cause in what the worker said (the suite failed on
+    it once)."""
+    import time
+
+    async def body() -> str:
+        w = Worker("w")
+        w._welcome = wire.Welcome("w", "admin", 1, heartbeat=0.25, liveness=3)
+        now = time.monotonic()
+        w._beat_sent, w._admin_seen, w._beat_every = now - 5.0, now - 5.7, 0.25
+        assert not w._in_touch()
+        w.runner.hold()  # (as the heartbeat loop does) ...
+        w._beat_sent = time.monotonic()  # ... then its beat goes
+        assert not w._in_touch()
+        return w._why_held
+
+    assert run(body()).startswith("no heartbeat of ours went out for 5.0 s")

@@ -253,8 +253,12 @@ class Worker(AgentBase):
         why, until = out_of_touch(time.monotonic(), self._beat_sent, self._admin_seen,
                                   w.heartbeat, w.liveness, self._beat_every)
         if why is not None:
-            self._why_held = why + (self._on_the_loop(self._beat_sent)
-                                    if why.startswith("no heartbeat of ours") else "")
+            # The first reason found while held is its cause: the heartbeat loop, first to
+            # run after a block, found our beats stopped (and why), then sent one, and the
+            # next look found only the admin's messages not yet read ("admin silent").
+            if not (self.runner.on_hold and self._why_held):
+                self._why_held = why + (self._on_the_loop(self._beat_sent)
+                                        if why.startswith("no heartbeat of ours") else "")
             return False
         self.runner.touch_until = until  # (no need to ask before: a start reads a clock)
         return True
