@@ -52,7 +52,7 @@ def test_messages_to_an_agent_taken_for_lost_reach_it_in_order_when_it_is_back()
     first = next(i for i, x in enumerate(cmds) if isinstance(x, c.Forward))
     assert welcome < first  # (after its WELCOME: what comes before is not taken)
     assert _forwarded(cmds, back.peer) == [f"m{i}".encode() for i in range(5)]
-    assert "worker 'r' is back: 5 message(s) held for it while it was lost delivered" \
+    assert "worker 'r' is back: delivering the 5 message(s) held for it while it was lost" \
         in logs(cmds, "INFO")
     assert _forwarded(back.hello(), back.peer) == []  # (delivered once)
     assert sim.st.members.mailbox.count == 0
@@ -108,7 +108,7 @@ def test_no_more_are_held_for_one_agent_than_the_admin_can_queue_to_it_at_once()
         assert not sends(_say(sim, s, "r", f"m{i}")[1], Kind.EVENT)
     _, cmds = _say(sim, s, "r", "m3")
     assert sends(cmds, Kind.EVENT, s.peer) == [wire.Event("undelivered", {
-        "to": "r", "reason": "it was taken for lost, and 3 messages wait for it already"})]
+        "to": "r", "reason": "3 messages wait for it already (held as it was taken for lost)"})]
     assert _forwarded(sim.worker("r").hello(), b"r/3") == [b"m0", b"m1", b"m2"]
 
 
@@ -169,3 +169,39 @@ def test_a_tally_follows_at_most_its_number_of_keys():
     assert [tally.say(k, 0.0) for k in "abc"] == [1, 1, 1]
     assert tally.say("a", 1.0) == 1  # (forgotten, the oldest: said again, as new)
     assert tally.say("c", 1.0) == 0
+
+
+def test_held_messages_its_queue_had_no_room_for_are_held_again_in_their_place():
+    """A paused agent keeps its connection, and what was queued to it before it was taken
+    for lost: delivered back all at once, 3,259 of 5,000 held messages found its queue full
+    and were dropped, said delivered (a review). What finds no room is held again, in its
+    place, and tried again shortly; a message sent meanwhile waits behind them (one order)."""
+    sim = Sim()
+    s, _ = _lost(sim)
+    for i in range(6):
+        _say(sim, s, "r", f"m{i}")
+    back = sim.worker("r")
+    out = [f for f in of(back.hello(), c.Forward) if f.peer == back.peer]
+    assert [f.payload for f in out] == [f"m{i}".encode() for i in range(6)]
+    for f in out[3:]:  # (m3-m5: no room in its queue)
+        sim.carry(sim.st.not_forwarded(back.peer, f.header, sim.now, f.payload))
+    _, cmds = _say(sim, s, "r", "m6")
+    assert _forwarded(cmds, back.peer) == [] and not sends(cmds, Kind.EVENT)
+    assert _forwarded(sim.fire("deliver"), back.peer) == [b"m3", b"m4", b"m5", b"m6"]
+    assert sim.st.members.mailbox.count == 0
+    assert _forwarded(_say(sim, s, "r", "m7")[1], back.peer) == [b"m7"]  # (straight on now)
+
+
+def test_held_messages_go_back_a_part_at_a_time(monkeypatch):
+    from ceylon_net.core import membership
+
+    monkeypatch.setattr(membership, "DELIVER_CHUNK", 2)
+    sim = Sim()
+    s, _ = _lost(sim)
+    for i in range(5):
+        _say(sim, s, "r", f"m{i}")
+    back = sim.worker("r")
+    parts = [_forwarded(back.hello(), back.peer)]
+    while sim.st.members.mailbox.count:
+        parts.append(_forwarded(sim.fire("deliver"), back.peer))
+    assert parts == [[b"m0", b"m1"], [b"m2", b"m3"], [b"m4"]]

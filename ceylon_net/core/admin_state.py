@@ -253,11 +253,16 @@ class AdminState:
         ahead, in an Assign of their own) are not sent either, but undelivered too."""
         return self.board.unreachable(worker)
 
-    def not_forwarded(self, peer: bytes, header: Header, now: float) -> list[Command]:
+    def not_forwarded(self, peer: bytes, header: Header, now: float,
+                      held: bytes | None = None) -> list[Command]:
         """A :class:`Forward` could not be sent to ``peer`` (its connection is gone, not yet
         taken for lost; or its queue is full). A broadcast sent again to one that missed it:
-        it asks again. A message to the agent it names: its sender is told, as it is of a
-        name nobody has."""
+        it asks again. A message held for it while it was lost (``held``: its payload) is
+        held again, and tried again shortly. Another message to the agent it names: its
+        sender is told, as it is of a name nobody has."""
+        if held is not None:
+            self.members.held_again(header, held)
+            return self._end_round(now, assign=False)
         if header.to is None:
             self.out.log("WARNING", f"broadcast {header.seq} from '{header.sender}' could not "
                                     f"be sent again to {peer.decode(errors='replace')}: the "
@@ -285,6 +290,8 @@ class AdminState:
         elif key[0] == "sync" and not self.closing:  # (said goodbye: nothing more goes out)
             self._syncing = False
             self._sync()
+        elif key[0] == "deliver":
+            self.members.deliver_held(key[1])
         return self._end_round(now)
 
     def broadcast(self, header: Header, payload: bytes, now: float) -> list[Command]:
@@ -555,15 +562,16 @@ class AdminState:
         if to in (None, self.name):
             self.out.add(Deliver(env.header, env.payload))
             return
-        target = self.peer_of(to)
-        if target is not None:
+        target, members = self.peer_of(to), self.members
+        if target is not None and to not in members.mailbox.held:
             self.out.add(Forward(target, Kind.DIRECT, env.header, env.payload))
             return
-        members = self.members
         # One taken for lost may come back (--lost-wait; after a restart, one the last
-        # process had): held for it (see Mailbox), if there is room.
+        # process had): held for it (see Mailbox), if there is room; and behind what is held
+        # for one back, still being delivered (their order kept).
         why = members.mailbox.keep(to, env.header, env.payload) \
-            if to in members.lost or to in members.gone else "no connected agent of that name"
+            if target is not None or to in members.lost or to in members.gone \
+            else "no connected agent of that name"
         if why is not None:  # (the sender is told too, as the admin's own send() is)
             self._dropped(rec.name, clip(to), why)
             self._undelivered(rec.peer, env.header.msg_id, clip(to), why)

@@ -45,6 +45,7 @@ class Forward:
     kind: bytes
     header: Header
     payload: bytes
+    held: bool = False  # a message held for its receiver while it was lost (see Mailbox)
 
 
 @dataclass(frozen=True, slots=True)

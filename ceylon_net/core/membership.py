@@ -14,9 +14,9 @@ from ..settings import AdminSettings
 from ..wire import MAX_CAPACITY, PROTOCOL_VERSION, Envelope, Hello, Kind
 from .board import ENDED, FINISHED, IN_FLIGHT, TaskBoard
 from .broadcasts import REPAIR_BATCH, BroadcastLog
-from .commands import Connected, Forward, Outbox
+from .commands import Connected, Forward, Outbox, Timer
 from .guard import Hush
-from .mailbox import Mailbox, by_sender
+from .mailbox import DELIVER_AGAIN, DELIVER_CHUNK, Mailbox, by_sender
 from .pacing import Pace, Pulse
 from .scheduler import WorkerSlot
 from .stats import AdminStats
@@ -69,6 +69,7 @@ class Membership:
         # changes.
         self.lost: dict[str, tuple[WorkerSlot, float]] = {}
         self.lost_seq, self.mailbox = 0, Mailbox()
+        self._delivering: set[str] = set()  # held messages being delivered: a Timer is due
         # After a restart: the workers the last process had or waited for, by what they can
         # do (journaled: see abilities), not back yet; lost if not back in the come-back
         # window (see gone_lost).
@@ -82,7 +83,7 @@ class Membership:
         hello = self._admissible(peer, env, now)
         if hello is None:
             return None
-        if peer not in self.registry:
+        if fresh := peer not in self.registry:
             unconfirmed = None
             self._forget_lost(hello.name)
             self.gone.pop(hello.name, None)
@@ -96,18 +97,34 @@ class Membership:
         self.out.send(peer, Kind.WELCOME, wire.Welcome(hello.name, s.name, self.pub_port,
                                                        self.pulse.every, s.liveness,
                                                        self.epoch, s.max_message_bytes))
-        self._deliver_held(peer, hello.name)
+        if fresh and (held := len(self.mailbox.held.get(hello.name, ()))):
+            self.out.log("INFO", f"worker '{hello.name}' is back: delivering the {held} "
+                                 f"message(s) held for it while it was lost")
+            self.deliver_held(hello.name)  # (a HELLO again, its WELCOME lost: under way)
         return self._reconcile(self.registry.by_peer[peer], hello, now)
 
-    def _deliver_held(self, peer: bytes, name: str) -> None:
+    def deliver_held(self, name: str) -> None:
         """The messages held for a worker while it was lost (see Mailbox), in order, after
-        its WELCOME."""
-        held = self.mailbox.take(name) if self.mailbox.count else []
-        for header, payload in held:
-            self.out.add(Forward(peer, Kind.DIRECT, header, payload))
-        if held:
-            self.out.log("INFO", f"worker '{name}' is back: {len(held)} message(s) held for "
-                                 f"it while it was lost delivered")
+        its WELCOME: DELIVER_CHUNK now, the next DELIVER_AGAIN s later (one its queue had
+        no room for comes back: held_again)."""
+        self._delivering.discard(name)
+        peer = self.registry.by_name.get(name)
+        if peer is None:  # (gone again: held on, for when it is back)
+            return
+        for header, payload in self.mailbox.take(name, DELIVER_CHUNK):
+            self.out.add(Forward(peer, Kind.DIRECT, header, payload, held=True))
+        self._deliver_later(name)
+
+    def held_again(self, header: wire.Header, payload: bytes) -> None:
+        """A held message its receiver's queue had no room for: held again, in its place,
+        and tried again shortly."""
+        self.mailbox.again(header.to or "", header, payload)
+        self._deliver_later(header.to or "")
+
+    def _deliver_later(self, name: str) -> None:
+        if name in self.mailbox.held and name not in self._delivering:
+            self._delivering.add(name)
+            self.out.add(Timer(("deliver", name), DELIVER_AGAIN))
 
     def held_undelivered(self, name: str, why: str) -> None:
         """A worker messages were held for is waited for no more: each sender is told how

@@ -378,7 +378,8 @@ class Admin(AgentBase):
     def _forward(self, cmd: c.Forward) -> None:
         if self._out is not None and not self._out.forward(cmd.peer, cmd.kind, cmd.header,
                                                            cmd.payload):
-            self._apply(self.state.not_forwarded(cmd.peer, cmd.header, time.monotonic()))
+            self._apply(self.state.not_forwarded(cmd.peer, cmd.header, time.monotonic(),
+                                                 cmd.payload if cmd.held else None))
 
     def _publish(self, cmd: c.Publish) -> None:
         if self._out is not None:
