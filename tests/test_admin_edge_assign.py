@@ -58,3 +58,64 @@ def test_a_worker_whose_first_assign_could_not_be_sent_is_not_sent_the_second():
     # unreachable, while those meant to start at once were requeued)
     assert tries == [["warm"], [0, 1]]
     assert [st.board.records[i].state.name for i in range(5)] == ["QUEUED"] * 5
+
+
+@pytest.mark.timeout(30)
+def test_the_edge_sends_no_direct_message_past_held_ones_its_queue_had_no_room_for():
+    """Held messages go back a part at a time; one finds no room in the receiver's queue
+    (held again): those after it in the same round were sent as room came back, and
+    overtook it (its place is kept only if they are not tried: AdminState.forward_now)."""
+    from kit import frames
+
+    from ceylon_net import wire
+    from ceylon_net.wire import Hello, Kind
+
+    class Out:  # m1 finds no room, once; everything else goes
+        def __init__(self) -> None:
+            self.went: list[bytes] = []
+            self.full_once = {b"m1"}
+
+        def send(self, *a: Any, **k: Any) -> bool:
+            return True
+
+        def forward(self, peer: Any, kind: bytes, header: Any, payload: bytes) -> bool:
+            if payload in self.full_once:
+                self.full_once.discard(payload)
+                return False
+            self.went.append(payload)
+            return True
+
+        def publish(self, *a: Any, **k: Any) -> None:
+            pass
+
+    async def body():
+        admin = Admin(settings=AdminSettings(port=0))
+        st = admin.state
+        st.started(0.0, 8000, 8001, 7)
+        out = admin._out = Out()
+
+        def hello(peer: bytes, name: str, at: float) -> None:
+            admin._apply(st.receive(peer, frames(Kind.HELLO, Hello(name, "default", 10, 1, [],
+                                                                   []), sender=name),
+                                    "10.0.0.1", at))
+
+        hello(b"s", "s", 0.0)
+        hello(b"r", "r", 0.0)
+        for at in (1.0, 2.0, 3.0, 4.0):  # (r silent: taken for lost)
+            admin._apply(st.receive(b"s", frames(Kind.HEARTBEAT, wire.Heartbeat(
+                [], False, -1, 0, []), sender="s"), "10.0.0.1", at))
+            admin._apply(st.tick(at))
+        assert "r" in st.members.lost
+        for i in range(4):
+            header = wire.make_header("default", "s", None, "r")
+            admin._apply(st.receive(b"s", wire.encode_frames(Kind.DIRECT, header,
+                                                             f"m{i}".encode()),
+                                    "10.0.0.1", 4.1))
+        hello(b"r2", "r", 4.2)  # (back: m0 goes, m1 finds no room, m2 and m3 wait)
+        first = list(out.went)
+        admin._apply(st.timer(("deliver", "r"), 4.3))
+        return first, out.went
+
+    first, went = asyncio.run(body())
+    assert first == [b"m0"]  # (found: [m0, m2, m3], then m1)
+    assert went == [b"m0", b"m1", b"m2", b"m3"]

@@ -253,23 +253,32 @@ class AdminState:
         ahead, in an Assign of their own) are not sent either, but undelivered too."""
         return self.board.unreachable(worker)
 
+    def forward_now(self, header: Header) -> bool:
+        """May a direct message to ``header.to`` be sent now? Not while one held for it,
+        taken, was held again (its queue had no room): it would overtake it."""
+        return not self.members.mailbox.stalled(header.to or "")
+
     def not_forwarded(self, peer: bytes, header: Header, now: float,
-                      held: bytes | None = None) -> list[Command]:
+                      payload: bytes | None = None, held: bool = False) -> list[Command]:
         """A :class:`Forward` could not be sent to ``peer`` (its connection is gone, not yet
-        taken for lost; or its queue is full). A broadcast sent again to one that missed it:
-        it asks again. A message held for it while it was lost (``held``: its payload) is
-        held again, and tried again shortly. Another message to the agent it names: its
-        sender is told, as it is of a name nobody has."""
-        if held is not None:
-            self.members.held_again(header, held)
+        taken for lost; or its queue is full), or was not (see forward_now). A broadcast
+        sent again to one that missed it: it asks again. A message held for it while it was
+        lost (``held``) is held again in its place, and tried again shortly; another, behind
+        held ones, is held behind them. Else its sender is told, as of a name nobody has."""
+        members = self.members
+        if held and payload is not None:
+            members.held_again(header, payload)
             return self._end_round(now, assign=False)
         if header.to is None:
             self.out.log("WARNING", f"broadcast {header.seq} from '{header.sender}' could not "
                                     f"be sent again to {peer.decode(errors='replace')}: the "
                                     f"admin's queue for it is full (it asks again)")
             return self._end_round(now, assign=False)
-        to = clip(header.to)
-        why = "not reachable (gone, or not reading: its queue is full)"
+        to, why = clip(header.to), "not reachable (gone, or not reading: its queue is full)"
+        if payload is not None and members.mailbox.stalled(header.to) \
+                and (why := members.mailbox.keep(header.to, header, payload)) is None:
+            members.deliver_later(header.to)  # (held behind: why is the refusal, if any)
+            return self._end_round(now, assign=False)
         self.board.now = now
         self._dropped(header.sender, to, why)
         if (sender := self.peer_of(header.sender)) is not None:

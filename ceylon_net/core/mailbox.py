@@ -67,6 +67,11 @@ class Mailbox:
         self.size -= sum(len(payload) for _, payload in got)
         return got
 
+    def stalled(self, to: str) -> bool:
+        """One taken for ``to`` was held again since the last take: what is sent to it now
+        waits behind (sent, it could overtake those)."""
+        return self._back.get(to, 0) > 0
+
     def again(self, to: str, header: Header, payload: bytes) -> None:
         """One taken could not be delivered (its queue had no room): held again, before
         those not taken yet and after those held again before it (their order kept)."""

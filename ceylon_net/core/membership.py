@@ -113,15 +113,16 @@ class Membership:
             return
         for header, payload in self.mailbox.take(name, DELIVER_CHUNK):
             self.out.add(Forward(peer, Kind.DIRECT, header, payload, held=True))
-        self._deliver_later(name)
+        self.deliver_later(name)
 
     def held_again(self, header: wire.Header, payload: bytes) -> None:
         """A held message its receiver's queue had no room for: held again, in its place,
         and tried again shortly."""
         self.mailbox.again(header.to or "", header, payload)
-        self._deliver_later(header.to or "")
+        self.deliver_later(header.to or "")
 
-    def _deliver_later(self, name: str) -> None:
+    def deliver_later(self, name: str) -> None:
+        """Deliver what is held for ``name`` DELIVER_AGAIN s from now (once)."""
         if name in self.mailbox.held and name not in self._delivering:
             self._delivering.add(name)
             self.out.add(Timer(("deliver", name), DELIVER_AGAIN))

@@ -376,10 +376,10 @@ class Admin(AgentBase):
             self._apply(self.state.undelivered(cmd.peer, cmd.worker, unsent, time.monotonic()))
 
     def _forward(self, cmd: c.Forward) -> None:
-        if self._out is not None and not self._out.forward(cmd.peer, cmd.kind, cmd.header,
-                                                           cmd.payload):
+        if self._out is not None and not _forwarded(self._out, self.state, cmd):
             self._apply(self.state.not_forwarded(cmd.peer, cmd.header, time.monotonic(),
-                                                 cmd.payload if cmd.held else None))
+                                                 cmd.payload if cmd.kind == Kind.DIRECT
+                                                 else None, cmd.held))
 
     def _publish(self, cmd: c.Publish) -> None:
         if self._out is not None:
@@ -529,6 +529,13 @@ def _unsent(admin: Admin, cmd: c.Assign) -> list[TaskAssignment]:
     if admin._out is None or admin.state.undeliverable(cmd.worker):
         return cmd.assignments
     return admin._out.assign(cmd.peer, cmd.assignments)
+
+
+def _forwarded(out: Outlet, state: AdminState, cmd: c.Forward) -> bool:
+    """Sent on; a direct message not while ones held for its receiver wait to go again
+    ahead of it (AdminState.forward_now: it would overtake them)."""
+    return (cmd.kind != Kind.DIRECT or state.forward_now(cmd.header)) and \
+        out.forward(cmd.peer, cmd.kind, cmd.header, cmd.payload)
 
 
 def _journal_round(admin: Admin, journal: Journal, cmds: list[c.Command]) -> None:
