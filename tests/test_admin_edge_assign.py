@@ -113,7 +113,8 @@ def test_the_edge_sends_no_direct_message_past_held_ones_its_queue_had_no_room_f
                                     "10.0.0.1", 4.1))
         hello(b"r2", "r", 4.2)  # (back: m0 goes, m1 finds no room, m2 and m3 wait)
         first = list(out.went)
-        admin._apply(st.timer(("deliver", "r"), 4.3))
+        admin._apply(st.timer(("deliver", "r"), 4.3))  # (m1 alone: it found no room)
+        admin._apply(st.timer(("deliver", "r"), 4.5))  # (it went: the rest)
         return first, out.went
 
     first, went = asyncio.run(body())

@@ -191,7 +191,13 @@ def test_held_messages_its_queue_had_no_room_for_are_held_again_in_their_place()
         sim.carry(sim.st.not_forwarded(back.peer, f.header, sim.now, f.payload, True))
     _, cmds = _say(sim, s, "r", "m6")
     assert _forwarded(cmds, back.peer) == [] and not sends(cmds, Kind.EVENT)
-    assert _forwarded(sim.fire("deliver"), back.peer) == [b"m3", b"m4", b"m5", b"m6"]
+    # (its queue was full: one is tried first, a longer pause after it; it goes, and the
+    # rest follow at the usual pace)
+    cmds = sim.fire("deliver")
+    assert _forwarded(cmds, back.peer) == [b"m3"]
+    assert [t.after for t in of(cmds, c.Timer) if t.key[0] == "deliver"] == [0.2]
+    cmds = sim.fire("deliver")
+    assert _forwarded(cmds, back.peer) == [b"m4", b"m5", b"m6"]
     assert sim.st.forward_now(out[0].header)
     assert sim.st.members.mailbox.count == 0
     assert _forwarded(_say(sim, s, "r", "m7")[1], back.peer) == [b"m7"]  # (straight on now)
@@ -210,3 +216,42 @@ def test_held_messages_go_back_a_part_at_a_time(monkeypatch):
     while sim.st.members.mailbox.count:
         parts.append(_forwarded(sim.fire("deliver"), back.peer))
     assert parts == [[b"m0", b"m1"], [b"m2", b"m3"], [b"m4"]]
+
+
+def test_an_agent_that_does_not_read_is_tried_one_message_at_a_time_ever_more_slowly():
+    """Its queue full for good (heartbeating, never reading): a part of 500 held messages
+    tried every 0.1 s for ever; one now, the pause doubling up to DELIVER_SLOWEST."""
+    from ceylon_net.core.mailbox import DELIVER_SLOWEST
+
+    sim = Sim()
+    s, _ = _lost(sim)
+    for i in range(20):
+        _say(sim, s, "r", f"m{i}")
+    back = sim.worker("r")
+    cmds = back.hello()
+    pauses, tried = [], []
+    for _ in range(7):
+        for f in [f for f in of(cmds, c.Forward) if f.peer == back.peer]:
+            tried.append(f.payload)
+            sim.carry(sim.st.not_forwarded(back.peer, f.header, sim.now, f.payload, True))
+        cmds = sim.fire("deliver")
+        pauses += [t.after for t in of(cmds, c.Timer) if t.key[0] == "deliver"]
+    assert pauses == [0.2, 0.4, 0.8, 1.6, DELIVER_SLOWEST, DELIVER_SLOWEST, DELIVER_SLOWEST]
+    assert tried[20:] == [b"m0"] * 6  # (after the first part: one a time, the first)
+    assert sim.st.members.mailbox.count == 20 - 1  # (m0 in the last try: on its way)
+
+
+def test_messages_held_for_an_agent_that_leaves_are_said_undelivered_to_their_senders():
+    """Back, then gone with a goodbye before all went: they were held for ever."""
+    sim = Sim()
+    s, _ = _lost(sim)
+    for i in range(3):
+        _say(sim, s, "r", f"m{i}")
+    back = sim.worker("r")
+    out = [f for f in of(back.hello(), c.Forward) if f.peer == back.peer]
+    for f in out:  # (none fit: its queue was full)
+        sim.carry(sim.st.not_forwarded(back.peer, f.header, sim.now, f.payload, True))
+    cmds = back.say(Kind.BYE)
+    assert sends(cmds, Kind.EVENT, s.peer) == [wire.Event("undelivered", {
+        "to": "r", "reason": "it left", "count": 3})]
+    assert sim.st.members.mailbox.count == 0

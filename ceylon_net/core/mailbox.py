@@ -26,6 +26,9 @@ MAX_HELD_EACH = 5_000  # for one agent: half the ROUTER's queue to a peer (SNDHW
 # was taken for lost: a review found 3,259 of 5,000 dropped) is held again, in its place.
 DELIVER_CHUNK = 500
 DELIVER_AGAIN = 0.1
+# While its queue stays full (an agent that does not read), one is tried at a time, and the
+# pause doubles, up to this (a part of 500 tried every 0.1 s for ever cost the admin CPU).
+DELIVER_SLOWEST = 2.0
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ from .board import ENDED, FINISHED, IN_FLIGHT, TaskBoard
 from .broadcasts import REPAIR_BATCH, BroadcastLog
 from .commands import Connected, Forward, Outbox, Timer
 from .guard import Hush
-from .mailbox import DELIVER_AGAIN, DELIVER_CHUNK, Mailbox, by_sender
+from .mailbox import DELIVER_AGAIN, DELIVER_CHUNK, DELIVER_SLOWEST, Mailbox, by_sender
 from .pacing import Pace, Pulse
 from .scheduler import WorkerSlot
 from .stats import AdminStats
@@ -70,6 +70,7 @@ class Membership:
         self.lost: dict[str, tuple[WorkerSlot, float]] = {}
         self.lost_seq, self.mailbox = 0, Mailbox()
         self._delivering: set[str] = set()  # held messages being delivered: a Timer is due
+        self._pause: dict[str, float] = {}  # ... and how long after the last part
         # After a restart: the workers the last process had or waited for, by what they can
         # do (journaled: see abilities), not back yet; lost if not back in the come-back
         # window (see gone_lost).
@@ -111,7 +112,10 @@ class Membership:
         peer = self.registry.by_name.get(name)
         if peer is None:  # (gone again: held on, for when it is back)
             return
-        for header, payload in self.mailbox.take(name, DELIVER_CHUNK):
+        stalled = self.mailbox.stalled(name)  # (the last part found its queue full)
+        self._pause[name] = min(2 * self._pause.get(name, DELIVER_AGAIN), DELIVER_SLOWEST) \
+            if stalled else DELIVER_AGAIN
+        for header, payload in self.mailbox.take(name, 1 if stalled else DELIVER_CHUNK):
             self.out.add(Forward(peer, Kind.DIRECT, header, payload, held=True))
         self.deliver_later(name)
 
@@ -122,10 +126,12 @@ class Membership:
         self.deliver_later(header.to or "")
 
     def deliver_later(self, name: str) -> None:
-        """Deliver what is held for ``name`` DELIVER_AGAIN s from now (once)."""
-        if name in self.mailbox.held and name not in self._delivering:
+        """Deliver what is held for ``name`` a pause from now (once; see deliver_held)."""
+        if name not in self.mailbox.held:
+            self._pause.pop(name, None)
+        elif name not in self._delivering:
             self._delivering.add(name)
-            self.out.add(Timer(("deliver", name), DELIVER_AGAIN))
+            self.out.add(Timer(("deliver", name), self._pause.get(name, DELIVER_AGAIN)))
 
     def held_undelivered(self, name: str, why: str) -> None:
         """A worker messages were held for is waited for no more: each sender is told how
@@ -483,6 +489,8 @@ class Membership:
         if why.startswith("lost"):
             self.stats.lost += 1
             self._remember_lost(rec.name, rec.last_seen)
+        if rec.name not in self.lost and not why.startswith("replaced"):
+            self.held_undelivered(rec.name, f"it {why}")  # (left: not waited for)
         held = self.board.remove_worker(rec.name, why)
         requeued, ended, said = self._back(held)
         # A worker that said goodbye with nothing left behind is news, not trouble.
