@@ -108,7 +108,7 @@ def test_no_more_are_held_for_one_agent_than_the_admin_can_queue_to_it_at_once()
         assert not sends(_say(sim, s, "r", f"m{i}")[1], Kind.EVENT)
     _, cmds = _say(sim, s, "r", "m3")
     assert sends(cmds, Kind.EVENT, s.peer) == [wire.Event("undelivered", {
-        "to": "r", "reason": "3 messages wait for it already (held as it was taken for lost)"})]
+        "to": "r", "reason": "3 messages wait to go to it already (held for it)"})]
     assert _forwarded(sim.worker("r").hello(), b"r/3") == [b"m0", b"m1", b"m2"]
 
 
@@ -195,7 +195,7 @@ def test_held_messages_its_queue_had_no_room_for_are_held_again_in_their_place()
     # rest follow at the usual pace)
     cmds = sim.fire("deliver")
     assert _forwarded(cmds, back.peer) == [b"m3"]
-    assert [t.after for t in of(cmds, c.Timer) if t.key[0] == "deliver"] == [0.2]
+    assert [t.after for t in of(cmds, c.Timer) if t.key[0] == "deliver"] == [0.1]
     cmds = sim.fire("deliver")
     assert _forwarded(cmds, back.peer) == [b"m4", b"m5", b"m6"]
     assert sim.st.forward_now(out[0].header)
@@ -212,10 +212,16 @@ def test_held_messages_go_back_a_part_at_a_time(monkeypatch):
     for i in range(5):
         _say(sim, s, "r", f"m{i}")
     back = sim.worker("r")
-    parts = [_forwarded(back.hello(), back.peer)]
+    cmds = back.hello()
+    parts, pauses = [_forwarded(cmds, back.peer)], []
     while sim.st.members.mailbox.count:
-        parts.append(_forwarded(sim.fire("deliver"), back.peer))
+        pauses += [t.after for t in of(cmds, c.Timer) if t.key[0] == "deliver"]
+        cmds = sim.fire("deliver")
+        parts.append(_forwarded(cmds, back.peer))
     assert parts == [[b"m0", b"m1"], [b"m2", b"m3"], [b"m4"]]
+    # (the next part in the next round while its queue takes them: 0.1 s a part held new
+    # messages to it behind them, past 5,000 refused, though its queue had room: a review)
+    assert pauses == [0.0, 0.0]
 
 
 def test_an_agent_that_does_not_read_is_tried_one_message_at_a_time_ever_more_slowly():
@@ -236,7 +242,7 @@ def test_an_agent_that_does_not_read_is_tried_one_message_at_a_time_ever_more_sl
             sim.carry(sim.st.not_forwarded(back.peer, f.header, sim.now, f.payload, True))
         cmds = sim.fire("deliver")
         pauses += [t.after for t in of(cmds, c.Timer) if t.key[0] == "deliver"]
-    assert pauses == [0.2, 0.4, 0.8, 1.6, DELIVER_SLOWEST, DELIVER_SLOWEST, DELIVER_SLOWEST]
+    assert pauses == [0.1, 0.2, 0.4, 0.8, 1.6, DELIVER_SLOWEST, DELIVER_SLOWEST]
     assert tried[20:] == [b"m0"] * 6  # (after the first part: one a time, the first)
     assert sim.st.members.mailbox.count == 20 - 1  # (m0 in the last try: on its way)
 

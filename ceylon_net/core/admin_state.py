@@ -299,7 +299,7 @@ class AdminState:
         elif key[0] == "sync" and not self.closing:  # (said goodbye: nothing more goes out)
             self._syncing = False
             self._sync()
-        elif key[0] == "deliver":
+        elif key[0] == "deliver" and not self.closing:
             self.members.deliver_held(key[1])
         return self._end_round(now)
 

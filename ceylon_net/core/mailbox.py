@@ -21,13 +21,14 @@ MAX_HELD_MESSAGES = 100_000  # held at once, for all the agents taken for lost
 MAX_HELD_BYTES = 64 << 20
 MAX_HELD_EACH = 5_000  # for one agent: half the ROUTER's queue to a peer (SNDHWM 10,000),
 # the rest for what it is sent beside them (broadcasts it missed, its tasks)
-# Delivered back: this many at a time, the next ones DELIVER_AGAIN s later; one its queue
-# had no room for (a paused agent keeps its connection, and what was queued to it before it
-# was taken for lost: a review found 3,259 of 5,000 dropped) is held again, in its place.
+# Delivered back: this many at a time, the next part in the admin's next round; one its
+# queue had no room for (a paused agent keeps its connection, and what was queued to it
+# before it was taken for lost: a review found 3,259 of 5,000 dropped) is held again, in its
+# place. While its queue stays full (an agent that does not read), one is tried at a time,
+# DELIVER_AGAIN s later, the pause doubling up to DELIVER_SLOWEST (a part of 500 tried
+# every 0.1 s for ever cost the admin CPU).
 DELIVER_CHUNK = 500
 DELIVER_AGAIN = 0.1
-# While its queue stays full (an agent that does not read), one is tried at a time, and the
-# pause doubles, up to this (a part of 500 tried every 0.1 s for ever cost the admin CPU).
 DELIVER_SLOWEST = 2.0
 
 
@@ -44,8 +45,7 @@ class Mailbox:
         """Hold a message for ``to``; why not, when there is no room left for it."""
         held = self.held.get(to, ())
         if len(held) >= self.most_each:
-            return (f"{len(held):,} messages wait for it already (held as it was taken for "
-                f"lost)")
+            return f"{len(held):,} messages wait to go to it already (held for it)"
         if self.count >= self.most or self.size + len(payload) > self.most_bytes:
             return (f"it was taken for lost, and the admin holds as many messages for agents "
                     f"taken for lost as it keeps ({self.most:,}, "

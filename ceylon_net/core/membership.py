@@ -113,8 +113,10 @@ class Membership:
         if peer is None:  # (gone again: held on, for when it is back)
             return
         stalled = self.mailbox.stalled(name)  # (the last part found its queue full)
-        self._pause[name] = min(2 * self._pause.get(name, DELIVER_AGAIN), DELIVER_SLOWEST) \
-            if stalled else DELIVER_AGAIN
+        # (the next part at once while they go: held behind them, new messages to it waited
+        # 0.1 s a part, and past 5,000 were refused though its queue had room, a review)
+        self._pause[name] = min(max(DELIVER_AGAIN, 2 * self._pause.get(name, 0.0)),
+                                DELIVER_SLOWEST) if stalled else 0.0
         for header, payload in self.mailbox.take(name, 1 if stalled else DELIVER_CHUNK):
             self.out.add(Forward(peer, Kind.DIRECT, header, payload, held=True))
         self.deliver_later(name)
