@@ -109,7 +109,7 @@ class AdminState:
         self.closing = self._syncing = False  # (_syncing: a sync Timer is pending)
         self._awaited, self._spent = set[bytes](), set[tuple[bytes, str]]()  # _awaited_hello
         self._warned_senders: set[bytes] = set()
-        self._refusals, self._unknown_names = Hush(), Tally()  # which are logged, of these
+        self._refusals, self._drops = Hush(), Tally()  # which are logged: bad tokens; drops
 
     def started(self, now: float, port: int, pub_port: int, epoch: int = 0) -> None:
         """The edge bound its sockets: the ports to announce, the start of the clock, and
@@ -183,7 +183,7 @@ class AdminState:
             self.followup.log_progress(len(self.members.registry), self.members.registry.stuck,
                                        self.awaited)
             self.guard.forget_idle(now)
-            for (sender, to, why), n in self._unknown_names.due(now):
+            for (sender, to, why), n in self._drops.due(now):
                 self.out.log("WARNING", f"{n:,} more message(s) from '{sender}' to '{to}' "
                                         f"dropped in the last minute: {why}")
             # (a hostile peer reconnecting gets a new identity each time: forget the old)
@@ -587,7 +587,7 @@ class AdminState:
 
     def _dropped(self, sender: str, to: str, why: str) -> None:
         """Said, as a flood of them allows: a line a minute for each sender and name."""
-        if n := self._unknown_names.say((sender, to, why), self.board.now):
+        if n := self._drops.say((sender, to, why), self.board.now):
             self.out.log("WARNING", f"message from '{sender}' to '{to}' dropped: {why}" + (
                 f" ({n - 1:,} more since it was last said)" if n > 1 else ""))
 

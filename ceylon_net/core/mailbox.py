@@ -40,6 +40,8 @@ class Mailbox:
     held: dict[str, list[tuple[Header, bytes]]] = field(default_factory=dict)  # by agent
     count: int = 0
     size: int = 0  # payload bytes
+    # How many taken for an agent were held again since (see again, stalled): none, no key.
+    _back: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def keep(self, to: str, header: Header, payload: bytes) -> str | None:
         """Hold a message for ``to``; why not, when there is no room left for it."""
@@ -55,8 +57,6 @@ class Mailbox:
         self.size += len(payload)
         return None
 
-    _back: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # (again)
-
     def take(self, to: str, most: int | None = None) -> list[tuple[Header, bytes]]:
         """What was held for ``to`` (the first ``most``), in the order it came; held no
         longer."""
@@ -65,7 +65,7 @@ class Mailbox:
         del held[:len(got)]
         if not held:
             self.held.pop(to, None)
-        self._back[to] = 0
+        self._back.pop(to, None)
         self.count -= len(got)
         self.size -= sum(len(payload) for _, payload in got)
         return got

@@ -106,8 +106,8 @@ class Membership:
 
     def deliver_held(self, name: str) -> None:
         """The messages held for a worker while it was lost (see Mailbox), in order, after
-        its WELCOME: DELIVER_CHUNK now, the next DELIVER_AGAIN s later (one its queue had
-        no room for comes back: held_again)."""
+        its WELCOME: DELIVER_CHUNK now, the next part in the next round; once a part found
+        its queue full (held_again), one at a time, DELIVER_AGAIN s on, doubling."""
         self._delivering.discard(name)
         peer = self.registry.by_name.get(name)
         if peer is None:  # (gone again: held on, for when it is back)
