@@ -6,6 +6,7 @@ the wire: it registers, holds what it is sent, answers, heartbeats. Nothing slee
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -349,3 +350,14 @@ def restarted_with(path: Any, *names: str) -> JSim:
     for w in workers:
         w.heartbeat()
     return sim.restart()
+
+
+def http_exchange(port: int, data: bytes, timeout: float = 15.0) -> bytes:
+    """What a local HTTP server (the dashboard) answers to ``data`` sent as it is, to the end
+    of the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(data)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)

@@ -15,6 +15,7 @@ import urllib.request
 
 import pytest
 from conftest import REPO, run
+from kit import http_exchange
 
 from ceylon_net.dev.testing import Cluster, cli, free_port, wait_until
 
@@ -136,14 +137,6 @@ def _reachable(url: str) -> bool:
         return False
 
 
-def _raw(port: int, data: bytes) -> bytes:
-    """What the dashboard answers to ``data`` sent as it is, to the end of the connection."""
-    with socket.create_connection(("127.0.0.1", port), timeout=15) as conn:
-        conn.sendall(data)
-        chunks = []
-        while chunk := conn.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
 
 
 @pytest.mark.timeout(60)
@@ -163,7 +156,7 @@ def test_the_dashboard_is_read_only_and_its_data_is_json(tmp_path):
             except urllib.error.HTTPError as e:
                 post = e.code
             page = _get(base)
-            raw = [await asyncio.to_thread(_raw, port, data) for data in (
+            raw = [await asyncio.to_thread(http_exchange, port, data) for data in (
                 b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n",
                 b"GET /api/state HTTP/1.1\n\n", b"HEAD / HTTP/1.1\r\n\r\n")]
             return state, post, page, raw
@@ -203,7 +196,6 @@ def test_the_charts_trend_is_one_point_a_second_from_the_totals():
 @pytest.mark.timeout(60)
 def test_an_open_page_does_not_hold_the_admin_up_when_it_stops(tmp_path):
     import signal
-    import socket
 
     port = free_port()
 
@@ -241,7 +233,7 @@ def test_connections_that_send_no_request_cannot_hold_the_dashboard_shut():
         await wait_until(lambda: len(board._connections) == MAX_CONNECTIONS, 10, "all idle")
         try:
             answer = await asyncio.wait_for(
-                asyncio.to_thread(_raw, port, b"GET /api/state HTTP/1.1\r\n\r\n"), 5)
+                asyncio.to_thread(http_exchange, port, b"GET /api/state HTTP/1.1\r\n\r\n"), 5)
             first_gone = await asyncio.wait_for(idle[0][0].read(), 5)
         finally:
             for _, writer in idle:
@@ -325,7 +317,8 @@ def test_head_asks_for_the_token_as_get_does():
         board = Dashboard(lambda now: {"workers": []}, lambda: (0, 0.0), lambda: 0, "s3cret-tok")
         port = await board.start("127.0.0.1", 0)
         try:
-            return [await asyncio.to_thread(_raw, port, f"HEAD {path} HTTP/1.1\r\n\r\n".encode())
+            return [await asyncio.to_thread(http_exchange, port,
+                                            f"HEAD {path} HTTP/1.1\r\n\r\n".encode())
                     for path in ("/api/state", "/api/state?token=s3cret-tok")]
         finally:
             await board.close()
@@ -344,7 +337,7 @@ def test_a_dashboard_on_loopback_answers_only_requests_for_a_loopback_name(tmp_p
     port = free_port()
 
     def ask(p: int, host: str) -> bytes:
-        return _raw(p, f"GET /api/state HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        return http_exchange(p, f"GET /api/state HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
 
     async def body():
         async with Cluster(workdir=tmp_path) as c:
@@ -354,7 +347,7 @@ def test_a_dashboard_on_loopback_answers_only_requests_for_a_loopback_name(tmp_p
             local = [ask(port, h) for h in (f"127.0.0.1:{port}", f"localhost:{port}",
                                             "[::1]", "LOCALHOST")]
             rebound = ask(port, f"evil.example:{port}")
-            bare = _raw(port, b"GET /api/state HTTP/1.0\r\n\r\n")  # (no Host: no browser)
+            bare = http_exchange(port, b"GET /api/state HTTP/1.0\r\n\r\n")  # (no Host: no browser)
         return local, rebound, bare
 
     local, rebound, bare = run(body())

@@ -14,12 +14,12 @@ import asyncio
 import contextlib
 import re
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from conftest import run
+from kit import http_exchange
 
 from ceylon_net.dev.testing import wait_until
 from ceylon_net.edge.dashboard import MAX_STREAMS, Dashboard
@@ -97,12 +97,7 @@ async def _browser() -> AsyncIterator[Any]:
 
 def _raw(port: int, data: bytes) -> bytes:
     """What the dashboard answers to ``data``, to the end of the connection."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-        conn.sendall(data)
-        chunks = []
-        while chunk := conn.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
+    return http_exchange(port, data, timeout=10)
 
 
 async def _open_streams(board: Dashboard, n: int) -> list[asyncio.StreamWriter]:
