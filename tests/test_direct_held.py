@@ -40,6 +40,27 @@ def _lost(sim: Sim) -> tuple[SimWorker, SimWorker]:
     return s, r
 
 
+def _back_with_held(sim: Sim, count: int) -> tuple[SimWorker, SimWorker, list[Any]]:
+    """"s" sends ``count`` messages m0.. to "r" while it is taken for lost; "r" comes back:
+    s, r back, and the admin's commands for its HELLO."""
+    s, _ = _lost(sim)
+    for i in range(count):
+        _say(sim, s, "r", f"m{i}")
+    back = sim.worker("r")
+    return s, back, back.hello()
+
+
+def _no_room(sim: Sim, back: SimWorker, forwards: list[Any]) -> None:
+    """These held messages, sent back to ``back``, found its queue full (the edge says so)."""
+    for f in forwards:
+        sim.carry(sim.st.not_forwarded(back.peer, f.header, sim.now, f.payload, True))
+
+
+def _pauses(cmds: list[Any]) -> list[float]:
+    """How long the admin waits before the next part of held messages goes."""
+    return [t.after for t in of(cmds, c.Timer) if t.key[0] == "deliver"]
+
+
 def test_messages_to_an_agent_taken_for_lost_reach_it_in_order_when_it_is_back():
     sim = Sim()
     s, _ = _lost(sim)
@@ -177,25 +198,21 @@ def test_held_messages_its_queue_had_no_room_for_are_held_again_in_their_place()
     and were dropped, said delivered (a review). What finds no room is held again, in its
     place, and tried again shortly; a message sent meanwhile waits behind them (one order)."""
     sim = Sim()
-    s, _ = _lost(sim)
-    for i in range(6):
-        _say(sim, s, "r", f"m{i}")
-    back = sim.worker("r")
-    out = [f for f in of(back.hello(), c.Forward) if f.peer == back.peer]
+    s, back, cmds = _back_with_held(sim, 6)
+    out = [f for f in of(cmds, c.Forward) if f.peer == back.peer]
     assert [f.payload for f in out] == [f"m{i}".encode() for i in range(6)]
     # m3 finds no room in its queue; m4 and m5, in the same round, are not tried after it
     # (the edge asks forward_now: sent as room came back, they would overtake it)
-    sim.carry(sim.st.not_forwarded(back.peer, out[3].header, sim.now, out[3].payload, True))
+    _no_room(sim, back, out[3:4])
     assert [sim.st.forward_now(f.header) for f in out[4:]] == [False, False]
-    for f in out[4:]:
-        sim.carry(sim.st.not_forwarded(back.peer, f.header, sim.now, f.payload, True))
+    _no_room(sim, back, out[4:])
     _, cmds = _say(sim, s, "r", "m6")
     assert _forwarded(cmds, back.peer) == [] and not sends(cmds, Kind.EVENT)
     # (its queue was full: one is tried first, a longer pause after it; it goes, and the
     # rest follow at the usual pace)
     cmds = sim.fire("deliver")
     assert _forwarded(cmds, back.peer) == [b"m3"]
-    assert [t.after for t in of(cmds, c.Timer) if t.key[0] == "deliver"] == [0.1]
+    assert _pauses(cmds) == [0.1]
     cmds = sim.fire("deliver")
     assert _forwarded(cmds, back.peer) == [b"m4", b"m5", b"m6"]
     assert sim.st.forward_now(out[0].header)
@@ -208,14 +225,10 @@ def test_held_messages_go_back_a_part_at_a_time(monkeypatch):
 
     monkeypatch.setattr(membership, "DELIVER_CHUNK", 2)
     sim = Sim()
-    s, _ = _lost(sim)
-    for i in range(5):
-        _say(sim, s, "r", f"m{i}")
-    back = sim.worker("r")
-    cmds = back.hello()
+    _, back, cmds = _back_with_held(sim, 5)
     parts, pauses = [_forwarded(cmds, back.peer)], []
     while sim.st.members.mailbox.count:
-        pauses += [t.after for t in of(cmds, c.Timer) if t.key[0] == "deliver"]
+        pauses += _pauses(cmds)
         cmds = sim.fire("deliver")
         parts.append(_forwarded(cmds, back.peer))
     assert parts == [[b"m0", b"m1"], [b"m2", b"m3"], [b"m4"]]
@@ -230,18 +243,14 @@ def test_an_agent_that_does_not_read_is_tried_one_message_at_a_time_ever_more_sl
     from ceylon_net.core.mailbox import DELIVER_SLOWEST
 
     sim = Sim()
-    s, _ = _lost(sim)
-    for i in range(20):
-        _say(sim, s, "r", f"m{i}")
-    back = sim.worker("r")
-    cmds = back.hello()
+    _, back, cmds = _back_with_held(sim, 20)
     pauses, tried = [], []
     for _ in range(7):
-        for f in [f for f in of(cmds, c.Forward) if f.peer == back.peer]:
-            tried.append(f.payload)
-            sim.carry(sim.st.not_forwarded(back.peer, f.header, sim.now, f.payload, True))
+        out = [f for f in of(cmds, c.Forward) if f.peer == back.peer]
+        tried += [f.payload for f in out]
+        _no_room(sim, back, out)
         cmds = sim.fire("deliver")
-        pauses += [t.after for t in of(cmds, c.Timer) if t.key[0] == "deliver"]
+        pauses += _pauses(cmds)
     assert pauses == [0.1, 0.2, 0.4, 0.8, 1.6, DELIVER_SLOWEST, DELIVER_SLOWEST]
     assert tried[20:] == [b"m0"] * 6  # (after the first part: one a time, the first)
     assert sim.st.members.mailbox.count == 20 - 1  # (m0 in the last try: on its way)
@@ -250,13 +259,8 @@ def test_an_agent_that_does_not_read_is_tried_one_message_at_a_time_ever_more_sl
 def test_messages_held_for_an_agent_that_leaves_are_said_undelivered_to_their_senders():
     """Back, then gone with a goodbye before all went: they were held for ever."""
     sim = Sim()
-    s, _ = _lost(sim)
-    for i in range(3):
-        _say(sim, s, "r", f"m{i}")
-    back = sim.worker("r")
-    out = [f for f in of(back.hello(), c.Forward) if f.peer == back.peer]
-    for f in out:  # (none fit: its queue was full)
-        sim.carry(sim.st.not_forwarded(back.peer, f.header, sim.now, f.payload, True))
+    s, back, cmds = _back_with_held(sim, 3)
+    _no_room(sim, back, [f for f in of(cmds, c.Forward) if f.peer == back.peer])  # (none fit)
     cmds = back.say(Kind.BYE)
     assert sends(cmds, Kind.EVENT, s.peer) == [wire.Event("undelivered", {
         "to": "r", "reason": "it left", "count": 3})]
