@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ceylon_net.core.broadcasts import BroadcastInbox, BroadcastLog
+from ceylon_net.core.broadcasts import REPAIR_BATCH, BroadcastInbox, BroadcastLog
 
 
 def test_the_log_numbers_from_one_and_keeps_a_bounded_ring():
@@ -100,3 +100,24 @@ def test_word_beside_pub_is_taken_only_once_pub_stays_still_for_the_wait():
     assert inbox.told(9, now=5.5, wait=2.0)  # 2 s without PUB: taken
     assert inbox.missing() == [[5, 9]]
     assert not inbox.told(9, now=9.0, wait=2.0)  # (nothing new said)
+
+
+def test_an_inbox_says_when_to_ask_for_what_it_misses_and_again_as_half_a_repair_came():
+    """Fed events, no sockets: a new gap is asked for at once; catching up, again once half
+    of a repair batch came (BroadcastInbox.ask_due / asked, the worker's _heard)."""
+    inbox = BroadcastInbox()
+    list(inbox.accept(1, "b1"))
+    assert inbox.ask_due(first=True)  # (it starts hearing)
+    inbox.asked()
+    list(inbox.accept(3_002, "b3002"))  # (2 .. 3,001 missed)
+    assert inbox.ask_due(first=False)
+    inbox.asked()
+    due = []
+    for seq in range(2, 2 + REPAIR_BATCH):
+        list(inbox.accept(seq, seq))
+        if inbox.ask_due(first=False):
+            due.append(seq)
+            inbox.asked()
+    assert due == [1 + REPAIR_BATCH // 2, 1 + REPAIR_BATCH]
+    list(inbox.accept(3_003, "b3003"))  # (no new gap: next in line after what it has)
+    assert not inbox.ask_due(first=False)

@@ -96,6 +96,9 @@ class BroadcastInbox:
         # at once, not by walking what is held (10,000 held ahead of a gap made each repair
         # that fills it cost 0.3-1.8 ms).
         self.newest_gap = 0
+        # What this agent asked the admin for: missing numbers up to asked_upto; and, catching
+        # up, to ask again once delivered up to repair_mark (see ask_due).
+        self.asked_upto, self.repair_mark = 0, math.inf
         self._held: dict[int, Any] = {}  # arrived ahead of a gap
         self._gone: list[list[int]] = []  # [first, last] said gone, ahead of next: sorted
         self._ahead: list[int] = []  # the held numbers, as a heap (see _next_held)
@@ -113,6 +116,20 @@ class BroadcastInbox:
         if seq > self.top:
             self.top = self.newest_gap = seq
         return False
+
+    def ask_due(self, first: bool) -> bool:
+        """Should the agent tell the admin now what it misses (a heartbeat)? When it starts
+        hearing (``first``: the admin then counts it connected), when a gap above what it
+        asked for opened, and, catching up, once half of what the admin sends again at a
+        time came (a receiver paused 5 s in a burst asked again only on its heartbeats, and
+        caught up at REPAIR_BATCH a second, some 30 s, every new broadcast waiting behind:
+        a review of messaging). Then :meth:`asked`."""
+        return first or self.newest_gap > self.asked_upto \
+            or self.repair_mark <= self.next <= self.top
+
+    def asked(self) -> None:
+        """The agent told the admin what it misses, as of now."""
+        self.asked_upto, self.repair_mark = self.top, self.next + REPAIR_BATCH // 2
 
     def told(self, seq: int, now: float, wait: float) -> bool:
         """The admin says beside PUB (its heartbeat to this agent alone, over the ROUTER)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import math
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -13,7 +12,7 @@ from typing import Any, Protocol
 from loguru import logger
 
 from .. import wire
-from ..core.broadcasts import REPAIR_BATCH, BroadcastInbox
+from ..core.broadcasts import BroadcastInbox
 from ..core.guard import Tally
 from ..core.pacing import RESULT_HOLD, Flush, flush_stands, out_of_touch, when_to_flush
 from ..core.tasks import Task, TaskAssignment, TaskResult, listed
@@ -73,7 +72,6 @@ class Worker(AgentBase):
     _beat_every = 1.0  # the interval our heartbeat loop sleeps now
     _welcomed_at = 0.0  # when the latest welcome came
     _said_deaf = False  # said since it: nothing heard on the admin's PUB port
-    _repair_mark = math.inf  # missed broadcasts asked for: asked again once delivered to here
     _end_reason: str | None = None  # why the run ended, as the admin's END said
     _failure: Crashed | None = None  # one of our own loops failed: why (see _crashed)
     _told_end = False  # the admin's END came (its reason may read "stopped", as ours does)
@@ -118,7 +116,6 @@ class Worker(AgentBase):
         self._after_hello: list[tuple[Any, int]] = []  # results the last HELLO had no room for
         self._inbox = BroadcastInbox()  # numbered broadcasts, delivered once and in order
         self._epoch: int | None = None  # the admin process the inbox counts for
-        self._asked_upto = 0  # missed broadcasts up to here were asked for at once
         self._session: asyncio.Task | None = None
         self._gc, self._outbox = FullCollections(), Outbox()  # (Outbox: what may be refused)
         self._undelivered_said = Tally()  # (see _not_delivered)
@@ -479,8 +476,7 @@ class Worker(AgentBase):
             if self._epoch is not None and (again := self._outbox.admin_restarted()):
                 logger.info("{}: a new admin process: {} broadcast(s) of ours the old one "
                             "may not have relayed are sent again", self.name, again)
-            self._inbox, self._epoch, self._asked_upto = BroadcastInbox(), welcome.epoch, 0
-            self._repair_mark = math.inf
+            self._inbox, self._epoch = BroadcastInbox(), welcome.epoch
         self.id = welcome.agent_id
         self._admin_seen = self._beat_sent = self._welcomed_at = time.monotonic()
         self._said_deaf = False
@@ -776,19 +772,14 @@ class Worker(AgentBase):
             self._heard(False)
 
     def _heard(self, first: bool) -> None:
-        """Tell the admin at once when we start hearing broadcasts (it then counts us as
-        connected), when we notice ones we missed (it sends them again), and, catching up,
-        once half of what it sends again at a time came: a receiver paused 5 s in a burst
-        asked again only on its heartbeats, and caught up at REPAIR_BATCH a second, some 30
-        s, with every new broadcast waiting behind (a review of messaging)."""
-        inbox = self._inbox  # (what is missing, known without walking what is held)
-        fresh = inbox.newest_gap > self._asked_upto
-        if (first or fresh or self._repair_mark <= inbox.next <= inbox.top) \
-                and self._sockets is not None and self._welcome is not None:
-            if fresh:
+        """Tell the admin at once what we miss when the inbox says it is due (see
+        BroadcastInbox.ask_due: we start hearing, a new gap, or catching up)."""
+        inbox = self._inbox
+        if inbox.ask_due(first) and self._sockets is not None and self._welcome is not None:
+            if inbox.newest_gap > inbox.asked_upto:
                 logger.debug("{}: missed broadcasts up to {}; asking the admin for them",
                              self.name, inbox.newest_gap)
-            self._asked_upto, self._repair_mark = inbox.top, inbox.next + REPAIR_BATCH // 2
+            inbox.asked()
             self._sockets.send_soon(self._heartbeat_frames())
 
     async def _heartbeat_loop(self) -> None:
