@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kit import Sim, SimWorker, logs, of, sends
+from kit import Sim, SimWorker, logs, of, sends, ticked
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
@@ -92,7 +92,7 @@ def test_senders_are_told_how_many_of_their_messages_an_agent_not_back_did_not_g
         other.heartbeat()
         cmds += sim.tick()
     why = "it did not come back within --lost-wait (30 s)"
-    assert f"4 message(s) held for worker 'r' while it was lost not delivered: {why}" \
+    assert f"4 message(s) held for worker 'r' not delivered: {why}" \
         in logs(cmds, "WARNING")
     told = [(x.peer, x.msg.data, x.answers) for x in of(cmds, c.Send) if x.kind == Kind.EVENT]
     assert sorted(told) == sorted([
@@ -108,8 +108,8 @@ def test_a_message_finds_no_room_once_the_held_ones_are_at_their_bound():
     assert not sends(_say(sim, s, "r", "a")[1], Kind.EVENT)
     assert not sends(_say(sim, s, "r", "b")[1], Kind.EVENT)
     _, cmds = _say(sim, s, "r", "c")  # (told at once, saying why)
-    why = "it was taken for lost, and the admin holds as many messages for agents taken " \
-          "for lost as it keeps (2, 64 MiB)"
+    why = "the admin holds as many messages for agents it cannot reach now as it keeps " \
+          "(2, 64 MiB)"
     assert sends(cmds, Kind.EVENT, s.peer) == [wire.Event("undelivered", {"to": "r",
                                                                           "reason": why})]
     assert logs(cmds, "WARNING") == [f"message from 's' to 'r' dropped: {why}"]
@@ -264,4 +264,68 @@ def test_messages_held_for_an_agent_that_leaves_are_said_undelivered_to_their_se
     cmds = back.say(Kind.BYE)
     assert sends(cmds, Kind.EVENT, s.peer) == [wire.Event("undelivered", {
         "to": "r", "reason": "it left", "count": 3})]
+    assert sim.st.members.mailbox.count == 0
+
+
+def _unsent(sim: Sim, to: SimWorker, cmds: list[Any]) -> list[Any]:
+    """The edge could not send these direct messages to ``to`` (its connection died, not
+    noticed yet; or its queue at the admin is full): the admin's commands for it."""
+    out = []
+    for f in of(cmds, c.Forward):
+        if f.peer == to.peer:
+            out += sim.carry(sim.st.not_forwarded(to.peer, f.header, sim.now, f.payload, f.held))
+    return out
+
+
+def test_a_message_that_cannot_be_sent_to_an_agent_still_registered_is_held_for_it():
+    """Its connection dead and not noticed yet (a crash, a host cut off), or its queue full
+    (paused before it is taken for lost): the sender was told at once, where the same
+    message a moment later, the agent taken for lost, would have been held. Held now, and
+    tried again, one first, the rest behind it in order once that one goes."""
+    sim = Sim()
+    s, r = sim.join("s"), sim.join("r")
+    _, cmds = _say(sim, s, "r", "m0")
+    cmds = _unsent(sim, r, cmds)
+    assert not sends(cmds, Kind.EVENT) and not logs(cmds, "WARNING")
+    assert _pauses(cmds) == [0.1]
+    for i in (1, 2):  # (sent meanwhile: behind it, not past it)
+        _, cmds = _say(sim, s, "r", f"m{i}")
+        assert _forwarded(cmds, r.peer) == [] and not sends(cmds, Kind.EVENT)
+    cmds = sim.fire("deliver")
+    assert _forwarded(cmds, r.peer) == [b"m0"]
+    cmds = _unsent(sim, r, cmds)  # (no room yet)
+    cmds = sim.fire("deliver")
+    assert _forwarded(cmds, r.peer) == [b"m0"]  # (it goes now)
+    assert _forwarded(sim.fire("deliver"), r.peer) == [b"m1", b"m2"]
+    assert sim.st.members.mailbox.count == 0
+    assert not sends(sim.every, Kind.EVENT)
+    assert _forwarded(_say(sim, s, "r", "m3")[1], r.peer) == [b"m3"]  # (straight on again)
+
+
+def test_messages_held_for_an_agent_whose_connection_died_are_said_undelivered_if_it_is_not_back():
+    """Held as it crashed; it is taken for lost and does not come back within --lost-wait:
+    its senders are told then, counted, as for those sent once it was taken for lost."""
+    sim = Sim(lost_wait=10.0)
+    s, r = sim.join("s"), sim.join("r")
+    ids = []
+    for i in range(3):
+        msg_id, cmds = _say(sim, s, "r", f"m{i}")
+        _unsent(sim, r, cmds)
+        ids.append(msg_id)
+    said = ticked(sim, [s], until=30.0)
+    why = "it did not come back within --lost-wait (10 s)"
+    assert f"3 message(s) held for worker 'r' not delivered: {why}" in said
+    assert sends(sim.every, Kind.EVENT, s.peer) == [wire.Event("undelivered", {
+        "to": "r", "reason": why, "count": 3})]
+
+
+def test_a_message_for_an_agent_that_left_meanwhile_is_said_undelivered_at_once():
+    sim = Sim()
+    s, r = sim.join("s"), sim.join("r")
+    _, forward = _say(sim, s, "r", "m0")
+    r.say(Kind.BYE)
+    cmds = _unsent(sim, r, forward)
+    why = "not reachable (gone, or not reading: its queue is full)"
+    assert sends(cmds, Kind.EVENT, s.peer) == [wire.Event("undelivered", {"to": "r",
+                                                                          "reason": why})]
     assert sim.st.members.mailbox.count == 0

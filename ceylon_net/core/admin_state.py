@@ -57,6 +57,7 @@ from .workfile import parse_work, work_ids
 PROBATION = 0.2  # least seconds a worker on probation has to confirm its first task
 SYNC_EVERY = 0.02  # seconds between PUB heartbeats while a new worker does not hear them yet
 SYNC_FANOUT = 50  # ... for up to this many agents; more agents, proportionally slower
+UNREACHABLE = "not reachable (gone, or not reading: its queue is full)"
 CLIENT_KINDS = frozenset((Kind.HELLO, Kind.STATUS, Kind.SUBMIT, Kind.WATCH))
 ANSWERED = frozenset((Kind.STATUS, Kind.SUBMIT, Kind.CANCEL))  # a client awaits an answer
 # What a worker sends while registered, so what an admin that restarted may get from it first.
@@ -262,9 +263,9 @@ class AdminState:
                       payload: bytes | None = None, held: bool = False) -> list[Command]:
         """A :class:`Forward` could not be sent to ``peer`` (its connection is gone, not yet
         taken for lost; or its queue is full), or was not (see forward_now). A broadcast
-        sent again to one that missed it: it asks again. A message held for it while it was
-        lost (``held``) is held again in its place, and tried again shortly; another, behind
-        held ones, is held behind them. Else its sender is told, as of a name nobody has."""
+        sent again to one that missed it: it asks again. A message held for it (``held``)
+        is held again in its place, and tried again shortly; another is held for it too
+        (_hold), its sender told only when there is no room, or the receiver is gone."""
         members = self.members
         if held and payload is not None:
             members.held_again(header, payload)
@@ -274,16 +275,34 @@ class AdminState:
                                     f"be sent again to {peer.decode(errors='replace')}: the "
                                     f"admin's queue for it is full (it asks again)")
             return self._end_round(now, assign=False)
-        to, why = clip(header.to), "not reachable (gone, or not reading: its queue is full)"
-        if payload is not None and members.mailbox.stalled(header.to) \
-                and (why := members.mailbox.keep(header.to, header, payload)) is None:
-            members.deliver_later(header.to)  # (held behind: why is the refusal, if any)
+        to, why = clip(header.to), UNREACHABLE if payload is None else \
+            self._hold(header, payload)
+        if why is None:
             return self._end_round(now, assign=False)
         self.board.now = now
         self._dropped(header.sender, to, why)
         if (sender := self.peer_of(header.sender)) is not None:
             self._undelivered(sender, header.msg_id, to, why)
         return self._end_round(now, assign=False)
+
+    def _hold(self, header: Header, payload: bytes) -> str | None:
+        """A direct message the edge could not send: held for its receiver when the admin
+        still counts on it (registered, its connection dead and not yet noticed, or its
+        queue full: paused, or slow; or taken for lost), tried again shortly, and what is
+        sent to it next waits behind (see Mailbox); else, or when there is no room left,
+        why not."""
+        to, members = header.to or "", self.members
+        mailbox = members.mailbox
+        if not (mailbox.stalled(to) or self.peer_of(to) is not None or to in members.lost
+                or to in members.gone):
+            return UNREACHABLE
+        if mailbox.stalled(to) or to in mailbox.held:  # (behind those held)
+            if (why := mailbox.keep(to, header, payload)) is not None:
+                return why
+        else:
+            mailbox.again(to, header, payload)  # (the first: the next ones wait behind it)
+        members.deliver_later(to)
+        return None
 
     def _undelivered(self, sender: bytes, msg_id: int, to: str, why: str) -> None:
         """Tell an agent its message to ``to`` was not delivered, and why (it logs it)."""

@@ -1,4 +1,4 @@
-"""Direct messages to an agent taken for lost, held for it until it registers again. Pure.
+"""Direct messages to an agent the admin cannot reach now, held for it. Pure.
 
 An agent paused for a few seconds (SIGSTOP, a suspended laptop, a blocked event loop) is
 taken for lost and comes back: the messages other agents sent it meanwhile were dropped,
@@ -8,7 +8,15 @@ waits for a lost worker (--lost-wait), and delivered in order when it is back; t
 not come back for are said undelivered to their senders then. What is held is bounded in
 count and bytes, all agents together, and for each agent below the admin's send queue to
 one peer (10,000 messages: what did not fit was dropped as they were delivered, a review
-found): past that, a message is not held, and its sender is told at once."""
+found): past that, a message is not held, and its sender is told at once.
+
+The same goes for an agent still registered that a message could not be sent to: its
+connection died and the admin has not noticed yet (a crash, a host cut off: up to
+--heartbeat x --liveness), or its queue at the admin is full (paused before it is taken for
+lost, or slow to read). Its senders were told at once, where the same message a moment
+later, the agent taken for lost, was held; now it is held, tried again one at a time ever
+more slowly until it goes (then the rest follow, a part at a time), or until the agent is
+taken for lost and the wait for it runs out, or it leaves."""
 
 from __future__ import annotations
 
@@ -49,9 +57,8 @@ class Mailbox:
         if len(held) >= self.most_each:
             return f"{len(held):,} messages wait to go to it already (held for it)"
         if self.count >= self.most or self.size + len(payload) > self.most_bytes:
-            return (f"it was taken for lost, and the admin holds as many messages for agents "
-                    f"taken for lost as it keeps ({self.most:,}, "
-                    f"{self.most_bytes >> 20} MiB)")
+            return (f"the admin holds as many messages for agents it cannot reach now as it "
+                    f"keeps ({self.most:,}, {self.most_bytes >> 20} MiB)")
         self.held.setdefault(to, []).append((header, payload))
         self.count += 1
         self.size += len(payload)

@@ -141,8 +141,8 @@ class Membership:
         held = self.mailbox.take(name) if self.mailbox.count else []
         if not held:
             return
-        self.out.log("WARNING", f"{len(held)} message(s) held for worker '{name}' while it "
-                                f"was lost not delivered: {why}")
+        self.out.log("WARNING", f"{len(held)} message(s) held for worker '{name}' not "
+                                f"delivered: {why}")
         for sender, (count, last) in by_sender(held).items():
             if (peer := self.registry.by_name.get(sender)) is not None:
                 self.out.send(peer, Kind.EVENT, wire.Event("undelivered", {
