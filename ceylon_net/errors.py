@@ -74,3 +74,11 @@ class TaskFailed(CeylonError):
         super().__init__(message)
         self.task_id = task_id
         self.reason = reason
+
+
+def stopped(reason: str | None) -> str:
+    """'stopped (why)' in a message about an admin, without saying it twice: an admin closed
+    for no other reason says "admin stopped" ("the admin stopped (admin stopped)" was what a
+    client printed)."""
+    why = (reason or "").strip()
+    return "stopped" if why in ("", "stopped", "admin stopped") else f"stopped ({why})"

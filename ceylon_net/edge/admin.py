@@ -29,7 +29,14 @@ from ..core.snapshot import metrics, snapshot
 from ..core.tasks import RunReport, Task, TaskAssignment, TaskId, TaskResult
 from ..core.workers import AgentDetail
 from ..core.workfile import MAX_SECONDS, TASK_FIELDS, valid_field
-from ..errors import ConfigError, Crashed, LocalProtocolError, RemoteProtocolError, TaskFailed
+from ..errors import (
+    ConfigError,
+    Crashed,
+    LocalProtocolError,
+    RemoteProtocolError,
+    TaskFailed,
+    stopped,
+)
 from ..settings import AdminSettings, bracket
 from ..wire import Kind
 from . import loop
@@ -697,7 +704,7 @@ class Waiters:
         """The admin stopped: every waiter gets TaskFailed saying why."""
         for task_id, fut in self._futures.items():
             if not fut.done():
-                _settle(fut, None, TaskFailed(f"task {task_id!r}: the admin stopped ({reason}) "
+                _settle(fut, None, TaskFailed(f"task {task_id!r}: the admin {stopped(reason)} "
                                               f"before it finished", task_id, reason))
         self._futures.clear()
 

@@ -37,6 +37,7 @@ from ..errors import (
     RejectedError,
     RemoteProtocolError,
     TaskFailed,
+    stopped,
 )
 from ..settings import MAX_HEARTBEAT, REWATCH, SILENCE, WATCHDOG_TURN, client_settings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES, MAX_WATCH, Kind
@@ -385,7 +386,7 @@ class AsyncClient:
         hint = await why_no_answer(self.endpoint, self.curve, "is ceylon-admin running "
                                    "there, on that port (its own --port, not its PUB port, "
                                    "the one after it)?") if self._ended is None else \
-            f" (it said it stopped ({self._ended}), and none answered since)"
+            f" (it said it {stopped(self._ended)}, and none answered since)"
         return AdminUnreachableError(f"no admin answered at {self.endpoint} within "
                                      f"{timeout:g} s{hint}")
 
@@ -896,7 +897,7 @@ class AsyncClient:
         elif kind == Kind.END:  # it stopped without a journal: nothing we wait for will come
             reason = self._ended = wire.unpack(wire.End, env.payload, INBOUND_LIMITS).reason
             self._fail_all(AdminGoneError(
-                f"the admin at {self.endpoint} stopped ({reason}) without a journal: what "
+                f"the admin at {self.endpoint} {stopped(reason)} without a journal: what "
                 f"it was running for us is gone"))
         elif kind == Kind.GROUP:
             self._group_news(wire.unpack(wire.GroupNews, env.payload, INBOUND_LIMITS))
