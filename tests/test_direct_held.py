@@ -329,3 +329,27 @@ def test_a_message_for_an_agent_that_left_meanwhile_is_said_undelivered_at_once(
     assert sends(cmds, Kind.EVENT, s.peer) == [wire.Event("undelivered", {"to": "r",
                                                                           "reason": why})]
     assert sim.st.members.mailbox.count == 0
+
+
+def test_a_sender_lost_itself_as_the_wait_for_its_receiver_runs_out_is_told_when_back():
+    """Its notice went to registered senders only: one taken for lost then (paused too)
+    never heard its messages were not delivered."""
+    sim = Sim(lost_wait=10.0)
+    s, _ = _lost(sim)  # ("r" lost at 4, last heard at 0)
+    msg_id, _ = _say(sim, s, "r", "m0")
+    said = ticked(sim, [], until=12.0)  # ("s" silent too: lost; "r" not waited for at 10)
+    assert "s" in sim.st.members.lost and "r" not in sim.st.members.lost
+    assert "1 message(s) held for worker 'r' not delivered: it did not come back within " \
+           "--lost-wait (10 s)" in said
+    back = sim.worker("s")
+    cmds = back.hello()
+    welcome = next(i for i, x in enumerate(cmds) if isinstance(x, c.Send)
+                   and x.kind == Kind.WELCOME)
+    told = [(i, x) for i, x in enumerate(cmds) if isinstance(x, c.Send)
+            and x.kind == Kind.EVENT and x.peer == back.peer]
+    assert [(x.msg, x.answers) for _, x in told] == [(wire.Event("undelivered", {
+        "to": "r", "reason": "it did not come back within --lost-wait (10 s)", "count": 1}),
+        msg_id)]
+    assert told[0][0] > welcome
+    assert not sends(back.hello(), Kind.EVENT)  # (told once)
+    assert sim.st.members.owed == {}

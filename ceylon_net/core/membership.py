@@ -29,6 +29,7 @@ MAX_NAME = 200  # a worker's name, as ceylon_net.settings allows it
 TAKEOVER_BEATS = 2  # a worker silent this many heartbeats gives its name to a newcomer
 REMEMBER_LEFT = 10_000  # names of workers gone, kept to count one that comes back
 REMEMBER_LOST = 1_000  # workers lost (they may come back), kept with what they can do
+OWED_EACH = 100  # notices kept for a sender taken for lost (a receiver each): see owed
 # A task asked back from a worker as not heard to have reached it (TaskBoard._unheard) goes
 # back to the queue, unanswered, after this many heartbeats (its heartbeats come, but not
 # its answers: the link to it is broken one way, or slower than that).
@@ -71,6 +72,9 @@ class Membership:
         self.lost_seq, self.mailbox = 0, Mailbox()
         self._delivering: set[str] = set()  # held messages being delivered: a Timer is due
         self._pause: dict[str, float] = {}  # ... and how long after the last part
+        # Notices of undelivered messages due to senders taken for lost themselves as the
+        # wait for their receiver ran out: told when they are back (OWED_EACH at most each).
+        self.owed: dict[str, list[tuple[wire.Event, int]]] = {}
         # After a restart: the workers the last process had or waited for, by what they can
         # do (journaled: see abilities), not back yet; lost if not back in the come-back
         # window (see gone_lost).
@@ -98,6 +102,8 @@ class Membership:
         self.out.send(peer, Kind.WELCOME, wire.Welcome(hello.name, s.name, self.pub_port,
                                                        self.pulse.every, s.liveness,
                                                        self.epoch, s.max_message_bytes))
+        for event, answers in self.owed.pop(hello.name, ()) if fresh else ():
+            self.out.send(peer, Kind.EVENT, event, answers)  # (said while it was lost)
         if fresh and (held := len(self.mailbox.held.get(hello.name, ()))):
             self.out.log("INFO", f"worker '{hello.name}' is back: delivering the {held} "
                                  f"message(s) held for it while it was lost")
@@ -144,9 +150,12 @@ class Membership:
         self.out.log("WARNING", f"{len(held)} message(s) held for worker '{name}' not "
                                 f"delivered: {why}")
         for sender, (count, last) in by_sender(held).items():
+            event = wire.Event("undelivered", {"to": name, "reason": why, "count": count})
             if (peer := self.registry.by_name.get(sender)) is not None:
-                self.out.send(peer, Kind.EVENT, wire.Event("undelivered", {
-                    "to": name, "reason": why, "count": count}), last)
+                self.out.send(peer, Kind.EVENT, event, last)
+            elif sender in self.lost and len(owed := self.owed.setdefault(sender, [])) \
+                    < OWED_EACH:  # (lost itself: told if it comes back)
+                owed.append((event, last))
 
     def reject(self, peer: bytes, reason: str, answers: int | None = None,
                retry: bool = False, now: float | None = None) -> None:
@@ -525,6 +534,7 @@ class Membership:
         while len(self.lost) >= REMEMBER_LOST:
             oldest = next(iter(self.lost))
             del self.lost[oldest]
+            self.owed.pop(oldest, None)
             self.held_undelivered(oldest, f"more than {REMEMBER_LOST:,} workers were lost "
                                           f"since it was")
         self.lost[slot.name] = (slot, heard)
@@ -539,6 +549,7 @@ class Membership:
         wait = self.settings.lost_wait
         for name in [n for n, (_, heard) in self.lost.items() if now - heard >= wait]:
             self._forget_lost(name)
+            self.owed.pop(name, None)
             self.held_undelivered(name, f"it did not come back within --lost-wait ({wait:g} s)")
 
     def _forget_oldest_left(self) -> None:
