@@ -395,7 +395,10 @@ def test_a_task_no_worker_could_read_is_refused_at_submit_and_the_admin_goes_on(
     Task("role", "x", required_role=3), Task("set", "x", handler="echo", args=[{1}]),
     Task("kw", "x", handler="echo", kwargs={"a": {2}}), Task("none", "x", args=None),
     Task(2**64, "too big an id"), Task("\udc80", "a lone surrogate"),
-    Task("desc", "\udc80 in it")],
+    Task("desc", "\udc80 in it"), Task("prio", "x", priority=2**70),
+    Task("lowprio", "x", priority=-2**63 - 1),
+    Task("intkey", "x", handler="echo", args=[{1: "a"}]),
+    Task("intkw", "x", handler="echo", kwargs={1: 2})],
     ids=lambda t: repr(t.id))
 def test_one_task_no_worker_could_read_in_a_large_batch_refuses_the_batch(bad):
     """A large batch is looked at in passes over it, not a task at a time: one bad task
@@ -411,6 +414,44 @@ def test_one_task_no_worker_could_read_in_a_large_batch_refuses_the_batch(bad):
     with pytest.raises(ConfigError) as among:
         check_sendable([*plain[:500], bad, *plain[500:]], 1 << 20)
     assert str(among.value) == str(alone.value)
+
+
+def test_a_priority_or_a_map_key_the_wire_cannot_carry_is_refused_at_submit():
+    """Let through, a priority past 64 bits stopped the admin as the task was assigned (with
+    every task it held), and a map with an int key in the arguments was dropped by each
+    worker it was sent to, execute() waiting for ever (a review of the Python API)."""
+    from ceylon_net.errors import ConfigError
+
+    bad = [(Task("prio", "x", priority=2**70),
+            f"task 'prio': priority must be int (64 bits), got {2**70}"),
+           (Task("intkey", "x", handler="echo", args=[{1: "a"}]),
+            "task 'intkey': args has a map with a key of type int (1): a map's keys on the "
+            "wire are strings"),
+           (Task("intkw", "x", handler="echo", kwargs={1: 2}),
+            "task 'intkw': kwargs has a map with a key of type int (1): a map's keys on the "
+            "wire are strings")]
+
+    async def body():
+        admin = _admin()
+        runner = asyncio.create_task(admin.arun_admin(b"", [Counting("w")]))
+        await wait_until(lambda: len(admin.get_connected_agents()) == 1, 10, "the worker")
+        refused = []
+        for task, _ in bad:
+            for call in (lambda t=task: admin.submit([t]), lambda t=task: admin.execute(t)):
+                with pytest.raises(ConfigError) as exc:
+                    result = call()
+                    if asyncio.iscoroutine(result):
+                        await asyncio.wait_for(result, 5)
+                refused.append(str(exc.value))
+        ok = await asyncio.wait_for(admin.execute(Task("ok", "fine")), 10)
+        total, failure = admin.status()["counts"]["total"], admin.failure
+        await admin.stop()
+        await asyncio.wait_for(runner, 10)
+        return refused, ok, total, failure
+
+    refused, ok, total, failure = run(body())
+    assert refused == [why for _, why in bad for _ in range(2)]
+    assert ok.success and total == 1 and failure is None
 
 
 def test_a_large_batch_of_plain_tasks_of_every_shape_is_let_through():

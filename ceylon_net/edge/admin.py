@@ -762,7 +762,7 @@ def _odd_fields(description: Any, difficulty: Any, priority: Any, duration: Any,
     """Not plainly what the wire carries and a tasks file holds (then looked at closer)."""
     return type(description) is not str or not description.isascii() \
         or type(difficulty) is not int or type(priority) is not int \
-        or not 1 <= difficulty <= 10 \
+        or not 1 <= difficulty <= 10 or priority not in wire.MSGPACK_INTS \
         or (duration is not None and not (type(duration) in _NUMBER
                                           and 0 <= duration <= MAX_SECONDS)) \
         or (timeout is not None and not (type(timeout) in _NUMBER
@@ -827,6 +827,10 @@ def _check_values(t: Task) -> None:
     would be refused there."""
     if type(t.difficulty) is int and not valid_field("difficulty", t.difficulty):
         raise ConfigError(f"task {t.id!r}: difficulty must be 1-10, got {t.difficulty}")
+    if type(t.priority) is int and not valid_field("priority", t.priority):  # (it was packed
+        # as the task was assigned: the admin stopped on it)
+        raise ConfigError(f"task {t.id!r}: priority must be {TASK_FIELDS['priority']}, got "
+                          f"{t.priority}")
     for name in ("duration", "timeout"):  # (another type: the wire's check says it)
         value = getattr(t, name)
         if type(value) in _NUMBER and not valid_field(name, value):

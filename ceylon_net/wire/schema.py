@@ -230,6 +230,9 @@ def unfit(value: Any, limits: Limits = DEFAULT_LIMITS, depth: int = MAX_DEPTH,
             if isinstance(item, dict):
                 if len(item) > limits.max_map_len:
                     return f"has a map of {len(item):,} keys (at most {limits.max_map_len:,})"
+                if (key := _odd_key(item)) is not None:  # (encoded, a peer refuses it)
+                    return (f"has a map with a key of type {type(key).__name__} ({key!r:.40}): "
+                            f"a map's keys on the wire are strings")
                 items: Any = (*item, *item.values())
             elif len(item) > limits.max_array_len:
                 return f"has a list of {len(item):,} items (at most {limits.max_array_len:,})"
@@ -246,6 +249,15 @@ def unfit(value: Any, limits: Limits = DEFAULT_LIMITS, depth: int = MAX_DEPTH,
                             f"(strings, numbers, booleans, null, lists and maps): give it as "
                             f"a string")
         todo = deeper
+    return None
+
+
+def _odd_key(mapping: dict[Any, Any]) -> Any:
+    """A key of ``mapping`` a peer would not read (it decodes maps with string or bytes keys
+    only, msgpack's strict_map_key), or None."""
+    for key in mapping:
+        if not isinstance(key, str | bytes):
+            return key
     return None
 
 
