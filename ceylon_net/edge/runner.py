@@ -129,6 +129,7 @@ class TaskRunner:
         # or was cancelled), or by an async handler that would not stop (_orphans: its runner
         # -> its run): the admin hears how many, and sends that many fewer.
         self.stuck = self._stuck_said = 0
+        self._said_misnamed = False  # (see _checked)
         self._orphans: dict[asyncio.Task, TaskAssignment] = {}
         self._late = False  # a RELEASE came after the task started: said as urgently
         self._idle = asyncio.Event()
@@ -633,6 +634,11 @@ class TaskRunner:
         if (bad := _misfilled(result)) is not None:
             return TaskResult(task.id, self.name, False, error=(
                 f"run_task returned a TaskResult whose {bad}: the admin could not read it"))
+        if result.task_id != task.id and not self._said_misnamed:  # (a bug in the override:
+            self._said_misnamed = True  # said once, it is taken as the task's own)
+            logger.warning("{}: run_task returned a TaskResult of task {!r} for task {!r}: "
+                           "taken as task {!r}'s (return TaskResult(task.id, self.name, ...); "
+                           "said once)", self.name, result.task_id, task.id, task.id)
         return result
 
     def _sendable(self, a: TaskAssignment, result: TaskResult) -> TaskResult:

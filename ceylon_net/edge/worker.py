@@ -168,6 +168,10 @@ class Worker(AgentBase):
                 or (type(value) is int and value in wire.MSGPACK_INTS):
             return None
         try:
+            # (what the admin would refuse, said in its words first: msgpack's decoder said
+            # "int is not allowed for map key when strict_map_key=True")
+            if (why := wire.unfit(value, self.limits)) is not None:
+                return f"its return value cannot be sent to the admin: it {why}"
             packed = wire.pack_batch([result])
             if len(packed) > limit:
                 return (f"its return value is {len(packed):,} bytes encoded, over the "
