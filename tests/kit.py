@@ -85,17 +85,23 @@ class SimWorker:
     def say(self, kind: bytes, msg: Any = None, **kw: Any) -> list[Any]:
         return self.sim.receive(self.peer, frames(kind, msg, sender=self.name, **kw))
 
-    def hello(self, limit: int = 0, released: dict[Any, int] | None = None, **kw: Any
-              ) -> list[Any]:
+    def hello(self, limit: int = 0, released: dict[Any, int] | None = None,
+              welcomed: bool = True, **kw: Any) -> list[Any]:
         """``limit``: the --max-message-bytes it says (0: says none, an older worker);
-        ``released``: queued tasks it gave back as it registers again ({task: attempt})."""
+        ``released``: queued tasks it gave back as it registers again ({task: attempt});
+        ``welcomed``: its WELCOME reaches it at once, as on a perfect network, and it
+        answers (a real worker beats at once: the admin takes it as answered, without that
+        beat's round); False: its WELCOME is held up on the way (a link just back)."""
         hello = Hello(self.name, self.role, self.skill, self.capacity,
                       [[t, a] for t, a in self.held.items()],
                       [wire.to_wire(r) for r in self.unacked.values()],
                       max_message_bytes=limit, handlers=self.handlers,
                       answers_unheld=self.answers_unheld,
                       released=[[t, a] for t, a in (released or {}).items()])
-        return self.say(Kind.HELLO, hello, **kw)
+        cmds = self.say(Kind.HELLO, hello, **kw)
+        if welcomed and (rec := self.sim.st.members.registry.get(self.peer)) is not None:
+            rec.answered = True
+        return cmds
 
     def heartbeat(self, pub: bool = True) -> list[Any]:
         holding = [[t, a] for t, a in self.held.items()] + [[t, a] for t, a in self.unacked]

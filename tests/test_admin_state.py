@@ -224,6 +224,55 @@ def test_a_worker_back_holding_a_task_taken_back_from_it_on_probation_has_the_lo
 # --------------------------------------------------------------------------- liveness
 
 
+def test_a_worker_welcomed_that_has_not_answered_yet_is_given_the_time_it_asks_again_in():
+    """Back from a host cut off, a worker's WELCOME waited behind what TCP sent again, backed
+    off (3-5 s after a 20 s cut): it was taken for lost again 3 s after its HELLO, and again
+    after the next, its tasks requeued each time (a review across hosts). It sends its HELLO
+    again at most HELLO_AGAIN_MAX apart while it has no answer: it is given that much more."""
+    sim = Sim()  # heartbeat 1 s x liveness 3
+    sim.submit(noop(1))
+    w = sim.worker("w")
+    w.hello(welcomed=False)
+    assert w.held == {1: 1}
+    said = ticked(sim, [], until=4.0)
+    assert not said  # (silent 4 s: not lost, it may not have its WELCOME)
+    sim.now = 5.0
+    assert "joined" not in " ".join(logs(w.hello(welcomed=False)))  # (again: the same one)
+    said = ticked(sim, [], until=9.0)
+    assert not said and sim.st.board.records[1].worker == "w"
+    w.heard = sim.st.broadcasts.seq  # (its WELCOME came: it hears the PUB, and beats)
+    w.heartbeat()
+    assert ticked(sim, [], until=12.0, step=3.0) == []
+    said = ticked(sim, [], until=12.1, step=0.1)  # (answered: lost as any other, at 3.1 s)
+    assert said == ["worker 'w' lost: silent for 3.1 s; 1 task(s) back in the queue"]
+    from ceylon_net.core.pacing import HELLO_AGAIN_MAX
+
+    assert HELLO_AGAIN_MAX == 5.0  # (the patience above: 3 s + 5 s)
+
+
+def test_a_worker_whose_welcome_was_held_up_is_said_deaf_to_the_pub_port_only_after_it_answers():
+    """It was said not to hear the PUB port (blocked?) 3 s after its HELLO, where it had not
+    had its WELCOME yet, nor what the PUB sent it (a link just back: a review)."""
+    sim = Sim(lost_wait=60.0)
+    w = sim.worker("w")
+    w.hello(welcomed=False)
+    sim.now = 4.5
+    w.heartbeat()  # (its WELCOME came at last; PUB not heard yet)
+    assert ticked(sim, [w], until=7.0, step=0.5) == []
+    said = ticked(sim, [w], until=7.5, step=0.5)
+    assert said == ["worker 'w' does not hear the PUB port 8001 after 3 s (is it blocked?): it "
+                    "takes tasks, but no broadcast can reach it"]
+
+
+def test_a_worker_never_heard_after_its_hello_is_lost_once_it_would_have_asked_again():
+    sim = Sim()
+    w = sim.worker("w")
+    w.hello(welcomed=False)
+    assert not ticked(sim, [], until=7.5, step=0.5)
+    said = ticked(sim, [], until=8.0, step=0.5)
+    assert said == ["worker 'w' lost: silent for 8.0 s; 0 task(s) back in the queue"]
+
+
 def test_a_silent_worker_is_lost_at_3_1_s_and_its_tasks_go_to_another():
     sim = Sim()  # heartbeat 1 s x liveness 3
     sim.submit(noop(1), noop(2))

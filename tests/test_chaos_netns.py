@@ -120,20 +120,27 @@ def test_200_tasks_complete_with_10_percent_loss_and_50_ms_delay_on_a_worker(tmp
 def test_a_worker_whose_host_cannot_reach_the_pub_port_says_so_itself(tmp_path):
     """A firewall that lets in only the ROUTER port (the README: open both). The admin said
     so within seconds; the worker, where its operator looks, logged "registered" and nothing
-    after (a review)."""
-    tasks = _tasks(tmp_path, 1, 4.0)  # (the run lasts longer than a liveness window)
+    after (a review). Once the port is open, both say it is heard."""
+    tasks = _tasks(tmp_path, 1, 8.0)  # (the run lasts longer than a liveness window)
     with netns.network(hosts=["admin", "walled"]) as net:
-        net.iptables("walled", ["-A", "OUTPUT", "-p", "tcp", "--dport", str(PORT + 1),
-                                "-j", "DROP"])
+        wall = ["OUTPUT", "-p", "tcp", "--dport", str(PORT + 1), "-j", "DROP"]
+        net.iptables("walled", ["-A", *wall])
         admin = _admin(net, tmp_path, tasks, "--expect-workers", "1", "--heartbeat", "0.5")
         _worker(net, tmp_path, "walled")
         _wait(lambda: "hears nothing on the admin's PUB port" in _text(tmp_path / "walled.err"),
               30, "the worker to say it")
+        # The wall goes: the worker says it hears the port now, as the admin does (it said
+        # the port blocked and nothing after: a review across hosts).
+        net.iptables("walled", ["-D", *wall])
+        _wait(lambda: "hears the admin's PUB port now" in _text(tmp_path / "walled.err"), 30,
+              "the worker to say it hears it")
         assert admin.wait(60) == 0, _text(tmp_path / "admin.err")
         err, admin_err = _text(tmp_path / "walled.err"), _text(tmp_path / "admin.err")
     assert f"walled: hears nothing on the admin's PUB port {PORT + 1}" in err
     assert "(is it blocked?): tasks run, but no broadcast can reach this worker" in err
+    assert "walled: hears the admin's PUB port now: broadcasts reach this worker" in err
     assert f"worker 'walled' does not hear the PUB port {PORT + 1}" in admin_err
+    assert "worker 'walled' hears the PUB port now: broadcasts reach it" in admin_err
 
 
 @pytest.mark.netns

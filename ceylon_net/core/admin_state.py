@@ -526,6 +526,10 @@ class AdminState:
         if rec is not None:
             self.members.registry.heard_from(rec, now)
             self.board.heard(rec.name)
+            if env.kind == Kind.HELLO:
+                rec.answered = False
+            elif not rec.answered:
+                self.members.answered(rec, now)
         kind = env.kind
         if kind in CLIENT_KINDS or (kind == Kind.CANCEL and rec is None):
             if self._token_ok(peer, env, address, now):

@@ -17,7 +17,7 @@ from .broadcasts import REPAIR_BATCH, BroadcastLog
 from .commands import Connected, Forward, Outbox, Timer
 from .guard import Hush
 from .mailbox import DELIVER_AGAIN, DELIVER_CHUNK, DELIVER_SLOWEST, Mailbox, by_sender
-from .pacing import Pace, Pulse
+from .pacing import HELLO_AGAIN_MAX, Pace, Pulse
 from .scheduler import WorkerSlot
 from .stats import AdminStats
 from .tasks import TaskId, TaskResult, listed
@@ -560,9 +560,18 @@ class Membership:
         """Declare lost every worker silent for ``liveness`` heartbeats, and tell it so: one
         whose messages are late or lost on the way here (it hears us) would start what it
         had queued until it heard back (its tasks are going elsewhere): told, it gives them
-        back and registers again, as one the admin does not know does."""
-        for rec in self.registry.silent_since(now - self.pulse.silent_limit(now)):
+        back and registers again, as one the admin does not know does.
+
+        One welcomed that has said nothing since its HELLO may not have its WELCOME yet: back
+        from a host cut off, the answer waits behind what TCP sends again, backed off (3-5 s
+        after a 20 s cut), and it was lost again, and again, its tasks requeued each time (a
+        review across hosts). It sends its HELLO again, at most HELLO_AGAIN_MAX apart, as
+        long as it has no answer: it is given that much more."""
+        limit = self.pulse.silent_limit(now)
+        for rec in self.registry.silent_since(now - limit):
             silent = now - rec.last_seen
+            if not rec.answered and silent < limit + HELLO_AGAIN_MAX:
+                continue
             self.leave(rec.peer, f"lost: silent for {silent:.1f} s")
             self._told_gone(rec.peer, f"taken for lost (the admin heard nothing from you for "
                                       f"{silent:.1f} s)")
@@ -654,11 +663,19 @@ class Membership:
         self.out.publish(Kind.HEARTBEAT, self._beat(), seq=self.broadcasts.seq)
         return True
 
+    def answered(self, rec: WorkerRecord, now: float) -> None:
+        """The worker said something after its HELLO: it has its WELCOME. Whether it hears
+        the PUB port counts from now (the WELCOME may have been held up on the way, a link
+        just back, and what the PUB sent it too: the port was said blocked, a review)."""
+        rec.answered = True
+        if rec.peer in self.deaf:
+            self.deaf[rec.peer] = now
+
     def still_deaf(self, now: float) -> bool:
         """Workers registered a while ago that still hear nothing on PUB are named, once."""
         limit = self.pulse.every * self.settings.liveness
         for peer, since in list(self.deaf.items()):
-            if now - since >= limit:
+            if now - since >= limit and self.registry.by_peer[peer].answered:
                 del self.deaf[peer]
                 self.said_deaf.add(peer)
                 rec = self.registry.by_peer[peer]

@@ -18,6 +18,9 @@ from __future__ import annotations
 import enum
 import math
 
+# A worker not welcomed sends its HELLO again, the waits doubling up to this (s): the admin
+# waits that much more for one it welcomed that has not answered yet (see Membership).
+HELLO_AGAIN_MAX = 5.0
 DEFAULT_RTT = 0.002  # seconds, until measured: a loopback round trip through two event loops
 MIN_RTT, MAX_RTT = 0.0001, 1.0
 MAX_CREDIT = 1024  # tasks queued on one worker beyond its slots, at most (adaptive)

@@ -108,6 +108,9 @@ class WorkerRecord:
     unconfirmed: tuple[int, int] | None = None
     # Of its slots, those held by a handler thread that outlived its task (as it says).
     stuck: int = 0
+    # It said something since its (latest) HELLO: it has its WELCOME (see Membership.
+    # purge_lost: one that has not may not have it yet).
+    answered: bool = False
 
     @property
     def name(self) -> str:

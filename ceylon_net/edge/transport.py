@@ -39,6 +39,10 @@ LINGER_MS = 1000
 # client reconnects within it of a restarted admin's bind, well inside the admin's come-back
 # window (ceylon_net.settings.COME_BACK_AT_LEAST); libzmq's 2 s could miss a short one.
 RECONNECT_MAX_MS = 500
+# A connection being made that hangs (its SYNs dropped: a host cut off, a firewall) is given
+# up after this and made anew: once the link is back, a worker or client reaches the admin
+# within about that, where the kernel's SYNs, backed off, went again 16 s or more later.
+CONNECT_TIMEOUT_MS = 2000
 # A CURVE handshake the admin refuses looks, from here, like no admin at all.
 CURVE_HINT = (" With CURVE, a wrong --admin-key, or our key missing from the admin's "
               "--authorized-keys (its log names such a key), looks the same.")
@@ -422,6 +426,7 @@ class WorkerSockets:
         self.dealer.setsockopt(zmq.LINGER, LINGER_MS)
         self.dealer.setsockopt(zmq.RECONNECT_IVL, 100)
         self.dealer.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
+        self.dealer.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
         _as_client(self.dealer, curve)
         _v6(self.dealer, endpoint)
         self.dealer.connect(endpoint)
@@ -437,6 +442,7 @@ class WorkerSockets:
             self.sub = self._owned.socket(zmq.SUB)
             self._sub_now = zmq.Socket.shadow(self.sub.underlying)  # see AdminSockets
             self.sub.setsockopt(zmq.LINGER, 0)
+            self.sub.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
             _as_client(self.sub, self.curve)
             _v6(self.sub, endpoint)
             for t in topics:
@@ -522,6 +528,7 @@ class Client:
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
         if identity is not None:
             sock.setsockopt(zmq.IDENTITY, identity)
         _as_client(sock, curve)

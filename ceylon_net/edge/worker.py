@@ -14,7 +14,14 @@ from loguru import logger
 from .. import wire
 from ..core.broadcasts import BroadcastInbox
 from ..core.guard import Tally
-from ..core.pacing import RESULT_HOLD, Flush, flush_stands, out_of_touch, when_to_flush
+from ..core.pacing import (
+    HELLO_AGAIN_MAX,
+    RESULT_HOLD,
+    Flush,
+    flush_stands,
+    out_of_touch,
+    when_to_flush,
+)
 from ..core.tasks import Task, TaskAssignment, TaskResult, listed
 from ..core.workers import AgentDetail
 from ..errors import (
@@ -404,7 +411,7 @@ class Worker(AgentBase):
                                           "(its own, not its PUB port, the one after it)?")
                 raise AdminUnreachableError(f"no admin answered at {s.endpoint} within "
                                             f"{s.connect_timeout:g} s{why}")
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, HELLO_AGAIN_MAX)
             await self._say_retry(attempt, delay)
 
     async def _say_retry(self, attempt: int, delay: float) -> None:
@@ -727,7 +734,11 @@ class Worker(AgentBase):
                 self._new_admin(data.get("epoch"))
                 return
             if self._pub_beat < self._welcomed_at:  # (first since the welcome)
-                logger.debug("{}: hears the admin's heartbeats on PUB", self.name)
+                if self._said_deaf:  # (said blocked: a slow or healed link, as the admin says)
+                    logger.info("{}: hears the admin's PUB port now: broadcasts reach this "
+                                "worker", self.name)
+                else:
+                    logger.debug("{}: hears the admin's heartbeats on PUB", self.name)
             self._admin_seen = self._pub_beat = time.monotonic()
             if env.header.seq is not None and self._welcome is not None:
                 self._heard(self._inbox.hear(env.header.seq))
