@@ -1,8 +1,10 @@
 """User handlers on worker processes, and a poison task that kills every worker it meets."""
 
+import asyncio
 import hashlib
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -208,6 +210,38 @@ def test_an_async_handler_that_blocks_is_named_when_the_worker_finds_its_heartbe
            "blocking call in an async def holds it (make it a plain def, which runs in a " \
            "thread, or await asyncio.to_thread(...) for its blocking part)" in again[0]
     assert "'nap'" not in said
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_stopped_and_continued_says_so_and_names_no_handler(tmp_path, tasks_file):
+    """SIGSTOP, then SIGCONT (Ctrl-Z and fg, a debugger): the worker said an async handler
+    that only awaited held its loop ("a blocking call in an async def holds it"), telling
+    the user to rewrite code that was right (a soak under faults)."""
+    path = tasks_file([{"id": "dozes", "description": "d", "difficulty": 1,
+                        "handler": "doze", "args": [8.0]}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--heartbeat", "0.25",
+                                  "--expect-workers", "1")
+            worker = await c.worker("w", "--app", "stall", "--log-level", "DEBUG",
+                                    env=APP_ENV)
+            await wait_until(lambda: "running task 'dozes'" in worker.stderr(), 30,
+                             "the task to start")
+            worker.signal(signal.SIGSTOP)
+            await asyncio.sleep(2.0)  # (the fault: a pause past the admin's 0.75 s)
+            worker.signal(signal.SIGCONT)
+            await wait_until(lambda: "registering again" in worker.stderr(), 30,
+                             "the worker to find its heartbeats stopped")
+            assert await admin.wait(60) == 0, admin.stderr()
+            return worker.stderr()
+
+    said = run(body())
+    again = [line for line in said.splitlines() if "registering again" in line]
+    assert "no heartbeat of ours went out" in again[0], again
+    assert "paused: this process was stopped, then continued (SIGSTOP or Ctrl-Z, then " \
+           "SIGCONT)" in again[0], again
+    assert "'doze'" not in " ".join(again), again
 
 
 def test_a_sync_handler_holding_the_gil_is_named_when_the_worker_finds_its_heartbeats_stopped(

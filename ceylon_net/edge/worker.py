@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -55,6 +57,25 @@ HEARD_THE_END = "heard the run is over"  # a BYE's reason, after the admin's END
 
 
 TASK_KINDS = frozenset((Kind.ASSIGN, Kind.ACK, Kind.CANCEL, Kind.RELEASE))  # see _on_tasks
+
+
+CONTINUED = [float("-inf")]  # when this process was last continued (SIGCONT), if watched
+
+
+def watch_continued() -> None:
+    """Note when this process is continued after a stop (SIGSTOP, Ctrl-Z), for
+    Worker._on_the_loop: from the main thread, where the program has no SIGCONT handler of
+    its own (the process is continued all the same: the kernel does it, a handler or not)."""
+    if threading.current_thread() is not threading.main_thread() \
+            or not hasattr(signal, "SIGCONT"):
+        return
+    with contextlib.suppress(ValueError, OSError):
+        if signal.getsignal(signal.SIGCONT) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGCONT, _continued)
+
+
+def _continued(signum: int, frame: Any) -> None:
+    CONTINUED[0] = time.monotonic()
 
 
 class _Reconnect(Exception):
@@ -217,6 +238,7 @@ class Worker(AgentBase):
         self.runner.may_start, self.runner.touch_until = self._in_touch, 0.0
         self.runner.start(self._crashed)
         self._gc.install()
+        watch_continued()
         self._session = asyncio.create_task(self._connected_session(), name=f"{s.name}-session")
         try:
             await self._session
@@ -273,7 +295,12 @@ class Worker(AgentBase):
 
     def _on_the_loop(self, since: float) -> str:
         """Said beside "no heartbeat of ours went out": the async handlers that ran here
-        since ``since`` (a blocking call in one holds the event loop, our heartbeats too)."""
+        since ``since`` (a blocking call in one holds the event loop, our heartbeats too);
+        that this process was stopped and continued meanwhile, if it was (then no handler is
+        to blame: a soak found handlers that only slept named after SIGSTOP)."""
+        if CONTINUED[0] >= since:
+            return ("; paused: this process was stopped, then continued (SIGSTOP or Ctrl-Z, "
+                    "then SIGCONT)")
         runner = self.runner
         ran = [(a.task.handler, tid) for tid, a in runner.active.items() if a.task.handler]
         ran += [(handler, tid) for handler, tid, at in runner.ended if at >= since]

@@ -1,5 +1,6 @@
 """Handlers for the tests of a worker whose event loop is held by user code."""
 
+import asyncio
 import time
 
 from ceylon_net import handler
@@ -9,6 +10,13 @@ from ceylon_net import handler
 async def stall(seconds: float) -> float:
     """An async handler that blocks (a plain sleep): the event loop stops meanwhile."""
     time.sleep(seconds)
+    return seconds
+
+
+@handler("doze")
+async def doze(seconds: float) -> float:
+    """An async handler that holds nothing: it awaits."""
+    await asyncio.sleep(seconds)
     return seconds
 
 
