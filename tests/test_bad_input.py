@@ -203,6 +203,28 @@ def test_a_worker_that_lost_its_admin_says_so_not_that_none_answered(tmp_path):
     assert "no admin answered" not in err and "--curve-secret" not in err, err
 
 
+def test_a_worker_that_gives_up_on_its_admin_says_which_results_it_drops(tmp_path, tasks_file):
+    """It ran its task to the end after the admin went, and left after --connect-timeout
+    without a word of the result it dropped, where a drain names them (a review across
+    hosts: a worker cut off 2 minutes)."""
+    path = tasks_file([{"id": "t", "description": "1 s", "difficulty": 1, "duration": 1}])
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--expect-workers", "1")
+            w = await c.worker("w", "--connect-timeout", "3", "--log-level", "DEBUG")
+            await wait_until(lambda: "running task 't'" in w.stderr(), 20, "the task to run")
+            admin.signal(signal.SIGKILL)
+            return await w.wait(30), w.stderr()
+
+    code, err = run(body())
+    assert code == 1, err
+    said = [line for line in err.splitlines() if "not delivered" in line]
+    assert len(said) == 1 and "WARNING" in said[0], err
+    assert said[0].endswith("w: 1 result(s) not delivered: we give up on the admin; it runs "
+                            "their task(s) again if it still has them: 't'"), said
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [

@@ -245,6 +245,9 @@ class Worker(AgentBase):
         except asyncio.CancelledError:
             if not self._stop.is_set():
                 raise
+        except AdminUnreachableError:  # (gave up on it: what it never acknowledged ends here)
+            self._results_left("we give up on the admin")
+            raise
         finally:
             try:
                 await self._shutdown(bus, beat)
@@ -362,16 +365,20 @@ class Worker(AgentBase):
         while self.runner.undelivered() and time.monotonic() < deadline:
             self._schedule_flush()
             await asyncio.sleep(0.05)  # the acknowledgement arrives on the serving loop
-        if lost := self.runner.undelivered():
-            logger.warning("{}: {} result(s) not delivered: the admin did not acknowledge them "
-                           "within {:g} s (it is stopped, or out of reach); it runs their "
-                           "task(s) again if it still has them: {}", self.name, len(lost), waited,
-                           listed([r.task_id for r in lost], 10, repr))
+        self._results_left(f"the admin did not acknowledge them within {waited:g} s (it is "
+                           f"stopped, or out of reach)")
         if not finished:
             logger.warning("{}: drain timeout: {} task(s) still running are given back",
                            self.name, len(self.runner.active))
         await self.stop()
         return finished
+
+    def _results_left(self, why: str) -> None:
+        """Said as we leave: results the admin never acknowledged, dropped with us."""
+        if lost := self.runner.undelivered():
+            logger.warning("{}: {} result(s) not delivered: {}; it runs their task(s) again if "
+                           "it still has them: {}", self.name, len(lost), why,
+                           listed([r.task_id for r in lost], 10, repr))
 
     async def _shutdown(self, *loops: asyncio.Task) -> None:
         for task in loops:
