@@ -30,9 +30,9 @@ def test_a_worker_whose_first_assign_could_not_be_sent_is_not_sent_the_second():
         def send(self, *a: Any, **k: Any) -> bool:
             return True
 
-        def assign(self, peer: bytes, assignments: list) -> list:
+        def assign(self, peer: bytes, assignments: list) -> tuple[list, list]:
             self.tries.append([a.task.id for a in assignments])
-            return list(assignments) if self.failing and len(self.tries) == 2 else []
+            return (list(assignments) if self.failing and len(self.tries) == 2 else []), []
 
         def publish(self, *a: Any, **k: Any) -> None:
             pass
@@ -101,6 +101,8 @@ def test_the_edge_sends_no_direct_message_past_held_ones_its_queue_had_no_room_f
 
         hello(b"s", "s", 0.0)
         hello(b"r", "r", 0.0)
+        admin._apply(st.receive(b"r", frames(Kind.HEARTBEAT, wire.Heartbeat(  # (welcomed)
+            [], False, -1, 0, []), sender="r"), "10.0.0.1", 0.0))
         for at in (1.0, 2.0, 3.0, 4.0):  # (r silent: taken for lost)
             admin._apply(st.receive(b"s", frames(Kind.HEARTBEAT, wire.Heartbeat(
                 [], False, -1, 0, []), sender="s"), "10.0.0.1", at))

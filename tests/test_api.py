@@ -454,6 +454,37 @@ def test_a_priority_or_a_map_key_the_wire_cannot_carry_is_refused_at_submit():
     assert ok.success and total == 1 and failure is None
 
 
+def test_a_task_changed_after_submit_into_what_the_wire_cannot_carry_fails_alone():
+    """Looked at as it was submitted, a task queued (no free slot) whose arguments the
+    program then changed into what the wire cannot carry stopped the admin as it was
+    assigned (LocalProtocolError in its loop), with every task it held. It fails, saying
+    why; the admin and the rest go on."""
+    async def body():
+        admin = _admin(prefetch=0)  # (no pipelining: the second waits at the admin)
+        runner = asyncio.create_task(admin.arun_admin(b"", [Worker("w")]))
+        await wait_until(lambda: len(admin.get_connected_agents()) == 1, 10, "the worker")
+        first = asyncio.create_task(admin.execute(Task("first", "x", duration=0.3)))
+        await wait_until(lambda: admin.status()["counts"]["running"] == 1, 10, "it to run")
+        changed = Task("changed", "x", args=[[1]])
+        second = asyncio.create_task(admin.execute(changed))
+        await wait_until(lambda: admin.status()["counts"]["queued"] == 1, 10, "it queued")
+        changed.args[0] = {1, 2}  # (a set: the wire cannot carry it)
+        results = await asyncio.wait_for(asyncio.gather(first, second,
+                                                        return_exceptions=True), 10)
+        after = await asyncio.wait_for(admin.execute(Task("after", "y")), 10)
+        failure = admin.failure
+        await admin.stop()
+        await asyncio.wait_for(runner, 10)
+        return results, after, failure
+
+    (first, second), after, failure = run(body())
+    assert failure is None and first.success and after.success
+    assert not second.success and second.error == (
+        "the admin could not send it to a worker: cannot encode list (at [0]['task']['args']"
+        "[0]: set): can not serialize 'set' object (was the task changed after it was "
+        "submitted?)"), second
+
+
 def test_a_large_batch_of_plain_tasks_of_every_shape_is_let_through():
     from ceylon_net.edge.admin import check_sendable
 

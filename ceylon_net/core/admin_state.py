@@ -248,6 +248,24 @@ class AdminState:
         self.board.unsent(worker, assignments)
         return self._end_round(now)
 
+    def unsendable(self, worker: str, bad: list[tuple[TaskAssignment, str]], now: float
+                   ) -> list[Command]:
+        """Assignments the edge could not encode: a task changed, through the Python API,
+        after it was submitted, into what the wire cannot carry (it was looked at as it was
+        then). Each fails saying why, as if its worker had said so; before, the admin
+        stopped on it, with every task it held."""
+        self.board.now = now
+        ids = [a.task.id for a, _ in bad]
+        self.out.log("ERROR", clip(f"task(s) {listed(ids, 10, repr)} could not be encoded to "
+                                   f"send to worker '{worker}' (changed after they were "
+                                   f"submitted?): failed; {bad[0][1]}", 1000))
+        rec = self.members.registry.named(worker)
+        if rec is not None:
+            self._accept(rec, [TaskResult(a.task.id, worker, False, error=(
+                f"the admin could not send it to a worker: {why} (was the task changed after "
+                f"it was submitted?)"), attempt=a.attempt) for a, why in bad])
+        return self._end_round(now)
+
     def undeliverable(self, worker: str) -> bool:
         """An Assign to ``worker`` could not be sent and it was not heard from since (see
         undelivered): the rest of the round's assignments to it (those it would queue

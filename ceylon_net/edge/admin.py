@@ -379,8 +379,7 @@ class Admin(AgentBase):
             self.state.end_unsent(cmd.peer)
 
     def _assign(self, cmd: c.Assign) -> None:
-        if unsent := _unsent(self, cmd):
-            self._apply(self.state.undelivered(cmd.peer, cmd.worker, unsent, time.monotonic()))
+        _carry_assign(self, cmd)
 
     def _forward(self, cmd: c.Forward) -> None:
         if self._out is not None and not _forwarded(self._out, self.state, cmd):
@@ -530,11 +529,23 @@ def _takes(admin: Admin, tasks: Sequence[Task], groups: Sequence[TaskGroup]) -> 
                    admin.settings.max_message_bytes)
 
 
-def _unsent(admin: Admin, cmd: c.Assign) -> list[TaskAssignment]:
+def _carry_assign(admin: Admin, cmd: c.Assign) -> None:
+    """Send a round's assignments to a worker; the core hears of those that could not go,
+    and of those that could not be encoded (first: they leave the worker's slots)."""
+    unsent, bad = _unsent(admin, cmd)
+    if bad:
+        admin._apply(admin.state.unsendable(cmd.worker, bad, time.monotonic()))
+    if unsent:
+        admin._apply(admin.state.undelivered(cmd.peer, cmd.worker, unsent, time.monotonic()))
+
+
+def _unsent(admin: Admin, cmd: c.Assign
+            ) -> tuple[list[TaskAssignment], list[tuple[TaskAssignment, str]]]:
     """Send the assignments; those that could not go (all of them to a worker a send of the
-    round failed to reach already: see AdminState.undeliverable)."""
+    round failed to reach already: see AdminState.undeliverable), and those that could not
+    be encoded, with why."""
     if admin._out is None or admin.state.undeliverable(cmd.worker):
-        return cmd.assignments
+        return cmd.assignments, []
     return admin._out.assign(cmd.peer, cmd.assignments)
 
 

@@ -7,8 +7,23 @@ from typing import Any
 
 from .. import wire
 from ..core.tasks import TaskAssignment
+from ..errors import LocalProtocolError
 from ..wire import Header, Kind
 from .transport import AdminSockets
+
+
+def _encodable(assignments: list[TaskAssignment]
+               ) -> tuple[list[TaskAssignment], list[tuple[TaskAssignment, str]]]:
+    """Those that encode, and those that do not with why: a task changed, through the Python
+    API, after it was submitted (check_sendable saw it as it was then)."""
+    good, bad = [], []
+    for a in assignments:
+        try:
+            wire.pack_batch([a])
+            good.append(a)
+        except LocalProtocolError as exc:
+            bad.append((a, str(exc)))
+    return good, bad
 
 
 def encode(msg: Any) -> tuple[str, bytes]:
@@ -37,17 +52,24 @@ class Outlet:
         """``answers``: the msg_id of the client request this answers (in the header's seq)."""
         return self.sockets.send(peer, self._frames(kind, *encode(msg), seq=answers))
 
-    def assign(self, peer: bytes, assignments: list[TaskAssignment]) -> list[TaskAssignment]:
+    def assign(self, peer: bytes, assignments: list[TaskAssignment]
+               ) -> tuple[list[TaskAssignment], list[tuple[TaskAssignment, str]]]:
         """Send the assignments in as few frames as the message limit allows and, once each
-        left, publish it. Returns those that could not be sent."""
-        limit, sent = self.sockets.max_message_bytes - wire.FRAME_SLACK, 0
-        for part, payload in wire.packed_batches(assignments, limit):
+        left, publish it. Returns those that could not be sent, and those that could not be
+        encoded, each with why (all encoded before any is sent)."""
+        limit, sent, bad = self.sockets.max_message_bytes - wire.FRAME_SLACK, 0, []
+        try:
+            parts = list(wire.packed_batches(assignments, limit))
+        except LocalProtocolError:
+            assignments, bad = _encodable(assignments)
+            parts = list(wire.packed_batches(assignments, limit)) if assignments else []
+        for part, payload in parts:
             frames = self._frames(Kind.ASSIGN, "TaskAssignment", payload)
             if not self.sockets.send(peer, frames):
-                return assignments[sent:]
+                return assignments[sent:], bad
             self.sockets.publish(Kind.ASSIGN, frames)
             sent += len(part)
-        return []
+        return [], bad
 
     def forward(self, peer: bytes | None, kind: bytes, header: Header, payload: bytes) -> bool:
         """A peer's message passed on as it came: to ``peer``, or on PUB (None)."""

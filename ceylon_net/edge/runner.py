@@ -77,6 +77,7 @@ def _rank(a: TaskAssignment) -> int:
 
 
 class TaskRunner:
+    _said_misnamed = False  # (see _checked)
     """At most ``capacity`` tasks run at once, pulled from ``queue`` in the order they came
     (the admin keeps a few more queued here than run at once, so the next one starts without
     waiting for it; tasks batched behind a call that turns out slow wait up to BATCH_WAIT
@@ -129,7 +130,6 @@ class TaskRunner:
         # or was cancelled), or by an async handler that would not stop (_orphans: its runner
         # -> its run): the admin hears how many, and sends that many fewer.
         self.stuck = self._stuck_said = 0
-        self._said_misnamed = False  # (see _checked)
         self._orphans: dict[asyncio.Task, TaskAssignment] = {}
         self._late = False  # a RELEASE came after the task started: said as urgently
         self._idle = asyncio.Event()
