@@ -623,7 +623,8 @@ def test_status_leaves_out_a_table_with_nothing_in_it():
     console = Console(width=200, record=True)
     console.print(render(data))
     text = console.export_text()
-    assert "Workers of admin 'a'" in text and "no worker connected" in text, text
+    assert "Workers of admin 'a' (workspace 'w'): no worker connected" in text, text
+    assert "┃ name" not in text, text  # (no table header with no rows under it)
     assert "Task groups" not in text and "Queued tasks" not in text, text
     assert "tasks: 0/0 done (0 succeeded), 0 running, 0 queued" in text, text
 

@@ -162,10 +162,12 @@ def render(data: dict[str, Any]) -> Group:
                f"broadcasts: {c.get('broadcasts', 0)} sent, {c.get('broadcasts_lost', 0)} "
                f"lost to an agent that fell too far behind, "
                f"{c.get('broadcasts_unconfirmed', 0)} unconfirmed by agents that left")
-    if not data["workers"]:
-        workers.caption = "no worker connected"
-    # (a table with no rows says nothing the summary line does not: left out)
-    shown_parts = [workers, *([groups] if data["groups"] else []),
+    # (a table with no rows says nothing the summary line does not: left out; with no
+    # worker, its title says so: a header with no rows under it was printed)
+    shown_parts = [workers if data["workers"] else Text(printable(
+                       f"Workers of admin '{data['admin']}' (workspace '{data['workspace']}'): "
+                       f"no worker connected")),
+                   *([groups] if data["groups"] else []),
                    *([queued] if data["queued"] or queued.caption else [])]
     return Group(*shown_parts, Text(summary))
 
