@@ -251,9 +251,9 @@ def test_a_round_that_wakes_an_execute_caller_is_journaled_before_the_caller_goe
         def send(self, *a, **k) -> bool:
             return True
 
-        def assign(self, peer, assignments) -> list:
+        def assign(self, peer, assignments) -> tuple[list, list]:
             self.assigned += [a.task.id for a in assignments]
-            return []
+            return [], []
 
         def publish(self, *a, **k) -> None:
             pass
