@@ -454,6 +454,35 @@ def test_a_priority_or_a_map_key_the_wire_cannot_carry_is_refused_at_submit():
     assert ok.success and total == 1 and failure is None
 
 
+@pytest.mark.parametrize(("priority", "why"), [
+    (2**70, f"group 'g': priority must be int (64 bits), got {2**70}"),
+    ("high", "group 'g': priority must be int (64 bits), got 'high'"),
+    (1.5, "group 'g': priority must be int (64 bits), got 1.5")])
+def test_a_group_whose_priority_the_wire_cannot_carry_is_refused_at_submit(priority, why):
+    """A group's priority went unlooked at: past 64 bits it stopped the admin as its task was
+    assigned, a string stopped it at the next submission, a float had every worker drop
+    its task and execute() wait for ever (a review)."""
+    from ceylon_net.errors import ConfigError
+
+    async def body():
+        admin = _admin()
+        runner = asyncio.create_task(admin.arun_admin(b"", [Counting("w")]))
+        await wait_until(lambda: len(admin.get_connected_agents()) == 1, 10, "the worker")
+        group = TaskManager.create_task_group("g", "", [TaskMessage("s1", "s1", "sub", 0.01)])
+        group.priority = priority
+        with pytest.raises(ConfigError) as refused:
+            admin.submit_groups([group])
+        ok = await asyncio.wait_for(admin.execute(Task("ok", "fine")), 10)
+        total, failure = admin.status()["counts"]["total"], admin.failure
+        await admin.stop()
+        await asyncio.wait_for(runner, 10)
+        return str(refused.value), ok, total, failure
+
+    refused, ok, total, failure = run(body())
+    assert refused == why
+    assert ok.success and total == 1 and failure is None
+
+
 def test_a_task_changed_after_submit_into_what_the_wire_cannot_carry_fails_alone():
     """Looked at as it was submitted, a task queued (no free slot) whose arguments the
     program then changed into what the wire cannot carry stopped the admin as it was

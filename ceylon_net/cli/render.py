@@ -162,14 +162,18 @@ def render(data: dict[str, Any]) -> Group:
                f"broadcasts: {c.get('broadcasts', 0)} sent, {c.get('broadcasts_lost', 0)} "
                f"lost to an agent that fell too far behind, "
                f"{c.get('broadcasts_unconfirmed', 0)} unconfirmed by agents that left")
-    # (a table with no rows says nothing the summary line does not: left out; with no
-    # worker, its title says so: a header with no rows under it was printed)
-    shown_parts = [workers if data["workers"] else Text(printable(
-                       f"Workers of admin '{data['admin']}' (workspace '{data['workspace']}'): "
-                       f"no worker connected")),
-                   *([groups] if data["groups"] else []),
+    # (a table with no rows says nothing the summary line does not: left out)
+    shown_parts = [_or_none(workers, data), *([groups] if data["groups"] else []),
                    *([queued] if data["queued"] or queued.caption else [])]
     return Group(*shown_parts, Text(summary))
+
+
+def _or_none(workers: Table, data: dict[str, Any]) -> Table | Text:
+    """The workers' table; with none, its title saying so (a header with no row under it
+    was printed)."""
+    return workers if data["workers"] else Text(printable(
+        f"Workers of admin '{data['admin']}' (workspace '{data['workspace']}'): no worker "
+        f"connected"))
 
 
 def _queued(data: dict[str, Any]) -> Table:

@@ -525,8 +525,19 @@ def _takes(admin: Admin, tasks: Sequence[Task], groups: Sequence[TaskGroup]) -> 
     if admin.failure is not None:
         raise admin.failure.again()
     _from_its_thread(admin)
-    check_sendable([*tasks, *(t.as_task(0) for g in groups for t in g.subtasks)],
+    _check_priorities(groups)
+    check_sendable([*tasks, *(t.as_task(g.priority) for g in groups for t in g.subtasks)],
                    admin.settings.max_message_bytes)
+
+
+def _check_priorities(groups: Sequence[TaskGroup]) -> None:
+    """A group's priority goes to each of its tasks: one the wire cannot carry, or not an
+    int, stopped the admin, or had every worker drop the group's tasks, as a task's did (a
+    review). ConfigError."""
+    for g in groups:
+        if not valid_field("priority", g.priority):
+            raise ConfigError(f"group {g.name!r}: priority must be {TASK_FIELDS['priority']}, "
+                              f"got {g.priority!r}")
 
 
 def _carry_assign(admin: Admin, cmd: c.Assign) -> None:
