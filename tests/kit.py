@@ -100,7 +100,7 @@ class SimWorker:
                       released=[[t, a] for t, a in (released or {}).items()])
         cmds = self.say(Kind.HELLO, hello, **kw)
         if welcomed and (rec := self.sim.st.members.registry.get(self.peer)) is not None:
-            rec.answered = True
+            self.sim.st.members.registry.answers(rec, True, self.sim.now)
         return cmds
 
     def heartbeat(self, pub: bool = True) -> list[Any]:

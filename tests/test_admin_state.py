@@ -238,16 +238,32 @@ def test_a_worker_welcomed_that_has_not_answered_yet_is_given_the_time_it_asks_a
     assert not said  # (silent 4 s: not lost, it may not have its WELCOME)
     sim.now = 5.0
     assert "joined" not in " ".join(logs(w.hello(welcomed=False)))  # (again: the same one)
-    said = ticked(sim, [], until=9.0)
+    said = ticked(sim, [], until=7.5, step=0.5)
     assert not said and sim.st.board.records[1].worker == "w"
     w.heard = sim.st.broadcasts.seq  # (its WELCOME came: it hears the PUB, and beats)
     w.heartbeat()
-    assert ticked(sim, [], until=12.0, step=3.0) == []
-    said = ticked(sim, [], until=12.1, step=0.1)  # (answered: lost as any other, at 3.1 s)
+    assert ticked(sim, [], until=10.5, step=3.0) == []
+    said = ticked(sim, [], until=10.6, step=0.1)  # (answered: lost as any other, at 3.1 s)
     assert said == ["worker 'w' lost: silent for 3.1 s; 1 task(s) back in the queue"]
     from ceylon_net.core.pacing import HELLO_AGAIN_MAX
 
     assert HELLO_AGAIN_MAX == 5.0  # (the patience above: 3 s + 5 s)
+
+
+def test_a_worker_that_only_says_hello_again_is_lost_8_s_after_the_first():
+    """Its HELLO again every 5 s, each reaching the admin, none of its WELCOMEs reaching it:
+    each HELLO made it younger, and it kept its registration and its task for as long as it
+    tried (a review of the change above)."""
+    sim = Sim()
+    sim.submit(noop(1))
+    w = sim.worker("w")
+    said = []
+    for at in (0.0, 5.0, 10.0):
+        sim.now = at
+        w.hello(welcomed=False)
+        said += ticked(sim, [], until=at + 4.5, step=0.5)
+    assert said == ["worker 'w' lost: silent but for its HELLO for 8.5 s; 1 task(s) back in "
+                    "the queue"], said
 
 
 def test_a_worker_whose_welcome_was_held_up_is_said_deaf_to_the_pub_port_only_after_it_answers():
@@ -268,9 +284,10 @@ def test_a_worker_never_heard_after_its_hello_is_lost_once_it_would_have_asked_a
     sim = Sim()
     w = sim.worker("w")
     w.hello(welcomed=False)
-    assert not ticked(sim, [], until=7.5, step=0.5)
-    said = ticked(sim, [], until=8.0, step=0.5)
-    assert said == ["worker 'w' lost: silent for 8.0 s; 0 task(s) back in the queue"]
+    assert not ticked(sim, [], until=8.0, step=0.5)
+    said = ticked(sim, [], until=8.5, step=0.5)
+    assert said == ["worker 'w' lost: silent but for its HELLO for 8.5 s; 0 task(s) back in "
+                    "the queue"]
 
 
 def test_a_silent_worker_is_lost_at_3_1_s_and_its_tasks_go_to_another():

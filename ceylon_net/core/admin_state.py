@@ -545,7 +545,7 @@ class AdminState:
             self.members.registry.heard_from(rec, now)
             self.board.heard(rec.name)
             if env.kind == Kind.HELLO:
-                rec.answered = False
+                self.members.registry.answers(rec, False, now)
             elif not rec.answered:
                 self.members.answered(rec, now)
         kind = env.kind

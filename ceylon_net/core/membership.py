@@ -231,7 +231,7 @@ class Membership:
     def _register(self, peer: bytes, hello: Hello, host: str, now: float) -> None:
         detail = AgentDetail(hello.name, hello.name, hello.role, hello.skill, hello.capacity,
                              host)
-        self.registry.add(WorkerRecord(peer, detail, now, registered_at=now))
+        self.registry.add(WorkerRecord(peer, detail, now, registered_at=now, hello_at=now))
         self.deaf[peer] = now
         self.joined += 1
         # The admin keeps some more on the worker than it runs at once (pipelining: its
@@ -566,15 +566,17 @@ class Membership:
         from a host cut off, the answer waits behind what TCP sends again, backed off (3-5 s
         after a 20 s cut), and it was lost again, and again, its tasks requeued each time (a
         review across hosts). It sends its HELLO again, at most HELLO_AGAIN_MAX apart, as
-        long as it has no answer: it is given that much more."""
+        long as it has no answer: it is given that much more, from its first HELLO (a HELLO
+        again every 5 s kept one for ever, with its tasks: a review)."""
         limit = self.pulse.silent_limit(now)
-        for rec in self.registry.silent_since(now - limit):
-            silent = now - rec.last_seen
-            if not rec.answered and silent < limit + HELLO_AGAIN_MAX:
-                continue
-            self.leave(rec.peer, f"lost: silent for {silent:.1f} s")
+        late = [rec for rec in self.registry.silent_since(now - limit) if rec.answered]
+        late += self.registry.unanswered_since(now - limit - HELLO_AGAIN_MAX)
+        for rec in late:
+            silent = now - (rec.last_seen if rec.answered else rec.hello_at)
+            said = "silent" if rec.answered else "silent but for its HELLO"
+            self.leave(rec.peer, f"lost: {said} for {silent:.1f} s")
             self._told_gone(rec.peer, f"taken for lost (the admin heard nothing from you for "
-                                      f"{silent:.1f} s)")
+                                      f"{silent:.1f} s{'' if rec.answered else ' but HELLO'})")
 
     def _told_gone(self, peer: bytes, why: str) -> None:
         """A worker the admin let go (its tasks went back to the queue) may be alive, its
@@ -667,7 +669,7 @@ class Membership:
         """The worker said something after its HELLO: it has its WELCOME. Whether it hears
         the PUB port counts from now (the WELCOME may have been held up on the way, a link
         just back, and what the PUB sent it too: the port was said blocked, a review)."""
-        rec.answered = True
+        self.registry.answers(rec, True, now)
         if rec.peer in self.deaf:
             self.deaf[rec.peer] = now
 

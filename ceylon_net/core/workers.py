@@ -109,8 +109,10 @@ class WorkerRecord:
     # Of its slots, those held by a handler thread that outlived its task (as it says).
     stuck: int = 0
     # It said something since its (latest) HELLO: it has its WELCOME (see Membership.
-    # purge_lost: one that has not may not have it yet).
+    # purge_lost: one that has not may not have it yet); when not, since when it has said
+    # only HELLOs (the first of them: a HELLO again does not make it younger).
     answered: bool = False
+    hello_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -127,6 +129,7 @@ class Registry:
         self.by_name: dict[str, bytes] = {}
         self._by_seen: dict[bytes, None] = {}  # least recently heard from first
         self.unheard: set[bytes] = set()  # not hearing the PUB heartbeat
+        self.unanswered: set[bytes] = set()  # said nothing but HELLO since they registered
         self.stuck = 0  # slots held by a handler past its task, all workers' (see set_stuck)
 
     def __len__(self) -> int:
@@ -149,6 +152,8 @@ class Registry:
         self.stuck += rec.stuck
         if not rec.hears_pub:
             self.unheard.add(rec.peer)
+        if not rec.answered:
+            self.unanswered.add(rec.peer)
 
     def remove(self, peer: bytes) -> WorkerRecord | None:
         rec = self.by_peer.pop(peer, None)
@@ -156,6 +161,7 @@ class Registry:
             self.by_name.pop(rec.name, None)
             self._by_seen.pop(peer, None)
             self.unheard.discard(peer)
+            self.unanswered.discard(peer)
             self.stuck -= rec.stuck
         return rec
 
@@ -176,6 +182,23 @@ class Registry:
         """Whether the worker says it hears the admin's heartbeat on PUB."""
         rec.hears_pub = pub
         (self.unheard.discard if pub else self.unheard.add)(rec.peer)
+
+    def answers(self, rec: WorkerRecord, answered: bool, now: float) -> None:
+        """It said something other than HELLO (``answered``), or a HELLO after it had: its
+        first unanswered HELLO's time is kept (see unanswered_since)."""
+        if answered:
+            rec.answered = True
+            self.unanswered.discard(rec.peer)
+        elif rec.answered:
+            rec.answered, rec.hello_at = False, now
+            self.unanswered.add(rec.peer)
+
+    def unanswered_since(self, before: float) -> list[WorkerRecord]:
+        """Workers that said nothing but HELLO since one before ``before`` (few: those just
+        registering)."""
+        return sorted((rec for peer in self.unanswered
+                       if (rec := self.by_peer[peer]).hello_at < before),
+                      key=lambda rec: rec.hello_at)
 
     def silent_since(self, before: float) -> list[WorkerRecord]:
         """Workers not heard from since ``before`` (looking no further than the first that
