@@ -207,13 +207,16 @@ def test_a_worker_that_gives_up_on_its_admin_says_which_results_it_drops(tmp_pat
     """It ran its task to the end after the admin went, and left after --connect-timeout
     without a word of the result it dropped, where a drain names them (a review across
     hosts: a worker cut off 2 minutes)."""
-    path = tasks_file([{"id": "t", "description": "1 s", "difficulty": 1, "duration": 1}])
+    path = tasks_file([{"id": "t", "description": "1 s", "difficulty": 1, "duration": 1},
+                       {"id": "long", "description": "60 s", "difficulty": 1, "duration": 60}])
 
     async def body():
         async with Cluster(workdir=tmp_path) as c:
             admin = await c.admin("--tasks", str(path), "--expect-workers", "1")
-            w = await c.worker("w", "--connect-timeout", "3", "--log-level", "DEBUG")
-            await wait_until(lambda: "running task 't'" in w.stderr(), 20, "the task to run")
+            w = await c.worker("w", "--connect-timeout", "3", "--log-level", "DEBUG",
+                               "--concurrency", "2")
+            await wait_until(lambda: "running task 't'" in w.stderr()
+                             and "running task 'long'" in w.stderr(), 20, "the tasks to run")
             admin.signal(signal.SIGKILL)
             return await w.wait(30), w.stderr()
 
@@ -223,6 +226,8 @@ def test_a_worker_that_gives_up_on_its_admin_says_which_results_it_drops(tmp_pat
     assert len(said) == 1 and "WARNING" in said[0], err
     assert said[0].endswith("w: 1 result(s) not delivered: we give up on the admin; it runs "
                             "their task(s) again if it still has them: 't'"), said
+    assert "w: 1 running task(s) cut off as we give up on the admin (it runs them again if it " \
+           "still has them): 'long'" in err, err
 
 
 @pytest.mark.parametrize(

@@ -245,8 +245,12 @@ class Worker(AgentBase):
         except asyncio.CancelledError:
             if not self._stop.is_set():
                 raise
-        except AdminUnreachableError:  # (gave up on it: what it never acknowledged ends here)
-            self._results_left("we give up on the admin")
+        except AdminUnreachableError:  # (gave up on it: what it never acknowledged ends here,
+            self._results_left("we give up on the admin")  # and what still runs)
+            if running := list(self.runner.active):
+                logger.warning("{}: {} running task(s) cut off as we give up on the admin (it "
+                               "runs them again if it still has them): {}", self.name,
+                               len(running), listed(running, 10, repr))
             raise
         finally:
             try:
