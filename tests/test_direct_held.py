@@ -353,3 +353,32 @@ def test_a_sender_lost_itself_as_the_wait_for_its_receiver_runs_out_is_told_when
     assert told[0][0] > welcome
     assert not sends(back.hello(), Kind.EVENT)  # (told once)
     assert sim.st.members.owed == {}
+
+
+def test_a_held_message_its_receiver_had_no_room_for_as_it_left_is_said_undelivered():
+    """Its goodbye came in the round its held messages went back (all of them taken: none
+    left to say undelivered), and they found its queue full: held again under a name
+    nobody has, they waited for ever, their sender never told (a review, by reading)."""
+    sim = Sim()
+    s, back, cmds = _back_with_held(sim, 2)
+    out = [f for f in of(cmds, c.Forward) if f.peer == back.peer]
+    back.say(Kind.BYE)
+    told: list[Any] = []
+    for f in out:
+        told += sends(sim.carry(sim.st.not_forwarded(back.peer, f.header, sim.now, f.payload,
+                                                     True)), Kind.EVENT, s.peer)
+    assert told == [wire.Event("undelivered", {"to": "r", "reason": "it left"})] * 2
+    assert sim.st.members.mailbox.count == 0
+
+
+def test_the_first_message_held_for_a_registered_agent_is_held_to_the_bounds_too():
+    sim = Sim()
+    s, r = sim.join("s"), sim.join("r")
+    sim.st.members.mailbox = Mailbox(most_bytes=4)
+    _, cmds = _say(sim, s, "r", "m0-too-big")
+    cmds = _unsent(sim, r, cmds)
+    why = "the admin holds as many messages for agents it cannot reach now as it keeps " \
+          "(100,000, 0 MiB)"
+    assert sends(cmds, Kind.EVENT, s.peer) == [wire.Event("undelivered", {"to": "r",
+                                                                          "reason": why})]
+    assert sim.st.members.mailbox.count == 0

@@ -284,17 +284,16 @@ class AdminState:
         sent again to one that missed it: it asks again. A message held for it (``held``)
         is held again in its place, and tried again shortly; another is held for it too
         (_hold), its sender told only when there is no room, or the receiver is gone."""
-        members = self.members
-        if held and payload is not None:
-            members.held_again(header, payload)
+        if held and payload is not None and self._reachable_later(header.to or ""):
+            self.members.held_again(header, payload)
             return self._end_round(now, assign=False)
         if header.to is None:
             self.out.log("WARNING", f"broadcast {header.seq} from '{header.sender}' could not "
                                     f"be sent again to {peer.decode(errors='replace')}: the "
                                     f"admin's queue for it is full (it asks again)")
             return self._end_round(now, assign=False)
-        to, why = clip(header.to), UNREACHABLE if payload is None else \
-            self._hold(header, payload)
+        to, why = clip(header.to), UNREACHABLE if payload is None else "it left" if held \
+            else self._hold(header, payload)
         if why is None:
             return self._end_round(now, assign=False)
         self.board.now = now
@@ -309,18 +308,25 @@ class AdminState:
         queue full: paused, or slow; or taken for lost), tried again shortly, and what is
         sent to it next waits behind (see Mailbox); else, or when there is no room left,
         why not."""
-        to, members = header.to or "", self.members
-        mailbox = members.mailbox
-        if not (mailbox.stalled(to) or self.peer_of(to) is not None or to in members.lost
-                or to in members.gone):
+        to, mailbox = header.to or "", self.members.mailbox
+        if not (mailbox.stalled(to) or self._reachable_later(to)):
             return UNREACHABLE
         if mailbox.stalled(to) or to in mailbox.held:  # (behind those held)
             if (why := mailbox.keep(to, header, payload)) is not None:
                 return why
+        elif (why := mailbox.full(to, len(payload))) is not None:
+            return why
         else:
             mailbox.again(to, header, payload)  # (the first: the next ones wait behind it)
-        members.deliver_later(to)
+        self.members.deliver_later(to)
         return None
+
+    def _reachable_later(self, to: str) -> bool:
+        """An agent messages may be held for: registered, or one the admin waits for (taken
+        for lost; after a restart, one the last process had). Not one that left (a held
+        message found its queue full as it said goodbye: held again, it waited for ever)."""
+        members = self.members
+        return self.peer_of(to) is not None or to in members.lost or to in members.gone
 
     def _undelivered(self, sender: bytes, msg_id: int, to: str, why: str) -> None:
         """Tell an agent its message to ``to`` was not delivered, and why (it logs it)."""

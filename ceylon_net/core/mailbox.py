@@ -53,15 +53,21 @@ class Mailbox:
 
     def keep(self, to: str, header: Header, payload: bytes) -> str | None:
         """Hold a message for ``to``; why not, when there is no room left for it."""
-        held = self.held.get(to, ())
-        if len(held) >= self.most_each:
-            return f"{len(held):,} messages wait to go to it already (held for it)"
-        if self.count >= self.most or self.size + len(payload) > self.most_bytes:
-            return (f"the admin holds as many messages for agents it cannot reach now as it "
-                    f"keeps ({self.most:,}, {self.most_bytes >> 20} MiB)")
+        if (why := self.full(to, len(payload))) is not None:
+            return why
         self.held.setdefault(to, []).append((header, payload))
         self.count += 1
         self.size += len(payload)
+        return None
+
+    def full(self, to: str, size: int) -> str | None:
+        """Why a message of ``size`` bytes for ``to`` finds no room, or None."""
+        held = self.held.get(to, ())
+        if len(held) >= self.most_each:
+            return f"{len(held):,} messages wait to go to it already (held for it)"
+        if self.count >= self.most or self.size + size > self.most_bytes:
+            return (f"the admin holds as many messages for agents it cannot reach now as it "
+                    f"keeps ({self.most:,}, {self.most_bytes >> 20} MiB)")
         return None
 
     def take(self, to: str, most: int | None = None) -> list[tuple[Header, bytes]]:
