@@ -397,3 +397,20 @@ def test_the_first_reason_a_worker_found_itself_out_of_touch_is_the_one_it_says(
         return w._why_held
 
     assert run(body()).startswith("no heartbeat of ours went out for 5.0 s")
+
+
+def test_a_sigcont_explains_a_gap_only_when_the_process_ran_little_meanwhile(monkeypatch):
+    """Stopped and continued, a process runs nothing: the gap in its heartbeats is the
+    pause. A SIGCONT a supervisor sends a process that was not stopped must not hide a
+    handler that held the loop, or the GIL, busy meanwhile (a review)."""
+    import time
+
+    from ceylon_net.edge import worker as worker_module
+
+    w = Worker("w", "default", "127.0.0.1", 9999)
+    since = time.monotonic() - 4.0
+    monkeypatch.setattr(worker_module, "CONTINUED", [time.monotonic()])
+    w._beat_cpu = time.process_time()  # (no CPU since the beat: stopped)
+    assert w._on_the_loop(since).startswith("; paused: this process was stopped")
+    w._beat_cpu = time.process_time() - 3.9  # (busy all along: not a pause)
+    assert "paused" not in w._on_the_loop(since)

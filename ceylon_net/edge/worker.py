@@ -100,6 +100,7 @@ class Worker(AgentBase):
     _beat_every = 1.0  # the interval our heartbeat loop sleeps now
     _welcomed_at = 0.0  # when the latest welcome came
     _said_deaf = False  # said since it: nothing heard on the admin's PUB port
+    _beat_cpu = 0.0  # this process's CPU time as our last heartbeat went (see _on_the_loop)
     _end_reason: str | None = None  # why the run ended, as the admin's END said
     _failure: Crashed | None = None  # one of our own loops failed: why (see _crashed)
     _told_end = False  # the admin's END came (its reason may read "stopped", as ours does)
@@ -305,7 +306,10 @@ class Worker(AgentBase):
         since ``since`` (a blocking call in one holds the event loop, our heartbeats too);
         that this process was stopped and continued meanwhile, if it was (then no handler is
         to blame: a soak found handlers that only slept named after SIGSTOP)."""
-        if CONTINUED[0] >= since:
+        # (and it ran little meanwhile: a SIGCONT a supervisor sends a process not stopped
+        # must not hide a handler that held the loop busy, or the GIL)
+        if CONTINUED[0] >= since and \
+                time.process_time() - self._beat_cpu < (time.monotonic() - since) / 2:
             return ("; paused: this process was stopped, then continued (SIGSTOP or Ctrl-Z, "
                     "then SIGCONT)")
         runner = self.runner
@@ -860,6 +864,7 @@ class Worker(AgentBase):
                 self._deaf_to_pub(self._welcome)
                 if await self._sockets.send(self._heartbeat_frames(), 1.0):
                     self._beat_sent = time.monotonic()  # (one that did not leave: not a beat)
+                    self._beat_cpu = time.process_time()
 
     def _deaf_to_pub(self, welcome: wire.Welcome) -> None:
         """Said once a welcome, as the admin says it: nothing heard on its PUB port a
