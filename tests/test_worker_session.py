@@ -402,7 +402,9 @@ def test_the_first_reason_a_worker_found_itself_out_of_touch_is_the_one_it_says(
 def test_a_sigcont_explains_a_gap_only_when_the_process_ran_little_meanwhile(monkeypatch):
     """Stopped and continued, a process runs nothing: the gap in its heartbeats is the
     pause. A SIGCONT a supervisor sends a process that was not stopped must not hide a
-    handler that held the loop, or the GIL, busy meanwhile (a review)."""
+    handler that held the loop busy meanwhile (a review). The loop thread's own CPU time
+    counts: the process's, handler threads busy on other cores, hid a real pause (the
+    review of that)."""
     import time
 
     from ceylon_net.edge import worker as worker_module
@@ -410,7 +412,22 @@ def test_a_sigcont_explains_a_gap_only_when_the_process_ran_little_meanwhile(mon
     w = Worker("w", "default", "127.0.0.1", 9999)
     since = time.monotonic() - 4.0
     monkeypatch.setattr(worker_module, "CONTINUED", [time.monotonic()])
-    w._beat_cpu = time.process_time()  # (no CPU since the beat: stopped)
+    w._beat_cpu = time.thread_time()  # (no CPU since the beat: stopped)
     assert w._on_the_loop(since).startswith("; paused: this process was stopped")
-    w._beat_cpu = time.process_time() - 3.9  # (busy all along: not a pause)
+    w._beat_cpu = time.thread_time() - 3.9  # (the loop busy all along: not a pause)
     assert "paused" not in w._on_the_loop(since)
+    import hashlib
+    import threading
+
+    # Handler threads busy on both cores, the loop's thread waiting: more than half the gap
+    # in the process's CPU time, none in the loop's; with a SIGCONT, a pause still.
+    began, w._beat_cpu, cpu = time.monotonic(), time.thread_time(), time.process_time()
+    busy = [threading.Thread(target=lambda: [hashlib.sha256(bytes(1 << 23)).digest()
+                                             for _ in range(12)]) for _ in range(2)]
+    for t in busy:
+        t.start()
+    for t in busy:
+        t.join()
+    gap, used = time.monotonic() - began, time.process_time() - cpu
+    monkeypatch.setattr(worker_module, "CONTINUED", [time.monotonic()])
+    assert w._on_the_loop(began).startswith("; paused"), (gap, used)

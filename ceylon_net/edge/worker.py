@@ -100,7 +100,7 @@ class Worker(AgentBase):
     _beat_every = 1.0  # the interval our heartbeat loop sleeps now
     _welcomed_at = 0.0  # when the latest welcome came
     _said_deaf = False  # said since it: nothing heard on the admin's PUB port
-    _beat_cpu = 0.0  # this process's CPU time as our last heartbeat went (see _on_the_loop)
+    _beat_cpu = 0.0  # the loop thread's CPU time as our last heartbeat went (_on_the_loop)
     _end_reason: str | None = None  # why the run ended, as the admin's END said
     _failure: Crashed | None = None  # one of our own loops failed: why (see _crashed)
     _told_end = False  # the admin's END came (its reason may read "stopped", as ours does)
@@ -306,10 +306,11 @@ class Worker(AgentBase):
         since ``since`` (a blocking call in one holds the event loop, our heartbeats too);
         that this process was stopped and continued meanwhile, if it was (then no handler is
         to blame: a soak found handlers that only slept named after SIGSTOP)."""
-        # (and it ran little meanwhile: a SIGCONT a supervisor sends a process not stopped
-        # must not hide a handler that held the loop busy, or the GIL)
+        # (and the loop's thread ran little meanwhile: a SIGCONT a supervisor sends a process
+        # not stopped must not hide an async handler that held the loop busy. Its own CPU
+        # time: the process's, handler threads hashing on other cores, hid a real pause)
         if CONTINUED[0] >= since and \
-                time.process_time() - self._beat_cpu < (time.monotonic() - since) / 2:
+                time.thread_time() - self._beat_cpu < (time.monotonic() - since) / 2:
             return ("; paused: this process was stopped, then continued (SIGSTOP or Ctrl-Z, "
                     "then SIGCONT)")
         runner = self.runner
@@ -532,6 +533,7 @@ class Worker(AgentBase):
             self._inbox, self._epoch = BroadcastInbox(), welcome.epoch
         self.id = welcome.agent_id
         self._admin_seen = self._beat_sent = self._welcomed_at = time.monotonic()
+        self._beat_cpu = time.thread_time()
         self._said_deaf = False
         topic = wire.topic(self.workspace_id)
         moved = self._sockets.sub is not None
@@ -864,7 +866,7 @@ class Worker(AgentBase):
                 self._deaf_to_pub(self._welcome)
                 if await self._sockets.send(self._heartbeat_frames(), 1.0):
                     self._beat_sent = time.monotonic()  # (one that did not leave: not a beat)
-                    self._beat_cpu = time.process_time()
+                    self._beat_cpu = time.thread_time()
 
     def _deaf_to_pub(self, welcome: wire.Welcome) -> None:
         """Said once a welcome, as the admin says it: nothing heard on its PUB port a
