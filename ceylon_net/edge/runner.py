@@ -77,13 +77,14 @@ def _rank(a: TaskAssignment) -> int:
 
 
 class TaskRunner:
-    _said_misnamed = False  # (see _checked)
     """At most ``capacity`` tasks run at once, pulled from ``queue`` in the order they came
     (the admin keeps a few more queued here than run at once, so the next one starts without
     waiting for it; tasks batched behind a call that turns out slow wait up to BATCH_WAIT
     before they go back to the front, and a free slot may start later ones meanwhile).
     Which queued tasks started, and which were given back on a RELEASE, is told to the admin
     with the next results (:meth:`take_news`)."""
+
+    _said_misnamed = False  # (see _checked)
 
     # Asked before a queued task starts: the worker says no when it is out of touch with its
     # admin (which may have given what is queued here to other workers by now). The runner
