@@ -309,17 +309,16 @@ class AdminState:
         sent to it next waits behind (see Mailbox); else, or when there is no room left,
         why not."""
         to, mailbox = header.to or "", self.members.mailbox
-        if not (mailbox.stalled(to) or self._reachable_later(to)):
+        stalled = mailbox.stalled(to)
+        if not (stalled or self._reachable_later(to)):
             return UNREACHABLE
-        if mailbox.stalled(to) or to in mailbox.held:  # (behind those held)
-            if (why := mailbox.keep(to, header, payload)) is not None:
-                return why
-        elif (why := mailbox.full(to, len(payload))) is not None:
-            return why
-        else:
+        if stalled or to in mailbox.held:  # (behind those held)
+            why = mailbox.keep(to, header, payload)
+        elif (why := mailbox.full(to, len(payload))) is None:
             mailbox.again(to, header, payload)  # (the first: the next ones wait behind it)
-        self.members.deliver_later(to)
-        return None
+        if why is None:
+            self.members.deliver_later(to)
+        return why
 
     def _reachable_later(self, to: str) -> bool:
         """An agent messages may be held for: registered, or one the admin waits for (taken
@@ -618,15 +617,14 @@ class AdminState:
         if to in (None, self.name):
             self.out.add(Deliver(env.header, env.payload))
             return
-        target, members = self.peer_of(to), self.members
-        if target is not None and to not in members.mailbox.held:
+        target, mailbox = self.peer_of(to), self.members.mailbox
+        if target is not None and to not in mailbox.held:
             self.out.add(Forward(target, Kind.DIRECT, env.header, env.payload))
             return
         # One taken for lost may come back (--lost-wait; after a restart, one the last
         # process had): held for it (see Mailbox), if there is room; and behind what is held
         # for one back, still being delivered (their order kept).
-        why = members.mailbox.keep(to, env.header, env.payload) \
-            if target is not None or to in members.lost or to in members.gone \
+        why = mailbox.keep(to, env.header, env.payload) if self._reachable_later(to) \
             else "no connected agent of that name"
         if why is not None:  # (the sender is told too, as the admin's own send() is)
             self._dropped(rec.name, clip(to), why)

@@ -677,13 +677,13 @@ class Membership:
         """Workers registered a while ago that still hear nothing on PUB are named, once."""
         limit = self.pulse.every * self.settings.liveness
         for peer, since in list(self.deaf.items()):
-            if now - since >= limit and self.registry.by_peer[peer].answered:
-                del self.deaf[peer]
-                self.said_deaf.add(peer)
-                rec = self.registry.by_peer[peer]
-                self.out.log("WARNING", f"worker '{rec.name}' does not hear the PUB port "
-                                        f"{self.pub_port} after {limit:g} s (is it blocked?): "
-                                        f"it takes tasks, but no broadcast can reach it")
+            if now - since < limit or not (rec := self.registry.by_peer[peer]).answered:
+                continue
+            del self.deaf[peer]
+            self.said_deaf.add(peer)
+            self.out.log("WARNING", f"worker '{rec.name}' does not hear the PUB port "
+                                    f"{self.pub_port} after {limit:g} s (is it blocked?): it "
+                                    f"takes tasks, but no broadcast can reach it")
         return bool(self.deaf)
 
     def _hears(self, rec: WorkerRecord, heard: int, delivered: int) -> None:
