@@ -6,7 +6,9 @@ the wire: it registers, holds what it is sent, answers, heartbeats. Nothing slee
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -367,3 +369,56 @@ def http_exchange(port: int, data: bytes, timeout: float = 15.0) -> bytes:
         while chunk := conn.recv(65536):
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+@contextlib.asynccontextmanager
+async def sender_and_busy_reader() -> AsyncIterator[tuple[Any, Any, Any]]:
+    """An admin on a free port, worker "a" registered with it, and "b": a raw DEALER
+    registered and beating that reads nothing (its loop busy: RCVHWM 1 and a small kernel
+    buffer), so that what "a" sends it fills its queue at the admin soon. (admin, a, b); all
+    stopped and closed on the way out."""
+    import asyncio
+
+    import zmq
+    import zmq.asyncio
+
+    from ceylon_net import Admin, Worker
+    from ceylon_net.dev.testing import wait_until
+
+    admin = Admin("admin", 0)
+    await admin.start()
+    ctx = zmq.asyncio.Context()
+    b = ctx.socket(zmq.DEALER)
+    b.setsockopt(zmq.RCVHWM, 1)
+    b.setsockopt(zmq.RCVBUF, 4096)
+    b.setsockopt(zmq.LINGER, 0)
+    b.connect(f"tcp://127.0.0.1:{admin.port}")
+
+    def said(kind: bytes, msg: Any) -> list[bytes]:
+        header = wire.make_header(admin.workspace_id, "b", wire.type_name(msg))
+        return wire.encode_frames(kind, header, wire.pack(msg))
+
+    async def beat() -> None:
+        while True:
+            await b.send_multipart(said(Kind.HEARTBEAT, wire.Heartbeat()))
+            await asyncio.sleep(0.2)  # (its pace: it is alive, not a synchronisation)
+
+    a, beating, running = Worker("a"), None, None
+    try:
+        await b.send_multipart(said(Kind.HELLO, Hello("b", "default", 5, 1)))
+        welcome = wire.decode_frames(await asyncio.wait_for(b.recv_multipart(), 10))
+        assert welcome.kind == Kind.WELCOME
+        beating = asyncio.create_task(beat())
+        running = asyncio.create_task(a.arun_against(admin))
+        await wait_until(lambda: a._welcome is not None, 20, "a registered")
+        yield admin, a, b
+    finally:
+        if beating is not None:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
+        await a.stop()
+        if running is not None:
+            await asyncio.gather(running, return_exceptions=True)
+        await admin.close()
+        b.close(0)
+        ctx.term()

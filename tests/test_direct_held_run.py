@@ -6,26 +6,18 @@ an in-process admin, a worker sending, and a raw DEALER as the receiver."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
-import zmq
 import zmq.asyncio
 from conftest import run
-from kit import Said
+from kit import Said, sender_and_busy_reader
 
-from ceylon_net import Admin, Worker, wire
-from ceylon_net.dev.testing import wait_until
+from ceylon_net import wire
 from ceylon_net.wire import Kind
 
 MOST = 20_000  # messages sent, at most: the admin's queue to a peer is 10,000
 HELD = 300  # sent past what its queue (and the kernel's buffers) took
-
-
-def _frames(admin: Admin, kind: bytes, msg: object) -> list[bytes]:
-    header = wire.make_header(admin.workspace_id, "b", wire.type_name(msg))
-    return wire.encode_frames(kind, header, wire.pack(msg))
 
 
 async def _read_all(b: zmq.asyncio.Socket, count: int, within: float) -> list[bytes]:
@@ -44,29 +36,8 @@ async def _read_all(b: zmq.asyncio.Socket, count: int, within: float) -> list[by
 @pytest.mark.timeout(180)
 def test_messages_to_a_registered_agent_whose_queue_was_full_reach_it_when_it_reads_again():
     async def body() -> tuple[list[bytes], list[bytes], list[str], int]:
-        admin = Admin("admin", 0)
-        await admin.start()
-        ctx = zmq.asyncio.Context()
-        b = ctx.socket(zmq.DEALER)  # registered, beating, not reading (its loop is busy)
-        b.setsockopt(zmq.RCVHWM, 1)
-        b.setsockopt(zmq.RCVBUF, 4096)
-        b.setsockopt(zmq.LINGER, 0)
-        b.connect(f"tcp://127.0.0.1:{admin.port}")
-        await b.send_multipart(_frames(admin, Kind.HELLO, wire.Hello("b", "default", 5, 1)))
-        assert wire.decode_frames(await asyncio.wait_for(b.recv_multipart(), 10)).kind \
-            == Kind.WELCOME
-
-        async def beat() -> None:
-            while True:
-                await b.send_multipart(_frames(admin, Kind.HEARTBEAT, wire.Heartbeat()))
-                await asyncio.sleep(0.2)  # (its pace: it is alive, not a synchronisation)
-
-        beating = asyncio.create_task(beat())
-        a = Worker("a")
-        running = asyncio.create_task(a.arun_against(admin))
         sent: list[bytes] = []
-        try:
-            await wait_until(lambda: a._welcome is not None, 20, "a registered")
+        async with sender_and_busy_reader() as (admin, a, b):
             with Said() as said:
                 held_from = None
                 for i in range(MOST):
@@ -82,15 +53,7 @@ def test_messages_to_a_registered_agent_whose_queue_was_full_reach_it_when_it_re
                 assert admin.state.peer_of("b") is not None  # (not taken for lost)
                 got = await _read_all(b, len(sent), 60)
                 told = [m for m in said.lines if "not delivered" in m]
-            return sent, got, told, held_from
-        finally:
-            beating.cancel()
-            await asyncio.gather(beating, return_exceptions=True)
-            await a.stop()
-            await asyncio.gather(running, return_exceptions=True)
-            await admin.close()
-            b.close(0)
-            ctx.term()
+        return sent, got, told, held_from
 
     sent, got, told, held_from = run(body())
     assert not told, told[:3]

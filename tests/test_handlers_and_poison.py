@@ -179,6 +179,20 @@ def test_a_program_whose_sync_handler_hangs_past_its_time_limit_still_exits(tmp_
     assert out.splitlines() == ["result: False timed out after 0.3 s", "main done"]
 
 
+async def _lost_and_back(c, path, *worker_args: str, fault=None) -> str:
+    """``path`` run on an admin beating every 0.25 s with one worker of the "stall" app,
+    ``fault(worker)`` awaited first if given, until the worker finds its heartbeats stopped
+    and registers again, and the run ends (exit 0): the worker's log."""
+    admin = await c.admin("--tasks", str(path), "--heartbeat", "0.25", "--expect-workers", "1")
+    worker = await c.worker("w", "--app", "stall", *worker_args, env=APP_ENV)
+    if fault is not None:
+        await fault(worker)
+    await wait_until(lambda: "registering again" in worker.stderr(), 30,
+                     "the worker to find its heartbeats stopped")
+    assert await admin.wait(60) == 0, admin.stderr()
+    return worker.stderr()
+
+
 @pytest.mark.timeout(90)
 def test_an_async_handler_that_blocks_is_named_when_the_worker_finds_its_heartbeats_stopped(
         tmp_path, tasks_file):
@@ -194,13 +208,7 @@ def test_an_async_handler_that_blocks_is_named_when_the_worker_finds_its_heartbe
 
     async def body():
         async with Cluster(workdir=tmp_path) as c:
-            admin = await c.admin("--tasks", str(path), "--heartbeat", "0.25",
-                                  "--expect-workers", "1")
-            worker = await c.worker("w", "--app", "stall", env=APP_ENV)
-            await wait_until(lambda: "registering again" in worker.stderr(), 30,
-                             "the worker to find its heartbeats stopped")
-            assert await admin.wait(60) == 0, admin.stderr()
-            return worker.stderr()
+            return await _lost_and_back(c, path)
 
     said = run(body())
     again = [line for line in said.splitlines() if "registering again" in line]
@@ -220,21 +228,16 @@ def test_a_worker_stopped_and_continued_says_so_and_names_no_handler(tmp_path, t
     path = tasks_file([{"id": "dozes", "description": "d", "difficulty": 1,
                         "handler": "doze", "args": [8.0]}])
 
+    async def paused(worker) -> None:
+        await wait_until(lambda: "running task 'dozes'" in worker.stderr(), 30,
+                         "the task to start")
+        worker.signal(signal.SIGSTOP)
+        await asyncio.sleep(2.0)  # (the fault: a pause past the admin's 0.75 s)
+        worker.signal(signal.SIGCONT)
+
     async def body():
         async with Cluster(workdir=tmp_path) as c:
-            admin = await c.admin("--tasks", str(path), "--heartbeat", "0.25",
-                                  "--expect-workers", "1")
-            worker = await c.worker("w", "--app", "stall", "--log-level", "DEBUG",
-                                    env=APP_ENV)
-            await wait_until(lambda: "running task 'dozes'" in worker.stderr(), 30,
-                             "the task to start")
-            worker.signal(signal.SIGSTOP)
-            await asyncio.sleep(2.0)  # (the fault: a pause past the admin's 0.75 s)
-            worker.signal(signal.SIGCONT)
-            await wait_until(lambda: "registering again" in worker.stderr(), 30,
-                             "the worker to find its heartbeats stopped")
-            assert await admin.wait(60) == 0, admin.stderr()
-            return worker.stderr()
+            return await _lost_and_back(c, path, "--log-level", "DEBUG", fault=paused)
 
     said = run(body())
     again = [line for line in said.splitlines() if "registering again" in line]

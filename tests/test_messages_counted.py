@@ -12,13 +12,13 @@ import sys
 import pytest
 from conftest import REPO, run
 
-from ceylon_net import Admin, Worker, message, on_message, wire
+from ceylon_net import Admin, Worker, message, on_message
 from ceylon_net.dev.testing import wait_until
 from ceylon_net.errors import ConfigError
 from ceylon_net.wire import Kind
 
 sys.path.insert(0, str(REPO / "tests" / "apps"))
-from kit import Said
+from kit import Said, sender_and_busy_reader
 from notes import Note
 from test_broadcast_repair import (
     DeferringAdmin,
@@ -225,37 +225,8 @@ def test_a_send_from_a_closed_admin_says_the_admin_is_closed_not_the_agent_unrea
 
 @pytest.mark.timeout(120)
 def test_a_message_to_a_connected_but_slow_agent_is_not_said_to_have_lost_its_connection():
-    import zmq
-    import zmq.asyncio
-
     async def body() -> tuple[list[str], bool]:
-        admin = Admin("admin", 0)
-        await admin.start()
-        ctx = zmq.asyncio.Context()
-        b = ctx.socket(zmq.DEALER)  # a registered agent that reads nothing more (busy)
-        b.setsockopt(zmq.RCVHWM, 1)
-        b.setsockopt(zmq.RCVBUF, 4096)
-        b.setsockopt(zmq.LINGER, 0)
-        b.connect(f"tcp://127.0.0.1:{admin.port}")
-
-        def frames(kind: bytes, msg: object) -> list[bytes]:
-            header = wire.make_header(admin.workspace_id, "b", wire.type_name(msg))
-            return wire.encode_frames(kind, header, wire.pack(msg))
-
-        await b.send_multipart(frames(Kind.HELLO, wire.Hello("b", "default", 5, 1)))
-        welcome = wire.decode_frames(await asyncio.wait_for(b.recv_multipart(), 10))
-        assert welcome.kind == Kind.WELCOME
-
-        async def beat() -> None:
-            while True:
-                await b.send_multipart(frames(Kind.HEARTBEAT, wire.Heartbeat()))
-                await asyncio.sleep(0.2)  # (its pace: it is alive, not a synchronisation)
-
-        beating = asyncio.create_task(beat())
-        a = Worker("a")
-        running = asyncio.create_task(a.arun_against(admin))
-        try:
-            await wait_until(lambda: a._welcome is not None, 20, "a registered")
+        async with sender_and_busy_reader() as (admin, a, _):  # (b reads nothing more)
             with Said() as said:
                 for _ in range(40_000):
                     await a.send("b", b"x" * 2000)
@@ -265,14 +236,6 @@ def test_a_message_to_a_connected_but_slow_agent_is_not_said_to_have_lost_its_co
                                  10, "a told")
             return ([m for m in said.lines if "was not delivered" in m],
                     admin.state.peer_of("b") is not None)
-        finally:
-            beating.cancel()
-            await asyncio.gather(beating, return_exceptions=True)
-            await a.stop()
-            await asyncio.gather(running, return_exceptions=True)
-            await admin.close()
-            b.close(0)
-            ctx.term()
 
     told, b_connected = run(body())
     assert b_connected and not any("connection is gone" in m for m in told), \
