@@ -592,9 +592,9 @@ def test_a_worker_paused_past_the_liveness_limit_hands_over_its_result_and_the_c
                 # time up, and before the other's copy ends (3 s of liveness later).
                 await asyncio.sleep(max(0.0, due + 0.2 - time.monotonic()))
             assert await admin.wait(30) == 0, admin.stderr()
-            return admin.stderr(), other.stderr()
+            return admin.stderr(), other.stderr(), paused.stderr()
 
-    err, other_said = run(body())
+    err, other_said, paused_said = run(body())
     # (its result went in its HELLO; or, the HELLO having left before the result was made,
     # just after it: before the stop the admin sent in answer arrived, or, the admin not yet
     # told the other worker had started it, before that worker answered being asked for it)
@@ -604,7 +604,7 @@ def test_a_worker_paused_past_the_liveness_limit_hands_over_its_result_and_the_c
            "result before the stop arrived: taken, and the copies there cancelled" in err or \
            "worker 'paused' ran 1 task(s) it came back still running (asked back from the " \
            "workers given them meanwhile) to a result first: taken, and the copies there " \
-           "cancelled" in err, err
+           "cancelled" in err, f"{err}\n-- the paused worker's log:\n{paused_said}"
     assert "done meanwhile by worker 'paused'" in other_said, other_said
     report = json.loads(report_path.read_text())
     assert [(t["id"], t["worker"], t["success"]) for t in report["tasks"]] == [
