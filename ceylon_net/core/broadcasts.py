@@ -21,12 +21,16 @@ from typing import Any
 
 from ..wire import MAX_RANGES
 
-# Broadcasts the admin keeps for repairs (about 360 bytes each beside the payload: 10 MiB
-# full of small ones). An agent whose loop is blocked while the admin bursts gets what its
-# buffers hold (the admin's PUB queues 10,000 for it, the kernel some, its SUB some), and the
-# rest from here: at 10,000, a 4 s stall under a burst of 50,000 lost a few on a loaded host.
+# Broadcasts the admin keeps for repairs. An agent whose loop is blocked while the admin
+# bursts gets what its buffers hold (the admin's PUB queues 10,000 for it, the kernel some,
+# its SUB some), and the rest from here: at 10,000, a 4 s stall under a burst of 50,000
+# lost a few on a loaded host.
 RING = 30_000
-RING_BYTES = 64 << 20  # ... and at most this many payload bytes
+RING_BYTES = 64 << 20  # ... and at most this many bytes, each counted with ENTRY beside it
+# What a kept broadcast costs beside its payload: its decoded header, the pair and the record
+# (measured at 0.51 KiB; a long sender or type name adds its length): a ring full of small
+# broadcasts is some 20 MiB.
+ENTRY = 576
 # Broadcasts an agent holds that came ahead of a gap (more are dropped there, and asked for
 # again once the gap is filled: the admin's ring still has them).
 HELD = 10_000
@@ -53,7 +57,8 @@ class BroadcastLog:
         self._bytes = 0
 
     def append(self, item: Any, size: int) -> int:
-        """Keep a new broadcast; returns its number."""
+        """Keep a new broadcast of ``size`` payload bytes; returns its number."""
+        size += ENTRY
         self.seq += 1
         self._ring.append(Sent(self.seq, item, size))
         self._bytes += size
