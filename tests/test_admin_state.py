@@ -290,6 +290,35 @@ def test_a_worker_never_heard_after_its_hello_is_lost_once_it_would_have_asked_a
                     "the queue"]
 
 
+def test_an_admin_held_up_does_not_count_the_time_as_its_workers_silence():
+    """Its process stopped 8 s (a suspended VM): its timers ran before it read what its
+    workers sent meanwhile, and it called them lost, their tasks started again elsewhere (a
+    review). Told it was held up, it counts their silence without that time; one silent in
+    the admin's own time is lost as before."""
+    sim = Sim()  # heartbeat 1 s x liveness 3
+    sim.submit(noop(1), noop(2))
+    quiet, busy = sim.join("quiet", capacity=1), sim.join("busy", capacity=1)
+    sim.now = 1.0
+    quiet.heartbeat(), busy.heartbeat()
+    sim.tick(at=1.2)
+    cmds = sim.st.held_up(1.2, 9.5)  # (its timers did not run from 1.2 s to 9.5 s)
+    assert logs(cmds) == ["the admin was held up 8.3 s (its process stopped, or its event "
+                          "loop blocked): its workers' silence meanwhile is not counted "
+                          "against them"]
+    assert lost(sim.tick(at=9.5)) == []  # (busy's heartbeats of the pause, unread yet)
+    sim.now = 9.6
+    busy.heartbeat()
+    assert lost(sim.tick(at=12.2)) == []
+    # quiet, silent 3.1 s of the admin's own time (from 1.0 s to 1.2 s, 9.5 s to 12.4 s)
+    assert lost(sim.tick(at=12.4)) == [
+        "worker 'quiet' lost: silent for 3.1 s; 1 task(s) back in the queue"]
+    assert list(sim.st.members.registry.by_name) == ["busy"]
+
+
+def lost(cmds: list) -> list[str]:
+    return [line for line in logs(cmds) if " lost: " in line]
+
+
 def test_a_silent_worker_is_lost_at_3_1_s_and_its_tasks_go_to_another():
     sim = Sim()  # heartbeat 1 s x liveness 3
     sim.submit(noop(1), noop(2))

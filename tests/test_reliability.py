@@ -611,6 +611,34 @@ def test_a_worker_paused_past_the_liveness_limit_hands_over_its_result_and_the_c
         (0, "paused", True)]
 
 
+def test_an_admin_stopped_for_5_s_takes_none_of_its_workers_for_lost(tmp_path, tasks_file):
+    """SIGSTOP on the admin (a suspended VM) for 5 s, past its workers' liveness window: its
+    timers ran before it read what they had sent meanwhile, and it called them lost, their
+    tasks started again elsewhere (a review: 1 run in 4). Now its silence is not theirs."""
+    path, report_path = _sleeps(tasks_file, tmp_path, 4, 8.0)
+
+    async def body():
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.admin("--tasks", str(path), "--expect-workers", "2", "--heartbeat",
+                                  "0.5", "--report-json", str(report_path))
+            workers = [await c.worker(name, "--concurrency", "2", "--log-level", "DEBUG")
+                       for name in ("w1", "w2")]
+            await wait_until(lambda: sum(w.stderr().count("running task") for w in workers)
+                             == 4, 20, "the 4 tasks to run")
+            with admin.paused():
+                await asyncio.sleep(5.0)  # (how long it is stopped: not a synchronisation)
+            assert await admin.wait(30) == 0, admin.stderr()
+            return admin.stderr(), _executions(workers)
+
+    err, ran = run(body())
+    assert " lost: " not in err, err
+    assert "the admin was held up" in err, err
+    assert ran == {str(i): 1 for i in range(4)}, ran
+    report = json.loads(report_path.read_text())
+    assert sorted((t["id"], t["success"]) for t in report["tasks"]) == [
+        (i, True) for i in range(4)]
+
+
 async def _delayed(c: Cluster, delay: float) -> int:
     """A port on which the admin's ROUTER is reached through a relay that holds what goes
     either way ``delay`` seconds (a slow link: its PUB, which a worker is told of, is not

@@ -196,6 +196,13 @@ class AdminState:
         self._give_up_unassignable(now)
         return self._end_round(now)
 
+    def held_up(self, since: float, now: float) -> list[Command]:
+        """The admin itself was held up from ``since`` to ``now`` (the edge's timers, due
+        every fraction of a second, did not run: its process stopped, a suspended VM, its
+        loop blocked), what workers sent meanwhile unread yet: not their silence."""
+        self.members.held_up(now - since, now)
+        return self._end_round(now)
+
     @property
     def beat_due(self) -> float:
         """When the workers' next heartbeat is due: tick() by then (at a --heartbeat below

@@ -578,6 +578,19 @@ class Membership:
             self._told_gone(rec.peer, f"taken for lost (the admin heard nothing from you for "
                                       f"{silent:.1f} s{'' if rec.answered else ' but HELLO'})")
 
+    def held_up(self, gap: float, now: float) -> None:
+        """The admin itself heard nothing for ``gap`` s up to ``now`` (its process stopped, a
+        suspended VM, its loop blocked): what its workers sent meanwhile may be unread yet.
+        That time is not counted as their silence, nor as a new worker's deafness to the PUB
+        port: a stopped admin called every worker lost, its tasks started again elsewhere (a
+        review)."""
+        self.registry.excuse(gap, now)
+        for peer, at in self.deaf.items():
+            self.deaf[peer] = min(at + gap, now)
+        self.out.log("WARNING", f"the admin was held up {gap:.1f} s (its process stopped, or "
+                                f"its event loop blocked): its workers' silence meanwhile is "
+                                f"not counted against them")
+
     def _told_gone(self, peer: bytes, why: str) -> None:
         """A worker the admin let go (its tasks went back to the queue) may be alive, its
         messages held up on their way: told, it gives back its queue and registers again."""

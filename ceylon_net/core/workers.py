@@ -193,6 +193,17 @@ class Registry:
             rec.answered, rec.hello_at = False, now
             self.unanswered.add(rec.peer)
 
+    def excuse(self, gap: float, now: float) -> None:
+        """The admin could not hear anyone for ``gap`` s up to ``now``: every worker's
+        silence is counted without it (once a pause: sorted again by last_seen). Its
+        receive loop may have read some just before and after: never later than now."""
+        for rec in self.by_peer.values():
+            rec.last_seen = min(rec.last_seen + gap, now)
+            if not rec.answered:
+                rec.hello_at = min(rec.hello_at + gap, now)
+        self._by_seen = dict.fromkeys(sorted(self._by_seen,
+                                             key=lambda p: self.by_peer[p].last_seen))
+
     def unanswered_since(self, before: float) -> list[WorkerRecord]:
         """Workers that said nothing but HELLO since one before ``before`` (few: those just
         registering)."""

@@ -52,6 +52,9 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 TICK = 0.25  # resolution of the regular timers (heartbeats, liveness, unassignable timeout)
+# Timers that run this much later than due found the admin itself held up (its process
+# stopped, a suspended VM, its loop blocked): its workers' silence meanwhile is excused.
+HELD_UP = 2.0
 # Results are acknowledged this long after they are recorded, several in one ACK: off the
 # round trip of the next task (an ACK sent at once delayed the next ASSIGN by a send), and
 # fewer sends under load. A worker only forgets acknowledged results, so nothing is at risk.
@@ -149,7 +152,7 @@ class Admin(AgentBase):
         self._gc.install()
         self._loops = [supervised(coro, f"the admin's {what} loop", self._crashed)
                        for coro, what in ((self._recv_loop(), "receive"),
-                                          (self._tick_loop(), "tick"),
+                                          (_ticking(self), "tick"),
                                           (self._sockets.follow_subscriptions(),
                                            "subscriptions"))]
 
@@ -348,13 +351,6 @@ class Admin(AgentBase):
                 # the timers (acknowledgements, heartbeats, liveness) would never run.
                 await asyncio.sleep(0)
 
-    async def _tick_loop(self) -> None:
-        while True:
-            now = time.monotonic()
-            self._apply(self.state.tick(now))
-            self._gc.tick(now, not self.state.board.open)
-            await asyncio.sleep(min(TICK, max(0.0, self.state.beat_due - time.monotonic())))
-
     def _on_timer(self, key: tuple[Any, ...]) -> None:
         now = asyncio.get_running_loop().time()
         self._timers = {t for t in self._timers if t.when() > now}
@@ -408,6 +404,20 @@ class Admin(AgentBase):
     def _connected(self, cmd: c.Connected) -> None:
         self._spawn(self.on_agent_connected(self.workspace_id, cmd.agent),
                     f"on_agent_connected({cmd.agent.name})")
+
+
+async def _ticking(admin: Admin) -> None:
+    """The regular timers, every TICK at most; one that ran HELD_UP late says so first: the
+    admin was held up, what its workers sent meanwhile not yet read."""
+    state, last = admin.state, time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now - last > HELD_UP:
+            admin._apply(state.held_up(last, now))
+        last = now
+        admin._apply(state.tick(now))
+        admin._gc.tick(now, not state.board.open)
+        await asyncio.sleep(min(TICK, max(0.0, state.beat_due - time.monotonic())))
 
 
 def _once_read(admin: Admin, key: tuple[Any, ...], until: float | None) -> None:
