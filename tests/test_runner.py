@@ -766,25 +766,55 @@ def test_a_sync_call_whose_thread_cannot_be_made_fails_and_leaves_nothing_behind
     monkeypatch.setitem(handlers._HANDLERS, "test_runner.second",
                         lambda: ran.append("second") or "ok")
     monkeypatch.setattr(handlers, "_THREADS", handlers._Threads())
-    start = threading.Thread.start
+    start = handlers._start_thread
 
-    def cannot_start(self: threading.Thread) -> None:
+    def cannot_start(*args: Any) -> None:
         raise RuntimeError("can't start new thread")
 
     async def body() -> None:
         await wait_until(lambda: handlers.running() == 0, 10, "other tests' threads to end")
-        monkeypatch.setattr(threading.Thread, "start", cannot_start)
+        monkeypatch.setattr(handlers, "_start_thread", cannot_start)
         try:
             await handlers.call("test_runner.first", [], {})
         except RuntimeError as exc:
             assert "can't start new thread" in str(exc)
         else:
             raise AssertionError("the call did not fail")
-        monkeypatch.setattr(threading.Thread, "start", start)
+        monkeypatch.setattr(handlers, "_start_thread", start)
         assert await handlers.call("test_runner.second", [], {}) == "ok"
 
     run(body())
     assert ran == ["second"] and handlers._THREADS._made == 1 and handlers.running() == 0
+
+
+def test_sync_calls_whose_new_thread_died_as_it_started_get_another(monkeypatch):
+    """A thread made that never came to the queue (it died as it started: out of memory, in
+    a review: "Exception ignored in: Thread._bootstrap ... MemoryError") left the calls
+    waiting for ever, the worker's slots held; threading's start() could wait for it too,
+    the worker then deaf to SIGTERM. One not there STARTING s later is counted dead, and
+    another is made for what waits."""
+    monkeypatch.setitem(handlers._HANDLERS, "test_runner.after", lambda: "ran")
+    monkeypatch.setattr(handlers, "_THREADS", handlers._Threads())
+    monkeypatch.setattr(handlers, "STARTING", 0.2)
+    start, died = handlers._start_thread, []
+
+    def dies_first(fn: Any, args: Any) -> int:
+        if not died:
+            died.append(args)
+            return 0  # (made, but it never runs)
+        return start(fn, args)
+
+    async def body() -> list[Any]:
+        await wait_until(lambda: handlers.running() == 0, 10, "other tests' threads to end")
+        monkeypatch.setattr(handlers, "_start_thread", dies_first)
+        calls = [handlers.call("test_runner.after", [], {}) for _ in range(3)]
+        return await asyncio.wait_for(asyncio.gather(*calls), 10)
+
+    with Said() as said:
+        assert run(body()) == ["ran"] * 3
+    assert died and handlers.running() == 0
+    assert said.lines == ["1 thread(s) for sync handlers did not start (out of memory?): 3 "
+                          "call(s) waiting"]
 
 
 def test_an_answer_that_comes_as_its_loop_closes_does_not_keep_the_loop_alive(monkeypatch):

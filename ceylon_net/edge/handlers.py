@@ -14,6 +14,7 @@ back in ``TaskResult.value``; an exception becomes a failed result with its trac
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import collections
 import contextlib
@@ -21,8 +22,10 @@ import contextvars
 import functools
 import importlib
 import inspect
+import itertools
 import math
 import os
+import sys
 import threading
 import time
 import traceback
@@ -50,6 +53,10 @@ THREADS_LEFT: ContextVar[list[asyncio.Future[Any]] | None] = ContextVar(
 # running()). Threads are made as calls find none to wake, up to MAX_THREADS (more calls
 # wait for a busy one to be free).
 MAX_THREADS = 1024
+# A thread made that has not come to the queue this long after (s) died as it started (out
+# of memory: a review's worker, its calls waiting for ever and SIGTERM unheeded, threading's
+# start() waiting for it too): counted no more, and another is tried for the calls waiting.
+STARTING = 1.0
 _running = 0  # sync handler calls whose thread has not returned
 _counting = threading.Lock()
 
@@ -186,6 +193,10 @@ class _Threads:
         self._sleeping: list[threading.Lock] = []  # a sleeping thread waits on its own lock
         self._waking = 0  # threads woken (or made) that have not yet looked at the queue
         self._made = 0
+        self._starting: dict[int, float] = {}  # threads made, not yet at the queue: since
+        self._numbers = itertools.count(1)
+        # The loop that will look again (weakly: a closed one must not stay alive for it)
+        self._rechecks: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._backs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Back] = \
             weakref.WeakKeyDictionary()
 
@@ -199,7 +210,34 @@ class _Threads:
             if self._waking <= 0:
                 self._wake()  # (first: a thread that cannot be made leaves no call behind)
             self._calls.append(job)
+            if self._starting and ((looks := self._rechecks and self._rechecks()) is None
+                                   or looks.is_closed()):
+                self._rechecks = weakref.ref(loop)
+                loop.call_later(STARTING, self._recheck)
         return job
+
+    def _recheck(self) -> None:
+        """On a caller's loop, STARTING after a thread was made: those that never came to the
+        queue died as they started; what waits gets another."""
+        with self._lock:
+            self._rechecks, now = None, time.monotonic()
+            dead = [n for n, at in self._starting.items() if now - at >= STARTING]
+            for n in dead:
+                del self._starting[n]
+            self._made, self._waking = self._made - len(dead), self._waking - len(dead)
+            if dead:
+                logger.warning("{} thread(s) for sync handlers did not start (out of memory?): "
+                               "{} call(s) waiting", len(dead), len(self._calls))
+            if self._calls and self._waking <= 0:
+                try:
+                    self._wake()
+                except Exception as exc:
+                    logger.warning("{} sync handler call(s) wait for a thread: no more could "
+                                   "be made ({})", len(self._calls), exc)
+            if self._starting:
+                loop = asyncio.get_running_loop()
+                self._rechecks = weakref.ref(loop)
+                loop.call_later(STARTING, self._recheck)
 
     def forget(self, job: _Job) -> None:
         """A call taken back before any thread took it: out of the queue (it would keep its
@@ -228,12 +266,14 @@ class _Threads:
         elif self._made < MAX_THREADS:
             self._made += 1
             self._waking += 1  # (a new thread looks at the queue first)
-            try:
-                threading.Thread(target=self._work, name=f"ceylon-handler-{self._made}",
-                                 daemon=True).start()
+            n = next(self._numbers)
+            self._starting[n] = time.monotonic()
+            try:  # (not threading's start(): it waits for the thread, for ever if it died)
+                _start_thread(self._work, (n,))
             except Exception:  # (no thread made: the call fails, saying so; a
                 self._made -= 1  # KeyboardInterrupt as it started left one running)
                 self._waking -= 1
+                del self._starting[n]
                 raise
 
     def _next(self, woken: bool, bell: threading.Lock) -> _Job | None:
@@ -252,9 +292,17 @@ class _Threads:
                                    "be made ({})", len(self._calls), exc)
             return job
 
-    def _work(self) -> None:
-        bell, woken = threading.Lock(), True
+    def _work(self, n: int) -> None:
+        threading.current_thread().name = f"ceylon-handler-{n}"
+        sys.settrace(threading.gettrace())  # (as threading's own threads: coverage, debuggers)
+        sys.setprofile(threading.getprofile())
+        bell = threading.Lock()
         bell.acquire()  # (held: acquiring it again sleeps until a wake releases it)
+        with self._lock:  # (one taken for dead that came after all is counted again)
+            woken = self._starting.pop(n, None) is not None
+            self._made += not woken
+            if not self._starting:
+                self._rechecks = None
         while True:
             job = self._next(woken, bell)
             if job is None:
@@ -280,6 +328,7 @@ class _Threads:
             del fn, job, value  # (an idle thread holds nothing of the last call)
 
 
+_start_thread = _thread.start_new_thread
 _OURS = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # ceylon_net/
 _BACK = "_ceylon_net_answers"  # the attribute of a loop that holds its _Back
 _THREADS = _Threads()
