@@ -125,3 +125,45 @@ def test_a_journal_it_cannot_fold_on_a_full_disk_is_said_in_one_line_and_left_as
     assert "Traceback" not in p.stderr
     assert after == before
     assert done == 2_000
+
+
+def test_a_results_file_on_a_full_disk_waits_for_space_and_the_admin_serves_on(tmp_path):
+    """`--results FILE` on a disk that fills: the admin stopped on it, as "a bug", and told
+    its workers the run was over with results it did not have: a restart on its journal ran
+    them again (a review: 38 of 60). Now its lines wait, said once, the admin serving on;
+    with space again, they are written, each once, none cut short."""
+    results = tmp_path / "disk" / "results.jsonl"
+
+    async def body():
+        with small_disk(tmp_path / "disk", "256k") as disk:
+            async with Cluster(workdir=tmp_path) as c:
+                admin = await c.admin("--results", str(results))
+                await c.worker("w", *APP, "--concurrency", "4", env=APP_ENV)
+                await wait_until(lambda: "joined from" in admin.stderr(), 30, "the worker")
+                async with AsyncClient(f"127.0.0.1:{c.port}") as client:
+                    assert await client.gather(client.map("echo_later", range(5))) == \
+                        [{"echo": i} for i in range(5)]
+                    filler = fill(disk)
+                    big = ["x" * 3000 + str(i) for i in range(20)]  # (lines no disk room holds)
+                    assert await client.gather(client.map("echo_later", big)) == \
+                        [{"echo": x} for x in big]
+                    await wait_until(lambda: "could not be written" in admin.stderr(), 30,
+                                     "the admin to say its results wait")
+                    filler.unlink()
+                    assert await client.gather(client.map("echo_later", range(5, 10))) == \
+                        [{"echo": i} for i in range(5, 10)]
+                    await wait_until(lambda: "written again" in admin.stderr(), 30,
+                                     "the lines that waited to be written")
+                    lines = results.read_text().splitlines()
+                return admin.stderr(), admin.returncode, lines
+
+    err, code, lines = run(body())
+    assert code is None, err  # (serving on)
+    assert "--results " + str(results) + ": could not be written (No space left on device): " \
+        in err, err
+    assert err.count("could not be written") == 1, err
+    assert "Traceback" not in err and "a bug" not in err, err
+    import json
+    values = sorted(str(json.loads(line)["value"]["echo"]) for line in lines)
+    assert values == sorted([str(i) for i in range(10)] + ["x" * 3000 + str(i)
+                                                             for i in range(20)])

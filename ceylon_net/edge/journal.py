@@ -730,11 +730,12 @@ class ResultsFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        try:
-            self.out = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        try:  # (unbuffered: a write that fails is undone whole, see flush)
+            self.out = open(path, "ab", buffering=0)  # noqa: SIM115
         except OSError as exc:
             raise ConfigError(f"--results {path}: {exc.strerror}") from None
         self.lines: list[str] = []
+        self.failing: str | None = None  # why the last write failed, while lines wait
         self.run = ""
         # Finished commands whose lines went out first, by id (held: an id is not reused)
         self._written: dict[int, Finished] = {}
@@ -777,7 +778,6 @@ class ResultsFile:
         """After a restart on a journal: append the results the journal holds and this file
         lacks (the admin was killed after its journal committed a round, before the round's
         lines were written), dropping a line the kill cut short. How many were appended."""
-        self.out.flush()
         with open(self.path, "rb") as f:
             data = f.read()
         if data and not data.endswith(b"\n"):
@@ -806,11 +806,36 @@ class ResultsFile:
         return missing
 
     def flush(self) -> None:
-        if self.lines:
-            self.out.write("\n".join(self.lines) + "\n")
-            self.out.flush()
-            self.lines.clear()
+        """The lines out. One that cannot be written (a full disk) is undone whole and the
+        lines wait for the next round's write, said once (the admin stopped on it, "a bug",
+        its workers told the run was over with results it did not have: run again by the
+        next admin, a review); said again once written."""
+        if not self.lines:
+            return
+        data = ("\n".join(self.lines) + "\n").encode()
+        at = self.out.seek(0, os.SEEK_END)
+        try:
+            while data:  # (a raw write may take part of it)
+                data = data[self.out.write(data):]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, at)  # (no line cut short: the next write adds to it)
+            if self.failing is None:
+                logger.error("--results {}: could not be written ({}): {:,} result line(s) "
+                             "wait, written once it can be", self.path, exc.strerror or exc,
+                             len(self.lines))
+            self.failing = exc.strerror or str(exc)
+            return
+        if self.failing is not None:
+            logger.info("--results {}: written again ({:,} result line(s) that waited)",
+                        self.path, len(self.lines))
+            self.failing = None
+        self.lines.clear()
 
     def close(self) -> None:
         self.flush()
         self.out.close()
+        if self.lines:
+            logger.error("--results {}: {:,} result line(s) could not be written ({}): a "
+                         "restart on a journal appends what it holds", self.path,
+                         len(self.lines), self.failing)
