@@ -1722,6 +1722,33 @@ def test_a_stalled_worker_whose_first_assignment_was_lost_is_tried_again():
     assert len(w.held) == 1
 
 
+def test_a_request_the_admin_has_no_memory_for_is_not_taken_for_a_bad_one(monkeypatch):
+    """Out of memory as it decoded a client's batch, the admin counted it a bad frame (bad
+    frames get a peer banned) and the client was told its batch was a bad request, exit 2 as
+    for a bad file (a review under prlimit --as)."""
+    import msgpack
+
+    sim = Sim()
+    client = b"client-9"
+    doc = {"tasks": [{"id": 1, "description": "x", "difficulty": 1}]}
+    msg = frames(Kind.SUBMIT, wire.Submission(doc))
+    unpackb = msgpack.unpackb
+
+    def short_of_memory(data: bytes, **kw: Any) -> Any:
+        if b"tasks" in data:
+            raise MemoryError
+        return unpackb(data, **kw)
+
+    monkeypatch.setattr(msgpack, "unpackb", short_of_memory)
+    cmds = sim.receive(client, msg)
+    (reject,) = sends(cmds, Kind.REJECT, client)
+    assert reject.reason == "the admin is out of memory: not taken"
+    assert logs(cmds) == [f"out of memory taking SUBMIT from {client!r}: dropped"]
+    assert sim.st.stats.bad_frames == 0
+    monkeypatch.setattr(msgpack, "unpackb", unpackb)
+    assert sends(sim.receive(client, msg), Kind.SUBMIT, client)  # (memory again: taken)
+
+
 def test_every_answer_to_a_client_names_its_request_even_a_refusal_or_a_bad_one():
     sim = Sim()
     client = b"client-7"

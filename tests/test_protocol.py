@@ -1131,3 +1131,20 @@ def test_the_encoders_fast_path_knows_every_plain_type_bool_included():
     result = TaskResult("t", "w", True, 0.5, None, 2, value=[1, "x"])
     assert wire.to_wire(result) == {"task_id": "t", "worker": "w", "success": True,
                                     "seconds": 0.5, "attempt": 2, "value": [1, "x"]}
+
+
+def test_out_of_memory_while_encoding_or_decoding_is_said_as_it_is(monkeypatch):
+    """msgpack's MemoryError was taken for what the data held: "cannot encode list: " on the
+    way out, "undecodable msgpack" (a bad sender) on the way in (a review under prlimit
+    --as). It goes on as what it is."""
+    from ceylon_net.wire import codec
+
+    def no_memory(*args, **kw):
+        raise MemoryError
+
+    monkeypatch.setattr(msgpack, "packb", no_memory)
+    with pytest.raises(MemoryError):
+        codec.packb([1, 2, 3])
+    monkeypatch.setattr(msgpack, "unpackb", no_memory)
+    with pytest.raises(MemoryError):
+        codec.unpackb(b"\x93\x01\x02\x03")

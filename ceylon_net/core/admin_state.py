@@ -534,10 +534,15 @@ class AdminState:
         except RemoteProtocolError as exc:
             self._bad_frame(peer, address, str(exc), now)
             return
+        except MemoryError:
+            self._out_of_memory(peer, None)
+            return
         try:
             self._dispatch(peer, env, address, now)
             if awaited:
                 self._back(peer, awaited)
+        except MemoryError:
+            self._out_of_memory(peer, env)
         except RemoteProtocolError as exc:
             if env.kind in ANSWERED and peer not in self.members.registry:
                 # A client waits for the answer to this request: say what was wrong with it.
@@ -550,6 +555,16 @@ class AdminState:
             self.out.log("ERROR", f"handling {env.kind.decode()} from {peer!r} failed; frame "
                                   f"dropped\n{''.join(traceback.format_exception(exc))}")
             self._bad_frame(peer, address, f"{type(exc).__name__}: {exc}", now)
+
+    def _out_of_memory(self, peer: bytes, env: Envelope | None) -> None:
+        """A frame the admin had no memory for: dropped, not counted against its sender (it
+        was taken for a bad frame, and the client told its batch was a bad request: a
+        review); a client waiting for an answer is told."""
+        kind = "a frame" if env is None else env.kind.decode()
+        self.out.log("ERROR", f"out of memory taking {kind} from {peer!r}: dropped")
+        if env is not None and env.kind in ANSWERED and peer not in self.members.registry:
+            self.out.send(peer, Kind.REJECT, wire.Reject("the admin is out of memory: not "
+                                                         "taken"), env.header.msg_id)
 
     def _dispatch(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
         rec = self.members.registry.get(peer)

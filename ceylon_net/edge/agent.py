@@ -259,8 +259,9 @@ def _crash(name: str, exc: BaseException, on_crash: Callable[[Crashed], None]) -
         on_crash(Crashed.by(exc))
         return
     logger.opt(exception=exc).critical("{} stopped on an unexpected error: {!r}", name, exc)
-    crash = Crashed(f"{name} stopped on an unexpected error: {exc!r} (a bug: the log has the "
-                    f"traceback)")
+    crash = Crashed(f"{name} stopped on an unexpected error: {exc!r} (" + (
+        "out of memory" if isinstance(exc, MemoryError) else
+        "a bug: the log has the traceback") + ")")
     crash.__cause__ = exc
     on_crash(crash)
 

@@ -39,7 +39,7 @@ def unpackb(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
             max_map_len=min(limits.max_map_len, size // 2),
             max_ext_len=0,
         )
-    except RemoteProtocolError:
+    except (RemoteProtocolError, MemoryError):  # (out of memory: not the sender's fault)
         raise
     except Exception as exc:  # msgpack raises ValueError, TypeError, FormatError, StackError...
         raise RemoteProtocolError(f"undecodable msgpack: {type(exc).__name__}: {exc}") from None
@@ -65,6 +65,8 @@ def _check_complete(data: bytes, size: int) -> None:
     except msgpack.OutOfData:
         raise RemoteProtocolError("undecodable msgpack: truncated (a container claims more "
                                   "items than the data holds)") from None
+    except MemoryError:
+        raise
     except Exception as exc:
         raise RemoteProtocolError(f"undecodable msgpack: {type(exc).__name__}: {exc}") from None
     if unpacker.tell() != size:
@@ -75,6 +77,8 @@ def _check_complete(data: bytes, size: int) -> None:
 def packb(obj: Any) -> bytes:
     try:
         return msgpack.packb(obj, use_bin_type=True)
+    except MemoryError:  # (said as it is: "cannot encode list: " hid it)
+        raise
     except Exception as exc:
         where, bad = _culprit(obj)
         at = f" (at {where}: {type(bad).__name__})" if where else ""
