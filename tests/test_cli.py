@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -941,3 +942,23 @@ def test_a_silent_worker_holds_a_finished_runs_report_two_seconds_at_most(tmp_pa
     --heartbeat 10 (a review of the wait). The wait: 2 s at most."""
     code, out, err = _a_run_with_a_silent_worker(tmp_path, interrupt=False)
     assert code == 0 and "Success rate: 100.00% (1/1 tasks)" in out, err
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not shutil.which("prlimit"), reason="needs prlimit (util-linux)")
+def test_an_admin_that_may_open_few_files_says_how_many_workers_can_connect(tmp_path):
+    """At a hard limit of 64 open files, 48 of 150 workers joined and the rest, and
+    ceylon-status, waited in silence, libzmq retrying the next connection at full speed (a
+    review). It says so as it starts."""
+
+    async def body() -> str:
+        async with Cluster(workdir=tmp_path) as c:
+            admin = await c.spawn("admin", ["prlimit", "--nofile=64:64", *cli("ceylon-admin"),
+                                            "--bind", "127.0.0.1", "--port", "0",
+                                            "--pub-port", "0"])
+            await wait_until(lambda: "serving workspace" in admin.stderr(), 30, "the admin")
+            return admin.stderr()
+
+    err = run(body())
+    assert "this process may open 64 files (its hard limit, ulimit -Hn): about 16 workers " \
+           "can connect" in err, err

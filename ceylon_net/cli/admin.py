@@ -138,6 +138,7 @@ def admin(
         work = load_work(tasks) if tasks is not None else None
         if work is not None and settings.journal is not None:
             _same_run(Path(settings.journal), settings.workspace, work, tasks)
+        _few_files(settings.expect_workers)
         report = loop.run(_run_admin(settings, work))
     except ConfigError as exc:
         fail(EXIT_CONFIG, str(exc))
@@ -208,6 +209,10 @@ def _can_write(path: Path, option: str) -> None:
 OPEN_MAX = 10_240  # macOS's open files a process may have, where the hard limit is infinite
 
 
+FILES_OF_OUR_OWN = 32  # (the admin's own files: its sockets' internals, a journal, logs)
+FEW_WORKERS = 100  # said when fewer workers than this (or than --expect-workers) can connect
+
+
 def _more_files() -> None:
     """Open files (connections) up to the hard limit: each worker holds two connections to
     the admin, so at a soft limit of 1,024 (systemd's default) 500 workers were the most it
@@ -226,6 +231,22 @@ def _more_files() -> None:
             continue
         logger.debug("open files: soft limit {} -> {}", soft, want)
         return
+
+
+def _few_files(expected: int) -> None:
+    """Said when this process may not open files (connections) for as many workers as
+    expected, or for a hundred: past the limit libzmq retries the next connection again and
+    again, burning a core, and says nothing (a review at ulimit -n 64: 48 of 150 joined,
+    the rest and ceylon-status waiting in silence)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return
+    most = max(0, (soft - FILES_OF_OUR_OWN) // 2)
+    if most < max(expected, FEW_WORKERS):
+        logger.warning("this process may open {:,} files (its hard limit, ulimit -Hn): about "
+                       "{:,} workers can connect (two connections each, and clients one); "
+                       "past that, connections wait unanswered and nothing more is said "
+                       "(raise it: ulimit -n, or LimitNOFILE= under systemd)", soft, most)
 
 
 async def _run_admin(settings: AdminSettings, work: tuple[list[Task], list[TaskGroup]] | None
