@@ -167,3 +167,26 @@ def test_a_results_file_on_a_full_disk_waits_for_space_and_the_admin_serves_on(t
     values = sorted(str(json.loads(line)["value"]["echo"]) for line in lines)
     assert values == sorted([str(i) for i in range(10)] + ["x" * 3000 + str(i)
                                                              for i in range(20)])
+
+
+def test_a_report_the_full_disk_cannot_hold_leaves_no_file_behind(tmp_path):
+    """--report-json on a disk that filled: the admin said it could not be written, and left
+    an empty file a reader took for the report (a review). Whole, or not at all."""
+    import typer
+
+    from ceylon_net.cli.admin import _finish
+    from ceylon_net.core.tasks import RunReport, TaskOutcome
+
+    report = RunReport([TaskOutcome(i, f"task {i}", 1, "w", True, 0.5) for i in range(200)])
+    with small_disk(tmp_path / "disk", "64k") as disk:
+        fill(disk)
+        path = disk / "report.json"
+        try:
+            _finish(report, path)
+        except (typer.Exit, SystemExit) as exc:
+            code = getattr(exc, "exit_code", getattr(exc, "code", None))
+        else:
+            code = 0
+        left = sorted(p.name for p in disk.iterdir())
+    assert code == 1
+    assert left == ["filler"]

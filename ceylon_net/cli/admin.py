@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import resource
 import signal
 from pathlib import Path
@@ -163,10 +165,17 @@ def _finish(report: RunReport, report_json: Path | None, code: int | None = None
     may stand in its way), the table, the exit code."""
     unwritten = None
     if report_json is not None:
+        # Whole or not at all: a disk that filled as it was written left an empty file (a
+        # review), which a reader takes for a report.
+        target = report_json.resolve()  # (a link stays a link: its file is replaced)
+        part = target.with_name(f".{target.name}.{os.getpid()}.part")
         try:
-            report_json.write_text(json_text(report.to_json(), indent=2) + "\n")
+            part.write_text(json_text(report.to_json(), indent=2) + "\n")
+            os.replace(part, target)
         except OSError as exc:
             unwritten = f"--report-json {report_json}: {exc.strerror or exc}"
+            with contextlib.suppress(OSError):
+                part.unlink(missing_ok=True)
     from .render import print_report  # (rich: imported by a run that prints a report)
 
     with reader_may_leave():
