@@ -431,3 +431,30 @@ def test_a_sigcont_explains_a_gap_only_when_the_process_ran_little_meanwhile(mon
     gap, used = time.monotonic() - began, time.process_time() - cpu
     monkeypatch.setattr(worker_module, "CONTINUED", [time.monotonic()])
     assert w._on_the_loop(began).startswith("; paused"), (gap, used)
+
+
+@pytest.mark.timeout(30)
+def test_a_worker_told_the_run_is_over_names_the_results_the_admin_never_acknowledged(
+        monkeypatch):
+    """An admin that stopped on an error of its own tells its workers the run is over
+    without acknowledging what it had not recorded: they left, dropping those results
+    without a word (a review: a --results file on a full disk stopped the admin)."""
+    from kit import Said, frames
+
+    gates = _gates(monkeypatch, ("done", "acked"), hold=0.0)
+
+    async def body() -> tuple[bool, list[str]]:
+        async with _serving(gates) as (w, sent):
+            gates["done"].set()
+            gates["acked"].set()
+            await wait_until(lambda: sum(map(len, sent.results())) == 2, 10, "both results")
+            w._handle(frames(Kind.ACK, wire.Ack([["acked", 1]])))
+            with Said() as said:
+                over = w._handle(frames(Kind.END, wire.End("the admin failed: a bug")))
+            return over, said.lines
+
+    over, said = run(body())
+    assert over
+    assert said == ["w: the admin ended the run without acknowledging 1 result(s) of ours (the "
+                    "admin failed: a bug); it runs their task(s) again if it restarts holding "
+                    "them: 'done'"]

@@ -127,20 +127,19 @@ def admin(
         settings = AdminSettings(
             name=name, workspace=workspace, bind=bind, port=port, pub_port=pub_port,
             expect_workers=expect_workers, unassignable_timeout=unassignable_timeout,
-            lost_wait=lost_wait,
-            heartbeat=heartbeat, liveness=liveness, beats_per_second=beats_per_second,
+            lost_wait=lost_wait, heartbeat=heartbeat, liveness=liveness,
+            beats_per_second=beats_per_second,
             max_attempts=max_attempts, task_timeout=task_timeout, prefetch=prefetch,
             journal=path_str(journal), keep_finished=keep_finished, token=token,
             curve_secret=path_str(curve_secret), authorized_keys=path_str(authorized_keys),
             max_message_bytes=max_message_bytes, results_file=path_str(results),
             metrics_port=metrics_port, dashboard_port=dashboard_port, hello_rate=hello_rate)
         _distinct_files(tasks=tasks, journal=journal, report_json=report_json, results=results)
-        if report_json is not None:
-            _can_report(report_json, tasks)
+        _few_files(expect_workers)
+        _can_report(report_json, tasks)
         work = load_work(tasks) if tasks is not None else None
         if work is not None and settings.journal is not None:
             _same_run(Path(settings.journal), settings.workspace, work, tasks)
-        _few_files(settings.expect_workers)
         report = loop.run(_run_admin(settings, work))
     except ConfigError as exc:
         fail(EXIT_CONFIG, str(exc))
@@ -188,8 +187,10 @@ def _finish(report: RunReport, report_json: Path | None, code: int | None = None
         raise typer.Exit(EXIT_UNASSIGNED)
 
 
-def _can_report(report_json: Path, tasks: Path | None) -> None:
+def _can_report(report_json: Path | None, tasks: Path | None) -> None:
     """--report-json: only with --tasks, and a file the run's end can write."""
+    if report_json is None:
+        return
     if tasks is None:  # (a serving admin's batches have reports of their own)
         raise ConfigError("--report-json FILE is the report of a --tasks run; a serving admin "
                           "has none (each batch has its own: ceylon-submit --wait --json)")

@@ -649,6 +649,11 @@ class Worker(AgentBase):
             self._end_reason = wire.unpack(wire.End, env.payload, self.limits).reason
             self._told_end = True  # (its reason may read "stopped", as our own stop's)
             logger.info("{}: admin ended the run: {}", self.name, self._end_reason)
+            if lost := self.runner.undelivered():  # (it acknowledges what it has first)
+                logger.warning("{}: the admin ended the run without acknowledging {} result(s) "
+                               "of ours ({}); it runs their task(s) again if it restarts "
+                               "holding them: {}", self.name, len(lost), self._end_reason,
+                               listed([r.task_id for r in lost], 10, repr))
             if self._sockets is not None:  # (the admin waits to hear we heard: at once, not
                 # after our handlers stop, which may take a second: a review of the wait)
                 self._sockets.send_soon(self._frames(Kind.BYE, wire.End(HEARD_THE_END)))
