@@ -303,8 +303,8 @@ def test_an_admin_held_up_does_not_count_the_time_as_its_workers_silence():
     sim.tick(at=1.2)
     cmds = sim.st.held_up(1.2, 9.5)  # (its timers did not run from 1.2 s to 9.5 s)
     assert logs(cmds) == ["the admin was held up 8.3 s (its process stopped, or its event "
-                          "loop blocked): its workers' silence meanwhile is not counted "
-                          "against them"]
+                          "loop blocked): the time is not counted against its workers (their "
+                          "silence, the waits for them to come)"]
     assert lost(sim.tick(at=9.5)) == []  # (busy's heartbeats of the pause, unread yet)
     sim.now = 9.6
     busy.heartbeat()
@@ -313,6 +313,28 @@ def test_an_admin_held_up_does_not_count_the_time_as_its_workers_silence():
     assert lost(sim.tick(at=12.4)) == [
         "worker 'quiet' lost: silent for 3.1 s; 1 task(s) back in the queue"]
     assert list(sim.st.members.registry.by_name) == ["busy"]
+
+
+def test_an_admin_held_up_gives_up_on_no_task_and_forgets_no_lost_worker_meanwhile():
+    """The clocks that wait for a worker to come do not count the admin's own pause either:
+    it gave up on a task as the worker that could take it joined during the pause (its
+    HELLO unread), and --lost-wait ran out for a lost one (a review)."""
+    sim = Sim(unassignable_timeout=5, lost_wait=5)
+    junior = sim.join("Junior", skill=3)
+    away = sim.join("Away", skill=3)
+    sim.submit(Task(3, "ML training", 8), Task(4, "sum", 1))
+    junior.finish(4) if 4 in junior.held else away.finish(4)
+    sim.now = 1.0
+    junior.heartbeat()
+    sim.tick(at=3.5)  # Away, silent since 0: lost; the wait for it begins
+    assert "Away" in sim.st.members.lost
+    sim.st.held_up(3.5, 13.5)  # (its timers did not run from 3.5 s to 13.5 s)
+    sim.now = 13.5
+    junior.heartbeat()
+    cmds = sim.tick(at=13.6)
+    assert 3 not in sim.finished() and "Away" in sim.st.members.lost, logs(cmds)
+    senior = sim.join("Senior", skill=9)  # (its HELLO, sent in the pause, read now)
+    assert senior.held == {3: 1}
 
 
 def lost(cmds: list) -> list[str]:

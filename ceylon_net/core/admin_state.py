@@ -198,9 +198,14 @@ class AdminState:
 
     def held_up(self, since: float, now: float) -> list[Command]:
         """The admin itself was held up from ``since`` to ``now`` (the edge's timers, due
-        every fraction of a second, did not run: its process stopped, a suspended VM, its
-        loop blocked), what workers sent meanwhile unread yet: not their silence."""
-        self.members.held_up(now - since, now)
+        then, did not run: its process stopped, a suspended VM, its loop blocked), what was
+        sent to it meanwhile unread yet: none of the clocks that wait for someone to come or
+        to answer counts the time (its workers' silence, --lost-wait, the unassignable
+        timeout, a restart's windows to come back in: reviews found each)."""
+        gap = now - since
+        self.members.held_up(gap, now)
+        self.unassignable.held_up(gap)
+        self.started_at = min(self.started_at + gap, now)
         return self._end_round(now)
 
     @property

@@ -587,9 +587,11 @@ class Membership:
         self.registry.excuse(gap, now)
         for peer, at in self.deaf.items():
             self.deaf[peer] = min(at + gap, now)
+        for name, (slot, heard) in self.lost.items():  # (--lost-wait: theirs to come back)
+            self.lost[name] = (slot, min(heard + gap, now))
         self.out.log("WARNING", f"the admin was held up {gap:.1f} s (its process stopped, or "
-                                f"its event loop blocked): its workers' silence meanwhile is "
-                                f"not counted against them")
+                                f"its event loop blocked): the time is not counted against "
+                                f"its workers (their silence, the waits for them to come)")
 
     def _told_gone(self, peer: bytes, why: str) -> None:
         """A worker the admin let go (its tasks went back to the queue) may be alive, its

@@ -45,6 +45,13 @@ class Unassignable:
         self._version: tuple[int, int, int] | None = None
         self._blocked: list[tuple[Blocked, list[str]]] = []
 
+    def held_up(self, gap: float) -> None:
+        """The admin heard nothing for ``gap`` s: a worker that joined meanwhile may be
+        waiting unread, and the time is not counted (a review: a task given up as its worker
+        joined)."""
+        if self._since is not None:
+            self._since += gap
+
     def check(self, board: TaskBoard, workers: int, joined: int, now: float, out: Outbox,
               lost: Mapping[str, tuple[WorkerSlot, float]], lost_seq: int
               ) -> dict[TaskId, str]:
