@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -289,9 +290,9 @@ def test_a_batch_whose_thread_cannot_be_made_fails_its_tasks_not_the_worker(monk
     monkeypatch.setitem(handlers._HANDLERS, QUICK, lambda x: ran.append(x) or 2 * x)
     monkeypatch.setitem(handlers._slowest, QUICK, 0.0)  # (known quick, as after a quick call)
     monkeypatch.setattr(handlers, "_THREADS", handlers._Threads())  # (no thread made yet)
-    start = handlers._start_thread
+    start = threading.Thread.start
 
-    def cannot_start(*args: Any) -> None:
+    def cannot_start(self: threading.Thread) -> None:
         raise RuntimeError("can't start new thread")
 
     async def body() -> tuple[list[Any], dict[Any, TaskResult]]:
@@ -300,7 +301,7 @@ def test_a_batch_whose_thread_cannot_be_made_fails_its_tasks_not_the_worker(monk
         runner = TaskRunner("w", 1, _run_task, lambda: None, batches=True)
         for i in (1, 2, 3):  # (queued before the slot starts: it takes them as one batch)
             runner.accept(TaskAssignment(Task(i, "d", 1, handler=QUICK, args=[i]), "w", 1))
-        monkeypatch.setattr(handlers, "_start_thread", cannot_start)
+        monkeypatch.setattr(threading.Thread, "start", cannot_start)
         got: dict[Any, TaskResult] = {}
         try:
             runner.start(crashes.append)
@@ -311,7 +312,7 @@ def test_a_batch_whose_thread_cannot_be_made_fails_its_tasks_not_the_worker(monk
 
             await wait_until(answered, 10, "the three tasks to be answered (or a crash)")
         finally:
-            monkeypatch.setattr(handlers, "_start_thread", start)
+            monkeypatch.setattr(threading.Thread, "start", start)
             await runner.stop()
         return crashes, got
 

@@ -14,7 +14,6 @@ back in ``TaskResult.value``; an exception becomes a failed result with its trac
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import collections
 import contextlib
@@ -22,10 +21,8 @@ import contextvars
 import functools
 import importlib
 import inspect
-import itertools
 import math
 import os
-import sys
 import threading
 import time
 import traceback
@@ -53,9 +50,10 @@ THREADS_LEFT: ContextVar[list[asyncio.Future[Any]] | None] = ContextVar(
 # running()). Threads are made as calls find none to wake, up to MAX_THREADS (more calls
 # wait for a busy one to be free).
 MAX_THREADS = 1024
-# A thread made that has not come to the queue this long after (s) died as it started (out
-# of memory: a review's worker, its calls waiting for ever and SIGTERM unheeded, threading's
-# start() waiting for it too): counted no more, and another is tried for the calls waiting.
+# A thread made that dies before it comes to the queue (out of memory as it starts: a
+# review's worker, "Exception ignored in: Thread._bootstrap ... MemoryError") left the calls
+# waiting for it for ever, the worker's slots held: looked at this often (s) while one is on
+# its way, by the loops whose calls wait; one found dead is counted no more.
 STARTING = 1.0
 _running = 0  # sync handler calls whose thread has not returned
 _counting = threading.Lock()
@@ -148,6 +146,13 @@ class _Back:
                 self._woken = False
                 self._done.clear()
 
+    def watch(self, threads: _Threads) -> None:
+        """From a thread that made another: this loop looks at it (see _Threads._watch)."""
+        loop = self._loop()
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # (closed: its calls wait no more)
+                loop.call_soon_threadsafe(threads.watch_from, loop)
+
     def _deliver(self) -> None:
         with self._lock:
             self._woken = False  # (before emptying: what comes after wakes the loop again)
@@ -193,10 +198,8 @@ class _Threads:
         self._sleeping: list[threading.Lock] = []  # a sleeping thread waits on its own lock
         self._waking = 0  # threads woken (or made) that have not yet looked at the queue
         self._made = 0
-        self._starting: dict[int, float] = {}  # threads made, not yet at the queue: since
-        self._numbers = itertools.count(1)
-        # The loop that will look again (weakly: a closed one must not stay alive for it)
-        self._rechecks: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._starting: dict[threading.Thread, None] = {}  # made, not yet at the queue
+        self._watching: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._backs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Back] = \
             weakref.WeakKeyDictionary()
 
@@ -210,34 +213,39 @@ class _Threads:
             if self._waking <= 0:
                 self._wake()  # (first: a thread that cannot be made leaves no call behind)
             self._calls.append(job)
-            if self._starting and ((looks := self._rechecks and self._rechecks()) is None
-                                   or looks.is_closed()):
-                self._rechecks = weakref.ref(loop)
-                loop.call_later(STARTING, self._recheck)
+            self._watch(loop)
         return job
 
-    def _recheck(self) -> None:
-        """On a caller's loop, STARTING after a thread was made: those that never came to the
-        queue died as they started; what waits gets another."""
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """While a thread made is on its way to the queue, ``loop`` (whose calls wait) looks
+        at it STARTING from now, unless it looks already. Called with the lock held."""
+        if self._starting and loop not in self._watching and not loop.is_closed():
+            self._watching.add(loop)
+            loop.call_later(STARTING, self._recheck, loop)
+
+    def watch_from(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
-            self._rechecks, now = None, time.monotonic()
-            dead = [n for n, at in self._starting.items() if now - at >= STARTING]
-            for n in dead:
-                del self._starting[n]
+            self._watch(loop)
+
+    def _recheck(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Threads made that died before they came to the queue are counted no more, and
+        what waits gets another (one slow to come, the GIL held by a handler, is alive)."""
+        with self._lock:
+            self._watching.discard(loop)
+            dead = [t for t in self._starting if not t.is_alive()]
+            for t in dead:
+                del self._starting[t]
             self._made, self._waking = self._made - len(dead), self._waking - len(dead)
             if dead:
-                logger.warning("{} thread(s) for sync handlers did not start (out of memory?): "
-                               "{} call(s) waiting", len(dead), len(self._calls))
-            if self._calls and self._waking <= 0:
-                try:
-                    self._wake()
-                except Exception as exc:
-                    logger.warning("{} sync handler call(s) wait for a thread: no more could "
-                                   "be made ({})", len(self._calls), exc)
-            if self._starting:
-                loop = asyncio.get_running_loop()
-                self._rechecks = weakref.ref(loop)
-                loop.call_later(STARTING, self._recheck)
+                logger.warning("{} thread(s) made for sync handlers died as they started (out "
+                               "of memory?): {} call(s) waiting", len(dead), len(self._calls))
+                if self._calls and self._waking <= 0:
+                    try:
+                        self._wake()
+                    except Exception as exc:
+                        logger.warning("{} sync handler call(s) wait for a thread: no more "
+                                       "could be made ({})", len(self._calls), exc)
+            self._watch(loop)
 
     def forget(self, job: _Job) -> None:
         """A call taken back before any thread took it: out of the queue (it would keep its
@@ -266,14 +274,15 @@ class _Threads:
         elif self._made < MAX_THREADS:
             self._made += 1
             self._waking += 1  # (a new thread looks at the queue first)
-            n = next(self._numbers)
-            self._starting[n] = time.monotonic()
-            try:  # (not threading's start(): it waits for the thread, for ever if it died)
-                _start_thread(self._work, (n,))
+            thread = threading.Thread(target=self._work, name=f"ceylon-handler-{self._made}",
+                                      daemon=True)
+            self._starting[thread] = None
+            try:
+                thread.start()
             except Exception:  # (no thread made: the call fails, saying so; a
                 self._made -= 1  # KeyboardInterrupt as it started left one running)
                 self._waking -= 1
-                del self._starting[n]
+                del self._starting[thread]
                 raise
 
     def _next(self, woken: bool, bell: threading.Lock) -> _Job | None:
@@ -290,19 +299,15 @@ class _Threads:
                 except Exception as exc:  # they wait for a busy thread, or the next call
                     logger.warning("{} sync handler call(s) wait for a thread: no more could "
                                    "be made ({})", len(self._calls), exc)
+                else:  # (made here, in a thread: the loop of a call that waits looks at it)
+                    self._calls[0].back.watch(self)
             return job
 
-    def _work(self, n: int) -> None:
-        threading.current_thread().name = f"ceylon-handler-{n}"
-        sys.settrace(threading.gettrace())  # (as threading's own threads: coverage, debuggers)
-        sys.setprofile(threading.getprofile())
-        bell = threading.Lock()
+    def _work(self) -> None:
+        bell, woken = threading.Lock(), True
         bell.acquire()  # (held: acquiring it again sleeps until a wake releases it)
-        with self._lock:  # (one taken for dead that came after all is counted again)
-            woken = self._starting.pop(n, None) is not None
-            self._made += not woken
-            if not self._starting:
-                self._rechecks = None
+        with self._lock:
+            self._starting.pop(threading.current_thread(), None)  # (at the queue now)
         while True:
             job = self._next(woken, bell)
             if job is None:
@@ -328,7 +333,6 @@ class _Threads:
             del fn, job, value  # (an idle thread holds nothing of the last call)
 
 
-_start_thread = _thread.start_new_thread
 _OURS = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # ceylon_net/
 _BACK = "_ceylon_net_answers"  # the attribute of a loop that holds its _Back
 _THREADS = _Threads()
