@@ -5,6 +5,7 @@ command, once there is space again, finishes the run with nothing lost or run tw
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -163,7 +164,6 @@ def test_a_results_file_on_a_full_disk_waits_for_space_and_the_admin_serves_on(t
         in err, err
     assert err.count("could not be written") == 1, err
     assert "Traceback" not in err and "a bug" not in err, err
-    import json
     values = sorted(str(json.loads(line)["value"]["echo"]) for line in lines)
     assert values == sorted([str(i) for i in range(10)] + ["x" * 3000 + str(i)
                                                              for i in range(20)])
@@ -190,3 +190,31 @@ def test_a_report_the_full_disk_cannot_hold_leaves_no_file_behind(tmp_path):
         left = sorted(p.name for p in disk.iterdir())
     assert code == 1
     assert left == ["filler"]
+
+
+def test_results_waiting_for_a_disk_go_out_as_far_as_it_has_room_the_oldest_kept(
+        tmp_path, monkeypatch):
+    """Lines that waited for space were written all at once or not at all: more of them than
+    the disk had room for, none went out again, for ever; and they piled up in memory, all
+    joined again every round (a review). They go out a chunk at a time as far as there is
+    room; past RESULTS_WAITING the oldest are dropped, counted."""
+    from ceylon_net.core.tasks import TaskResult
+    from ceylon_net.edge import journal
+
+    monkeypatch.setattr(journal, "RESULTS_CHUNK", 100)
+    monkeypatch.setattr(journal, "RESULTS_WAITING", 1_500)
+    with small_disk(tmp_path / "disk", "128k") as disk:
+        filler = fill(disk)
+        out = journal.ResultsFile(str(disk / "results.jsonl"))
+        for i in range(2_000):  # (some 150 bytes a line: 300 KB, more than the disk)
+            out.add(TaskResult(i, "w", True, 0.01, value="v" * 40))
+            if i % 100 == 99:
+                out.flush()  # (a round: nothing goes)
+        assert len(out.lines) == 1_500 and out.dropped == 500
+        filler.unlink()
+        out.flush()  # room for some
+        lines = (disk / "results.jsonl").read_text().splitlines()
+        out.out.close()
+    assert 0 < len(lines) < 1_500 and len(lines) % 100 == 0  # (whole chunks, none cut)
+    assert [json.loads(line)["task_id"] for line in lines] == list(range(500, 500 + len(lines)))
+    assert json.loads(out.lines[0])["task_id"] == 500 + len(lines)

@@ -643,7 +643,7 @@ async def _open_outputs(admin: Admin) -> None:
                                                   lambda: metrics(admin.state)),
                                       s.bind, s.metrics_port)
     if s.results_file is not None and admin._results is None:
-        admin._results = ResultsFile(s.results_file)
+        admin._results = ResultsFile(s.results_file, journaled=s.journal is not None)
 
 
 class Rounds:

@@ -722,20 +722,27 @@ def record_changes(journal: Journal, board: TaskBoard) -> None:
     journal.commit()
 
 
+# --results: lines written at most this many a write (one that fails is undone whole), and
+# kept at most this many while the file cannot be written (the oldest dropped first).
+RESULTS_CHUNK = 512
+RESULTS_WAITING = 100_000
+
+
 class ResultsFile:
     """``--results FILE``: every task result appended as one JSON line, written once a round.
     Each line names its run (the journal's, or this process's), so a file appended to across
     runs tells them apart, and a restart on a journal can see which of its results are
     missing (see :meth:`complete`)."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, path: str, journaled: bool = False) -> None:
+        self.path, self.journaled = path, journaled
         try:  # (unbuffered: a write that fails is undone whole, see flush)
             self.out = open(path, "ab", buffering=0)  # noqa: SIM115
         except OSError as exc:
             raise ConfigError(f"--results {path}: {exc.strerror}") from None
         self.lines: list[str] = []
         self.failing: str | None = None  # why the last write failed, while lines wait
+        self.dropped = 0  # lines that waited past RESULTS_WAITING
         self.run = ""
         # Finished commands whose lines went out first, by id (held: an id is not reused)
         self._written: dict[int, Finished] = {}
@@ -801,41 +808,63 @@ class ResultsFile:
         missing = len(self.lines)
         if missing:
             logger.info("--results {}: {} result(s) the journal holds were missing (the admin "
-                        "was killed before writing them): appended", self.path, missing)
+                        "was killed, or its disk full, before writing them): appended",
+                        self.path, missing)
         self.flush()
         return missing
 
     def flush(self) -> None:
-        """The lines out. One that cannot be written (a full disk) is undone whole and the
-        lines wait for the next round's write, said once (the admin stopped on it, "a bug",
-        its workers told the run was over with results it did not have: run again by the
-        next admin, a review); said again once written."""
-        if not self.lines:
-            return
-        data = ("\n".join(self.lines) + "\n").encode()
+        """The lines out, RESULTS_CHUNK at a time. A chunk that cannot be written (a full
+        disk) is undone whole and it waits, with the lines after it, for the next round, said
+        once (the admin stopped on it, "a bug", its workers told the run was over with
+        results it did not have: run again by the next admin, a review); while it lasts a
+        round tries one chunk, and more than RESULTS_WAITING lines waiting drop the oldest,
+        counted. Said again once written."""
+        written = 0
+        while written < len(self.lines):
+            chunk = self.lines[written:written + RESULTS_CHUNK]
+            if not self._write(("\n".join(chunk) + "\n").encode()):
+                break
+            written += len(chunk)
+        del self.lines[:written]
+        if self.lines:
+            if len(self.lines) > RESULTS_WAITING:
+                self.dropped += len(self.lines) - RESULTS_WAITING
+                del self.lines[:len(self.lines) - RESULTS_WAITING]
+        elif self.failing is not None:
+            logger.info("--results {}: written again{}", self.path, self._dropped())
+            self.failing = None
+
+    def _write(self, data: bytes) -> bool:
+        """All of ``data``, or none of it (False: why is in ``failing``, said the first
+        time)."""
         at = self.out.seek(0, os.SEEK_END)
         try:
             while data:  # (a raw write may take part of it)
                 data = data[self.out.write(data):]
+            return True
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.truncate(self.path, at)  # (no line cut short: the next write adds to it)
             if self.failing is None:
-                logger.error("--results {}: could not be written ({}): {:,} result line(s) "
-                             "wait, written once it can be", self.path, exc.strerror or exc,
-                             len(self.lines))
+                logger.error("--results {}: could not be written ({}): result lines wait, "
+                             "written once it can be", self.path, exc.strerror or exc)
             self.failing = exc.strerror or str(exc)
-            return
-        if self.failing is not None:
-            logger.info("--results {}: written again ({:,} result line(s) that waited)",
-                        self.path, len(self.lines))
-            self.failing = None
-        self.lines.clear()
+            return False
+
+    def _dropped(self) -> str:
+        if not self.dropped:
+            return ""
+        lost, self.dropped = self.dropped, 0
+        return (f"; {lost:,} line(s) that waited longest were dropped (past "
+                f"{RESULTS_WAITING:,} waiting)" + (": a restart on the journal appends them"
+                                                   if self.journaled else ""))
 
     def close(self) -> None:
         self.flush()
         self.out.close()
-        if self.lines:
-            logger.error("--results {}: {:,} result line(s) could not be written ({}): a "
-                         "restart on a journal appends what it holds", self.path,
-                         len(self.lines), self.failing)
+        if self.lines or self.dropped:
+            self.dropped += len(self.lines)
+            logger.error("--results {}: {:,} result line(s) could not be written ({}){}",
+                         self.path, self.dropped, self.failing,
+                         ": a restart on the journal appends them" if self.journaled else "")
