@@ -962,3 +962,25 @@ def test_an_admin_that_may_open_few_files_says_how_many_workers_can_connect(tmp_
     err = run(body())
     assert "this process may open 64 files (its hard limit, ulimit -Hn): about 16 workers " \
            "can connect" in err, err
+
+
+def test_a_report_goes_whole_to_a_file_keeping_its_mode_and_link_and_in_place_to_a_pipe(
+        tmp_path):
+    """--report-json written beside and then put in place (whole or not at all) replaced
+    what it should have written into: /dev/stdout into a pipe could not be written, a file
+    lost its mode (a review)."""
+    from ceylon_net.cli.admin import _write_whole
+
+    report, link = tmp_path / "report.json", tmp_path / "link.json"
+    report.write_text("old")
+    os.chmod(report, 0o640)
+    link.symlink_to(report)
+    _write_whole(link, '{"new": 1}\n')
+    assert link.is_symlink() and report.read_text() == '{"new": 1}\n'
+    assert report.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "report.json"]
+    piped = subprocess.run(
+        [sys.executable, "-c", "from pathlib import Path; from ceylon_net.cli.admin import "
+         "_write_whole; _write_whole(Path('/dev/stdout'), 'to the pipe\\n')"],
+        capture_output=True, text=True, timeout=30)
+    assert (piped.returncode, piped.stdout) == (0, "to the pipe\n"), piped.stderr

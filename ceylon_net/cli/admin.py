@@ -7,6 +7,7 @@ import contextlib
 import os
 import resource
 import signal
+import stat
 from pathlib import Path
 from typing import Annotated
 
@@ -164,17 +165,10 @@ def _finish(report: RunReport, report_json: Path | None, code: int | None = None
     may stand in its way), the table, the exit code."""
     unwritten = None
     if report_json is not None:
-        # Whole or not at all: a disk that filled as it was written left an empty file (a
-        # review), which a reader takes for a report.
-        target = report_json.resolve()  # (a link stays a link: its file is replaced)
-        part = target.with_name(f".{target.name}.{os.getpid()}.part")
         try:
-            part.write_text(json_text(report.to_json(), indent=2) + "\n")
-            os.replace(part, target)
+            _write_whole(report_json, json_text(report.to_json(), indent=2) + "\n")
         except OSError as exc:
             unwritten = f"--report-json {report_json}: {exc.strerror or exc}"
-            with contextlib.suppress(OSError):
-                part.unlink(missing_ok=True)
     from .render import print_report  # (rich: imported by a run that prints a report)
 
     with reader_may_leave():
@@ -185,6 +179,40 @@ def _finish(report: RunReport, report_json: Path | None, code: int | None = None
         raise typer.Exit(code)
     if report.unassigned:
         raise typer.Exit(EXIT_UNASSIGNED)
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Whole or not at all, where the file is one of its own: a disk that filled as it was
+    written left an empty file (a review), which a reader takes for a report. So it goes to
+    a file beside it, with its mode, that then replaces it (a link's file, the link kept).
+    Written in place: a device or a pipe (/dev/stdout), or where nothing can be made beside
+    it (a file of ours in a directory that is not)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if str(path).startswith(("/dev/", "/proc/")) or (st is not None
+                                                      and not stat.S_ISREG(st.st_mode)):
+        path.write_text(text)
+        return
+    target = path.resolve()
+    part = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                     0o666 if st is None else stat.S_IMODE(st.st_mode))
+    except PermissionError:
+        path.write_text(text)
+        return
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            if st is not None:
+                os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))  # (not the umask's)
+            f.write(text)
+        os.replace(part, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            part.unlink()
+        raise
 
 
 def _can_report(report_json: Path | None, tasks: Path | None) -> None:
