@@ -337,6 +337,19 @@ def test_an_admin_held_up_gives_up_on_no_task_and_forgets_no_lost_worker_meanwhi
     assert senior.held == {3: 1}
 
 
+def test_an_admin_busy_a_moment_excuses_it_unsaid():
+    """A round longer than a heartbeat (a large submission decoded) is excused as a pause
+    is, but a line each time was a line a tick under load (a review)."""
+    sim = Sim()
+    w = sim.join("w")
+    sim.now = 1.0
+    w.heartbeat()
+    assert logs(sim.st.held_up(3.2, 3.9)) == []  # (0.7 s: unsaid)
+    assert lost(sim.tick(at=4.5)) == []  # silent 3.5 s, 0.7 of them the admin's
+    assert lost(sim.tick(at=4.8)) == ["worker 'w' lost: silent for 3.1 s; 0 task(s) back in "
+                                      "the queue"]
+
+
 def lost(cmds: list) -> list[str]:
     return [line for line in logs(cmds) if " lost: " in line]
 

@@ -984,3 +984,16 @@ def test_a_report_goes_whole_to_a_file_keeping_its_mode_and_link_and_in_place_to
          "_write_whole; _write_whole(Path('/dev/stdout'), 'to the pipe\\n')"],
         capture_output=True, text=True, timeout=30)
     assert (piped.returncode, piped.stdout) == (0, "to the pipe\n"), piped.stderr
+
+
+def test_a_report_path_that_is_a_dangling_link_stays_a_link(tmp_path):
+    """The check that --report-json can be written made the link's file, then removed the
+    link, leaving an empty file and the report written where the link was (a review)."""
+    from ceylon_net.cli.admin import _can_write, _write_whole
+
+    link = tmp_path / "report.json"
+    link.symlink_to(tmp_path / "target.json")
+    _can_write(link, "--report-json")
+    assert link.is_symlink() and not (tmp_path / "target.json").exists()
+    _write_whole(link, "{}\n")
+    assert link.is_symlink() and (tmp_path / "target.json").read_text() == "{}\n"

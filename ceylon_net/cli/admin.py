@@ -240,8 +240,8 @@ def _can_write(path: Path, option: str) -> None:
             pass
     except OSError as exc:
         raise ConfigError(f"{option} {path}: not writable ({exc.strerror or exc})") from None
-    if not existed:
-        path.unlink(missing_ok=True)
+    if not existed:  # (a dangling link's file, not the link: the link is the user's)
+        path.resolve().unlink(missing_ok=True)
 
 
 OPEN_MAX = 10_240  # macOS's open files a process may have, where the hard limit is infinite

@@ -202,10 +202,11 @@ class AdminState:
         sent to it meanwhile unread yet: none of the clocks that wait for someone to come or
         to answer counts the time (its workers' silence, --lost-wait, the unassignable
         timeout, a restart's windows to come back in: reviews found each)."""
-        gap = now - since
+        gap, s = now - since, self.settings
         self.members.held_up(gap, now)
         self.unassignable.held_up(gap)
-        self.started_at = min(self.started_at + gap, now)
+        if since - self.started_at < max(s.come_back, s.clients_come_back):  # (not after)
+            self.started_at = min(self.started_at + gap, now)
         return self._end_round(now)
 
     @property

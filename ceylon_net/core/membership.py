@@ -41,6 +41,9 @@ def clip(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
 
 
+# An admin held up this long (s) says so; a shorter hold (a busy round) is excused unsaid.
+SAID_HELD_UP = 1.0
+
 class Membership:
     def __init__(self, settings: AdminSettings, board: TaskBoard, out: Outbox,
                  stats: AdminStats, limits: wire.Limits, broadcasts: BroadcastLog,
@@ -589,9 +592,11 @@ class Membership:
             self.deaf[peer] = min(at + gap, now)
         for name, (slot, heard) in self.lost.items():  # (--lost-wait: theirs to come back)
             self.lost[name] = (slot, min(heard + gap, now))
-        self.out.log("WARNING", f"the admin was held up {gap:.1f} s (its process stopped, or "
-                                f"its event loop blocked): the time is not counted against "
-                                f"its workers (their silence, the waits for them to come)")
+        if gap >= SAID_HELD_UP:  # (shorter: a busy round, a line a tick under load)
+            self.out.log("WARNING", f"the admin was held up {gap:.1f} s (its process stopped, "
+                                    f"or its event loop blocked): the time is not counted "
+                                    f"against its workers (their silence, the waits for them "
+                                    f"to come)")
 
     def _told_gone(self, peer: bytes, why: str) -> None:
         """A worker the admin let go (its tasks went back to the queue) may be alive, its

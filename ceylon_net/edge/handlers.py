@@ -299,8 +299,9 @@ class _Threads:
                 except Exception as exc:  # they wait for a busy thread, or the next call
                     logger.warning("{} sync handler call(s) wait for a thread: no more could "
                                    "be made ({})", len(self._calls), exc)
-                else:  # (made here, in a thread: the loop of a call that waits looks at it)
-                    self._calls[0].back.watch(self)
+                else:  # (made here, in a thread: the loop of a call that waits looks at it;
+                    if self._starting:  # a wake-up each call otherwise, a review)
+                        self._calls[0].back.watch(self)
             return job
 
     def _work(self) -> None:

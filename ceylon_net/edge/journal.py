@@ -743,6 +743,7 @@ class ResultsFile:
         self.lines: list[str] = []
         self.failing: str | None = None  # why the last write failed, while lines wait
         self.dropped = 0  # lines that waited past RESULTS_WAITING
+        self._retry_at = 0.0
         self.run = ""
         # Finished commands whose lines went out first, by id (held: an id is not reused)
         self._written: dict[int, Finished] = {}
@@ -806,31 +807,38 @@ class ResultsFile:
                     (rec.task.id, None) not in written:  # (a line that does not say)
                 self.add(rec.result)
         missing = len(self.lines)
+        self.flush()
         if missing:
             logger.info("--results {}: {} result(s) the journal holds were missing (the admin "
-                        "was killed, or its disk full, before writing them): appended",
-                        self.path, missing)
-        self.flush()
+                        "was killed, or its disk full, before writing them): {}", self.path,
+                        missing, "appended" if not self.lines else
+                        f"{len(self.lines):,} wait for room")
         return missing
 
     def flush(self) -> None:
         """The lines out, RESULTS_CHUNK at a time. A chunk that cannot be written (a full
-        disk) is undone whole and it waits, with the lines after it, for the next round, said
-        once (the admin stopped on it, "a bug", its workers told the run was over with
-        results it did not have: run again by the next admin, a review); while it lasts a
-        round tries one chunk, and more than RESULTS_WAITING lines waiting drop the oldest,
-        counted. Said again once written."""
-        written = 0
+        disk) is undone whole and smaller ones tried, down to a line: what has room goes, the
+        rest waits, said once (the admin stopped on it, "a bug", its workers told the run was
+        over with results it did not have: run again by the next admin, a review). While it
+        lasts, a try a second (rounds come often); past RESULTS_WAITING lines waiting the
+        oldest are dropped, counted. Said again once written."""
+        if len(self.lines) > RESULTS_WAITING:
+            self.dropped += len(self.lines) - RESULTS_WAITING
+            del self.lines[:len(self.lines) - RESULTS_WAITING]
+        if not self.lines or (self.failing is not None and time.monotonic() < self._retry_at):
+            return
+        written, size = 0, RESULTS_CHUNK
         while written < len(self.lines):
-            chunk = self.lines[written:written + RESULTS_CHUNK]
-            if not self._write(("\n".join(chunk) + "\n").encode()):
+            chunk = self.lines[written:written + size]
+            if self._write(("\n".join(chunk) + "\n").encode()):
+                written += len(chunk)
+            elif size > 1:
+                size = max(1, size // 8)
+            else:
                 break
-            written += len(chunk)
         del self.lines[:written]
         if self.lines:
-            if len(self.lines) > RESULTS_WAITING:
-                self.dropped += len(self.lines) - RESULTS_WAITING
-                del self.lines[:len(self.lines) - RESULTS_WAITING]
+            self._retry_at = time.monotonic() + 1.0
         elif self.failing is not None:
             logger.info("--results {}: written again{}", self.path, self._dropped())
             self.failing = None
