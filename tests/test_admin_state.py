@@ -179,6 +179,24 @@ def test_a_new_worker_gets_one_task_asking_to_confirm_then_its_capacity_once_it_
     assert all(not a.confirm for x in of(cmds, c.Assign) for a in x.assignments)
 
 
+def test_a_worker_on_probation_has_its_time_to_confirm_again_after_the_admin_was_held_up():
+    """Its time to confirm ran out while the admin itself was held up (its confirmation
+    unread yet): it was asked whether it got the task it had (a review). It has the time
+    the admin was away once more; then it is asked as before."""
+    sim = Sim()
+    sim.submit(noop("t"))
+    mute = sim.worker("mute")
+    mute.hello()
+    sim.st.held_up(0.2, 3.2)  # (before its timer: the admin stopped 3 s)
+    sim.now = 3.2
+    cmds = sim.fire("probation")
+    assert sends(cmds, Kind.RELEASE) == [] and sends(cmds, Kind.CANCEL) == []
+    assert of(cmds, c.Timer) == [c.Timer(("probation", "mute", (("t", 1),)), 3.0)]
+    sim.now = 6.2
+    cmds = sim.fire("probation")  # not confirmed in its own time either: taken back
+    assert sends(cmds, Kind.RELEASE, mute.peer) or sends(cmds, Kind.CANCEL, mute.peer), cmds
+
+
 def test_a_task_not_confirmed_in_time_is_taken_back_and_goes_to_a_trusted_worker():
     sim = Sim()
     sim.submit(noop("busy"))  # keeps the trusted worker busy

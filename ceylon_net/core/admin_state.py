@@ -80,15 +80,13 @@ class AdminState:
         self.board = TaskBoard(s.max_attempts)
         self.task_manager = TaskManager()
         self.batches = Batches()
-        self.guard = PeerGuard(s.bad_frame_limit, s.bad_frame_window, s.ban_seconds,
-                               s.hello_rate)
+        self.guard = PeerGuard(s.bad_frame_limit, s.bad_frame_window, s.ban_seconds, s.hello_rate)
         self.broadcasts = BroadcastLog()
         self.pace = Pace(s.prefetch)  # how far ahead of its slots each worker is fed
         self.members = Membership(s, self.board, self.out, self.stats, self.limits,
                                   self.broadcasts, self.pace)
         self.unassignable = Unassignable(s.unassignable_timeout)
-        # Given up: no connected worker could take them; each with why ("": not known, as
-        # after a restart).
+        # Given up: no connected worker could take them; each with why ("": not known)
         self.unassigned: dict[TaskId, str] = {}
         self.watchers = Watchers(self.board, self.out)  # clients' futures
         self.followup = Followup(self.board, self.task_manager, self.batches, self.out,
@@ -111,6 +109,8 @@ class AdminState:
         self._awaited, self._spent = set[bytes](), set[tuple[bytes, str]]()  # _awaited_hello
         self._warned_senders: set[bytes] = set()
         self._refusals, self._drops = Hush(), Tally()  # which are logged: bad tokens; drops
+        # Time held up in all (see held_up); what it was as each probation timer was set
+        self._held, self._armed = 0.0, dict[tuple[Any, ...], float]()
 
     def started(self, now: float, port: int, pub_port: int, epoch: int = 0) -> None:
         """The edge bound its sockets: the ports to announce, the start of the clock, and
@@ -203,6 +203,7 @@ class AdminState:
         to answer counts the time (its workers' silence, --lost-wait, the unassignable
         timeout, a restart's windows to come back in: reviews found each)."""
         gap, s = now - since, self.settings
+        self._held += gap
         self.members.held_up(gap, now)
         self.unassignable.held_up(gap)
         if since - self.started_at < max(s.come_back, s.clients_come_back):  # (not after)
@@ -350,7 +351,12 @@ class AdminState:
         time a worker on probation had to confirm those assignments."""
         self.board.now = now
         if key[0] == "probation" and not self.closing:
-            self.members.steal(key[1], key[2], self.probation)
+            held = self._held - self._armed.pop(key, self._held)
+            if held > 0:  # (the admin held up meanwhile: the worker has that much more)
+                self._armed[key] = self._held
+                self.out.add(Timer(key, held))
+            else:
+                self.members.steal(key[1], key[2], self.probation)
         elif key[0] == "sync" and not self.closing:  # (said goodbye: nothing more goes out)
             self._syncing = False
             self._sync()
@@ -1005,8 +1011,9 @@ class AdminState:
             if cut:
                 later.append(Assign(peer, worker, assignments[cut:]))
             if assignments[0].confirm:  # on probation: it has a moment to say it has them
-                sent = tuple((a.task.id, a.attempt) for a in assignments)
-                self.out.add(Timer(("probation", worker, sent), self.probation))
+                key = ("probation", worker, tuple((a.task.id, a.attempt) for a in assignments))
+                self._armed[key] = self._held
+                self.out.add(Timer(key, self.probation))
         for cmd in later:
             self.out.add(cmd)
         stats.wait_seconds.observe_many(waits)
