@@ -298,6 +298,14 @@ def taken_back(sim: Sim, name: str) -> tuple[SimWorker, SimWorker]:
     return trusted, slow
 
 
+def said_once(err: str, text: str) -> str:
+    """The one line of a process's log holding ``text``, a WARNING (said once, not per item
+    or per retry)."""
+    said = [line for line in err.splitlines() if text in line]
+    assert len(said) == 1 and "WARNING" in said[0], err
+    return said[0]
+
+
 def ticked(sim: Sim, keep: list[SimWorker], until: float, step: float = 1.0) -> list[str]:
     """Tick every ``step`` s to ``until``, the workers in ``keep`` heartbeating before each
     tick: the WARNING and ERROR lines said."""

@@ -10,6 +10,7 @@ import time
 import pytest
 import zmq
 from conftest import run
+from kit import said_once
 
 from ceylon_net import wire
 from ceylon_net.dev.testing import Cluster, cli, free_port, wait_until
@@ -222,10 +223,9 @@ def test_a_worker_that_gives_up_on_its_admin_says_which_results_it_drops(tmp_pat
 
     code, err = run(body())
     assert code == 1, err
-    said = [line for line in err.splitlines() if "not delivered" in line]
-    assert len(said) == 1 and "WARNING" in said[0], err
-    assert said[0].endswith("w: 1 result(s) not delivered: we give up on the admin; it runs "
-                            "their task(s) again if it still has them: 't'"), said
+    said = said_once(err, "not delivered")
+    assert said.endswith("w: 1 result(s) not delivered: we give up on the admin; it runs "
+                         "their task(s) again if it still has them: 't'"), said
     assert "w: 1 running task(s) cut off as we give up on the admin (it runs them again if it " \
            "still has them): 'long'" in err, err
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run
+from kit import said_once
 
 from ceylon_net.dev.testing import Cluster, cli, free_port, wait_until
 
@@ -381,9 +382,8 @@ def test_a_worker_drained_while_its_admin_is_down_says_which_results_it_could_no
 
     code, err = run(body())
     assert code == 0, err
-    said = [line for line in err.splitlines() if "not delivered" in line]
-    assert len(said) == 1 and "WARNING" in said[0], err
-    head, _, ids = said[0].rpartition(": ")
+    said = said_once(err, "not delivered")
+    head, _, ids = said.rpartition(": ")
     assert head.endswith("w: 3 result(s) not delivered: the admin did not acknowledge them "
                          "within 5 s (it is stopped, or out of reach); it runs their task(s) "
                          "again if it still has them"), said

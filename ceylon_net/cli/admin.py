@@ -198,8 +198,7 @@ def _write_whole(path: Path, text: str) -> None:
     target = path.resolve()
     part = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                     0o666 if st is None else stat.S_IMODE(st.st_mode))
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except PermissionError:
         path.write_text(text)
         return

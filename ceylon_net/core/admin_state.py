@@ -556,10 +556,7 @@ class AdminState:
         except MemoryError:
             self._out_of_memory(peer, env)
         except RemoteProtocolError as exc:
-            if env.kind in ANSWERED and peer not in self.members.registry:
-                # A client waits for the answer to this request: say what was wrong with it.
-                self.out.send(peer, Kind.REJECT, wire.Reject(f"bad request: {clip(str(exc))}"),
-                              env.header.msg_id)
+            self._refuse_request(peer, env, f"bad request: {clip(str(exc))}")
             self._bad_frame(peer, address, str(exc), now)
         except Exception as exc:
             # Our bug, triggered by what this peer sent: log it with the traceback, drop the
@@ -574,9 +571,14 @@ class AdminState:
         review); a client waiting for an answer is told."""
         kind = "a frame" if env is None else env.kind.decode()
         self.out.log("ERROR", f"out of memory taking {kind} from {peer!r}: dropped")
-        if env is not None and env.kind in ANSWERED and peer not in self.members.registry:
-            self.out.send(peer, Kind.REJECT, wire.Reject("the admin is out of memory: not "
-                                                         "taken"), env.header.msg_id)
+        if env is not None:
+            self._refuse_request(peer, env, "the admin is out of memory: not taken")
+
+    def _refuse_request(self, peer: bytes, env: Envelope, why: str) -> None:
+        """A client that waits for the answer to this request is told why it was not
+        taken."""
+        if env.kind in ANSWERED and peer not in self.members.registry:
+            self.out.send(peer, Kind.REJECT, wire.Reject(why), env.header.msg_id)
 
     def _dispatch(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
         rec = self.members.registry.get(peer)

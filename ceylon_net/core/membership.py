@@ -44,6 +44,7 @@ def clip(text: str, limit: int = 64) -> str:
 # An admin held up this long (s) says so; a shorter hold (a busy round) is excused unsaid.
 SAID_HELD_UP = 1.0
 
+
 class Membership:
     def __init__(self, settings: AdminSettings, board: TaskBoard, out: Outbox,
                  stats: AdminStats, limits: wire.Limits, broadcasts: BroadcastLog,

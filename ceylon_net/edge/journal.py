@@ -865,8 +865,11 @@ class ResultsFile:
             return ""
         lost, self.dropped = self.dropped, 0
         return (f"; {lost:,} line(s) that waited longest were dropped (past "
-                f"{RESULTS_WAITING:,} waiting)" + (": a restart on the journal appends them"
-                                                   if self.journaled else ""))
+                f"{RESULTS_WAITING:,} waiting){self._restart_appends}")
+
+    @property
+    def _restart_appends(self) -> str:
+        return ": a restart on the journal appends them" if self.journaled else ""
 
     def close(self) -> None:
         self.flush()
@@ -874,5 +877,4 @@ class ResultsFile:
         if self.lines or self.dropped:
             self.dropped += len(self.lines)
             logger.error("--results {}: {:,} result line(s) could not be written ({}){}",
-                         self.path, self.dropped, self.failing,
-                         ": a restart on the journal appends them" if self.journaled else "")
+                         self.path, self.dropped, self.failing, self._restart_appends)
