@@ -368,6 +368,27 @@ def test_an_admin_busy_a_moment_excuses_it_unsaid():
                                       "the queue"]
 
 
+def test_timers_that_run_late_by_a_heartbeat_find_the_admin_held_up():
+    """The edge tells tick() when it meant to run it; the core judges the lateness: a
+    heartbeat late or more (2 s at most), the admin was held up, and the time is excused;
+    less, it is only a late tick."""
+    sim = Sim()  # heartbeat 1 s x liveness 3
+    w = sim.join("w")
+    sim.now = 1.0
+    w.heartbeat()
+    assert lost(sim.st.tick(3.9, due=2.95)) == []  # 0.95 s late: not a hold, not yet lost
+    assert lost(sim.st.tick(4.2, due=4.1)) == [
+        "worker 'w' lost: silent for 3.2 s; 0 task(s) back in the queue"]
+    sim = Sim()
+    w = sim.join("w")
+    sim.now = 1.0
+    w.heartbeat()
+    cmds = sim.st.tick(6.0, due=3.0)  # 3 s late: held up, the 3 s excused
+    assert "the admin was held up 3.0 s" in " ".join(logs(cmds)) and lost(cmds) == []
+    assert lost(sim.st.tick(7.2, due=7.1)) == [
+        "worker 'w' lost: silent for 3.2 s; 0 task(s) back in the queue"]
+
+
 def lost(cmds: list) -> list[str]:
     return [line for line in logs(cmds) if " lost: " in line]
 

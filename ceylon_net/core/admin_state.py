@@ -44,7 +44,7 @@ from .followup import Followup
 from .groups import TaskGroup, TaskManager, journal_keeps, unkept_goal
 from .guard import Hush, PeerGuard, Tally, token_ok
 from .membership import Membership, clip
-from .pacing import Pace
+from .pacing import HELD_UP, Pace
 from .restore import restore
 from .snapshot import snapshot
 from .stats import AdminStats
@@ -160,10 +160,14 @@ class AdminState:
             self._receive(peer, frames, address, now)
         return self._end_round(now)
 
-    def tick(self, now: float) -> list[Command]:
+    def tick(self, now: float, due: float | None = None) -> list[Command]:
         """Timers: heartbeats out, lost workers, probation deadlines, unassignable tasks,
-        orphans after a restart, progress lines."""
-        self.board.now, s = now, self.settings
+        orphans after a restart, progress lines. ``due``: when the edge meant to run them;
+        late by a heartbeat (or HELD_UP) or more, the admin was held up (see held_up)."""
+        s = self.settings
+        if due is not None and now - due > min(HELD_UP, s.heartbeat):
+            self._excuse(due, now)
+        self.board.now = now
         pulse = self.members.pulse
         if pulse.update(len(self.members.registry), now):
             self._next_pulse = min(self._next_pulse, now + pulse.every)
@@ -202,13 +206,16 @@ class AdminState:
         sent to it meanwhile unread yet: none of the clocks that wait for someone to come or
         to answer counts the time (its workers' silence, --lost-wait, the unassignable
         timeout, a restart's windows to come back in: reviews found each)."""
+        self._excuse(since, now)
+        return self._end_round(now)
+
+    def _excuse(self, since: float, now: float) -> None:
         gap, s = now - since, self.settings
         self._held += gap
         self.members.held_up(gap, now)
         self.unassignable.held_up(gap)
         if since - self.started_at < max(s.come_back, s.clients_come_back):  # (not after)
             self.started_at = min(self.started_at + gap, now)
-        return self._end_round(now)
 
     @property
     def beat_due(self) -> float:

@@ -21,6 +21,10 @@ import math
 # A worker not welcomed sends its HELLO again, the waits doubling up to this (s): the admin
 # waits that much more for one it welcomed that has not answered yet (see Membership).
 HELLO_AGAIN_MAX = 5.0
+# The admin's timers run this much later than due (or a --heartbeat, if shorter): the admin
+# itself was held up (its process stopped, a suspended VM, its loop blocked), and the clocks
+# that wait for its workers do not count the time (AdminState.held_up).
+HELD_UP = 2.0
 DEFAULT_RTT = 0.002  # seconds, until measured: a loopback round trip through two event loops
 MIN_RTT, MAX_RTT = 0.0001, 1.0
 MAX_CREDIT = 1024  # tasks queued on one worker beyond its slots, at most (adaptive)

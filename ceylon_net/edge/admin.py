@@ -52,10 +52,6 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 TICK = 0.25  # resolution of the regular timers (heartbeats, liveness, unassignable timeout)
-# Timers that run this much later than due (or a --heartbeat, if shorter) found the admin
-# itself held up (its process stopped, a suspended VM, its loop blocked): the clocks that
-# wait for its workers do not count the time (AdminState.held_up).
-HELD_UP = 2.0
 # Results are acknowledged this long after they are recorded, several in one ACK: off the
 # round trip of the next task (an ACK sent at once delayed the next ASSIGN by a send), and
 # fewer sends under load. A worker only forgets acknowledged results, so nothing is at risk.
@@ -408,18 +404,14 @@ class Admin(AgentBase):
 
 
 async def _ticking(admin: Admin) -> None:
-    """The regular timers, every TICK at most; ones that ran late by HELD_UP (or a
-    heartbeat) say so first: the admin was held up from when they were due, what its
-    workers sent meanwhile not yet read. (Late from when they were due, not from the last
-    run: a review's admin stopped 2.2 s at a time, awake 0.2 s between, kept a dead worker
-    for ever.)"""
-    state = admin.state
-    late, due = min(HELD_UP, admin.settings.heartbeat), time.monotonic()
+    """The regular timers, every TICK at most, told when they were due: the core judges
+    whether they ran so late that the admin itself was held up (AdminState.tick). (From
+    when they were due, not from the last run: a review's admin stopped 2.2 s at a time,
+    awake 0.2 s between, kept a dead worker for ever.)"""
+    state, due = admin.state, time.monotonic()
     while True:
         now = time.monotonic()
-        if now - due > late:
-            admin._apply(state.held_up(due, now))
-        admin._apply(state.tick(now))
+        admin._apply(state.tick(now, due))
         admin._gc.tick(now, not state.board.open)
         wait = min(TICK, max(0.0, state.beat_due - time.monotonic()))
         due = time.monotonic() + wait
