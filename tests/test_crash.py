@@ -46,7 +46,7 @@ def test_a_bug_in_the_admin_stops_it_and_whoever_waits_hears_why():
             idle = asyncio.create_task(admin.wait_idle())
             await wait_until(lambda: not admin.state.idle, 5, "the task to be queued")
 
-            def tick(now):
+            def tick(now, due=None):
                 raise RuntimeError("a planted bug")
 
             admin.state.tick = tick
