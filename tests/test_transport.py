@@ -9,18 +9,24 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 
 import pytest
 import zmq
 import zmq.asyncio
 from conftest import run
 
-from ceylon_net.edge.transport import AdminSockets, WorkerSockets
+from ceylon_net.edge.transport import AdminSockets, WorkerSockets, free_port
+
+# A send reads the socket's commands (the news of a message among them) only when some
+# 3 million CPU cycles have passed since it last did (libzmq's throttle): a send this soon
+# after the last read may leave the news where the descriptor tells of it.
+THROTTLE = 0.005
 
 
-async def _queued(sock: zmq.asyncio.Socket) -> None:
-    """Until a message waits on ``sock`` (nothing read)."""
-    assert await sock.poll(10_000, zmq.POLLIN), "no message came"
+def _queued(sock: zmq.Socket) -> None:
+    """Until a message waits on ``sock`` (nothing read; the loop blocked meanwhile)."""
+    assert sock.poll(10_000, zmq.POLLIN), "no message came"
 
 
 @pytest.mark.timeout(30)
@@ -38,7 +44,7 @@ def test_an_admin_receive_that_did_not_wait_asks_for_a_turn_of_the_loop():
             batch = await asyncio.wait_for(admin.recv_batch(), 10)
             seen.append(([f[-1].bytes for f in batch], admin.busy))
             await peer.send(b"early")
-            await _queued(admin.router)
+            _queued(admin.router)
             batch = await asyncio.wait_for(admin.recv_batch(), 10)
             seen.append(([f[-1].bytes for f in batch], admin.busy))
         finally:
@@ -70,6 +76,7 @@ def test_an_admin_waiting_hears_a_message_whose_news_something_else_took_in(took
                     break
             assert admin.caught_up(), "the receive never waited"
             peer.send(b"news")
+            time.sleep(THROTTLE)
             if took_it_in == "a send":
                 assert not admin.send(b"nobody", [b"x"])  # (no such peer; read the news)
             else:
@@ -92,13 +99,13 @@ def test_a_worker_receive_that_did_not_wait_asks_for_a_turn_of_the_loop():
         worker = WorkerSockets("w", f"tcp://127.0.0.1:{port}", 1 << 20)
         seen = []
         try:
-            await worker.dealer.send(b"hello")
+            worker.send_soon([b"hello"])
             identity, _ = await router.recv_multipart()
             loop = asyncio.get_running_loop()
             loop.call_later(0.05, router.send_multipart, [identity, b"late"])
             seen.append((await worker.recv_batch(10), worker.busy))
             await router.send_multipart([identity, b"early"])
-            await _queued(worker.dealer)
+            _queued(worker.dealer)
             seen.append((await worker.recv_batch(10), worker.busy))
         finally:
             worker.close(0)
@@ -109,26 +116,86 @@ def test_a_worker_receive_that_did_not_wait_asks_for_a_turn_of_the_loop():
     assert run(body()) == [([[b"late"]], False), ([[b"early"]], True)]
 
 
+@pytest.mark.timeout(30)
+def test_a_worker_waiting_hears_a_message_whose_news_its_own_send_took_in():
+    """As for the admin: a worker's result sent as the admin's next assignment comes in
+    must not leave that assignment unheard."""
+    async def body() -> list[list[bytes]]:
+        worker = WorkerSockets("w", "inproc://admin-w", 1 << 20)
+        ctx = zmq.Context.shadow(worker.dealer.context.underlying)
+        router = ctx.socket(zmq.ROUTER)
+        router.bind("inproc://admin-w")
+        try:
+            worker.send_soon([b"hello"])
+            identity, _ = router.recv_multipart()  # (blocking: inproc, it is there)
+            receiving = asyncio.ensure_future(worker.recv_batch(5))
+            await asyncio.sleep(0)  # (it waits on the descriptor now)
+            assert not receiving.done()
+            router.send_multipart([identity, b"task"])
+            time.sleep(THROTTLE)
+            worker.send_soon([b"result"])  # (took in the news of the task)
+            return await asyncio.wait_for(receiving, 10)
+        finally:
+            router.close(0)  # (first: the worker's close ends the context they share)
+            worker.close(0)
+
+    assert run(body()) == [[b"task"]]
+
+
+@pytest.mark.timeout(60)
+def test_what_a_worker_sends_while_its_admin_is_away_leaves_in_order_when_it_comes():
+    """More than the socket's queue holds waits, in order, and goes once the admin is
+    there; a send() that gave up on its wait does not leave later."""
+    async def body() -> tuple[list[bytes], bool]:
+        port = free_port()
+        worker = WorkerSockets("w", f"tcp://127.0.0.1:{port}", 1 << 20)
+        ctx = zmq.asyncio.Context()
+        router = ctx.socket(zmq.ROUTER)
+        try:
+            for i in range(2500):  # (ZeroMQ queues 1,000; the rest wait with us)
+                worker.send_soon([b"%d" % i])
+            gave_up = await worker.send([b"given up"], 0.05)
+            router.bind(f"tcp://127.0.0.1:{port}")
+            last = await worker.send([b"last"], 10)
+            got: list[bytes] = []
+            while not got or got[-1] != b"last":
+                _, body = await asyncio.wait_for(router.recv_multipart(), 10)
+                got.append(body)
+        finally:
+            worker.close(0)
+            router.close(0)
+            ctx.term()
+        return got, gave_up or not last
+
+    got, failed = run(body())
+    assert not failed
+    assert got == [b"%d" % i for i in range(2500)] + [b"last"]
+
+
 def test_a_stop_that_comes_as_a_send_completes_is_not_lost():
     """asyncio.wait_for (3.11) returned the send's result when the task awaiting it was
     cancelled in the same loop turn as the send completed: an embedded Worker's heartbeat
     loop then never stopped, and Worker.arun() hung after the admin ended the run."""
-    class Dealer:
-        def __init__(self, sent: asyncio.Future[None]) -> None:
-            self.sent = sent
-
-        def send_multipart(self, frames: list[bytes]) -> asyncio.Future[None]:
-            return self.sent
-
     async def body() -> None:
-        sockets = WorkerSockets.__new__(WorkerSockets)  # (its send() needs only its dealer)
-        sockets.dealer = Dealer(asyncio.get_running_loop().create_future())
-        sending = asyncio.create_task(sockets.send([b"beat"], 1.0))
-        await asyncio.sleep(0)  # (one turn: it now waits for the send)
-        sockets.dealer.sent.set_result(None)
-        sending.cancel()  # the stop, in the same turn
-        with pytest.raises(asyncio.CancelledError):
-            await sending
+        ctx = zmq.asyncio.Context()
+        router = ctx.socket(zmq.ROUTER)
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        sockets = WorkerSockets("w", f"tcp://127.0.0.1:{port}", 1 << 20)
+        try:
+            sockets.send_soon([b"first"])
+            sockets._backlog.append(([b"waits"], None))  # (a send queued behind it: no room)
+            sending = asyncio.create_task(sockets.send([b"beat"], 1.0))
+            await asyncio.sleep(0)  # (one turn: it now waits for the send)
+            _, fut = sockets._backlog[-1]
+            assert fut is not None
+            fut.set_result(True)  # the send leaves ...
+            sending.cancel()  # ... and the stop comes, in the same turn
+            with pytest.raises(asyncio.CancelledError):
+                await sending
+        finally:
+            sockets.close(0)
+            router.close(0)
+            ctx.term()
 
     run(body())
 

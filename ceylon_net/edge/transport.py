@@ -18,6 +18,7 @@ import socket
 import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,13 +72,24 @@ class _Owned:
 
     def __init__(self, owner: object) -> None:
         self.ctx = zmq.asyncio.Context()
-        self.sockets: list[zmq.asyncio.Socket] = []
+        self._plain: zmq.Context[zmq.Socket[bytes]] | None = None
+        self.sockets: list[zmq.Socket[Any]] = []
         self.auth: AsyncioAuthenticator | None = None
         self.close = weakref.finalize(owner, self._close)  # (holds this, not the owner)
         self.close.atexit = False
 
     def socket(self, kind: int) -> zmq.asyncio.Socket:
         sock = self.ctx.socket(kind)
+        self.sockets.append(sock)
+        return sock
+
+    def plain_socket(self, kind: int) -> zmq.Socket[bytes]:
+        """A socket with the blocking API, for one that is only ever read and written with
+        DONTWAIT and waited on through _Watched: none of zmq.asyncio's, whose first await
+        would take its descriptor's reader over."""
+        if self._plain is None:
+            self._plain = zmq.Context.shadow(self.ctx.underlying)
+        sock = self._plain.socket(kind)
         self.sockets.append(sock)
         return sock
 
@@ -243,61 +255,67 @@ class _ZapLog:
     info = warning = debug
 
 
-class _Readable:
-    """Waits for a message on a socket through the event loop's own reader on its file
-    descriptor: a wake-up costs a loop future, where zmq.asyncio's recv future cost its
-    event handler, a future of its own and a callback more (an echo's round trip 309 -> 258
-    µs; the idle admin's wake-ups for 1,000 workers' heartbeats were a third its Python
-    time). ZeroMQ's descriptor is edge-like: it becomes readable when the socket's events
-    may have changed, and only reading the events (or a send or recv, which do too) clears
-    it. So the events are read before each wait, and whatever else takes the news of a
-    message in while the reader waits hands it on: a look at the events (``ready``), a send
-    (``sent``)."""
+class _Watched:
+    """Waits for a socket to have a message (or room for one) through the event loop's own
+    reader on its file descriptor: a wake-up costs a loop future, where zmq.asyncio's recv
+    future cost its event handler, a future of its own and a callback more (an echo's round
+    trip 309 -> 258 µs; the idle admin's wake-ups for 1,000 workers' heartbeats were a third
+    of its Python time). ZeroMQ's descriptor is edge-like: it becomes readable when the
+    socket's events may have changed, and reading the events, or a send or recv (which read
+    them too), clears it. So the events are read before each wait, and whatever reads them
+    while someone waits hands what it saw on: a look (``ready``), a send or a recv
+    (``touched``)."""
 
     def __init__(self, sock: zmq.Socket) -> None:
         self._sock, self._fd = sock, sock.FD
         self._loop: asyncio.AbstractEventLoop | None = None  # the reader's, while registered
-        self.waiting: asyncio.Future[None] | None = None
+        self._waits: dict[int, asyncio.Future[bool]] = {}  # POLLIN or POLLOUT -> its wait
 
-    def ready(self) -> bool:
-        if self._sock.get(zmq.EVENTS) & zmq.POLLIN:
-            if self.waiting is not None and not self.waiting.done():
-                self.waiting.set_result(None)
-            return True
-        return False
+    def ready(self, event: int = zmq.POLLIN) -> bool:
+        events = self._sock.get(zmq.EVENTS)
+        for wanted, fut in self._waits.items():
+            if events & wanted and not fut.done():
+                fut.set_result(True)
+        return bool(events & event)
 
-    async def wait(self) -> bool:
-        """Until a message is there; True when it had to wait (the loop got a turn)."""
-        if self.ready():
+    def waiting(self, event: int = zmq.POLLIN) -> bool:
+        fut = self._waits.get(event)
+        return fut is not None and not fut.done()
+
+    async def wait(self, event: int = zmq.POLLIN, timeout: float | None = None) -> bool | None:
+        """Until the socket has ``event``: True when it had to wait (the loop got a turn),
+        False when it had it at once, None when ``timeout`` s passed first."""
+        if self.ready(event):
             return False
+        assert event not in self._waits, "one wait for an event at a time"
         loop = self._loop = asyncio.get_running_loop()
+        # (each time: an await on the zmq.asyncio socket takes the reader over; unchanged,
+        # registering again costs no syscall)
+        loop.add_reader(self._fd, self._wake)
+        fut = self._waits[event] = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, _settle, fut, None)
         try:
-            while True:
-                # (each time: whoever else watched the descriptor, an await on the
-                # zmq.asyncio socket, took the reader over; unchanged, it costs no syscall)
-                loop.add_reader(self._fd, self._wake)
-                self.waiting = loop.create_future()
-                await self.waiting
-                self.waiting = None
-                if self.ready():
-                    return True
+            return await fut
         except BaseException:
             self._unwatch()  # (cancelled, the socket closed: no reader left behind)
             raise
         finally:
-            self.waiting = None
+            del self._waits[event]
+            if timer is not None:
+                timer.cancel()
 
     def _wake(self) -> None:
-        if self.waiting is None:
+        if not self._waits or self._sock.closed:
             # Readable while nobody waits (the reader busy with what it read): the loop
             # would call this every turn until the events are read. The next wait
             # registers again.
             self._unwatch()
-        elif not self.waiting.done():
-            self.waiting.set_result(None)
+        else:
+            self.ready()
 
-    def sent(self) -> None:
-        if self.waiting is not None and not self.waiting.done() and not self._sock.closed:
+    def touched(self) -> None:
+        """After a send or a recv on the socket (it read the events)."""
+        if self._waits and not self._sock.closed:
             self.ready()
 
     def _unwatch(self) -> None:
@@ -307,11 +325,16 @@ class _Readable:
             self._loop = None
 
     def close(self) -> None:
-        """Before the socket closes: a wait still on goes as a recv future did then,
-        cancelled."""
+        """Before the socket closes: a wait still on is cancelled, as a zmq.asyncio future
+        was."""
         self._unwatch()
-        if self.waiting is not None:
-            self.waiting.cancel()
+        for fut in self._waits.values():
+            fut.cancel()
+
+
+def _settle(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
 
 
 class AdminSockets:
@@ -324,11 +347,10 @@ class AdminSockets:
         if curve is not None:
             self._owned.auth = _authenticator(self._owned.ctx, authorized_keys, curve.public)
         self.busy = False  # the last recv_batch gave the event loop no turn (see recv_batch)
-        self.router = self._owned.socket(zmq.ROUTER)
-        # The same socket, blocking API: every read and send on it is one that cannot wait
-        # (DONTWAIT), and the wait for a message is the event loop's reader (_Readable).
-        self._router_now = zmq.Socket.shadow(self.router.underlying)
-        self._readable = _Readable(self._router_now)
+        # Every read and send on it is one that cannot wait (DONTWAIT), and the wait for a
+        # message is the event loop's reader (_Watched).
+        self.router = self._owned.plain_socket(zmq.ROUTER)
+        self._watched = _Watched(self.router)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.router.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
@@ -394,12 +416,12 @@ class AdminSockets:
         high-water mark, not copied into Python all at once). ``busy`` afterwards: it did not
         wait (its first message was there already) or stopped at its limit, so the event loop
         got no turn, and the caller should give it one."""
-        waited = await self._readable.wait()
+        waited = await self._watched.wait()
         batch: list[list[zmq.Frame]] = []
         size = 0
         while len(batch) < limit and size < max_bytes:
             try:  # what is queued already, without a future per message
-                frames = self._router_now.recv_multipart(zmq.DONTWAIT, copy=False)
+                frames = self.router.recv_multipart(zmq.DONTWAIT, copy=False)
             except zmq.Again:
                 break
             batch.append(frames)
@@ -413,19 +435,18 @@ class AdminSockets:
         """Everything that reached the ROUTER has been read: the receive loop waits on it,
         nothing read into its wait yet, nothing queued. (A decision on a deadline waits for
         this: see ceylon_net.edge.admin's timers.)"""
-        fut = self._readable.waiting
-        if fut is None or fut.done() or self.router.closed:
+        if not self._watched.waiting() or self.router.closed:
             return self.router.closed
-        return not self._readable.ready()
+        return not self._watched.ready()
 
     def send(self, identity: bytes, frames: Sequence[bytes]) -> bool:
         """Send to one worker without blocking; False when it is gone or its queue is full."""
         try:
-            self._router_now.send_multipart([identity, *frames], flags=zmq.DONTWAIT)
+            self.router.send_multipart([identity, *frames], flags=zmq.DONTWAIT)
         except zmq.ZMQError:  # (zmq.Again among them)
             return False
         finally:
-            self._readable.sent()
+            self._watched.touched()
         return True
 
     async def follow_subscriptions(self) -> None:
@@ -465,7 +486,7 @@ class AdminSockets:
         fut.exception()
 
     def close(self, linger_ms: int = LINGER_MS) -> None:
-        self._readable.close()
+        self._watched.close()
         self.router.close(linger_ms)
         self.pub.close(linger_ms)
         self._owned.close()
@@ -489,8 +510,13 @@ class WorkerSockets:
         self.curve = curve
         # A unique identity per process: a restarted worker is a new peer to the ROUTER.
         self.identity = f"{name}/{uuid.uuid4().hex[:8]}".encode()
-        self.dealer = self._owned.socket(zmq.DEALER)
-        self._dealer_now = zmq.Socket.shadow(self.dealer.underlying)  # see AdminSockets
+        self.dealer = self._owned.plain_socket(zmq.DEALER)  # (see AdminSockets.router)
+        self._watched = _Watched(self.dealer)
+        # What could not leave at once (no connection yet, its queue full), in order, each
+        # with the future of a send() that waits for it (None: send_soon), and the task that
+        # sends them as room comes.
+        self._backlog: deque[tuple[Sequence[bytes], asyncio.Future[bool] | None]] = deque()
+        self._draining: asyncio.Task[None] | None = None
         self.busy = False  # as AdminSockets.busy
         self.dealer.setsockopt(zmq.IDENTITY, self.identity)
         self.dealer.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
@@ -501,17 +527,17 @@ class WorkerSockets:
         _as_client(self.dealer, curve)
         _v6(self.dealer, endpoint)
         self.dealer.connect(endpoint)
-        self.sub: zmq.asyncio.Socket | None = None
+        self.sub: zmq.Socket[bytes] | None = None
         self.sub_endpoint = ""
-        self._sub_now: zmq.Socket | None = None
+        self._sub_watched: _Watched | None = None
 
     def subscribe(self, host: str, pub_port: int, topics: Sequence[bytes]) -> bool:
         """Hear the admin's PUB at ``pub_port``; called again with another port (a restarted
         admin moved its PUB), the SUB moves there. True when it connected somewhere new."""
         endpoint = f"tcp://{bracket(host)}:{pub_port}"
         if self.sub is None:
-            self.sub = self._owned.socket(zmq.SUB)
-            self._sub_now = zmq.Socket.shadow(self.sub.underlying)  # see AdminSockets
+            self.sub = self._owned.plain_socket(zmq.SUB)  # (see AdminSockets.router)
+            self._sub_watched = _Watched(self.sub)
             self.sub.setsockopt(zmq.LINGER, 0)
             self.sub.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
             _as_client(self.sub, self.curve)
@@ -524,62 +550,123 @@ class WorkerSockets:
             self.sub.disconnect(self.sub_endpoint)
         self.sub.connect(endpoint)
         self.sub_endpoint = endpoint
+        assert self._sub_watched is not None
+        self._sub_watched.touched()  # (a connect reads the socket's events too)
         return True
 
     def send_soon(self, frames: Sequence[bytes]) -> None:
         """Send to the admin without waiting: at once, or queued in order behind earlier sends
         while the connection is down (what does not leave is found by the heartbeats)."""
-        fut = self.dealer.send_multipart(frames)
-        if fut.done():
-            fut.exception()  # seen, so never logged as unretrieved
-        else:
-            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            if not self._backlog and self._send_now(frames):
+                return
+        except zmq.ZMQError:
+            return  # (the socket closed: nothing to send on)
+        self._queue(frames, None)
 
     async def send(self, frames: Sequence[bytes], timeout: float | None = None) -> bool:
         """Send to the admin; False when it could not leave within ``timeout`` s (no
-        connection: the admin is down, or it refused our keys)."""
+        connection: the admin is down, or it refused our keys): it does not leave later."""
+        if not self._backlog and self._send_now(frames):
+            return True
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue(frames, fut)
         try:
             async with asyncio.timeout(timeout):
-                await self.dealer.send_multipart(frames)
-            return True
+                return await fut  # (given up on, the future is cancelled: it is skipped)
         except TimeoutError:
             return False
 
+    def _send_now(self, frames: Sequence[bytes]) -> bool:
+        try:
+            self.dealer.send_multipart(frames, flags=zmq.DONTWAIT)
+            return True
+        except zmq.Again:
+            return False
+        finally:
+            self._watched.touched()
+
+    def _queue(self, frames: Sequence[bytes], fut: asyncio.Future[bool] | None) -> None:
+        self._backlog.append((frames, fut))
+        if self._draining is None:
+            self._draining = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        """Sends the backlog in order as the socket has room."""
+        backlog = self._backlog
+        try:
+            while backlog:
+                frames, fut = backlog[0]
+                if fut is not None and fut.done():  # (its send() gave up on it)
+                    backlog.popleft()
+                elif self._send_now(frames):
+                    backlog.popleft()
+                    if fut is not None:
+                        fut.set_result(True)
+                else:
+                    await self._watched.wait(zmq.POLLOUT)
+        except zmq.ZMQError as exc:  # (the socket closed)
+            for _, fut in backlog:
+                if fut is not None and not fut.done():
+                    fut.set_exception(exc)
+            backlog.clear()
+        finally:
+            self._draining = None
+
     async def recv(self, timeout: float) -> list[bytes] | None:
         """Next message from the admin, or None after ``timeout`` seconds."""
-        return await _recv_within(self.dealer, timeout)
+        batch, _ = await _take(self.dealer, self._watched, 1, timeout)
+        return batch[0] if batch else None
 
     async def recv_batch(self, timeout: float, limit: int = 512) -> list[list[bytes]]:
         """Wait up to ``timeout`` s for a message from the admin, then take whatever else is
         already queued (one wake-up for a burst). Empty on timeout."""
-        fut = self.dealer.recv_multipart()
-        self.busy = fut.done()  # it did not wait: the event loop got no turn
-        first = await _within(fut, timeout)
-        if first is None:
-            return []
-        batch = [first]
-        while len(batch) < limit:
-            try:
-                batch.append(self._dealer_now.recv_multipart(zmq.DONTWAIT))
-            except zmq.Again:
-                break
+        batch, waited = await _take(self.dealer, self._watched, limit, timeout)
+        self.busy = bool(batch) and not waited  # the event loop got no turn
         return batch
 
     async def recv_broadcasts(self, limit: int = 256) -> list[list[bytes]]:
         """Wait for a message on the PUB bus, then take what else is queued, up to
         ``limit``."""
-        assert self.sub is not None and self._sub_now is not None
-        batch = [await self.sub.recv_multipart()]
-        while len(batch) < limit:
-            try:
-                batch.append(self._sub_now.recv_multipart(zmq.DONTWAIT))
-            except zmq.Again:
-                break
-        return batch
+        assert self.sub is not None and self._sub_watched is not None
+        return (await _take(self.sub, self._sub_watched, limit, None))[0]
 
     def close(self, linger_ms: int = LINGER_MS) -> None:
+        self._watched.close()
+        if self._sub_watched is not None:
+            self._sub_watched.close()
+        if self._draining is not None:
+            self._draining.cancel()
+        for _, fut in self._backlog:  # (as zmq.asyncio's send futures were)
+            if fut is not None:
+                fut.cancel()
+        self._backlog.clear()
         self.dealer.close(linger_ms)
         self._owned.close()
+
+
+async def _take(sock: zmq.Socket, watched: _Watched, limit: int,
+                timeout: float | None) -> tuple[list[list[bytes]], bool]:
+    """Wait up to ``timeout`` s (None: for ever) for a message on ``sock``, then take what
+    else is queued, up to ``limit`` messages (empty on timeout); and whether it waited (the
+    event loop had a turn)."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    batch: list[list[bytes]] = []
+    waited = False
+    while not batch:
+        left = None if deadline is None else max(0.0, deadline - loop.time())
+        woke = await watched.wait(zmq.POLLIN, left)
+        if woke is None:
+            return batch, True
+        waited = waited or woke
+        while len(batch) < limit:
+            try:
+                batch.append(sock.recv_multipart(zmq.DONTWAIT))
+            except zmq.Again:
+                break
+        watched.touched()  # (the reads read the events: a send may wait for room)
+    return batch, waited
 
 
 class Client:
