@@ -1684,7 +1684,7 @@ def test_a_done_lost_while_the_client_reconnects_is_asked_for_again(tmp_path):
                     return (await status(probe))["done"] >= 1
 
                 await wait_until(both_running, 20, "both to run")
-                sock = client._dealer.sock
+                sock = client._dealer.link.sock
                 sock.disconnect(f"tcp://{addr}")  # the blip
                 await wait_until(short_done, 10, "short to end")
                 sock.connect(f"tcp://{addr}")

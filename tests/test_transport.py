@@ -183,10 +183,10 @@ def test_a_stop_that_comes_as_a_send_completes_is_not_lost():
         sockets = WorkerSockets("w", f"tcp://127.0.0.1:{port}", 1 << 20)
         try:
             sockets.send_soon([b"first"])
-            sockets._backlog.append(([b"waits"], None))  # (a send queued behind it: no room)
+            sockets.link._backlog.append(([b"waits"], None))  # (a send queued behind it: no room)
             sending = asyncio.create_task(sockets.send([b"beat"], 1.0))
             await asyncio.sleep(0)  # (one turn: it now waits for the send)
-            _, fut = sockets._backlog[-1]
+            _, fut = sockets.link._backlog[-1]
             assert fut is not None
             fut.set_result(True)  # the send leaves ...
             sending.cancel()  # ... and the stop comes, in the same turn

@@ -324,12 +324,15 @@ class _Watched:
                 self._loop.remove_reader(self._fd)
             self._loop = None
 
-    def close(self) -> None:
-        """Before the socket closes: a wait still on is cancelled, as a zmq.asyncio future
-        was."""
+    def close(self, cancel: bool = False) -> None:
+        """Before the socket closes: a wait still on ends as on its timeout (None), or is
+        cancelled (``cancel``)."""
         self._unwatch()
         for fut in self._waits.values():
-            fut.cancel()
+            if cancel:
+                fut.cancel()
+            else:
+                _settle(fut, None)
 
 
 def _settle(fut: asyncio.Future[Any], value: Any) -> None:
@@ -486,7 +489,7 @@ class AdminSockets:
         fut.exception()
 
     def close(self, linger_ms: int = LINGER_MS) -> None:
-        self._watched.close()
+        self._watched.close(cancel=True)  # (as a zmq.asyncio recv future was)
         self.router.close(linger_ms)
         self.pub.close(linger_ms)
         self._owned.close()
@@ -511,12 +514,7 @@ class WorkerSockets:
         # A unique identity per process: a restarted worker is a new peer to the ROUTER.
         self.identity = f"{name}/{uuid.uuid4().hex[:8]}".encode()
         self.dealer = self._owned.plain_socket(zmq.DEALER)  # (see AdminSockets.router)
-        self._watched = _Watched(self.dealer)
-        # What could not leave at once (no connection yet, its queue full), in order, each
-        # with the future of a send() that waits for it (None: send_soon), and the task that
-        # sends them as room comes.
-        self._backlog: deque[tuple[Sequence[bytes], asyncio.Future[bool] | None]] = deque()
-        self._draining: asyncio.Task[None] | None = None
+        self.link = _Link(self.dealer)
         self.busy = False  # as AdminSockets.busy
         self.dealer.setsockopt(zmq.IDENTITY, self.identity)
         self.dealer.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
@@ -557,6 +555,51 @@ class WorkerSockets:
     def send_soon(self, frames: Sequence[bytes]) -> None:
         """Send to the admin without waiting: at once, or queued in order behind earlier sends
         while the connection is down (what does not leave is found by the heartbeats)."""
+        self.link.send_soon(frames)
+
+    async def send(self, frames: Sequence[bytes], timeout: float | None = None) -> bool:
+        """Send to the admin; False when it could not leave within ``timeout`` s (no
+        connection: the admin is down, or it refused our keys): it does not leave later."""
+        return await self.link.send(frames, timeout)
+
+    async def recv(self, timeout: float) -> list[bytes] | None:
+        """Next message from the admin, or None after ``timeout`` seconds."""
+        batch, _ = await self.link.take(timeout, 1)
+        return batch[0] if batch else None
+
+    async def recv_batch(self, timeout: float, limit: int = 512) -> list[list[bytes]]:
+        """Wait up to ``timeout`` s for a message from the admin, then take whatever else is
+        already queued (one wake-up for a burst). Empty on timeout."""
+        batch, waited = await self.link.take(timeout, limit)
+        self.busy = bool(batch) and not waited  # the event loop got no turn
+        return batch
+
+    async def recv_broadcasts(self, limit: int = 256) -> list[list[bytes]]:
+        """Wait for a message on the PUB bus, then take what else is queued, up to
+        ``limit``."""
+        assert self.sub is not None and self._sub_watched is not None
+        return (await _take(self.sub, self._sub_watched, limit, None))[0]
+
+    def close(self, linger_ms: int = LINGER_MS) -> None:
+        if self._sub_watched is not None:
+            self._sub_watched.close()
+        self.link.close(linger_ms)
+        self._owned.close()
+
+
+class _Link:
+    """A DEALER to the admin, read and written without zmq.asyncio (see _Watched). What
+    cannot leave at once (no connection yet, its queue full) waits in order in a backlog, each
+    with the future of a send() that waits for it (None: send_soon), and a task sends it as
+    room comes."""
+
+    def __init__(self, sock: zmq.Socket[bytes]) -> None:
+        self.sock = sock
+        self._watched = _Watched(sock)
+        self._backlog: deque[tuple[Sequence[bytes], asyncio.Future[bool] | None]] = deque()
+        self._draining: asyncio.Task[None] | None = None
+
+    def send_soon(self, frames: Sequence[bytes]) -> None:
         try:
             if not self._backlog and self._send_now(frames):
                 return
@@ -565,8 +608,8 @@ class WorkerSockets:
         self._queue(frames, None)
 
     async def send(self, frames: Sequence[bytes], timeout: float | None = None) -> bool:
-        """Send to the admin; False when it could not leave within ``timeout`` s (no
-        connection: the admin is down, or it refused our keys): it does not leave later."""
+        """False when ``frames`` could not leave within ``timeout`` s: they do not leave
+        later."""
         if not self._backlog and self._send_now(frames):
             return True
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -579,7 +622,7 @@ class WorkerSockets:
 
     def _send_now(self, frames: Sequence[bytes]) -> bool:
         try:
-            self.dealer.send_multipart(frames, flags=zmq.DONTWAIT)
+            self.sock.send_multipart(frames, flags=zmq.DONTWAIT)
             return True
         except zmq.Again:
             return False
@@ -613,36 +656,21 @@ class WorkerSockets:
         finally:
             self._draining = None
 
-    async def recv(self, timeout: float) -> list[bytes] | None:
-        """Next message from the admin, or None after ``timeout`` seconds."""
-        batch, _ = await _take(self.dealer, self._watched, 1, timeout)
-        return batch[0] if batch else None
+    async def take(self, timeout: float | None, limit: int) -> tuple[list[list[bytes]], bool]:
+        """See _take. After close(), as on a timeout."""
+        return await _take(self.sock, self._watched, limit, timeout)
 
-    async def recv_batch(self, timeout: float, limit: int = 512) -> list[list[bytes]]:
-        """Wait up to ``timeout`` s for a message from the admin, then take whatever else is
-        already queued (one wake-up for a burst). Empty on timeout."""
-        batch, waited = await _take(self.dealer, self._watched, limit, timeout)
-        self.busy = bool(batch) and not waited  # the event loop got no turn
-        return batch
-
-    async def recv_broadcasts(self, limit: int = 256) -> list[list[bytes]]:
-        """Wait for a message on the PUB bus, then take what else is queued, up to
-        ``limit``."""
-        assert self.sub is not None and self._sub_watched is not None
-        return (await _take(self.sub, self._sub_watched, limit, None))[0]
-
-    def close(self, linger_ms: int = LINGER_MS) -> None:
+    def close(self, linger_ms: int) -> None:
+        """What waits to be sent is dropped (a send() waiting for it cancelled, as a
+        zmq.asyncio send future was), a receive waiting returns as on its timeout."""
         self._watched.close()
-        if self._sub_watched is not None:
-            self._sub_watched.close()
         if self._draining is not None:
             self._draining.cancel()
-        for _, fut in self._backlog:  # (as zmq.asyncio's send futures were)
+        for _, fut in self._backlog:
             if fut is not None:
                 fut.cancel()
         self._backlog.clear()
-        self.dealer.close(linger_ms)
-        self._owned.close()
+        self.sock.close(linger_ms)
 
 
 async def _take(sock: zmq.Socket, watched: _Watched, limit: int,
@@ -677,11 +705,11 @@ class Client:
                  curve: CurveKeys | None = None, identity: bytes | None = None) -> None:
         self._owned = _Owned(self)
         self._args = endpoint, max_message_bytes, curve, identity
-        self.sock = self._dealer()
+        self.link = self._link()
 
-    def _dealer(self) -> zmq.asyncio.Socket:
+    def _link(self) -> _Link:
         endpoint, max_message_bytes, curve, identity = self._args
-        sock = self._owned.socket(zmq.DEALER)
+        sock = self._owned.plain_socket(zmq.DEALER)  # (see AdminSockets.router)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
@@ -692,41 +720,27 @@ class Client:
         _as_client(sock, curve)
         _v6(sock, endpoint)
         sock.connect(endpoint)
-        return sock
+        return _Link(sock)
 
     def renew(self) -> None:
         """A new connection in place of this one, and what waited on it to be sent (the
         admin away) dropped: requests given up on must not reach an admin that comes up
         later. A receive waiting on the old one returns None."""
-        old, self.sock = self.sock, self._dealer()
-        self._owned.sockets.remove(old)
+        old, self.link = self.link, self._link()
+        self._owned.sockets.remove(old.sock)
         old.close(0)
 
     def send_soon(self, frames: Sequence[bytes]) -> None:
         """Send without waiting: at once, or queued in order while the admin is away."""
-        fut = self.sock.send_multipart(frames)
-        if fut.done():
-            fut.exception()
-        else:
-            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-
-    async def ask(self, frames: Sequence[bytes], timeout: float) -> list[bytes] | None:
-        """Send ``frames``; the reply, or None when nothing came within ``timeout`` s (also
-        when it could not even be sent: no connection, or our keys were refused)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        try:
-            async with asyncio.timeout(timeout):
-                await self.sock.send_multipart(frames)
-        except TimeoutError:
-            return None
-        return await self.receive(max(0.0, deadline - loop.time()))
+        self.link.send_soon(frames)
 
     async def receive(self, timeout: float) -> list[bytes] | None:
         """The next message from the admin, or None after ``timeout`` s."""
-        return await _recv_within(self.sock, timeout)
+        batch, _ = await self.link.take(timeout, 1)
+        return batch[0] if batch else None
 
     def close(self) -> None:
+        self.link.close(0)
         self._owned.close()
 
 
