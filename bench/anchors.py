@@ -140,8 +140,13 @@ async def run_ceiling(sz: Sizes, a: Anchors, res: Results, run: int, tag: str,
                                 ECHO.parent, what)
         echo = _field(text, "rtt_p50_us", what)
         res.put("echo.rtt", run, echo, section,
-                "floor: bench/echo.py, asyncio on both sides: round trip p50, µs")
-        print(f"{tag} bare zmq.asyncio echo: {echo:,.0f} µs per round trip", flush=True)
+                "floor: bench/echo.py, asyncio on both sides (the loop's reader, as ours): "
+                "round trip p50, µs")
+        futures = _field(text, "futures_p50_us", what)
+        res.put("echo.futures", run, futures, section,
+                "bench/echo.py through zmq.asyncio's futures: round trip p50, µs")
+        print(f"{tag} bare asyncio echo: {echo:,.0f} µs per round trip (through zmq.asyncio's "
+              f"futures {futures:,.0f})", flush=True)
 
 
 async def _run_peer(a: Anchors, res: Results, run: int, tag: str, script: str, key: str,

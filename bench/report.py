@@ -149,8 +149,9 @@ def print_table(res: Results, tgts: list[Target]) -> None:
             verdict = "n/a" if t.ok is None else ("PASS" if t.ok else "MISS")
             print(f"{t.text:<{w}}  {t.shown:>{v}}  {verdict:<7}  {t.floor:>{f}}".rstrip())
         print("-" * (w + v + f + 13))
-        print("floor, measured in the same run: W2, a bare asyncio echo (no code of ours); W3, "
-              "7 rounds of the\ntasks' own run time (no schedule does better); W4, our admin "
+        print("floor, measured in the same run: W2, a bare asyncio echo on the loop's reader "
+              "(no code of ours);\nW3, 7 rounds of the tasks' own run time (no schedule does "
+              "better); W4, our admin "
               "with the queue alone, plus what\nlibzmq alone keeps for the agents' connections "
               "as they join (bench/zmq_connections.py); that grows\nas their heartbeats go "
               "round its pipes: 122.7 MiB for 1,000 agents and nothing else after 14 minutes\n"

@@ -289,8 +289,8 @@ class _Watched:
             return False
         assert event not in self._waits, "one wait for an event at a time"
         loop = self._loop = asyncio.get_running_loop()
-        # (each time: an await on the zmq.asyncio socket takes the reader over; unchanged,
-        # registering again costs no syscall)
+        # (each time: cheap, no syscall when unchanged, and whatever else registered on the
+        # descriptor meanwhile would have taken the reader over)
         loop.add_reader(self._fd, self._wake)
         fut = self._waits[event] = loop.create_future()
         timer = None if timeout is None else loop.call_later(timeout, _settle, fut, None)
@@ -398,7 +398,7 @@ class AdminSockets:
         pub_port = self._bind(self.pub, pub_port, "--pub-port")
         return port, pub_port
 
-    def _bind(self, sock: zmq.asyncio.Socket, port: int, option: str) -> int:
+    def _bind(self, sock: zmq.Socket[Any], port: int, option: str) -> int:
         url = f"tcp://{bracket(self.host)}"
         _v6(sock, url)
         try:
