@@ -16,7 +16,7 @@ import zmq
 import zmq.asyncio
 from conftest import run
 
-from ceylon_net.edge.transport import AdminSockets, WorkerSockets, free_port
+from ceylon_net.edge.transport import AdminSockets, Client, WorkerSockets, free_port
 
 # A send reads the socket's commands (the news of a message among them) only when some
 # 3 million CPU cycles have passed since it last did (libzmq's throttle): a send this soon
@@ -145,7 +145,8 @@ def test_a_worker_waiting_hears_a_message_whose_news_its_own_send_took_in():
 @pytest.mark.timeout(60)
 def test_what_a_worker_sends_while_its_admin_is_away_leaves_in_order_when_it_comes():
     """More than the socket's queue holds waits, in order, and goes once the admin is
-    there; a send() that gave up on its wait does not leave later."""
+    there, also after a receive was cancelled meanwhile (a worker's stop: its goodbye was
+    left waiting); a send() that gave up on its wait does not leave later."""
     async def body() -> tuple[list[bytes], bool]:
         port = free_port()
         worker = WorkerSockets("w", f"tcp://127.0.0.1:{port}", 1 << 20)
@@ -155,6 +156,11 @@ def test_what_a_worker_sends_while_its_admin_is_away_leaves_in_order_when_it_com
             for i in range(2500):  # (ZeroMQ queues 1,000; the rest wait with us)
                 worker.send_soon([b"%d" % i])
             gave_up = await worker.send([b"given up"], 0.05)
+            receiving = asyncio.ensure_future(worker.recv_batch(10))
+            await asyncio.sleep(0)
+            receiving.cancel()  # (a receive cancelled, as a stop does: the rest still go)
+            with pytest.raises(asyncio.CancelledError):
+                await receiving
             router.bind(f"tcp://127.0.0.1:{port}")
             last = await worker.send([b"last"], 10)
             got: list[bytes] = []
@@ -170,6 +176,34 @@ def test_what_a_worker_sends_while_its_admin_is_away_leaves_in_order_when_it_com
     got, failed = run(body())
     assert not failed
     assert got == [b"%d" % i for i in range(2500)] + [b"last"]
+
+
+@pytest.mark.timeout(30)
+def test_a_client_renewing_its_link_as_an_answer_comes_ends_its_receive_as_on_a_timeout():
+    """The answer's news reaches the receive, and in the same loop turn the client gives up
+    on the link (a request unanswered, a lost admin) and makes a new one: the receive says
+    nothing came (the client asks again on the new link), where it failed on the closed
+    socket and the whole client with it."""
+    async def body() -> list[bytes] | None:
+        client = Client("inproc://admin-c", 1 << 20)
+        ctx = zmq.Context.shadow(client.link.sock.context.underlying)
+        router = ctx.socket(zmq.ROUTER)
+        router.bind("inproc://admin-c")
+        loop = asyncio.get_running_loop()
+        try:
+            client.send_soon([b"hello"])
+            identity, _ = router.recv_multipart()  # (blocking: inproc, it is there)
+            receiving = asyncio.ensure_future(client.receive(5))
+            await asyncio.sleep(0)  # (it waits on the descriptor now)
+            router.send_multipart([identity, b"answer"])
+            await asyncio.sleep(0)  # this turn's reader callback hands the news on ...
+            loop.call_soon(client.renew)  # ... and the renew comes before the receive goes on
+            return await asyncio.wait_for(receiving, 5)
+        finally:
+            router.close(0)
+            client.close()
+
+    assert run(body()) is None
 
 
 def test_a_stop_that_comes_as_a_send_completes_is_not_lost():

@@ -297,7 +297,8 @@ class _Watched:
         try:
             return await fut
         except BaseException:
-            self._unwatch()  # (cancelled, the socket closed: no reader left behind)
+            if len(self._waits) == 1:  # (cancelled, the socket closed: no reader left
+                self._unwatch()  # behind; but a wait for room, still on, needs it)
             raise
         finally:
             del self._waits[event]
@@ -684,8 +685,8 @@ async def _take(sock: zmq.Socket, watched: _Watched, limit: int,
     waited = False
     while not batch:
         left = None if deadline is None else max(0.0, deadline - loop.time())
-        woke = await watched.wait(zmq.POLLIN, left)
-        if woke is None:
+        woke = None if sock.closed else await watched.wait(zmq.POLLIN, left)
+        if woke is None or sock.closed:  # (closed: a client renewed its link meanwhile)
             return batch, True
         waited = waited or woke
         while len(batch) < limit:
