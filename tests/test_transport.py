@@ -31,7 +31,8 @@ def _queued(sock: zmq.Socket) -> None:
 
 @pytest.mark.timeout(30)
 def test_an_admin_receive_that_did_not_wait_asks_for_a_turn_of_the_loop():
-    async def body() -> list[tuple[list[bytes], bool]]:
+    """(And each message comes with its sender's address.)"""
+    async def body() -> list[tuple[list[tuple[list[bytes], str]], bool]]:
         admin = AdminSockets("127.0.0.1", 1 << 20, "default")
         port, _ = admin.bind(0, 0)
         ctx = zmq.asyncio.Context()
@@ -42,18 +43,19 @@ def test_an_admin_receive_that_did_not_wait_asks_for_a_turn_of_the_loop():
             loop = asyncio.get_running_loop()
             loop.call_later(0.05, peer.send, b"late")  # nothing queued yet: it waits
             batch = await asyncio.wait_for(admin.recv_batch(), 10)
-            seen.append(([f[-1].bytes for f in batch], admin.busy))
+            seen.append(([(frames, at) for _, frames, at in batch], admin.busy))
             await peer.send(b"early")
             _queued(admin.router)
             batch = await asyncio.wait_for(admin.recv_batch(), 10)
-            seen.append(([f[-1].bytes for f in batch], admin.busy))
+            seen.append(([(frames, at) for _, frames, at in batch], admin.busy))
         finally:
             peer.close(0)
             ctx.term()
             admin.close(0)
         return seen
 
-    assert run(body()) == [([b"late"], False), ([b"early"], True)]
+    assert run(body()) == [([([b"late"], "127.0.0.1")], False),
+                           ([([b"early"], "127.0.0.1")], True)]
 
 
 @pytest.mark.timeout(30)
@@ -85,7 +87,7 @@ def test_an_admin_waiting_hears_a_message_whose_news_something_else_took_in(took
         finally:
             peer.close(0)
             admin.close(0)
-        return [f[-1].bytes for f in batch]
+        return [frames[-1] for _, frames, _ in batch]
 
     assert run(body()) == [b"news"]
 

@@ -46,7 +46,7 @@ from .dashboard import Dashboard
 from .journal import Journal, JournalWriteError, ResultsFile, record_round, resume
 from .metrics import MetricsServer, on_the_loop
 from .outlet import Outlet
-from .transport import AdminSockets, load_keys, peer_address
+from .transport import AdminSockets, load_keys
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -330,9 +330,7 @@ class Admin(AgentBase):
         sockets = self._sockets
         assert sockets is not None
         while True:
-            batch = await sockets.recv_batch(RECV_BATCH)
-            messages = [(f[0].bytes, [x.bytes for x in f[1:]], peer_address(f[-1]))
-                        for f in batch]
+            messages = await sockets.recv_batch(RECV_BATCH)
             cmds = self.state.receive_many(messages, time.monotonic())
             journaled = bool(self._waiters) and self._waiters.wake(cmds)
             if journaled:
