@@ -17,6 +17,7 @@ import zmq.asyncio
 from conftest import run
 
 from ceylon_net.edge.transport import AdminSockets, Client, WorkerSockets, free_port
+from ceylon_net.errors import ConfigError
 
 # A send reads the socket's commands (the news of a message among them) only when some
 # 3 million CPU cycles have passed since it last did (libzmq's throttle): a send this soon
@@ -206,6 +207,29 @@ def test_a_client_renewing_its_link_as_an_answer_comes_ends_its_receive_as_on_a_
             client.close()
 
     assert run(body()) is None
+
+
+@pytest.mark.timeout(30)
+def test_an_event_loop_that_cannot_watch_descriptors_is_said_so():
+    """Windows' default (proactor) loop has no add_reader: the receive says what to use."""
+    class NoReaders(asyncio.SelectorEventLoop):
+        def add_reader(self, *args: object) -> None:  # type: ignore[override]
+            raise NotImplementedError
+
+    async def body() -> None:
+        admin = AdminSockets("127.0.0.1", 1 << 20, "default")
+        admin.bind(0, 0)
+        try:
+            await admin.recv_batch()
+        finally:
+            admin.close(0)
+
+    loop = NoReaders()
+    try:
+        with pytest.raises(ConfigError, match="WindowsSelectorEventLoopPolicy"):
+            loop.run_until_complete(asyncio.wait_for(body(), 10))
+    finally:
+        loop.close()
 
 
 def test_a_stop_that_comes_as_a_send_completes_is_not_lost():

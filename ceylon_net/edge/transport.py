@@ -291,7 +291,12 @@ class _Watched:
         loop = self._loop = asyncio.get_running_loop()
         # (each time: cheap, no syscall when unchanged, and whatever else registered on the
         # descriptor meanwhile would have taken the reader over)
-        loop.add_reader(self._fd, self._wake)
+        try:
+            loop.add_reader(self._fd, self._wake)
+        except NotImplementedError:
+            raise ConfigError("ceylon_net needs an event loop that watches file descriptors "
+                              "(a selector loop; on Windows, set asyncio's "
+                              "WindowsSelectorEventLoopPolicy before starting it)") from None
         fut = self._waits[event] = loop.create_future()
         timer = None if timeout is None else loop.call_later(timeout, _settle, fut, None)
         try:
