@@ -228,10 +228,6 @@ def test_a_round_that_wakes_an_execute_caller_is_journaled_before_the_caller_goe
     from ceylon_net.settings import AdminSettings
     from ceylon_net.wire import Hello, Kind
 
-    class Frame:
-        def __init__(self, b: bytes) -> None:
-            self.bytes = b
-
     class Sockets:  # what the receive loop reads
         busy = False
 
@@ -280,11 +276,10 @@ def test_a_round_that_wakes_an_execute_caller_is_journaled_before_the_caller_goe
         recv = asyncio.create_task(admin._recv_loop())
         sub = wire.Submission({"tasks": [{"id": "y", "description": "y", "difficulty": 1}]},
                               wait=False)
-        await admin._sockets.batches.put([
-            [Frame(peer), *map(Frame, frames(Kind.RESULT,
-                                             [TaskResult("x", "w", True, 0.001, attempt=1)],
-                                             sender="w"))],
-            [Frame(b"client/1"), *map(Frame, frames(Kind.SUBMIT, sub))]])
+        await admin._sockets.batches.put([  # (identity, frames, address), as read
+            (peer, frames(Kind.RESULT, [TaskResult("x", "w", True, 0.001, attempt=1)],
+                          sender="w"), ""),
+            (b"client/1", frames(Kind.SUBMIT, sub), "")])
         await asyncio.wait_for(user, 5)
         await wait_until(lambda: "y" in admin._out.assigned, 5, "y to be sent")
         recv.cancel()
