@@ -7,6 +7,7 @@ the admin's acknowledgement timer waited for seconds, and its workers' heartbeat
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 import time
@@ -230,6 +231,68 @@ def test_an_event_loop_that_cannot_watch_descriptors_is_said_so():
             loop.run_until_complete(asyncio.wait_for(body(), 10))
     finally:
         loop.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_forgotten_client_leaves_no_reader_behind_for_the_next_socket():
+    """A client dropped without close() (its sockets closed by the collector) took the
+    wake-ups of the next socket given its descriptor's number: that one's receive timed out
+    with the answer waiting."""
+    async def body() -> tuple[bool, list[bytes] | None]:
+        ctx = zmq.asyncio.Context()
+        router = ctx.socket(zmq.ROUTER)
+        endpoint = f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}"
+        try:
+            forgotten = Client(endpoint, 1 << 20)
+            number = forgotten.link.sock.FD
+            assert await forgotten.receive(0.05) is None  # (its reader stays, as after a wait)
+            del forgotten
+            gc.collect()
+            client = Client(endpoint, 1 << 20)
+            try:
+                client.send_soon([b"ping"])
+                identity, _ = await asyncio.wait_for(router.recv_multipart(), 10)
+                await router.send_multipart([identity, b"pong"])
+                return number == client.link.sock.FD, await client.receive(5)
+            finally:
+                client.close()
+        finally:
+            router.close(0)
+            ctx.term()
+
+    same_number, got = run(body())
+    assert same_number, "the new socket got another descriptor: nothing was tried"
+    assert got == [b"pong"]
+
+
+@pytest.mark.timeout(30)
+def test_a_send_that_leaves_as_its_time_runs_out_says_it_left():
+    """The loop held up (a collection, a slow handler): the frames leave, and the send's
+    time runs out in the same turn. It said False, and a heartbeat that went was not
+    counted as gone."""
+    async def body() -> bool:
+        ctx = zmq.asyncio.Context()
+        router = ctx.socket(zmq.ROUTER)
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        sockets = WorkerSockets("w", f"tcp://127.0.0.1:{port}", 1 << 20)
+        link = sockets.link
+        try:
+            link._backlog.append(([b"waits"], None))  # (sends wait their turn: no room)
+            link._draining = asyncio.get_running_loop().create_future()  # type: ignore
+            sending = asyncio.create_task(sockets.send([b"beat"], 0.05))
+            await asyncio.sleep(0)  # (it waits for its turn)
+            time.sleep(0.1)  # the loop held up past the send's time ...
+            _, fut = link._backlog[-1]
+            assert fut is not None
+            # ... and the frames leave in the turn that finds the time run out
+            asyncio.get_running_loop().call_soon(fut.set_result, True)
+            return await sending
+        finally:
+            sockets.close(0)
+            router.close(0)
+            ctx.term()
+
+    assert run(body()) is True
 
 
 def test_a_stop_that_comes_as_a_send_completes_is_not_lost():

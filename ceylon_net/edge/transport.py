@@ -74,6 +74,7 @@ class _Owned:
         self.ctx = zmq.asyncio.Context()
         self._plain: zmq.Context[zmq.Socket[bytes]] | None = None
         self.sockets: list[zmq.Socket[Any]] = []
+        self.watched: list[_Watched] = []  # (the event loop's readers of plain sockets)
         self.auth: AsyncioAuthenticator | None = None
         self.close = weakref.finalize(owner, self._close)  # (holds this, not the owner)
         self.close.atexit = False
@@ -83,18 +84,28 @@ class _Owned:
         self.sockets.append(sock)
         return sock
 
-    def plain_socket(self, kind: int) -> zmq.Socket[bytes]:
+    def plain_socket(self, kind: int) -> tuple[zmq.Socket[bytes], _Watched]:
         """A socket with the blocking API, for one that is only ever read and written with
-        DONTWAIT and waited on through _Watched: none of zmq.asyncio's, whose first await
-        would take its descriptor's reader over."""
+        DONTWAIT, and what waits on it (none of zmq.asyncio's, whose first await would take
+        its descriptor's reader over)."""
         if self._plain is None:
             self._plain = zmq.Context.shadow(self.ctx.underlying)
         sock = self._plain.socket(kind)
         self.sockets.append(sock)
-        return sock
+        self.watched.append(_Watched(sock))
+        return sock, self.watched[-1]
+
+    def forget(self, sock: zmq.Socket[Any], watched: _Watched) -> None:
+        """One of ours that its owner closes itself."""
+        self.sockets.remove(sock)
+        self.watched.remove(watched)
 
     def _close(self) -> None:
-        """Closes what is still open, with no linger, and ends the context."""
+        """Closes what is still open, with no linger, and ends the context. The loop's
+        readers first: one left on a closed socket's descriptor took the wake-ups of the next
+        socket given that number (a forgotten client's made a new one's receive deaf)."""
+        for watched in self.watched:
+            watched.close()
         for sock in self.sockets:
             if not sock.closed:
                 sock.close(0)
@@ -358,8 +369,7 @@ class AdminSockets:
         self.busy = False  # the last recv_batch gave the event loop no turn (see recv_batch)
         # Every read and send on it is one that cannot wait (DONTWAIT), and the wait for a
         # message is the event loop's reader (_Watched).
-        self.router = self._owned.plain_socket(zmq.ROUTER)
-        self._watched = _Watched(self.router)
+        self.router, self._watched = self._owned.plain_socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.router.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
@@ -525,8 +535,8 @@ class WorkerSockets:
         self.curve = curve
         # A unique identity per process: a restarted worker is a new peer to the ROUTER.
         self.identity = f"{name}/{uuid.uuid4().hex[:8]}".encode()
-        self.dealer = self._owned.plain_socket(zmq.DEALER)  # (see AdminSockets.router)
-        self.link = _Link(self.dealer)
+        self.dealer, watched = self._owned.plain_socket(zmq.DEALER)  # (as AdminSockets')
+        self.link = _Link(self.dealer, watched)
         self.busy = False  # as AdminSockets.busy
         self.dealer.setsockopt(zmq.IDENTITY, self.identity)
         self.dealer.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
@@ -546,8 +556,7 @@ class WorkerSockets:
         admin moved its PUB), the SUB moves there. True when it connected somewhere new."""
         endpoint = f"tcp://{bracket(host)}:{pub_port}"
         if self.sub is None:
-            self.sub = self._owned.plain_socket(zmq.SUB)  # (see AdminSockets.router)
-            self._sub_watched = _Watched(self.sub)
+            self.sub, self._sub_watched = self._owned.plain_socket(zmq.SUB)  # (as AdminSockets')
             self.sub.setsockopt(zmq.LINGER, 0)
             self.sub.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
             _as_client(self.sub, self.curve)
@@ -605,9 +614,8 @@ class _Link:
     with the future of a send() that waits for it (None: send_soon), and a task sends it as
     room comes."""
 
-    def __init__(self, sock: zmq.Socket[bytes]) -> None:
-        self.sock = sock
-        self._watched = _Watched(sock)
+    def __init__(self, sock: zmq.Socket[bytes], watched: _Watched) -> None:
+        self.sock, self._watched = sock, watched
         self._backlog: deque[tuple[Sequence[bytes], asyncio.Future[bool] | None]] = deque()
         self._draining: asyncio.Task[None] | None = None
 
@@ -629,8 +637,8 @@ class _Link:
         try:
             async with asyncio.timeout(timeout):
                 return await fut  # (given up on, the future is cancelled: it is skipped)
-        except TimeoutError:
-            return False
+        except TimeoutError:  # (... or it left in the turn the time ran out)
+            return fut.done() and not fut.cancelled() and fut.exception() is None
 
     def _send_now(self, frames: Sequence[bytes]) -> bool:
         try:
@@ -721,7 +729,7 @@ class Client:
 
     def _link(self) -> _Link:
         endpoint, max_message_bytes, curve, identity = self._args
-        sock = self._owned.plain_socket(zmq.DEALER)  # (see AdminSockets.router)
+        sock, watched = self._owned.plain_socket(zmq.DEALER)  # (as AdminSockets')
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
@@ -732,14 +740,14 @@ class Client:
         _as_client(sock, curve)
         _v6(sock, endpoint)
         sock.connect(endpoint)
-        return _Link(sock)
+        return _Link(sock, watched)
 
     def renew(self) -> None:
         """A new connection in place of this one, and what waited on it to be sent (the
         admin away) dropped: requests given up on must not reach an admin that comes up
         later. A receive waiting on the old one returns None."""
         old, self.link = self.link, self._link()
-        self._owned.sockets.remove(old.sock)
+        self._owned.forget(old.sock, old._watched)
         old.close(0)
 
     def send_soon(self, frames: Sequence[bytes]) -> None:
