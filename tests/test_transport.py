@@ -213,8 +213,11 @@ def test_a_client_renewing_its_link_as_an_answer_comes_ends_its_receive_as_on_a_
 @pytest.mark.timeout(30)
 def test_an_event_loop_that_cannot_watch_descriptors_is_said_so():
     """Windows' default (proactor) loop has no add_reader: the receive says what to use."""
-    class NoReaders(asyncio.SelectorEventLoop):
+    class NoReaders(asyncio.SelectorEventLoop):  # (as the proactor loop: neither)
         def add_reader(self, *args: object) -> None:  # type: ignore[override]
+            raise NotImplementedError
+
+        def remove_reader(self, *args: object) -> bool:  # type: ignore[override]
             raise NotImplementedError
 
     async def body() -> None:

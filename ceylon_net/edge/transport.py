@@ -299,7 +299,7 @@ class _Watched:
         if self.ready(event):
             return False
         assert event not in self._waits, "one wait for an event at a time"
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         # (each time: cheap, no syscall when unchanged, and whatever else registered on the
         # descriptor meanwhile would have taken the reader over)
         try:
@@ -308,6 +308,7 @@ class _Watched:
             raise ConfigError("ceylon_net needs an event loop that watches file descriptors "
                               "(a selector loop; on Windows, set asyncio's "
                               "WindowsSelectorEventLoopPolicy before starting it)") from None
+        self._loop = loop
         fut = self._waits[event] = loop.create_future()
         timer = None if timeout is None else loop.call_later(timeout, _settle, fut, None)
         try:
