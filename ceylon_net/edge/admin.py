@@ -411,8 +411,9 @@ async def _ticking(admin: Admin) -> None:
         now = time.monotonic()
         admin._apply(state.tick(now, due))
         admin._gc.tick(now, not state.board.open)
-        wait = min(TICK, max(0.0, state.beat_due - time.monotonic()))
-        due = time.monotonic() + wait
+        after = time.monotonic()  # (the round's own time not counted as late)
+        wait = min(TICK, max(0.0, state.beat_due - after))
+        due = after + wait
         await asyncio.sleep(wait)
 
 

@@ -586,8 +586,7 @@ class WorkerSockets:
 
     async def recv(self, timeout: float) -> list[bytes] | None:
         """Next message from the admin, or None after ``timeout`` seconds."""
-        batch, _ = await self.link.take(timeout, 1)
-        return batch[0] if batch else None
+        return await self.link.recv(timeout)
 
     async def recv_batch(self, timeout: float, limit: int = 512) -> list[list[bytes]]:
         """Wait up to ``timeout`` s for a message from the admin, then take whatever else is
@@ -681,6 +680,10 @@ class _Link:
         """See _take. After close(), as on a timeout."""
         return await _take(self.sock, self._watched, limit, timeout)
 
+    async def recv(self, timeout: float) -> list[bytes] | None:
+        """The next message, or None after ``timeout`` s (or close())."""
+        return await _recv(self.sock, self._watched, timeout)
+
     def close(self, linger_ms: int) -> None:
         """What waits to be sent is dropped (a send() waiting for it cancelled, as a
         zmq.asyncio send future was), a receive waiting returns as on its timeout."""
@@ -716,6 +719,12 @@ async def _take(sock: zmq.Socket, watched: _Watched, limit: int,
                 break
         watched.touched()  # (the reads read the events: a send may wait for room)
     return batch, waited
+
+
+async def _recv(sock: zmq.Socket, watched: _Watched, timeout: float) -> list[bytes] | None:
+    """The next message on ``sock``, or None after ``timeout`` s (see _take)."""
+    batch, _ = await _take(sock, watched, 1, timeout)
+    return batch[0] if batch else None
 
 
 class Client:
@@ -757,8 +766,7 @@ class Client:
 
     async def receive(self, timeout: float) -> list[bytes] | None:
         """The next message from the admin, or None after ``timeout`` s."""
-        batch, _ = await self.link.take(timeout, 1)
-        return batch[0] if batch else None
+        return await self.link.recv(timeout)
 
     def close(self) -> None:
         self.link.close(0)
@@ -771,7 +779,7 @@ class Subscriber:
     def __init__(self, host: str, pub_port: int, workspace: str, kinds: Sequence[bytes] = (b"",),
                  curve: CurveKeys | None = None):
         self._owned = _Owned(self)
-        self.sock = self._owned.socket(zmq.SUB)
+        self.sock, self._watched = self._owned.plain_socket(zmq.SUB)  # (as AdminSockets')
         self.sock.setsockopt(zmq.LINGER, 0)
         _as_client(self.sock, curve)
         base = workspace_topic(workspace)
@@ -782,34 +790,10 @@ class Subscriber:
         self.sock.connect(endpoint)
 
     async def recv(self, timeout: float) -> list[bytes] | None:
-        return await _recv_within(self.sock, timeout)
+        return await _recv(self.sock, self._watched, timeout)
 
     def close(self) -> None:
         self._owned.close()
-
-
-async def _recv_within(sock: zmq.asyncio.Socket, timeout: float) -> list[bytes] | None:
-    """The next message on ``sock``, or None after ``timeout`` seconds."""
-    return await _within(sock.recv_multipart(), timeout)
-
-
-async def _within(fut: asyncio.Future, timeout: float) -> Any:
-    """A recv future's message, or None after ``timeout`` seconds.
-
-    A timer that cancels the future: half the cost of ``poll`` then ``recv`` (a poller and its
-    futures each time), and a cancelled recv takes no message with it."""
-    if fut.done():
-        return fut.result()
-    timer = asyncio.get_running_loop().call_later(timeout, fut.cancel)
-    try:
-        return await fut
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise  # we are being cancelled, not timed out
-        return None
-    finally:
-        timer.cancel()
 
 
 async def why_unreachable(endpoint: str, timeout: float = 2.0) -> str:
