@@ -400,19 +400,20 @@ def test_a_task_no_worker_could_read_is_refused_at_submit_and_the_admin_goes_on(
     Task("intkey", "x", handler="echo", args=[{1: "a"}]),
     Task("intkw", "x", handler="echo", kwargs={1: 2})],
     ids=lambda t: repr(t.id))
-def test_one_task_no_worker_could_read_in_a_large_batch_refuses_the_batch(bad):
-    """A large batch is looked at in passes over it, not a task at a time: one bad task
-    anywhere in it is still found and named, as in a batch of one."""
+@pytest.mark.parametrize("size", [4, 1000])
+def test_one_task_no_worker_could_read_in_a_large_batch_refuses_the_batch(bad, size):
+    """A batch (of 4 and more) is looked at in passes over it, not a task at a time: one
+    bad task anywhere in it is still found and named, as in a batch of one."""
     from ceylon_net.edge.admin import check_sendable
     from ceylon_net.errors import ConfigError
 
-    plain = [Task(i, "plain") for i in range(1000)] if type(bad.id) is not str else \
-        [Task(f"t{i}", "plain") for i in range(1000)]
+    plain = [Task(i, "plain") for i in range(size)] if type(bad.id) is not str else \
+        [Task(f"t{i}", "plain") for i in range(size)]
     check_sendable(plain, 1 << 20)  # (nothing to say)
     with pytest.raises(ConfigError) as alone:
         check_sendable([bad], 1 << 20)
     with pytest.raises(ConfigError) as among:
-        check_sendable([*plain[:500], bad, *plain[500:]], 1 << 20)
+        check_sendable([*plain[:size // 2], bad, *plain[size // 2:]], 1 << 20)
     assert str(among.value) == str(alone.value)
 
 
