@@ -152,6 +152,9 @@ class Sim:
         self.workers: dict[bytes, SimWorker] = {}
         self.every: list[Any] = []
         self.timers: list[c.Timer] = []  # asked for, not run yet
+        # The round that queues tasks ahead on workers after new work filled free slots
+        # (a timer of no time) follows at once, as the edge runs it before the next message.
+        self.ahead_at_once = True
         self._peers = 0
 
     def worker(self, name: str, **kw: Any) -> SimWorker:
@@ -196,6 +199,13 @@ class Sim:
     def carry(self, cmds: list[Any]) -> list[Any]:
         self.every += cmds
         self.timers += of(cmds, c.Timer)
+        cmds = self._carried(cmds)
+        ahead = next((t for t in self.timers if t.key == ("ahead",)), None)
+        if ahead is not None and self.ahead_at_once:
+            cmds = [*cmds, *self.fire(ahead)]
+        return cmds
+
+    def _carried(self, cmds: list[Any]) -> list[Any]:
         for cmd in cmds:
             w = self.workers.get(getattr(cmd, "peer", None) or b"")
             if w is None:

@@ -2002,21 +2002,22 @@ def test_a_round_s_second_assign_to_a_worker_its_first_could_not_reach_is_not_se
     could not be sent, the worker gets nothing more until heard from, the second neither
     (the edge asks undeliverable() and gives it back as undelivered: said once)."""
     sim = Sim(prefetch=100)
-    sim.submit(noop("warm"))
-    w = sim.join("w", capacity=2)
-    w.finish("warm")  # (trusted: fed up to its slots and ahead)
-    first, second = of(sim.submit(*[noop(i) for i in range(5)]), c.Assign)
-    assert [[a.task.id for a in x.assignments] for x in (first, second)] == [[0, 1], [2, 3, 4]]
+    sim.submit(*[noop(i) for i in range(6)])
+    w = sim.worker("w", capacity=2)
+    w.hello()  # (on probation: one task)
+    w.heard = sim.st.broadcasts.seq
+    first, second = of(w.heartbeat(), c.Assign)  # (trusted: fed up to its slots and ahead)
+    assert [[a.task.id for a in x.assignments] for x in (first, second)] == [[1], [2, 3, 4, 5]]
     assert not sim.st.undeliverable("w")
     said = of(sim.st.undelivered(w.peer, "w", first.assignments, sim.now), c.Log)
     assert sim.st.undeliverable("w")
     said += of(sim.st.undelivered(w.peer, "w", second.assignments, sim.now), c.Log)
     assert [x.message for x in said if "could not deliver" in x.message] == [
-        "could not deliver 2 task(s) to 'w' (gone, or not reading); requeued, and it gets "
+        "could not deliver 1 task(s) to 'w' (gone, or not reading); requeued, and it gets "
         "no more until it is heard from"]
-    assert [sim.st.board.records[i].state for i in range(5)] == [TaskState.QUEUED] * 5
-    w.held = {}  # (none reached it)
-    assert assigned(w.heartbeat()) == {"w": [0]}  # heard: one task, on probation
+    assert [sim.st.board.records[i].state for i in range(1, 6)] == [TaskState.QUEUED] * 5
+    w.held = {0: 1}  # (only the probation task reached it)
+    assert assigned(w.heartbeat()) == {"w": [1, 2, 3, 4, 5]}  # heard, and it reads: fed again
     assert not sim.st.undeliverable("w")
 
 

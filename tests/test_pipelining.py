@@ -125,6 +125,53 @@ def test_every_worker_s_free_slots_are_filled_before_tasks_are_queued_ahead_on_a
         assert ids == sorted(ids) and len(ids) == len(w.held)
 
 
+def test_new_work_fills_free_slots_in_its_own_round_and_what_is_queued_ahead_follows():
+    """The round new work comes in plans only the free slots' tasks, so that they leave
+    before the rest is planned (W3: the first of 200 tasks on 4 x 8 slots went out after all
+    200 were); a timer of no time then queues the rest ahead, in the same parts as one round
+    would (56, 48, 48, 48: only the worker served first runs a seventh round)."""
+    sim = Sim(prefetch=100)
+    workers = [sim.join(f"w{i}", capacity=8) for i in range(4)]
+    sim.submit(*[noop(f"warm-{i}") for i in range(4)])  # (one each, on probation)
+    for w in workers:
+        w.finish(*w.held)  # (trusted: fed up to its slots and ahead)
+    sim.ahead_at_once = False
+    cmds = sim.submit(*[noop(i) for i in range(200)])
+    assert [len(cmd.assignments) for cmd in of(cmds, c.Assign)] == [8, 8, 8, 8]
+    assert of(cmds, c.Timer) == [c.Timer(("ahead",), 0.0)]
+    assert [len(w.held) for w in workers] == [8, 8, 8, 8]
+    then = of(sim.fire("ahead"), c.Assign)
+    assert [len(cmd.assignments) for cmd in then] == [48, 40, 40, 40]
+    assert [len(w.held) for w in workers] == [56, 48, 48, 48]
+    assert not [t for t in sim.timers if t.key == ("ahead",)]
+    ids = [a.task.id for cmd in of(cmds, c.Assign) + then for a in cmd.assignments]
+    assert sorted(ids) == list(range(200))  # each once
+
+
+def test_work_that_fills_no_more_than_the_free_slots_asks_for_no_round_after():
+    """One task for an idle worker (W2's execute()), or work with no slot free: one round,
+    no timer (a round more would cost every execute() a turn of the loop)."""
+    sim = Sim(prefetch=100)
+    trusted(sim, "w", capacity=2)
+    sim.ahead_at_once = False
+    cmds = sim.submit(noop("one"))
+    assert assigned(cmds) == {"w": ["one"]} and not of(cmds, c.Timer)
+    cmds = sim.submit(noop("two"), noop("three"), noop("four"))  # one slot free, two ahead
+    assert assigned(cmds) == {"w": ["two"]} and of(cmds, c.Timer)
+    assert assigned(sim.fire("ahead")) == {"w": ["three", "four"]}
+    cmds = sim.submit(noop("five"))  # no slot free: queued ahead at once
+    assert assigned(cmds) == {"w": ["five"]} and not of(cmds, c.Timer)
+
+
+def test_without_pipelining_new_work_is_planned_in_one_round():
+    sim = Sim(prefetch=0)
+    w = trusted(sim, "w", capacity=2)
+    sim.ahead_at_once = False
+    cmds = sim.submit(*[noop(i) for i in range(5)])
+    assert assigned(cmds) == {"w": [0, 1]} and not of(cmds, c.Timer)
+    assert w.held == {0: 1, 1: 1}
+
+
 def test_a_worker_with_free_slots_only_gets_one_frame():
     sim = Sim(prefetch=100)
     w = trusted(sim, "w", capacity=8)

@@ -1274,11 +1274,12 @@ class TaskBoard:
         self.fail_gate(task_gate(rec.task.id), f"dependency {rec.task.id!r} failed")
 
     # ---- decisions and results
-    def plan(self, now: float = 0.0, waits: list[float] | None = None
+    def plan(self, now: float = 0.0, waits: list[float] | None = None, slots_only: bool = False
              ) -> dict[str, list[TaskAssignment]]:
-        """Fill free slots; returns assignments grouped by worker name. ``waits``: each
+        """Fill free slots, and queue ahead on workers as their credit allows (not when
+        ``slots_only``); returns assignments grouped by worker name. ``waits``: each
         assigned task's time in the queue is appended to it."""
-        decisions = self.scheduler.assign()
+        decisions = self.scheduler.assign(slots_only)
         if not decisions:
             return {}
         out: dict[str, list[TaskAssignment]] = defaultdict(list)

@@ -176,6 +176,7 @@ class Scheduler:
         # changing a WorkerSlot from outside); assign() does nothing while it is unchanged.
         self.version = 0
         self._settled = -1  # the version at which assign() last found nothing to place
+        self._slots_only = False  # assign() fills free slots only (see there)
         self._held_for: dict[TaskKey, str] = {}  # a task waiting to run ALONE -> worker held
 
     def touch(self) -> None:
@@ -356,26 +357,31 @@ class Scheduler:
         self.version += 1
         return self._where.pop(task, None) is not None
 
-    def assign(self) -> list[tuple[TaskKey, str]]:
+    def assign(self, slots_only: bool = False) -> list[tuple[TaskKey, str]]:
         """Fill free slots: [(task, worker name)], best task first. Marks the slots used.
 
         Tasks of one class go to the chosen worker in a run, as long as each is still the
         best task anywhere: up to its free slots when it has some (the next choice then goes
         to another worker with free slots), else up to its room, but no more than its share
         of the class's queue (so equally fit workers queue equal parts: one worker's queue
-        must not take what the others could start as soon)."""
+        must not take what the others could start as soon). ``slots_only``: free slots
+        only, nothing queued ahead on a worker (as if every task needed a free slot); the
+        same choices as a whole assign() makes first."""
         decisions: list[tuple[TaskKey, str]] = []
         if self.version == self._settled:
             return decisions  # nothing changed since nothing could be placed
         classes = self._classes
+        self._slots_only = slots_only
         while True:
             choice = self._next_placeable()
             if choice is None:
-                self._settled = self.version
+                self._slots_only = False
+                if not slots_only:  # (what is left may still be queued ahead)
+                    self._settled = self.version
                 return decisions
             key, worker, rival = choice
             queue = classes[key]
-            room = min(worker.room, worker.slots) if key[4] else worker.room
+            room = min(worker.room, worker.slots) if key[4] or slots_only else worker.room
             free = min(room, worker.slots) - worker.running
             n = 1 if key[4] == ALONE else free if free > 0 else \
                 max(1, min(room - worker.running, self._share(key, len(queue), worker.slots)))
@@ -483,7 +489,11 @@ class Scheduler:
     def _taker(self, key: ClassKey, reserved: frozenset[str] | set[str] = frozenset()
                ) -> WorkerSlot | None:
         """The worker the head of class ``key`` would go to now, or None."""
-        worker = best_fit(self._workers.values(), *key, reserved=reserved)
+        difficulty, role, handler, trusted, place = key
+        if self._slots_only and not place:
+            place = SLOT
+        worker = best_fit(self._workers.values(), difficulty, role, handler, trusted, place,
+                          reserved)
         if worker is None and key[3]:
             worker = self._untrusted_fallback(key)
         return worker
