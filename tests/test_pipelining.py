@@ -163,6 +163,35 @@ def test_work_that_fills_no_more_than_the_free_slots_asks_for_no_round_after():
     assert assigned(cmds) == {"w": ["five"]} and not of(cmds, c.Timer)
 
 
+def test_a_task_no_worker_takes_now_does_not_cost_each_execute_a_round_more():
+    """A task left queued (a difficulty no worker has) is not new work still to queue
+    ahead: one task for a worker with free slots takes one round, no timer (a review
+    found each execute() then paid a round more)."""
+    sim = Sim(prefetch=100)
+    trusted(sim, "w", capacity=8, skill=3)
+    sim.submit(noop("too-hard", difficulty=9))
+    sim.ahead_at_once = False
+    for i in range(3):
+        cmds = sim.submit(noop(f"exec-{i}"))
+        assert assigned(cmds) == {"w": [f"exec-{i}"]} and not of(cmds, c.Timer)
+    assert sim.st.board.scheduler.queued() == ["too-hard"]
+
+
+def test_urgent_new_work_asks_back_no_low_task_its_ahead_round_would_not():
+    """The round that fills free slots leaves the rest of the new work queued for a moment:
+    taken for urgent tasks waiting for room, it asked low tasks queued ahead back that the
+    ahead round then did not need (a review: 32 asked back, where 16 were due)."""
+    sim = Sim(prefetch=4)
+    a = trusted(sim, "a", capacity=1, skill=3)
+    sim.now += 60
+    sim.submit(noop("low-0"), noop("low-1"))  # (one running, one queued ahead)
+    a.start("low-0")
+    b = trusted(sim, "b", capacity=2, skill=10)
+    cmds = sim.submit(*[noop(f"urgent-{i}", priority=10) for i in range(3)])
+    assert assigned(cmds) == {"b": ["urgent-0", "urgent-1"], "a": ["urgent-2"]}
+    assert not releases(cmds, a.peer) and not releases(cmds, b.peer)
+
+
 def test_without_pipelining_new_work_is_planned_in_one_round():
     sim = Sim(prefetch=0)
     w = trusted(sim, "w", capacity=2)

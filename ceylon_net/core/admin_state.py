@@ -71,6 +71,11 @@ class AdminState:
     watcher and the follow-up of finished tasks; this class routes inputs to them and ends
     each round (follow-ups, assignments, the run's end)."""
 
+    # New work came since the last plan: how many tasks were queued before it (see _plan);
+    # and a round that queues tasks ahead is due (a Timer of no time asked for it).
+    _fresh: int | None = None
+    _ahead_due = False
+
     def __init__(self, settings: AdminSettings, now: float = 0.0) -> None:
         s = self.settings = settings
         self.name, self.workspace = s.name, s.workspace
@@ -105,7 +110,7 @@ class AdminState:
         # This run's name (kept in its journal): a client WATCHing a batch names the run it
         # was submitted to, so another run's batch of the same number is not taken for it.
         self.run = ""
-        self.closing = self._syncing = self._fresh = False  # (a sync is due; see _plan)
+        self.closing = self._syncing = False  # (_syncing: a sync Timer is pending)
         self._awaited, self._spent = set[bytes](), set[tuple[bytes, str]]()  # _awaited_hello
         self._warned_senders: set[bytes] = set()
         self._refusals, self._drops = Hush(), Tally()  # which are logged: bad tokens; drops
@@ -879,6 +884,7 @@ class AdminState:
                     t.timeout = self.settings.task_timeout
         if after is not None:
             gates = {t.id: [*gates.get(t.id, ()), after] for t in everything}
+        queued = len(self.board.scheduler)
         try:
             self.board.add(everything, gates)
         except ConfigError:
@@ -889,7 +895,8 @@ class AdminState:
         if self.board.dirty is not None:  # (journaled)
             self._unkept(groups)
         self.followup.run_announced = False
-        self._fresh = True
+        if self._fresh is None:
+            self._fresh = queued
         self.out.add(NewWork(everything, list(groups), batch, loose))
 
     def _unkept(self, groups: Sequence[TaskGroup]) -> None:
@@ -994,7 +1001,7 @@ class AdminState:
             self.members.stop_copies(stops)
         if assign and self.assigning and not self.closing:
             self._assign(now)
-            if self.pace.fixed != 0:
+            if self.pace.fixed != 0 and not self._ahead_due:  # (not before it: see _plan)
                 self.members.steal_back(now)
         if board.moved:
             followup.follow_moves()
@@ -1034,14 +1041,21 @@ class AdminState:
         """The round's assignments. After new work came, free slots only, when some are
         free: what starts at once leaves before the rest is planned, and the rest is queued
         ahead on the workers in a round of its own straight after (a timer of no time: the
-        first of W3's 200 tasks on 4 x 8 slots went out after all 200 were planned)."""
-        fresh, self._fresh = self._fresh, False
-        if not fresh or self.pace.fixed == 0:
+        first of W3's 200 tasks on 4 x 8 slots went out after all 200 were planned). Low
+        tasks queued ahead are not asked back for the new ones until that round (a review:
+        it would place them ahead, asked back or not)."""
+        before, self._fresh = self._fresh, None
+        if before is None or self.pace.fixed == 0:
+            self._ahead_due = False
             return self.board.plan(now, waits)
         plan = self.board.plan(now, waits, slots_only=True)
         if not plan:
+            self._ahead_due = False
             return self.board.plan(now, waits)
-        if len(self.board.scheduler):
+        # Some of the new work is still queued (not tasks no worker takes now, queued before
+        # it: with one of those, each execute() would cost a round more; a review)
+        self._ahead_due = len(self.board.scheduler) > before
+        if self._ahead_due:
             self.out.add(Timer(("ahead",), 0.0))
         return plan
 
