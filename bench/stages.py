@@ -144,7 +144,7 @@ async def w3(runs: int, tasks: int = 200, seconds: float = 0.01) -> None:
         last_end = max(b for _, b in ms)
         sends = [t for t, k in admin_log if k == "send" and t0 <= t < first + 2_000_000]
         recvs = sorted(min(t for t, k in log if k == "recv" and t >= t0) for log in logs)
-        last_send = max(t for log in logs for t, k in log if k == "send")
+        last_send = min(t for log in logs for t, k in log if k == "send" and t >= last_end)
         last_recv = max(t for t, k in admin_log if k == "recv" and t <= t1)
         admin_log.clear()
         print(f"W3 run {run + 1}: wall {(t1 - t0) / 1e6:.2f} ms; the admin's sends at "
@@ -155,7 +155,7 @@ async def w3(runs: int, tasks: int = 200, seconds: float = 0.01) -> None:
               f"{(last_first - t0) / 1e6:.2f} ms; each worker's first start to last end "
               f"{', '.join(f'{(b - a) / 1e6:.2f}' for a, b in ms)} ms (tasks "
               f"{', '.join(map(str, counts))}); last end to run_tasks() returning "
-              f"{(t1 - last_end) / 1e6:.2f} ms (to the worker's last send "
+              f"{(t1 - last_end) / 1e6:.2f} ms (to the worker's send of its result "
               f"{(last_send - last_end) / 1e6:.2f}, the admin's last receive "
               f"{(last_recv - last_end) / 1e6:.2f})")
 
