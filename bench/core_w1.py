@@ -66,7 +66,7 @@ def carry_out(cmds: list[c.Command]) -> tuple[list[tuple[bytes, bytes]], int]:
 def with_ahead(st: AdminState, cmds: list[c.Command], now: float) -> list[c.Command]:
     """The round's commands and, when it asks for it, the round that queues tasks ahead
     (a timer of no time: the edge runs it straight after)."""
-    if c.Timer(("ahead",), 0.0) in cmds:
+    if any(type(cmd) is c.Timer and cmd.key == ("ahead",) for cmd in cmds):
         cmds = [*cmds, *st.timer(("ahead",), now)]
     return cmds
 

@@ -122,3 +122,58 @@ def test_the_edge_sends_no_direct_message_past_held_ones_its_queue_had_no_room_f
     first, went = asyncio.run(body())
     assert first == [b"m0"]  # (found: [m0, m2, m3], then m1)
     assert went == [b"m0", b"m1", b"m2", b"m3"]
+
+
+@pytest.mark.timeout(30)
+def test_the_round_that_queues_new_work_ahead_does_not_wait_for_the_receive_loop():
+    """New work fills free slots in one round; the round that queues the rest ahead on the
+    workers follows in the next turn of the loop. It decides nothing about what came in
+    time, so it does not wait, as a deadline does, for the receive loop to read what reached
+    the ROUTER (under a flood, up to CATCH_UP s: the workers ran dry meanwhile)."""
+    from kit import frames, noop
+
+    from ceylon_net import wire
+    from ceylon_net.core.tasks import TaskResult
+    from ceylon_net.wire import Hello, Kind
+
+    class Sockets:  # frames always waiting to be read
+        def caught_up(self) -> bool:
+            return False
+
+    class Out:
+        def __init__(self) -> None:
+            self.sent: list[list[Any]] = []
+
+        def send(self, *a: Any, **k: Any) -> bool:
+            return True
+
+        def assign(self, peer: bytes, assignments: list) -> tuple[list, list]:
+            self.sent.append([a.task.id for a in assignments])
+            return [], []
+
+        def publish(self, *a: Any, **k: Any) -> None:
+            pass
+
+    async def body() -> list[list[Any]]:
+        admin = Admin(settings=AdminSettings(port=0, prefetch=100))
+        st = admin.state
+        st.started(0.0, 8000, 8001, 7)
+        admin._sockets, out = Sockets(), Out()  # type: ignore[assignment]
+        admin._out = out  # type: ignore[assignment]
+        admin._apply(st.receive(b"w", frames(Kind.HELLO, Hello("w", "default", 10, 2, [], []),
+                                             sender="w"), "10.0.0.1", 0.0))
+        admin._apply(st.receive(b"w", frames(Kind.HEARTBEAT, wire.Heartbeat(
+            [], True, st.broadcasts.seq, st.broadcasts.seq, []), sender="w"), "10.0.0.1", 0.0))
+        admin._apply(st.submit([noop("warm")], now=0.05))  # (on probation: one task)
+        admin._apply(st.receive(b"w", frames(Kind.RESULT, [TaskResult(
+            "warm", "w", True, 0.001, attempt=1)], sender="w"), "10.0.0.1", 0.06))
+        admin._apply(st.submit([noop(i) for i in range(5)], now=0.1))
+        assert out.sent == [["warm"], [0, 1]]  # (its free slots, at once)
+        for _ in range(5):  # (a few turns of the loop, far less than RECHECK)
+            await asyncio.sleep(0)
+        sent = list(out.sent)
+        for t in admin._timers:
+            t.cancel()
+        return sent
+
+    assert asyncio.run(body()) == [["warm"], [0, 1], [2, 3, 4]]

@@ -138,7 +138,7 @@ def test_new_work_fills_free_slots_in_its_own_round_and_what_is_queued_ahead_fol
     sim.ahead_at_once = False
     cmds = sim.submit(*[noop(i) for i in range(200)])
     assert [len(cmd.assignments) for cmd in of(cmds, c.Assign)] == [8, 8, 8, 8]
-    assert of(cmds, c.Timer) == [c.Timer(("ahead",), 0.0)]
+    assert of(cmds, c.Timer) == [c.Timer(("ahead",), 0.0, deadline=False)]
     assert [len(w.held) for w in workers] == [8, 8, 8, 8]
     then = of(sim.fire("ahead"), c.Assign)
     assert [len(cmd.assignments) for cmd in then] == [48, 40, 40, 40]

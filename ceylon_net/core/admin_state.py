@@ -1056,7 +1056,7 @@ class AdminState:
         # it: with one of those, each execute() would cost a round more; a review)
         self._ahead_due = len(self.board.scheduler) > before
         if self._ahead_due:
-            self.out.add(Timer(("ahead",), 0.0))
+            self.out.add(Timer(("ahead",), 0.0, deadline=False))
         return plan
 
     # ------------------------------------------------------------------ timers

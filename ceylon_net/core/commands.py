@@ -73,10 +73,13 @@ class Acknowledge:
 class Timer:
     """Call :meth:`AdminState.timer` with ``key`` once ``after`` seconds have passed since this
     command was carried out (a deadline that starts when what it is about has left: a worker on
-    probation has ``after`` seconds from the moment its task was sent to confirm it)."""
+    probation has ``after`` seconds from the moment its task was sent to confirm it), and what
+    had reached the admin by then is read (a deadline judges what came in time); not waiting
+    for that unless ``deadline`` (a round asked for, the ahead round: see AdminState._plan)."""
 
     key: tuple[Any, ...]
     after: float
+    deadline: bool = True
 
 
 @dataclass(slots=True)

@@ -389,7 +389,7 @@ class Admin(AgentBase):
 
     def _timer(self, cmd: c.Timer) -> None:
         self._timers.add(asyncio.get_running_loop().call_later(
-            cmd.after, self._on_timer_guarded, self, cmd.key, None))
+            cmd.after, self._on_timer_guarded, self, cmd.key, None if cmd.deadline else 0.0))
 
     def _finished(self, f: c.Finished) -> None:
         if self._waiters:
@@ -429,7 +429,7 @@ def _once_read(admin: Admin, key: tuple[Any, ...], until: float | None) -> None:
     sockets = admin._sockets
     if sockets is None:
         return
-    now = time.monotonic()
+    now = time.monotonic()  # (until 0: not a deadline, at once)
     if sockets.caught_up() or (until is not None and now >= until):
         admin._on_timer(key)
     else:  # (looked at again shortly: a call each loop turn cost W1 3 % while busy)
