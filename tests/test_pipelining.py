@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from kit import Sim, assigned, logs, noop, of, sends
+from kit import Sim, assigned, frames, logs, noop, of, sends
 
 from ceylon_net import wire
 from ceylon_net.core import commands as c
@@ -175,6 +175,27 @@ def test_a_task_no_worker_takes_now_does_not_cost_each_execute_a_round_more():
         cmds = sim.submit(noop(f"exec-{i}"))
         assert assigned(cmds) == {"w": [f"exec-{i}"]} and not of(cmds, c.Timer)
     assert sim.st.board.scheduler.queued() == ["too-hard"]
+
+
+def test_new_work_in_a_round_whose_free_slots_went_to_older_tasks_is_queued_ahead_after():
+    """Results that free a worker's slots and a client's SUBMIT read in one round: the free
+    slots take older tasks, the new one is left queued, and the round that queues ahead
+    still follows (a review: it did not, when the queue was no longer than before the
+    SUBMIT, and the worker had nothing queued ahead until its next message or a tick)."""
+    sim = Sim(prefetch=4)
+    w = trusted(sim, "w", capacity=2)
+    sim.submit(*[noop(i) for i in range(20)])
+    assert sorted(w.held) == [0, 1, 2, 3, 4, 5]  # (2 slots, 4 ahead)
+    sim.ahead_at_once = False
+    sim.now += 1
+    results = [TaskResult(t, "w", True, 0.001, attempt=a) for t, a in w.held.items()]
+    w.held.clear()
+    doc = {"tasks": [{"id": "new", "description": "x", "difficulty": 1}]}
+    cmds = sim.carry(sim.st.receive_many([
+        (w.peer, frames(Kind.RESULT, results, sender="w"), "127.0.0.1"),
+        (b"client-1", frames(Kind.SUBMIT, wire.Submission(doc)), "127.0.0.1")], sim.now))
+    assert assigned(cmds) == {"w": [6, 7]} and of(cmds, c.Timer)
+    assert assigned(sim.fire("ahead")) == {"w": [8, 9, 10, 11]}
 
 
 def test_urgent_new_work_asks_back_no_low_task_its_ahead_round_would_not():
