@@ -388,6 +388,7 @@ class Admin(AgentBase):
             self._out.send(peer, Kind.ACK, wire.Ack(keys))
 
     def _timer(self, cmd: c.Timer) -> None:
+        # (not a deadline: "until" long past, it runs at once, not once what came is read)
         self._timers.add(asyncio.get_running_loop().call_later(
             cmd.after, self._on_timer_guarded, self, cmd.key, None if cmd.deadline else 0.0))
 
@@ -429,7 +430,7 @@ def _once_read(admin: Admin, key: tuple[Any, ...], until: float | None) -> None:
     sockets = admin._sockets
     if sockets is None:
         return
-    now = time.monotonic()  # (until 0: not a deadline, at once)
+    now = time.monotonic()
     if sockets.caught_up() or (until is not None and now >= until):
         admin._on_timer(key)
     else:  # (looked at again shortly: a call each loop turn cost W1 3 % while busy)
@@ -827,6 +828,7 @@ def _plainly_sendable(tasks: Sequence[Task]) -> bool:
 _NUMBER = (int, float)
 _INTS, _TIMES = (attrgetter("difficulty"), attrgetter("priority")), \
     (attrgetter("duration"), attrgetter("timeout"))
+_TIME_TYPES = {type(None), int, float}
 
 
 def _numbers_typed(tasks: Sequence[Task]) -> bool:
@@ -835,9 +837,6 @@ def _numbers_typed(tasks: Sequence[Task]) -> bool:
     among 1s was let through, and the worker dropped the task, for ever; a review.)"""
     return set(map(type, chain(*(map(get, tasks) for get in _INTS)))) == {int} and \
         set(map(type, chain(*(map(get, tasks) for get in _TIMES)))) <= _TIME_TYPES
-
-
-_TIME_TYPES = {type(None), int, float}
 
 
 def _closer_look(odd: list[Task], max_bytes: int) -> None:
