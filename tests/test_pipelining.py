@@ -198,6 +198,26 @@ def test_new_work_in_a_round_whose_free_slots_went_to_older_tasks_is_queued_ahea
     assert assigned(sim.fire("ahead")) == {"w": [8, 9, 10, 11]}
 
 
+def test_new_work_that_takes_the_free_slots_leaves_older_tasks_to_be_queued_ahead_after():
+    """The other half: an urgent task submitted as results free the worker's slots takes
+    one of them, older tasks the worker could queue ahead are left, and none of the new
+    work is: the round that queues ahead still follows (a review: it did not, and the
+    worker's queue ran dry for a round trip)."""
+    sim = Sim(prefetch=4)
+    w = trusted(sim, "w", capacity=2)
+    sim.submit(*[noop(i) for i in range(20)])
+    sim.ahead_at_once = False
+    sim.now += 1
+    results = [TaskResult(t, "w", True, 0.001, attempt=a) for t, a in w.held.items()]
+    w.held.clear()
+    doc = {"tasks": [{"id": "new", "description": "x", "difficulty": 1, "priority": 10}]}
+    cmds = sim.carry(sim.st.receive_many([
+        (w.peer, frames(Kind.RESULT, results, sender="w"), "127.0.0.1"),
+        (b"client-1", frames(Kind.SUBMIT, wire.Submission(doc)), "127.0.0.1")], sim.now))
+    assert assigned(cmds) == {"w": ["new", 6]} and of(cmds, c.Timer)
+    assert assigned(sim.fire("ahead")) == {"w": [7, 8, 9, 10]}
+
+
 def test_urgent_new_work_asks_back_no_low_task_its_ahead_round_would_not():
     """The round that fills free slots leaves the rest of the new work queued for a moment:
     taken for urgent tasks waiting for room, it asked low tasks queued ahead back that the

@@ -71,10 +71,9 @@ class AdminState:
     watcher and the follow-up of finished tasks; this class routes inputs to them and ends
     each round (follow-ups, assignments, the run's end)."""
 
-    # New work came since the last plan: its tasks, a list a submission (see _plan); and a
-    # round that queues tasks ahead is due (a Timer of no time asked for it).
-    _fresh: list[list[Task]] | None = None
-    _ahead_due = False
+    # New work came since the last plan (see _plan); and a round that queues tasks ahead is
+    # due (a Timer of no time asked for it).
+    _fresh = _ahead_due = False
 
     def __init__(self, settings: AdminSettings, now: float = 0.0) -> None:
         s = self.settings = settings
@@ -894,7 +893,7 @@ class AdminState:
         if self.board.dirty is not None:  # (journaled)
             self._unkept(groups)
         self.followup.run_announced = False
-        self._fresh = [*(self._fresh or ()), everything]
+        self._fresh = True
         self.out.add(NewWork(everything, list(groups), batch, loose))
 
     def _unkept(self, groups: Sequence[TaskGroup]) -> None:
@@ -1042,18 +1041,18 @@ class AdminState:
         first of W3's 200 tasks on 4 x 8 slots went out after all 200 were planned). Low
         tasks queued ahead are not asked back for the new ones until that round (a review:
         it would place them ahead, asked back or not)."""
-        fresh, self._fresh = self._fresh, None
-        if fresh is None or self.pace.fixed == 0:
+        fresh, self._fresh = self._fresh, False
+        if not fresh or self.pace.fixed == 0:
             self._ahead_due = False
             return self.board.plan(now, waits)
         plan = self.board.plan(now, waits, slots_only=True)
         if not plan:
             self._ahead_due = False
             return self.board.plan(now, waits)
-        # Some of the new work is still queued (not only tasks queued before it that no
-        # worker takes now: with one of those, each execute() cost a round more; a review)
-        queued = self.board.scheduler
-        self._ahead_due = any(t.id in queued for tasks in fresh for t in reversed(tasks))
+        # Some task left queued could go ahead on a worker (not one no worker takes now:
+        # each execute() then cost a round more; nor only when one of the new tasks is left:
+        # the free slots may take the new ones and leave older ones that could go; reviews)
+        self._ahead_due = self.board.scheduler.placeable()
         if self._ahead_due:
             self.out.add(Timer(("ahead",), 0.0, deadline=False))
         return plan

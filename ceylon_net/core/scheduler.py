@@ -391,6 +391,10 @@ class Scheduler:
             if key[4] == ALONE and taken:
                 worker.alone = True
 
+    def placeable(self) -> bool:
+        """Some queued task could go to a worker now (an assign() would place one)."""
+        return self.version != self._settled and self._next_placeable() is not None
+
     def _take(self, key: ClassKey, queue: ClassQueue, n: int, rival: Entry | None,
               name: str, decisions: list[tuple[TaskKey, str]]) -> int:
         """Up to ``n`` tasks from the head of ``queue`` (class ``key``) to worker ``name``,
