@@ -458,3 +458,42 @@ def test_a_worker_told_the_run_is_over_names_the_results_the_admin_never_acknowl
     assert said == ["w: the admin ended the run without acknowledging 1 result(s) of ours (the "
                     "admin failed: a bug); it runs their task(s) again if it restarts holding "
                     "them: 'done'"]
+
+
+@pytest.mark.timeout(30)
+def test_an_assignment_a_worker_cannot_read_is_answered_as_failed_and_the_others_run():
+    """A frame of assignments, one of them with a field of a type the worker does not take
+    (a difficulty of 1.0): the worker dropped the whole frame, and the admin, not hearing of
+    the tasks, sent them again and again, for ever (a review: run_tasks() hung; the task
+    beside it was held up 3 s). Now the others run, and the one it cannot read is answered
+    as failed, saying why; one whose id it cannot tell either is dropped, said."""
+    good = wire.to_wire(TaskAssignment(Task("good", "x", 1), attempt=1))
+    bad = wire.to_wire(TaskAssignment(Task("bad", "x", 1), attempt=2))
+    bad["task"]["difficulty"] = 1.0
+    nameless = wire.to_wire(TaskAssignment(Task("nameless", "x", 1)))
+    nameless["task"]["id"] = 1.5
+    frame = _from_admin(Kind.ASSIGN, wire.packb([good, bad, nameless]), "TaskAssignment")
+
+    async def body() -> list[TaskResult]:
+        w = Worker("w", "default", "127.0.0.1", 9999, max_concurrent_tasks=4)
+        sent = _Sent()
+        w._sockets = sent  # type: ignore[assignment]
+        w._welcome = wire.Welcome("w", "admin", 1, 1.0, 3, epoch=99)
+        w.runner.start(lambda crash: None)
+        try:
+            w._dispatch(wire.decode_frames(frame))
+            w._dispatch(wire.decode_frames(frame))  # (sent again: answered once)
+            await wait_until(lambda: sum(map(len, sent.results())) >= 2, 10, "two results")
+            await _turns()
+        finally:
+            await w.runner.stop()
+        return [r for f in sent.frames if f[0] == Kind.RESULT
+                for r in wire.unpack_batch(TaskResult, f[2])]
+
+    answered = run(body())
+    assert sorted(r.task_id for r in answered) == ["bad", "good"]  # (each once)
+    results = {r.task_id: r for r in answered}
+    assert results["good"].success
+    assert not results["bad"].success and results["bad"].attempt == 2
+    assert "difficulty" in (results["bad"].error or "")
+    assert results["bad"].error.startswith("the worker could not read its assignment")

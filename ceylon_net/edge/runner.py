@@ -177,6 +177,18 @@ class TaskRunner:
         self._idle.clear()
         self.queue.put_nowait(a)
 
+    def unreadable(self, task_id: TaskId, attempt: int, why: str) -> None:
+        """An assignment this worker could not read (a field of a type it does not take):
+        answered as failed, saying why; unless it holds that attempt or a newer one already
+        (an older, readable copy). Dropped, the admin gave it again and again, for ever."""
+        held = self.active.get(task_id) or self._queued.get(task_id)
+        if (held is not None and held.attempt >= attempt) or (task_id, attempt) in self.unacked \
+                or any(r.task_id == task_id and r.attempt == attempt for r in self.unsent):
+            return
+        self._report(TaskResult(task_id, self.name, False,
+                                error=f"the worker could not read its assignment: {why}",
+                                attempt=attempt))
+
     def cancel(self, task_id: TaskId, attempt: int, reason: str) -> bool:
         """Stop a task (queued or running); it is reported as a cancelled result. False
         when there was nothing to stop (it ended, or is not here)."""

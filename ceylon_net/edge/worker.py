@@ -24,7 +24,7 @@ from ..core.pacing import (
     out_of_touch,
     when_to_flush,
 )
-from ..core.tasks import Task, TaskAssignment, TaskResult, listed
+from ..core.tasks import Task, TaskAssignment, TaskId, TaskResult, listed
 from ..core.workers import AgentDetail
 from ..errors import (
     AdminUnreachableError,
@@ -686,14 +686,32 @@ class Worker(AgentBase):
                        "a message" if n == 1 else f"{n:,} messages", to,
                        "was" if n == 1 else "were", reason)
 
+    def _readable(self, payload: bytes, exc: RemoteProtocolError) -> list[TaskAssignment]:
+        """Of a frame of assignments one of which this worker cannot read, the others (they
+        run); each it cannot read, whose task and attempt it can tell, is answered as failed
+        (dropped with its frame, it was sent again and again, for ever; a review)."""
+        try:
+            good, bad = wire.unpack_each(TaskAssignment, payload, self.limits)
+        except RemoteProtocolError:
+            logger.warning("{}: dropped a bad assignment: {}", self.name, exc)
+            return []
+        for raw, why in bad:
+            key = _task_key(raw)
+            if key is None:
+                logger.warning("{}: dropped a bad assignment: {}", self.name, why)
+                continue
+            logger.warning("{}: task {!r}: could not read its assignment: {}; answered as "
+                           "failed", self.name, key[0], why)
+            self.runner.unreadable(*key, str(why))
+        return good
+
     def _on_tasks(self, env: Envelope) -> None:
         """Assignments, acknowledgements, cancels and requests to give queued ones back."""
         if env.kind == Kind.ASSIGN:
             try:
                 batch = wire.unpack_batch(TaskAssignment, env.payload, self.limits)
             except RemoteProtocolError as exc:
-                logger.warning("{}: dropped a bad assignment: {}", self.name, exc)
-                return
+                batch = self._readable(env.payload, exc)
             for a in batch:
                 self.runner.accept(a)
             logger.debug("{}: got {} task(s); {} queued or running here", self.name, len(batch),
@@ -1000,3 +1018,15 @@ def _stock(run_task: Any) -> bool:
 
 def _few(named: list[str]) -> str:
     return f"{', '.join(named[:3])}{' and more' if named[3:] else ''}"
+
+
+def _task_key(raw: Any) -> tuple[TaskId, int] | None:
+    """The task id and attempt of an assignment as it came (msgpack's form), if they are
+    what an id and an attempt are (the attempt is left out when 1)."""
+    task = raw.get("task") if isinstance(raw, dict) else None
+    tid = task.get("id") if isinstance(task, dict) else None
+    attempt = raw.get("attempt", 1) if isinstance(raw, dict) else None
+    if not (type(tid) is str or (type(tid) is int and tid in wire.MSGPACK_INTS)) \
+            or type(attempt) is not int or attempt < 1:
+        return None
+    return tid, attempt

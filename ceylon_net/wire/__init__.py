@@ -83,6 +83,7 @@ from .schema import (
     unfit,
     unpack,
     unpack_batch,
+    unpack_each,
 )
 
 __all__ = [
@@ -95,5 +96,6 @@ __all__ = [
     "decode_header", "decode_payload", "dumps", "encode_frames", "encode_header",
     "encode_payload", "encoder", "from_wire", "is_message", "known_type", "loads",
     "make_header", "message", "message_type", "pack", "pack_batch", "packb", "packed_batches",
-    "task_pairs", "to_wire", "topic", "type_name", "unfit", "unpack", "unpack_batch", "unpackb",
+    "task_pairs", "to_wire", "topic", "type_name", "unfit", "unpack", "unpack_batch",
+    "unpack_each", "unpackb",
 ]

@@ -322,6 +322,27 @@ def unpack_batch(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) 
         raise _too_deep_to_decode(cls) from None
 
 
+def unpack_each(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS
+                ) -> tuple[list[T], list[tuple[Any, RemoteProtocolError]]]:
+    """A batch :func:`unpack_batch` refused, item by item: those that decode, and each
+    that does not, as it came (msgpack's form) with why. RemoteProtocolError when the batch
+    itself is not one (not msgpack, not an array, nested too deep)."""
+    raw = unpackb(payload, limits)
+    if not isinstance(raw, list):
+        raise RemoteProtocolError(f"{cls.__name__} batch: expected an array")
+    decode = _DECODERS.get(cls) or _decoder(cls)
+    good: list[T] = []
+    bad: list[tuple[Any, RemoteProtocolError]] = []
+    for item in raw:
+        try:
+            good.append(decode(item))
+        except RemoteProtocolError as exc:
+            bad.append((item, exc))
+        except RecursionError:
+            bad.append((None, _too_deep_to_decode(cls)))
+    return good, bad
+
+
 def dumps(obj: Any) -> bytes:
     """Self-describing bytes for a registered message: the safe stand-in for pickle.dumps."""
     return packb([type_name(obj), to_wire(obj)])
