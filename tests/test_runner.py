@@ -1162,3 +1162,44 @@ def test_a_thread_woken_for_waiting_calls_costs_the_loop_no_wake_up(monkeypatch)
 
     run(body())
     assert asked == [] and handlers._THREADS._made == 8
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("how", ["given again as it runs", "given again as it stops"])
+def test_an_unreadable_copy_of_an_attempt_the_runner_holds_is_not_answered(how):
+    """The runner holds attempt 2 of a task (given again while attempt 1 ran, it answers for
+    it; or given again while attempt 1 was being stopped, it runs once that one ends): a
+    copy of attempt 2 it cannot read is not answered as failed beside it (a review: two
+    answers for one attempt, and the second run went ahead after the failure was said)."""
+    started: list[Any] = []
+    release = asyncio.Event()
+
+    async def task(t: Task) -> TaskResult:
+        started.append(t.id)
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            await release.wait()  # (slow to stop)
+            raise
+        return TaskResult(t.id, "w", True)
+
+    async def body() -> list[tuple[Any, int, bool]]:
+        runner = TaskRunner("w", 1, task, lambda: None)
+        runner.start(lambda crash: None)
+        try:
+            runner.accept(TaskAssignment(Task("t", "x"), "w", 1))
+            await wait_until(lambda: started == ["t"], 5, "attempt 1 to start")
+            if how == "given again as it stops":
+                runner.cancel("t", 1, "stop it")
+            runner.accept(TaskAssignment(Task("t", "x"), "w", 2))
+            runner.unreadable([("t", 2, "Task.difficulty: expected int, got float")])
+            assert not [r for r in runner.unsent if r.attempt == 2]
+            release.set()
+            await wait_until(lambda: any(r.attempt == 2 for r in runner.unsent), 5,
+                             "attempt 2's answer")
+        finally:
+            await runner.stop()
+        return [(r.task_id, r.attempt, r.success) for r in runner.take_unsent()]
+
+    answers = run(body())
+    assert [a for a in answers if a[1] == 2] == [("t", 2, True)]

@@ -695,14 +695,14 @@ class Worker(AgentBase):
         except RemoteProtocolError:
             logger.warning("{}: dropped a bad assignment: {}", self.name, exc)
             return []
-        for raw, why in bad:
-            key = _task_key(raw)
-            if key is None:
-                logger.warning("{}: dropped a bad assignment: {}", self.name, why)
-                continue
-            logger.warning("{}: task {!r}: could not read its assignment: {}; answered as "
-                           "failed", self.name, key[0], why)
-            self.runner.unreadable(*key, str(why))
+        keys = [(key, why) for raw, why in bad if (key := _task_key(raw)) is not None]
+        if len(keys) < len(bad):
+            logger.warning("{}: dropped {} bad assignment(s) (no task id): {}", self.name,
+                           len(bad) - len(keys), next(w for r, w in bad if _task_key(r) is None))
+        if keys:
+            logger.warning("{}: could not read {} assignment(s), answered as failed: task {!r}: "
+                           "{}", self.name, len(keys), keys[0][0][0], keys[0][1])
+            self.runner.unreadable([(*key, str(why)) for key, why in keys])
         return good
 
     def _on_tasks(self, env: Envelope) -> None:
