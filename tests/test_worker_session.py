@@ -466,13 +466,17 @@ def test_an_assignment_a_worker_cannot_read_is_answered_as_failed_and_the_others
     (a difficulty of 1.0): the worker dropped the whole frame, and the admin, not hearing of
     the tasks, sent them again and again, for ever (a review: run_tasks() hung; the task
     beside it was held up 3 s). Now the others run, and the one it cannot read is answered
-    as failed, saying why; one whose id it cannot tell either is dropped, said."""
+    as failed, saying why; one whose id it cannot tell either is dropped, said. A copy of a
+    task it can read, in the same frame, runs, and only it answers (a review: both did)."""
     good = wire.to_wire(TaskAssignment(Task("good", "x", 1), attempt=1))
     bad = wire.to_wire(TaskAssignment(Task("bad", "x", 1), attempt=2))
     bad["task"]["difficulty"] = 1.0
     nameless = wire.to_wire(TaskAssignment(Task("nameless", "x", 1)))
     nameless["task"]["id"] = 1.5
-    frame = _from_admin(Kind.ASSIGN, wire.packb([good, bad, nameless]), "TaskAssignment")
+    unreadable_good = wire.to_wire(TaskAssignment(Task("good", "x", 1), attempt=1))
+    unreadable_good["task"]["difficulty"] = 1.0  # (a copy it cannot read, before one it can)
+    frame = _from_admin(Kind.ASSIGN, wire.packb([unreadable_good, good, bad, nameless]),
+                        "TaskAssignment")
 
     async def body() -> list[TaskResult]:
         w = Worker("w", "default", "127.0.0.1", 9999, max_concurrent_tasks=4)

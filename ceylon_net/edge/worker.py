@@ -687,14 +687,17 @@ class Worker(AgentBase):
                        "was" if n == 1 else "were", reason)
 
     def _readable(self, payload: bytes, exc: RemoteProtocolError) -> list[TaskAssignment]:
-        """Of a frame of assignments one of which this worker cannot read, the others (they
-        run); each it cannot read, whose task and attempt it can tell, is answered as failed
-        (dropped with its frame, it was sent again and again, for ever; a review)."""
+        """Of a frame of assignments one of which this worker cannot read, the others: they
+        are taken first, then each it cannot read, whose task and attempt it can tell, is
+        answered as failed, unless a readable copy was taken (dropped with its frame, it was
+        sent again and again, for ever; reviews)."""
         try:
             good, bad = wire.unpack_each(TaskAssignment, payload, self.limits)
         except RemoteProtocolError:
             logger.warning("{}: dropped a bad assignment: {}", self.name, exc)
             return []
+        for a in good:
+            self.runner.accept(a)
         keys = [(key, why) for raw, why in bad if (key := _task_key(raw)) is not None]
         if len(keys) < len(bad):
             logger.warning("{}: dropped {} bad assignment(s) (no task id): {}", self.name,
@@ -711,9 +714,10 @@ class Worker(AgentBase):
             try:
                 batch = wire.unpack_batch(TaskAssignment, env.payload, self.limits)
             except RemoteProtocolError as exc:
-                batch = self._readable(env.payload, exc)
-            for a in batch:
-                self.runner.accept(a)
+                batch = self._readable(env.payload, exc)  # (it takes them)
+            else:
+                for a in batch:
+                    self.runner.accept(a)
             logger.debug("{}: got {} task(s); {} queued or running here", self.name, len(batch),
                          self.runner.held)
             if any(a.confirm for a in batch) and self._sockets is not None:
