@@ -14,44 +14,58 @@ from ceylon_net.edge.admin import Admin
 from ceylon_net.settings import AdminSettings
 
 
-@pytest.mark.timeout(30)
-def test_a_worker_whose_first_assign_could_not_be_sent_is_not_sent_the_second():
+class _Out:
+    """What the admin sends: only assignments matter here. ``failing``: its next try (the
+    first it makes once set) cannot be sent (its queue full); later ones can."""
+
+    def __init__(self) -> None:
+        self.tries: list[list[Any]] = []
+        self.failing = False
+
+    def send(self, *a: Any, **k: Any) -> bool:
+        return True
+
+    def assign(self, peer: bytes, assignments: list) -> tuple[list, list]:
+        self.tries.append([a.task.id for a in assignments])
+        return (list(assignments) if self.failing and len(self.tries) == 2 else []), []
+
+    def publish(self, *a: Any, **k: Any) -> None:
+        pass
+
+
+def _with_a_trusted_worker(out: _Out) -> Admin:
+    """An admin (no sockets, sending into ``out``) with worker "w" of 2 slots, trusted: it
+    ran a task (on probation first), so it is fed up to its slots and ahead."""
     from kit import frames, noop
 
     from ceylon_net import wire
     from ceylon_net.core.tasks import TaskResult
     from ceylon_net.wire import Hello, Kind
 
-    class Out:  # the first assignment cannot be sent (its queue full); later ones can
-        def __init__(self) -> None:
-            self.tries: list[list[Any]] = []
-            self.failing = False
+    admin = Admin(settings=AdminSettings(port=0, prefetch=100))
+    st = admin.state
+    st.started(0.0, 8000, 8001, 7)
+    admin._out = out  # type: ignore[assignment]
+    admin._apply(st.receive(b"w", frames(Kind.HELLO, Hello("w", "default", 10, 2, [], []),
+                                         sender="w"), "10.0.0.1", 0.0))
+    admin._apply(st.receive(b"w", frames(Kind.HEARTBEAT, wire.Heartbeat(
+        [], True, st.broadcasts.seq, st.broadcasts.seq, []), sender="w"), "10.0.0.1", 0.0))
+    admin._apply(st.submit([noop("warm")], now=0.05))  # (on probation: one task)
+    admin._apply(st.receive(b"w", frames(Kind.RESULT, [TaskResult(
+        "warm", "w", True, 0.001, attempt=1)], sender="w"), "10.0.0.1", 0.06))
+    return admin
 
-        def send(self, *a: Any, **k: Any) -> bool:
-            return True
 
-        def assign(self, peer: bytes, assignments: list) -> tuple[list, list]:
-            self.tries.append([a.task.id for a in assignments])
-            return (list(assignments) if self.failing and len(self.tries) == 2 else []), []
-
-        def publish(self, *a: Any, **k: Any) -> None:
-            pass
+@pytest.mark.timeout(30)
+def test_a_worker_whose_first_assign_could_not_be_sent_is_not_sent_the_second():
+    from kit import noop
 
     async def body():
-        admin = Admin(settings=AdminSettings(port=0, prefetch=100))
-        st = admin.state
-        st.started(0.0, 8000, 8001, 7)
-        out = admin._out = Out()
-        admin._apply(st.receive(b"w", frames(Kind.HELLO, Hello("w", "default", 10, 2, [], []),
-                                             sender="w"), "10.0.0.1", 0.0))
-        admin._apply(st.receive(b"w", frames(Kind.HEARTBEAT, wire.Heartbeat(
-            [], True, st.broadcasts.seq, st.broadcasts.seq, []), sender="w"), "10.0.0.1", 0.0))
-        admin._apply(st.submit([noop("warm")], now=0.05))  # (on probation: one task)
-        admin._apply(st.receive(b"w", frames(Kind.RESULT, [TaskResult(
-            "warm", "w", True, 0.001, attempt=1)], sender="w"), "10.0.0.1", 0.06))
-        out.failing = True  # (trusted now: fed up to its slots and ahead)
-        admin._apply(st.submit([noop(i) for i in range(5)], now=0.1))
-        return out.tries, st
+        out = _Out()
+        admin = _with_a_trusted_worker(out)
+        out.failing = True
+        admin._apply(admin.state.submit([noop(i) for i in range(5)], now=0.1))
+        return out.tries, admin.state
 
     tries, st = asyncio.run(body())
     # (found: [[0, 1], [2, 3, 4]]: the tasks queued ahead went to a worker found
@@ -130,48 +144,21 @@ def test_the_round_that_queues_new_work_ahead_does_not_wait_for_the_receive_loop
     workers follows in the next turn of the loop. It decides nothing about what came in
     time, so it does not wait, as a deadline does, for the receive loop to read what reached
     the ROUTER (under a flood, up to CATCH_UP s: the workers ran dry meanwhile)."""
-    from kit import frames, noop
-
-    from ceylon_net import wire
-    from ceylon_net.core.tasks import TaskResult
-    from ceylon_net.wire import Hello, Kind
+    from kit import noop
 
     class Sockets:  # frames always waiting to be read
         def caught_up(self) -> bool:
             return False
 
-    class Out:
-        def __init__(self) -> None:
-            self.sent: list[list[Any]] = []
-
-        def send(self, *a: Any, **k: Any) -> bool:
-            return True
-
-        def assign(self, peer: bytes, assignments: list) -> tuple[list, list]:
-            self.sent.append([a.task.id for a in assignments])
-            return [], []
-
-        def publish(self, *a: Any, **k: Any) -> None:
-            pass
-
     async def body() -> list[list[Any]]:
-        admin = Admin(settings=AdminSettings(port=0, prefetch=100))
-        st = admin.state
-        st.started(0.0, 8000, 8001, 7)
-        admin._sockets, out = Sockets(), Out()  # type: ignore[assignment]
-        admin._out = out  # type: ignore[assignment]
-        admin._apply(st.receive(b"w", frames(Kind.HELLO, Hello("w", "default", 10, 2, [], []),
-                                             sender="w"), "10.0.0.1", 0.0))
-        admin._apply(st.receive(b"w", frames(Kind.HEARTBEAT, wire.Heartbeat(
-            [], True, st.broadcasts.seq, st.broadcasts.seq, []), sender="w"), "10.0.0.1", 0.0))
-        admin._apply(st.submit([noop("warm")], now=0.05))  # (on probation: one task)
-        admin._apply(st.receive(b"w", frames(Kind.RESULT, [TaskResult(
-            "warm", "w", True, 0.001, attempt=1)], sender="w"), "10.0.0.1", 0.06))
-        admin._apply(st.submit([noop(i) for i in range(5)], now=0.1))
-        assert out.sent == [["warm"], [0, 1]]  # (its free slots, at once)
+        out = _Out()
+        admin = _with_a_trusted_worker(out)
+        admin._sockets = Sockets()  # type: ignore[assignment]
+        admin._apply(admin.state.submit([noop(i) for i in range(5)], now=0.1))
+        assert out.tries == [["warm"], [0, 1]]  # (its free slots, at once)
         for _ in range(5):  # (a few turns of the loop, far less than RECHECK)
             await asyncio.sleep(0)
-        sent = list(out.sent)
+        sent = list(out.tries)
         for t in admin._timers:
             t.cancel()
         return sent

@@ -479,18 +479,11 @@ def test_an_assignment_a_worker_cannot_read_is_answered_as_failed_and_the_others
                         "TaskAssignment")
 
     async def body() -> list[TaskResult]:
-        w = Worker("w", "default", "127.0.0.1", 9999, max_concurrent_tasks=4)
-        sent = _Sent()
-        w._sockets = sent  # type: ignore[assignment]
-        w._welcome = wire.Welcome("w", "admin", 1, 1.0, 3, epoch=99)
-        w.runner.start(lambda crash: None)
-        try:
+        async with _serving({}) as (w, sent):
             w._dispatch(wire.decode_frames(frame))
             w._dispatch(wire.decode_frames(frame))  # (sent again: answered once)
             await wait_until(lambda: sum(map(len, sent.results())) >= 2, 10, "two results")
             await _turns()
-        finally:
-            await w.runner.stop()
         return [r for f in sent.frames if f[0] == Kind.RESULT
                 for r in wire.unpack_batch(TaskResult, f[2])]
 

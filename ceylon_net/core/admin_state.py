@@ -1041,13 +1041,10 @@ class AdminState:
         first of W3's 200 tasks on 4 x 8 slots went out after all 200 were planned). Low
         tasks queued ahead are not asked back for the new ones until that round (a review:
         it would place them ahead, asked back or not)."""
-        fresh, self._fresh = self._fresh, False
-        if not fresh or self.pace.fixed == 0:
-            self._ahead_due = False
-            return self.board.plan(now, waits)
-        plan = self.board.plan(now, waits, slots_only=True)
+        fresh, self._fresh, self._ahead_due = self._fresh, False, False
+        plan = self.board.plan(now, waits, slots_only=True) \
+            if fresh and self.pace.fixed != 0 else None
         if not plan:
-            self._ahead_due = False
             return self.board.plan(now, waits)
         # Some task left queued could go ahead on a worker (not one no worker takes now:
         # each execute() then cost a round more; nor only when one of the new tasks is left:

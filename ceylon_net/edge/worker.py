@@ -698,10 +698,11 @@ class Worker(AgentBase):
             return []
         for a in good:
             self.runner.accept(a)
-        keys = [(key, why) for raw, why in bad if (key := _task_key(raw)) is not None]
-        if len(keys) < len(bad):
+        told = [(_task_key(raw), why) for raw, why in bad]
+        keys = [(key, why) for key, why in told if key is not None]
+        if nameless := [why for key, why in told if key is None]:
             logger.warning("{}: dropped {} bad assignment(s) (no task id): {}", self.name,
-                           len(bad) - len(keys), next(w for r, w in bad if _task_key(r) is None))
+                           len(nameless), nameless[0])
         if keys:
             logger.warning("{}: could not read {} assignment(s), answered as failed: task {!r}: "
                            "{}", self.name, len(keys), keys[0][0][0], keys[0][1])

@@ -309,10 +309,16 @@ def packed_batches(objs: Sequence[Any], limit: int,
     yield from packed_batches(objs[half:], limit, pack)
 
 
-def unpack_batch(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) -> list[T]:
+def _raw_batch(cls: type, payload: bytes, limits: Limits) -> list[Any]:
+    """A batch's items as msgpack gave them."""
     raw = unpackb(payload, limits)
     if not isinstance(raw, list):
         raise RemoteProtocolError(f"{cls.__name__} batch: expected an array")
+    return raw
+
+
+def unpack_batch(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS) -> list[T]:
+    raw = _raw_batch(cls, payload, limits)
     if not raw:
         return []
     decode = _DECODERS.get(cls) or _decoder(cls)
@@ -327,9 +333,7 @@ def unpack_each(cls: type[T], payload: bytes, limits: Limits = DEFAULT_LIMITS
     """A batch :func:`unpack_batch` refused, item by item: those that decode, and each
     that does not, as it came (msgpack's form) with why. RemoteProtocolError when the batch
     itself is not one (not msgpack, not an array, nested too deep)."""
-    raw = unpackb(payload, limits)
-    if not isinstance(raw, list):
-        raise RemoteProtocolError(f"{cls.__name__} batch: expected an array")
+    raw = _raw_batch(cls, payload, limits)
     decode = _DECODERS.get(cls) or _decoder(cls)
     good: list[T] = []
     bad: list[tuple[Any, RemoteProtocolError]] = []
