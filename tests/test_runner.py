@@ -1203,3 +1203,30 @@ def test_an_unreadable_copy_of_an_attempt_the_runner_holds_is_not_answered(how):
 
     answers = run(body())
     assert [a for a in answers if a[1] == 2] == [("t", 2, True)]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("sent", [False, True])
+def test_a_copy_of_an_attempt_that_ran_here_is_not_run_again_while_its_answer_is_unsent(sent):
+    """A copy of an attempt that came again after its run here ended is not run a second
+    time, whether its result is still waiting to leave (held a moment to go with others) or
+    left and is not acknowledged yet (a review: with the result unsent, it ran again)."""
+    async def body() -> tuple[list[Any], list[tuple[Any, int, bool]]]:
+        runner, tasks, _ = await _running(Task("T", "t", 1))
+        try:
+            tasks.open("T")
+            await wait_until(lambda: runner.unsent, 5, "T's result")
+            answers = runner.take_unsent() if sent else []
+            runner.accept(TaskAssignment(Task("T", "t", 1), "w", 1))
+            runner.accept(TaskAssignment(Task("U", "u", 1), "w", 1))  # (the runner goes on)
+            tasks.open("U")
+            await wait_until(lambda: any(r.task_id == "U" for r in runner.unsent), 5,
+                             "U's result")
+        finally:
+            await runner.stop()
+        return tasks.started, [(r.task_id, r.attempt, r.success)
+                               for r in [*answers, *runner.take_unsent()]]
+
+    started, answers = run(body())
+    assert started == ["T", "U"]
+    assert answers == [("T", 1, True), ("U", 1, True)]

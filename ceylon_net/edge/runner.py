@@ -150,7 +150,14 @@ class TaskRunner:
         await stop_tasks(self._runners, f"task handler(s) on {self.name}")
 
     # ---- what the admin says
-    def accept(self, a: TaskAssignment) -> None:
+    def accept_many(self, assignments: Iterable[TaskAssignment]) -> None:
+        unsent = self._unsent_keys() if self.unsent else ()  # (once a frame)
+        for a in assignments:
+            self.accept(a, unsent)
+
+    def accept(self, a: TaskAssignment, unsent: Container[ResultKey] | None = None) -> None:
+        """Queue an assignment to run, unless this worker holds it or ran it already (its
+        result unsent, ``unsent`` if given, or unacknowledged: given again, it ran twice)."""
         tid = a.task.id
         if tid in self._cancel_reasons:
             # Its run here is being stopped (the admin cancelled the copy we held, as when we
@@ -163,8 +170,10 @@ class TaskRunner:
                 self._idle.clear()
             return
         held = self.active.get(tid) or self._queued.get(tid)
-        if (held is not None and held.attempt >= a.attempt) or (tid, a.attempt) in self.unacked:
-            return  # a duplicate (or older) delivery of something we already hold
+        key = (tid, a.attempt)
+        if (held is not None and held.attempt >= a.attempt) or key in self.unacked \
+                or (self.unsent and key in (self._unsent_keys() if unsent is None else unsent)):
+            return  # a duplicate (or older) delivery of something we hold or answered
         if tid in self.active or not self._unclaim(tid):
             # The admin gave it to us again (it thought we lost it) while we still run it:
             # the run in progress answers for the newest attempt.

@@ -696,8 +696,7 @@ class Worker(AgentBase):
         except RemoteProtocolError:
             logger.warning("{}: dropped a bad assignment: {}", self.name, exc)
             return []
-        for a in good:
-            self.runner.accept(a)
+        self.runner.accept_many(good)
         told = [(_task_key(raw), why) for raw, why in bad]
         keys = [(key, why) for key, why in told if key is not None]
         if nameless := [why for key, why in told if key is None]:
@@ -717,8 +716,7 @@ class Worker(AgentBase):
             except RemoteProtocolError as exc:
                 batch = self._readable(env.payload, exc)  # (it takes them)
             else:
-                for a in batch:
-                    self.runner.accept(a)
+                self.runner.accept_many(batch)
             logger.debug("{}: got {} task(s); {} queued or running here", self.name, len(batch),
                          self.runner.held)
             if any(a.confirm for a in batch) and self._sockets is not None:
