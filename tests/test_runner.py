@@ -1230,3 +1230,26 @@ def test_a_copy_of_an_attempt_that_ran_here_is_not_run_again_while_its_answer_is
     started, answers = run(body())
     assert started == ["T", "U"]
     assert answers == [("T", 1, True), ("U", 1, True)]
+
+
+@pytest.mark.timeout(30)
+def test_an_older_attempt_queued_here_does_not_run_once_a_newer_one_was_answered_unreadable():
+    """The admin gave a queued task again (attempt 2), and this worker could not read the
+    new copy: attempt 2 is answered as failed, and attempt 1, which the admin no longer
+    waits for, does not run after (a review: it ran, for nothing)."""
+    async def body() -> tuple[list[Any], list[tuple[Any, int, bool]]]:
+        runner, tasks, _ = await _running(Task("T", "t", 1))
+        try:
+            runner.accept(TaskAssignment(Task("U", "u", 1), "w", 1))
+            runner.unreadable([("U", 2, "Task.difficulty: expected int, got float")])
+            tasks.open("T")
+            await wait_until(lambda: any(r.task_id == "T" for r in runner.unsent), 5,
+                             "T's result")
+            await runner.drain(5)
+        finally:
+            await runner.stop()
+        return tasks.started, [(r.task_id, r.attempt, r.success) for r in runner.take_unsent()]
+
+    started, answers = run(body())
+    assert started == ["T"]
+    assert sorted(answers) == [("T", 1, True), ("U", 2, False)]
