@@ -1253,3 +1253,24 @@ def test_an_older_attempt_queued_here_does_not_run_once_a_newer_one_was_answered
     started, answers = run(body())
     assert started == ["T"]
     assert sorted(answers) == [("T", 1, True), ("U", 2, False)]
+
+
+@pytest.mark.timeout(30)
+def test_a_draining_worker_gives_back_an_assignment_it_cannot_read_as_it_does_the_others():
+    """A worker that drains gives back what comes (another worker may run it), the
+    assignments it cannot read too, not answered as failed (a review)."""
+    async def body() -> tuple[list[Any], list[Any]]:
+        runner, tasks, _ = await _running(Task("T", "t", 1))
+        try:
+            runner.give_back_queued()
+            runner.accept(TaskAssignment(Task("U", "u", 1), "w", 1))
+            runner.unreadable([("V", 1, "Task.difficulty: expected int, got float")])
+            tasks.open("T")
+            await runner.drain(5)
+        finally:
+            await runner.stop()
+        return runner.released, [(r.task_id, r.attempt, r.success) for r in runner.take_unsent()]
+
+    released, answers = run(body())
+    assert released == [("U", 1), ("V", 1)]
+    assert answers == [("T", 1, True)]
