@@ -57,6 +57,8 @@ from .workfile import parse_work, work_ids
 PROBATION = 0.2  # least seconds a worker on probation has to confirm its first task
 SYNC_EVERY = 0.02  # seconds between PUB heartbeats while a new worker does not hear them yet
 SYNC_FANOUT = 50  # ... for up to this many agents; more agents, proportionally slower
+REST = 0.02  # s an idle admin leaves its ROUTER unread after reading heartbeats alone...
+RESTFUL_BEATS = 100  # ... when its workers beat this often a second or more (see rest())
 UNREACHABLE = "not reachable (gone, or not reading: its queue is full)"
 CLIENT_KINDS = frozenset((Kind.HELLO, Kind.STATUS, Kind.SUBMIT, Kind.WATCH))
 ANSWERED = frozenset((Kind.STATUS, Kind.SUBMIT, Kind.CANCEL))  # a client awaits an answer
@@ -227,6 +229,18 @@ class AdminState:
         the edge's tick, a beat left to the tick goes out late, and workers take the admin
         for gone)."""
         return self._next_pulse
+
+    def rest(self) -> float:
+        """How long the edge may leave what comes unread after a round in which nothing
+        happened (no command): REST while no task is on a worker (none is open, or those
+        queued wait for one that can take them) and the workers beat RESTFUL_BEATS times a
+        second or more, so that their heartbeats are read a few at a time (1,000 idle
+        workers beat 200 times a second: a wake-up of the admin each was half its idle CPU);
+        else 0, read at once. Anything submitted or decided meanwhile ends the rest."""
+        if self.board.on_workers or self.closing:
+            return 0.0
+        beats = len(self.members.registry) / self.members.pulse.every
+        return REST if beats >= RESTFUL_BEATS else 0.0
 
     def submit(self, tasks: Sequence[Task] = (), groups: Sequence[TaskGroup] = (),
                now: float = 0.0, after: Any = None, forgettable: bool = False

@@ -405,6 +405,11 @@ class TaskBoard:
         return self._open
 
     @property
+    def on_workers(self) -> bool:
+        """Some task is on a worker (running or queued there): its result is to come."""
+        return self._open > 0 and any(self._in_flight.values())
+
+    @property
     def running(self) -> int:
         """Tasks on workers: running there, or queued there (pipelining)."""
         return sum(len(v) for v in self._in_flight.values())

@@ -103,6 +103,7 @@ class Admin(AgentBase):
                            c.Deliver: lambda d: self._deliver(d.header, d.payload, self.limits),
                            c.Connected: self._connected}
         self._rounds = Rounds(self._journal, self._carry_out)
+        self._rest = Rest()
 
     @property
     def task_manager(self) -> TaskManager:
@@ -342,7 +343,9 @@ class Admin(AgentBase):
                     self._results.first(cmds, self.state.board)
                 await asyncio.sleep(0)
             self._apply(cmds, journaled)
-            if sockets.busy:
+            if not cmds and (rest := self.state.rest()):
+                await self._rest.take(rest)  # (idle among many workers: see AdminState.rest)
+            elif sockets.busy:
                 # A recv that is already complete does not yield: while messages keep coming
                 # the timers (acknowledgements, heartbeats, liveness) would never run.
                 await asyncio.sleep(0)
@@ -356,6 +359,8 @@ class Admin(AgentBase):
     def _apply(self, cmds: list[c.Command], journaled: bool = False) -> None:
         """The journal first (unless ``journaled`` already), then every command in order
         (see Rounds: a round that follows from carrying out another comes after it)."""
+        if cmds:
+            self._rest.stir()
         if self._rounds.apply(cmds, journaled):
             if self._results is not None:
                 self._results.flush()
@@ -669,6 +674,32 @@ class Rounds:
         finally:
             pending.clear()  # (one that raised: the next call starts afresh)
         return True
+
+
+class Rest:
+    """The receive loop's rest (AdminState.rest), which anything the admin carries out
+    ends at once: a task submitted in this process has its result read as it comes."""
+
+    def __init__(self) -> None:
+        self._wait: asyncio.Future[None] | None = None
+
+    async def take(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._wait = loop.create_future()
+        timer = loop.call_later(seconds, self.stir)
+        try:
+            await self._wait
+        finally:
+            timer.cancel()
+            self._wait = None
+
+    @property
+    def resting(self) -> bool:
+        return self._wait is not None
+
+    def stir(self) -> None:
+        if self._wait is not None and not self._wait.done():
+            self._wait.set_result(None)
 
 
 class Acks:

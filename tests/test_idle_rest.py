@@ -1,0 +1,82 @@
+"""An idle admin among many workers reads their heartbeats a few at a time (AdminState.rest):
+1,000 idle workers beat 200 times a second, and a wake-up of the admin for each was half its
+idle CPU. The rest is for an admin with nothing to do: a task on a worker, the admin closing, or
+anything submitted in its process ends it, and what comes is read at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import run
+from kit import Sim, assigned, noop
+
+from ceylon_net import Admin, AdminSettings, Task, Worker
+from ceylon_net.core import admin_state
+from ceylon_net.core.admin_state import REST, RESTFUL_BEATS
+from ceylon_net.dev.testing import wait_until
+
+
+def test_an_idle_admin_among_many_workers_rests_after_their_heartbeats_not_with_a_task_out():
+    many = int(RESTFUL_BEATS) + 20  # beating once a second each (--heartbeat 1)
+    sim = Sim(hello_rate=1e6)
+    workers = {w.name: w for w in (sim.join(f"w{i}") for i in range(many))}
+    sim.tick(at=1.0)
+    assert len(sim.st.members.registry) == many
+    sim.now = 1.5
+    assert workers["w0"].heartbeat() == []  # a heartbeat alone: nothing to do
+    assert sim.st.rest() == REST
+    (name,) = assigned(sim.submit(noop(1)))
+    assert sim.st.rest() == 0.0  # a task on a worker: its result is read as it comes
+    workers[name].finish(1)
+    assert sim.st.rest() == REST
+    assert assigned(sim.submit(noop(2, difficulty=11))) == {}  # (above every worker's skill)
+    assert sim.st.rest() == REST  # queued, none on a worker: no result is to come
+    sim.st.close("over")
+    assert sim.st.rest() == 0.0  # closing: the workers' answers to its END are awaited
+
+
+def test_an_admin_among_fewer_workers_reads_each_heartbeat_as_it_comes():
+    sim = Sim(hello_rate=1e6)
+    for i in range(int(RESTFUL_BEATS) - 20):
+        sim.join(f"w{i}")
+    sim.tick(at=1.0)
+    assert sim.st.rest() == 0.0
+
+
+def test_one_thousand_workers_beating_slower_still_make_the_admin_rest():
+    sim = Sim(hello_rate=1e6)  # 1,000 workers: told to beat every 5 s, 200 beats a second
+    for i in range(1000):
+        sim.join(f"w{i}")
+    sim.tick(at=1.0)
+    assert sim.st.members.pulse.every == 5.0
+    assert sim.st.rest() == REST
+
+
+@pytest.mark.timeout(60)
+def test_a_resting_admin_reads_the_result_of_a_task_submitted_in_its_process_at_once(
+        monkeypatch):
+    """An admin that rests a minute after each heartbeat (one worker makes it rest here):
+    execute() still returns as the result comes, twice over, and it stops at once."""
+    monkeypatch.setattr(admin_state, "REST", 60.0)
+    monkeypatch.setattr(admin_state, "RESTFUL_BEATS", 0.5)
+    admin = Admin(settings=AdminSettings(bind="127.0.0.1", port=0))
+    worker = Worker("w", skill=5)
+
+    async def body() -> list[bool]:
+        serving = asyncio.create_task(admin.arun_admin(b"", [worker]))
+        results = []
+        try:
+            await wait_until(lambda: len(admin.get_connected_agents()) == 1, 10, "w to join")
+            for i in range(2):
+                await wait_until(lambda: admin._rest.resting, 10, "the admin to rest")
+                result = await asyncio.wait_for(admin.execute(Task(i, "t", 1, duration=0.01)),
+                                                10)
+                results.append(result.success)
+            await wait_until(lambda: admin._rest.resting, 10, "the admin to rest")
+        finally:
+            await admin.stop()
+            await asyncio.wait_for(serving, 10)
+        return results
+
+    assert run(body()) == [True, True]
