@@ -80,3 +80,67 @@ def test_a_resting_admin_reads_the_result_of_a_task_submitted_in_its_process_at_
         return results
 
     assert run(body()) == [True, True]
+
+
+@pytest.mark.timeout(60)
+def test_an_admin_does_not_rest_while_more_waits_to_be_read_than_it_reads_at_once(monkeypatch):
+    """A burst of heartbeats larger than a read takes (RECV_BATCH) is read to its end before
+    the admin rests (a review: it read a batch each rest, what came piled up unread, and
+    workers were lost). Here it reads two messages at a time and rests 0.2 s: a burst of
+    120 heartbeats read two a rest would take 12 s; read to its end first, a few ms."""
+    import zmq
+    import zmq.asyncio
+
+    from ceylon_net import wire
+    from ceylon_net.edge import admin as admin_module
+    from ceylon_net.wire import Hello, Kind
+
+    monkeypatch.setattr(admin_state, "REST", 0.2)
+    monkeypatch.setattr(admin_state, "RESTFUL_BEATS", 0.5)
+    monkeypatch.setattr(admin_module, "RECV_BATCH", 2)
+
+    async def body() -> None:
+        admin = Admin(settings=AdminSettings(bind="127.0.0.1", port=0))
+        await admin.start()
+        ctx = zmq.asyncio.Context()
+        b = ctx.socket(zmq.DEALER)
+        b.setsockopt(zmq.LINGER, 0)
+        b.connect(f"tcp://127.0.0.1:{admin.port}")
+        read: list[int] = []
+        recv_batch = admin._sockets.recv_batch
+
+        async def counted(*args, **kw):
+            batch = await recv_batch(*args, **kw)
+            read.extend(len(frames) for _, frames, _ in batch)
+            return batch
+
+        admin._sockets.recv_batch = counted
+
+        def said(kind: bytes, msg) -> list[bytes]:
+            header = wire.make_header(admin.workspace_id, "b", wire.type_name(msg))
+            return wire.encode_frames(kind, header, wire.pack(msg))
+
+        try:
+            await b.send_multipart(said(Kind.HELLO, Hello("b", "default", 5, 1)))
+            welcome = wire.decode_frames(await asyncio.wait_for(b.recv_multipart(), 10))
+            assert welcome.kind == Kind.WELCOME
+
+            heard = admin.state.broadcasts.seq  # (it hears PUB: not heartbeaten 50 times a second)
+            beat = said(Kind.HEARTBEAT, wire.Heartbeat(pub=True, heard=heard, delivered=heard))
+
+            async def rested() -> bool:  # (after a round in which nothing happened)
+                await b.send_multipart(beat)
+                return admin._rest.resting
+
+            await wait_until(rested, 10, "the admin to rest")
+            before = len(read)
+            for _ in range(120):
+                await b.send_multipart(beat)
+            await wait_until(lambda: len(read) - before >= 120, 4, "the burst to be read")
+            assert admin.state.peer_of("b") is not None  # (not lost: its beats were read)
+        finally:
+            await admin.close()
+            b.close(0)
+            ctx.term()
+
+    run(body())

@@ -1274,3 +1274,40 @@ def test_a_draining_worker_gives_back_an_assignment_it_cannot_read_as_it_does_th
     released, answers = run(body())
     assert released == [("U", 1), ("V", 1)]
     assert answers == [("T", 1, True)]
+
+
+@pytest.mark.timeout(30)
+def test_an_attempt_waiting_for_a_stopped_run_does_not_run_once_a_newer_was_answered_unreadable():
+    """Attempt 2 waits for attempt 1's run, being stopped, to end; attempt 3 comes, and this
+    worker cannot read it: attempt 3 is answered as failed, and attempt 2 does not run after
+    (a review: it did, for nothing)."""
+    started: list[Any] = []
+    release = asyncio.Event()
+
+    async def task(t: Task) -> TaskResult:
+        started.append(t.id)
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            await release.wait()  # (slow to stop)
+            raise
+        return TaskResult(t.id, "w", True)
+
+    async def body() -> list[tuple[Any, int, bool]]:
+        runner = TaskRunner("w", 1, task, lambda: None)
+        runner.start(lambda crash: None)
+        try:
+            runner.accept(TaskAssignment(Task("t", "x"), "w", 1))
+            await wait_until(lambda: started == ["t"], 5, "attempt 1 to start")
+            runner.cancel("t", 1, "stop it")
+            runner.accept(TaskAssignment(Task("t", "x"), "w", 2))
+            runner.unreadable([("t", 3, "Task.difficulty: expected int, got float")])
+            release.set()
+            await runner.drain(5)
+        finally:
+            await runner.stop()
+        return [(r.task_id, r.attempt, r.success) for r in runner.take_unsent()]
+
+    answers = run(body())
+    assert started == ["t"]
+    assert sorted(answers) == [("t", 1, False), ("t", 3, False)]

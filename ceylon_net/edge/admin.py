@@ -343,8 +343,10 @@ class Admin(AgentBase):
                     self._results.first(cmds, self.state.board)
                 await asyncio.sleep(0)
             self._apply(cmds, journaled)
-            if not cmds and (rest := self.state.rest()):
-                await self._rest.take(rest)  # (idle among many workers: see AdminState.rest)
+            if not cmds and not sockets.full and (rest := self.state.rest()):
+                # (idle among many workers: see AdminState.rest; not with more to read, a
+                # review's 800 beats a second piled up unread, and workers were lost)
+                await self._rest.take(rest)
             elif sockets.busy:
                 # A recv that is already complete does not yield: while messages keep coming
                 # the timers (acknowledgements, heartbeats, liveness) would never run.
@@ -439,6 +441,7 @@ def _once_read(admin: Admin, key: tuple[Any, ...], until: float | None) -> None:
     if sockets.caught_up() or (until is not None and now >= until):
         admin._on_timer(key)
     else:  # (looked at again shortly: a call each loop turn cost W1 3 % while busy)
+        admin._rest.stir()  # (a resting receive loop reads what came first: a review)
         asyncio.get_running_loop().call_later(RECHECK, admin._on_timer_guarded, admin, key,
                                               now + CATCH_UP if until is None else until)
 

@@ -200,12 +200,18 @@ class TaskRunner:
             if self.draining:  # (as a readable one: another worker may take it)
                 self._give_back(task_id, attempt)
                 continue
-            if task_id in self._queued and self._unclaim(task_id):
-                del self._queued[task_id]  # an older attempt: the admin waits for it no more
-                self._check_idle()
+            self._drop_older(task_id)
             self._report(TaskResult(task_id, self.name, False,
                                     error=f"the worker could not read its assignment: {why}",
                                     attempt=attempt))
+
+    def _drop_older(self, task_id: TaskId) -> None:
+        """An older attempt of the task, queued here or to run once a stopped one ends, is
+        not to run: the admin waits for it no more (reviews)."""
+        if task_id in self._queued and self._unclaim(task_id):
+            del self._queued[task_id]
+        self._after.pop(task_id, None)
+        self._check_idle()
 
     def _holds(self, task_id: TaskId) -> int:
         """The newest attempt of the task this worker holds (queued, running, to answer for

@@ -368,6 +368,7 @@ class AdminSockets:
         if curve is not None:
             self._owned.auth = _authenticator(self._owned.ctx, authorized_keys, curve.public)
         self.busy = False  # the last recv_batch gave the event loop no turn (see recv_batch)
+        self.full = False  # ... it stopped at its limit: more may be waiting
         # Every read and send on it is one that cannot wait (DONTWAIT), and the wait for a
         # message is the event loop's reader (_Watched).
         self.router, self._watched = self._owned.plain_socket(zmq.ROUTER)
@@ -435,8 +436,8 @@ class AdminSockets:
         to ``limit`` messages or ``max_bytes`` (what stays queued is held by ZeroMQ within its
         high-water mark, not copied into Python all at once); each as its peer's identity,
         its frames, and the peer's address ('' when unknown). ``busy`` afterwards: it did not
-        wait (its first message was there already) or stopped at its limit, so the event loop
-        got no turn, and the caller should give it one."""
+        wait (its first message was there already) or stopped at its limit (``full``: more
+        may be waiting), so the event loop got no turn, and the caller should give it one."""
         waited = await self._watched.wait()
         batch: list[tuple[bytes, list[bytes], str]] = []
         size = 0
@@ -452,7 +453,8 @@ class AdminSockets:
                 frames.append(recv(zmq.DONTWAIT))
             batch.append((identity.bytes, frames, peer_address(identity)))
             size += sum(map(len, frames))
-        self.busy = not waited or len(batch) >= limit or size >= max_bytes
+        self.full = len(batch) >= limit or size >= max_bytes
+        self.busy = not waited or self.full
         if not batch:  # (the events said a message, and none was there)
             return await self.recv_batch(limit, max_bytes)
         return batch
