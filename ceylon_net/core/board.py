@@ -719,14 +719,15 @@ class TaskBoard:
             return {}  # nothing changed, and nothing waited long enough yet
         self._steal_seen, self._steal_due = version, float("inf")
         workers, held = self.scheduler.workers, self.scheduler.held
+        # (victims first: a plain look at each worker, where most rounds find none)
+        victims = sorted([w for w in workers.values() if w.running > w.slots],
+                         key=lambda w: w.slots - w.running)
+        if not victims:
+            return {}
         # (a worker held for a task waiting to run alone drains: it takes nothing back)
         idle = [w for w in workers.values()
                 if w.running < min(w.room, w.slots) and w.name not in held]
         if not idle:
-            return {}
-        victims = sorted((w for w in workers.values() if w.running > w.slots),
-                         key=lambda w: w.slots - w.running)
-        if not victims:
             return {}
         for task_id in [t for t, _ in self._stealing.items()
                         if self.records[t].state not in IN_FLIGHT]:
