@@ -11,9 +11,9 @@ import pytest
 from conftest import run
 from kit import Sim, assigned, noop
 
-from ceylon_net import Admin, AdminSettings, Task, Worker
+from ceylon_net import Admin, AdminSettings, Task, Worker, wire
 from ceylon_net.core import admin_state
-from ceylon_net.core.admin_state import REST, RESTFUL_BEATS
+from ceylon_net.core.admin_state import QUIET, REST, RESTFUL_BEATS
 from ceylon_net.dev.testing import wait_until
 
 
@@ -25,15 +25,42 @@ def test_an_idle_admin_among_many_workers_rests_after_their_heartbeats_not_with_
     assert len(sim.st.members.registry) == many
     sim.now = 1.5
     assert workers["w0"].heartbeat() == []  # a heartbeat alone: nothing to do
-    assert sim.st.rest() == REST
+    assert sim.st.rest(sim.now) == REST
     (name,) = assigned(sim.submit(noop(1)))
-    assert sim.st.rest() == 0.0  # a task on a worker: its result is read as it comes
+    sim.now = 2.0
+    assert sim.st.rest(sim.now) == 0.0  # a task on a worker: its result is read as it comes
     workers[name].finish(1)
-    assert sim.st.rest() == REST
+    sim.now += QUIET
+    assert sim.st.rest(sim.now) == REST
     assert assigned(sim.submit(noop(2, difficulty=11))) == {}  # (above every worker's skill)
-    assert sim.st.rest() == REST  # queued, none on a worker: no result is to come
+    sim.now += QUIET
+    assert sim.st.rest(sim.now) == REST  # queued, none on a worker: no result is to come
     sim.st.close("over")
-    assert sim.st.rest() == 0.0  # closing: the workers' answers to its END are awaited
+    assert sim.st.rest(sim.now) == 0.0  # closing: the workers' answers to its END are awaited
+
+
+def test_an_admin_talked_to_or_talking_lately_reads_what_comes_at_once():
+    """Not only heartbeats came or went in the last QUIET s (a result, a broadcast of the
+    admin's, a submission): agents and clients talking through it, each answer would wait
+    out a rest (a review: a worker-to-worker ping-pong 2 -> 15 ms)."""
+    sim = Sim(hello_rate=1e6)
+    workers = {w.name: w for w in (sim.join(f"w{i}") for i in range(int(RESTFUL_BEATS) + 20))}
+    sim.now = 10.0
+    ((name, (task,)),) = assigned(sim.submit(noop(1))).items()
+    sim.now += 1.0
+    assert sim.st.rest(sim.now) == 0.0  # (its task on a worker)
+    header = wire.make_header(sim.st.workspace, sim.st.name, "str")
+    for said in (lambda: workers[name].finish(task),
+                 lambda: sim.st.broadcast(header, wire.packb("hello"), sim.now),
+                 lambda: sim.submit(noop(2, difficulty=11))):
+        sim.now += 1.0
+        said()
+        assert sim.st.rest(sim.now) == 0.0
+        sim.now += QUIET / 2
+        workers["w0"].heartbeat()
+        assert sim.st.rest(sim.now) == 0.0  # (heartbeats since, and no more)
+        sim.now += QUIET
+        assert sim.st.rest(sim.now) == REST
 
 
 def test_an_admin_among_fewer_workers_reads_each_heartbeat_as_it_comes():
@@ -41,7 +68,7 @@ def test_an_admin_among_fewer_workers_reads_each_heartbeat_as_it_comes():
     for i in range(int(RESTFUL_BEATS) - 20):
         sim.join(f"w{i}")
     sim.tick(at=1.0)
-    assert sim.st.rest() == 0.0
+    assert sim.st.rest(sim.now) == 0.0
 
 
 def test_one_thousand_workers_beating_slower_still_make_the_admin_rest():
@@ -50,7 +77,7 @@ def test_one_thousand_workers_beating_slower_still_make_the_admin_rest():
         sim.join(f"w{i}")
     sim.tick(at=1.0)
     assert sim.st.members.pulse.every == 5.0
-    assert sim.st.rest() == REST
+    assert sim.st.rest(sim.now) == REST
 
 
 @pytest.mark.timeout(60)

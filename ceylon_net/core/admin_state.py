@@ -18,6 +18,7 @@ out as one :class:`~ceylon_net.core.commands.Finished`.
 
 from __future__ import annotations
 
+import math
 import traceback
 from collections.abc import Iterable, Sequence
 from operator import attrgetter
@@ -58,7 +59,8 @@ PROBATION = 0.2  # least seconds a worker on probation has to confirm its first 
 SYNC_EVERY = 0.02  # seconds between PUB heartbeats while a new worker does not hear them yet
 SYNC_FANOUT = 50  # ... for up to this many agents; more agents, proportionally slower
 REST = 0.02  # s an idle admin leaves its ROUTER unread after reading heartbeats alone...
-RESTFUL_BEATS = 100  # ... when its workers beat this often a second or more (see rest())
+RESTFUL_BEATS = 100  # ... when its workers beat this often a second or more (see rest())...
+QUIET = 0.2  # ... and nothing else came or was sent for this long
 UNREACHABLE = "not reachable (gone, or not reading: its queue is full)"
 CLIENT_KINDS = frozenset((Kind.HELLO, Kind.STATUS, Kind.SUBMIT, Kind.WATCH))
 ANSWERED = frozenset((Kind.STATUS, Kind.SUBMIT, Kind.CANCEL))  # a client awaits an answer
@@ -76,6 +78,7 @@ class AdminState:
     # New work came since the last plan (see _plan); and a round that queues tasks ahead is
     # due (a Timer of no time asked for it).
     _fresh = _ahead_due = False
+    _talked = -math.inf  # when a message other than a heartbeat last came, or was sent (rest)
 
     def __init__(self, settings: AdminSettings, now: float = 0.0) -> None:
         s = self.settings = settings
@@ -230,14 +233,17 @@ class AdminState:
         for gone)."""
         return self._next_pulse
 
-    def rest(self) -> float:
+    def rest(self, now: float) -> float:
         """How long the edge may leave what comes unread after a round in which nothing
         happened (no command): REST while no task is on a worker (none is open, or those
-        queued wait for one that can take them) and the workers beat RESTFUL_BEATS times a
-        second or more, so that their heartbeats are read a few at a time (1,000 idle
-        workers beat 200 times a second: a wake-up of the admin each was half its idle CPU);
-        else 0, read at once. Anything submitted or decided meanwhile ends the rest."""
-        if self.board.on_workers or self.closing:
+        queued wait for one that can take them), nothing but heartbeats came or was sent for
+        QUIET s, and the workers beat RESTFUL_BEATS times a second or more, so that their
+        heartbeats are read a few at a time (1,000 idle workers beat 200 times a second: a
+        wake-up of the admin each was half its idle CPU); else 0, read at once. Anything
+        submitted or decided meanwhile ends the rest. (Not after other messages: agents and
+        clients talking through the admin waited out a rest at each step, a review's
+        worker-to-worker ping-pong 2 -> 15 ms.)"""
+        if self.board.on_workers or self.closing or now - self._talked < QUIET:
             return 0.0
         beats = len(self.members.registry) / self.members.pulse.every
         return REST if beats >= RESTFUL_BEATS else 0.0
@@ -252,7 +258,7 @@ class AdminState:
         as client batches are."""
         if self.closing:
             raise ConfigError(f"admin '{self.name}' is closed: it takes no more tasks")
-        self.board.now = now
+        self.board.now = self._talked = now
         loose = forgettable and self.settings.keep_finished is not None
         try:
             self._submit(tasks, groups, after, loose=loose)
@@ -270,7 +276,7 @@ class AdminState:
         """Cancel tasks: queued or waiting ones at once, running ones by asking their worker
         (they finish as cancelled when it answers, or at once if it is lost meanwhile).
         Returns what happened to each, and the commands."""
-        self.board.now = now
+        self.board.now = self._talked = now
         outcome = self._cancel(task_ids, reason)
         return outcome, self._end_round(now)
 
@@ -395,6 +401,7 @@ class AdminState:
         """The admin's own broadcast (``header`` names the admin as its sender): numbered,
         kept for repairs, published."""
         self.board.now = now
+        self._talked = now  # (replies may come: see rest)
         self._broadcast(header, payload, deliver=False)
         return self._end_round(now, assign=False)  # no task changed
 
@@ -562,6 +569,8 @@ class AdminState:
         if self.guard.banned and self.guard.is_banned(peer, now):
             self.stats.bad_frames += 1
             return
+        if not frames or frames[0] != Kind.HEARTBEAT:
+            self._talked = now  # (see rest)
         awaited = b""
         if frames and frames[0] == Kind.HELLO and peer not in self.members.registry \
                 and not (awaited := self._awaited_hello(peer, address, now)) \

@@ -333,7 +333,8 @@ class Admin(AgentBase):
         assert sockets is not None
         while True:
             messages = await sockets.recv_batch(RECV_BATCH)
-            cmds = self.state.receive_many(messages, time.monotonic())
+            now = time.monotonic()
+            cmds = self.state.receive_many(messages, now)
             journaled = bool(self._waiters) and self._waiters.wake(cmds)
             if journaled:
                 # An execute() caller waits on one: it goes on first, after the journal (and
@@ -343,7 +344,7 @@ class Admin(AgentBase):
                     self._results.first(cmds, self.state.board)
                 await asyncio.sleep(0)
             self._apply(cmds, journaled)
-            if not cmds and not sockets.full and (rest := self.state.rest()):
+            if not cmds and not sockets.full and (rest := self.state.rest(now)):
                 # (idle among many workers: see AdminState.rest; not with more to read, a
                 # review's 800 beats a second piled up unread, and workers were lost)
                 await self._rest.take(rest)
