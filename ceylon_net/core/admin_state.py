@@ -397,6 +397,11 @@ class AdminState:
             self.members.deliver_held(key[1])
         return self._end_round(now)  # (("ahead",): the plan of what is queued ahead)
 
+    def spoke(self, now: float) -> None:
+        """The admin sent a message of its own to an agent (the edge sends it): its answer
+        may come soon (see rest)."""
+        self._talked = now
+
     def broadcast(self, header: Header, payload: bytes, now: float) -> list[Command]:
         """The admin's own broadcast (``header`` names the admin as its sender): numbered,
         kept for repairs, published."""

@@ -323,6 +323,8 @@ class Admin(AgentBase):
         peer = self.state.peer_of(to or "")
         if peer is None:
             raise ConfigError(f"no connected agent named '{to}'")
+        self.state.spoke(time.monotonic())
+        self._rest.stir()  # (its answer is read as it comes: a review)
         if not self._out.direct(peer, to or "", type_, payload):
             raise ConfigError(f"agent '{to}' is not reachable (gone, or not reading: its "
                               f"queue is full)")
@@ -699,7 +701,7 @@ class Rest:
 
     @property
     def resting(self) -> bool:
-        return self._wait is not None
+        return self._wait is not None and not self._wait.done()
 
     def stir(self) -> None:
         if self._wait is not None and not self._wait.done():
