@@ -405,8 +405,7 @@ class AdminState:
     def broadcast(self, header: Header, payload: bytes, now: float) -> list[Command]:
         """The admin's own broadcast (``header`` names the admin as its sender): numbered,
         kept for repairs, published."""
-        self.board.now = now
-        self._talked = now  # (replies may come: see rest)
+        self.board.now = self._talked = now  # (_talked: answers may come, see rest)
         self._broadcast(header, payload, deliver=False)
         return self._end_round(now, assign=False)  # no task changed
 

@@ -190,8 +190,8 @@ class TaskRunner:
         """Assignments this worker could not read (a field of a type it does not take), each
         as (task, attempt, why): answered as failed, saying why; unless it holds that attempt
         or a newer one already, to run or to answer for, or answered it (a copy it read, or
-        this one sent again). An older attempt queued here is not run after; a draining
-        worker gives them back. Dropped, the admin gave them again and again, for ever."""
+        this one sent again). An older attempt held here to run is not run after; a
+        draining worker gives them back. Dropped, the admin gave them again and again, for ever."""
         answered = self._unsent_keys() | self.unacked.keys()  # (once: a review's 8,000 took 8 s)
         for task_id, attempt, why in bad:
             if (task_id, attempt) in answered or self._holds(task_id) >= attempt:
