@@ -6,11 +6,13 @@ anything submitted in its process ends it, and what comes is read at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from conftest import run
-from kit import Sim, assigned, noop
+from kit import Sim, SimWorker, assigned, noop
 
 from ceylon_net import Admin, AdminSettings, Task, Worker, wire
 from ceylon_net.core import admin_state
@@ -18,10 +20,33 @@ from ceylon_net.core.admin_state import QUIET, REST, RESTFUL_BEATS
 from ceylon_net.dev.testing import wait_until
 
 
-def test_an_idle_admin_among_many_workers_rests_after_their_heartbeats_not_with_a_task_out():
-    many = int(RESTFUL_BEATS) + 20  # beating once a second each (--heartbeat 1)
+def _joined(n: int) -> tuple[Sim, dict[str, SimWorker]]:
+    """An admin state with ``n`` workers registered and heard (each beating once a second,
+    --heartbeat 1, up to 200 of them), and the workers by name."""
     sim = Sim(hello_rate=1e6)
-    workers = {w.name: w for w in (sim.join(f"w{i}") for i in range(many))}
+    return sim, {w.name: w for w in (sim.join(f"w{i}") for i in range(n))}
+
+
+@contextlib.asynccontextmanager
+async def _resting(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Admin]:
+    """An in-process admin that rests a minute after each heartbeat (one worker makes it
+    rest), with worker "w" joined, resting; stopped on the way out."""
+    monkeypatch.setattr(admin_state, "REST", 60.0)
+    monkeypatch.setattr(admin_state, "RESTFUL_BEATS", 0.5)
+    admin = Admin(settings=AdminSettings(bind="127.0.0.1", port=0))
+    serving = asyncio.create_task(admin.arun_admin(b"", [Worker("w", skill=5)]))
+    try:
+        await wait_until(lambda: len(admin.get_connected_agents()) == 1, 10, "w to join")
+        await wait_until(lambda: admin._rest.resting, 10, "the admin to rest")
+        yield admin
+    finally:
+        await admin.stop()
+        await asyncio.wait_for(serving, 10)
+
+
+def test_an_idle_admin_among_many_workers_rests_after_their_heartbeats_not_with_a_task_out():
+    many = int(RESTFUL_BEATS) + 20
+    sim, workers = _joined(many)
     sim.tick(at=1.0)
     assert len(sim.st.members.registry) == many
     sim.now = 1.5
@@ -44,8 +69,7 @@ def test_an_admin_talked_to_or_talking_lately_reads_what_comes_at_once():
     """Not only heartbeats came or went in the last QUIET s (a result, a broadcast of the
     admin's, a submission): agents and clients talking through it, each answer would wait
     out a rest (a review: a worker-to-worker ping-pong 2 -> 15 ms)."""
-    sim = Sim(hello_rate=1e6)
-    workers = {w.name: w for w in (sim.join(f"w{i}") for i in range(int(RESTFUL_BEATS) + 20))}
+    sim, workers = _joined(int(RESTFUL_BEATS) + 20)
     sim.now = 10.0
     ((name, (task,)),) = assigned(sim.submit(noop(1))).items()
     sim.now += 1.0
@@ -65,17 +89,13 @@ def test_an_admin_talked_to_or_talking_lately_reads_what_comes_at_once():
 
 
 def test_an_admin_among_fewer_workers_reads_each_heartbeat_as_it_comes():
-    sim = Sim(hello_rate=1e6)
-    for i in range(int(RESTFUL_BEATS) - 20):
-        sim.join(f"w{i}")
+    sim, _ = _joined(int(RESTFUL_BEATS) - 20)
     sim.tick(at=1.0)
     assert sim.st.rest(sim.now) == 0.0
 
 
 def test_one_thousand_workers_beating_slower_still_make_the_admin_rest():
-    sim = Sim(hello_rate=1e6)  # 1,000 workers: told to beat every 5 s, 200 beats a second
-    for i in range(1000):
-        sim.join(f"w{i}")
+    sim, _ = _joined(1000)  # told to beat every 5 s: 200 beats a second
     sim.tick(at=1.0)
     assert sim.st.members.pulse.every == 5.0
     assert sim.st.rest(sim.now) == REST
@@ -84,27 +104,17 @@ def test_one_thousand_workers_beating_slower_still_make_the_admin_rest():
 @pytest.mark.timeout(60)
 def test_a_resting_admin_reads_the_result_of_a_task_submitted_in_its_process_at_once(
         monkeypatch):
-    """An admin that rests a minute after each heartbeat (one worker makes it rest here):
-    execute() still returns as the result comes, twice over, and it stops at once."""
-    monkeypatch.setattr(admin_state, "REST", 60.0)
-    monkeypatch.setattr(admin_state, "RESTFUL_BEATS", 0.5)
-    admin = Admin(settings=AdminSettings(bind="127.0.0.1", port=0))
-    worker = Worker("w", skill=5)
-
+    """An admin that rests a minute after each heartbeat: execute() still returns as the
+    result comes, twice over, and it stops at once."""
     async def body() -> list[bool]:
-        serving = asyncio.create_task(admin.arun_admin(b"", [worker]))
         results = []
-        try:
-            await wait_until(lambda: len(admin.get_connected_agents()) == 1, 10, "w to join")
+        async with _resting(monkeypatch) as admin:
             for i in range(2):
                 await wait_until(lambda: admin._rest.resting, 10, "the admin to rest")
                 result = await asyncio.wait_for(admin.execute(Task(i, "t", 1, duration=0.01)),
                                                 10)
                 results.append(result.success)
             await wait_until(lambda: admin._rest.resting, 10, "the admin to rest")
-        finally:
-            await admin.stop()
-            await asyncio.wait_for(serving, 10)
         return results
 
     assert run(body()) == [True, True]
@@ -178,20 +188,9 @@ def test_an_admin_does_not_rest_while_more_waits_to_be_read_than_it_reads_at_onc
 def test_a_message_of_the_admins_own_to_an_agent_ends_its_rest_and_keeps_it_awake(monkeypatch):
     """The admin sends an agent a direct message: its answer is read as it comes, not after
     a rest (a review: 2 -> 9-20 ms, as a direct message counted as nothing said)."""
-    monkeypatch.setattr(admin_state, "REST", 60.0)
-    monkeypatch.setattr(admin_state, "RESTFUL_BEATS", 0.5)
-    admin = Admin(settings=AdminSettings(bind="127.0.0.1", port=0))
-    worker = Worker("w", skill=5)
-
     async def body() -> tuple[bool, float]:
-        serving = asyncio.create_task(admin.arun_admin(b"", [worker]))
-        try:
-            await wait_until(lambda: len(admin.get_connected_agents()) == 1, 10, "w to join")
-            await wait_until(lambda: admin._rest.resting, 10, "the admin to rest")
+        async with _resting(monkeypatch) as admin:
             await admin.send("w", b"ping")
             return admin._rest.resting, admin.state.rest(time.monotonic())
-        finally:
-            await admin.stop()
-            await asyncio.wait_for(serving, 10)
 
     assert run(body()) == (False, 0.0)

@@ -1164,6 +1164,41 @@ def test_a_thread_woken_for_waiting_calls_costs_the_loop_no_wake_up(monkeypatch)
     assert asked == [] and handlers._THREADS._made == 8
 
 
+class SlowToStop:
+    """A run_task whose tasks wait until ``release`` is set, cancelled or not (slow to
+    stop), recording each start."""
+
+    def __init__(self) -> None:
+        self.started: list[Any] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, t: Task) -> TaskResult:
+        self.started.append(t.id)
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            await self.release.wait()
+            raise
+        return TaskResult(t.id, "w", True)
+
+
+async def _given_again(task: SlowToStop, stopping: bool) -> TaskRunner:
+    """A runner of one slot running task "t" (attempt 1), stopped if ``stopping``, and given
+    attempt 2 as it runs (it answers for it) or as it stops (it runs once that one ends)."""
+    runner = TaskRunner("w", 1, task, lambda: None)
+    runner.start(lambda crash: None)
+    try:
+        runner.accept(TaskAssignment(Task("t", "x"), "w", 1))
+        await wait_until(lambda: task.started == ["t"], 5, "attempt 1 to start")
+    except BaseException:
+        await runner.stop()
+        raise
+    if stopping:
+        runner.cancel("t", 1, "stop it")
+    runner.accept(TaskAssignment(Task("t", "x"), "w", 2))
+    return runner
+
+
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("how", ["given again as it runs", "given again as it stops"])
 def test_an_unreadable_copy_of_an_attempt_the_runner_holds_is_not_answered(how):
@@ -1171,30 +1206,14 @@ def test_an_unreadable_copy_of_an_attempt_the_runner_holds_is_not_answered(how):
     it; or given again while attempt 1 was being stopped, it runs once that one ends): a
     copy of attempt 2 it cannot read is not answered as failed beside it (a review: two
     answers for one attempt, and the second run went ahead after the failure was said)."""
-    started: list[Any] = []
-    release = asyncio.Event()
-
-    async def task(t: Task) -> TaskResult:
-        started.append(t.id)
-        try:
-            await release.wait()
-        except asyncio.CancelledError:
-            await release.wait()  # (slow to stop)
-            raise
-        return TaskResult(t.id, "w", True)
+    task = SlowToStop()
 
     async def body() -> list[tuple[Any, int, bool]]:
-        runner = TaskRunner("w", 1, task, lambda: None)
-        runner.start(lambda crash: None)
+        runner = await _given_again(task, stopping=how == "given again as it stops")
         try:
-            runner.accept(TaskAssignment(Task("t", "x"), "w", 1))
-            await wait_until(lambda: started == ["t"], 5, "attempt 1 to start")
-            if how == "given again as it stops":
-                runner.cancel("t", 1, "stop it")
-            runner.accept(TaskAssignment(Task("t", "x"), "w", 2))
             runner.unreadable([("t", 2, "Task.difficulty: expected int, got float")])
             assert not [r for r in runner.unsent if r.attempt == 2]
-            release.set()
+            task.release.set()
             await wait_until(lambda: any(r.attempt == 2 for r in runner.unsent), 5,
                              "attempt 2's answer")
         finally:
@@ -1281,33 +1300,18 @@ def test_an_attempt_waiting_for_a_stopped_run_does_not_run_once_a_newer_was_answ
     """Attempt 2 waits for attempt 1's run, being stopped, to end; attempt 3 comes, and this
     worker cannot read it: attempt 3 is answered as failed, and attempt 2 does not run after
     (a review: it did, for nothing)."""
-    started: list[Any] = []
-    release = asyncio.Event()
-
-    async def task(t: Task) -> TaskResult:
-        started.append(t.id)
-        try:
-            await release.wait()
-        except asyncio.CancelledError:
-            await release.wait()  # (slow to stop)
-            raise
-        return TaskResult(t.id, "w", True)
+    task = SlowToStop()
 
     async def body() -> list[tuple[Any, int, bool]]:
-        runner = TaskRunner("w", 1, task, lambda: None)
-        runner.start(lambda crash: None)
+        runner = await _given_again(task, stopping=True)
         try:
-            runner.accept(TaskAssignment(Task("t", "x"), "w", 1))
-            await wait_until(lambda: started == ["t"], 5, "attempt 1 to start")
-            runner.cancel("t", 1, "stop it")
-            runner.accept(TaskAssignment(Task("t", "x"), "w", 2))
             runner.unreadable([("t", 3, "Task.difficulty: expected int, got float")])
-            release.set()
+            task.release.set()
             await runner.drain(5)
         finally:
             await runner.stop()
         return [(r.task_id, r.attempt, r.success) for r in runner.take_unsent()]
 
     answers = run(body())
-    assert started == ["t"]
+    assert task.started == ["t"]
     assert sorted(answers) == [("t", 1, False), ("t", 3, False)]
