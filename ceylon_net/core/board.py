@@ -578,7 +578,7 @@ class TaskBoard:
             if new is not WorkerState.STALLED:
                 self._unreachable.discard(worker)
             slot.state = new
-            self.scheduler.touch()
+            self.scheduler.touch(worker)
         return new
 
     def unstall(self, worker: str, held: Mapping[TaskId, int], stalled_before: float) -> None:
@@ -1653,6 +1653,7 @@ class TaskBoard:
     def validate(self) -> None:
         """Check that every task is where its state says, and the counts agree; raises
         AssertionError naming what is off (tests call it after every step)."""
+        self.scheduler.check_index()
         holder = {t: w for w, ids in self._in_flight.items() for t in ids}
         assert sum(map(len, self._in_flight.values())) == len(holder), "a task on two workers"
         unfinished = 0

@@ -438,7 +438,7 @@ class Membership:
             held = self._held(worker, slot.slots)
             if held != slot.capacity:
                 slot.capacity = held
-                self.board.scheduler.touch()
+                self.board.scheduler.touch(worker)
 
     def _held(self, worker: str, slots: int) -> int:
         """Tasks a worker may have in flight: its slots and the credit fed ahead of them
@@ -459,7 +459,7 @@ class Membership:
             return
         slot.slots = rec.detail.capacity - stuck
         slot.capacity = self._held(rec.name, slot.slots)
-        self.board.scheduler.touch()
+        self.board.scheduler.touch(rec.name)
         if stuck > was:
             self.out.log("WARNING", f"worker '{rec.name}': {stuck} of its {rec.detail.capacity} "
                                     f"slot(s) held by a handler that outlived its task (a time "

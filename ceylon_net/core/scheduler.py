@@ -20,9 +20,11 @@ Rules (DESIGN.md "Scheduling"):
 
 A task naming a handler only goes to workers that have it.
 
-Ready tasks are kept in one queue per *class* (difficulty, role, handler). There are few, so a
-decision costs O(classes + workers + log n) however many tasks are queued, and a task taken
-from a class's queue O(1) when it was queued in order (see :class:`ClassQueue`).
+Ready tasks are kept in one queue per *class* (difficulty, role, handler), and the workers
+filed by what they can do and take (:mod:`ceylon_net.core.worker_index`). There are few
+classes and few kinds of worker, so a decision costs O(classes x kinds + log n) however many
+tasks are queued and workers connected, and a task taken from a class's queue O(1) when it was
+queued in order (see :class:`ClassQueue`).
 """
 
 from __future__ import annotations
@@ -34,12 +36,12 @@ from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .tasks import DEFAULT_ROLE
+from .worker_index import ALONE, ANYWHERE, SLOT, Kind, WorkerIndex
 from .workers import WorkerState, room
 
 TaskKey = Hashable
 # difficulty, role, handler, trusted workers only, where it may go (a place)
 ClassKey = tuple[int, str | None, str | None, bool, int]
-ANYWHERE, SLOT, ALONE = 0, 1, 2  # places: a worker's queue too; only a free slot; alone
 Entry = tuple[int, int, TaskKey]  # (-priority, age stamp, task): heap order is queue order
 
 
@@ -164,9 +166,11 @@ def best_fit(workers: Iterable[WorkerSlot], difficulty: int, role: str | None = 
 
 
 class Scheduler:
-    """Ready queue plus worker slots; :meth:`assign` makes the decisions."""
+    """Ready queue plus worker slots; :meth:`assign` makes the decisions. ``indexed``: the
+    worker for a task is found in the workers filed (:class:`WorkerIndex`); False: by
+    looking at each (:func:`best_fit`), the same choices (the tests compare the two)."""
 
-    def __init__(self) -> None:
+    def __init__(self, indexed: bool = True) -> None:
         self._classes: dict[ClassKey, ClassQueue] = {}
         # task -> its live entry (the very tuple); other entries of it are stale
         self._where: dict[TaskKey, Entry] = {}
@@ -178,9 +182,15 @@ class Scheduler:
         self._settled = -1  # the version at which assign() last found nothing to place
         self._slots_only = False  # assign() fills free slots only (see there)
         self._held_for: dict[TaskKey, str] = {}  # a task waiting to run ALONE -> worker held
+        self.indexed, self._index = indexed, WorkerIndex()
 
-    def touch(self) -> None:
+    def touch(self, *workers: str) -> None:
+        """Workers' slots were changed from outside (state, capacity, slots): those named,
+        or, with none named, any."""
         self.version += 1
+        for name in workers or list(self._workers):
+            if (slot := self._workers.get(name)) is not None:
+                self._index.file(slot)
 
     @property
     def held(self) -> Iterable[str]:
@@ -195,9 +205,11 @@ class Scheduler:
     def add_worker(self, slot: WorkerSlot) -> None:
         self.version += 1
         self._workers[slot.name] = slot
+        self._index.file(slot)
 
     def remove_worker(self, name: str) -> WorkerSlot | None:
         self.version += 1
+        self._index.drop(name)
         return self._workers.pop(name, None)
 
     def release(self, worker: str, n: int = 1) -> None:
@@ -208,6 +220,7 @@ class Scheduler:
             slot.running = max(0, slot.running - n)  # n < 0 takes a slot
             if not slot.running:
                 slot.alone = False
+            self._index.file(slot)
 
     def holds(self, worker: str, n: int, alone: bool) -> None:
         """What ``worker`` has in flight was found to be ``n`` tasks; ``alone``: one of them
@@ -216,6 +229,7 @@ class Scheduler:
         if slot is not None and (slot.running, slot.alone) != (n, alone and n > 0):
             self.version += 1
             slot.running, slot.alone = n, alone and n > 0
+            self._index.file(slot)
 
     # ---- ready queue
     def __len__(self) -> int:
@@ -390,6 +404,7 @@ class Scheduler:
             worker.running += taken
             if key[4] == ALONE and taken:
                 worker.alone = True
+            self._index.file(worker)
 
     def placeable(self) -> bool:
         """Some queued task could go to a worker now (an assign() would place one)."""
@@ -459,7 +474,8 @@ class Scheduler:
         first, which start first, and the others end a round sooner (200 tasks on 4 x 8
         slots: 56, 48, 48, 48, one worker running a seventh round, not all four). Less than
         a round stays spread (40 tasks behind 4 x 100 busy slots: 10 each)."""
-        takers = sum(1 for w in self._workers.values() if w.running < w.room and fits(w, key))
+        takers = sum(k.takers(key[3]) for k in self._kinds(key)) if self.indexed else \
+            sum(1 for w in self._workers.values() if w.running < w.room and fits(w, key))
         share = -(-queued // max(1, takers))
         return share if share < slots or slots < 1 else -(-share // slots) * slots
 
@@ -496,11 +512,27 @@ class Scheduler:
         difficulty, role, handler, trusted, place = key
         if self._slots_only and not place:
             place = SLOT
-        worker = best_fit(self._workers.values(), difficulty, role, handler, trusted, place,
-                          reserved)
+        if self.indexed and not reserved:
+            best = self._index.best(self._kinds(key), trusted, place)
+            worker = None if best is None else self._workers[best[3]]
+        else:  # (reserved: a few workers held for a task waiting for a slot, seldom)
+            worker = best_fit(self._workers.values(), difficulty, role, handler, trusted,
+                              place, reserved)
         if worker is None and key[3]:
             worker = self._untrusted_fallback(key)
         return worker
+
+    def _kinds(self, key: ClassKey) -> Iterator[Kind]:
+        """The kinds of worker that can do tasks of class ``key`` (room aside)."""
+        difficulty, role, handler = key[0], key[1], key[2]
+        for kind in self._index.kinds.values():
+            if kind.skill >= difficulty and role_fits(kind.role, role) and \
+                    (handler is None or handler in kind.handlers):
+                yield kind
+
+    def check_index(self) -> None:
+        """Every worker filed as it is (AssertionError otherwise; see touch())."""
+        self._index.check(self._workers.values())
 
     def _untrusted_fallback(self, key: ClassKey) -> WorkerSlot | None:
         """A task for trusted workers only, and none that could ever take it: an idle worker
