@@ -522,13 +522,11 @@ class Scheduler:
             worker = self._untrusted_fallback(key)
         return worker
 
-    def _kinds(self, key: ClassKey) -> Iterator[Kind]:
+    def _kinds(self, key: ClassKey) -> list[Kind]:
         """The kinds of worker that can do tasks of class ``key`` (room aside)."""
         difficulty, role, handler = key[0], key[1], key[2]
-        for kind in self._index.kinds.values():
-            if kind.skill >= difficulty and role_fits(kind.role, role) and \
-                    (handler is None or handler in kind.handlers):
-                yield kind
+        return [k for k in self._index.kinds.values() if k.skill >= difficulty
+                and role_fits(k.role, role) and (handler is None or handler in k.handlers)]
 
     def check_index(self) -> None:
         """Every worker filed as it is (AssertionError otherwise; see touch())."""

@@ -50,6 +50,9 @@ class WorkerSlot(Protocol):
     def room(self) -> int: ...
 
 
+# The heaps a choice looks at, by (a free slot only, off probation only)
+_LOOK = {(False, False): (0, 1, 2, 3), (False, True): (1, 3), (True, False): (0, 1),
+         (True, True): (1,)}
 Filed = tuple[float, str, int]  # (in flight / slots, name, stamp): heap order is best first
 Profile = tuple[int, str, frozenset[str]]  # skill, role, handlers
 
@@ -65,9 +68,10 @@ def heap_of(slot: WorkerSlot) -> int | None:
 class Kind:
     """The workers of one profile, in their four heaps."""
 
-    __slots__ = ("handlers", "heaps", "live", "members", "role", "skill")
+    __slots__ = ("handlers", "heaps", "live", "members", "profile", "role", "skill")
 
     def __init__(self, profile: Profile) -> None:
+        self.profile = profile
         self.skill, self.role, self.handlers = profile
         self.heaps: tuple[list[Filed], ...] = ([], [], [], [])
         self.live = [0, 0, 0, 0]  # workers filed in each heap (the rest of it is stale)
@@ -89,18 +93,25 @@ class WorkerIndex:
 
     def file(self, slot: WorkerSlot) -> None:
         """File ``slot`` as it is now (a new worker, or one changed)."""
-        self._unfile(slot.name)
-        profile = (slot.skill, slot.role, slot.handlers)
-        kind = self.kinds.get(profile)
-        if kind is None:
-            kind = self.kinds[profile] = Kind(profile)
-        kind.members += 1
+        name = slot.name
+        was = self._filed.get(name)
+        if was is not None and was[1].profile == (slot.skill, slot.role, slot.handlers):
+            kind = was[1]  # (the usual case: its load changed)
+            if was[2] is not None:
+                kind.live[was[2]] -= 1
+        else:
+            self._unfile(name)
+            profile = (slot.skill, slot.role, slot.handlers)
+            kind = self.kinds.get(profile)
+            if kind is None:
+                kind = self.kinds[profile] = Kind(profile)
+            kind.members += 1
         self._stamp += 1
         n = heap_of(slot)
-        self._filed[slot.name] = (self._stamp, kind, n)
+        self._filed[name] = (self._stamp, kind, n)
         if n is not None:
             heap = kind.heaps[n]
-            heapq.heappush(heap, (slot.running / slot.slots, slot.name, self._stamp))
+            heapq.heappush(heap, (slot.running / slot.slots, name, self._stamp))
             kind.live[n] += 1
             if len(heap) > 2 * kind.live[n] + 16:
                 self._rebuild(heap)
@@ -118,23 +129,12 @@ class WorkerIndex:
             kind.live[n] -= 1
         kind.members -= 1
         if not kind.members:
-            del self.kinds[(kind.skill, kind.role, kind.handlers)]
+            del self.kinds[kind.profile]
 
     def _rebuild(self, heap: list[Filed]) -> None:
         filed = self._filed
         heap[:] = [e for e in heap if (f := filed.get(e[1])) is not None and f[0] == e[2]]
         heapq.heapify(heap)
-
-    def head(self, heap: list[Filed]) -> Filed | None:
-        """The best worker filed in ``heap`` (entries of older stamps before it dropped)."""
-        filed = self._filed
-        while heap:
-            entry = heap[0]
-            f = filed.get(entry[1])
-            if f is not None and f[0] == entry[2]:
-                return entry
-            heapq.heappop(heap)
-        return None
 
     def best(self, kinds: Iterable[Kind], trusted: bool, place: int
              ) -> tuple[bool, int, float, str] | None:
@@ -142,17 +142,24 @@ class WorkerIndex:
         task that only workers off probation may take (``trusted``), going to ``place``
         (ANYWHERE 0, a free SLOT, or ALONE), or None: none can take it now."""
         best = None
-        numbers = (1,) if trusted else (0, 1)
-        buckets = (FREE,) if place else (FREE, QUEUE)
+        heaps = _LOOK[bool(place), trusted]
+        filed = self._filed
         for kind in kinds:
-            for bucket in buckets:
-                for t in numbers:
-                    entry = self.head(kind.heaps[2 * bucket + t])
-                    if entry is None or (place == ALONE and entry[0]):
-                        continue  # (ALONE: nothing in flight, a load of 0)
-                    key = (bucket == QUEUE, kind.skill, entry[0], entry[1])
-                    if best is None or key < best:
-                        best = key
+            for n in heaps:
+                heap = kind.heaps[n]
+                while heap:  # (its head: entries filed under an older stamp dropped)
+                    entry = heap[0]
+                    f = filed.get(entry[1])
+                    if f is not None and f[0] == entry[2]:
+                        break
+                    heapq.heappop(heap)
+                else:
+                    continue
+                if place == ALONE and entry[0]:
+                    continue  # (ALONE: nothing in flight, a load of 0)
+                key = (n >= 2, kind.skill, entry[0], entry[1])  # (2, 3: QUEUE)
+                if best is None or key < best:
+                    best = key
         return best
 
     def check(self, slots: Iterable[WorkerSlot]) -> None:
@@ -161,8 +168,8 @@ class WorkerIndex:
         assert set(self._filed) == {s.name for s in slots}, "the workers filed differ"
         for slot in slots:
             stamp, kind, n = self._filed[slot.name]
-            assert (kind.skill, kind.role, kind.handlers) == \
-                (slot.skill, slot.role, slot.handlers), f"{slot.name}: filed as another kind"
+            assert kind.profile == (slot.skill, slot.role, slot.handlers), \
+                f"{slot.name}: filed as another kind"
             assert n == heap_of(slot), f"{slot.name}: filed in heap {n}, belongs in " \
                                        f"{heap_of(slot)} (changed without touch()?)"
             assert n is None or (slot.running / slot.slots, slot.name, stamp) in \
