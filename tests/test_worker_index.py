@@ -5,12 +5,14 @@ come; and among many workers a choice looks at a few of them, not at each."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from ceylon_net.core import scheduler as sched
 from ceylon_net.core.scheduler import ALONE, ANYWHERE, SLOT, Scheduler, WorkerSlot
+from ceylon_net.core.worker_index import heap_of
 from ceylon_net.core.workers import WorkerState
 
 NAMES = [f"w{i}" for i in range(5)]
@@ -22,18 +24,19 @@ CLASSES = [(d, role, handler) for d in (1, 4, 8) for role in ROLES for handler i
 
 
 class Lockstep(RuleBasedStateMachine):
-    """Two schedulers, one finding workers in the index and one by looking at each, fed the
-    same steps: the same decisions, the same workers held, every worker filed as it is."""
+    """Schedulers finding workers in the index, by looking at each, and by either as the
+    kinds of worker go, fed the same steps: the same decisions, the same workers held, every
+    worker filed as it is."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.pair = (Scheduler(), Scheduler(indexed=False))
+        self.pair = (Scheduler(indexed=True), Scheduler(indexed=False), Scheduler())
         self.next_id = 0
         self.queued: set[int] = set()
 
     def both(self, fn):  # type: ignore[no-untyped-def]
         got = [fn(s) for s in self.pair]
-        assert got[0] == got[1], got
+        assert got[0] == got[1] == got[2], got
         return got[0]
 
     @rule(name=st.sampled_from(NAMES), skill=st.integers(0, 10),
@@ -115,12 +118,37 @@ class Lockstep(RuleBasedStateMachine):
                 assert sum(k.takers(trusted) for k in kinds) == sum(
                     1 for w in workers if w.running < w.room and sched.fits(w, key))
 
+    @rule(name=st.sampled_from(NAMES), capacity=st.integers(1, 5))
+    def changed_untold(self, name, capacity):
+        """A change not told (no touch()) is found by the index's check when the worker
+        would be filed elsewhere; told, it is filed again."""
+        s = self.pair[0]
+        slot = s.workers.get(name)
+        if slot is None:
+            return
+        before = filing(slot)
+        slot.capacity, slot.slots = capacity, capacity
+        if filing(slot) != before:
+            with pytest.raises(AssertionError, match=name):
+                s.check_index()
+        for other in self.pair[1:]:
+            other.workers[name].capacity = other.workers[name].slots = capacity
+        for each in self.pair:
+            each.touch(name)
+
     @invariant()
-    def the_same_choice_is_open_to_both(self):
+    def the_same_choice_is_open_to_all(self):
         self.both(lambda s: s.placeable())
         self.pair[0].check_index()
-        assert {n: (w.running, w.alone) for n, w in self.pair[0].workers.items()} == \
-            {n: (w.running, w.alone) for n, w in self.pair[1].workers.items()}
+        self.pair[2].check_index()
+        loads = [{n: (w.running, w.alone) for n, w in s.workers.items()} for s in self.pair]
+        assert loads[0] == loads[1] == loads[2]
+
+
+def filing(slot: WorkerSlot) -> tuple[int | None, float | None]:
+    """Where a worker is filed: its heap, and its load there."""
+    n = heap_of(slot)
+    return n, None if n is None else slot.running / slot.slots
 
 
 Lockstep.TestCase.settings = settings(max_examples=200, stateful_step_count=40,

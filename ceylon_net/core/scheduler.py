@@ -166,11 +166,14 @@ def best_fit(workers: Iterable[WorkerSlot], difficulty: int, role: str | None = 
 
 
 class Scheduler:
-    """Ready queue plus worker slots; :meth:`assign` makes the decisions. ``indexed``: the
-    worker for a task is found in the workers filed (:class:`WorkerIndex`); False: by
-    looking at each (:func:`best_fit`), the same choices (the tests compare the two)."""
+    """Ready queue plus worker slots; :meth:`assign` makes the decisions. The worker for a
+    task is found in the workers filed by kind (:class:`WorkerIndex`), or by a look at each
+    (:func:`best_fit`), the same choices (the tests compare the two); ``indexed``: always the
+    first (True), always the second (False), or (None) the first while there are no more
+    than half as many kinds of worker as workers (a choice looks at each kind: among 1,000
+    workers of 1,000 kinds the index costs more than a look at each)."""
 
-    def __init__(self, indexed: bool = True) -> None:
+    def __init__(self, indexed: bool | None = None) -> None:
         self._classes: dict[ClassKey, ClassQueue] = {}
         # task -> its live entry (the very tuple); other entries of it are stale
         self._where: dict[TaskKey, Entry] = {}
@@ -186,7 +189,7 @@ class Scheduler:
 
     def touch(self, *workers: str) -> None:
         """Workers' slots were changed from outside (state, capacity, slots): those named,
-        or, with none named, any."""
+        or, with none named, any (each is filed again: O(workers))."""
         self.version += 1
         for name in workers or list(self._workers):
             if (slot := self._workers.get(name)) is not None:
@@ -474,7 +477,7 @@ class Scheduler:
         first, which start first, and the others end a round sooner (200 tasks on 4 x 8
         slots: 56, 48, 48, 48, one worker running a seventh round, not all four). Less than
         a round stays spread (40 tasks behind 4 x 100 busy slots: 10 each)."""
-        takers = sum(k.takers(key[3]) for k in self._kinds(key)) if self.indexed else \
+        takers = sum(k.takers(key[3]) for k in self._kinds(key)) if self._by_kind() else \
             sum(1 for w in self._workers.values() if w.running < w.room and fits(w, key))
         share = -(-queued // max(1, takers))
         return share if share < slots or slots < 1 else -(-share // slots) * slots
@@ -512,7 +515,7 @@ class Scheduler:
         difficulty, role, handler, trusted, place = key
         if self._slots_only and not place:
             place = SLOT
-        if self.indexed and not reserved:
+        if not reserved and self._by_kind():
             best = self._index.best(self._kinds(key), trusted, place)
             worker = None if best is None else self._workers[best[3]]
         else:  # (reserved: a few workers held for a task waiting for a slot, seldom)
@@ -521,6 +524,12 @@ class Scheduler:
         if worker is None and key[3]:
             worker = self._untrusted_fallback(key)
         return worker
+
+    def _by_kind(self) -> bool:
+        """A choice is made in the index (see the class's note)."""
+        if self.indexed is None:
+            return 2 * len(self._index.kinds) <= len(self._workers)
+        return self.indexed
 
     def _kinds(self, key: ClassKey) -> list[Kind]:
         """The kinds of worker that can do tasks of class ``key`` (room aside)."""

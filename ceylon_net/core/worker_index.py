@@ -16,6 +16,9 @@ those only). A worker with no room is in neither. A choice looks at the profiles
 the task (a cluster's workers come in a few kinds) and at the head of their heaps: O(profiles
 + log workers), not O(workers).
 
+A cluster whose workers are each of a kind of their own is better served by a look at each
+(the scheduler does so while there are more than half as many kinds as workers).
+
 Filing is lazy: a worker whose load, state, capacity or slots changed is filed again under a
 new stamp, and the entries under its older stamps are dropped when they come to a heap's
 head, or when the heap is rebuilt (once most of it is such entries, so it stays within a
@@ -26,6 +29,7 @@ and is told of each change made from outside (:meth:`Scheduler.touch`).
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -166,13 +170,18 @@ class WorkerIndex:
         """Every worker filed as it is (AssertionError otherwise): for the state's checks."""
         slots = list(slots)
         assert set(self._filed) == {s.name for s in slots}, "the workers filed differ"
+        entries = {(n, e) for kind in self.kinds.values() for n, heap in enumerate(kind.heaps)
+                   for e in heap}
         for slot in slots:
             stamp, kind, n = self._filed[slot.name]
             assert kind.profile == (slot.skill, slot.role, slot.handlers), \
                 f"{slot.name}: filed as another kind"
             assert n == heap_of(slot), f"{slot.name}: filed in heap {n}, belongs in " \
                                        f"{heap_of(slot)} (changed without touch()?)"
-            assert n is None or (slot.running / slot.slots, slot.name, stamp) in \
-                kind.heaps[n], f"{slot.name}: its entry is not in its heap"
+            assert n is None or (n, (slot.running / slot.slots, slot.name, stamp)) in \
+                entries, f"{slot.name}: its entry is not in its heap"
+        members = Counter(id(k) for _, k, _ in self._filed.values())
+        live = Counter((id(k), n) for _, k, n in self._filed.values())
         for kind in self.kinds.values():
-            assert kind.members == sum(1 for _, k, _ in self._filed.values() if k is kind)
+            assert kind.members == members[id(kind)], f"{kind.profile}: members"
+            assert kind.live == [live[id(kind), n] for n in range(4)], f"{kind.profile}: live"
