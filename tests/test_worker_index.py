@@ -5,6 +5,8 @@ come; and among many workers a choice looks at a few of them, not at each."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -20,6 +22,7 @@ ROLES = [None, "default", "analyst"]
 HANDLERS = [None, "sum", "fetch"]
 # (mostly the states in which a worker takes tasks: those are where choices differ)
 STATES = [WorkerState.TRUSTED] * 3 + [WorkerState.PROBATION] * 2 + list(WorkerState)
+KIN = [(2, "default", frozenset()), (6, "analyst", frozenset({"sum"}))]  # skill, role, handlers
 CLASSES = [(d, role, handler) for d in (1, 4, 8) for role in ROLES for handler in HANDLERS]
 
 
@@ -49,6 +52,14 @@ class Lockstep(RuleBasedStateMachine):
         for s in self.pair:
             s.add_worker(WorkerSlot(name, skill, role, capacity, handlers=handlers,
                                     state=state, slots=max(1, capacity - queue)))
+
+    @rule(name=st.sampled_from(NAMES), kin=st.sampled_from(KIN),
+          capacity=st.integers(1, 4), queue=st.integers(0, 2),
+          state=st.sampled_from(STATES))
+    def join_kin(self, name, kin, capacity, queue, state):
+        """A worker of one of a few kinds: workers share kinds, so the scheduler that goes
+        by the kinds uses the index as often as not."""
+        self.join(name, *kin, capacity, queue, state)
 
     @rule(name=st.sampled_from(NAMES))
     def leave(self, name):
@@ -175,3 +186,28 @@ def test_a_choice_among_a_thousand_workers_looks_at_a_few_of_them(monkeypatch):
     assert looked == []  # never the look at each worker
     filed = sum(map(len, (h for k in s._index.kinds.values() for h in k.heaps)))
     assert filed < 3 * len(s.workers)  # (what changed is filed again, the old dropped)
+
+
+def test_every_small_worker_alone_and_beside_another_kind_is_found_as_best_fit_finds_it():
+    """Each state, capacity (0-3), slots (0-3, none only with no capacity) and load (0-4) of
+    a worker, alone and beside a worker of another kind in a sample of those: for a task of
+    each trust and place, the index's worker is best_fit's (a trusted worker with its slots
+    busy and room in its queue, say, which the machine above reaches seldom)."""
+    shapes = [(state, capacity, slots, running) for state, capacity, slots, running
+              in itertools.product(WorkerState, range(4), range(4), range(5))
+              if slots or not capacity]
+    for a, b in itertools.product(shapes, [None, *shapes[::7]]):
+        s = Scheduler(indexed=True)
+        for name, skill, shape in (("a", 3, a), ("b", 5, b)):
+            if shape is not None:
+                state, capacity, slots, running = shape
+                slot = WorkerSlot(name, skill, capacity=capacity, state=state)
+                slot.slots, slot.running = slots, running
+                s.add_worker(slot)
+        s.check_index()
+        for trusted in (False, True):
+            key = sched.class_key(1, None, None, trusted)
+            for place in (ANYWHERE, SLOT, ALONE):
+                best = s._index.best(s._kinds(key), trusted, place)
+                expect = sched.best_fit(s.workers.values(), 1, None, None, trusted, place)
+                assert (best and best[3]) == (expect and expect.name), (a, b, trusted, place)

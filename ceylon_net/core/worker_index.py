@@ -170,16 +170,18 @@ class WorkerIndex:
         """Every worker filed as it is (AssertionError otherwise): for the state's checks."""
         slots = list(slots)
         assert set(self._filed) == {s.name for s in slots}, "the workers filed differ"
-        entries = {(n, e) for kind in self.kinds.values() for n, heap in enumerate(kind.heaps)
-                   for e in heap}
+        entries = {(id(kind), n, e) for kind in self.kinds.values()
+                   for n, heap in enumerate(kind.heaps) for e in heap}
+        assert {id(k) for k in self.kinds.values()} == \
+            {id(k) for _, k, _ in self._filed.values()}, "a kind with no worker, or unlisted"
         for slot in slots:
             stamp, kind, n = self._filed[slot.name]
             assert kind.profile == (slot.skill, slot.role, slot.handlers), \
                 f"{slot.name}: filed as another kind"
             assert n == heap_of(slot), f"{slot.name}: filed in heap {n}, belongs in " \
                                        f"{heap_of(slot)} (changed without touch()?)"
-            assert n is None or (n, (slot.running / slot.slots, slot.name, stamp)) in \
-                entries, f"{slot.name}: its entry is not in its heap"
+            assert n is None or (id(kind), n, (slot.running / slot.slots, slot.name, stamp)) \
+                in entries, f"{slot.name}: its entry is not in its heap"
         members = Counter(id(k) for _, k, _ in self._filed.values())
         live = Counter((id(k), n) for _, k, n in self._filed.values())
         for kind in self.kinds.values():
