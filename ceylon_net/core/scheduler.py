@@ -134,8 +134,9 @@ def role_fits(worker_role: str, task_role: str | None) -> bool:
     return task_role in (None, DEFAULT_ROLE) or worker_role in (DEFAULT_ROLE, task_role)
 
 
-def can_do(worker: WorkerSlot, difficulty: int, role: str | None,
+def can_do(worker: WorkerSlot | Kind, difficulty: int, role: str | None,
            handler: str | None = None) -> bool:
+    """A worker (or a kind of worker: see worker_index) could do such a task, room aside."""
     return worker.skill >= difficulty and role_fits(worker.role, role) and \
         (handler is None or handler in worker.handlers)
 
@@ -534,8 +535,7 @@ class Scheduler:
     def _kinds(self, key: ClassKey) -> list[Kind]:
         """The kinds of worker that can do tasks of class ``key`` (room aside)."""
         difficulty, role, handler = key[0], key[1], key[2]
-        return [k for k in self._index.kinds.values() if k.skill >= difficulty
-                and role_fits(k.role, role) and (handler is None or handler in k.handlers)]
+        return [k for k in self._index.kinds.values() if can_do(k, difficulty, role, handler)]
 
     def check_index(self) -> None:
         """Every worker filed as it is (AssertionError otherwise; see touch())."""
