@@ -33,12 +33,12 @@ class Lockstep(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.pair = (Scheduler(indexed=True), Scheduler(indexed=False), Scheduler())
+        self.three = (Scheduler(indexed=True), Scheduler(indexed=False), Scheduler())
         self.next_id = 0
         self.queued: set[int] = set()
 
-    def both(self, fn):  # type: ignore[no-untyped-def]
-        got = [fn(s) for s in self.pair]
+    def alike(self, fn):  # type: ignore[no-untyped-def]
+        got = [fn(s) for s in self.three]
         assert got[0] == got[1] == got[2], got
         return got[0]
 
@@ -49,7 +49,7 @@ class Lockstep(RuleBasedStateMachine):
           state=st.sampled_from(STATES))
     def join(self, name, skill, role, handlers, capacity, queue, state):
         """A new worker, or one of the same name registered again (it replaces it)."""
-        for s in self.pair:
+        for s in self.three:
             s.add_worker(WorkerSlot(name, skill, role, capacity, handlers=handlers,
                                     state=state, slots=max(1, capacity - queue)))
 
@@ -63,14 +63,14 @@ class Lockstep(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from(NAMES))
     def leave(self, name):
-        self.both(lambda s: s.remove_worker(name) is None)
+        self.alike(lambda s: s.remove_worker(name) is None)
 
     @rule(difficulty=st.integers(1, 10), role=st.sampled_from(ROLES),
           handler=st.sampled_from(HANDLERS), priority=st.integers(-1, 1),
           trusted=st.booleans(), place=st.sampled_from([ANYWHERE, ANYWHERE, SLOT, ALONE]))
     def push(self, difficulty, role, handler, priority, trusted, place):
         task, self.next_id = self.next_id, self.next_id + 1
-        self.both(lambda s: s.push(task, difficulty, role, priority, handler=handler,
+        self.alike(lambda s: s.push(task, difficulty, role, priority, handler=handler,
                                    trusted=trusted, place=place))
         self.queued.add(task)
 
@@ -79,24 +79,24 @@ class Lockstep(RuleBasedStateMachine):
     def discard(self, data):
         task = data.draw(st.sampled_from(sorted(self.queued)))
         self.queued.discard(task)
-        self.both(lambda s: s.discard(task))
+        self.alike(lambda s: s.discard(task))
 
     @rule(slots_only=st.booleans())
     def assign(self, slots_only):
-        decided = self.both(lambda s: s.assign(slots_only))
+        decided = self.alike(lambda s: s.assign(slots_only))
         self.queued -= {task for task, _ in decided}
-        self.both(lambda s: set(s.held))
+        self.alike(lambda s: set(s.held))
 
     @rule(name=st.sampled_from(NAMES), n=st.integers(-1, 3))
     def release(self, name, n):
         """Tasks ended on it (n < 0: a slot taken, as a task given back undone does)."""
-        for s in self.pair:
+        for s in self.three:
             s.release(name, n)
 
     @rule(name=st.sampled_from(NAMES), n=st.integers(0, 4), alone=st.booleans())
     def holds(self, name, n, alone):
         """Its heartbeat says what it holds."""
-        for s in self.pair:
+        for s in self.three:
             s.holds(name, n, alone)
 
     @rule(name=st.sampled_from(NAMES), state=st.sampled_from(STATES),
@@ -106,7 +106,7 @@ class Lockstep(RuleBasedStateMachine):
         task) changed from outside, told by name, or not (touch() with none: any). With no
         slot left, no capacity either (as the admin's pacing has it)."""
         capacity = capacity if slots else 0
-        for s in self.pair:
+        for s in self.three:
             slot = s.workers.get(name)
             if slot is not None:
                 slot.state, slot.capacity, slot.slots = state, capacity, slots
@@ -116,7 +116,7 @@ class Lockstep(RuleBasedStateMachine):
     def every_choice_is_best_fits(self):
         """For any task, the worker the index finds is best_fit's, and so is the count of
         workers with room that could take it (what a worker's share of a queue is cut by)."""
-        s = self.pair[0]
+        s = self.three[0]
         workers = list(s.workers.values())
         for difficulty, role, handler in CLASSES:
             for trusted in (False, True):
@@ -133,7 +133,7 @@ class Lockstep(RuleBasedStateMachine):
     def changed_untold(self, name, capacity):
         """A change not told (no touch()) is found by the index's check when the worker
         would be filed elsewhere; told, it is filed again."""
-        s = self.pair[0]
+        s = self.three[0]
         slot = s.workers.get(name)
         if slot is None:
             return
@@ -142,17 +142,17 @@ class Lockstep(RuleBasedStateMachine):
         if filing(slot) != before:
             with pytest.raises(AssertionError, match=name):
                 s.check_index()
-        for other in self.pair[1:]:
+        for other in self.three[1:]:
             other.workers[name].capacity = other.workers[name].slots = capacity
-        for each in self.pair:
+        for each in self.three:
             each.touch(name)
 
     @invariant()
     def the_same_choice_is_open_to_all(self):
-        self.both(lambda s: s.placeable())
-        self.pair[0].check_index()
-        self.pair[2].check_index()
-        loads = [{n: (w.running, w.alone) for n, w in s.workers.items()} for s in self.pair]
+        self.alike(lambda s: s.placeable())
+        self.three[0].check_index()
+        self.three[2].check_index()
+        loads = [{n: (w.running, w.alone) for n, w in s.workers.items()} for s in self.three]
         assert loads[0] == loads[1] == loads[2]
 
 
